@@ -1,0 +1,69 @@
+# tpasst — build, run, test, benchmark.
+# Every target that runs TypeScript first makes sure the pinned Deno exists:
+# a `deno` on PATH is used when it is exactly $(DENO_VERSION); otherwise the npm
+# package is installed into .tools/.
+
+DENO_VERSION := 2.9.6
+TOOLS_DIR    := $(CURDIR)/.tools
+LOCAL_DENO   := $(TOOLS_DIR)/node_modules/.bin/deno
+SYSTEM_DENO  := $(shell command -v deno 2>/dev/null)
+DENO         := $(if $(and $(SYSTEM_DENO),$(findstring deno $(DENO_VERSION),$(shell deno --version 2>/dev/null))),$(SYSTEM_DENO),$(LOCAL_DENO))
+
+CC      ?= cc
+CFLAGS  := -Wall -Wextra -Werror -O2 -fPIC -shared -std=gnu11
+HELPER  := native/libtpasst_helper.so
+HELPER_SOURCES := $(wildcard native/*.c)
+HELPER_HEADERS := $(wildcard native/*.h)
+
+# Tests get every permission (they spawn QEMU and the daemon); the daemon under
+# test always runs through bin/tpasst with the permission set from deno.json.
+TEST_FLAGS := --allow-all --no-prompt
+UNIT_PATHS := src/ ffi/ tests/
+
+.PHONY: all deno native start test check e2e bench compile demo clean
+
+all: native
+
+deno: $(DENO)
+
+$(LOCAL_DENO):
+	mkdir -p $(TOOLS_DIR)
+	cd $(TOOLS_DIR) && { [ -f package.json ] || echo '{"name":"tpasst-tools","private":true}' > package.json; } \
+	  && npm install --no-audit --no-fund deno@$(DENO_VERSION)
+
+native: $(HELPER)
+
+$(HELPER): $(HELPER_SOURCES) $(HELPER_HEADERS)
+	$(CC) $(CFLAGS) -o $@ $(HELPER_SOURCES)
+
+start: native $(DENO)
+	bin/tpasst $(ARGS)
+
+check: $(DENO)
+	$(DENO) fmt --check
+	$(DENO) lint
+	$(DENO) check main.ts src/ ffi/ tests/ bench/
+
+test: native $(DENO)
+	tests/e2e/guest/build.sh
+	$(DENO) test $(TEST_FLAGS) $(UNIT_PATHS)
+
+e2e: native $(DENO)
+	tests/e2e/guest/build.sh
+	$(DENO) test $(TEST_FLAGS) tests/e2e/
+
+bench: native $(DENO)
+	tests/e2e/guest/build.sh
+	$(DENO) run $(TEST_FLAGS) bench/main.ts
+
+# deno compile downloads the `denort` runtime unless DENORT_BIN points at one.
+compile: native $(DENO)
+	mkdir -p dist
+	$(DENO) compile --no-prompt -q -P=daemon --include $(HELPER) -o dist/tpasst main.ts
+
+demo: native $(DENO)
+	tests/e2e/guest/build.sh
+	$(DENO) run $(TEST_FLAGS) tests/e2e/demo.ts
+
+clean:
+	rm -rf native/*.so dist tests/e2e/.cache bench/results

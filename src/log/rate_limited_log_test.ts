@@ -1,0 +1,33 @@
+import { assertEquals } from "../test_support/assert.ts";
+import { Logger } from "./logger.ts";
+import { RateLimitedLog } from "./rate_limited_log.ts";
+
+function capture(): { logger: Logger; lines: string[] } {
+  const lines: string[] = [];
+  const logger = new Logger();
+  logger.setLevel("trace");
+  logger.setSink((_level, line) => lines.push(line));
+  return { logger, lines };
+}
+
+Deno.test("RateLimitedLog.write() writes once per interval and counts the rest", () => {
+  const { logger, lines } = capture();
+  const limited = new RateLimitedLog("warn", 1000, logger);
+  assertEquals(limited.write(0, "bad descriptor"), true);
+  assertEquals(limited.write(10, "bad descriptor"), false);
+  assertEquals(limited.write(999, "bad descriptor"), false);
+  assertEquals(limited.suppressed, 2);
+  assertEquals(limited.write(1000, "bad descriptor"), true);
+  assertEquals(lines, ["bad descriptor", "bad descriptor (2 similar suppressed)"]);
+});
+
+Deno.test("Logger.write() drops lines below the threshold", () => {
+  const { logger, lines } = capture();
+  logger.setLevel("warn");
+  logger.info("plan");
+  logger.debug("detail");
+  logger.error("broken");
+  assertEquals(lines, ["broken"]);
+  assertEquals(logger.enabled("info"), false);
+  assertEquals(logger.enabled("warn"), true);
+});

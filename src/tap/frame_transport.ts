@@ -1,0 +1,71 @@
+/**
+ * The contract between frame transports (vhost-user rings, passt's stream socket)
+ * and the network stack. A transport moves whole Ethernet frames (no virtio-net
+ * header, no length prefix) between the guest and the stack; it knows nothing of IP.
+ *
+ * Direction names follow the guest: "TX" is guest → us, "RX" is us → guest.
+ *
+ * @module
+ */
+
+/** Receives the frames the guest sends. Implemented by the network stack. */
+export interface FrameHandler {
+  /**
+   * Handles one frame sent by the guest.
+   *
+   * `frame` may be a view straight into guest memory: it is valid only until this
+   * call returns and the guest may change it at any time, so read each field once
+   * and copy whatever must be kept. Must not throw for any content of `frame`.
+   *
+   * @param frame one Ethernet frame, starting at the destination MAC
+   * @param now the loop's current time in milliseconds (monotonic clock)
+   */
+  handleFrame(frame: Uint8Array, now: number): void;
+
+  /** Called after each batch of frames, so that replies can be flushed together. */
+  endOfBatch(now: number): void;
+
+  /** The guest link came up (a frontend connected and its rings started). */
+  linkUp(link: GuestLink, now: number): void;
+
+  /** The guest link went away; flows stay, frames to the guest are dropped until linkUp. */
+  linkDown(now: number): void;
+}
+
+/** Outcome of {@link GuestLink.sendFrame}. */
+export const SendResult = {
+  /** The frame was copied toward the guest. */
+  Sent: 0,
+  /**
+   * No buffer available now. The link has asked to be told when room appears and
+   * will call the writable callback; TCP keeps its data, UDP/ICMP drop with a counter.
+   */
+  NoRoom: 1,
+  /** The frame cannot be sent at all (too large for the guest's buffers, link down). */
+  Dropped: 2,
+} as const;
+
+/** One of the {@link SendResult} values. */
+export type SendResult = typeof SendResult[keyof typeof SendResult];
+
+/** The way toward the guest. Implemented by each transport. Never blocks. */
+export interface GuestLink {
+  /** Short name for logs: "vhost-user", "stream". */
+  readonly kind: string;
+
+  /**
+   * Copies one Ethernet frame toward the guest. Frames to the guest must already
+   * carry valid checksums (no offloads are negotiated yet).
+   * @param frame the whole frame starting at the destination MAC (max 65535 bytes)
+   */
+  sendFrame(frame: Uint8Array): SendResult;
+
+  /** Publishes everything sent since the last flush (used index, notification). */
+  flush(): void;
+
+  /**
+   * Registers the callback run when room appears after a {@link SendResult.NoRoom}.
+   * One callback per link; a later registration replaces the earlier one.
+   */
+  onWritable(callback: (now: number) => void): void;
+}
