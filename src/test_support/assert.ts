@@ -7,7 +7,11 @@
 import assert from "node:assert/strict";
 
 /** Fails unless `actual` deep-equals `expected`. */
-export function assertEquals<T>(actual: unknown, expected: T, message?: string): asserts actual is T {
+export function assertEquals<T>(
+  actual: unknown,
+  expected: T,
+  message?: string,
+): asserts actual is T {
   assert.deepStrictEqual(actual, expected, message);
 }
 
