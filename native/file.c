@@ -1,0 +1,73 @@
+/*
+ * file.c - output files (pid, log, pcap), file removal, and the open-fd count
+ * used by leak tests. The daemon has no Deno write permission: these go through here.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "tpasst_helper.h"
+
+/*
+ * tp_file_open() - open @path for writing, creating it with mode 0644.
+ * @path:   NUL-terminated path
+ * @append: non-zero for O_APPEND (keep content), zero for O_TRUNC (start empty)
+ *
+ * Return: the fd (CLOEXEC), or -errno.
+ */
+int32_t tp_file_open(const char *path, int32_t append)
+{
+	int fd;
+
+	do {
+		fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC),
+			  0644);
+	} while (fd < 0 && errno == EINTR);
+	return fd < 0 ? -errno : fd;
+}
+
+/*
+ * tp_unlink() - remove the file (or socket file) at @path.
+ * @path: NUL-terminated path
+ *
+ * Return: 0, or -errno (-ENOENT if it did not exist).
+ */
+int32_t tp_unlink(const char *path)
+{
+	return unlink(path) < 0 ? -errno : 0;
+}
+
+/*
+ * tp_open_fd_count() - count this process's open file descriptors.
+ *
+ * Counts the entries of /proc/self/fd, not counting the descriptor used to read it.
+ *
+ * Return: the count, or -errno.
+ */
+int32_t tp_open_fd_count(void)
+{
+	struct dirent *entry;
+	int32_t count = 0;
+	DIR *dir;
+	int dir_fd;
+
+	dir = opendir("/proc/self/fd");
+	if (!dir)
+		return -errno;
+	dir_fd = dirfd(dir);
+	while ((entry = readdir(dir)) != NULL) {
+		const char *name = entry->d_name;
+		int value = 0;
+
+		if (name[0] < '0' || name[0] > '9')
+			continue;
+		for (; *name >= '0' && *name <= '9'; name++)
+			value = value * 10 + (*name - '0');
+		if (value != dir_fd)
+			count++;
+	}
+	closedir(dir);
+	return count;
+}

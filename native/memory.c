@@ -1,0 +1,69 @@
+/*
+ * memory.c - shared mappings of guest memory and memfd creation (the test
+ * harnesses use a memfd as guest memory, as QEMU does with memory-backend-memfd).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "tpasst_helper.h"
+
+/*
+ * tp_mmap_shared() - map @size bytes of @fd at file offset @offset, shared, read/write.
+ * @fd:       file to map (a memfd or any file backing guest memory)
+ * @size:     length of the mapping in bytes, may exceed 4 GiB; must be non-zero
+ * @offset:   file offset, a multiple of the page size, may exceed 4 GiB
+ * @addr_out: receives the mapping's address
+ *
+ * The fd can be closed afterwards; the mapping stays until tp_munmap().
+ *
+ * Return: 0, or -errno (-EINVAL for a zero size or unaligned offset, -ENOMEM...).
+ */
+int32_t tp_mmap_shared(int32_t fd, uint64_t size, uint64_t offset, uint64_t *addr_out)
+{
+	void *addr;
+
+	*addr_out = 0;
+	if (size == 0)
+		return -EINVAL;
+	addr = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)offset);
+	if (addr == MAP_FAILED)
+		return -errno;
+	*addr_out = (uint64_t)(uintptr_t)addr;
+	return 0;
+}
+
+/*
+ * tp_munmap() - remove a mapping made by tp_mmap_shared().
+ * @addr: address returned through addr_out
+ * @size: the size given to tp_mmap_shared()
+ *
+ * Return: 0, or -errno.
+ */
+int32_t tp_munmap(void *addr, uint64_t size)
+{
+	return munmap(addr, (size_t)size) < 0 ? -errno : 0;
+}
+
+/*
+ * tp_memfd_create() - create an anonymous memory file of @size bytes.
+ * @name: NUL-terminated name shown in /proc/self/fd (debugging only)
+ * @size: length; the file is sparse, pages are allocated when touched
+ *
+ * Return: the memfd (CLOEXEC), or -errno.
+ */
+int32_t tp_memfd_create(const char *name, uint64_t size)
+{
+	int fd, rc;
+
+	fd = memfd_create(name, MFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)size) < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}

@@ -1,0 +1,97 @@
+/*
+ * tpasst_helper.h - the C helper's whole interface, loaded by Deno through ffi/.
+ *
+ * The helper does only what Deno cannot: SCM_RIGHTS, raw unix socket fds, mmap,
+ * eventfd, epoll, memfd, ping sockets, fd counting, output files without Deno write
+ * permission, and daemonizing (fork/exec).
+ *
+ * Conventions, for every function below:
+ *  - the return value is an int32_t that is >= 0 on success and -errno on failure;
+ *  - 64-bit results go through out-parameters (64-bit returns are slow in Deno FFI);
+ *  - every file descriptor created here has FD_CLOEXEC set;
+ *  - no global state;
+ *  - EINTR is retried internally where a call may block.
+ */
+#ifndef TPASST_HELPER_H
+#define TPASST_HELPER_H
+
+#include <stdint.h>
+
+/* ---- unix_socket.c: AF_UNIX SOCK_STREAM sockets ---------------------------- */
+
+int32_t tp_unix_listen(const char *path, int32_t backlog, int32_t nonblocking);
+int32_t tp_unix_accept(int32_t listen_fd, int32_t nonblocking);
+int32_t tp_unix_connect(const char *path);
+int32_t tp_unix_probe(const char *path);
+int32_t tp_unix_socketpair(int32_t *fds_out, int32_t nonblocking);
+int32_t tp_set_nonblocking(int32_t fd, int32_t on);
+int32_t tp_shutdown(int32_t fd, int32_t how);
+int32_t tp_set_passcred(int32_t fd, int32_t on);
+
+/* ---- fd_io.c: plain I/O and SCM_RIGHTS ------------------------------------- */
+
+/* Bits of info_out[1] written by tp_recv_fds. */
+#define TP_RECV_FDS_DROPPED 1u   /* fds were received beyond max_fds and closed */
+#define TP_RECV_CTRUNC 2u        /* the kernel set MSG_CTRUNC (fds were lost) */
+
+/* Upper bound on fds one message can carry (the kernel's SCM_MAX_FD). */
+#define TP_SCM_MAX_FD 253
+
+int32_t tp_close(int32_t fd);
+int32_t tp_read(int32_t fd, uint8_t *buf, uint32_t len);
+int32_t tp_write(int32_t fd, const uint8_t *buf, uint32_t len);
+int32_t tp_recv_fds(int32_t fd, uint8_t *buf, uint32_t len, int32_t *fds_out,
+                    uint32_t max_fds, uint32_t *info_out);
+int32_t tp_send_fds(int32_t fd, const uint8_t *buf, uint32_t len, const int32_t *fds,
+                    uint32_t nfds);
+
+/* ---- memory.c: guest memory mappings and memfd ----------------------------- */
+
+int32_t tp_mmap_shared(int32_t fd, uint64_t size, uint64_t offset, uint64_t *addr_out);
+int32_t tp_munmap(void *addr, uint64_t size);
+int32_t tp_memfd_create(const char *name, uint64_t size);
+
+/* ---- event_fd.c ------------------------------------------------------------ */
+
+int32_t tp_eventfd_create(uint32_t initval);
+int32_t tp_eventfd_read(int32_t fd, uint64_t *value_out);
+int32_t tp_eventfd_write(int32_t fd, uint64_t value);
+
+/* ---- epoll.c --------------------------------------------------------------- */
+
+int32_t tp_epoll_create(void);
+int32_t tp_epoll_ctl(int32_t epfd, int32_t op, int32_t fd, uint32_t events, uint32_t data_lo,
+                     uint32_t data_hi);
+int32_t tp_epoll_wait(int32_t epfd, uint8_t *events_out, int32_t max_events,
+                      int32_t timeout_ms);
+int32_t tp_epoll_event_size(void);
+
+/* ---- ping.c: unprivileged ICMP echo sockets -------------------------------- */
+
+int32_t tp_ping_open(int32_t family);
+int32_t tp_ping_sendto(int32_t fd, const uint8_t *buf, uint32_t len, const uint8_t *addr,
+                       uint32_t addr_len, uint32_t scope_id);
+int32_t tp_ping_recvfrom(int32_t fd, uint8_t *buf, uint32_t len, uint8_t *addr_out,
+                         uint32_t *meta_out);
+
+/* ---- file.c: output files, unlink, fd count -------------------------------- */
+
+int32_t tp_file_open(const char *path, int32_t append);
+int32_t tp_unlink(const char *path);
+int32_t tp_open_fd_count(void);
+
+/* ---- daemon.c: detaching a copy of the running program --------------------- */
+
+/* Results of tp_daemon_wait_ready. */
+#define TP_DAEMON_TIMEOUT 0
+#define TP_DAEMON_READY 1
+#define TP_DAEMON_EXITED 2
+
+int32_t tp_daemon_spawn(const char *extra_args, uint32_t extra_args_len, const int32_t *keep_fds,
+                        uint32_t nkeep, const char *ready_option, int32_t *out);
+int32_t tp_daemon_wait_ready(int32_t ready_fd, int32_t pid, int32_t timeout_ms,
+                             int32_t *status_out);
+int32_t tp_daemon_signal_ready(int32_t ready_fd);
+int32_t tp_waitpid(int32_t pid, int32_t nohang, int32_t *status_out);
+
+#endif /* TPASST_HELPER_H */

@@ -1,0 +1,221 @@
+/*
+ * unix_socket.c - AF_UNIX SOCK_STREAM sockets: listen, accept, connect, probe,
+ * socketpair and a few socket options. Paths are NUL-terminated C strings.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "tpasst_helper.h"
+
+/*
+ * fill_unix_address() - build a sockaddr_un for @path.
+ * @path:    NUL-terminated filesystem path
+ * @addr:    address to fill
+ * @len_out: receives the address length to pass to bind()/connect()
+ *
+ * Return: 0, or -ENAMETOOLONG if the path does not fit sun_path, -EINVAL if empty.
+ */
+static int fill_unix_address(const char *path, struct sockaddr_un *addr, socklen_t *len_out)
+{
+	size_t n = strlen(path);
+
+	if (n == 0)
+		return -EINVAL;
+	if (n >= sizeof(addr->sun_path))
+		return -ENAMETOOLONG;
+	memset(addr, 0, sizeof(*addr));
+	addr->sun_family = AF_UNIX;
+	memcpy(addr->sun_path, path, n + 1);
+	*len_out = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+	return 0;
+}
+
+/*
+ * tp_unix_listen() - create a unix stream socket bound to @path and listening.
+ * @path:        socket file path; must not exist yet (the caller removes stale files)
+ * @backlog:     listen() backlog
+ * @nonblocking: non-zero to make the listening socket O_NONBLOCK
+ *
+ * Return: the listening fd (CLOEXEC), or -errno (e.g. -EADDRINUSE).
+ */
+int32_t tp_unix_listen(const char *path, int32_t backlog, int32_t nonblocking)
+{
+	struct sockaddr_un addr;
+	socklen_t len;
+	int fd, rc;
+
+	rc = fill_unix_address(path, &addr, &len);
+	if (rc < 0)
+		return rc;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&addr, len) < 0 || listen(fd, backlog) < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+/*
+ * tp_unix_accept() - accept one pending connection.
+ * @listen_fd:   listening socket
+ * @nonblocking: non-zero to make the accepted socket O_NONBLOCK
+ *
+ * Return: the connected fd (CLOEXEC), -EAGAIN if none is pending on a nonblocking
+ * listener, or another -errno.
+ */
+int32_t tp_unix_accept(int32_t listen_fd, int32_t nonblocking)
+{
+	int fd;
+
+	do {
+		fd = accept4(listen_fd, NULL, NULL,
+			     SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0));
+	} while (fd < 0 && errno == EINTR);
+	return fd < 0 ? -errno : fd;
+}
+
+/*
+ * tp_unix_connect() - connect a blocking unix stream socket to @path.
+ * @path: socket file path
+ *
+ * Return: the connected fd (CLOEXEC, blocking), or -errno (-ENOENT, -ECONNREFUSED...).
+ */
+int32_t tp_unix_connect(const char *path)
+{
+	struct sockaddr_un addr;
+	socklen_t len;
+	int fd, rc;
+
+	rc = fill_unix_address(path, &addr, &len);
+	if (rc < 0)
+		return rc;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	do {
+		rc = connect(fd, (struct sockaddr *)&addr, len);
+	} while (rc < 0 && errno == EINTR);
+	if (rc < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+/*
+ * tp_unix_probe() - tell whether a live listener owns the socket path @path.
+ * @path: socket file path
+ *
+ * A nonblocking connect is tried and the socket closed again at once.
+ *
+ * Return: 1 if something accepts connections there (a full backlog, -EAGAIN, also
+ * counts as in use), 0 if the path is free or a stale socket file (-ENOENT,
+ * -ECONNREFUSED), or -errno for anything else (e.g. -EACCES).
+ *
+ * Note: connecting to a path that exists but is not a socket fails with
+ * -ECONNREFUSED on Linux, so a plain file is reported as free (0); a later bind()
+ * on it then fails with -EADDRINUSE.
+ */
+int32_t tp_unix_probe(const char *path)
+{
+	struct sockaddr_un addr;
+	socklen_t len;
+	int fd, rc;
+
+	rc = fill_unix_address(path, &addr, &len);
+	if (rc < 0)
+		return rc;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	do {
+		rc = connect(fd, (struct sockaddr *)&addr, len);
+	} while (rc < 0 && errno == EINTR);
+	if (rc == 0)
+		rc = 1;
+	else if (errno == EAGAIN || errno == EINPROGRESS)
+		rc = 1;
+	else if (errno == ENOENT || errno == ECONNREFUSED)
+		rc = 0;
+	else
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+/*
+ * tp_unix_socketpair() - create a connected pair of unix stream sockets.
+ * @fds_out:     receives the two fds (int32_t[2])
+ * @nonblocking: non-zero to make both ends O_NONBLOCK
+ *
+ * Return: 0, or -errno.
+ */
+int32_t tp_unix_socketpair(int32_t *fds_out, int32_t nonblocking)
+{
+	int fds[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0,
+		       fds) < 0)
+		return -errno;
+	fds_out[0] = fds[0];
+	fds_out[1] = fds[1];
+	return 0;
+}
+
+/*
+ * tp_set_nonblocking() - set or clear O_NONBLOCK on @fd.
+ * @fd: any file descriptor
+ * @on: non-zero to set, zero to clear
+ *
+ * Return: 0, or -errno.
+ */
+int32_t tp_set_nonblocking(int32_t fd, int32_t on)
+{
+	int flags = fcntl(fd, F_GETFL);
+
+	if (flags < 0)
+		return -errno;
+	flags = on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
+	if (fcntl(fd, F_SETFL, flags) < 0)
+		return -errno;
+	return 0;
+}
+
+/*
+ * tp_shutdown() - shut down one or both directions of a socket.
+ * @fd:  socket
+ * @how: SHUT_RD (0), SHUT_WR (1) or SHUT_RDWR (2)
+ *
+ * Return: 0, or -errno.
+ */
+int32_t tp_shutdown(int32_t fd, int32_t how)
+{
+	return shutdown(fd, how) < 0 ? -errno : 0;
+}
+
+/*
+ * tp_set_passcred() - enable or disable SO_PASSCRED (credentials as ancillary data).
+ * @fd: unix socket
+ * @on: non-zero to enable
+ *
+ * Used by tests to make the kernel add an SCM_CREDENTIALS message in front of the
+ * SCM_RIGHTS one, which is how a full control buffer (MSG_CTRUNC) is provoked.
+ *
+ * Return: 0, or -errno.
+ */
+int32_t tp_set_passcred(int32_t fd, int32_t on)
+{
+	int value = on ? 1 : 0;
+
+	return setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &value, sizeof(value)) < 0 ? -errno : 0;
+}
