@@ -1,0 +1,90 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  ipv4MaskToPrefix,
+  ipv4PrefixMask,
+  ipv4SameSubnet,
+  ipv4ToString,
+  ipv6IsLinkLocal,
+  ipv6ToString,
+  isMulticastMac,
+  macToString,
+  parseIpv4,
+  parseIpv6,
+  parseMac,
+  readMac,
+  writeMac,
+} from "./address.ts";
+
+Deno.test("`parseMac()` and `macToString()` round-trip", () => {
+  assert.equal(macToString(parseMac("9a:55:9A:55:9a:55")!), "9a:55:9a:55:9a:55");
+  assert.equal(parseMac("9a:55:9a:55:9a"), null);
+  assert.equal(parseMac("zz:55:9a:55:9a:55"), null);
+  fc.assert(fc.property(fc.integer({ min: 0, max: 0xffffffffffff }), (m) => {
+    assert.equal(parseMac(macToString(m)), m);
+    const b = new Uint8Array(6);
+    writeMac(b, 0, m);
+    assert.equal(readMac(b, 0), m);
+  }));
+});
+
+Deno.test("`isMulticastMac()` tests the group bit", () => {
+  assert.equal(isMulticastMac(0xffffffffffff), true);
+  assert.equal(isMulticastMac(0x333300000001), true);
+  assert.equal(isMulticastMac(0x9a559a559a55), false);
+});
+
+Deno.test("`parseIpv4()` accepts dotted quads only", () => {
+  assert.equal(parseIpv4("192.168.1.254"), 0xc0a801fe);
+  assert.equal(ipv4ToString(0xc0a801fe), "192.168.1.254");
+  for (const bad of ["1.2.3", "1.2.3.256", "a.b.c.d", "1.2.3.4.5", "", "1..2.3"]) {
+    assert.equal(parseIpv4(bad), null, bad);
+  }
+  fc.assert(fc.property(fc.integer({ min: 0, max: 0xffffffff }), (a) => {
+    assert.equal(parseIpv4(ipv4ToString(a)), a);
+  }));
+});
+
+Deno.test("`ipv4PrefixMask()` and `ipv4MaskToPrefix()` agree", () => {
+  assert.equal(ipv4PrefixMask(24), 0xffffff00);
+  assert.equal(ipv4PrefixMask(0), 0);
+  assert.equal(ipv4PrefixMask(32), 0xffffffff);
+  for (let p = 0; p <= 32; p++) assert.equal(ipv4MaskToPrefix(ipv4PrefixMask(p)), p);
+  assert.equal(ipv4MaskToPrefix(0xff00ff00), null);
+  assert.equal(ipv4SameSubnet(0x0a000001, 0x0a0000fe, 24), true);
+  assert.equal(ipv4SameSubnet(0x0a000001, 0x0a0001fe, 24), false);
+});
+
+Deno.test("`parseIpv6()` handles compressed and embedded-IPv4 forms", () => {
+  assert.equal(ipv6ToString(parseIpv6("fe80::1")!), "fe80::1");
+  assert.equal(ipv6ToString(parseIpv6("2001:DB8:0:0:1:0:0:1")!), "2001:db8::1:0:0:1");
+  assert.equal(ipv6ToString(parseIpv6("::")!), "::");
+  assert.equal(ipv6ToString(parseIpv6("::ffff:1.2.3.4")!), "::ffff:102:304");
+  assert.equal(ipv6ToString(parseIpv6("fe80::1%eth0")!), "fe80::1");
+  assert.equal(ipv6IsLinkLocal(parseIpv6("fe80::1")!), true);
+  for (const bad of ["1::2::3", "12345::", "1:2:3:4:5:6:7", "g::", ":::", "1:2:3:4:5:6:7:8:9"]) {
+    assert.equal(parseIpv6(bad), null, bad);
+  }
+});
+
+Deno.test("`ipv6ToString()` output parses back to the same bytes", () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ minLength: 16, maxLength: 16 }), (a) => {
+      assert.deepEqual(parseIpv6(ipv6ToString(a)), a);
+    }),
+  );
+  // Zero runs are common in real addresses: bias toward them.
+  fc.assert(
+    fc.property(
+      fc.array(fc.constantFrom(0, 0, 0, 1, 0xffff), { minLength: 8, maxLength: 8 }),
+      (g) => {
+        const a = new Uint8Array(16);
+        g.forEach((x, i) => {
+          a[2 * i] = x >> 8;
+          a[2 * i + 1] = x & 0xff;
+        });
+        assert.deepEqual(parseIpv6(ipv6ToString(a)), a);
+      },
+    ),
+  );
+});

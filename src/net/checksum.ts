@@ -1,0 +1,161 @@
+/**
+ * The Internet checksum (RFC 1071) over byte ranges, the IPv4/IPv6 pseudo-header
+ * sums used by TCP, UDP and ICMPv6, and incremental updates (RFC 1624) for
+ * rewriting addresses and ports without summing the whole packet again.
+ *
+ * Sums are kept as plain non-negative numbers (not folded) until {@link foldSum};
+ * a double holds 2^53 exactly, so a 64 KiB packet cannot overflow the accumulator.
+ *
+ * @module
+ */
+
+/** IP protocol number of ICMP (RFC 790, IANA "Protocol Numbers"). */
+export const IPPROTO_ICMP = 1;
+/** IP protocol number of TCP (RFC 9293). */
+export const IPPROTO_TCP = 6;
+/** IP protocol number of UDP (RFC 768). */
+export const IPPROTO_UDP = 17;
+/** IP protocol number of ICMPv6 (RFC 4443). */
+export const IPPROTO_ICMPV6 = 58;
+
+/**
+ * Adds the bytes `buf[offset, offset + length)` as big-endian 16-bit words to `initial`
+ * (RFC 1071 §4.1); an odd trailing byte is padded with a zero byte. The range is
+ * clamped to the buffer, so a bad length cannot throw.
+ * @returns the unfolded sum
+ */
+export function sumBytes(buf: Uint8Array, offset: number, length: number, initial = 0): number {
+  let sum = initial;
+  const end = Math.min(buf.length, offset + length);
+  let i = offset;
+  // Fold every 2^16 words so the sum stays an exact small integer on any input.
+  while (i + 1 < end) {
+    const chunkEnd = Math.min(end - 1, i + 131072);
+    let s = 0;
+    for (; i < chunkEnd; i += 2) s += (buf[i] << 8) | buf[i + 1];
+    sum += s;
+    sum = (sum & 0xffff) + Math.floor(sum / 65536);
+  }
+  if (i < end) sum += buf[i] << 8;
+  return sum;
+}
+
+/** Folds a running sum into 16 bits with end-around carry (RFC 1071 §4.1). */
+export function foldSum(sum: number): number {
+  while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 65536);
+  return sum;
+}
+
+/** Completes a checksum: folds `sum` and takes its one's complement. */
+export function finishChecksum(sum: number): number {
+  return ~foldSum(sum) & 0xffff;
+}
+
+/** The Internet checksum of `buf[offset, offset + length)` plus an optional initial sum. */
+export function internetChecksum(
+  buf: Uint8Array,
+  offset: number,
+  length: number,
+  initial = 0,
+): number {
+  return finishChecksum(sumBytes(buf, offset, length, initial));
+}
+
+/**
+ * Sum of the IPv4 pseudo-header (RFC 9293 §3.1, RFC 768): source, destination,
+ * zero + protocol, upper-layer length.
+ * @param src IPv4 source address as an unsigned 32-bit number
+ * @param dst IPv4 destination address as an unsigned 32-bit number
+ */
+export function ipv4PseudoSum(src: number, dst: number, protocol: number, length: number): number {
+  return (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff) + protocol +
+    (length & 0xffff);
+}
+
+/**
+ * Sum of the IPv6 pseudo-header (RFC 8200 §8.1): source, destination, 32-bit
+ * upper-layer length, 24 zero bits, next header.
+ * @param src buffer holding the 16-byte source address at `srcOffset`
+ * @param dst buffer holding the 16-byte destination address at `dstOffset`
+ */
+export function ipv6PseudoSum(
+  src: Uint8Array,
+  srcOffset: number,
+  dst: Uint8Array,
+  dstOffset: number,
+  protocol: number,
+  length: number,
+): number {
+  let sum = sumBytes(src, srcOffset, 16, 0);
+  sum = sumBytes(dst, dstOffset, 16, sum);
+  return sum + Math.floor(length / 65536) + (length & 0xffff) + protocol;
+}
+
+/**
+ * Updates checksum `check` for one 16-bit word changing from `oldWord` to `newWord`
+ * (RFC 1624 §3, eqn. 3: HC' = ~(~HC + ~m + m')).
+ */
+export function checksumAdjust16(check: number, oldWord: number, newWord: number): number {
+  const sum = (~check & 0xffff) + (~oldWord & 0xffff) + (newWord & 0xffff);
+  return ~foldSum(sum) & 0xffff;
+}
+
+/** Updates checksum `check` for a 32-bit value (e.g. an IPv4 address) changing (RFC 1624). */
+export function checksumAdjust32(check: number, oldValue: number, newValue: number): number {
+  const sum = (~check & 0xffff) + (~(oldValue >>> 16) & 0xffff) + (~oldValue & 0xffff) +
+    (newValue >>> 16) + (newValue & 0xffff);
+  return ~foldSum(sum) & 0xffff;
+}
+
+/**
+ * Updates checksum `check` for a 16-byte IPv6 address changing from the one at
+ * `oldAddr[oldOffset]` to the one at `newAddr[newOffset]` (RFC 1624).
+ */
+export function checksumAdjust128(
+  check: number,
+  oldAddr: Uint8Array,
+  oldOffset: number,
+  newAddr: Uint8Array,
+  newOffset: number,
+): number {
+  let sum = ~check & 0xffff;
+  for (let i = 0; i < 16; i += 2) {
+    sum += ~((oldAddr[oldOffset + i] << 8) | oldAddr[oldOffset + i + 1]) & 0xffff;
+    sum += (newAddr[newOffset + i] << 8) | newAddr[newOffset + i + 1];
+  }
+  return ~foldSum(sum) & 0xffff;
+}
+
+/**
+ * Checksum of an upper-layer message over IPv4 (TCP, UDP) with its pseudo-header.
+ * The checksum field inside the message must be zero (or is included as-is).
+ */
+export function l4ChecksumV4(
+  buf: Uint8Array,
+  offset: number,
+  length: number,
+  protocol: number,
+  src: number,
+  dst: number,
+): number {
+  return internetChecksum(buf, offset, length, ipv4PseudoSum(src, dst, protocol, length));
+}
+
+/** Checksum of an upper-layer message over IPv6 (TCP, UDP, ICMPv6) with its pseudo-header. */
+export function l4ChecksumV6(
+  buf: Uint8Array,
+  offset: number,
+  length: number,
+  protocol: number,
+  src: Uint8Array,
+  srcOffset: number,
+  dst: Uint8Array,
+  dstOffset: number,
+): number {
+  return internetChecksum(
+    buf,
+    offset,
+    length,
+    ipv6PseudoSum(src, srcOffset, dst, dstOffset, protocol, length),
+  );
+}
