@@ -1,0 +1,440 @@
+import { assertEquals, assertThrows, assertTrue } from "../test_support/assert.ts";
+import { parseCommandLine } from "./command_line.ts";
+import type { Config } from "./config.ts";
+import { ConfigError } from "./config_error.ts";
+
+function parse(...args: string[]): Config {
+  return parseCommandLine(args);
+}
+
+function rejects(args: string[], pattern: RegExp): void {
+  const error = assertThrows(() => parseCommandLine(args), pattern);
+  assertTrue(error instanceof ConfigError, `${args.join(" ")}: not a ConfigError: ${error}`);
+  assertTrue(!error.message.includes("\n"), `${args.join(" ")}: message is not one line`);
+}
+
+Deno.test("parseCommandLine() gives passt's defaults for an empty command line", () => {
+  const c = parse();
+  assertEquals(c.action, "run");
+  assertEquals(c.mode, "stream");
+  assertEquals([c.socketPath, c.fd, c.oneOff, c.foreground, c.pidFile], [
+    null,
+    null,
+    false,
+    false,
+    null,
+  ]);
+  assertEquals(c.log, { level: "info", file: null, maxSize: 1048576 });
+  assertEquals([c.mtu, c.macAddress, c.interfaceName], [null, null, null]);
+  assertEquals([c.ipv4Enabled, c.ipv6Enabled], [true, true]);
+  assertEquals(c.dns, {
+    servers: null,
+    search: null,
+    fqdn: null,
+    sendServers: true,
+    sendSearch: true,
+  });
+  assertEquals(Object.values(c.protocols).every((x) => x), true);
+  assertEquals([c.tcpForwards.specs, c.udpForwards.specs], [[], []]);
+  assertEquals(c.internal, { listenFd: null, readyFd: null });
+});
+
+Deno.test("parseCommandLine() returns a deeply frozen config", () => {
+  const c = parse("-a", "10.0.0.2", "-t", "22", "-D", "1.1.1.1");
+  assertTrue(Object.isFrozen(c));
+  assertTrue(Object.isFrozen(c.ipv4));
+  assertTrue(Object.isFrozen(c.dns.servers));
+  assertTrue(Object.isFrozen(c.tcpForwards.specs[0].forwards[0]));
+  assertThrows(() => {
+    (c as { mtu: number | null }).mtu = 1;
+  }, /read.only|Cannot assign/);
+});
+
+Deno.test("parseCommandLine() selects the action", () => {
+  assertEquals(parse("-h").action, "help");
+  assertEquals(parse("--help").action, "help");
+  assertEquals(parse("--version").action, "version");
+  assertEquals(parse("--print-capabilities").action, "print-capabilities");
+  assertEquals(parse("--print-capabilities", "--vhost-user").action, "print-capabilities");
+});
+
+Deno.test("parseCommandLine() parses socket, fd and process options", () => {
+  assertEquals(parse("-s", "/tmp/x.sock").socketPath, "/tmp/x.sock");
+  assertEquals(parse("--socket", "/tmp/x.sock").socketPath, "/tmp/x.sock");
+  assertEquals(parse("--socket-path", "/tmp/y.sock").socketPath, "/tmp/y.sock");
+  assertEquals(parse("--socket=/tmp/z").socketPath, "/tmp/z");
+  assertEquals(parse("--vhost-user").mode, "vhost-user");
+  const fd = parse("-F", "3");
+  assertEquals([fd.fd, fd.oneOff], [3, true]);
+  assertEquals(parse("--fd", "17").fd, 17);
+  assertEquals(parse("-1").oneOff, true);
+  assertEquals(parse("--one-off").oneOff, true);
+  assertEquals(parse("-f").foreground, true);
+  assertEquals(parse("--foreground").foreground, true);
+  assertEquals(parse("-P", "/run/p.pid").pidFile, "/run/p.pid");
+  assertEquals(parse("--pid", "p.pid").pidFile, "p.pid");
+  assertEquals(parse("-p", "/tmp/c.pcap").pcapFile, "/tmp/c.pcap");
+  assertEquals(parse("--pcap", "c.pcap").pcapFile, "c.pcap");
+  assertEquals(parse("--runas", "nobody").runas, "nobody");
+  assertEquals(parse("--runas", "1000:1000").runas, "1000:1000");
+  assertEquals(parse("--freebind").freebind, true);
+  const internal = parse("--internal-listen-fd", "5", "--internal-ready-fd", "6");
+  assertEquals(internal.internal, { listenFd: 5, readyFd: 6 });
+});
+
+Deno.test("parseCommandLine() rejects bad socket, fd and process options", () => {
+  rejects(["-s"], /^--socket: option requires an argument$/);
+  rejects(["-s", "/a", "-s", "/b"], /^--socket: given more than once/);
+  rejects(["-s", "/a", "--socket-path", "/b"], /^--socket: given more than once/);
+  rejects(["-s", "/tmp/" + "x".repeat(103)], /^--socket: ".*" is longer than 107 bytes/);
+  rejects(["-s", ""], /^--socket: "" is not a valid path/);
+  rejects(["--fd", "abc"], /^--fd: "abc" is not a valid file descriptor \(3-1048575\)/);
+  rejects(["--fd", "2"], /^--fd: "2" is not a valid file descriptor/);
+  rejects(["--fd", "-1"], /^--fd: option requires an argument/);
+  rejects(["--fd", "3", "-s", "/tmp/a"], /^--fd cannot be combined with --socket/);
+  rejects(["--fd", "3", "--internal-listen-fd", "4"], /--fd cannot be combined/);
+  rejects(["-P", ""], /^--pid: "" is not a valid path/);
+  rejects(["--runas", "a b"], /^--runas: "a b" is not UID/);
+  rejects(["--foreground=yes"], /^--foreground: option takes no argument$/);
+  rejects(["--internal-ready-fd", "x"], /^--internal-ready-fd: "x" is not a valid file descriptor/);
+});
+
+Deno.test("parseCommandLine() parses logging options", () => {
+  assertEquals(parse("-q").log.level, "warn");
+  assertEquals(parse("--quiet").log.level, "warn");
+  assertEquals(parse("-d").log.level, "debug");
+  assertEquals(parse("--debug").log.level, "debug");
+  assertEquals(parse("--trace").log.level, "trace");
+  assertEquals(parse("-d", "--trace").log.level, "trace");
+  assertEquals(parse("-e").log.level, "info");
+  assertEquals(parse("-l", "/tmp/t.log").log.file, "/tmp/t.log");
+  assertEquals(parse("--log-file", "t.log", "--log-size", "4096").log, {
+    level: "info",
+    file: "t.log",
+    maxSize: 4096,
+  });
+});
+
+Deno.test("parseCommandLine() rejects bad logging options", () => {
+  rejects(["-q", "-d"], /^--quiet cannot be combined with --debug$/);
+  rejects(["-q", "--trace"], /^--quiet cannot be combined with --trace$/);
+  rejects(["--log-size", "100"], /^--log-size: "100" is not a valid log size in bytes \(4096-/);
+  rejects(["--log-size", "1M"], /^--log-size: "1M" is not a valid log size/);
+  rejects(["-l"], /^--log-file: option requires an argument$/);
+});
+
+Deno.test("parseCommandLine() parses the MTU, MAC and interface", () => {
+  assertEquals(parse("-m", "68").mtu, 68);
+  assertEquals(parse("--mtu", "65520").mtu, 65520);
+  assertEquals(parse("--mtu=1500").mtu, 1500);
+  assertEquals(parse("-M", "52:54:00:AB:cd:01").macAddress, "52:54:00:ab:cd:01");
+  assertEquals(parse("--mac-addr", "9a:55:9a:55:9a:55").macAddress, "9a:55:9a:55:9a:55");
+  assertEquals(parse("-i", "eth0").interfaceName, "eth0");
+  assertEquals(parse("--interface", "does-not-exist0").interfaceName, "does-not-exist0");
+});
+
+Deno.test("parseCommandLine() rejects bad MTU, MAC and interface values", () => {
+  rejects(["--mtu", "70000"], /^--mtu: "70000" is not a valid MTU \(68-65520\)$/);
+  rejects(["-m", "67"], /^--mtu: "67" is not a valid MTU \(68-65520\)$/);
+  rejects(["-m", "1500x"], /^--mtu: "1500x" is not a valid MTU/);
+  rejects(["-m", ""], /^--mtu: "" is not a valid MTU/);
+  rejects(["-m"], /^--mtu: option requires an argument$/);
+  rejects(["-m", "1500", "-m", "1400"], /^--mtu: given more than once/);
+  rejects(["-M", "52:54:00:12:34"], /^--mac-addr: "52:54:00:12:34" is not a MAC address/);
+  rejects(["-M", "52-54-00-12-34-56"], /is not a MAC address/);
+  rejects(["-M", "01:00:5e:00:00:01"], /is a multicast MAC address/);
+  rejects(["-M", "00:00:00:00:00:00"], /is the all-zero MAC address/);
+  rejects(["-i", "a/b"], /^--interface: "a\/b" is not a valid interface name/);
+  rejects(["-i", "sixteen-chars-xx"], /is not a valid interface name/);
+  rejects(["--outbound-if4", "a b"], /^--outbound-if4: "a b" is not a valid interface name/);
+  rejects(["--outbound-if6", ""], /^--outbound-if6: "" is not a valid interface name/);
+});
+
+Deno.test("parseCommandLine() parses addresses per IP version", () => {
+  const c = parse(
+    "-a",
+    "10.0.2.15",
+    "-a",
+    "2001:DB8:0:0::15",
+    "-n",
+    "255.255.255.0",
+    "-g",
+    "10.0.2.2",
+    "-g",
+    "fe80::1",
+    "-o",
+    "192.0.2.7",
+    "--outbound",
+    "2001:db8::7",
+    "--outbound-if4",
+    "eth0",
+    "--outbound-if6",
+    "eth1",
+  );
+  assertEquals(
+    [
+      c.ipv4.address,
+      c.ipv4.prefixLength,
+      c.ipv4.gateway,
+      c.ipv4.outbound,
+      c.ipv4.outboundInterface,
+    ],
+    ["10.0.2.15", 24, "10.0.2.2", "192.0.2.7", "eth0"],
+  );
+  assertEquals(
+    [c.ipv6.address, c.ipv6.gateway, c.ipv6.outbound, c.ipv6.outboundInterface],
+    ["2001:db8::15", "fe80::1", "2001:db8::7", "eth1"],
+  );
+  assertEquals(parse("-n", "16").ipv4.prefixLength, 16);
+  assertEquals(parse("--netmask", "255.255.255.255").ipv4.prefixLength, 32);
+  assertEquals(parse("-a", "::ffff:0:a00:1").ipv6.address, "::ffff:0:a00:1");
+  assertEquals(parse("-a", "2001:db8::1.2.3.4").ipv6.address, "2001:db8::102:304");
+});
+
+Deno.test("parseCommandLine() rejects bad addresses", () => {
+  rejects(["-a", "10.0.2"], /^--address: "10.0.2" is not an IPv4 or IPv6 address$/);
+  rejects(["-a", "10.0.2.256"], /is not an IPv4 or IPv6 address/);
+  rejects(["-a", "010.0.2.1"], /is not an IPv4 or IPv6 address/);
+  rejects(["-a", "1::2::3"], /is not an IPv4 or IPv6 address/);
+  rejects(["-a", "0.0.0.0"], /^--address: "0.0.0.0" is the unspecified address$/);
+  rejects(["-a", "127.0.0.1"], /is a loopback address/);
+  rejects(["-a", "::1"], /is a loopback address/);
+  rejects(["-a", "224.0.0.1"], /is a multicast address/);
+  rejects(["-a", "ff02::1"], /is a multicast address/);
+  rejects(["-a", "255.255.255.255"], /broadcast/);
+  rejects(["-a", "::ffff:10.0.0.1"], /IPv4-mapped/);
+  rejects(["-a", "10.0.0.1", "-a", "10.0.0.2"], /^--address: "10.0.0.2" is a second IPv4 address/);
+  rejects(["-g", "x"], /^--gateway: "x" is not an IPv4 or IPv6 address$/);
+  rejects(["-o", "::"], /^--outbound: "::" is the unspecified address$/);
+  rejects(["-n", "33"], /^--netmask: "33" is not a netmask/);
+  rejects(["-n", "0"], /^--netmask: "0" is not a netmask/);
+  rejects(["-n", "255.0.255.0"], /^--netmask: "255.0.255.0" is not a netmask/);
+  rejects(["-4", "-6"], /^--ipv4-only cannot be combined with --ipv6-only$/);
+  rejects(
+    ["-4", "-a", "2001:db8::1"],
+    /^--address: "2001:db8::1" is an IPv6 address but --ipv4-only/,
+  );
+  rejects(
+    ["--ipv6-only", "-g", "10.0.0.1"],
+    /^--gateway: "10.0.0.1" is an IPv4 address but --ipv6/,
+  );
+});
+
+Deno.test("parseCommandLine() parses IP version switches", () => {
+  const v4 = parse("-4");
+  assertEquals([v4.ipv4Enabled, v4.ipv6Enabled], [true, false]);
+  const v6 = parse("--ipv6-only");
+  assertEquals([v6.ipv4Enabled, v6.ipv6Enabled], [false, true]);
+});
+
+Deno.test("parseCommandLine() parses DNS options", () => {
+  const c = parse("-D", "1.1.1.1", "--dns", "2606:4700::1111", "-D", "127.0.0.53", "-D", "1.1.1.1");
+  assertEquals(c.dns.servers, ["1.1.1.1", "2606:4700::1111", "127.0.0.53"]);
+  assertEquals(parse("-D", "none").dns.servers, []);
+  assertEquals(parse("-S", "example.com lab.example.org.").dns.search, [
+    "example.com",
+    "lab.example.org.",
+  ]);
+  assertEquals(parse("--search", "none").dns.search, []);
+  assertEquals(parse("--fqdn", "vm1.example.com").dns.fqdn, "vm1.example.com");
+  const off = parse("--no-dhcp-dns", "--no-dhcp-search");
+  assertEquals([off.dns.sendServers, off.dns.sendSearch], [false, false]);
+  const fwd = parse(
+    "--dns-forward",
+    "10.0.2.3",
+    "--dns-forward",
+    "fd00::3",
+    "--dns-host",
+    "127.0.0.1",
+  );
+  assertEquals([fwd.ipv4.dnsForward, fwd.ipv6.dnsForward, fwd.ipv4.dnsHost], [
+    "10.0.2.3",
+    "fd00::3",
+    "127.0.0.1",
+  ]);
+});
+
+Deno.test("parseCommandLine() rejects bad DNS options", () => {
+  rejects(["-D", "dns.example"], /^--dns: "dns.example" is not an IPv4 or IPv6 address$/);
+  rejects(["-D", "none", "-D", "1.1.1.1"], /^--dns: "none" cannot be combined with addresses$/);
+  rejects(["-D", "0.0.0.0"], /unspecified/);
+  rejects(["-S", "bad..name"], /^--search: "bad..name" is not a valid domain name$/);
+  rejects(["-S", "   "], /^--search: " {3}" names no domain/);
+  rejects(["-S", "a", "-S", "b"], /^--search: given more than once/);
+  rejects(["--fqdn", "-x.example"], /--fqdn: option requires an argument/);
+  rejects(["--fqdn=-x.example"], /^--fqdn: "-x.example" is not a valid domain name$/);
+  rejects(["--fqdn", "a".repeat(64) + ".com"], /is not a valid domain name/);
+  rejects(["--dns-forward", "224.0.0.1"], /^--dns-forward: "224.0.0.1" is a multicast address$/);
+  rejects(["--dns-host", "nope"], /^--dns-host: "nope" is not an IPv4/);
+});
+
+Deno.test("parseCommandLine() parses address mapping options", () => {
+  const c = parse("--map-host-loopback", "10.0.2.2", "--map-guest-addr", "fd00::15");
+  assertEquals([c.ipv4.mapHostLoopback, c.ipv6.mapHostLoopback], ["10.0.2.2", null]);
+  assertEquals([c.ipv4.mapGuestAddr, c.ipv6.mapGuestAddr], [null, "fd00::15"]);
+  const none = parse("--map-host-loopback", "none", "--map-guest-addr", "none");
+  assertEquals([none.ipv4.mapHostLoopback, none.ipv6.mapHostLoopback], ["none", "none"]);
+  assertEquals([none.ipv4.mapGuestAddr, none.ipv6.mapGuestAddr], ["none", "none"]);
+  const gw = parse("--no-map-gw");
+  assertEquals([gw.ipv4.mapHostLoopback, gw.ipv6.mapHostLoopback], ["none", "none"]);
+});
+
+Deno.test("parseCommandLine() rejects bad address mapping options", () => {
+  rejects(["--map-host-loopback", "x"], /^--map-host-loopback: "x" is not an IPv4/);
+  rejects(["--map-guest-addr", "127.0.0.1"], /^--map-guest-addr: "127.0.0.1" is a loopback/);
+  rejects(["--no-map-gw", "--map-host-loopback", "10.0.2.2"], /--no-map-gw cannot be combined/);
+});
+
+Deno.test("parseCommandLine() parses protocol switches", () => {
+  const c = parse(
+    "--no-tcp",
+    "--no-udp",
+    "--no-icmp",
+    "--no-dhcp",
+    "--no-dhcpv6",
+    "--no-ndp",
+    "--no-ra",
+  );
+  assertEquals(c.protocols, {
+    tcp: false,
+    udp: false,
+    icmp: false,
+    dhcp: false,
+    dhcpv6: false,
+    ndp: false,
+    ra: false,
+  });
+  assertEquals(parse("--no-ra").protocols.ndp, true);
+});
+
+Deno.test("parseCommandLine() parses port forwarding options", () => {
+  const c = parse(
+    "-t",
+    "22",
+    "--tcp-ports",
+    "8080:80",
+    "-u",
+    "53",
+    "--udp-ports=127.0.0.1/~1-1023",
+  );
+  assertEquals(c.tcpForwards.specs.map((s) => s.forwards), [
+    [{ first: 22, last: 22, targetFirst: 22 }],
+    [{ first: 8080, last: 8080, targetFirst: 80 }],
+  ]);
+  assertEquals(c.udpForwards.specs[0].forwards, [{ first: 53, last: 53, targetFirst: 53 }]);
+  assertEquals(c.udpForwards.specs[1].allNonEphemeral, true);
+  assertEquals(parse("-t22").tcpForwards.specs.length, 1);
+  assertEquals(parse("--no-tcp", "-t", "none").tcpForwards.specs, []);
+});
+
+Deno.test("parseCommandLine() rejects bad port forwarding options", () => {
+  rejects(["-t", "70000"], /^--tcp-ports: port 70000 in "70000" is out of range \(1-65535\)$/);
+  rejects(["-u", "1-2:3"], /^--udp-ports: target range in "1-2:3" has 1 ports, source has 2$/);
+  rejects(["-t", "auto"], /^--tcp-ports: "auto" forwarding exists only in pasta/);
+  rejects(["-t", "22", "-t", "22"], /^--tcp-ports: "22" forwards port 22 again$/);
+  rejects(["--no-tcp", "-t", "22"], /^--tcp-ports cannot be combined with --no-tcp$/);
+  rejects(["--no-udp", "-u", "53"], /^--udp-ports cannot be combined with --no-udp$/);
+});
+
+Deno.test("parseCommandLine() rejects unknown options and arguments", () => {
+  rejects(["--frobnicate"], /^unrecognized option '--frobnicate'$/);
+  rejects(["-x"], /^unrecognized option '-x'$/);
+  rejects(["stray"], /^unexpected argument 'stray'/);
+  rejects(["--print-capabilities=1"], /^--print-capabilities: option takes no argument$/);
+});
+
+Deno.test("parseCommandLine() accepts QEMU's -netdev passt argv", () => {
+  const c = parse(
+    "--vhost-user",
+    "--quiet",
+    "--mtu",
+    "1500",
+    "--address",
+    "10.0.2.15",
+    "--netmask",
+    "24",
+    "--mac-addr",
+    "9a:2b:2c:2d:2e:2f",
+    "--gateway",
+    "10.0.2.2",
+    "--interface",
+    "eth0",
+    "--outbound",
+    "192.0.2.1",
+    "--outbound-if4",
+    "eth0",
+    "--outbound-if6",
+    "eth0",
+    "--dns",
+    "10.0.2.3",
+    "--fqdn",
+    "vm.example",
+    "--no-dhcp-dns",
+    "--no-dhcp-search",
+    "--map-host-loopback",
+    "10.0.2.2",
+    "--map-guest-addr",
+    "10.0.2.4",
+    "--dns-forward",
+    "10.0.2.3",
+    "--dns-host",
+    "127.0.0.1",
+    "--no-icmp",
+    "--no-dhcpv6",
+    "--no-ra",
+    "--freebind",
+    "--ipv4-only",
+    "--search",
+    "example.com example.org",
+    "--tcp-ports",
+    "2222:22",
+    "--udp-ports",
+    "5353",
+    "--pid",
+    "/tmp/qemu.pid",
+    "--fd",
+    "3",
+  );
+  assertEquals([c.mode, c.fd, c.oneOff, c.pidFile, c.log.level], [
+    "vhost-user",
+    3,
+    true,
+    "/tmp/qemu.pid",
+    "warn",
+  ]);
+  assertEquals(c.dns.search, ["example.com", "example.org"]);
+});
+
+Deno.test("parseCommandLine() accepts libvirt's argv", () => {
+  const c = parse(
+    "--one-off",
+    "--socket",
+    "/run/libvirt/qemu/passt/1-vm-net0.socket",
+    "--mac-addr",
+    "52:54:00:aa:bb:cc",
+    "--mtu",
+    "9000",
+    "--interface",
+    "eth0",
+    "--log-file",
+    "/tmp/passt.log",
+    "--address",
+    "192.168.1.10",
+    "--netmask",
+    "24",
+    "--tcp-ports",
+    "2022:22",
+    "--tcp-ports",
+    "127.0.0.1/8080",
+    "--udp-ports",
+    "5000-5010",
+    "--vhost-user",
+  );
+  assertEquals([c.oneOff, c.socketPath, c.mtu, c.log.file], [
+    true,
+    "/run/libvirt/qemu/passt/1-vm-net0.socket",
+    9000,
+    "/tmp/passt.log",
+  ]);
+  assertEquals(c.tcpForwards.specs[1].bindAddress, "127.0.0.1");
+});

@@ -1,0 +1,152 @@
+/**
+ * The daemon's configuration: everything the command line says, validated and
+ * deeply frozen. Produced once by {@link parseCommandLine} and never changed.
+ *
+ * Addresses are kept as canonical text (`192.0.2.1`, `2001:db8::1`, lowercase
+ * `52:54:00:12:34:56`) so that the object can be frozen and printed; each layer
+ * converts them to its own binary form once at start.
+ *
+ * @module
+ */
+
+import type { LogLevel } from "../log/logger.ts";
+import type { PortForwardTable } from "./port_spec.ts";
+
+/** What the process was asked to do. */
+export type ConfigAction = "run" | "help" | "version" | "print-capabilities";
+
+/** Which protocol the frontend speaks on the socket. */
+export type FrontendMode = "vhost-user" | "stream";
+
+/** Per-address-family settings; `null` means "derive from the host" (engineer E's discovery). */
+export interface FamilyConfig {
+  /** Address assigned to the guest (`-a`). */
+  readonly address: string | null;
+  /** Default gateway announced to the guest (`-g`). */
+  readonly gateway: string | null;
+  /** Source address bound for outbound sockets (`-o`). */
+  readonly outbound: string | null;
+  /** Host interface outbound sockets are bound to (`--outbound-if4` / `--outbound-if6`). */
+  readonly outboundInterface: string | null;
+  /** Guest-side address mapped to the first DNS resolver (`--dns-forward`). */
+  readonly dnsForward: string | null;
+  /** Host-side resolver that forwarded DNS queries go to (`--dns-host`). */
+  readonly dnsHost: string | null;
+  /**
+   * Guest-side address that reaches the host's loopback (`--map-host-loopback`):
+   * `null` = default (the gateway), `"none"` = disabled (also by `--no-map-gw`).
+   */
+  readonly mapHostLoopback: string | null;
+  /** Guest-side address translated to the guest's own address (`--map-guest-addr`); `"none"` disables. */
+  readonly mapGuestAddr: string | null;
+}
+
+/** IPv4-only settings. */
+export interface Ipv4Config extends FamilyConfig {
+  /** Prefix length of the assigned address (`-n`, dotted or bits); `null` = derive. */
+  readonly prefixLength: number | null;
+}
+
+/** Which built-in protocol handlers are enabled (`--no-*` turns them off). */
+export interface ProtocolSwitches {
+  readonly tcp: boolean;
+  readonly udp: boolean;
+  readonly icmp: boolean;
+  readonly dhcp: boolean;
+  readonly dhcpv6: boolean;
+  readonly ndp: boolean;
+  readonly ra: boolean;
+}
+
+/** DNS settings handed to the guest and used for DNS forwarding. */
+export interface DnsConfig {
+  /** Resolvers (`-D`, repeatable): `null` = read the host's, `[]` = `-D none`. */
+  readonly servers: readonly string[] | null;
+  /** Search domains (`-S`): `null` = read the host's, `[]` = `-S none`. */
+  readonly search: readonly string[] | null;
+  /** Fully qualified domain name sent to the guest (`--fqdn`). */
+  readonly fqdn: string | null;
+  /** Whether resolvers are sent via DHCP/DHCPv6/NDP (`--no-dhcp-dns` clears it). */
+  readonly sendServers: boolean;
+  /** Whether the search list is sent via DHCP/DHCPv6/NDP (`--no-dhcp-search` clears it). */
+  readonly sendSearch: boolean;
+}
+
+/** Logging settings. */
+export interface LogConfig {
+  /** Least severe level written (`-q` → warn, default info, `-d` → debug, `--trace` → trace). */
+  readonly level: LogLevel;
+  /** Log file (`-l`), opened through the helper; `null` = standard error. */
+  readonly file: string | null;
+  /** Maximum log file size in bytes (`--log-size`). */
+  readonly maxSize: number;
+}
+
+/** Options that exist only between a daemonizing parent and its child. */
+export interface InternalConfig {
+  /** Inherited listening socket, already bound at {@link Config.socketPath}. */
+  readonly listenFd: number | null;
+  /** Pipe to write the readiness byte to once started (passed by `spawnDaemon`). */
+  readonly readyFd: number | null;
+}
+
+/** The validated, immutable configuration of one tpasst process. */
+export interface Config {
+  /** What to do: run the daemon, or print something and exit. */
+  readonly action: ConfigAction;
+  /** Protocol spoken with the frontend (`--vhost-user` or passt's stream protocol). */
+  readonly mode: FrontendMode;
+  /** Unix socket to listen on (`-s`); `null` = first free `/tmp/tpasst_N.socket`. */
+  readonly socketPath: string | null;
+  /** Inherited connected socket (`-F`/`--fd`), used instead of listening. */
+  readonly fd: number | null;
+  /** Exit once the first frontend goes away (`-1`, implied by `--fd`). */
+  readonly oneOff: boolean;
+  /** Stay in the foreground (`-f`) instead of daemonizing. */
+  readonly foreground: boolean;
+  /** PID file written once started (`-P`). */
+  readonly pidFile: string | null;
+  /** Packet capture file (`-p`). */
+  readonly pcapFile: string | null;
+  /** Requested user to run as (`--runas`); accepted but never acted on. */
+  readonly runas: string | null;
+  /** Logging settings. */
+  readonly log: LogConfig;
+  /** MTU announced to the guest (`-m`); `null` = none announced. */
+  readonly mtu: number | null;
+  /** MAC address we use toward the guest (`-M`); `null` = derive. */
+  readonly macAddress: string | null;
+  /** Host interface to derive addresses and routes from (`-i`). */
+  readonly interfaceName: string | null;
+  /** Whether IPv4 is enabled (`-6` clears it). */
+  readonly ipv4Enabled: boolean;
+  /** Whether IPv6 is enabled (`-4` clears it). */
+  readonly ipv6Enabled: boolean;
+  /** IPv4 settings. */
+  readonly ipv4: Ipv4Config;
+  /** IPv6 settings. */
+  readonly ipv6: FamilyConfig;
+  /** DNS settings. */
+  readonly dns: DnsConfig;
+  /** Enabled protocol handlers. */
+  readonly protocols: ProtocolSwitches;
+  /** Host ports forwarded to the guest (`-t`). */
+  readonly tcpForwards: PortForwardTable;
+  /** Host ports forwarded to the guest (`-u`). */
+  readonly udpForwards: PortForwardTable;
+  /** Allow binding forwarded ports to non-local addresses (`--freebind`). */
+  readonly freebind: boolean;
+  /** Parent/child plumbing of daemonizing. */
+  readonly internal: InternalConfig;
+}
+
+/** Freezes `value` and everything reachable from it; returns it typed as read-only. */
+export function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const key of Object.keys(value)) {
+      deepFreeze((value as Record<string, unknown>)[key]);
+    }
+  }
+  return value;
+}
