@@ -1,0 +1,461 @@
+/**
+ * The device side of one split virtqueue (virtio 1.2 §2.7): pops available
+ * descriptor chains, validates them against guest memory, pushes used elements and
+ * decides when the guest must be notified.
+ *
+ * Everything the guest wrote is untrusted: each descriptor is read once into
+ * locals, every buffer range is resolved through {@link GuestMemory} as a whole,
+ * chains are bounded by the queue size. A malformed chain is returned to the guest
+ * with used length 0 and one rate-limited log line; an inconsistent ring (head
+ * index out of range, available index running ahead by more than the queue size)
+ * marks the queue broken, after which it is never touched again until restarted.
+ *
+ * @module
+ */
+
+import type { Logger } from "../log/logger.ts";
+import { log as defaultLogger } from "../log/logger.ts";
+import { RateLimitedLog } from "../log/rate_limited_log.ts";
+import type { StartedVring } from "../vhost_user/vring_datapath.ts";
+import type { GuestMemory } from "./guest_memory.ts";
+import { DescriptorChain } from "./descriptor_chain.ts";
+import { memoryFence } from "./memory_fence.ts";
+import {
+  AVAIL_FLAGS,
+  AVAIL_IDX,
+  AVAIL_RING,
+  availableRingBytes,
+  availEventOffset,
+  DESC_ADDR_HIGH,
+  DESC_ADDR_LOW,
+  DESC_FLAGS,
+  DESC_LEN,
+  DESC_NEXT,
+  DESC_SIZE,
+  descriptorTableBytes,
+  MAX_QUEUE_SIZE,
+  needEvent,
+  USED_ELEM_LEN,
+  USED_ELEM_SIZE,
+  USED_FLAGS,
+  USED_IDX,
+  USED_RING,
+  usedEventOffset,
+  usedRingBytes,
+  VIRTQ_AVAIL_F_NO_INTERRUPT,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  VIRTQ_USED_F_NO_NOTIFY,
+} from "./ring_layout.ts";
+
+/** Options of a {@link SplitVirtqueue}. */
+export interface VirtqueueOptions {
+  /** Name used in log lines, e.g. "RX" or "TX". */
+  readonly name?: string;
+  /** Where log lines go (the process-wide logger by default). */
+  readonly logger?: Logger;
+}
+
+/** Why a chain was rejected; one code per check. */
+const Fault = {
+  None: 0,
+  ChainTooLong: 1,
+  NextOutOfRange: 2,
+  ZeroLength: 3,
+  OutsideMemory: 4,
+  ReadableAfterWritable: 5,
+  IndirectNotNegotiated: 6,
+  IndirectNested: 7,
+  IndirectWithNext: 8,
+  IndirectNotFirst: 9,
+  IndirectBadLength: 10,
+} as const;
+type Fault = typeof Fault[keyof typeof Fault];
+
+/** Reads a little-endian u16 from bytes (indirect tables are only reachable as bytes). */
+function u16(bytes: Uint8Array, offset: number): number {
+  return bytes[offset] | (bytes[offset + 1] << 8);
+}
+
+/** Reads a little-endian u32 from bytes. */
+function u32(bytes: Uint8Array, offset: number): number {
+  return (bytes[offset] | (bytes[offset + 1] << 8) | (bytes[offset + 2] << 16) |
+    (bytes[offset + 3] << 24)) >>> 0;
+}
+
+function hex(low: number, high: number): string {
+  return high === 0
+    ? "0x" + low.toString(16)
+    : "0x" + high.toString(16) + low.toString(16).padStart(8, "0");
+}
+
+/** The device side of one split virtqueue over a started vring. */
+export class SplitVirtqueue {
+  /** Queue size (number of descriptors). */
+  readonly size: number;
+  /** Name used in log lines. */
+  readonly name: string;
+  readonly #mask: number;
+  readonly #descBytes: Uint8Array;
+  readonly #desc: DataView;
+  readonly #avail: DataView;
+  readonly #used: DataView;
+  readonly #memory: GuestMemory;
+  readonly #eventIndex: boolean;
+  readonly #indirect: boolean;
+  readonly #notify: () => void;
+  readonly #usedEventAt: number;
+  readonly #availEventAt: number;
+  readonly #malformedLog: RateLimitedLog;
+  readonly #logger: Logger;
+
+  #lastAvail: number;
+  #knownAvail: number;
+  #usedIdx: number;
+  #unpublished = 0;
+  #signalledUsed = 0;
+  #signalledValid = false;
+  #broken = false;
+  #skipped = 0;
+
+  // Details of the last fault, formatted only when a line is written.
+  #fault: Fault = Fault.None;
+  #faultIndex = 0;
+  #faultLow = 0;
+  #faultHigh = 0;
+  #faultLength = 0;
+
+  /**
+   * @param ring the started vring (views of its three parts, memory, features)
+   * @throws RangeError when the ring views do not match the queue size
+   */
+  constructor(ring: StartedVring, options: VirtqueueOptions = {}) {
+    const size = ring.size;
+    if (!(size >= 1 && size <= MAX_QUEUE_SIZE && (size & (size - 1)) === 0)) {
+      throw new RangeError(`Cannot start virtqueue: size ${size} is not a power of two ≤ 32768`);
+    }
+    if (ring.descriptorTable.length < descriptorTableBytes(size)) {
+      throw new RangeError(
+        `Cannot start virtqueue: descriptor table of ${ring.descriptorTable.length} bytes is shorter than ${
+          descriptorTableBytes(size)
+        }`,
+      );
+    }
+    // used_event / avail_event follow the rings; accept rings without them only
+    // when EVENT_IDX is off (the contract sizes exclude the trailing event field).
+    const eventBytes = ring.features.eventIndex ? 0 : 2;
+    if (ring.availableRing.length < availableRingBytes(size) - eventBytes) {
+      throw new RangeError(
+        `Cannot start virtqueue: available ring of ${ring.availableRing.length} bytes is too short for size ${size}`,
+      );
+    }
+    if (ring.usedRing.length < usedRingBytes(size) - eventBytes) {
+      throw new RangeError(
+        `Cannot start virtqueue: used ring of ${ring.usedRing.length} bytes is too short for size ${size}`,
+      );
+    }
+    this.size = size;
+    this.name = options.name ?? `queue ${ring.index}`;
+    this.#mask = size - 1;
+    this.#descBytes = ring.descriptorTable;
+    this.#desc = new DataView(
+      ring.descriptorTable.buffer,
+      ring.descriptorTable.byteOffset,
+      ring.descriptorTable.byteLength,
+    );
+    this.#avail = new DataView(
+      ring.availableRing.buffer,
+      ring.availableRing.byteOffset,
+      ring.availableRing.byteLength,
+    );
+    this.#used = new DataView(
+      ring.usedRing.buffer,
+      ring.usedRing.byteOffset,
+      ring.usedRing.byteLength,
+    );
+    this.#memory = ring.memory;
+    this.#eventIndex = ring.features.eventIndex;
+    this.#indirect = ring.features.indirectDescriptors;
+    this.#notify = () => ring.notifyGuest();
+    this.#usedEventAt = usedEventOffset(size);
+    this.#availEventAt = availEventOffset(size);
+    this.#logger = options.logger ?? defaultLogger;
+    this.#malformedLog = new RateLimitedLog("warn", undefined, this.#logger);
+    this.#lastAvail = ring.lastAvailIndex & 0xffff;
+    this.#knownAvail = this.#lastAvail;
+    this.#usedIdx = this.#used.getUint16(USED_IDX, true);
+  }
+
+  /** True once the guest's ring was found inconsistent; the queue then stays idle. */
+  get broken(): boolean {
+    return this.#broken;
+  }
+
+  /** The next available-ring index to consume (VHOST_USER_GET_VRING_BASE). */
+  get lastAvailIndex(): number {
+    return this.#lastAvail;
+  }
+
+  /** Number of chains returned since construction that the guest found malformed. */
+  get malformedCount(): number {
+    return this.#skipped;
+  }
+
+  /** Tells whether the guest has made chains available that were not popped yet. */
+  hasAvailable(): boolean {
+    if (this.#broken) return false;
+    if (this.#lastAvail !== this.#knownAvail) return true;
+    return this.#refreshAvail();
+  }
+
+  /** Re-reads the available index; marks the queue broken when it ran ahead by more than size. */
+  #refreshAvail(): boolean {
+    const availIdx = this.#avail.getUint16(AVAIL_IDX, true);
+    const pending = (availIdx - this.#lastAvail) & 0xffff;
+    if (pending > this.size) {
+      this.#markBroken(
+        `available index ${availIdx} is ${pending} ahead of ${this.#lastAvail}, more than the queue size ${this.size}`,
+      );
+      return false;
+    }
+    this.#knownAvail = availIdx;
+    return pending !== 0;
+  }
+
+  #markBroken(reason: string): void {
+    this.#broken = true;
+    this.#logger.error(`virtqueue ${this.name} is broken and stops: ${reason}`);
+  }
+
+  /**
+   * Pops the next valid available chain into `chain`. Malformed chains met on the
+   * way are returned to the used ring with length 0 (one rate-limited log line).
+   * @param now the loop's current time in milliseconds, for log rate limiting
+   * @returns false when nothing is available or the queue is broken
+   */
+  pop(chain: DescriptorChain, now: number): boolean {
+    for (;;) {
+      if (this.#broken) return false;
+      if (this.#lastAvail === this.#knownAvail && !this.#refreshAvail()) return false;
+      const slot = this.#lastAvail & this.#mask;
+      const head = this.#avail.getUint16(AVAIL_RING + 2 * slot, true);
+      if (head >= this.size) {
+        this.#markBroken(
+          `available ring entry ${slot} names head ${head} ≥ queue size ${this.size}`,
+        );
+        return false;
+      }
+      this.#lastAvail = (this.#lastAvail + 1) & 0xffff;
+      const fault = this.#walk(chain, head);
+      if (fault === Fault.None) return true;
+      chain.release();
+      this.#skipped++;
+      this.pushUsed(head, 0);
+      this.#malformedLog.write(now, this.#describeFault(head));
+    }
+  }
+
+  /**
+   * Puts the last `count` popped chains back, so the next pop returns them again.
+   * Only valid when no malformed chain was skipped since the first of them.
+   */
+  unpop(count: number): void {
+    this.#lastAvail = (this.#lastAvail - count) & 0xffff;
+  }
+
+  /** Reads the chain starting at `head` into `chain`; returns the first check that failed. */
+  #walk(chain: DescriptorChain, head: number): Fault {
+    chain.reset(head);
+    const memory = this.#memory;
+    const buffers = chain.buffers;
+    const desc = this.#desc;
+    let table: Uint8Array | null = null; // the indirect table, once followed
+    let index = head;
+    let limit = this.size;
+    let count = 0;
+    let readableCount = 0;
+    let readableBytes = 0;
+    let writableBytes = 0;
+    for (;;) {
+      if (count >= limit) return this.#setFault(Fault.ChainTooLong, index, 0, 0, count);
+      let addrLow: number, addrHigh: number, len: number, flags: number, next: number;
+      if (table === null) {
+        const at = index * DESC_SIZE;
+        addrLow = desc.getUint32(at + DESC_ADDR_LOW, true);
+        addrHigh = desc.getUint32(at + DESC_ADDR_HIGH, true);
+        len = desc.getUint32(at + DESC_LEN, true);
+        flags = desc.getUint16(at + DESC_FLAGS, true);
+        next = desc.getUint16(at + DESC_NEXT, true);
+      } else {
+        const at = index * DESC_SIZE;
+        addrLow = u32(table, at + DESC_ADDR_LOW);
+        addrHigh = u32(table, at + DESC_ADDR_HIGH);
+        len = u32(table, at + DESC_LEN);
+        flags = u16(table, at + DESC_FLAGS);
+        next = u16(table, at + DESC_NEXT);
+      }
+      if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
+        // virtio 1.2 §2.7.5.3.1: only with the feature, never nested, never with NEXT.
+        if (!this.#indirect) return this.#setFault(Fault.IndirectNotNegotiated, index, 0, 0, 0);
+        if (table !== null) return this.#setFault(Fault.IndirectNested, index, 0, 0, 0);
+        if (count !== 0) return this.#setFault(Fault.IndirectNotFirst, index, 0, 0, 0);
+        if ((flags & VIRTQ_DESC_F_NEXT) !== 0) {
+          return this.#setFault(Fault.IndirectWithNext, index, 0, 0, 0);
+        }
+        if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > this.size) {
+          return this.#setFault(Fault.IndirectBadLength, index, addrLow, addrHigh, len);
+        }
+        const view = memory.view(addrLow, addrHigh, len);
+        if (view === null) {
+          return this.#setFault(Fault.OutsideMemory, index, addrLow, addrHigh, len);
+        }
+        table = view;
+        limit = len / DESC_SIZE;
+        index = 0;
+        continue;
+      }
+      if (len === 0) return this.#setFault(Fault.ZeroLength, index, addrLow, addrHigh, 0);
+      const view = memory.view(addrLow, addrHigh, len);
+      if (view === null) return this.#setFault(Fault.OutsideMemory, index, addrLow, addrHigh, len);
+      if ((flags & VIRTQ_DESC_F_WRITE) !== 0) {
+        writableBytes += len;
+      } else {
+        if (writableBytes !== 0) {
+          return this.#setFault(Fault.ReadableAfterWritable, index, addrLow, addrHigh, len);
+        }
+        readableBytes += len;
+        readableCount++;
+      }
+      buffers[count++] = view;
+      chain.count = count;
+      if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
+      if (next >= limit) return this.#setFault(Fault.NextOutOfRange, index, next, 0, limit);
+      index = next;
+    }
+    chain.readableCount = readableCount;
+    chain.readableBytes = readableBytes;
+    chain.writableBytes = writableBytes;
+    return Fault.None;
+  }
+
+  #setFault(fault: Fault, index: number, low: number, high: number, length: number): Fault {
+    this.#fault = fault;
+    this.#faultIndex = index;
+    this.#faultLow = low;
+    this.#faultHigh = high;
+    this.#faultLength = length;
+    return fault;
+  }
+
+  #describeFault(head: number): string {
+    const i = this.#faultIndex;
+    const range = `${hex(this.#faultLow, this.#faultHigh)}+${this.#faultLength}`;
+    let why: string;
+    switch (this.#fault) {
+      case Fault.ChainTooLong:
+        why = `chain is longer than ${this.#faultLength} descriptors (loop?)`;
+        break;
+      case Fault.NextOutOfRange:
+        why = `descriptor ${i} links to ${this.#faultLow}, outside a table of ${this.#faultLength}`;
+        break;
+      case Fault.ZeroLength:
+        why = `descriptor ${i} has length 0`;
+        break;
+      case Fault.OutsideMemory:
+        why = `descriptor ${i}: address ${range} is outside guest memory`;
+        break;
+      case Fault.ReadableAfterWritable:
+        why = `descriptor ${i} is device-readable after a device-writable one`;
+        break;
+      case Fault.IndirectNotNegotiated:
+        why = `descriptor ${i} is indirect but VIRTIO_F_INDIRECT_DESC was not negotiated`;
+        break;
+      case Fault.IndirectNested:
+        why = `indirect table entry ${i} is itself indirect`;
+        break;
+      case Fault.IndirectWithNext:
+        why = `descriptor ${i} has both INDIRECT and NEXT`;
+        break;
+      case Fault.IndirectNotFirst:
+        why = `descriptor ${i} is indirect but not the head of the chain`;
+        break;
+      case Fault.IndirectBadLength:
+        why = `indirect table ${range} has a length that is 0, not a multiple of 16 or over ${
+          this.size * DESC_SIZE
+        }`;
+        break;
+      default:
+        why = "unknown fault";
+    }
+    return `virtqueue ${this.name}: dropping chain ${head}: ${why}`;
+  }
+
+  /** Records that chain `head` was used, `length` bytes written; published by {@link publish}. */
+  pushUsed(head: number, length: number): void {
+    const at = USED_RING + (this.#usedIdx & this.#mask) * USED_ELEM_SIZE;
+    this.#used.setUint32(at, head, true);
+    this.#used.setUint32(at + USED_ELEM_LEN, length, true);
+    this.#usedIdx = (this.#usedIdx + 1) & 0xffff;
+    this.#unpublished++;
+  }
+
+  /** Sets the length of the used element pushed `back` elements ago (1 = the last), not yet published. */
+  rewriteUsedLength(back: number, length: number): void {
+    const at = USED_RING + ((this.#usedIdx - back) & this.#mask) * USED_ELEM_SIZE;
+    this.#used.setUint32(at + USED_ELEM_LEN, length, true);
+  }
+
+  /** Number of used elements pushed and not yet published. */
+  get unpublished(): number {
+    return this.#unpublished;
+  }
+
+  /**
+   * Publishes the used elements pushed so far (one used-index store, after the
+   * elements) and notifies the guest when it asked for it (NO_INTERRUPT without
+   * EVENT_IDX, `used_event` with it; virtio 1.2 §2.7.7.2, §2.7.10).
+   * @returns true when the guest was notified
+   */
+  publish(): boolean {
+    if (this.#unpublished === 0 || this.#broken) return false;
+    this.#unpublished = 0;
+    // Elements were stored before this index store; x86-64 keeps stores in order.
+    this.#used.setUint16(USED_IDX, this.#usedIdx, true);
+    memoryFence(); // the index store must be visible before we read the guest's wishes
+    let notify: boolean;
+    if (this.#eventIndex) {
+      const usedEvent = this.#avail.getUint16(this.#usedEventAt, true);
+      const old = this.#signalledUsed;
+      notify = !this.#signalledValid || needEvent(usedEvent, this.#usedIdx, old);
+      this.#signalledUsed = this.#usedIdx;
+      this.#signalledValid = true;
+    } else {
+      notify = (this.#avail.getUint16(AVAIL_FLAGS, true) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+    }
+    if (notify) this.#notify();
+    return notify;
+  }
+
+  /**
+   * Asks the guest to notify (kick) when it makes the next chain available:
+   * `avail_event` = next index with EVENT_IDX, otherwise clears NO_NOTIFY.
+   * @returns true when chains are already available (the guest may not kick for them)
+   */
+  enableNotifications(): boolean {
+    if (this.#broken) return false;
+    if (this.#eventIndex) {
+      this.#used.setUint16(this.#availEventAt, this.#lastAvail, true);
+    } else {
+      this.#used.setUint16(USED_FLAGS, 0, true);
+    }
+    memoryFence(); // our wish must be visible before we re-read the available index
+    return this.hasAvailable();
+  }
+
+  /** Tells the guest that kicks are not needed now (NO_NOTIFY; a no-op with EVENT_IDX). */
+  disableNotifications(): void {
+    if (this.#broken || this.#eventIndex) return;
+    this.#used.setUint16(USED_FLAGS, VIRTQ_USED_F_NO_NOTIFY, true);
+  }
+}
