@@ -48,14 +48,15 @@ int32_t tp_eventfd_read(int32_t fd, uint64_t *value_out)
 }
 
 /*
- * tp_eventfd_write() - add @value to the counter of an eventfd, waking its readers.
+ * tp_eventfd_write() - add @increment to the counter of an eventfd, waking its readers.
  * @fd:    eventfd (any fd that accepts 8-byte counter writes)
- * @value: amount to add, 1 to 0xfffffffffffffffe
+ * @increment: amount to add (a u32: larger increments are never needed)
  *
  * Return: 0, -EAGAIN if the counter would overflow on a nonblocking eventfd, or -errno.
  */
-int32_t tp_eventfd_write(int32_t fd, uint64_t value)
+int32_t tp_eventfd_write(int32_t fd, uint32_t increment)
 {
+	uint64_t value = increment;
 	ssize_t n;
 
 	do {

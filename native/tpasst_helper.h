@@ -55,7 +55,7 @@ int32_t tp_memfd_create(const char *name, uint64_t size);
 
 int32_t tp_eventfd_create(uint32_t initval);
 int32_t tp_eventfd_read(int32_t fd, uint64_t *value_out);
-int32_t tp_eventfd_write(int32_t fd, uint64_t value);
+int32_t tp_eventfd_write(int32_t fd, uint32_t value);
 
 /* ---- epoll.c --------------------------------------------------------------- */
 

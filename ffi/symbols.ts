@@ -1,0 +1,287 @@
+/**
+ * The symbol table of native/libtpasst_helper.so (see native/tpasst_helper.h).
+ *
+ * Every function returns an i32 that is >= 0 on success or -errno on failure;
+ * 64-bit results come back through out-parameter buffers. `buffer` parameters take a
+ * Uint8Array (NUL-terminated for C strings) or null.
+ *
+ * @module
+ */
+
+/** The helper's symbols, for `Deno.dlopen`. */
+export const symbols = {
+  // ---- unix_socket.c ----
+  tp_unix_listen: {
+    parameters: [
+      "buffer", // const char *path (NUL-terminated)
+      "i32", // int32_t backlog
+      "i32", // int32_t nonblocking
+    ],
+    result: "i32",
+  },
+  tp_unix_accept: {
+    parameters: [
+      "i32", // int32_t listen_fd
+      "i32", // int32_t nonblocking
+    ],
+    result: "i32",
+  },
+  tp_unix_connect: {
+    parameters: [
+      "buffer", // const char *path (NUL-terminated)
+    ],
+    result: "i32",
+  },
+  tp_unix_probe: {
+    parameters: [
+      "buffer", // const char *path (NUL-terminated)
+    ],
+    result: "i32",
+  },
+  tp_unix_socketpair: {
+    parameters: [
+      "buffer", // int32_t *fds_out (int32_t[2])
+      "i32", // int32_t nonblocking
+    ],
+    result: "i32",
+  },
+  tp_set_nonblocking: {
+    parameters: [
+      "i32", // int32_t fd
+      "i32", // int32_t on
+    ],
+    result: "i32",
+  },
+  tp_shutdown: {
+    parameters: [
+      "i32", // int32_t fd
+      "i32", // int32_t how (0 SHUT_RD, 1 SHUT_WR, 2 SHUT_RDWR)
+    ],
+    result: "i32",
+  },
+  tp_set_passcred: {
+    parameters: [
+      "i32", // int32_t fd
+      "i32", // int32_t on
+    ],
+    result: "i32",
+  },
+
+  // ---- fd_io.c ----
+  tp_close: {
+    parameters: [
+      "i32", // int32_t fd
+    ],
+    result: "i32",
+  },
+  tp_read: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // uint8_t *buf
+      "u32", // uint32_t len
+    ],
+    result: "i32",
+  },
+  tp_write: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // const uint8_t *buf
+      "u32", // uint32_t len
+    ],
+    result: "i32",
+  },
+  tp_recv_fds: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // uint8_t *buf
+      "u32", // uint32_t len
+      "buffer", // int32_t *fds_out (int32_t[max_fds])
+      "u32", // uint32_t max_fds
+      "buffer", // uint32_t *info_out (uint32_t[2]: fd count, flags)
+    ],
+    result: "i32",
+  },
+  tp_send_fds: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // const uint8_t *buf
+      "u32", // uint32_t len
+      "buffer", // const int32_t *fds
+      "u32", // uint32_t nfds
+    ],
+    result: "i32",
+  },
+
+  // ---- memory.c ----
+  tp_mmap_shared: {
+    parameters: [
+      "i32", // int32_t fd
+      "u64", // uint64_t size
+      "u64", // uint64_t offset
+      "buffer", // uint64_t *addr_out
+    ],
+    result: "i32",
+  },
+  tp_munmap: {
+    parameters: [
+      "pointer", // void *addr
+      "u64", // uint64_t size
+    ],
+    result: "i32",
+  },
+  tp_memfd_create: {
+    parameters: [
+      "buffer", // const char *name (NUL-terminated)
+      "u64", // uint64_t size
+    ],
+    result: "i32",
+  },
+
+  // ---- event_fd.c ----
+  tp_eventfd_create: {
+    parameters: [
+      "u32", // uint32_t initval
+    ],
+    result: "i32",
+  },
+  tp_eventfd_read: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // uint64_t *value_out
+    ],
+    result: "i32",
+  },
+  tp_eventfd_write: {
+    parameters: [
+      "i32", // int32_t fd
+      "u32", // uint32_t increment
+    ],
+    result: "i32",
+  },
+
+  // ---- epoll.c ----
+  tp_epoll_create: {
+    parameters: [],
+    result: "i32",
+  },
+  tp_epoll_ctl: {
+    parameters: [
+      "i32", // int32_t epfd
+      "i32", // int32_t op (1 ADD, 2 DEL, 3 MOD)
+      "i32", // int32_t fd
+      "u32", // uint32_t events
+      "u32", // uint32_t data_lo
+      "u32", // uint32_t data_hi
+    ],
+    result: "i32",
+  },
+  tp_epoll_wait: {
+    parameters: [
+      "i32", // int32_t epfd
+      "buffer", // uint8_t *events_out (packed struct epoll_event[max_events])
+      "i32", // int32_t max_events
+      "i32", // int32_t timeout_ms
+    ],
+    result: "i32",
+  },
+  /** The same C function, run on a Deno worker thread; returns a Promise. */
+  tp_epoll_wait_nonblocking: {
+    name: "tp_epoll_wait",
+    parameters: [
+      "i32", // int32_t epfd
+      "buffer", // uint8_t *events_out (packed struct epoll_event[max_events])
+      "i32", // int32_t max_events
+      "i32", // int32_t timeout_ms
+    ],
+    result: "i32",
+    nonblocking: true,
+  },
+  tp_epoll_event_size: {
+    parameters: [],
+    result: "i32",
+  },
+
+  // ---- ping.c ----
+  tp_ping_open: {
+    parameters: [
+      "i32", // int32_t family (4 or 6)
+    ],
+    result: "i32",
+  },
+  tp_ping_sendto: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // const uint8_t *buf
+      "u32", // uint32_t len
+      "buffer", // const uint8_t *addr (4 or 16 bytes)
+      "u32", // uint32_t addr_len
+      "u32", // uint32_t scope_id
+    ],
+    result: "i32",
+  },
+  tp_ping_recvfrom: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // uint8_t *buf
+      "u32", // uint32_t len
+      "buffer", // uint8_t *addr_out (16 bytes)
+      "buffer", // uint32_t *meta_out (uint32_t[2]: address length, scope id)
+    ],
+    result: "i32",
+  },
+
+  // ---- file.c ----
+  tp_file_open: {
+    parameters: [
+      "buffer", // const char *path (NUL-terminated)
+      "i32", // int32_t append
+    ],
+    result: "i32",
+  },
+  tp_unlink: {
+    parameters: [
+      "buffer", // const char *path (NUL-terminated)
+    ],
+    result: "i32",
+  },
+  tp_open_fd_count: {
+    parameters: [],
+    result: "i32",
+  },
+
+  // ---- daemon.c ----
+  tp_daemon_spawn: {
+    parameters: [
+      "buffer", // const char *extra_args (NUL-terminated strings, packed)
+      "u32", // uint32_t extra_args_len
+      "buffer", // const int32_t *keep_fds
+      "u32", // uint32_t nkeep
+      "buffer", // const char *ready_option (NUL-terminated)
+      "buffer", // int32_t *out (int32_t[2]: pid, ready read fd)
+    ],
+    result: "i32",
+  },
+  tp_daemon_wait_ready: {
+    parameters: [
+      "i32", // int32_t ready_fd
+      "i32", // int32_t pid
+      "i32", // int32_t timeout_ms
+      "buffer", // int32_t *status_out
+    ],
+    result: "i32",
+  },
+  tp_daemon_signal_ready: {
+    parameters: [
+      "i32", // int32_t ready_fd
+    ],
+    result: "i32",
+  },
+  tp_waitpid: {
+    parameters: [
+      "i32", // int32_t pid
+      "i32", // int32_t nohang
+      "buffer", // int32_t *status_out
+    ],
+    result: "i32",
+  },
+} as const satisfies Deno.ForeignLibraryInterface;
