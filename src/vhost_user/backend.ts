@@ -1,0 +1,864 @@
+/**
+ * The vhost-user backend state machine for virtio-net: one flat switch over the
+ * front-end's requests, one handler per message. It owns the guest memory map, the
+ * rings' configuration and eventfds, and starts/stops rings on the datapath.
+ *
+ * Spec: QEMU docs/interop/vhost-user.rst ("Front-end message types", "Ring states").
+ *
+ * @module
+ */
+
+import { type Message, needsReply, ProtocolError, readU64, readU64Big } from "./message_codec.ts";
+import type { ReplyWriter } from "./message_codec.ts";
+import {
+  featureBit,
+  MAX_FDS_PER_MESSAGE,
+  MAX_MEM_SLOTS,
+  MAX_RING_SIZE,
+  MEMORY_MAX_NREGIONS,
+  MEMORY_NREGIONS,
+  MEMORY_REGIONS,
+  MEMORY_TABLE_MAX_SIZE,
+  OFFERED_FEATURES,
+  OFFERED_PROTOCOL_FEATURES,
+  ProtocolFeature,
+  QUEUE_COUNT,
+  REGION_ENTRY_SIZE,
+  REGION_GUEST_ADDRESS,
+  REGION_MMAP_OFFSET,
+  REGION_SIZE,
+  REGION_USER_ADDRESS,
+  Request,
+  type RequestCode,
+  requestName,
+  SINGLE_REGION_ENTRY,
+  SINGLE_REGION_SIZE,
+  U64_PAYLOAD_SIZE,
+  VHOST_USER_F_PROTOCOL_FEATURES,
+  VIRTIO_F_EVENT_IDX,
+  VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_VERSION_1,
+  VIRTIO_NET_F_MRG_RXBUF,
+  VRING_ADDR_AVAILABLE,
+  VRING_ADDR_DESCRIPTOR,
+  VRING_ADDR_INDEX,
+  VRING_ADDR_SIZE,
+  VRING_ADDR_USED,
+  VRING_FD_INDEX_MASK,
+  VRING_FD_NOFD,
+  VRING_STATE_INDEX,
+  VRING_STATE_NUM,
+  VRING_STATE_SIZE,
+} from "./protocol.ts";
+import { GuestMemoryMap, type RegionDescription } from "./guest_memory_map.ts";
+import type { BackendEnvironment, Notifier } from "./backend_environment.ts";
+import type { NegotiatedFeatures, StartedVring } from "./vring_datapath.ts";
+
+/** Connection states: requests other than negotiation need SET_OWNER first. */
+export type BackendState = "awaiting-owner" | "owned";
+
+/** A request that is not valid in the backend's current state. */
+export class InvalidStateError extends ProtocolError {
+  /** The state the request arrived in. */
+  readonly state: BackendState;
+  constructor(request: number, state: BackendState, why: string) {
+    super(request, `${requestName(request)} is not valid in state ${state}: ${why}`);
+    this.name = "InvalidStateError";
+    this.state = state;
+  }
+}
+
+/** Descriptor table bytes per entry (virtio 1.2 §2.7.5). */
+export const DESCRIPTOR_ENTRY_SIZE = 16;
+/** Available ring: flags u16 + idx u16 + used_event u16 around the entries (virtio 1.2 §2.7.6). */
+export const AVAIL_RING_OVERHEAD = 6;
+/** Available ring bytes per entry (u16). */
+export const AVAIL_ENTRY_SIZE = 2;
+/** Used ring: flags u16 + idx u16 + avail_event u16 around the entries (virtio 1.2 §2.7.8). */
+export const USED_RING_OVERHEAD = 6;
+/** Used ring bytes per element (id u32 + len u32). */
+export const USED_ENTRY_SIZE = 8;
+
+/** Smallest MTU accepted in NET_SET_MTU (virtio 1.2 §5.1.4: 68). */
+const MIN_MTU = 68;
+/** Largest MTU accepted in NET_SET_MTU. */
+const MAX_MTU = 65535;
+
+/** Handler outcome: the request succeeded / failed (for REPLY_ACK) / already replied. */
+const OK = 0;
+const FAILED = 1;
+const REPLIED = 2;
+type Outcome = typeof OK | typeof FAILED | typeof REPLIED;
+
+/** Per-ring configuration as set by the front-end. */
+class Vring {
+  readonly index: number;
+  size = 0;
+  addressesSet = false;
+  descriptorAddress = 0;
+  usedAddress = 0;
+  availableAddress = 0;
+  base = 0;
+  kick: Notifier | null = null;
+  call: Notifier | null = null;
+  err: Notifier | null = null;
+  /** SET_VRING_ENABLE value (meaningful when protocol features are negotiated). */
+  enabled = false;
+  started = false;
+  unwatchKick: (() => void) | null = null;
+  readonly notifyGuest: () => void;
+
+  constructor(index: number) {
+    this.index = index;
+    this.notifyGuest = () => this.call?.signal();
+  }
+}
+
+function hex(value: number): string {
+  return "0x" + value.toString(16);
+}
+
+/** The backend side of one vhost-user connection. */
+export class VhostUserBackend {
+  readonly #env: BackendEnvironment;
+  readonly #memory: GuestMemoryMap;
+  readonly #vrings: Vring[] = [];
+  #state: BackendState = "awaiting-owner";
+  #features = 0n;
+  #featuresSet = false;
+  #protocolFeatures = 0n;
+  #protocolNegotiated = false;
+  #mtu = 0;
+  #negotiated: NegotiatedFeatures = {
+    eventIndex: false,
+    indirectDescriptors: false,
+    mergeableRxBuffers: false,
+  };
+
+  constructor(env: BackendEnvironment) {
+    this.#env = env;
+    this.#memory = new GuestMemoryMap(env.map, MAX_MEM_SLOTS);
+    for (let i = 0; i < QUEUE_COUNT; i++) this.#vrings.push(new Vring(i));
+  }
+
+  /** The current connection state. */
+  get state(): BackendState {
+    return this.#state;
+  }
+
+  /** The guest memory map (for tests and the datapath). */
+  get memory(): GuestMemoryMap {
+    return this.#memory;
+  }
+
+  /** Acked virtio features (0n before SET_FEATURES). */
+  get features(): bigint {
+    return this.#features;
+  }
+
+  /** Acked protocol features. */
+  get protocolFeatures(): bigint {
+    return this.#protocolFeatures;
+  }
+
+  /** The MTU set by NET_SET_MTU, 0 when none was set. */
+  get mtu(): number {
+    return this.#mtu;
+  }
+
+  /** Whether ring `index` is started on the datapath. */
+  isStarted(index: number): boolean {
+    return this.#vrings[index]?.started ?? false;
+  }
+
+  /**
+   * Handles one message. Takes ownership of `message.fds` (keeps or closes each).
+   * Sends the reply (or REPLY_ACK) through `replies`.
+   * @throws ProtocolError (or InvalidStateError) when the connection must be closed;
+   *   a failure REPLY_ACK has been sent first when one was asked for
+   */
+  handle(message: Message, now: number, replies: ReplyWriter): void {
+    const fds = message.fds;
+    let outcome: Outcome;
+    try {
+      if (fds.length > MAX_FDS_PER_MESSAGE) {
+        throw new ProtocolError(
+          message.request,
+          `${
+            requestName(message.request)
+          }: ${fds.length} fds exceed the limit of ${MAX_FDS_PER_MESSAGE}`,
+        );
+      }
+      outcome = this.#dispatch(message, now, replies);
+    } catch (error) {
+      if (error instanceof ProtocolError && this.#wantsAck(message)) {
+        try {
+          replies.sendU64(message.request, 1n);
+        } catch { /* the connection is closing anyway */ }
+      }
+      throw error;
+    } finally {
+      // handlers remove the fds they keep; whatever is left is extra and closed here
+      for (const fd of fds.splice(0)) this.#env.closeFd(fd);
+    }
+    if (outcome !== REPLIED && this.#wantsAck(message)) {
+      replies.sendU64(message.request, outcome === OK ? 0n : 1n);
+    }
+  }
+
+  /**
+   * Ends the session: stops every ring, drops every view, unmaps memory and closes
+   * every eventfd. Safe to call twice.
+   */
+  shutdown(): void {
+    this.#stopAll();
+    this.#memory.clear();
+    for (const vring of this.#vrings) this.#closeNotifiers(vring);
+  }
+
+  #wantsAck(message: Message): boolean {
+    return needsReply(message.flags) && this.#hasProtocolFeature(ProtocolFeature.REPLY_ACK);
+  }
+
+  #hasProtocolFeature(bit: number): boolean {
+    return (this.#protocolFeatures & featureBit(bit)) !== 0n;
+  }
+
+  #dispatch(message: Message, now: number, replies: ReplyWriter): Outcome {
+    const request = message.request as RequestCode;
+    switch (request) {
+      case Request.GET_FEATURES:
+        return this.#getFeatures(message, replies);
+      case Request.SET_FEATURES:
+        return this.#setFeatures(message);
+      case Request.GET_PROTOCOL_FEATURES:
+        return this.#getProtocolFeatures(message, replies);
+      case Request.SET_PROTOCOL_FEATURES:
+        return this.#setProtocolFeatures(message);
+      case Request.SET_OWNER:
+        return this.#setOwner(message);
+      case Request.RESET_OWNER:
+        return this.#resetOwner(message);
+      case Request.SET_MEM_TABLE:
+        return this.#setMemTable(message, now);
+      case Request.GET_MAX_MEM_SLOTS:
+        return this.#getMaxMemSlots(message, replies);
+      case Request.ADD_MEM_REG:
+        return this.#addMemReg(message, now);
+      case Request.REM_MEM_REG:
+        return this.#remMemReg(message, now);
+      case Request.SET_VRING_NUM:
+        return this.#setVringNum(message);
+      case Request.SET_VRING_ADDR:
+        return this.#setVringAddr(message, now);
+      case Request.SET_VRING_BASE:
+        return this.#setVringBase(message);
+      case Request.GET_VRING_BASE:
+        return this.#getVringBase(message, replies);
+      case Request.SET_VRING_KICK:
+        return this.#setVringKick(message, now);
+      case Request.SET_VRING_CALL:
+        return this.#setVringCall(message);
+      case Request.SET_VRING_ERR:
+        return this.#setVringErr(message);
+      case Request.GET_QUEUE_NUM:
+        return this.#getQueueNum(message, replies);
+      case Request.SET_VRING_ENABLE:
+        return this.#setVringEnable(message, now);
+      case Request.NET_SET_MTU:
+        return this.#netSetMtu(message, now);
+      case Request.SEND_RARP:
+        return this.#sendRarp(message, now);
+      case Request.SET_LOG_BASE:
+      case Request.SET_LOG_FD:
+      case Request.SET_BACKEND_REQ_FD:
+      case Request.IOTLB_MSG:
+      case Request.SET_VRING_ENDIAN:
+      case Request.GET_CONFIG:
+      case Request.SET_CONFIG:
+      case Request.CREATE_CRYPTO_SESSION:
+      case Request.CLOSE_CRYPTO_SESSION:
+      case Request.POSTCOPY_ADVISE:
+      case Request.POSTCOPY_LISTEN:
+      case Request.POSTCOPY_END:
+      case Request.GET_INFLIGHT_FD:
+      case Request.SET_INFLIGHT_FD:
+      case Request.GPU_SET_SOCKET:
+      case Request.RESET_DEVICE:
+      case Request.VRING_KICK:
+      case Request.SET_STATUS:
+      case Request.GET_STATUS:
+        return this.#unsupported(message, replies);
+      default: {
+        // exhaustiveness: every named request has a case above; numbers outside the
+        // table reach this branch at run time only
+        const unnamed: never = request;
+        void unnamed;
+        return this.#unsupported(message, replies);
+      }
+    }
+  }
+
+  // --- validation helpers ---------------------------------------------------------
+
+  #expectSize(message: Message, ...sizes: number[]): void {
+    if (!sizes.includes(message.size)) {
+      throw new ProtocolError(
+        message.request,
+        `${requestName(message.request)}: payload size ${message.size} is not ${
+          sizes.join(" or ")
+        }`,
+      );
+    }
+  }
+
+  #expectFds(message: Message, count: number): void {
+    if (message.fds.length !== count) {
+      throw new ProtocolError(
+        message.request,
+        `${requestName(message.request)}: got ${message.fds.length} fds, expected ${count}`,
+      );
+    }
+  }
+
+  #requireOwner(message: Message): void {
+    if (this.#state !== "owned") {
+      throw new InvalidStateError(message.request, this.#state, "SET_OWNER has not been sent");
+    }
+  }
+
+  #vring(message: Message, index: number): Vring {
+    const vring = this.#vrings[index];
+    if (vring === undefined) {
+      throw new ProtocolError(
+        message.request,
+        `${requestName(message.request)}: queue index ${index} is not below ${QUEUE_COUNT}`,
+      );
+    }
+    return vring;
+  }
+
+  #requireStopped(message: Message, vring: Vring): void {
+    if (vring.started) {
+      throw new InvalidStateError(
+        message.request,
+        this.#state,
+        `ring ${vring.index} is started (send GET_VRING_BASE first)`,
+      );
+    }
+  }
+
+  // --- feature negotiation -----------------------------------------------------------
+
+  #getFeatures(message: Message, replies: ReplyWriter): Outcome {
+    this.#expectSize(message, 0, U64_PAYLOAD_SIZE);
+    this.#expectFds(message, 0);
+    replies.sendU64(message.request, OFFERED_FEATURES);
+    return REPLIED;
+  }
+
+  #setFeatures(message: Message): Outcome {
+    this.#requireOwner(message);
+    this.#expectSize(message, U64_PAYLOAD_SIZE);
+    this.#expectFds(message, 0);
+    const features = readU64Big(message.payload, 0);
+    const unoffered = features & ~OFFERED_FEATURES;
+    if (unoffered !== 0n) {
+      throw new ProtocolError(
+        message.request,
+        `SET_FEATURES: acked feature bits 0x${unoffered.toString(16)} were not offered`,
+      );
+    }
+    if ((features & featureBit(VIRTIO_F_VERSION_1)) === 0n) {
+      throw new ProtocolError(
+        message.request,
+        `SET_FEATURES: VIRTIO_F_VERSION_1 (bit 32) not acked: legacy virtio devices are not supported`,
+      );
+    }
+    if (this.#featuresSet && features !== this.#features) {
+      const started = this.#vrings.find((v) => v.started);
+      if (started) {
+        throw new InvalidStateError(
+          message.request,
+          this.#state,
+          `features changed while ring ${started.index} is started`,
+        );
+      }
+    }
+    this.#features = features;
+    this.#featuresSet = true;
+    if ((features & featureBit(VHOST_USER_F_PROTOCOL_FEATURES)) !== 0n) {
+      this.#protocolNegotiated = true;
+    }
+    this.#negotiated = {
+      eventIndex: (features & featureBit(VIRTIO_F_EVENT_IDX)) !== 0n,
+      indirectDescriptors: (features & featureBit(VIRTIO_F_INDIRECT_DESC)) !== 0n,
+      mergeableRxBuffers: (features & featureBit(VIRTIO_NET_F_MRG_RXBUF)) !== 0n,
+    };
+    this.#env.log.debug(`vhost-user: features 0x${features.toString(16)} acked`);
+    return OK;
+  }
+
+  #getProtocolFeatures(message: Message, replies: ReplyWriter): Outcome {
+    this.#expectSize(message, 0, U64_PAYLOAD_SIZE);
+    this.#expectFds(message, 0);
+    replies.sendU64(message.request, OFFERED_PROTOCOL_FEATURES);
+    return REPLIED;
+  }
+
+  #setProtocolFeatures(message: Message): Outcome {
+    this.#expectSize(message, U64_PAYLOAD_SIZE);
+    this.#expectFds(message, 0);
+    const features = readU64Big(message.payload, 0);
+    const unoffered = features & ~OFFERED_PROTOCOL_FEATURES;
+    if (unoffered !== 0n) {
+      throw new ProtocolError(
+        message.request,
+        `SET_PROTOCOL_FEATURES: acked protocol feature bits 0x${
+          unoffered.toString(16)
+        } were not offered`,
+      );
+    }
+    this.#protocolFeatures = features;
+    this.#protocolNegotiated = true;
+    this.#env.log.debug(`vhost-user: protocol features 0x${features.toString(16)} acked`);
+    return OK;
+  }
+
+  #setOwner(message: Message): Outcome {
+    this.#expectSize(message, 0, U64_PAYLOAD_SIZE);
+    this.#expectFds(message, 0);
+    if (this.#state === "owned") {
+      throw new InvalidStateError(message.request, this.#state, "the session already has an owner");
+    }
+    this.#state = "owned";
+    return OK;
+  }
+
+  #resetOwner(message: Message): Outcome {
+    this.#requireOwner(message);
+    this.#expectSize(message, 0, U64_PAYLOAD_SIZE);
+    this.#expectFds(message, 0);
+    this.shutdown();
+    for (let i = 0; i < this.#vrings.length; i++) this.#vrings[i] = new Vring(i);
+    this.#features = 0n;
+    this.#featuresSet = false;
+    this.#state = "awaiting-owner";
+    this.#env.log.info("vhost-user: RESET_OWNER: rings stopped, memory unmapped");
+    return OK;
+  }
+
+  #getQueueNum(message: Message, replies: ReplyWriter): Outcome {
+    this.#expectSize(message, 0, U64_PAYLOAD_SIZE);
+    this.#expectFds(message, 0);
+    replies.sendU64(message.request, BigInt(QUEUE_COUNT));
+    return REPLIED;
+  }
+
+  #getMaxMemSlots(message: Message, replies: ReplyWriter): Outcome {
+    this.#expectSize(message, 0, U64_PAYLOAD_SIZE);
+    this.#expectFds(message, 0);
+    replies.sendU64(message.request, BigInt(MAX_MEM_SLOTS));
+    return REPLIED;
+  }
+
+  // --- memory ------------------------------------------------------------------------
+
+  #readRegion(message: Message, offset: number): RegionDescription {
+    const view = message.payload;
+    return {
+      guestAddress: readU64(
+        view,
+        offset + REGION_GUEST_ADDRESS,
+        "region guest address",
+        message.request,
+      ),
+      size: readU64(view, offset + REGION_SIZE, "region size", message.request),
+      userAddress: readU64(
+        view,
+        offset + REGION_USER_ADDRESS,
+        "region user address",
+        message.request,
+      ),
+      mmapOffset: readU64(view, offset + REGION_MMAP_OFFSET, "region mmap offset", message.request),
+    };
+  }
+
+  #setMemTable(message: Message, now: number): Outcome {
+    this.#requireOwner(message);
+    if (message.size < MEMORY_REGIONS) this.#expectSize(message, MEMORY_REGIONS);
+    const count = message.payload.getUint32(MEMORY_NREGIONS, true);
+    if (count > MEMORY_MAX_NREGIONS) {
+      throw new ProtocolError(
+        message.request,
+        `SET_MEM_TABLE: ${count} regions exceed the limit of ${MEMORY_MAX_NREGIONS}`,
+      );
+    }
+    this.#expectSize(message, MEMORY_REGIONS + count * REGION_ENTRY_SIZE, MEMORY_TABLE_MAX_SIZE);
+    if (message.fds.length !== count) {
+      throw new ProtocolError(
+        message.request,
+        `SET_MEM_TABLE: ${count} regions but ${message.fds.length} fds`,
+      );
+    }
+    const regions: RegionDescription[] = [];
+    for (let i = 0; i < count; i++) {
+      regions.push(this.#readRegion(message, MEMORY_REGIONS + i * REGION_ENTRY_SIZE));
+    }
+    const invalid = this.#memory.validate(regions, true);
+    if (invalid !== null) throw new ProtocolError(message.request, `SET_MEM_TABLE: ${invalid}`);
+    // stop rings first, drop every view, then unmap the old table
+    this.#stopAll();
+    this.#memory.clear();
+    for (let i = 0; i < count; i++) this.#mapRegion(message, regions[i], message.fds[i]);
+    this.#env.log.info(
+      `vhost-user: memory table with ${count} regions: ${
+        regions.map((r) => `${hex(r.guestAddress)}+${hex(r.size)}`).join(", ")
+      }`,
+    );
+    this.#startReady(message, now);
+    return OK;
+  }
+
+  #mapRegion(message: Message, region: RegionDescription, fd: number): void {
+    try {
+      this.#memory.add(region, fd);
+    } catch (error) {
+      throw new ProtocolError(
+        message.request,
+        `${requestName(message.request)}: cannot map region guest ${
+          hex(region.guestAddress)
+        } size ${hex(region.size)} offset ${hex(region.mmapOffset)}: ${(error as Error).message}`,
+      );
+    }
+    // the mapping keeps the memory; the fd itself is closed by handle()
+  }
+
+  #addMemReg(message: Message, now: number): Outcome {
+    this.#requireOwner(message);
+    this.#expectSize(message, SINGLE_REGION_SIZE);
+    this.#expectFds(message, 1);
+    const region = this.#readRegion(message, SINGLE_REGION_ENTRY);
+    const invalid = this.#memory.validate([region], false);
+    if (invalid !== null) throw new ProtocolError(message.request, `ADD_MEM_REG: ${invalid}`);
+    this.#mapRegion(message, region, message.fds[0]);
+    this.#env.log.debug(
+      `vhost-user: added region ${hex(region.guestAddress)}+${hex(region.size)}`,
+    );
+    this.#startReady(message, now);
+    return OK;
+  }
+
+  #remMemReg(message: Message, now: number): Outcome {
+    this.#requireOwner(message);
+    this.#expectSize(message, SINGLE_REGION_SIZE);
+    // QEMU before 7.0 sent the region's fd along; it is not needed and closed by handle()
+    if (message.fds.length > 1) this.#expectFds(message, 1);
+    const region = this.#readRegion(message, SINGLE_REGION_ENTRY);
+    this.#stopAll();
+    const removed = this.#memory.remove(region.guestAddress, region.size);
+    if (!removed) {
+      this.#env.log.warn(
+        `vhost-user: REM_MEM_REG: no region at guest ${hex(region.guestAddress)} size ${
+          hex(region.size)
+        }`,
+      );
+    }
+    this.#startReady(message, now);
+    return removed ? OK : FAILED;
+  }
+
+  // --- rings -------------------------------------------------------------------------
+
+  #readState(message: Message): { vring: Vring; num: number } {
+    this.#requireOwner(message);
+    this.#expectSize(message, VRING_STATE_SIZE);
+    this.#expectFds(message, 0);
+    const index = message.payload.getUint32(VRING_STATE_INDEX, true);
+    const vring = this.#vring(message, index);
+    return { vring, num: message.payload.getUint32(VRING_STATE_NUM, true) };
+  }
+
+  #setVringNum(message: Message): Outcome {
+    const { vring, num } = this.#readState(message);
+    this.#requireStopped(message, vring);
+    if (num === 0 || num > MAX_RING_SIZE || (num & (num - 1)) !== 0) {
+      throw new ProtocolError(
+        message.request,
+        `SET_VRING_NUM: ring ${vring.index} size ${num} is not a power of two in 1..${MAX_RING_SIZE}`,
+      );
+    }
+    vring.size = num;
+    return OK;
+  }
+
+  #setVringAddr(message: Message, now: number): Outcome {
+    this.#requireOwner(message);
+    this.#expectSize(message, VRING_ADDR_SIZE);
+    this.#expectFds(message, 0);
+    const view = message.payload;
+    const vring = this.#vring(message, view.getUint32(VRING_ADDR_INDEX, true));
+    this.#requireStopped(message, vring);
+    vring.descriptorAddress = readU64(
+      view,
+      VRING_ADDR_DESCRIPTOR,
+      "descriptor table address",
+      message.request,
+    );
+    vring.usedAddress = readU64(view, VRING_ADDR_USED, "used ring address", message.request);
+    vring.availableAddress = readU64(
+      view,
+      VRING_ADDR_AVAILABLE,
+      "available ring address",
+      message.request,
+    );
+    vring.addressesSet = true;
+    if (this.#memory.regionCount > 0 && vring.size > 0) this.#ringViews(message, vring);
+    this.#tryStart(message, vring, now);
+    return OK;
+  }
+
+  #setVringBase(message: Message): Outcome {
+    const { vring, num } = this.#readState(message);
+    this.#requireStopped(message, vring);
+    if (num > 0xffff) {
+      throw new ProtocolError(
+        message.request,
+        `SET_VRING_BASE: ring ${vring.index} base ${num} does not fit a 16-bit ring index`,
+      );
+    }
+    vring.base = num;
+    return OK;
+  }
+
+  #getVringBase(message: Message, replies: ReplyWriter): Outcome {
+    const { vring } = this.#readState(message);
+    if (vring.started) this.#stop(vring);
+    // the ring is stopped until the front-end sets a kick fd again (spec "Ring states")
+    vring.kick?.close();
+    vring.kick = null;
+    vring.call?.close();
+    vring.call = null;
+    replies.sendVringState(message.request, vring.index, vring.base);
+    this.#env.log.debug(`vhost-user: ring ${vring.index} stopped at ${vring.base}`);
+    return REPLIED;
+  }
+
+  /** Parses the u64 of SET_VRING_KICK/CALL/ERR and takes its fd; null fd means NOFD. */
+  #readVringFd(message: Message): { vring: Vring; notifier: Notifier | null } {
+    this.#requireOwner(message);
+    this.#expectSize(message, U64_PAYLOAD_SIZE);
+    const low = message.payload.getUint32(0, true);
+    const high = message.payload.getUint32(4, true);
+    const index = low & VRING_FD_INDEX_MASK;
+    const noFd = (low & VRING_FD_NOFD) !== 0;
+    if (high !== 0 || (low & ~(VRING_FD_INDEX_MASK | VRING_FD_NOFD)) !== 0) {
+      throw new ProtocolError(
+        message.request,
+        `${requestName(message.request)}: reserved bits set in 0x${
+          (high * 2 ** 32 + low).toString(16)
+        }`,
+      );
+    }
+    this.#expectFds(message, noFd ? 0 : 1);
+    const vring = this.#vring(message, index);
+    if (noFd) return { vring, notifier: null };
+    const fd = message.fds.pop()!;
+    return { vring, notifier: this.#env.notifier(fd) };
+  }
+
+  #setVringKick(message: Message, now: number): Outcome {
+    const { vring, notifier } = this.#readVringFd(message);
+    if (vring.started) this.#stop(vring);
+    vring.kick?.close();
+    vring.kick = notifier;
+    if (notifier === null) {
+      this.#env.log.warn(
+        `vhost-user: ring ${vring.index}: kick without fd (polling mode) is not supported; ring stays stopped`,
+      );
+      return OK;
+    }
+    this.#tryStart(message, vring, now);
+    return OK;
+  }
+
+  #setVringCall(message: Message): Outcome {
+    const { vring, notifier } = this.#readVringFd(message);
+    // a started ring keeps running; notifyGuest() reads the current call fd each time
+    vring.call?.close();
+    vring.call = notifier;
+    return OK;
+  }
+
+  #setVringErr(message: Message): Outcome {
+    const { vring, notifier } = this.#readVringFd(message);
+    vring.err?.close();
+    vring.err = notifier;
+    return OK;
+  }
+
+  #setVringEnable(message: Message, now: number): Outcome {
+    const { vring, num } = this.#readState(message);
+    if (num > 1) {
+      throw new ProtocolError(
+        message.request,
+        `SET_VRING_ENABLE: ring ${vring.index} value ${num} is neither 0 nor 1`,
+      );
+    }
+    vring.enabled = num === 1;
+    if (!vring.enabled && vring.started) this.#stop(vring);
+    if (vring.enabled) this.#tryStart(message, vring, now);
+    this.#env.log.debug(
+      `vhost-user: ring ${vring.index} ${vring.enabled ? "enabled" : "disabled"}`,
+    );
+    return OK;
+  }
+
+  // --- net-specific ------------------------------------------------------------------
+
+  #netSetMtu(message: Message, now: number): Outcome {
+    this.#requireOwner(message);
+    this.#expectSize(message, U64_PAYLOAD_SIZE);
+    this.#expectFds(message, 0);
+    const high = message.payload.getUint32(4, true);
+    const mtu = message.payload.getUint32(0, true);
+    if (high !== 0 || mtu < MIN_MTU || mtu > MAX_MTU) {
+      this.#env.log.warn(
+        `vhost-user: NET_SET_MTU: MTU ${
+          high !== 0 ? "≥ 2^32" : mtu
+        } is outside ${MIN_MTU}..${MAX_MTU}`,
+      );
+      return FAILED;
+    }
+    this.#mtu = mtu;
+    this.#env.log.info(`vhost-user: front-end set MTU ${mtu}`);
+    this.#env.onMtu?.(mtu, now);
+    return OK;
+  }
+
+  #sendRarp(message: Message, now: number): Outcome {
+    this.#requireOwner(message);
+    this.#expectSize(message, U64_PAYLOAD_SIZE);
+    this.#expectFds(message, 0);
+    const mac = new Uint8Array(message.payload.buffer, message.payload.byteOffset, 6).slice();
+    const text = Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join(":");
+    this.#env.log.info(`vhost-user: SEND_RARP for guest MAC ${text}`);
+    this.#env.onRarp?.(mac, now);
+    return OK;
+  }
+
+  #unsupported(message: Message, replies: ReplyWriter): Outcome {
+    this.#env.log.warn(
+      `vhost-user: ${
+        requestName(message.request)
+      } (size ${message.size}, ${message.fds.length} fds) is not supported; ignored`,
+    );
+    // a failure reply when one was asked for, even without REPLY_ACK: the front-end waits
+    if (needsReply(message.flags) && !this.#wantsAck(message)) {
+      replies.sendU64(message.request, 1n);
+      return REPLIED;
+    }
+    return FAILED;
+  }
+
+  // --- ring lifecycle ------------------------------------------------------------------
+
+  /** Views of the three ring areas, or a ProtocolError naming the area outside memory. */
+  #ringViews(
+    message: Message,
+    vring: Vring,
+  ): { descriptors: Uint8Array; available: Uint8Array; used: Uint8Array } {
+    const n = vring.size;
+    const area = (name: string, address: number, length: number): Uint8Array => {
+      const view = this.#memory.viewByUserAddress(address, length);
+      if (view === null) {
+        throw new ProtocolError(
+          message.request,
+          `${requestName(message.request)}: ring ${vring.index} ${name} ${
+            hex(address)
+          }+${length} is outside mapped memory`,
+        );
+      }
+      return view;
+    };
+    return {
+      descriptors: area("descriptor table", vring.descriptorAddress, DESCRIPTOR_ENTRY_SIZE * n),
+      available: area(
+        "available ring",
+        vring.availableAddress,
+        AVAIL_RING_OVERHEAD + AVAIL_ENTRY_SIZE * n,
+      ),
+      used: area("used ring", vring.usedAddress, USED_RING_OVERHEAD + USED_ENTRY_SIZE * n),
+    };
+  }
+
+  #isEnabled(vring: Vring): boolean {
+    // without VHOST_USER_F_PROTOCOL_FEATURES rings start enabled (spec "Ring states")
+    return this.#protocolNegotiated ? vring.enabled : true;
+  }
+
+  #tryStart(message: Message, vring: Vring, now: number): void {
+    if (
+      vring.started || !this.#featuresSet || vring.size === 0 || !vring.addressesSet ||
+      vring.kick === null || !this.#isEnabled(vring) || this.#memory.regionCount === 0
+    ) {
+      return;
+    }
+    const views = this.#ringViews(message, vring);
+    const ring: StartedVring = {
+      index: vring.index,
+      size: vring.size,
+      descriptorTable: views.descriptors,
+      availableRing: views.available,
+      usedRing: views.used,
+      lastAvailIndex: vring.base,
+      memory: this.#memory,
+      features: this.#negotiated,
+      notifyGuest: vring.notifyGuest,
+    };
+    vring.started = true;
+    const kick = vring.kick;
+    const index = vring.index;
+    const datapath = this.#env.datapath;
+    vring.unwatchKick = this.#env.watchReadable(kick.fd, (kickNow) => {
+      kick.drain();
+      datapath.kick(index, kickNow);
+    });
+    datapath.startVring(ring, now);
+    this.#env.log.debug(
+      `vhost-user: ring ${index} started: size ${vring.size}, base ${vring.base}`,
+    );
+  }
+
+  #stop(vring: Vring): void {
+    vring.unwatchKick?.();
+    vring.unwatchKick = null;
+    vring.started = false;
+    vring.base = this.#env.datapath.stopVring(vring.index) & 0xffff;
+  }
+
+  /** Stops every started ring; returns the rings that were started. */
+  #stopAll(): Vring[] {
+    const stopped: Vring[] = [];
+    for (const vring of this.#vrings) {
+      if (vring.started) {
+        this.#stop(vring);
+        stopped.push(vring);
+      }
+    }
+    return stopped;
+  }
+
+  #startReady(message: Message, now: number): void {
+    for (const vring of this.#vrings) this.#tryStart(message, vring, now);
+  }
+
+  #closeNotifiers(vring: Vring): void {
+    vring.unwatchKick?.();
+    vring.unwatchKick = null;
+    vring.kick?.close();
+    vring.call?.close();
+    vring.err?.close();
+    vring.kick = vring.call = vring.err = null;
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * What the vhost-user backend state machine needs from the outside world, as
+ * interfaces: eventfds, closing fds, watching kick fds, mapping memory, the
+ * datapath. The session wires them to the native helper and the event loop; unit
+ * tests wire them to doubles over ArrayBuffers.
+ *
+ * @module
+ */
+
+import type { Logger } from "../log/logger.ts";
+import type { VringDatapath } from "./vring_datapath.ts";
+import type { MapFunction } from "./guest_memory_map.ts";
+
+/** An eventfd received from the front-end (kick, call or error notifier). */
+export interface Notifier {
+  /** The descriptor number (for logs). */
+  readonly fd: number;
+  /** Adds 1 to the counter without blocking; a full counter is ignored. */
+  signal(): void;
+  /** Reads the counter to zero without blocking. */
+  drain(): void;
+  /** Closes the fd; safe to call twice. */
+  close(): void;
+}
+
+/** Everything the backend uses besides its own state. */
+export interface BackendEnvironment {
+  /** The datapath that runs started rings. */
+  readonly datapath: VringDatapath;
+  /** Maps a memory region's fd. */
+  readonly map: MapFunction;
+  /** Takes ownership of an eventfd received from the front-end. */
+  notifier(fd: number): Notifier;
+  /** Closes a received fd the backend does not keep. */
+  closeFd(fd: number): void;
+  /**
+   * Runs `onReadable(now)` whenever `fd` becomes readable.
+   * @returns a function that stops watching
+   */
+  watchReadable(fd: number, onReadable: (now: number) => void): () => void;
+  /** Where log lines go. */
+  readonly log: Logger;
+  /** The front-end asked to announce the guest's MAC (SEND_RARP). */
+  onRarp?(mac: Uint8Array, now: number): void;
+  /** The front-end set the MTU (NET_SET_MTU). */
+  onMtu?(mtu: number, now: number): void;
+}

@@ -1,0 +1,613 @@
+import assert from "node:assert/strict";
+import { BackendRig, type DecodedReply } from "./backend_test_doubles.ts";
+import {
+  encodeRequest,
+  memTablePayload,
+  singleRegionPayload,
+  u64Payload,
+  vringAddrPayload,
+  vringStatePayload,
+} from "./request_encoder.ts";
+import {
+  featureBit,
+  OFFERED_FEATURES,
+  OFFERED_PROTOCOL_FEATURES,
+  ProtocolFeature,
+  Request,
+  VHOST_USER_F_PROTOCOL_FEATURES,
+  VIRTIO_F_EVENT_IDX,
+  VIRTIO_F_VERSION_1,
+  VIRTIO_NET_F_MRG_RXBUF,
+  VRING_FD_NOFD,
+} from "./protocol.ts";
+import { InvalidStateError } from "./backend.ts";
+
+const USER = 0x7f12_3400_0000;
+const MEMORY_SIZE = 0x20000;
+const RING_SIZE = 256;
+/** Ring i's areas, as guest-physical offsets in the one region. */
+const ring = (i: number) => ({
+  descriptor: 0x1000 + i * 0x8000,
+  available: 0x3000 + i * 0x8000,
+  used: 0x4000 + i * 0x8000,
+});
+const userRing = (i: number) => {
+  const r = ring(i);
+  return { descriptor: USER + r.descriptor, available: USER + r.available, used: USER + r.used };
+};
+const FEATURES = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET_F_MRG_RXBUF) |
+  featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
+
+interface Setup {
+  replyAck?: boolean;
+  protocolFeatures?: boolean;
+  enable?: boolean;
+}
+
+function u64Reply(reply: DecodedReply): bigint {
+  return reply.payload.getBigUint64(0, true);
+}
+
+/** QEMU 7.2's order for virtio-net; returns the rig and the fds it handed over. */
+function negotiate(options: Setup = {}) {
+  const rig = new BackendRig();
+  const useProtocol = options.protocolFeatures ?? true;
+  const [features] = rig.send(encodeRequest(Request.GET_FEATURES));
+  assert.equal(u64Reply(features), OFFERED_FEATURES);
+  if (useProtocol) {
+    const [protocol] = rig.send(encodeRequest(Request.GET_PROTOCOL_FEATURES));
+    assert.equal(u64Reply(protocol), OFFERED_PROTOCOL_FEATURES);
+    const acked = options.replyAck === false
+      ? OFFERED_PROTOCOL_FEATURES & ~featureBit(ProtocolFeature.REPLY_ACK)
+      : OFFERED_PROTOCOL_FEATURES;
+    rig.send(encodeRequest(Request.SET_PROTOCOL_FEATURES, u64Payload(acked)));
+    const [slots] = rig.send(encodeRequest(Request.GET_MAX_MEM_SLOTS));
+    assert.equal(u64Reply(slots), 32n);
+  }
+  rig.send(encodeRequest(Request.SET_OWNER));
+  const ack = useProtocol && options.replyAck !== false;
+  const expectAck = (replies: DecodedReply[]) => {
+    if (!ack) return assert.equal(replies.length, 0);
+    assert.equal(replies.length, 1);
+    assert.equal(u64Reply(replies[0]), 0n, "REPLY_ACK success");
+  };
+  if (useProtocol) {
+    for (const i of [0, 1]) {
+      rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(i, 0)));
+    }
+  }
+  const acked = useProtocol ? FEATURES : FEATURES & ~featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
+  expectAck(rig.send(encodeRequest(Request.SET_FEATURES, u64Payload(acked), { needReply: ack })));
+  const memory = rig.fds.memfd(MEMORY_SIZE);
+  expectAck(rig.send(
+    encodeRequest(
+      Request.SET_MEM_TABLE,
+      memTablePayload([{ guestAddress: 0, size: MEMORY_SIZE, userAddress: USER, mmapOffset: 0 }]),
+      { needReply: ack },
+    ),
+    [memory.fd],
+  ));
+  const kicks: number[] = [];
+  const calls: number[] = [];
+  for (const i of [0, 1]) {
+    rig.send(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(i, RING_SIZE)));
+    rig.send(encodeRequest(Request.SET_VRING_BASE, vringStatePayload(i, 10 + i)));
+    expectAck(rig.send(
+      encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(i, userRing(i)), { needReply: ack }),
+    ));
+    kicks.push(rig.fds.create());
+    rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(i)), [kicks[i]]);
+    calls.push(rig.fds.create());
+    rig.send(encodeRequest(Request.SET_VRING_CALL, u64Payload(i)), [calls[i]]);
+  }
+  if (useProtocol && options.enable !== false) {
+    for (const i of [0, 1]) {
+      rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(i, 1)));
+    }
+  }
+  assert.equal(rig.error, null, `negotiation failed: ${rig.error?.message}`);
+  return { rig, memory, kicks, calls };
+}
+
+/** After an error: connection state fully released. */
+function assertReleased(rig: BackendRig) {
+  assert.equal(
+    rig.fds.open.size === 0 || [...rig.fds.open].every((fd) => !rig.notifiers.has(fd)),
+    true,
+  );
+  assert.equal(rig.fds.mappings, 0, "every mapping released");
+  assert.equal(rig.datapath.rings.size, 0, "every ring stopped");
+  assert.equal(rig.watchers.size, 0, "no kick fd watched");
+}
+
+Deno.test("`VhostUserBackend` completes QEMU 7.2's virtio-net negotiation with REPLY_ACK and starts both rings", () => {
+  const { rig, memory } = negotiate();
+  assert.deepEqual(rig.datapath.events.map((e) => [e.call, e.index]), [["start", 0], ["start", 1]]);
+  const rx = rig.datapath.rings.get(0)!;
+  assert.equal(rx.size, RING_SIZE);
+  assert.equal(rx.lastAvailIndex, 10);
+  assert.equal(rx.descriptorTable.length, 16 * RING_SIZE);
+  assert.equal(rx.availableRing.length, 6 + 2 * RING_SIZE);
+  assert.equal(rx.usedRing.length, 6 + 8 * RING_SIZE);
+  assert.deepEqual(rx.features, {
+    eventIndex: true,
+    indirectDescriptors: false,
+    mergeableRxBuffers: true,
+  });
+  // the views are the shared memory itself
+  rx.usedRing[2] = 0x5a;
+  assert.equal(memory.bytes[ring(0).used + 2], 0x5a);
+  memory.bytes[0x100] = 0x77;
+  assert.equal(rx.memory.view(0x100, 0, 1)?.[0], 0x77);
+});
+
+Deno.test("`VhostUserBackend` completes negotiation without REPLY_ACK and sends no acks", () => {
+  const { rig } = negotiate({ replyAck: false });
+  assert.equal(rig.datapath.rings.size, 2);
+});
+
+Deno.test("`VhostUserBackend` starts rings enabled when protocol features were not negotiated", () => {
+  const { rig } = negotiate({ protocolFeatures: false });
+  assert.equal(rig.datapath.rings.size, 2);
+});
+
+Deno.test("`VhostUserBackend` keeps rings stopped until SET_VRING_ENABLE 1 with protocol features", () => {
+  const { rig } = negotiate({ enable: false });
+  assert.equal(rig.datapath.rings.size, 0);
+  rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(1, 1)));
+  assert.deepEqual([...rig.datapath.rings.keys()], [1]);
+  rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(1, 0)));
+  assert.equal(rig.datapath.rings.size, 0);
+});
+
+Deno.test("`VhostUserBackend` drains the kick fd and passes the loop's timestamp to kick()", () => {
+  const { rig, kicks } = negotiate();
+  rig.kick(kicks[1], 5555);
+  assert.deepEqual(rig.datapath.events.at(-1), { call: "kick", index: 1, now: 5555 });
+  assert.equal(rig.notifiers.get(kicks[1])!.drains, 1);
+});
+
+Deno.test("`StartedVring.notifyGuest()` signals the current call fd, also after SET_VRING_CALL replaced it", () => {
+  const { rig, calls } = negotiate();
+  const tx = rig.datapath.rings.get(1)!;
+  tx.notifyGuest();
+  assert.equal(rig.notifiers.get(calls[1])!.signals, 1);
+  const newCall = rig.fds.create();
+  rig.send(encodeRequest(Request.SET_VRING_CALL, u64Payload(1)), [newCall]);
+  assert.equal(rig.notifiers.get(calls[1])!.closed, true);
+  tx.notifyGuest();
+  assert.equal(rig.notifiers.get(newCall)!.signals, 1);
+  rig.send(encodeRequest(Request.SET_VRING_CALL, u64Payload(1 | VRING_FD_NOFD)));
+  tx.notifyGuest(); // no call fd: nothing to signal, no error
+  assert.equal(rig.error, null);
+});
+
+Deno.test("`VhostUserBackend` GET_VRING_BASE stops the ring and returns the datapath's next index", () => {
+  const { rig, kicks } = negotiate();
+  rig.datapath.advance = 5;
+  const [reply] = rig.send(encodeRequest(Request.GET_VRING_BASE, vringStatePayload(0, 0)));
+  assert.equal(reply.request, Request.GET_VRING_BASE);
+  assert.equal(reply.payload.getUint32(0, true), 0);
+  assert.equal(reply.payload.getUint32(4, true), 15);
+  assert.equal(rig.datapath.rings.has(0), false);
+  assert.equal(rig.watchers.has(kicks[0]), false, "kick fd no longer watched");
+  assert.equal(rig.notifiers.get(kicks[0])!.closed, true);
+  // restart as QEMU does: new kick → ring starts from the returned base
+  rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(0)), [rig.fds.create()]);
+  assert.deepEqual(rig.datapath.events.at(-1), {
+    call: "start",
+    index: 0,
+    size: RING_SIZE,
+    lastAvailIndex: 15,
+    now: 1000,
+  });
+});
+
+Deno.test("`VhostUserBackend` SET_MEM_TABLE replacement stops rings before unmapping, then restarts them", () => {
+  const { rig } = negotiate();
+  const mappingsSeen: number[] = [];
+  const original = rig.datapath.stopVring.bind(rig.datapath);
+  rig.datapath.stopVring = (index) => {
+    mappingsSeen.push(rig.fds.mappings);
+    return original(index);
+  };
+  const second = rig.fds.memfd(MEMORY_SIZE);
+  rig.send(
+    encodeRequest(
+      Request.SET_MEM_TABLE,
+      memTablePayload([{ guestAddress: 0, size: MEMORY_SIZE, userAddress: USER, mmapOffset: 0 }]),
+    ),
+    [second.fd],
+  );
+  assert.equal(rig.error, null);
+  assert.deepEqual(mappingsSeen, [1, 1], "rings stopped while the old mapping still existed");
+  assert.equal(rig.fds.mappings, 1, "old mapping released");
+  assert.equal(rig.fds.open.has(second.fd), false, "region fd closed after mapping");
+  assert.equal(rig.datapath.rings.size, 2, "rings restarted over the new memory");
+  rig.datapath.rings.get(0)!.usedRing[0] = 1;
+  assert.equal(second.bytes[ring(0).used], 1);
+});
+
+Deno.test("`VhostUserBackend` ADD_MEM_REG / REM_MEM_REG manage regions one by one", () => {
+  const { rig } = negotiate();
+  const extra = rig.fds.memfd(0x4000);
+  const region = {
+    guestAddress: 0x100000,
+    size: 0x4000,
+    userAddress: USER + 0x100000,
+    mmapOffset: 0,
+  };
+  const [ack] = rig.send(
+    encodeRequest(Request.ADD_MEM_REG, singleRegionPayload(region), { needReply: true }),
+    [extra.fd],
+  );
+  assert.equal(u64Reply(ack), 0n);
+  extra.bytes[4] = 3;
+  assert.equal(rig.backend.memory.view(0x100004, 0, 1)?.[0], 3);
+  const [removed] = rig.send(
+    encodeRequest(Request.REM_MEM_REG, singleRegionPayload(region), { needReply: true }),
+  );
+  assert.equal(u64Reply(removed), 0n);
+  assert.equal(rig.backend.memory.view(0x100004, 0, 1), null);
+  assert.equal(rig.fds.mappings, 1);
+  const [missing] = rig.send(
+    encodeRequest(Request.REM_MEM_REG, singleRegionPayload(region), { needReply: true }),
+  );
+  assert.equal(u64Reply(missing), 1n, "failure ack for an unknown region");
+  assert.equal(rig.error, null);
+  assert.equal(rig.datapath.rings.size, 2);
+});
+
+Deno.test("`VhostUserBackend` answers GET_QUEUE_NUM, logs SEND_RARP and stores NET_SET_MTU", () => {
+  const { rig } = negotiate();
+  const [queues] = rig.send(encodeRequest(Request.GET_QUEUE_NUM));
+  assert.equal(u64Reply(queues), 2n);
+  const mac = new Uint8Array([0x52, 0x54, 0, 0x12, 0x34, 0x56, 0, 0]);
+  rig.send(encodeRequest(Request.SEND_RARP, mac));
+  assert.deepEqual([...rig.rarps[0]], [0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+  assert.ok(rig.log.lines.some((l) => l.includes("SEND_RARP for guest MAC 52:54:00:12:34:56")));
+  const [mtu] = rig.send(encodeRequest(Request.NET_SET_MTU, u64Payload(9000), { needReply: true }));
+  assert.equal(u64Reply(mtu), 0n);
+  assert.equal(rig.backend.mtu, 9000);
+  const [bad] = rig.send(encodeRequest(Request.NET_SET_MTU, u64Payload(20), { needReply: true }));
+  assert.equal(u64Reply(bad), 1n);
+  assert.equal(rig.error, null);
+});
+
+Deno.test("`VhostUserBackend` logs an unsupported request, fails its ack, closes its fds and keeps going", () => {
+  const { rig } = negotiate();
+  const fd = rig.fds.create();
+  const [reply] = rig.send(
+    encodeRequest(Request.SET_LOG_FD, new Uint8Array(0), { needReply: true }),
+    [fd],
+  );
+  assert.equal(u64Reply(reply), 1n);
+  assert.equal(rig.fds.open.has(fd), false);
+  const [unknown] = rig.send(encodeRequest(200, new Uint8Array(16), { needReply: true }));
+  assert.equal(u64Reply(unknown), 1n);
+  assert.ok(
+    rig.log.lines.some((l) => l.includes("UNKNOWN(200) (size 16, 0 fds) is not supported")),
+  );
+  assert.equal(rig.error, null);
+  assert.equal(rig.datapath.rings.size, 2);
+});
+
+Deno.test("`VhostUserBackend.shutdown()` stops rings, unmaps memory and closes every fd", () => {
+  const { rig } = negotiate();
+  rig.backend.shutdown();
+  assertReleased(rig);
+  assert.equal(rig.fds.open.size, 0, "no fake fd left open");
+});
+
+Deno.test("`VhostUserBackend` RESET_OWNER releases everything and requires SET_OWNER again", () => {
+  const { rig } = negotiate();
+  rig.send(encodeRequest(Request.RESET_OWNER));
+  assert.equal(rig.fds.open.size, 0);
+  assert.equal(rig.fds.mappings, 0);
+  assert.equal(rig.backend.state, "awaiting-owner");
+  rig.send(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(0, 8)));
+  assert.ok(rig.error instanceof InvalidStateError);
+  assert.equal((rig.error as InvalidStateError).state, "awaiting-owner");
+  assert.equal((rig.error as InvalidStateError).request, Request.SET_VRING_NUM);
+});
+
+// --- validation: each case closes the connection with one clear error and releases all ---
+
+interface BadCase {
+  name: string;
+  send: (rig: BackendRig) => void;
+  error: RegExp;
+  /** Stop this ring (GET_VRING_BASE) before sending the bad message. */
+  stopFirst?: number;
+}
+
+const badCases: BadCase[] = [
+  {
+    name: "queue index out of range in SET_VRING_NUM",
+    send: (rig) => rig.send(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(2, 256))),
+    error: /SET_VRING_NUM: queue index 2 is not below 2/,
+  },
+  {
+    name: "queue index out of range in SET_VRING_ADDR",
+    send: (rig) =>
+      rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(7, userRing(0)))),
+    error: /SET_VRING_ADDR: queue index 7 is not below 2/,
+  },
+  {
+    name: "queue index out of range in SET_VRING_BASE",
+    send: (rig) =>
+      rig.send(encodeRequest(Request.SET_VRING_BASE, vringStatePayload(0xffffffff, 0))),
+    error: /SET_VRING_BASE: queue index 4294967295 is not below 2/,
+  },
+  {
+    name: "queue index out of range in GET_VRING_BASE",
+    send: (rig) => rig.send(encodeRequest(Request.GET_VRING_BASE, vringStatePayload(3, 0))),
+    error: /GET_VRING_BASE: queue index 3 is not below 2/,
+  },
+  {
+    name: "queue index out of range in SET_VRING_ENABLE",
+    send: (rig) => rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(2, 1))),
+    error: /SET_VRING_ENABLE: queue index 2 is not below 2/,
+  },
+  {
+    name: "queue index out of range in SET_VRING_KICK (fd closed)",
+    send: (rig) =>
+      rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(5)), [rig.fds.create()]),
+    error: /SET_VRING_KICK: queue index 5 is not below 2/,
+  },
+  {
+    name: "queue index out of range in SET_VRING_CALL",
+    send: (rig) =>
+      rig.send(encodeRequest(Request.SET_VRING_CALL, u64Payload(0xff)), [rig.fds.create()]),
+    error: /SET_VRING_CALL: queue index 255 is not below 2/,
+  },
+  {
+    name: "reserved bits in SET_VRING_ERR",
+    send: (rig) =>
+      rig.send(encodeRequest(Request.SET_VRING_ERR, u64Payload(0x200)), [rig.fds.create()]),
+    error: /SET_VRING_ERR: reserved bits set in 0x200/,
+  },
+  {
+    name: "NOFD bit with an fd attached",
+    send: (rig) =>
+      rig.send(encodeRequest(Request.SET_VRING_ERR, u64Payload(0x101)), [rig.fds.create()]),
+    error: /SET_VRING_ERR: got 1 fds, expected 0/,
+  },
+  {
+    name: "missing fd in SET_VRING_KICK",
+    send: (rig) => rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(0))),
+    error: /SET_VRING_KICK: got 0 fds, expected 1/,
+  },
+  {
+    name: "extra fds with SET_VRING_NUM",
+    send: (rig) =>
+      rig.send(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(0, 8)), [
+        rig.fds.create(),
+        rig.fds.create(),
+      ]),
+    error: /SET_VRING_NUM: got 2 fds, expected 0/,
+  },
+  {
+    name: "ring size not a power of two",
+    stopFirst: 0,
+    send: (rig) => rig.send(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(0, 100))),
+    error: /ring 0 size 100 is not a power of two in 1..32768/,
+  },
+  {
+    name: "ring size zero",
+    stopFirst: 0,
+    send: (rig) => rig.send(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(0, 0))),
+    error: /ring 0 size 0 is not a power of two/,
+  },
+  {
+    name: "ring size above 32768",
+    stopFirst: 1,
+    send: (rig) => rig.send(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(1, 65536))),
+    error: /ring 1 size 65536 is not a power of two in 1..32768/,
+  },
+  {
+    name: "ring area outside mapped memory",
+    stopFirst: 0,
+    send: (rig) =>
+      rig.send(
+        encodeRequest(
+          Request.SET_VRING_ADDR,
+          vringAddrPayload(0, { ...userRing(0), used: USER + MEMORY_SIZE - 100 }),
+        ),
+      ),
+    error: /SET_VRING_ADDR: ring 0 used ring 0x7f1234[0-9a-f]+\+2054 is outside mapped memory/,
+  },
+  {
+    name: "ring address at or above 2^53",
+    stopFirst: 0,
+    send: (rig) =>
+      rig.send(
+        encodeRequest(
+          Request.SET_VRING_ADDR,
+          vringAddrPayload(0, { ...userRing(0), descriptor: 2n ** 63n }),
+        ),
+      ),
+    error: /descriptor table address 0x8000000000000000 is not below 2\^53/,
+  },
+  {
+    name: "nregions above the limit",
+    send: (rig) => rig.send(encodeRequest(Request.SET_MEM_TABLE, memTablePayload([], 9))),
+    error: /SET_MEM_TABLE: 9 regions exceed the limit of 8/,
+  },
+  {
+    name: "nregions different from the number of fds",
+    send: (rig) => {
+      const m = rig.fds.memfd(0x1000);
+      rig.send(
+        encodeRequest(
+          Request.SET_MEM_TABLE,
+          memTablePayload([
+            { guestAddress: 0, size: 0x1000, userAddress: 0, mmapOffset: 0 },
+            { guestAddress: 0x1000, size: 0x1000, userAddress: 0x1000, mmapOffset: 0 },
+          ]),
+        ),
+        [m.fd],
+      );
+    },
+    error: /SET_MEM_TABLE: 2 regions but 1 fds/,
+  },
+  {
+    name: "memory table payload size inconsistent with nregions",
+    send: (rig) => rig.send(encodeRequest(Request.SET_MEM_TABLE, memTablePayload([], 1))),
+    error: /SET_MEM_TABLE: payload size 8 is not 40 or 264/,
+  },
+  {
+    name: "overlapping regions",
+    send: (rig) => {
+      const a = rig.fds.memfd(0x2000);
+      const b = rig.fds.memfd(0x2000);
+      rig.send(
+        encodeRequest(
+          Request.SET_MEM_TABLE,
+          memTablePayload([
+            { guestAddress: 0, size: 0x2000, userAddress: 0, mmapOffset: 0 },
+            { guestAddress: 0x1000, size: 0x2000, userAddress: 0x10000, mmapOffset: 0 },
+          ]),
+        ),
+        [a.fd, b.fd],
+      );
+    },
+    error: /SET_MEM_TABLE: region guest 0x1000 size 0x2000 overlaps region guest 0x0 size 0x2000/,
+  },
+  {
+    name: "zero-size region",
+    send: (rig) => {
+      const a = rig.fds.memfd(0x2000);
+      rig.send(
+        encodeRequest(
+          Request.ADD_MEM_REG,
+          singleRegionPayload({
+            guestAddress: 0x900000,
+            size: 0,
+            userAddress: 0x900000,
+            mmapOffset: 0,
+          }),
+        ),
+        [a.fd],
+      );
+    },
+    error: /ADD_MEM_REG: region guest 0x900000 size 0x0 has zero size/,
+  },
+  {
+    name: "region larger than its fd (mapping fails)",
+    send: (rig) => {
+      const a = rig.fds.memfd(0x1000);
+      rig.send(
+        encodeRequest(
+          Request.ADD_MEM_REG,
+          singleRegionPayload({
+            guestAddress: 0x900000,
+            size: 0x10000,
+            userAddress: 0x900000,
+            mmapOffset: 0,
+          }),
+        ),
+        [a.fd],
+      );
+    },
+    error:
+      /ADD_MEM_REG: cannot map region guest 0x900000 size 0x10000 offset 0x0: mmap: 0\+65536 is beyond/,
+  },
+  {
+    name: "payload size wrong for the request type",
+    send: (rig) => rig.send(encodeRequest(Request.SET_VRING_NUM, new Uint8Array(4))),
+    error: /SET_VRING_NUM: payload size 4 is not 8/,
+  },
+  {
+    name: "header size larger than any payload",
+    send: (rig) =>
+      rig.send(encodeRequest(Request.SET_FEATURES, new Uint8Array(0), { sizeField: 0x10000000 })),
+    error: /SET_FEATURES: header payload size 268435456 exceeds the largest valid 8/,
+  },
+  {
+    name: "ring reconfigured while started (SET_VRING_NUM)",
+    send: (rig) => rig.send(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(0, 512))),
+    error: /SET_VRING_NUM is not valid in state owned: ring 0 is started/,
+  },
+  {
+    name: "ring reconfigured while started (SET_VRING_ADDR)",
+    send: (rig) =>
+      rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(1, userRing(1)))),
+    error: /SET_VRING_ADDR is not valid in state owned: ring 1 is started/,
+  },
+  {
+    name: "ring reconfigured while started (SET_VRING_BASE)",
+    send: (rig) => rig.send(encodeRequest(Request.SET_VRING_BASE, vringStatePayload(1, 0))),
+    error: /SET_VRING_BASE is not valid in state owned: ring 1 is started/,
+  },
+  {
+    name: "unoffered feature bits acked",
+    send: (rig) =>
+      rig.send(encodeRequest(Request.SET_FEATURES, u64Payload(FEATURES | featureBit(5)))),
+    error: /SET_FEATURES: acked feature bits 0x20 were not offered/,
+  },
+  {
+    name: "unoffered protocol feature bits acked",
+    send: (rig) =>
+      rig.send(
+        encodeRequest(Request.SET_PROTOCOL_FEATURES, u64Payload(OFFERED_PROTOCOL_FEATURES | 1n)),
+      ),
+    error: /SET_PROTOCOL_FEATURES: acked protocol feature bits 0x1 were not offered/,
+  },
+  {
+    name: "legacy device (VERSION_1 not acked)",
+    send: (rig) =>
+      rig.send(encodeRequest(Request.SET_FEATURES, u64Payload(featureBit(VIRTIO_NET_F_MRG_RXBUF)))),
+    error: /VIRTIO_F_VERSION_1 \(bit 32\) not acked: legacy virtio devices are not supported/,
+  },
+  {
+    name: "second SET_OWNER",
+    send: (rig) => rig.send(encodeRequest(Request.SET_OWNER)),
+    error: /SET_OWNER is not valid in state owned: the session already has an owner/,
+  },
+];
+
+for (const bad of badCases) {
+  Deno.test(`\`VhostUserBackend\` rejects ${bad.name}, closes the connection and releases everything`, () => {
+    const { rig } = negotiate();
+    if (bad.stopFirst !== undefined) {
+      rig.send(encodeRequest(Request.GET_VRING_BASE, vringStatePayload(bad.stopFirst, 0)));
+    }
+    bad.send(rig);
+    assert.ok(rig.protocolError, `expected a protocol error, got ${rig.error}`);
+    assert.match(rig.error!.message, bad.error);
+    assertReleased(rig);
+    assert.equal(rig.fds.open.size, 0, `fds left open: ${[...rig.fds.open]}`);
+  });
+}
+
+Deno.test("`VhostUserBackend` sends a failure ack before closing when REPLY_ACK was asked", () => {
+  const { rig } = negotiate();
+  const [ack] = rig.send(
+    encodeRequest(Request.SET_VRING_NUM, vringStatePayload(9, 8), { needReply: true }),
+  );
+  assert.equal(u64Reply(ack), 1n);
+  assert.match(rig.error!.message, /queue index 9/);
+});
+
+Deno.test("`VhostUserBackend` rejects vring messages before SET_OWNER with the request and state", () => {
+  const rig = new BackendRig();
+  rig.send(encodeRequest(Request.SET_MEM_TABLE, memTablePayload([])));
+  assert.ok(rig.error instanceof InvalidStateError);
+  assert.match(
+    rig.error.message,
+    /SET_MEM_TABLE is not valid in state awaiting-owner: SET_OWNER has not been sent/,
+  );
+});
+
+Deno.test("`VhostUserBackend` closes the fds of an unfinished message at EOF", () => {
+  const { rig } = negotiate();
+  const fd = rig.fds.create();
+  rig.channel.push(encodeRequest(Request.SET_VRING_CALL, u64Payload(0)).subarray(0, 14), [fd]);
+  rig.channel.close();
+  rig.pump();
+  assert.match(rig.eofDetail!, /after 2 of 8 payload bytes of SET_VRING_CALL/);
+  for (const orphan of rig.framer.takeOrphanFds()) rig.fds.close(orphan);
+  rig.backend.shutdown();
+  assert.equal(rig.fds.open.size, 0);
+});

@@ -1,0 +1,283 @@
+/**
+ * Test doubles for the vhost-user backend: fake fds and memory over ArrayBuffers,
+ * a recording datapath, a scripted message channel and a rig that feeds encoded
+ * requests through the real framer and backend. Used only by tests.
+ *
+ * @module
+ */
+
+import { Logger } from "../log/logger.ts";
+import type { BackendEnvironment, Notifier } from "./backend_environment.ts";
+import { VhostUserBackend } from "./backend.ts";
+import type { Mapping } from "./guest_memory_map.ts";
+import {
+  type MessageChannel,
+  MessageFramer,
+  ProtocolError,
+  type ReceiveOutcome,
+  ReplyWriter,
+} from "./message_codec.ts";
+import { HEADER_SIZE } from "./protocol.ts";
+import type { StartedVring, VringDatapath } from "./vring_datapath.ts";
+
+/** Fake file descriptors; some are backed by an ArrayBuffer ("memfd"). */
+export class FakeFds {
+  #next = 100;
+  readonly open = new Set<number>();
+  readonly #memory = new Map<number, ArrayBuffer>();
+  /** Live mappings (not yet unmapped). */
+  mappings = 0;
+  /** Sizes and offsets asked of map(). */
+  readonly mapCalls: { fd: number; size: number; offset: number }[] = [];
+
+  /** A new fake fd (an eventfd or anything without memory). */
+  create(): number {
+    const fd = this.#next++;
+    this.open.add(fd);
+    return fd;
+  }
+
+  /** A fake memfd of `size` bytes; returns the fd and its bytes. */
+  memfd(size: number): { fd: number; bytes: Uint8Array } {
+    const fd = this.create();
+    const buffer = new ArrayBuffer(size);
+    this.#memory.set(fd, buffer);
+    return { fd, bytes: new Uint8Array(buffer) };
+  }
+
+  /** Closes a fake fd; closing one that is not open is a test failure. */
+  close(fd: number): void {
+    if (!this.open.delete(fd)) throw new Error(`fd ${fd} closed twice or never opened`);
+  }
+
+  /** The MapFunction over the fake memfds. */
+  readonly map = (fd: number, size: number, offset: number): Mapping => {
+    this.mapCalls.push({ fd, size, offset });
+    if (!this.open.has(fd)) throw new Error(`mmap: fd ${fd} is not open (EBADF)`);
+    const buffer = this.#memory.get(fd);
+    if (buffer === undefined) throw new Error(`mmap: fd ${fd} has no memory (ENODEV)`);
+    if (offset + size > buffer.byteLength) {
+      throw new Error(`mmap: ${offset}+${size} is beyond the ${buffer.byteLength}-byte file`);
+    }
+    this.mappings++;
+    let mapped = true;
+    return {
+      bytes: new Uint8Array(buffer, offset, size),
+      unmap: () => {
+        if (!mapped) throw new Error("unmapped twice");
+        mapped = false;
+        this.mappings--;
+      },
+    };
+  };
+}
+
+/** A notifier over a fake fd that counts signals and drains. */
+export class FakeNotifier implements Notifier {
+  readonly fd: number;
+  signals = 0;
+  drains = 0;
+  closed = false;
+  readonly #fds: FakeFds;
+
+  constructor(fd: number, fds: FakeFds) {
+    this.fd = fd;
+    this.#fds = fds;
+  }
+
+  signal(): void {
+    if (this.closed) throw new Error(`signal on closed fd ${this.fd}`);
+    this.signals++;
+  }
+
+  drain(): void {
+    if (this.closed) throw new Error(`drain on closed fd ${this.fd}`);
+    this.drains++;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.#fds.close(this.fd);
+  }
+}
+
+/** One call on the recording datapath. */
+export type DatapathEvent =
+  | { call: "start"; index: number; size: number; lastAvailIndex: number; now: number }
+  | { call: "kick"; index: number; now: number }
+  | { call: "stop"; index: number };
+
+/** A datapath that records calls and keeps the started rings. */
+export class RecordingDatapath implements VringDatapath {
+  readonly events: DatapathEvent[] = [];
+  readonly rings = new Map<number, StartedVring>();
+  /** What stopVring() returns per ring: lastAvailIndex + this. */
+  advance = 0;
+
+  startVring(ring: StartedVring, now: number): void {
+    if (this.rings.has(ring.index)) throw new Error(`ring ${ring.index} started twice`);
+    this.rings.set(ring.index, ring);
+    this.events.push({
+      call: "start",
+      index: ring.index,
+      size: ring.size,
+      lastAvailIndex: ring.lastAvailIndex,
+      now,
+    });
+  }
+
+  kick(index: number, now: number): void {
+    this.events.push({ call: "kick", index, now });
+  }
+
+  stopVring(index: number): number {
+    const ring = this.rings.get(index);
+    if (ring === undefined) throw new Error(`ring ${index} stopped while not started`);
+    this.rings.delete(index);
+    this.events.push({ call: "stop", index });
+    return (ring.lastAvailIndex + this.advance) & 0xffff;
+  }
+}
+
+/** A channel fed by the test; records what the backend sends. */
+export class ScriptedChannel implements MessageChannel {
+  readonly #chunks: { bytes: Uint8Array; fds: number[] }[] = [];
+  #eof = false;
+  readonly sent: Uint8Array[] = [];
+  /** Makes send() fail (to test reply failures). */
+  failSends = false;
+
+  /** Queues bytes (and fds delivered with their first byte). */
+  push(bytes: Uint8Array, fds: number[] = []): void {
+    this.#chunks.push({ bytes: bytes.slice(), fds: [...fds] });
+  }
+
+  /** Queues an EOF after the queued bytes. */
+  close(): void {
+    this.#eof = true;
+  }
+
+  receive(into: Uint8Array, fds: number[]): ReceiveOutcome {
+    const chunk = this.#chunks[0];
+    if (chunk === undefined) return this.#eof ? { kind: "eof" } : { kind: "pending" };
+    const n = Math.min(into.length, chunk.bytes.length);
+    into.set(chunk.bytes.subarray(0, n));
+    fds.push(...chunk.fds.splice(0));
+    chunk.bytes = chunk.bytes.subarray(n);
+    if (chunk.bytes.length === 0) this.#chunks.shift();
+    return { kind: "data", bytes: n };
+  }
+
+  send(data: Uint8Array): void {
+    if (this.failSends) throw new Error("EPIPE");
+    this.sent.push(data.slice());
+  }
+}
+
+/** A logger that keeps its lines. */
+export function capturingLogger(): { logger: Logger; lines: string[] } {
+  const lines: string[] = [];
+  const logger = new Logger();
+  logger.setLevel("debug");
+  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
+  return { logger, lines };
+}
+
+/** A reply as decoded by the rig. */
+export interface DecodedReply {
+  request: number;
+  flags: number;
+  size: number;
+  payload: DataView;
+}
+
+/** Drives a real framer + backend over doubles. */
+export class BackendRig {
+  readonly fds = new FakeFds();
+  readonly datapath = new RecordingDatapath();
+  readonly channel = new ScriptedChannel();
+  readonly notifiers = new Map<number, FakeNotifier>();
+  readonly watchers = new Map<number, (now: number) => void>();
+  readonly log = capturingLogger();
+  readonly backend: VhostUserBackend;
+  readonly framer: MessageFramer;
+  readonly replies: ReplyWriter;
+  /** The error that ended the connection, if any. */
+  error: Error | null = null;
+  /** "eof" outcomes seen. */
+  eofDetail: string | null = null;
+  rarps: Uint8Array[] = [];
+  now = 1000;
+
+  constructor() {
+    const env: BackendEnvironment = {
+      datapath: this.datapath,
+      map: this.fds.map,
+      notifier: (fd) => {
+        const notifier = new FakeNotifier(fd, this.fds);
+        this.notifiers.set(fd, notifier);
+        return notifier;
+      },
+      closeFd: (fd) => this.fds.close(fd),
+      watchReadable: (fd, handler) => {
+        if (this.watchers.has(fd)) throw new Error(`fd ${fd} watched twice`);
+        this.watchers.set(fd, handler);
+        return () => this.watchers.delete(fd);
+      },
+      log: this.log.logger,
+      onRarp: (mac) => this.rarps.push(mac),
+    };
+    this.backend = new VhostUserBackend(env);
+    this.framer = new MessageFramer(this.channel);
+    this.replies = new ReplyWriter(this.channel);
+  }
+
+  /** Queues bytes + fds and processes every complete message; returns replies sent. */
+  send(bytes: Uint8Array, fds: number[] = []): DecodedReply[] {
+    this.channel.push(bytes, fds);
+    return this.pump();
+  }
+
+  /** Processes what is queued, as the session does. */
+  pump(): DecodedReply[] {
+    const before = this.channel.sent.length;
+    while (this.error === null) {
+      let outcome;
+      try {
+        outcome = this.framer.poll();
+        if (outcome.kind === "pending") break;
+        if (outcome.kind === "eof") {
+          this.eofDetail = outcome.detail;
+          break;
+        }
+        this.backend.handle(outcome.message, this.now, this.replies);
+      } catch (error) {
+        this.error = error as Error;
+        for (const fd of this.framer.takeOrphanFds()) this.fds.close(fd);
+        this.backend.shutdown();
+      }
+    }
+    return this.channel.sent.slice(before).map((bytes) => {
+      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+      return {
+        request: view.getUint32(0, true),
+        flags: view.getUint32(4, true),
+        size: view.getUint32(8, true),
+        payload: new DataView(bytes.buffer, bytes.byteOffset + HEADER_SIZE),
+      };
+    });
+  }
+
+  /** Asserts-style accessor: the error as a ProtocolError, or null. */
+  get protocolError(): ProtocolError | null {
+    return this.error instanceof ProtocolError ? this.error : null;
+  }
+
+  /** Fires the kick watcher of ring fd `fd`. */
+  kick(fd: number, now: number): void {
+    const watcher = this.watchers.get(fd);
+    if (watcher === undefined) throw new Error(`fd ${fd} is not watched`);
+    watcher(now);
+  }
+}

@@ -1,0 +1,237 @@
+/**
+ * The guest memory map of one vhost-user session: the regions the front-end shared
+ * (SET_MEM_TABLE, ADD_MEM_REG), mapped into this process, looked up by guest-physical
+ * address (descriptor buffers) or by front-end user address (ring addresses).
+ *
+ * Spec: QEMU docs/interop/vhost-user.rst, "Memory access" and "Memory regions description".
+ *
+ * @module
+ */
+
+import type { GuestMemory } from "../virtio/guest_memory.ts";
+
+/** One region as described by the front-end; every field is below 2^53. */
+export interface RegionDescription {
+  /** Guest-physical address of the first byte. */
+  readonly guestAddress: number;
+  /** Size in bytes, > 0. */
+  readonly size: number;
+  /** Front-end (QEMU) virtual address of the first byte. */
+  readonly userAddress: number;
+  /** Where the region starts in the shared fd. */
+  readonly mmapOffset: number;
+}
+
+/** A mapping of (part of) a file; `bytes` stays valid until `unmap()`. */
+export interface Mapping {
+  /** The mapped bytes. */
+  readonly bytes: Uint8Array;
+  /** Releases the mapping; every view into `bytes` must be dropped first. */
+  unmap(): void;
+}
+
+/**
+ * Maps `size` bytes of `fd` starting at the page-aligned `offset`, shared and
+ * read-write. Injectable so that tests run over ArrayBuffers.
+ * @throws Error when the mapping fails
+ */
+export type MapFunction = (fd: number, size: number, offset: number) => Mapping;
+
+/** Page granularity of mmap offsets. */
+export const MMAP_PAGE_SIZE = 4096;
+
+/** Addresses and sizes must stay below 2^53 so that doubles hold them exactly. */
+const ADDRESS_LIMIT = 2 ** 53;
+/** 2^32, to join two u32 halves. */
+const TWO_POW_32 = 2 ** 32;
+/** High halves ≥ this give addresses ≥ 2^53. */
+const HIGH_HALF_LIMIT = 0x200000;
+
+interface MappedRegion {
+  readonly guestStart: number;
+  readonly guestEnd: number; // exclusive
+  readonly userStart: number;
+  readonly userEnd: number; // exclusive
+  readonly mapping: Mapping;
+  /** The region's bytes (`mapping.bytes` minus the alignment slack before mmapOffset). */
+  bytes: Uint8Array;
+}
+
+function hex(value: number): string {
+  return "0x" + value.toString(16);
+}
+
+/** Guest memory backed by mapped vhost-user regions; implements {@link GuestMemory}. */
+export class GuestMemoryMap implements GuestMemory {
+  readonly #map: MapFunction;
+  readonly #maxRegions: number;
+  #regions: MappedRegion[] = [];
+  #lastHit: MappedRegion | null = null;
+
+  /**
+   * @param map how to map a region's fd
+   * @param maxRegions regions accepted in total (memory slots)
+   */
+  constructor(map: MapFunction, maxRegions: number) {
+    this.#map = map;
+    this.#maxRegions = maxRegions;
+  }
+
+  /** Number of regions mapped. */
+  get regionCount(): number {
+    return this.#regions.length;
+  }
+
+  /** The mapped regions' descriptions, sorted by guest address (for logs and tests). */
+  describe(): RegionDescription[] {
+    return this.#regions.map((r) => ({
+      guestAddress: r.guestStart,
+      size: r.guestEnd - r.guestStart,
+      userAddress: r.userStart,
+      mmapOffset: 0,
+    }));
+  }
+
+  /**
+   * Checks a set of new regions against each other and (unless `replacing`) against the
+   * mapped ones: non-zero size, all ends below 2^53, no overlap in guest-physical or
+   * user address space, within the slot limit.
+   * @returns null when valid, else the failed condition
+   */
+  validate(regions: readonly RegionDescription[], replacing: boolean): string | null {
+    const existing = replacing ? [] : this.#regions.map((r) => ({
+      guestAddress: r.guestStart,
+      size: r.guestEnd - r.guestStart,
+      userAddress: r.userStart,
+      mmapOffset: 0,
+    }));
+    if (existing.length + regions.length > this.#maxRegions) {
+      return `${existing.length + regions.length} regions exceed the limit of ${this.#maxRegions}`;
+    }
+    const all = [...existing];
+    for (const region of regions) {
+      const what = `region guest ${hex(region.guestAddress)} size ${hex(region.size)}`;
+      if (region.size === 0) return `${what} has zero size`;
+      if (region.size > ADDRESS_LIMIT - region.guestAddress) {
+        return `${what} ends at or beyond 2^53`;
+      }
+      if (region.size > ADDRESS_LIMIT - region.userAddress) {
+        return `${what} user address ${hex(region.userAddress)} ends at or beyond 2^53`;
+      }
+      if (region.size > ADDRESS_LIMIT - region.mmapOffset) {
+        return `${what} mmap offset ${hex(region.mmapOffset)} ends at or beyond 2^53`;
+      }
+      for (const other of all) {
+        if (
+          region.guestAddress < other.guestAddress + other.size &&
+          other.guestAddress < region.guestAddress + region.size
+        ) {
+          return `${what} overlaps region guest ${hex(other.guestAddress)} size ${hex(other.size)}`;
+        }
+        if (
+          region.userAddress < other.userAddress + other.size &&
+          other.userAddress < region.userAddress + region.size
+        ) {
+          return `${what} user range overlaps region at user ${hex(other.userAddress)}`;
+        }
+      }
+      all.push(region);
+    }
+    return null;
+  }
+
+  /**
+   * Maps one already validated region from `fd` (the caller still owns and closes
+   * `fd`). The mapping starts at the page below `mmapOffset`.
+   * @throws Error when the mapping fails or returns fewer bytes than asked
+   */
+  add(region: RegionDescription, fd: number): void {
+    const slack = region.mmapOffset % MMAP_PAGE_SIZE;
+    const length = region.size + slack;
+    const mapping = this.#map(fd, length, region.mmapOffset - slack);
+    if (mapping.bytes.length < length) {
+      mapping.unmap();
+      throw new RangeError(
+        `Cannot map region guest ${
+          hex(region.guestAddress)
+        }: got ${mapping.bytes.length} of ${length} bytes`,
+      );
+    }
+    const mapped: MappedRegion = {
+      guestStart: region.guestAddress,
+      guestEnd: region.guestAddress + region.size,
+      userStart: region.userAddress,
+      userEnd: region.userAddress + region.size,
+      mapping,
+      bytes: mapping.bytes.subarray(slack, slack + region.size),
+    };
+    this.#regions.push(mapped);
+    this.#regions.sort((a, b) => a.guestStart - b.guestStart);
+  }
+
+  /**
+   * Unmaps the region that starts at `guestAddress` with `size` bytes. The caller
+   * must have stopped every ring first.
+   * @returns false when no such region is mapped
+   */
+  remove(guestAddress: number, size: number): boolean {
+    const index = this.#regions.findIndex((r) =>
+      r.guestStart === guestAddress && r.guestEnd - r.guestStart === size
+    );
+    if (index < 0) return false;
+    const [region] = this.#regions.splice(index, 1);
+    this.#release(region);
+    return true;
+  }
+
+  /** Unmaps every region. The caller must have stopped every ring first. */
+  clear(): void {
+    const regions = this.#regions;
+    this.#regions = [];
+    for (const region of regions) this.#release(region);
+  }
+
+  #release(region: MappedRegion): void {
+    this.#lastHit = null;
+    region.bytes = new Uint8Array(0);
+    region.mapping.unmap();
+  }
+
+  /** {@inheritDoc GuestMemory.view} */
+  view(addrLow: number, addrHigh: number, length: number): Uint8Array | null {
+    if (addrHigh >= HIGH_HALF_LIMIT) return null;
+    const address = addrHigh * TWO_POW_32 + addrLow;
+    let region = this.#lastHit;
+    if (region === null || address < region.guestStart || address >= region.guestEnd) {
+      region = null;
+      for (const candidate of this.#regions) {
+        if (address >= candidate.guestStart && address < candidate.guestEnd) {
+          region = candidate;
+          break;
+        }
+      }
+      if (region === null) return null;
+      this.#lastHit = region;
+    }
+    // guestEnd - address is exact (both below 2^53); address + length might round
+    if (!(length >= 0 && length <= region.guestEnd - address)) return null;
+    const start = address - region.guestStart;
+    return region.bytes.subarray(start, start + length);
+  }
+
+  /**
+   * Resolves the front-end user-address range `[address, address + length)`, or returns
+   * null when any byte is outside one mapped region. `address` must be below 2^53.
+   */
+  viewByUserAddress(address: number, length: number): Uint8Array | null {
+    if (!(address >= 0 && address < ADDRESS_LIMIT && length >= 0)) return null;
+    for (const region of this.#regions) {
+      if (address >= region.userStart && address < region.userEnd) {
+        if (length > region.userEnd - address) return null;
+        const start = address - region.userStart;
+        return region.bytes.subarray(start, start + length);
+      }
+    }
+    return null;
+  }
+}
