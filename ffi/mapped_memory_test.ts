@@ -1,0 +1,55 @@
+import assert from "node:assert/strict";
+import { MappedMemory, PAGE_SIZE } from "./mapped_memory.ts";
+import { MemFd } from "./mem_fd.ts";
+import { openFdCount } from "./process.ts";
+
+Deno.test("`MappedMemory.map()` mappings of one memfd see each other's writes", () => {
+  const before = openFdCount();
+  const memory = MemFd.create("shared", 4 * PAGE_SIZE);
+  const first = MappedMemory.map(memory.fd, 4 * PAGE_SIZE, 0);
+  const second = MappedMemory.map(memory.fd, 4 * PAGE_SIZE, 0);
+  const tail = MappedMemory.map(memory.fd, 2 * PAGE_SIZE, 2 * PAGE_SIZE);
+  memory.close(); // mappings outlive the fd
+  assert.equal(first.size, 4 * PAGE_SIZE);
+  assert.equal(first.bytes, first.bytes, "bytes is one long-lived view");
+  first.bytes[2 * PAGE_SIZE + 3] = 0x5a;
+  assert.equal(second.bytes[2 * PAGE_SIZE + 3], 0x5a);
+  assert.equal(tail.bytes[3], 0x5a, "the offset mapping starts at the offset");
+  tail.bytes[PAGE_SIZE] = 0x77;
+  assert.equal(first.bytes[3 * PAGE_SIZE], 0x77);
+  new DataView(second.bytes.buffer).setUint32(16, 0xdeadbeef, true);
+  assert.equal(new DataView(first.bytes.buffer).getUint32(16, true), 0xdeadbeef);
+  first.close();
+  first.close();
+  assert.throws(() => first.bytes, /unmapped/);
+  second.close();
+  tail.close();
+  assert.equal(openFdCount(), before);
+});
+
+Deno.test("`MappedMemory.map()` maps more than 4 GiB of a sparse memfd", () => {
+  const size = 5 * 2 ** 30;
+  const memory = MemFd.create("big", size);
+  const whole = MappedMemory.map(memory.fd, size, 0);
+  const high = MappedMemory.map(memory.fd, PAGE_SIZE, 2 ** 32 + PAGE_SIZE);
+  assert.equal(whole.bytes.length, size);
+  whole.bytes[2 ** 32 + PAGE_SIZE + 9] = 0x11;
+  assert.equal(high.bytes[9], 0x11);
+  high.bytes[10] = 0x22;
+  assert.equal(whole.bytes[2 ** 32 + PAGE_SIZE + 10], 0x22);
+  whole.bytes[size - 1] = 0x33;
+  assert.equal(whole.bytes[size - 1], 0x33);
+  high.close();
+  whole.close();
+  memory.close();
+});
+
+Deno.test("`MappedMemory.map()` rejects a zero size, an unaligned offset and a bad fd", () => {
+  const before = openFdCount();
+  const memory = MemFd.create("bad", PAGE_SIZE);
+  assert.throws(() => MappedMemory.map(memory.fd, 0, 0), RangeError);
+  assert.throws(() => MappedMemory.map(memory.fd, PAGE_SIZE, 100), /EINVAL/);
+  assert.throws(() => MappedMemory.map(1_000_000, PAGE_SIZE, 0), /EBADF/);
+  memory.close();
+  assert.equal(openFdCount(), before);
+});

@@ -1,0 +1,55 @@
+import assert from "node:assert/strict";
+import { removeFile } from "./output_file.ts";
+import { openFdCount } from "./process.ts";
+import { UnixListener, unixSocketInUse } from "./unix_listener.ts";
+import { UnixStream } from "./unix_stream.ts";
+
+Deno.test("`UnixListener.accept()` returns connections and null when none is pending", () => {
+  const before = openFdCount();
+  const dir = Deno.makeTempDirSync();
+  const path = `${dir}/tpasst.socket`;
+  assert.equal(unixSocketInUse(path), false);
+  const listener = UnixListener.listen(path);
+  assert.equal(listener.accept(), null);
+  assert.equal(unixSocketInUse(path), true);
+  // The probe's connection is pending in the backlog: accept and drop it.
+  const probe = listener.accept();
+  assert.ok(probe !== null);
+  probe.close();
+
+  const client = UnixStream.connect(path);
+  const server = listener.accept();
+  assert.ok(server !== null);
+  client.send(new TextEncoder().encode("hello"));
+  const buf = new Uint8Array(16);
+  let got = -1;
+  while (got === -1) got = server.recv(buf); // accepted streams are nonblocking
+  assert.equal(new TextDecoder().decode(buf.subarray(0, got)), "hello");
+  assert.equal(listener.accept(), null);
+
+  client.close();
+  server.close();
+  listener.close();
+  listener.close();
+  assert.equal(unixSocketInUse(path), false, "a socket file without listener is stale");
+  assert.throws(() => UnixListener.listen(path), /EADDRINUSE/);
+  assert.equal(removeFile(path), true);
+  const again = UnixListener.listen(path);
+  again.close();
+  removeFile(path);
+  Deno.removeSync(dir);
+  assert.equal(openFdCount(), before);
+});
+
+Deno.test("`UnixStream.connect()` fails with ENOENT or ECONNREFUSED without a listener", () => {
+  const before = openFdCount();
+  const dir = Deno.makeTempDirSync();
+  assert.throws(() => UnixStream.connect(`${dir}/missing`), /ENOENT/);
+  const stale = UnixListener.listen(`${dir}/stale`);
+  stale.close();
+  assert.throws(() => UnixStream.connect(`${dir}/stale`), /ECONNREFUSED/);
+  removeFile(`${dir}/stale`);
+  assert.throws(() => UnixListener.listen(`${dir}/${"x".repeat(120)}`), /ENAMETOOLONG/);
+  Deno.removeSync(dir);
+  assert.equal(openFdCount(), before);
+});
