@@ -235,7 +235,9 @@ export class SplitVirtqueue {
    * @returns false when nothing is available or the queue is broken
    */
   pop(chain: DescriptorChain, now: number): boolean {
-    for (;;) {
+    // At most `size` malformed chains per call: a guest refilling garbage as fast as
+    // we drop it must not keep us here; the caller sees hasAvailable() and yields.
+    for (let budget = this.size; budget > 0; budget--) {
       if (this.#broken) return false;
       if (this.#lastAvail === this.#knownAvail && !this.#refreshAvail()) return false;
       const slot = this.#lastAvail & this.#mask;
@@ -254,6 +256,17 @@ export class SplitVirtqueue {
       this.pushUsed(head, 0);
       this.#malformedLog.write(now, this.#describeFault(head));
     }
+    return false;
+  }
+
+  /**
+   * Returns a popped chain the caller found unusable (e.g. a TX chain with writable
+   * buffers) to the used ring with length 0, with one rate-limited log line.
+   */
+  dropChain(head: number, now: number, reason: string): void {
+    this.#skipped++;
+    this.pushUsed(head, 0);
+    this.#malformedLog.write(now, `virtqueue ${this.name}: dropping chain ${head}: ${reason}`);
   }
 
   /**
@@ -438,19 +451,25 @@ export class SplitVirtqueue {
   }
 
   /**
-   * Asks the guest to notify (kick) when it makes the next chain available:
-   * `avail_event` = next index with EVENT_IDX, otherwise clears NO_NOTIFY.
-   * @returns true when chains are already available (the guest may not kick for them)
+   * Asks the guest to notify (kick) when it makes chains available beyond those it
+   * has made available so far: `avail_event` = its current available index with
+   * EVENT_IDX, otherwise clears NO_NOTIFY (virtio 1.2 §2.7.10).
+   * @returns true when the guest made more chains available meanwhile, for which
+   *   it may not kick: the caller must look again instead of waiting
    */
   enableNotifications(): boolean {
     if (this.#broken) return false;
+    if (this.#lastAvail === this.#knownAvail) this.#refreshAvail();
+    if (this.#broken) return false;
+    const seen = this.#knownAvail;
     if (this.#eventIndex) {
-      this.#used.setUint16(this.#availEventAt, this.#lastAvail, true);
+      this.#used.setUint16(this.#availEventAt, seen, true);
     } else {
       this.#used.setUint16(USED_FLAGS, 0, true);
     }
     memoryFence(); // our wish must be visible before we re-read the available index
-    return this.hasAvailable();
+    this.#refreshAvail();
+    return !this.#broken && this.#knownAvail !== seen;
   }
 
   /** Tells the guest that kicks are not needed now (NO_NOTIFY; a no-op with EVENT_IDX). */

@@ -112,7 +112,8 @@ Deno.test("SplitVirtqueue.enableNotifications() sets avail_event or clears NO_NO
   const a = plain.driver.alloc(8);
   plain.driver.addChain([{ addr: a, length: 8, writable: true }]);
   assert.equal(plain.driver.needsKick(), true);
-  assert.equal(plain.queue.enableNotifications(), true, "a chain is already there");
+  assert.equal(plain.queue.enableNotifications(), false, "nothing new since arming");
+  assert.equal(plain.queue.hasAvailable(), true);
 
   const ev = setup({ features: { eventIndex: true } });
   const b = ev.driver.alloc(8);
@@ -125,6 +126,8 @@ Deno.test("SplitVirtqueue.enableNotifications() sets avail_event or clears NO_NO
   assert.equal(ev.driver.needsKick(), true, "avail idx crossed avail_event");
   ev.driver.addChain([{ addr: b, length: 8, writable: true }]);
   assert.equal(ev.driver.needsKick(), false, "avail_event not moved since");
+  assert.equal(ev.queue.enableNotifications(), false);
+  assert.equal(ev.driver.availEvent, 3, "asks for chains beyond the 2 pending ones");
 });
 
 Deno.test("SplitVirtqueue.unpop() hands the same chain out again", () => {

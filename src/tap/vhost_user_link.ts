@@ -1,0 +1,393 @@
+/**
+ * The vhost-user datapath of a virtio-net device: runs the RX and TX split
+ * virtqueues handed over by the control plane, delivers the guest's frames to a
+ * {@link FrameHandler} and copies frames from the stack into the guest's RX buffers.
+ *
+ * TX frames are views straight into guest memory (zero-copy); a frame spread over
+ * several buffers is gathered into one reusable scratch buffer. Each TX chain goes
+ * back to the used ring only after handleFrame returned; a kick's whole batch gets
+ * one used-index update, at most one notification and one endOfBatch. RX frames are
+ * copied once into the guest's buffers, over several of them with MRG_RXBUF
+ * (virtio 1.2 §5.1.6.3, §5.1.6.4). Nothing blocks: with no RX buffers the link asks
+ * for a kick and reports NoRoom; the writable callback runs on that kick.
+ *
+ * @module
+ */
+
+import type { Logger } from "../log/logger.ts";
+import { log as defaultLogger } from "../log/logger.ts";
+import { RateLimitedLog } from "../log/rate_limited_log.ts";
+import {
+  RX_QUEUE_INDEX,
+  type StartedVring,
+  TX_QUEUE_INDEX,
+  type VringDatapath,
+} from "../vhost_user/vring_datapath.ts";
+import { DescriptorChain } from "../virtio/descriptor_chain.ts";
+import {
+  createNetHeader,
+  decodeNetHeader,
+  encodeNetHeader,
+  NET_HDR_SIZE,
+  VIRTIO_NET_HDR_F_NEEDS_CSUM,
+  VIRTIO_NET_HDR_GSO_NONE,
+} from "../virtio/net_header.ts";
+import { SplitVirtqueue } from "../virtio/virtqueue.ts";
+import { type FrameHandler, type GuestLink, SendResult } from "./frame_transport.ts";
+
+/** Largest Ethernet frame carried (the stream protocol's and the stack's limit). */
+export const MAX_FRAME_BYTES = 65535;
+/** Smallest Ethernet frame accepted from the guest: the 14-byte Ethernet header. */
+export const MIN_FRAME_BYTES = 14;
+
+/** Options of a {@link VhostUserLink}. */
+export interface VhostUserLinkOptions {
+  /** Where log lines go (the process-wide logger by default). */
+  readonly logger?: Logger;
+  /** Monotonic clock in milliseconds (performance.now by default). */
+  readonly clock?: () => number;
+}
+
+/** Runs a virtio-net device's rings: a {@link VringDatapath} toward the control plane and a {@link GuestLink} toward the stack. */
+export class VhostUserLink implements VringDatapath, GuestLink {
+  /** Short name for logs. */
+  readonly kind = "vhost-user";
+
+  readonly #handler: FrameHandler;
+  readonly #logger: Logger;
+  readonly #clock: () => number;
+  readonly #txLog: RateLimitedLog;
+  readonly #rxLog: RateLimitedLog;
+
+  #rx: SplitVirtqueue | null = null;
+  #tx: SplitVirtqueue | null = null;
+  #mergeable = false;
+  #up = false;
+  #rxWaiting = false;
+  #writable: ((now: number) => void) | null = null;
+  #txPending: ReturnType<typeof setTimeout> | undefined = undefined;
+  #rxPending: ReturnType<typeof setTimeout> | undefined = undefined;
+
+  // Reused per frame: no allocation on the hot paths beyond the memory views.
+  #txChain = new DescriptorChain(1);
+  #rxFirst = new DescriptorChain(1);
+  #rxNext = new DescriptorChain(1);
+  #rxHeads = new Uint16Array(1);
+  #rxLengths = new Uint32Array(1);
+  readonly #txScratch = new Uint8Array(NET_HDR_SIZE + MAX_FRAME_BYTES);
+  readonly #header = createNetHeader();
+  readonly #headerBytes = new Uint8Array(NET_HDR_SIZE);
+
+  /** @param handler receives the guest's frames and the link's up/down events */
+  constructor(handler: FrameHandler, options: VhostUserLinkOptions = {}) {
+    this.#handler = handler;
+    this.#logger = options.logger ?? defaultLogger;
+    this.#clock = options.clock ?? (() => performance.now());
+    this.#txLog = new RateLimitedLog("warn", undefined, this.#logger);
+    this.#rxLog = new RateLimitedLog("warn", undefined, this.#logger);
+  }
+
+  /** {@inheritDoc VringDatapath.startVring} */
+  startVring(ring: StartedVring, now: number): void {
+    if (ring.index !== RX_QUEUE_INDEX && ring.index !== TX_QUEUE_INDEX) {
+      this.#logger.warn(`vhost-user: ignoring start of queue ${ring.index}: not RX (0) or TX (1)`);
+      return;
+    }
+    if (this.#queue(ring.index) !== null) this.stopVring(ring.index);
+    let queue: SplitVirtqueue;
+    try {
+      queue = new SplitVirtqueue(ring, {
+        name: ring.index === RX_QUEUE_INDEX ? "RX" : "TX",
+        logger: this.#logger,
+      });
+    } catch (error) {
+      this.#logger.error(
+        `vhost-user: cannot start queue ${ring.index}: ${(error as Error).message}`,
+      );
+      return;
+    }
+    if (ring.index === RX_QUEUE_INDEX) {
+      this.#rx = queue;
+      this.#mergeable = ring.features.mergeableRxBuffers;
+      if (this.#rxFirst.buffers.length < ring.size) {
+        this.#rxFirst = new DescriptorChain(ring.size);
+        this.#rxNext = new DescriptorChain(ring.size);
+        this.#rxHeads = new Uint16Array(ring.size);
+        this.#rxLengths = new Uint32Array(ring.size);
+      }
+      queue.disableNotifications(); // asked for again when the ring runs dry
+    } else {
+      this.#tx = queue;
+      if (this.#txChain.buffers.length < ring.size) this.#txChain = new DescriptorChain(ring.size);
+    }
+    if (this.#rx !== null && this.#tx !== null && !this.#up) {
+      this.#up = true;
+      this.#handler.linkUp(this, now);
+    }
+    if (ring.index === TX_QUEUE_INDEX) this.#processTx(now);
+  }
+
+  /** {@inheritDoc VringDatapath.kick} */
+  kick(index: number, now: number): void {
+    if (index === TX_QUEUE_INDEX) {
+      this.#processTx(now);
+    } else if (index === RX_QUEUE_INDEX) {
+      const rx = this.#rx;
+      if (rx === null || rx.broken) return;
+      rx.disableNotifications();
+      if (this.#rxWaiting) {
+        this.#rxWaiting = false;
+        this.#writable?.(now);
+      }
+    }
+  }
+
+  /** {@inheritDoc VringDatapath.stopVring} */
+  stopVring(index: number): number {
+    const queue = this.#queue(index);
+    if (queue === null) return 0;
+    if (index === RX_QUEUE_INDEX) {
+      queue.publish();
+      this.#rx = null;
+      this.#rxWaiting = false;
+      if (this.#rxPending !== undefined) clearTimeout(this.#rxPending);
+      this.#rxPending = undefined;
+      this.#rxFirst.release();
+      this.#rxNext.release();
+    } else {
+      this.#tx = null;
+      this.#txChain.release();
+      if (this.#txPending !== undefined) clearTimeout(this.#txPending);
+      this.#txPending = undefined;
+    }
+    if (this.#up) {
+      this.#up = false;
+      this.#handler.linkDown(this.#clock());
+    }
+    return queue.lastAvailIndex;
+  }
+
+  #queue(index: number): SplitVirtqueue | null {
+    return index === RX_QUEUE_INDEX ? this.#rx : index === TX_QUEUE_INDEX ? this.#tx : null;
+  }
+
+  /** Pops up to a ring's worth of TX chains, hands each frame over, returns them, then notifies once. */
+  #processTx(now: number): void {
+    const tx = this.#tx;
+    if (tx === null || tx.broken) return;
+    const chain = this.#txChain;
+    let budget = tx.size;
+    // A ring's worth of frames and a few re-arm rounds per turn (a guest refilling
+    // as fast as we consume, or feeding garbage, must not keep us here).
+    for (let round = 0; round < 4; round++) {
+      while (budget > 0 && tx.pop(chain, now)) {
+        budget--;
+        this.#deliver(chain, now);
+        tx.pushUsed(chain.head, 0);
+        chain.release();
+      }
+      if (budget === 0 || tx.broken || tx.hasAvailable()) break;
+      // Re-arm the kick, then look once more: the guest may have added chains
+      // while it believed we were still busy (virtio 1.2 §2.7.10).
+      if (!tx.enableNotifications()) break;
+    }
+    tx.publish();
+    if (tx.hasAvailable() && this.#txPending === undefined) {
+      // Let the loop serve others, then continue with the rest.
+      this.#txPending = setTimeout(() => {
+        this.#txPending = undefined;
+        this.#processTx(this.#clock());
+      }, 0);
+    }
+    if (budget === tx.size) return; // nothing handed over: no batch to end
+    try {
+      this.#handler.endOfBatch(now);
+    } catch (error) {
+      this.#txLog.write(now, `vhost-user: endOfBatch threw: ${(error as Error).message}`);
+    }
+  }
+
+  /** Validates one TX chain and hands its frame to the handler. */
+  #deliver(chain: DescriptorChain, now: number): void {
+    if (chain.readableCount !== chain.count) {
+      this.#txLog.write(
+        now,
+        `vhost-user: dropping TX chain ${chain.head}: it has device-writable buffers`,
+      );
+      return;
+    }
+    const total = chain.readableBytes;
+    if (total < NET_HDR_SIZE + MIN_FRAME_BYTES || total > NET_HDR_SIZE + MAX_FRAME_BYTES) {
+      this.#txLog.write(
+        now,
+        `vhost-user: dropping TX chain ${chain.head}: ${total} bytes is not a ${NET_HDR_SIZE}-byte header plus a frame of ${MIN_FRAME_BYTES}..${MAX_FRAME_BYTES} bytes`,
+      );
+      return;
+    }
+    const first = chain.buffers[0];
+    const header = this.#header;
+    if (first.length >= NET_HDR_SIZE) {
+      decodeNetHeader(first, 0, header);
+    } else {
+      chain.readInto(0, this.#headerBytes);
+      decodeNetHeader(this.#headerBytes, 0, header);
+    }
+    if (
+      header.gsoType !== VIRTIO_NET_HDR_GSO_NONE ||
+      (header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0
+    ) {
+      // Offloads are not offered; a guest that uses them anyway is dropped here.
+      this.#txLog.write(
+        now,
+        `vhost-user: dropping TX chain ${chain.head}: offload flags ${header.flags} gso ${header.gsoType} were not negotiated`,
+      );
+      return;
+    }
+    let frame: Uint8Array;
+    if (chain.count === 1) {
+      frame = first.subarray(NET_HDR_SIZE);
+    } else if (chain.count === 2 && first.length === NET_HDR_SIZE) {
+      frame = chain.buffers[1];
+    } else {
+      const length = total - NET_HDR_SIZE;
+      frame = this.#txScratch.subarray(0, length);
+      chain.readInto(NET_HDR_SIZE, frame);
+    }
+    try {
+      this.#handler.handleFrame(frame, now);
+    } catch (error) {
+      this.#txLog.write(now, `vhost-user: frame handler threw: ${(error as Error).message}`);
+    }
+  }
+
+  /** {@inheritDoc GuestLink.sendFrame} */
+  sendFrame(frame: Uint8Array): SendResult {
+    const rx = this.#rx;
+    if (rx === null || rx.broken || !this.#up) return SendResult.Dropped;
+    if (frame.length === 0 || frame.length > MAX_FRAME_BYTES) return SendResult.Dropped;
+    const now = this.#clock();
+    let result = this.#fill(rx, frame, now);
+    if (result !== SendResult.NoRoom) return result;
+    // Ask for a kick; if buffers arrived meanwhile (no kick will come), retry once.
+    if (rx.enableNotifications()) {
+      result = this.#fill(rx, frame, now);
+      if (result !== SendResult.NoRoom) return result;
+      if (rx.enableNotifications()) {
+        // Still racing with a refilling guest: come back from the loop, not from here.
+        this.#rxWaiting = true;
+        this.#scheduleWritable();
+        return SendResult.NoRoom;
+      }
+    }
+    this.#rxWaiting = true;
+    return SendResult.NoRoom;
+  }
+
+  #scheduleWritable(): void {
+    if (this.#rxPending !== undefined) return;
+    this.#rxPending = setTimeout(() => {
+      this.#rxPending = undefined;
+      this.kick(RX_QUEUE_INDEX, this.#clock());
+    }, 0);
+  }
+
+  /** Pops one RX chain usable for frames (writable only, room for the header) into `chain`. */
+  #popRx(rx: SplitVirtqueue, chain: DescriptorChain, now: number): boolean {
+    while (rx.pop(chain, now)) {
+      if (chain.readableCount !== 0) {
+        chain.release();
+        rx.dropChain(chain.head, now, "RX chain has device-readable buffers");
+      } else if (chain.writableBytes < NET_HDR_SIZE) {
+        chain.release();
+        rx.dropChain(
+          chain.head,
+          now,
+          `RX buffer of ${chain.writableBytes} bytes is smaller than the ${NET_HDR_SIZE}-byte header`,
+        );
+      } else {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Copies header + frame into as many RX chains as needed (one without MRG_RXBUF). */
+  #fill(rx: SplitVirtqueue, frame: Uint8Array, now: number): SendResult {
+    const needed = NET_HDR_SIZE + frame.length;
+    const first = this.#rxFirst;
+    if (!this.#popRx(rx, first, now)) return SendResult.NoRoom;
+    const droppedBefore = rx.malformedCount;
+    const heads = this.#rxHeads;
+    const lengths = this.#rxLengths;
+    const used = Math.min(first.writableBytes, needed);
+    heads[0] = first.head;
+    lengths[0] = used;
+    let count = 1;
+    if (used < needed && !this.#mergeable) {
+      rx.unpop(1);
+      first.release();
+      this.#rxLog.write(
+        now,
+        `vhost-user: dropping a ${frame.length}-byte frame: RX buffer of ${first.writableBytes} bytes is too small and MRG_RXBUF is off`,
+      );
+      return SendResult.Dropped;
+    }
+    first.writeFrom(NET_HDR_SIZE, used === needed ? frame : frame.subarray(0, used - NET_HDR_SIZE));
+    let written = used;
+    const next = this.#rxNext;
+    while (written < needed) {
+      if (count === heads.length || !this.#popRx(rx, next, now)) {
+        if (rx.malformedCount === droppedBefore) {
+          rx.unpop(count); // all of them come back for the next try
+        } else {
+          // A dropped chain sits among ours: return ours empty, the frame is lost.
+          for (let i = 0; i < count; i++) rx.pushUsed(heads[i], 0);
+          this.#rxLog.write(
+            now,
+            `vhost-user: dropping a ${frame.length}-byte frame: malformed RX buffers`,
+          );
+          first.release();
+          return SendResult.Dropped;
+        }
+        first.release();
+        return SendResult.NoRoom;
+      }
+      const n = Math.min(next.writableBytes, needed - written);
+      const offset = written - NET_HDR_SIZE;
+      next.writeFrom(0, frame.subarray(offset, offset + n));
+      next.release();
+      heads[count] = next.head;
+      lengths[count] = n;
+      count++;
+      written += n;
+    }
+    const header = this.#header;
+    header.flags = 0;
+    header.gsoType = VIRTIO_NET_HDR_GSO_NONE;
+    header.hdrLen = 0;
+    header.gsoSize = 0;
+    header.csumStart = 0;
+    header.csumOffset = 0;
+    header.numBuffers = count;
+    const head0 = first.buffers[0];
+    if (head0.length >= NET_HDR_SIZE) {
+      encodeNetHeader(header, head0, 0);
+    } else {
+      encodeNetHeader(header, this.#headerBytes, 0);
+      first.writeFrom(0, this.#headerBytes);
+    }
+    first.release();
+    for (let i = 0; i < count; i++) rx.pushUsed(heads[i], lengths[i]);
+    return SendResult.Sent;
+  }
+
+  /** {@inheritDoc GuestLink.flush} */
+  flush(): void {
+    this.#rx?.publish();
+  }
+
+  /** {@inheritDoc GuestLink.onWritable} */
+  onWritable(callback: (now: number) => void): void {
+    this.#writable = callback;
+  }
+}

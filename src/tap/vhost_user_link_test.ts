@@ -1,0 +1,391 @@
+import assert from "node:assert/strict";
+import { Logger } from "../log/logger.ts";
+import type { NegotiatedFeatures } from "../vhost_user/vring_datapath.ts";
+import { ArrayGuestMemory } from "../virtio/array_guest_memory.ts";
+import { createNetHeader, decodeNetHeader, NET_HDR_SIZE } from "../virtio/net_header.ts";
+import { SplitRingDriver } from "../virtio/split_ring_driver.ts";
+import { type FrameHandler, type GuestLink, SendResult } from "./frame_transport.ts";
+import { VhostUserLink } from "./vhost_user_link.ts";
+
+/** A FrameHandler that records what it sees. */
+class RecordingHandler implements FrameHandler {
+  frames: Uint8Array[] = [];
+  events: string[] = [];
+  link: GuestLink | null = null;
+  handleFrame(frame: Uint8Array): void {
+    this.frames.push(frame.slice());
+  }
+  endOfBatch(): void {
+    this.events.push(`batch:${this.frames.length}`);
+  }
+  linkUp(link: GuestLink): void {
+    this.link = link;
+    this.events.push("up");
+  }
+  linkDown(): void {
+    this.events.push("down");
+  }
+}
+
+function frameOf(length: number, seed: number): Uint8Array {
+  const f = new Uint8Array(length);
+  for (let i = 0; i < length; i++) f[i] = (i * 7 + seed) & 0xff;
+  return f;
+}
+
+function setup(features: Partial<NegotiatedFeatures> = {}, size = 64) {
+  const memory = new ArrayGuestMemory();
+  const lines: string[] = [];
+  const logger = new Logger();
+  logger.setSink((_l, line) => lines.push(line));
+  const rx = new SplitRingDriver({
+    size,
+    index: 0,
+    features,
+    memory,
+    base: 0x10_0000,
+    dataBytes: 4 << 20,
+  });
+  const tx = new SplitRingDriver({
+    size,
+    index: 1,
+    features,
+    memory,
+    base: 0x1000_0000,
+    dataBytes: 4 << 20,
+  });
+  const handler = new RecordingHandler();
+  const link = new VhostUserLink(handler, { logger, clock: () => 0 });
+  link.startVring(rx.vring(), 0);
+  link.startVring(tx.vring(), 0);
+  return { memory, rx, tx, handler, link, lines };
+}
+
+type Layout = "one" | "split-header" | "many";
+
+/** The guest queues `frame` for transmission with the header laid out as `layout`. */
+function guestTransmit(
+  tx: SplitRingDriver,
+  frame: Uint8Array,
+  layout: Layout,
+  indirect: boolean,
+): number {
+  const packet = new Uint8Array(NET_HDR_SIZE + frame.length);
+  packet.set(frame, NET_HDR_SIZE);
+  const addr = tx.alloc(packet.length);
+  tx.write(addr, packet);
+  let cuts: number[];
+  if (layout === "one") cuts = [packet.length];
+  else if (layout === "split-header") cuts = [NET_HDR_SIZE, packet.length];
+  else {cuts = [5, NET_HDR_SIZE + 3, NET_HDR_SIZE + 40].filter((c) => c < packet.length).concat([
+      packet.length,
+    ]);}
+  const segments = cuts.map((end, i) => {
+    const start = i === 0 ? 0 : cuts[i - 1];
+    return { addr: addr + start, length: end - start, writable: false };
+  });
+  const head = tx.addChain(segments, indirect);
+  assert.ok(head !== null);
+  return head;
+}
+
+/** The guest posts `count` receive chains of `bytes` bytes each, in `pieces` descriptors. */
+function guestPostRx(
+  rx: SplitRingDriver,
+  posted: Map<number, number[]>,
+  count: number,
+  bytes: number,
+  pieces = 1,
+  indirect = false,
+) {
+  for (let i = 0; i < count; i++) {
+    const addr = rx.alloc(bytes);
+    const per = Math.ceil(bytes / pieces);
+    const segments = [];
+    for (let at = 0; at < bytes; at += per) {
+      segments.push({ addr: addr + at, length: Math.min(per, bytes - at), writable: true });
+    }
+    const head = rx.addChain(segments, indirect);
+    assert.ok(head !== null);
+    posted.set(head, [addr, bytes]);
+  }
+}
+
+/** Reads the frames the device wrote: reassembles num_buffers elements per frame. */
+function guestReceive(
+  rx: SplitRingDriver,
+  posted: Map<number, number[]>,
+): { frames: Uint8Array[]; numBuffers: number[] } {
+  const used = rx.takeUsed();
+  const frames: Uint8Array[] = [];
+  const numBuffers: number[] = [];
+  for (let i = 0; i < used.length;) {
+    const [addr] = posted.get(used[i].id)!;
+    const first = rx.read(addr, used[i].len);
+    const header = decodeNetHeader(first, 0, createNetHeader());
+    assert.equal(header.flags, 0);
+    assert.equal(header.gsoType, 0);
+    numBuffers.push(header.numBuffers);
+    const parts = [first.subarray(NET_HDR_SIZE)];
+    for (let k = 1; k < header.numBuffers; k++) {
+      const e = used[i + k];
+      parts.push(rx.read(posted.get(e.id)![0], e.len));
+    }
+    for (let k = 0; k < header.numBuffers; k++) posted.delete(used[i + k].id);
+    i += header.numBuffers;
+    const total = parts.reduce((n, p) => n + p.length, 0);
+    const frame = new Uint8Array(total);
+    let at = 0;
+    for (const p of parts) {
+      frame.set(p, at);
+      at += p.length;
+    }
+    frames.push(frame);
+  }
+  return { frames, numBuffers };
+}
+
+const matrix: Partial<NegotiatedFeatures>[] = [];
+for (const eventIndex of [false, true]) {
+  for (const indirectDescriptors of [false, true]) {
+    for (const mergeableRxBuffers of [false, true]) {
+      matrix.push({ eventIndex, indirectDescriptors, mergeableRxBuffers });
+    }
+  }
+}
+const label = (f: Partial<NegotiatedFeatures>) =>
+  `EVENT_IDX ${f.eventIndex ? "on" : "off"}, INDIRECT ${
+    f.indirectDescriptors ? "on" : "off"
+  }, MRG_RXBUF ${f.mergeableRxBuffers ? "on" : "off"}`;
+
+for (const features of matrix) {
+  Deno.test(`VhostUserLink.kick() delivers TX frames intact (${label(features)})`, () => {
+    const { tx, handler, link } = setup(features);
+    assert.deepEqual(handler.events, ["up"]);
+    const sent: Uint8Array[] = [];
+    const layouts: Layout[] = ["one", "split-header", "many"];
+    for (const [i, length] of [60, 1514, 65535, 14].entries()) {
+      for (const layout of layouts) {
+        const f = frameOf(length, i);
+        sent.push(f);
+        guestTransmit(tx, f, layout, features.indirectDescriptors ?? false);
+      }
+    }
+    link.kick(1, 1);
+    assert.equal(handler.frames.length, sent.length);
+    handler.frames.forEach((f, i) => assert.deepEqual(f, sent[i]));
+    const used = tx.takeUsed();
+    assert.equal(used.length, sent.length);
+    assert.ok(used.every((u) => u.len === 0));
+    assert.equal(tx.notifications, 1, "one notification for the batch");
+    assert.deepEqual(handler.events, ["up", `batch:${sent.length}`]);
+    if (features.eventIndex) assert.equal(tx.availEvent, tx.availIndex, "asks for the next kick");
+  });
+
+  Deno.test(`VhostUserLink.sendFrame() fills RX buffers with header and frame (${label(features)})`, () => {
+    const { rx, link } = setup(features);
+    const posted = new Map<number, number[]>();
+    const mrg = features.mergeableRxBuffers ?? false;
+    const bufferBytes = mrg ? 1536 : 65535 + NET_HDR_SIZE;
+    guestPostRx(
+      rx,
+      posted,
+      mrg ? 60 : 6,
+      bufferBytes,
+      mrg ? 1 : 3,
+      features.indirectDescriptors ?? false,
+    );
+    const frames = [
+      frameOf(60, 1),
+      frameOf(1514, 2),
+      frameOf(1525, 3),
+      frameOf(9000, 4),
+      frameOf(65535, 5),
+    ];
+    for (const f of frames) assert.equal(link.sendFrame(f), SendResult.Sent);
+    assert.equal(rx.usedIndex, 0, "nothing published before flush");
+    link.flush();
+    assert.equal(rx.notifications, 1);
+    const got = guestReceive(rx, posted);
+    assert.deepEqual(got.frames, frames);
+    if (mrg) {
+      assert.deepEqual(got.numBuffers, [1, 1, 2, 6, 43]);
+    } else {
+      assert.deepEqual(got.numBuffers, [1, 1, 1, 1, 1]);
+    }
+  });
+}
+
+Deno.test("VhostUserLink.sendFrame() drops frames larger than one buffer without MRG_RXBUF", () => {
+  const { rx, link, lines } = setup({});
+  const posted = new Map<number, number[]>();
+  guestPostRx(rx, posted, 2, 1518 + NET_HDR_SIZE);
+  assert.equal(link.sendFrame(frameOf(1519, 0)), SendResult.Dropped);
+  assert.equal(lines.length, 1);
+  assert.equal(link.sendFrame(frameOf(1518, 0)), SendResult.Sent, "the buffer was kept");
+  link.flush();
+  assert.equal(guestReceive(rx, posted).frames[0].length, 1518);
+});
+
+for (const eventIndex of [false, true]) {
+  Deno.test(`VhostUserLink.sendFrame() returns NoRoom and calls back on the RX kick (EVENT_IDX ${eventIndex})`, () => {
+    const { rx, link } = setup({ eventIndex, mergeableRxBuffers: true });
+    const posted = new Map<number, number[]>();
+    let woken = 0;
+    link.onWritable(() => woken++);
+    guestPostRx(rx, posted, 2, 1536);
+    rx.needsKick();
+    assert.equal(link.sendFrame(frameOf(4000, 1)), SendResult.NoRoom, "3 buffers needed, 2 posted");
+    assert.equal(woken, 0);
+    link.flush();
+    assert.equal(rx.usedIndex, 0, "the 2 buffers were not consumed");
+    guestPostRx(rx, posted, 1, 1536);
+    assert.equal(rx.needsKick(), true, "the device asked for a kick");
+    link.kick(0, 5);
+    assert.equal(woken, 1);
+    assert.equal(link.sendFrame(frameOf(4000, 1)), SendResult.Sent);
+    link.flush();
+    assert.deepEqual(guestReceive(rx, posted).frames, [frameOf(4000, 1)]);
+    link.kick(0, 6);
+    assert.equal(woken, 1, "no callback without a NoRoom");
+    if (!eventIndex) {
+      guestPostRx(rx, posted, 1, 1536);
+      assert.equal(rx.needsKick(), false, "kicks are off while buffers are plenty");
+    }
+  });
+}
+
+Deno.test("VhostUserLink reports link up when both rings run and down when one stops", () => {
+  const { rx, tx, handler, link } = setup({});
+  const f = frameOf(60, 0);
+  guestTransmit(tx, f, "one", false);
+  guestTransmit(tx, f, "one", false);
+  link.kick(1, 0);
+  assert.equal(link.stopVring(1), 2, "next avail index");
+  assert.deepEqual(handler.events, ["up", "batch:2", "down"]);
+  assert.equal(link.sendFrame(f), SendResult.Dropped, "link down");
+  guestTransmit(tx, f, "one", false);
+  link.startVring(tx.vring(2), 1);
+  assert.deepEqual(
+    handler.events,
+    ["up", "batch:2", "down", "up", "batch:3"],
+    "pending chain processed on start",
+  );
+  assert.equal(link.stopVring(0), 0);
+  assert.equal(link.stopVring(0), 0, "stopping twice is harmless");
+  assert.equal(handler.link, link);
+  void rx;
+});
+
+Deno.test("VhostUserLink continues a TX backlog larger than the ring on a later turn", async () => {
+  const { tx, handler, link } = setup({}, 8);
+  const head = guestTransmit(tx, frameOf(60, 0), "one", false);
+  // A guest on another CPU that refills as fast as we consume: each frame handled
+  // makes the same chain available again, 30 times in all.
+  let refills = 30;
+  const handle = handler.handleFrame.bind(handler);
+  handler.handleFrame = (frame: Uint8Array) => {
+    handle(frame);
+    if (refills-- > 0) tx.offer(head);
+  };
+  link.kick(1, 0);
+  assert.equal(handler.frames.length, 8, "one ring's worth per turn");
+  assert.equal(tx.notifications, 1);
+  for (let turn = 0; turn < 10 && handler.frames.length < 31; turn++) {
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  assert.equal(handler.frames.length, 31, "the rest came on later turns without a kick");
+  assert.equal(link.stopVring(1), 31);
+});
+
+// ---- bad guest input at the virtio-net level
+
+Deno.test("VhostUserLink drops TX chains shorter than the header, with one log line", () => {
+  const { tx, handler, link, lines } = setup({});
+  const a = tx.alloc(64);
+  tx.addChain([{ addr: a, length: 8, writable: false }]);
+  tx.addChain([{ addr: a, length: NET_HDR_SIZE + 10, writable: false }]);
+  guestTransmit(tx, frameOf(60, 9), "one", false);
+  link.kick(1, 0);
+  assert.deepEqual(handler.frames, [frameOf(60, 9)]);
+  assert.deepEqual(tx.takeUsed().map((u) => u.len), [0, 0, 0]);
+  assert.equal(lines.length, 1);
+  assert.match(lines[0], /8 bytes is not a 12-byte header plus a frame/);
+});
+
+Deno.test("VhostUserLink drops TX frames over 65535 bytes", () => {
+  const { tx, handler, link, lines } = setup({});
+  const a = tx.alloc(NET_HDR_SIZE + 65536);
+  const head = tx.addChain([{ addr: a, length: NET_HDR_SIZE + 65536, writable: false }]);
+  link.kick(1, 0);
+  assert.equal(handler.frames.length, 0);
+  assert.deepEqual(tx.takeUsed(), [{ id: head, len: 0 }]);
+  assert.match(lines[0], /65548 bytes/);
+});
+
+Deno.test("VhostUserLink drops TX chains with writable buffers or offload flags", () => {
+  const { tx, handler, link, lines } = setup({});
+  const a = tx.alloc(100);
+  tx.addChain([{ addr: a, length: 80, writable: false }, { addr: a, length: 20, writable: true }]);
+  link.kick(1, 0);
+  const packet = new Uint8Array(NET_HDR_SIZE + 60);
+  packet[1] = 1; // gso TCPv4
+  const b = tx.alloc(packet.length);
+  tx.write(b, packet);
+  tx.addChain([{ addr: b, length: packet.length, writable: false }]);
+  tx.addChain([{ addr: b, length: packet.length, writable: false }]);
+  link.kick(1, 5000);
+  assert.equal(handler.frames.length, 0);
+  assert.equal(tx.takeUsed().length, 3);
+  assert.equal(lines.length, 2, "the repeated fault is rate-limited");
+  assert.match(lines[0], /device-writable/);
+  assert.match(lines[1], /offload flags 0 gso 1 were not negotiated/);
+});
+
+Deno.test("VhostUserLink returns RX buffers smaller than the header with len 0", () => {
+  const { rx, link, lines } = setup({ mergeableRxBuffers: true });
+  const posted = new Map<number, number[]>();
+  const small = rx.alloc(8);
+  const bad = rx.addChain([{ addr: small, length: 8, writable: true }])!;
+  const readable = rx.addChain([{ addr: small, length: 8, writable: false }])!;
+  guestPostRx(rx, posted, 1, 1536);
+  assert.equal(link.sendFrame(frameOf(100, 1)), SendResult.Sent);
+  link.flush();
+  const used = rx.takeUsed();
+  assert.deepEqual(used.slice(0, 2), [{ id: bad, len: 0 }, { id: readable, len: 0 }]);
+  assert.equal(used[2].len, NET_HDR_SIZE + 100);
+  assert.equal(lines.length, 1);
+  assert.match(lines[0], /smaller than the 12-byte header/);
+});
+
+Deno.test("VhostUserLink keeps RX working when the TX queue is broken", () => {
+  const { rx, tx, handler, link, lines } = setup({});
+  tx.offer(tx.size + 3); // head index out of range
+  link.kick(1, 0);
+  assert.match(lines[0], /broken/);
+  guestTransmit(tx, frameOf(60, 1), "one", false);
+  link.kick(1, 1);
+  assert.equal(handler.frames.length, 0, "a broken queue stays idle");
+  const posted = new Map<number, number[]>();
+  guestPostRx(rx, posted, 1, 2048);
+  assert.equal(link.sendFrame(frameOf(60, 2)), SendResult.Sent);
+  link.flush();
+  assert.deepEqual(guestReceive(rx, posted).frames, [frameOf(60, 2)]);
+});
+
+Deno.test("VhostUserLink keeps TX working when the RX queue is broken", () => {
+  const { rx, tx, handler, link } = setup({});
+  rx.setAvailIndex(rx.size + 1);
+  assert.equal(link.sendFrame(frameOf(60, 2)), SendResult.NoRoom);
+  assert.equal(link.sendFrame(frameOf(60, 2)), SendResult.Dropped, "broken: dropped from now on");
+  guestTransmit(tx, frameOf(60, 1), "one", false);
+  link.kick(1, 1);
+  assert.deepEqual(handler.frames, [frameOf(60, 1)]);
+});
+
+Deno.test("VhostUserLink.sendFrame() drops frames over 65535 bytes", () => {
+  const { rx, link } = setup({ mergeableRxBuffers: true });
+  guestPostRx(rx, new Map(), 60, 2048);
+  assert.equal(link.sendFrame(new Uint8Array(65536)), SendResult.Dropped);
+  assert.equal(link.sendFrame(new Uint8Array(0)), SendResult.Dropped);
+});
