@@ -45,8 +45,14 @@ export const MAX_FD = 1048575;
 /** Internal option: inherited listening socket of a daemonized child. */
 export const INTERNAL_LISTEN_FD_OPTION = "internal-listen-fd";
 
-/** Internal option: pipe the daemonized child writes its readiness byte to. */
-export const INTERNAL_READY_FD_OPTION = "internal-ready-fd";
+/**
+ * Internal option: pipe the daemonized child writes its readiness byte to. Appended
+ * as `--daemon-ready-fd=N` by ffi/process.ts spawnDaemon (DAEMON_READY_FD_OPTION).
+ */
+export const INTERNAL_READY_FD_OPTION = "daemon-ready-fd";
+
+/** Internal option: socket the daemonized child reports start-up log lines to. */
+export const INTERNAL_STATUS_FD_OPTION = "internal-status-fd";
 
 /** The options, as parseArgs takes them; repeatable ones have `multiple`. */
 const OPTIONS = {
@@ -101,6 +107,7 @@ const OPTIONS = {
   "version": { type: "boolean" },
   [INTERNAL_LISTEN_FD_OPTION]: { type: "string", multiple: true },
   [INTERNAL_READY_FD_OPTION]: { type: "string", multiple: true },
+  [INTERNAL_STATUS_FD_OPTION]: { type: "string", multiple: true },
 } as const satisfies ParseArgsOptionsConfig;
 
 type OptionName = keyof typeof OPTIONS;
@@ -298,6 +305,10 @@ export function parseCommandLine(args: readonly string[]): Config {
   const readyFd = readyFdText === null
     ? null
     : parseDecimal(INTERNAL_READY_FD_OPTION, readyFdText, 3, MAX_FD, "file descriptor");
+  const statusFdText = single(values, INTERNAL_STATUS_FD_OPTION);
+  const statusFd = statusFdText === null
+    ? null
+    : parseDecimal(INTERNAL_STATUS_FD_OPTION, statusFdText, 3, MAX_FD, "file descriptor");
 
   // Interface-level settings.
   const mtuText = single(values, "mtu");
@@ -478,7 +489,7 @@ export function parseCommandLine(args: readonly string[]): Config {
     tcpForwards,
     udpForwards,
     freebind: flag("freebind"),
-    internal: { listenFd, readyFd },
+    internal: { listenFd, readyFd, statusFd },
   };
   return deepFreeze(config);
 }

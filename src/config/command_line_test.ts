@@ -1,4 +1,5 @@
 import { assertEquals, assertThrows, assertTrue } from "../test_support/assert.ts";
+import { DAEMON_READY_FD_OPTION } from "../../ffi/process.ts";
 import { parseCommandLine } from "./command_line.ts";
 import type { Config } from "./config.ts";
 import { ConfigError } from "./config_error.ts";
@@ -36,7 +37,7 @@ Deno.test("parseCommandLine() gives passt's defaults for an empty command line",
   });
   assertEquals(Object.values(c.protocols).every((x) => x), true);
   assertEquals([c.tcpForwards.specs, c.udpForwards.specs], [[], []]);
-  assertEquals(c.internal, { listenFd: null, readyFd: null });
+  assertEquals(c.internal, { listenFd: null, readyFd: null, statusFd: null });
 });
 
 Deno.test("parseCommandLine() returns a deeply frozen config", () => {
@@ -78,8 +79,14 @@ Deno.test("parseCommandLine() parses socket, fd and process options", () => {
   assertEquals(parse("--runas", "nobody").runas, "nobody");
   assertEquals(parse("--runas", "1000:1000").runas, "1000:1000");
   assertEquals(parse("--freebind").freebind, true);
-  const internal = parse("--internal-listen-fd", "5", "--internal-ready-fd", "6");
-  assertEquals(internal.internal, { listenFd: 5, readyFd: 6 });
+  const internal = parse(
+    "--internal-listen-fd",
+    "5",
+    "--internal-status-fd",
+    "7",
+    `${DAEMON_READY_FD_OPTION}=6`,
+  );
+  assertEquals(internal.internal, { listenFd: 5, readyFd: 6, statusFd: 7 });
 });
 
 Deno.test("parseCommandLine() rejects bad socket, fd and process options", () => {
@@ -96,7 +103,7 @@ Deno.test("parseCommandLine() rejects bad socket, fd and process options", () =>
   rejects(["-P", ""], /^--pid: "" is not a valid path/);
   rejects(["--runas", "a b"], /^--runas: "a b" is not UID/);
   rejects(["--foreground=yes"], /^--foreground: option takes no argument$/);
-  rejects(["--internal-ready-fd", "x"], /^--internal-ready-fd: "x" is not a valid file descriptor/);
+  rejects(["--daemon-ready-fd=x"], /^--daemon-ready-fd: "x" is not a valid file descriptor/);
 });
 
 Deno.test("parseCommandLine() parses logging options", () => {

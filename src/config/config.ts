@@ -88,6 +88,8 @@ export interface InternalConfig {
   readonly listenFd: number | null;
   /** Pipe to write the readiness byte to once started (passed by `spawnDaemon`). */
   readonly readyFd: number | null;
+  /** Socket to send start-up log lines to, relayed by the parent to its stderr. */
+  readonly statusFd: number | null;
 }
 
 /** The validated, immutable configuration of one tpasst process. */

@@ -1,0 +1,145 @@
+/**
+ * Serves frontends one at a time on the event loop: accepts connections on the
+ * listening socket, hands the first to the session factory, and accepts and closes
+ * (with a log line) any other while one is active; after a disconnect the next
+ * connection is served. With `--one-off` (or `--fd`) the server finishes when the
+ * first frontend goes away.
+ *
+ * @module
+ */
+
+import type { UnixListener } from "../../ffi/unix_listener.ts";
+import type { UnixStream } from "../../ffi/unix_stream.ts";
+import { log } from "../log/logger.ts";
+import type { EventLoop } from "../loop/event_loop.ts";
+import type { FrontendSession, SessionFactory } from "./frontend_session.ts";
+
+/** Connections accepted per readable event at most (then the loop gets a turn). */
+const MAX_ACCEPTS_PER_EVENT = 16;
+
+/** Why {@link FrontendServer.finished} settled. */
+export type FinishReason = "one-off" | "stopped";
+
+/** Accepts and serves frontends; see the module comment. */
+export class FrontendServer {
+  readonly #loop: EventLoop;
+  readonly #factory: SessionFactory;
+  readonly #oneOff: boolean;
+  #listener: UnixListener | null = null;
+  #session: FrontendSession | null = null;
+  #sessionsServed = 0;
+  #refused = 0;
+  #finished = false;
+  #resolveFinished!: (reason: FinishReason) => void;
+  /** Settles when the server is done: the one-off frontend left, or {@link stop} was called. */
+  readonly finished: Promise<FinishReason>;
+
+  /**
+   * @param loop the loop the listener and sessions are watched on
+   * @param factory builds the session for each served connection
+   * @param oneOff finish once the first served frontend goes away
+   */
+  constructor(loop: EventLoop, factory: SessionFactory, oneOff: boolean) {
+    this.#loop = loop;
+    this.#factory = factory;
+    this.#oneOff = oneOff;
+    this.finished = new Promise((resolve) => (this.#resolveFinished = resolve));
+  }
+
+  /** Number of frontends served so far. */
+  get sessionsServed(): number {
+    return this.#sessionsServed;
+  }
+
+  /** Number of connections refused because a frontend was already being served. */
+  get refused(): number {
+    return this.#refused;
+  }
+
+  /** Starts accepting on `listener` (the server does not own it: {@link stop} unwatches it). */
+  listen(listener: UnixListener): void {
+    this.#listener = listener;
+    this.#loop.watch(listener.fd, () => this.#onAcceptable());
+  }
+
+  /** Serves an already connected frontend (`--fd`). */
+  serveConnection(connection: UnixStream): void {
+    this.#startSession(connection);
+  }
+
+  /**
+   * Stops accepting, closes the active session and waits until it released
+   * everything; then {@link finished} settles with "stopped" (unless it already has).
+   */
+  async stop(): Promise<void> {
+    if (this.#listener !== null) {
+      this.#loop.unwatch(this.#listener.fd);
+      this.#listener = null;
+    }
+    const session = this.#session;
+    if (session !== null) {
+      session.close();
+      await session.closed;
+    }
+    this.#finish("stopped");
+  }
+
+  #onAcceptable(): void {
+    const listener = this.#listener;
+    if (listener === null) return;
+    for (let i = 0; i < MAX_ACCEPTS_PER_EVENT; i++) {
+      let connection: UnixStream | null;
+      try {
+        connection = listener.accept();
+      } catch (error) {
+        // EMFILE and the like: log and retry on the next event rather than spin here.
+        log.error(`Cannot accept a frontend connection: ${describe(error)}`);
+        return;
+      }
+      if (connection === null) return;
+      if (this.#session !== null || this.#finished) {
+        this.#refused++;
+        log.warn(
+          "Refusing a second frontend connection: one frontend is already connected " +
+            "(tpasst serves one at a time)",
+        );
+        connection.close();
+        continue;
+      }
+      this.#startSession(connection);
+    }
+  }
+
+  #startSession(connection: UnixStream): void {
+    let session: FrontendSession;
+    try {
+      session = this.#factory(connection, this.#loop);
+    } catch (error) {
+      log.error(`Cannot start serving the frontend: ${describe(error)}`);
+      connection.close();
+      if (this.#oneOff) this.#finish("one-off");
+      return;
+    }
+    this.#session = session;
+    this.#sessionsServed++;
+    session.closed.then(() => {
+      if (this.#session === session) this.#session = null;
+      if (this.#oneOff) {
+        log.info("Frontend gone and --one-off given: exiting");
+        this.#finish("one-off");
+      } else if (!this.#finished) {
+        log.info("Frontend gone; waiting for the next connection");
+      }
+    });
+  }
+
+  #finish(reason: FinishReason): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#resolveFinished(reason);
+  }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

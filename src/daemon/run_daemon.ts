@@ -1,0 +1,171 @@
+/**
+ * The serving process (foreground, or the detached child): sets up logging, takes
+ * the socket (inherited listener, inherited `--fd` connection, or binds its own),
+ * writes the pid file, reports ready, serves frontends, and on SIGINT/SIGTERM or the
+ * end of a one-off session shuts down cleanly: session closed, socket file and pid
+ * file removed, exit 0.
+ *
+ * @module
+ */
+
+import { removeFile } from "../../ffi/output_file.ts";
+import { signalDaemonReady } from "../../ffi/process.ts";
+import { UnixListener } from "../../ffi/unix_listener.ts";
+import { UnixStream } from "../../ffi/unix_stream.ts";
+import type { Config } from "../config/config.ts";
+import { log, type LogSink } from "../log/logger.ts";
+import { EventLoop } from "../loop/event_loop.ts";
+import { printQemuHint } from "./announce.ts";
+import { FrontendServer } from "./frontend_server.ts";
+import { discardSink, LogFile, prefixedStderrSink, statusSink, teeSink } from "./logging.ts";
+import { removePidFile, writePidFile } from "./pid_file.ts";
+import { sessionFactoryFor } from "./session_factories.ts";
+import { bindSocket } from "./socket_path.ts";
+
+/** Signals that shut the daemon down cleanly. */
+const SHUTDOWN_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
+
+/**
+ * Wraps a listening socket inherited from the daemonizing parent.
+ * ffi/unix_listener.ts has no public way to adopt an fd yet, so its (TypeScript-only)
+ * private constructor is used; see the integration notes.
+ */
+function adoptListener(fd: number): UnixListener {
+  const Adopt = UnixListener as unknown as new (fd: number) => UnixListener;
+  return new Adopt(fd);
+}
+
+/** Resources to release at shutdown, in reverse order of acquisition. */
+class Cleanup {
+  readonly #steps: { what: string; run: () => void }[] = [];
+
+  add(what: string, run: () => void): void {
+    this.#steps.push({ what, run });
+  }
+
+  runAll(): void {
+    while (this.#steps.length > 0) {
+      const step = this.#steps.pop()!;
+      try {
+        step.run();
+      } catch (error) {
+        log.warn(`Cannot ${step.what}: ${error instanceof Error ? error.message : error}`);
+      }
+    }
+  }
+}
+
+/**
+ * Runs the daemon in this process until it is told to stop; resolves to the exit code.
+ * `detached` is true in the child started by {@link daemonize}.
+ */
+export async function runDaemon(config: Config, detached: boolean): Promise<number> {
+  const cleanup = new Cleanup();
+  cleanup.add("reset logging", () => log.setSink(detached ? discardSink : prefixedStderrSink));
+  let status: UnixStream | null = null;
+  if (detached && config.internal.statusFd !== null) {
+    status = UnixStream.fromFd(config.internal.statusFd);
+    cleanup.add("close the status socket", () => status?.close());
+  }
+
+  // Logging: file if asked; else stderr in the foreground; the parent until ready if detached.
+  let fileSink: LogSink | null = null;
+  if (config.log.file !== null) {
+    try {
+      const file = new LogFile(config.log.file, config.log.maxSize, false);
+      cleanup.add("close the log file", () => file.close());
+      fileSink = file.sink.sink;
+    } catch (error) {
+      log.error(`Cannot open log file ${config.log.file}: ${describe(error)}`);
+      cleanup.runAll();
+      return 1;
+    }
+  }
+  const steadySink: LogSink = fileSink ?? (detached ? discardSink : prefixedStderrSink);
+  log.setSink(status !== null ? teeSink(statusSink(status), fileSink ?? discardSink) : steadySink);
+  if (config.runas !== null) {
+    log.info(`--runas ${config.runas} ignored: tpasst never changes user (it needs no privileges)`);
+  }
+
+  let loop: EventLoop;
+  let server: FrontendServer;
+  let socketPath: string | null = null;
+  let listener: UnixListener | null = null;
+  try {
+    loop = new EventLoop();
+    cleanup.add("close the event loop", () => loop.close());
+    server = new FrontendServer(loop, sessionFactoryFor(config), config.oneOff);
+
+    if (config.fd !== null) {
+      server.serveConnection(UnixStream.fromFd(config.fd));
+    } else {
+      if (config.internal.listenFd !== null) {
+        listener = adoptListener(config.internal.listenFd);
+        socketPath = config.socketPath;
+      } else {
+        const bound = bindSocket(config.socketPath);
+        listener = bound.listener;
+        socketPath = bound.path;
+        printQemuHint(config.mode, bound.path);
+      }
+      const owned = listener;
+      const path = socketPath;
+      cleanup.add("remove the socket file", () => {
+        owned.close();
+        if (path !== null) removeFile(path);
+      });
+      server.listen(owned);
+    }
+    if (config.pidFile !== null) {
+      const pidFile = config.pidFile;
+      try {
+        writePidFile(pidFile, Deno.pid);
+      } catch (error) {
+        throw new Error(`Cannot write pid file ${pidFile}: ${describe(error)}`);
+      }
+      cleanup.add(`remove the pid file ${pidFile}`, () => removePidFile(pidFile));
+    }
+  } catch (error) {
+    log.error(describe(error));
+    cleanup.runAll();
+    return 1;
+  }
+
+  let signalled: Deno.Signal | null = null;
+  const onSignal = (signal: Deno.Signal) => () => {
+    if (signalled !== null) return;
+    signalled = signal;
+    log.info(`${signal} received: shutting down`);
+    void server.stop();
+  };
+  const handlers = SHUTDOWN_SIGNALS.map((signal) => ({ signal, handler: onSignal(signal) }));
+  for (const { signal, handler } of handlers) Deno.addSignalListener(signal, handler);
+  cleanup.add("remove the signal handlers", () => {
+    for (const { signal, handler } of handlers) Deno.removeSignalListener(signal, handler);
+  });
+
+  if (config.internal.readyFd !== null) {
+    log.debug(`Ready (pid ${Deno.pid})`);
+    log.setSink(steadySink);
+    status?.close();
+    if (!signalDaemonReady(config.internal.readyFd)) {
+      log.warn("The daemonizing parent went away before the daemon was ready");
+    }
+  }
+
+  const loopDone = loop.run().catch((error) => {
+    log.error(`Event loop failed: ${describe(error)}`);
+    void server.stop();
+  });
+  const reason = await server.finished;
+  await server.stop();
+  log.info(reason === "one-off" ? "Exiting after the one-off frontend" : "Shut down");
+  loop.stop();
+  await loopDone;
+  cleanup.runAll();
+  return 0;
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
