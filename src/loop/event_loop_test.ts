@@ -1,0 +1,264 @@
+import assert from "node:assert/strict";
+import { EventFd } from "../../ffi/event_fd.ts";
+import { openFdCount } from "../../ffi/process.ts";
+import { UnixStream } from "../../ffi/unix_stream.ts";
+import { log, type LogLevel, stderrSink } from "../log/logger.ts";
+import {
+  EVENT_HANGUP,
+  EVENT_READABLE,
+  EVENT_WRITABLE,
+  EventLoop,
+  monotonicNow,
+} from "./event_loop.ts";
+
+Deno.test("`EventLoop.run()` wakes up for a signalled eventfd and passes the wake-up time", async () => {
+  const before = openFdCount();
+  const loop = new EventLoop();
+  const event = EventFd.create();
+  const calls: { events: number; now: number; drained: number }[] = [];
+  loop.watch(event.fd, (events, now) => {
+    calls.push({ events, now, drained: event.drain() });
+    loop.stop();
+  });
+  const start = monotonicNow();
+  setTimeout(() => event.signal(4), 10);
+  await loop.run();
+  assert.equal(calls.length, 1);
+  assert.equal(calls[0].events, EVENT_READABLE);
+  assert.equal(calls[0].drained, 4);
+  assert.ok(calls[0].now >= start && calls[0].now <= monotonicNow());
+  loop.close();
+  event.close();
+  assert.equal(openFdCount(), before);
+});
+
+Deno.test("`EventLoop.stop()` ends a run that is waiting with nothing to do", async () => {
+  const before = openFdCount();
+  const loop = new EventLoop();
+  const event = EventFd.create();
+  let called = false;
+  loop.watch(event.fd, () => called = true);
+  setTimeout(() => loop.stop(), 20);
+  await loop.run();
+  assert.equal(called, false);
+  // The loop can run again after a stop.
+  setTimeout(() => loop.stop(), 5);
+  await loop.run();
+  loop.close();
+  event.close();
+  assert.equal(openFdCount(), before);
+});
+
+Deno.test("`EventLoop.stop()` before run() makes run() return at once", async () => {
+  const loop = new EventLoop();
+  loop.stop();
+  await loop.run();
+  loop.close();
+  loop.close();
+  assert.throws(() => loop.watch(0, () => {}), /closed/);
+});
+
+Deno.test("`EventLoop.close()` while running stops the loop and releases its fds", async () => {
+  const before = openFdCount();
+  const loop = new EventLoop();
+  const running = loop.run();
+  setTimeout(() => loop.close(), 10);
+  await running;
+  assert.equal(openFdCount(), before);
+});
+
+Deno.test("`EventLoop` drops events of an fd unwatched and reused within the same batch", async () => {
+  const before = openFdCount();
+  const loop = new EventLoop();
+  const first = EventFd.create();
+  const second = EventFd.create();
+  let replacement: EventFd | null = null;
+  let reusedNumber = -1;
+  let replacementCalls = 0;
+  let originalCalls = 0;
+
+  // Whichever of the two runs first closes the other and watches a new eventfd that
+  // takes over the closed number; the other's event, fetched in the same wait, must
+  // not reach the replacement's handler.
+  const handlerFor = (mine: EventFd, other: EventFd) => () => {
+    originalCalls++;
+    mine.drain();
+    if (replacement !== null) return;
+    reusedNumber = other.fd;
+    loop.unwatch(other.fd);
+    other.close();
+    replacement = EventFd.create();
+    loop.watch(replacement.fd, () => replacementCalls++);
+    setTimeout(() => loop.stop(), 30);
+  };
+  loop.watch(first.fd, handlerFor(first, second));
+  loop.watch(second.fd, handlerFor(second, first));
+  first.signal();
+  second.signal();
+  await loop.run();
+
+  assert.ok(replacement !== null);
+  const created: EventFd = replacement;
+  assert.equal(created.fd, reusedNumber, "the new eventfd reuses the closed number");
+  assert.equal(originalCalls, 1, "the closed fd's handler did not run either");
+  assert.equal(replacementCalls, 0, "the stale event did not reach the new owner");
+  loop.close();
+  first.close();
+  second.close();
+  created.close();
+  assert.equal(openFdCount(), before);
+});
+
+Deno.test("`EventLoop` drops events fetched by a wait in flight for an fd closed and reused meanwhile", async () => {
+  const before = openFdCount();
+  const loop = new EventLoop();
+  const event = EventFd.create();
+  const stopper = EventFd.create();
+  let staleCalls = 0;
+  let reuseCalls = 0;
+  loop.watch(event.fd, () => staleCalls++);
+  loop.watch(stopper.fd, () => loop.stop());
+  const running = loop.run(); // parks in the asynchronous wait
+  event.signal();
+  // Give the wait's worker thread time to return the event before the JS side sees it.
+  const until = performance.now() + 5;
+  while (performance.now() < until) { /* spin: the result must arrive while we hold the thread */ }
+  const number = event.fd;
+  loop.unwatch(number);
+  event.close();
+  const reuse = EventFd.create();
+  assert.equal(reuse.fd, number, "the new eventfd reuses the closed number");
+  loop.watch(reuse.fd, () => reuseCalls++);
+  setTimeout(() => stopper.signal(), 20);
+  await running;
+  assert.equal(staleCalls, 0);
+  assert.equal(reuseCalls, 0, "the old file's event did not reach the new owner");
+  loop.close();
+  reuse.close();
+  stopper.close();
+  assert.equal(openFdCount(), before);
+});
+
+Deno.test("`EventLoop` logs a throwing handler and keeps dispatching", async () => {
+  const before = openFdCount();
+  const lines: string[] = [];
+  log.setSink((_level: LogLevel, line: string) => lines.push(line));
+  try {
+    const loop = new EventLoop();
+    const bad = EventFd.create();
+    const good = EventFd.create();
+    let goodCalls = 0;
+    loop.watch(bad.fd, () => {
+      bad.drain();
+      throw new Error("handler exploded");
+    });
+    loop.watch(good.fd, () => {
+      good.drain();
+      goodCalls++;
+      if (goodCalls === 2) loop.stop();
+      else setTimeout(() => good.signal(), 5);
+    });
+    bad.signal();
+    good.signal();
+    await loop.run();
+    assert.equal(goodCalls, 2);
+    assert.equal(lines.length, 1);
+    assert.match(lines[0], new RegExp(`handler for fd ${bad.fd} threw: Error: handler exploded`));
+    loop.close();
+    bad.close();
+    good.close();
+  } finally {
+    log.setSink(stderrSink);
+  }
+  assert.equal(openFdCount(), before);
+});
+
+Deno.test("`EventLoop.modify()` switches a socket to writable events and reports hang-up", async () => {
+  const before = openFdCount();
+  const loop = new EventLoop();
+  const [a, b] = UnixStream.pair(true);
+  const seen: number[] = [];
+  loop.watch(a.fd, (events) => {
+    seen.push(events);
+    if (seen.length === 1) {
+      loop.modify(a.fd, EVENT_WRITABLE);
+    } else if (seen.length === 2) {
+      loop.modify(a.fd, EVENT_READABLE);
+      b.close();
+    } else {
+      loop.stop();
+    }
+  });
+  b.send(new Uint8Array([1]));
+  await loop.run();
+  assert.equal(seen[0], EVENT_READABLE);
+  assert.equal(seen[1] & EVENT_WRITABLE, EVENT_WRITABLE);
+  assert.equal(seen[2] & EVENT_HANGUP, EVENT_HANGUP);
+  assert.throws(() => loop.modify(12345, EVENT_READABLE), /not watched/);
+  loop.unwatch(a.fd);
+  loop.unwatch(a.fd);
+  assert.equal(loop.isWatching(a.fd), false);
+  loop.close();
+  a.close();
+  assert.equal(openFdCount(), before);
+});
+
+Deno.test("`EventLoop.run()` leaves Deno's own async sockets working", async () => {
+  const before = openFdCount();
+  const loop = new EventLoop();
+  const tick = EventFd.create();
+  let ticks = 0;
+  loop.watch(tick.fd, () => {
+    tick.drain();
+    ticks++;
+  });
+  const running = loop.run();
+
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const echo = (async () => {
+    const connection = await listener.accept();
+    const buf = new Uint8Array(1024);
+    for (let n = await connection.read(buf); n !== null; n = await connection.read(buf)) {
+      await connection.write(buf.subarray(0, n));
+    }
+    connection.close();
+  })();
+  const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+  const reply = new Uint8Array(5);
+  for (let round = 0; round < 20; round++) {
+    tick.signal();
+    await client.write(new TextEncoder().encode(`msg${round % 10}!`));
+    let got = 0;
+    while (got < 5) {
+      const n = await client.read(reply.subarray(got));
+      assert.ok(n !== null);
+      got += n;
+    }
+    assert.equal(new TextDecoder().decode(reply), `msg${round % 10}!`);
+  }
+  client.close();
+  await echo;
+  listener.close();
+  tick.signal();
+  while (ticks < 20) await new Promise((resolve) => setTimeout(resolve, 1));
+  loop.stop();
+  await running;
+  assert.ok(ticks >= 20, `loop handled ${ticks} ticks`);
+  loop.close();
+  tick.close();
+  assert.equal(openFdCount(), before);
+});
+
+Deno.test("`EventLoop.watch()` refuses a closed fd and replaces a second watch of one fd", () => {
+  const loop = new EventLoop();
+  const event = EventFd.create();
+  const fd = event.fd;
+  loop.watch(fd, () => {});
+  loop.watch(fd, () => {});
+  assert.equal(loop.size, 1);
+  loop.unwatch(fd);
+  event.close();
+  assert.throws(() => loop.watch(fd, () => {}), /EBADF/);
+  assert.equal(loop.isWatching(fd), false);
+  loop.close();
+});
