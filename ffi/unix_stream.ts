@@ -74,11 +74,12 @@ export class UnixStream {
   }
 
   /**
-   * Reads into `buf`. Returns the byte count, 0 when the peer closed the
+   * Reads into `buf` (not empty). Returns the byte count, 0 when the peer closed the
    * connection, -1 when a nonblocking socket has nothing now.
    * @throws NativeError for other failures (e.g. ECONNRESET)
    */
   recv(buf: Uint8Array): number {
+    if (buf.byteLength === 0) throw new RangeError("Cannot recv into an empty buffer");
     const rc = helper().tp_read(this.#openFd("recv"), buf, buf.byteLength);
     if (rc >= 0) return rc;
     if (rc === -Errno.EAGAIN) return -1;
@@ -92,6 +93,7 @@ export class UnixStream {
    * @throws NativeError for failures other than would-block
    */
   recvWithFds(buf: Uint8Array, maxFds: number): ReceivedMessage {
+    if (buf.byteLength === 0) throw new RangeError("Cannot recv into an empty buffer");
     if (!Number.isInteger(maxFds) || maxFds < 0) {
       throw new RangeError(`Cannot receive ${maxFds} fds: not a non-negative integer`);
     }

@@ -94,7 +94,9 @@ export class EventLoop {
   }
 
   /**
-   * Calls `handler` whenever `fd` has any of `events` (level-triggered). Watching an
+   * Calls `handler` whenever `fd` has any of `events` (level-triggered: it is called
+   * again on every wake-up while the condition lasts). EVENT_HANGUP and EVENT_ERROR
+   * are always reported and keep coming until the fd is unwatched. Watching an
    * fd that is already watched replaces the old watch: its number must have been
    * closed and reused, and the old owner's pending events are dropped.
    * @throws NativeError if epoll refuses the fd (EBADF, EPERM for regular files)
