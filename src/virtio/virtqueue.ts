@@ -431,7 +431,7 @@ export class SplitVirtqueue {
    * @returns true when the guest was notified
    */
   publish(): boolean {
-    if (this.#unpublished === 0 || this.#broken) return false;
+    if (this.#unpublished === 0) return false; // a broken queue still returns what it consumed
     this.#unpublished = 0;
     // Elements were stored before this index store; x86-64 keeps stores in order.
     this.#used.setUint16(USED_IDX, this.#usedIdx, true);
