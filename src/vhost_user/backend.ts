@@ -816,15 +816,21 @@ export class VhostUserBackend {
       features: this.#negotiated,
       notifyGuest: vring.notifyGuest,
     };
-    vring.started = true;
     const kick = vring.kick;
     const index = vring.index;
     const datapath = this.#env.datapath;
-    vring.unwatchKick = this.#env.watchReadable(kick.fd, (kickNow) => {
+    const unwatch = this.#env.watchReadable(kick.fd, (kickNow) => {
       kick.drain();
       datapath.kick(index, kickNow);
     });
-    datapath.startVring(ring, now);
+    try {
+      datapath.startVring(ring, now);
+    } catch (error) {
+      unwatch();
+      throw error;
+    }
+    vring.started = true;
+    vring.unwatchKick = unwatch;
     this.#env.log.debug(
       `vhost-user: ring ${index} started: size ${vring.size}, base ${vring.base}`,
     );

@@ -1,0 +1,262 @@
+/**
+ * One vhost-user connection served on the daemon's event loop: reads messages from
+ * the nonblocking control socket, feeds them to the backend state machine, and
+ * releases everything (rings, views, mappings, fds, watches) when the front-end goes
+ * away or breaks the protocol. This is the daemon's SessionFactory for
+ * `--vhost-user` mode.
+ *
+ * @module
+ */
+
+import { EventFd } from "../../ffi/event_fd.ts";
+import { MappedMemory } from "../../ffi/mapped_memory.ts";
+import { closeFd } from "../../ffi/process.ts";
+import type { UnixStream } from "../../ffi/unix_stream.ts";
+import { log as defaultLog, type Logger } from "../log/logger.ts";
+import { EVENT_ERROR, EVENT_HANGUP, type EventLoop } from "../loop/event_loop.ts";
+import type { FrontendSession, SessionFactory } from "../daemon/frontend_session.ts";
+import { InvalidStateError, VhostUserBackend } from "./backend.ts";
+import type { BackendEnvironment, Notifier } from "./backend_environment.ts";
+import type { Mapping } from "./guest_memory_map.ts";
+import {
+  type MessageChannel,
+  MessageFramer,
+  ProtocolError,
+  type ReceiveOutcome,
+  ReplyWriter,
+} from "./message_codec.ts";
+import { MAX_FDS_PER_MESSAGE, requestName } from "./protocol.ts";
+import type { VringDatapath } from "./vring_datapath.ts";
+
+/** Creates the datapath behind one session (a recording double in tests). */
+export type DatapathFactory = () => VringDatapath;
+
+/** Optional hooks and settings of a session. */
+export interface VhostUserSessionOptions {
+  /** Where log lines go (the process-wide logger by default). */
+  readonly logger?: Logger;
+  /** The front-end asked to announce the guest (SEND_RARP). */
+  readonly onRarp?: (mac: Uint8Array, now: number) => void;
+  /** The front-end set the MTU (NET_SET_MTU). */
+  readonly onMtu?: (mtu: number, now: number) => void;
+  /** Called once with the session's end reason (tests, statistics). */
+  readonly onClose?: (reason: string) => void;
+}
+
+/** Messages handled per readable event, so that one front-end cannot starve the loop. */
+const MAX_MESSAGES_PER_EVENT = 64;
+
+let sessionCounter = 0;
+
+/** The control socket as a {@link MessageChannel}. */
+class SocketChannel implements MessageChannel {
+  readonly #connection: UnixStream;
+
+  constructor(connection: UnixStream) {
+    this.#connection = connection;
+  }
+
+  receive(into: Uint8Array, fds: number[]): ReceiveOutcome {
+    const got = this.#connection.recvWithFds(into, MAX_FDS_PER_MESSAGE);
+    for (const fd of got.fds) fds.push(fd);
+    if (got.fdsDropped) {
+      throw new ProtocolError(
+        0,
+        `more than ${MAX_FDS_PER_MESSAGE} fds came with one message (the extra ones were closed)`,
+      );
+    }
+    if (got.bytes < 0) return { kind: "pending" };
+    if (got.bytes === 0) return { kind: "eof" };
+    return { kind: "data", bytes: got.bytes };
+  }
+
+  // Never waits: a reply that does not fit the socket buffer now is an error (a
+  // front-end that does not read its replies), not a reason to block the loop.
+  send(data: Uint8Array): void {
+    const written = this.#connection.send(data);
+    if (written === data.length) return;
+    throw new Error(
+      written < 0
+        ? `socket buffer full (EAGAIN) with ${data.length} bytes to send`
+        : `short write of ${written} of ${data.length} bytes`,
+    );
+  }
+}
+
+/** An eventfd received from the front-end. */
+class ReceivedEventFd implements Notifier {
+  readonly fd: number;
+  readonly #eventFd: EventFd;
+
+  constructor(fd: number) {
+    this.fd = fd;
+    this.#eventFd = EventFd.fromFd(fd);
+  }
+
+  signal(): void {
+    this.#eventFd.signal();
+  }
+
+  drain(): void {
+    this.#eventFd.drain();
+  }
+
+  close(): void {
+    this.#eventFd.close();
+  }
+}
+
+function mapRegion(fd: number, size: number, offset: number): Mapping {
+  const memory = MappedMemory.map(fd, size, offset);
+  return { bytes: memory.bytes, unmap: () => memory.close() };
+}
+
+class VhostUserSession implements FrontendSession {
+  readonly closed: Promise<void>;
+  readonly #connection: UnixStream;
+  readonly #loop: EventLoop;
+  readonly #log: Logger;
+  readonly #label: string;
+  readonly #options: VhostUserSessionOptions;
+  readonly #framer: MessageFramer;
+  readonly #replies: ReplyWriter;
+  readonly #backend: VhostUserBackend;
+  readonly #socketFd: number;
+  #resolve!: () => void;
+  #done = false;
+
+  constructor(
+    connection: UnixStream,
+    loop: EventLoop,
+    datapath: VringDatapath,
+    options: VhostUserSessionOptions,
+  ) {
+    this.#connection = connection;
+    this.#loop = loop;
+    this.#options = options;
+    this.#log = options.logger ?? defaultLog;
+    this.#label = `vhost-user #${++sessionCounter}`;
+    this.closed = new Promise((resolve) => (this.#resolve = resolve));
+    const channel = new SocketChannel(connection);
+    this.#framer = new MessageFramer(channel);
+    this.#replies = new ReplyWriter(channel);
+    const env: BackendEnvironment = {
+      datapath,
+      map: mapRegion,
+      notifier: (fd) => new ReceivedEventFd(fd),
+      closeFd: (fd) => this.#closeFd(fd),
+      watchReadable: (fd, onReadable) => this.#watchKick(fd, onReadable),
+      log: this.#log,
+      onRarp: options.onRarp,
+      onMtu: options.onMtu,
+    };
+    this.#backend = new VhostUserBackend(env);
+    connection.setNonBlocking(true);
+    this.#socketFd = connection.fd;
+    loop.watch(this.#socketFd, (events, now) => this.#onSocket(events, now));
+    this.#log.info(`${this.#label}: front-end connected`);
+  }
+
+  close(): void {
+    this.#finish("closed by the daemon", "info");
+  }
+
+  #onSocket(events: number, now: number): void {
+    if (this.#done) return;
+    try {
+      for (let i = 0; i < MAX_MESSAGES_PER_EVENT; i++) {
+        const outcome = this.#framer.poll();
+        if (outcome.kind === "pending") {
+          if ((events & EVENT_ERROR) !== 0) {
+            return this.#finish("socket error on the control connection", "warn");
+          }
+          return;
+        }
+        if (outcome.kind === "eof") {
+          return this.#finish(outcome.detail, outcome.midMessage ? "warn" : "info");
+        }
+        this.#backend.handle(outcome.message, now, this.#replies);
+      }
+    } catch (error) {
+      this.#fail(error);
+    }
+  }
+
+  #watchKick(fd: number, onReadable: (now: number) => void): () => void {
+    this.#loop.watch(fd, (events, now) => {
+      if (this.#done) return;
+      try {
+        if ((events & (EVENT_HANGUP | EVENT_ERROR)) !== 0) {
+          throw new Error(
+            `kick fd ${fd} reported ${events & EVENT_ERROR ? "an error" : "hang-up"}`,
+          );
+        }
+        onReadable(now);
+      } catch (error) {
+        this.#fail(error);
+      }
+    });
+    return () => this.#loop.unwatch(fd);
+  }
+
+  #fail(error: unknown): void {
+    if (error instanceof InvalidStateError) {
+      this.#finish(`protocol error: ${error.message}`, "error");
+    } else if (error instanceof ProtocolError) {
+      this.#finish(
+        `protocol error: ${error.message} (state ${this.#backend.state}${
+          error.request ? `, request ${requestName(error.request)}` : ""
+        })`,
+        "error",
+      );
+    } else {
+      const message = error instanceof Error ? error.message : String(error);
+      this.#finish(`failed: ${message} (state ${this.#backend.state})`, "error");
+    }
+  }
+
+  #closeFd(fd: number): void {
+    try {
+      closeFd(fd);
+    } catch (error) {
+      this.#log.warn(`${this.#label}: closing fd ${fd} failed: ${(error as Error).message}`);
+    }
+  }
+
+  #finish(reason: string, level: "info" | "warn" | "error"): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#log.write(level, `${this.#label}: closing the connection: ${reason}`);
+    this.#loop.unwatch(this.#socketFd);
+    try {
+      this.#backend.shutdown();
+    } catch (error) {
+      this.#log.error(`${this.#label}: releasing the session failed: ${(error as Error).message}`);
+    }
+    for (const fd of this.#framer.takeOrphanFds()) this.#closeFd(fd);
+    this.#connection.close();
+    this.#options.onClose?.(reason);
+    this.#resolve();
+  }
+}
+
+/**
+ * Starts serving a vhost-user front-end on `connection`: the daemon's
+ * {@link SessionFactory} once `datapathFactory` is bound (see {@link vhostUserSessionFactory}).
+ */
+export function createVhostUserSession(
+  connection: UnixStream,
+  loop: EventLoop,
+  datapathFactory: DatapathFactory,
+  options: VhostUserSessionOptions = {},
+): FrontendSession {
+  return new VhostUserSession(connection, loop, datapathFactory(), options);
+}
+
+/** The {@link SessionFactory} for `--vhost-user` mode over `datapathFactory`. */
+export function vhostUserSessionFactory(
+  datapathFactory: DatapathFactory,
+  options: VhostUserSessionOptions = {},
+): SessionFactory {
+  return (connection, loop) => createVhostUserSession(connection, loop, datapathFactory, options);
+}

@@ -1,0 +1,59 @@
+/**
+ * Runs a vhost-user session in this process on its own event loop, connected to a
+ * {@link VhostUserFrontend} through a socketpair: the quickest way to test the
+ * control plane and datapath together over a real socket with real fds.
+ *
+ * @module
+ */
+
+import { UnixStream } from "../../ffi/unix_stream.ts";
+import { Logger } from "../../src/log/logger.ts";
+import { EventLoop } from "../../src/loop/event_loop.ts";
+import type { FrontendSession } from "../../src/daemon/frontend_session.ts";
+import { createVhostUserSession } from "../../src/vhost_user/session.ts";
+import type { VringDatapath } from "../../src/vhost_user/vring_datapath.ts";
+import { VhostUserFrontend } from "./vhost_user_frontend.ts";
+
+/** A running loop that sessions can be attached to. */
+export class InProcessBackend {
+  readonly loop = new EventLoop();
+  readonly lines: string[] = [];
+  readonly logger = new Logger();
+  readonly #running: Promise<void>;
+  readonly sessions: FrontendSession[] = [];
+
+  constructor() {
+    this.logger.setLevel("debug");
+    this.logger.setSink((level, line) => this.lines.push(`${level}: ${line}`));
+    this.#running = this.loop.run();
+  }
+
+  /** Connects a new front-end to a new session over `datapath`. */
+  connect(datapath: VringDatapath): { frontend: VhostUserFrontend; session: FrontendSession } {
+    const [ours, theirs] = UnixStream.pair(true);
+    let session: FrontendSession;
+    try {
+      session = createVhostUserSession(theirs, this.loop, () => datapath, { logger: this.logger });
+    } catch (error) {
+      ours.close();
+      theirs.close();
+      throw error;
+    }
+    this.sessions.push(session);
+    return { frontend: new VhostUserFrontend(ours), session };
+  }
+
+  /** Lines logged at `level` ("error", "warn"...). */
+  linesAt(level: string): string[] {
+    return this.lines.filter((line) => line.startsWith(`${level}: `));
+  }
+
+  /** Closes every session and the loop. */
+  async close(): Promise<void> {
+    for (const session of this.sessions) session.close();
+    await Promise.all(this.sessions.map((s) => s.closed));
+    this.loop.stop();
+    await this.#running;
+    this.loop.close();
+  }
+}

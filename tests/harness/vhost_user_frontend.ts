@@ -1,0 +1,396 @@
+/**
+ * A vhost-user FRONT-END in TypeScript, standing in for QEMU in tests: it shares
+ * memfd guest memory, lays out the rings, creates kick/call eventfds, negotiates in
+ * QEMU 7.2's order for virtio-net, and lets tests push TX frames, post RX buffers,
+ * kick, wait for calls and read used rings. It talks over a real unix socket to an
+ * in-process session (socketpair) or to the daemon (bin/tpasst --vhost-user).
+ *
+ * All waits are asynchronous polls with a deadline so that an in-process backend on
+ * the same JS thread keeps running.
+ *
+ * @module
+ */
+
+import { EventFd } from "../../ffi/event_fd.ts";
+import { UnixStream } from "../../ffi/unix_stream.ts";
+import {
+  encodeRequest,
+  memTablePayload,
+  singleRegionPayload,
+  u64Payload,
+  vringAddrPayload,
+  vringStatePayload,
+} from "../../src/vhost_user/request_encoder.ts";
+import {
+  featureBit,
+  FLAGS_REPLY,
+  HEADER_SIZE,
+  ProtocolFeature,
+  Request,
+  requestName,
+  VHOST_USER_F_PROTOCOL_FEATURES,
+  VIRTIO_F_EVENT_IDX,
+  VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_VERSION_1,
+  VIRTIO_NET_F_MRG_RXBUF,
+  VIRTIO_NET_F_MTU,
+} from "../../src/vhost_user/protocol.ts";
+import { HarnessMemory, type HarnessMemoryOptions } from "./harness_memory.ts";
+import { type HarnessUsed, HarnessVring, ringFootprint } from "./harness_vring.ts";
+
+/** virtio-net header with VERSION_1 (num_buffers included), virtio 1.2 §5.1.6. */
+export const NET_HEADER_SIZE = 12;
+/** virtio-net receive queue (virtio 1.2 §5.1.2). */
+export const RX = 0;
+/** virtio-net transmit queue. */
+export const TX = 1;
+
+/** Features a QEMU 7.2 virtio-net front-end would ack from our offer (no MTU unless asked). */
+export const QEMU_NET_FEATURES: bigint = featureBit(VIRTIO_F_VERSION_1) |
+  featureBit(VIRTIO_NET_F_MRG_RXBUF) | featureBit(VIRTIO_F_EVENT_IDX) |
+  featureBit(VIRTIO_F_INDIRECT_DESC);
+
+/** How to negotiate. */
+export interface NegotiateOptions {
+  /** Use VHOST_USER_F_PROTOCOL_FEATURES (default true). */
+  readonly protocolFeatures?: boolean;
+  /** Ack REPLY_ACK and ask for replies where QEMU does (default true). */
+  readonly replyAck?: boolean;
+  /** Ack CONFIGURE_MEM_SLOTS: memory goes as ADD_MEM_REG per region (default true). */
+  readonly memSlots?: boolean;
+  /** Virtio features to ack (default {@link QEMU_NET_FEATURES}). */
+  readonly features?: bigint;
+  /** Ring size (default 256). */
+  readonly ringSize?: number;
+  /** NET_SET_MTU value to send, if any. */
+  readonly mtu?: number;
+  /** Send SET_VRING_ENABLE 1 at the end (default true). */
+  readonly enable?: boolean;
+}
+
+/** A decoded reply. */
+export interface Reply {
+  readonly request: number;
+  readonly flags: number;
+  readonly payload: DataView;
+}
+
+/** How long a wait may take before the harness gives up (a hang, not a timing check). */
+export const DEFAULT_WAIT_MS = 5000;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** One front-end connection. */
+export class VhostUserFrontend {
+  readonly connection: UnixStream;
+  readonly memory: HarnessMemory;
+  readonly kicks: EventFd[] = [];
+  readonly calls: EventFd[] = [];
+  readonly errs: EventFd[] = [];
+  vrings: HarnessVring[] = [];
+  /** Protocol features acked in the negotiation. */
+  protocolFeatures = 0n;
+  /** The backend's GET_FEATURES answer. */
+  offeredFeatures = 0n;
+  /** Requests sent, for tests that compare the order with QEMU's. */
+  readonly sentLog: string[] = [];
+  #buffer = new Uint8Array(4096);
+  #fill = 0;
+  #bumpNext = 0;
+  #closed = false;
+
+  /** Wraps a connected stream (made nonblocking). */
+  constructor(connection: UnixStream, memoryOptions: HarnessMemoryOptions = {}) {
+    this.connection = connection;
+    connection.setNonBlocking(true);
+    this.memory = new HarnessMemory(memoryOptions);
+    for (let i = 0; i < 2; i++) {
+      this.kicks.push(EventFd.create());
+      this.calls.push(EventFd.create());
+      this.errs.push(EventFd.create());
+    }
+  }
+
+  /** Connects to a listening backend at `path`. */
+  static connect(path: string, memoryOptions: HarnessMemoryOptions = {}): VhostUserFrontend {
+    return new VhostUserFrontend(UnixStream.connect(path), memoryOptions);
+  }
+
+  /** Sends raw bytes with optional fds (fuzzing, malformed messages). */
+  sendRaw(bytes: Uint8Array, fds: number[] = []): void {
+    let offset = 0;
+    let first = true;
+    while (offset < bytes.length) {
+      const chunk = bytes.subarray(offset);
+      const n = first && fds.length > 0
+        ? this.connection.sendWithFds(chunk, fds)
+        : this.connection.send(chunk);
+      if (n < 0) {
+        throw new Error(`cannot send: socket full after ${offset} of ${bytes.length} bytes`);
+      }
+      if (n > 0) first = false;
+      offset += n;
+    }
+  }
+
+  /** Sends one request. */
+  send(request: number, payload?: Uint8Array, fds: number[] = [], needReply = false): void {
+    this.sentLog.push(requestName(request));
+    this.sendRaw(encodeRequest(request, payload, { needReply }), fds);
+  }
+
+  /**
+   * Waits for one reply.
+   * @throws Error on EOF, a malformed reply or after `timeoutMs`
+   */
+  async reply(expectedRequest: number, timeoutMs = DEFAULT_WAIT_MS): Promise<Reply> {
+    const deadline = performance.now() + timeoutMs;
+    while (true) {
+      if (this.#fill >= HEADER_SIZE) {
+        const view = new DataView(this.#buffer.buffer);
+        const size = view.getUint32(8, true);
+        if (size > 256) throw new Error(`reply size ${size} is implausible`);
+        if (this.#fill >= HEADER_SIZE + size) {
+          const request = view.getUint32(0, true);
+          const flags = view.getUint32(4, true);
+          const payload = new DataView(this.#buffer.slice(HEADER_SIZE, HEADER_SIZE + size).buffer);
+          this.#buffer.copyWithin(0, HEADER_SIZE + size, this.#fill);
+          this.#fill -= HEADER_SIZE + size;
+          if (request !== expectedRequest || (flags & FLAGS_REPLY) === 0) {
+            throw new Error(
+              `expected a reply to ${requestName(expectedRequest)}, got ${
+                requestName(request)
+              } flags ${flags}`,
+            );
+          }
+          return { request, flags, payload };
+        }
+      }
+      const n = this.connection.recv(this.#buffer.subarray(this.#fill));
+      if (n === 0) {
+        throw new Error(`backend closed the connection awaiting ${requestName(expectedRequest)}`);
+      }
+      if (n > 0) {
+        this.#fill += n;
+        continue;
+      }
+      if (performance.now() > deadline) {
+        throw new Error(`no reply to ${requestName(expectedRequest)} within ${timeoutMs} ms`);
+      }
+      await sleep(1);
+    }
+  }
+
+  /** Sends a request and returns the u64 of its reply. */
+  async requestU64(request: number, payload?: Uint8Array, needReply = false): Promise<bigint> {
+    this.send(request, payload, [], needReply);
+    return (await this.reply(request)).payload.getBigUint64(0, true);
+  }
+
+  /** Sends a request; with REPLY_ACK negotiated asks for and checks the ack. */
+  async requestAcked(request: number, payload?: Uint8Array, fds: number[] = []): Promise<void> {
+    const ack = (this.protocolFeatures & featureBit(ProtocolFeature.REPLY_ACK)) !== 0n;
+    this.send(request, payload, fds, ack);
+    if (!ack) return;
+    const status = (await this.reply(request)).payload.getBigUint64(0, true);
+    if (status !== 0n) {
+      throw new Error(`${requestName(request)} failed: REPLY_ACK status ${status}`);
+    }
+  }
+
+  /**
+   * Negotiates like QEMU 7.2's vhost-user-net (vhost_user_backend_init, vhost_dev_init,
+   * vhost_dev_start, vhost_net_start): features, protocol features, memory slots, owner,
+   * error notifiers, features ack, memory, then per ring NUM, BASE, ADDR, KICK, CALL,
+   * and finally SET_VRING_ENABLE.
+   */
+  async negotiate(options: NegotiateOptions = {}): Promise<void> {
+    const useProtocol = options.protocolFeatures ?? true;
+    const ringSize = options.ringSize ?? 256;
+    this.offeredFeatures = await this.requestU64(Request.GET_FEATURES);
+    const hasProtocol = (this.offeredFeatures & featureBit(VHOST_USER_F_PROTOCOL_FEATURES)) !== 0n;
+    let wantProtocol = 0n;
+    if (useProtocol && hasProtocol) {
+      const offered = await this.requestU64(Request.GET_PROTOCOL_FEATURES);
+      wantProtocol = offered & (featureBit(ProtocolFeature.RARP) | featureBit(ProtocolFeature.MTU));
+      if (options.replyAck ?? true) wantProtocol |= offered & featureBit(ProtocolFeature.REPLY_ACK);
+      if (options.memSlots ?? true) {
+        wantProtocol |= offered & featureBit(ProtocolFeature.CONFIGURE_MEM_SLOTS);
+      }
+      this.send(Request.SET_PROTOCOL_FEATURES, u64Payload(wantProtocol));
+      this.protocolFeatures = wantProtocol;
+      if ((wantProtocol & featureBit(ProtocolFeature.CONFIGURE_MEM_SLOTS)) !== 0n) {
+        const slots = await this.requestU64(Request.GET_MAX_MEM_SLOTS);
+        if (slots < 2n) throw new Error(`backend offers only ${slots} memory slots`);
+      }
+    }
+    this.send(Request.SET_OWNER);
+    await this.requestU64(Request.GET_FEATURES);
+    for (const i of [RX, TX]) {
+      this.send(Request.SET_VRING_ERR, u64Payload(i), [this.errs[i].fd]);
+    }
+    if (options.mtu !== undefined) {
+      await this.requestAcked(Request.NET_SET_MTU, u64Payload(options.mtu));
+    }
+    let features = options.features ?? QEMU_NET_FEATURES;
+    if (useProtocol && hasProtocol) features |= featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
+    if (options.mtu !== undefined) features |= featureBit(VIRTIO_NET_F_MTU);
+    this.send(Request.SET_FEATURES, u64Payload(features));
+    await this.shareMemory();
+    this.vrings = [];
+    for (const i of [RX, TX]) {
+      const base = 0x10000 + i * ringFootprint(ringSize);
+      const vring = new HarnessVring(this.memory, base, ringSize);
+      this.vrings.push(vring);
+      this.send(Request.SET_VRING_NUM, vringStatePayload(i, ringSize));
+      this.send(Request.SET_VRING_BASE, vringStatePayload(i, 0));
+      this.send(
+        Request.SET_VRING_ADDR,
+        vringAddrPayload(i, {
+          descriptor: this.memory.userAddress(vring.areas.descriptor),
+          used: this.memory.userAddress(vring.areas.used),
+          available: this.memory.userAddress(vring.areas.available),
+        }),
+      );
+      this.send(Request.SET_VRING_KICK, u64Payload(i), [this.kicks[i].fd]);
+      this.send(Request.SET_VRING_CALL, u64Payload(i), [this.calls[i].fd]);
+    }
+    this.#bumpNext = 0x10000 + 2 * ringFootprint(ringSize);
+    if (useProtocol && hasProtocol && (options.enable ?? true)) {
+      for (const i of [RX, TX]) this.send(Request.SET_VRING_ENABLE, vringStatePayload(i, 1));
+    }
+    // a round trip makes sure everything above was processed
+    await this.requestU64(Request.GET_FEATURES);
+  }
+
+  /** Shares both memory regions: ADD_MEM_REG each with CONFIGURE_MEM_SLOTS, else SET_MEM_TABLE. */
+  async shareMemory(): Promise<void> {
+    const regions = this.memory.regions;
+    if ((this.protocolFeatures & featureBit(ProtocolFeature.CONFIGURE_MEM_SLOTS)) !== 0n) {
+      for (const region of regions) {
+        await this.requestAcked(
+          Request.ADD_MEM_REG,
+          singleRegionPayload(region.description),
+          [region.memfd.fd],
+        );
+      }
+    } else {
+      await this.requestAcked(
+        Request.SET_MEM_TABLE,
+        memTablePayload(regions.map((r) => r.description)),
+        regions.map((r) => r.memfd.fd),
+      );
+    }
+  }
+
+  /** Stops ring `index` (GET_VRING_BASE) and returns the backend's next avail index. */
+  async stopRing(index: number): Promise<number> {
+    this.send(Request.GET_VRING_BASE, vringStatePayload(index, 0));
+    const reply = await this.reply(Request.GET_VRING_BASE);
+    return reply.payload.getUint32(4, true);
+  }
+
+  /** Allocates `length` bytes of buffer space in region 1 (wraps around when full). */
+  allocate(length: number): number {
+    const region = this.memory.regions[1].description;
+    let offset = Math.ceil(this.#bumpNext / 64) * 64;
+    if (offset + length > region.size) offset = 0;
+    this.#bumpNext = offset + length;
+    return region.guestAddress + offset;
+  }
+
+  /** Puts one frame (preceded by a zero virtio-net header) on the TX ring and kicks. */
+  sendFrame(frame: Uint8Array): number {
+    const gpa = this.allocate(NET_HEADER_SIZE + frame.length);
+    const bytes = this.memory.view(gpa, NET_HEADER_SIZE + frame.length);
+    bytes.fill(0, 0, NET_HEADER_SIZE);
+    bytes.set(frame, NET_HEADER_SIZE);
+    const head = this.vrings[TX].offer([{ gpa, length: bytes.length, writable: false }]);
+    if (head === null) throw new Error("TX ring full");
+    this.kicks[TX].signal();
+    return head;
+  }
+
+  /** Posts `count` device-writable RX buffers of `size` bytes and kicks RX. */
+  postRxBuffers(count: number, size = 2048): void {
+    for (let i = 0; i < count; i++) {
+      const gpa = this.allocate(size);
+      if (this.vrings[RX].offer([{ gpa, length: size, writable: true }]) === null) break;
+    }
+    this.kicks[RX].signal();
+  }
+
+  /** Frames received in used RX elements (header stripped; single-buffer frames). */
+  rxFrames(used: readonly HarnessUsed[]): Uint8Array[] {
+    return used.map((element) => {
+      const segment = element.segments[0];
+      return this.memory.view(segment.gpa + NET_HEADER_SIZE, element.length - NET_HEADER_SIZE)
+        .slice();
+    });
+  }
+
+  /** Waits until ring `index` has at least `count` new used elements. */
+  async waitUsed(
+    index: number,
+    count: number,
+    timeoutMs = DEFAULT_WAIT_MS,
+  ): Promise<HarnessUsed[]> {
+    const deadline = performance.now() + timeoutMs;
+    const got: HarnessUsed[] = [];
+    while (true) {
+      got.push(...this.vrings[index].takeUsed());
+      if (got.length >= count) return got;
+      if (performance.now() > deadline) {
+        throw new Error(
+          `ring ${index}: ${got.length} of ${count} used elements within ${timeoutMs} ms`,
+        );
+      }
+      await sleep(1);
+    }
+  }
+
+  /** Waits until the backend signals ring `index`'s call eventfd. */
+  async waitCall(index: number, timeoutMs = DEFAULT_WAIT_MS): Promise<number> {
+    const deadline = performance.now() + timeoutMs;
+    while (true) {
+      const count = this.calls[index].drain();
+      if (count > 0) return count;
+      if (performance.now() > deadline) {
+        throw new Error(`no call on ring ${index} within ${timeoutMs} ms`);
+      }
+      await sleep(1);
+    }
+  }
+
+  /** Waits until the backend closes the connection (EOF); discards anything it sends. */
+  async waitClosed(timeoutMs = DEFAULT_WAIT_MS): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    const scratch = new Uint8Array(4096);
+    while (true) {
+      let n: number;
+      try {
+        n = this.connection.recv(scratch);
+      } catch {
+        return; // ECONNRESET counts as closed
+      }
+      if (n === 0) return;
+      if (n < 0) {
+        if (performance.now() > deadline) {
+          throw new Error(`backend kept the connection open ${timeoutMs} ms`);
+        }
+        await sleep(1);
+      }
+    }
+  }
+
+  /** Closes the connection, the eventfds and the memory; safe twice. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.connection.close();
+    for (const fd of [...this.kicks, ...this.calls, ...this.errs]) fd.close();
+    this.memory.close();
+  }
+}

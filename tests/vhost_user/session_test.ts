@@ -1,0 +1,209 @@
+import assert from "node:assert/strict";
+import { EventFd } from "../../ffi/event_fd.ts";
+import { openFdCount } from "../../ffi/process.ts";
+import { RecordingDatapath } from "../../src/vhost_user/backend_test_doubles.ts";
+import {
+  encodeRequest,
+  memTablePayload,
+  u64Payload,
+  vringAddrPayload,
+  vringStatePayload,
+} from "../../src/vhost_user/request_encoder.ts";
+import { Request } from "../../src/vhost_user/protocol.ts";
+import { InProcessBackend } from "../harness/in_process.ts";
+import { RX, TX, type VhostUserFrontend } from "../harness/vhost_user_frontend.ts";
+
+async function until(condition: () => boolean, what: string): Promise<void> {
+  const deadline = performance.now() + 5000;
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
+
+const variants = [
+  { name: "with REPLY_ACK and memory slots", options: {} },
+  { name: "with REPLY_ACK, SET_MEM_TABLE", options: { memSlots: false } },
+  { name: "without REPLY_ACK", options: { replyAck: false } },
+  { name: "without protocol features", options: { protocolFeatures: false } },
+];
+
+for (const variant of variants) {
+  Deno.test(`\`createVhostUserSession()\` completes QEMU 7.2's negotiation ${variant.name} over a socket`, async () => {
+    const baseline = openFdCount();
+    const backend = new InProcessBackend();
+    const datapath = new RecordingDatapath();
+    const { frontend, session } = backend.connect(datapath);
+    try {
+      await frontend.negotiate(variant.options);
+      assert.deepEqual([...datapath.rings.keys()].sort(), [RX, TX]);
+      const rx = datapath.rings.get(RX)!;
+      // the backend's views are the frontend's memfd memory
+      rx.usedRing[2] = 0x34;
+      assert.equal(frontend.memory.view(frontend.vrings[RX].areas.used + 2, 1)[0], 0x34);
+      const high = frontend.memory.regions[1].description.guestAddress;
+      frontend.memory.view(high + 0x100, 1)[0] = 0x99;
+      assert.equal(rx.memory.view(0x100, high / 2 ** 32, 1)?.[0], 0x99);
+      // kick → datapath.kick with the loop's timestamp; notifyGuest → call eventfd
+      frontend.kicks[TX].signal();
+      await until(
+        () => datapath.events.some((e) => e.call === "kick" && e.index === TX),
+        "TX kick",
+      );
+      datapath.rings.get(TX)!.notifyGuest();
+      assert.ok(await frontend.waitCall(TX) >= 1);
+      assert.equal(await frontend.stopRing(RX), 0);
+      assert.equal(datapath.rings.has(RX), false);
+    } finally {
+      frontend.close();
+      await session.closed;
+      await backend.close();
+    }
+    assert.equal(datapath.rings.size, 0, "rings stopped at disconnect");
+    assert.equal(openFdCount(), baseline, "fd count back to baseline");
+  });
+}
+
+interface BadMessage {
+  name: string;
+  /** Sends the bad message on a negotiated front-end. */
+  send: (frontend: VhostUserFrontend) => void;
+  log: RegExp;
+}
+
+function withEventFds(count: number, use: (fds: number[]) => void): void {
+  const fds = Array.from({ length: count }, () => EventFd.create());
+  try {
+    use(fds.map((e) => e.fd));
+  } finally {
+    for (const e of fds) e.close();
+  }
+}
+
+const badMessages: BadMessage[] = [
+  {
+    name: "queue index out of range (SET_VRING_CALL)",
+    send: (f) => withEventFds(1, (fds) => f.send(Request.SET_VRING_CALL, u64Payload(9), fds)),
+    log: /SET_VRING_CALL: queue index 9 is not below 2/,
+  },
+  {
+    name: "queue index out of range (GET_VRING_BASE)",
+    send: (f) => f.send(Request.GET_VRING_BASE, vringStatePayload(2, 0)),
+    log: /GET_VRING_BASE: queue index 2 is not below 2/,
+  },
+  {
+    name: "ring size not a power of two",
+    send: (f) => {
+      f.send(Request.GET_VRING_BASE, vringStatePayload(0, 0));
+      f.send(Request.SET_VRING_NUM, vringStatePayload(0, 3));
+    },
+    log: /ring 0 size 3 is not a power of two/,
+  },
+  {
+    name: "ring area outside mapped memory",
+    send: (f) => {
+      f.send(Request.GET_VRING_BASE, vringStatePayload(1, 0));
+      f.send(
+        Request.SET_VRING_ADDR,
+        vringAddrPayload(1, { descriptor: 0x1000, used: 0x2000, available: 0x3000 }),
+      );
+    },
+    log: /ring 1 descriptor table 0x1000\+4096 is outside mapped memory/,
+  },
+  {
+    name: "nregions different from the fds sent",
+    send: (f) =>
+      withEventFds(3, (fds) =>
+        f.send(
+          Request.SET_MEM_TABLE,
+          memTablePayload(f.memory.regions.map((r) => r.description)),
+          fds,
+        )),
+    log: /SET_MEM_TABLE: 2 regions but 3 fds/,
+  },
+  {
+    name: "extra fds on a message that takes none",
+    send: (f) => withEventFds(2, (fds) => f.send(Request.GET_QUEUE_NUM, undefined, fds)),
+    log: /GET_QUEUE_NUM: got 2 fds, expected 0/,
+  },
+  {
+    name: "more fds than a message may carry",
+    send: (f) => withEventFds(12, (fds) => f.send(Request.SET_VRING_CALL, u64Payload(0), fds)),
+    log: /more than 8 fds came with one message/,
+  },
+  {
+    name: "payload size wrong for the request",
+    send: (f) => f.sendRaw(encodeRequest(Request.SET_VRING_ADDR, new Uint8Array(24))),
+    log: /SET_VRING_ADDR: payload size 24 is not 40/,
+  },
+  {
+    name: "header size larger than any payload",
+    send: (f) =>
+      f.sendRaw(encodeRequest(Request.GET_FEATURES, new Uint8Array(0), { sizeField: 0x7fffffff })),
+    log: /header payload size 2147483647 exceeds the largest valid 8/,
+  },
+  {
+    name: "ring reconfigured while started",
+    send: (f) => f.send(Request.SET_VRING_NUM, vringStatePayload(1, 64)),
+    log: /SET_VRING_NUM is not valid in state owned: ring 1 is started/,
+  },
+  {
+    name: "unoffered feature bits acked",
+    send: (f) => f.send(Request.SET_FEATURES, u64Payload(1n << 32n | 1n << 40n)),
+    log: /SET_FEATURES: acked feature bits 0x10000000000 were not offered/,
+  },
+  {
+    name: "EOF in mid-message",
+    send: (f) => {
+      f.sendRaw(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(0, 8)).subarray(0, 15));
+      f.connection.shutdown("write");
+    },
+    log: /closed the connection after 3 of 8 payload bytes of SET_VRING_NUM/,
+  },
+];
+
+for (const bad of badMessages) {
+  Deno.test(`\`createVhostUserSession()\` closes the connection on ${bad.name}, logs it once and leaks nothing`, async () => {
+    const baseline = openFdCount();
+    const backend = new InProcessBackend();
+    try {
+      const first = backend.connect(new RecordingDatapath());
+      await first.frontend.negotiate();
+      const before = backend.lines.length;
+      bad.send(first.frontend);
+      await first.frontend.waitClosed();
+      await first.session.closed;
+      const closing = backend.lines.slice(before).filter((l) =>
+        l.includes("closing the connection")
+      );
+      assert.equal(closing.length, 1, `one closing line, got ${JSON.stringify(closing)}`);
+      assert.match(closing[0], bad.log);
+      first.frontend.close();
+      // the next front-end works
+      const datapath = new RecordingDatapath();
+      const second = backend.connect(datapath);
+      await second.frontend.negotiate();
+      assert.equal(datapath.rings.size, 2);
+      second.frontend.close();
+      await second.session.closed;
+    } finally {
+      await backend.close();
+    }
+    assert.equal(openFdCount(), baseline, "fd count back to baseline");
+  });
+}
+
+Deno.test("`createVhostUserSession()` logs a clean disconnect at info level", async () => {
+  const backend = new InProcessBackend();
+  const { frontend, session } = backend.connect(new RecordingDatapath());
+  await frontend.negotiate();
+  frontend.close();
+  await session.closed;
+  await backend.close();
+  assert.ok(
+    backend.linesAt("info").some((l) =>
+      /closing the connection: front-end closed the connection$/.test(l)
+    ),
+  );
+  assert.deepEqual(backend.linesAt("error"), []);
+});
