@@ -43,11 +43,14 @@ export class EventFd {
   }
 
   /**
-   * Adds `value` to the counter, waking readers. A full counter (which already
+   * Adds `value` (1..2^32-1) to the counter, waking readers. A full counter (which already
    * means "signalled") is not an error.
    */
   signal(value = 1): void {
     if (this.#fd < 0) throw new Error("Cannot signal: the eventfd is closed");
+    if (!Number.isInteger(value) || value < 1 || value > 0xffffffff) {
+      throw new RangeError(`Cannot signal ${value}: the increment must be 1..2^32-1`);
+    }
     const rc = helper().tp_eventfd_write(this.#fd, value);
     if (rc < 0 && rc !== -Errno.EAGAIN) throw new NativeError(-rc, `eventfd_write(fd ${this.#fd})`);
   }

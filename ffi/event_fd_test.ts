@@ -13,6 +13,8 @@ Deno.test("`EventFd.drain()` returns the summed signals, then 0", () => {
   event.signal(0xffffffff);
   event.signal(0xffffffff);
   assert.equal(event.drain(), 2 * 0xffffffff);
+  assert.throws(() => event.signal(0), RangeError);
+  assert.throws(() => event.signal(2 ** 32), RangeError);
   event.close();
   event.close();
   assert.throws(() => event.signal(), /closed/);

@@ -230,7 +230,8 @@ int32_t tp_daemon_spawn(const char *extra_args, uint32_t extra_args_len, const i
 		rc = -ENOMEM;
 		goto out_free;
 	}
-	memcpy(extra, extra_args, extra_args_len);
+	if (extra_args_len > 0)
+		memcpy(extra, extra_args, extra_args_len);
 
 	if (pipe2(pipe_fds, O_CLOEXEC) < 0) {
 		rc = -errno;
