@@ -28,6 +28,7 @@ Deno.test("`MappedMemory.map()` mappings of one memfd see each other's writes", 
 });
 
 Deno.test("`MappedMemory.map()` maps more than 4 GiB of a sparse memfd", () => {
+  const before = openFdCount();
   const size = 5 * 2 ** 30;
   const memory = MemFd.create("big", size);
   const whole = MappedMemory.map(memory.fd, size, 0);
@@ -42,6 +43,7 @@ Deno.test("`MappedMemory.map()` maps more than 4 GiB of a sparse memfd", () => {
   high.close();
   whole.close();
   memory.close();
+  assert.equal(openFdCount(), before);
 });
 
 Deno.test("`MappedMemory.map()` rejects a zero size, an unaligned offset and a bad fd", () => {

@@ -12,6 +12,7 @@ import { UnixStream } from "./unix_stream.ts";
 const fixture = new URL("./testdata/daemon_fixture.ts", import.meta.url).pathname;
 
 async function runFixture(scenario: string) {
+  const before = openFdCount();
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--no-prompt", fixture, scenario],
     stdout: "piped",
@@ -19,6 +20,7 @@ async function runFixture(scenario: string) {
   }).output();
   const stderr = new TextDecoder().decode(output.stderr);
   assert.equal(output.code, 0, stderr);
+  assert.equal(openFdCount(), before);
   return JSON.parse(new TextDecoder().decode(output.stdout));
 }
 

@@ -138,6 +138,11 @@ export class EventLoop {
     return this.#watches.has(fd);
   }
 
+  /** True while {@link run} is running. */
+  get running(): boolean {
+    return this.#running;
+  }
+
   /** Number of watched fds. */
   get size(): number {
     return this.#watches.size;

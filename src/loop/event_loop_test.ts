@@ -39,7 +39,10 @@ Deno.test("`EventLoop.stop()` ends a run that is waiting with nothing to do", as
   let called = false;
   loop.watch(event.fd, () => called = true);
   setTimeout(() => loop.stop(), 20);
-  await loop.run();
+  const running = loop.run();
+  assert.equal(loop.running, true);
+  await running;
+  assert.equal(loop.running, false);
   assert.equal(called, false);
   // The loop can run again after a stop.
   setTimeout(() => loop.stop(), 5);
