@@ -105,8 +105,9 @@ OPTIONS
         ~25         exclude port 25 (exclusions alone forward everything else)
 
 EXAMPLES
-    tpasst -f --vhost-user -s /tmp/vm.socket -t 2222:22
-    qemu-system-x86_64 ... -netdev stream,id=s,server=off,addr.type=unix,addr.path=/tmp/tpasst_1.socket
+    tpasst -f -s /tmp/vm.socket -t 2222:22
+    qemu-system-x86_64 ... -device virtio-net-pci,netdev=s \\
+        -netdev stream,id=s,server=off,addr.type=unix,addr.path=/tmp/vm.socket
 
 SEE ALSO
     passt(1), qemu(1)

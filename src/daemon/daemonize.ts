@@ -14,6 +14,7 @@ import { INTERNAL_LISTEN_FD_OPTION, INTERNAL_STATUS_FD_OPTION } from "../config/
 import type { Config } from "../config/config.ts";
 import { log } from "../log/logger.ts";
 import { printQemuHint } from "./announce.ts";
+import { adoptConnectedSocket } from "./inherited_socket.ts";
 import { bindSocket, type BoundSocket, SocketPathError } from "./socket_path.ts";
 
 /** How long the parent waits for the child to report ready. */
@@ -31,6 +32,12 @@ export function daemonize(config: Config): number {
   const keepFds: number[] = [];
   const extraArgs: string[] = [];
   if (config.fd !== null) {
+    try {
+      adoptConnectedSocket(config.fd);
+    } catch (error) {
+      log.error(error instanceof Error ? error.message : String(error));
+      return 1;
+    }
     keepFds.push(config.fd);
   } else {
     try {

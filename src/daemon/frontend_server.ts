@@ -62,9 +62,12 @@ export class FrontendServer {
     this.#loop.watch(listener.fd, () => this.#onAcceptable());
   }
 
-  /** Serves an already connected frontend (`--fd`). */
-  serveConnection(connection: UnixStream): void {
-    this.#startSession(connection);
+  /**
+   * Serves an already connected frontend (`--fd`). Returns false (connection closed,
+   * error logged) if the session could not be set up.
+   */
+  serveConnection(connection: UnixStream): boolean {
+    return this.#startSession(connection);
   }
 
   /**
@@ -110,7 +113,7 @@ export class FrontendServer {
     }
   }
 
-  #startSession(connection: UnixStream): void {
+  #startSession(connection: UnixStream): boolean {
     let session: FrontendSession;
     try {
       session = this.#factory(connection, this.#loop);
@@ -118,7 +121,7 @@ export class FrontendServer {
       log.error(`Cannot start serving the frontend: ${describe(error)}`);
       connection.close();
       if (this.#oneOff) this.#finish("one-off");
-      return;
+      return false;
     }
     this.#session = session;
     this.#sessionsServed++;
@@ -131,6 +134,7 @@ export class FrontendServer {
         log.info("Frontend gone; waiting for the next connection");
       }
     });
+    return true;
   }
 
   #finish(reason: FinishReason): void {

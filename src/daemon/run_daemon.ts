@@ -16,6 +16,7 @@ import type { Config } from "../config/config.ts";
 import { log, type LogSink } from "../log/logger.ts";
 import { EventLoop } from "../loop/event_loop.ts";
 import { printQemuHint } from "./announce.ts";
+import { adoptConnectedSocket } from "./inherited_socket.ts";
 import { FrontendServer } from "./frontend_server.ts";
 import { discardSink, LogFile, prefixedStderrSink, statusSink, teeSink } from "./logging.ts";
 import { removePidFile, writePidFile } from "./pid_file.ts";
@@ -97,7 +98,9 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
     server = new FrontendServer(loop, sessionFactoryFor(config), config.oneOff);
 
     if (config.fd !== null) {
-      server.serveConnection(UnixStream.fromFd(config.fd));
+      if (!server.serveConnection(adoptConnectedSocket(config.fd))) {
+        throw new Error(`Cannot serve the frontend on --fd ${config.fd}`);
+      }
     } else {
       if (config.internal.listenFd !== null) {
         listener = adoptListener(config.internal.listenFd);
