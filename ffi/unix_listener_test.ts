@@ -53,3 +53,13 @@ Deno.test("`UnixStream.connect()` fails with ENOENT or ECONNREFUSED without a li
   Deno.removeSync(dir);
   assert.equal(openFdCount(), before);
 });
+
+Deno.test("`unixSocketInUse()` reports a plain file as free, and listen() then fails", () => {
+  const before = openFdCount();
+  const dir = Deno.makeTempDirSync();
+  Deno.writeTextFileSync(`${dir}/plain`, "not a socket");
+  assert.equal(unixSocketInUse(`${dir}/plain`), false);
+  assert.throws(() => UnixListener.listen(`${dir}/plain`), /EADDRINUSE/);
+  Deno.removeSync(dir, { recursive: true });
+  assert.equal(openFdCount(), before);
+});
