@@ -1,0 +1,80 @@
+/**
+ * The control plane and the datapath together over a real socket: the harness
+ * front-end pushes TX frames and posts RX buffers; the in-process session runs
+ * src/tap/vhost_user_link.ts behind it.
+ */
+import assert from "node:assert/strict";
+import { openFdCount } from "../../ffi/process.ts";
+import type { FrameHandler, GuestLink } from "../../src/tap/frame_transport.ts";
+import { SendResult } from "../../src/tap/frame_transport.ts";
+import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
+import { InProcessBackend } from "../harness/in_process.ts";
+import { RX, TX } from "../harness/vhost_user_frontend.ts";
+
+class CollectingHandler implements FrameHandler {
+  readonly frames: Uint8Array[] = [];
+  link: GuestLink | null = null;
+  downs = 0;
+  handleFrame(frame: Uint8Array): void {
+    this.frames.push(frame.slice());
+  }
+  endOfBatch(): void {}
+  linkUp(link: GuestLink): void {
+    this.link = link;
+  }
+  linkDown(): void {
+    this.downs++;
+  }
+}
+
+function frame(n: number, length = 60): Uint8Array {
+  const bytes = new Uint8Array(length);
+  bytes.fill(0xff, 0, 6); // broadcast destination
+  bytes.set([0x52, 0x54, 0, 0, 0, n & 0xff], 6);
+  bytes[12] = 0x08; // IPv4 ethertype
+  for (let i = 14; i < length; i++) bytes[i] = (n + i) & 0xff;
+  return bytes;
+}
+
+async function until(condition: () => boolean, what: string): Promise<void> {
+  const deadline = performance.now() + 5000;
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
+
+Deno.test("`VhostUserFrontend` TX frames reach the stack and RX frames reach the guest through the session", async () => {
+  const baseline = openFdCount();
+  const backend = new InProcessBackend();
+  const handler = new CollectingHandler();
+  const link = new VhostUserLink(handler, { logger: backend.logger });
+  const { frontend, session } = backend.connect(link);
+  try {
+    await frontend.negotiate();
+    // guest → stack
+    const sent = Array.from({ length: 20 }, (_, i) => frame(i, 60 + i * 50));
+    for (const f of sent) frontend.sendFrame(f);
+    await until(() => handler.frames.length === sent.length, "TX frames at the handler");
+    assert.deepEqual(handler.frames, sent);
+    const txUsed = await frontend.waitUsed(TX, sent.length);
+    assert.equal(txUsed.length, sent.length);
+    // stack → guest
+    frontend.postRxBuffers(8);
+    await until(() => handler.link !== null, "link up");
+    const replies = [frame(100, 98), frame(101, 1514)];
+    // NoRoom until the session has seen the RX kick
+    await until(() => handler.link!.sendFrame(replies[0]) === SendResult.Sent, "RX buffers");
+    assert.equal(handler.link!.sendFrame(replies[1]), SendResult.Sent);
+    handler.link!.flush();
+    const rxUsed = await frontend.waitUsed(RX, replies.length);
+    assert.deepEqual(frontend.rxFrames(rxUsed), replies);
+    assert.ok(await frontend.waitCall(RX) >= 1, "guest notified");
+  } finally {
+    frontend.close();
+    await session.closed;
+    await backend.close();
+  }
+  assert.ok(handler.downs >= 1, "link down after disconnect");
+  assert.equal(openFdCount(), baseline);
+});
