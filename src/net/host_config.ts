@@ -84,8 +84,9 @@ export interface HostConfigOverrides {
   mtu?: number;
   ipv4Only?: boolean;
   ipv6Only?: boolean;
-  /** FQDN for DHCP option 81/12 and DHCPv6 option 39 (passt -H / --fqdn). */
+  /** FQDN given to the guest (passt --fqdn): DHCP option 12 (first label) / DHCPv6 39. */
   fqdn?: string;
+  /** Host name given to the guest in DHCP option 12 (passt -H); default: none. */
   hostname?: string;
   /** Do not advertise DNS servers (passt --no-dhcp-dns). */
   noDhcpDns?: boolean;
@@ -167,7 +168,6 @@ export interface HostSources {
   /** Returns the file's text or null when it cannot be read. */
   readFile(path: string): string | null;
   networkInterfaces(): HostInterfaceAddress[];
-  hostname(): string | null;
 }
 
 /** Reads the real host (needs the daemon's read/sys permissions; failures read as null). */
@@ -184,13 +184,6 @@ export const realHostSources: HostSources = {
       return Deno.networkInterfaces() as HostInterfaceAddress[];
     } catch {
       return [];
-    }
-  },
-  hostname() {
-    try {
-      return Deno.hostname();
-    } catch {
-      return null;
     }
   },
 };
@@ -499,7 +492,7 @@ export function buildNetworkPlan(
     ipv6,
     search: search.filter((d) => d.length > 0 && d.length <= 253),
     fqdn: overrides.fqdn ?? null,
-    hostname: overrides.hostname ?? sources.hostname(),
+    hostname: overrides.hostname ?? null,
     advertiseDns: !overrides.noDhcpDns,
     advertiseSearch: !overrides.noDhcpSearch,
     enableDhcp: !overrides.noDhcp && ipv4 !== null,

@@ -37,7 +37,6 @@ function sources(files: Record<string, string>, ifaces = IFACES): HostSources {
   return {
     readFile: (p) => files[p] ?? null,
     networkInterfaces: () => ifaces,
-    hostname: () => "testhost",
   };
 }
 
@@ -87,7 +86,7 @@ Deno.test("`buildNetworkPlan()` copies the template interface's addresses and ga
   assert.equal(ipv6ToString(p.ipv6!.routerLinkLocal), "fe80::1");
   assert.deepEqual(p.search, ["example.org", "corp.example"]);
   assert.equal(p.hostMtu, 1500);
-  assert.equal(p.hostname, "testhost");
+  assert.equal(p.hostname, null);
   assert.equal(p.linkLocalFallback, false);
   assert.ok(p.enableDhcp && p.enableDhcpv6 && p.enableNdp && p.enableRa);
 });

@@ -1,0 +1,222 @@
+/**
+ * The way frames go to the guest: one reusable output buffer in which a service
+ * writes its upper-layer message at a fixed offset, then asks for the IPv4/IPv6
+ * and Ethernet headers (and the upper-layer checksum) to be put in front and the
+ * frame handed to the current {@link GuestLink}. Also remembers what was learnt
+ * about the guest (its MAC address, the addresses it uses).
+ *
+ * Not re-entrant: the buffer holds one frame at a time, and every send copies the
+ * frame out synchronously (GuestLink.sendFrame copies).
+ *
+ * @module
+ */
+
+import { ipv6Equal, MAC_BROADCAST } from "./address.ts";
+import {
+  IPPROTO_ICMP,
+  IPPROTO_ICMPV6,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  l4ChecksumV4,
+  l4ChecksumV6,
+} from "./checksum.ts";
+import { buildEthernet, ETH_HEADER_LENGTH, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "./ethernet.ts";
+import { buildIpv4, IPV4_FLAG_DF, IPV4_HEADER_MIN } from "./ipv4.ts";
+import { buildIpv6, IPV6_HEADER_LENGTH } from "./ipv6.ts";
+import { type GuestLink, SendResult } from "../tap/frame_transport.ts";
+
+/** Size of the output buffer: the largest frame a link accepts. */
+export const MAX_FRAME_LENGTH = 65535;
+/** Offset of the upper-layer message in {@link GuestSender.buffer} for IPv4 packets. */
+export const L4_OFFSET_V4 = ETH_HEADER_LENGTH + IPV4_HEADER_MIN;
+/** Offset of the upper-layer message in {@link GuestSender.buffer} for IPv6 packets. */
+export const L4_OFFSET_V6 = ETH_HEADER_LENGTH + IPV6_HEADER_LENGTH;
+/** Offset of the payload after the Ethernet header (ARP). */
+export const L3_OFFSET = ETH_HEADER_LENGTH;
+
+/** Offset of the checksum field inside each upper-layer header (RFC 9293, 768, 792, 4443). */
+const CHECKSUM_FIELD: Readonly<Record<number, number>> = {
+  [IPPROTO_TCP]: 16,
+  [IPPROTO_UDP]: 6,
+  [IPPROTO_ICMP]: 2,
+  [IPPROTO_ICMPV6]: 2,
+};
+
+/** Counters of frames toward the guest. */
+export interface SendCounters {
+  sent: number;
+  noRoom: number;
+  dropped: number;
+  /** Frames discarded because no link was up. */
+  noLink: number;
+}
+
+/** Builds frames toward the guest in one buffer and sends them over the current link. */
+export class GuestSender {
+  /** Scratch buffer: write the upper-layer message at L4_OFFSET_V4 / L4_OFFSET_V6. */
+  readonly buffer: Uint8Array = new Uint8Array(MAX_FRAME_LENGTH);
+  /** Our MAC address (source of every frame). */
+  readonly ourMac: number;
+  /** The guest's MAC address once learnt; broadcast until then. */
+  guestMac: number = MAC_BROADCAST;
+  /** The IPv4 address the guest was last seen using as source (0 = none yet). */
+  guestIpv4Seen = 0;
+  /** The global IPv6 address the guest was last seen using (null = none yet). */
+  guestIpv6Seen: Uint8Array | null = null;
+  /** The link-local IPv6 address the guest was last seen using (null = none yet). */
+  guestIpv6LinkLocalSeen: Uint8Array | null = null;
+  readonly counters: SendCounters = { sent: 0, noRoom: 0, dropped: 0, noLink: 0 };
+  #link: GuestLink | null = null;
+  #ipv4Id = 0;
+
+  /** @param ourMac our MAC address as a 48-bit number */
+  constructor(ourMac: number) {
+    this.ourMac = ourMac;
+  }
+
+  /** The current link, or null while the guest is not connected. */
+  get link(): GuestLink | null {
+    return this.#link;
+  }
+
+  /** Sets (or clears) the link frames go to. */
+  setLink(link: GuestLink | null): void {
+    this.#link = link;
+  }
+
+  /** Flushes the link if there is one. */
+  flush(): void {
+    this.#link?.flush();
+  }
+
+  /**
+   * Sends `buffer[0, length)` after writing the Ethernet header (our MAC → `dstMac`,
+   * default the guest's MAC or broadcast).
+   */
+  sendEthernet(etherType: number, length: number, dstMac: number = this.guestMac): SendResult {
+    buildEthernet(this.buffer, 0, dstMac, this.ourMac, etherType);
+    return this.#send(length);
+  }
+
+  /**
+   * Sends an IPv4 packet whose upper-layer message of `l4Length` bytes is already at
+   * `buffer[L4_OFFSET_V4]`. Fills the upper-layer checksum for TCP/UDP/ICMP unless
+   * `l4ChecksumDone`.
+   */
+  sendIpv4(
+    protocol: number,
+    src: number,
+    dst: number,
+    l4Length: number,
+    options: { ttl?: number; tos?: number; l4ChecksumDone?: boolean; dstMac?: number } = {},
+  ): SendResult {
+    if (l4Length < 0 || L4_OFFSET_V4 + l4Length > MAX_FRAME_LENGTH) {
+      this.counters.dropped++;
+      return SendResult.Dropped;
+    }
+    const b = this.buffer;
+    if (!options.l4ChecksumDone) {
+      const field = CHECKSUM_FIELD[protocol];
+      if (field !== undefined && field + 2 <= l4Length) {
+        b[L4_OFFSET_V4 + field] = 0;
+        b[L4_OFFSET_V4 + field + 1] = 0;
+        const c = protocol === IPPROTO_ICMP
+          ? l4ChecksumV4(b, L4_OFFSET_V4, l4Length, 0, 0, 0) // no pseudo-header for ICMPv4
+          : l4ChecksumV4(b, L4_OFFSET_V4, l4Length, protocol, src, dst);
+        const stored = c === 0 && protocol === IPPROTO_UDP ? 0xffff : c;
+        b[L4_OFFSET_V4 + field] = stored >>> 8;
+        b[L4_OFFSET_V4 + field + 1] = stored;
+      }
+    }
+    this.#ipv4Id = (this.#ipv4Id + 1) & 0xffff;
+    buildIpv4(b, ETH_HEADER_LENGTH, {
+      payloadLength: l4Length,
+      protocol,
+      src,
+      dst,
+      ttl: options.ttl,
+      tos: options.tos,
+      id: this.#ipv4Id,
+      flags: IPV4_FLAG_DF,
+    });
+    buildEthernet(b, 0, options.dstMac ?? this.guestMac, this.ourMac, ETHERTYPE_IPV4);
+    return this.#send(L4_OFFSET_V4 + l4Length);
+  }
+
+  /**
+   * Sends an IPv6 packet whose upper-layer message of `l4Length` bytes is already at
+   * `buffer[L4_OFFSET_V6]`; fills the TCP/UDP/ICMPv6 checksum unless `l4ChecksumDone`.
+   * The destination MAC defaults to the guest's, or the IPv6 multicast mapping
+   * (RFC 2464 §7) for a multicast destination.
+   */
+  sendIpv6(
+    protocol: number,
+    src: Uint8Array,
+    dst: Uint8Array,
+    l4Length: number,
+    options: {
+      hopLimit?: number;
+      trafficClass?: number;
+      flowLabel?: number;
+      l4ChecksumDone?: boolean;
+      dstMac?: number;
+    } = {},
+  ): SendResult {
+    if (l4Length < 0 || L4_OFFSET_V6 + l4Length > MAX_FRAME_LENGTH) {
+      this.counters.dropped++;
+      return SendResult.Dropped;
+    }
+    const b = this.buffer;
+    if (!options.l4ChecksumDone) {
+      const field = CHECKSUM_FIELD[protocol];
+      if (field !== undefined && field + 2 <= l4Length) {
+        b[L4_OFFSET_V6 + field] = 0;
+        b[L4_OFFSET_V6 + field + 1] = 0;
+        const c = l4ChecksumV6(b, L4_OFFSET_V6, l4Length, protocol, src, 0, dst, 0);
+        const stored = c === 0 && protocol === IPPROTO_UDP ? 0xffff : c;
+        b[L4_OFFSET_V6 + field] = stored >>> 8;
+        b[L4_OFFSET_V6 + field + 1] = stored;
+      }
+    }
+    buildIpv6(b, ETH_HEADER_LENGTH, {
+      payloadLength: l4Length,
+      nextHeader: protocol,
+      hopLimit: options.hopLimit,
+      trafficClass: options.trafficClass,
+      flowLabel: options.flowLabel,
+      src,
+      dst,
+    });
+    let dstMac = options.dstMac;
+    if (dstMac === undefined) {
+      dstMac = dst[0] === 0xff
+        ? 0x333300000000 + (((dst[12] << 24) | (dst[13] << 16) | (dst[14] << 8) | dst[15]) >>> 0)
+        : this.guestMac;
+    }
+    buildEthernet(b, 0, dstMac, this.ourMac, ETHERTYPE_IPV6);
+    return this.#send(L4_OFFSET_V6 + l4Length);
+  }
+
+  /** Records the guest's IPv6 source address (global or link-local) if it changed. */
+  noteGuestIpv6(src: Uint8Array): void {
+    const linkLocal = src[0] === 0xfe && (src[1] & 0xc0) === 0x80;
+    const cur = linkLocal ? this.guestIpv6LinkLocalSeen : this.guestIpv6Seen;
+    if (cur && ipv6Equal(cur, 0, src, 0)) return;
+    const copy = src.slice(0, 16);
+    if (linkLocal) this.guestIpv6LinkLocalSeen = copy;
+    else this.guestIpv6Seen = copy;
+  }
+
+  #send(length: number): SendResult {
+    const link = this.#link;
+    if (!link) {
+      this.counters.noLink++;
+      return SendResult.Dropped;
+    }
+    const r = link.sendFrame(this.buffer.subarray(0, length));
+    if (r === SendResult.Sent) this.counters.sent++;
+    else if (r === SendResult.NoRoom) this.counters.noRoom++;
+    else this.counters.dropped++;
+    return r;
+  }
+}

@@ -1,0 +1,79 @@
+/**
+ * The contract between the network stack (which parses Ethernet and IP, and owns
+ * ARP/DHCP/NDP/DHCPv6/ICMP echo) and the transport-protocol translators (TCP, UDP)
+ * that register with it through `NetworkStack.registerL4()`.
+ *
+ * @module
+ */
+
+/**
+ * One IP packet from the guest, as handed to an {@link L4Handler}. The object and
+ * its address arrays are reused for the next packet, and `frame` may be a view into
+ * guest memory valid only during the call: copy whatever must be kept, and read each
+ * byte of the frame once.
+ */
+export interface L4Packet {
+  /** 4 or 6. */
+  family: 4 | 6;
+  /** IP protocol number of the upper layer (6 TCP, 17 UDP). */
+  protocol: number;
+  /** IPv4 source address (unsigned 32-bit), 0 for IPv6. */
+  src4: number;
+  /** IPv4 destination address, 0 for IPv6. */
+  dst4: number;
+  /** IPv6 source address (16 bytes, reused), unspecified content for IPv4. */
+  src6: Uint8Array;
+  /** IPv6 destination address (16 bytes, reused). */
+  dst6: Uint8Array;
+  /** TTL / hop limit. */
+  ttl: number;
+  /** Type of service / traffic class byte. */
+  tos: number;
+  /** The whole Ethernet frame. */
+  frame: Uint8Array;
+  /** Offset of the IP header in `frame` (for quoting it in ICMP errors). */
+  ipOffset: number;
+  /** Offset of the upper-layer header in `frame`. */
+  l4Offset: number;
+  /** Length of the upper-layer header plus data (IP length, not the frame's). */
+  l4Length: number;
+}
+
+/** Creates an empty packet object (the stack fills one per frame). */
+export function newL4Packet(): L4Packet {
+  return {
+    family: 4,
+    protocol: 0,
+    src4: 0,
+    dst4: 0,
+    src6: new Uint8Array(16),
+    dst6: new Uint8Array(16),
+    ttl: 0,
+    tos: 0,
+    frame: new Uint8Array(0),
+    ipOffset: 0,
+    l4Offset: 0,
+    l4Length: 0,
+  };
+}
+
+/** A transport-protocol translator registered with the stack for one IP protocol. */
+export interface L4Handler {
+  /**
+   * Handles one packet from the guest. May throw: the stack catches, counts and logs
+   * (rate-limited), but a handler should validate instead.
+   */
+  handlePacket(packet: L4Packet, now: number): void;
+  /** Called after each batch of guest frames (flush coalesced work). */
+  endOfBatch?(now: number): void;
+  /** The guest link came up. */
+  linkUp?(now: number): void;
+  /** The guest link went away. */
+  linkDown?(now: number): void;
+  /** Room appeared toward the guest after a SendResult.NoRoom. */
+  linkWritable?(now: number): void;
+  /** Runs due timers; called by `NetworkStack.tick()`. */
+  tick?(now: number): void;
+  /** Earliest time `tick` needs to run again (Infinity when no timer is pending). */
+  nextTimerAt?(): number;
+}

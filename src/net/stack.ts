@@ -1,0 +1,355 @@
+/**
+ * The network stack facing the guest: receives the guest's Ethernet frames,
+ * validates every layer, and dispatches them to ARP, DHCP, NDP, DHCPv6, ICMP echo
+ * and the TCP/UDP translators registered through {@link NetworkStack.registerL4}.
+ * Malformed frames are dropped with a per-reason counter and a rate-limited debug
+ * line; no exception escapes {@link NetworkStack.handleFrame}.
+ *
+ * @module
+ */
+
+import { ipv6IsUnspecified, isMulticastMac, MAC_BROADCAST } from "./address.ts";
+import { ArpResponder } from "./arp.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP } from "./checksum.ts";
+import {
+  ETH_HEADER_LENGTH,
+  ETHERTYPE_ARP,
+  ETHERTYPE_IPV4,
+  ETHERTYPE_IPV6,
+  newEthernetHeader,
+  parseEthernet,
+} from "./ethernet.ts";
+import { GuestSender } from "./guest_sender.ts";
+import type { NetworkPlan } from "./host_config.ts";
+import { newIpv4Header, parseIpv4 } from "./ipv4.ts";
+import { newIpv6Header, parseIpv6 } from "./ipv6.ts";
+import { type L4Handler, type L4Packet, newL4Packet } from "./l4_handler.ts";
+import { DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpServer } from "./dhcp.ts";
+import { DHCPV6_SERVER_PORT, Dhcpv6Server } from "./dhcpv6.ts";
+import { NdpResponder } from "./ndp.ts";
+import { type EchoSocketFactory, type FdWatcher, IcmpEcho } from "./icmp_echo.ts";
+import { icmpv6ChecksumOk, Icmpv6Type, newIcmpHeader, parseIcmp } from "./icmp.ts";
+import { newUdpHeader, parseUdp, udpChecksumOkV4, udpChecksumOkV6 } from "./udp.ts";
+import type { FrameHandler, GuestLink } from "../tap/frame_transport.ts";
+import { log, type Logger } from "../log/logger.ts";
+import { RateLimitedLog } from "../log/rate_limited_log.ts";
+
+/** Options of {@link NetworkStack}. */
+export interface NetworkStackOptions {
+  /** Opens ping sockets for the guest's echo requests; without it, echo is not forwarded. */
+  echoSocketFactory?: EchoSocketFactory;
+  /** Watches ping socket fds (the daemon's EventLoop); required with echoSocketFactory. */
+  fdWatcher?: FdWatcher;
+  /**
+   * Whether pings to the gateway address go to the host itself (127.0.0.1 / ::1), as
+   * passt's --map-host-loopback does by default. Default true.
+   */
+  mapHostLoopback?: boolean;
+  /** Uniform [0, 1) generator used for RA intervals (tests inject a fixed one). */
+  random?: () => number;
+  logger?: Logger;
+}
+
+/** Dispatches guest frames to the stack's services; implements {@link FrameHandler}. */
+export class NetworkStack implements FrameHandler {
+  /** The frame builder and what was learnt about the guest; shared with L4 handlers. */
+  readonly sender: GuestSender;
+  readonly plan: NetworkPlan;
+  /** Frames dropped, by reason. */
+  readonly drops: Record<string, number> = {};
+  /** Frames accepted, by kind (diagnostics). */
+  readonly accepted: Record<string, number> = {};
+  readonly arp: ArpResponder | null;
+  readonly dhcp: DhcpServer | null;
+  readonly ndp: NdpResponder | null;
+  readonly dhcpv6: Dhcpv6Server | null;
+  readonly icmpEcho: IcmpEcho | null;
+  readonly #l4 = new Map<number, L4Handler>();
+  readonly #eth = newEthernetHeader();
+  readonly #ip4 = newIpv4Header();
+  readonly #ip6 = newIpv6Header();
+  readonly #udp = newUdpHeader();
+  readonly #icmp = newIcmpHeader();
+  readonly #packet: L4Packet = newL4Packet();
+  readonly #dropLog: RateLimitedLog;
+  readonly #errorLog: RateLimitedLog;
+  readonly #log: Logger;
+
+  /** Builds the services the plan enables. */
+  constructor(plan: NetworkPlan, options: NetworkStackOptions = {}) {
+    this.plan = plan;
+    this.#log = options.logger ?? log;
+    this.#dropLog = new RateLimitedLog("debug", 1000, this.#log);
+    this.#errorLog = new RateLimitedLog("warn", 1000, this.#log);
+    this.sender = new GuestSender(plan.ourMac);
+    this.arp = plan.ipv4 ? new ArpResponder(this.sender, plan.ipv4.address) : null;
+    this.dhcp = plan.ipv4 && plan.enableDhcp ? new DhcpServer(plan, this.sender) : null;
+    this.ndp = plan.ipv6 && plan.enableNdp
+      ? new NdpResponder(plan, this.sender, options.random ?? Math.random)
+      : null;
+    this.dhcpv6 = plan.ipv6 && plan.enableDhcpv6 ? new Dhcpv6Server(plan, this.sender) : null;
+    this.icmpEcho = options.echoSocketFactory && options.fdWatcher
+      ? new IcmpEcho(
+        this.sender,
+        options.echoSocketFactory,
+        options.fdWatcher,
+        this.#log,
+        options.mapHostLoopback === false ? {} : {
+          hostLoopback4: plan.ipv4?.gateway,
+          hostLoopback6: plan.ipv6?.gateway,
+        },
+      )
+      : null;
+  }
+
+  /**
+   * Registers the translator for IP protocol `protocol` (6 TCP, 17 UDP) for both
+   * families. UDP to the DHCP/DHCPv6 server ports is kept by the stack.
+   * @throws Error when a handler is already registered for the protocol
+   */
+  registerL4(protocol: number, handler: L4Handler): void {
+    if (this.#l4.has(protocol)) {
+      throw new Error(`Cannot register an L4 handler for protocol ${protocol}: already registered`);
+    }
+    this.#l4.set(protocol, handler);
+  }
+
+  /** Handles one guest frame; never throws. */
+  handleFrame(frame: Uint8Array, now: number): void {
+    try {
+      this.#handle(frame, now);
+    } catch (error) {
+      this.#count(this.drops, "exception");
+      this.#errorLog.write(now, `network stack: exception while handling a frame: ${error}`);
+    }
+  }
+
+  /** Flushes replies and lets the L4 handlers flush theirs. */
+  endOfBatch(now: number): void {
+    for (const h of this.#l4.values()) this.#guard(now, () => h.endOfBatch?.(now));
+    this.sender.flush();
+  }
+
+  /** Starts sending over `link`; sends an unsolicited RA soon. */
+  linkUp(link: GuestLink, now: number): void {
+    this.sender.setLink(link);
+    link.onWritable((t) => {
+      for (const h of this.#l4.values()) this.#guard(t, () => h.linkWritable?.(t));
+      this.sender.flush();
+    });
+    this.ndp?.linkUp(now);
+    for (const h of this.#l4.values()) this.#guard(now, () => h.linkUp?.(now));
+  }
+
+  /** Stops sending; flows stay. */
+  linkDown(now: number): void {
+    this.sender.setLink(null);
+    for (const h of this.#l4.values()) this.#guard(now, () => h.linkDown?.(now));
+  }
+
+  /** Runs due timers (unsolicited RAs, ping socket idle timeouts, L4 timers). */
+  tick(now: number): void {
+    this.#guard(now, () => this.ndp?.tick(now));
+    this.#guard(now, () => this.icmpEcho?.tick(now));
+    for (const h of this.#l4.values()) this.#guard(now, () => h.tick?.(now));
+    this.sender.flush();
+  }
+
+  /** Earliest time {@link tick} needs to run (Infinity when nothing is pending). */
+  nextTimerAt(): number {
+    let t = Math.min(this.ndp?.nextTimerAt() ?? Infinity, this.icmpEcho?.nextTimerAt() ?? Infinity);
+    for (const h of this.#l4.values()) t = Math.min(t, h.nextTimerAt?.() ?? Infinity);
+    return t;
+  }
+
+  /** Closes host resources owned by the stack (ping sockets). */
+  close(): void {
+    this.icmpEcho?.close();
+  }
+
+  #guard(now: number, fn: () => void): void {
+    try {
+      fn();
+    } catch (error) {
+      this.#count(this.drops, "exception");
+      this.#errorLog.write(now, `network stack: exception in a handler: ${error}`);
+    }
+  }
+
+  #count(table: Record<string, number>, key: string): void {
+    table[key] = (table[key] ?? 0) + 1;
+  }
+
+  #drop(reason: string, now: number): void {
+    this.#count(this.drops, reason);
+    if (this.#log.enabled("debug")) this.#dropLog.write(now, `dropped guest frame: ${reason}`);
+  }
+
+  #handle(frame: Uint8Array, now: number): void {
+    const eth = this.#eth;
+    const st = parseEthernet(frame, eth);
+    if (st !== "ok") return this.#drop(st, now);
+    const src = eth.src;
+    if (!isMulticastMac(src) && src !== this.sender.ourMac && src !== 0) {
+      this.sender.guestMac = src;
+    }
+    const end = frame.length;
+    switch (eth.etherType) {
+      case ETHERTYPE_ARP: {
+        if (!this.arp) return this.#drop("arp-ipv4-disabled", now);
+        const s = this.arp.handle(frame, ETH_HEADER_LENGTH, end);
+        if (s !== "ok") return this.#drop(s, now);
+        this.#count(this.accepted, "arp");
+        return;
+      }
+      case ETHERTYPE_IPV4:
+        return this.#handleIpv4(frame, end, now);
+      case ETHERTYPE_IPV6:
+        return this.#handleIpv6(frame, end, now);
+      default:
+        return this.#drop("unknown-ethertype", now);
+    }
+  }
+
+  #handleIpv4(frame: Uint8Array, end: number, now: number): void {
+    if (!this.plan.ipv4) return this.#drop("ipv4-disabled", now);
+    const ip = this.#ip4;
+    const st = parseIpv4(frame, ETH_HEADER_LENGTH, end, ip);
+    if (st !== "ok") return this.#drop(st, now);
+    if (ip.isFragment) return this.#drop("ipv4-fragment", now);
+    if (ip.src !== 0 && ip.src !== 0xffffffff && this.sender.guestIpv4Seen !== ip.src) {
+      this.sender.guestIpv4Seen = ip.src;
+    }
+    const l4End = ip.payloadOffset + ip.payloadLength;
+    switch (ip.protocol) {
+      case IPPROTO_UDP: {
+        const u = this.#udp;
+        const us = parseUdp(frame, ip.payloadOffset, l4End, u);
+        if (us !== "ok") return this.#drop(us, now);
+        if (u.dstPort === DHCP_SERVER_PORT && u.srcPort === DHCP_CLIENT_PORT) {
+          if (!this.dhcp) return this.#drop("dhcp-disabled", now);
+          if (!udpChecksumOkV4(frame, ip.payloadOffset, u.length, ip.src, ip.dst)) {
+            return this.#drop("udp-bad-checksum", now);
+          }
+          const ds = this.dhcp.handle(frame, u.payloadOffset, u.payloadLength, now);
+          if (ds !== "ok") return this.#drop(ds, now);
+          this.#count(this.accepted, "dhcp");
+          return;
+        }
+        return this.#toL4(4, ip.protocol, frame, ip.payloadOffset, ip.payloadLength, now);
+      }
+      case IPPROTO_ICMP: {
+        if (!this.icmpEcho) return this.#drop("icmp-echo-disabled", now);
+        const s = this.icmpEcho.handleIpv4(frame, ip, now);
+        if (s !== "ok") return this.#drop(s, now);
+        this.#count(this.accepted, "icmp");
+        return;
+      }
+      default:
+        return this.#toL4(4, ip.protocol, frame, ip.payloadOffset, ip.payloadLength, now);
+    }
+  }
+
+  #handleIpv6(frame: Uint8Array, end: number, now: number): void {
+    if (!this.plan.ipv6) return this.#drop("ipv6-disabled", now);
+    const ip = this.#ip6;
+    const st = parseIpv6(frame, ETH_HEADER_LENGTH, end, ip);
+    if (st !== "ok") return this.#drop(st, now);
+    if (ip.isFragment) return this.#drop("ipv6-fragment", now);
+    const src = ip.src;
+    if (src[0] !== 0xff && !ipv6IsUnspecified(src)) this.sender.noteGuestIpv6(src);
+    const l4End = ip.l4Offset + ip.l4Length;
+    switch (ip.protocol) {
+      case IPPROTO_ICMPV6:
+        return this.#handleIcmpv6(frame, l4End, now);
+      case IPPROTO_UDP: {
+        const u = this.#udp;
+        const us = parseUdp(frame, ip.l4Offset, l4End, u);
+        if (us !== "ok") return this.#drop(us, now);
+        if (u.dstPort === DHCPV6_SERVER_PORT) {
+          if (!this.dhcpv6) return this.#drop("dhcpv6-disabled", now);
+          if (!udpChecksumOkV6(frame, ip.l4Offset, u.length, ip.src, ip.dst)) {
+            return this.#drop("udp-bad-checksum", now);
+          }
+          const ds = this.dhcpv6.handle(frame, ip, u, now);
+          if (ds !== "ok") return this.#drop(ds, now);
+          this.#count(this.accepted, "dhcpv6");
+          return;
+        }
+        return this.#toL4(6, ip.protocol, frame, ip.l4Offset, ip.l4Length, now);
+      }
+      default:
+        return this.#toL4(6, ip.protocol, frame, ip.l4Offset, ip.l4Length, now);
+    }
+  }
+
+  #handleIcmpv6(frame: Uint8Array, l4End: number, now: number): void {
+    const ip = this.#ip6;
+    const ic = this.#icmp;
+    const s = parseIcmp(frame, ip.l4Offset, l4End, ic);
+    if (s !== "ok") return this.#drop(s, now);
+    if (!icmpv6ChecksumOk(frame, ip.l4Offset, ip.l4Length, ip.src, ip.dst)) {
+      return this.#drop("icmpv6-bad-checksum", now);
+    }
+    switch (ic.type) {
+      case Icmpv6Type.RouterSolicitation:
+      case Icmpv6Type.NeighborSolicitation: {
+        if (!this.ndp) return this.#drop("ndp-disabled", now);
+        const ns = this.ndp.handle(frame, ip, ic, now);
+        if (ns !== "ok") return this.#drop(ns, now);
+        this.#count(this.accepted, "ndp");
+        return;
+      }
+      case Icmpv6Type.EchoRequest: {
+        if (!this.icmpEcho) return this.#drop("icmp-echo-disabled", now);
+        const es = this.icmpEcho.handleIpv6(frame, ip, now);
+        if (es !== "ok") return this.#drop(es, now);
+        this.#count(this.accepted, "icmpv6");
+        return;
+      }
+      default:
+        // MLD reports, NAs, RAs from the guest, echo replies...: nothing to do.
+        this.#count(this.accepted, "icmpv6-ignored");
+        return;
+    }
+  }
+
+  #toL4(
+    family: 4 | 6,
+    protocol: number,
+    frame: Uint8Array,
+    l4Offset: number,
+    l4Length: number,
+    now: number,
+  ): void {
+    const h = this.#l4.get(protocol);
+    if (!h) {
+      return this.#drop(family === 4 ? "ipv4-unhandled-protocol" : "ipv6-unhandled-protocol", now);
+    }
+    const p = this.#packet;
+    p.family = family;
+    p.protocol = protocol;
+    if (family === 4) {
+      p.src4 = this.#ip4.src;
+      p.dst4 = this.#ip4.dst;
+      p.ttl = this.#ip4.ttl;
+      p.tos = this.#ip4.tos;
+    } else {
+      p.src4 = 0;
+      p.dst4 = 0;
+      p.src6.set(this.#ip6.src);
+      p.dst6.set(this.#ip6.dst);
+      p.ttl = this.#ip6.hopLimit;
+      p.tos = this.#ip6.trafficClass;
+    }
+    p.frame = frame;
+    p.ipOffset = ETH_HEADER_LENGTH;
+    p.l4Offset = l4Offset;
+    p.l4Length = l4Length;
+    this.#count(this.accepted, protocol === IPPROTO_UDP ? "udp" : protocol === 6 ? "tcp" : "other");
+    h.handlePacket(p, now);
+  }
+}
+
+/** The broadcast MAC, re-exported for transports and tests. */
+export { MAC_BROADCAST };

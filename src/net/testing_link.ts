@@ -1,0 +1,47 @@
+/**
+ * A {@link GuestLink} for tests: records a copy of every frame sent, and can be
+ * told to report "no room".
+ *
+ * @module
+ */
+
+import { type GuestLink, SendResult } from "../tap/frame_transport.ts";
+
+/** A recording guest link for unit tests. */
+export class RecordingLink implements GuestLink {
+  readonly kind = "test";
+  /** Copies of the frames sent, oldest first. */
+  readonly frames: Uint8Array[] = [];
+  /** Number of flush() calls. */
+  flushes = 0;
+  /** When set, sendFrame returns this instead of recording. */
+  refuseWith: SendResult | null = null;
+  #writable: ((now: number) => void) | null = null;
+
+  /** Records a copy of the frame (or refuses when {@link refuseWith} is set). */
+  sendFrame(frame: Uint8Array): SendResult {
+    if (this.refuseWith !== null) return this.refuseWith;
+    this.frames.push(frame.slice());
+    return SendResult.Sent;
+  }
+
+  /** Counts flushes. */
+  flush(): void {
+    this.flushes++;
+  }
+
+  /** Stores the writable callback. */
+  onWritable(callback: (now: number) => void): void {
+    this.#writable = callback;
+  }
+
+  /** Runs the writable callback as a transport would when room appears. */
+  fireWritable(now: number): void {
+    this.#writable?.(now);
+  }
+
+  /** Removes and returns all recorded frames. */
+  take(): Uint8Array[] {
+    return this.frames.splice(0);
+  }
+}
