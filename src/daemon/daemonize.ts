@@ -2,7 +2,8 @@
  * The parent side of daemonizing, like passt: validate, bind the socket (so errors
  * show before the command returns), start a detached copy that inherits the socket,
  * wait until it reports ready (it has written its pid file by then), relay what it
- * logged meanwhile, and exit 0; or exit 1 with its reason.
+ * logged meanwhile (the QEMU options hint, or its reason for failing) to standard
+ * error, and exit 0; or exit 1.
  *
  * @module
  */
@@ -13,7 +14,6 @@ import { removeFile } from "../../ffi/output_file.ts";
 import { INTERNAL_LISTEN_FD_OPTION, INTERNAL_STATUS_FD_OPTION } from "../config/command_line.ts";
 import type { Config } from "../config/config.ts";
 import { log } from "../log/logger.ts";
-import { printQemuHint } from "./announce.ts";
 import { adoptConnectedSocket } from "./inherited_socket.ts";
 import { bindSocket, type BoundSocket, SocketPathError } from "./socket_path.ts";
 
@@ -77,7 +77,6 @@ export function daemonize(config: Config): number {
     relayStatus(status);
     switch (result.state) {
       case "ready":
-        if (bound !== null) printQemuHint(config.mode, bound.path);
         exitCode = 0;
         break;
       case "exited":

@@ -14,7 +14,7 @@
 import { OutputFile } from "../../ffi/output_file.ts";
 import type { UnixStream } from "../../ffi/unix_stream.ts";
 import type { LogConfig } from "../config/config.ts";
-import { log, type LogLevel, type LogSink } from "../log/logger.ts";
+import { log, LOG_LEVELS, type LogLevel, type LogSink } from "../log/logger.ts";
 import { LogFileSink } from "./log_file_sink.ts";
 
 const encoder = new TextEncoder();
@@ -93,4 +93,12 @@ export function teeSink(...sinks: LogSink[]): LogSink {
 /** One line as shown on standard error: warnings and errors prefixed with `tpasst: `. */
 function stderrLine(level: LogLevel, line: string): string {
   return level === "error" || level === "warn" ? `tpasst: ${line}\n` : `${line}\n`;
+}
+
+/** A sink forwarding to `sink` only the lines at `level` or more severe. */
+export function levelFilter(level: LogLevel, sink: LogSink): LogSink {
+  const limit = LOG_LEVELS.indexOf(level);
+  return (lineLevel, line) => {
+    if (LOG_LEVELS.indexOf(lineLevel) <= limit) sink(lineLevel, line);
+  };
 }

@@ -18,7 +18,14 @@ import { EventLoop } from "../loop/event_loop.ts";
 import { printQemuHint } from "./announce.ts";
 import { adoptConnectedSocket } from "./inherited_socket.ts";
 import { FrontendServer } from "./frontend_server.ts";
-import { discardSink, LogFile, prefixedStderrSink, statusSink, teeSink } from "./logging.ts";
+import {
+  discardSink,
+  levelFilter,
+  LogFile,
+  prefixedStderrSink,
+  statusSink,
+  teeSink,
+} from "./logging.ts";
 import { removePidFile, writePidFile } from "./pid_file.ts";
 import { sessionFactoryFor } from "./session_factories.ts";
 import { bindSocket } from "./socket_path.ts";
@@ -83,19 +90,39 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
     }
   }
   const steadySink: LogSink = fileSink ?? (detached ? discardSink : prefixedStderrSink);
-  log.setSink(status !== null ? teeSink(statusSink(status), fileSink ?? discardSink) : steadySink);
+  // With a log file, only warnings and errors also reach the parent's standard error.
+  log.setSink(
+    status === null
+      ? steadySink
+      : fileSink === null
+      ? statusSink(status)
+      : teeSink(levelFilter("warn", statusSink(status)), fileSink),
+  );
   if (config.runas !== null) {
     log.info(`--runas ${config.runas} ignored: tpasst never changes user (it needs no privileges)`);
   }
 
   let loop: EventLoop;
-  let server: FrontendServer;
+  let server: FrontendServer | null = null;
   let socketPath: string | null = null;
   let listener: UnixListener | null = null;
   try {
     loop = new EventLoop();
     cleanup.add("close the event loop", () => loop.close());
     server = new FrontendServer(loop, sessionFactoryFor(config), config.oneOff);
+    // Signals are handled before the socket listens: a frontend (or test) may signal at once.
+    let signalled: Deno.Signal | null = null;
+    const onSignal = (signal: Deno.Signal) => () => {
+      if (signalled !== null) return;
+      signalled = signal;
+      log.info(`${signal} received: shutting down`);
+      void server!.stop();
+    };
+    const handlers = SHUTDOWN_SIGNALS.map((signal) => ({ signal, handler: onSignal(signal) }));
+    for (const { signal, handler } of handlers) Deno.addSignalListener(signal, handler);
+    cleanup.add("remove the signal handlers", () => {
+      for (const { signal, handler } of handlers) Deno.removeSignalListener(signal, handler);
+    });
 
     if (config.fd !== null) {
       if (!server.serveConnection(adoptConnectedSocket(config.fd))) {
@@ -109,8 +136,8 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
         const bound = bindSocket(config.socketPath);
         listener = bound.listener;
         socketPath = bound.path;
-        printQemuHint(config.mode, bound.path);
       }
+      if (socketPath !== null) printQemuHint(config.mode, socketPath);
       const owned = listener;
       const path = socketPath;
       cleanup.add("remove the socket file", () => {
@@ -133,19 +160,6 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
     cleanup.runAll();
     return 1;
   }
-
-  let signalled: Deno.Signal | null = null;
-  const onSignal = (signal: Deno.Signal) => () => {
-    if (signalled !== null) return;
-    signalled = signal;
-    log.info(`${signal} received: shutting down`);
-    void server.stop();
-  };
-  const handlers = SHUTDOWN_SIGNALS.map((signal) => ({ signal, handler: onSignal(signal) }));
-  for (const { signal, handler } of handlers) Deno.addSignalListener(signal, handler);
-  cleanup.add("remove the signal handlers", () => {
-    for (const { signal, handler } of handlers) Deno.removeSignalListener(signal, handler);
-  });
 
   if (config.internal.readyFd !== null) {
     log.debug(`Ready (pid ${Deno.pid})`);

@@ -1,0 +1,206 @@
+/**
+ * The daemon's lifecycle as a process: signals, socket and pid files, socket path
+ * selection, one frontend at a time, failed starts, and descriptor leaks.
+ */
+import { assertEquals, assertMatch, assertTrue } from "../../src/test_support/assert.ts";
+import { UnixListener, unixSocketInUse } from "../../ffi/unix_listener.ts";
+import { UnixStream } from "../../ffi/unix_stream.ts";
+import {
+  exists,
+  ForegroundTpasst,
+  makeTempDir,
+  processAlive,
+  processFdCount,
+  readPidFile,
+  runTpasst,
+  stillOpen,
+  waitFor,
+  waitForEof,
+} from "./cli_helpers.ts";
+
+async function withTempDir(body: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await makeTempDir();
+  try {
+    await body(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("bin/tpasst daemon removes its socket and pid file on SIGTERM", async () => {
+  await withTempDir(async (dir) => {
+    const socket = `${dir}/s.sock`;
+    const pidFile = `${dir}/d.pid`;
+    const result = await runTpasst(["-q", "-s", socket, "-P", pidFile]);
+    assertEquals([result.code, result.stderr], [0, ""]);
+    const pid = readPidFile(pidFile);
+    assertTrue(processAlive(pid));
+    assertTrue(unixSocketInUse(socket), "the socket does not accept connections");
+    const frontend = UnixStream.connect(socket);
+    assertTrue(stillOpen(frontend));
+    Deno.kill(pid, "SIGTERM");
+    await waitFor("the daemon to exit", () => !processAlive(pid));
+    await waitForEof(frontend, "the session to be closed");
+    frontend.close();
+    assertTrue(!exists(socket), "socket file left behind");
+    assertTrue(!exists(pidFile), "pid file left behind");
+  });
+});
+
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  Deno.test(`bin/tpasst -f exits 0 on ${signal} with its files removed`, async () => {
+    await withTempDir(async (dir) => {
+      const socket = `${dir}/s.sock`;
+      const pidFile = `${dir}/d.pid`;
+      const daemon = new ForegroundTpasst(["-s", socket, "-P", pidFile]);
+      await daemon.waitForStderr(/listening at/, "the daemon to listen");
+      assertEquals(readPidFile(pidFile), daemon.process.pid);
+      const frontend = UnixStream.connect(socket);
+      await daemon.waitForStderr(/connected/, "the frontend to be accepted");
+      daemon.process.kill(signal);
+      const { code, stderr } = await daemon.exit();
+      assertEquals(code, 0, stderr);
+      assertMatch(stderr, new RegExp(`${signal} received: shutting down`));
+      await waitForEof(frontend, "the session to be closed");
+      frontend.close();
+      assertTrue(!exists(socket) && !exists(pidFile), "files left behind");
+    });
+  });
+}
+
+Deno.test("bin/tpasst prints the QEMU options for each mode", async () => {
+  await withTempDir(async (dir) => {
+    for (
+      const [mode, expected] of [
+        [
+          [],
+          `-device virtio-net-pci,netdev=s -netdev stream,id=s,server=off,addr.type=unix,` +
+          `addr.path=${dir}/s.sock`,
+        ],
+        [
+          ["--vhost-user"],
+          `-object memory-backend-memfd,id=mem,size=1G,share=on -numa node,memdev=mem ` +
+          `-chardev socket,id=chr0,path=${dir}/s.sock -netdev vhost-user,id=netdev0,` +
+          `chardev=chr0 -device virtio-net-pci,netdev=netdev0`,
+        ],
+      ] as const
+    ) {
+      const daemon = new ForegroundTpasst([...mode, "-s", `${dir}/s.sock`]);
+      await daemon.waitForStderr(/addr\.path|chardev=chr0 /, "the QEMU options");
+      daemon.process.kill("SIGTERM");
+      const { stderr } = await daemon.exit();
+      assertTrue(stderr.split("\n").includes(`    ${expected}`), stderr);
+    }
+  });
+});
+
+Deno.test("bin/tpasst picks the first default socket path not in use", async () => {
+  // Occupy the first default path nobody listens on, then expect a later one.
+  const taken: UnixListener[] = [];
+  let occupied = "";
+  try {
+    for (let n = 1; n <= 64 && occupied === ""; n++) {
+      const path = `/tmp/tpasst_${n}.socket`;
+      if (unixSocketInUse(path) || exists(path)) continue;
+      taken.push(UnixListener.listen(path));
+      occupied = path;
+    }
+    assertTrue(occupied !== "", "no default socket path was free for the test");
+    const daemon = new ForegroundTpasst([]);
+    const [, chosen] = await daemon.waitForStderr(
+      /listening at (\/tmp\/tpasst_(\d+)\.socket)/,
+      "the chosen path",
+    );
+    daemon.process.kill("SIGTERM");
+    const { code } = await daemon.exit();
+    assertEquals(code, 0);
+    const occupiedN = Number(/_(\d+)\./.exec(occupied)![1]);
+    const chosenN = Number(/_(\d+)\./.exec(chosen)![1]);
+    assertTrue(chosenN > occupiedN, `chose ${chosen} although ${occupied} is in use`);
+    assertTrue(!exists(chosen), "socket file left behind");
+    assertTrue(exists(occupied), "the daemon removed a socket that is in use");
+  } finally {
+    for (const listener of taken) listener.close();
+    if (occupied !== "") await Deno.remove(occupied).catch(() => {});
+  }
+});
+
+Deno.test("bin/tpasst refuses an explicit socket in use and reuses a stale one", async () => {
+  await withTempDir(async (dir) => {
+    const socket = `${dir}/s.sock`;
+    const live = UnixListener.listen(socket);
+    try {
+      const busy = await runTpasst(["-f", "-s", socket]);
+      assertEquals(busy.code, 1);
+      assertEquals(busy.stderr, `tpasst: Socket path ${socket} is in use by another process\n`);
+    } finally {
+      live.close(); // leaves a stale socket file behind
+    }
+    assertTrue(exists(socket) && !unixSocketInUse(socket));
+    const daemon = new ForegroundTpasst(["-q", "-s", socket]);
+    await waitFor("the daemon to take over the stale socket", () => unixSocketInUse(socket));
+    daemon.process.kill("SIGTERM");
+    assertEquals((await daemon.exit()).code, 0);
+  });
+});
+
+Deno.test("bin/tpasst reports a failed daemon start with exit 1 and cleans up", async () => {
+  await withTempDir(async (dir) => {
+    const socket = `${dir}/s.sock`;
+    const result = await runTpasst(["-s", socket, "-P", `${dir}/missing/d.pid`]);
+    assertEquals(result.code, 1);
+    assertMatch(result.stderr, /^tpasst: Cannot write pid file .*missing\/d\.pid: .*ENOENT/m);
+    assertTrue(!exists(socket), "socket file left behind");
+  });
+});
+
+Deno.test("bin/tpasst serves one frontend at a time and the next after a disconnect", async () => {
+  await withTempDir(async (dir) => {
+    const socket = `${dir}/s.sock`;
+    const daemon = new ForegroundTpasst(["-s", socket]);
+    await daemon.waitForStderr(/listening at/, "the daemon to listen");
+    const first = UnixStream.connect(socket);
+    const second = UnixStream.connect(socket);
+    await waitForEof(second, "the second frontend to be refused");
+    assertTrue(stillOpen(first), "the first frontend lost its connection");
+    await daemon.waitForStderr(/Refusing a second frontend connection/, "the refusal log line");
+    second.close();
+    first.close();
+    await daemon.waitForStderr(/waiting for the next connection/, "the first session to end");
+    const third = UnixStream.connect(socket);
+    const fourth = UnixStream.connect(socket);
+    await waitForEof(fourth, "the fourth frontend to be refused");
+    assertTrue(stillOpen(third), "the third frontend was not served");
+    third.close();
+    fourth.close();
+    daemon.process.kill("SIGTERM");
+    assertEquals((await daemon.exit()).code, 0);
+  });
+});
+
+Deno.test("bin/tpasst keeps its descriptor count flat over many connections", async () => {
+  await withTempDir(async (dir) => {
+    const socket = `${dir}/s.sock`;
+    const daemon = new ForegroundTpasst(["-s", socket]);
+    await daemon.waitForStderr(/listening at/, "the daemon to listen");
+    const pid = daemon.process.pid;
+    const cycle = async (round: number) => {
+      const frontend = UnixStream.connect(socket);
+      const refused = UnixStream.connect(socket);
+      frontend.send(new Uint8Array(1000));
+      await waitForEof(refused, "the extra connection to be refused");
+      refused.close();
+      frontend.close();
+      await waitFor(
+        `session ${round} to end`,
+        () => daemon.stderr.split("waiting for the next connection").length > round,
+      );
+    };
+    await cycle(1);
+    const before = processFdCount(pid);
+    for (let round = 2; round <= 30; round++) await cycle(round);
+    assertEquals(processFdCount(pid), before);
+    daemon.process.kill("SIGTERM");
+    assertEquals((await daemon.exit()).code, 0);
+  });
+});
