@@ -5,6 +5,9 @@
  * "guest" recycles the same chains, so only the device side is measured.
  * Prints numbers only.
  *
+ * Then the same through the vhost-user session and the TypeScript front-end
+ * (bench/ring_engine/harness_bench.ts): memfd memory, eventfd kicks, event loop.
+ *
  * Run: `deno run -A bench/ring_engine_bench.ts [seconds-per-case]`
  *
  * @module
@@ -138,16 +141,27 @@ function result(
   return { direction, frameBytes, framesPerSecond, gbps: (framesPerSecond * frameBytes * 8) / 1e9 };
 }
 
+/** Formats one result as a line of the report. */
+export function formatResult(path: string, r: BenchResult): string {
+  return `${path} ${r.direction} ${String(r.frameBytes).padStart(5)} B: ${
+    (r.framesPerSecond / 1e6).toFixed(3).padStart(7)
+  } Mframes/s ${r.gbps.toFixed(2).padStart(8)} Gbit/s`;
+}
+
 if (import.meta.main) {
   const seconds = Number(Deno.args[0] ?? 1);
   for (const direction of ["TX", "RX"] as const) {
     for (const size of [64, 1500, 65535]) {
       const r = direction === "TX" ? benchTx(size, seconds) : benchRx(size, seconds);
-      console.log(
-        `${r.direction} ${String(r.frameBytes).padStart(5)} B: ${
-          (r.framesPerSecond / 1e6).toFixed(3).padStart(7)
-        } Mframes/s ${r.gbps.toFixed(2).padStart(7)} Gbit/s`,
-      );
+      console.log(formatResult("engine ", r));
     }
+  }
+  // Through the vhost-user session (memfd memory, eventfd kicks, event loop).
+  const { benchHarnessRx, benchHarnessTx } = await import("./ring_engine/harness_bench.ts");
+  for (const size of [64, 1500, 65535]) {
+    console.log(formatResult("session", await benchHarnessTx(size, seconds)));
+  }
+  for (const size of [64, 1500]) {
+    console.log(formatResult("session", await benchHarnessRx(size, seconds)));
   }
 }
