@@ -1,0 +1,162 @@
+import { UnixListener } from "../../ffi/unix_listener.ts";
+import { UnixStream } from "../../ffi/unix_stream.ts";
+import { openFdCount } from "../../ffi/process.ts";
+import { log, type LogLevel, stderrSink } from "../log/logger.ts";
+import { EventLoop } from "../loop/event_loop.ts";
+import { assertEquals, assertTrue } from "../test_support/assert.ts";
+import type { FrontendSession, SessionFactory } from "./frontend_session.ts";
+import { FrontendServer } from "./frontend_server.ts";
+import { placeholderSessionFactory } from "./placeholder_session.ts";
+
+/** Polls `probe` until true (fails after 10 s); yields to the loop in between. */
+async function until(what: string, probe: () => boolean): Promise<void> {
+  const deadline = performance.now() + 10_000;
+  while (!probe()) {
+    if (performance.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** True once the peer closed `stream` (EOF or reset). */
+function closedByPeer(stream: UnixStream): boolean {
+  stream.setNonBlocking(true);
+  try {
+    return stream.recv(new Uint8Array(64)) === 0;
+  } catch {
+    return true;
+  }
+}
+
+interface Fixture {
+  dir: string;
+  path: string;
+  loop: EventLoop;
+  listener: UnixListener;
+  sessions: FrontendSession[];
+  factory: SessionFactory;
+  logLines: string[];
+  running: Promise<void>;
+}
+
+async function setUp(): Promise<Fixture> {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "tpsrv" });
+  const path = `${dir}/s.sock`;
+  const loop = new EventLoop();
+  const listener = UnixListener.listen(path);
+  const sessions: FrontendSession[] = [];
+  const inner = placeholderSessionFactory("test");
+  const factory: SessionFactory = (connection, l) => {
+    const session = inner(connection, l);
+    sessions.push(session);
+    return session;
+  };
+  const logLines: string[] = [];
+  log.setSink((_level: LogLevel, line: string) => logLines.push(line));
+  return { dir, path, loop, listener, sessions, factory, logLines, running: loop.run() };
+}
+
+async function tearDown(f: Fixture): Promise<void> {
+  f.loop.close();
+  await f.running;
+  f.listener.close();
+  await Deno.remove(f.dir, { recursive: true });
+  log.setSink(stderrSink);
+}
+
+Deno.test("FrontendServer.listen() serves one frontend at a time, then the next", async () => {
+  const f = await setUp();
+  try {
+    const server = new FrontendServer(f.loop, f.factory, false);
+    server.listen(f.listener);
+    const first = UnixStream.connect(f.path);
+    await until("the first session", () => f.sessions.length === 1);
+    const second = UnixStream.connect(f.path);
+    await until("the second connection to be refused", () => closedByPeer(second));
+    assertEquals([server.sessionsServed, server.refused], [1, 1]);
+    assertTrue(f.logLines.some((l) => l.includes("Refusing a second frontend")));
+    assertTrue(!closedByPeer(first));
+    first.close();
+    await f.sessions[0].closed;
+    const third = UnixStream.connect(f.path);
+    await until("the third session", () => f.sessions.length === 2);
+    assertTrue(!closedByPeer(third));
+    second.close();
+    third.close();
+    await f.sessions[1].closed;
+    await server.stop();
+    assertEquals(await server.finished, "stopped");
+  } finally {
+    await tearDown(f);
+  }
+});
+
+Deno.test("FrontendServer finishes with 'one-off' when the first frontend leaves", async () => {
+  const f = await setUp();
+  try {
+    const server = new FrontendServer(f.loop, f.factory, true);
+    server.listen(f.listener);
+    const frontend = UnixStream.connect(f.path);
+    await until("the session", () => f.sessions.length === 1);
+    frontend.close();
+    assertEquals(await server.finished, "one-off");
+  } finally {
+    await tearDown(f);
+  }
+});
+
+Deno.test("FrontendServer.stop() closes the active session and its connection", async () => {
+  const f = await setUp();
+  try {
+    const server = new FrontendServer(f.loop, f.factory, false);
+    const [ours, theirs] = UnixStream.pair();
+    assertTrue(server.serveConnection(theirs));
+    await server.stop();
+    assertTrue(closedByPeer(ours), "the session did not close its connection");
+    assertEquals(await server.finished, "stopped");
+    assertEquals(f.loop.size, 0);
+    ours.close();
+  } finally {
+    await tearDown(f);
+  }
+});
+
+Deno.test("FrontendServer.serveConnection() closes the connection if the factory throws", async () => {
+  const f = await setUp();
+  try {
+    const failing: SessionFactory = () => {
+      throw new Error("no memory for the session");
+    };
+    const server = new FrontendServer(f.loop, failing, true);
+    const [ours, theirs] = UnixStream.pair();
+    assertEquals(server.serveConnection(theirs), false);
+    assertEquals(theirs.fd, -1);
+    assertTrue(closedByPeer(ours));
+    assertEquals(await server.finished, "one-off");
+    assertTrue(f.logLines.some((l) => l.includes("no memory for the session")));
+    ours.close();
+  } finally {
+    await tearDown(f);
+  }
+});
+
+Deno.test("FrontendServer leaves no descriptor behind over many sessions", async () => {
+  const f = await setUp();
+  try {
+    const server = new FrontendServer(f.loop, f.factory, false);
+    server.listen(f.listener);
+    const cycle = async () => {
+      const frontend = UnixStream.connect(f.path);
+      await until("a session", () => f.sessions.length > 0);
+      frontend.send(new Uint8Array(100));
+      frontend.close();
+      await f.sessions.pop()!.closed;
+    };
+    await cycle();
+    const before = openFdCount();
+    for (let i = 0; i < 40; i++) await cycle();
+    assertEquals(openFdCount(), before);
+    await server.stop();
+  } finally {
+    await tearDown(f);
+  }
+});

@@ -1,0 +1,40 @@
+import { UnixStream } from "../../ffi/unix_stream.ts";
+import type { LogLevel } from "../log/logger.ts";
+import { assertEquals } from "../test_support/assert.ts";
+import { levelFilter, statusSink, teeSink } from "./logging.ts";
+
+Deno.test("levelFilter() passes only lines at the level or more severe", () => {
+  const seen: string[] = [];
+  const sink = levelFilter("warn", (level, line) => seen.push(`${level}:${line}`));
+  for (const level of ["error", "warn", "info", "debug", "trace"] as LogLevel[]) sink(level, "x");
+  assertEquals(seen, ["error:x", "warn:x"]);
+});
+
+Deno.test("teeSink() forwards every line to each sink", () => {
+  const a: string[] = [];
+  const b: string[] = [];
+  const sink = teeSink((_l, line) => a.push(line), (_l, line) => b.push(line));
+  sink("info", "one");
+  sink("error", "two");
+  assertEquals([a, b], [["one", "two"], ["one", "two"]]);
+});
+
+Deno.test("statusSink() sends lines to the parent, prefixing warnings and errors", () => {
+  const [parent, child] = UnixStream.pair(true);
+  try {
+    const sink = statusSink(child);
+    sink("info", "listening");
+    sink("error", "cannot write pid file");
+    const buffer = new Uint8Array(256);
+    const n = parent.recv(buffer);
+    assertEquals(
+      new TextDecoder().decode(buffer.subarray(0, n)),
+      "listening\ntpasst: cannot write pid file\n",
+    );
+    parent.close();
+    sink("error", "nobody listens"); // must not throw once the parent is gone
+  } finally {
+    parent.close();
+    child.close();
+  }
+});
