@@ -336,7 +336,18 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     let written = used;
     const next = this.#rxNext;
     while (written < needed) {
-      if (count === heads.length || !this.#popRx(rx, next, now)) {
+      const ringExhausted = count === heads.length;
+      if (ringExhausted || !this.#popRx(rx, next, now)) {
+        if (ringExhausted) {
+          // A whole ring of buffers cannot hold it: waiting would never help.
+          rx.unpop(count);
+          this.#rxLog.write(
+            now,
+            `vhost-user: dropping a ${frame.length}-byte frame: larger than the whole RX ring`,
+          );
+          first.release();
+          return SendResult.Dropped;
+        }
         if (rx.malformedCount === droppedBefore) {
           rx.unpop(count); // all of them come back for the next try
         } else {

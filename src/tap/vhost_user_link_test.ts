@@ -389,3 +389,14 @@ Deno.test("VhostUserLink.sendFrame() drops frames over 65535 bytes", () => {
   assert.equal(link.sendFrame(new Uint8Array(65536)), SendResult.Dropped);
   assert.equal(link.sendFrame(new Uint8Array(0)), SendResult.Dropped);
 });
+
+Deno.test("VhostUserLink.sendFrame() drops a frame that a whole ring of buffers cannot hold", () => {
+  const { rx, link, lines } = setup({ mergeableRxBuffers: true }, 4);
+  const posted = new Map<number, number[]>();
+  guestPostRx(rx, posted, 4, 1024);
+  assert.equal(link.sendFrame(frameOf(5000, 1)), SendResult.Dropped);
+  assert.match(lines[0], /larger than the whole RX ring/);
+  assert.equal(link.sendFrame(frameOf(3000, 2)), SendResult.Sent, "the buffers were kept");
+  link.flush();
+  assert.deepEqual(guestReceive(rx, posted).frames, [frameOf(3000, 2)]);
+});
