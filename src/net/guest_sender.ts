@@ -13,6 +13,7 @@
 
 import { ipv6Equal, MAC_BROADCAST } from "./address.ts";
 import {
+  internetChecksum,
   IPPROTO_ICMP,
   IPPROTO_ICMPV6,
   IPPROTO_TCP,
@@ -121,7 +122,7 @@ export class GuestSender {
         b[L4_OFFSET_V4 + field] = 0;
         b[L4_OFFSET_V4 + field + 1] = 0;
         const c = protocol === IPPROTO_ICMP
-          ? l4ChecksumV4(b, L4_OFFSET_V4, l4Length, 0, 0, 0) // no pseudo-header for ICMPv4
+          ? internetChecksum(b, L4_OFFSET_V4, l4Length) // no pseudo-header for ICMPv4
           : l4ChecksumV4(b, L4_OFFSET_V4, l4Length, protocol, src, dst);
         const stored = c === 0 && protocol === IPPROTO_UDP ? 0xffff : c;
         b[L4_OFFSET_V4 + field] = stored >>> 8;

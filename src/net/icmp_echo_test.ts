@@ -1,0 +1,236 @@
+import assert from "node:assert/strict";
+import { ipv4ToString, ipv6ToString, parseIpv6 } from "./address.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, l4ChecksumV6 } from "./checksum.ts";
+import { buildNetworkPlan } from "./host_config.ts";
+import { buildIcmpEcho, icmpv4ChecksumOk, Icmpv4Type, Icmpv6Type } from "./icmp.ts";
+import { ECHO_IDLE_TIMEOUT_MS, type EchoSocket, type FdWatcher } from "./icmp_echo.ts";
+import { NetworkStack } from "./stack.ts";
+import { decodeFrame, guestIpv4Frame, guestIpv6Frame } from "./testing_frames.ts";
+import { RecordingLink } from "./testing_link.ts";
+import { Logger } from "../log/logger.ts";
+
+const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
+const GUEST4 = 0x0a000215, GW4 = 0x0a000202;
+const GUEST6 = parseIpv6("2001:db8::15")!;
+
+/** A socket that echoes every request back with the socket's own identifier. */
+class FakeSocket implements EchoSocket {
+  static nextFd = 100;
+  readonly fd = FakeSocket.nextFd++;
+  readonly sent: { payload: Uint8Array; address: Uint8Array }[] = [];
+  readonly pending: Uint8Array[] = [];
+  closed = false;
+  constructor(readonly family: 4 | 6, readonly kernelId: number) {}
+  sendTo(payload: Uint8Array, address: Uint8Array): number {
+    this.sent.push({ payload: payload.slice(), address: address.slice() });
+    const reply = payload.slice();
+    reply[0] = this.family === 4 ? Icmpv4Type.EchoReply : Icmpv6Type.EchoReply;
+    reply[4] = this.kernelId >> 8;
+    reply[5] = this.kernelId & 0xff;
+    reply[2] = reply[3] = 0xee; // the kernel's checksum, wrong for the guest's id
+    this.pending.push(reply);
+    return payload.length;
+  }
+  receive(buf: Uint8Array) {
+    const r = this.pending.shift();
+    if (!r) return null;
+    buf.set(r);
+    return { length: r.length, address: new Uint8Array(this.family === 4 ? 4 : 16) };
+  }
+  close(): void {
+    this.closed = true;
+  }
+}
+
+class FakeWatcher implements FdWatcher {
+  readonly handlers = new Map<number, (events: number, now: number) => void>();
+  watch(fd: number, handler: (events: number, now: number) => void): void {
+    this.handlers.set(fd, handler);
+  }
+  unwatch(fd: number): void {
+    this.handlers.delete(fd);
+  }
+  fireAll(now: number): void {
+    for (const h of [...this.handlers.values()]) h(1, now);
+  }
+}
+
+function setup(factory?: (family: 4 | 6) => EchoSocket, logger?: Logger) {
+  const plan = buildNetworkPlan({
+    address4: "10.0.2.21/24",
+    gateway4: "10.0.2.2",
+    address6: "2001:db8::15",
+    gateway6: "fe80::1",
+  }, NO_HOST);
+  const sockets: FakeSocket[] = [];
+  const watcher = new FakeWatcher();
+  const stack = new NetworkStack(plan, {
+    echoSocketFactory: factory ?? ((f) => {
+      const s = new FakeSocket(f, 4000 + sockets.length);
+      sockets.push(s);
+      return s;
+    }),
+    fdWatcher: watcher,
+    logger,
+  });
+  const link = new RecordingLink();
+  stack.linkUp(link, 0);
+  stack.tick(0); // initial RA
+  link.take();
+  return { stack, link, sockets, watcher };
+}
+
+function echo(type: number, id: number, seq: number, data: number[]): Uint8Array {
+  const b = new Uint8Array(8 + data.length);
+  buildIcmpEcho(b, 0, type, id, seq);
+  b.set(data, 8);
+  return b;
+}
+
+Deno.test("`IcmpEcho` forwards an IPv4 echo and restores the guest's identifier", () => {
+  const { stack, link, sockets, watcher } = setup();
+  const dst = 0xc0000201; // 192.0.2.1 (never reached: fake socket)
+  stack.handleFrame(
+    guestIpv4Frame(IPPROTO_ICMP, GUEST4, dst, echo(8, 0x1234, 7, [1, 2, 3])),
+    10,
+  );
+  assert.equal(sockets.length, 1);
+  assert.deepEqual(Array.from(sockets[0].sent[0].address), [192, 0, 2, 1]);
+  assert.deepEqual(Array.from(sockets[0].sent[0].payload.slice(8)), [1, 2, 3]);
+  watcher.fireAll(11);
+  const d = decodeFrame(link.take()[0]);
+  assert.equal(ipv4ToString(d.ip4!.src), "192.0.2.1");
+  assert.equal(ipv4ToString(d.ip4!.dst), "10.0.2.21");
+  assert.equal(d.l4[0], Icmpv4Type.EchoReply);
+  assert.equal((d.l4[4] << 8) | d.l4[5], 0x1234);
+  assert.equal((d.l4[6] << 8) | d.l4[7], 7);
+  assert.ok(icmpv4ChecksumOk(d.l4, 0, d.l4.length));
+  // Same flow: same socket.
+  stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, dst, echo(8, 0x1234, 8, [])), 12);
+  assert.equal(sockets.length, 1);
+  assert.equal(stack.icmpEcho!.counters.replies, 1);
+});
+
+Deno.test("`IcmpEcho` maps the gateway to the host's loopback", () => {
+  const { stack, link, sockets, watcher } = setup();
+  stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, GW4, echo(8, 1, 1, [])), 10);
+  assert.deepEqual(Array.from(sockets[0].sent[0].address), [127, 0, 0, 1]);
+  watcher.fireAll(11);
+  const d = decodeFrame(link.take()[0]);
+  assert.equal(ipv4ToString(d.ip4!.src), "10.0.2.2");
+});
+
+Deno.test("`IcmpEcho` forwards an IPv6 echo with a valid ICMPv6 checksum back", () => {
+  const { stack, link, sockets, watcher } = setup();
+  const dst = parseIpv6("2001:db8:ffff::1")!;
+  stack.handleFrame(guestIpv6Frame(IPPROTO_ICMPV6, GUEST6, dst, echo(128, 0x4242, 3, [9, 9])), 10);
+  assert.equal(sockets[0].family, 6);
+  watcher.fireAll(11);
+  const d = decodeFrame(link.take()[0]);
+  assert.equal(ipv6ToString(d.ip6!.src), "2001:db8:ffff::1");
+  assert.equal(ipv6ToString(d.ip6!.dst), "2001:db8::15");
+  assert.equal(d.l4[0], Icmpv6Type.EchoReply);
+  assert.equal((d.l4[4] << 8) | d.l4[5], 0x4242);
+  assert.equal(l4ChecksumV6(d.l4, 0, d.l4.length, 58, d.ip6!.src, 0, d.ip6!.dst, 0), 0);
+});
+
+Deno.test("`IcmpEcho.tick()` closes sockets idle for 60 s", () => {
+  const { stack, sockets, watcher } = setup();
+  stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, 0xc0000201, echo(8, 1, 1, [])), 1000);
+  stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, 0xc0000202, echo(8, 1, 1, [])), 5000);
+  assert.equal(stack.icmpEcho!.size, 2);
+  assert.equal(stack.icmpEcho!.nextTimerAt(), 1000 + ECHO_IDLE_TIMEOUT_MS);
+  stack.tick(1000 + ECHO_IDLE_TIMEOUT_MS);
+  assert.equal(stack.icmpEcho!.size, 1);
+  assert.ok(sockets[0].closed && !sockets[1].closed);
+  assert.equal(watcher.handlers.size, 1);
+  stack.close();
+  assert.ok(sockets[1].closed);
+  assert.equal(watcher.handlers.size, 0);
+});
+
+Deno.test("`IcmpEcho` warns once when ping sockets are not permitted", () => {
+  const lines: string[] = [];
+  const logger = new Logger();
+  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
+  const { stack, link } = setup(() => {
+    throw Object.assign(new Error("ping_open(IPv4): EACCES"), { errno: 13 });
+  }, logger);
+  for (let i = 0; i < 3; i++) {
+    stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, 0xc0000201, echo(8, 1, i, [])), i);
+  }
+  stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, 0xc0000201, echo(8, 1, 9, [])), 20_000);
+  assert.equal(
+    lines.filter((l) => l.startsWith("warn") && l.includes("ping_group_range")).length,
+    1,
+  );
+  assert.equal(stack.icmpEcho!.counters.notPermitted, 4);
+  assert.equal(link.frames.length, 0);
+  assert.equal(stack.drops.exception, undefined);
+});
+
+Deno.test("`IcmpEcho` drops bad checksums, short messages and multicast targets", () => {
+  const { stack, sockets } = setup();
+  const f = guestIpv4Frame(IPPROTO_ICMP, GUEST4, 0xc0000201, echo(8, 1, 1, [5]));
+  f[f.length - 1] ^= 0xff;
+  stack.handleFrame(f, 1);
+  stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, 0xc0000201, new Uint8Array(4)), 1);
+  stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, 0xe0000001, echo(8, 1, 1, [])), 1);
+  stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, 0xc0000201, echo(0, 1, 1, [])), 1);
+  assert.equal(sockets.length, 0);
+  assert.equal(stack.drops["icmp-bad-checksum"], 1);
+  assert.equal(stack.drops["icmp-truncated"], 1);
+  assert.equal(stack.drops["icmp-bad-destination"], 1);
+  assert.equal(stack.icmpEcho!.counters.ignored, 1);
+});
+
+async function withPingGroupRange<T>(fn: () => Promise<T>): Promise<T> {
+  const path = "/proc/sys/net/ipv4/ping_group_range";
+  const saved = Deno.readTextFileSync(path).trim().replace(/\s+/g, " ");
+  const sysctl = (value: string) =>
+    new Deno.Command("sysctl", { args: ["-q", "-w", `net.ipv4.ping_group_range=${value}`] })
+      .outputSync();
+  sysctl("0 2147483647");
+  try {
+    return await fn();
+  } finally {
+    sysctl(saved);
+  }
+}
+
+Deno.test({
+  name: "`IcmpEcho` pings 127.0.0.1 and ::1 through real ping sockets",
+  ignore: Deno.uid?.() !== 0,
+  fn: async () => {
+    const { pingSocketFactory } = await import("./ping_echo_socket.ts");
+    await withPingGroupRange(async () => {
+      const { stack, link, watcher } = setup(pingSocketFactory);
+      stack.handleFrame(
+        guestIpv4Frame(IPPROTO_ICMP, GUEST4, 0x7f000001, echo(8, 0x7777, 1, [1, 2, 3, 4])),
+        1,
+      );
+      stack.handleFrame(
+        guestIpv6Frame(IPPROTO_ICMPV6, GUEST6, parseIpv6("::1")!, echo(128, 0x6666, 2, [5, 6])),
+        1,
+      );
+      assert.equal(stack.icmpEcho!.size, 2, `sockets: ${JSON.stringify(stack.icmpEcho!.counters)}`);
+      const replies: ReturnType<typeof decodeFrame>[] = [];
+      for (let i = 0; i < 200 && replies.length < 2; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+        watcher.fireAll(2);
+        for (const f of link.take()) replies.push(decodeFrame(f));
+      }
+      assert.equal(replies.length, 2);
+      const v4 = replies.find((r) => r.ip4)!;
+      assert.equal(ipv4ToString(v4.ip4!.src), "127.0.0.1");
+      assert.equal((v4.l4[4] << 8) | v4.l4[5], 0x7777);
+      assert.deepEqual(Array.from(v4.l4.slice(8)), [1, 2, 3, 4]);
+      assert.ok(icmpv4ChecksumOk(v4.l4, 0, v4.l4.length));
+      const v6 = replies.find((r) => r.ip6)!;
+      assert.equal(ipv6ToString(v6.ip6!.src), "::1");
+      assert.equal((v6.l4[4] << 8) | v6.l4[5], 0x6666);
+      stack.close();
+      assert.equal(stack.icmpEcho!.size, 0);
+    });
+  },
+});

@@ -1,0 +1,264 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { MAC_BROADCAST, parseIpv6 } from "./address.ts";
+import { buildArp } from "./arp.ts";
+import { IPPROTO_TCP, IPPROTO_UDP } from "./checksum.ts";
+import { buildEthernet, ETHERTYPE_ARP } from "./ethernet.ts";
+import { L4_OFFSET_V4 } from "./guest_sender.ts";
+import { buildNetworkPlan } from "./host_config.ts";
+import { IPV6_EXT_FRAGMENT } from "./ipv6.ts";
+import type { L4Handler, L4Packet } from "./l4_handler.ts";
+import { NetworkStack } from "./stack.ts";
+import {
+  decodeFrame,
+  guestIpv4Frame,
+  guestIpv6Frame,
+  TEST_GUEST_MAC,
+  udpDatagram,
+} from "./testing_frames.ts";
+import { RecordingLink } from "./testing_link.ts";
+import { SendResult } from "../tap/frame_transport.ts";
+import { Logger } from "../log/logger.ts";
+
+const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
+const GUEST4 = 0x0a000215, REMOTE4 = 0xc0000201;
+const GUEST6 = parseIpv6("2001:db8::15")!, REMOTE6 = parseIpv6("2001:db8:ffff::1")!;
+
+class Recorder implements L4Handler {
+  readonly packets: {
+    family: number;
+    protocol: number;
+    src4: number;
+    dst4: number;
+    src6: string;
+    l4: number[];
+    ttl: number;
+  }[] = [];
+  batches = 0;
+  writable = 0;
+  ups = 0;
+  downs = 0;
+  throwNext = false;
+  handlePacket(p: L4Packet): void {
+    if (this.throwNext) throw new Error("handler bug");
+    this.packets.push({
+      family: p.family,
+      protocol: p.protocol,
+      src4: p.src4,
+      dst4: p.dst4,
+      src6: Array.from(p.src6).join(","),
+      l4: Array.from(p.frame.subarray(p.l4Offset, p.l4Offset + p.l4Length)),
+      ttl: p.ttl,
+    });
+  }
+  endOfBatch(): void {
+    this.batches++;
+  }
+  linkWritable(): void {
+    this.writable++;
+  }
+  linkUp(): void {
+    this.ups++;
+  }
+  linkDown(): void {
+    this.downs++;
+  }
+}
+
+function setup(logger?: Logger) {
+  const plan = buildNetworkPlan({
+    address4: "10.0.2.21/24",
+    gateway4: "10.0.2.2",
+    address6: "2001:db8::15",
+    gateway6: "fe80::1",
+  }, NO_HOST);
+  const stack = new NetworkStack(plan, { logger });
+  const udp = new Recorder(), tcp = new Recorder();
+  stack.registerL4(IPPROTO_UDP, udp);
+  stack.registerL4(IPPROTO_TCP, tcp);
+  const link = new RecordingLink();
+  stack.linkUp(link, 0);
+  stack.tick(0);
+  link.take();
+  return { stack, udp, tcp, link };
+}
+
+Deno.test("`NetworkStack.registerL4()` routes UDP and TCP of both families to their handlers", () => {
+  const { stack, udp, tcp } = setup();
+  stack.handleFrame(
+    guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, udpDatagram(1000, 53, new Uint8Array([7]))),
+    1,
+  );
+  stack.handleFrame(
+    guestIpv6Frame(IPPROTO_UDP, GUEST6, REMOTE6, udpDatagram(1, 2, new Uint8Array())),
+    1,
+  );
+  const seg = new Uint8Array(20);
+  seg[12] = 0x50;
+  stack.handleFrame(guestIpv4Frame(IPPROTO_TCP, GUEST4, REMOTE4, seg, { ttl: 33 }), 1);
+  assert.equal(udp.packets.length, 2);
+  assert.deepEqual(udp.packets[0].l4.slice(8), [7]);
+  assert.equal(udp.packets[0].src4, GUEST4);
+  assert.equal(udp.packets[0].dst4, REMOTE4);
+  assert.equal(udp.packets[1].family, 6);
+  assert.equal(udp.packets[1].src6, Array.from(GUEST6).join(","));
+  assert.equal(tcp.packets.length, 1);
+  assert.equal(tcp.packets[0].ttl, 33);
+  assert.equal(tcp.packets[0].l4.length, 20);
+  assert.throws(() => stack.registerL4(IPPROTO_TCP, new Recorder()), /already registered/);
+  stack.endOfBatch(2);
+  assert.equal(udp.batches, 1);
+  assert.equal(udp.ups, 1);
+});
+
+Deno.test("`NetworkStack.handleFrame()` learns the guest MAC and answers it directly", () => {
+  const plan = buildNetworkPlan(
+    { address4: "10.0.2.21/24", gateway4: "10.0.2.2", ipv4Only: true },
+    NO_HOST,
+  );
+  const stack = new NetworkStack(plan);
+  assert.equal(stack.sender.guestMac, MAC_BROADCAST);
+  const link = new RecordingLink();
+  stack.linkUp(link, 0);
+  const f = new Uint8Array(42);
+  buildEthernet(f, 0, MAC_BROADCAST, TEST_GUEST_MAC, ETHERTYPE_ARP);
+  buildArp(f, 14, {
+    op: 1,
+    senderMac: TEST_GUEST_MAC,
+    senderIp: GUEST4,
+    targetMac: 0,
+    targetIp: 0x0a000202,
+  });
+  stack.handleFrame(f, 1);
+  assert.equal(stack.sender.guestMac, TEST_GUEST_MAC);
+  assert.equal(stack.sender.guestIpv4Seen, 0);
+  assert.equal(decodeFrame(link.take()[0]).eth.dst, TEST_GUEST_MAC);
+  stack.handleFrame(
+    guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, udpDatagram(1, 2, new Uint8Array())),
+    1,
+  );
+  assert.equal(stack.sender.guestIpv4Seen, GUEST4);
+});
+
+Deno.test("`NetworkStack.handleFrame()` drops malformed frames at every layer with a reason", () => {
+  const { stack, udp, tcp, link } = setup();
+  const good = guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, udpDatagram(1, 2, new Uint8Array(4)));
+  const cases: [string, Uint8Array][] = [];
+  cases.push(["eth-truncated", good.slice(0, 13)]);
+  let f = good.slice();
+  f[12] = 0x88;
+  f[13] = 0xcc; // LLDP
+  cases.push(["unknown-ethertype", f]);
+  cases.push(["ipv4-truncated", good.slice(0, 14 + 19)]);
+  f = good.slice();
+  f[14 + 3] += 10; // total length past the frame (checksum no longer matters: length first)
+  cases.push(["ipv4-length-beyond-frame", f]);
+  f = good.slice();
+  f[14 + 8] ^= 1; // TTL without checksum update
+  cases.push(["ipv4-bad-checksum", f]);
+  const frag = guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, udpDatagram(1, 2, new Uint8Array(4)));
+  frag[14 + 6] |= 0x20; // MF
+  frag[14 + 10] = frag[14 + 11] = 0;
+  const c = (() => {
+    let s = 0;
+    for (let i = 14; i < 34; i += 2) s += (frag[i] << 8) | frag[i + 1];
+    while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+    return ~s & 0xffff;
+  })();
+  frag[14 + 10] = c >> 8;
+  frag[14 + 11] = c & 0xff;
+  cases.push(["ipv4-fragment", frag]);
+  cases.push([
+    "udp-truncated",
+    guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, new Uint8Array(5)),
+  ]);
+  const badUdpLen = udpDatagram(1, 2, new Uint8Array(4));
+  badUdpLen[5] = 200;
+  cases.push(["udp-bad-length", guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, badUdpLen)]);
+  cases.push(["ipv4-unhandled-protocol", guestIpv4Frame(47, GUEST4, REMOTE4, new Uint8Array(8))]);
+  cases.push([
+    "ipv6-truncated",
+    guestIpv6Frame(IPPROTO_UDP, GUEST6, REMOTE6, new Uint8Array(8)).slice(0, 50),
+  ]);
+  const v6 = guestIpv6Frame(IPPROTO_UDP, GUEST6, REMOTE6, udpDatagram(1, 2, new Uint8Array(2)));
+  cases.push(["ipv6-length-beyond-frame", v6.slice(0, v6.length - 1)]);
+  cases.push([
+    "ipv6-fragment",
+    guestIpv6Frame(IPV6_EXT_FRAGMENT, GUEST6, REMOTE6, new Uint8Array([17, 0, 0, 1, 0, 0, 0, 1])),
+  ]);
+  cases.push([
+    "ipv6-bad-extension-header",
+    guestIpv6Frame(60, GUEST6, REMOTE6, new Uint8Array([17, 9, 0, 0])),
+  ]);
+  const badIcmp6 = guestIpv6Frame(58, GUEST6, REMOTE6, new Uint8Array([128, 0, 0, 0, 0, 1, 0, 1]));
+  badIcmp6[badIcmp6.length - 1] ^= 1;
+  cases.push(["icmpv6-bad-checksum", badIcmp6]);
+  cases.push(["icmp-truncated", guestIpv6Frame(58, GUEST6, REMOTE6, new Uint8Array(4))]);
+  const arp = new Uint8Array(40);
+  buildEthernet(arp, 0, MAC_BROADCAST, TEST_GUEST_MAC, ETHERTYPE_ARP);
+  cases.push(["arp-truncated", arp]);
+  for (const [reason, frame] of cases) {
+    const before = stack.drops[reason] ?? 0;
+    stack.handleFrame(frame, 1);
+    assert.equal(stack.drops[reason], before + 1, reason);
+  }
+  assert.equal(udp.packets.length + tcp.packets.length, 0);
+  assert.equal(link.frames.length, 0);
+});
+
+Deno.test("`NetworkStack.handleFrame()` catches handler exceptions and logs them rate-limited", () => {
+  const lines: string[] = [];
+  const logger = new Logger();
+  logger.setSink((_l, line) => lines.push(line));
+  const { stack, udp } = setup(logger);
+  udp.throwNext = true;
+  const f = guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, udpDatagram(1, 2, new Uint8Array()));
+  for (let i = 0; i < 5; i++) stack.handleFrame(f, 100);
+  assert.equal(stack.drops.exception, 5);
+  assert.equal(lines.filter((l) => l.includes("handler bug")).length, 1);
+});
+
+Deno.test("`NetworkStack` fans link writability out and stops sending on linkDown", () => {
+  const { stack, udp, link } = setup();
+  link.fireWritable(5);
+  assert.equal(udp.writable, 1);
+  stack.linkDown(6);
+  assert.equal(udp.downs, 1);
+  assert.equal(stack.sender.link, null);
+  stack.sender.buffer.fill(0, L4_OFFSET_V4, L4_OFFSET_V4 + 8);
+  assert.equal(stack.sender.sendIpv4(IPPROTO_UDP, 1, 2, 8), SendResult.Dropped);
+  assert.equal(stack.sender.counters.noLink, 1);
+  assert.equal(link.frames.length, 0);
+});
+
+Deno.test("`NetworkStack.handleFrame()` never throws and never sends malformed frames", () => {
+  const { stack, link } = setup();
+  const base = guestIpv4Frame(
+    IPPROTO_UDP,
+    GUEST4,
+    REMOTE4,
+    udpDatagram(68, 67, new Uint8Array(260)),
+  );
+  const base6 = guestIpv6Frame(
+    58,
+    parseIpv6("fe80::2")!,
+    parseIpv6("ff02::2")!,
+    new Uint8Array([133, 0, 0, 0, 0, 0, 0, 0]),
+    { hopLimit: 255 },
+  );
+  fc.assert(
+    fc.property(
+      fc.boolean(),
+      fc.array(fc.tuple(fc.nat(400), fc.integer({ min: 0, max: 255 })), { maxLength: 6 }),
+      fc.integer({ min: 0, max: 400 }),
+      (v6, edits, cut) => {
+        const f = (v6 ? base6 : base).slice(0, Math.max(0, (v6 ? base6 : base).length - cut % 40));
+        for (const [pos, val] of edits) if (pos < f.length) f[pos] = val;
+        stack.handleFrame(f, 1);
+        for (const out of link.take()) decodeFrame(out);
+      },
+    ),
+    { numRuns: 1000 },
+  );
+  assert.equal(stack.drops.exception, undefined);
+});

@@ -1,0 +1,1157 @@
+/**
+ * TCP translation between the guest and ordinary host sockets. There is no full TCP
+ * stack here: the guest's TCP and the host kernel's TCP provide reliability and
+ * congestion control; this module terminates the guest's connection just enough to
+ * move bytes in order between the guest's segments and a host `Deno.TcpConn`.
+ *
+ * - Guest → host: in-order data is copied into a per-flow ring of
+ *   {@link TcpTranslatorOptions.bufferSize} bytes and written to the host socket; the
+ *   ACK sent to the guest covers only what the host socket accepted (the write
+ *   resolved). The right edge of the advertised window is "written + ring size", so
+ *   the window is always buffer we really have; out-of-order segments are dropped
+ *   (the guest retransmits), duplicates trimmed.
+ * - Host → guest: the host socket is read into a second ring only while it has room
+ *   and the link toward the guest has room; segments up to the guest's MSS and
+ *   window are sent from it and kept until acknowledged; retransmission (go-back-N
+ *   from the first unacknowledged byte) on a timer with exponential backoff and on
+ *   three duplicate ACKs; zero windows are probed.
+ * - Memory per connection: two rings of `bufferSize` (default 256 KiB each, so
+ *   512 KiB) plus about 1 KiB of state; nothing else grows with traffic.
+ * - Connections: guest SYN → `Deno.connect` → SYN-ACK only once connected, RST when
+ *   refused / unreachable / not permitted (one log line for a permission denial);
+ *   listeners from {@link TcpTranslator.listen} turn accepted host connections into
+ *   SYNs toward the guest. FIN and half-close both ways (`closeWrite()`), RST both
+ *   ways (a guest RST can only close the host socket: Deno offers no SO_LINGER),
+ *   SYN / idle timeouts; flows survive a link down / up.
+ *
+ * @module
+ */
+
+import { IPPROTO_TCP } from "./checksum.ts";
+import { FlowTable, type FlowKey, initFlowKey } from "./flow_table.ts";
+import {
+  type ForwardRules,
+  type GuestSideAddress,
+  newGuestSideAddress,
+  translateInbound,
+  translateOutbound4,
+  translateOutbound6,
+} from "./fwd.ts";
+import { type GuestSender, L4_OFFSET_V4, L4_OFFSET_V6 } from "./guest_sender.ts";
+import type { L4Handler, L4Packet } from "./l4_handler.ts";
+import {
+  buildTcp,
+  newTcpHeader,
+  parseTcp,
+  TCP_ACK_FLAG,
+  TCP_FIN,
+  TCP_PSH,
+  TCP_RST,
+  TCP_SYN,
+  type TcpBuildFields,
+  tcpChecksumOkV4,
+  tcpChecksumOkV6,
+} from "./tcp_header.ts";
+import { SendResult } from "../tap/frame_transport.ts";
+import { log as defaultLog, type Logger } from "../log/logger.ts";
+import { RateLimitedLog } from "../log/rate_limited_log.ts";
+
+/** Default size of each of the two per-connection rings. */
+export const DEFAULT_TCP_BUFFER = 256 * 1024;
+/** Smallest allowed ring size. */
+export const MIN_TCP_BUFFER = 16 * 1024;
+/** Window scale shift we offer (RFC 7323 §2.2): 65535 << 7 covers an 8 MiB ring. */
+export const OUR_WINDOW_SCALE = 7;
+/** MSS assumed when the guest sends none (RFC 9293 §3.7.1: 536 for IPv4, RFC 8200 §5: 1220 for IPv6). */
+export const DEFAULT_MSS_V4 = 536;
+export const DEFAULT_MSS_V6 = 1220;
+/** IPv4 + TCP header bytes (no options) subtracted from the MTU for the MSS. */
+const HEADERS_V4 = 40;
+/** IPv6 + TCP header bytes. */
+const HEADERS_V6 = 60;
+/** Largest TCP payload the 65535-byte output frame buffer can carry behind the headers. */
+const MAX_PAYLOAD_V4 = 65535 - L4_OFFSET_V4 - 20 - 20; // room for options
+const MAX_PAYLOAD_V6 = 65535 - L4_OFFSET_V6 - 20 - 20;
+/** Initial retransmission timeout (RFC 6298 §2 uses 1 s; the guest is one hop away). */
+export const RTO_INITIAL_MS = 400;
+/** Largest retransmission timeout (RFC 6298 §2.5). */
+export const RTO_MAX_MS = 60_000;
+/** Retransmissions of one segment before the connection is given up. */
+export const MAX_RETRIES = 10;
+/** Time allowed for the host connect before the guest gets a RST. */
+export const CONNECT_TIMEOUT_MS = 10_000;
+/** Idle time after which an established flow is reset both ways (passt: 2 h). */
+export const IDLE_TIMEOUT_MS = 2 * 3600 * 1000;
+/** How long a closed flow lingers to re-ACK retransmitted FINs. */
+export const LINGER_MS = 2_000;
+/** Interval of the idle sweep. */
+const IDLE_SWEEP_MS = 10_000;
+/** Smallest host read worth issuing (bytes of room in the ring). */
+const READ_MIN = 8 * 1024;
+
+/** Flow states. */
+export const TcpState = {
+  /** Guest SYN received, host connect in progress. */
+  Connecting: 0,
+  /** SYN-ACK sent to the guest, waiting for its ACK. */
+  SynAckSent: 1,
+  /** Inbound: SYN sent to the guest, waiting for its SYN-ACK. */
+  SynSent: 2,
+  /** Data may flow (including half-closed directions). */
+  Established: 3,
+  /** Finished; kept briefly to answer retransmitted FINs. */
+  Closed: 4,
+} as const;
+/** One of {@link TcpState}. */
+export type TcpState = typeof TcpState[keyof typeof TcpState];
+
+/** The part of Deno.TcpConn the translator uses (tests may substitute it). */
+export interface HostStream {
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
+  closeWrite(): Promise<void>;
+  close(): void;
+  setNoDelay?(noDelay?: boolean): void;
+}
+
+/** Opens a host connection; rejects like Deno.connect. */
+export type HostConnector = (hostname: string, port: number) => Promise<HostStream>;
+
+/** Options of {@link TcpTranslator}. */
+export interface TcpTranslatorOptions {
+  /** Maximum number of flows (default 16384). */
+  maxFlows?: number;
+  /** Size of each per-connection ring in bytes (default 256 KiB). */
+  bufferSize?: number;
+  /** MTU toward the guest (default 65520). */
+  mtu?: number;
+  logger?: Logger;
+  /** Clock for events that arrive from host sockets (default performance.now). */
+  clock?: () => number;
+  /** Opens host connections (default Deno.connect). */
+  connect?: HostConnector;
+  /** Called when a timer earlier than the previous {@link TcpTranslator.nextTimerAt} is armed. */
+  onTimersChanged?: () => void;
+  /** Verify the checksum of guest segments (default true). */
+  verifyChecksums?: boolean;
+  /** Idle timeout in ms (default 2 h). */
+  idleTimeoutMs?: number;
+}
+
+/** Counters for diagnostics and tests. */
+export interface TcpCounters {
+  /** Connections accepted from the guest and established with the host. */
+  outbound: number;
+  /** Connections from host listeners. */
+  inbound: number;
+  /** Host connects that failed (refused, unreachable, not permitted, timeout). */
+  connectFailed: number;
+  /** Of which: denied by Deno's permissions. */
+  notPermitted: number;
+  /** New flows refused because the table was full. */
+  tableFull: number;
+  /** RSTs sent to the guest. */
+  rstSent: number;
+  /** Guest segments dropped as invalid (checksum, header, out of window). */
+  badSegments: number;
+  /** Segment retransmissions to the guest. */
+  retransmits: number;
+  /** Sends that found no room toward the guest. */
+  noRoom: number;
+}
+
+const ACK_RST = TCP_ACK_FLAG | TCP_RST;
+
+function seqLt(a: number, b: number): boolean {
+  return ((a - b) | 0) < 0;
+}
+function seqLe(a: number, b: number): boolean {
+  return ((a - b) | 0) <= 0;
+}
+function seqDiff(a: number, b: number): number {
+  return (a - b) | 0;
+}
+
+/** One translated connection. */
+class TcpFlow implements FlowKey {
+  family: 4 | 6 = 4;
+  guest4 = 0;
+  remote4 = 0;
+  guest6: Uint8Array | null = null;
+  remote6: Uint8Array | null = null;
+  guestPort = 0;
+  remotePort = 0;
+  tableKey = 0;
+  chainNext: FlowKey | null = null;
+  inTable = false;
+
+  state: TcpState = TcpState.Connecting;
+  conn: HostStream | null = null;
+  /** Host-side target or peer, for logs. */
+  hostName = "";
+  hostPort = 0;
+  closed = false;
+
+  // guest → host
+  /** Next sequence number expected from the guest. */
+  rcvNxt = 0;
+  /** Sequence number of the first byte not yet accepted by the host socket. */
+  writtenSeq = 0;
+  g2h: Uint8Array | null = null;
+  g2hHead = 0;
+  g2hLen = 0;
+  writing = false;
+  guestFin = false;
+  /** The guest's FIN was passed on (closeWrite done) and may be acknowledged. */
+  guestFinDone = false;
+  ourShift = 0;
+  guestShift = 0;
+  lastAckSent = 0;
+
+  // host → guest
+  iss = 0;
+  sndUna = 0;
+  sndNxt = 0;
+  sndMax = 0;
+  /** Sequence number after the last byte read from the host. */
+  bufEnd = 0;
+  h2g: Uint8Array | null = null;
+  h2gHead = 0;
+  sndWndRight = 0;
+  mss = DEFAULT_MSS_V4;
+  hostEof = false;
+  finSent = false;
+  finAcked = false;
+  reading = false;
+  blocked = false;
+  dupAcks = 0;
+
+  // timers
+  timerAt = Infinity;
+  rto = RTO_INITIAL_MS;
+  retries = 0;
+  lastActivity = 0;
+}
+
+/** The TCP translator: an {@link L4Handler} for protocol 6. */
+export class TcpTranslator implements L4Handler {
+  /** Flow table (guest-side 5-tuple → flow). */
+  readonly flows: FlowTable<TcpFlow>;
+  readonly counters: TcpCounters = {
+    outbound: 0,
+    inbound: 0,
+    connectFailed: 0,
+    notPermitted: 0,
+    tableFull: 0,
+    rstSent: 0,
+    badSegments: 0,
+    retransmits: 0,
+    noRoom: 0,
+  };
+  readonly #sender: GuestSender;
+  readonly #rules: ForwardRules;
+  readonly #bufferSize: number;
+  readonly #mtu: number;
+  readonly #log: Logger;
+  readonly #denyLog: RateLimitedLog;
+  readonly #failLog: RateLimitedLog;
+  readonly #clock: () => number;
+  readonly #connect: HostConnector;
+  readonly #onTimersChanged: (() => void) | null;
+  readonly #verify: boolean;
+  readonly #idleMs: number;
+  readonly #hdr = newTcpHeader();
+  readonly #fields: TcpBuildFields = {
+    srcPort: 0,
+    dstPort: 0,
+    seq: 0,
+    ack: 0,
+    flags: 0,
+    window: 0,
+    mss: -1,
+    windowScale: -1,
+  };
+  readonly #timed = new Set<TcpFlow>();
+  readonly #blocked = new Set<TcpFlow>();
+  readonly #listeners = new Set<Deno.Listener>();
+  readonly #rand = new Uint32Array(1);
+  readonly #inAddr: GuestSideAddress = newGuestSideAddress();
+  #nextSweep = 0;
+  #cachedNext = Infinity;
+  #flushScheduled = false;
+
+  /**
+   * @param sender the stack's frame builder (NetworkStack.sender)
+   * @param rules address translation (fwd.ts buildForwardRules)
+   */
+  constructor(sender: GuestSender, rules: ForwardRules, options: TcpTranslatorOptions = {}) {
+    this.#sender = sender;
+    this.#rules = rules;
+    this.flows = new FlowTable<TcpFlow>(options.maxFlows);
+    const size = options.bufferSize ?? DEFAULT_TCP_BUFFER;
+    if (!Number.isInteger(size) || size < MIN_TCP_BUFFER || size > (65535 << OUR_WINDOW_SCALE)) {
+      throw new RangeError(
+        `Cannot use a TCP buffer of ${size} bytes: must be ${MIN_TCP_BUFFER}..${
+          65535 << OUR_WINDOW_SCALE
+        }`,
+      );
+    }
+    this.#bufferSize = size;
+    this.#mtu = options.mtu && options.mtu > 0 ? options.mtu : 65520;
+    this.#log = options.logger ?? defaultLog;
+    this.#denyLog = new RateLimitedLog("warn", 1000, this.#log);
+    this.#failLog = new RateLimitedLog("debug", 1000, this.#log);
+    this.#clock = options.clock ?? (() => performance.now());
+    this.#connect = options.connect ??
+      ((hostname, port) => Deno.connect({ hostname, port, transport: "tcp" }));
+    this.#onTimersChanged = options.onTimersChanged ?? null;
+    this.#verify = options.verifyChecksums ?? true;
+    this.#idleMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
+  }
+
+  // ---------------------------------------------------------------- L4Handler
+
+  /** Handles one TCP segment from the guest. */
+  handlePacket(p: L4Packet, now: number): void {
+    const h = this.#hdr;
+    const end = p.l4Offset + p.l4Length;
+    if (parseTcp(p.frame, p.l4Offset, end, h) !== "ok") {
+      this.counters.badSegments++;
+      return;
+    }
+    if (this.#verify) {
+      const ok = p.family === 4
+        ? tcpChecksumOkV4(p.frame, p.l4Offset, p.l4Length, p.src4, p.dst4)
+        : tcpChecksumOkV6(p.frame, p.l4Offset, p.l4Length, p.src6, p.dst6);
+      if (!ok) {
+        this.counters.badSegments++;
+        return;
+      }
+    }
+    if (h.srcPort === 0 || h.dstPort === 0) {
+      this.counters.badSegments++;
+      return;
+    }
+    const flow = p.family === 4
+      ? this.flows.find4(p.src4, h.srcPort, p.dst4, h.dstPort)
+      : this.flows.find6(p.src6, h.srcPort, p.dst6, h.dstPort);
+    if (!flow) {
+      if ((h.flags & (TCP_SYN | TCP_ACK_FLAG | TCP_RST | TCP_FIN)) === TCP_SYN) {
+        this.#newOutbound(p, now);
+      } else if (!(h.flags & TCP_RST)) {
+        this.#rstForPacket(p);
+      }
+      return;
+    }
+    flow.lastActivity = now;
+    this.#segment(flow, p, now);
+  }
+
+  /** Flushes frames sent during the batch. */
+  endOfBatch(_now: number): void {
+    this.#sender.flush();
+  }
+
+  /** Resumes every flow once a link is back (retransmits what was outstanding). */
+  linkUp(now: number): void {
+    this.flows.forEach((f) => {
+      if (f.state === TcpState.Established) {
+        f.blocked = false;
+        f.sndNxt = f.sndUna;
+        f.finSent = false;
+        this.#output(f, now);
+        this.#sendAck(f);
+        this.#startRead(f);
+      }
+    });
+    this.#blocked.clear();
+    this.#sender.flush();
+  }
+
+  /** Nothing to do: sends find no link and flows wait. */
+  linkDown(_now: number): void {}
+
+  /** Resumes the flows that found no room toward the guest. */
+  linkWritable(now: number): void {
+    const list = [...this.#blocked];
+    this.#blocked.clear();
+    for (const f of list) {
+      f.blocked = false;
+      if (f.closed) continue;
+      if (f.state === TcpState.Established) {
+        this.#output(f, now);
+        this.#startRead(f);
+      }
+    }
+    this.#sender.flush();
+  }
+
+  /** Runs due timers. */
+  tick(now: number): void {
+    this.#cachedNext = Infinity;
+    for (const f of [...this.#timed]) {
+      if (f.timerAt <= now) this.#timer(f, now);
+    }
+    if (now >= this.#nextSweep) {
+      this.#nextSweep = now + IDLE_SWEEP_MS;
+      this.flows.forEach((f) => {
+        if (f.state === TcpState.Established && now - f.lastActivity > this.#idleMs) {
+          this.#log.debug(`tcp: ${this.#name(f)} idle, resetting`);
+          this.#abort(f, true);
+        }
+      });
+    }
+    this.#sender.flush();
+  }
+
+  /** Earliest time {@link tick} must run. */
+  nextTimerAt(): number {
+    let t = this.flows.size > 0 ? this.#nextSweep : Infinity;
+    for (const f of this.#timed) if (f.timerAt < t) t = f.timerAt;
+    this.#cachedNext = t;
+    return t;
+  }
+
+  // ---------------------------------------------------------------- inbound listeners
+
+  /**
+   * Listens on host `hostname`:`port` and forwards each accepted connection to guest
+   * port `guestPort` (the SYN comes from the translated peer address).
+   * @returns the listener (closed by {@link close})
+   * @throws what Deno.listen throws (address in use, permission)
+   */
+  listen(hostname: string, port: number, guestPort: number): Deno.Listener {
+    const l = Deno.listen({ hostname, port, transport: "tcp" });
+    this.#listeners.add(l);
+    this.#acceptLoop(l, guestPort);
+    return l;
+  }
+
+  /** Closes listeners and all host connections; flows are forgotten. */
+  close(): void {
+    for (const l of this.#listeners) {
+      try {
+        l.close();
+      } catch { /* already closed */ }
+    }
+    this.#listeners.clear();
+    this.flows.forEach((f) => this.#abort(f, false));
+  }
+
+  async #acceptLoop(l: Deno.Listener, guestPort: number): Promise<void> {
+    while (true) {
+      let conn: Deno.Conn;
+      try {
+        conn = await l.accept();
+      } catch {
+        this.#listeners.delete(l);
+        return;
+      }
+      try {
+        this.#newInbound(conn as Deno.TcpConn, guestPort, this.#clock());
+      } catch (e) {
+        this.#log.warn(`tcp: cannot forward an inbound connection: ${e}`);
+        try {
+          conn.close();
+        } catch { /* closed */ }
+      }
+    }
+  }
+
+  #newInbound(conn: Deno.TcpConn, guestPort: number, now: number): void {
+    const peer = conn.remoteAddr as Deno.NetAddr;
+    const a = this.#inAddr;
+    const s = this.#sender;
+    let ok = translateInbound(this.#rules, peer.hostname, a);
+    let guest4 = 0;
+    let guest6: Uint8Array | null = null;
+    if (ok && a.family === 4) {
+      guest4 = s.guestIpv4Seen || this.#rules.guestAddr4;
+      ok = guest4 !== 0;
+    } else if (ok) {
+      guest6 = s.guestIpv6Seen ?? this.#rules.guestAddr6 ?? s.guestIpv6LinkLocalSeen;
+      ok = guest6 !== null;
+    }
+    if (!ok || !this.flows.admit()) {
+      if (ok) this.counters.tableFull++;
+      conn.close();
+      return;
+    }
+    const f = new TcpFlow();
+    initFlowKey(f, a.family, a.addr4, guest6, guestPort, a.addr4, a.addr6, peer.port);
+    f.guest4 = guest4 >>> 0;
+    f.conn = conn;
+    f.hostName = peer.hostname;
+    f.hostPort = peer.port;
+    f.state = TcpState.SynSent;
+    f.lastActivity = now;
+    f.iss = this.#isn();
+    f.sndUna = f.iss;
+    f.sndNxt = (f.iss + 1) >>> 0;
+    f.sndMax = f.sndNxt;
+    f.bufEnd = f.sndNxt;
+    try {
+      conn.setNoDelay(true);
+    } catch { /* not fatal */ }
+    if (!this.flows.insert(f)) {
+      conn.close();
+      return;
+    }
+    this.counters.inbound++;
+    this.#sendSyn(f, false);
+    this.#arm(f, now + f.rto);
+    this.#scheduleFlush();
+  }
+
+  // ---------------------------------------------------------------- outbound setup
+
+  #newOutbound(p: L4Packet, now: number): void {
+    const h = this.#hdr;
+    if (!this.flows.admit()) {
+      this.counters.tableFull++;
+      this.#rstForPacket(p);
+      return;
+    }
+    const f = new TcpFlow();
+    initFlowKey(f, p.family, p.src4, p.src6, h.srcPort, p.dst4, p.dst6, h.dstPort);
+    this.flows.insert(f);
+    f.state = TcpState.Connecting;
+    f.lastActivity = now;
+    this.#takeGuestSyn(f, now);
+    const host = p.family === 4
+      ? translateOutbound4(this.#rules, p.dst4, h.dstPort)
+      : translateOutbound6(this.#rules, p.dst6, h.dstPort);
+    f.hostName = host;
+    f.hostPort = h.dstPort;
+    this.#arm(f, now + CONNECT_TIMEOUT_MS);
+    let pending: Promise<HostStream>;
+    try {
+      pending = this.#connect(host, h.dstPort);
+    } catch (e) {
+      this.#connectFailed(f, e, now);
+      return;
+    }
+    pending.then(
+      (conn) => {
+        const t = this.#clock();
+        if (f.closed) {
+          try {
+            conn.close();
+          } catch { /* closed */ }
+          return;
+        }
+        f.conn = conn;
+        try {
+          conn.setNoDelay?.(true);
+        } catch { /* not fatal */ }
+        f.state = TcpState.SynAckSent;
+        f.iss = this.#isn();
+        f.sndUna = f.iss;
+        f.sndNxt = (f.iss + 1) >>> 0;
+        f.sndMax = f.sndNxt;
+        f.bufEnd = f.sndNxt;
+        f.rto = RTO_INITIAL_MS;
+        f.retries = 0;
+        this.#sendSyn(f, true);
+        this.#arm(f, t + f.rto);
+        this.#scheduleFlush();
+      },
+      (e) => {
+        if (!f.closed) this.#connectFailed(f, e, this.#clock());
+      },
+    );
+  }
+
+  /** Records the guest's SYN (ISN, options) in `f`. */
+  #takeGuestSyn(f: TcpFlow, _now: number): void {
+    const h = this.#hdr;
+    f.rcvNxt = (h.seq + 1) >>> 0;
+    f.writtenSeq = f.rcvNxt;
+    const ceiling = f.family === 4 ? this.#mtu - HEADERS_V4 : this.#mtu - HEADERS_V6;
+    const maxPayload = f.family === 4 ? MAX_PAYLOAD_V4 : MAX_PAYLOAD_V6;
+    let mss = h.mss > 0 ? h.mss : (f.family === 4 ? DEFAULT_MSS_V4 : DEFAULT_MSS_V6);
+    mss = Math.min(mss, ceiling, maxPayload);
+    f.mss = Math.max(mss, 64);
+    if (h.windowScale >= 0) {
+      f.guestShift = h.windowScale;
+      f.ourShift = OUR_WINDOW_SCALE;
+    } else {
+      f.guestShift = 0;
+      f.ourShift = 0;
+    }
+  }
+
+  #connectFailed(f: TcpFlow, e: unknown, now: number): void {
+    this.counters.connectFailed++;
+    const denied = e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied;
+    if (denied) {
+      this.counters.notPermitted++;
+      this.#denyLog.write(
+        now,
+        `tcp: connection from the guest to ${f.hostName} port ${f.hostPort} not permitted ` +
+          `(--allow-net): ${(e as Error).message}`,
+      );
+    } else {
+      this.#failLog.write(
+        now,
+        `tcp: connect to ${f.hostName} port ${f.hostPort} failed: ${(e as Error)?.message ?? e}`,
+      );
+    }
+    // RST+ACK acknowledging the SYN (RFC 9293 §3.10.7.2 "connection refused").
+    this.#sendFlags(f, ACK_RST, 0, f.rcvNxt);
+    this.counters.rstSent++;
+    this.#destroy(f);
+    this.#scheduleFlush();
+  }
+
+  // ---------------------------------------------------------------- segments
+
+  #segment(f: TcpFlow, p: L4Packet, now: number): void {
+    const h = this.#hdr;
+    const flags = h.flags;
+    switch (f.state) {
+      case TcpState.Connecting:
+        // Retransmitted SYN while the host connect runs: nothing to do yet.
+        if (flags & TCP_RST) this.#abort(f, false);
+        return;
+      case TcpState.SynSent: {
+        if (flags & TCP_RST) {
+          if ((flags & TCP_ACK_FLAG) && h.ack === f.sndNxt) this.#abort(f, false);
+          return;
+        }
+        if ((flags & (TCP_SYN | TCP_ACK_FLAG)) === (TCP_SYN | TCP_ACK_FLAG) && h.ack === f.sndNxt) {
+          this.#takeGuestSyn(f, now);
+          f.sndUna = h.ack;
+          f.sndWndRight = (h.ack + h.window) >>> 0; // SYN windows are never scaled
+          f.state = TcpState.Established;
+          f.g2h = new Uint8Array(this.#bufferSize);
+          f.h2g = new Uint8Array(this.#bufferSize);
+          f.rto = RTO_INITIAL_MS;
+          f.retries = 0;
+          this.#disarm(f);
+          this.#sendAck(f);
+          this.#startRead(f);
+          return;
+        }
+        if (flags & TCP_ACK_FLAG) this.#rstForPacket(p);
+        return;
+      }
+      case TcpState.SynAckSent: {
+        if (flags & TCP_RST) {
+          this.#abort(f, false);
+          return;
+        }
+        if (flags & TCP_SYN) {
+          // Retransmitted SYN: our SYN-ACK was lost.
+          if (!(flags & TCP_ACK_FLAG) && h.seq === ((f.rcvNxt - 1) >>> 0)) this.#sendSyn(f, true);
+          return;
+        }
+        if (!(flags & TCP_ACK_FLAG)) return;
+        if (h.ack !== f.sndNxt) {
+          this.#rstForPacket(p);
+          return;
+        }
+        f.sndUna = h.ack;
+        f.state = TcpState.Established;
+        f.g2h = new Uint8Array(this.#bufferSize);
+        f.h2g = new Uint8Array(this.#bufferSize);
+        f.rto = RTO_INITIAL_MS;
+        f.retries = 0;
+        f.sndWndRight = (h.ack + (h.window << f.guestShift)) >>> 0;
+        this.#disarm(f);
+        this.counters.outbound++;
+        this.#startRead(f);
+        // The ACK may carry data and FIN.
+        this.#established(f, p, now);
+        return;
+      }
+      case TcpState.Established:
+        this.#established(f, p, now);
+        return;
+      case TcpState.Closed:
+        if (flags & TCP_RST) return;
+        if (flags & (TCP_FIN | TCP_SYN)) this.#sendAck(f);
+        return;
+    }
+  }
+
+  #established(f: TcpFlow, p: L4Packet, now: number): void {
+    const h = this.#hdr;
+    const flags = h.flags;
+    const rightEdge = (f.writtenSeq + this.#capacity(f)) >>> 0;
+    if (flags & TCP_RST) {
+      // RFC 5961 §3.2: exact match aborts; inside the window draws a challenge ACK.
+      if (h.seq === f.rcvNxt) this.#abort(f, false);
+      else if (seqLe(f.writtenSeq, h.seq) && seqLt(h.seq, rightEdge)) this.#sendAck(f);
+      return;
+    }
+    if (flags & TCP_SYN) {
+      this.#sendAck(f); // RFC 5961 §4.2 challenge ACK
+      return;
+    }
+    if (!(flags & TCP_ACK_FLAG)) return;
+    this.#processAck(f, h.ack, h.window, h.payloadLength === 0 && !(flags & TCP_FIN), now);
+    if (f.closed) return;
+    let len = h.payloadLength;
+    let off = h.payloadOffset;
+    let seq = h.seq;
+    const fin = (flags & TCP_FIN) !== 0;
+    if (len === 0 && !fin) {
+      // Pure ACK, or a keepalive probe (seq = rcvNxt - 1): answer the probe.
+      if (seqLt(seq, f.rcvNxt)) this.#sendAck(f);
+      this.#maybeFinish(f);
+      return;
+    }
+    if (f.guestFin) {
+      // Anything after the FIN is a retransmission.
+      if (fin) this.#sendAck(f);
+      return;
+    }
+    if (seqLt(f.rcvNxt, seq)) {
+      // Out of order: dropped, the duplicate ACK makes the guest retransmit.
+      this.counters.badSegments++;
+      this.#sendAck(f);
+      return;
+    }
+    const dup = seqDiff(f.rcvNxt, seq);
+    if (dup > 0) {
+      if (dup >= len) {
+        if (dup > len || !fin) {
+          // Already held: acknowledge only what was already written.
+          if (seqLe((seq + len) >>> 0, f.writtenSeq)) this.#sendAck(f);
+          return;
+        }
+        len = 0;
+      } else {
+        off += dup;
+        len -= dup;
+      }
+      seq = f.rcvNxt;
+    }
+    const room = seqDiff(rightEdge, f.rcvNxt);
+    let finOk = fin;
+    if (len > room) {
+      this.counters.badSegments++;
+      len = Math.max(room, 0);
+      finOk = false;
+    }
+    if (len > 0) {
+      this.#ringPut(f, p.frame, off, len);
+      f.rcvNxt = (f.rcvNxt + len) >>> 0;
+    } else if (!finOk) {
+      this.#sendAck(f); // zero window: tell the guest where we are
+      return;
+    }
+    if (finOk) f.guestFin = true;
+    this.#flushToHost(f);
+  }
+
+  #processAck(f: TcpFlow, ack: number, window: number, pureAck: boolean, now: number): void {
+    if (seqLt(f.sndMax, ack)) {
+      // Acknowledges something never sent.
+      this.#sendAck(f);
+      return;
+    }
+    const wndRight = (ack + (window << f.guestShift)) >>> 0;
+    if (seqLt(ack, f.sndUna)) return; // old ACK
+    const acked = seqDiff(ack, f.sndUna);
+    if (acked > 0) {
+      let dataAcked = acked;
+      if (f.finSent && ack === ((f.bufEnd + 1) >>> 0)) {
+        f.finAcked = true;
+        dataAcked = acked - 1;
+      }
+      f.h2gHead = (f.h2gHead + dataAcked) % this.#bufferSize;
+      f.sndUna = f.finAcked ? f.bufEnd : ack;
+      if (seqLt(f.sndNxt, ack)) f.sndNxt = ack;
+      f.dupAcks = 0;
+      f.rto = RTO_INITIAL_MS;
+      f.retries = 0;
+      f.sndWndRight = wndRight;
+      if (f.sndNxt === f.sndUna || f.finAcked) this.#disarm(f);
+      else this.#arm(f, now + f.rto);
+    } else {
+      const moved = wndRight !== f.sndWndRight;
+      if (seqLt(f.sndWndRight, wndRight) || !seqLt(f.sndUna, f.sndNxt)) f.sndWndRight = wndRight;
+      if (pureAck && !moved && seqLt(f.sndUna, f.sndNxt)) {
+        if (++f.dupAcks === 3) {
+          this.counters.retransmits++;
+          f.sndNxt = f.sndUna;
+          if (f.finSent && !f.finAcked) f.finSent = false;
+        }
+      }
+    }
+    this.#output(f, now);
+    this.#startRead(f);
+    this.#maybeFinish(f);
+  }
+
+  // ---------------------------------------------------------------- guest → host
+
+  #capacity(f: TcpFlow): number {
+    return Math.min(this.#bufferSize, 65535 << f.ourShift);
+  }
+
+  #ringPut(f: TcpFlow, src: Uint8Array, off: number, len: number): void {
+    const ring = f.g2h!;
+    const cap = ring.length;
+    let tail = (f.g2hHead + f.g2hLen) % cap;
+    const first = Math.min(len, cap - tail);
+    ring.set(src.subarray(off, off + first), tail);
+    if (first < len) ring.set(src.subarray(off + first, off + len), 0);
+    tail = (tail + len) % cap;
+    f.g2hLen += len;
+  }
+
+  #flushToHost(f: TcpFlow): void {
+    if (f.writing || f.closed || !f.conn) return;
+    if (f.g2hLen === 0) {
+      if (f.guestFin && !f.guestFinDone) {
+        f.writing = true;
+        f.conn.closeWrite().then(
+          () => {
+            f.writing = false;
+            if (f.closed) return;
+            f.guestFinDone = true;
+            this.#sendAck(f);
+            this.#maybeFinish(f);
+            this.#scheduleFlush();
+          },
+          (e) => {
+            f.writing = false;
+            if (!f.closed) this.#hostError(f, e);
+          },
+        );
+      }
+      return;
+    }
+    const ring = f.g2h!;
+    const n = Math.min(f.g2hLen, ring.length - f.g2hHead);
+    f.writing = true;
+    f.conn.write(ring.subarray(f.g2hHead, f.g2hHead + n)).then(
+      (written) => {
+        f.writing = false;
+        if (f.closed) return;
+        f.g2hHead = (f.g2hHead + written) % ring.length;
+        f.g2hLen -= written;
+        f.writtenSeq = (f.writtenSeq + written) >>> 0;
+        f.lastActivity = this.#clock();
+        this.#flushToHost(f);
+        if (!f.writing || f.g2hLen === 0) this.#sendAck(f);
+        else if (seqDiff(f.writtenSeq, f.lastAckSent) >= this.#capacity(f) >> 2) this.#sendAck(f);
+        this.#scheduleFlush();
+      },
+      (e) => {
+        f.writing = false;
+        if (!f.closed) this.#hostError(f, e);
+      },
+    );
+  }
+
+  // ---------------------------------------------------------------- host → guest
+
+  #startRead(f: TcpFlow): void {
+    if (f.reading || f.hostEof || f.closed || f.blocked || !f.conn || !f.h2g) return;
+    if (f.state !== TcpState.Established) return;
+    const cap = this.#bufferSize;
+    const used = seqDiff(f.bufEnd, f.sndUna);
+    const free = cap - used;
+    if (free < Math.min(READ_MIN, cap)) return;
+    const tail = (f.h2gHead + used) % cap;
+    const n = Math.min(free, cap - tail);
+    f.reading = true;
+    f.conn.read(f.h2g.subarray(tail, tail + n)).then(
+      (got) => {
+        f.reading = false;
+        if (f.closed) return;
+        const now = this.#clock();
+        f.lastActivity = now;
+        if (got === null) f.hostEof = true;
+        else f.bufEnd = (f.bufEnd + got) >>> 0;
+        this.#output(f, now);
+        this.#startRead(f);
+        this.#maybeFinish(f);
+        this.#scheduleFlush();
+      },
+      (e) => {
+        f.reading = false;
+        if (!f.closed) this.#hostError(f, e);
+      },
+    );
+  }
+
+  /** Sends what the guest's window allows. */
+  #output(f: TcpFlow, now: number): void {
+    if (f.state !== TcpState.Established || f.blocked || f.closed) return;
+    while (true) {
+      const avail = seqDiff(f.bufEnd, f.sndNxt);
+      if (avail > 0) {
+        const wnd = seqDiff(f.sndWndRight, f.sndNxt);
+        const n = Math.min(avail, wnd, f.mss);
+        if (n <= 0) {
+          // Zero window: probe on the timer if nothing else is outstanding.
+          if (f.timerAt === Infinity) this.#arm(f, now + f.rto);
+          return;
+        }
+        const push = n === avail ? TCP_PSH : 0;
+        const r = this.#sendData(f, TCP_ACK_FLAG | push, f.sndNxt, n);
+        if (r === SendResult.NoRoom || this.#sender.link === null) {
+          this.#block(f);
+          return;
+        }
+        f.sndNxt = (f.sndNxt + n) >>> 0;
+        if (seqLt(f.sndMax, f.sndNxt)) f.sndMax = f.sndNxt;
+        if (f.timerAt === Infinity) this.#arm(f, now + f.rto);
+        continue;
+      }
+      if (f.hostEof && !f.finSent && avail === 0) {
+        const r = this.#sendData(f, TCP_ACK_FLAG | TCP_FIN, f.bufEnd, 0);
+        if (r === SendResult.NoRoom || this.#sender.link === null) {
+          this.#block(f);
+          return;
+        }
+        f.finSent = true;
+        f.sndNxt = (f.bufEnd + 1) >>> 0;
+        if (seqLt(f.sndMax, f.sndNxt)) f.sndMax = f.sndNxt;
+        if (f.timerAt === Infinity) this.#arm(f, now + f.rto);
+      }
+      return;
+    }
+  }
+
+  #block(f: TcpFlow): void {
+    this.counters.noRoom++;
+    f.blocked = true;
+    this.#blocked.add(f);
+  }
+
+  // ---------------------------------------------------------------- timers
+
+  #timer(f: TcpFlow, now: number): void {
+    this.#disarm(f);
+    switch (f.state) {
+      case TcpState.Connecting:
+        this.#connectFailed(f, new Error(`no answer within ${CONNECT_TIMEOUT_MS} ms`), now);
+        return;
+      case TcpState.SynAckSent:
+      case TcpState.SynSent:
+        if (this.#sender.link !== null && ++f.retries > MAX_RETRIES) {
+          this.#abort(f, f.state === TcpState.SynAckSent);
+          return;
+        }
+        f.rto = Math.min(f.rto * 2, RTO_MAX_MS);
+        this.#sendSyn(f, f.state === TcpState.SynAckSent);
+        this.#arm(f, now + f.rto);
+        return;
+      case TcpState.Established: {
+        const outstanding = seqLt(f.sndUna, f.sndNxt) || (f.finSent && !f.finAcked);
+        if (outstanding) {
+          if (this.#sender.link !== null && ++f.retries > MAX_RETRIES) {
+            this.#log.debug(`tcp: ${this.#name(f)} guest stopped acknowledging, resetting`);
+            this.#abort(f, true);
+            return;
+          }
+          this.counters.retransmits++;
+          f.rto = Math.min(f.rto * 2, RTO_MAX_MS);
+          f.sndNxt = f.sndUna;
+          if (f.finSent && !f.finAcked) f.finSent = false;
+          f.blocked = false;
+          this.#blocked.delete(f);
+          this.#output(f, now);
+          if (f.timerAt === Infinity) this.#arm(f, now + f.rto);
+        } else if (seqLt(f.sndNxt, f.bufEnd)) {
+          // Zero-window probe: one byte past the window (RFC 9293 §3.8.6.1).
+          this.#sendData(f, TCP_ACK_FLAG, f.sndNxt, 1);
+          const probeEnd = (f.sndNxt + 1) >>> 0;
+          if (seqLt(f.sndMax, probeEnd)) f.sndMax = probeEnd;
+          f.rto = Math.min(f.rto * 2, RTO_MAX_MS);
+          this.#arm(f, now + f.rto);
+        }
+        return;
+      }
+      case TcpState.Closed:
+        this.#destroy(f);
+        return;
+    }
+  }
+
+  #arm(f: TcpFlow, at: number): void {
+    f.timerAt = at;
+    this.#timed.add(f);
+    if (at < this.#cachedNext) {
+      this.#cachedNext = at;
+      this.#onTimersChanged?.();
+    }
+  }
+
+  #disarm(f: TcpFlow): void {
+    f.timerAt = Infinity;
+    this.#timed.delete(f);
+  }
+
+  // ---------------------------------------------------------------- closing
+
+  /** Closes the flow once both directions are finished. */
+  #maybeFinish(f: TcpFlow): void {
+    if (f.closed || f.state !== TcpState.Established) return;
+    if (!(f.finAcked && f.guestFinDone)) return;
+    try {
+      f.conn?.close();
+    } catch { /* closed */ }
+    f.conn = null;
+    f.state = TcpState.Closed;
+    f.g2h = null;
+    f.h2g = null;
+    this.#blocked.delete(f);
+    this.#arm(f, this.#clock() + LINGER_MS);
+  }
+
+  #hostError(f: TcpFlow, e: unknown): void {
+    this.#failLog.write(
+      this.#clock(),
+      `tcp: ${this.#name(f)} host socket error: ${(e as Error)?.message ?? e}`,
+    );
+    this.#abort(f, true);
+    this.#scheduleFlush();
+  }
+
+  /** Ends the flow at once, optionally sending a RST to the guest. */
+  #abort(f: TcpFlow, rstGuest: boolean): void {
+    if (f.closed) return;
+    if (rstGuest && f.state !== TcpState.Connecting && f.state !== TcpState.Closed) {
+      this.#sendFlags(f, ACK_RST, f.sndNxt, this.#ackOut(f));
+      this.counters.rstSent++;
+    }
+    this.#destroy(f);
+  }
+
+  #destroy(f: TcpFlow): void {
+    f.closed = true;
+    this.#disarm(f);
+    this.#blocked.delete(f);
+    this.flows.remove(f);
+    if (f.conn) {
+      try {
+        f.conn.close();
+      } catch { /* closed */ }
+      f.conn = null;
+    }
+    f.g2h = null;
+    f.h2g = null;
+  }
+
+  // ---------------------------------------------------------------- output helpers
+
+  #ackOut(f: TcpFlow): number {
+    return (f.writtenSeq + (f.guestFinDone ? 1 : 0)) >>> 0;
+  }
+
+  #windowOut(f: TcpFlow): number {
+    const ack = this.#ackOut(f);
+    const right = (f.writtenSeq + this.#capacity(f)) >>> 0;
+    const w = Math.max(seqDiff(right, ack), 0) >>> f.ourShift;
+    return Math.min(w, 65535);
+  }
+
+  #sendAck(f: TcpFlow): void {
+    if (f.closed && f.state !== TcpState.Closed) return;
+    const seq = f.state === TcpState.Closed ? f.sndNxt : f.sndNxt;
+    this.#sendData(f, TCP_ACK_FLAG, seq, 0);
+  }
+
+  #sendSyn(f: TcpFlow, withAck: boolean): void {
+    const fl = this.#fields;
+    fl.mss = Math.min(
+      (f.family === 4 ? this.#mtu - HEADERS_V4 : this.#mtu - HEADERS_V6),
+      f.family === 4 ? MAX_PAYLOAD_V4 : MAX_PAYLOAD_V6,
+    );
+    // In a SYN-ACK we scale only if the guest offered to; in our SYN we always offer.
+    fl.windowScale = !withAck || f.ourShift > 0 ? OUR_WINDOW_SCALE : -1;
+    const win = Math.min(this.#bufferSize, 65535);
+    this.#emit(f, withAck ? (TCP_SYN | TCP_ACK_FLAG) : TCP_SYN, f.iss, f.rcvNxt, win, 0);
+    fl.mss = -1;
+    fl.windowScale = -1;
+  }
+
+  #sendFlags(f: TcpFlow, flags: number, seq: number, ack: number): SendResult {
+    return this.#emit(f, flags, seq, ack, 0, 0);
+  }
+
+  /** Sends a segment carrying `len` bytes of the host→guest ring starting at `seq`. */
+  #sendData(f: TcpFlow, flags: number, seq: number, len: number): SendResult {
+    const ack = this.#ackOut(f);
+    f.lastAckSent = ack;
+    return this.#emit(f, flags, seq, ack, this.#windowOut(f), len);
+  }
+
+  #emit(f: TcpFlow, flags: number, seq: number, ack: number, win: number, len: number): SendResult {
+    const s = this.#sender;
+    const b = s.buffer;
+    const off = f.family === 4 ? L4_OFFSET_V4 : L4_OFFSET_V6;
+    const fl = this.#fields;
+    fl.srcPort = f.remotePort;
+    fl.dstPort = f.guestPort;
+    fl.seq = seq >>> 0;
+    fl.ack = flags & TCP_ACK_FLAG ? ack >>> 0 : 0;
+    fl.flags = flags;
+    fl.window = win;
+    const hl = buildTcp(b, off, fl);
+    if (len > 0) {
+      const ring = f.h2g!;
+      const cap = ring.length;
+      const start = (f.h2gHead + seqDiff(seq, f.sndUna)) % cap;
+      const first = Math.min(len, cap - start);
+      b.set(ring.subarray(start, start + first), off + hl);
+      if (first < len) b.set(ring.subarray(0, len - first), off + hl + first);
+    }
+    const r = f.family === 4
+      ? s.sendIpv4(IPPROTO_TCP, f.remote4, f.guest4, hl + len)
+      : s.sendIpv6(IPPROTO_TCP, f.remote6!, f.guest6!, hl + len);
+    if (r === SendResult.NoRoom) this.counters.noRoom++;
+    return r;
+  }
+
+  /** RST for a segment matching no flow (RFC 9293 §3.10.7.1); never for a RST. */
+  #rstForPacket(p: L4Packet): void {
+    const h = this.#hdr;
+    if (h.flags & TCP_RST) return;
+    const s = this.#sender;
+    const off = p.family === 4 ? L4_OFFSET_V4 : L4_OFFSET_V6;
+    const fl = this.#fields;
+    fl.srcPort = h.dstPort;
+    fl.dstPort = h.srcPort;
+    fl.window = 0;
+    if (h.flags & TCP_ACK_FLAG) {
+      fl.seq = h.ack;
+      fl.ack = 0;
+      fl.flags = TCP_RST;
+    } else {
+      fl.seq = 0;
+      const segLen = h.payloadLength + (h.flags & TCP_SYN ? 1 : 0) + (h.flags & TCP_FIN ? 1 : 0);
+      fl.ack = (h.seq + segLen) >>> 0;
+      fl.flags = ACK_RST;
+    }
+    const hl = buildTcp(s.buffer, off, fl);
+    if (p.family === 4) s.sendIpv4(IPPROTO_TCP, p.dst4, p.src4, hl);
+    else s.sendIpv6(IPPROTO_TCP, p.dst6, p.src6, hl);
+    this.counters.rstSent++;
+  }
+
+  #isn(): number {
+    crypto.getRandomValues(this.#rand);
+    return this.#rand[0];
+  }
+
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    queueMicrotask(() => {
+      this.#flushScheduled = false;
+      this.#sender.flush();
+    });
+  }
+
+  #name(f: TcpFlow): string {
+    return `guest port ${f.guestPort} <-> ${f.hostName} port ${f.hostPort}`;
+  }
+}
