@@ -179,6 +179,13 @@ export class VhostUserBackend {
    */
   handle(message: Message, now: number, replies: ReplyWriter): void {
     const fds = message.fds;
+    if (this.#env.log.enabled("trace")) {
+      this.#env.log.trace(
+        `vhost-user: ${requestName(message.request)} flags 0x${
+          message.flags.toString(16)
+        } size ${message.size} fds ${fds.length}`,
+      );
+    }
     let outcome: Outcome;
     try {
       if (fds.length > MAX_FDS_PER_MESSAGE) {

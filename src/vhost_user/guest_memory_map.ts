@@ -52,6 +52,7 @@ interface MappedRegion {
   readonly guestEnd: number; // exclusive
   readonly userStart: number;
   readonly userEnd: number; // exclusive
+  readonly mmapOffset: number;
   readonly mapping: Mapping;
   /** The region's bytes (`mapping.bytes` minus the alignment slack before mmapOffset). */
   bytes: Uint8Array;
@@ -88,7 +89,7 @@ export class GuestMemoryMap implements GuestMemory {
       guestAddress: r.guestStart,
       size: r.guestEnd - r.guestStart,
       userAddress: r.userStart,
-      mmapOffset: 0,
+      mmapOffset: r.mmapOffset,
     }));
   }
 
@@ -99,12 +100,7 @@ export class GuestMemoryMap implements GuestMemory {
    * @returns null when valid, else the failed condition
    */
   validate(regions: readonly RegionDescription[], replacing: boolean): string | null {
-    const existing = replacing ? [] : this.#regions.map((r) => ({
-      guestAddress: r.guestStart,
-      size: r.guestEnd - r.guestStart,
-      userAddress: r.userStart,
-      mmapOffset: 0,
-    }));
+    const existing = replacing ? [] : this.describe();
     if (existing.length + regions.length > this.#maxRegions) {
       return `${existing.length + regions.length} regions exceed the limit of ${this.#maxRegions}`;
     }
@@ -162,6 +158,7 @@ export class GuestMemoryMap implements GuestMemory {
       guestEnd: region.guestAddress + region.size,
       userStart: region.userAddress,
       userEnd: region.userAddress + region.size,
+      mmapOffset: region.mmapOffset,
       mapping,
       bytes: mapping.bytes.subarray(slack, slack + region.size),
     };

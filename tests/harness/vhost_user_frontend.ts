@@ -201,18 +201,23 @@ export class VhostUserFrontend {
   }
 
   /**
-   * Negotiates like QEMU 7.2's vhost-user-net (vhost_user_backend_init, vhost_dev_init,
-   * vhost_dev_start, vhost_net_start): features, protocol features, memory slots, owner,
-   * error notifiers, features ack, memory, then per ring NUM, BASE, ADDR, KICK, CALL,
-   * and finally SET_VRING_ENABLE.
+   * Negotiates in the order QEMU 7.2's vhost-user-net uses (recorded from
+   * qemu-system-x86_64 7.2 against this backend: vhost_user_backend_init, vhost_dev_init
+   * with vhost_virtqueue_init, the driver's SET_VRING_ENABLE, then vhost_dev_start):
+   * GET_FEATURES, GET/SET_PROTOCOL_FEATURES, GET_MAX_MEM_SLOTS, SET_OWNER, GET_FEATURES,
+   * per ring SET_VRING_CALL + SET_VRING_ERR, SET_VRING_ENABLE 1 per ring, SET_FEATURES,
+   * memory (ADD_MEM_REG per region with NEED_REPLY, or SET_MEM_TABLE), then per ring
+   * SET_VRING_NUM, SET_VRING_BASE, SET_VRING_ADDR, SET_VRING_KICK, SET_VRING_CALL.
+   * The rings start at their kick: they were enabled before they were configured.
    */
   async negotiate(options: NegotiateOptions = {}): Promise<void> {
     const useProtocol = options.protocolFeatures ?? true;
     const ringSize = options.ringSize ?? 256;
     this.offeredFeatures = await this.requestU64(Request.GET_FEATURES);
     const hasProtocol = (this.offeredFeatures & featureBit(VHOST_USER_F_PROTOCOL_FEATURES)) !== 0n;
+    const protocol = useProtocol && hasProtocol;
     let wantProtocol = 0n;
-    if (useProtocol && hasProtocol) {
+    if (protocol) {
       const offered = await this.requestU64(Request.GET_PROTOCOL_FEATURES);
       wantProtocol = offered & (featureBit(ProtocolFeature.RARP) | featureBit(ProtocolFeature.MTU));
       if (options.replyAck ?? true) wantProtocol |= offered & featureBit(ProtocolFeature.REPLY_ACK);
@@ -229,13 +234,17 @@ export class VhostUserFrontend {
     this.send(Request.SET_OWNER);
     await this.requestU64(Request.GET_FEATURES);
     for (const i of [RX, TX]) {
+      this.send(Request.SET_VRING_CALL, u64Payload(i), [this.calls[i].fd]);
       this.send(Request.SET_VRING_ERR, u64Payload(i), [this.errs[i].fd]);
+    }
+    if (protocol && (options.enable ?? true)) {
+      for (const i of [RX, TX]) this.send(Request.SET_VRING_ENABLE, vringStatePayload(i, 1));
     }
     if (options.mtu !== undefined) {
       await this.requestAcked(Request.NET_SET_MTU, u64Payload(options.mtu));
     }
     let features = options.features ?? QEMU_NET_FEATURES;
-    if (useProtocol && hasProtocol) features |= featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
+    if (protocol) features |= featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
     if (options.mtu !== undefined) features |= featureBit(VIRTIO_NET_F_MTU);
     this.send(Request.SET_FEATURES, u64Payload(features));
     await this.shareMemory();
@@ -258,11 +267,13 @@ export class VhostUserFrontend {
       this.send(Request.SET_VRING_CALL, u64Payload(i), [this.calls[i].fd]);
     }
     this.#bumpNext = 0x10000 + 2 * ringFootprint(ringSize);
-    if (useProtocol && hasProtocol && (options.enable ?? true)) {
-      for (const i of [RX, TX]) this.send(Request.SET_VRING_ENABLE, vringStatePayload(i, 1));
-    }
     // a round trip makes sure everything above was processed
     await this.requestU64(Request.GET_FEATURES);
+  }
+
+  /** Enables or disables ring `index` (SET_VRING_ENABLE). */
+  setRingEnabled(index: number, enabled: boolean): void {
+    this.send(Request.SET_VRING_ENABLE, vringStatePayload(index, enabled ? 1 : 0));
   }
 
   /** Shares both memory regions: ADD_MEM_REG each with CONFIGURE_MEM_SLOTS, else SET_MEM_TABLE. */

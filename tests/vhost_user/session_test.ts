@@ -207,3 +207,21 @@ Deno.test("`createVhostUserSession()` logs a clean disconnect at info level", as
   );
   assert.deepEqual(backend.linesAt("error"), []);
 });
+
+Deno.test("`createVhostUserSession()` starts a ring only once SET_VRING_ENABLE 1 arrives (protocol features)", async () => {
+  const backend = new InProcessBackend();
+  const datapath = new RecordingDatapath();
+  const { frontend, session } = backend.connect(datapath);
+  try {
+    await frontend.negotiate({ enable: false, mtu: 1400 });
+    assert.equal(datapath.rings.size, 0);
+    frontend.setRingEnabled(TX, true);
+    await until(() => datapath.rings.has(TX), "TX started");
+    assert.equal(datapath.rings.has(RX), false);
+    assert.ok(backend.lines.some((l) => l.includes("front-end set MTU 1400")));
+  } finally {
+    frontend.close();
+    await session.closed;
+    await backend.close();
+  }
+});
