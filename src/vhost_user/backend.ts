@@ -53,6 +53,7 @@ import {
 import { GuestMemoryMap, type RegionDescription } from "./guest_memory_map.ts";
 import type { BackendEnvironment, Notifier } from "./backend_environment.ts";
 import type { NegotiatedFeatures, StartedVring } from "./vring_datapath.ts";
+import { availableRingBytes, descriptorTableBytes, usedRingBytes } from "../virtio/ring_layout.ts";
 
 /** Connection states: requests other than negotiation need SET_OWNER first. */
 export type BackendState = "awaiting-owner" | "owned";
@@ -67,17 +68,6 @@ export class InvalidStateError extends ProtocolError {
     this.state = state;
   }
 }
-
-/** Descriptor table bytes per entry (virtio 1.2 §2.7.5). */
-export const DESCRIPTOR_ENTRY_SIZE = 16;
-/** Available ring: flags u16 + idx u16 + used_event u16 around the entries (virtio 1.2 §2.7.6). */
-export const AVAIL_RING_OVERHEAD = 6;
-/** Available ring bytes per entry (u16). */
-export const AVAIL_ENTRY_SIZE = 2;
-/** Used ring: flags u16 + idx u16 + avail_event u16 around the entries (virtio 1.2 §2.7.8). */
-export const USED_RING_OVERHEAD = 6;
-/** Used ring bytes per element (id u32 + len u32). */
-export const USED_ENTRY_SIZE = 8;
 
 /** Smallest MTU accepted in NET_SET_MTU (virtio 1.2 §5.1.4: 68). */
 const MIN_MTU = 68;
@@ -789,13 +779,9 @@ export class VhostUserBackend {
       return view;
     };
     return {
-      descriptors: area("descriptor table", vring.descriptorAddress, DESCRIPTOR_ENTRY_SIZE * n),
-      available: area(
-        "available ring",
-        vring.availableAddress,
-        AVAIL_RING_OVERHEAD + AVAIL_ENTRY_SIZE * n,
-      ),
-      used: area("used ring", vring.usedAddress, USED_RING_OVERHEAD + USED_ENTRY_SIZE * n),
+      descriptors: area("descriptor table", vring.descriptorAddress, descriptorTableBytes(n)),
+      available: area("available ring", vring.availableAddress, availableRingBytes(n)),
+      used: area("used ring", vring.usedAddress, usedRingBytes(n)),
     };
   }
 
