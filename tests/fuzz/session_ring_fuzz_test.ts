@@ -6,7 +6,7 @@
  * every returned id is in range; the link keeps carrying valid frames afterwards
  * unless the ring was found broken.
  *
- * Iterations: TPASST_FUZZ_ITERATIONS (default 40 here: each one negotiates a session).
+ * Rings: TPASST_FUZZ_ITERATIONS (default 100), 25 per session, at most 200 sessions.
  */
 import assert from "node:assert/strict";
 import { openFdCount } from "../../ffi/process.ts";
@@ -23,7 +23,11 @@ import { InProcessBackend } from "../harness/in_process.ts";
 import { REGION1_GPA } from "../harness/harness_memory.ts";
 import { TX } from "../harness/vhost_user_frontend.ts";
 
-const iterations = Math.max(
+// Each session takes ~3 ms of set-up: TPASST_FUZZ_ITERATIONS / 25 sessions, at most 200.
+const iterations = Math.min(
+  200,
+  Math.max(1, Math.floor(Number(Deno.env.get("TPASST_FUZZ_ITERATIONS") ?? 100) / 25)),
+);
   1,
   Math.floor(Number(Deno.env.get("TPASST_FUZZ_ITERATIONS") ?? 40) / 25),
 );
