@@ -28,9 +28,6 @@ const iterations = Math.min(
   200,
   Math.max(1, Math.floor(Number(Deno.env.get("TPASST_FUZZ_ITERATIONS") ?? 100) / 25)),
 );
-  1,
-  Math.floor(Number(Deno.env.get("TPASST_FUZZ_ITERATIONS") ?? 40) / 25),
-);
 const seed = Number(Deno.env.get("TPASST_FUZZ_SEED") ?? 4242);
 
 class CountingHandler implements FrameHandler {
