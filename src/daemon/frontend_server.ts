@@ -109,6 +109,7 @@ export class FrontendServer {
         connection.close();
         continue;
       }
+      log.info("Frontend connected");
       this.#startSession(connection);
     }
   }

@@ -27,7 +27,7 @@ import {
   teeSink,
 } from "./logging.ts";
 import { removePidFile, writePidFile } from "./pid_file.ts";
-import { sessionFactoryFor } from "./session_factories.ts";
+import { buildDaemonNetwork } from "./network_wiring.ts";
 import { bindSocket } from "./socket_path.ts";
 
 /** Signals that shut the daemon down cleanly. */
@@ -103,20 +103,17 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
   }
 
   let loop: EventLoop;
-  let server: FrontendServer | null = null;
+  let server = null as FrontendServer | null;
   let socketPath: string | null = null;
   let listener: UnixListener | null = null;
   try {
-    loop = new EventLoop();
-    cleanup.add("close the event loop", () => loop.close());
-    server = new FrontendServer(loop, sessionFactoryFor(config), config.oneOff);
     // Signals are handled before the socket listens: a frontend (or test) may signal at once.
     let signalled: Deno.Signal | null = null;
     const onSignal = (signal: Deno.Signal) => () => {
       if (signalled !== null) return;
       signalled = signal;
       log.info(`${signal} received: shutting down`);
-      void server!.stop();
+      if (server !== null) void server.stop();
     };
     const handlers = SHUTDOWN_SIGNALS.map((signal) => ({ signal, handler: onSignal(signal) }));
     for (const { signal, handler } of handlers) Deno.addSignalListener(signal, handler);
@@ -124,10 +121,12 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
       for (const { signal, handler } of handlers) Deno.removeSignalListener(signal, handler);
     });
 
+    // The socket first, so that a busy path fails before host discovery.
+    let connection: UnixStream | null = null;
     if (config.fd !== null) {
-      if (!server.serveConnection(adoptConnectedSocket(config.fd))) {
-        throw new Error(`Cannot serve the frontend on --fd ${config.fd}`);
-      }
+      connection = adoptConnectedSocket(config.fd);
+      const owned = connection;
+      cleanup.add("close the --fd connection", () => owned.close());
     } else {
       if (config.internal.listenFd !== null) {
         listener = adoptListener(config.internal.listenFd);
@@ -137,15 +136,29 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
         listener = bound.listener;
         socketPath = bound.path;
       }
-      if (socketPath !== null) printQemuHint(config.mode, socketPath);
       const owned = listener;
       const path = socketPath;
       cleanup.add("remove the socket file", () => {
         owned.close();
         if (path !== null) removeFile(path);
       });
-      server.listen(owned);
     }
+
+    loop = new EventLoop();
+    cleanup.add("close the event loop", () => loop.close());
+    const network = buildDaemonNetwork(config, loop);
+    cleanup.add("close the capture file", () => network.close());
+    server = new FrontendServer(loop, network.sessionFactory, config.oneOff);
+    if (connection !== null) {
+      if (!server.serveConnection(connection)) {
+        throw new Error(`Cannot serve the frontend on --fd ${config.fd}`);
+      }
+    } else if (listener !== null) {
+      if (socketPath !== null) printQemuHint(config.mode, socketPath);
+      server.listen(listener);
+    }
+    if (signalled !== null) void server.stop();
+
     if (config.pidFile !== null) {
       const pidFile = config.pidFile;
       try {

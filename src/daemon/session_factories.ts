@@ -1,16 +1,23 @@
 /**
- * Integration point: which {@link SessionFactory} serves a frontend in each mode.
- * Until the vhost-user session (src/vhost_user/) and the stream transport
- * (src/tap/) are wired in here, both modes use the clearly labelled placeholder.
+ * Which {@link SessionFactory} serves a frontend in each mode: vhost-user
+ * (src/vhost_user/ session driving src/tap/ VhostUserLink rings) or passt's stream
+ * protocol (src/tap/ StreamTransport). Both deliver frames to the same handler, the
+ * network stack, which outlives every session.
  *
  * @module
  */
 
 import type { Config } from "../config/config.ts";
+import type { FrameHandler } from "../tap/frame_transport.ts";
+import { streamSessionFactory } from "../tap/stream_transport.ts";
+import { VhostUserLink } from "../tap/vhost_user_link.ts";
+import { vhostUserSessionFactory } from "../vhost_user/session.ts";
 import type { SessionFactory } from "./frontend_session.ts";
-import { placeholderSessionFactory } from "./placeholder_session.ts";
 
-/** The factory serving frontends for `config.mode`. */
-export function sessionFactoryFor(config: Config): SessionFactory {
-  return placeholderSessionFactory(config.mode);
+/** The factory serving frontends for `config.mode`, delivering guest frames to `handler`. */
+export function sessionFactoryFor(config: Config, handler: FrameHandler): SessionFactory {
+  if (config.mode === "vhost-user") {
+    return vhostUserSessionFactory(() => new VhostUserLink(handler));
+  }
+  return streamSessionFactory(handler);
 }

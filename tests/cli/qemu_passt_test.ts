@@ -1,8 +1,9 @@
 /**
  * The argv contract of QEMU's `-netdev passt`: QEMU runs the backend with one end of
  * a connected socketpair as fd 3, waits for exit status 0, reads the daemon's pid
- * from the pid file and talks on its end.
+ * from the pid file and talks on its end (here: one real exchange in each protocol).
  */
+import type { UnixStream } from "../../ffi/unix_stream.ts";
 import { assertEquals, assertTrue } from "../../src/test_support/assert.ts";
 import {
   makeTempDir,
@@ -84,9 +85,13 @@ for (const vhostUser of [false, true]) {
           const pid = readPidFile(pidFile);
           assertTrue(processAlive(pid), `daemon pid ${pid} is not running`);
           assertTrue(processCommandLine(pid).includes("--fd 3"), processCommandLine(pid));
-          // The daemon holds the other end: writes are accepted and nothing closes it.
-          assertEquals(peer.send(new Uint8Array(64)), 64);
-          assertTrue(stillOpen(peer), "the daemon closed fd 3 early");
+          // The daemon serves the other end in the requested protocol.
+          if (vhostUser) {
+            await assertVhostUserAnswers(peer);
+          } else {
+            await assertStreamAnswersArp(peer);
+          }
+          assertTrue(stillOpen(peer), "the daemon closed fd 3 after a valid exchange");
           Deno.kill(pid, "SIGTERM");
           await waitFor("the daemon to exit after SIGTERM", () => !processAlive(pid));
           await waitForEof(peer, "the daemon's end of fd 3 to close");
@@ -135,6 +140,85 @@ Deno.test("bin/tpasst with --fd naming a closed descriptor fails with exit 1", a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** Reads exactly `length` bytes from `stream` (nonblocking), failing after the wait limit. */
+async function readExactly(stream: UnixStream, length: number, what: string): Promise<Uint8Array> {
+  stream.setNonBlocking(true);
+  const out = new Uint8Array(length);
+  let got = 0;
+  await waitFor(what, () => {
+    const n = stream.recv(out.subarray(got));
+    if (n === 0) throw new Error(`the daemon closed the connection while waiting for ${what}`);
+    if (n > 0) got += n;
+    return got === length;
+  });
+  return out;
+}
+
+/** vhost-user: GET_FEATURES (request 1, version 1) must get a reply carrying 8 bytes. */
+async function assertVhostUserAnswers(peer: UnixStream): Promise<void> {
+  const request = new Uint8Array(12);
+  const view = new DataView(request.buffer);
+  view.setUint32(0, 1, true); // VHOST_USER_GET_FEATURES
+  view.setUint32(4, 0x1, true); // version 1
+  view.setUint32(8, 0, true); // no payload
+  assertEquals(peer.send(request), 12);
+  const reply = new DataView((await readExactly(peer, 20, "the GET_FEATURES reply")).buffer);
+  assertEquals(
+    [reply.getUint32(0, true), reply.getUint32(4, true), reply.getUint32(8, true)],
+    [1, 0x5, 8],
+  );
+  const VIRTIO_F_VERSION_1 = 32;
+  assertTrue((reply.getUint32(16, true) & (1 << (VIRTIO_F_VERSION_1 - 32))) !== 0);
+}
+
+/**
+ * Stream protocol: a length-prefixed ARP request from the guest (10.0.2.15 asking
+ * for the gateway 10.0.2.2) must get a length-prefixed ARP reply.
+ */
+async function assertStreamAnswersArp(peer: UnixStream): Promise<void> {
+  const guestMac = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+  const arp = [
+    ...[0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+    ...guestMac,
+    0x08,
+    0x06, // EtherType ARP
+    0x00,
+    0x01,
+    0x08,
+    0x00,
+    6,
+    4,
+    0x00,
+    0x01, // Ethernet/IPv4, request
+    ...guestMac,
+    10,
+    0,
+    2,
+    15,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    10,
+    0,
+    2,
+    2,
+  ];
+  const message = new Uint8Array(4 + arp.length);
+  new DataView(message.buffer).setUint32(0, arp.length, false);
+  message.set(arp, 4);
+  assertEquals(peer.send(message), message.length);
+  const length = new DataView((await readExactly(peer, 4, "a frame length")).buffer)
+    .getUint32(0, false);
+  assertTrue(length >= 42 && length <= 65535, `frame length ${length}`);
+  const frame = await readExactly(peer, length, "the ARP reply");
+  assertEquals([...frame.subarray(0, 6)], guestMac); // to the guest
+  assertEquals([frame[12], frame[13], frame[20], frame[21]], [0x08, 0x06, 0x00, 0x02]);
+  assertEquals([...frame.subarray(28, 32)], [10, 0, 2, 2]); // sender: the gateway
+}
 
 async function exists(path: string): Promise<boolean> {
   try {

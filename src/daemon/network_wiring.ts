@@ -1,0 +1,95 @@
+/**
+ * Builds the daemon's network side once per process: the network plan (host
+ * discovery with the command line's overrides), the stack behind every frontend,
+ * the optional pcap capture (`--pcap`), and the {@link SessionFactory} for the
+ * configured mode.
+ * The stack survives reconnects; each frontend connection gets a fresh session.
+ *
+ * @module
+ */
+
+import { OutputFile } from "../../ffi/output_file.ts";
+import type { Config } from "../config/config.ts";
+import { log } from "../log/logger.ts";
+import type { EventLoop } from "../loop/event_loop.ts";
+import {
+  buildNetworkPlan,
+  type HostConfigOverrides,
+  type NetworkPlan,
+  renderNetworkPlan,
+} from "../net/host_config.ts";
+import { pingSocketFactory } from "../net/ping_echo_socket.ts";
+import { NetworkStack } from "../net/stack.ts";
+import type { FrameHandler } from "../tap/frame_transport.ts";
+import { PcapWriter, withPcap } from "../tap/pcap.ts";
+import type { SessionFactory } from "./frontend_session.ts";
+import { sessionFactoryFor } from "./session_factories.ts";
+
+/** Maps the command line onto engineer E's host-configuration overrides. */
+export function hostConfigOverrides(config: Config): HostConfigOverrides {
+  const o: HostConfigOverrides = {};
+  if (config.interfaceName !== null) o.interface = config.interfaceName;
+  if (config.ipv4.outboundInterface !== null) o.interface4 = config.ipv4.outboundInterface;
+  if (config.ipv6.outboundInterface !== null) o.interface6 = config.ipv6.outboundInterface;
+  if (config.ipv4.address !== null) o.address4 = config.ipv4.address;
+  if (config.ipv4.prefixLength !== null) o.prefix4 = config.ipv4.prefixLength;
+  if (config.ipv6.address !== null) o.address6 = config.ipv6.address;
+  if (config.ipv4.gateway !== null) o.gateway4 = config.ipv4.gateway;
+  if (config.ipv6.gateway !== null) o.gateway6 = config.ipv6.gateway;
+  if (config.dns.servers !== null) o.dns = [...config.dns.servers];
+  if (config.dns.search !== null) o.search = [...config.dns.search];
+  if (config.macAddress !== null) o.ourMac = config.macAddress;
+  if (config.mtu !== null) o.mtu = config.mtu;
+  if (!config.ipv6Enabled) o.ipv4Only = true;
+  if (!config.ipv4Enabled) o.ipv6Only = true;
+  if (config.dns.fqdn !== null) o.fqdn = config.dns.fqdn;
+  if (!config.dns.sendServers) o.noDhcpDns = true;
+  if (!config.dns.sendSearch) o.noDhcpSearch = true;
+  if (!config.protocols.dhcp) o.noDhcp = true;
+  if (!config.protocols.ndp) o.noNdp = true;
+  if (!config.protocols.dhcpv6) o.noDhcpv6 = true;
+  if (!config.protocols.ra) o.noRa = true;
+  return o;
+}
+
+/** The daemon's network side; see the module comment. */
+export interface DaemonNetwork {
+  /** What the guest is told (addresses, routes, DNS). */
+  readonly plan: NetworkPlan;
+  /** Serves each frontend connection in the configured mode. */
+  readonly sessionFactory: SessionFactory;
+  /** Flushes and closes the capture file, if any. */
+  close(): void;
+}
+
+/**
+ * Builds the plan, the stack and the session factory for `config` on `loop`.
+ * @throws RangeError for an override the plan rejects, NativeError if the pcap file
+ * cannot be opened
+ */
+export function buildDaemonNetwork(config: Config, loop: EventLoop): DaemonNetwork {
+  const plan = buildNetworkPlan(hostConfigOverrides(config));
+  for (const line of renderNetworkPlan(plan)) log.info(line);
+  const stack = new NetworkStack(plan, {
+    echoSocketFactory: config.protocols.icmp ? pingSocketFactory : undefined,
+    fdWatcher: loop,
+    mapHostLoopback: config.ipv4.mapHostLoopback !== "none",
+  });
+  let handler: FrameHandler = stack;
+  let pcapFile: OutputFile | null = null;
+  let pcap: PcapWriter | null = null;
+  if (config.pcapFile !== null) {
+    pcapFile = OutputFile.open(config.pcapFile, { append: false });
+    pcap = new PcapWriter(pcapFile);
+    handler = withPcap(stack, pcap);
+    log.info(`Capturing guest frames to ${config.pcapFile}`);
+  }
+  return {
+    plan,
+    sessionFactory: sessionFactoryFor(config, handler),
+    close() {
+      pcap?.flush();
+      pcapFile?.close();
+    },
+  };
+}
