@@ -234,3 +234,23 @@ Deno.test({
     });
   },
 });
+
+Deno.test("`IcmpEcho` leaves the gateway unmapped when hostLoopback4 is null", () => {
+  const plan = buildNetworkPlan(
+    { address4: "10.0.2.21/24", gateway4: "10.0.2.2", ipv4Only: true },
+    NO_HOST,
+  );
+  const sockets: FakeSocket[] = [];
+  const stack = new NetworkStack(plan, {
+    echoSocketFactory: (f) => {
+      const s = new FakeSocket(f, 1);
+      sockets.push(s);
+      return s;
+    },
+    fdWatcher: new FakeWatcher(),
+    hostLoopback4: null,
+  });
+  stack.linkUp(new RecordingLink(), 0);
+  stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, GW4, echo(8, 1, 1, [])), 10);
+  assert.deepEqual(Array.from(sockets[0].sent[0].address), [10, 0, 2, 2]);
+});

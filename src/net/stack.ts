@@ -41,10 +41,12 @@ export interface NetworkStackOptions {
   /** Watches ping socket fds (the daemon's EventLoop); required with echoSocketFactory. */
   fdWatcher?: FdWatcher;
   /**
-   * Whether pings to the gateway address go to the host itself (127.0.0.1 / ::1), as
-   * passt's --map-host-loopback does by default. Default true.
+   * Guest-side IPv4 address whose pings go to the host's 127.0.0.1 (passt's
+   * --map-host-loopback). Undefined: the gateway; null: none (--no-map-gw).
    */
-  mapHostLoopback?: boolean;
+  hostLoopback4?: number | null;
+  /** Guest-side IPv6 address whose pings go to the host's ::1; undefined: the gateway. */
+  hostLoopback6?: Uint8Array | null;
   /** Uniform [0, 1) generator used for RA intervals (tests inject a fixed one). */
   random?: () => number;
   logger?: Logger;
@@ -94,9 +96,13 @@ export class NetworkStack implements FrameHandler {
         options.echoSocketFactory,
         options.fdWatcher,
         this.#log,
-        options.mapHostLoopback === false ? {} : {
-          hostLoopback4: plan.ipv4?.gateway,
-          hostLoopback6: plan.ipv6?.gateway,
+        {
+          hostLoopback4: options.hostLoopback4 === undefined
+            ? plan.ipv4?.gateway
+            : options.hostLoopback4 ?? undefined,
+          hostLoopback6: options.hostLoopback6 === undefined
+            ? plan.ipv6?.gateway
+            : options.hostLoopback6 ?? undefined,
         },
       )
       : null;
