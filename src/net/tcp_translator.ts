@@ -28,7 +28,7 @@
  */
 
 import { IPPROTO_TCP } from "./checksum.ts";
-import { FlowTable, type FlowKey, initFlowKey } from "./flow_table.ts";
+import { type FlowKey, FlowTable, initFlowKey } from "./flow_table.ts";
 import {
   type ForwardRules,
   type GuestSideAddress,
@@ -332,9 +332,17 @@ export class TcpTranslator implements L4Handler {
       this.counters.badSegments++;
       return;
     }
-    const flow = p.family === 4
+    let flow = p.family === 4
       ? this.flows.find4(p.src4, h.srcPort, p.dst4, h.dstPort)
       : this.flows.find6(p.src6, h.srcPort, p.dst6, h.dstPort);
+    if (
+      flow && flow.state === TcpState.Closed &&
+      (h.flags & (TCP_SYN | TCP_ACK_FLAG)) === TCP_SYN
+    ) {
+      // The guest reuses the 4-tuple of a lingering flow: start afresh.
+      this.#destroy(flow);
+      flow = null;
+    }
     if (!flow) {
       if ((h.flags & (TCP_SYN | TCP_ACK_FLAG | TCP_RST | TCP_FIN)) === TCP_SYN) {
         this.#newOutbound(p, now);
@@ -757,12 +765,12 @@ export class TcpTranslator implements L4Handler {
     const acked = seqDiff(ack, f.sndUna);
     if (acked > 0) {
       let dataAcked = acked;
-      if (f.finSent && ack === ((f.bufEnd + 1) >>> 0)) {
+      if (f.hostEof && ack === ((f.bufEnd + 1) >>> 0)) {
         f.finAcked = true;
         dataAcked = acked - 1;
       }
       f.h2gHead = (f.h2gHead + dataAcked) % this.#bufferSize;
-      f.sndUna = f.finAcked ? f.bufEnd : ack;
+      f.sndUna = ack;
       if (seqLt(f.sndNxt, ack)) f.sndNxt = ack;
       f.dupAcks = 0;
       f.rto = RTO_INITIAL_MS;
@@ -1055,14 +1063,13 @@ export class TcpTranslator implements L4Handler {
 
   #sendAck(f: TcpFlow): void {
     if (f.closed && f.state !== TcpState.Closed) return;
-    const seq = f.state === TcpState.Closed ? f.sndNxt : f.sndNxt;
-    this.#sendData(f, TCP_ACK_FLAG, seq, 0);
+    this.#sendData(f, TCP_ACK_FLAG, f.sndNxt, 0);
   }
 
   #sendSyn(f: TcpFlow, withAck: boolean): void {
     const fl = this.#fields;
     fl.mss = Math.min(
-      (f.family === 4 ? this.#mtu - HEADERS_V4 : this.#mtu - HEADERS_V6),
+      f.family === 4 ? this.#mtu - HEADERS_V4 : this.#mtu - HEADERS_V6,
       f.family === 4 ? MAX_PAYLOAD_V4 : MAX_PAYLOAD_V6,
     );
     // In a SYN-ACK we scale only if the guest offered to; in our SYN we always offer.
