@@ -18,6 +18,7 @@ import {
   type NetworkPlan,
   renderNetworkPlan,
 } from "../net/host_config.ts";
+import { parseIpv4, parseIpv6 } from "../net/address.ts";
 import { pingSocketFactory } from "../net/ping_echo_socket.ts";
 import { NetworkStack } from "../net/stack.ts";
 import type { FrameHandler } from "../tap/frame_transport.ts";
@@ -52,6 +53,21 @@ export function hostConfigOverrides(config: Config): HostConfigOverrides {
   return o;
 }
 
+/**
+ * `--map-host-loopback` for one family as the stack takes it: undefined = default
+ * (the gateway), null = disabled (`none`, `--no-map-gw`), else the parsed address.
+ */
+function hostLoopback<A>(
+  text: string | null,
+  parse: (text: string) => A | null,
+): A | null | undefined {
+  if (text === null) return undefined;
+  if (text === "none") return null;
+  const address = parse(text);
+  if (address === null) throw new RangeError(`--map-host-loopback: cannot parse "${text}"`);
+  return address;
+}
+
 /** The daemon's network side; see the module comment. */
 export interface DaemonNetwork {
   /** What the guest is told (addresses, routes, DNS). */
@@ -73,7 +89,8 @@ export function buildDaemonNetwork(config: Config, loop: EventLoop): DaemonNetwo
   const stack = new NetworkStack(plan, {
     echoSocketFactory: config.protocols.icmp ? pingSocketFactory : undefined,
     fdWatcher: loop,
-    mapHostLoopback: config.ipv4.mapHostLoopback !== "none",
+    hostLoopback4: hostLoopback(config.ipv4.mapHostLoopback, parseIpv4),
+    hostLoopback6: hostLoopback(config.ipv6.mapHostLoopback, parseIpv6),
   });
   let handler: FrameHandler = stack;
   let pcapFile: OutputFile | null = null;
