@@ -99,6 +99,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       queue = new SplitVirtqueue(ring, {
         name: ring.index === RX_QUEUE_INDEX ? "RX" : "TX",
         logger: this.#logger,
+        clock: this.#clock,
       });
     } catch (error) {
       this.#logger.error(
@@ -265,12 +266,11 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     const rx = this.#rx;
     if (rx === null || rx.broken || !this.#up) return SendResult.Dropped;
     if (frame.length === 0 || frame.length > MAX_FRAME_BYTES) return SendResult.Dropped;
-    const now = this.#clock();
-    let result = this.#fill(rx, frame, now);
+    let result = this.#fill(rx, frame);
     if (result !== SendResult.NoRoom) return result;
     // Ask for a kick; if buffers arrived meanwhile (no kick will come), retry once.
     if (rx.enableNotifications()) {
-      result = this.#fill(rx, frame, now);
+      result = this.#fill(rx, frame);
       if (result !== SendResult.NoRoom) return result;
       if (rx.enableNotifications()) {
         // Still racing with a refilling guest: come back from the loop, not from here.
@@ -292,16 +292,15 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   }
 
   /** Pops one RX chain usable for frames (writable only, room for the header) into `chain`. */
-  #popRx(rx: SplitVirtqueue, chain: DescriptorChain, now: number): boolean {
-    while (rx.pop(chain, now)) {
+  #popRx(rx: SplitVirtqueue, chain: DescriptorChain): boolean {
+    while (rx.pop(chain)) {
       if (chain.readableCount !== 0) {
         chain.release();
-        rx.dropChain(chain.head, now, "RX chain has device-readable buffers");
+        rx.dropChain(chain.head, "RX chain has device-readable buffers");
       } else if (chain.writableBytes < NET_HDR_SIZE) {
         chain.release();
         rx.dropChain(
           chain.head,
-          now,
           `RX buffer of ${chain.writableBytes} bytes is smaller than the ${NET_HDR_SIZE}-byte header`,
         );
       } else {
@@ -312,10 +311,10 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   }
 
   /** Copies header + frame into as many RX chains as needed (one without MRG_RXBUF). */
-  #fill(rx: SplitVirtqueue, frame: Uint8Array, now: number): SendResult {
+  #fill(rx: SplitVirtqueue, frame: Uint8Array): SendResult {
     const needed = NET_HDR_SIZE + frame.length;
     const first = this.#rxFirst;
-    if (!this.#popRx(rx, first, now)) return SendResult.NoRoom;
+    if (!this.#popRx(rx, first)) return SendResult.NoRoom;
     const droppedBefore = rx.malformedCount;
     const heads = this.#rxHeads;
     const lengths = this.#rxLengths;
@@ -327,7 +326,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       rx.unpop(1);
       first.release();
       this.#rxLog.write(
-        now,
+        this.#clock(),
         `vhost-user: dropping a ${frame.length}-byte frame: RX buffer of ${first.writableBytes} bytes is too small and MRG_RXBUF is off`,
       );
       return SendResult.Dropped;
@@ -337,12 +336,12 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     const next = this.#rxNext;
     while (written < needed) {
       const ringExhausted = count === heads.length;
-      if (ringExhausted || !this.#popRx(rx, next, now)) {
+      if (ringExhausted || !this.#popRx(rx, next)) {
         if (ringExhausted) {
           // A whole ring of buffers cannot hold it: waiting would never help.
           rx.unpop(count);
           this.#rxLog.write(
-            now,
+            this.#clock(),
             `vhost-user: dropping a ${frame.length}-byte frame: larger than the whole RX ring`,
           );
           first.release();
@@ -354,7 +353,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
           // A dropped chain sits among ours: return ours empty, the frame is lost.
           for (let i = 0; i < count; i++) rx.pushUsed(heads[i], 0);
           this.#rxLog.write(
-            now,
+            this.#clock(),
             `vhost-user: dropping a ${frame.length}-byte frame: malformed RX buffers`,
           );
           first.release();

@@ -55,6 +55,8 @@ export interface VirtqueueOptions {
   readonly name?: string;
   /** Where log lines go (the process-wide logger by default). */
   readonly logger?: Logger;
+  /** Monotonic clock in milliseconds, read only to rate-limit log lines when no `now` is given. */
+  readonly clock?: () => number;
 }
 
 /** Why a chain was rejected; one code per check. */
@@ -109,6 +111,7 @@ export class SplitVirtqueue {
   readonly #availEventAt: number;
   readonly #malformedLog: RateLimitedLog;
   readonly #logger: Logger;
+  readonly #clock: () => number;
 
   #lastAvail: number;
   #knownAvail: number;
@@ -181,6 +184,7 @@ export class SplitVirtqueue {
     this.#usedEventAt = usedEventOffset(size);
     this.#availEventAt = availEventOffset(size);
     this.#logger = options.logger ?? defaultLogger;
+    this.#clock = options.clock ?? (() => performance.now());
     this.#malformedLog = new RateLimitedLog("warn", undefined, this.#logger);
     this.#lastAvail = ring.lastAvailIndex & 0xffff;
     this.#knownAvail = this.#lastAvail;
@@ -231,10 +235,11 @@ export class SplitVirtqueue {
   /**
    * Pops the next valid available chain into `chain`. Malformed chains met on the
    * way are returned to the used ring with length 0 (one rate-limited log line).
-   * @param now the loop's current time in milliseconds, for log rate limiting
+   * @param now the loop's current time in milliseconds, for log rate limiting (the
+   *   clock is read instead, and only when a line is due, if it is not given)
    * @returns false when nothing is available or the queue is broken
    */
-  pop(chain: DescriptorChain, now: number): boolean {
+  pop(chain: DescriptorChain, now?: number): boolean {
     // At most `size` malformed chains per call: a guest refilling garbage as fast as
     // we drop it must not keep us here; the caller sees hasAvailable() and yields.
     for (let budget = this.size; budget > 0; budget--) {
@@ -254,7 +259,7 @@ export class SplitVirtqueue {
       chain.release();
       this.#skipped++;
       this.pushUsed(head, 0);
-      this.#malformedLog.write(now, this.#describeFault(head));
+      this.#malformedLog.write(now ?? this.#clock(), this.#describeFault(head));
     }
     return false;
   }
@@ -263,10 +268,13 @@ export class SplitVirtqueue {
    * Returns a popped chain the caller found unusable (e.g. a TX chain with writable
    * buffers) to the used ring with length 0, with one rate-limited log line.
    */
-  dropChain(head: number, now: number, reason: string): void {
+  dropChain(head: number, reason: string, now?: number): void {
     this.#skipped++;
     this.pushUsed(head, 0);
-    this.#malformedLog.write(now, `virtqueue ${this.name}: dropping chain ${head}: ${reason}`);
+    this.#malformedLog.write(
+      now ?? this.#clock(),
+      `virtqueue ${this.name}: dropping chain ${head}: ${reason}`,
+    );
   }
 
   /**
