@@ -168,3 +168,22 @@ Deno.test("`l4ChecksumV4()` makes a segment verify to zero once stored", () => {
   seg[7] = c & 0xff;
   assert.equal(l4ChecksumV4(seg, 0, seg.length, 17, 0x0a000001, 0x0a000002), 0);
 });
+
+Deno.test("`internetChecksum()` is right on views at any byte offset of their buffer", () => {
+  fc.assert(
+    fc.property(
+      fc.uint8Array({ minLength: 260, maxLength: 2000 }),
+      fc.integer({ min: 0, max: 7 }),
+      fc.integer({ min: 0, max: 9 }),
+      (bytes, viewStart, off) => {
+        const view = bytes.subarray(viewStart);
+        const len = view.length - off;
+        assert.equal(
+          internetChecksum(view, off, len),
+          referenceChecksum(view.slice(off, off + len)),
+        );
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
