@@ -204,3 +204,41 @@ Deno.test("bin/tpasst keeps its descriptor count flat over many connections", as
     assertEquals((await daemon.exit()).code, 0);
   });
 });
+
+Deno.test("bin/tpasst -l logs only to the file and keeps it within --log-size", async () => {
+  await withTempDir(async (dir) => {
+    const socket = `${dir}/s.sock`;
+    const logFile = `${dir}/t.log`;
+    const daemon = new ForegroundTpasst([
+      ...["-s", socket, "-l", logFile, "--log-size", "4096", "--runas", "nobody"],
+    ]);
+    await waitFor("the daemon to listen", () => unixSocketInUse(socket));
+    const gone = () => (Deno.readTextFileSync(logFile).match(/Frontend gone/g) ?? []).length;
+    for (let round = 0; round < 40; round++) {
+      const before = Deno.readTextFileSync(logFile).length;
+      UnixStream.connect(socket).close();
+      await waitFor(
+        "the session to end",
+        () => gone() > 0 && Deno.readTextFileSync(logFile).length !== before,
+      );
+      const size = Deno.statSync(logFile).size;
+      assertTrue(size <= 4096, `log file grew to ${size} bytes`);
+    }
+    daemon.process.kill("SIGTERM");
+    const { code, stderr } = await daemon.exit();
+    assertEquals([code, stderr], [0, ""]);
+    const log = Deno.readTextFileSync(logFile);
+    assertTrue(!log.includes("--runas nobody ignored"), "the oldest lines were not dropped");
+    assertMatch(log, /info: Shut down\n$/);
+  });
+});
+
+Deno.test("bin/tpasst explains that --runas is ignored", async () => {
+  await withTempDir(async (dir) => {
+    const daemon = new ForegroundTpasst(["-s", `${dir}/s.sock`, "--runas", "nobody"]);
+    await daemon.waitForStderr(/listening at/, "the daemon to listen");
+    daemon.process.kill("SIGTERM");
+    const { stderr } = await daemon.exit();
+    assertMatch(stderr, /--runas nobody ignored: tpasst never changes user/);
+  });
+});

@@ -1,0 +1,47 @@
+import { parseCommandLine } from "../config/command_line.ts";
+import { assertEquals } from "../test_support/assert.ts";
+import { hostConfigOverrides } from "./network_wiring.ts";
+
+Deno.test("hostConfigOverrides() leaves everything to discovery by default", () => {
+  assertEquals(hostConfigOverrides(parseCommandLine([])), {});
+});
+
+Deno.test("hostConfigOverrides() maps every guest-configuration option", () => {
+  const config = parseCommandLine([
+    ...["-i", "eth0", "--outbound-if4", "eth1", "--outbound-if6", "eth2"],
+    ...["-a", "10.0.2.15", "-n", "255.255.255.0", "-a", "2001:db8::15"],
+    ...["-g", "10.0.2.2", "-g", "fe80::1", "-D", "10.0.2.3", "-S", "a.example b.example"],
+    ...["-M", "52:54:00:00:00:01", "-m", "1500", "--fqdn", "vm.example"],
+    ...["--no-dhcp-dns", "--no-dhcp-search", "--no-dhcp", "--no-ndp", "--no-dhcpv6", "--no-ra"],
+  ]);
+  assertEquals(hostConfigOverrides(config), {
+    interface: "eth0",
+    interface4: "eth1",
+    interface6: "eth2",
+    address4: "10.0.2.15",
+    prefix4: 24,
+    address6: "2001:db8::15",
+    gateway4: "10.0.2.2",
+    gateway6: "fe80::1",
+    dns: ["10.0.2.3"],
+    search: ["a.example", "b.example"],
+    ourMac: "52:54:00:00:00:01",
+    mtu: 1500,
+    fqdn: "vm.example",
+    noDhcpDns: true,
+    noDhcpSearch: true,
+    noDhcp: true,
+    noNdp: true,
+    noDhcpv6: true,
+    noRa: true,
+  });
+});
+
+Deno.test("hostConfigOverrides() maps -4, -6, -D none and -S none", () => {
+  assertEquals(hostConfigOverrides(parseCommandLine(["-4", "-D", "none", "-S", "none"])), {
+    ipv4Only: true,
+    dns: [],
+    search: [],
+  });
+  assertEquals(hostConfigOverrides(parseCommandLine(["-6"])), { ipv6Only: true });
+});
