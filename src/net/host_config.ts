@@ -76,6 +76,12 @@ export interface HostConfigOverrides {
   gateway6?: string;
   /** DNS servers advertised to the guest, verbatim (passt -D). */
   dns?: string[];
+  /**
+   * Guest-side address advertised instead of a loopback host resolver (passt
+   * --dns-forward); default: the gateway.
+   */
+  dnsForward4?: string;
+  dnsForward6?: string;
   /** Search domains (passt -S). */
   search?: string[];
   /** Our MAC address (passt -M). */
@@ -429,6 +435,10 @@ export function buildNetworkPlan(
   }
 
   // ---- DNS ----
+  const match4 = overrides.dnsForward4 === undefined ? null : parseIpv4(overrides.dnsForward4) ??
+    fail(`DNS forward address "${overrides.dnsForward4}" is not a.b.c.d`);
+  const match6 = overrides.dnsForward6 === undefined ? null : parseIpv6(overrides.dnsForward6) ??
+    fail(`DNS forward address "${overrides.dnsForward6}" is not an IPv6 address`);
   if (overrides.dns !== undefined) {
     for (const s of overrides.dns) {
       const v4 = parseIpv4(s);
@@ -445,9 +455,11 @@ export function buildNetworkPlan(
         if (!ipv4) continue;
         if (v4 >>> 24 === 127) {
           if (!ipv4.dnsForward) {
-            ipv4.dnsForward = { match: ipv4.gateway, target: s };
-            ipv4.dns.push(ipv4.gateway);
-            notes.push(`loopback resolver ${s}: advertising ${ipv4ToString(ipv4.gateway)}`);
+            ipv4.dnsForward = { match: match4 ?? ipv4.gateway, target: s };
+            ipv4.dns.push(ipv4.dnsForward.match);
+            notes.push(
+              `loopback resolver ${s}: advertising ${ipv4ToString(ipv4.dnsForward.match)}`,
+            );
           }
         } else if (ipv4.dns.length < MAX_DNS_SERVERS && !ipv4.dns.includes(v4)) {
           ipv4.dns.push(v4);
@@ -456,9 +468,11 @@ export function buildNetworkPlan(
         if (!ipv6) continue;
         if (ipv6IsLoopback(v6)) {
           if (!ipv6.dnsForward) {
-            ipv6.dnsForward = { match: ipv6.gateway, target: "::1" };
-            ipv6.dns.push(ipv6.gateway);
-            notes.push(`loopback resolver ::1: advertising ${ipv6ToString(ipv6.gateway)}`);
+            ipv6.dnsForward = { match: match6 ?? ipv6.gateway, target: "::1" };
+            ipv6.dns.push(ipv6.dnsForward.match);
+            notes.push(
+              `loopback resolver ::1: advertising ${ipv6ToString(ipv6.dnsForward.match)}`,
+            );
           }
         } else if (ipv6IsLinkLocal(v6)) {
           notes.push(`link-local resolver ${s} ignored`);
@@ -471,8 +485,8 @@ export function buildNetworkPlan(
     }
     // A host with only an IPv4 loopback resolver still serves IPv6 guests through it.
     if (ipv6 && ipv6.dns.length === 0 && ipv4?.dnsForward) {
-      ipv6.dnsForward = { match: ipv6.gateway, target: ipv4.dnsForward.target };
-      ipv6.dns.push(ipv6.gateway);
+      ipv6.dnsForward = { match: match6 ?? ipv6.gateway, target: ipv4.dnsForward.target };
+      ipv6.dns.push(ipv6.dnsForward.match);
     }
   }
 
