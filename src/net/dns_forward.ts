@@ -19,6 +19,8 @@ export interface DnsRule<A> {
   match: A;
   /** Host resolver address as text, for Deno.connect / dgram. */
   target: string;
+  /** Host resolver port (53 except in tests). */
+  targetPort: number;
 }
 
 /** DNS options from the command line (all optional). */
@@ -31,6 +33,8 @@ export interface DnsForwardOptions {
   dnsForward6?: string | null;
   /** `--dns-host` for IPv6. */
   dnsHost6?: string | null;
+  /** Port of the host resolver (default 53; tests run resolvers on other ports). */
+  dnsHostPort?: number;
 }
 
 /**
@@ -48,7 +52,7 @@ export function dnsRule4(plan: NetworkPlan, o: DnsForwardOptions): DnsRule<numbe
     const first = p.dns.find((a) => a !== match);
     target = first !== undefined ? ipv4ToString(first) : null;
   }
-  return target === null ? null : { match, target };
+  return target === null ? null : { match, target, targetPort: o.dnsHostPort ?? DNS_PORT };
 }
 
 /** The IPv6 DNS rule, like {@link dnsRule4}. */
@@ -62,5 +66,5 @@ export function dnsRule6(plan: NetworkPlan, o: DnsForwardOptions): DnsRule<Uint8
     const first = p.dns.find((a) => ipv6ToString(a) !== ipv6ToString(match));
     target = first !== undefined ? ipv6ToString(first) : null;
   }
-  return target === null ? null : { match, target };
+  return target === null ? null : { match, target, targetPort: o.dnsHostPort ?? DNS_PORT };
 }

@@ -147,23 +147,52 @@ export function outboundNotes(r: ForwardRules): string[] {
   return out;
 }
 
-/** Host address (text) a guest packet to `dst`:`port` over IPv4 goes to. */
-export function translateOutbound4(r: ForwardRules, dst: number, port: number): string {
-  dst >>>= 0;
-  if (r.dns4 && port === DNS_PORT && dst === r.dns4.match) return r.dns4.target;
-  if (r.loopback4 !== null && dst === r.loopback4) return "127.0.0.1";
-  if (r.mapGuest4 !== null && dst === r.mapGuest4) return ipv4ToString(r.guestAddr4);
-  return ipv4ToString(dst);
+/** A host-side destination: filled by {@link translateOutbound4} / {@link translateOutbound6}. */
+export interface HostTarget {
+  /** Address as text, for Deno.connect / dgram. */
+  host: string;
+  port: number;
 }
 
-/** Host address (text) a guest packet to `dst`:`port` over IPv6 goes to. */
-export function translateOutbound6(r: ForwardRules, dst: Uint8Array, port: number): string {
-  if (r.dns6 && port === DNS_PORT && ipv6Equal(dst, 0, r.dns6.match, 0)) return r.dns6.target;
-  if (r.loopback6 && ipv6Equal(dst, 0, r.loopback6, 0)) return "::1";
-  if (r.mapGuest6 && r.guestAddr6 && ipv6Equal(dst, 0, r.mapGuest6, 0)) {
-    return ipv6ToString(r.guestAddr6);
-  }
-  return ipv6ToString(dst);
+/** Creates an empty {@link HostTarget}. */
+export function newHostTarget(): HostTarget {
+  return { host: "", port: 0 };
+}
+
+/** Where a guest packet to `dst`:`port` over IPv4 goes on the host (into `out`). */
+export function translateOutbound4(
+  r: ForwardRules,
+  dst: number,
+  port: number,
+  out: HostTarget,
+): HostTarget {
+  dst >>>= 0;
+  out.port = port;
+  if (r.dns4 && port === DNS_PORT && dst === r.dns4.match) {
+    out.host = r.dns4.target;
+    out.port = r.dns4.targetPort;
+  } else if (r.loopback4 !== null && dst === r.loopback4) out.host = "127.0.0.1";
+  else if (r.mapGuest4 !== null && dst === r.mapGuest4) out.host = ipv4ToString(r.guestAddr4);
+  else out.host = ipv4ToString(dst);
+  return out;
+}
+
+/** Where a guest packet to `dst`:`port` over IPv6 goes on the host (into `out`). */
+export function translateOutbound6(
+  r: ForwardRules,
+  dst: Uint8Array,
+  port: number,
+  out: HostTarget,
+): HostTarget {
+  out.port = port;
+  if (r.dns6 && port === DNS_PORT && ipv6Equal(dst, 0, r.dns6.match, 0)) {
+    out.host = r.dns6.target;
+    out.port = r.dns6.targetPort;
+  } else if (r.loopback6 && ipv6Equal(dst, 0, r.loopback6, 0)) out.host = "::1";
+  else if (r.mapGuest6 && r.guestAddr6 && ipv6Equal(dst, 0, r.mapGuest6, 0)) {
+    out.host = ipv6ToString(r.guestAddr6);
+  } else out.host = ipv6ToString(dst);
+  return out;
 }
 
 /** Where an inbound peer appears to the guest: filled by {@link translateInbound}. */

@@ -32,7 +32,9 @@ import { type FlowKey, FlowTable, initFlowKey } from "./flow_table.ts";
 import {
   type ForwardRules,
   type GuestSideAddress,
+  type HostTarget,
   newGuestSideAddress,
+  newHostTarget,
   translateInbound,
   translateOutbound4,
   translateOutbound6,
@@ -276,6 +278,7 @@ export class TcpTranslator implements L4Handler {
   readonly #listeners = new Set<Deno.Listener>();
   readonly #rand = new Uint32Array(1);
   readonly #inAddr: GuestSideAddress = newGuestSideAddress();
+  readonly #target: HostTarget = newHostTarget();
   #nextSweep = 0;
   #cachedNext = Infinity;
   #flushScheduled = false;
@@ -526,15 +529,16 @@ export class TcpTranslator implements L4Handler {
     f.state = TcpState.Connecting;
     f.lastActivity = now;
     this.#takeGuestSyn(f, now);
-    const host = p.family === 4
-      ? translateOutbound4(this.#rules, p.dst4, h.dstPort)
-      : translateOutbound6(this.#rules, p.dst6, h.dstPort);
+    const t = p.family === 4
+      ? translateOutbound4(this.#rules, p.dst4, h.dstPort, this.#target)
+      : translateOutbound6(this.#rules, p.dst6, h.dstPort, this.#target);
+    const host = t.host;
     f.hostName = host;
-    f.hostPort = h.dstPort;
+    f.hostPort = t.port;
     this.#arm(f, now + CONNECT_TIMEOUT_MS);
     let pending: Promise<HostStream>;
     try {
-      pending = this.#connect(host, h.dstPort);
+      pending = this.#connect(host, f.hostPort);
     } catch (e) {
       this.#connectFailed(f, e, now);
       return;
