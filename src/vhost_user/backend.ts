@@ -518,6 +518,26 @@ export class VhostUserBackend {
   }
 
   #mapRegion(message: Message, region: RegionDescription, fd: number): void {
+    const what = `region guest ${hex(region.guestAddress)} size ${hex(region.size)} offset ${
+      hex(region.mmapOffset)
+    }`;
+    let fileSize: number | null;
+    try {
+      fileSize = this.#env.fileSize(fd);
+    } catch (error) {
+      throw new ProtocolError(
+        message.request,
+        `${requestName(message.request)}: cannot examine the fd of ${what}: ${
+          (error as Error).message
+        }`,
+      );
+    }
+    if (fileSize !== null && region.size > fileSize - region.mmapOffset) {
+      throw new ProtocolError(
+        message.request,
+        `${requestName(message.request)}: ${what} ends beyond its ${fileSize}-byte file`,
+      );
+    }
     try {
       this.#memory.add(region, fd);
     } catch (error) {

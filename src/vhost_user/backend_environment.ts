@@ -29,6 +29,13 @@ export interface BackendEnvironment {
   readonly datapath: VringDatapath;
   /** Maps a memory region's fd. */
   readonly map: MapFunction;
+  /**
+   * Size in bytes of the file behind `fd`, or null when it cannot be known. Memory
+   * regions must lie inside their file: touching a mapping beyond the end of its
+   * file raises SIGBUS, which kills the process.
+   * @throws Error when `fd` cannot be examined
+   */
+  fileSize(fd: number): number | null;
   /** Takes ownership of an eventfd received from the front-end. */
   notifier(fd: number): Notifier;
   /** Closes a received fd the backend does not keep. */

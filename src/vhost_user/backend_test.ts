@@ -494,8 +494,29 @@ const badCases: BadCase[] = [
     error: /ADD_MEM_REG: region guest 0x900000 size 0x0 has zero size/,
   },
   {
-    name: "region larger than its fd (mapping fails)",
+    name: "region larger than its file (SIGBUS guard)",
     send: (rig) => {
+      const a = rig.fds.memfd(0x1000);
+      rig.send(
+        encodeRequest(
+          Request.ADD_MEM_REG,
+          singleRegionPayload({
+            guestAddress: 0x900000,
+            size: 0x1000,
+            userAddress: 0x900000,
+            mmapOffset: 0x1000,
+          }),
+        ),
+        [a.fd],
+      );
+    },
+    error:
+      /ADD_MEM_REG: region guest 0x900000 size 0x1000 offset 0x1000 ends beyond its 4096-byte file/,
+  },
+  {
+    name: "a region whose mapping fails",
+    send: (rig) => {
+      rig.fileSizes = false;
       const a = rig.fds.memfd(0x1000);
       rig.send(
         encodeRequest(

@@ -30,6 +30,12 @@ export class FakeFds {
   /** Sizes and offsets asked of map(). */
   readonly mapCalls: { fd: number; size: number; offset: number }[] = [];
 
+  /** Size of a fake fd's file (0 for fds without memory). */
+  readonly size = (fd: number): number => {
+    if (!this.open.has(fd)) throw new Error(`fstat: fd ${fd} is not open (EBADF)`);
+    return this.#memory.get(fd)?.byteLength ?? 0;
+  };
+
   /** A new fake fd (an eventfd or anything without memory). */
   create(): number {
     const fd = this.#next++;
@@ -208,12 +214,15 @@ export class BackendRig {
   /** "eof" outcomes seen. */
   eofDetail: string | null = null;
   rarps: Uint8Array[] = [];
+  /** Whether env.fileSize() reports sizes (true) or "unknown" (false). */
+  fileSizes = true;
   now = 1000;
 
   constructor() {
     const env: BackendEnvironment = {
       datapath: this.datapath,
       map: this.fds.map,
+      fileSize: (fd) => this.fileSizes ? this.fds.size(fd) : null,
       notifier: (fd) => {
         const notifier = new FakeNotifier(fd, this.fds);
         this.notifiers.set(fd, notifier);

@@ -8,14 +8,26 @@
  */
 import assert from "node:assert/strict";
 import { ForegroundTpasst, waitFor } from "../cli/cli_helpers.ts";
-import { encodeRequest, vringStatePayload } from "../../src/vhost_user/request_encoder.ts";
+import {
+  encodeRequest,
+  singleRegionPayload,
+  u64Payload,
+  vringAddrPayload,
+  vringStatePayload,
+} from "../../src/vhost_user/request_encoder.ts";
 import { Request } from "../../src/vhost_user/protocol.ts";
 import { RX, TX, VhostUserFrontend } from "../harness/vhost_user_frontend.ts";
 
-const wired = (() => {
+/**
+ * Mapping guest memory needs Deno.UnsafePointerView.getArrayBuffer, which only full
+ * --allow-ffi permits: the daemon's permission set in deno.json must grant `"ffi": true`.
+ */
+const daemonMayMapMemory = (() => {
   try {
-    return Deno.readTextFileSync(new URL("../../src/daemon/session_factories.ts", import.meta.url))
-      .includes("vhostUserSessionFactory");
+    const config = JSON.parse(
+      Deno.readTextFileSync(new URL("../../deno.json", import.meta.url)),
+    );
+    return config.permissions?.daemon?.ffi === true;
   } catch {
     return false;
   }
@@ -46,9 +58,11 @@ function exists(path: string): boolean {
 
 Deno.test({
   name: `\`bin/tpasst --vhost-user\` serves the harness front-end across reconnects${
-    wired ? "" : " (skipped: vhost-user mode not wired in src/daemon/session_factories.ts)"
+    daemonMayMapMemory
+      ? ""
+      : ' (skipped: deno.json\'s daemon permission set lacks "ffi": true, needed to map guest memory)'
   }`,
-  ignore: !wired,
+  ignore: !daemonMayMapMemory,
   async fn() {
     const dir = Deno.makeTempDirSync({ prefix: "tpasst-vu-daemon-" });
     const path = `${dir}/vhost-user.sock`;
@@ -66,14 +80,24 @@ Deno.test({
       assert.equal(await frontend.stopRing(RX) >= 0, true);
       frontend.close();
       await frontendGone(daemon, 1);
-      // a malformed front-end is disconnected, the daemon keeps running
-      frontend = VhostUserFrontend.connect(path);
-      await frontend.negotiate({ replyAck: false, memSlots: false });
-      frontend.sendRaw(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(7, 256)));
-      await frontend.waitClosed();
-      frontend.close();
-      await daemon.waitForStderr(/queue index 7 is not below 2/, "the protocol error log line");
-      await frontendGone(daemon, 2);
+      // malformed front-ends are disconnected, the daemon keeps running
+      const malformed: [string, (f: VhostUserFrontend) => void, RegExp][] = [
+        [
+          "queue index",
+          (f) => f.sendRaw(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(7, 256))),
+          /queue index 7 is not below 2/,
+        ],
+      ];
+      let gone = 1;
+      for (const [what, send, logLine] of malformed) {
+        frontend = VhostUserFrontend.connect(path);
+        await frontend.negotiate({ replyAck: false });
+        send(frontend);
+        await frontend.waitClosed();
+        frontend.close();
+        await daemon.waitForStderr(logLine, `the log line for ${what}`);
+        await frontendGone(daemon, ++gone);
+      }
       // the next front-end works and the daemon's fds are back to the connected baseline
       frontend = VhostUserFrontend.connect(path);
       await frontend.negotiate();
@@ -82,12 +106,71 @@ Deno.test({
         () => daemonFdCount(pid) === baseline,
       );
       frontend.close();
-      await frontendGone(daemon, 3);
+      await frontendGone(daemon, ++gone);
     } finally {
       daemon.process.kill("SIGTERM");
       const { code, stderr } = await daemon.exit();
       Deno.removeSync(dir, { recursive: true });
       assert.equal(code, 0, stderr);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    `\`bin/tpasst --vhost-user\` refuses a memory region larger than its file instead of dying of SIGBUS${
+      daemonMayMapMemory
+        ? ""
+        : ' (skipped: deno.json\'s daemon permission set lacks "ffi": true, needed to map guest memory)'
+    }`,
+  ignore: !daemonMayMapMemory,
+  async fn() {
+    const dir = Deno.makeTempDirSync({ prefix: "tpasst-vu-sigbus-" });
+    const path = `${dir}/vhost-user.sock`;
+    const daemon = new ForegroundTpasst(["--vhost-user", "-s", path]);
+    try {
+      await waitFor("the daemon's socket", () => exists(path));
+      const frontend = VhostUserFrontend.connect(path);
+      try {
+        await frontend.negotiate({ replyAck: false });
+        // a region four times its 1 MiB memfd, with a TX ring placed beyond the file's end
+        const region = frontend.memory.regions[0];
+        const user = 0x7e00_0000_0000;
+        frontend.send(
+          Request.ADD_MEM_REG,
+          singleRegionPayload({
+            guestAddress: 0x10_0000_0000,
+            size: region.memfd.size * 4,
+            userAddress: user,
+            mmapOffset: 0,
+          }),
+          [region.memfd.fd],
+        );
+        const beyond = user + region.memfd.size * 2;
+        await frontend.stopRing(1);
+        frontend.send(
+          Request.SET_VRING_ADDR,
+          vringAddrPayload(1, {
+            descriptor: beyond,
+            available: beyond + 0x1000,
+            used: beyond + 0x2000,
+          }),
+        );
+        frontend.send(Request.SET_VRING_KICK, u64Payload(1), [frontend.kicks[1].fd]);
+        frontend.kicks[1].signal();
+        await frontend.waitClosed();
+      } finally {
+        frontend.close();
+      }
+      await daemon.waitForStderr(/ends beyond its 1048576-byte file/, "the refusal log line");
+      await frontendGone(daemon, 1);
+    } finally {
+      try {
+        daemon.process.kill("SIGTERM");
+      } catch { /* it already exited: the assertion below reports how */ }
+      const { code, stderr } = await daemon.exit();
+      Deno.removeSync(dir, { recursive: true });
+      assert.equal(code, 0, `daemon exit code ${code} (135 = SIGBUS)\n${stderr.slice(-2000)}`);
     }
   },
 });

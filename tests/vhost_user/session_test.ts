@@ -5,6 +5,7 @@ import { RecordingDatapath } from "../../src/vhost_user/backend_test_doubles.ts"
 import {
   encodeRequest,
   memTablePayload,
+  singleRegionPayload,
   u64Payload,
   vringAddrPayload,
   vringStatePayload,
@@ -151,6 +152,24 @@ const badMessages: BadMessage[] = [
     name: "unoffered feature bits acked",
     send: (f) => f.send(Request.SET_FEATURES, u64Payload(1n << 32n | 1n << 40n)),
     log: /SET_FEATURES: acked feature bits 0x10000000000 were not offered/,
+  },
+  {
+    name: "a memory region larger than its file (SIGBUS guard)",
+    send: (f) => {
+      const region = f.memory.regions[0];
+      f.send(
+        Request.ADD_MEM_REG,
+        singleRegionPayload({
+          guestAddress: 0x10_0000_0000,
+          size: region.memfd.size + 0x1000,
+          userAddress: 0x7e00_0000_0000,
+          mmapOffset: 0,
+        }),
+        [region.memfd.fd],
+      );
+    },
+    log:
+      /ADD_MEM_REG: region guest 0x1000000000 size 0x101000 offset 0x0 ends beyond its 1048576-byte file/,
   },
   {
     name: "EOF in mid-message",
