@@ -67,6 +67,12 @@ export const DHCP_MAGIC_COOKIE = 0x63825363;
 export const DHCP_FLAG_BROADCAST = 0x8000;
 /** Smallest BOOTP message (RFC 1542 §2.1): replies are padded to it. */
 export const DHCP_MIN_MESSAGE = 300;
+/** Smallest IP datagram every DHCP client accepts (RFC 2131 §2, RFC 2132 §9.10). */
+export const DHCP_MIN_DATAGRAM = 576;
+/** Largest DHCP message a client accepts without option 57: 576 − IP (20) − UDP (8). */
+export const DHCP_DEFAULT_MAX_MESSAGE = DHCP_MIN_DATAGRAM - 28;
+/** Largest reply we build whatever option 57 says. */
+export const DHCP_MAX_REPLY = 1472;
 /** BOOTREQUEST / BOOTREPLY op codes. */
 export const BOOTREQUEST = 1;
 export const BOOTREPLY = 2;
@@ -84,6 +90,7 @@ export const DhcpOption = {
   LeaseTime: 51,
   Overload: 52,
   MessageType: 53,
+  MaxMessageSize: 57,
   ServerIdentifier: 54,
   ParameterRequestList: 55,
   RapidCommit: 80,
@@ -123,6 +130,8 @@ export interface DhcpCounters {
   acks: number;
   naks: number;
   ignored: number;
+  /** Options left out because they did not fit the client's maximum message size. */
+  optionsOmitted: number;
 }
 
 /** Options found in a client message (offset/length into the frame, -1 when absent). */
@@ -135,11 +144,19 @@ interface ClientOptions {
   prlOffset: number;
   prlLength: number;
   rapidCommit: boolean;
+  /** Largest DHCP message (UDP payload) the client accepts. */
+  maxMessage: number;
 }
 
 /** Answers the guest's DHCP messages from the network plan. */
 export class DhcpServer {
-  readonly counters: DhcpCounters = { offers: 0, acks: 0, naks: 0, ignored: 0 };
+  readonly counters: DhcpCounters = {
+    offers: 0,
+    acks: 0,
+    naks: 0,
+    ignored: 0,
+    optionsOmitted: 0,
+  };
   readonly #sender: GuestSender;
   readonly #address: number;
   readonly #serverId: number;
@@ -154,6 +171,7 @@ export class DhcpServer {
     prlOffset: -1,
     prlLength: 0,
     rapidCommit: false,
+    maxMessage: DHCP_DEFAULT_MAX_MESSAGE,
   };
   readonly #emitted = new Uint8Array(256);
 
@@ -266,6 +284,7 @@ export class DhcpServer {
     o.prlOffset = -1;
     o.prlLength = 0;
     o.rapidCommit = false;
+    o.maxMessage = DHCP_DEFAULT_MAX_MESSAGE;
     while (p < end) {
       const code = buf[p];
       if (code === DhcpOption.Pad) {
@@ -296,6 +315,13 @@ export class DhcpServer {
         case DhcpOption.ParameterRequestList:
           o.prlOffset = v;
           o.prlLength = len;
+          break;
+        case DhcpOption.MaxMessageSize:
+          // The size is of the whole IP datagram, at least 576 (RFC 2132 §9.10).
+          if (len === 2) {
+            const ip = (buf[v] << 8) | buf[v + 1];
+            if (ip >= DHCP_MIN_DATAGRAM) o.maxMessage = Math.min(ip - 28, DHCP_MAX_REPLY);
+          }
           break;
         case DhcpOption.RapidCommit:
           o.rapidCommit = true;
@@ -350,12 +376,19 @@ export class DhcpServer {
       }
       const emitted = this.#emitted;
       emitted.fill(0);
+      // Room for options, keeping one byte for End.
+      const limit = base + o.maxMessage - 1;
       const put = (code: number) => {
         if (emitted[code]) return;
         const data = this.#options.get(code);
         if (!data) return;
         if (inform && code === DhcpOption.LeaseTime) return; // RFC 2131 §4.3.5
         emitted[code] = 1;
+        // What does not fit the client's maximum message is left out (RFC 2131 §4.3.1).
+        if (p + data.length + 2 * Math.ceil(Math.max(data.length, 1) / 255) > limit) {
+          this.counters.optionsOmitted++;
+          return;
+        }
         // Long values are split over several options (RFC 3396 §7).
         for (let i = 0; i < data.length || i === 0; i += 255) {
           const n = Math.min(255, data.length - i);

@@ -180,7 +180,13 @@ Deno.test("`DhcpServer.handle()` ACKs a REQUEST for our address and NAKs another
   // REQUEST addressed to another server: silence.
   server.handle(request(DhcpMessageType.Request, [[54, [10, 9, 9, 9]]]), 0, 250, 0);
   assert.equal(link.frames.length, 0);
-  assert.deepEqual(server.counters, { offers: 0, acks: 2, naks: 1, ignored: 1 });
+  assert.deepEqual(server.counters, {
+    offers: 0,
+    acks: 2,
+    naks: 1,
+    ignored: 1,
+    optionsOmitted: 0,
+  });
 });
 
 Deno.test("`DhcpServer.handle()` broadcasts when the client sets the broadcast flag", () => {
@@ -215,8 +221,11 @@ Deno.test("`DhcpServer.handle()` adds option 121 when the gateway is off-subnet"
 Deno.test("`DhcpServer.handle()` sends a host name and splits long search lists", () => {
   const search = Array.from({ length: 30 }, (_, i) => `d${i}-${"x".repeat(10)}.example${i}.net`);
   const { server, link } = setup({ fqdn: "vm1.example.com", search, noDhcpDns: true });
-  server.handle(request(DhcpMessageType.Discover), 0, 244, 0);
+  // Option 57: the client takes datagrams up to 1500 bytes.
+  const req = request(DhcpMessageType.Discover, [[57, [0x05, 0xdc]]]);
+  server.handle(req, 0, req.length, 0);
   const r = decode(link.take()[0]);
+  assert.ok(r.length <= 1500 - 28);
   assert.equal(new TextDecoder().decode(opt(r, 12)), "vm1");
   assert.equal(opt(r, 6), undefined);
   const parts = r.options.filter(([c]) => c === 119).map(([, d]) => d);
@@ -228,6 +237,18 @@ Deno.test("`DhcpServer.handle()` sends a host name and splits long search lists"
     o += p.length;
   }
   assert.deepEqual(decodeDomainList(joined), search);
+});
+
+Deno.test("`DhcpServer.handle()` leaves out what exceeds the default 576-byte datagram", () => {
+  const search = Array.from({ length: 30 }, (_, i) => `d${i}-${"x".repeat(10)}.example${i}.net`);
+  const { server, link } = setup({ search });
+  server.handle(request(DhcpMessageType.Discover), 0, 244, 0);
+  const [f] = link.take();
+  assert.ok(f.length - 14 <= 576, `${f.length}`);
+  const r = decode(f);
+  assert.equal(opt(r, 119), undefined);
+  assert.ok(opt(r, 1) && opt(r, 3) && opt(r, 51) && opt(r, 6));
+  assert.equal(server.counters.optionsOmitted, 1);
 });
 
 Deno.test("`DhcpServer.handle()` drops malformed messages with a reason", () => {

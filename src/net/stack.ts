@@ -8,7 +8,7 @@
  * @module
  */
 
-import { ipv6IsUnspecified, isMulticastMac, MAC_BROADCAST } from "./address.ts";
+import { ipv4PrefixMask, ipv6IsUnspecified, isMulticastMac, MAC_BROADCAST } from "./address.ts";
 import { ArpResponder } from "./arp.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP } from "./checksum.ts";
 import {
@@ -76,6 +76,8 @@ export class NetworkStack implements FrameHandler {
   readonly #dropLog: RateLimitedLog;
   readonly #errorLog: RateLimitedLog;
   readonly #log: Logger;
+  /** Directed broadcast address of the guest's subnet (-1 for /31 and /32). */
+  readonly #subnetBroadcast4: number;
 
   /** Builds the services the plan enables. */
   constructor(plan: NetworkPlan, options: NetworkStackOptions = {}) {
@@ -84,6 +86,10 @@ export class NetworkStack implements FrameHandler {
     this.#dropLog = new RateLimitedLog("debug", 1000, this.#log);
     this.#errorLog = new RateLimitedLog("warn", 1000, this.#log);
     this.sender = new GuestSender(plan.ourMac);
+    const v4 = plan.ipv4;
+    this.#subnetBroadcast4 = v4 && v4.prefix <= 30
+      ? (v4.address | ~ipv4PrefixMask(v4.prefix)) >>> 0
+      : -1;
     this.arp = plan.ipv4 ? new ArpResponder(this.sender, plan.ipv4.address) : null;
     this.dhcp = plan.ipv4 && plan.enableDhcp ? new DhcpServer(plan, this.sender) : null;
     this.ndp = plan.ipv6 && plan.enableNdp
@@ -331,6 +337,14 @@ export class NetworkStack implements FrameHandler {
     const h = this.#l4.get(protocol);
     if (!h) {
       return this.#drop(family === 4 ? "ipv4-unhandled-protocol" : "ipv6-unhandled-protocol", now);
+    }
+    // Multicast and broadcast have no host-socket equivalent: not for the translators.
+    if (family === 4) {
+      const dst = this.#ip4.dst;
+      if (dst >>> 28 >= 14) return this.#drop("ipv4-multicast-destination", now);
+      if (dst === this.#subnetBroadcast4) return this.#drop("ipv4-broadcast-destination", now);
+    } else if (this.#ip6.dst[0] === 0xff) {
+      return this.#drop("ipv6-multicast-destination", now);
     }
     const p = this.#packet;
     p.family = family;

@@ -194,6 +194,14 @@ Deno.test("`NetworkStack.handleFrame()` drops malformed frames at every layer wi
   badIcmp6[badIcmp6.length - 1] ^= 1;
   cases.push(["icmpv6-bad-checksum", badIcmp6]);
   cases.push(["icmp-truncated", guestIpv6Frame(58, GUEST6, REMOTE6, new Uint8Array(4))]);
+  const mc = udpDatagram(5353, 5353, new Uint8Array(4));
+  cases.push(["ipv4-multicast-destination", guestIpv4Frame(IPPROTO_UDP, GUEST4, 0xe00000fb, mc)]);
+  cases.push(["ipv4-multicast-destination", guestIpv4Frame(IPPROTO_UDP, GUEST4, 0xffffffff, mc)]);
+  cases.push(["ipv4-broadcast-destination", guestIpv4Frame(IPPROTO_UDP, GUEST4, 0x0a0002ff, mc)]);
+  cases.push([
+    "ipv6-multicast-destination",
+    guestIpv6Frame(IPPROTO_UDP, GUEST6, parseIpv6("ff02::fb")!, mc),
+  ]);
   const arp = new Uint8Array(40);
   buildEthernet(arp, 0, MAC_BROADCAST, TEST_GUEST_MAC, ETHERTYPE_ARP);
   cases.push(["arp-truncated", arp]);
