@@ -40,6 +40,8 @@ import { type HarnessUsed, HarnessVring, ringFootprint } from "./harness_vring.t
 
 /** virtio-net header with VERSION_1 (num_buffers included), virtio 1.2 §5.1.6. */
 export const NET_HEADER_SIZE = 12;
+/** Offset of num_buffers (u16) in the virtio-net header (virtio 1.2 §5.1.6). */
+export const NET_HEADER_NUM_BUFFERS = 10;
 /** virtio-net receive queue (virtio 1.2 §5.1.2). */
 export const RX = 0;
 /** virtio-net transmit queue. */
@@ -333,13 +335,55 @@ export class VhostUserFrontend {
     this.kicks[RX].signal();
   }
 
-  /** Frames received in used RX elements (header stripped; single-buffer frames). */
+  /**
+   * Frames received in used RX elements, header stripped. With MRG_RXBUF a frame may
+   * span several used elements: the first buffer's header carries num_buffers
+   * (virtio 1.2 §5.1.6.4); the following elements' bytes are appended.
+   * @throws Error when the elements end in the middle of a frame
+   */
   rxFrames(used: readonly HarnessUsed[]): Uint8Array[] {
-    return used.map((element) => {
-      const segment = element.segments[0];
-      return this.memory.view(segment.gpa + NET_HEADER_SIZE, element.length - NET_HEADER_SIZE)
-        .slice();
-    });
+    const frames: Uint8Array[] = [];
+    for (let i = 0; i < used.length;) {
+      const first = used[i].segments[0];
+      const header = this.memory.view(first.gpa, NET_HEADER_SIZE);
+      const buffers = Math.max(
+        1,
+        header[NET_HEADER_NUM_BUFFERS] | (header[NET_HEADER_NUM_BUFFERS + 1] << 8),
+      );
+      if (i + buffers > used.length) {
+        throw new Error(
+          `frame at used element ${i} spans ${buffers} buffers, only ${used.length - i} left`,
+        );
+      }
+      const parts: Uint8Array[] = [];
+      for (let b = 0; b < buffers; b++) {
+        const element = used[i + b];
+        const skip = b === 0 ? NET_HEADER_SIZE : 0;
+        parts.push(this.#usedBytes(element).subarray(skip));
+      }
+      const frame = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+      let at = 0;
+      for (const part of parts) {
+        frame.set(part, at);
+        at += part.length;
+      }
+      frames.push(frame);
+      i += buffers;
+    }
+    return frames;
+  }
+
+  /** The bytes the device wrote into one used element's chain (its `len` bytes, in order). */
+  #usedBytes(element: HarnessUsed): Uint8Array {
+    const out = new Uint8Array(element.length);
+    let at = 0;
+    for (const segment of element.segments) {
+      if (at >= element.length) break;
+      const n = Math.min(segment.length, element.length - at);
+      out.set(this.memory.view(segment.gpa, n), at);
+      at += n;
+    }
+    return out;
   }
 
   /** Waits until ring `index` has at least `count` new used elements. */

@@ -78,3 +78,25 @@ Deno.test("`VhostUserFrontend` TX frames reach the stack and RX frames reach the
   assert.ok(handler.downs >= 1, "link down after disconnect");
   assert.equal(openFdCount(), baseline);
 });
+
+Deno.test("`VhostUserFrontend.rxFrames()` reassembles a frame spread over small mergeable RX buffers", async () => {
+  const backend = new InProcessBackend();
+  const handler = new CollectingHandler();
+  const link = new VhostUserLink(handler, { logger: backend.logger });
+  const { frontend, session } = backend.connect(link);
+  try {
+    await frontend.negotiate();
+    frontend.postRxBuffers(16, 256);
+    await until(() => handler.link !== null, "link up");
+    const big = frame(7, 1514);
+    await until(() => handler.link!.sendFrame(big) === SendResult.Sent, "RX buffers");
+    handler.link!.flush();
+    const needed = Math.ceil((big.length + 12) / 256);
+    const used = await frontend.waitUsed(RX, needed);
+    assert.deepEqual(frontend.rxFrames(used), [big]);
+  } finally {
+    frontend.close();
+    await session.closed;
+    await backend.close();
+  }
+});
