@@ -1,30 +1,41 @@
 /**
  * Builds the daemon's network side once per process: the network plan (host
- * discovery with the command line's overrides), the stack behind every frontend,
- * the optional pcap capture (`--pcap`), and the {@link SessionFactory} for the
- * configured mode.
- * The stack survives reconnects; each frontend connection gets a fresh session.
+ * discovery with the command line's overrides), the stack behind every frontend
+ * with its TCP translator and port forwards, the timers that drive them, the
+ * optional pcap capture (`--pcap`), and the {@link SessionFactory} for the
+ * configured mode. The stack survives reconnects; each frontend connection gets a
+ * fresh session.
  *
  * @module
  */
 
 import { OutputFile } from "../../ffi/output_file.ts";
 import type { Config } from "../config/config.ts";
+import type { PortForwardTable } from "../config/port_spec.ts";
 import { log } from "../log/logger.ts";
 import type { EventLoop } from "../loop/event_loop.ts";
+import { parseIpv4, parseIpv6 } from "../net/address.ts";
+import { buildForwardRules, forwardOptionsFromConfig, outboundNotes } from "../net/fwd.ts";
 import {
   buildNetworkPlan,
   type HostConfigOverrides,
   type NetworkPlan,
   renderNetworkPlan,
 } from "../net/host_config.ts";
-import { parseIpv4, parseIpv6 } from "../net/address.ts";
 import { pingSocketFactory } from "../net/ping_echo_socket.ts";
 import { NetworkStack } from "../net/stack.ts";
-import type { FrameHandler } from "../tap/frame_transport.ts";
+import { TcpTranslator } from "../net/tcp_translator.ts";
+import type { FrameHandler, GuestLink } from "../tap/frame_transport.ts";
 import { PcapWriter, withPcap } from "../tap/pcap.ts";
 import type { SessionFactory } from "./frontend_session.ts";
 import { sessionFactoryFor } from "./session_factories.ts";
+import { TimerDriver } from "./timer_driver.ts";
+
+/** IP protocol number of TCP (IANA "Assigned Internet Protocol Numbers"). */
+const IPPROTO_TCP = 6;
+
+/** Most host ports one daemon listens on for forwarding; the rest are skipped with a warning. */
+export const MAX_FORWARDED_PORTS = 16384;
 
 /** Maps the command line onto engineer E's host-configuration overrides. */
 export function hostConfigOverrides(config: Config): HostConfigOverrides {
@@ -68,13 +79,74 @@ function hostLoopback<A>(
   return address;
 }
 
+/**
+ * Wraps the stack's frame handler so that the timer driver re-arms after every batch
+ * of guest frames (they may have started timers, e.g. a TCP retransmission).
+ */
+function rearmingHandler(inner: FrameHandler, timers: TimerDriver): FrameHandler {
+  return {
+    handleFrame: (frame: Uint8Array, now: number) => inner.handleFrame(frame, now),
+    endOfBatch(now: number): void {
+      inner.endOfBatch(now);
+      timers.rearm();
+    },
+    linkUp(link: GuestLink, now: number): void {
+      inner.linkUp(link, now);
+      timers.rearm();
+    },
+    linkDown: (now: number) => inner.linkDown(now),
+  };
+}
+
+/** One host port to listen on and the guest port it forwards to. */
+export interface TcpListenPlan {
+  readonly hostname: string;
+  readonly port: number;
+  readonly guestPort: number;
+}
+
+/**
+ * Expands `-t` specs into listening sockets to open. `all` and exclusion-only specs
+ * and `%interface` bindings are not supported yet and are reported in `skipped`.
+ */
+export function tcpListenPlan(
+  table: PortForwardTable,
+  ipv6Enabled: boolean,
+): { listeners: TcpListenPlan[]; skipped: string[] } {
+  const listeners: TcpListenPlan[] = [];
+  const skipped: string[] = [];
+  for (const spec of table.specs) {
+    const where = spec.bindAddress ?? "any address";
+    if (spec.allNonEphemeral) {
+      skipped.push(`forwarding all ports on ${where} is not supported yet`);
+      continue;
+    }
+    if (spec.bindInterface !== null) {
+      skipped.push(`binding forwarded ports to interface ${spec.bindInterface} is not supported`);
+    }
+    const hostname = spec.bindAddress ?? (ipv6Enabled ? "::" : "0.0.0.0");
+    for (const f of spec.forwards) {
+      for (let port = f.first; port <= f.last; port++) {
+        if (listeners.length >= MAX_FORWARDED_PORTS) {
+          skipped.push(`more than ${MAX_FORWARDED_PORTS} forwarded ports: ${port}.. skipped`);
+          return { listeners, skipped };
+        }
+        listeners.push({ hostname, port, guestPort: f.targetFirst + (port - f.first) });
+      }
+    }
+  }
+  return { listeners, skipped };
+}
+
 /** The daemon's network side; see the module comment. */
 export interface DaemonNetwork {
   /** What the guest is told (addresses, routes, DNS). */
   readonly plan: NetworkPlan;
+  /** The stack behind every frontend. */
+  readonly stack: NetworkStack;
   /** Serves each frontend connection in the configured mode. */
   readonly sessionFactory: SessionFactory;
-  /** Flushes and closes the capture file, if any. */
+  /** Stops timers and forwards, closes host connections and the capture file. */
   close(): void;
 }
 
@@ -92,21 +164,57 @@ export function buildDaemonNetwork(config: Config, loop: EventLoop): DaemonNetwo
     hostLoopback4: hostLoopback(config.ipv4.mapHostLoopback, parseIpv4),
     hostLoopback6: hostLoopback(config.ipv6.mapHostLoopback, parseIpv6),
   });
-  let handler: FrameHandler = stack;
-  let pcapFile: OutputFile | null = null;
-  let pcap: PcapWriter | null = null;
-  if (config.pcapFile !== null) {
-    pcapFile = OutputFile.open(config.pcapFile, { append: false });
-    pcap = new PcapWriter(pcapFile);
-    handler = withPcap(stack, pcap);
-    log.info(`Capturing guest frames to ${config.pcapFile}`);
-  }
-  return {
-    plan,
-    sessionFactory: sessionFactoryFor(config, handler),
-    close() {
-      pcap?.flush();
-      pcapFile?.close();
-    },
+  const timers = new TimerDriver(stack);
+  const closers: (() => void)[] = [() => timers.close()];
+  const close = () => {
+    for (const closer of closers.splice(0).reverse()) {
+      try {
+        closer();
+      } catch (error) {
+        log.warn(`Cannot release the network: ${error instanceof Error ? error.message : error}`);
+      }
+    }
   };
+  try {
+    if (config.protocols.tcp) {
+      const rules = buildForwardRules(plan, forwardOptionsFromConfig(config));
+      for (const note of outboundNotes(rules)) log.info(note);
+      const tcp = new TcpTranslator(stack.sender, rules, {
+        mtu: plan.mtu,
+        onTimersChanged: () => timers.rearm(),
+      });
+      stack.registerL4(IPPROTO_TCP, tcp);
+      closers.push(() => tcp.close());
+      const { listeners, skipped } = tcpListenPlan(config.tcpForwards, config.ipv6Enabled);
+      for (const reason of skipped) log.warn(`--tcp-ports: ${reason}`);
+      for (const l of listeners) {
+        try {
+          tcp.listen(l.hostname, l.port, l.guestPort);
+        } catch (error) {
+          log.warn(
+            `Cannot forward TCP port ${l.port} on ${l.hostname}: ` +
+              (error instanceof Error ? error.message : String(error)),
+          );
+        }
+      }
+      if (listeners.length > 0) log.info(`Forwarding ${listeners.length} TCP port(s) to the guest`);
+    }
+    if (config.protocols.udp && config.udpForwards.specs.length > 0) {
+      log.warn("--udp-ports: UDP translation is not wired in yet; no UDP port is forwarded");
+    }
+
+    let handler: FrameHandler = rearmingHandler(stack, timers);
+    if (config.pcapFile !== null) {
+      const pcapFile = OutputFile.open(config.pcapFile, { append: false });
+      const pcap = new PcapWriter(pcapFile);
+      closers.push(() => pcapFile.close(), () => pcap.flush());
+      handler = withPcap(handler, pcap);
+      log.info(`Capturing guest frames to ${config.pcapFile}`);
+    }
+    timers.rearm();
+    return { plan, stack, sessionFactory: sessionFactoryFor(config, handler), close };
+  } catch (error) {
+    close();
+    throw error;
+  }
 }

@@ -1,6 +1,6 @@
 import { parseCommandLine } from "../config/command_line.ts";
 import { assertEquals } from "../test_support/assert.ts";
-import { hostConfigOverrides } from "./network_wiring.ts";
+import { hostConfigOverrides, MAX_FORWARDED_PORTS, tcpListenPlan } from "./network_wiring.ts";
 
 Deno.test("hostConfigOverrides() leaves everything to discovery by default", () => {
   assertEquals(hostConfigOverrides(parseCommandLine([])), {});
@@ -44,4 +44,32 @@ Deno.test("hostConfigOverrides() maps -4, -6, -D none and -S none", () => {
     search: [],
   });
   assertEquals(hostConfigOverrides(parseCommandLine(["-6"])), { ipv6Only: true });
+});
+
+Deno.test("tcpListenPlan() expands explicit forwards and reports what it cannot do", () => {
+  const config = parseCommandLine([
+    ...["-t", "127.0.0.1/2222:22", "-t", "8080-8081:80-81", "-t", "::1/all", "-t", "%lo/9000"],
+  ]);
+  const { listeners, skipped } = tcpListenPlan(config.tcpForwards, true);
+  assertEquals(listeners, [
+    { hostname: "127.0.0.1", port: 2222, guestPort: 22 },
+    { hostname: "::", port: 8080, guestPort: 80 },
+    { hostname: "::", port: 8081, guestPort: 81 },
+    { hostname: "::", port: 9000, guestPort: 9000 },
+  ]);
+  assertEquals(skipped, [
+    "forwarding all ports on ::1 is not supported yet",
+    "binding forwarded ports to interface lo is not supported",
+  ]);
+  const v4only = tcpListenPlan(parseCommandLine(["-4", "-t", "22"]).tcpForwards, false);
+  assertEquals(v4only.listeners, [{ hostname: "0.0.0.0", port: 22, guestPort: 22 }]);
+});
+
+Deno.test("tcpListenPlan() stops at MAX_FORWARDED_PORTS", () => {
+  const { listeners, skipped } = tcpListenPlan(
+    parseCommandLine(["-t", "1-65535"]).tcpForwards,
+    true,
+  );
+  assertEquals(listeners.length, MAX_FORWARDED_PORTS);
+  assertEquals(skipped, [`more than ${MAX_FORWARDED_PORTS} forwarded ports: 16385.. skipped`]);
 });

@@ -203,10 +203,34 @@ export function waitForEof(stream: UnixStream, what: string): Promise<true> {
   });
 }
 
-/** Tells whether `stream` is still open at the far end with nothing to read. */
+/**
+ * Tells whether the far end of `stream` is still open: reads (and discards) whatever
+ * is pending, e.g. router advertisements the stack sends on link-up, and reports
+ * false only on end of file or a reset.
+ */
 export function stillOpen(stream: UnixStream): boolean {
   stream.setNonBlocking(true);
-  return stream.recv(new Uint8Array(16)) === -1;
+  const buffer = new Uint8Array(65536);
+  try {
+    for (;;) {
+      const n = stream.recv(buffer);
+      if (n === 0) return false;
+      if (n < 0) return true;
+    }
+  } catch {
+    return false;
+  }
+}
+
+/** Sends SIGTERM to every process whose command line contains `marker` (test clean-up). */
+export function killProcesses(marker: string): void {
+  for (const pid of findProcesses(marker)) {
+    try {
+      Deno.kill(pid, "SIGTERM");
+    } catch {
+      // Already gone.
+    }
+  }
 }
 
 /** Makes a short temporary directory (socket paths must stay under 108 bytes). */

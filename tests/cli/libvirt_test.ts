@@ -8,6 +8,7 @@ import { UnixStream } from "../../ffi/unix_stream.ts";
 import {
   exists,
   findProcesses,
+  killProcesses,
   makeTempDir,
   processAlive,
   runTpasst,
@@ -15,7 +16,17 @@ import {
   waitFor,
 } from "./cli_helpers.ts";
 
-function libvirtArgv(socket: string, logFile: string, vhostUser: boolean): string[] {
+/** A random base for forwarded ports, below the usual ephemeral range (32768-60999). */
+function randomBasePort(): number {
+  return 20000 + Math.floor(Math.random() * 12000);
+}
+
+function libvirtArgv(
+  socket: string,
+  logFile: string,
+  vhostUser: boolean,
+  basePort: number,
+): string[] {
   return [
     "--one-off",
     "--socket",
@@ -33,11 +44,9 @@ function libvirtArgv(socket: string, logFile: string, vhostUser: boolean): strin
     "--netmask",
     "24",
     "--tcp-ports",
-    "127.0.0.1/40022:22",
+    `127.0.0.1/${basePort}:22`,
     "--tcp-ports",
-    "40080-40081:80-81",
-    "--udp-ports",
-    "127.0.0.1/40053:53",
+    `127.0.0.1/${basePort + 1}-${basePort + 2}:80-81`,
     ...(vhostUser ? ["--vhost-user"] : []),
   ];
 }
@@ -51,7 +60,8 @@ for (const vhostUser of [false, true]) {
       try {
         const socket = `${dir}/net0.socket`;
         const logFile = `${dir}/passt.log`;
-        const result = await runTpasst(libvirtArgv(socket, logFile, vhostUser));
+        const basePort = randomBasePort();
+        const result = await runTpasst(libvirtArgv(socket, logFile, vhostUser, basePort));
         assertEquals(result.code, 0, result.stderr);
         assertEquals([result.stdout, result.stderr], ["", ""]);
         // libvirt connects as soon as we exited: the socket must already listen.
@@ -61,6 +71,9 @@ for (const vhostUser of [false, true]) {
         const frontend = UnixStream.connect(socket);
         try {
           assertTrue(stillOpen(frontend), "the daemon refused the first frontend");
+          // -t 127.0.0.1/PORT:22 listens on the host while the daemon runs.
+          const forwarded = await Deno.connect({ hostname: "127.0.0.1", port: basePort });
+          forwarded.close();
           await waitFor(
             "the log to record the connection",
             () => Deno.readTextFileSync(logFile).includes("connected"),
@@ -72,7 +85,10 @@ for (const vhostUser of [false, true]) {
         assertTrue(!exists(socket), "socket file left behind");
         const log = Deno.readTextFileSync(logFile);
         assertMatch(log, /info: Exiting after the one-off frontend/);
+        // The forwarded ports were listening while the daemon ran, and are free now.
+        assertTrue(/Forwarding 3 TCP port\(s\)/.test(log), log);
       } finally {
+        killProcesses(dir);
         await Deno.remove(dir, { recursive: true });
       }
     },
