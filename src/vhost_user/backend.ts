@@ -119,6 +119,8 @@ export class VhostUserBackend {
   #protocolFeatures = 0n;
   #protocolNegotiated = false;
   #mtu = 0;
+  /** Set when datapath.stopVring() failed: memory must then stay mapped. */
+  #viewsMayBeHeld = false;
   #negotiated: NegotiatedFeatures = {
     eventIndex: false,
     indirectDescriptors: false,
@@ -208,9 +210,27 @@ export class VhostUserBackend {
    * every eventfd. Safe to call twice.
    */
   shutdown(): void {
-    this.#stopAll();
-    this.#memory.clear();
+    let failure: unknown = null;
+    for (const vring of this.#vrings) {
+      if (!vring.started) continue;
+      try {
+        this.#stop(vring);
+      } catch (error) {
+        failure ??= error;
+      }
+    }
+    if (this.#viewsMayBeHeld) {
+      if (this.#memory.regionCount > 0) {
+        this.#env.log.error(
+          `vhost-user: ${this.#memory.regionCount} guest memory regions stay mapped: ` +
+            "the datapath failed to stop and may still use them",
+        );
+      }
+    } else {
+      this.#memory.clear();
+    }
     for (const vring of this.#vrings) this.#closeNotifiers(vring);
+    if (failure !== null) throw failure;
   }
 
   #wantsAck(message: Message): boolean {
@@ -853,7 +873,13 @@ export class VhostUserBackend {
     vring.unwatchKick?.();
     vring.unwatchKick = null;
     vring.started = false;
-    vring.base = this.#env.datapath.stopVring(vring.index) & 0xffff;
+    try {
+      vring.base = this.#env.datapath.stopVring(vring.index) & 0xffff;
+    } catch (error) {
+      // the datapath may still hold views: unmapping now could kill the process
+      this.#viewsMayBeHeld = true;
+      throw new Error(`datapath failed to stop ring ${vring.index}: ${(error as Error).message}`);
+    }
   }
 
   /** Stops every started ring; returns the rings that were started. */

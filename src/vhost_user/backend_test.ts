@@ -632,3 +632,19 @@ Deno.test("`VhostUserBackend` closes the fds of an unfinished message at EOF", (
   rig.backend.shutdown();
   assert.equal(rig.fds.open.size, 0);
 });
+
+Deno.test("`VhostUserBackend.shutdown()` keeps memory mapped when the datapath fails to stop a ring", () => {
+  const { rig } = negotiate();
+  rig.datapath.stopVring = () => {
+    throw new Error("boom");
+  };
+  assert.throws(() => rig.backend.shutdown(), /datapath failed to stop ring 0: boom/);
+  assert.equal(rig.fds.mappings, 1, "views may still be in use: no unmap");
+  assert.equal(rig.watchers.size, 0, "kick fds no longer watched");
+  assert.equal(
+    [...rig.fds.open].filter((fd) => rig.notifiers.has(fd)).length,
+    0,
+    "eventfds closed",
+  );
+  assert.ok(rig.log.lines.some((l) => /1 guest memory regions stay mapped/.test(l)));
+});
