@@ -73,8 +73,9 @@ export const DHCP_MIN_DATAGRAM = 576;
 export const DHCP_DEFAULT_MAX_MESSAGE = DHCP_MIN_DATAGRAM - 28;
 /** Largest reply we build whatever option 57 says. */
 export const DHCP_MAX_REPLY = 1472;
-/** BOOTREQUEST / BOOTREPLY op codes. */
+/** Op code of client messages (RFC 951, RFC 2131 §2). */
 export const BOOTREQUEST = 1;
+/** Op code of server messages. */
 export const BOOTREPLY = 2;
 
 /** DHCP option codes (RFC 2132 §3-9, RFC 3397, RFC 3442, RFC 4039). */

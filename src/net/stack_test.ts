@@ -239,34 +239,155 @@ Deno.test("`NetworkStack` fans link writability out and stops sending on linkDow
   assert.equal(link.frames.length, 0);
 });
 
+/** Recomputes the IPv4 header and UDP/ICMP checksums of a mutated frame where possible. */
+function fixChecksums(f: Uint8Array): void {
+  const sum = (from: number, to: number, init: number) => {
+    let x = init;
+    for (let i = from; i < to; i += 2) x += (f[i] << 8) | (i + 1 < to ? f[i + 1] : 0);
+    while (x > 0xffff) x = (x & 0xffff) + Math.floor(x / 65536);
+    return ~x & 0xffff;
+  };
+  const put = (at: number, v: number) => {
+    if (at + 1 < f.length) {
+      f[at] = v >> 8;
+      f[at + 1] = v & 0xff;
+    }
+  };
+  if (f.length < 34) return;
+  if (f[12] === 0x08 && f[13] === 0x00) {
+    const hl = (f[14] & 15) * 4;
+    if (hl < 20 || 14 + hl > f.length) return;
+    put(24, 0);
+    put(24, sum(14, 14 + hl, 0));
+    const l4 = 14 + hl, end = Math.min(f.length, 14 + ((f[16] << 8) | f[17]));
+    if (end - l4 < 8) return;
+    if (f[23] === 17) {
+      put(l4 + 6, 0);
+      const ph = ((f[26] << 8) | f[27]) + ((f[28] << 8) | f[29]) + ((f[30] << 8) | f[31]) +
+        ((f[32] << 8) | f[33]) + 17 + (end - l4);
+      put(l4 + 6, sum(l4, end, ph) || 0xffff);
+    } else if (f[23] === 1) {
+      put(l4 + 2, 0);
+      put(l4 + 2, sum(l4, end, 0));
+    }
+  } else if (f[12] === 0x86 && f[13] === 0xdd && f.length >= 62) {
+    const end = Math.min(f.length, 54 + ((f[18] << 8) | f[19]));
+    const nh = f[20];
+    const at = nh === 17 ? 60 : nh === 58 ? 56 : -1;
+    if (at < 0 || end < 62) return;
+    put(at, 0);
+    let ph = end - 54 + nh;
+    for (let i = 22; i < 54; i += 2) ph += (f[i] << 8) | f[i + 1];
+    put(at, sum(54, end, ph));
+  }
+}
+
 Deno.test("`NetworkStack.handleFrame()` never throws and never sends malformed frames", () => {
   const { stack, link } = setup();
-  const base = guestIpv4Frame(
-    IPPROTO_UDP,
-    GUEST4,
-    REMOTE4,
-    udpDatagram(68, 67, new Uint8Array(260)),
-  );
-  const base6 = guestIpv6Frame(
-    58,
-    parseIpv6("fe80::2")!,
-    parseIpv6("ff02::2")!,
-    new Uint8Array([133, 0, 0, 0, 0, 0, 0, 0]),
-    { hopLimit: 255 },
-  );
+  const ll = parseIpv6("fe80::2")!;
+  const nd = { hopLimit: 255 };
+  const dhcp = new Uint8Array(300);
+  dhcp.set([1, 1, 6]);
+  dhcp.set([0x63, 0x82, 0x53, 0x63, 53, 1, 1, 55, 4, 1, 3, 6, 119, 80, 0, 255], 236);
+  const arp = new Uint8Array(42);
+  buildEthernet(arp, 0, MAC_BROADCAST, TEST_GUEST_MAC, ETHERTYPE_ARP);
+  buildArp(arp, 14, {
+    op: 1,
+    senderMac: TEST_GUEST_MAC,
+    senderIp: GUEST4,
+    targetMac: 0,
+    targetIp: 0x0a000202,
+  });
+  const bases = [
+    arp,
+    guestIpv4Frame(IPPROTO_UDP, 0, 0xffffffff, udpDatagram(68, 67, dhcp)),
+    guestIpv4Frame(1, GUEST4, REMOTE4, new Uint8Array([8, 0, 0, 0, 0, 1, 0, 1, 1, 2])),
+    guestIpv6Frame(
+      58,
+      ll,
+      parseIpv6("ff02::2")!,
+      new Uint8Array([133, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 3, 4, 5, 6]),
+      nd,
+    ),
+    guestIpv6Frame(
+      58,
+      ll,
+      parseIpv6("ff02::1:ff00:1")!,
+      new Uint8Array([135, 0, 0, 0, 0, 0, 0, 0, ...parseIpv6("fe80::1")!]),
+      nd,
+    ),
+    guestIpv6Frame(
+      IPPROTO_UDP,
+      ll,
+      parseIpv6("ff02::1:2")!,
+      udpDatagram(
+        546,
+        547,
+        new Uint8Array([
+          1,
+          0,
+          0,
+          1,
+          0,
+          1,
+          0,
+          4,
+          0,
+          3,
+          0,
+          1,
+          0,
+          3,
+          0,
+          12,
+          0,
+          0,
+          0,
+          1,
+          0,
+          0,
+          0,
+          0,
+          0,
+          0,
+          0,
+          0,
+          0,
+          14,
+          0,
+          0,
+        ]),
+      ),
+    ),
+    guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, udpDatagram(1, 2, new Uint8Array(10))),
+    guestIpv6Frame(IPPROTO_TCP, GUEST6, REMOTE6, new Uint8Array(20)),
+  ];
   fc.assert(
     fc.property(
-      fc.boolean(),
+      fc.nat(bases.length - 1),
       fc.array(fc.tuple(fc.nat(400), fc.integer({ min: 0, max: 255 })), { maxLength: 6 }),
-      fc.integer({ min: 0, max: 400 }),
-      (v6, edits, cut) => {
-        const f = (v6 ? base6 : base).slice(0, Math.max(0, (v6 ? base6 : base).length - cut % 40));
+      fc.nat(40),
+      fc.boolean(),
+      (which, edits, cut, fix) => {
+        const base = bases[which];
+        const f = base.slice(0, Math.max(0, base.length - (cut % 8 === 0 ? cut : 0)));
         for (const [pos, val] of edits) if (pos < f.length) f[pos] = val;
+        if (fix) fixChecksums(f);
         stack.handleFrame(f, 1);
         for (const out of link.take()) decodeFrame(out);
       },
     ),
-    { numRuns: 1000 },
+    // TPASST_FUZZ_RUNS=1000000 for a long run.
+    { numRuns: Number(Deno.env.get("TPASST_FUZZ_RUNS") ?? 2000) },
   );
   assert.equal(stack.drops.exception, undefined);
+  // The mutations reached the services, not only the header checks.
+  assert.ok(
+    (stack.accepted.dhcp ?? 0) > 0 && (stack.accepted.ndp ?? 0) > 0,
+    JSON.stringify(stack.accepted),
+  );
+  assert.ok(
+    (stack.accepted.dhcpv6 ?? 0) > 0 && (stack.accepted.arp ?? 0) > 0,
+    JSON.stringify(stack.accepted),
+  );
 });
