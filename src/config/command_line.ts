@@ -103,6 +103,10 @@ const OPTIONS = {
   "ipv6-only": { type: "boolean", short: "6" },
   "freebind": { type: "boolean" },
   "runas": { type: "string", multiple: true },
+  "hostname": { type: "string", short: "H", multiple: true },
+  "repair-path": { type: "string", multiple: true },
+  "migrate-exit": { type: "boolean" },
+  "migrate-no-linger": { type: "boolean" },
   "help": { type: "boolean", short: "h" },
   "version": { type: "boolean" },
   [INTERNAL_LISTEN_FD_OPTION]: { type: "string", multiple: true },
@@ -333,7 +337,20 @@ export function parseCommandLine(args: readonly string[]): Config {
     throw new ConfigError("--ipv4-only cannot be combined with --ipv6-only");
   }
 
-  const addresses = perFamily(values, "address", (t) => parseUnicast("address", t), false);
+  // `-a ADDR/PREFIX` sets the IPv4 prefix length like -n (passt accepts both forms).
+  let addressPrefix: number | null = null;
+  const addresses = perFamily(values, "address", (text) => {
+    const slash = text.indexOf("/");
+    if (slash < 0) return parseUnicast("address", text);
+    const address = parseUnicast("address", text.slice(0, slash));
+    const prefixText = text.slice(slash + 1);
+    const max = address.family === 4 ? 32 : 128;
+    if (!/^[0-9]{1,3}$/.test(prefixText) || Number(prefixText) < 1 || Number(prefixText) > max) {
+      fail("address", text, `has an invalid prefix length (1-${max})`);
+    }
+    if (address.family === 4) addressPrefix = Number(prefixText);
+    return address;
+  }, false);
   const gateways = perFamily(values, "gateway", (t) => parseUnicast("gateway", t), false);
   const outbound = perFamily(values, "outbound", (t) => parseUnicast("outbound", t), false);
   const dnsForward = perFamily(values, "dns-forward", (t) => parseUnicast("dns-forward", t), false);
@@ -371,8 +388,11 @@ export function parseCommandLine(args: readonly string[]): Config {
     }
   }
   const netmaskText = single(values, "netmask");
-  let prefixLength: number | null = null;
+  let prefixLength: number | null = addressPrefix;
   if (netmaskText !== null) {
+    if (addressPrefix !== null) {
+      fail("netmask", netmaskText, "conflicts with the prefix length given with --address");
+    }
     prefixLength = parseNetmask(netmaskText);
     if (prefixLength === null) {
       fail("netmask", netmaskText, "is not a netmask (dotted, e.g. 255.255.255.0, or 1-32)");
@@ -411,6 +431,10 @@ export function parseCommandLine(args: readonly string[]): Config {
   }
   const fqdn = single(values, "fqdn");
   if (fqdn !== null && !isValidDomainName(fqdn)) fail("fqdn", fqdn, "is not a valid domain name");
+  const hostname = single(values, "hostname");
+  if (hostname !== null && (!isValidDomainName(hostname) || hostname.includes("."))) {
+    fail("hostname", hostname, "is not a valid host name (one label: letters, digits, '-')");
+  }
 
   // Protocols and forwarding.
   const protocols = {
@@ -460,6 +484,12 @@ export function parseCommandLine(args: readonly string[]): Config {
     fail("runas", runas, "is not UID[:GID] or LOGIN[:GROUP]");
   }
 
+  const ignored: string[] = [];
+  const repairPath = single(values, "repair-path");
+  if (repairPath !== null) ignored.push(`--repair-path ${repairPath}`);
+  if (flag("migrate-exit")) ignored.push("--migrate-exit");
+  if (flag("migrate-no-linger")) ignored.push("--migrate-no-linger");
+
   const config: Config = {
     action,
     mode: flag("vhost-user") ? "vhost-user" : "stream",
@@ -470,6 +500,7 @@ export function parseCommandLine(args: readonly string[]): Config {
     pidFile: parsePath("pid", single(values, "pid")),
     pcapFile: parsePath("pcap", single(values, "pcap")),
     runas,
+    ignoredOptions: ignored,
     log: { level, file: parsePath("log-file", single(values, "log-file")), maxSize: logSize },
     mtu,
     macAddress,
@@ -482,6 +513,7 @@ export function parseCommandLine(args: readonly string[]): Config {
       servers,
       search,
       fqdn,
+      hostname,
       sendServers: !flag("no-dhcp-dns"),
       sendSearch: !flag("no-dhcp-search"),
     },

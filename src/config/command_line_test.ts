@@ -32,12 +32,14 @@ Deno.test("parseCommandLine() gives passt's defaults for an empty command line",
     servers: null,
     search: null,
     fqdn: null,
+    hostname: null,
     sendServers: true,
     sendSearch: true,
   });
   assertEquals(Object.values(c.protocols).every((x) => x), true);
   assertEquals([c.tcpForwards.specs, c.udpForwards.specs], [[], []]);
   assertEquals(c.internal, { listenFd: null, readyFd: null, statusFd: null });
+  assertEquals(c.ignoredOptions, []);
 });
 
 Deno.test("parseCommandLine() returns a deeply frozen config", () => {
@@ -444,4 +446,36 @@ Deno.test("parseCommandLine() accepts libvirt's argv", () => {
     "/tmp/passt.log",
   ]);
   assertEquals(c.tcpForwards.specs[1].bindAddress, "127.0.0.1");
+});
+
+Deno.test("parseCommandLine() takes a prefix length with --address", () => {
+  const c = parse("-a", "10.0.2.15/24", "-a", "2001:db8::15/64");
+  assertEquals([c.ipv4.address, c.ipv4.prefixLength, c.ipv6.address], [
+    "10.0.2.15",
+    24,
+    "2001:db8::15",
+  ]);
+  rejects(
+    ["-a", "10.0.2.15/33"],
+    /^--address: "10.0.2.15\/33" has an invalid prefix length \(1-32\)$/,
+  );
+  rejects(["-a", "10.0.2.15/x"], /has an invalid prefix length/);
+  rejects(["-a", "2001:db8::1/129"], /has an invalid prefix length \(1-128\)/);
+  rejects(["-a", "10.0.2.15/24", "-n", "16"], /^--netmask: "16" conflicts with the prefix length/);
+});
+
+Deno.test("parseCommandLine() parses --hostname", () => {
+  assertEquals(parse("-H", "vm1").dns.hostname, "vm1");
+  assertEquals(parse("--hostname", "guest-2").dns.hostname, "guest-2");
+  rejects(["-H", "a.b"], /^--hostname: "a.b" is not a valid host name/);
+  rejects(["-H", "bad_name!"], /is not a valid host name/);
+});
+
+Deno.test("parseCommandLine() accepts passt's migration options without effect", () => {
+  const c = parse("--repair-path", "/run/repair.sock", "--migrate-exit", "--migrate-no-linger");
+  assertEquals(c.ignoredOptions, [
+    "--repair-path /run/repair.sock",
+    "--migrate-exit",
+    "--migrate-no-linger",
+  ]);
 });

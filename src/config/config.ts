@@ -66,6 +66,8 @@ export interface DnsConfig {
   readonly search: readonly string[] | null;
   /** Fully qualified domain name sent to the guest (`--fqdn`). */
   readonly fqdn: string | null;
+  /** Host name sent to the guest via DHCP option 12 (`-H`/`--hostname`). */
+  readonly hostname: string | null;
   /** Whether resolvers are sent via DHCP/DHCPv6/NDP (`--no-dhcp-dns` clears it). */
   readonly sendServers: boolean;
   /** Whether the search list is sent via DHCP/DHCPv6/NDP (`--no-dhcp-search` clears it). */
@@ -112,6 +114,11 @@ export interface Config {
   readonly pcapFile: string | null;
   /** Requested user to run as (`--runas`); accepted but never acted on. */
   readonly runas: string | null;
+  /**
+   * passt options accepted for compatibility but without effect (vhost-user migration:
+   * `--repair-path`, `--migrate-exit`, `--migrate-no-linger`), as given; logged at start.
+   */
+  readonly ignoredOptions: readonly string[];
   /** Logging settings. */
   readonly log: LogConfig;
   /** MTU announced to the guest (`-m`); `null` = none announced. */

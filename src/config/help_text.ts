@@ -44,6 +44,8 @@ OPTIONS
     -f, --foreground       Do not move to the background
     -P, --pid FILE         Write the daemon's PID to FILE once it is ready
     --runas USER[:GROUP]   Accepted for compatibility; tpasst never changes user
+    --repair-path PATH, --migrate-exit, --migrate-no-linger
+                           Accepted for compatibility; migration is not supported
     -h, --help             Show this help and exit
     --version              Show the version and exit
 
@@ -60,7 +62,8 @@ OPTIONS
 
   Guest configuration (defaults are taken from the host)
     -m, --mtu MTU          Announce MTU (${MIN_MTU}-${MAX_MTU}) via DHCP and NDP
-    -a, --address ADDR     Assign ADDR to the guest (once per IP version)
+    -a, --address ADDR[/PREFIX]
+                           Assign ADDR to the guest (once per IP version)
     -n, --netmask MASK     IPv4 netmask, dotted or prefix length
     -g, --gateway ADDR     Default gateway for the guest (once per IP version)
     -M, --mac-addr MAC     MAC address tpasst uses toward the guest
@@ -68,6 +71,7 @@ OPTIONS
     -D, --dns ADDR         DNS resolver for the guest (repeatable); 'none' for none
     -S, --search LIST      Space-separated DNS search list; 'none' for none
     --fqdn NAME            Fully qualified name sent via DHCP and DHCPv6
+    -H, --hostname NAME    Host name sent via DHCP (option 12)
     --no-dhcp-dns          Do not send DNS resolvers to the guest
     --no-dhcp-search       Do not send the DNS search list to the guest
 

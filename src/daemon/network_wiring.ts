@@ -55,6 +55,7 @@ export function hostConfigOverrides(config: Config): HostConfigOverrides {
   if (!config.ipv6Enabled) o.ipv4Only = true;
   if (!config.ipv4Enabled) o.ipv6Only = true;
   if (config.dns.fqdn !== null) o.fqdn = config.dns.fqdn;
+  if (config.dns.hostname !== null) o.hostname = config.dns.hostname;
   if (!config.dns.sendServers) o.noDhcpDns = true;
   if (!config.dns.sendSearch) o.noDhcpSearch = true;
   if (!config.protocols.dhcp) o.noDhcp = true;

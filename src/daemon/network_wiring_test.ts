@@ -11,7 +11,7 @@ Deno.test("hostConfigOverrides() maps every guest-configuration option", () => {
     ...["-i", "eth0", "--outbound-if4", "eth1", "--outbound-if6", "eth2"],
     ...["-a", "10.0.2.15", "-n", "255.255.255.0", "-a", "2001:db8::15"],
     ...["-g", "10.0.2.2", "-g", "fe80::1", "-D", "10.0.2.3", "-S", "a.example b.example"],
-    ...["-M", "52:54:00:00:00:01", "-m", "1500", "--fqdn", "vm.example"],
+    ...["-M", "52:54:00:00:00:01", "-m", "1500", "--fqdn", "vm.example", "-H", "vm"],
     ...["--no-dhcp-dns", "--no-dhcp-search", "--no-dhcp", "--no-ndp", "--no-dhcpv6", "--no-ra"],
   ]);
   assertEquals(hostConfigOverrides(config), {
@@ -28,6 +28,7 @@ Deno.test("hostConfigOverrides() maps every guest-configuration option", () => {
     ourMac: "52:54:00:00:00:01",
     mtu: 1500,
     fqdn: "vm.example",
+    hostname: "vm",
     noDhcpDns: true,
     noDhcpSearch: true,
     noDhcp: true,

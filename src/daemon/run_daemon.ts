@@ -98,6 +98,9 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
       ? statusSink(status)
       : teeSink(levelFilter("warn", statusSink(status)), fileSink),
   );
+  for (const option of config.ignoredOptions) {
+    log.info(`${option} ignored: tpasst does not support vhost-user migration`);
+  }
   if (config.runas !== null) {
     log.info(`--runas ${config.runas} ignored: tpasst never changes user (it needs no privileges)`);
   }
