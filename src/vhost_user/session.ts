@@ -10,7 +10,7 @@
 
 import { EventFd } from "../../ffi/event_fd.ts";
 import { helper } from "../../ffi/library.ts";
-import { NativeError } from "../../ffi/native_error.ts";
+import { Errno, NativeError } from "../../ffi/native_error.ts";
 import { MappedMemory } from "../../ffi/mapped_memory.ts";
 import { closeFd } from "../../ffi/process.ts";
 import type { UnixStream } from "../../ffi/unix_stream.ts";
@@ -59,7 +59,14 @@ class SocketChannel implements MessageChannel {
   }
 
   receive(into: Uint8Array, fds: number[]): ReceiveOutcome {
-    const got = this.#connection.recvWithFds(into, MAX_FDS_PER_MESSAGE);
+    let got;
+    try {
+      got = this.#connection.recvWithFds(into, MAX_FDS_PER_MESSAGE);
+    } catch (error) {
+      // a front-end that dies with unread replies resets the connection: a disconnect
+      if (error instanceof NativeError && error.errno === Errno.ECONNRESET) return { kind: "eof" };
+      throw error;
+    }
     for (const fd of got.fds) fds.push(fd);
     if (got.fdsDropped) {
       throw new ProtocolError(

@@ -244,3 +244,16 @@ Deno.test("`createVhostUserSession()` starts a ring only once SET_VRING_ENABLE 1
     await backend.close();
   }
 });
+
+Deno.test("`createVhostUserSession()` treats a reset connection (front-end gone with unread replies) as a disconnect", async () => {
+  const backend = new InProcessBackend();
+  const { frontend, session } = backend.connect(new RecordingDatapath());
+  await frontend.negotiate();
+  frontend.send(Request.GET_FEATURES);
+  await new Promise((resolve) => setTimeout(resolve, 20)); // the reply arrives and sits unread
+  frontend.close();
+  await session.closed;
+  await backend.close();
+  assert.deepEqual(backend.linesAt("error"), []);
+  assert.ok(backend.linesAt("info").some((l) => l.includes("front-end closed the connection")));
+});
