@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { GuestSender } from "./guest_sender.ts";
 import { TcpTranslator, type TcpTranslatorOptions } from "./tcp_translator.ts";
-import { TestGuest } from "./tcp_test_guest.ts";
+import { type GuestTcpConn, TestGuest } from "./tcp_test_guest.ts";
 import {
   TEST_GATEWAY4,
   TEST_GATEWAY6,
@@ -22,6 +22,7 @@ function setup(family: 4 | 6 = 4, opts: TcpTranslatorOptions = {}) {
   const tcp = new TcpTranslator(sender, testRules(), { logger, ...opts });
   const guest = new TestGuest(tcp, null, family, TEST_GUEST4, TEST_GUEST6);
   sender.setLink(guest);
+  guest.onWritable((now) => tcp.linkWritable(now));
   const close = () => {
     guest.stop();
     tcp.close();
@@ -136,4 +137,194 @@ Deno.test("`TcpTranslator` moves several MB each way intact (IPv4 and IPv6)", as
     server.close();
     close();
   }
+});
+
+Deno.test("`TcpTranslator.listen()` turns a host connection into a guest connection from the gateway", async () => {
+  const { tcp, guest, close } = setup();
+  guest.listening.add(8080);
+  const l = tcp.listen("127.0.0.1", 0, 8080);
+  const port = (l.addr as Deno.NetAddr).port;
+  const client = await Deno.connect({ hostname: "127.0.0.1", port });
+  await guest.until(() => guest.accepted.length === 1, 5000, "accept");
+  const c = guest.accepted[0];
+  assert.equal(c.remote4, TEST_GATEWAY4);
+  assert.equal(c.remotePort, (client.localAddr as Deno.NetAddr).port);
+  await writeAll(client, new TextEncoder().encode("from host"));
+  await c.until(() => c.receivedBytes === 9, 5000, "data");
+  assert.equal(new TextDecoder().decode(c.takeReceived()), "from host");
+  guest.write(c, new TextEncoder().encode("from guest"));
+  guest.close(c);
+  assert.equal(new TextDecoder().decode(await readAll(client)), "from guest");
+  client.close();
+  await c.until(() => c.eof, 5000, "eof");
+  assert.equal(tcp.counters.inbound, 1);
+  close();
+});
+
+Deno.test("`TcpTranslator` keeps a half-closed connection open both ways", async () => {
+  const { guest, close } = setup();
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (server.addr as Deno.NetAddr).port;
+  // 1. The guest closes first; the host keeps sending after reading EOF.
+  const served = (async () => {
+    const conn = await server.accept() as Deno.TcpConn;
+    const req = await readAll(conn);
+    await writeAll(conn, new TextEncoder().encode(`got ${req.length} bytes`));
+    conn.close();
+  })();
+  const c = guest.connect(TEST_GATEWAY4, port);
+  await c.until(() => c.state === "established", 5000, "established");
+  guest.write(c, new Uint8Array(5000));
+  guest.close(c);
+  await c.until(() => c.eof, 5000, "eof");
+  assert.equal(new TextDecoder().decode(c.takeReceived()), "got 5000 bytes");
+  await served;
+  // 2. The host closes its sending side first; the guest keeps sending.
+  const served2 = (async () => {
+    const conn = await server.accept() as Deno.TcpConn;
+    await conn.write(new TextEncoder().encode("bye"));
+    await conn.closeWrite();
+    const rest = await readAll(conn);
+    conn.close();
+    return rest;
+  })();
+  const d = guest.connect(TEST_GATEWAY4, port);
+  await d.until(() => d.eof, 5000, "host FIN");
+  assert.equal(new TextDecoder().decode(d.takeReceived()), "bye");
+  guest.write(d, new TextEncoder().encode("still talking"));
+  guest.close(d);
+  assert.equal(new TextDecoder().decode(await served2), "still talking");
+  await d.until(() => d.finAcked, 5000, "FIN acked");
+  server.close();
+  close();
+});
+
+Deno.test("`TcpTranslator` passes a RST from each side", async () => {
+  const { tcp, guest, close } = setup();
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (server.addr as Deno.NetAddr).port;
+  // Guest RST: the host socket is closed.
+  const hostSide = (async () => {
+    const conn = await server.accept();
+    return await readAll(conn).catch((e) => e);
+  })();
+  const c = guest.connect(TEST_GATEWAY4, port);
+  await c.until(() => c.state === "established", 5000, "established");
+  guest.reset(c);
+  const r = await hostSide;
+  assert.ok(r instanceof Uint8Array || r instanceof Error);
+  assert.equal(tcp.flows.size, 0);
+  // Host RST: closing with unread data makes the kernel send a RST.
+  const hostSide2 = (async () => {
+    const conn = await server.accept();
+    const one = new Uint8Array(1);
+    await conn.read(one);
+    conn.close();
+  })();
+  const d = guest.connect(TEST_GATEWAY4, port);
+  await d.until(() => d.state === "established", 5000, "established");
+  guest.write(d, new Uint8Array(100).fill(1));
+  await hostSide2;
+  guest.write(d, new Uint8Array(100).fill(2));
+  await d.until(() => d.gotRst, 5000, "RST from the host side");
+  await guest.until(() => tcp.flows.size === 0, 5000, "flow removed");
+  server.close();
+  close();
+});
+
+Deno.test("`TcpTranslator` stops reading the host while the guest link has no room, then delivers everything", async () => {
+  const { tcp, guest, close } = setup(4, { bufferSize: 64 * 1024 });
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (server.addr as Deno.NetAddr).port;
+  // More than the kernel's loopback socket buffers can hold (tcp_wmem + tcp_rmem maxima).
+  const chunk = pattern(1024 * 1024, 3);
+  const chunks = 24;
+  let written = false;
+  const served = (async () => {
+    const conn = await server.accept();
+    for (let i = 0; i < chunks; i++) await writeAll(conn, chunk);
+    written = true;
+    conn.close();
+  })();
+  const c = guest.connect(TEST_GATEWAY4, port);
+  c.discardReceived = true;
+  const want = createHash("sha256");
+  for (let i = 0; i < chunks; i++) want.update(chunk);
+  const got = createHash("sha256");
+  c.onData = (d) => got.update(d);
+  await c.until(() => c.state === "established", 5000, "established");
+  guest.noRoom = true;
+  await guest.until(() => tcp.counters.noRoom > 0, 5000, "no room seen");
+  const before = c.totalReceived;
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(c.totalReceived, before, "nothing reaches a guest without room");
+  assert.equal(written, false, "the host writer is held back: we stopped reading");
+  guest.makeRoom();
+  await c.until(() => c.eof, 60000, "eof");
+  assert.equal(c.totalReceived, chunks * chunk.length);
+  assert.equal(got.digest("hex"), want.digest("hex"));
+  await served;
+  server.close();
+  close();
+});
+
+Deno.test("`TcpTranslator` flows survive a link down and up", async () => {
+  const { sender, tcp, guest, close } = setup();
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (server.addr as Deno.NetAddr).port;
+  let hostConn: Deno.Conn | null = null;
+  const accepted = server.accept().then((x) => (hostConn = x));
+  const c = guest.connect(TEST_GATEWAY4, port);
+  await c.until(() => c.state === "established", 5000, "established");
+  await accepted;
+  sender.setLink(null);
+  tcp.linkDown(performance.now());
+  await writeAll(hostConn!, new TextEncoder().encode("while down"));
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(c.totalReceived, 0);
+  sender.setLink(guest);
+  tcp.linkUp(performance.now());
+  await c.until(() => c.receivedBytes === 10, 5000, "data after link up");
+  assert.equal(new TextDecoder().decode(c.takeReceived()), "while down");
+  hostConn!.close();
+  server.close();
+  close();
+});
+
+Deno.test("`TcpTranslator` carries many concurrent connections with every byte verified", async () => {
+  const count = Number(Deno.env.get("TPASST_TCP_CONNS") ?? "500");
+  const { tcp, guest, close } = setup(4, { bufferSize: 16 * 1024 });
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (server.addr as Deno.NetAddr).port;
+  const echoing = (async () => {
+    const all: Promise<void>[] = [];
+    for (let i = 0; i < count; i++) {
+      const conn = await server.accept();
+      all.push((async () => {
+        const got = await readAll(conn);
+        await writeAll(conn, got);
+        conn.close();
+      })());
+    }
+    await Promise.all(all);
+  })();
+  const conns: GuestTcpConn[] = [];
+  const payloads: Uint8Array[] = [];
+  for (let i = 0; i < count; i++) {
+    const c = guest.connect(TEST_GATEWAY4, port);
+    const p = pattern(3000 + i * 7, i + 1);
+    conns.push(c);
+    payloads.push(p);
+  }
+  await guest.until(() => conns.every((c) => c.state === "established"), 30000, "all established");
+  for (let i = 0; i < count; i++) {
+    guest.write(conns[i], payloads[i]);
+    guest.close(conns[i]);
+  }
+  await guest.until(() => conns.every((c) => c.eof), 60000, "all echoed");
+  for (let i = 0; i < count; i++) assert.equal(sha(conns[i].takeReceived()), sha(payloads[i]));
+  await echoing;
+  await guest.until(() => tcp.flows.size === 0 || tcp.flows.size <= count, 1000);
+  server.close();
+  close();
 });

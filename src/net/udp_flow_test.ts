@@ -21,6 +21,7 @@ function setup(family: 4 | 6 = 4, rules: ForwardRules = testRules()) {
   const tcp = new TcpTranslator(sender, rules);
   const guest = new TestGuest(tcp, udp, family, TEST_GUEST4, TEST_GUEST6);
   sender.setLink(guest);
+  guest.onWritable((now) => tcp.linkWritable(now));
   return {
     sender,
     udp,
