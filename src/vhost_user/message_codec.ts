@@ -51,6 +51,14 @@ export interface MessageChannel {
   send(data: Uint8Array): void;
 }
 
+/** The peer is gone (EPIPE, ECONNRESET): a disconnect, not a failure. */
+export class ConnectionClosedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConnectionClosedError";
+  }
+}
+
 /** A protocol violation by the front-end: the connection must be closed. */
 export class ProtocolError extends Error {
   /** The request being handled (0 when the header was not yet understood). */
@@ -282,6 +290,7 @@ export class ReplyWriter {
     try {
       this.#channel.send(this.#buffer.subarray(0, HEADER_SIZE + size));
     } catch (error) {
+      if (error instanceof ConnectionClosedError) throw error;
       throw new ProtocolError(
         request,
         `${requestName(request)}: cannot send the ${HEADER_SIZE + size}-byte reply: ${

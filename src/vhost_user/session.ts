@@ -21,6 +21,7 @@ import { InvalidStateError, VhostUserBackend } from "./backend.ts";
 import type { BackendEnvironment, Notifier } from "./backend_environment.ts";
 import type { Mapping } from "./guest_memory_map.ts";
 import {
+  ConnectionClosedError,
   type MessageChannel,
   MessageFramer,
   ProtocolError,
@@ -82,7 +83,18 @@ class SocketChannel implements MessageChannel {
   // Never waits: a reply that does not fit the socket buffer now is an error (a
   // front-end that does not read its replies), not a reason to block the loop.
   send(data: Uint8Array): void {
-    const written = this.#connection.send(data);
+    let written;
+    try {
+      written = this.#connection.send(data);
+    } catch (error) {
+      if (
+        error instanceof NativeError &&
+        (error.errno === Errno.EPIPE || error.errno === Errno.ECONNRESET)
+      ) {
+        throw new ConnectionClosedError(`front-end closed the connection before our reply`);
+      }
+      throw error;
+    }
     if (written === data.length) return;
     throw new Error(
       written < 0
@@ -247,7 +259,9 @@ class VhostUserSession implements FrontendSession {
   }
 
   #fail(error: unknown): void {
-    if (error instanceof InvalidStateError) {
+    if (error instanceof ConnectionClosedError) {
+      this.#finish(error.message, "info");
+    } else if (error instanceof InvalidStateError) {
       this.#finish(`protocol error: ${error.message}`, "error");
     } else if (error instanceof ProtocolError) {
       this.#finish(

@@ -257,3 +257,14 @@ Deno.test("`createVhostUserSession()` treats a reset connection (front-end gone 
   assert.deepEqual(backend.linesAt("error"), []);
   assert.ok(backend.linesAt("info").some((l) => l.includes("front-end closed the connection")));
 });
+
+Deno.test("`createVhostUserSession()` treats a front-end gone before its reply as a disconnect", async () => {
+  const backend = new InProcessBackend();
+  const { frontend, session } = backend.connect(new RecordingDatapath());
+  await frontend.negotiate();
+  frontend.send(Request.GET_FEATURES);
+  frontend.close(); // before the backend has read the request and replied
+  await session.closed;
+  await backend.close();
+  assert.deepEqual(backend.linesAt("error"), []);
+});
