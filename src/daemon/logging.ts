@@ -23,6 +23,8 @@ const encoder = new TextEncoder();
 export class LogFile {
   readonly #path: string;
   #file: OutputFile;
+  #failed = false;
+  /** The size-limiting writer behind {@link safeSink}. */
   readonly sink: LogFileSink;
 
   /**
@@ -41,8 +43,28 @@ export class LogFile {
     }, maxSize);
   }
 
-  /** Closes the file. */
+  /**
+   * The sink to give the logger: a failing write (disk full, file removed from under
+   * a closed fd) never throws into the caller; file logging stops after one notice on
+   * standard error.
+   */
+  readonly safeSink: LogSink = (level, line) => {
+    if (this.#failed) return;
+    try {
+      this.sink.writeLine(level, line);
+    } catch (error) {
+      this.#failed = true;
+      prefixedStderrSink(
+        "error",
+        `Cannot write log file ${this.#path}, logging to it stops: ` +
+          (error instanceof Error ? error.message : String(error)),
+      );
+    }
+  };
+
+  /** Closes the file; later lines are dropped. */
   close(): void {
+    this.#failed = true;
     this.#file.close();
   }
 }

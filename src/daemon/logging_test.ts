@@ -1,7 +1,7 @@
 import { UnixStream } from "../../ffi/unix_stream.ts";
 import type { LogLevel } from "../log/logger.ts";
 import { assertEquals } from "../test_support/assert.ts";
-import { levelFilter, statusSink, teeSink } from "./logging.ts";
+import { levelFilter, LogFile, statusSink, teeSink } from "./logging.ts";
 
 Deno.test("levelFilter() passes only lines at the level or more severe", () => {
   const seen: string[] = [];
@@ -36,5 +36,28 @@ Deno.test("statusSink() sends lines to the parent, prefixing warnings and errors
   } finally {
     parent.close();
     child.close();
+  }
+});
+
+Deno.test("LogFile.safeSink() writes the file and never throws, even when the disk is full", async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "tplog" });
+  try {
+    const file = new LogFile(`${dir}/t.log`, 4096, false);
+    file.safeSink("info", "hello");
+    file.close();
+    file.safeSink("info", "after close"); // dropped, no exception
+    assertEquals(
+      Deno.readTextFileSync(`${dir}/t.log`),
+      "0.000 info: hello\n".replace(
+        "0.000",
+        Deno.readTextFileSync(`${dir}/t.log`).slice(0, 5),
+      ),
+    );
+    const full = new LogFile("/dev/full", 4096, true);
+    full.safeSink("error", "cannot be written"); // ENOSPC: reported once on stderr
+    full.safeSink("error", "dropped silently");
+    full.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -74,6 +74,7 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
   if (detached && config.internal.statusFd !== null) {
     status = UnixStream.fromFd(config.internal.statusFd);
     cleanup.add("close the status socket", () => status?.close());
+    log.setSink(statusSink(status)); // so that a log file error reaches the parent
   }
 
   // Logging: file if asked; else stderr in the foreground; the parent until ready if detached.
@@ -82,7 +83,7 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
     try {
       const file = new LogFile(config.log.file, config.log.maxSize, false);
       cleanup.add("close the log file", () => file.close());
-      fileSink = file.sink.sink;
+      fileSink = file.safeSink;
     } catch (error) {
       log.error(`Cannot open log file ${config.log.file}: ${describe(error)}`);
       cleanup.runAll();
