@@ -109,6 +109,7 @@ export interface ArpCounters {
 
 /** Answers the guest's ARP requests. */
 export class ArpResponder {
+  /** Event counters for diagnostics. */
   readonly counters: ArpCounters = { replied: 0, ignored: 0 };
   readonly #sender: GuestSender;
   readonly #guestAddress: number;

@@ -151,6 +151,7 @@ interface ClientOptions {
 
 /** Answers the guest's DHCP messages from the network plan. */
 export class DhcpServer {
+  /** Event counters for diagnostics. */
   readonly counters: DhcpCounters = {
     offers: 0,
     acks: 0,

@@ -103,6 +103,7 @@ export interface Dhcpv6Counters {
 
 /** Answers the guest's DHCPv6 messages from the network plan. */
 export class Dhcpv6Server {
+  /** Event counters for diagnostics. */
   readonly counters: Dhcpv6Counters = { advertises: 0, replies: 0, notOnLink: 0, ignored: 0 };
   readonly #sender: GuestSender;
   readonly #address: Uint8Array;

@@ -66,6 +66,7 @@ export class GuestSender {
   guestIpv6Seen: Uint8Array | null = null;
   /** The link-local IPv6 address the guest was last seen using (null = none yet). */
   guestIpv6LinkLocalSeen: Uint8Array | null = null;
+  /** Event counters for diagnostics. */
   readonly counters: SendCounters = { sent: 0, noRoom: 0, dropped: 0, noLink: 0 };
   #link: GuestLink | null = null;
   #ipv4Id = 0;

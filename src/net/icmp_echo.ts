@@ -44,6 +44,7 @@ const EPERM = 1;
 
 /** A ping socket as the echo service uses it (ffi/ping_socket.ts's PingSocket fits). */
 export interface EchoSocket {
+  /** The descriptor to watch for readability. */
   readonly fd: number;
   /** Sends an ICMP message (header included); returns bytes sent or -1 when the buffer is full. */
   sendTo(payload: Uint8Array, address: Uint8Array): number;
@@ -102,6 +103,7 @@ const LOOPBACK6 = new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1
 
 /** Forwards the guest's echo requests through ping sockets and relays the replies. */
 export class IcmpEcho {
+  /** Event counters for diagnostics. */
   readonly counters: IcmpEchoCounters = {
     requests: 0,
     replies: 0,

@@ -51,7 +51,9 @@ export interface Ipv6Header {
   /** The next header field of the fixed header. */
   nextHeader: number;
   hopLimit: number;
+  /** Source address (16 bytes, overwritten by each parse). */
   readonly src: Uint8Array;
+  /** Destination address (16 bytes, overwritten by each parse). */
   readonly dst: Uint8Array;
   /** Upper-layer protocol after skipping extension headers. */
   protocol: number;

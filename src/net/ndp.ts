@@ -99,6 +99,7 @@ export interface NdpCounters {
 
 /** Answers the guest's NS/RS and sends periodic RAs. */
 export class NdpResponder {
+  /** Event counters for diagnostics. */
   readonly counters: NdpCounters = {
     neighborAdvertisements: 0,
     solicitedRouterAdvertisements: 0,

@@ -56,15 +56,21 @@ export interface NetworkStackOptions {
 export class NetworkStack implements FrameHandler {
   /** The frame builder and what was learnt about the guest; shared with L4 handlers. */
   readonly sender: GuestSender;
+  /** The configuration the services answer with. */
   readonly plan: NetworkPlan;
   /** Frames dropped, by reason. */
   readonly drops: Record<string, number> = {};
   /** Frames accepted, by kind (diagnostics). */
   readonly accepted: Record<string, number> = {};
+  /** ARP responder (null without IPv4). */
   readonly arp: ArpResponder | null;
+  /** DHCP server (null without IPv4 or with DHCP disabled). */
   readonly dhcp: DhcpServer | null;
+  /** NS/RS responder and RA sender (null without IPv6 or with NDP disabled). */
   readonly ndp: NdpResponder | null;
+  /** DHCPv6 server (null without a global IPv6 address or with DHCPv6 disabled). */
   readonly dhcpv6: Dhcpv6Server | null;
+  /** Echo forwarding through ping sockets (null without a socket factory). */
   readonly icmpEcho: IcmpEcho | null;
   readonly #l4 = new Map<number, L4Handler>();
   readonly #eth = newEthernetHeader();

@@ -9,6 +9,7 @@ import { type GuestLink, SendResult } from "../tap/frame_transport.ts";
 
 /** A recording guest link for unit tests. */
 export class RecordingLink implements GuestLink {
+  /** Transport name for logs. */
   readonly kind = "test";
   /** Copies of the frames sent, oldest first. */
   readonly frames: Uint8Array[] = [];
