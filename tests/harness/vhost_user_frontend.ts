@@ -8,6 +8,18 @@
  * All waits are asynchronous polls with a deadline so that an in-process backend on
  * the same JS thread keeps running.
  *
+ * ```ts
+ * const backend = new InProcessBackend();              // tests/harness/in_process.ts
+ * const { frontend, session } = backend.connect(new VhostUserLink(stack));
+ * // or: const frontend = VhostUserFrontend.connect("/run/tpasst.sock");
+ * await frontend.negotiate();                          // QEMU 7.2's order
+ * frontend.sendFrame(ethernetFrame);                   // TX: guest → stack, kicks
+ * frontend.postRxBuffers(64);                          // RX buffers, kicks
+ * const used = await frontend.waitUsed(RX, 1);         // RX used ring
+ * const [reply] = frontend.rxFrames(used);             // header stripped, MRG_RXBUF joined
+ * frontend.close(); await session.closed; await backend.close();
+ * ```
+ *
  * @module
  */
 
