@@ -5,6 +5,17 @@
  * Malformed frames are dropped with a per-reason counter and a rate-limited debug
  * line; no exception escapes {@link NetworkStack.handleFrame}.
  *
+ * Wiring (daemon):
+ * ```ts
+ * const plan = buildNetworkPlan(overridesFromConfig(config));
+ * for (const line of renderNetworkPlan(plan)) log.info(line);
+ * const stack = new NetworkStack(plan, { echoSocketFactory: pingSocketFactory, fdWatcher: loop });
+ * stack.registerL4(IPPROTO_TCP, tcp); // translators build on stack.sender
+ * stack.registerL4(IPPROTO_UDP, udp);
+ * // the transport calls handleFrame/endOfBatch/linkUp/linkDown (FrameHandler);
+ * // the daemon calls stack.tick(now) no later than stack.nextTimerAt().
+ * ```
+ *
  * @module
  */
 
