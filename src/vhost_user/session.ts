@@ -42,6 +42,12 @@ export interface VhostUserSessionOptions {
   readonly onRarp?: (mac: Uint8Array, now: number) => void;
   /** The front-end set the MTU (NET_SET_MTU). */
   readonly onMtu?: (mtu: number, now: number) => void;
+  /**
+   * Size of the file behind a received memory fd (fstat), or null when unknown.
+   * Default: stat of /proc/self/fd/N, which Deno allows only with --allow-all; the
+   * daemon should pass a native fstat here (see the SIGBUS note in backend.ts).
+   */
+  readonly fileSize?: (fd: number) => number | null;
   /** Called once with the session's end reason (tests, statistics). */
   readonly onClose?: (reason: string) => void;
 }
@@ -201,7 +207,7 @@ class VhostUserSession implements FrontendSession {
     const env: BackendEnvironment = {
       datapath,
       map: mapRegion,
-      fileSize: (fd) => fileSize(fd, this.#log),
+      fileSize: options.fileSize ?? ((fd) => fileSize(fd, this.#log)),
       notifier: (fd) => new ReceivedEventFd(fd),
       closeFd: (fd) => this.#closeFd(fd),
       watchReadable: (fd, onReadable) => this.#watchKick(fd, onReadable),
