@@ -166,6 +166,12 @@ export class TestGuest implements GuestLink {
   /** When true, sendFrame answers NoRoom (the RX ring is full). */
   noRoom = false;
   mss = 65000;
+  /** Whether the guest offers window scaling in its SYNs. */
+  offerWindowScale = true;
+  /** Window scale shift used when offered (0 when not). */
+  get wscale(): number {
+    return this.offerWindowScale ? GUEST_WSCALE : 0;
+  }
   rcvWindow = 4 * 1024 * 1024;
   #queue: Uint8Array[] = [];
   #pumpScheduled = false;
@@ -266,6 +272,12 @@ export class TestGuest implements GuestLink {
   close(c: GuestTcpConn): void {
     c.finQueued = true;
     this.#transmit(c);
+    this.#end();
+  }
+
+  /** Sends a bare ACK on `c` (announces its current window). */
+  sendAck(c: GuestTcpConn): void {
+    this.#sendTcp(c, TCP_ACK_FLAG, c.sndNxt, c.rcvNxt, null, false);
     this.#end();
   }
 
@@ -562,9 +574,9 @@ export class TestGuest implements GuestLink {
     f.seq = seq >>> 0;
     f.ack = ack >>> 0;
     f.flags = flags;
-    f.window = syn ? 65535 : Math.min(65535, c.rcvWindow >>> GUEST_WSCALE);
+    f.window = syn ? 65535 : Math.min(65535, c.rcvWindow >>> this.wscale);
     f.mss = syn ? this.mss : -1;
-    f.windowScale = syn ? GUEST_WSCALE : -1;
+    f.windowScale = syn && this.offerWindowScale ? this.wscale : -1;
     this.#emitTcp(f, c.remote4, c.remote6, data);
   }
 

@@ -1,0 +1,285 @@
+import assert from "node:assert/strict";
+import { GuestSender } from "./guest_sender.ts";
+import { TcpTranslator, type TcpTranslatorOptions } from "./tcp_translator.ts";
+import { TestGuest } from "./tcp_test_guest.ts";
+import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "./tcp_test_plan.ts";
+import {
+  setTcpChecksumV4,
+  TCP_ACK_FLAG,
+  TCP_FIN,
+  TCP_PSH,
+  TCP_RST,
+  TCP_SYN,
+} from "./tcp_header.ts";
+import { Logger } from "../log/logger.ts";
+
+function setup(opts: TcpTranslatorOptions = {}) {
+  const sender = new GuestSender(0x9a559a559a55);
+  const logger = new Logger();
+  logger.setSink(() => {});
+  const tcp = new TcpTranslator(sender, testRules(), { logger, ...opts });
+  const guest = new TestGuest(tcp, null, 4, TEST_GUEST4, TEST_GUEST6);
+  sender.setLink(guest);
+  guest.onWritable((now) => tcp.linkWritable(now));
+  guest.recordHeaders = true;
+  return {
+    tcp,
+    guest,
+    close: () => {
+      guest.stop();
+      tcp.close();
+    },
+  };
+}
+
+/** A loopback server collecting what each connection sends. */
+function collector() {
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const got: Uint8Array[][] = [];
+  const conns: Deno.Conn[] = [];
+  (async () => {
+    for await (const conn of server) {
+      const mine: Uint8Array[] = [];
+      got.push(mine);
+      conns.push(conn);
+      (async () => {
+        const buf = new Uint8Array(65536);
+        try {
+          while (true) {
+            const n = await conn.read(buf);
+            if (n === null) break;
+            mine.push(buf.slice(0, n));
+          }
+        } catch { /* reset */ }
+      })();
+    }
+  })();
+  const port = (server.addr as Deno.NetAddr).port;
+  const bytes = (i: number) => got[i]?.reduce((a, c) => a + c.length, 0) ?? 0;
+  return { server, port, got, conns, bytes };
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 20));
+
+Deno.test("`TcpTranslator` answers segments of unknown flows with a RST, but never a RST with a RST", async () => {
+  const { tcp, guest, close } = setup();
+  const before = guest.headers.length;
+  guest.rawTcp(1234, TEST_GATEWAY4, null, {
+    srcPort: 0,
+    dstPort: 80,
+    seq: 1000,
+    ack: 777,
+    flags: TCP_ACK_FLAG,
+    window: 100,
+  }, new Uint8Array(10));
+  await guest.until(() => guest.headers.length > before, 2000, "RST");
+  const h = guest.headers.at(-1)!;
+  assert.equal(h.flags & TCP_RST, TCP_RST);
+  assert.equal(h.seq, 777, "RST takes its sequence number from the ACK (RFC 9293 §3.10.7.1)");
+  // A segment without ACK: the RST acknowledges it.
+  guest.rawTcp(1235, TEST_GATEWAY4, null, {
+    srcPort: 0,
+    dstPort: 80,
+    seq: 5000,
+    ack: 0,
+    flags: TCP_FIN,
+    window: 100,
+  }, new Uint8Array(3));
+  await guest.until(() => guest.headers.length > before + 1, 2000, "RST");
+  const h2 = guest.headers.at(-1)!;
+  assert.equal(h2.flags, TCP_RST | TCP_ACK_FLAG);
+  assert.equal(h2.ack, 5004);
+  const n = guest.headers.length;
+  guest.rawTcp(1236, TEST_GATEWAY4, null, {
+    srcPort: 0,
+    dstPort: 80,
+    seq: 1,
+    ack: 1,
+    flags: TCP_RST | TCP_ACK_FLAG,
+    window: 0,
+  });
+  await tick();
+  assert.equal(guest.headers.length, n, "no RST for a RST");
+  assert.equal(tcp.flows.size, 0);
+  close();
+});
+
+Deno.test("`TcpTranslator` drops segments with a bad checksum or a bad data offset", async () => {
+  const { tcp, guest, close } = setup();
+  const n = guest.headers.length;
+  guest.rawTcp(
+    2000,
+    TEST_GATEWAY4,
+    null,
+    { srcPort: 0, dstPort: 80, seq: 1, ack: 0, flags: TCP_SYN, window: 100 },
+    null,
+    (seg) => (seg[16] ^= 0xff),
+  );
+  guest.rawTcp(
+    2001,
+    TEST_GATEWAY4,
+    null,
+    { srcPort: 0, dstPort: 80, seq: 1, ack: 0, flags: TCP_SYN, window: 100 },
+    null,
+    (seg) => (seg[12] = 0xf0), // 60-byte header in a 20-byte segment
+  );
+  await tick();
+  assert.equal(tcp.counters.badSegments, 2);
+  assert.equal(guest.headers.length, n);
+  assert.equal(tcp.flows.size, 0);
+  close();
+});
+
+Deno.test("`TcpTranslator` survives absurd option lengths and still connects", async () => {
+  const { tcp, guest, close } = setup();
+  const srv = collector();
+  const opts = [[2, 0xff, 1, 1], [3, 1, 9, 1], [2, 4, 0, 0], [8, 200, 1, 1], [1, 1, 1, 2]];
+  for (let i = 0; i < opts.length; i++) {
+    guest.rawTcp(
+      3000 + i,
+      TEST_GATEWAY4,
+      null,
+      { srcPort: 0, dstPort: srv.port, seq: 1, ack: 0, flags: TCP_SYN, window: 100, mss: 1460 },
+      null,
+      (seg) => {
+        seg.set(opts[i], 20); // replace the 4 option bytes
+        setTcpChecksumV4(seg, 0, seg.length, TEST_GUEST4, TEST_GATEWAY4);
+      },
+    );
+  }
+  assert.equal(tcp.counters.badSegments, 0);
+  assert.equal(tcp.flows.size, opts.length);
+  await guest.until(() => srv.got.length === opts.length, 5000, "host connections");
+  await guest.until(
+    () => guest.headers.filter((h) => (h.flags & 0x12) === 0x12).length === opts.length,
+    5000,
+    "SYN-ACKs",
+  );
+  srv.server.close();
+  close();
+});
+
+Deno.test("`TcpTranslator` does not deliver data outside the window", async () => {
+  const { tcp, guest, close } = setup({ bufferSize: 16 * 1024 });
+  const srv = collector();
+  const c = guest.connect(TEST_GATEWAY4, srv.port);
+  await c.until(() => c.state === "established", 5000, "established");
+  const acksBefore = guest.headers.length;
+  // Far ahead of the expected sequence number, and behind it.
+  for (const seq of [(c.sndNxt + 100_000) >>> 0, (c.sndNxt + 5) >>> 0, (c.sndNxt - 50_000) >>> 0]) {
+    guest.rawTcp(c.localPort, TEST_GATEWAY4, null, {
+      srcPort: 0,
+      dstPort: srv.port,
+      seq,
+      ack: c.rcvNxt,
+      flags: TCP_ACK_FLAG | TCP_PSH,
+      window: 1000,
+    }, new Uint8Array(100).fill(0xee));
+  }
+  await guest.until(() => guest.headers.length >= acksBefore + 2, 2000, "duplicate ACKs");
+  await tick();
+  assert.equal(srv.bytes(0), 0);
+  // A segment overrunning the 16 KiB window is cut at the window's edge.
+  guest.rawTcp(c.localPort, TEST_GATEWAY4, null, {
+    srcPort: 0,
+    dstPort: srv.port,
+    seq: c.sndNxt,
+    ack: c.rcvNxt,
+    flags: TCP_ACK_FLAG,
+    window: 1000,
+  }, new Uint8Array(20_000).fill(0x11));
+  await guest.until(() => srv.bytes(0) === 16 * 1024, 2000, "window-sized delivery");
+  await tick();
+  assert.equal(srv.bytes(0), 16 * 1024);
+  assert.ok(tcp.counters.badSegments >= 2);
+  srv.server.close();
+  close();
+});
+
+Deno.test("`TcpTranslator` honours the guest's MSS and window scale, and a zero window", async () => {
+  const { tcp, guest, close } = setup({ bufferSize: 64 * 1024 });
+  guest.mss = 1000;
+  guest.offerWindowScale = false;
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (server.addr as Deno.NetAddr).port;
+  let hostConn: Deno.Conn | null = null;
+  const accepted = server.accept().then((x) => (hostConn = x));
+  const c = guest.connect(TEST_GATEWAY4, port);
+  await c.until(() => c.state === "established", 5000, "established");
+  await accepted;
+  const synAck = guest.headers.find((h) => (h.flags & (TCP_SYN | TCP_ACK_FLAG)) === 0x12)!;
+  assert.equal(synAck.windowScale, -1, "no window scale when the guest offered none");
+  assert.ok(synAck.mss > 60000, "our MSS follows the 65520 MTU");
+  assert.ok(guest.headers.every((h) => h.window <= 65535));
+  // Zero window: the guest announces it, the host sends; at most probes get through.
+  c.rcvWindow = 0;
+  guest.sendAck(c);
+  await tick();
+  const data = new Uint8Array(50_000).map((_, i) => i * 7);
+  await hostConn!.write(data);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.ok(c.totalReceived <= 2, `only window probes pass a zero window (got ${c.totalReceived})`);
+  c.rcvWindow = 1 << 20;
+  guest.sendAck(c);
+  await c.until(() => c.totalReceived === data.length, 10000, "data after the window opens");
+  assert.deepEqual(c.takeReceived(), data);
+  const dataSegs = guest.headers.filter((h) => h.payloadLength > 0);
+  assert.ok(dataSegs.every((h) => h.payloadLength <= 1000), "segments respect the guest's MSS");
+  hostConn!.close();
+  server.close();
+  close();
+});
+
+Deno.test("`TcpTranslator` bounds a SYN flood by the flow limit", async () => {
+  const { tcp, guest, close } = setup({ maxFlows: 8 });
+  const srv = collector();
+  for (let i = 0; i < 20; i++) {
+    guest.rawTcp(10000 + i, TEST_GATEWAY4, null, {
+      srcPort: 0,
+      dstPort: srv.port,
+      seq: i * 1000,
+      ack: 0,
+      flags: TCP_SYN,
+      window: 1000,
+    });
+  }
+  assert.equal(tcp.flows.size, 8);
+  assert.equal(tcp.counters.tableFull, 12);
+  const rsts = guest.headers.filter((h) => h.flags & TCP_RST).length;
+  await guest.until(
+    () => guest.headers.filter((h) => h.flags & TCP_RST).length >= rsts + 0 && srv.got.length === 8,
+    5000,
+    "8 host connections",
+  );
+  assert.equal(srv.got.length, 8);
+  assert.ok(guest.headers.filter((h) => (h.flags & TCP_RST) !== 0).length >= 12);
+  srv.server.close();
+  close();
+});
+
+Deno.test("`TcpTranslator` holds at most its buffer of unacknowledged guest data when the host peer is slow", async () => {
+  const size = 32 * 1024;
+  const { guest, close } = setup({ bufferSize: size });
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (server.addr as Deno.NetAddr).port;
+  let hostConn: Deno.Conn | null = null;
+  const accepted = server.accept().then((x) => (hostConn = x)); // never reads
+  const c = guest.connect(TEST_GATEWAY4, port);
+  await c.until(() => c.state === "established", 5000, "established");
+  await accepted;
+  const total = 40 * 1024 * 1024;
+  guest.write(c, new Uint8Array(total));
+  await new Promise((r) => setTimeout(r, 500));
+  const inFlight = (c.sndNxt - c.sndUna) | 0;
+  const acked = (c.sndUna - c.iss - 1) | 0;
+  assert.ok(inFlight <= size, `guest in flight ${inFlight} <= ${size}`);
+  assert.ok(acked < total, "a host peer that does not read stops the guest");
+  // Reading at the host drains everything.
+  const buf = new Uint8Array(1 << 20);
+  let got = 0;
+  while (got < total) got += (await hostConn!.read(buf))!;
+  assert.equal(got, total);
+  hostConn!.close();
+  server.close();
+  close();
+});
