@@ -197,7 +197,7 @@ Deno.test("`TcpTranslator` does not deliver data outside the window", async () =
 });
 
 Deno.test("`TcpTranslator` honours the guest's MSS and window scale, and a zero window", async () => {
-  const { tcp, guest, close } = setup({ bufferSize: 64 * 1024 });
+  const { guest, close } = setup({ bufferSize: 64 * 1024 });
   guest.mss = 1000;
   guest.offerWindowScale = false;
   const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
