@@ -14,7 +14,8 @@ import { UnixListener } from "../../ffi/unix_listener.ts";
 import { UnixStream } from "../../ffi/unix_stream.ts";
 import type { Config } from "../config/config.ts";
 import { log, type LogSink } from "../log/logger.ts";
-import { EventLoop } from "../loop/event_loop.ts";
+import { EventLoop, monotonicNow } from "../loop/event_loop.ts";
+import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import { printQemuHint } from "./announce.ts";
 import { adoptConnectedSocket } from "./inherited_socket.ts";
 import { FrontendServer } from "./frontend_server.ts";
@@ -99,6 +100,30 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
       ? statusSink(status)
       : teeSink(levelFilter("warn", statusSink(status)), fileSink),
   );
+  // Untrusted input must never crash the daemon: an exception escaping a callback or
+  // an unhandled rejection is logged (rate-limited) instead of ending the process.
+  const escaped = new RateLimitedLog("error");
+  const onError = (event: ErrorEvent) => {
+    event.preventDefault();
+    escaped.write(
+      monotonicNow(),
+      `Uncaught exception: ${describeWithStack(event.error ?? event.message)}`,
+    );
+  };
+  const onRejection = (event: PromiseRejectionEvent) => {
+    event.preventDefault();
+    escaped.write(
+      monotonicNow(),
+      `Unhandled promise rejection: ${describeWithStack(event.reason)}`,
+    );
+  };
+  globalThis.addEventListener("error", onError);
+  globalThis.addEventListener("unhandledrejection", onRejection);
+  cleanup.add("remove the error handlers", () => {
+    globalThis.removeEventListener("error", onError);
+    globalThis.removeEventListener("unhandledrejection", onRejection);
+  });
+
   for (const option of config.ignoredOptions) {
     log.info(`${option} ignored: tpasst does not support vhost-user migration`);
   }
@@ -202,4 +227,9 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
 
 function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/** An escaped error with its stack, for finding the bug behind it. */
+function describeWithStack(error: unknown): string {
+  return error instanceof Error ? (error.stack ?? error.message) : String(error);
 }
