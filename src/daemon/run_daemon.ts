@@ -183,7 +183,6 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
         throw new Error(`Cannot serve the frontend on --fd ${config.fd}`);
       }
     } else if (listener !== null) {
-      if (socketPath !== null) printQemuHint(config.mode, socketPath);
       server.listen(listener);
     }
     if (signalled !== null) void server.stop();
@@ -197,6 +196,8 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
       }
       cleanup.add(`remove the pid file ${pidFile}`, () => removePidFile(pidFile));
     }
+    // Last, so that whoever waits for this line finds the pid file written.
+    if (socketPath !== null) printQemuHint(config.mode, socketPath);
   } catch (error) {
     log.error(describe(error));
     cleanup.runAll();
