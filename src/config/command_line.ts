@@ -352,7 +352,7 @@ export function parseCommandLine(args: readonly string[]): Config {
     return address;
   }, false);
   const gateways = perFamily(values, "gateway", (t) => parseUnicast("gateway", t), false);
-  const outbound = perFamily(values, "outbound", (t) => parseUnicast("outbound", t), false);
+  const outbound = perFamily(values, "outbound", (t) => parseUnicast("outbound", t, true), false);
   const dnsForward = perFamily(values, "dns-forward", (t) => parseUnicast("dns-forward", t), false);
   const dnsHost = perFamily(values, "dns-host", (t) => parseUnicast("dns-host", t, true), false);
   const mapHostLoopback = perFamily(

@@ -215,6 +215,9 @@ Deno.test("parseCommandLine() rejects bad addresses", () => {
   rejects(["-a", "10.0.0.1", "-a", "10.0.0.2"], /^--address: "10.0.0.2" is a second IPv4 address/);
   rejects(["-g", "x"], /^--gateway: "x" is not an IPv4 or IPv6 address$/);
   rejects(["-o", "::"], /^--outbound: "::" is the unspecified address$/);
+  assertEquals(parse("-o", "127.0.0.1").ipv4.outbound, "127.0.0.1");
+  rejects(["-p", ""], /^--pcap: "" is not a valid path$/);
+  rejects(["-l", ""], /^--log-file: "" is not a valid path$/);
   rejects(["-n", "33"], /^--netmask: "33" is not a netmask/);
   rejects(["-n", "0"], /^--netmask: "0" is not a netmask/);
   rejects(["-n", "255.0.255.0"], /^--netmask: "255.0.255.0" is not a netmask/);
