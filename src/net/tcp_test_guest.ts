@@ -37,6 +37,14 @@ const GUEST_WSCALE = 7;
 /** Guest-side retransmission timeout. */
 const GUEST_RTO_MS = 200;
 
+/** The part of NetworkStack the guest drives in {@link TestGuest.useStack} mode. */
+export interface StackDriver {
+  handleFrame(frame: Uint8Array, now: number): void;
+  endOfBatch(now: number): void;
+  tick(now: number): void;
+  nextTimerAt(): number;
+}
+
 /** Where a guest segment or datagram goes / comes from. */
 export interface GuestEndpoint {
   family: 4 | 6;
@@ -189,6 +197,7 @@ export class TestGuest implements GuestLink {
   };
   #waiters: (() => void)[] = [];
   #timer: ReturnType<typeof setInterval>;
+  #stack: StackDriver | null = null;
 
   constructor(
     tcp: L4Handler,
@@ -203,6 +212,11 @@ export class TestGuest implements GuestLink {
     this.addr4 = addr4 >>> 0;
     this.addr6 = addr6;
     this.#timer = setInterval(() => this.#tick(), 20);
+  }
+
+  /** Sends whole frames through `stack` (a NetworkStack) instead of straight to the handlers. */
+  useStack(stack: StackDriver): void {
+    this.#stack = stack;
   }
 
   /** Stops the guest's timer. */
@@ -317,7 +331,8 @@ export class TestGuest implements GuestLink {
       setUdpChecksumV6(frame, l4, this.addr6, dst6!);
     }
     this.#deliver(this.udp!, frame, IPPROTO_UDP, dst4, dst6 ?? null, l4, 8 + data.length);
-    this.udp!.endOfBatch?.(performance.now());
+    this.#end();
+    this.udp?.endOfBatch?.(performance.now());
   }
 
   /** Resolves once `cond()` holds, or rejects after `ms`. */
@@ -550,6 +565,12 @@ export class TestGuest implements GuestLink {
         this.#transmit(c);
       }
     }
+    const st = this.#stack;
+    if (st) {
+      if (st.nextTimerAt() <= now) st.tick(now);
+      this.#end();
+      return;
+    }
     const tcp = this.tcp;
     if ((tcp.nextTimerAt?.() ?? Infinity) <= now) tcp.tick?.(now);
     if (this.udp && (this.udp.nextTimerAt?.() ?? Infinity) <= now) this.udp.tick?.(now);
@@ -557,6 +578,7 @@ export class TestGuest implements GuestLink {
   }
 
   #end(): void {
+    if (this.#stack) return this.#stack.endOfBatch(performance.now());
     this.tcp.endOfBatch?.(performance.now());
   }
 
@@ -634,6 +656,10 @@ export class TestGuest implements GuestLink {
     l4: number,
     l4Length: number,
   ): void {
+    if (this.#stack) {
+      this.#stack.handleFrame(frame, performance.now());
+      return;
+    }
     const p = this.#pkt;
     p.family = this.family;
     p.protocol = proto;

@@ -1,0 +1,82 @@
+import assert from "node:assert/strict";
+import dgram from "node:dgram";
+import { Buffer } from "node:buffer";
+import { NetworkStack } from "./stack.ts";
+import { DEFAULT_EPHEMERAL, expandForwards, startForwarding } from "./fwd_setup.ts";
+import { TestGuest } from "./tcp_test_guest.ts";
+import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testPlan } from "./tcp_test_plan.ts";
+import { parsePortForwardTable } from "../config/port_spec.ts";
+import { Logger } from "../log/logger.ts";
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const p = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return p;
+}
+
+Deno.test("`expandForwards()` lists host ports with their guest targets", () => {
+  const t = parsePortForwardTable(["127.0.0.1/2000-2002:3000-3002", "22"]);
+  const e = expandForwards(t, DEFAULT_EPHEMERAL);
+  assert.deepEqual(e.map((x) => [x.bind, x.host, x.guest]), [
+    ["127.0.0.1", 2000, 3000],
+    ["127.0.0.1", 2001, 3001],
+    ["127.0.0.1", 2002, 3002],
+    [null, 22, 22],
+  ]);
+});
+
+Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and opens -t/-u forwards", async () => {
+  const logger = new Logger();
+  const lines: string[] = [];
+  logger.setSink((_l, line) => lines.push(line));
+  const stack = new NetworkStack(testPlan(), { logger });
+  const tport = freePort();
+  const uport = 20000 + Math.floor(Math.random() * 10000);
+  const fw = await startForwarding(stack, {
+    logger,
+    tcpForwards: parsePortForwardTable([`127.0.0.1/${tport}:8080`]),
+    udpForwards: parsePortForwardTable([`127.0.0.1/${uport}:5353`]),
+    forward: { outbound4: "127.0.0.1" },
+  });
+  assert.deepEqual(fw.listening, { tcp: 1, udp: 1 });
+  assert.ok(lines.some((l) => /-o 127\.0\.0\.1: honoured for UDP/.test(l)));
+  const guest = new TestGuest(fw.tcp!, fw.udp, 4, TEST_GUEST4, TEST_GUEST6);
+  guest.useStack(stack);
+  stack.linkUp(guest, performance.now());
+  guest.listening.add(8080);
+
+  // Guest → host TCP through the stack.
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const sport = (server.addr as Deno.NetAddr).port;
+  const served = server.accept().then(async (conn) => {
+    await conn.write(new TextEncoder().encode("hi guest"));
+    conn.close();
+  });
+  const c = guest.connect(TEST_GATEWAY4, sport);
+  await c.until(() => c.eof, 5000, "host data and FIN");
+  assert.equal(new TextDecoder().decode(c.takeReceived()), "hi guest");
+  await served;
+  guest.close(c);
+
+  // Host → guest TCP through the -t forward.
+  const client = await Deno.connect({ hostname: "127.0.0.1", port: tport });
+  await client.write(new TextEncoder().encode("knock"));
+  await guest.until(() => guest.accepted.length === 1 && guest.accepted[0].receivedBytes === 5);
+  assert.equal(new TextDecoder().decode(guest.accepted[0].takeReceived()), "knock");
+  client.close();
+
+  // Host → guest UDP through the -u forward.
+  const sock = dgram.createSocket("udp4");
+  await new Promise<void>((r) => sock.bind(0, "127.0.0.1", r));
+  sock.send(Buffer.from("dgram"), uport, "127.0.0.1");
+  await guest.until(() => guest.datagrams.length === 1, 5000, "datagram");
+  assert.equal(guest.datagrams[0].toPort, 5353);
+  assert.equal(new TextDecoder().decode(guest.datagrams[0].data), "dgram");
+  sock.close();
+
+  server.close();
+  guest.stop();
+  fw.close();
+  stack.close();
+});
