@@ -283,3 +283,40 @@ Deno.test("`TcpTranslator` holds at most its buffer of unacknowledged guest data
   server.close();
   close();
 });
+
+Deno.test("`TcpTranslator` answers keepalive probes and resets idle connections both ways", async () => {
+  const { tcp, guest, close } = setup({ idleTimeoutMs: 400 });
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (server.addr as Deno.NetAddr).port;
+  const hostSide = server.accept().then(async (conn) => {
+    const buf = new Uint8Array(10);
+    try {
+      return await conn.read(buf);
+    } catch (e) {
+      return e;
+    }
+  });
+  const c = guest.connect(TEST_GATEWAY4, port);
+  await c.until(() => c.state === "established", 5000, "established");
+  const n = guest.headers.length;
+  // Keepalive probe: one old sequence number, no data (RFC 9293 §3.8.4).
+  guest.rawTcp(c.localPort, TEST_GATEWAY4, null, {
+    srcPort: 0,
+    dstPort: port,
+    seq: (c.sndNxt - 1) >>> 0,
+    ack: c.rcvNxt,
+    flags: TCP_ACK_FLAG,
+    window: 1000,
+  });
+  await guest.until(() => guest.headers.length > n, 2000, "keepalive ACK");
+  const ack = guest.headers.at(-1)!;
+  assert.equal(ack.flags, TCP_ACK_FLAG);
+  assert.equal(ack.ack, c.sndNxt);
+  // Nothing more: the idle timeout resets the guest and closes the host side.
+  await c.until(() => c.gotRst, 5000, "idle RST");
+  const r = await hostSide;
+  assert.ok(r === null || r instanceof Error);
+  assert.equal(tcp.flows.size, 0);
+  server.close();
+  close();
+});

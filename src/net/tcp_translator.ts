@@ -404,7 +404,7 @@ export class TcpTranslator implements L4Handler {
       if (f.timerAt <= now) this.#timer(f, now);
     }
     if (now >= this.#nextSweep) {
-      this.#nextSweep = now + IDLE_SWEEP_MS;
+      this.#nextSweep = now + Math.min(IDLE_SWEEP_MS, this.#idleMs / 2);
       this.flows.forEach((f) => {
         if (f.state === TcpState.Established && now - f.lastActivity > this.#idleMs) {
           this.#log.debug(`tcp: ${this.#name(f)} idle, resetting`);

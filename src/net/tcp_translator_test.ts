@@ -328,3 +328,50 @@ Deno.test("`TcpTranslator` carries many concurrent connections with every byte v
   server.close();
   close();
 });
+
+Deno.test({
+  name: "`TcpTranslator` moves 100 MB each way intact (TPASST_TCP_LONG=1)",
+  ignore: !Deno.env.get("TPASST_TCP_LONG"),
+  async fn() {
+    const { guest, close } = setup(4);
+    const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (server.addr as Deno.NetAddr).port;
+    const chunk = pattern(1024 * 1024, 11);
+    const chunks = 100;
+    const want = createHash("sha256");
+    for (let i = 0; i < chunks; i++) want.update(chunk);
+    const wantHex = want.digest("hex");
+    const hostHash = createHash("sha256");
+    const served = (async () => {
+      const conn = await server.accept();
+      const reading = (async () => {
+        const buf = new Uint8Array(1 << 20);
+        while (true) {
+          const n = await conn.read(buf);
+          if (n === null) break;
+          hostHash.update(buf.subarray(0, n));
+        }
+      })();
+      for (let i = 0; i < chunks; i++) await writeAll(conn, chunk);
+      await (conn as Deno.TcpConn).closeWrite();
+      await reading;
+      conn.close();
+    })();
+    const c = guest.connect(TEST_GATEWAY4, port);
+    c.discardReceived = true;
+    const got = createHash("sha256");
+    c.onData = (d) => got.update(d);
+    await c.until(() => c.state === "established", 5000, "established");
+    for (let i = 0; i < chunks; i++) {
+      guest.write(c, chunk);
+      await c.until(() => c.sendQueueBytes < 8 * 1024 * 1024, 60000, "send queue");
+    }
+    guest.close(c);
+    await c.until(() => c.eof, 120000, "eof");
+    await served;
+    assert.equal(got.digest("hex"), wantHex);
+    assert.equal(hostHash.digest("hex"), wantHex);
+    server.close();
+    close();
+  },
+});

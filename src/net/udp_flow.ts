@@ -240,7 +240,7 @@ export class UdpTranslator implements L4Handler {
     this.flows.forEach((f) => {
       if (now - f.lastUsed >= this.#idleMs) this.#removeFlow(f);
     });
-    if (this.flows.size > 0) this.#nextSweep = now + SWEEP_MS;
+    if (this.flows.size > 0) this.#nextSweep = now + Math.min(SWEEP_MS, this.#idleMs / 2);
   }
 
   /** Earliest time {@link tick} must run. */
@@ -452,7 +452,7 @@ export class UdpTranslator implements L4Handler {
 
   #armSweep(now: number): void {
     if (this.#nextSweep === Infinity) {
-      this.#nextSweep = now + SWEEP_MS;
+      this.#nextSweep = now + Math.min(SWEEP_MS, this.#idleMs / 2);
       this.#onTimersChanged?.();
     }
   }

@@ -162,3 +162,22 @@ Deno.test("`TcpTranslator` forwards DNS over TCP to the configured resolver", as
   server.close();
   close();
 });
+
+Deno.test("`UdpTranslator` expires idle flows and closes their sockets", async () => {
+  const sender = new GuestSender(0x9a559a559a55);
+  const udp = new UdpTranslator(sender, testRules(), { idleTimeoutMs: 200 });
+  const tcp = new TcpTranslator(sender, testRules());
+  const guest = new TestGuest(tcp, udp, 4, TEST_GUEST4, TEST_GUEST6);
+  sender.setLink(guest);
+  const echo = await echoServer("udp4");
+  const srcPort = freeUdpPort();
+  guest.sendUdp(srcPort, TEST_GATEWAY4, echo.port, new Uint8Array([1]));
+  await guest.until(() => guest.datagrams.length === 1, 5000, "reply");
+  assert.equal(udp.flows.size, 1);
+  await guest.until(() => udp.flows.size === 0, 5000, "expiry");
+  assert.equal(udp.boundPort(srcPort), null, "the socket closed with its last flow");
+  echo.sock.close();
+  guest.stop();
+  udp.close();
+  tcp.close();
+});
