@@ -38,6 +38,13 @@ export class EventFd {
   }
 
   /** The descriptor, or -1 once closed. */
+  /** Sets or clears O_NONBLOCK (an eventfd received from a frontend may be blocking). */
+  setNonBlocking(on: boolean): void {
+    if (this.#fd < 0) throw new Error("Cannot set O_NONBLOCK: the eventfd is closed");
+    const rc = helper().tp_set_nonblocking(this.#fd, on ? 1 : 0);
+    if (rc < 0) throw new NativeError(-rc, `set_nonblocking(fd ${this.#fd})`);
+  }
+
   get fd(): number {
     return this.#fd;
   }

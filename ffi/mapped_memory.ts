@@ -96,3 +96,17 @@ export class MappedMemory {
 
 /** Size of a page for mapping offsets (x86_64). */
 export const PAGE_SIZE = 4096;
+
+/**
+ * Returns the size of the file behind `fd` (fstat), so that a region can be checked
+ * against it before mapping: touching a mapping beyond the end of its file raises
+ * SIGBUS. Also adds F_SEAL_SHRINK where the file allows sealing, so the frontend
+ * cannot shrink it afterwards.
+ * @throws NativeError (EBADF...)
+ */
+export function fileSizeOfFd(fd: number): number {
+  const size = new Uint32Array(2);
+  const rc = helper().tp_fd_size(fd, new Uint8Array(size.buffer));
+  if (rc < 0) throw new NativeError(-rc, `fstat(fd ${fd})`);
+  return size[1] * 0x1_0000_0000 + size[0];
+}

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { MappedMemory, PAGE_SIZE } from "./mapped_memory.ts";
+import { fileSizeOfFd, MappedMemory, PAGE_SIZE } from "./mapped_memory.ts";
 import { MemFd } from "./mem_fd.ts";
 import { openFdCount } from "./process.ts";
 
@@ -54,4 +54,22 @@ Deno.test("`MappedMemory.map()` rejects a zero size, an unaligned offset and a b
   assert.throws(() => MappedMemory.map(1_000_000, PAGE_SIZE, 0), /EBADF/);
   memory.close();
   assert.equal(openFdCount(), before);
+});
+
+Deno.test("fileSizeOfFd() reports the memfd's size, so oversized regions can be refused", () => {
+  const baseline = openFdCount();
+  const memfd = MemFd.create("size-probe", 3 * PAGE_SIZE);
+  try {
+    assert.equal(fileSizeOfFd(memfd.fd), 3 * PAGE_SIZE);
+  } finally {
+    memfd.close();
+  }
+  assert.equal(openFdCount(), baseline);
+});
+
+Deno.test("fileSizeOfFd() throws EBADF for a closed fd", () => {
+  const memfd = MemFd.create("size-probe-closed", PAGE_SIZE);
+  const fd = memfd.fd;
+  memfd.close();
+  assert.throws(() => fileSizeOfFd(fd), /EBADF/);
 });

@@ -136,6 +136,13 @@ export const symbols = {
     ],
     result: "i32",
   },
+  tp_fd_size: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // uint64_t *size_out
+    ],
+    result: "i32",
+  },
 
   // ---- event_fd.c ----
   tp_eventfd_create: {

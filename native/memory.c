@@ -4,7 +4,9 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tpasst_helper.h"
@@ -66,4 +68,29 @@ int32_t tp_memfd_create(const char *name, uint64_t size)
 		return rc;
 	}
 	return fd;
+}
+
+/*
+ * tp_fd_size() - size of the file behind @fd, and a best-effort shrink seal.
+ * @fd:       a file received from the frontend (memfd, hugetlbfs or plain file)
+ * @size_out: receives st_size
+ *
+ * Mapping a range past the end of a file and touching it raises SIGBUS, which would
+ * kill the daemon; callers compare region sizes with this before mapping. For a
+ * memfd created with sealing allowed, F_SEAL_SHRINK is also added so the frontend
+ * cannot shrink the file later (QEMU's memfd backend seals its files itself; a
+ * failure to add the seal is not an error).
+ *
+ * Return: 0, or -errno from fstat().
+ */
+int32_t tp_fd_size(int32_t fd, uint64_t *size_out)
+{
+	struct stat st;
+
+	*size_out = 0;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	(void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK);
+	*size_out = (uint64_t)st.st_size;
+	return 0;
 }

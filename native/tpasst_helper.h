@@ -50,6 +50,7 @@ int32_t tp_send_fds(int32_t fd, const uint8_t *buf, uint32_t len, const int32_t 
 int32_t tp_mmap_shared(int32_t fd, uint64_t size, uint64_t offset, uint64_t *addr_out);
 int32_t tp_munmap(void *addr, uint64_t size);
 int32_t tp_memfd_create(const char *name, uint64_t size);
+int32_t tp_fd_size(int32_t fd, uint64_t *size_out);
 
 /* ---- event_fd.c ------------------------------------------------------------ */
 

@@ -9,9 +9,8 @@
  */
 
 import { EventFd } from "../../ffi/event_fd.ts";
-import { helper } from "../../ffi/library.ts";
 import { Errno, NativeError } from "../../ffi/native_error.ts";
-import { MappedMemory } from "../../ffi/mapped_memory.ts";
+import { fileSizeOfFd, MappedMemory } from "../../ffi/mapped_memory.ts";
 import { closeFd } from "../../ffi/process.ts";
 import type { UnixStream } from "../../ffi/unix_stream.ts";
 import { log as defaultLog, type Logger } from "../log/logger.ts";
@@ -122,11 +121,11 @@ class ReceivedEventFd implements Notifier {
   constructor(fd: number) {
     this.fd = fd;
     this.#eventFd = EventFd.fromFd(fd);
-    // TODO(ffi): EventFd has no setNonBlocking(); UnixStream's uses the same call
-    const rc = helper().tp_set_nonblocking(fd, 1);
-    if (rc < 0) {
+    try {
+      this.#eventFd.setNonBlocking(true);
+    } catch (error) {
       this.#eventFd.close();
-      throw new NativeError(-rc, `set_nonblocking(fd ${fd})`);
+      throw error;
     }
   }
 
@@ -140,33 +139,6 @@ class ReceivedEventFd implements Notifier {
 
   close(): void {
     this.#eventFd.close();
-  }
-}
-
-let fileSizeUnknownLogged = false;
-
-/**
- * Size of the file behind a received fd, through /proc/self/fd (Deno exposes no
- * fstat on raw fds). Without read permission for /proc/self/fd the size is unknown:
- * logged once, and regions are then mapped unchecked.
- */
-function fileSize(fd: number, logger: Logger): number | null {
-  try {
-    return Deno.statSync(`/proc/self/fd/${fd}`).size;
-  } catch (error) {
-    if (
-      !(error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied)
-    ) {
-      throw error;
-    }
-    if (!fileSizeUnknownLogged) {
-      fileSizeUnknownLogged = true;
-      logger.warn(
-        "vhost-user: cannot check memory region sizes (no read permission for /proc/self/fd): " +
-          "a front-end declaring a region larger than its file can crash the daemon (SIGBUS)",
-      );
-    }
-    return null;
   }
 }
 
@@ -207,7 +179,7 @@ class VhostUserSession implements FrontendSession {
     const env: BackendEnvironment = {
       datapath,
       map: mapRegion,
-      fileSize: options.fileSize ?? ((fd) => fileSize(fd, this.#log)),
+      fileSize: options.fileSize ?? fileSizeOfFd,
       notifier: (fd) => new ReceivedEventFd(fd),
       closeFd: (fd) => this.#closeFd(fd),
       watchReadable: (fd, onReadable) => this.#watchKick(fd, onReadable),
