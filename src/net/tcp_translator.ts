@@ -71,9 +71,9 @@ export const DEFAULT_MSS_V6 = 1220;
 const HEADERS_V4 = 40;
 /** IPv6 + TCP header bytes. */
 const HEADERS_V6 = 60;
-/** Largest TCP payload the 65535-byte output frame buffer can carry behind the headers. */
-const MAX_PAYLOAD_V4 = 65535 - L4_OFFSET_V4 - 20 - 20; // room for options
-const MAX_PAYLOAD_V6 = 65535 - L4_OFFSET_V6 - 20 - 20;
+/** Largest TCP payload the 65535-byte output frame buffer carries behind the headers (data segments carry no options). */
+const MAX_PAYLOAD_V4 = 65535 - L4_OFFSET_V4 - 20;
+const MAX_PAYLOAD_V6 = 65535 - L4_OFFSET_V6 - 20;
 /** Initial retransmission timeout (RFC 6298 §2 uses 1 s; the guest is one hop away). */
 export const RTO_INITIAL_MS = 400;
 /** Largest retransmission timeout (RFC 6298 §2.5). */

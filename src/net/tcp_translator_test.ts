@@ -375,3 +375,27 @@ Deno.test({
     close();
   },
 });
+
+Deno.test("`TcpTranslator.listen()` forwards an IPv6 host connection with MSS and window scale offered", async () => {
+  const { tcp, guest, close } = setup(6);
+  guest.recordHeaders = true;
+  guest.listening.add(2222);
+  const l = tcp.listen("::1", 0, 2222);
+  const port = (l.addr as Deno.NetAddr).port;
+  const client = await Deno.connect({ hostname: "::1", port });
+  await guest.until(() => guest.accepted.length === 1, 5000, "accept");
+  const c = guest.accepted[0];
+  assert.deepEqual(c.remote6, TEST_GATEWAY6, "host loopback appears as the IPv6 gateway");
+  const syn = guest.headers.find((h) => (h.flags & 0x12) === 0x02)!;
+  assert.equal(syn.mss, 65520 - 60);
+  assert.equal(syn.windowScale, 7);
+  const data = pattern(300_000, 5);
+  await writeAll(client, data);
+  await c.until(() => c.receivedBytes === data.length, 5000, "data");
+  assert.equal(sha(c.takeReceived()), sha(data));
+  client.close();
+  await c.until(() => c.eof, 5000, "eof");
+  guest.close(c);
+  await guest.until(() => tcp.flows.size === 0, 5000, "flow closed");
+  close();
+});
