@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds (or reuses) the QEMU guest of the end-to-end tests: a cpio initramfs holding
 # busybox-static, the virtio-net and qemu_fw_cfg modules of the installed Debian kernel,
-# iperf3 with its shared libraries, udp_probe (a tiny static UDP tool, see udp_probe.c)
+# iperf3 with its shared libraries, probe (a tiny static helper, see probe.c)
 # and /init (init.sh). Output: tests/e2e/.cache/guest-<key>/initramfs.cpio and
 # tests/e2e/.cache/guest.json ({"kernel","initramfs","key"}), read by tests/e2e/qemu.ts.
 # The key covers the kernel, busybox, iperf3 and libc versions and the guest sources, so
@@ -38,7 +38,7 @@ need_package cpio /usr/bin/cpio
 command -v cc >/dev/null 2>&1 || fail "no C compiler: install the Debian package 'gcc'"
 /bin/busybox --list | grep -qx sh || fail "/bin/busybox is not a full busybox (busybox-static)"
 
-sources_hash=$(cat "$here/build.sh" "$here/init.sh" "$here/udhcpc.sh" "$here/udp_probe.c" |
+sources_hash=$(cat "$here/build.sh" "$here/init.sh" "$here/udhcpc.sh" "$here/probe.c" |
   sha256sum | cut -c1-16)
 versions="$kver $(package_version "linux-image-$kver") $(package_version busybox-static)"
 versions="$versions $(package_version iperf3) $(package_version libc6) $sources_hash"
@@ -112,9 +112,9 @@ ldd /usr/bin/iperf3 | grep -oE '/[^ ]+' | while read -r lib; do
 done
 [ -e "$root/lib64/ld-linux-x86-64.so.2" ] || fail "ldd did not report the dynamic loader of iperf3"
 
-# the static UDP tool
-cc -Wall -Wextra -Werror -Os -static -o "$root/bin/udp_probe" "$here/udp_probe.c" ||
-  fail "cannot build udp_probe.c statically (needs the Debian packages gcc and libc6-dev)"
+# the static helper
+cc -Wall -Wextra -Werror -O2 -static -o "$root/bin/probe" "$here/probe.c" ||
+  fail "cannot build probe.c statically (needs the Debian packages gcc and libc6-dev)"
 
 cp "$here/init.sh" "$root/init"
 cp "$here/udhcpc.sh" "$root/etc/udhcpc.sh"

@@ -6,7 +6,7 @@
 #   TPASST-BOOTED <uptime>         userspace is up
 #   TPASST-MARK <name> <value...>  a scenario result
 #   TPASST-DONE <status>           the scenario script finished (exit status)
-export PATH=/bin:/sbin
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null || mdev -s
