@@ -91,6 +91,10 @@ export class GuestTcpConn {
   gotRst = false;
   lastProgress = 0;
   needAck = false;
+  dupAcks = 0;
+  recover = 0;
+  /** Highest sequence number sent. */
+  sndMax = 0;
   /** Total bytes received (kept even when {@link discardReceived}). */
   totalReceived = 0;
   /** Drop received data after counting it (benchmarks). */
@@ -173,6 +177,12 @@ export class TestGuest implements GuestLink {
   recordHeaders = false;
   /** When true, sendFrame answers NoRoom (the RX ring is full). */
   noRoom = false;
+  /** Silently lose every Nth frame toward the guest (0 = none). */
+  loseToGuestEvery = 0;
+  /** Silently lose every Nth TCP segment from the guest (0 = none). */
+  loseFromGuestEvery = 0;
+  #toGuestCount = 0;
+  #fromGuestCount = 0;
   mss = 65000;
   /** Whether the guest offers window scaling in its SYNs. */
   offerWindowScale = true;
@@ -229,6 +239,9 @@ export class TestGuest implements GuestLink {
   /** Queues a copy of the frame for the guest (or answers NoRoom). */
   sendFrame(frame: Uint8Array): SendResult {
     if (this.noRoom) return SendResult.NoRoom;
+    if (this.loseToGuestEvery > 0 && ++this.#toGuestCount % this.loseToGuestEvery === 0) {
+      return SendResult.Sent;
+    }
     this.#queue.push(frame.slice());
     if (!this.#pumpScheduled) {
       this.#pumpScheduled = true;
@@ -267,6 +280,8 @@ export class TestGuest implements GuestLink {
     c.sndUna = c.iss;
     c.sndNxt = (c.iss + 1) >>> 0;
     c.sendBase = c.sndNxt;
+    c.sndMax = c.sndNxt;
+    c.recover = c.sndNxt;
     c.lastProgress = performance.now();
     this.conns.push(c);
     this.#sendTcp(c, TCP_SYN, c.iss, 0, null, true);
@@ -411,6 +426,8 @@ export class TestGuest implements GuestLink {
         c.sndUna = c.iss;
         c.sndNxt = (c.iss + 1) >>> 0;
         c.sendBase = c.sndNxt;
+        c.sndMax = c.sndNxt;
+        c.recover = c.sndNxt;
         c.rcvNxt = (h.seq + 1) >>> 0;
         c.peerMss = h.mss > 0 ? h.mss : 536;
         c.peerShift = h.windowScale >= 0 ? h.windowScale : 0;
@@ -450,7 +467,19 @@ export class TestGuest implements GuestLink {
       } else return;
     }
     if (h.flags & TCP_ACK_FLAG) {
-      if (((h.ack - c.sndUna) | 0) > 0 && ((h.ack - c.sndNxt) | 0) <= 0) {
+      if (
+        h.ack === c.sndUna && h.payloadLength === 0 && !(h.flags & TCP_FIN) &&
+        ((c.sndNxt - c.sndUna) | 0) > 0
+      ) {
+        // Fast retransmit after three duplicate ACKs, once per window.
+        if (++c.dupAcks === 3 && ((c.sndUna - c.recover) | 0) >= 0) {
+          c.recover = c.sndMax;
+          c.sndNxt = c.sndUna;
+          if (c.finSeq >= 0 && !c.finAcked) c.finSeq = -1;
+        }
+      }
+      if (((h.ack - c.sndUna) | 0) > 0) c.dupAcks = 0;
+      if (((h.ack - c.sndUna) | 0) > 0 && ((h.ack - c.sndMax) | 0) <= 0) {
         let n = (h.ack - c.sndUna) | 0;
         if (c.finSeq >= 0 && h.ack === ((c.finSeq + 1) >>> 0)) {
           c.finAcked = true;
@@ -458,6 +487,15 @@ export class TestGuest implements GuestLink {
         }
         this.#dropAcked(c, n);
         c.sndUna = h.ack;
+        if (((c.sndNxt - h.ack) | 0) < 0) c.sndNxt = h.ack;
+        if (((h.ack - c.recover) | 0) < 0 && c.state === "established") {
+          // Partial ACK in recovery: resend the next hole at once.
+          const avail = c.sendQueueBytes;
+          const m = Math.min(avail, c.peerMss, this.mss);
+          if (m > 0) {
+            this.#sendTcp(c, TCP_ACK_FLAG, c.sndUna, c.rcvNxt, this.#gather(c, 0, m), false);
+          }
+        }
         c.lastProgress = performance.now();
       }
       if (((h.ack - c.sndUna) | 0) >= 0) {
@@ -466,7 +504,12 @@ export class TestGuest implements GuestLink {
     }
     const len = h.payloadLength;
     if (len > 0 || (h.flags & TCP_FIN)) {
-      if (h.seq === c.rcvNxt && !c.eof) {
+      if (h.seq !== c.rcvNxt) {
+        // Out of order or old: an immediate duplicate ACK (RFC 5681 §4.2).
+        this.#sendTcp(c, TCP_ACK_FLAG, c.sndNxt, c.rcvNxt, null, false);
+        return;
+      }
+      if (!c.eof) {
         if (len > 0) {
           const data = fr.slice(h.payloadOffset, h.payloadOffset + len);
           c.totalReceived += len;
@@ -516,12 +559,14 @@ export class TestGuest implements GuestLink {
         const data = this.#gather(c, off, n);
         this.#sendTcp(c, TCP_ACK_FLAG, c.sndNxt, c.rcvNxt, data, false);
         c.sndNxt = (c.sndNxt + n) >>> 0;
+        if (((c.sndNxt - c.sndMax) | 0) > 0) c.sndMax = c.sndNxt;
         continue;
       }
       if (c.finQueued && c.finSeq < 0) {
         c.finSeq = c.sndNxt;
         this.#sendTcp(c, TCP_ACK_FLAG | TCP_FIN, c.sndNxt, c.rcvNxt, null, false);
         c.sndNxt = (c.sndNxt + 1) >>> 0;
+        if (((c.sndNxt - c.sndMax) | 0) > 0) c.sndMax = c.sndNxt;
       }
       return;
     }
@@ -624,6 +669,9 @@ export class TestGuest implements GuestLink {
       setTcpChecksumV6(frame, l4, segLen, this.addr6, dst6!);
     }
     mangle?.(frame.subarray(l4, l4 + segLen));
+    if (this.loseFromGuestEvery > 0 && ++this.#fromGuestCount % this.loseFromGuestEvery === 0) {
+      return;
+    }
     this.#deliver(this.tcp, frame.subarray(0, l4 + segLen), IPPROTO_TCP, dst4, dst6, l4, segLen);
   }
 

@@ -74,8 +74,8 @@ const HEADERS_V6 = 60;
 /** Largest TCP payload the 65535-byte output frame buffer carries behind the headers (data segments carry no options). */
 const MAX_PAYLOAD_V4 = 65535 - L4_OFFSET_V4 - 20;
 const MAX_PAYLOAD_V6 = 65535 - L4_OFFSET_V6 - 20;
-/** Initial retransmission timeout (RFC 6298 §2 uses 1 s; the guest is one hop away). */
-export const RTO_INITIAL_MS = 400;
+/** Initial retransmission timeout (RFC 6298 §2 uses 1 s; the guest is one hop away: Linux's 200 ms minimum). */
+export const RTO_INITIAL_MS = 200;
 /** Largest retransmission timeout (RFC 6298 §2.5). */
 export const RTO_MAX_MS = 60_000;
 /** Retransmissions of one segment before the connection is given up. */
@@ -227,6 +227,8 @@ class TcpFlow implements FlowKey {
   reading = false;
   blocked = false;
   dupAcks = 0;
+  /** Highest sequence sent when the last go-back-N started (no new one before it is acked). */
+  recover = 0;
 
   // timers
   timerAt = Infinity;
@@ -501,6 +503,7 @@ export class TcpTranslator implements L4Handler {
     f.sndNxt = (f.iss + 1) >>> 0;
     f.sndMax = f.sndNxt;
     f.bufEnd = f.sndNxt;
+    f.recover = f.sndNxt;
     try {
       conn.setNoDelay(true);
     } catch { /* not fatal */ }
@@ -562,6 +565,7 @@ export class TcpTranslator implements L4Handler {
         f.sndNxt = (f.iss + 1) >>> 0;
         f.sndMax = f.sndNxt;
         f.bufEnd = f.sndNxt;
+        f.recover = f.sndNxt;
         f.rto = RTO_INITIAL_MS;
         f.retries = 0;
         this.#sendSyn(f, true);
@@ -782,12 +786,21 @@ export class TcpTranslator implements L4Handler {
       f.sndWndRight = wndRight;
       if (f.sndNxt === f.sndUna || f.finAcked) this.#disarm(f);
       else this.#arm(f, now + f.rto);
+      if (seqLt(ack, f.recover) && !f.blocked) {
+        // Partial ACK during recovery: the next hole goes out now (RFC 6582 §3.2 step 3).
+        const n = Math.min(f.mss, seqDiff(f.bufEnd, f.sndUna));
+        if (n > 0) this.#sendData(f, TCP_ACK_FLAG, f.sndUna, n);
+        else if (f.finSent) this.#sendData(f, TCP_ACK_FLAG | TCP_FIN, f.bufEnd, 0);
+        this.counters.retransmits++;
+      }
     } else {
       const moved = wndRight !== f.sndWndRight;
       if (seqLt(f.sndWndRight, wndRight) || !seqLt(f.sndUna, f.sndNxt)) f.sndWndRight = wndRight;
       if (pureAck && !moved && seqLt(f.sndUna, f.sndNxt)) {
-        if (++f.dupAcks === 3) {
+        // Fast retransmit (RFC 5681 §3.2), once per window (RFC 6582 "recover").
+        if (++f.dupAcks === 3 && !seqLt(f.sndUna, f.recover)) {
           this.counters.retransmits++;
+          f.recover = f.sndMax;
           f.sndNxt = f.sndUna;
           if (f.finSent && !f.finAcked) f.finSent = false;
         }
@@ -965,6 +978,7 @@ export class TcpTranslator implements L4Handler {
           }
           this.counters.retransmits++;
           f.rto = Math.min(f.rto * 2, RTO_MAX_MS);
+          f.recover = f.sndMax;
           f.sndNxt = f.sndUna;
           if (f.finSent && !f.finAcked) f.finSent = false;
           f.blocked = false;
