@@ -15,8 +15,9 @@
  *   window are sent from it and kept until acknowledged; retransmission (go-back-N
  *   from the first unacknowledged byte) on a timer with exponential backoff and on
  *   three duplicate ACKs; zero windows are probed.
- * - Memory per connection: two rings of `bufferSize` (default 256 KiB each, so
- *   512 KiB) plus about 1 KiB of state; nothing else grows with traffic.
+ * - Memory per connection: at most two rings of `bufferSize` (default 256 KiB each,
+ *   so 512 KiB), each allocated when its direction first carries data, plus about
+ *   1 KiB of state; nothing else grows with traffic.
  * - Connections: guest SYN → `Deno.connect` → SYN-ACK only once connected, RST when
  *   refused / unreachable / not permitted (one log line for a permission denial);
  *   listeners from {@link TcpTranslator.listen} turn accepted host connections into
@@ -640,8 +641,6 @@ export class TcpTranslator implements L4Handler {
           f.sndUna = h.ack;
           f.sndWndRight = (h.ack + h.window) >>> 0; // SYN windows are never scaled
           f.state = TcpState.Established;
-          f.g2h = new Uint8Array(this.#bufferSize);
-          f.h2g = new Uint8Array(this.#bufferSize);
           f.rto = RTO_INITIAL_MS;
           f.retries = 0;
           this.#disarm(f);
@@ -669,8 +668,6 @@ export class TcpTranslator implements L4Handler {
         }
         f.sndUna = h.ack;
         f.state = TcpState.Established;
-        f.g2h = new Uint8Array(this.#bufferSize);
-        f.h2g = new Uint8Array(this.#bufferSize);
         f.rto = RTO_INITIAL_MS;
         f.retries = 0;
         f.sndWndRight = (h.ack + (h.window << f.guestShift)) >>> 0;
@@ -818,7 +815,7 @@ export class TcpTranslator implements L4Handler {
   }
 
   #ringPut(f: TcpFlow, src: Uint8Array, off: number, len: number): void {
-    const ring = f.g2h!;
+    const ring = (f.g2h ??= new Uint8Array(this.#bufferSize)); // allocated on first use
     const cap = ring.length;
     let tail = (f.g2hHead + f.g2hLen) % cap;
     const first = Math.min(len, cap - tail);
@@ -876,7 +873,7 @@ export class TcpTranslator implements L4Handler {
   // ---------------------------------------------------------------- host → guest
 
   #startRead(f: TcpFlow): void {
-    if (f.reading || f.hostEof || f.closed || f.blocked || !f.conn || !f.h2g) return;
+    if (f.reading || f.hostEof || f.closed || f.blocked || !f.conn) return;
     if (f.state !== TcpState.Established) return;
     const cap = this.#bufferSize;
     const used = seqDiff(f.bufEnd, f.sndUna);
@@ -884,6 +881,7 @@ export class TcpTranslator implements L4Handler {
     if (free < Math.min(READ_MIN, cap)) return;
     const tail = (f.h2gHead + used) % cap;
     const n = Math.min(free, cap - tail);
+    f.h2g ??= new Uint8Array(cap); // allocated on first use
     f.reading = true;
     f.conn.read(f.h2g.subarray(tail, tail + n)).then(
       (got) => {
