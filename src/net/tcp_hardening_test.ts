@@ -320,3 +320,19 @@ Deno.test("`TcpTranslator` answers keepalive probes and resets idle connections 
   server.close();
   close();
 });
+
+Deno.test("`TcpTranslator` resets a flow whose host stream misbehaves instead of crashing", async () => {
+  const stream = {
+    read(): Promise<number | null> {
+      throw new TypeError("broken stream");
+    },
+    write: (p: Uint8Array) => Promise.resolve(p.length),
+    closeWrite: () => Promise.resolve(),
+    close() {},
+  };
+  const { tcp, guest, close } = setup({ connect: () => Promise.resolve(stream) });
+  const c = guest.connect(TEST_GATEWAY4, 9);
+  await c.until(() => c.gotRst, 5000, "RST after the host stream failed");
+  assert.equal(tcp.flows.size, 0);
+  close();
+});

@@ -358,7 +358,11 @@ export class TcpTranslator implements L4Handler {
       return;
     }
     flow.lastActivity = now;
-    this.#segment(flow, p, now);
+    try {
+      this.#segment(flow, p, now);
+    } catch (e) {
+      this.#internalError(flow, e);
+    }
   }
 
   /** Flushes frames sent during the batch. */
@@ -373,9 +377,13 @@ export class TcpTranslator implements L4Handler {
         f.blocked = false;
         f.sndNxt = f.sndUna;
         f.finSent = false;
-        this.#output(f, now);
-        this.#sendAck(f);
-        this.#startRead(f);
+        try {
+          this.#output(f, now);
+          this.#sendAck(f);
+          this.#startRead(f);
+        } catch (e) {
+          this.#internalError(f, e);
+        }
       }
     });
     this.#blocked.clear();
@@ -393,8 +401,12 @@ export class TcpTranslator implements L4Handler {
       f.blocked = false;
       if (f.closed) continue;
       if (f.state === TcpState.Established) {
-        this.#output(f, now);
-        this.#startRead(f);
+        try {
+          this.#output(f, now);
+          this.#startRead(f);
+        } catch (e) {
+          this.#internalError(f, e);
+        }
       }
     }
     this.#sender.flush();
@@ -404,7 +416,12 @@ export class TcpTranslator implements L4Handler {
   tick(now: number): void {
     this.#cachedNext = Infinity;
     for (const f of [...this.#timed]) {
-      if (f.timerAt <= now) this.#timer(f, now);
+      if (f.timerAt > now) continue;
+      try {
+        this.#timer(f, now);
+      } catch (e) {
+        this.#internalError(f, e);
+      }
     }
     if (now >= this.#nextSweep) {
       this.#nextSweep = now + Math.min(IDLE_SWEEP_MS, this.#idleMs / 2);
@@ -576,7 +593,7 @@ export class TcpTranslator implements L4Handler {
       (e) => {
         if (!f.closed) this.#connectFailed(f, e, this.#clock());
       },
-    );
+    ).catch((e) => this.#internalError(f, e));
   }
 
   /** Records the guest's SYN (ISN, options) in `f`. */
@@ -843,7 +860,7 @@ export class TcpTranslator implements L4Handler {
             f.writing = false;
             if (!f.closed) this.#hostError(f, e);
           },
-        );
+        ).catch((e) => this.#internalError(f, e));
       }
       return;
     }
@@ -867,7 +884,7 @@ export class TcpTranslator implements L4Handler {
         f.writing = false;
         if (!f.closed) this.#hostError(f, e);
       },
-    );
+    ).catch((e) => this.#internalError(f, e));
   }
 
   // ---------------------------------------------------------------- host → guest
@@ -900,7 +917,7 @@ export class TcpTranslator implements L4Handler {
         f.reading = false;
         if (!f.closed) this.#hostError(f, e);
       },
-    );
+    ).catch((e) => this.#internalError(f, e));
   }
 
   /** Sends what the guest's window allows. */
@@ -1028,6 +1045,15 @@ export class TcpTranslator implements L4Handler {
     f.h2g = null;
     this.#blocked.delete(f);
     this.#arm(f, this.#clock() + LINGER_MS);
+  }
+
+  /** A bug in a host-socket callback: log it, reset the flow, never let it escape. */
+  #internalError(f: TcpFlow, e: unknown): void {
+    this.#log.error(`tcp: internal error on ${this.#name(f)}: ${(e as Error)?.stack ?? e}`);
+    try {
+      this.#abort(f, true);
+      this.#scheduleFlush();
+    } catch { /* nothing more to do */ }
   }
 
   #hostError(f: TcpFlow, e: unknown): void {
