@@ -16,8 +16,9 @@
  *   from the first unacknowledged byte) on a timer with exponential backoff and on
  *   three duplicate ACKs; zero windows are probed.
  * - Memory per connection: at most two rings of `bufferSize` (default 256 KiB each,
- *   so 512 KiB), each allocated when its direction first carries data, plus about
- *   1 KiB of state; nothing else grows with traffic.
+ *   so 512 KiB) plus about 1 KiB of state; nothing else grows with traffic. The
+ *   host→guest ring exists from establishment (a read is always outstanding), the
+ *   guest→host ring from the guest's first data byte.
  * - Connections: guest SYN → `Deno.connect` → SYN-ACK only once connected, RST when
  *   refused / unreachable / not permitted (one log line for a permission denial);
  *   listeners from {@link TcpTranslator.listen} turn accepted host connections into
