@@ -181,3 +181,45 @@ Deno.test("`UdpTranslator` expires idle flows and closes their sockets", async (
   udp.close();
   tcp.close();
 });
+
+Deno.test("`UdpTranslator` drops new flows beyond the flow limit and counts them", async () => {
+  const sender = new GuestSender(0x9a559a559a55);
+  const udp = new UdpTranslator(sender, testRules(), { maxFlows: 3 });
+  const tcp = new TcpTranslator(sender, testRules());
+  const guest = new TestGuest(tcp, udp, 4, TEST_GUEST4, TEST_GUEST6);
+  sender.setLink(guest);
+  const echo = await echoServer("udp4");
+  const base = freeUdpPort();
+  for (let i = 0; i < 5; i++) {
+    guest.sendUdp(base + i, TEST_GATEWAY4, echo.port, new Uint8Array([i]));
+  }
+  assert.equal(udp.flows.size, 3);
+  assert.equal(udp.counters.tableFull, 2);
+  await guest.until(() => guest.datagrams.length === 3, 5000, "three replies");
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(guest.datagrams.map((d) => d.data[5]).sort(), [0, 1, 2]);
+  echo.sock.close();
+  guest.stop();
+  udp.close();
+  tcp.close();
+});
+
+Deno.test("`UdpTranslator.listen()` forwards an IPv6 host port, shown from the IPv6 gateway", async () => {
+  const { udp, guest, close } = setup(6);
+  const hostPort = freeUdpPort();
+  await udp.listen("::1", hostPort, 7000);
+  const client = dgram.createSocket("udp6");
+  await new Promise<void>((res) => client.bind(0, "::1", res));
+  const replies: string[] = [];
+  client.on("message", (m) => replies.push(m.toString()));
+  client.send(Buffer.from("v6 hello"), hostPort, "::1");
+  await guest.until(() => guest.datagrams.length > 0, 5000, "inbound datagram");
+  const d = guest.datagrams[0];
+  assert.deepEqual(d.from6, TEST_GATEWAY6);
+  assert.equal(d.toPort, 7000);
+  guest.sendUdp(7000, 0, d.fromPort, new TextEncoder().encode("v6 reply"), TEST_GATEWAY6);
+  await guest.until(() => replies.length > 0, 5000, "reply at the host");
+  assert.deepEqual(replies, ["v6 reply"]);
+  client.close();
+  close();
+});
