@@ -15,6 +15,14 @@ function freePort(): number {
   return p;
 }
 
+async function freeUdpPort(): Promise<number> {
+  const s = dgram.createSocket("udp4");
+  await new Promise<void>((r) => s.bind(0, "127.0.0.1", r));
+  const p = s.address().port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return p;
+}
+
 Deno.test("`expandForwards()` lists host ports with their guest targets", () => {
   const t = parsePortForwardTable(["127.0.0.1/2000-2002:3000-3002", "22"]);
   const e = expandForwards(t, DEFAULT_EPHEMERAL);
@@ -32,7 +40,7 @@ Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and o
   logger.setSink((_l, line) => lines.push(line));
   const stack = new NetworkStack(testPlan(), { logger });
   const tport = freePort();
-  const uport = 20000 + Math.floor(Math.random() * 10000);
+  const uport = await freeUdpPort();
   const fw = await startForwarding(stack, {
     logger,
     tcpForwards: parsePortForwardTable([`127.0.0.1/${tport}:8080`]),

@@ -251,9 +251,10 @@ export class UdpTranslator implements L4Handler {
   /**
    * Listens on host `hostname`:`port` and forwards datagrams to guest port
    * `guestPort`; the guest's replies go back out of this socket.
-   * @returns a promise that resolves once bound (rejects on bind errors)
+   * @returns a promise of the bound port (`port`, or the one chosen for 0); rejects on
+   * bind errors
    */
-  listen(hostname: string, port: number, guestPort: number): Promise<void> {
+  listen(hostname: string, port: number, guestPort: number): Promise<number> {
     const type = hostname.includes(":") ? "udp6" : "udp4";
     const sock = dgram.createSocket({ type, ipv6Only: type === "udp6" });
     const hs = new HostSocket(sock, "inbound", `in/${hostname}/${port}`, guestPort);
@@ -272,7 +273,7 @@ export class UdpTranslator implements L4Handler {
       sock.bind({ port, address: hostname }, () => {
         sock.off("error", onError);
         hs.ready = true;
-        resolve();
+        resolve(sock.address().port);
       });
     });
   }

@@ -80,8 +80,7 @@ Deno.test("`UdpTranslator` echoes a guest datagram through the host keeping the 
 
 Deno.test("`UdpTranslator.listen()` forwards a host port to the guest and carries the reply back", async () => {
   const { udp, guest, close } = setup(4);
-  const hostPort = freeUdpPort();
-  await udp.listen("127.0.0.1", hostPort, 5353);
+  const hostPort = await udp.listen("127.0.0.1", 0, 5353);
   const client = dgram.createSocket("udp4");
   await new Promise<void>((res) => client.bind(0, "127.0.0.1", res));
   const replies: string[] = [];
@@ -206,8 +205,7 @@ Deno.test("`UdpTranslator` drops new flows beyond the flow limit and counts them
 
 Deno.test("`UdpTranslator.listen()` forwards an IPv6 host port, shown from the IPv6 gateway", async () => {
   const { udp, guest, close } = setup(6);
-  const hostPort = freeUdpPort();
-  await udp.listen("::1", hostPort, 7000);
+  const hostPort = await udp.listen("::1", 0, 7000);
   const client = dgram.createSocket("udp6");
   await new Promise<void>((res) => client.bind(0, "::1", res));
   const replies: string[] = [];
