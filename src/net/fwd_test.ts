@@ -67,3 +67,10 @@ Deno.test("`outboundNotes()` says where -o and --outbound-if cannot be honoured"
   assert.match(notes[0], /-o 127\.0\.0\.2: honoured for UDP/);
   assert.match(notes[1], /--outbound-if6 eth0: not supported/);
 });
+
+Deno.test("`translateOutbound4()` sends only port 53 of a gateway DNS address to the resolver", () => {
+  const r = testRules(null, { dnsForward4: "10.0.2.2", dnsHost4: "127.0.0.53" });
+  const t = newHostTarget();
+  assert.deepEqual(translateOutbound4(r, TEST_GATEWAY4, 53, t), { host: "127.0.0.53", port: 53 });
+  assert.deepEqual(translateOutbound4(r, TEST_GATEWAY4, 80, t), { host: "127.0.0.1", port: 80 });
+});
