@@ -213,7 +213,9 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
     }
   }
 
+  let loopFailed = false;
   const loopDone = loop.run().catch((error) => {
+    loopFailed = true;
     log.error(`Event loop failed: ${describe(error)}`);
     void server.stop();
   });
@@ -223,7 +225,7 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
   loop.stop();
   await loopDone;
   cleanup.runAll();
-  return 0;
+  return loopFailed ? 1 : 0;
 }
 
 function describe(error: unknown): string {

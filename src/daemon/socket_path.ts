@@ -8,7 +8,7 @@
  */
 
 import { Errno, NativeError } from "../../ffi/native_error.ts";
-import { removeFile } from "../../ffi/output_file.ts";
+import { OutputFile, removeFile } from "../../ffi/output_file.ts";
 import { UnixListener, unixSocketInUse } from "../../ffi/unix_listener.ts";
 
 /** First and last N of the default `/tmp/tpasst_N.socket` paths (passt probes 1..64 too). */
@@ -32,6 +32,20 @@ export class SocketPathError extends Error {
 }
 
 /**
+ * Tells whether the existing file at `path` is a socket, without read permission on
+ * its directory: open(2) for writing fails with ENXIO on a socket; a regular file
+ * opens (in append mode, so nothing is changed) and is closed again.
+ */
+export function isSocketFile(path: string): boolean {
+  try {
+    OutputFile.open(path, { append: true }).close();
+    return false;
+  } catch (error) {
+    return error instanceof NativeError && error.errno === Errno.ENXIO;
+  }
+}
+
+/**
  * Binds `path` if it is free, removing a stale socket file first.
  * Returns null if a live listener owns it.
  * @throws NativeError for other failures (EACCES, ENAMETOOLONG…)
@@ -43,7 +57,11 @@ export function tryListen(path: string): UnixListener | null {
   } catch (error) {
     if (!(error instanceof NativeError) || error.errno !== Errno.EADDRINUSE) throw error;
   }
-  // Something is at the path but nobody listens: a stale socket of a dead process.
+  // Something is at the path but nobody listens: a stale socket of a dead process,
+  // unless it is some other kind of file, which is never removed.
+  if (!isSocketFile(path)) {
+    throw new SocketPathError(`${path} exists and is not a socket; not removing it`);
+  }
   removeFile(path);
   try {
     return UnixListener.listen(path);
@@ -64,6 +82,7 @@ export function bindSocket(explicitPath: string | null): BoundSocket {
     try {
       listener = tryListen(explicitPath);
     } catch (error) {
+      if (error instanceof SocketPathError) throw error;
       throw new SocketPathError(`Cannot listen on ${explicitPath}: ${describe(error)}`);
     }
     if (listener === null) {

@@ -1,6 +1,12 @@
 import { UnixListener, unixSocketInUse } from "../../ffi/unix_listener.ts";
 import { assertEquals, assertThrows, assertTrue } from "../test_support/assert.ts";
-import { bindSocket, defaultSocketPath, SocketPathError, tryListen } from "./socket_path.ts";
+import {
+  bindSocket,
+  defaultSocketPath,
+  isSocketFile,
+  SocketPathError,
+  tryListen,
+} from "./socket_path.ts";
 
 async function withDir(body: (dir: string) => void | Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "tpsock" });
@@ -54,4 +60,27 @@ Deno.test("bindSocket() explains an explicit path in use or impossible to bind",
     const bound = bindSocket(path);
     assertEquals(bound.path, path);
     bound.listener.close();
+  }));
+
+Deno.test("isSocketFile() tells sockets from other files without changing them", () =>
+  withDir((dir) => {
+    const listener = UnixListener.listen(`${dir}/s.sock`);
+    listener.close();
+    assertTrue(isSocketFile(`${dir}/s.sock`));
+    Deno.writeTextFileSync(`${dir}/plain`, "keep me");
+    assertTrue(!isSocketFile(`${dir}/plain`));
+    assertEquals(Deno.readTextFileSync(`${dir}/plain`), "keep me");
+    Deno.mkdirSync(`${dir}/sub`);
+    assertTrue(!isSocketFile(`${dir}/sub`));
+  }));
+
+Deno.test("bindSocket() never removes a file that is not a socket", () =>
+  withDir((dir) => {
+    Deno.writeTextFileSync(`${dir}/plain`, "precious");
+    const error = assertThrows(
+      () => bindSocket(`${dir}/plain`),
+      /plain exists and is not a socket; not removing it/,
+    );
+    assertTrue(error instanceof SocketPathError);
+    assertEquals(Deno.readTextFileSync(`${dir}/plain`), "precious");
   }));
