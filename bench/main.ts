@@ -1,0 +1,229 @@
+/**
+ * Side-by-side QEMU benchmark (`make bench`): iperf3 guest→host and host→guest through
+ * tpasst (vhost-user and stream), Debian's passt (stream) and QEMU's slirp, alternating
+ * backends round by round. Prints Gbit/s, backend CPU seconds per GB and peak RSS per
+ * backend, the ratios tpasst / reference, and writes JSON to bench/results/. Never
+ * passes or fails: a backend that cannot run prints "n/a (reason)".
+ *
+ * Options: --seconds N (per direction, default 10), --rounds N (default 2),
+ * --backends a,b,c (default: all four), --verbose (serial console).
+ *
+ * @module
+ */
+
+import { BACKEND_KINDS, type BackendKind } from "../tests/e2e/backends.ts";
+import { type IperfResult, measureIperf } from "./qemu_iperf.ts";
+
+interface Args {
+  seconds: number;
+  rounds: number;
+  backends: BackendKind[];
+  verbose: boolean;
+}
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { seconds: 10, rounds: 2, backends: [...BACKEND_KINDS], verbose: false };
+  for (let i = 0; i < argv.length; i++) {
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`Option ${argv[i - 1]} needs a value`);
+      return v;
+    };
+    switch (argv[i]) {
+      case "--seconds":
+        args.seconds = Number(value());
+        break;
+      case "--rounds":
+        args.rounds = Number(value());
+        break;
+      case "--backends":
+        args.backends = value().split(",").map((b) => {
+          if (!(BACKEND_KINDS as readonly string[]).includes(b)) {
+            throw new Error(`Unknown backend ${b}: expected one of ${BACKEND_KINDS.join(", ")}`);
+          }
+          return b as BackendKind;
+        });
+        break;
+      case "--verbose":
+        args.verbose = true;
+        break;
+      default:
+        throw new Error(`Unknown option ${argv[i]}`);
+    }
+  }
+  if (!(args.seconds > 0) || !(args.rounds > 0)) {
+    throw new Error("--seconds and --rounds must be positive");
+  }
+  return args;
+}
+
+/** Per-backend summary over the rounds that worked. */
+interface Summary {
+  backend: BackendKind;
+  runs: IperfResult[];
+  failure: string | null;
+  upGbps?: number;
+  downGbps?: number;
+  upCpuPerGB?: number;
+  downCpuPerGB?: number;
+  peakRssMiB?: number;
+  measuredProcess?: string;
+}
+
+const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+
+function summarize(summary: Summary): void {
+  const runs = summary.runs;
+  if (runs.length === 0) return;
+  summary.upGbps = mean(runs.map((r) => r.up.gbps));
+  summary.downGbps = mean(runs.map((r) => r.down.gbps));
+  summary.upCpuPerGB = mean(runs.map((r) => r.up.cpuSecondsPerGB));
+  summary.downCpuPerGB = mean(runs.map((r) => r.down.cpuSecondsPerGB));
+  const rss = runs.map((r) => r.peakRssKiB ?? 0);
+  summary.peakRssMiB = Math.max(...rss) / 1024;
+  summary.measuredProcess = runs[0].measuredProcess;
+}
+
+function loadAverage(): string {
+  try {
+    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+  } catch {
+    return "unknown";
+  }
+}
+
+const fmt = (n: number | undefined, digits: number) => n === undefined ? "-" : n.toFixed(digits);
+
+function printTable(summaries: Summary[]): void {
+  const header = [
+    "backend",
+    "up Gbit/s",
+    "down Gbit/s",
+    "up CPU s/GB",
+    "down CPU s/GB",
+    "peak RSS MiB",
+    "runs",
+  ];
+  const rows = summaries.map((s) =>
+    s.runs.length === 0 ? [s.backend, `n/a (${s.failure ?? "not run"})`] : [
+      s.backend + (s.measuredProcess === "backend" ? "" : " *"),
+      fmt(s.upGbps, 3),
+      fmt(s.downGbps, 3),
+      fmt(s.upCpuPerGB, 2),
+      fmt(s.downCpuPerGB, 2),
+      fmt(s.peakRssMiB, 1),
+      `${s.runs.length}`,
+    ]
+  );
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => i === 0 || cells.length === 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))
+      .join("  ");
+  console.log(line(header));
+  for (const row of rows) console.log(line(row));
+  if (summaries.some((s) => s.measuredProcess && s.measuredProcess !== "backend")) {
+    console.log(
+      "* slirp runs inside QEMU: its CPU and RSS are QEMU's, including TCG guest emulation.",
+    );
+  }
+}
+
+function ratios(summaries: Summary[]): Record<string, Record<string, number>> {
+  const byName = new Map(summaries.filter((s) => s.runs.length > 0).map((s) => [s.backend, s]));
+  const out: Record<string, Record<string, number>> = {};
+  for (const ours of ["tpasst-vhost", "tpasst-stream"] as const) {
+    for (const ref of ["passt", "slirp"] as const) {
+      const a = byName.get(ours);
+      const b = byName.get(ref);
+      if (!a || !b) continue;
+      out[`${ours} / ${ref}`] = {
+        upGbps: a.upGbps! / b.upGbps!,
+        downGbps: a.downGbps! / b.downGbps!,
+        upCpuPerGB: a.upCpuPerGB! / b.upCpuPerGB!,
+        downCpuPerGB: a.downCpuPerGB! / b.downCpuPerGB!,
+        peakRss: a.peakRssMiB! / b.peakRssMiB!,
+      };
+    }
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(Deno.args);
+  const loadBefore = loadAverage();
+  console.log(
+    `QEMU iperf3 benchmark: ${
+      args.backends.join(", ")
+    }; ${args.rounds} round(s) of ${args.seconds} s per direction; TCG guest; load average ${loadBefore}`,
+  );
+  const summaries: Summary[] = args.backends.map((backend) => ({
+    backend,
+    runs: [],
+    failure: null,
+  }));
+  for (let round = 1; round <= args.rounds; round++) {
+    for (const summary of summaries) {
+      if (summary.failure !== null) continue; // failed before: it will fail again
+      const started = performance.now();
+      try {
+        const result = await measureIperf(summary.backend, {
+          seconds: args.seconds,
+          onLine: args.verbose ? (l) => console.log(`  [${summary.backend}] ${l}`) : undefined,
+        });
+        summary.runs.push(result);
+        console.log(
+          `round ${round} ${summary.backend}: up ${result.up.gbps.toFixed(3)} Gbit/s, down ${
+            result.down.gbps.toFixed(3)
+          } Gbit/s, CPU ${result.up.backendCpuSeconds.toFixed(1)}+${
+            result.down.backendCpuSeconds.toFixed(1)
+          } s (${((performance.now() - started) / 1000).toFixed(0)} s)`,
+        );
+      } catch (error) {
+        summary.failure = String((error as Error).message ?? error).split("\n")[0];
+        console.log(`round ${round} ${summary.backend}: n/a (${summary.failure})`);
+      }
+    }
+  }
+  summaries.forEach(summarize);
+  console.log("");
+  printTable(summaries);
+  const ratioTable = ratios(summaries);
+  console.log("");
+  if (Object.keys(ratioTable).length === 0) {
+    console.log("ratios tpasst / reference: n/a (no tpasst backend produced numbers)");
+  } else {
+    console.log("ratios tpasst / reference (throughput: higher is better; CPU/RSS: lower):");
+    for (const [name, r] of Object.entries(ratioTable)) {
+      console.log(
+        `  ${name}: up ${r.upGbps.toFixed(2)}x, down ${r.downGbps.toFixed(2)}x, CPU/GB up ${
+          r.upCpuPerGB.toFixed(2)
+        }x down ${r.downCpuPerGB.toFixed(2)}x, RSS ${r.peakRss.toFixed(2)}x`,
+      );
+    }
+  }
+  const loadAfter = loadAverage();
+  console.log(`load average before ${loadBefore}, after ${loadAfter} (2 shared cores)`);
+  const dir = new URL("./results/", import.meta.url).pathname;
+  await Deno.mkdir(dir, { recursive: true });
+  const file = `${dir}qemu_iperf_${new Date().toISOString().replace(/[:.]/g, "-")}.json`;
+  await Deno.writeTextFile(
+    file,
+    JSON.stringify(
+      {
+        date: new Date().toISOString(),
+        seconds: args.seconds,
+        rounds: args.rounds,
+        loadAverage: { before: loadBefore, after: loadAfter },
+        backends: summaries,
+        ratios: ratioTable,
+      },
+      null,
+      2,
+    ) + "\n",
+  );
+  console.log(`wrote ${file}`);
+}
+
+if (import.meta.main) {
+  await main();
+}
