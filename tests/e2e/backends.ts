@@ -44,6 +44,8 @@ export interface StartedBackend {
   readonly capabilities: BackendCapabilities;
   /** Stops the backend and removes its socket directory. */
   stop(): Promise<void>;
+  /** Sends SIGKILL now without waiting (for process exit handlers). */
+  abort(): void;
   /** The backend's own output so far (for error messages). */
   output(): string;
 }
@@ -90,6 +92,7 @@ export async function startBackend(
       hostLoopback4: SLIRP_HOST4,
       capabilities: { pingGateway: true, hostLoopback6: SLIRP_HOST6 },
       stop: () => Promise.resolve(),
+      abort: () => {},
       output: () => "",
     };
   }
@@ -181,6 +184,12 @@ export async function startBackend(
       hostLoopback6: hostRoutes.v6,
     },
     stop,
+    abort: () => {
+      if (exited) return;
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+    },
     output: () => log,
   };
 }

@@ -41,17 +41,20 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
   const label = options.label ?? kind;
   let session: Promise<E2eSession> | null = null;
   const getSession = () => {
-    session ??= E2eSession.start(kind, { bulkBytes: BULK_BYTES, plainRings: options.plainRings });
+    session ??= E2eSession.start(kind, { bulkBytes: BULK_BYTES, plainRings: options.plainRings })
+      .then((s) => (started = s));
     return session;
   };
   const closeSession = async () => {
     const current = session;
     session = null;
     if (current) await (await current.catch(() => null))?.close();
+    started = null;
   };
-  globalThis.addEventListener("unload", () => {
-    session?.then((s) => s.close()).catch(() => {});
-  });
+  // If the closing test does not run (filtered, or the runner stops), QEMU and the
+  // backend must not outlive the test process.
+  let started: E2eSession | null = null;
+  globalThis.addEventListener("unload", () => started?.abort());
 
   const define = (
     what: string,

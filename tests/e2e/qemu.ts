@@ -258,6 +258,14 @@ export class QemuGuest {
     await Deno.remove(this.#scriptDir, { recursive: true }).catch(() => {});
   }
 
+  /** Sends SIGKILL now without waiting (for process exit handlers). */
+  abort(): void {
+    if (this.#exitStatus !== null) return;
+    try {
+      this.#child.kill("SIGKILL");
+    } catch { /* already gone */ }
+  }
+
   /** Same as {@link kill}, for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.kill();

@@ -359,6 +359,12 @@ export class E2eSession {
     return mark.value;
   }
 
+  /** Kills QEMU and the backend at once (for process exit handlers; no cleanup). */
+  abort(): void {
+    this.guest.abort();
+    this.backend.abort();
+  }
+
   /** Stops the guest, the backend and every host peer. */
   async close(): Promise<void> {
     await this.guest.kill();
