@@ -251,6 +251,14 @@ export const symbols = {
     ],
     result: "i32",
   },
+  tp_read_small_file: {
+    parameters: [
+      "buffer", // const char *path (NUL-terminated)
+      "buffer", // uint8_t *buf
+      "u32", // uint32_t len
+    ],
+    result: "i32",
+  },
   tp_open_fd_count: {
     parameters: [],
     result: "i32",

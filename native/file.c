@@ -71,3 +71,41 @@ int32_t tp_open_fd_count(void)
 	closedir(dir);
 	return count;
 }
+
+/*
+ * tp_read_small_file() - read the start of a (kernel) file such as /proc/net/route.
+ * @path: NUL-terminated path
+ * @buf:  where the bytes go
+ * @len:  capacity of @buf; at most this many bytes are read
+ *
+ * Deno refuses /proc/net and /sys/class/net (links into /proc/self and /sys/devices)
+ * unless it runs with --allow-all; host configuration discovery reads them here.
+ *
+ * Return: the number of bytes read (a file longer than @len is cut), or -errno.
+ */
+int32_t tp_read_small_file(const char *path, uint8_t *buf, uint32_t len)
+{
+	uint32_t done = 0;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	while (done < len) {
+		ssize_t n = read(fd, buf + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int err = errno;
+
+			close(fd);
+			return -err;
+		}
+		if (n == 0)
+			break;
+		done += (uint32_t)n;
+	}
+	close(fd);
+	return (int32_t)done;
+}

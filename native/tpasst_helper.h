@@ -79,6 +79,7 @@ int32_t tp_ping_recvfrom(int32_t fd, uint8_t *buf, uint32_t len, uint8_t *addr_o
 
 int32_t tp_file_open(const char *path, int32_t append);
 int32_t tp_unlink(const char *path);
+int32_t tp_read_small_file(const char *path, uint8_t *buf, uint32_t len);
 int32_t tp_open_fd_count(void);
 
 /* ---- daemon.c: detaching a copy of the running program --------------------- */

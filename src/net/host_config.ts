@@ -7,7 +7,7 @@
  * be reached from the guest, so the gateway address is advertised as DNS server
  * instead and DNS sent there is to be forwarded to the loopback resolver.
  *
- * Discovery reads only what the daemon may read: /proc/net/route,
+ * Discovery reads only /proc/net/route,
  * /proc/net/ipv6_route, /etc/resolv.conf, /sys/class/net/IF/mtu and
  * `Deno.networkInterfaces()`. Every source is injectable for tests.
  *
@@ -28,6 +28,8 @@ import {
   parseIpv6,
   parseMac,
 } from "./address.ts";
+import { readKernelFile } from "../../ffi/kernel_file.ts";
+import { log } from "../log/logger.ts";
 
 /** Our MAC address unless overridden (passt's default, locally administered). */
 export const DEFAULT_OUR_MAC = 0x9a559a559a55;
@@ -176,19 +178,36 @@ export interface HostSources {
   networkInterfaces(): HostInterfaceAddress[];
 }
 
-/** Reads the real host (needs the daemon's read/sys permissions; failures read as null). */
+/** Where each kind of host file is read: kernel tables through the helper, the rest through Deno. */
+function readHostFile(path: string): string | null {
+  if (path.startsWith("/proc/") || path.startsWith("/sys/")) return readKernelFile(path);
+  try {
+    return Deno.readTextFileSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return null;
+    throw error;
+  }
+}
+
+/**
+ * Reads the real host. /etc files need the daemon's read permission; /proc/net and
+ * /sys/class/net go through the helper (Deno refuses them without --allow-all). A
+ * source that cannot be read counts as empty, with a warning naming it and why.
+ */
 export const realHostSources: HostSources = {
   readFile(path) {
     try {
-      return Deno.readTextFileSync(path);
-    } catch {
+      return readHostFile(path);
+    } catch (error) {
+      log.warn(`host configuration: cannot read ${path}: ${(error as Error).message}`);
       return null;
     }
   },
   networkInterfaces() {
     try {
       return Deno.networkInterfaces() as HostInterfaceAddress[];
-    } catch {
+    } catch (error) {
+      log.warn(`host configuration: cannot list interfaces: ${(error as Error).message}`);
       return [];
     }
   },
