@@ -11,11 +11,15 @@
 import type { UnixListener } from "../../ffi/unix_listener.ts";
 import type { UnixStream } from "../../ffi/unix_stream.ts";
 import { log } from "../log/logger.ts";
+import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import type { EventLoop } from "../loop/event_loop.ts";
 import type { FrontendSession, SessionFactory } from "./frontend_session.ts";
 
 /** Connections accepted per readable event at most (then the loop gets a turn). */
 const MAX_ACCEPTS_PER_EVENT = 16;
+
+/** Pause before accepting again after accept() failed (e.g. EMFILE: out of fds). */
+export const ACCEPT_BACKOFF_MS = 100;
 
 /** Why {@link FrontendServer.finished} settled. */
 export type FinishReason = "one-off" | "stopped";
@@ -30,6 +34,8 @@ export class FrontendServer {
   #sessionsServed = 0;
   #refused = 0;
   #finished = false;
+  #backoff: ReturnType<typeof setTimeout> | undefined = undefined;
+  readonly #acceptErrors = new RateLimitedLog("error");
   #resolveFinished!: (reason: FinishReason) => void;
   /** Settles when the server is done: the one-off frontend left, or {@link stop} was called. */
   readonly finished: Promise<FinishReason>;
@@ -75,6 +81,10 @@ export class FrontendServer {
    * everything; then {@link finished} settles with "stopped" (unless it already has).
    */
   async stop(): Promise<void> {
+    if (this.#backoff !== undefined) {
+      clearTimeout(this.#backoff);
+      this.#backoff = undefined;
+    }
     if (this.#listener !== null) {
       this.#loop.unwatch(this.#listener.fd);
       this.#listener = null;
@@ -95,8 +105,14 @@ export class FrontendServer {
       try {
         connection = listener.accept();
       } catch (error) {
-        // EMFILE and the like: log and retry on the next event rather than spin here.
-        log.error(`Cannot accept a frontend connection: ${describe(error)}`);
+        // EMFILE and the like: the pending connection stays readable, so a
+        // level-triggered watch would spin. Pause accepting for a while instead.
+        this.#acceptErrors.write(
+          performance.now(),
+          `Cannot accept a frontend connection (retrying in ${ACCEPT_BACKOFF_MS} ms): ` +
+            describe(error),
+        );
+        this.#pauseAccepting(listener);
         return;
       }
       if (connection === null) return;
@@ -112,6 +128,16 @@ export class FrontendServer {
       log.info("Frontend connected");
       this.#startSession(connection);
     }
+  }
+
+  #pauseAccepting(listener: UnixListener): void {
+    this.#loop.unwatch(listener.fd);
+    this.#backoff = setTimeout(() => {
+      this.#backoff = undefined;
+      if (this.#listener === listener && !this.#finished) {
+        this.#loop.watch(listener.fd, () => this.#onAcceptable());
+      }
+    }, ACCEPT_BACKOFF_MS);
   }
 
   #startSession(connection: UnixStream): boolean {

@@ -1,3 +1,4 @@
+import { EventFd } from "../../ffi/event_fd.ts";
 import { UnixListener } from "../../ffi/unix_listener.ts";
 import { UnixStream } from "../../ffi/unix_stream.ts";
 import { openFdCount } from "../../ffi/process.ts";
@@ -157,6 +158,36 @@ Deno.test("FrontendServer leaves no descriptor behind over many sessions", async
     assertEquals(openFdCount(), before);
     await server.stop();
   } finally {
+    await tearDown(f);
+  }
+});
+
+Deno.test("FrontendServer pauses accepting after accept() fails instead of spinning", async () => {
+  const f = await setUp();
+  const readable = EventFd.create();
+  try {
+    readable.signal(); // stays readable: a level-triggered watch fires again and again
+    let calls = 0;
+    const failing = {
+      fd: readable.fd,
+      accept(): UnixStream | null {
+        calls++;
+        throw new Error("accept failed: EMFILE");
+      },
+      close() {},
+    } as unknown as UnixListener;
+    const server = new FrontendServer(f.loop, f.factory, false);
+    server.listen(failing);
+    await until("the first accept", () => calls >= 1);
+    // Until the pause ends the listener is not watched (unless the pause already ended).
+    const watchedDuringPause = f.loop.isWatching(readable.fd);
+    assertTrue(calls > 1 || !watchedDuringPause, "still watching the failing listener");
+    assertTrue(f.logLines.some((l) => l.includes("EMFILE")));
+    await until("accepting to resume after the pause", () => calls >= 2);
+    await server.stop();
+    assertTrue(!f.loop.isWatching(readable.fd));
+  } finally {
+    readable.close();
     await tearDown(f);
   }
 });
