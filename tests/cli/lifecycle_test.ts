@@ -8,6 +8,7 @@ import { UnixStream } from "../../ffi/unix_stream.ts";
 import {
   exists,
   ForegroundTpasst,
+  killProcesses,
   makeTempDir,
   processAlive,
   processFdCount,
@@ -23,6 +24,7 @@ async function withTempDir(body: (dir: string) => Promise<void>): Promise<void> 
   try {
     await body(dir);
   } finally {
+    killProcesses(dir); // a daemon left behind by a failed assertion
     await Deno.remove(dir, { recursive: true });
   }
 }

@@ -6,6 +6,7 @@
 import type { UnixStream } from "../../ffi/unix_stream.ts";
 import { assertEquals, assertTrue } from "../../src/test_support/assert.ts";
 import {
+  killProcesses,
   makeTempDir,
   processAlive,
   processCommandLine,
@@ -100,6 +101,7 @@ for (const vhostUser of [false, true]) {
           peer.close();
         }
       } finally {
+        killProcesses(dir); // a daemon left behind by a failed assertion
         await Deno.remove(dir, { recursive: true });
       }
     },
@@ -124,6 +126,7 @@ Deno.test("bin/tpasst with --fd exits by itself when QEMU closes its end (implie
     await waitFor("the daemon to exit once fd 3 is closed", () => !processAlive(pid));
     assertTrue(!(await exists(pidFile)), "pid file left behind");
   } finally {
+    killProcesses(dir);
     await Deno.remove(dir, { recursive: true });
   }
 });
@@ -137,6 +140,7 @@ Deno.test("bin/tpasst with --fd naming a closed descriptor fails with exit 1", a
     assertEquals(result.stderr.trim().split("\n").length, 1, result.stderr);
     assertTrue(result.stderr.includes("--fd 200 is not a connected socket (EBADF)"), result.stderr);
   } finally {
+    killProcesses(dir);
     await Deno.remove(dir, { recursive: true });
   }
 });
