@@ -108,6 +108,12 @@ OPTIONS
         22-80:32-90 a range mapped to another range of the same length
         ~25         exclude port 25 (exclusions alone forward everything else)
 
+LOGGING
+    In the foreground tpasst logs to standard error, or only to --log-file if given.
+    When it moves to the background, the messages of its start-up (and the reason if
+    it fails) are still printed by the command that started it; after that it logs
+    only to --log-file, or nowhere.
+
 EXAMPLES
     tpasst -f -s /tmp/vm.socket -t 2222:22
     qemu-system-x86_64 ... -device virtio-net-pci,netdev=s \\
