@@ -29,6 +29,17 @@ export class UnixListener {
     return new UnixListener(rc);
   }
 
+  /**
+   * Adopts an inherited listening socket (the daemonized child receives its parent's
+   * listener by fd number) and makes it nonblocking.
+   * @throws NativeError when `fd` is not an open descriptor
+   */
+  static fromFd(fd: number): UnixListener {
+    const rc = helper().tp_set_nonblocking(fd, 1);
+    if (rc < 0) throw new NativeError(-rc, `set_nonblocking(fd ${fd})`);
+    return new UnixListener(fd);
+  }
+
   /** The listening descriptor (watch it for readability), or -1 once closed. */
   get fd(): number {
     return this.#fd;

@@ -63,3 +63,10 @@ Deno.test("`unixSocketInUse()` reports a plain file as free, and listen() then f
   Deno.removeSync(dir, { recursive: true });
   assert.equal(openFdCount(), before);
 });
+
+Deno.test("UnixListener.fromFd() refuses a descriptor that is not open", () => {
+  const listener = UnixListener.listen(`${Deno.makeTempDirSync()}/closed.sock`);
+  const fd = listener.fd;
+  listener.close();
+  assert.throws(() => UnixListener.fromFd(fd), /EBADF/);
+});

@@ -34,16 +34,6 @@ import { bindSocket } from "./socket_path.ts";
 /** Signals that shut the daemon down cleanly. */
 const SHUTDOWN_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
 
-/**
- * Wraps a listening socket inherited from the daemonizing parent.
- * ffi/unix_listener.ts has no public way to adopt an fd yet, so its (TypeScript-only)
- * private constructor is used; see the integration notes.
- */
-function adoptListener(fd: number): UnixListener {
-  const Adopt = UnixListener as unknown as new (fd: number) => UnixListener;
-  return new Adopt(fd);
-}
-
 /** Resources to release at shutdown, in reverse order of acquisition. */
 class Cleanup {
   readonly #steps: { what: string; run: () => void }[] = [];
@@ -158,7 +148,7 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
       cleanup.add("close the --fd connection", () => owned.close());
     } else {
       if (config.internal.listenFd !== null) {
-        listener = adoptListener(config.internal.listenFd);
+        listener = UnixListener.fromFd(config.internal.listenFd);
         socketPath = config.socketPath;
       } else {
         const bound = bindSocket(config.socketPath);
