@@ -1,7 +1,8 @@
 /**
  * Builds the daemon's network side once per process: the network plan (host
  * discovery with the command line's overrides), the stack behind every frontend
- * with its TCP translator and port forwards, the timers that drive them, the
+ * with its TCP and UDP translators (DNS forwarding included) and port forwards, the
+ * timers that drive them, the
  * optional pcap capture (`--pcap`), and the {@link SessionFactory} for the
  * configured mode. The stack survives reconnects; each frontend connection gets a
  * fresh session.
@@ -11,11 +12,10 @@
 
 import { OutputFile } from "../../ffi/output_file.ts";
 import type { Config } from "../config/config.ts";
-import type { PortForwardTable } from "../config/port_spec.ts";
 import { log } from "../log/logger.ts";
 import type { EventLoop } from "../loop/event_loop.ts";
 import { parseIpv4, parseIpv6 } from "../net/address.ts";
-import { buildForwardRules, forwardOptionsFromConfig, outboundNotes } from "../net/fwd.ts";
+import { forwardingOptionsFromConfig, startForwarding } from "../net/fwd_setup.ts";
 import {
   buildNetworkPlan,
   type HostConfigOverrides,
@@ -24,25 +24,16 @@ import {
 } from "../net/host_config.ts";
 import { pingSocketFactory } from "../net/ping_echo_socket.ts";
 import { NetworkStack } from "../net/stack.ts";
-import { TcpTranslator } from "../net/tcp_translator.ts";
 import type { FrameHandler, GuestLink } from "../tap/frame_transport.ts";
 import { PcapWriter, withPcap } from "../tap/pcap.ts";
 import type { SessionFactory } from "./frontend_session.ts";
 import { sessionFactoryFor } from "./session_factories.ts";
 import { TimerDriver } from "./timer_driver.ts";
 
-/** IP protocol number of TCP (IANA "Assigned Internet Protocol Numbers"). */
-const IPPROTO_TCP = 6;
-
-/** Most host ports one daemon listens on for forwarding; the rest are skipped with a warning. */
-export const MAX_FORWARDED_PORTS = 16384;
-
 /** Maps the command line onto engineer E's host-configuration overrides. */
 export function hostConfigOverrides(config: Config): HostConfigOverrides {
   const o: HostConfigOverrides = {};
   if (config.interfaceName !== null) o.interface = config.interfaceName;
-  if (config.ipv4.outboundInterface !== null) o.interface4 = config.ipv4.outboundInterface;
-  if (config.ipv6.outboundInterface !== null) o.interface6 = config.ipv6.outboundInterface;
   if (config.ipv4.address !== null) o.address4 = config.ipv4.address;
   if (config.ipv4.prefixLength !== null) o.prefix4 = config.ipv4.prefixLength;
   if (config.ipv6.address !== null) o.address6 = config.ipv6.address;
@@ -99,46 +90,6 @@ function rearmingHandler(inner: FrameHandler, timers: TimerDriver): FrameHandler
   };
 }
 
-/** One host port to listen on and the guest port it forwards to. */
-export interface TcpListenPlan {
-  readonly hostname: string;
-  readonly port: number;
-  readonly guestPort: number;
-}
-
-/**
- * Expands `-t` specs into listening sockets to open. `all` and exclusion-only specs
- * and `%interface` bindings are not supported yet and are reported in `skipped`.
- */
-export function tcpListenPlan(
-  table: PortForwardTable,
-  ipv6Enabled: boolean,
-): { listeners: TcpListenPlan[]; skipped: string[] } {
-  const listeners: TcpListenPlan[] = [];
-  const skipped: string[] = [];
-  for (const spec of table.specs) {
-    const where = spec.bindAddress ?? "any address";
-    if (spec.allNonEphemeral) {
-      skipped.push(`forwarding all ports on ${where} is not supported yet`);
-      continue;
-    }
-    if (spec.bindInterface !== null) {
-      skipped.push(`binding forwarded ports to interface ${spec.bindInterface} is not supported`);
-    }
-    const hostname = spec.bindAddress ?? (ipv6Enabled ? "::" : "0.0.0.0");
-    for (const f of spec.forwards) {
-      for (let port = f.first; port <= f.last; port++) {
-        if (listeners.length >= MAX_FORWARDED_PORTS) {
-          skipped.push(`more than ${MAX_FORWARDED_PORTS} forwarded ports: ${port}.. skipped`);
-          return { listeners, skipped };
-        }
-        listeners.push({ hostname, port, guestPort: f.targetFirst + (port - f.first) });
-      }
-    }
-  }
-  return { listeners, skipped };
-}
-
 /** The daemon's network side; see the module comment. */
 export interface DaemonNetwork {
   /** What the guest is told (addresses, routes, DNS). */
@@ -152,11 +103,12 @@ export interface DaemonNetwork {
 }
 
 /**
- * Builds the plan, the stack and the session factory for `config` on `loop`.
+ * Builds the plan, the stack, the translators with their port forwards and the
+ * session factory for `config` on `loop`.
  * @throws RangeError for an override the plan rejects, NativeError if the pcap file
  * cannot be opened
  */
-export function buildDaemonNetwork(config: Config, loop: EventLoop): DaemonNetwork {
+export async function buildDaemonNetwork(config: Config, loop: EventLoop): Promise<DaemonNetwork> {
   const plan = buildNetworkPlan(hostConfigOverrides(config));
   for (const line of renderNetworkPlan(plan)) log.info(line);
   const stack = new NetworkStack(plan, {
@@ -177,32 +129,13 @@ export function buildDaemonNetwork(config: Config, loop: EventLoop): DaemonNetwo
     }
   };
   try {
-    if (config.protocols.tcp) {
-      const rules = buildForwardRules(plan, forwardOptionsFromConfig(config));
-      for (const note of outboundNotes(rules)) log.info(note);
-      const tcp = new TcpTranslator(stack.sender, rules, {
-        mtu: plan.mtu,
-        onTimersChanged: () => timers.rearm(),
-      });
-      stack.registerL4(IPPROTO_TCP, tcp);
-      closers.push(() => tcp.close());
-      const { listeners, skipped } = tcpListenPlan(config.tcpForwards, config.ipv6Enabled);
-      for (const reason of skipped) log.warn(`--tcp-ports: ${reason}`);
-      for (const l of listeners) {
-        try {
-          tcp.listen(l.hostname, l.port, l.guestPort);
-        } catch (error) {
-          log.warn(
-            `Cannot forward TCP port ${l.port} on ${l.hostname}: ` +
-              (error instanceof Error ? error.message : String(error)),
-          );
-        }
-      }
-      if (listeners.length > 0) log.info(`Forwarding ${listeners.length} TCP port(s) to the guest`);
-    }
-    if (config.protocols.udp && config.udpForwards.specs.length > 0) {
-      log.warn("--udp-ports: UDP translation is not wired in yet; no UDP port is forwarded");
-    }
+    const forwarding = await startForwarding(stack, {
+      ...forwardingOptionsFromConfig(config),
+      onTimersChanged: () => timers.rearm(),
+    });
+    closers.push(() => forwarding.close());
+    const { tcp, udp } = forwarding.listening;
+    if (tcp + udp > 0) log.info(`Forwarding ${tcp} TCP and ${udp} UDP port(s) to the guest`);
 
     let handler: FrameHandler = rearmingHandler(stack, timers);
     if (config.pcapFile !== null) {

@@ -1,12 +1,12 @@
 import { parseCommandLine } from "../config/command_line.ts";
 import { assertEquals } from "../test_support/assert.ts";
-import { hostConfigOverrides, MAX_FORWARDED_PORTS, tcpListenPlan } from "./network_wiring.ts";
+import { hostConfigOverrides } from "./network_wiring.ts";
 
 Deno.test("hostConfigOverrides() leaves everything to discovery by default", () => {
   assertEquals(hostConfigOverrides(parseCommandLine([])), {});
 });
 
-Deno.test("hostConfigOverrides() maps every guest-configuration option", () => {
+Deno.test("hostConfigOverrides() maps every guest-configuration option, and --outbound-if* to none of them", () => {
   const config = parseCommandLine([
     ...["-i", "eth0", "--outbound-if4", "eth1", "--outbound-if6", "eth2"],
     ...["-a", "10.0.2.15", "-n", "255.255.255.0", "-a", "2001:db8::15"],
@@ -16,8 +16,6 @@ Deno.test("hostConfigOverrides() maps every guest-configuration option", () => {
   ]);
   assertEquals(hostConfigOverrides(config), {
     interface: "eth0",
-    interface4: "eth1",
-    interface6: "eth2",
     address4: "10.0.2.15",
     prefix4: 24,
     address6: "2001:db8::15",
@@ -45,32 +43,4 @@ Deno.test("hostConfigOverrides() maps -4, -6, -D none and -S none", () => {
     search: [],
   });
   assertEquals(hostConfigOverrides(parseCommandLine(["-6"])), { ipv6Only: true });
-});
-
-Deno.test("tcpListenPlan() expands explicit forwards and reports what it cannot do", () => {
-  const config = parseCommandLine([
-    ...["-t", "127.0.0.1/2222:22", "-t", "8080-8081:80-81", "-t", "::1/all", "-t", "%lo/9000"],
-  ]);
-  const { listeners, skipped } = tcpListenPlan(config.tcpForwards, true);
-  assertEquals(listeners, [
-    { hostname: "127.0.0.1", port: 2222, guestPort: 22 },
-    { hostname: "::", port: 8080, guestPort: 80 },
-    { hostname: "::", port: 8081, guestPort: 81 },
-    { hostname: "::", port: 9000, guestPort: 9000 },
-  ]);
-  assertEquals(skipped, [
-    "forwarding all ports on ::1 is not supported yet",
-    "binding forwarded ports to interface lo is not supported",
-  ]);
-  const v4only = tcpListenPlan(parseCommandLine(["-4", "-t", "22"]).tcpForwards, false);
-  assertEquals(v4only.listeners, [{ hostname: "0.0.0.0", port: 22, guestPort: 22 }]);
-});
-
-Deno.test("tcpListenPlan() stops at MAX_FORWARDED_PORTS", () => {
-  const { listeners, skipped } = tcpListenPlan(
-    parseCommandLine(["-t", "1-65535"]).tcpForwards,
-    true,
-  );
-  assertEquals(listeners.length, MAX_FORWARDED_PORTS);
-  assertEquals(skipped, [`more than ${MAX_FORWARDED_PORTS} forwarded ports: 16385.. skipped`]);
 });

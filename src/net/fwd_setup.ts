@@ -30,6 +30,9 @@ import type { L4Handler } from "./l4_handler.ts";
 import { TcpTranslator } from "./tcp_translator.ts";
 import { UdpTranslator } from "./udp_flow.ts";
 
+/** Most host ports forwarded per protocol; the rest are skipped with a warning. */
+export const MAX_FORWARDED_PORTS = 16384;
+
 /** Linux's default ephemeral port range (net.ipv4.ip_local_port_range). */
 export const DEFAULT_EPHEMERAL: PortRange = { first: 32768, last: 60999 };
 
@@ -84,26 +87,47 @@ export function forwardingOptionsFromConfig(c: Config): ForwardingOptions {
   };
 }
 
-/** Host ports (and the guest port each maps to) that a spec table forwards. */
+/** One host port to listen on and the guest port it maps to. */
+export interface ExpandedForward {
+  bind: string | null;
+  bindInterface: string | null;
+  host: number;
+  guest: number;
+}
+
+/**
+ * Host ports (and the guest port each maps to) that a spec table forwards, at most
+ * `limit` of them; `truncated` tells whether more were asked for.
+ */
 export function expandForwards(
   table: PortForwardTable,
   ephemeral: PortRange,
-): { bind: string | null; bindInterface: string | null; host: number; guest: number }[] {
-  const out: { bind: string | null; bindInterface: string | null; host: number; guest: number }[] =
-    [];
+  limit = MAX_FORWARDED_PORTS,
+): { forwards: ExpandedForward[]; truncated: boolean } {
+  const forwards: ExpandedForward[] = [];
+  let truncated = false;
   for (const spec of table.specs) {
     const seen = new Set<number>();
     const add = (p: number) => {
       if (seen.has(p)) return;
       const t = targetPort(spec, p, ephemeral);
       if (t === null) return;
+      if (forwards.length >= limit) {
+        truncated = true;
+        return;
+      }
       seen.add(p);
-      out.push({ bind: spec.bindAddress, bindInterface: spec.bindInterface, host: p, guest: t });
+      forwards.push({
+        bind: spec.bindAddress,
+        bindInterface: spec.bindInterface,
+        host: p,
+        guest: t,
+      });
     };
     for (const f of spec.forwards) for (let p = f.first; p <= f.last; p++) add(p);
     if (spec.allNonEphemeral) { for (let p = MIN_PORT; p <= MAX_PORT; p++) add(p); }
   }
-  return out;
+  return { forwards, truncated };
 }
 
 /**
@@ -135,7 +159,11 @@ export async function startForwarding(
   const listening = { tcp: 0, udp: 0 };
   if (tcp && o.tcpForwards) {
     const failures: string[] = [];
-    for (const f of expandForwards(o.tcpForwards, ephemeral)) {
+    const { forwards, truncated } = expandForwards(o.tcpForwards, ephemeral);
+    if (truncated) {
+      logger.warn(`tcp: more than ${MAX_FORWARDED_PORTS} ports to forward; the rest skipped`);
+    }
+    for (const f of forwards) {
       if (f.bindInterface) failures.push(`%${f.bindInterface} (interface binding unsupported)`);
       let any = false;
       for (const host of binds(f.bind)) {
@@ -159,7 +187,11 @@ export async function startForwarding(
   }
   if (udp && o.udpForwards) {
     const failures: string[] = [];
-    for (const f of expandForwards(o.udpForwards, ephemeral)) {
+    const { forwards, truncated } = expandForwards(o.udpForwards, ephemeral);
+    if (truncated) {
+      logger.warn(`udp: more than ${MAX_FORWARDED_PORTS} ports to forward; the rest skipped`);
+    }
+    for (const f of forwards) {
       let any = false;
       for (const host of binds(f.bind)) {
         try {

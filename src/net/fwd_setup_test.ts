@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { Buffer } from "node:buffer";
 import { NetworkStack } from "./stack.ts";
-import { DEFAULT_EPHEMERAL, expandForwards, startForwarding } from "./fwd_setup.ts";
+import {
+  DEFAULT_EPHEMERAL,
+  expandForwards,
+  MAX_FORWARDED_PORTS,
+  startForwarding,
+} from "./fwd_setup.ts";
 import { TestGuest } from "./tcp_test_guest.ts";
 import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testPlan } from "./tcp_test_plan.ts";
 import { parsePortForwardTable } from "../config/port_spec.ts";
@@ -25,13 +30,29 @@ async function freeUdpPort(): Promise<number> {
 
 Deno.test("`expandForwards()` lists host ports with their guest targets", () => {
   const t = parsePortForwardTable(["127.0.0.1/2000-2002:3000-3002", "22"]);
-  const e = expandForwards(t, DEFAULT_EPHEMERAL);
-  assert.deepEqual(e.map((x) => [x.bind, x.host, x.guest]), [
+  const { forwards, truncated } = expandForwards(t, DEFAULT_EPHEMERAL);
+  assert.equal(truncated, false);
+  assert.deepEqual(forwards.map((x) => [x.bind, x.host, x.guest]), [
     ["127.0.0.1", 2000, 3000],
     ["127.0.0.1", 2001, 3001],
     ["127.0.0.1", 2002, 3002],
     [null, 22, 22],
   ]);
+});
+
+Deno.test("`expandForwards()` stops at the limit and says so; `all` skips the ephemeral range", () => {
+  const all = expandForwards(parsePortForwardTable(["all"]), DEFAULT_EPHEMERAL);
+  assert.equal(all.truncated, true);
+  assert.equal(all.forwards.length, MAX_FORWARDED_PORTS);
+  const small = expandForwards(parsePortForwardTable(["all"]), DEFAULT_EPHEMERAL, 70000);
+  assert.equal(small.truncated, false);
+  const ephemeralCount = DEFAULT_EPHEMERAL.last - DEFAULT_EPHEMERAL.first + 1;
+  assert.equal(small.forwards.length, 65535 - ephemeralCount);
+  assert.ok(
+    small.forwards.every((f) =>
+      f.host < DEFAULT_EPHEMERAL.first || f.host > DEFAULT_EPHEMERAL.last
+    ),
+  );
 });
 
 Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and opens -t/-u forwards", async () => {

@@ -86,7 +86,7 @@ for (const vhostUser of [false, true]) {
         const log = Deno.readTextFileSync(logFile);
         assertMatch(log, /info: Exiting after the one-off frontend/);
         // The forwarded ports were listening while the daemon ran, and are free now.
-        assertTrue(/Forwarding 3 TCP port\(s\)/.test(log), log);
+        assertTrue(/Forwarding 3 TCP and 0 UDP port\(s\)/.test(log), log);
       } finally {
         killProcesses(dir);
         await Deno.remove(dir, { recursive: true });
