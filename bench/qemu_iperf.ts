@@ -66,9 +66,13 @@ function guestScript(port: number, seconds: number): string {
     // receiver line: [ ID] interval sec <transfer> <KBytes|MBytes|GBytes> <rate> Mbits/sec receiver
     "result() { awk '/receiver/ {print $(NF-4), $(NF-3), $(NF-2); f=1} END {if (!f) print \"failed\"}'; }",
     "mark up-start",
-    `mark up "$(iperf3 -c "$gw" -p ${port} -t ${seconds} -f m 2>&1 | result)"`,
+    `mark up "$(timeout ${
+      seconds + 30
+    } iperf3 -c "$gw" -p ${port} -t ${seconds} -f m 2>&1 | result)"`,
     "mark down-start",
-    `mark down "$(iperf3 -c "$gw" -p ${port} -t ${seconds} -f m -R 2>&1 | result)"`,
+    `mark down "$(timeout ${
+      seconds + 30
+    } iperf3 -c "$gw" -p ${port} -t ${seconds} -f m -R 2>&1 | result)"`,
     "exit 0",
     "",
   ].join("\n");

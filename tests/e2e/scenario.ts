@@ -172,7 +172,7 @@ export function buildGuestScript(
     lines.push(
       "",
       "# tcp-in: the host connects to a forwarded port and sends a line; we send our page",
-      `timeout 60 nc -l -p ${GUEST_TCP_PORT} </www/index.html >/tmp/tcpin 2>&1 &`,
+      `timeout 30 nc -l -p ${GUEST_TCP_PORT} </www/index.html >/tmp/tcpin 2>&1 &`,
       "pid=$!; sleep 0.3; mark ready tcp-in",
       'wait $pid; mark tcp-in "$(cat /tmp/tcpin)"',
     );
@@ -181,7 +181,7 @@ export function buildGuestScript(
     lines.push(
       "",
       "# udp-in: the host sends a datagram to a forwarded port, we echo it",
-      `probe udp-echo ${GUEST_UDP_PORT} 1 60 >/tmp/udpin 2>&1 &`,
+      `probe udp-echo ${GUEST_UDP_PORT} 1 30 >/tmp/udpin 2>&1 &`,
       "pid=$!; sleep 0.3; mark ready udp-in",
       'wait $pid; mark udp-in "$(cat /tmp/udpin)"',
     );
@@ -195,7 +195,11 @@ export function buildGuestScript(
       "sha256sum </tmp/up.fifo >/tmp/up.sum &",
       "sum_pid=$!",
       "start=$(cut -d' ' -f1 /proc/uptime)",
-      `probe tcp-send "$gw" ${ports.sink} "$bulk_bytes" /tmp/up.fifo`,
+      `if ! timeout 150 probe tcp-send "$gw" ${ports.sink} "$bulk_bytes" /tmp/up.fifo 2>/tmp/up.log; then`,
+      "  timeout 5 sh -c ': >/tmp/up.fifo' # unblock sha256sum if probe never opened the fifo",
+      "  wait $sum_pid",
+      '  mark bulk-up-failed "probe tcp-send: $(tail -n 1 /tmp/up.log)"',
+      "fi",
       "wait $sum_pid",
       "end=$(cut -d' ' -f1 /proc/uptime)",
       "mark bulk-up-sha256 \"$(cut -d' ' -f1 /tmp/up.sum)\"",
@@ -207,7 +211,7 @@ export function buildGuestScript(
       "",
       "# bulk-down: fetch pseudo-random bytes from the host and hash them",
       "start=$(cut -d' ' -f1 /proc/uptime)",
-      `timeout 300 wget -q -O - "http://$gw:${ports.http}/bulk?bytes=$bulk_bytes" 2>/tmp/bulk.log |`,
+      `timeout 150 wget -q -O - "http://$gw:${ports.http}/bulk?bytes=$bulk_bytes" 2>/tmp/bulk.log |`,
       "  sha256sum >/tmp/down.sum",
       "end=$(cut -d' ' -f1 /proc/uptime)",
       "mark bulk-down-sha256 \"$(cut -d' ' -f1 /tmp/down.sum)\"",
@@ -219,9 +223,13 @@ export function buildGuestScript(
       "",
       "# iperf: guest client against the host's iperf3 -s on loopback, both directions",
       "iperf_mbps() { awk '/receiver/ {print $(NF-2); found=1} END {if (!found) print \"failed\"}'; }",
-      `up=$(iperf3 -c "$gw" -p ${ports.iperf} -t ${iperfSeconds} -f m 2>&1 | iperf_mbps)`,
+      `up=$(timeout ${
+        iperfSeconds + 30
+      } iperf3 -c "$gw" -p ${ports.iperf} -t ${iperfSeconds} -f m 2>&1 | iperf_mbps)`,
       'mark iperf-up-mbps "$up"',
-      `down=$(iperf3 -c "$gw" -p ${ports.iperf} -t ${iperfSeconds} -f m -R 2>&1 | iperf_mbps)`,
+      `down=$(timeout ${
+        iperfSeconds + 30
+      } iperf3 -c "$gw" -p ${ports.iperf} -t ${iperfSeconds} -f m -R 2>&1 | iperf_mbps)`,
       'mark iperf-down-mbps "$down"',
     );
   }
@@ -270,11 +278,11 @@ export class E2eSession {
     const udpPort = init.forwards.find((f) => f.protocol === "udp")!.hostPort;
     this.tcpIn = init.phases.includes("tcp-in")
       ? this.#whenReady("tcp-in").then(() =>
-        tcpExchange(tcpPort, HOST_TCP_MESSAGE, GUEST_PAGE, 60_000)
+        tcpExchange(tcpPort, HOST_TCP_MESSAGE, GUEST_PAGE, 30_000)
       )
       : Promise.reject(new Error("tcp-in not in this run"));
     this.udpIn = init.phases.includes("udp-in")
-      ? this.#whenReady("udp-in").then(() => udpRequest(udpPort, HOST_UDP_MESSAGE, 60_000))
+      ? this.#whenReady("udp-in").then(() => udpRequest(udpPort, HOST_UDP_MESSAGE, 30_000))
       : Promise.reject(new Error("udp-in not in this run"));
     this.tcpIn.catch(() => {});
     this.udpIn.catch(() => {});
