@@ -335,32 +335,29 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     let written = used;
     const next = this.#rxNext;
     while (written < needed) {
-      const ringExhausted = count === heads.length;
+      // The ring in use now bounds the chains, not the scratch arrays (they keep the
+      // size of the largest ring ever started).
+      const ringExhausted = count === rx.size;
       if (ringExhausted || !this.#popRx(rx, next)) {
-        if (ringExhausted) {
-          // A whole ring of buffers cannot hold it: waiting would never help.
-          rx.unpop(count);
-          this.#rxLog.write(
-            this.#clock(),
-            `vhost-user: dropping a ${frame.length}-byte frame: larger than the whole RX ring`,
-          );
-          first.release();
-          return SendResult.Dropped;
-        }
-        if (rx.malformedCount === droppedBefore) {
-          rx.unpop(count); // all of them come back for the next try
-        } else {
-          // A dropped chain sits among ours: return ours empty, the frame is lost.
+        first.release();
+        if (rx.malformedCount !== droppedBefore) {
+          // A dropped chain sits among ours: unpop would hand it out again. Return
+          // ours empty instead; the frame is lost.
           for (let i = 0; i < count; i++) rx.pushUsed(heads[i], 0);
           this.#rxLog.write(
             this.#clock(),
             `vhost-user: dropping a ${frame.length}-byte frame: malformed RX buffers`,
           );
-          first.release();
           return SendResult.Dropped;
         }
-        first.release();
-        return SendResult.NoRoom;
+        rx.unpop(count); // all of them come back for the next try
+        if (!ringExhausted) return SendResult.NoRoom;
+        // A whole ring of buffers cannot hold it: waiting would never help.
+        this.#rxLog.write(
+          this.#clock(),
+          `vhost-user: dropping a ${frame.length}-byte frame: larger than the whole RX ring`,
+        );
+        return SendResult.Dropped;
       }
       const n = Math.min(next.writableBytes, needed - written);
       const offset = written - NET_HDR_SIZE;

@@ -402,6 +402,29 @@ Deno.test("VhostUserLink.sendFrame() drops a frame that a whole ring of buffers 
   assert.deepEqual(guestReceive(rx, posted).frames, [frameOf(3000, 2)]);
 });
 
+Deno.test("VhostUserLink.sendFrame() drops a frame larger than a restarted, smaller RX ring", () => {
+  const { memory, link, lines } = setup({ mergeableRxBuffers: true }, 8);
+  // The frontend restarts RX with 4 descriptors: the 8-entry scratch arrays stay.
+  link.stopVring(0);
+  const rx = new SplitRingDriver({
+    size: 4,
+    index: 0,
+    features: { mergeableRxBuffers: true },
+    memory,
+    base: 0x2000_0000,
+    dataBytes: 1 << 20,
+  });
+  link.startVring(rx.vring(), 0);
+  const posted = new Map<number, number[]>();
+  guestPostRx(rx, posted, 4, 1024);
+  // Waiting for more buffers would stall RX forever: the guest has none left to post.
+  assert.equal(link.sendFrame(frameOf(5000, 1)), SendResult.Dropped);
+  assert.match(lines.at(-1)!, /larger than the whole RX ring/);
+  assert.equal(link.sendFrame(frameOf(3000, 2)), SendResult.Sent, "the buffers were kept");
+  link.flush();
+  assert.deepEqual(guestReceive(rx, posted).frames, [frameOf(3000, 2)]);
+});
+
 Deno.test("VhostUserLink.sendFrame() delivers every Sent frame intact for any buffer layout", () => {
   fc.assert(
     fc.property(
