@@ -292,9 +292,11 @@ export class StreamTransport implements GuestLink, FrontendSession {
     this.#logger.write(level, `${this.#label}: ${reason}`);
     try {
       this.#handler.linkDown(now);
-    } finally {
-      this.#resolve();
+    } catch (error) {
+      // #finish runs inside sendFrame, close() and loop callbacks: nothing may escape.
+      this.#errorLog.write(now, `${this.#label}: linkDown threw: ${(error as Error).message}`);
     }
+    this.#resolve();
   }
 }
 

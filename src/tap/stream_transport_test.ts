@@ -3,27 +3,9 @@ import { openFdCount } from "../../ffi/process.ts";
 import { UnixStream } from "../../ffi/unix_stream.ts";
 import { Logger } from "../log/logger.ts";
 import { EventLoop } from "../loop/event_loop.ts";
-import { type FrameHandler, type GuestLink, SendResult } from "./frame_transport.ts";
+import { SendResult } from "./frame_transport.ts";
+import { RecordingHandler } from "./testing_frame_handler.ts";
 import { createStreamSession, streamSessionFactory, StreamTransport } from "./stream_transport.ts";
-
-class RecordingHandler implements FrameHandler {
-  frames: Uint8Array[] = [];
-  events: string[] = [];
-  link: GuestLink | null = null;
-  handleFrame(frame: Uint8Array): void {
-    this.frames.push(frame.slice());
-  }
-  endOfBatch(): void {
-    this.events.push(`batch:${this.frames.length}`);
-  }
-  linkUp(link: GuestLink): void {
-    this.link = link;
-    this.events.push("up");
-  }
-  linkDown(): void {
-    this.events.push("down");
-  }
-}
 
 function frameOf(length: number, seed: number): Uint8Array {
   const f = new Uint8Array(length);
@@ -186,6 +168,27 @@ Deno.test("StreamTransport ends the session when the peer disconnects", async ()
     assert.equal(loop.size, 0, "unwatched");
     assert.equal(transport.sendFrame(frameOf(60, 0)), SendResult.Dropped);
   });
+});
+
+Deno.test("StreamTransport.close() logs a throwing linkDown instead of passing it on", async () => {
+  const loop = new EventLoop();
+  const [ours, peer] = UnixStream.pair(true);
+  const handler = new RecordingHandler();
+  handler.linkDown = () => {
+    throw new Error("boom");
+  };
+  const lines: string[] = [];
+  const logger = new Logger();
+  logger.setSink((_level, line) => lines.push(line));
+  const transport = new StreamTransport(ours, loop, handler, { logger });
+  try {
+    transport.close();
+    await transport.closed;
+    assert.ok(lines.some((l) => /linkDown threw: boom/.test(l)), lines.join("\n"));
+  } finally {
+    loop.close();
+    peer.close();
+  }
 });
 
 Deno.test("createStreamSession() and streamSessionFactory() return closable sessions", async () => {

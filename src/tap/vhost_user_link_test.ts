@@ -5,28 +5,9 @@ import type { NegotiatedFeatures } from "../vhost_user/vring_datapath.ts";
 import { ArrayGuestMemory } from "../virtio/array_guest_memory.ts";
 import { createNetHeader, decodeNetHeader, NET_HDR_SIZE } from "../virtio/net_header.ts";
 import { SplitRingDriver } from "../virtio/split_ring_driver.ts";
-import { type FrameHandler, type GuestLink, SendResult } from "./frame_transport.ts";
+import { SendResult } from "./frame_transport.ts";
+import { RecordingHandler } from "./testing_frame_handler.ts";
 import { VhostUserLink } from "./vhost_user_link.ts";
-
-/** A FrameHandler that records what it sees. */
-class RecordingHandler implements FrameHandler {
-  frames: Uint8Array[] = [];
-  events: string[] = [];
-  link: GuestLink | null = null;
-  handleFrame(frame: Uint8Array): void {
-    this.frames.push(frame.slice());
-  }
-  endOfBatch(): void {
-    this.events.push(`batch:${this.frames.length}`);
-  }
-  linkUp(link: GuestLink): void {
-    this.link = link;
-    this.events.push("up");
-  }
-  linkDown(): void {
-    this.events.push("down");
-  }
-}
 
 function frameOf(length: number, seed: number): Uint8Array {
   const f = new Uint8Array(length);
