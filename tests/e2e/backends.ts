@@ -21,6 +21,16 @@ export const TPASST_DATAPATH_WIRED = false;
 /** Why the tpasst e2e tests are ignored while {@link TPASST_DATAPATH_WIRED} is false. */
 export const TPASST_IGNORE_REASON = "tpasst datapath not wired yet";
 
+/**
+ * Whether tpasst handles vhost-user rings without MRG_RXBUF (1530-byte RX buffers); the
+ * integrator flips this once host→guest traffic works there.
+ */
+export const TPASST_PLAIN_RINGS_OK = false;
+
+/** Why the plain-rings suite is ignored while {@link TPASST_PLAIN_RINGS_OK} is false. */
+export const TPASST_PLAIN_RINGS_REASON =
+  "with mrg_rxbuf=off tpasst drops frames larger than the 1530-byte RX buffers, host→guest stalls";
+
 /** Path of the tpasst launcher. */
 export const TPASST_BIN = new URL("../../bin/tpasst", import.meta.url).pathname;
 
@@ -56,6 +66,10 @@ export interface BackendOptions {
   readonly forwards: readonly PortForward[];
   /** tpasst only: disable MRG_RXBUF/EVENT_IDX/INDIRECT_DESC on the QEMU side. */
   readonly plainRings?: boolean;
+  /** Listen at this socket path (kept on stop) instead of one in a fresh temp directory. */
+  readonly socketPath?: string;
+  /** vhost-user only: QEMU reconnects (`reconnect=1`) when the backend goes away. */
+  readonly reconnect?: boolean;
 }
 
 /** slirp's fixed addresses (QEMU docs, "-netdev user": net 10.0.2.0/24, host .2). */
@@ -96,10 +110,11 @@ export async function startBackend(
       output: () => "",
     };
   }
-  const dir = await Deno.makeTempDir({ prefix: `tpasst-${kind}-` });
+  const ownDir = options.socketPath === undefined;
+  const dir = ownDir ? await Deno.makeTempDir({ prefix: `tpasst-${kind}-` }) : null;
   // passt started as root binds its socket after switching to "nobody".
-  if (kind === "passt") await Deno.chmod(dir, 0o777);
-  const socketPath = `${dir}/backend.sock`;
+  if (kind === "passt" && dir !== null) await Deno.chmod(dir, 0o777);
+  const socketPath = options.socketPath ?? `${dir}/backend.sock`;
   const forwardArgs = options.forwards.flatMap((f) => [
     f.protocol === "tcp" ? "-t" : "-u",
     `127.0.0.1/${f.hostPort}:${f.guestPort}`,
@@ -157,7 +172,7 @@ export async function startBackend(
       await status;
       clearTimeout(timer);
     }
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    if (dir !== null) await Deno.remove(dir, { recursive: true }).catch(() => {});
   };
   const deadline = performance.now() + SOCKET_WAIT_MS;
   while (!(await exists(socketPath))) {
@@ -174,7 +189,12 @@ export async function startBackend(
   return {
     kind,
     netdev: kind === "tpasst-vhost"
-      ? { kind: "vhost-user", socketPath, plainRings: options.plainRings }
+      ? {
+        kind: "vhost-user",
+        socketPath,
+        plainRings: options.plainRings,
+        reconnect: options.reconnect,
+      }
       : { kind: "stream", socketPath },
     pid: child.pid,
     // passt-style "map gateway to host": the host's own default gateways.
