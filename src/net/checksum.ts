@@ -210,3 +210,49 @@ export function l4ChecksumV6(
     ipv6PseudoSum(src, srcOffset, dst, dstOffset, protocol, length),
   );
 }
+
+/** Stores checksum `value` big-endian in the 16-bit field at `buf[at]`. */
+function putChecksum(buf: Uint8Array, at: number, value: number): void {
+  buf[at] = value >>> 8;
+  buf[at + 1] = value;
+}
+
+/**
+ * Computes the IPv4 checksum of the upper-layer message `buf[offset, offset+length)`
+ * and stores it in the message's checksum field at `offset + field` (zeroed first).
+ * @returns the stored checksum
+ */
+export function setL4ChecksumV4(
+  buf: Uint8Array,
+  offset: number,
+  length: number,
+  protocol: number,
+  field: number,
+  src: number,
+  dst: number,
+): number {
+  putChecksum(buf, offset + field, 0);
+  const c = l4ChecksumV4(buf, offset, length, protocol, src, dst);
+  putChecksum(buf, offset + field, c);
+  return c;
+}
+
+/**
+ * Computes the IPv6 checksum of the upper-layer message `buf[offset, offset+length)`
+ * and stores it in the message's checksum field at `offset + field` (zeroed first).
+ * @returns the stored checksum
+ */
+export function setL4ChecksumV6(
+  buf: Uint8Array,
+  offset: number,
+  length: number,
+  protocol: number,
+  field: number,
+  src: Uint8Array,
+  dst: Uint8Array,
+): number {
+  putChecksum(buf, offset + field, 0);
+  const c = l4ChecksumV6(buf, offset, length, protocol, src, 0, dst, 0);
+  putChecksum(buf, offset + field, c);
+  return c;
+}

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { internetChecksum, IPPROTO_ICMPV6, l4ChecksumV6 } from "./checksum.ts";
+import { internetChecksum, IPPROTO_ICMPV6, l4ChecksumV6, setL4ChecksumV6 } from "./checksum.ts";
 
 /** Offset of the type (RFC 792, RFC 4443 §2.1). */
 export const ICMP_TYPE = 0;
@@ -157,11 +157,7 @@ export function setIcmpv6Checksum(
   src: Uint8Array,
   dst: Uint8Array,
 ): void {
-  buf[offset + ICMP_CHECKSUM] = 0;
-  buf[offset + ICMP_CHECKSUM + 1] = 0;
-  const c = l4ChecksumV6(buf, offset, length, IPPROTO_ICMPV6, src, 0, dst, 0);
-  buf[offset + ICMP_CHECKSUM] = c >>> 8;
-  buf[offset + ICMP_CHECKSUM + 1] = c;
+  setL4ChecksumV6(buf, offset, length, IPPROTO_ICMPV6, ICMP_CHECKSUM, src, dst);
 }
 
 /** Whether the ICMPv4 message `buf[offset, offset+length)` has a valid checksum. */

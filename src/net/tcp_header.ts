@@ -8,7 +8,13 @@
  * @module
  */
 
-import { IPPROTO_TCP, l4ChecksumV4, l4ChecksumV6 } from "./checksum.ts";
+import {
+  IPPROTO_TCP,
+  l4ChecksumV4,
+  l4ChecksumV6,
+  setL4ChecksumV4,
+  setL4ChecksumV6,
+} from "./checksum.ts";
 
 /** Offset of the source port (RFC 9293 §3.1). */
 export const TCP_SRC_PORT = 0;
@@ -301,11 +307,7 @@ export function setTcpChecksumV4(
   src: number,
   dst: number,
 ): void {
-  buf[offset + TCP_CHECKSUM] = 0;
-  buf[offset + TCP_CHECKSUM + 1] = 0;
-  const c = l4ChecksumV4(buf, offset, length, IPPROTO_TCP, src, dst);
-  buf[offset + TCP_CHECKSUM] = c >>> 8;
-  buf[offset + TCP_CHECKSUM + 1] = c;
+  setL4ChecksumV4(buf, offset, length, IPPROTO_TCP, TCP_CHECKSUM, src, dst);
 }
 
 /** Computes and stores the checksum of the segment over IPv6. */
@@ -316,11 +318,7 @@ export function setTcpChecksumV6(
   src: Uint8Array,
   dst: Uint8Array,
 ): void {
-  buf[offset + TCP_CHECKSUM] = 0;
-  buf[offset + TCP_CHECKSUM + 1] = 0;
-  const c = l4ChecksumV6(buf, offset, length, IPPROTO_TCP, src, 0, dst, 0);
-  buf[offset + TCP_CHECKSUM] = c >>> 8;
-  buf[offset + TCP_CHECKSUM + 1] = c;
+  setL4ChecksumV6(buf, offset, length, IPPROTO_TCP, TCP_CHECKSUM, src, dst);
 }
 
 /** Whether the segment over IPv4 has a valid checksum. */

@@ -5,7 +5,13 @@
  * @module
  */
 
-import { IPPROTO_UDP, l4ChecksumV4, l4ChecksumV6 } from "./checksum.ts";
+import {
+  IPPROTO_UDP,
+  l4ChecksumV4,
+  l4ChecksumV6,
+  setL4ChecksumV4,
+  setL4ChecksumV6,
+} from "./checksum.ts";
 
 /** Offset of the source port (RFC 768). */
 export const UDP_SRC_PORT = 0;
@@ -96,19 +102,21 @@ export function buildUdp(
   return UDP_HEADER_LENGTH;
 }
 
-function storeChecksum(buf: Uint8Array, offset: number, c: number): void {
-  // A computed zero is sent as all ones: zero means "no checksum" (RFC 768).
-  if (c === 0) c = 0xffff;
-  buf[offset + UDP_CHECKSUM] = c >>> 8;
-  buf[offset + UDP_CHECKSUM + 1] = c;
+/** A computed zero is sent as all ones: a zero field means "no checksum" (RFC 768). */
+function zeroAsAllOnes(buf: Uint8Array, offset: number, stored: number): void {
+  if (stored !== 0) return;
+  buf[offset + UDP_CHECKSUM] = 0xff;
+  buf[offset + UDP_CHECKSUM + 1] = 0xff;
 }
 
 /** Computes and stores the checksum of the UDP datagram at `buf[offset]` over IPv4. */
 export function setUdpChecksumV4(buf: Uint8Array, offset: number, src: number, dst: number): void {
   const length = (buf[offset + UDP_LENGTH] << 8) | buf[offset + UDP_LENGTH + 1];
-  buf[offset + UDP_CHECKSUM] = 0;
-  buf[offset + UDP_CHECKSUM + 1] = 0;
-  storeChecksum(buf, offset, l4ChecksumV4(buf, offset, length, IPPROTO_UDP, src, dst));
+  zeroAsAllOnes(
+    buf,
+    offset,
+    setL4ChecksumV4(buf, offset, length, IPPROTO_UDP, UDP_CHECKSUM, src, dst),
+  );
 }
 
 /** Computes and stores the checksum of the UDP datagram at `buf[offset]` over IPv6. */
@@ -119,9 +127,11 @@ export function setUdpChecksumV6(
   dst: Uint8Array,
 ): void {
   const length = (buf[offset + UDP_LENGTH] << 8) | buf[offset + UDP_LENGTH + 1];
-  buf[offset + UDP_CHECKSUM] = 0;
-  buf[offset + UDP_CHECKSUM + 1] = 0;
-  storeChecksum(buf, offset, l4ChecksumV6(buf, offset, length, IPPROTO_UDP, src, 0, dst, 0));
+  zeroAsAllOnes(
+    buf,
+    offset,
+    setL4ChecksumV6(buf, offset, length, IPPROTO_UDP, UDP_CHECKSUM, src, dst),
+  );
 }
 
 /**

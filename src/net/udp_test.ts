@@ -72,3 +72,32 @@ Deno.test("`parseUdp()` never throws on arbitrary bytes", () => {
     { numRuns: 300 },
   );
 });
+
+Deno.test("`setUdpChecksumV4()` and `setUdpChecksumV6()` send a computed zero as 0xffff", () => {
+  const src6 = parseAddr("fd00::1")!;
+  const dst6 = parseAddr("fd00::2")!;
+  const cases: [string, (buf: Uint8Array) => void, (buf: Uint8Array) => boolean][] = [
+    [
+      "v4",
+      (b) => setUdpChecksumV4(b, 0, 0x0a000001, 0x0a000002),
+      (b) => udpChecksumOkV4(b, 0, b.length, 0x0a000001, 0x0a000002),
+    ],
+    [
+      "v6",
+      (b) => setUdpChecksumV6(b, 0, src6, dst6),
+      (b) => udpChecksumOkV6(b, 0, b.length, src6, dst6),
+    ],
+  ];
+  for (const [family, set, ok] of cases) {
+    const buf = new Uint8Array(10);
+    buildUdp(buf, 0, 1000, 2000, 2);
+    set(buf);
+    // Adding the complement of the sum as a data word makes the sum 0xffff: checksum 0.
+    const complement = (buf[6] << 8) | buf[7];
+    buf[8] = complement >>> 8;
+    buf[9] = complement;
+    set(buf);
+    assert.deepEqual([buf[6], buf[7]], [0xff, 0xff], family);
+    assert.ok(ok(buf), `${family}: 0xffff verifies`);
+  }
+});
