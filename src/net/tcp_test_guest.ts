@@ -158,6 +158,10 @@ export class GuestTcpConn {
 /** The scripted guest. */
 export class TestGuest implements GuestLink {
   readonly kind = "test-guest";
+  /** What the link reports as the largest receivable frame; tests may lower it. */
+  maxFrameLength = 65535;
+  /** Frames refused for being larger than {@link maxFrameLength}. */
+  oversizedFrames = 0;
   readonly family: 4 | 6;
   readonly addr4: number;
   readonly addr6: Uint8Array;
@@ -239,6 +243,10 @@ export class TestGuest implements GuestLink {
   /** Queues a copy of the frame for the guest (or answers NoRoom). */
   sendFrame(frame: Uint8Array): SendResult {
     if (this.noRoom) return SendResult.NoRoom;
+    if (frame.length > this.maxFrameLength) {
+      this.oversizedFrames++;
+      return SendResult.Dropped;
+    }
     if (this.loseToGuestEvery > 0 && ++this.#toGuestCount % this.loseToGuestEvery === 0) {
       return SendResult.Sent;
     }

@@ -49,6 +49,7 @@ import {
   parseTcp,
   TCP_ACK_FLAG,
   TCP_FIN,
+  TCP_HEADER_MIN,
   TCP_PSH,
   TCP_RST,
   TCP_SYN,
@@ -803,7 +804,7 @@ export class TcpTranslator implements L4Handler {
       else this.#arm(f, now + f.rto);
       if (seqLt(ack, f.recover) && !f.blocked) {
         // Partial ACK during recovery: the next hole goes out now (RFC 6582 §3.2 step 3).
-        const n = Math.min(f.mss, seqDiff(f.bufEnd, f.sndUna));
+        const n = Math.min(this.#segmentSize(f), seqDiff(f.bufEnd, f.sndUna));
         if (n > 0) this.#sendData(f, TCP_ACK_FLAG, f.sndUna, n);
         else if (f.finSent) this.#sendData(f, TCP_ACK_FLAG | TCP_FIN, f.bufEnd, 0);
         this.counters.retransmits++;
@@ -928,7 +929,7 @@ export class TcpTranslator implements L4Handler {
       const avail = seqDiff(f.bufEnd, f.sndNxt);
       if (avail > 0) {
         const wnd = seqDiff(f.sndWndRight, f.sndNxt);
-        const n = Math.min(avail, wnd, f.mss);
+        const n = Math.min(avail, wnd, this.#segmentSize(f));
         if (n <= 0) {
           // Zero window: probe on the timer if nothing else is outstanding.
           if (f.timerAt === Infinity) this.#arm(f, now + f.rto);
@@ -1102,6 +1103,17 @@ export class TcpTranslator implements L4Handler {
     const right = (f.writtenSeq + this.#capacity(f)) >>> 0;
     const w = Math.max(seqDiff(right, ack), 0) >>> f.ourShift;
     return Math.min(w, 65535);
+  }
+
+  /**
+   * Payload bytes per segment: the guest's MSS, and no more than fits one frame the
+   * guest can receive now (its RX buffers bound frames when they cannot be merged).
+   */
+  #segmentSize(f: TcpFlow): number {
+    const link = this.#sender.link;
+    if (link === null) return f.mss;
+    const headers = (f.family === 4 ? L4_OFFSET_V4 : L4_OFFSET_V6) + TCP_HEADER_MIN;
+    return Math.max(1, Math.min(f.mss, link.maxFrameLength - headers));
   }
 
   #sendAck(f: TcpFlow): void {

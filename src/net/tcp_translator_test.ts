@@ -139,6 +139,31 @@ Deno.test("`TcpTranslator` moves several MB each way intact (IPv4 and IPv6)", as
   }
 });
 
+Deno.test("`TcpTranslator` sizes segments to the frames the guest can receive (small RX buffers)", async () => {
+  for (const family of [4, 6] as const) {
+    const { guest, close } = setup(family);
+    // Like virtio-net without MRG_RXBUF: the guest's MSS is large but its buffers hold 1514 bytes.
+    guest.maxFrameLength = 1514;
+    const down = pattern(1024 * 1024 + 7, 11);
+    const server = Deno.listen({ hostname: family === 4 ? "127.0.0.1" : "::1", port: 0 });
+    const port = (server.addr as Deno.NetAddr).port;
+    const served = (async () => {
+      const conn = await server.accept();
+      await writeAll(conn, down);
+      conn.close();
+    })();
+    const c = family === 4
+      ? guest.connect(TEST_GATEWAY4, port)
+      : guest.connect(0, port, TEST_GATEWAY6);
+    await c.until(() => c.eof, 20000, "eof");
+    await served;
+    assert.equal(sha(c.takeReceived()), sha(down));
+    assert.equal(guest.oversizedFrames, 0, "a segment larger than the guest's buffers was sent");
+    server.close();
+    close();
+  }
+});
+
 Deno.test("`TcpTranslator.listen()` turns a host connection into a guest connection from the gateway", async () => {
   const { tcp, guest, close } = setup();
   guest.listening.add(8080);

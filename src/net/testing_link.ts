@@ -11,6 +11,8 @@ import { type GuestLink, SendResult } from "../tap/frame_transport.ts";
 export class RecordingLink implements GuestLink {
   /** Transport name for logs. */
   readonly kind = "test";
+  /** What the link reports as the largest receivable frame; tests may lower it. */
+  maxFrameLength = 65535;
   /** Copies of the frames sent, oldest first. */
   readonly frames: Uint8Array[] = [];
   /** Number of flush() calls. */

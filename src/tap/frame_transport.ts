@@ -60,6 +60,14 @@ export interface GuestLink {
    */
   sendFrame(frame: Uint8Array): SendResult;
 
+  /**
+   * The largest frame the guest can receive now, in bytes (at most 65535). Without
+   * mergeable RX buffers (virtio-net MRG_RXBUF off) a frame must fit one guest
+   * buffer, whose size only the guest knows: TCP sizes its segments by this, so that
+   * it never sends what would be dropped.
+   */
+  readonly maxFrameLength: number;
+
   /** Publishes everything sent since the last flush (used index, notification). */
   flush(): void;
 

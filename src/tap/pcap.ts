@@ -151,6 +151,11 @@ export class PcapGuestLink implements GuestLink {
     return this.#inner.kind;
   }
 
+  /** {@inheritDoc GuestLink.maxFrameLength} */
+  get maxFrameLength(): number {
+    return this.#inner.maxFrameLength;
+  }
+
   /** {@inheritDoc GuestLink.sendFrame} Frames actually sent are recorded. */
   sendFrame(frame: Uint8Array): SendResult {
     const result = this.#inner.sendFrame(frame);

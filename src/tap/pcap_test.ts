@@ -49,6 +49,7 @@ class MemorySink {
 
 class FakeLink implements GuestLink {
   readonly kind = "fake";
+  readonly maxFrameLength = 65535;
   sent: Uint8Array[] = [];
   full = false;
   sendFrame(frame: Uint8Array): SendResult {

@@ -56,6 +56,8 @@ export interface StreamTransportOptions {
 export class StreamTransport implements GuestLink, FrontendSession {
   /** Short name for logs. */
   readonly kind = "stream";
+  /** Every frame up to the protocol's limit fits (no guest buffers to fill). */
+  readonly maxFrameLength = STREAM_MAX_FRAME_BYTES;
   /** Settles when the connection is over; never rejects. */
   readonly closed: Promise<void>;
 

@@ -62,6 +62,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   #rx: SplitVirtqueue | null = null;
   #tx: SplitVirtqueue | null = null;
   #mergeable = false;
+  /** Frame room of the last RX buffer seen (header excluded): the limit without MRG_RXBUF. */
+  #rxBufferFrameRoom = MAX_FRAME_BYTES;
   #up = false;
   #rxWaiting = false;
   #writable: ((now: number) => void) | null = null;
@@ -110,6 +112,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     if (ring.index === RX_QUEUE_INDEX) {
       this.#rx = queue;
       this.#mergeable = ring.features.mergeableRxBuffers;
+      this.#rxBufferFrameRoom = MAX_FRAME_BYTES;
       if (this.#rxFirst.buffers.length < ring.size) {
         this.#rxFirst = new DescriptorChain(ring.size);
         this.#rxNext = new DescriptorChain(ring.size);
@@ -261,6 +264,11 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     }
   }
 
+  /** {@inheritDoc GuestLink.maxFrameLength} */
+  get maxFrameLength(): number {
+    return this.#mergeable ? MAX_FRAME_BYTES : this.#rxBufferFrameRoom;
+  }
+
   /** {@inheritDoc GuestLink.sendFrame} */
   sendFrame(frame: Uint8Array): SendResult {
     const rx = this.#rx;
@@ -322,6 +330,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     heads[0] = first.head;
     lengths[0] = used;
     let count = 1;
+    if (!this.#mergeable) {
+      this.#rxBufferFrameRoom = Math.min(MAX_FRAME_BYTES, first.writableBytes - NET_HDR_SIZE);
+    }
     if (used < needed && !this.#mergeable) {
       rx.unpop(1);
       first.release();

@@ -128,6 +128,18 @@ function guestReceive(
 }
 
 const matrix: Partial<NegotiatedFeatures>[] = [];
+Deno.test("VhostUserLink.maxFrameLength follows the guest's RX buffers without MRG_RXBUF", () => {
+  const plain = setup({});
+  assert.equal(plain.link.maxFrameLength, 65535, "nothing known before a buffer is seen");
+  guestPostRx(plain.rx, new Map(), 2, 1518 + NET_HDR_SIZE);
+  assert.equal(plain.link.sendFrame(frameOf(60, 0)), SendResult.Sent);
+  assert.equal(plain.link.maxFrameLength, 1518);
+  const merging = setup({ mergeableRxBuffers: true });
+  guestPostRx(merging.rx, new Map(), 2, 1518 + NET_HDR_SIZE);
+  assert.equal(merging.link.sendFrame(frameOf(60, 0)), SendResult.Sent);
+  assert.equal(merging.link.maxFrameLength, 65535, "buffers merge: any frame fits");
+});
+
 for (const eventIndex of [false, true]) {
   for (const indirectDescriptors of [false, true]) {
     for (const mergeableRxBuffers of [false, true]) {
