@@ -17,6 +17,7 @@ import {
   HEADER_REQUEST,
   HEADER_SIZE,
   HEADER_SIZE_FIELD,
+  MAX_FDS_PER_MESSAGE,
   MAX_PAYLOAD_SIZE,
   MEMORY_TABLE_MAX_SIZE,
   Request,
@@ -174,6 +175,7 @@ export class MessageFramer {
       if (got.kind === "pending") return got;
       if (got.kind === "eof") return this.#eof();
       this.#headerFill += got.bytes;
+      this.#checkFdCount();
     }
     if (this.#payloadSize < 0) this.#payloadSize = this.#checkHeader();
     while (this.#payloadFill < this.#payloadSize) {
@@ -184,6 +186,7 @@ export class MessageFramer {
       if (got.kind === "pending") return got;
       if (got.kind === "eof") return this.#eof();
       this.#payloadFill += got.bytes;
+      this.#checkFdCount();
     }
     // control messages are rare: a fresh object each, with its own copy of the payload
     const message: Message = {
@@ -198,6 +201,22 @@ export class MessageFramer {
     this.#payloadFill = 0;
     this.#payloadSize = -1;
     return { kind: "message", message };
+  }
+
+  /**
+   * Each read may bring up to MAX_FDS_PER_MESSAGE fds: a front-end that splits one
+   * message over many small writes, each with fds, would otherwise make us hold
+   * thousands (EMFILE for every session). They stay in #fds for takeOrphanFds().
+   */
+  #checkFdCount(): void {
+    if (this.#fds.length <= MAX_FDS_PER_MESSAGE) return;
+    const request = this.#headerFill >= HEADER_SIZE
+      ? this.#headerView.getUint32(HEADER_REQUEST, true)
+      : 0;
+    throw new ProtocolError(
+      request,
+      `${this.#fds.length} fds arrived with one message, more than the ${MAX_FDS_PER_MESSAGE} allowed`,
+    );
   }
 
   #checkHeader(): number {

@@ -29,6 +29,19 @@ Deno.test("`MessageFramer.poll()` reassembles a message delivered one byte at a 
   assert.equal(framer.midMessage, false);
 });
 
+Deno.test("`MessageFramer.poll()` rejects a message whose pieces bring more than 8 fds in all", () => {
+  const channel = new ScriptedChannel();
+  const framer = new MessageFramer(channel);
+  const bytes = encodeRequest(Request.SET_VRING_KICK, u64Payload(0));
+  // each one-byte piece carries fds: a limit per read alone would let this add up
+  let fd = 100;
+  for (let i = 0; i < bytes.length; i++) {
+    channel.push(bytes.subarray(i, i + 1), [fd++, fd++, fd++]);
+  }
+  assert.throws(() => framer.poll(), /9 fds arrived with one message, more than the 8 allowed/);
+  assert.deepEqual(framer.takeOrphanFds(), [100, 101, 102, 103, 104, 105, 106, 107, 108]);
+});
+
 Deno.test("`MessageFramer.poll()` keeps each message's fds with that message", () => {
   const channel = new ScriptedChannel();
   const framer = new MessageFramer(channel);
