@@ -8,7 +8,6 @@
  */
 
 import type { UnixStream } from "../../ffi/unix_stream.ts";
-import type { Config } from "../config/config.ts";
 import type { EventLoop } from "../loop/event_loop.ts";
 
 /** Serves one connected frontend (QEMU) until it goes away or is closed. */
@@ -34,9 +33,3 @@ export interface FrontendSession {
  * the session cannot be set up at all, in which case the daemon closes the connection.
  */
 export type SessionFactory = (connection: UnixStream, loop: EventLoop) => FrontendSession;
-
-/**
- * Builds the {@link SessionFactory} for a configuration (the network stack behind it
- * is created once per daemon and survives reconnects).
- */
-export type SessionFactoryProvider = (config: Config) => SessionFactory;

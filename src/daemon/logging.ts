@@ -13,8 +13,7 @@
 
 import { OutputFile } from "../../ffi/output_file.ts";
 import type { UnixStream } from "../../ffi/unix_stream.ts";
-import type { LogConfig } from "../config/config.ts";
-import { log, LOG_LEVELS, type LogLevel, type LogSink } from "../log/logger.ts";
+import { LOG_LEVELS, type LogLevel, type LogSink } from "../log/logger.ts";
 import { LogFileSink } from "./log_file_sink.ts";
 
 const encoder = new TextEncoder();
@@ -87,11 +86,6 @@ export function statusSink(stream: UnixStream): LogSink {
 
 /** A sink writing nowhere: a detached daemon without `--log-file`. */
 export const discardSink: LogSink = () => {};
-
-/** Sets the logger's level from the configuration. */
-export function applyLogLevel(config: LogConfig): void {
-  log.setLevel(config.level);
-}
 
 /**
  * Writes lines to standard error; warnings and errors carry a `tpasst: ` prefix so

@@ -12,8 +12,6 @@
  * @module
  */
 
-import { ipv6Equal } from "./address.ts";
-
 /** Offset of version (4 bits), traffic class (8), flow label (20) (RFC 8200 §3). */
 export const IPV6_VER_TC_FLOW = 0;
 /** Offset of the payload length (everything after the fixed header). */
@@ -188,9 +186,4 @@ export function buildIpv6(buf: Uint8Array, offset: number, f: Ipv6BuildFields): 
   buf.set(f.src.subarray(0, 16), offset + IPV6_SRC);
   buf.set(f.dst.subarray(0, 16), offset + IPV6_DST);
   return IPV6_HEADER_LENGTH;
-}
-
-/** Whether the header's destination equals `addr`. */
-export function ipv6DstIs(h: Ipv6Header, addr: Uint8Array): boolean {
-  return ipv6Equal(h.dst, 0, addr, 0);
 }
