@@ -7,7 +7,7 @@ import { EventLoop } from "../loop/event_loop.ts";
 import { assertEquals, assertTrue } from "../test_support/assert.ts";
 import type { FrontendSession, SessionFactory } from "./frontend_session.ts";
 import { FrontendServer } from "./frontend_server.ts";
-import { placeholderSessionFactory } from "./placeholder_session.ts";
+import { discardSessionFactory } from "./testing_discard_session.ts";
 
 /** Polls `probe` until true (fails after 10 s); yields to the loop in between. */
 async function until(what: string, probe: () => boolean): Promise<void> {
@@ -45,7 +45,7 @@ async function setUp(): Promise<Fixture> {
   const loop = new EventLoop();
   const listener = UnixListener.listen(path);
   const sessions: FrontendSession[] = [];
-  const inner = placeholderSessionFactory("test");
+  const inner = discardSessionFactory("test");
   const factory: SessionFactory = (connection, l) => {
     const session = inner(connection, l);
     sessions.push(session);

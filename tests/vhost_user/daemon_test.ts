@@ -2,17 +2,14 @@
  * The harness front-end against the real daemon (bin/tpasst --vhost-user -f -s PATH):
  * negotiation, reconnects, a malformed front-end, fd hygiene across sessions.
  *
- * Runs once src/daemon/session_factories.ts serves vhost-user mode with
- * `vhostUserSessionFactory` (until then the daemon runs a placeholder that never
- * answers, and this test is skipped with that reason in its name).
+ * Skipped (with the reason in its name) when deno.json's daemon permission set lacks
+ * `"ffi": true`, without which the daemon cannot map guest memory.
  */
 import assert from "node:assert/strict";
 import { ForegroundTpasst, waitFor } from "../cli/cli_helpers.ts";
 import {
   encodeRequest,
   singleRegionPayload,
-  u64Payload,
-  vringAddrPayload,
   vringStatePayload,
 } from "../../src/vhost_user/request_encoder.ts";
 import { Request } from "../../src/vhost_user/protocol.ts";

@@ -1,9 +1,8 @@
 /**
- * PLACEHOLDER, not a protocol implementation: a {@link SessionFactory} that logs the
- * connection, reads and discards whatever the frontend sends, and ends on end of
- * file. It stands in until the vhost-user session (src/vhost_user/) and the stream
- * transport (src/tap/) provide real factories, and lets the lifecycle (accept, one
- * frontend at a time, one-off, shutdown) be tested on its own.
+ * A {@link SessionFactory} for tests of the daemon's connection lifecycle (accept,
+ * one frontend at a time, one-off, shutdown): each session logs the connection,
+ * reads and discards whatever the frontend sends, and ends on end of file. Not a
+ * protocol implementation.
  *
  * @module
  */
@@ -20,7 +19,7 @@ const DISCARD_BUFFER_SIZE = 65536;
 const MAX_READS_PER_EVENT = 16;
 
 /** Creates discard sessions labelled with `mode` in their log lines. */
-export function placeholderSessionFactory(mode: string): SessionFactory {
+export function discardSessionFactory(mode: string): SessionFactory {
   let counter = 0;
   return (connection, loop) => new DiscardSession(connection, loop, `${mode} #${++counter}`);
 }
@@ -42,8 +41,7 @@ class DiscardSession implements FrontendSession {
     this.closed = new Promise((resolve) => (this.#resolve = resolve));
     connection.setNonBlocking(true);
     log.info(
-      `frontend ${label} connected (placeholder session: the protocol is not wired in yet, ` +
-        `input is discarded)`,
+      `frontend ${label} connected (discard session: input is discarded)`,
     );
     loop.watch(connection.fd, (events) => this.#onEvent(events));
   }
