@@ -9,44 +9,16 @@
  * @module
  */
 
-import type { GuestMemory } from "../virtio/guest_memory.ts";
+import type { StartedVring } from "../virtio/started_vring.ts";
 
 /** virtio-net receive queue index (virtio 1.2 §5.1.2). */
 export const RX_QUEUE_INDEX = 0;
 /** virtio-net transmit queue index (virtio 1.2 §5.1.2). */
 export const TX_QUEUE_INDEX = 1;
 
-/** Feature bits the datapath must honour, as negotiated with the frontend. */
-export interface NegotiatedFeatures {
-  /** VIRTIO_F_RING_EVENT_IDX (bit 29): used_event / avail_event (virtio 1.2 §2.7.10). */
-  readonly eventIndex: boolean;
-  /** VIRTIO_F_INDIRECT_DESC (bit 28): indirect descriptor tables (virtio 1.2 §2.7.5.3). */
-  readonly indirectDescriptors: boolean;
-  /** VIRTIO_NET_F_MRG_RXBUF (bit 15): a received frame may span several buffers (§5.1.6.3). */
-  readonly mergeableRxBuffers: boolean;
-}
-
-/** Everything the datapath needs to run one split virtqueue, valid until stopVring(). */
-export interface StartedVring {
-  /** Queue index: {@link RX_QUEUE_INDEX} or {@link TX_QUEUE_INDEX}. */
-  readonly index: number;
-  /** Number of descriptors: a power of two, 1..32768 (virtio 1.2 §2.7). */
-  readonly size: number;
-  /** The descriptor table, exactly 16 × size bytes (virtio 1.2 §2.7.5). */
-  readonly descriptorTable: Uint8Array;
-  /** The available ring, exactly 6 + 2 × size bytes (virtio 1.2 §2.7.6). */
-  readonly availableRing: Uint8Array;
-  /** The used ring, exactly 6 + 8 × size bytes (virtio 1.2 §2.7.8). */
-  readonly usedRing: Uint8Array;
-  /** Where to resume consuming the available ring (VHOST_USER_SET_VRING_BASE). */
-  readonly lastAvailIndex: number;
-  /** Guest memory by guest-physical address, for descriptor buffers. */
-  readonly memory: GuestMemory;
-  /** Negotiated features relevant to the ring. */
-  readonly features: NegotiatedFeatures;
-  /** Signals the frontend's call eventfd; does nothing when the frontend gave none. */
-  notifyGuest(): void;
-}
+// The ring's description lives with the virtqueue engine (src/virtio/ never imports
+// this directory); it is re-exported here as part of this contract.
+export type { NegotiatedFeatures, StartedVring } from "../virtio/started_vring.ts";
 
 /** The datapath behind a vhost-user session. */
 export interface VringDatapath {

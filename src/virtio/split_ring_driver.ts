@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { NegotiatedFeatures, StartedVring } from "../vhost_user/vring_datapath.ts";
+import type { NegotiatedFeatures, StartedVring } from "./started_vring.ts";
 import { ArrayGuestMemory } from "./array_guest_memory.ts";
 import {
   AVAIL_FLAGS,

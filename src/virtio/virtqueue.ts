@@ -16,7 +16,7 @@
 import type { Logger } from "../log/logger.ts";
 import { log as defaultLogger } from "../log/logger.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
-import type { StartedVring } from "../vhost_user/vring_datapath.ts";
+import type { StartedVring } from "./started_vring.ts";
 import type { GuestMemory } from "./guest_memory.ts";
 import { DescriptorChain } from "./descriptor_chain.ts";
 import { memoryFence } from "./memory_fence.ts";
