@@ -13,14 +13,16 @@
 
 import { ipv6Equal, MAC_BROADCAST } from "./address.ts";
 import {
-  internetChecksum,
   IPPROTO_ICMP,
   IPPROTO_ICMPV6,
   IPPROTO_TCP,
   IPPROTO_UDP,
-  l4ChecksumV4,
-  l4ChecksumV6,
+  setL4ChecksumV4,
+  setL4ChecksumV6,
 } from "./checksum.ts";
+import { ICMP_CHECKSUM, setIcmpv4Checksum } from "./icmp.ts";
+import { TCP_CHECKSUM } from "./tcp_header.ts";
+import { UDP_CHECKSUM } from "./udp.ts";
 import { buildEthernet, ETH_HEADER_LENGTH, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "./ethernet.ts";
 import { buildIpv4, IPV4_FLAG_DF, IPV4_HEADER_MIN } from "./ipv4.ts";
 import { buildIpv6, IPV6_HEADER_LENGTH } from "./ipv6.ts";
@@ -37,11 +39,18 @@ export const L3_OFFSET = ETH_HEADER_LENGTH;
 
 /** Offset of the checksum field inside each upper-layer header (RFC 9293, 768, 792, 4443). */
 const CHECKSUM_FIELD: Readonly<Record<number, number>> = {
-  [IPPROTO_TCP]: 16,
-  [IPPROTO_UDP]: 6,
-  [IPPROTO_ICMP]: 2,
-  [IPPROTO_ICMPV6]: 2,
+  [IPPROTO_TCP]: TCP_CHECKSUM,
+  [IPPROTO_UDP]: UDP_CHECKSUM,
+  [IPPROTO_ICMP]: ICMP_CHECKSUM,
+  [IPPROTO_ICMPV6]: ICMP_CHECKSUM,
 };
+
+/** UDP sends a computed zero checksum as all ones: zero means "no checksum" (RFC 768). */
+function udpZeroAsAllOnes(buf: Uint8Array, at: number, protocol: number, stored: number): void {
+  if (stored !== 0 || protocol !== IPPROTO_UDP) return;
+  buf[at] = 0xff;
+  buf[at + 1] = 0xff;
+}
 
 /** Counters of frames toward the guest. */
 export interface SendCounters {
@@ -120,14 +129,12 @@ export class GuestSender {
     if (!options.l4ChecksumDone) {
       const field = CHECKSUM_FIELD[protocol];
       if (field !== undefined && field + 2 <= l4Length) {
-        b[L4_OFFSET_V4 + field] = 0;
-        b[L4_OFFSET_V4 + field + 1] = 0;
-        const c = protocol === IPPROTO_ICMP
-          ? internetChecksum(b, L4_OFFSET_V4, l4Length) // no pseudo-header for ICMPv4
-          : l4ChecksumV4(b, L4_OFFSET_V4, l4Length, protocol, src, dst);
-        const stored = c === 0 && protocol === IPPROTO_UDP ? 0xffff : c;
-        b[L4_OFFSET_V4 + field] = stored >>> 8;
-        b[L4_OFFSET_V4 + field + 1] = stored;
+        if (protocol === IPPROTO_ICMP) {
+          setIcmpv4Checksum(b, L4_OFFSET_V4, l4Length); // no pseudo-header for ICMPv4
+        } else {
+          const c = setL4ChecksumV4(b, L4_OFFSET_V4, l4Length, protocol, field, src, dst);
+          udpZeroAsAllOnes(b, L4_OFFSET_V4 + field, protocol, c);
+        }
       }
     }
     this.#ipv4Id = (this.#ipv4Id + 1) & 0xffff;
@@ -172,12 +179,8 @@ export class GuestSender {
     if (!options.l4ChecksumDone) {
       const field = CHECKSUM_FIELD[protocol];
       if (field !== undefined && field + 2 <= l4Length) {
-        b[L4_OFFSET_V6 + field] = 0;
-        b[L4_OFFSET_V6 + field + 1] = 0;
-        const c = l4ChecksumV6(b, L4_OFFSET_V6, l4Length, protocol, src, 0, dst, 0);
-        const stored = c === 0 && protocol === IPPROTO_UDP ? 0xffff : c;
-        b[L4_OFFSET_V6 + field] = stored >>> 8;
-        b[L4_OFFSET_V6 + field + 1] = stored;
+        const c = setL4ChecksumV6(b, L4_OFFSET_V6, l4Length, protocol, field, src, dst);
+        udpZeroAsAllOnes(b, L4_OFFSET_V6 + field, protocol, c);
       }
     }
     buildIpv6(b, ETH_HEADER_LENGTH, {

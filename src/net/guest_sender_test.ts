@@ -72,3 +72,26 @@ Deno.test("`GuestSender.noteGuestIpv6()` keeps global and link-local addresses a
   assert.deepEqual(s.guestIpv6LinkLocalSeen, parseIpv6("fe80::5"));
   assert.deepEqual(s.guestIpv6Seen, parseIpv6("2001:db8::5"));
 });
+
+Deno.test("`GuestSender.sendIpv4()` and `sendIpv6()` send a computed zero UDP checksum as 0xffff", () => {
+  const src6 = parseIpv6("fd00::1")!;
+  const dst6 = parseIpv6("fd00::2")!;
+  const families: [string, number, (s: GuestSender) => void][] = [
+    ["v4", L4_OFFSET_V4, (s) => s.sendIpv4(IPPROTO_UDP, 0x0a000001, 0x0a000002, 10)],
+    ["v6", L4_OFFSET_V6, (s) => s.sendIpv6(IPPROTO_UDP, src6, dst6, 10)],
+  ];
+  for (const [family, at, send] of families) {
+    const { s, link } = setup();
+    buildUdp(s.buffer, at, 1000, 2000, 2);
+    s.buffer.fill(0, at + 8, at + 10);
+    send(s);
+    // Adding the complement of the sum as a data word makes the sum 0xffff: checksum 0.
+    const [first] = link.take();
+    const checksum = (first[at + 6] << 8) | first[at + 7];
+    s.buffer[at + 8] = checksum >>> 8;
+    s.buffer[at + 9] = checksum;
+    send(s);
+    const [second] = link.take();
+    assert.deepEqual([second[at + 6], second[at + 7]], [0xff, 0xff], family);
+  }
+});
