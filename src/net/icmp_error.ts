@@ -11,6 +11,8 @@
 import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "./checksum.ts";
 import { type GuestSender, L4_OFFSET_V4, L4_OFFSET_V6 } from "./guest_sender.ts";
 import { buildIcmp, ICMP_HEADER_LENGTH } from "./icmp.ts";
+import { IPV4_HEADER_MIN } from "./ipv4.ts";
+import { IPV6_HEADER_LENGTH } from "./ipv6.ts";
 import type { SendResult } from "../tap/frame_transport.ts";
 
 /** Largest IPv4 ICMP error datagram (RFC 1812 §4.3.2.3). */
@@ -44,7 +46,7 @@ export function sendIcmpv4Error(
   to: number,
   quoted: Uint8Array,
 ): SendResult {
-  const n = Math.min(quoted.length, ICMPV4_ERROR_MAX - 20 - ICMP_HEADER_LENGTH);
+  const n = Math.min(quoted.length, ICMPV4_ERROR_MAX - IPV4_HEADER_MIN - ICMP_HEADER_LENGTH);
   const b = sender.buffer;
   buildIcmp(b, L4_OFFSET_V4, type, code, rest);
   b.set(quoted.subarray(0, n), L4_OFFSET_V4 + ICMP_HEADER_LENGTH);
@@ -65,7 +67,7 @@ export function sendIcmpv6Error(
   to: Uint8Array,
   quoted: Uint8Array,
 ): SendResult {
-  const n = Math.min(quoted.length, ICMPV6_ERROR_MAX - 40 - ICMP_HEADER_LENGTH);
+  const n = Math.min(quoted.length, ICMPV6_ERROR_MAX - IPV6_HEADER_LENGTH - ICMP_HEADER_LENGTH);
   const b = sender.buffer;
   buildIcmp(b, L4_OFFSET_V6, type, code, rest);
   b.set(quoted.subarray(0, n), L4_OFFSET_V6 + ICMP_HEADER_LENGTH);
