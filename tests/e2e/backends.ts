@@ -16,7 +16,7 @@ export const BACKEND_KINDS = ["tpasst-vhost", "tpasst-stream", "passt", "slirp"]
 export type BackendKind = typeof BACKEND_KINDS[number];
 
 /** Whether tpasst carries guest traffic yet; the integrator flips this to enable its e2e tests. */
-export const TPASST_DATAPATH_WIRED = false;
+export const TPASST_DATAPATH_WIRED = true;
 
 /** Why the tpasst e2e tests are ignored while {@link TPASST_DATAPATH_WIRED} is false. */
 export const TPASST_IGNORE_REASON = "tpasst datapath not wired yet";
@@ -25,7 +25,7 @@ export const TPASST_IGNORE_REASON = "tpasst datapath not wired yet";
  * Whether tpasst handles vhost-user rings without MRG_RXBUF (1530-byte RX buffers); the
  * integrator flips this once host→guest traffic works there.
  */
-export const TPASST_PLAIN_RINGS_OK = false;
+export const TPASST_PLAIN_RINGS_OK = true;
 
 /** Why the plain-rings suite is ignored while {@link TPASST_PLAIN_RINGS_OK} is false. */
 export const TPASST_PLAIN_RINGS_REASON =
