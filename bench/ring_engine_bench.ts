@@ -14,20 +14,13 @@
  */
 
 import { Logger } from "../src/log/logger.ts";
-import type { FrameHandler, GuestLink } from "../src/tap/frame_transport.ts";
+import { type FrameHandler, type GuestLink, SendResult } from "../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../src/tap/vhost_user_link.ts";
 import { ArrayGuestMemory } from "../src/virtio/array_guest_memory.ts";
 import { NET_HDR_SIZE } from "../src/virtio/net_header.ts";
 import { SplitRingDriver } from "../src/virtio/split_ring_driver.ts";
 import { RX_QUEUE_INDEX, TX_QUEUE_INDEX } from "../src/vhost_user/vring_datapath.ts";
-
-/** One measured case. */
-export interface BenchResult {
-  readonly direction: "TX" | "RX";
-  readonly frameBytes: number;
-  readonly framesPerSecond: number;
-  readonly gbps: number;
-}
+import { type BenchResult, benchResult, formatResult } from "./ring_engine/bench_result.ts";
 
 const RING_SIZE = 256;
 
@@ -89,7 +82,7 @@ export function benchTx(frameBytes: number, seconds: number): BenchResult {
     now = performance.now();
   }
   const elapsed = (now - started) / 1000;
-  return result("TX", frameBytes, handler.frames, elapsed);
+  return benchResult("TX", frameBytes, handler.frames, elapsed);
 }
 
 /** Guest RX: sendFrame into recycled receive buffers (MRG_RXBUF, 4 KiB buffers), flushed per ring. */
@@ -117,35 +110,20 @@ export function benchRx(frameBytes: number, seconds: number): BenchResult {
       if (!first) { for (let i = 0; i < heads.length; i++) rx.offer(heads[i]); }
       first = false;
       for (let i = 0; i < framesPerRound; i++) {
-        if (link.sendFrame(frame) === 0) frames++;
+        if (link.sendFrame(frame) === SendResult.Sent) frames++;
       }
       link.flush();
       // Unused buffers of this round are still available: drain them so the
       // re-offer keeps the ring at exactly RING_SIZE outstanding.
-      while (link.sendFrame(frame.subarray(0, 60)) === 0) frames += 0;
+      while (link.sendFrame(frame.subarray(0, 60)) === SendResult.Sent) {
+        // not counted: these only use up the round's remaining buffers
+      }
       link.flush();
     }
     now = performance.now();
   }
   const elapsed = (now - started) / 1000;
-  return result("RX", frameBytes, frames, elapsed);
-}
-
-function result(
-  direction: "TX" | "RX",
-  frameBytes: number,
-  frames: number,
-  seconds: number,
-): BenchResult {
-  const framesPerSecond = frames / seconds;
-  return { direction, frameBytes, framesPerSecond, gbps: (framesPerSecond * frameBytes * 8) / 1e9 };
-}
-
-/** Formats one result as a line of the report. */
-export function formatResult(path: string, r: BenchResult): string {
-  return `${path} ${r.direction} ${String(r.frameBytes).padStart(5)} B: ${
-    (r.framesPerSecond / 1e6).toFixed(3).padStart(7)
-  } Mframes/s ${r.gbps.toFixed(2).padStart(8)} Gbit/s`;
+  return benchResult("RX", frameBytes, frames, elapsed);
 }
 
 if (import.meta.main) {

@@ -14,7 +14,7 @@ import { SendResult } from "../../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
 import { InProcessBackend } from "../../tests/harness/in_process.ts";
 import { NET_HEADER_SIZE, RX, TX } from "../../tests/harness/vhost_user_frontend.ts";
-import type { BenchResult } from "../ring_engine_bench.ts";
+import { type BenchResult, benchResult } from "./bench_result.ts";
 
 const RING_SIZE = 256;
 
@@ -85,7 +85,7 @@ export function benchHarnessTx(frameBytes: number, seconds: number): Promise<Ben
       ring.takeUsed();
       now = performance.now();
     }
-    return result("TX", frameBytes, handler.frames, (now - started) / 1000);
+    return benchResult("TX", frameBytes, handler.frames, (now - started) / 1000);
   });
 }
 
@@ -111,21 +111,13 @@ export function benchHarnessRx(frameBytes: number, seconds: number): Promise<Ben
       for (let i = Math.floor(RING_SIZE / perFrame); i > 0; i--) {
         if (link.sendFrame(frame) === SendResult.Sent) frames++;
       }
-      while (link.sendFrame(frame.subarray(0, 60)) === SendResult.Sent) frames += 0; // use up the rest
+      while (link.sendFrame(frame.subarray(0, 60)) === SendResult.Sent) {
+        // not counted: these only use up the round's remaining buffers
+      }
       link.flush();
       ring.takeUsed();
       now = performance.now();
     }
-    return result("RX", frameBytes, frames, (now - started) / 1000);
+    return benchResult("RX", frameBytes, frames, (now - started) / 1000);
   });
-}
-
-function result(
-  direction: "TX" | "RX",
-  frameBytes: number,
-  frames: number,
-  seconds: number,
-): BenchResult {
-  const framesPerSecond = frames / seconds;
-  return { direction, frameBytes, framesPerSecond, gbps: (framesPerSecond * frameBytes * 8) / 1e9 };
 }
