@@ -27,13 +27,16 @@ import {
 import { ConfigError } from "./config_error.ts";
 import { parsePortForwardTable, type PortForwardTable, PortSpecError } from "./port_spec.ts";
 
-/** Smallest and largest MTU accepted by `-m` (ETH_MIN_MTU, ETH_MAX_MTU as in passt). */
+/** Smallest MTU accepted by `-m` (ETH_MIN_MTU, as in passt). */
 export const MIN_MTU = 68;
+/** Largest MTU accepted by `-m` (ETH_MAX_MTU, as in passt). */
 export const MAX_MTU = 65520;
 
-/** Default and bounds of `--log-size` in bytes (passt's default is 1 MiB). */
+/** Default `--log-size` in bytes (passt's default is 1 MiB). */
 export const DEFAULT_LOG_SIZE = 1024 * 1024;
+/** Smallest `--log-size` accepted, in bytes. */
 export const MIN_LOG_SIZE = 4096;
+/** Largest `--log-size` accepted, in bytes. */
 export const MAX_LOG_SIZE = 1024 * 1024 * 1024;
 
 /** Longest unix socket path: sizeof(sun_path) (108, sys/un.h) minus the terminating NUL. */

@@ -16,8 +16,9 @@
 
 import { isValidInterfaceName, parseIpAddress, unicastProblem } from "./address_text.ts";
 
-/** Lowest and highest forwardable port numbers (port 0 means "any" to bind()). */
+/** Lowest forwardable port number (port 0 means "any" to bind()). */
 export const MIN_PORT = 1;
+/** Highest forwardable port number. */
 export const MAX_PORT = 65535;
 
 /** An inclusive range of port numbers. */

@@ -11,8 +11,9 @@ import { Errno, NativeError } from "../../ffi/native_error.ts";
 import { OutputFile, removeFile } from "../../ffi/output_file.ts";
 import { UnixListener, unixSocketInUse } from "../../ffi/unix_listener.ts";
 
-/** First and last N of the default `/tmp/tpasst_N.socket` paths (passt probes 1..64 too). */
+/** First N of the default `/tmp/tpasst_N.socket` paths (passt probes 1..64 too). */
 export const FIRST_DEFAULT_SOCKET = 1;
+/** Last N of the default `/tmp/tpasst_N.socket` paths. */
 export const LAST_DEFAULT_SOCKET = 64;
 
 /** The default socket path number `n`. */

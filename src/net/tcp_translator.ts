@@ -67,8 +67,9 @@ export const DEFAULT_TCP_BUFFER = 256 * 1024;
 export const MIN_TCP_BUFFER = 16 * 1024;
 /** Window scale shift we offer (RFC 7323 §2.2): 65535 << 7 covers an 8 MiB ring. */
 export const OUR_WINDOW_SCALE = 7;
-/** MSS assumed when the guest sends none (RFC 9293 §3.7.1: 536 for IPv4, RFC 8200 §5: 1220 for IPv6). */
+/** MSS assumed when an IPv4 guest sends none (RFC 9293 §3.7.1). */
 export const DEFAULT_MSS_V4 = 536;
+/** MSS assumed when an IPv6 guest sends none (1280-byte minimum MTU, RFC 8200 §5). */
 export const DEFAULT_MSS_V6 = 1220;
 /** IPv4 + TCP header bytes (no options) subtracted from the MTU for the MSS. */
 const HEADERS_V4 = 40;
