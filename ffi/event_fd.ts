@@ -45,6 +45,7 @@ export class EventFd {
     if (rc < 0) throw new NativeError(-rc, `set_nonblocking(fd ${this.#fd})`);
   }
 
+  /** The descriptor number (-1 once closed). */
   get fd(): number {
     return this.#fd;
   }

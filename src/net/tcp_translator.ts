@@ -245,6 +245,7 @@ class TcpFlow implements FlowKey {
 export class TcpTranslator implements L4Handler {
   /** Flow table (guest-side 5-tuple → flow). */
   readonly flows: FlowTable<TcpFlow>;
+  /** Event counters for diagnostics and tests. */
   readonly counters: TcpCounters = {
     outbound: 0,
     inbound: 0,

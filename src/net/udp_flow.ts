@@ -121,7 +121,9 @@ class UdpFlow implements FlowKey {
 
 /** The UDP translator: an {@link L4Handler} for protocol 17. */
 export class UdpTranslator implements L4Handler {
+  /** Flow table (guest-side 5-tuple → flow). */
   readonly flows: FlowTable<UdpFlow>;
+  /** Event counters for diagnostics and tests. */
   readonly counters: UdpCounters = {
     toHost: 0,
     toGuest: 0,

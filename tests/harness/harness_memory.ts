@@ -43,6 +43,7 @@ export const REGION1_MMAP_OFFSET = 0x1000;
 
 /** Two memfd regions, readable and writable by guest-physical address. */
 export class HarnessMemory {
+  /** Region 0 (guest-physical 0) and region 1 (above 4 GiB, non-zero mmap offset). */
   readonly regions: readonly HarnessRegion[];
 
   constructor(options: HarnessMemoryOptions = {}) {

@@ -55,7 +55,9 @@ export function ringFootprint(size: number): number {
 
 /** A driver-side split ring. */
 export class HarnessVring {
+  /** Number of descriptors. */
   readonly size: number;
+  /** Where the descriptor table and the two rings lie in guest memory. */
   readonly areas: RingAreas;
   readonly #memory: HarnessMemory;
   readonly #free: number[] = [];

@@ -16,10 +16,14 @@ import { VhostUserFrontend } from "./vhost_user_frontend.ts";
 
 /** A running loop that sessions can be attached to. */
 export class InProcessBackend {
+  /** The event loop the sessions run on (running until close()). */
   readonly loop = new EventLoop();
+  /** Every line the sessions logged as "level: line", oldest first. */
   readonly lines: string[] = [];
+  /** The logger given to the sessions; writes into {@link lines}. */
   readonly logger = new Logger();
   readonly #running: Promise<void>;
+  /** The sessions started by connect(), oldest first. */
   readonly sessions: FrontendSession[] = [];
 
   constructor() {

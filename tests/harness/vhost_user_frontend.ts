@@ -98,11 +98,17 @@ function sleep(ms: number): Promise<void> {
 
 /** One front-end connection. */
 export class VhostUserFrontend {
+  /** The control socket to the backend. */
   readonly connection: UnixStream;
+  /** The guest memory shared with the backend. */
   readonly memory: HarnessMemory;
+  /** Kick eventfds by queue index (front-end → backend). */
   readonly kicks: EventFd[] = [];
+  /** Call eventfds by queue index (backend → front-end). */
   readonly calls: EventFd[] = [];
+  /** Error eventfds by queue index. */
   readonly errs: EventFd[] = [];
+  /** The driver side of each ring, by queue index. */
   vrings: HarnessVring[] = [];
   /** Protocol features acked in the negotiation. */
   protocolFeatures = 0n;
