@@ -22,7 +22,7 @@ import {
 } from "./checksum.ts";
 import { ICMP_CHECKSUM, setIcmpv4Checksum } from "./icmp.ts";
 import { TCP_CHECKSUM } from "./tcp_header.ts";
-import { UDP_CHECKSUM } from "./udp.ts";
+import { UDP_CHECKSUM, udpChecksumZeroAsOnes } from "./udp.ts";
 import { buildEthernet, ETH_HEADER_LENGTH, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "./ethernet.ts";
 import { buildIpv4, IPV4_FLAG_DF, IPV4_HEADER_MIN } from "./ipv4.ts";
 import { buildIpv6, IPV6_HEADER_LENGTH } from "./ipv6.ts";
@@ -44,13 +44,6 @@ const CHECKSUM_FIELD: Readonly<Record<number, number>> = {
   [IPPROTO_ICMP]: ICMP_CHECKSUM,
   [IPPROTO_ICMPV6]: ICMP_CHECKSUM,
 };
-
-/** UDP sends a computed zero checksum as all ones: zero means "no checksum" (RFC 768). */
-function udpZeroAsAllOnes(buf: Uint8Array, at: number, protocol: number, stored: number): void {
-  if (stored !== 0 || protocol !== IPPROTO_UDP) return;
-  buf[at] = 0xff;
-  buf[at + 1] = 0xff;
-}
 
 /** Counters of frames toward the guest. */
 export interface SendCounters {
@@ -133,7 +126,7 @@ export class GuestSender {
           setIcmpv4Checksum(b, L4_OFFSET_V4, l4Length); // no pseudo-header for ICMPv4
         } else {
           const c = setL4ChecksumV4(b, L4_OFFSET_V4, l4Length, protocol, field, src, dst);
-          udpZeroAsAllOnes(b, L4_OFFSET_V4 + field, protocol, c);
+          if (protocol === IPPROTO_UDP) udpChecksumZeroAsOnes(b, L4_OFFSET_V4, c);
         }
       }
     }
@@ -180,7 +173,7 @@ export class GuestSender {
       const field = CHECKSUM_FIELD[protocol];
       if (field !== undefined && field + 2 <= l4Length) {
         const c = setL4ChecksumV6(b, L4_OFFSET_V6, l4Length, protocol, field, src, dst);
-        udpZeroAsAllOnes(b, L4_OFFSET_V6 + field, protocol, c);
+        if (protocol === IPPROTO_UDP) udpChecksumZeroAsOnes(b, L4_OFFSET_V6, c);
       }
     }
     buildIpv6(b, ETH_HEADER_LENGTH, {

@@ -102,8 +102,11 @@ export function buildUdp(
   return UDP_HEADER_LENGTH;
 }
 
-/** A computed zero is sent as all ones: a zero field means "no checksum" (RFC 768). */
-function zeroAsAllOnes(buf: Uint8Array, offset: number, stored: number): void {
+/**
+ * Rewrites the checksum `stored` into the UDP datagram at `buf[offset]` as 0xffff
+ * when it is zero: a zero field means "no checksum" (RFC 768).
+ */
+export function udpChecksumZeroAsOnes(buf: Uint8Array, offset: number, stored: number): void {
   if (stored !== 0) return;
   buf[offset + UDP_CHECKSUM] = 0xff;
   buf[offset + UDP_CHECKSUM + 1] = 0xff;
@@ -112,7 +115,7 @@ function zeroAsAllOnes(buf: Uint8Array, offset: number, stored: number): void {
 /** Computes and stores the checksum of the UDP datagram at `buf[offset]` over IPv4. */
 export function setUdpChecksumV4(buf: Uint8Array, offset: number, src: number, dst: number): void {
   const length = (buf[offset + UDP_LENGTH] << 8) | buf[offset + UDP_LENGTH + 1];
-  zeroAsAllOnes(
+  udpChecksumZeroAsOnes(
     buf,
     offset,
     setL4ChecksumV4(buf, offset, length, IPPROTO_UDP, UDP_CHECKSUM, src, dst),
@@ -127,7 +130,7 @@ export function setUdpChecksumV6(
   dst: Uint8Array,
 ): void {
   const length = (buf[offset + UDP_LENGTH] << 8) | buf[offset + UDP_LENGTH + 1];
-  zeroAsAllOnes(
+  udpChecksumZeroAsOnes(
     buf,
     offset,
     setL4ChecksumV6(buf, offset, length, IPPROTO_UDP, UDP_CHECKSUM, src, dst),
