@@ -8,15 +8,9 @@ import { assertEquals, assertTrue } from "../test_support/assert.ts";
 import type { FrontendSession, SessionFactory } from "./frontend_session.ts";
 import { FrontendServer } from "./frontend_server.ts";
 import { discardSessionFactory } from "./testing_discard_session.ts";
+import { waitUntil } from "../test_support/wait_until.ts";
 
 /** Polls `probe` until true (fails after 10 s); yields to the loop in between. */
-async function until(what: string, probe: () => boolean): Promise<void> {
-  const deadline = performance.now() + 10_000;
-  while (!probe()) {
-    if (performance.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
 
 /** True once the peer closed `stream` (EOF or reset). */
 function closedByPeer(stream: UnixStream): boolean {
@@ -70,16 +64,16 @@ Deno.test("FrontendServer.listen() serves one frontend at a time, then the next"
     const server = new FrontendServer(f.loop, f.factory, false);
     server.listen(f.listener);
     const first = UnixStream.connect(f.path);
-    await until("the first session", () => f.sessions.length === 1);
+    await waitUntil("the first session", () => f.sessions.length === 1);
     const second = UnixStream.connect(f.path);
-    await until("the second connection to be refused", () => closedByPeer(second));
+    await waitUntil("the second connection to be refused", () => closedByPeer(second));
     assertEquals([server.sessionsServed, server.refused], [1, 1]);
     assertTrue(f.logLines.some((l) => l.includes("Refusing a second frontend")));
     assertTrue(!closedByPeer(first));
     first.close();
     await f.sessions[0].closed;
     const third = UnixStream.connect(f.path);
-    await until("the third session", () => f.sessions.length === 2);
+    await waitUntil("the third session", () => f.sessions.length === 2);
     assertTrue(!closedByPeer(third));
     second.close();
     third.close();
@@ -97,7 +91,7 @@ Deno.test("FrontendServer finishes with 'one-off' when the first frontend leaves
     const server = new FrontendServer(f.loop, f.factory, true);
     server.listen(f.listener);
     const frontend = UnixStream.connect(f.path);
-    await until("the session", () => f.sessions.length === 1);
+    await waitUntil("the session", () => f.sessions.length === 1);
     frontend.close();
     assertEquals(await server.finished, "one-off");
   } finally {
@@ -147,7 +141,7 @@ Deno.test("FrontendServer leaves no descriptor behind over many sessions", async
     server.listen(f.listener);
     const cycle = async () => {
       const frontend = UnixStream.connect(f.path);
-      await until("a session", () => f.sessions.length > 0);
+      await waitUntil("a session", () => f.sessions.length > 0);
       frontend.send(new Uint8Array(100));
       frontend.close();
       await f.sessions.pop()!.closed;
@@ -178,12 +172,12 @@ Deno.test("FrontendServer pauses accepting after accept() fails instead of spinn
     } as unknown as UnixListener;
     const server = new FrontendServer(f.loop, f.factory, false);
     server.listen(failing);
-    await until("the first accept", () => calls >= 1);
+    await waitUntil("the first accept", () => calls >= 1);
     // Until the pause ends the listener is not watched (unless the pause already ended).
     const watchedDuringPause = f.loop.isWatching(readable.fd);
     assertTrue(calls > 1 || !watchedDuringPause, "still watching the failing listener");
     assertTrue(f.logLines.some((l) => l.includes("EMFILE")));
-    await until("accepting to resume after the pause", () => calls >= 2);
+    await waitUntil("accepting to resume after the pause", () => calls >= 2);
     await server.stop();
     assertTrue(!f.loop.isWatching(readable.fd));
   } finally {

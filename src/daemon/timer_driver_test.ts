@@ -1,5 +1,6 @@
 import { assertEquals, assertTrue } from "../test_support/assert.ts";
 import { TimerDriver, type TimerTarget } from "./timer_driver.ts";
+import { waitUntil } from "../test_support/wait_until.ts";
 
 /** A target with a list of pending times; tick records when it ran and drops due times. */
 class FakeTarget implements TimerTarget {
@@ -14,14 +15,6 @@ class FakeTarget implements TimerTarget {
   }
 }
 
-async function until(probe: () => boolean): Promise<void> {
-  const deadline = performance.now() + 5000;
-  while (!probe()) {
-    if (performance.now() > deadline) throw new Error("Timed out");
-    await new Promise((resolve) => setTimeout(resolve, 2));
-  }
-}
-
 Deno.test("TimerDriver.rearm() runs the target once each timer is due, never early", async () => {
   const target = new FakeTarget();
   const driver = new TimerDriver(target);
@@ -29,7 +22,7 @@ Deno.test("TimerDriver.rearm() runs the target once each timer is due, never ear
     const start = performance.now();
     target.pending = [start + 30, start + 10];
     driver.rearm();
-    await until(() => target.pending.length === 0);
+    await waitUntil("both timers to run", () => target.pending.length === 0);
     assertTrue(target.ranAt.length >= 1);
     assertTrue(target.ranAt[0] >= start + 10, "ran before the first timer was due");
     assertTrue(target.ranAt[target.ranAt.length - 1] >= start + 30);
@@ -47,7 +40,7 @@ Deno.test("TimerDriver.rearm() moves the timeout earlier when an earlier timer a
     driver.rearm();
     target.pending.push(start + 5);
     driver.rearm();
-    await until(() => driver.ticks === 1);
+    await waitUntil("the earlier timer", () => driver.ticks === 1);
     assertEquals(target.pending, [start + 60_000]);
   } finally {
     driver.close();
@@ -65,7 +58,7 @@ Deno.test("TimerDriver.close() stops all ticks and survives a throwing target", 
   };
   const driver = new TimerDriver(throwing);
   driver.rearm();
-  await until(() => calls === 1);
+  await waitUntil("the throwing target to run", () => calls === 1);
   driver.close();
   driver.rearm();
   assertEquals(driver.ticks, 1);

@@ -6,6 +6,7 @@ import { EventLoop } from "../loop/event_loop.ts";
 import { SendResult } from "./frame_transport.ts";
 import { RecordingHandler } from "./testing_frame_handler.ts";
 import { createStreamSession, streamSessionFactory, StreamTransport } from "./stream_transport.ts";
+import { waitUntil } from "../test_support/wait_until.ts";
 
 function frameOf(length: number, seed: number): Uint8Array {
   const f = new Uint8Array(length);
@@ -60,11 +61,6 @@ async function withTransport(
   assert.equal(openFdCount(), before, "no fd leaked");
 }
 
-async function until(condition: () => boolean, what: string) {
-  for (let i = 0; i < 500 && !condition(); i++) await delay(2);
-  assert.ok(condition(), `timed out waiting for ${what}`);
-}
-
 /** Writes all of `bytes` to a nonblocking peer, waiting while it is full. */
 async function writeAll(peer: UnixStream, bytes: Uint8Array) {
   let at = 0;
@@ -96,14 +92,14 @@ Deno.test("StreamTransport delivers frames split across reads and several per re
     // First two frames and 3 bytes of the third's length in one write, the rest byte-sliced.
     const cut = 4 + 60 + 4 + 1514 + 3;
     await writeAll(peer, bytes.subarray(0, cut));
-    await until(() => handler.frames.length === 2, "two frames");
+    await waitUntil("two frames", () => handler.frames.length === 2);
     await writeAll(peer, bytes.subarray(cut, cut + 1));
     await delay(5);
     assert.equal(handler.frames.length, 2, "a partial length is kept");
     await writeAll(peer, bytes.subarray(cut + 1, cut + 30000));
     await delay(5);
     await writeAll(peer, bytes.subarray(cut + 30000));
-    await until(() => handler.frames.length === 4, "all frames");
+    await waitUntil("all frames", () => handler.frames.length === 4);
     assert.deepEqual(handler.frames, frames);
     assert.ok(handler.events.includes("batch:2"));
   });
@@ -155,7 +151,7 @@ Deno.test("StreamTransport returns NoRoom when its queue is full and calls back 
     assert.equal(woken, 0);
     const received = await readExactly(peer, sent * (4 + 65535));
     assert.deepEqual(received.subarray(received.length - 65535), frame);
-    await until(() => woken === 1, "the writable callback");
+    await waitUntil("the writable callback", () => woken === 1);
     assert.equal(transport.sendFrame(frame), SendResult.Sent);
   }, 4 * 65539);
 });

@@ -10,6 +10,7 @@ import { SendResult } from "../../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
 import { InProcessBackend } from "../harness/in_process.ts";
 import { RX, TX } from "../harness/vhost_user_frontend.ts";
+import { waitUntil } from "../../src/test_support/wait_until.ts";
 
 class CollectingHandler implements FrameHandler {
   readonly frames: Uint8Array[] = [];
@@ -36,14 +37,6 @@ function frame(n: number, length = 60): Uint8Array {
   return bytes;
 }
 
-async function until(condition: () => boolean, what: string): Promise<void> {
-  const deadline = performance.now() + 5000;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 1));
-  }
-}
-
 Deno.test("`VhostUserFrontend` TX frames reach the stack and RX frames reach the guest through the session", async () => {
   const baseline = openFdCount();
   const backend = new InProcessBackend();
@@ -55,16 +48,16 @@ Deno.test("`VhostUserFrontend` TX frames reach the stack and RX frames reach the
     // guest → stack
     const sent = Array.from({ length: 20 }, (_, i) => frame(i, 60 + i * 50));
     for (const f of sent) frontend.sendFrame(f);
-    await until(() => handler.frames.length === sent.length, "TX frames at the handler");
+    await waitUntil("TX frames at the handler", () => handler.frames.length === sent.length);
     assert.deepEqual(handler.frames, sent);
     const txUsed = await frontend.waitUsed(TX, sent.length);
     assert.equal(txUsed.length, sent.length);
     // stack → guest
     frontend.postRxBuffers(8);
-    await until(() => handler.link !== null, "link up");
+    await waitUntil("link up", () => handler.link !== null);
     const replies = [frame(100, 98), frame(101, 1514)];
     // NoRoom until the session has seen the RX kick
-    await until(() => handler.link!.sendFrame(replies[0]) === SendResult.Sent, "RX buffers");
+    await waitUntil("RX buffers", () => handler.link!.sendFrame(replies[0]) === SendResult.Sent);
     assert.equal(handler.link!.sendFrame(replies[1]), SendResult.Sent);
     handler.link!.flush();
     const rxUsed = await frontend.waitUsed(RX, replies.length);
@@ -87,9 +80,9 @@ Deno.test("`VhostUserFrontend.rxFrames()` reassembles a frame spread over small 
   try {
     await frontend.negotiate();
     frontend.postRxBuffers(16, 256);
-    await until(() => handler.link !== null, "link up");
+    await waitUntil("link up", () => handler.link !== null);
     const big = frame(7, 1514);
-    await until(() => handler.link!.sendFrame(big) === SendResult.Sent, "RX buffers");
+    await waitUntil("RX buffers", () => handler.link!.sendFrame(big) === SendResult.Sent);
     handler.link!.flush();
     const needed = Math.ceil((big.length + 12) / 256);
     const used = await frontend.waitUsed(RX, needed);

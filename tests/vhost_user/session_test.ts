@@ -13,14 +13,7 @@ import {
 import { Request } from "../../src/vhost_user/protocol.ts";
 import { InProcessBackend } from "../harness/in_process.ts";
 import { RX, TX, type VhostUserFrontend } from "../harness/vhost_user_frontend.ts";
-
-async function until(condition: () => boolean, what: string): Promise<void> {
-  const deadline = performance.now() + 5000;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 1));
-  }
-}
+import { waitUntil } from "../../src/test_support/wait_until.ts";
 
 const variants = [
   { name: "with REPLY_ACK and memory slots", options: {} },
@@ -47,9 +40,9 @@ for (const variant of variants) {
       assert.equal(rx.memory.view(0x100, high / 2 ** 32, 1)?.[0], 0x99);
       // kick → datapath.kick with the loop's timestamp; notifyGuest → call eventfd
       frontend.kicks[TX].signal();
-      await until(
-        () => datapath.events.some((e) => e.call === "kick" && e.index === TX),
+      await waitUntil(
         "TX kick",
+        () => datapath.events.some((e) => e.call === "kick" && e.index === TX),
       );
       datapath.rings.get(TX)!.notifyGuest();
       assert.ok(await frontend.waitCall(TX) >= 1);
@@ -235,7 +228,7 @@ Deno.test("`createVhostUserSession()` starts a ring only once SET_VRING_ENABLE 1
     await frontend.negotiate({ enable: false, mtu: 1400 });
     assert.equal(datapath.rings.size, 0);
     frontend.setRingEnabled(TX, true);
-    await until(() => datapath.rings.has(TX), "TX started");
+    await waitUntil("TX started", () => datapath.rings.has(TX));
     assert.equal(datapath.rings.has(RX), false);
     assert.ok(backend.lines.some((l) => l.includes("front-end set MTU 1400")));
   } finally {
