@@ -6,7 +6,7 @@
  * `"ffi": true`, without which the daemon cannot map guest memory.
  */
 import assert from "node:assert/strict";
-import { ForegroundTpasst, waitFor } from "../cli/cli_helpers.ts";
+import { exists, ForegroundTpasst, waitFor } from "../cli/cli_helpers.ts";
 import {
   encodeRequest,
   singleRegionPayload,
@@ -42,15 +42,6 @@ async function frontendGone(daemon: ForegroundTpasst, count: number): Promise<vo
       (daemon.stderr.match(/Frontend gone; waiting for the next connection/g) ?? []).length >=
         count,
   );
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 Deno.test({
