@@ -32,9 +32,16 @@ import {
   translateOutbound4,
   translateOutbound6,
 } from "./fwd.ts";
-import { type GuestSender, L4_OFFSET_V4, L4_OFFSET_V6 } from "./guest_sender.ts";
+import { type GuestSender, L4_OFFSET_V4, L4_OFFSET_V6, MAX_FRAME_LENGTH } from "./guest_sender.ts";
 import type { L4Handler, L4Packet } from "./l4_handler.ts";
-import { buildUdp, newUdpHeader, parseUdp, udpChecksumOkV4, udpChecksumOkV6 } from "./udp.ts";
+import {
+  buildUdp,
+  newUdpHeader,
+  parseUdp,
+  UDP_HEADER_LENGTH,
+  udpChecksumOkV4,
+  udpChecksumOkV6,
+} from "./udp.ts";
 import { SendResult } from "../tap/frame_transport.ts";
 import { log as defaultLog, type Logger } from "../log/logger.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
@@ -45,9 +52,10 @@ export const UDP_IDLE_TIMEOUT_MS = 180_000;
 const SWEEP_MS = 5_000;
 /** Datagrams held per socket while it is still binding. */
 const MAX_PENDING = 32;
-/** Largest UDP payload toward the guest (65535-byte frame minus headers). */
-const MAX_TO_GUEST_V4 = 65535 - L4_OFFSET_V4 - 8;
-const MAX_TO_GUEST_V6 = 65535 - L4_OFFSET_V6 - 8;
+/** Largest UDP payload toward an IPv4 guest (a maximal frame minus headers). */
+const MAX_TO_GUEST_V4 = MAX_FRAME_LENGTH - L4_OFFSET_V4 - UDP_HEADER_LENGTH;
+/** Largest UDP payload toward an IPv6 guest. */
+const MAX_TO_GUEST_V6 = MAX_FRAME_LENGTH - L4_OFFSET_V6 - UDP_HEADER_LENGTH;
 
 /** Options of {@link UdpTranslator}. */
 export interface UdpTranslatorOptions {
@@ -421,10 +429,10 @@ export class UdpTranslator implements L4Handler {
       return;
     }
     buildUdp(s.buffer, off, f.remotePort, f.guestPort, msg.length);
-    s.buffer.set(msg, off + 8);
+    s.buffer.set(msg, off + UDP_HEADER_LENGTH);
     const r = v4
-      ? s.sendIpv4(IPPROTO_UDP, f.remote4, f.guest4, 8 + msg.length)
-      : s.sendIpv6(IPPROTO_UDP, f.remote6!, f.guest6!, 8 + msg.length);
+      ? s.sendIpv4(IPPROTO_UDP, f.remote4, f.guest4, UDP_HEADER_LENGTH + msg.length)
+      : s.sendIpv6(IPPROTO_UDP, f.remote6!, f.guest6!, UDP_HEADER_LENGTH + msg.length);
     if (r === SendResult.Sent) this.counters.toGuest++;
     else if (r === SendResult.NoRoom) this.counters.noRoom++;
     else this.counters.dropped++;
