@@ -1,0 +1,387 @@
+/**
+ * A scripted guest attached to the REAL daemon: starts `bin/tpasst -f -1 -s SOCKET`
+ * as a child process, connects to it over passt's stream protocol or over vhost-user
+ * (the TypeScript front-end harness, tests/harness/), and drives an IPv4 and an IPv6
+ * {@link TestGuest} (src/net/tcp_test_guest.ts) whose frames travel through that
+ * connection. Used by the process-level TCP/UDP tests in tests/net/.
+ *
+ * ```ts
+ * const d = await DaemonGuest.start("vhost-user", ["-t", `127.0.0.1/${port}:8080`]);
+ * const c = d.guest4.connect(TEST_GATEWAY4, hostPort);
+ * ...
+ * const { code, stderr } = await d.close();
+ * ```
+ *
+ * @module
+ */
+
+import type { L4Handler } from "../../src/net/l4_handler.ts";
+import { TestGuest } from "../../src/net/tcp_test_guest.ts";
+import { TEST_GUEST4, TEST_GUEST6 } from "../../src/net/tcp_test_plan.ts";
+import { ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../../src/net/ethernet.ts";
+import { exists, TPASST, waitFor } from "../cli/cli_helpers.ts";
+import { RX, TX, VhostUserFrontend } from "../harness/vhost_user_frontend.ts";
+import { REGION1_GPA } from "../harness/harness_memory.ts";
+
+/** How the test talks to the daemon. */
+export type Transport = "stream" | "vhost-user";
+
+/** Both transports, for tests that run over each. */
+export const TRANSPORTS: readonly Transport[] = ["stream", "vhost-user"];
+
+/** The MAC the daemon uses toward the guest (TestGuest addresses its frames to it). */
+const DAEMON_MAC = "9a:55:9a:55:9a:55";
+
+/** Offset of the EtherType in an Ethernet II header (IEEE 802.3 §3.2.6). */
+const ETHERTYPE_OFFSET = 12;
+
+/** Length prefix of a frame on passt's stream socket: 32-bit big-endian. */
+const STREAM_PREFIX = 4;
+
+/** virtio-net header length with VERSION_1 (virtio 1.2 §5.1.6). */
+const NET_HEADER_SIZE = 12;
+/** Harness guest memory: two regions of this size (rings in region 0, buffers in 1). */
+const VHOST_REGION_SIZE = 32 * 1024 * 1024;
+/** Ring size used for both queues. */
+const VHOST_RING_SIZE = 256;
+/** TX buffers: enough for a maximal frame plus the virtio-net header. */
+const TX_SLOT_SIZE = 66_560;
+const TX_SLOTS = 128;
+/** RX buffers (MRG_RXBUF joins several for a large frame). */
+const RX_BUFFER_SIZE = 32_768;
+const RX_BUFFERS = VHOST_RING_SIZE;
+/** Where RX buffers start in region 1 (after the TX slots). */
+const RX_BASE_OFFSET = TX_SLOTS * TX_SLOT_SIZE;
+
+/** Daemon arguments every test uses: fixed guest addresses, no DNS advertised. */
+export const BASE_ARGS: readonly string[] = [
+  "-1",
+  "-a",
+  "10.0.2.15/24",
+  "-g",
+  "10.0.2.2",
+  "-a",
+  "fd00::15/64",
+  "-g",
+  "fd00::2",
+  "-M",
+  DAEMON_MAC,
+];
+
+/** A frame path between the test and the daemon. */
+interface FrameLink {
+  /** Queues one Ethernet frame toward the daemon. */
+  send(frame: Uint8Array): void;
+  /** Stops moving frames and closes the connection and its resources. */
+  close(): void;
+}
+
+/** passt's stream protocol over a unix socket: each frame after a 32-bit BE length. */
+class StreamLink implements FrameLink {
+  readonly #conn: Deno.UnixConn;
+  #out: Uint8Array[] = [];
+  #outBytes = 0;
+  #writing = false;
+  #closed = false;
+
+  constructor(conn: Deno.UnixConn, deliver: (frame: Uint8Array) => void) {
+    this.#conn = conn;
+    this.#read(deliver);
+  }
+
+  send(frame: Uint8Array): void {
+    if (this.#closed) return;
+    const msg = new Uint8Array(STREAM_PREFIX + frame.length);
+    new DataView(msg.buffer).setUint32(0, frame.length);
+    msg.set(frame, STREAM_PREFIX);
+    this.#out.push(msg);
+    this.#outBytes += msg.length;
+    if (!this.#writing) this.#write();
+  }
+
+  async #write(): Promise<void> {
+    this.#writing = true;
+    try {
+      while (this.#out.length > 0 && !this.#closed) {
+        const batch = new Uint8Array(this.#outBytes);
+        let at = 0;
+        for (const m of this.#out) {
+          batch.set(m, at);
+          at += m.length;
+        }
+        this.#out = [];
+        this.#outBytes = 0;
+        let o = 0;
+        while (o < batch.length) o += await this.#conn.write(batch.subarray(o));
+      }
+    } catch {
+      // The daemon went away: the test notices through its own assertions.
+    } finally {
+      this.#writing = false;
+    }
+  }
+
+  async #read(deliver: (frame: Uint8Array) => void): Promise<void> {
+    let pending = new Uint8Array(0);
+    const buf = new Uint8Array(1 << 18);
+    for (;;) {
+      const n = await this.#conn.read(buf).catch(() => null);
+      if (n === null || this.#closed) return;
+      const joined = new Uint8Array(pending.length + n);
+      joined.set(pending);
+      joined.set(buf.subarray(0, n), pending.length);
+      const view = new DataView(joined.buffer);
+      let o = 0;
+      while (joined.length - o >= STREAM_PREFIX) {
+        const len = view.getUint32(o);
+        if (joined.length - o - STREAM_PREFIX < len) break;
+        deliver(joined.subarray(o + STREAM_PREFIX, o + STREAM_PREFIX + len));
+        o += STREAM_PREFIX + len;
+      }
+      pending = joined.slice(o);
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch { /* closed */ }
+  }
+}
+
+/**
+ * vhost-user through the harness front-end: guest frames go into fixed TX slots of
+ * harness memory (reclaimed from the used ring), RX buffers stay posted and are
+ * re-posted as soon as their frames are read. Polled every millisecond.
+ */
+class VhostLink implements FrameLink {
+  readonly frontend: VhostUserFrontend;
+  readonly #deliver: (frame: Uint8Array) => void;
+  readonly #freeTx: number[] = [];
+  #pendingTx: Uint8Array[] = [];
+  #flushScheduled = false;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #closed = false;
+
+  private constructor(frontend: VhostUserFrontend, deliver: (frame: Uint8Array) => void) {
+    this.frontend = frontend;
+    this.#deliver = deliver;
+  }
+
+  /** Connects to `path`, negotiates like QEMU, posts every RX buffer. */
+  static async open(path: string, deliver: (frame: Uint8Array) => void): Promise<VhostLink> {
+    const frontend = VhostUserFrontend.connect(path, { regionSize: VHOST_REGION_SIZE });
+    try {
+      await frontend.negotiate({ ringSize: VHOST_RING_SIZE });
+    } catch (e) {
+      frontend.close();
+      throw e;
+    }
+    const link = new VhostLink(frontend, deliver);
+    for (let i = 0; i < TX_SLOTS; i++) link.#freeTx.push(REGION1_GPA + i * TX_SLOT_SIZE);
+    for (let i = 0; i < RX_BUFFERS; i++) {
+      const gpa = REGION1_GPA + RX_BASE_OFFSET + i * RX_BUFFER_SIZE;
+      frontend.vrings[RX].offer([{ gpa, length: RX_BUFFER_SIZE, writable: true }]);
+    }
+    frontend.kicks[RX].signal();
+    link.#timer = setInterval(() => link.#poll(), 1);
+    return link;
+  }
+
+  send(frame: Uint8Array): void {
+    if (this.#closed) return;
+    this.#pendingTx.push(frame.slice());
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      queueMicrotask(() => this.#flushTx());
+    }
+  }
+
+  #flushTx(): void {
+    this.#flushScheduled = false;
+    if (this.#closed) return;
+    const f = this.frontend;
+    for (const used of f.vrings[TX].takeUsed()) this.#freeTx.push(used.segments[0].gpa);
+    let n = 0;
+    while (this.#pendingTx.length > n && this.#freeTx.length > 0) {
+      const frame = this.#pendingTx[n++];
+      const gpa = this.#freeTx.pop()!;
+      const bytes = f.memory.view(gpa, NET_HEADER_SIZE + frame.length);
+      bytes.fill(0, 0, NET_HEADER_SIZE);
+      bytes.set(frame, NET_HEADER_SIZE);
+      f.vrings[TX].offer([{ gpa, length: bytes.length, writable: false }]);
+    }
+    if (n > 0) {
+      this.#pendingTx = this.#pendingTx.slice(n);
+      f.kicks[TX].signal();
+    }
+  }
+
+  #poll(): void {
+    if (this.#closed) return;
+    const f = this.frontend;
+    const used = f.vrings[RX].takeUsed();
+    if (used.length > 0) {
+      const frames = f.rxFrames(used);
+      for (const u of used) {
+        f.vrings[RX].offer([{ gpa: u.segments[0].gpa, length: RX_BUFFER_SIZE, writable: true }]);
+      }
+      f.kicks[RX].signal();
+      for (const frame of frames) this.#deliver(frame);
+    }
+    this.#flushTx();
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#timer);
+    this.frontend.close();
+  }
+}
+
+/** A daemon child process with a scripted IPv4 and IPv6 guest attached to it. */
+export class DaemonGuest {
+  /** The daemon process. */
+  readonly process: Deno.ChildProcess;
+  /** The IPv4 guest (10.0.2.15). */
+  readonly guest4: TestGuest;
+  /** The IPv6 guest (fd00::15). */
+  readonly guest6: TestGuest;
+  /** How frames travel. */
+  readonly transport: Transport;
+  readonly #dir: string;
+  readonly #link: FrameLink;
+  readonly #stderr: { text: string; done: Promise<void> };
+
+  private constructor(
+    process: Deno.ChildProcess,
+    dir: string,
+    transport: Transport,
+    link: FrameLink,
+    guests: [TestGuest, TestGuest],
+    stderr: { text: string; done: Promise<void> },
+  ) {
+    this.process = process;
+    this.#dir = dir;
+    this.transport = transport;
+    this.#link = link;
+    [this.guest4, this.guest6] = guests;
+    this.#stderr = stderr;
+  }
+
+  /** Everything the daemon wrote to standard error so far. */
+  get stderr(): string {
+    return this.#stderr.text;
+  }
+
+  /** Number of fds the daemon holds open. */
+  fdCount(): number {
+    return [...Deno.readDirSync(`/proc/${this.process.pid}/fd`)].length;
+  }
+
+  /**
+   * Starts `bin/tpasst -f -s SOCKET [--vhost-user]` with {@link BASE_ARGS} and `args`,
+   * connects over `transport` and attaches the two guests.
+   */
+  static async start(transport: Transport, args: readonly string[] = []): Promise<DaemonGuest> {
+    const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "tpnet" });
+    const sock = `${dir}/t.sock`;
+    const process = new Deno.Command(TPASST, {
+      args: [
+        "-f",
+        "-s",
+        sock,
+        ...(transport === "vhost-user" ? ["--vhost-user"] : []),
+        ...BASE_ARGS,
+        ...args,
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const stderr = { text: "", done: Promise.resolve() };
+    const decoder = new TextDecoder();
+    stderr.done = (async () => {
+      for await (const chunk of process.stderr) stderr.text += decoder.decode(chunk);
+    })();
+    let link: FrameLink | null = null;
+    const none: L4Handler = { handlePacket() {} };
+    const guest4 = new TestGuest(none, null, 4, TEST_GUEST4, TEST_GUEST6);
+    const guest6 = new TestGuest(none, null, 6, TEST_GUEST4, TEST_GUEST6);
+    const deliver = (frame: Uint8Array) => {
+      const type = (frame[ETHERTYPE_OFFSET] << 8) | frame[ETHERTYPE_OFFSET + 1];
+      if (type === ETHERTYPE_IPV4) guest4.sendFrame(frame);
+      else if (type === ETHERTYPE_IPV6) guest6.sendFrame(frame);
+    };
+    try {
+      await waitFor(`the daemon's socket ${sock}`, () => exists(sock));
+      if (transport === "stream") {
+        link = new StreamLink(await Deno.connect({ transport: "unix", path: sock }), deliver);
+      } else {
+        link = await VhostLink.open(sock, deliver);
+      }
+    } catch (e) {
+      guest4.stop();
+      guest6.stop();
+      try {
+        process.kill("SIGKILL");
+      } catch { /* exited */ }
+      await process.status;
+      await stderr.done;
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      throw new Error(`daemon did not come up over ${transport}: ${e}\n${stderr.text}`);
+    }
+    const l = link;
+    try {
+      // The daemon has accepted the front-end (its fd count includes the connection).
+      await waitFor(
+        "the daemon to accept the front-end",
+        () => /Frontend connected/.test(stderr.text),
+      );
+    } catch (e) {
+      link.close();
+      guest4.stop();
+      guest6.stop();
+      process.kill("SIGKILL");
+      await process.status;
+      await stderr.done;
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      throw e;
+    }
+    for (const g of [guest4, guest6]) {
+      g.useStack({
+        handleFrame: (frame) => l.send(frame),
+        endOfBatch() {},
+        tick() {},
+        nextTimerAt: () => Infinity,
+      });
+    }
+    return new DaemonGuest(process, dir, transport, l, [guest4, guest6], stderr);
+  }
+
+  /**
+   * Disconnects; the daemon (started with -1) must exit by itself within 10 s, else it
+   * is killed. Returns its exit code and standard error. Safe to call once.
+   */
+  async close(): Promise<{ code: number; stderr: string }> {
+    this.guest4.stop();
+    this.guest6.stop();
+    this.#link.close();
+    let killed = false;
+    const timer = setTimeout(() => {
+      killed = true;
+      try {
+        this.process.kill("SIGKILL");
+      } catch { /* exited */ }
+    }, 10_000);
+    const status = await this.process.status;
+    clearTimeout(timer);
+    await this.#stderr.done;
+    await Deno.remove(this.#dir, { recursive: true }).catch(() => {});
+    const note = killed ? "\n(test: daemon did not exit after the front-end left; killed)" : "";
+    return { code: killed ? -1 : status.code, stderr: this.#stderr.text + note };
+  }
+}

@@ -1,0 +1,39 @@
+/**
+ * Runs a test body against a freshly started daemon ({@link DaemonGuest}) and checks
+ * that the daemon then exits cleanly on its own: exit status 0 after the front-end
+ * leaves (-1), nothing that looks like an internal error in its log.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { DaemonGuest, type Transport } from "./daemon_guest.ts";
+import { waitFor } from "../cli/cli_helpers.ts";
+
+/** Starts the daemon over `transport` with `args`, runs `body`, then closes and checks. */
+export async function withDaemon(
+  transport: Transport,
+  args: readonly string[],
+  body: (d: DaemonGuest) => Promise<void>,
+): Promise<void> {
+  const d = await DaemonGuest.start(transport, args);
+  let result: { code: number; stderr: string };
+  try {
+    await body(d);
+  } finally {
+    result = await d.close();
+  }
+  assert.equal(result.code, 0, `daemon exit status; stderr:\n${result.stderr}`);
+  assert.doesNotMatch(result.stderr, /internal error|exception|uncaught/i);
+}
+
+/**
+ * Waits until the daemon holds no more fds than `baseline` (its host sockets for the
+ * test's connections are all closed).
+ */
+export async function fdsBackTo(d: DaemonGuest, baseline: number): Promise<void> {
+  await waitFor(
+    `the daemon's fd count back to ${baseline} (now ${d.fdCount()})`,
+    () => d.fdCount() <= baseline,
+  );
+}
