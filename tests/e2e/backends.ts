@@ -8,28 +8,13 @@
  */
 
 import type { Netdev, PortForward } from "./qemu.ts";
+import { pingUnavailableReason } from "./ping_sockets.ts";
 
 /** Every backend the scenarios know. */
 export const BACKEND_KINDS = ["tpasst-vhost", "tpasst-stream", "passt", "slirp"] as const;
 
 /** One of {@link BACKEND_KINDS}. */
 export type BackendKind = typeof BACKEND_KINDS[number];
-
-/** Whether tpasst carries guest traffic yet; the integrator flips this to enable its e2e tests. */
-export const TPASST_DATAPATH_WIRED = true;
-
-/** Why the tpasst e2e tests are ignored while {@link TPASST_DATAPATH_WIRED} is false. */
-export const TPASST_IGNORE_REASON = "tpasst datapath not wired yet";
-
-/**
- * Whether tpasst handles vhost-user rings without MRG_RXBUF (1530-byte RX buffers); the
- * integrator flips this once host→guest traffic works there.
- */
-export const TPASST_PLAIN_RINGS_OK = true;
-
-/** Why the plain-rings suite is ignored while {@link TPASST_PLAIN_RINGS_OK} is false. */
-export const TPASST_PLAIN_RINGS_REASON =
-  "with mrg_rxbuf=off tpasst drops frames larger than the 1530-byte RX buffers, host→guest stalls";
 
 /** Path of the tpasst launcher. */
 export const TPASST_BIN = new URL("../../bin/tpasst", import.meta.url).pathname;
@@ -40,6 +25,10 @@ export interface BackendCapabilities {
   readonly pingGateway: boolean;
   /** Guest-side IPv6 address that reaches the host's ::1 (null: not available). */
   readonly hostLoopback6: string | null;
+  /** Guest-side IPv4 address that reaches the host's own address (`--map-guest-addr`). */
+  readonly mapGuestAddr4: string | null;
+  /** Has a DHCPv6 server (slirp has none). */
+  readonly dhcpv6: boolean;
 }
 
 /** A started backend. */
@@ -58,18 +47,28 @@ export interface StartedBackend {
   abort(): void;
   /** The backend's own output so far (for error messages). */
   output(): string;
+  /** Resolves with the backend process's exit status (null: slirp, inside QEMU). */
+  readonly status: Promise<Deno.CommandStatus> | null;
 }
 
 /** Options for {@link startBackend}. */
 export interface BackendOptions {
   /** Host→guest port forwards (bound on 127.0.0.1). */
   readonly forwards: readonly PortForward[];
-  /** tpasst only: disable MRG_RXBUF/EVENT_IDX/INDIRECT_DESC on the QEMU side. */
-  readonly plainRings?: boolean;
+  /** tpasst vhost-user only: virtio-net device options, e.g. `mrg_rxbuf=off`. */
+  readonly deviceOptions?: string;
   /** Listen at this socket path (kept on stop) instead of one in a fresh temp directory. */
   readonly socketPath?: string;
-  /** vhost-user only: QEMU reconnects (`reconnect=1`) when the backend goes away. */
+  /** QEMU reconnects (`reconnect=1`) when the backend goes away (see qemu.ts). */
   readonly reconnect?: boolean;
+  /** tpasst/passt: capture the guest's frames to this pcap file (`-p`). */
+  readonly pcapPath?: string;
+  /** tpasst/passt: exit when the first frontend disconnects (`--one-off`). */
+  readonly oneOff?: boolean;
+  /** tpasst: DNS servers announced by DHCP/DHCPv6/NDP (`-D`; default: none announced). */
+  readonly dnsServers?: readonly string[];
+  /** tpasst: `--map-guest-addr` for IPv4. */
+  readonly mapGuestAddr4?: string;
 }
 
 /** slirp's fixed addresses (QEMU docs, "-netdev user": net 10.0.2.0/24, host .2). */
@@ -81,16 +80,14 @@ export const NOBODY_GID = 65534;
 const SOCKET_WAIT_MS = 15_000;
 
 /**
- * Whether `kind` can answer the guest's ping to its gateway on this host: slirp always
- * (it answers itself); passt (as "nobody") and tpasst (as our group) need ICMP echo
- * sockets, which net.ipv4.ping_group_range may forbid. Returns null or the reason why not.
+ * Whether `kind` can answer the guest's pings on this host: slirp always (it answers
+ * itself); passt (as "nobody") and tpasst (as our group) need ICMP echo sockets, which
+ * net.ipv4.ping_group_range may forbid; as root the range is opened for the test
+ * process (ping_sockets.ts). Returns null or the reason why not.
  */
 export function pingGatewayUnavailable(kind: BackendKind): string | null {
   if (kind === "slirp") return null;
-  const gid = kind === "passt" ? NOBODY_GID : Deno.gid() ?? 0;
-  return pingSocketsAllowed(gid)
-    ? null
-    : `host net.ipv4.ping_group_range excludes gid ${gid}: ${kind} cannot open ICMP echo sockets`;
+  return pingUnavailableReason(kind === "passt" ? NOBODY_GID : Deno.gid() ?? 0, kind);
 }
 
 /** Starts the backend `kind` with `options`. */
@@ -104,10 +101,16 @@ export async function startBackend(
       netdev: { kind: "user", forwards: options.forwards },
       pid: null,
       hostLoopback4: SLIRP_HOST4,
-      capabilities: { pingGateway: true, hostLoopback6: SLIRP_HOST6 },
+      capabilities: {
+        pingGateway: true,
+        hostLoopback6: SLIRP_HOST6,
+        mapGuestAddr4: null,
+        dhcpv6: false,
+      },
       stop: () => Promise.resolve(),
       abort: () => {},
       output: () => "",
+      status: null,
     };
   }
   const ownDir = options.socketPath === undefined;
@@ -127,19 +130,22 @@ export async function startBackend(
     // the host's resolver is not on loopback and the guest must never query it.
     command = "passt";
     args = ["-f", "-e", "-s", socketPath, "--no-dhcp-dns", "--no-dhcp-search", ...forwardArgs];
-    if (Deno.env.get("TPASST_E2E_PCAP")) args.push("-p", Deno.env.get("TPASST_E2E_PCAP")!);
   } else {
     command = TPASST_BIN;
+    const dns = options.dnsServers ?? [];
     args = [
       "-f",
       ...(kind === "tpasst-vhost" ? ["--vhost-user"] : []),
       "-s",
       socketPath,
-      "--no-dhcp-dns",
+      ...(dns.length > 0 ? dns.flatMap((d) => ["-D", d]) : ["--no-dhcp-dns"]),
       "--no-dhcp-search",
+      ...(options.mapGuestAddr4 ? ["--map-guest-addr", options.mapGuestAddr4] : []),
       ...forwardArgs,
     ];
   }
+  if (options.pcapPath) args.push("-p", options.pcapPath);
+  if (options.oneOff) args.push("--one-off");
   const child = new Deno.Command(command, {
     args,
     stdin: "null",
@@ -192,17 +198,20 @@ export async function startBackend(
       ? {
         kind: "vhost-user",
         socketPath,
-        plainRings: options.plainRings,
+        deviceOptions: options.deviceOptions,
         reconnect: options.reconnect,
       }
-      : { kind: "stream", socketPath },
+      : { kind: "stream", socketPath, reconnect: options.reconnect },
     pid: child.pid,
     // passt-style "map gateway to host": the host's own default gateways.
     hostLoopback4: hostRoutes.v4 ?? "",
     capabilities: {
       pingGateway: pingGatewayUnavailable(kind) === null,
       hostLoopback6: hostRoutes.v6,
+      mapGuestAddr4: kind === "passt" ? null : options.mapGuestAddr4 ?? null,
+      dhcpv6: true,
     },
+    status,
     stop,
     abort: () => {
       if (exited) return;
@@ -237,13 +246,22 @@ export async function hostDefaultGateways(): Promise<{ v4: string | null; v6: st
   return { v4: await route("-4"), v6: await route("-6") };
 }
 
-/** Whether ICMP echo ("ping") sockets are allowed for group `gid` (net.ipv4.ping_group_range). */
-export function pingSocketsAllowed(gid: number): boolean {
-  try {
-    const text = Deno.readTextFileSync("/proc/sys/net/ipv4/ping_group_range");
-    const [low, high] = text.trim().split(/\s+/).map(Number);
-    return low <= gid && gid <= high;
-  } catch {
-    return false;
-  }
+/**
+ * The host's own global addresses on the interface of its default route: what passt and
+ * tpasst give the guest (DHCP, DHCPv6) by default.
+ */
+export async function hostOwnAddresses(): Promise<{ v4: string | null; v6: string | null }> {
+  const run = async (args: string[]) => {
+    const out = await new Deno.Command("ip", { args, stdout: "piped", stderr: "null" })
+      .output().catch(() => null);
+    return out ? new TextDecoder().decode(out.stdout) : "";
+  };
+  const address = async (family: "-4" | "-6") => {
+    const device = /default .*dev (\S+)/.exec(await run([family, "route", "show", "default"]))
+      ?.[1];
+    if (!device) return null;
+    const text = await run([family, "addr", "show", "dev", device, "scope", "global"]);
+    return /inet6? ([0-9a-f.:]+)\//.exec(text)?.[1] ?? null;
+  };
+  return { v4: await address("-4"), v6: await address("-6") };
 }

@@ -7,7 +7,12 @@
  */
 
 import assert from "node:assert/strict";
-import { type BackendKind, pingGatewayUnavailable } from "./backends.ts";
+import {
+  type BackendKind,
+  type BackendOptions,
+  hostOwnAddresses,
+  pingGatewayUnavailable,
+} from "./backends.ts";
 import { HELLO_BODY } from "./host_services.ts";
 import {
   DNS_TEST_ADDRESS,
@@ -17,17 +22,57 @@ import {
   GUEST_UDP_MESSAGE,
   HOST_TCP_MESSAGE,
   HOST_UDP_MESSAGE,
+  type Phase,
+  PHASES,
 } from "./scenario.ts";
+import { pcapSummary } from "./pcap.ts";
 
 /** Options for {@link registerE2eSuite}. */
 export interface SuiteOptions {
-  /** Why every test of this backend is ignored (null: they run). */
-  readonly ignoreReason?: string | null;
-  /** tpasst vhost-user only: plain rings (no MRG_RXBUF/EVENT_IDX/INDIRECT_DESC). */
-  readonly plainRings?: boolean;
+  /** Phases the guest runs (default: all); tests of other phases are not registered. */
+  readonly phases?: readonly Phase[];
+  /** Bytes per bulk transfer (default 100 MiB). */
+  readonly bulkBytes?: number;
+  /** tpasst vhost-user only: virtio-net device options, e.g. `mrg_rxbuf=off`. */
+  readonly deviceOptions?: string;
+  /** tpasst/passt: capture to a pcap file and check it with tshark after the run. */
+  readonly pcap?: boolean;
   /** Name shown in test names (default: the backend kind). */
   readonly label?: string;
 }
+
+/**
+ * Phases of the lighter boots (device options, pcap): configuration, pings, one fetch and
+ * 10 MiB host→guest.
+ */
+export const LIGHT_PHASES: readonly Phase[] = [
+  "dhcp",
+  "slaac",
+  "dhcpv6",
+  "ping",
+  "ping6",
+  "http",
+  "bulk-down",
+];
+
+/**
+ * Why the "ping the host's own address" scenario cannot run yet: a tpasst bug. Its ICMP
+ * echo path (src/net/icmp_echo.ts, `IcmpEcho.handleIpv4`) applies only the host-loopback
+ * mapping, not `--map-guest-addr`, so the echo request would leave the host toward the
+ * unmapped address (TCP and UDP do apply it, src/net/fwd.ts `translateOutbound4`). The
+ * guest script leaves the phase out while this is set (traffic stays on loopback);
+ * set it to null once tpasst maps guest-addr for ICMP.
+ */
+export const PING_MAPPED_HOST_BLOCKED: string | null =
+  "tpasst bug: ICMP echo ignores --map-guest-addr (src/net/icmp_echo.ts), the ping would leave the host";
+
+/** DHCP message types of a lease (RFC 2132 section 9.6). */
+const DHCP_EXCHANGE = [[1, "Discover"], [2, "Offer"], [3, "Request"], [5, "ACK"]] as const;
+/** DHCPv6 message types of an exchange (RFC 8415 section 7.3). */
+const DHCPV6_EXCHANGE = [[1, "Solicit"], [2, "Advertise"], [3, "Request"], [7, "Reply"]] as const;
+
+/** Bulk bytes of the lighter boots. */
+export const LIGHT_BULK_BYTES = 10 * 1024 * 1024;
 
 /** Time for QEMU to boot and the guest to get its lease (TCG on a loaded machine). */
 const BOOT_TIMEOUT_MS = 180_000;
@@ -39,35 +84,56 @@ const BULK_BYTES = 100 * 1024 * 1024;
 /** Registers the scenario tests against backend `kind`. */
 export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}): void {
   const label = options.label ?? kind;
+  const phases = (options.phases ?? PHASES).filter((p) =>
+    p !== "ping-host" || PING_MAPPED_HOST_BLOCKED === null
+  );
+  const bulkBytes = options.bulkBytes ?? BULK_BYTES;
+  const bulkText = `${bulkBytes / (1024 * 1024)} MiB`;
+  let pcapDir: string | null = null;
   let session: Promise<E2eSession> | null = null;
   const getSession = () => {
-    session ??= E2eSession.start(kind, { bulkBytes: BULK_BYTES, plainRings: options.plainRings })
-      .then((s) => (started = s));
+    session ??= (async () => {
+      const backend: Omit<BackendOptions, "forwards"> = { deviceOptions: options.deviceOptions };
+      if (options.pcap) {
+        pcapDir = await Deno.makeTempDir({ prefix: "tpasst-e2e-pcap-" });
+        // passt drops to "nobody" before opening the file.
+        if (kind === "passt") await Deno.chmod(pcapDir, 0o777);
+        Object.assign(backend, { pcapPath: `${pcapDir}/guest.pcap` });
+      }
+      return await E2eSession.start(kind, { bulkBytes, phases, backend });
+    })().then((s) => (started = s));
     return session;
   };
+  let closedSession: E2eSession | null = null;
   const closeSession = async () => {
     const current = session;
     session = null;
+    closedSession = (await current?.catch(() => null)) ?? closedSession;
     if (current) await (await current.catch(() => null))?.close();
     started = null;
   };
   // If the closing test does not run (filtered, or the runner stops), QEMU and the
   // backend must not outlive the test process.
   let started: E2eSession | null = null;
-  globalThis.addEventListener("unload", () => started?.abort());
+  globalThis.addEventListener("unload", () => {
+    started?.abort();
+    if (pcapDir !== null) Deno.removeSync(pcapDir, { recursive: true });
+  });
+  const has = (phase: Phase) => phases.includes(phase);
 
+  // `afterClose`: the test runs once the session is closed and must not start another.
   const define = (
     what: string,
     fn: (s: E2eSession) => Promise<void>,
-    ignoreReason: string | null = null,
+    reason: string | null = null,
+    afterClose = false,
   ) => {
-    const reason = options.ignoreReason ?? ignoreReason;
     Deno.test({
       name: `e2e ${label}: ${what}${reason ? ` (ignored: ${reason})` : ""}`,
       ignore: reason !== null,
       sanitizeOps: false,
       sanitizeResources: false,
-      fn: async () => fn(await getSession()),
+      fn: async () => afterClose ? fn(closedSession!) : fn(await getSession()),
     });
   };
 
@@ -75,64 +141,124 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
     const ip = await s.result("dhcp-ip", BOOT_TIMEOUT_MS);
     assert.match(ip, /^\d+\.\d+\.\d+\.\d+$/);
     assert.equal(await s.result("dhcp-router", PHASE_TIMEOUT_MS), s.backend.hostLoopback4);
-  });
-
-  define("the guest configures IPv6 by SLAAC from the router advertisement", async (s) => {
-    const address = await s.result("slaac-addr", PHASE_TIMEOUT_MS);
-    assert.match(address, /^[0-9a-f:]+\/64$/);
-    assert.match(await s.result("ipv6-router", PHASE_TIMEOUT_MS), /^fe80:/);
-  });
-
-  define("the guest pings its gateway", async (s) => {
-    assert.equal(await s.result("ping-gw", PHASE_TIMEOUT_MS), "ok");
-  }, pingGatewayUnavailable(kind));
-
-  define("the guest fetches a page from the host's loopback over IPv4", async (s) => {
-    assert.equal(await s.result("http-get", PHASE_TIMEOUT_MS), HELLO_BODY.trim());
-  });
-
-  define("the guest fetches a page from the host's loopback over IPv6", async (s) => {
-    assert.equal(await s.result("http6-get", PHASE_TIMEOUT_MS), HELLO_BODY.trim());
-  });
-
-  define("the guest resolves a name at the test's DNS responder on loopback", async (s) => {
-    assert.equal(await s.result("dns-a", PHASE_TIMEOUT_MS), DNS_TEST_ADDRESS);
-    assert.ok(s.dns.questions.some((q) => q.name === DNS_TEST_NAME && q.type === 1));
-  });
-
-  define("the guest sends UDP to the host and gets the answer", async (s) => {
-    assert.equal(await s.result("udp-out", PHASE_TIMEOUT_MS), `echo:${GUEST_UDP_MESSAGE}`);
-    assert.ok(s.udpEcho.received.includes(GUEST_UDP_MESSAGE));
-  });
-
-  define("the host reaches a forwarded guest TCP port, data both ways", async (s) => {
-    assert.equal(await s.tcpIn, GUEST_PAGE);
-    assert.equal(await s.result("tcp-in", PHASE_TIMEOUT_MS), HOST_TCP_MESSAGE.trim());
-  });
-
-  define("the host reaches a forwarded guest UDP port and gets the echo", async (s) => {
-    assert.equal(await s.udpIn, `echo:${HOST_UDP_MESSAGE}`);
-    assert.equal(await s.result("udp-in", PHASE_TIMEOUT_MS), HOST_UDP_MESSAGE);
-  });
-
-  define("100 MiB from guest to host arrive intact (SHA-256)", async (s) => {
-    const guestSha = await s.result("bulk-up-sha256", PHASE_TIMEOUT_MS);
-    await s.guest.waitUntil(() => s.sink.received.length > 0, "the sink to finish", 30_000);
-    assert.deepEqual(s.sink.received[0], { bytes: s.bulkBytes, sha256: guestSha });
-  });
-
-  define("100 MiB from host to guest arrive intact (SHA-256)", async (s) => {
-    const guestSha = await s.result("bulk-down-sha256", PHASE_TIMEOUT_MS);
-    assert.equal(s.http.bulkSha256.length, 1);
-    assert.equal(guestSha, s.http.bulkSha256[0]);
-  });
-
-  define("iperf3 runs guest→host and host→guest against the host's server", async (s) => {
-    for (const mark of ["iperf-up-mbps", "iperf-down-mbps"]) {
-      const mbps = Number(await s.result(mark, PHASE_TIMEOUT_MS));
-      assert.ok(mbps > 0, `${mark} is ${mbps}`);
+    if (kind !== "slirp") {
+      // passt semantics: the guest gets the host's own address.
+      assert.equal(ip, (await hostOwnAddresses()).v4);
+    }
+    const dns4 = (s.backendOptions.dnsServers ?? []).filter((d) => !d.includes(":"));
+    if (dns4.length > 0) {
+      assert.equal(await s.result("dhcp-dns", PHASE_TIMEOUT_MS), dns4.join(" "));
     }
   });
+
+  if (has("slaac")) {
+    define("the guest configures IPv6 by SLAAC from the router advertisement", async (s) => {
+      const address = await s.result("slaac-addr", PHASE_TIMEOUT_MS);
+      assert.match(address, /^[0-9a-f:]+\/64$/);
+      assert.match(await s.result("ipv6-router", PHASE_TIMEOUT_MS), /^fe80:/);
+    });
+  }
+
+  if (has("dhcpv6") && kind !== "slirp") {
+    define(
+      "DHCPv6 (solicit, advertise, request, reply) gives the host's IPv6 address and the DNS servers",
+      async (s) => {
+        const address = await s.result("dhcpv6-addr", PHASE_TIMEOUT_MS);
+        assert.equal(address, (await hostOwnAddresses()).v6);
+        const dns6 = (s.backendOptions.dnsServers ?? []).filter((d) => d.includes(":"));
+        const reported = await s.result("dhcpv6-dns", PHASE_TIMEOUT_MS);
+        if (dns6.length > 0) assert.equal(reported, dns6.join(" "));
+      },
+    );
+  }
+
+  const pingReason = pingGatewayUnavailable(kind);
+  if (has("ping")) {
+    define("the guest pings its gateway (ICMP echo to the host's loopback)", async (s) => {
+      assert.equal(await s.result("ping-gw", PHASE_TIMEOUT_MS), "ok");
+    }, pingReason);
+  }
+
+  if (has("ping6")) {
+    define("the guest pings the IPv6 gateway (ICMPv6 echo to the host's ::1)", async (s) => {
+      assert.equal(await s.result("ping6-gw", PHASE_TIMEOUT_MS), "ok");
+    }, pingReason);
+  }
+
+  if ((kind === "tpasst-vhost" || kind === "tpasst-stream") && !options.phases) {
+    define("the guest pings the host's own address through --map-guest-addr", async (s) => {
+      assert.equal(await s.result("ping-host", PHASE_TIMEOUT_MS), "ok");
+    }, PING_MAPPED_HOST_BLOCKED ?? pingReason);
+  }
+
+  if (has("http")) {
+    define("the guest fetches a page from the host's loopback over IPv4", async (s) => {
+      assert.equal(await s.result("http-get", PHASE_TIMEOUT_MS), HELLO_BODY.trim());
+    });
+  }
+
+  if (has("http6")) {
+    define("the guest fetches a page from the host's loopback over IPv6", async (s) => {
+      assert.equal(await s.result("http6-get", PHASE_TIMEOUT_MS), HELLO_BODY.trim());
+    });
+  }
+
+  if (has("dns")) {
+    define("the guest resolves a name at the test's DNS responder on loopback", async (s) => {
+      assert.equal(await s.result("dns-a", PHASE_TIMEOUT_MS), DNS_TEST_ADDRESS);
+      assert.ok(s.dns.questions.some((q) => q.name === DNS_TEST_NAME && q.type === 1));
+    });
+  }
+
+  if (has("udp-out")) {
+    define("the guest sends UDP to the host and gets the answer", async (s) => {
+      assert.equal(await s.result("udp-out", PHASE_TIMEOUT_MS), `echo:${GUEST_UDP_MESSAGE}`);
+      assert.ok(s.udpEcho.received.includes(GUEST_UDP_MESSAGE));
+    });
+  }
+
+  if (has("tcp-in")) {
+    define("the host reaches a forwarded guest TCP port, data both ways", async (s) => {
+      assert.equal(await s.tcpIn, GUEST_PAGE);
+      assert.equal(await s.result("tcp-in", PHASE_TIMEOUT_MS), HOST_TCP_MESSAGE.trim());
+    });
+  }
+
+  if (has("udp-in")) {
+    define("the host reaches a forwarded guest UDP port and gets the echo", async (s) => {
+      assert.equal(await s.udpIn, `echo:${HOST_UDP_MESSAGE}`);
+      assert.equal(await s.result("udp-in", PHASE_TIMEOUT_MS), HOST_UDP_MESSAGE);
+    });
+  }
+
+  if (has("bulk-up")) {
+    define(`${bulkText} from guest to host arrive intact (SHA-256)`, async (s) => {
+      const guestSha = await s.result("bulk-up-sha256", PHASE_TIMEOUT_MS);
+      await s.guest.waitUntil(
+        () => s.sink.received.length > 0,
+        "the sink to finish",
+        30_000,
+      );
+      assert.deepEqual(s.sink.received[0], { bytes: s.bulkBytes, sha256: guestSha });
+    });
+  }
+
+  if (has("bulk-down")) {
+    define(`${bulkText} from host to guest arrive intact (SHA-256)`, async (s) => {
+      const guestSha = await s.result("bulk-down-sha256", PHASE_TIMEOUT_MS);
+      assert.equal(s.http.bulkSha256.length, 1);
+      assert.equal(guestSha, s.http.bulkSha256[0]);
+    });
+  }
+
+  if (has("iperf")) {
+    define("iperf3 runs guest→host and host→guest against the host's server", async (s) => {
+      for (const mark of ["iperf-up-mbps", "iperf-down-mbps"]) {
+        const mbps = Number(await s.result(mark, PHASE_TIMEOUT_MS));
+        assert.ok(mbps > 0, `${mark} is ${mbps}`);
+      }
+    });
+  }
 
   define("the scenario script finishes and the guest powers off", async (s) => {
     try {
@@ -143,4 +269,30 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
       await closeSession();
     }
   });
+
+  if (options.pcap) {
+    define(
+      "tshark decodes the pcap capture: DHCP, DHCPv6, router advertisement, nothing malformed",
+      async () => {
+        // The closing test stopped the backend: the file is complete.
+        assert.ok(pcapDir !== null, "the session never started");
+        const summary = await pcapSummary(`${pcapDir}/guest.pcap`);
+        const seen = JSON.stringify(summary);
+        const dhcp = new Set(summary.dhcpTypes);
+        for (const [type, name] of DHCP_EXCHANGE) {
+          assert.ok(dhcp.has(type), `no DHCP ${name} in ${seen}`);
+        }
+        assert.ok(summary.routerAdvertisements > 0, `no router advertisement in ${seen}`);
+        if (has("dhcpv6")) {
+          const dhcpv6 = new Set(summary.dhcpv6Types);
+          for (const [type, name] of DHCPV6_EXCHANGE) {
+            assert.ok(dhcpv6.has(type), `no DHCPv6 ${name} in ${seen}`);
+          }
+        }
+        assert.deepEqual(summary.malformed, []);
+      },
+      null,
+      true,
+    );
+  }
 }

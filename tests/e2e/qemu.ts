@@ -18,14 +18,22 @@ export type Netdev =
     readonly socketPath: string;
     /** Reconnect after the backend goes away (`reconnect=1` on the chardev). */
     readonly reconnect?: boolean;
-    /** Turn off MRG_RXBUF, EVENT_IDX and INDIRECT_DESC (the simplest ring layout). */
-    readonly plainRings?: boolean;
+    /**
+     * Extra virtio-net-pci options, e.g. `mrg_rxbuf=off` or, for the simplest ring
+     * layout, `mrg_rxbuf=off,event_idx=off,indirect_desc=off`.
+     */
+    readonly deviceOptions?: string;
   }
   | {
     /** passt's stream protocol (`-netdev stream`). */
     readonly kind: "stream";
     /** Socket the backend listens on. */
     readonly socketPath: string;
+    /**
+     * Reconnect after the backend goes away (`reconnect=1`): QEMU 8.0 and later only;
+     * QEMU 7.2 rejects the parameter ({@link streamReconnectSupported}).
+     */
+    readonly reconnect?: boolean;
   }
   | {
     /** QEMU's built-in slirp (`-netdev user`). */
@@ -69,6 +77,8 @@ export const GUEST_MAC = "52:54:00:12:34:56";
 const MARK_PREFIX = "TPASST-MARK ";
 const DONE_PREFIX = "TPASST-DONE ";
 const BOOTED_PREFIX = "TPASST-BOOTED ";
+/** First QEMU major version whose `-netdev stream` has `reconnect=` (QEMU 8.0 changelog). */
+const QEMU_STREAM_RECONNECT_MAJOR = 8;
 /** Serial lines kept for error messages. */
 const TAIL_LINES = 60;
 /** Grace period for QEMU to exit after the guest powers off. */
@@ -80,7 +90,7 @@ export function netdevArguments(netdev: Netdev, memoryMiB: number): string[] {
     case "vhost-user": {
       // vhost-user needs guest memory QEMU can hand over as a shared fd. vectors=0:
       // MSI-X with vhost-user under TCG crashes QEMU 7.2.
-      const features = netdev.plainRings ? ",mrg_rxbuf=off,event_idx=off,indirect_desc=off" : "";
+      const features = netdev.deviceOptions ? `,${netdev.deviceOptions}` : "";
       return [
         "-object",
         `memory-backend-memfd,id=mem,size=${memoryMiB}M,share=on`,
@@ -97,7 +107,9 @@ export function netdevArguments(netdev: Netdev, memoryMiB: number): string[] {
     case "stream":
       return [
         "-netdev",
-        `stream,id=n,server=off,addr.type=unix,addr.path=${netdev.socketPath}`,
+        `stream,id=n,server=off,addr.type=unix,addr.path=${netdev.socketPath}${
+          netdev.reconnect ? ",reconnect=1" : ""
+        }`,
         "-device",
         `virtio-net-pci,netdev=n,mac=${GUEST_MAC}`,
       ];
@@ -113,6 +125,21 @@ export function netdevArguments(netdev: Netdev, memoryMiB: number): string[] {
       ];
     }
   }
+}
+
+/**
+ * Whether this QEMU's `-netdev stream` takes `reconnect=` (added in QEMU 8.0; 7.2 says
+ * "Parameter 'reconnect' is unexpected"), from `QEMU --version`.
+ */
+export function streamReconnectSupported(qemuBinary = "qemu-system-x86_64"): boolean {
+  const output = new Deno.Command(qemuBinary, {
+    args: ["--version"],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).outputSync();
+  const major = /version (\d+)\./.exec(new TextDecoder().decode(output.stdout))?.[1];
+  return major !== undefined && Number(major) >= QEMU_STREAM_RECONNECT_MAJOR;
 }
 
 /** A running guest: its QEMU process, serial console and the marks seen so far. */

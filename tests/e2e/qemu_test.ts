@@ -11,7 +11,12 @@ Deno.test("`netdevArguments()` gives vhost-user shared memfd memory and vectors=
 
 Deno.test("`netdevArguments()` turns ring features off and reconnects on request", () => {
   const args = netdevArguments(
-    { kind: "vhost-user", socketPath: "/s", reconnect: true, plainRings: true },
+    {
+      kind: "vhost-user",
+      socketPath: "/s",
+      reconnect: true,
+      deviceOptions: "mrg_rxbuf=off,event_idx=off,indirect_desc=off",
+    },
     256,
   ).join(" ");
   assert.match(args, /path=\/s,reconnect=1/);
@@ -36,4 +41,9 @@ Deno.test("`netdevArguments()` binds slirp forwards to 127.0.0.1 only", () => {
 Deno.test("`netdevArguments()` connects the stream netdev as a client to the socket", () => {
   const args = netdevArguments({ kind: "stream", socketPath: "/tmp/p.sock" }, 256).join(" ");
   assert.match(args, /stream,id=n,server=off,addr\.type=unix,addr\.path=\/tmp\/p\.sock/);
+});
+
+Deno.test("`netdevArguments()` adds reconnect=1 to the stream netdev on request", () => {
+  const args = netdevArguments({ kind: "stream", socketPath: "/p", reconnect: true }, 256);
+  assert.ok(args.includes("stream,id=n,server=off,addr.type=unix,addr.path=/p,reconnect=1"));
 });

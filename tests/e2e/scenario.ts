@@ -8,7 +8,12 @@
  * @module
  */
 
-import { type BackendKind, startBackend, type StartedBackend } from "./backends.ts";
+import {
+  type BackendKind,
+  type BackendOptions,
+  startBackend,
+  type StartedBackend,
+} from "./backends.ts";
 import { type DnsResponder, startDnsResponder } from "./dns_responder.ts";
 import {
   freePort,
@@ -30,7 +35,10 @@ import { type PortForward, QemuGuest } from "./qemu.ts";
 export const PHASES = [
   "dhcp",
   "slaac",
+  "dhcpv6",
   "ping",
+  "ping6",
+  "ping-host",
   "http",
   "http6",
   "dns",
@@ -48,6 +56,16 @@ export type Phase = typeof PHASES[number];
 /** Name the DNS responder answers and its address (TEST-NET-2, never contacted). */
 export const DNS_TEST_NAME = "e2e.tpasst.test";
 export const DNS_TEST_ADDRESS = "198.51.100.7";
+/**
+ * DNS servers tpasst announces (DHCP, DHCPv6): documentation addresses the guest only
+ * reports and never queries (its resolv.conf is never written).
+ */
+export const TEST_DNS_SERVERS = ["198.51.100.53", "2001:db8::53"] as const;
+/**
+ * tpasst's `--map-guest-addr` in the scenarios: guest traffic to it reaches the host's
+ * own address (the one the guest was given), which the host's kernel answers locally.
+ */
+export const TEST_MAP_GUEST_ADDR4 = "198.51.100.1";
 /** Page the guest serves on its forwarded TCP port (written by guest/build.sh). */
 export const GUEST_PAGE = "tpasst guest page\n";
 /** Ports inside the guest. */
@@ -72,8 +90,8 @@ export interface ScenarioOptions {
   readonly iperfSeconds?: number;
   /** Serial lines, as they arrive. */
   readonly onLine?: (line: string) => void;
-  /** tpasst vhost-user only: plain rings. */
-  readonly plainRings?: boolean;
+  /** Extra backend options (device options, pcap file, --one-off...). */
+  readonly backend?: Omit<BackendOptions, "forwards">;
 }
 
 /** Host-side ports and addresses the guest script needs. */
@@ -84,6 +102,8 @@ export interface ScenarioPorts {
   readonly sink: number;
   readonly iperf: number;
   readonly hostLoopback6: string | null;
+  /** Guest-side address that reaches the host's own address (null: none). */
+  readonly mapGuestAddr4?: string | null;
 }
 
 /**
@@ -123,13 +143,29 @@ export function buildGuestScript(
       "mark ipv6-router \"$(ip -6 route show default | awk '{print $3; exit}')\"",
     );
   }
-  if (on.has("ping")) {
+  if (on.has("dhcpv6")) {
     lines.push(
       "",
-      "# ping: ICMP echo to the gateway",
-      'if ping -c 2 -W 3 "$gw" >/tmp/ping.log 2>&1; then mark ping-gw ok;',
-      'else mark ping-failed "$(tail -n 1 /tmp/ping.log)"; fi',
+      "# dhcpv6: SOLICIT/ADVERTISE/REQUEST/REPLY by probe (busybox-static has no udhcpc6)",
+      "if probe dhcpv6 eth0 20 >/tmp/dhcpv6.log 2>&1; then",
+      "  mark dhcpv6-addr \"$(sed -n 's/^addr //p' /tmp/dhcpv6.log)\"",
+      "  mark dhcpv6-dns \"$(sed -n 's/^dns *//p' /tmp/dhcpv6.log)\"",
+      'else mark dhcpv6-failed "$(tail -n 1 /tmp/dhcpv6.log)"; fi',
     );
+  }
+  const ping = (phase: string, mark: string, target: string) =>
+    lines.push(
+      "",
+      `# ${phase}: ICMP echo to ${target}`,
+      `if ping -c 2 -W 3 ${target} >/tmp/${phase}.log 2>&1; then mark ${mark} ok;`,
+      `else mark ${phase}-failed "$(tail -n 1 /tmp/${phase}.log)"; fi`,
+    );
+  if (on.has("ping")) ping("ping", "ping-gw", '"$gw"');
+  if (on.has("ping6") && ports.hostLoopback6 !== null) {
+    ping("ping6", "ping6-gw", ports.hostLoopback6);
+  }
+  if (on.has("ping-host") && ports.mapGuestAddr4) {
+    ping("ping-host", "ping-host", ports.mapGuestAddr4);
   }
   if (on.has("http")) {
     lines.push(
@@ -248,6 +284,8 @@ export class E2eSession {
   readonly iperf: IperfServer | null;
   readonly bulkBytes: number;
   readonly phases: readonly Phase[];
+  /** The options the backend was started with (minus the forwards). */
+  readonly backendOptions: Omit<BackendOptions, "forwards">;
   /** What the host read from the guest's forwarded TCP port (after `ready tcp-in`). */
   readonly tcpIn: Promise<string>;
   /** The guest's answer to the host's datagram on the forwarded UDP port. */
@@ -264,7 +302,9 @@ export class E2eSession {
     bulkBytes: number;
     phases: readonly Phase[];
     forwards: readonly PortForward[];
+    backendOptions: Omit<BackendOptions, "forwards">;
   }) {
+    this.backendOptions = init.backendOptions;
     this.backend = init.backend;
     this.guest = init.guest;
     this.http = init.http;
@@ -308,7 +348,12 @@ export class E2eSession {
       started.push(sink);
       const iperf = phases.includes("iperf") ? await startIperfServer(freePort()) : null;
       if (iperf) started.push(iperf);
-      const backend = await startBackend(kind, { forwards, plainRings: options.plainRings });
+      const tpasst = kind === "tpasst-vhost" || kind === "tpasst-stream";
+      const backendOptions = {
+        ...(tpasst ? { dnsServers: TEST_DNS_SERVERS, mapGuestAddr4: TEST_MAP_GUEST_ADDR4 } : {}),
+        ...options.backend,
+      };
+      const backend = await startBackend(kind, { forwards, ...backendOptions });
       started.push({ close: () => backend.stop() });
       const script = buildGuestScript(
         phases,
@@ -319,6 +364,7 @@ export class E2eSession {
           sink: sink.port,
           iperf: iperf?.port ?? 0,
           hostLoopback6: backend.capabilities.hostLoopback6,
+          mapGuestAddr4: backend.capabilities.mapGuestAddr4,
         },
         bulkBytes,
         options.iperfSeconds ?? 3,
@@ -339,6 +385,7 @@ export class E2eSession {
         bulkBytes,
         phases,
         forwards,
+        backendOptions,
       });
     } catch (error) {
       for (const peer of started.reverse()) await peer.close();

@@ -8,6 +8,7 @@ const PORTS = {
   sink: 41003,
   iperf: 41004,
   hostLoopback6: "fd00::1",
+  mapGuestAddr4: "198.51.100.1",
 };
 
 /** Runs busybox's shell parser (-n: no execution) over `script`. */
@@ -52,4 +53,18 @@ Deno.test("`buildGuestScript()` only names the test's DNS name and always gives 
 Deno.test("`buildGuestScript()` skips IPv6 HTTP without a mapped host address", () => {
   const script = buildGuestScript(PHASES, { ...PORTS, hostLoopback6: null }, 1024, 1);
   assert.ok(!script.includes("http6"));
+});
+
+Deno.test("`buildGuestScript()` runs the DHCPv6 client and pings gateway, IPv6 gateway and mapped host", () => {
+  const script = buildGuestScript(PHASES, PORTS, 1024, 1);
+  assert.ok(script.includes("probe dhcpv6 eth0"));
+  assert.ok(script.includes('ping -c 2 -W 3 "$gw"'));
+  assert.ok(script.includes("ping -c 2 -W 3 fd00::1"));
+  assert.ok(script.includes("ping -c 2 -W 3 198.51.100.1"));
+});
+
+Deno.test("`buildGuestScript()` pings no mapped host address when the backend has none", () => {
+  const script = buildGuestScript(PHASES, { ...PORTS, mapGuestAddr4: null }, 1024, 1);
+  assert.ok(!script.includes("198.51.100.1"));
+  assert.ok(!script.includes("ping-host"));
 });

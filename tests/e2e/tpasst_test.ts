@@ -1,27 +1,31 @@
 /**
- * End-to-end scenarios against tpasst: vhost-user (default ring features and plain rings)
- * and the stream socket. Ignored until the integrator declares the datapath wired
- * (`TPASST_DATAPATH_WIRED` / `TPASST_PLAIN_RINGS_OK` in backends.ts); TPASST_E2E=1 runs
- * them regardless.
+ * End-to-end scenarios against tpasst: vhost-user with QEMU's default ring features, the
+ * stream socket, vhost-user with each of mrg_rxbuf/event_idx/indirect_desc turned off
+ * alone and all three together, and pcap captures checked with tshark (vhost-user and
+ * stream). Lifecycle scenarios (reconnects, --one-off) are in lifecycle_test.ts.
  * @module
  */
-import {
-  TPASST_DATAPATH_WIRED,
-  TPASST_IGNORE_REASON,
-  TPASST_PLAIN_RINGS_OK,
-  TPASST_PLAIN_RINGS_REASON,
-} from "./backends.ts";
-import { registerE2eSuite } from "./e2e_suite.ts";
+import { LIGHT_BULK_BYTES, LIGHT_PHASES, registerE2eSuite } from "./e2e_suite.ts";
 
-const forced = Deno.env.get("TPASST_E2E") === "1";
-const ignoreReason = TPASST_DATAPATH_WIRED || forced ? null : TPASST_IGNORE_REASON;
-const plainRingsReason = ignoreReason ??
-  (TPASST_PLAIN_RINGS_OK || forced ? null : TPASST_PLAIN_RINGS_REASON);
-
-registerE2eSuite("tpasst-vhost", { ignoreReason });
-registerE2eSuite("tpasst-stream", { ignoreReason });
+registerE2eSuite("tpasst-vhost");
+registerE2eSuite("tpasst-stream");
 registerE2eSuite("tpasst-vhost", {
-  ignoreReason: plainRingsReason,
-  plainRings: true,
-  label: "tpasst-vhost plain rings",
+  deviceOptions: "mrg_rxbuf=off,event_idx=off,indirect_desc=off",
+  label: "tpasst-vhost plain rings (mrg_rxbuf, event_idx, indirect_desc off)",
 });
+for (const option of ["mrg_rxbuf=off", "event_idx=off", "indirect_desc=off"]) {
+  registerE2eSuite("tpasst-vhost", {
+    deviceOptions: option,
+    phases: LIGHT_PHASES,
+    bulkBytes: LIGHT_BULK_BYTES,
+    label: `tpasst-vhost ${option}`,
+  });
+}
+for (const kind of ["tpasst-vhost", "tpasst-stream"] as const) {
+  registerE2eSuite(kind, {
+    pcap: true,
+    phases: LIGHT_PHASES,
+    bulkBytes: LIGHT_BULK_BYTES,
+    label: `${kind} with -p (pcap)`,
+  });
+}

@@ -9,6 +9,11 @@
  *   probe tcp-send ADDR PORT BYTES [COPY]       send them over TCP instead of stdout
  *                                               (busybox nc moves 1 KiB per write: 30x
  *                                               slower under TCG), then wait for EOF
+ *   probe dhcpv6 IFNAME TIMEOUT_S               DHCPv6 client (busybox-static has no
+ *                                               udhcpc6): SOLICIT, ADVERTISE, REQUEST,
+ *                                               REPLY on IFNAME; prints "addr ADDR" (the
+ *                                               IA_NA address) and "dns ADDR..." ("dns"
+ *                                               alone when the server sent none)
  *
  * ADDR is an IPv4 or IPv6 literal (never a name: the guest does no DNS lookups).
  * Exit status 0 on success, 1 on timeout or error (with a message on stderr).
@@ -16,7 +21,11 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+#include <time.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,6 +197,217 @@ static int tcp_send_random(const char *addr, const char *port, const char *count
   return 0;
 }
 
+
+/* DHCPv6 (RFC 8415): ports (section 7.2), message types (section 7.3), option codes
+ * (section 21) and the DNS servers option (RFC 3646 section 3). */
+#define DHCPV6_CLIENT_PORT 546
+#define DHCPV6_SERVER_PORT 547
+#define DHCPV6_SOLICIT 1
+#define DHCPV6_ADVERTISE 2
+#define DHCPV6_REQUEST 3
+#define DHCPV6_REPLY 7
+#define DHCPV6_OPTION_CLIENTID 1
+#define DHCPV6_OPTION_SERVERID 2
+#define DHCPV6_OPTION_IA_NA 3
+#define DHCPV6_OPTION_IAADDR 5
+#define DHCPV6_OPTION_ORO 6
+#define DHCPV6_OPTION_ELAPSED_TIME 8
+#define DHCPV6_OPTION_STATUS_CODE 13
+#define DHCPV6_OPTION_DNS_SERVERS 23
+/* Header: msg-type (1) + transaction-id (3); option: code (2) + length (2). */
+#define DHCPV6_HEADER_LENGTH 4
+#define DHCPV6_OPTION_HEADER_LENGTH 4
+/* IA_NA: IAID, T1, T2 (section 21.4); IAADDR: address, preferred, valid (section 21.6). */
+#define DHCPV6_IA_NA_FIXED_LENGTH 12
+#define DHCPV6_IAADDR_FIXED_LENGTH 24
+/* DUID-LL (section 11.4): type 3, hardware type 1 (Ethernet), then the MAC. */
+#define DUID_TYPE_LL 3
+#define HARDWARE_TYPE_ETHERNET 1
+#define DHCPV6_MAX_MESSAGE 1500
+
+struct dhcpv6_message {
+  uint8_t data[DHCPV6_MAX_MESSAGE];
+  size_t length;
+};
+
+static void put16(uint8_t *at, unsigned value) {
+  at[0] = (uint8_t)(value >> 8);
+  at[1] = (uint8_t)value;
+}
+
+static unsigned get16(const uint8_t *at) { return (unsigned)at[0] << 8 | at[1]; }
+
+static int add_option(struct dhcpv6_message *m, unsigned code, const void *data, size_t length) {
+  if (m->length + DHCPV6_OPTION_HEADER_LENGTH + length > sizeof(m->data)) return -1;
+  put16(m->data + m->length, code);
+  put16(m->data + m->length + 2, (unsigned)length);
+  if (length > 0) memcpy(m->data + m->length + DHCPV6_OPTION_HEADER_LENGTH, data, length);
+  m->length += DHCPV6_OPTION_HEADER_LENGTH + length;
+  return 0;
+}
+
+/* Finds option `code` in [at, at+length); returns its data and sets *found_length. */
+static const uint8_t *find_option(const uint8_t *at, size_t length, unsigned code,
+                                  size_t *found_length) {
+  size_t offset = 0;
+  while (offset + DHCPV6_OPTION_HEADER_LENGTH <= length) {
+    unsigned option = get16(at + offset);
+    size_t size = get16(at + offset + 2);
+    if (offset + DHCPV6_OPTION_HEADER_LENGTH + size > length) return NULL;
+    if (option == code) {
+      *found_length = size;
+      return at + offset + DHCPV6_OPTION_HEADER_LENGTH;
+    }
+    offset += DHCPV6_OPTION_HEADER_LENGTH + size;
+  }
+  return NULL;
+}
+
+static void start_message(struct dhcpv6_message *m, unsigned type, uint32_t xid,
+                          const uint8_t *duid, size_t duid_length) {
+  static const uint8_t requested[2] = {0, DHCPV6_OPTION_DNS_SERVERS};
+  static const uint8_t elapsed[2] = {0, 0};
+  m->data[0] = (uint8_t)type;
+  m->data[1] = (uint8_t)(xid >> 16);
+  m->data[2] = (uint8_t)(xid >> 8);
+  m->data[3] = (uint8_t)xid;
+  m->length = DHCPV6_HEADER_LENGTH;
+  add_option(m, DHCPV6_OPTION_CLIENTID, duid, duid_length);
+  add_option(m, DHCPV6_OPTION_ELAPSED_TIME, elapsed, sizeof(elapsed));
+  add_option(m, DHCPV6_OPTION_ORO, requested, sizeof(requested));
+}
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* Sends `request` once a second until a message of `want` type with its transaction id
+ * arrives (stored in `answer`) or the deadline passes. */
+static int exchange(int fd, const struct sockaddr_in6 *server, const struct dhcpv6_message *request,
+                    unsigned want, double deadline, struct dhcpv6_message *answer) {
+  while (now_s() < deadline) {
+    if (sendto(fd, request->data, request->length, 0, (const struct sockaddr *)server,
+               sizeof(*server)) < 0) {
+      perror("probe: dhcpv6 sendto"); /* e.g. link-local address still tentative: retry */
+    }
+    double resend = now_s() + 1.0;
+    while (now_s() < resend) {
+      struct pollfd pfd = {.fd = fd, .events = POLLIN, .revents = 0};
+      if (poll(&pfd, 1, 200) <= 0) continue;
+      ssize_t n = recv(fd, answer->data, sizeof(answer->data), 0);
+      if (n < DHCPV6_HEADER_LENGTH) continue;
+      answer->length = (size_t)n;
+      if (answer->data[0] == want && memcmp(answer->data + 1, request->data + 1, 3) == 0) {
+        return 0;
+      }
+    }
+  }
+  fprintf(stderr, "probe: no DHCPv6 message of type %u before the deadline\n", want);
+  return -1;
+}
+
+static int dhcpv6_client(const char *ifname, int timeout_s) {
+  double deadline = now_s() + timeout_s;
+  unsigned ifindex = if_nametoindex(ifname);
+  if (ifindex == 0) {
+    perror("probe: if_nametoindex");
+    return 1;
+  }
+  int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+  if (fd < 0) {
+    perror("probe: socket");
+    return 1;
+  }
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof(ifr));
+  snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
+  if (ioctl(fd, SIOCGIFHWADDR, &ifr) < 0) {
+    perror("probe: SIOCGIFHWADDR");
+    return 1;
+  }
+  uint8_t duid[10];
+  put16(duid, DUID_TYPE_LL);
+  put16(duid + 2, HARDWARE_TYPE_ETHERNET);
+  memcpy(duid + 4, ifr.ifr_hwaddr.sa_data, 6);
+  struct sockaddr_in6 local;
+  memset(&local, 0, sizeof(local));
+  local.sin6_family = AF_INET6;
+  local.sin6_addr = in6addr_any;
+  local.sin6_port = htons(DHCPV6_CLIENT_PORT);
+  if (bind(fd, (struct sockaddr *)&local, sizeof(local)) < 0) {
+    perror("probe: bind [::]:546");
+    return 1;
+  }
+  struct sockaddr_in6 server;
+  memset(&server, 0, sizeof(server));
+  server.sin6_family = AF_INET6;
+  server.sin6_port = htons(DHCPV6_SERVER_PORT);
+  server.sin6_scope_id = ifindex;
+  inet_pton(AF_INET6, "ff02::1:2", &server.sin6_addr); /* All_DHCP_Relay_Agents_and_Servers */
+
+  uint8_t ia_na[DHCPV6_IA_NA_FIXED_LENGTH] = {0, 0, 0, 1}; /* IAID 1, T1 = T2 = 0 */
+  uint32_t xid = (uint32_t)getpid() & 0xffffff;
+  struct dhcpv6_message request, answer;
+  start_message(&request, DHCPV6_SOLICIT, xid, duid, sizeof(duid));
+  add_option(&request, DHCPV6_OPTION_IA_NA, ia_na, sizeof(ia_na));
+  if (exchange(fd, &server, &request, DHCPV6_ADVERTISE, deadline, &answer) < 0) return 1;
+
+  const uint8_t *options = answer.data + DHCPV6_HEADER_LENGTH;
+  size_t options_length = answer.length - DHCPV6_HEADER_LENGTH;
+  size_t server_id_length = 0, offered_length = 0;
+  const uint8_t *server_id =
+      find_option(options, options_length, DHCPV6_OPTION_SERVERID, &server_id_length);
+  const uint8_t *offered = find_option(options, options_length, DHCPV6_OPTION_IA_NA, &offered_length);
+  if (server_id == NULL || offered == NULL) {
+    fprintf(stderr, "probe: ADVERTISE lacks %s\n", server_id == NULL ? "SERVERID" : "IA_NA");
+    return 1;
+  }
+  start_message(&request, DHCPV6_REQUEST, (xid + 1) & 0xffffff, duid, sizeof(duid));
+  if (add_option(&request, DHCPV6_OPTION_SERVERID, server_id, server_id_length) < 0 ||
+      add_option(&request, DHCPV6_OPTION_IA_NA, offered, offered_length) < 0) {
+    fprintf(stderr, "probe: ADVERTISE options too long to echo\n");
+    return 1;
+  }
+  if (exchange(fd, &server, &request, DHCPV6_REPLY, deadline, &answer) < 0) return 1;
+  close(fd);
+
+  options = answer.data + DHCPV6_HEADER_LENGTH;
+  options_length = answer.length - DHCPV6_HEADER_LENGTH;
+  size_t ia_length = 0, address_length = 0, status_length = 0, dns_length = 0;
+  const uint8_t *ia = find_option(options, options_length, DHCPV6_OPTION_IA_NA, &ia_length);
+  if (ia == NULL || ia_length < DHCPV6_IA_NA_FIXED_LENGTH) {
+    fprintf(stderr, "probe: REPLY has no IA_NA\n");
+    return 1;
+  }
+  const uint8_t *status = find_option(ia + DHCPV6_IA_NA_FIXED_LENGTH,
+                                      ia_length - DHCPV6_IA_NA_FIXED_LENGTH,
+                                      DHCPV6_OPTION_STATUS_CODE, &status_length);
+  if (status != NULL && status_length >= 2 && get16(status) != 0) {
+    fprintf(stderr, "probe: IA_NA status %u\n", get16(status));
+    return 1;
+  }
+  const uint8_t *address = find_option(ia + DHCPV6_IA_NA_FIXED_LENGTH,
+                                       ia_length - DHCPV6_IA_NA_FIXED_LENGTH,
+                                       DHCPV6_OPTION_IAADDR, &address_length);
+  if (address == NULL || address_length < DHCPV6_IAADDR_FIXED_LENGTH) {
+    fprintf(stderr, "probe: IA_NA in REPLY has no IAADDR\n");
+    return 1;
+  }
+  char text[INET6_ADDRSTRLEN];
+  inet_ntop(AF_INET6, address, text, sizeof(text));
+  printf("addr %s\n", text);
+  printf("dns");
+  const uint8_t *dns = find_option(options, options_length, DHCPV6_OPTION_DNS_SERVERS, &dns_length);
+  for (size_t i = 0; dns != NULL && i + 16 <= dns_length; i += 16) {
+    inet_ntop(AF_INET6, dns + i, text, sizeof(text));
+    printf(" %s", text);
+  }
+  printf("\n");
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc == 6 && strcmp(argv[1], "udp-send") == 0) {
     return send_and_wait(argv[2], argv[3], argv[4], atoi(argv[5]));
@@ -201,10 +421,14 @@ int main(int argc, char **argv) {
   if ((argc == 5 || argc == 6) && strcmp(argv[1], "tcp-send") == 0) {
     return tcp_send_random(argv[2], argv[3], argv[4], argc == 6 ? argv[5] : NULL);
   }
+  if (argc == 4 && strcmp(argv[1], "dhcpv6") == 0) {
+    return dhcpv6_client(argv[2], atoi(argv[3]));
+  }
   fprintf(stderr,
           "usage: probe udp-send ADDR PORT MESSAGE TIMEOUT_S\n"
           "       probe udp-echo PORT COUNT TIMEOUT_S\n"
           "       probe random BYTES [COPY]\n"
-          "       probe tcp-send ADDR PORT BYTES [COPY]\n");
+          "       probe tcp-send ADDR PORT BYTES [COPY]\n"
+          "       probe dhcpv6 IFNAME TIMEOUT_S\n");
   return 2;
 }
