@@ -26,6 +26,11 @@ import { REGION1_GPA } from "../harness/harness_memory.ts";
 /** How the test talks to the daemon. */
 export type Transport = "stream" | "vhost-user";
 
+/** Connection attempts while the daemon's socket exists but does not listen yet. */
+const CONNECT_ATTEMPTS = 50;
+/** Pause between connection attempts. */
+const CONNECT_RETRY_MS = 20;
+
 /** Both transports, for tests that run over each. */
 export const TRANSPORTS: readonly Transport[] = ["stream", "vhost-user"];
 
@@ -318,10 +323,17 @@ export class DaemonGuest {
     };
     try {
       await waitFor(`the daemon's socket ${sock}`, () => exists(sock));
-      if (transport === "stream") {
-        link = new StreamLink(await Deno.connect({ transport: "unix", path: sock }), deliver);
-      } else {
-        link = await VhostLink.open(sock, deliver);
+      // The socket file appears at bind(), a moment before listen(): retry refusals.
+      for (let attempt = 1;; attempt++) {
+        try {
+          link = transport === "stream"
+            ? new StreamLink(await Deno.connect({ transport: "unix", path: sock }), deliver)
+            : await VhostLink.open(sock, deliver);
+          break;
+        } catch (e) {
+          if (attempt >= CONNECT_ATTEMPTS) throw e;
+          await new Promise((r) => setTimeout(r, CONNECT_RETRY_MS));
+        }
       }
     } catch (e) {
       guest4.stop();

@@ -6,7 +6,7 @@
  * RST from each side, connection refused, many concurrent connections.
  *
  * Environment: TPASST_TCP_LONG=1 moves 100 MB each way (default 4 MB);
- * TPASST_TCP_CONNS=N opens N concurrent connections (default 100).
+ * TPASST_TCP_CONNS=N opens N concurrent connections (default 500).
  */
 
 import assert from "node:assert/strict";
@@ -14,6 +14,7 @@ import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../../src/net/tcp_test_plan.ts";
 import type { GuestTcpConn, TestGuest } from "../../src/net/tcp_test_guest.ts";
 import { type DaemonGuest, TRANSPORTS } from "./daemon_guest.ts";
 import { fdsBackTo, withDaemon } from "./daemon_run.ts";
+import { waitFor } from "../cli/cli_helpers.ts";
 import {
   drainWithDigest,
   freeTcpPort,
@@ -29,7 +30,7 @@ const LONG = Deno.env.get("TPASST_TCP_LONG") === "1";
 /** Bytes moved each way by the transfer test. */
 const TRANSFER_BYTES = LONG ? 100 * 1024 * 1024 : 4 * 1024 * 1024;
 /** Concurrent connections in the concurrency test. */
-const CONNECTIONS = Number(Deno.env.get("TPASST_TCP_CONNS") ?? "100");
+const CONNECTIONS = Number(Deno.env.get("TPASST_TCP_CONNS") ?? "500");
 /** Guest port the -t rule forwards to. */
 const GUEST_PORT = 8080;
 
@@ -315,8 +316,10 @@ for (const transport of TRANSPORTS) {
           () => g.connect(TEST_GATEWAY4, echo.port),
         );
         const payloads = conns.map((_, i) => patternBytes(1000 + 37 * i, i + 1));
+        // Every connection is open on the host before any data moves.
+        await Promise.all(conns.map((c) => established(c, 60_000)));
+        await waitFor("every host-side connection accepted", () => echo.accepted === CONNECTIONS);
         await Promise.all(conns.map(async (c, i) => {
-          await established(c, 60_000);
           g.write(c, payloads[i]);
           g.close(c);
           await c.until(() => c.eof, 60_000, "the echo and the server's FIN");
@@ -328,6 +331,7 @@ for (const transport of TRANSPORTS) {
           assert.deepEqual(got, payloads[i], `connection ${i}: bytes`);
         }
         assert.equal(echo.accepted, CONNECTIONS);
+        assert.equal(echo.peakOpen, CONNECTIONS, "all connections were open at once");
         assert.deepEqual(echo.errors, []);
         console.log(
           `${transport}: ${CONNECTIONS} concurrent echo connections in ${ms.toFixed(0)} ms`,

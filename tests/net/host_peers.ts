@@ -97,6 +97,8 @@ export class TcpEchoServer {
   readonly listener: Deno.TcpListener;
   /** Connections accepted. */
   accepted = 0;
+  /** Most connections open at the same time. */
+  peakOpen = 0;
   /** Connections echoed to the end. */
   completed = 0;
   /** Errors on server-side connections. */
@@ -124,6 +126,7 @@ export class TcpEchoServer {
       }
       this.accepted++;
       this.#conns.add(conn);
+      this.peakOpen = Math.max(this.peakOpen, this.#conns.size);
       this.#echo(conn);
     }
   }
