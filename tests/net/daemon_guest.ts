@@ -335,7 +335,13 @@ export class DaemonGuest {
           await new Promise((r) => setTimeout(r, CONNECT_RETRY_MS));
         }
       }
+      // The daemon has accepted the front-end (its fd count includes the connection).
+      await waitFor(
+        "the daemon to accept the front-end",
+        () => /Frontend connected/.test(stderr.text),
+      );
     } catch (e) {
+      link?.close();
       guest4.stop();
       guest6.stop();
       try {
@@ -347,22 +353,6 @@ export class DaemonGuest {
       throw new Error(`daemon did not come up over ${transport}: ${e}\n${stderr.text}`);
     }
     const l = link;
-    try {
-      // The daemon has accepted the front-end (its fd count includes the connection).
-      await waitFor(
-        "the daemon to accept the front-end",
-        () => /Frontend connected/.test(stderr.text),
-      );
-    } catch (e) {
-      link.close();
-      guest4.stop();
-      guest6.stop();
-      process.kill("SIGKILL");
-      await process.status;
-      await stderr.done;
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-      throw e;
-    }
     for (const g of [guest4, guest6]) {
       g.useStack({
         handleFrame: (frame) => l.send(frame),

@@ -1,7 +1,8 @@
 /**
  * Runs a test body against a freshly started daemon ({@link DaemonGuest}) and checks
  * that the daemon then exits cleanly on its own: exit status 0 after the front-end
- * leaves (-1), nothing that looks like an internal error in its log.
+ * leaves (-1), nothing that looks like an internal error in its log, and this
+ * process's fd count back where it was.
  *
  * @module
  */
@@ -16,6 +17,7 @@ export async function withDaemon(
   args: readonly string[],
   body: (d: DaemonGuest) => Promise<void>,
 ): Promise<void> {
+  const before = ownFdCount();
   const d = await DaemonGuest.start(transport, args);
   let result: { code: number; stderr: string };
   try {
@@ -23,8 +25,18 @@ export async function withDaemon(
   } finally {
     result = await d.close();
   }
+  // The front-end's sockets, memfds and eventfds are native fds the sanitizers miss.
+  await waitFor(
+    `the test's own fd count back to ${before} (now ${ownFdCount()})`,
+    () => ownFdCount() <= before,
+  );
   assert.equal(result.code, 0, `daemon exit status; stderr:\n${result.stderr}`);
   assert.doesNotMatch(result.stderr, /internal error|exception|uncaught/i);
+}
+
+/** Number of fds this test process holds. */
+function ownFdCount(): number {
+  return [...Deno.readDirSync("/proc/self/fd")].length;
 }
 
 /**
