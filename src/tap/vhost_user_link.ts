@@ -67,8 +67,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   #up = false;
   #rxWaiting = false;
   #writable: ((now: number) => void) | null = null;
-  #txPending: ReturnType<typeof setTimeout> | undefined = undefined;
-  #rxPending: ReturnType<typeof setTimeout> | undefined = undefined;
+  #txPending: ReturnType<typeof setImmediate> | undefined = undefined;
+  #rxPending: ReturnType<typeof setImmediate> | undefined = undefined;
 
   // Reused per frame: no allocation on the hot paths beyond the memory views.
   #txChain = new DescriptorChain(1);
@@ -154,14 +154,14 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       queue.publish();
       this.#rx = null;
       this.#rxWaiting = false;
-      if (this.#rxPending !== undefined) clearTimeout(this.#rxPending);
+      if (this.#rxPending !== undefined) clearImmediate(this.#rxPending);
       this.#rxPending = undefined;
       this.#rxFirst.release();
       this.#rxNext.release();
     } else {
       this.#tx = null;
       this.#txChain.release();
-      if (this.#txPending !== undefined) clearTimeout(this.#txPending);
+      if (this.#txPending !== undefined) clearImmediate(this.#txPending);
       this.#txPending = undefined;
     }
     if (this.#up) {
@@ -197,11 +197,13 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     }
     tx.publish();
     if (tx.hasAvailable() && this.#txPending === undefined) {
-      // Let the loop serve others, then continue with the rest.
-      this.#txPending = setTimeout(() => {
+      // Let the loop serve others (host sockets, timers), then continue with the rest.
+      // setImmediate, not setTimeout(0): Deno's timers are Node's, with a 1 ms floor
+      // (measured ~2 ms per setTimeout(0) round, 1.4 µs per setImmediate round).
+      this.#txPending = setImmediate(() => {
         this.#txPending = undefined;
         this.#processTx(this.#clock());
-      }, 0);
+      });
     }
     if (budget === tx.size) return; // nothing handed over: no batch to end
     try {
@@ -293,10 +295,10 @@ export class VhostUserLink implements VringDatapath, GuestLink {
 
   #scheduleWritable(): void {
     if (this.#rxPending !== undefined) return;
-    this.#rxPending = setTimeout(() => {
+    this.#rxPending = setImmediate(() => {
       this.#rxPending = undefined;
       this.kick(RX_QUEUE_INDEX, this.#clock());
-    }, 0);
+    });
   }
 
   /** Pops one RX chain usable for frames (writable only, room for the header) into `chain`. */
