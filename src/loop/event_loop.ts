@@ -52,9 +52,18 @@ const MAX_EVENTS = 256;
 /**
  * After dispatching a batch, the loop polls epoll synchronously (cheap: one syscall)
  * up to this many times before going back to the asynchronous wait (10–17 µs per
- * call), so that busy fds are served quickly but Deno's own tasks still get turns.
+ * call and a hand-off to another thread), so that busy fds are served quickly.
+ * Before each poll it yields once to Deno's event loop (setImmediate: after Deno's
+ * I/O phase, ~1.4 µs), so Deno's own tasks get turns and the work the batch started
+ * (host socket writes, frames to the guest) runs first: the guest's answer to it is
+ * then more often already there (measured under iperf3: 3–7% → 10–20% of polls hit).
  */
 const MAX_SYNC_ROUNDS = 4;
+
+/** Resolves after Deno's next I/O phase (Node's setImmediate; no 1 ms timer floor). */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
 
 /** Generation tag of the stop eventfd; watches use 1..2^32-1. */
 const STOP_GENERATION = 0;
@@ -162,6 +171,8 @@ export class EventLoop {
       while (!this.#stopRequested) {
         let count: number;
         if (syncRounds > 0 && syncRounds <= MAX_SYNC_ROUNDS) {
+          await nextTurn();
+          if (this.#stopRequested) break;
           count = this.#epoll.wait(this.#buffer, MAX_EVENTS, 0);
           if (count === 0) {
             syncRounds = 0;
