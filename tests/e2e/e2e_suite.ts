@@ -66,6 +66,15 @@ export const LIGHT_PHASES: readonly Phase[] = [
 export const PING_MAPPED_HOST_BLOCKED: string | null =
   "tpasst bug: ICMP echo ignores --map-guest-addr (src/net/icmp_echo.ts), the ping would leave the host";
 
+/**
+ * Why the pings are not run against Debian's passt: its ICMPv6 echo to the gateway gets no
+ * answer (tried), i.e. this 2023 passt does not map ICMP to the host's loopback as it does
+ * TCP and UDP, so its echo requests would go to the real gateway, off the host. The guest
+ * script leaves the ping phases out for passt.
+ */
+export const PASST_PING_REASON =
+  "Debian's passt (2023) does not map ICMP echo to the gateway onto host loopback: the pings would leave the host";
+
 /** DHCP message types of a lease (RFC 2132 section 9.6). */
 const DHCP_EXCHANGE = [[1, "Discover"], [2, "Offer"], [3, "Request"], [5, "ACK"]] as const;
 /** DHCPv6 message types of an exchange (RFC 8415 section 7.3). */
@@ -85,7 +94,8 @@ const BULK_BYTES = 100 * 1024 * 1024;
 export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}): void {
   const label = options.label ?? kind;
   const phases = (options.phases ?? PHASES).filter((p) =>
-    p !== "ping-host" || PING_MAPPED_HOST_BLOCKED === null
+    (p !== "ping-host" || PING_MAPPED_HOST_BLOCKED === null) &&
+    (kind !== "passt" || (p !== "ping" && p !== "ping6"))
   );
   const bulkBytes = options.bulkBytes ?? BULK_BYTES;
   const bulkText = `${bulkBytes / (1024 * 1024)} MiB`;
@@ -172,14 +182,14 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
     );
   }
 
-  const pingReason = pingGatewayUnavailable(kind);
-  if (has("ping")) {
+  const pingReason = kind === "passt" ? PASST_PING_REASON : pingGatewayUnavailable(kind);
+  if (has("ping") || kind === "passt") {
     define("the guest pings its gateway (ICMP echo to the host's loopback)", async (s) => {
       assert.equal(await s.result("ping-gw", PHASE_TIMEOUT_MS), "ok");
     }, pingReason);
   }
 
-  if (has("ping6")) {
+  if (has("ping6") || kind === "passt") {
     define("the guest pings the IPv6 gateway (ICMPv6 echo to the host's ::1)", async (s) => {
       assert.equal(await s.result("ping6-gw", PHASE_TIMEOUT_MS), "ok");
     }, pingReason);
