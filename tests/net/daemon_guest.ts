@@ -58,6 +58,16 @@ const RX_BUFFERS = VHOST_RING_SIZE;
 /** Where RX buffers start in region 1 (after the TX slots). */
 const RX_BASE_OFFSET = TX_SLOTS * TX_SLOT_SIZE;
 
+/** How the vhost-user front-end sets up its rings (defaults: 256 RX buffers of 32 KiB, QEMU's features). */
+export interface VhostOptions {
+  /** RX buffers kept posted (at most the ring size, 256). */
+  readonly rxBuffers?: number;
+  /** Size of each RX buffer, virtio-net header included (at most 32 KiB). */
+  readonly rxBufferSize?: number;
+  /** Virtio features to acknowledge (e.g. without MRG_RXBUF). */
+  readonly features?: bigint;
+}
+
 /** Daemon arguments every test uses: fixed guest addresses, no DNS advertised. */
 export const BASE_ARGS: readonly string[] = [
   "-1",
@@ -165,30 +175,42 @@ class VhostLink implements FrameLink {
   readonly frontend: VhostUserFrontend;
   readonly #deliver: (frame: Uint8Array) => void;
   readonly #freeTx: number[] = [];
+  readonly #rxBufferSize: number;
   #pendingTx: Uint8Array[] = [];
   #flushScheduled = false;
   #timer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
-  private constructor(frontend: VhostUserFrontend, deliver: (frame: Uint8Array) => void) {
+  private constructor(
+    frontend: VhostUserFrontend,
+    deliver: (frame: Uint8Array) => void,
+    rxBufferSize: number,
+  ) {
     this.frontend = frontend;
     this.#deliver = deliver;
+    this.#rxBufferSize = rxBufferSize;
   }
 
   /** Connects to `path`, negotiates like QEMU, posts every RX buffer. */
-  static async open(path: string, deliver: (frame: Uint8Array) => void): Promise<VhostLink> {
+  static async open(
+    path: string,
+    deliver: (frame: Uint8Array) => void,
+    options: VhostOptions,
+  ): Promise<VhostLink> {
+    const rxBuffers = Math.min(options.rxBuffers ?? RX_BUFFERS, RX_BUFFERS);
+    const rxBufferSize = Math.min(options.rxBufferSize ?? RX_BUFFER_SIZE, RX_BUFFER_SIZE);
     const frontend = VhostUserFrontend.connect(path, { regionSize: VHOST_REGION_SIZE });
     try {
-      await frontend.negotiate({ ringSize: VHOST_RING_SIZE });
+      await frontend.negotiate({ ringSize: VHOST_RING_SIZE, features: options.features });
     } catch (e) {
       frontend.close();
       throw e;
     }
-    const link = new VhostLink(frontend, deliver);
+    const link = new VhostLink(frontend, deliver, rxBufferSize);
     for (let i = 0; i < TX_SLOTS; i++) link.#freeTx.push(REGION1_GPA + i * TX_SLOT_SIZE);
-    for (let i = 0; i < RX_BUFFERS; i++) {
+    for (let i = 0; i < rxBuffers; i++) {
       const gpa = REGION1_GPA + RX_BASE_OFFSET + i * RX_BUFFER_SIZE;
-      frontend.vrings[RX].offer([{ gpa, length: RX_BUFFER_SIZE, writable: true }]);
+      frontend.vrings[RX].offer([{ gpa, length: rxBufferSize, writable: true }]);
     }
     frontend.kicks[RX].signal();
     link.#timer = setInterval(() => link.#poll(), 1);
@@ -231,7 +253,11 @@ class VhostLink implements FrameLink {
     if (used.length > 0) {
       const frames = f.rxFrames(used);
       for (const u of used) {
-        f.vrings[RX].offer([{ gpa: u.segments[0].gpa, length: RX_BUFFER_SIZE, writable: true }]);
+        f.vrings[RX].offer([{
+          gpa: u.segments[0].gpa,
+          length: this.#rxBufferSize,
+          writable: true,
+        }]);
       }
       f.kicks[RX].signal();
       for (const frame of frames) this.#deliver(frame);
@@ -289,9 +315,14 @@ export class DaemonGuest {
 
   /**
    * Starts `bin/tpasst -f -s SOCKET [--vhost-user]` with {@link BASE_ARGS} and `args`,
-   * connects over `transport` and attaches the two guests.
+   * connects over `transport` (vhost-user rings set up as `vhost` says) and attaches
+   * the two guests.
    */
-  static async start(transport: Transport, args: readonly string[] = []): Promise<DaemonGuest> {
+  static async start(
+    transport: Transport,
+    args: readonly string[] = [],
+    vhost: VhostOptions = {},
+  ): Promise<DaemonGuest> {
     const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "tpnet" });
     const sock = `${dir}/t.sock`;
     const process = new Deno.Command(TPASST, {
@@ -328,7 +359,7 @@ export class DaemonGuest {
         try {
           link = transport === "stream"
             ? new StreamLink(await Deno.connect({ transport: "unix", path: sock }), deliver)
-            : await VhostLink.open(sock, deliver);
+            : await VhostLink.open(sock, deliver, vhost);
           break;
         } catch (e) {
           if (attempt >= CONNECT_ATTEMPTS) throw e;

@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { DaemonGuest, type Transport } from "./daemon_guest.ts";
+import { DaemonGuest, type Transport, type VhostOptions } from "./daemon_guest.ts";
 import { waitFor } from "../cli/cli_helpers.ts";
 
 /** Starts the daemon over `transport` with `args`, runs `body`, then closes and checks. */
@@ -16,9 +16,10 @@ export async function withDaemon(
   transport: Transport,
   args: readonly string[],
   body: (d: DaemonGuest) => Promise<void>,
+  vhost: VhostOptions = {},
 ): Promise<void> {
   const before = ownFdCount();
-  const d = await DaemonGuest.start(transport, args);
+  const d = await DaemonGuest.start(transport, args, vhost);
   let result: { code: number; stderr: string };
   try {
     await body(d);
