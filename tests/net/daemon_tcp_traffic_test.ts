@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../../src/net/tcp_test_plan.ts";
 import type { GuestTcpConn, TestGuest } from "../../src/net/tcp_test_guest.ts";
-import { type DaemonGuest, TRANSPORTS } from "./daemon_guest.ts";
+import { DaemonGuest, TRANSPORTS } from "./daemon_guest.ts";
 import { fdsBackTo, withDaemon } from "./daemon_run.ts";
 import { waitFor } from "../cli/cli_helpers.ts";
 import {
@@ -303,6 +303,39 @@ for (const transport of TRANSPORTS) {
       }
     });
   });
+
+  Deno.test(
+    name("the front-end leaving mid-transfer lets the daemon exit cleanly"),
+    async () => {
+      const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const hosts: Deno.Conn[] = [];
+      try {
+        const d = await DaemonGuest.start(transport);
+        let result: { code: number; stderr: string } | null = null;
+        try {
+          const conns = [0, 1, 2].map(() => d.guest4.connect(TEST_GATEWAY4, server.addr.port));
+          for (let i = 0; i < conns.length; i++) hosts.push(await server.accept());
+          await Promise.all(conns.map((c) => established(c)));
+          // Data in flight both ways when the front-end goes away.
+          for (const c of conns) d.guest4.write(c, patternBytes(4 << 20, c.localPort));
+          for (const h of hosts) writeAll(h, patternBytes(4 << 20, 9)).catch(() => {});
+          await conns[0].until(() => conns[0].totalReceived > 0, 10_000, "data from the host");
+          result = await d.close();
+        } finally {
+          result ??= await d.close();
+        }
+        assert.equal(result.code, 0, `daemon exit status; stderr:\n${result.stderr}`);
+        assert.doesNotMatch(result.stderr, /internal error|exception|uncaught/i);
+      } finally {
+        for (const h of hosts) {
+          try {
+            h.close();
+          } catch { /* closed */ }
+        }
+        server.close();
+      }
+    },
+  );
 
   Deno.test(name(`${CONNECTIONS} concurrent connections echo every byte`), async () => {
     const echo = new TcpEchoServer();
