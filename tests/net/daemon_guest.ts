@@ -20,7 +20,7 @@ import { TestGuest } from "../../src/net/tcp_test_guest.ts";
 import { TEST_GUEST4, TEST_GUEST6 } from "../../src/net/tcp_test_plan.ts";
 import { ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../../src/net/ethernet.ts";
 import { exists, TPASST, waitFor } from "../cli/cli_helpers.ts";
-import { RX, TX, VhostUserFrontend } from "../harness/vhost_user_frontend.ts";
+import { NET_HEADER_SIZE, RX, TX, VhostUserFrontend } from "../harness/vhost_user_frontend.ts";
 import { REGION1_GPA } from "../harness/harness_memory.ts";
 
 /** How the test talks to the daemon. */
@@ -43,8 +43,6 @@ const ETHERTYPE_OFFSET = 12;
 /** Length prefix of a frame on passt's stream socket: 32-bit big-endian. */
 const STREAM_PREFIX = 4;
 
-/** virtio-net header length with VERSION_1 (virtio 1.2 §5.1.6). */
-const NET_HEADER_SIZE = 12;
 /** Harness guest memory: two regions of this size (rings in region 0, buffers in 1). */
 const VHOST_REGION_SIZE = 32 * 1024 * 1024;
 /** Ring size used for both queues. */
@@ -68,7 +66,7 @@ export interface VhostOptions {
   readonly features?: bigint;
 }
 
-/** Daemon arguments every test uses: fixed guest addresses, no DNS advertised. */
+/** Daemon arguments every test uses: exit with the front-end, fixed addresses and MAC. */
 export const BASE_ARGS: readonly string[] = [
   "-1",
   "-a",
