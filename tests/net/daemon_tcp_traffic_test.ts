@@ -93,25 +93,39 @@ for (const transport of TRANSPORTS) {
   );
 
   Deno.test(
-    name("a host client on a forwarded port (-t) talks to the guest both ways"),
+    name("a host client on a forwarded port (-t) talks to the guest both ways, IPv4 and IPv6"),
     async () => {
-      const hostPort = freeTcpPort();
-      await withDaemon(transport, ["-t", `127.0.0.1/${hostPort}:${GUEST_PORT}`], async (d) => {
-        const g = d.guest4;
-        g.listening.add(GUEST_PORT);
-        const client = await Deno.connect({ hostname: "127.0.0.1", port: hostPort });
-        try {
-          await g.until(() => g.accepted.length === 1, 10_000, "the inbound connection");
-          const a = g.accepted[0];
-          assert.equal(a.remote4, TEST_GATEWAY4, "host loopback appears as the gateway");
-          await writeAll(client, enc.encode("knock knock"));
-          await a.until(() => a.receivedBytes === 11, 10_000, "the client's bytes");
-          assert.equal(dec.decode(a.takeReceived()), "knock knock");
-          g.write(a, enc.encode("who's there"));
-          g.close(a);
-          assert.equal(dec.decode(await readAll(client)), "who's there");
-        } finally {
-          client.close();
+      const port4 = freeTcpPort();
+      const port6 = freeTcpPort("::1");
+      const rules = ["-t", `127.0.0.1/${port4}:${GUEST_PORT}`, "-t", `::1/${port6}:${GUEST_PORT}`];
+      await withDaemon(transport, rules, async (d) => {
+        for (
+          const [g, hostname, port] of [[d.guest4, "127.0.0.1", port4], [
+            d.guest6,
+            "::1",
+            port6,
+          ]] as const
+        ) {
+          g.listening.add(GUEST_PORT);
+          const client = await Deno.connect({ hostname, port });
+          try {
+            await g.until(() => g.accepted.length === 1, 10_000, "the inbound connection");
+            const a = g.accepted[0];
+            if (g.family === 4) {
+              assert.equal(a.remote4, TEST_GATEWAY4, "host loopback appears as the gateway");
+            } else {
+              assert.deepEqual(a.remote6, TEST_GATEWAY6, "host loopback appears as the gateway");
+            }
+            await writeAll(client, enc.encode("knock knock"));
+            await a.until(() => a.receivedBytes === 11, 10_000, "the client's bytes");
+            assert.equal(dec.decode(a.takeReceived()), "knock knock");
+            g.write(a, enc.encode("who's there"));
+            g.close(a);
+            assert.equal(dec.decode(await readAll(client)), "who's there");
+            await a.until(() => a.finAcked, 10_000, "the guest's FIN acknowledged");
+          } finally {
+            client.close();
+          }
         }
       });
     },
