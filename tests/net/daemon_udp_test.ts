@@ -121,27 +121,29 @@ for (const transport of TRANSPORTS) {
   );
 
   Deno.test(
-    name("a host peer reaches the guest through a forwarded UDP port (-u), and back"),
+    name(
+      "a host peer reaches the guest through a forwarded UDP port (-u), and back, IPv4 and IPv6",
+    ),
     async () => {
-      const hostPort = await freeUdpPort();
-      const client = await UdpPeer.open("127.0.0.1", false);
+      const hosts = ["127.0.0.1", "::1"] as const;
+      const ports = [await freeUdpPort(hosts[0]), await freeUdpPort(hosts[1])];
+      const clients = [await UdpPeer.open(hosts[0], false), await UdpPeer.open(hosts[1], false)];
+      const rules = hosts.flatMap((h, i) => ["-u", `${h}/${ports[i]}:${GUEST_UDP_PORT}`]);
       try {
-        await withDaemon(
-          transport,
-          ["-u", `127.0.0.1/${hostPort}:${GUEST_UDP_PORT}`],
-          async (d) => {
-            const g = d.guest4;
-            const sent = SIZES.map((n, i) => patternBytes(n, 7 + i));
+        await withDaemon(transport, rules, async (d) => {
+          for (const [i, g] of [d.guest4, d.guest6].entries()) {
+            const [host, hostPort, client] = [hosts[i], ports[i], clients[i]];
+            const sent = SIZES.map((n, k) => patternBytes(n, 7 + k + 10 * i));
             // The listener is bound once the daemon runs; probe until one arrives.
             const probe = new TextEncoder().encode("probe");
             const isProbe = (x: { data: Uint8Array }) =>
-              x.data.length === probe.length && x.data.every((b, i) => b === probe[i]);
-            await waitFor("the first datagram through -u", () => {
+              x.data.length === probe.length && x.data.every((b, k) => b === probe[k]);
+            await waitFor(`the first datagram through -u on ${host}`, () => {
               if (datagramsTo(g, GUEST_UDP_PORT).length > 0) return true;
-              client.send(probe, hostPort, "127.0.0.1");
+              client.send(probe, hostPort, host);
               return false;
             });
-            for (const data of sent) client.send(data, hostPort, "127.0.0.1");
+            for (const data of sent) client.send(data, hostPort, host);
             const forwarded = () => datagramsTo(g, GUEST_UDP_PORT).filter((x) => !isProbe(x));
             await g.until(
               () => forwarded().length >= sent.length,
@@ -150,22 +152,28 @@ for (const transport of TRANSPORTS) {
             );
             const got = forwarded();
             assert.deepEqual(byLength(got.map((x) => x.data)), sent);
-            assert.equal(got[0].from4, TEST_GATEWAY4, "host loopback appears as the gateway");
-            assert.equal(got[0].fromPort, client.port);
-            for (const [i, data] of sent.entries()) {
-              g.sendUdp(GUEST_UDP_PORT, got[i].from4, got[i].fromPort, data.slice().reverse());
+            for (const x of got) {
+              if (g.family === 4) assert.equal(x.from4, TEST_GATEWAY4, "host loopback as gateway");
+              else assert.deepEqual(x.from6, TEST_GATEWAY6, "host loopback as gateway");
+              assert.equal(x.fromPort, client.port);
+              // The guest answers each datagram, reversed, to where it came from.
+              const reply = x.data.slice().reverse();
+              if (g.family === 4) g.sendUdp(GUEST_UDP_PORT, x.from4, x.fromPort, reply);
+              else g.sendUdp(GUEST_UDP_PORT, 0, x.fromPort, reply, x.from6!);
             }
             await waitFor("the guest's replies", () => client.received.length >= sent.length);
             assert.deepEqual(
-              client.received.map((r) => r.data),
+              byLength(client.received.map((r) => r.data)),
               sent.map((s) => s.slice().reverse()),
             );
-            assert.deepEqual(client.received.map((r) => r.port), sent.map(() => hostPort));
-            assert.deepEqual(client.received.map((r) => r.address), sent.map(() => "127.0.0.1"));
-          },
-        );
+            for (const r of client.received) {
+              assert.equal(r.port, hostPort, "the reply comes from the forwarded port");
+              assert.equal(r.address, host);
+            }
+          }
+        });
       } finally {
-        await client.close();
+        await Promise.all(clients.map((c) => c.close()));
       }
     },
   );
