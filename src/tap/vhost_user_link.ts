@@ -40,6 +40,14 @@ export const MAX_FRAME_BYTES = 65535;
 /** Smallest Ethernet frame accepted from the guest: the 14-byte Ethernet header. */
 export const MIN_FRAME_BYTES = 14;
 
+/**
+ * After a TX turn that handed frames over, the queue is looked at once more after
+ * Deno's next I/O phase (setImmediate) before kicks are re-armed: chains the guest
+ * adds meanwhile (typically in answer to what the batch sent) are taken without a
+ * kick, which costs the guest an exit and us an eventfd wake-up of the loop.
+ */
+const TX_POLL_BEFORE_KICK = true;
+
 /** Options of a {@link VhostUserLink}. */
 export interface VhostUserLinkOptions {
   /** Where log lines go (the process-wide logger by default). */
@@ -181,6 +189,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     if (tx === null || tx.broken) return;
     const chain = this.#txChain;
     let budget = tx.size;
+    let pollAgain = false;
     // A ring's worth of frames and a few re-arm rounds per turn (a guest refilling
     // as fast as we consume, or feeding garbage, must not keep us here).
     for (let round = 0; round < 4; round++) {
@@ -191,12 +200,18 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         chain.release();
       }
       if (budget === 0 || tx.broken || tx.hasAvailable()) break;
+      if (TX_POLL_BEFORE_KICK && budget !== tx.size) {
+        // Busy: keep kicks off and poll after the next I/O phase instead.
+        tx.disableNotifications();
+        pollAgain = true;
+        break;
+      }
       // Re-arm the kick, then look once more: the guest may have added chains
       // while it believed we were still busy (virtio 1.2 §2.7.10).
       if (!tx.enableNotifications()) break;
     }
     tx.publish();
-    if (tx.hasAvailable() && this.#txPending === undefined) {
+    if ((pollAgain || tx.hasAvailable()) && this.#txPending === undefined) {
       // Let the loop serve others (host sockets, timers), then continue with the rest.
       // setImmediate, not setTimeout(0): Deno's timers are Node's, with a 1 ms floor
       // (measured ~2 ms per setTimeout(0) round, 1.4 µs per setImmediate round).

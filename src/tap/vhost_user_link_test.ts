@@ -153,7 +153,7 @@ const label = (f: Partial<NegotiatedFeatures>) =>
   }, MRG_RXBUF ${f.mergeableRxBuffers ? "on" : "off"}`;
 
 for (const features of matrix) {
-  Deno.test(`VhostUserLink.kick() delivers TX frames intact (${label(features)})`, () => {
+  Deno.test(`VhostUserLink.kick() delivers TX frames intact (${label(features)})`, async () => {
     const { tx, handler, link } = setup(features);
     assert.deepEqual(handler.events, ["up"]);
     const sent: Uint8Array[] = [];
@@ -173,8 +173,34 @@ for (const features of matrix) {
     assert.ok(used.every((u) => u.len === 0));
     assert.equal(tx.notifications, 1, "one notification for the batch");
     assert.deepEqual(handler.events, ["up", `batch:${sent.length}`]);
+    // Busy: the queue is looked at once more after Deno's I/O phase; that look finds
+    // nothing and asks for the next kick.
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(handler.frames.length, sent.length);
+    assert.equal(tx.notifications, 1, "the empty look notifies nothing");
     if (features.eventIndex) assert.equal(tx.availEvent, tx.availIndex, "asks for the next kick");
   });
+
+  Deno.test(
+    `VhostUserLink.kick() takes frames added right after a batch without another kick (${
+      label(features)
+    })`,
+    async () => {
+      const { tx, handler, link } = setup(features);
+      guestTransmit(tx, frameOf(60, 1), "one", false);
+      link.kick(1, 1);
+      assert.equal(handler.frames.length, 1);
+      const late = frameOf(1514, 2);
+      guestTransmit(tx, late, "one", false); // no kick: the link said it would look again
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(handler.frames.length, 2);
+      assert.deepEqual(handler.frames[1], late);
+      assert.equal(tx.takeUsed().length, 2);
+      await new Promise((resolve) => setImmediate(resolve));
+      if (features.eventIndex) assert.equal(tx.availEvent, tx.availIndex, "asks for the next kick");
+      assert.deepEqual(handler.events, ["up", "batch:1", "batch:2"]);
+    },
+  );
 
   Deno.test(`VhostUserLink.sendFrame() fills RX buffers with header and frame (${label(features)})`, () => {
     const { rx, link } = setup(features);
