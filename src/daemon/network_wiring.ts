@@ -14,7 +14,7 @@ import { OutputFile } from "../../ffi/output_file.ts";
 import type { Config } from "../config/config.ts";
 import { log } from "../log/logger.ts";
 import type { EventLoop } from "../loop/event_loop.ts";
-import { parseIpv4, parseIpv6 } from "../net/address.ts";
+import { forwardOptionsFromConfig } from "../net/fwd.ts";
 import { forwardingOptionsFromConfig, startForwarding } from "../net/fwd_setup.ts";
 import {
   buildNetworkPlan,
@@ -54,21 +54,6 @@ export function hostConfigOverrides(config: Config): HostConfigOverrides {
   if (!config.protocols.dhcpv6) o.noDhcpv6 = true;
   if (!config.protocols.ra) o.noRa = true;
   return o;
-}
-
-/**
- * `--map-host-loopback` for one family as the stack takes it: undefined = default
- * (the gateway), null = disabled (`none`, `--no-map-gw`), else the parsed address.
- */
-function hostLoopback<A>(
-  text: string | null,
-  parse: (text: string) => A | null,
-): A | null | undefined {
-  if (text === null) return undefined;
-  if (text === "none") return null;
-  const address = parse(text);
-  if (address === null) throw new RangeError(`--map-host-loopback: cannot parse "${text}"`);
-  return address;
 }
 
 /**
@@ -114,8 +99,7 @@ export async function buildDaemonNetwork(config: Config, loop: EventLoop): Promi
   const stack = new NetworkStack(plan, {
     echoSocketFactory: config.protocols.icmp ? pingSocketFactory : undefined,
     fdWatcher: loop,
-    hostLoopback4: hostLoopback(config.ipv4.mapHostLoopback, parseIpv4),
-    hostLoopback6: hostLoopback(config.ipv6.mapHostLoopback, parseIpv6),
+    forward: forwardOptionsFromConfig(config),
   });
   const timers = new TimerDriver(stack);
   const closers: (() => void)[] = [() => timers.close()];

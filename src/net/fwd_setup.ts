@@ -17,13 +17,7 @@ import {
 } from "../config/port_spec.ts";
 import { log as defaultLog, type Logger } from "../log/logger.ts";
 import { IPPROTO_TCP, IPPROTO_UDP } from "./checksum.ts";
-import {
-  buildForwardRules,
-  type ForwardOptions,
-  forwardOptionsFromConfig,
-  type ForwardRules,
-  outboundNotes,
-} from "./fwd.ts";
+import { type ForwardRules, outboundNotes } from "./fwd.ts";
 import type { GuestSender } from "./guest_sender.ts";
 import type { NetworkPlan } from "./host_config.ts";
 import type { L4Handler } from "./l4_handler.ts";
@@ -40,12 +34,13 @@ export const DEFAULT_EPHEMERAL: PortRange = { first: 32768, last: 60999 };
 export interface StackLike {
   readonly sender: GuestSender;
   readonly plan: NetworkPlan;
+  /** The translation rules the stack's ICMP echo follows too. */
+  readonly forwardRules: ForwardRules;
   registerL4(protocol: number, handler: L4Handler): void;
 }
 
 /** Options of {@link startForwarding}. */
 export interface ForwardingOptions {
-  forward?: ForwardOptions;
   /** `-t` specs (host ports forwarded to the guest over TCP). */
   tcpForwards?: PortForwardTable;
   /** `-u` specs. */
@@ -79,7 +74,6 @@ export interface Forwarding {
 /** Maps the parsed command line to {@link ForwardingOptions}. */
 export function forwardingOptionsFromConfig(c: Config): ForwardingOptions {
   return {
-    forward: forwardOptionsFromConfig(c),
     tcpForwards: c.tcpForwards,
     udpForwards: c.udpForwards,
     tcp: c.protocols.tcp,
@@ -139,7 +133,7 @@ export async function startForwarding(
   o: ForwardingOptions = {},
 ): Promise<Forwarding> {
   const logger = o.logger ?? defaultLog;
-  const rules = buildForwardRules(stack.plan, o.forward ?? {});
+  const rules = stack.forwardRules;
   for (const line of outboundNotes(rules)) logger.warn(line);
   const common = { maxFlows: o.maxFlows, logger, onTimersChanged: o.onTimersChanged };
   const tcp = o.tcp === false ? null : new TcpTranslator(stack.sender, rules, {

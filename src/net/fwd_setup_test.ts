@@ -59,14 +59,13 @@ Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and o
   const logger = new Logger();
   const lines: string[] = [];
   logger.setSink((_l, line) => lines.push(line));
-  const stack = new NetworkStack(testPlan(), { logger });
+  const stack = new NetworkStack(testPlan(), { logger, forward: { outbound4: "127.0.0.1" } });
   const tport = freePort();
   const uport = await freeUdpPort();
   const fw = await startForwarding(stack, {
     logger,
     tcpForwards: parsePortForwardTable([`127.0.0.1/${tport}:8080`]),
     udpForwards: parsePortForwardTable([`127.0.0.1/${uport}:5353`]),
-    forward: { outbound4: "127.0.0.1" },
   });
   assert.deepEqual(fw.listening, { tcp: 1, udp: 1 });
   assert.ok(lines.some((l) => /-o 127\.0\.0\.1: honoured for UDP/.test(l)));

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { readIpv4, writeIpv4 } from "./address.ts";
+import { parseIpv4, parseIpv6, readIpv4, writeIpv4 } from "./address.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "./checksum.ts";
 import type { GuestSender } from "./guest_sender.ts";
 import { L4_OFFSET_V4, L4_OFFSET_V6 } from "./guest_sender.ts";
@@ -26,6 +26,7 @@ import {
 } from "./icmp.ts";
 import type { Ipv4Header } from "./ipv4.ts";
 import type { Ipv6Header } from "./ipv6.ts";
+import { type ForwardRules, newHostTarget, translateOutbound4, translateOutbound6 } from "./fwd.ts";
 import { log as defaultLog, type Logger } from "../log/logger.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
 
@@ -92,14 +93,16 @@ interface EchoFlow {
 
 /** Options of {@link IcmpEcho}. */
 export interface IcmpEchoOptions {
-  /** IPv4 address that stands for the host itself: pinged as 127.0.0.1 (passt --map-host-loopback). */
-  hostLoopback4?: number;
-  /** IPv6 address that stands for the host itself: pinged as ::1. */
-  hostLoopback6?: Uint8Array;
+  /**
+   * The translation rules TCP and UDP use too (gateway → host loopback,
+   * `--map-guest-addr` → the host's own address); without them echo requests go
+   * to the destination the guest named.
+   */
+  rules?: ForwardRules;
 }
 
-const LOOPBACK4 = new Uint8Array([127, 0, 0, 1]);
-const LOOPBACK6 = new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+/** Port given to the shared translation for ICMP: matches no port-based rule (DNS). */
+const NO_PORT = 0;
 
 /** Forwards the guest's echo requests through ping sockets and relays the replies. */
 export class IcmpEcho {
@@ -121,6 +124,7 @@ export class IcmpEcho {
   readonly #options: IcmpEchoOptions;
   readonly #flows = new Map<string, EchoFlow>();
   readonly #payload = new Uint8Array(65535);
+  readonly #target = newHostTarget();
   readonly #rx = new Uint8Array(65535);
   #warnedNotPermitted = false;
   #blockedUntil: [number, number] = [-Infinity, -Infinity];
@@ -165,9 +169,15 @@ export class IcmpEcho {
     writeIpv4(dstBytes, 0, dst);
     const srcBytes = new Uint8Array(4);
     writeIpv4(srcBytes, 0, ip.src);
-    const target = this.#options.hostLoopback4 !== undefined && dst === this.#options.hostLoopback4
-      ? LOOPBACK4
-      : dstBytes;
+    const rules = this.#options.rules;
+    let target = dstBytes;
+    if (rules) {
+      const host = parseIpv4(translateOutbound4(rules, dst, NO_PORT, this.#target).host);
+      if (host !== null && host !== dst) {
+        target = new Uint8Array(4);
+        writeIpv4(target, 0, host);
+      }
+    }
     return this.#forward(4, p, len, srcBytes, dstBytes, target, now);
   }
 
@@ -183,8 +193,10 @@ export class IcmpEcho {
     }
     if (ip.dst[0] === 0xff || ip.dst.every((b) => b === 0)) return "icmp-bad-destination";
     const dst = ip.dst.slice();
-    const h6 = this.#options.hostLoopback6;
-    const target = h6 && h6.every((b, i) => b === dst[i]) ? LOOPBACK6 : dst;
+    const rules = this.#options.rules;
+    const target = rules
+      ? parseIpv6(translateOutbound6(rules, dst, NO_PORT, this.#target).host) ?? dst
+      : dst;
     return this.#forward(6, p, len, ip.src.slice(), dst, target, now);
   }
 

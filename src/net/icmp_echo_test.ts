@@ -4,6 +4,7 @@ import { IPPROTO_ICMP, IPPROTO_ICMPV6, l4ChecksumV6 } from "./checksum.ts";
 import { buildNetworkPlan } from "./host_config.ts";
 import { buildIcmpEcho, icmpv4ChecksumOk, Icmpv4Type, Icmpv6Type } from "./icmp.ts";
 import { ECHO_IDLE_TIMEOUT_MS, type EchoSocket, type FdWatcher } from "./icmp_echo.ts";
+import type { ForwardOptions } from "./fwd.ts";
 import { NetworkStack } from "./stack.ts";
 import { decodeFrame, guestIpv4Frame, guestIpv6Frame } from "./testing_frames.ts";
 import { RecordingLink } from "./testing_link.ts";
@@ -232,7 +233,8 @@ Deno.test({
   },
 });
 
-Deno.test("`IcmpEcho` leaves the gateway unmapped when hostLoopback4 is null", () => {
+/** Pings `destination` from the guest through a stack built with `forward`; returns where the socket sent. */
+function pingTarget(forward: ForwardOptions, destination: number): number[] {
   const plan = buildNetworkPlan(
     { address4: "10.0.2.21/24", gateway4: "10.0.2.2", ipv4Only: true },
     NO_HOST,
@@ -245,9 +247,21 @@ Deno.test("`IcmpEcho` leaves the gateway unmapped when hostLoopback4 is null", (
       return s;
     },
     fdWatcher: new FakeWatcher(),
-    hostLoopback4: null,
+    forward,
   });
   stack.linkUp(new RecordingLink(), 0);
-  stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, GW4, echo(8, 1, 1, [])), 10);
-  assert.deepEqual(Array.from(sockets[0].sent[0].address), [10, 0, 2, 2]);
+  stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, destination, echo(8, 1, 1, [])), 10);
+  return Array.from(sockets[0].sent[0].address);
+}
+
+Deno.test("`IcmpEcho` pings the gateway as the host's loopback, or as itself with --no-map-gw", () => {
+  assert.deepEqual(pingTarget({}, GW4), [127, 0, 0, 1]);
+  assert.deepEqual(pingTarget({ noMapGw: true }, GW4), [10, 0, 2, 2]);
+  assert.deepEqual(pingTarget({ mapHostLoopback4: "none" }, GW4), [10, 0, 2, 2]);
+});
+
+Deno.test("`IcmpEcho` pings the --map-guest-addr address as the host's own address, like TCP and UDP", () => {
+  const mapped = 0x0a0002fe; // 10.0.2.254
+  assert.deepEqual(pingTarget({ mapGuestAddr4: "10.0.2.254" }, mapped), [10, 0, 2, 21]);
+  assert.deepEqual(pingTarget({}, mapped), [10, 0, 2, 254], "unmapped without the option");
 });

@@ -39,6 +39,7 @@ import { DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpServer } from "./dhcp.ts";
 import { DHCPV6_SERVER_PORT, Dhcpv6Server } from "./dhcpv6.ts";
 import { NdpResponder } from "./ndp.ts";
 import { type EchoSocketFactory, type FdWatcher, IcmpEcho } from "./icmp_echo.ts";
+import { buildForwardRules, type ForwardOptions, type ForwardRules } from "./fwd.ts";
 import { icmpv6ChecksumOk, Icmpv6Type, newIcmpHeader, parseIcmp } from "./icmp.ts";
 import { newUdpHeader, parseUdp, udpChecksumOkV4, udpChecksumOkV6 } from "./udp.ts";
 import type { FrameHandler, GuestLink } from "../tap/frame_transport.ts";
@@ -52,12 +53,12 @@ export interface NetworkStackOptions {
   /** Watches ping socket fds (the daemon's EventLoop); required with echoSocketFactory. */
   fdWatcher?: FdWatcher;
   /**
-   * Guest-side IPv4 address whose pings go to the host's 127.0.0.1 (passt's
-   * --map-host-loopback). Undefined: the gateway; null: none (--no-map-gw).
+   * Address translation (`--map-host-loopback`, `--no-map-gw`, `--map-guest-addr`,
+   * DNS forwarding, outbound options): built once into {@link NetworkStack.forwardRules},
+   * which ICMP echo and the TCP/UDP translators all follow. Default: the gateway
+   * reaches the host's loopback.
    */
-  hostLoopback4?: number | null;
-  /** Guest-side IPv6 address whose pings go to the host's ::1; undefined: the gateway. */
-  hostLoopback6?: Uint8Array | null;
+  forward?: ForwardOptions;
   /** Uniform [0, 1) generator used for RA intervals (tests inject a fixed one). */
   random?: () => number;
   logger?: Logger;
@@ -82,6 +83,8 @@ export class NetworkStack implements FrameHandler {
   /** DHCPv6 server (null without a global IPv6 address or with DHCPv6 disabled). */
   readonly dhcpv6: Dhcpv6Server | null;
   /** Echo forwarding through ping sockets (null without a socket factory). */
+  /** How guest destinations map to host ones, for every protocol (see NetworkStackOptions.forward). */
+  readonly forwardRules: ForwardRules;
   readonly icmpEcho: IcmpEcho | null;
   readonly #l4 = new Map<number, L4Handler>();
   readonly #eth = newEthernetHeader();
@@ -113,20 +116,14 @@ export class NetworkStack implements FrameHandler {
       ? new NdpResponder(plan, this.sender, options.random ?? Math.random)
       : null;
     this.dhcpv6 = plan.ipv6 && plan.enableDhcpv6 ? new Dhcpv6Server(plan, this.sender) : null;
+    this.forwardRules = buildForwardRules(plan, options.forward ?? {});
     this.icmpEcho = options.echoSocketFactory && options.fdWatcher
       ? new IcmpEcho(
         this.sender,
         options.echoSocketFactory,
         options.fdWatcher,
         this.#log,
-        {
-          hostLoopback4: options.hostLoopback4 === undefined
-            ? plan.ipv4?.gateway
-            : options.hostLoopback4 ?? undefined,
-          hostLoopback6: options.hostLoopback6 === undefined
-            ? plan.ipv6?.gateway
-            : options.hostLoopback6 ?? undefined,
-        },
+        { rules: this.forwardRules },
       )
       : null;
   }
