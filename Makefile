@@ -19,6 +19,9 @@ HELPER_HEADERS := $(wildcard native/*.h)
 # test always runs through bin/tpasst with the permission set from deno.json.
 TEST_FLAGS := --allow-all --no-prompt
 UNIT_PATHS := src/ ffi/ tests/
+# Guests ping through the backends: ping sockets are opened for the run (as root) and
+# the host's previous net.ipv4.ping_group_range is put back afterwards.
+WITH_PING  := tests/e2e/with_ping_sockets.sh
 
 .PHONY: all deno native start test check e2e bench compile demo clean
 
@@ -46,15 +49,15 @@ check: $(DENO)
 
 test: native $(DENO)
 	tests/e2e/guest/build.sh
-	$(DENO) test $(TEST_FLAGS) $(UNIT_PATHS)
+	$(WITH_PING) $(DENO) test $(TEST_FLAGS) $(UNIT_PATHS)
 
 e2e: native $(DENO)
 	tests/e2e/guest/build.sh
-	$(DENO) test $(TEST_FLAGS) tests/e2e/
+	$(WITH_PING) $(DENO) test $(TEST_FLAGS) tests/e2e/
 
 bench: native $(DENO)
 	tests/e2e/guest/build.sh
-	$(DENO) run $(TEST_FLAGS) bench/main.ts
+	$(WITH_PING) $(DENO) run $(TEST_FLAGS) bench/main.ts
 
 # deno compile downloads the `denort` runtime unless DENORT_BIN points at one.
 compile: native $(DENO)
@@ -63,7 +66,7 @@ compile: native $(DENO)
 
 demo: native $(DENO)
 	tests/e2e/guest/build.sh
-	$(DENO) run $(TEST_FLAGS) tests/e2e/demo.ts
+	$(WITH_PING) $(DENO) run $(TEST_FLAGS) tests/e2e/demo.ts
 
 clean:
 	rm -rf native/*.so dist tests/e2e/.cache bench/results

@@ -1,27 +1,46 @@
 import assert from "node:assert/strict";
 import {
-  ALL_GROUPS_RANGE,
-  allowPingSockets,
   PING_GROUP_RANGE_PATH,
   pingSocketsAllowed,
   pingUnavailableReason,
-  restorePingGroupRange,
+  WITH_PING_SOCKETS_SCRIPT,
 } from "./ping_sockets.ts";
 
 const root = Deno.uid() === 0;
+const CLOSED_RANGE = "1\t0";
+
+function readRange(): string {
+  return Deno.readTextFileSync(PING_GROUP_RANGE_PATH).trim();
+}
+
+async function runWrapped(script: string): Promise<{ code: number; stdout: string }> {
+  const output = await new Deno.Command(WITH_PING_SOCKETS_SCRIPT, {
+    args: ["sh", "-c", script],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  return { code: output.code, stdout: new TextDecoder().decode(output.stdout).trim() };
+}
 
 Deno.test({
-  name: "`allowPingSockets()` opens ping_group_range to every group and the restore puts it back",
+  name:
+    "with_ping_sockets.sh opens ping_group_range for the command and puts the host's value back",
   ignore: !root,
-  fn() {
-    const before = Deno.readTextFileSync(PING_GROUP_RANGE_PATH).trim().split(/\s+/).join(" ");
-    const changed = allowPingSockets();
-    assert.equal(changed, before !== ALL_GROUPS_RANGE);
-    assert.ok(pingSocketsAllowed(0) && pingSocketsAllowed(65534));
-    assert.equal(pingUnavailableReason(65534, "passt"), null);
-    restorePingGroupRange();
-    const after = Deno.readTextFileSync(PING_GROUP_RANGE_PATH).trim().split(/\s+/).join(" ");
-    assert.equal(after, before);
+  async fn() {
+    const outer = readRange();
+    try {
+      Deno.writeTextFileSync(PING_GROUP_RANGE_PATH, CLOSED_RANGE);
+      const ok = await runWrapped(`cat ${PING_GROUP_RANGE_PATH}`);
+      assert.equal(ok.code, 0);
+      assert.equal(ok.stdout.split(/\s+/).join(" "), "0 2147483647");
+      assert.equal(readRange(), CLOSED_RANGE, "restored after success");
+      const failed = await runWrapped("exit 7");
+      assert.equal(failed.code, 7, "the command's status comes through");
+      assert.equal(readRange(), CLOSED_RANGE, "restored after failure");
+      assert.equal(pingSocketsAllowed(0), false);
+    } finally {
+      Deno.writeTextFileSync(PING_GROUP_RANGE_PATH, outer);
+    }
   },
 });
 
