@@ -72,6 +72,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   #mergeable = false;
   /** Frame room of the last RX buffer seen (header excluded): the limit without MRG_RXBUF. */
   #rxBufferFrameRoom = MAX_FRAME_BYTES;
+  /** Bytes of the smallest RX chain seen (Infinity before the first): with MRG_RXBUF,
+   * what the chains posted now can hold is judged by it. */
+  #smallestRxChainBytes = Infinity;
   #up = false;
   #rxWaiting = false;
   #writable: ((now: number) => void) | null = null;
@@ -121,6 +124,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       this.#rx = queue;
       this.#mergeable = ring.features.mergeableRxBuffers;
       this.#rxBufferFrameRoom = MAX_FRAME_BYTES;
+      this.#smallestRxChainBytes = Infinity;
       if (this.#rxFirst.buffers.length < ring.size) {
         this.#rxFirst = new DescriptorChain(ring.size);
         this.#rxNext = new DescriptorChain(ring.size);
@@ -283,7 +287,13 @@ export class VhostUserLink implements VringDatapath, GuestLink {
 
   /** {@inheritDoc GuestLink.maxFrameLength} */
   get maxFrameLength(): number {
-    return this.#mergeable ? MAX_FRAME_BYTES : this.#rxBufferFrameRoom;
+    if (!this.#mergeable) return this.#rxBufferFrameRoom;
+    const rx = this.#rx;
+    if (rx === null || this.#smallestRxChainBytes === Infinity) return MAX_FRAME_BYTES;
+    // A frame may merge every buffer posted now, but no more: a guest that has posted
+    // all it will post sends no further kick, so a larger frame would wait forever.
+    const room = rx.availableCount() * this.#smallestRxChainBytes - NET_HDR_SIZE;
+    return Math.max(0, Math.min(MAX_FRAME_BYTES, room));
   }
 
   /** {@inheritDoc GuestLink.sendFrame} */
@@ -329,6 +339,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
           `RX buffer of ${chain.writableBytes} bytes is smaller than the ${NET_HDR_SIZE}-byte header`,
         );
       } else {
+        if (chain.writableBytes < this.#smallestRxChainBytes) {
+          this.#smallestRxChainBytes = chain.writableBytes;
+        }
         return true;
       }
     }

@@ -135,9 +135,22 @@ Deno.test("VhostUserLink.maxFrameLength follows the guest's RX buffers without M
   assert.equal(plain.link.sendFrame(frameOf(60, 0)), SendResult.Sent);
   assert.equal(plain.link.maxFrameLength, 1518);
   const merging = setup({ mergeableRxBuffers: true });
-  guestPostRx(merging.rx, new Map(), 2, 1518 + NET_HDR_SIZE);
+  guestPostRx(merging.rx, new Map(), 50, 1518 + NET_HDR_SIZE);
   assert.equal(merging.link.sendFrame(frameOf(60, 0)), SendResult.Sent);
-  assert.equal(merging.link.maxFrameLength, 65535, "buffers merge: any frame fits");
+  assert.equal(merging.link.maxFrameLength, 65535, "49 buffers merge into any frame");
+});
+
+Deno.test("VhostUserLink.maxFrameLength with MRG_RXBUF is what the buffers posted now can hold", () => {
+  const { rx, link } = setup({ mergeableRxBuffers: true }, 256);
+  const posted = new Map<number, number[]>();
+  guestPostRx(rx, posted, 4, 1000);
+  assert.equal(link.maxFrameLength, 65535, "nothing known before a buffer is seen");
+  assert.equal(link.sendFrame(frameOf(60, 0)), SendResult.Sent);
+  assert.equal(link.maxFrameLength, 3 * 1000 - NET_HDR_SIZE, "three 1000-byte buffers left");
+  assert.equal(link.sendFrame(frameOf(3 * 1000 - NET_HDR_SIZE, 1)), SendResult.Sent);
+  assert.equal(link.maxFrameLength, 0, "every buffer used");
+  guestPostRx(rx, posted, 100, 1000);
+  assert.equal(link.maxFrameLength, 65535, "plenty again");
 });
 
 for (const eventIndex of [false, true]) {

@@ -213,6 +213,12 @@ export class SplitVirtqueue {
     return this.#refreshAvail();
   }
 
+  /** How many chains the guest has made available that were not popped yet (0 when broken). */
+  availableCount(): number {
+    if (this.#broken || !this.hasAvailable()) return 0;
+    return (this.#knownAvail - this.#lastAvail) & 0xffff;
+  }
+
   /** Re-reads the available index; marks the queue broken when it ran ahead by more than size. */
   #refreshAvail(): boolean {
     const availIdx = this.#avail.getUint16(AVAIL_IDX, true);

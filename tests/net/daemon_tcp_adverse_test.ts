@@ -128,19 +128,13 @@ adverse("vhost-user", "with only 17 RX buffers of 4 KiB posted", () => {}, {
   rxBufferSize: 4096,
 });
 
-// 15 × 4 KiB (61440 bytes) cannot hold one maximal segment (65000 bytes of payload).
+// 15 × 4 KiB (61440 bytes) cannot hold one maximal segment (65000 bytes of payload): the
+// daemon must size segments to the buffers posted, since the guest will not kick again.
 adverse(
   "vhost-user",
   "with only 15 RX buffers of 4 KiB posted (less than one maximal segment)",
   () => {},
   { rxBuffers: 15, rxBufferSize: 4096 },
-  // DAEMON BUG (host→guest stalls, 0 bytes delivered): with MRG_RXBUF, TcpTranslator
-  // sizes segments by GuestLink.maxFrameLength, which VhostUserLink reports as 65535
-  // whatever the guest posts; VhostUserLink.#fill answers NoRoom while fewer buffer bytes
-  // are posted than the frame needs (it only drops when the whole ring could not hold
-  // it), and the guest, whose buffers are all posted, never kicks again. passt sizes
-  // each frame to the buffers it could collect instead.
-  "host→guest TCP stalls when the posted RX buffers hold less than one maximal segment",
 );
 
 adverse("vhost-user", "without MRG_RXBUF (each frame must fit one 16 KiB RX buffer)", () => {}, {
