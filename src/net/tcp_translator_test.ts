@@ -109,7 +109,7 @@ Deno.test("`TcpTranslator` answers a refused connection with a RST", async () =>
 
 Deno.test("`TcpTranslator` moves several MB each way intact (IPv4 and IPv6)", async () => {
   for (const family of [4, 6] as const) {
-    const { tcp, guest, close } = setup(family);
+    const { guest, close } = setup(family);
     const size = 3 * 1024 * 1024 + 12345;
     const up = pattern(size, 7);
     const down = pattern(size + 999, 9);
@@ -133,7 +133,6 @@ Deno.test("`TcpTranslator` moves several MB each way intact (IPv4 and IPv6)", as
     assert.equal(sha(c.takeReceived()), sha(down));
     assert.equal(sha(got!), sha(up));
     await c.until(() => c.finAcked, 5000, "fin acked");
-    await guest.until(() => tcp.flows.size === 0 || true);
     server.close();
     close();
   }
