@@ -26,10 +26,10 @@ import { UDP_CHECKSUM, udpChecksumZeroAsOnes } from "./udp.ts";
 import { buildEthernet, ETH_HEADER_LENGTH, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "./ethernet.ts";
 import { buildIpv4, IPV4_FLAG_DF, IPV4_HEADER_MIN } from "./ipv4.ts";
 import { buildIpv6, IPV6_HEADER_LENGTH } from "./ipv6.ts";
-import { type GuestLink, SendResult } from "../tap/frame_transport.ts";
+import { type GuestLink, MAX_FRAME_LENGTH, SendResult } from "../tap/frame_transport.ts";
 
 /** Size of the output buffer: the largest frame a link accepts. */
-export const MAX_FRAME_LENGTH = 65535;
+export { MAX_FRAME_LENGTH };
 /** Offset of the upper-layer message in {@link GuestSender.buffer} for IPv4 packets. */
 export const L4_OFFSET_V4 = ETH_HEADER_LENGTH + IPV4_HEADER_MIN;
 /** Offset of the upper-layer message in {@link GuestSender.buffer} for IPv6 packets. */

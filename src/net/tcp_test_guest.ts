@@ -28,7 +28,7 @@ import {
   type TcpHeader,
 } from "./tcp_header.ts";
 import { buildUdp, newUdpHeader, parseUdp, setUdpChecksumV4, setUdpChecksumV6 } from "./udp.ts";
-import { type GuestLink, SendResult } from "../tap/frame_transport.ts";
+import { type GuestLink, MAX_FRAME_LENGTH, SendResult } from "../tap/frame_transport.ts";
 
 /** Guest MAC used by the test guest. */
 export const TEST_GUEST_MAC = 0x525400123456;
@@ -159,7 +159,7 @@ export class GuestTcpConn {
 export class TestGuest implements GuestLink {
   readonly kind = "test-guest";
   /** What the link reports as the largest receivable frame; tests may lower it. */
-  maxFrameLength = 65535;
+  maxFrameLength = MAX_FRAME_LENGTH;
   /** Frames refused for being larger than {@link maxFrameLength}. */
   oversizedFrames = 0;
   readonly family: 4 | 6;

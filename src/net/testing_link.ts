@@ -5,14 +5,14 @@
  * @module
  */
 
-import { type GuestLink, SendResult } from "../tap/frame_transport.ts";
+import { type GuestLink, MAX_FRAME_LENGTH, SendResult } from "../tap/frame_transport.ts";
 
 /** A recording guest link for unit tests. */
 export class RecordingLink implements GuestLink {
   /** Transport name for logs. */
   readonly kind = "test";
   /** What the link reports as the largest receivable frame; tests may lower it. */
-  maxFrameLength = 65535;
+  maxFrameLength = MAX_FRAME_LENGTH;
   /** Copies of the frames sent, oldest first. */
   readonly frames: Uint8Array[] = [];
   /** Number of flush() calls. */

@@ -8,6 +8,12 @@
  * @module
  */
 
+/**
+ * The largest Ethernet frame any link carries, in bytes: the limit of passt's stream
+ * protocol (frame lengths up to 65535) and of the stack's output buffer.
+ */
+export const MAX_FRAME_LENGTH = 65535;
+
 /** Receives the frames the guest sends. Implemented by the network stack. */
 export interface FrameHandler {
   /**

@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { OutputFile } from "../../ffi/output_file.ts";
 import { Logger } from "../log/logger.ts";
-import { type FrameHandler, type GuestLink, SendResult } from "./frame_transport.ts";
+import {
+  type FrameHandler,
+  type GuestLink,
+  MAX_FRAME_LENGTH,
+  SendResult,
+} from "./frame_transport.ts";
 import {
   PCAP_GLOBAL_HEADER_BYTES,
   PCAP_RECORD_HEADER_BYTES,
@@ -49,7 +54,7 @@ class MemorySink {
 
 class FakeLink implements GuestLink {
   readonly kind = "fake";
-  readonly maxFrameLength = 65535;
+  readonly maxFrameLength = MAX_FRAME_LENGTH;
   sent: Uint8Array[] = [];
   full = false;
   sendFrame(frame: Uint8Array): SendResult {

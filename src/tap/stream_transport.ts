@@ -24,14 +24,19 @@ import {
   EVENT_WRITABLE,
   type EventLoop,
 } from "../loop/event_loop.ts";
-import { type FrameHandler, type GuestLink, SendResult } from "./frame_transport.ts";
+import {
+  type FrameHandler,
+  type GuestLink,
+  MAX_FRAME_LENGTH,
+  SendResult,
+} from "./frame_transport.ts";
 
 /** Size of the big-endian length before each frame (passt tap.c stream framing). */
 export const STREAM_LENGTH_BYTES = 4;
 /** Smallest valid frame length: an Ethernet header. */
 export const STREAM_MIN_FRAME_BYTES = 14;
-/** Largest valid frame length. */
-export const STREAM_MAX_FRAME_BYTES = 65535;
+/** Largest valid frame length: {@link MAX_FRAME_LENGTH}. */
+export const STREAM_MAX_FRAME_BYTES = MAX_FRAME_LENGTH;
 /** Default bound of the queue toward the guest, in bytes. */
 export const DEFAULT_STREAM_QUEUE_BYTES = 1 << 20;
 

@@ -33,10 +33,15 @@ import {
   VIRTIO_NET_HDR_GSO_NONE,
 } from "../virtio/net_header.ts";
 import { SplitVirtqueue } from "../virtio/virtqueue.ts";
-import { type FrameHandler, type GuestLink, SendResult } from "./frame_transport.ts";
+import {
+  type FrameHandler,
+  type GuestLink,
+  MAX_FRAME_LENGTH,
+  SendResult,
+} from "./frame_transport.ts";
 
-/** Largest Ethernet frame carried (the stream protocol's and the stack's limit). */
-export const MAX_FRAME_BYTES = 65535;
+/** Largest Ethernet frame carried: {@link MAX_FRAME_LENGTH}. */
+export const MAX_FRAME_BYTES = MAX_FRAME_LENGTH;
 /** Smallest Ethernet frame accepted from the guest: the 14-byte Ethernet header. */
 export const MIN_FRAME_BYTES = 14;
 
