@@ -62,7 +62,8 @@ export function hostConfigOverrides(config: Config): HostConfigOverrides {
  */
 function rearmingHandler(inner: FrameHandler, timers: TimerDriver): FrameHandler {
   return {
-    handleFrame: (frame: Uint8Array, now: number) => inner.handleFrame(frame, now),
+    handleFrame: (frame: Uint8Array, now: number, info?: number) =>
+      inner.handleFrame(frame, now, info),
     endOfBatch(now: number): void {
       inner.endOfBatch(now);
       timers.rearm();

@@ -94,6 +94,16 @@ export class GuestSender {
   }
 
   /**
+   * Whether this protocol's checksum may be left unset: TCP only, when the link allows
+   * it. UDP keeps its checksum although the link would allow skipping it too: DHCP
+   * clients reading packet sockets check it themselves, and a zero UDP checksum is
+   * invalid over IPv6 (RFC 8200 §8.1).
+   */
+  #checksumOptional(protocol: number): boolean {
+    return protocol === IPPROTO_TCP && this.#link !== null && this.#link.l4ChecksumsOptional;
+  }
+
+  /**
    * Sends `buffer[0, length)` after writing the Ethernet header (our MAC → `dstMac`,
    * default the guest's MAC or broadcast).
    */
@@ -105,7 +115,7 @@ export class GuestSender {
   /**
    * Sends an IPv4 packet whose upper-layer message of `l4Length` bytes is already at
    * `buffer[L4_OFFSET_V4]`. Fills the upper-layer checksum for TCP/UDP/ICMP unless
-   * `l4ChecksumDone`.
+   * `l4ChecksumDone`, or, for TCP, the link makes it optional.
    */
   sendIpv4(
     protocol: number,
@@ -119,7 +129,7 @@ export class GuestSender {
       return SendResult.Dropped;
     }
     const b = this.buffer;
-    if (!options.l4ChecksumDone) {
+    if (!options.l4ChecksumDone && !this.#checksumOptional(protocol)) {
       const field = CHECKSUM_FIELD[protocol];
       if (field !== undefined && field + 2 <= l4Length) {
         if (protocol === IPPROTO_ICMP) {
@@ -147,7 +157,8 @@ export class GuestSender {
 
   /**
    * Sends an IPv6 packet whose upper-layer message of `l4Length` bytes is already at
-   * `buffer[L4_OFFSET_V6]`; fills the TCP/UDP/ICMPv6 checksum unless `l4ChecksumDone`.
+   * `buffer[L4_OFFSET_V6]`; fills the TCP/UDP/ICMPv6 checksum unless `l4ChecksumDone`
+   * or, for TCP, the link makes it optional.
    * The destination MAC defaults to the guest's, or the IPv6 multicast mapping
    * (RFC 2464 §7) for a multicast destination.
    */
@@ -169,7 +180,7 @@ export class GuestSender {
       return SendResult.Dropped;
     }
     const b = this.buffer;
-    if (!options.l4ChecksumDone) {
+    if (!options.l4ChecksumDone && !this.#checksumOptional(protocol)) {
       const field = CHECKSUM_FIELD[protocol];
       if (field !== undefined && field + 2 <= l4Length) {
         const c = setL4ChecksumV6(b, L4_OFFSET_V6, l4Length, protocol, field, src, dst);

@@ -37,6 +37,11 @@ export interface L4Packet {
   l4Offset: number;
   /** Length of the upper-layer header plus data (IP length, not the frame's). */
   l4Length: number;
+  /**
+   * The guest left the upper-layer checksum for the device to complete (virtio-net
+   * NEEDS_CSUM): it is not to be verified.
+   */
+  checksumPending: boolean;
 }
 
 /** Creates an empty packet object (the stack fills one per frame). */
@@ -54,6 +59,7 @@ export function newL4Packet(): L4Packet {
     ipOffset: 0,
     l4Offset: 0,
     l4Length: 0,
+    checksumPending: false,
   };
 }
 

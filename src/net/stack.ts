@@ -42,7 +42,7 @@ import { type EchoSocketFactory, type FdWatcher, IcmpEcho } from "./icmp_echo.ts
 import { buildForwardRules, type ForwardOptions, type ForwardRules } from "./fwd.ts";
 import { icmpv6ChecksumOk, Icmpv6Type, newIcmpHeader, parseIcmp } from "./icmp.ts";
 import { newUdpHeader, parseUdp, udpChecksumOkV4, udpChecksumOkV6 } from "./udp.ts";
-import type { FrameHandler, GuestLink } from "../tap/frame_transport.ts";
+import { type FrameHandler, FrameInfo, type GuestLink } from "../tap/frame_transport.ts";
 import { log, type Logger } from "../log/logger.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
 
@@ -93,6 +93,8 @@ export class NetworkStack implements FrameHandler {
   readonly #udp = newUdpHeader();
   readonly #icmp = newIcmpHeader();
   readonly #packet: L4Packet = newL4Packet();
+  /** The frame being handled carries FrameInfo.ChecksumPending. */
+  #checksumPending = false;
   readonly #dropLog: RateLimitedLog;
   readonly #errorLog: RateLimitedLog;
   readonly #log: Logger;
@@ -141,7 +143,8 @@ export class NetworkStack implements FrameHandler {
   }
 
   /** Handles one guest frame; never throws. */
-  handleFrame(frame: Uint8Array, now: number): void {
+  handleFrame(frame: Uint8Array, now: number, info: number = FrameInfo.None): void {
+    this.#checksumPending = (info & FrameInfo.ChecksumPending) !== 0;
     try {
       this.#handle(frame, now);
     } catch (error) {
@@ -254,7 +257,10 @@ export class NetworkStack implements FrameHandler {
         if (us !== "ok") return this.#drop(us, now);
         if (u.dstPort === DHCP_SERVER_PORT && u.srcPort === DHCP_CLIENT_PORT) {
           if (!this.dhcp) return this.#drop("dhcp-disabled", now);
-          if (!udpChecksumOkV4(frame, ip.payloadOffset, u.length, ip.src, ip.dst)) {
+          if (
+            !this.#checksumPending &&
+            !udpChecksumOkV4(frame, ip.payloadOffset, u.length, ip.src, ip.dst)
+          ) {
             return this.#drop("udp-bad-checksum", now);
           }
           const ds = this.dhcp.handle(frame, u.payloadOffset, u.payloadLength, now);
@@ -294,7 +300,9 @@ export class NetworkStack implements FrameHandler {
         if (us !== "ok") return this.#drop(us, now);
         if (u.dstPort === DHCPV6_SERVER_PORT) {
           if (!this.dhcpv6) return this.#drop("dhcpv6-disabled", now);
-          if (!udpChecksumOkV6(frame, ip.l4Offset, u.length, ip.src, ip.dst)) {
+          if (
+            !this.#checksumPending && !udpChecksumOkV6(frame, ip.l4Offset, u.length, ip.src, ip.dst)
+          ) {
             return this.#drop("udp-bad-checksum", now);
           }
           const ds = this.dhcpv6.handle(frame, ip, u, now);
@@ -314,7 +322,9 @@ export class NetworkStack implements FrameHandler {
     const ic = this.#icmp;
     const s = parseIcmp(frame, ip.l4Offset, l4End, ic);
     if (s !== "ok") return this.#drop(s, now);
-    if (!icmpv6ChecksumOk(frame, ip.l4Offset, ip.l4Length, ip.src, ip.dst)) {
+    if (
+      !this.#checksumPending && !icmpv6ChecksumOk(frame, ip.l4Offset, ip.l4Length, ip.src, ip.dst)
+    ) {
       return this.#drop("icmpv6-bad-checksum", now);
     }
     switch (ic.type) {
@@ -380,6 +390,7 @@ export class NetworkStack implements FrameHandler {
     p.ipOffset = ETH_HEADER_LENGTH;
     p.l4Offset = l4Offset;
     p.l4Length = l4Length;
+    p.checksumPending = this.#checksumPending;
     this.#count(this.accepted, protocol === IPPROTO_UDP ? "udp" : protocol === 6 ? "tcp" : "other");
     h.handlePacket(p, now);
   }

@@ -25,9 +25,19 @@ import {
   TCP_RST,
   TCP_SYN,
   type TcpBuildFields,
+  tcpChecksumOkV4,
+  tcpChecksumOkV6,
   type TcpHeader,
 } from "./tcp_header.ts";
-import { buildUdp, newUdpHeader, parseUdp, setUdpChecksumV4, setUdpChecksumV6 } from "./udp.ts";
+import {
+  buildUdp,
+  newUdpHeader,
+  parseUdp,
+  setUdpChecksumV4,
+  setUdpChecksumV6,
+  udpChecksumOkV4,
+  udpChecksumOkV6,
+} from "./udp.ts";
 import { type GuestLink, MAX_FRAME_LENGTH, SendResult } from "../tap/frame_transport.ts";
 
 /** Guest MAC used by the test guest. */
@@ -160,8 +170,12 @@ export class TestGuest implements GuestLink {
   readonly kind = "test-guest";
   /** What the link reports as the largest receivable frame; tests may lower it. */
   maxFrameLength = MAX_FRAME_LENGTH;
+  /** Settable: whether senders may leave TCP/UDP checksums unset (the guest then skips checking them). */
+  l4ChecksumsOptional = false;
   /** Frames refused for being larger than {@link maxFrameLength}. */
   oversizedFrames = 0;
+  /** TCP/UDP frames dropped for a wrong checksum (checked unless {@link l4ChecksumsOptional}). */
+  badChecksumFrames = 0;
   readonly family: 4 | 6;
   readonly addr4: number;
   readonly addr6: Uint8Array;
@@ -392,6 +406,34 @@ export class TestGuest implements GuestLink {
     for (const f of w) f();
   }
 
+  /** Checks a received TCP/UDP frame's checksum as a guest kernel would. */
+  #checksumOk(
+    fr: Uint8Array,
+    proto: number,
+    l4: number,
+    end: number,
+    src4: number,
+    src6: Uint8Array | null,
+  ): boolean {
+    if (end > fr.length || end < l4) return false;
+    // Destination as written in the IP header (IPv4 bytes 16..19, IPv6 bytes 24..39).
+    const ipStart = ETH_HEADER_LENGTH;
+    const dst4 = ((fr[ipStart + 16] << 24) | (fr[ipStart + 17] << 16) | (fr[ipStart + 18] << 8) |
+      fr[ipStart + 19]) >>> 0;
+    const dst6 = fr.subarray(ipStart + 24, ipStart + 40);
+    if (proto === IPPROTO_TCP) {
+      return src6 === null
+        ? tcpChecksumOkV4(fr, l4, end - l4, src4, dst4)
+        : tcpChecksumOkV6(fr, l4, end - l4, src6, dst6);
+    }
+    if (proto === IPPROTO_UDP) {
+      return src6 === null
+        ? udpChecksumOkV4(fr, l4, end - l4, src4, dst4)
+        : udpChecksumOkV6(fr, l4, end - l4, src6, dst6);
+    }
+    return true;
+  }
+
   #receive(fr: Uint8Array, touched: Set<GuestTcpConn>): void {
     const et = (fr[12] << 8) | fr[13];
     let proto: number, l4: number, end: number, src4 = 0, src6: Uint8Array | null = null;
@@ -406,6 +448,10 @@ export class TestGuest implements GuestLink {
       end = l4 + ((fr[18] << 8) | fr[19]);
       src6 = fr.slice(22, 38);
     } else return;
+    if (!this.l4ChecksumsOptional && !this.#checksumOk(fr, proto, l4, end, src4, src6)) {
+      this.badChecksumFrames++;
+      return;
+    }
     if (proto === IPPROTO_UDP) {
       const u = newUdpHeader();
       if (parseUdp(fr, l4, end, u) !== "ok") return;

@@ -329,7 +329,7 @@ export class TcpTranslator implements L4Handler {
       this.counters.badSegments++;
       return;
     }
-    if (this.#verify) {
+    if (this.#verify && !p.checksumPending) {
       const ok = p.family === 4
         ? tcpChecksumOkV4(p.frame, p.l4Offset, p.l4Length, p.src4, p.dst4)
         : tcpChecksumOkV6(p.frame, p.l4Offset, p.l4Length, p.src6, p.dst6);

@@ -13,6 +13,8 @@ export class RecordingLink implements GuestLink {
   readonly kind = "test";
   /** What the link reports as the largest receivable frame; tests may lower it. */
   maxFrameLength = MAX_FRAME_LENGTH;
+  /** Settable: whether senders may leave TCP/UDP checksums unset. */
+  l4ChecksumsOptional = false;
   /** Copies of the frames sent, oldest first. */
   readonly frames: Uint8Array[] = [];
   /** Number of flush() calls. */

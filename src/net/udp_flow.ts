@@ -181,7 +181,7 @@ export class UdpTranslator implements L4Handler {
       this.counters.dropped++;
       return;
     }
-    if (this.#verify) {
+    if (this.#verify && !p.checksumPending) {
       const ok = p.family === 4
         ? udpChecksumOkV4(p.frame, p.l4Offset, u.length, p.src4, p.dst4)
         : udpChecksumOkV6(p.frame, p.l4Offset, u.length, p.src6, p.dst6);

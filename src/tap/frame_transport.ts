@@ -14,6 +14,18 @@
  */
 export const MAX_FRAME_LENGTH = 65535;
 
+/** Bit flags a transport passes with a guest frame to {@link FrameHandler.handleFrame}. */
+export const FrameInfo = {
+  /** Nothing special: every checksum in the frame is the guest's complete one. */
+  None: 0,
+  /**
+   * The guest left the frame's TCP/UDP checksum for the device to complete
+   * (virtio-net NEEDS_CSUM, virtio 1.2 §5.1.6.2): it must not be verified. The
+   * frame comes straight from guest memory, so nothing could have damaged it.
+   */
+  ChecksumPending: 1,
+} as const;
+
 /** Receives the frames the guest sends. Implemented by the network stack. */
 export interface FrameHandler {
   /**
@@ -25,8 +37,9 @@ export interface FrameHandler {
    *
    * @param frame one Ethernet frame, starting at the destination MAC
    * @param now the loop's current time in milliseconds (monotonic clock)
+   * @param info {@link FrameInfo} bits (None when omitted)
    */
-  handleFrame(frame: Uint8Array, now: number): void;
+  handleFrame(frame: Uint8Array, now: number, info?: number): void;
 
   /** Called after each batch of frames, so that replies can be flushed together. */
   endOfBatch(now: number): void;
@@ -60,8 +73,16 @@ export interface GuestLink {
   readonly kind: string;
 
   /**
-   * Copies one Ethernet frame toward the guest. Frames to the guest must already
-   * carry valid checksums (no offloads are negotiated yet).
+   * True when the guest takes the TCP and UDP checksums of the frames it receives as
+   * valid without checking them (virtio-net GUEST_CSUM: the link marks every frame
+   * DATA_VALID, virtio 1.2 §5.1.6.4). Senders may then leave those checksums unset.
+   * Other checksums (IPv4 header, ICMP) must always be filled in.
+   */
+  readonly l4ChecksumsOptional: boolean;
+
+  /**
+   * Copies one Ethernet frame toward the guest. Its checksums must be valid, except
+   * TCP and UDP checksums when {@link l4ChecksumsOptional}.
    * @param frame the whole frame starting at the destination MAC (max 65535 bytes)
    */
   sendFrame(frame: Uint8Array): SendResult;

@@ -53,7 +53,10 @@ export interface PcapSink {
 
 /** Options of a {@link PcapWriter}. */
 export interface PcapWriterOptions {
-  /** Wall-clock time in milliseconds since the epoch (Date.now by default). */
+  /**
+   * Wall-clock time in milliseconds since the epoch, fractions included (default:
+   * performance.timeOrigin + performance.now(), so records get microsecond stamps).
+   */
   readonly wallClock?: () => number;
   /** Bytes buffered before a write is forced (default 1 MiB). */
   readonly bufferBytes?: number;
@@ -75,7 +78,7 @@ export class PcapWriter {
   /** Writes the global header to `sink` at once. */
   constructor(sink: PcapSink, options: PcapWriterOptions = {}) {
     this.#sink = sink;
-    this.#clock = options.wallClock ?? Date.now;
+    this.#clock = options.wallClock ?? (() => performance.timeOrigin + performance.now());
     this.#logger = options.logger ?? defaultLogger;
     const size = Math.max(
       options.bufferBytes ?? 1 << 20,
@@ -156,6 +159,9 @@ export class PcapGuestLink implements GuestLink {
     return this.#inner.maxFrameLength;
   }
 
+  /** {@inheritDoc GuestLink.l4ChecksumsOptional} Always false: captured frames carry real checksums. */
+  readonly l4ChecksumsOptional = false;
+
   /** {@inheritDoc GuestLink.sendFrame} Frames actually sent are recorded. */
   sendFrame(frame: Uint8Array): SendResult {
     const result = this.#inner.sendFrame(frame);
@@ -187,9 +193,9 @@ export class PcapFrameHandler implements FrameHandler {
   }
 
   /** {@inheritDoc FrameHandler.handleFrame} */
-  handleFrame(frame: Uint8Array, now: number): void {
+  handleFrame(frame: Uint8Array, now: number, info?: number): void {
     this.#writer.record(frame);
-    this.#inner.handleFrame(frame, now);
+    this.#inner.handleFrame(frame, now, info);
   }
 
   /** {@inheritDoc FrameHandler.endOfBatch} */

@@ -55,6 +55,7 @@ class MemorySink {
 class FakeLink implements GuestLink {
   readonly kind = "fake";
   readonly maxFrameLength = MAX_FRAME_LENGTH;
+  readonly l4ChecksumsOptional = false;
   sent: Uint8Array[] = [];
   full = false;
   sendFrame(frame: Uint8Array): SendResult {

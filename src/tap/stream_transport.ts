@@ -63,6 +63,8 @@ export class StreamTransport implements GuestLink, FrontendSession {
   readonly kind = "stream";
   /** Every frame up to the protocol's limit fits (no guest buffers to fill). */
   readonly maxFrameLength = STREAM_MAX_FRAME_BYTES;
+  /** {@inheritDoc GuestLink.l4ChecksumsOptional} The stream protocol carries no offload flags. */
+  readonly l4ChecksumsOptional = false;
   /** Settles when the connection is over; never rejects. */
   readonly closed: Promise<void>;
 

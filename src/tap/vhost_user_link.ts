@@ -8,7 +8,9 @@
  * back to the used ring only after handleFrame returned; a kick's whole batch gets
  * one used-index update, at most one notification and one endOfBatch. RX frames are
  * copied once into the guest's buffers, over several of them with MRG_RXBUF
- * (virtio 1.2 §5.1.6.3, §5.1.6.4). Nothing blocks: with no RX buffers the link asks
+ * (virtio 1.2 §5.1.6.3, §5.1.6.4). Checksum offload both ways when negotiated: TX
+ * frames with NEEDS_CSUM are passed on as FrameInfo.ChecksumPending, RX frames are
+ * marked DATA_VALID (GUEST_CSUM). Nothing blocks: with no RX buffers the link asks
  * for a kick and reports NoRoom; the writable callback runs on that kick.
  *
  * @module
@@ -29,12 +31,14 @@ import {
   decodeNetHeader,
   encodeNetHeader,
   NET_HDR_SIZE,
+  VIRTIO_NET_HDR_F_DATA_VALID,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_NONE,
 } from "../virtio/net_header.ts";
 import { SplitVirtqueue } from "../virtio/virtqueue.ts";
 import {
   type FrameHandler,
+  FrameInfo,
   type GuestLink,
   MAX_FRAME_LENGTH,
   SendResult,
@@ -75,6 +79,10 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   #rx: SplitVirtqueue | null = null;
   #tx: SplitVirtqueue | null = null;
   #mergeable = false;
+  /** VIRTIO_NET_F_CSUM: TX frames may carry NEEDS_CSUM. */
+  #txChecksumOffload = false;
+  /** VIRTIO_NET_F_GUEST_CSUM: RX frames are marked DATA_VALID. */
+  #rxDataValid = false;
   /** Frame room of the last RX buffer seen (header excluded): the limit without MRG_RXBUF. */
   #rxBufferFrameRoom = MAX_FRAME_BYTES;
   /** Bytes of the smallest RX chain seen (Infinity before the first): with MRG_RXBUF,
@@ -128,6 +136,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     if (ring.index === RX_QUEUE_INDEX) {
       this.#rx = queue;
       this.#mergeable = ring.features.mergeableRxBuffers;
+      this.#rxDataValid = ring.features.guestChecksum;
       this.#rxBufferFrameRoom = MAX_FRAME_BYTES;
       this.#smallestRxChainBytes = Infinity;
       if (this.#rxFirst.buffers.length < ring.size) {
@@ -139,6 +148,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       queue.disableNotifications(); // asked for again when the ring runs dry
     } else {
       this.#tx = queue;
+      this.#txChecksumOffload = ring.features.checksumOffload;
       if (this.#txChain.buffers.length < ring.size) this.#txChain = new DescriptorChain(ring.size);
     }
     if (this.#rx !== null && this.#tx !== null && !this.#up) {
@@ -262,11 +272,12 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       chain.readInto(0, this.#headerBytes);
       decodeNetHeader(this.#headerBytes, 0, header);
     }
+    const checksumPending = (header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0;
     if (
-      header.gsoType !== VIRTIO_NET_HDR_GSO_NONE ||
-      (header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0
+      header.gsoType !== VIRTIO_NET_HDR_GSO_NONE || (checksumPending && !this.#txChecksumOffload)
     ) {
-      // Offloads are not offered; a guest that uses them anyway is dropped here.
+      // Segmentation is never offered, checksum offload only when negotiated; a guest
+      // that uses them anyway is dropped here.
       this.#txLog.write(
         now,
         `vhost-user: dropping TX chain ${chain.head}: offload flags ${header.flags} gso ${header.gsoType} were not negotiated`,
@@ -284,7 +295,11 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       chain.readInto(NET_HDR_SIZE, frame);
     }
     try {
-      this.#handler.handleFrame(frame, now);
+      this.#handler.handleFrame(
+        frame,
+        now,
+        checksumPending ? FrameInfo.ChecksumPending : FrameInfo.None,
+      );
     } catch (error) {
       this.#txLog.write(now, `vhost-user: frame handler threw: ${(error as Error).message}`);
     }
@@ -299,6 +314,11 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     // all it will post sends no further kick, so a larger frame would wait forever.
     const room = rx.availableCount() * this.#smallestRxChainBytes - NET_HDR_SIZE;
     return Math.max(0, Math.min(MAX_FRAME_BYTES, room));
+  }
+
+  /** {@inheritDoc GuestLink.l4ChecksumsOptional} True once the guest negotiated GUEST_CSUM. */
+  get l4ChecksumsOptional(): boolean {
+    return this.#rxDataValid;
   }
 
   /** {@inheritDoc GuestLink.sendFrame} */
@@ -415,7 +435,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       written += n;
     }
     const header = this.#header;
-    header.flags = 0;
+    header.flags = this.#rxDataValid ? VIRTIO_NET_HDR_F_DATA_VALID : 0;
     header.gsoType = VIRTIO_NET_HDR_GSO_NONE;
     header.hdrLen = 0;
     header.gsoSize = 0;

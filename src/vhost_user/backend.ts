@@ -38,6 +38,8 @@ import {
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_VERSION_1,
+  VIRTIO_NET_F_CSUM,
+  VIRTIO_NET_F_GUEST_CSUM,
   VIRTIO_NET_F_MRG_RXBUF,
   VRING_ADDR_AVAILABLE,
   VRING_ADDR_DESCRIPTOR,
@@ -125,6 +127,8 @@ export class VhostUserBackend {
     eventIndex: false,
     indirectDescriptors: false,
     mergeableRxBuffers: false,
+    checksumOffload: false,
+    guestChecksum: false,
   };
 
   constructor(env: BackendEnvironment) {
@@ -411,6 +415,8 @@ export class VhostUserBackend {
       eventIndex: (features & featureBit(VIRTIO_F_EVENT_IDX)) !== 0n,
       indirectDescriptors: (features & featureBit(VIRTIO_F_INDIRECT_DESC)) !== 0n,
       mergeableRxBuffers: (features & featureBit(VIRTIO_NET_F_MRG_RXBUF)) !== 0n,
+      checksumOffload: (features & featureBit(VIRTIO_NET_F_CSUM)) !== 0n,
+      guestChecksum: (features & featureBit(VIRTIO_NET_F_GUEST_CSUM)) !== 0n,
     };
     this.#env.log.debug(`vhost-user: features 0x${features.toString(16)} acked`);
     return OK;

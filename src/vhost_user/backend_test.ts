@@ -133,6 +133,8 @@ Deno.test("`VhostUserBackend` completes QEMU 7.2's virtio-net negotiation with R
     eventIndex: true,
     indirectDescriptors: false,
     mergeableRxBuffers: true,
+    checksumOffload: false,
+    guestChecksum: false,
   });
   // the views are the shared memory itself
   rx.usedRing[2] = 0x5a;

@@ -161,6 +161,17 @@ export const MAX_RING_SIZE = 32768;
 
 // --- Feature bits ---------------------------------------------------------------
 
+/**
+ * VIRTIO_NET_F_CSUM (virtio 1.2 §5.1.3): the driver may leave a transmitted frame's
+ * TCP/UDP checksum for the device (NEEDS_CSUM). We terminate TCP and UDP, so a
+ * partial checksum is simply not verified.
+ */
+export const VIRTIO_NET_F_CSUM = 0;
+/**
+ * VIRTIO_NET_F_GUEST_CSUM (virtio 1.2 §5.1.3): the device may mark received frames
+ * DATA_VALID, so that the driver does not verify their checksums.
+ */
+export const VIRTIO_NET_F_GUEST_CSUM = 1;
 /** VIRTIO_NET_F_MTU (virtio 1.2 §5.1.3): the device reports an MTU. */
 export const VIRTIO_NET_F_MTU = 3;
 /** VIRTIO_NET_F_MAC (virtio 1.2 §5.1.3). Not offered: QEMU owns the config space. */
@@ -213,6 +224,8 @@ export function featureBit(bit: number): bigint {
  * it does not forward those bits to a vhost-user backend.
  */
 export const OFFERED_FEATURES: bigint = featureBit(VIRTIO_F_VERSION_1) |
+  featureBit(VIRTIO_NET_F_CSUM) |
+  featureBit(VIRTIO_NET_F_GUEST_CSUM) |
   featureBit(VIRTIO_NET_F_MRG_RXBUF) |
   featureBit(VIRTIO_F_EVENT_IDX) |
   featureBit(VIRTIO_F_INDIRECT_DESC) |

@@ -4,8 +4,8 @@
  * included). Little-endian.
  *
  * Checksum and segmentation offloads (NEEDS_CSUM, DATA_VALID, GSO types) are
- * decoded and encoded field by field so that they can be negotiated later; today
- * the device offers none of them.
+ * decoded and encoded field by field; the device offers checksum offload
+ * (VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM) and no segmentation.
  *
  * @module
  */

@@ -116,6 +116,8 @@ export class SplitRingDriver {
       eventIndex: options.features?.eventIndex ?? false,
       indirectDescriptors: options.features?.indirectDescriptors ?? false,
       mergeableRxBuffers: options.features?.mergeableRxBuffers ?? false,
+      checksumOffload: options.features?.checksumOffload ?? false,
+      guestChecksum: options.features?.guestChecksum ?? false,
     };
     const align = (n: number) => (n + 4095) & ~4095;
     const descBytes = align(descriptorTableBytes(this.size));

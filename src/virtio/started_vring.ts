@@ -16,6 +16,10 @@ export interface NegotiatedFeatures {
   readonly indirectDescriptors: boolean;
   /** VIRTIO_NET_F_MRG_RXBUF (bit 15): a received frame may span several buffers (§5.1.6.3). */
   readonly mergeableRxBuffers: boolean;
+  /** VIRTIO_NET_F_CSUM (bit 0): transmitted frames may carry NEEDS_CSUM (§5.1.6.2). */
+  readonly checksumOffload: boolean;
+  /** VIRTIO_NET_F_GUEST_CSUM (bit 1): received frames may be marked DATA_VALID (§5.1.6.4). */
+  readonly guestChecksum: boolean;
 }
 
 /** Everything the datapath needs to run one split virtqueue, valid until stopVring(). */

@@ -115,6 +115,8 @@ function makeRing(r: Random, index: number, memory: ArrayGuestMemory, base: numb
     eventIndex: r.chance(0.5),
     indirectDescriptors: r.chance(0.6),
     mergeableRxBuffers: r.chance(0.5),
+    checksumOffload: r.chance(0.5),
+    guestChecksum: r.chance(0.5),
   };
   const driver = new SplitRingDriver({
     size,
