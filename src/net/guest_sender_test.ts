@@ -1,10 +1,17 @@
 import assert from "node:assert/strict";
 import { MAC_BROADCAST, parseIpv6 } from "./address.ts";
-import { IPPROTO_TCP, IPPROTO_UDP, l4ChecksumV4 } from "./checksum.ts";
+import {
+  IPPROTO_ICMP,
+  IPPROTO_ICMPV6,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  l4ChecksumV4,
+} from "./checksum.ts";
 import { ETHERTYPE_ARP } from "./ethernet.ts";
 import { GuestSender, L4_OFFSET_V4, L4_OFFSET_V6, MAX_FRAME_LENGTH } from "./guest_sender.ts";
-import { buildTcp, tcpChecksumOkV6 } from "./tcp_header.ts";
-import { buildUdp } from "./udp.ts";
+import { icmpv4ChecksumOk, icmpv6ChecksumOk } from "./icmp.ts";
+import { buildTcp, TCP_CHECKSUM, tcpChecksumOkV4, tcpChecksumOkV6 } from "./tcp_header.ts";
+import { buildUdp, udpChecksumOkV4, udpChecksumOkV6 } from "./udp.ts";
 import { decodeFrame } from "./testing_frames.ts";
 import { RecordingLink } from "./testing_link.ts";
 import { SendResult } from "../tap/frame_transport.ts";
@@ -94,4 +101,85 @@ Deno.test("`GuestSender.sendIpv4()` and `sendIpv6()` send a computed zero UDP ch
     const [second] = link.take();
     assert.deepEqual([second[at + 6], second[at + 7]], [0xff, 0xff], family);
   }
+});
+
+/** A TCP segment's checksum field value the sender must leave alone when it may. */
+const MARKER = 0xa5c3;
+
+/** Builds a 24-byte TCP segment (with data) at `at` whose checksum field holds {@link MARKER}. */
+function tcpWithMarker(s: GuestSender, at: number): number {
+  const hl = buildTcp(s.buffer, at, {
+    srcPort: 80,
+    dstPort: 40000,
+    seq: 1,
+    ack: 2,
+    flags: 0x18,
+    window: 512,
+  });
+  s.buffer.set([1, 2, 3, 4], at + hl);
+  s.buffer[at + TCP_CHECKSUM] = MARKER >> 8;
+  s.buffer[at + TCP_CHECKSUM + 1] = MARKER & 0xff;
+  return hl + 4;
+}
+
+const SRC6 = parseIpv6("fd00::2")!;
+const DST6 = parseIpv6("fd00::15")!;
+const SRC4 = 0x0a000202, DST4 = 0x0a00020f;
+
+/** Sends TCP, UDP and ICMP over IPv4 and IPv6 and returns the decoded frames in that order. */
+function sendEveryProtocol(s: GuestSender, link: RecordingLink) {
+  const tcp4 = tcpWithMarker(s, L4_OFFSET_V4);
+  assert.equal(s.sendIpv4(IPPROTO_TCP, SRC4, DST4, tcp4), SendResult.Sent);
+  const tcp6 = tcpWithMarker(s, L4_OFFSET_V6);
+  assert.equal(s.sendIpv6(IPPROTO_TCP, SRC6, DST6, tcp6), SendResult.Sent);
+  buildUdp(s.buffer, L4_OFFSET_V4, 53, 4000, 3);
+  s.buffer.set([7, 8, 9], L4_OFFSET_V4 + 8);
+  s.sendIpv4(IPPROTO_UDP, SRC4, DST4, 11);
+  buildUdp(s.buffer, L4_OFFSET_V6, 547, 546, 3);
+  s.buffer.set([7, 8, 9], L4_OFFSET_V6 + 8);
+  s.sendIpv6(IPPROTO_UDP, SRC6, DST6, 11);
+  s.buffer.set([0, 0, 0, 0, 0, 1, 0, 1, 0xaa, 0xbb], L4_OFFSET_V4); // echo reply
+  s.sendIpv4(IPPROTO_ICMP, SRC4, DST4, 10);
+  s.buffer.set([129, 0, 0, 0, 0, 1, 0, 1, 0xaa, 0xbb], L4_OFFSET_V6); // echo reply
+  s.sendIpv6(IPPROTO_ICMPV6, SRC6, DST6, 10);
+  const frames = link.take().map(decodeFrame);
+  assert.equal(frames.length, 6);
+  return { frames, tcp4, tcp6 };
+}
+
+/** Asserts that the UDP and ICMP frames of {@link sendEveryProtocol} carry valid checksums. */
+function assertUdpAndIcmpValid(frames: ReturnType<typeof decodeFrame>[]): void {
+  const [, , udp4, udp6, icmp4, icmp6] = frames;
+  assert.ok(udpChecksumOkV4(udp4.l4, 0, 11, SRC4, DST4), "UDP/IPv4 checksum");
+  assert.notEqual((udp4.l4[6] << 8) | udp4.l4[7], 0, "UDP/IPv4 checksum present");
+  assert.ok(udpChecksumOkV6(udp6.l4, 0, 11, SRC6, DST6), "UDP/IPv6 checksum");
+  assert.ok(icmpv4ChecksumOk(icmp4.l4, 0, 10), "ICMPv4 checksum");
+  assert.ok(icmpv6ChecksumOk(icmp6.l4, 0, 10, SRC6, DST6), "ICMPv6 checksum");
+}
+
+Deno.test("`GuestSender` leaves the TCP checksum unset over a link whose l4ChecksumsOptional is true, and fills UDP and ICMP", () => {
+  const { s, link } = setup();
+  link.l4ChecksumsOptional = true;
+  const { frames, tcp4, tcp6 } = sendEveryProtocol(s, link);
+  const [t4, t6] = frames;
+  // decodeFrame validated the IPv4 header checksum: only the upper layer is left out.
+  assert.equal((t4.l4[TCP_CHECKSUM] << 8) | t4.l4[TCP_CHECKSUM + 1], MARKER, "TCP/IPv4 as built");
+  assert.equal((t6.l4[TCP_CHECKSUM] << 8) | t6.l4[TCP_CHECKSUM + 1], MARKER, "TCP/IPv6 as built");
+  assert.equal(tcpChecksumOkV4(t4.l4, 0, tcp4, SRC4, DST4), false);
+  assert.equal(tcpChecksumOkV6(t6.l4, 0, tcp6, SRC6, DST6), false);
+  assertUdpAndIcmpValid(frames);
+});
+
+Deno.test("`GuestSender` fills every checksum over a link whose l4ChecksumsOptional is false", () => {
+  const { s, link } = setup();
+  link.l4ChecksumsOptional = true;
+  sendEveryProtocol(s, link);
+  // The link is looked at per frame: a new link without the offload gets checksums.
+  const plain = new RecordingLink();
+  s.setLink(plain);
+  const { frames, tcp4, tcp6 } = sendEveryProtocol(s, plain);
+  const [t4, t6] = frames;
+  assert.ok(tcpChecksumOkV4(t4.l4, 0, tcp4, SRC4, DST4), "TCP/IPv4 checksum");
+  assert.ok(tcpChecksumOkV6(t6.l4, 0, tcp6, SRC6, DST6), "TCP/IPv6 checksum");
+  assertUdpAndIcmpValid(frames);
 });

@@ -1,14 +1,21 @@
 import assert from "node:assert/strict";
+import dgram from "node:dgram";
 import fc from "fast-check";
 import { MAC_BROADCAST, parseIpv6 } from "./address.ts";
 import { buildArp } from "./arp.ts";
-import { IPPROTO_TCP, IPPROTO_UDP } from "./checksum.ts";
+import { IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./checksum.ts";
 import { buildEthernet, ETHERTYPE_ARP } from "./ethernet.ts";
 import { L4_OFFSET_V4 } from "./guest_sender.ts";
+import { buildForwardRules } from "./fwd.ts";
 import { buildNetworkPlan } from "./host_config.ts";
+import { ICMP_CHECKSUM } from "./icmp.ts";
 import { IPV6_EXT_FRAGMENT } from "./ipv6.ts";
 import type { L4Handler, L4Packet } from "./l4_handler.ts";
 import { NetworkStack } from "./stack.ts";
+import { buildTcp, TCP_ACK_FLAG, TCP_CHECKSUM, TCP_RST } from "./tcp_header.ts";
+import { TcpTranslator } from "./tcp_translator.ts";
+import { UDP_CHECKSUM, udpChecksumOkV4 } from "./udp.ts";
+import { UdpTranslator } from "./udp_flow.ts";
 import {
   decodeFrame,
   guestIpv4Frame,
@@ -17,11 +24,11 @@ import {
   udpDatagram,
 } from "./testing_frames.ts";
 import { RecordingLink } from "./testing_link.ts";
-import { SendResult } from "../tap/frame_transport.ts";
+import { FrameInfo, SendResult } from "../tap/frame_transport.ts";
 import { Logger } from "../log/logger.ts";
 
 const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
-const GUEST4 = 0x0a000215, REMOTE4 = 0xc0000201;
+const GUEST4 = 0x0a000215, REMOTE4 = 0xc0000201, GATEWAY4 = 0x0a000202;
 const GUEST6 = parseIpv6("2001:db8::15")!, REMOTE6 = parseIpv6("2001:db8:ffff::1")!;
 
 class Recorder implements L4Handler {
@@ -33,6 +40,7 @@ class Recorder implements L4Handler {
     src6: string;
     l4: number[];
     ttl: number;
+    checksumPending: boolean;
   }[] = [];
   batches = 0;
   writable = 0;
@@ -49,6 +57,7 @@ class Recorder implements L4Handler {
       src6: Array.from(p.src6).join(","),
       l4: Array.from(p.frame.subarray(p.l4Offset, p.l4Offset + p.l4Length)),
       ttl: p.ttl,
+      checksumPending: p.checksumPending,
     });
   }
   endOfBatch(): void {
@@ -391,3 +400,249 @@ Deno.test("`NetworkStack.handleFrame()` never throws and never sends malformed f
     JSON.stringify(stack.accepted),
   );
 });
+
+// ---- checksum offload: FrameInfo.ChecksumPending
+
+/** Spoils the 16-bit checksum at `at` of `frame` (a value no ones'-complement sum accepts). */
+function spoil(frame: Uint8Array, at: number): void {
+  frame[at] ^= 0x5a;
+  frame[at + 1] ^= 0xa5;
+}
+
+/** A TCP segment header of 20 bytes with these flags and ports. */
+function tcpSegment(srcPort: number, dstPort: number, flags: number): Uint8Array {
+  const seg = new Uint8Array(20);
+  buildTcp(seg, 0, { srcPort, dstPort, seq: 1000, ack: 2000, flags, window: 100 });
+  return seg;
+}
+
+Deno.test("`NetworkStack.handleFrame()` hands L4 packets over with checksumPending as FrameInfo says", () => {
+  const { stack, udp, tcp } = setup();
+  const tcp4 = guestIpv4Frame(IPPROTO_TCP, GUEST4, REMOTE4, tcpSegment(40000, 80, TCP_ACK_FLAG));
+  spoil(tcp4, 34 + TCP_CHECKSUM);
+  const tcp6 = guestIpv6Frame(IPPROTO_TCP, GUEST6, REMOTE6, tcpSegment(40000, 80, TCP_ACK_FLAG));
+  spoil(tcp6, 54 + TCP_CHECKSUM);
+  const udp4 = guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, udpDatagram(1, 2, new Uint8Array(4)));
+  spoil(udp4, 34 + UDP_CHECKSUM);
+  const udp6 = guestIpv6Frame(IPPROTO_UDP, GUEST6, REMOTE6, udpDatagram(1, 2, new Uint8Array(4)));
+  spoil(udp6, 54 + UDP_CHECKSUM);
+  for (const f of [tcp4, tcp6, udp4, udp6]) {
+    stack.handleFrame(f, 1, FrameInfo.ChecksumPending);
+    stack.handleFrame(f, 1, FrameInfo.None);
+    stack.handleFrame(f, 1); // info omitted: None
+  }
+  const flags = (r: Recorder) => r.packets.map((p) => p.checksumPending);
+  assert.deepEqual(flags(tcp), [true, false, false, true, false, false]);
+  assert.deepEqual(flags(udp), [true, false, false, true, false, false]);
+});
+
+Deno.test("`NetworkStack.handleFrame()` makes the TCP translator drop a bad checksum unless ChecksumPending", () => {
+  const { stack, link } = setupWithTranslators();
+  const { tcp } = stack;
+  for (const family of [4, 6] as const) {
+    // A bare ACK for no connection is answered at once with a RST, if it is accepted.
+    const seg = tcpSegment(40000 + family, 80, TCP_ACK_FLAG);
+    const frame = family === 4
+      ? guestIpv4Frame(IPPROTO_TCP, GUEST4, REMOTE4, seg)
+      : guestIpv6Frame(IPPROTO_TCP, GUEST6, REMOTE6, seg);
+    const at = (family === 4 ? 34 : 54) + TCP_CHECKSUM;
+    stack.handleFrame(frame, 1);
+    assert.equal(rstCount(link.take()), 1, "the valid segment is answered");
+    spoil(frame, at);
+    const bad = tcp.counters.badSegments;
+    stack.handleFrame(frame, 1, FrameInfo.None);
+    assert.equal(tcp.counters.badSegments, bad + 1, "the bad checksum is counted");
+    assert.equal(link.take().length, 0, "and not answered");
+    stack.handleFrame(frame, 1, FrameInfo.ChecksumPending);
+    assert.equal(tcp.counters.badSegments, bad + 1);
+    assert.equal(rstCount(link.take()), 1, "with ChecksumPending it is answered");
+  }
+  stack.close();
+});
+
+Deno.test("`NetworkStack.handleFrame()` makes the UDP translator drop a bad checksum unless ChecksumPending", async () => {
+  const { stack } = setupWithTranslators();
+  const server = dgram.createSocket("udp4");
+  const received: string[] = [];
+  server.on("message", (msg) => received.push(new TextDecoder().decode(msg)));
+  await new Promise<void>((resolve) => server.bind(0, "127.0.0.1", resolve));
+  try {
+    const port = server.address().port;
+    const datagram = (text: string) => {
+      // Via the gateway, which reaches the host's 127.0.0.1.
+      const f = guestIpv4Frame(
+        IPPROTO_UDP,
+        GUEST4,
+        GATEWAY4,
+        udpDatagram(41000, port, new TextEncoder().encode(text)),
+      );
+      spoil(f, 34 + UDP_CHECKSUM);
+      assert.equal(udpChecksumOkV4(f, 34, f.length - 34, GUEST4, GATEWAY4), false);
+      return f;
+    };
+    const dropped = stack.udp.counters.dropped;
+    stack.handleFrame(datagram("unchecked-bad"), 1, FrameInfo.None);
+    assert.equal(stack.udp.counters.dropped, dropped + 1);
+    stack.handleFrame(datagram("pending"), 2, FrameInfo.ChecksumPending);
+    assert.equal(stack.udp.counters.dropped, dropped + 1);
+    const deadline = performance.now() + 5000;
+    while (received.length === 0 && performance.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    assert.deepEqual(received, ["pending"]);
+  } finally {
+    server.close();
+    stack.close();
+  }
+});
+
+/** The frames among `frames` that are TCP RSTs. */
+function rstCount(frames: Uint8Array[]): number {
+  return frames.map(decodeFrame).filter((d) => (d.l4[13] & TCP_RST) !== 0).length;
+}
+
+/** A stack with the real TCP and UDP translators (host connects are refused, not made). */
+function setupWithTranslators() {
+  const plan = buildNetworkPlan({
+    address4: "10.0.2.21/24",
+    gateway4: "10.0.2.2",
+    address6: "2001:db8::15",
+    gateway6: "fe80::1",
+  }, NO_HOST);
+  const net = new NetworkStack(plan);
+  const rules = buildForwardRules(plan);
+  const tcp = new TcpTranslator(net.sender, rules, {
+    connect: () => Promise.reject(new Error("no host connections in this test")),
+  });
+  const udp = new UdpTranslator(net.sender, rules);
+  net.registerL4(IPPROTO_TCP, tcp);
+  net.registerL4(IPPROTO_UDP, udp);
+  const link = new RecordingLink();
+  net.linkUp(link, 0);
+  net.tick(0);
+  link.take();
+  return {
+    stack: {
+      handleFrame: net.handleFrame.bind(net),
+      tcp,
+      udp,
+      close() {
+        tcp.close();
+        udp.close();
+      },
+    },
+    link,
+  };
+}
+
+/** A DHCPDISCOVER from a client that has no address yet (RFC 2131 §4.4.1). */
+function dhcpDiscover(): Uint8Array {
+  const dhcp = new Uint8Array(300);
+  dhcp.set([1, 1, 6]);
+  dhcp.set([0x52, 0x54, 0x00, 0x12, 0x34, 0x56], 28); // chaddr
+  dhcp.set([0x63, 0x82, 0x53, 0x63, 53, 1, 1, 55, 3, 1, 3, 6, 255], 236);
+  return guestIpv4Frame(IPPROTO_UDP, 0, 0xffffffff, udpDatagram(68, 67, dhcp), {
+    dstMac: MAC_BROADCAST,
+  });
+}
+
+/** A DHCPv6 SOLICIT with a client identifier and a rapid-commit-less IA_NA (RFC 8415 §18.2.1). */
+function dhcpv6Solicit(): Uint8Array {
+  const msg = [
+    1,
+    0,
+    0,
+    1, // SOLICIT, transaction id 1
+    0,
+    1,
+    0,
+    10,
+    0,
+    3,
+    0,
+    1,
+    0x52,
+    0x54,
+    0x00,
+    0x12,
+    0x34,
+    0x56, // client id: DUID-LL
+    0,
+    3,
+    0,
+    12,
+    0,
+    0,
+    0,
+    1,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0, // IA_NA iaid 1
+    0,
+    8,
+    0,
+    2,
+    0,
+    0, // elapsed time
+  ];
+  return guestIpv6Frame(
+    IPPROTO_UDP,
+    parseIpv6("fe80::5054:ff:fe12:3456")!,
+    parseIpv6("ff02::1:2")!,
+    udpDatagram(546, 547, new Uint8Array(msg)),
+    { dstMac: 0x333300010002 },
+  );
+}
+
+/** An ICMPv6 Router Solicitation from the guest's link-local address (RFC 4861 §4.1). */
+function routerSolicitation(): Uint8Array {
+  return guestIpv6Frame(
+    IPPROTO_ICMPV6,
+    parseIpv6("fe80::5054:ff:fe12:3456")!,
+    parseIpv6("ff02::2")!,
+    new Uint8Array([133, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
+    { dstMac: 0x333300000002, hopLimit: 255 },
+  );
+}
+
+const STACK_SERVICES: [string, () => Uint8Array, number, string][] = [
+  ["DHCP", dhcpDiscover, 34 + UDP_CHECKSUM, "udp-bad-checksum"],
+  ["DHCPv6", dhcpv6Solicit, 54 + UDP_CHECKSUM, "udp-bad-checksum"],
+  ["NDP", routerSolicitation, 54 + ICMP_CHECKSUM, "icmpv6-bad-checksum"],
+];
+
+for (const [service, build, checksumAt, reason] of STACK_SERVICES) {
+  Deno.test(`\`NetworkStack.handleFrame()\` answers ${service} with a bad checksum only with ChecksumPending`, () => {
+    const plan = buildNetworkPlan({
+      address4: "10.0.2.21/24",
+      gateway4: "10.0.2.2",
+      address6: "2001:db8::15",
+      gateway6: "fe80::1",
+    }, NO_HOST);
+    const stack = new NetworkStack(plan);
+    const link = new RecordingLink();
+    stack.linkUp(link, 0);
+    stack.tick(0);
+    link.take();
+    stack.handleFrame(build(), 1);
+    const answers = link.take().length;
+    assert.ok(answers > 0, `a valid ${service} request is answered`);
+    const bad = build();
+    spoil(bad, checksumAt);
+    stack.handleFrame(bad, 2, FrameInfo.None);
+    assert.equal(stack.drops[reason], 1);
+    assert.equal(link.take().length, 0, "the bad checksum is not answered");
+    stack.handleFrame(bad, 3, FrameInfo.ChecksumPending);
+    assert.equal(stack.drops[reason], 1);
+    assert.equal(
+      link.take().length,
+      answers,
+      "with ChecksumPending it is answered like the valid one",
+    );
+  });
+}

@@ -3,6 +3,7 @@ import { OutputFile } from "../../ffi/output_file.ts";
 import { Logger } from "../log/logger.ts";
 import {
   type FrameHandler,
+  FrameInfo,
   type GuestLink,
   MAX_FRAME_LENGTH,
   SendResult,
@@ -10,6 +11,8 @@ import {
 import {
   PCAP_GLOBAL_HEADER_BYTES,
   PCAP_RECORD_HEADER_BYTES,
+  PcapFrameHandler,
+  PcapGuestLink,
   PcapWriter,
   withPcap,
 } from "./pcap.ts";
@@ -193,4 +196,40 @@ Deno.test("withPcap() output written through OutputFile decodes with tshark", as
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("PcapGuestLink.l4ChecksumsOptional is false even when the wrapped link's is true", () => {
+  const inner = new FakeLink();
+  const offloading: GuestLink = Object.assign(inner, { l4ChecksumsOptional: true });
+  assert.equal(offloading.l4ChecksumsOptional, true);
+  const wrapped = new PcapGuestLink(offloading, new PcapWriter(new MemorySink()));
+  assert.equal(wrapped.l4ChecksumsOptional, false, "a capture must carry real checksums");
+  assert.equal(wrapped.kind, "fake");
+  // What the stack sees after withPcap: the wrapped link.
+  const stack = new EchoStack();
+  withPcap(stack, new PcapWriter(new MemorySink())).linkUp(offloading, 0);
+  assert.equal(stack.link?.l4ChecksumsOptional, false);
+});
+
+Deno.test("PcapFrameHandler.handleFrame() passes the FrameInfo argument on", () => {
+  const seen: (number | undefined)[] = [];
+  const inner: FrameHandler = {
+    handleFrame: (_frame: Uint8Array, _now: number, info?: number) => void seen.push(info),
+    endOfBatch() {},
+    linkUp() {},
+    linkDown() {},
+  };
+  const writer = new PcapWriter(new MemorySink());
+  const handler = new PcapFrameHandler(inner, writer);
+  handler.handleFrame(udpFrame(4, 1), 0, FrameInfo.ChecksumPending);
+  handler.handleFrame(udpFrame(4, 2), 0, FrameInfo.None);
+  handler.handleFrame(udpFrame(4, 3), 0);
+  withPcap(inner, writer).handleFrame(udpFrame(4, 4), 0, FrameInfo.ChecksumPending);
+  assert.deepEqual(seen, [
+    FrameInfo.ChecksumPending,
+    FrameInfo.None,
+    undefined,
+    FrameInfo.ChecksumPending,
+  ]);
+  assert.equal(writer.frames, 4, "every frame recorded");
 });

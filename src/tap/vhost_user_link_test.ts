@@ -3,9 +3,23 @@ import fc from "fast-check";
 import { Logger } from "../log/logger.ts";
 import type { NegotiatedFeatures } from "../vhost_user/vring_datapath.ts";
 import { ArrayGuestMemory } from "../virtio/array_guest_memory.ts";
-import { createNetHeader, decodeNetHeader, NET_HDR_SIZE } from "../virtio/net_header.ts";
+import {
+  createNetHeader,
+  decodeNetHeader,
+  encodeNetHeader,
+  NET_HDR_SIZE,
+  type NetHeader,
+  VIRTIO_NET_HDR_F_DATA_VALID,
+  VIRTIO_NET_HDR_F_NEEDS_CSUM,
+  VIRTIO_NET_HDR_GSO_ECN,
+  VIRTIO_NET_HDR_GSO_NONE,
+  VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_GSO_TCPV6,
+  VIRTIO_NET_HDR_GSO_UDP,
+  VIRTIO_NET_HDR_GSO_UDP_L4,
+} from "../virtio/net_header.ts";
 import { SplitRingDriver } from "../virtio/split_ring_driver.ts";
-import { SendResult } from "./frame_transport.ts";
+import { FrameInfo, SendResult } from "./frame_transport.ts";
 import { RecordingHandler } from "./testing_frame_handler.ts";
 import { VhostUserLink } from "./vhost_user_link.ts";
 
@@ -45,14 +59,19 @@ function setup(features: Partial<NegotiatedFeatures> = {}, size = 64, dataBytes 
 
 type Layout = "one" | "split-header" | "many";
 
-/** The guest queues `frame` for transmission with the header laid out as `layout`. */
+/**
+ * The guest queues `frame` for transmission with the header laid out as `layout`; the
+ * header is all zero unless its 12 bytes are given.
+ */
 function guestTransmit(
   tx: SplitRingDriver,
   frame: Uint8Array,
   layout: Layout,
   indirect: boolean,
+  header?: Uint8Array,
 ): number {
   const packet = new Uint8Array(NET_HDR_SIZE + frame.length);
+  if (header) packet.set(header);
   packet.set(frame, NET_HDR_SIZE);
   const addr = tx.alloc(packet.length);
   tx.write(addr, packet);
@@ -527,4 +546,222 @@ Deno.test("VhostUserLink.sendFrame() delivers every Sent frame intact for any bu
     ),
     { numRuns: 60 },
   );
+});
+
+// ---- checksum offload (VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM)
+
+/** Offset of the TCP checksum field in an untagged Ethernet + 20-byte IPv4 + TCP frame. */
+const TCP4_CSUM_START = 14 + 20;
+/** The TCP checksum field inside the TCP header (RFC 9293 §3.1). */
+const TCP_CSUM_OFFSET = 16;
+
+/** Replaces the link's handler's handleFrame so that it also records the info argument. */
+function recordInfos(handler: RecordingHandler): (number | undefined)[] {
+  const infos: (number | undefined)[] = [];
+  const handle = handler.handleFrame.bind(handler);
+  handler.handleFrame = (frame: Uint8Array, _now?: number, info?: number) => {
+    handle(frame);
+    infos.push(info);
+  };
+  return infos;
+}
+
+/** A virtio-net header with these offload fields (csum fields aimed at a TCP/IPv4 checksum). */
+function offloadHeader(fields: { flags?: number; gsoType?: number }): Uint8Array {
+  const header = createNetHeader();
+  header.flags = fields.flags ?? 0;
+  header.gsoType = fields.gsoType ?? VIRTIO_NET_HDR_GSO_NONE;
+  if (header.gsoType !== VIRTIO_NET_HDR_GSO_NONE) {
+    header.hdrLen = TCP4_CSUM_START + 20;
+    header.gsoSize = 1448;
+  }
+  if ((header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
+    header.csumStart = TCP4_CSUM_START;
+    header.csumOffset = TCP_CSUM_OFFSET;
+  }
+  const bytes = new Uint8Array(NET_HDR_SIZE);
+  encodeNetHeader(header, bytes, 0);
+  return bytes;
+}
+
+Deno.test("VhostUserLink.kick() passes NEEDS_CSUM TX frames on as FrameInfo.ChecksumPending with CSUM negotiated", () => {
+  const { tx, handler, link, lines } = setup({ checksumOffload: true });
+  const infos = recordInfos(handler);
+  const needsCsum = offloadHeader({ flags: VIRTIO_NET_HDR_F_NEEDS_CSUM });
+  const sent: Uint8Array[] = [];
+  const expected: number[] = [];
+  const layouts: Layout[] = ["one", "split-header", "many"];
+  for (const [i, layout] of layouts.entries()) {
+    for (const pending of [true, false]) {
+      const f = frameOf(60 + 100 * i, i * 2 + (pending ? 1 : 0));
+      sent.push(f);
+      expected.push(pending ? FrameInfo.ChecksumPending : FrameInfo.None);
+      guestTransmit(tx, f, layout, false, pending ? needsCsum : undefined);
+    }
+  }
+  // DATA_VALID means nothing on TX (virtio 1.2 §5.1.6.2): no ChecksumPending either.
+  const dataValidOnly = frameOf(80, 99);
+  sent.push(dataValidOnly);
+  expected.push(FrameInfo.None);
+  guestTransmit(
+    tx,
+    dataValidOnly,
+    "one",
+    false,
+    offloadHeader({ flags: VIRTIO_NET_HDR_F_DATA_VALID }),
+  );
+  link.kick(1, 0);
+  assert.deepEqual(handler.frames, sent, "frames arrive unchanged (the checksum is not completed)");
+  assert.deepEqual(infos, expected);
+  assert.equal(tx.takeUsed().length, sent.length);
+  assert.deepEqual(lines, []);
+});
+
+for (const guestChecksum of [false, true]) {
+  Deno.test(`VhostUserLink.kick() drops NEEDS_CSUM TX frames without CSUM negotiated (GUEST_CSUM ${guestChecksum ? "on" : "off"})`, () => {
+    const { tx, handler, link, lines } = setup({ guestChecksum });
+    const infos = recordInfos(handler);
+    const needsCsum = offloadHeader({ flags: VIRTIO_NET_HDR_F_NEEDS_CSUM });
+    guestTransmit(tx, frameOf(60, 1), "one", false, needsCsum);
+    guestTransmit(tx, frameOf(60, 2), "many", false, needsCsum);
+    guestTransmit(tx, frameOf(60, 3), "one", false);
+    link.kick(1, 0);
+    assert.deepEqual(handler.frames, [frameOf(60, 3)]);
+    assert.deepEqual(infos, [FrameInfo.None]);
+    assert.deepEqual(tx.takeUsed().map((u) => u.len), [0, 0, 0], "every chain is returned");
+    assert.equal(lines.length, 1, "the repeated fault is rate-limited");
+    assert.match(lines[0], /offload flags 1 gso 0 were not negotiated/);
+  });
+}
+
+for (const checksumOffload of [false, true]) {
+  Deno.test(`VhostUserLink.kick() drops GSO TX frames (CSUM ${checksumOffload ? "on" : "off"})`, () => {
+    const { tx, handler, link, lines } = setup({ checksumOffload, guestChecksum: true });
+    const infos = recordInfos(handler);
+    const gsoTypes = [
+      VIRTIO_NET_HDR_GSO_TCPV4,
+      VIRTIO_NET_HDR_GSO_UDP,
+      VIRTIO_NET_HDR_GSO_TCPV6,
+      VIRTIO_NET_HDR_GSO_UDP_L4,
+      VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_ECN,
+    ];
+    for (const [i, gsoType] of gsoTypes.entries()) {
+      // As a Linux guest sends them: GSO always with NEEDS_CSUM; and once without.
+      const header = offloadHeader({ flags: VIRTIO_NET_HDR_F_NEEDS_CSUM, gsoType });
+      guestTransmit(tx, frameOf(3000, i), "one", false, header);
+      guestTransmit(tx, frameOf(3000, i + 10), "many", false, offloadHeader({ gsoType }));
+    }
+    guestTransmit(tx, frameOf(60, 20), "one", false);
+    link.kick(1, 0);
+    assert.deepEqual(handler.frames, [frameOf(60, 20)], "only the plain frame is handed over");
+    assert.deepEqual(infos, [FrameInfo.None]);
+    assert.equal(tx.takeUsed().length, 2 * gsoTypes.length + 1);
+    assert.equal(lines.length, 1);
+    assert.match(lines[0], /offload flags 1 gso 1 were not negotiated/);
+  });
+}
+
+/** Reads the virtio-net header of each frame the device wrote (first buffer of each). */
+function guestRxHeaders(rx: SplitRingDriver, posted: Map<number, number[]>): NetHeader[] {
+  const used = rx.takeUsed();
+  const headers: NetHeader[] = [];
+  for (let i = 0; i < used.length;) {
+    const [addr] = posted.get(used[i].id)!;
+    const header = decodeNetHeader(rx.read(addr, NET_HDR_SIZE), 0, createNetHeader());
+    headers.push(header);
+    i += Math.max(1, header.numBuffers);
+  }
+  return headers;
+}
+
+for (const guestChecksum of [false, true]) {
+  for (const mergeableRxBuffers of [false, true]) {
+    Deno.test(
+      `VhostUserLink.sendFrame() marks RX frames DATA_VALID exactly with GUEST_CSUM (GUEST_CSUM ${
+        guestChecksum ? "on" : "off"
+      }, MRG_RXBUF ${mergeableRxBuffers ? "on" : "off"})`,
+      () => {
+        // CSUM (the TX direction) must not change what RX frames say.
+        const { rx, link } = setup({
+          guestChecksum,
+          checksumOffload: !guestChecksum,
+          mergeableRxBuffers,
+        });
+        const posted = new Map<number, number[]>();
+        // The first chain's first descriptor is smaller than the header.
+        const addr = rx.alloc(2048);
+        const split = rx.addChain([
+          { addr, length: 5, writable: true },
+          { addr: addr + 5, length: 2043, writable: true },
+        ])!;
+        posted.set(split, [addr, 2048]);
+        guestPostRx(rx, posted, 8, 2048);
+        const lengths = [60, 1514, 1000];
+        if (mergeableRxBuffers) lengths.push(5000); // spans three buffers
+        for (const [i, length] of lengths.entries()) {
+          assert.equal(link.sendFrame(frameOf(length, i)), SendResult.Sent);
+        }
+        link.flush();
+        const headers = guestRxHeaders(rx, posted);
+        assert.equal(headers.length, lengths.length);
+        for (const h of headers) {
+          assert.equal(h.flags, guestChecksum ? VIRTIO_NET_HDR_F_DATA_VALID : 0);
+          assert.equal(h.gsoType, VIRTIO_NET_HDR_GSO_NONE);
+          assert.deepEqual([h.csumStart, h.csumOffset, h.hdrLen, h.gsoSize], [0, 0, 0, 0]);
+        }
+        assert.equal(link.l4ChecksumsOptional, guestChecksum);
+      },
+    );
+  }
+}
+
+Deno.test("VhostUserLink.l4ChecksumsOptional follows GUEST_CSUM of the RX ring started last", () => {
+  assert.equal(setup({}).link.l4ChecksumsOptional, false);
+  assert.equal(setup({ checksumOffload: true }).link.l4ChecksumsOptional, false, "CSUM is TX only");
+  const { memory, link, rx } = setup({ guestChecksum: true });
+  assert.equal(link.l4ChecksumsOptional, true);
+  // The frontend renegotiates without GUEST_CSUM and restarts RX.
+  link.stopVring(0);
+  const plain = new SplitRingDriver({
+    size: 64,
+    index: 0,
+    features: {},
+    memory,
+    base: 0x2000_0000,
+    dataBytes: 1 << 20,
+  });
+  link.startVring(plain.vring(), 0);
+  assert.equal(link.l4ChecksumsOptional, false);
+  const posted = new Map<number, number[]>();
+  guestPostRx(plain, posted, 1, 2048);
+  assert.equal(link.sendFrame(frameOf(60, 1)), SendResult.Sent);
+  link.flush();
+  assert.equal(guestRxHeaders(plain, posted)[0].flags, 0, "no DATA_VALID after the restart");
+  void rx;
+});
+
+Deno.test("VhostUserLink.kick() stops passing ChecksumPending when TX restarts without CSUM", () => {
+  const { memory, link, handler } = setup({ checksumOffload: true });
+  const infos = recordInfos(handler);
+  link.stopVring(1);
+  const tx = new SplitRingDriver({
+    size: 64,
+    index: 1,
+    features: {},
+    memory,
+    base: 0x3000_0000,
+    dataBytes: 1 << 20,
+  });
+  link.startVring(tx.vring(), 0);
+  guestTransmit(
+    tx,
+    frameOf(60, 1),
+    "one",
+    false,
+    offloadHeader({ flags: VIRTIO_NET_HDR_F_NEEDS_CSUM }),
+  );
+  guestTransmit(tx, frameOf(60, 2), "one", false);
+  link.kick(1, 0);
+  assert.deepEqual(handler.frames, [frameOf(60, 2)]);
+  assert.deepEqual(infos, [FrameInfo.None]);
 });

@@ -17,6 +17,8 @@ import {
   VHOST_USER_F_PROTOCOL_FEATURES,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_VERSION_1,
+  VIRTIO_NET_F_CSUM,
+  VIRTIO_NET_F_GUEST_CSUM,
   VIRTIO_NET_F_MRG_RXBUF,
   VRING_FD_NOFD,
 } from "./protocol.ts";
@@ -42,6 +44,8 @@ interface Setup {
   replyAck?: boolean;
   protocolFeatures?: boolean;
   enable?: boolean;
+  /** Virtio features to ack (default FEATURES). */
+  features?: bigint;
 }
 
 function u64Reply(reply: DecodedReply): bigint {
@@ -76,7 +80,8 @@ function negotiate(options: Setup = {}) {
       rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(i, 0)));
     }
   }
-  const acked = useProtocol ? FEATURES : FEATURES & ~featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
+  const wanted = options.features ?? FEATURES;
+  const acked = useProtocol ? wanted : wanted & ~featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
   expectAck(rig.send(encodeRequest(Request.SET_FEATURES, u64Payload(acked), { needReply: ack })));
   const memory = rig.fds.memfd(MEMORY_SIZE);
   expectAck(rig.send(
@@ -649,4 +654,54 @@ Deno.test("`VhostUserBackend.shutdown()` keeps memory mapped when the datapath f
     "eventfds closed",
   );
   assert.ok(rig.log.lines.some((l) => /1 guest memory regions stay mapped/.test(l)));
+});
+
+Deno.test("`VhostUserBackend` offers VIRTIO_NET_F_CSUM (bit 0) and VIRTIO_NET_F_GUEST_CSUM (bit 1)", () => {
+  const rig = new BackendRig();
+  const [reply] = rig.send(encodeRequest(Request.GET_FEATURES));
+  const offered = u64Reply(reply);
+  assert.equal(VIRTIO_NET_F_CSUM, 0);
+  assert.equal(VIRTIO_NET_F_GUEST_CSUM, 1);
+  assert.equal(offered & 1n, 1n, "CSUM offered");
+  assert.equal(offered & 2n, 2n, "GUEST_CSUM offered");
+});
+
+const CSUM = featureBit(VIRTIO_NET_F_CSUM);
+const GUEST_CSUM = featureBit(VIRTIO_NET_F_GUEST_CSUM);
+for (
+  const [name, extra] of [
+    ["CSUM and GUEST_CSUM", CSUM | GUEST_CSUM],
+    ["CSUM only", CSUM],
+    ["GUEST_CSUM only", GUEST_CSUM],
+  ] as const
+) {
+  Deno.test(`\`VhostUserBackend\` gives both started rings the checksum features acked (${name})`, () => {
+    const { rig } = negotiate({ features: FEATURES | extra });
+    assert.equal(rig.datapath.rings.size, 2);
+    for (const index of [0, 1]) {
+      assert.deepEqual(rig.datapath.rings.get(index)!.features, {
+        eventIndex: true,
+        indirectDescriptors: false,
+        mergeableRxBuffers: true,
+        checksumOffload: (extra & CSUM) !== 0n,
+        guestChecksum: (extra & GUEST_CSUM) !== 0n,
+      }, `ring ${index}`);
+    }
+  });
+}
+
+Deno.test("`VhostUserBackend` renegotiation without the checksum features clears them on the restarted rings", () => {
+  const { rig } = negotiate({ features: FEATURES | CSUM | GUEST_CSUM });
+  for (const i of [0, 1]) rig.send(encodeRequest(Request.GET_VRING_BASE, vringStatePayload(i, 0)));
+  assert.equal(rig.datapath.rings.size, 0);
+  rig.send(encodeRequest(Request.SET_FEATURES, u64Payload(FEATURES), { needReply: true }));
+  for (const i of [0, 1]) {
+    rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(i)), [rig.fds.create()]);
+  }
+  assert.equal(rig.error, null);
+  for (const i of [0, 1]) {
+    const features = rig.datapath.rings.get(i)!.features;
+    assert.equal(features.checksumOffload, false, `ring ${i} CSUM`);
+    assert.equal(features.guestChecksum, false, `ring ${i} GUEST_CSUM`);
+  }
 });
