@@ -237,6 +237,75 @@ export const symbols = {
     result: "i32",
   },
 
+  // ---- tcp_socket.c ----
+  tp_tcp_connect: {
+    parameters: [
+      "buffer", // const uint8_t *addr (4 or 16 bytes)
+      "u32", // uint32_t addr_len
+      "u32", // uint32_t port
+      "u32", // uint32_t scope_id
+      "buffer", // const uint8_t *source (ignored when source_len is 0)
+      "u32", // uint32_t source_len (0, or addr_len)
+      "buffer", // const char *ifname (NUL-terminated, "" for none)
+    ],
+    result: "i32",
+  },
+  tp_socket_error: {
+    parameters: [
+      "i32", // int32_t fd
+    ],
+    result: "i32",
+  },
+  tp_send: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // const uint8_t *buf
+      "u32", // uint32_t len
+    ],
+    result: "i32",
+  },
+  tp_recv: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // uint8_t *buf
+      "u32", // uint32_t len
+    ],
+    result: "i32",
+  },
+  tp_tcp_close_reset: {
+    parameters: [
+      "i32", // int32_t fd
+    ],
+    result: "i32",
+  },
+  tp_tcp_listen: {
+    parameters: [
+      "buffer", // const uint8_t *addr (4 or 16 bytes)
+      "u32", // uint32_t addr_len
+      "u32", // uint32_t port
+      "u32", // uint32_t scope_id
+      "buffer", // const char *ifname (NUL-terminated, "" for none)
+      "i32", // int32_t backlog
+    ],
+    result: "i32",
+  },
+  tp_tcp_accept: {
+    parameters: [
+      "i32", // int32_t listen_fd
+      "buffer", // uint8_t *addr_out (16 bytes)
+      "buffer", // uint32_t *meta_out (uint32_t[2]: address length, port)
+    ],
+    result: "i32",
+  },
+  tp_socket_local_address: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // uint8_t *addr_out (16 bytes)
+      "buffer", // uint32_t *meta_out (uint32_t[2]: address length, port)
+    ],
+    result: "i32",
+  },
+
   // ---- file.c ----
   tp_file_open: {
     parameters: [

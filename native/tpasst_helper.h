@@ -2,7 +2,7 @@
  * tpasst_helper.h - the C helper's whole interface, loaded by Deno through ffi/.
  *
  * The helper does only what Deno cannot: SCM_RIGHTS, raw unix socket fds, mmap,
- * eventfd, epoll, memfd, ping sockets, fd counting, output files without Deno write
+ * eventfd, epoll, memfd, ping sockets, nonblocking TCP sockets, fd counting, output files without Deno write
  * permission, and daemonizing (fork/exec).
  *
  * Conventions, for every function below:
@@ -74,6 +74,20 @@ int32_t tp_ping_sendto(int32_t fd, const uint8_t *buf, uint32_t len, const uint8
                        uint32_t addr_len, uint32_t scope_id);
 int32_t tp_ping_recvfrom(int32_t fd, uint8_t *buf, uint32_t len, uint8_t *addr_out,
                          uint32_t *meta_out);
+
+/* ---- tcp_socket.c: nonblocking TCP sockets toward the host ----------------- */
+
+int32_t tp_tcp_connect(const uint8_t *addr, uint32_t addr_len, uint32_t port,
+                       uint32_t scope_id, const uint8_t *source, uint32_t source_len,
+                       const char *ifname);
+int32_t tp_socket_error(int32_t fd);
+int32_t tp_send(int32_t fd, const uint8_t *buf, uint32_t len);
+int32_t tp_recv(int32_t fd, uint8_t *buf, uint32_t len);
+int32_t tp_tcp_close_reset(int32_t fd);
+int32_t tp_tcp_listen(const uint8_t *addr, uint32_t addr_len, uint32_t port, uint32_t scope_id,
+                      const char *ifname, int32_t backlog);
+int32_t tp_tcp_accept(int32_t listen_fd, uint8_t *addr_out, uint32_t *meta_out);
+int32_t tp_socket_local_address(int32_t fd, uint8_t *addr_out, uint32_t *meta_out);
 
 /* ---- file.c: output files, unlink, fd count -------------------------------- */
 

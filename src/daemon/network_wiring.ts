@@ -10,6 +10,7 @@
  * @module
  */
 
+import { nativeConnector, nativeListen } from "../net/native_host_tcp.ts";
 import { OutputFile } from "../../ffi/output_file.ts";
 import type { Config } from "../config/config.ts";
 import { log } from "../log/logger.ts";
@@ -114,9 +115,17 @@ export async function buildDaemonNetwork(config: Config, loop: EventLoop): Promi
     }
   };
   try {
+    const rules = stack.forwardRules;
     const forwarding = await startForwarding(stack, {
       ...forwardingOptionsFromConfig(config),
       onTimersChanged: () => timers.rearm(),
+      tcpConnect: nativeConnector(loop, {
+        address4: rules.outbound4,
+        address6: rules.outbound6,
+        interface4: rules.outboundIf4,
+        interface6: rules.outboundIf6,
+      }),
+      tcpListen: nativeListen(loop),
     });
     closers.push(() => forwarding.close());
     const { tcp, udp } = forwarding.listening;

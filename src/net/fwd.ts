@@ -127,22 +127,19 @@ export function forwardOptionsFromConfig(c: Config): ForwardOptions {
 }
 
 /**
- * Lines to log once at start about outbound source selection: TCP uses
- * Deno.connect, which cannot bind before connecting, so `-o` and `--outbound-if*`
- * are honoured for UDP only (and interfaces not at all).
+ * Lines to log once at start about outbound source selection. `-o` is honoured for
+ * TCP (the daemon's helper sockets bind before connecting) and UDP; `--outbound-if*`
+ * for TCP only (SO_BINDTODEVICE), since Deno's UDP sockets cannot bind to an interface.
  */
 export function outboundNotes(r: ForwardRules): string[] {
   const out: string[] = [];
-  for (const [flag, v] of [["-o", r.outbound4], ["-o", r.outbound6]] as const) {
+  for (const [flag, v] of [["--outbound-if4", r.outboundIf4], ["--outbound-if6", r.outboundIf6]]) {
     if (v) {
       out.push(
-        `${flag} ${v}: honoured for UDP; TCP connections use the kernel's source address ` +
-          `(Deno.connect cannot bind before connecting)`,
+        `${flag} ${v}: honoured for TCP; UDP sockets are not bound to it ` +
+          `(Deno's UDP sockets cannot bind to an interface)`,
       );
     }
-  }
-  for (const [flag, v] of [["--outbound-if4", r.outboundIf4], ["--outbound-if6", r.outboundIf6]]) {
-    if (v) out.push(`${flag} ${v}: not supported (no SO_BINDTODEVICE from Deno); ignored`);
   }
   return out;
 }

@@ -7,6 +7,8 @@
  * @module
  */
 
+import { Errno, NativeError } from "../../ffi/native_error.ts";
+import type { HostConnector, HostListen } from "./host_stream.ts";
 import type { Config } from "../config/config.ts";
 import {
   MAX_PORT,
@@ -53,6 +55,10 @@ export interface ForwardingOptions {
   maxFlows?: number;
   /** Per-direction ring size of each TCP connection (default 256 KiB). */
   tcpBufferSize?: number;
+  /** Opens the TCP translator's host connections (default Deno.connect). */
+  tcpConnect?: HostConnector;
+  /** Opens the TCP translator's `-t` listeners (default Deno.listen). */
+  tcpListen?: HostListen;
   /** Called when a translator arms a timer earlier than the stack's last nextTimerAt(). */
   onTimersChanged?: () => void;
   /** Ports never forwarded by "all" specs. */
@@ -124,6 +130,12 @@ export function expandForwards(
   return { forwards, truncated };
 }
 
+/** Whether `e` is an "address in use" failure, from Deno or from the helper. */
+function isAddressInUse(e: unknown): boolean {
+  return e instanceof Deno.errors.AddrInUse ||
+    (e instanceof NativeError && e.errno === Errno.EADDRINUSE);
+}
+
 /**
  * Creates the translators, registers them with `stack` and opens the port
  * forwards. Listen failures are logged (one summary line per protocol), not thrown.
@@ -140,6 +152,8 @@ export async function startForwarding(
     ...common,
     mtu: stack.plan.mtu || undefined,
     bufferSize: o.tcpBufferSize,
+    connect: o.tcpConnect,
+    listen: o.tcpListen,
   });
   const udp = o.udp === false ? null : new UdpTranslator(stack.sender, rules, common);
   if (tcp) stack.registerL4(IPPROTO_TCP, tcp);
@@ -158,15 +172,14 @@ export async function startForwarding(
       logger.warn(`tcp: more than ${MAX_FORWARDED_PORTS} ports to forward; the rest skipped`);
     }
     for (const f of forwards) {
-      if (f.bindInterface) failures.push(`%${f.bindInterface} (interface binding unsupported)`);
       let any = false;
       for (const host of binds(f.bind)) {
         try {
-          tcp.listen(host, f.host, f.guest);
+          tcp.listen(host, f.host, f.guest, f.bindInterface);
           any = true;
         } catch (e) {
           // A dual-stack "::" listener already covers IPv4.
-          if (!(host === "0.0.0.0" && any && e instanceof Deno.errors.AddrInUse)) {
+          if (!(host === "0.0.0.0" && any && isAddressInUse(e))) {
             failures.push(`${host} port ${f.host}: ${(e as Error).message}`);
           }
         }
@@ -186,6 +199,13 @@ export async function startForwarding(
       logger.warn(`udp: more than ${MAX_FORWARDED_PORTS} ports to forward; the rest skipped`);
     }
     for (const f of forwards) {
+      if (f.bindInterface) {
+        // Listening on every interface instead would open more than was asked for.
+        failures.push(
+          `port ${f.host}%${f.bindInterface}: Deno's UDP sockets cannot bind to an interface`,
+        );
+        continue;
+      }
       let any = false;
       for (const host of binds(f.bind)) {
         try {

@@ -12,6 +12,8 @@ import { TestGuest } from "./tcp_test_guest.ts";
 import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testPlan } from "./tcp_test_plan.ts";
 import { parsePortForwardTable } from "../config/port_spec.ts";
 import { Logger } from "../log/logger.ts";
+import { EventLoop } from "../loop/event_loop.ts";
+import { nativeListen } from "./native_host_tcp.ts";
 
 function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -59,7 +61,10 @@ Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and o
   const logger = new Logger();
   const lines: string[] = [];
   logger.setSink((_l, line) => lines.push(line));
-  const stack = new NetworkStack(testPlan(), { logger, forward: { outbound4: "127.0.0.1" } });
+  const stack = new NetworkStack(testPlan(), {
+    logger,
+    forward: { outbound4: "127.0.0.1", outboundIf4: "lo" },
+  });
   const tport = freePort();
   const uport = await freeUdpPort();
   const fw = await startForwarding(stack, {
@@ -68,7 +73,8 @@ Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and o
     udpForwards: parsePortForwardTable([`127.0.0.1/${uport}:5353`]),
   });
   assert.deepEqual(fw.listening, { tcp: 1, udp: 1 });
-  assert.ok(lines.some((l) => /-o 127\.0\.0\.1: honoured for UDP/.test(l)));
+  assert.ok(lines.some((l) => /--outbound-if4 lo: honoured for TCP; UDP sockets are not/.test(l)));
+  assert.ok(!lines.some((l) => /^-o /.test(l)), "-o is honoured for TCP and UDP: nothing to say");
   const guest = new TestGuest(fw.tcp!, fw.udp, 4, TEST_GUEST4, TEST_GUEST6);
   guest.useStack(stack);
   stack.linkUp(guest, performance.now());
@@ -105,6 +111,55 @@ Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and o
 
   server.close();
   guest.stop();
+  fw.close();
+  stack.close();
+});
+
+Deno.test("`startForwarding()` binds a `%IF` TCP forward to that interface and refuses `%IF` for UDP", async () => {
+  const logger = new Logger();
+  const lines: string[] = [];
+  logger.setSink((_l, line) => lines.push(line));
+  const loop = new EventLoop();
+  const running = loop.run();
+  const stack = new NetworkStack(testPlan(), { logger });
+  const tport = freePort();
+  const uport = await freeUdpPort();
+  const fw = await startForwarding(stack, {
+    logger,
+    tcpForwards: parsePortForwardTable([`127.0.0.1%lo/${tport}:8080`]),
+    udpForwards: parsePortForwardTable([`127.0.0.1%lo/${uport}:5353`]),
+    tcpListen: nativeListen(loop),
+  });
+  try {
+    assert.deepEqual(fw.listening, { tcp: 1, udp: 0 });
+    assert.ok(
+      lines.some((l) => l.includes(`port ${uport}%lo: Deno's UDP sockets cannot bind`)),
+      lines.join("\n"),
+    );
+    // Bound to "lo", the listener still takes loopback connections.
+    const client = await Deno.connect({ hostname: "127.0.0.1", port: tport });
+    client.close();
+  } finally {
+    fw.close();
+    stack.close();
+    loop.stop();
+    await running;
+    loop.close();
+  }
+});
+
+Deno.test("`startForwarding()` over Deno.listen reports a `%IF` TCP forward as not listening", async () => {
+  const logger = new Logger();
+  const lines: string[] = [];
+  logger.setSink((_l, line) => lines.push(line));
+  const stack = new NetworkStack(testPlan(), { logger });
+  const tport = freePort();
+  const fw = await startForwarding(stack, {
+    logger,
+    tcpForwards: parsePortForwardTable([`127.0.0.1%lo/${tport}:8080`]),
+  });
+  assert.deepEqual(fw.listening, { tcp: 0, udp: 0 });
+  assert.ok(lines.some((l) => /Deno\.listen cannot bind to one/.test(l)), lines.join("\n"));
   fw.close();
   stack.close();
 });

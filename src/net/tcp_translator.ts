@@ -42,6 +42,15 @@ import {
   translateOutbound6,
 } from "./fwd.ts";
 import { type GuestSender, L4_OFFSET_V4, L4_OFFSET_V6 } from "./guest_sender.ts";
+import {
+  type AcceptedStream,
+  denoConnect,
+  denoListen,
+  type HostConnector,
+  type HostListen,
+  type HostListener,
+  type HostStream,
+} from "./host_stream.ts";
 import type { L4Handler, L4Packet } from "./l4_handler.ts";
 import {
   buildTcp,
@@ -111,17 +120,7 @@ export const TcpState = {
 /** One of {@link TcpState}. */
 export type TcpState = typeof TcpState[keyof typeof TcpState];
 
-/** The part of Deno.TcpConn the translator uses (tests may substitute it). */
-export interface HostStream {
-  read(p: Uint8Array): Promise<number | null>;
-  write(p: Uint8Array): Promise<number>;
-  closeWrite(): Promise<void>;
-  close(): void;
-  setNoDelay?(noDelay?: boolean): void;
-}
-
-/** Opens a host connection; rejects like Deno.connect. */
-export type HostConnector = (hostname: string, port: number) => Promise<HostStream>;
+export type { HostConnector, HostStream } from "./host_stream.ts";
 
 /** Options of {@link TcpTranslator}. */
 export interface TcpTranslatorOptions {
@@ -136,6 +135,8 @@ export interface TcpTranslatorOptions {
   clock?: () => number;
   /** Opens host connections (default Deno.connect). */
   connect?: HostConnector;
+  /** Opens host listeners for `-t` forwards (default Deno.listen). */
+  listen?: HostListen;
   /** Called when a timer earlier than the previous {@link TcpTranslator.nextTimerAt} is armed. */
   onTimersChanged?: () => void;
   /** Verify the checksum of guest segments (default true). */
@@ -282,7 +283,8 @@ export class TcpTranslator implements L4Handler {
   };
   readonly #timed = new Set<TcpFlow>();
   readonly #blocked = new Set<TcpFlow>();
-  readonly #listeners = new Set<Deno.Listener>();
+  readonly #listen: HostListen;
+  readonly #listeners = new Set<HostListener>();
   readonly #rand = new Uint32Array(1);
   readonly #inAddr: GuestSideAddress = newGuestSideAddress();
   readonly #target: HostTarget = newHostTarget();
@@ -312,8 +314,8 @@ export class TcpTranslator implements L4Handler {
     this.#denyLog = new RateLimitedLog("warn", 1000, this.#log);
     this.#failLog = new RateLimitedLog("debug", 1000, this.#log);
     this.#clock = options.clock ?? (() => performance.now());
-    this.#connect = options.connect ??
-      ((hostname, port) => Deno.connect({ hostname, port, transport: "tcp" }));
+    this.#connect = options.connect ?? denoConnect;
+    this.#listen = options.listen ?? denoListen;
     this.#onTimersChanged = options.onTimersChanged ?? null;
     this.#verify = options.verifyChecksums ?? true;
     this.#idleMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
@@ -450,13 +452,19 @@ export class TcpTranslator implements L4Handler {
   // ---------------------------------------------------------------- inbound listeners
 
   /**
-   * Listens on host `hostname`:`port` and forwards each accepted connection to guest
-   * port `guestPort` (the SYN comes from the translated peer address).
+   * Listens on host `hostname`:`port` (only on interface `interfaceName` when given)
+   * and forwards each accepted connection to guest port `guestPort` (the SYN comes
+   * from the translated peer address).
    * @returns the listener (closed by {@link close})
-   * @throws what Deno.listen throws (address in use, permission)
+   * @throws what the listen option throws (address in use, permission)
    */
-  listen(hostname: string, port: number, guestPort: number): Deno.Listener {
-    const l = Deno.listen({ hostname, port, transport: "tcp" });
+  listen(
+    hostname: string,
+    port: number,
+    guestPort: number,
+    interfaceName: string | null = null,
+  ): HostListener {
+    const l = this.#listen(hostname, port, interfaceName);
     this.#listeners.add(l);
     this.#acceptLoop(l, guestPort);
     return l;
@@ -473,28 +481,29 @@ export class TcpTranslator implements L4Handler {
     this.flows.forEach((f) => this.#abort(f, false));
   }
 
-  async #acceptLoop(l: Deno.Listener, guestPort: number): Promise<void> {
+  async #acceptLoop(l: HostListener, guestPort: number): Promise<void> {
     while (true) {
-      let conn: Deno.Conn;
+      let accepted: AcceptedStream;
       try {
-        conn = await l.accept();
+        accepted = await l.accept();
       } catch {
         this.#listeners.delete(l);
         return;
       }
       try {
-        this.#newInbound(conn as Deno.TcpConn, guestPort, this.#clock());
+        this.#newInbound(accepted, guestPort, this.#clock());
       } catch (e) {
         this.#log.warn(`tcp: cannot forward an inbound connection: ${e}`);
         try {
-          conn.close();
+          accepted.stream.close();
         } catch { /* closed */ }
       }
     }
   }
 
-  #newInbound(conn: Deno.TcpConn, guestPort: number, now: number): void {
-    const peer = conn.remoteAddr as Deno.NetAddr;
+  #newInbound(accepted: AcceptedStream, guestPort: number, now: number): void {
+    const conn = accepted.stream;
+    const peer = { hostname: accepted.peerHostname, port: accepted.peerPort };
     const a = this.#inAddr;
     const s = this.#sender;
     let ok = translateInbound(this.#rules, peer.hostname, a);
@@ -527,7 +536,7 @@ export class TcpTranslator implements L4Handler {
     f.bufEnd = f.sndNxt;
     f.recover = f.sndNxt;
     try {
-      conn.setNoDelay(true);
+      conn.setNoDelay?.(true);
     } catch { /* not fatal */ }
     if (!this.flows.insert(f)) {
       conn.close();
@@ -1076,17 +1085,23 @@ export class TcpTranslator implements L4Handler {
       this.#sendFlags(f, ACK_RST, f.sndNxt, this.#ackOut(f));
       this.counters.rstSent++;
     }
-    this.#destroy(f);
+    this.#destroy(f, true);
   }
 
-  #destroy(f: TcpFlow): void {
+  /**
+   * Forgets the flow and closes its host connection: with a RST to the host peer when
+   * `resetHost` (an aborted connection, RFC 9293 §3.10.5) and the stream can, else
+   * with a FIN.
+   */
+  #destroy(f: TcpFlow, resetHost = false): void {
     f.closed = true;
     this.#disarm(f);
     this.#blocked.delete(f);
     this.flows.remove(f);
     if (f.conn) {
       try {
-        f.conn.close();
+        if (resetHost && f.conn.reset) f.conn.reset();
+        else f.conn.close();
       } catch { /* closed */ }
       f.conn = null;
     }

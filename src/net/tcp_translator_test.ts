@@ -167,7 +167,7 @@ Deno.test("`TcpTranslator.listen()` turns a host connection into a guest connect
   const { tcp, guest, close } = setup();
   guest.listening.add(8080);
   const l = tcp.listen("127.0.0.1", 0, 8080);
-  const port = (l.addr as Deno.NetAddr).port;
+  const port = l.port;
   const client = await Deno.connect({ hostname: "127.0.0.1", port });
   await guest.until(() => guest.accepted.length === 1, 5000, "accept");
   const c = guest.accepted[0];
@@ -405,7 +405,7 @@ Deno.test("`TcpTranslator.listen()` forwards an IPv6 host connection with MSS an
   guest.recordHeaders = true;
   guest.listening.add(2222);
   const l = tcp.listen("::1", 0, 2222);
-  const port = (l.addr as Deno.NetAddr).port;
+  const port = l.port;
   const client = await Deno.connect({ hostname: "::1", port });
   await guest.until(() => guest.accepted.length === 1, 5000, "accept");
   const c = guest.accepted[0];

@@ -82,13 +82,13 @@ for (const vhostUser of [false, true]) {
         const pidFile = `${dir}/passt.pid`;
         const { result, peer } = await runTpasstWithFd3(dir, qemuArgv(pidFile, vhostUser));
         try {
-          // --quiet leaves only the warnings about outbound options Deno cannot honour
+          // --quiet leaves only the warnings about outbound options honoured in part
           assertEquals({ code: result.code, stdout: result.stdout }, { code: 0, stdout: "" });
           assertEquals(result.stderr.trimEnd().split("\n"), [
-            "tpasst: -o 192.0.2.10: honoured for UDP; TCP connections use the kernel's source " +
-            "address (Deno.connect cannot bind before connecting)",
-            "tpasst: --outbound-if4 eth0: not supported (no SO_BINDTODEVICE from Deno); ignored",
-            "tpasst: --outbound-if6 eth0: not supported (no SO_BINDTODEVICE from Deno); ignored",
+            "tpasst: --outbound-if4 eth0: honoured for TCP; UDP sockets are not bound to it " +
+            "(Deno's UDP sockets cannot bind to an interface)",
+            "tpasst: --outbound-if6 eth0: honoured for TCP; UDP sockets are not bound to it " +
+            "(Deno's UDP sockets cannot bind to an interface)",
           ]);
           const pid = readPidFile(pidFile);
           assertTrue(processAlive(pid), `daemon pid ${pid} is not running`);

@@ -20,6 +20,7 @@ import {
   freeTcpPort,
   patternBytes,
   readAll,
+  ResettingTcpServer,
   sha256,
   sha256Hex,
   TcpEchoServer,
@@ -242,8 +243,10 @@ for (const transport of TRANSPORTS) {
       await withDaemon(transport, [], async (d) => {
         const g = d.guest4;
         const baseline = d.fdCount();
-        // Guest RST: the daemon can only close its host socket (no SO_LINGER in Deno),
-        // so the host sees its connection end.
+        // Guest RST: the daemon aborts its host socket (SO_LINGER 0), so the host peer
+        // gets a RST, not a FIN. Deno's read() reports either as end of stream, but a
+        // write then tells them apart: after a FIN the first write is still accepted
+        // (the socket is only half closed), after a RST it fails at once.
         const accepted = server.accept();
         const c = g.connect(TEST_GATEWAY4, server.addr.port);
         await established(c);
@@ -255,24 +258,29 @@ for (const transport of TRANSPORTS) {
         assert.equal(await h.read(buf), 1);
         const end = await h.read(buf).catch((e) => e);
         assert.ok(end === null || end instanceof Deno.errors.ConnectionReset, String(end));
+        const written = await h.write(enc.encode("after the reset")).catch((e) => e);
+        assert.ok(
+          written instanceof Deno.errors.BrokenPipe ||
+            written instanceof Deno.errors.ConnectionReset,
+          `the host peer's socket was reset, not closed: write gave ${written}`,
+        );
         h.close();
         await fdsBackTo(d, baseline);
-        // Host RST: closing with unread data makes the kernel send a RST. Deno reports a
-        // reset to a pending read as end of file, so the daemon first passes on a FIN;
-        // the guest's next data then meets the reset socket and draws a RST.
-        const accepted2 = server.accept();
-        const r = g.connect(TEST_GATEWAY4, server.addr.port);
-        await established(r);
-        const h2 = await accepted2;
-        g.write(r, enc.encode("never read"));
-        await r.until(() => r.sndUna === r.sndNxt, 10_000, "the data acknowledged");
-        h2.close();
-        await r.until(() => r.eof || r.gotRst, 10_000, "the host's reset passed on");
-        if (!r.gotRst) {
-          g.write(r, enc.encode("anyone there?"));
-          await r.until(() => r.gotRst, 10_000, "a RST for data sent to the reset socket");
+        // Host RST: the daemon passes it on to the guest as a RST.
+        const resetting = new ResettingTcpServer();
+        try {
+          const r = g.connect(TEST_GATEWAY4, resetting.port);
+          await established(r);
+          const h2 = await resetting.accept();
+          g.write(r, enc.encode("data before the reset"));
+          await r.until(() => r.sndUna === r.sndNxt, 10_000, "the data acknowledged");
+          h2.closeWithReset();
+          await r.until(() => r.eof || r.gotRst, 10_000, "the host's reset passed on");
+          assert.equal(r.gotRst, true, "a FIN arrived instead of a RST");
+          assert.equal(r.state, "closed");
+        } finally {
+          resetting.close();
         }
-        assert.equal(r.state, "closed");
         await fdsBackTo(d, baseline);
       });
     } finally {
@@ -282,21 +290,16 @@ for (const transport of TRANSPORTS) {
 
   Deno.test({
     name: name("a RST from the host reaches the guest as a RST without further guest data"),
-    ignore: true, // Deno's TcpConn.read() resolves to null (EOF) on ECONNRESET, so the
-    // daemon cannot tell a host RST from a FIN until it writes: it sends the guest a FIN.
-    // passt sends a RST at once. Needs a read path that surfaces ECONNRESET (e.g. the
-    // native helper's recv) in src/net/tcp_translator.ts.
     async fn() {
-      const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const server = new ResettingTcpServer();
       try {
         await withDaemon(transport, [], async (d) => {
-          const accepted = server.accept();
-          const r = d.guest4.connect(TEST_GATEWAY4, server.addr.port);
+          const r = d.guest4.connect(TEST_GATEWAY4, server.port);
           await established(r);
-          const h = await accepted;
+          const h = await server.accept();
           d.guest4.write(r, enc.encode("never read"));
           await r.until(() => r.sndUna === r.sndNxt, 10_000, "the data acknowledged");
-          h.close();
+          h.closeWithReset();
           await r.until(() => r.eof || r.gotRst, 10_000, "the host's reset passed on");
           assert.equal(r.gotRst, true, "a FIN arrived instead of a RST");
         });

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { TcpListenSocket, type TcpSocket } from "../../ffi/tcp_socket.ts";
 import { createHash } from "node:crypto";
 import dgram from "node:dgram";
 import { Buffer } from "node:buffer";
@@ -227,4 +228,30 @@ export async function freeUdpPort(hostname = "127.0.0.1"): Promise<number> {
   const p = peer.port;
   await peer.close();
   return p;
+}
+
+/**
+ * A host TCP server whose connections can be closed with a RST (SO_LINGER 0), which
+ * Deno's own TcpConn cannot do: it listens through the helper on 127.0.0.1.
+ */
+export class ResettingTcpServer {
+  readonly #listener = TcpListenSocket.listen({ address: new Uint8Array([127, 0, 0, 1]), port: 0 });
+  /** The port it listens on. */
+  readonly port: number = this.#listener.localAddress().port;
+
+  /** Waits (polling) for the next connection, up to `timeoutMs`. */
+  async accept(timeoutMs = 10_000): Promise<TcpSocket> {
+    const deadline = performance.now() + timeoutMs;
+    while (performance.now() < deadline) {
+      const accepted = this.#listener.accept();
+      if (accepted !== null) return accepted.socket;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    throw new Error(`no connection to port ${this.port} within ${timeoutMs} ms`);
+  }
+
+  /** Stops listening. */
+  close(): void {
+    this.#listener.close();
+  }
 }

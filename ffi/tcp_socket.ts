@@ -1,0 +1,254 @@
+/**
+ * Nonblocking TCP sockets toward the host (native/tcp_socket.c): connect with an
+ * optional source address and interface, send/receive without blocking, close with a
+ * reset, listen and accept. Readiness is followed by the caller's epoll; nothing here
+ * waits. Permission to reach an address is not checked here: callers query Deno's
+ * permissions first (src/net/host_tcp.ts).
+ *
+ * @module
+ */
+import { helper } from "./library.ts";
+import { Errno, NativeError } from "./native_error.ts";
+
+/** Returned by {@link TcpSocket.receive} and {@link TcpSocket.send} when the call would block. */
+export const WOULD_BLOCK = -1;
+
+/** A socket address as raw bytes: 4 (IPv4) or 16 (IPv6) bytes in network order. */
+export interface RawSocketAddress {
+  /** 4 or 16 address bytes. */
+  readonly address: Uint8Array;
+  readonly port: number;
+}
+
+/** Where an outbound connection comes from (`-o`, `--outbound-if4/6`). */
+export interface ConnectSource {
+  /** Source address bytes (same family as the destination), or null for the kernel's choice. */
+  readonly address?: Uint8Array | null;
+  /** Interface name to bind to (SO_BINDTODEVICE), or null. */
+  readonly interfaceName?: string | null;
+}
+
+const EMPTY = new Uint8Array(0);
+const NO_INTERFACE = new Uint8Array(1); // "" (NUL only)
+const encoder = new TextEncoder();
+
+function cString(text: string | null | undefined): Uint8Array {
+  if (!text) return NO_INTERFACE;
+  if (text.includes("\0")) {
+    throw new RangeError(`Cannot use interface name ${JSON.stringify(text)}`);
+  }
+  return encoder.encode(text + "\0");
+}
+
+function checkAddress(address: Uint8Array, what: string): void {
+  if (address.byteLength !== 4 && address.byteLength !== 16) {
+    throw new RangeError(`Cannot ${what}: an address has 4 or 16 bytes, got ${address.byteLength}`);
+  }
+}
+
+function checkPort(port: number, what: string): void {
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new RangeError(`Cannot ${what}: port ${port} is not 0..65535`);
+  }
+}
+
+/** Text form of raw address bytes for messages: dotted quad or colon hex. */
+export function formatRawAddress(address: Uint8Array): string {
+  if (address.byteLength === 4) return address.join(".");
+  const words: string[] = [];
+  for (let i = 0; i < 16; i += 2) words.push(((address[i] << 8) | address[i + 1]).toString(16));
+  return words.join(":");
+}
+
+/** A connected (or connecting) nonblocking TCP socket. */
+export class TcpSocket {
+  #fd: number;
+
+  /** Takes ownership of `fd`. */
+  private constructor(fd: number) {
+    this.#fd = fd;
+  }
+
+  /**
+   * Starts connecting to `destination`; the socket becomes writable when the
+   * connect finished, and {@link takeError} then says how.
+   * @throws NativeError when the connect fails at once (bind refused, no route...)
+   */
+  static connect(destination: RawSocketAddress, source: ConnectSource = {}): TcpSocket {
+    const what = `connect to ${formatRawAddress(destination.address)} port ${destination.port}`;
+    checkAddress(destination.address, what);
+    checkPort(destination.port, what);
+    const from = source.address ?? EMPTY;
+    if (from.byteLength !== 0 && from.byteLength !== destination.address.byteLength) {
+      throw new RangeError(`Cannot ${what}: the source address is of another family`);
+    }
+    const rc = helper().tp_tcp_connect(
+      destination.address,
+      destination.address.byteLength,
+      destination.port,
+      0,
+      from,
+      from.byteLength,
+      cString(source.interfaceName),
+    );
+    if (rc < 0) throw new NativeError(-rc, what);
+    return new TcpSocket(rc);
+  }
+
+  /** Wraps a connection returned by {@link TcpListenSocket.accept}. */
+  static fromAccepted(fd: number): TcpSocket {
+    return new TcpSocket(fd);
+  }
+
+  /** The descriptor, or -1 once closed. */
+  get fd(): number {
+    return this.#fd;
+  }
+
+  /** Takes the pending socket error (SO_ERROR): null when there is none. */
+  takeError(): NativeError | null {
+    const rc = helper().tp_socket_error(this.#open());
+    return rc < 0 ? new NativeError(-rc, `socket ${this.#fd}`) : null;
+  }
+
+  /**
+   * Receives into `buf`: the byte count, 0 at the end of the peer's stream, or
+   * {@link WOULD_BLOCK}.
+   * @throws NativeError (ECONNRESET when the peer reset the connection)
+   */
+  receive(buf: Uint8Array): number {
+    if (buf.byteLength === 0) throw new RangeError("Cannot receive into an empty buffer");
+    const rc = helper().tp_recv(this.#open(), buf, buf.byteLength);
+    if (rc >= 0) return rc;
+    if (rc === -Errno.EAGAIN) return WOULD_BLOCK;
+    throw new NativeError(-rc, `recv(socket ${this.#fd})`);
+  }
+
+  /**
+   * Sends from `buf`: the bytes the kernel took (possibly fewer), or {@link WOULD_BLOCK}.
+   * @throws NativeError (EPIPE, ECONNRESET...)
+   */
+  send(buf: Uint8Array): number {
+    const rc = helper().tp_send(this.#open(), buf, buf.byteLength);
+    if (rc >= 0) return rc;
+    if (rc === -Errno.EAGAIN) return WOULD_BLOCK;
+    throw new NativeError(-rc, `send(socket ${this.#fd})`);
+  }
+
+  /** Ends our direction of the stream (the peer reads end of stream: FIN). */
+  shutdownWrite(): void {
+    const SHUT_WR = 1; // sys/socket.h
+    const rc = helper().tp_shutdown(this.#open(), SHUT_WR);
+    if (rc < 0) throw new NativeError(-rc, `shutdown(socket ${this.#fd}, SHUT_WR)`);
+  }
+
+  /** The local address and port. */
+  localAddress(): RawSocketAddress {
+    return localAddressOf(this.#open());
+  }
+
+  /** Closes the socket (FIN after unsent data); later calls do nothing. */
+  close(): void {
+    if (this.#fd < 0) return;
+    const fd = this.#fd;
+    this.#fd = -1;
+    helper().tp_close(fd);
+  }
+
+  /** Closes the socket so that the peer gets a RST; later calls do nothing. */
+  closeWithReset(): void {
+    if (this.#fd < 0) return;
+    const fd = this.#fd;
+    this.#fd = -1;
+    helper().tp_tcp_close_reset(fd);
+  }
+
+  #open(): number {
+    if (this.#fd < 0) throw new Error("Cannot use the TCP socket: it is closed");
+    return this.#fd;
+  }
+}
+
+/** A nonblocking listening TCP socket. */
+export class TcpListenSocket {
+  #fd: number;
+  readonly #peer = new Uint8Array(16);
+  readonly #meta = new Uint32Array(2);
+
+  private constructor(fd: number) {
+    this.#fd = fd;
+  }
+
+  /**
+   * Listens on `local` (all-zero address bytes for any), optionally only on interface
+   * `interfaceName`.
+   * @throws NativeError (EADDRINUSE, EACCES...)
+   */
+  static listen(
+    local: RawSocketAddress,
+    interfaceName: string | null = null,
+    backlog = 128,
+  ): TcpListenSocket {
+    const what = `listen on ${formatRawAddress(local.address)} port ${local.port}`;
+    checkAddress(local.address, what);
+    checkPort(local.port, what);
+    const rc = helper().tp_tcp_listen(
+      local.address,
+      local.address.byteLength,
+      local.port,
+      0,
+      cString(interfaceName),
+      backlog,
+    );
+    if (rc < 0) throw new NativeError(-rc, what);
+    return new TcpListenSocket(rc);
+  }
+
+  /** The descriptor, or -1 once closed. */
+  get fd(): number {
+    return this.#fd;
+  }
+
+  /** The local address and port (the port the kernel chose for port 0). */
+  localAddress(): RawSocketAddress {
+    return localAddressOf(this.#open());
+  }
+
+  /**
+   * Accepts one pending connection with its peer address, or returns null when none
+   * is pending.
+   * @throws NativeError (EMFILE...)
+   */
+  accept(): { socket: TcpSocket; peer: RawSocketAddress } | null {
+    const rc = helper().tp_tcp_accept(this.#open(), this.#peer, new Uint8Array(this.#meta.buffer));
+    if (rc < 0) {
+      if (rc === -Errno.EAGAIN || rc === -Errno.ECONNABORTED) return null;
+      throw new NativeError(-rc, `accept(socket ${this.#fd})`);
+    }
+    return {
+      socket: TcpSocket.fromAccepted(rc),
+      peer: { address: this.#peer.slice(0, this.#meta[0]), port: this.#meta[1] },
+    };
+  }
+
+  /** Stops listening; later calls do nothing. */
+  close(): void {
+    if (this.#fd < 0) return;
+    const fd = this.#fd;
+    this.#fd = -1;
+    helper().tp_close(fd);
+  }
+
+  #open(): number {
+    if (this.#fd < 0) throw new Error("Cannot use the listening socket: it is closed");
+    return this.#fd;
+  }
+}
+
+function localAddressOf(fd: number): RawSocketAddress {
+  const address = new Uint8Array(16);
+  const meta = new Uint32Array(2);
+  const rc = helper().tp_socket_local_address(fd, address, new Uint8Array(meta.buffer));
+  if (rc < 0) throw new NativeError(-rc, `getsockname(socket ${fd})`);
+  return { address: address.slice(0, meta[0]), port: meta[1] };
+}
