@@ -220,9 +220,13 @@ export class TcpListenSocket {
    * @throws NativeError (EMFILE...)
    */
   accept(): { socket: TcpSocket; peer: RawSocketAddress } | null {
-    const rc = helper().tp_tcp_accept(this.#open(), this.#peer, new Uint8Array(this.#meta.buffer));
+    let rc = helper().tp_tcp_accept(this.#open(), this.#peer, new Uint8Array(this.#meta.buffer));
+    // A connection aborted while queued is gone; the next one may be right behind it.
+    while (rc === -Errno.ECONNABORTED) {
+      rc = helper().tp_tcp_accept(this.#fd, this.#peer, new Uint8Array(this.#meta.buffer));
+    }
     if (rc < 0) {
-      if (rc === -Errno.EAGAIN || rc === -Errno.ECONNABORTED) return null;
+      if (rc === -Errno.EAGAIN) return null;
       throw new NativeError(-rc, `accept(socket ${this.#fd})`);
     }
     return {

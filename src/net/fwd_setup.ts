@@ -53,7 +53,7 @@ export interface ForwardingOptions {
   udp?: boolean;
   /** Maximum flows per protocol (default 16384). */
   maxFlows?: number;
-  /** Per-direction ring size of each TCP connection (default 256 KiB). */
+  /** Guest→host ring size of each TCP connection (default 256 KiB). */
   tcpBufferSize?: number;
   /** Opens the TCP translator's host connections (default Deno.connect). */
   tcpConnect?: HostConnector;

@@ -80,6 +80,7 @@ export function addressText(address: Uint8Array): string {
 
 /** The host part of a `net` permission descriptor: IPv6 in brackets. */
 function permissionHost(hostname: string, port: number): string {
+  if (hostname.startsWith("[")) return `${hostname}:${port}`;
   return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
 }
 
@@ -112,7 +113,13 @@ export class NativeHostStream implements HostStream {
     this.#socket = socket;
     this.#loop = loop;
     this.#fd = socket.fd;
-    loop.watch(this.#fd, (events) => this.#onEvents(events), STREAM_EVENTS);
+    try {
+      loop.watch(this.#fd, (events) => this.#onEvents(events), STREAM_EVENTS);
+    } catch (error) {
+      this.#closed = true;
+      socket.close(); // the loop is closed: the socket must not outlive this failure
+      throw error;
+    }
   }
 
   /**
@@ -309,7 +316,13 @@ class NativeHostListener implements HostListener {
     this.#loop = loop;
     this.#fd = socket.fd;
     this.port = socket.localAddress().port;
-    loop.watch(this.#fd, () => this.#drain(), (EVENT_READABLE | EPOLLET) >>> 0);
+    try {
+      loop.watch(this.#fd, () => this.#drain(), (EVENT_READABLE | EPOLLET) >>> 0);
+    } catch (error) {
+      this.#closed = true;
+      socket.close();
+      throw error;
+    }
   }
 
   accept(): Promise<AcceptedStream> {

@@ -721,3 +721,25 @@ Deno.test("`addressBytes()` and `addressText()` round-trip IPv4, IPv6, mapped an
     { numRuns: 500 },
   );
 });
+
+Deno.test("`requireNetPermission()` takes a bracketed IPv6 host as it is", {
+  permissions: { net: ["[::1]:7"], ffi: true },
+}, () => {
+  requireNetPermission("[::1]", 7, "connect");
+  requireNetPermission("::1", 7, "connect");
+  assert.throws(() => requireNetPermission("[::1]", 8, "connect"), Deno.errors.NotCapable);
+});
+
+Deno.test("`nativeConnector()` and `nativeListen()` on a closed loop fail without keeping a socket", async () => {
+  const loop = new EventLoop();
+  loop.close();
+  const before = openFdCount();
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    await assert.rejects(nativeConnector(loop)("127.0.0.1", server.addr.port), /closed/);
+    assert.throws(() => nativeListen(loop)("127.0.0.1", 0), /closed/);
+  } finally {
+    server.close();
+  }
+  assert.equal(openFdCount(), before);
+});

@@ -1,7 +1,11 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { GuestSender } from "./guest_sender.ts";
-import { TcpTranslator, type TcpTranslatorOptions } from "./tcp_translator.ts";
+import {
+  INITIAL_HOST_TO_GUEST_BUFFER,
+  TcpTranslator,
+  type TcpTranslatorOptions,
+} from "./tcp_translator.ts";
 import { type GuestTcpConn, TestGuest } from "./tcp_test_guest.ts";
 import {
   TEST_GATEWAY4,
@@ -452,4 +456,41 @@ Deno.test("`TcpTranslator` recovers from frames lost in both directions", async 
   assert.ok(tcp.counters.badSegments > 0, "out-of-order guest segments were dropped");
   server.close();
   close();
+});
+
+Deno.test("`TcpTranslator` grows a flow's host-to-guest ring only while the guest cannot keep up, up to its limit", async () => {
+  const limit = 256 * 1024;
+  const { tcp, guest, close } = setup(4, { hostToGuestBufferSize: limit });
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (server.addr as Deno.NetAddr).port;
+  try {
+    // A flow with a little traffic keeps the initial ring.
+    const quiet = guest.connect(TEST_GATEWAY4, port);
+    const quietHost = await server.accept();
+    await quiet.until(() => quiet.state === "established", 5000, "established");
+    await writeAll(quietHost, new TextEncoder().encode("hello"));
+    await quiet.until(() => quiet.receivedBytes === 5, 5000, "data");
+    assert.equal(tcp.ringBytes(), INITIAL_HOST_TO_GUEST_BUFFER);
+    // A guest that opens no window: what the host sends piles up, and the ring grows
+    // to the limit and no further.
+    guest.rcvWindow = 0;
+    const stuck = guest.connect(TEST_GATEWAY4, port);
+    const stuckHost = await server.accept();
+    await stuck.until(() => stuck.state === "established", 5000, "established");
+    const sending = writeAll(stuckHost, new Uint8Array(4 * limit)).catch(() => {});
+    await guest.until(
+      () => tcp.ringBytes() === INITIAL_HOST_TO_GUEST_BUFFER + limit,
+      5000,
+      "the ring grown to its limit",
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(tcp.ringBytes(), INITIAL_HOST_TO_GUEST_BUFFER + limit, "grown past the limit");
+    assert.equal(stuck.receivedBytes, 0);
+    quietHost.close();
+    stuckHost.close();
+    await sending;
+  } finally {
+    server.close();
+    close();
+  }
 });
