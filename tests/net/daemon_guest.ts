@@ -3,7 +3,9 @@
  * as a child process, connects to it over passt's stream protocol or over vhost-user
  * (the TypeScript front-end harness, tests/harness/), and drives an IPv4 and an IPv6
  * {@link TestGuest} (src/net/tcp_test_guest.ts) whose frames travel through that
- * connection. Used by the process-level TCP/UDP tests in tests/net/.
+ * connection. Over vhost-user, {@link VhostOptions} can also set the virtio-net header
+ * of each guest frame (checksum offload) and observe the headers of received frames.
+ * Used by the process-level TCP/UDP tests in tests/net/ and tests/vhost_user/.
  *
  * ```ts
  * const d = await DaemonGuest.start("vhost-user", ["-t", `127.0.0.1/${port}:8080`]);
@@ -19,9 +21,17 @@ import type { L4Handler } from "../../src/net/l4_handler.ts";
 import { TestGuest } from "../../src/net/tcp_test_guest.ts";
 import { TEST_GUEST4, TEST_GUEST6 } from "../../src/net/tcp_test_plan.ts";
 import { ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../../src/net/ethernet.ts";
+import { IPPROTO_TCP, IPPROTO_UDP } from "../../src/net/checksum.ts";
 import { exists, TPASST, waitFor } from "../cli/cli_helpers.ts";
-import { NET_HEADER_SIZE, RX, TX, VhostUserFrontend } from "../harness/vhost_user_frontend.ts";
+import {
+  NET_HEADER_NUM_BUFFERS,
+  NET_HEADER_SIZE,
+  RX,
+  TX,
+  VhostUserFrontend,
+} from "../harness/vhost_user_frontend.ts";
 import { REGION1_GPA } from "../harness/harness_memory.ts";
+import type { HarnessUsed } from "../harness/harness_vring.ts";
 
 /** How the test talks to the daemon. */
 export type Transport = "stream" | "vhost-user";
@@ -62,8 +72,57 @@ export interface VhostOptions {
   readonly rxBuffers?: number;
   /** Size of each RX buffer, virtio-net header included (at most 32 KiB). */
   readonly rxBufferSize?: number;
-  /** Virtio features to acknowledge (e.g. without MRG_RXBUF). */
+  /** Virtio features to acknowledge (e.g. without MRG_RXBUF, or with CSUM / GUEST_CSUM). */
   readonly features?: bigint;
+  /**
+   * Called with a copy of each guest frame before it goes on the TX ring; may alter it
+   * (e.g. spoil its checksum) and returns the virtio-net header flags to send it with
+   * (default 0). With NEEDS_CSUM, csum_start and csum_offset name the frame's TCP or
+   * UDP checksum field, as a guest sets them (virtio 1.2 §5.1.6.2).
+   */
+  readonly txHeaderFlags?: (frame: Uint8Array) => number;
+  /** Called with a copy of the virtio-net header and the frame of each frame received. */
+  readonly onRxFrame?: (header: Uint8Array, frame: Uint8Array) => void;
+}
+
+/** virtio-net header flag: the device completes the checksum (virtio 1.2 §5.1.6). */
+const NEEDS_CSUM = 1;
+/** Offsets of csum_start and csum_offset (le16) in the virtio-net header (virtio 1.2 §5.1.6). */
+const HEADER_CSUM_START = 6;
+const HEADER_CSUM_OFFSET = 8;
+/** Offset of the IPv4 protocol / IPv6 next header field after the Ethernet header (RFC 791, 8200). */
+const IPV4_PROTOCOL = 9;
+const IPV6_NEXT_HEADER = 6;
+/** Length of the fixed IPv6 header (RFC 8200 §3). */
+const IPV6_HEADER = 40;
+/** Where the checksum sits inside a TCP (RFC 9293 §3.1) and a UDP (RFC 768) header. */
+const TCP_CHECKSUM_AT = 16;
+const UDP_CHECKSUM_AT = 6;
+
+/**
+ * Where a guest frame's TCP or UDP checksum is: `start` is the offset of the L4 header
+ * in the frame, `offset` that of the checksum inside it (csum_start and csum_offset of
+ * a NEEDS_CSUM header). Null for other frames (IPv6 extension headers are not followed).
+ */
+export function l4ChecksumField(frame: Uint8Array): { start: number; offset: number } | null {
+  if (frame.length < ETHERTYPE_OFFSET + 2) return null;
+  const type = (frame[ETHERTYPE_OFFSET] << 8) | frame[ETHERTYPE_OFFSET + 1];
+  const ip = ETHERTYPE_OFFSET + 2;
+  let start: number, protocol: number;
+  if (type === ETHERTYPE_IPV4 && frame.length > ip + IPV4_PROTOCOL) {
+    start = ip + (frame[ip] & 0x0f) * 4;
+    protocol = frame[ip + IPV4_PROTOCOL];
+  } else if (type === ETHERTYPE_IPV6 && frame.length >= ip + IPV6_HEADER) {
+    start = ip + IPV6_HEADER;
+    protocol = frame[ip + IPV6_NEXT_HEADER];
+  } else return null;
+  const offset = protocol === IPPROTO_TCP
+    ? TCP_CHECKSUM_AT
+    : protocol === IPPROTO_UDP
+    ? UDP_CHECKSUM_AT
+    : -1;
+  if (offset < 0 || start + offset + 2 > frame.length) return null;
+  return { start, offset };
 }
 
 /** Daemon arguments every test uses: exit with the front-end, fixed addresses and MAC. */
@@ -174,7 +233,9 @@ class VhostLink implements FrameLink {
   readonly #deliver: (frame: Uint8Array) => void;
   readonly #freeTx: number[] = [];
   readonly #rxBufferSize: number;
-  #pendingTx: Uint8Array[] = [];
+  readonly #txHeaderFlags: ((frame: Uint8Array) => number) | null;
+  readonly #onRxFrame: ((header: Uint8Array, frame: Uint8Array) => void) | null;
+  #pendingTx: { frame: Uint8Array; flags: number }[] = [];
   #flushScheduled = false;
   #timer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
@@ -183,10 +244,13 @@ class VhostLink implements FrameLink {
     frontend: VhostUserFrontend,
     deliver: (frame: Uint8Array) => void,
     rxBufferSize: number,
+    options: VhostOptions,
   ) {
     this.frontend = frontend;
     this.#deliver = deliver;
     this.#rxBufferSize = rxBufferSize;
+    this.#txHeaderFlags = options.txHeaderFlags ?? null;
+    this.#onRxFrame = options.onRxFrame ?? null;
   }
 
   /** Connects to `path`, negotiates like QEMU, posts every RX buffer. */
@@ -204,7 +268,7 @@ class VhostLink implements FrameLink {
       frontend.close();
       throw e;
     }
-    const link = new VhostLink(frontend, deliver, rxBufferSize);
+    const link = new VhostLink(frontend, deliver, rxBufferSize, options);
     for (let i = 0; i < TX_SLOTS; i++) link.#freeTx.push(REGION1_GPA + i * TX_SLOT_SIZE);
     for (let i = 0; i < rxBuffers; i++) {
       const gpa = REGION1_GPA + RX_BASE_OFFSET + i * RX_BUFFER_SIZE;
@@ -217,7 +281,8 @@ class VhostLink implements FrameLink {
 
   send(frame: Uint8Array): void {
     if (this.#closed) return;
-    this.#pendingTx.push(frame.slice());
+    const copy = frame.slice();
+    this.#pendingTx.push({ frame: copy, flags: this.#txHeaderFlags?.(copy) ?? 0 });
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       queueMicrotask(() => this.#flushTx());
@@ -231,10 +296,17 @@ class VhostLink implements FrameLink {
     for (const used of f.vrings[TX].takeUsed()) this.#freeTx.push(used.segments[0].gpa);
     let n = 0;
     while (this.#pendingTx.length > n && this.#freeTx.length > 0) {
-      const frame = this.#pendingTx[n++];
+      const { frame, flags } = this.#pendingTx[n++];
       const gpa = this.#freeTx.pop()!;
       const bytes = f.memory.view(gpa, NET_HEADER_SIZE + frame.length);
       bytes.fill(0, 0, NET_HEADER_SIZE);
+      bytes[0] = flags;
+      const field = (flags & NEEDS_CSUM) !== 0 ? l4ChecksumField(frame) : null;
+      if (field !== null) {
+        const header = new DataView(bytes.buffer, bytes.byteOffset, NET_HEADER_SIZE);
+        header.setUint16(HEADER_CSUM_START, field.start, true);
+        header.setUint16(HEADER_CSUM_OFFSET, field.offset, true);
+      }
       bytes.set(frame, NET_HEADER_SIZE);
       f.vrings[TX].offer([{ gpa, length: bytes.length, writable: false }]);
     }
@@ -250,6 +322,7 @@ class VhostLink implements FrameLink {
     const used = f.vrings[RX].takeUsed();
     if (used.length > 0) {
       const frames = f.rxFrames(used);
+      const headers = this.#onRxFrame ? this.#rxHeaders(used) : [];
       for (const u of used) {
         f.vrings[RX].offer([{
           gpa: u.segments[0].gpa,
@@ -258,9 +331,23 @@ class VhostLink implements FrameLink {
         }]);
       }
       f.kicks[RX].signal();
-      for (const frame of frames) this.#deliver(frame);
+      frames.forEach((frame, i) => {
+        this.#onRxFrame?.(headers[i], frame);
+        this.#deliver(frame);
+      });
     }
     this.#flushTx();
+  }
+
+  /** Copies of the virtio-net headers of the frames in `used` (one per frame, MRG_RXBUF aware). */
+  #rxHeaders(used: readonly HarnessUsed[]): Uint8Array[] {
+    const headers: Uint8Array[] = [];
+    for (let i = 0; i < used.length;) {
+      const header = this.frontend.memory.view(used[i].segments[0].gpa, NET_HEADER_SIZE).slice();
+      headers.push(header);
+      i += Math.max(1, header[NET_HEADER_NUM_BUFFERS] | (header[NET_HEADER_NUM_BUFFERS + 1] << 8));
+    }
+    return headers;
   }
 
   close(): void {
