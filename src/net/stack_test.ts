@@ -437,8 +437,7 @@ Deno.test("`NetworkStack.handleFrame()` hands L4 packets over with checksumPendi
 });
 
 Deno.test("`NetworkStack.handleFrame()` makes the TCP translator drop a bad checksum unless ChecksumPending", () => {
-  const { stack, link } = setupWithTranslators();
-  const { tcp } = stack;
+  const { stack, tcp, link, close } = setupWithTranslators();
   for (const family of [4, 6] as const) {
     // A bare ACK for no connection is answered at once with a RST, if it is accepted.
     const seg = tcpSegment(40000 + family, 80, TCP_ACK_FLAG);
@@ -457,11 +456,11 @@ Deno.test("`NetworkStack.handleFrame()` makes the TCP translator drop a bad chec
     assert.equal(tcp.counters.badSegments, bad + 1);
     assert.equal(rstCount(link.take()), 1, "with ChecksumPending it is answered");
   }
-  stack.close();
+  close();
 });
 
 Deno.test("`NetworkStack.handleFrame()` makes the UDP translator drop a bad checksum unless ChecksumPending", async () => {
-  const { stack } = setupWithTranslators();
+  const { stack, udp, close } = setupWithTranslators();
   const server = dgram.createSocket("udp4");
   const received: string[] = [];
   server.on("message", (msg) => received.push(new TextDecoder().decode(msg)));
@@ -480,11 +479,11 @@ Deno.test("`NetworkStack.handleFrame()` makes the UDP translator drop a bad chec
       assert.equal(udpChecksumOkV4(f, 34, f.length - 34, GUEST4, GATEWAY4), false);
       return f;
     };
-    const dropped = stack.udp.counters.dropped;
+    const dropped = udp.counters.dropped;
     stack.handleFrame(datagram("unchecked-bad"), 1, FrameInfo.None);
-    assert.equal(stack.udp.counters.dropped, dropped + 1);
+    assert.equal(udp.counters.dropped, dropped + 1);
     stack.handleFrame(datagram("pending"), 2, FrameInfo.ChecksumPending);
-    assert.equal(stack.udp.counters.dropped, dropped + 1);
+    assert.equal(udp.counters.dropped, dropped + 1);
     const deadline = performance.now() + 5000;
     while (received.length === 0 && performance.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 5));
@@ -492,11 +491,11 @@ Deno.test("`NetworkStack.handleFrame()` makes the UDP translator drop a bad chec
     assert.deepEqual(received, ["pending"]);
   } finally {
     server.close();
-    stack.close();
+    close();
   }
 });
 
-/** The frames among `frames` that are TCP RSTs. */
+/** How many of `frames` are TCP RSTs. */
 function rstCount(frames: Uint8Array[]): number {
   return frames.map(decodeFrame).filter((d) => (d.l4[13] & TCP_RST) !== 0).length;
 }
@@ -521,18 +520,11 @@ function setupWithTranslators() {
   net.linkUp(link, 0);
   net.tick(0);
   link.take();
-  return {
-    stack: {
-      handleFrame: net.handleFrame.bind(net),
-      tcp,
-      udp,
-      close() {
-        tcp.close();
-        udp.close();
-      },
-    },
-    link,
+  const close = () => {
+    tcp.close();
+    udp.close();
   };
+  return { stack: net, tcp, udp, link, close };
 }
 
 /** A DHCPDISCOVER from a client that has no address yet (RFC 2131 §4.4.1). */
