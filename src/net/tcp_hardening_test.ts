@@ -340,3 +340,65 @@ Deno.test("`TcpTranslator` resets a flow whose host stream misbehaves instead of
   assert.equal(tcp.flows.size, 0);
   close();
 });
+
+Deno.test("`TcpTranslator` retransmits the hole after a partial ACK only up to what it had sent", async () => {
+  // The host always has data; the guest's window (6000) is smaller than its MSS.
+  const stream = {
+    read(p: Uint8Array): Promise<number | null> {
+      p.fill(0x61);
+      return Promise.resolve(p.length);
+    },
+    write: (p: Uint8Array) => Promise.resolve(p.length),
+    closeWrite: () => Promise.resolve(),
+    close() {},
+  };
+  const { tcp, guest, close } = setup({ connect: () => Promise.resolve(stream) });
+  const port = 3456;
+  const guestIsn = 1000;
+  const window = 6000;
+  const segment = (ack: number) =>
+    guest.rawTcp(port, TEST_GATEWAY4, null, {
+      srcPort: 0,
+      dstPort: 80,
+      seq: guestIsn + 1,
+      ack,
+      flags: TCP_ACK_FLAG,
+      window,
+    });
+  const dataFromUs = () => guest.headers.filter((h) => h.dstPort === port && h.payloadLength > 0);
+  guest.rawTcp(port, TEST_GATEWAY4, null, {
+    srcPort: 0,
+    dstPort: 80,
+    seq: guestIsn,
+    ack: 0,
+    flags: TCP_SYN,
+    window,
+    mss: 60_000,
+  });
+  await guest.until(() => guest.headers.some((h) => h.dstPort === port), 2000, "SYN-ACK");
+  const una = (guest.headers.find((h) => h.dstPort === port)!.seq + 1) >>> 0;
+  segment(una);
+  await guest.until(() => dataFromUs().length > 0, 2000, "data up to the window");
+  await tick();
+  const sent = dataFromUs().reduce((n, h) => n + h.payloadLength, 0);
+  assert.equal(sent, window, "the first flight fills the window exactly");
+  // Three duplicate ACKs: fast retransmit from una, then a partial ACK of 1000 bytes.
+  for (let i = 0; i < 3; i++) segment(una);
+  await tick();
+  const before = dataFromUs().length;
+  segment((una + 1000) >>> 0);
+  await tick();
+  const after = dataFromUs().slice(before);
+  assert.ok(after.length > 0, "the next hole was retransmitted");
+  // What the guest now allows: 1000 acknowledged + a 6000-byte window.
+  const rightEdge = (una + 1000 + window) >>> 0;
+  for (const h of after) {
+    const end = (h.seq + h.payloadLength) >>> 0;
+    assert.ok(
+      ((end - rightEdge) | 0) <= 0,
+      `a segment reached ${end - una} bytes past una, beyond the window's ${rightEdge - una}`,
+    );
+  }
+  assert.ok(tcp.counters.retransmits > 0);
+  close();
+});

@@ -842,7 +842,14 @@ export class TcpTranslator implements L4Handler {
       else this.#arm(f, now + f.rto);
       if (seqLt(ack, f.recover) && !f.blocked) {
         // Partial ACK during recovery: the next hole goes out now (RFC 6582 §3.2 step 3).
-        const n = Math.min(this.#segmentSize(f), seqDiff(f.bufEnd, f.sndUna));
+        // Only data sent before: bytes past sndMax would reach the guest unrecorded, and
+        // its ACK for them would then look like an ACK for data never sent. (sndMax
+        // counts a FIN, which is not data: bufEnd bounds it too.)
+        const n = Math.min(
+          this.#segmentSize(f),
+          seqDiff(f.sndMax, f.sndUna),
+          seqDiff(f.bufEnd, f.sndUna),
+        );
         if (n > 0) this.#sendData(f, TCP_ACK_FLAG, f.sndUna, n);
         else if (f.finSent) this.#sendData(f, TCP_ACK_FLAG | TCP_FIN, f.bufEnd, 0);
         this.counters.retransmits++;
