@@ -13,10 +13,13 @@
 
 import { ipv6Equal, MAC_BROADCAST } from "./address.ts";
 import {
+  foldSum,
   IPPROTO_ICMP,
   IPPROTO_ICMPV6,
   IPPROTO_TCP,
   IPPROTO_UDP,
+  ipv4PseudoSum,
+  ipv6PseudoSum,
   setL4ChecksumV4,
   setL4ChecksumV6,
 } from "./checksum.ts";
@@ -94,10 +97,9 @@ export class GuestSender {
   }
 
   /**
-   * Whether this protocol's checksum may be left unset: TCP only, when the link allows
-   * it. UDP keeps its checksum although the link would allow skipping it too: DHCP
-   * clients reading packet sockets check it themselves, and a zero UDP checksum is
-   * invalid over IPv6 (RFC 8200 §8.1).
+   * Whether this protocol's checksum may be left partial (pseudo-header sum only, for
+   * the guest to complete): TCP only, when the link allows it. UDP keeps its full
+   * checksum: DHCP clients reading packet sockets check it themselves.
    */
   #checksumOptional(protocol: number): boolean {
     return protocol === IPPROTO_TCP && this.#link !== null && this.#link.l4ChecksumsOptional;
@@ -115,7 +117,7 @@ export class GuestSender {
   /**
    * Sends an IPv4 packet whose upper-layer message of `l4Length` bytes is already at
    * `buffer[L4_OFFSET_V4]`. Fills the upper-layer checksum for TCP/UDP/ICMP unless
-   * `l4ChecksumDone`, or, for TCP, the link makes it optional.
+   * `l4ChecksumDone`; a TCP checksum is left partial when the link allows it.
    */
   sendIpv4(
     protocol: number,
@@ -129,7 +131,13 @@ export class GuestSender {
       return SendResult.Dropped;
     }
     const b = this.buffer;
-    if (!options.l4ChecksumDone && !this.#checksumOptional(protocol)) {
+    const partial = !options.l4ChecksumDone && this.#checksumOptional(protocol) &&
+      TCP_CHECKSUM + 2 <= l4Length;
+    if (partial) {
+      const pseudo = foldSum(ipv4PseudoSum(src, dst, protocol, l4Length));
+      b[L4_OFFSET_V4 + TCP_CHECKSUM] = pseudo >> 8;
+      b[L4_OFFSET_V4 + TCP_CHECKSUM + 1] = pseudo & 0xff;
+    } else if (!options.l4ChecksumDone) {
       const field = CHECKSUM_FIELD[protocol];
       if (field !== undefined && field + 2 <= l4Length) {
         if (protocol === IPPROTO_ICMP) {
@@ -152,13 +160,15 @@ export class GuestSender {
       flags: IPV4_FLAG_DF,
     });
     buildEthernet(b, 0, options.dstMac ?? this.guestMac, this.ourMac, ETHERTYPE_IPV4);
-    return this.#send(L4_OFFSET_V4 + l4Length);
+    return partial
+      ? this.#send(L4_OFFSET_V4 + l4Length, L4_OFFSET_V4, TCP_CHECKSUM)
+      : this.#send(L4_OFFSET_V4 + l4Length);
   }
 
   /**
    * Sends an IPv6 packet whose upper-layer message of `l4Length` bytes is already at
    * `buffer[L4_OFFSET_V6]`; fills the TCP/UDP/ICMPv6 checksum unless `l4ChecksumDone`
-   * or, for TCP, the link makes it optional.
+   * (a TCP checksum is left partial when the link allows it).
    * The destination MAC defaults to the guest's, or the IPv6 multicast mapping
    * (RFC 2464 §7) for a multicast destination.
    */
@@ -180,7 +190,13 @@ export class GuestSender {
       return SendResult.Dropped;
     }
     const b = this.buffer;
-    if (!options.l4ChecksumDone && !this.#checksumOptional(protocol)) {
+    const partial = !options.l4ChecksumDone && this.#checksumOptional(protocol) &&
+      TCP_CHECKSUM + 2 <= l4Length;
+    if (partial) {
+      const pseudo = foldSum(ipv6PseudoSum(src, 0, dst, 0, protocol, l4Length));
+      b[L4_OFFSET_V6 + TCP_CHECKSUM] = pseudo >> 8;
+      b[L4_OFFSET_V6 + TCP_CHECKSUM + 1] = pseudo & 0xff;
+    } else if (!options.l4ChecksumDone) {
       const field = CHECKSUM_FIELD[protocol];
       if (field !== undefined && field + 2 <= l4Length) {
         const c = setL4ChecksumV6(b, L4_OFFSET_V6, l4Length, protocol, field, src, dst);
@@ -203,7 +219,9 @@ export class GuestSender {
         : this.guestMac;
     }
     buildEthernet(b, 0, dstMac, this.ourMac, ETHERTYPE_IPV6);
-    return this.#send(L4_OFFSET_V6 + l4Length);
+    return partial
+      ? this.#send(L4_OFFSET_V6 + l4Length, L4_OFFSET_V6, TCP_CHECKSUM)
+      : this.#send(L4_OFFSET_V6 + l4Length);
   }
 
   /** Records the guest's IPv6 source address (global or link-local) if it changed. */
@@ -216,13 +234,16 @@ export class GuestSender {
     else this.guestIpv6Seen = copy;
   }
 
-  #send(length: number): SendResult {
+  #send(length: number, checksumStart = 0, checksumOffset = 0): SendResult {
     const link = this.#link;
     if (!link) {
       this.counters.noLink++;
       return SendResult.Dropped;
     }
-    const r = link.sendFrame(this.buffer.subarray(0, length));
+    const frame = this.buffer.subarray(0, length);
+    const r = checksumStart > 0
+      ? link.sendFrame(frame, checksumStart, checksumOffset)
+      : link.sendFrame(frame);
     if (r === SendResult.Sent) this.counters.sent++;
     else if (r === SendResult.NoRoom) this.counters.noRoom++;
     else this.counters.dropped++;

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { MAC_BROADCAST, parseIpv6 } from "./address.ts";
 import {
+  internetChecksum,
   IPPROTO_ICMP,
   IPPROTO_ICMPV6,
   IPPROTO_TCP,
@@ -157,16 +158,37 @@ function assertUdpAndIcmpValid(frames: ReturnType<typeof decodeFrame>[]): void {
   assert.ok(icmpv6ChecksumOk(icmp6.l4, 0, 10, SRC6, DST6), "ICMPv6 checksum");
 }
 
-Deno.test("`GuestSender` leaves the TCP checksum unset over a link whose l4ChecksumsOptional is true, and fills UDP and ICMP", () => {
+Deno.test("`GuestSender` leaves the TCP checksum partial over a link whose l4ChecksumsOptional is true, and fills UDP and ICMP", () => {
   const { s, link } = setup();
   link.l4ChecksumsOptional = true;
   const { frames, tcp4, tcp6 } = sendEveryProtocol(s, link);
   const [t4, t6] = frames;
-  // decodeFrame validated the IPv4 header checksum: only the upper layer is left out.
-  assert.equal((t4.l4[TCP_CHECKSUM] << 8) | t4.l4[TCP_CHECKSUM + 1], MARKER, "TCP/IPv4 as built");
-  assert.equal((t6.l4[TCP_CHECKSUM] << 8) | t6.l4[TCP_CHECKSUM + 1], MARKER, "TCP/IPv6 as built");
-  assert.equal(tcpChecksumOkV4(t4.l4, 0, tcp4, SRC4, DST4), false);
-  assert.equal(tcpChecksumOkV6(t6.l4, 0, tcp6, SRC6, DST6), false);
+  // Only the TCP frames name a partial checksum: where summing starts and the field.
+  assert.deepEqual(link.partialChecksums, [
+    [L4_OFFSET_V4, TCP_CHECKSUM],
+    [L4_OFFSET_V6, TCP_CHECKSUM],
+    [0, 0],
+    [0, 0],
+    [0, 0],
+    [0, 0],
+  ]);
+  // decodeFrame validated the IPv4 header checksum: only the upper layer is partial.
+  assert.notEqual(
+    (t4.l4[TCP_CHECKSUM] << 8) | t4.l4[TCP_CHECKSUM + 1],
+    MARKER,
+    "pseudo sum written",
+  );
+  assert.equal(tcpChecksumOkV4(t4.l4, 0, tcp4, SRC4, DST4), false, "not complete as sent");
+  assert.equal(tcpChecksumOkV6(t6.l4, 0, tcp6, SRC6, DST6), false, "not complete as sent");
+  // Completing it as the guest does (sum from the TCP header on, the field holding the
+  // pseudo-header sum) gives the right checksum.
+  for (const [l4, length] of [[t4.l4, tcp4], [t6.l4, tcp6]] as const) {
+    const complete = internetChecksum(l4, 0, length);
+    l4[TCP_CHECKSUM] = complete >> 8;
+    l4[TCP_CHECKSUM + 1] = complete & 0xff;
+  }
+  assert.ok(tcpChecksumOkV4(t4.l4, 0, tcp4, SRC4, DST4), "TCP/IPv4 once completed");
+  assert.ok(tcpChecksumOkV6(t6.l4, 0, tcp6, SRC6, DST6), "TCP/IPv6 once completed");
   assertUdpAndIcmpValid(frames);
 });
 

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { IPPROTO_TCP, IPPROTO_UDP } from "./checksum.ts";
+import { internetChecksum, IPPROTO_TCP, IPPROTO_UDP } from "./checksum.ts";
 import { buildEthernet, ETH_HEADER_LENGTH, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "./ethernet.ts";
 import { buildIpv4, IPV4_HEADER_MIN } from "./ipv4.ts";
 import { buildIpv6, IPV6_HEADER_LENGTH } from "./ipv6.ts";
@@ -170,11 +170,11 @@ export class TestGuest implements GuestLink {
   readonly kind = "test-guest";
   /** What the link reports as the largest receivable frame; tests may lower it. */
   maxFrameLength = MAX_FRAME_LENGTH;
-  /** Settable: whether senders may leave TCP/UDP checksums unset (the guest then skips checking them). */
+  /** Settable: whether senders may leave TCP/UDP checksums partial (the guest completes them). */
   l4ChecksumsOptional = false;
   /** Frames refused for being larger than {@link maxFrameLength}. */
   oversizedFrames = 0;
-  /** TCP/UDP frames dropped for a wrong checksum (checked unless {@link l4ChecksumsOptional}). */
+  /** TCP/UDP frames dropped for a wrong checksum (partial ones are completed first). */
   badChecksumFrames = 0;
   readonly family: 4 | 6;
   readonly addr4: number;
@@ -254,8 +254,11 @@ export class TestGuest implements GuestLink {
 
   // ---------------------------------------------------------------- GuestLink
 
-  /** Queues a copy of the frame for the guest (or answers NoRoom). */
-  sendFrame(frame: Uint8Array): SendResult {
+  /**
+   * Queues a copy of the frame for the guest (or answers NoRoom). A partial checksum
+   * is completed as a guest kernel would (it must then verify like any other).
+   */
+  sendFrame(frame: Uint8Array, checksumStart = 0, checksumOffset = 0): SendResult {
     if (this.noRoom) return SendResult.NoRoom;
     if (frame.length > this.maxFrameLength) {
       this.oversizedFrames++;
@@ -264,7 +267,18 @@ export class TestGuest implements GuestLink {
     if (this.loseToGuestEvery > 0 && ++this.#toGuestCount % this.loseToGuestEvery === 0) {
       return SendResult.Sent;
     }
-    this.#queue.push(frame.slice());
+    const copy = frame.slice();
+    if (checksumStart > 0) {
+      if (!this.l4ChecksumsOptional) {
+        this.badChecksumFrames++; // a partial checksum the link never allowed
+        return SendResult.Sent;
+      }
+      const field = checksumStart + checksumOffset;
+      const complete = internetChecksum(copy, checksumStart, copy.length - checksumStart);
+      copy[field] = complete >> 8;
+      copy[field + 1] = complete & 0xff;
+    }
+    this.#queue.push(copy);
     if (!this.#pumpScheduled) {
       this.#pumpScheduled = true;
       queueMicrotask(() => this.#pump());
@@ -448,7 +462,7 @@ export class TestGuest implements GuestLink {
       end = l4 + ((fr[18] << 8) | fr[19]);
       src6 = fr.slice(22, 38);
     } else return;
-    if (!this.l4ChecksumsOptional && !this.#checksumOk(fr, proto, l4, end, src4, src6)) {
+    if (!this.#checksumOk(fr, proto, l4, end, src4, src6)) {
       this.badChecksumFrames++;
       return;
     }

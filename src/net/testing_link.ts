@@ -13,10 +13,12 @@ export class RecordingLink implements GuestLink {
   readonly kind = "test";
   /** What the link reports as the largest receivable frame; tests may lower it. */
   maxFrameLength = MAX_FRAME_LENGTH;
-  /** Settable: whether senders may leave TCP/UDP checksums unset. */
+  /** Settable: whether senders may leave TCP/UDP checksums partial. */
   l4ChecksumsOptional = false;
   /** Copies of the frames sent, oldest first. */
   readonly frames: Uint8Array[] = [];
+  /** Per frame ever recorded (take() leaves it): [checksumStart, checksumOffset] ([0, 0]: none). */
+  readonly partialChecksums: [number, number][] = [];
   /** Number of flush() calls. */
   flushes = 0;
   /** When set, sendFrame returns this instead of recording. */
@@ -24,9 +26,10 @@ export class RecordingLink implements GuestLink {
   #writable: ((now: number) => void) | null = null;
 
   /** Records a copy of the frame (or refuses when {@link refuseWith} is set). */
-  sendFrame(frame: Uint8Array): SendResult {
+  sendFrame(frame: Uint8Array, checksumStart = 0, checksumOffset = 0): SendResult {
     if (this.refuseWith !== null) return this.refuseWith;
     this.frames.push(frame.slice());
+    this.partialChecksums.push([checksumStart, checksumOffset]);
     return SendResult.Sent;
   }
 

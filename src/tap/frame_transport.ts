@@ -73,19 +73,25 @@ export interface GuestLink {
   readonly kind: string;
 
   /**
-   * True when the guest takes the TCP and UDP checksums of the frames it receives as
-   * valid without checking them (virtio-net GUEST_CSUM: the link marks every frame
-   * DATA_VALID, virtio 1.2 §5.1.6.4). Senders may then leave those checksums unset.
-   * Other checksums (IPv4 header, ICMP) must always be filled in.
+   * True when the guest completes upper-layer checksums itself (virtio-net GUEST_CSUM,
+   * virtio 1.2 §5.1.6.4): a sender may then leave a TCP or UDP checksum partial —
+   * the field holding only the folded pseudo-header sum — and pass its position to
+   * {@link sendFrame}; the frame goes out marked NEEDS_CSUM, so a guest that forwards
+   * it completes the checksum like any offloaded one. Other frames are marked
+   * DATA_VALID. Other checksums (IPv4 header, ICMP) must always be filled in.
    */
   readonly l4ChecksumsOptional: boolean;
 
   /**
-   * Copies one Ethernet frame toward the guest. Its checksums must be valid, except
-   * TCP and UDP checksums when {@link l4ChecksumsOptional}.
+   * Copies one Ethernet frame toward the guest. Its checksums must be valid, except a
+   * partial one whose position is given (only when {@link l4ChecksumsOptional}).
    * @param frame the whole frame starting at the destination MAC (max 65535 bytes)
+   * @param checksumStart with a partial checksum: offset in `frame` where summing
+   *   starts (the upper-layer header); omitted or 0 otherwise
+   * @param checksumOffset with a partial checksum: where the field is, from
+   *   `checksumStart` (16 for TCP, 6 for UDP)
    */
-  sendFrame(frame: Uint8Array): SendResult;
+  sendFrame(frame: Uint8Array, checksumStart?: number, checksumOffset?: number): SendResult;
 
   /**
    * The largest frame the guest can receive now, in bytes (at most 65535). Without

@@ -163,8 +163,8 @@ export class PcapGuestLink implements GuestLink {
   readonly l4ChecksumsOptional = false;
 
   /** {@inheritDoc GuestLink.sendFrame} Frames actually sent are recorded. */
-  sendFrame(frame: Uint8Array): SendResult {
-    const result = this.#inner.sendFrame(frame);
+  sendFrame(frame: Uint8Array, checksumStart?: number, checksumOffset?: number): SendResult {
+    const result = this.#inner.sendFrame(frame, checksumStart, checksumOffset);
     if (result === 0) this.#writer.record(frame);
     return result;
   }

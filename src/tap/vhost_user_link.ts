@@ -9,8 +9,9 @@
  * one used-index update, at most one notification and one endOfBatch. RX frames are
  * copied once into the guest's buffers, over several of them with MRG_RXBUF
  * (virtio 1.2 §5.1.6.3, §5.1.6.4). Checksum offload both ways when negotiated: TX
- * frames with NEEDS_CSUM are passed on as FrameInfo.ChecksumPending, RX frames are
- * marked DATA_VALID (GUEST_CSUM). Nothing blocks: with no RX buffers the link asks
+ * frames with NEEDS_CSUM are passed on as FrameInfo.ChecksumPending; RX frames
+ * (GUEST_CSUM) are marked NEEDS_CSUM when the sender left their TCP/UDP checksum
+ * partial, DATA_VALID otherwise. Nothing blocks: with no RX buffers the link asks
  * for a kick and reports NoRoom; the writable callback runs on that kick.
  *
  * @module
@@ -342,16 +343,27 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     return this.#rxDataValid;
   }
 
-  /** {@inheritDoc GuestLink.sendFrame} */
-  sendFrame(frame: Uint8Array): SendResult {
+  /**
+   * {@inheritDoc GuestLink.sendFrame}
+   * A frame with a partial checksum goes out marked NEEDS_CSUM with its csum_start /
+   * csum_offset; one whose checksum position lies outside it, or for a guest without
+   * GUEST_CSUM, is dropped.
+   */
+  sendFrame(frame: Uint8Array, checksumStart = 0, checksumOffset = 0): SendResult {
     const rx = this.#rx;
     if (rx === null || rx.broken || !this.#up) return SendResult.Dropped;
     if (frame.length === 0 || frame.length > MAX_FRAME_BYTES) return SendResult.Dropped;
-    let result = this.#fill(rx, frame);
+    if (
+      checksumStart > 0 &&
+      (!this.#rxDataValid || checksumStart + checksumOffset + 2 > frame.length)
+    ) {
+      return SendResult.Dropped; // a guest without GUEST_CSUM could not complete it
+    }
+    let result = this.#fill(rx, frame, checksumStart, checksumOffset);
     if (result !== SendResult.NoRoom) return result;
     // Ask for a kick; if buffers arrived meanwhile (no kick will come), retry once.
     if (rx.enableNotifications()) {
-      result = this.#fill(rx, frame);
+      result = this.#fill(rx, frame, checksumStart, checksumOffset);
       if (result !== SendResult.NoRoom) return result;
       if (rx.enableNotifications()) {
         // Still racing with a refilling guest: come back from the loop, not from here.
@@ -417,7 +429,12 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   }
 
   /** Copies header + frame into as many RX chains as needed (one without MRG_RXBUF). */
-  #fill(rx: SplitVirtqueue, frame: Uint8Array): SendResult {
+  #fill(
+    rx: SplitVirtqueue,
+    frame: Uint8Array,
+    checksumStart: number,
+    checksumOffset: number,
+  ): SendResult {
     const needed = NET_HDR_SIZE + frame.length;
     const first = this.#rxFirst;
     if (!this.#popRx(rx, first)) return SendResult.NoRoom;
@@ -478,12 +495,17 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       written += n;
     }
     const header = this.#header;
-    header.flags = this.#rxDataValid ? VIRTIO_NET_HDR_F_DATA_VALID : 0;
+    const partial = checksumStart > 0;
+    header.flags = partial
+      ? VIRTIO_NET_HDR_F_NEEDS_CSUM
+      : this.#rxDataValid
+      ? VIRTIO_NET_HDR_F_DATA_VALID
+      : 0;
     header.gsoType = VIRTIO_NET_HDR_GSO_NONE;
     header.hdrLen = 0;
     header.gsoSize = 0;
-    header.csumStart = 0;
-    header.csumOffset = 0;
+    header.csumStart = partial ? checksumStart : 0;
+    header.csumOffset = partial ? checksumOffset : 0;
     header.numBuffers = count;
     const head0 = first.buffers[0];
     if (head0.length >= NET_HDR_SIZE) {

@@ -788,3 +788,29 @@ Deno.test("VhostUserLink.kick() stops passing ChecksumPending when TX restarts w
   assert.deepEqual(handler.frames, [frameOf(60, 2)]);
   assert.deepEqual(infos, [FrameInfo.None]);
 });
+
+Deno.test("VhostUserLink.sendFrame() marks a frame with a partial checksum NEEDS_CSUM at its position, only with GUEST_CSUM", () => {
+  const { rx, link } = setup({ guestChecksum: true, mergeableRxBuffers: true });
+  const posted = new Map<number, number[]>();
+  guestPostRx(rx, posted, 8, 2048);
+  assert.equal(link.sendFrame(frameOf(1514, 1), 34, 16), SendResult.Sent);
+  assert.equal(link.sendFrame(frameOf(60, 2)), SendResult.Sent);
+  assert.equal(link.sendFrame(frameOf(40, 3), 34, 16), SendResult.Dropped, "field past the end");
+  link.flush();
+  const [partial, whole] = guestRxHeaders(rx, posted);
+  assert.deepEqual([partial.flags, partial.csumStart, partial.csumOffset], [
+    VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    34,
+    16,
+  ]);
+  assert.deepEqual([whole.flags, whole.csumStart, whole.csumOffset], [
+    VIRTIO_NET_HDR_F_DATA_VALID,
+    0,
+    0,
+  ]);
+  // Without GUEST_CSUM the guest could not complete it: never sent half done.
+  const plain = setup({ mergeableRxBuffers: true });
+  guestPostRx(plain.rx, new Map(), 8, 2048);
+  assert.equal(plain.link.sendFrame(frameOf(1514, 4), 34, 16), SendResult.Dropped);
+  assert.equal(plain.link.sendFrame(frameOf(1514, 5)), SendResult.Sent);
+});

@@ -21,7 +21,7 @@ import type { L4Handler } from "../../src/net/l4_handler.ts";
 import { TestGuest } from "../../src/net/tcp_test_guest.ts";
 import { TEST_GUEST4, TEST_GUEST6 } from "../../src/net/tcp_test_plan.ts";
 import { ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../../src/net/ethernet.ts";
-import { IPPROTO_TCP, IPPROTO_UDP } from "../../src/net/checksum.ts";
+import { internetChecksum, IPPROTO_TCP, IPPROTO_UDP } from "../../src/net/checksum.ts";
 import { exists, TPASST, waitFor } from "../cli/cli_helpers.ts";
 import {
   NET_HEADER_NUM_BUFFERS,
@@ -322,7 +322,7 @@ class VhostLink implements FrameLink {
     const used = f.vrings[RX].takeUsed();
     if (used.length > 0) {
       const frames = f.rxFrames(used);
-      const headers = this.#onRxFrame ? this.#rxHeaders(used) : [];
+      const headers = this.#rxHeaders(used);
       for (const u of used) {
         f.vrings[RX].offer([{
           gpa: u.segments[0].gpa,
@@ -333,7 +333,7 @@ class VhostLink implements FrameLink {
       f.kicks[RX].signal();
       frames.forEach((frame, i) => {
         this.#onRxFrame?.(headers[i], frame);
-        this.#deliver(frame);
+        this.#deliver(completePartialChecksum(headers[i], frame));
       });
     }
     this.#flushTx();
@@ -356,6 +356,24 @@ class VhostLink implements FrameLink {
     clearInterval(this.#timer);
     this.frontend.close();
   }
+}
+
+/**
+ * A frame marked NEEDS_CSUM arrives with only the pseudo-header sum in its checksum
+ * field; a guest kernel trusts it (and completes it when forwarding). The scripted
+ * guest checks every checksum instead, so complete it here: the one's complement of
+ * the sum from csum_start to the end, stored at csum_start + csum_offset
+ * (virtio 1.2 §5.1.6.4).
+ */
+function completePartialChecksum(header: Uint8Array, frame: Uint8Array): Uint8Array {
+  if ((header[0] & NEEDS_CSUM) === 0) return frame;
+  const start = header[HEADER_CSUM_START] | (header[HEADER_CSUM_START + 1] << 8);
+  const field = start + (header[HEADER_CSUM_OFFSET] | (header[HEADER_CSUM_OFFSET + 1] << 8));
+  if (field + 2 > frame.length) return frame;
+  const complete = internetChecksum(frame, start, frame.length - start);
+  frame[field] = complete >> 8;
+  frame[field + 1] = complete & 0xff;
+  return frame;
 }
 
 /** A daemon child process with a scripted IPv4 and IPv6 guest attached to it. */

@@ -6,8 +6,9 @@
  * - with VIRTIO_NET_F_CSUM and GUEST_CSUM acked, guest TCP and UDP leave with
  *   NEEDS_CSUM and a checksum that is deliberately wrong, and still get through
  *   (the daemon's frame handler chain must carry FrameInfo.ChecksumPending from the
- *   link to the translators); every frame toward the guest is marked DATA_VALID, TCP
- *   checksums toward it are left unset, UDP ones are filled;
+ *   link to the translators); TCP frames toward the guest carry a partial checksum
+ *   marked NEEDS_CSUM (csum_start at the TCP header, csum_offset 16) that completes to
+ *   the right one, every other frame is marked DATA_VALID with its checksum filled;
  * - a wrong checksum without NEEDS_CSUM is dropped, and so is a NEEDS_CSUM frame when
  *   CSUM was not acked (then every checksum toward the guest is filled and no frame
  *   is marked DATA_VALID).
@@ -153,6 +154,8 @@ interface Traffic {
   rxChecksums: Map<string, number>;
   /** A copy of the last TCP frame received. */
   lastRxTcp: Uint8Array | null;
+  /** RX frames whose NEEDS_CSUM csum_start/csum_offset do not name their TCP checksum. */
+  rxPartialMisplaced: number;
 }
 
 function newTraffic(): Traffic {
@@ -162,6 +165,7 @@ function newTraffic(): Traffic {
     rxFlags: new Map(),
     rxChecksums: new Map(),
     lastRxTcp: null,
+    rxPartialMisplaced: 0,
   };
 }
 
@@ -191,6 +195,15 @@ function offloadingLink(
     onRxFrame(header, frame) {
       bump(traffic.rxFlags, header[0]);
       const v = l4View(frame);
+      if (header[0] === VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+        const start = header[6] | (header[7] << 8); // csum_start (virtio 1.2 §5.1.6)
+        const offset = header[8] | (header[9] << 8); // csum_offset
+        if (
+          v === null || v.protocol !== IPPROTO_TCP || start !== v.start || offset !== TCP_CHECKSUM
+        ) {
+          traffic.rxPartialMisplaced++;
+        }
+      }
       if (v === null) return;
       bump(traffic.rxChecksums, `${v.protocol}:${checksumFilled(frame, v)}`);
       if (v.protocol === IPPROTO_TCP) traffic.lastRxTcp = frame.slice();
@@ -367,13 +380,13 @@ function pcapRecords(bytes: Uint8Array): Uint8Array[] {
 /** Ports of the bad segments and the probes (nothing listens: only RSTs come back). */
 const BAD_PORT = 9, PROBE_PORT = 7;
 
-Deno.test("bin/tpasst over vhost-user with CSUM and GUEST_CSUM: guest TCP and UDP with NEEDS_CSUM and wrong checksums get through intact, frames to the guest are DATA_VALID", async () => {
+Deno.test("bin/tpasst over vhost-user with CSUM and GUEST_CSUM: guest TCP and UDP with NEEDS_CSUM and wrong checksums get through intact, TCP to the guest is NEEDS_CSUM, the rest DATA_VALID", async () => {
   const traffic = newTraffic();
   const echoes = [await udpEcho(4), await udpEcho(6)];
   try {
     const vhost = offloadingLink(OFFLOAD_FEATURES, traffic, () => true);
     await withDaemon("vhost-user", [], async (d) => {
-      // DATA_VALID: a guest does not check what it receives.
+      // The link completes NEEDS_CSUM checksums; the guests then check every one.
       d.guest4.l4ChecksumsOptional = true;
       d.guest6.l4ChecksumsOptional = true;
       d.guest4.mss = 1460; // many Ethernet-sized segments; IPv6 keeps the default 65000
@@ -384,6 +397,7 @@ Deno.test("bin/tpasst over vhost-user with CSUM and GUEST_CSUM: guest TCP and UD
       for (const [guest, text] of [[d.guest4, "v4"], [d.guest6, "v6"]] as const) {
         await guest.until(() => guest.datagrams.length > 0, WAIT_MS, `the UDP echo ${text}`);
         assert.equal(new TextDecoder().decode(guest.datagrams[0].data), `echo:offloaded ${text}`);
+        assert.equal(guest.badChecksumFrames, 0, `${text}: every checksum completes right`);
       }
     }, vhost);
   } finally {
@@ -392,9 +406,15 @@ Deno.test("bin/tpasst over vhost-user with CSUM and GUEST_CSUM: guest TCP and UD
   assert.ok((traffic.spoiled.get(IPPROTO_TCP) ?? 0) > 10, "TCP left the guest with NEEDS_CSUM");
   assert.equal(traffic.spoiled.get(IPPROTO_UDP), 2, "the datagrams left with NEEDS_CSUM");
   assert.equal(traffic.spoiledButValid, 0, "every checksum sent was wrong");
-  assert.deepEqual([...traffic.rxFlags.keys()], [VIRTIO_NET_HDR_F_DATA_VALID], "RX header flags");
-  // TCP checksums toward a GUEST_CSUM guest are left unset; UDP ones are filled.
-  assert.ok((traffic.rxChecksums.get(`${IPPROTO_TCP}:false`) ?? 0) > 0, "TCP checksums left unset");
+  assert.deepEqual(
+    [...traffic.rxFlags.keys()].sort(),
+    [VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_F_DATA_VALID],
+    "RX header flags",
+  );
+  assert.equal(traffic.rxPartialMisplaced, 0, "NEEDS_CSUM names the TCP checksum field");
+  // TCP checksums toward a GUEST_CSUM guest are partial (NEEDS_CSUM); UDP ones are filled.
+  assert.ok((traffic.rxChecksums.get(`${IPPROTO_TCP}:false`) ?? 0) > 0, "TCP checksums partial");
+  assert.equal(traffic.rxChecksums.get(`${IPPROTO_TCP}:true`), undefined);
   assert.equal(traffic.rxChecksums.get(`${IPPROTO_UDP}:true`), 2, "the UDP echoes' checksums");
   assert.equal(traffic.rxChecksums.get(`${IPPROTO_UDP}:false`), undefined);
 });
@@ -415,7 +435,12 @@ Deno.test("bin/tpasst over vhost-user with CSUM: a wrong checksum without NEEDS_
     }
   }, vhost);
   assert.equal(traffic.spoiled.size, 0);
-  assert.deepEqual([...traffic.rxFlags.keys()], [VIRTIO_NET_HDR_F_DATA_VALID]);
+  // The probes' RSTs are TCP, so NEEDS_CSUM; router advertisements DATA_VALID.
+  assert.deepEqual(
+    [...traffic.rxFlags.keys()].sort(),
+    [VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_F_DATA_VALID],
+  );
+  assert.equal(traffic.rxPartialMisplaced, 0);
 });
 
 Deno.test("bin/tpasst over vhost-user without CSUM: a NEEDS_CSUM frame gets no answer and every checksum toward the guest is filled", async () => {
