@@ -309,6 +309,31 @@ for (const transport of TRANSPORTS) {
     },
   });
 
+  Deno.test(
+    name("-o and --outbound-if4 bind the host side of guest TCP connections"),
+    async () => {
+      const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      try {
+        const args = ["-o", "127.0.0.2", "--outbound-if4", "lo"];
+        await withDaemon(transport, args, async (d) => {
+          const accepted = server.accept();
+          const c = d.guest4.connect(TEST_GATEWAY4, server.addr.port);
+          await established(c);
+          const h = await accepted;
+          assert.equal((h.remoteAddr as Deno.NetAddr).hostname, "127.0.0.2", "the -o source");
+          d.guest4.write(c, enc.encode("from 127.0.0.2"));
+          const buf = new Uint8Array(64);
+          const n = await h.read(buf);
+          assert.equal(dec.decode(buf.subarray(0, n ?? 0)), "from 127.0.0.2");
+          h.close();
+          await c.until(() => c.eof || c.gotRst, 10_000, "the host's close passed on");
+        });
+      } finally {
+        server.close();
+      }
+    },
+  );
+
   Deno.test(name("a refused host connection is answered with a RST"), async () => {
     const closedPort = freeTcpPort();
     await withDaemon(transport, [], async (d) => {
