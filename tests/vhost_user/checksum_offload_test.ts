@@ -45,6 +45,7 @@ import {
 import { QEMU_NET_FEATURES } from "../harness/vhost_user_frontend.ts";
 import { type DaemonGuest, l4ChecksumField, type VhostOptions } from "../net/daemon_guest.ts";
 import { withDaemon } from "../net/daemon_run.ts";
+import { readAll } from "../net/host_peers.ts";
 import { waitFor } from "../cli/cli_helpers.ts";
 
 /** QEMU's usual features plus both checksum offloads, as a Linux virtio-net guest acks them. */
@@ -224,24 +225,6 @@ function pattern(length: number, seed: number): Uint8Array {
   return out;
 }
 
-/** Reads `conn` to end of file. */
-async function readToEnd(conn: Deno.Conn): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  const buf = new Uint8Array(65536);
-  for (;;) {
-    const n = await conn.read(buf);
-    if (n === null) break;
-    chunks.push(buf.slice(0, n));
-  }
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
-}
-
 /** The first index where `a` and `b` differ, or -1 when they are equal. */
 function firstDifference(a: Uint8Array, b: Uint8Array): number {
   const n = Math.min(a.length, b.length);
@@ -266,7 +249,7 @@ async function exchange(d: DaemonGuest, family: 4 | 6): Promise<void> {
     try {
       const up = pattern(TRANSFER_BYTES, 11 * family);
       const down = pattern(TRANSFER_BYTES, 13 * family);
-      const hostReads = readToEnd(conn);
+      const hostReads = readAll(conn);
       const hostWrites = (async () => {
         for (let at = 0; at < down.length;) at += await conn.write(down.subarray(at));
         await conn.closeWrite();
