@@ -58,17 +58,6 @@ export const MIN_FRAME_BYTES = 14;
  */
 const TX_POLL_BEFORE_KICK = true;
 
-/**
- * How long a frame may wait for RX buffers that are posted but too few to hold it,
- * before frames are sized to what is posted (ms). Frames are sized for a full ring
- * otherwise: a guest that refills its ring in batches (Linux does when half of it is
- * free) then gets fewer, larger frames instead of many small ones cut to the last few
- * buffers (measured under TCG: host→guest 2.2 → 3.5 Gbit/s). A guest that posts a
- * few buffers and no more until it receives something gets smaller frames after
- * this delay.
- */
-const RX_STARVED_AFTER_MS = 2;
-
 /** Options of a {@link VhostUserLink}. */
 export interface VhostUserLinkOptions {
   /** Where log lines go (the process-wide logger by default). */
@@ -102,9 +91,6 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   #smallestRxChainBytes = Infinity;
   #up = false;
   #rxWaiting = false;
-  /** Posted RX buffers could not hold a frame for RX_STARVED_AFTER_MS: size frames to them. */
-  #rxStarved = false;
-  #starveTimer: ReturnType<typeof setTimeout> | undefined = undefined;
   #writable: ((now: number) => void) | null = null;
   #txPending: ReturnType<typeof setImmediate> | undefined = undefined;
   #rxPending: ReturnType<typeof setImmediate> | undefined = undefined;
@@ -181,8 +167,6 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       const rx = this.#rx;
       if (rx === null || rx.broken) return;
       rx.disableNotifications();
-      this.#rxStarved = false; // the guest added buffers: try full-size frames again
-      this.#clearStarveTimer();
       if (this.#rxWaiting) {
         this.#rxWaiting = false;
         this.#writable?.(now);
@@ -198,8 +182,6 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       queue.publish();
       this.#rx = null;
       this.#rxWaiting = false;
-      this.#rxStarved = false;
-      this.#clearStarveTimer();
       if (this.#rxPending !== undefined) clearImmediate(this.#rxPending);
       this.#rxPending = undefined;
       this.#rxFirst.release();
@@ -329,12 +311,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     if (!this.#mergeable) return this.#rxBufferFrameRoom;
     const rx = this.#rx;
     if (rx === null || this.#smallestRxChainBytes === Infinity) return MAX_FRAME_BYTES;
-    // Sized for a full ring of the smallest buffers seen: what the guest can hold once
-    // it refills. After RX_STARVED_AFTER_MS without room, sized to the buffers posted
-    // now: a guest that has posted all it will post sends no further kick, so a
-    // larger frame would wait forever.
-    const chains = this.#rxStarved ? rx.availableCount() : rx.size;
-    const room = chains * this.#smallestRxChainBytes - NET_HDR_SIZE;
+    // A frame may merge every buffer posted now, but no more: a guest that has posted
+    // all it will post sends no further kick, so a larger frame would wait forever.
+    const room = rx.availableCount() * this.#smallestRxChainBytes - NET_HDR_SIZE;
     return Math.max(0, Math.min(MAX_FRAME_BYTES, room));
   }
 
@@ -373,29 +352,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       }
     }
     this.#rxWaiting = true;
-    this.#armStarveTimer(rx);
     return SendResult.NoRoom;
-  }
-
-  /**
-   * With buffers posted that cannot hold the frame, starts the wait after which frames
-   * are sized to them (an empty ring just waits for the guest's kick).
-   */
-  #armStarveTimer(rx: SplitVirtqueue): void {
-    if (!this.#mergeable || this.#rxStarved || this.#starveTimer !== undefined) return;
-    if (rx.availableCount() === 0) return;
-    this.#starveTimer = setTimeout(() => {
-      this.#starveTimer = undefined;
-      if (!this.#rxWaiting || this.#rx === null) return;
-      this.#rxStarved = true;
-      this.#rxWaiting = false;
-      this.#writable?.(this.#clock());
-    }, RX_STARVED_AFTER_MS);
-  }
-
-  #clearStarveTimer(): void {
-    if (this.#starveTimer !== undefined) clearTimeout(this.#starveTimer);
-    this.#starveTimer = undefined;
   }
 
   #scheduleWritable(): void {
