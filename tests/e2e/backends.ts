@@ -90,6 +90,31 @@ export function pingGatewayUnavailable(kind: BackendKind): string | null {
   return pingUnavailableReason(kind === "passt" ? NOBODY_GID : Deno.gid() ?? 0, kind);
 }
 
+/**
+ * Whether `kind` is known not to do what TCP connection-end phase `phase` checks (see
+ * scenario.ts: RST each way, a refused connect, half-close each way). Returns null or
+ * the reason why not; other phases always get null.
+ */
+export function tcpEndUnsupported(kind: BackendKind, phase: string): string | null {
+  return TCP_END_GAPS[kind]?.[phase] ?? null;
+}
+
+/** What the reference backends were seen to do instead (one guest boot each, tried). */
+const TCP_END_GAPS: Partial<Record<BackendKind, Record<string, string>>> = {
+  passt: {
+    "tcp-rst-out":
+      "Debian's passt (2023) closes the host socket with a FIN when the guest resets: the host peer reads EOF",
+    "tcp-refused":
+      "Debian's passt (2023) does not answer a SYN to a closed host port: the guest's connect times out",
+    "tcp-half-close":
+      "after the guest's FIN, Debian's passt (2023) passes the host's reply but not the host's FIN: the guest's read times out",
+  },
+  slirp: {
+    "tcp-rst-out":
+      "slirp closes the host socket with a FIN when the guest resets: the host peer reads EOF",
+  },
+};
+
 /** Starts the backend `kind` with `options`. */
 export async function startBackend(
   kind: BackendKind,

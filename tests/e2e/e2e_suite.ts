@@ -12,14 +12,17 @@ import {
   type BackendOptions,
   hostOwnAddresses,
   pingGatewayUnavailable,
+  tcpEndUnsupported,
 } from "./backends.ts";
 import { HELLO_BODY } from "./host_services.ts";
 import {
   DNS_TEST_ADDRESS,
   DNS_TEST_NAME,
   E2eSession,
+  GUEST_HALF_CLOSE_MESSAGE,
   GUEST_PAGE,
   GUEST_UDP_MESSAGE,
+  HOST_HALF_CLOSE_MESSAGE,
   HOST_TCP_MESSAGE,
   HOST_UDP_MESSAGE,
   type Phase,
@@ -85,7 +88,8 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
   const phases = (options.phases ?? PHASES).filter((p) =>
     // only tpasst is started with --map-guest-addr: elsewhere the ping would leave the host
     (p !== "ping-host" || kind === "tpasst-vhost" || kind === "tpasst-stream") &&
-    (kind !== "passt" || (p !== "ping" && p !== "ping6"))
+    (kind !== "passt" || (p !== "ping" && p !== "ping6")) &&
+    tcpEndUnsupported(kind, p) === null
   );
   const bulkBytes = options.bulkBytes ?? BULK_BYTES;
   const bulkText = `${bulkBytes / (1024 * 1024)} MiB`;
@@ -229,6 +233,60 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
       assert.equal(await s.udpIn, `echo:${HOST_UDP_MESSAGE}`);
       assert.equal(await s.result("udp-in", PHASE_TIMEOUT_MS), HOST_UDP_MESSAGE);
     });
+  }
+
+  // The TCP connection-end phases: registered whenever asked for, ignored with the reason
+  // where the backend is known not to do it (the guest script then leaves the phase out).
+  const wanted = (phase: Phase) => (options.phases ?? PHASES).includes(phase);
+  const peers = (s: E2eSession) => {
+    assert.ok(s.tcpEnds !== null, "the TCP connection-end peers were not started");
+    return s.tcpEnds;
+  };
+  const settled = async <T>(s: E2eSession, results: T[], what: string): Promise<T> => {
+    await s.guest.waitUntil(() => results.length > 0, what, 30_000);
+    return results[0];
+  };
+
+  if (wanted("tcp-rst-out")) {
+    define("a RST from the guest reaches the host peer as a RST", async (s) => {
+      assert.equal(await s.result("tcp-rst-out", PHASE_TIMEOUT_MS), "sent-rst");
+      const end = await settled(s, peers(s).endWatcher.results, "the host peer to see the end");
+      assert.deepEqual(end, { received: "reset-me\n", end: "reset" });
+    }, tcpEndUnsupported(kind, "tcp-rst-out"));
+  }
+
+  if (wanted("tcp-rst-in")) {
+    define(
+      "a RST from the host peer reaches the guest as a RST (ECONNRESET, not EOF)",
+      async (s) => {
+        assert.equal(await s.result("tcp-rst-in", PHASE_TIMEOUT_MS), "reset");
+        assert.equal(await settled(s, peers(s).resetter.results, "the resetter"), "end-me\n");
+      },
+      tcpEndUnsupported(kind, "tcp-rst-in"),
+    );
+  }
+
+  if (wanted("tcp-refused")) {
+    define("a connection to a host port nobody listens on is refused (ECONNREFUSED)", async (s) => {
+      assert.equal(await s.result("tcp-refused", PHASE_TIMEOUT_MS), "refused");
+    }, tcpEndUnsupported(kind, "tcp-refused"));
+  }
+
+  if (wanted("tcp-half-close")) {
+    define(
+      "half-close works both ways (each side still reads after the other's FIN)",
+      async (s) => {
+        const guestFirst = await s.result("tcp-half-close-guest", PHASE_TIMEOUT_MS);
+        assert.equal(guestFirst, `reply:${GUEST_HALF_CLOSE_MESSAGE}`);
+        const atHost = await settled(s, peers(s).replyAfterEof.results, "the replying peer");
+        assert.equal(atHost, GUEST_HALF_CLOSE_MESSAGE);
+        const hostFirst = await s.result("tcp-half-close-host", PHASE_TIMEOUT_MS);
+        assert.equal(hostFirst, HOST_HALF_CLOSE_MESSAGE);
+        const answer = await settled(s, peers(s).halfCloser.results, "the half-closing peer");
+        assert.equal(answer, `reply:${HOST_HALF_CLOSE_MESSAGE}`);
+      },
+      tcpEndUnsupported(kind, "tcp-half-close"),
+    );
   }
 
   if (has("bulk-up")) {

@@ -1,13 +1,16 @@
 /**
  * Host-side peers of the end-to-end scenarios, all bound to loopback only: an HTTP
  * server (a small page and a pseudo-random bulk stream whose SHA-256 it records), a TCP
- * sink hashing what it receives, a UDP echo server, and an iperf3 server process.
+ * sink hashing what it receives, a UDP echo server, an iperf3 server process, and the
+ * TCP connection-end peers (how a connection ended, a resetting server, half-close).
  *
  * @module
  */
 
 import { createHash } from "node:crypto";
 import dgram from "node:dgram";
+import { TcpListenSocket, type TcpSocket, WOULD_BLOCK } from "../../ffi/tcp_socket.ts";
+import { Errno, NativeError } from "../../ffi/native_error.ts";
 
 /** Body of the host's test page (`GET /hello`). */
 export const HELLO_BODY = "hello from the tpasst e2e host\n";
@@ -322,4 +325,177 @@ export async function startIperfServer(port: number): Promise<IperfServer> {
       await child.status;
     },
   };
+}
+
+/** How often the connection-end peers poll their nonblocking sockets. */
+const POLL_MS = 5;
+/** Longest a connection-end peer waits for one step of a connection. */
+const PEER_STEP_TIMEOUT_MS = 60_000;
+/** 127.0.0.1 as raw address bytes. */
+const LOOPBACK4 = new Uint8Array([127, 0, 0, 1]);
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Reads from `socket` until data or the end arrives: the byte count, 0 at the end of
+ * the peer's stream. Throws NativeError (ECONNRESET for a RST) or on timeout.
+ */
+async function receiveSome(socket: TcpSocket, buf: Uint8Array): Promise<number> {
+  const deadline = performance.now() + PEER_STEP_TIMEOUT_MS;
+  for (;;) {
+    const n = socket.receive(buf);
+    if (n !== WOULD_BLOCK) return n;
+    if (performance.now() > deadline) {
+      throw new Error(`Nothing arrived on socket ${socket.fd} in ${PEER_STEP_TIMEOUT_MS} ms`);
+    }
+    await sleep(POLL_MS);
+  }
+}
+
+/** Sends all of `data` on `socket` (throws NativeError, e.g. EPIPE). */
+async function sendAll(socket: TcpSocket, data: Uint8Array): Promise<void> {
+  let at = 0;
+  while (at < data.length) {
+    const n = socket.send(data.subarray(at));
+    if (n === WOULD_BLOCK) await sleep(POLL_MS);
+    else at += n;
+  }
+}
+
+/** Reads until the end of the peer's stream; returns the text (throws on a RST). */
+async function receiveToEnd(socket: TcpSocket): Promise<string> {
+  const buf = new Uint8Array(4096);
+  let text = "";
+  for (;;) {
+    const n = await receiveSome(socket, buf);
+    if (n === 0) return text;
+    text += new TextDecoder().decode(buf.subarray(0, n));
+  }
+}
+
+/** A loopback TCP peer serving each connection with `serve`, recording its results. */
+export interface TcpPeer<T> {
+  readonly port: number;
+  /** One result per finished connection, in order. */
+  readonly results: T[];
+  close(): void;
+}
+
+/**
+ * Listens on 127.0.0.1 (through the helper's sockets, which report ECONNRESET and can
+ * close with a RST, unlike Deno's) and runs `serve` for each connection; its result (or
+ * `onError` of what it threw) is appended to `results`. The socket is closed after.
+ */
+function startTcpPeer<T>(
+  serve: (socket: TcpSocket) => Promise<T>,
+  onError: (error: unknown) => T,
+): TcpPeer<T> {
+  const listener = TcpListenSocket.listen({ address: LOOPBACK4, port: 0 });
+  const results: T[] = [];
+  let open = true;
+  (async () => {
+    while (open) {
+      const accepted = listener.accept();
+      if (accepted === null) {
+        await sleep(POLL_MS);
+        continue;
+      }
+      const { socket } = accepted;
+      serve(socket).catch(onError).then((result) => {
+        results.push(result);
+        socket.close();
+      });
+    }
+  })().catch(() => {});
+  return {
+    port: listener.localAddress().port,
+    results,
+    close() {
+      open = false;
+      listener.close();
+    },
+  };
+}
+
+/** How a connection ended as the host peer saw it: "eof" (FIN), "reset" (RST), else why. */
+function endOf(error: unknown): string {
+  if (error instanceof NativeError) {
+    return error.errno === Errno.ECONNRESET ? "reset" : error.errnoName;
+  }
+  return String(error);
+}
+
+/** What {@link startEndWatcher} recorded of one connection. */
+export interface ConnectionEnd {
+  /** Text that arrived before the end. */
+  readonly received: string;
+  /** "eof" (FIN), "reset" (ECONNRESET: a RST) or what else failed. */
+  readonly end: string;
+}
+
+/**
+ * Starts a peer that answers the first line of each connection with `got\n`, then reads
+ * until the connection ends and records whether it ended by FIN or by RST.
+ */
+export function startEndWatcher(): TcpPeer<ConnectionEnd> {
+  return startTcpPeer(async (socket) => {
+    const buf = new Uint8Array(4096);
+    let received = "";
+    let answered = false;
+    try {
+      for (;;) {
+        const n = await receiveSome(socket, buf);
+        if (n === 0) return { received, end: "eof" };
+        received += new TextDecoder().decode(buf.subarray(0, n));
+        if (!answered && received.includes("\n")) {
+          answered = true;
+          await sendAll(socket, new TextEncoder().encode("got\n"));
+        }
+      }
+    } catch (error) {
+      return { received, end: endOf(error) };
+    }
+  }, (error) => ({ received: "", end: endOf(error) }));
+}
+
+/**
+ * Starts a peer that reads the first line of each connection, then closes it with a RST
+ * (SO_LINGER 0); records the line.
+ */
+export function startResetter(): TcpPeer<string> {
+  return startTcpPeer(async (socket) => {
+    const buf = new Uint8Array(4096);
+    let received = "";
+    while (!received.includes("\n")) {
+      const n = await receiveSome(socket, buf);
+      if (n === 0) break;
+      received += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    socket.closeWithReset();
+    return received;
+  }, (error) => `failed: ${endOf(error)}`);
+}
+
+/**
+ * Starts a peer that reads each connection to the client's FIN (its half-close), then
+ * answers `reply:` + what arrived and closes; records what arrived.
+ */
+export function startReplyAfterEof(): TcpPeer<string> {
+  return startTcpPeer(async (socket) => {
+    const received = await receiveToEnd(socket);
+    await sendAll(socket, new TextEncoder().encode(`reply:${received}`));
+    return received;
+  }, (error) => `failed: ${endOf(error)}`);
+}
+
+/**
+ * Starts a peer that sends `message` on each connection and half-closes (FIN), then
+ * reads the client's answer to its end; records the answer.
+ */
+export function startHalfCloser(message: string): TcpPeer<string> {
+  return startTcpPeer(async (socket) => {
+    await sendAll(socket, new TextEncoder().encode(message));
+    socket.shutdownWrite();
+    return await receiveToEnd(socket);
+  }, (error) => `failed: ${endOf(error)}`);
 }

@@ -1,7 +1,7 @@
 /**
  * The end-to-end scenarios: one guest boot per backend runs a shell script (built here)
- * that exercises DHCP, SLAAC, ping, HTTP, DNS, UDP and TCP both ways, bulk transfers and
- * iperf3, printing `TPASST-MARK` results; {@link E2eSession} starts the host-side peers,
+ * that exercises DHCP, SLAAC, ping, HTTP, DNS, UDP and TCP both ways, how TCP connections
+ * end (RST each way, a refused connect, half-close each way), bulk transfers and iperf3, printing `TPASST-MARK` results; {@link E2eSession} starts the host-side peers,
  * the backend and QEMU, plays the host's part (connecting to forwarded guest ports) and
  * exposes the results to the tests.
  *
@@ -16,15 +16,21 @@ import {
 } from "./backends.ts";
 import { type DnsResponder, startDnsResponder } from "./dns_responder.ts";
 import {
+  type ConnectionEnd,
   freePort,
   freeTcpUdpPort,
   type HttpServer,
   type IperfServer,
+  startEndWatcher,
+  startHalfCloser,
   startHttpServer,
   startIperfServer,
+  startReplyAfterEof,
+  startResetter,
   startTcpSink,
   startUdpEcho,
   tcpExchange,
+  type TcpPeer,
   type TcpSink,
   type UdpEcho,
   udpRequest,
@@ -45,6 +51,10 @@ export const PHASES = [
   "udp-out",
   "tcp-in",
   "udp-in",
+  "tcp-rst-out",
+  "tcp-rst-in",
+  "tcp-refused",
+  "tcp-half-close",
   "bulk-up",
   "bulk-down",
   "iperf",
@@ -76,6 +86,10 @@ export const HOST_TCP_MESSAGE = "hello-guest-from-host\n";
 export const HOST_UDP_MESSAGE = "udp-hello-from-host";
 /** What the guest sends to the host's UDP echo. */
 export const GUEST_UDP_MESSAGE = "udp-hello-from-guest";
+/** What the guest sends before half-closing (the host answers `reply:` + it). */
+export const GUEST_HALF_CLOSE_MESSAGE = "request-from-guest";
+/** What the host sends before half-closing (the guest answers `reply:` + it). */
+export const HOST_HALF_CLOSE_MESSAGE = "request-from-host";
 
 /** Longest wait for the guest to get to a phase the host takes part in. */
 const READY_TIMEOUT_MS = 600_000;
@@ -104,6 +118,22 @@ export interface ScenarioPorts {
   readonly hostLoopback6: string | null;
   /** Guest-side address that reaches the host's own address (null: none). */
   readonly mapGuestAddr4?: string | null;
+  /** Host peers of the TCP connection-end phases (absent: those phases are left out). */
+  readonly tcpEnds?: TcpEndPorts;
+}
+
+/** Host-side ports of the TCP connection-end phases (all on 127.0.0.1). */
+export interface TcpEndPorts {
+  /** Records whether a connection ended by FIN or RST ({@link startEndWatcher}). */
+  readonly endWatcher: number;
+  /** Resets each connection after its first line ({@link startResetter}). */
+  readonly resetter: number;
+  /** Answers after the client's half-close ({@link startReplyAfterEof}). */
+  readonly replyAfterEof: number;
+  /** Half-closes first, then reads the client's answer ({@link startHalfCloser}). */
+  readonly halfCloser: number;
+  /** A port nobody listens on. */
+  readonly closed: number;
 }
 
 /**
@@ -222,6 +252,44 @@ export function buildGuestScript(
       'wait $pid; mark udp-in "$(cat /tmp/udpin)"',
     );
   }
+  const ends = ports.tcpEnds;
+  if (ends && TCP_END_PHASES.some((p) => on.has(p))) {
+    lines.push(
+      "",
+      "# tcp-*: probe's last output line (its result, or why it failed)",
+      'tcp_probe() { out=$(timeout 60 probe "$@" 2>&1) || out="$out (exit $?)"; echo "$out" | tail -n 1; }',
+    );
+  }
+  if (ends && on.has("tcp-rst-out")) {
+    lines.push(
+      "",
+      "# tcp-rst-out: reset a connection to the host's watcher (SO_LINGER 0); it records the end",
+      `mark tcp-rst-out "$(tcp_probe tcp-reset "$gw" ${ends.endWatcher})"`,
+    );
+  }
+  if (ends && on.has("tcp-rst-in")) {
+    lines.push(
+      "",
+      "# tcp-rst-in: the host's peer resets the connection after our line: read ECONNRESET",
+      `mark tcp-rst-in "$(tcp_probe tcp-wait-end "$gw" ${ends.resetter})"`,
+    );
+  }
+  if (ends && on.has("tcp-refused")) {
+    lines.push(
+      "",
+      "# tcp-refused: nobody listens on this host port: connect gets ECONNREFUSED",
+      `mark tcp-refused "$(tcp_probe tcp-connect "$gw" ${ends.closed})"`,
+    );
+  }
+  if (ends && on.has("tcp-half-close")) {
+    lines.push(
+      "",
+      "# tcp-half-close: we shut down writing and still read the host's reply; then the host",
+      "# shuts down writing first and still reads ours",
+      `mark tcp-half-close-guest "$(tcp_probe tcp-half-close "$gw" ${ends.replyAfterEof} ${GUEST_HALF_CLOSE_MESSAGE})"`,
+      `mark tcp-half-close-host "$(tcp_probe tcp-reply-after-eof "$gw" ${ends.halfCloser})"`,
+    );
+  }
   if (on.has("bulk-up")) {
     lines.push(
       "",
@@ -273,6 +341,48 @@ export function buildGuestScript(
   return lines.join("\n");
 }
 
+/** The phases about how TCP connections end. */
+export const TCP_END_PHASES: readonly Phase[] = [
+  "tcp-rst-out",
+  "tcp-rst-in",
+  "tcp-refused",
+  "tcp-half-close",
+];
+
+/** The running host peers of the TCP connection-end phases. */
+export interface TcpEndPeers {
+  readonly ports: TcpEndPorts;
+  readonly endWatcher: TcpPeer<ConnectionEnd>;
+  readonly resetter: TcpPeer<string>;
+  readonly replyAfterEof: TcpPeer<string>;
+  readonly halfCloser: TcpPeer<string>;
+  close(): void;
+}
+
+/** Starts the host peers of the TCP connection-end phases on 127.0.0.1. */
+export function startTcpEndPeers(): TcpEndPeers {
+  const endWatcher = startEndWatcher();
+  const resetter = startResetter();
+  const replyAfterEof = startReplyAfterEof();
+  const halfCloser = startHalfCloser(HOST_HALF_CLOSE_MESSAGE);
+  return {
+    ports: {
+      endWatcher: endWatcher.port,
+      resetter: resetter.port,
+      replyAfterEof: replyAfterEof.port,
+      halfCloser: halfCloser.port,
+      closed: freePort(),
+    },
+    endWatcher,
+    resetter,
+    replyAfterEof,
+    halfCloser,
+    close() {
+      for (const peer of [endWatcher, resetter, replyAfterEof, halfCloser]) peer.close();
+    },
+  };
+}
+
 /** One booted guest against one backend, with the host's peers running. */
 export class E2eSession {
   readonly backend: StartedBackend;
@@ -282,6 +392,8 @@ export class E2eSession {
   readonly udpEcho: UdpEcho;
   readonly sink: TcpSink;
   readonly iperf: IperfServer | null;
+  /** Host peers of the TCP connection-end phases (null: none of them runs). */
+  readonly tcpEnds: TcpEndPeers | null;
   readonly bulkBytes: number;
   readonly phases: readonly Phase[];
   /** The options the backend was started with (minus the forwards). */
@@ -299,6 +411,7 @@ export class E2eSession {
     udpEcho: UdpEcho;
     sink: TcpSink;
     iperf: IperfServer | null;
+    tcpEnds: TcpEndPeers | null;
     bulkBytes: number;
     phases: readonly Phase[];
     forwards: readonly PortForward[];
@@ -312,6 +425,7 @@ export class E2eSession {
     this.udpEcho = init.udpEcho;
     this.sink = init.sink;
     this.iperf = init.iperf;
+    this.tcpEnds = init.tcpEnds;
     this.bulkBytes = init.bulkBytes;
     this.phases = init.phases;
     const tcpPort = init.forwards.find((f) => f.protocol === "tcp")!.hostPort;
@@ -348,6 +462,8 @@ export class E2eSession {
       started.push(sink);
       const iperf = phases.includes("iperf") ? await startIperfServer(freePort()) : null;
       if (iperf) started.push(iperf);
+      const tcpEnds = phases.some((p) => TCP_END_PHASES.includes(p)) ? startTcpEndPeers() : null;
+      if (tcpEnds) started.push(tcpEnds);
       const tpasst = kind === "tpasst-vhost" || kind === "tpasst-stream";
       const backendOptions = {
         ...(tpasst ? { dnsServers: TEST_DNS_SERVERS, mapGuestAddr4: TEST_MAP_GUEST_ADDR4 } : {}),
@@ -365,6 +481,7 @@ export class E2eSession {
           iperf: iperf?.port ?? 0,
           hostLoopback6: backend.capabilities.hostLoopback6,
           mapGuestAddr4: backend.capabilities.mapGuestAddr4,
+          tcpEnds: tcpEnds?.ports,
         },
         bulkBytes,
         options.iperfSeconds ?? 3,
@@ -382,6 +499,7 @@ export class E2eSession {
         udpEcho,
         sink,
         iperf,
+        tcpEnds,
         bulkBytes,
         phases,
         forwards,
@@ -429,6 +547,7 @@ export class E2eSession {
     await this.udpEcho.close();
     this.sink.close();
     await this.iperf?.close();
+    this.tcpEnds?.close();
   }
 
   #withBackendOutput(error: Error): Error {

@@ -68,3 +68,39 @@ Deno.test("`buildGuestScript()` pings no mapped host address when the backend ha
   assert.ok(!script.includes("198.51.100.1"));
   assert.ok(!script.includes("ping-host"));
 });
+
+Deno.test("`buildGuestScript()` runs the TCP connection-end probes against the gateway only", async () => {
+  const tcpEnds = {
+    endWatcher: 41010,
+    resetter: 41011,
+    replyAfterEof: 41012,
+    halfCloser: 41013,
+    closed: 41014,
+  };
+  const script = buildGuestScript(PHASES, { ...PORTS, tcpEnds }, 1024, 1);
+  assert.equal(await shellSyntaxErrors(script), "");
+  assert.ok(script.includes('tcp_probe tcp-reset "$gw" 41010'));
+  assert.ok(script.includes('tcp_probe tcp-wait-end "$gw" 41011'));
+  assert.ok(script.includes('tcp_probe tcp-half-close "$gw" 41012'));
+  assert.ok(script.includes('tcp_probe tcp-reply-after-eof "$gw" 41013'));
+  assert.ok(script.includes('tcp_probe tcp-connect "$gw" 41014'));
+  const probes = script.split("\n").filter((line) => line.includes("tcp_probe tcp-"));
+  assert.equal(probes.length, 5);
+  for (const line of probes) assert.match(line, /tcp_probe tcp-[a-z-]+ "\$gw" \d+/);
+});
+
+Deno.test("`buildGuestScript()` leaves out the TCP connection-end phases without their peers", () => {
+  const script = buildGuestScript(PHASES, PORTS, 1024, 1);
+  assert.ok(!script.includes("tcp_probe"));
+  const some = buildGuestScript(
+    ["dhcp", "tcp-refused"],
+    {
+      ...PORTS,
+      tcpEnds: { endWatcher: 1, resetter: 2, replyAfterEof: 3, halfCloser: 4, closed: 41014 },
+    },
+    1024,
+    1,
+  );
+  assert.ok(some.includes("tcp_probe tcp-connect"));
+  assert.ok(!some.includes("tcp_probe tcp-reset"));
+});

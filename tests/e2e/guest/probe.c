@@ -14,6 +14,20 @@
  *                                               REPLY on IFNAME; prints "addr ADDR" (the
  *                                               IA_NA address) and "dns ADDR..." ("dns"
  *                                               alone when the server sent none)
+ *   probe tcp-reset ADDR PORT                   connect, send a line, read the server's
+ *                                               line, then close with a RST (SO_LINGER
+ *                                               0); prints "sent-rst"
+ *   probe tcp-wait-end ADDR PORT                connect, send a line, read until the
+ *                                               connection ends; prints "eof", "reset"
+ *                                               (ECONNRESET) or the errno name
+ *   probe tcp-connect ADDR PORT                 prints "connected", "refused"
+ *                                               (ECONNREFUSED) or the errno name
+ *   probe tcp-half-close ADDR PORT MESSAGE      send MESSAGE, shutdown(SHUT_WR), read the
+ *                                               reply to EOF and print it
+ *   probe tcp-reply-after-eof ADDR PORT         read to EOF (the server half-closed),
+ *                                               then send "reply:" + what arrived, close;
+ *                                               prints what arrived
+ * The tcp-* subcommands give up after TCP_WAIT_S seconds per step ("timeout").
  *
  * ADDR is an IPv4 or IPv6 literal (never a name: the guest does no DNS lookups).
  * Exit status 0 on success, 1 on timeout or error (with a message on stderr).
@@ -27,6 +41,7 @@
 #include <sys/ioctl.h>
 #include <time.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,6 +212,170 @@ static int tcp_send_random(const char *addr, const char *port, const char *count
   return 0;
 }
 
+/* Longest wait of the tcp-* subcommands for one step (connect, one read). */
+#define TCP_WAIT_S 20
+#define TCP_MESSAGE_MAX 512
+
+/* errno as text: "reset", "refused" for the two the scenarios expect, else its name. */
+static const char *errno_text(int error) {
+  switch (error) {
+  case ECONNRESET: return "reset";
+  case ECONNREFUSED: return "refused";
+  case ETIMEDOUT: return "ETIMEDOUT";
+  case EPIPE: return "EPIPE";
+  case EHOSTUNREACH: return "EHOSTUNREACH";
+  case ENETUNREACH: return "ENETUNREACH";
+  case ECONNABORTED: return "ECONNABORTED";
+  default: return strerror(error);
+  }
+}
+
+/* Connects within TCP_WAIT_S; returns the socket or -1 after printing why not. */
+static int tcp_connect(const char *addr, const char *port) {
+  signal(SIGPIPE, SIG_IGN); /* a write to a reset connection fails with EPIPE instead */
+  struct sockaddr_storage dst;
+  socklen_t dst_len = parse_address(addr, port, &dst);
+  if (dst_len == 0) return -1;
+  int fd = socket(dst.ss_family, SOCK_STREAM, 0);
+  if (fd < 0) {
+    perror("probe: socket");
+    return -1;
+  }
+  int flags = fcntl(fd, F_GETFL);
+  fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  int error = 0;
+  if (connect(fd, (struct sockaddr *)&dst, dst_len) < 0) {
+    error = errno;
+    if (error == EINPROGRESS) {
+      struct pollfd pfd = {.fd = fd, .events = POLLOUT, .revents = 0};
+      int rc = poll(&pfd, 1, TCP_WAIT_S * 1000);
+      if (rc == 0) {
+        printf("timeout\n");
+        close(fd);
+        return -1;
+      }
+      socklen_t len = sizeof(error);
+      if (rc < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) < 0) error = errno;
+    }
+  }
+  if (error != 0) {
+    printf("%s\n", errno_text(error));
+    close(fd);
+    return -1;
+  }
+  fcntl(fd, F_SETFL, flags);
+  return fd;
+}
+
+/* Reads what arrives within TCP_WAIT_S: byte count, 0 at EOF, -1 with errno (ETIMEDOUT
+ * when nothing came). */
+static ssize_t read_within(int fd, char *buf, size_t size) {
+  struct pollfd pfd = {.fd = fd, .events = POLLIN, .revents = 0};
+  int rc = poll(&pfd, 1, TCP_WAIT_S * 1000);
+  if (rc == 0) errno = ETIMEDOUT;
+  if (rc <= 0) return -1;
+  ssize_t n;
+  do n = read(fd, buf, size);
+  while (n < 0 && errno == EINTR);
+  return n;
+}
+
+/* Reads to EOF into buf (NUL-terminated, at most size - 1 bytes kept); returns 0 or the
+ * errno that ended it. */
+static int read_to_end(int fd, char *buf, size_t size, size_t *length) {
+  *length = 0;
+  char scratch[TCP_MESSAGE_MAX];
+  for (;;) {
+    ssize_t n = read_within(fd, scratch, sizeof(scratch));
+    if (n < 0) {
+      buf[*length] = '\0';
+      return errno;
+    }
+    if (n == 0) break;
+    size_t keep = (size_t)n < size - 1 - *length ? (size_t)n : size - 1 - *length;
+    memcpy(buf + *length, scratch, keep);
+    *length += keep;
+  }
+  buf[*length] = '\0';
+  return 0;
+}
+
+static int tcp_reset(const char *addr, const char *port) {
+  int fd = tcp_connect(addr, port);
+  if (fd < 0) return 1;
+  if (write_all(fd, "reset-me\n", 9) < 0) return 1;
+  char reply[TCP_MESSAGE_MAX];
+  ssize_t n = read_within(fd, reply, sizeof(reply));
+  if (n <= 0) {
+    printf("no-reply %s\n", n == 0 ? "eof" : errno_text(errno));
+    return 1;
+  }
+  struct linger abort_on_close = {.l_onoff = 1, .l_linger = 0};
+  if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof(abort_on_close)) < 0) {
+    perror("probe: SO_LINGER");
+    return 1;
+  }
+  close(fd);
+  printf("sent-rst\n");
+  return 0;
+}
+
+static int tcp_wait_end(const char *addr, const char *port) {
+  int fd = tcp_connect(addr, port);
+  if (fd < 0) return 1;
+  if (write_all(fd, "end-me\n", 7) < 0) return 1;
+  char data[TCP_MESSAGE_MAX];
+  size_t length;
+  int error = read_to_end(fd, data, sizeof(data), &length);
+  printf("%s\n", error == 0 ? "eof" : errno_text(error));
+  close(fd);
+  return 0;
+}
+
+static int tcp_connect_only(const char *addr, const char *port) {
+  int fd = tcp_connect(addr, port);
+  if (fd < 0) return 0; /* the outcome is printed */
+  printf("connected\n");
+  close(fd);
+  return 0;
+}
+
+static int tcp_half_close(const char *addr, const char *port, const char *message) {
+  int fd = tcp_connect(addr, port);
+  if (fd < 0) return 1;
+  if (write_all(fd, message, strlen(message)) < 0) return 1;
+  if (shutdown(fd, SHUT_WR) < 0) {
+    perror("probe: shutdown");
+    return 1;
+  }
+  char reply[TCP_MESSAGE_MAX];
+  size_t length;
+  int error = read_to_end(fd, reply, sizeof(reply), &length);
+  close(fd);
+  if (error != 0) {
+    printf("%s after '%s'\n", errno_text(error), reply);
+    return 1;
+  }
+  printf("%s\n", reply);
+  return 0;
+}
+
+static int tcp_reply_after_eof(const char *addr, const char *port) {
+  int fd = tcp_connect(addr, port);
+  if (fd < 0) return 1;
+  char data[TCP_MESSAGE_MAX];
+  size_t length;
+  int error = read_to_end(fd, data, sizeof(data), &length);
+  if (error != 0) {
+    printf("%s after '%s'\n", errno_text(error), data);
+    close(fd);
+    return 1;
+  }
+  if (write_all(fd, "reply:", 6) < 0 || write_all(fd, data, length) < 0) return 1;
+  close(fd);
+  printf("%s\n", data);
+  return 0;
+}
 
 /* DHCPv6 (RFC 8415): ports (section 7.2), message types (section 7.3), option codes
  * (section 21) and the DNS servers option (RFC 3646 section 3). */
@@ -424,11 +603,27 @@ int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "dhcpv6") == 0) {
     return dhcpv6_client(argv[2], atoi(argv[3]));
   }
+  if (argc == 4 && strcmp(argv[1], "tcp-reset") == 0) return tcp_reset(argv[2], argv[3]);
+  if (argc == 4 && strcmp(argv[1], "tcp-wait-end") == 0) return tcp_wait_end(argv[2], argv[3]);
+  if (argc == 4 && strcmp(argv[1], "tcp-connect") == 0) {
+    return tcp_connect_only(argv[2], argv[3]);
+  }
+  if (argc == 5 && strcmp(argv[1], "tcp-half-close") == 0) {
+    return tcp_half_close(argv[2], argv[3], argv[4]);
+  }
+  if (argc == 4 && strcmp(argv[1], "tcp-reply-after-eof") == 0) {
+    return tcp_reply_after_eof(argv[2], argv[3]);
+  }
   fprintf(stderr,
           "usage: probe udp-send ADDR PORT MESSAGE TIMEOUT_S\n"
           "       probe udp-echo PORT COUNT TIMEOUT_S\n"
           "       probe random BYTES [COPY]\n"
           "       probe tcp-send ADDR PORT BYTES [COPY]\n"
-          "       probe dhcpv6 IFNAME TIMEOUT_S\n");
+          "       probe dhcpv6 IFNAME TIMEOUT_S\n"
+          "       probe tcp-reset ADDR PORT\n"
+          "       probe tcp-wait-end ADDR PORT\n"
+          "       probe tcp-connect ADDR PORT\n"
+          "       probe tcp-half-close ADDR PORT MESSAGE\n"
+          "       probe tcp-reply-after-eof ADDR PORT\n");
   return 2;
 }
