@@ -840,7 +840,12 @@ export class TcpTranslator implements L4Handler {
       f.sndWndRight = wndRight;
       if (f.sndNxt === f.sndUna || f.finAcked) this.#disarm(f);
       else this.#arm(f, now + f.rto);
-      if (seqLt(ack, f.recover) && !f.blocked) {
+      // Outside recovery, recover follows una: left at the ISN it would fall 2^31 behind
+      // after 2 GiB, and sequence comparisons with it would then read every ACK as a
+      // partial ACK during recovery (and keep fast retransmit off).
+      const inRecovery = seqLt(ack, f.recover);
+      if (!inRecovery) f.recover = ack;
+      if (inRecovery && !f.blocked) {
         // Partial ACK during recovery: the next hole goes out now (RFC 6582 §3.2 step 3).
         // Only data sent before: bytes past sndMax would reach the guest unrecorded, and
         // its ACK for them would then look like an ACK for data never sent. (sndMax

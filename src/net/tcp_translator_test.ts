@@ -494,3 +494,32 @@ Deno.test("`TcpTranslator` grows a flow's host-to-guest ring only while the gues
     close();
   }
 });
+
+Deno.test("`TcpTranslator` keeps a flow's recovery point at the acknowledged edge outside recovery", async () => {
+  // Left at the ISN, `recover` would be 2^31 behind after 2 GiB, and sequence
+  // comparisons would then take every ACK for a partial ACK in recovery: a
+  // retransmission per ACK and no fast retransmit, until the next 2 GiB.
+  const { tcp, guest, close } = setup();
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (server.addr as Deno.NetAddr).port;
+  const down = pattern(300_000, 31);
+  const served = (async () => {
+    const conn = await server.accept();
+    await writeAll(conn, down);
+    return conn;
+  })();
+  const c = guest.connect(TEST_GATEWAY4, port);
+  await c.until(() => c.receivedBytes === down.length, 10_000, "all data");
+  const host = await served;
+  let checked = 0;
+  tcp.flows.forEach((f) => {
+    assert.equal(f.recover, f.sndUna, "recover follows what the guest acknowledged");
+    checked++;
+  });
+  assert.equal(checked, 1);
+  assert.equal(tcp.counters.retransmits, 0, "no loss, no retransmission");
+  host.close();
+  guest.close(c);
+  server.close();
+  close();
+});
