@@ -268,7 +268,10 @@ export class StreamTransport implements GuestLink, FrontendSession {
     }
     this.#txStart = 0;
     this.#txEnd = 0;
-    this.#watchWritable(false);
+    // All written. If the stack is still waiting for room (a flush emptied the buffer
+    // after a NoRoom), keep watching: the socket is writable, so the next wake-up
+    // delivers the writable callback. Turning the watch off here lost it for good.
+    this.#watchWritable(this.#wantWritable);
   }
 
   #onWritable(now: number): void {

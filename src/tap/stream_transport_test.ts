@@ -156,6 +156,35 @@ Deno.test("StreamTransport returns NoRoom when its queue is full and calls back 
   }, 4 * 65539);
 });
 
+Deno.test("StreamTransport still calls back after a NoRoom when a flush, not the loop, empties its queue", async () => {
+  await withTransport(async ({ peer, transport }) => {
+    let woken = 0;
+    transport.onWritable(() => woken++);
+    const frame = frameOf(65535, 2);
+    let sent = 0;
+    let result: SendResult = SendResult.Sent;
+    for (let i = 0; i < 200 && result === SendResult.Sent; i++) {
+      result = transport.sendFrame(frame);
+      if (result === SendResult.Sent) sent++;
+      transport.flush();
+    }
+    assert.equal(result, SendResult.NoRoom, "the bounded queue filled up");
+    // The peer takes what the socket holds and the stack flushes, both before the loop
+    // runs again: the flush sends the rest and empties the queue, and the callback that
+    // the NoRoom promised must still come.
+    const buf = new Uint8Array(sent * (4 + 65535));
+    let got = 0;
+    for (let n = peer.recv(buf); n > 0; n = peer.recv(buf.subarray(got))) got += n;
+    assert.ok(got > 0 && got < buf.length, `the socket held part of the queue (${got})`);
+    transport.flush();
+    const rest = await readExactly(peer, buf.length - got);
+    buf.set(rest, got);
+    assert.deepEqual(buf.subarray(buf.length - 65535), frame);
+    await waitUntil("the writable callback after the flush emptied the queue", () => woken === 1);
+    assert.equal(transport.sendFrame(frame), SendResult.Sent);
+  }, 2 * 65539); // a queue smaller than the socket buffer: one flush can empty it
+});
+
 Deno.test("StreamTransport ends the session when the peer disconnects", async () => {
   await withTransport(async ({ peer, transport, handler, loop }) => {
     peer.close();
