@@ -315,8 +315,8 @@ class NativeHostListener implements HostListener {
     this.#socket = socket;
     this.#loop = loop;
     this.#fd = socket.fd;
-    this.port = socket.localAddress().port;
     try {
+      this.port = socket.localAddress().port;
       loop.watch(this.#fd, () => this.#drain(), (EVENT_READABLE | EPOLLET) >>> 0);
     } catch (error) {
       this.#closed = true;
@@ -368,9 +368,20 @@ class NativeHostListener implements HostListener {
         return;
       }
       if (accepted === null) return;
-      const waiter = this.#waiting.shift()!;
-      waiter.resolve({
-        stream: NativeHostStream.accepted(accepted.socket, this.#loop),
+      let stream: NativeHostStream;
+      try {
+        stream = NativeHostStream.accepted(accepted.socket, this.#loop);
+      } catch (error) {
+        // The loop refused the socket (closed, out of epoll watches), which closed it:
+        // this connection is lost; the waiter stays for the next one.
+        acceptLog.write(
+          performance.now(),
+          `tcp: cannot take a forwarded connection: ${(error as Error).message}`,
+        );
+        continue;
+      }
+      this.#waiting.shift()!.resolve({
+        stream,
         peerHostname: addressText(accepted.peer.address),
         peerPort: accepted.peer.port,
       });

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { GuestSender } from "./guest_sender.ts";
 import { TcpTranslator, type TcpTranslatorOptions } from "./tcp_translator.ts";
+import type { HostListener, HostStream } from "./host_stream.ts";
 import { TestGuest } from "./tcp_test_guest.ts";
 import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "./tcp_test_plan.ts";
 import {
@@ -401,4 +402,58 @@ Deno.test("`TcpTranslator` retransmits the hole after a partial ACK only up to w
   }
   assert.ok(tcp.counters.retransmits > 0);
   close();
+});
+
+Deno.test("`TcpTranslator` resets a host connection that completes after the guest gave up", async () => {
+  const calls: string[] = [];
+  let complete: (s: HostStream) => void = () => {};
+  const pending = new Promise<HostStream>((resolve) => (complete = resolve));
+  const { tcp, guest, close } = setup({ connect: () => pending });
+  const port = 4567;
+  guest.rawTcp(port, TEST_GATEWAY4, null, {
+    srcPort: 0,
+    dstPort: 80,
+    seq: 100,
+    ack: 0,
+    flags: TCP_SYN,
+    window: 1000,
+  });
+  await tick();
+  assert.equal(tcp.flows.size, 1, "connecting");
+  // The guest resets before the host connect completes.
+  guest.rawTcp(port, TEST_GATEWAY4, null, {
+    srcPort: 0,
+    dstPort: 80,
+    seq: 101,
+    ack: 0,
+    flags: TCP_RST,
+    window: 0,
+  });
+  await tick();
+  assert.equal(tcp.flows.size, 0, "the flow is gone");
+  complete({
+    read: () => new Promise<number | null>(() => {}),
+    write: (p: Uint8Array) => Promise.resolve(p.length),
+    closeWrite: () => Promise.resolve(),
+    close: () => calls.push("close"),
+    reset: () => calls.push("reset"),
+  });
+  await tick();
+  assert.deepEqual(calls, ["reset"], "the late connection is aborted, not closed");
+  close();
+});
+
+Deno.test("`TcpTranslator` closes a listener whose accept() fails", async () => {
+  const calls: string[] = [];
+  const listener: HostListener = {
+    port: 1234,
+    accept: () => Promise.reject(new Error("broken listener")),
+    close: () => calls.push("close"),
+  };
+  const { tcp, close } = setup({ listen: () => listener });
+  tcp.listen("127.0.0.1", 1234, 80);
+  await tick();
+  assert.deepEqual(calls, ["close"]);
+  close();
+  assert.deepEqual(calls, ["close"], "closed once: the translator forgot it");
 });

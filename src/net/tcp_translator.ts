@@ -514,7 +514,11 @@ export class TcpTranslator implements L4Handler {
       try {
         accepted = await l.accept();
       } catch {
+        // Closed, or broken: either way nobody accepts on it any more.
         this.#listeners.delete(l);
+        try {
+          l.close();
+        } catch { /* already closed */ }
         return;
       }
       try {
@@ -545,7 +549,8 @@ export class TcpTranslator implements L4Handler {
     }
     if (!ok || !this.flows.admit()) {
       if (ok) this.counters.tableFull++;
-      conn.close();
+      if (conn.reset) conn.reset(); // refused: a RST, not an orderly end
+      else conn.close();
       return;
     }
     const f = new TcpFlow();
@@ -608,8 +613,10 @@ export class TcpTranslator implements L4Handler {
       (conn) => {
         const t = this.#clock();
         if (f.closed) {
+          // The guest gave up (RST or timeout) while we connected: abort this side too.
           try {
-            conn.close();
+            if (conn.reset) conn.reset();
+            else conn.close();
           } catch { /* closed */ }
           return;
         }
