@@ -135,19 +135,25 @@ for (const [name, length] of [["below 14", 13], ["above 65535", 65536], ["zero",
   });
 }
 
+/** Sends and flushes `frame` until the transport answers NoRoom; returns how many were sent. */
+function fillUntilNoRoom(transport: StreamTransport, frame: Uint8Array): number {
+  let sent = 0;
+  let result: SendResult = SendResult.Sent;
+  for (let i = 0; i < 200 && result === SendResult.Sent; i++) {
+    result = transport.sendFrame(frame);
+    if (result === SendResult.Sent) sent++;
+    transport.flush();
+  }
+  assert.equal(result, SendResult.NoRoom, "the bounded queue filled up");
+  return sent;
+}
+
 Deno.test("StreamTransport returns NoRoom when its queue is full and calls back once drained", async () => {
   await withTransport(async ({ peer, transport }) => {
     let woken = 0;
     transport.onWritable(() => woken++);
     const frame = frameOf(65535, 1);
-    let sent = 0;
-    let result: SendResult = SendResult.Sent;
-    for (let i = 0; i < 200 && result === SendResult.Sent; i++) {
-      result = transport.sendFrame(frame);
-      if (result === SendResult.Sent) sent++;
-      transport.flush();
-    }
-    assert.equal(result, SendResult.NoRoom, "the bounded queue filled up");
+    const sent = fillUntilNoRoom(transport, frame);
     assert.equal(woken, 0);
     const received = await readExactly(peer, sent * (4 + 65535));
     assert.deepEqual(received.subarray(received.length - 65535), frame);
@@ -161,14 +167,7 @@ Deno.test("StreamTransport still calls back after a NoRoom when a flush, not the
     let woken = 0;
     transport.onWritable(() => woken++);
     const frame = frameOf(65535, 2);
-    let sent = 0;
-    let result: SendResult = SendResult.Sent;
-    for (let i = 0; i < 200 && result === SendResult.Sent; i++) {
-      result = transport.sendFrame(frame);
-      if (result === SendResult.Sent) sent++;
-      transport.flush();
-    }
-    assert.equal(result, SendResult.NoRoom, "the bounded queue filled up");
+    const sent = fillUntilNoRoom(transport, frame);
     // The peer takes what the socket holds and the stack flushes, both before the loop
     // runs again: the flush sends the rest and empties the queue, and the callback that
     // the NoRoom promised must still come.
