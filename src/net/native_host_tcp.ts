@@ -37,7 +37,7 @@ import {
   type EventLoop,
 } from "../loop/event_loop.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
-import { ipv6ToString, parseIpv4, parseIpv6 } from "./address.ts";
+import { ipv6ToString, parseIpv4, parseIpv6, writeIpv4 } from "./address.ts";
 import type {
   AcceptedStream,
   HostConnector,
@@ -62,7 +62,9 @@ interface Pending<T> {
 export function addressBytes(hostname: string): Uint8Array | null {
   const v4 = parseIpv4(hostname);
   if (v4 !== null) {
-    return new Uint8Array([v4 >>> 24, (v4 >>> 16) & 0xff, (v4 >>> 8) & 0xff, v4 & 0xff]);
+    const bytes = new Uint8Array(4);
+    writeIpv4(bytes, 0, v4);
+    return bytes;
   }
   const text = hostname.startsWith("[") && hostname.endsWith("]")
     ? hostname.slice(1, -1)
