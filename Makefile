@@ -57,6 +57,7 @@ e2e: native $(DENO)
 
 bench: native $(DENO)
 	tests/e2e/guest/build.sh
+	bench/fetch_reference_passt.sh || echo "bench: Debian 13's passt could not be fetched; its row says n/a"
 	$(WITH_PING) $(DENO) run $(TEST_FLAGS) bench/main.ts
 
 # deno compile downloads the `denort` runtime unless DENORT_BIN points at one.

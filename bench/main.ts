@@ -1,6 +1,7 @@
 /**
  * Side-by-side QEMU benchmark (`make bench`): iperf3 guest→host and host→guest through
- * tpasst (vhost-user and stream), Debian's passt (stream) and QEMU's slirp, alternating
+ * tpasst (vhost-user and stream), Debian 13's passt (vhost-user, the reference users
+ * would otherwise pick), Debian 12's passt (stream) and QEMU's slirp, alternating
  * backends round by round. Prints Gbit/s, backend CPU seconds per GB and peak RSS per
  * backend, the ratios tpasst / reference, and writes JSON to bench/results/. Never
  * passes or fails: a backend that cannot run prints "n/a (reason)".
@@ -132,7 +133,7 @@ function ratios(summaries: Summary[]): Record<string, Record<string, number>> {
   const byName = new Map(summaries.filter((s) => s.runs.length > 0).map((s) => [s.backend, s]));
   const out: Record<string, Record<string, number>> = {};
   for (const ours of ["tpasst-vhost", "tpasst-stream"] as const) {
-    for (const ref of ["passt", "slirp"] as const) {
+    for (const ref of ["passt-vhost", "passt", "slirp"] as const) {
       const a = byName.get(ours);
       const b = byName.get(ref);
       if (!a || !b) continue;

@@ -1,7 +1,7 @@
 /**
  * The network backends the end-to-end tests and the benchmark run the guest against:
- * the references (QEMU's slirp, Debian's passt in stream mode) and tpasst (vhost-user
- * and stream). Starting one gives the QEMU netdev to use, the process whose CPU and
+ * the references (QEMU's slirp, Debian 12's passt in stream mode, Debian 13's passt with
+ * vhost-user) and tpasst (vhost-user and stream). Starting one gives the QEMU netdev to use, the process whose CPU and
  * memory count as the backend's, and the guest-side addresses that reach the host.
  *
  * @module
@@ -11,10 +11,32 @@ import type { Netdev, PortForward } from "./qemu.ts";
 import { pingUnavailableReason } from "./ping_sockets.ts";
 
 /** Every backend the scenarios know. */
-export const BACKEND_KINDS = ["tpasst-vhost", "tpasst-stream", "passt", "slirp"] as const;
+export const BACKEND_KINDS = [
+  "tpasst-vhost",
+  "passt-vhost",
+  "tpasst-stream",
+  "passt",
+  "slirp",
+] as const;
 
 /** One of {@link BACKEND_KINDS}. */
 export type BackendKind = typeof BACKEND_KINDS[number];
+
+/**
+ * Debian 13's passt (2025, with vhost-user), unpacked with its own glibc by
+ * bench/fetch_reference_passt.sh: never installed, run through that glibc's loader.
+ */
+export const REFERENCE_PASST_ROOT =
+  new URL("../../tests/e2e/.cache/passt-trixie/root/", import.meta.url)
+    .pathname;
+const REFERENCE_PASST_LIBS = `${REFERENCE_PASST_ROOT}usr/lib/x86_64-linux-gnu`;
+const REFERENCE_PASST_LOADER = `${REFERENCE_PASST_LIBS}/ld-linux-x86-64.so.2`;
+const REFERENCE_PASST_BIN = `${REFERENCE_PASST_ROOT}usr/bin/passt`;
+
+/** Whether a passt backend runs as "nobody" when started as root (both Debian builds do). */
+function isPasst(kind: BackendKind): boolean {
+  return kind === "passt" || kind === "passt-vhost";
+}
 
 /** Path of the tpasst launcher. */
 export const TPASST_BIN = new URL("../../bin/tpasst", import.meta.url).pathname;
@@ -87,7 +109,7 @@ const SOCKET_WAIT_MS = 15_000;
  */
 export function pingGatewayUnavailable(kind: BackendKind): string | null {
   if (kind === "slirp") return null;
-  return pingUnavailableReason(kind === "passt" ? NOBODY_GID : Deno.gid() ?? 0, kind);
+  return pingUnavailableReason(isPasst(kind) ? NOBODY_GID : Deno.gid() ?? 0, kind);
 }
 
 /**
@@ -141,7 +163,7 @@ export async function startBackend(
   const ownDir = options.socketPath === undefined;
   const dir = ownDir ? await Deno.makeTempDir({ prefix: `tpasst-${kind}-` }) : null;
   // passt started as root binds its socket after switching to "nobody".
-  if (kind === "passt" && dir !== null) await Deno.chmod(dir, 0o777);
+  if (isPasst(kind) && dir !== null) await Deno.chmod(dir, 0o777);
   const socketPath = options.socketPath ?? `${dir}/backend.sock`;
   const forwardArgs = options.forwards.flatMap((f) => [
     f.protocol === "tcp" ? "-t" : "-u",
@@ -155,6 +177,28 @@ export async function startBackend(
     // the host's resolver is not on loopback and the guest must never query it.
     command = "passt";
     args = ["-f", "-e", "-s", socketPath, "--no-dhcp-dns", "--no-dhcp-search", ...forwardArgs];
+  } else if (kind === "passt-vhost") {
+    try {
+      await Deno.stat(REFERENCE_PASST_BIN);
+    } catch {
+      throw new Error(
+        `Debian 13's passt is not unpacked at ${REFERENCE_PASST_ROOT}: run bench/fetch_reference_passt.sh`,
+      );
+    }
+    command = REFERENCE_PASST_LOADER;
+    args = [
+      "--library-path",
+      REFERENCE_PASST_LIBS,
+      REFERENCE_PASST_BIN,
+      "--vhost-user",
+      "-f",
+      "-e",
+      "-s",
+      socketPath,
+      "--no-dhcp-dns",
+      "--no-dhcp-search",
+      ...forwardArgs,
+    ];
   } else {
     command = TPASST_BIN;
     const dns = options.dnsServers ?? [];
@@ -219,7 +263,7 @@ export async function startBackend(
   }
   return {
     kind,
-    netdev: kind === "tpasst-vhost"
+    netdev: kind === "tpasst-vhost" || kind === "passt-vhost"
       ? {
         kind: "vhost-user",
         socketPath,
@@ -233,7 +277,7 @@ export async function startBackend(
     capabilities: {
       pingGateway: pingGatewayUnavailable(kind) === null,
       hostLoopback6: hostRoutes.v6,
-      mapGuestAddr4: kind === "passt" ? null : options.mapGuestAddr4 ?? null,
+      mapGuestAddr4: isPasst(kind) ? null : options.mapGuestAddr4 ?? null,
       dhcpv6: true,
     },
     status,

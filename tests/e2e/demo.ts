@@ -16,6 +16,7 @@ import { E2eSession } from "./scenario.ts";
 const DESCRIPTIONS: Record<BackendKind, string> = {
   "tpasst-vhost": "tpasst over vhost-user (guest rings shared with the daemon)",
   "tpasst-stream": "tpasst over the passt stream socket (-netdev stream)",
+  "passt-vhost": "Debian 13's passt over vhost-user (reference; bench/fetch_reference_passt.sh)",
   "passt": "Debian's passt over its stream socket (reference)",
   "slirp": "QEMU's built-in slirp, -netdev user (reference)",
 };
@@ -51,7 +52,9 @@ async function main(): Promise<number> {
     console.log(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(5)} s] ${text}`);
   console.log(`tpasst demo: ${DESCRIPTIONS[backend]}`);
   say("starting the backend, the host's web and iperf3 servers (127.0.0.1), and QEMU (TCG)");
-  const pingSkipped = backend === "passt" ? PASST_PING_REASON : pingGatewayUnavailable(backend);
+  const pingSkipped = backend === "passt" || backend === "passt-vhost"
+    ? PASST_PING_REASON
+    : pingGatewayUnavailable(backend);
   const session = await E2eSession.start(backend, {
     phases: pingSkipped ? ["dhcp", "http", "iperf"] : ["dhcp", "ping", "http", "iperf"],
     iperfSeconds: 3,
