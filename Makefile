@@ -23,7 +23,7 @@ UNIT_PATHS := src/ ffi/ tests/
 # the host's previous net.ipv4.ping_group_range is put back afterwards.
 WITH_PING  := tests/e2e/with_ping_sockets.sh
 
-.PHONY: all deno native start test check e2e bench compile demo clean
+.PHONY: all deno native start test check e2e bench bench-udp compile demo clean
 
 all: native
 
@@ -59,6 +59,12 @@ bench: native $(DENO)
 	tests/e2e/guest/build.sh
 	bench/fetch_reference_passt.sh || echo "bench: Debian 13's passt could not be fetched; its row says n/a"
 	$(WITH_PING) $(DENO) run $(TEST_FLAGS) bench/main.ts
+	$(DENO) run $(TEST_FLAGS) bench/testpmd_udp.ts
+
+# UDP packet rate with DPDK testpmd as the frontend (needs root, dpdk-dev, socat).
+bench-udp: native $(DENO)
+	bench/fetch_reference_passt.sh || echo "bench: Debian 13's passt could not be fetched; its row says n/a"
+	$(DENO) run $(TEST_FLAGS) bench/testpmd_udp.ts
 
 # deno compile downloads the `denort` runtime unless DENORT_BIN points at one.
 compile: native $(DENO)

@@ -1,0 +1,341 @@
+/**
+ * UDP packet-rate benchmark with a foreign vhost-user frontend: DPDK's testpmd in txonly
+ * mode (`--vdev=net_virtio_user0`) sends UDP from the guest's address to the gateway,
+ * which the backend maps to the host's loopback, where a sink socket receives it. Runs
+ * tpasst (vhost-user) and Debian 13's passt (vhost-user, the reference) alternating, at
+ * 64-byte and 1442-byte frames (1400 bytes of UDP payload), and prints datagrams per
+ * second delivered to the sink, backend CPU per million datagrams, and the ratios
+ * tpasst / passt of the same run. Never passes or fails.
+ *
+ * Everything runs inside a network namespace the benchmark creates (a veth pair with
+ * both ends inside gives the backends a host interface and a default route): the
+ * datagrams only ever reach the namespace's own loopback, and the namespace's
+ * /proc/net/snmp counts nothing but them. Needs root, `ip`, `dpdk-testpmd` (Debian's
+ * dpdk-dev), `socat`, and bench/fetch_reference_passt.sh for the reference.
+ *
+ * Options: --seconds N (measured window per run, default 10), --rounds N (default 2),
+ * --sizes 64,1442 (frame bytes), --backends tpasst-vhost,passt-vhost.
+ *
+ * @module
+ */
+
+import { REFERENCE_PASST_ROOT, TPASST_BIN } from "../tests/e2e/backends.ts";
+import { processCpuSeconds, processPeakRssKiB } from "./qemu_process_stats.ts";
+
+const BACKENDS = ["tpasst-vhost", "passt-vhost"] as const;
+type Backend = typeof BACKENDS[number];
+
+/** Addresses inside the benchmark's namespace (never routed anywhere: both veth ends are in it). */
+const NAMESPACE_HOST_ADDRESS = "10.77.0.2";
+const NAMESPACE_GATEWAY = "10.77.0.1";
+const NAMESPACE_PREFIX = 24;
+/** The backends' own MAC (passt's and tpasst's default), the frames' destination. */
+const BACKEND_MAC = "9a:55:9a:55:9a:55";
+/** testpmd's port MAC (a locally administered address). */
+const FRONTEND_MAC = "52:54:00:12:34:56";
+/** UDP ports of the generated datagrams; the sink listens on the destination port. */
+const SOURCE_PORT = 40000;
+const SINK_PORT = 9;
+/** testpmd needs this long to start and negotiate before the measured window opens. */
+const WARM_UP_MS = 4_000;
+/** Memory testpmd takes without huge pages (MiB). */
+const TESTPMD_MEMORY_MIB = 1024;
+
+interface Args {
+  seconds: number;
+  rounds: number;
+  sizes: number[];
+  backends: Backend[];
+}
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { seconds: 10, rounds: 2, sizes: [64, 1442], backends: [...BACKENDS] };
+  for (let i = 0; i < argv.length; i++) {
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`Option ${argv[i - 1]} needs a value`);
+      return v;
+    };
+    switch (argv[i]) {
+      case "--seconds":
+        args.seconds = Number(value());
+        break;
+      case "--rounds":
+        args.rounds = Number(value());
+        break;
+      case "--sizes":
+        args.sizes = value().split(",").map(Number);
+        break;
+      case "--backends":
+        args.backends = value().split(",").map((b) => {
+          if (!(BACKENDS as readonly string[]).includes(b)) {
+            throw new Error(`Unknown backend ${b}: expected one of ${BACKENDS.join(", ")}`);
+          }
+          return b as Backend;
+        });
+        break;
+      default:
+        throw new Error(`Unknown option ${argv[i]}`);
+    }
+  }
+  if (!(args.seconds > 0) || !(args.rounds > 0) || args.sizes.some((s) => !(s >= 60))) {
+    throw new Error("--seconds and --rounds must be positive, --sizes at least 60 bytes");
+  }
+  return args;
+}
+
+async function run(command: string, args: string[]): Promise<string> {
+  const out = await new Deno.Command(command, { args, stdout: "piped", stderr: "piped" }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  if (!out.success) throw new Error(`${command} ${args.join(" ")} failed: ${text.trim()}`);
+  return text;
+}
+
+/** Creates the namespace with lo up and a veth pair (both ends inside) carrying the host address and default route. */
+async function createNamespace(name: string): Promise<void> {
+  await run("ip", ["netns", "add", name]);
+  const inside = (...args: string[]) => run("ip", ["netns", "exec", name, "ip", ...args]);
+  await inside("link", "set", "lo", "up");
+  await inside("link", "add", "bench0", "type", "veth", "peer", "name", "bench1");
+  await inside("link", "set", "bench0", "up");
+  await inside("link", "set", "bench1", "up");
+  await inside("addr", "add", `${NAMESPACE_HOST_ADDRESS}/${NAMESPACE_PREFIX}`, "dev", "bench0");
+  await inside("route", "add", "default", "via", NAMESPACE_GATEWAY);
+}
+
+/** UDP datagrams that reached a socket in the namespace (read or dropped for a full buffer). */
+async function deliveredDatagrams(namespace: string): Promise<number> {
+  const text = await run("ip", ["netns", "exec", namespace, "cat", "/proc/net/snmp"]);
+  const lines = text.split("\n").filter((l) => l.startsWith("Udp:"));
+  const names = lines[0].split(/\s+/);
+  const values = lines[1].split(/\s+/).map(Number);
+  const field = (n: string) => values[names.indexOf(n)];
+  return field("InDatagrams") + field("RcvbufErrors");
+}
+
+interface Started {
+  readonly child: Deno.ChildProcess;
+  readonly socketPath: string;
+  stop(): Promise<void>;
+}
+
+function spawn(namespace: string, command: string, args: string[]): Deno.ChildProcess {
+  return new Deno.Command("ip", {
+    args: ["netns", "exec", namespace, command, ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+}
+
+async function stopChild(child: Deno.ChildProcess, signal: Deno.Signal = "SIGTERM"): Promise<void> {
+  try {
+    child.kill(signal);
+  } catch { /* already gone */ }
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  }, 5_000);
+  await child.status;
+  clearTimeout(timer);
+}
+
+async function startBackend(namespace: string, backend: Backend, dir: string): Promise<Started> {
+  const socketPath = `${dir}/${backend}.sock`;
+  let child: Deno.ChildProcess;
+  if (backend === "tpasst-vhost") {
+    child = spawn(namespace, TPASST_BIN, ["--vhost-user", "-f", "-s", socketPath]);
+  } else {
+    const libs = `${REFERENCE_PASST_ROOT}usr/lib/x86_64-linux-gnu`;
+    const passt = `${REFERENCE_PASST_ROOT}usr/bin/passt`;
+    await Deno.stat(passt).catch(() => {
+      throw new Error(`Debian 13's passt is not unpacked: run bench/fetch_reference_passt.sh`);
+    });
+    child = spawn(namespace, `${libs}/ld-linux-x86-64.so.2`, [
+      "--library-path",
+      libs,
+      passt,
+      "--vhost-user",
+      "-f",
+      "-e",
+      "-s",
+      socketPath,
+    ]);
+  }
+  const backendLog: string[] = [];
+  (async () => {
+    for await (const text of child.stderr.pipeThrough(new TextDecoderStream())) {
+      backendLog.push(text);
+      if (Deno.env.get("TPASST_BENCH_VERBOSE")) console.error(`[${backend}] ${text.trimEnd()}`);
+    }
+  })().catch(() => {});
+  const deadline = performance.now() + 15_000;
+  for (;;) {
+    try {
+      await Deno.lstat(socketPath);
+      break;
+    } catch {
+      if (performance.now() > deadline) {
+        await stopChild(child);
+        throw new Error(`${backend} did not create ${socketPath}`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  return { child, socketPath, stop: () => stopChild(child) };
+}
+
+/** One measured run. */
+interface RunResult {
+  readonly pps: number;
+  readonly cpuSecondsPerMillion: number;
+  readonly peakRssMiB: number;
+}
+
+async function measure(
+  namespace: string,
+  backend: Backend,
+  frameBytes: number,
+  seconds: number,
+  dir: string,
+): Promise<RunResult> {
+  const sink = spawn(namespace, "socat", [
+    "-u",
+    `UDP4-RECV:${SINK_PORT},bind=127.0.0.1`,
+    "/dev/null",
+  ]);
+  sink.stderr.pipeTo(new WritableStream()).catch(() => {});
+  const started = await startBackend(namespace, backend, dir);
+  const pid = started.child.pid;
+  const testpmd = spawn(namespace, "dpdk-testpmd", [
+    "-l",
+    "0-1",
+    "--no-pci",
+    "--no-huge",
+    "-m",
+    `${TESTPMD_MEMORY_MIB}`,
+    "--file-prefix",
+    `tpasst-bench-${Deno.pid}`,
+    `--vdev=net_virtio_user0,path=${started.socketPath},queues=1,mac=${FRONTEND_MAC}`,
+    "--",
+    "--forward-mode=txonly",
+    `--tx-ip=${NAMESPACE_HOST_ADDRESS},${NAMESPACE_GATEWAY}`,
+    `--tx-udp=${SOURCE_PORT},${SINK_PORT}`,
+    `--eth-peer=0,${BACKEND_MAC}`,
+    `--txpkts=${frameBytes}`,
+    "--nb-cores=1",
+    "--auto-start",
+    // With a stats period testpmd runs until a signal; without one it waits for a
+    // key press and, its stdin being /dev/null, would stop at once.
+    "--stats-period",
+    "1",
+  ]);
+  const testpmdLog: string[] = [];
+  (async () => {
+    for await (const text of testpmd.stderr.pipeThrough(new TextDecoderStream())) {
+      testpmdLog.push(text);
+    }
+  })().catch(() => {});
+  try {
+    await new Promise((r) => setTimeout(r, WARM_UP_MS));
+    const count0 = await deliveredDatagrams(namespace);
+    const cpu0 = processCpuSeconds(pid) ?? 0;
+    const t0 = performance.now();
+    await new Promise((r) => setTimeout(r, seconds * 1000));
+    const count1 = await deliveredDatagrams(namespace);
+    const cpu1 = processCpuSeconds(pid) ?? cpu0;
+    const elapsed = (performance.now() - t0) / 1000;
+    const delivered = count1 - count0;
+    if (delivered <= 0) {
+      throw new Error(
+        `no datagram reached the sink; testpmd said: ${testpmdLog.join("").slice(-400)}`,
+      );
+    }
+    return {
+      pps: delivered / elapsed,
+      cpuSecondsPerMillion: (cpu1 - cpu0) / (delivered / 1e6),
+      peakRssMiB: (processPeakRssKiB(pid) ?? 0) / 1024,
+    };
+  } finally {
+    await stopChild(testpmd, "SIGINT");
+    await started.stop();
+    await stopChild(sink);
+  }
+}
+
+const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+
+async function main(): Promise<void> {
+  const args = parseArgs(Deno.args);
+  const namespace = `tpasst-bench-${Deno.pid}`;
+  const dir = await Deno.makeTempDir({ prefix: "tpasst-testpmd-" });
+  await Deno.chmod(dir, 0o777); // passt started as root binds its socket as "nobody"
+  await createNamespace(namespace);
+  console.log(
+    `testpmd UDP benchmark: ${args.backends.join(", ")}; frames ${
+      args.sizes.join(", ")
+    } B; ${args.rounds} round(s) of ${args.seconds} s; namespace ${namespace}`,
+  );
+  const results = new Map<string, RunResult[]>();
+  const failures = new Map<string, string>();
+  try {
+    for (let round = 1; round <= args.rounds; round++) {
+      for (const size of args.sizes) {
+        for (const backend of args.backends) {
+          const key = `${backend} ${size}`;
+          if (failures.has(key)) continue;
+          try {
+            const r = await measure(namespace, backend, size, args.seconds, dir);
+            results.set(key, [...(results.get(key) ?? []), r]);
+            console.log(
+              `round ${round} ${backend} ${size} B: ${(r.pps / 1000).toFixed(1)} kpps, ${
+                r.cpuSecondsPerMillion.toFixed(2)
+              } CPU s per million, peak RSS ${r.peakRssMiB.toFixed(1)} MiB`,
+            );
+          } catch (error) {
+            failures.set(key, String((error as Error).message).split("\n")[0]);
+            console.log(`round ${round} ${backend} ${size} B: n/a (${failures.get(key)})`);
+          }
+        }
+      }
+    }
+  } finally {
+    await run("ip", ["netns", "del", namespace]).catch(() => {});
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+  console.log("");
+  console.log("backend       frame B   kpps   CPU s/M datagrams   peak RSS MiB");
+  for (const size of args.sizes) {
+    for (const backend of args.backends) {
+      const runs = results.get(`${backend} ${size}`);
+      if (!runs) {
+        console.log(`${backend.padEnd(13)} ${String(size).padStart(7)}   n/a`);
+        continue;
+      }
+      console.log(
+        `${backend.padEnd(13)} ${String(size).padStart(7)} ${
+          (mean(runs.map((r) => r.pps)) / 1000).toFixed(1).padStart(6)
+        } ${mean(runs.map((r) => r.cpuSecondsPerMillion)).toFixed(2).padStart(19)} ${
+          Math.max(...runs.map((r) => r.peakRssMiB)).toFixed(1).padStart(14)
+        }`,
+      );
+    }
+    const ours = results.get(`tpasst-vhost ${size}`);
+    const reference = results.get(`passt-vhost ${size}`);
+    if (ours && reference) {
+      console.log(
+        `  ratio tpasst / passt at ${size} B: ${
+          (mean(ours.map((r) => r.pps)) / mean(reference.map((r) => r.pps))).toFixed(2)
+        }x packet rate, ${
+          (mean(ours.map((r) => r.cpuSecondsPerMillion)) /
+            mean(reference.map((r) => r.cpuSecondsPerMillion))).toFixed(2)
+        }x CPU per datagram`,
+      );
+    }
+  }
+}
+
+if (import.meta.main) {
+  await main();
+}
