@@ -305,6 +305,45 @@ export const symbols = {
     ],
     result: "i32",
   },
+  tp_tcp_recvmsg: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // const struct iovec *iov (16 bytes each: base, len)
+      "u32", // uint32_t iovcnt
+      "i32", // int32_t flags (MSG_PEEK...)
+    ],
+    result: "i32",
+  },
+  tp_tcp_sendmsg: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // const struct iovec *iov (16 bytes each: base, len)
+      "u32", // uint32_t iovcnt
+      "i32", // int32_t flags
+    ],
+    result: "i32",
+  },
+  tp_tcp_discard: {
+    parameters: [
+      "i32", // int32_t fd
+      "u32", // uint32_t len
+    ],
+    result: "i32",
+  },
+  tp_tcp_set_peek_offset: {
+    parameters: [
+      "i32", // int32_t fd
+      "i32", // int32_t offset (-1: off)
+    ],
+    result: "i32",
+  },
+  tp_tcp_queues: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // uint32_t *out (uint32_t[3]: SIOCOUTQ, SIOCINQ, SO_SNDBUF)
+    ],
+    result: "i32",
+  },
 
   // ---- file.c ----
   tp_file_open: {

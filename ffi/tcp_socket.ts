@@ -7,11 +7,25 @@
  *
  * @module
  */
+import type { IoVectors } from "./io_vectors.ts";
 import { helper } from "./library.ts";
 import { Errno, NativeError } from "./native_error.ts";
 
 /** Returned by {@link TcpSocket.receive} and {@link TcpSocket.send} when the call would block. */
 export const WOULD_BLOCK = -1;
+
+/** recvmsg flag: leave the bytes queued (sys/socket.h MSG_PEEK). */
+export const MSG_PEEK = 0x2;
+
+/** How full a socket's queues are ({@link TcpSocket.queues}). */
+export interface SocketQueues {
+  /** Bytes not yet acknowledged by the peer, sent or not (SIOCOUTQ). */
+  sendQueued: number;
+  /** Bytes received and not yet read (SIOCINQ). */
+  receiveQueued: number;
+  /** Size of the send buffer (SO_SNDBUF as getsockopt reports it). */
+  sendBuffer: number;
+}
 
 /** A socket address as raw bytes: 4 (IPv4) or 16 (IPv6) bytes in network order. */
 export interface RawSocketAddress {
@@ -29,6 +43,9 @@ export interface ConnectSource {
 }
 
 const EMPTY = new Uint8Array(0);
+/** Output of tp_tcp_queues, shared: the call is synchronous. */
+const queueWords = new Uint32Array(3);
+const queueBytes = new Uint8Array(queueWords.buffer);
 const NO_INTERFACE = new Uint8Array(1); // "" (NUL only)
 const encoder = new TextEncoder();
 
@@ -133,6 +150,76 @@ export class TcpSocket {
     if (rc >= 0) return rc;
     if (rc === -Errno.EAGAIN) return WOULD_BLOCK;
     throw new NativeError(-rc, `send(socket ${this.#fd})`);
+  }
+
+  /**
+   * Receives into the views of `vectors`, or with `peek` copies without dequeuing
+   * (from the peek offset when one is set, {@link setPeekOffset}): the byte count, 0
+   * at the end of the peer's stream, or {@link WOULD_BLOCK}.
+   * @throws NativeError (ECONNRESET when the peer reset the connection)
+   */
+  receiveVectors(vectors: IoVectors, peek: boolean): number {
+    if (vectors.totalBytes === 0) throw new RangeError("Cannot receive into no buffer");
+    const rc = helper().tp_tcp_recvmsg(
+      this.#open(),
+      vectors.bytes,
+      vectors.count,
+      peek ? MSG_PEEK : 0,
+    );
+    if (rc >= 0) return rc;
+    if (rc === -Errno.EAGAIN) return WOULD_BLOCK;
+    throw new NativeError(-rc, `recvmsg(socket ${this.#fd})`);
+  }
+
+  /**
+   * Sends the views of `vectors` in order: the bytes the kernel took (possibly
+   * fewer), or {@link WOULD_BLOCK}.
+   * @throws NativeError (EPIPE, ECONNRESET...)
+   */
+  sendVectors(vectors: IoVectors): number {
+    const rc = helper().tp_tcp_sendmsg(this.#open(), vectors.bytes, vectors.count, 0);
+    if (rc >= 0) return rc;
+    if (rc === -Errno.EAGAIN) return WOULD_BLOCK;
+    throw new NativeError(-rc, `sendmsg(socket ${this.#fd})`);
+  }
+
+  /**
+   * Drops up to `length` bytes from the front of the receive queue without copying
+   * them (MSG_TRUNC): the bytes dropped, 0 at the end of stream, or {@link WOULD_BLOCK}.
+   * A peek offset moves back by as much.
+   * @throws NativeError
+   */
+  discard(length: number): number {
+    const rc = helper().tp_tcp_discard(this.#open(), length);
+    if (rc >= 0) return rc;
+    if (rc === -Errno.EAGAIN) return WOULD_BLOCK;
+    throw new NativeError(-rc, `recv(socket ${this.#fd}, MSG_TRUNC)`);
+  }
+
+  /**
+   * Sets where the next peek starts, in bytes from the front of the receive queue
+   * (SO_PEEK_OFF; -1 turns it off). Each peek then moves it on by what it returned.
+   * @returns false when the kernel's TCP has no peek offset (Linux before 6.9)
+   * @throws NativeError for other failures
+   */
+  setPeekOffset(offset: number): boolean {
+    const rc = helper().tp_tcp_set_peek_offset(this.#open(), offset);
+    if (rc === 0) return true;
+    if (rc === -Errno.EOPNOTSUPP || rc === -Errno.ENOPROTOOPT) return false;
+    throw new NativeError(-rc, `setsockopt(socket ${this.#fd}, SO_PEEK_OFF)`);
+  }
+
+  /**
+   * Fills `out` with how full the socket's queues are.
+   * @throws NativeError
+   */
+  queues(out: SocketQueues): void {
+    const words = queueWords;
+    const rc = helper().tp_tcp_queues(this.#open(), queueBytes);
+    if (rc < 0) throw new NativeError(-rc, `ioctl(socket ${this.#fd}, SIOCOUTQ/SIOCINQ)`);
+    out.sendQueued = words[0];
+    out.receiveQueued = words[1];
+    out.sendBuffer = words[2];
   }
 
   /** Ends our direction of the stream (the peer reads end of stream: FIN). */

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Errno, NativeError } from "./native_error.ts";
 import { openFdCount } from "./process.ts";
+import { IoVectors } from "./io_vectors.ts";
 import { formatRawAddress, TcpListenSocket, TcpSocket, WOULD_BLOCK } from "./tcp_socket.ts";
 
 const LOOPBACK4 = new Uint8Array([127, 0, 0, 1]);
@@ -409,4 +410,83 @@ Deno.test("`formatRawAddress()` writes dotted quads and colon hex", () => {
     ),
     "2001:db8:0:0:0:0:abcd:1",
   );
+});
+
+Deno.test("`TcpSocket.receiveVectors()` peeks into a gather list from the peek offset, `discard()` drops acknowledged bytes, and peeking again from 0 retransmits", async () => {
+  const { listener, client, server } = await connectedPair(LOOPBACK4);
+  try {
+    const data = new Uint8Array(6000).map((_, i) => (i * 7 + 3) & 0xff);
+    assert.equal(client.send(data), data.length);
+    const queues = { sendQueued: 0, receiveQueued: 0, sendBuffer: 0 };
+    await pollFor(() => {
+      server.queues(queues);
+      return queues.receiveQueued === data.length ? true : null;
+    }, "6000 queued bytes");
+    assert.ok(server.setPeekOffset(0), "this kernel's TCP has SO_PEEK_OFF");
+    // Two views of one large buffer, as a frame's payload spread over guest buffers.
+    const memory = new Uint8Array(65536);
+    const iov = new IoVectors(4);
+    iov.push(memory.subarray(100, 1100));
+    iov.push(memory.subarray(5000, 6000));
+    assert.equal(server.receiveVectors(iov, true), 2000);
+    assert.deepEqual(memory.subarray(100, 1100), data.subarray(0, 1000));
+    assert.deepEqual(memory.subarray(5000, 6000), data.subarray(1000, 2000));
+    // The next peek continues where the last one ended.
+    iov.clear();
+    iov.push(memory.subarray(20000, 23000));
+    assert.equal(server.receiveVectors(iov, true), 3000);
+    assert.deepEqual(memory.subarray(20000, 23000), data.subarray(2000, 5000));
+    // Nothing was dequeued.
+    server.queues(queues);
+    assert.equal(queues.receiveQueued, data.length);
+    // The peer acknowledged 1500 bytes: they are dropped without a copy, and the peek
+    // offset moves back with them.
+    assert.equal(server.discard(1500), 1500);
+    server.queues(queues);
+    assert.equal(queues.receiveQueued, data.length - 1500);
+    iov.clear();
+    iov.push(memory.subarray(30000, 32000));
+    assert.equal(server.receiveVectors(iov, true), 1000, "only the 1000 bytes never peeked");
+    assert.deepEqual(memory.subarray(30000, 31000), data.subarray(5000, 6000));
+    assert.equal(server.receiveVectors(iov, true), WOULD_BLOCK);
+    // Retransmission: peek again from the acknowledged edge.
+    assert.ok(server.setPeekOffset(0));
+    iov.clear();
+    iov.push(memory.subarray(40000, 41000));
+    assert.equal(server.receiveVectors(iov, true), 1000);
+    assert.deepEqual(memory.subarray(40000, 41000), data.subarray(1500, 2500));
+    // End of stream: a peek past the queued bytes after the peer's FIN returns 0.
+    client.shutdownWrite();
+    assert.ok(server.setPeekOffset(data.length - 1500));
+    await pollFor(() => {
+      const n = server.receiveVectors(iov, true);
+      return n === WOULD_BLOCK ? null : n;
+    }, "end of stream");
+    assert.equal(server.discard(data.length), data.length - 1500);
+  } finally {
+    closeAll(client, server, listener);
+  }
+});
+
+Deno.test("`TcpSocket.sendVectors()` sends a gather list in order and `queues()` reports the send buffer", async () => {
+  const { listener, client, server } = await connectedPair(LOOPBACK4);
+  try {
+    const a = new Uint8Array(3000).fill(1);
+    const b = new Uint8Array(500).fill(2);
+    const iov = new IoVectors(2);
+    iov.push(a);
+    iov.push(b, 200);
+    assert.equal(iov.totalBytes, 3200);
+    assert.equal(client.sendVectors(iov), 3200);
+    const got = await receiveExactly(server, 3200);
+    assert.deepEqual(got.subarray(0, 3000), a);
+    assert.deepEqual(got.subarray(3000), b.subarray(0, 200));
+    const queues = { sendQueued: -1, receiveQueued: -1, sendBuffer: 0 };
+    client.queues(queues);
+    assert.equal(queues.sendQueued, 0, "everything was acknowledged on loopback");
+    assert.ok(queues.sendBuffer > 0);
+    assert.throws(() => iov.push(a), RangeError);
+  } finally {
+    closeAll(client, server, listener);
+  }
 });

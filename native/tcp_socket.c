@@ -15,8 +15,11 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "tpasst_helper.h"
@@ -273,5 +276,108 @@ int32_t tp_socket_local_address(int32_t fd, uint8_t *addr_out, uint32_t *meta_ou
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
 		return -errno;
 	store_sockaddr(&ss, addr_out, meta_out);
+	return 0;
+}
+
+/*
+ * tp_tcp_recvmsg() - receive (or peek at) bytes into a gather list, without blocking.
+ * @fd:     connected stream socket
+ * @iov:    struct iovec[@iovcnt]: where the bytes go, in order
+ * @iovcnt: entries in @iov (1..IOV_MAX)
+ * @flags:  extra recvmsg flags: MSG_PEEK leaves the bytes queued (from the socket's
+ *          SO_PEEK_OFF when one is set); MSG_DONTWAIT is always added
+ *
+ * Return: bytes stored, 0 at end of stream, -EAGAIN when nothing (more) is pending,
+ * or -errno (-ECONNRESET...).
+ */
+int32_t tp_tcp_recvmsg(int32_t fd, const struct iovec *iov, uint32_t iovcnt, int32_t flags)
+{
+	struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = iovcnt };
+	ssize_t n;
+
+	do {
+		n = recvmsg(fd, &msg, flags | MSG_DONTWAIT);
+	} while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : (int32_t)n;
+}
+
+/*
+ * tp_tcp_sendmsg() - send bytes from a gather list, without blocking or SIGPIPE.
+ * @fd:     connected stream socket
+ * @iov:    struct iovec[@iovcnt]: the bytes, in order
+ * @iovcnt: entries in @iov (1..IOV_MAX)
+ * @flags:  extra sendmsg flags (MSG_MORE...); MSG_DONTWAIT | MSG_NOSIGNAL are added
+ *
+ * Return: bytes accepted by the kernel (possibly fewer), -EAGAIN when its buffer is
+ * full, or -errno (-EPIPE, -ECONNRESET...).
+ */
+int32_t tp_tcp_sendmsg(int32_t fd, const struct iovec *iov, uint32_t iovcnt, int32_t flags)
+{
+	struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = iovcnt };
+	ssize_t n;
+
+	do {
+		n = sendmsg(fd, &msg, flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+	} while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : (int32_t)n;
+}
+
+/*
+ * tp_tcp_discard() - drop bytes from the front of the receive queue without copying.
+ * @fd:  connected TCP socket
+ * @len: how many (at most what is queued is dropped)
+ *
+ * recv() with MSG_TRUNC and no buffer: Linux's TCP discards instead of copying
+ * (tcp(7), MSG_TRUNC). A peek offset (SO_PEEK_OFF) moves back by what was dropped.
+ *
+ * Return: bytes dropped, 0 at end of stream, -EAGAIN when nothing is queued, or -errno.
+ */
+int32_t tp_tcp_discard(int32_t fd, uint32_t len)
+{
+	ssize_t n;
+
+	do {
+		n = recv(fd, NULL, len, MSG_TRUNC | MSG_DONTWAIT);
+	} while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : (int32_t)n;
+}
+
+/*
+ * tp_tcp_set_peek_offset() - set SO_PEEK_OFF: where the next MSG_PEEK starts.
+ * @fd:     connected TCP socket
+ * @offset: bytes from the front of the receive queue, or -1 to peek from the front
+ *          without moving (the default)
+ *
+ * Each MSG_PEEK then advances the offset by what it returned (Linux >= 6.9 for TCP).
+ *
+ * Return: 0, or -errno (-EOPNOTSUPP / -ENOPROTOOPT where TCP lacks it).
+ */
+int32_t tp_tcp_set_peek_offset(int32_t fd, int32_t offset)
+{
+	if (setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &offset, sizeof(offset)) < 0)
+		return -errno;
+	return 0;
+}
+
+/*
+ * tp_tcp_queues() - how full the socket's queues are.
+ * @fd:  connected TCP socket
+ * @out: uint32_t[3]: [0] SIOCOUTQ, bytes sent but not yet acknowledged by the peer
+ *       plus bytes not yet sent; [1] SIOCINQ, bytes received and not yet read;
+ *       [2] SO_SNDBUF, the send buffer's size in bytes (as getsockopt reports it)
+ *
+ * Return: 0, or -errno.
+ */
+int32_t tp_tcp_queues(int32_t fd, uint32_t *out)
+{
+	int outq = 0, inq = 0, sndbuf = 0;
+	socklen_t len = sizeof(sndbuf);
+
+	if (ioctl(fd, SIOCOUTQ, &outq) < 0 || ioctl(fd, SIOCINQ, &inq) < 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) < 0)
+		return -errno;
+	out[0] = (uint32_t)outq;
+	out[1] = (uint32_t)inq;
+	out[2] = (uint32_t)sndbuf;
 	return 0;
 }

@@ -88,6 +88,12 @@ int32_t tp_tcp_listen(const uint8_t *addr, uint32_t addr_len, uint32_t port, uin
                       const char *ifname, int32_t backlog);
 int32_t tp_tcp_accept(int32_t listen_fd, uint8_t *addr_out, uint32_t *meta_out);
 int32_t tp_socket_local_address(int32_t fd, uint8_t *addr_out, uint32_t *meta_out);
+struct iovec;
+int32_t tp_tcp_recvmsg(int32_t fd, const struct iovec *iov, uint32_t iovcnt, int32_t flags);
+int32_t tp_tcp_sendmsg(int32_t fd, const struct iovec *iov, uint32_t iovcnt, int32_t flags);
+int32_t tp_tcp_discard(int32_t fd, uint32_t len);
+int32_t tp_tcp_set_peek_offset(int32_t fd, int32_t offset);
+int32_t tp_tcp_queues(int32_t fd, uint32_t *out);
 
 /* ---- file.c: output files, unlink, fd count -------------------------------- */
 

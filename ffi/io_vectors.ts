@@ -1,0 +1,103 @@
+/**
+ * A reusable `struct iovec` array for the helper's gather/scatter calls
+ * (tp_tcp_recvmsg, tp_tcp_sendmsg): each entry holds the address and length of one
+ * byte view, so that the kernel copies straight into (or out of) those views —
+ * guest memory included — without a copy through a buffer of ours.
+ *
+ * An address is the view's ArrayBuffer base plus its byteOffset. The base of each
+ * ArrayBuffer is looked up once (Deno.UnsafePointer costs ~1 µs with its BigInt) and
+ * cached; only buffers whose contents V8 never moves are cached: those larger than
+ * V8's on-heap typed-array limit (64 bytes), whose backing stores live outside the
+ * JS heap. The views must stay alive (and their memory mapped) until the call using
+ * the table returns.
+ *
+ * @module
+ */
+
+/** Bytes per `struct iovec` on x86-64 / aarch64 Linux: `void *iov_base; size_t iov_len`. */
+export const IOVEC_SIZE = 16;
+/** Buffers at most this large may live on V8's heap (and move): never cached. */
+const ON_HEAP_LIMIT = 64;
+/** 2^32, to split a 64-bit address into u32 halves. */
+const TWO_32 = 2 ** 32;
+
+const baseCache = new WeakMap<ArrayBufferLike, number>();
+let lastBuffer: ArrayBufferLike | null = null;
+let lastBase = 0;
+
+/** Address of the first byte of `buffer`'s memory. */
+function bufferBase(buffer: ArrayBufferLike): number {
+  if (buffer === lastBuffer) return lastBase;
+  let base = baseCache.get(buffer);
+  if (base === undefined) {
+    const pointer = Deno.UnsafePointer.of(new Uint8Array(buffer));
+    base = pointer === null ? 0 : Number(Deno.UnsafePointer.value(pointer));
+    if (buffer.byteLength <= ON_HEAP_LIMIT) return base;
+    baseCache.set(buffer, base);
+  }
+  lastBuffer = buffer;
+  lastBase = base;
+  return base;
+}
+
+/** A fixed-capacity iovec table; see the module comment. */
+export class IoVectors {
+  /** The table's bytes, passed to the helper as `const struct iovec *`. */
+  readonly bytes: Uint8Array;
+  readonly #words: Uint32Array;
+  readonly #capacity: number;
+  #count = 0;
+  #totalBytes = 0;
+
+  /** @param capacity most entries the table holds (IOV_MAX is 1024) */
+  constructor(capacity: number) {
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1024) {
+      throw new RangeError(`Cannot make an iovec table of ${capacity} entries: 1..1024`);
+    }
+    this.#capacity = capacity;
+    this.bytes = new Uint8Array(capacity * IOVEC_SIZE);
+    this.#words = new Uint32Array(this.bytes.buffer);
+  }
+
+  /** Entries in use. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** Bytes the entries cover together. */
+  get totalBytes(): number {
+    return this.#totalBytes;
+  }
+
+  /** Whether another entry fits. */
+  get full(): boolean {
+    return this.#count === this.#capacity;
+  }
+
+  /** Empties the table. */
+  clear(): void {
+    this.#count = 0;
+    this.#totalBytes = 0;
+  }
+
+  /**
+   * Appends `view` (its first `length` bytes, all by default); an empty view adds
+   * nothing.
+   * @throws RangeError when the table is full
+   */
+  push(view: Uint8Array, length: number = view.byteLength): void {
+    if (length <= 0) return;
+    if (this.#count === this.#capacity) {
+      throw new RangeError(`Cannot add to the iovec table: all ${this.#capacity} entries are used`);
+    }
+    const address = bufferBase(view.buffer) + view.byteOffset;
+    const w = this.#words;
+    const at = this.#count * (IOVEC_SIZE / 4);
+    w[at] = address % TWO_32;
+    w[at + 1] = Math.floor(address / TWO_32);
+    w[at + 2] = Math.min(length, view.byteLength);
+    w[at + 3] = 0;
+    this.#count++;
+    this.#totalBytes += Math.min(length, view.byteLength);
+  }
+}
