@@ -38,7 +38,13 @@ import {
   udpChecksumOkV4,
   udpChecksumOkV6,
 } from "./udp.ts";
-import { type GuestLink, MAX_FRAME_LENGTH, SendResult } from "../tap/frame_transport.ts";
+import {
+  type FrameSpace,
+  type GuestLink,
+  MAX_FRAME_LENGTH,
+  SendResult,
+} from "../tap/frame_transport.ts";
+import { ScratchFrame } from "../tap/scratch_frame.ts";
 
 /** Guest MAC used by the test guest. */
 export const TEST_GUEST_MAC = 0x525400123456;
@@ -212,6 +218,9 @@ export class TestGuest implements GuestLink {
   #queue: Uint8Array[] = [];
   #pumpScheduled = false;
   #writable: ((now: number) => void) | null = null;
+  readonly #scratch = new ScratchFrame();
+  /** Frames reserved with reserveFrame and committed (the in-place path). */
+  committedFrames = 0;
   #nextPort = 40000;
   readonly #hdr = newTcpHeader();
   readonly #pkt: L4Packet = newL4Packet();
@@ -284,6 +293,26 @@ export class TestGuest implements GuestLink {
       queueMicrotask(() => this.#pump());
     }
     return SendResult.Sent;
+  }
+
+  /** Reserves room in a scratch frame, bounded like sendFrame (NoRoom when {@link noRoom}). */
+  reserveFrame(space: FrameSpace, maxLength: number, headerLength: number): SendResult {
+    if (this.noRoom) return SendResult.NoRoom;
+    if (headerLength > this.maxFrameLength) return SendResult.Dropped;
+    return this.#scratch.reserve(space, Math.min(maxLength, this.maxFrameLength));
+  }
+
+  /** Takes the reserved frame like sendFrame. */
+  commitFrame(length: number, checksumStart = 0, checksumOffset = 0): SendResult {
+    const frame = this.#scratch.take(length);
+    if (frame === null) return SendResult.Dropped;
+    this.committedFrames++;
+    return this.sendFrame(frame, checksumStart, checksumOffset);
+  }
+
+  /** Forgets the reservation. */
+  cancelFrame(): void {
+    this.#scratch.cancel();
   }
 
   /** Nothing to publish. */

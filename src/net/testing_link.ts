@@ -5,7 +5,13 @@
  * @module
  */
 
-import { type GuestLink, MAX_FRAME_LENGTH, SendResult } from "../tap/frame_transport.ts";
+import {
+  type FrameSpace,
+  type GuestLink,
+  MAX_FRAME_LENGTH,
+  SendResult,
+} from "../tap/frame_transport.ts";
+import { ScratchFrame } from "../tap/scratch_frame.ts";
 
 /** A recording guest link for unit tests. */
 export class RecordingLink implements GuestLink {
@@ -24,6 +30,7 @@ export class RecordingLink implements GuestLink {
   /** When set, sendFrame returns this instead of recording. */
   refuseWith: SendResult | null = null;
   #writable: ((now: number) => void) | null = null;
+  readonly #scratch = new ScratchFrame();
 
   /** Records a copy of the frame (or refuses when {@link refuseWith} is set). */
   sendFrame(frame: Uint8Array, checksumStart = 0, checksumOffset = 0): SendResult {
@@ -31,6 +38,24 @@ export class RecordingLink implements GuestLink {
     this.frames.push(frame.slice());
     this.partialChecksums.push([checksumStart, checksumOffset]);
     return SendResult.Sent;
+  }
+
+  /** Reserves a scratch frame (or refuses like sendFrame when {@link refuseWith} is set). */
+  reserveFrame(space: FrameSpace, maxLength: number, _headerLength: number): SendResult {
+    if (this.refuseWith !== null) return this.refuseWith;
+    return this.#scratch.reserve(space, Math.min(maxLength, this.maxFrameLength));
+  }
+
+  /** Records the reserved frame like sendFrame. */
+  commitFrame(length: number, checksumStart = 0, checksumOffset = 0): SendResult {
+    const frame = this.#scratch.take(length);
+    if (frame === null) return SendResult.Dropped;
+    return this.sendFrame(frame, checksumStart, checksumOffset);
+  }
+
+  /** Forgets the reservation. */
+  cancelFrame(): void {
+    this.#scratch.cancel();
   }
 
   /** Counts flushes. */

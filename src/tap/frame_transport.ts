@@ -67,6 +67,39 @@ export const SendResult = {
 /** One of the {@link SendResult} values. */
 export type SendResult = typeof SendResult[keyof typeof SendResult];
 
+/**
+ * Room reserved toward the guest for one frame ({@link GuestLink.reserveFrame}),
+ * filled in by the link: writable views, in frame order, that together hold
+ * `length` bytes. The first view holds at least the header length asked for, so
+ * that headers can be written in one piece; the rest may be spread over buffers.
+ * Views may point straight into guest memory: valid only until the frame is
+ * committed or cancelled.
+ */
+export interface FrameSpace {
+  /** The views; only the first {@link count} are meaningful. */
+  readonly views: Uint8Array[];
+  /** Views in use. */
+  count: number;
+  /** Bytes the views hold together: the most the frame can be. */
+  length: number;
+}
+
+/** An empty {@link FrameSpace} to pass to {@link GuestLink.reserveFrame}, reused per frame. */
+export function newFrameSpace(): FrameSpace {
+  return { views: [], count: 0, length: 0 };
+}
+
+/** Copies the first `length` bytes of `space` into `out` (at least that large). */
+export function gatherFrame(space: FrameSpace, length: number, out: Uint8Array): void {
+  let at = 0;
+  for (let i = 0; i < space.count && at < length; i++) {
+    const view = space.views[i];
+    const n = Math.min(view.length, length - at);
+    out.set(n === view.length ? view : view.subarray(0, n), at);
+    at += n;
+  }
+}
+
 /** The way toward the guest. Implemented by each transport. Never blocks. */
 export interface GuestLink {
   /** Short name for logs: "vhost-user", "stream". */
@@ -100,6 +133,30 @@ export interface GuestLink {
    * it never sends what would be dropped.
    */
   readonly maxFrameLength: number;
+
+  /**
+   * Reserves room for one frame of at most `maxLength` bytes (whose first
+   * `headerLength` bytes must be contiguous) and describes it in `space`: the frame
+   * is then written in place, straight into the guest's buffers where the transport
+   * has them, and handed over by {@link commitFrame} or given back by
+   * {@link cancelFrame}. The room may be smaller than `maxLength` (fewer buffers
+   * posted), never smaller than `headerLength`. Nothing else may be sent on the link
+   * while a reservation is open.
+   * @returns Sent when room was reserved; NoRoom (the writable callback will run, as
+   *   after {@link sendFrame}); Dropped when no frame can go (link down, buffers
+   *   smaller than the headers)
+   */
+  reserveFrame(space: FrameSpace, maxLength: number, headerLength: number): SendResult;
+
+  /**
+   * Hands over the reserved frame, now `length` bytes long (at most the reserved
+   * room), with a partial checksum at `checksumStart` / `checksumOffset` like
+   * {@link sendFrame}. Unused reserved room goes back to the link.
+   */
+  commitFrame(length: number, checksumStart?: number, checksumOffset?: number): SendResult;
+
+  /** Gives the reserved room back unused. */
+  cancelFrame(): void;
 
   /** Publishes everything sent since the last flush (used index, notification). */
   flush(): void;

@@ -16,7 +16,14 @@
 
 import type { Logger } from "../log/logger.ts";
 import { log as defaultLogger } from "../log/logger.ts";
-import type { FrameHandler, GuestLink, SendResult } from "./frame_transport.ts";
+import {
+  type FrameHandler,
+  type FrameSpace,
+  gatherFrame,
+  type GuestLink,
+  MAX_FRAME_LENGTH,
+  SendResult,
+} from "./frame_transport.ts";
 
 /** Magic number of a microsecond-resolution pcap file, written in host (little-endian) order. */
 export const PCAP_MAGIC = 0xa1b2c3d4;
@@ -142,6 +149,8 @@ export class PcapWriter {
 export class PcapGuestLink implements GuestLink {
   readonly #inner: GuestLink;
   readonly #writer: PcapWriter;
+  readonly #frame = new Uint8Array(MAX_FRAME_LENGTH);
+  #space: FrameSpace | null = null;
 
   /** Wraps `inner`, recording to `writer`. */
   constructor(inner: GuestLink, writer: PcapWriter) {
@@ -167,6 +176,33 @@ export class PcapGuestLink implements GuestLink {
     const result = this.#inner.sendFrame(frame, checksumStart, checksumOffset);
     if (result === 0) this.#writer.record(frame);
     return result;
+  }
+
+  /** {@inheritDoc GuestLink.reserveFrame} */
+  reserveFrame(space: FrameSpace, maxLength: number, headerLength: number): SendResult {
+    const result = this.#inner.reserveFrame(space, maxLength, headerLength);
+    this.#space = result === SendResult.Sent ? space : null;
+    return result;
+  }
+
+  /** {@inheritDoc GuestLink.commitFrame} The frame is recorded when the inner link took it. */
+  commitFrame(length: number, checksumStart?: number, checksumOffset?: number): SendResult {
+    const space = this.#space;
+    this.#space = null;
+    let copy: Uint8Array | null = null;
+    if (space !== null && length <= space.length) {
+      copy = this.#frame.subarray(0, length);
+      gatherFrame(space, length, copy); // before the guest may own it
+    }
+    const result = this.#inner.commitFrame(length, checksumStart, checksumOffset);
+    if (result === SendResult.Sent && copy !== null) this.#writer.record(copy);
+    return result;
+  }
+
+  /** {@inheritDoc GuestLink.cancelFrame} */
+  cancelFrame(): void {
+    this.#space = null;
+    this.#inner.cancelFrame();
   }
 
   /** {@inheritDoc GuestLink.flush} */

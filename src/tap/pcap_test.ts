@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
 import { OutputFile } from "../../ffi/output_file.ts";
 import { Logger } from "../log/logger.ts";
+import { ScratchFrame } from "./scratch_frame.ts";
 import {
   type FrameHandler,
   FrameInfo,
+  type FrameSpace,
   type GuestLink,
   MAX_FRAME_LENGTH,
   SendResult,
@@ -65,6 +67,18 @@ class FakeLink implements GuestLink {
     if (this.full) return SendResult.NoRoom;
     this.sent.push(frame.slice());
     return SendResult.Sent;
+  }
+  readonly scratch = new ScratchFrame();
+  reserveFrame(space: FrameSpace, maxLength: number): SendResult {
+    if (this.full) return SendResult.NoRoom;
+    return this.scratch.reserve(space, maxLength);
+  }
+  commitFrame(length: number): SendResult {
+    const frame = this.scratch.take(length);
+    return frame === null ? SendResult.Dropped : this.sendFrame(frame);
+  }
+  cancelFrame(): void {
+    this.scratch.cancel();
   }
   flush(): void {}
   onWritable(): void {}

@@ -26,6 +26,7 @@ import {
 } from "../loop/event_loop.ts";
 import {
   type FrameHandler,
+  type FrameSpace,
   type GuestLink,
   MAX_FRAME_LENGTH,
   SendResult,
@@ -87,6 +88,9 @@ export class StreamTransport implements GuestLink, FrontendSession {
   #watchingWritable = false;
   #wantWritable = false;
   #writable: ((now: number) => void) | null = null;
+  /** Queue offset of the open reservation's length prefix, or -1. */
+  #reservedAt = -1;
+  #reservedLength = 0;
 
   #resolve!: () => void;
   #done = false;
@@ -214,29 +218,82 @@ export class StreamTransport implements GuestLink, FrontendSession {
     if (length < STREAM_MIN_FRAME_BYTES || length > STREAM_MAX_FRAME_BYTES) {
       return SendResult.Dropped;
     }
-    const needed = STREAM_LENGTH_BYTES + length;
-    const tx = this.#tx;
-    if (tx.length - this.#txEnd < needed) {
-      this.#drain(this.#clock());
-      if (this.#done) return SendResult.Dropped;
-      if (tx.length - this.#txEnd < needed && this.#txStart > 0) {
-        tx.copyWithin(0, this.#txStart, this.#txEnd);
-        this.#txEnd -= this.#txStart;
-        this.#txStart = 0;
-      }
-      if (tx.length - this.#txEnd < needed) {
-        this.#wantWritable = true;
-        this.#watchWritable(true);
-        return SendResult.NoRoom;
-      }
-    }
+    const room = this.#makeRoom(STREAM_LENGTH_BYTES + length);
+    if (room !== SendResult.Sent) return room;
     const at = this.#txEnd;
+    this.#tx.set(frame, at + STREAM_LENGTH_BYTES);
+    this.#putLength(at, length);
+    return SendResult.Sent;
+  }
+
+  /**
+   * {@inheritDoc GuestLink.reserveFrame}
+   * The room is in the queue toward the guest, right after the frame's length: a
+   * frame written there is sent as it is, with no further copy.
+   */
+  reserveFrame(space: FrameSpace, maxLength: number, headerLength: number): SendResult {
+    this.#reservedAt = -1;
+    if (this.#done) return SendResult.Dropped;
+    const length = Math.min(maxLength, STREAM_MAX_FRAME_BYTES);
+    if (length < headerLength || length < STREAM_MIN_FRAME_BYTES) return SendResult.Dropped;
+    const room = this.#makeRoom(STREAM_LENGTH_BYTES + length);
+    if (room !== SendResult.Sent) return room;
+    const at = this.#txEnd;
+    space.views[0] = this.#tx.subarray(at + STREAM_LENGTH_BYTES, at + STREAM_LENGTH_BYTES + length);
+    space.count = 1;
+    space.length = length;
+    this.#reservedAt = at;
+    this.#reservedLength = length;
+    return SendResult.Sent;
+  }
+
+  /** {@inheritDoc GuestLink.commitFrame} */
+  commitFrame(length: number): SendResult {
+    const at = this.#reservedAt;
+    this.#reservedAt = -1;
+    if (at < 0 || this.#done || at !== this.#txEnd) return SendResult.Dropped;
+    if (length < STREAM_MIN_FRAME_BYTES || length > this.#reservedLength) {
+      return SendResult.Dropped;
+    }
+    this.#putLength(at, length);
+    return SendResult.Sent;
+  }
+
+  /** {@inheritDoc GuestLink.cancelFrame} */
+  cancelFrame(): void {
+    this.#reservedAt = -1;
+  }
+
+  /** Writes the length prefix at `at` and takes the frame after it into the queue. */
+  #putLength(at: number, length: number): void {
+    const tx = this.#tx;
     tx[at] = length >>> 24;
     tx[at + 1] = (length >>> 16) & 0xff;
     tx[at + 2] = (length >>> 8) & 0xff;
     tx[at + 3] = length & 0xff;
-    tx.set(frame, at + STREAM_LENGTH_BYTES);
-    this.#txEnd = at + needed;
+    this.#txEnd = at + STREAM_LENGTH_BYTES + length;
+  }
+
+  /**
+   * Makes `needed` contiguous bytes free at the queue's end (writing what the socket
+   * takes, moving the rest to the front): Sent when they are; NoRoom after asking to
+   * be told when the socket drains; Dropped when the connection ended.
+   */
+  #makeRoom(needed: number): SendResult {
+    const tx = this.#tx;
+    if (tx.length - this.#txEnd >= needed) return SendResult.Sent;
+    this.#drain(this.#clock());
+    if (this.#done) return SendResult.Dropped;
+    if (tx.length - this.#txEnd < needed && this.#txStart > 0) {
+      tx.copyWithin(0, this.#txStart, this.#txEnd);
+      this.#txEnd -= this.#txStart;
+      this.#txStart = 0;
+    }
+    if (tx.length - this.#txEnd < needed) {
+      this.#wantWritable = true;
+      this.#watchWritable(true);
+      return SendResult.NoRoom;
+    }
     return SendResult.Sent;
   }
 

@@ -3,7 +3,7 @@ import { openFdCount } from "../../ffi/process.ts";
 import { UnixStream } from "../../ffi/unix_stream.ts";
 import { Logger } from "../log/logger.ts";
 import { EventLoop } from "../loop/event_loop.ts";
-import { SendResult } from "./frame_transport.ts";
+import { newFrameSpace, SendResult } from "./frame_transport.ts";
 import { RecordingHandler } from "./testing_frame_handler.ts";
 import { createStreamSession, streamSessionFactory, StreamTransport } from "./stream_transport.ts";
 import { waitUntil } from "../test_support/wait_until.ts";
@@ -236,4 +236,38 @@ Deno.test("createStreamSession() and streamSessionFactory() return closable sess
   b.close();
   d.close();
   assert.equal(openFdCount(), before);
+});
+
+Deno.test("StreamTransport.reserveFrame() writes the frame straight into the queue toward the guest; cancel leaves nothing", async () => {
+  await withTransport(async ({ peer, transport }) => {
+    const space = newFrameSpace();
+    assert.equal(transport.reserveFrame(space, 5000, 54), SendResult.Sent);
+    assert.equal(space.count, 1);
+    assert.equal(space.length, 5000);
+    transport.cancelFrame();
+    assert.equal(transport.reserveFrame(space, 70000, 54), SendResult.Sent);
+    assert.equal(space.length, 65535, "at most the protocol's largest frame");
+    const frame = frameOf(3000, 7);
+    space.views[0].set(frame);
+    assert.equal(transport.commitFrame(frame.length), SendResult.Sent);
+    assert.equal(transport.commitFrame(frame.length), SendResult.Dropped, "committed once");
+    transport.flush();
+    assert.deepEqual(await readExactly(peer, 4 + frame.length), encode(frame));
+  });
+});
+
+Deno.test("StreamTransport.reserveFrame() reports NoRoom when the queue is full", async () => {
+  await withTransport(async ({ transport }) => {
+    let called = 0;
+    transport.onWritable(() => called++);
+    const space = newFrameSpace();
+    let reserved = 0;
+    while (transport.reserveFrame(space, 65535, 54) === SendResult.Sent && reserved < 1000) {
+      assert.equal(transport.commitFrame(65535), SendResult.Sent);
+      reserved++;
+    }
+    assert.ok(reserved < 1000, "the bounded queue filled up");
+    assert.equal(transport.reserveFrame(space, 65535, 54), SendResult.NoRoom);
+    assert.equal(called, 0);
+  }, 4 * 65539);
 });

@@ -40,6 +40,7 @@ import { SplitVirtqueue } from "../virtio/virtqueue.ts";
 import {
   type FrameHandler,
   FrameInfo,
+  type FrameSpace,
   type GuestLink,
   MAX_FRAME_LENGTH,
   SendResult,
@@ -47,6 +48,8 @@ import {
 
 /** Largest Ethernet frame carried: {@link MAX_FRAME_LENGTH}. */
 export const MAX_FRAME_BYTES = MAX_FRAME_LENGTH;
+/** Placeholder for dropped views. */
+const EMPTY_VIEW = new Uint8Array(0);
 /** Smallest Ethernet frame accepted from the guest: the 14-byte Ethernet header. */
 export const MIN_FRAME_BYTES = 14;
 
@@ -104,6 +107,23 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   readonly #txScratch = new Uint8Array(NET_HDR_SIZE + MAX_FRAME_BYTES);
   readonly #header = createNetHeader();
   readonly #headerBytes = new Uint8Array(NET_HDR_SIZE);
+
+  // The open RX reservation (reserveFrame): chains popped for it, in order.
+  #resOpen = false;
+  #resChains = 0;
+  #resHeads = new Uint16Array(1);
+  /** Writable bytes of each reserved chain. */
+  #resRooms = new Uint32Array(1);
+  /** The first chain's buffers, where the virtio-net header goes. */
+  #resHeaderViews: Uint8Array[] = [];
+  #resHeaderCount = 0;
+  /** The frame's room: every reserved buffer after the virtio-net header, in order. */
+  #resViews: Uint8Array[] = [];
+  #resViewCount = 0;
+  /** Whether the frame is written to the scratch buffer (headers split) and copied on commit. */
+  #resScratch = false;
+  #resMalformedBefore = 0;
+  readonly #resScratchBuffer = new Uint8Array(MAX_FRAME_BYTES);
 
   /** @param handler receives the guest's frames and the link's up/down events */
   constructor(handler: FrameHandler, options: VhostUserLinkOptions = {}) {
@@ -474,6 +494,207 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     first.release();
     for (let i = 0; i < count; i++) rx.pushUsed(heads[i], lengths[i]);
     return SendResult.Sent;
+  }
+
+  /**
+   * {@inheritDoc GuestLink.reserveFrame}
+   * The room is the guest's posted RX buffers themselves, after the virtio-net header:
+   * one chain without MRG_RXBUF, as many chains as `maxLength` needs (and are posted
+   * now) with it. When the first buffer cannot hold the header bytes in one piece,
+   * the frame is written to a scratch buffer and copied on commit instead.
+   */
+  reserveFrame(space: FrameSpace, maxLength: number, headerLength: number): SendResult {
+    if (this.#resOpen) this.cancelFrame();
+    const rx = this.#rx;
+    if (rx === null || rx.broken || !this.#up) return SendResult.Dropped;
+    if (headerLength > MAX_FRAME_BYTES) return SendResult.Dropped;
+    const length = Math.max(headerLength, Math.min(maxLength, MAX_FRAME_BYTES));
+    let result = this.#reserveChains(rx, space, length, headerLength);
+    if (result !== SendResult.NoRoom) return result;
+    // As in sendFrame: ask for a kick; if buffers arrived meanwhile, retry once.
+    if (rx.enableNotifications()) {
+      result = this.#reserveChains(rx, space, length, headerLength);
+      if (result !== SendResult.NoRoom) return result;
+      if (rx.enableNotifications()) {
+        this.#rxWaiting = true;
+        this.#scheduleWritable();
+        return SendResult.NoRoom;
+      }
+    }
+    this.#rxWaiting = true;
+    return SendResult.NoRoom;
+  }
+
+  /** Pops the chains of one reservation; NoRoom (all given back) when too few are posted. */
+  #reserveChains(
+    rx: SplitVirtqueue,
+    space: FrameSpace,
+    length: number,
+    headerLength: number,
+  ): SendResult {
+    if (this.#resHeads.length < rx.size) {
+      this.#resHeads = new Uint16Array(rx.size);
+      this.#resRooms = new Uint32Array(rx.size);
+    }
+    this.#resMalformedBefore = rx.malformedCount;
+    const chain = this.#rxNext;
+    const needed = NET_HDR_SIZE + length;
+    let chains = 0;
+    let room = 0;
+    let viewCount = 0;
+    let skip = NET_HDR_SIZE;
+    const views = this.#resViews;
+    while (room < needed && chains < rx.size && (chains === 0 || this.#mergeable)) {
+      if (!this.#popRx(rx, chain)) break;
+      this.#resHeads[chains] = chain.head;
+      this.#resRooms[chains] = chain.writableBytes;
+      if (chains === 0) {
+        for (let i = 0; i < chain.count; i++) this.#resHeaderViews[i] = chain.buffers[i];
+        this.#resHeaderCount = chain.count;
+      }
+      for (let i = 0; i < chain.count; i++) {
+        const buffer = chain.buffers[i];
+        if (skip >= buffer.length) {
+          skip -= buffer.length;
+          continue;
+        }
+        views[viewCount++] = skip > 0 ? buffer.subarray(skip) : buffer;
+        skip = 0;
+      }
+      room += chain.writableBytes;
+      chains++;
+      chain.release();
+    }
+    this.#resChains = chains;
+    this.#resViewCount = viewCount;
+    this.#resOpen = chains > 0;
+    if (chains === 0) return SendResult.NoRoom;
+    if (!this.#mergeable) {
+      this.#rxBufferFrameRoom = Math.min(MAX_FRAME_BYTES, room - NET_HDR_SIZE);
+    }
+    const capacity = Math.min(length, room - NET_HDR_SIZE);
+    if (capacity < headerLength) {
+      this.cancelFrame();
+      // Without MRG_RXBUF a buffer this small never holds the headers: nothing to wait for.
+      return this.#mergeable && chains < rx.size ? SendResult.NoRoom : SendResult.Dropped;
+    }
+    this.#resScratch = views[0].length < headerLength;
+    if (this.#resScratch) {
+      space.views[0] = this.#resScratchBuffer.subarray(0, capacity);
+      space.count = 1;
+    } else {
+      let left = capacity;
+      let count = 0;
+      for (let i = 0; i < viewCount && left > 0; i++) {
+        const view = views[i];
+        space.views[count++] = view.length <= left ? view : view.subarray(0, left);
+        left -= Math.min(view.length, left);
+      }
+      space.count = count;
+    }
+    space.length = capacity;
+    return SendResult.Sent;
+  }
+
+  /**
+   * {@inheritDoc GuestLink.commitFrame}
+   * Chains the frame did not need go back to the ring.
+   */
+  commitFrame(length: number, checksumStart = 0, checksumOffset = 0): SendResult {
+    const rx = this.#rx;
+    if (!this.#resOpen || rx === null || rx.broken) {
+      this.#resOpen = false;
+      return SendResult.Dropped;
+    }
+    const needed = NET_HDR_SIZE + length;
+    let room = 0;
+    for (let i = 0; i < this.#resChains; i++) room += this.#resRooms[i];
+    if (
+      length <= 0 || needed > room ||
+      (checksumStart > 0 && (!this.#rxDataValid || checksumStart + checksumOffset + 2 > length))
+    ) {
+      this.cancelFrame();
+      return SendResult.Dropped;
+    }
+    if (this.#resScratch) {
+      let at = 0;
+      for (let i = 0; i < this.#resViewCount && at < length; i++) {
+        const view = this.#resViews[i];
+        const n = Math.min(view.length, length - at);
+        view.set(this.#resScratchBuffer.subarray(at, at + n));
+        at += n;
+      }
+    }
+    let used = 0;
+    let left = needed;
+    while (left > 0) {
+      left -= Math.min(this.#resRooms[used], left);
+      used++;
+    }
+    const header = this.#header;
+    const partial = checksumStart > 0;
+    header.flags = partial
+      ? VIRTIO_NET_HDR_F_NEEDS_CSUM
+      : this.#rxDataValid
+      ? VIRTIO_NET_HDR_F_DATA_VALID
+      : 0;
+    header.gsoType = VIRTIO_NET_HDR_GSO_NONE;
+    header.hdrLen = 0;
+    header.gsoSize = 0;
+    header.csumStart = partial ? checksumStart : 0;
+    header.csumOffset = partial ? checksumOffset : 0;
+    header.numBuffers = used;
+    const head0 = this.#resHeaderViews[0];
+    if (head0.length >= NET_HDR_SIZE) {
+      encodeNetHeader(header, head0, 0);
+    } else {
+      encodeNetHeader(header, this.#headerBytes, 0);
+      let at = 0;
+      for (let i = 0; i < this.#resHeaderCount && at < NET_HDR_SIZE; i++) {
+        const view = this.#resHeaderViews[i];
+        const n = Math.min(view.length, NET_HDR_SIZE - at);
+        view.set(this.#headerBytes.subarray(at, at + n));
+        at += n;
+      }
+    }
+    this.#giveBack(rx, used);
+    left = needed;
+    for (let i = 0; i < used; i++) {
+      const n = Math.min(this.#resRooms[i], left);
+      rx.pushUsed(this.#resHeads[i], n);
+      left -= n;
+    }
+    this.#dropReservation();
+    return SendResult.Sent;
+  }
+
+  /** {@inheritDoc GuestLink.cancelFrame} */
+  cancelFrame(): void {
+    const rx = this.#rx;
+    if (this.#resOpen && rx !== null) this.#giveBack(rx, 0);
+    this.#dropReservation();
+  }
+
+  /** Returns the reserved chains from index `keep` on to the ring (used, empty, if unpop is unsafe). */
+  #giveBack(rx: SplitVirtqueue, keep: number): void {
+    const unused = this.#resChains - keep;
+    if (unused <= 0) return;
+    if (rx.malformedCount === this.#resMalformedBefore) {
+      rx.unpop(unused);
+    } else {
+      // A dropped chain sits among ours: unpop would hand it out again.
+      for (let i = keep; i < this.#resChains; i++) rx.pushUsed(this.#resHeads[i], 0);
+    }
+  }
+
+  /** Forgets the reservation's views (no reference into guest memory outlives it). */
+  #dropReservation(): void {
+    this.#resOpen = false;
+    for (let i = 0; i < this.#resViewCount; i++) this.#resViews[i] = EMPTY_VIEW;
+    for (let i = 0; i < this.#resHeaderCount; i++) this.#resHeaderViews[i] = EMPTY_VIEW;
+    this.#resViewCount = 0;
+    this.#resHeaderCount = 0;
+    this.#resChains = 0;
   }
 
   /** {@inheritDoc GuestLink.flush} */

@@ -19,7 +19,7 @@ import {
   VIRTIO_NET_HDR_GSO_UDP_L4,
 } from "../virtio/net_header.ts";
 import { SplitRingDriver } from "../virtio/split_ring_driver.ts";
-import { FrameInfo, SendResult } from "./frame_transport.ts";
+import { FrameInfo, type FrameSpace, newFrameSpace, SendResult } from "./frame_transport.ts";
 import { RecordingHandler } from "./testing_frame_handler.ts";
 import { VhostUserLink } from "./vhost_user_link.ts";
 
@@ -790,4 +790,103 @@ Deno.test("VhostUserLink.sendFrame() marks a frame with a partial checksum NEEDS
   guestPostRx(plain.rx, new Map(), 8, 2048);
   assert.equal(plain.link.sendFrame(frameOf(1514, 4), 34, 16), SendResult.Dropped);
   assert.equal(plain.link.sendFrame(frameOf(1514, 5)), SendResult.Sent);
+});
+
+/** Writes `frame` into a reservation's views in order. */
+function writeIntoSpace(space: FrameSpace, frame: Uint8Array): void {
+  let at = 0;
+  for (let i = 0; i < space.count && at < frame.length; i++) {
+    const view = space.views[i];
+    const n = Math.min(view.length, frame.length - at);
+    view.set(frame.subarray(at, at + n));
+    at += n;
+  }
+}
+
+Deno.test("VhostUserLink.reserveFrame() with MRG_RXBUF spans the posted buffers in place; commit returns what the frame did not use", () => {
+  const { rx, link } = setup({ mergeableRxBuffers: true }, 256);
+  const posted = new Map<number, number[]>();
+  guestPostRx(rx, posted, 10, 4096);
+  const space = newFrameSpace();
+  assert.equal(link.reserveFrame(space, 20000, 54), SendResult.Sent);
+  assert.equal(space.length, 20000);
+  assert.ok(space.count >= 5, "the room is spread over several guest buffers");
+  assert.equal(space.views[0].length, 4096 - NET_HDR_SIZE, "after the virtio-net header");
+  const frame = frameOf(15000, 3);
+  writeIntoSpace(space, frame);
+  assert.equal(link.commitFrame(frame.length), SendResult.Sent);
+  link.flush();
+  const got = guestReceive(rx, posted);
+  assert.deepEqual(got.frames, [frame]);
+  assert.deepEqual(got.numBuffers, [Math.ceil((15000 + NET_HDR_SIZE) / 4096)]);
+  // The fifth reserved buffer went back: 10 - 4 buffers remain for the next frame.
+  assert.equal(link.reserveFrame(space, 65535, 54), SendResult.Sent);
+  assert.equal(space.length, 6 * 4096 - NET_HDR_SIZE);
+  link.cancelFrame();
+  const next = frameOf(6 * 4096 - NET_HDR_SIZE, 4);
+  assert.equal(
+    link.sendFrame(next),
+    SendResult.Sent,
+    "a cancelled reservation gave every buffer back",
+  );
+  link.flush();
+  assert.deepEqual(guestReceive(rx, posted).frames, [next]);
+});
+
+Deno.test("VhostUserLink.reserveFrame() without MRG_RXBUF offers one buffer, with a partial checksum marked NEEDS_CSUM", () => {
+  const { rx, link } = setup({ guestChecksum: true });
+  const posted = new Map<number, number[]>();
+  guestPostRx(rx, posted, 2, 1514 + NET_HDR_SIZE, 3);
+  const space = newFrameSpace();
+  assert.equal(link.reserveFrame(space, 65535, 54), SendResult.Sent);
+  assert.equal(space.length, 1514, "a frame must fit one buffer");
+  assert.equal(space.count, 3, "the buffer's three descriptors");
+  const frame = frameOf(1000, 9);
+  writeIntoSpace(space, frame);
+  assert.equal(link.commitFrame(frame.length, 34, 16), SendResult.Sent);
+  link.flush();
+  const used = rx.takeUsed();
+  assert.equal(used.length, 1);
+  const [addr] = posted.get(used[0].id)!;
+  const bytes = rx.read(addr, used[0].len);
+  const header = decodeNetHeader(bytes, 0, createNetHeader());
+  assert.equal(header.flags, VIRTIO_NET_HDR_F_NEEDS_CSUM);
+  assert.equal(header.csumStart, 34);
+  assert.equal(header.csumOffset, 16);
+  assert.deepEqual(bytes.subarray(NET_HDR_SIZE), frame);
+});
+
+Deno.test("VhostUserLink.reserveFrame() writes through a scratch buffer when the first buffer cannot hold the headers", () => {
+  for (const mergeableRxBuffers of [false, true]) {
+    const { rx, link } = setup({ mergeableRxBuffers }, 256);
+    const posted = new Map<number, number[]>();
+    // 40-byte descriptors: 28 bytes after the header, fewer than 54 bytes of headers.
+    guestPostRx(rx, posted, 2, 4000, 100);
+    const space = newFrameSpace();
+    assert.equal(link.reserveFrame(space, 3000, 54), SendResult.Sent);
+    assert.equal(space.count, 1);
+    assert.ok(space.views[0].length >= 54);
+    const frame = frameOf(2500, 5);
+    writeIntoSpace(space, frame);
+    assert.equal(link.commitFrame(frame.length), SendResult.Sent);
+    link.flush();
+    assert.deepEqual(guestReceive(rx, posted).frames, [frame], `MRG_RXBUF ${mergeableRxBuffers}`);
+  }
+});
+
+Deno.test("VhostUserLink.reserveFrame() reports NoRoom without buffers and calls back once the guest posts some", () => {
+  for (const mergeableRxBuffers of [false, true]) {
+    const { rx, link } = setup({ mergeableRxBuffers });
+    let called = 0;
+    link.onWritable(() => called++);
+    const space = newFrameSpace();
+    assert.equal(link.reserveFrame(space, 1000, 54), SendResult.NoRoom);
+    const posted = new Map<number, number[]>();
+    guestPostRx(rx, posted, 1, 2048);
+    link.kick(0, 1);
+    assert.equal(called, 1);
+    assert.equal(link.reserveFrame(space, 1000, 54), SendResult.Sent);
+    assert.equal(space.length, 1000);
+    link.cancelFrame();
+  }
 });
