@@ -12,7 +12,7 @@
 
 import process from "node:process";
 import { GuestSender } from "../src/net/guest_sender.ts";
-import { TcpTranslator } from "../src/net/tcp_translator.ts";
+import { TcpTranslator } from "../src/net/tcp/translator.ts";
 import { TestGuest } from "../src/net/tcp_test_guest.ts";
 import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "../src/net/tcp_test_plan.ts";
 

@@ -5,14 +5,16 @@
  * guest memory included — without a copy through a buffer of ours.
  *
  * An address is the view's ArrayBuffer base plus its byteOffset. The base of each
- * ArrayBuffer is looked up once (Deno.UnsafePointer costs ~1 µs with its BigInt) and
- * cached; only buffers whose contents V8 never moves are cached: those larger than
- * V8's on-heap typed-array limit (64 bytes), whose backing stores live outside the
- * JS heap. The views must stay alive (and their memory mapped) until the call using
+ * ArrayBuffer is asked of the helper once (tp_buffer_address: Deno.UnsafePointer
+ * would need unrestricted --allow-ffi) and cached; only buffers whose contents V8
+ * never moves are cached: those larger than V8's on-heap typed-array limit (64
+ * bytes), whose backing stores live outside the JS heap. The views must stay alive (and their memory mapped) until the call using
  * the table returns.
  *
  * @module
  */
+
+import { helper } from "./library.ts";
 
 /** Bytes per `struct iovec` on x86-64 / aarch64 Linux: `void *iov_base; size_t iov_len`. */
 export const IOVEC_SIZE = 16;
@@ -21,6 +23,8 @@ const ON_HEAP_LIMIT = 64;
 /** 2^32, to split a 64-bit address into u32 halves. */
 const TWO_32 = 2 ** 32;
 
+const addressWords = new Uint32Array(2);
+const addressBytes = new Uint8Array(addressWords.buffer);
 const baseCache = new WeakMap<ArrayBufferLike, number>();
 let lastBuffer: ArrayBufferLike | null = null;
 let lastBase = 0;
@@ -30,8 +34,8 @@ function bufferBase(buffer: ArrayBufferLike): number {
   if (buffer === lastBuffer) return lastBase;
   let base = baseCache.get(buffer);
   if (base === undefined) {
-    const pointer = Deno.UnsafePointer.of(new Uint8Array(buffer));
-    base = pointer === null ? 0 : Number(Deno.UnsafePointer.value(pointer));
+    helper().tp_buffer_address(new Uint8Array(buffer), addressBytes);
+    base = addressWords[0] + addressWords[1] * TWO_32;
     if (buffer.byteLength <= ON_HEAP_LIMIT) return base;
     baseCache.set(buffer, base);
   }

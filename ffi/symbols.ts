@@ -337,6 +337,13 @@ export const symbols = {
     ],
     result: "i32",
   },
+  tp_buffer_address: {
+    parameters: [
+      "buffer", // const uint8_t *buf
+      "buffer", // uint32_t *out (uint32_t[2]: address low, high)
+    ],
+    result: "i32",
+  },
   tp_tcp_queues: {
     parameters: [
       "i32", // int32_t fd

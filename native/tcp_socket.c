@@ -381,3 +381,23 @@ int32_t tp_tcp_queues(int32_t fd, uint32_t *out)
 	out[2] = (uint32_t)sndbuf;
 	return 0;
 }
+
+/*
+ * tp_buffer_address() - the address of a buffer, for building struct iovec tables.
+ * @buf: any buffer (Deno passes a typed array's data pointer)
+ * @out: uint32_t[2]: the address's low and high 32 bits
+ *
+ * Deno's Deno.UnsafePointer needs unrestricted --allow-ffi; this lets the iovec
+ * tables of tp_tcp_recvmsg / tp_tcp_sendmsg be filled under a permission scoped to
+ * this library.
+ *
+ * Return: 0.
+ */
+int32_t tp_buffer_address(const uint8_t *buf, uint32_t *out)
+{
+	uint64_t address = (uint64_t)(uintptr_t)buf;
+
+	out[0] = (uint32_t)address;
+	out[1] = (uint32_t)(address >> 32);
+	return 0;
+}

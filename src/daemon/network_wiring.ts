@@ -10,7 +10,7 @@
  * @module
  */
 
-import { nativeConnector, nativeListen } from "../net/native_host_tcp.ts";
+import { nativeHostTcp } from "../net/tcp/host_socket.ts";
 import { OutputFile } from "../../ffi/output_file.ts";
 import type { Config } from "../config/config.ts";
 import { log } from "../log/logger.ts";
@@ -119,13 +119,13 @@ export async function buildDaemonNetwork(config: Config, loop: EventLoop): Promi
     const forwarding = await startForwarding(stack, {
       ...forwardingOptionsFromConfig(config),
       onTimersChanged: () => timers.rearm(),
-      tcpConnect: nativeConnector(loop, {
+      tcpHost: nativeHostTcp(loop, {
         address4: rules.outbound4,
         address6: rules.outbound6,
         interface4: rules.outboundIf4,
         interface6: rules.outboundIf6,
       }),
-      tcpListen: nativeListen(loop),
+      loop,
     });
     closers.push(() => forwarding.close());
     const { tcp, udp } = forwarding.listening;

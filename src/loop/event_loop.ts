@@ -84,6 +84,7 @@ export class EventLoop {
   readonly #view = new DataView(this.#buffer.buffer);
   readonly #watches = new Map<number, Watch>();
   readonly #handlerErrors = new RateLimitedLog("error");
+  readonly #batchEnd: ((now: number) => void)[] = [];
   #nextGeneration = 1;
   #running = false;
   #stopRequested = false;
@@ -131,6 +132,34 @@ export class EventLoop {
     if (watch.events === events) return;
     this.#epoll.modify(fd, events, fd, watch.generation);
     watch.events = events;
+  }
+
+  /**
+   * Re-arms the watch of `fd` with its current events: the kernel looks at the fd
+   * again, reports what is ready now, and — for an edge-triggered watch — reports
+   * the next change even where no new edge would have been signalled (a socket whose
+   * send buffer is nearly full then reports when it drains).
+   */
+  rearm(fd: number): void {
+    this.#checkOpen("rearm");
+    const watch = this.#watches.get(fd);
+    if (watch === undefined) throw new Error(`Cannot rearm fd ${fd}: it is not watched`);
+    this.#epoll.modify(fd, watch.events, fd, watch.generation);
+  }
+
+  /**
+   * Runs `callback` after the handlers of each wake-up have run (once per batch of
+   * events), so that work they queued — frames toward the guest, acknowledgements —
+   * is flushed together. A callback that throws is logged and the loop carries on.
+   */
+  onBatchEnd(callback: (now: number) => void): void {
+    this.#batchEnd.push(callback);
+  }
+
+  /** Removes a callback added with {@link onBatchEnd}. */
+  offBatchEnd(callback: (now: number) => void): void {
+    const at = this.#batchEnd.indexOf(callback);
+    if (at >= 0) this.#batchEnd.splice(at, 1);
   }
 
   /**
@@ -240,6 +269,14 @@ export class EventLoop {
         this.#handlerErrors.write(now, `event loop: handler for fd ${fd} threw: ${detail}`);
       }
       if (this.#stopRequested) return;
+    }
+    for (const callback of this.#batchEnd) {
+      try {
+        callback(now);
+      } catch (error) {
+        const detail = error instanceof Error ? (error.stack ?? error.message) : String(error);
+        this.#handlerErrors.write(now, `event loop: batch-end callback threw: ${detail}`);
+      }
     }
   }
 

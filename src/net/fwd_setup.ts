@@ -8,7 +8,6 @@
  */
 
 import { Errno, NativeError } from "../../ffi/native_error.ts";
-import type { HostConnector, HostListen } from "./host_stream.ts";
 import type { Config } from "../config/config.ts";
 import {
   MAX_PORT,
@@ -23,7 +22,9 @@ import { type ForwardRules, outboundNotes } from "./fwd.ts";
 import type { GuestSender } from "./guest_sender.ts";
 import type { NetworkPlan } from "./host_config.ts";
 import type { L4Handler } from "./l4_handler.ts";
-import { TcpTranslator } from "./tcp_translator.ts";
+import type { HostTcp } from "./tcp/host_socket.ts";
+import { TcpTranslator } from "./tcp/translator.ts";
+import type { EventLoop } from "../loop/event_loop.ts";
 import { UdpTranslator } from "./udp_flow.ts";
 
 /** Most host ports forwarded per protocol; the rest are skipped with a warning. */
@@ -53,12 +54,12 @@ export interface ForwardingOptions {
   udp?: boolean;
   /** Maximum flows per protocol (default 16384). */
   maxFlows?: number;
-  /** Guest→host ring size of each TCP connection (default 256 KiB). */
+  /** Largest window each TCP connection advertises to the guest (default 4 MiB). */
   tcpBufferSize?: number;
-  /** Opens the TCP translator's host connections (default Deno.connect). */
-  tcpConnect?: HostConnector;
-  /** Opens the TCP translator's `-t` listeners (default Deno.listen). */
-  tcpListen?: HostListen;
+  /** Opens the TCP translator's host connections and `-t` listeners (default: helper sockets on `loop`). */
+  tcpHost?: HostTcp;
+  /** The daemon's event loop: runs the TCP host sockets and ends each batch with a flush. */
+  loop?: EventLoop;
   /** Called when a translator arms a timer earlier than the stack's last nextTimerAt(). */
   onTimersChanged?: () => void;
   /** Ports never forwarded by "all" specs. */
@@ -152,8 +153,8 @@ export async function startForwarding(
     ...common,
     mtu: stack.plan.mtu || undefined,
     bufferSize: o.tcpBufferSize,
-    connect: o.tcpConnect,
-    listen: o.tcpListen,
+    host: o.tcpHost,
+    loop: o.loop,
   });
   const udp = o.udp === false ? null : new UdpTranslator(stack.sender, rules, common);
   if (tcp) stack.registerL4(IPPROTO_TCP, tcp);

@@ -13,7 +13,8 @@ import { IPV6_EXT_FRAGMENT } from "./ipv6.ts";
 import type { L4Handler, L4Packet } from "./l4_handler.ts";
 import { NetworkStack } from "./stack.ts";
 import { buildTcp, TCP_ACK_FLAG, TCP_CHECKSUM, TCP_RST } from "./tcp_header.ts";
-import { TcpTranslator } from "./tcp_translator.ts";
+import { TcpTranslator } from "./tcp/translator.ts";
+import { scriptedHostTcp } from "./tcp/testing_host.ts";
 import { UDP_CHECKSUM, udpChecksumOkV4 } from "./udp.ts";
 import { UdpTranslator } from "./udp_flow.ts";
 import {
@@ -511,7 +512,9 @@ function setupWithTranslators() {
   const net = new NetworkStack(plan);
   const rules = buildForwardRules(plan);
   const tcp = new TcpTranslator(net.sender, rules, {
-    connect: () => Promise.reject(new Error("no host connections in this test")),
+    host: scriptedHostTcp(() => {
+      throw new Error("no host connections in this test");
+    }),
   });
   const udp = new UdpTranslator(net.sender, rules);
   net.registerL4(IPPROTO_TCP, tcp);

@@ -3,7 +3,7 @@ import dgram from "node:dgram";
 import { Buffer } from "node:buffer";
 import { GuestSender } from "./guest_sender.ts";
 import { UdpTranslator } from "./udp_flow.ts";
-import { TcpTranslator } from "./tcp_translator.ts";
+import { TcpTranslator } from "./tcp/translator.ts";
 import { TestGuest } from "./tcp_test_guest.ts";
 import {
   TEST_DNS4,

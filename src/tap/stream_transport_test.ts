@@ -257,7 +257,7 @@ Deno.test("StreamTransport.reserveFrame() writes the frame straight into the que
 });
 
 Deno.test("StreamTransport.reserveFrame() reports NoRoom when the queue is full", async () => {
-  await withTransport(async ({ transport }) => {
+  await withTransport(({ transport }) => {
     let called = 0;
     transport.onWritable(() => called++);
     const space = newFrameSpace();
@@ -269,5 +269,6 @@ Deno.test("StreamTransport.reserveFrame() reports NoRoom when the queue is full"
     assert.ok(reserved < 1000, "the bounded queue filled up");
     assert.equal(transport.reserveFrame(space, 65535, 54), SendResult.NoRoom);
     assert.equal(called, 0);
+    return Promise.resolve();
   }, 4 * 65539);
 });

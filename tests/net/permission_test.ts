@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 
 const CHILD = new URL("./deny_child.ts", import.meta.url).pathname;
+/** The helper library: the translator's host sockets are the helper's, as in the daemon. */
+const HELPER = new URL("../../native/libtpasst_helper.so", import.meta.url).pathname;
 
 Deno.test("`TcpTranslator` refuses a destination outside --allow-net with a RST and one log line", async () => {
   const allowed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -14,7 +16,15 @@ Deno.test("`TcpTranslator` refuses a destination outside --allow-net with a RST 
     c.close();
   }).catch(() => {});
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--no-prompt", `--allow-net=127.0.0.1:${ap}`, CHILD, String(ap), String(dp)],
+    args: [
+      "run",
+      "--no-prompt",
+      `--allow-net=127.0.0.1:${ap}`,
+      `--allow-ffi=${HELPER}`,
+      CHILD,
+      String(ap),
+      String(dp),
+    ],
     stdout: "piped",
     stderr: "piped",
   }).output();

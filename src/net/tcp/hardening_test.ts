@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { GuestSender } from "./guest_sender.ts";
-import { TcpTranslator, type TcpTranslatorOptions } from "./tcp_translator.ts";
-import type { HostListener, HostStream } from "./host_stream.ts";
-import { TestGuest } from "./tcp_test_guest.ts";
-import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "./tcp_test_plan.ts";
+import { GuestSender } from "../guest_sender.ts";
+import { TcpTranslator, type TcpTranslatorOptions } from "./translator.ts";
+import type { HostListener, ListenerEvents } from "./host_socket.ts";
+import { ScriptedConnection, scriptedHostTcp } from "./testing_host.ts";
+import { TestGuest } from "../tcp_test_guest.ts";
+import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "../tcp_test_plan.ts";
 import {
   setTcpChecksumV4,
   TCP_ACK_FLAG,
@@ -11,8 +12,8 @@ import {
   TCP_PSH,
   TCP_RST,
   TCP_SYN,
-} from "./tcp_header.ts";
-import { Logger } from "../log/logger.ts";
+} from "../tcp_header.ts";
+import { Logger } from "../../log/logger.ts";
 
 function setup(opts: TcpTranslatorOptions = {}) {
   const sender = new GuestSender(0x9a559a559a55);
@@ -327,33 +328,23 @@ Deno.test("`TcpTranslator` answers keepalive probes and resets idle connections 
 });
 
 Deno.test("`TcpTranslator` resets a flow whose host stream misbehaves instead of crashing", async () => {
-  const stream = {
-    read(): Promise<number | null> {
-      throw new TypeError("broken stream");
-    },
-    write: (p: Uint8Array) => Promise.resolve(p.length),
-    closeWrite: () => Promise.resolve(),
-    close() {},
-  };
-  const { tcp, guest, close } = setup({ connect: () => Promise.resolve(stream) });
+  const conn = new ScriptedConnection(() => {
+    throw new TypeError("broken stream");
+  });
+  const { tcp, guest, close } = setup({ host: scriptedHostTcp(() => conn) });
   const c = guest.connect(TEST_GATEWAY4, 9);
+  await guest.until(() => tcp.flows.size === 1, 2000, "the guest's SYN");
+  conn.complete(); // once established, the first peek throws
   await c.until(() => c.gotRst, 5000, "RST after the host stream failed");
   assert.equal(tcp.flows.size, 0);
+  assert.deepEqual(conn.calls, ["reset"]);
   close();
 });
 
 Deno.test("`TcpTranslator` retransmits the hole after a partial ACK only up to what it had sent", async () => {
   // The host always has data; the guest's window (6000) is smaller than its MSS.
-  const stream = {
-    read(p: Uint8Array): Promise<number | null> {
-      p.fill(0x61);
-      return Promise.resolve(p.length);
-    },
-    write: (p: Uint8Array) => Promise.resolve(p.length),
-    closeWrite: () => Promise.resolve(),
-    close() {},
-  };
-  const { tcp, guest, close } = setup({ connect: () => Promise.resolve(stream) });
+  const conn = new ScriptedConnection((_offset, length) => new Uint8Array(length).fill(0x61));
+  const { tcp, guest, close } = setup({ host: scriptedHostTcp(() => conn) });
   const port = 3456;
   const guestIsn = 1000;
   const window = 6000;
@@ -376,6 +367,7 @@ Deno.test("`TcpTranslator` retransmits the hole after a partial ACK only up to w
     window,
     mss: 60_000,
   });
+  conn.complete();
   await guest.until(() => guest.headers.some((h) => h.dstPort === port), 2000, "SYN-ACK");
   const una = (guest.headers.find((h) => h.dstPort === port)!.seq + 1) >>> 0;
   segment(una);
@@ -404,11 +396,9 @@ Deno.test("`TcpTranslator` retransmits the hole after a partial ACK only up to w
   close();
 });
 
-Deno.test("`TcpTranslator` resets a host connection that completes after the guest gave up", async () => {
-  const calls: string[] = [];
-  let complete: (s: HostStream) => void = () => {};
-  const pending = new Promise<HostStream>((resolve) => (complete = resolve));
-  const { tcp, guest, close } = setup({ connect: () => pending });
+Deno.test("`TcpTranslator` resets a host connection still connecting when the guest gave up", async () => {
+  const conn = new ScriptedConnection();
+  const { tcp, guest, close } = setup({ host: scriptedHostTcp(() => conn) });
   const port = 4567;
   guest.rawTcp(port, TEST_GATEWAY4, null, {
     srcPort: 0,
@@ -431,28 +421,29 @@ Deno.test("`TcpTranslator` resets a host connection that completes after the gue
   });
   await tick();
   assert.equal(tcp.flows.size, 0, "the flow is gone");
-  complete({
-    read: () => new Promise<number | null>(() => {}),
-    write: (p: Uint8Array) => Promise.resolve(p.length),
-    closeWrite: () => Promise.resolve(),
-    close: () => calls.push("close"),
-    reset: () => calls.push("reset"),
-  });
+  conn.complete(); // a late completion finds nothing to do
   await tick();
-  assert.deepEqual(calls, ["reset"], "the late connection is aborted, not closed");
+  assert.deepEqual(conn.calls, ["reset"], "the pending connection is aborted, not closed");
   close();
 });
 
-Deno.test("`TcpTranslator` closes a listener whose accept() fails", async () => {
+Deno.test("`TcpTranslator` closes a listener that fails", async () => {
   const calls: string[] = [];
+  let events: ListenerEvents | null = null;
   const listener: HostListener = {
     port: 1234,
-    accept: () => Promise.reject(new Error("broken listener")),
     close: () => calls.push("close"),
   };
-  const { tcp, close } = setup({ listen: () => listener });
+  const { tcp, close } = setup({
+    host: scriptedHostTcp(() => new ScriptedConnection(), (e) => {
+      events = e;
+      return listener;
+    }),
+  });
   tcp.listen("127.0.0.1", 1234, 80);
   await tick();
+  assert.deepEqual(calls, []);
+  events!.failed(new Error("broken listener"));
   assert.deepEqual(calls, ["close"]);
   close();
   assert.deepEqual(calls, ["close"], "closed once: the translator forgot it");

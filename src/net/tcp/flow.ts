@@ -1,0 +1,132 @@
+/**
+ * One translated TCP connection: its guest-side 5-tuple (a {@link FlowKey}), its
+ * host connection, and the sequence state of both directions. A flow holds no data
+ * buffer: bytes from the host stay in the host socket's receive queue until the
+ * guest acknowledges them, and bytes from the guest go straight from its frames
+ * into the host socket (see translator.ts). Also the constants and sequence-number
+ * helpers the tcp/ modules share.
+ *
+ * @module
+ */
+
+import type { FlowKey } from "../flow_table.ts";
+import type { HostConnection } from "./host_socket.ts";
+
+/** Window scale shift we offer (RFC 7323 §2.2): 65535 << 7 covers an 8 MiB window. */
+export const OUR_WINDOW_SCALE = 7;
+/** Largest window we ever advertise, in bytes: 65535 << {@link OUR_WINDOW_SCALE}. */
+export const MAX_WINDOW = 65535 << OUR_WINDOW_SCALE;
+/** Default cap of the window advertised to the guest (the host socket's room bounds it too). */
+export const DEFAULT_MAX_WINDOW = 4 * 1024 * 1024;
+/** Smallest allowed window cap. */
+export const MIN_WINDOW_CAP = 16 * 1024;
+/** MSS assumed when an IPv4 guest sends none (RFC 9293 §3.7.1). */
+export const DEFAULT_MSS_V4 = 536;
+/** MSS assumed when an IPv6 guest sends none (1280-byte minimum MTU, RFC 8200 §5). */
+export const DEFAULT_MSS_V6 = 1220;
+/** Initial retransmission timeout (RFC 6298 §2 uses 1 s; the guest is one hop away: Linux's 200 ms minimum). */
+export const RTO_INITIAL_MS = 200;
+/** Largest retransmission timeout (RFC 6298 §2.5). */
+export const RTO_MAX_MS = 60_000;
+/** Retransmissions of one segment before the connection is given up. */
+export const MAX_RETRIES = 10;
+/** Time allowed for the host connect before the guest gets a RST. */
+export const CONNECT_TIMEOUT_MS = 10_000;
+/** Idle time after which an established flow is reset both ways (passt: 2 h). */
+export const IDLE_TIMEOUT_MS = 2 * 3600 * 1000;
+/** How long a closed flow lingers to re-ACK retransmitted FINs. */
+export const LINGER_MS = 2_000;
+
+/** Flow states. */
+export const TcpState = {
+  /** Guest SYN received, host connect in progress. */
+  Connecting: 0,
+  /** SYN-ACK sent to the guest, waiting for its ACK. */
+  SynAckSent: 1,
+  /** Inbound: SYN sent to the guest, waiting for its SYN-ACK. */
+  SynSent: 2,
+  /** Data may flow (including half-closed directions). */
+  Established: 3,
+  /** Finished; kept briefly to answer retransmitted FINs. */
+  Closed: 4,
+} as const;
+/** One of {@link TcpState}. */
+export type TcpState = typeof TcpState[keyof typeof TcpState];
+
+/** Whether sequence number `a` is before `b` (modulo 2^32, RFC 9293 §3.4). */
+export function seqLt(a: number, b: number): boolean {
+  return ((a - b) | 0) < 0;
+}
+/** Whether `a` is before or at `b`. */
+export function seqLe(a: number, b: number): boolean {
+  return ((a - b) | 0) <= 0;
+}
+/** `a - b` as a signed 32-bit distance. */
+export function seqDiff(a: number, b: number): number {
+  return (a - b) | 0;
+}
+
+/** One translated connection; see the module comment. */
+export class TcpFlow implements FlowKey {
+  family: 4 | 6 = 4;
+  guest4 = 0;
+  remote4 = 0;
+  guest6: Uint8Array | null = null;
+  remote6: Uint8Array | null = null;
+  guestPort = 0;
+  remotePort = 0;
+  tableKey = 0;
+  chainNext: FlowKey | null = null;
+  inTable = false;
+
+  state: TcpState = TcpState.Connecting;
+  conn: HostConnection | null = null;
+  /** Host-side target or peer, for logs. */
+  hostName = "";
+  hostPort = 0;
+  closed = false;
+
+  // ---- guest → host
+  /** Next sequence number expected from the guest: everything before it is in the host socket. */
+  rcvNxt = 0;
+  /** Right edge of the window last advertised to the guest. */
+  rcvWndRight = 0;
+  guestFin = false;
+  /** The guest's FIN was passed on (shutdown done) and may be acknowledged. */
+  guestFinDone = false;
+  ourShift = 0;
+  guestShift = 0;
+  /** An ACK is owed to the guest at the end of the batch. */
+  ackDue = false;
+  /** The window was low when last advertised: send an update once the host socket drains. */
+  windowUpdateDue = false;
+
+  // ---- host → guest
+  iss = 0;
+  /** First byte the guest has not acknowledged: the front of the host socket's receive queue. */
+  sndUna = 0;
+  sndNxt = 0;
+  sndMax = 0;
+  /** Sequence after the highest data byte sent (sndMax without a FIN). */
+  dataMax = 0;
+  /** Sequence after the host's last byte, once its end of stream was seen. */
+  dataEnd = 0;
+  sndWndRight = 0;
+  mss = DEFAULT_MSS_V4;
+  hostEof = false;
+  finSent = false;
+  finAcked = false;
+  /** No room toward the guest: waiting for the link's writable callback. */
+  blocked = false;
+  dupAcks = 0;
+  /** Highest sequence sent when the last go-back-N started (no new one before it is acked). */
+  recover = 0;
+
+  // ---- timer
+  timerAt = Infinity;
+  /** Position in the timer heap, or -1. */
+  heapIndex = -1;
+  rto = RTO_INITIAL_MS;
+  retries = 0;
+  lastActivity = 0;
+}

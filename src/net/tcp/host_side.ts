@@ -1,0 +1,185 @@
+/**
+ * The host's side of each connection, driven by its socket's readiness events:
+ * completion of an outbound connect (then the SYN-ACK goes to the guest, or a RST
+ * when it failed), new host data (peeked into the guest's buffers, output.ts), the
+ * send buffer draining (a window update to the guest), errors and hang-ups; and the
+ * `-t` listeners, whose accepted connections become SYNs toward the guest.
+ *
+ * @module
+ */
+
+import {
+  EVENT_ERROR,
+  EVENT_HANGUP,
+  EVENT_READABLE,
+  EVENT_WRITABLE,
+} from "../../loop/event_loop.ts";
+import { EPOLLRDHUP } from "../../../ffi/epoll.ts";
+import { initFlowKey } from "../flow_table.ts";
+import { translateInbound } from "../fwd.ts";
+import { TCP_ACK_FLAG, TCP_RST } from "../tcp_header.ts";
+import type { TcpContext } from "./context.ts";
+import { RTO_INITIAL_MS, TcpFlow, TcpState } from "./flow.ts";
+import type { AcceptedConnection, HostListener } from "./host_socket.ts";
+import { destroy, hostError, internalError, maybeFinish } from "./closing.ts";
+import { pushToGuest, sendFlags, sendSyn } from "./output.ts";
+
+/** Events after which the host may have data, an end of stream or an error to read. */
+const READ_EVENTS = (EVENT_READABLE | EVENT_HANGUP | EVENT_ERROR | EPOLLRDHUP) >>> 0;
+
+/** Handles the readiness events of `f`'s host socket. */
+export function onHostEvents(ctx: TcpContext, f: TcpFlow, events: number, now: number): void {
+  if (f.closed || f.conn === null) return;
+  try {
+    if (f.state === TcpState.Connecting) {
+      if (events & (EVENT_WRITABLE | EVENT_ERROR | EVENT_HANGUP)) connected(ctx, f, now);
+      return;
+    }
+    if (f.state === TcpState.Established) {
+      if (events & READ_EVENTS) pushToGuest(ctx, f, now);
+      if (f.closed) return;
+      if ((events & EVENT_WRITABLE) && f.windowUpdateDue) {
+        f.windowUpdateDue = false;
+        ctx.scheduleAck(f);
+      }
+      maybeFinish(ctx, f);
+    } else if (events & EVENT_ERROR) {
+      // Handshake with the guest still running: a failed host side ends it now.
+      const error = f.conn.takeError();
+      if (error !== null) hostError(ctx, f, error);
+    }
+  } catch (e) {
+    internalError(ctx, f, e);
+  }
+}
+
+/** The host connect ended: on success the guest gets our SYN-ACK, else a RST. */
+function connected(ctx: TcpContext, f: TcpFlow, now: number): void {
+  const error = f.conn!.takeError();
+  if (error !== null) {
+    connectFailed(ctx, f, error, now);
+    return;
+  }
+  f.state = TcpState.SynAckSent;
+  f.iss = ctx.isn();
+  f.sndUna = f.iss;
+  f.sndNxt = (f.iss + 1) >>> 0;
+  f.sndMax = f.sndNxt;
+  f.dataMax = f.sndNxt;
+  f.recover = f.sndNxt;
+  f.rto = RTO_INITIAL_MS;
+  f.retries = 0;
+  sendSyn(ctx, f, true);
+  ctx.arm(f, now + f.rto);
+}
+
+/** The host connect failed (refused, unreachable, not permitted, timeout): RST to the guest. */
+export function connectFailed(ctx: TcpContext, f: TcpFlow, e: unknown, now: number): void {
+  ctx.counters.connectFailed++;
+  const denied = e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied;
+  if (denied) {
+    ctx.counters.notPermitted++;
+    ctx.denyLog.write(
+      now,
+      `tcp: connection from the guest to ${f.hostName} port ${f.hostPort} not permitted ` +
+        `(--allow-net): ${(e as Error).message}`,
+    );
+  } else {
+    ctx.failLog.write(
+      now,
+      `tcp: connect to ${f.hostName} port ${f.hostPort} failed: ${(e as Error)?.message ?? e}`,
+    );
+  }
+  // RST+ACK acknowledging the SYN (RFC 9293 §3.10.7.2 "connection refused").
+  sendFlags(ctx, f, TCP_ACK_FLAG | TCP_RST, 0, f.rcvNxt);
+  ctx.counters.rstSent++;
+  destroy(ctx, f);
+}
+
+/**
+ * Listens on host `hostname`:`port` and forwards each accepted connection to guest
+ * port `guestPort`; a listener that breaks is closed and forgotten.
+ */
+export function startListening(
+  ctx: TcpContext,
+  hostname: string,
+  port: number,
+  guestPort: number,
+  interfaceName: string | null,
+): HostListener {
+  let listener: HostListener | null = null;
+  let broken = false;
+  const forget = () => {
+    broken = true;
+    if (listener === null) return;
+    ctx.listeners.delete(listener);
+    try {
+      listener.close();
+    } catch { /* already closed */ }
+  };
+  listener = ctx.host.listen(hostname, port, interfaceName, {
+    accepted: (accepted) => {
+      try {
+        newInbound(ctx, accepted, guestPort, ctx.clock());
+      } catch (e) {
+        ctx.log.warn(`tcp: cannot forward an inbound connection: ${e}`);
+        try {
+          accepted.connection.close();
+        } catch { /* closed */ }
+      }
+    },
+    failed: forget,
+  });
+  if (broken) forget();
+  else ctx.listeners.add(listener);
+  return listener;
+}
+
+/** An accepted host connection becomes a SYN toward the guest from the translated peer. */
+function newInbound(
+  ctx: TcpContext,
+  accepted: AcceptedConnection,
+  guestPort: number,
+  now: number,
+): void {
+  const conn = accepted.connection;
+  const a = ctx.inAddress;
+  const s = ctx.sender;
+  let ok = translateInbound(ctx.rules, accepted.peerHostname, a);
+  let guest4 = 0;
+  let guest6: Uint8Array | null = null;
+  if (ok && a.family === 4) {
+    guest4 = s.guestIpv4Seen || ctx.rules.guestAddr4;
+    ok = guest4 !== 0;
+  } else if (ok) {
+    guest6 = s.guestIpv6Seen ?? ctx.rules.guestAddr6 ?? s.guestIpv6LinkLocalSeen;
+    ok = guest6 !== null;
+  }
+  if (!ok || !ctx.flows.admit()) {
+    if (ok) ctx.counters.tableFull++;
+    conn.reset(); // refused: a RST, not an orderly end
+    return;
+  }
+  const f = new TcpFlow();
+  initFlowKey(f, a.family, a.addr4, guest6, guestPort, a.addr4, a.addr6, accepted.peerPort);
+  f.guest4 = guest4 >>> 0;
+  f.conn = conn;
+  f.hostName = accepted.peerHostname;
+  f.hostPort = accepted.peerPort;
+  f.state = TcpState.SynSent;
+  f.lastActivity = now;
+  f.iss = ctx.isn();
+  f.sndUna = f.iss;
+  f.sndNxt = (f.iss + 1) >>> 0;
+  f.sndMax = f.sndNxt;
+  f.dataMax = f.sndNxt;
+  f.recover = f.sndNxt;
+  if (!ctx.flows.insert(f)) {
+    conn.close();
+    return;
+  }
+  conn.setHandler((events, at) => onHostEvents(ctx, f, events, at));
+  ctx.counters.inbound++;
+  sendSyn(ctx, f, false);
+  ctx.arm(f, now + f.rto);
+}

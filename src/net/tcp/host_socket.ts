@@ -1,0 +1,438 @@
+/**
+ * The host side of translated TCP connections: nonblocking helper sockets
+ * (ffi/tcp_socket.ts) driven synchronously by readiness callbacks of the daemon's
+ * event loop, and the small interface ({@link HostConnection}, {@link HostTcp}) the
+ * translator drives them through, so that tests can substitute scripted ones.
+ *
+ * A connection is read by peeking: {@link HostConnection.peek} copies bytes at a given
+ * offset past the acknowledged edge straight into the frame being built toward the
+ * guest (guest memory under vhost-user) and leaves them queued in the kernel;
+ * {@link HostConnection.discard} drops them once the guest acknowledged them, and a
+ * retransmission peeks again. The peek offset lives in the socket (SO_PEEK_OFF,
+ * Linux ≥ 6.9), kept in step with what the translator asks for; a kernel without it
+ * gets the bytes before the offset peeked into a scratch buffer and thrown away.
+ *
+ * Each socket is watched once, edge-triggered, for reading, writing and hang-ups;
+ * the owner always tries the system call first and waits for an edge only after it
+ * would have blocked. {@link HostConnection.requestWritable} re-arms the watch so
+ * that a socket whose send buffer is nearly full reports when it drains.
+ *
+ * Deno's `--allow-net` still decides: every connect and listen first asks
+ * `Deno.permissions` for the exact address and port, and anything not granted is
+ * refused with Deno.errors.NotCapable, as Deno.connect would.
+ *
+ * @module
+ */
+
+import { IoVectors } from "../../../ffi/io_vectors.ts";
+import {
+  type ConnectSource,
+  type SocketQueues,
+  TcpListenSocket,
+  TcpSocket,
+  WOULD_BLOCK,
+} from "../../../ffi/tcp_socket.ts";
+import { EPOLLET, EPOLLRDHUP } from "../../../ffi/epoll.ts";
+import { EVENT_READABLE, EVENT_WRITABLE, type EventLoop } from "../../loop/event_loop.ts";
+import { RateLimitedLog } from "../../log/rate_limited_log.ts";
+import type { FrameSpace } from "../../tap/frame_transport.ts";
+import { ipv6ToString, parseIpv4, parseIpv6, writeIpv4 } from "../address.ts";
+
+export { WOULD_BLOCK };
+
+/** Called with the socket's events (EVENT_* bits) and the loop's time. */
+export type HostEventHandler = (events: number, now: number) => void;
+
+/** One host connection as the translator drives it; see the module comment. */
+export interface HostConnection {
+  /** Sets the callback for the socket's events (connect completion, readable, writable, errors). */
+  setHandler(handler: HostEventHandler): void;
+  /**
+   * Copies up to `length` received bytes, starting `offset` bytes past the front of
+   * the receive queue, into `space` starting `from` bytes into its views; the bytes
+   * stay queued. Returns the count, 0 when the peer's stream ended there, or
+   * {@link WOULD_BLOCK}.
+   * @throws on a socket error (ECONNRESET for a peer's reset)
+   */
+  peek(offset: number, space: FrameSpace, from: number, length: number): number;
+  /** Drops `length` bytes from the front of the receive queue (the guest acknowledged them). */
+  discard(length: number): void;
+  /**
+   * Sends `data`: the bytes the kernel took (possibly fewer), or {@link WOULD_BLOCK}.
+   * @throws on a socket error (EPIPE, ECONNRESET)
+   */
+  send(data: Uint8Array): number;
+  /** Fills `out` with the send buffer's size and how much of it is in use. */
+  queues(out: SocketQueues): void;
+  /** Ends our direction (the peer sees a FIN). */
+  shutdownWrite(): void;
+  /** Takes the pending socket error (a failed connect, a reset), or null. */
+  takeError(): Error | null;
+  /** Asks for a writable event once the send buffer has room (re-arms the edge). */
+  requestWritable(): void;
+  /** Closes (FIN after unsent data). */
+  close(): void;
+  /** Closes so that the peer sees a RST. */
+  reset(): void;
+}
+
+/** A connection accepted by a listener, with its peer's address. */
+export interface AcceptedConnection {
+  readonly connection: HostConnection;
+  /** The peer's address as text ("127.0.0.1", "::1", "::ffff:127.0.0.1"). */
+  readonly peerHostname: string;
+  readonly peerPort: number;
+}
+
+/** A listening host socket. */
+export interface HostListener {
+  /** The local port (the one the kernel chose when asked for port 0). */
+  readonly port: number;
+  /** Stops listening; later calls do nothing. */
+  close(): void;
+}
+
+/** What a listener reports to its owner. */
+export interface ListenerEvents {
+  /** A connection was accepted; the owner sets its handler or closes it. */
+  accepted(accepted: AcceptedConnection): void;
+  /** The listener cannot accept any more (it is broken): the owner closes it. */
+  failed(error: unknown): void;
+}
+
+/** Opens host connections and listeners. */
+export interface HostTcp {
+  /**
+   * Starts connecting to `hostname` (an address literal) port `port`; the handler set
+   * on the connection gets EVENT_WRITABLE (or an error) when the attempt ends, and
+   * {@link HostConnection.takeError} then says how.
+   * @throws Deno.errors.NotCapable when --allow-net refuses, NativeError when the
+   *   connect fails at once
+   */
+  connect(hostname: string, port: number): HostConnection;
+  /**
+   * Listens on `hostname`:`port`, only on interface `interfaceName` when given.
+   * @throws like Deno.listen (address in use, permission)
+   */
+  listen(
+    hostname: string,
+    port: number,
+    interfaceName: string | null,
+    events: ListenerEvents,
+  ): HostListener;
+}
+
+/** Accept failures, one log line per interval. */
+const acceptLog = new RateLimitedLog("warn");
+
+/** Events a connection socket is watched for (edge-triggered). */
+const STREAM_EVENTS = (EVENT_READABLE | EVENT_WRITABLE | EPOLLRDHUP | EPOLLET) >>> 0;
+
+/** Wait before retrying an accept that failed (EMFILE...), in ms. */
+const ACCEPT_RETRY_MS = 100;
+
+/** Entries of the shared iovec table: a frame's payload over up to this many guest buffers. */
+const MAX_IOVECS = 1024;
+
+/** The iovec table every peek builds (calls are synchronous, one at a time). */
+const vectors = new IoVectors(MAX_IOVECS);
+
+/** Where bytes before the offset go on kernels without SO_PEEK_OFF; grows as needed. */
+let skipped = new Uint8Array(0);
+
+/** Address text ("127.0.0.1", "::1") → raw bytes, or null when it is not a literal. */
+export function addressBytes(hostname: string): Uint8Array | null {
+  const v4 = parseIpv4(hostname);
+  if (v4 !== null) {
+    const bytes = new Uint8Array(4);
+    writeIpv4(bytes, 0, v4);
+    return bytes;
+  }
+  const text = hostname.startsWith("[") && hostname.endsWith("]")
+    ? hostname.slice(1, -1)
+    : hostname;
+  return parseIpv6(text);
+}
+
+/** Raw bytes → address text; an IPv4-mapped IPv6 address keeps its dotted tail. */
+export function addressText(address: Uint8Array): string {
+  if (address.byteLength === 4) return address.join(".");
+  const mapped = address.subarray(0, 10).every((b) => b === 0) && address[10] === 0xff &&
+    address[11] === 0xff;
+  return mapped ? `::ffff:${address.subarray(12).join(".")}` : ipv6ToString(address);
+}
+
+/** The host part of a `net` permission descriptor: IPv6 in brackets. */
+function permissionHost(hostname: string, port: number): string {
+  if (hostname.startsWith("[")) return `${hostname}:${port}`;
+  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
+}
+
+/**
+ * Throws Deno.errors.NotCapable unless Deno's `net` permission is granted for
+ * `hostname`:`port` right now (a "prompt" state counts as refused: the daemon never
+ * prompts).
+ */
+export function requireNetPermission(hostname: string, port: number, what: string): void {
+  const host = permissionHost(hostname, port);
+  const { state } = Deno.permissions.querySync({ name: "net", host });
+  if (state !== "granted") {
+    throw new Deno.errors.NotCapable(
+      `Requires net access to "${host}" to ${what}, run again with the --allow-net flag`,
+    );
+  }
+}
+
+/** Adds `length` bytes of `space`, starting `from` bytes into it, to `table`. */
+function addSpace(table: IoVectors, space: FrameSpace, from: number, length: number): void {
+  let skip = from;
+  let left = length;
+  for (let i = 0; i < space.count && left > 0; i++) {
+    const view = space.views[i];
+    if (skip >= view.length) {
+      skip -= view.length;
+      continue;
+    }
+    const part = skip > 0 ? view.subarray(skip) : view;
+    const n = Math.min(part.length, left);
+    if (table.full) break;
+    table.push(part, n);
+    left -= n;
+    skip = 0;
+  }
+}
+
+function noEvents(): void {}
+
+/** A host connection over a helper socket on the event loop. */
+class NativeHostConnection implements HostConnection {
+  readonly #socket: TcpSocket;
+  readonly #loop: EventLoop;
+  readonly #fd: number;
+  #handler: HostEventHandler = noEvents;
+  /** The socket's SO_PEEK_OFF as last set or moved (-1: off). */
+  #peekOffset = -1;
+  #closed = false;
+
+  constructor(socket: TcpSocket, loop: EventLoop) {
+    this.#socket = socket;
+    this.#loop = loop;
+    this.#fd = socket.fd;
+    try {
+      loop.watch(this.#fd, (events, now) => this.#handler(events, now), STREAM_EVENTS);
+    } catch (error) {
+      this.#closed = true;
+      socket.close(); // the loop is closed: the socket must not outlive this failure
+      throw error;
+    }
+  }
+
+  setHandler(handler: HostEventHandler): void {
+    this.#handler = handler;
+  }
+
+  peek(offset: number, space: FrameSpace, from: number, length: number): number {
+    vectors.clear();
+    if (this.#peekOffset !== offset && !peekOffsetMissing) {
+      if (this.#socket.setPeekOffset(offset)) this.#peekOffset = offset;
+      else peekOffsetMissing = true;
+    }
+    if (peekOffsetMissing && offset > 0) {
+      if (skipped.length < offset) skipped = new Uint8Array(Math.max(offset, 2 * skipped.length));
+      vectors.push(skipped, offset);
+    }
+    addSpace(vectors, space, from, length);
+    const n = this.#socket.receiveVectors(vectors, true);
+    if (n === WOULD_BLOCK) return WOULD_BLOCK;
+    if (peekOffsetMissing && offset > 0) {
+      // Only bytes before the offset: nothing new yet (an end of stream right at the
+      // offset then shows only once more data or a hang-up event comes).
+      if (n === 0) return 0;
+      return n > offset ? n - offset : WOULD_BLOCK;
+    }
+    this.#peekOffset += n;
+    return n;
+  }
+
+  discard(length: number): void {
+    let left = length;
+    while (left > 0) {
+      const n = this.#socket.discard(left);
+      if (n <= 0) break; // WOULD_BLOCK or end: nothing more is queued
+      left -= n;
+    }
+    // The kernel moves the peek offset back by what was dropped.
+    if (this.#peekOffset >= 0) this.#peekOffset = Math.max(0, this.#peekOffset - length);
+  }
+
+  send(data: Uint8Array): number {
+    return this.#socket.send(data);
+  }
+
+  queues(out: SocketQueues): void {
+    this.#socket.queues(out);
+  }
+
+  shutdownWrite(): void {
+    this.#socket.shutdownWrite();
+  }
+
+  takeError(): Error | null {
+    return this.#socket.takeError();
+  }
+
+  requestWritable(): void {
+    if (!this.#closed) this.#loop.rearm(this.#fd);
+  }
+
+  close(): void {
+    if (this.#release()) this.#socket.close();
+  }
+
+  reset(): void {
+    if (this.#release()) this.#socket.closeWithReset();
+  }
+
+  #release(): boolean {
+    if (this.#closed) return false;
+    this.#closed = true;
+    this.#handler = noEvents;
+    if (this.#loop.isWatching(this.#fd)) this.#loop.unwatch(this.#fd);
+    return true;
+  }
+}
+
+/** Set once a kernel refused SO_PEEK_OFF on a TCP socket: peeks skip through a scratch buffer. */
+let peekOffsetMissing = false;
+
+/** A listener over a helper socket on the event loop. */
+class NativeHostListener implements HostListener {
+  readonly #socket: TcpListenSocket;
+  readonly #loop: EventLoop;
+  readonly #fd: number;
+  readonly #events: ListenerEvents;
+  readonly port: number;
+  #retry: ReturnType<typeof setTimeout> | undefined = undefined;
+  #closed = false;
+
+  constructor(socket: TcpListenSocket, loop: EventLoop, events: ListenerEvents) {
+    this.#socket = socket;
+    this.#loop = loop;
+    this.#fd = socket.fd;
+    this.#events = events;
+    try {
+      this.port = socket.localAddress().port;
+      loop.watch(this.#fd, () => this.#drain(), (EVENT_READABLE | EPOLLET) >>> 0);
+    } catch (error) {
+      this.#closed = true;
+      socket.close();
+      throw error;
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#retry !== undefined) clearTimeout(this.#retry);
+    if (this.#loop.isWatching(this.#fd)) this.#loop.unwatch(this.#fd);
+    this.#socket.close();
+  }
+
+  #retryLater(error: unknown): void {
+    if (this.#retry !== undefined) return;
+    acceptLog.write(
+      performance.now(),
+      `tcp: cannot accept a forwarded connection (retrying): ${(error as Error).message}`,
+    );
+    this.#retry = setTimeout(() => {
+      this.#retry = undefined;
+      this.#drain();
+    }, ACCEPT_RETRY_MS);
+  }
+
+  #drain(): void {
+    while (!this.#closed) {
+      let accepted;
+      try {
+        accepted = this.#socket.accept();
+      } catch (error) {
+        // EMFILE and the like: the connection stays pending. Edge-triggered, no new
+        // edge may come for it: retry on a timer instead.
+        this.#retryLater(error);
+        return;
+      }
+      if (accepted === null) return;
+      let connection: NativeHostConnection;
+      try {
+        connection = new NativeHostConnection(accepted.socket, this.#loop);
+      } catch (error) {
+        // The loop refused the socket (closed, out of epoll watches), which closed it.
+        acceptLog.write(
+          performance.now(),
+          `tcp: cannot take a forwarded connection: ${(error as Error).message}`,
+        );
+        continue;
+      }
+      this.#events.accepted({
+        connection,
+        peerHostname: addressText(accepted.peer.address),
+        peerPort: accepted.peer.port,
+      });
+    }
+  }
+}
+
+/** Where outbound connections come from, per family (`-o`, `--outbound-if4/6`). */
+export interface OutboundSources {
+  readonly address4?: string | null;
+  readonly address6?: string | null;
+  readonly interface4?: string | null;
+  readonly interface6?: string | null;
+}
+
+/**
+ * {@link HostTcp} over helper sockets on `loop`, binding outbound connections as
+ * `sources` says.
+ * @throws Error when a source address is not an address of its family
+ */
+export function nativeHostTcp(loop: EventLoop, sources: OutboundSources = {}): HostTcp {
+  const source4 = sources.address4 ? addressBytes(sources.address4) : null;
+  const source6 = sources.address6 ? addressBytes(sources.address6) : null;
+  if (sources.address4 && source4?.byteLength !== 4) {
+    throw new Error(
+      `Cannot bind outbound IPv4 connections to ${sources.address4}: not an IPv4 address`,
+    );
+  }
+  if (sources.address6 && source6?.byteLength !== 16) {
+    throw new Error(
+      `Cannot bind outbound IPv6 connections to ${sources.address6}: not an IPv6 address`,
+    );
+  }
+  return {
+    connect(hostname: string, port: number): HostConnection {
+      requireNetPermission(hostname, port, "connect");
+      const address = addressBytes(hostname);
+      if (address === null) {
+        throw new Error(`Cannot connect to ${hostname}: not an IPv4 or IPv6 address`);
+      }
+      const v4 = address.byteLength === 4;
+      const source: ConnectSource = {
+        address: v4 ? source4 : source6,
+        interfaceName: v4 ? sources.interface4 : sources.interface6,
+      };
+      return new NativeHostConnection(TcpSocket.connect({ address, port }, source), loop);
+    },
+    listen(hostname, port, interfaceName, events): HostListener {
+      requireNetPermission(hostname, port, "listen");
+      const address = addressBytes(hostname);
+      if (address === null) {
+        throw new Error(`Cannot listen on ${hostname}: not an IPv4 or IPv6 address`);
+      }
+      return new NativeHostListener(
+        TcpListenSocket.listen({ address, port }, interfaceName ?? null),
+        loop,
+        events,
+      );
+    },
+  };
+}

@@ -1,0 +1,364 @@
+/**
+ * Segments toward the guest. Control segments (SYN, ACK, FIN, RST) are small and go
+ * through the stack's {@link GuestSender}. Data segments are built in place: a frame
+ * is reserved on the guest link (its RX buffers under vhost-user), the host socket's
+ * bytes are peeked straight into it behind the headers — one copy, and the bytes stay
+ * in the kernel until the guest acknowledges them — then the headers and checksum
+ * are written in front and the frame committed. A retransmission peeks the same
+ * bytes again from their offset past the acknowledged edge.
+ *
+ * The window advertised to the guest mirrors the host socket: the room left in its
+ * send buffer (SO_SNDBUF − SIOCOUTQ), capped by the translator's largest window and
+ * never moving its right edge back. When it runs low, the socket is asked to report
+ * when it drains, and a window update follows.
+ *
+ * @module
+ */
+
+import { foldSum, IPPROTO_TCP, ipv4PseudoSum, ipv6PseudoSum, sumBytes } from "../checksum.ts";
+import { buildEthernet, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../ethernet.ts";
+import { L4_OFFSET_V4, L4_OFFSET_V6 } from "../guest_sender.ts";
+import { buildIpv4, IPV4_FLAG_DF, type Ipv4BuildFields } from "../ipv4.ts";
+import { buildIpv6, type Ipv6BuildFields } from "../ipv6.ts";
+import type { L4Packet } from "../l4_handler.ts";
+import {
+  buildTcp,
+  TCP_ACK_FLAG,
+  TCP_CHECKSUM,
+  TCP_FIN,
+  TCP_HEADER_MIN,
+  TCP_PSH,
+  TCP_RST,
+  TCP_SYN,
+} from "../tcp_header.ts";
+import { type FrameSpace, SendResult } from "../../tap/frame_transport.ts";
+import type { TcpContext } from "./context.ts";
+import { OUR_WINDOW_SCALE, seqDiff, seqLt, type TcpFlow, TcpState } from "./flow.ts";
+import { hostError } from "./closing.ts";
+
+/** IPv4 + TCP header bytes (no options) subtracted from the MTU for the MSS. */
+export const HEADERS_V4 = 40;
+/** IPv6 + TCP header bytes. */
+export const HEADERS_V6 = 60;
+/** Largest TCP payload of a 65535-byte frame behind the headers (data segments carry no options). */
+export const MAX_PAYLOAD_V4 = 65535 - L4_OFFSET_V4 - TCP_HEADER_MIN;
+/** Same for IPv6. */
+export const MAX_PAYLOAD_V6 = 65535 - L4_OFFSET_V6 - TCP_HEADER_MIN;
+
+/** {@link sendHostData}: no room toward the guest (or no link). */
+export const DATA_NO_ROOM = -2;
+/** {@link sendHostData}: the host socket has nothing (more) to give now. */
+export const DATA_WOULD_BLOCK = -1;
+/** {@link sendHostData}: the host's stream ended at this sequence number. */
+export const DATA_END = 0;
+/** {@link sendHostData}: the host socket failed; the flow was reset. */
+export const DATA_FAILED = -3;
+
+const ACK_RST = TCP_ACK_FLAG | TCP_RST;
+
+const ipv4Fields: Ipv4BuildFields = {
+  payloadLength: 0,
+  protocol: IPPROTO_TCP,
+  src: 0,
+  dst: 0,
+  id: 0,
+  flags: IPV4_FLAG_DF,
+};
+const ipv6Fields: Ipv6BuildFields = {
+  payloadLength: 0,
+  nextHeader: IPPROTO_TCP,
+  src: new Uint8Array(16),
+  dst: new Uint8Array(16),
+};
+let ipv4Id = 0;
+
+/** The acknowledgement number toward the guest: everything the host socket took, and its FIN. */
+export function ackOut(f: TcpFlow): number {
+  return (f.rcvNxt + (f.guestFinDone ? 1 : 0)) >>> 0;
+}
+
+/**
+ * The window field toward the guest (scaled), mirroring the host socket's free send
+ * buffer; records the right edge advertised and asks for a writable event when the
+ * window is low.
+ */
+export function windowOut(ctx: TcpContext, f: TcpFlow): number {
+  const conn = f.conn;
+  let room = ctx.maxWindow;
+  let low = false;
+  if (conn !== null && !f.guestFinDone) {
+    const q = ctx.queues;
+    try {
+      conn.queues(q);
+      room = Math.min(ctx.maxWindow, Math.max(0, q.sendBuffer - q.sendQueued));
+      low = room < Math.min(ctx.maxWindow, q.sendBuffer) / 4;
+    } catch { /* a broken socket: its next operation reports it */ }
+  }
+  room = Math.min(room, 65535 << f.ourShift);
+  let right = (f.rcvNxt + room) >>> 0;
+  if (seqLt(right, f.rcvWndRight)) right = f.rcvWndRight; // never move the edge back
+  f.rcvWndRight = right;
+  if (low && !f.windowUpdateDue && conn !== null) {
+    f.windowUpdateDue = true;
+    conn.requestWritable();
+  }
+  return Math.min(Math.max(seqDiff(right, ackOut(f)), 0) >>> f.ourShift, 65535);
+}
+
+/**
+ * Payload bytes per segment: the guest's MSS, and no more than fits one frame the
+ * guest can receive now (its RX buffers bound frames when they cannot be merged).
+ */
+export function segmentSize(ctx: TcpContext, f: TcpFlow): number {
+  const link = ctx.sender.link;
+  if (link === null) return f.mss;
+  const headers = (f.family === 4 ? L4_OFFSET_V4 : L4_OFFSET_V6) + TCP_HEADER_MIN;
+  return Math.max(1, Math.min(f.mss, link.maxFrameLength - headers));
+}
+
+/** Sends a segment without data through the sender's buffer. */
+function emit(
+  ctx: TcpContext,
+  f: TcpFlow,
+  flags: number,
+  seq: number,
+  ack: number,
+  win: number,
+): SendResult {
+  const s = ctx.sender;
+  const off = f.family === 4 ? L4_OFFSET_V4 : L4_OFFSET_V6;
+  const fl = ctx.fields;
+  fl.srcPort = f.remotePort;
+  fl.dstPort = f.guestPort;
+  fl.seq = seq >>> 0;
+  fl.ack = flags & TCP_ACK_FLAG ? ack >>> 0 : 0;
+  fl.flags = flags;
+  fl.window = win;
+  const hl = buildTcp(s.buffer, off, fl);
+  return f.family === 4
+    ? s.sendIpv4(IPPROTO_TCP, f.remote4, f.guest4, hl)
+    : s.sendIpv6(IPPROTO_TCP, f.remote6!, f.guest6!, hl);
+}
+
+/** Sends a segment with `flags` and no window (RST). */
+export function sendFlags(
+  ctx: TcpContext,
+  f: TcpFlow,
+  flags: number,
+  seq: number,
+  ack: number,
+): SendResult {
+  return emit(ctx, f, flags, seq, ack, 0);
+}
+
+/** Sends an ACK with the current window (answers, window updates, duplicate ACKs). */
+export function sendAck(ctx: TcpContext, f: TcpFlow): SendResult {
+  if (f.closed && f.state !== TcpState.Closed) return SendResult.Dropped;
+  f.ackDue = false;
+  return emit(ctx, f, TCP_ACK_FLAG, f.sndNxt, ackOut(f), windowOut(ctx, f));
+}
+
+/** Sends our FIN at the host's end of stream. */
+export function sendFin(ctx: TcpContext, f: TcpFlow): SendResult {
+  f.ackDue = false;
+  return emit(ctx, f, TCP_ACK_FLAG | TCP_FIN, f.dataEnd, ackOut(f), windowOut(ctx, f));
+}
+
+/** Sends our SYN (inbound) or SYN-ACK (outbound) with MSS and window scale options. */
+export function sendSyn(ctx: TcpContext, f: TcpFlow, withAck: boolean): void {
+  const fl = ctx.fields;
+  fl.mss = Math.min(
+    f.family === 4 ? ctx.mtu - HEADERS_V4 : ctx.mtu - HEADERS_V6,
+    f.family === 4 ? MAX_PAYLOAD_V4 : MAX_PAYLOAD_V6,
+  );
+  // In a SYN-ACK we scale only if the guest offered to; in our SYN we always offer.
+  fl.windowScale = !withAck || f.ourShift > 0 ? OUR_WINDOW_SCALE : -1;
+  const win = Math.min(ctx.maxWindow, 65535); // SYN windows are never scaled
+  f.rcvWndRight = (f.rcvNxt + win) >>> 0;
+  emit(ctx, f, withAck ? (TCP_SYN | TCP_ACK_FLAG) : TCP_SYN, f.iss, f.rcvNxt, win);
+  fl.mss = -1;
+  fl.windowScale = -1;
+}
+
+/** RST for a segment matching no flow (RFC 9293 §3.10.7.1); never for a RST. */
+export function rstForPacket(ctx: TcpContext, p: L4Packet): void {
+  const h = ctx.header;
+  if (h.flags & TCP_RST) return;
+  const s = ctx.sender;
+  const off = p.family === 4 ? L4_OFFSET_V4 : L4_OFFSET_V6;
+  const fl = ctx.fields;
+  fl.srcPort = h.dstPort;
+  fl.dstPort = h.srcPort;
+  fl.window = 0;
+  if (h.flags & TCP_ACK_FLAG) {
+    fl.seq = h.ack;
+    fl.ack = 0;
+    fl.flags = TCP_RST;
+  } else {
+    fl.seq = 0;
+    const segLen = h.payloadLength + (h.flags & TCP_SYN ? 1 : 0) + (h.flags & TCP_FIN ? 1 : 0);
+    fl.ack = (h.seq + segLen) >>> 0;
+    fl.flags = ACK_RST;
+  }
+  const hl = buildTcp(s.buffer, off, fl);
+  if (p.family === 4) s.sendIpv4(IPPROTO_TCP, p.dst4, p.src4, hl);
+  else s.sendIpv6(IPPROTO_TCP, p.dst6, p.src6, hl);
+  ctx.counters.rstSent++;
+}
+
+/** One's complement sum of `length` bytes of `space` from `from`, as one byte stream. */
+function sumSpace(space: FrameSpace, from: number, length: number): number {
+  let sum = 0;
+  let skip = from;
+  let left = length;
+  let odd = false;
+  for (let i = 0; i < space.count && left > 0; i++) {
+    const view = space.views[i];
+    if (skip >= view.length) {
+      skip -= view.length;
+      continue;
+    }
+    const n = Math.min(view.length - skip, left);
+    const part = foldSum(sumBytes(view, skip, n));
+    // A piece starting at an odd position of the stream has its bytes swapped (RFC 1071 §2 (B)).
+    sum += odd ? ((part & 0xff) << 8) | (part >> 8) : part;
+    if (n & 1) odd = !odd;
+    left -= n;
+    skip = 0;
+  }
+  return sum;
+}
+
+/**
+ * Sends one data segment of up to `maxLength` bytes starting at sequence `seq`,
+ * peeked from the host socket straight into a frame reserved on the guest link.
+ * @returns the bytes sent (> 0), or DATA_NO_ROOM, DATA_WOULD_BLOCK, DATA_END
+ *   (the host's stream ends at `seq`), DATA_FAILED (the flow was reset)
+ */
+export function sendHostData(ctx: TcpContext, f: TcpFlow, seq: number, maxLength: number): number {
+  const link = ctx.sender.link;
+  const conn = f.conn;
+  if (link === null || conn === null) return DATA_NO_ROOM;
+  const v4 = f.family === 4;
+  const l4 = v4 ? L4_OFFSET_V4 : L4_OFFSET_V6;
+  const headers = l4 + TCP_HEADER_MIN;
+  const space = ctx.space;
+  if (link.reserveFrame(space, headers + maxLength, headers) !== SendResult.Sent) {
+    return DATA_NO_ROOM;
+  }
+  const room = Math.min(maxLength, space.length - headers);
+  if (room <= 0) {
+    link.cancelFrame();
+    return DATA_NO_ROOM;
+  }
+  let got: number;
+  try {
+    got = conn.peek(seqDiff(seq, f.sndUna), space, headers, room);
+  } catch (error) {
+    link.cancelFrame();
+    hostError(ctx, f, error);
+    return DATA_FAILED;
+  }
+  if (got <= 0) {
+    link.cancelFrame();
+    return got === 0 ? DATA_END : DATA_WOULD_BLOCK;
+  }
+  const b = space.views[0];
+  const l4Length = TCP_HEADER_MIN + got;
+  const fl = ctx.fields;
+  fl.srcPort = f.remotePort;
+  fl.dstPort = f.guestPort;
+  fl.seq = seq >>> 0;
+  fl.ack = ackOut(f);
+  fl.flags = TCP_ACK_FLAG | (got < maxLength ? TCP_PSH : 0);
+  fl.window = windowOut(ctx, f);
+  buildTcp(b, l4, fl);
+  f.ackDue = false;
+  const partial = link.l4ChecksumsOptional;
+  let sum: number;
+  if (v4) {
+    sum = ipv4PseudoSum(f.remote4, f.guest4, IPPROTO_TCP, l4Length);
+    ipv4Id = (ipv4Id + 1) & 0xffff;
+    ipv4Fields.payloadLength = l4Length;
+    ipv4Fields.src = f.remote4;
+    ipv4Fields.dst = f.guest4;
+    ipv4Fields.id = ipv4Id;
+    buildIpv4(b, l4 - 20, ipv4Fields);
+  } else {
+    sum = ipv6PseudoSum(f.remote6!, 0, f.guest6!, 0, IPPROTO_TCP, l4Length);
+    ipv6Fields.payloadLength = l4Length;
+    ipv6Fields.src = f.remote6!;
+    ipv6Fields.dst = f.guest6!;
+    buildIpv6(b, l4 - 40, ipv6Fields);
+  }
+  buildEthernet(b, 0, ctx.sender.guestMac, ctx.sender.ourMac, v4 ? ETHERTYPE_IPV4 : ETHERTYPE_IPV6);
+  let check: number;
+  if (partial) {
+    check = foldSum(sum); // the guest completes it (NEEDS_CSUM)
+  } else {
+    sum += sumBytes(b, l4, TCP_HEADER_MIN) + sumSpace(space, headers, got);
+    check = ~foldSum(sum) & 0xffff;
+  }
+  b[l4 + TCP_CHECKSUM] = check >> 8;
+  b[l4 + TCP_CHECKSUM + 1] = check & 0xff;
+  const result = partial
+    ? link.commitFrame(headers + got, l4, TCP_CHECKSUM)
+    : link.commitFrame(headers + got);
+  if (result === SendResult.Sent) ctx.sender.counters.sent++;
+  else ctx.sender.counters.dropped++; // lost like a frame the guest missed: retransmitted
+  return got;
+}
+
+/** Whether `f`'s timer is armed. */
+export function timerArmed(f: TcpFlow): boolean {
+  return f.heapIndex >= 0;
+}
+
+/**
+ * Sends what the guest's window allows from the host socket, then the FIN once the
+ * host's stream ended; stops at the first of: window full, no room toward the
+ * guest (the flow waits for the link), nothing more from the host (the socket's
+ * next readable edge resumes it).
+ */
+export function pushToGuest(ctx: TcpContext, f: TcpFlow, now: number): void {
+  if (f.state !== TcpState.Established || f.blocked || f.closed || f.conn === null) return;
+  for (;;) {
+    if (f.hostEof && f.sndNxt === f.dataEnd) {
+      if (f.finSent) return;
+      const r = sendFin(ctx, f);
+      if (r === SendResult.NoRoom || ctx.sender.link === null) {
+        ctx.block(f);
+        return;
+      }
+      f.finSent = true;
+      f.sndNxt = (f.dataEnd + 1) >>> 0;
+      if (seqLt(f.sndMax, f.sndNxt)) f.sndMax = f.sndNxt;
+      if (!timerArmed(f)) ctx.arm(f, now + f.rto);
+      return;
+    }
+    const window = seqDiff(f.sndWndRight, f.sndNxt);
+    let n = Math.min(window, segmentSize(ctx, f));
+    if (f.hostEof) n = Math.min(n, seqDiff(f.dataEnd, f.sndNxt));
+    if (n <= 0) {
+      // Zero window: probe on the timer if nothing else is outstanding.
+      if (!timerArmed(f)) ctx.arm(f, now + f.rto);
+      return;
+    }
+    const got = sendHostData(ctx, f, f.sndNxt, n);
+    if (got === DATA_NO_ROOM) {
+      ctx.block(f);
+      return;
+    }
+    if (got === DATA_WOULD_BLOCK || got === DATA_FAILED) return;
+    if (got === DATA_END) {
+      f.hostEof = true;
+      f.dataEnd = f.sndNxt;
+      continue;
+    }
+    f.lastActivity = now;
+    f.sndNxt = (f.sndNxt + got) >>> 0;
+    if (seqLt(f.sndMax, f.sndNxt)) f.sndMax = f.sndNxt;
+    if (seqLt(f.dataMax, f.sndNxt)) f.dataMax = f.sndNxt;
+    if (!timerArmed(f)) ctx.arm(f, now + f.rto);
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * Scripted host connections for tests of the TCP translator: a
+ * {@link HostConnection} whose peeks, sends and connect completion a test decides,
+ * recording the calls that end it, and a {@link HostTcp} handing them out. Not used
+ * by the daemon.
+ *
+ * @module
+ */
+
+import type { SocketQueues } from "../../../ffi/tcp_socket.ts";
+import { EVENT_WRITABLE } from "../../loop/event_loop.ts";
+import type { FrameSpace } from "../../tap/frame_transport.ts";
+import {
+  type HostConnection,
+  type HostEventHandler,
+  type HostListener,
+  type HostTcp,
+  type ListenerEvents,
+  WOULD_BLOCK,
+} from "./host_socket.ts";
+
+/** What a scripted peek returns: bytes, null for the end of stream, or "block". */
+export type ScriptedPeek = (offset: number, length: number) => Uint8Array | null | "block";
+
+/** A scripted {@link HostConnection}; see the module comment. */
+export class ScriptedConnection implements HostConnection {
+  /** close(), reset() and shutdownWrite() calls, in order. */
+  readonly calls: string[] = [];
+  /** Bytes discarded from the receive queue so far. */
+  discarded = 0;
+  /** Bytes the connection took from the guest. */
+  sent = 0;
+  /** The send buffer reported by queues(). */
+  sendBuffer = 1 << 20;
+  /** The connect's outcome reported by takeError() (null: success). */
+  error: Error | null = null;
+  handler: HostEventHandler = () => {};
+  readonly #peek: ScriptedPeek;
+
+  /** @param peek what the host has for the guest (default: nothing yet) */
+  constructor(peek: ScriptedPeek = () => "block") {
+    this.#peek = peek;
+  }
+
+  setHandler(handler: HostEventHandler): void {
+    this.handler = handler;
+  }
+
+  peek(offset: number, space: FrameSpace, from: number, length: number): number {
+    const r = this.#peek(offset, length);
+    if (r === null) return 0;
+    if (r === "block") return WOULD_BLOCK;
+    let skip = from;
+    let at = 0;
+    for (let i = 0; i < space.count && at < r.length; i++) {
+      const view = space.views[i];
+      if (skip >= view.length) {
+        skip -= view.length;
+        continue;
+      }
+      const n = Math.min(view.length - skip, r.length - at);
+      view.set(r.subarray(at, at + n), skip);
+      at += n;
+      skip = 0;
+    }
+    return at;
+  }
+
+  discard(length: number): void {
+    this.discarded += length;
+  }
+
+  send(data: Uint8Array): number {
+    this.sent += data.length;
+    return data.length;
+  }
+
+  queues(out: SocketQueues): void {
+    out.sendBuffer = this.sendBuffer;
+    out.sendQueued = 0;
+    out.receiveQueued = 0;
+  }
+
+  shutdownWrite(): void {
+    this.calls.push("shutdownWrite");
+  }
+
+  takeError(): Error | null {
+    return this.error;
+  }
+
+  requestWritable(): void {}
+
+  close(): void {
+    this.calls.push("close");
+  }
+
+  reset(): void {
+    this.calls.push("reset");
+  }
+
+  /** Reports the connect as finished (writable), as the event loop would. */
+  complete(): void {
+    this.handler(EVENT_WRITABLE, performance.now());
+  }
+}
+
+/** A {@link HostTcp} over `connect` (and `listen`, which throws when omitted). */
+export function scriptedHostTcp(
+  connect: (hostname: string, port: number) => HostConnection,
+  listen?: (events: ListenerEvents) => HostListener,
+): HostTcp {
+  return {
+    connect,
+    listen(hostname, port, _interfaceName, events) {
+      if (listen === undefined) throw new Error(`no listeners here (${hostname} port ${port})`);
+      return listen(events);
+    },
+  };
+}

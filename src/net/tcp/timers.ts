@@ -1,0 +1,116 @@
+/**
+ * What each flow's one timer does when it expires (RFC 6298 backoff throughout):
+ * a host connect that took too long is refused toward the guest; a SYN or SYN-ACK
+ * is sent again; outstanding data goes back N from the acknowledged edge (peeked
+ * again from the host socket); a zero window is probed with one byte; a closed flow
+ * is forgotten after lingering. Plus the idle sweep, which resets flows quiet for
+ * longer than the idle timeout.
+ *
+ * @module
+ */
+
+import type { TcpContext } from "./context.ts";
+import {
+  CONNECT_TIMEOUT_MS,
+  MAX_RETRIES,
+  RTO_MAX_MS,
+  seqLt,
+  type TcpFlow,
+  TcpState,
+} from "./flow.ts";
+import { abort, destroy, internalError } from "./closing.ts";
+import { connectFailed } from "./host_side.ts";
+import {
+  DATA_END,
+  DATA_NO_ROOM,
+  pushToGuest,
+  sendHostData,
+  sendSyn,
+  timerArmed,
+} from "./output.ts";
+
+/** Interval of the idle sweep, in ms. */
+export const IDLE_SWEEP_MS = 10_000;
+
+/** Runs every timer due at `now`. */
+export function runTimers(ctx: TcpContext, now: number): void {
+  const heap = ctx.timers;
+  // Each expiry re-arms at most once, later than now: bounded by the flows armed.
+  for (let budget = heap.size; budget > 0 && heap.earliest() <= now; budget--) {
+    const f = heap.peek()!;
+    ctx.disarm(f);
+    try {
+      expire(ctx, f, now);
+    } catch (e) {
+      internalError(ctx, f, e);
+    }
+  }
+}
+
+/** Resets established flows idle for longer than the idle timeout. */
+export function sweepIdle(ctx: TcpContext, now: number): void {
+  ctx.flows.forEach((f) => {
+    if (f.state === TcpState.Established && now - f.lastActivity > ctx.idleTimeoutMs) {
+      ctx.log.debug(`tcp: ${ctx.name(f)} idle, resetting`);
+      abort(ctx, f, true);
+    }
+  });
+}
+
+function expire(ctx: TcpContext, f: TcpFlow, now: number): void {
+  switch (f.state) {
+    case TcpState.Connecting:
+      connectFailed(ctx, f, new Error(`no answer within ${CONNECT_TIMEOUT_MS} ms`), now);
+      return;
+    case TcpState.SynAckSent:
+    case TcpState.SynSent:
+      if (ctx.sender.link !== null && ++f.retries > MAX_RETRIES) {
+        abort(ctx, f, f.state === TcpState.SynAckSent);
+        return;
+      }
+      f.rto = Math.min(f.rto * 2, RTO_MAX_MS);
+      sendSyn(ctx, f, f.state === TcpState.SynAckSent);
+      ctx.arm(f, now + f.rto);
+      return;
+    case TcpState.Established: {
+      const outstanding = seqLt(f.sndUna, f.sndNxt) || (f.finSent && !f.finAcked);
+      if (outstanding) {
+        if (ctx.sender.link !== null && ++f.retries > MAX_RETRIES) {
+          ctx.log.debug(`tcp: ${ctx.name(f)} guest stopped acknowledging, resetting`);
+          abort(ctx, f, true);
+          return;
+        }
+        ctx.counters.retransmits++;
+        f.rto = Math.min(f.rto * 2, RTO_MAX_MS);
+        f.recover = f.sndMax;
+        f.sndNxt = f.sndUna; // go back N: the bytes are still in the host socket
+        if (f.finSent && !f.finAcked) f.finSent = false;
+        f.blocked = false;
+        ctx.blocked.delete(f);
+        pushToGuest(ctx, f, now);
+        if (!f.closed && !timerArmed(f)) ctx.arm(f, now + f.rto);
+      } else if (!f.hostEof || seqLt(f.sndNxt, f.dataEnd)) {
+        // Zero-window probe: one byte past the window (RFC 9293 §3.8.6.1), if the host has one.
+        const got = sendHostData(ctx, f, f.sndNxt, 1);
+        if (got === DATA_END) {
+          f.hostEof = true;
+          f.dataEnd = f.sndNxt;
+          pushToGuest(ctx, f, now); // the FIN goes out whatever the window
+        } else if (got === DATA_NO_ROOM) {
+          f.rto = Math.min(f.rto * 2, RTO_MAX_MS);
+          ctx.arm(f, now + f.rto);
+        } else if (got > 0) {
+          const probeEnd = (f.sndNxt + 1) >>> 0;
+          if (seqLt(f.sndMax, probeEnd)) f.sndMax = probeEnd;
+          if (seqLt(f.dataMax, probeEnd)) f.dataMax = probeEnd;
+          f.rto = Math.min(f.rto * 2, RTO_MAX_MS);
+          ctx.arm(f, now + f.rto);
+        }
+      }
+      return;
+    }
+    case TcpState.Closed:
+      destroy(ctx, f);
+      return;
+  }
+}
