@@ -114,6 +114,13 @@ export class TcpFlow implements FlowKey {
   sndWndRight = 0;
   mss = DEFAULT_MSS_V4;
   hostEof = false;
+  /**
+   * The host socket had nothing past what was sent when last peeked: no peek for new
+   * data until its next readable event (retransmissions still peek).
+   */
+  hostDrained = false;
+  /** The host socket signalled the peer's FIN or a hang-up (its end of stream is near). */
+  hostHungUp = false;
   finSent = false;
   finAcked = false;
   /** No room toward the guest: waiting for the link's writable callback. */

@@ -35,8 +35,12 @@ export function onHostEvents(ctx: TcpContext, f: TcpFlow, events: number, now: n
       if (events & (EVENT_WRITABLE | EVENT_ERROR | EVENT_HANGUP)) connected(ctx, f, now);
       return;
     }
+    if (events & (EPOLLRDHUP | EVENT_HANGUP)) f.hostHungUp = true;
     if (f.state === TcpState.Established) {
-      if (events & READ_EVENTS) pushToGuest(ctx, f, now);
+      if (events & READ_EVENTS) {
+        f.hostDrained = false;
+        pushToGuest(ctx, f, now);
+      }
       if (f.closed) return;
       if ((events & EVENT_WRITABLE) && f.windowUpdateDue) {
         f.windowUpdateDue = false;

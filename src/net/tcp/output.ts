@@ -33,7 +33,7 @@ import {
 } from "../tcp_header.ts";
 import { type FrameSpace, SendResult } from "../../tap/frame_transport.ts";
 import type { TcpContext } from "./context.ts";
-import { OUR_WINDOW_SCALE, seqDiff, seqLt, type TcpFlow, TcpState } from "./flow.ts";
+import { OUR_WINDOW_SCALE, seqDiff, seqLe, seqLt, type TcpFlow, TcpState } from "./flow.ts";
 import { hostError } from "./closing.ts";
 
 /** IPv4 + TCP header bytes (no options) subtracted from the MTU for the MSS. */
@@ -235,7 +235,13 @@ function sumSpace(space: FrameSpace, from: number, length: number): number {
  * @returns the bytes sent (> 0), or DATA_NO_ROOM, DATA_WOULD_BLOCK, DATA_END
  *   (the host's stream ends at `seq`), DATA_FAILED (the flow was reset)
  */
-export function sendHostData(ctx: TcpContext, f: TcpFlow, seq: number, maxLength: number): number {
+export function sendHostData(
+  ctx: TcpContext,
+  f: TcpFlow,
+  seq: number,
+  maxLength: number,
+  window: number = windowOut(ctx, f),
+): number {
   const link = ctx.sender.link;
   const conn = f.conn;
   if (link === null || conn === null) return DATA_NO_ROOM;
@@ -261,8 +267,12 @@ export function sendHostData(ctx: TcpContext, f: TcpFlow, seq: number, maxLength
   }
   if (got <= 0) {
     link.cancelFrame();
+    if (got !== 0 && seqLe(f.dataMax, seq)) f.hostDrained = true;
     return got === 0 ? DATA_END : DATA_WOULD_BLOCK;
   }
+  // A short peek at the frontier emptied the socket: new data brings a readable event.
+  // (After the peer's FIN was signalled, peek on: only a peek returning 0 shows it.)
+  if (got < room && !f.hostHungUp && seqLe(f.dataMax, (seq + got) >>> 0)) f.hostDrained = true;
   const b = space.views[0];
   const l4Length = TCP_HEADER_MIN + got;
   const fl = ctx.fields;
@@ -271,7 +281,7 @@ export function sendHostData(ctx: TcpContext, f: TcpFlow, seq: number, maxLength
   fl.seq = seq >>> 0;
   fl.ack = ackOut(f);
   fl.flags = TCP_ACK_FLAG | (got < maxLength ? TCP_PSH : 0);
-  fl.window = windowOut(ctx, f);
+  fl.window = window;
   buildTcp(b, l4, fl);
   f.ackDue = false;
   const partial = link.l4ChecksumsOptional;
@@ -322,6 +332,7 @@ export function timerArmed(f: TcpFlow): boolean {
  */
 export function pushToGuest(ctx: TcpContext, f: TcpFlow, now: number): void {
   if (f.state !== TcpState.Established || f.blocked || f.closed || f.conn === null) return;
+  let window = -1; // the window field toward the guest, computed once per push
   for (;;) {
     if (f.hostEof && f.sndNxt === f.dataEnd) {
       if (f.finSent) return;
@@ -336,15 +347,18 @@ export function pushToGuest(ctx: TcpContext, f: TcpFlow, now: number): void {
       if (!timerArmed(f)) ctx.arm(f, now + f.rto);
       return;
     }
-    const window = seqDiff(f.sndWndRight, f.sndNxt);
-    let n = Math.min(window, segmentSize(ctx, f));
+    // Nothing new in the socket and nothing to send again: wait for its readable event.
+    if (f.hostDrained && !f.hostEof && !seqLt(f.sndNxt, f.dataMax)) return;
+    const guestWindow = seqDiff(f.sndWndRight, f.sndNxt);
+    let n = Math.min(guestWindow, segmentSize(ctx, f));
     if (f.hostEof) n = Math.min(n, seqDiff(f.dataEnd, f.sndNxt));
     if (n <= 0) {
       // Zero window: probe on the timer if nothing else is outstanding.
       if (!timerArmed(f)) ctx.arm(f, now + f.rto);
       return;
     }
-    const got = sendHostData(ctx, f, f.sndNxt, n);
+    if (window < 0) window = windowOut(ctx, f);
+    const got = sendHostData(ctx, f, f.sndNxt, n, window);
     if (got === DATA_NO_ROOM) {
       ctx.block(f);
       return;
