@@ -98,6 +98,9 @@ export class TcpFlow implements FlowKey {
   guestShift = 0;
   /** An ACK is owed to the guest at the end of the batch. */
   ackDue = false;
+  /** Room in the host socket's send buffer when last asked (-1: ask again), and rcvNxt then. */
+  room = -1;
+  roomAt = 0;
   /** The window was low when last advertised: send an update once the host socket drains. */
   windowUpdateDue = false;
 

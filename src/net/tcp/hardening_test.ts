@@ -14,6 +14,7 @@ import {
   TCP_SYN,
 } from "../tcp_header.ts";
 import { Logger } from "../../log/logger.ts";
+import { EVENT_WRITABLE } from "../../loop/event_loop.ts";
 
 function setup(opts: TcpTranslatorOptions = {}) {
   const sender = new GuestSender(0x9a559a559a55);
@@ -447,4 +448,41 @@ Deno.test("`TcpTranslator` closes a listener that fails", async () => {
   assert.deepEqual(calls, ["close"]);
   close();
   assert.deepEqual(calls, ["close"], "closed once: the translator forgot it");
+});
+
+Deno.test("`TcpTranslator` advertises the room left in the host socket's send buffer, and updates it once the socket drains", async () => {
+  const conn = new ScriptedConnection();
+  conn.sendBuffer = 400_000;
+  conn.sendQueued = 100_000;
+  const { tcp, guest, close } = setup({ host: scriptedHostTcp(() => conn) });
+  const c = guest.connect(TEST_GATEWAY4, 80);
+  await guest.until(() => tcp.flows.size === 1, 2000, "the guest's SYN");
+  conn.complete();
+  await c.until(() => c.state === "established", 2000, "established");
+  const ackOf = () => guest.headers.filter((h) => h.dstPort === c.localPort).at(-1)!;
+  // The guest's first data: the ACK carries the room (400000 - 100000) in units of 2^7.
+  guest.write(c, new Uint8Array(1000));
+  await guest.until(() => conn.sent === 1000, 2000, "data to the host socket");
+  await tick();
+  assert.equal(ackOf().window, Math.floor(300_000 / 128));
+  // The host socket fills up: the window shrinks no further than its right edge, the
+  // socket is asked to report its draining, and what it did not take is not acknowledged.
+  conn.sendQueued = 390_000;
+  conn.sendLimit = 500;
+  const acked = c.sndUna;
+  guest.write(c, new Uint8Array(2000));
+  await guest.until(() => conn.sent === 1500, 2000, "the socket took 500 bytes");
+  await tick();
+  assert.equal((c.sndUna - acked) | 0, 500, "only what the socket took is acknowledged");
+  assert.ok(conn.writableRequests > 0, "asked for a writable event");
+  // It drains: the writable event brings a window update with the new room.
+  conn.sendQueued = 0;
+  conn.sendLimit = Infinity;
+  const before = guest.headers.length;
+  conn.handler(EVENT_WRITABLE, performance.now()); // the update goes out with the next flush
+  await guest.until(() => guest.headers.length > before, 2000, "window update");
+  const update = ackOf();
+  assert.equal(update.window, Math.floor(400_000 / 128), "the whole buffer is free again");
+  await c.until(() => conn.sent === 3000, 5000, "the rest, sent again by the guest");
+  close();
 });

@@ -87,12 +87,19 @@ export function windowOut(ctx: TcpContext, f: TcpFlow): number {
   let room = ctx.maxWindow;
   let low = false;
   if (conn !== null && !f.guestFinDone) {
-    const q = ctx.queues;
-    try {
-      conn.queues(q);
-      room = Math.min(ctx.maxWindow, Math.max(0, q.sendBuffer - q.sendQueued));
-      low = room < Math.min(ctx.maxWindow, q.sendBuffer) / 4;
-    } catch { /* a broken socket: its next operation reports it */ }
+    if (f.rcvNxt === f.roomAt && f.room >= 0) {
+      // Nothing sent to the socket since it was asked: its room can only have grown.
+      room = f.room;
+    } else {
+      const q = ctx.queues;
+      try {
+        conn.queues(q);
+        room = Math.min(ctx.maxWindow, Math.max(0, q.sendBuffer - q.sendQueued));
+        low = room < Math.min(ctx.maxWindow, q.sendBuffer) / 4;
+        f.room = low ? -1 : room; // a low window is asked again, to see it grow
+        f.roomAt = f.rcvNxt;
+      } catch { /* a broken socket: its next operation reports it */ }
+    }
   }
   room = Math.min(room, 65535 << f.ourShift);
   let right = (f.rcvNxt + room) >>> 0;

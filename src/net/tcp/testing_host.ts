@@ -32,6 +32,12 @@ export class ScriptedConnection implements HostConnection {
   sent = 0;
   /** The send buffer reported by queues(). */
   sendBuffer = 1 << 20;
+  /** Bytes reported in use in the send buffer. */
+  sendQueued = 0;
+  /** Most bytes one send() takes. */
+  sendLimit = Infinity;
+  /** requestWritable() calls. */
+  writableRequests = 0;
   /** The connect's outcome reported by takeError() (null: success). */
   error: Error | null = null;
   handler: HostEventHandler = () => {};
@@ -71,13 +77,14 @@ export class ScriptedConnection implements HostConnection {
   }
 
   send(data: Uint8Array): number {
-    this.sent += data.length;
-    return data.length;
+    const n = Math.min(data.length, this.sendLimit);
+    this.sent += n;
+    return n === 0 && data.length > 0 ? WOULD_BLOCK : n;
   }
 
   queues(out: SocketQueues): void {
     out.sendBuffer = this.sendBuffer;
-    out.sendQueued = 0;
+    out.sendQueued = this.sendQueued;
     out.receiveQueued = 0;
   }
 
@@ -89,7 +96,9 @@ export class ScriptedConnection implements HostConnection {
     return this.error;
   }
 
-  requestWritable(): void {}
+  requestWritable(): void {
+    this.writableRequests++;
+  }
 
   close(): void {
     this.calls.push("close");
