@@ -5,9 +5,10 @@
  * (--outbound-if4/6), close with a reset (SO_LINGER 0) or report a reset as such, and
  * every read or write through it is an asynchronous operation. These calls give the
  * translator plain nonblocking sockets whose readiness it follows with the event
- * loop's epoll. Whether a destination is allowed is still Deno's --allow-net: the
- * TypeScript side queries Deno's permissions before calling tp_tcp_connect() or
- * tp_tcp_listen().
+ * loop's epoll, and the few calls its mirroring needs: peeking into a gather list from
+ * a peek offset, dropping acknowledged bytes, and the queue levels behind the window.
+ * Whether a destination is allowed is still Deno's --allow-net: the TypeScript side
+ * queries Deno's permissions before calling tp_tcp_connect() or tp_tcp_listen().
  *
  * Addresses are passed as raw bytes in network order: 4 bytes for IPv4, 16 for IPv6.
  */
