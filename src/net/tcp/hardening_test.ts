@@ -14,7 +14,8 @@ import {
   TCP_SYN,
 } from "../tcp_header.ts";
 import { Logger } from "../../log/logger.ts";
-import { EVENT_WRITABLE } from "../../loop/event_loop.ts";
+import { EVENT_READABLE, EVENT_WRITABLE } from "../../loop/event_loop.ts";
+import { EPOLLRDHUP } from "../../../ffi/epoll.ts";
 
 function setup(opts: TcpTranslatorOptions = {}) {
   const sender = new GuestSender(0x9a559a559a55);
@@ -484,5 +485,21 @@ Deno.test("`TcpTranslator` advertises the room left in the host socket's send bu
   const update = ackOf();
   assert.equal(update.window, Math.floor(400_000 / 128), "the whole buffer is free again");
   await c.until(() => conn.sent === 3000, 5000, "the rest, sent again by the guest");
+  close();
+});
+
+Deno.test("`TcpTranslator` sees the host's end of stream that came with its connect's completion", async () => {
+  // The host peer answered and closed before the connect was even reported: one
+  // edge-triggered event carries writable, readable and the peer's FIN.
+  const data = new TextEncoder().encode("host done");
+  const conn = new ScriptedConnection((offset, length) =>
+    offset < data.length ? data.subarray(offset, offset + length) : null
+  );
+  const { tcp, guest, close } = setup({ host: scriptedHostTcp(() => conn) });
+  const c = guest.connect(TEST_GATEWAY4, 80);
+  await guest.until(() => tcp.flows.size === 1, 2000, "the guest's SYN");
+  conn.handler(EVENT_WRITABLE | EVENT_READABLE | EPOLLRDHUP, performance.now());
+  await c.until(() => c.eof, 5000, "the host's FIN");
+  assert.equal(new TextDecoder().decode(c.takeReceived()), "host done");
   close();
 });

@@ -30,12 +30,13 @@ const READ_EVENTS = (EVENT_READABLE | EVENT_HANGUP | EVENT_ERROR | EPOLLRDHUP) >
 /** Handles the readiness events of `f`'s host socket. */
 export function onHostEvents(ctx: TcpContext, f: TcpFlow, events: number, now: number): void {
   if (f.closed || f.conn === null) return;
+  // Recorded in every state: the event that carries it comes only once (edge-triggered).
+  if (events & (EPOLLRDHUP | EVENT_HANGUP)) f.hostHungUp = true;
   try {
     if (f.state === TcpState.Connecting) {
       if (events & (EVENT_WRITABLE | EVENT_ERROR | EVENT_HANGUP)) connected(ctx, f, now);
       return;
     }
-    if (events & (EPOLLRDHUP | EVENT_HANGUP)) f.hostHungUp = true;
     if (f.state === TcpState.Established) {
       if (events & READ_EVENTS) {
         f.hostDrained = false;
