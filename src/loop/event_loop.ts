@@ -66,9 +66,20 @@ const MAX_SYNC_ROUNDS = 4;
  * traffic the next event (the guest's answer, the host's next segment) usually comes
  * within it, and a plain blocking syscall costs a few µs where the asynchronous wait
  * costs a hand-off to another thread and back (10–35 µs) per wake-up. Deno's own
- * tasks (timers, node:dgram) wait at most this long.
+ * tasks (timers, node:dgram) wait at most this long. The default of
+ * {@link EventLoopOptions.busyWaitMs}.
  */
-const BUSY_WAIT_MS = 1;
+export const BUSY_WAIT_MS = 1;
+
+/** Options of an {@link EventLoop}. */
+export interface EventLoopOptions {
+  /**
+   * How long to wait synchronously for more events after a busy batch ({@link BUSY_WAIT_MS}
+   * by default); 0 when the same thread must also serve peers on Deno's own I/O (in-process
+   * tests and benchmarks), which that wait would hold up.
+   */
+  readonly busyWaitMs?: number;
+}
 
 /** Resolves after Deno's next I/O phase (Node's setImmediate; no 1 ms timer floor). */
 function nextTurn(): Promise<void> {
@@ -101,8 +112,11 @@ export class EventLoop {
   #closeRequested = false;
   #closed = false;
 
+  readonly #busyWaitMs: number;
+
   /** Creates the loop's epoll instance and stop eventfd. */
-  constructor() {
+  constructor(options: EventLoopOptions = {}) {
+    this.#busyWaitMs = options.busyWaitMs ?? BUSY_WAIT_MS;
     this.#epoll = Epoll.create();
     try {
       this.#stopFd = EventFd.create();
@@ -213,7 +227,9 @@ export class EventLoop {
           await nextTurn();
           if (this.#stopRequested) break;
           count = this.#epoll.wait(this.#buffer, MAX_EVENTS, 0);
-          if (count === 0) count = this.#epoll.wait(this.#buffer, MAX_EVENTS, BUSY_WAIT_MS);
+          if (count === 0 && this.#busyWaitMs > 0) {
+            count = this.#epoll.wait(this.#buffer, MAX_EVENTS, this.#busyWaitMs);
+          }
           if (count === 0) {
             syncRounds = 0;
             continue;

@@ -111,7 +111,8 @@ export class TcpTranslator implements L4Handler {
     let host = options.host;
     if (host === undefined) {
       if (loop === null) {
-        own = loop = new EventLoop();
+        // Its peers run on Deno's own I/O in this same thread: no synchronous waits.
+        own = loop = new EventLoop({ busyWaitMs: 0 });
         own.run().catch((e) => (options.logger ?? defaultLog).error(`tcp: event loop: ${e}`));
       }
       host = nativeHostTcp(loop);
