@@ -337,6 +337,14 @@ export const symbols = {
     ],
     result: "i32",
   },
+  tp_socket_set_buffers: {
+    parameters: [
+      "i32", // int32_t fd
+      "u32", // uint32_t rcvbuf (0: leave)
+      "u32", // uint32_t sndbuf (0: leave)
+    ],
+    result: "i32",
+  },
   tp_buffer_address: {
     parameters: [
       "buffer", // const uint8_t *buf

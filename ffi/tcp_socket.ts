@@ -223,6 +223,16 @@ export class TcpSocket {
     out.sendBuffer = words[2];
   }
 
+  /**
+   * Sets the receive and send buffer sizes (SO_RCVBUF, SO_SNDBUF; 0 leaves one as it
+   * is, autotuned). The kernel caps them at net.core.rmem_max / wmem_max.
+   * @throws NativeError
+   */
+  setBuffers(receive: number, send: number): void {
+    const rc = helper().tp_socket_set_buffers(this.#open(), receive, send);
+    if (rc < 0) throw new NativeError(-rc, `setsockopt(socket ${this.#fd}, SO_RCVBUF/SO_SNDBUF)`);
+  }
+
   /** Ends our direction of the stream (the peer reads end of stream: FIN). */
   shutdownWrite(): void {
     const SHUT_WR = 1; // sys/socket.h

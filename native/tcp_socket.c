@@ -402,3 +402,30 @@ int32_t tp_buffer_address(const uint8_t *buf, uint32_t *out)
 	out[1] = (uint32_t)(address >> 32);
 	return 0;
 }
+
+/*
+ * tp_socket_set_buffers() - set a socket's receive and send buffer sizes.
+ * @fd:     the socket
+ * @rcvbuf: SO_RCVBUF in bytes, or 0 to leave it (and its autotuning) alone
+ * @sndbuf: SO_SNDBUF in bytes, or 0 to leave it alone
+ *
+ * The kernel caps each at net.core.rmem_max / wmem_max and doubles it (socket(7)).
+ *
+ * Return: 0, or -errno of the first setsockopt that failed.
+ */
+int32_t tp_socket_set_buffers(int32_t fd, uint32_t rcvbuf, uint32_t sndbuf)
+{
+	int v;
+
+	if (rcvbuf > 0) {
+		v = rcvbuf > INT32_MAX ? INT32_MAX : (int)rcvbuf;
+		if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)) < 0)
+			return -errno;
+	}
+	if (sndbuf > 0) {
+		v = sndbuf > INT32_MAX ? INT32_MAX : (int)sndbuf;
+		if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v)) < 0)
+			return -errno;
+	}
+	return 0;
+}
