@@ -490,3 +490,20 @@ Deno.test("`TcpSocket.sendVectors()` sends a gather list in order and `queues()`
     closeAll(client, server, listener);
   }
 });
+
+Deno.test("`TcpSocket.setBuffers()` sets the send buffer (doubled by the kernel) and 0 leaves one alone", async () => {
+  const { listener, client, server } = await connectedPair(LOOPBACK4);
+  try {
+    const queues = { sendQueued: 0, receiveQueued: 0, sendBuffer: 0 };
+    client.queues(queues);
+    const before = queues.sendBuffer;
+    client.setBuffers(0, 0);
+    client.queues(queues);
+    assert.equal(queues.sendBuffer, before, "0 changes nothing");
+    client.setBuffers(0, 65536);
+    client.queues(queues);
+    assert.equal(queues.sendBuffer, 2 * 65536, "socket(7): the kernel doubles the value");
+  } finally {
+    closeAll(client, server, listener);
+  }
+});

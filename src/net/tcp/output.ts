@@ -113,14 +113,12 @@ export function windowOut(ctx: TcpContext, f: TcpFlow): number {
 }
 
 /**
- * Payload bytes per segment: the guest's MSS, and no more than fits one frame the
- * guest can receive now (its RX buffers bound frames when they cannot be merged).
+ * Payload bytes asked for per segment: the guest's MSS. The frame reserved on the link
+ * bounds it further to what the guest's posted RX buffers hold (one buffer without
+ * MRG_RXBUF), so no segment is ever larger than the guest can receive.
  */
-export function segmentSize(ctx: TcpContext, f: TcpFlow): number {
-  const link = ctx.sender.link;
-  if (link === null) return f.mss;
-  const headers = (f.family === 4 ? L4_OFFSET_V4 : L4_OFFSET_V6) + TCP_HEADER_MIN;
-  return Math.max(1, Math.min(f.mss, link.maxFrameLength - headers));
+export function segmentSize(_ctx: TcpContext, f: TcpFlow): number {
+  return f.mss;
 }
 
 /** Sends a segment without data through the sender's buffer. */
