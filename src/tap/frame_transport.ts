@@ -129,8 +129,9 @@ export interface GuestLink {
   /**
    * The largest frame the guest can receive now, in bytes (at most 65535). Without
    * mergeable RX buffers (virtio-net MRG_RXBUF off) a frame must fit one guest
-   * buffer, whose size only the guest knows: TCP sizes its segments by this, so that
-   * it never sends what would be dropped.
+   * buffer, whose size only the guest knows: senders size their frames by this, so
+   * that they never send what would be dropped ({@link reserveFrame} bounds its room
+   * the same way).
    */
   readonly maxFrameLength: number;
 

@@ -39,7 +39,6 @@ import {
   MAX_PAYLOAD_V6,
   pushToGuest,
   rstForPacket,
-  segmentSize,
   sendAck,
   sendFin,
   sendHostData,
@@ -318,7 +317,7 @@ function processAck(
       // Partial ACK during recovery: the next hole goes out now (RFC 6582 §3.2 step 3),
       // only data sent before: bytes past dataMax would reach the guest unrecorded, and
       // its ACK for them would then look like an ACK for data never sent.
-      const n = Math.min(segmentSize(ctx, f), seqDiff(f.dataMax, f.sndUna));
+      const n = Math.min(f.mss, seqDiff(f.dataMax, f.sndUna));
       if (n > 0) {
         if (sendHostData(ctx, f, f.sndUna, n) === DATA_NO_ROOM) ctx.block(f);
       } else if (f.finSent) {

@@ -112,15 +112,6 @@ export function windowOut(ctx: TcpContext, f: TcpFlow): number {
   return Math.min(Math.max(seqDiff(right, ackOut(f)), 0) >>> f.ourShift, 65535);
 }
 
-/**
- * Payload bytes asked for per segment: the guest's MSS. The frame reserved on the link
- * bounds it further to what the guest's posted RX buffers hold (one buffer without
- * MRG_RXBUF), so no segment is ever larger than the guest can receive.
- */
-export function segmentSize(_ctx: TcpContext, f: TcpFlow): number {
-  return f.mss;
-}
-
 /** Sends a segment without data through the sender's buffer. */
 function emit(
   ctx: TcpContext,
@@ -355,7 +346,9 @@ export function pushToGuest(ctx: TcpContext, f: TcpFlow, now: number): void {
     // Nothing new in the socket and nothing to send again: wait for its readable event.
     if (f.hostDrained && !f.hostEof && !seqLt(f.sndNxt, f.dataMax)) return;
     const guestWindow = seqDiff(f.sndWndRight, f.sndNxt);
-    let n = Math.min(guestWindow, segmentSize(ctx, f));
+    // The guest's MSS; the frame reserved bounds it further to what the guest's RX
+    // buffers hold (one buffer without MRG_RXBUF).
+    let n = Math.min(guestWindow, f.mss);
     if (f.hostEof) n = Math.min(n, seqDiff(f.dataEnd, f.sndNxt));
     if (n <= 0) {
       // Zero window: probe on the timer if nothing else is outstanding.

@@ -48,7 +48,6 @@ import {
   IDLE_TIMEOUT_MS,
   MAX_WINDOW,
   MIN_WINDOW_CAP,
-  type TcpFlow,
   TcpState,
 } from "./flow.ts";
 import { type HostListener, type HostTcp, nativeHostTcp } from "./host_socket.ts";
@@ -259,20 +258,6 @@ export class TcpTranslator implements L4Handler {
     const t = Math.min(ctx.timers.earliest(), ctx.flows.size > 0 ? this.#nextSweep : Infinity);
     ctx.reportedNext = t;
     return t;
-  }
-
-  /** Bytes the flows hold in user space for traffic: none, every byte stays in a kernel socket. */
-  bufferedBytes(): number {
-    return 0;
-  }
-
-  /** The flow of guest port `guestPort` (tests and diagnostics), or null. */
-  findByGuestPort(guestPort: number): TcpFlow | null {
-    let found: TcpFlow | null = null;
-    this.#ctx.flows.forEach((f) => {
-      if (f.guestPort === guestPort) found = f;
-    });
-    return found;
   }
 
   // ---------------------------------------------------------------- inbound listeners
