@@ -12,6 +12,9 @@
  * Linux ≥ 6.9), kept in step with what the translator asks for; a kernel without it
  * gets the bytes before the offset peeked into a scratch buffer and thrown away.
  *
+ * Connections get 4 MiB receive and send buffers where the host's limits allow, as
+ * passt's sockets do; autotuning otherwise.
+ *
  * Each socket is watched once, edge-triggered, for reading, writing and hang-ups;
  * the owner always tries the system call first and waits for an edge only after it
  * would have blocked. {@link HostConnection.requestWritable} re-arms the watch so
