@@ -16,8 +16,10 @@
  * passt's sockets do; autotuning otherwise.
  *
  * Each socket is watched once, edge-triggered, for reading, writing and hang-ups;
- * the owner always tries the system call first and waits for an edge only after it
- * would have blocked. {@link HostConnection.requestWritable} re-arms the watch so
+ * the owner always tries the system call first and waits for an event only after it
+ * would have blocked or gave less than asked (each arrival of data brings an event;
+ * an end of stream only shows when a peek returns 0, so after a hang-up event the
+ * owner peeks until then). {@link HostConnection.requestWritable} re-arms the watch so
  * that a socket whose send buffer is nearly full reports when it drains.
  *
  * Deno's `--allow-net` still decides: every connect and listen first asks
