@@ -14,7 +14,7 @@ import { icmpv4ChecksumOk, icmpv6ChecksumOk } from "./icmp.ts";
 import { buildTcp, TCP_CHECKSUM, tcpChecksumOkV4, tcpChecksumOkV6 } from "./tcp_header.ts";
 import { buildUdp, udpChecksumOkV4, udpChecksumOkV6 } from "./udp.ts";
 import { decodeFrame } from "./testing_frames.ts";
-import { RecordingLink } from "./testing_link.ts";
+import { nextTask, RecordingLink } from "./testing_link.ts";
 import { SendResult } from "../tap/frame_transport.ts";
 
 function setup() {
@@ -71,6 +71,101 @@ Deno.test("`GuestSender` counts refusals, missing links and oversize packets", (
   s.setLink(null);
   assert.equal(s.sendEthernet(ETHERTYPE_ARP, 42), SendResult.Dropped);
   assert.deepEqual(s.counters, { sent: 0, noRoom: 1, dropped: 2, noLink: 1 });
+});
+
+/** Sends one small UDP/IPv4 datagram. */
+function sendOne(s: GuestSender): SendResult {
+  buildUdp(s.buffer, L4_OFFSET_V4, 53, 4000, 0);
+  return s.sendIpv4(IPPROTO_UDP, 0x0a000202, 0x0a000215, 8);
+}
+
+/** Counts queueMicrotask calls made while `body` runs. */
+function countMicrotasks(body: () => void): number {
+  const original = globalThis.queueMicrotask;
+  let count = 0;
+  globalThis.queueMicrotask = (callback) => {
+    count++;
+    original(callback);
+  };
+  try {
+    body();
+  } finally {
+    globalThis.queueMicrotask = original;
+  }
+  return count;
+}
+
+Deno.test("`GuestSender` flushes frames sent outside any batch once, when the current task ends", async () => {
+  const { s, link } = setup();
+  let scheduled = 0;
+  scheduled = countMicrotasks(() => {
+    for (let i = 0; i < 100; i++) assert.equal(sendOne(s), SendResult.Sent);
+  });
+  assert.equal(scheduled, 1, "one flush scheduled for the batch, not one per frame");
+  assert.equal(link.flushes, 0, "nothing flushed before the task ends");
+  await nextTask();
+  assert.equal(link.flushes, 1);
+  assert.equal(link.flushedFrames, 100);
+  assert.equal(link.unflushedFrames, 0);
+});
+
+Deno.test("`GuestSender.flush()` covers what was sent; the scheduled flush then adds none", async () => {
+  const { s, link } = setup();
+  sendOne(s);
+  s.flush();
+  assert.equal(link.flushes, 1);
+  await nextTask();
+  assert.equal(link.flushes, 1, "no second, empty flush");
+  // Frames after an explicit flush in the same task are flushed when it ends.
+  const scheduled = countMicrotasks(() => {
+    sendOne(s);
+    s.flush();
+    sendOne(s);
+    sendOne(s);
+  });
+  assert.equal(scheduled, 1);
+  await nextTask();
+  assert.equal(link.flushes, 3);
+  assert.equal(link.unflushedFrames, 0);
+  assert.equal(link.flushedFrames, 4);
+});
+
+Deno.test("`GuestSender` flushes after a refused frame too, and not at all without a link", async () => {
+  const { s, link } = setup();
+  // A link that answers NoRoom or Dropped may still have returned buffers (a malformed
+  // RX chain given back empty): they need publishing like a sent frame.
+  link.refuseWith = SendResult.NoRoom;
+  sendOne(s);
+  await nextTask();
+  assert.equal(link.flushes, 1);
+  link.refuseWith = SendResult.Dropped;
+  sendOne(s);
+  await nextTask();
+  assert.equal(link.flushes, 2);
+  s.setLink(null);
+  assert.equal(countMicrotasks(() => sendOne(s)), 0);
+  // Frames pending when the link goes away are not flushed to the next link.
+  link.refuseWith = null;
+  s.setLink(link);
+  sendOne(s);
+  const next = new RecordingLink();
+  s.setLink(next);
+  await nextTask();
+  assert.equal(link.flushes, 2);
+  assert.equal(next.flushes, 0);
+});
+
+Deno.test("`GuestSender` keeps a failing scheduled flush from escaping its microtask", async () => {
+  const { s, link } = setup();
+  link.flush = () => {
+    throw new Error("link gone");
+  };
+  sendOne(s);
+  await nextTask(); // an exception thrown from the microtask would fail the test here
+  link.flush = RecordingLink.prototype.flush;
+  sendOne(s);
+  await nextTask();
+  assert.equal(link.flushes, 1, "the next frame schedules a flush again");
 });
 
 Deno.test("`GuestSender.noteGuestIpv6()` keeps global and link-local addresses apart", () => {

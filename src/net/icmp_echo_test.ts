@@ -7,7 +7,7 @@ import { ECHO_IDLE_TIMEOUT_MS, type EchoSocket, type FdWatcher } from "./icmp_ec
 import type { ForwardOptions } from "./fwd.ts";
 import { NetworkStack } from "./stack.ts";
 import { decodeFrame, guestIpv4Frame, guestIpv6Frame } from "./testing_frames.ts";
-import { RecordingLink } from "./testing_link.ts";
+import { nextTask, RecordingLink } from "./testing_link.ts";
 import { Logger } from "../log/logger.ts";
 
 const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
@@ -110,6 +110,25 @@ Deno.test("`IcmpEcho` forwards an IPv4 echo and restores the guest's identifier"
   stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, dst, echo(8, 0x1234, 8, [])), 12);
   assert.equal(sockets.length, 1);
   assert.equal(stack.icmpEcho!.counters.replies, 1);
+});
+
+Deno.test("`IcmpEcho` flushes a reply that arrives with no other traffic", async () => {
+  for (const family of [4, 6] as const) {
+    const { stack, link, watcher } = setup();
+    const request = family === 4
+      ? guestIpv4Frame(IPPROTO_ICMP, GUEST4, GW4, echo(8, 5, 1, [1]))
+      : guestIpv6Frame(IPPROTO_ICMPV6, GUEST6, parseIpv6("2001:db8::2")!, echo(128, 5, 1, [1]));
+    stack.handleFrame(request, 10);
+    stack.endOfBatch(10);
+    await nextTask();
+    const flushesBefore = link.flushes;
+    // The reply comes later, from the ping socket's readiness alone.
+    watcher.fireAll(11);
+    assert.equal(link.frames.length, 1, `IPv${family} reply sent`);
+    await nextTask();
+    assert.equal(link.unflushedFrames, 0, `IPv${family} reply left unflushed`);
+    assert.equal(link.flushes, flushesBefore + 1);
+  }
 });
 
 Deno.test("`IcmpEcho` maps the gateway to the host's loopback", () => {

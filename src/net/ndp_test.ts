@@ -10,11 +10,13 @@ import {
   NA_FLAG_OVERRIDE,
   NA_FLAG_ROUTER,
   NA_FLAG_SOLICITED,
+  NdpResponder,
   RA_FLAG_MANAGED,
 } from "./ndp.ts";
+import { GuestSender } from "./guest_sender.ts";
 import { NetworkStack } from "./stack.ts";
 import { decodeFrame, guestIpv6Frame, TEST_GUEST_MAC } from "./testing_frames.ts";
-import { RecordingLink } from "./testing_link.ts";
+import { nextTask, RecordingLink } from "./testing_link.ts";
 
 const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
 const GUEST_LL = parseIpv6("fe80::5054:ff:fe12:3456")!;
@@ -175,6 +177,23 @@ Deno.test("`NdpResponder.tick()` sends unsolicited RAs at randomized intervals",
   stack.linkDown(t + gap);
   stack.tick(t + gap);
   assert.equal(stack.nextTimerAt(), Infinity);
+});
+
+Deno.test("`NdpResponder.tick()` run by a timer on its own ends with a flush of its RA", async () => {
+  const plan = buildNetworkPlan(
+    { address6: "2001:db8:1:2::15", gateway6: "fe80::1", ipv6Only: true },
+    NO_HOST,
+  );
+  const sender = new GuestSender(plan.ourMac);
+  const link = new RecordingLink();
+  sender.setLink(link);
+  const ndp = new NdpResponder(plan, sender, () => 0.5);
+  ndp.linkUp(0);
+  ndp.tick(0); // not through NetworkStack.tick, which flushes after its services
+  assert.equal(link.frames.length, 1, "unsolicited RA sent");
+  await nextTask();
+  assert.equal(link.unflushedFrames, 0);
+  assert.equal(link.flushes, 1);
 });
 
 Deno.test("`NdpResponder` omits the prefix without a global address and M without DHCPv6", () => {

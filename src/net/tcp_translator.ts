@@ -301,7 +301,6 @@ export class TcpTranslator implements L4Handler {
   readonly #target: HostTarget = newHostTarget();
   #nextSweep = 0;
   #cachedNext = Infinity;
-  #flushScheduled = false;
 
   /**
    * @param sender the stack's frame builder (NetworkStack.sender)
@@ -577,7 +576,6 @@ export class TcpTranslator implements L4Handler {
     this.counters.inbound++;
     this.#sendSyn(f, false);
     this.#arm(f, now + f.rto);
-    this.#scheduleFlush();
   }
 
   // ---------------------------------------------------------------- outbound setup
@@ -635,7 +633,6 @@ export class TcpTranslator implements L4Handler {
         f.retries = 0;
         this.#sendSyn(f, true);
         this.#arm(f, t + f.rto);
-        this.#scheduleFlush();
       },
       (e) => {
         if (!f.closed) this.#connectFailed(f, e, this.#clock());
@@ -682,7 +679,6 @@ export class TcpTranslator implements L4Handler {
     this.#sendFlags(f, ACK_RST, 0, f.rcvNxt);
     this.counters.rstSent++;
     this.#destroy(f);
-    this.#scheduleFlush();
   }
 
   // ---------------------------------------------------------------- segments
@@ -913,7 +909,6 @@ export class TcpTranslator implements L4Handler {
             f.guestFinDone = true;
             this.#sendAck(f);
             this.#maybeFinish(f);
-            this.#scheduleFlush();
           },
           (e) => {
             f.writing = false;
@@ -937,7 +932,6 @@ export class TcpTranslator implements L4Handler {
         this.#flushToHost(f);
         if (!f.writing || f.g2hLen === 0) this.#sendAck(f);
         else if (seqDiff(f.writtenSeq, f.lastAckSent) >= this.#capacity(f) >> 2) this.#sendAck(f);
-        this.#scheduleFlush();
       },
       (e) => {
         f.writing = false;
@@ -973,7 +967,6 @@ export class TcpTranslator implements L4Handler {
         this.#output(f, now);
         this.#startRead(f);
         this.#maybeFinish(f);
-        this.#scheduleFlush();
       },
       (e) => {
         f.reading = false;
@@ -1126,7 +1119,6 @@ export class TcpTranslator implements L4Handler {
     this.#log.error(`tcp: internal error on ${this.#name(f)}: ${(e as Error)?.stack ?? e}`);
     try {
       this.#abort(f, true);
-      this.#scheduleFlush();
     } catch { /* nothing more to do */ }
   }
 
@@ -1136,7 +1128,6 @@ export class TcpTranslator implements L4Handler {
       `tcp: ${this.#name(f)} host socket error: ${(e as Error)?.message ?? e}`,
     );
     this.#abort(f, true);
-    this.#scheduleFlush();
   }
 
   /** Ends the flow at once, optionally sending a RST to the guest. */
@@ -1280,15 +1271,6 @@ export class TcpTranslator implements L4Handler {
   #isn(): number {
     crypto.getRandomValues(this.#rand);
     return this.#rand[0];
-  }
-
-  #scheduleFlush(): void {
-    if (this.#flushScheduled) return;
-    this.#flushScheduled = true;
-    queueMicrotask(() => {
-      this.#flushScheduled = false;
-      this.#sender.flush();
-    });
   }
 
   #name(f: TcpFlow): string {

@@ -155,7 +155,6 @@ export class UdpTranslator implements L4Handler {
   readonly #inAddr: GuestSideAddress = newGuestSideAddress();
   readonly #target: HostTarget = newHostTarget();
   #nextSweep = Infinity;
-  #flushScheduled = false;
 
   /**
    * @param sender the stack's frame builder (NetworkStack.sender)
@@ -417,7 +416,6 @@ export class UdpTranslator implements L4Handler {
     }
     f.lastUsed = now;
     this.#toGuest(f, msg);
-    this.#scheduleFlush();
   }
 
   #toGuest(f: UdpFlow, msg: Uint8Array): void {
@@ -466,15 +464,6 @@ export class UdpTranslator implements L4Handler {
       this.#nextSweep = now + Math.min(SWEEP_MS, this.#idleMs / 2);
       this.#onTimersChanged?.();
     }
-  }
-
-  #scheduleFlush(): void {
-    if (this.#flushScheduled) return;
-    this.#flushScheduled = true;
-    queueMicrotask(() => {
-      this.#flushScheduled = false;
-      this.#sender.flush();
-    });
   }
 }
 

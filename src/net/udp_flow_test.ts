@@ -14,6 +14,7 @@ import {
   testRules,
 } from "./tcp_test_plan.ts";
 import type { ForwardRules } from "./fwd.ts";
+import { nextTask, PublishOnFlushLink } from "./testing_link.ts";
 
 function setup(family: 4 | 6 = 4, rules: ForwardRules = testRules()) {
   const sender = new GuestSender(0x9a559a559a55);
@@ -76,6 +77,26 @@ Deno.test("`UdpTranslator` echoes a guest datagram through the host keeping the 
     echo.sock.close();
     close();
   }
+});
+
+Deno.test("`UdpTranslator` ends every datagram from the host with a flush", async () => {
+  const { sender, guest, close } = setup(4);
+  // The guest sees a frame only once flushed, and its own timer (whose endOfBatch
+  // flushes too) is off: only the sender's flush at the end of the task delivers.
+  guest.stop();
+  const link = new PublishOnFlushLink(guest);
+  sender.setLink(link);
+  const echo = await echoServer("udp4");
+  const srcPort = freeUdpPort();
+  for (let i = 0; i < 5; i++) {
+    guest.sendUdp(srcPort, TEST_GATEWAY4, echo.port, new TextEncoder().encode(`n${i}`));
+  }
+  await guest.until(() => guest.datagrams.length === 5, 2000, "five echo replies");
+  await nextTask();
+  assert.equal(link.unflushedFrames, 0);
+  assert.equal(link.flushedFrames, 5);
+  echo.sock.close();
+  close();
 });
 
 Deno.test("`UdpTranslator.listen()` forwards a host port to the guest and carries the reply back", async () => {
