@@ -148,6 +148,7 @@ export const symbols = {
   tp_eventfd_create: {
     parameters: [
       "u32", // uint32_t initval
+      "i32", // int32_t semaphore
     ],
     result: "i32",
   },
@@ -330,6 +331,26 @@ export const symbols = {
   },
   tp_open_fd_count: {
     parameters: [],
+    result: "i32",
+  },
+  tp_readlink: {
+    parameters: [
+      "buffer", // const char *path (NUL-terminated)
+      "buffer", // uint8_t *buf
+      "u32", // uint32_t len
+    ],
+    result: "i32",
+  },
+  tp_fd_mode: {
+    parameters: [
+      "i32", // int32_t fd
+    ],
+    result: "i32",
+  },
+  tp_pipe: {
+    parameters: [
+      "buffer", // int32_t *fds_out (2 entries)
+    ],
     result: "i32",
   },
 

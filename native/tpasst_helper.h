@@ -54,7 +54,7 @@ int32_t tp_fd_size(int32_t fd, uint64_t *size_out);
 
 /* ---- event_fd.c ------------------------------------------------------------ */
 
-int32_t tp_eventfd_create(uint32_t initval);
+int32_t tp_eventfd_create(uint32_t initval, int32_t semaphore);
 int32_t tp_eventfd_read(int32_t fd, uint64_t *value_out);
 int32_t tp_eventfd_write(int32_t fd, uint32_t value);
 
@@ -89,12 +89,15 @@ int32_t tp_tcp_listen(const uint8_t *addr, uint32_t addr_len, uint32_t port, uin
 int32_t tp_tcp_accept(int32_t listen_fd, uint8_t *addr_out, uint32_t *meta_out);
 int32_t tp_socket_local_address(int32_t fd, uint8_t *addr_out, uint32_t *meta_out);
 
-/* ---- file.c: output files, unlink, fd count -------------------------------- */
+/* ---- file.c: output files, unlink, fd count, fd kinds ---------------------- */
 
 int32_t tp_file_open(const char *path, int32_t append);
 int32_t tp_unlink(const char *path);
 int32_t tp_read_small_file(const char *path, uint8_t *buf, uint32_t len);
 int32_t tp_open_fd_count(void);
+int32_t tp_readlink(const char *path, uint8_t *buf, uint32_t len);
+int32_t tp_fd_mode(int32_t fd);
+int32_t tp_pipe(int32_t *fds_out);
 
 /* ---- daemon.c: detaching a copy of the running program --------------------- */
 

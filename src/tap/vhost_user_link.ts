@@ -174,27 +174,45 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     }
   }
 
-  /** {@inheritDoc VringDatapath.stopVring} */
+  /**
+   * {@inheritDoc VringDatapath.stopVring}
+   * RX buffers filled since the last flush go back to the guest first; a failure
+   * there (e.g. signalling the guest) is logged, and the ring is dropped and the link
+   * reported down whatever happens on the way.
+   */
   stopVring(index: number): number {
     const queue = this.#queue(index);
     if (queue === null) return 0;
-    if (index === RX_QUEUE_INDEX) {
-      queue.publish();
-      this.#rx = null;
-      this.#rxWaiting = false;
-      if (this.#rxPending !== undefined) clearImmediate(this.#rxPending);
-      this.#rxPending = undefined;
-      this.#rxFirst.release();
-      this.#rxNext.release();
-    } else {
-      this.#tx = null;
-      this.#txChain.release();
-      if (this.#txPending !== undefined) clearImmediate(this.#txPending);
-      this.#txPending = undefined;
-    }
-    if (this.#up) {
-      this.#up = false;
-      this.#handler.linkDown(this.#clock());
+    try {
+      if (index === RX_QUEUE_INDEX) queue.publish();
+    } catch (error) {
+      this.#rxLog.write(
+        this.#clock(),
+        `vhost-user: returning RX buffers while stopping the ring failed: ${
+          (error as Error).message
+        }`,
+      );
+    } finally {
+      try {
+        if (index === RX_QUEUE_INDEX) {
+          this.#rx = null;
+          this.#rxWaiting = false;
+          if (this.#rxPending !== undefined) clearImmediate(this.#rxPending);
+          this.#rxPending = undefined;
+          this.#rxFirst.release();
+          this.#rxNext.release();
+        } else {
+          this.#tx = null;
+          this.#txChain.release();
+          if (this.#txPending !== undefined) clearImmediate(this.#txPending);
+          this.#txPending = undefined;
+        }
+      } finally {
+        if (this.#up) {
+          this.#up = false;
+          this.#handler.linkDown(this.#clock());
+        }
+      }
     }
     return queue.lastAvailIndex;
   }

@@ -329,6 +329,50 @@ Deno.test("VhostUserLink reports link up when both rings run and down when one s
   void rx;
 });
 
+Deno.test("`VhostUserLink.stopVring()` drops the ring and reports link down when signalling the guest throws", () => {
+  const memory = new ArrayGuestMemory();
+  const lines: string[] = [];
+  const logger = new Logger();
+  logger.setSink((_l, line) => lines.push(line));
+  const driver = (index: number, base: number) =>
+    new SplitRingDriver({ size: 16, index, features: {}, memory, base, dataBytes: 1 << 16 });
+  const rx = driver(0, 0x10_0000);
+  const tx = driver(1, 0x1000_0000);
+  const handler = new RecordingHandler();
+  const link = new VhostUserLink(handler, { logger, clock: () => 7 });
+  // a call fd that cannot be written (a pipe's read end: EBADF)
+  const failingNotify = () => {
+    throw new Error("eventfd_write(fd 32) failed: EBADF");
+  };
+  link.startVring({ ...rx.vring(), notifyGuest: failingNotify }, 0);
+  link.startVring({ ...tx.vring(), notifyGuest: failingNotify }, 0);
+  guestPostRx(rx, new Map(), 2, 1536);
+  // filled but not yet published: stopVring publishes it, and that signals the guest
+  assert.equal(link.sendFrame(frameOf(60, 1)), SendResult.Sent);
+  assert.equal(link.stopVring(0), 1, "next available index after the consumed chain");
+  assert.deepEqual(handler.events, ["up", "down"], "linkDown called");
+  assert.equal(rx.usedIndex, 1, "the filled buffer was returned before stopping");
+  assert.equal(link.sendFrame(frameOf(60, 2)), SendResult.Dropped, "RX ring dropped");
+  assert.ok(lines.some((l) => /EBADF/.test(l)), `the failure is logged: ${lines}`);
+  assert.equal(link.stopVring(1), 0);
+  assert.deepEqual(handler.events, ["up", "down"], "linkDown only once");
+  // the link starts again over new rings
+  link.startVring(rx.vring(1), 1);
+  link.startVring(tx.vring(), 1);
+  assert.deepEqual(handler.events, ["up", "down", "up"]);
+});
+
+Deno.test("`VhostUserLink.stopVring()` drops the ring even when linkDown throws", () => {
+  const { rx, handler, link } = setup({});
+  handler.linkDown = () => {
+    throw new Error("stack failed");
+  };
+  assert.throws(() => link.stopVring(0), /stack failed/);
+  assert.equal(link.sendFrame(frameOf(60, 1)), SendResult.Dropped, "RX ring dropped");
+  link.startVring(rx.vring(), 1);
+  assert.deepEqual(handler.events, ["up", "up"], "up again over the restarted ring");
+});
+
 Deno.test("VhostUserLink continues a TX backlog larger than the ring on a later turn", async () => {
   const { tx, handler, link } = setup({}, 8);
   const head = guestTransmit(tx, frameOf(60, 0), "one", false);

@@ -10,7 +10,10 @@ import { UnixStream } from "../../ffi/unix_stream.ts";
 import { Logger } from "../../src/log/logger.ts";
 import { EventLoop } from "../../src/loop/event_loop.ts";
 import type { FrontendSession } from "../../src/daemon/frontend_session.ts";
-import { createVhostUserSession } from "../../src/vhost_user/session.ts";
+import {
+  createVhostUserSession,
+  type VhostUserSessionOptions,
+} from "../../src/vhost_user/session.ts";
 import type { VringDatapath } from "../../src/vhost_user/vring_datapath.ts";
 import { VhostUserFrontend } from "./vhost_user_frontend.ts";
 
@@ -32,12 +35,18 @@ export class InProcessBackend {
     this.#running = this.loop.run();
   }
 
-  /** Connects a new front-end to a new session over `datapath`. */
-  connect(datapath: VringDatapath): { frontend: VhostUserFrontend; session: FrontendSession } {
+  /** Connects a new front-end to a new session over `datapath` (with `options` besides the logger). */
+  connect(
+    datapath: VringDatapath,
+    options: Omit<VhostUserSessionOptions, "logger"> = {},
+  ): { frontend: VhostUserFrontend; session: FrontendSession } {
     const [ours, theirs] = UnixStream.pair(true);
     let session: FrontendSession;
     try {
-      session = createVhostUserSession(theirs, this.loop, () => datapath, { logger: this.logger });
+      session = createVhostUserSession(theirs, this.loop, () => datapath, {
+        ...options,
+        logger: this.logger,
+      });
     } catch (error) {
       ours.close();
       theirs.close();
