@@ -133,6 +133,14 @@ export const symbols = {
     parameters: [
       "buffer", // const char *name (NUL-terminated)
       "u64", // uint64_t size
+      "i32", // int32_t allow_sealing
+    ],
+    result: "i32",
+  },
+  tp_ftruncate: {
+    parameters: [
+      "i32", // int32_t fd
+      "u64", // uint64_t size
     ],
     result: "i32",
   },
@@ -140,6 +148,31 @@ export const symbols = {
     parameters: [
       "i32", // int32_t fd
       "buffer", // uint64_t *size_out
+    ],
+    result: "i32",
+  },
+
+  // ---- memory_guard.c ----
+  tp_memory_guard_install: {
+    parameters: [],
+    result: "i32",
+  },
+  tp_memory_guard_register: {
+    parameters: [
+      "pointer", // void *addr
+      "u64", // uint64_t length
+    ],
+    result: "i32",
+  },
+  tp_memory_guard_unregister: {
+    parameters: [
+      "i32", // int32_t slot
+    ],
+    result: "i32",
+  },
+  tp_memory_guard_faulted: {
+    parameters: [
+      "i32", // int32_t slot
     ],
     result: "i32",
   },

@@ -2,14 +2,16 @@
  * tpasst_helper.h - the C helper's whole interface, loaded by Deno through ffi/.
  *
  * The helper does only what Deno cannot: SCM_RIGHTS, raw unix socket fds, mmap,
- * eventfd, epoll, memfd, ping sockets, nonblocking TCP sockets, fd counting, output files without Deno write
- * permission, and daemonizing (fork/exec).
+ * surviving SIGBUS in guest memory, eventfd, epoll, memfd, ping sockets, nonblocking
+ * TCP sockets, fd counting, output files without Deno write permission, and
+ * daemonizing (fork/exec).
  *
  * Conventions, for every function below:
  *  - the return value is an int32_t that is >= 0 on success and -errno on failure;
  *  - 64-bit results go through out-parameters (64-bit returns are slow in Deno FFI);
  *  - every file descriptor created here has FD_CLOEXEC set;
- *  - no global state;
+ *  - no global state, except memory_guard.c's registry of guarded mappings (a
+ *    SIGBUS handler is process-wide, so is what it consults);
  *  - EINTR is retried internally where a call may block.
  */
 #ifndef TPASST_HELPER_H
@@ -49,8 +51,19 @@ int32_t tp_send_fds(int32_t fd, const uint8_t *buf, uint32_t len, const int32_t 
 
 int32_t tp_mmap_shared(int32_t fd, uint64_t size, uint64_t offset, uint64_t *addr_out);
 int32_t tp_munmap(void *addr, uint64_t size);
-int32_t tp_memfd_create(const char *name, uint64_t size);
+int32_t tp_memfd_create(const char *name, uint64_t size, int32_t allow_sealing);
+int32_t tp_ftruncate(int32_t fd, uint64_t size);
 int32_t tp_fd_size(int32_t fd, uint64_t *size_out);
+
+/* ---- memory_guard.c: SIGBUS from guest memory whose file shrank ------------- */
+
+/* Mappings that can be guarded at once (all sessions of the process together). */
+#define TP_MEMORY_GUARD_SLOTS 1024
+
+int32_t tp_memory_guard_install(void);
+int32_t tp_memory_guard_register(void *addr, uint64_t length);
+int32_t tp_memory_guard_unregister(int32_t slot);
+int32_t tp_memory_guard_faulted(int32_t slot);
 
 /* ---- event_fd.c ------------------------------------------------------------ */
 

@@ -44,7 +44,8 @@ export interface BackendEnvironment {
   /**
    * Size in bytes of the file behind `fd`, or null when it cannot be known. Memory
    * regions must lie inside their file: touching a mapping beyond the end of its
-   * file raises SIGBUS, which kills the process.
+   * file raises SIGBUS (the memory guard turns it into a dropped front-end when the
+   * file shrinks later; a region that never fitted is refused up front).
    * @throws Error when `fd` cannot be examined
    */
   fileSize(fd: number): number | null;

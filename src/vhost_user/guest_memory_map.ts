@@ -26,6 +26,12 @@ export interface RegionDescription {
 export interface Mapping {
   /** The mapped bytes. */
   readonly bytes: Uint8Array;
+  /**
+   * True once the file no longer covered a page that was touched (it shrank): the
+   * mapping now reads zeros instead of guest memory (ffi/memory_guard.ts). Absent
+   * where that cannot happen (mappings over ArrayBuffers in tests).
+   */
+  readonly faulted?: boolean;
   /** Releases the mapping; every view into `bytes` must be dropped first. */
   unmap(): void;
 }
@@ -192,6 +198,24 @@ export class GuestMemoryMap implements GuestMemory {
     this.#lastHit = null;
     region.bytes = new Uint8Array(0);
     region.mapping.unmap();
+  }
+
+  /**
+   * The first mapped region whose mapping faulted (its file shrank under it: it reads
+   * zeros now), or null when every region is intact.
+   */
+  faultedRegion(): RegionDescription | null {
+    for (const region of this.#regions) {
+      if (region.mapping.faulted === true) {
+        return {
+          guestAddress: region.guestStart,
+          size: region.guestEnd - region.guestStart,
+          userAddress: region.userStart,
+          mmapOffset: region.mmapOffset,
+        };
+      }
+    }
+    return null;
   }
 
   /** {@inheritDoc GuestMemory.view} */

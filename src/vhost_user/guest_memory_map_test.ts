@@ -123,3 +123,31 @@ Deno.test("`GuestMemoryMap.remove()` and `clear()` unmap and stop resolving", ()
   assert.equal(fds.mappings, 0);
   assert.equal(map.view(0, 1, 1), null);
 });
+
+Deno.test("`GuestMemoryMap.faultedRegion()` names the region whose mapping faulted", () => {
+  const faulted = new Map<number, boolean>();
+  const map = new GuestMemoryMap((fd, size) => ({
+    bytes: new Uint8Array(size),
+    get faulted() {
+      return faulted.get(fd) ?? false;
+    },
+    unmap() {},
+  }), 32);
+  map.add({ guestAddress: 0, size: 0x2000, userAddress: USER, mmapOffset: 0 }, 10);
+  map.add({
+    guestAddress: 0x1_0000_0000,
+    size: 0x2000,
+    userAddress: USER + 0x10000,
+    mmapOffset: 0x1000,
+  }, 11);
+  assert.equal(map.faultedRegion(), null);
+  faulted.set(11, true);
+  assert.deepEqual(map.faultedRegion(), {
+    guestAddress: 0x1_0000_0000,
+    size: 0x2000,
+    userAddress: USER + 0x10000,
+    mmapOffset: 0x1000,
+  });
+  map.clear();
+  assert.equal(map.faultedRegion(), null);
+});

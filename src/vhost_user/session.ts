@@ -20,6 +20,7 @@ import type { FrontendSession, SessionFactory } from "../daemon/frontend_session
 import { InvalidStateError, VhostUserBackend } from "./backend.ts";
 import type { BackendEnvironment, Notifier } from "./backend_environment.ts";
 import type { Mapping } from "./guest_memory_map.ts";
+import { watchMemoryFaults } from "./memory_fault_watch.ts";
 import {
   ConnectionClosedError,
   type MessageChannel,
@@ -169,7 +170,17 @@ class ReceivedEventFd implements Notifier {
 
 function mapRegion(fd: number, size: number, offset: number): Mapping {
   const memory = MappedMemory.map(fd, size, offset);
-  return { bytes: memory.bytes, unmap: () => memory.close() };
+  return {
+    bytes: memory.bytes,
+    get faulted() {
+      return memory.faulted;
+    },
+    unmap: () => memory.close(),
+  };
+}
+
+function hex(value: number): string {
+  return "0x" + value.toString(16);
 }
 
 class VhostUserSession implements FrontendSession {
@@ -183,6 +194,7 @@ class VhostUserSession implements FrontendSession {
   readonly #replies: ReplyWriter;
   readonly #backend: VhostUserBackend;
   readonly #socketFd: number;
+  readonly #unwatchMemoryFaults: () => void;
   #resolve!: () => void;
   #done = false;
 
@@ -216,7 +228,13 @@ class VhostUserSession implements FrontendSession {
     this.#backend = new VhostUserBackend(env);
     connection.setNonBlocking(true);
     this.#socketFd = connection.fd;
-    loop.watch(this.#socketFd, (events, now) => this.#onSocket(events, now));
+    this.#unwatchMemoryFaults = watchMemoryFaults(loop, () => this.#onMemoryFault());
+    try {
+      loop.watch(this.#socketFd, (events, now) => this.#onSocket(events, now));
+    } catch (error) {
+      this.#unwatchMemoryFaults();
+      throw error;
+    }
     this.#log.info(`${this.#label}: front-end connected`);
   }
 
@@ -248,6 +266,23 @@ class VhostUserSession implements FrontendSession {
     } catch (error) {
       this.#fail(error);
     }
+  }
+
+  /**
+   * A guarded SIGBUS hit a mapping somewhere in the process: if it is one of ours,
+   * its file shrank and the region reads zeros now. The front-end is dropped (which
+   * unmaps its memory); until then the datapath saw an empty or broken ring.
+   */
+  #onMemoryFault(): void {
+    if (this.#done) return;
+    const region = this.#backend.memory.faultedRegion();
+    if (region === null) return;
+    this.#finish(
+      `guest memory region guest ${hex(region.guestAddress)} size ${
+        hex(region.size)
+      } became unreadable (its file shrank): dropping the front-end`,
+      "error",
+    );
   }
 
   #watchKick(fd: number, onReadable: (now: number) => void): () => void {
@@ -300,6 +335,7 @@ class VhostUserSession implements FrontendSession {
     this.#log.write(level, `${this.#label}: closing the connection: ${reason}`);
     const steps: [string, () => void][] = [
       ["unwatching the control socket", () => this.#loop.unwatch(this.#socketFd)],
+      ["unwatching memory faults", () => this.#unwatchMemoryFaults()],
       ["releasing the session", () => this.#backend.shutdown()],
       ["closing unclaimed fds", () => {
         for (const fd of this.#framer.takeOrphanFds()) this.#closeFd(fd);

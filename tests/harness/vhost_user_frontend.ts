@@ -349,13 +349,23 @@ export class VhostUserFrontend {
 
   /** Puts one frame (preceded by a zero virtio-net header) on the TX ring and kicks. */
   sendFrame(frame: Uint8Array): number {
+    const head = this.queueFrame(frame);
+    this.kicks[TX].signal();
+    return head;
+  }
+
+  /**
+   * Puts one frame (preceded by a zero virtio-net header) on the TX ring without
+   * kicking: the backend sees it at the next TX kick.
+   * @returns the chain's head descriptor
+   */
+  queueFrame(frame: Uint8Array): number {
     const gpa = this.allocate(NET_HEADER_SIZE + frame.length);
     const bytes = this.memory.view(gpa, NET_HEADER_SIZE + frame.length);
     bytes.fill(0, 0, NET_HEADER_SIZE);
     bytes.set(frame, NET_HEADER_SIZE);
     const head = this.vrings[TX].offer([{ gpa, length: bytes.length, writable: false }]);
     if (head === null) throw new Error("TX ring full");
-    this.kicks[TX].signal();
     return head;
   }
 
