@@ -26,6 +26,12 @@ export interface HarnessRegion {
 export interface HarnessMemoryOptions {
   /** Size of each region in bytes (default 1 MiB). */
   readonly regionSize?: number;
+  /**
+   * Guest-physical address of region 1 (default {@link REGION1_GPA}); `regionSize`
+   * puts it right after region 0, adjacent in guest-physical space like two memory
+   * slots, while each keeps its own memfd and mapping.
+   */
+  readonly region1GuestAddress?: number;
 }
 
 /** Default region size: 1 MiB. */
@@ -67,7 +73,12 @@ export class HarnessMemory {
     try {
       this.regions = [
         first,
-        make("tpasst-harness-ram1", REGION1_GPA, REGION1_USER, REGION1_MMAP_OFFSET),
+        make(
+          "tpasst-harness-ram1",
+          options.region1GuestAddress ?? REGION1_GPA,
+          REGION1_USER,
+          REGION1_MMAP_OFFSET,
+        ),
       ];
     } catch (error) {
       first.mapping.close();

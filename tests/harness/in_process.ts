@@ -12,6 +12,7 @@ import { EventLoop } from "../../src/loop/event_loop.ts";
 import type { FrontendSession } from "../../src/daemon/frontend_session.ts";
 import { createVhostUserSession } from "../../src/vhost_user/session.ts";
 import type { VringDatapath } from "../../src/vhost_user/vring_datapath.ts";
+import type { HarnessMemoryOptions } from "./harness_memory.ts";
 import { VhostUserFrontend } from "./vhost_user_frontend.ts";
 
 /** A running loop that sessions can be attached to. */
@@ -32,8 +33,11 @@ export class InProcessBackend {
     this.#running = this.loop.run();
   }
 
-  /** Connects a new front-end to a new session over `datapath`. */
-  connect(datapath: VringDatapath): { frontend: VhostUserFrontend; session: FrontendSession } {
+  /** Connects a new front-end (its memory laid out by `memoryOptions`) to a new session over `datapath`. */
+  connect(
+    datapath: VringDatapath,
+    memoryOptions: HarnessMemoryOptions = {},
+  ): { frontend: VhostUserFrontend; session: FrontendSession } {
     const [ours, theirs] = UnixStream.pair(true);
     let session: FrontendSession;
     try {
@@ -44,7 +48,7 @@ export class InProcessBackend {
       throw error;
     }
     this.sessions.push(session);
-    return { frontend: new VhostUserFrontend(ours), session };
+    return { frontend: new VhostUserFrontend(ours, memoryOptions), session };
   }
 
   /** Lines logged at `level` ("error", "warn"...). */
