@@ -31,6 +31,12 @@ export interface HarnessMemoryOptions {
    * the backend can then seal them against shrinking (default false).
    */
   readonly allowSealing?: boolean;
+  /**
+   * Guest-physical address of region 1 (default {@link REGION1_GPA}); `regionSize`
+   * puts it right after region 0, adjacent in guest-physical space like two memory
+   * slots, while each keeps its own memfd and mapping.
+   */
+  readonly region1GuestAddress?: number;
 }
 
 /** Default region size: 1 MiB. */
@@ -72,7 +78,12 @@ export class HarnessMemory {
     try {
       this.regions = [
         first,
-        make("tpasst-harness-ram1", REGION1_GPA, REGION1_USER, REGION1_MMAP_OFFSET),
+        make(
+          "tpasst-harness-ram1",
+          options.region1GuestAddress ?? REGION1_GPA,
+          REGION1_USER,
+          REGION1_MMAP_OFFSET,
+        ),
       ];
     } catch (error) {
       first.mapping.close();

@@ -15,6 +15,7 @@ import {
   type VhostUserSessionOptions,
 } from "../../src/vhost_user/session.ts";
 import type { VringDatapath } from "../../src/vhost_user/vring_datapath.ts";
+import type { HarnessMemoryOptions } from "./harness_memory.ts";
 import { VhostUserFrontend } from "./vhost_user_frontend.ts";
 
 /** A running loop that sessions can be attached to. */
@@ -35,10 +36,14 @@ export class InProcessBackend {
     this.#running = this.loop.run();
   }
 
-  /** Connects a new front-end to a new session over `datapath` (with `options` besides the logger). */
+  /**
+   * Connects a new front-end to a new session over `datapath`, with session `options`
+   * besides the logger and the front-end's memory laid out by `memoryOptions`.
+   */
   connect(
     datapath: VringDatapath,
     options: Omit<VhostUserSessionOptions, "logger"> = {},
+    memoryOptions: HarnessMemoryOptions = {},
   ): { frontend: VhostUserFrontend; session: FrontendSession } {
     const [ours, theirs] = UnixStream.pair(true);
     let session: FrontendSession;
@@ -53,7 +58,7 @@ export class InProcessBackend {
       throw error;
     }
     this.sessions.push(session);
-    return { frontend: new VhostUserFrontend(ours), session };
+    return { frontend: new VhostUserFrontend(ours, memoryOptions), session };
   }
 
   /** Lines logged at `level` ("error", "warn"...). */
