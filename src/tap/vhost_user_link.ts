@@ -166,7 +166,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       this.#up = true;
       this.#handler.linkUp(this, now);
     }
-    if (ring.index === TX_QUEUE_INDEX) this.#processTx(now);
+    // The first TX turn runs from the loop, not from here: a front-end restarting rings
+    // in a burst of messages must not get a fresh turn's budget per message.
+    if (ring.index === TX_QUEUE_INDEX) this.#scheduleTx();
   }
 
   /** {@inheritDoc VringDatapath.kick} */
@@ -264,21 +266,27 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       if (!tx.enableNotifications()) break;
     }
     tx.publish();
-    if ((pollAgain || tx.hasAvailable()) && this.#txPending === undefined) {
-      // Let the loop serve others (host sockets, timers), then continue with the rest.
-      // setImmediate, not setTimeout(0): Deno's timers are Node's, with a 1 ms floor
-      // (measured ~2 ms per setTimeout(0) round, 1.4 µs per setImmediate round).
-      this.#txPending = setImmediate(() => {
-        this.#txPending = undefined;
-        this.#processTx(this.#clock());
-      });
-    }
+    // Let the loop serve others (host sockets, timers), then continue with the rest.
+    if (pollAgain || tx.hasAvailable()) this.#scheduleTx();
     if (budget === tx.size) return; // nothing handed over: no batch to end
     try {
       this.#handler.endOfBatch(now);
     } catch (error) {
       this.#txLog.write(now, `vhost-user: endOfBatch threw: ${(error as Error).message}`);
     }
+  }
+
+  /**
+   * Runs a TX turn after Deno's next I/O phase, unless one is already due. setImmediate,
+   * not setTimeout(0): Deno's timers are Node's, with a 1 ms floor (measured ~2 ms per
+   * setTimeout(0) round, 1.4 µs per setImmediate round).
+   */
+  #scheduleTx(): void {
+    if (this.#txPending !== undefined) return;
+    this.#txPending = setImmediate(() => {
+      this.#txPending = undefined;
+      this.#processTx(this.#clock());
+    });
   }
 
   /**
