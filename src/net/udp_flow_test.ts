@@ -108,7 +108,7 @@ Deno.test("`UdpTranslator.listen()` forwards a host port to the guest and carrie
   close();
 });
 
-Deno.test("`UdpTranslator` drops datagrams toward a guest link without room and counts them", async () => {
+Deno.test("`UdpTranslator` stops at a guest link without room and counts it", async () => {
   const { udp, guest, close } = setup(4);
   const echo = await echoServer("udp4");
   guest.noRoom = true;
