@@ -340,6 +340,40 @@ export const symbols = {
     result: "i32",
   },
 
+  // ---- udp_socket.c ----
+  tp_udp_open: {
+    parameters: [
+      "i32", // int32_t family (4 or 6)
+      "buffer", // const uint8_t *addr (ignored when addr_len is 0)
+      "u32", // uint32_t addr_len (0: not bound; 4 or 16 matching family)
+      "u32", // uint32_t port
+      "u32", // uint32_t scope_id
+      "buffer", // const char *ifname (NUL-terminated, "" for none)
+      "u32", // uint32_t flags (TP_UDP_V6ONLY 1, TP_UDP_REUSEADDR 2)
+    ],
+    result: "i32",
+  },
+  tp_udp_recv_batch: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // uint8_t *buf (slots * slot_size bytes)
+      "u32", // uint32_t slot_size
+      "u32", // uint32_t slots (1..TP_UDP_MAX_BATCH)
+      "buffer", // uint8_t *records (slots * TP_UDP_RECORD_SIZE bytes)
+    ],
+    result: "i32",
+  },
+  tp_udp_send_batch: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // const uint8_t *buf
+      "u32", // uint32_t buf_len
+      "buffer", // const uint8_t *records (count * TP_UDP_RECORD_SIZE bytes)
+      "u32", // uint32_t count (1..TP_UDP_MAX_BATCH)
+    ],
+    result: "i32",
+  },
+
   // ---- file.c ----
   tp_file_open: {
     parameters: [

@@ -3,7 +3,7 @@
  *
  * The helper does only what Deno cannot: SCM_RIGHTS, raw unix socket fds, mmap,
  * surviving SIGBUS in guest memory, eventfd, epoll, memfd, ping sockets, nonblocking
- * TCP sockets, fd counting, output files without Deno write permission, and
+ * TCP and UDP sockets, fd counting, output files without Deno write permission, and
  * daemonizing (fork/exec).
  *
  * Conventions, for every function below:
@@ -102,7 +102,41 @@ int32_t tp_tcp_listen(const uint8_t *addr, uint32_t addr_len, uint32_t port, uin
 int32_t tp_tcp_accept(int32_t listen_fd, uint8_t *addr_out, uint32_t *meta_out);
 int32_t tp_socket_local_address(int32_t fd, uint8_t *addr_out, uint32_t *meta_out);
 
-/* ---- file.c: output files, unlink, fd count, fd kinds ---------------------- */
+/* ---- udp_socket.c: nonblocking UDP sockets toward the host, batched I/O -------- */
+
+/* Flags of tp_udp_open. */
+#define TP_UDP_V6ONLY 1u     /* family 6: IPV6_V6ONLY on (no IPv4 on this socket) */
+#define TP_UDP_REUSEADDR 2u  /* SO_REUSEADDR before binding */
+
+/* Most datagrams one tp_udp_recv_batch / tp_udp_send_batch call moves. */
+#define TP_UDP_MAX_BATCH 64
+
+/*
+ * One message record of a batch: byte offsets of 32-bit words (host byte order) and
+ * of the address bytes, TP_UDP_RECORD_SIZE bytes per record.
+ */
+#define TP_UDP_RECORD_OFFSET 0     /* payload offset in the batch's buffer */
+#define TP_UDP_RECORD_LENGTH 4     /* payload length */
+#define TP_UDP_RECORD_FLAGS 8      /* received: TP_UDP_TRUNCATED */
+#define TP_UDP_RECORD_ADDR_LEN 12  /* 4 (IPv4) or 16 (IPv6) */
+#define TP_UDP_RECORD_PORT 16      /* source (received) or destination (sent) port */
+#define TP_UDP_RECORD_SCOPE 20     /* IPv6 scope id */
+#define TP_UDP_RECORD_ADDR 24      /* 16 bytes, network order; IPv4 in the first 4 */
+#define TP_UDP_RECORD_SIZE 40
+
+/* Bit of TP_UDP_RECORD_FLAGS: the datagram was longer than its slot and was cut. */
+#define TP_UDP_TRUNCATED 1u
+
+int32_t tp_udp_open(int32_t family, const uint8_t *addr, uint32_t addr_len, uint32_t port,
+                    uint32_t scope_id, const char *ifname, uint32_t flags);
+int32_t tp_udp_recv_batch(int32_t fd, uint8_t *buf, uint32_t slot_size, uint32_t slots,
+                          uint8_t *records);
+int32_t tp_udp_send_batch(int32_t fd, const uint8_t *buf, uint32_t buf_len,
+                          const uint8_t *records, uint32_t count);
+/* A UDP socket's local address and pending error: tp_socket_local_address and
+ * tp_socket_error (tcp_socket.c) work on any socket. */
+
+/* ---- file.c: output files, unlink, fd count -------------------------------- */
 
 int32_t tp_file_open(const char *path, int32_t append);
 int32_t tp_unlink(const char *path);

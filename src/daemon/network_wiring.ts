@@ -95,7 +95,7 @@ export interface DaemonNetwork {
  * @throws RangeError for an override the plan rejects, NativeError if the pcap file
  * cannot be opened
  */
-export async function buildDaemonNetwork(config: Config, loop: EventLoop): Promise<DaemonNetwork> {
+export function buildDaemonNetwork(config: Config, loop: EventLoop): DaemonNetwork {
   const plan = buildNetworkPlan(hostConfigOverrides(config));
   for (const line of renderNetworkPlan(plan)) log.info(line);
   const stack = new NetworkStack(plan, {
@@ -116,7 +116,7 @@ export async function buildDaemonNetwork(config: Config, loop: EventLoop): Promi
   };
   try {
     const rules = stack.forwardRules;
-    const forwarding = await startForwarding(stack, {
+    const forwarding = startForwarding(stack, {
       ...forwardingOptionsFromConfig(config),
       onTimersChanged: () => timers.rearm(),
       tcpConnect: nativeConnector(loop, {
@@ -126,6 +126,7 @@ export async function buildDaemonNetwork(config: Config, loop: EventLoop): Promi
         interface6: rules.outboundIf6,
       }),
       tcpListen: nativeListen(loop),
+      udpWatcher: loop,
     });
     closers.push(() => forwarding.close());
     const { tcp, udp } = forwarding.listening;

@@ -1,8 +1,7 @@
 /**
  * Wiring of the translators into a running stack: builds the forwarding rules,
  * creates the TCP and UDP translators, registers them with the stack
- * (`registerL4`), opens the `-t` / `-u` listeners and logs, once, where outbound
- * source options cannot be honoured.
+ * (`registerL4`) and opens the `-t` / `-u` listeners.
  *
  * @module
  */
@@ -19,12 +18,12 @@ import {
 } from "../config/port_spec.ts";
 import { log as defaultLog, type Logger } from "../log/logger.ts";
 import { IPPROTO_TCP, IPPROTO_UDP } from "./checksum.ts";
-import { type ForwardRules, outboundNotes } from "./fwd.ts";
+import type { ForwardRules } from "./fwd.ts";
 import type { GuestSender } from "./guest_sender.ts";
 import type { NetworkPlan } from "./host_config.ts";
 import type { L4Handler } from "./l4_handler.ts";
 import { TcpTranslator } from "./tcp_translator.ts";
-import { UdpTranslator } from "./udp_flow.ts";
+import { type UdpSocketWatcher, UdpTranslator } from "./udp_flow.ts";
 
 /** Most host ports forwarded per protocol; the rest are skipped with a warning. */
 export const MAX_FORWARDED_PORTS = 16384;
@@ -59,6 +58,8 @@ export interface ForwardingOptions {
   tcpConnect?: HostConnector;
   /** Opens the TCP translator's `-t` listeners (default Deno.listen). */
   tcpListen?: HostListen;
+  /** Follows the UDP translator's sockets (the daemon's event loop; default its own). */
+  udpWatcher?: UdpSocketWatcher;
   /** Called when a translator arms a timer earlier than the stack's last nextTimerAt(). */
   onTimersChanged?: () => void;
   /** Ports never forwarded by "all" specs. */
@@ -140,13 +141,9 @@ function isAddressInUse(e: unknown): boolean {
  * Creates the translators, registers them with `stack` and opens the port
  * forwards. Listen failures are logged (one summary line per protocol), not thrown.
  */
-export async function startForwarding(
-  stack: StackLike,
-  o: ForwardingOptions = {},
-): Promise<Forwarding> {
+export function startForwarding(stack: StackLike, o: ForwardingOptions = {}): Forwarding {
   const logger = o.logger ?? defaultLog;
   const rules = stack.forwardRules;
-  for (const line of outboundNotes(rules)) logger.warn(line);
   const common = { maxFlows: o.maxFlows, logger, onTimersChanged: o.onTimersChanged };
   const tcp = o.tcp === false ? null : new TcpTranslator(stack.sender, rules, {
     ...common,
@@ -155,7 +152,9 @@ export async function startForwarding(
     connect: o.tcpConnect,
     listen: o.tcpListen,
   });
-  const udp = o.udp === false ? null : new UdpTranslator(stack.sender, rules, common);
+  const udp = o.udp === false
+    ? null
+    : new UdpTranslator(stack.sender, rules, { ...common, watcher: o.udpWatcher });
   if (tcp) stack.registerL4(IPPROTO_TCP, tcp);
   if (udp) stack.registerL4(IPPROTO_UDP, udp);
   const ephemeral = o.ephemeral ?? DEFAULT_EPHEMERAL;
@@ -199,17 +198,10 @@ export async function startForwarding(
       logger.warn(`udp: more than ${MAX_FORWARDED_PORTS} ports to forward; the rest skipped`);
     }
     for (const f of forwards) {
-      if (f.bindInterface) {
-        // Listening on every interface instead would open more than was asked for.
-        failures.push(
-          `port ${f.host}%${f.bindInterface}: Deno's UDP sockets cannot bind to an interface`,
-        );
-        continue;
-      }
       let any = false;
       for (const host of binds(f.bind)) {
         try {
-          await udp.listen(host, f.host, f.guest);
+          udp.listen(host, f.host, f.guest, f.bindInterface);
           any = true;
         } catch (e) {
           failures.push(`${host} port ${f.host}: ${(e as Error).message}`);

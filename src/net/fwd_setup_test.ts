@@ -67,14 +67,16 @@ Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and o
   });
   const tport = freePort();
   const uport = await freeUdpPort();
-  const fw = await startForwarding(stack, {
+  const fw = startForwarding(stack, {
     logger,
     tcpForwards: parsePortForwardTable([`127.0.0.1/${tport}:8080`]),
     udpForwards: parsePortForwardTable([`127.0.0.1/${uport}:5353`]),
   });
   assert.deepEqual(fw.listening, { tcp: 1, udp: 1 });
-  assert.ok(lines.some((l) => /--outbound-if4 lo: honoured for TCP; UDP sockets are not/.test(l)));
-  assert.ok(!lines.some((l) => /^-o /.test(l)), "-o is honoured for TCP and UDP: nothing to say");
+  assert.ok(
+    !lines.some((l) => /outbound-if4|^-o /.test(l)),
+    "-o and --outbound-if4 are honoured for TCP and UDP: nothing to say",
+  );
   const guest = new TestGuest(fw.tcp!, fw.udp, 4, TEST_GUEST4, TEST_GUEST6);
   guest.useStack(stack);
   stack.linkUp(guest, performance.now());
@@ -115,7 +117,7 @@ Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and o
   stack.close();
 });
 
-Deno.test("`startForwarding()` binds a `%IF` TCP forward to that interface and refuses `%IF` for UDP", async () => {
+Deno.test("`startForwarding()` binds `%IF` TCP and UDP forwards to that interface, and they work", async () => {
   const logger = new Logger();
   const lines: string[] = [];
   logger.setSink((_l, line) => lines.push(line));
@@ -124,22 +126,36 @@ Deno.test("`startForwarding()` binds a `%IF` TCP forward to that interface and r
   const stack = new NetworkStack(testPlan(), { logger });
   const tport = freePort();
   const uport = await freeUdpPort();
-  const fw = await startForwarding(stack, {
+  const fw = startForwarding(stack, {
     logger,
     tcpForwards: parsePortForwardTable([`127.0.0.1%lo/${tport}:8080`]),
     udpForwards: parsePortForwardTable([`127.0.0.1%lo/${uport}:5353`]),
     tcpListen: nativeListen(loop),
+    udpWatcher: loop,
   });
+  const guest = new TestGuest(fw.tcp!, fw.udp, 4, TEST_GUEST4, TEST_GUEST6);
+  guest.useStack(stack);
+  stack.linkUp(guest, performance.now());
+  const client = dgram.createSocket("udp4");
   try {
-    assert.deepEqual(fw.listening, { tcp: 1, udp: 0 });
-    assert.ok(
-      lines.some((l) => l.includes(`port ${uport}%lo: Deno's UDP sockets cannot bind`)),
-      lines.join("\n"),
-    );
-    // Bound to "lo", the listener still takes loopback connections.
-    const client = await Deno.connect({ hostname: "127.0.0.1", port: tport });
-    client.close();
+    assert.deepEqual(fw.listening, { tcp: 1, udp: 1 }, lines.join("\n"));
+    // Bound to "lo", the listeners still take loopback connections and datagrams.
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: tport });
+    conn.close();
+    await new Promise<void>((r) => client.bind(0, "127.0.0.1", r));
+    const replies: string[] = [];
+    client.on("message", (m) => replies.push(m.toString()));
+    client.send(Buffer.from("via lo"), uport, "127.0.0.1");
+    await guest.until(() => guest.datagrams.length === 1, 5000, "the datagram through %lo");
+    const d = guest.datagrams[0];
+    assert.equal(new TextDecoder().decode(d.data), "via lo");
+    assert.equal(d.toPort, 5353);
+    guest.sendUdp(5353, d.from4, d.fromPort, new TextEncoder().encode("back via lo"));
+    await guest.until(() => replies.length === 1, 5000, "the guest's reply");
+    assert.deepEqual(replies, ["back via lo"]);
   } finally {
+    client.close();
+    guest.stop();
     fw.close();
     stack.close();
     loop.stop();
@@ -148,13 +164,35 @@ Deno.test("`startForwarding()` binds a `%IF` TCP forward to that interface and r
   }
 });
 
-Deno.test("`startForwarding()` over Deno.listen reports a `%IF` TCP forward as not listening", async () => {
+Deno.test("`startForwarding()` reports a `%IF` UDP forward on an unknown interface as not listening", async () => {
+  const logger = new Logger();
+  const lines: string[] = [];
+  logger.setSink((_l, line) => lines.push(line));
+  const stack = new NetworkStack(testPlan(), { logger });
+  const uport = await freeUdpPort();
+  const fw = startForwarding(stack, {
+    logger,
+    udpForwards: parsePortForwardTable([`127.0.0.1%tpnosuch0/${uport}:5353`]),
+  });
+  try {
+    assert.deepEqual(fw.listening, { tcp: 0, udp: 0 });
+    assert.ok(
+      lines.some((l) => /udp: 1 port forward\(s\) not listening.*ENODEV/.test(l)),
+      lines.join("\n"),
+    );
+  } finally {
+    fw.close();
+    stack.close();
+  }
+});
+
+Deno.test("`startForwarding()` over Deno.listen reports a `%IF` TCP forward as not listening", () => {
   const logger = new Logger();
   const lines: string[] = [];
   logger.setSink((_l, line) => lines.push(line));
   const stack = new NetworkStack(testPlan(), { logger });
   const tport = freePort();
-  const fw = await startForwarding(stack, {
+  const fw = startForwarding(stack, {
     logger,
     tcpForwards: parsePortForwardTable([`127.0.0.1%lo/${tport}:8080`]),
   });
