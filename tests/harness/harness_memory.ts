@@ -27,6 +27,11 @@ export interface HarnessMemoryOptions {
   /** Size of each region in bytes (default 1 MiB). */
   readonly regionSize?: number;
   /**
+   * Name of the memfds, followed by the region number (default "tpasst-harness-ram"):
+   * it shows in /proc/PID/maps of every process that maps them.
+   */
+  readonly namePrefix?: string;
+  /**
    * Create the memfds with MFD_ALLOW_SEALING, as QEMU's memory-backend-memfd does:
    * the backend can then seal them against shrinking (default false).
    */
@@ -39,6 +44,8 @@ export interface HarnessMemoryOptions {
   readonly region1GuestAddress?: number;
 }
 
+/** Default name of the harness memfds (the region number follows). */
+export const DEFAULT_NAME_PREFIX = "tpasst-harness-ram";
 /** Default region size: 1 MiB. */
 export const DEFAULT_REGION_SIZE = 0x10_0000;
 /** Guest-physical base of region 0 (spec: regions are arbitrary; QEMU's RAM starts at 0). */
@@ -74,12 +81,13 @@ export class HarnessMemory {
         throw error;
       }
     };
-    const first = make("tpasst-harness-ram0", REGION0_GPA, REGION0_USER, 0);
+    const prefix = options.namePrefix ?? DEFAULT_NAME_PREFIX;
+    const first = make(`${prefix}0`, REGION0_GPA, REGION0_USER, 0);
     try {
       this.regions = [
         first,
         make(
-          "tpasst-harness-ram1",
+          `${prefix}1`,
           options.region1GuestAddress ?? REGION1_GPA,
           REGION1_USER,
           REGION1_MMAP_OFFSET,
