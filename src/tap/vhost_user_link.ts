@@ -266,8 +266,11 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       if (!tx.enableNotifications()) break;
     }
     tx.publish();
-    // Let the loop serve others (host sockets, timers), then continue with the rest.
-    if (pollAgain || tx.hasAvailable()) this.#scheduleTx();
+    // Let the loop serve others (host sockets, timers), then continue with the rest. A
+    // spent budget continues too, even with nothing available now: the kick was not
+    // re-armed (NO_NOTIFY may still be set from an earlier busy turn, avail_event may
+    // lag), so a guest that refills the ring after this publish would not kick.
+    if (pollAgain || budget === 0 || tx.hasAvailable()) this.#scheduleTx();
     if (budget === tx.size) return; // nothing handed over: no batch to end
     try {
       this.#handler.endOfBatch(now);

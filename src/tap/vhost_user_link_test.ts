@@ -403,6 +403,91 @@ Deno.test("VhostUserLink continues a TX backlog larger than the ring on a later 
   assert.equal(link.stopVring(1), 31);
 });
 
+/**
+ * A transmitting guest like DPDK's virtio_user (testpmd txonly): it reclaims used
+ * chains, fills the free descriptors with frames, and kicks only when the device asks
+ * for it (NO_NOTIFY clear, or avail_event passed with EVENT_IDX); otherwise it trusts
+ * the device to be polling. It never kicks "just in case".
+ */
+class KickOnDemandGuest {
+  readonly #tx: SplitRingDriver;
+  readonly #link: VhostUserLink;
+  /** Frames offered so far. */
+  offered = 0;
+  /** Kicks sent so far. */
+  kicks = 0;
+
+  constructor(tx: SplitRingDriver, link: VhostUserLink) {
+    this.#tx = tx;
+    this.#link = link;
+  }
+
+  /** Offers up to `count` frames (as many as free descriptors allow), kicking if asked to. */
+  send(count: number): number {
+    this.#tx.takeUsed();
+    let added = 0;
+    while (added < count && this.#tx.freeDescriptors > 0) {
+      guestTransmit(this.#tx, frameOf(60, this.offered + added), "one", false);
+      added++;
+    }
+    this.offered += added;
+    if (this.#tx.needsKick()) {
+      this.kicks++;
+      this.#link.kick(1, 0);
+    }
+    return added;
+  }
+}
+
+/** Lets the loop run `turns` times (setImmediate rounds: no timers). */
+async function loopTurns(turns: number): Promise<void> {
+  for (let i = 0; i < turns; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
+Deno.test("VhostUserLink.kick() keeps polling or asks for a kick after a turn that took a whole ring", async () => {
+  const { tx, handler, link } = setup({}, 8);
+  const guest = new KickOnDemandGuest(tx, link);
+  guest.send(1); // kicked: the turn takes it, sets NO_NOTIFY and will look again
+  assert.equal(guest.kicks, 1);
+  assert.equal(handler.frames.length, 1);
+  assert.equal(guest.send(8), 8, "the whole ring, without a kick (NO_NOTIFY)");
+  assert.equal(guest.kicks, 1);
+  await loopTurns(1); // the poll takes exactly a ring's worth: its budget
+  assert.equal(handler.frames.length, 9);
+  guest.send(1); // reclaims the 8, offers one more
+  await loopTurns(4);
+  assert.equal(
+    handler.frames.length,
+    10,
+    `the frame after a full-ring turn is taken (kicks ${guest.kicks}, used flags ${tx.usedFlags})`,
+  );
+});
+
+for (const eventIndex of [false, true]) {
+  Deno.test(`VhostUserLink.kick() takes every frame of a guest that kicks only when asked (EVENT_IDX ${eventIndex ? "on" : "off"})`, async () => {
+    const step = fc.oneof(
+      fc.record({ send: fc.integer({ min: 1, max: 10 }) }),
+      fc.record({ turns: fc.integer({ min: 1, max: 3 }) }),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 30 }), async (steps) => {
+        const { tx, handler, link } = setup({ eventIndex }, 8, 1 << 16);
+        const guest = new KickOnDemandGuest(tx, link);
+        for (const s of steps) {
+          if ("send" in s) guest.send(s.send);
+          else await loopTurns(s.turns);
+        }
+        // Nothing more is offered: whatever is pending must be taken within a few turns
+        // (one poll, or the kick the device asked for).
+        await loopTurns(4);
+        assert.equal(handler.frames.length, guest.offered);
+        link.stopVring(1);
+      }),
+      { numRuns: 150 },
+    );
+  });
+}
+
 // ---- bad guest input at the virtio-net level
 
 Deno.test("VhostUserLink drops TX chains shorter than the header, with one log line", () => {
