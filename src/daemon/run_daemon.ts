@@ -114,9 +114,7 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
     globalThis.removeEventListener("unhandledrejection", onRejection);
   });
 
-  for (const option of config.ignoredOptions) {
-    log.info(`${option} ignored: tpasst does not support vhost-user migration`);
-  }
+  for (const note of config.notes) log.write(note.level, note.message);
   if (config.runas !== null) {
     log.info(`--runas ${config.runas} ignored: tpasst never changes user (it needs no privileges)`);
   }
