@@ -7,7 +7,7 @@ Deno.test("bin/tpasst rejects a bad value with one line naming the option, exit 
   assertEquals(stdout, "");
   assertEquals(
     stderr,
-    `tpasst: --mtu: "70000" is not a valid MTU (68-65520)\n` +
+    `tpasst: --mtu: "70000" is not a valid MTU (0 for none, or 68-65520)\n` +
       "Try 'tpasst --help' for more information.\n",
   );
 });

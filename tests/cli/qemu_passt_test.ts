@@ -33,13 +33,13 @@ function qemuArgv(pidFile: string, vhostUser: boolean): string[] {
     "--gateway",
     "10.0.2.2",
     "--interface",
-    "eth0",
+    "lo",
     "--outbound",
     "192.0.2.10",
     "--outbound-if4",
-    "eth0",
+    "lo",
     "--outbound-if6",
-    "eth0",
+    "lo",
     "--dns",
     "10.0.2.3",
     "--fqdn",
@@ -85,9 +85,9 @@ for (const vhostUser of [false, true]) {
           // --quiet leaves only the warnings about outbound options honoured in part
           assertEquals({ code: result.code, stdout: result.stdout }, { code: 0, stdout: "" });
           assertEquals(result.stderr.trimEnd().split("\n"), [
-            "tpasst: --outbound-if4 eth0: honoured for TCP; UDP sockets are not bound to it " +
+            "tpasst: --outbound-if4 lo: honoured for TCP; UDP sockets are not bound to it " +
             "(Deno's UDP sockets cannot bind to an interface)",
-            "tpasst: --outbound-if6 eth0: honoured for TCP; UDP sockets are not bound to it " +
+            "tpasst: --outbound-if6 lo: honoured for TCP; UDP sockets are not bound to it " +
             "(Deno's UDP sockets cannot bind to an interface)",
           ]);
           const pid = readPidFile(pidFile);
