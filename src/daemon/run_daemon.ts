@@ -29,6 +29,7 @@ import {
   stderrTimestamps,
   teeSink,
 } from "./logging.ts";
+import { StatsReporter } from "./stats.ts";
 import { SyslogSink } from "./syslog_sink.ts";
 import { removePidFile, writePidFile } from "./pid_file.ts";
 import { buildDaemonNetwork } from "./network_wiring.ts";
@@ -175,6 +176,18 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
     cleanup.add("close the event loop", () => loop.close());
     const network = await buildDaemonNetwork(config, loop);
     cleanup.add("close the capture file", () => network.close());
+    if (config.statsDelay !== null) {
+      // --stats: straight to standard error (the foreground's), whatever the log level.
+      const reporter = new StatsReporter(network.stack, (line) => {
+        try {
+          Deno.stderr.writeSync(new TextEncoder().encode(`${line}\n`));
+        } catch {
+          // Standard error is gone: nothing left to show statistics on.
+        }
+      });
+      const timer = setInterval(() => reporter.tick(), config.statsDelay * 1000);
+      cleanup.add("stop the statistics", () => clearInterval(timer));
+    }
     server = new FrontendServer(loop, network.sessionFactory, config.oneOff);
     if (connection !== null) {
       if (!server.serveConnection(connection)) {

@@ -1,8 +1,10 @@
 /**
  * The system logger as a log sink, as passt uses it once in the background without
  * `-l`: one datagram per line to /dev/log in syslog(3)'s format, facility daemon,
- * identified as `tpasst[PID]`. Sending never blocks: a line the logger has no room
- * for is dropped. Without a system logger (no /dev/log) the sink silently does
+ * identified as `tpasst[PID]`. Sending never blocks: lines the logger has no room for
+ * yet (its socket queue is short, net.unix.max_dgram_qlen, 10 by default) wait in a
+ * bounded backlog sent from a timer; beyond {@link SYSLOG_BACKLOG_LINES} they are
+ * dropped and counted. Without a system logger (no /dev/log) the sink silently does
  * nothing; if the logger goes away it is looked for again, at most every
  * {@link SYSLOG_RETRY_MS}.
  *
@@ -18,6 +20,12 @@ export const SYSLOG_PATH = "/dev/log";
 
 /** Least time between two attempts to reach a system logger that was not there. */
 export const SYSLOG_RETRY_MS = 10_000;
+
+/** Lines kept while the system logger's queue is full. */
+export const SYSLOG_BACKLOG_LINES = 1024;
+
+/** How soon a backlog is sent again. */
+export const SYSLOG_BACKLOG_RETRY_MS = 20;
 
 /** Options of {@link SyslogSink}. */
 export interface SyslogSinkOptions {
@@ -47,6 +55,10 @@ export class SyslogSink {
   #socket: UnixDatagramSocket | null = null;
   #lastAttempt = -Infinity;
   #closed = false;
+  /** Lines waiting for room in the logger's queue, oldest first. */
+  #backlog: Uint8Array[] = [];
+  #dropped = 0;
+  #timer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(options: SyslogSinkOptions = {}) {
     this.#path = options.path ?? SYSLOG_PATH;
@@ -63,6 +75,11 @@ export class SyslogSink {
     return this.#socket !== null;
   }
 
+  /** Lines waiting for the system logger (tests). */
+  get backlog(): number {
+    return this.#backlog.length;
+  }
+
   /** The function to hand to `Logger.setSink`. */
   readonly sink: LogSink = (level, line) => {
     if (this.#closed || LOG_LEVELS.indexOf(level) > this.#limit) return;
@@ -70,20 +87,61 @@ export class SyslogSink {
     const datagram = encoder.encode(
       syslogLine(level, line, this.#ident, this.#pid, this.#date()),
     );
-    try {
-      this.#socket!.send(datagram); // false (queue full): the line is dropped
-    } catch {
-      // The logger went away (ECONNREFUSED...): look for it again later.
-      this.#socket?.close();
-      this.#socket = null;
+    if (this.#backlog.length >= SYSLOG_BACKLOG_LINES) {
+      this.#dropped++;
+      return;
     }
+    this.#backlog.push(datagram);
+    this.#flush();
   };
 
-  /** Closes the socket; later lines are dropped. */
+  /** Closes the socket; later lines, and any still waiting, are dropped. */
   close(): void {
     this.#closed = true;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#backlog = [];
     this.#socket?.close();
     this.#socket = null;
+  }
+
+  /** Sends what waits, oldest first, until the logger's queue is full. */
+  #flush(): void {
+    while (this.#socket !== null && this.#backlog.length > 0) {
+      let sent: boolean;
+      try {
+        sent = this.#socket.send(this.#backlog[0]);
+      } catch {
+        // The logger went away (ECONNREFUSED...): drop what waits, look for it later.
+        this.#socket.close();
+        this.#socket = null;
+        this.#backlog = [];
+        return;
+      }
+      if (!sent) {
+        this.#schedule();
+        return;
+      }
+      this.#backlog.shift();
+      if (this.#backlog.length === 0 && this.#dropped > 0) {
+        const note = `${this.#dropped} log line(s) dropped: the system logger was too slow`;
+        this.#dropped = 0;
+        this.#backlog.push(
+          encoder.encode(syslogLine("warn", note, this.#ident, this.#pid, this.#date())),
+        );
+      }
+    }
+  }
+
+  #schedule(): void {
+    if (this.#timer !== null || this.#closed) return;
+    const timer = setTimeout(() => {
+      this.#timer = null;
+      this.#flush();
+    }, SYSLOG_BACKLOG_RETRY_MS);
+    // A backlog must not keep the process alive.
+    Deno.unrefTimer(timer);
+    this.#timer = timer;
   }
 
   #connect(): boolean {

@@ -68,3 +68,29 @@ Deno.test("SyslogSink does nothing without a system logger and finds one that co
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("SyslogSink keeps lines the logger has no room for yet and sends them in order", async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "tpsl" });
+  try {
+    const receiver = UnixDatagramSocket.bind(`${dir}/log`);
+    const sink = new SyslogSink({ path: `${dir}/log` });
+    // Far more than the socket queue holds (net.unix.max_dgram_qlen, 10 by default).
+    for (let i = 0; i < 200; i++) sink.sink("info", `line ${i}`);
+    assertTrue(sink.backlog > 0, "nothing waited: the queue is larger than expected");
+    const got: string[] = [];
+    const deadline = performance.now() + 5000;
+    while (got.length < 200 && performance.now() < deadline) {
+      got.push(...received(receiver));
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    assertEquals(
+      got.map((l) => l.replace(/^.*: /, "")),
+      Array.from({ length: 200 }, (_, i) => `line ${i}`),
+    );
+    assertEquals(sink.backlog, 0);
+    sink.close();
+    receiver.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -245,8 +245,9 @@ interface ListenTarget {
   listen(host: string, port: number, guest: number, iface: string | null): Promise<void> | void;
 }
 
-/** Listening sockets still allowed; shared by both protocols. */
+/** Listening sockets still allowed; `exhausted` once the kernel said EMFILE/ENFILE. */
 class Budget {
+  exhausted = false;
   constructor(public left: number) {}
 }
 
@@ -302,21 +303,33 @@ export async function startForwarding(
   const budget = new Budget(o.maxListeners ?? listenerBudget());
   try {
     for (const target of targets) warnUnhonoured(target, o, logger);
-    // Explicit forwards first (they must all listen), then the best-effort ones.
-    for (const bestEffort of [false, true]) {
-      for (const target of targets) {
-        for (const spec of target.table.specs) {
-          if (spec.allNonEphemeral !== bestEffort) continue;
-          listening[target.name] += await openSpec(
-            target,
-            spec,
-            expandSpec(spec, ephemeral),
-            stack.plan,
-            budget,
-            logger,
-          );
-        }
+    // Explicit forwards first (they must all listen), then the best-effort ones, which
+    // share what is left evenly (so that -t all leaves room for -u all).
+    for (const target of targets) {
+      for (const spec of target.table.specs) {
+        if (spec.allNonEphemeral) continue;
+        const forwards = expandSpec(spec, ephemeral);
+        listening[target.name] += await openSpec(
+          target,
+          spec,
+          forwards,
+          stack.plan,
+          budget,
+          logger,
+        );
       }
+    }
+    const bestEffort = targets.flatMap((target) =>
+      target.table.specs.filter((spec) => spec.allNonEphemeral).map((spec) => ({ target, spec }))
+    );
+    for (let i = 0; i < bestEffort.length; i++) {
+      const { target, spec } = bestEffort[i];
+      const granted = budget.exhausted ? 0 : Math.floor(budget.left / (bestEffort.length - i));
+      const share = new Budget(granted);
+      const forwards = expandSpec(spec, ephemeral);
+      listening[target.name] += await openSpec(target, spec, forwards, stack.plan, share, logger);
+      budget.left -= granted - share.left;
+      budget.exhausted ||= share.exhausted;
     }
   } catch (error) {
     close();
@@ -403,7 +416,10 @@ async function openSpec(
         if (host === "0.0.0.0" && any && reason === "EADDRINUSE") continue;
         const text = `${host} port ${f.host}: ${REASON_TEXT[reason] ?? reason}` +
           (reason in REASON_TEXT ? ` (${reason})` : "");
-        if (reason === "EMFILE" || reason === "ENFILE") budget.left = 0;
+        if (reason === "EMFILE" || reason === "ENFILE") {
+          budget.left = 0;
+          budget.exhausted = true;
+        }
         if (!spec.allNonEphemeral) throw new ForwardSetupError(`${what}: cannot listen on ${text}`);
         portFailure ??= { reason, text };
       }
@@ -417,11 +433,10 @@ async function openSpec(
       firstFailure ||= portFailure.text;
     }
   }
-  if (spec.allNonEphemeral && bound === 0 && forwards.length > 0) {
-    throw new ForwardSetupError(
-      `${what}: could not listen on any port` +
-        (firstFailure ? ` (first failure: ${firstFailure})` : " (no file descriptor left)"),
-    );
+  // As passt: "no failures are reported for unavailable ports, unless no ports could be
+  // forwarded at all" (only the lack of descriptors is a warning, below).
+  if (spec.allNonEphemeral && bound === 0 && firstFailure !== "") {
+    throw new ForwardSetupError(`${what}: could not listen on any port (first: ${firstFailure})`);
   }
   if (spec.allNonEphemeral) {
     logger.info(`${what}: listening on ${bound} of ${forwards.length} port(s)`);

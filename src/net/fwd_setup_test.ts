@@ -280,3 +280,24 @@ Deno.test("`startForwarding()` over Deno.listen fails on a `%IF` TCP forward it 
     stack.close();
   }
 });
+
+Deno.test("`startForwarding()` shares the descriptors left evenly between `all` specs", async () => {
+  const { logger, lines } = collectingLogger();
+  const stack = new NetworkStack(testPlan(), { logger });
+  const fw = await startForwarding(stack, {
+    logger,
+    tcpForwards: parsePortForwardTable(["127.0.0.1/~1-64999"]),
+    udpForwards: parsePortForwardTable(["127.0.0.1/~1-64999"]),
+    ephemeral: DEFAULT_EPHEMERAL,
+    maxListeners: 10,
+  });
+  try {
+    assert.deepEqual(fw.listening, { tcp: 5, udp: 5 }, lines.join("\n"));
+    assert.ok(
+      lines.some((l) => /^warn: -u 127\.0\.0\.1\/~1-64999: 531 port\(s\) not bound/.test(l)),
+    );
+  } finally {
+    fw.close();
+    stack.close();
+  }
+});
