@@ -144,7 +144,7 @@ export class TcpSocket {
 
   /** The local address and port. */
   localAddress(): RawSocketAddress {
-    return localAddressOf(this.#open());
+    return socketLocalAddress(this.#open());
   }
 
   /** Closes the socket (FIN after unsent data); later calls do nothing. */
@@ -228,7 +228,7 @@ export class TcpListenSocket {
 
   /** The local address and port (the port the kernel chose for port 0). */
   localAddress(): RawSocketAddress {
-    return localAddressOf(this.#open());
+    return socketLocalAddress(this.#open());
   }
 
   /**
@@ -266,7 +266,8 @@ export class TcpListenSocket {
   }
 }
 
-function localAddressOf(fd: number): RawSocketAddress {
+/** The local address and port of any socket `fd` (getsockname). */
+export function socketLocalAddress(fd: number): RawSocketAddress {
   const address = new Uint8Array(16);
   const meta = new Uint32Array(2);
   const rc = helper().tp_socket_local_address(fd, address, new Uint8Array(meta.buffer));

@@ -119,7 +119,7 @@ export interface DaemonNetwork {
  * @throws RangeError for an override the plan rejects, NativeError if the pcap file
  * cannot be opened
  */
-export async function buildDaemonNetwork(config: Config, loop: EventLoop): Promise<DaemonNetwork> {
+export function buildDaemonNetwork(config: Config, loop: EventLoop): DaemonNetwork {
   checkNamedInterfaces(config);
   const plan = buildNetworkPlan(hostConfigOverrides(config));
   for (const line of renderNetworkPlan(plan)) log.info(line);
@@ -143,7 +143,7 @@ export async function buildDaemonNetwork(config: Config, loop: EventLoop): Promi
     const rules = stack.forwardRules;
     // --freebind: every TCP listener of the forwards gets IP_FREEBIND.
     setListenFreebind(config.freebind);
-    const forwarding = await startForwarding(stack, {
+    const forwarding = startForwarding(stack, {
       ...forwardingOptionsFromConfig(config),
       onTimersChanged: () => timers.rearm(),
       tcpConnect: nativeConnector(loop, {
@@ -153,6 +153,7 @@ export async function buildDaemonNetwork(config: Config, loop: EventLoop): Promi
         interface6: rules.outboundIf6,
       }),
       tcpListen: nativeListen(loop),
+      udpWatcher: loop,
     });
     closers.push(() => forwarding.close());
     const { tcp, udp } = forwarding.listening;

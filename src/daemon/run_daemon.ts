@@ -174,7 +174,7 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
 
     loop = new EventLoop();
     cleanup.add("close the event loop", () => loop.close());
-    const network = await buildDaemonNetwork(config, loop);
+    const network = buildDaemonNetwork(config, loop);
     cleanup.add("close the capture file", () => network.close());
     if (config.statsDelay !== null) {
       // --stats: straight to standard error (the foreground's), whatever the log level.

@@ -1,8 +1,7 @@
 /**
  * Wiring of the translators into a running stack: builds the forwarding rules,
  * creates the TCP and UDP translators, registers them with the stack
- * (`registerL4`), opens the `-t` / `-u` listeners and logs, once, where outbound
- * source options cannot be honoured.
+ * (`registerL4`) and opens the `-t` / `-u` listeners.
  *
  * Listening follows passt: a port given explicitly that cannot be listened on is an
  * error (the daemon exits 1), while `all` and exclusion-only specs are best effort:
@@ -29,12 +28,12 @@ import {
 } from "../config/port_spec.ts";
 import { log as defaultLog, type Logger } from "../log/logger.ts";
 import { IPPROTO_TCP, IPPROTO_UDP } from "./checksum.ts";
-import { type ForwardRules, outboundNotes } from "./fwd.ts";
+import type { ForwardRules } from "./fwd.ts";
 import type { GuestSender } from "./guest_sender.ts";
 import type { NetworkPlan } from "./host_config.ts";
 import type { L4Handler } from "./l4_handler.ts";
 import { TcpTranslator } from "./tcp_translator.ts";
-import { UdpTranslator } from "./udp_flow.ts";
+import { type UdpSocketWatcher, UdpTranslator } from "./udp_flow.ts";
 
 /** Linux's default ephemeral port range (net.ipv4.ip_local_port_range). */
 export const DEFAULT_EPHEMERAL: PortRange = { first: 32768, last: 60999 };
@@ -78,6 +77,8 @@ export interface ForwardingOptions {
   tcpConnect?: HostConnector;
   /** Opens the TCP translator's `-t` listeners (default Deno.listen). */
   tcpListen?: HostListen;
+  /** Follows the UDP translator's sockets (the daemon's event loop; default its own). */
+  udpWatcher?: UdpSocketWatcher;
   /** Called when a translator arms a timer earlier than the stack's last nextTimerAt(). */
   onTimersChanged?: () => void;
   /** Ports never forwarded by "all" specs (default: the host's, see {@link hostEphemeralRange}). */
@@ -88,7 +89,7 @@ export interface ForwardingOptions {
    * explicit ones fail.
    */
   maxListeners?: number;
-  /** `--freebind` was given: TCP listeners have it (see setListenFreebind); UDP cannot. */
+  /** `--freebind` was given: TCP listeners have it (see setListenFreebind); UDP ones do not. */
   freebind?: boolean;
   logger?: Logger;
 }
@@ -242,7 +243,7 @@ interface ListenTarget {
   readonly flag: "-t" | "-u";
   readonly table: PortForwardTable;
   /** Listens on host:port for guest port `guest`; throws on failure. */
-  listen(host: string, port: number, guest: number, iface: string | null): Promise<void> | void;
+  listen(host: string, port: number, guest: number, iface: string | null): void;
 }
 
 /** Listening sockets still allowed; `exhausted` once the kernel said EMFILE/ENFILE. */
@@ -257,13 +258,9 @@ class Budget {
  * @throws ForwardSetupError when an explicit forward cannot be listened on, or an
  *   `all` forward on none of its ports
  */
-export async function startForwarding(
-  stack: StackLike,
-  o: ForwardingOptions = {},
-): Promise<Forwarding> {
+export function startForwarding(stack: StackLike, o: ForwardingOptions = {}): Forwarding {
   const logger = o.logger ?? defaultLog;
   const rules = stack.forwardRules;
-  for (const line of outboundNotes(rules)) logger.warn(line);
   const common = { maxFlows: o.maxFlows, logger, onTimersChanged: o.onTimersChanged };
   const tcp = o.tcp === false ? null : new TcpTranslator(stack.sender, rules, {
     ...common,
@@ -272,7 +269,9 @@ export async function startForwarding(
     connect: o.tcpConnect,
     listen: o.tcpListen,
   });
-  const udp = o.udp === false ? null : new UdpTranslator(stack.sender, rules, common);
+  const udp = o.udp === false
+    ? null
+    : new UdpTranslator(stack.sender, rules, { ...common, watcher: o.udpWatcher });
   if (tcp) stack.registerL4(IPPROTO_TCP, tcp);
   if (udp) stack.registerL4(IPPROTO_UDP, udp);
   const close = () => {
@@ -294,9 +293,7 @@ export async function startForwarding(
       name: "udp",
       flag: "-u",
       table: o.udpForwards,
-      listen: async (host, port, guest) => {
-        await udp.listen(host, port, guest);
-      },
+      listen: (host, port, guest, iface) => void udp.listen(host, port, guest, iface),
     });
   }
   const ephemeral = o.ephemeral ?? hostEphemeralRange();
@@ -309,14 +306,7 @@ export async function startForwarding(
       for (const spec of target.table.specs) {
         if (spec.allNonEphemeral) continue;
         const forwards = expandSpec(spec, ephemeral);
-        listening[target.name] += await openSpec(
-          target,
-          spec,
-          forwards,
-          stack.plan,
-          budget,
-          logger,
-        );
+        listening[target.name] += openSpec(target, spec, forwards, stack.plan, budget, logger);
       }
     }
     const bestEffort = targets.flatMap((target) =>
@@ -327,7 +317,7 @@ export async function startForwarding(
       const granted = budget.exhausted ? 0 : Math.floor(budget.left / (bestEffort.length - i));
       const share = new Budget(granted);
       const forwards = expandSpec(spec, ephemeral);
-      listening[target.name] += await openSpec(target, spec, forwards, stack.plan, share, logger);
+      listening[target.name] += openSpec(target, spec, forwards, stack.plan, share, logger);
       budget.left -= granted - share.left;
       budget.exhausted ||= share.exhausted;
     }
@@ -354,8 +344,8 @@ function warnUnhonoured(target: ListenTarget, o: ForwardingOptions, logger: Logg
     }
     if (target.name === "udp" && o.freebind && spec.bindAddress !== null) {
       logger.warn(
-        `-u ${spec.text}: --freebind not honoured for UDP (Deno's UDP sockets have no ` +
-          "IP_FREEBIND): the address must exist on the host",
+        `-u ${spec.text}: --freebind not honoured for UDP (tpasst's UDP sockets do not ` +
+          "set IP_FREEBIND): the address must exist on the host",
       );
     }
   }
@@ -371,23 +361,15 @@ function bindAddresses(spec: PortForwardSpec, plan: NetworkPlan): string[] {
  * Opens the listeners of one spec; returns how many host ports listen.
  * @throws ForwardSetupError (see {@link startForwarding})
  */
-async function openSpec(
+function openSpec(
   target: ListenTarget,
   spec: PortForwardSpec,
   forwards: readonly ExpandedForward[],
   plan: NetworkPlan,
   budget: Budget,
   logger: Logger,
-): Promise<number> {
+): number {
   const what = `${target.flag} ${spec.text}`;
-  if (target.name === "udp" && spec.bindInterface !== null) {
-    // Listening on every interface instead would open more than was asked for.
-    logger.warn(
-      `${what}: not listening: tpasst cannot honour %${spec.bindInterface} for UDP ` +
-        "(Deno's UDP sockets cannot bind to an interface)",
-    );
-    return 0;
-  }
   const hosts = bindAddresses(spec, plan);
   const skipped = new Map<string, number[]>();
   const outOfDescriptors: number[] = [];
@@ -407,7 +389,7 @@ async function openSpec(
     let portFailure: { reason: string; text: string } | null = null;
     for (const host of hosts) {
       try {
-        await target.listen(host, f.host, f.guest, f.bindInterface);
+        target.listen(host, f.host, f.guest, f.bindInterface);
         budget.left--;
         any = true;
       } catch (error) {

@@ -13,7 +13,7 @@ import {
   openFileLimit,
   startForwarding,
 } from "./fwd_setup.ts";
-import { assertRejects } from "../test_support/assert.ts";
+import { assertThrows } from "../test_support/assert.ts";
 import { TestGuest } from "./tcp_test_guest.ts";
 import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testPlan } from "./tcp_test_plan.ts";
 import { parsePortForwardTable } from "../config/port_spec.ts";
@@ -85,13 +85,13 @@ function collectingLogger(): { logger: Logger; lines: string[] } {
   return { logger, lines };
 }
 
-Deno.test("`startForwarding()` fails on an explicit port it cannot listen on, naming it", async () => {
+Deno.test("`startForwarding()` fails on an explicit port it cannot listen on, naming it", () => {
   const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (busy.addr as Deno.NetAddr).port;
   const { logger } = collectingLogger();
   const stack = new NetworkStack(testPlan(), { logger });
   try {
-    const error = await assertRejects(
+    const error = assertThrows(
       () =>
         startForwarding(stack, {
           logger,
@@ -109,11 +109,11 @@ Deno.test("`startForwarding()` fails on an explicit port it cannot listen on, na
   }
 });
 
-Deno.test("`startForwarding()` binds `all` as far as descriptors allow and names the ports left out", async () => {
+Deno.test("`startForwarding()` binds `all` as far as descriptors allow and names the ports left out", () => {
   const { logger, lines } = collectingLogger();
   const stack = new NetworkStack(testPlan(), { logger });
   // 65000-65535 on 127.0.0.1, with room for only 5 listeners.
-  const fw = await startForwarding(stack, {
+  const fw = startForwarding(stack, {
     logger,
     tcpForwards: parsePortForwardTable(["127.0.0.1/~1-64999"]),
     ephemeral: DEFAULT_EPHEMERAL,
@@ -142,7 +142,7 @@ Deno.test("`startForwarding()` warns about target addresses and UDP --freebind i
   const stack = new NetworkStack(testPlan(), { logger });
   const tport = freePort();
   const uport = await freeUdpPort();
-  const fw = await startForwarding(stack, {
+  const fw = startForwarding(stack, {
     logger,
     tcpForwards: parsePortForwardTable([`127.0.0.1/${tport}:10.0.2.99/22`]),
     udpForwards: parsePortForwardTable([`127.0.0.1/${uport}`]),
@@ -180,14 +180,16 @@ Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and o
   });
   const tport = freePort();
   const uport = await freeUdpPort();
-  const fw = await startForwarding(stack, {
+  const fw = startForwarding(stack, {
     logger,
     tcpForwards: parsePortForwardTable([`127.0.0.1/${tport}:8080`]),
     udpForwards: parsePortForwardTable([`127.0.0.1/${uport}:5353`]),
   });
   assert.deepEqual(fw.listening, { tcp: 1, udp: 1 });
-  assert.ok(lines.some((l) => /--outbound-if4 lo: honoured for TCP; UDP sockets are not/.test(l)));
-  assert.ok(!lines.some((l) => /^-o /.test(l)), "-o is honoured for TCP and UDP: nothing to say");
+  assert.ok(
+    !lines.some((l) => /outbound-if4|^-o /.test(l)),
+    "-o and --outbound-if4 are honoured for TCP and UDP: nothing to say",
+  );
   const guest = new TestGuest(fw.tcp!, fw.udp, 4, TEST_GUEST4, TEST_GUEST6);
   guest.useStack(stack);
   stack.linkUp(guest, performance.now());
@@ -228,7 +230,7 @@ Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and o
   stack.close();
 });
 
-Deno.test("`startForwarding()` binds a `%IF` TCP forward to that interface and refuses `%IF` for UDP", async () => {
+Deno.test("`startForwarding()` binds `%IF` TCP and UDP forwards to that interface, and they work", async () => {
   const logger = new Logger();
   const lines: string[] = [];
   logger.setSink((_l, line) => lines.push(line));
@@ -237,24 +239,36 @@ Deno.test("`startForwarding()` binds a `%IF` TCP forward to that interface and r
   const stack = new NetworkStack(testPlan(), { logger });
   const tport = freePort();
   const uport = await freeUdpPort();
-  const fw = await startForwarding(stack, {
+  const fw = startForwarding(stack, {
     logger,
     tcpForwards: parsePortForwardTable([`127.0.0.1%lo/${tport}:8080`]),
     udpForwards: parsePortForwardTable([`127.0.0.1%lo/${uport}:5353`]),
     tcpListen: nativeListen(loop),
+    udpWatcher: loop,
   });
+  const guest = new TestGuest(fw.tcp!, fw.udp, 4, TEST_GUEST4, TEST_GUEST6);
+  guest.useStack(stack);
+  stack.linkUp(guest, performance.now());
+  const client = dgram.createSocket("udp4");
   try {
-    assert.deepEqual(fw.listening, { tcp: 1, udp: 0 });
-    assert.ok(
-      lines.some((l) =>
-        l.includes(`-u 127.0.0.1%lo/${uport}:5353: not listening: tpasst cannot honour %lo for UDP`)
-      ),
-      lines.join("\n"),
-    );
-    // Bound to "lo", the listener still takes loopback connections.
-    const client = await Deno.connect({ hostname: "127.0.0.1", port: tport });
-    client.close();
+    assert.deepEqual(fw.listening, { tcp: 1, udp: 1 }, lines.join("\n"));
+    // Bound to "lo", the listeners still take loopback connections and datagrams.
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: tport });
+    conn.close();
+    await new Promise<void>((r) => client.bind(0, "127.0.0.1", r));
+    const replies: string[] = [];
+    client.on("message", (m) => replies.push(m.toString()));
+    client.send(Buffer.from("via lo"), uport, "127.0.0.1");
+    await guest.until(() => guest.datagrams.length === 1, 5000, "the datagram through %lo");
+    const d = guest.datagrams[0];
+    assert.equal(new TextDecoder().decode(d.data), "via lo");
+    assert.equal(d.toPort, 5353);
+    guest.sendUdp(5353, d.from4, d.fromPort, new TextEncoder().encode("back via lo"));
+    await guest.until(() => replies.length === 1, 5000, "the guest's reply");
+    assert.deepEqual(replies, ["back via lo"]);
   } finally {
+    client.close();
+    guest.stop();
     fw.close();
     stack.close();
     loop.stop();
@@ -263,12 +277,34 @@ Deno.test("`startForwarding()` binds a `%IF` TCP forward to that interface and r
   }
 });
 
-Deno.test("`startForwarding()` over Deno.listen fails on a `%IF` TCP forward it cannot bind", async () => {
+Deno.test("`startForwarding()` fails on a `%IF` UDP forward on an unknown interface, naming ENODEV", async () => {
+  const { logger } = collectingLogger();
+  const stack = new NetworkStack(testPlan(), { logger });
+  const uport = await freeUdpPort();
+  try {
+    const error = assertThrows(
+      () =>
+        startForwarding(stack, {
+          logger,
+          udpForwards: parsePortForwardTable([`127.0.0.1%tpnosuch0/${uport}:5353`]),
+        }),
+      new RegExp(
+        `^-u 127\\.0\\.0\\.1%tpnosuch0/${uport}:5353: cannot listen on 127\\.0\\.0\\.1 port ` +
+          `${uport}: ENODEV$`,
+      ),
+    );
+    assert.ok(error instanceof ForwardSetupError);
+  } finally {
+    stack.close();
+  }
+});
+
+Deno.test("`startForwarding()` over Deno.listen fails on a `%IF` TCP forward it cannot bind", () => {
   const { logger } = collectingLogger();
   const stack = new NetworkStack(testPlan(), { logger });
   const tport = freePort();
   try {
-    await assertRejects(
+    assertThrows(
       () =>
         startForwarding(stack, {
           logger,
@@ -281,10 +317,10 @@ Deno.test("`startForwarding()` over Deno.listen fails on a `%IF` TCP forward it 
   }
 });
 
-Deno.test("`startForwarding()` shares the descriptors left evenly between `all` specs", async () => {
+Deno.test("`startForwarding()` shares the descriptors left evenly between `all` specs", () => {
   const { logger, lines } = collectingLogger();
   const stack = new NetworkStack(testPlan(), { logger });
-  const fw = await startForwarding(stack, {
+  const fw = startForwarding(stack, {
     logger,
     tcpForwards: parsePortForwardTable(["127.0.0.1/~1-64999"]),
     udpForwards: parsePortForwardTable(["127.0.0.1/~1-64999"]),

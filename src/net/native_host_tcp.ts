@@ -87,14 +87,21 @@ function permissionHost(hostname: string, port: number): string {
 }
 
 /**
+ * Whether Deno's `net` permission is granted for `hostname`:`port` right now (a
+ * "prompt" state counts as refused: the daemon never prompts).
+ */
+export function netPermissionGranted(hostname: string, port: number): boolean {
+  const host = permissionHost(hostname, port);
+  return Deno.permissions.querySync({ name: "net", host }).state === "granted";
+}
+
+/**
  * Throws Deno.errors.NotCapable unless Deno's `net` permission is granted for
- * `hostname`:`port` right now (a "prompt" state counts as refused: the daemon never
- * prompts).
+ * `hostname`:`port` right now (see {@link netPermissionGranted}).
  */
 export function requireNetPermission(hostname: string, port: number, what: string): void {
-  const host = permissionHost(hostname, port);
-  const { state } = Deno.permissions.querySync({ name: "net", host });
-  if (state !== "granted") {
+  if (!netPermissionGranted(hostname, port)) {
+    const host = permissionHost(hostname, port);
     throw new Deno.errors.NotCapable(
       `Requires net access to "${host}" to ${what}, run again with the --allow-net flag`,
     );

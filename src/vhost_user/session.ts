@@ -8,17 +8,19 @@
  * @module
  */
 
-import { EventFd } from "../../ffi/event_fd.ts";
+import { EPOLLET } from "../../ffi/epoll.ts";
+import { describeFd, EventFd, type FdDescription } from "../../ffi/event_fd.ts";
 import { Errno, NativeError } from "../../ffi/native_error.ts";
 import { fileSizeOfFd, MappedMemory } from "../../ffi/mapped_memory.ts";
 import { closeFd } from "../../ffi/process.ts";
 import type { UnixStream } from "../../ffi/unix_stream.ts";
 import { log as defaultLog, type Logger } from "../log/logger.ts";
-import { EVENT_ERROR, EVENT_HANGUP, type EventLoop } from "../loop/event_loop.ts";
+import { EVENT_ERROR, EVENT_HANGUP, EVENT_READABLE, type EventLoop } from "../loop/event_loop.ts";
 import type { FrontendSession, SessionFactory } from "../daemon/frontend_session.ts";
 import { InvalidStateError, VhostUserBackend } from "./backend.ts";
 import type { BackendEnvironment, Notifier } from "./backend_environment.ts";
 import type { Mapping } from "./guest_memory_map.ts";
+import { watchMemoryFaults } from "./memory_fault_watch.ts";
 import {
   ConnectionClosedError,
   type MessageChannel,
@@ -47,6 +49,11 @@ export interface VhostUserSessionOptions {
    * daemon should pass a native fstat here (see the SIGBUS note in backend.ts).
    */
   readonly fileSize?: (fd: number) => number | null;
+  /**
+   * Tells what a received kick, call or err fd is (default: {@link describeFd}, from
+   * fstat and /proc/self; tests stand in for a system without /proc).
+   */
+  readonly describeFd?: (fd: number) => FdDescription;
   /** Called once with the session's end reason (tests, statistics). */
   readonly onClose?: (reason: string) => void;
 }
@@ -62,6 +69,19 @@ export const SHARED_MEMORY_HINT = "QEMU must give a vhost-user backend shared gu
 
 /** Messages handled per readable event, so that one front-end cannot starve the loop. */
 const MAX_MESSAGES_PER_EVENT = 64;
+
+/**
+ * Kick fds are watched edge-triggered: every write to an eventfd wakes its watchers
+ * again, so no kick is missed, and a counter that a drain could not empty does not
+ * make the loop call the handler over and over.
+ */
+const KICK_EVENTS = (EVENT_READABLE | EPOLLET) >>> 0;
+
+/**
+ * Reads per drain of a received eventfd. In normal mode one read empties the counter;
+ * this bounds the reads of an fd whose mode could not be verified.
+ */
+const MAX_DRAIN_READS = 8;
 
 let sessionCounter = 0;
 
@@ -126,9 +146,12 @@ class SocketChannel implements MessageChannel {
 class ReceivedEventFd implements Notifier {
   readonly fd: number;
   readonly #eventFd: EventFd;
+  /** A verified normal-mode eventfd: one read returns the whole counter and empties it. */
+  readonly #oneReadEmpties: boolean;
 
-  constructor(fd: number) {
+  constructor(fd: number, kind: FdDescription) {
     this.fd = fd;
+    this.#oneReadEmpties = kind.normalEventFd && kind.verified;
     this.#eventFd = EventFd.fromFd(fd);
     try {
       this.#eventFd.setNonBlocking(true);
@@ -143,7 +166,10 @@ class ReceivedEventFd implements Notifier {
   }
 
   drain(): void {
-    this.#eventFd.drain();
+    // a read that finds the counter at 0 returns 0 (EAGAIN)
+    for (let i = 0; i < MAX_DRAIN_READS; i++) {
+      if (this.#eventFd.drain() === 0 || this.#oneReadEmpties) return;
+    }
   }
 
   close(): void {
@@ -153,7 +179,17 @@ class ReceivedEventFd implements Notifier {
 
 function mapRegion(fd: number, size: number, offset: number): Mapping {
   const memory = MappedMemory.map(fd, size, offset);
-  return { bytes: memory.bytes, unmap: () => memory.close() };
+  return {
+    bytes: memory.bytes,
+    get faulted() {
+      return memory.faulted;
+    },
+    unmap: () => memory.close(),
+  };
+}
+
+function hex(value: number): string {
+  return "0x" + value.toString(16);
 }
 
 class VhostUserSession implements FrontendSession {
@@ -167,6 +203,7 @@ class VhostUserSession implements FrontendSession {
   readonly #replies: ReplyWriter;
   readonly #backend: VhostUserBackend;
   readonly #socketFd: number;
+  readonly #unwatchMemoryFaults: () => void;
   #resolve!: () => void;
   #done = false;
   /** Messages received, and whether a memory table or region came (for the hint). */
@@ -200,7 +237,8 @@ class VhostUserSession implements FrontendSession {
         }
       },
       fileSize: options.fileSize ?? fileSizeOfFd,
-      notifier: (fd) => new ReceivedEventFd(fd),
+      describeFd: options.describeFd ?? describeFd,
+      notifier: (fd, kind) => new ReceivedEventFd(fd, kind),
       closeFd: (fd) => this.#closeFd(fd),
       watchReadable: (fd, onReadable) => this.#watchKick(fd, onReadable),
       log: this.#log,
@@ -210,7 +248,13 @@ class VhostUserSession implements FrontendSession {
     this.#backend = new VhostUserBackend(env);
     connection.setNonBlocking(true);
     this.#socketFd = connection.fd;
-    loop.watch(this.#socketFd, (events, now) => this.#onSocket(events, now));
+    this.#unwatchMemoryFaults = watchMemoryFaults(loop, () => this.#onMemoryFault());
+    try {
+      loop.watch(this.#socketFd, (events, now) => this.#onSocket(events, now));
+    } catch (error) {
+      this.#unwatchMemoryFaults();
+      throw error;
+    }
     this.#log.info(`${this.#label}: front-end connected`);
   }
 
@@ -224,8 +268,13 @@ class VhostUserSession implements FrontendSession {
       for (let i = 0; i < MAX_MESSAGES_PER_EVENT; i++) {
         const outcome = this.#framer.poll();
         if (outcome.kind === "pending") {
+          // an error or hang-up with nothing left to read would be reported again on
+          // every wake-up of the (level-triggered) watch: end the session instead
           if ((events & EVENT_ERROR) !== 0) {
             return this.#finish("socket error on the control connection", "warn");
+          }
+          if ((events & EVENT_HANGUP) !== 0) {
+            return this.#finish("hang-up on the control connection", "warn");
           }
           return;
         }
@@ -244,6 +293,23 @@ class VhostUserSession implements FrontendSession {
     }
   }
 
+  /**
+   * A guarded SIGBUS hit a mapping somewhere in the process: if it is one of ours,
+   * its file shrank and the region reads zeros now. The front-end is dropped (which
+   * unmaps its memory); until then the datapath saw an empty or broken ring.
+   */
+  #onMemoryFault(): void {
+    if (this.#done) return;
+    const region = this.#backend.memory.faultedRegion();
+    if (region === null) return;
+    this.#finish(
+      `guest memory region guest ${hex(region.guestAddress)} size ${
+        hex(region.size)
+      } became unreadable (its file shrank): dropping the front-end`,
+      "error",
+    );
+  }
+
   #watchKick(fd: number, onReadable: (now: number) => void): () => void {
     this.#loop.watch(fd, (events, now) => {
       if (this.#done) return;
@@ -257,7 +323,7 @@ class VhostUserSession implements FrontendSession {
       } catch (error) {
         this.#fail(error);
       }
-    });
+    }, KICK_EVENTS);
     return () => this.#loop.unwatch(fd);
   }
 
@@ -287,6 +353,7 @@ class VhostUserSession implements FrontendSession {
     }
   }
 
+  /** Releases everything the session holds; each step runs even when an earlier one fails. */
   #finish(reason: string, level: "info" | "warn" | "error", frontendLeft = false): void {
     if (this.#done) return;
     this.#done = true;
@@ -302,16 +369,31 @@ class VhostUserSession implements FrontendSession {
           `(SET_MEM_TABLE): if it could not start the device, ${SHARED_MEMORY_HINT}`,
       );
     }
-    this.#loop.unwatch(this.#socketFd);
-    try {
-      this.#backend.shutdown();
-    } catch (error) {
-      this.#log.error(`${this.#label}: releasing the session failed: ${(error as Error).message}`);
+    const steps: [string, () => void][] = [
+      ["unwatching the control socket", () => this.#loop.unwatch(this.#socketFd)],
+      ["unwatching memory faults", () => this.#unwatchMemoryFaults()],
+      ["releasing the session", () => this.#backend.shutdown()],
+      ["closing unclaimed fds", () => {
+        for (const fd of this.#framer.takeOrphanFds()) this.#closeFd(fd);
+      }],
+      ["closing the control socket", () => this.#connection.close()],
+    ];
+    for (const [what, step] of steps) {
+      try {
+        step();
+      } catch (error) {
+        this.#log.error(
+          `${this.#label}: ${what} failed: ${
+            error instanceof Error ? error.message : String(error)
+          }`,
+        );
+      }
     }
-    for (const fd of this.#framer.takeOrphanFds()) this.#closeFd(fd);
-    this.#connection.close();
-    this.#options.onClose?.(reason);
-    this.#resolve();
+    try {
+      this.#options.onClose?.(reason);
+    } finally {
+      this.#resolve();
+    }
   }
 }
 

@@ -26,6 +26,17 @@ export interface HarnessRegion {
 export interface HarnessMemoryOptions {
   /** Size of each region in bytes (default 1 MiB). */
   readonly regionSize?: number;
+  /**
+   * Create the memfds with MFD_ALLOW_SEALING, as QEMU's memory-backend-memfd does:
+   * the backend can then seal them against shrinking (default false).
+   */
+  readonly allowSealing?: boolean;
+  /**
+   * Guest-physical address of region 1 (default {@link REGION1_GPA}); `regionSize`
+   * puts it right after region 0, adjacent in guest-physical space like two memory
+   * slots, while each keeps its own memfd and mapping.
+   */
+  readonly region1GuestAddress?: number;
 }
 
 /** Default region size: 1 MiB. */
@@ -49,7 +60,7 @@ export class HarnessMemory {
   constructor(options: HarnessMemoryOptions = {}) {
     const size = options.regionSize ?? DEFAULT_REGION_SIZE;
     const make = (name: string, gpa: number, user: number, offset: number): HarnessRegion => {
-      const memfd = MemFd.create(name, size + offset);
+      const memfd = MemFd.create(name, size + offset, { allowSealing: options.allowSealing });
       try {
         const mapping = MappedMemory.map(memfd.fd, size + offset, 0);
         return {
@@ -67,7 +78,12 @@ export class HarnessMemory {
     try {
       this.regions = [
         first,
-        make("tpasst-harness-ram1", REGION1_GPA, REGION1_USER, REGION1_MMAP_OFFSET),
+        make(
+          "tpasst-harness-ram1",
+          options.region1GuestAddress ?? REGION1_GPA,
+          REGION1_USER,
+          REGION1_MMAP_OFFSET,
+        ),
       ];
     } catch (error) {
       first.mapping.close();
@@ -99,6 +115,21 @@ export class HarnessMemory {
   userAddress(gpa: number): number {
     const { region, offset } = this.locate(gpa, 0);
     return region.description.userAddress + offset;
+  }
+
+  /**
+   * Shrinks (or grows) the file behind region `index` to `fileSize` bytes, as a
+   * misbehaving front-end may do after sharing it. Afterwards the region's bytes
+   * beyond the new end must not be touched here either: in this process too they
+   * raise SIGBUS (caught by the memory guard, which then reads zeros).
+   * @throws NativeError EPERM when the backend sealed the file against shrinking
+   */
+  truncateFile(index: number, fileSize: number): void {
+    const region = this.regions[index];
+    if (region === undefined) {
+      throw new RangeError(`Cannot truncate region ${index}: no such region`);
+    }
+    region.memfd.truncate(fileSize);
   }
 
   /** Unmaps and closes both regions; safe twice. */

@@ -335,3 +335,78 @@ Deno.test("`createVhostUserSession()` names QEMU's shared memory options when gu
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** Kicks the datapath saw on ring `index`. */
+function kicksOn(datapath: RecordingDatapath, index: number): number {
+  return datapath.events.filter((e) => e.call === "kick" && e.index === index).length;
+}
+
+Deno.test("`createVhostUserSession()` kicks once per signal even on a kick fd that never empties (accepted unverified, as without /proc)", async () => {
+  const baseline = openFdCount();
+  const backend = new InProcessBackend();
+  const datapath = new RecordingDatapath();
+  // without /proc a semaphore-mode eventfd looks like any anonymous inode
+  const { frontend, session } = backend.connect(datapath, {
+    describeFd: () => ({
+      normalEventFd: true,
+      verified: false,
+      text: "an anonymous inode (without /proc/self/fd, not known to be an eventfd)",
+    }),
+  });
+  const semaphore = EventFd.create({ semaphore: true });
+  try {
+    semaphore.signal(0xffffffff); // each read takes 1 off: it would take hours to empty
+    await frontend.negotiate({ fds: { kick: [undefined, semaphore.fd] } });
+    await waitUntil("the first TX kick", () => kicksOn(datapath, TX) >= 1);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const afterIdle = kicksOn(datapath, TX);
+    assert.ok(afterIdle <= 2, `${afterIdle} kicks for one signal: the watch fires on and on`);
+    semaphore.signal();
+    await waitUntil("the kick of the next signal", () => kicksOn(datapath, TX) > afterIdle);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.ok(kicksOn(datapath, TX) <= afterIdle + 2, `${kicksOn(datapath, TX)} kicks`);
+    assert.equal(
+      backend.linesAt("warn").filter((l) => /fd is an anonymous inode .*used as an eventfd/.test(l))
+        .length,
+      1,
+      "one warning that the fd could not be verified",
+    );
+  } finally {
+    frontend.close();
+    await session.closed;
+    await backend.close();
+    semaphore.close();
+  }
+  assert.equal(openFdCount(), baseline, "fd count back to baseline");
+});
+
+Deno.test("`createVhostUserSession()` serves one eventfd given as kick fd of both rings: each ring is kicked, nothing spins", async () => {
+  const baseline = openFdCount();
+  const backend = new InProcessBackend();
+  const datapath = new RecordingDatapath();
+  const { frontend, session } = backend.connect(datapath);
+  const shared = EventFd.create();
+  try {
+    await frontend.negotiate({ fds: { kick: [shared.fd, shared.fd] } });
+    shared.signal();
+    await waitUntil(
+      "a kick on both rings",
+      () => kicksOn(datapath, RX) >= 1 && kicksOn(datapath, TX) >= 1,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.ok(kicksOn(datapath, RX) + kicksOn(datapath, TX) <= 4, "one kick per ring and signal");
+    // the same eventfd sent again as TX's kick fd: the ring restarts on the new copy
+    frontend.send(Request.SET_VRING_KICK, u64Payload(TX), [shared.fd]);
+    await frontend.requestU64(Request.GET_FEATURES);
+    const before = kicksOn(datapath, TX);
+    shared.signal();
+    await waitUntil("the TX kick on the new copy", () => kicksOn(datapath, TX) > before);
+    assert.equal(backend.linesAt("error").length, 0, backend.lines.join("\n"));
+  } finally {
+    frontend.close();
+    await session.closed;
+    await backend.close();
+    shared.close();
+  }
+  assert.equal(openFdCount(), baseline, "fd count back to baseline");
+});
