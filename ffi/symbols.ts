@@ -32,6 +32,18 @@ export const symbols = {
     ],
     result: "i32",
   },
+  tp_unix_dgram_connect: {
+    parameters: [
+      "buffer", // const char *path (NUL-terminated)
+    ],
+    result: "i32",
+  },
+  tp_unix_dgram_bind: {
+    parameters: [
+      "buffer", // const char *path (NUL-terminated)
+    ],
+    result: "i32",
+  },
   tp_unix_probe: {
     parameters: [
       "buffer", // const char *path (NUL-terminated)
@@ -320,6 +332,7 @@ export const symbols = {
       "u32", // uint32_t scope_id
       "buffer", // const char *ifname (NUL-terminated, "" for none)
       "i32", // int32_t backlog
+      "u32", // uint32_t flags (TP_LISTEN_FREEBIND)
     ],
     result: "i32",
   },

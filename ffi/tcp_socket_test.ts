@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { Errno, NativeError } from "./native_error.ts";
 import { openFdCount } from "./process.ts";
-import { formatRawAddress, TcpListenSocket, TcpSocket, WOULD_BLOCK } from "./tcp_socket.ts";
+import {
+  formatRawAddress,
+  setListenFreebind,
+  TcpListenSocket,
+  TcpSocket,
+  WOULD_BLOCK,
+} from "./tcp_socket.ts";
 
 const LOOPBACK4 = new Uint8Array([127, 0, 0, 1]);
 const LOOPBACK4_OTHER = new Uint8Array([127, 0, 0, 2]);
@@ -409,4 +415,22 @@ Deno.test("`formatRawAddress()` writes dotted quads and colon hex", () => {
     ),
     "2001:db8:0:0:0:0:abcd:1",
   );
+});
+
+Deno.test("TcpListenSocket.listen() binds an address the host lacks only with freebind", () => {
+  // 192.0.2.77 (TEST-NET-1, RFC 5737) is configured nowhere here; nothing is sent.
+  const absent = new Uint8Array([192, 0, 2, 77]);
+  assert.throws(
+    () => TcpListenSocket.listen({ address: absent, port: 0 }),
+    (e: unknown) => e instanceof NativeError && e.errno === Errno.EADDRNOTAVAIL,
+  );
+  TcpListenSocket.listen({ address: absent, port: 0 }, null, 128, true).close();
+  setListenFreebind(true);
+  try {
+    const listener = TcpListenSocket.listen({ address: absent, port: 0 });
+    assert.equal(formatRawAddress(listener.localAddress().address), "192.0.2.77");
+    listener.close();
+  } finally {
+    setListenFreebind(false);
+  }
 });

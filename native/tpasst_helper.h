@@ -19,7 +19,7 @@
 
 #include <stdint.h>
 
-/* ---- unix_socket.c: AF_UNIX SOCK_STREAM sockets ---------------------------- */
+/* ---- unix_socket.c: AF_UNIX SOCK_STREAM and SOCK_DGRAM sockets ------------- */
 
 int32_t tp_unix_listen(const char *path, int32_t backlog, int32_t nonblocking);
 int32_t tp_unix_accept(int32_t listen_fd, int32_t nonblocking);
@@ -29,6 +29,8 @@ int32_t tp_unix_socketpair(int32_t *fds_out, int32_t nonblocking);
 int32_t tp_set_nonblocking(int32_t fd, int32_t on);
 int32_t tp_shutdown(int32_t fd, int32_t how);
 int32_t tp_set_passcred(int32_t fd, int32_t on);
+int32_t tp_unix_dgram_connect(const char *path);
+int32_t tp_unix_dgram_bind(const char *path);
 
 /* ---- fd_io.c: plain I/O and SCM_RIGHTS ------------------------------------- */
 
@@ -97,8 +99,11 @@ int32_t tp_socket_error(int32_t fd);
 int32_t tp_send(int32_t fd, const uint8_t *buf, uint32_t len);
 int32_t tp_recv(int32_t fd, uint8_t *buf, uint32_t len);
 int32_t tp_tcp_close_reset(int32_t fd);
+/* Flags of tp_tcp_listen. */
+#define TP_LISTEN_FREEBIND 1u    /* IP_FREEBIND / IPV6_FREEBIND: bind a non-local address */
+
 int32_t tp_tcp_listen(const uint8_t *addr, uint32_t addr_len, uint32_t port, uint32_t scope_id,
-                      const char *ifname, int32_t backlog);
+                      const char *ifname, int32_t backlog, uint32_t flags);
 int32_t tp_tcp_accept(int32_t listen_fd, uint8_t *addr_out, uint32_t *meta_out);
 int32_t tp_socket_local_address(int32_t fd, uint8_t *addr_out, uint32_t *meta_out);
 

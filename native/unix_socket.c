@@ -1,6 +1,7 @@
 /*
  * unix_socket.c - AF_UNIX SOCK_STREAM sockets: listen, accept, connect, probe,
- * socketpair and a few socket options. Paths are NUL-terminated C strings.
+ * socketpair and a few socket options; AF_UNIX SOCK_DGRAM sockets for the system
+ * logger (/dev/log). Paths are NUL-terminated C strings.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -265,4 +266,57 @@ int32_t tp_set_passcred(int32_t fd, int32_t on)
 	int value = on ? 1 : 0;
 
 	return setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &value, sizeof(value)) < 0 ? -errno : 0;
+}
+
+/*
+ * open_unix_dgram() - a nonblocking unix datagram socket, connected or bound to @path.
+ * @path: socket file path
+ * @bind_it: non-zero to bind() to @path (a receiver), zero to connect() to it (a sender)
+ *
+ * Return: the fd (NONBLOCK, CLOEXEC), or -errno.
+ */
+static int32_t open_unix_dgram(const char *path, int bind_it)
+{
+	struct sockaddr_un addr;
+	socklen_t len;
+	int fd, rc;
+
+	rc = fill_unix_address(path, &addr, &len);
+	if (rc < 0)
+		return rc;
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	rc = bind_it ? bind(fd, (struct sockaddr *)&addr, len)
+		     : connect(fd, (struct sockaddr *)&addr, len);
+	if (rc < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+/*
+ * tp_unix_dgram_connect() - a unix datagram socket connected to @path, e.g. the
+ * system logger's /dev/log; send with tp_send(), which never blocks.
+ * @path: socket file path
+ *
+ * Return: the fd (NONBLOCK, CLOEXEC), or -errno (-ENOENT, -ECONNREFUSED...).
+ */
+int32_t tp_unix_dgram_connect(const char *path)
+{
+	return open_unix_dgram(path, 0);
+}
+
+/*
+ * tp_unix_dgram_bind() - a unix datagram socket bound to @path, receiving with
+ * tp_recv() (tests stand in for the system logger with it).
+ * @path: socket file path; must not exist yet
+ *
+ * Return: the fd (NONBLOCK, CLOEXEC), or -errno (-EADDRINUSE...).
+ */
+int32_t tp_unix_dgram_bind(const char *path)
+{
+	return open_unix_dgram(path, 1);
 }

@@ -39,6 +39,8 @@ import { buildIpv4, IPV4_FLAG_DF, IPV4_HEADER_MIN } from "./ipv4.ts";
 import { buildIpv6, IPV6_HEADER_LENGTH } from "./ipv6.ts";
 import { type GuestLink, MAX_FRAME_LENGTH, SendResult } from "../tap/frame_transport.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
+import { log as defaultLog, type Logger } from "../log/logger.ts";
+import { describeFrame } from "./frame_summary.ts";
 
 /** Size of the output buffer: the largest frame a link accepts. */
 export { MAX_FRAME_LENGTH };
@@ -102,9 +104,15 @@ export class GuestSender {
     }
   };
 
-  /** @param ourMac our MAC address as a 48-bit number */
-  constructor(ourMac: number) {
+  readonly #log: Logger;
+
+  /**
+   * @param ourMac our MAC address as a 48-bit number
+   * @param logger where `--trace` lines go, one per frame sent
+   */
+  constructor(ourMac: number, logger: Logger = defaultLog) {
     this.ourMac = ourMac;
+    this.#log = logger;
   }
 
   /** The current link, or null while the guest is not connected. */
@@ -290,6 +298,12 @@ export class GuestSender {
     if (r === SendResult.Sent) this.counters.sent++;
     else if (r === SendResult.NoRoom) this.counters.noRoom++;
     else this.counters.dropped++;
+    if (this.#log.enabled("trace")) {
+      this.#log.trace(
+        `to guest: ${describeFrame(frame)}` +
+          (r === SendResult.Sent ? "" : r === SendResult.NoRoom ? " (no room)" : " (dropped)"),
+      );
+    }
     return r;
   }
 }

@@ -17,6 +17,7 @@ import { GuestSender } from "./guest_sender.ts";
 import { NetworkStack } from "./stack.ts";
 import { decodeFrame, guestIpv6Frame, TEST_GUEST_MAC } from "./testing_frames.ts";
 import { nextTask, RecordingLink } from "./testing_link.ts";
+import { Logger } from "../log/logger.ts";
 
 const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
 const GUEST_LL = parseIpv6("fe80::5054:ff:fe12:3456")!;
@@ -207,4 +208,41 @@ Deno.test("`NdpResponder` omits the prefix without a global address and M withou
   const o = options(d.l4, 16);
   assert.equal(o.get(3), undefined);
   assert.ok(o.get(1));
+});
+
+Deno.test("`NdpResponder` logs one debug line per exchange, with addresses", () => {
+  const plan = buildNetworkPlan({
+    address6: "2001:db8:1:2::15",
+    gateway6: "fe80::1",
+    mtu: 1500,
+    ipv6Only: true,
+  }, NO_HOST);
+  const logger = new Logger();
+  const lines: string[] = [];
+  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
+  logger.setLevel("debug");
+  const stack = new NetworkStack(plan, { random: () => 0.5, logger });
+  const link = new RecordingLink();
+  stack.linkUp(link, 0);
+  stack.handleFrame(
+    guestIpv6Frame(IPPROTO_ICMPV6, GUEST_LL, SOLICITED_NODE_GW, ns(ROUTER), { hopLimit: 255 }),
+    1,
+  );
+  const rs = new Uint8Array([133, 0, 0, 0, 0, 0, 0, 0]);
+  stack.handleFrame(
+    guestIpv6Frame(IPPROTO_ICMPV6, GUEST_LL, parseIpv6("ff02::2")!, rs, { hopLimit: 255 }),
+    2,
+  );
+  stack.handleFrame(
+    guestIpv6Frame(IPPROTO_ICMPV6, new Uint8Array(16), SOLICITED_NODE_GW, ns(ROUTER, []), {
+      hopLimit: 255,
+    }),
+    3,
+  );
+  assert.deepEqual(lines, [
+    "debug: NDP: NS from fe80::5054:ff:fe12:3456 for fe80::1, sending NA",
+    "debug: NDP: RS from fe80::5054:ff:fe12:3456, sending RA to fe80::5054:ff:fe12:3456: " +
+    "prefix 2001:db8:1:2::/64, router fe80::1, MTU 1500",
+    "debug: NDP: NS from :: for fe80::1 ignored (duplicate address detection)",
+  ]);
 });

@@ -29,7 +29,7 @@ import {
   type ReceiveOutcome,
   ReplyWriter,
 } from "./message_codec.ts";
-import { MAX_FDS_PER_MESSAGE, requestName } from "./protocol.ts";
+import { MAX_FDS_PER_MESSAGE, Request, requestName } from "./protocol.ts";
 import type { VringDatapath } from "./vring_datapath.ts";
 
 /** Creates the datapath behind one session (a recording double in tests). */
@@ -57,6 +57,15 @@ export interface VhostUserSessionOptions {
   /** Called once with the session's end reason (tests, statistics). */
   readonly onClose?: (reason: string) => void;
 }
+
+/**
+ * What a front-end needs to give a vhost-user backend guest memory it can map: said
+ * when a front-end leaves before sending its memory table (QEMU without a shared
+ * memory backend gives up there) or sends memory that cannot be mapped shared.
+ */
+export const SHARED_MEMORY_HINT = "QEMU must give a vhost-user backend shared guest memory, " +
+  "e.g. -object memory-backend-memfd,id=mem,size=<guest RAM>,share=on -numa node,memdev=mem " +
+  "(or -machine memory-backend=mem)";
 
 /** Messages handled per readable event, so that one front-end cannot starve the loop. */
 const MAX_MESSAGES_PER_EVENT = 64;
@@ -197,6 +206,10 @@ class VhostUserSession implements FrontendSession {
   readonly #unwatchMemoryFaults: () => void;
   #resolve!: () => void;
   #done = false;
+  /** Messages received, and whether a memory table or region came (for the hint). */
+  #messages = 0;
+  #memorySent = false;
+  #mappingFailed = false;
 
   constructor(
     connection: UnixStream,
@@ -215,7 +228,14 @@ class VhostUserSession implements FrontendSession {
     this.#replies = new ReplyWriter(channel);
     const env: BackendEnvironment = {
       datapath,
-      map: mapRegion,
+      map: (fd, size, offset) => {
+        try {
+          return mapRegion(fd, size, offset);
+        } catch (error) {
+          this.#mappingFailed = true;
+          throw error;
+        }
+      },
       fileSize: options.fileSize ?? fileSizeOfFd,
       describeFd: options.describeFd ?? describeFd,
       notifier: (fd, kind) => new ReceivedEventFd(fd, kind),
@@ -259,7 +279,12 @@ class VhostUserSession implements FrontendSession {
           return;
         }
         if (outcome.kind === "eof") {
-          return this.#finish(outcome.detail, outcome.midMessage ? "warn" : "info");
+          return this.#finish(outcome.detail, outcome.midMessage ? "warn" : "info", true);
+        }
+        const request = outcome.message.request;
+        this.#messages++;
+        if (request === Request.SET_MEM_TABLE || request === Request.ADD_MEM_REG) {
+          this.#memorySent = true;
         }
         this.#backend.handle(outcome.message, now, this.#replies);
       }
@@ -304,7 +329,7 @@ class VhostUserSession implements FrontendSession {
 
   #fail(error: unknown): void {
     if (error instanceof ConnectionClosedError) {
-      this.#finish(error.message, "info");
+      this.#finish(error.message, "info", true);
     } else if (error instanceof InvalidStateError) {
       this.#finish(`protocol error: ${error.message}`, "error");
     } else if (error instanceof ProtocolError) {
@@ -329,10 +354,21 @@ class VhostUserSession implements FrontendSession {
   }
 
   /** Releases everything the session holds; each step runs even when an earlier one fails. */
-  #finish(reason: string, level: "info" | "warn" | "error"): void {
+  #finish(reason: string, level: "info" | "warn" | "error", frontendLeft = false): void {
     if (this.#done) return;
     this.#done = true;
     this.#log.write(level, `${this.#label}: closing the connection: ${reason}`);
+    if (this.#mappingFailed) {
+      this.#log.warn(
+        `${this.#label}: its guest memory could not be mapped shared: ` +
+          SHARED_MEMORY_HINT,
+      );
+    } else if (frontendLeft && this.#messages > 0 && !this.#memorySent) {
+      this.#log.warn(
+        `${this.#label}: the front-end left before sending its memory table ` +
+          `(SET_MEM_TABLE): if it could not start the device, ${SHARED_MEMORY_HINT}`,
+      );
+    }
     const steps: [string, () => void][] = [
       ["unwatching the control socket", () => this.#loop.unwatch(this.#socketFd)],
       ["unwatching memory faults", () => this.#unwatchMemoryFaults()],

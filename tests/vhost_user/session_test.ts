@@ -262,6 +262,80 @@ Deno.test("`createVhostUserSession()` treats a front-end gone before its reply a
   assert.deepEqual(backend.linesAt("error"), []);
 });
 
+/** The warning lines naming the shared-memory options QEMU needs. */
+function memoryHints(backend: InProcessBackend): string[] {
+  return backend.linesAt("warn").filter((l) =>
+    l.includes("-object memory-backend-memfd,id=mem,size=<guest RAM>,share=on")
+  );
+}
+
+Deno.test("`createVhostUserSession()` names QEMU's shared memory options when the front-end leaves before its memory table", async () => {
+  const backend = new InProcessBackend();
+  try {
+    // QEMU without a shared memory backend: features, owner, then it gives up.
+    const { frontend, session } = backend.connect(new RecordingDatapath());
+    await frontend.requestU64(Request.GET_FEATURES);
+    frontend.send(Request.SET_OWNER);
+    await frontend.requestU64(Request.GET_FEATURES);
+    frontend.close();
+    await session.closed;
+    const hints = memoryHints(backend);
+    assert.equal(hints.length, 1, backend.lines.join("\n"));
+    assert.match(hints[0], /left before sending its memory table \(SET_MEM_TABLE\)/);
+    // A front-end that negotiated fully, or said nothing at all, gets no hint.
+    const full = backend.connect(new RecordingDatapath());
+    await full.frontend.negotiate();
+    full.frontend.close();
+    await full.session.closed;
+    const silent = backend.connect(new RecordingDatapath());
+    silent.frontend.close();
+    await silent.session.closed;
+    assert.equal(memoryHints(backend).length, 1);
+  } finally {
+    await backend.close();
+  }
+});
+
+Deno.test("`createVhostUserSession()` names QEMU's shared memory options when guest memory cannot be mapped shared", async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "tpmem" });
+  const backend = new InProcessBackend();
+  const path = `${dir}/ram`;
+  Deno.writeFileSync(path, new Uint8Array(1 << 16));
+  // A read-only descriptor: MAP_SHARED with write access is refused (EACCES).
+  const file = Deno.openSync(path, { read: true });
+  try {
+    const fd = [...Deno.readDirSync("/proc/self/fd")].map((e) => Number(e.name)).find((n) => {
+      try {
+        return Deno.readLinkSync(`/proc/self/fd/${n}`) === path;
+      } catch {
+        return false;
+      }
+    });
+    assert.ok(fd !== undefined, "the read-only descriptor");
+    const { frontend, session } = backend.connect(new RecordingDatapath());
+    frontend.send(Request.SET_OWNER);
+    frontend.send(
+      Request.SET_MEM_TABLE,
+      memTablePayload([{
+        guestAddress: 0,
+        size: 1 << 16,
+        userAddress: 0x7f0000000000,
+        mmapOffset: 0,
+      }]),
+      [fd],
+    );
+    await session.closed;
+    frontend.close();
+    const hints = memoryHints(backend);
+    assert.equal(hints.length, 1, backend.lines.join("\n"));
+    assert.match(hints[0], /its guest memory could not be mapped shared/);
+  } finally {
+    file.close();
+    await backend.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 /** Kicks the datapath saw on ring `index`. */
 function kicksOn(datapath: RecordingDatapath, index: number): number {
   return datapath.events.filter((e) => e.call === "kick" && e.index === index).length;
