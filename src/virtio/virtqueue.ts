@@ -21,7 +21,8 @@
  * The queue is marked broken, and never touched again until restarted, when the
  * ring is inconsistent (head index out of range, available index running ahead by
  * more than the queue size) or when it yields {@link MALFORMED_RUN_LIMIT} malformed
- * chains in a row: chains the engine rejects and chains the caller rejects
+ * chains in a row, or malformed chains worth {@link MALFORMED_RUN_DESCRIPTOR_LIMIT}
+ * descriptors walked in a row: chains the engine rejects and chains the caller rejects
  * ({@link SplitVirtqueue.rejectChain}, {@link SplitVirtqueue.dropChain}) count
  * alike, and any chain the caller uses ({@link SplitVirtqueue.pushUsed}) ends the
  * run.
@@ -83,6 +84,15 @@ export const TURN_DESCRIPTOR_BUDGET = 65_536;
  * descriptors each.
  */
 export const MALFORMED_RUN_LIMIT = 64;
+
+/**
+ * Descriptors walked since the last used chain after which a malformed chain marks the
+ * queue broken: two turns' budget. Bounds the work a guest feeding long malformed chains
+ * (loops through a 32,768 ring) costs per ring start to about two turns (~6–18 ms),
+ * where {@link MALFORMED_RUN_LIMIT} alone would allow 64 × 32,768 descriptors (a fuzz
+ * run saw the daemon busy for ~160 ms after each restart of such a ring).
+ */
+export const MALFORMED_RUN_DESCRIPTOR_LIMIT = 2 * TURN_DESCRIPTOR_BUDGET;
 
 /** Options of a {@link SplitVirtqueue}. */
 export interface VirtqueueOptions {
@@ -159,6 +169,8 @@ export class SplitVirtqueue {
   #skipped = 0;
   /** Malformed chains since the last used one (see {@link MALFORMED_RUN_LIMIT}). */
   #malformedRun = 0;
+  /** {@link #walked} when the last chain was used (or the queue started). */
+  #walkedAtLastUse = 0;
   /** Descriptors walked since construction. */
   #walked = 0;
   /** The current turn ends once {@link #walked} reaches this. */
@@ -361,8 +373,15 @@ export class SplitVirtqueue {
   #returnMalformed(head: number): void {
     this.#skipped++;
     this.#pushUsedElement(head, 0);
-    if (++this.#malformedRun >= MALFORMED_RUN_LIMIT && !this.#broken) {
+    if (this.#broken) return;
+    if (++this.#malformedRun >= MALFORMED_RUN_LIMIT) {
       this.#markBroken(`${MALFORMED_RUN_LIMIT} malformed chains in a row`);
+    } else if (this.#walked - this.#walkedAtLastUse >= MALFORMED_RUN_DESCRIPTOR_LIMIT) {
+      this.#markBroken(
+        `malformed chains worth ${
+          this.#walked - this.#walkedAtLastUse
+        } descriptors in a row (limit ${MALFORMED_RUN_DESCRIPTOR_LIMIT})`,
+      );
     }
   }
 
@@ -534,6 +553,7 @@ export class SplitVirtqueue {
    */
   pushUsed(head: number, length: number): void {
     this.#malformedRun = 0;
+    this.#walkedAtLastUse = this.#walked;
     this.#pushUsedElement(head, length);
   }
 

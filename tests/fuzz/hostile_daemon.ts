@@ -191,6 +191,20 @@ export class FuzzDaemon {
     return cpu / ((performance.now() - before) / 1000);
   }
 
+  /**
+   * The daemon's CPU share as it stays: measured over a window of `windowMs`, and while
+   * it is above `limit`, over up to `windows - 1` further windows; the lowest share is
+   * returned. A spinning daemon stays above the limit in every window; passing work
+   * (the last bounded turns of a hostile ring, a garbage collection) does not.
+   */
+  async sustainedCpuShare(windowMs: number, limit: number, windows = 3): Promise<number> {
+    let lowest = Infinity;
+    for (let i = 0; i < windows && lowest > limit; i++) {
+      lowest = Math.min(lowest, await this.cpuShare(windowMs));
+    }
+    return lowest;
+  }
+
   /** Kills the daemon with SIGKILL (no clean-up: it is stuck or must go) and waits for it. */
   async kill(): Promise<DaemonExit> {
     if (this.#exit === null) {

@@ -50,7 +50,7 @@ const ONLY_SESSION = Deno.env.get("TPASST_FUZZ_SESSION");
 const ANSWER_LIMIT_MS = 1000;
 /** Longest the fuzzer waits at all for a blocked daemon before it kills and restarts it. */
 const STUCK_LIMIT_MS = 10_000;
-/** Window over which idle CPU use is measured. */
+/** Window over which idle CPU use is measured (up to three in a row while it is high). */
 const IDLE_WINDOW_MS = 200;
 /** Largest share of a core an idle daemon may use (a spinning one uses about all of it). */
 const IDLE_CPU_LIMIT = 0.25;
@@ -167,6 +167,7 @@ class FuzzRun {
         controlLimitMs: ANSWER_LIMIT_MS,
         stuckLimitMs: STUCK_LIMIT_MS,
         idleWindowMs: IDLE_WINDOW_MS,
+        idleCpuLimit: IDLE_CPU_LIMIT,
       });
     } catch (error) {
       // not the daemon's doing: the fuzzer itself failed (or could not connect)
@@ -250,7 +251,7 @@ class FuzzRun {
       );
       this.#fdBaseline = fds; // report each further change once
     }
-    const share = await this.daemon.cpuShare(IDLE_WINDOW_MS);
+    const share = await this.daemon.sustainedCpuShare(IDLE_WINDOW_MS, IDLE_CPU_LIMIT);
     if (share > IDLE_CPU_LIMIT) {
       this.#fail(
         "cpu-spin-while-idle",

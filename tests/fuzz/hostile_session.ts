@@ -139,6 +139,8 @@ export interface SessionOptions {
   readonly stuckLimitMs: number;
   /** Window over which idle CPU use is measured. */
   readonly idleWindowMs: number;
+  /** Share of a core above which the idle daemon is measured again (a spin stays above). */
+  readonly idleCpuLimit: number;
 }
 
 /** What a session mostly does: every kind of step, or mostly one kind. */
@@ -394,7 +396,10 @@ class HostileSession {
   /** The daemon's CPU share while this frontend does nothing, or null if closed. */
   async measureIdleCpu(): Promise<number | null> {
     if (this.#closed) return null;
-    const share = await this.#options.daemon.cpuShare(this.#options.idleWindowMs);
+    const share = await this.#options.daemon.sustainedCpuShare(
+      this.#options.idleWindowMs,
+      this.#options.idleCpuLimit,
+    );
     if (!this.#blocked) this.#checkOpen();
     this.#log(`daemon CPU while the frontend idles: ${(share * 100).toFixed(0)} %`);
     return this.#closed ? null : share;
