@@ -166,13 +166,14 @@ export class QemuGuest {
     this.#child = child;
     this.#scriptDir = scriptDir;
     this.#onLine = onLine;
-    this.#exited = child.status.then((status) => {
+    // QEMU counts as exited only once its output is read to the end: its exit status can
+    // arrive before the last serial lines (TPASST-DONE) have been read.
+    const output = Promise.all([this.#pump(child.stdout), this.#pump(child.stderr, "qemu: ")]);
+    this.#exited = Promise.all([child.status, output]).then(([status]) => {
       this.#exitStatus = status;
       this.#wake();
       return status;
     });
-    this.#pump(child.stdout);
-    this.#pump(child.stderr, "qemu: ");
   }
 
   /** Boots the guest with `options`; resolves once QEMU has been spawned. */
