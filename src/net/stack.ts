@@ -53,6 +53,8 @@ export interface NetworkStackOptions {
   echoSocketFactory?: EchoSocketFactory;
   /** Watches ping socket fds (the daemon's EventLoop); required with echoSocketFactory. */
   fdWatcher?: FdWatcher;
+  /** Whether the guest may ping an address (default: Deno's `net` permission for it). */
+  echoPermitted?: (address: string) => boolean;
   /**
    * Address translation (`--map-host-loopback`, `--no-map-gw`, `--map-guest-addr`,
    * DNS forwarding, outbound options): built once into {@link NetworkStack.forwardRules},
@@ -128,7 +130,7 @@ export class NetworkStack implements FrameHandler {
         options.echoSocketFactory,
         options.fdWatcher,
         this.#log,
-        { rules: this.forwardRules },
+        { rules: this.forwardRules, permitted: options.echoPermitted },
       )
       : null;
   }
