@@ -5,7 +5,9 @@
  * "guest" recycles the same chains, so only the device side is measured.
  * Prints numbers only.
  *
- * Then the same through the vhost-user session and the TypeScript front-end
+ * Then one turn of hostile rings (bench/ring_engine/hostile_bench.ts: chains that
+ * share descriptors, so that a turn spends its whole descriptor budget), and the
+ * same cases as above through the vhost-user session and the TypeScript front-end
  * (bench/ring_engine/harness_bench.ts): memfd memory, eventfd kicks, event loop.
  *
  * Run: `deno run -A bench/ring_engine_bench.ts [seconds-per-case]`
@@ -134,6 +136,9 @@ if (import.meta.main) {
       console.log(formatResult("engine ", r));
     }
   }
+  // The longest turn hostile rings can cause (the per-turn descriptor budget).
+  const { benchHostile, formatHostile } = await import("./ring_engine/hostile_bench.ts");
+  for (const r of benchHostile()) console.log(formatHostile(r));
   // Through the vhost-user session (memfd memory, eventfd kicks, event loop).
   const { benchHarnessRx, benchHarnessTx } = await import("./ring_engine/harness_bench.ts");
   for (const size of [64, 1500, 65535]) {

@@ -103,19 +103,22 @@ async function createNamespace(name: string): Promise<void> {
   await inside("route", "add", "default", "via", NAMESPACE_GATEWAY);
 }
 
-/** UDP datagrams that reached a socket in the namespace (read or dropped for a full buffer). */
-async function deliveredDatagrams(namespace: string): Promise<number> {
+/** The namespace's UDP counters (/proc/net/snmp). */
+async function udpCounters(namespace: string): Promise<{ delivered: number; noPort: number }> {
   const text = await run("ip", ["netns", "exec", namespace, "cat", "/proc/net/snmp"]);
   const lines = text.split("\n").filter((l) => l.startsWith("Udp:"));
   const names = lines[0].split(/\s+/);
   const values = lines[1].split(/\s+/).map(Number);
   const field = (n: string) => values[names.indexOf(n)];
-  return field("InDatagrams") + field("RcvbufErrors");
+  // reached a socket: read, or dropped there for a full receive buffer
+  return { delivered: field("InDatagrams") + field("RcvbufErrors"), noPort: field("NoPorts") };
 }
 
 interface Started {
   readonly child: Deno.ChildProcess;
   readonly socketPath: string;
+  /** The backend's stderr so far. */
+  log(): string;
   stop(): Promise<void>;
 }
 
@@ -145,7 +148,13 @@ async function startBackend(namespace: string, backend: Backend, dir: string): P
   const socketPath = `${dir}/${backend}.sock`;
   let child: Deno.ChildProcess;
   if (backend === "tpasst-vhost") {
-    child = spawn(namespace, TPASST_BIN, ["--vhost-user", "-f", "-s", socketPath]);
+    child = spawn(namespace, TPASST_BIN, [
+      "--vhost-user",
+      "-f",
+      "-s",
+      socketPath,
+      ...(Deno.env.get("TPASST_BENCH_DEBUG") ? ["-d"] : []),
+    ]);
   } else {
     const libs = `${REFERENCE_PASST_ROOT}usr/lib/x86_64-linux-gnu`;
     const passt = `${REFERENCE_PASST_ROOT}usr/bin/passt`;
@@ -183,7 +192,7 @@ async function startBackend(namespace: string, backend: Backend, dir: string): P
       await new Promise((r) => setTimeout(r, 50));
     }
   }
-  return { child, socketPath, stop: () => stopChild(child) };
+  return { child, socketPath, log: () => backendLog.join(""), stop: () => stopChild(child) };
 }
 
 /** One measured run. */
@@ -235,21 +244,26 @@ async function measure(
   (async () => {
     for await (const text of testpmd.stderr.pipeThrough(new TextDecoderStream())) {
       testpmdLog.push(text);
+      if (Deno.env.get("TPASST_BENCH_VERBOSE")) console.error(`[testpmd] ${text.trimEnd()}`);
     }
   })().catch(() => {});
   try {
     await new Promise((r) => setTimeout(r, WARM_UP_MS));
-    const count0 = await deliveredDatagrams(namespace);
+    const count0 = await udpCounters(namespace);
     const cpu0 = processCpuSeconds(pid) ?? 0;
     const t0 = performance.now();
     await new Promise((r) => setTimeout(r, seconds * 1000));
-    const count1 = await deliveredDatagrams(namespace);
+    const count1 = await udpCounters(namespace);
     const cpu1 = processCpuSeconds(pid) ?? cpu0;
     const elapsed = (performance.now() - t0) / 1000;
-    const delivered = count1 - count0;
+    const delivered = count1.delivered - count0.delivered;
     if (delivered <= 0) {
       throw new Error(
-        `no datagram reached the sink; testpmd said: ${testpmdLog.join("").slice(-400)}`,
+        `no datagram reached the sink (${
+          count1.noPort - count0.noPort
+        } to a port without a socket); backend said: ${started.log().slice(-600)}; testpmd said: ${
+          testpmdLog.join("").slice(-300)
+        }`,
       );
     }
     return {
@@ -295,6 +309,7 @@ async function main(): Promise<void> {
             );
           } catch (error) {
             failures.set(key, String((error as Error).message).split("\n")[0]);
+            if (Deno.env.get("TPASST_BENCH_VERBOSE")) console.error((error as Error).message);
             console.log(`round ${round} ${backend} ${size} B: n/a (${failures.get(key)})`);
           }
         }

@@ -19,7 +19,8 @@ export const HELPER_URL: URL = new URL("../native/libtpasst_helper.so", import.m
 let loaded: HelperSymbols | null = null;
 
 /**
- * Returns the helper's functions, loading the library on the first call.
+ * Returns the helper's functions, loading the library on the first call (which also
+ * installs the memory guard's SIGBUS handler, see memory_guard.ts).
  *
  * @throws Error saying to run `make native` if the library file is missing or
  * cannot be loaded.
@@ -36,6 +37,10 @@ export function helper(): HelperSymbols {
       { cause: error },
     );
   }
+  // The memory guard (see memory_guard.ts) goes in as the library loads: its SIGBUS
+  // handler is in place before any mapping exists, and its one eventfd is open before
+  // anyone counts fds. A failure here is reported by the first mapping, which retries.
+  loaded.tp_memory_guard_install();
   return loaded;
 }
 

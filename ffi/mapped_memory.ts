@@ -7,9 +7,14 @@
  * it. The owner of a MappedMemory must make every user drop its views (rings,
  * cached descriptors, frames in flight) before calling close().
  *
+ * Every mapping is guarded against SIGBUS ({@link MemoryGuard}): if the file behind
+ * it shrinks, touching the lost part does not kill the process; the mapping turns
+ * into zeros and {@link MappedMemory.faulted} becomes true.
+ *
  * @module
  */
 import { helper } from "./library.ts";
+import { MemoryGuard } from "./memory_guard.ts";
 import { NativeError } from "./native_error.ts";
 
 /** A MAP_SHARED, PROT_READ|PROT_WRITE mapping of `size` bytes of an fd. */
@@ -17,18 +22,22 @@ export class MappedMemory {
   #pointer: Deno.PointerObject | null;
   #bytes: Uint8Array<ArrayBuffer> | null;
   readonly #size: number;
+  /** The memory guard's registry slot. */
+  readonly #guardSlot: number;
 
-  private constructor(pointer: Deno.PointerObject, size: number) {
+  private constructor(pointer: Deno.PointerObject, size: number, guardSlot: number) {
     this.#pointer = pointer;
     this.#size = size;
+    this.#guardSlot = guardSlot;
     this.#bytes = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(pointer, size));
   }
 
   /**
    * Maps `size` bytes of `fd` from file offset `offset` (a multiple of the page
    * size). Both may exceed 4 GiB (measured: a 6 GiB mapping works). The fd may be
-   * closed afterwards.
-   * @throws NativeError (EINVAL for size 0 or an unaligned offset, ENOMEM...)
+   * closed afterwards. The mapping is registered with the {@link MemoryGuard}.
+   * @throws NativeError (EINVAL for size 0 or an unaligned offset, ENOMEM...; ENOSPC
+   *   when the guard's registry is full: the mapping is then undone)
    */
   static map(fd: number, size: number, offset: number): MappedMemory {
     if (!Number.isSafeInteger(size) || size <= 0) {
@@ -49,9 +58,12 @@ export class MappedMemory {
       (BigInt(address[1]) << 32n) | BigInt(address[0]),
     );
     if (pointer === null) throw new Error(`mmap(fd ${fd}) returned a null address`);
+    let guardSlot = -1;
     try {
-      return new MappedMemory(pointer, size);
+      guardSlot = MemoryGuard.register(pointer, size);
+      return new MappedMemory(pointer, size, guardSlot);
     } catch (error) {
+      if (guardSlot >= 0) MemoryGuard.unregister(guardSlot);
       helper().tp_munmap(pointer, BigInt(size));
       throw error;
     }
@@ -65,6 +77,16 @@ export class MappedMemory {
   get bytes(): Uint8Array<ArrayBuffer> {
     if (this.#bytes === null) throw new Error("Cannot use mapped memory: it has been unmapped");
     return this.#bytes;
+  }
+
+  /**
+   * True once touching the mapping raised SIGBUS (its file no longer covers it) and
+   * the memory guard replaced it with zero pages: reads see zeros, writes go
+   * nowhere the file's other users can see. False once closed.
+   */
+  get faulted(): boolean {
+    if (this.#pointer === null) return false;
+    return MemoryGuard.faulted(this.#guardSlot);
   }
 
   /** The mapping's length in bytes. */
@@ -81,14 +103,16 @@ export class MappedMemory {
   }
 
   /**
-   * Unmaps the memory; later calls do nothing. ⚠ Every view of {@link bytes} must be
-   * dropped first: touching one afterwards kills the process.
+   * Unregisters the mapping from the memory guard and unmaps it; later calls do
+   * nothing. ⚠ Every view of {@link bytes} must be dropped first: touching one
+   * afterwards kills the process.
    */
   close(): void {
     if (this.#pointer === null) return;
     const pointer = this.#pointer;
     this.#pointer = null;
     this.#bytes = null;
+    MemoryGuard.unregister(this.#guardSlot);
     const rc = helper().tp_munmap(pointer, BigInt(this.#size));
     if (rc < 0) throw new NativeError(-rc, `munmap(size ${this.#size})`);
   }
@@ -101,7 +125,8 @@ export const PAGE_SIZE = 4096;
  * Returns the size of the file behind `fd` (fstat), so that a region can be checked
  * against it before mapping: touching a mapping beyond the end of its file raises
  * SIGBUS. Also adds F_SEAL_SHRINK where the file allows sealing, so the frontend
- * cannot shrink it afterwards.
+ * cannot shrink it afterwards (files that cannot be sealed may still shrink: the
+ * {@link MemoryGuard} covers those).
  * @throws NativeError (EBADF...)
  */
 export function fileSizeOfFd(fd: number): number {

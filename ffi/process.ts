@@ -141,6 +141,17 @@ export function openFdCount(): number {
   return rc;
 }
 
+/**
+ * Creates a close-on-exec pipe; returns its read end, then its write end (raw fds:
+ * close them with {@link closeFd}). Tests hand these over where eventfds belong.
+ */
+export function createPipe(): [number, number] {
+  const fds = new Int32Array(2);
+  const rc = helper().tp_pipe(new Uint8Array(fds.buffer));
+  if (rc < 0) throw new NativeError(-rc, "pipe");
+  return [fds[0], fds[1]];
+}
+
 /** Closes a raw descriptor (e.g. one received via SCM_RIGHTS and not adopted). */
 export function closeFd(fd: number): void {
   const rc = helper().tp_close(fd);

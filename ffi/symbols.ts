@@ -32,6 +32,18 @@ export const symbols = {
     ],
     result: "i32",
   },
+  tp_unix_dgram_connect: {
+    parameters: [
+      "buffer", // const char *path (NUL-terminated)
+    ],
+    result: "i32",
+  },
+  tp_unix_dgram_bind: {
+    parameters: [
+      "buffer", // const char *path (NUL-terminated)
+    ],
+    result: "i32",
+  },
   tp_unix_probe: {
     parameters: [
       "buffer", // const char *path (NUL-terminated)
@@ -133,6 +145,14 @@ export const symbols = {
     parameters: [
       "buffer", // const char *name (NUL-terminated)
       "u64", // uint64_t size
+      "i32", // int32_t allow_sealing
+    ],
+    result: "i32",
+  },
+  tp_ftruncate: {
+    parameters: [
+      "i32", // int32_t fd
+      "u64", // uint64_t size
     ],
     result: "i32",
   },
@@ -144,10 +164,36 @@ export const symbols = {
     result: "i32",
   },
 
+  // ---- memory_guard.c ----
+  tp_memory_guard_install: {
+    parameters: [],
+    result: "i32",
+  },
+  tp_memory_guard_register: {
+    parameters: [
+      "pointer", // void *addr
+      "u64", // uint64_t length
+    ],
+    result: "i32",
+  },
+  tp_memory_guard_unregister: {
+    parameters: [
+      "i32", // int32_t slot
+    ],
+    result: "i32",
+  },
+  tp_memory_guard_faulted: {
+    parameters: [
+      "i32", // int32_t slot
+    ],
+    result: "i32",
+  },
+
   // ---- event_fd.c ----
   tp_eventfd_create: {
     parameters: [
       "u32", // uint32_t initval
+      "i32", // int32_t semaphore
     ],
     result: "i32",
   },
@@ -286,6 +332,7 @@ export const symbols = {
       "u32", // uint32_t scope_id
       "buffer", // const char *ifname (NUL-terminated, "" for none)
       "i32", // int32_t backlog
+      "u32", // uint32_t flags (TP_LISTEN_FREEBIND)
     ],
     result: "i32",
   },
@@ -360,6 +407,40 @@ export const symbols = {
     result: "i32",
   },
 
+  // ---- udp_socket.c ----
+  tp_udp_open: {
+    parameters: [
+      "i32", // int32_t family (4 or 6)
+      "buffer", // const uint8_t *addr (ignored when addr_len is 0)
+      "u32", // uint32_t addr_len (0: not bound; 4 or 16 matching family)
+      "u32", // uint32_t port
+      "u32", // uint32_t scope_id
+      "buffer", // const char *ifname (NUL-terminated, "" for none)
+      "u32", // uint32_t flags (TP_UDP_V6ONLY 1, TP_UDP_REUSEADDR 2)
+    ],
+    result: "i32",
+  },
+  tp_udp_recv_batch: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // uint8_t *buf (slots * slot_size bytes)
+      "u32", // uint32_t slot_size
+      "u32", // uint32_t slots (1..TP_UDP_MAX_BATCH)
+      "buffer", // uint8_t *records (slots * TP_UDP_RECORD_SIZE bytes)
+    ],
+    result: "i32",
+  },
+  tp_udp_send_batch: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // const uint8_t *buf
+      "u32", // uint32_t buf_len
+      "buffer", // const uint8_t *records (count * TP_UDP_RECORD_SIZE bytes)
+      "u32", // uint32_t count (1..TP_UDP_MAX_BATCH)
+    ],
+    result: "i32",
+  },
+
   // ---- file.c ----
   tp_file_open: {
     parameters: [
@@ -384,6 +465,26 @@ export const symbols = {
   },
   tp_open_fd_count: {
     parameters: [],
+    result: "i32",
+  },
+  tp_readlink: {
+    parameters: [
+      "buffer", // const char *path (NUL-terminated)
+      "buffer", // uint8_t *buf
+      "u32", // uint32_t len
+    ],
+    result: "i32",
+  },
+  tp_fd_mode: {
+    parameters: [
+      "i32", // int32_t fd
+    ],
+    result: "i32",
+  },
+  tp_pipe: {
+    parameters: [
+      "buffer", // int32_t *fds_out (2 entries)
+    ],
     result: "i32",
   },
 

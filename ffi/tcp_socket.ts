@@ -242,7 +242,7 @@ export class TcpSocket {
 
   /** The local address and port. */
   localAddress(): RawSocketAddress {
-    return localAddressOf(this.#open());
+    return socketLocalAddress(this.#open());
   }
 
   /** Closes the socket (FIN after unsent data); later calls do nothing. */
@@ -267,6 +267,20 @@ export class TcpSocket {
   }
 }
 
+/** tp_tcp_listen flag (tpasst_helper.h): IP_FREEBIND / IPV6_FREEBIND. */
+const TP_LISTEN_FREEBIND = 1;
+
+/** Whether listeners get IP_FREEBIND unless told otherwise (`--freebind`). */
+let freebindByDefault = false;
+
+/**
+ * Makes every later {@link TcpListenSocket.listen} that does not say otherwise set
+ * IP_FREEBIND (`--freebind`: forwards may bind an address the host does not have yet).
+ */
+export function setListenFreebind(enabled: boolean): void {
+  freebindByDefault = enabled;
+}
+
 /** A nonblocking listening TCP socket. */
 export class TcpListenSocket {
   #fd: number;
@@ -279,13 +293,15 @@ export class TcpListenSocket {
 
   /**
    * Listens on `local` (all-zero address bytes for any), optionally only on interface
-   * `interfaceName`.
-   * @throws NativeError (EADDRINUSE, EACCES...)
+   * `interfaceName`; with `freebind` (default: see {@link setListenFreebind}) the
+   * address need not be configured on the host.
+   * @throws NativeError (EADDRINUSE, EACCES, EADDRNOTAVAIL...)
    */
   static listen(
     local: RawSocketAddress,
     interfaceName: string | null = null,
     backlog = 128,
+    freebind: boolean = freebindByDefault,
   ): TcpListenSocket {
     const what = `listen on ${formatRawAddress(local.address)} port ${local.port}`;
     checkAddress(local.address, what);
@@ -297,6 +313,7 @@ export class TcpListenSocket {
       0,
       cString(interfaceName),
       backlog,
+      freebind ? TP_LISTEN_FREEBIND : 0,
     );
     if (rc < 0) throw new NativeError(-rc, what);
     return new TcpListenSocket(rc);
@@ -309,7 +326,7 @@ export class TcpListenSocket {
 
   /** The local address and port (the port the kernel chose for port 0). */
   localAddress(): RawSocketAddress {
-    return localAddressOf(this.#open());
+    return socketLocalAddress(this.#open());
   }
 
   /**
@@ -347,7 +364,8 @@ export class TcpListenSocket {
   }
 }
 
-function localAddressOf(fd: number): RawSocketAddress {
+/** The local address and port of any socket `fd` (getsockname). */
+export function socketLocalAddress(fd: number): RawSocketAddress {
   const address = new Uint8Array(16);
   const meta = new Uint32Array(2);
   const rc = helper().tp_socket_local_address(fd, address, new Uint8Array(meta.buffer));

@@ -2,7 +2,13 @@ import assert from "node:assert/strict";
 import { Errno, NativeError } from "./native_error.ts";
 import { openFdCount } from "./process.ts";
 import { IoVectors } from "./io_vectors.ts";
-import { formatRawAddress, TcpListenSocket, TcpSocket, WOULD_BLOCK } from "./tcp_socket.ts";
+import {
+  formatRawAddress,
+  setListenFreebind,
+  TcpListenSocket,
+  TcpSocket,
+  WOULD_BLOCK,
+} from "./tcp_socket.ts";
 
 const LOOPBACK4 = new Uint8Array([127, 0, 0, 1]);
 const LOOPBACK4_OTHER = new Uint8Array([127, 0, 0, 2]);
@@ -505,5 +511,23 @@ Deno.test("`TcpSocket.setBuffers()` sets the send buffer (doubled by the kernel)
     assert.equal(queues.sendBuffer, 2 * 65536, "socket(7): the kernel doubles the value");
   } finally {
     closeAll(client, server, listener);
+  }
+});
+
+Deno.test("TcpListenSocket.listen() binds an address the host lacks only with freebind", () => {
+  // 192.0.2.77 (TEST-NET-1, RFC 5737) is configured nowhere here; nothing is sent.
+  const absent = new Uint8Array([192, 0, 2, 77]);
+  assert.throws(
+    () => TcpListenSocket.listen({ address: absent, port: 0 }),
+    (e: unknown) => e instanceof NativeError && e.errno === Errno.EADDRNOTAVAIL,
+  );
+  TcpListenSocket.listen({ address: absent, port: 0 }, null, 128, true).close();
+  setListenFreebind(true);
+  try {
+    const listener = TcpListenSocket.listen({ address: absent, port: 0 });
+    assert.equal(formatRawAddress(listener.localAddress().address), "192.0.2.77");
+    listener.close();
+  } finally {
+    setListenFreebind(false);
   }
 });

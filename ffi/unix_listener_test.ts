@@ -70,3 +70,39 @@ Deno.test("UnixListener.fromFd() refuses a descriptor that is not open", () => {
   listener.close();
   assert.throws(() => UnixListener.fromFd(fd), /EBADF/);
 });
+
+Deno.test("`UnixListener.listen()` makes the path appear only once it accepts, leaves no temporary file and never replaces an existing path", async () => {
+  const before = openFdCount();
+  const dir = Deno.makeTempDirSync();
+  const path = `${dir}/tpasst.socket`;
+  // Connect from a second process the moment the path exists: with bind() and listen()
+  // on the path itself, such a connect could come between them and be refused.
+  const watcher = new Deno.Command("perl", {
+    args: [
+      "-MSocket",
+      "-e",
+      `until (-e $ARGV[0]) { select(undef, undef, undef, 0.0005) }
+       socket(my $s, PF_UNIX, SOCK_STREAM, 0) or die "socket: $!";
+       connect($s, pack_sockaddr_un($ARGV[0])) or die "connect: $!";
+       print "connected";`,
+      path,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const listener = UnixListener.listen(path);
+  const result = await watcher.output();
+  assert.equal(
+    new TextDecoder().decode(result.stdout),
+    "connected",
+    new TextDecoder().decode(result.stderr),
+  );
+  assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["tpasst.socket"]);
+  assert.throws(() => UnixListener.listen(path), /EADDRINUSE/, "an existing path stays");
+  assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["tpasst.socket"]);
+  listener.close();
+  removeFile(path);
+  Deno.removeSync(dir);
+  assert.equal(openFdCount(), before);
+});

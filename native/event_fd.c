@@ -11,13 +11,15 @@
 
 /*
  * tp_eventfd_create() - create a nonblocking eventfd counter.
- * @initval: initial counter value
+ * @initval:   initial counter value
+ * @semaphore: non-zero for EFD_SEMAPHORE (each read takes 1 off the counter; only
+ *             tests make these, to check that such fds are refused)
  *
  * Return: the eventfd (NONBLOCK, CLOEXEC), or -errno.
  */
-int32_t tp_eventfd_create(uint32_t initval)
+int32_t tp_eventfd_create(uint32_t initval, int32_t semaphore)
 {
-	int fd = eventfd(initval, EFD_NONBLOCK | EFD_CLOEXEC);
+	int fd = eventfd(initval, EFD_NONBLOCK | EFD_CLOEXEC | (semaphore ? EFD_SEMAPHORE : 0));
 
 	return fd < 0 ? -errno : fd;
 }

@@ -1,11 +1,13 @@
 /*
- * file.c - output files (pid, log, pcap), file removal, and the open-fd count
- * used by leak tests. The daemon has no Deno write permission: these go through here.
+ * file.c - output files (pid, log, pcap), file removal, the open-fd count used by
+ * leak tests, and what kind of file a received descriptor is (fstat, the links of
+ * /proc/self/fd). The daemon has no Deno write permission: these go through here.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tpasst_helper.h"
@@ -108,4 +110,52 @@ int32_t tp_read_small_file(const char *path, uint8_t *buf, uint32_t len)
 	}
 	close(fd);
 	return (int32_t)done;
+}
+
+/*
+ * tp_readlink() - read the target of a symbolic link, such as /proc/self/fd/N.
+ * @path: NUL-terminated path of the link
+ * @buf:  where the target goes (not NUL-terminated)
+ * @len:  capacity of @buf; a longer target is cut
+ *
+ * Return: the number of bytes stored, or -errno.
+ */
+int32_t tp_readlink(const char *path, uint8_t *buf, uint32_t len)
+{
+	ssize_t n = readlink(path, (char *)buf, len);
+
+	return n < 0 ? -errno : (int32_t)n;
+}
+
+/*
+ * tp_fd_mode() - the st_mode of an open descriptor (fstat): file type and permissions.
+ * @fd: descriptor to examine
+ *
+ * Return: st_mode (the S_IFMT bits are 0 for anonymous inodes such as eventfds), or
+ * -errno.
+ */
+int32_t tp_fd_mode(int32_t fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	return (int32_t)st.st_mode;
+}
+
+/*
+ * tp_pipe() - create a pipe (tests hand its ends over where eventfds belong).
+ * @fds_out: receives the read end, then the write end (both CLOEXEC)
+ *
+ * Return: 0, or -errno.
+ */
+int32_t tp_pipe(int32_t *fds_out)
+{
+	int fds[2];
+
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return -errno;
+	fds_out[0] = fds[0];
+	fds_out[1] = fds[1];
+	return 0;
 }

@@ -50,16 +50,20 @@ int32_t tp_munmap(void *addr, uint64_t size)
 
 /*
  * tp_memfd_create() - create an anonymous memory file of @size bytes.
- * @name: NUL-terminated name shown in /proc/self/fd (debugging only)
- * @size: length; the file is sparse, pages are allocated when touched
+ * @name:          NUL-terminated name shown in /proc/self/fd (debugging only)
+ * @size:          length; the file is sparse, pages are allocated when touched
+ * @allow_sealing: non-zero to create it with MFD_ALLOW_SEALING (seals such as
+ *                 F_SEAL_SHRINK can then be added to it), zero for a file that
+ *                 cannot be sealed
  *
  * Return: the memfd (CLOEXEC), or -errno.
  */
-int32_t tp_memfd_create(const char *name, uint64_t size)
+int32_t tp_memfd_create(const char *name, uint64_t size, int32_t allow_sealing)
 {
+	unsigned int flags = MFD_CLOEXEC | (allow_sealing ? MFD_ALLOW_SEALING : 0);
 	int fd, rc;
 
-	fd = memfd_create(name, MFD_CLOEXEC);
+	fd = memfd_create(name, flags);
 	if (fd < 0)
 		return -errno;
 	if (ftruncate(fd, (off_t)size) < 0) {
@@ -68,6 +72,23 @@ int32_t tp_memfd_create(const char *name, uint64_t size)
 		return rc;
 	}
 	return fd;
+}
+
+/*
+ * tp_ftruncate() - set the size of the file behind @fd (ftruncate).
+ * @fd:   a writable file, e.g. a memfd
+ * @size: new length in bytes
+ *
+ * Return: 0, or -errno (-EPERM when a seal forbids the change, e.g. F_SEAL_SHRINK).
+ */
+int32_t tp_ftruncate(int32_t fd, uint64_t size)
+{
+	int rc;
+
+	do {
+		rc = ftruncate(fd, (off_t)size);
+	} while (rc < 0 && errno == EINTR);
+	return rc < 0 ? -errno : 0;
 }
 
 /*

@@ -205,13 +205,15 @@ int32_t tp_tcp_close_reset(int32_t fd)
  * @scope_id: IPv6 scope for a link-local address, else 0
  * @ifname:   NUL-terminated interface to bind to (SO_BINDTODEVICE), "" for none
  * @backlog:  listen() backlog
+ * @flags:    TP_LISTEN_FREEBIND: set IP_FREEBIND / IPV6_FREEBIND, so that an address
+ *            not (yet) configured on the host can be bound (ip(7), ipv6(7))
  *
  * SO_REUSEADDR is set, as servers do, so that a restart finds the port free.
  *
  * Return: the socket (NONBLOCK, CLOEXEC), or -errno (-EADDRINUSE, -EACCES...).
  */
 int32_t tp_tcp_listen(const uint8_t *addr, uint32_t addr_len, uint32_t port, uint32_t scope_id,
-		      const char *ifname, int32_t backlog)
+		      const char *ifname, int32_t backlog, uint32_t flags)
 {
 	struct sockaddr_storage ss;
 	socklen_t ss_len;
@@ -224,6 +226,11 @@ int32_t tp_tcp_listen(const uint8_t *addr, uint32_t addr_len, uint32_t port, uin
 	if (fd < 0)
 		return -errno;
 	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if ((flags & TP_LISTEN_FREEBIND) &&
+	    (ss.ss_family == AF_INET6
+		     ? setsockopt(fd, IPPROTO_IPV6, IPV6_FREEBIND, &one, sizeof(one))
+		     : setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one))) < 0)
+		return fail_close(fd, errno);
 	if (ifname[0] != '\0' &&
 	    setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, ifname, (socklen_t)strlen(ifname)) < 0)
 		return fail_close(fd, errno);

@@ -2,14 +2,16 @@
  * tpasst_helper.h - the C helper's whole interface, loaded by Deno through ffi/.
  *
  * The helper does only what Deno cannot: SCM_RIGHTS, raw unix socket fds, mmap,
- * eventfd, epoll, memfd, ping sockets, nonblocking TCP sockets, fd counting, output files without Deno write
- * permission, and daemonizing (fork/exec).
+ * surviving SIGBUS in guest memory, eventfd, epoll, memfd, ping sockets, nonblocking
+ * TCP and UDP sockets, fd counting, output files without Deno write permission, and
+ * daemonizing (fork/exec).
  *
  * Conventions, for every function below:
  *  - the return value is an int32_t that is >= 0 on success and -errno on failure;
  *  - 64-bit results go through out-parameters (64-bit returns are slow in Deno FFI);
  *  - every file descriptor created here has FD_CLOEXEC set;
- *  - no global state;
+ *  - no global state, except memory_guard.c's registry of guarded mappings (a
+ *    SIGBUS handler is process-wide, so is what it consults);
  *  - EINTR is retried internally where a call may block.
  */
 #ifndef TPASST_HELPER_H
@@ -17,7 +19,7 @@
 
 #include <stdint.h>
 
-/* ---- unix_socket.c: AF_UNIX SOCK_STREAM sockets ---------------------------- */
+/* ---- unix_socket.c: AF_UNIX SOCK_STREAM and SOCK_DGRAM sockets ------------- */
 
 int32_t tp_unix_listen(const char *path, int32_t backlog, int32_t nonblocking);
 int32_t tp_unix_accept(int32_t listen_fd, int32_t nonblocking);
@@ -27,6 +29,8 @@ int32_t tp_unix_socketpair(int32_t *fds_out, int32_t nonblocking);
 int32_t tp_set_nonblocking(int32_t fd, int32_t on);
 int32_t tp_shutdown(int32_t fd, int32_t how);
 int32_t tp_set_passcred(int32_t fd, int32_t on);
+int32_t tp_unix_dgram_connect(const char *path);
+int32_t tp_unix_dgram_bind(const char *path);
 
 /* ---- fd_io.c: plain I/O and SCM_RIGHTS ------------------------------------- */
 
@@ -49,12 +53,23 @@ int32_t tp_send_fds(int32_t fd, const uint8_t *buf, uint32_t len, const int32_t 
 
 int32_t tp_mmap_shared(int32_t fd, uint64_t size, uint64_t offset, uint64_t *addr_out);
 int32_t tp_munmap(void *addr, uint64_t size);
-int32_t tp_memfd_create(const char *name, uint64_t size);
+int32_t tp_memfd_create(const char *name, uint64_t size, int32_t allow_sealing);
+int32_t tp_ftruncate(int32_t fd, uint64_t size);
 int32_t tp_fd_size(int32_t fd, uint64_t *size_out);
+
+/* ---- memory_guard.c: SIGBUS from guest memory whose file shrank ------------- */
+
+/* Mappings that can be guarded at once (all sessions of the process together). */
+#define TP_MEMORY_GUARD_SLOTS 1024
+
+int32_t tp_memory_guard_install(void);
+int32_t tp_memory_guard_register(void *addr, uint64_t length);
+int32_t tp_memory_guard_unregister(int32_t slot);
+int32_t tp_memory_guard_faulted(int32_t slot);
 
 /* ---- event_fd.c ------------------------------------------------------------ */
 
-int32_t tp_eventfd_create(uint32_t initval);
+int32_t tp_eventfd_create(uint32_t initval, int32_t semaphore);
 int32_t tp_eventfd_read(int32_t fd, uint64_t *value_out);
 int32_t tp_eventfd_write(int32_t fd, uint32_t value);
 
@@ -84,8 +99,11 @@ int32_t tp_socket_error(int32_t fd);
 int32_t tp_send(int32_t fd, const uint8_t *buf, uint32_t len);
 int32_t tp_recv(int32_t fd, uint8_t *buf, uint32_t len);
 int32_t tp_tcp_close_reset(int32_t fd);
+/* Flags of tp_tcp_listen. */
+#define TP_LISTEN_FREEBIND 1u    /* IP_FREEBIND / IPV6_FREEBIND: bind a non-local address */
+
 int32_t tp_tcp_listen(const uint8_t *addr, uint32_t addr_len, uint32_t port, uint32_t scope_id,
-                      const char *ifname, int32_t backlog);
+                      const char *ifname, int32_t backlog, uint32_t flags);
 int32_t tp_tcp_accept(int32_t listen_fd, uint8_t *addr_out, uint32_t *meta_out);
 int32_t tp_socket_local_address(int32_t fd, uint8_t *addr_out, uint32_t *meta_out);
 struct iovec;
@@ -97,12 +115,49 @@ int32_t tp_tcp_queues(int32_t fd, uint32_t *out);
 int32_t tp_buffer_address(const uint8_t *buf, uint32_t *out);
 int32_t tp_socket_set_buffers(int32_t fd, uint32_t rcvbuf, uint32_t sndbuf);
 
+/* ---- udp_socket.c: nonblocking UDP sockets toward the host, batched I/O -------- */
+
+/* Flags of tp_udp_open. */
+#define TP_UDP_V6ONLY 1u     /* family 6: IPV6_V6ONLY on (no IPv4 on this socket) */
+#define TP_UDP_REUSEADDR 2u  /* SO_REUSEADDR before binding */
+
+/* Most datagrams one tp_udp_recv_batch / tp_udp_send_batch call moves. */
+#define TP_UDP_MAX_BATCH 64
+
+/*
+ * One message record of a batch: byte offsets of 32-bit words (host byte order) and
+ * of the address bytes, TP_UDP_RECORD_SIZE bytes per record.
+ */
+#define TP_UDP_RECORD_OFFSET 0     /* payload offset in the batch's buffer */
+#define TP_UDP_RECORD_LENGTH 4     /* payload length */
+#define TP_UDP_RECORD_FLAGS 8      /* received: TP_UDP_TRUNCATED */
+#define TP_UDP_RECORD_ADDR_LEN 12  /* 4 (IPv4) or 16 (IPv6) */
+#define TP_UDP_RECORD_PORT 16      /* source (received) or destination (sent) port */
+#define TP_UDP_RECORD_SCOPE 20     /* IPv6 scope id */
+#define TP_UDP_RECORD_ADDR 24      /* 16 bytes, network order; IPv4 in the first 4 */
+#define TP_UDP_RECORD_SIZE 40
+
+/* Bit of TP_UDP_RECORD_FLAGS: the datagram was longer than its slot and was cut. */
+#define TP_UDP_TRUNCATED 1u
+
+int32_t tp_udp_open(int32_t family, const uint8_t *addr, uint32_t addr_len, uint32_t port,
+                    uint32_t scope_id, const char *ifname, uint32_t flags);
+int32_t tp_udp_recv_batch(int32_t fd, uint8_t *buf, uint32_t slot_size, uint32_t slots,
+                          uint8_t *records);
+int32_t tp_udp_send_batch(int32_t fd, const uint8_t *buf, uint32_t buf_len,
+                          const uint8_t *records, uint32_t count);
+/* A UDP socket's local address and pending error: tp_socket_local_address and
+ * tp_socket_error (tcp_socket.c) work on any socket. */
+
 /* ---- file.c: output files, unlink, fd count -------------------------------- */
 
 int32_t tp_file_open(const char *path, int32_t append);
 int32_t tp_unlink(const char *path);
 int32_t tp_read_small_file(const char *path, uint8_t *buf, uint32_t len);
 int32_t tp_open_fd_count(void);
+int32_t tp_readlink(const char *path, uint8_t *buf, uint32_t len);
+int32_t tp_fd_mode(int32_t fd);
+int32_t tp_pipe(int32_t *fds_out);
 
 /* ---- daemon.c: detaching a copy of the running program --------------------- */
 

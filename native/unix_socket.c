@@ -1,11 +1,13 @@
 /*
  * unix_socket.c - AF_UNIX SOCK_STREAM sockets: listen, accept, connect, probe,
- * socketpair and a few socket options. Paths are NUL-terminated C strings.
+ * socketpair and a few socket options; AF_UNIX SOCK_DGRAM sockets for the system
+ * logger (/dev/log). Paths are NUL-terminated C strings.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -37,17 +39,43 @@ static int fill_unix_address(const char *path, struct sockaddr_un *addr, socklen
 }
 
 /*
+ * temporary_name_beside() - a name for binding in @path's directory before the socket
+ * is moved to @path: "<dir>/.tpasst-<pid>-<fd>.tmp" (the fd makes it unique in this
+ * process while the socket is open).
+ * @path: the final path
+ * @fd:   the socket's fd
+ * @out:  receives the name
+ * @size: room in @out
+ *
+ * Return: 0, or -ENAMETOOLONG if the name does not fit @size.
+ */
+static int temporary_name_beside(const char *path, int fd, char *out, size_t size)
+{
+	const char *slash = strrchr(path, '/');
+	int dir_len = slash ? (int)(slash - path + 1) : 0;
+	int n = snprintf(out, size, "%.*s.tpasst-%d-%d.tmp", dir_len, path, (int)getpid(), fd);
+
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+/*
  * tp_unix_listen() - create a unix stream socket bound to @path and listening.
  * @path:        socket file path; must not exist yet (the caller removes stale files)
  * @backlog:     listen() backlog
  * @nonblocking: non-zero to make the listening socket O_NONBLOCK
  *
- * Return: the listening fd (CLOEXEC), or -errno (e.g. -EADDRINUSE).
+ * The socket is bound to a temporary name in the same directory, made listening, and
+ * only then renamed to @path (RENAME_NOREPLACE), so that whoever sees @path appear can
+ * connect at once: between a bind() and a listen() on @path itself a connect() would
+ * get ECONNREFUSED. When the temporary name would not fit sun_path, @path is bound
+ * directly.
+ *
+ * Return: the listening fd (CLOEXEC), or -errno (-EADDRINUSE if @path exists).
  */
 int32_t tp_unix_listen(const char *path, int32_t backlog, int32_t nonblocking)
 {
-	struct sockaddr_un addr;
-	socklen_t len;
+	struct sockaddr_un addr, temporary;
+	socklen_t len, temporary_len;
 	int fd, rc;
 
 	rc = fill_unix_address(path, &addr, &len);
@@ -56,8 +84,28 @@ int32_t tp_unix_listen(const char *path, int32_t backlog, int32_t nonblocking)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
 	if (fd < 0)
 		return -errno;
-	if (bind(fd, (struct sockaddr *)&addr, len) < 0 || listen(fd, backlog) < 0) {
+	memset(&temporary, 0, sizeof(temporary));
+	temporary.sun_family = AF_UNIX;
+	if (temporary_name_beside(path, fd, temporary.sun_path, sizeof(temporary.sun_path)) < 0) {
+		if (bind(fd, (struct sockaddr *)&addr, len) < 0 || listen(fd, backlog) < 0) {
+			rc = -errno;
+			close(fd);
+			return rc;
+		}
+		return fd;
+	}
+	temporary_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
+				    strlen(temporary.sun_path) + 1);
+	unlink(temporary.sun_path); /* left by a process that died between bind and rename */
+	if (bind(fd, (struct sockaddr *)&temporary, temporary_len) < 0) {
 		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	if (listen(fd, backlog) < 0 ||
+	    renameat2(AT_FDCWD, temporary.sun_path, AT_FDCWD, path, RENAME_NOREPLACE) < 0) {
+		rc = errno == EEXIST ? -EADDRINUSE : -errno;
+		unlink(temporary.sun_path);
 		close(fd);
 		return rc;
 	}
@@ -218,4 +266,57 @@ int32_t tp_set_passcred(int32_t fd, int32_t on)
 	int value = on ? 1 : 0;
 
 	return setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &value, sizeof(value)) < 0 ? -errno : 0;
+}
+
+/*
+ * open_unix_dgram() - a nonblocking unix datagram socket, connected or bound to @path.
+ * @path: socket file path
+ * @bind_it: non-zero to bind() to @path (a receiver), zero to connect() to it (a sender)
+ *
+ * Return: the fd (NONBLOCK, CLOEXEC), or -errno.
+ */
+static int32_t open_unix_dgram(const char *path, int bind_it)
+{
+	struct sockaddr_un addr;
+	socklen_t len;
+	int fd, rc;
+
+	rc = fill_unix_address(path, &addr, &len);
+	if (rc < 0)
+		return rc;
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	rc = bind_it ? bind(fd, (struct sockaddr *)&addr, len)
+		     : connect(fd, (struct sockaddr *)&addr, len);
+	if (rc < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+/*
+ * tp_unix_dgram_connect() - a unix datagram socket connected to @path, e.g. the
+ * system logger's /dev/log; send with tp_send(), which never blocks.
+ * @path: socket file path
+ *
+ * Return: the fd (NONBLOCK, CLOEXEC), or -errno (-ENOENT, -ECONNREFUSED...).
+ */
+int32_t tp_unix_dgram_connect(const char *path)
+{
+	return open_unix_dgram(path, 0);
+}
+
+/*
+ * tp_unix_dgram_bind() - a unix datagram socket bound to @path, receiving with
+ * tp_recv() (tests stand in for the system logger with it).
+ * @path: socket file path; must not exist yet
+ *
+ * Return: the fd (NONBLOCK, CLOEXEC), or -errno (-EADDRINUSE...).
+ */
+int32_t tp_unix_dgram_bind(const char *path)
+{
+	return open_unix_dgram(path, 1);
 }

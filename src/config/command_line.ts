@@ -1,12 +1,23 @@
 /**
- * Command line → {@link Config}: passt's option names and short forms (passt(1)),
- * parsed with `node:util` parseArgs in strict mode, then every value validated.
- * Any problem raises a {@link ConfigError} whose message names the option.
+ * Command line → {@link Config}, with passt 2026's option names, short forms and
+ * rules (passt(1), conf.c):
+ *
+ * - options are split as getopt_long() does (see getopt.ts): abbreviations, `-xVALUE`,
+ *   clusters, `--name=value`;
+ * - options are applied in order and, unless passt adds them up, the last one wins:
+ *   `--quiet`, `--debug` and `--trace` each set the level as they come (`-q` after `-d`
+ *   is quiet, `-d` after `-q` is debug); `-s` and `-F` replace each other;
+ * - `-t`, `-u`, `-D` and `-S` add up (`-D none` / `-S none` clear what came before);
+ *   `-a`, `-g`, `-o`, `--dns-forward`, `--dns-host`, `--map-host-loopback` and
+ *   `--map-guest-addr` keep the last value per IP version;
+ * - pasta-only options are refused, as passt refuses them in passt mode;
+ * - options tpasst cannot honour are accepted with a note logged at start.
+ *
+ * Any problem raises a {@link ConfigError} whose one-line message names the option.
  *
  * @module
  */
 
-import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import type { LogLevel } from "../log/logger.ts";
 import {
   type IpAddressText,
@@ -20,17 +31,21 @@ import {
 import {
   type Config,
   type ConfigAction,
+  type ConfigNote,
   deepFreeze,
   type FamilyConfig,
   type Ipv4Config,
 } from "./config.ts";
 import { ConfigError } from "./config_error.ts";
+import { GetoptError, getoptLong, type OptionDefinition, type OptionOccurrence } from "./getopt.ts";
 import { parsePortForwardTable, type PortForwardTable, PortSpecError } from "./port_spec.ts";
 
-/** Smallest MTU accepted by `-m` (ETH_MIN_MTU, as in passt). */
+/** Smallest MTU accepted by `-m` besides 0 (ETH_MIN_MTU, the IPv4 minimum, RFC 791). */
 export const MIN_MTU = 68;
-/** Largest MTU accepted by `-m` (ETH_MAX_MTU, as in passt). */
+/** Largest MTU accepted by `-m` (passt's default: 65535 minus the Ethernet header, rounded down to 4). */
 export const MAX_MTU = 65520;
+/** `-m 0`: no MTU is advertised to the guest (passt(1) "--mtu"). */
+export const NO_MTU = 0;
 
 /** Default `--log-size` in bytes (passt's default is 1 MiB). */
 export const DEFAULT_LOG_SIZE = 1024 * 1024;
@@ -38,6 +53,9 @@ export const DEFAULT_LOG_SIZE = 1024 * 1024;
 export const MIN_LOG_SIZE = 4096;
 /** Largest `--log-size` accepted, in bytes. */
 export const MAX_LOG_SIZE = 1024 * 1024 * 1024;
+
+/** Longest `--stats` delay accepted, in seconds (one day). */
+export const MAX_STATS_DELAY = 86400;
 
 /** Longest unix socket path: sizeof(sun_path) (108, sys/un.h) minus the terminating NUL. */
 export const MAX_SOCKET_PATH_BYTES = 107;
@@ -57,190 +75,523 @@ export const INTERNAL_READY_FD_OPTION = "daemon-ready-fd";
 /** Internal option: socket the daemonized child reports start-up log lines to. */
 export const INTERNAL_STATUS_FD_OPTION = "internal-status-fd";
 
-/** The options, as parseArgs takes them; repeatable ones have `multiple`. */
-const OPTIONS = {
-  "socket": { type: "string", short: "s", multiple: true },
-  "socket-path": { type: "string", multiple: true },
-  "vhost-user": { type: "boolean" },
-  "fd": { type: "string", short: "F", multiple: true },
-  "one-off": { type: "boolean", short: "1" },
-  "foreground": { type: "boolean", short: "f" },
-  "quiet": { type: "boolean", short: "q" },
-  "debug": { type: "boolean", short: "d" },
-  "trace": { type: "boolean" },
-  "stderr": { type: "boolean", short: "e" },
-  "log-file": { type: "string", short: "l", multiple: true },
-  "log-size": { type: "string", multiple: true },
-  "pid": { type: "string", short: "P", multiple: true },
-  "print-capabilities": { type: "boolean" },
-  "mtu": { type: "string", short: "m", multiple: true },
-  "address": { type: "string", short: "a", multiple: true },
-  "netmask": { type: "string", short: "n", multiple: true },
-  "gateway": { type: "string", short: "g", multiple: true },
-  "mac-addr": { type: "string", short: "M", multiple: true },
-  "interface": { type: "string", short: "i", multiple: true },
-  "dns": { type: "string", short: "D", multiple: true },
-  "search": { type: "string", short: "S", multiple: true },
-  "fqdn": { type: "string", multiple: true },
-  "no-dhcp-dns": { type: "boolean" },
-  "no-dhcp-search": { type: "boolean" },
-  "no-dhcp": { type: "boolean" },
-  "no-dhcpv6": { type: "boolean" },
-  "no-ndp": { type: "boolean" },
-  "no-ra": { type: "boolean" },
-  "no-tcp": { type: "boolean" },
-  "no-udp": { type: "boolean" },
-  "no-icmp": { type: "boolean" },
-  "tcp-ports": { type: "string", short: "t", multiple: true },
-  "udp-ports": { type: "string", short: "u", multiple: true },
-  "pcap": { type: "string", short: "p", multiple: true },
-  "map-host-loopback": { type: "string", multiple: true },
-  "map-guest-addr": { type: "string", multiple: true },
-  "no-map-gw": { type: "boolean" },
-  "dns-forward": { type: "string", multiple: true },
-  "dns-host": { type: "string", multiple: true },
-  "outbound": { type: "string", short: "o", multiple: true },
-  "outbound-if4": { type: "string", multiple: true },
-  "outbound-if6": { type: "string", multiple: true },
-  "ipv4-only": { type: "boolean", short: "4" },
-  "ipv6-only": { type: "boolean", short: "6" },
-  "freebind": { type: "boolean" },
-  "runas": { type: "string", multiple: true },
-  "hostname": { type: "string", short: "H", multiple: true },
-  "repair-path": { type: "string", multiple: true },
-  "migrate-exit": { type: "boolean" },
-  "migrate-no-linger": { type: "boolean" },
-  "help": { type: "boolean", short: "h" },
-  "version": { type: "boolean" },
-  [INTERNAL_LISTEN_FD_OPTION]: { type: "string", multiple: true },
-  [INTERNAL_READY_FD_OPTION]: { type: "string", multiple: true },
-  [INTERNAL_STATUS_FD_OPTION]: { type: "string", multiple: true },
-} as const satisfies ParseArgsOptionsConfig;
+const flag = (name: string, short?: string): OptionDefinition => ({ name, short, argument: false });
+const value = (name: string, short?: string): OptionDefinition => ({ name, short, argument: true });
 
-type OptionName = keyof typeof OPTIONS;
-type StringOption = { [K in OptionName]: (typeof OPTIONS)[K]["type"] extends "string" ? K : never }[
-  OptionName
+/**
+ * passt 2026's whole option table (conf.c), pasta's options included so that
+ * abbreviations resolve exactly as in passt, plus tpasst's internal options (never
+ * abbreviated).
+ */
+const OPTIONS: readonly OptionDefinition[] = [
+  flag("debug", "d"),
+  flag("quiet", "q"),
+  flag("foreground", "f"),
+  flag("stderr", "e"),
+  value("log-file", "l"),
+  flag("help", "h"),
+  { name: "socket", aliases: ["socket-path"], short: "s", argument: true },
+  value("fd", "F"),
+  value("ns-ifname", "I"),
+  value("pcap", "p"),
+  value("pid", "P"),
+  value("mtu", "m"),
+  value("address", "a"),
+  value("netmask", "n"),
+  value("mac-addr", "M"),
+  value("gateway", "g"),
+  value("interface", "i"),
+  value("outbound", "o"),
+  value("dns", "D"),
+  value("search", "S"),
+  value("hostname", "H"),
+  flag("no-tcp"),
+  flag("no-udp"),
+  flag("no-icmp"),
+  flag("no-dhcp"),
+  flag("no-dhcpv6"),
+  flag("no-ndp"),
+  flag("no-ra"),
+  flag("no-splice"),
+  flag("splice-only"),
+  flag("freebind"),
+  flag("no-map-gw"),
+  flag("ipv4-only", "4"),
+  flag("ipv6-only", "6"),
+  flag("one-off", "1"),
+  value("tcp-ports", "t"),
+  value("udp-ports", "u"),
+  value("tcp-ns", "T"),
+  value("udp-ns", "U"),
+  value("userns"),
+  value("netns"),
+  value("ns-mac-addr"),
+  flag("dhcp-dns"),
+  flag("no-dhcp-dns"),
+  flag("dhcp-search"),
+  flag("no-dhcp-search"),
+  value("dns-forward"),
+  flag("no-netns-quit"),
+  flag("trace"),
+  value("runas"),
+  value("log-size"),
+  flag("version"),
+  value("outbound-if4"),
+  value("outbound-if6"),
+  flag("config-net"),
+  flag("no-copy-routes"),
+  flag("no-copy-addrs"),
+  flag("netns-only"),
+  value("map-host-loopback"),
+  value("map-guest-addr"),
+  flag("host-lo-to-ns-lo"),
+  value("dns-host"),
+  flag("vhost-user"),
+  flag("print-capabilities"),
+  value("fqdn"),
+  value("repair-path"),
+  flag("migrate-exit"),
+  flag("migrate-no-linger"),
+  value("stats"),
+  value("conf-path", "c"),
+  flag("chroot-fallback"),
+  { name: INTERNAL_LISTEN_FD_OPTION, argument: true, exactOnly: true },
+  { name: INTERNAL_READY_FD_OPTION, argument: true, exactOnly: true },
+  { name: INTERNAL_STATUS_FD_OPTION, argument: true, exactOnly: true },
 ];
-type Values = {
-  [K in OptionName]?: (typeof OPTIONS)[K]["type"] extends "string" ? string[] : boolean;
-};
 
-function fail(option: string, value: string | null, reason: string): never {
+/** Options that act at once when met, like passt's (getopt stops there). */
+const ACTION_OPTIONS: ReadonlyMap<string, ConfigAction> = new Map([
+  ["help", "help"],
+  ["version", "version"],
+  ["print-capabilities", "print-capabilities"],
+]);
+
+/** Options of pasta (namespace mode) that passt refuses in passt mode. */
+const PASTA_ONLY_OPTIONS: ReadonlySet<string> = new Set([
+  "ns-ifname",
+  "tcp-ns",
+  "udp-ns",
+  "userns",
+  "netns",
+  "ns-mac-addr",
+  "dhcp-dns",
+  "dhcp-search",
+  "no-netns-quit",
+  "config-net",
+  "no-copy-routes",
+  "no-copy-addrs",
+  "netns-only",
+  "host-lo-to-ns-lo",
+  "splice-only",
+]);
+
+/** passt options that exist only with `--vhost-user` (migration). */
+const VHOST_USER_ONLY_OPTIONS: ReadonlySet<string> = new Set([
+  "repair-path",
+  "migrate-exit",
+  "migrate-no-linger",
+]);
+
+function fail(option: string, text: string | null, reason: string): never {
   throw new ConfigError(
-    value === null ? `--${option}: ${reason}` : `--${option}: "${value}" ${reason}`,
+    text === null ? `--${option}: ${reason}` : `--${option}: "${text}" ${reason}`,
   );
 }
 
-/** Maps a parseArgs error to one line naming the option. */
-function describeParseError(error: unknown): ConfigError {
-  const code = (error as { code?: string }).code;
-  const message = error instanceof Error ? error.message : String(error);
-  const quoted = /'([^']*)'/.exec(message)?.[1] ?? "";
-  const longName = /--([A-Za-z0-9-]+)/.exec(quoted)?.[1];
-  switch (code) {
-    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
-      return new ConfigError(`unrecognized option '${quoted}'`);
-    case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
-      return new ConfigError(`unexpected argument '${quoted}' (tpasst takes options only)`);
-    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE": {
-      const name = longName ?? shortToLong(quoted);
-      if (/does not take an argument/.test(message)) {
-        return new ConfigError(`--${name}: option takes no argument`);
-      }
-      if (/ambiguous/.test(message)) {
-        return new ConfigError(
-          `--${name}: option requires an argument (write --${name}=VALUE for a value starting with '-')`,
-        );
-      }
-      return new ConfigError(`--${name}: option requires an argument`);
-    }
-    default:
-      return new ConfigError(message.split("\n")[0]);
-  }
-}
-
-function shortToLong(text: string): string {
-  const short = /^-([A-Za-z0-9])/.exec(text)?.[1];
-  for (const [name, spec] of Object.entries(OPTIONS)) {
-    if ("short" in spec && spec.short === short) return name;
-  }
-  return text.replace(/^-+/, "");
-}
-
-/** The single value of a non-repeatable option, or `null`. */
-function single(values: Values, option: StringOption): string | null {
-  const list = values[option] as string[] | undefined;
-  if (list === undefined || list.length === 0) return null;
-  if (list.length > 1) fail(option, null, `given more than once ("${list.join('", "')}")`);
-  return list[0];
-}
-
-function list(values: Values, option: StringOption): string[] {
-  return (values[option] as string[] | undefined) ?? [];
-}
-
-function parseDecimal(option: StringOption, text: string, min: number, max: number, what: string) {
+function parseDecimal(option: string, text: string, min: number, max: number, what: string) {
   if (!/^[0-9]+$/.test(text) || Number(text) < min || Number(text) > max) {
     fail(option, text, `is not a valid ${what} (${min}-${max})`);
   }
   return Number(text);
 }
 
-function parseAddress(option: StringOption, text: string): IpAddressText {
+function parseAddress(option: string, text: string): IpAddressText {
   const address = parseIpAddress(text);
   if (address === null) fail(option, text, "is not an IPv4 or IPv6 address");
   return address;
 }
 
-function parseUnicast(option: StringOption, text: string, allowLoopback = false): IpAddressText {
+function parseUnicast(option: string, text: string, allowLoopback = false): IpAddressText {
   const address = parseAddress(option, text);
   const problem = unicastProblem(address, allowLoopback);
   if (problem !== null) fail(option, text, problem);
   return address;
 }
 
-function parseInterface(option: StringOption, text: string): string {
+function parseInterface(option: string, text: string): string {
   if (!isValidInterfaceName(text)) {
     fail(option, text, "is not a valid interface name (1-15 characters, no '/', ':' or spaces)");
   }
   return text;
 }
 
-function parsePath(option: StringOption, text: string | null): string | null {
-  if (text === null) return null;
+function parsePath(option: string, text: string): string {
   if (text === "" || text.includes("\0")) fail(option, text, "is not a valid path");
   return text;
 }
 
-/** Sorts up to one address per family from a repeatable option into v4/v6 slots. */
-function perFamily(
-  values: Values,
-  option: StringOption,
-  parse: (text: string) => IpAddressText,
-  allowNone: boolean,
-): { v4: string | null; v6: string | null } {
-  const out: { v4: string | null; v6: string | null } = { v4: null, v6: null };
-  for (const text of list(values, option)) {
-    if (allowNone && text === "none") {
-      out.v4 = out.v6 = "none";
-      continue;
-    }
-    const address = parse(text);
-    const slot = address.family === 4 ? "v4" : "v6";
-    if (out[slot] !== null && out[slot] !== "none") {
-      fail(option, text, `is a second IPv${address.family} address (one per family)`);
-    }
-    out[slot] = address.text;
-  }
-  return out;
+/** One address slot per IP version; the last value given for a version wins. */
+interface PerFamily {
+  v4: string | null;
+  v6: string | null;
 }
 
-function parseForwards(option: StringOption, specs: string[]): PortForwardTable {
+function perFamily(): PerFamily {
+  return { v4: null, v6: null };
+}
+
+function setFamily(slots: PerFamily, address: IpAddressText): void {
+  if (address.family === 4) slots.v4 = address.text;
+  else slots.v6 = address.text;
+}
+
+/** The `-a` argument: an address with an optional `/prefix` (passt's conf_addr()). */
+function parseGuestAddress(text: string): { address: IpAddressText; prefix: number | null } {
+  const slash = text.indexOf("/");
+  const address = parseUnicast("address", slash < 0 ? text : text.slice(0, slash));
+  if (slash < 0) return { address, prefix: null };
+  const prefixText = text.slice(slash + 1);
+  const max = address.family === 4 ? 32 : 128;
+  if (!/^[0-9]{1,3}$/.test(prefixText) || Number(prefixText) < 1 || Number(prefixText) > max) {
+    fail("address", text, `has an invalid prefix length (1-${max})`);
+  }
+  return { address, prefix: Number(prefixText) };
+}
+
+function parseForwards(
+  option: string,
+  specs: string[],
+  families: { ipv4: boolean; ipv6: boolean },
+): PortForwardTable {
   try {
-    return parsePortForwardTable(specs);
+    return parsePortForwardTable(specs, families);
   } catch (error) {
     if (error instanceof PortSpecError) fail(option, null, error.message);
     throw error;
+  }
+}
+
+/** Everything the options set, as they are applied in order. */
+class Settings {
+  action: ConfigAction = "run";
+  // Logging: passt's three flags, each option setting them as it comes (conf.c).
+  quiet = false;
+  debug = false;
+  trace = false;
+  logFile: string | null = null;
+  logSize = DEFAULT_LOG_SIZE;
+  // Frontend and process.
+  vhostUser = false;
+  socketPath: string | null = null;
+  fd: number | null = null;
+  oneOff = false;
+  foreground = false;
+  pidFile: string | null = null;
+  pcapFile: string | null = null;
+  runas: string | null = null;
+  statsDelay: number | null = null;
+  // Guest configuration.
+  mtu: number | null = null;
+  macAddress: string | null = null;
+  interfaceName: string | null = null;
+  outboundIf4: string | null = null;
+  outboundIf6: string | null = null;
+  addresses = perFamily();
+  addressPrefix = { v4: null as number | null, v6: null as number | null };
+  netmask: number | null = null;
+  netmaskText: string | null = null;
+  gateways = perFamily();
+  outbound = perFamily();
+  dnsForward = perFamily();
+  dnsHost = perFamily();
+  mapHostLoopback = perFamily();
+  mapGuestAddr = perFamily();
+  noMapGw = false;
+  ipv4Only = false;
+  ipv6Only = false;
+  dnsServers: string[] | null = null;
+  search: string[] | null = null;
+  fqdn: string | null = null;
+  hostname: string | null = null;
+  readonly flags = new Set<string>();
+  readonly tcpSpecs: string[] = [];
+  readonly udpSpecs: string[] = [];
+  readonly notes: ConfigNote[] = [];
+  // Internal plumbing.
+  listenFd: number | null = null;
+  readyFd: number | null = null;
+  statusFd: number | null = null;
+}
+
+/** Applies one option occurrence to `s`, as passt's conf() does. */
+function apply(s: Settings, o: OptionOccurrence): void {
+  const name = o.name;
+  const text = o.value ?? "";
+  if (PASTA_ONLY_OPTIONS.has(name)) {
+    throw new ConfigError(`--${name} is for pasta mode only (tpasst works like passt)`);
+  }
+  if (VHOST_USER_ONLY_OPTIONS.has(name) && !s.vhostUser) {
+    if (!(name === "repair-path" && text === "none")) {
+      throw new ConfigError(`--${name} is for vhost-user mode only`);
+    }
+  }
+  switch (name) {
+    case "debug":
+      s.debug = true;
+      s.quiet = false;
+      return;
+    case "trace":
+      s.trace = s.debug = true;
+      s.quiet = false;
+      return;
+    case "quiet":
+      s.quiet = true;
+      s.debug = s.trace = false;
+      return;
+    case "stderr":
+      // passt: "This option has no effect, and is maintained for compatibility".
+      return;
+    case "log-file":
+      s.logFile = parsePath("log-file", text);
+      return;
+    case "log-size":
+      s.logSize = parseDecimal("log-size", text, MIN_LOG_SIZE, MAX_LOG_SIZE, "log size in bytes");
+      return;
+    case "foreground":
+      s.foreground = true;
+      return;
+    case "socket": {
+      const path = parsePath("socket", text);
+      if (new TextEncoder().encode(path).length > MAX_SOCKET_PATH_BYTES) {
+        fail("socket", path, `is longer than ${MAX_SOCKET_PATH_BYTES} bytes`);
+      }
+      s.socketPath = path;
+      s.fd = null;
+      return;
+    }
+    case "fd":
+      // passt accepts standard input (0) but not 1 and 2 (conf_tap_fd()).
+      s.fd = text === "0" ? 0 : parseDecimal("fd", text, 3, MAX_FD, "file descriptor");
+      s.socketPath = null;
+      s.oneOff = true;
+      return;
+    case "one-off":
+      s.oneOff = true;
+      return;
+    case "vhost-user":
+      s.vhostUser = true;
+      return;
+    case "pcap":
+      s.pcapFile = parsePath("pcap", text);
+      return;
+    case "pid":
+      s.pidFile = parsePath("pid", text);
+      return;
+    case "runas":
+      if (!/^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$/.test(text)) {
+        fail("runas", text, "is not UID[:GID] or LOGIN[:GROUP]");
+      }
+      s.runas = text;
+      return;
+    case "stats":
+      s.statsDelay = parseDecimal("stats", text, 0, MAX_STATS_DELAY, "delay in seconds");
+      return;
+    case "mtu":
+      if (text === "0") {
+        s.mtu = NO_MTU;
+      } else if (!/^[0-9]+$/.test(text) || Number(text) < MIN_MTU || Number(text) > MAX_MTU) {
+        fail("mtu", text, `is not a valid MTU (0 for none, or ${MIN_MTU}-${MAX_MTU})`);
+      } else {
+        s.mtu = Number(text);
+      }
+      return;
+    case "address": {
+      const { address, prefix } = parseGuestAddress(text);
+      setFamily(s.addresses, address);
+      if (address.family === 4) s.addressPrefix.v4 = prefix;
+      else s.addressPrefix.v6 = prefix;
+      return;
+    }
+    case "netmask": {
+      const prefix = parseNetmask(text);
+      if (prefix === null) {
+        fail("netmask", text, "is not a netmask (dotted, e.g. 255.255.255.0, or 1-32)");
+      }
+      s.netmask = prefix;
+      s.netmaskText = text;
+      return;
+    }
+    case "mac-addr": {
+      const mac = parseMacText(text);
+      if (mac === null) fail("mac-addr", text, "is not a MAC address (xx:xx:xx:xx:xx:xx)");
+      if (parseInt(mac.slice(0, 2), 16) & 1) fail("mac-addr", text, "is a multicast MAC address");
+      if (mac === "00:00:00:00:00:00") fail("mac-addr", text, "is the all-zero MAC address");
+      s.macAddress = mac;
+      return;
+    }
+    case "gateway":
+      setFamily(s.gateways, parseUnicast("gateway", text));
+      return;
+    case "interface":
+      s.interfaceName = parseInterface("interface", text);
+      return;
+    case "outbound":
+      setFamily(s.outbound, parseUnicast("outbound", text, true));
+      return;
+    case "outbound-if4":
+      s.outboundIf4 = parseInterface("outbound-if4", text);
+      return;
+    case "outbound-if6":
+      s.outboundIf6 = parseInterface("outbound-if6", text);
+      return;
+    case "dns":
+      if (text === "none") {
+        s.dnsServers = [];
+        return;
+      }
+      s.dnsServers ??= [];
+      {
+        const address = parseUnicast("dns", text, true);
+        if (!s.dnsServers.includes(address.text)) s.dnsServers.push(address.text);
+      }
+      return;
+    case "search": {
+      if (text.trim() === "none") {
+        s.search = [];
+        return;
+      }
+      const domains = text.split(/\s+/).filter((d) => d !== "");
+      if (domains.length === 0) fail("search", text, "names no domain (use 'none')");
+      for (const domain of domains) {
+        if (!isValidDomainName(domain)) fail("search", domain, "is not a valid domain name");
+      }
+      s.search = [...(s.search ?? []), ...domains];
+      return;
+    }
+    case "fqdn":
+      if (!isValidDomainName(text)) fail("fqdn", text, "is not a valid domain name");
+      s.fqdn = text;
+      return;
+    case "hostname":
+      if (!isValidDomainName(text) || text.includes(".")) {
+        fail("hostname", text, "is not a valid host name (one label: letters, digits, '-')");
+      }
+      s.hostname = text;
+      return;
+    case "dns-forward":
+      setFamily(s.dnsForward, parseUnicast("dns-forward", text));
+      return;
+    case "dns-host":
+      setFamily(s.dnsHost, parseUnicast("dns-host", text, true));
+      return;
+    case "map-host-loopback":
+    case "map-guest-addr": {
+      const slots = name === "map-host-loopback" ? s.mapHostLoopback : s.mapGuestAddr;
+      if (text === "none") {
+        slots.v4 = slots.v6 = "none";
+        if (name === "map-host-loopback") s.noMapGw = true;
+        return;
+      }
+      setFamily(slots, parseUnicast(name, text));
+      return;
+    }
+    case "no-map-gw":
+      s.noMapGw = true;
+      return;
+    case "ipv4-only":
+      s.ipv4Only = true;
+      s.ipv6Only = false;
+      return;
+    case "ipv6-only":
+      s.ipv6Only = true;
+      s.ipv4Only = false;
+      return;
+    case "tcp-ports":
+      s.tcpSpecs.push(text);
+      return;
+    case "udp-ports":
+      s.udpSpecs.push(text);
+      return;
+    case "no-tcp":
+    case "no-udp":
+    case "no-icmp":
+    case "no-dhcp":
+    case "no-dhcpv6":
+    case "no-ndp":
+    case "no-ra":
+    case "no-dhcp-dns":
+    case "no-dhcp-search":
+    case "freebind":
+      s.flags.add(name);
+      return;
+    case "no-splice":
+      s.notes.push({
+        level: "debug",
+        message: "--no-splice: no effect in passt mode (there is no splice path)",
+      });
+      return;
+    case "chroot-fallback":
+      s.notes.push({
+        level: "debug",
+        message: "--chroot-fallback: no effect (tpasst does not change its root directory)",
+      });
+      return;
+    case "conf-path":
+      parsePath("conf-path", text);
+      s.notes.push({
+        level: "warn",
+        message: `--conf-path ${text} ignored: tpasst has no configuration socket (pesto)`,
+      });
+      return;
+    case "repair-path":
+    case "migrate-exit":
+    case "migrate-no-linger":
+      s.notes.push({
+        level: "warn",
+        message: `--${name}${o.value === null ? "" : ` ${text}`} ignored: ` +
+          "tpasst does not support vhost-user migration",
+      });
+      return;
+    case INTERNAL_LISTEN_FD_OPTION:
+      s.listenFd = parseDecimal(name, text, 3, MAX_FD, "file descriptor");
+      return;
+    case INTERNAL_READY_FD_OPTION:
+      s.readyFd = parseDecimal(name, text, 3, MAX_FD, "file descriptor");
+      return;
+    case INTERNAL_STATUS_FD_OPTION:
+      s.statusFd = parseDecimal(name, text, 3, MAX_FD, "file descriptor");
+      return;
+    default: {
+      const action = ACTION_OPTIONS.get(name);
+      if (action === undefined) throw new Error(`Cannot apply option --${name}: no rule for it`);
+      s.action = action;
+    }
+  }
+}
+
+/** Drops values of a disabled IP version, as passt ignores them, with a note. */
+function dropDisabledFamily(s: Settings, family: "v4" | "v6", switchName: string): void {
+  const slots: [string, PerFamily][] = [
+    ["address", s.addresses],
+    ["gateway", s.gateways],
+    ["outbound", s.outbound],
+    ["dns-forward", s.dnsForward],
+    ["dns-host", s.dnsHost],
+    ["map-host-loopback", s.mapHostLoopback],
+    ["map-guest-addr", s.mapGuestAddr],
+  ];
+  for (const [option, slot] of slots) {
+    const text = slot[family];
+    if (text === null) continue;
+    if (text !== "none") {
+      s.notes.push({
+        level: "warn",
+        message: `--${option} ${text} ignored: IPv${family === "v4" ? 4 : 6} is disabled ` +
+          `(--${switchName})`,
+      });
+    }
+    slot[family] = null;
   }
 }
 
@@ -250,281 +601,122 @@ function parseForwards(option: StringOption, specs: string[]): PortForwardTable 
  * @throws ConfigError with a one-line message naming the bad option
  */
 export function parseCommandLine(args: readonly string[]): Config {
-  let values: Values;
+  let occurrences: readonly OptionOccurrence[];
   try {
-    values = parseArgs({
-      args: [...args],
-      options: OPTIONS,
-      strict: true,
-      allowPositionals: false,
-    }).values as Values;
+    const result = getoptLong(args, OPTIONS, new Set(ACTION_OPTIONS.keys()));
+    if (result.operands.length > 0) {
+      throw new ConfigError(
+        `unexpected argument '${result.operands[0]}' (tpasst takes options only)`,
+      );
+    }
+    occurrences = result.options;
   } catch (error) {
-    throw describeParseError(error);
+    if (error instanceof GetoptError) throw new ConfigError(error.message);
+    throw error;
   }
-  const flag = (name: OptionName): boolean => values[name] === true;
 
-  const action: ConfigAction = flag("help")
-    ? "help"
-    : flag("version")
-    ? "version"
-    : flag("print-capabilities")
-    ? "print-capabilities"
-    : "run";
+  const s = new Settings();
+  // passt decides the mode before anything else (conf_mode()).
+  s.vhostUser = occurrences.some((o) => o.name === "vhost-user");
+  for (const occurrence of occurrences) apply(s, occurrence);
 
-  // Logging.
-  if (flag("quiet") && (flag("debug") || flag("trace"))) {
-    throw new ConfigError(`--quiet cannot be combined with --${flag("debug") ? "debug" : "trace"}`);
+  const level: LogLevel = s.trace ? "trace" : s.debug ? "debug" : s.quiet ? "warn" : "info";
+  if (s.statsDelay !== null && s.statsDelay > 0 && !s.foreground) {
+    throw new ConfigError("--stats: statistics are shown only in the foreground (give -f)");
   }
-  const level: LogLevel = flag("trace")
-    ? "trace"
-    : flag("debug")
-    ? "debug"
-    : flag("quiet")
-    ? "warn"
-    : "info";
-  const logSizeText = single(values, "log-size");
-  const logSize = logSizeText === null
-    ? DEFAULT_LOG_SIZE
-    : parseDecimal("log-size", logSizeText, MIN_LOG_SIZE, MAX_LOG_SIZE, "log size in bytes");
-
-  // Socket and process.
-  const socketOptions = [...list(values, "socket"), ...list(values, "socket-path")];
-  if (socketOptions.length > 1) fail("socket", null, "given more than once");
-  const socketPath = parsePath("socket", socketOptions[0] ?? null);
-  if (socketPath !== null && new TextEncoder().encode(socketPath).length > MAX_SOCKET_PATH_BYTES) {
-    fail("socket", socketPath, `is longer than ${MAX_SOCKET_PATH_BYTES} bytes`);
-  }
-  const fdText = single(values, "fd");
-  const fd = fdText === null ? null : parseDecimal("fd", fdText, 3, MAX_FD, "file descriptor");
-  if (fd !== null && socketPath !== null) {
-    throw new ConfigError(
-      "--fd cannot be combined with --socket (the socket is already connected)",
-    );
-  }
-  const listenFdText = single(values, INTERNAL_LISTEN_FD_OPTION);
-  const listenFd = listenFdText === null
-    ? null
-    : parseDecimal(INTERNAL_LISTEN_FD_OPTION, listenFdText, 3, MAX_FD, "file descriptor");
-  if (listenFd !== null && fd !== null) {
+  if (s.listenFd !== null && s.fd !== null) {
     throw new ConfigError(`--fd cannot be combined with --${INTERNAL_LISTEN_FD_OPTION}`);
   }
-  const readyFdText = single(values, INTERNAL_READY_FD_OPTION);
-  const readyFd = readyFdText === null
-    ? null
-    : parseDecimal(INTERNAL_READY_FD_OPTION, readyFdText, 3, MAX_FD, "file descriptor");
-  const statusFdText = single(values, INTERNAL_STATUS_FD_OPTION);
-  const statusFd = statusFdText === null
-    ? null
-    : parseDecimal(INTERNAL_STATUS_FD_OPTION, statusFdText, 3, MAX_FD, "file descriptor");
 
-  // Interface-level settings.
-  const mtuText = single(values, "mtu");
-  const mtu = mtuText === null ? null : parseDecimal("mtu", mtuText, MIN_MTU, MAX_MTU, "MTU");
-  const macText = single(values, "mac-addr");
-  let macAddress: string | null = null;
-  if (macText !== null) {
-    macAddress = parseMacText(macText);
-    if (macAddress === null) fail("mac-addr", macText, "is not a MAC address (xx:xx:xx:xx:xx:xx)");
-    const firstOctet = parseInt(macAddress.slice(0, 2), 16);
-    if (firstOctet & 1) fail("mac-addr", macText, "is a multicast MAC address");
-    if (macAddress === "00:00:00:00:00:00") {
-      fail("mac-addr", macText, "is the all-zero MAC address");
-    }
+  // A prefix length given with -a and -n are redundant (passt: "Redundant prefix length").
+  const addressPrefix = s.addressPrefix.v4 ?? s.addressPrefix.v6;
+  if (s.netmaskText !== null && addressPrefix !== null) {
+    fail("netmask", s.netmaskText, "conflicts with the prefix length given with --address");
   }
-  const ifaceText = single(values, "interface");
-  const interfaceName = ifaceText === null ? null : parseInterface("interface", ifaceText);
-
-  const ipv4Only = flag("ipv4-only");
-  const ipv6Only = flag("ipv6-only");
-  if (ipv4Only && ipv6Only) {
-    throw new ConfigError("--ipv4-only cannot be combined with --ipv6-only");
+  if (s.ipv4Only) dropDisabledFamily(s, "v6", "ipv4-only");
+  if (s.ipv6Only) dropDisabledFamily(s, "v4", "ipv6-only");
+  // --no-map-gw only drops the default mapping; an explicit address still maps.
+  if (s.noMapGw) {
+    s.mapHostLoopback.v4 ??= "none";
+    s.mapHostLoopback.v6 ??= "none";
   }
 
-  // `-a ADDR/PREFIX` sets the IPv4 prefix length like -n (passt accepts both forms).
-  let addressPrefix: number | null = null;
-  const addresses = perFamily(values, "address", (text) => {
-    const slash = text.indexOf("/");
-    if (slash < 0) return parseUnicast("address", text);
-    const address = parseUnicast("address", text.slice(0, slash));
-    const prefixText = text.slice(slash + 1);
-    const max = address.family === 4 ? 32 : 128;
-    if (!/^[0-9]{1,3}$/.test(prefixText) || Number(prefixText) < 1 || Number(prefixText) > max) {
-      fail("address", text, `has an invalid prefix length (1-${max})`);
-    }
-    if (address.family === 4) addressPrefix = Number(prefixText);
-    return address;
-  }, false);
-  const gateways = perFamily(values, "gateway", (t) => parseUnicast("gateway", t), false);
-  const outbound = perFamily(values, "outbound", (t) => parseUnicast("outbound", t, true), false);
-  const dnsForward = perFamily(values, "dns-forward", (t) => parseUnicast("dns-forward", t), false);
-  const dnsHost = perFamily(values, "dns-host", (t) => parseUnicast("dns-host", t, true), false);
-  const mapHostLoopback = perFamily(
-    values,
-    "map-host-loopback",
-    (t) => parseUnicast("map-host-loopback", t),
-    true,
-  );
-  const mapGuestAddr = perFamily(
-    values,
-    "map-guest-addr",
-    (t) => parseUnicast("map-guest-addr", t),
-    true,
-  );
-  if (flag("no-map-gw")) {
-    if (list(values, "map-host-loopback").length > 0) {
-      throw new ConfigError("--no-map-gw cannot be combined with --map-host-loopback");
-    }
-    mapHostLoopback.v4 = mapHostLoopback.v6 = "none";
-  }
-  for (
-    const [option, slots] of [
-      ["address", addresses],
-      ["gateway", gateways],
-      ["outbound", outbound],
-    ] as const
-  ) {
-    if (ipv4Only && slots.v6 !== null) {
-      fail(option, slots.v6, "is an IPv6 address but --ipv4-only was given");
-    }
-    if (ipv6Only && slots.v4 !== null) {
-      fail(option, slots.v4, "is an IPv4 address but --ipv6-only was given");
-    }
-  }
-  const netmaskText = single(values, "netmask");
-  let prefixLength: number | null = addressPrefix;
-  if (netmaskText !== null) {
-    if (addressPrefix !== null) {
-      fail("netmask", netmaskText, "conflicts with the prefix length given with --address");
-    }
-    prefixLength = parseNetmask(netmaskText);
-    if (prefixLength === null) {
-      fail("netmask", netmaskText, "is not a netmask (dotted, e.g. 255.255.255.0, or 1-32)");
-    }
-  }
-  const outIf4 = single(values, "outbound-if4");
-  const outIf6 = single(values, "outbound-if6");
-
-  // DNS.
-  const dnsTexts = list(values, "dns");
-  let servers: string[] | null = null;
-  if (dnsTexts.length > 0) {
-    if (dnsTexts.includes("none")) {
-      if (dnsTexts.length > 1) fail("dns", null, '"none" cannot be combined with addresses');
-      servers = [];
-    } else {
-      servers = [];
-      for (const text of dnsTexts) {
-        const address = parseUnicast("dns", text, true);
-        if (!servers.includes(address.text)) servers.push(address.text);
-      }
-    }
-  }
-  const searchText = single(values, "search");
-  let search: string[] | null = null;
-  if (searchText !== null) {
-    if (searchText.trim() === "none") {
-      search = [];
-    } else {
-      search = searchText.split(/\s+/).filter((d) => d !== "");
-      if (search.length === 0) fail("search", searchText, "names no domain (use 'none')");
-      for (const domain of search) {
-        if (!isValidDomainName(domain)) fail("search", domain, "is not a valid domain name");
-      }
-    }
-  }
-  const fqdn = single(values, "fqdn");
-  if (fqdn !== null && !isValidDomainName(fqdn)) fail("fqdn", fqdn, "is not a valid domain name");
-  const hostname = single(values, "hostname");
-  if (hostname !== null && (!isValidDomainName(hostname) || hostname.includes("."))) {
-    fail("hostname", hostname, "is not a valid host name (one label: letters, digits, '-')");
-  }
-
-  // Protocols and forwarding.
+  const has = (name: string) => s.flags.has(name);
   const protocols = {
-    tcp: !flag("no-tcp"),
-    udp: !flag("no-udp"),
-    icmp: !flag("no-icmp"),
-    dhcp: !flag("no-dhcp"),
-    dhcpv6: !flag("no-dhcpv6"),
-    ndp: !flag("no-ndp"),
-    ra: !flag("no-ra"),
+    tcp: !has("no-tcp"),
+    udp: !has("no-udp"),
+    icmp: !has("no-icmp"),
+    dhcp: !has("no-dhcp"),
+    dhcpv6: !has("no-dhcpv6"),
+    // passt: --no-icmp implies --no-ndp.
+    ndp: !has("no-ndp") && !has("no-icmp"),
+    ra: !has("no-ra"),
   };
-  const tcpSpecs = list(values, "tcp-ports");
-  const udpSpecs = list(values, "udp-ports");
-  if (!protocols.tcp && tcpSpecs.some((s) => s !== "none")) {
+  if (!protocols.tcp && s.tcpSpecs.some((spec) => spec !== "none")) {
     throw new ConfigError("--tcp-ports cannot be combined with --no-tcp");
   }
-  if (!protocols.udp && udpSpecs.some((s) => s !== "none")) {
+  if (!protocols.udp && s.udpSpecs.some((spec) => spec !== "none")) {
     throw new ConfigError("--udp-ports cannot be combined with --no-udp");
   }
-  const tcpForwards = parseForwards("tcp-ports", tcpSpecs);
-  const udpForwards = parseForwards("udp-ports", udpSpecs);
+  const families = { ipv4: !s.ipv6Only, ipv6: !s.ipv4Only };
+  const tcpForwards = parseForwards("tcp-ports", s.tcpSpecs, families);
+  const udpForwards = parseForwards("udp-ports", s.udpSpecs, families);
 
   const ipv4: Ipv4Config = {
-    address: addresses.v4,
-    prefixLength,
-    gateway: gateways.v4,
-    outbound: outbound.v4,
-    outboundInterface: outIf4 === null ? null : parseInterface("outbound-if4", outIf4),
-    dnsForward: dnsForward.v4,
-    dnsHost: dnsHost.v4,
-    mapHostLoopback: mapHostLoopback.v4,
-    mapGuestAddr: mapGuestAddr.v4,
+    address: s.addresses.v4,
+    prefixLength: s.addressPrefix.v4 ?? s.netmask,
+    gateway: s.gateways.v4,
+    outbound: s.outbound.v4,
+    outboundInterface: s.outboundIf4,
+    dnsForward: s.dnsForward.v4,
+    dnsHost: s.dnsHost.v4,
+    mapHostLoopback: s.mapHostLoopback.v4,
+    mapGuestAddr: s.mapGuestAddr.v4,
   };
   const ipv6: FamilyConfig = {
-    address: addresses.v6,
-    gateway: gateways.v6,
-    outbound: outbound.v6,
-    outboundInterface: outIf6 === null ? null : parseInterface("outbound-if6", outIf6),
-    dnsForward: dnsForward.v6,
-    dnsHost: dnsHost.v6,
-    mapHostLoopback: mapHostLoopback.v6,
-    mapGuestAddr: mapGuestAddr.v6,
+    address: s.addresses.v6,
+    gateway: s.gateways.v6,
+    outbound: s.outbound.v6,
+    outboundInterface: s.outboundIf6,
+    dnsForward: s.dnsForward.v6,
+    dnsHost: s.dnsHost.v6,
+    mapHostLoopback: s.mapHostLoopback.v6,
+    mapGuestAddr: s.mapGuestAddr.v6,
   };
 
-  const runas = single(values, "runas");
-  if (runas !== null && !/^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$/.test(runas)) {
-    fail("runas", runas, "is not UID[:GID] or LOGIN[:GROUP]");
-  }
-
-  const ignored: string[] = [];
-  const repairPath = single(values, "repair-path");
-  if (repairPath !== null) ignored.push(`--repair-path ${repairPath}`);
-  if (flag("migrate-exit")) ignored.push("--migrate-exit");
-  if (flag("migrate-no-linger")) ignored.push("--migrate-no-linger");
-
   const config: Config = {
-    action,
-    mode: flag("vhost-user") ? "vhost-user" : "stream",
-    socketPath,
-    fd,
-    oneOff: flag("one-off") || fd !== null,
-    foreground: flag("foreground"),
-    pidFile: parsePath("pid", single(values, "pid")),
-    pcapFile: parsePath("pcap", single(values, "pcap")),
-    runas,
-    ignoredOptions: ignored,
-    log: { level, file: parsePath("log-file", single(values, "log-file")), maxSize: logSize },
-    mtu,
-    macAddress,
-    interfaceName,
-    ipv4Enabled: !ipv6Only,
-    ipv6Enabled: !ipv4Only,
+    action: s.action,
+    mode: s.vhostUser ? "vhost-user" : "stream",
+    socketPath: s.socketPath,
+    fd: s.fd,
+    oneOff: s.oneOff,
+    foreground: s.foreground,
+    pidFile: s.pidFile,
+    pcapFile: s.pcapFile,
+    runas: s.runas,
+    statsDelay: s.statsDelay === 0 ? null : s.statsDelay,
+    notes: s.notes,
+    log: { level, file: s.logFile, maxSize: s.logSize },
+    mtu: s.mtu,
+    macAddress: s.macAddress,
+    interfaceName: s.interfaceName,
+    ipv4Enabled: !s.ipv6Only,
+    ipv6Enabled: !s.ipv4Only,
     ipv4,
     ipv6,
     dns: {
-      servers,
-      search,
-      fqdn,
-      hostname,
-      sendServers: !flag("no-dhcp-dns"),
-      sendSearch: !flag("no-dhcp-search"),
+      servers: s.dnsServers,
+      search: s.search,
+      fqdn: s.fqdn,
+      hostname: s.hostname,
+      sendServers: !has("no-dhcp-dns"),
+      sendSearch: !has("no-dhcp-search"),
     },
     protocols,
     tcpForwards,
     udpForwards,
-    freebind: flag("freebind"),
-    internal: { listenFd, readyFd, statusFd },
+    freebind: has("freebind"),
+    internal: { listenFd: s.listenFd, readyFd: s.readyFd, statusFd: s.statusFd },
   };
   return deepFreeze(config);
 }

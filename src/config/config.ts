@@ -15,6 +15,13 @@ import type { PortForwardTable } from "./port_spec.ts";
 /** What the process was asked to do. */
 export type ConfigAction = "run" | "help" | "version" | "print-capabilities";
 
+/** A line logged at start about an option accepted without (full) effect. */
+export interface ConfigNote {
+  /** `warn` when tpasst cannot honour what was asked; `debug`/`info` when it changes nothing. */
+  readonly level: "debug" | "info" | "warn";
+  readonly message: string;
+}
+
 /** Which protocol the frontend speaks on the socket. */
 export type FrontendMode = "vhost-user" | "stream";
 
@@ -114,14 +121,16 @@ export interface Config {
   readonly pcapFile: string | null;
   /** Requested user to run as (`--runas`); accepted but never acted on. */
   readonly runas: string | null;
+  /** Seconds between statistics lines on standard error (`--stats`); `null` = none. */
+  readonly statsDelay: number | null;
   /**
-   * passt options accepted for compatibility but without effect (vhost-user migration:
-   * `--repair-path`, `--migrate-exit`, `--migrate-no-linger`), as given; logged at start.
+   * What to log at start about options accepted without (full) effect: vhost-user
+   * migration, `--conf-path`, values of a disabled IP version...
    */
-  readonly ignoredOptions: readonly string[];
+  readonly notes: readonly ConfigNote[];
   /** Logging settings. */
   readonly log: LogConfig;
-  /** MTU announced to the guest (`-m`); `null` = none announced. */
+  /** MTU announced to the guest (`-m`); `0` = none announced; `null` = the default. */
   readonly mtu: number | null;
   /** MAC address we use toward the guest (`-M`); `null` = derive. */
   readonly macAddress: string | null;
@@ -143,7 +152,7 @@ export interface Config {
   readonly tcpForwards: PortForwardTable;
   /** Host ports forwarded to the guest (`-u`). */
   readonly udpForwards: PortForwardTable;
-  /** Allow binding forwarded ports to non-local addresses (`--freebind`). */
+  /** Allow binding forwarded ports to non-local addresses (`--freebind`, IP_FREEBIND). */
   readonly freebind: boolean;
   /** Parent/child plumbing of daemonizing. */
   readonly internal: InternalConfig;

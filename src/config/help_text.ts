@@ -32,6 +32,10 @@ DESCRIPTION
     By default tpasst listens on the first free /tmp/tpasst_N.socket (N = 1..64),
     prints the QEMU options to use, and moves to the background.
 
+    Options follow passt's rules: a long option may be abbreviated to any unique
+    prefix; when an option is given more than once the last one wins (-q, -d and
+    --trace included), except -t, -u, -D and -S, which add up.
+
 OPTIONS
   Frontend connection
     -s, --socket PATH      Listen on the unix socket PATH (also --socket-path)
@@ -45,23 +49,30 @@ OPTIONS
     -P, --pid FILE         Write the daemon's PID to FILE once it is ready
     --runas USER[:GROUP]   Accepted for compatibility; tpasst never changes user
     --repair-path PATH, --migrate-exit, --migrate-no-linger
-                           Accepted for compatibility; migration is not supported
+                           vhost-user only; accepted with a warning: tpasst does
+                           not support migration
+    -c, --conf-path PATH   Accepted with a warning: no configuration socket
+    --chroot-fallback, --no-splice
+                           Accepted; no effect (no sandbox, no splice path)
     -h, --help             Show this help and exit
     --version              Show the version and exit
 
   Logging
     -q, --quiet            Only warnings and errors
-    -d, --debug            Debug messages
-    --trace                Per-packet messages (implies --debug)
-    -e, --stderr           Accepted for compatibility; logs go to standard error
-                           unless --log-file is given
-    -l, --log-file PATH    Log to PATH instead of standard error
+    -d, --debug            Debug messages, time-stamped (DHCP, DHCPv6 and NDP
+                           exchanges, forward set-up...)
+    --trace                One line per frame each way (implies --debug)
+    --stats DELAY          With -f: statistics on standard error at most every
+                           DELAY seconds, when frames went through
+    -e, --stderr           Accepted for compatibility; no effect
+    -l, --log-file PATH    Log to PATH instead of standard error or syslog
     --log-size BYTES       Limit the log file to BYTES (default ${DEFAULT_LOG_SIZE});
                            the oldest half is dropped when it is full
     -p, --pcap FILE        Capture guest-side frames to FILE (pcap format)
 
   Guest configuration (defaults are taken from the host)
-    -m, --mtu MTU          Announce MTU (${MIN_MTU}-${MAX_MTU}) via DHCP and NDP
+    -m, --mtu MTU          Announce MTU (${MIN_MTU}-${MAX_MTU}) via DHCP and NDP;
+                           0 announces none
     -a, --address ADDR[/PREFIX]
                            Assign ADDR to the guest (once per IP version)
     -n, --netmask MASK     IPv4 netmask, dotted or prefix length
@@ -70,7 +81,8 @@ OPTIONS
     -i, --interface NAME   Derive addresses and routes from host interface NAME
     -D, --dns ADDR         DNS resolver for the guest (repeatable); 'none' for none
     -S, --search LIST      Space-separated DNS search list; 'none' for none
-    --fqdn NAME            Fully qualified name sent via DHCP and DHCPv6
+    --fqdn NAME            Fully qualified name sent via DHCP (option 81, to a
+                           client asking for it) and DHCPv6 (option 39)
     -H, --hostname NAME    Host name sent via DHCP (option 12)
     --no-dhcp-dns          Do not send DNS resolvers to the guest
     --no-dhcp-search       Do not send the DNS search list to the guest
@@ -98,21 +110,27 @@ OPTIONS
   Port forwarding (host to guest)
     -t, --tcp-ports SPEC   Forward TCP ports (repeatable)
     -u, --udp-ports SPEC   Forward UDP ports (repeatable)
-    --freebind             Allow binding forwarded ports to non-local addresses
+    --freebind             Allow binding TCP forwards to non-local addresses
 
-    SPEC is 'none', 'all' (every non-ephemeral port), or a comma-separated list,
-    optionally after ADDR/, ADDR%IFNAME/ or %IFNAME/ to bind an address or interface:
+    SPEC is 'none', or a comma-separated list, optionally after ADDR/,
+    ADDR%IFNAME/, %IFNAME/ or */ to bind an address or interface:
         22          host port 22 to guest port 22
         22:23       host port 22 to guest port 23
         22-80       a range
         22-80:32-90 a range mapped to another range of the same length
+        22:ADDR/23  to guest address ADDR (accepted; tpasst warns that it
+                    forwards to the guest's own address)
         ~25         exclude port 25 (exclusions alone forward everything else)
+        all         every non-ephemeral port, as far as descriptors allow
+    A port given explicitly that cannot be listened on is an error; 'all' skips
+    ports in use and says which ports the open-file limit left out.
 
 LOGGING
     In the foreground tpasst logs to standard error, or only to --log-file if given.
     When it moves to the background, the messages of its start-up (and the reason if
     it fails) are still printed by the command that started it; after that it logs
-    only to --log-file, or nowhere.
+    to --log-file, or else to the system logger (/dev/log, facility daemon, as
+    tpasst[PID]; debug lines stay out of it), or nowhere if there is none.
 
 EXAMPLES
     tpasst -f -s /tmp/vm.socket -t 2222:22

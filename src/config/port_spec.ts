@@ -1,20 +1,32 @@
 /**
- * passt's port forwarding spec (`-t`/`-u`, passt(1) "--tcp-ports") parsed into a
- * structured table:
+ * passt's port forwarding spec (`-t`/`-u`, passt(1) "--tcp-ports", passt 2026's
+ * fwd_rule.c) parsed into a structured table:
  *
  * ```
- * spec     = "none" | "all" | [ bind "/" ] item *( "," item )
- * bind     = address [ "%" ifname ] | "%" ifname
- * item     = [ "~" ] range | range ":" range      ; "~" excludes, ":" maps to target ports
+ * spec     = "none" | [ bind "/" ] chunk *( "," chunk )
+ * bind     = address [ "%" ifname ] | [ "*" ] [ "%" ifname ]   ; "*" or nothing: any address
+ * chunk    = "all" [ ":" target ]                  ; every non-ephemeral port (best effort)
+ *          | "~" range                             ; exclude, over the whole spec
+ *          | range [ ":" target "/" range | ":" target | ":" range ]
  * range    = port [ "-" port ]
+ * address, target = IPv4 or IPv6 address, optionally in brackets
  * ```
  *
- * A spec made of exclusions only forwards every non-ephemeral port except those.
+ * A spec made of exclusions only forwards every non-ephemeral port except those. A
+ * target address is the guest-side address a forward goes to instead of the guest's
+ * own one.
  *
  * @module
  */
 
-import { isValidInterfaceName, parseIpAddress, unicastProblem } from "./address_text.ts";
+import {
+  type IpAddressText,
+  isValidInterfaceName,
+  parseIpAddress,
+  parseIpv4Bytes,
+  parseIpv6Bytes,
+  unicastProblem,
+} from "./address_text.ts";
 
 /** Lowest forwardable port number (port 0 means "any" to bind()). */
 export const MIN_PORT = 1;
@@ -30,19 +42,29 @@ export interface PortRange {
 /** Host ports `first..last` forwarded to guest ports `targetFirst..targetFirst + (last - first)`. */
 export interface PortForward extends PortRange {
   readonly targetFirst: number;
+  /** Guest-side address the ports go to (`:ADDR` in the spec); `null` = the guest's own. */
+  readonly targetAddress: string | null;
 }
 
 /** One `-t`/`-u` argument. */
 export interface PortForwardSpec {
-  /** Host address the listening sockets are bound to; `null` = any. */
+  /** The argument as given, for messages. */
+  readonly text: string;
+  /**
+   * Host address the listening sockets are bound to; `null` = any address of every
+   * enabled IP version (no address, or `*`).
+   */
   readonly bindAddress: string | null;
   /** Host interface the listening sockets are bound to (`%ifname`); `null` = any. */
   readonly bindInterface: string | null;
   /**
    * Forward every non-ephemeral port not in {@link excluded} (`all`, or a spec made of
-   * exclusions only), each to the same port number.
+   * exclusions only), each to the same port number, on a best-effort basis: a port
+   * that cannot be bound is skipped, as passt does.
    */
   readonly allNonEphemeral: boolean;
+  /** Guest-side address of the `all` forwards (`all:ADDR`); `null` = the guest's own. */
+  readonly allTargetAddress: string | null;
   /** Explicit forwards, exclusions already removed, sorted, never overlapping. */
   readonly forwards: readonly PortForward[];
   /** Excluded ranges, merged and sorted. */
@@ -54,12 +76,83 @@ export interface PortForwardTable {
   readonly specs: readonly PortForwardSpec[];
 }
 
+/** Which IP versions are enabled, for the checks that depend on it. */
+export interface EnabledFamilies {
+  readonly ipv4: boolean;
+  readonly ipv6: boolean;
+}
+
 /** A malformed port spec; the message names the bad part. */
 export class PortSpecError extends RangeError {
   override name = "PortSpecError";
 }
 
 const PORT_TEXT = /^(0|[1-9][0-9]*)$/;
+/** Characters an unbracketed IPv6 address may hold (passt's parse_ipv6()). */
+const IPV6_CHARS = /^[0-9a-fA-F:.]*/;
+/** Characters an unbracketed IPv4 address may hold (passt's parse_ipv4()). */
+const IPV4_CHARS = /^[0-9.]*/;
+/** An interface name runs to the next "/" or white space (passt's parse_ifspec()). */
+const IFNAME_CHARS = /^[^/\s]*/;
+
+/** A position in the text being parsed; failed attempts leave it where it was. */
+class Cursor {
+  constructor(readonly text: string, public pos = 0) {}
+
+  get rest(): string {
+    return this.text.slice(this.pos);
+  }
+
+  get atEnd(): boolean {
+    return this.pos >= this.text.length;
+  }
+
+  literal(lit: string): boolean {
+    if (!this.text.startsWith(lit, this.pos)) return false;
+    this.pos += lit.length;
+    return true;
+  }
+
+  /** Runs `attempt`; on `null` puts the cursor back. */
+  try<T>(attempt: () => T | null): T | null {
+    const saved = this.pos;
+    const result = attempt();
+    if (result === null) this.pos = saved;
+    return result;
+  }
+}
+
+/** An IPv6 then IPv4 address, optionally in brackets, or null. */
+function parseAddressAt(c: Cursor): IpAddressText | null {
+  for (const family of [6, 4] as const) {
+    const found = c.try(() => {
+      const bracket = c.literal("[");
+      const rest = c.rest;
+      const text = bracket
+        ? rest.slice(0, Math.max(0, rest.indexOf("]")))
+        : (family === 6 ? IPV6_CHARS : IPV4_CHARS).exec(rest)![0];
+      if (bracket && !rest.includes("]")) return null;
+      const bytes = family === 6 ? parseIpv6Bytes(text) : parseIpv4Bytes(text);
+      if (bytes === null) return null;
+      c.pos += text.length;
+      if (bracket && !c.literal("]")) return null;
+      return parseIpAddress(text);
+    });
+    if (found !== null) return found;
+  }
+  return null;
+}
+
+/** `%ifname` (possibly absent: ""), or null when malformed. */
+function parseInterfaceAt(c: Cursor): string | null {
+  if (!c.literal("%")) return "";
+  const name = IFNAME_CHARS.exec(c.rest)![0];
+  if (!isValidInterfaceName(name)) {
+    throw new PortSpecError(`"${name}" in "${c.text}" is not a valid interface name`);
+  }
+  c.pos += name.length;
+  return name;
+}
 
 function parsePort(text: string, item: string): number {
   if (text === "") throw new PortSpecError(`"${item}" has an empty port number`);
@@ -71,38 +164,90 @@ function parsePort(text: string, item: string): number {
   return port;
 }
 
-function parseRange(text: string, item: string): PortRange {
-  const dash = text.indexOf("-");
-  if (dash < 0) {
-    const port = parsePort(text, item);
-    return { first: port, last: port };
+/** `port[-port]` at the cursor (digits and one dash), or null if no digit is there. */
+function parseRangeAt(c: Cursor, item: string): PortRange | null {
+  const match = /^([0-9]+)(-([0-9]*))?/.exec(c.rest);
+  if (match === null) {
+    if (c.rest.startsWith("-")) throw new PortSpecError(`"${item}" has an empty port number`);
+    return null;
   }
-  const first = parsePort(text.slice(0, dash), item);
-  const last = parsePort(text.slice(dash + 1), item);
-  if (last < first) throw new PortSpecError(`range "${text}" in "${item}" ends before it starts`);
+  c.pos += match[0].length;
+  const first = parsePort(match[1], item);
+  const last = match[2] === undefined ? first : parsePort(match[3], item);
+  if (last < first) {
+    throw new PortSpecError(`range "${match[0]}" in "${item}" ends before it starts`);
+  }
   return { first, last };
 }
 
-function parseBind(prefix: string): { address: string | null; iface: string | null } {
-  const percent = prefix.indexOf("%");
-  const addressText = percent < 0 ? prefix : prefix.slice(0, percent);
-  const ifaceText = percent < 0 ? null : prefix.slice(percent + 1);
-  let address: string | null = null;
-  if (addressText !== "") {
-    const parsed = parseIpAddress(addressText);
-    if (parsed === null) throw new PortSpecError(`"${addressText}" is not an IP address`);
-    const problem = unicastProblem(parsed, true);
-    if (problem !== null && parsed.bytes.some((b) => b !== 0)) {
-      throw new PortSpecError(`bind address "${addressText}" ${problem}`);
+/** The text of the chunk starting at the cursor (up to the next comma), for messages. */
+function chunkText(c: Cursor): string {
+  const rest = c.rest;
+  const comma = rest.indexOf(",");
+  return comma < 0 ? rest : rest.slice(0, comma);
+}
+
+function checkTarget(address: IpAddressText, item: string): string {
+  if (address.bytes.every((b) => b === 0)) {
+    throw new PortSpecError(`target address in "${item}" is the unspecified address`);
+  }
+  const problem = unicastProblem(address, true);
+  if (problem !== null && /multicast|broadcast/.test(problem)) {
+    throw new PortSpecError(`target address ${address.text} in "${item}" ${problem}`);
+  }
+  return address.text;
+}
+
+type Chunk =
+  | { kind: "all"; target: string | null }
+  | { kind: "exclude"; range: PortRange }
+  | { kind: "include"; range: PortRange; targetFirst: number; target: string | null };
+
+function parseChunk(c: Cursor): Chunk {
+  const item = chunkText(c);
+  if (item === "") throw new PortSpecError(`empty item in "${c.text}"`);
+  if (c.literal("all")) {
+    let target: string | null = null;
+    const address = c.try(() => (c.literal(":") ? parseAddressAt(c) : null));
+    if (address !== null) target = checkTarget(address, item);
+    return { kind: "all", target };
+  }
+  if (c.literal("auto")) {
+    throw new PortSpecError(`"auto" forwarding exists only in pasta, not in passt mode`);
+  }
+  if (c.literal("~")) {
+    const range = parseRangeAt(c, item);
+    if (range === null) throw new PortSpecError(`"${item}" has an empty port number`);
+    if (c.rest.startsWith(":")) {
+      throw new PortSpecError(`exclusion "${item}" cannot map to target ports`);
     }
-    address = parsed.text;
-  } else if (ifaceText === null) {
-    throw new PortSpecError(`empty bind address before "/"`);
+    return { kind: "exclude", range };
   }
-  if (ifaceText !== null && !isValidInterfaceName(ifaceText)) {
-    throw new PortSpecError(`"${ifaceText}" is not a valid interface name`);
+  const range = parseRangeAt(c, item);
+  if (range === null) throw new PortSpecError(`"${item}" is not a port number`);
+  if (!c.literal(":")) return { kind: "include", range, targetFirst: range.first, target: null };
+  const withAddress = c.try(() => {
+    const address = parseAddressAt(c);
+    if (address === null) return null;
+    const targetRange = c.try(() => (c.literal("/") ? parseRangeAt(c, item) : null));
+    return { address, targetRange };
+  });
+  let targetRange: PortRange | null;
+  let target: string | null = null;
+  if (withAddress !== null) {
+    target = checkTarget(withAddress.address, item);
+    targetRange = withAddress.targetRange ?? range;
+  } else {
+    targetRange = parseRangeAt(c, item);
+    if (targetRange === null) throw new PortSpecError(`"${item}" has an empty port number`);
   }
-  return { address, iface: ifaceText };
+  if (targetRange.last - targetRange.first !== range.last - range.first) {
+    throw new PortSpecError(
+      `target range in "${item}" has ${targetRange.last - targetRange.first + 1} ports, ` +
+        `source has ${range.last - range.first + 1}`,
+    );
+  }
+  return { kind: "include", range, targetFirst: targetRange.first, target };
 }
 
 /** Sorts ranges and merges the overlapping or adjacent ones. */
@@ -120,27 +265,45 @@ function mergeRanges(ranges: PortRange[]): PortRange[] {
 /** Removes the (merged, sorted) `excluded` ranges from one forward, splitting it as needed. */
 function subtract(forward: PortForward, excluded: readonly PortRange[]): PortForward[] {
   const out: PortForward[] = [];
+  const piece = (first: number, last: number): PortForward => ({
+    first,
+    last,
+    targetFirst: forward.targetFirst + (first - forward.first),
+    targetAddress: forward.targetAddress,
+  });
   let start = forward.first;
   for (const ex of excluded) {
     if (ex.last < start || ex.first > forward.last) continue;
-    if (ex.first > start) {
-      out.push({
-        first: start,
-        last: ex.first - 1,
-        targetFirst: forward.targetFirst + (start - forward.first),
-      });
-    }
+    if (ex.first > start) out.push(piece(start, ex.first - 1));
     start = ex.last + 1;
     if (start > forward.last) return out;
   }
-  if (start <= forward.last) {
-    out.push({
-      first: start,
-      last: forward.last,
-      targetFirst: forward.targetFirst + (start - forward.first),
-    });
-  }
+  if (start <= forward.last) out.push(piece(start, forward.last));
   return out;
+}
+
+/** `bind/` at the start of the spec, or null when the spec has none. */
+function parseBindAt(c: Cursor): { address: string | null; iface: string | null } | null {
+  const specific = c.try(() => {
+    const address = parseAddressAt(c);
+    if (address === null) return null;
+    const iface = parseInterfaceAt(c);
+    if (iface === null || !c.literal("/")) return null;
+    return { address, iface };
+  });
+  if (specific !== null) {
+    const problem = unicastProblem(specific.address, true);
+    if (problem !== null && !specific.address.bytes.every((b) => b === 0)) {
+      throw new PortSpecError(`bind address "${specific.address.text}" ${problem}`);
+    }
+    return { address: specific.address.text, iface: specific.iface || null };
+  }
+  return c.try(() => {
+    c.literal("*");
+    const iface = parseInterfaceAt(c);
+    if (iface === null || !c.literal("/")) return null;
+    return { address: null, iface: iface || null };
+  });
 }
 
 /**
@@ -149,64 +312,48 @@ function subtract(forward: PortForward, excluded: readonly PortRange[]): PortFor
  */
 export function parsePortSpec(spec: string): PortForwardSpec | null {
   if (spec === "none") return null;
-  if (spec === "auto") {
-    throw new PortSpecError(`"auto" forwarding exists only in pasta, not in passt mode`);
-  }
   if (spec === "") throw new PortSpecError("empty port spec");
-  const slash = spec.lastIndexOf("/");
-  const { address, iface } = slash < 0
-    ? { address: null, iface: null }
-    : parseBind(spec.slice(0, slash));
-  const list = slash < 0 ? spec : spec.slice(slash + 1);
-  if (list === "all") {
-    return {
-      bindAddress: address,
-      bindInterface: iface,
-      allNonEphemeral: true,
-      forwards: [],
-      excluded: [],
-    };
+  const c = new Cursor(spec);
+  const bind = parseBindAt(c) ?? { address: null, iface: null };
+  if (c.atEnd) throw new PortSpecError(`no ports after "${spec}"`);
+  const chunks: Chunk[] = [];
+  for (;;) {
+    const start = c.pos;
+    chunks.push(parseChunk(c));
+    if (c.atEnd) break;
+    if (!c.literal(",")) {
+      throw new PortSpecError(
+        `unexpected "${c.rest}" after "${spec.slice(start, c.pos)}" in "${spec}"`,
+      );
+    }
+    if (c.atEnd) throw new PortSpecError(`empty item in "${spec}"`);
   }
-  if (list === "") throw new PortSpecError(`no ports after "${spec}"`);
-
+  const excluded = mergeRanges(
+    chunks.flatMap((k) => (k.kind === "exclude" ? [k.range] : [])),
+  );
   const included: PortForward[] = [];
-  const excludedRaw: PortRange[] = [];
-  for (const item of list.split(",")) {
-    if (item === "") throw new PortSpecError(`empty item in "${list}"`);
-    if (item === "all" || item === "none" || item === "auto") {
-      throw new PortSpecError(`"${item}" cannot be combined with other items in "${spec}"`);
+  let allSeen = false;
+  let allTargetAddress: string | null = null;
+  for (const chunk of chunks) {
+    if (chunk.kind === "all") {
+      allSeen = true;
+      allTargetAddress = chunk.target;
     }
-    if (item.startsWith("~")) {
-      const body = item.slice(1);
-      if (body.includes(":")) {
-        throw new PortSpecError(`exclusion "${item}" cannot map to target ports`);
-      }
-      excludedRaw.push(parseRange(body, item));
-      continue;
-    }
-    const colon = item.indexOf(":");
-    const source = parseRange(colon < 0 ? item : item.slice(0, colon), item);
-    let targetFirst = source.first;
-    if (colon >= 0) {
-      const target = parseRange(item.slice(colon + 1), item);
-      if (target.last - target.first !== source.last - source.first) {
-        throw new PortSpecError(
-          `target range in "${item}" has ${target.last - target.first + 1} ports, ` +
-            `source has ${source.last - source.first + 1}`,
-        );
-      }
-      targetFirst = target.first;
-    }
+    if (chunk.kind !== "include") continue;
+    const { first, last } = chunk.range;
     for (const other of included) {
-      if (source.first <= other.last && other.first <= source.last) {
+      if (first <= other.last && other.first <= last) {
         throw new PortSpecError(
-          `"${item}" overlaps ports ${other.first}-${other.last} given earlier in "${spec}"`,
+          `"${first === last ? first : `${first}-${last}`}" overlaps ports ` +
+            `${other.first}-${other.last} given earlier in "${spec}"`,
         );
       }
     }
-    included.push({ first: source.first, last: source.last, targetFirst });
+    included.push({ first, last, targetFirst: chunk.targetFirst, targetAddress: chunk.target });
   }
-  const excluded = mergeRanges(excludedRaw);
+  if (allSeen && included.length > 0) {
+    throw new PortSpecError(`"all" cannot be combined with port ranges in "${spec}"`);
+  }
   const allNonEphemeral = included.length === 0;
   const forwards = included
     .flatMap((f) => subtract(f, excluded))
@@ -214,40 +361,117 @@ export function parsePortSpec(spec: string): PortForwardSpec | null {
   if (!allNonEphemeral && forwards.length === 0) {
     throw new PortSpecError(`every port in "${spec}" is excluded`);
   }
-  return { bindAddress: address, bindInterface: iface, allNonEphemeral, forwards, excluded };
+  return {
+    text: spec,
+    bindAddress: bind.address,
+    bindInterface: bind.iface,
+    allNonEphemeral,
+    allTargetAddress,
+    forwards,
+    excluded,
+  };
 }
 
-/** Two specs can bind the same port if their bind addresses or interfaces differ. */
-function sameBinding(a: PortForwardSpec, b: PortForwardSpec): boolean {
-  return a.bindAddress === b.bindAddress && a.bindInterface === b.bindInterface;
+/** The IP version of an address text. */
+function familyOf(address: string): 4 | 6 {
+  return address.includes(":") ? 6 : 4;
+}
+
+/** Whether two bind addresses may listen on the same port (passt's inany_matches()). */
+function addressesMatch(a: string | null, b: string | null): boolean {
+  if (a === null || b === null) return true;
+  const unspecified = (x: string) => x === "0.0.0.0" || x === "::";
+  if (unspecified(a) || unspecified(b)) return familyOf(a) === familyOf(b);
+  return a === b;
+}
+
+/** Whether port `port` is excluded from an "all" spec. */
+function isExcluded(spec: PortForwardSpec, port: number): boolean {
+  return spec.excluded.some((ex) => port >= ex.first && port <= ex.last);
+}
+
+/** A port both specs would listen on, or null (ephemeral ports are not known here). */
+function sharedPort(a: PortForwardSpec, b: PortForwardSpec): number | null {
+  if (a.allNonEphemeral && b.allNonEphemeral) {
+    for (let port = MIN_PORT; port <= MAX_PORT; port++) {
+      if (!isExcluded(a, port) && !isExcluded(b, port)) return port;
+    }
+    return null;
+  }
+  if (a.allNonEphemeral) return sharedPort(b, a);
+  for (const f of a.forwards) {
+    if (b.allNonEphemeral) {
+      for (let port = f.first; port <= f.last; port++) if (!isExcluded(b, port)) return port;
+      continue;
+    }
+    for (const g of b.forwards) {
+      if (f.first <= g.last && g.first <= f.last) return Math.max(f.first, g.first);
+    }
+  }
+  return null;
+}
+
+/** Checks what passt's fwd_rule_add() checks against the enabled IP versions. */
+function checkFamilies(spec: PortForwardSpec, families: EnabledFamilies): void {
+  const bindFamily = spec.bindAddress === null ? null : familyOf(spec.bindAddress);
+  if (bindFamily === 4 && !families.ipv4) {
+    throw new PortSpecError(`"${spec.text}" binds an IPv4 address, but IPv4 is disabled`);
+  }
+  if (bindFamily === 6 && !families.ipv6) {
+    throw new PortSpecError(`"${spec.text}" binds an IPv6 address, but IPv6 is disabled`);
+  }
+  // Without an address, a spec listens on both versions unless only one is enabled.
+  const listenFamily = bindFamily ??
+    (families.ipv4 && families.ipv6 ? null : families.ipv4 ? 4 : 6);
+  const targets = [
+    ...spec.forwards.map((f) => f.targetAddress),
+    spec.allTargetAddress,
+  ].filter((t): t is string => t !== null);
+  for (const target of targets) {
+    const targetFamily = familyOf(target);
+    if (listenFamily === null) {
+      throw new PortSpecError(
+        `"${spec.text}" forwards both IP versions to the IPv${targetFamily} address ${target}: ` +
+          `give a bind address of that version (${targetFamily === 4 ? "0.0.0.0" : "[::]"}/...)`,
+      );
+    }
+    if (listenFamily !== targetFamily) {
+      throw new PortSpecError(
+        `"${spec.text}" forwards from IPv${listenFamily} to IPv${targetFamily} (${target}), ` +
+          `which is not supported`,
+      );
+    }
+  }
 }
 
 /**
- * Parses every `-t` (or `-u`) argument into one table, rejecting `none`/`all`
- * mixed with other specs and ports forwarded twice on the same binding.
+ * Parses every `-t` (or `-u`) argument, in order, into one table. Specs add up, as in
+ * passt; `none` is refused after specs of the same table, and two specs that would
+ * listen on the same port and a matching address conflict.
+ * @param families the enabled IP versions (target addresses and bind addresses must fit)
  * @throws PortSpecError naming the offending spec
  */
-export function parsePortForwardTable(specs: readonly string[]): PortForwardTable {
-  if (specs.length > 1 && specs.includes("none")) {
-    throw new PortSpecError(`"none" cannot be combined with other port specs`);
-  }
+export function parsePortForwardTable(
+  specs: readonly string[],
+  families: EnabledFamilies = { ipv4: true, ipv6: true },
+): PortForwardTable {
   const parsed: PortForwardSpec[] = [];
   for (const text of specs) {
     const spec = parsePortSpec(text);
-    if (spec === null) continue;
-    for (const earlier of parsed) {
-      if (!sameBinding(spec, earlier)) continue;
-      if (spec.allNonEphemeral || earlier.allNonEphemeral) {
-        throw new PortSpecError(`"${text}" overlaps an earlier spec forwarding all ports`);
+    if (spec === null) {
+      if (parsed.length > 0) {
+        throw new PortSpecError(`"none" conflicts with "${parsed[0].text}" given before it`);
       }
-      for (const f of spec.forwards) {
-        for (const g of earlier.forwards) {
-          if (f.first <= g.last && g.first <= f.last) {
-            throw new PortSpecError(
-              `"${text}" forwards port ${Math.max(f.first, g.first)} again`,
-            );
-          }
-        }
+      continue;
+    }
+    checkFamilies(spec, families);
+    for (const earlier of parsed) {
+      if (!addressesMatch(spec.bindAddress, earlier.bindAddress)) continue;
+      const port = sharedPort(spec, earlier);
+      if (port !== null) {
+        throw new PortSpecError(
+          `"${text}" forwards port ${port} again (conflicts with "${earlier.text}")`,
+        );
       }
     }
     parsed.push(spec);
@@ -270,6 +494,6 @@ export function targetPort(
   }
   if (!spec.allNonEphemeral || port < MIN_PORT || port > MAX_PORT) return null;
   if (port >= ephemeral.first && port <= ephemeral.last) return null;
-  for (const ex of spec.excluded) if (port >= ex.first && port <= ex.last) return null;
+  if (isExcluded(spec, port)) return null;
   return port;
 }

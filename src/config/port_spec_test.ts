@@ -17,19 +17,36 @@ function mapping(spec: PortForwardSpec | null, ports: number[]): (number | null)
 Deno.test("parsePortSpec() parses every example of passt(1)", () => {
   assertEquals(parsePortSpec("none"), null);
   assertEquals(parsePortSpec("22"), {
+    text: "22",
     bindAddress: null,
     bindInterface: null,
     allNonEphemeral: false,
-    forwards: [{ first: 22, last: 22, targetFirst: 22 }],
+    allTargetAddress: null,
+    forwards: [{ first: 22, last: 22, targetFirst: 22, targetAddress: null }],
     excluded: [],
   });
-  assertEquals(parsePortSpec("22:23")?.forwards, [{ first: 22, last: 22, targetFirst: 23 }]);
+  assertEquals(parsePortSpec("22:23")?.forwards, [{
+    first: 22,
+    last: 22,
+    targetFirst: 23,
+    targetAddress: null,
+  }]);
   assertEquals(parsePortSpec("22,25")?.forwards, [
-    { first: 22, last: 22, targetFirst: 22 },
-    { first: 25, last: 25, targetFirst: 25 },
+    { first: 22, last: 22, targetFirst: 22, targetAddress: null },
+    { first: 25, last: 25, targetFirst: 25, targetAddress: null },
   ]);
-  assertEquals(parsePortSpec("22-80")?.forwards, [{ first: 22, last: 80, targetFirst: 22 }]);
-  assertEquals(parsePortSpec("22-80:32-90")?.forwards, [{ first: 22, last: 80, targetFirst: 32 }]);
+  assertEquals(parsePortSpec("22-80")?.forwards, [{
+    first: 22,
+    last: 80,
+    targetFirst: 22,
+    targetAddress: null,
+  }]);
+  assertEquals(parsePortSpec("22-80:32-90")?.forwards, [{
+    first: 22,
+    last: 80,
+    targetFirst: 32,
+    targetAddress: null,
+  }]);
   const bound = parsePortSpec("192.0.2.1/22");
   assertEquals([bound?.bindAddress, bound?.bindInterface], ["192.0.2.1", null]);
   const boundIf = parsePortSpec("192.0.2.1%eth0/22");
@@ -37,12 +54,12 @@ Deno.test("parsePortSpec() parses every example of passt(1)", () => {
   assertEquals(parsePortSpec("%lo/22")?.bindInterface, "lo");
   assertEquals(parsePortSpec("2001:DB8::1/22")?.bindAddress, "2001:db8::1");
   assertEquals(parsePortSpec("2000-5000,~3000-3010")?.forwards, [
-    { first: 2000, last: 2999, targetFirst: 2000 },
-    { first: 3011, last: 5000, targetFirst: 3011 },
+    { first: 2000, last: 2999, targetFirst: 2000, targetAddress: null },
+    { first: 3011, last: 5000, targetFirst: 3011, targetAddress: null },
   ]);
   assertEquals(parsePortSpec("192.0.2.1/20-30,~25")?.forwards, [
-    { first: 20, last: 24, targetFirst: 20 },
-    { first: 26, last: 30, targetFirst: 26 },
+    { first: 20, last: 24, targetFirst: 20, targetAddress: null },
+    { first: 26, last: 30, targetFirst: 26, targetAddress: null },
   ]);
   const exclOnly = parsePortSpec("~20000-20010");
   assertEquals([exclOnly?.allNonEphemeral, exclOnly?.forwards, exclOnly?.excluded], [
@@ -51,6 +68,44 @@ Deno.test("parsePortSpec() parses every example of passt(1)", () => {
     [{ first: 20000, last: 20010 }],
   ]);
   assertEquals(parsePortSpec("all")?.allNonEphemeral, true);
+  // passt 2026's target addresses and bind forms.
+  const toAddress = parsePortSpec("0.0.0.0/5000:192.0.2.5/6000");
+  assertEquals([toAddress?.bindAddress, toAddress?.forwards], ["0.0.0.0", [
+    { first: 5000, last: 5000, targetFirst: 6000, targetAddress: "192.0.2.5" },
+  ]]);
+  const allTo = parsePortSpec("127.0.0.6/all:192.0.2.6");
+  assertEquals([allTo?.bindAddress, allTo?.allNonEphemeral, allTo?.allTargetAddress], [
+    "127.0.0.6",
+    true,
+    "192.0.2.6",
+  ]);
+  assertEquals(parsePortSpec("::1/all")?.bindAddress, "::1");
+});
+
+Deno.test("parsePortSpec() reads passt's target and bind forms", () => {
+  const forwards = (spec: string) => parsePortSpec(spec)?.forwards;
+  assertEquals(forwards("22:10.0.0.5"), [
+    { first: 22, last: 22, targetFirst: 22, targetAddress: "10.0.0.5" },
+  ]);
+  assertEquals(forwards("80-81:[fd00::5]/8080-8081"), [
+    { first: 80, last: 81, targetFirst: 8080, targetAddress: "fd00::5" },
+  ]);
+  assertEquals(forwards("53:fd00::53"), [
+    { first: 53, last: 53, targetFirst: 53, targetAddress: "fd00::53" },
+  ]);
+  assertEquals(forwards("22:10.0.0.5,80:10.0.0.6/8080"), [
+    { first: 22, last: 22, targetFirst: 22, targetAddress: "10.0.0.5" },
+    { first: 80, last: 80, targetFirst: 8080, targetAddress: "10.0.0.6" },
+  ]);
+  // "*", an empty address and brackets select the bind address as in passt.
+  for (const spec of ["*/22", "/22", "*%eth0/22", "[::1]/22", "[127.0.0.1]%lo/22"]) {
+    assertTrue(parsePortSpec(spec) !== null, spec);
+  }
+  assertEquals(parsePortSpec("*%eth0/22")?.bindInterface, "eth0");
+  assertEquals(parsePortSpec("[::1]/22")?.bindAddress, "::1");
+  assertEquals(parsePortSpec("/22")?.bindAddress, null);
+  // Exclusions next to "all" narrow it.
+  assertEquals(parsePortSpec("all,~25")?.excluded, [{ first: 25, last: 25 }]);
 });
 
 Deno.test("parsePortSpec() keeps the target offset when exclusions split a mapped range", () => {
@@ -81,26 +136,29 @@ Deno.test("parsePortSpec() rejects malformed specs naming the bad part", () => {
     ["auto", /only in pasta/],
     ["0", /port 0 .* out of range/],
     ["65536", /port 65536 .* out of range/],
-    ["22x", /"22x" .* not a port number/],
+    ["22x", /unexpected "x" after "22"/],
     ["-5", /empty port number/],
     ["5-", /empty port number/],
     ["30-20", /range "30-20" .* ends before it starts/],
     ["22,,23", /empty item/],
     ["22,", /empty item/],
     ["22-80:32", /target range .* 1 ports, source has 59/],
+    ["22:224.0.0.1", /target address 224.0.0.1 in "22:224.0.0.1" is a multicast address/],
+    ["22:0.0.0.0", /is the unspecified address/],
+    ["all:ff02::1", /multicast/],
+    ["22:10.0.0.1/", /unexpected "\/" after "22:10.0.0.1"/],
     ["22:", /empty port number/],
     ["~22:23", /exclusion "~22:23" cannot map/],
     ["22,22", /"22" overlaps ports 22-22/],
     ["20-30,25", /"25" overlaps/],
-    ["22,all", /"all" cannot be combined/],
+    ["22,all", /"all" cannot be combined with port ranges/],
     ["22,~22", /every port in "22,~22" is excluded/],
-    ["300.1.1.1/22", /"300.1.1.1" is not an IP address/],
-    ["/22", /empty bind address/],
-    ["1.2.3.4%/22", /"" is not a valid interface name/],
+    ["300.1.1.1/22", /unexpected/],
+    ["1.2.3.4%/22", /"" in "1.2.3.4%\/22" is not a valid interface name/],
     ["1.2.3.4%averyveryverylongname/22", /not a valid interface name/],
     ["224.0.0.1/22", /multicast/],
     ["1.2.3.4/", /no ports after/],
-    ["1:2:3", /not a port number/],
+    ["1:2:3", /unexpected ":3" after "1:2"/],
     [" 22", /not a port number/],
     ["+22", /not a port number/],
     ["022", /not a port number/],
@@ -116,10 +174,28 @@ Deno.test("parsePortForwardTable() combines specs and rejects conflicts", () => 
   assertEquals(parsePortForwardTable(["none"]).specs, []);
   assertEquals(parsePortForwardTable(["22", "80"]).specs.length, 2);
   assertEquals(parsePortForwardTable(["127.0.0.1/22", "::1/22"]).specs.length, 2);
-  assertThrows(() => parsePortForwardTable(["none", "22"]), /"none" cannot be combined/);
+  // "none" first is harmless; after a spec it conflicts (passt: "-t none conflicts").
+  assertEquals(parsePortForwardTable(["none", "22"]).specs.length, 1);
+  assertThrows(() => parsePortForwardTable(["22", "none"]), /"none" conflicts with "22"/);
   assertThrows(() => parsePortForwardTable(["20-30", "25"]), /forwards port 25 again/);
-  assertThrows(() => parsePortForwardTable(["all", "25"]), /forwarding all ports/);
-  assertThrows(() => parsePortForwardTable(["~1", "25"]), /forwarding all ports/);
+  assertThrows(() => parsePortForwardTable(["all", "25"]), /conflicts with "all"/);
+  assertThrows(() => parsePortForwardTable(["~1", "25"]), /conflicts with "~1"/);
+  assertEquals(parsePortForwardTable(["~25", "25"]).specs.length, 2);
+  // Addresses match as in passt: any address of a version covers that version.
+  assertThrows(() => parsePortForwardTable(["0.0.0.0/22", "127.0.0.1/22"]), /port 22 again/);
+  assertEquals(parsePortForwardTable(["0.0.0.0/22", "::1/22"]).specs.length, 2);
+  assertThrows(() => parsePortForwardTable(["22", "::1/22"]), /port 22 again/);
+  // Target addresses must fit the listening side's IP version.
+  assertThrows(() => parsePortForwardTable(["22:10.0.0.1"]), /forwards both IP versions/);
+  assertThrows(
+    () => parsePortForwardTable(["::/22:10.0.0.1"]),
+    /forwards from IPv6 to IPv4 \(10.0.0.1\)/,
+  );
+  assertEquals(parsePortForwardTable(["0.0.0.0/22:10.0.0.1"]).specs.length, 1);
+  assertEquals(
+    parsePortForwardTable(["22:fd00::1"], { ipv4: false, ipv6: true }).specs.length,
+    1,
+  );
 });
 
 /** A model item: an included range with an optional shift, or an exclusion. */
@@ -209,7 +285,7 @@ Deno.test("parsePortSpec() agrees with a brute-force model on generated specs", 
 });
 
 Deno.test("parsePortSpec() throws only PortSpecError for arbitrary text", () => {
-  const alphabet = fc.constantFrom(..."0123456789,-:~/%.abcdef ");
+  const alphabet = fc.constantFrom(..."0123456789,-:~/%.abcdef []*l");
   fc.assert(
     fc.property(fc.string({ unit: alphabet, maxLength: 24 }), (text) => {
       try {

@@ -1,18 +1,21 @@
 /**
  * Points the process-wide logger where the configuration says, following passt:
  *
- * - foreground without `-l`: standard error;
- * - with `-l FILE`: only the file, size-limited by `--log-size` (oldest lines dropped);
+ * - foreground without `-l`: standard error, each line time-stamped in debug mode;
+ * - with `-l FILE`: only the file, size-limited by `--log-size` (oldest lines dropped),
+ *   in passt's format (header line, `12.3456: info:    message`);
  * - a daemonized child without `-l`: until it reports ready, its lines go back to the
- *   parent over a status socket and the parent prints them on its standard error (so a
- *   failed start explains itself); after that it logs nowhere (passt would use the
- *   system logger, which tpasst does not use: its standard error is /dev/null).
+ *   parent over a status socket (the parent prints them on its standard error, so a
+ *   failed start explains itself) and to the system logger; after that only to the
+ *   system logger (/dev/log, see syslog_sink.ts), or nowhere without one.
  *
  * @module
  */
 
 import { OutputFile } from "../../ffi/output_file.ts";
 import type { UnixStream } from "../../ffi/unix_stream.ts";
+import { TPASST_VERSION } from "../config/version.ts";
+import { fileHeader, logTimestamp } from "../log/log_format.ts";
 import { LOG_LEVELS, type LogLevel, type LogSink } from "../log/logger.ts";
 import { LogFileSink } from "./log_file_sink.ts";
 
@@ -33,13 +36,18 @@ export class LogFile {
   constructor(path: string, maxSize: number, append: boolean) {
     this.#path = path;
     this.#file = OutputFile.open(path, { append });
-    this.sink = new LogFileSink({
-      write: (data) => this.#file.write(data),
-      truncate: () => {
-        this.#file.close();
-        this.#file = OutputFile.open(this.#path, { append: false });
+    this.sink = new LogFileSink(
+      {
+        write: (data) => this.#file.write(data),
+        truncate: () => {
+          this.#file.close();
+          this.#file = OutputFile.open(this.#path, { append: false });
+        },
       },
-    }, maxSize);
+      maxSize,
+      () => performance.now(),
+      fileHeader("tpasst", TPASST_VERSION, new URL(Deno.mainModule).pathname, Deno.pid),
+    );
   }
 
   /**
@@ -72,32 +80,43 @@ export class LogFile {
  * A sink sending each line to the daemonizing parent over `stream` (nonblocking).
  * Lines that do not fit in the socket buffer are dropped rather than blocking.
  */
-export function statusSink(stream: UnixStream): LogSink {
+export function statusSink(stream: UnixStream, timestamps = false): LogSink {
   let broken = false;
   return (level, line) => {
     if (broken || stream.fd < 0) return;
     try {
-      stream.send(encoder.encode(stderrLine(level, line)));
+      stream.send(encoder.encode(stderrLine(level, line, timestamps)));
     } catch {
       broken = true; // The parent is gone; nobody to tell.
     }
   };
 }
 
-/** A sink writing nowhere: a detached daemon without `--log-file`. */
+/** A sink writing nowhere: a detached daemon without `--log-file` nor a system logger. */
 export const discardSink: LogSink = () => {};
 
 /**
- * Writes lines to standard error; warnings and errors carry a `tpasst: ` prefix so
- * that they stand out in a caller's output (QEMU, libvirt).
+ * A sink writing lines to standard error; warnings and errors carry a `tpasst: `
+ * prefix so that they stand out in a caller's output (QEMU, libvirt), and with
+ * `timestamps` (debug mode, as passt) every line starts with the time since start.
  */
-export const prefixedStderrSink: LogSink = (level, line) => {
-  try {
-    Deno.stderr.writeSync(encoder.encode(stderrLine(level, line)));
-  } catch {
-    // Standard error is gone (closed pipe): nothing left to tell.
-  }
-};
+export function stderrSink(timestamps: boolean): LogSink {
+  return (level, line) => {
+    try {
+      Deno.stderr.writeSync(encoder.encode(stderrLine(level, line, timestamps)));
+    } catch {
+      // Standard error is gone (closed pipe): nothing left to tell.
+    }
+  };
+}
+
+/** {@link stderrSink} without time stamps. */
+export const prefixedStderrSink: LogSink = stderrSink(false);
+
+/** Whether standard error lines carry time stamps at `level` (passt: in debug mode). */
+export function stderrTimestamps(level: LogLevel): boolean {
+  return LOG_LEVELS.indexOf(level) >= LOG_LEVELS.indexOf("debug");
+}
 
 /** A sink that forwards every line to each of `sinks`. */
 export function teeSink(...sinks: LogSink[]): LogSink {
@@ -107,8 +126,9 @@ export function teeSink(...sinks: LogSink[]): LogSink {
 }
 
 /** One line as shown on standard error: warnings and errors prefixed with `tpasst: `. */
-function stderrLine(level: LogLevel, line: string): string {
-  return level === "error" || level === "warn" ? `tpasst: ${line}\n` : `${line}\n`;
+function stderrLine(level: LogLevel, line: string, timestamps: boolean): string {
+  const stamp = timestamps ? `${logTimestamp(performance.now())}: ` : "";
+  return level === "error" || level === "warn" ? `${stamp}tpasst: ${line}\n` : `${stamp}${line}\n`;
 }
 
 /** A sink forwarding to `sink` only the lines at `level` or more severe. */

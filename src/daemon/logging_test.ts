@@ -1,7 +1,7 @@
 import { UnixStream } from "../../ffi/unix_stream.ts";
 import type { LogLevel } from "../log/logger.ts";
 import { assertEquals, assertMatch } from "../test_support/assert.ts";
-import { levelFilter, LogFile, statusSink, teeSink } from "./logging.ts";
+import { levelFilter, LogFile, statusSink, stderrTimestamps, teeSink } from "./logging.ts";
 
 Deno.test("levelFilter() passes only lines at the level or more severe", () => {
   const seen: string[] = [];
@@ -46,12 +46,36 @@ Deno.test("LogFile.safeSink() writes the file and never throws, even when the di
     file.safeSink("info", "hello");
     file.close();
     file.safeSink("info", "after close"); // dropped, no exception
-    assertMatch(Deno.readTextFileSync(`${dir}/t.log`), /^[0-9]+\.[0-9]{3} info: hello\n$/);
+    assertMatch(
+      Deno.readTextFileSync(`${dir}/t.log`),
+      /^tpasst [0-9.]+: \/\S+ \([0-9]+\)\n[0-9]+\.[0-9]{4}: info: {4}hello\n$/,
+    );
     const full = new LogFile("/dev/full", 4096, true);
     full.safeSink("error", "cannot be written"); // ENOSPC: reported once on stderr
     full.safeSink("error", "dropped silently");
     full.close();
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("statusSink() time-stamps lines in debug mode, as passt's standard error", () => {
+  assertEquals(["info", "debug", "trace"].map((l) => stderrTimestamps(l as LogLevel)), [
+    false,
+    true,
+    true,
+  ]);
+  const [parent, child] = UnixStream.pair(true);
+  try {
+    statusSink(child, true)("warn", "careful");
+    const buffer = new Uint8Array(256);
+    const n = parent.recv(buffer);
+    assertMatch(
+      new TextDecoder().decode(buffer.subarray(0, n)),
+      /^[0-9]+\.[0-9]{4}: tpasst: careful\n$/,
+    );
+  } finally {
+    parent.close();
+    child.close();
   }
 });

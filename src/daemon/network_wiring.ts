@@ -12,6 +12,7 @@
 
 import { nativeHostTcp } from "../net/tcp/host_socket.ts";
 import { OutputFile } from "../../ffi/output_file.ts";
+import { setListenFreebind } from "../../ffi/tcp_socket.ts";
 import type { Config } from "../config/config.ts";
 import { log } from "../log/logger.ts";
 import type { EventLoop } from "../loop/event_loop.ts";
@@ -20,6 +21,7 @@ import { forwardingOptionsFromConfig, startForwarding } from "../net/fwd_setup.t
 import {
   buildNetworkPlan,
   type HostConfigOverrides,
+  hostInterfaceExists,
   type NetworkPlan,
   renderNetworkPlan,
 } from "../net/host_config.ts";
@@ -28,8 +30,30 @@ import { NetworkStack } from "../net/stack.ts";
 import type { FrameHandler, GuestLink } from "../tap/frame_transport.ts";
 import { PcapWriter, withPcap } from "../tap/pcap.ts";
 import type { SessionFactory } from "./frontend_session.ts";
+import { fileOptionError } from "./file_error.ts";
 import { sessionFactoryFor } from "./session_factories.ts";
 import { TimerDriver } from "./timer_driver.ts";
+
+/**
+ * Checks that the interfaces named on the command line exist, as passt does (`-i`:
+ * "Invalid interface name", `--outbound-if4/6`: "External interface not usable").
+ * @throws Error naming the option and the interface
+ */
+export function checkNamedInterfaces(
+  config: Config,
+  exists: (name: string) => boolean = hostInterfaceExists,
+): void {
+  const named: [string, string | null][] = [
+    ["--interface", config.interfaceName],
+    ["--outbound-if4", config.ipv4Enabled ? config.ipv4.outboundInterface : null],
+    ["--outbound-if6", config.ipv6Enabled ? config.ipv6.outboundInterface : null],
+  ];
+  for (const [option, name] of named) {
+    if (name !== null && !exists(name)) {
+      throw new Error(`${option} ${name}: no such network interface on this host`);
+    }
+  }
+}
 
 /** Maps the command line onto engineer E's host-configuration overrides. */
 export function hostConfigOverrides(config: Config): HostConfigOverrides {
@@ -95,7 +119,8 @@ export interface DaemonNetwork {
  * @throws RangeError for an override the plan rejects, NativeError if the pcap file
  * cannot be opened
  */
-export async function buildDaemonNetwork(config: Config, loop: EventLoop): Promise<DaemonNetwork> {
+export function buildDaemonNetwork(config: Config, loop: EventLoop): DaemonNetwork {
+  checkNamedInterfaces(config);
   const plan = buildNetworkPlan(hostConfigOverrides(config));
   for (const line of renderNetworkPlan(plan)) log.info(line);
   const stack = new NetworkStack(plan, {
@@ -116,7 +141,9 @@ export async function buildDaemonNetwork(config: Config, loop: EventLoop): Promi
   };
   try {
     const rules = stack.forwardRules;
-    const forwarding = await startForwarding(stack, {
+    // --freebind: every TCP listener of the forwards gets IP_FREEBIND.
+    setListenFreebind(config.freebind);
+    const forwarding = startForwarding(stack, {
       ...forwardingOptionsFromConfig(config),
       onTimersChanged: () => timers.rearm(),
       tcpHost: nativeHostTcp(loop, {
@@ -126,6 +153,7 @@ export async function buildDaemonNetwork(config: Config, loop: EventLoop): Promi
         interface6: rules.outboundIf6,
       }),
       loop,
+      udpWatcher: loop,
     });
     closers.push(() => forwarding.close());
     const { tcp, udp } = forwarding.listening;
@@ -133,7 +161,12 @@ export async function buildDaemonNetwork(config: Config, loop: EventLoop): Promi
 
     let handler: FrameHandler = rearmingHandler(stack, timers);
     if (config.pcapFile !== null) {
-      const pcapFile = OutputFile.open(config.pcapFile, { append: false });
+      let pcapFile: OutputFile;
+      try {
+        pcapFile = OutputFile.open(config.pcapFile, { append: false });
+      } catch (error) {
+        throw fileOptionError("pcap", config.pcapFile, "open the capture file", error);
+      }
       const pcap = new PcapWriter(pcapFile);
       closers.push(() => pcapFile.close(), () => pcap.flush());
       handler = withPcap(handler, pcap);

@@ -1,6 +1,6 @@
 import { parseCommandLine } from "../config/command_line.ts";
-import { assertEquals } from "../test_support/assert.ts";
-import { hostConfigOverrides } from "./network_wiring.ts";
+import { assertEquals, assertThrows } from "../test_support/assert.ts";
+import { checkNamedInterfaces, hostConfigOverrides } from "./network_wiring.ts";
 
 Deno.test("hostConfigOverrides() leaves everything to discovery by default", () => {
   assertEquals(hostConfigOverrides(parseCommandLine([])), {});
@@ -43,4 +43,23 @@ Deno.test("hostConfigOverrides() maps -4, -6, -D none and -S none", () => {
     search: [],
   });
   assertEquals(hostConfigOverrides(parseCommandLine(["-6"])), { ipv6Only: true });
+});
+
+Deno.test("checkNamedInterfaces() refuses an interface the host lacks, naming the option", () => {
+  const exists = (name: string) => name === "eth0";
+  checkNamedInterfaces(parseCommandLine(["-i", "eth0", "--outbound-if4", "eth0"]), exists);
+  assertThrows(
+    () => checkNamedInterfaces(parseCommandLine(["-i", "nosuchif"]), exists),
+    /^--interface nosuchif: no such network interface on this host$/,
+  );
+  assertThrows(
+    () => checkNamedInterfaces(parseCommandLine(["--outbound-if6", "wg9"]), exists),
+    /^--outbound-if6 wg9: no such network interface on this host$/,
+  );
+  // Checked against the real host: "lo" always exists.
+  checkNamedInterfaces(parseCommandLine(["-i", "lo"]));
+  assertThrows(
+    () => checkNamedInterfaces(parseCommandLine(["-i", "tpnosuch0"])),
+    /no such network interface/,
+  );
 });

@@ -19,14 +19,18 @@ import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import { printQemuHint } from "./announce.ts";
 import { adoptConnectedSocket } from "./inherited_socket.ts";
 import { FrontendServer } from "./frontend_server.ts";
+import { fileOptionError } from "./file_error.ts";
 import {
   discardSink,
   levelFilter,
   LogFile,
-  prefixedStderrSink,
   statusSink,
+  stderrSink,
+  stderrTimestamps,
   teeSink,
 } from "./logging.ts";
+import { StatsReporter } from "./stats.ts";
+import { SyslogSink } from "./syslog_sink.ts";
 import { removePidFile, writePidFile } from "./pid_file.ts";
 import { buildDaemonNetwork } from "./network_wiring.ts";
 import { bindSocket } from "./socket_path.ts";
@@ -60,12 +64,17 @@ class Cleanup {
  */
 export async function runDaemon(config: Config, detached: boolean): Promise<number> {
   const cleanup = new Cleanup();
-  cleanup.add("reset logging", () => log.setSink(detached ? discardSink : prefixedStderrSink));
+  const timestamps = stderrTimestamps(config.log.level);
+  const foregroundSink = stderrSink(timestamps);
+  // In the background without -l, lines go to the system logger, as passt's do.
+  const syslog = detached && config.log.file === null ? new SyslogSink() : null;
+  if (syslog !== null) cleanup.add("close the system logger socket", () => syslog.close());
+  cleanup.add("reset logging", () => log.setSink(detached ? discardSink : foregroundSink));
   let status: UnixStream | null = null;
   if (detached && config.internal.statusFd !== null) {
     status = UnixStream.fromFd(config.internal.statusFd);
     cleanup.add("close the status socket", () => status?.close());
-    log.setSink(statusSink(status)); // so that a log file error reaches the parent
+    log.setSink(statusSink(status, timestamps)); // so that a log file error reaches the parent
   }
 
   // Logging: file if asked; else stderr in the foreground; the parent until ready if detached.
@@ -76,19 +85,21 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
       cleanup.add("close the log file", () => file.close());
       fileSink = file.safeSink;
     } catch (error) {
-      log.error(`Cannot open log file ${config.log.file}: ${describe(error)}`);
+      log.error(fileOptionError("log-file", config.log.file, "open the log file", error).message);
       cleanup.runAll();
       return 1;
     }
   }
-  const steadySink: LogSink = fileSink ?? (detached ? discardSink : prefixedStderrSink);
-  // With a log file, only warnings and errors also reach the parent's standard error.
+  const steadySink: LogSink = fileSink ??
+    (detached ? (syslog?.sink ?? discardSink) : foregroundSink);
+  // Until ready, the parent shows what happens: everything, or with a log file only
+  // warnings and errors (the rest is in the file).
   log.setSink(
     status === null
       ? steadySink
       : fileSink === null
-      ? statusSink(status)
-      : teeSink(levelFilter("warn", statusSink(status)), fileSink),
+      ? teeSink(statusSink(status, timestamps), steadySink)
+      : teeSink(levelFilter("warn", statusSink(status, timestamps)), fileSink),
   );
   // Untrusted input must never crash the daemon: an exception escaping a callback or
   // an unhandled rejection is logged (rate-limited) instead of ending the process.
@@ -114,9 +125,7 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
     globalThis.removeEventListener("unhandledrejection", onRejection);
   });
 
-  for (const option of config.ignoredOptions) {
-    log.info(`${option} ignored: tpasst does not support vhost-user migration`);
-  }
+  for (const note of config.notes) log.write(note.level, note.message);
   if (config.runas !== null) {
     log.info(`--runas ${config.runas} ignored: tpasst never changes user (it needs no privileges)`);
   }
@@ -165,8 +174,20 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
 
     loop = new EventLoop();
     cleanup.add("close the event loop", () => loop.close());
-    const network = await buildDaemonNetwork(config, loop);
+    const network = buildDaemonNetwork(config, loop);
     cleanup.add("close the capture file", () => network.close());
+    if (config.statsDelay !== null) {
+      // --stats: straight to standard error (the foreground's), whatever the log level.
+      const reporter = new StatsReporter(network.stack, (line) => {
+        try {
+          Deno.stderr.writeSync(new TextEncoder().encode(`${line}\n`));
+        } catch {
+          // Standard error is gone: nothing left to show statistics on.
+        }
+      });
+      const timer = setInterval(() => reporter.tick(), config.statsDelay * 1000);
+      cleanup.add("stop the statistics", () => clearInterval(timer));
+    }
     server = new FrontendServer(loop, network.sessionFactory, config.oneOff);
     if (connection !== null) {
       if (!server.serveConnection(connection)) {
@@ -182,7 +203,7 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
       try {
         writePidFile(pidFile, Deno.pid);
       } catch (error) {
-        throw new Error(`Cannot write pid file ${pidFile}: ${describe(error)}`);
+        throw fileOptionError("pid", pidFile, "write the pid file", error);
       }
       cleanup.add(`remove the pid file ${pidFile}`, () => removePidFile(pidFile));
     }

@@ -10,7 +10,7 @@ import type { Config } from "../config/config.ts";
 import { helpText, versionText } from "../config/help_text.ts";
 import { log } from "../log/logger.ts";
 import { daemonize } from "./daemonize.ts";
-import { prefixedStderrSink } from "./logging.ts";
+import { stderrSink, stderrTimestamps } from "./logging.ts";
 import { runDaemon } from "./run_daemon.ts";
 
 /**
@@ -43,7 +43,7 @@ export async function start(config: Config): Promise<number> {
       break;
   }
   log.setLevel(config.log.level);
-  log.setSink(prefixedStderrSink);
+  log.setSink(stderrSink(stderrTimestamps(config.log.level)));
   const detached = config.internal.readyFd !== null;
   if (!config.foreground && !detached) return daemonize(config);
   return await runDaemon(config, detached);

@@ -198,3 +198,25 @@ export function ipv6IsLoopback(a: Uint8Array, offset = 0): boolean {
   for (let i = 0; i < 15; i++) if (a[offset + i] !== 0) return false;
   return a[offset + 15] === 1;
 }
+
+/** Address text ("127.0.0.1", "::1") → raw bytes, or null when it is not a literal. */
+export function addressBytes(hostname: string): Uint8Array | null {
+  const v4 = parseIpv4(hostname);
+  if (v4 !== null) {
+    const bytes = new Uint8Array(4);
+    writeIpv4(bytes, 0, v4);
+    return bytes;
+  }
+  const text = hostname.startsWith("[") && hostname.endsWith("]")
+    ? hostname.slice(1, -1)
+    : hostname;
+  return parseIpv6(text);
+}
+
+/** Raw bytes → address text; an IPv4-mapped IPv6 address keeps its dotted tail. */
+export function addressText(address: Uint8Array): string {
+  if (address.byteLength === 4) return address.join(".");
+  const mapped = address.subarray(0, 10).every((b) => b === 0) && address[10] === 0xff &&
+    address[11] === 0xff;
+  return mapped ? `::ffff:${address.subarray(12).join(".")}` : ipv6ToString(address);
+}

@@ -11,7 +11,7 @@ import {
 } from "./arp.ts";
 import { buildEthernet, ETHERTYPE_ARP, newEthernetHeader, parseEthernet } from "./ethernet.ts";
 import { GuestSender } from "./guest_sender.ts";
-import { RecordingLink } from "./testing_link.ts";
+import { nextTask, RecordingLink } from "./testing_link.ts";
 
 const OUR = 0x9a559a559a55, GUEST = 0x525400000001;
 const GUEST_IP = 0x0a000002, GW = 0x0a000001;
@@ -91,4 +91,14 @@ Deno.test("`ArpResponder.handle()` ignores the guest's own address, announcement
   arp.handle(request(GUEST_IP, GW, ARP_OP_REPLY), 14, 60);
   assert.equal(link.frames.length, 0);
   assert.equal(arp.counters.ignored, 4);
+});
+
+Deno.test("`ArpResponder.handle()` answering outside a batch of guest frames is flushed", async () => {
+  const { link, arp } = setup();
+  // No endOfBatch follows: the sender itself must end the task with a flush.
+  assert.equal(arp.handle(request(GUEST_IP, GW), 14, 60), "ok");
+  assert.equal(link.frames.length, 1);
+  await nextTask();
+  assert.equal(link.unflushedFrames, 0);
+  assert.equal(link.flushes, 1);
 });

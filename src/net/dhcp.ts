@@ -4,7 +4,9 @@
  * Commit, RFC 4039), REQUEST → ACK (NAK for another address), INFORM → ACK without
  * lease. Options are sent in the order of the client's Parameter Request List,
  * followed by the others we always give. Messages whose options run past the end
- * are dropped (the stack counts the reason).
+ * are dropped (the stack counts the reason). With `--fqdn`, the Client FQDN option
+ * (RFC 4702) is sent to a client that asks for it (its own option 81, or 81 in its
+ * parameter request list). Each exchange is one debug line.
  *
  * @module
  */
@@ -12,13 +14,16 @@
 import {
   ipv4PrefixMask,
   ipv4SameSubnet,
+  ipv4ToString,
   MAC_BROADCAST,
+  macToString,
   readIpv4,
   readMac,
   writeIpv4,
 } from "./address.ts";
 import { IPPROTO_UDP } from "./checksum.ts";
-import { encodeDomainListCompressed } from "./dns_name.ts";
+import { encodeDomainList, encodeDomainListCompressed } from "./dns_name.ts";
+import { log as defaultLog, type Logger } from "../log/logger.ts";
 import type { GuestSender } from "./guest_sender.ts";
 import { L4_OFFSET_V4 } from "./guest_sender.ts";
 import type { NetworkPlan } from "./host_config.ts";
@@ -95,6 +100,7 @@ export const DhcpOption = {
   ServerIdentifier: 54,
   ParameterRequestList: 55,
   RapidCommit: 80,
+  ClientFqdn: 81,
   DomainSearch: 119,
   ClasslessStaticRoute: 121,
   End: 255,
@@ -114,6 +120,16 @@ export const DhcpMessageType = {
 
 /** Infinite lease time (RFC 2131 §3.3). */
 export const DHCP_INFINITE_LEASE = 0xffffffff;
+
+/**
+ * Flags of the Client FQDN option (RFC 4702 §2.1): S (the server updates the A
+ * record), O (the server overrode the client's S), E (canonical wire-format name),
+ * N (no DNS updates by the server).
+ */
+export const FqdnFlag = { S: 0x01, O: 0x02, E: 0x04, N: 0x08 } as const;
+
+/** RCODE1 and RCODE2 as servers send them (RFC 4702 §2.2: 255). */
+export const FQDN_RCODE = 255;
 
 /** Result of {@link DhcpServer.handle}. */
 export type DhcpStatus =
@@ -147,6 +163,23 @@ interface ClientOptions {
   rapidCommit: boolean;
   /** Largest DHCP message (UDP payload) the client accepts. */
   maxMessage: number;
+  /** Flags of the client's Client FQDN option (RFC 4702), -1 when it sent none. */
+  fqdnFlags: number;
+}
+
+const MESSAGE_NAMES: Readonly<Record<number, string>> = {
+  [DhcpMessageType.Discover]: "discover",
+  [DhcpMessageType.Offer]: "offer",
+  [DhcpMessageType.Request]: "request",
+  [DhcpMessageType.Decline]: "decline",
+  [DhcpMessageType.Ack]: "ack",
+  [DhcpMessageType.Nak]: "nak",
+  [DhcpMessageType.Release]: "release",
+  [DhcpMessageType.Inform]: "inform",
+};
+
+function messageName(type: number): string {
+  return MESSAGE_NAMES[type] ?? `type ${type}`;
 }
 
 /** Answers the guest's DHCP messages from the network plan. */
@@ -160,8 +193,13 @@ export class DhcpServer {
     optionsOmitted: 0,
   };
   readonly #sender: GuestSender;
+  readonly #log: Logger;
   readonly #address: number;
+  readonly #prefix: number;
   readonly #serverId: number;
+  /** `--fqdn` as RFC 1035 wire format and as text (RFC 4702 §2.3), or null. */
+  readonly #fqdnWire: Uint8Array | null;
+  readonly #fqdnText: Uint8Array | null;
   /** Pre-encoded option payloads by code, in our default order. */
   readonly #options = new Map<number, Uint8Array>();
   readonly #opts: ClientOptions = {
@@ -174,16 +212,24 @@ export class DhcpServer {
     prlLength: 0,
     rapidCommit: false,
     maxMessage: DHCP_DEFAULT_MAX_MESSAGE,
+    fqdnFlags: -1,
   };
   readonly #emitted = new Uint8Array(256);
 
   /** @throws Error when the plan has no IPv4 part */
-  constructor(plan: NetworkPlan, sender: GuestSender) {
+  constructor(plan: NetworkPlan, sender: GuestSender, logger: Logger = defaultLog) {
     const v4 = plan.ipv4;
     if (!v4) throw new Error("Cannot start the DHCP server: the plan has no IPv4 configuration");
     this.#sender = sender;
+    this.#log = logger;
     this.#address = v4.address;
+    this.#prefix = v4.prefix;
     this.#serverId = v4.gateway;
+    const wire = plan.fqdn ? encodeDomainList([plan.fqdn]) : null;
+    this.#fqdnWire = wire !== null && wire.length > 0 ? wire : null;
+    this.#fqdnText = this.#fqdnWire && plan.fqdn
+      ? new TextEncoder().encode(plan.fqdn.replace(/\.$/, ""))
+      : null;
     const u32 = (...vals: number[]) => {
       const b = new Uint8Array(vals.length * 4);
       vals.forEach((v, i) => writeIpv4(b, i * 4, v));
@@ -247,36 +293,95 @@ export class DhcpServer {
         if (o.rapidCommit) {
           this.#reply(frame, DhcpMessageType.Ack, xid, flags, 0, chaddr, true);
           this.counters.acks++;
+          this.#logExchange(o.messageType, DhcpMessageType.Ack, chaddr, " (rapid commit)");
         } else {
           this.#reply(frame, DhcpMessageType.Offer, xid, flags, 0, chaddr, false);
           this.counters.offers++;
+          this.#logExchange(o.messageType, DhcpMessageType.Offer, chaddr, "");
         }
         return "ok";
       case DhcpMessageType.Request: {
         // A REQUEST naming another server means the client chose that one (RFC 2131 §4.3.2).
         if (o.hasServerId && o.serverId !== this.#serverId) {
           this.counters.ignored++;
+          if (this.#log.enabled("debug")) {
+            this.#log.debug(
+              `DHCP: request from ${macToString(chaddr)} for server ` +
+                `${ipv4ToString(o.serverId)} ignored`,
+            );
+          }
           return "ok";
         }
         const wanted = o.hasRequestedAddress ? o.requestedAddress : ciaddr;
         if (wanted !== 0 && wanted !== this.#address) {
           this.#reply(frame, DhcpMessageType.Nak, xid, flags, 0, chaddr, false);
           this.counters.naks++;
+          if (this.#log.enabled("debug")) {
+            this.#log.debug(
+              `DHCP: nak to request from ${macToString(chaddr)} for ` +
+                `${ipv4ToString(wanted)} (the guest's address is ${ipv4ToString(this.#address)})`,
+            );
+          }
           return "ok";
         }
         this.#reply(frame, DhcpMessageType.Ack, xid, flags, ciaddr, chaddr, false);
         this.counters.acks++;
+        this.#logExchange(o.messageType, DhcpMessageType.Ack, chaddr, "");
         return "ok";
       }
       case DhcpMessageType.Inform:
         this.#reply(frame, DhcpMessageType.Ack, xid, flags, ciaddr, chaddr, false, true);
         this.counters.acks++;
+        if (this.#log.enabled("debug")) {
+          this.#log.debug(
+            `DHCP: ack to inform from ${macToString(chaddr)} at ${ipv4ToString(ciaddr)}`,
+          );
+        }
         return "ok";
       default:
         // DECLINE, RELEASE (and server-side types): nothing to do with one fixed address.
         this.counters.ignored++;
+        if (this.#log.enabled("debug")) {
+          this.#log.debug(
+            `DHCP: ${messageName(o.messageType)} from ${macToString(chaddr)} ignored`,
+          );
+        }
         return "ok";
     }
+  }
+
+  /** One debug line for an exchange that assigned the address. */
+  #logExchange(request: number, reply: number, chaddr: number, note: string): void {
+    if (!this.#log.enabled("debug")) return;
+    this.#log.debug(
+      `DHCP: ${messageName(reply)} to ${messageName(request)} from ${macToString(chaddr)}: ` +
+        `${ipv4ToString(this.#address)}/${this.#prefix}, router ${ipv4ToString(this.#serverId)}` +
+        note,
+    );
+  }
+
+  /**
+   * The Client FQDN option for this reply (RFC 4702 §4), or null when we have no
+   * `--fqdn` or the client did not ask for it. We perform no DNS updates: N is set
+   * and S clear, O marks that a client's request for S is overridden, and the name is
+   * encoded as the client encoded its own (E), canonical wire format by default.
+   */
+  #fqdnOption(req: Uint8Array, o: ClientOptions): Uint8Array | null {
+    if (this.#fqdnWire === null || this.#fqdnText === null) return null;
+    let asked = o.fqdnFlags >= 0;
+    for (let i = 0; !asked && i < o.prlLength; i++) {
+      asked = req[o.prlOffset + i] === DhcpOption.ClientFqdn;
+    }
+    if (!asked) return null;
+    const wire = o.fqdnFlags < 0 || (o.fqdnFlags & FqdnFlag.E) !== 0;
+    const name = wire ? this.#fqdnWire : this.#fqdnText;
+    const out = new Uint8Array(3 + name.length);
+    out[0] = FqdnFlag.N | (wire ? FqdnFlag.E : 0) |
+      (o.fqdnFlags >= 0 && (o.fqdnFlags & FqdnFlag.S) !== 0 ? FqdnFlag.O : 0);
+    out[1] = FQDN_RCODE;
+    out[2] = FQDN_RCODE;
+    out.set(name, 3);
+    return out;
   }
 
   #parseOptions(buf: Uint8Array, p: number, end: number, o: ClientOptions): DhcpStatus {
@@ -287,6 +392,7 @@ export class DhcpServer {
     o.prlLength = 0;
     o.rapidCommit = false;
     o.maxMessage = DHCP_DEFAULT_MAX_MESSAGE;
+    o.fqdnFlags = -1;
     while (p < end) {
       const code = buf[p];
       if (code === DhcpOption.Pad) {
@@ -327,6 +433,10 @@ export class DhcpServer {
           break;
         case DhcpOption.RapidCommit:
           o.rapidCommit = true;
+          break;
+        case DhcpOption.ClientFqdn:
+          // Flags, RCODE1, RCODE2, name (RFC 4702 §2): at least the three fixed bytes.
+          if (len >= 3) o.fqdnFlags = buf[v];
           break;
       }
       p = v + len;
@@ -380,9 +490,10 @@ export class DhcpServer {
       emitted.fill(0);
       // Room for options, keeping one byte for End.
       const limit = base + o.maxMessage - 1;
+      const fqdn = this.#fqdnOption(req, o);
       const put = (code: number) => {
         if (emitted[code]) return;
-        const data = this.#options.get(code);
+        const data = code === DhcpOption.ClientFqdn ? fqdn : this.#options.get(code);
         if (!data) return;
         if (inform && code === DhcpOption.LeaseTime) return; // RFC 2131 §4.3.5
         emitted[code] = 1;
@@ -404,6 +515,7 @@ export class DhcpServer {
         for (let i = 0; i < o.prlLength; i++) put(req[o.prlOffset + i]);
       }
       for (const code of this.#options.keys()) put(code);
+      put(DhcpOption.ClientFqdn);
     }
     b[p++] = DhcpOption.End;
     let length = p - base;

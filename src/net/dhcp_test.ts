@@ -18,6 +18,7 @@ import { buildNetworkPlan, type HostConfigOverrides } from "./host_config.ts";
 import { newIpv4Header, parseIpv4 } from "./ipv4.ts";
 import { newUdpHeader, parseUdp, udpChecksumOkV4 } from "./udp.ts";
 import { RecordingLink } from "./testing_link.ts";
+import { Logger } from "../log/logger.ts";
 
 const CLIENT_MAC = 0x525400abcdef;
 const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
@@ -290,4 +291,63 @@ Deno.test("`DhcpServer.handle()` never throws on arbitrary options", () => {
     }),
     { numRuns: 300 },
   );
+});
+
+Deno.test("`DhcpServer.handle()` sends --fqdn as option 81 (RFC 4702) only to a client asking for it", () => {
+  const { server, link } = setup({ fqdn: "vm1.example.com" });
+  const wire = [3, ...new TextEncoder().encode("vm1"), 7, ...new TextEncoder().encode("example")];
+  const name = [...wire, 3, ...new TextEncoder().encode("com"), 0];
+  // Not asked: no option 81.
+  server.handle(request(DhcpMessageType.Discover), 0, 244, 0);
+  assert.equal(opt(decode(link.take()[0]), 81), undefined);
+  // Listed in the parameter request list: N and E set, RCODEs 255, wire-format name.
+  let req = request(DhcpMessageType.Discover, [[55, [1, 3, 81]]]);
+  server.handle(req, 0, req.length, 0);
+  assert.deepEqual(opt(decode(link.take()[0]), 81), new Uint8Array([0x0c, 255, 255, ...name]));
+  // The client's own option 81 asking the server to update the A record (S): overridden (O).
+  req = request(DhcpMessageType.Request, [[81, [0x05, 0, 0, 3, 0x61, 0x62, 0x63, 0]]]);
+  server.handle(req, 0, req.length, 0);
+  assert.deepEqual(opt(decode(link.take()[0]), 81), new Uint8Array([0x0e, 255, 255, ...name]));
+  // A client using the deprecated ASCII encoding (E clear) gets the name as text.
+  req = request(DhcpMessageType.Request, [[81, [0x00, 0, 0, ...new TextEncoder().encode("abc")]]]);
+  server.handle(req, 0, req.length, 0);
+  assert.deepEqual(
+    opt(decode(link.take()[0]), 81),
+    new Uint8Array([0x08, 255, 255, ...new TextEncoder().encode("vm1.example.com")]),
+  );
+  // Without --fqdn nothing is sent, even when asked.
+  const plain = setup();
+  req = request(DhcpMessageType.Discover, [[55, [81]]]);
+  plain.server.handle(req, 0, req.length, 0);
+  assert.equal(opt(decode(plain.link.take()[0]), 81), undefined);
+});
+
+Deno.test("`DhcpServer.handle()` logs one debug line per exchange, with addresses", () => {
+  const plan = buildNetworkPlan({
+    address4: "10.0.2.15/24",
+    gateway4: "10.0.2.2",
+    ipv4Only: true,
+  }, NO_HOST);
+  const sender = new GuestSender(plan.ourMac);
+  sender.setLink(new RecordingLink());
+  const lines: string[] = [];
+  const logger = new Logger();
+  logger.setLevel("debug");
+  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
+  const server = new DhcpServer(plan, sender, logger);
+  server.handle(request(DhcpMessageType.Discover), 0, 244, 0);
+  server.handle(request(DhcpMessageType.Request, [[50, [10, 0, 2, 15]]]), 0, 250, 0);
+  server.handle(request(DhcpMessageType.Request, [[50, [10, 0, 2, 99]]]), 0, 250, 0);
+  server.handle(request(DhcpMessageType.Release), 0, 244, 0);
+  assert.deepEqual(lines, [
+    "debug: DHCP: offer to discover from 52:54:00:ab:cd:ef: 10.0.2.15/24, router 10.0.2.2",
+    "debug: DHCP: ack to request from 52:54:00:ab:cd:ef: 10.0.2.15/24, router 10.0.2.2",
+    "debug: DHCP: nak to request from 52:54:00:ab:cd:ef for 10.0.2.99 " +
+    "(the guest's address is 10.0.2.15)",
+    "debug: DHCP: release from 52:54:00:ab:cd:ef ignored",
+  ]);
+  // At info level nothing is formatted or written.
+  logger.setLevel("info");
+  server.handle(request(DhcpMessageType.Discover), 0, 244, 0);
+  assert.equal(lines.length, 4);
 });

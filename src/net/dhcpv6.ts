@@ -5,12 +5,13 @@
  * SOLICIT → ADVERTISE (or REPLY with Rapid Commit); REQUEST, CONFIRM, RENEW,
  * REBIND, INFORMATION-REQUEST, RELEASE, DECLINE → REPLY. An IA naming another
  * address gets the NotOnLink status. Messages with the wrong server identifier,
- * or without the identifiers the message type requires, are ignored (§16).
+ * or without the identifiers the message type requires, are ignored (§16). Each
+ * exchange is one debug line.
  *
  * @module
  */
 
-import { ipv6Equal, writeMac } from "./address.ts";
+import { ipv6Equal, ipv6ToString, writeMac } from "./address.ts";
 import { IPPROTO_UDP } from "./checksum.ts";
 import { encodeDomainList } from "./dns_name.ts";
 import type { GuestSender } from "./guest_sender.ts";
@@ -18,6 +19,7 @@ import { L4_OFFSET_V6 } from "./guest_sender.ts";
 import type { NetworkPlan } from "./host_config.ts";
 import type { Ipv6Header } from "./ipv6.ts";
 import { buildUdp, UDP_HEADER_LENGTH, type UdpHeader } from "./udp.ts";
+import { log as defaultLog, type Logger } from "../log/logger.ts";
 
 /** UDP port of DHCPv6 clients (RFC 8415 §7.2). */
 export const DHCPV6_CLIENT_PORT = 546;
@@ -80,6 +82,10 @@ export const Dhcpv6Status = {
   UseMulticast: 5,
 } as const;
 
+const MESSAGE_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
+  Object.entries(Dhcpv6Message).map(([name, code]) => [code, name.toLowerCase()]),
+);
+
 /** DUID type DUID-LL (RFC 8415 §11.4) and hardware type Ethernet. */
 const DUID_LL = 3;
 const HWTYPE_ETHERNET = 1;
@@ -106,6 +112,7 @@ export class Dhcpv6Server {
   /** Event counters for diagnostics. */
   readonly counters: Dhcpv6Counters = { advertises: 0, replies: 0, notOnLink: 0, ignored: 0 };
   readonly #sender: GuestSender;
+  readonly #log: Logger;
   readonly #address: Uint8Array;
   readonly #source: Uint8Array;
   readonly #serverId: Uint8Array;
@@ -123,12 +130,13 @@ export class Dhcpv6Server {
   #iaWrong = false;
 
   /** @throws Error when the plan has no IPv6 address to give */
-  constructor(plan: NetworkPlan, sender: GuestSender) {
+  constructor(plan: NetworkPlan, sender: GuestSender, logger: Logger = defaultLog) {
     const v6 = plan.ipv6;
     if (!v6 || !v6.address) {
       throw new Error("Cannot start the DHCPv6 server: the plan has no global IPv6 address");
     }
     this.#sender = sender;
+    this.#log = logger;
     this.#address = v6.address;
     this.#source = v6.routerLinkLocal;
     const duid = new Uint8Array(10);
@@ -171,6 +179,31 @@ export class Dhcpv6Server {
     const serverIsUs = hasServer && this.#serverIdLength === this.#serverId.length &&
       this.#serverIdMatches(frame);
     this.#dst.set(ip.src);
+    const notOnLink = this.counters.notOnLink;
+    const status = this.#answer(frame, type, xid, hasClient, hasServer, serverIsUs);
+    if (this.#log.enabled("debug")) {
+      const from = `${MESSAGE_NAMES[type] ?? `type ${type}`} from ${ipv6ToString(ip.src)}`;
+      this.#log.debug(
+        status === null
+          ? `DHCPv6: ${from} ignored`
+          : `DHCPv6: ${MESSAGE_NAMES[status]} to ${from}` +
+            (this.counters.notOnLink !== notOnLink
+              ? ": the address asked for is not on link"
+              : `: ${ipv6ToString(this.#address)}`),
+      );
+    }
+    return "ok";
+  }
+
+  /** Answers one message; returns the reply's type, or null when it was ignored. */
+  #answer(
+    frame: Uint8Array,
+    type: number,
+    xid: number,
+    hasClient: boolean,
+    hasServer: boolean,
+    serverIsUs: boolean,
+  ): number | null {
     switch (type) {
       case Dhcpv6Message.Solicit:
         // §16.2: must carry a Client Identifier and no Server Identifier.
@@ -178,18 +211,18 @@ export class Dhcpv6Server {
         if (this.#rapidCommit) {
           this.#reply(frame, Dhcpv6Message.Reply, xid, "ia", true);
           this.counters.replies++;
-        } else {
-          this.#reply(frame, Dhcpv6Message.Advertise, xid, "ia", false);
-          this.counters.advertises++;
+          return Dhcpv6Message.Reply;
         }
-        return "ok";
+        this.#reply(frame, Dhcpv6Message.Advertise, xid, "ia", false);
+        this.counters.advertises++;
+        return Dhcpv6Message.Advertise;
       case Dhcpv6Message.Request:
       case Dhcpv6Message.Renew:
         // §16.4, §16.6: client and server identifiers required, server must be us.
         if (!hasClient || !serverIsUs) return this.#ignore();
         this.#reply(frame, Dhcpv6Message.Reply, xid, "ia", false);
         this.counters.replies++;
-        return "ok";
+        return Dhcpv6Message.Reply;
       case Dhcpv6Message.Rebind:
       case Dhcpv6Message.Confirm:
         // §16.5, §16.7: client identifier required, no server identifier.
@@ -202,27 +235,27 @@ export class Dhcpv6Server {
           false,
         );
         this.counters.replies++;
-        return "ok";
+        return Dhcpv6Message.Reply;
       case Dhcpv6Message.InformationRequest:
         // §16.12: a Server Identifier, if present, must be ours.
         if (hasServer && !serverIsUs) return this.#ignore();
         this.#reply(frame, Dhcpv6Message.Reply, xid, "info", false);
         this.counters.replies++;
-        return "ok";
+        return Dhcpv6Message.Reply;
       case Dhcpv6Message.Release:
       case Dhcpv6Message.Decline:
         if (!hasClient || !serverIsUs) return this.#ignore();
         this.#reply(frame, Dhcpv6Message.Reply, xid, "success", false);
         this.counters.replies++;
-        return "ok";
+        return Dhcpv6Message.Reply;
       default:
         return this.#ignore();
     }
   }
 
-  #ignore(): "ok" {
+  #ignore(): null {
     this.counters.ignored++;
-    return "ok";
+    return null;
   }
 
   #serverIdMatches(frame: Uint8Array): boolean {

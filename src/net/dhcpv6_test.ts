@@ -14,6 +14,7 @@ import { buildNetworkPlan } from "./host_config.ts";
 import { NetworkStack } from "./stack.ts";
 import { decodeFrame, guestIpv6Frame, udpDatagram } from "./testing_frames.ts";
 import { RecordingLink } from "./testing_link.ts";
+import { Logger } from "../log/logger.ts";
 import { newUdpHeader, parseUdp, udpChecksumOkV6 } from "./udp.ts";
 
 const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
@@ -208,4 +209,42 @@ Deno.test("`Dhcpv6Server.handle()` drops messages whose options run past the end
     }),
     { numRuns: 300 },
   );
+});
+
+Deno.test("`Dhcpv6Server` logs one debug line per exchange, with addresses", () => {
+  const plan = buildNetworkPlan(
+    { address6: "2001:db8::15", gateway6: "fe80::1", ipv6Only: true },
+    NO_HOST,
+  );
+  const logger = new Logger();
+  const lines: string[] = [];
+  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
+  logger.setLevel("debug");
+  const stack = new NetworkStack(plan, { logger });
+  const link = new RecordingLink();
+  stack.linkUp(link, 0);
+  lines.length = 0;
+  const client = option(Dhcpv6Option.ClientId, CLIENT_DUID);
+  send(stack, link, message(Dhcpv6Message.Solicit, [...client, ...iaNa()]));
+  send(
+    stack,
+    link,
+    message(Dhcpv6Message.Request, [
+      ...client,
+      ...option(Dhcpv6Option.ServerId, SERVER_DUID),
+      ...iaNa(OUR_ADDR),
+    ]),
+  );
+  send(
+    stack,
+    link,
+    message(Dhcpv6Message.Confirm, [...client, ...iaNa(parseIpv6("2001:db8:9::1")!)]),
+  );
+  send(stack, link, message(Dhcpv6Message.Request, [...client, ...iaNa()]));
+  assert.deepEqual(lines.filter((l) => l.includes("DHCPv6")), [
+    "debug: DHCPv6: advertise to solicit from fe80::5054:ff:fe12:3456: 2001:db8::15",
+    "debug: DHCPv6: reply to request from fe80::5054:ff:fe12:3456: 2001:db8::15",
+    "debug: DHCPv6: reply to confirm from fe80::5054:ff:fe12:3456: the address asked for is not on link",
+    "debug: DHCPv6: request from fe80::5054:ff:fe12:3456 ignored",
+  ]);
 });

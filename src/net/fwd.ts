@@ -62,7 +62,10 @@ export interface ForwardRules {
   loopback6: Uint8Array | null;
   mapGuest6: Uint8Array | null;
   dns6: DnsRule<Uint8Array> | null;
-  /** Requested outbound source addresses / interfaces (see {@link outboundNotes}). */
+  /**
+   * Outbound source addresses (`-o`) and interfaces (`--outbound-if4/6`): TCP and UDP
+   * sockets toward the host bind to them (UDP ones toward the host's loopback do not).
+   */
   outbound4: string | null;
   outbound6: string | null;
   outboundIf4: string | null;
@@ -126,27 +129,9 @@ export function forwardOptionsFromConfig(c: Config): ForwardOptions {
   };
 }
 
-/**
- * Lines to log once at start about outbound source selection. `-o` is honoured for
- * TCP (the daemon's helper sockets bind before connecting) and UDP; `--outbound-if*`
- * for TCP only (SO_BINDTODEVICE), since Deno's UDP sockets cannot bind to an interface.
- */
-export function outboundNotes(r: ForwardRules): string[] {
-  const out: string[] = [];
-  for (const [flag, v] of [["--outbound-if4", r.outboundIf4], ["--outbound-if6", r.outboundIf6]]) {
-    if (v) {
-      out.push(
-        `${flag} ${v}: honoured for TCP; UDP sockets are not bound to it ` +
-          `(Deno's UDP sockets cannot bind to an interface)`,
-      );
-    }
-  }
-  return out;
-}
-
 /** A host-side destination: filled by {@link translateOutbound4} / {@link translateOutbound6}. */
 export interface HostTarget {
-  /** Address as text, for Deno.connect / dgram. */
+  /** Address as text (a literal IPv4 or IPv6 address). */
   host: string;
   port: number;
 }

@@ -1,37 +1,55 @@
 /**
  * Wiring of the translators into a running stack: builds the forwarding rules,
  * creates the TCP and UDP translators, registers them with the stack
- * (`registerL4`), opens the `-t` / `-u` listeners and logs, once, where outbound
- * source options cannot be honoured.
+ * (`registerL4`) and opens the `-t` / `-u` listeners.
+ *
+ * Listening follows passt: a port given explicitly that cannot be listened on is an
+ * error (the daemon exits 1), while `all` and exclusion-only specs are best effort:
+ * ports in use or not permitted are skipped, and when the file descriptor limit
+ * leaves no room the rest is skipped, each case summed up in one log line naming
+ * the ports. Explicit forwards are opened before any `all` forward, so that they get
+ * descriptors first.
  *
  * @module
  */
 
-import { Errno, NativeError } from "../../ffi/native_error.ts";
+import { readKernelFile } from "../../ffi/kernel_file.ts";
+import { errnoName, NativeError } from "../../ffi/native_error.ts";
+import { openFdCount } from "../../ffi/process.ts";
 import type { Config } from "../config/config.ts";
 import {
   MAX_PORT,
   MIN_PORT,
+  type PortForwardSpec,
   type PortForwardTable,
   type PortRange,
   targetPort,
 } from "../config/port_spec.ts";
 import { log as defaultLog, type Logger } from "../log/logger.ts";
 import { IPPROTO_TCP, IPPROTO_UDP } from "./checksum.ts";
-import { type ForwardRules, outboundNotes } from "./fwd.ts";
+import type { ForwardRules } from "./fwd.ts";
 import type { GuestSender } from "./guest_sender.ts";
 import type { NetworkPlan } from "./host_config.ts";
 import type { L4Handler } from "./l4_handler.ts";
 import type { HostTcp } from "./tcp/host_socket.ts";
 import { TcpTranslator } from "./tcp/translator.ts";
 import type { EventLoop } from "../loop/event_loop.ts";
-import { UdpTranslator } from "./udp_flow.ts";
-
-/** Most host ports forwarded per protocol; the rest are skipped with a warning. */
-export const MAX_FORWARDED_PORTS = 16384;
+import { type UdpSocketWatcher, UdpTranslator } from "./udp_flow.ts";
 
 /** Linux's default ephemeral port range (net.ipv4.ip_local_port_range). */
 export const DEFAULT_EPHEMERAL: PortRange = { first: 32768, last: 60999 };
+
+/** Where the host's ephemeral port range is (proc(5)). */
+export const EPHEMERAL_RANGE_PATH = "/proc/sys/net/ipv4/ip_local_port_range";
+
+/**
+ * File descriptors left free when `all` forwards take listening sockets: for the
+ * frontend, the guest's connections and flows, the log and capture files.
+ */
+export const FDS_KEPT_FREE = 1024;
+
+/** Ports listed in one log line before the rest is only counted. */
+const MAX_LISTED_RANGES = 8;
 
 /** The part of NetworkStack the wiring needs. */
 export interface StackLike {
@@ -60,11 +78,26 @@ export interface ForwardingOptions {
   tcpHost?: HostTcp;
   /** The daemon's event loop: runs the TCP host sockets and ends each batch with a flush. */
   loop?: EventLoop;
+  /** Follows the UDP translator's sockets (the daemon's event loop; default its own). */
+  udpWatcher?: UdpSocketWatcher;
   /** Called when a translator arms a timer earlier than the stack's last nextTimerAt(). */
   onTimersChanged?: () => void;
-  /** Ports never forwarded by "all" specs. */
+  /** Ports never forwarded by "all" specs (default: the host's, see {@link hostEphemeralRange}). */
   ephemeral?: PortRange;
+  /**
+   * Most listening sockets to open (default: what the file descriptor limit leaves,
+   * see {@link listenerBudget}); `all` forwards beyond it are skipped with a warning,
+   * explicit ones fail.
+   */
+  maxListeners?: number;
+  /** `--freebind` was given: TCP listeners have it (see setListenFreebind); UDP ones do not. */
+  freebind?: boolean;
   logger?: Logger;
+}
+
+/** An explicit `-t`/`-u` forward could not be listened on (passt exits then too). */
+export class ForwardSetupError extends Error {
+  override name = "ForwardSetupError";
 }
 
 /** What {@link startForwarding} set up. */
@@ -85,7 +118,55 @@ export function forwardingOptionsFromConfig(c: Config): ForwardingOptions {
     udpForwards: c.udpForwards,
     tcp: c.protocols.tcp,
     udp: c.protocols.udp,
+    freebind: c.freebind,
   };
+}
+
+/**
+ * The host's ephemeral port range (never forwarded by `all`, as in passt), or
+ * {@link DEFAULT_EPHEMERAL} when it cannot be read.
+ */
+export function hostEphemeralRange(
+  read: (path: string) => string | null = readKernelFile,
+): PortRange {
+  let text: string | null = null;
+  try {
+    text = read(EPHEMERAL_RANGE_PATH);
+  } catch {
+    // Unreadable: the default below.
+  }
+  const match = text === null ? null : /^\s*([0-9]+)\s+([0-9]+)\s*$/.exec(text);
+  if (match === null) return DEFAULT_EPHEMERAL;
+  const first = Number(match[1]);
+  const last = Number(match[2]);
+  if (first < MIN_PORT || last > MAX_PORT || last < first) return DEFAULT_EPHEMERAL;
+  return { first, last };
+}
+
+/** The soft limit on open files of this process (/proc/self/limits), or null if unknown. */
+export function openFileLimit(
+  read: (path: string) => string | null = readKernelFile,
+): number | null {
+  let text: string | null = null;
+  try {
+    text = read("/proc/self/limits");
+  } catch {
+    return null;
+  }
+  const match = text === null ? null : /^Max open files\s+([0-9]+|unlimited)\s/m.exec(text);
+  if (match === null || match[1] === "unlimited") return null;
+  return Number(match[1]);
+}
+
+/**
+ * How many listening sockets the forwards may take: the open-file limit minus the
+ * descriptors open now and {@link FDS_KEPT_FREE}; unbounded when the limit is unknown.
+ */
+export function listenerBudget(
+  limit: number | null = openFileLimit(),
+  open: number = openFdCount(),
+): number {
+  return limit === null ? Infinity : Math.max(0, limit - open - FDS_KEPT_FREE);
 }
 
 /** One host port to listen on and the guest port it maps to. */
@@ -97,57 +178,90 @@ export interface ExpandedForward {
 }
 
 /**
- * Host ports (and the guest port each maps to) that a spec table forwards, at most
- * `limit` of them; `truncated` tells whether more were asked for.
+ * Host ports (and the guest port each maps to) that one spec forwards, in ascending
+ * order (`all`: every port outside `ephemeral` and the exclusions).
  */
-export function expandForwards(
-  table: PortForwardTable,
-  ephemeral: PortRange,
-  limit = MAX_FORWARDED_PORTS,
-): { forwards: ExpandedForward[]; truncated: boolean } {
-  const forwards: ExpandedForward[] = [];
-  let truncated = false;
-  for (const spec of table.specs) {
-    const seen = new Set<number>();
-    const add = (p: number) => {
-      if (seen.has(p)) return;
-      const t = targetPort(spec, p, ephemeral);
-      if (t === null) return;
-      if (forwards.length >= limit) {
-        truncated = true;
-        return;
-      }
-      seen.add(p);
-      forwards.push({
-        bind: spec.bindAddress,
-        bindInterface: spec.bindInterface,
-        host: p,
-        guest: t,
-      });
-    };
-    for (const f of spec.forwards) for (let p = f.first; p <= f.last; p++) add(p);
-    if (spec.allNonEphemeral) { for (let p = MIN_PORT; p <= MAX_PORT; p++) add(p); }
+export function expandSpec(spec: PortForwardSpec, ephemeral: PortRange): ExpandedForward[] {
+  const out: ExpandedForward[] = [];
+  const add = (host: number, guest: number) =>
+    out.push({ bind: spec.bindAddress, bindInterface: spec.bindInterface, host, guest });
+  for (const f of spec.forwards) {
+    for (let p = f.first; p <= f.last; p++) add(p, f.targetFirst + (p - f.first));
   }
-  return { forwards, truncated };
+  if (spec.allNonEphemeral) {
+    for (let p = MIN_PORT; p <= MAX_PORT; p++) {
+      const t = targetPort(spec, p, ephemeral);
+      if (t !== null) add(p, t);
+    }
+  }
+  return out;
 }
 
-/** Whether `e` is an "address in use" failure, from Deno or from the helper. */
-function isAddressInUse(e: unknown): boolean {
-  return e instanceof Deno.errors.AddrInUse ||
-    (e instanceof NativeError && e.errno === Errno.EADDRINUSE);
+/** Host ports (and the guest port each maps to) that a whole spec table forwards. */
+export function expandForwards(table: PortForwardTable, ephemeral: PortRange): ExpandedForward[] {
+  return table.specs.flatMap((spec) => expandSpec(spec, ephemeral));
+}
+
+/** `1-3, 7, 9-10` for a sorted list of ports, at most MAX_LISTED_RANGES ranges. */
+export function describePorts(ports: readonly number[]): string {
+  const ranges: string[] = [];
+  let i = 0;
+  while (i < ports.length && ranges.length < MAX_LISTED_RANGES) {
+    let j = i;
+    while (j + 1 < ports.length && ports[j + 1] === ports[j] + 1) j++;
+    ranges.push(i === j ? `${ports[i]}` : `${ports[i]}-${ports[j]}`);
+    i = j + 1;
+  }
+  if (i < ports.length) ranges.push(`and ${ports.length - i} more`);
+  return ranges.join(", ");
+}
+
+/** The errno name of a failed listen (helper, Deno or node:dgram error), else its message. */
+function failureReason(error: unknown): string {
+  if (error instanceof NativeError) return error.errnoName;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === "string" && /^E[A-Z]+$/.test(code)) return code;
+  const os = /\(os error ([0-9]+)\)/.exec(error instanceof Error ? error.message : "");
+  if (os !== null) return errnoName(Number(os[1]));
+  if (error instanceof Deno.errors.AddrInUse) return "EADDRINUSE";
+  if (error instanceof Deno.errors.PermissionDenied) return "EACCES";
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** What an errno name means, for the summary lines. */
+const REASON_TEXT: Readonly<Record<string, string>> = {
+  EADDRINUSE: "in use",
+  EACCES: "not permitted",
+  EADDRNOTAVAIL: "address not available on this host",
+  EMFILE: "out of file descriptors",
+  ENFILE: "out of file descriptors (system-wide)",
+};
+
+/** Where one protocol's listeners are opened. */
+interface ListenTarget {
+  readonly name: "tcp" | "udp";
+  /** The short option, for messages (`-t`, `-u`). */
+  readonly flag: "-t" | "-u";
+  readonly table: PortForwardTable;
+  /** Listens on host:port for guest port `guest`; throws on failure. */
+  listen(host: string, port: number, guest: number, iface: string | null): void;
+}
+
+/** Listening sockets still allowed; `exhausted` once the kernel said EMFILE/ENFILE. */
+class Budget {
+  exhausted = false;
+  constructor(public left: number) {}
 }
 
 /**
  * Creates the translators, registers them with `stack` and opens the port
- * forwards. Listen failures are logged (one summary line per protocol), not thrown.
+ * forwards.
+ * @throws ForwardSetupError when an explicit forward cannot be listened on, or an
+ *   `all` forward on none of its ports
  */
-export async function startForwarding(
-  stack: StackLike,
-  o: ForwardingOptions = {},
-): Promise<Forwarding> {
+export function startForwarding(stack: StackLike, o: ForwardingOptions = {}): Forwarding {
   const logger = o.logger ?? defaultLog;
   const rules = stack.forwardRules;
-  for (const line of outboundNotes(rules)) logger.warn(line);
   const common = { maxFlows: o.maxFlows, logger, onTimersChanged: o.onTimersChanged };
   const tcp = o.tcp === false ? null : new TcpTranslator(stack.sender, rules, {
     ...common,
@@ -156,82 +270,200 @@ export async function startForwarding(
     host: o.tcpHost,
     loop: o.loop,
   });
-  const udp = o.udp === false ? null : new UdpTranslator(stack.sender, rules, common);
+  const udp = o.udp === false
+    ? null
+    : new UdpTranslator(stack.sender, rules, { ...common, watcher: o.udpWatcher });
   if (tcp) stack.registerL4(IPPROTO_TCP, tcp);
   if (udp) stack.registerL4(IPPROTO_UDP, udp);
-  const ephemeral = o.ephemeral ?? DEFAULT_EPHEMERAL;
-  const binds = (b: string | null): string[] =>
-    b !== null ? [b] : [
-      ...(stack.plan.ipv6 ? ["::"] : []),
-      ...(stack.plan.ipv4 ? ["0.0.0.0"] : []),
-    ];
+  const close = () => {
+    tcp?.close();
+    udp?.close();
+  };
   const listening = { tcp: 0, udp: 0 };
+  const targets: ListenTarget[] = [];
   if (tcp && o.tcpForwards) {
-    const failures: string[] = [];
-    const { forwards, truncated } = expandForwards(o.tcpForwards, ephemeral);
-    if (truncated) {
-      logger.warn(`tcp: more than ${MAX_FORWARDED_PORTS} ports to forward; the rest skipped`);
-    }
-    for (const f of forwards) {
-      let any = false;
-      for (const host of binds(f.bind)) {
-        try {
-          tcp.listen(host, f.host, f.guest, f.bindInterface);
-          any = true;
-        } catch (e) {
-          // A dual-stack "::" listener already covers IPv4.
-          if (!(host === "0.0.0.0" && any && isAddressInUse(e))) {
-            failures.push(`${host} port ${f.host}: ${(e as Error).message}`);
-          }
-        }
-      }
-      if (any) listening.tcp++;
-    }
-    if (failures.length) {
-      logger.warn(
-        `tcp: ${failures.length} port forward(s) not listening, first: ${failures[0]}`,
-      );
-    }
+    targets.push({
+      name: "tcp",
+      flag: "-t",
+      table: o.tcpForwards,
+      listen: (host, port, guest, iface) => void tcp.listen(host, port, guest, iface),
+    });
   }
   if (udp && o.udpForwards) {
-    const failures: string[] = [];
-    const { forwards, truncated } = expandForwards(o.udpForwards, ephemeral);
-    if (truncated) {
-      logger.warn(`udp: more than ${MAX_FORWARDED_PORTS} ports to forward; the rest skipped`);
-    }
-    for (const f of forwards) {
-      if (f.bindInterface) {
-        // Listening on every interface instead would open more than was asked for.
-        failures.push(
-          `port ${f.host}%${f.bindInterface}: Deno's UDP sockets cannot bind to an interface`,
-        );
-        continue;
+    targets.push({
+      name: "udp",
+      flag: "-u",
+      table: o.udpForwards,
+      listen: (host, port, guest, iface) => void udp.listen(host, port, guest, iface),
+    });
+  }
+  const ephemeral = o.ephemeral ?? hostEphemeralRange();
+  const budget = new Budget(o.maxListeners ?? listenerBudget());
+  try {
+    for (const target of targets) warnUnhonoured(target, o, logger);
+    // Explicit forwards first (they must all listen), then the best-effort ones, which
+    // share what is left evenly (so that -t all leaves room for -u all).
+    for (const target of targets) {
+      for (const spec of target.table.specs) {
+        if (spec.allNonEphemeral) continue;
+        const forwards = expandSpec(spec, ephemeral);
+        listening[target.name] += openSpec(target, spec, forwards, stack.plan, budget, logger);
       }
-      let any = false;
-      for (const host of binds(f.bind)) {
-        try {
-          await udp.listen(host, f.host, f.guest);
-          any = true;
-        } catch (e) {
-          failures.push(`${host} port ${f.host}: ${(e as Error).message}`);
-        }
-      }
-      if (any) listening.udp++;
     }
-    if (failures.length) {
+    const bestEffort = targets.flatMap((target) =>
+      target.table.specs.filter((spec) => spec.allNonEphemeral).map((spec) => ({ target, spec }))
+    );
+    for (let i = 0; i < bestEffort.length; i++) {
+      const { target, spec } = bestEffort[i];
+      const granted = budget.exhausted ? 0 : Math.floor(budget.left / (bestEffort.length - i));
+      const share = new Budget(granted);
+      const forwards = expandSpec(spec, ephemeral);
+      listening[target.name] += openSpec(target, spec, forwards, stack.plan, share, logger);
+      budget.left -= granted - share.left;
+      budget.exhausted ||= share.exhausted;
+    }
+  } catch (error) {
+    close();
+    throw error;
+  }
+  return { rules, tcp, udp, listening, close };
+}
+
+/** Warns, once per spec, about what tpasst cannot do as asked. */
+function warnUnhonoured(target: ListenTarget, o: ForwardingOptions, logger: Logger): void {
+  for (const spec of target.table.specs) {
+    const targets = new Set(
+      [...spec.forwards.map((f) => f.targetAddress), spec.allTargetAddress].filter((t) =>
+        t !== null
+      ),
+    );
+    for (const address of targets) {
       logger.warn(
-        `udp: ${failures.length} port forward(s) not listening, first: ${failures[0]}`,
+        `${target.flag} ${spec.text}: target address ${address} not honoured: ` +
+          "tpasst forwards to the guest's own address",
+      );
+    }
+    if (target.name === "udp" && o.freebind && spec.bindAddress !== null) {
+      logger.warn(
+        `-u ${spec.text}: --freebind not honoured for UDP (tpasst's UDP sockets do not ` +
+          "set IP_FREEBIND): the address must exist on the host",
       );
     }
   }
-  return {
-    rules,
-    tcp,
-    udp,
-    listening,
-    close() {
-      tcp?.close();
-      udp?.close();
-    },
-  };
+}
+
+/** The host addresses a spec listens on: its own, or any address of each enabled version. */
+function bindAddresses(spec: PortForwardSpec, plan: NetworkPlan): string[] {
+  if (spec.bindAddress !== null) return [spec.bindAddress];
+  return [...(plan.ipv6 ? ["::"] : []), ...(plan.ipv4 ? ["0.0.0.0"] : [])];
+}
+
+/**
+ * Opens the listeners of one spec; returns how many host ports listen.
+ * @throws ForwardSetupError (see {@link startForwarding})
+ */
+function openSpec(
+  target: ListenTarget,
+  spec: PortForwardSpec,
+  forwards: readonly ExpandedForward[],
+  plan: NetworkPlan,
+  budget: Budget,
+  logger: Logger,
+): number {
+  const what = `${target.flag} ${spec.text}`;
+  const hosts = bindAddresses(spec, plan);
+  const skipped = new Map<string, number[]>();
+  const outOfDescriptors: number[] = [];
+  let firstFailure = "";
+  let bound = 0;
+  for (const f of forwards) {
+    if (budget.left <= 0) {
+      if (!spec.allNonEphemeral) {
+        throw new ForwardSetupError(
+          `${what}: cannot listen on port ${f.host}: no file descriptor left`,
+        );
+      }
+      outOfDescriptors.push(f.host);
+      continue;
+    }
+    let any = false;
+    let portFailure: { reason: string; text: string } | null = null;
+    for (const host of hosts) {
+      try {
+        target.listen(host, f.host, f.guest, f.bindInterface);
+        budget.left--;
+        any = true;
+      } catch (error) {
+        const reason = failureReason(error);
+        // A dual-stack "::" listener already covers IPv4.
+        if (host === "0.0.0.0" && any && reason === "EADDRINUSE") continue;
+        const text = `${host} port ${f.host}: ${REASON_TEXT[reason] ?? reason}` +
+          (reason in REASON_TEXT ? ` (${reason})` : "");
+        if (reason === "EMFILE" || reason === "ENFILE") {
+          budget.left = 0;
+          budget.exhausted = true;
+        }
+        if (!spec.allNonEphemeral) throw new ForwardSetupError(`${what}: cannot listen on ${text}`);
+        portFailure ??= { reason, text };
+      }
+    }
+    if (any) {
+      bound++;
+    } else if (portFailure !== null) {
+      const list = skipped.get(portFailure.reason) ?? [];
+      list.push(f.host);
+      skipped.set(portFailure.reason, list);
+      firstFailure ||= portFailure.text;
+    }
+  }
+  // As passt: "no failures are reported for unavailable ports, unless no ports could be
+  // forwarded at all" (only the lack of descriptors is a warning, below).
+  if (spec.allNonEphemeral && bound === 0 && firstFailure !== "") {
+    throw new ForwardSetupError(`${what}: could not listen on any port (first: ${firstFailure})`);
+  }
+  if (spec.allNonEphemeral) {
+    logger.info(`${what}: listening on ${bound} of ${forwards.length} port(s)`);
+    for (const [reason, ports] of skipped) {
+      if (reason === "EMFILE" || reason === "ENFILE") continue;
+      logger.info(
+        `${what}: ${ports.length} port(s) skipped, ${REASON_TEXT[reason] ?? reason}: ` +
+          describePorts(ports),
+      );
+    }
+    const emfile = [...(skipped.get("EMFILE") ?? []), ...(skipped.get("ENFILE") ?? [])];
+    const unbound = [...emfile, ...outOfDescriptors].sort((a, b) => a - b);
+    if (unbound.length > 0) {
+      const limit = openFileLimit();
+      logger.warn(
+        `${what}: ${unbound.length} port(s) not bound: the open file limit` +
+          `${limit === null ? "" : ` (${limit})`} leaves no descriptor for them` +
+          ` (${FDS_KEPT_FREE} are kept for connections): ${describePorts(unbound)}`,
+      );
+    }
+  }
+  if (logger.enabled("debug")) {
+    for (const f of spec.forwards) {
+      logger.debug(
+        `${target.name} forward ${spec.bindAddress ?? "*"}` +
+          `${spec.bindInterface ? `%${spec.bindInterface}` : ""}:${rangeText(f.first, f.last)}` +
+          ` => ${f.targetAddress ?? "guest"}:` +
+          rangeText(f.targetFirst, f.targetFirst + f.last - f.first),
+      );
+    }
+    if (spec.allNonEphemeral) {
+      logger.debug(
+        `${target.name} forward ${spec.bindAddress ?? "*"}` +
+          `${spec.bindInterface ? `%${spec.bindInterface}` : ""}:all => guest:same ports` +
+          (spec.excluded.length > 0
+            ? `, except ${spec.excluded.map((r) => rangeText(r.first, r.last)).join(", ")}`
+            : "") +
+          " (best effort)",
+      );
+    }
+  }
+  return bound;
+}
+
+function rangeText(first: number, last: number): string {
+  return first === last ? `${first}` : `${first}-${last}`;
 }

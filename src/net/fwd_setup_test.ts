@@ -4,10 +4,16 @@ import { Buffer } from "node:buffer";
 import { NetworkStack } from "./stack.ts";
 import {
   DEFAULT_EPHEMERAL,
+  describePorts,
   expandForwards,
-  MAX_FORWARDED_PORTS,
+  FDS_KEPT_FREE,
+  ForwardSetupError,
+  hostEphemeralRange,
+  listenerBudget,
+  openFileLimit,
   startForwarding,
 } from "./fwd_setup.ts";
+import { assertThrows } from "../test_support/assert.ts";
 import { TestGuest } from "./tcp_test_guest.ts";
 import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testPlan } from "./tcp_test_plan.ts";
 import { parsePortForwardTable } from "../config/port_spec.ts";
@@ -32,8 +38,7 @@ async function freeUdpPort(): Promise<number> {
 
 Deno.test("`expandForwards()` lists host ports with their guest targets", () => {
   const t = parsePortForwardTable(["127.0.0.1/2000-2002:3000-3002", "22"]);
-  const { forwards, truncated } = expandForwards(t, DEFAULT_EPHEMERAL);
-  assert.equal(truncated, false);
+  const forwards = expandForwards(t, DEFAULT_EPHEMERAL);
   assert.deepEqual(forwards.map((x) => [x.bind, x.host, x.guest]), [
     ["127.0.0.1", 2000, 3000],
     ["127.0.0.1", 2001, 3001],
@@ -42,19 +47,127 @@ Deno.test("`expandForwards()` lists host ports with their guest targets", () => 
   ]);
 });
 
-Deno.test("`expandForwards()` stops at the limit and says so; `all` skips the ephemeral range", () => {
+Deno.test("`expandForwards()` gives `all` every port but the ephemeral range, without a cap", () => {
   const all = expandForwards(parsePortForwardTable(["all"]), DEFAULT_EPHEMERAL);
-  assert.equal(all.truncated, true);
-  assert.equal(all.forwards.length, MAX_FORWARDED_PORTS);
-  const small = expandForwards(parsePortForwardTable(["all"]), DEFAULT_EPHEMERAL, 70000);
-  assert.equal(small.truncated, false);
   const ephemeralCount = DEFAULT_EPHEMERAL.last - DEFAULT_EPHEMERAL.first + 1;
-  assert.equal(small.forwards.length, 65535 - ephemeralCount);
+  assert.equal(all.length, 65535 - ephemeralCount);
   assert.ok(
-    small.forwards.every((f) =>
-      f.host < DEFAULT_EPHEMERAL.first || f.host > DEFAULT_EPHEMERAL.last
-    ),
+    all.every((f) => f.host < DEFAULT_EPHEMERAL.first || f.host > DEFAULT_EPHEMERAL.last),
   );
+});
+
+Deno.test("`hostEphemeralRange()`, `openFileLimit()` and `describePorts()` read and say what they should", () => {
+  assert.deepEqual(hostEphemeralRange(() => "32768\t60999\n"), { first: 32768, last: 60999 });
+  assert.deepEqual(hostEphemeralRange(() => "1024 2047\n"), { first: 1024, last: 2047 });
+  assert.deepEqual(hostEphemeralRange(() => null), DEFAULT_EPHEMERAL);
+  assert.deepEqual(hostEphemeralRange(() => "garbage"), DEFAULT_EPHEMERAL);
+  const limits =
+    "Limit                     Soft Limit           Hard Limit           Units     \n" +
+    "Max open files            20000                20000                files     \n";
+  assert.equal(openFileLimit(() => limits), 20000);
+  assert.equal(openFileLimit(() => limits.replace("20000  ", "unlimited")), null);
+  assert.equal(typeof openFileLimit(), "number"); // this process's own
+  assert.equal(listenerBudget(20000, 30), 20000 - 30 - FDS_KEPT_FREE);
+  assert.equal(listenerBudget(null, 30), Infinity);
+  assert.equal(describePorts([1, 2, 3, 7, 9, 10]), "1-3, 7, 9-10");
+  assert.equal(
+    describePorts([1, 3, 5, 7, 9, 11, 13, 15, 17, 19]),
+    "1, 3, 5, 7, 9, 11, 13, 15, and 2 more",
+  );
+});
+
+/** A logger collecting `level: line`. */
+function collectingLogger(): { logger: Logger; lines: string[] } {
+  const logger = new Logger();
+  logger.setLevel("debug");
+  const lines: string[] = [];
+  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
+  return { logger, lines };
+}
+
+Deno.test("`startForwarding()` fails on an explicit port it cannot listen on, naming it", () => {
+  const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (busy.addr as Deno.NetAddr).port;
+  const { logger } = collectingLogger();
+  const stack = new NetworkStack(testPlan(), { logger });
+  try {
+    const error = assertThrows(
+      () =>
+        startForwarding(stack, {
+          logger,
+          tcpForwards: parsePortForwardTable([`127.0.0.1/${port}`]),
+        }),
+      new RegExp(
+        `^-t 127\\.0\\.0\\.1/${port}: cannot listen on 127\\.0\\.0\\.1 port ${port}: ` +
+          "in use \\(EADDRINUSE\\)$",
+      ),
+    );
+    assert.ok(error instanceof ForwardSetupError);
+  } finally {
+    busy.close();
+    stack.close();
+  }
+});
+
+Deno.test("`startForwarding()` binds `all` as far as descriptors allow and names the ports left out", () => {
+  const { logger, lines } = collectingLogger();
+  const stack = new NetworkStack(testPlan(), { logger });
+  // 65000-65535 on 127.0.0.1, with room for only 5 listeners.
+  const fw = startForwarding(stack, {
+    logger,
+    tcpForwards: parsePortForwardTable(["127.0.0.1/~1-64999"]),
+    ephemeral: DEFAULT_EPHEMERAL,
+    maxListeners: 5,
+  });
+  try {
+    assert.equal(fw.listening.tcp, 5);
+    const warning = lines.find((l) => l.startsWith("warn: -t 127.0.0.1/~1-64999: "));
+    assert.ok(warning !== undefined, lines.join("\n"));
+    assert.match(
+      warning,
+      /: [0-9]+ port\(s\) not bound: the open file limit.* leaves no descriptor/,
+    );
+    assert.match(warning, /6500[5-9]-65535/);
+    assert.ok(
+      lines.some((l) => /^info: -t 127\.0\.0\.1\/~1-64999: listening on 5 of 536 port/.test(l)),
+    );
+  } finally {
+    fw.close();
+    stack.close();
+  }
+});
+
+Deno.test("`startForwarding()` warns about target addresses and UDP --freebind it cannot honour", async () => {
+  const { logger, lines } = collectingLogger();
+  const stack = new NetworkStack(testPlan(), { logger });
+  const tport = freePort();
+  const uport = await freeUdpPort();
+  const fw = startForwarding(stack, {
+    logger,
+    tcpForwards: parsePortForwardTable([`127.0.0.1/${tport}:10.0.2.99/22`]),
+    udpForwards: parsePortForwardTable([`127.0.0.1/${uport}`]),
+    freebind: true,
+  });
+  try {
+    assert.deepEqual(fw.listening, { tcp: 1, udp: 1 });
+    assert.ok(
+      lines.includes(
+        `warn: -t 127.0.0.1/${tport}:10.0.2.99/22: target address 10.0.2.99 not honoured: ` +
+          "tpasst forwards to the guest's own address",
+      ),
+      lines.join("\n"),
+    );
+    assert.ok(
+      lines.some((l) => l.startsWith(`warn: -u 127.0.0.1/${uport}: --freebind not honoured`)),
+    );
+    assert.ok(
+      lines.includes(`debug: tcp forward 127.0.0.1:${tport} => 10.0.2.99:22`),
+      lines.join("\n"),
+    );
+  } finally {
+    fw.close();
+    stack.close();
+  }
 });
 
 Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and opens -t/-u forwards", async () => {
@@ -67,14 +180,16 @@ Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and o
   });
   const tport = freePort();
   const uport = await freeUdpPort();
-  const fw = await startForwarding(stack, {
+  const fw = startForwarding(stack, {
     logger,
     tcpForwards: parsePortForwardTable([`127.0.0.1/${tport}:8080`]),
     udpForwards: parsePortForwardTable([`127.0.0.1/${uport}:5353`]),
   });
   assert.deepEqual(fw.listening, { tcp: 1, udp: 1 });
-  assert.ok(lines.some((l) => /--outbound-if4 lo: honoured for TCP; UDP sockets are not/.test(l)));
-  assert.ok(!lines.some((l) => /^-o /.test(l)), "-o is honoured for TCP and UDP: nothing to say");
+  assert.ok(
+    !lines.some((l) => /outbound-if4|^-o /.test(l)),
+    "-o and --outbound-if4 are honoured for TCP and UDP: nothing to say",
+  );
   const guest = new TestGuest(fw.tcp!, fw.udp, 4, TEST_GUEST4, TEST_GUEST6);
   guest.useStack(stack);
   stack.linkUp(guest, performance.now());
@@ -115,7 +230,7 @@ Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and o
   stack.close();
 });
 
-Deno.test("`startForwarding()` binds a `%IF` TCP forward to that interface and refuses `%IF` for UDP", async () => {
+Deno.test("`startForwarding()` binds `%IF` TCP and UDP forwards to that interface, and they work", async () => {
   const logger = new Logger();
   const lines: string[] = [];
   logger.setSink((_l, line) => lines.push(line));
@@ -124,23 +239,37 @@ Deno.test("`startForwarding()` binds a `%IF` TCP forward to that interface and r
   const stack = new NetworkStack(testPlan(), { logger });
   const tport = freePort();
   const uport = await freeUdpPort();
-  const fw = await startForwarding(stack, {
+  const fw = startForwarding(stack, {
     logger,
     tcpForwards: parsePortForwardTable([`127.0.0.1%lo/${tport}:8080`]),
     udpForwards: parsePortForwardTable([`127.0.0.1%lo/${uport}:5353`]),
     tcpHost: nativeHostTcp(loop),
     loop,
+    udpWatcher: loop,
   });
+  const guest = new TestGuest(fw.tcp!, fw.udp, 4, TEST_GUEST4, TEST_GUEST6);
+  guest.useStack(stack);
+  stack.linkUp(guest, performance.now());
+  const client = dgram.createSocket("udp4");
   try {
-    assert.deepEqual(fw.listening, { tcp: 1, udp: 0 });
-    assert.ok(
-      lines.some((l) => l.includes(`port ${uport}%lo: Deno's UDP sockets cannot bind`)),
-      lines.join("\n"),
-    );
-    // Bound to "lo", the listener still takes loopback connections.
-    const client = await Deno.connect({ hostname: "127.0.0.1", port: tport });
-    client.close();
+    assert.deepEqual(fw.listening, { tcp: 1, udp: 1 }, lines.join("\n"));
+    // Bound to "lo", the listeners still take loopback connections and datagrams.
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: tport });
+    conn.close();
+    await new Promise<void>((r) => client.bind(0, "127.0.0.1", r));
+    const replies: string[] = [];
+    client.on("message", (m) => replies.push(m.toString()));
+    client.send(Buffer.from("via lo"), uport, "127.0.0.1");
+    await guest.until(() => guest.datagrams.length === 1, 5000, "the datagram through %lo");
+    const d = guest.datagrams[0];
+    assert.equal(new TextDecoder().decode(d.data), "via lo");
+    assert.equal(d.toPort, 5353);
+    guest.sendUdp(5353, d.from4, d.fromPort, new TextEncoder().encode("back via lo"));
+    await guest.until(() => replies.length === 1, 5000, "the guest's reply");
+    assert.deepEqual(replies, ["back via lo"]);
   } finally {
+    client.close();
+    guest.stop();
     fw.close();
     stack.close();
     loop.stop();
@@ -155,7 +284,7 @@ Deno.test("`startForwarding()` without a loop binds a `%IF` TCP forward with hos
   logger.setSink((_l, line) => lines.push(line));
   const stack = new NetworkStack(testPlan(), { logger });
   const tport = freePort();
-  const fw = await startForwarding(stack, {
+  const fw = startForwarding(stack, {
     logger,
     tcpForwards: parsePortForwardTable([`127.0.0.1%lo/${tport}:8080`]),
   });
@@ -164,4 +293,47 @@ Deno.test("`startForwarding()` without a loop binds a `%IF` TCP forward with hos
   client.close();
   fw.close();
   stack.close();
+});
+
+Deno.test("`startForwarding()` fails on a `%IF` UDP forward on an unknown interface, naming ENODEV", async () => {
+  const { logger } = collectingLogger();
+  const stack = new NetworkStack(testPlan(), { logger });
+  const uport = await freeUdpPort();
+  try {
+    const error = assertThrows(
+      () =>
+        startForwarding(stack, {
+          logger,
+          udpForwards: parsePortForwardTable([`127.0.0.1%tpnosuch0/${uport}:5353`]),
+        }),
+      new RegExp(
+        `^-u 127\\.0\\.0\\.1%tpnosuch0/${uport}:5353: cannot listen on 127\\.0\\.0\\.1 port ` +
+          `${uport}: ENODEV$`,
+      ),
+    );
+    assert.ok(error instanceof ForwardSetupError);
+  } finally {
+    stack.close();
+  }
+});
+
+Deno.test("`startForwarding()` shares the descriptors left evenly between `all` specs", () => {
+  const { logger, lines } = collectingLogger();
+  const stack = new NetworkStack(testPlan(), { logger });
+  const fw = startForwarding(stack, {
+    logger,
+    tcpForwards: parsePortForwardTable(["127.0.0.1/~1-64999"]),
+    udpForwards: parsePortForwardTable(["127.0.0.1/~1-64999"]),
+    ephemeral: DEFAULT_EPHEMERAL,
+    maxListeners: 10,
+  });
+  try {
+    assert.deepEqual(fw.listening, { tcp: 5, udp: 5 }, lines.join("\n"));
+    assert.ok(
+      lines.some((l) => /^warn: -u 127\.0\.0\.1\/~1-64999: 531 port\(s\) not bound/.test(l)),
+    );
+  } finally {
+    fw.close();
+    stack.close();
+  }
 });

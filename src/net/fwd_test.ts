@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import {
   newGuestSideAddress,
   newHostTarget,
-  outboundNotes,
   translateInbound,
   translateOutbound4,
   translateOutbound6,
@@ -58,13 +57,6 @@ Deno.test("`translateInbound()` shows loopback peers as the gateway and others a
   assert.deepEqual(a.addr6, parseIpv6("2001:db8::5"));
   assert.equal(translateInbound(r, "not an address", a), false);
   void TEST_GUEST4;
-});
-
-Deno.test("`outboundNotes()` says where --outbound-if cannot be honoured (-o always is)", () => {
-  assert.deepEqual(outboundNotes(testRules()), []);
-  const notes = outboundNotes(testRules(null, { outbound4: "127.0.0.2", outboundIf6: "eth0" }));
-  assert.equal(notes.length, 1);
-  assert.match(notes[0], /^--outbound-if6 eth0: honoured for TCP; UDP sockets are not bound/);
 });
 
 Deno.test("`translateOutbound4()` sends only port 53 of a gateway DNS address to the resolver", () => {

@@ -8,6 +8,14 @@
  * Not re-entrant: the buffer holds one frame at a time, and every send copies the
  * frame out synchronously (GuestLink.sendFrame copies).
  *
+ * Every frame handed to the link is followed by a flush before the current task
+ * ends, whoever produced it: a batch of guest frames flushes at its end
+ * (FrameHandler.endOfBatch), and for every other producer — ping socket replies,
+ * host socket callbacks, timers, writable callbacks — the first frame after a flush
+ * schedules one flush in a microtask. A producer therefore cannot leave a reply
+ * unpublished (a vhost-user used index not updated, a stream queue not written),
+ * and a batch costs one queueMicrotask, not one per frame.
+ *
  * @module
  */
 
@@ -30,6 +38,9 @@ import { buildEthernet, ETH_HEADER_LENGTH, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from
 import { buildIpv4, IPV4_FLAG_DF, IPV4_HEADER_MIN } from "./ipv4.ts";
 import { buildIpv6, IPV6_HEADER_LENGTH } from "./ipv6.ts";
 import { type GuestLink, MAX_FRAME_LENGTH, SendResult } from "../tap/frame_transport.ts";
+import { RateLimitedLog } from "../log/rate_limited_log.ts";
+import { log as defaultLog, type Logger } from "../log/logger.ts";
+import { describeFrame } from "./frame_summary.ts";
 
 /** Size of the output buffer: the largest frame a link accepts. */
 export { MAX_FRAME_LENGTH };
@@ -75,10 +86,33 @@ export class GuestSender {
   readonly counters: SendCounters = { sent: 0, noRoom: 0, dropped: 0, noLink: 0 };
   #link: GuestLink | null = null;
   #ipv4Id = 0;
+  /** Frames went to the link since its last flush. */
+  #unflushed = false;
+  /** A microtask to flush is queued (it may find nothing left to flush). */
+  #flushQueued = false;
+  /** Errors of the scheduled flush, which no caller is there to catch. */
+  readonly #flushErrors = new RateLimitedLog("warn");
+  /** The queued microtask: flushes what the task left unflushed. */
+  readonly #flushAtEndOfTask = (): void => {
+    this.#flushQueued = false;
+    if (!this.#unflushed) return;
+    try {
+      this.flush();
+    } catch (error) {
+      // Thrown from a microtask it would end the process.
+      this.#flushErrors.write(performance.now(), `guest link: flush failed: ${error}`);
+    }
+  };
 
-  /** @param ourMac our MAC address as a 48-bit number */
-  constructor(ourMac: number) {
+  readonly #log: Logger;
+
+  /**
+   * @param ourMac our MAC address as a 48-bit number
+   * @param logger where `--trace` lines go, one per frame sent
+   */
+  constructor(ourMac: number, logger: Logger = defaultLog) {
     this.ourMac = ourMac;
+    this.#log = logger;
   }
 
   /** The current link, or null while the guest is not connected. */
@@ -86,13 +120,21 @@ export class GuestSender {
     return this.#link;
   }
 
-  /** Sets (or clears) the link frames go to. */
+  /**
+   * Sets (or clears) the link frames go to. Frames not yet flushed on the previous
+   * link are its own business (it is going away): the new link starts clean.
+   */
   setLink(link: GuestLink | null): void {
     this.#link = link;
+    this.#unflushed = false;
   }
 
-  /** Flushes the link if there is one. */
+  /**
+   * Flushes the link if there is one. Callers that end a batch call it at once; any
+   * frame sent without one is flushed when the current task ends (see the module).
+   */
   flush(): void {
+    this.#unflushed = false;
     this.#link?.flush();
   }
 
@@ -244,9 +286,41 @@ export class GuestSender {
     const r = checksumStart > 0
       ? link.sendFrame(frame, checksumStart, checksumOffset)
       : link.sendFrame(frame);
+    this.#handedOver(frame, length, r);
+    return r;
+  }
+
+  /**
+   * Accounts for a frame a producer built in a reservation of its own on the current
+   * link and committed there (GuestLink.commitFrame): counts it, makes the end of the
+   * task flush it like every frame sent here, and logs it with `--trace`.
+   * @param headers the frame's first bytes, at least its Ethernet, IP and L4 headers
+   * @param length the whole frame's length
+   * @param result what commitFrame returned
+   */
+  committed(headers: Uint8Array, length: number, result: SendResult): void {
+    this.#handedOver(headers, length, result);
+  }
+
+  /** Schedules the flush, counts and traces a frame handed to the link. */
+  #handedOver(frame: Uint8Array, length: number, r: SendResult): void {
+    // Whatever the result, the link may hold something to publish (a refused frame can
+    // have given back a malformed RX buffer): one flush at the end of the task.
+    if (!this.#unflushed) {
+      this.#unflushed = true;
+      if (!this.#flushQueued) {
+        this.#flushQueued = true;
+        queueMicrotask(this.#flushAtEndOfTask);
+      }
+    }
     if (r === SendResult.Sent) this.counters.sent++;
     else if (r === SendResult.NoRoom) this.counters.noRoom++;
     else this.counters.dropped++;
-    return r;
+    if (this.#log.enabled("trace")) {
+      this.#log.trace(
+        `to guest: ${describeFrame(frame, length)}` +
+          (r === SendResult.Sent ? "" : r === SendResult.NoRoom ? " (no room)" : " (dropped)"),
+      );
+    }
   }
 }

@@ -8,14 +8,22 @@ import {
   IPPROTO_UDP,
   l4ChecksumV4,
 } from "./checksum.ts";
-import { ETHERTYPE_ARP } from "./ethernet.ts";
+import { buildEthernet, ETH_HEADER_LENGTH, ETHERTYPE_ARP, ETHERTYPE_IPV4 } from "./ethernet.ts";
+import { buildIpv4 } from "./ipv4.ts";
+import { Logger } from "../log/logger.ts";
 import { GuestSender, L4_OFFSET_V4, L4_OFFSET_V6, MAX_FRAME_LENGTH } from "./guest_sender.ts";
 import { icmpv4ChecksumOk, icmpv6ChecksumOk } from "./icmp.ts";
-import { buildTcp, TCP_CHECKSUM, tcpChecksumOkV4, tcpChecksumOkV6 } from "./tcp_header.ts";
+import {
+  buildTcp,
+  TCP_ACK_FLAG,
+  TCP_CHECKSUM,
+  tcpChecksumOkV4,
+  tcpChecksumOkV6,
+} from "./tcp_header.ts";
 import { buildUdp, udpChecksumOkV4, udpChecksumOkV6 } from "./udp.ts";
 import { decodeFrame } from "./testing_frames.ts";
-import { RecordingLink } from "./testing_link.ts";
-import { SendResult } from "../tap/frame_transport.ts";
+import { nextTask, RecordingLink } from "./testing_link.ts";
+import { newFrameSpace, SendResult } from "../tap/frame_transport.ts";
 
 function setup() {
   const s = new GuestSender(0x9a559a559a55);
@@ -71,6 +79,101 @@ Deno.test("`GuestSender` counts refusals, missing links and oversize packets", (
   s.setLink(null);
   assert.equal(s.sendEthernet(ETHERTYPE_ARP, 42), SendResult.Dropped);
   assert.deepEqual(s.counters, { sent: 0, noRoom: 1, dropped: 2, noLink: 1 });
+});
+
+/** Sends one small UDP/IPv4 datagram. */
+function sendOne(s: GuestSender): SendResult {
+  buildUdp(s.buffer, L4_OFFSET_V4, 53, 4000, 0);
+  return s.sendIpv4(IPPROTO_UDP, 0x0a000202, 0x0a000215, 8);
+}
+
+/** Counts queueMicrotask calls made while `body` runs. */
+function countMicrotasks(body: () => void): number {
+  const original = globalThis.queueMicrotask;
+  let count = 0;
+  globalThis.queueMicrotask = (callback) => {
+    count++;
+    original(callback);
+  };
+  try {
+    body();
+  } finally {
+    globalThis.queueMicrotask = original;
+  }
+  return count;
+}
+
+Deno.test("`GuestSender` flushes frames sent outside any batch once, when the current task ends", async () => {
+  const { s, link } = setup();
+  let scheduled = 0;
+  scheduled = countMicrotasks(() => {
+    for (let i = 0; i < 100; i++) assert.equal(sendOne(s), SendResult.Sent);
+  });
+  assert.equal(scheduled, 1, "one flush scheduled for the batch, not one per frame");
+  assert.equal(link.flushes, 0, "nothing flushed before the task ends");
+  await nextTask();
+  assert.equal(link.flushes, 1);
+  assert.equal(link.flushedFrames, 100);
+  assert.equal(link.unflushedFrames, 0);
+});
+
+Deno.test("`GuestSender.flush()` covers what was sent; the scheduled flush then adds none", async () => {
+  const { s, link } = setup();
+  sendOne(s);
+  s.flush();
+  assert.equal(link.flushes, 1);
+  await nextTask();
+  assert.equal(link.flushes, 1, "no second, empty flush");
+  // Frames after an explicit flush in the same task are flushed when it ends.
+  const scheduled = countMicrotasks(() => {
+    sendOne(s);
+    s.flush();
+    sendOne(s);
+    sendOne(s);
+  });
+  assert.equal(scheduled, 1);
+  await nextTask();
+  assert.equal(link.flushes, 3);
+  assert.equal(link.unflushedFrames, 0);
+  assert.equal(link.flushedFrames, 4);
+});
+
+Deno.test("`GuestSender` flushes after a refused frame too, and not at all without a link", async () => {
+  const { s, link } = setup();
+  // A link that answers NoRoom or Dropped may still have returned buffers (a malformed
+  // RX chain given back empty): they need publishing like a sent frame.
+  link.refuseWith = SendResult.NoRoom;
+  sendOne(s);
+  await nextTask();
+  assert.equal(link.flushes, 1);
+  link.refuseWith = SendResult.Dropped;
+  sendOne(s);
+  await nextTask();
+  assert.equal(link.flushes, 2);
+  s.setLink(null);
+  assert.equal(countMicrotasks(() => sendOne(s)), 0);
+  // Frames pending when the link goes away are not flushed to the next link.
+  link.refuseWith = null;
+  s.setLink(link);
+  sendOne(s);
+  const next = new RecordingLink();
+  s.setLink(next);
+  await nextTask();
+  assert.equal(link.flushes, 2);
+  assert.equal(next.flushes, 0);
+});
+
+Deno.test("`GuestSender` keeps a failing scheduled flush from escaping its microtask", async () => {
+  const { s, link } = setup();
+  link.flush = () => {
+    throw new Error("link gone");
+  };
+  sendOne(s);
+  await nextTask(); // an exception thrown from the microtask would fail the test here
+  link.flush = RecordingLink.prototype.flush;
+  sendOne(s);
+  await nextTask();
+  assert.equal(link.flushes, 1, "the next frame schedules a flush again");
 });
 
 Deno.test("`GuestSender.noteGuestIpv6()` keeps global and link-local addresses apart", () => {
@@ -204,4 +307,44 @@ Deno.test("`GuestSender` fills every checksum over a link whose l4ChecksumsOptio
   assert.ok(tcpChecksumOkV4(t4.l4, 0, tcp4, SRC4, DST4), "TCP/IPv4 checksum");
   assert.ok(tcpChecksumOkV6(t6.l4, 0, tcp6, SRC6, DST6), "TCP/IPv6 checksum");
   assertUdpAndIcmpValid(frames);
+});
+
+Deno.test("`GuestSender.committed()` gives a frame built in a reservation the flush, counts and --trace line of a sent one", async () => {
+  const logger = new Logger();
+  const lines: string[] = [];
+  logger.setLevel("trace");
+  logger.setSink((_level, line) => lines.push(line));
+  const s = new GuestSender(0x9a559a559a55, logger);
+  const link = new RecordingLink();
+  s.setLink(link);
+  // A TCP segment built in the link's room (as src/net/tcp/output.ts does).
+  const space = newFrameSpace();
+  const headers = L4_OFFSET_V4 + 20;
+  assert.equal(link.reserveFrame(space, headers + 100, headers), SendResult.Sent);
+  const b = space.views[0];
+  buildEthernet(b, 0, 0x9a559a559a55, 0x020000000001, ETHERTYPE_IPV4);
+  buildIpv4(b, ETH_HEADER_LENGTH, {
+    protocol: IPPROTO_TCP,
+    src: 0x0a000202,
+    dst: 0x0a00020f,
+    payloadLength: 20 + 100,
+  });
+  buildTcp(b, L4_OFFSET_V4, {
+    srcPort: 80,
+    dstPort: 40000,
+    seq: 1,
+    ack: 1,
+    flags: TCP_ACK_FLAG,
+    window: 65535,
+  });
+  const result = link.commitFrame(headers + 100);
+  s.committed(b.subarray(0, headers), headers + 100, result);
+  assert.equal(s.counters.sent, 1);
+  assert.equal(link.flushes, 0, "nothing flushed before the task ends");
+  await nextTask();
+  assert.equal(link.flushedFrames, 1, "the committed frame was flushed by the end of the task");
+  assert.deepEqual(lines, ["to guest: IPv4 10.0.2.2:80 > 10.0.2.15:40000 TCP [.] len 154"]);
+  s.committed(b.subarray(0, headers), headers + 100, SendResult.Dropped);
+  assert.equal(s.counters.dropped, 1);
+  assert.match(lines[1], /len 154 \(dropped\)$/);
 });

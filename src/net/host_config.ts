@@ -190,6 +190,19 @@ function readHostFile(path: string): string | null {
 }
 
 /**
+ * Tells whether the host has a network interface called `name` (up or down, with or
+ * without addresses): /sys/class/net/NAME exists (sysfs-class-net).
+ */
+export function hostInterfaceExists(name: string): boolean {
+  if (!/^[^/\0]{1,15}$/.test(name) || name === "." || name === "..") return false;
+  try {
+    return readKernelFile(`/sys/class/net/${name}/ifindex`) !== null;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Reads the real host. /etc files need the daemon's read permission; /proc/net and
  * /sys/class/net go through the helper (Deno refuses them without --allow-all). A
  * source that cannot be read counts as empty, with a warning naming it and why.

@@ -7,13 +7,27 @@
  * {@link IcmpEcho.tick}. When the host forbids ping sockets
  * (net.ipv4.ping_group_range), one warning is logged and pings are dropped.
  *
+ * Pings are held to Deno's `net` permission like TCP and UDP: before a socket is
+ * opened for a new destination, the address the socket would send to (after the
+ * gateway → host loopback translation) must be granted for every port
+ * (net_permission.ts). A refused echo request is answered with an ICMP destination
+ * unreachable, "administratively prohibited" (RFC 1812 §5.2.7.1 for IPv4, RFC 4443
+ * §3.1 code 1 for IPv6), counted and logged (one line per second at most).
+ *
  * Sockets come from an injected factory and their fds are watched through an
  * injected {@link FdWatcher} (the daemon's EventLoop), so tests need no kernel.
  *
  * @module
  */
 
-import { parseIpv4, parseIpv6, readIpv4, writeIpv4 } from "./address.ts";
+import {
+  ipv4ToString,
+  ipv6ToString,
+  parseIpv4,
+  parseIpv6,
+  readIpv4,
+  writeIpv4,
+} from "./address.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "./checksum.ts";
 import type { GuestSender } from "./guest_sender.ts";
 import { L4_OFFSET_V4, L4_OFFSET_V6 } from "./guest_sender.ts";
@@ -29,6 +43,9 @@ import type { Ipv6Header } from "./ipv6.ts";
 import { type ForwardRules, newHostTarget, translateOutbound4, translateOutbound6 } from "./fwd.ts";
 import { log as defaultLog, type Logger } from "../log/logger.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
+import { ETH_HEADER_LENGTH } from "./ethernet.ts";
+import { sendIcmpv4Error, sendIcmpv6Error } from "./icmp_error.ts";
+import { addressPermissionGranted } from "./net_permission.ts";
 
 /** Idle time after which a ping socket is closed (passt uses 60 s). */
 export const ECHO_IDLE_TIMEOUT_MS = 60_000;
@@ -42,6 +59,10 @@ const REOPEN_BACKOFF_MS = 10_000;
 const EACCES = 13;
 /** errno EPERM. */
 const EPERM = 1;
+/** ICMPv4 destination unreachable code: communication administratively prohibited (RFC 1812 §5.2.7.1). */
+export const ICMPV4_ADMIN_PROHIBITED = 13;
+/** ICMPv6 destination unreachable code: communication administratively prohibited (RFC 4443 §3.1). */
+export const ICMPV6_ADMIN_PROHIBITED = 1;
 
 /** A ping socket as the echo service uses it (ffi/ping_socket.ts's PingSocket fits). */
 export interface EchoSocket {
@@ -73,7 +94,10 @@ export interface IcmpEchoCounters {
   sendErrors: number;
   socketsOpened: number;
   socketsClosed: number;
+  /** Echo requests dropped because the host forbids ping sockets. */
   notPermitted: number;
+  /** Echo requests refused by Deno's `net` permission (answered with "prohibited"). */
+  netDenied: number;
   ignored: number;
 }
 
@@ -99,6 +123,11 @@ export interface IcmpEchoOptions {
    * to the destination the guest named.
    */
   rules?: ForwardRules;
+  /**
+   * Whether the guest may ping `address` (the text of the address the socket would
+   * send to); Deno's `net` permission for the whole address by default.
+   */
+  permitted?: (address: string) => boolean;
 }
 
 /** Port given to the shared translation for ICMP: matches no port-based rule (DNS). */
@@ -114,6 +143,7 @@ export class IcmpEcho {
     socketsOpened: 0,
     socketsClosed: 0,
     notPermitted: 0,
+    netDenied: 0,
     ignored: 0,
   };
   readonly #sender: GuestSender;
@@ -121,6 +151,8 @@ export class IcmpEcho {
   readonly #watcher: FdWatcher;
   readonly #log: Logger;
   readonly #errors: RateLimitedLog;
+  readonly #denyLog: RateLimitedLog;
+  readonly #permitted: (address: string) => boolean;
   readonly #options: IcmpEchoOptions;
   readonly #flows = new Map<string, EchoFlow>();
   readonly #payload = new Uint8Array(65535);
@@ -142,7 +174,9 @@ export class IcmpEcho {
     this.#watcher = watcher;
     this.#log = logger;
     this.#errors = new RateLimitedLog("debug", 1000, logger);
+    this.#denyLog = new RateLimitedLog("warn", 1000, logger);
     this.#options = options;
+    this.#permitted = options.permitted ?? addressPermissionGranted;
   }
 
   /** Number of open ping sockets. */
@@ -178,7 +212,8 @@ export class IcmpEcho {
         writeIpv4(target, 0, host);
       }
     }
-    return this.#forward(4, p, len, srcBytes, dstBytes, target, now);
+    const quoted = frame.subarray(ETH_HEADER_LENGTH, off + len);
+    return this.#forward(4, p, len, srcBytes, dstBytes, target, quoted, now);
   }
 
   /** Handles an ICMPv6 echo request (header and checksum already validated by the stack). */
@@ -197,7 +232,8 @@ export class IcmpEcho {
     const target = rules
       ? parseIpv6(translateOutbound6(rules, dst, NO_PORT, this.#target).host) ?? dst
       : dst;
-    return this.#forward(6, p, len, ip.src.slice(), dst, target, now);
+    const quoted = frame.subarray(ETH_HEADER_LENGTH, off + len);
+    return this.#forward(6, p, len, ip.src.slice(), dst, target, quoted, now);
   }
 
   /** Closes sockets idle for {@link ECHO_IDLE_TIMEOUT_MS}. */
@@ -226,6 +262,7 @@ export class IcmpEcho {
     guestAddress: Uint8Array,
     destination: Uint8Array,
     target: Uint8Array,
+    quoted: Uint8Array,
     now: number,
   ): IcmpEchoStatus {
     this.counters.requests++;
@@ -233,6 +270,11 @@ export class IcmpEcho {
     const key = `${family}/${guestId}/${destination.join(".")}/${guestAddress.join(".")}`;
     let flow = this.#flows.get(key);
     if (!flow) {
+      const targetText = family === 4 ? ipv4ToString(readIpv4(target, 0)) : ipv6ToString(target);
+      if (!this.#permitted(targetText)) {
+        this.#refuse(family, guestAddress, destination, targetText, quoted, now);
+        return "ok";
+      }
       const opened = this.#open(family, now);
       if (!opened) return "ok";
       if (this.#flows.size >= MAX_ECHO_FLOWS) this.#evictOldest();
@@ -267,6 +309,44 @@ export class IcmpEcho {
       this.#errors.write(now, `ping: cannot send an echo request: ${error}`);
     }
     return "ok";
+  }
+
+  /** Answers a refused echo request with "administratively prohibited" and logs it. */
+  #refuse(
+    family: 4 | 6,
+    guestAddress: Uint8Array,
+    destination: Uint8Array,
+    targetText: string,
+    quoted: Uint8Array,
+    now: number,
+  ): void {
+    this.counters.netDenied++;
+    this.#denyLog.write(
+      now,
+      `ping: echo requests from the guest to ${targetText} not permitted (--allow-net): ` +
+        "answered with administratively prohibited",
+    );
+    if (family === 4) {
+      sendIcmpv4Error(
+        this.#sender,
+        Icmpv4Type.DestinationUnreachable,
+        ICMPV4_ADMIN_PROHIBITED,
+        0,
+        readIpv4(destination, 0),
+        readIpv4(guestAddress, 0),
+        quoted,
+      );
+    } else {
+      sendIcmpv6Error(
+        this.#sender,
+        Icmpv6Type.DestinationUnreachable,
+        ICMPV6_ADMIN_PROHIBITED,
+        0,
+        destination,
+        guestAddress,
+        quoted,
+      );
+    }
   }
 
   #open(family: 4 | 6, now: number): EchoSocket | null {

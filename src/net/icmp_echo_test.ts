@@ -3,11 +3,17 @@ import { ipv4ToString, ipv6ToString, parseIpv6 } from "./address.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, l4ChecksumV6 } from "./checksum.ts";
 import { buildNetworkPlan } from "./host_config.ts";
 import { buildIcmpEcho, icmpv4ChecksumOk, Icmpv4Type, Icmpv6Type } from "./icmp.ts";
-import { ECHO_IDLE_TIMEOUT_MS, type EchoSocket, type FdWatcher } from "./icmp_echo.ts";
+import {
+  ECHO_IDLE_TIMEOUT_MS,
+  type EchoSocket,
+  type FdWatcher,
+  ICMPV4_ADMIN_PROHIBITED,
+  ICMPV6_ADMIN_PROHIBITED,
+} from "./icmp_echo.ts";
 import type { ForwardOptions } from "./fwd.ts";
 import { NetworkStack } from "./stack.ts";
 import { decodeFrame, guestIpv4Frame, guestIpv6Frame } from "./testing_frames.ts";
-import { RecordingLink } from "./testing_link.ts";
+import { nextTask, RecordingLink } from "./testing_link.ts";
 import { Logger } from "../log/logger.ts";
 
 const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
@@ -56,7 +62,11 @@ class FakeWatcher implements FdWatcher {
   }
 }
 
-function setup(factory?: (family: 4 | 6) => EchoSocket, logger?: Logger) {
+function setup(
+  factory?: (family: 4 | 6) => EchoSocket,
+  logger?: Logger,
+  permitted?: (address: string) => boolean,
+) {
   const plan = buildNetworkPlan({
     address4: "10.0.2.21/24",
     gateway4: "10.0.2.2",
@@ -73,6 +83,7 @@ function setup(factory?: (family: 4 | 6) => EchoSocket, logger?: Logger) {
     }),
     fdWatcher: watcher,
     logger,
+    echoPermitted: permitted,
   });
   const link = new RecordingLink();
   stack.linkUp(link, 0);
@@ -110,6 +121,25 @@ Deno.test("`IcmpEcho` forwards an IPv4 echo and restores the guest's identifier"
   stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, dst, echo(8, 0x1234, 8, [])), 12);
   assert.equal(sockets.length, 1);
   assert.equal(stack.icmpEcho!.counters.replies, 1);
+});
+
+Deno.test("`IcmpEcho` flushes a reply that arrives with no other traffic", async () => {
+  for (const family of [4, 6] as const) {
+    const { stack, link, watcher } = setup();
+    const request = family === 4
+      ? guestIpv4Frame(IPPROTO_ICMP, GUEST4, GW4, echo(8, 5, 1, [1]))
+      : guestIpv6Frame(IPPROTO_ICMPV6, GUEST6, parseIpv6("2001:db8::2")!, echo(128, 5, 1, [1]));
+    stack.handleFrame(request, 10);
+    stack.endOfBatch(10);
+    await nextTask();
+    const flushesBefore = link.flushes;
+    // The reply comes later, from the ping socket's readiness alone.
+    watcher.fireAll(11);
+    assert.equal(link.frames.length, 1, `IPv${family} reply sent`);
+    await nextTask();
+    assert.equal(link.unflushedFrames, 0, `IPv${family} reply left unflushed`);
+    assert.equal(link.flushes, flushesBefore + 1);
+  }
 });
 
 Deno.test("`IcmpEcho` maps the gateway to the host's loopback", () => {
@@ -264,4 +294,53 @@ Deno.test("`IcmpEcho` pings the --map-guest-addr address as the host's own addre
   const mapped = 0x0a0002fe; // 10.0.2.254
   assert.deepEqual(pingTarget({ mapGuestAddr4: "10.0.2.254" }, mapped), [10, 0, 2, 21]);
   assert.deepEqual(pingTarget({}, mapped), [10, 0, 2, 254], "unmapped without the option");
+});
+
+Deno.test("`IcmpEcho` holds pings to the net permission: allowed ones go out, refused ones get administratively prohibited and one log line", () => {
+  const lines: string[] = [];
+  const logger = new Logger();
+  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
+  const asked: string[] = [];
+  // Only the host loopback (the gateway's translation) and 2001:db8::1 are granted.
+  const { stack, link, sockets } = setup(undefined, logger, (address) => {
+    asked.push(address);
+    return address === "127.0.0.1" || address === "2001:db8::1";
+  });
+  stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, GW4, echo(8, 7, 1, [1])), 1);
+  assert.equal(sockets.length, 1, "the gateway (host loopback) is granted");
+  assert.deepEqual(asked, ["127.0.0.1"]);
+
+  const denied4 = 0xc0000201; // 192.0.2.1
+  for (let i = 0; i < 3; i++) {
+    stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, denied4, echo(8, 8, i, [2])), 2 + i);
+  }
+  const denied6 = parseIpv6("2001:db8::2")!;
+  stack.handleFrame(
+    guestIpv6Frame(IPPROTO_ICMPV6, GUEST6, denied6, echo(128, 9, 1, [3])),
+    5,
+  );
+  assert.equal(sockets.length, 1, "no socket for a refused destination");
+  assert.equal(stack.icmpEcho!.counters.netDenied, 4);
+  const errors = link.take().map(decodeFrame);
+  assert.equal(errors.length, 4);
+  for (const e of errors.slice(0, 3)) {
+    assert.equal(e.ip4?.src, denied4, "from the destination the guest pinged");
+    assert.equal(e.ip4?.dst, GUEST4);
+    assert.equal(e.l4[0], Icmpv4Type.DestinationUnreachable);
+    assert.equal(e.l4[1], ICMPV4_ADMIN_PROHIBITED);
+    assert.ok(icmpv4ChecksumOk(e.l4, 0, e.l4.length));
+    // The quote: the guest's IPv4 header, then its echo request.
+    assert.equal(e.l4[8] >> 4, 4);
+    assert.equal(e.l4[8 + 20], Icmpv4Type.EchoRequest);
+  }
+  const e6 = errors[3];
+  assert.deepEqual(e6.ip6?.src, denied6);
+  assert.equal(e6.l4[0], Icmpv6Type.DestinationUnreachable);
+  assert.equal(e6.l4[1], ICMPV6_ADMIN_PROHIBITED);
+  assert.equal(e6.l4[8] >> 4, 6);
+  assert.equal(e6.l4[8 + 40], Icmpv6Type.EchoRequest);
+  const denials = lines.filter((l) => l.includes("not permitted (--allow-net)"));
+  assert.equal(denials.length, 1, "one line within a second for four refusals");
+  assert.match(denials[0], /^warn: .*ping: .*192\.0\.2\.1 not permitted/);
+  stack.close();
 });

@@ -6,12 +6,19 @@
  * Router Advertisement carrying the /64 prefix (on-link, autonomous), the MTU, the
  * DNS servers (RDNSS) and search list (DNSSL, RFC 8106) and our link-layer address;
  * unsolicited RAs go out at randomized intervals driven by {@link NdpResponder.tick}.
- * Duplicate Address Detection probes (NS from ::) are left alone.
+ * Duplicate Address Detection probes (NS from ::) are left alone. Each exchange is
+ * one debug line.
  *
  * @module
  */
 
-import { ipv6Equal, ipv6IsMulticast, ipv6IsUnspecified, writeMac } from "./address.ts";
+import {
+  ipv6Equal,
+  ipv6IsMulticast,
+  ipv6IsUnspecified,
+  ipv6ToString,
+  writeMac,
+} from "./address.ts";
 import { IPPROTO_ICMPV6 } from "./checksum.ts";
 import { encodeDomainList } from "./dns_name.ts";
 import type { GuestSender } from "./guest_sender.ts";
@@ -19,6 +26,7 @@ import { L4_OFFSET_V6 } from "./guest_sender.ts";
 import type { NetworkPlan } from "./host_config.ts";
 import { type IcmpHeader, Icmpv6Type } from "./icmp.ts";
 import type { Ipv6Header } from "./ipv6.ts";
+import { log as defaultLog, type Logger } from "../log/logger.ts";
 
 /** Hop limit of every ND message; received ones must carry it too (RFC 4861 §6.1.1, §7.1.1). */
 export const NDP_HOP_LIMIT = 255;
@@ -107,6 +115,9 @@ export class NdpResponder {
     ignored: 0,
   };
   readonly #sender: GuestSender;
+  readonly #log: Logger;
+  /** What an RA carries, for the debug lines. */
+  readonly #raSummary: string;
   readonly #router: Uint8Array;
   readonly #guestAddress: Uint8Array | null;
   readonly #enableRa: boolean;
@@ -123,10 +134,20 @@ export class NdpResponder {
    * @param random uniform [0, 1) generator for the unsolicited RA interval
    * @throws Error when the plan has no IPv6 configuration
    */
-  constructor(plan: NetworkPlan, sender: GuestSender, random: () => number = Math.random) {
+  constructor(
+    plan: NetworkPlan,
+    sender: GuestSender,
+    random: () => number = Math.random,
+    logger: Logger = defaultLog,
+  ) {
     const v6 = plan.ipv6;
     if (!v6) throw new Error("Cannot start NDP: the plan has no IPv6 configuration");
     this.#sender = sender;
+    this.#log = logger;
+    const prefix = new Uint8Array(16);
+    if (v6.address) prefix.set(v6.address.subarray(0, 8));
+    this.#raSummary = (v6.address ? `prefix ${ipv6ToString(prefix)}/64` : "no prefix") +
+      `, router ${ipv6ToString(v6.routerLinkLocal)}` + (plan.mtu ? `, MTU ${plan.mtu}` : "");
     this.#router = v6.routerLinkLocal;
     this.#guestAddress = v6.address;
     this.#enableRa = plan.enableRa;
@@ -177,6 +198,9 @@ export class NdpResponder {
     }
     this.#sendRa(ALL_NODES);
     this.counters.unsolicitedRouterAdvertisements++;
+    if (this.#log.enabled("debug")) {
+      this.#log.debug(`NDP: sending unsolicited RA to ff02::1: ${this.#raSummary}`);
+    }
     if (this.#initialLeft > 0) this.#initialLeft--;
     const r = this.#random();
     const interval = this.#initialLeft > 0
@@ -203,10 +227,20 @@ export class NdpResponder {
       if (!optionsValid(frame, start + RS_HEADER_LENGTH, end)) return "ndp-bad-option";
       if (!this.#enableRa) {
         this.counters.ignored++;
+        if (this.#log.enabled("debug")) {
+          this.#log.debug(`NDP: RS from ${ipv6ToString(ip.src)} ignored (--no-ra)`);
+        }
         return "ok";
       }
       // From :: (no address yet) the answer goes to all nodes (RFC 4861 §6.2.6).
-      this.#sendRa(ipv6IsUnspecified(ip.src) ? ALL_NODES : ip.src);
+      const dst = ipv6IsUnspecified(ip.src) ? ALL_NODES : ip.src;
+      if (this.#log.enabled("debug")) {
+        this.#log.debug(
+          `NDP: RS from ${ipv6ToString(ip.src)}, sending RA to ${ipv6ToString(dst)}: ` +
+            this.#raSummary,
+        );
+      }
+      this.#sendRa(dst);
       this.counters.solicitedRouterAdvertisements++;
       return "ok";
     }
@@ -219,7 +253,18 @@ export class NdpResponder {
     if (ipv6IsUnspecified(ip.src) || this.#isGuestAddress(target)) {
       // DAD probe, or a question about the guest's own address: not ours to answer.
       this.counters.ignored++;
+      if (this.#log.enabled("debug")) {
+        this.#log.debug(
+          `NDP: NS from ${ipv6ToString(ip.src)} for ${ipv6ToString(target)} ignored (` +
+            (ipv6IsUnspecified(ip.src) ? "duplicate address detection" : "the guest's own") + ")",
+        );
+      }
       return "ok";
+    }
+    if (this.#log.enabled("debug")) {
+      this.#log.debug(
+        `NDP: NS from ${ipv6ToString(ip.src)} for ${ipv6ToString(target)}, sending NA`,
+      );
     }
     this.#dst.set(ip.src);
     this.#sendNa(target, this.#dst);

@@ -10,11 +10,14 @@ import {
   NA_FLAG_OVERRIDE,
   NA_FLAG_ROUTER,
   NA_FLAG_SOLICITED,
+  NdpResponder,
   RA_FLAG_MANAGED,
 } from "./ndp.ts";
+import { GuestSender } from "./guest_sender.ts";
 import { NetworkStack } from "./stack.ts";
 import { decodeFrame, guestIpv6Frame, TEST_GUEST_MAC } from "./testing_frames.ts";
-import { RecordingLink } from "./testing_link.ts";
+import { nextTask, RecordingLink } from "./testing_link.ts";
+import { Logger } from "../log/logger.ts";
 
 const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
 const GUEST_LL = parseIpv6("fe80::5054:ff:fe12:3456")!;
@@ -177,6 +180,23 @@ Deno.test("`NdpResponder.tick()` sends unsolicited RAs at randomized intervals",
   assert.equal(stack.nextTimerAt(), Infinity);
 });
 
+Deno.test("`NdpResponder.tick()` run by a timer on its own ends with a flush of its RA", async () => {
+  const plan = buildNetworkPlan(
+    { address6: "2001:db8:1:2::15", gateway6: "fe80::1", ipv6Only: true },
+    NO_HOST,
+  );
+  const sender = new GuestSender(plan.ourMac);
+  const link = new RecordingLink();
+  sender.setLink(link);
+  const ndp = new NdpResponder(plan, sender, () => 0.5);
+  ndp.linkUp(0);
+  ndp.tick(0); // not through NetworkStack.tick, which flushes after its services
+  assert.equal(link.frames.length, 1, "unsolicited RA sent");
+  await nextTask();
+  assert.equal(link.unflushedFrames, 0);
+  assert.equal(link.flushes, 1);
+});
+
 Deno.test("`NdpResponder` omits the prefix without a global address and M without DHCPv6", () => {
   const plan = buildNetworkPlan({ ipv6Only: true }, NO_HOST);
   const stack = new NetworkStack(plan);
@@ -188,4 +208,41 @@ Deno.test("`NdpResponder` omits the prefix without a global address and M withou
   const o = options(d.l4, 16);
   assert.equal(o.get(3), undefined);
   assert.ok(o.get(1));
+});
+
+Deno.test("`NdpResponder` logs one debug line per exchange, with addresses", () => {
+  const plan = buildNetworkPlan({
+    address6: "2001:db8:1:2::15",
+    gateway6: "fe80::1",
+    mtu: 1500,
+    ipv6Only: true,
+  }, NO_HOST);
+  const logger = new Logger();
+  const lines: string[] = [];
+  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
+  logger.setLevel("debug");
+  const stack = new NetworkStack(plan, { random: () => 0.5, logger });
+  const link = new RecordingLink();
+  stack.linkUp(link, 0);
+  stack.handleFrame(
+    guestIpv6Frame(IPPROTO_ICMPV6, GUEST_LL, SOLICITED_NODE_GW, ns(ROUTER), { hopLimit: 255 }),
+    1,
+  );
+  const rs = new Uint8Array([133, 0, 0, 0, 0, 0, 0, 0]);
+  stack.handleFrame(
+    guestIpv6Frame(IPPROTO_ICMPV6, GUEST_LL, parseIpv6("ff02::2")!, rs, { hopLimit: 255 }),
+    2,
+  );
+  stack.handleFrame(
+    guestIpv6Frame(IPPROTO_ICMPV6, new Uint8Array(16), SOLICITED_NODE_GW, ns(ROUTER, []), {
+      hopLimit: 255,
+    }),
+    3,
+  );
+  assert.deepEqual(lines, [
+    "debug: NDP: NS from fe80::5054:ff:fe12:3456 for fe80::1, sending NA",
+    "debug: NDP: RS from fe80::5054:ff:fe12:3456, sending RA to fe80::5054:ff:fe12:3456: " +
+    "prefix 2001:db8:1:2::/64, router fe80::1, MTU 1500",
+    "debug: NDP: NS from :: for fe80::1 ignored (duplicate address detection)",
+  ]);
 });

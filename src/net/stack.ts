@@ -30,6 +30,7 @@ import {
   newEthernetHeader,
   parseEthernet,
 } from "./ethernet.ts";
+import { describeFrame } from "./frame_summary.ts";
 import { GuestSender } from "./guest_sender.ts";
 import type { NetworkPlan } from "./host_config.ts";
 import { newIpv4Header, parseIpv4 } from "./ipv4.ts";
@@ -52,6 +53,8 @@ export interface NetworkStackOptions {
   echoSocketFactory?: EchoSocketFactory;
   /** Watches ping socket fds (the daemon's EventLoop); required with echoSocketFactory. */
   fdWatcher?: FdWatcher;
+  /** Whether the guest may ping an address (default: Deno's `net` permission for it). */
+  echoPermitted?: (address: string) => boolean;
   /**
    * Address translation (`--map-host-loopback`, `--no-map-gw`, `--map-guest-addr`,
    * DNS forwarding, outbound options): built once into {@link NetworkStack.forwardRules},
@@ -107,17 +110,19 @@ export class NetworkStack implements FrameHandler {
     this.#log = options.logger ?? log;
     this.#dropLog = new RateLimitedLog("debug", 1000, this.#log);
     this.#errorLog = new RateLimitedLog("warn", 1000, this.#log);
-    this.sender = new GuestSender(plan.ourMac);
+    this.sender = new GuestSender(plan.ourMac, this.#log);
     const v4 = plan.ipv4;
     this.#subnetBroadcast4 = v4 && v4.prefix <= 30
       ? (v4.address | ~ipv4PrefixMask(v4.prefix)) >>> 0
       : -1;
     this.arp = plan.ipv4 ? new ArpResponder(this.sender, plan.ipv4.address) : null;
-    this.dhcp = plan.ipv4 && plan.enableDhcp ? new DhcpServer(plan, this.sender) : null;
+    this.dhcp = plan.ipv4 && plan.enableDhcp ? new DhcpServer(plan, this.sender, this.#log) : null;
     this.ndp = plan.ipv6 && plan.enableNdp
-      ? new NdpResponder(plan, this.sender, options.random ?? Math.random)
+      ? new NdpResponder(plan, this.sender, options.random ?? Math.random, this.#log)
       : null;
-    this.dhcpv6 = plan.ipv6 && plan.enableDhcpv6 ? new Dhcpv6Server(plan, this.sender) : null;
+    this.dhcpv6 = plan.ipv6 && plan.enableDhcpv6
+      ? new Dhcpv6Server(plan, this.sender, this.#log)
+      : null;
     this.forwardRules = buildForwardRules(plan, options.forward ?? {});
     this.icmpEcho = options.echoSocketFactory && options.fdWatcher
       ? new IcmpEcho(
@@ -125,7 +130,7 @@ export class NetworkStack implements FrameHandler {
         options.echoSocketFactory,
         options.fdWatcher,
         this.#log,
-        { rules: this.forwardRules },
+        { rules: this.forwardRules, permitted: options.echoPermitted },
       )
       : null;
   }
@@ -142,8 +147,9 @@ export class NetworkStack implements FrameHandler {
     this.#l4.set(protocol, handler);
   }
 
-  /** Handles one guest frame; never throws. */
+  /** Handles one guest frame; never throws. With `--trace`, one line per frame. */
   handleFrame(frame: Uint8Array, now: number, info: number = FrameInfo.None): void {
+    if (this.#log.enabled("trace")) this.#log.trace(`from guest: ${describeFrame(frame)}`);
     this.#checksumPending = (info & FrameInfo.ChecksumPending) !== 0;
     try {
       this.#handle(frame, now);

@@ -484,6 +484,7 @@ Deno.test("`NetworkStack.handleFrame()` makes the UDP translator drop a bad chec
     stack.handleFrame(datagram("unchecked-bad"), 1, FrameInfo.None);
     assert.equal(udp.counters.dropped, dropped + 1);
     stack.handleFrame(datagram("pending"), 2, FrameInfo.ChecksumPending);
+    stack.endOfBatch(2);
     assert.equal(udp.counters.dropped, dropped + 1);
     const deadline = performance.now() + 5000;
     while (received.length === 0 && performance.now() < deadline) {
@@ -641,3 +642,35 @@ for (const [service, build, checksumAt, reason] of STACK_SERVICES) {
     );
   });
 }
+
+Deno.test("`NetworkStack` traces one line per frame each way with --trace, none below", () => {
+  const plan = buildNetworkPlan(
+    { address4: "10.0.2.21/24", gateway4: "10.0.2.2", ipv4Only: true },
+    NO_HOST,
+  );
+  const logger = new Logger();
+  const lines: string[] = [];
+  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
+  logger.setLevel("trace");
+  const stack = new NetworkStack(plan, { logger });
+  const link = new RecordingLink();
+  stack.linkUp(link, 0);
+  const arp = new Uint8Array(42);
+  buildEthernet(arp, 0, MAC_BROADCAST, TEST_GUEST_MAC, ETHERTYPE_ARP);
+  buildArp(arp, 14, {
+    op: 1,
+    senderMac: TEST_GUEST_MAC,
+    senderIp: GUEST4,
+    targetMac: 0,
+    targetIp: GATEWAY4,
+  });
+  stack.handleFrame(arp, 1);
+  assert.deepEqual(lines, [
+    "trace: from guest: ARP who-has 10.0.2.2 tell 10.0.2.21 len 42",
+    "trace: to guest: ARP 10.0.2.2 is-at (reply to 10.0.2.21) len 42",
+  ]);
+  logger.setLevel("debug");
+  stack.handleFrame(arp, 2);
+  assert.equal(link.take().length, 2);
+  assert.equal(lines.length, 2);
+});

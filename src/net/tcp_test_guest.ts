@@ -396,8 +396,24 @@ export class TestGuest implements GuestLink {
     this.#end();
   }
 
-  /** Sends a UDP datagram from the guest. */
+  /** Sends a UDP datagram from the guest (a TX batch of its own). */
   sendUdp(srcPort: number, dst4: number, dstPort: number, data: Uint8Array, dst6?: Uint8Array) {
+    this.sendUdpWithoutBatchEnd(srcPort, dst4, dstPort, data, dst6);
+    this.#end();
+    this.udp?.endOfBatch?.(performance.now());
+  }
+
+  /**
+   * Hands a UDP datagram from the guest to the UDP handler without ending the TX batch
+   * (several of them form one batch; the test ends it with the handler's endOfBatch).
+   */
+  sendUdpWithoutBatchEnd(
+    srcPort: number,
+    dst4: number,
+    dstPort: number,
+    data: Uint8Array,
+    dst6?: Uint8Array,
+  ): void {
     const ipLen = this.family === 4 ? IPV4_HEADER_MIN : IPV6_HEADER_LENGTH;
     const l4 = ETH_HEADER_LENGTH + ipLen;
     const frame = new Uint8Array(l4 + 8 + data.length);
@@ -411,8 +427,6 @@ export class TestGuest implements GuestLink {
       setUdpChecksumV6(frame, l4, this.addr6, dst6!);
     }
     this.#deliver(this.udp!, frame, IPPROTO_UDP, dst4, dst6 ?? null, l4, 8 + data.length);
-    this.#end();
-    this.udp?.endOfBatch?.(performance.now());
   }
 
   /** Resolves once `cond()` holds, or rejects after `ms`. */

@@ -57,7 +57,8 @@ export const SendResult = {
   Sent: 0,
   /**
    * No buffer available now. The link has asked to be told when room appears and
-   * will call the writable callback; TCP keeps its data, UDP/ICMP drop with a counter.
+   * will call the writable callback; TCP and UDP keep their data (in their buffers or
+   * the kernel's) until then, ICMP drops with a counter.
    */
   NoRoom: 1,
   /** The frame cannot be sent at all (too large for the guest's buffers, link down). */

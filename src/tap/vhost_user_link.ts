@@ -14,6 +14,16 @@
  * partial, DATA_VALID otherwise. Nothing blocks: with no RX buffers the link asks
  * for a kick and reports NoRoom; the writable callback runs on that kick.
  *
+ * The work of one turn is bounded in descriptors walked
+ * ({@link TURN_DESCRIPTOR_BUDGET} per queue, see src/virtio/virtqueue.ts): a TX turn
+ * that spends it ends and continues after the loop has served others
+ * (setImmediate); on RX, sendFrame reports NoRoom and the writable callback comes on
+ * the next turn. An RX turn lasts until the stack's next flush(), which ends each of
+ * its batches. Chains this link rejects (TX chains with device-writable buffers, bad
+ * sizes or offload flags not negotiated; RX chains with device-readable buffers or
+ * smaller than the header) count toward the queue's run of malformed chains, which
+ * breaks it at MALFORMED_RUN_LIMIT (src/virtio/virtqueue.ts).
+ *
  * @module
  */
 
@@ -36,7 +46,7 @@ import {
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_NONE,
 } from "../virtio/net_header.ts";
-import { SplitVirtqueue } from "../virtio/virtqueue.ts";
+import { SplitVirtqueue, TURN_DESCRIPTOR_BUDGET } from "../virtio/virtqueue.ts";
 import {
   type FrameHandler,
   FrameInfo,
@@ -176,7 +186,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       this.#up = true;
       this.#handler.linkUp(this, now);
     }
-    if (ring.index === TX_QUEUE_INDEX) this.#processTx(now);
+    // The first TX turn runs from the loop, not from here: a front-end restarting rings
+    // in a burst of messages must not get a fresh turn's budget per message.
+    if (ring.index === TX_QUEUE_INDEX) this.#scheduleTx();
   }
 
   /** {@inheritDoc VringDatapath.kick} */
@@ -194,27 +206,45 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     }
   }
 
-  /** {@inheritDoc VringDatapath.stopVring} */
+  /**
+   * {@inheritDoc VringDatapath.stopVring}
+   * RX buffers filled since the last flush go back to the guest first; a failure
+   * there (e.g. signalling the guest) is logged, and the ring is dropped and the link
+   * reported down whatever happens on the way.
+   */
   stopVring(index: number): number {
     const queue = this.#queue(index);
     if (queue === null) return 0;
-    if (index === RX_QUEUE_INDEX) {
-      queue.publish();
-      this.#rx = null;
-      this.#rxWaiting = false;
-      if (this.#rxPending !== undefined) clearImmediate(this.#rxPending);
-      this.#rxPending = undefined;
-      this.#rxFirst.release();
-      this.#rxNext.release();
-    } else {
-      this.#tx = null;
-      this.#txChain.release();
-      if (this.#txPending !== undefined) clearImmediate(this.#txPending);
-      this.#txPending = undefined;
-    }
-    if (this.#up) {
-      this.#up = false;
-      this.#handler.linkDown(this.#clock());
+    try {
+      if (index === RX_QUEUE_INDEX) queue.publish();
+    } catch (error) {
+      this.#rxLog.write(
+        this.#clock(),
+        `vhost-user: returning RX buffers while stopping the ring failed: ${
+          (error as Error).message
+        }`,
+      );
+    } finally {
+      try {
+        if (index === RX_QUEUE_INDEX) {
+          this.#rx = null;
+          this.#rxWaiting = false;
+          if (this.#rxPending !== undefined) clearImmediate(this.#rxPending);
+          this.#rxPending = undefined;
+          this.#rxFirst.release();
+          this.#rxNext.release();
+        } else {
+          this.#tx = null;
+          this.#txChain.release();
+          if (this.#txPending !== undefined) clearImmediate(this.#txPending);
+          this.#txPending = undefined;
+        }
+      } finally {
+        if (this.#up) {
+          this.#up = false;
+          this.#handler.linkDown(this.#clock());
+        }
+      }
     }
     return queue.lastAvailIndex;
   }
@@ -223,20 +253,25 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     return index === RX_QUEUE_INDEX ? this.#rx : index === TX_QUEUE_INDEX ? this.#tx : null;
   }
 
-  /** Pops up to a ring's worth of TX chains, hands each frame over, returns them, then notifies once. */
+  /**
+   * One TX turn: pops up to a ring's worth of TX chains within the turn's descriptor
+   * budget, hands each frame over, returns them, then notifies once.
+   */
   #processTx(now: number): void {
     const tx = this.#tx;
     if (tx === null || tx.broken) return;
+    tx.beginTurn();
     const chain = this.#txChain;
     let budget = tx.size;
     let pollAgain = false;
-    // A ring's worth of frames and a few re-arm rounds per turn (a guest refilling
-    // as fast as we consume, or feeding garbage, must not keep us here).
+    // A ring's worth of frames, the turn's descriptors and a few re-arm rounds per
+    // turn (a guest refilling as fast as we consume, or feeding garbage, must not keep
+    // us here). A spent descriptor budget leaves chains available: continued below.
     for (let round = 0; round < 4; round++) {
       while (budget > 0 && tx.pop(chain, now)) {
         budget--;
-        this.#deliver(chain, now);
-        tx.pushUsed(chain.head, 0);
+        if (this.#deliver(chain, now)) tx.pushUsed(chain.head, 0);
+        else tx.rejectChain(chain.head);
         chain.release();
       }
       if (budget === 0 || tx.broken || tx.hasAvailable()) break;
@@ -251,15 +286,11 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       if (!tx.enableNotifications()) break;
     }
     tx.publish();
-    if ((pollAgain || tx.hasAvailable()) && this.#txPending === undefined) {
-      // Let the loop serve others (host sockets, timers), then continue with the rest.
-      // setImmediate, not setTimeout(0): Deno's timers are Node's, with a 1 ms floor
-      // (measured ~2 ms per setTimeout(0) round, 1.4 µs per setImmediate round).
-      this.#txPending = setImmediate(() => {
-        this.#txPending = undefined;
-        this.#processTx(this.#clock());
-      });
-    }
+    // Let the loop serve others (host sockets, timers), then continue with the rest. A
+    // spent budget continues too, even with nothing available now: the kick was not
+    // re-armed (NO_NOTIFY may still be set from an earlier busy turn, avail_event may
+    // lag), so a guest that refills the ring after this publish would not kick.
+    if (pollAgain || budget === 0 || tx.hasAvailable()) this.#scheduleTx();
     if (budget === tx.size) return; // nothing handed over: no batch to end
     try {
       this.#handler.endOfBatch(now);
@@ -268,14 +299,30 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     }
   }
 
-  /** Validates one TX chain and hands its frame to the handler. */
-  #deliver(chain: DescriptorChain, now: number): void {
+  /**
+   * Runs a TX turn after Deno's next I/O phase, unless one is already due. setImmediate,
+   * not setTimeout(0): Deno's timers are Node's, with a 1 ms floor (measured ~2 ms per
+   * setTimeout(0) round, 1.4 µs per setImmediate round).
+   */
+  #scheduleTx(): void {
+    if (this.#txPending !== undefined) return;
+    this.#txPending = setImmediate(() => {
+      this.#txPending = undefined;
+      this.#processTx(this.#clock());
+    });
+  }
+
+  /**
+   * Validates one TX chain and hands its frame to the handler.
+   * @returns false when the chain was rejected (logged here)
+   */
+  #deliver(chain: DescriptorChain, now: number): boolean {
     if (chain.readableCount !== chain.count) {
       this.#txLog.write(
         now,
         `vhost-user: dropping TX chain ${chain.head}: it has device-writable buffers`,
       );
-      return;
+      return false;
     }
     const total = chain.readableBytes;
     if (total < NET_HDR_SIZE + MIN_FRAME_BYTES || total > NET_HDR_SIZE + MAX_FRAME_BYTES) {
@@ -283,7 +330,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         now,
         `vhost-user: dropping TX chain ${chain.head}: ${total} bytes is not a ${NET_HDR_SIZE}-byte header plus a frame of ${MIN_FRAME_BYTES}..${MAX_FRAME_BYTES} bytes`,
       );
-      return;
+      return false;
     }
     const first = chain.buffers[0];
     const header = this.#header;
@@ -303,7 +350,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         now,
         `vhost-user: dropping TX chain ${chain.head}: offload flags ${header.flags} gso ${header.gsoType} were not negotiated`,
       );
-      return;
+      return false;
     }
     let frame: Uint8Array;
     if (chain.count === 1) {
@@ -324,6 +371,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     } catch (error) {
       this.#txLog.write(now, `vhost-user: frame handler threw: ${(error as Error).message}`);
     }
+    return true;
   }
 
   /** {@inheritDoc GuestLink.maxFrameLength} */
@@ -360,12 +408,20 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     }
     let result = this.#fill(rx, frame, checksumStart, checksumOffset);
     if (result !== SendResult.NoRoom) return result;
+    if (rx.broken) return SendResult.Dropped; // broken meanwhile: no room will ever come
+    if (rx.turnSpent) {
+      // This turn's descriptors are spent (buffers may remain): the next turn goes on.
+      this.#rxWaiting = true;
+      this.#scheduleWritable();
+      return SendResult.NoRoom;
+    }
     // Ask for a kick; if buffers arrived meanwhile (no kick will come), retry once.
     if (rx.enableNotifications()) {
       result = this.#fill(rx, frame, checksumStart, checksumOffset);
       if (result !== SendResult.NoRoom) return result;
-      if (rx.enableNotifications()) {
-        // Still racing with a refilling guest: come back from the loop, not from here.
+      if (rx.turnSpent || rx.enableNotifications()) {
+        // Still racing with a refilling guest, or the turn is spent: come back from
+        // the loop, not from here.
         this.#rxWaiting = true;
         this.#scheduleWritable();
         return SendResult.NoRoom;
@@ -379,6 +435,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     if (this.#rxPending !== undefined) return;
     this.#rxPending = setImmediate(() => {
       this.#rxPending = undefined;
+      this.#rx?.beginTurn(); // a turn of the loop has passed
       this.kick(RX_QUEUE_INDEX, this.#clock());
     });
   }
@@ -414,8 +471,12 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   ): SendResult {
     const needed = NET_HDR_SIZE + frame.length;
     const first = this.#rxFirst;
+    const untouched = rx.turnUntouched;
+    const malformedAtStart = rx.malformedCount;
     if (!this.#popRx(rx, first)) return SendResult.NoRoom;
     const droppedBefore = rx.malformedCount;
+    // Whether this frame's own chains may spend the turn's whole descriptor budget.
+    const wholeTurn = untouched && droppedBefore === malformedAtStart;
     const heads = this.#rxHeads;
     const lengths = this.#rxLengths;
     const used = Math.min(first.writableBytes, needed);
@@ -450,6 +511,16 @@ export class VhostUserLink implements VringDatapath, GuestLink {
           this.#rxLog.write(
             this.#clock(),
             `vhost-user: dropping a ${frame.length}-byte frame: malformed RX buffers`,
+          );
+          return SendResult.Dropped;
+        }
+        if (!ringExhausted && wholeTurn && rx.turnSpent) {
+          // A whole turn's descriptors did not gather enough buffers, so no later turn
+          // could: return them empty (walking them again would only repeat this).
+          for (let i = 0; i < count; i++) rx.pushUsed(heads[i], 0);
+          this.#rxLog.write(
+            this.#clock(),
+            `vhost-user: dropping a ${frame.length}-byte frame: its RX buffers take more than ${TURN_DESCRIPTOR_BUDGET} descriptors`,
           );
           return SendResult.Dropped;
         }
@@ -511,11 +582,18 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     const length = Math.max(headerLength, Math.min(maxLength, MAX_FRAME_BYTES));
     let result = this.#reserveChains(rx, space, length, headerLength);
     if (result !== SendResult.NoRoom) return result;
+    if (rx.broken) return SendResult.Dropped; // broken meanwhile: no room will ever come
+    if (rx.turnSpent) {
+      // As in sendFrame: this turn's descriptors are spent, the next turn goes on.
+      this.#rxWaiting = true;
+      this.#scheduleWritable();
+      return SendResult.NoRoom;
+    }
     // As in sendFrame: ask for a kick; if buffers arrived meanwhile, retry once.
     if (rx.enableNotifications()) {
       result = this.#reserveChains(rx, space, length, headerLength);
       if (result !== SendResult.NoRoom) return result;
-      if (rx.enableNotifications()) {
+      if (rx.turnSpent || rx.enableNotifications()) {
         this.#rxWaiting = true;
         this.#scheduleWritable();
         return SendResult.NoRoom;
@@ -537,6 +615,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       this.#resRooms = new Uint32Array(rx.size);
     }
     this.#resMalformedBefore = rx.malformedCount;
+    const untouched = rx.turnUntouched;
     const chain = this.#rxNext;
     const needed = NET_HDR_SIZE + length;
     let chains = 0;
@@ -574,6 +653,20 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     }
     const capacity = Math.min(length, room - NET_HDR_SIZE);
     if (capacity < headerLength) {
+      if (
+        this.#mergeable && chains < rx.size && untouched && rx.turnSpent &&
+        rx.malformedCount === this.#resMalformedBefore
+      ) {
+        // As in sendFrame: a whole turn's descriptors did not gather room for the
+        // headers, so no later turn could: return the chains empty.
+        for (let i = 0; i < chains; i++) rx.pushUsed(this.#resHeads[i], 0);
+        this.#dropReservation();
+        this.#rxLog.write(
+          this.#clock(),
+          `vhost-user: dropping a frame: its RX buffers take more than ${TURN_DESCRIPTOR_BUDGET} descriptors`,
+        );
+        return SendResult.Dropped;
+      }
       this.cancelFrame();
       // Without MRG_RXBUF a buffer this small never holds the headers: nothing to wait for.
       return this.#mergeable && chains < rx.size ? SendResult.NoRoom : SendResult.Dropped;
@@ -697,9 +790,12 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     this.#resChains = 0;
   }
 
-  /** {@inheritDoc GuestLink.flush} */
+  /** {@inheritDoc GuestLink.flush} Also ends the RX turn: the stack flushes at the end of each batch. */
   flush(): void {
-    this.#rx?.publish();
+    const rx = this.#rx;
+    if (rx === null) return;
+    rx.publish();
+    rx.beginTurn();
   }
 
   /** {@inheritDoc GuestLink.onWritable} */

@@ -22,6 +22,14 @@ import { SplitRingDriver } from "../virtio/split_ring_driver.ts";
 import { FrameInfo, type FrameSpace, newFrameSpace, SendResult } from "./frame_transport.ts";
 import { RecordingHandler } from "./testing_frame_handler.ts";
 import { VhostUserLink } from "./vhost_user_link.ts";
+import { CountingGuestMemory } from "../test_support/counting_guest_memory.ts";
+import { MALFORMED_RUN_LIMIT, TURN_DESCRIPTOR_BUDGET } from "../virtio/virtqueue.ts";
+import { chainsToBreak } from "../virtio/virtqueue_test.ts";
+import {
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+} from "../virtio/ring_layout.ts";
 
 function frameOf(length: number, seed: number): Uint8Array {
   const f = new Uint8Array(length);
@@ -307,7 +315,7 @@ for (const eventIndex of [false, true]) {
   });
 }
 
-Deno.test("VhostUserLink reports link up when both rings run and down when one stops", () => {
+Deno.test("VhostUserLink reports link up when both rings run and down when one stops", async () => {
   const { rx, tx, handler, link } = setup({});
   const f = frameOf(60, 0);
   guestTransmit(tx, f, "one", false);
@@ -318,15 +326,61 @@ Deno.test("VhostUserLink reports link up when both rings run and down when one s
   assert.equal(link.sendFrame(f), SendResult.Dropped, "link down");
   guestTransmit(tx, f, "one", false);
   link.startVring(tx.vring(2), 1);
+  assert.deepEqual(handler.events, ["up", "batch:2", "down", "up"], "no TX turn inside start");
+  await new Promise((resolve) => setImmediate(resolve));
   assert.deepEqual(
     handler.events,
     ["up", "batch:2", "down", "up", "batch:3"],
-    "pending chain processed on start",
+    "pending chain processed by the turn start scheduled",
   );
   assert.equal(link.stopVring(0), 0);
   assert.equal(link.stopVring(0), 0, "stopping twice is harmless");
   assert.equal(handler.link, link);
   void rx;
+});
+
+Deno.test("`VhostUserLink.stopVring()` drops the ring and reports link down when signalling the guest throws", () => {
+  const memory = new ArrayGuestMemory();
+  const lines: string[] = [];
+  const logger = new Logger();
+  logger.setSink((_l, line) => lines.push(line));
+  const driver = (index: number, base: number) =>
+    new SplitRingDriver({ size: 16, index, features: {}, memory, base, dataBytes: 1 << 16 });
+  const rx = driver(0, 0x10_0000);
+  const tx = driver(1, 0x1000_0000);
+  const handler = new RecordingHandler();
+  const link = new VhostUserLink(handler, { logger, clock: () => 7 });
+  // a call fd that cannot be written (a pipe's read end: EBADF)
+  const failingNotify = () => {
+    throw new Error("eventfd_write(fd 32) failed: EBADF");
+  };
+  link.startVring({ ...rx.vring(), notifyGuest: failingNotify }, 0);
+  link.startVring({ ...tx.vring(), notifyGuest: failingNotify }, 0);
+  guestPostRx(rx, new Map(), 2, 1536);
+  // filled but not yet published: stopVring publishes it, and that signals the guest
+  assert.equal(link.sendFrame(frameOf(60, 1)), SendResult.Sent);
+  assert.equal(link.stopVring(0), 1, "next available index after the consumed chain");
+  assert.deepEqual(handler.events, ["up", "down"], "linkDown called");
+  assert.equal(rx.usedIndex, 1, "the filled buffer was returned before stopping");
+  assert.equal(link.sendFrame(frameOf(60, 2)), SendResult.Dropped, "RX ring dropped");
+  assert.ok(lines.some((l) => /EBADF/.test(l)), `the failure is logged: ${lines}`);
+  assert.equal(link.stopVring(1), 0);
+  assert.deepEqual(handler.events, ["up", "down"], "linkDown only once");
+  // the link starts again over new rings
+  link.startVring(rx.vring(1), 1);
+  link.startVring(tx.vring(), 1);
+  assert.deepEqual(handler.events, ["up", "down", "up"]);
+});
+
+Deno.test("`VhostUserLink.stopVring()` drops the ring even when linkDown throws", () => {
+  const { rx, handler, link } = setup({});
+  handler.linkDown = () => {
+    throw new Error("stack failed");
+  };
+  assert.throws(() => link.stopVring(0), /stack failed/);
+  assert.equal(link.sendFrame(frameOf(60, 1)), SendResult.Dropped, "RX ring dropped");
+  link.startVring(rx.vring(), 1);
+  assert.deepEqual(handler.events, ["up", "up"], "up again over the restarted ring");
 });
 
 Deno.test("VhostUserLink continues a TX backlog larger than the ring on a later turn", async () => {
@@ -349,6 +403,91 @@ Deno.test("VhostUserLink continues a TX backlog larger than the ring on a later 
   assert.equal(handler.frames.length, 31, "the rest came on later turns without a kick");
   assert.equal(link.stopVring(1), 31);
 });
+
+/**
+ * A transmitting guest like DPDK's virtio_user (testpmd txonly): it reclaims used
+ * chains, fills the free descriptors with frames, and kicks only when the device asks
+ * for it (NO_NOTIFY clear, or avail_event passed with EVENT_IDX); otherwise it trusts
+ * the device to be polling. It never kicks "just in case".
+ */
+class KickOnDemandGuest {
+  readonly #tx: SplitRingDriver;
+  readonly #link: VhostUserLink;
+  /** Frames offered so far. */
+  offered = 0;
+  /** Kicks sent so far. */
+  kicks = 0;
+
+  constructor(tx: SplitRingDriver, link: VhostUserLink) {
+    this.#tx = tx;
+    this.#link = link;
+  }
+
+  /** Offers up to `count` frames (as many as free descriptors allow), kicking if asked to. */
+  send(count: number): number {
+    this.#tx.takeUsed();
+    let added = 0;
+    while (added < count && this.#tx.freeDescriptors > 0) {
+      guestTransmit(this.#tx, frameOf(60, this.offered + added), "one", false);
+      added++;
+    }
+    this.offered += added;
+    if (this.#tx.needsKick()) {
+      this.kicks++;
+      this.#link.kick(1, 0);
+    }
+    return added;
+  }
+}
+
+/** Lets the loop run `turns` times (setImmediate rounds: no timers). */
+async function loopTurns(turns: number): Promise<void> {
+  for (let i = 0; i < turns; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
+Deno.test("VhostUserLink.kick() keeps polling or asks for a kick after a turn that took a whole ring", async () => {
+  const { tx, handler, link } = setup({}, 8);
+  const guest = new KickOnDemandGuest(tx, link);
+  guest.send(1); // kicked: the turn takes it, sets NO_NOTIFY and will look again
+  assert.equal(guest.kicks, 1);
+  assert.equal(handler.frames.length, 1);
+  assert.equal(guest.send(8), 8, "the whole ring, without a kick (NO_NOTIFY)");
+  assert.equal(guest.kicks, 1);
+  await loopTurns(1); // the poll takes exactly a ring's worth: its budget
+  assert.equal(handler.frames.length, 9);
+  guest.send(1); // reclaims the 8, offers one more
+  await loopTurns(4);
+  assert.equal(
+    handler.frames.length,
+    10,
+    `the frame after a full-ring turn is taken (kicks ${guest.kicks}, used flags ${tx.usedFlags})`,
+  );
+});
+
+for (const eventIndex of [false, true]) {
+  Deno.test(`VhostUserLink.kick() takes every frame of a guest that kicks only when asked (EVENT_IDX ${eventIndex ? "on" : "off"})`, async () => {
+    const step = fc.oneof(
+      fc.record({ send: fc.integer({ min: 1, max: 10 }) }),
+      fc.record({ turns: fc.integer({ min: 1, max: 3 }) }),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 30 }), async (steps) => {
+        const { tx, handler, link } = setup({ eventIndex }, 8, 1 << 16);
+        const guest = new KickOnDemandGuest(tx, link);
+        for (const s of steps) {
+          if ("send" in s) guest.send(s.send);
+          else await loopTurns(s.turns);
+        }
+        // Nothing more is offered: whatever is pending must be taken within a few turns
+        // (one poll, or the kick the device asked for).
+        await loopTurns(4);
+        assert.equal(handler.frames.length, guest.offered);
+        link.stopVring(1);
+      }),
+      { numRuns: 150 },
+    );
+  });
+}
 
 // ---- bad guest input at the virtio-net level
 
@@ -428,7 +567,11 @@ Deno.test("VhostUserLink keeps RX working when the TX queue is broken", () => {
 Deno.test("VhostUserLink keeps TX working when the RX queue is broken", () => {
   const { rx, tx, handler, link } = setup({});
   rx.setAvailIndex(rx.size + 1);
-  assert.equal(link.sendFrame(frameOf(60, 2)), SendResult.NoRoom);
+  assert.equal(
+    link.sendFrame(frameOf(60, 2)),
+    SendResult.Dropped,
+    "found broken: no room will come",
+  );
   assert.equal(link.sendFrame(frameOf(60, 2)), SendResult.Dropped, "broken: dropped from now on");
   guestTransmit(tx, frameOf(60, 1), "one", false);
   link.kick(1, 1);
@@ -889,4 +1032,289 @@ Deno.test("VhostUserLink.reserveFrame() reports NoRoom without buffers and calls
     assert.equal(space.length, 1000);
     link.cancelFrame();
   }
+});
+
+// ---- work per turn: rings whose chains share descriptors (size² descriptors)
+
+/**
+ * A link over memory that counts lookups (one per descriptor walked; see
+ * CountingGuestMemory), with a `size`-entry ring in the direction tested.
+ */
+function countedSetup(
+  direction: "tx" | "rx",
+  size: number,
+  features: Partial<NegotiatedFeatures> = {},
+) {
+  const memory = new ArrayGuestMemory();
+  const counting = new CountingGuestMemory(memory);
+  const lines: string[] = [];
+  const logger = new Logger();
+  logger.setSink((_l, line) => lines.push(line));
+  const common = { features, memory, dataBytes: size * 16 + (1 << 20) };
+  const rx = new SplitRingDriver({
+    ...common,
+    size: direction === "rx" ? size : 64,
+    index: 0,
+    base: 0x10_0000,
+  });
+  const tx = new SplitRingDriver({
+    ...common,
+    size: direction === "tx" ? size : 64,
+    index: 1,
+    base: 0x1000_0000,
+  });
+  const handler = new RecordingHandler();
+  const link = new VhostUserLink(handler, { logger, clock: () => 0 });
+  link.startVring({ ...rx.vring(), memory: counting }, 0);
+  link.startVring({ ...tx.vring(), memory: counting }, 0);
+  const broken = (name: string) => lines.some((l) => l.startsWith(`virtqueue ${name} is broken`));
+  return { rx, tx, handler, link, lines, counting, broken };
+}
+
+/** Every descriptor links to the next, the last back to the first; every head is offered. */
+function offerLoops(driver: SplitRingDriver, flags: number): void {
+  const a = driver.alloc(8);
+  for (let i = 0; i < driver.size; i++) {
+    driver.setDescriptor(i, a, 0, 1, flags | VIRTQ_DESC_F_NEXT, (i + 1) % driver.size);
+  }
+  for (let i = 0; i < driver.size; i++) driver.offer(i);
+}
+
+/** Every head names one shared indirect table of `size` entries of `entryBytes`, chained in order. */
+function offerSharedTable(driver: SplitRingDriver, entryBytes: number, flags: number): void {
+  const size = driver.size;
+  const a = driver.alloc(entryBytes);
+  const table = driver.alloc(size * 16);
+  for (let j = 0; j < size; j++) {
+    const last = j === size - 1;
+    driver.writeDescriptorAt(
+      table + 16 * j,
+      a,
+      0,
+      entryBytes,
+      flags | (last ? 0 : VIRTQ_DESC_F_NEXT),
+      last ? 0 : j + 1,
+    );
+  }
+  for (let i = 0; i < size; i++) {
+    driver.setDescriptor(i, table, 0, size * 16, VIRTQ_DESC_F_INDIRECT, 0);
+    driver.offer(i);
+  }
+}
+
+const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+
+const hostileTx = [
+  {
+    name: "16,384 heads each starting a 16,384-descriptor loop",
+    size: 16384,
+    build: (d: SplitRingDriver) => offerLoops(d, 0),
+  },
+  {
+    name: "32,768 heads each starting a 32,768-descriptor loop",
+    size: 32768,
+    build: (d: SplitRingDriver) => offerLoops(d, 0),
+  },
+  // 16,384 entries of 8 bytes: a valid chain of a 128 KiB frame, which the link rejects.
+  {
+    name: "16,384 heads sharing one 16,384-entry indirect table",
+    size: 16384,
+    build: (d: SplitRingDriver) => offerSharedTable(d, 8, 0),
+  },
+];
+
+for (const { name, size, build } of hostileTx) {
+  Deno.test(`VhostUserLink.kick() walks at most one budget per turn of ${name}, lets the loop run others, and breaks the queue`, async () => {
+    const h = countedSetup("tx", size, { indirectDescriptors: true });
+    await nextTurn(); // the first turn after the ring started, on an empty ring
+    build(h.tx);
+    const perTurn = TURN_DESCRIPTOR_BUDGET + size + 1; // + the chain crossing the budget
+    h.counting.limit = perTurn; // an unbounded turn throws here instead of running for minutes
+    let usedWhenOthersRan = -1;
+    setImmediate(() => (usedWhenOthersRan = h.tx.usedIndex)); // runs before the 2nd turn
+    h.link.kick(1, 0);
+    const walked = [h.counting.count];
+    for (let turn = 0; turn < MALFORMED_RUN_LIMIT && !h.broken("TX"); turn++) {
+      h.counting.resetCount();
+      await nextTurn(); // one turn of the link (queued before this one) runs meanwhile
+      walked.push(h.counting.count);
+    }
+    assert.ok(walked.every((n) => n <= perTurn), `walked per turn: ${walked}`);
+    assert.ok(walked.length >= 2, "the ring took several turns");
+    assert.ok(h.broken("TX"), "the queue ends broken");
+    const total = walked.reduce((a, b) => a + b, 0);
+    const chains = h.tx.usedIndex;
+    assert.equal(chains, chainsToBreak(total / chains), "every chain walked was returned");
+    assert.ok(
+      usedWhenOthersRan > 0 && usedWhenOthersRan < chains,
+      `other work ran before the ring was finished (used ${usedWhenOthersRan})`,
+    );
+    assert.equal(h.handler.frames.length, 0);
+    h.counting.resetCount();
+    h.link.kick(1, 0);
+    assert.equal(h.counting.count, 0, "a broken queue is not walked again");
+  });
+}
+
+Deno.test("VhostUserLink.kick() hands over valid frames of 16,384 heads sharing one indirect table a budget at a time", async () => {
+  const size = 16384;
+  const h = countedSetup("tx", size, { indirectDescriptors: true });
+  offerSharedTable(h.tx, 4, 0); // 16,384 × 4 bytes: a 65,524-byte frame behind its header
+  const perTurn = TURN_DESCRIPTOR_BUDGET + size + 1;
+  h.counting.limit = perTurn;
+  h.link.kick(1, 0);
+  assert.equal(h.handler.frames.length, 4, "16,385 descriptors each: 4 chains a turn");
+  h.counting.resetCount();
+  await nextTurn();
+  assert.ok(h.counting.count <= perTurn);
+  assert.equal(h.handler.frames.length, 8);
+  assert.equal(h.handler.frames[7].length, 4 * size - NET_HDR_SIZE);
+  assert.equal(h.broken("TX"), false, "valid chains do not break the queue");
+  assert.equal(h.link.stopVring(1), 8);
+});
+
+const hostileRx = [
+  {
+    name: "16,384 heads each starting a 16,384-descriptor loop",
+    build: (d: SplitRingDriver) => offerLoops(d, VIRTQ_DESC_F_WRITE),
+  },
+  // Valid chains of readable buffers, which the link rejects on RX.
+  {
+    name: "16,384 heads sharing one 16,384-entry indirect table",
+    build: (d: SplitRingDriver) => offerSharedTable(d, 8, 0),
+  },
+];
+
+for (const { name, build } of hostileRx) {
+  Deno.test(`VhostUserLink.sendFrame() walks at most one budget per turn of ${name}, calls back on a later turn, and breaks the queue`, async () => {
+    const size = 16384;
+    const h = countedSetup("rx", size, { indirectDescriptors: true, mergeableRxBuffers: true });
+    build(h.rx);
+    const perTurn = TURN_DESCRIPTOR_BUDGET + size + 1;
+    h.counting.limit = perTurn;
+    const walked: number[] = [];
+    const results: number[] = [];
+    const send = () => {
+      h.counting.resetCount();
+      results.push(h.link.sendFrame(frameOf(60, results.length)));
+      walked.push(h.counting.count);
+    };
+    h.link.onWritable(send);
+    let brokenWhenOthersRan: boolean | null = null;
+    setImmediate(() => (brokenWhenOthersRan = h.broken("RX"))); // runs before the 2nd turn
+    send();
+    assert.deepEqual(results, [SendResult.NoRoom], "the budget ran out");
+    for (let turn = 0; turn < MALFORMED_RUN_LIMIT && !h.broken("RX"); turn++) await nextTurn();
+    assert.ok(walked.every((n) => n <= perTurn), `walked per turn: ${walked}`);
+    assert.ok(results.length >= 2, "the writable callback came on a later turn");
+    assert.equal(brokenWhenOthersRan, false, "other work ran before the ring was finished");
+    assert.ok(h.broken("RX"), "the queue ends broken");
+    assert.deepEqual(results.slice(0, -1), results.slice(0, -1).map(() => SendResult.NoRoom));
+    assert.equal(results.at(-1), SendResult.Dropped, "broken: dropped, no callback awaited");
+    h.link.flush();
+    const total = walked.reduce((a, b) => a + b, 0);
+    const chains = h.rx.usedIndex;
+    assert.equal(chains, chainsToBreak(total / chains), "every chain walked was returned");
+  });
+}
+
+Deno.test("VhostUserLink.sendFrame() drops a frame whose RX buffers take more than a turn's budget, and returns them", () => {
+  const size = 16384;
+  const h = countedSetup("rx", size, { indirectDescriptors: true, mergeableRxBuffers: true });
+  // Valid 16 KiB chains of 16,384 one-byte buffers: a 65,535-byte frame needs 5 of them.
+  offerSharedTable(h.rx, 1, VIRTQ_DESC_F_WRITE);
+  h.counting.limit = TURN_DESCRIPTOR_BUDGET + size + 1;
+  assert.equal(h.link.sendFrame(frameOf(65535, 1)), SendResult.Dropped);
+  assert.match(h.lines.at(-1)!, /take more than 65536 descriptors/);
+  h.link.flush(); // the stack's batch ends: a new turn
+  assert.equal(h.rx.usedIndex, 4, "the 4 chains walked came back (empty), not to be walked again");
+  assert.deepEqual(h.rx.takeUsed().map((u) => u.len), [0, 0, 0, 0]);
+  h.counting.resetCount();
+  assert.equal(h.link.sendFrame(frameOf(60, 2)), SendResult.Sent, "a small frame takes the 5th");
+  assert.equal(h.broken("RX"), false);
+});
+
+Deno.test("VhostUserLink counts TX chains it rejects toward the malformed run, a delivered frame resets it", () => {
+  const { tx, handler, link, lines } = setup({}, 256);
+  const a = tx.alloc(100);
+  const bad = () => tx.addChain([{ addr: a, length: 100, writable: true }]);
+  for (let i = 0; i < MALFORMED_RUN_LIMIT - 1; i++) bad();
+  guestTransmit(tx, frameOf(60, 1), "one", false);
+  for (let i = 0; i < MALFORMED_RUN_LIMIT - 1; i++) bad();
+  link.kick(1, 0);
+  assert.equal(handler.frames.length, 1);
+  assert.ok(!lines.some((l) => /broken/.test(l)), "63 in a row, then 63 more after a good frame");
+  tx.takeUsed();
+  bad();
+  link.kick(1, 1);
+  assert.match(lines.at(-1)!, /virtqueue TX is broken and stops: 64 malformed chains in a row/);
+});
+
+// ---- buffers across adjacent guest memory regions (several memory slots)
+
+/** A link whose memory has a second region starting right after (or `gap` bytes after) the TX and RX rings' regions. */
+function twoSlotSetup(features: Partial<NegotiatedFeatures> = {}, gap = 0) {
+  const s = setup(features);
+  const txEnd = s.tx.base + s.tx.bytes.length;
+  const rxEnd = s.rx.base + s.rx.bytes.length;
+  const txNext = new Uint8Array(1 << 16);
+  const rxNext = new Uint8Array(1 << 16);
+  s.memory.addRegion(txEnd + gap, txNext);
+  s.memory.addRegion(rxEnd + gap, rxNext);
+  return { ...s, txEnd, rxEnd, txNext, rxNext };
+}
+
+for (const indirect of [false, true]) {
+  Deno.test(`VhostUserLink.kick() delivers a TX frame whose buffer spans two adjacent regions (INDIRECT ${indirect ? "on" : "off"})`, () => {
+    const s = twoSlotSetup({ indirectDescriptors: indirect });
+    const frame = frameOf(1514, 7);
+    const packet = new Uint8Array(NET_HDR_SIZE + frame.length);
+    packet.set(frame, NET_HDR_SIZE);
+    const before = 100; // bytes in the first region
+    s.tx.bytes.set(packet.subarray(0, before), s.tx.bytes.length - before);
+    s.txNext.set(packet.subarray(before));
+    s.tx.addChain([{ addr: s.txEnd - before, length: packet.length, writable: false }], indirect);
+    s.link.kick(1, 0);
+    assert.deepEqual(s.handler.frames, [frame]);
+    // Header and frame in two descriptors, the second one spanning (the same bytes reused).
+    const other = frameOf(3000, 8);
+    const header = s.tx.alloc(NET_HDR_SIZE);
+    s.tx.write(s.txEnd - 10, other.subarray(0, 10));
+    s.txNext.set(other.subarray(10), 0);
+    s.tx.addChain([
+      { addr: header, length: NET_HDR_SIZE, writable: false },
+      { addr: s.txEnd - 10, length: other.length, writable: false },
+    ], indirect);
+    s.link.kick(1, 1);
+    assert.deepEqual(s.handler.frames, [frame, other]);
+    assert.deepEqual(s.lines, []);
+  });
+}
+
+Deno.test("VhostUserLink.sendFrame() writes an RX frame into a buffer that spans two adjacent regions", () => {
+  const s = twoSlotSetup({ mergeableRxBuffers: true });
+  const before = 50;
+  const head = s.rx.addChain([{ addr: s.rxEnd - before, length: 4096, writable: true }])!;
+  const frame = frameOf(1000, 3);
+  assert.equal(s.link.sendFrame(frame), SendResult.Sent);
+  s.link.flush();
+  assert.deepEqual(s.rx.takeUsed(), [{ id: head, len: NET_HDR_SIZE + frame.length }]);
+  const written = new Uint8Array(NET_HDR_SIZE + frame.length);
+  written.set(s.rx.bytes.subarray(s.rx.bytes.length - before));
+  written.set(s.rxNext.subarray(0, written.length - before), before);
+  const header = decodeNetHeader(written, 0, createNetHeader());
+  assert.equal(header.numBuffers, 1);
+  assert.deepEqual(written.subarray(NET_HDR_SIZE), frame);
+});
+
+Deno.test("VhostUserLink still drops a buffer across a gap between regions", () => {
+  const s = twoSlotSetup({}, 4096);
+  const packet = new Uint8Array(NET_HDR_SIZE + 100);
+  const head = s.tx.addChain([{ addr: s.txEnd - 50, length: packet.length, writable: false }])!;
+  s.link.kick(1, 0);
+  assert.equal(s.handler.frames.length, 0);
+  assert.deepEqual(s.tx.takeUsed(), [{ id: head, len: 0 }]);
+  assert.match(s.lines[0], /outside guest memory/);
+  s.rx.addChain([{ addr: s.rxEnd - 50, length: 4096, writable: true }]);
+  assert.equal(s.link.sendFrame(frameOf(60, 1)), SendResult.NoRoom);
 });

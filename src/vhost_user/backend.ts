@@ -54,6 +54,7 @@ import {
 } from "./protocol.ts";
 import { GuestMemoryMap, type RegionDescription } from "./guest_memory_map.ts";
 import type { BackendEnvironment, Notifier } from "./backend_environment.ts";
+import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import type { NegotiatedFeatures, StartedVring } from "./vring_datapath.ts";
 import { availableRingBytes, descriptorTableBytes, usedRingBytes } from "../virtio/ring_layout.ts";
 
@@ -82,6 +83,9 @@ const FAILED = 1;
 const REPLIED = 2;
 type Outcome = typeof OK | typeof FAILED | typeof REPLIED;
 
+/** Called when writing a ring's call fd failed. */
+type CallFailureHandler = (vring: Vring, call: Notifier, error: unknown) => void;
+
 /** Per-ring configuration as set by the front-end. */
 class Vring {
   readonly index: number;
@@ -94,17 +98,44 @@ class Vring {
   kick: Notifier | null = null;
   call: Notifier | null = null;
   err: Notifier | null = null;
+  /** Set when a write to `call` failed: it is not written again until replaced. */
+  callFailed = false;
   /** SET_VRING_ENABLE value (meaningful when protocol features are negotiated). */
   enabled = false;
   started = false;
   unwatchKick: (() => void) | null = null;
+  /** Signals the current call fd; never throws (the datapath calls it mid-batch). */
   readonly notifyGuest: () => void;
 
-  constructor(index: number) {
+  constructor(index: number, onCallFailure: CallFailureHandler) {
     this.index = index;
-    this.notifyGuest = () => this.call?.signal();
+    this.notifyGuest = () => {
+      const call = this.call;
+      if (call === null || this.callFailed) return;
+      try {
+        call.signal();
+      } catch (error) {
+        this.callFailed = true;
+        onCallFailure(this, call, error);
+      }
+    };
+  }
+
+  /** Replaces the call fd (closing the old one); a new fd is written again. */
+  setCall(call: Notifier | null): void {
+    const old = this.call;
+    this.call = call;
+    this.callFailed = false;
+    old?.close();
   }
 }
+
+/** What each fd-carrying vring request calls its fd, for messages. */
+const VRING_FD_ROLES: ReadonlyMap<number, string> = new Map([
+  [Request.SET_VRING_KICK, "kick"],
+  [Request.SET_VRING_CALL, "call"],
+  [Request.SET_VRING_ERR, "err"],
+]);
 
 function hex(value: number): string {
   return "0x" + value.toString(16);
@@ -121,8 +152,10 @@ export class VhostUserBackend {
   #protocolFeatures = 0n;
   #protocolNegotiated = false;
   #mtu = 0;
-  /** Set when datapath.stopVring() failed: memory must then stay mapped. */
-  #viewsMayBeHeld = false;
+  /** One warning per session for notifier fds that could not be verified (no /proc). */
+  #unverifiedFdWarned = false;
+  readonly #callFailures: RateLimitedLog;
+  readonly #onCallFailure: CallFailureHandler;
   #negotiated: NegotiatedFeatures = {
     eventIndex: false,
     indirectDescriptors: false,
@@ -134,7 +167,16 @@ export class VhostUserBackend {
   constructor(env: BackendEnvironment) {
     this.#env = env;
     this.#memory = new GuestMemoryMap(env.map, MAX_MEM_SLOTS);
-    for (let i = 0; i < QUEUE_COUNT; i++) this.#vrings.push(new Vring(i));
+    this.#callFailures = new RateLimitedLog("error", undefined, env.log);
+    this.#onCallFailure = (vring, call, error) => {
+      this.#callFailures.write(
+        performance.now(),
+        `vhost-user: ring ${vring.index}: signalling the guest through call fd ${call.fd} failed: ${
+          error instanceof Error ? error.message : String(error)
+        }; the ring gets no more interrupts until SET_VRING_CALL replaces the fd`,
+      );
+    };
+    for (let i = 0; i < QUEUE_COUNT; i++) this.#vrings.push(new Vring(i, this.#onCallFailure));
   }
 
   /** The current connection state. */
@@ -211,29 +253,30 @@ export class VhostUserBackend {
 
   /**
    * Ends the session: stops every ring, drops every view, unmaps memory and closes
-   * every eventfd. Safe to call twice.
+   * every eventfd — all of it, whatever fails on the way (the first failure is
+   * thrown at the end). Safe to call twice.
    */
   shutdown(): void {
     let failure: unknown = null;
+    try {
+      this.#stopAll();
+    } catch (error) {
+      failure = error;
+    }
+    // The datapath drops its views in stopVring even when that throws (see
+    // VringDatapath.stopVring), so unmapping is safe now.
+    try {
+      this.#memory.clear();
+    } catch (error) {
+      failure ??= error;
+    }
     for (const vring of this.#vrings) {
-      if (!vring.started) continue;
       try {
-        this.#stop(vring);
+        this.#closeNotifiers(vring);
       } catch (error) {
         failure ??= error;
       }
     }
-    if (this.#viewsMayBeHeld) {
-      if (this.#memory.regionCount > 0) {
-        this.#env.log.error(
-          `vhost-user: ${this.#memory.regionCount} guest memory regions stay mapped: ` +
-            "the datapath failed to stop and may still use them",
-        );
-      }
-    } else {
-      this.#memory.clear();
-    }
-    for (const vring of this.#vrings) this.#closeNotifiers(vring);
     if (failure !== null) throw failure;
   }
 
@@ -463,7 +506,9 @@ export class VhostUserBackend {
     this.#expectSize(message, 0, U64_PAYLOAD_SIZE);
     this.#expectFds(message, 0);
     this.shutdown();
-    for (let i = 0; i < this.#vrings.length; i++) this.#vrings[i] = new Vring(i);
+    for (let i = 0; i < this.#vrings.length; i++) {
+      this.#vrings[i] = new Vring(i, this.#onCallFailure);
+    }
     this.#features = 0n;
     this.#featuresSet = false;
     this.#state = "awaiting-owner";
@@ -676,18 +721,24 @@ export class VhostUserBackend {
 
   #getVringBase(message: Message, replies: ReplyWriter): Outcome {
     const { vring } = this.#readState(message);
-    if (vring.started) this.#stop(vring);
-    // the ring is stopped until the front-end sets a kick fd again (spec "Ring states")
-    vring.kick?.close();
-    vring.kick = null;
-    vring.call?.close();
-    vring.call = null;
+    try {
+      if (vring.started) this.#stop(vring);
+    } finally {
+      // the ring is stopped until the front-end sets a kick fd again (spec "Ring states")
+      vring.kick?.close();
+      vring.kick = null;
+      vring.setCall(null);
+    }
     replies.sendVringState(message.request, vring.index, vring.base);
     this.#env.log.debug(`vhost-user: ring ${vring.index} stopped at ${vring.base}`);
     return REPLIED;
   }
 
-  /** Parses the u64 of SET_VRING_KICK/CALL/ERR and takes its fd; null fd means NOFD. */
+  /**
+   * Parses the u64 of SET_VRING_KICK/CALL/ERR and takes its fd, which must be an
+   * eventfd in normal mode; null notifier means NOFD. A refused fd stays in
+   * `message.fds` (handle() closes it).
+   */
   #readVringFd(message: Message): { vring: Vring; notifier: Notifier | null } {
     this.#requireOwner(message);
     this.#expectSize(message, U64_PAYLOAD_SIZE);
@@ -706,15 +757,43 @@ export class VhostUserBackend {
     this.#expectFds(message, noFd ? 0 : 1);
     const vring = this.#vring(message, index);
     if (noFd) return { vring, notifier: null };
-    const fd = message.fds.pop()!;
-    return { vring, notifier: this.#env.notifier(fd) };
+    const name = requestName(message.request);
+    const role = VRING_FD_ROLES.get(message.request) ?? "notifier";
+    const fd = message.fds[0];
+    let kind;
+    try {
+      kind = this.#env.describeFd(fd);
+    } catch (error) {
+      throw new ProtocolError(
+        message.request,
+        `${name}: cannot examine ring ${index}'s ${role} fd: ${(error as Error).message}`,
+      );
+    }
+    if (!kind.normalEventFd) {
+      throw new ProtocolError(
+        message.request,
+        `${name}: ring ${index} ${role} fd is ${kind.text}, not an eventfd in normal mode`,
+      );
+    }
+    if (!kind.verified && !this.#unverifiedFdWarned) {
+      this.#unverifiedFdWarned = true;
+      this.#env.log.warn(
+        `vhost-user: ${name}: ring ${index} ${role} fd is ${kind.text}; used as an eventfd`,
+      );
+    }
+    message.fds.pop();
+    return { vring, notifier: this.#env.notifier(fd, kind) };
   }
 
   #setVringKick(message: Message, now: number): Outcome {
     const { vring, notifier } = this.#readVringFd(message);
-    if (vring.started) this.#stop(vring);
-    vring.kick?.close();
-    vring.kick = notifier;
+    try {
+      if (vring.started) this.#stop(vring);
+    } finally {
+      // the new fd is kept even when the stop failed: shutdown() closes it then
+      vring.kick?.close();
+      vring.kick = notifier;
+    }
     if (notifier === null) {
       this.#env.log.warn(
         `vhost-user: ring ${vring.index}: kick without fd (polling mode) is not supported; ring stays stopped`,
@@ -728,8 +807,7 @@ export class VhostUserBackend {
   #setVringCall(message: Message): Outcome {
     const { vring, notifier } = this.#readVringFd(message);
     // a started ring keeps running; notifyGuest() reads the current call fd each time
-    vring.call?.close();
-    vring.call = notifier;
+    vring.setCall(notifier);
     return OK;
   }
 
@@ -865,6 +943,10 @@ export class VhostUserBackend {
     try {
       datapath.startVring(ring, now);
     } catch (error) {
+      // the datapath may have taken the ring's views before it failed: make it drop them
+      try {
+        datapath.stopVring(index);
+      } catch { /* it had not taken the ring */ }
       unwatch();
       throw error;
     }
@@ -875,41 +957,67 @@ export class VhostUserBackend {
     );
   }
 
+  /**
+   * Stops a started ring. The ring counts as stopped and its kick fd is no longer
+   * watched even when the datapath throws (it has dropped the ring's views all the
+   * same: VringDatapath.stopVring); the base then stays the one the ring started from.
+   */
   #stop(vring: Vring): void {
-    vring.unwatchKick?.();
-    vring.unwatchKick = null;
     vring.started = false;
+    const unwatch = vring.unwatchKick;
+    vring.unwatchKick = null;
+    let unwatchFailure: unknown = null;
+    try {
+      unwatch?.();
+    } catch (error) {
+      unwatchFailure = error;
+    }
     try {
       vring.base = this.#env.datapath.stopVring(vring.index) & 0xffff;
     } catch (error) {
-      // the datapath may still hold views: unmapping now could kill the process
-      this.#viewsMayBeHeld = true;
       throw new Error(`datapath failed to stop ring ${vring.index}: ${(error as Error).message}`);
     }
+    if (unwatchFailure !== null) throw unwatchFailure;
   }
 
-  /** Stops every started ring; returns the rings that were started. */
-  #stopAll(): Vring[] {
-    const stopped: Vring[] = [];
+  /** Stops every started ring, all of them even when one fails (the first failure is thrown). */
+  #stopAll(): void {
+    let failure: unknown = null;
     for (const vring of this.#vrings) {
-      if (vring.started) {
+      if (!vring.started) continue;
+      try {
         this.#stop(vring);
-        stopped.push(vring);
+      } catch (error) {
+        failure ??= error;
       }
     }
-    return stopped;
+    if (failure !== null) throw failure;
   }
 
   #startReady(message: Message, now: number): void {
     for (const vring of this.#vrings) this.#tryStart(message, vring, now);
   }
 
+  /** Stops watching and closes the ring's kick, call and err fds (each even if another fails). */
   #closeNotifiers(vring: Vring): void {
-    vring.unwatchKick?.();
+    const unwatch = vring.unwatchKick;
+    const { kick, err } = vring;
     vring.unwatchKick = null;
-    vring.kick?.close();
-    vring.call?.close();
-    vring.err?.close();
-    vring.kick = vring.call = vring.err = null;
+    vring.kick = vring.err = null;
+    const steps = [
+      () => unwatch?.(),
+      () => kick?.close(),
+      () => vring.setCall(null),
+      () => err?.close(),
+    ];
+    let failure: unknown = null;
+    for (const step of steps) {
+      try {
+        step();
+      } catch (error) {
+        failure ??= error;
+      }
+    }
+    if (failure !== null) throw failure;
   }
 }

@@ -1,8 +1,8 @@
 /**
  * What the vhost-user backend state machine needs from the outside world, as
- * interfaces: eventfds, closing fds, watching kick fds, mapping memory, the
- * datapath. The session wires them to the native helper and the event loop; unit
- * tests wire them to doubles over ArrayBuffers.
+ * interfaces: telling what a received fd is, eventfds, closing fds, watching kick
+ * fds, mapping memory, the datapath. The session wires them to the native helper and
+ * the event loop; unit tests wire them to doubles over ArrayBuffers.
  *
  * @module
  */
@@ -11,13 +11,25 @@ import type { Logger } from "../log/logger.ts";
 import type { VringDatapath } from "./vring_datapath.ts";
 import type { MapFunction } from "./guest_memory_map.ts";
 
+// What a received kick, call or err fd is: the backend takes only normal-mode eventfds.
+export type { FdDescription } from "../../ffi/event_fd.ts";
+import type { FdDescription } from "../../ffi/event_fd.ts";
+
 /** An eventfd received from the front-end (kick, call or error notifier). */
 export interface Notifier {
   /** The descriptor number (for logs). */
   readonly fd: number;
-  /** Adds 1 to the counter without blocking; a full counter is ignored. */
+  /**
+   * Adds 1 to the counter without blocking; a full counter is ignored.
+   * @throws Error when the write fails (the backend catches it: the guest is then
+   *   not signalled through this fd again)
+   */
   signal(): void;
-  /** Reads the counter to zero without blocking. */
+  /**
+   * Reads the counter until it is empty (EAGAIN), without blocking and with a bound
+   * on the reads: a counter that never empties (a semaphore-mode eventfd) cannot keep
+   * the caller busy.
+   */
   drain(): void;
   /** Closes the fd; safe to call twice. */
   close(): void;
@@ -32,16 +44,28 @@ export interface BackendEnvironment {
   /**
    * Size in bytes of the file behind `fd`, or null when it cannot be known. Memory
    * regions must lie inside their file: touching a mapping beyond the end of its
-   * file raises SIGBUS, which kills the process.
+   * file raises SIGBUS (the memory guard turns it into a dropped front-end when the
+   * file shrinks later; a region that never fitted is refused up front).
    * @throws Error when `fd` cannot be examined
    */
   fileSize(fd: number): number | null;
-  /** Takes ownership of an eventfd received from the front-end. */
-  notifier(fd: number): Notifier;
+  /**
+   * Tells what the file behind a received kick, call or err fd is, so that only
+   * eventfds in normal mode are used as notifiers (a semaphore-mode eventfd never
+   * empties; a pipe or socket is not a counter).
+   * @throws Error when `fd` cannot be examined
+   */
+  describeFd(fd: number): FdDescription;
+  /**
+   * Takes ownership of an eventfd received from the front-end; `kind` is what
+   * {@link describeFd} said of it (always a normal-mode eventfd, perhaps unverified).
+   */
+  notifier(fd: number, kind: FdDescription): Notifier;
   /** Closes a received fd the backend does not keep. */
   closeFd(fd: number): void;
   /**
-   * Runs `onReadable(now)` whenever `fd` becomes readable.
+   * Runs `onReadable(now)` when `fd` becomes readable: once per new signal
+   * (edge-triggered), so a counter left non-empty does not call it again and again.
    * @returns a function that stops watching
    */
   watchReadable(fd: number, onReadable: (now: number) => void): () => void;

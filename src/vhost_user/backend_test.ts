@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { BackendRig, type DecodedReply } from "./backend_test_doubles.ts";
+import {
+  BackendRig,
+  type DecodedReply,
+  FAKE_PIPE,
+  FAKE_SEMAPHORE_EVENTFD,
+  FAKE_SOCKET,
+  FAKE_UNVERIFIED,
+} from "./backend_test_doubles.ts";
 import {
   encodeRequest,
   memTablePayload,
@@ -381,6 +388,46 @@ const badCases: BadCase[] = [
     error: /SET_VRING_ERR: got 1 fds, expected 0/,
   },
   {
+    name: "a semaphore-mode eventfd as kick fd",
+    send: (rig) =>
+      rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(1)), [
+        rig.fds.create(FAKE_SEMAPHORE_EVENTFD),
+      ]),
+    error:
+      /SET_VRING_KICK: ring 1 kick fd is a semaphore-mode eventfd \(EFD_SEMAPHORE\), not an eventfd in normal mode/,
+  },
+  {
+    name: "a pipe as call fd",
+    send: (rig) =>
+      rig.send(encodeRequest(Request.SET_VRING_CALL, u64Payload(0)), [rig.fds.create(FAKE_PIPE)]),
+    error:
+      /SET_VRING_CALL: ring 0 call fd is a pipe \(pipe:\[4242\]\), not an eventfd in normal mode/,
+  },
+  {
+    name: "a socket as err fd",
+    send: (rig) =>
+      rig.send(encodeRequest(Request.SET_VRING_ERR, u64Payload(1)), [rig.fds.create(FAKE_SOCKET)]),
+    error:
+      /SET_VRING_ERR: ring 1 err fd is a socket \(socket:\[4343\]\), not an eventfd in normal mode/,
+  },
+  {
+    name: "a memory fd (regular file) as kick fd of a stopped ring",
+    stopFirst: 0,
+    send: (rig) =>
+      rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(0)), [rig.fds.memfd(4096).fd]),
+    error: /SET_VRING_KICK: ring 0 kick fd is a regular file, not an eventfd in normal mode/,
+  },
+  {
+    name: "a kick fd that cannot be examined",
+    send: (rig) => {
+      rig.fds.describe = () => {
+        throw new Error("fstat: EIO");
+      };
+      rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(0)), [rig.fds.create()]);
+    },
+    error: /SET_VRING_KICK: cannot examine ring 0's kick fd: fstat: EIO/,
+  },
+  {
     name: "missing fd in SET_VRING_KICK",
     send: (rig) => rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(0))),
     error: /SET_VRING_KICK: got 0 fds, expected 1/,
@@ -640,20 +687,156 @@ Deno.test("`VhostUserBackend` closes the fds of an unfinished message at EOF", (
   assert.equal(rig.fds.open.size, 0);
 });
 
-Deno.test("`VhostUserBackend.shutdown()` keeps memory mapped when the datapath fails to stop a ring", () => {
+Deno.test("`VhostUserBackend.shutdown()` unmaps memory and closes every fd even when the datapath fails to stop a ring", () => {
   const { rig } = negotiate();
-  rig.datapath.stopVring = () => {
-    throw new Error("boom");
+  const original = rig.datapath.stopVring.bind(rig.datapath);
+  rig.datapath.stopVring = (index) => {
+    if (index === 0) throw new Error("boom");
+    return original(index);
   };
   assert.throws(() => rig.backend.shutdown(), /datapath failed to stop ring 0: boom/);
-  assert.equal(rig.fds.mappings, 1, "views may still be in use: no unmap");
+  assert.equal(rig.datapath.rings.has(1), false, "ring 1 stopped all the same");
+  assert.equal(rig.fds.mappings, 0, "guest memory unmapped");
   assert.equal(rig.watchers.size, 0, "kick fds no longer watched");
-  assert.equal(
-    [...rig.fds.open].filter((fd) => rig.notifiers.has(fd)).length,
-    0,
-    "eventfds closed",
+  assert.equal(rig.fds.open.size, 0, `fds left open: ${[...rig.fds.open]}`);
+  rig.backend.shutdown(); // a second call finds nothing left to release
+});
+
+/** Every call fd of `rig` fails its writes (a pipe's read end as call fd, say). */
+function failCalls(rig: BackendRig, calls: number[]): void {
+  for (const fd of calls) rig.notifiers.get(fd)!.failSignals = true;
+}
+
+Deno.test("`VhostUserBackend.shutdown()` releases everything when signalling the guest fails while a ring stops", () => {
+  const { rig, calls } = negotiate();
+  rig.datapath.signalOnStop = true;
+  failCalls(rig, calls);
+  rig.backend.shutdown();
+  assert.equal(rig.datapath.rings.size, 0, "both rings stopped: the datapath dropped its views");
+  assert.equal(rig.fds.mappings, 0, "guest memory unmapped");
+  assert.equal(rig.watchers.size, 0);
+  assert.equal(rig.fds.open.size, 0, `fds left open: ${[...rig.fds.open]}`);
+  assert.equal(rig.notifiers.get(calls[0])!.failedSignals, 1);
+  assert.ok(
+    rig.log.lines.some((l) =>
+      /ring 0: signalling the guest through call fd \d+ failed: eventfd_write\(fd \d+\) failed: EBADF/
+        .test(l)
+    ),
+    rig.log.lines.join("\n"),
   );
-  assert.ok(rig.log.lines.some((l) => /1 guest memory regions stay mapped/.test(l)));
+  assert.ok(!rig.log.lines.some((l) => /stay mapped/.test(l)));
+});
+
+for (const request of ["GET_VRING_BASE", "SET_MEM_TABLE", "REM_MEM_REG", "RESET_OWNER"] as const) {
+  Deno.test(`\`VhostUserBackend\` ${request} completes when signalling the guest fails while rings stop`, () => {
+    const { rig, calls, memory } = negotiate();
+    rig.datapath.signalOnStop = true;
+    failCalls(rig, calls);
+    const region = { guestAddress: 0, size: MEMORY_SIZE, userAddress: USER, mmapOffset: 0 };
+    if (request === "GET_VRING_BASE") {
+      const [reply] = rig.send(encodeRequest(Request.GET_VRING_BASE, vringStatePayload(0, 0)));
+      assert.equal(reply.payload.getUint32(4, true), 10, "base returned");
+      assert.equal(rig.datapath.rings.has(0), false);
+    } else if (request === "SET_MEM_TABLE") {
+      const second = rig.fds.memfd(MEMORY_SIZE);
+      rig.send(encodeRequest(Request.SET_MEM_TABLE, memTablePayload([region])), [second.fd]);
+      assert.equal(rig.fds.mappings, 1, "the old table unmapped, the new one mapped");
+      assert.equal(rig.datapath.rings.size, 2, "rings restarted over the new table");
+    } else if (request === "REM_MEM_REG") {
+      const [ack] = rig.send(
+        encodeRequest(Request.REM_MEM_REG, singleRegionPayload(region), { needReply: true }),
+      );
+      assert.equal(u64Reply(ack), 0n);
+      assert.equal(rig.fds.mappings, 0, "the region unmapped");
+      assert.equal(rig.datapath.rings.size, 0, "the rings stay stopped without memory");
+    } else {
+      rig.send(encodeRequest(Request.RESET_OWNER));
+      assert.equal(rig.fds.mappings, 0);
+      assert.equal(rig.fds.open.size, 0, `fds left open: ${[...rig.fds.open]}`);
+      assert.equal(rig.backend.state, "awaiting-owner");
+    }
+    assert.equal(rig.error, null, `no protocol error: ${rig.error?.message}`);
+    void memory;
+    rig.backend.shutdown();
+    assertReleased(rig);
+    assert.equal(rig.fds.open.size, 0, `fds left open: ${[...rig.fds.open]}`);
+  });
+}
+
+Deno.test("`StartedVring.notifyGuest()` never throws: a failing call fd is logged once and left alone until SET_VRING_CALL replaces it", () => {
+  const { rig, calls } = negotiate();
+  const tx = rig.datapath.rings.get(1)!;
+  const failing = rig.notifiers.get(calls[1])!;
+  failing.failSignals = true;
+  tx.notifyGuest();
+  tx.notifyGuest();
+  tx.notifyGuest();
+  assert.equal(failing.failedSignals, 1, "no more writes to a call fd that failed");
+  assert.equal(
+    rig.log.lines.filter((l) => /ring 1: signalling the guest through call fd/.test(l)).length,
+    1,
+  );
+  const replacement = rig.fds.create();
+  rig.send(encodeRequest(Request.SET_VRING_CALL, u64Payload(1)), [replacement]);
+  tx.notifyGuest();
+  assert.equal(rig.notifiers.get(replacement)!.signals, 1, "the new call fd is signalled");
+  assert.equal(rig.error, null);
+});
+
+Deno.test("`VhostUserBackend` accepts a kick fd it cannot verify (no /proc) with one warning", () => {
+  const { rig } = negotiate();
+  for (const i of [0, 1]) {
+    rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(i)), [
+      rig.fds.create(FAKE_UNVERIFIED),
+    ]);
+  }
+  assert.equal(rig.error, null);
+  assert.equal(rig.datapath.rings.size, 2);
+  assert.equal(
+    rig.log.lines.filter((l) =>
+      /warn: .*kick fd is an anonymous inode .*used as an eventfd/.test(l)
+    )
+      .length,
+    1,
+  );
+});
+
+Deno.test("`VhostUserBackend` SET_VRING_KICK on a running ring replaces the kick fd and restarts at the returned base", () => {
+  const { rig, kicks } = negotiate();
+  rig.datapath.advance = 3;
+  const second = rig.fds.create();
+  rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(1)), [second]);
+  assert.equal(rig.error, null);
+  assert.equal(rig.notifiers.get(kicks[1])!.closed, true, "the old kick fd is closed");
+  assert.deepEqual([...rig.watchers.keys()].sort(), [kicks[0], second].sort());
+  assert.equal(rig.datapath.rings.get(1)!.lastAvailIndex, 14, "restarted at 11 + 3");
+  rig.kick(second, 2000);
+  assert.deepEqual(rig.datapath.events.at(-1), { call: "kick", index: 1, now: 2000 });
+});
+
+Deno.test("`VhostUserBackend` SET_VRING_KICK keeps no fd when stopping the running ring fails", () => {
+  const { rig } = negotiate();
+  const original = rig.datapath.stopVring.bind(rig.datapath);
+  rig.datapath.stopVring = (index) => {
+    if (index === 1) throw new Error("boom");
+    return original(index);
+  };
+  rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(1)), [rig.fds.create()]);
+  assert.match(rig.error!.message, /datapath failed to stop ring 1: boom/);
+  assert.equal(rig.fds.mappings, 0);
+  assert.equal(rig.watchers.size, 0);
+  assert.equal(rig.fds.open.size, 0, `fds left open: ${[...rig.fds.open]}`);
+});
+
+Deno.test("`VhostUserBackend` makes the datapath drop a ring whose start failed", () => {
+  const { rig } = negotiate({ enable: false });
+  rig.datapath.failStarts = true;
+  rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(0, 1)));
+  assert.match(rig.error!.message, /datapath cannot start ring 0/);
+  assert.equal(rig.datapath.rings.size, 0, "the half-started ring was stopped again");
+  assert.equal(rig.fds.mappings, 0);
+  assert.equal(rig.watchers.size, 0);
+  assert.equal(rig.fds.open.size, 0, `fds left open: ${[...rig.fds.open]}`);
 });
 
 Deno.test("`VhostUserBackend` offers VIRTIO_NET_F_CSUM (bit 0) and VIRTIO_NET_F_GUEST_CSUM (bit 1)", () => {

@@ -7,7 +7,7 @@
  */
 
 import { Logger } from "../log/logger.ts";
-import type { BackendEnvironment, Notifier } from "./backend_environment.ts";
+import type { BackendEnvironment, FdDescription, Notifier } from "./backend_environment.ts";
 import { VhostUserBackend } from "./backend.ts";
 import type { Mapping } from "./guest_memory_map.ts";
 import {
@@ -20,11 +20,43 @@ import {
 import { HEADER_SIZE } from "./protocol.ts";
 import type { StartedVring, VringDatapath } from "./vring_datapath.ts";
 
+/** What describeFd() says of a fake fd created without a kind: a normal-mode eventfd. */
+export const FAKE_EVENTFD: FdDescription = {
+  normalEventFd: true,
+  verified: true,
+  text: "an eventfd",
+};
+/** A fake semaphore-mode eventfd. */
+export const FAKE_SEMAPHORE_EVENTFD: FdDescription = {
+  normalEventFd: false,
+  verified: true,
+  text: "a semaphore-mode eventfd (EFD_SEMAPHORE)",
+};
+/** A fake pipe. */
+export const FAKE_PIPE: FdDescription = {
+  normalEventFd: false,
+  verified: true,
+  text: "a pipe (pipe:[4242])",
+};
+/** A fake socket. */
+export const FAKE_SOCKET: FdDescription = {
+  normalEventFd: false,
+  verified: true,
+  text: "a socket (socket:[4343])",
+};
+/** A fake anonymous inode seen without /proc: accepted as an eventfd, unverified. */
+export const FAKE_UNVERIFIED: FdDescription = {
+  normalEventFd: true,
+  verified: false,
+  text: "an anonymous inode (without /proc/self/fd, not known to be an eventfd)",
+};
+
 /** Fake file descriptors; some are backed by an ArrayBuffer ("memfd"). */
 export class FakeFds {
   #next = 100;
   readonly open = new Set<number>();
   readonly #memory = new Map<number, ArrayBuffer>();
+  readonly #kinds = new Map<number, FdDescription>();
   /** Live mappings (not yet unmapped). */
   mappings = 0;
   /** Sizes and offsets asked of map(). */
@@ -36,16 +68,23 @@ export class FakeFds {
     return this.#memory.get(fd)?.byteLength ?? 0;
   };
 
-  /** A new fake fd (an eventfd or anything without memory). */
-  create(): number {
+  /** A new fake fd without memory: a normal-mode eventfd unless `kind` says otherwise. */
+  create(kind: FdDescription = FAKE_EVENTFD): number {
     const fd = this.#next++;
     this.open.add(fd);
+    this.#kinds.set(fd, kind);
     return fd;
+  }
+
+  /** What a fake fd is (the BackendEnvironment's describeFd; tests may replace it). */
+  describe(fd: number): FdDescription {
+    if (!this.open.has(fd)) throw new Error(`fstat: fd ${fd} is not open (EBADF)`);
+    return this.#kinds.get(fd) ?? { normalEventFd: false, verified: true, text: "a regular file" };
   }
 
   /** A fake memfd of `size` bytes; returns the fd and its bytes. */
   memfd(size: number): { fd: number; bytes: Uint8Array } {
-    const fd = this.create();
+    const fd = this.create({ normalEventFd: false, verified: true, text: "a regular file" });
     const buffer = new ArrayBuffer(size);
     this.#memory.set(fd, buffer);
     return { fd, bytes: new Uint8Array(buffer) };
@@ -81,18 +120,29 @@ export class FakeFds {
 /** A notifier over a fake fd that counts signals and drains. */
 export class FakeNotifier implements Notifier {
   readonly fd: number;
+  /** What describeFd() said of the fd when the backend took it. */
+  readonly kind: FdDescription;
   signals = 0;
+  /** signal() calls that threw because of {@link failSignals}. */
+  failedSignals = 0;
   drains = 0;
   closed = false;
+  /** Makes signal() throw, as writing to a call fd that is not writable would. */
+  failSignals = false;
   readonly #fds: FakeFds;
 
-  constructor(fd: number, fds: FakeFds) {
+  constructor(fd: number, kind: FdDescription, fds: FakeFds) {
     this.fd = fd;
+    this.kind = kind;
     this.#fds = fds;
   }
 
   signal(): void {
     if (this.closed) throw new Error(`signal on closed fd ${this.fd}`);
+    if (this.failSignals) {
+      this.failedSignals++;
+      throw new Error(`eventfd_write(fd ${this.fd}) failed: EBADF`);
+    }
     this.signals++;
   }
 
@@ -120,10 +170,15 @@ export class RecordingDatapath implements VringDatapath {
   readonly rings = new Map<number, StartedVring>();
   /** What stopVring() returns per ring: lastAvailIndex + this. */
   advance = 0;
+  /** Makes stopVring() signal the guest first, as VhostUserLink's RX publish does. */
+  signalOnStop = false;
+  /** Makes startVring() throw after taking the ring (views held, as a half-started link). */
+  failStarts = false;
 
   startVring(ring: StartedVring, now: number): void {
     if (this.rings.has(ring.index)) throw new Error(`ring ${ring.index} started twice`);
     this.rings.set(ring.index, ring);
+    if (this.failStarts) throw new Error(`datapath cannot start ring ${ring.index}`);
     this.events.push({
       call: "start",
       index: ring.index,
@@ -140,6 +195,7 @@ export class RecordingDatapath implements VringDatapath {
   stopVring(index: number): number {
     const ring = this.rings.get(index);
     if (ring === undefined) throw new Error(`ring ${index} stopped while not started`);
+    if (this.signalOnStop) ring.notifyGuest();
     this.rings.delete(index);
     this.events.push({ call: "stop", index });
     return (ring.lastAvailIndex + this.advance) & 0xffff;
@@ -223,8 +279,9 @@ export class BackendRig {
       datapath: this.datapath,
       map: this.fds.map,
       fileSize: (fd) => this.fileSizes ? this.fds.size(fd) : null,
-      notifier: (fd) => {
-        const notifier = new FakeNotifier(fd, this.fds);
+      describeFd: (fd) => this.fds.describe(fd),
+      notifier: (fd, kind) => {
+        const notifier = new FakeNotifier(fd, kind, this.fds);
         this.notifiers.set(fd, notifier);
         return notifier;
       },

@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { GuestMemory } from "../virtio/guest_memory.ts";
+import { type GuestMemory, PIECES_NO_ROOM, PIECES_OUTSIDE_MEMORY } from "../virtio/guest_memory.ts";
 
 /** One region as described by the front-end; every field is below 2^53. */
 export interface RegionDescription {
@@ -26,6 +26,12 @@ export interface RegionDescription {
 export interface Mapping {
   /** The mapped bytes. */
   readonly bytes: Uint8Array;
+  /**
+   * True once the file no longer covered a page that was touched (it shrank): the
+   * mapping now reads zeros instead of guest memory (ffi/memory_guard.ts). Absent
+   * where that cannot happen (mappings over ArrayBuffers in tests).
+   */
+  readonly faulted?: boolean;
   /** Releases the mapping; every view into `bytes` must be dropped first. */
   unmap(): void;
 }
@@ -194,6 +200,24 @@ export class GuestMemoryMap implements GuestMemory {
     region.mapping.unmap();
   }
 
+  /**
+   * The first mapped region whose mapping faulted (its file shrank under it: it reads
+   * zeros now), or null when every region is intact.
+   */
+  faultedRegion(): RegionDescription | null {
+    for (const region of this.#regions) {
+      if (region.mapping.faulted === true) {
+        return {
+          guestAddress: region.guestStart,
+          size: region.guestEnd - region.guestStart,
+          userAddress: region.userStart,
+          mmapOffset: region.mmapOffset,
+        };
+      }
+    }
+    return null;
+  }
+
   /** {@inheritDoc GuestMemory.view} */
   view(addrLow: number, addrHigh: number, length: number): Uint8Array | null {
     if (addrHigh >= HIGH_HALF_LIMIT) return null;
@@ -214,6 +238,60 @@ export class GuestMemoryMap implements GuestMemory {
     if (!(length >= 0 && length <= region.guestEnd - address)) return null;
     const start = address - region.guestStart;
     return region.bytes.subarray(start, start + length);
+  }
+
+  /**
+   * {@inheritDoc GuestMemory.viewPieces}
+   * Regions are kept sorted by guest address, so the region after one is the next
+   * entry; it continues the range only when it starts exactly at the first's end.
+   */
+  viewPieces(
+    addrLow: number,
+    addrHigh: number,
+    length: number,
+    out: Uint8Array[],
+    at: number,
+    room: number,
+  ): number {
+    if (addrHigh >= HIGH_HALF_LIMIT || !(length >= 0)) return PIECES_OUTSIDE_MEMORY;
+    const address = addrHigh * TWO_POW_32 + addrLow; // exact: below 2^53
+    const regions = this.#regions;
+    let first = -1;
+    for (let i = 0; i < regions.length; i++) {
+      if (address >= regions[i].guestStart && address < regions[i].guestEnd) {
+        first = i;
+        break;
+      }
+    }
+    if (first < 0) return PIECES_OUTSIDE_MEMORY;
+    if (room < 1) return PIECES_NO_ROOM;
+    if (length === 0) {
+      const offset = address - regions[first].guestStart;
+      out[at] = regions[first].bytes.subarray(offset, offset);
+      return 1;
+    }
+    // First pass: the regions the range covers are consecutive entries, each starting
+    // at the previous one's end. Only differences of addresses below 2^53 are formed
+    // (`left` shrinks, the cursor moves to region ends), never address + length.
+    let pieces = 0;
+    for (let i = first, cursor = address, left = length; left > 0; i++) {
+      if (i >= regions.length || (i > first && regions[i].guestStart !== cursor)) {
+        return PIECES_OUTSIDE_MEMORY;
+      }
+      if (++pieces > room) return PIECES_NO_ROOM;
+      const n = Math.min(left, regions[i].guestEnd - cursor);
+      cursor += n;
+      left -= n;
+    }
+    for (let i = 0, cursor = address, left = length; left > 0; i++) {
+      const region = regions[first + i];
+      const n = Math.min(left, region.guestEnd - cursor);
+      const offset = cursor - region.guestStart;
+      out[at + i] = region.bytes.subarray(offset, offset + n);
+      cursor += n;
+      left -= n;
+    }
+    return pieces;
   }
 
   /**

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { GuestMemoryMap } from "./guest_memory_map.ts";
 import { FakeFds } from "./backend_test_doubles.ts";
+import { PIECES_NO_ROOM, PIECES_OUTSIDE_MEMORY } from "../virtio/guest_memory.ts";
 
 const USER = 0x7f00_0000_0000;
 
@@ -122,4 +123,110 @@ Deno.test("`GuestMemoryMap.remove()` and `clear()` unmap and stop resolving", ()
   map.clear();
   assert.equal(fds.mappings, 0);
   assert.equal(map.view(0, 1, 1), null);
+});
+
+Deno.test("`GuestMemoryMap.faultedRegion()` names the region whose mapping faulted", () => {
+  const faulted = new Map<number, boolean>();
+  const map = new GuestMemoryMap((fd, size) => ({
+    bytes: new Uint8Array(size),
+    get faulted() {
+      return faulted.get(fd) ?? false;
+    },
+    unmap() {},
+  }), 32);
+  map.add({ guestAddress: 0, size: 0x2000, userAddress: USER, mmapOffset: 0 }, 10);
+  map.add({
+    guestAddress: 0x1_0000_0000,
+    size: 0x2000,
+    userAddress: USER + 0x10000,
+    mmapOffset: 0x1000,
+  }, 11);
+  assert.equal(map.faultedRegion(), null);
+  faulted.set(11, true);
+  assert.deepEqual(map.faultedRegion(), {
+    guestAddress: 0x1_0000_0000,
+    size: 0x2000,
+    userAddress: USER + 0x10000,
+    mmapOffset: 0x1000,
+  });
+  map.clear();
+  assert.equal(map.faultedRegion(), null);
+});
+
+/** The byte every test region holds at guest-physical address `gpa`. */
+const patternAt = (gpa: number) => (gpa * 31 + 7) & 0xff;
+
+/**
+ * Maps regions of `sizes` bytes end to end in guest-physical space from `base`
+ * (memory slots: DIMMs, virtio-mem), each from its own fd at its own user address,
+ * added in reverse order; `gapAfter` leaves a hole of 0x1000 after that region.
+ */
+function slots(base: number, sizes: readonly number[], gapAfter = -1) {
+  const fds = new FakeFds();
+  const map = new GuestMemoryMap(fds.map, 32);
+  let guest = base;
+  const placed = sizes.map((size, i) => {
+    const region = {
+      guestAddress: guest,
+      size,
+      userAddress: USER + 0x100_0000 * i,
+      mmapOffset: 0x10 * i,
+    };
+    guest += size + (i === gapAfter ? 0x1000 : 0);
+    return region;
+  });
+  for (const region of [...placed].reverse()) {
+    const m = fds.memfd(region.mmapOffset + region.size);
+    for (let i = 0; i < region.size; i++) {
+      m.bytes[region.mmapOffset + i] = patternAt(region.guestAddress + i);
+    }
+    map.add(region, m.fd);
+  }
+  return { map, end: guest };
+}
+
+Deno.test("`GuestMemoryMap.viewPieces()` covers exactly the bytes of any range inside adjacent regions (property)", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: 2 ** 52 }),
+      fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 6 }),
+      fc.nat(),
+      fc.nat(),
+      (base, sizes, a, b) => {
+        const { map, end } = slots(base, sizes);
+        const start = base + (a % (end - base));
+        const length = 1 + (b % (end - start));
+        const low = start % 2 ** 32, high = Math.floor(start / 2 ** 32);
+        const out: Uint8Array[] = [new Uint8Array(1)];
+        const pieces = map.viewPieces(low, high, length, out, 1, 8);
+        assert.ok(pieces >= 1, `got ${pieces}`);
+        assert.equal(out.length, 1 + pieces);
+        let gpa = start;
+        for (const piece of out.slice(1)) {
+          assert.ok(piece.length > 0);
+          for (const byte of piece) assert.equal(byte, patternAt(gpa++));
+        }
+        assert.equal(gpa - start, length, "exactly the range");
+        assert.equal(map.viewPieces(low, high, end - start + 1, [], 0, 8), PIECES_OUTSIDE_MEMORY);
+        if (pieces > 1) {
+          assert.equal(map.viewPieces(low, high, length, [], 0, pieces - 1), PIECES_NO_ROOM);
+        }
+      },
+    ),
+  );
+});
+
+Deno.test("`GuestMemoryMap.viewPieces()` rejects a range across a gap between regions", () => {
+  const { map } = slots(0x10_0000, [0x1000, 0x1000, 0x1000], 1);
+  const out: Uint8Array[] = [];
+  assert.equal(map.viewPieces(0x10_0ff0, 0, 0x20, out, 0, 4), 2, "regions 0 and 1 are adjacent");
+  assert.equal(map.viewPieces(0x10_1ff0, 0, 0x20, [], 0, 4), PIECES_OUTSIDE_MEMORY, "into the gap");
+  assert.equal(
+    map.viewPieces(0x10_1ff0, 0, 0x1020, [], 0, 4),
+    PIECES_OUTSIDE_MEMORY,
+    "over the gap",
+  );
+  assert.equal(map.viewPieces(0x10_2000, 0, 1, [], 0, 4), PIECES_OUTSIDE_MEMORY, "in the gap");
+  assert.equal(map.viewPieces(0xffff_fff0, 0xffff_ffff, 0x20, [], 0, 4), PIECES_OUTSIDE_MEMORY);
+  assert.equal(map.view(0x10_0ff0, 0, 0x20), null, "view() itself stays within one region");
 });

@@ -8,17 +8,19 @@
  * @module
  */
 
-import { EventFd } from "../../ffi/event_fd.ts";
+import { EPOLLET } from "../../ffi/epoll.ts";
+import { describeFd, EventFd, type FdDescription } from "../../ffi/event_fd.ts";
 import { Errno, NativeError } from "../../ffi/native_error.ts";
 import { fileSizeOfFd, MappedMemory } from "../../ffi/mapped_memory.ts";
 import { closeFd } from "../../ffi/process.ts";
 import type { UnixStream } from "../../ffi/unix_stream.ts";
 import { log as defaultLog, type Logger } from "../log/logger.ts";
-import { EVENT_ERROR, EVENT_HANGUP, type EventLoop } from "../loop/event_loop.ts";
+import { EVENT_ERROR, EVENT_HANGUP, EVENT_READABLE, type EventLoop } from "../loop/event_loop.ts";
 import type { FrontendSession, SessionFactory } from "../daemon/frontend_session.ts";
 import { InvalidStateError, VhostUserBackend } from "./backend.ts";
 import type { BackendEnvironment, Notifier } from "./backend_environment.ts";
 import type { Mapping } from "./guest_memory_map.ts";
+import { watchMemoryFaults } from "./memory_fault_watch.ts";
 import {
   ConnectionClosedError,
   type MessageChannel,
@@ -27,7 +29,7 @@ import {
   type ReceiveOutcome,
   ReplyWriter,
 } from "./message_codec.ts";
-import { MAX_FDS_PER_MESSAGE, requestName } from "./protocol.ts";
+import { MAX_FDS_PER_MESSAGE, Request, requestName } from "./protocol.ts";
 import type { VringDatapath } from "./vring_datapath.ts";
 
 /** Creates the datapath behind one session (a recording double in tests). */
@@ -47,12 +49,39 @@ export interface VhostUserSessionOptions {
    * daemon should pass a native fstat here (see the SIGBUS note in backend.ts).
    */
   readonly fileSize?: (fd: number) => number | null;
+  /**
+   * Tells what a received kick, call or err fd is (default: {@link describeFd}, from
+   * fstat and /proc/self; tests stand in for a system without /proc).
+   */
+  readonly describeFd?: (fd: number) => FdDescription;
   /** Called once with the session's end reason (tests, statistics). */
   readonly onClose?: (reason: string) => void;
 }
 
+/**
+ * What a front-end needs to give a vhost-user backend guest memory it can map: said
+ * when a front-end leaves before sending its memory table (QEMU without a shared
+ * memory backend gives up there) or sends memory that cannot be mapped shared.
+ */
+export const SHARED_MEMORY_HINT = "QEMU must give a vhost-user backend shared guest memory, " +
+  "e.g. -object memory-backend-memfd,id=mem,size=<guest RAM>,share=on -numa node,memdev=mem " +
+  "(or -machine memory-backend=mem)";
+
 /** Messages handled per readable event, so that one front-end cannot starve the loop. */
 const MAX_MESSAGES_PER_EVENT = 64;
+
+/**
+ * Kick fds are watched edge-triggered: every write to an eventfd wakes its watchers
+ * again, so no kick is missed, and a counter that a drain could not empty does not
+ * make the loop call the handler over and over.
+ */
+const KICK_EVENTS = (EVENT_READABLE | EPOLLET) >>> 0;
+
+/**
+ * Reads per drain of a received eventfd. In normal mode one read empties the counter;
+ * this bounds the reads of an fd whose mode could not be verified.
+ */
+const MAX_DRAIN_READS = 8;
 
 let sessionCounter = 0;
 
@@ -117,9 +146,12 @@ class SocketChannel implements MessageChannel {
 class ReceivedEventFd implements Notifier {
   readonly fd: number;
   readonly #eventFd: EventFd;
+  /** A verified normal-mode eventfd: one read returns the whole counter and empties it. */
+  readonly #oneReadEmpties: boolean;
 
-  constructor(fd: number) {
+  constructor(fd: number, kind: FdDescription) {
     this.fd = fd;
+    this.#oneReadEmpties = kind.normalEventFd && kind.verified;
     this.#eventFd = EventFd.fromFd(fd);
     try {
       this.#eventFd.setNonBlocking(true);
@@ -134,7 +166,10 @@ class ReceivedEventFd implements Notifier {
   }
 
   drain(): void {
-    this.#eventFd.drain();
+    // a read that finds the counter at 0 returns 0 (EAGAIN)
+    for (let i = 0; i < MAX_DRAIN_READS; i++) {
+      if (this.#eventFd.drain() === 0 || this.#oneReadEmpties) return;
+    }
   }
 
   close(): void {
@@ -144,7 +179,17 @@ class ReceivedEventFd implements Notifier {
 
 function mapRegion(fd: number, size: number, offset: number): Mapping {
   const memory = MappedMemory.map(fd, size, offset);
-  return { bytes: memory.bytes, unmap: () => memory.close() };
+  return {
+    bytes: memory.bytes,
+    get faulted() {
+      return memory.faulted;
+    },
+    unmap: () => memory.close(),
+  };
+}
+
+function hex(value: number): string {
+  return "0x" + value.toString(16);
 }
 
 class VhostUserSession implements FrontendSession {
@@ -158,8 +203,13 @@ class VhostUserSession implements FrontendSession {
   readonly #replies: ReplyWriter;
   readonly #backend: VhostUserBackend;
   readonly #socketFd: number;
+  readonly #unwatchMemoryFaults: () => void;
   #resolve!: () => void;
   #done = false;
+  /** Messages received, and whether a memory table or region came (for the hint). */
+  #messages = 0;
+  #memorySent = false;
+  #mappingFailed = false;
 
   constructor(
     connection: UnixStream,
@@ -178,9 +228,17 @@ class VhostUserSession implements FrontendSession {
     this.#replies = new ReplyWriter(channel);
     const env: BackendEnvironment = {
       datapath,
-      map: mapRegion,
+      map: (fd, size, offset) => {
+        try {
+          return mapRegion(fd, size, offset);
+        } catch (error) {
+          this.#mappingFailed = true;
+          throw error;
+        }
+      },
       fileSize: options.fileSize ?? fileSizeOfFd,
-      notifier: (fd) => new ReceivedEventFd(fd),
+      describeFd: options.describeFd ?? describeFd,
+      notifier: (fd, kind) => new ReceivedEventFd(fd, kind),
       closeFd: (fd) => this.#closeFd(fd),
       watchReadable: (fd, onReadable) => this.#watchKick(fd, onReadable),
       log: this.#log,
@@ -190,7 +248,13 @@ class VhostUserSession implements FrontendSession {
     this.#backend = new VhostUserBackend(env);
     connection.setNonBlocking(true);
     this.#socketFd = connection.fd;
-    loop.watch(this.#socketFd, (events, now) => this.#onSocket(events, now));
+    this.#unwatchMemoryFaults = watchMemoryFaults(loop, () => this.#onMemoryFault());
+    try {
+      loop.watch(this.#socketFd, (events, now) => this.#onSocket(events, now));
+    } catch (error) {
+      this.#unwatchMemoryFaults();
+      throw error;
+    }
     this.#log.info(`${this.#label}: front-end connected`);
   }
 
@@ -204,19 +268,46 @@ class VhostUserSession implements FrontendSession {
       for (let i = 0; i < MAX_MESSAGES_PER_EVENT; i++) {
         const outcome = this.#framer.poll();
         if (outcome.kind === "pending") {
+          // an error or hang-up with nothing left to read would be reported again on
+          // every wake-up of the (level-triggered) watch: end the session instead
           if ((events & EVENT_ERROR) !== 0) {
             return this.#finish("socket error on the control connection", "warn");
+          }
+          if ((events & EVENT_HANGUP) !== 0) {
+            return this.#finish("hang-up on the control connection", "warn");
           }
           return;
         }
         if (outcome.kind === "eof") {
-          return this.#finish(outcome.detail, outcome.midMessage ? "warn" : "info");
+          return this.#finish(outcome.detail, outcome.midMessage ? "warn" : "info", true);
+        }
+        const request = outcome.message.request;
+        this.#messages++;
+        if (request === Request.SET_MEM_TABLE || request === Request.ADD_MEM_REG) {
+          this.#memorySent = true;
         }
         this.#backend.handle(outcome.message, now, this.#replies);
       }
     } catch (error) {
       this.#fail(error);
     }
+  }
+
+  /**
+   * A guarded SIGBUS hit a mapping somewhere in the process: if it is one of ours,
+   * its file shrank and the region reads zeros now. The front-end is dropped (which
+   * unmaps its memory); until then the datapath saw an empty or broken ring.
+   */
+  #onMemoryFault(): void {
+    if (this.#done) return;
+    const region = this.#backend.memory.faultedRegion();
+    if (region === null) return;
+    this.#finish(
+      `guest memory region guest ${hex(region.guestAddress)} size ${
+        hex(region.size)
+      } became unreadable (its file shrank): dropping the front-end`,
+      "error",
+    );
   }
 
   #watchKick(fd: number, onReadable: (now: number) => void): () => void {
@@ -232,13 +323,13 @@ class VhostUserSession implements FrontendSession {
       } catch (error) {
         this.#fail(error);
       }
-    });
+    }, KICK_EVENTS);
     return () => this.#loop.unwatch(fd);
   }
 
   #fail(error: unknown): void {
     if (error instanceof ConnectionClosedError) {
-      this.#finish(error.message, "info");
+      this.#finish(error.message, "info", true);
     } else if (error instanceof InvalidStateError) {
       this.#finish(`protocol error: ${error.message}`, "error");
     } else if (error instanceof ProtocolError) {
@@ -262,20 +353,47 @@ class VhostUserSession implements FrontendSession {
     }
   }
 
-  #finish(reason: string, level: "info" | "warn" | "error"): void {
+  /** Releases everything the session holds; each step runs even when an earlier one fails. */
+  #finish(reason: string, level: "info" | "warn" | "error", frontendLeft = false): void {
     if (this.#done) return;
     this.#done = true;
     this.#log.write(level, `${this.#label}: closing the connection: ${reason}`);
-    this.#loop.unwatch(this.#socketFd);
-    try {
-      this.#backend.shutdown();
-    } catch (error) {
-      this.#log.error(`${this.#label}: releasing the session failed: ${(error as Error).message}`);
+    if (this.#mappingFailed) {
+      this.#log.warn(
+        `${this.#label}: its guest memory could not be mapped shared: ` +
+          SHARED_MEMORY_HINT,
+      );
+    } else if (frontendLeft && this.#messages > 0 && !this.#memorySent) {
+      this.#log.warn(
+        `${this.#label}: the front-end left before sending its memory table ` +
+          `(SET_MEM_TABLE): if it could not start the device, ${SHARED_MEMORY_HINT}`,
+      );
     }
-    for (const fd of this.#framer.takeOrphanFds()) this.#closeFd(fd);
-    this.#connection.close();
-    this.#options.onClose?.(reason);
-    this.#resolve();
+    const steps: [string, () => void][] = [
+      ["unwatching the control socket", () => this.#loop.unwatch(this.#socketFd)],
+      ["unwatching memory faults", () => this.#unwatchMemoryFaults()],
+      ["releasing the session", () => this.#backend.shutdown()],
+      ["closing unclaimed fds", () => {
+        for (const fd of this.#framer.takeOrphanFds()) this.#closeFd(fd);
+      }],
+      ["closing the control socket", () => this.#connection.close()],
+    ];
+    for (const [what, step] of steps) {
+      try {
+        step();
+      } catch (error) {
+        this.#log.error(
+          `${this.#label}: ${what} failed: ${
+            error instanceof Error ? error.message : String(error)
+          }`,
+        );
+      }
+    }
+    try {
+      this.#options.onClose?.(reason);
+    } finally {
+      this.#resolve();
+    }
   }
 }
 

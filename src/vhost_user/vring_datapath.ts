@@ -29,7 +29,8 @@ export interface VringDatapath {
   kick(index: number, now: number): void;
 
   /**
-   * Stops using ring `index` and drops every view into its memory.
+   * Stops using ring `index` and drops every view into its memory — also when it
+   * throws: the control plane unmaps the memory afterwards in every case.
    * @returns the next available-ring index to process (VHOST_USER_GET_VRING_BASE reply)
    */
   stopVring(index: number): number;

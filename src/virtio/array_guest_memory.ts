@@ -5,9 +5,11 @@
  * @module
  */
 
-import type { GuestMemory } from "./guest_memory.ts";
+import { type GuestMemory, PIECES_NO_ROOM, PIECES_OUTSIDE_MEMORY } from "./guest_memory.ts";
 
 const TWO_32 = 0x1_0000_0000;
+/** High halves ≥ this give addresses ≥ 2^53, where no region lives. */
+const HIGH_HALF_LIMIT = 0x20_0000;
 
 /** One region of {@link ArrayGuestMemory}. */
 interface Region {
@@ -45,7 +47,7 @@ export class ArrayGuestMemory implements GuestMemory {
 
   /** {@inheritDoc GuestMemory.view} */
   view(addrLow: number, addrHigh: number, length: number): Uint8Array | null {
-    if (addrHigh >= 0x20_0000) return null; // at or above 2^53: no region lives there
+    if (addrHigh >= HIGH_HALF_LIMIT) return null; // at or above 2^53: no region lives there
     const start = addrHigh * TWO_32 + addrLow;
     const end = start + length;
     const regions = this.#regions;
@@ -55,6 +57,51 @@ export class ArrayGuestMemory implements GuestMemory {
         return r.bytes.subarray(start - r.start, end - r.start);
       }
     }
+    return null;
+  }
+
+  /** {@inheritDoc GuestMemory.viewPieces} */
+  viewPieces(
+    addrLow: number,
+    addrHigh: number,
+    length: number,
+    out: Uint8Array[],
+    at: number,
+    room: number,
+  ): number {
+    if (addrHigh >= HIGH_HALF_LIMIT || !(length >= 0)) return PIECES_OUTSIDE_MEMORY;
+    const start = addrHigh * TWO_32 + addrLow; // exact: below 2^53
+    if (length === 0) {
+      const empty = this.view(addrLow, addrHigh, 0);
+      if (empty === null) return PIECES_OUTSIDE_MEMORY;
+      if (room < 1) return PIECES_NO_ROOM;
+      out[at] = empty;
+      return 1;
+    }
+    // First pass: every byte mapped, and how many views. The cursor only ever moves to
+    // a region's end (below 2^53) and `left` only shrinks, so all of it stays exact;
+    // regions do not overlap, so each is visited at most once.
+    let pieces = 0;
+    for (let cursor = start, left = length; left > 0;) {
+      const r = this.#regionAt(cursor);
+      if (r === null) return PIECES_OUTSIDE_MEMORY;
+      if (++pieces > room) return PIECES_NO_ROOM;
+      const n = Math.min(left, r.end - cursor);
+      cursor += n;
+      left -= n;
+    }
+    for (let cursor = start, left = length, i = at; left > 0; i++) {
+      const r = this.#regionAt(cursor)!;
+      const n = Math.min(left, r.end - cursor);
+      out[i] = r.bytes.subarray(cursor - r.start, cursor - r.start + n);
+      cursor += n;
+      left -= n;
+    }
+    return pieces;
+  }
+
+  #regionAt(address: number): Region | null {
+    for (const r of this.#regions) if (address >= r.start && address < r.end) return r;
     return null;
   }
 }

@@ -1,6 +1,8 @@
 /**
- * One descriptor chain popped from a virtqueue: its head index and a view of each
- * buffer, device-readable buffers first (virtio 1.2 §2.7.4, §2.7.5).
+ * One descriptor chain popped from a virtqueue: its head index and views of its
+ * buffers, device-readable buffers first (virtio 1.2 §2.7.4, §2.7.5). A buffer that
+ * spans adjacent guest memory regions has one view per region, so the views form a
+ * gather list: there may be more views than descriptors.
  *
  * Objects are reused: the engine refills one per pop instead of allocating.
  *
@@ -13,9 +15,9 @@ const EMPTY = new Uint8Array(0);
 export class DescriptorChain {
   /** Head descriptor index: the id returned in the used ring. */
   head = 0;
-  /** Number of buffers in {@link buffers} that belong to this chain. */
+  /** Number of views in {@link buffers} that belong to this chain. */
   count = 0;
-  /** How many of the first buffers are device-readable (the rest are writable). */
+  /** How many of the first views are of device-readable buffers (the rest are writable). */
   readableCount = 0;
   /** Total bytes of the device-readable buffers. */
   readableBytes = 0;
@@ -24,7 +26,10 @@ export class DescriptorChain {
   /** Views of the buffers, valid until the end of the current batch; only `[0, count)` is used. */
   readonly buffers: Uint8Array[];
 
-  /** @param capacity the most buffers a chain may have (the queue size) */
+  /**
+   * @param capacity the most views a chain may have (the queue size, like QEMU's limit
+   *   of VIRTQUEUE_MAX_SIZE iovecs per element); a chain that needs more is malformed
+   */
   constructor(capacity: number) {
     this.buffers = new Array<Uint8Array>(capacity).fill(EMPTY);
   }

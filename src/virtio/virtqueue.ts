@@ -4,11 +4,28 @@
  * decides when the guest must be notified.
  *
  * Everything the guest wrote is untrusted: each descriptor is read once into
- * locals, every buffer range is resolved through {@link GuestMemory} as a whole,
- * chains are bounded by the queue size. A malformed chain is returned to the guest
- * with used length 0 and one rate-limited log line; an inconsistent ring (head
- * index out of range, available index running ahead by more than the queue size)
- * marks the queue broken, after which it is never touched again until restarted.
+ * locals, every buffer range is resolved through {@link GuestMemory} as a whole (a
+ * buffer that runs from one memory region into the adjacent one becomes one view
+ * per region), chains are bounded by the queue size (descriptors) and by the
+ * chain's capacity (views). A malformed chain is returned to the guest with used
+ * length 0 and one rate-limited log line.
+ *
+ * Work is bounded per turn of the event loop, in descriptors walked: chains may
+ * share descriptors (every head may start the same long chain or name the same
+ * indirect table), so a ring of `size` heads can make `size`² descriptors. Each turn
+ * the caller opens with {@link SplitVirtqueue.beginTurn} may walk
+ * {@link TURN_DESCRIPTOR_BUDGET} descriptors, plus the rest of the chain that
+ * crosses the limit; then pop() returns false with chains still available
+ * ({@link SplitVirtqueue.turnSpent}) and the caller continues on a later turn.
+ *
+ * The queue is marked broken, and never touched again until restarted, when the
+ * ring is inconsistent (head index out of range, available index running ahead by
+ * more than the queue size) or when it yields {@link MALFORMED_RUN_LIMIT} malformed
+ * chains in a row, or malformed chains worth {@link MALFORMED_RUN_DESCRIPTOR_LIMIT}
+ * descriptors walked in a row: chains the engine rejects and chains the caller rejects
+ * ({@link SplitVirtqueue.rejectChain}, {@link SplitVirtqueue.dropChain}) count
+ * alike, and any chain the caller uses ({@link SplitVirtqueue.pushUsed}) ends the
+ * run.
  *
  * @module
  */
@@ -17,7 +34,7 @@ import type { Logger } from "../log/logger.ts";
 import { log as defaultLogger } from "../log/logger.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import type { StartedVring } from "./started_vring.ts";
-import type { GuestMemory } from "./guest_memory.ts";
+import { type GuestMemory, PIECES_NO_ROOM } from "./guest_memory.ts";
 import { DescriptorChain } from "./descriptor_chain.ts";
 import { memoryFence } from "./memory_fence.ts";
 import {
@@ -49,6 +66,34 @@ import {
   VIRTQ_USED_F_NO_NOTIFY,
 } from "./ring_layout.ts";
 
+/**
+ * Descriptors one turn may walk (each read of a descriptor counts, an indirect
+ * one and the entries of its table alike). Walking hostile rings costs 50–130 ns
+ * per descriptor here (bench/ring_engine_bench.ts, "hostile" lines: a view per
+ * descriptor, gathering, the link's checks), so a turn lasts 3–9 ms at most. A
+ * legitimate turn needs far less: a full 1,024-entry ring (QEMU's largest) of
+ * Linux TX chains of at most 19 descriptors (MAX_SKB_FRAGS + 2) is under 20,000.
+ */
+export const TURN_DESCRIPTOR_BUDGET = 65_536;
+
+/**
+ * Malformed chains in a row, with no used chain between them, after which the queue
+ * is marked broken. A working driver never makes one (QEMU itself stops the device
+ * at the first); the margin only spares a guest with a rare glitch. Bounds what a
+ * guest feeding only garbage costs: at most this many chains of at most `size`
+ * descriptors each.
+ */
+export const MALFORMED_RUN_LIMIT = 64;
+
+/**
+ * Descriptors walked since the last used chain after which a malformed chain marks the
+ * queue broken: two turns' budget. Bounds the work a guest feeding long malformed chains
+ * (loops through a 32,768 ring) costs per ring start to about two turns (~6–18 ms),
+ * where {@link MALFORMED_RUN_LIMIT} alone would allow 64 × 32,768 descriptors (a fuzz
+ * run saw the daemon busy for ~160 ms after each restart of such a ring).
+ */
+export const MALFORMED_RUN_DESCRIPTOR_LIMIT = 2 * TURN_DESCRIPTOR_BUDGET;
+
 /** Options of a {@link SplitVirtqueue}. */
 export interface VirtqueueOptions {
   /** Name used in log lines, e.g. "RX" or "TX". */
@@ -72,6 +117,7 @@ const Fault = {
   IndirectWithNext: 8,
   IndirectNotFirst: 9,
   IndirectBadLength: 10,
+  TooManyViews: 11,
 } as const;
 type Fault = typeof Fault[keyof typeof Fault];
 
@@ -121,6 +167,14 @@ export class SplitVirtqueue {
   #signalledValid = false;
   #broken = false;
   #skipped = 0;
+  /** Malformed chains since the last used one (see {@link MALFORMED_RUN_LIMIT}). */
+  #malformedRun = 0;
+  /** {@link #walked} when the last chain was used (or the queue started). */
+  #walkedAtLastUse = 0;
+  /** Descriptors walked since construction. */
+  #walked = 0;
+  /** The current turn ends once {@link #walked} reaches this. */
+  #turnEnd = TURN_DESCRIPTOR_BUDGET;
 
   // Details of the last fault, formatted only when a line is written.
   #fault: Fault = Fault.None;
@@ -201,9 +255,33 @@ export class SplitVirtqueue {
     return this.#lastAvail;
   }
 
-  /** Number of chains returned since construction that the guest found malformed. */
+  /** Number of chains returned as malformed since construction (ours and the caller's). */
   get malformedCount(): number {
     return this.#skipped;
+  }
+
+  /** Descriptors walked since construction (indirect descriptors and table entries included). */
+  get descriptorsWalked(): number {
+    return this.#walked;
+  }
+
+  /**
+   * Opens a turn: pop() may walk {@link TURN_DESCRIPTOR_BUDGET} more descriptors
+   * (plus the rest of the chain that crosses the limit). A new queue starts with a
+   * turn open.
+   */
+  beginTurn(): void {
+    this.#turnEnd = this.#walked + TURN_DESCRIPTOR_BUDGET;
+  }
+
+  /** True when this turn's descriptor budget is spent: pop() returns false until beginTurn(). */
+  get turnSpent(): boolean {
+    return this.#walked >= this.#turnEnd;
+  }
+
+  /** True when nothing was walked since the turn was opened. */
+  get turnUntouched(): boolean {
+    return this.#walked + TURN_DESCRIPTOR_BUDGET === this.#turnEnd;
   }
 
   /** Tells whether the guest has made chains available that were not popped yet. */
@@ -243,13 +321,15 @@ export class SplitVirtqueue {
    * way are returned to the used ring with length 0 (one rate-limited log line).
    * @param now the loop's current time in milliseconds, for log rate limiting (the
    *   clock is read instead, and only when a line is due, if it is not given)
-   * @returns false when nothing is available or the queue is broken
+   * @returns false when nothing is available, the turn's descriptor budget is spent
+   *   ({@link turnSpent}; chains may remain) or the queue is broken
    */
   pop(chain: DescriptorChain, now?: number): boolean {
-    // At most `size` malformed chains per call: a guest refilling garbage as fast as
-    // we drop it must not keep us here; the caller sees hasAvailable() and yields.
-    for (let budget = this.size; budget > 0; budget--) {
-      if (this.#broken) return false;
+    // Every chain walked costs at least its head descriptor, so the turn's budget
+    // also bounds the malformed chains one call may skip (a guest refilling garbage as
+    // fast as we drop it must not keep us here); so does MALFORMED_RUN_LIMIT.
+    for (;;) {
+      if (this.#broken || this.#walked >= this.#turnEnd) return false;
       if (this.#lastAvail === this.#knownAvail && !this.#refreshAvail()) return false;
       const slot = this.#lastAvail & this.#mask;
       const head = this.#avail.getUint16(AVAIL_RING + 2 * slot, true);
@@ -263,24 +343,46 @@ export class SplitVirtqueue {
       const fault = this.#walk(chain, head);
       if (fault === Fault.None) return true;
       chain.release();
-      this.#skipped++;
-      this.pushUsed(head, 0);
       this.#malformedLog.write(now ?? this.#clock(), this.#describeFault(head));
+      this.#returnMalformed(head);
     }
-    return false;
   }
 
   /**
    * Returns a popped chain the caller found unusable (e.g. a TX chain with writable
-   * buffers) to the used ring with length 0, with one rate-limited log line.
+   * buffers) to the used ring with length 0, with one rate-limited log line. It
+   * counts toward {@link MALFORMED_RUN_LIMIT}.
    */
   dropChain(head: number, reason: string, now?: number): void {
-    this.#skipped++;
-    this.pushUsed(head, 0);
     this.#malformedLog.write(
       now ?? this.#clock(),
       `virtqueue ${this.name}: dropping chain ${head}: ${reason}`,
     );
+    this.#returnMalformed(head);
+  }
+
+  /**
+   * Like {@link dropChain}, for a caller that logged the reason itself: returns the
+   * chain with length 0 and counts it toward {@link MALFORMED_RUN_LIMIT}.
+   */
+  rejectChain(head: number): void {
+    this.#returnMalformed(head);
+  }
+
+  /** Returns a malformed chain with length 0; breaks the queue at the end of a long run of them. */
+  #returnMalformed(head: number): void {
+    this.#skipped++;
+    this.#pushUsedElement(head, 0);
+    if (this.#broken) return;
+    if (++this.#malformedRun >= MALFORMED_RUN_LIMIT) {
+      this.#markBroken(`${MALFORMED_RUN_LIMIT} malformed chains in a row`);
+    } else if (this.#walked - this.#walkedAtLastUse >= MALFORMED_RUN_DESCRIPTOR_LIMIT) {
+      this.#markBroken(
+        `malformed chains worth ${
+          this.#walked - this.#walkedAtLastUse
+        } descriptors in a row (limit ${MALFORMED_RUN_DESCRIPTOR_LIMIT})`,
+      );
+    }
   }
 
   /**
@@ -291,21 +393,29 @@ export class SplitVirtqueue {
     this.#lastAvail = (this.#lastAvail - count) & 0xffff;
   }
 
-  /** Reads the chain starting at `head` into `chain`; returns the first check that failed. */
+  /**
+   * Reads the chain starting at `head` into `chain`; returns the first check that
+   * failed. Counts every descriptor it reads in {@link #walked}.
+   */
   #walk(chain: DescriptorChain, head: number): Fault {
     chain.reset(head);
     const memory = this.#memory;
     const buffers = chain.buffers;
+    const capacity = buffers.length;
     const desc = this.#desc;
     let table: Uint8Array | null = null; // the indirect table, once followed
     let index = head;
     let limit = this.size;
-    let count = 0;
+    let descriptors = 0; // buffer descriptors so far: a loop shows as more than `limit`
+    let count = 0; // views in `buffers` (a descriptor spanning regions has several)
     let readableCount = 0;
     let readableBytes = 0;
     let writableBytes = 0;
     for (;;) {
-      if (count >= limit) return this.#setFault(Fault.ChainTooLong, index, 0, 0, count);
+      if (descriptors >= limit) {
+        return this.#setFault(Fault.ChainTooLong, index, 0, 0, descriptors);
+      }
+      this.#walked++;
       let addrLow: number, addrHigh: number, len: number, flags: number, next: number;
       if (table === null) {
         const at = index * DESC_SIZE;
@@ -326,13 +436,15 @@ export class SplitVirtqueue {
         // virtio 1.2 §2.7.5.3.1: only with the feature, never nested, never with NEXT.
         if (!this.#indirect) return this.#setFault(Fault.IndirectNotNegotiated, index, 0, 0, 0);
         if (table !== null) return this.#setFault(Fault.IndirectNested, index, 0, 0, 0);
-        if (count !== 0) return this.#setFault(Fault.IndirectNotFirst, index, 0, 0, 0);
+        if (descriptors !== 0) return this.#setFault(Fault.IndirectNotFirst, index, 0, 0, 0);
         if ((flags & VIRTQ_DESC_F_NEXT) !== 0) {
           return this.#setFault(Fault.IndirectWithNext, index, 0, 0, 0);
         }
         if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > this.size) {
           return this.#setFault(Fault.IndirectBadLength, index, addrLow, addrHigh, len);
         }
+        // The table must lie in one memory region (QEMU requires that too: see
+        // guest_memory.ts); it is read in place, never gathered.
         const view = memory.view(addrLow, addrHigh, len);
         if (view === null) {
           return this.#setFault(Fault.OutsideMemory, index, addrLow, addrHigh, len);
@@ -342,9 +454,23 @@ export class SplitVirtqueue {
         index = 0;
         continue;
       }
+      descriptors++;
       if (len === 0) return this.#setFault(Fault.ZeroLength, index, addrLow, addrHigh, 0);
-      const view = memory.view(addrLow, addrHigh, len);
-      if (view === null) return this.#setFault(Fault.OutsideMemory, index, addrLow, addrHigh, len);
+      let views = 1;
+      const view = count < capacity ? memory.view(addrLow, addrHigh, len) : null;
+      if (view !== null) {
+        buffers[count] = view;
+      } else {
+        // Not inside one region (maybe across adjacent ones: a gather list), or no room.
+        views = memory.viewPieces(addrLow, addrHigh, len, buffers, count, capacity - count);
+        if (views < 0) {
+          return views === PIECES_NO_ROOM
+            ? this.#setFault(Fault.TooManyViews, index, addrLow, addrHigh, capacity)
+            : this.#setFault(Fault.OutsideMemory, index, addrLow, addrHigh, len);
+        }
+      }
+      count += views;
+      chain.count = count; // release() drops every view stored, even after a fault below
       if ((flags & VIRTQ_DESC_F_WRITE) !== 0) {
         writableBytes += len;
       } else {
@@ -352,10 +478,8 @@ export class SplitVirtqueue {
           return this.#setFault(Fault.ReadableAfterWritable, index, addrLow, addrHigh, len);
         }
         readableBytes += len;
-        readableCount++;
+        readableCount += views;
       }
-      buffers[count++] = view;
-      chain.count = count;
       if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
       if (next >= limit) return this.#setFault(Fault.NextOutOfRange, index, next, 0, limit);
       index = next;
@@ -407,6 +531,11 @@ export class SplitVirtqueue {
       case Fault.IndirectNotFirst:
         why = `descriptor ${i} is indirect but not the head of the chain`;
         break;
+      case Fault.TooManyViews:
+        why = `descriptor ${i}: address ${
+          hex(this.#faultLow, this.#faultHigh)
+        } would make the chain more than ${this.#faultLength} buffer views`;
+        break;
       case Fault.IndirectBadLength:
         why = `indirect table ${range} has a length that is 0, not a multiple of 16 or over ${
           this.size * DESC_SIZE
@@ -418,8 +547,17 @@ export class SplitVirtqueue {
     return `virtqueue ${this.name}: dropping chain ${head}: ${why}`;
   }
 
-  /** Records that chain `head` was used, `length` bytes written; published by {@link publish}. */
+  /**
+   * Records that chain `head` was used, `length` bytes written; published by
+   * {@link publish}. A used chain ends a run of malformed ones.
+   */
   pushUsed(head: number, length: number): void {
+    this.#malformedRun = 0;
+    this.#walkedAtLastUse = this.#walked;
+    this.#pushUsedElement(head, length);
+  }
+
+  #pushUsedElement(head: number, length: number): void {
     const at = USED_RING + (this.#usedIdx & this.#mask) * USED_ELEM_SIZE;
     this.#used.setUint32(at, head, true);
     this.#used.setUint32(at + USED_ELEM_LEN, length, true);

@@ -2,7 +2,23 @@ import assert from "node:assert/strict";
 import { Logger } from "../log/logger.ts";
 import { DescriptorChain } from "./descriptor_chain.ts";
 import { SplitRingDriver } from "./split_ring_driver.ts";
-import { SplitVirtqueue } from "./virtqueue.ts";
+import {
+  MALFORMED_RUN_DESCRIPTOR_LIMIT,
+  MALFORMED_RUN_LIMIT,
+  SplitVirtqueue,
+  TURN_DESCRIPTOR_BUDGET,
+} from "./virtqueue.ts";
+
+/**
+ * Malformed chains of `perChain` descriptors each after which a queue breaks: at
+ * MALFORMED_RUN_LIMIT chains or MALFORMED_RUN_DESCRIPTOR_LIMIT descriptors, whichever
+ * comes first.
+ */
+export function chainsToBreak(perChain: number): number {
+  return Math.min(MALFORMED_RUN_LIMIT, Math.ceil(MALFORMED_RUN_DESCRIPTOR_LIMIT / perChain));
+}
+import { ArrayGuestMemory } from "./array_guest_memory.ts";
+import { CountingGuestMemory } from "../test_support/counting_guest_memory.ts";
 import {
   VIRTQ_AVAIL_F_NO_INTERRUPT,
   VIRTQ_DESC_F_INDIRECT,
@@ -337,17 +353,19 @@ Deno.test("SplitVirtqueue.pop() marks the queue broken when avail idx jumps past
 
 Deno.test("SplitVirtqueue.pop() logs one line for a flood of malformed chains", () => {
   const s = setup();
-  for (let round = 0; round < 5; round++) {
-    for (let i = 0; i < 16; i++) {
+  // 4 × 15 = 60 malformed chains in a row: below MALFORMED_RUN_LIMIT.
+  for (let round = 0; round < 4; round++) {
+    for (let i = 0; i < 15; i++) {
       s.driver.setDescriptor(i, 0x10, 0, 8, 0, 0);
       s.driver.offer(i);
     }
     assert.equal(s.queue.pop(s.chain, round), false);
     s.queue.publish();
-    assert.equal(s.driver.takeUsed().length, 16);
+    assert.equal(s.driver.takeUsed().length, 15);
   }
   assert.equal(s.lines.length, 1);
-  assert.equal(s.queue.malformedCount, 80);
+  assert.equal(s.queue.malformedCount, 60);
+  assert.equal(s.queue.broken, false);
 });
 
 Deno.test("SplitVirtqueue.pop() reads each descriptor once (a rewrite after the check is not seen)", () => {
@@ -360,4 +378,249 @@ Deno.test("SplitVirtqueue.pop() reads each descriptor once (a rewrite after the 
   s.driver.setDescriptor(3, 0x10, 0, 0x10000, 0, 0); // guest rewrites after the pop
   assert.equal(view.length, 8);
   assert.equal(view.byteOffset, a - s.driver.base);
+});
+
+// ---- work per turn: rings whose chains share descriptors (size² descriptors)
+
+/** A queue over `driver` whose memory lookups are counted (one per buffer descriptor or table). */
+function countedQueue(driver: SplitRingDriver) {
+  const lines: string[] = [];
+  const logger = new Logger();
+  logger.setSink((_level, line) => lines.push(line));
+  const memory = new CountingGuestMemory(driver.memory);
+  const queue = new SplitVirtqueue({ ...driver.vring(), memory }, { name: "TX", logger });
+  return { queue, memory, lines, chain: new DescriptorChain(queue.size) };
+}
+
+/** Every descriptor links to the next, the last back to the first; every head is offered. */
+function loopRing(size: number): SplitRingDriver {
+  const driver = new SplitRingDriver({ size, dataBytes: 4096 });
+  const a = driver.alloc(8);
+  for (let i = 0; i < size; i++) {
+    driver.setDescriptor(i, a, 0, 1, VIRTQ_DESC_F_NEXT, (i + 1) % size);
+  }
+  for (let i = 0; i < size; i++) driver.offer(i);
+  return driver;
+}
+
+/** Every head names the same indirect table of `size` entries, chained 0 → 1 → … → size-1. */
+function sharedIndirectRing(size: number, entryBytes: number, flags = 0): SplitRingDriver {
+  const driver = new SplitRingDriver({
+    size,
+    dataBytes: size * DESC_BYTES + 4096,
+    features: { indirectDescriptors: true },
+  });
+  const a = driver.alloc(entryBytes);
+  const table = driver.alloc(size * DESC_BYTES);
+  for (let j = 0; j < size; j++) {
+    const last = j === size - 1;
+    driver.writeDescriptorAt(
+      table + j * DESC_BYTES,
+      a,
+      0,
+      entryBytes,
+      flags | (last ? 0 : VIRTQ_DESC_F_NEXT),
+      last ? 0 : j + 1,
+    );
+  }
+  for (let i = 0; i < size; i++) {
+    driver.setDescriptor(i, table, 0, size * DESC_BYTES, VIRTQ_DESC_F_INDIRECT, 0);
+    driver.offer(i);
+  }
+  return driver;
+}
+
+const DESC_BYTES = 16;
+
+for (const size of [16384, 32768]) {
+  Deno.test(`SplitVirtqueue.pop() walks one turn's budget of ${size} heads that each start a ${size}-descriptor loop, then breaks the queue`, () => {
+    const { queue, memory, chain, lines } = countedQueue(loopRing(size));
+    const perTurn = TURN_DESCRIPTOR_BUDGET + size; // the budget plus the chain crossing it
+    memory.limit = perTurn; // an unbounded walk throws here instead of running for minutes
+    let turns = 0;
+    while (!queue.broken) {
+      memory.resetCount();
+      const walkedBefore = queue.descriptorsWalked;
+      assert.equal(queue.pop(chain, turns), false);
+      assert.ok(memory.count <= perTurn, `turn ${turns} looked up ${memory.count}`);
+      assert.equal(
+        queue.descriptorsWalked - walkedBefore,
+        memory.count,
+        "one lookup per descriptor",
+      );
+      if (!queue.broken) {
+        assert.equal(queue.turnSpent, true, "the turn ended on its budget");
+        assert.equal(queue.hasAvailable(), true, "chains are left for later turns");
+      }
+      queue.beginTurn();
+      turns++;
+      assert.ok(turns <= MALFORMED_RUN_LIMIT, "the queue must break");
+    }
+    const expected = chainsToBreak(queue.descriptorsWalked / queue.malformedCount);
+    assert.equal(queue.malformedCount, expected, "broken at the first limit, not before");
+    assert.ok(expected < MALFORMED_RUN_LIMIT, "long chains break on the descriptor limit");
+    assert.equal(turns, Math.ceil(expected / Math.ceil(TURN_DESCRIPTOR_BUDGET / size)));
+    assert.match(
+      lines.at(-1)!,
+      /broken and stops: malformed chains worth \d+ descriptors in a row \(limit 131072\)/,
+    );
+    assert.equal(queue.pop(chain, 0), false, "a broken queue stays idle");
+  });
+}
+
+Deno.test("SplitVirtqueue.pop() bounds a turn of 16,384 valid heads sharing one 16,384-entry indirect table", () => {
+  const size = 16384;
+  const { queue, memory, chain } = countedQueue(sharedIndirectRing(size, 4));
+  const perTurn = TURN_DESCRIPTOR_BUDGET + size + 1;
+  memory.limit = perTurn;
+  let popped = 0;
+  for (let turn = 0; turn < 3; turn++) {
+    memory.resetCount();
+    queue.beginTurn();
+    while (queue.pop(chain, 0)) {
+      assert.equal(chain.count, size);
+      assert.equal(chain.readableBytes, 4 * size);
+      queue.pushUsed(chain.head, 0); // used: valid chains never break the queue
+      chain.release();
+      popped++;
+    }
+    assert.ok(memory.count <= perTurn, `turn ${turn} looked up ${memory.count}`);
+    assert.equal(queue.turnSpent, true);
+    assert.equal(queue.broken, false);
+  }
+  // 16,385 descriptors per chain (the indirect one and its table): 4 chains a turn.
+  assert.equal(popped, 3 * 4);
+  assert.equal(queue.hasAvailable(), true);
+});
+
+Deno.test("SplitVirtqueue.rejectChain() counts toward the malformed run: shared-table chains the caller rejects break the queue", () => {
+  const size = 16384;
+  const { queue, memory, chain, lines } = countedQueue(sharedIndirectRing(size, 8));
+  memory.limit = TURN_DESCRIPTOR_BUDGET + size + 1;
+  let rejected = 0;
+  for (let turn = 0; turn < 100 && !queue.broken; turn++) {
+    memory.resetCount();
+    queue.beginTurn();
+    while (queue.pop(chain, 0)) {
+      chain.release();
+      queue.rejectChain(chain.head); // e.g. a 128 KiB TX frame
+      rejected++;
+    }
+  }
+  assert.equal(queue.broken, true);
+  assert.equal(rejected, chainsToBreak(size + 1), "16,385 descriptors per chain");
+  assert.match(lines.at(-1)!, /malformed chains worth \d+ descriptors in a row/);
+});
+
+Deno.test("SplitVirtqueue breaks at MALFORMED_RUN_LIMIT malformed chains in a row, a used chain resets the run", () => {
+  const s = setup();
+  const a = s.driver.alloc(8);
+  let head = 0;
+  const offerBad = (n: number) => {
+    for (let i = 0; i < n; i++) {
+      s.driver.setDescriptor(head, 0x10, 0, 8, 0, 0); // outside memory
+      s.driver.offer(head);
+      head = (head + 1) % 16;
+      assert.equal(s.queue.pop(s.chain, 0), false);
+    }
+  };
+  const offerGood = () => {
+    s.driver.setDescriptor(head, a, 0, 8, 0, 0);
+    s.driver.offer(head);
+    head = (head + 1) % 16;
+    assert.equal(s.queue.pop(s.chain, 0), true);
+    return s.chain.head;
+  };
+  offerBad(MALFORMED_RUN_LIMIT - 2);
+  s.queue.rejectChain(offerGood()); // the caller's rejections count alike
+  assert.equal(s.queue.broken, false, `${MALFORMED_RUN_LIMIT - 1} in a row`);
+  s.queue.pushUsed(offerGood(), 0); // a used chain ends the run
+  offerBad(MALFORMED_RUN_LIMIT - 1);
+  assert.equal(s.queue.broken, false);
+  s.queue.dropChain(offerGood(), "test");
+  assert.equal(s.queue.broken, true);
+  assert.match(s.lines.at(-1)!, /64 malformed chains in a row/);
+});
+
+// ---- buffers across adjacent memory regions
+
+/** A driver whose data area ends where a second region of `extra` bytes begins. */
+function twoRegionDriver(extra: number, gap = 0) {
+  const memory = new ArrayGuestMemory();
+  const driver = new SplitRingDriver({ size: 16, memory, dataBytes: 4096 });
+  const end = driver.base + driver.bytes.length;
+  const second = new Uint8Array(extra);
+  memory.addRegion(end + gap, second);
+  const lines: string[] = [];
+  const logger = new Logger();
+  logger.setSink((_level, line) => lines.push(line));
+  const queue = new SplitVirtqueue(driver.vring(), { name: "TX", logger });
+  return { driver, queue, end, second, lines };
+}
+
+Deno.test("SplitVirtqueue.pop() splits a buffer that spans two adjacent regions into one view per region", () => {
+  const { driver, queue, end, second } = twoRegionDriver(4096);
+  driver.bytes.fill(0xaa, driver.bytes.length - 10);
+  second.fill(0xbb, 0, 30);
+  const small = driver.alloc(4);
+  driver.setDescriptor(0, small, 0, 4, VIRTQ_DESC_F_NEXT, 1);
+  driver.setDescriptor(1, end - 10, 0, 40, VIRTQ_DESC_F_NEXT, 2);
+  driver.setDescriptor(2, end + 100, 0, 8, VIRTQ_DESC_F_WRITE, 0);
+  driver.offer(0);
+  const chain = new DescriptorChain(16);
+  assert.equal(queue.pop(chain, 0), true);
+  assert.equal(chain.count, 4, "4 bytes, 10 + 30 bytes, 8 bytes");
+  assert.deepEqual(chain.buffers.slice(0, 4).map((b) => b.length), [4, 10, 30, 8]);
+  assert.equal(chain.readableCount, 3);
+  assert.equal(chain.readableBytes, 44);
+  assert.equal(chain.writableBytes, 8);
+  const gathered = new Uint8Array(40);
+  assert.equal(chain.readInto(4, gathered), 40);
+  assert.deepEqual(
+    gathered,
+    new Uint8Array([...new Array(10).fill(0xaa), ...new Array(30).fill(0xbb)]),
+  );
+});
+
+Deno.test("SplitVirtqueue.pop() still drops a buffer across a gap between regions", () => {
+  const { driver, queue, end, lines } = twoRegionDriver(4096, 4096);
+  driver.setDescriptor(0, end - 10, 0, 40, 0, 0);
+  driver.offer(0);
+  assert.equal(queue.pop(new DescriptorChain(16), 0), false);
+  assert.equal(queue.malformedCount, 1);
+  assert.match(lines[0], /outside guest memory/);
+});
+
+Deno.test("SplitVirtqueue.pop() drops a chain whose views would exceed the chain's capacity", () => {
+  const { driver, queue, end, lines } = twoRegionDriver(4096);
+  const a = driver.alloc(4);
+  driver.setDescriptor(0, a, 0, 4, VIRTQ_DESC_F_NEXT, 1);
+  driver.setDescriptor(1, end - 10, 0, 40, 0, 0); // 2 views: 3 in all
+  driver.offer(0);
+  const chain = new DescriptorChain(2);
+  assert.equal(queue.pop(chain, 0), false);
+  assert.match(lines[0], /more than 2 buffer views/);
+  assert.equal(chain.count, 0, "no view kept");
+  assert.equal(chain.buffers[0].length, 0);
+  assert.equal(chain.buffers[1].length, 0);
+});
+
+Deno.test("SplitVirtqueue.pop() drops an indirect table that spans two regions (tables must lie in one)", () => {
+  const memory = new ArrayGuestMemory();
+  const driver = new SplitRingDriver({
+    size: 16,
+    memory,
+    dataBytes: 4096,
+    features: { indirectDescriptors: true },
+  });
+  const end = driver.base + driver.bytes.length;
+  memory.addRegion(end, new Uint8Array(4096));
+  const lines: string[] = [];
+  const logger = new Logger();
+  logger.setSink((_level, line) => lines.push(line));
+  const queue = new SplitVirtqueue(driver.vring(), { name: "TX", logger });
+  driver.setDescriptor(0, end - 16, 0, 32, VIRTQ_DESC_F_INDIRECT, 0);
+  driver.offer(0);
+  assert.equal(queue.pop(new DescriptorChain(16), 0), false);
+  assert.match(lines[0], /outside guest memory/);
 });

@@ -151,8 +151,50 @@ Deno.test("bin/tpasst reports a failed daemon start with exit 1 and cleans up", 
     const socket = `${dir}/s.sock`;
     const result = await runTpasst(["-s", socket, "-P", `${dir}/missing/d.pid`]);
     assertEquals(result.code, 1);
-    assertMatch(result.stderr, /^tpasst: Cannot write pid file .*missing\/d\.pid: .*ENOENT/m);
+    assertMatch(
+      result.stderr,
+      /^tpasst: --pid \S*missing\/d\.pid: cannot write the pid file: no such file or directory \(ENOENT\)$/m,
+    );
     assertTrue(!exists(socket), "socket file left behind");
+  });
+});
+
+Deno.test("bin/tpasst names the option of a log or capture file it cannot open, exit 1", async () => {
+  await withTempDir(async (dir) => {
+    for (
+      const [args, expected] of [
+        [
+          ["-l", `${dir}/missing/t.log`],
+          `--log-file ${dir}/missing/t.log: cannot open the log file`,
+        ],
+        [
+          ["-p", `${dir}/missing/c.pcap`],
+          `--pcap ${dir}/missing/c.pcap: cannot open the capture file`,
+        ],
+      ]
+    ) {
+      const result = await runTpasst(["-s", `${dir}/s.sock`, ...args]);
+      assertEquals(result.code, 1, result.stderr);
+      assertTrue(
+        result.stderr.includes(`tpasst: ${expected}: no such file or directory (ENOENT)\n`),
+        result.stderr,
+      );
+      assertTrue(!exists(`${dir}/s.sock`), "socket file left behind");
+    }
+  });
+});
+
+Deno.test("bin/tpasst -f -d time-stamps its standard error lines as passt does", async () => {
+  await withTempDir(async (dir) => {
+    const daemon = new ForegroundTpasst(["-d", "-s", `${dir}/s.sock`]);
+    await daemon.waitForStderr(/listening at/, "the daemon to listen");
+    daemon.process.kill("SIGTERM");
+    const { code, stderr } = await daemon.exit();
+    assertEquals(code, 0);
+    const lines = stderr.trimEnd().split("\n");
+    const bad = lines.filter((line) => !/^[0-9]+\.[0-9]{4}: /.test(line));
+    assertEquals(bad, []);
+    assertTrue(lines.some((line) => /^[0-9]+\.[0-9]{4}: Shut down$/.test(line)), stderr);
   });
 });
 
@@ -231,7 +273,11 @@ Deno.test("bin/tpasst -l logs only to the file and keeps it within --log-size", 
     assertEquals([code, stderr], [0, ""]);
     const log = Deno.readTextFileSync(logFile);
     assertTrue(!log.includes("--runas nobody ignored"), "the oldest lines were not dropped");
-    assertMatch(log, /info: Shut down\n$/);
+    assertMatch(
+      log,
+      /^tpasst [0-9.]+: \S+main\.ts \([0-9]+\)( - log truncated at [0-9]+\.[0-9]{4})?\n/,
+    );
+    assertMatch(log, /\n[0-9]+\.[0-9]{4}: info: {4}Shut down\n$/);
   });
 });
 

@@ -7,7 +7,7 @@ Deno.test("bin/tpasst rejects a bad value with one line naming the option, exit 
   assertEquals(stdout, "");
   assertEquals(
     stderr,
-    `tpasst: --mtu: "70000" is not a valid MTU (68-65520)\n` +
+    `tpasst: --mtu: "70000" is not a valid MTU (0 for none, or 68-65520)\n` +
       "Try 'tpasst --help' for more information.\n",
   );
 });
@@ -91,8 +91,35 @@ Deno.test("bin/tpasst --help reads like a man page and documents every option", 
     "--runas",
     "--help",
     "--version",
+    "--stats",
+    "--conf-path",
+    "--chroot-fallback",
+    "--no-splice",
+    "--stderr",
+    "--repair-path",
+    "--migrate-exit",
+    "--migrate-no-linger",
   ];
   const missing = options.filter((o) => !new RegExp(`${o}\\b`).test(stdout));
   assertEquals(missing, []);
   assertTrue(stdout.split("\n").every((line) => line.length <= 100), "a help line is too long");
+});
+
+Deno.test("bin/tpasst names the candidates of an ambiguous abbreviation and accepts a unique one", async () => {
+  const ambiguous = await runTpasst(["--no-d"]);
+  assertEquals(ambiguous.code, 1);
+  assertEquals(
+    ambiguous.stderr.split("\n")[0],
+    "tpasst: option '--no-d' is ambiguous; possibilities: '--no-dhcp' '--no-dhcpv6' " +
+      "'--no-dhcp-dns' '--no-dhcp-search'",
+  );
+  const unique = await runTpasst(["--vers"]);
+  assertEquals(unique.code, 0);
+  assertMatch(unique.stdout, /^tpasst /);
+  const pasta = await runTpasst(["--netns", "x"]);
+  assertEquals(pasta.code, 1);
+  assertEquals(
+    pasta.stderr.split("\n")[0],
+    "tpasst: --netns is for pasta mode only (tpasst works like passt)",
+  );
 });

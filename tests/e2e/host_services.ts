@@ -252,12 +252,18 @@ export async function tcpExchange(
   let last = "";
   while (performance.now() < deadline) {
     let conn: Deno.TcpConn | null = null;
+    let readDeadline: ReturnType<typeof setTimeout> | undefined;
     try {
       conn = await Deno.connect({ hostname: "127.0.0.1", port });
       await conn.write(new TextEncoder().encode(message));
       let text = "";
       const buffer = new Uint8Array(4096);
-      const readDeadline = setTimeout(() => conn?.close(), 10_000);
+      // Ends a read the guest never answers; the connection may be closed by then.
+      readDeadline = setTimeout(() => {
+        try {
+          conn?.close();
+        } catch { /* closed */ }
+      }, 10_000);
       while (text.length < expect.length) {
         const n = await conn.read(buffer);
         if (n === null) break;
@@ -272,6 +278,7 @@ export async function tcpExchange(
     } catch (error) {
       last = String(error);
     }
+    clearTimeout(readDeadline);
     try {
       conn?.close();
     } catch { /* closed */ }

@@ -74,8 +74,10 @@ export interface Mark {
 /** Guest MAC address used for every backend (QEMU's default OUI). */
 export const GUEST_MAC = "52:54:00:12:34:56";
 
-const MARK_PREFIX = "TPASST-MARK ";
-const DONE_PREFIX = "TPASST-DONE ";
+/** Serial line of a scenario result: `TPASST-MARK <name> <value...>` (guest/init.sh). */
+export const MARK_PREFIX = "TPASST-MARK ";
+/** Serial line with the scenario's exit status: `TPASST-DONE <status>` (guest/init.sh). */
+export const DONE_PREFIX = "TPASST-DONE ";
 const BOOTED_PREFIX = "TPASST-BOOTED ";
 /** First QEMU major version whose `-netdev stream` has `reconnect=` (QEMU 8.0 changelog). */
 const QEMU_STREAM_RECONNECT_MAJOR = 8;
@@ -166,13 +168,14 @@ export class QemuGuest {
     this.#child = child;
     this.#scriptDir = scriptDir;
     this.#onLine = onLine;
-    this.#exited = child.status.then((status) => {
+    // QEMU counts as exited only once its output is read to the end: its exit status can
+    // arrive before the last serial lines (TPASST-DONE) have been read.
+    const output = Promise.all([this.#pump(child.stdout), this.#pump(child.stderr, "qemu: ")]);
+    this.#exited = Promise.all([child.status, output]).then(([status]) => {
       this.#exitStatus = status;
       this.#wake();
       return status;
     });
-    this.#pump(child.stdout);
-    this.#pump(child.stderr, "qemu: ");
   }
 
   /** Boots the guest with `options`; resolves once QEMU has been spawned. */

@@ -61,6 +61,9 @@ function random(state: { s: number }): number {
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Where in the 0x8000-byte data area the valid chain lies: past every random buffer (< 0x7000 + 1600). */
+const VALID_CHAIN_OFFSET = 0x7800;
+
 Deno.test(`VhostUserLink survives ${iterations * 25} random TX rings through the vhost-user session`, async () => {
   const before = openFdCount();
   const backend = new InProcessBackend();
@@ -114,11 +117,24 @@ Deno.test(`VhostUserLink survives ${iterations * 25} random TX rings through the
             descView.setUint16(at + 12, random(rng) % 8, true);
             descView.setUint16(at + 14, random(rng) % (size + 1), true);
           }
+          // Half the rounds make descriptor 0 a valid chain (zero header + 60-byte
+          // frame, past the random buffers) and offer it among the random ones: a run
+          // of MALFORMED_RUN_LIMIT malformed chains breaks the queue, so without them
+          // almost every random ring would break before a valid frame came by.
+          const withValid = (random(rng) & 1) === 1;
+          if (withValid) {
+            dataBytes.fill(0, VALID_CHAIN_OFFSET, VALID_CHAIN_OFFSET + 12 + 60);
+            descView.setUint32(0, (data + VALID_CHAIN_OFFSET) % 0x1_0000_0000, true);
+            descView.setUint32(4, Math.floor((data + VALID_CHAIN_OFFSET) / 0x1_0000_0000), true);
+            descView.setUint32(8, 12 + 60, true);
+            descView.setUint16(12, 0, true);
+          }
           const add = random(rng) % (size + (random(rng) % 20 === 0 ? 5 : 1));
+          const validAt = withValid ? random(rng) % Math.max(1, add) : -1;
           for (let i = 0; i < add; i++) {
             availView.setUint16(
               4 + 2 * ((availIdx + i) % size),
-              random(rng) % (size + (random(rng) % 50 === 0 ? 3 : 0)),
+              i === validAt ? 0 : random(rng) % (size + (random(rng) % 50 === 0 ? 3 : 0)),
               true,
             );
           }

@@ -26,8 +26,26 @@ export interface HarnessRegion {
 export interface HarnessMemoryOptions {
   /** Size of each region in bytes (default 1 MiB). */
   readonly regionSize?: number;
+  /**
+   * Name of the memfds, followed by the region number (default "tpasst-harness-ram"):
+   * it shows in /proc/PID/maps of every process that maps them.
+   */
+  readonly namePrefix?: string;
+  /**
+   * Create the memfds with MFD_ALLOW_SEALING, as QEMU's memory-backend-memfd does:
+   * the backend can then seal them against shrinking (default false).
+   */
+  readonly allowSealing?: boolean;
+  /**
+   * Guest-physical address of region 1 (default {@link REGION1_GPA}); `regionSize`
+   * puts it right after region 0, adjacent in guest-physical space like two memory
+   * slots, while each keeps its own memfd and mapping.
+   */
+  readonly region1GuestAddress?: number;
 }
 
+/** Default name of the harness memfds (the region number follows). */
+export const DEFAULT_NAME_PREFIX = "tpasst-harness-ram";
 /** Default region size: 1 MiB. */
 export const DEFAULT_REGION_SIZE = 0x10_0000;
 /** Guest-physical base of region 0 (spec: regions are arbitrary; QEMU's RAM starts at 0). */
@@ -49,7 +67,7 @@ export class HarnessMemory {
   constructor(options: HarnessMemoryOptions = {}) {
     const size = options.regionSize ?? DEFAULT_REGION_SIZE;
     const make = (name: string, gpa: number, user: number, offset: number): HarnessRegion => {
-      const memfd = MemFd.create(name, size + offset);
+      const memfd = MemFd.create(name, size + offset, { allowSealing: options.allowSealing });
       try {
         const mapping = MappedMemory.map(memfd.fd, size + offset, 0);
         return {
@@ -63,11 +81,17 @@ export class HarnessMemory {
         throw error;
       }
     };
-    const first = make("tpasst-harness-ram0", REGION0_GPA, REGION0_USER, 0);
+    const prefix = options.namePrefix ?? DEFAULT_NAME_PREFIX;
+    const first = make(`${prefix}0`, REGION0_GPA, REGION0_USER, 0);
     try {
       this.regions = [
         first,
-        make("tpasst-harness-ram1", REGION1_GPA, REGION1_USER, REGION1_MMAP_OFFSET),
+        make(
+          `${prefix}1`,
+          options.region1GuestAddress ?? REGION1_GPA,
+          REGION1_USER,
+          REGION1_MMAP_OFFSET,
+        ),
       ];
     } catch (error) {
       first.mapping.close();
@@ -99,6 +123,21 @@ export class HarnessMemory {
   userAddress(gpa: number): number {
     const { region, offset } = this.locate(gpa, 0);
     return region.description.userAddress + offset;
+  }
+
+  /**
+   * Shrinks (or grows) the file behind region `index` to `fileSize` bytes, as a
+   * misbehaving front-end may do after sharing it. Afterwards the region's bytes
+   * beyond the new end must not be touched here either: in this process too they
+   * raise SIGBUS (caught by the memory guard, which then reads zeros).
+   * @throws NativeError EPERM when the backend sealed the file against shrinking
+   */
+  truncateFile(index: number, fileSize: number): void {
+    const region = this.regions[index];
+    if (region === undefined) {
+      throw new RangeError(`Cannot truncate region ${index}: no such region`);
+    }
+    region.memfd.truncate(fileSize);
   }
 
   /** Unmaps and closes both regions; safe twice. */

@@ -10,8 +10,12 @@ import { UnixStream } from "../../ffi/unix_stream.ts";
 import { Logger } from "../../src/log/logger.ts";
 import { EventLoop } from "../../src/loop/event_loop.ts";
 import type { FrontendSession } from "../../src/daemon/frontend_session.ts";
-import { createVhostUserSession } from "../../src/vhost_user/session.ts";
+import {
+  createVhostUserSession,
+  type VhostUserSessionOptions,
+} from "../../src/vhost_user/session.ts";
 import type { VringDatapath } from "../../src/vhost_user/vring_datapath.ts";
+import type { HarnessMemoryOptions } from "./harness_memory.ts";
 import { VhostUserFrontend } from "./vhost_user_frontend.ts";
 
 /** A running loop that sessions can be attached to. */
@@ -32,19 +36,29 @@ export class InProcessBackend {
     this.#running = this.loop.run();
   }
 
-  /** Connects a new front-end to a new session over `datapath`. */
-  connect(datapath: VringDatapath): { frontend: VhostUserFrontend; session: FrontendSession } {
+  /**
+   * Connects a new front-end to a new session over `datapath`, with session `options`
+   * besides the logger and the front-end's memory laid out by `memoryOptions`.
+   */
+  connect(
+    datapath: VringDatapath,
+    options: Omit<VhostUserSessionOptions, "logger"> = {},
+    memoryOptions: HarnessMemoryOptions = {},
+  ): { frontend: VhostUserFrontend; session: FrontendSession } {
     const [ours, theirs] = UnixStream.pair(true);
     let session: FrontendSession;
     try {
-      session = createVhostUserSession(theirs, this.loop, () => datapath, { logger: this.logger });
+      session = createVhostUserSession(theirs, this.loop, () => datapath, {
+        ...options,
+        logger: this.logger,
+      });
     } catch (error) {
       ours.close();
       theirs.close();
       throw error;
     }
     this.sessions.push(session);
-    return { frontend: new VhostUserFrontend(ours), session };
+    return { frontend: new VhostUserFrontend(ours, memoryOptions), session };
   }
 
   /** Lines logged at `level` ("error", "warn"...). */

@@ -80,6 +80,18 @@ export interface NegotiateOptions {
   readonly mtu?: number;
   /** Send SET_VRING_ENABLE 1 at the end (default true). */
   readonly enable?: boolean;
+  /**
+   * Descriptors to send instead of the harness's own eventfds, by queue index (tests
+   * of what the backend accepts as notifiers); the caller keeps and closes them.
+   */
+  readonly fds?: NotifierFds;
+}
+
+/** Per queue index, a descriptor to send instead of the harness's eventfd (undefined: its own). */
+export interface NotifierFds {
+  readonly kick?: readonly (number | undefined)[];
+  readonly call?: readonly (number | undefined)[];
+  readonly err?: readonly (number | undefined)[];
 }
 
 /** A decoded reply. */
@@ -253,9 +265,12 @@ export class VhostUserFrontend {
     }
     this.send(Request.SET_OWNER);
     await this.requestU64(Request.GET_FEATURES);
+    const kickFd = (i: number) => options.fds?.kick?.[i] ?? this.kicks[i].fd;
+    const callFd = (i: number) => options.fds?.call?.[i] ?? this.calls[i].fd;
+    const errFd = (i: number) => options.fds?.err?.[i] ?? this.errs[i].fd;
     for (const i of [RX, TX]) {
-      this.send(Request.SET_VRING_CALL, u64Payload(i), [this.calls[i].fd]);
-      this.send(Request.SET_VRING_ERR, u64Payload(i), [this.errs[i].fd]);
+      this.send(Request.SET_VRING_CALL, u64Payload(i), [callFd(i)]);
+      this.send(Request.SET_VRING_ERR, u64Payload(i), [errFd(i)]);
     }
     if (protocol && (options.enable ?? true)) {
       for (const i of [RX, TX]) this.send(Request.SET_VRING_ENABLE, vringStatePayload(i, 1));
@@ -283,8 +298,8 @@ export class VhostUserFrontend {
           available: this.memory.userAddress(vring.areas.available),
         }),
       );
-      this.send(Request.SET_VRING_KICK, u64Payload(i), [this.kicks[i].fd]);
-      this.send(Request.SET_VRING_CALL, u64Payload(i), [this.calls[i].fd]);
+      this.send(Request.SET_VRING_KICK, u64Payload(i), [kickFd(i)]);
+      this.send(Request.SET_VRING_CALL, u64Payload(i), [callFd(i)]);
     }
     this.#bumpNext = 0x10000 + 2 * ringFootprint(ringSize);
     // a round trip makes sure everything above was processed
@@ -334,13 +349,23 @@ export class VhostUserFrontend {
 
   /** Puts one frame (preceded by a zero virtio-net header) on the TX ring and kicks. */
   sendFrame(frame: Uint8Array): number {
+    const head = this.queueFrame(frame);
+    this.kicks[TX].signal();
+    return head;
+  }
+
+  /**
+   * Puts one frame (preceded by a zero virtio-net header) on the TX ring without
+   * kicking: the backend sees it at the next TX kick.
+   * @returns the chain's head descriptor
+   */
+  queueFrame(frame: Uint8Array): number {
     const gpa = this.allocate(NET_HEADER_SIZE + frame.length);
     const bytes = this.memory.view(gpa, NET_HEADER_SIZE + frame.length);
     bytes.fill(0, 0, NET_HEADER_SIZE);
     bytes.set(frame, NET_HEADER_SIZE);
     const head = this.vrings[TX].offer([{ gpa, length: bytes.length, writable: false }]);
     if (head === null) throw new Error("TX ring full");
-    this.kicks[TX].signal();
     return head;
   }
 

@@ -21,7 +21,13 @@ import type { L4Handler } from "../../src/net/l4_handler.ts";
 import { TestGuest } from "../../src/net/tcp_test_guest.ts";
 import { TEST_GUEST4, TEST_GUEST6 } from "../../src/net/tcp_test_plan.ts";
 import { ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../../src/net/ethernet.ts";
-import { internetChecksum, IPPROTO_TCP, IPPROTO_UDP } from "../../src/net/checksum.ts";
+import {
+  internetChecksum,
+  IPPROTO_ICMP,
+  IPPROTO_ICMPV6,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+} from "../../src/net/checksum.ts";
 import { exists, TPASST, waitFor } from "../cli/cli_helpers.ts";
 import {
   NET_HEADER_NUM_BUFFERS,
@@ -49,6 +55,10 @@ const DAEMON_MAC = "9a:55:9a:55:9a:55";
 
 /** Offset of the EtherType in an Ethernet II header (IEEE 802.3 §3.2.6). */
 const ETHERTYPE_OFFSET = 12;
+/** Offset of the IPv4 protocol field in a frame: Ethernet (14) + 9 (RFC 791 §3.1). */
+const IPV4_PROTOCOL_OFFSET = 23;
+/** Offset of the IPv6 next header field in a frame: Ethernet (14) + 6 (RFC 8200 §3). */
+const IPV6_NEXT_HEADER_OFFSET = 20;
 
 /** Length prefix of a frame on passt's stream socket: 32-bit big-endian. */
 const STREAM_PREFIX = 4;
@@ -386,6 +396,8 @@ export class DaemonGuest {
   readonly guest6: TestGuest;
   /** How frames travel. */
   readonly transport: Transport;
+  /** ICMP and ICMPv6 frames the daemon sent (copies), oldest first: TestGuest ignores them. */
+  readonly icmpFrames: Uint8Array[];
   readonly #dir: string;
   readonly #link: FrameLink;
   readonly #stderr: { text: string; done: Promise<void> };
@@ -397,8 +409,10 @@ export class DaemonGuest {
     link: FrameLink,
     guests: [TestGuest, TestGuest],
     stderr: { text: string; done: Promise<void> },
+    icmpFrames: Uint8Array[],
   ) {
     this.process = process;
+    this.icmpFrames = icmpFrames;
     this.#dir = dir;
     this.transport = transport;
     this.#link = link;
@@ -450,8 +464,15 @@ export class DaemonGuest {
     const none: L4Handler = { handlePacket() {} };
     const guest4 = new TestGuest(none, null, 4, TEST_GUEST4, TEST_GUEST6);
     const guest6 = new TestGuest(none, null, 6, TEST_GUEST4, TEST_GUEST6);
+    const icmpFrames: Uint8Array[] = [];
     const deliver = (frame: Uint8Array) => {
       const type = (frame[ETHERTYPE_OFFSET] << 8) | frame[ETHERTYPE_OFFSET + 1];
+      const protocol = type === ETHERTYPE_IPV4
+        ? frame[IPV4_PROTOCOL_OFFSET]
+        : type === ETHERTYPE_IPV6
+        ? frame[IPV6_NEXT_HEADER_OFFSET]
+        : -1;
+      if (protocol === IPPROTO_ICMP || protocol === IPPROTO_ICMPV6) icmpFrames.push(frame.slice());
       if (type === ETHERTYPE_IPV4) guest4.sendFrame(frame);
       else if (type === ETHERTYPE_IPV6) guest6.sendFrame(frame);
     };
@@ -495,7 +516,12 @@ export class DaemonGuest {
         nextTimerAt: () => Infinity,
       });
     }
-    return new DaemonGuest(process, dir, transport, l, [guest4, guest6], stderr);
+    return new DaemonGuest(process, dir, transport, l, [guest4, guest6], stderr, icmpFrames);
+  }
+
+  /** Sends one Ethernet frame (built by the test) to the daemon as the guest. */
+  sendFrame(frame: Uint8Array): void {
+    this.#link.send(frame);
   }
 
   /**

@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import { DaemonGuest, type Transport, type VhostOptions } from "./daemon_guest.ts";
 import { waitFor } from "../cli/cli_helpers.ts";
+import { MemoryGuard } from "../../ffi/memory_guard.ts";
 
 /** Starts the daemon over `transport` with `args`, runs `body`, then closes and checks. */
 export async function withDaemon(
@@ -18,6 +19,9 @@ export async function withDaemon(
   body: (d: DaemonGuest) => Promise<void>,
   vhost: VhostOptions = {},
 ): Promise<void> {
+  // the first use of the helper opens the memory guard's eventfd for the rest of the
+  // process's life: open it before counting
+  MemoryGuard.faultSignalFd();
   const before = ownFdCount();
   const d = await DaemonGuest.start(transport, args, vhost);
   let result: { code: number; stderr: string };

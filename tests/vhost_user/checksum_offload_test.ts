@@ -418,10 +418,13 @@ Deno.test("bin/tpasst over vhost-user with CSUM: a wrong checksum without NEEDS_
     }
   }, vhost);
   assert.equal(traffic.spoiled.size, 0);
-  // The probes' RSTs are TCP, so NEEDS_CSUM; router advertisements DATA_VALID.
-  assert.deepEqual(
-    [...traffic.rxFlags.keys()].sort(),
-    [VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_F_DATA_VALID],
+  // The probes' RSTs are TCP, so NEEDS_CSUM; anything else (router advertisements, sent
+  // on a timer that may or may not fire within the test) DATA_VALID.
+  const flags = [...traffic.rxFlags.keys()];
+  assert.ok(flags.includes(VIRTIO_NET_HDR_F_NEEDS_CSUM), `RX flags seen: ${flags}`);
+  assert.ok(
+    flags.every((f) => f === VIRTIO_NET_HDR_F_NEEDS_CSUM || f === VIRTIO_NET_HDR_F_DATA_VALID),
+    `RX flags seen: ${flags}`,
   );
   assert.equal(traffic.rxPartialMisplaced, 0);
 });

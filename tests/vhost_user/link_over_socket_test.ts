@@ -8,6 +8,7 @@ import { openFdCount } from "../../ffi/process.ts";
 import type { FrameHandler, GuestLink } from "../../src/tap/frame_transport.ts";
 import { SendResult } from "../../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
+import { DEFAULT_REGION_SIZE } from "../harness/harness_memory.ts";
 import { InProcessBackend } from "../harness/in_process.ts";
 import { RX, TX } from "../harness/vhost_user_frontend.ts";
 import { waitUntil } from "../../src/test_support/wait_until.ts";
@@ -87,6 +88,50 @@ Deno.test("`VhostUserFrontend.rxFrames()` reassembles a frame spread over small 
     const needed = Math.ceil((big.length + 12) / 256);
     const used = await frontend.waitUsed(RX, needed);
     assert.deepEqual(frontend.rxFrames(used), [big]);
+  } finally {
+    frontend.close();
+    await session.closed;
+    await backend.close();
+  }
+});
+
+Deno.test("Frames cross two guest memory regions that are adjacent in guest-physical space but mapped apart", async () => {
+  const backend = new InProcessBackend();
+  const handler = new CollectingHandler();
+  const link = new VhostUserLink(handler, { logger: backend.logger });
+  // Region 1 starts where region 0 ends (two memory slots): separate memfds and mappings.
+  const { frontend, session } = backend.connect(link, {}, {
+    region1GuestAddress: DEFAULT_REGION_SIZE,
+  });
+  try {
+    await frontend.negotiate();
+    const [low, high] = frontend.memory.regions.map((r) => r.bytes);
+    const boundary = DEFAULT_REGION_SIZE;
+    const before = 100; // bytes of each buffer below the boundary
+    // guest → stack: one descriptor holding header and frame, across the boundary
+    const sent = frame(9, 1514);
+    const packet = new Uint8Array(12 + sent.length);
+    packet.set(sent, 12);
+    low.set(packet.subarray(0, before), boundary - before);
+    high.set(packet.subarray(before), 0);
+    frontend.vrings[TX].offer([{ gpa: boundary - before, length: packet.length, writable: false }]);
+    frontend.kicks[TX].signal();
+    await waitUntil("the TX frame at the handler", () => handler.frames.length === 1);
+    assert.deepEqual(handler.frames, [sent]);
+    // stack → guest: one RX buffer across the boundary
+    frontend.vrings[RX].offer([{ gpa: boundary - before, length: 4096, writable: true }]);
+    frontend.kicks[RX].signal();
+    await waitUntil("link up", () => handler.link !== null);
+    const reply = frame(10, 1000);
+    await waitUntil("RX buffers", () => handler.link!.sendFrame(reply) === SendResult.Sent);
+    handler.link!.flush();
+    const [used] = await frontend.waitUsed(RX, 1);
+    assert.equal(used.length, 12 + reply.length);
+    const written = new Uint8Array(used.length);
+    written.set(low.subarray(boundary - before));
+    written.set(high.subarray(0, used.length - before), before);
+    assert.deepEqual(written.subarray(12), reply);
+    assert.deepEqual(backend.linesAt("warn"), []);
   } finally {
     frontend.close();
     await session.closed;

@@ -261,3 +261,152 @@ Deno.test("`createVhostUserSession()` treats a front-end gone before its reply a
   await backend.close();
   assert.deepEqual(backend.linesAt("error"), []);
 });
+
+/** The warning lines naming the shared-memory options QEMU needs. */
+function memoryHints(backend: InProcessBackend): string[] {
+  return backend.linesAt("warn").filter((l) =>
+    l.includes("-object memory-backend-memfd,id=mem,size=<guest RAM>,share=on")
+  );
+}
+
+Deno.test("`createVhostUserSession()` names QEMU's shared memory options when the front-end leaves before its memory table", async () => {
+  const backend = new InProcessBackend();
+  try {
+    // QEMU without a shared memory backend: features, owner, then it gives up.
+    const { frontend, session } = backend.connect(new RecordingDatapath());
+    await frontend.requestU64(Request.GET_FEATURES);
+    frontend.send(Request.SET_OWNER);
+    await frontend.requestU64(Request.GET_FEATURES);
+    frontend.close();
+    await session.closed;
+    const hints = memoryHints(backend);
+    assert.equal(hints.length, 1, backend.lines.join("\n"));
+    assert.match(hints[0], /left before sending its memory table \(SET_MEM_TABLE\)/);
+    // A front-end that negotiated fully, or said nothing at all, gets no hint.
+    const full = backend.connect(new RecordingDatapath());
+    await full.frontend.negotiate();
+    full.frontend.close();
+    await full.session.closed;
+    const silent = backend.connect(new RecordingDatapath());
+    silent.frontend.close();
+    await silent.session.closed;
+    assert.equal(memoryHints(backend).length, 1);
+  } finally {
+    await backend.close();
+  }
+});
+
+Deno.test("`createVhostUserSession()` names QEMU's shared memory options when guest memory cannot be mapped shared", async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "tpmem" });
+  const backend = new InProcessBackend();
+  const path = `${dir}/ram`;
+  Deno.writeFileSync(path, new Uint8Array(1 << 16));
+  // A read-only descriptor: MAP_SHARED with write access is refused (EACCES).
+  const file = Deno.openSync(path, { read: true });
+  try {
+    const fd = [...Deno.readDirSync("/proc/self/fd")].map((e) => Number(e.name)).find((n) => {
+      try {
+        return Deno.readLinkSync(`/proc/self/fd/${n}`) === path;
+      } catch {
+        return false;
+      }
+    });
+    assert.ok(fd !== undefined, "the read-only descriptor");
+    const { frontend, session } = backend.connect(new RecordingDatapath());
+    frontend.send(Request.SET_OWNER);
+    frontend.send(
+      Request.SET_MEM_TABLE,
+      memTablePayload([{
+        guestAddress: 0,
+        size: 1 << 16,
+        userAddress: 0x7f0000000000,
+        mmapOffset: 0,
+      }]),
+      [fd],
+    );
+    await session.closed;
+    frontend.close();
+    const hints = memoryHints(backend);
+    assert.equal(hints.length, 1, backend.lines.join("\n"));
+    assert.match(hints[0], /its guest memory could not be mapped shared/);
+  } finally {
+    file.close();
+    await backend.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Kicks the datapath saw on ring `index`. */
+function kicksOn(datapath: RecordingDatapath, index: number): number {
+  return datapath.events.filter((e) => e.call === "kick" && e.index === index).length;
+}
+
+Deno.test("`createVhostUserSession()` kicks once per signal even on a kick fd that never empties (accepted unverified, as without /proc)", async () => {
+  const baseline = openFdCount();
+  const backend = new InProcessBackend();
+  const datapath = new RecordingDatapath();
+  // without /proc a semaphore-mode eventfd looks like any anonymous inode
+  const { frontend, session } = backend.connect(datapath, {
+    describeFd: () => ({
+      normalEventFd: true,
+      verified: false,
+      text: "an anonymous inode (without /proc/self/fd, not known to be an eventfd)",
+    }),
+  });
+  const semaphore = EventFd.create({ semaphore: true });
+  try {
+    semaphore.signal(0xffffffff); // each read takes 1 off: it would take hours to empty
+    await frontend.negotiate({ fds: { kick: [undefined, semaphore.fd] } });
+    await waitUntil("the first TX kick", () => kicksOn(datapath, TX) >= 1);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const afterIdle = kicksOn(datapath, TX);
+    assert.ok(afterIdle <= 2, `${afterIdle} kicks for one signal: the watch fires on and on`);
+    semaphore.signal();
+    await waitUntil("the kick of the next signal", () => kicksOn(datapath, TX) > afterIdle);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.ok(kicksOn(datapath, TX) <= afterIdle + 2, `${kicksOn(datapath, TX)} kicks`);
+    assert.equal(
+      backend.linesAt("warn").filter((l) => /fd is an anonymous inode .*used as an eventfd/.test(l))
+        .length,
+      1,
+      "one warning that the fd could not be verified",
+    );
+  } finally {
+    frontend.close();
+    await session.closed;
+    await backend.close();
+    semaphore.close();
+  }
+  assert.equal(openFdCount(), baseline, "fd count back to baseline");
+});
+
+Deno.test("`createVhostUserSession()` serves one eventfd given as kick fd of both rings: each ring is kicked, nothing spins", async () => {
+  const baseline = openFdCount();
+  const backend = new InProcessBackend();
+  const datapath = new RecordingDatapath();
+  const { frontend, session } = backend.connect(datapath);
+  const shared = EventFd.create();
+  try {
+    await frontend.negotiate({ fds: { kick: [shared.fd, shared.fd] } });
+    shared.signal();
+    await waitUntil(
+      "a kick on both rings",
+      () => kicksOn(datapath, RX) >= 1 && kicksOn(datapath, TX) >= 1,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.ok(kicksOn(datapath, RX) + kicksOn(datapath, TX) <= 4, "one kick per ring and signal");
+    // the same eventfd sent again as TX's kick fd: the ring restarts on the new copy
+    frontend.send(Request.SET_VRING_KICK, u64Payload(TX), [shared.fd]);
+    await frontend.requestU64(Request.GET_FEATURES);
+    const before = kicksOn(datapath, TX);
+    shared.signal();
+    await waitUntil("the TX kick on the new copy", () => kicksOn(datapath, TX) > before);
+    assert.equal(backend.linesAt("error").length, 0, backend.lines.join("\n"));
+  } finally {
+    frontend.close();
+    await session.closed;
+    await backend.close();
+    shared.close();
+  }
+  assert.equal(openFdCount(), baseline, "fd count back to baseline");
+});

@@ -42,7 +42,8 @@ import { EPOLLET, EPOLLRDHUP } from "../../../ffi/epoll.ts";
 import { EVENT_READABLE, EVENT_WRITABLE, type EventLoop } from "../../loop/event_loop.ts";
 import { RateLimitedLog } from "../../log/rate_limited_log.ts";
 import type { FrameSpace } from "../../tap/frame_transport.ts";
-import { ipv6ToString, parseIpv4, parseIpv6, writeIpv4 } from "../address.ts";
+import { addressBytes, addressText } from "../address.ts";
+import { requireNetPermission } from "../net_permission.ts";
 
 export { WOULD_BLOCK };
 
@@ -156,49 +157,6 @@ const vectors = new IoVectors(MAX_IOVECS);
 
 /** Where bytes before the offset go on kernels without SO_PEEK_OFF; grows as needed. */
 let skipped = new Uint8Array(0);
-
-/** Address text ("127.0.0.1", "::1") → raw bytes, or null when it is not a literal. */
-export function addressBytes(hostname: string): Uint8Array | null {
-  const v4 = parseIpv4(hostname);
-  if (v4 !== null) {
-    const bytes = new Uint8Array(4);
-    writeIpv4(bytes, 0, v4);
-    return bytes;
-  }
-  const text = hostname.startsWith("[") && hostname.endsWith("]")
-    ? hostname.slice(1, -1)
-    : hostname;
-  return parseIpv6(text);
-}
-
-/** Raw bytes → address text; an IPv4-mapped IPv6 address keeps its dotted tail. */
-export function addressText(address: Uint8Array): string {
-  if (address.byteLength === 4) return address.join(".");
-  const mapped = address.subarray(0, 10).every((b) => b === 0) && address[10] === 0xff &&
-    address[11] === 0xff;
-  return mapped ? `::ffff:${address.subarray(12).join(".")}` : ipv6ToString(address);
-}
-
-/** The host part of a `net` permission descriptor: IPv6 in brackets. */
-function permissionHost(hostname: string, port: number): string {
-  if (hostname.startsWith("[")) return `${hostname}:${port}`;
-  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
-}
-
-/**
- * Throws Deno.errors.NotCapable unless Deno's `net` permission is granted for
- * `hostname`:`port` right now (a "prompt" state counts as refused: the daemon never
- * prompts).
- */
-export function requireNetPermission(hostname: string, port: number, what: string): void {
-  const host = permissionHost(hostname, port);
-  const { state } = Deno.permissions.querySync({ name: "net", host });
-  if (state !== "granted") {
-    throw new Deno.errors.NotCapable(
-      `Requires net access to "${host}" to ${what}, run again with the --allow-net flag`,
-    );
-  }
-}
 
 /** Adds `length` bytes of `space`, starting `from` bytes into it, to `table`. */
 function addSpace(table: IoVectors, space: FrameSpace, from: number, length: number): void {

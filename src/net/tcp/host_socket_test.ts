@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import fc from "fast-check";
 import { Errno, NativeError } from "../../../ffi/native_error.ts";
 import { openFdCount } from "../../../ffi/process.ts";
 import { TcpListenSocket, type TcpSocket } from "../../../ffi/tcp_socket.ts";
@@ -8,14 +7,12 @@ import { EVENT_WRITABLE, EventLoop } from "../../loop/event_loop.ts";
 import { type FrameSpace, newFrameSpace } from "../../tap/frame_transport.ts";
 import {
   type AcceptedConnection,
-  addressBytes,
-  addressText,
   type HostConnection,
   type HostTcp,
   nativeHostTcp,
-  requireNetPermission,
   WOULD_BLOCK,
 } from "./host_socket.ts";
+import { requireNetPermission } from "../net_permission.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -538,74 +535,6 @@ Deno.test("`nativeHostTcp().listen()` throws for a busy port and for a hostname 
   });
   listener.close();
   assert.equal(openFdCount(), before);
-});
-
-Deno.test("`addressBytes()` and `addressText()` round-trip IPv4, IPv6, mapped and bracketed forms", () => {
-  const cases: [string, number[], string][] = [
-    ["127.0.0.1", [127, 0, 0, 1], "127.0.0.1"],
-    ["255.0.10.9", [255, 0, 10, 9], "255.0.10.9"],
-    ["::1", [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], "::1"],
-    ["[::1]", [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], "::1"],
-    ["::", new Array(16).fill(0), "::"],
-    ["::ffff:1.2.3.4", [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 1, 2, 3, 4], "::ffff:1.2.3.4"],
-    [
-      "[::FFFF:127.0.0.1]",
-      [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1],
-      "::ffff:127.0.0.1",
-    ],
-    [
-      "2001:DB8:0:0:1:0:0:1",
-      [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1],
-      "2001:db8::1:0:0:1",
-    ],
-    [
-      "[fe80::a:b]",
-      [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a, 0, 0x0b],
-      "fe80::a:b",
-    ],
-  ];
-  for (const [input, bytes, text] of cases) {
-    const got = addressBytes(input);
-    assert.deepEqual(got && [...got], bytes, input);
-    assert.equal(addressText(new Uint8Array(bytes)), text, input);
-    assert.deepEqual([...addressBytes(text)!], bytes, `${text} parses back`);
-  }
-  for (
-    const bad of [
-      "localhost",
-      "",
-      "1.2.3",
-      "1.2.3.256",
-      "[127.0.0.1]",
-      "::1]",
-      "[::1",
-      "1::2::3",
-      "::g",
-    ]
-  ) {
-    assert.equal(addressBytes(bad), null, JSON.stringify(bad));
-  }
-  // Any 4 or 16 bytes survive text and back.
-  fc.assert(
-    fc.property(
-      fc.oneof(
-        fc.uint8Array({ minLength: 4, maxLength: 4 }),
-        fc.uint8Array({ minLength: 16, maxLength: 16 }),
-      ),
-      (bytes) => {
-        assert.deepEqual(addressBytes(addressText(bytes)), bytes);
-      },
-    ),
-    { numRuns: 500 },
-  );
-});
-
-Deno.test("`requireNetPermission()` takes a bracketed IPv6 host as it is", {
-  permissions: { net: ["[::1]:7"], ffi: true },
-}, () => {
-  requireNetPermission("[::1]", 7, "connect");
-  requireNetPermission("::1", 7, "connect");
-  assert.throws(() => requireNetPermission("[::1]", 8, "connect"), Deno.errors.NotCapable);
 });
 
 Deno.test("`nativeHostTcp()` on a closed loop fails without keeping a socket", () => {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { GuestSender } from "../guest_sender.ts";
 import { TcpTranslator, type TcpTranslatorOptions } from "./translator.ts";
+import { RTO_MAX_MS } from "./flow.ts";
 import { type GuestTcpConn, TestGuest } from "../tcp_test_guest.ts";
 import {
   TEST_GATEWAY4,
@@ -11,6 +12,10 @@ import {
   testRules,
 } from "../tcp_test_plan.ts";
 import { Logger } from "../../log/logger.ts";
+import { nextTask, PublishOnFlushLink } from "../testing_link.ts";
+import { decodeFrame } from "../testing_frames.ts";
+import { TCP_DATA_OFFSET } from "../tcp_header.ts";
+import { type GuestLink, SendResult } from "../../tap/frame_transport.ts";
 
 /** A translator, its sender and a guest wired together. */
 function setup(family: 4 | 6 = 4, opts: TcpTranslatorOptions = {}) {
@@ -90,6 +95,80 @@ Deno.test("`TcpTranslator` connects a guest to a host server and exchanges a req
   await served;
   await c.until(() => c.finAcked, 5000, "fin acked");
   assert.equal(tcp.counters.outbound, 1);
+  server.close();
+  close();
+});
+
+/** TCP payload bytes in a frame toward the guest (IPv4, no options). */
+function tcpPayloadLength(frame: Uint8Array): number {
+  const l4 = decodeFrame(frame).l4;
+  return l4.length - (l4[TCP_DATA_OFFSET] >> 4) * 4;
+}
+
+Deno.test("`TcpTranslator` ends host data and timer retransmissions toward the guest with a flush", async () => {
+  const { sender, tcp, guest, close } = setup(4);
+  // Between the sender and the guest: loses data segments while `losing`.
+  let losing = false, lost = 0;
+  const lossy: GuestLink = {
+    kind: "lossy",
+    l4ChecksumsOptional: false,
+    maxFrameLength: guest.maxFrameLength,
+    sendFrame(frame, checksumStart, checksumOffset) {
+      if (losing && tcpPayloadLength(frame) > 0) {
+        lost++;
+        return SendResult.Sent;
+      }
+      return guest.sendFrame(frame, checksumStart, checksumOffset);
+    },
+    // PublishOnFlushLink passes every frame on through sendFrame.
+    reserveFrame: (space, maxLength, headerLength) =>
+      guest.reserveFrame(space, maxLength, headerLength),
+    commitFrame: (length, checksumStart, checksumOffset) =>
+      guest.commitFrame(length, checksumStart, checksumOffset),
+    cancelFrame: () => guest.cancelFrame(),
+    flush: () => guest.flush(),
+    onWritable: (callback) => guest.onWritable(callback),
+  };
+  const link = new PublishOnFlushLink(lossy);
+  sender.setLink(link);
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (server.addr as Deno.NetAddr).port;
+  let sendSecond!: () => void;
+  const secondWanted = new Promise<void>((resolve) => (sendSecond = resolve));
+  const served = (async () => {
+    const conn = await server.accept();
+    await writeAll(conn, new TextEncoder().encode("hello"));
+    await secondWanted;
+    await writeAll(conn, new TextEncoder().encode("world"));
+    return conn;
+  })();
+  const c = guest.connect(TEST_GATEWAY4, port);
+  await c.until(() => c.state === "established", 5000, "established");
+  // From here the guest sees a frame only once flushed, and its timer (whose
+  // endOfBatch flushes too) is off: the data read from the host must be flushed by
+  // whoever sent it.
+  guest.stop();
+  await c.until(() => c.receivedBytes === 5, 2000, "host data delivered");
+  assert.equal(new TextDecoder().decode(c.takeReceived()), "hello");
+  // The next segment is lost on its way; the retransmission timer sends it again.
+  losing = true;
+  sendSecond();
+  await c.until(() => lost === 1, 2000, "the second segment sent and lost");
+  losing = false;
+  const retransmitsBefore = tcp.counters.retransmits;
+  await new Promise<void>((resolve) =>
+    setTimeout(() => {
+      // A timer callback, as the daemon's TimerDriver runs it, at a time past any RTO.
+      tcp.tick(performance.now() + RTO_MAX_MS);
+      resolve();
+    }, 0)
+  );
+  assert.equal(tcp.counters.retransmits, retransmitsBefore + 1);
+  await c.until(() => c.receivedBytes === 5, 2000, "retransmission delivered");
+  assert.equal(new TextDecoder().decode(c.takeReceived()), "world");
+  await nextTask();
+  assert.equal(link.unflushedFrames, 0);
+  (await served).close();
   server.close();
   close();
 });

@@ -1,0 +1,309 @@
+import assert from "node:assert/strict";
+import { Errno, NativeError } from "./native_error.ts";
+import { openFdCount } from "./process.ts";
+import {
+  UDP_MAX_BATCH,
+  UDP_RECORD_SIZE,
+  UdpMessageRecords,
+  UdpSocket,
+  WOULD_BLOCK,
+} from "./udp_socket.ts";
+
+const LOOPBACK4 = new Uint8Array([127, 0, 0, 1]);
+const ANY4 = new Uint8Array(4);
+const LOOPBACK6 = new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+const ANY6 = new Uint8Array(16);
+
+/** How long the polling helper waits for what the kernel does on loopback at once. */
+const POLL_LIMIT_MS = 2000;
+/** Room per received datagram in these tests. */
+const SLOT_SIZE = 2048;
+
+/** Whether ::1 is usable here (an IPv6-less kernel or container has none). */
+const ipv6Loopback = (() => {
+  try {
+    UdpSocket.open(6, { address: LOOPBACK6 }).close();
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Receives until `count` datagrams arrived; returns their payloads and sources. */
+async function receiveAll(socket: UdpSocket, count: number) {
+  const buffer = new Uint8Array(SLOT_SIZE * UDP_MAX_BATCH);
+  const records = new UdpMessageRecords(UDP_MAX_BATCH);
+  const got: { data: Uint8Array; address: Uint8Array; port: number; truncated: boolean }[] = [];
+  const batches: number[] = [];
+  const deadline = performance.now() + POLL_LIMIT_MS;
+  while (got.length < count) {
+    const n = socket.receiveBatch(buffer, SLOT_SIZE, records);
+    if (n === WOULD_BLOCK) {
+      if (performance.now() > deadline) throw new Error(`only ${got.length} of ${count} arrived`);
+      await sleep(2);
+      continue;
+    }
+    batches.push(n);
+    for (let i = 0; i < n; i++) {
+      const at = records.offset(i);
+      assert.equal(at, i * SLOT_SIZE, "datagram i sits in slot i");
+      got.push({
+        data: buffer.slice(at, at + records.length(i)),
+        address: records.address(i),
+        port: records.port(i),
+        truncated: records.truncated(i),
+      });
+    }
+  }
+  return { got, batches };
+}
+
+/** A batch buffer holding `payloads` back to back, described in records toward `to`. */
+function batchOf(payloads: Uint8Array[], to: { address: Uint8Array; port: number }) {
+  const total = payloads.reduce((n, p) => n + p.length, 0);
+  const buffer = new Uint8Array(total);
+  const records = new UdpMessageRecords(payloads.length);
+  let at = 0;
+  payloads.forEach((p, i) => {
+    buffer.set(p, at);
+    records.set(i, at, p.length, to.address, to.port);
+    at += p.length;
+  });
+  return { buffer, records };
+}
+
+function payload(i: number, length: number): Uint8Array {
+  return Uint8Array.from({ length }, (_, k) => (i * 31 + k) & 0xff);
+}
+
+for (const [family, loopback] of [[4, LOOPBACK4], [6, LOOPBACK6]] as const) {
+  Deno.test({
+    name: `\`UdpSocket\` sends a batch and receives it in one batch on ${
+      family === 4 ? "127.0.0.1" : "::1"
+    }, sources included`,
+    ignore: family === 6 && !ipv6Loopback,
+    fn: async () => {
+      const before = openFdCount();
+      const receiver = UdpSocket.open(family, { address: loopback });
+      const sender = UdpSocket.open(family, { address: loopback });
+      try {
+        const to = receiver.localAddress();
+        const from = sender.localAddress();
+        assert.deepEqual([...to.address], [...loopback]);
+        assert.ok(to.port > 0 && from.port > 0 && to.port !== from.port);
+        const sizes = [0, 1, 100, 1472, 2048];
+        const payloads = sizes.map((n, i) => payload(i, n));
+        const { buffer, records } = batchOf(payloads, to);
+        assert.equal(sender.sendBatch(buffer, records, payloads.length), payloads.length);
+        const { got, batches } = await receiveAll(receiver, payloads.length);
+        assert.deepEqual(batches, [payloads.length], "one recvmmsg took them all");
+        assert.deepEqual(got.map((g) => g.data), payloads);
+        for (const g of got) {
+          assert.deepEqual([...g.address], [...loopback], "the source address");
+          assert.equal(g.port, from.port, "the source port");
+          assert.equal(g.truncated, false);
+        }
+        assert.equal(
+          receiver.receiveBatch(new Uint8Array(SLOT_SIZE), SLOT_SIZE, records, 1),
+          WOULD_BLOCK,
+        );
+        assert.equal(receiver.takeError(), null);
+      } finally {
+        receiver.close();
+        sender.close();
+      }
+      assert.equal(openFdCount(), before, "every descriptor closed");
+    },
+  });
+}
+
+Deno.test("`UdpSocket.sendBatch()` sends one batch to several destinations and from an index", async () => {
+  const a = UdpSocket.open(4, { address: LOOPBACK4 });
+  const b = UdpSocket.open(4, { address: LOOPBACK4 });
+  const sender = UdpSocket.open(4, { address: ANY4 });
+  try {
+    const buffer = new Uint8Array([1, 2, 3, 4, 5, 6]);
+    const records = new UdpMessageRecords(4);
+    records.set(0, 0, 1, LOOPBACK4, a.localAddress().port);
+    records.set(1, 1, 2, LOOPBACK4, b.localAddress().port);
+    records.set(2, 3, 3, LOOPBACK4, a.localAddress().port);
+    records.set(3, 0, 6, LOOPBACK4, b.localAddress().port);
+    assert.equal(sender.sendBatch(buffer, records, 2, 2), 2, "records 2 and 3 only");
+    assert.equal(sender.sendBatch(buffer, records, 2), 2, "records 0 and 1");
+    const atA = await receiveAll(a, 2);
+    const atB = await receiveAll(b, 2);
+    assert.deepEqual(atA.got.map((g) => [...g.data]), [[4, 5, 6], [1]]);
+    assert.deepEqual(atB.got.map((g) => [...g.data]), [[1, 2, 3, 4, 5, 6], [2, 3]]);
+    const port = sender.localAddress().port;
+    assert.ok([...atA.got, ...atB.got].every((g) => g.port === port));
+  } finally {
+    a.close();
+    b.close();
+    sender.close();
+  }
+});
+
+Deno.test("`UdpSocket` moves a full batch of UDP_MAX_BATCH datagrams each way in one call", async () => {
+  const receiver = UdpSocket.open(4, { address: LOOPBACK4 });
+  const sender = UdpSocket.open(4);
+  try {
+    const payloads = Array.from({ length: UDP_MAX_BATCH }, (_, i) => payload(i, 64));
+    const { buffer, records } = batchOf(payloads, receiver.localAddress());
+    assert.equal(sender.sendBatch(buffer, records, UDP_MAX_BATCH), UDP_MAX_BATCH);
+    const { got, batches } = await receiveAll(receiver, UDP_MAX_BATCH);
+    assert.deepEqual(batches, [UDP_MAX_BATCH]);
+    assert.deepEqual(got.map((g) => g.data), payloads);
+    assert.ok(sender.localAddress().port > 0, "the first send bound an ephemeral port");
+  } finally {
+    receiver.close();
+    sender.close();
+  }
+});
+
+Deno.test("`UdpSocket.receiveBatch()` cuts a datagram longer than its slot and flags it", async () => {
+  const receiver = UdpSocket.open(4, { address: LOOPBACK4 });
+  const sender = UdpSocket.open(4, { address: LOOPBACK4 });
+  try {
+    const { buffer, records } = batchOf([payload(1, 20), payload(2, 8)], receiver.localAddress());
+    assert.equal(sender.sendBatch(buffer, records, 2), 2);
+    const out = new Uint8Array(16);
+    const got = new UdpMessageRecords(2);
+    let n = WOULD_BLOCK;
+    const deadline = performance.now() + POLL_LIMIT_MS;
+    while (n === WOULD_BLOCK && performance.now() < deadline) {
+      n = receiver.receiveBatch(out, 8, got);
+      if (n === WOULD_BLOCK) await sleep(2);
+    }
+    assert.equal(n, 2);
+    assert.deepEqual([got.length(0), got.truncated(0)], [8, true]);
+    assert.deepEqual([...out.subarray(0, 8)], [...payload(1, 8)]);
+    assert.deepEqual([got.length(1), got.truncated(1)], [8, false]);
+    assert.deepEqual([...out.subarray(8, 16)], [...payload(2, 8)]);
+  } finally {
+    receiver.close();
+    sender.close();
+  }
+});
+
+Deno.test("`UdpSocket.open()` with interfaceName `lo` works on loopback; an unknown interface is ENODEV", async () => {
+  const before = openFdCount();
+  const receiver = UdpSocket.open(4, { address: LOOPBACK4, interfaceName: "lo" });
+  const sender = UdpSocket.open(4, { address: ANY4, interfaceName: "lo" });
+  try {
+    const { buffer, records } = batchOf([payload(3, 10)], receiver.localAddress());
+    assert.equal(sender.sendBatch(buffer, records, 1), 1);
+    const { got } = await receiveAll(receiver, 1);
+    assert.deepEqual(got[0].data, payload(3, 10));
+  } finally {
+    receiver.close();
+    sender.close();
+  }
+  assert.throws(
+    () => UdpSocket.open(4, { address: LOOPBACK4, interfaceName: "tpasst-no-such0" }),
+    (e: unknown) => e instanceof NativeError && e.errno === Errno.ENODEV,
+  );
+  assert.equal(openFdCount(), before, "the failed open closed its socket");
+});
+
+Deno.test({
+  name: "`UdpSocket.open()` with v6Only leaves the IPv4 port free; without it the port is shared",
+  ignore: !ipv6Loopback ||
+    Deno.readTextFileSync("/proc/sys/net/ipv6/bindv6only").trim() !== "0",
+  fn: () => {
+    const v6 = UdpSocket.open(6, { address: ANY6, v6Only: true });
+    const port = v6.localAddress().port;
+    const v4 = UdpSocket.open(4, { address: ANY4, port });
+    v4.close();
+    v6.close();
+    const dual = UdpSocket.open(6, { address: ANY6 });
+    try {
+      assert.throws(
+        () => UdpSocket.open(4, { address: ANY4, port: dual.localAddress().port }),
+        (e: unknown) => e instanceof NativeError && e.errno === Errno.EADDRINUSE,
+      );
+    } finally {
+      dual.close();
+    }
+  },
+});
+
+Deno.test("`UdpSocket.open()` with reuseAddress lets two sockets share a port; without it EADDRINUSE", () => {
+  const first = UdpSocket.open(4, { address: LOOPBACK4, reuseAddress: true });
+  const port = first.localAddress().port;
+  try {
+    UdpSocket.open(4, { address: LOOPBACK4, port, reuseAddress: true }).close();
+    assert.throws(
+      () => UdpSocket.open(4, { address: LOOPBACK4, port }),
+      (e: unknown) => e instanceof NativeError && e.errno === Errno.EADDRINUSE,
+    );
+  } finally {
+    first.close();
+  }
+});
+
+Deno.test("`UdpSocket.sendBatch()` reports a record outside the buffer as EINVAL", () => {
+  const socket = UdpSocket.open(4, { address: LOOPBACK4 });
+  try {
+    const records = new UdpMessageRecords(1);
+    records.set(0, 4, 8, LOOPBACK4, socket.localAddress().port);
+    assert.throws(
+      () => socket.sendBatch(new Uint8Array(10), records, 1),
+      (e: unknown) => e instanceof NativeError && e.errno === Errno.EINVAL,
+    );
+    records.set(0, 0, 1, new Uint8Array(5), 9);
+    assert.throws(
+      () => socket.sendBatch(new Uint8Array(10), records, 1),
+      (e: unknown) => e instanceof NativeError && e.errno === Errno.EINVAL,
+      "a 5-byte address",
+    );
+  } finally {
+    socket.close();
+  }
+});
+
+Deno.test("`UdpSocket` refuses bad arguments with RangeError before calling the helper", () => {
+  const bad = (fn: () => unknown, pattern: RegExp) => assert.throws(fn, pattern);
+  bad(() => UdpSocket.open(5 as 4), /family 5/);
+  bad(() => UdpSocket.open(4, { address: LOOPBACK6 }), /IPv4 address has 4 bytes, got 16/);
+  bad(() => UdpSocket.open(4, { address: LOOPBACK4, port: 70000 }), /port 70000/);
+  bad(() => UdpSocket.open(4, { port: 53 }), /needs a local address/);
+  bad(() => UdpSocket.open(4, { v6Only: true }), /v6Only/);
+  bad(() => UdpSocket.open(4, { interfaceName: "lo\0x" }), /interface name/);
+  bad(() => new UdpMessageRecords(0), /at least 1/);
+  const socket = UdpSocket.open(4, { address: LOOPBACK4 });
+  try {
+    const records = new UdpMessageRecords(UDP_MAX_BATCH + 1);
+    const buffer = new Uint8Array(SLOT_SIZE * 4);
+    bad(() => socket.receiveBatch(buffer, SLOT_SIZE, records, 0), /1\.\.64/);
+    bad(() => socket.receiveBatch(buffer, SLOT_SIZE, records, UDP_MAX_BATCH + 1), /1\.\.64/);
+    bad(() => socket.receiveBatch(buffer, SLOT_SIZE, records, 5), /into 8192 bytes/);
+    bad(() => socket.receiveBatch(buffer, 0, records, 1), /of 0 bytes/);
+    bad(() => socket.sendBatch(buffer, records, 0), /1\.\.64/);
+    bad(() => socket.sendBatch(buffer, records, UDP_MAX_BATCH + 1), /1\.\.64/);
+    bad(() => socket.sendBatch(buffer, new UdpMessageRecords(2), 2, 1), /only 2 exist/);
+    assert.equal(records.bytes.byteLength, (UDP_MAX_BATCH + 1) * UDP_RECORD_SIZE);
+  } finally {
+    socket.close();
+  }
+});
+
+Deno.test("`UdpSocket.close()` is idempotent and a closed socket refuses use", () => {
+  const before = openFdCount();
+  const socket = UdpSocket.open(6 as 4 | 6, { v6Only: true });
+  assert.ok(socket.fd >= 0);
+  assert.equal(socket.family, 6);
+  socket.close();
+  socket.close();
+  assert.equal(socket.fd, -1);
+  assert.equal(openFdCount(), before);
+  assert.throws(() => socket.localAddress(), /closed/);
+  assert.throws(() => socket.takeError(), /closed/);
+  assert.throws(
+    () => socket.receiveBatch(new Uint8Array(8), 8, new UdpMessageRecords(1)),
+    /closed/,
+  );
+});
