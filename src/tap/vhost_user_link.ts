@@ -30,6 +30,7 @@
 import type { Logger } from "../log/logger.ts";
 import { log as defaultLogger } from "../log/logger.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
+import { runSoon, type SoonTask } from "../loop/event_loop.ts";
 import {
   RX_QUEUE_INDEX,
   type StartedVring,
@@ -139,8 +140,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   #up = false;
   #rxWaiting = false;
   #writable: ((now: number) => void) | null = null;
-  #txPending: ReturnType<typeof setImmediate> | undefined = undefined;
-  #rxPending: ReturnType<typeof setImmediate> | undefined = undefined;
+  #txPending: SoonTask | undefined = undefined;
+  #rxPending: SoonTask | undefined = undefined;
 
   // Reused per frame: no allocation on the hot paths beyond the memory views.
   #txChain = new DescriptorChain(1);
@@ -248,14 +249,14 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         if (index === RX_QUEUE_INDEX) {
           this.#rx = null;
           this.#rxWaiting = false;
-          if (this.#rxPending !== undefined) clearImmediate(this.#rxPending);
+          this.#rxPending?.cancel();
           this.#rxPending = undefined;
           this.#rxFirst.release();
           this.#rxNext.release();
         } else {
           this.#tx = null;
           this.#txChain.release();
-          if (this.#txPending !== undefined) clearImmediate(this.#txPending);
+          this.#txPending?.cancel();
           this.#txPending = undefined;
         }
       } finally {
@@ -336,13 +337,14 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   }
 
   /**
-   * Runs a TX turn after Deno's next I/O phase, unless one is already due. setImmediate,
+   * Runs a TX turn after Deno's next I/O phase, unless one is already due: runSoon
+   * (setImmediate, which keeps the event loop from waiting on this thread meanwhile),
    * not setTimeout(0): Deno's timers are Node's, with a 1 ms floor (measured ~2 ms per
    * setTimeout(0) round, 1.4 µs per setImmediate round).
    */
   #scheduleTx(): void {
     if (this.#txPending !== undefined) return;
-    this.#txPending = setImmediate(() => {
+    this.#txPending = runSoon(() => {
       this.#txPending = undefined;
       const counters = this.counters;
       counters.txPolls++;
@@ -476,7 +478,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
 
   #scheduleWritable(): void {
     if (this.#rxPending !== undefined) return;
-    this.#rxPending = setImmediate(() => {
+    this.#rxPending = runSoon(() => {
       this.#rxPending = undefined;
       this.#rx?.beginTurn(); // a turn of the loop has passed
       this.kick(RX_QUEUE_INDEX, this.#clock());

@@ -23,6 +23,7 @@ import { FrameInfo, SendResult } from "./frame_transport.ts";
 import { RecordingHandler } from "./testing_frame_handler.ts";
 import { VhostUserLink } from "./vhost_user_link.ts";
 import { CountingGuestMemory } from "../test_support/counting_guest_memory.ts";
+import { pendingSoonTasks } from "../loop/event_loop.ts";
 import { MALFORMED_RUN_LIMIT, TURN_DESCRIPTOR_BUDGET } from "../virtio/virtqueue.ts";
 import {
   VIRTQ_DESC_F_INDIRECT,
@@ -444,6 +445,22 @@ class KickOnDemandGuest {
     return added;
   }
 }
+
+Deno.test("VhostUserLink queues its look after a busy turn with runSoon: no event loop waits on the JS thread before it", async () => {
+  const { tx, handler, link } = setup({}, 8);
+  await loopTurns(1); // the first turn, from the loop
+  assert.equal(pendingSoonTasks(), 0);
+  guestTransmit(tx, frameOf(60, 1), "one", false);
+  link.kick(1, 0);
+  assert.equal(pendingSoonTasks(), 1, "the look after the busy turn");
+  await loopTurns(1);
+  assert.equal(pendingSoonTasks(), 0, "the look found nothing and re-armed the kick");
+  guestTransmit(tx, frameOf(60, 2), "one", false);
+  link.kick(1, 0);
+  assert.equal(link.stopVring(1), 2);
+  assert.equal(pendingSoonTasks(), 0, "stopping the ring drops its pending look");
+  assert.equal(handler.frames.length, 2);
+});
 
 /** Lets the loop run `turns` times (setImmediate rounds: no timers). */
 async function loopTurns(turns: number): Promise<void> {
