@@ -34,3 +34,36 @@ export function processPeakRssKiB(pid: number): number | null {
     return null;
   }
 }
+
+/** Scheduler statistics of a process, summed over its threads. */
+export interface SchedulerStats {
+  /** Seconds its threads ran on a CPU (/proc/PID/task/TID/schedstat, field 1). */
+  readonly runSeconds: number;
+  /** Seconds its threads were runnable but waited for a CPU (schedstat, field 2). */
+  readonly waitSeconds: number;
+  /** Times a thread gave up the CPU to wait for something (voluntary_ctxt_switches). */
+  readonly sleeps: number;
+  /** Times a thread was preempted while it could still run (nonvoluntary_ctxt_switches). */
+  readonly preemptions: number;
+}
+
+/** Scheduler statistics of `pid` summed over its current threads, or null if it is gone. */
+export function processSchedulerStats(pid: number): SchedulerStats | null {
+  let runNs = 0, waitNs = 0, sleeps = 0, preemptions = 0;
+  try {
+    for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+      try {
+        const [run, wait] = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/schedstat`)
+          .trim().split(" ").map(Number);
+        const status = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/status`);
+        runNs += run;
+        waitNs += wait;
+        sleeps += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+        preemptions += Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+      } catch { /* the thread ended meanwhile */ }
+    }
+  } catch {
+    return null;
+  }
+  return { runSeconds: runNs / 1e9, waitSeconds: waitNs / 1e9, sleeps, preemptions };
+}

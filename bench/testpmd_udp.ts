@@ -5,7 +5,8 @@
  * tpasst (vhost-user) and Debian 13's passt (vhost-user, the reference) alternating, at
  * 64-byte and 1442-byte frames (1400 bytes of UDP payload), and prints datagrams per
  * second delivered to the sink, backend CPU per million datagrams, and the ratios
- * tpasst / passt of the same run. Never passes or fails.
+ * tpasst / passt of the same run. Never passes or fails; a run in which no datagram
+ * reached the sink prints n/a and is counted, and the backend is tried again next round.
  *
  * Everything runs inside a network namespace the benchmark creates (a veth pair with
  * both ends inside gives the backends a host interface and a default route): the
@@ -14,15 +15,22 @@
  * dpdk-dev), `socat`, and bench/fetch_reference_passt.sh for the reference.
  *
  * Options: --seconds N (measured window per run, default 10), --rounds N (default 2),
- * --sizes 64,1442 (frame bytes), --backends tpasst-vhost,passt-vhost.
+ * --sizes 64,1442 (frame bytes), --backends tpasst-vhost,passt-vhost, --tpasst-tree DIR
+ * (adds backend "tpasst-tree": DIR/bin/tpasst, another checkout of tpasst, e.g. the
+ * main branch, measured in the same rounds; its native helper must be built).
  *
  * @module
  */
 
 import { REFERENCE_PASST_ROOT, TPASST_BIN } from "../tests/e2e/backends.ts";
-import { processCpuSeconds, processPeakRssKiB } from "./qemu_process_stats.ts";
+import {
+  processCpuSeconds,
+  processPeakRssKiB,
+  processSchedulerStats,
+  type SchedulerStats,
+} from "./qemu_process_stats.ts";
 
-const BACKENDS = ["tpasst-vhost", "passt-vhost"] as const;
+const BACKENDS = ["tpasst-vhost", "passt-vhost", "tpasst-tree"] as const;
 type Backend = typeof BACKENDS[number];
 
 /** Addresses inside the benchmark's namespace (never routed anywhere: both veth ends are in it). */
@@ -46,10 +54,19 @@ interface Args {
   rounds: number;
   sizes: number[];
   backends: Backend[];
+  /** Another tpasst checkout, run as backend "tpasst-tree". */
+  tpasstTree: string | null;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { seconds: 10, rounds: 2, sizes: [64, 1442], backends: [...BACKENDS] };
+  const args: Args = {
+    seconds: 10,
+    rounds: 2,
+    sizes: [64, 1442],
+    backends: ["tpasst-vhost", "passt-vhost"],
+    tpasstTree: null,
+  };
+  let backendsGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const value = () => {
       const v = argv[++i];
@@ -66,7 +83,11 @@ function parseArgs(argv: string[]): Args {
       case "--sizes":
         args.sizes = value().split(",").map(Number);
         break;
+      case "--tpasst-tree":
+        args.tpasstTree = value();
+        break;
       case "--backends":
+        backendsGiven = true;
         args.backends = value().split(",").map((b) => {
           if (!(BACKENDS as readonly string[]).includes(b)) {
             throw new Error(`Unknown backend ${b}: expected one of ${BACKENDS.join(", ")}`);
@@ -77,6 +98,10 @@ function parseArgs(argv: string[]): Args {
       default:
         throw new Error(`Unknown option ${argv[i]}`);
     }
+  }
+  if (args.tpasstTree !== null && !backendsGiven) args.backends.push("tpasst-tree");
+  if (args.backends.includes("tpasst-tree") && args.tpasstTree === null) {
+    throw new Error("Backend tpasst-tree needs --tpasst-tree DIR");
   }
   if (!(args.seconds > 0) || !(args.rounds > 0) || args.sizes.some((s) => !(s >= 60))) {
     throw new Error("--seconds and --rounds must be positive, --sizes at least 60 bytes");
@@ -144,11 +169,17 @@ async function stopChild(child: Deno.ChildProcess, signal: Deno.Signal = "SIGTER
   clearTimeout(timer);
 }
 
-async function startBackend(namespace: string, backend: Backend, dir: string): Promise<Started> {
+async function startBackend(
+  namespace: string,
+  backend: Backend,
+  dir: string,
+  tpasstTree: string | null,
+): Promise<Started> {
   const socketPath = `${dir}/${backend}.sock`;
   let child: Deno.ChildProcess;
-  if (backend === "tpasst-vhost") {
-    child = spawn(namespace, TPASST_BIN, [
+  if (backend === "tpasst-vhost" || backend === "tpasst-tree") {
+    const bin = backend === "tpasst-tree" ? `${tpasstTree}/bin/tpasst` : TPASST_BIN;
+    child = spawn(namespace, bin, [
       "--vhost-user",
       "-f",
       "-s",
@@ -197,9 +228,18 @@ async function startBackend(namespace: string, backend: Backend, dir: string): P
 
 /** One measured run. */
 interface RunResult {
+  readonly round: number;
   readonly pps: number;
   readonly cpuSecondsPerMillion: number;
   readonly peakRssMiB: number;
+  /** Share of the window the backend's threads ran, summed (1 = one CPU all the time). */
+  readonly runShare: number;
+  /** Share of the window the backend's threads waited for a CPU while runnable. */
+  readonly waitShare: number;
+  /** Times the backend's threads went to sleep, per 1000 datagrams. */
+  readonly sleepsPerThousand: number;
+  /** Share of the window testpmd's threads waited for a CPU (its busy-polling core shared). */
+  readonly generatorWaitShare: number;
 }
 
 async function measure(
@@ -208,14 +248,15 @@ async function measure(
   frameBytes: number,
   seconds: number,
   dir: string,
-): Promise<RunResult> {
+  tpasstTree: string | null,
+): Promise<Omit<RunResult, "round">> {
   const sink = spawn(namespace, "socat", [
     "-u",
     `UDP4-RECV:${SINK_PORT},bind=127.0.0.1`,
     "/dev/null",
   ]);
   sink.stderr.pipeTo(new WritableStream()).catch(() => {});
-  const started = await startBackend(namespace, backend, dir);
+  const started = await startBackend(namespace, backend, dir, tpasstTree);
   const pid = started.child.pid;
   const testpmd = spawn(namespace, "dpdk-testpmd", [
     "-l",
@@ -251,10 +292,14 @@ async function measure(
     await new Promise((r) => setTimeout(r, WARM_UP_MS));
     const count0 = await udpCounters(namespace);
     const cpu0 = processCpuSeconds(pid) ?? 0;
+    const sched0 = processSchedulerStats(pid);
+    const generator0 = processSchedulerStats(testpmd.pid);
     const t0 = performance.now();
     await new Promise((r) => setTimeout(r, seconds * 1000));
     const count1 = await udpCounters(namespace);
     const cpu1 = processCpuSeconds(pid) ?? cpu0;
+    const sched1 = processSchedulerStats(pid);
+    const generator1 = processSchedulerStats(testpmd.pid);
     const elapsed = (performance.now() - t0) / 1000;
     const delivered = count1.delivered - count0.delivered;
     if (delivered <= 0) {
@@ -270,12 +315,32 @@ async function measure(
       pps: delivered / elapsed,
       cpuSecondsPerMillion: (cpu1 - cpu0) / (delivered / 1e6),
       peakRssMiB: (processPeakRssKiB(pid) ?? 0) / 1024,
+      ...schedulerShares(sched0, sched1, elapsed, delivered),
+      generatorWaitShare: generator0 && generator1
+        ? (generator1.waitSeconds - generator0.waitSeconds) / elapsed
+        : NaN,
     };
   } finally {
     await stopChild(testpmd, "SIGINT");
     await started.stop();
     await stopChild(sink);
   }
+}
+
+function schedulerShares(
+  before: SchedulerStats | null,
+  after: SchedulerStats | null,
+  seconds: number,
+  datagrams: number,
+): Pick<RunResult, "runShare" | "waitShare" | "sleepsPerThousand"> {
+  if (before === null || after === null) {
+    return { runShare: NaN, waitShare: NaN, sleepsPerThousand: NaN };
+  }
+  return {
+    runShare: (after.runSeconds - before.runSeconds) / seconds,
+    waitShare: (after.waitSeconds - before.waitSeconds) / seconds,
+    sleepsPerThousand: (after.sleeps - before.sleeps) / (datagrams / 1000),
+  };
 }
 
 const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
@@ -292,25 +357,35 @@ async function main(): Promise<void> {
     } B; ${args.rounds} round(s) of ${args.seconds} s; namespace ${namespace}`,
   );
   const results = new Map<string, RunResult[]>();
-  const failures = new Map<string, string>();
+  /** Runs without a datagram in the window, by backend and size (each is tried every round). */
+  const failures = new Map<string, number>();
   try {
     for (let round = 1; round <= args.rounds; round++) {
       for (const size of args.sizes) {
         for (const backend of args.backends) {
           const key = `${backend} ${size}`;
-          if (failures.has(key)) continue;
           try {
-            const r = await measure(namespace, backend, size, args.seconds, dir);
+            const r = {
+              round,
+              ...await measure(namespace, backend, size, args.seconds, dir, args.tpasstTree),
+            };
             results.set(key, [...(results.get(key) ?? []), r]);
             console.log(
               `round ${round} ${backend} ${size} B: ${(r.pps / 1000).toFixed(1)} kpps, ${
                 r.cpuSecondsPerMillion.toFixed(2)
-              } CPU s per million, peak RSS ${r.peakRssMiB.toFixed(1)} MiB`,
+              } CPU s per million, peak RSS ${r.peakRssMiB.toFixed(1)} MiB; threads ran ${
+                (r.runShare * 100).toFixed(0)
+              }% and waited for a CPU ${(r.waitShare * 100).toFixed(0)}% of the window, ${
+                r.sleepsPerThousand.toFixed(1)
+              } sleeps per 1000 datagrams; testpmd waited for a CPU ${
+                (r.generatorWaitShare * 100).toFixed(0)
+              }%`,
             );
           } catch (error) {
-            failures.set(key, String((error as Error).message).split("\n")[0]);
+            failures.set(key, (failures.get(key) ?? 0) + 1);
             if (Deno.env.get("TPASST_BENCH_VERBOSE")) console.error((error as Error).message);
-            console.log(`round ${round} ${backend} ${size} B: n/a (${failures.get(key)})`);
+            const reason = String((error as Error).message).split("\n")[0];
+            console.log(`round ${round} ${backend} ${size} B: n/a (${reason})`);
           }
         }
       }
@@ -320,12 +395,15 @@ async function main(): Promise<void> {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
   console.log("");
-  console.log("backend       frame B   kpps   CPU s/M datagrams   peak RSS MiB");
+  console.log("backend       frame B   kpps   CPU s/M datagrams   peak RSS MiB   failed runs");
   for (const size of args.sizes) {
     for (const backend of args.backends) {
       const runs = results.get(`${backend} ${size}`);
+      const failed = `${failures.get(`${backend} ${size}`) ?? 0} of ${args.rounds}`;
       if (!runs) {
-        console.log(`${backend.padEnd(13)} ${String(size).padStart(7)}   n/a`);
+        console.log(
+          `${backend.padEnd(13)} ${String(size).padStart(7)}   n/a ${failed.padStart(48)}`,
+        );
         continue;
       }
       console.log(
@@ -333,16 +411,22 @@ async function main(): Promise<void> {
           (mean(runs.map((r) => r.pps)) / 1000).toFixed(1).padStart(6)
         } ${mean(runs.map((r) => r.cpuSecondsPerMillion)).toFixed(2).padStart(19)} ${
           Math.max(...runs.map((r) => r.peakRssMiB)).toFixed(1).padStart(14)
-        }`,
+        } ${failed.padStart(13)}`,
       );
     }
-    const ours = results.get(`tpasst-vhost ${size}`);
     const reference = results.get(`passt-vhost ${size}`);
-    if (ours && reference) {
+    for (const backend of ["tpasst-vhost", "tpasst-tree"] as const) {
+      const ours = results.get(`${backend} ${size}`);
+      if (!ours || !reference) continue;
+      // Rounds in which both ran, paired: the machine's load changes from round to round.
+      const perRound = ours.flatMap((r) => {
+        const same = reference.find((p) => p.round === r.round);
+        return same ? [r.pps / same.pps] : [];
+      });
       console.log(
-        `  ratio tpasst / passt at ${size} B: ${
+        `  ratio ${backend} / passt at ${size} B: ${
           (mean(ours.map((r) => r.pps)) / mean(reference.map((r) => r.pps))).toFixed(2)
-        }x packet rate, ${
+        }x packet rate (per round: ${perRound.map((r) => r.toFixed(2)).join(" ")}), ${
           (mean(ours.map((r) => r.cpuSecondsPerMillion)) /
             mean(reference.map((r) => r.cpuSecondsPerMillion))).toFixed(2)
         }x CPU per datagram`,

@@ -35,6 +35,12 @@ import { removePidFile, writePidFile } from "./pid_file.ts";
 import { buildDaemonNetwork } from "./network_wiring.ts";
 import { bindSocket } from "./socket_path.ts";
 
+/**
+ * How long the event loop waits for the next events on the JS thread while they keep
+ * coming (EventLoopOptions.hotWaitMs): Deno's timers may be this late while busy.
+ */
+const HOT_WAIT_MS = 1;
+
 /** Signals that shut the daemon down cleanly. */
 const SHUTDOWN_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
 
@@ -172,7 +178,7 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
       });
     }
 
-    loop = new EventLoop();
+    loop = new EventLoop({ hotWaitMs: HOT_WAIT_MS });
     cleanup.add("close the event loop", () => loop.close());
     const network = buildDaemonNetwork(config, loop);
     cleanup.add("close the capture file", () => network.close());
@@ -235,6 +241,7 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
   log.info(reason === "one-off" ? "Exiting after the one-off frontend" : "Shut down");
   loop.stop();
   await loopDone;
+  log.debug(loop.describeCounters());
   cleanup.runAll();
   return loopFailed ? 1 : 0;
 }

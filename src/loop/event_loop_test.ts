@@ -3,12 +3,15 @@ import { EventFd } from "../../ffi/event_fd.ts";
 import { openFdCount } from "../../ffi/process.ts";
 import { UnixStream } from "../../ffi/unix_stream.ts";
 import { log, type LogLevel, stderrSink } from "../log/logger.ts";
+import { waitUntil } from "../test_support/wait_until.ts";
 import {
   EVENT_HANGUP,
   EVENT_READABLE,
   EVENT_WRITABLE,
   EventLoop,
   monotonicNow,
+  pendingSoonTasks,
+  runSoon,
 } from "./event_loop.ts";
 
 Deno.test("`EventLoop.run()` wakes up for a signalled eventfd and passes the wake-up time", async () => {
@@ -206,54 +209,159 @@ Deno.test("`EventLoop.modify()` switches a socket to writable events and reports
   assert.equal(openFdCount(), before);
 });
 
-Deno.test("`EventLoop.run()` leaves Deno's own async sockets working", async () => {
-  const before = openFdCount();
-  const loop = new EventLoop();
-  const tick = EventFd.create();
-  let ticks = 0;
-  loop.watch(tick.fd, () => {
-    tick.drain();
-    ticks++;
+for (const hotWaitMs of [0, 1]) {
+  Deno.test(`\`EventLoop.run()\` leaves Deno's own async sockets working (hotWaitMs ${hotWaitMs})`, async () => {
+    const before = openFdCount();
+    const loop = new EventLoop({ hotWaitMs });
+    const tick = EventFd.create();
+    let ticks = 0;
+    loop.watch(tick.fd, () => {
+      tick.drain();
+      ticks++;
+    });
+    const running = loop.run();
+
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const echo = (async () => {
+      const connection = await listener.accept();
+      const buf = new Uint8Array(1024);
+      for (let n = await connection.read(buf); n !== null; n = await connection.read(buf)) {
+        await connection.write(buf.subarray(0, n));
+      }
+      connection.close();
+    })();
+    const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+    const reply = new Uint8Array(5);
+    for (let round = 0; round < 20; round++) {
+      tick.signal();
+      await client.write(new TextEncoder().encode(`msg${round % 10}!`));
+      let got = 0;
+      while (got < 5) {
+        const n = await client.read(reply.subarray(got));
+        assert.ok(n !== null);
+        got += n;
+      }
+      assert.equal(new TextDecoder().decode(reply), `msg${round % 10}!`);
+      // An eventfd adds up signals not yet read: wait for this round's tick before the
+      // next signal, or several rounds may be handled as one wake-up.
+      for (let waits = 0; ticks <= round; waits++) {
+        assert.ok(waits < 10_000, `the loop never handled tick ${round + 1}`);
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+    }
+    client.close();
+    await echo;
+    listener.close();
+    loop.stop();
+    await running;
+    assert.ok(ticks >= 20, `loop handled ${ticks} ticks`);
+    loop.close();
+    tick.close();
+    assert.equal(openFdCount(), before);
+  });
+}
+
+Deno.test("`runSoon()` runs the callback after Deno's next I/O phase; `cancel()` drops it", async () => {
+  const ran: string[] = [];
+  const first = runSoon(() => ran.push("first"));
+  const second = runSoon(() => ran.push("second"));
+  assert.equal(pendingSoonTasks(), 2);
+  assert.deepEqual(ran, [], "not run synchronously");
+  second.cancel();
+  second.cancel();
+  assert.equal(pendingSoonTasks(), 1);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(ran, ["first"]);
+  assert.equal(first.done, true);
+  assert.equal(second.done, true);
+  assert.equal(pendingSoonTasks(), 0);
+  first.cancel(); // after it ran: nothing to drop, the count stays right
+  assert.equal(pendingSoonTasks(), 0);
+});
+
+Deno.test("`EventLoop` with hotWaitMs does not wait on the JS thread while work queued with runSoon is due", async () => {
+  // A wait on the JS thread would hold the queued work (and this test) for 2 s per round.
+  const loop = new EventLoop({ hotWaitMs: 2_000 });
+  const event = EventFd.create();
+  let rounds = 0;
+  // Work that keeps queueing itself, like a ring polled again after every busy turn:
+  // each round is still due when the loop decides how to wait.
+  const poll = () => {
+    if (++rounds < 5) runSoon(poll);
+    else loop.stop();
+  };
+  loop.watch(event.fd, () => {
+    event.drain();
+    runSoon(poll);
+  });
+  event.signal();
+  await loop.run();
+  assert.equal(rounds, 5);
+  assert.equal(loop.counters.blockingWaits, 0, loop.describeCounters());
+  assert.equal(loop.counters.asyncWaits, 1, "the first wait only: the loop stayed hot");
+  loop.close();
+  event.close();
+});
+
+Deno.test("`EventLoop` with hotWaitMs serves Deno's timers while events keep coming", async () => {
+  const loop = new EventLoop({ hotWaitMs: 1 });
+  const busy = EventFd.create();
+  let calls = 0;
+  loop.watch(busy.fd, () => calls++); // never drained: readable on every wait
+  busy.signal();
+  const running = loop.run();
+  setTimeout(() => loop.stop(), 5);
+  await running;
+  assert.ok(calls > 1, `${calls} calls`);
+  assert.equal(loop.counters.asyncWaits, 1, "the loop stayed on the JS thread");
+  loop.close();
+  busy.close();
+});
+
+Deno.test("`EventLoop` with hotWaitMs waits on the JS thread after events and on a worker thread once they stop", async () => {
+  const loop = new EventLoop({ hotWaitMs: 1 });
+  const event = EventFd.create();
+  let calls = 0;
+  loop.watch(event.fd, () => {
+    event.drain();
+    calls++;
   });
   const running = loop.run();
-
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const echo = (async () => {
-    const connection = await listener.accept();
-    const buf = new Uint8Array(1024);
-    for (let n = await connection.read(buf); n !== null; n = await connection.read(buf)) {
-      await connection.write(buf.subarray(0, n));
-    }
-    connection.close();
-  })();
-  const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
-  const reply = new Uint8Array(5);
-  for (let round = 0; round < 20; round++) {
-    tick.signal();
-    await client.write(new TextEncoder().encode(`msg${round % 10}!`));
-    let got = 0;
-    while (got < 5) {
-      const n = await client.read(reply.subarray(got));
-      assert.ok(n !== null);
-      got += n;
-    }
-    assert.equal(new TextDecoder().decode(reply), `msg${round % 10}!`);
-    // An eventfd adds up signals not yet read: wait for this round's tick before the
-    // next signal, or several rounds may be handled as one wake-up.
-    for (let waits = 0; ticks <= round; waits++) {
-      assert.ok(waits < 10_000, `the loop never handled tick ${round + 1}`);
-      await new Promise((resolve) => setTimeout(resolve, 1));
-    }
-  }
-  client.close();
-  await echo;
-  listener.close();
+  event.signal();
+  await waitUntil("the first event", () => calls === 1);
+  await waitUntil("the wait on a worker thread again", () => loop.counters.asyncWaits === 2);
+  assert.ok(loop.counters.blockingWaits >= 1, loop.describeCounters());
+  event.signal();
+  await waitUntil("the second event", () => calls === 2);
   loop.stop();
   await running;
-  assert.ok(ticks >= 20, `loop handled ${ticks} ticks`);
   loop.close();
-  tick.close();
-  assert.equal(openFdCount(), before);
+  event.close();
+});
+
+Deno.test("`EventLoop` with hotWaitMs does not wait on the JS thread while another loop runs", async () => {
+  const first = new EventLoop({ hotWaitMs: 60_000 });
+  const second = new EventLoop({ hotWaitMs: 60_000 });
+  const a = EventFd.create();
+  const b = EventFd.create();
+  first.watch(a.fd, () => {
+    a.drain();
+    setTimeout(() => b.signal(), 5); // while the first loop is hot
+  });
+  second.watch(b.fd, () => {
+    b.drain();
+    first.stop();
+    second.stop();
+  });
+  const runs = [first.run(), second.run()];
+  a.signal();
+  await Promise.all(runs);
+  assert.equal(first.counters.blockingWaits, 0, first.describeCounters());
+  assert.equal(second.counters.blockingWaits, 0, second.describeCounters());
+  first.close();
+  second.close();
+  a.close();
+  b.close();
 });
 
 Deno.test("`EventLoop.watch()` refuses a closed fd and replaces a second watch of one fd", () => {

@@ -66,6 +66,12 @@ export function newL4Packet(): L4Packet {
 /** A transport-protocol translator registered with the stack for one IP protocol. */
 export interface L4Handler {
   /**
+   * The handler's event counters (numbers by name), summed up in the stack's
+   * diagnostics ({@link NetworkStack.describeCounters}, logged at debug level when the
+   * link goes down).
+   */
+  readonly counters?: object;
+  /**
    * Handles one packet from the guest. May throw: the stack catches, counts and logs
    * (rate-limited), but a handler should validate instead.
    */

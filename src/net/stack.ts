@@ -21,7 +21,7 @@
 
 import { ipv4PrefixMask, ipv6IsUnspecified, isMulticastMac, MAC_BROADCAST } from "./address.ts";
 import { ArpResponder } from "./arp.ts";
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP } from "./checksum.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./checksum.ts";
 import {
   ETH_HEADER_LENGTH,
   ETHERTYPE_ARP,
@@ -176,10 +176,29 @@ export class NetworkStack implements FrameHandler {
     for (const h of this.#l4.values()) this.#guard(now, () => h.linkUp?.(now));
   }
 
-  /** Stops sending; flows stay. */
+  /** Stops sending; flows stay. Logs {@link describeCounters} at debug level. */
   linkDown(now: number): void {
+    if (this.#log.enabled("debug")) this.#log.debug(this.describeCounters());
     this.sender.setLink(null);
     for (const h of this.#l4.values()) this.#guard(now, () => h.linkDown?.(now));
+  }
+
+  /**
+   * One line summing up what the stack has seen: frames accepted and dropped by kind,
+   * and each translator's counters (those that are not zero).
+   */
+  describeCounters(): string {
+    const parts = [
+      `accepted ${formatCounts(this.accepted)}`,
+      `dropped ${formatCounts(this.drops)}`,
+    ];
+    for (const [protocol, handler] of this.#l4) {
+      if (handler.counters === undefined) continue;
+      parts.push(
+        `${L4_NAMES[protocol] ?? `protocol ${protocol}`} ${formatCounts(handler.counters)}`,
+      );
+    }
+    return `network stack: ${parts.join("; ")}`;
   }
 
   /** Runs due timers (unsolicited RAs, ping socket idle timeouts, L4 timers). */
@@ -400,6 +419,21 @@ export class NetworkStack implements FrameHandler {
     this.#count(this.accepted, protocol === IPPROTO_UDP ? "udp" : protocol === 6 ? "tcp" : "other");
     h.handlePacket(p, now);
   }
+}
+
+/** Names of the translators' protocols in {@link NetworkStack.describeCounters}. */
+const L4_NAMES: Readonly<Record<number, string>> = {
+  [IPPROTO_TCP]: "tcp",
+  [IPPROTO_UDP]: "udp",
+};
+
+/** "name N, name N" for the non-zero numeric fields of `counts`, or "nothing". */
+function formatCounts(counts: object): string {
+  const parts: string[] = [];
+  for (const [name, value] of Object.entries(counts)) {
+    if (typeof value === "number" && value !== 0) parts.push(`${name} ${value}`);
+  }
+  return parts.length === 0 ? "nothing" : parts.join(", ");
 }
 
 /** The broadcast MAC, re-exported for transports and tests. */

@@ -249,6 +249,26 @@ Deno.test("`NetworkStack` fans link writability out and stops sending on linkDow
   assert.equal(link.frames.length, 0);
 });
 
+Deno.test("`NetworkStack.describeCounters()` sums up frames and the translators' counters; logged at debug on linkDown", () => {
+  const lines: string[] = [];
+  const logger = new Logger();
+  logger.setSink((_l, line) => lines.push(line));
+  logger.setLevel("debug");
+  const { stack, udp } = setup(logger);
+  (udp as { counters?: object }).counters = { toHost: 2, dropped: 0, label: "not a number" };
+  const datagram = udpDatagram(1000, 53, new Uint8Array([7]));
+  stack.handleFrame(guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, datagram), 1);
+  stack.handleFrame(guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, datagram), 1);
+  stack.handleFrame(new Uint8Array(10), 1); // shorter than an Ethernet header
+  const summary = stack.describeCounters();
+  assert.match(summary, /accepted udp 2/);
+  assert.match(summary, /dropped [a-z-]+ 1/);
+  assert.match(summary, /udp toHost 2(;|$)/, "only the non-zero numbers");
+  assert.doesNotMatch(summary, /tcp/, "a translator without counters is left out");
+  stack.linkDown(2);
+  assert.ok(lines.includes(summary), `logged: ${lines}`);
+});
+
 /** Recomputes the IPv4 header and UDP/ICMP checksums of a mutated frame where possible. */
 function fixChecksums(f: Uint8Array): void {
   const sum = (from: number, to: number, init: number) => {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { Logger } from "../log/logger.ts";
+import { Logger, type LogLevel } from "../log/logger.ts";
 import type { NegotiatedFeatures } from "../vhost_user/vring_datapath.ts";
 import { ArrayGuestMemory } from "../virtio/array_guest_memory.ts";
 import {
@@ -23,6 +23,7 @@ import { FrameInfo, type FrameSpace, newFrameSpace, SendResult } from "./frame_t
 import { RecordingHandler } from "./testing_frame_handler.ts";
 import { VhostUserLink } from "./vhost_user_link.ts";
 import { CountingGuestMemory } from "../test_support/counting_guest_memory.ts";
+import { pendingSoonTasks } from "../loop/event_loop.ts";
 import { MALFORMED_RUN_LIMIT, TURN_DESCRIPTOR_BUDGET } from "../virtio/virtqueue.ts";
 import { chainsToBreak } from "../virtio/virtqueue_test.ts";
 import {
@@ -37,11 +38,17 @@ function frameOf(length: number, seed: number): Uint8Array {
   return f;
 }
 
-function setup(features: Partial<NegotiatedFeatures> = {}, size = 64, dataBytes = 4 << 20) {
+function setup(
+  features: Partial<NegotiatedFeatures> = {},
+  size = 64,
+  dataBytes = 4 << 20,
+  logLevel: LogLevel = "info",
+) {
   const memory = new ArrayGuestMemory();
   const lines: string[] = [];
   const logger = new Logger();
   logger.setSink((_l, line) => lines.push(line));
+  logger.setLevel(logLevel);
   const rx = new SplitRingDriver({
     size,
     index: 0,
@@ -440,6 +447,22 @@ class KickOnDemandGuest {
   }
 }
 
+Deno.test("VhostUserLink queues its look after a busy turn with runSoon: no event loop waits on the JS thread before it", async () => {
+  const { tx, handler, link } = setup({}, 8);
+  await loopTurns(1); // the first turn, from the loop
+  assert.equal(pendingSoonTasks(), 0);
+  guestTransmit(tx, frameOf(60, 1), "one", false);
+  link.kick(1, 0);
+  assert.equal(pendingSoonTasks(), 1, "the look after the busy turn");
+  await loopTurns(1);
+  assert.equal(pendingSoonTasks(), 0, "the look found nothing and re-armed the kick");
+  guestTransmit(tx, frameOf(60, 2), "one", false);
+  link.kick(1, 0);
+  assert.equal(link.stopVring(1), 2);
+  assert.equal(pendingSoonTasks(), 0, "stopping the ring drops its pending look");
+  assert.equal(handler.frames.length, 2);
+});
+
 /** Lets the loop run `turns` times (setImmediate rounds: no timers). */
 async function loopTurns(turns: number): Promise<void> {
   for (let i = 0; i < turns; i++) await new Promise((resolve) => setImmediate(resolve));
@@ -462,6 +485,45 @@ Deno.test("VhostUserLink.kick() keeps polling or asks for a kick after a turn th
     10,
     `the frame after a full-ring turn is taken (kicks ${guest.kicks}, used flags ${tx.usedFlags})`,
   );
+});
+
+Deno.test("VhostUserLink.counters count frames, kicks, polls and re-arms; logged at debug level when the link goes down", async () => {
+  const { tx, rx, handler, link, lines } = setup({}, 8, 1 << 16, "debug");
+  await loopTurns(1); // the first turn, from the loop: empty, re-arms the kick
+  const guest = new KickOnDemandGuest(tx, link);
+  guest.send(3); // kicked
+  await loopTurns(1); // the poll after the busy turn: empty, re-arms
+  guest.send(1); // kicked again
+  await loopTurns(1);
+  const posted = new Map<number, number[]>();
+  guestPostRx(rx, posted, 1, 2048);
+  assert.equal(link.sendFrame(frameOf(60, 1)), SendResult.Sent);
+  assert.equal(link.sendFrame(frameOf(60, 2)), SendResult.NoRoom);
+  link.kick(0, 0);
+  assert.deepEqual(link.counters, {
+    txFrames: 4,
+    txRejected: 0,
+    txTurns: 5,
+    txKicks: 2,
+    txPolls: 3,
+    txEmptyPolls: 3,
+    txRearms: 3,
+    rxFrames: 1,
+    rxNoRoom: 1,
+    rxKicks: 1,
+  });
+  assert.equal(handler.frames.length, 4);
+  const summary = link.describeCounters();
+  assert.match(
+    summary,
+    /TX 4 frames \(0 rejected\) in 5 turns: 2 kicked, 3 from the loop \(3 empty\)/,
+  );
+  assert.ok(!lines.includes(summary));
+  link.stopVring(1);
+  assert.ok(lines.includes(summary), `logged when the link went down: ${lines}`);
+  const quiet = setup({}, 8);
+  quiet.link.stopVring(1);
+  assert.deepEqual(quiet.lines, [], "nothing above debug level");
 });
 
 for (const eventIndex of [false, true]) {

@@ -110,8 +110,9 @@ export class TcpTranslator implements L4Handler {
     let host = options.host;
     if (host === undefined) {
       if (loop === null) {
-        // Its peers run on Deno's own I/O in this same thread: no synchronous waits.
-        own = loop = new EventLoop({ busyWaitMs: 0 });
+        // Its peers run on Deno's own I/O in this same thread: no synchronous waits
+        // (EventLoopOptions.hotWaitMs stays 0).
+        own = loop = new EventLoop();
         own.run().catch((e) => (options.logger ?? defaultLog).error(`tcp: event loop: ${e}`));
       }
       host = nativeHostTcp(loop);
