@@ -29,7 +29,7 @@ import {
   stderrTimestamps,
   teeSink,
 } from "./logging.ts";
-import { StatsReporter } from "./stats.ts";
+import { collectStats, formatStatsJson, formatStatsText, StatsReporter } from "./stats.ts";
 import { SyslogSink } from "./syslog_sink.ts";
 import { removePidFile, writePidFile } from "./pid_file.ts";
 import { buildDaemonNetwork } from "./network_wiring.ts";
@@ -43,6 +43,8 @@ const HOT_WAIT_MS = 1;
 
 /** Signals that shut the daemon down cleanly. */
 const SHUTDOWN_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
+/** Signal that logs a statistics dump (flows and counters) at info level. */
+const STATS_SIGNAL: Deno.Signal = "SIGUSR1";
 
 /** Resources to release at shutdown, in reverse order of acquisition. */
 class Cleanup {
@@ -182,6 +184,22 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
     cleanup.add("close the event loop", () => loop.close());
     const network = buildDaemonNetwork(config, loop);
     cleanup.add("close the capture file", () => network.close());
+    const startedAt = monotonicNow();
+    const statsJson = () => formatStatsJson(collectStats(network.stack, monotonicNow(), startedAt));
+    const onStatsSignal = () => {
+      try {
+        const snapshot = collectStats(network.stack, monotonicNow(), startedAt);
+        log.info(`${STATS_SIGNAL} received: statistics`);
+        for (const line of formatStatsText(snapshot)) log.info(line);
+        log.info(formatStatsJson(snapshot));
+      } catch (error) {
+        log.warn(`Cannot dump statistics: ${describe(error)}`);
+      }
+    };
+    Deno.addSignalListener(STATS_SIGNAL, onStatsSignal);
+    cleanup.add("remove the statistics signal handler", () => {
+      Deno.removeSignalListener(STATS_SIGNAL, onStatsSignal);
+    });
     if (config.statsDelay !== null) {
       // --stats: straight to standard error (the foreground's), whatever the log level.
       const reporter = new StatsReporter(network.stack, (line) => {
@@ -190,7 +208,7 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
         } catch {
           // Standard error is gone: nothing left to show statistics on.
         }
-      });
+      }, statsJson);
       const timer = setInterval(() => reporter.tick(), config.statsDelay * 1000);
       cleanup.add("stop the statistics", () => clearInterval(timer));
     }

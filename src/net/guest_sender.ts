@@ -84,6 +84,8 @@ export class GuestSender {
   guestIpv6LinkLocalSeen: Uint8Array | null = null;
   /** Event counters for diagnostics. */
   readonly counters: SendCounters = { sent: 0, noRoom: 0, dropped: 0, noLink: 0 };
+  /** Bytes of the frames counted in `counters.sent` (statistics). */
+  bytesSent = 0;
   #link: GuestLink | null = null;
   #ipv4Id = 0;
   /** Frames went to the link since its last flush. */
@@ -313,8 +315,10 @@ export class GuestSender {
         queueMicrotask(this.#flushAtEndOfTask);
       }
     }
-    if (r === SendResult.Sent) this.counters.sent++;
-    else if (r === SendResult.NoRoom) this.counters.noRoom++;
+    if (r === SendResult.Sent) {
+      this.counters.sent++;
+      this.bytesSent += length;
+    } else if (r === SendResult.NoRoom) this.counters.noRoom++;
     else this.counters.dropped++;
     if (this.#log.enabled("trace")) {
       this.#log.trace(

@@ -29,6 +29,7 @@ import {
   writeIpv4,
 } from "./address.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "./checksum.ts";
+import type { FlowInfo } from "./flow_info.ts";
 import type { GuestSender } from "./guest_sender.ts";
 import { L4_OFFSET_V4, L4_OFFSET_V6 } from "./guest_sender.ts";
 import {
@@ -113,6 +114,12 @@ interface EchoFlow {
   target: Uint8Array;
   socket: EchoSocket;
   lastUsed: number;
+  /** When the flow was created (clock ms), for statistics. */
+  createdAt: number;
+  /** ICMP bytes (header included) of the echo requests sent for the guest. */
+  bytesFromGuest: number;
+  /** ICMP bytes of the echo replies relayed to the guest. */
+  bytesToGuest: number;
 }
 
 /** Options of {@link IcmpEcho}. */
@@ -237,6 +244,35 @@ export class IcmpEcho {
   }
 
   /** Closes sockets idle for {@link ECHO_IDLE_TIMEOUT_MS}. */
+  /**
+   * The echo flows as plain objects, for a statistics dump.
+   * @param now the clock's current time, for ages
+   */
+  describeFlows(now: number): FlowInfo[] {
+    const out: FlowInfo[] = [];
+    for (const f of this.#flows.values()) {
+      const guest = f.family === 4
+        ? ipv4ToString(readIpv4(f.guestAddress, 0))
+        : ipv6ToString(f.guestAddress);
+      const remote = f.family === 4
+        ? ipv4ToString(readIpv4(f.destination, 0))
+        : ipv6ToString(f.destination);
+      const host = f.family === 4 ? ipv4ToString(readIpv4(f.target, 0)) : ipv6ToString(f.target);
+      out.push({
+        protocol: f.family === 4 ? "icmp" : "icmpv6",
+        guest: `${guest} id ${f.guestId}`,
+        remote,
+        host,
+        state: "active",
+        bytesFromGuest: f.bytesFromGuest,
+        bytesToGuest: f.bytesToGuest,
+        ageMs: Math.max(0, now - f.createdAt),
+        idleMs: Math.max(0, now - f.lastUsed),
+      });
+    }
+    return out;
+  }
+
   tick(now: number): void {
     for (const f of this.#flows.values()) {
       if (now - f.lastUsed >= ECHO_IDLE_TIMEOUT_MS) this.#close(f);
@@ -287,6 +323,9 @@ export class IcmpEcho {
         target,
         socket: opened,
         lastUsed: now,
+        createdAt: now,
+        bytesFromGuest: 0,
+        bytesToGuest: 0,
       };
       this.#flows.set(key, flow);
       const f = flow;
@@ -304,6 +343,7 @@ export class IcmpEcho {
     flow.lastUsed = now;
     try {
       if (flow.socket.sendTo(payload.subarray(0, len), flow.target) < 0) this.counters.sendErrors++;
+      else flow.bytesFromGuest += len;
     } catch (error) {
       this.counters.sendErrors++;
       this.#errors.write(now, `ping: cannot send an echo request: ${error}`);
@@ -411,6 +451,7 @@ export class IcmpEcho {
       s.sendIpv6(IPPROTO_ICMPV6, flow.destination, flow.guestAddress, n);
     }
     this.counters.replies++;
+    flow.bytesToGuest += n;
   }
 
   #evictOldest(): void {

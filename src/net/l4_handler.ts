@@ -6,6 +6,8 @@
  * @module
  */
 
+import type { FlowInfo } from "./flow_info.ts";
+
 /**
  * One IP packet from the guest, as handed to an {@link L4Handler}. The object and
  * its address arrays are reused for the next packet, and `frame` may be a view into
@@ -71,6 +73,12 @@ export interface L4Handler {
    * link goes down).
    */
   readonly counters?: object;
+  /**
+   * The handler's flows as plain objects, for a statistics dump (SIGUSR1, `--stats`);
+   * built on demand, never on the datapath.
+   * @param now the clock's current time, for ages
+   */
+  describeFlows?(now: number): FlowInfo[];
   /**
    * Handles one packet from the guest. May throw: the stack catches, counts and logs
    * (rate-limited), but a handler should validate instead.

@@ -30,6 +30,7 @@ import {
   newEthernetHeader,
   parseEthernet,
 } from "./ethernet.ts";
+import type { FlowInfo } from "./flow_info.ts";
 import { describeFrame } from "./frame_summary.ts";
 import { GuestSender } from "./guest_sender.ts";
 import type { NetworkPlan } from "./host_config.ts";
@@ -75,6 +76,8 @@ export class NetworkStack implements FrameHandler {
   readonly plan: NetworkPlan;
   /** Frames dropped, by reason. */
   readonly drops: Record<string, number> = {};
+  /** Bytes of every frame from the guest, accepted or dropped (statistics). */
+  bytesFromGuest = 0;
   /** Frames accepted, by kind (diagnostics). */
   readonly accepted: Record<string, number> = {};
   /** ARP responder (null without IPv4). */
@@ -151,6 +154,7 @@ export class NetworkStack implements FrameHandler {
   handleFrame(frame: Uint8Array, now: number, info: number = FrameInfo.None): void {
     if (this.#log.enabled("trace")) this.#log.trace(`from guest: ${describeFrame(frame)}`);
     this.#checksumPending = (info & FrameInfo.ChecksumPending) !== 0;
+    this.bytesFromGuest += frame.length;
     try {
       this.#handle(frame, now);
     } catch (error) {
@@ -199,6 +203,30 @@ export class NetworkStack implements FrameHandler {
       );
     }
     return `network stack: ${parts.join("; ")}`;
+  }
+
+  /**
+   * Every flow of the translators and of ICMP echo, as plain objects, for a
+   * statistics dump (SIGUSR1, `--stats`).
+   * @param now the clock's current time, for ages
+   */
+  describeFlows(now: number): FlowInfo[] {
+    const flows: FlowInfo[] = [];
+    for (const handler of this.#l4.values()) flows.push(...(handler.describeFlows?.(now) ?? []));
+    flows.push(...(this.icmpEcho?.describeFlows(now) ?? []));
+    return flows;
+  }
+
+  /** Each translator's counters by protocol name ("tcp", "udp"), for statistics. */
+  protocolCounters(): Record<string, object> {
+    const out: Record<string, object> = {};
+    for (const [protocol, handler] of this.#l4) {
+      if (handler.counters !== undefined) {
+        out[L4_NAMES[protocol] ?? `protocol ${protocol}`] = handler.counters;
+      }
+    }
+    if (this.icmpEcho !== null) out.icmp = this.icmpEcho.counters;
+    return out;
   }
 
   /** Runs due timers (unsolicited RAs, ping socket idle timeouts, L4 timers). */

@@ -46,6 +46,7 @@ import {
 import { type GuestSender, L4_OFFSET_V4, L4_OFFSET_V6, MAX_FRAME_LENGTH } from "./guest_sender.ts";
 import type { L4Handler, L4Packet } from "./l4_handler.ts";
 import { addressBytes, addressText } from "./address.ts";
+import { type FlowInfo, flowKeyEnds, formatEndpoint } from "./flow_info.ts";
 import { netPermissionGranted, requireNetPermission } from "./net_permission.ts";
 import {
   buildUdp,
@@ -195,6 +196,12 @@ class UdpFlow implements FlowKey {
   hostKey = "";
   permission: Permission = Permission.Unknown;
   lastUsed = 0;
+  /** When the flow was created (clock ms), for statistics. */
+  createdAt = 0;
+  /** Payload bytes from the guest queued toward the host. */
+  bytesFromGuest = 0;
+  /** Payload bytes from the host handed to the link toward the guest. */
+  bytesToGuest = 0;
 }
 
 /** The UDP translator: an {@link L4Handler} for protocol 17. */
@@ -275,6 +282,28 @@ export class UdpTranslator implements L4Handler {
   }
 
   /** Handles one datagram from the guest. */
+  /**
+   * The flows as plain objects, for a statistics dump (walks the table; nothing is
+   * kept or counted on the datapath for it beyond per-flow byte counts).
+   * @param now the clock's current time, for ages
+   */
+  describeFlows(now: number): FlowInfo[] {
+    const out: FlowInfo[] = [];
+    this.flows.forEach((f) => {
+      out.push({
+        protocol: "udp",
+        ...flowKeyEnds(f),
+        host: formatEndpoint(f.hostAddr, f.hostPort),
+        state: f.permission === Permission.Denied ? "denied" : "active",
+        bytesFromGuest: f.bytesFromGuest,
+        bytesToGuest: f.bytesToGuest,
+        ageMs: Math.max(0, now - f.createdAt),
+        idleMs: Math.max(0, now - f.lastUsed),
+      });
+    });
+    return out;
+  }
+
   handlePacket(p: L4Packet, now: number): void {
     const u = this.#udp;
     const end = p.l4Offset + p.l4Length;
@@ -309,6 +338,7 @@ export class UdpTranslator implements L4Handler {
       this.counters.dropped++;
       return;
     }
+    f.bytesFromGuest += u.payloadLength;
     this.#queueToHost(s, f, p.frame, u.payloadOffset, u.payloadLength);
   }
 
@@ -431,6 +461,7 @@ export class UdpTranslator implements L4Handler {
     f.hostAddress = address;
     f.hostPort = t.port;
     f.hostKey = hostKey(t.host, t.port);
+    f.createdAt = now;
     this.#checkPermission(f, now);
     if (f.permission === Permission.Granted) {
       const socket = this.#outboundSocket(address, srcPort, now);
@@ -676,6 +707,7 @@ export class UdpTranslator implements L4Handler {
         this.#blocked = true;
         return i;
       }
+      if (r === SendResult.Sent) f.bytesToGuest += records.length(i);
     }
     return to;
   }
@@ -724,6 +756,7 @@ export class UdpTranslator implements L4Handler {
         f.hostPort = port;
         f.hostScope = records.scopeId(i);
         f.hostKey = hk;
+        f.createdAt = now;
         this.flows.insert(f);
         s.flowsByHost.set(hk, f);
         this.#armSweep(now);

@@ -117,6 +117,12 @@ export interface GuestLink {
   readonly l4ChecksumsOptional: boolean;
 
   /**
+   * The link's state and counters (ring state, frames each way) as plain values, for
+   * a statistics dump; links without any leave it out.
+   */
+  describeState?(): Record<string, number | string | boolean>;
+
+  /**
    * Copies one Ethernet frame toward the guest. Its checksums must be valid, except a
    * partial one whose position is given (only when {@link l4ChecksumsOptional}).
    * @param frame the whole frame starting at the destination MAC (max 65535 bytes)

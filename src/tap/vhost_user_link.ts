@@ -290,6 +290,18 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     return queue.lastAvailIndex;
   }
 
+  /** The rings' state and {@link counters}, for a statistics dump. */
+  describeState(): Record<string, number | string | boolean> {
+    return {
+      up: this.#up,
+      rxRing: this.#rx === null ? "none" : this.#rx.broken ? "broken" : "running",
+      txRing: this.#tx === null ? "none" : this.#tx.broken ? "broken" : "running",
+      rxWaitingForBuffers: this.#rxWaiting,
+      mergeableRxBuffers: this.#mergeable,
+      ...this.counters,
+    };
+  }
+
   /** One line summing up {@link counters}, for logs. */
   describeCounters(): string {
     const c = this.counters;

@@ -139,4 +139,12 @@ export class TcpFlow implements FlowKey {
   rto = RTO_INITIAL_MS;
   retries = 0;
   lastActivity = 0;
+
+  // ---- statistics (read by TcpTranslator.describeFlows)
+  /** When the flow was created (clock ms). */
+  createdAt = 0;
+  /** Payload bytes from the guest written into the host socket. */
+  bytesFromGuest = 0;
+  /** Payload bytes from the host acknowledged by the guest. */
+  bytesToGuest = 0;
 }

@@ -127,6 +127,7 @@ export function newOutbound(ctx: TcpContext, p: L4Packet, now: number): void {
   ctx.flows.insert(f);
   f.state = TcpState.Connecting;
   f.lastActivity = now;
+  f.createdAt = now;
   takeGuestSyn(ctx, f);
   const t = p.family === 4
     ? translateOutbound4(ctx.rules, p.dst4, h.dstPort, ctx.target)
@@ -249,6 +250,7 @@ function toHost(
       if (taken === WOULD_BLOCK) taken = 0;
     }
     f.rcvNxt = (f.rcvNxt + taken) >>> 0;
+    f.bytesFromGuest += taken;
     if (taken < len) {
       // The host socket is full: the guest sends the rest again once the window opens.
       ctx.counters.hostBackpressure += len - taken;
@@ -292,6 +294,7 @@ function processAck(
       f.finAcked = true;
       dataAcked = acked - 1;
     }
+    if (dataAcked > 0) f.bytesToGuest += dataAcked;
     if (dataAcked > 0 && f.conn !== null) {
       try {
         f.conn.discard(dataAcked); // the guest has them: the host socket can forget them

@@ -173,6 +173,7 @@ function newInbound(
   f.hostPort = accepted.peerPort;
   f.state = TcpState.SynSent;
   f.lastActivity = now;
+  f.createdAt = now;
   f.iss = ctx.isn();
   f.sndUna = f.iss;
   f.sndNxt = (f.iss + 1) >>> 0;

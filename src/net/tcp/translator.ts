@@ -30,6 +30,7 @@
 
 import { EventLoop } from "../../loop/event_loop.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
+import { type FlowInfo, flowKeyEnds, formatEndpoint } from "../flow_info.ts";
 import type { ForwardRules } from "../fwd.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import type { L4Handler, L4Packet } from "../l4_handler.ts";
@@ -48,6 +49,7 @@ import {
   IDLE_TIMEOUT_MS,
   MAX_WINDOW,
   MIN_WINDOW_CAP,
+  type TcpFlow,
   TcpState,
 } from "./flow.ts";
 import { type HostListener, type HostTcp, nativeHostTcp } from "./host_socket.ts";
@@ -143,6 +145,28 @@ export class TcpTranslator implements L4Handler {
   /** Event counters for diagnostics and tests. */
   get counters(): TcpCounters {
     return this.#ctx.counters;
+  }
+
+  /**
+   * The flows as plain objects, for a statistics dump (walks the table; nothing is
+   * kept or counted on the datapath for it).
+   * @param now the clock's current time, for ages
+   */
+  describeFlows(now: number): FlowInfo[] {
+    const out: FlowInfo[] = [];
+    this.#ctx.flows.forEach((f) => {
+      out.push({
+        protocol: "tcp",
+        ...flowKeyEnds(f),
+        host: formatEndpoint(f.hostName, f.hostPort),
+        state: tcpStateName(f),
+        bytesFromGuest: f.bytesFromGuest,
+        bytesToGuest: f.bytesToGuest,
+        ageMs: Math.max(0, now - f.createdAt),
+        idleMs: Math.max(0, now - f.lastActivity),
+      });
+    });
+    return out;
   }
 
   // ---------------------------------------------------------------- L4Handler
@@ -311,4 +335,22 @@ export class TcpTranslator implements L4Handler {
     due.length = 0;
     ctx.sender.flush();
   }
+}
+
+/** A flow's state for statistics: the TcpState's name, and which directions ended. */
+export function tcpStateName(f: TcpFlow): string {
+  switch (f.state) {
+    case TcpState.Connecting:
+      return "connecting";
+    case TcpState.SynAckSent:
+      return "syn-ack-sent";
+    case TcpState.SynSent:
+      return "syn-sent";
+    case TcpState.Closed:
+      return "closed";
+  }
+  const ended = [];
+  if (f.guestFin) ended.push("guest-fin");
+  if (f.finSent) ended.push("host-fin");
+  return ended.length === 0 ? "established" : `established (${ended.join(", ")})`;
 }
