@@ -243,7 +243,7 @@ Deno.test("bin/tpasst -d logs the DHCP exchange; --trace logs every frame each w
 
 Deno.test("bin/tpasst -f --stats 1 shows statistics once frames went through", async () => {
   const { stderr } = await discover(["--stats", "1"], [], async (daemon) => {
-    await daemon.waitForStderr(/^stats: /m, "a statistics line");
+    await daemon.waitForStderr(/^stats-json: /m, "a statistics JSON line");
   });
   assertTrue(
     /^stats: from guest 1 frame\(s\) \(dhcp 1\), 0 dropped; to guest [1-9][0-9]* frame\(s\)/m.test(
@@ -251,4 +251,10 @@ Deno.test("bin/tpasst -f --stats 1 shows statistics once frames went through", a
     ),
     stderr,
   );
+  // The machine-readable form follows each line: one JSON object after the prefix.
+  const json = stderr.split("\n").find((line) => line.startsWith("stats-json: "));
+  assertTrue(json !== undefined, stderr);
+  const dump = JSON.parse(json.slice("stats-json: ".length));
+  assertTrue(dump.fromGuest.byKind.dhcp === 1 && Array.isArray(dump.flows), json);
+  assertTrue(dump.memory.rss > 0, json);
 });
