@@ -25,31 +25,6 @@
 
 #include "tpasst_helper.h"
 
-/* Fills @ss from raw address bytes; returns the sockaddr length, or 0 for a bad length. */
-static socklen_t fill_sockaddr(struct sockaddr_storage *ss, const uint8_t *addr,
-			       uint32_t addr_len, uint32_t port, uint32_t scope_id)
-{
-	memset(ss, 0, sizeof(*ss));
-	if (addr_len == 4) {
-		struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
-
-		v4->sin_family = AF_INET;
-		v4->sin_port = htons((uint16_t)port);
-		memcpy(&v4->sin_addr, addr, 4);
-		return sizeof(*v4);
-	}
-	if (addr_len == 16) {
-		struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
-
-		v6->sin6_family = AF_INET6;
-		v6->sin6_port = htons((uint16_t)port);
-		memcpy(&v6->sin6_addr, addr, 16);
-		v6->sin6_scope_id = scope_id;
-		return sizeof(*v6);
-	}
-	return 0;
-}
-
 /* Writes the address of @ss to @addr_out (16 bytes of room) and @meta_out[0..1]. */
 static void store_sockaddr(const struct sockaddr_storage *ss, uint8_t *addr_out,
 			   uint32_t *meta_out)
@@ -102,7 +77,7 @@ int32_t tp_tcp_connect(const uint8_t *addr, uint32_t addr_len, uint32_t port,
 	socklen_t dst_len, src_len;
 	int fd, one = 1;
 
-	dst_len = fill_sockaddr(&dst, addr, addr_len, port, scope_id);
+	dst_len = tp_fill_sockaddr(&dst, addr, addr_len, port, scope_id);
 	if (dst_len == 0 || port > 65535 || (source_len != 0 && source_len != addr_len))
 		return -EINVAL;
 	fd = socket(dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
@@ -112,7 +87,7 @@ int32_t tp_tcp_connect(const uint8_t *addr, uint32_t addr_len, uint32_t port,
 	    setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, ifname, (socklen_t)strlen(ifname)) < 0)
 		return fail_close(fd, errno);
 	if (source_len != 0) {
-		src_len = fill_sockaddr(&src, source, source_len, 0, 0);
+		src_len = tp_fill_sockaddr(&src, source, source_len, 0, 0);
 		if (bind(fd, (struct sockaddr *)&src, src_len) < 0)
 			return fail_close(fd, errno);
 	}
@@ -219,7 +194,7 @@ int32_t tp_tcp_listen(const uint8_t *addr, uint32_t addr_len, uint32_t port, uin
 	socklen_t ss_len;
 	int fd, one = 1;
 
-	ss_len = fill_sockaddr(&ss, addr, addr_len, port, scope_id);
+	ss_len = tp_fill_sockaddr(&ss, addr, addr_len, port, scope_id);
 	if (ss_len == 0 || port > 65535)
 		return -EINVAL;
 	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);

@@ -18,6 +18,7 @@
 #define TPASST_HELPER_H
 
 #include <stdint.h>
+#include <sys/socket.h>
 
 /* ---- unix_socket.c: AF_UNIX SOCK_STREAM and SOCK_DGRAM sockets ------------- */
 
@@ -172,5 +173,10 @@ int32_t tp_daemon_wait_ready(int32_t ready_fd, int32_t pid, int32_t timeout_ms,
                              int32_t *status_out);
 int32_t tp_daemon_signal_ready(int32_t ready_fd);
 int32_t tp_waitpid(int32_t pid, int32_t nohang, int32_t *status_out);
+
+/* ---- sockaddr.c: shared by the socket files, not bound in ffi/ ------------- */
+
+socklen_t tp_fill_sockaddr(struct sockaddr_storage *ss, const uint8_t *addr, uint32_t addr_len,
+			   uint32_t port, uint32_t scope_id);
 
 #endif /* TPASST_HELPER_H */

@@ -22,31 +22,6 @@
 
 #include "tpasst_helper.h"
 
-/* Fills @ss from raw address bytes; returns the sockaddr length, or 0 for a bad length. */
-static socklen_t udp_fill_sockaddr(struct sockaddr_storage *ss, const uint8_t *addr,
-				   uint32_t addr_len, uint32_t port, uint32_t scope_id)
-{
-	memset(ss, 0, sizeof(*ss));
-	if (addr_len == 4) {
-		struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
-
-		v4->sin_family = AF_INET;
-		v4->sin_port = htons((uint16_t)port);
-		memcpy(&v4->sin_addr, addr, 4);
-		return sizeof(*v4);
-	}
-	if (addr_len == 16) {
-		struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
-
-		v6->sin6_family = AF_INET6;
-		v6->sin6_port = htons((uint16_t)port);
-		memcpy(&v6->sin6_addr, addr, 16);
-		v6->sin6_scope_id = scope_id;
-		return sizeof(*v6);
-	}
-	return 0;
-}
-
 /* Reads the 32-bit word at byte @offset of @record (records may be unaligned). */
 static uint32_t record_word(const uint8_t *record, uint32_t offset)
 {
@@ -125,7 +100,7 @@ int32_t tp_udp_open(int32_t family, const uint8_t *addr, uint32_t addr_len, uint
 	if (addr_len != 0) {
 		if (addr_len != (family == 4 ? 4u : 16u))
 			return -EINVAL;
-		ss_len = udp_fill_sockaddr(&ss, addr, addr_len, port, scope_id);
+		ss_len = tp_fill_sockaddr(&ss, addr, addr_len, port, scope_id);
 	}
 	fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
 		    IPPROTO_UDP);
@@ -235,7 +210,7 @@ int32_t tp_udp_send_batch(int32_t fd, const uint8_t *buf, uint32_t buf_len,
 
 		if ((uint64_t)offset + length > buf_len || port > 65535)
 			return -EINVAL;
-		to_len = udp_fill_sockaddr(&to[i], record + TP_UDP_RECORD_ADDR,
+		to_len = tp_fill_sockaddr(&to[i], record + TP_UDP_RECORD_ADDR,
 					   record_word(record, TP_UDP_RECORD_ADDR_LEN), port,
 					   record_word(record, TP_UDP_RECORD_SCOPE));
 		if (to_len == 0)

@@ -43,6 +43,7 @@ import {
   decodeNetHeader,
   encodeNetHeader,
   NET_HDR_SIZE,
+  type NetHeader,
   VIRTIO_NET_HDR_F_DATA_VALID,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_NONE,
@@ -619,19 +620,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       count++;
       written += n;
     }
-    const header = this.#header;
-    const partial = checksumStart > 0;
-    header.flags = partial
-      ? VIRTIO_NET_HDR_F_NEEDS_CSUM
-      : this.#rxDataValid
-      ? VIRTIO_NET_HDR_F_DATA_VALID
-      : 0;
-    header.gsoType = VIRTIO_NET_HDR_GSO_NONE;
-    header.hdrLen = 0;
-    header.gsoSize = 0;
-    header.csumStart = partial ? checksumStart : 0;
-    header.csumOffset = partial ? checksumOffset : 0;
-    header.numBuffers = count;
+    const header = this.#rxHeader(checksumStart, checksumOffset, count);
     const head0 = first.buffers[0];
     if (head0.length >= NET_HDR_SIZE) {
       encodeNetHeader(header, head0, 0);
@@ -802,19 +791,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       left -= Math.min(this.#resRooms[used], left);
       used++;
     }
-    const header = this.#header;
-    const partial = checksumStart > 0;
-    header.flags = partial
-      ? VIRTIO_NET_HDR_F_NEEDS_CSUM
-      : this.#rxDataValid
-      ? VIRTIO_NET_HDR_F_DATA_VALID
-      : 0;
-    header.gsoType = VIRTIO_NET_HDR_GSO_NONE;
-    header.hdrLen = 0;
-    header.gsoSize = 0;
-    header.csumStart = partial ? checksumStart : 0;
-    header.csumOffset = partial ? checksumOffset : 0;
-    header.numBuffers = used;
+    const header = this.#rxHeader(checksumStart, checksumOffset, used);
     const head0 = this.#resHeaderViews[0];
     if (head0.length >= NET_HDR_SIZE) {
       encodeNetHeader(header, head0, 0);
@@ -866,6 +843,28 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     this.#resViewCount = 0;
     this.#resHeaderCount = 0;
     this.#resChains = 0;
+  }
+
+  /**
+   * Fills the reused virtio-net header of an RX frame (virtio 1.2 §5.1.6.4): NEEDS_CSUM
+   * with its position for a partial checksum, else DATA_VALID when GUEST_CSUM was
+   * negotiated; no segmentation; `numBuffers` buffers under MRG_RXBUF.
+   */
+  #rxHeader(checksumStart: number, checksumOffset: number, numBuffers: number): NetHeader {
+    const header = this.#header;
+    const partial = checksumStart > 0;
+    header.flags = partial
+      ? VIRTIO_NET_HDR_F_NEEDS_CSUM
+      : this.#rxDataValid
+      ? VIRTIO_NET_HDR_F_DATA_VALID
+      : 0;
+    header.gsoType = VIRTIO_NET_HDR_GSO_NONE;
+    header.hdrLen = 0;
+    header.gsoSize = 0;
+    header.csumStart = partial ? checksumStart : 0;
+    header.csumOffset = partial ? checksumOffset : 0;
+    header.numBuffers = numBuffers;
+    return header;
   }
 
   /** {@inheritDoc GuestLink.flush} Also ends the RX turn: the stack flushes at the end of each batch. */
