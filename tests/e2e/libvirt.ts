@@ -42,9 +42,12 @@ export function libvirtUnavailableReason(): string | null {
 
 /**
  * Why this libvirt cannot run passt for `<interface type='user'><backend type='passt'/>`
- * (null: it can). Asked of libvirt's own XML parser through its test driver: Debian 12's
+ * (null: it can). Asked of libvirt's own XML parser through its test driver. Debian 12's
  * libvirt 9.0.0 rejects the element ("Invalid value for attribute 'type' in element
- * 'backend': 'passt'", libvirt issue #462) although its QEMU driver has the passt code.
+ * 'backend': 'passt'", libvirt issue #462): Debian patched the passt backend out of
+ * bookworm (debian/patches/debian/Disable-passt-support.patch makes
+ * virDomainNetBackendParseXML() refuse `passt`; its QEMU driver still has the code).
+ * bookworm-backports' libvirt (11.3) accepts it; .ci/run installs that one.
  */
 export async function passtBackendUnavailableReason(): Promise<string | null> {
   const dir = await Deno.makeTempDir({ prefix: "tpasst-libvirt-probe-" });
@@ -60,7 +63,11 @@ export async function passtBackendUnavailableReason(): Promise<string | null> {
     const result = await run("virsh", ["-c", "test:///default", "define", xml]);
     if (result.success) return null;
     const version = (await run("libvirtd", ["--version"])).stdout.trim();
-    return `${version} rejects <backend type='passt'/>: ${result.stderr.trim().split("\n").pop()}`;
+    return `${version} rejects <backend type='passt'/> (${
+      result.stderr.trim().split("\n").pop()
+    }): Debian 12's libvirt 9.0.0 has the passt backend patched out ` +
+      "(Disable-passt-support.patch); install libvirt-daemon-driver-qemu and libvirt-clients " +
+      "from bookworm-backports";
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

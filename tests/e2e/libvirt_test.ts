@@ -7,8 +7,8 @@
  *   started with `-t 127.0.0.1/HOST:GUEST`.
  * - passt backend: `<interface type='user'><backend type='passt'/><portForward>`, where
  *   libvirt itself runs `passt` (bin/tpasst through a wrapper first on libvirtd's PATH)
- *   with `--tcp-ports`. Ignored where libvirt's parser rejects the element (Debian 12's
- *   9.0.0; libvirt issue #462).
+ *   with `--tcp-ports`. Ignored where libvirt's parser rejects the element: Debian 12's
+ *   9.0.0 has it patched out (libvirt issue #462); bookworm-backports' 11.3 runs it.
  *
  * Both ignored, with the reason, where libvirt is not installed.
  * @module

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs libvirtd (Debian 12: libvirt 9.0) privately for the e2e tests, started as
+# Runs libvirtd (Debian 12: libvirt 9.0, or 11.3 from bookworm-backports) privately for the e2e tests, started as
 #   unshare -m --propagation private tests/e2e/private_libvirtd.sh DIR
 # In this private mount namespace, DIR/root/<path> is bind-mounted over each of
 # libvirt's system directories, so the host's configuration, state and any system
