@@ -224,3 +224,28 @@ export function translateInbound(
   } else out.addr6.set(a6);
   return true;
 }
+
+/**
+ * The guest-side destination of a forward with a target address (`-t ADDR/PORT:TARGET`,
+ * `ADDR/all:TARGET`): what the forward sends to instead of the guest's own address, as
+ * passt's fwd_nat_from_host() puts the rule's target address in the guest-side flow.
+ */
+export interface GuestTarget {
+  family: 4 | 6;
+  /** The IPv4 target (0 for IPv6). */
+  addr4: number;
+  /** The IPv6 target (null for IPv4). */
+  addr6: Uint8Array | null;
+}
+
+/**
+ * Parses a forward's target address text (from the port spec).
+ * @throws RangeError when the text is no IPv4 or IPv6 address
+ */
+export function parseGuestTarget(text: string): GuestTarget {
+  const a4 = parseIpv4(text);
+  if (a4 !== null) return { family: 4, addr4: a4 >>> 0, addr6: null };
+  const a6 = parseIpv6(text);
+  if (a6 !== null) return { family: 6, addr4: 0, addr6: a6 };
+  throw new RangeError(`Cannot forward to "${text}": not an IPv4 or IPv6 address`);
+}

@@ -169,12 +169,14 @@ export function listenerBudget(
   return limit === null ? Infinity : Math.max(0, limit - open - FDS_KEPT_FREE);
 }
 
-/** One host port to listen on and the guest port it maps to. */
+/** One host port to listen on and the guest port (and target address) it maps to. */
 export interface ExpandedForward {
   bind: string | null;
   bindInterface: string | null;
   host: number;
   guest: number;
+  /** The spec's target address for this port; null = the guest's own address. */
+  target: string | null;
 }
 
 /**
@@ -183,15 +185,17 @@ export interface ExpandedForward {
  */
 export function expandSpec(spec: PortForwardSpec, ephemeral: PortRange): ExpandedForward[] {
   const out: ExpandedForward[] = [];
-  const add = (host: number, guest: number) =>
-    out.push({ bind: spec.bindAddress, bindInterface: spec.bindInterface, host, guest });
+  const add = (host: number, guest: number, target: string | null) =>
+    out.push({ bind: spec.bindAddress, bindInterface: spec.bindInterface, host, guest, target });
   for (const f of spec.forwards) {
-    for (let p = f.first; p <= f.last; p++) add(p, f.targetFirst + (p - f.first));
+    for (let p = f.first; p <= f.last; p++) {
+      add(p, f.targetFirst + (p - f.first), f.targetAddress);
+    }
   }
   if (spec.allNonEphemeral) {
     for (let p = MIN_PORT; p <= MAX_PORT; p++) {
       const t = targetPort(spec, p, ephemeral);
-      if (t !== null) add(p, t);
+      if (t !== null) add(p, t, spec.allTargetAddress);
     }
   }
   return out;
@@ -243,8 +247,17 @@ interface ListenTarget {
   /** The short option, for messages (`-t`, `-u`). */
   readonly flag: "-t" | "-u";
   readonly table: PortForwardTable;
-  /** Listens on host:port for guest port `guest`; throws on failure. */
-  listen(host: string, port: number, guest: number, iface: string | null): void;
+  /**
+   * Listens on host:port for guest port `guest` (of the guest-side address `target`,
+   * null = the guest's own); throws on failure.
+   */
+  listen(
+    host: string,
+    port: number,
+    guest: number,
+    iface: string | null,
+    target: string | null,
+  ): void;
 }
 
 /** Listening sockets still allowed; `exhausted` once the kernel said EMFILE/ENFILE. */
@@ -286,7 +299,7 @@ export function startForwarding(stack: StackLike, o: ForwardingOptions = {}): Fo
       name: "tcp",
       flag: "-t",
       table: o.tcpForwards,
-      listen: (host, port, guest, iface) => void tcp.listen(host, port, guest, iface),
+      listen: (host, port, guest, iface, to) => void tcp.listen(host, port, guest, iface, to),
     });
   }
   if (udp && o.udpForwards) {
@@ -294,7 +307,7 @@ export function startForwarding(stack: StackLike, o: ForwardingOptions = {}): Fo
       name: "udp",
       flag: "-u",
       table: o.udpForwards,
-      listen: (host, port, guest, iface) => void udp.listen(host, port, guest, iface),
+      listen: (host, port, guest, iface, to) => void udp.listen(host, port, guest, iface, to),
     });
   }
   const ephemeral = o.ephemeral ?? hostEphemeralRange();
@@ -332,17 +345,6 @@ export function startForwarding(stack: StackLike, o: ForwardingOptions = {}): Fo
 /** Warns, once per spec, about what tpasst cannot do as asked. */
 function warnUnhonoured(target: ListenTarget, o: ForwardingOptions, logger: Logger): void {
   for (const spec of target.table.specs) {
-    const targets = new Set(
-      [...spec.forwards.map((f) => f.targetAddress), spec.allTargetAddress].filter((t) =>
-        t !== null
-      ),
-    );
-    for (const address of targets) {
-      logger.warn(
-        `${target.flag} ${spec.text}: target address ${address} not honoured: ` +
-          "tpasst forwards to the guest's own address",
-      );
-    }
     if (target.name === "udp" && o.freebind && spec.bindAddress !== null) {
       logger.warn(
         `-u ${spec.text}: --freebind not honoured for UDP (tpasst's UDP sockets do not ` +
@@ -390,7 +392,7 @@ function openSpec(
     let portFailure: { reason: string; text: string } | null = null;
     for (const host of hosts) {
       try {
-        target.listen(host, f.host, f.guest, f.bindInterface);
+        target.listen(host, f.host, f.guest, f.bindInterface, f.target);
         budget.left--;
         any = true;
       } catch (error) {
@@ -453,7 +455,8 @@ function openSpec(
     if (spec.allNonEphemeral) {
       logger.debug(
         `${target.name} forward ${spec.bindAddress ?? "*"}` +
-          `${spec.bindInterface ? `%${spec.bindInterface}` : ""}:all => guest:same ports` +
+          `${spec.bindInterface ? `%${spec.bindInterface}` : ""}:all => ` +
+          `${spec.allTargetAddress ?? "guest"}:same ports` +
           (spec.excluded.length > 0
             ? `, except ${spec.excluded.map((r) => rangeText(r.first, r.last)).join(", ")}`
             : "") +

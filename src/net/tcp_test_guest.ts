@@ -74,6 +74,10 @@ export interface GuestDatagram {
   from4: number;
   from6: Uint8Array | null;
   fromPort: number;
+  /** The destination address (IPv4; 0 for IPv6): the guest's own or a forward's target. */
+  to4: number;
+  /** The destination address (IPv6; null for IPv4). */
+  to6: Uint8Array | null;
   toPort: number;
   data: Uint8Array;
 }
@@ -86,6 +90,13 @@ export class GuestTcpConn {
   readonly remote4: number;
   readonly remote6: Uint8Array | null;
   readonly remotePort: number;
+  /**
+   * The guest-side address of this end (IPv4): where an inbound SYN was sent (the
+   * guest's own address, or a forward's target address); 0 = the guest's own address.
+   */
+  local4 = 0;
+  /** The guest-side address of this end (IPv6); null = the guest's own address. */
+  local6: Uint8Array | null = null;
   iss = 0;
   sndUna = 0;
   sndNxt = 0;
@@ -396,9 +407,19 @@ export class TestGuest implements GuestLink {
     this.#end();
   }
 
-  /** Sends a UDP datagram from the guest (a TX batch of its own). */
-  sendUdp(srcPort: number, dst4: number, dstPort: number, data: Uint8Array, dst6?: Uint8Array) {
-    this.sendUdpWithoutBatchEnd(srcPort, dst4, dstPort, data, dst6);
+  /**
+   * Sends a UDP datagram from the guest (a TX batch of its own), from the guest's own
+   * address or from `from` (e.g. the target address a forwarded datagram came to).
+   */
+  sendUdp(
+    srcPort: number,
+    dst4: number,
+    dstPort: number,
+    data: Uint8Array,
+    dst6?: Uint8Array,
+    from?: { addr4?: number; addr6?: Uint8Array },
+  ) {
+    this.sendUdpWithoutBatchEnd(srcPort, dst4, dstPort, data, dst6, from);
     this.#end();
     this.udp?.endOfBatch?.(performance.now());
   }
@@ -413,20 +434,33 @@ export class TestGuest implements GuestLink {
     dstPort: number,
     data: Uint8Array,
     dst6?: Uint8Array,
+    from?: { addr4?: number; addr6?: Uint8Array },
   ): void {
     const ipLen = this.family === 4 ? IPV4_HEADER_MIN : IPV6_HEADER_LENGTH;
     const l4 = ETH_HEADER_LENGTH + ipLen;
     const frame = new Uint8Array(l4 + 8 + data.length);
+    const src4 = (from?.addr4 ?? this.addr4) >>> 0;
+    const src6 = from?.addr6 ?? this.addr6;
     buildUdp(frame, l4, srcPort, dstPort, data.length);
     frame.set(data, l4 + 8);
     if (this.family === 4) {
-      this.#ip4(frame, IPPROTO_UDP, dst4, 8 + data.length);
-      setUdpChecksumV4(frame, l4, this.addr4, dst4);
+      this.#ip4(frame, IPPROTO_UDP, dst4, 8 + data.length, src4);
+      setUdpChecksumV4(frame, l4, src4, dst4);
     } else {
-      this.#ip6(frame, IPPROTO_UDP, dst6!, 8 + data.length);
-      setUdpChecksumV6(frame, l4, this.addr6, dst6!);
+      this.#ip6(frame, IPPROTO_UDP, dst6!, 8 + data.length, src6);
+      setUdpChecksumV6(frame, l4, src6, dst6!);
     }
-    this.#deliver(this.udp!, frame, IPPROTO_UDP, dst4, dst6 ?? null, l4, 8 + data.length);
+    this.#deliver(
+      this.udp!,
+      frame,
+      IPPROTO_UDP,
+      dst4,
+      dst6 ?? null,
+      l4,
+      8 + data.length,
+      src4,
+      src6,
+    );
   }
 
   /** Resolves once `cond()` holds, or rejects after `ms`. */
@@ -494,16 +528,19 @@ export class TestGuest implements GuestLink {
   #receive(fr: Uint8Array, touched: Set<GuestTcpConn>): void {
     const et = (fr[12] << 8) | fr[13];
     let proto: number, l4: number, end: number, src4 = 0, src6: Uint8Array | null = null;
+    let dst4 = 0, dst6: Uint8Array | null = null;
     if (et === ETHERTYPE_IPV4) {
       proto = fr[23];
       l4 = ETH_HEADER_LENGTH + (fr[14] & 0xf) * 4;
       end = ETH_HEADER_LENGTH + ((fr[16] << 8) | fr[17]);
       src4 = ((fr[26] << 24) | (fr[27] << 16) | (fr[28] << 8) | fr[29]) >>> 0;
+      dst4 = ((fr[30] << 24) | (fr[31] << 16) | (fr[32] << 8) | fr[33]) >>> 0;
     } else if (et === ETHERTYPE_IPV6) {
       proto = fr[20];
       l4 = ETH_HEADER_LENGTH + IPV6_HEADER_LENGTH;
       end = l4 + ((fr[18] << 8) | fr[19]);
       src6 = fr.slice(22, 38);
+      dst6 = fr.slice(38, 54);
     } else return;
     if (!this.#checksumOk(fr, proto, l4, end, src4, src6)) {
       this.badChecksumFrames++;
@@ -516,6 +553,8 @@ export class TestGuest implements GuestLink {
         from4: src4,
         from6: src6,
         fromPort: u.srcPort,
+        to4: dst4,
+        to6: dst6,
         toPort: u.dstPort,
         data: fr.slice(u.payloadOffset, u.payloadOffset + u.payloadLength),
       });
@@ -532,6 +571,8 @@ export class TestGuest implements GuestLink {
     if (!c) {
       if ((h.flags & (TCP_SYN | TCP_ACK_FLAG)) === TCP_SYN && this.listening.has(h.dstPort)) {
         c = new GuestTcpConn(this.family, h.dstPort, src4, src6, h.srcPort, this.rcvWindow);
+        c.local4 = dst4;
+        c.local6 = dst6;
         c.state = "syn-rcvd";
         c.iss = crypto.getRandomValues(new Uint32Array(1))[0];
         c.sndUna = c.iss;
@@ -755,7 +796,7 @@ export class TestGuest implements GuestLink {
     f.window = syn ? 65535 : Math.min(65535, c.rcvWindow >>> this.wscale);
     f.mss = syn ? this.mss : -1;
     f.windowScale = syn && this.offerWindowScale ? this.wscale : -1;
-    this.#emitTcp(f, c.remote4, c.remote6, data);
+    this.#emitTcp(f, c.remote4, c.remote6, data, undefined, c.local4 || this.addr4, c.local6);
   }
 
   #emitTcp(
@@ -764,7 +805,10 @@ export class TestGuest implements GuestLink {
     dst6: Uint8Array | null,
     data: Uint8Array | null,
     mangle?: (segment: Uint8Array) => void,
+    src4: number = this.addr4,
+    src6: Uint8Array | null = this.addr6,
   ): void {
+    src6 ??= this.addr6;
     const ipLen = this.family === 4 ? IPV4_HEADER_MIN : IPV6_HEADER_LENGTH;
     const l4 = ETH_HEADER_LENGTH + ipLen;
     const dl = data?.length ?? 0;
@@ -773,35 +817,45 @@ export class TestGuest implements GuestLink {
     if (data) frame.set(data, l4 + hl);
     const segLen = hl + dl;
     if (this.family === 4) {
-      this.#ip4(frame, IPPROTO_TCP, dst4, segLen);
-      setTcpChecksumV4(frame, l4, segLen, this.addr4, dst4);
+      this.#ip4(frame, IPPROTO_TCP, dst4, segLen, src4);
+      setTcpChecksumV4(frame, l4, segLen, src4, dst4);
     } else {
-      this.#ip6(frame, IPPROTO_TCP, dst6!, segLen);
-      setTcpChecksumV6(frame, l4, segLen, this.addr6, dst6!);
+      this.#ip6(frame, IPPROTO_TCP, dst6!, segLen, src6);
+      setTcpChecksumV6(frame, l4, segLen, src6, dst6!);
     }
     mangle?.(frame.subarray(l4, l4 + segLen));
     if (this.loseFromGuestEvery > 0 && ++this.#fromGuestCount % this.loseFromGuestEvery === 0) {
       return;
     }
-    this.#deliver(this.tcp, frame.subarray(0, l4 + segLen), IPPROTO_TCP, dst4, dst6, l4, segLen);
+    this.#deliver(
+      this.tcp,
+      frame.subarray(0, l4 + segLen),
+      IPPROTO_TCP,
+      dst4,
+      dst6,
+      l4,
+      segLen,
+      src4,
+      src6,
+    );
   }
 
-  #ip4(frame: Uint8Array, proto: number, dst: number, len: number): void {
+  #ip4(frame: Uint8Array, proto: number, dst: number, len: number, src = this.addr4): void {
     buildEthernet(frame, 0, 0x9a559a559a55, TEST_GUEST_MAC, ETHERTYPE_IPV4);
     buildIpv4(frame, ETH_HEADER_LENGTH, {
       payloadLength: len,
       protocol: proto,
-      src: this.addr4,
+      src,
       dst,
     });
   }
 
-  #ip6(frame: Uint8Array, proto: number, dst: Uint8Array, len: number): void {
+  #ip6(frame: Uint8Array, proto: number, dst: Uint8Array, len: number, src = this.addr6): void {
     buildEthernet(frame, 0, 0x9a559a559a55, TEST_GUEST_MAC, ETHERTYPE_IPV6);
     buildIpv6(frame, ETH_HEADER_LENGTH, {
       payloadLength: len,
       nextHeader: proto,
-      src: this.addr6,
+      src,
       dst,
     });
   }
@@ -814,6 +868,8 @@ export class TestGuest implements GuestLink {
     dst6: Uint8Array | null,
     l4: number,
     l4Length: number,
+    src4: number = this.addr4,
+    src6: Uint8Array = this.addr6,
   ): void {
     if (this.#stack) {
       this.#stack.handleFrame(frame, performance.now());
@@ -822,10 +878,10 @@ export class TestGuest implements GuestLink {
     const p = this.#pkt;
     p.family = this.family;
     p.protocol = proto;
-    p.src4 = this.family === 4 ? this.addr4 : 0;
+    p.src4 = this.family === 4 ? src4 >>> 0 : 0;
     p.dst4 = this.family === 4 ? dst4 >>> 0 : 0;
     if (this.family === 6) {
-      p.src6.set(this.addr6);
+      p.src6.set(src6);
       p.dst6.set(dst6!);
     }
     p.ttl = 64;

@@ -36,9 +36,11 @@ import { type FlowKey, FlowTable, initFlowKey } from "./flow_table.ts";
 import {
   type ForwardRules,
   type GuestSideAddress,
+  type GuestTarget,
   type HostTarget,
   newGuestSideAddress,
   newHostTarget,
+  parseGuestTarget,
   translateInbound,
   translateOutbound4,
   translateOutbound6,
@@ -156,6 +158,8 @@ class HostSocket {
   readonly key: string;
   /** Outbound: the guest source port; inbound: the guest target port. */
   readonly guestPort: number;
+  /** Inbound with a target address: where datagrams go instead of the guest's address. */
+  readonly target: GuestTarget | null;
   readonly flowsByHost = new Map<string, UdpFlow>();
   closed = false;
   /** Not read (readable watch off) while the link toward the guest has no room. */
@@ -165,12 +169,19 @@ class HostSocket {
   /** The flow of the last datagram received (one peer sending many is the usual case). */
   lastFlow: UdpFlow | null = null;
 
-  constructor(socket: UdpSocket, role: Role, key: string, guestPort: number) {
+  constructor(
+    socket: UdpSocket,
+    role: Role,
+    key: string,
+    guestPort: number,
+    target: GuestTarget | null = null,
+  ) {
     this.socket = socket;
     this.fd = socket.fd;
     this.role = role;
     this.key = key;
     this.guestPort = guestPort;
+    this.target = target;
   }
 }
 
@@ -375,18 +386,22 @@ export class UdpTranslator implements L4Handler {
 
   /**
    * Listens on host `hostname`:`port` (optionally only on interface `interfaceName`)
-   * and forwards datagrams to guest port `guestPort`; the guest's replies go back out
-   * of this socket. An IPv6 listener takes IPv6 only ("::" and "0.0.0.0" are two).
+   * and forwards datagrams to guest port `guestPort` of the guest's address, or of
+   * `targetAddress` (the forward's target address) when given; the guest's replies go
+   * back out of this socket. An IPv6 listener takes IPv6 only ("::" and "0.0.0.0" are
+   * two).
    * @returns the bound port (`port`, or the one chosen for 0)
    * @throws Deno.errors.NotCapable when `--allow-net` does not grant the address and
-   * port, NativeError for bind errors
+   * port, NativeError for bind errors, RangeError when `targetAddress` is no IP address
    */
   listen(
     hostname: string,
     port: number,
     guestPort: number,
     interfaceName: string | null = null,
+    targetAddress: string | null = null,
   ): number {
+    const target = targetAddress === null ? null : parseGuestTarget(targetAddress);
     requireNetPermission(hostname, port, "listen");
     const address = addressBytes(hostname);
     if (address === null) {
@@ -401,7 +416,7 @@ export class UdpTranslator implements L4Handler {
       socket.close();
       throw error;
     }
-    const hs = this.#adopt(socket, "inbound", `in/${hostname}/${bound}`, guestPort);
+    const hs = this.#adopt(socket, "inbound", `in/${hostname}/${bound}`, guestPort, target);
     this.#listeners.add(hs);
     return bound;
   }
@@ -613,8 +628,14 @@ export class UdpTranslator implements L4Handler {
   }
 
   /** Wraps `socket` and watches it for datagrams; closes it if it cannot be watched. */
-  #adopt(socket: UdpSocket, role: Role, key: string, guestPort: number): HostSocket {
-    const hs = new HostSocket(socket, role, key, guestPort);
+  #adopt(
+    socket: UdpSocket,
+    role: Role,
+    key: string,
+    guestPort: number,
+    target: GuestTarget | null = null,
+  ): HostSocket {
+    const hs = new HostSocket(socket, role, key, guestPort, target);
     try {
       this.#watcherForSockets().watch(
         hs.fd,
@@ -731,7 +752,12 @@ export class UdpTranslator implements L4Handler {
       const sender = this.#sender;
       let guest4 = 0;
       let guest6: Uint8Array | null = null;
-      if (a.family === 4) {
+      if (s.target !== null) {
+        // The forward's target address (an answer from it finds this flow).
+        if (s.target.family !== a.family) return this.#drop();
+        guest4 = s.target.addr4;
+        guest6 = s.target.addr6;
+      } else if (a.family === 4) {
         guest4 = sender.guestIpv4Seen || this.#rules.guestAddr4;
         if (!guest4) return this.#drop();
       } else {

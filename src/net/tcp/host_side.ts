@@ -16,7 +16,7 @@ import {
 } from "../../loop/event_loop.ts";
 import { EPOLLRDHUP } from "../../../ffi/epoll.ts";
 import { initFlowKey } from "../flow_table.ts";
-import { translateInbound } from "../fwd.ts";
+import { type GuestTarget, translateInbound } from "../fwd.ts";
 import { TCP_ACK_FLAG, TCP_RST } from "../tcp_header.ts";
 import type { TcpContext } from "./context.ts";
 import { RTO_INITIAL_MS, TcpFlow, TcpState } from "./flow.ts";
@@ -103,7 +103,8 @@ export function connectFailed(ctx: TcpContext, f: TcpFlow, e: unknown, now: numb
 
 /**
  * Listens on host `hostname`:`port` and forwards each accepted connection to guest
- * port `guestPort`; a listener that breaks is closed and forgotten.
+ * port `guestPort` of the guest's own address, or of `target` when the forward has a
+ * target address; a listener that breaks is closed and forgotten.
  */
 export function startListening(
   ctx: TcpContext,
@@ -111,6 +112,7 @@ export function startListening(
   port: number,
   guestPort: number,
   interfaceName: string | null,
+  target: GuestTarget | null = null,
 ): HostListener {
   let listener: HostListener | null = null;
   let broken = false;
@@ -125,7 +127,7 @@ export function startListening(
   listener = ctx.host.listen(hostname, port, interfaceName, {
     accepted: (accepted) => {
       try {
-        newInbound(ctx, accepted, guestPort, ctx.clock());
+        newInbound(ctx, accepted, guestPort, target, ctx.clock());
       } catch (e) {
         ctx.log.warn(`tcp: cannot forward an inbound connection: ${e}`);
         try {
@@ -140,11 +142,16 @@ export function startListening(
   return listener;
 }
 
-/** An accepted host connection becomes a SYN toward the guest from the translated peer. */
+/**
+ * An accepted host connection becomes a SYN toward the guest from the translated peer,
+ * to `target` when the forward has one, else to the guest's address (the one last seen).
+ * A peer of the other IP version than the target is refused.
+ */
 function newInbound(
   ctx: TcpContext,
   accepted: AcceptedConnection,
   guestPort: number,
+  target: GuestTarget | null,
   now: number,
 ): void {
   const conn = accepted.connection;
@@ -153,7 +160,18 @@ function newInbound(
   let ok = translateInbound(ctx.rules, accepted.peerHostname, a);
   let guest4 = 0;
   let guest6: Uint8Array | null = null;
-  if (ok && a.family === 4) {
+  if (ok && target !== null) {
+    ok = target.family === a.family;
+    guest4 = target.addr4;
+    guest6 = target.addr6;
+    if (!ok) {
+      ctx.failLog.write(
+        now,
+        `tcp: connection from ${accepted.peerHostname} port ${accepted.peerPort} refused: ` +
+          `its IP version differs from the forward's target address`,
+      );
+    }
+  } else if (ok && a.family === 4) {
     guest4 = s.guestIpv4Seen || ctx.rules.guestAddr4;
     ok = guest4 !== 0;
   } else if (ok) {

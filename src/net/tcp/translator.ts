@@ -31,7 +31,7 @@
 import { EventLoop } from "../../loop/event_loop.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
 import { type FlowInfo, flowKeyEnds, formatEndpoint } from "../flow_info.ts";
-import type { ForwardRules } from "../fwd.ts";
+import { type ForwardRules, parseGuestTarget } from "../fwd.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import type { L4Handler, L4Packet } from "../l4_handler.ts";
 import {
@@ -290,17 +290,21 @@ export class TcpTranslator implements L4Handler {
   /**
    * Listens on host `hostname`:`port` (only on interface `interfaceName` when given)
    * and forwards each accepted connection to guest port `guestPort` (the SYN comes
-   * from the translated peer address).
+   * from the translated peer address and goes to the guest's address, or to
+   * `targetAddress`, the forward's target address, when given).
    * @returns the listener (closed by {@link close})
-   * @throws what the host's listen throws (address in use, permission)
+   * @throws what the host's listen throws (address in use, permission); RangeError
+   *   when `targetAddress` is no IP address
    */
   listen(
     hostname: string,
     port: number,
     guestPort: number,
     interfaceName: string | null = null,
+    targetAddress: string | null = null,
   ): HostListener {
-    return startListening(this.#ctx, hostname, port, guestPort, interfaceName);
+    const target = targetAddress === null ? null : parseGuestTarget(targetAddress);
+    return startListening(this.#ctx, hostname, port, guestPort, interfaceName, target);
   }
 
   /** Closes listeners and all host connections; flows are forgotten. */
