@@ -1,7 +1,9 @@
 /**
- * The argv contract of QEMU's `-netdev passt`: QEMU runs the backend with one end of
- * a connected socketpair as fd 3, waits for exit status 0, reads the daemon's pid
- * from the pid file and talks on its end (here: one real exchange in each protocol).
+ * The argv contract of QEMU's `-netdev passt` (QEMU ≥ 10.1, net/passt.c): QEMU runs the
+ * backend with the argv qemu_passt_argv.ts rebuilds and one end of a connected
+ * socketpair as fd 3, waits for exit status 0, reads the daemon's pid from the pid file
+ * it created, talks on its end (here: one real exchange in each protocol) and ends the
+ * daemon with SIGTERM.
  */
 import type { UnixStream } from "../../ffi/unix_stream.ts";
 import { assertEquals, assertTrue } from "../../src/test_support/assert.ts";
@@ -11,132 +13,193 @@ import {
   processAlive,
   processCommandLine,
   readPidFile,
+  type RunResult,
   runTpasstWithFd3,
   stillOpen,
   waitFor,
   waitForEof,
 } from "./cli_helpers.ts";
+import { qemuPasstArgv, type QemuPasstOptions } from "./qemu_passt_argv.ts";
 
-/** Every option QEMU may pass, in QEMU's order (net/passt.c), with plausible values. */
-function qemuArgv(pidFile: string, vhostUser: boolean): string[] {
-  return [
-    ...(vhostUser ? ["--vhost-user"] : []),
+/** A TCP port on 127.0.0.1 nothing listens on now. */
+function freeTcpPort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  return port;
+}
+
+/** Every `-netdev passt` option but ports, lists and params, with plausible values. */
+const EVERY_OPTION: QemuPasstOptions = {
+  mtu: 1500,
+  address: "10.0.2.15",
+  netmask: "24",
+  mac: "9a:55:9a:55:9a:55",
+  gateway: "10.0.2.2",
+  interface: "lo",
+  outbound: "127.0.0.1",
+  outboundIf4: "lo",
+  outboundIf6: "lo",
+  dns: "10.0.2.3",
+  fqdn: "guest.example",
+  dhcpDns: false,
+  dhcpSearch: false,
+  mapHostLoopback: "10.0.2.2",
+  mapGuestAddr: "10.0.2.4",
+  dnsForward: "10.0.2.3",
+  dnsHost: "127.0.0.1",
+  tcp: false,
+  udp: false,
+  icmp: false,
+  dhcp: false,
+  ndp: false,
+  dhcpv6: false,
+  ra: false,
+  freebind: true,
+  ipv6: false,
+  search: ["example.com", "example.org"],
+};
+
+Deno.test("qemuPasstArgv() builds QEMU 10.1's argv (net/passt.c) for the defaults, vhost-user and params", () => {
+  assertEquals(qemuPasstArgv({}, "/tmp/passt-AbC123.pid"), [
     "--quiet",
-    "--mtu",
-    "1500",
-    "--address",
-    "10.0.2.15",
-    "--netmask",
-    "24",
-    "--mac-addr",
-    "9a:55:9a:55:9a:55",
-    "--gateway",
-    "10.0.2.2",
-    "--interface",
-    "lo",
-    "--outbound",
-    "192.0.2.10",
-    "--outbound-if4",
-    "lo",
-    "--outbound-if6",
-    "lo",
-    "--dns",
-    "10.0.2.3",
-    "--fqdn",
-    "guest.example",
-    "--no-dhcp-dns",
-    "--no-dhcp-search",
-    "--map-host-loopback",
-    "10.0.2.2",
-    "--map-guest-addr",
-    "10.0.2.4",
-    "--dns-forward",
-    "10.0.2.3",
-    "--dns-host",
-    "127.0.0.1",
-    "--no-tcp",
-    "--no-udp",
-    "--no-icmp",
-    "--no-dhcp",
-    "--no-ndp",
-    "--no-dhcpv6",
-    "--no-ra",
-    "--freebind",
-    "--ipv4-only",
-    "--search",
-    "example.com example.org",
     "--pid",
-    pidFile,
+    "/tmp/passt-AbC123.pid",
     "--fd",
     "3",
-  ];
+  ]);
+  assertEquals(
+    qemuPasstArgv(
+      {
+        vhostUser: true,
+        mtu: 9000,
+        ipv4: false,
+        tcpPorts: ["127.0.0.1/5000:80", "5001:81"],
+        udpPorts: ["127.0.0.1/5353"],
+        param: ["--debug", "--stats", "10"],
+      },
+      "F",
+    ),
+    [
+      "--vhost-user",
+      "--quiet",
+      "--mtu",
+      "9000",
+      "--ipv6-only",
+      "--tcp-ports",
+      "127.0.0.1/5000:80,5001:81",
+      "--udp-ports",
+      "127.0.0.1/5353",
+      "--debug",
+      "--stats",
+      "10",
+      "--pid",
+      "F",
+      "--fd",
+      "3",
+    ],
+  );
+  assertEquals(qemuPasstArgv({ quiet: false }, "F"), ["--pid", "F", "--fd", "3"]);
+});
+
+/**
+ * Runs bin/tpasst as QEMU 10.1 does for `options` (argv, an empty pid file QEMU made
+ * beforehand, a connected socket as fd 3), then `check` with the daemon's pid and our
+ * end, and stops it with SIGTERM as QEMU's cleanup does.
+ */
+async function underQemu(
+  options: QemuPasstOptions,
+  check: (run: { result: RunResult; peer: UnixStream; pid: number }) => Promise<void>,
+): Promise<void> {
+  const dir = await makeTempDir();
+  try {
+    // g_file_open_tmp("passt-XXXXXX.pid"): the file exists, empty, before passt runs.
+    const pidFile = await Deno.makeTempFile({ dir, prefix: "passt-", suffix: ".pid" });
+    const { result, peer } = await runTpasstWithFd3(dir, qemuPasstArgv(options, pidFile));
+    try {
+      assertEquals([result.code, result.stdout], [0, ""], result.stderr);
+      const pid = readPidFile(pidFile);
+      assertTrue(processAlive(pid), `daemon pid ${pid} is not running`);
+      assertTrue(processCommandLine(pid).includes("--fd 3"), processCommandLine(pid));
+      await check({ result, peer, pid });
+      Deno.kill(pid, "SIGTERM");
+      await waitFor("the daemon to exit after SIGTERM", () => !processAlive(pid));
+      await waitForEof(peer, "the daemon's end of fd 3 to close");
+      assertTrue(!(await exists(pidFile)), "pid file left behind");
+    } finally {
+      peer.close();
+    }
+  } finally {
+    killProcesses(dir); // a daemon left behind by a failed assertion
+    await Deno.remove(dir, { recursive: true });
+  }
 }
 
 for (const vhostUser of [false, true]) {
   Deno.test(
-    `bin/tpasst under QEMU's -netdev passt argv${vhostUser ? " with --vhost-user" : ""} ` +
-      "daemonizes, writes its pid and serves fd 3 until killed",
+    `bin/tpasst under QEMU's default -netdev passt argv${vhostUser ? " with vhost-user=on" : ""} ` +
+      "daemonizes silently, writes its pid and serves fd 3 until killed",
     async () => {
-      const dir = await makeTempDir();
-      try {
-        const pidFile = `${dir}/passt.pid`;
-        const { result, peer } = await runTpasstWithFd3(dir, qemuArgv(pidFile, vhostUser));
-        try {
-          // --quiet: every option is honoured, nothing to warn about
-          assertEquals(
-            { code: result.code, stdout: result.stdout, stderr: result.stderr },
-            { code: 0, stdout: "", stderr: "" },
-          );
-          const pid = readPidFile(pidFile);
-          assertTrue(processAlive(pid), `daemon pid ${pid} is not running`);
-          assertTrue(processCommandLine(pid).includes("--fd 3"), processCommandLine(pid));
-          // The daemon serves the other end in the requested protocol.
-          if (vhostUser) {
-            await assertVhostUserAnswers(peer);
-          } else {
-            await assertStreamAnswersArp(peer);
-          }
-          assertTrue(stillOpen(peer), "the daemon closed fd 3 after a valid exchange");
-          Deno.kill(pid, "SIGTERM");
-          await waitFor("the daemon to exit after SIGTERM", () => !processAlive(pid));
-          await waitForEof(peer, "the daemon's end of fd 3 to close");
-          assertTrue(!(await exists(pidFile)), "pid file left behind");
-        } finally {
-          peer.close();
-        }
-      } finally {
-        killProcesses(dir); // a daemon left behind by a failed assertion
-        await Deno.remove(dir, { recursive: true });
-      }
+      await underQemu({ vhostUser }, async ({ result, peer }) => {
+        assertEquals(result.stderr, "", "--quiet: nothing to say");
+        if (vhostUser) await assertVhostUserAnswers(peer);
+        else await assertStreamAnswersArp(peer);
+        assertTrue(stillOpen(peer), "the daemon closed fd 3 after a valid exchange");
+      });
     },
   );
 }
 
 Deno.test(
-  "bin/tpasst under QEMU's argv with param=--debug,--mtu=9000 (after QEMU's --quiet and --mtu) " +
-    "starts and logs at debug level",
+  "bin/tpasst under QEMU's argv with every -netdev passt option starts silently (all honoured)",
   async () => {
-    const dir = await makeTempDir();
-    try {
-      const pidFile = `${dir}/passt.pid`;
-      // QEMU puts the user's param= options after its own: the last ones win, as in passt.
-      const args = [...qemuArgv(pidFile, true), "--debug", "--mtu", "9000"];
-      const { result, peer } = await runTpasstWithFd3(dir, args);
-      try {
-        assertEquals([result.code, result.stdout], [0, ""], result.stderr);
+    await underQemu({ ...EVERY_OPTION, vhostUser: true }, async ({ result, peer }) => {
+      assertEquals(result.stderr, "");
+      await assertVhostUserAnswers(peer);
+    });
+  },
+);
+
+Deno.test(
+  "bin/tpasst under QEMU's argv with tcp-ports.0/.1 and udp-ports listens on every port of the joined spec",
+  async () => {
+    const [tcp1, tcp2] = [freeTcpPort(), freeTcpPort()];
+    await underQemu(
+      {
+        tcpPorts: [`127.0.0.1/${tcp1}:8080`, `${tcp2}:8081`],
+        udpPorts: [`127.0.0.1/${tcp1}`],
+        ipv6: false,
+      },
+      async ({ result }) => {
+        assertEquals(result.stderr, "");
+        for (const port of [tcp1, tcp2]) {
+          const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+          conn.close();
+        }
+      },
+    );
+  },
+);
+
+Deno.test(
+  "bin/tpasst under QEMU's argv with quiet=off, ipv4=off and param=--debug,param=--mtu,param=9000 " +
+    "(after QEMU's own --mtu) starts and logs at debug level",
+  async () => {
+    await underQemu(
+      { vhostUser: true, mtu: 1500, param: ["--debug", "--mtu", "9000"] },
+      async ({ result }) => {
         // Debug mode: time-stamped lines, the plan and the daemon's readiness included.
         assertTrue(/^[0-9]+\.[0-9]{4}: MTU: 9000$/m.test(result.stderr), result.stderr);
         assertTrue(/^[0-9]+\.[0-9]{4}: Ready \(pid [0-9]+\)$/m.test(result.stderr), result.stderr);
-        const pid = readPidFile(pidFile);
-        Deno.kill(pid, "SIGTERM");
-        await waitFor("the daemon to exit after SIGTERM", () => !processAlive(pid));
-      } finally {
-        peer.close();
-      }
-    } finally {
-      killProcesses(dir);
-      await Deno.remove(dir, { recursive: true });
-    }
+      },
+    );
+    // quiet=off: info level (the plan, no warnings); ipv4=off: --ipv6-only.
+    await underQemu({ quiet: false, ipv4: false }, async ({ result, peer }) => {
+      assertTrue(/^NDP\/DHCPv6:$/m.test(result.stderr), result.stderr);
+      assertTrue(!/^(DHCP|IPv4):$/m.test(result.stderr), result.stderr);
+      assertTrue(!/warn|error/i.test(result.stderr), result.stderr);
+      assertTrue(stillOpen(peer));
+    });
   },
 );
 
@@ -208,6 +271,9 @@ async function assertVhostUserAnswers(peer: UnixStream): Promise<void> {
   assertTrue((reply.getUint32(16, true) & (1 << (VIRTIO_F_VERSION_1 - 32))) !== 0);
 }
 
+/** Frames the daemon may send on its own before it answers an ARP request. */
+const MAX_FRAMES_BEFORE_ARP_REPLY = 8;
+
 /**
  * Stream protocol: a length-prefixed ARP request from the guest (10.0.2.15 asking
  * for the gateway 10.0.2.2) must get a length-prefixed ARP reply.
@@ -247,10 +313,15 @@ async function assertStreamAnswersArp(peer: UnixStream): Promise<void> {
   new DataView(message.buffer).setUint32(0, arp.length, false);
   message.set(arp, 4);
   assertEquals(peer.send(message), message.length);
-  const length = new DataView((await readExactly(peer, 4, "a frame length")).buffer)
-    .getUint32(0, false);
-  assertTrue(length >= 42 && length <= 65535, `frame length ${length}`);
-  const frame = await readExactly(peer, length, "the ARP reply");
+  // Other frames may come first (an unsolicited router advertisement to 33:33:00:00:00:01).
+  let frame: Uint8Array = new Uint8Array(0);
+  for (let frames = 0; frames < MAX_FRAMES_BEFORE_ARP_REPLY; frames++) {
+    const length = new DataView((await readExactly(peer, 4, "a frame length")).buffer)
+      .getUint32(0, false);
+    assertTrue(length >= 42 && length <= 65535, `frame length ${length}`);
+    frame = await readExactly(peer, length, "the ARP reply");
+    if (frame[12] === 0x08 && frame[13] === 0x06) break;
+  }
   assertEquals([...frame.subarray(0, 6)], guestMac); // to the guest
   assertEquals([frame[12], frame[13], frame[20], frame[21]], [0x08, 0x06, 0x00, 0x02]);
   assertEquals([...frame.subarray(28, 32)], [10, 0, 2, 2]); // sender: the gateway
