@@ -109,7 +109,7 @@ Deno.test("qemuPasstArgv() builds QEMU 10.1's argv (net/passt.c) for the default
  */
 async function underQemu(
   options: QemuPasstOptions,
-  check: (run: { result: RunResult; peer: UnixStream; pid: number }) => Promise<void>,
+  check: (run: { result: RunResult; peer: UnixStream; pid: number }) => void | Promise<void>,
 ): Promise<void> {
   const dir = await makeTempDir();
   try {
@@ -187,14 +187,14 @@ Deno.test(
   async () => {
     await underQemu(
       { vhostUser: true, mtu: 1500, param: ["--debug", "--mtu", "9000"] },
-      async ({ result }) => {
+      ({ result }) => {
         // Debug mode: time-stamped lines, the plan and the daemon's readiness included.
         assertTrue(/^[0-9]+\.[0-9]{4}: MTU: 9000$/m.test(result.stderr), result.stderr);
         assertTrue(/^[0-9]+\.[0-9]{4}: Ready \(pid [0-9]+\)$/m.test(result.stderr), result.stderr);
       },
     );
     // quiet=off: info level (the plan, no warnings); ipv4=off: --ipv6-only.
-    await underQemu({ quiet: false, ipv4: false }, async ({ result, peer }) => {
+    await underQemu({ quiet: false, ipv4: false }, ({ result, peer }) => {
       assertTrue(/^NDP\/DHCPv6:$/m.test(result.stderr), result.stderr);
       assertTrue(!/^(DHCP|IPv4):$/m.test(result.stderr), result.stderr);
       assertTrue(!/warn|error/i.test(result.stderr), result.stderr);
