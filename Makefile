@@ -73,7 +73,7 @@ compile: native $(DENO)
 
 demo: native $(DENO)
 	tests/e2e/guest/build.sh
-	$(WITH_PING) $(DENO) run $(TEST_FLAGS) tests/e2e/demo.ts
+	$(WITH_PING) $(DENO) run $(TEST_FLAGS) tests/e2e/demo.ts $(DEMO_ARGS)
 
 clean:
 	rm -rf native/*.so dist tests/e2e/.cache bench/results

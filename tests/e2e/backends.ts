@@ -71,6 +71,8 @@ export interface StartedBackend {
   output(): string;
   /** Resolves with the backend process's exit status (null: slirp, inside QEMU). */
   readonly status: Promise<Deno.CommandStatus> | null;
+  /** The command line the backend was started with (empty: slirp, inside QEMU). */
+  readonly command: readonly string[];
 }
 
 /** Options for {@link startBackend}. */
@@ -91,6 +93,8 @@ export interface BackendOptions {
   readonly dnsServers?: readonly string[];
   /** tpasst: `--map-guest-addr` for IPv4. */
   readonly mapGuestAddr4?: string;
+  /** tpasst: more daemon options, appended (e.g. `-d`, `-l FILE`). */
+  readonly extraArgs?: readonly string[];
 }
 
 /** slirp's fixed addresses (QEMU docs, "-netdev user": net 10.0.2.0/24, host .2). */
@@ -158,6 +162,7 @@ export async function startBackend(
       abort: () => {},
       output: () => "",
       status: null,
+      command: [],
     };
   }
   const ownDir = options.socketPath === undefined;
@@ -211,6 +216,7 @@ export async function startBackend(
       "--no-dhcp-search",
       ...(options.mapGuestAddr4 ? ["--map-guest-addr", options.mapGuestAddr4] : []),
       ...forwardArgs,
+      ...(options.extraArgs ?? []),
     ];
   }
   if (options.pcapPath) args.push("-p", options.pcapPath);
@@ -281,6 +287,7 @@ export async function startBackend(
       dhcpv6: true,
     },
     status,
+    command: [command, ...args],
     stop,
     abort: () => {
       if (exited) return;

@@ -1,10 +1,13 @@
 /**
  * `make demo`: boots a throwaway guest against a fresh backend (tpasst over vhost-user by
  * default) and narrates it getting its DHCP lease, pinging the gateway, fetching a page
- * from a server on the host's loopback and a short iperf3 run each way.
+ * from a server on the host's loopback, answering a host connection on a forwarded port
+ * and a short iperf3 run each way. Every command it runs is printed first (`$ …`): the
+ * iperf3 server, the backend, QEMU, and the script the guest runs.
  *
  * Usage: deno run -A tests/e2e/demo.ts [--backend tpasst-vhost|tpasst-stream|passt|slirp]
  *        [--verbose]   (also print the guest's serial console)
+ *        [--daemon-arg ARG]...   (more tpasst options, e.g. --daemon-arg -d)
  *
  * @module
  */
@@ -21,11 +24,26 @@ const DESCRIPTIONS: Record<BackendKind, string> = {
   "slirp": "QEMU's built-in slirp, -netdev user (reference)",
 };
 
-function parseArgs(argv: string[]): { backend: BackendKind; verbose: boolean } {
+/** Characters a shell word may hold unquoted. */
+const SHELL_SAFE = /^[A-Za-z0-9_\-./:=,@%+]+$/;
+
+/** `words` as one line a POSIX shell would run as the same command. */
+export function shellLine(words: readonly string[]): string {
+  return words.map((w) => SHELL_SAFE.test(w) ? w : `'${w.replaceAll("'", `'\\''`)}'`).join(" ");
+}
+
+function parseArgs(
+  argv: string[],
+): { backend: BackendKind; verbose: boolean; daemonArgs: string[] } {
   let backend: BackendKind = "tpasst-vhost";
   let verbose = false;
+  const daemonArgs: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
+    if (arg === "--daemon-arg" && i + 1 < argv.length) {
+      daemonArgs.push(argv[++i]);
+      continue;
+    }
     const value = arg.startsWith("--backend=")
       ? arg.slice(10)
       : arg === "--backend"
@@ -39,14 +57,16 @@ function parseArgs(argv: string[]): { backend: BackendKind; verbose: boolean } {
     } else if (arg === "--verbose") {
       verbose = true;
     } else {
-      throw new Error(`Unknown option ${arg}; usage: demo.ts [--backend KIND] [--verbose]`);
+      throw new Error(
+        `Unknown option ${arg}; usage: demo.ts [--backend KIND] [--verbose] [--daemon-arg ARG]...`,
+      );
     }
   }
-  return { backend, verbose };
+  return { backend, verbose, daemonArgs };
 }
 
 async function main(): Promise<number> {
-  const { backend, verbose } = parseArgs(Deno.args);
+  const { backend, verbose, daemonArgs } = parseArgs(Deno.args);
   const t0 = performance.now();
   const say = (text: string) =>
     console.log(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(5)} s] ${text}`);
@@ -56,10 +76,21 @@ async function main(): Promise<number> {
     ? PASST_PING_REASON
     : pingGatewayUnavailable(backend);
   const session = await E2eSession.start(backend, {
-    phases: pingSkipped ? ["dhcp", "http", "iperf"] : ["dhcp", "ping", "http", "iperf"],
+    phases: pingSkipped
+      ? ["dhcp", "http", "tcp-in", "iperf"]
+      : ["dhcp", "ping", "http", "tcp-in", "iperf"],
     iperfSeconds: 3,
     onLine: verbose ? (line) => console.log(`        | ${line}`) : undefined,
+    backend: daemonArgs.length > 0 ? { extraArgs: daemonArgs } : undefined,
   });
+  say(`web server: in this process, http://127.0.0.1:${session.http.port}/hello`);
+  if (session.iperf) console.log(`$ ${shellLine(session.iperf.command)}`);
+  if (session.backend.command.length > 0) console.log(`$ ${shellLine(session.backend.command)}`);
+  console.log(`$ ${shellLine(session.guest.commandLine)}`);
+  console.log("the guest runs (fw_cfg opt/tpasst/scenario, from its init):");
+  for (const line of session.script.split("\n")) {
+    if (line.trim() !== "" && !line.startsWith("#")) console.log(`  guest$ ${line}`);
+  }
   let failures = 0;
   const step = async (what: string, run: () => Promise<string>) => {
     try {
@@ -89,6 +120,11 @@ async function main(): Promise<number> {
     await step(
       `fetch http://<gateway>:${session.http.port}/hello (the host's 127.0.0.1)`,
       async () => JSON.stringify(await session.result("http-get", 60_000)),
+    );
+    const tcpForward = session.forwards.find((f) => f.protocol === "tcp")!;
+    await step(
+      `connect to the forwarded port 127.0.0.1:${tcpForward.hostPort} (-t … → guest port ${tcpForward.guestPort})`,
+      async () => `the guest answered ${JSON.stringify((await session.tcpIn).trim())}`,
     );
     await step(
       "iperf3 guest → host",

@@ -290,13 +290,16 @@ export async function tcpExchange(
 /** An iperf3 server process bound to 127.0.0.1. */
 export interface IperfServer {
   readonly port: number;
+  /** Its command line. */
+  readonly command: readonly string[];
   close(): Promise<void>;
 }
 
 /** Starts `iperf3 -s` on 127.0.0.1:`port` (serves tests one after another). */
 export async function startIperfServer(port: number): Promise<IperfServer> {
+  const args = ["-s", "-B", "127.0.0.1", "-p", `${port}`, "--forceflush"];
   const child = new Deno.Command("iperf3", {
-    args: ["-s", "-B", "127.0.0.1", "-p", `${port}`, "--forceflush"],
+    args,
     stdin: "null",
     stdout: "piped",
     stderr: "null",
@@ -325,6 +328,7 @@ export async function startIperfServer(port: number): Promise<IperfServer> {
   }
   return {
     port,
+    command: ["iperf3", ...args],
     async close() {
       try {
         child.kill("SIGTERM");

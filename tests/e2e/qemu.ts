@@ -154,6 +154,8 @@ export class QemuGuest {
   bootMs: number | null = null;
   /** Exit status the scenario script reported, once known. */
   doneStatus: number | null = null;
+  /** QEMU's command line (binary and arguments). */
+  readonly commandLine: readonly string[];
 
   readonly #child: Deno.ChildProcess;
   readonly #tail: string[] = [];
@@ -164,8 +166,14 @@ export class QemuGuest {
   #exitStatus: Deno.CommandStatus | null = null;
   readonly #onLine?: (line: string) => void;
 
-  private constructor(child: Deno.ChildProcess, scriptDir: string, onLine?: (l: string) => void) {
+  private constructor(
+    child: Deno.ChildProcess,
+    commandLine: readonly string[],
+    scriptDir: string,
+    onLine?: (l: string) => void,
+  ) {
     this.#child = child;
+    this.commandLine = commandLine;
     this.#scriptDir = scriptDir;
     this.#onLine = onLine;
     // QEMU counts as exited only once its output is read to the end: its exit status can
@@ -211,13 +219,14 @@ export class QemuGuest {
       `name=opt/tpasst/scenario,file=${scriptPath}`,
       ...netdevArguments(options.netdev, memoryMiB),
     ];
-    const child = new Deno.Command(options.qemuBinary ?? "qemu-system-x86_64", {
+    const binary = options.qemuBinary ?? "qemu-system-x86_64";
+    const child = new Deno.Command(binary, {
       args,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    return new QemuGuest(child, scriptDir, options.onLine);
+    return new QemuGuest(child, [binary, ...args], scriptDir, options.onLine);
   }
 
   /** QEMU's process id (the backend's process for `-netdev user`). */

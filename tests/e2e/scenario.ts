@@ -402,6 +402,10 @@ export class E2eSession {
   readonly tcpIn: Promise<string>;
   /** The guest's answer to the host's datagram on the forwarded UDP port. */
   readonly udpIn: Promise<string>;
+  /** The shell script the guest runs (through fw_cfg). */
+  readonly script: string;
+  /** Host→guest forwards the backend was given (a TCP and a UDP one, on 127.0.0.1). */
+  readonly forwards: readonly PortForward[];
 
   private constructor(init: {
     backend: StartedBackend;
@@ -416,8 +420,11 @@ export class E2eSession {
     phases: readonly Phase[];
     forwards: readonly PortForward[];
     backendOptions: Omit<BackendOptions, "forwards">;
+    script: string;
   }) {
     this.backendOptions = init.backendOptions;
+    this.script = init.script;
+    this.forwards = init.forwards;
     this.backend = init.backend;
     this.guest = init.guest;
     this.http = init.http;
@@ -504,6 +511,7 @@ export class E2eSession {
         phases,
         forwards,
         backendOptions,
+        script,
       });
     } catch (error) {
       for (const peer of started.reverse()) await peer.close();
