@@ -49,3 +49,9 @@ export function flowKeyEnds(key: FlowKey): { guest: string; remote: string } {
     remote: formatEndpoint(ipv6ToString(key.remote6!), key.remotePort),
   };
 }
+
+/** A duration for a log line: "350 ms" below a second, else "2.5 s". */
+export function formatDuration(ms: number): string {
+  const clamped = Math.max(0, ms);
+  return clamped < 1000 ? `${Math.round(clamped)} ms` : `${(clamped / 1000).toFixed(1)} s`;
+}

@@ -29,7 +29,7 @@ import {
   writeIpv4,
 } from "./address.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "./checksum.ts";
-import type { FlowInfo } from "./flow_info.ts";
+import { type FlowInfo, formatDuration } from "./flow_info.ts";
 import type { GuestSender } from "./guest_sender.ts";
 import { L4_OFFSET_V4, L4_OFFSET_V6 } from "./guest_sender.ts";
 import {
@@ -100,6 +100,24 @@ export interface IcmpEchoCounters {
   /** Echo requests refused by Deno's `net` permission (answered with "prohibited"). */
   netDenied: number;
   ignored: number;
+}
+
+/** An echo flow's ends as the statistics dump shows them (guest "address id N"). */
+function echoEnds(f: EchoFlow): { guest: string; remote: string; host: string } {
+  const text = (a: Uint8Array) => f.family === 4 ? ipv4ToString(readIpv4(a, 0)) : ipv6ToString(a);
+  return {
+    guest: `${text(f.guestAddress)} id ${f.guestId}`,
+    remote: text(f.destination),
+    host: text(f.target),
+  };
+}
+
+/** An echo flow for a log line: `icmp 10.0.2.15 id 7 -> 10.0.2.2 (host 127.0.0.1)`. */
+function echoLabel(f: EchoFlow): string {
+  const ends = echoEnds(f);
+  return `${
+    f.family === 4 ? "icmp" : "icmpv6"
+  } ${ends.guest} -> ${ends.remote} (host ${ends.host})`;
 }
 
 interface EchoFlow {
@@ -251,18 +269,9 @@ export class IcmpEcho {
   describeFlows(now: number): FlowInfo[] {
     const out: FlowInfo[] = [];
     for (const f of this.#flows.values()) {
-      const guest = f.family === 4
-        ? ipv4ToString(readIpv4(f.guestAddress, 0))
-        : ipv6ToString(f.guestAddress);
-      const remote = f.family === 4
-        ? ipv4ToString(readIpv4(f.destination, 0))
-        : ipv6ToString(f.destination);
-      const host = f.family === 4 ? ipv4ToString(readIpv4(f.target, 0)) : ipv6ToString(f.target);
       out.push({
         protocol: f.family === 4 ? "icmp" : "icmpv6",
-        guest: `${guest} id ${f.guestId}`,
-        remote,
-        host,
+        ...echoEnds(f),
         state: "active",
         bytesFromGuest: f.bytesFromGuest,
         bytesToGuest: f.bytesToGuest,
@@ -275,7 +284,15 @@ export class IcmpEcho {
 
   tick(now: number): void {
     for (const f of this.#flows.values()) {
-      if (now - f.lastUsed >= ECHO_IDLE_TIMEOUT_MS) this.#close(f);
+      if (now - f.lastUsed < ECHO_IDLE_TIMEOUT_MS) continue;
+      this.#close(f);
+      if (this.#log.enabled("debug")) {
+        this.#log.debug(
+          `${echoLabel(f)} closed: idle for ${formatDuration(now - f.lastUsed)}; ` +
+            `guest->host ${f.bytesFromGuest} B, host->guest ${f.bytesToGuest} B, ` +
+            `after ${formatDuration(now - f.createdAt)}`,
+        );
+      }
     }
   }
 
@@ -339,6 +356,9 @@ export class IcmpEcho {
         return "ok";
       }
       this.counters.socketsOpened++;
+      if (this.#log.enabled("debug")) {
+        this.#log.debug(`${echoLabel(f)} opened: echo request from the guest`);
+      }
     }
     flow.lastUsed = now;
     try {

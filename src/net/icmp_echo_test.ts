@@ -165,8 +165,12 @@ Deno.test("`IcmpEcho` forwards an IPv6 echo with a valid ICMPv6 checksum back", 
   assert.equal(l4ChecksumV6(d.l4, 0, d.l4.length, 58, d.ip6!.src, 0, d.ip6!.dst, 0), 0);
 });
 
-Deno.test("`IcmpEcho.tick()` closes sockets idle for 60 s", () => {
-  const { stack, sockets, watcher } = setup();
+Deno.test("`IcmpEcho.tick()` closes sockets idle for 60 s, logging each flow's start and end at debug level", () => {
+  const lines: string[] = [];
+  const logger = new Logger();
+  logger.setLevel("debug");
+  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
+  const { stack, sockets, watcher } = setup(undefined, logger);
   stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, 0xc0000201, echo(8, 1, 1, [])), 1000);
   stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, 0xc0000202, echo(8, 1, 1, [])), 5000);
   assert.equal(stack.icmpEcho!.size, 2);
@@ -174,6 +178,14 @@ Deno.test("`IcmpEcho.tick()` closes sockets idle for 60 s", () => {
   stack.tick(1000 + ECHO_IDLE_TIMEOUT_MS);
   assert.equal(stack.icmpEcho!.size, 1);
   assert.ok(sockets[0].closed && !sockets[1].closed);
+  const flow = "icmp 10.0.2.21 id 1 -> 192.0.2.1 (host 192.0.2.1)";
+  assert.ok(lines.includes(`debug: ${flow} opened: echo request from the guest`), lines.join("\n"));
+  assert.ok(
+    lines.includes(
+      `debug: ${flow} closed: idle for 60.0 s; guest->host 8 B, host->guest 0 B, after 60.0 s`,
+    ),
+    lines.join("\n"),
+  );
   assert.equal(watcher.handlers.size, 1);
   stack.close();
   assert.ok(sockets[1].closed);

@@ -48,7 +48,7 @@ import {
 import { type GuestSender, L4_OFFSET_V4, L4_OFFSET_V6, MAX_FRAME_LENGTH } from "./guest_sender.ts";
 import type { L4Handler, L4Packet } from "./l4_handler.ts";
 import { addressBytes, addressText } from "./address.ts";
-import { type FlowInfo, flowKeyEnds, formatEndpoint } from "./flow_info.ts";
+import { type FlowInfo, flowKeyEnds, formatDuration, formatEndpoint } from "./flow_info.ts";
 import { netPermissionGranted, requireNetPermission } from "./net_permission.ts";
 import {
   buildUdp,
@@ -213,6 +213,18 @@ class UdpFlow implements FlowKey {
   bytesFromGuest = 0;
   /** Payload bytes from the host handed to the link toward the guest. */
   bytesToGuest = 0;
+  /** Started by a host peer (a forwarded port, or a new peer answering), for logs. */
+  inbound = false;
+}
+
+/**
+ * A UDP flow's ends for a log line, as the statistics dump shows them:
+ * `udp outbound 10.0.2.15:41000 -> 10.0.2.2:53 (host 127.0.0.1:53)`.
+ */
+function udpFlowLabel(f: UdpFlow): string {
+  const ends = flowKeyEnds(f);
+  return `udp ${f.inbound ? "inbound" : "outbound"} ${ends.guest} ${f.inbound ? "<-" : "->"} ` +
+    `${ends.remote} (host ${formatEndpoint(f.hostAddr, f.hostPort)})`;
 }
 
 /** The UDP translator: an {@link L4Handler} for protocol 17. */
@@ -374,7 +386,10 @@ export class UdpTranslator implements L4Handler {
     if (now < this.#nextSweep) return;
     this.#nextSweep = Infinity;
     this.flows.forEach((f) => {
-      if (now - f.lastUsed >= this.#idleMs) this.#removeFlow(f);
+      if (now - f.lastUsed >= this.#idleMs) {
+        this.#removeFlow(f);
+        this.#logClosed(f, `idle for ${formatDuration(now - f.lastUsed)}`, now);
+      }
     });
     if (this.flows.size > 0) this.#nextSweep = now + Math.min(SWEEP_MS, this.#idleMs / 2);
   }
@@ -489,6 +504,12 @@ export class UdpTranslator implements L4Handler {
     }
     this.flows.insert(f);
     this.#armSweep(now);
+    this.#logOpened(
+      f,
+      f.permission === Permission.Granted
+        ? "datagram from the guest"
+        : "datagram from the guest, destination not permitted: dropped",
+    );
     return f;
   }
 
@@ -783,9 +804,18 @@ export class UdpTranslator implements L4Handler {
         f.hostScope = records.scopeId(i);
         f.hostKey = hk;
         f.createdAt = now;
+        f.inbound = true;
         this.flows.insert(f);
         s.flowsByHost.set(hk, f);
         this.#armSweep(now);
+        if (this.#log.enabled("debug")) {
+          this.#logOpened(
+            f,
+            s.role === "inbound"
+              ? `datagram on forwarded port ${s.socket.localAddress().port}`
+              : "datagram from a new host peer to the guest's socket",
+          );
+        }
       }
     }
     s.lastFlow = f;
@@ -856,6 +886,20 @@ export class UdpTranslator implements L4Handler {
   }
 
   // ---------------------------------------------------------------- flows, sockets
+
+  /** Logs (debug) a new flow; `how` says what started it. */
+  #logOpened(f: UdpFlow, how: string): void {
+    if (this.#log.enabled("debug")) this.#log.debug(`${udpFlowLabel(f)} opened: ${how}`);
+  }
+
+  /** Logs (debug) a flow's end: why, its byte counts and age. */
+  #logClosed(f: UdpFlow, reason: string, now: number): void {
+    if (!this.#log.enabled("debug")) return;
+    this.#log.debug(
+      `${udpFlowLabel(f)} closed: ${reason}; guest->host ${f.bytesFromGuest} B, ` +
+        `host->guest ${f.bytesToGuest} B, after ${formatDuration(now - f.createdAt)}`,
+    );
+  }
 
   #removeFlow(f: UdpFlow): void {
     this.flows.remove(f);

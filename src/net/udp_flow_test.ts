@@ -193,9 +193,13 @@ Deno.test("`TcpTranslator` forwards DNS over TCP to the configured resolver", as
   close();
 });
 
-Deno.test("`UdpTranslator` expires idle flows and closes their sockets", async () => {
+Deno.test("`UdpTranslator` expires idle flows and closes their sockets, logging each flow's start and end at debug level", async () => {
+  const lines: string[] = [];
+  const logger = new Logger();
+  logger.setLevel("debug");
+  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
   const sender = new GuestSender(0x9a559a559a55);
-  const udp = new UdpTranslator(sender, testRules(), { idleTimeoutMs: 200 });
+  const udp = new UdpTranslator(sender, testRules(), { idleTimeoutMs: 200, logger });
   const tcp = new TcpTranslator(sender, testRules());
   const guest = new TestGuest(tcp, udp, 4, TEST_GUEST4, TEST_GUEST6);
   sender.setLink(guest);
@@ -206,6 +210,18 @@ Deno.test("`UdpTranslator` expires idle flows and closes their sockets", async (
   assert.equal(udp.flows.size, 1);
   await guest.until(() => udp.flows.size === 0, 5000, "expiry");
   assert.equal(udp.boundPort(srcPort), null, "the socket closed with its last flow");
+  const flow = `udp outbound 10.0.2.15:${srcPort} -> 10.0.2.2:${echo.port} ` +
+    `(host 127.0.0.1:${echo.port})`;
+  assert.ok(lines.includes(`debug: ${flow} opened: datagram from the guest`), lines.join("\n"));
+  assert.ok(
+    lines.some((l) =>
+      new RegExp(
+        `^debug: ${flow.replace(/[.()]/g, "\\$&")} closed: idle for \\d+ ms; guest->host 1 B, ` +
+          `host->guest ${guest.datagrams[0].data.length} B, after \\d+ ms$`,
+      ).test(l)
+    ),
+    lines.join("\n"),
+  );
   echo.sock.close();
   guest.stop();
   udp.close();

@@ -85,6 +85,10 @@ export class TcpFlow implements FlowKey {
   hostName = "";
   hostPort = 0;
   closed = false;
+  /** Opened by a host peer on a forwarded port (else by the guest), for logs. */
+  inbound = false;
+  /** The end was logged (at the orderly close, before the linger). */
+  endLogged = false;
 
   // ---- guest → host
   /** Next sequence number expected from the guest: everything before it is in the host socket. */

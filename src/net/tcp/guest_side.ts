@@ -29,7 +29,7 @@ import {
   TcpFlow,
   TcpState,
 } from "./flow.ts";
-import { abort, hostError, maybeFinish } from "./closing.ts";
+import { abort, hostError, logOpened, maybeFinish } from "./closing.ts";
 import { connectFailed, onHostEvents } from "./host_side.ts";
 import {
   DATA_NO_ROOM,
@@ -53,11 +53,13 @@ export function guestSegment(ctx: TcpContext, f: TcpFlow, p: L4Packet, now: numb
   switch (f.state) {
     case TcpState.Connecting:
       // Retransmitted SYN while the host connect runs: nothing to do yet.
-      if (flags & TCP_RST) abort(ctx, f, false);
+      if (flags & TCP_RST) abort(ctx, f, false, "the guest reset it while connecting");
       return;
     case TcpState.SynSent: {
       if (flags & TCP_RST) {
-        if ((flags & TCP_ACK_FLAG) && h.ack === f.sndNxt) abort(ctx, f, false);
+        if ((flags & TCP_ACK_FLAG) && h.ack === f.sndNxt) {
+          abort(ctx, f, false, "refused by the guest (RST to our SYN)");
+        }
         return;
       }
       if ((flags & (TCP_SYN | TCP_ACK_FLAG)) === (TCP_SYN | TCP_ACK_FLAG) && h.ack === f.sndNxt) {
@@ -77,7 +79,7 @@ export function guestSegment(ctx: TcpContext, f: TcpFlow, p: L4Packet, now: numb
     }
     case TcpState.SynAckSent: {
       if (flags & TCP_RST) {
-        abort(ctx, f, false);
+        abort(ctx, f, false, "the guest reset it during the handshake");
         return;
       }
       if (flags & TCP_SYN) {
@@ -134,6 +136,7 @@ export function newOutbound(ctx: TcpContext, p: L4Packet, now: number): void {
     : translateOutbound6(ctx.rules, p.dst6, h.dstPort, ctx.target);
   f.hostName = t.host;
   f.hostPort = t.port;
+  logOpened(ctx, f, "SYN from the guest, connecting to the host");
   ctx.arm(f, now + CONNECT_TIMEOUT_MS);
   try {
     const conn = ctx.host.connect(f.hostName, f.hostPort);
@@ -170,7 +173,7 @@ function established(ctx: TcpContext, f: TcpFlow, p: L4Packet, now: number): voi
   const rightEdge = f.rcvWndRight;
   if (flags & TCP_RST) {
     // RFC 5961 §3.2: exact match aborts; inside the window draws a challenge ACK.
-    if (h.seq === f.rcvNxt) abort(ctx, f, false);
+    if (h.seq === f.rcvNxt) abort(ctx, f, false, "the guest reset it (RST)");
     else if (seqLe(f.rcvNxt, h.seq) && seqLt(h.seq, rightEdge)) sendAck(ctx, f);
     return;
   }

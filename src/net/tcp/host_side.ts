@@ -21,7 +21,7 @@ import { TCP_ACK_FLAG, TCP_RST } from "../tcp_header.ts";
 import type { TcpContext } from "./context.ts";
 import { RTO_INITIAL_MS, TcpFlow, TcpState } from "./flow.ts";
 import type { AcceptedConnection, HostListener } from "./host_socket.ts";
-import { destroy, hostError, internalError, maybeFinish } from "./closing.ts";
+import { destroy, hostError, internalError, logOpened, maybeFinish } from "./closing.ts";
 import { pushToGuest, sendFlags, sendSyn } from "./output.ts";
 
 /** Events after which the host may have data, an end of stream or an error to read. */
@@ -82,6 +82,7 @@ function connected(ctx: TcpContext, f: TcpFlow, now: number): void {
 export function connectFailed(ctx: TcpContext, f: TcpFlow, e: unknown, now: number): void {
   ctx.counters.connectFailed++;
   const denied = e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied;
+  const message = (e as Error)?.message ?? String(e);
   if (denied) {
     ctx.counters.notPermitted++;
     ctx.denyLog.write(
@@ -98,7 +99,12 @@ export function connectFailed(ctx: TcpContext, f: TcpFlow, e: unknown, now: numb
   // RST+ACK acknowledging the SYN (RFC 9293 §3.10.7.2 "connection refused").
   sendFlags(ctx, f, TCP_ACK_FLAG | TCP_RST, 0, f.rcvNxt);
   ctx.counters.rstSent++;
-  destroy(ctx, f);
+  destroy(
+    ctx,
+    f,
+    false,
+    `${denied ? "not permitted (--allow-net)" : `connect failed: ${message}`}; RST to the guest`,
+  );
 }
 
 /**
@@ -127,7 +133,7 @@ export function startListening(
   listener = ctx.host.listen(hostname, port, interfaceName, {
     accepted: (accepted) => {
       try {
-        newInbound(ctx, accepted, guestPort, target, ctx.clock());
+        newInbound(ctx, accepted, port, guestPort, target, ctx.clock());
       } catch (e) {
         ctx.log.warn(`tcp: cannot forward an inbound connection: ${e}`);
         try {
@@ -150,6 +156,7 @@ export function startListening(
 function newInbound(
   ctx: TcpContext,
   accepted: AcceptedConnection,
+  hostPort: number,
   guestPort: number,
   target: GuestTarget | null,
   now: number,
@@ -187,6 +194,7 @@ function newInbound(
   initFlowKey(f, a.family, a.addr4, guest6, guestPort, a.addr4, a.addr6, accepted.peerPort);
   f.guest4 = guest4 >>> 0;
   f.conn = conn;
+  f.inbound = true;
   f.hostName = accepted.peerHostname;
   f.hostPort = accepted.peerPort;
   f.state = TcpState.SynSent;
@@ -204,6 +212,7 @@ function newInbound(
   }
   conn.setHandler((events, at) => onHostEvents(ctx, f, events, at));
   ctx.counters.inbound++;
+  logOpened(ctx, f, `host connection on forwarded port ${hostPort}, SYN to the guest`);
   sendSyn(ctx, f, false);
   ctx.arm(f, now + f.rto);
 }

@@ -51,8 +51,7 @@ export function runTimers(ctx: TcpContext, now: number): void {
 export function sweepIdle(ctx: TcpContext, now: number): void {
   ctx.flows.forEach((f) => {
     if (f.state === TcpState.Established && now - f.lastActivity > ctx.idleTimeoutMs) {
-      ctx.log.debug(`tcp: ${ctx.name(f)} idle, resetting`);
-      abort(ctx, f, true);
+      abort(ctx, f, true, `idle for more than ${Math.round(ctx.idleTimeoutMs / 1000)} s`);
     }
   });
 }
@@ -65,7 +64,14 @@ function expire(ctx: TcpContext, f: TcpFlow, now: number): void {
     case TcpState.SynAckSent:
     case TcpState.SynSent:
       if (ctx.sender.link !== null && ++f.retries > MAX_RETRIES) {
-        abort(ctx, f, f.state === TcpState.SynAckSent);
+        abort(
+          ctx,
+          f,
+          f.state === TcpState.SynAckSent,
+          `the guest did not answer our ${
+            f.state === TcpState.SynAckSent ? "SYN-ACK" : "SYN"
+          } (${MAX_RETRIES} retries)`,
+        );
         return;
       }
       f.rto = Math.min(f.rto * 2, RTO_MAX_MS);
@@ -76,8 +82,7 @@ function expire(ctx: TcpContext, f: TcpFlow, now: number): void {
       const outstanding = seqLt(f.sndUna, f.sndNxt) || (f.finSent && !f.finAcked);
       if (outstanding) {
         if (ctx.sender.link !== null && ++f.retries > MAX_RETRIES) {
-          ctx.log.debug(`tcp: ${ctx.name(f)} guest stopped acknowledging, resetting`);
-          abort(ctx, f, true);
+          abort(ctx, f, true, `the guest stopped acknowledging (${MAX_RETRIES} retries)`);
           return;
         }
         ctx.counters.retransmits++;
@@ -110,7 +115,7 @@ function expire(ctx: TcpContext, f: TcpFlow, now: number): void {
       return;
     }
     case TcpState.Closed:
-      destroy(ctx, f);
+      destroy(ctx, f, false, "linger over");
       return;
   }
 }

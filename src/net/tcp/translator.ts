@@ -201,7 +201,7 @@ export class TcpTranslator implements L4Handler {
       (h.flags & (TCP_SYN | TCP_ACK_FLAG)) === TCP_SYN
     ) {
       // The guest reuses the 4-tuple of a lingering flow: start afresh.
-      destroy(ctx, flow);
+      destroy(ctx, flow, false, "its 4-tuple reused by a new SYN");
       flow = null;
     }
     if (!flow) {
@@ -316,7 +316,7 @@ export class TcpTranslator implements L4Handler {
       } catch { /* already closed */ }
     }
     ctx.listeners.clear();
-    ctx.flows.forEach((f) => abort(ctx, f, false));
+    ctx.flows.forEach((f) => abort(ctx, f, false, "tpasst shutting down"));
     this.#loop?.offBatchEnd(this.#batchEnd);
     this.#ownLoop?.close();
   }
