@@ -292,7 +292,7 @@ Deno.test("`VhostUserBackend` logs an unsupported request, fails its ack, closes
   const { rig } = negotiate();
   const fd = rig.fds.create();
   const [reply] = rig.send(
-    encodeRequest(Request.SET_LOG_FD, new Uint8Array(0), { needReply: true }),
+    encodeRequest(Request.SET_INFLIGHT_FD, new Uint8Array(24), { needReply: true }),
     [fd],
   );
   assert.equal(u64Reply(reply), 1n);
@@ -605,9 +605,14 @@ const badCases: BadCase[] = [
     error: /SET_VRING_NUM is not valid in state owned: ring 0 is started/,
   },
   {
-    name: "ring reconfigured while started (SET_VRING_ADDR)",
+    name: "ring moved while started (SET_VRING_ADDR)",
     send: (rig) =>
-      rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(1, userRing(1)))),
+      rig.send(
+        encodeRequest(
+          Request.SET_VRING_ADDR,
+          vringAddrPayload(1, { ...userRing(1), used: userRing(1).used + 0x800 }),
+        ),
+      ),
     error: /SET_VRING_ADDR is not valid in state owned: ring 1 is started/,
   },
   {
