@@ -2,8 +2,8 @@
  * What each flow's one timer does when it expires (RFC 6298 backoff throughout):
  * a host connect that took too long is refused toward the guest; a SYN or SYN-ACK
  * is sent again; outstanding data goes back N from the acknowledged edge (peeked
- * again from the host socket); a zero window is probed with one byte; a closed flow
- * is forgotten after lingering. Plus the idle sweep, which resets flows quiet for
+ * again from the host socket); a zero window is probed with one byte; a flow waiting
+ * for room toward the guest looks again; a closed flow is forgotten after lingering. Plus the idle sweep, which resets flows quiet for
  * longer than the idle timeout.
  *
  * @module
@@ -74,6 +74,15 @@ function expire(ctx: TcpContext, f: TcpFlow, now: number): void {
       return;
     case TcpState.Established: {
       const outstanding = seqLt(f.sndUna, f.sndNxt) || (f.finSent && !f.finAcked);
+      if (f.blocked && !outstanding) {
+        // Waiting for room with nothing in flight, and no writable callback came: look
+        // again (a flow still without room blocks anew and re-arms, backing off).
+        f.blocked = false;
+        ctx.blocked.delete(f);
+        f.rto = Math.min(f.rto * 2, RTO_MAX_MS);
+        pushToGuest(ctx, f, now);
+        return;
+      }
       if (outstanding) {
         if (ctx.sender.link !== null && ++f.retries > MAX_RETRIES) {
           ctx.log.debug(`tcp: ${ctx.name(f)} guest stopped acknowledging, resetting`);

@@ -56,7 +56,8 @@ import { type HostListener, type HostTcp, nativeHostTcp } from "./host_socket.ts
 import { abort, destroy, internalError } from "./closing.ts";
 import { guestSegment, newOutbound } from "./guest_side.ts";
 import { startListening } from "./host_side.ts";
-import { pushToGuest, rstForPacket, sendAck } from "./output.ts";
+import { rstForPacket, sendAck } from "./output.ts";
+import { resumeOnLinkUp, resumeOnWritable } from "./link_events.ts";
 import { IDLE_SWEEP_MS, runTimers, sweepIdle } from "./timers.ts";
 
 export type { TcpCounters } from "./context.ts";
@@ -227,21 +228,7 @@ export class TcpTranslator implements L4Handler {
 
   /** Resumes every flow once a link is back (retransmits what was outstanding). */
   linkUp(now: number): void {
-    const ctx = this.#ctx;
-    ctx.flows.forEach((f) => {
-      if (f.state === TcpState.Established) {
-        f.blocked = false;
-        f.sndNxt = f.sndUna;
-        f.finSent = false;
-        try {
-          pushToGuest(ctx, f, now);
-          if (!f.closed) sendAck(ctx, f);
-        } catch (e) {
-          internalError(ctx, f, e);
-        }
-      }
-    });
-    ctx.blocked.clear();
+    resumeOnLinkUp(this.#ctx, now);
     this.#flushBatch();
   }
 
@@ -250,18 +237,7 @@ export class TcpTranslator implements L4Handler {
 
   /** Resumes the flows that found no room toward the guest. */
   linkWritable(now: number): void {
-    const ctx = this.#ctx;
-    const list = [...ctx.blocked];
-    ctx.blocked.clear();
-    for (const f of list) {
-      f.blocked = false;
-      if (f.closed || f.state !== TcpState.Established) continue;
-      try {
-        pushToGuest(ctx, f, now);
-      } catch (e) {
-        internalError(ctx, f, e);
-      }
-    }
+    resumeOnWritable(this.#ctx, now);
     this.#flushBatch();
   }
 
