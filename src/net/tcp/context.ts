@@ -48,6 +48,10 @@ export interface TcpCounters {
   noRoom: number;
   /** Guest data bytes the host socket did not take (the guest sends them again). */
   hostBackpressure: number;
+  /** Challenge ACKs sent (RFC 5961: in-window RST, SYN, ACK of unsent data). */
+  challengeAcks: number;
+  /** Challenge ACKs not sent: over the rate limit (RFC 5961 §7). */
+  challengeAcksLimited: number;
 }
 
 /** The settings a {@link TcpContext} is built from. */
@@ -93,6 +97,8 @@ export class TcpContext {
     retransmits: 0,
     noRoom: 0,
     hostBackpressure: 0,
+    challengeAcks: 0,
+    challengeAcksLimited: 0,
   };
   /** Every flow's deadline. */
   readonly timers = new TimerHeap();
@@ -101,6 +107,9 @@ export class TcpContext {
   /** Flows owing the guest an ACK at the end of the batch. */
   readonly ackDue: TcpFlow[] = [];
   readonly listeners = new Set<HostListener>();
+  /** Start of the current challenge ACK interval, and the ACKs sent in it (challenge_ack.ts). */
+  challengeSince = -Infinity;
+  challengeAcks = 0;
 
   // Scratch objects of the hot paths (everything runs synchronously, one at a time).
   /** The guest segment being handled. */

@@ -103,6 +103,9 @@ export class TcpFlow implements FlowKey {
   roomAt = 0;
   /** The window was low when last advertised: send an update once the host socket drains. */
   windowUpdateDue = false;
+  /** Start of the flow's current challenge ACK interval, and the ACKs sent in it (challenge_ack.ts). */
+  challengeSince = -Infinity;
+  challengeAcks = 0;
 
   // ---- host → guest
   iss = 0;
