@@ -68,6 +68,7 @@ export interface TcpSettings {
   readonly onTimersChanged: (() => void) | null;
   readonly verifyChecksums: boolean;
   readonly idleTimeoutMs: number;
+  readonly maxRetries: number;
 }
 
 /** The translator's shared state; see the module comment. */
@@ -86,6 +87,8 @@ export class TcpContext {
   readonly clock: () => number;
   readonly verifyChecksums: boolean;
   readonly idleTimeoutMs: number;
+  /** Timeouts in a row without an answer after which a flow is given up. */
+  readonly maxRetries: number;
   readonly counters: TcpCounters = {
     outbound: 0,
     inbound: 0,
@@ -149,6 +152,7 @@ export class TcpContext {
     this.clock = s.clock;
     this.verifyChecksums = s.verifyChecksums;
     this.idleTimeoutMs = s.idleTimeoutMs;
+    this.maxRetries = s.maxRetries;
     this.#onTimersChanged = s.onTimersChanged;
   }
 

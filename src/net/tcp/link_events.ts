@@ -1,7 +1,10 @@
 /**
- * What the flows do when the guest link comes back: on link up every established
- * flow goes back to the acknowledged edge and sends again; when the link has room
- * again after a NoRoom (the RX kick), the flows waiting for it resume.
+ * What the flows do when the guest link comes and goes: on link down nothing can
+ * reach the guest, so every open flow gets a fresh timer whose expiries timers.ts
+ * counts (the flow is given up after `maxRetries` of them, about 100 s, unless the
+ * link comes back first); on link up every established flow goes back to the
+ * acknowledged edge and sends again; when the link has room again after a NoRoom
+ * (the RX kick), the flows waiting for it resume.
  *
  * No flow may wait without a wake source: a flow that finds no room during either
  * pass is put back in the blocked set (`TcpContext.block`), and the link, having
@@ -36,6 +39,20 @@ export function resumeOnLinkUp(ctx: TcpContext, now: number): void {
     } catch (e) {
       internalError(ctx, f, e);
     }
+  });
+}
+
+/**
+ * The link went away: every flow past its host connect gets its timer armed afresh
+ * from the initial RTO, so that the count of unanswered timeouts, and with it the
+ * time until the flow is given up, is the same for idle and busy flows.
+ */
+export function holdOnLinkDown(ctx: TcpContext, now: number): void {
+  ctx.flows.forEach((f) => {
+    if (f.closed || f.state === TcpState.Connecting || f.state === TcpState.Closed) return;
+    f.retries = 0;
+    f.rto = RTO_INITIAL_MS;
+    ctx.arm(f, now + f.rto);
   });
 }
 

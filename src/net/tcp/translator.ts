@@ -23,7 +23,7 @@
  *   listeners from {@link TcpTranslator.listen} turn accepted host connections into
  *   SYNs toward the guest. FIN and half-close both ways, RST both ways (a guest RST
  *   resets the host peer, a host RST resets the guest), SYN / idle timeouts; flows
- *   survive a link down / up.
+ *   survive a link down / up, and are given up after about 100 s without a link.
  *
  * @module
  */
@@ -47,6 +47,7 @@ import { TcpContext, type TcpCounters } from "./context.ts";
 import {
   DEFAULT_MAX_WINDOW,
   IDLE_TIMEOUT_MS,
+  MAX_RETRIES,
   MAX_WINDOW,
   MIN_WINDOW_CAP,
   type TcpFlow,
@@ -57,7 +58,7 @@ import { abort, destroy, internalError } from "./closing.ts";
 import { guestSegment, newOutbound } from "./guest_side.ts";
 import { startListening } from "./host_side.ts";
 import { rstForPacket, sendAck } from "./output.ts";
-import { resumeOnLinkUp, resumeOnWritable } from "./link_events.ts";
+import { holdOnLinkDown, resumeOnLinkUp, resumeOnWritable } from "./link_events.ts";
 import { IDLE_SWEEP_MS, runTimers, sweepIdle } from "./timers.ts";
 
 export type { TcpCounters } from "./context.ts";
@@ -87,6 +88,11 @@ export interface TcpTranslatorOptions {
   verifyChecksums?: boolean;
   /** Idle timeout in ms (default 2 h). */
   idleTimeoutMs?: number;
+  /**
+   * Timeouts in a row without an answer from the guest after which a flow is given up
+   * (default {@link MAX_RETRIES}); tests shorten it.
+   */
+  maxRetries?: number;
 }
 
 /** The TCP translator: an {@link L4Handler} for protocol 6; see the module comment. */
@@ -135,6 +141,7 @@ export class TcpTranslator implements L4Handler {
       onTimersChanged: options.onTimersChanged ?? null,
       verifyChecksums: options.verifyChecksums ?? true,
       idleTimeoutMs: options.idleTimeoutMs ?? IDLE_TIMEOUT_MS,
+      maxRetries: options.maxRetries ?? MAX_RETRIES,
     });
   }
 
@@ -232,8 +239,10 @@ export class TcpTranslator implements L4Handler {
     this.#flushBatch();
   }
 
-  /** Nothing to do: sends find no link and flows wait. */
-  linkDown(_now: number): void {}
+  /** Sends find no link and flows wait, counting their timeouts (see link_events.ts). */
+  linkDown(now: number): void {
+    holdOnLinkDown(this.#ctx, now);
+  }
 
   /** Resumes the flows that found no room toward the guest. */
   linkWritable(now: number): void {
