@@ -401,6 +401,8 @@ export class DaemonGuest {
   readonly #dir: string;
   readonly #link: FrameLink;
   readonly #stderr: { text: string; done: Promise<void> };
+  /** Started with -1: exits once the front-end leaves (else close() stops it with SIGTERM). */
+  #oneOff = true;
 
   private constructor(
     process: Deno.ChildProcess,
@@ -433,12 +435,14 @@ export class DaemonGuest {
   /**
    * Starts `bin/tpasst -f -s SOCKET [--vhost-user]` with {@link BASE_ARGS} and `args`,
    * connects over `transport` (vhost-user rings set up as `vhost` says) and attaches
-   * the two guests.
+   * the two guests. With `oneOff` false, BASE_ARGS's `-1` is left out: the daemon
+   * outlives the front-end ({@link dropFrontend}).
    */
   static async start(
     transport: Transport,
     args: readonly string[] = [],
     vhost: VhostOptions = {},
+    oneOff = true,
   ): Promise<DaemonGuest> {
     const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "tpnet" });
     const sock = `${dir}/t.sock`;
@@ -448,7 +452,7 @@ export class DaemonGuest {
         "-s",
         sock,
         ...(transport === "vhost-user" ? ["--vhost-user"] : []),
-        ...BASE_ARGS,
+        ...BASE_ARGS.filter((a) => oneOff || a !== "-1"),
         ...args,
       ],
       stdin: "null",
@@ -516,7 +520,16 @@ export class DaemonGuest {
         nextTimerAt: () => Infinity,
       });
     }
-    return new DaemonGuest(process, dir, transport, l, [guest4, guest6], stderr, icmpFrames);
+    const d = new DaemonGuest(process, dir, transport, l, [guest4, guest6], stderr, icmpFrames);
+    d.#oneOff = oneOff;
+    return d;
+  }
+
+  /** The front-end goes away (as when QEMU is killed); the daemon keeps running unless one-off. */
+  dropFrontend(): void {
+    this.guest4.stop();
+    this.guest6.stop();
+    this.#link.close();
   }
 
   /** Sends one Ethernet frame (built by the test) to the daemon as the guest. */
@@ -525,13 +538,17 @@ export class DaemonGuest {
   }
 
   /**
-   * Disconnects; the daemon (started with -1) must exit by itself within 10 s, else it
-   * is killed. Returns its exit code and standard error. Safe to call once.
+   * Disconnects; the daemon (started with -1, else sent SIGTERM) must exit by itself
+   * within 10 s, else it is killed. Returns its exit code and standard error. Safe to
+   * call once.
    */
   async close(): Promise<{ code: number; stderr: string }> {
-    this.guest4.stop();
-    this.guest6.stop();
-    this.#link.close();
+    this.dropFrontend();
+    if (!this.#oneOff) {
+      try {
+        this.process.kill("SIGTERM");
+      } catch { /* exited */ }
+    }
     let killed = false;
     const timer = setTimeout(() => {
       killed = true;
