@@ -11,6 +11,7 @@ import type { GuestTcpConn } from "../../src/net/tcp_test_guest.ts";
 import { MAX_RETRIES, RTO_INITIAL_MS, RTO_MAX_MS } from "../../src/net/tcp/flow.ts";
 import { TRANSPORTS } from "./daemon_guest.ts";
 import { withDaemon } from "./daemon_run.ts";
+import { freeTcpPort } from "./host_peers.ts";
 
 /** Connections open when the front-end dies. */
 const OPEN_CONNECTIONS = 24;
@@ -108,3 +109,92 @@ Deno.test({
     ));
   },
 });
+
+/** Connections opened at once to the forwarded port. */
+const BURST = 2000;
+/** The guest's port behind the forward. */
+const GUEST_PORT = 8080;
+/** What the guest writes on each accepted connection. */
+const GREETING = new TextEncoder().encode("hi");
+/** Longest the whole burst may take before the test calls it a hang (not a timing check). */
+const BURST_LIMIT_MS = 60_000;
+
+/** How one host client fared: connected and greeted, or how it failed. */
+type Outcome = "ok" | "refused" | "reset" | "eof" | "timeout";
+
+/** Reads `want` bytes from `conn` before `deadline`. */
+async function greeted(conn: Deno.Conn, want: number, deadline: number): Promise<Outcome> {
+  const buf = new Uint8Array(16);
+  let got = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    while (got < want) {
+      const late = new Promise<"timeout">((r) =>
+        timer = setTimeout(() => r("timeout"), Math.max(0, deadline - performance.now()))
+      );
+      const n = await Promise.race([conn.read(buf), late]);
+      clearTimeout(timer);
+      if (n === "timeout") return "timeout";
+      if (n === null) return "eof";
+      got += n;
+    }
+    return "ok";
+  } catch {
+    return "reset";
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+for (const transport of TRANSPORTS) {
+  Deno.test(
+    `bin/tpasst over ${transport}: a burst of ${BURST} connections to a fresh -t forward is accepted whole (no reset, no refusal)`,
+    async () => {
+      const port = freeTcpPort();
+      await withDaemon(transport, ["-t", `127.0.0.1/${port}:${GUEST_PORT}`], async (d) => {
+        const g = d.guest4;
+        g.listening.add(GUEST_PORT);
+        // The guest greets each connection it accepted once its handshake completed.
+        const greetedConns = new Set<GuestTcpConn>();
+        const greeter = setInterval(() => {
+          for (const a of g.accepted) {
+            if (a.state !== "established" || greetedConns.has(a)) continue;
+            greetedConns.add(a);
+            g.write(a, GREETING);
+          }
+        }, 5);
+        const clients: Deno.Conn[] = [];
+        const t0 = performance.now();
+        const deadline = t0 + BURST_LIMIT_MS;
+        try {
+          const outcomes = await Promise.all(
+            Array.from({ length: BURST }, async (): Promise<Outcome> => {
+              let conn: Deno.Conn;
+              try {
+                conn = await Deno.connect({ hostname: "127.0.0.1", port });
+              } catch {
+                return "refused";
+              }
+              clients.push(conn);
+              return await greeted(conn, GREETING.length, deadline);
+            }),
+          );
+          const count = (o: Outcome) => outcomes.filter((x) => x === o).length;
+          console.log(
+            `${transport}: ${count("ok")} of ${BURST} greeted in ` +
+              `${((performance.now() - t0) / 1000).toFixed(1)} s; refused ${count("refused")}, ` +
+              `reset ${count("reset")}, eof ${count("eof")}, timeout ${count("timeout")}`,
+          );
+          assert.equal(count("ok"), BURST);
+        } finally {
+          clearInterval(greeter);
+          for (const c of clients) {
+            try {
+              c.close();
+            } catch { /* reset */ }
+          }
+        }
+      });
+    },
+  );
+}
