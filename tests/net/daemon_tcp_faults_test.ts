@@ -198,3 +198,60 @@ for (const transport of TRANSPORTS) {
     },
   );
 }
+
+/** Bytes the host peer writes per trickle step. */
+const TRICKLE_BYTES = 1024;
+/** Time between trickle steps (the issue's sender: 1 KiB every 0.5 s). */
+const TRICKLE_EVERY_MS = 500;
+/** How soon after the guest's RX buffers are back the trickle must flow again (the issue's bound). */
+const RESUME_LIMIT_MS = 1000;
+
+Deno.test("bin/tpasst over vhost-user: a trickling host stream keeps flowing after the guest's driver is unbound and bound again", async () => {
+  await withDaemon("vhost-user", [], async (d) => {
+    const g = d.guest4;
+    const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (server.addr as Deno.NetAddr).port;
+    const accepted = server.accept();
+    const c = g.connect(TEST_GATEWAY4, port);
+    c.discardReceived = true;
+    await c.until(() => c.state === "established", 10_000, "the handshake");
+    const host = await accepted;
+    let written = 0;
+    const chunk = new Uint8Array(TRICKLE_BYTES).fill(0x5a);
+    const trickle = setInterval(() => {
+      host.write(chunk).then((n) => (written += n)).catch(() => {});
+    }, TRICKLE_EVERY_MS);
+    try {
+      await c.until(() => c.totalReceived >= TRICKLE_BYTES, 10_000, "the first trickle");
+      // Unbound: the rings stop while the host goes on sending.
+      await d.stopRings();
+      await new Promise((r) => setTimeout(r, 2 * TRICKLE_EVERY_MS));
+      // Bound again: new empty rings; the driver posts its buffers a moment later.
+      await d.startRings();
+      await new Promise((r) => setTimeout(r, TRICKLE_EVERY_MS));
+      const target = written;
+      d.postRxBuffers();
+      const postedAt = performance.now();
+      await c.until(
+        () => c.totalReceived >= target,
+        RESUME_LIMIT_MS,
+        `the ${target} bytes written so far (got ${c.totalReceived})`,
+      );
+      const caughtUp = performance.now() - postedAt;
+      const later = written + 2 * TRICKLE_BYTES;
+      await c.until(
+        () => c.totalReceived >= later,
+        3 * TRICKLE_EVERY_MS + RESUME_LIMIT_MS,
+        `later trickles (got ${c.totalReceived} of ${later})`,
+      );
+      console.log(
+        `caught up ${target} bytes ${caughtUp.toFixed(0)} ms after the RX buffers came back; ` +
+          `${c.totalReceived} bytes in all`,
+      );
+    } finally {
+      clearInterval(trickle);
+      host.close();
+      server.close();
+    }
+  });
+});
