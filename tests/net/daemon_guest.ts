@@ -38,6 +38,7 @@ import {
 } from "../harness/vhost_user_frontend.ts";
 import { REGION1_GPA } from "../harness/harness_memory.ts";
 import type { HarnessUsed } from "../harness/harness_vring.ts";
+import { startRings, stopRings } from "../harness/ring_restart.ts";
 
 /** How the test talks to the daemon. */
 export type Transport = "stream" | "vhost-user";
@@ -249,6 +250,9 @@ class VhostLink implements FrameLink {
   #flushScheduled = false;
   #timer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
+  /** The rings are stopped, or the new RX ring has no buffers yet: nothing is polled. */
+  #paused = false;
+  readonly #rxBuffers: number;
 
   private constructor(
     frontend: VhostUserFrontend,
@@ -261,6 +265,7 @@ class VhostLink implements FrameLink {
     this.#rxBufferSize = rxBufferSize;
     this.#txHeaderFlags = options.txHeaderFlags ?? null;
     this.#onRxFrame = options.onRxFrame ?? null;
+    this.#rxBuffers = Math.min(options.rxBuffers ?? RX_BUFFERS, RX_BUFFERS);
   }
 
   /** Connects to `path`, negotiates like QEMU, posts every RX buffer. */
@@ -269,7 +274,6 @@ class VhostLink implements FrameLink {
     deliver: (frame: Uint8Array) => void,
     options: VhostOptions,
   ): Promise<VhostLink> {
-    const rxBuffers = Math.min(options.rxBuffers ?? RX_BUFFERS, RX_BUFFERS);
     const rxBufferSize = Math.min(options.rxBufferSize ?? RX_BUFFER_SIZE, RX_BUFFER_SIZE);
     const frontend = VhostUserFrontend.connect(path, { regionSize: VHOST_REGION_SIZE });
     try {
@@ -280,13 +284,35 @@ class VhostLink implements FrameLink {
     }
     const link = new VhostLink(frontend, deliver, rxBufferSize, options);
     for (let i = 0; i < TX_SLOTS; i++) link.#freeTx.push(REGION1_GPA + i * TX_SLOT_SIZE);
-    for (let i = 0; i < rxBuffers; i++) {
-      const gpa = REGION1_GPA + RX_BASE_OFFSET + i * RX_BUFFER_SIZE;
-      frontend.vrings[RX].offer([{ gpa, length: rxBufferSize, writable: true }]);
-    }
-    frontend.kicks[RX].signal();
+    link.postRxBuffers();
     link.#timer = setInterval(() => link.#poll(), 1);
     return link;
+  }
+
+  /** Posts every RX buffer and kicks (the guest driver filling its ring); polling resumes. */
+  postRxBuffers(): void {
+    for (let i = 0; i < this.#rxBuffers; i++) {
+      const gpa = REGION1_GPA + RX_BASE_OFFSET + i * RX_BUFFER_SIZE;
+      this.frontend.vrings[RX].offer([{ gpa, length: this.#rxBufferSize, writable: true }]);
+    }
+    this.frontend.kicks[RX].signal();
+    this.#paused = false;
+  }
+
+  /** The guest driver unbound: both rings stopped; frames in flight are lost. */
+  async stopRings(): Promise<void> {
+    this.#paused = true;
+    await stopRings(this.frontend);
+  }
+
+  /**
+   * The guest driver bound again: new empty rings (tests/harness/ring_restart.ts); the
+   * RX ring stays empty, and nothing is polled, until {@link postRxBuffers}.
+   */
+  async startRings(): Promise<void> {
+    await startRings(this.frontend, VHOST_RING_SIZE);
+    this.#freeTx.length = 0;
+    for (let i = 0; i < TX_SLOTS; i++) this.#freeTx.push(REGION1_GPA + i * TX_SLOT_SIZE);
   }
 
   send(frame: Uint8Array): void {
@@ -301,7 +327,7 @@ class VhostLink implements FrameLink {
 
   #flushTx(): void {
     this.#flushScheduled = false;
-    if (this.#closed) return;
+    if (this.#closed || this.#paused) return;
     const f = this.frontend;
     for (const used of f.vrings[TX].takeUsed()) this.#freeTx.push(used.segments[0].gpa);
     let n = 0;
@@ -327,7 +353,7 @@ class VhostLink implements FrameLink {
   }
 
   #poll(): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#paused) return;
     const f = this.frontend;
     const used = f.vrings[RX].takeUsed();
     if (used.length > 0) {
@@ -401,6 +427,8 @@ export class DaemonGuest {
   readonly #dir: string;
   readonly #link: FrameLink;
   readonly #stderr: { text: string; done: Promise<void> };
+  /** Started with -1: exits once the front-end leaves (else close() stops it with SIGTERM). */
+  #oneOff = true;
 
   private constructor(
     process: Deno.ChildProcess,
@@ -433,12 +461,14 @@ export class DaemonGuest {
   /**
    * Starts `bin/tpasst -f -s SOCKET [--vhost-user]` with {@link BASE_ARGS} and `args`,
    * connects over `transport` (vhost-user rings set up as `vhost` says) and attaches
-   * the two guests.
+   * the two guests. With `oneOff` false, BASE_ARGS's `-1` is left out: the daemon
+   * outlives the front-end ({@link dropFrontend}).
    */
   static async start(
     transport: Transport,
     args: readonly string[] = [],
     vhost: VhostOptions = {},
+    oneOff = true,
   ): Promise<DaemonGuest> {
     const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "tpnet" });
     const sock = `${dir}/t.sock`;
@@ -448,7 +478,7 @@ export class DaemonGuest {
         "-s",
         sock,
         ...(transport === "vhost-user" ? ["--vhost-user"] : []),
-        ...BASE_ARGS,
+        ...BASE_ARGS.filter((a) => oneOff || a !== "-1"),
         ...args,
       ],
       stdin: "null",
@@ -516,7 +546,42 @@ export class DaemonGuest {
         nextTimerAt: () => Infinity,
       });
     }
-    return new DaemonGuest(process, dir, transport, l, [guest4, guest6], stderr, icmpFrames);
+    const d = new DaemonGuest(process, dir, transport, l, [guest4, guest6], stderr, icmpFrames);
+    d.#oneOff = oneOff;
+    return d;
+  }
+
+  /**
+   * Over vhost-user: the guest's driver is unbound — both rings stopped. The guests'
+   * connections stay (a driver does not reset the guest's TCP stack).
+   */
+  async stopRings(): Promise<void> {
+    await this.#vhostLink().stopRings();
+  }
+
+  /**
+   * Over vhost-user: the guest's driver is bound again — new empty rings; the RX ring
+   * gets its buffers (and a kick) only from {@link postRxBuffers}.
+   */
+  async startRings(): Promise<void> {
+    await this.#vhostLink().startRings();
+  }
+
+  /** Over vhost-user: posts every RX buffer and kicks, as a guest driver starting up. */
+  postRxBuffers(): void {
+    this.#vhostLink().postRxBuffers();
+  }
+
+  #vhostLink(): VhostLink {
+    if (!(this.#link instanceof VhostLink)) throw new Error("rings exist over vhost-user only");
+    return this.#link;
+  }
+
+  /** The front-end goes away (as when QEMU is killed); the daemon keeps running unless one-off. */
+  dropFrontend(): void {
+    this.guest4.stop();
+    this.guest6.stop();
+    this.#link.close();
   }
 
   /** Sends one Ethernet frame (built by the test) to the daemon as the guest. */
@@ -525,13 +590,17 @@ export class DaemonGuest {
   }
 
   /**
-   * Disconnects; the daemon (started with -1) must exit by itself within 10 s, else it
-   * is killed. Returns its exit code and standard error. Safe to call once.
+   * Disconnects; the daemon (started with -1, else sent SIGTERM) must exit by itself
+   * within 10 s, else it is killed. Returns its exit code and standard error. Safe to
+   * call once.
    */
   async close(): Promise<{ code: number; stderr: string }> {
-    this.guest4.stop();
-    this.guest6.stop();
-    this.#link.close();
+    this.dropFrontend();
+    if (!this.#oneOff) {
+      try {
+        this.process.kill("SIGTERM");
+      } catch { /* exited */ }
+    }
     let killed = false;
     const timer = setTimeout(() => {
       killed = true;
