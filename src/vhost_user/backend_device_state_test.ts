@@ -39,9 +39,10 @@ function params(direction: number, phase: number): Uint8Array {
 const DEVICE_STATE = featureBit(ProtocolFeature.DEVICE_STATE);
 
 function rigWithDeviceState(negotiate = true) {
-  let rig: BackendRig;
-  const handler = new RecordingDeviceState(() => rig);
-  rig = new BackendRig({ deviceState: handler });
+  const holder: { rig: BackendRig | null } = { rig: null };
+  const handler = new RecordingDeviceState(() => holder.rig!);
+  const rig = new BackendRig({ deviceState: handler });
+  holder.rig = rig;
   const [offered] = rig.send(encodeRequest(Request.GET_PROTOCOL_FEATURES));
   const features = offered.payload.getBigUint64(0, true);
   if (negotiate) rig.send(encodeRequest(Request.SET_PROTOCOL_FEATURES, u64Payload(features)));
