@@ -60,6 +60,8 @@
  * 136  u32  host socket: rcv_wup      }
  * 140  u32  send queue length (≤ MAX_QUEUE_BYTES)
  * 144  u32  receive queue length (≤ MAX_QUEUE_BYTES)
+ * 148  u32  guest side: sequence after the highest byte sent to the guest (at most
+ *           sndUna + receive queue length)
  * Trailer (8 bytes)
  *   0  u32  magic 0x74705345 ("tpSE")
  *   4  u32  CRC-32 (IEEE 802.3) of every byte before the trailer's CRC
@@ -98,7 +100,7 @@ const GUEST_IPV6_LINK_LOCAL = 28;
 const GUEST_RESERVED_2 = 44;
 
 /** Fixed part of a TCP flow record in bytes. */
-export const FLOW_RECORD_SIZE = 148;
+export const FLOW_RECORD_SIZE = 152;
 const FLOW_FAMILY = 0;
 const FLOW_FLAGS = 1;
 const FLOW_GUEST_PORT = 2;
@@ -131,6 +133,7 @@ const FLOW_RCV_WND = 132;
 const FLOW_RCV_WUP = 136;
 const FLOW_SEND_QUEUE_LENGTH = 140;
 const FLOW_RECV_QUEUE_LENGTH = 144;
+const FLOW_SND_MAX = 148;
 
 /** Flag bit of a flow record: the connection came from a host listener. */
 const FLOW_FLAG_INBOUND = 1;
@@ -225,6 +228,8 @@ export interface MigratedTcpFlow {
   rcvWndRight: number;
   iss: number;
   sndUna: number;
+  /** Sequence after the highest byte sent to the guest (sndUna .. sndUna + receive queue). */
+  sndMax: number;
   sndWndRight: number;
   ourShift: number;
   guestShift: number;
@@ -365,6 +370,9 @@ function encodeFlow(out: Uint8Array, view: DataView, at: number, f: MigratedTcpF
   view.setUint32(at + FLOW_ISS, f.iss >>> 0);
   view.setUint32(at + FLOW_SND_UNA, f.sndUna >>> 0);
   view.setUint32(at + FLOW_SND_WND_RIGHT, f.sndWndRight >>> 0);
+  const sent = (f.sndMax - f.sndUna) | 0;
+  checkRange(sent, 0, s.recvQueue.length, "bytes sent to the guest and unacknowledged");
+  view.setUint32(at + FLOW_SND_MAX, f.sndMax >>> 0);
   view.setUint8(at + FLOW_OUR_SHIFT, checkRange(f.ourShift, 0, MAX_WINDOW_SCALE, "our shift"));
   view.setUint8(
     at + FLOW_GUEST_SHIFT,
@@ -579,6 +587,15 @@ function decodeFlow(
   }
   const shift = (offset: number, what: string) =>
     fieldInRange(view.getUint8(at + offset), 0, MAX_WINDOW_SCALE, what, index);
+  const sndUna = view.getUint32(at + FLOW_SND_UNA);
+  const sndMax = view.getUint32(at + FLOW_SND_MAX);
+  fieldInRange(
+    (sndMax - sndUna) | 0,
+    0,
+    recvLength,
+    "bytes sent to the guest and unacknowledged",
+    index,
+  );
   const flow: MigratedTcpFlow = {
     family,
     inbound: (flags & FLOW_FLAG_INBOUND) !== 0,
@@ -605,7 +622,8 @@ function decodeFlow(
     rcvNxt: view.getUint32(at + FLOW_RCV_NXT),
     rcvWndRight: view.getUint32(at + FLOW_RCV_WND_RIGHT),
     iss: view.getUint32(at + FLOW_ISS),
-    sndUna: view.getUint32(at + FLOW_SND_UNA),
+    sndUna,
+    sndMax,
     sndWndRight: view.getUint32(at + FLOW_SND_WND_RIGHT),
     ourShift: shift(FLOW_OUR_SHIFT, "our window shift"),
     guestShift: shift(FLOW_GUEST_SHIFT, "guest window shift"),

@@ -34,6 +34,7 @@ function sampleFlow(overrides: Partial<MigratedTcpFlow> = {}): MigratedTcpFlow {
     rcvWndRight: 0x10,
     iss: 12345,
     sndUna: 99999,
+    sndMax: 99999 + 20,
     sndWndRight: 100000 + 65535,
     ourShift: 7,
     guestShift: 9,
@@ -140,6 +141,7 @@ const flowArbitrary: fc.Arbitrary<MigratedTcpFlow> = fc.record({
   words: fc.tuple(u32, u32, u32, u32, u32, u32, u32, u32),
   sendQueue: queue,
   recvQueue: queue,
+  sent: fc.double({ min: 0, max: 1, noNaN: true }),
 }).map((r) => {
   const [guestAddress, remoteAddress] = r.family === 4 ? r.a4 : r.a16;
   const [localAddress, peerAddress] = r.hostFamily === 4 ? r.h4 : r.h16;
@@ -158,6 +160,7 @@ const flowArbitrary: fc.Arbitrary<MigratedTcpFlow> = fc.record({
     rcvWndRight: r.seqs[1],
     iss: r.seqs[2],
     sndUna: r.seqs[3],
+    sndMax: (r.seqs[3] + Math.floor(r.sent * r.recvQueue.length)) >>> 0,
     sndWndRight: r.seqs[4],
     ourShift: r.shifts[0],
     guestShift: r.shifts[1],
@@ -292,6 +295,9 @@ Deno.test("decodeMigrationState() names magic, version and out-of-range fields e
   b = bytes();
   at(b).setUint32(flow0 + 112, 8);
   assertThrows(() => decodeMigrationState(resealed(b)), /unknown option bits 0x8/);
+  b = bytes();
+  at(b).setUint32(flow0 + 148, at(b).getUint32(flow0 + 88) + 1000);
+  assertThrows(() => decodeMigrationState(resealed(b)), /bytes sent to the guest .* 1000/);
 });
 
 Deno.test("encodeMigrationState() refuses values the format cannot carry", () => {

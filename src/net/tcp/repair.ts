@@ -1,0 +1,218 @@
+/**
+ * Moving one TCP connection between sockets with Linux's TCP repair mode (the way
+ * CRIU and passt do): on the source, a socket in repair mode is dumped — sequence
+ * numbers of both queues, window (TCP_REPAIR_WINDOW), MSS, window scales and the
+ * other negotiated options (TCP_INFO), the timestamp clock (TCP_TIMESTAMP), and the
+ * bytes of both queues (peeked with the queue selected); on the target, a fresh
+ * socket is put in repair mode, given the sequence numbers, bound and connected
+ * (no handshake in repair mode), given options, window, queued bytes and the
+ * timestamp clock, and taken out of repair mode. A socket closed while in repair
+ * mode leaves without a FIN or RST.
+ *
+ * Switching repair mode needs CAP_NET_ADMIN: {@link RepairSwitch} does it directly
+ * ({@link directRepair}) or through a helper that owns the capability (passt-repair's
+ * protocol, src/daemon/repair_helper.ts). Everything else works unprivileged on a
+ * socket already in repair mode.
+ *
+ * @module
+ */
+
+import {
+  bindSocket,
+  closeFd,
+  connectSocket,
+  createTcpSocket,
+  getIntOption,
+  getQueueSeq,
+  getRepairWindow,
+  getTcpInfoOptions,
+  getTcpTimestamp,
+  MSG_PEEK,
+  receiveWithFlags,
+  selectRepairQueue,
+  sendBytes,
+  setIntOption,
+  setQueueSeq,
+  setRepairOptions,
+  setRepairWindow,
+  setSocketBuffers,
+  setTcpRepair,
+  setTcpTimestamp,
+  SO_PEEK_OFF,
+  SO_REUSEADDR,
+  socketQueueLengths,
+  SOL_SOCKET,
+  SOL_TCP,
+  TCP_MAXSEG,
+  TCP_NODELAY,
+  TCPI_OPT_SACK,
+  TCPI_OPT_TIMESTAMPS,
+  TCPI_OPT_WSCALE,
+  TcpOptionKind,
+  TcpRepairMode,
+  TcpRepairQueue,
+} from "../../../ffi/tcp_repair.ts";
+import { Errno, NativeError } from "../../../ffi/native_error.ts";
+import {
+  MAX_QUEUE_BYTES,
+  OPTION_SACK,
+  OPTION_TIMESTAMPS,
+  OPTION_WSCALE,
+  type TcpSocketRepairState,
+} from "../migration_state.ts";
+
+export { TcpRepairMode };
+
+/** Switches repair mode on a set of sockets: all of them, or throws. */
+export interface RepairSwitch {
+  /**
+   * Sets TCP_REPAIR to `mode` on every socket of `fds`.
+   * @throws Error when it could not be done for all of them
+   */
+  set(fds: readonly number[], mode: TcpRepairMode): void;
+}
+
+/** {@link RepairSwitch} by setsockopt in this process (needs CAP_NET_ADMIN). */
+export const directRepair: RepairSwitch = {
+  set(fds, mode) {
+    for (const fd of fds) setTcpRepair(fd, mode);
+  },
+};
+
+/** The two ends of a host socket. */
+export interface SocketEnds {
+  local: { address: Uint8Array; port: number };
+  peer: { address: Uint8Array; port: number };
+}
+
+/** Linux's default TCP buffer (net.ipv4.tcp_rmem / tcp_wmem's middle value is 128 KiB or less). */
+const DEFAULT_BUFFER = 128 * 1024;
+
+/** Most bytes moved per send into a queue being restored (one buffer each). */
+const RESTORE_CHUNK = 64 * 1024;
+
+/** Reads exactly `length` queued bytes of the selected queue without taking them. */
+function peekQueue(fd: number, length: number, what: string): Uint8Array {
+  if (length > MAX_QUEUE_BYTES) {
+    throw new Error(`Cannot dump the ${what} of socket ${fd}: ${length} bytes queued`);
+  }
+  const bytes = new Uint8Array(length);
+  if (length === 0) return bytes;
+  const n = receiveWithFlags(fd, bytes, MSG_PEEK);
+  if (n !== length) {
+    throw new Error(`Cannot dump the ${what} of socket ${fd}: peeked ${n} of ${length} bytes`);
+  }
+  return bytes;
+}
+
+/**
+ * Dumps a connected socket that is in repair mode. Turns SO_PEEK_OFF off (a peek
+ * offset would skip bytes of the receive queue); the owner sets it again if the
+ * socket goes back to work.
+ * @throws NativeError or Error when a step fails
+ */
+export function dumpRepairSocket(fd: number): TcpSocketRepairState {
+  setIntOption(fd, SOL_SOCKET, SO_PEEK_OFF, -1);
+  const info = getTcpInfoOptions(fd);
+  const mss = getIntOption(fd, SOL_TCP, TCP_MAXSEG);
+  const timestamp = getTcpTimestamp(fd);
+  const window = getRepairWindow(fd);
+  const queues = socketQueueLengths(fd);
+  selectRepairQueue(fd, TcpRepairQueue.SEND);
+  const sendQueue = peekQueue(fd, queues.send, "send queue");
+  const writeSeq = getQueueSeq(fd);
+  selectRepairQueue(fd, TcpRepairQueue.RECEIVE);
+  const recvQueue = peekQueue(fd, queues.receive, "receive queue");
+  const rcvNxt = getQueueSeq(fd);
+  selectRepairQueue(fd, TcpRepairQueue.NONE);
+  let options = 0;
+  if (info.options & TCPI_OPT_TIMESTAMPS) options |= OPTION_TIMESTAMPS;
+  if (info.options & TCPI_OPT_SACK) options |= OPTION_SACK;
+  if (info.options & TCPI_OPT_WSCALE) options |= OPTION_WSCALE;
+  return {
+    sendSeq: (writeSeq - sendQueue.length) >>> 0,
+    recvSeq: (rcvNxt - recvQueue.length) >>> 0,
+    mss,
+    sndWscale: options & OPTION_WSCALE ? info.sndWscale : 0,
+    rcvWscale: options & OPTION_WSCALE ? info.rcvWscale : 0,
+    options,
+    timestamp,
+    ...window,
+    sendQueue,
+    recvQueue,
+  };
+}
+
+/**
+ * A new socket of the family of `ends`, for {@link restoreRepairSocket} once it is in
+ * repair mode; its buffers are made big enough for `state`'s queues.
+ */
+export function createRestoreSocket(ends: SocketEnds, state: TcpSocketRepairState): number {
+  const fd = createTcpSocket(ends.local.address.length === 4 ? 4 : 6);
+  // A queue larger than the default buffer needs a buffer to match (the kernel
+  // doubles what it is given, capped at rmem_max / wmem_max); smaller ones keep the
+  // default and its autotuning.
+  const grow = (length: number) => length > DEFAULT_BUFFER ? length : 0;
+  try {
+    setSocketBuffers(fd, grow(state.recvQueue.length), grow(state.sendQueue.length));
+  } catch { /* the defaults then; a queue that does not fit fails below */ }
+  return fd;
+}
+
+/** Sends all of `bytes` into the selected queue of a socket in repair mode. */
+function fillQueue(fd: number, bytes: Uint8Array, what: string): void {
+  let at = 0;
+  while (at < bytes.length) {
+    const n = sendBytes(fd, bytes.subarray(at, Math.min(bytes.length, at + RESTORE_CHUNK)));
+    if (n <= 0) throw new Error(`Cannot restore the ${what} of socket ${fd}: send took ${n}`);
+    at += n;
+  }
+}
+
+/**
+ * Makes `fd` (from {@link createRestoreSocket}, now in repair mode) the connection
+ * `state` describes between `ends`. The socket stays in repair mode: the caller
+ * switches it off (for all restored sockets at once through a helper).
+ * @throws NativeError (EADDRNOTAVAIL when another socket still holds the addresses)
+ *   or Error when a step fails; the caller closes the socket then
+ */
+export function restoreRepairSocket(
+  fd: number,
+  ends: SocketEnds,
+  state: TcpSocketRepairState,
+): void {
+  setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+  selectRepairQueue(fd, TcpRepairQueue.SEND);
+  setQueueSeq(fd, state.sendSeq);
+  selectRepairQueue(fd, TcpRepairQueue.RECEIVE);
+  setQueueSeq(fd, state.recvSeq);
+  bindSocket(fd, ends.local);
+  connectSocket(fd, ends.peer);
+  const options: [number, number][] = [[TcpOptionKind.MSS, state.mss]];
+  if (state.options & OPTION_WSCALE) {
+    options.push([TcpOptionKind.WINDOW, state.sndWscale | (state.rcvWscale << 16)]);
+  }
+  if (state.options & OPTION_SACK) options.push([TcpOptionKind.SACK_PERMITTED, 0]);
+  if (state.options & OPTION_TIMESTAMPS) options.push([TcpOptionKind.TIMESTAMP, 0]);
+  setRepairOptions(fd, options);
+  selectRepairQueue(fd, TcpRepairQueue.SEND);
+  fillQueue(fd, state.sendQueue, "send queue");
+  selectRepairQueue(fd, TcpRepairQueue.RECEIVE);
+  fillQueue(fd, state.recvQueue, "receive queue");
+  selectRepairQueue(fd, TcpRepairQueue.NONE);
+  // After the receive queue: the kernel checks the window against rcv_nxt, which
+  // the queued bytes have moved to where the source's was.
+  setRepairWindow(fd, state);
+  setTcpTimestamp(fd, state.timestamp);
+  setIntOption(fd, SOL_TCP, TCP_NODELAY, 1);
+}
+
+/** Closes a socket in repair mode: the peer sees nothing (no FIN, no RST). */
+export function closeInRepair(fd: number): void {
+  closeFd(fd);
+}
+
+/** Whether `error` says the process lacks the capability for TCP_REPAIR. */
+export function isPermissionError(error: unknown): boolean {
+  return error instanceof NativeError && error.errno === Errno.EPERM;
+}
