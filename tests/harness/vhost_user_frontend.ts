@@ -80,6 +80,13 @@ export interface NegotiateOptions {
   readonly mtu?: number;
   /** Send SET_VRING_ENABLE 1 at the end (default true). */
   readonly enable?: boolean;
+  /** Ack VHOST_USER_PROTOCOL_F_DEVICE_STATE when offered (default false). */
+  readonly deviceState?: boolean;
+  /**
+   * Runs after the ring notifiers are set and before SET_FEATURES and the memory
+   * table: where QEMU 10 loads a migrated device state on the destination.
+   */
+  readonly beforeFeatures?: () => Promise<void>;
   /**
    * Descriptors to send instead of the harness's own eventfds, by queue index (tests
    * of what the backend accepts as notifiers); the caller keeps and closes them.
@@ -256,6 +263,7 @@ export class VhostUserFrontend {
       if (options.memSlots ?? true) {
         wantProtocol |= offered & featureBit(ProtocolFeature.CONFIGURE_MEM_SLOTS);
       }
+      if (options.deviceState) wantProtocol |= offered & featureBit(ProtocolFeature.DEVICE_STATE);
       this.send(Request.SET_PROTOCOL_FEATURES, u64Payload(wantProtocol));
       this.protocolFeatures = wantProtocol;
       if ((wantProtocol & featureBit(ProtocolFeature.CONFIGURE_MEM_SLOTS)) !== 0n) {
@@ -278,6 +286,7 @@ export class VhostUserFrontend {
     if (options.mtu !== undefined) {
       await this.requestAcked(Request.NET_SET_MTU, u64Payload(options.mtu));
     }
+    await options.beforeFeatures?.();
     let features = options.features ?? QEMU_NET_FEATURES;
     if (protocol) features |= featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
     if (options.mtu !== undefined) features |= featureBit(VIRTIO_NET_F_MTU);
@@ -304,6 +313,24 @@ export class VhostUserFrontend {
     this.#bumpNext = 0x10000 + 2 * ringFootprint(ringSize);
     // a round trip makes sure everything above was processed
     await this.requestU64(Request.GET_FEATURES);
+  }
+
+  /**
+   * SET_DEVICE_STATE_FD: hands `fd` (a pipe end; the caller keeps its own copy) over
+   * for a transfer in `direction` (0 save, 1 load) in the stopped phase; returns the
+   * reply's u64 (0x100: success, no fd of the backend's).
+   */
+  async setDeviceStateFd(direction: number, fd: number): Promise<bigint> {
+    const payload = new Uint8Array(8);
+    new DataView(payload.buffer).setUint32(0, direction, true);
+    this.send(Request.SET_DEVICE_STATE_FD, payload, [fd]);
+    const reply = await this.reply(Request.SET_DEVICE_STATE_FD);
+    return reply.payload.getBigUint64(0, true);
+  }
+
+  /** CHECK_DEVICE_STATE: 0 when the backend's transfer succeeded. */
+  checkDeviceState(): Promise<bigint> {
+    return this.requestU64(Request.CHECK_DEVICE_STATE);
   }
 
   /** Enables or disables ring `index` (SET_VRING_ENABLE). */

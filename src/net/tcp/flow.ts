@@ -84,6 +84,8 @@ export class TcpFlow implements FlowKey {
   /** Host-side target or peer, for logs. */
   hostName = "";
   hostPort = 0;
+  /** The connection came from a host listener (a `-t` forward). */
+  inbound = false;
   closed = false;
 
   // ---- guest → host

@@ -172,6 +172,7 @@ function newInbound(
   f.hostName = accepted.peerHostname;
   f.hostPort = accepted.peerPort;
   f.state = TcpState.SynSent;
+  f.inbound = true;
   f.lastActivity = now;
   f.createdAt = now;
   f.iss = ctx.isn();

@@ -88,6 +88,34 @@ export interface SocketEnds {
 /** Linux's default TCP buffer (net.ipv4.tcp_rmem / tcp_wmem's middle value is 128 KiB or less). */
 const DEFAULT_BUFFER = 128 * 1024;
 
+/**
+ * How long a restore waits, in all, for the source's socket to let go of the
+ * addresses (same machine): Linux sometimes releases the local port of a socket
+ * closed in repair mode only about 2 s later (measured on 6.18).
+ */
+export const ADDRESS_WAIT_MS = 3_000;
+/** Pause between attempts to take the addresses. */
+const ADDRESS_RETRY_MS = 10;
+
+/** Blocks the thread for `ms` (bounded waits during a migration's downtime only). */
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** Runs `step` until it does not fail with `errno` or `deadline` (performance.now()) passes. */
+function retryWhileBusy(step: () => void, errnos: readonly number[], deadline: number): void {
+  for (;;) {
+    try {
+      step();
+      return;
+    } catch (error) {
+      const busy = error instanceof NativeError && errnos.includes(error.errno);
+      if (!busy || performance.now() >= deadline) throw error;
+      sleepSync(ADDRESS_RETRY_MS);
+    }
+  }
+}
+
 /** Most bytes moved per send into a queue being restored (one buffer each). */
 const RESTORE_CHUNK = 64 * 1024;
 
@@ -172,7 +200,9 @@ function fillQueue(fd: number, bytes: Uint8Array, what: string): void {
 /**
  * Makes `fd` (from {@link createRestoreSocket}, now in repair mode) the connection
  * `state` describes between `ends`. The socket stays in repair mode: the caller
- * switches it off (for all restored sockets at once through a helper).
+ * switches it off (for all restored sockets at once through a helper). While
+ * another socket holds the addresses, binding and connecting are retried until
+ * `addressDeadline` (performance.now() time; default: no retry).
  * @throws NativeError (EADDRNOTAVAIL when another socket still holds the addresses)
  *   or Error when a step fails; the caller closes the socket then
  */
@@ -180,14 +210,17 @@ export function restoreRepairSocket(
   fd: number,
   ends: SocketEnds,
   state: TcpSocketRepairState,
+  addressDeadline: number = performance.now(),
 ): void {
   setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1);
   selectRepairQueue(fd, TcpRepairQueue.SEND);
   setQueueSeq(fd, state.sendSeq);
   selectRepairQueue(fd, TcpRepairQueue.RECEIVE);
   setQueueSeq(fd, state.recvSeq);
-  bindSocket(fd, ends.local);
-  connectSocket(fd, ends.peer);
+  // The source may still hold the addresses for a moment (same machine): wait for
+  // them until `addressDeadline`.
+  retryWhileBusy(() => bindSocket(fd, ends.local), [Errno.EADDRINUSE], addressDeadline);
+  retryWhileBusy(() => connectSocket(fd, ends.peer), [Errno.EADDRNOTAVAIL], addressDeadline);
   const options: [number, number][] = [[TcpOptionKind.MSS, state.mss]];
   if (state.options & OPTION_WSCALE) {
     options.push([TcpOptionKind.WINDOW, state.sndWscale | (state.rcvWscale << 16)]);

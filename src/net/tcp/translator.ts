@@ -58,6 +58,17 @@ import { guestSegment, newOutbound } from "./guest_side.ts";
 import { startListening } from "./host_side.ts";
 import { pushToGuest, rstForPacket, sendAck } from "./output.ts";
 import { IDLE_SWEEP_MS, runTimers, sweepIdle } from "./timers.ts";
+import {
+  dropFrozenFlows,
+  freezeFlows,
+  type FreezeOutcome,
+  type FrozenTcpFlow,
+  restoreFlows,
+  type RestoreOutcome,
+  thawFlows,
+} from "./migrate.ts";
+import type { RepairSwitch } from "./repair.ts";
+import type { MigratedTcpFlow } from "../migration_state.ts";
 
 export type { TcpCounters } from "./context.ts";
 export { TcpState } from "./flow.ts";
@@ -95,6 +106,8 @@ export class TcpTranslator implements L4Handler {
   readonly #ownLoop: EventLoop | null;
   readonly #batchEnd = (_now: number) => this.#flushBatch();
   #nextSweep = 0;
+  /** Flows frozen for a migration in progress (source side). */
+  #frozen: FrozenTcpFlow[] = [];
 
   /**
    * @param sender the stack's frame builder (NetworkStack.sender)
@@ -228,6 +241,9 @@ export class TcpTranslator implements L4Handler {
   /** Resumes every flow once a link is back (retransmits what was outstanding). */
   linkUp(now: number): void {
     const ctx = this.#ctx;
+    // Cleared first: a flow that finds no room again below is blocked anew and must
+    // stay in the set for the link's writable callback.
+    ctx.blocked.clear();
     ctx.flows.forEach((f) => {
       if (f.state === TcpState.Established) {
         f.blocked = false;
@@ -241,7 +257,6 @@ export class TcpTranslator implements L4Handler {
         }
       }
     });
-    ctx.blocked.clear();
     this.#flushBatch();
   }
 
@@ -283,6 +298,51 @@ export class TcpTranslator implements L4Handler {
     const t = Math.min(ctx.timers.earliest(), ctx.flows.size > 0 ? this.#nextSweep : Infinity);
     ctx.reportedNext = t;
     return t;
+  }
+
+  // ---------------------------------------------------------------- migration
+
+  /**
+   * Source side of a migration: freezes every connection open both ways (its host
+   * socket in TCP repair mode through `repair`, no events, no timers) and returns
+   * their dumps; see migrate.ts. Until {@link thawMigrated} or {@link dropMigrated}.
+   */
+  freezeForMigration(repair: RepairSwitch): FreezeOutcome {
+    if (this.#frozen.length > 0) {
+      // a second save without an outcome for the first: they are frozen already
+      return { frozen: this.#frozen.slice(), failures: [] };
+    }
+    const outcome = freezeFlows(this.#ctx, repair);
+    this.#frozen = outcome.frozen;
+    return outcome;
+  }
+
+  /** Flows frozen by {@link freezeForMigration} and not yet thawed or dropped. */
+  get frozenFlows(): number {
+    return this.#frozen.length;
+  }
+
+  /** A cancelled migration: the frozen flows run again; returns failures, one line each. */
+  thawMigrated(repair: RepairSwitch, now: number): string[] {
+    const frozen = this.#frozen;
+    this.#frozen = [];
+    return thawFlows(this.#ctx, frozen, repair, now);
+  }
+
+  /** A completed migration: the frozen flows are forgotten, their sockets closed silently. */
+  dropMigrated(): void {
+    const frozen = this.#frozen;
+    this.#frozen = [];
+    dropFrozenFlows(this.#ctx, frozen);
+  }
+
+  /** Target side of a migration: rebuilds the connections dumped on the source. */
+  restoreMigrated(
+    records: readonly MigratedTcpFlow[],
+    repair: RepairSwitch,
+    now: number,
+  ): RestoreOutcome {
+    return restoreFlows(this.#ctx, records, repair, now);
   }
 
   // ---------------------------------------------------------------- inbound listeners
