@@ -365,6 +365,29 @@ export class VhostUserFrontend {
     return reply.payload.getUint32(4, true);
   }
 
+  /**
+   * Starts ring `index` again after {@link stopRing}, as QEMU does when it resumes
+   * the guest (a cancelled migration): same size and addresses, `base` (what
+   * GET_VRING_BASE answered), then the kick and call fds.
+   */
+  async restartRing(index: number, base: number): Promise<void> {
+    const vring = this.vrings[index];
+    this.send(Request.SET_VRING_NUM, vringStatePayload(index, vring.size));
+    this.send(Request.SET_VRING_BASE, vringStatePayload(index, base));
+    this.send(
+      Request.SET_VRING_ADDR,
+      vringAddrPayload(index, {
+        descriptor: this.memory.userAddress(vring.areas.descriptor),
+        used: this.memory.userAddress(vring.areas.used),
+        available: this.memory.userAddress(vring.areas.available),
+      }),
+    );
+    this.send(Request.SET_VRING_KICK, u64Payload(index), [this.kicks[index].fd]);
+    this.send(Request.SET_VRING_CALL, u64Payload(index), [this.calls[index].fd]);
+    // a round trip makes sure the ring is running
+    await this.requestU64(Request.GET_FEATURES);
+  }
+
   /** Allocates `length` bytes of buffer space in region 1 (wraps around when full). */
   allocate(length: number): number {
     const region = this.memory.regions[1].description;

@@ -620,11 +620,12 @@ export class DaemonGuest {
    * (GET_VRING_BASE), has the daemon save its device state into a pipe, reads it to
    * the end and asks CHECK_DEVICE_STATE. Over vhost-user only.
    */
-  async saveDeviceState(): Promise<{ setReply: bigint; bytes: Uint8Array; check: bigint }> {
+  async saveDeviceState(): Promise<
+    { setReply: bigint; bytes: Uint8Array; check: bigint; bases: [number, number] }
+  > {
     if (!(this.#link instanceof VhostLink)) throw new Error("device state needs vhost-user");
     const frontend = this.#link.frontend;
-    await frontend.stopRing(RX);
-    await frontend.stopRing(TX);
+    const bases: [number, number] = [await frontend.stopRing(RX), await frontend.stopRing(TX)];
     const [readEnd, writeEnd] = createPipe();
     let setReply: bigint;
     try {
@@ -636,7 +637,7 @@ export class DaemonGuest {
       closeFd(writeEnd);
     }
     const bytes = await readPipe(readEnd);
-    return { setReply, bytes, check: await frontend.checkDeviceState() };
+    return { setReply, bytes, check: await frontend.checkDeviceState(), bases };
   }
 
   /** The vhost-user front-end (migration tests drive it directly). */

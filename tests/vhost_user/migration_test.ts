@@ -15,8 +15,9 @@ import assert from "node:assert/strict";
 import { TEST_GATEWAY4 } from "../../src/net/tcp_test_plan.ts";
 import type { GuestTcpConn, TestGuest } from "../../src/net/tcp_test_guest.ts";
 import { DaemonGuest } from "../net/daemon_guest.ts";
-import { RX } from "../harness/vhost_user_frontend.ts";
+import { RX, TX } from "../harness/vhost_user_frontend.ts";
 import { patternBytes } from "../net/host_peers.ts";
+import { waitFor } from "../cli/cli_helpers.ts";
 
 const isRoot = Deno.uid() === 0;
 /** SET_DEVICE_STATE_FD's reply on success: no fd of the backend's (bit 8), status 0. */
@@ -153,7 +154,10 @@ Deno.test({
       if (Deno.env.get("MIG_DEBUG")) console.error(left.stderr);
       assert.equal(left.code, 0, left.stderr);
       assert.match(left.stderr, /1 migrated TCP connection\(s\) closed without FIN or RST/);
-      assert.match(b.stderr, /1 of 1 TCP connection\(s\) restored/);
+      await waitFor(
+        "B's log of the load",
+        () => /1 of 1 TCP connection\(s\) restored/.test(b!.stderr),
+      );
 
       // The in-flight bytes arrive through B, in order, none twice.
       assert.deepEqual(await guestReceives(c, inFlight.length, "in-flight download"), inFlight);
@@ -184,6 +188,59 @@ Deno.test({
       if (Deno.env.get("MIG_DEBUG")) console.error(result?.stderr);
       if (b === null) await a.close();
       else if (result && result.code !== 0) console.error(result.stderr);
+    }
+  },
+});
+
+Deno.test({
+  name: "bin/tpasst --vhost-user: a migration cancelled after the save leaves the connection on A",
+  ignore: !isRoot,
+  async fn() {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    const a = await DaemonGuest.start("vhost-user", ["-d"], { deviceState: true });
+    let peer: HostPeer | null = null;
+    try {
+      const c = a.guest4.connect(TEST_GATEWAY4, port);
+      await established(c);
+      peer = new HostPeer(await listener.accept());
+      a.guest4.write(c, patternBytes(50_000, 1));
+      await peer.until(50_000, "upload before");
+      assert.deepEqual(peer.take(), patternBytes(50_000, 1));
+      await a.frontend.stopRing(RX);
+      const inFlight = patternBytes(200_000, 2);
+      await peer.write(inFlight);
+      await new Promise((r) => setTimeout(r, 50));
+      const saved = await a.saveDeviceState();
+      assert.equal(saved.check, 0n, a.stderr);
+      await waitFor(
+        "A's log of the completed save",
+        () => /stay silent until the front-end leaves/.test(a.stderr),
+      );
+      // QEMU gives up (say the target failed) and resumes the guest here.
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(peer.ended, null, "the host peer saw the connection end while frozen");
+      await a.frontend.restartRing(RX, saved.bases[0]);
+      await a.frontend.restartRing(TX, saved.bases[1]);
+      assert.deepEqual(await guestReceives(c, inFlight.length, "download after"), inFlight);
+      await waitFor(
+        "A's log of the cancel",
+        () => /cancelled; 1 TCP connection\(s\) left repair mode/.test(a.stderr),
+      );
+      a.guest4.write(c, patternBytes(150_000, 1).subarray(50_000));
+      await peer.until(100_000, "upload after");
+      assert.deepEqual(peer.take(), patternBytes(150_000, 1).subarray(50_000));
+      await peer.write(patternBytes(300_000, 2).subarray(200_000));
+      assert.deepEqual(
+        await guestReceives(c, 100_000, "more download"),
+        patternBytes(300_000, 2).subarray(200_000),
+      );
+      assert.equal(peer.ended, null, "the host peer saw the connection end");
+    } finally {
+      await peer?.close();
+      listener.close();
+      const { stderr } = await a.close();
+      if (Deno.env.get("MIG_DEBUG")) console.error(stderr);
     }
   },
 });
