@@ -105,6 +105,11 @@ export interface VhostOptions {
   readonly loadDeviceState?: Uint8Array;
   /** Called with the SET_DEVICE_STATE_FD reply and the CHECK_DEVICE_STATE answer of that load. */
   readonly onDeviceStateLoaded?: (setReply: bigint, check: bigint) => void;
+  /**
+   * Runs once the daemon's socket exists, before the front-end connects (e.g. to
+   * start a helper); gets the socket path and the daemon's standard error so far.
+   */
+  readonly beforeNegotiation?: (socketPath: string, stderr: () => string) => Promise<void>;
 }
 
 /** Pause between attempts on a pipe that would block (the daemon is another process). */
@@ -525,18 +530,23 @@ export class DaemonGuest {
   /**
    * Starts `bin/tpasst -f -s SOCKET [--vhost-user]` with {@link BASE_ARGS} and `args`,
    * connects over `transport` (vhost-user rings set up as `vhost` says) and attaches
-   * the two guests.
+   * the two guests (`reuse`: those of another daemon, for migration tests). `wrapper`
+   * is a command line the daemon runs under (e.g. setpriv dropping a capability).
    */
   static async start(
     transport: Transport,
     args: readonly string[] = [],
     vhost: VhostOptions = {},
     reuse: { guest4: TestGuest; guest6: TestGuest } | null = null,
+    wrapper: readonly string[] = [],
   ): Promise<DaemonGuest> {
     const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "tpnet" });
     const sock = `${dir}/t.sock`;
-    const process = new Deno.Command(TPASST, {
+    // `wrapper` runs the daemon through another program (e.g. setpriv to drop a capability)
+    const program = wrapper.length > 0 ? wrapper[0] : TPASST;
+    const process = new Deno.Command(program, {
       args: [
+        ...(wrapper.length > 0 ? [...wrapper.slice(1), TPASST] : []),
         "-f",
         "-s",
         sock,
@@ -572,6 +582,7 @@ export class DaemonGuest {
     };
     try {
       await waitFor(`the daemon's socket ${sock}`, () => exists(sock));
+      await vhost.beforeNegotiation?.(sock, () => stderr.text);
       // The socket file appears at bind(), a moment before listen(): retry refusals.
       for (let attempt = 1;; attempt++) {
         try {
@@ -653,6 +664,11 @@ export class DaemonGuest {
   async detach(): Promise<{ code: number; stderr: string }> {
     this.#keepGuests = true;
     return await this.close();
+  }
+
+  /** The vhost-user socket's path. */
+  get socketPath(): string {
+    return `${this.#dir}/t.sock`;
   }
 
   /** Sends one Ethernet frame (built by the test) to the daemon as the guest. */

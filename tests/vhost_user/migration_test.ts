@@ -102,17 +102,64 @@ async function guestReceives(c: GuestTcpConn, bytes: number, what: string): Prom
   return c.takeReceived();
 }
 
-Deno.test({
-  name: "bin/tpasst --vhost-user: a live TCP connection moves from daemon A to daemon B",
-  ignore: !isRoot,
-  async fn() {
+/** Debian 13's passt package, unpacked by bench/fetch_reference_passt.sh. */
+const PASST_ROOT = new URL("../e2e/.cache/passt-trixie/root", import.meta.url).pathname;
+const PASST_LIBS = `${PASST_ROOT}/usr/lib/x86_64-linux-gnu`;
+const PASST_REPAIR = `${PASST_ROOT}/usr/bin/passt-repair`;
+const hasPasstRepair = (() => {
+  try {
+    return Deno.statSync(PASST_REPAIR).isFile;
+  } catch {
+    return false;
+  }
+})();
+/** Runs the daemon as root without CAP_NET_ADMIN: TCP_REPAIR only through a helper. */
+const WITHOUT_NET_ADMIN = ["setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin", "--"];
+
+/**
+ * Starts Debian 13's passt-repair (through its own glibc's loader) on the daemon's
+ * repair socket, and waits until the daemon says it is connected.
+ */
+async function startPasstRepair(
+  socketPath: string,
+  stderr: () => string,
+): Promise<Deno.ChildProcess> {
+  const helper = new Deno.Command(`${PASST_LIBS}/ld-linux-x86-64.so.2`, {
+    args: ["--library-path", PASST_LIBS, PASST_REPAIR, `${socketPath}.repair`],
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  await waitFor(
+    "the passt-repair helper to connect",
+    () => /TCP_REPAIR helper connected/.test(stderr()),
+  );
+  return helper;
+}
+
+/**
+ * Moves a live connection from daemon A to daemon B (see the module comment); with
+ * `helper`, both daemons run without CAP_NET_ADMIN and switch repair mode through
+ * Debian 13's passt-repair.
+ */
+async function moveLiveConnection(helper: boolean): Promise<void> {
+  {
+    const wrapper = helper ? WITHOUT_NET_ADMIN : [];
+    const helpers: Deno.ChildProcess[] = [];
     const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const port = (listener.addr as Deno.NetAddr).port;
     // --migrate-no-linger: A lets go of the socket at once, so that B (on the same
     // machine) can take over the same addresses.
-    const a = await DaemonGuest.start("vhost-user", ["--migrate-no-linger", "-d"], {
-      deviceState: true,
-    });
+    const a = await DaemonGuest.start(
+      "vhost-user",
+      ["--migrate-no-linger", "-d"],
+      {
+        deviceState: true,
+      },
+      null,
+      wrapper,
+    );
+    if (helper) helpers.push(await startPasstRepair(a.socketPath, () => a.stderr));
     let b: DaemonGuest | null = null;
     let peer: HostPeer | null = null;
     const guests: { guest4: TestGuest; guest6: TestGuest } = { guest4: a.guest4, guest6: a.guest6 };
@@ -145,10 +192,20 @@ Deno.test({
       assert.ok(saved.bytes.length > 224 + 100_000, `${saved.bytes.length} bytes saved`);
 
       let loaded: [bigint, bigint] | null = null;
-      b = await DaemonGuest.start("vhost-user", ["-d"], {
-        loadDeviceState: saved.bytes,
-        onDeviceStateLoaded: (set, check) => (loaded = [set, check]),
-      }, guests);
+      // B's helper must be there before the load: QEMU 10 sends the state early.
+      b = await DaemonGuest.start(
+        "vhost-user",
+        ["-d"],
+        {
+          loadDeviceState: saved.bytes,
+          onDeviceStateLoaded: (set, check) => (loaded = [set, check]),
+          beforeNegotiation: helper
+            ? async (path, stderr) => void helpers.push(await startPasstRepair(path, stderr))
+            : undefined,
+        },
+        guests,
+        wrapper,
+      );
       assert.deepEqual(loaded, [STATE_FD_OK, 0n], `B's load failed:\n${b.stderr}`);
       const left = await a.detach();
       if (Deno.env.get("MIG_DEBUG")) console.error(left.stderr);
@@ -188,8 +245,23 @@ Deno.test({
       if (Deno.env.get("MIG_DEBUG")) console.error(result?.stderr);
       if (b === null) await a.close();
       else if (result && result.code !== 0) console.error(result.stderr);
+      // passt-repair exits at the end of file of its connection
+      for (const h of helpers) await h.status;
     }
-  },
+  }
+}
+
+Deno.test({
+  name: "bin/tpasst --vhost-user: a live TCP connection moves from daemon A to daemon B",
+  ignore: !isRoot,
+  fn: () => moveLiveConnection(false),
+});
+
+Deno.test({
+  name:
+    "bin/tpasst --vhost-user without CAP_NET_ADMIN: the connection moves through Debian 13's passt-repair",
+  ignore: !isRoot || !hasPasstRepair,
+  fn: () => moveLiveConnection(true),
 });
 
 Deno.test({

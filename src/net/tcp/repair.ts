@@ -39,7 +39,6 @@ import {
   setTcpRepair,
   setTcpTimestamp,
   SO_PEEK_OFF,
-  SO_REUSEADDR,
   socketQueueLengths,
   SOL_SOCKET,
   SOL_TCP,
@@ -90,8 +89,8 @@ const DEFAULT_BUFFER = 128 * 1024;
 
 /**
  * How long a restore waits, in all, for the source's socket to let go of the
- * addresses (same machine): Linux sometimes releases the local port of a socket
- * closed in repair mode only about 2 s later (measured on 6.18).
+ * connection's addresses (source and target on one machine, the source closing its
+ * socket as the target restores).
  */
 export const ADDRESS_WAIT_MS = 3_000;
 /** Pause between attempts to take the addresses. */
@@ -212,7 +211,9 @@ export function restoreRepairSocket(
   state: TcpSocketRepairState,
   addressDeadline: number = performance.now(),
 ): void {
-  setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+  // No SO_REUSEADDR: repair mode already lets bind() take a port in use
+  // (SK_FORCE_REUSE), and setting it would turn that off again; a TIME_WAIT left on
+  // the port by another connection would then refuse the bind.
   selectRepairQueue(fd, TcpRepairQueue.SEND);
   setQueueSeq(fd, state.sendSeq);
   selectRepairQueue(fd, TcpRepairQueue.RECEIVE);
