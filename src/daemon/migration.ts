@@ -66,6 +66,8 @@ export interface MigrationOptions {
   readonly log: Logger;
   /** The clock for restored flows (default performance.now). */
   readonly clock?: () => number;
+  /** Longest state stream read (default MAX_STATE_BYTES; tests lower it). */
+  readonly maxStateBytes?: number;
 }
 
 type Transfer =
@@ -278,9 +280,8 @@ export class MigrationController implements DeviceStateHandler {
         if (n === PIPE_WOULD_BLOCK) return true;
         if (n === 0) break;
         t.size += n;
-        if (t.size > MAX_STATE_BYTES) {
-          throw new Error(`the stream exceeds the limit of ${MAX_STATE_BYTES} bytes`);
-        }
+        const limit = this.#o.maxStateBytes ?? MAX_STATE_BYTES;
+        if (t.size > limit) throw new Error(`the stream exceeds the limit of ${limit} bytes`);
         t.chunks.push(n === READ_CHUNK ? chunk : chunk.slice(0, n));
       }
     } catch (error) {
