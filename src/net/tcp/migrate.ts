@@ -21,6 +21,7 @@ import { socketLocalAddress } from "../../../ffi/tcp_socket.ts";
 import { socketPeerAddress } from "../../../ffi/tcp_repair.ts";
 import { addressText } from "../address.ts";
 import { initFlowKey } from "../flow_table.ts";
+import { requireNetPermission } from "../net_permission.ts";
 import type { MigratedTcpFlow } from "../migration_state.ts";
 import type { TcpContext } from "./context.ts";
 import { RTO_INITIAL_MS, seqDiff, TcpFlow, TcpState } from "./flow.ts";
@@ -241,9 +242,12 @@ export function restoreFlows(
       continue;
     }
     try {
+      // The state comes from the front-end: --allow-net decides where sockets go, as
+      // for every connect.
+      requireNetPermission(addressText(r.peerAddress), r.peerPort, "restore a connection");
       pending.push({ record: r, fd: createRestoreSocket(ends(r), r.socket) });
     } catch (error) {
-      failures.push(`${recordName(r)}: cannot create its socket: ${message(error)}`);
+      failures.push(`${recordName(r)}: ${message(error)}`);
     }
   }
   if (pending.length === 0) return { restored: 0, failures };
