@@ -88,7 +88,7 @@ async function withSession(
   const { frontend, session } = backend.connect(datapath, {}, memoryOptions);
   try {
     await frontend.negotiate();
-    frontend.postRxBuffers(1, 2048);
+    frontend.postRxBuffers(1, VHOST_LOG_PAGE);
     await waitUntil("link up", () => handler.link !== null);
     // the first frame waits for the RX kick to be seen
     await waitUntil("RX ready", () => handler.link!.sendFrame(frame(0, 60)) === SendResult.Sent);
@@ -109,10 +109,11 @@ Deno.test("Dirty log over a session: exactly the pages of RX frames and used rin
     const log = await frontend.startLogging();
     try {
       assert.deepEqual(log.dirtyPages(), [], "nothing written since the log was set");
-      // RX: frames of several sizes into mergeable 2 KiB buffers, and a reserved frame
-      frontend.postRxBuffers(12, 2048);
+      // RX: frames of several sizes into mergeable buffers of a page each (so that every
+      // buffer's page is marked by its own writes only), and a reserved frame
+      frontend.postRxBuffers(12, VHOST_LOG_PAGE);
       await waitUntil("RX buffers seen", () => link().sendFrame(frame(1, 60)) === SendResult.Sent);
-      assert.equal(link().sendFrame(frame(2, 5000)), SendResult.Sent); // three buffers
+      assert.equal(link().sendFrame(frame(2, 10000)), SendResult.Sent); // three buffers
       const space = newFrameSpace();
       assert.equal(link().reserveFrame(space, 1514, 54), SendResult.Sent);
       const reserved = frame(3, space.length);
