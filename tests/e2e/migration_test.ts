@@ -174,6 +174,10 @@ Deno.test({
         backends[0].output().includes("dirty logging on"),
         `tpasst A logged dirty pages during the migration:\n${outputs()}`,
       );
+      assert.ok(
+        !backends[0].output().includes("dirty log:"),
+        `tpasst A marked every write it made:\n${outputs()}`,
+      );
     } finally {
       for (const monitor of monitors) monitor.close();
       for (const guest of guests) await guest.kill();
