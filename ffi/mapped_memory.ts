@@ -17,6 +17,9 @@ import { helper } from "./library.ts";
 import { MemoryGuard } from "./memory_guard.ts";
 import { NativeError } from "./native_error.ts";
 
+/** Largest byte index {@link MappedMemory.atomicOrByte} takes (the C offset is a u32). */
+const MAX_U32 = 0xffff_ffff;
+
 /** A MAP_SHARED, PROT_READ|PROT_WRITE mapping of `size` bytes of an fd. */
 export class MappedMemory {
   #pointer: Deno.PointerObject | null;
@@ -87,6 +90,22 @@ export class MappedMemory {
   get faulted(): boolean {
     if (this.#pointer === null) return false;
     return MemoryGuard.faulted(this.#guardSlot);
+  }
+
+  /**
+   * Sets the bits of `mask` in byte `index` of the mapping with one atomic
+   * read-modify-write (a C `__atomic_fetch_or`), so that bits another process sets
+   * or clears in the same byte at the same time are not lost (the vhost-user dirty
+   * log). Does nothing once closed.
+   * @throws RangeError when `index` is outside the mapping or not below 2^32
+   */
+  atomicOrByte(index: number, mask: number): void {
+    const pointer = this.#pointer;
+    if (pointer === null) return;
+    if (!(index >= 0 && index < this.#size && index <= MAX_U32)) {
+      throw new RangeError(`Cannot set bits at byte ${index}: outside ${this.#size} mapped bytes`);
+    }
+    helper().tp_atomic_or_u8(pointer, index, mask & 0xff);
   }
 
   /** The mapping's length in bytes. */

@@ -73,3 +73,23 @@ Deno.test("fileSizeOfFd() throws EBADF for a closed fd", () => {
   memfd.close();
   assert.throws(() => fileSizeOfFd(fd), /EBADF/);
 });
+
+Deno.test("`MappedMemory.atomicOrByte()` sets bits that another mapping of the file sees, keeping the others", () => {
+  const before = openFdCount();
+  const file = MemFd.create("log", PAGE_SIZE);
+  const writer = MappedMemory.map(file.fd, PAGE_SIZE, 0);
+  const reader = MappedMemory.map(file.fd, PAGE_SIZE, 0);
+  file.close();
+  reader.bytes[7] = 0b0001_0000;
+  writer.atomicOrByte(7, 0b0000_0101);
+  writer.atomicOrByte(PAGE_SIZE - 1, 0x180); // only the low 8 bits count
+  assert.equal(reader.bytes[7], 0b0001_0101);
+  assert.equal(reader.bytes[PAGE_SIZE - 1], 0x80);
+  assert.throws(() => writer.atomicOrByte(PAGE_SIZE, 1), RangeError);
+  assert.throws(() => writer.atomicOrByte(-1, 1), RangeError);
+  writer.close();
+  writer.atomicOrByte(7, 0xff); // closed: nothing happens (no SIGSEGV)
+  assert.equal(reader.bytes[7], 0b0001_0101);
+  reader.close();
+  assert.equal(openFdCount(), before);
+});

@@ -163,6 +163,14 @@ export const symbols = {
     ],
     result: "i32",
   },
+  tp_atomic_or_u8: {
+    parameters: [
+      "pointer", // void *addr
+      "u32", // uint32_t offset
+      "u32", // uint32_t mask
+    ],
+    result: "i32",
+  },
 
   // ---- memory_guard.c ----
   tp_memory_guard_install: {

@@ -115,3 +115,22 @@ int32_t tp_fd_size(int32_t fd, uint64_t *size_out)
 	*size_out = (uint64_t)st.st_size;
 	return 0;
 }
+
+/*
+ * tp_atomic_or_u8() - atomically OR @mask into the byte at @addr + @offset.
+ * @addr:   start of a mapping made by tp_mmap_shared()
+ * @offset: byte offset into it (below 4 GiB); the caller checks it against the
+ *          mapping's size
+ * @mask:   bits to set (only the low 8 bits are used)
+ *
+ * For memory another process updates concurrently (the vhost-user dirty log, which
+ * the front-end reads and clears while the back-end sets bits): a lock-prefixed
+ * read-modify-write, so that no bit either side sets is lost. No system call.
+ *
+ * Return: 0.
+ */
+int32_t tp_atomic_or_u8(void *addr, uint32_t offset, uint32_t mask)
+{
+	__atomic_fetch_or((uint8_t *)addr + offset, (uint8_t)mask, __ATOMIC_SEQ_CST);
+	return 0;
+}

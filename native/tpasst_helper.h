@@ -57,6 +57,7 @@ int32_t tp_munmap(void *addr, uint64_t size);
 int32_t tp_memfd_create(const char *name, uint64_t size, int32_t allow_sealing);
 int32_t tp_ftruncate(int32_t fd, uint64_t size);
 int32_t tp_fd_size(int32_t fd, uint64_t *size_out);
+int32_t tp_atomic_or_u8(void *addr, uint32_t offset, uint32_t mask);
 
 /* ---- memory_guard.c: SIGBUS from guest memory whose file shrank ------------- */
 

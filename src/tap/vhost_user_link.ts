@@ -38,6 +38,7 @@ import {
   type VringDatapath,
 } from "../vhost_user/vring_datapath.ts";
 import { DescriptorChain } from "../virtio/descriptor_chain.ts";
+import type { GuestWriteLog } from "../virtio/guest_write_log.ts";
 import {
   createNetHeader,
   decodeNetHeader,
@@ -171,6 +172,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   #resViewCount = 0;
   /** Whether the frame is written to the scratch buffer (headers split) and copied on commit. */
   #resScratch = false;
+  /** Bytes of {@link #resViews} the reservation handed out (the frame's room). */
+  #resCapacity = 0;
   #resMalformedBefore = 0;
   readonly #resScratchBuffer = new Uint8Array(MAX_FRAME_BYTES);
 
@@ -245,6 +248,11 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         this.#writable?.(now);
       }
     }
+  }
+
+  /** {@inheritDoc VringDatapath.setWriteLog} */
+  setWriteLog(index: number, log: GuestWriteLog | null): void {
+    this.#queue(index)?.setWriteLog(log);
   }
 
   /**
@@ -574,6 +582,10 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       return SendResult.Dropped;
     }
     first.writeFrom(NET_HDR_SIZE, used === needed ? frame : frame.subarray(0, used - NET_HDR_SIZE));
+    // Every write into guest memory is reported while dirty pages are logged, right
+    // after it: a frame given up below has written these bytes all the same.
+    const writeLog = rx.writeLog;
+    if (writeLog !== null) first.reportWritten(writeLog, NET_HDR_SIZE, used - NET_HDR_SIZE);
     let written = used;
     const next = this.#rxNext;
     while (written < needed) {
@@ -614,6 +626,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       const n = Math.min(next.writableBytes, needed - written);
       const offset = written - NET_HDR_SIZE;
       next.writeFrom(0, frame.subarray(offset, offset + n));
+      if (writeLog !== null) next.reportWritten(writeLog, 0, n);
       next.release();
       heads[count] = next.head;
       lengths[count] = n;
@@ -628,6 +641,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       encodeNetHeader(header, this.#headerBytes, 0);
       first.writeFrom(0, this.#headerBytes);
     }
+    if (writeLog !== null) first.reportWritten(writeLog, 0, NET_HDR_SIZE);
     first.release();
     for (let i = 0; i < count; i++) rx.pushUsed(heads[i], lengths[i]);
     this.counters.rxFrames++;
@@ -753,6 +767,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       space.count = count;
     }
     space.length = capacity;
+    this.#resCapacity = this.#resScratch ? 0 : capacity;
     return SendResult.Sent;
   }
 
@@ -784,6 +799,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         view.set(this.#resScratchBuffer.subarray(at, at + n));
         at += n;
       }
+      this.#resCapacity = length;
     }
     let used = 0;
     let left = needed;
@@ -805,6 +821,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         at += n;
       }
     }
+    const writeLog = rx.writeLog;
+    if (writeLog !== null) this.#reportReservation(writeLog);
     this.#giveBack(rx, used);
     left = needed;
     for (let i = 0; i < used; i++) {
@@ -819,8 +837,36 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   /** {@inheritDoc GuestLink.cancelFrame} */
   cancelFrame(): void {
     const rx = this.#rx;
-    if (this.#resOpen && rx !== null) this.#giveBack(rx, 0);
+    if (this.#resOpen && rx !== null) {
+      // the caller may have written into the room before giving it up
+      const writeLog = rx.writeLog;
+      if (writeLog !== null) this.#reportReservation(writeLog);
+      this.#giveBack(rx, 0);
+    }
     this.#dropReservation();
+  }
+
+  /**
+   * Reports the reservation's writes into guest memory to `log`: the room handed out
+   * (the caller may have written any of it; on commit from the scratch buffer, the
+   * bytes copied) and the virtio-net header's bytes (written on commit; reported on
+   * cancel too, where a page too many costs only its copy).
+   */
+  #reportReservation(log: GuestWriteLog): void {
+    let left = this.#resCapacity;
+    for (let i = 0; i < this.#resViewCount && left > 0; i++) {
+      const view = this.#resViews[i];
+      const n = Math.min(view.length, left);
+      log.markView(view, 0, n);
+      left -= n;
+    }
+    left = NET_HDR_SIZE;
+    for (let i = 0; i < this.#resHeaderCount && left > 0; i++) {
+      const view = this.#resHeaderViews[i];
+      const n = Math.min(view.length, left);
+      log.markView(view, 0, n);
+      left -= n;
+    }
   }
 
   /** Returns the reserved chains from index `keep` on to the ring (used, empty, if unpop is unsafe). */
@@ -838,6 +884,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   /** Forgets the reservation's views (no reference into guest memory outlives it). */
   #dropReservation(): void {
     this.#resOpen = false;
+    this.#resCapacity = 0;
     for (let i = 0; i < this.#resViewCount; i++) this.#resViews[i] = EMPTY_VIEW;
     for (let i = 0; i < this.#resHeaderCount; i++) this.#resHeaderViews[i] = EMPTY_VIEW;
     this.#resViewCount = 0;

@@ -23,6 +23,7 @@ import { FrameInfo, type FrameSpace, newFrameSpace, SendResult } from "./frame_t
 import { RecordingHandler } from "./testing_frame_handler.ts";
 import { VhostUserLink } from "./vhost_user_link.ts";
 import { CountingGuestMemory } from "../test_support/counting_guest_memory.ts";
+import { WriteRecord } from "../test_support/recording_write_log.ts";
 import { pendingSoonTasks } from "../loop/event_loop.ts";
 import { MALFORMED_RUN_LIMIT, TURN_DESCRIPTOR_BUDGET } from "../virtio/virtqueue.ts";
 import { chainsToBreak } from "../virtio/virtqueue_test.ts";
@@ -1379,4 +1380,136 @@ Deno.test("VhostUserLink still drops a buffer across a gap between regions", () 
   assert.match(s.lines[0], /outside guest memory/);
   s.rx.addChain([{ addr: s.rxEnd - 50, length: 4096, writable: true }]);
   assert.equal(s.link.sendFrame(frameOf(60, 1)), SendResult.NoRoom);
+});
+
+/** A link whose rings report to one {@link WriteRecord}; `extra` adds a region right after RX's. */
+function loggedSetup(features: Partial<NegotiatedFeatures>, size = 64) {
+  const rig = setup(features, size, 1 << 20);
+  const extra = new Uint8Array(0x4000);
+  const extraBase = rig.rx.base + rig.rx.bytes.length;
+  rig.memory.addRegion(extraBase, extra);
+  const record = new WriteRecord([
+    { base: rig.rx.base, bytes: rig.rx.bytes },
+    { base: rig.tx.base, bytes: rig.tx.bytes },
+    { base: extraBase, bytes: extra },
+  ]);
+  rig.link.setWriteLog(0, record.ringLog(rig.rx.usedAddr));
+  rig.link.setWriteLog(1, record.ringLog(rig.tx.usedAddr));
+  return { ...rig, record, extraBase };
+}
+
+Deno.test("VhostUserLink reports every byte it writes into guest memory to the write log: headers, payload, used rings", () => {
+  for (const features of matrix) {
+    const { rx, tx, link, record, handler } = loggedSetup(features);
+    const posted = new Map<number, number[]>();
+    guestPostRx(rx, posted, 6, 700, 3); // three descriptors each: headers split too
+    guestTransmit(tx, frameOf(100, 1), "many", false);
+    record.snapshot();
+    assert.equal(link.sendFrame(frameOf(60, 2)), SendResult.Sent);
+    const big = features.mergeableRxBuffers ? 2000 : 600;
+    assert.equal(link.sendFrame(frameOf(big, 3)), SendResult.Sent);
+    link.flush();
+    link.kick(1, 0); // TX: the used ring is written
+    assert.equal(handler.frames.length, 1);
+    assert.deepEqual(record.unreported(), [], label(features));
+    assert.deepEqual(record.strays, []);
+    assert.equal(guestReceive(rx, posted).frames.length, 2);
+  }
+});
+
+Deno.test("VhostUserLink reports RX writes into a buffer that runs on into the adjacent region", () => {
+  const { rx, link, record, extraBase } = loggedSetup({ mergeableRxBuffers: true });
+  // one writable buffer across the boundary: its views are a gather list of two regions
+  const head = rx.addChain([{ addr: extraBase - 100, length: 3000, writable: true }]);
+  assert.ok(head !== null);
+  record.snapshot();
+  assert.equal(link.sendFrame(frameOf(2500, 4)), SendResult.Sent);
+  link.flush();
+  assert.deepEqual(record.unreported(), []);
+  assert.ok(record.covers(extraBase - 100) && record.covers(extraBase + 2411));
+  assert.ok(!record.covers(extraBase + 2412), "no more than written (12 + 2500 bytes)");
+});
+
+Deno.test("VhostUserLink reports RX bytes written for a frame it then gives up (too few buffers)", () => {
+  const { rx, link, record } = loggedSetup({ mergeableRxBuffers: true });
+  guestPostRx(rx, new Map(), 2, 1000);
+  record.snapshot();
+  assert.equal(link.sendFrame(frameOf(5000, 5)), SendResult.NoRoom);
+  assert.notDeepEqual(record.ranges, [], "the first buffers were written");
+  assert.deepEqual(record.unreported(), []);
+});
+
+Deno.test("VhostUserLink reports what reserveFrame()'s caller wrote, on commit and on cancel, in place and through the scratch buffer", () => {
+  for (const mergeableRxBuffers of [false, true]) {
+    for (const pieces of [1, 100]) { // 100 pieces: the headers do not fit the first view
+      const { rx, link, record } = loggedSetup({ mergeableRxBuffers }, 256);
+      const posted = new Map<number, number[]>();
+      guestPostRx(rx, posted, 2, 4000, pieces);
+      const space = newFrameSpace();
+      record.snapshot();
+      assert.equal(link.reserveFrame(space, 3000, 54), SendResult.Sent);
+      writeIntoSpace(space, frameOf(space.length, 6)); // more than it will commit
+      assert.equal(link.commitFrame(1000), SendResult.Sent);
+      assert.equal(link.reserveFrame(space, 3000, 54), SendResult.Sent);
+      writeIntoSpace(space, frameOf(space.length, 7));
+      link.cancelFrame();
+      link.flush();
+      const what = `MRG_RXBUF ${mergeableRxBuffers}, ${pieces} pieces`;
+      assert.deepEqual(record.unreported(), [], what);
+      assert.deepEqual(record.strays, [], what);
+      assert.equal(guestReceive(rx, posted).frames[0].length, 1000, what);
+    }
+  }
+});
+
+Deno.test("VhostUserLink reports nothing once the write log is taken away, and takes one with a ring's start", () => {
+  const { rx, link, record } = loggedSetup({});
+  link.setWriteLog(0, null);
+  link.setWriteLog(1, null);
+  guestPostRx(rx, new Map(), 2, 2000);
+  record.snapshot();
+  assert.equal(link.sendFrame(frameOf(100, 8)), SendResult.Sent);
+  link.flush();
+  assert.deepEqual(record.ranges, []);
+  assert.notDeepEqual(record.unreported(), [], "written all the same");
+  link.stopVring(0);
+  link.startVring({ ...rx.vring(rx.usedIndex), writeLog: record.ringLog(rx.usedAddr) }, 0);
+  record.snapshot();
+  assert.equal(link.sendFrame(frameOf(100, 9)), SendResult.Sent);
+  link.flush();
+  assert.notDeepEqual(record.ranges, []);
+  assert.deepEqual(record.unreported(), []);
+});
+
+Deno.test("VhostUserLink reports every guest write whatever the frames and buffers (property)", () => {
+  fc.assert(
+    fc.property(
+      fc.boolean(),
+      fc.boolean(),
+      fc.array(fc.integer({ min: 1, max: 40 }), { minLength: 1, maxLength: 6 }),
+      fc.array(
+        fc.tuple(fc.constantFrom("send", "commit", "cancel"), fc.integer({ min: 14, max: 9000 })),
+        { minLength: 1, maxLength: 12 },
+      ),
+      (mergeableRxBuffers, eventIndex, pieceCounts, actions) => {
+        const { rx, link, record } = loggedSetup({ mergeableRxBuffers, eventIndex }, 256);
+        for (const pieces of pieceCounts) guestPostRx(rx, new Map(), 1, 1600, pieces);
+        record.snapshot();
+        const space = newFrameSpace();
+        actions.forEach(([action, length], i) => {
+          if (action === "send") {
+            link.sendFrame(frameOf(Math.min(length, 1514), i));
+          } else if (link.reserveFrame(space, length, 14) === SendResult.Sent) {
+            writeIntoSpace(space, frameOf(space.length, i));
+            if (action === "commit") link.commitFrame(Math.min(length, space.length));
+            else link.cancelFrame();
+          }
+        });
+        link.flush();
+        assert.deepEqual(record.unreported(), []);
+        assert.deepEqual(record.strays, []);
+      },
+    ),
+    { numRuns: 150 },
+  );
 });

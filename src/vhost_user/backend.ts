@@ -19,6 +19,9 @@ import {
   DEVICE_STATE_REPLY_NO_FD,
   DEVICE_STATE_SAVE,
   featureBit,
+  LOG_DESCRIPTION_SIZE,
+  LOG_OFFSET,
+  LOG_SIZE,
   MAX_FDS_PER_MESSAGE,
   MAX_MEM_SLOTS,
   MAX_RING_SIZE,
@@ -41,7 +44,9 @@ import {
   SINGLE_REGION_ENTRY,
   SINGLE_REGION_SIZE,
   U64_PAYLOAD_SIZE,
+  VHOST_F_LOG_ALL,
   VHOST_USER_F_PROTOCOL_FEATURES,
+  VHOST_VRING_F_LOG,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_VERSION_1,
@@ -50,7 +55,9 @@ import {
   VIRTIO_NET_F_MRG_RXBUF,
   VRING_ADDR_AVAILABLE,
   VRING_ADDR_DESCRIPTOR,
+  VRING_ADDR_FLAGS,
   VRING_ADDR_INDEX,
+  VRING_ADDR_LOG,
   VRING_ADDR_SIZE,
   VRING_ADDR_USED,
   VRING_FD_INDEX_MASK,
@@ -59,10 +66,11 @@ import {
   VRING_STATE_NUM,
   VRING_STATE_SIZE,
 } from "./protocol.ts";
-import { GuestMemoryMap, type RegionDescription } from "./guest_memory_map.ts";
+import { GuestMemoryMap, MMAP_PAGE_SIZE, type RegionDescription } from "./guest_memory_map.ts";
+import { DirtyLog, type LogMapping, RingWriteLog } from "./dirty_log.ts";
 import type { BackendEnvironment, Notifier } from "./backend_environment.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
-import type { NegotiatedFeatures, StartedVring } from "./vring_datapath.ts";
+import type { GuestWriteLog, NegotiatedFeatures, StartedVring } from "./vring_datapath.ts";
 import { availableRingBytes, descriptorTableBytes, usedRingBytes } from "../virtio/ring_layout.ts";
 
 /** Connection states: requests other than negotiation need SET_OWNER first. */
@@ -78,6 +86,16 @@ export class InvalidStateError extends ProtocolError {
     this.state = state;
   }
 }
+
+/** The vring address flags word with only VHOST_VRING_F_LOG set (spec "Migration"). */
+const VRING_FLAGS_LOG = 1 << VHOST_VRING_F_LOG;
+/**
+ * Largest dirty log accepted: 4 GiB of bitmap covers 128 TiB of guest memory (the
+ * atomic OR's byte index is a u32, ffi/mapped_memory.ts).
+ */
+const MAX_LOG_SIZE = 2 ** 32;
+/** Addresses, sizes and offsets must stay below 2^53 (exact as doubles). */
+const ADDRESS_LIMIT = 2 ** 53;
 
 /** Smallest MTU accepted in NET_SET_MTU (virtio 1.2 §5.1.4: 68). */
 const MIN_MTU = 68;
@@ -101,6 +119,10 @@ class Vring {
   descriptorAddress = 0;
   usedAddress = 0;
   availableAddress = 0;
+  /** VHOST_VRING_F_LOG: used-ring writes are logged at {@link logAddress}. */
+  logUsed = false;
+  /** The guest address the used ring's first byte is logged at (SET_VRING_ADDR `log`). */
+  logAddress = 0;
   base = 0;
   kick: Notifier | null = null;
   call: Notifier | null = null;
@@ -161,6 +183,13 @@ export class VhostUserBackend {
   #mtu = 0;
   /** One warning per session for notifier fds that could not be verified (no /proc). */
   #unverifiedFdWarned = false;
+  /** The dirty log set by SET_LOG_BASE (null before one is set). */
+  #dirtyLog: DirtyLog | null = null;
+  /** SET_LOG_FD's eventfd: kept (never signalled) until replaced or the session ends. */
+  #logFd: Notifier | null = null;
+  /** Writes that could not be marked in the dirty log (rate-limited errors). */
+  readonly #logMisses: RateLimitedLog;
+  readonly #onLogMiss: (what: string) => void;
   readonly #callFailures: RateLimitedLog;
   readonly #onCallFailure: CallFailureHandler;
   #negotiated: NegotiatedFeatures = {
@@ -175,6 +204,13 @@ export class VhostUserBackend {
     this.#env = env;
     this.#memory = new GuestMemoryMap(env.map, MAX_MEM_SLOTS);
     this.#callFailures = new RateLimitedLog("error", undefined, env.log);
+    this.#logMisses = new RateLimitedLog("error", undefined, env.log);
+    this.#onLogMiss = (what) => {
+      this.#logMisses.write(
+        performance.now(),
+        `vhost-user: dirty log: ${what}: the migration target may get a stale page`,
+      );
+    };
     this.#onCallFailure = (vring, call, error) => {
       this.#callFailures.write(
         performance.now(),
@@ -204,6 +240,11 @@ export class VhostUserBackend {
   /** Acked protocol features. */
   get protocolFeatures(): bigint {
     return this.#protocolFeatures;
+  }
+
+  /** Whether writes into guest memory are marked in a dirty log now (LOG_ALL acked, log set). */
+  get logging(): boolean {
+    return this.#dirtyLog !== null && (this.#features & featureBit(VHOST_F_LOG_ALL)) !== 0n;
   }
 
   /** The MTU set by NET_SET_MTU, 0 when none was set. */
@@ -284,6 +325,18 @@ export class VhostUserBackend {
         failure ??= error;
       }
     }
+    // the rings are stopped: nothing writes to the log any more
+    const log = this.#dirtyLog;
+    const logFd = this.#logFd;
+    this.#dirtyLog = null;
+    this.#logFd = null;
+    for (const close of [() => log?.close(), () => logFd?.close()]) {
+      try {
+        close();
+      } catch (error) {
+        failure ??= error;
+      }
+    }
     if (failure !== null) throw failure;
   }
 
@@ -345,7 +398,9 @@ export class VhostUserBackend {
       case Request.SEND_RARP:
         return this.#sendRarp(message, now);
       case Request.SET_LOG_BASE:
+        return this.#setLogBase(message, replies);
       case Request.SET_LOG_FD:
+        return this.#setLogFd(message);
       case Request.SET_BACKEND_REQ_FD:
       case Request.IOTLB_MSG:
       case Request.SET_VRING_ENDIAN:
@@ -450,7 +505,10 @@ export class VhostUserBackend {
         `SET_FEATURES: VIRTIO_F_VERSION_1 (bit 32) not acked: legacy virtio devices are not supported`,
       );
     }
-    if (this.#featuresSet && features !== this.#features) {
+    // Only VHOST_F_LOG_ALL may change under running rings: QEMU turns dirty logging
+    // on and off while the guest runs (spec "Migration").
+    const changed = features ^ this.#features;
+    if (this.#featuresSet && (changed & ~featureBit(VHOST_F_LOG_ALL)) !== 0n) {
       const started = this.#vrings.find((v) => v.started);
       if (started) {
         throw new InvalidStateError(
@@ -473,6 +531,8 @@ export class VhostUserBackend {
       guestChecksum: (features & featureBit(VIRTIO_NET_F_GUEST_CSUM)) !== 0n,
     };
     this.#env.log.debug(`vhost-user: features 0x${features.toString(16)} acked`);
+    if ((changed & featureBit(VHOST_F_LOG_ALL)) !== 0n) this.#logLoggingChange();
+    this.#updateWriteLogs();
     return OK;
   }
 
@@ -703,20 +763,59 @@ export class VhostUserBackend {
     this.#expectFds(message, 0);
     const view = message.payload;
     const vring = this.#vring(message, view.getUint32(VRING_ADDR_INDEX, true));
-    this.#requireStopped(message, vring);
-    vring.descriptorAddress = readU64(
+    const flags = view.getUint32(VRING_ADDR_FLAGS, true);
+    if ((flags & ~VRING_FLAGS_LOG) !== 0) {
+      throw new ProtocolError(
+        message.request,
+        `SET_VRING_ADDR: ring ${vring.index} flags 0x${
+          flags.toString(16)
+        } has bits other than VHOST_VRING_F_LOG`,
+      );
+    }
+    const logUsed = flags === VRING_FLAGS_LOG;
+    if (logUsed && (this.#features & featureBit(VHOST_F_LOG_ALL)) === 0n) {
+      throw new ProtocolError(
+        message.request,
+        `SET_VRING_ADDR: ring ${vring.index} asks for used-ring logging (VHOST_VRING_F_LOG) but VHOST_F_LOG_ALL is not acked`,
+      );
+    }
+    const logAddress = logUsed
+      ? readU64(view, VRING_ADDR_LOG, "log guest address", message.request)
+      : 0;
+    const descriptorAddress = readU64(
       view,
       VRING_ADDR_DESCRIPTOR,
       "descriptor table address",
       message.request,
     );
-    vring.usedAddress = readU64(view, VRING_ADDR_USED, "used ring address", message.request);
-    vring.availableAddress = readU64(
+    const usedAddress = readU64(view, VRING_ADDR_USED, "used ring address", message.request);
+    const availableAddress = readU64(
       view,
       VRING_ADDR_AVAILABLE,
       "available ring address",
       message.request,
     );
+    if (
+      vring.started && (descriptorAddress !== vring.descriptorAddress ||
+        usedAddress !== vring.usedAddress || availableAddress !== vring.availableAddress)
+    ) {
+      this.#requireStopped(message, vring); // only the logging may change on a running ring
+    }
+    vring.logUsed = logUsed;
+    vring.logAddress = logAddress;
+    if (vring.started) {
+      // QEMU turning used-ring logging on or off (spec "Migration"): the ring runs on
+      this.#env.datapath.setWriteLog(vring.index, this.#ringWriteLog(vring));
+      this.#env.log.debug(
+        `vhost-user: ring ${vring.index}: used-ring logging ${
+          logUsed ? `at guest ${hex(logAddress)}` : "off"
+        }`,
+      );
+      return OK;
+    }
+    vring.descriptorAddress = descriptorAddress;
+    vring.usedAddress = usedAddress;
+    vring.availableAddress = availableAddress;
     vring.addressesSet = true;
     if (this.#memory.regionCount > 0 && vring.size > 0) this.#ringViews(message, vring);
     this.#tryStart(message, vring, now);
@@ -938,6 +1037,152 @@ export class VhostUserBackend {
     return REPLIED;
   }
 
+  // --- dirty logging (spec "Migration") -------------------------------------------------
+
+  /**
+   * SET_LOG_BASE with LOG_SHMFD: maps the log bitmap from the fd (`log size` bytes at
+   * `log offset`), checked like a memory region (non-zero, inside its file, below
+   * 2^53), switches the rings to it, then unmaps the log it replaces. Replies with a
+   * u64 0: with LOG_SHMFD the front-end waits for a reply (spec "Communication").
+   */
+  #setLogBase(message: Message, replies: ReplyWriter): Outcome {
+    this.#requireOwner(message);
+    if (!this.#hasProtocolFeature(ProtocolFeature.LOG_SHMFD)) {
+      throw new ProtocolError(
+        message.request,
+        "SET_LOG_BASE: VHOST_USER_PROTOCOL_F_LOG_SHMFD is not acked: a log without an fd cannot be used",
+      );
+    }
+    this.#expectSize(message, LOG_DESCRIPTION_SIZE);
+    this.#expectFds(message, 1);
+    const size = readU64(message.payload, LOG_SIZE, "log size", message.request);
+    const offset = readU64(message.payload, LOG_OFFSET, "log offset", message.request);
+    const what = `log of ${size} bytes at offset ${hex(offset)}`;
+    if (size === 0) throw new ProtocolError(message.request, `SET_LOG_BASE: ${what}: size 0`);
+    if (size > MAX_LOG_SIZE) {
+      throw new ProtocolError(
+        message.request,
+        `SET_LOG_BASE: ${what} exceeds the limit of ${MAX_LOG_SIZE} bytes`,
+      );
+    }
+    if (size > ADDRESS_LIMIT - offset) {
+      throw new ProtocolError(message.request, `SET_LOG_BASE: ${what} ends at or beyond 2^53`);
+    }
+    const fd = message.fds[0];
+    let fileSize: number | null;
+    try {
+      fileSize = this.#env.fileSize(fd);
+    } catch (error) {
+      throw new ProtocolError(
+        message.request,
+        `SET_LOG_BASE: cannot examine the fd of the ${what}: ${(error as Error).message}`,
+      );
+    }
+    if (fileSize !== null && size > fileSize - offset) {
+      throw new ProtocolError(
+        message.request,
+        `SET_LOG_BASE: ${what} ends beyond its ${fileSize}-byte file`,
+      );
+    }
+    const slack = offset % MMAP_PAGE_SIZE;
+    let mapping: LogMapping;
+    try {
+      mapping = this.#env.mapLog(fd, size + slack, offset - slack);
+    } catch (error) {
+      throw new ProtocolError(
+        message.request,
+        `SET_LOG_BASE: cannot map the ${what}: ${(error as Error).message}`,
+      );
+    }
+    let log: DirtyLog;
+    try {
+      log = new DirtyLog(mapping, slack, size);
+    } catch (error) {
+      mapping.unmap();
+      throw new ProtocolError(
+        message.request,
+        `SET_LOG_BASE: cannot map the ${what}: ${(error as Error).message}`,
+      );
+    }
+    // the mapping keeps the log; the fd itself is closed by handle()
+    const old = this.#dirtyLog;
+    this.#dirtyLog = log;
+    try {
+      this.#updateWriteLogs(); // the rings mark the new log from now on...
+    } finally {
+      old?.close(); // ...so the old one can go
+    }
+    this.#env.log.info(
+      `vhost-user: dirty log of ${size} bytes (guest memory up to ${hex(log.coveredBytes)}) set${
+        old === null ? "" : ", replacing the previous one"
+      }`,
+    );
+    if (this.#featuresSet && this.logging) this.#logLoggingChange();
+    replies.sendU64(message.request, 0n);
+    return REPLIED;
+  }
+
+  /** SET_LOG_FD: keeps the eventfd (closing the one it replaces); it is never signalled. */
+  #setLogFd(message: Message): Outcome {
+    this.#requireOwner(message);
+    this.#expectSize(message, 0, U64_PAYLOAD_SIZE);
+    this.#expectFds(message, 1);
+    const fd = message.fds[0];
+    let kind;
+    try {
+      kind = this.#env.describeFd(fd);
+    } catch (error) {
+      throw new ProtocolError(
+        message.request,
+        `SET_LOG_FD: cannot examine the log fd: ${(error as Error).message}`,
+      );
+    }
+    if (!kind.normalEventFd) {
+      throw new ProtocolError(
+        message.request,
+        `SET_LOG_FD: the log fd is ${kind.text}, not an eventfd`,
+      );
+    }
+    message.fds.pop();
+    const old = this.#logFd;
+    this.#logFd = this.#env.notifier(fd, kind);
+    old?.close();
+    return OK;
+  }
+
+  /** What ring `vring` reports its writes to now: null unless logging. */
+  #ringWriteLog(vring: Vring): GuestWriteLog | null {
+    const log = this.#dirtyLog;
+    if (log === null || (this.#features & featureBit(VHOST_F_LOG_ALL)) === 0n) return null;
+    return new RingWriteLog(
+      log,
+      this.#memory,
+      vring.logUsed ? vring.logAddress : -1,
+      this.#onLogMiss,
+    );
+  }
+
+  /** Hands every started ring its current write log (after logging changed). */
+  #updateWriteLogs(): void {
+    for (const vring of this.#vrings) {
+      if (vring.started) this.#env.datapath.setWriteLog(vring.index, this.#ringWriteLog(vring));
+    }
+  }
+
+  /** One info line when dirty logging starts or stops (or waits for its log). */
+  #logLoggingChange(): void {
+    const acked = (this.#features & featureBit(VHOST_F_LOG_ALL)) !== 0n;
+    if (!acked) {
+      this.#env.log.info("vhost-user: dirty logging off (VHOST_F_LOG_ALL cleared)");
+    } else if (this.#dirtyLog === null) {
+      this.#env.log.warn(
+        "vhost-user: VHOST_F_LOG_ALL acked before SET_LOG_BASE: writes are not logged until a log is set",
+      );
+    } else {
+      this.#env.log.info("vhost-user: dirty logging on: every write into guest memory is marked");
+    }
+  }
+
   #unsupported(message: Message, replies: ReplyWriter): Outcome {
     this.#env.log.warn(
       `vhost-user: ${
@@ -1001,6 +1246,7 @@ export class VhostUserBackend {
       lastAvailIndex: vring.base,
       memory: this.#memory,
       features: this.#negotiated,
+      writeLog: this.#ringWriteLog(vring),
       notifyGuest: vring.notifyGuest,
     };
     const kick = vring.kick;

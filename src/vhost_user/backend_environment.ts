@@ -10,6 +10,7 @@
 import type { Logger } from "../log/logger.ts";
 import type { VringDatapath } from "./vring_datapath.ts";
 import type { MapFunction } from "./guest_memory_map.ts";
+import type { LogMapFunction } from "./dirty_log.ts";
 
 // What a received kick, call or err fd is: the backend takes only normal-mode eventfds.
 export type { FdDescription } from "../../ffi/event_fd.ts";
@@ -64,6 +65,8 @@ export interface BackendEnvironment {
   readonly datapath: VringDatapath;
   /** Maps a memory region's fd. */
   readonly map: MapFunction;
+  /** Maps the dirty log's fd (SET_LOG_BASE). */
+  readonly mapLog: LogMapFunction;
   /**
    * Size in bytes of the file behind `fd`, or null when it cannot be known. Memory
    * regions must lie inside their file: touching a mapping beyond the end of its

@@ -15,6 +15,7 @@ import type {
 } from "./backend_environment.ts";
 import { VhostUserBackend } from "./backend.ts";
 import type { Mapping } from "./guest_memory_map.ts";
+import type { LogMapping } from "./dirty_log.ts";
 import {
   type MessageChannel,
   MessageFramer,
@@ -23,7 +24,7 @@ import {
   ReplyWriter,
 } from "./message_codec.ts";
 import { HEADER_SIZE } from "./protocol.ts";
-import type { StartedVring, VringDatapath } from "./vring_datapath.ts";
+import type { GuestWriteLog, StartedVring, VringDatapath } from "./vring_datapath.ts";
 
 /** What describeFd() says of a fake fd created without a kind: a normal-mode eventfd. */
 export const FAKE_EVENTFD: FdDescription = {
@@ -122,6 +123,31 @@ export class FakeFds {
   };
 }
 
+/**
+ * The LogMapFunction over the fake memfds: `Atomics.or` on the fake file's bytes
+ * (atomic within this process, all a test needs). Counts in `fds.mappings` too.
+ */
+export function fakeLogMap(fds: FakeFds): (fd: number, size: number, offset: number) => LogMapping {
+  return (fd, size, offset) => {
+    const mapping = fds.map(fd, size, offset);
+    const bytes = mapping.bytes;
+    let mapped = true;
+    return {
+      size: bytes.length,
+      atomicOrByte: (index, mask) => {
+        if (!mapped) throw new Error("log written after unmap");
+        if (!(index >= 0 && index < bytes.length)) throw new RangeError(`log byte ${index}`);
+        Atomics.or(bytes, index, mask);
+      },
+      unmap: () => {
+        if (!mapped) return;
+        mapped = false;
+        mapping.unmap();
+      },
+    };
+  };
+}
+
 /** A notifier over a fake fd that counts signals and drains. */
 export class FakeNotifier implements Notifier {
   readonly fd: number;
@@ -173,6 +199,8 @@ export type DatapathEvent =
 export class RecordingDatapath implements VringDatapath {
   readonly events: DatapathEvent[] = [];
   readonly rings = new Map<number, StartedVring>();
+  /** The write log each started ring reports to now (from its start or setWriteLog). */
+  readonly writeLogs = new Map<number, GuestWriteLog | null>();
   /** What stopVring() returns per ring: lastAvailIndex + this. */
   advance = 0;
   /** Makes stopVring() signal the guest first, as VhostUserLink's RX publish does. */
@@ -183,6 +211,7 @@ export class RecordingDatapath implements VringDatapath {
   startVring(ring: StartedVring, now: number): void {
     if (this.rings.has(ring.index)) throw new Error(`ring ${ring.index} started twice`);
     this.rings.set(ring.index, ring);
+    this.writeLogs.set(ring.index, ring.writeLog ?? null);
     if (this.failStarts) throw new Error(`datapath cannot start ring ${ring.index}`);
     this.events.push({
       call: "start",
@@ -197,11 +226,17 @@ export class RecordingDatapath implements VringDatapath {
     this.events.push({ call: "kick", index, now });
   }
 
+  setWriteLog(index: number, log: GuestWriteLog | null): void {
+    if (!this.rings.has(index)) throw new Error(`write log set on ring ${index}, not started`);
+    this.writeLogs.set(index, log);
+  }
+
   stopVring(index: number): number {
     const ring = this.rings.get(index);
     if (ring === undefined) throw new Error(`ring ${index} stopped while not started`);
     if (this.signalOnStop) ring.notifyGuest();
     this.rings.delete(index);
+    this.writeLogs.delete(index);
     this.events.push({ call: "stop", index });
     return (ring.lastAvailIndex + this.advance) & 0xffff;
   }
@@ -283,6 +318,7 @@ export class BackendRig {
     const env: BackendEnvironment = {
       datapath: this.datapath,
       map: this.fds.map,
+      mapLog: fakeLogMap(this.fds),
       fileSize: (fd) => this.fileSizes ? this.fds.size(fd) : null,
       describeFd: (fd) => this.fds.describe(fd),
       notifier: (fd, kind) => {

@@ -64,6 +64,18 @@ interface MappedRegion {
   bytes: Uint8Array;
 }
 
+/** Whether bytes `[start, end)` of `buffer` lie within the region's bytes. */
+function viewInRegion(
+  region: MappedRegion,
+  buffer: ArrayBufferLike,
+  start: number,
+  end: number,
+): boolean {
+  const bytes = region.bytes;
+  return bytes.buffer === buffer && start >= bytes.byteOffset &&
+    end <= bytes.byteOffset + bytes.byteLength;
+}
+
 function hex(value: number): string {
   return "0x" + value.toString(16);
 }
@@ -74,6 +86,8 @@ export class GuestMemoryMap implements GuestMemory {
   readonly #maxRegions: number;
   #regions: MappedRegion[] = [];
   #lastHit: MappedRegion | null = null;
+  /** The region guestAddressOfView() found last. */
+  #lastViewHit: MappedRegion | null = null;
 
   /**
    * @param map how to map a region's fd
@@ -196,6 +210,7 @@ export class GuestMemoryMap implements GuestMemory {
 
   #release(region: MappedRegion): void {
     this.#lastHit = null;
+    this.#lastViewHit = null;
     region.bytes = new Uint8Array(0);
     region.mapping.unmap();
   }
@@ -292,6 +307,30 @@ export class GuestMemoryMap implements GuestMemory {
       left -= n;
     }
     return pieces;
+  }
+
+  /**
+   * The guest-physical address of the first byte of `view`, a view this map returned
+   * (or part of one), or -1 when `view` does not lie within one mapped region. The
+   * dirty log turns written views into guest pages with it.
+   */
+  guestAddressOfView(view: Uint8Array): number {
+    const buffer = view.buffer;
+    const start = view.byteOffset;
+    const end = start + view.byteLength;
+    let region = this.#lastViewHit;
+    if (region === null || !viewInRegion(region, buffer, start, end)) {
+      region = null;
+      for (const candidate of this.#regions) {
+        if (viewInRegion(candidate, buffer, start, end)) {
+          region = candidate;
+          break;
+        }
+      }
+      if (region === null) return -1;
+      this.#lastViewHit = region;
+    }
+    return region.guestStart + (start - region.bytes.byteOffset);
   }
 
   /**

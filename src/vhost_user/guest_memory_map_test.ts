@@ -230,3 +230,37 @@ Deno.test("`GuestMemoryMap.viewPieces()` rejects a range across a gap between re
   assert.equal(map.viewPieces(0xffff_fff0, 0xffff_ffff, 0x20, [], 0, 4), PIECES_OUTSIDE_MEMORY);
   assert.equal(map.view(0x10_0ff0, 0, 0x20), null, "view() itself stays within one region");
 });
+
+Deno.test("`GuestMemoryMap.guestAddressOfView()` gives the guest address of views it returned, -1 for others", () => {
+  const { fds, map } = twoRegions();
+  const inA = map.view(0x1234, 0, 16)!;
+  const inB = map.view(0x10, 1, 0x100)!; // region b: mmap offset 0x1000, guest 2^32
+  assert.equal(map.guestAddressOfView(inA), 0x1234);
+  assert.equal(map.guestAddressOfView(inB), 0x1_0000_0010);
+  assert.equal(map.guestAddressOfView(inB.subarray(0x80)), 0x1_0000_0090, "part of a view");
+  assert.equal(map.guestAddressOfView(inA), 0x1234, "again after the other region");
+  const pieces: Uint8Array[] = [];
+  // two regions of one file, adjacent in guest space: views share the file's buffer
+  const shared = fds.memfd(0x4000);
+  const adjacent = new GuestMemoryMap(fds.map, 32);
+  adjacent.add(
+    { guestAddress: 0x8000, size: 0x1000, userAddress: USER, mmapOffset: 0x3000 },
+    shared.fd,
+  );
+  adjacent.add(
+    { guestAddress: 0x9000, size: 0x1000, userAddress: USER + 0x1000, mmapOffset: 0 },
+    shared.fd,
+  );
+  assert.equal(adjacent.viewPieces(0x8ff0, 0, 0x20, pieces, 0, 4), 2);
+  assert.equal(adjacent.guestAddressOfView(pieces[0]), 0x8ff0);
+  assert.equal(adjacent.guestAddressOfView(pieces[1]), 0x9000);
+  assert.equal(map.guestAddressOfView(new Uint8Array(16)), -1, "not guest memory");
+  assert.equal(map.guestAddressOfView(shared.bytes.subarray(0, 16)), -1, "another map's file");
+  assert.equal(
+    adjacent.guestAddressOfView(shared.bytes.subarray(0x1000, 0x1010)),
+    -1,
+    "unmapped part",
+  );
+  map.clear();
+  assert.equal(map.guestAddressOfView(inA), -1, "after unmapping");
+});

@@ -116,6 +116,20 @@ export const VRING_ADDR_AVAILABLE = 24;
 export const VRING_ADDR_LOG = 32;
 /** Bytes in a vring address description (struct vhost_vring_addr). */
 export const VRING_ADDR_SIZE = 40;
+/**
+ * Bit of the vring address `flags`: log the ring's used-ring writes at the `log`
+ * guest address (VHOST_VRING_F_LOG, spec "Migration"); the only flag defined.
+ */
+export const VHOST_VRING_F_LOG = 0;
+
+/** Log description: `log size` u64, bytes of the bitmap (spec "Log description"). */
+export const LOG_SIZE = 0;
+/** Log description: `log offset` u64, where the bitmap starts in the fd. */
+export const LOG_OFFSET = 8;
+/** Bytes in a log description (SET_LOG_BASE payload). */
+export const LOG_DESCRIPTION_SIZE = 16;
+/** Guest bytes per bit of the dirty log (VHOST_LOG_PAGE, spec "Migration"). */
+export const VHOST_LOG_PAGE = 0x1000;
 
 /** Memory table: `num regions` u32 (spec "Memory regions description"). */
 export const MEMORY_NREGIONS = 0;
@@ -182,7 +196,11 @@ export const VIRTIO_NET_F_MAC = 5;
 export const VIRTIO_NET_F_MRG_RXBUF = 15;
 /** VIRTIO_NET_F_STATUS (virtio 1.2 §5.1.3). Not offered: QEMU owns the config space. */
 export const VIRTIO_NET_F_STATUS = 16;
-/** VHOST_F_LOG_ALL (spec "Migration"). Not offered: no dirty logging. */
+/**
+ * VHOST_F_LOG_ALL (spec "Migration"): while acked and a log is set (SET_LOG_BASE),
+ * every write into guest memory marks its pages in the log. QEMU acks it when a live
+ * migration starts and refuses to migrate a backend that does not offer it.
+ */
 export const VHOST_F_LOG_ALL = 26;
 /** VIRTIO_F_INDIRECT_DESC (virtio 1.2 §6). */
 export const VIRTIO_F_INDIRECT_DESC = 28;
@@ -235,10 +253,12 @@ export const OFFERED_FEATURES: bigint = featureBit(VIRTIO_F_VERSION_1) |
   featureBit(VIRTIO_F_EVENT_IDX) |
   featureBit(VIRTIO_F_INDIRECT_DESC) |
   featureBit(VIRTIO_NET_F_MTU) |
+  featureBit(VHOST_F_LOG_ALL) |
   featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
 
 /** Protocol features offered in GET_PROTOCOL_FEATURES. */
-export const OFFERED_PROTOCOL_FEATURES: bigint = featureBit(ProtocolFeature.REPLY_ACK) |
+export const OFFERED_PROTOCOL_FEATURES: bigint = featureBit(ProtocolFeature.LOG_SHMFD) |
+  featureBit(ProtocolFeature.REPLY_ACK) |
   featureBit(ProtocolFeature.CONFIGURE_MEM_SLOTS) |
   featureBit(ProtocolFeature.MTU) |
   featureBit(ProtocolFeature.RARP);

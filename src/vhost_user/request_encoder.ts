@@ -14,6 +14,9 @@ import {
   HEADER_REQUEST,
   HEADER_SIZE,
   HEADER_SIZE_FIELD,
+  LOG_DESCRIPTION_SIZE,
+  LOG_OFFSET,
+  LOG_SIZE,
   MEMORY_NREGIONS,
   MEMORY_REGIONS,
   REGION_ENTRY_SIZE,
@@ -27,6 +30,7 @@ import {
   VRING_ADDR_DESCRIPTOR,
   VRING_ADDR_FLAGS,
   VRING_ADDR_INDEX,
+  VRING_ADDR_LOG,
   VRING_ADDR_SIZE,
   VRING_ADDR_USED,
   VRING_STATE_INDEX,
@@ -91,8 +95,16 @@ export interface RingAddresses {
   available: number | bigint;
 }
 
-/** A vring address payload. */
-export function vringAddrPayload(index: number, addresses: RingAddresses, flags = 0): Uint8Array {
+/**
+ * A vring address payload; `logAddress` is the used ring's guest address for dirty
+ * logging (sent with the VHOST_VRING_F_LOG flag).
+ */
+export function vringAddrPayload(
+  index: number,
+  addresses: RingAddresses,
+  flags = 0,
+  logAddress: number | bigint = 0,
+): Uint8Array {
   const out = new Uint8Array(VRING_ADDR_SIZE);
   const view = new DataView(out.buffer);
   view.setUint32(VRING_ADDR_INDEX, index, true);
@@ -100,6 +112,16 @@ export function vringAddrPayload(index: number, addresses: RingAddresses, flags 
   setU64(view, VRING_ADDR_DESCRIPTOR, addresses.descriptor);
   setU64(view, VRING_ADDR_USED, addresses.used);
   setU64(view, VRING_ADDR_AVAILABLE, addresses.available);
+  setU64(view, VRING_ADDR_LOG, logAddress);
+  return out;
+}
+
+/** A log description payload (SET_LOG_BASE): bitmap size and offset in the fd. */
+export function logPayload(size: number | bigint, offset: number | bigint = 0): Uint8Array {
+  const out = new Uint8Array(LOG_DESCRIPTION_SIZE);
+  const view = new DataView(out.buffer);
+  setU64(view, LOG_SIZE, size);
+  setU64(view, LOG_OFFSET, offset);
   return out;
 }
 

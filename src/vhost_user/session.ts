@@ -20,6 +20,7 @@ import type { FrontendSession, SessionFactory } from "../daemon/frontend_session
 import { InvalidStateError, VhostUserBackend } from "./backend.ts";
 import type { BackendEnvironment, DeviceStateHandler, Notifier } from "./backend_environment.ts";
 import type { Mapping } from "./guest_memory_map.ts";
+import type { LogMapping } from "./dirty_log.ts";
 import { watchMemoryFaults } from "./memory_fault_watch.ts";
 import {
   ConnectionClosedError,
@@ -190,6 +191,15 @@ function mapRegion(fd: number, size: number, offset: number): Mapping {
   };
 }
 
+function mapLog(fd: number, size: number, offset: number): LogMapping {
+  const memory = MappedMemory.map(fd, size, offset);
+  return {
+    size: memory.size,
+    atomicOrByte: (index, mask) => memory.atomicOrByte(index, mask),
+    unmap: () => memory.close(),
+  };
+}
+
 function hex(value: number): string {
   return "0x" + value.toString(16);
 }
@@ -238,6 +248,7 @@ class VhostUserSession implements FrontendSession {
           throw error;
         }
       },
+      mapLog,
       fileSize: options.fileSize ?? fileSizeOfFd,
       describeFd: options.describeFd ?? describeFd,
       notifier: (fd, kind) => new ReceivedEventFd(fd, kind),

@@ -9,6 +9,8 @@
  * @module
  */
 
+import type { GuestWriteLog } from "./guest_write_log.ts";
+
 const EMPTY = new Uint8Array(0);
 
 /** A reusable holder for one popped descriptor chain. */
@@ -96,5 +98,26 @@ export class DescriptorChain {
       skip = 0;
     }
     return copied;
+  }
+
+  /**
+   * Reports to `log` that the writable buffers' bytes `[offset, offset + length)`
+   * (counted as {@link writeFrom} counts them) were written: one report per view
+   * touched, so a range across adjacent memory regions reports each region's part.
+   */
+  reportWritten(log: GuestWriteLog, offset: number, length: number): void {
+    let left = length;
+    let skip = offset;
+    for (let i = this.readableCount; i < this.count && left > 0; i++) {
+      const buffer = this.buffers[i];
+      if (skip >= buffer.length) {
+        skip -= buffer.length;
+        continue;
+      }
+      const n = Math.min(buffer.length - skip, left);
+      log.markView(buffer, skip, n);
+      left -= n;
+      skip = 0;
+    }
   }
 }

@@ -7,6 +7,7 @@
  */
 
 import type { GuestMemory } from "./guest_memory.ts";
+import type { GuestWriteLog } from "./guest_write_log.ts";
 
 /** Feature bits the datapath must honour, as negotiated with the frontend. */
 export interface NegotiatedFeatures {
@@ -40,6 +41,12 @@ export interface StartedVring {
   readonly memory: GuestMemory;
   /** Negotiated features relevant to the ring. */
   readonly features: NegotiatedFeatures;
+  /**
+   * Where writes into guest memory are reported while the front-end logs dirty pages
+   * (null or absent: not logging). It may change while the ring runs
+   * (`VringDatapath.setWriteLog`).
+   */
+  readonly writeLog?: GuestWriteLog | null;
   /** Signals the frontend's call eventfd; does nothing when the frontend gave none. */
   notifyGuest(): void;
 }

@@ -35,6 +35,7 @@ import { log as defaultLogger } from "../log/logger.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import type { StartedVring } from "./started_vring.ts";
 import { type GuestMemory, PIECES_NO_ROOM } from "./guest_memory.ts";
+import type { GuestWriteLog } from "./guest_write_log.ts";
 import { DescriptorChain } from "./descriptor_chain.ts";
 import { memoryFence } from "./memory_fence.ts";
 import {
@@ -158,6 +159,8 @@ export class SplitVirtqueue {
   readonly #malformedLog: RateLimitedLog;
   readonly #logger: Logger;
   readonly #clock: () => number;
+  /** Where used-ring writes are reported while dirty pages are logged; null otherwise. */
+  #writeLog: GuestWriteLog | null;
 
   #lastAvail: number;
   #knownAvail: number;
@@ -240,9 +243,24 @@ export class SplitVirtqueue {
     this.#logger = options.logger ?? defaultLogger;
     this.#clock = options.clock ?? (() => performance.now());
     this.#malformedLog = new RateLimitedLog("warn", undefined, this.#logger);
+    this.#writeLog = ring.writeLog ?? null;
     this.#lastAvail = ring.lastAvailIndex & 0xffff;
     this.#knownAvail = this.#lastAvail;
     this.#usedIdx = this.#used.getUint16(USED_IDX, true);
+  }
+
+  /**
+   * Where writes into guest memory are reported (null: dirty pages are not logged).
+   * The queue reports its own used-ring writes; the caller reports what it writes
+   * into the chains' buffers here too.
+   */
+  get writeLog(): GuestWriteLog | null {
+    return this.#writeLog;
+  }
+
+  /** Starts (a log) or stops (null) reporting writes into guest memory from now on. */
+  setWriteLog(log: GuestWriteLog | null): void {
+    this.#writeLog = log;
   }
 
   /** True once the guest's ring was found inconsistent; the queue then stays idle. */
@@ -561,6 +579,7 @@ export class SplitVirtqueue {
     const at = USED_RING + (this.#usedIdx & this.#mask) * USED_ELEM_SIZE;
     this.#used.setUint32(at, head, true);
     this.#used.setUint32(at + USED_ELEM_LEN, length, true);
+    if (this.#writeLog !== null) this.#writeLog.markUsed(at, USED_ELEM_SIZE);
     this.#usedIdx = (this.#usedIdx + 1) & 0xffff;
     this.#unpublished++;
   }
@@ -569,6 +588,7 @@ export class SplitVirtqueue {
   rewriteUsedLength(back: number, length: number): void {
     const at = USED_RING + ((this.#usedIdx - back) & this.#mask) * USED_ELEM_SIZE;
     this.#used.setUint32(at + USED_ELEM_LEN, length, true);
+    if (this.#writeLog !== null) this.#writeLog.markUsed(at + USED_ELEM_LEN, 4);
   }
 
   /** Number of used elements pushed and not yet published. */
@@ -587,6 +607,7 @@ export class SplitVirtqueue {
     this.#unpublished = 0;
     // Elements were stored before this index store; x86-64 keeps stores in order.
     this.#used.setUint16(USED_IDX, this.#usedIdx, true);
+    if (this.#writeLog !== null) this.#writeLog.markUsed(USED_IDX, 2);
     memoryFence(); // the index store must be visible before we read the guest's wishes
     let notify: boolean;
     if (this.#eventIndex) {
@@ -616,8 +637,10 @@ export class SplitVirtqueue {
     const seen = this.#knownAvail;
     if (this.#eventIndex) {
       this.#used.setUint16(this.#availEventAt, seen, true);
+      if (this.#writeLog !== null) this.#writeLog.markUsed(this.#availEventAt, 2);
     } else {
       this.#used.setUint16(USED_FLAGS, 0, true);
+      if (this.#writeLog !== null) this.#writeLog.markUsed(USED_FLAGS, 2);
     }
     memoryFence(); // our wish must be visible before we re-read the available index
     this.#refreshAvail();
@@ -628,5 +651,6 @@ export class SplitVirtqueue {
   disableNotifications(): void {
     if (this.#broken || this.#eventIndex) return;
     this.#used.setUint16(USED_FLAGS, VIRTQ_USED_F_NO_NOTIFY, true);
+    if (this.#writeLog !== null) this.#writeLog.markUsed(USED_FLAGS, 2);
   }
 }

@@ -19,6 +19,7 @@ export function chainsToBreak(perChain: number): number {
 }
 import { ArrayGuestMemory } from "./array_guest_memory.ts";
 import { CountingGuestMemory } from "../test_support/counting_guest_memory.ts";
+import { WriteRecord } from "../test_support/recording_write_log.ts";
 import {
   VIRTQ_AVAIL_F_NO_INTERRUPT,
   VIRTQ_DESC_F_INDIRECT,
@@ -623,4 +624,68 @@ Deno.test("SplitVirtqueue.pop() drops an indirect table that spans two regions (
   driver.offer(0);
   assert.equal(queue.pop(new DescriptorChain(16), 0), false);
   assert.match(lines[0], /outside guest memory/);
+});
+
+Deno.test("SplitVirtqueue reports every used-ring write to its write log, and none without one", () => {
+  for (const eventIndex of [false, true]) {
+    const { driver, queue, chain } = setup({ features: { eventIndex } });
+    const record = new WriteRecord([{ base: driver.base, bytes: driver.bytes }]);
+    queue.setWriteLog(record.ringLog(driver.usedAddr));
+    assert.equal(queue.writeLog !== null, true);
+    const a = driver.alloc(64);
+    for (let i = 0; i < 20; i++) driver.addChain([{ addr: a, length: 64, writable: true }]);
+    record.snapshot(); // what the driver wrote is not the device's
+    for (let i = 0; i < 20 && queue.pop(chain, 0); i++) {
+      queue.pushUsed(chain.head, 10 + i);
+      chain.release();
+      if (i % 7 === 6) queue.publish(); // wraps the 16-entry used ring
+    }
+    queue.rewriteUsedLength(1, 99);
+    queue.publish();
+    assert.deepEqual(record.unreported(), [], `EVENT_IDX ${eventIndex}: every change reported`);
+    assert.ok(record.ranges.length >= 16, "one report per element at least");
+    // each notification change on its own: flags (or avail_event) differ after each
+    queue.disableNotifications();
+    assert.deepEqual(record.unreported(), [], "disableNotifications()");
+    driver.takeUsed();
+    driver.addChain([{ addr: a, length: 64, writable: true }]);
+    record.snapshot();
+    queue.enableNotifications();
+    assert.deepEqual(record.unreported(), [], "enableNotifications()");
+    const usedEnd = driver.usedAddr + 6 + 8 * 16 + 2;
+    assert.ok(
+      record.ranges.every(([start, end]) => start >= driver.usedAddr && end <= usedEnd),
+      "only used-ring bytes",
+    );
+    queue.setWriteLog(null);
+    driver.takeUsed();
+    driver.addChain([{ addr: a, length: 64, writable: true }]);
+    record.snapshot();
+    assert.ok(queue.pop(chain, 0));
+    queue.pushUsed(chain.head, 1);
+    queue.publish();
+    queue.enableNotifications();
+    assert.deepEqual(record.ranges, [], "logging off: nothing reported");
+    assert.notDeepEqual(record.unreported(), [], "the ring was written all the same");
+  }
+});
+
+Deno.test("SplitVirtqueue takes its write log from the started vring", () => {
+  const driver = new SplitRingDriver({ size: 16 });
+  const record = new WriteRecord([{ base: driver.base, bytes: driver.bytes }]);
+  const queue = new SplitVirtqueue({
+    ...driver.vring(),
+    writeLog: record.ringLog(driver.usedAddr),
+  });
+  const chain = new DescriptorChain(queue.size);
+  driver.addChain([{ addr: driver.alloc(8), length: 8, writable: true }]);
+  record.snapshot();
+  assert.ok(queue.pop(chain, 0));
+  queue.pushUsed(chain.head, 8);
+  queue.publish();
+  assert.deepEqual(record.unreported(), []);
+  assert.deepEqual(record.ranges, [
+    [driver.usedAddr + 4, driver.usedAddr + 12],
+    [driver.usedAddr + 2, driver.usedAddr + 4],
+  ]);
 });

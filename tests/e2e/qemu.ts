@@ -63,6 +63,8 @@ export interface QemuOptions {
   readonly onLine?: (line: string) => void;
   /** QEMU binary (default `qemu-system-x86_64`). */
   readonly qemuBinary?: string;
+  /** More QEMU arguments, after the others (e.g. `-qmp`, `-incoming` for migration). */
+  readonly extraArguments?: readonly string[];
 }
 
 /** A `TPASST-MARK` line: name and the rest of the line. */
@@ -210,6 +212,7 @@ export class QemuGuest {
       "-fw_cfg",
       `name=opt/tpasst/scenario,file=${scriptPath}`,
       ...netdevArguments(options.netdev, memoryMiB),
+      ...(options.extraArguments ?? []),
     ];
     const child = new Deno.Command(options.qemuBinary ?? "qemu-system-x86_64", {
       args,

@@ -24,9 +24,12 @@
  */
 
 import { EventFd } from "../../ffi/event_fd.ts";
+import { MappedMemory } from "../../ffi/mapped_memory.ts";
+import { MemFd } from "../../ffi/mem_fd.ts";
 import { UnixStream } from "../../ffi/unix_stream.ts";
 import {
   encodeRequest,
+  logPayload,
   memTablePayload,
   singleRegionPayload,
   u64Payload,
@@ -40,7 +43,10 @@ import {
   ProtocolFeature,
   Request,
   requestName,
+  VHOST_F_LOG_ALL,
+  VHOST_LOG_PAGE,
   VHOST_USER_F_PROTOCOL_FEATURES,
+  VHOST_VRING_F_LOG,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_VERSION_1,
@@ -72,6 +78,8 @@ export interface NegotiateOptions {
   readonly replyAck?: boolean;
   /** Ack CONFIGURE_MEM_SLOTS: memory goes as ADD_MEM_REG per region (default true). */
   readonly memSlots?: boolean;
+  /** Ack LOG_SHMFD (dirty log shared as an fd), as QEMU does (default true). */
+  readonly logShmfd?: boolean;
   /** Virtio features to ack (default {@link QEMU_NET_FEATURES}). */
   readonly features?: bigint;
   /** Ring size (default 256). */
@@ -108,6 +116,46 @@ export interface Reply {
   readonly payload: DataView;
 }
 
+/** The dirty log a front-end shared with SET_LOG_BASE (see {@link VhostUserFrontend.startLogging}). */
+export class HarnessDirtyLog {
+  /** The file shared with the backend. */
+  readonly memfd: MemFd;
+  /** This process's mapping of the bitmap. */
+  readonly mapping: MappedMemory;
+
+  constructor(size: number) {
+    this.memfd = MemFd.create("tpasst-harness-log", size);
+    try {
+      this.mapping = MappedMemory.map(this.memfd.fd, size, 0);
+    } catch (error) {
+      this.memfd.close();
+      throw error;
+    }
+  }
+
+  /** Page numbers (guest address / 4096) whose bits are set, ascending. */
+  dirtyPages(): number[] {
+    const bytes = this.mapping.bytes;
+    const pages: number[] = [];
+    for (let i = 0; i < bytes.length; i++) {
+      if (bytes[i] === 0) continue;
+      for (let bit = 0; bit < 8; bit++) if ((bytes[i] >> bit) & 1) pages.push(i * 8 + bit);
+    }
+    return pages;
+  }
+
+  /** Clears every bit, as QEMU does after it copied the marked pages. */
+  clear(): void {
+    this.mapping.bytes.fill(0);
+  }
+
+  /** Unmaps and closes; safe twice. */
+  close(): void {
+    this.mapping.close();
+    this.memfd.close();
+  }
+}
+
 /** How long a wait may take before the harness gives up (a hang, not a timing check). */
 export const DEFAULT_WAIT_MS = 5000;
 
@@ -133,6 +181,8 @@ export class VhostUserFrontend {
   protocolFeatures = 0n;
   /** The backend's GET_FEATURES answer. */
   offeredFeatures = 0n;
+  /** Virtio features acked by the last SET_FEATURES. */
+  ackedFeatures = 0n;
   /** Requests sent, for tests that compare the order with QEMU's. */
   readonly sentLog: string[] = [];
   #buffer = new Uint8Array(4096);
@@ -264,6 +314,7 @@ export class VhostUserFrontend {
         wantProtocol |= offered & featureBit(ProtocolFeature.CONFIGURE_MEM_SLOTS);
       }
       if (options.deviceState) wantProtocol |= offered & featureBit(ProtocolFeature.DEVICE_STATE);
+      if (options.logShmfd ?? true) wantProtocol |= offered & featureBit(ProtocolFeature.LOG_SHMFD);
       this.send(Request.SET_PROTOCOL_FEATURES, u64Payload(wantProtocol));
       this.protocolFeatures = wantProtocol;
       if ((wantProtocol & featureBit(ProtocolFeature.CONFIGURE_MEM_SLOTS)) !== 0n) {
@@ -291,6 +342,7 @@ export class VhostUserFrontend {
     if (protocol) features |= featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
     if (options.mtu !== undefined) features |= featureBit(VIRTIO_NET_F_MTU);
     this.send(Request.SET_FEATURES, u64Payload(features));
+    this.ackedFeatures = features;
     await this.shareMemory();
     this.vrings = [];
     for (const i of [RX, TX]) {
@@ -331,6 +383,58 @@ export class VhostUserFrontend {
   /** CHECK_DEVICE_STATE: 0 when the backend's transfer succeeded. */
   checkDeviceState(): Promise<bigint> {
     return this.requestU64(Request.CHECK_DEVICE_STATE);
+  }
+
+  /**
+   * Starts dirty logging as QEMU 10 does when a migration starts, on running rings:
+   * SET_LOG_BASE with a new log covering every region (waits for its reply),
+   * SET_FEATURES adding VHOST_F_LOG_ALL, then SET_VRING_ADDR per ring with
+   * VHOST_VRING_F_LOG and the used ring's guest address (each with NEED_REPLY under
+   * REPLY_ACK).
+   * @returns the log; the caller closes it (after the session or stopLogging())
+   */
+  async startLogging(): Promise<HarnessDirtyLog> {
+    const top = Math.max(
+      ...this.memory.regions.map((r) => r.description.guestAddress + r.description.size),
+    );
+    const log = new HarnessDirtyLog(Math.ceil(top / VHOST_LOG_PAGE / 8));
+    try {
+      this.send(Request.SET_LOG_BASE, logPayload(log.mapping.size), [log.memfd.fd]);
+      const status = (await this.reply(Request.SET_LOG_BASE)).payload.getBigUint64(0, true);
+      if (status !== 0n) throw new Error(`SET_LOG_BASE failed: ${status}`);
+      await this.#setLogging(true);
+    } catch (error) {
+      log.close();
+      throw error;
+    }
+    return log;
+  }
+
+  /** Stops dirty logging as QEMU does when a migration is cancelled. */
+  async stopLogging(): Promise<void> {
+    await this.#setLogging(false);
+  }
+
+  async #setLogging(on: boolean): Promise<void> {
+    const logAll = featureBit(VHOST_F_LOG_ALL);
+    this.ackedFeatures = on ? this.ackedFeatures | logAll : this.ackedFeatures & ~logAll;
+    await this.requestAcked(Request.SET_FEATURES, u64Payload(this.ackedFeatures));
+    for (const i of [RX, TX]) {
+      const areas = this.vrings[i].areas;
+      await this.requestAcked(
+        Request.SET_VRING_ADDR,
+        vringAddrPayload(
+          i,
+          {
+            descriptor: this.memory.userAddress(areas.descriptor),
+            used: this.memory.userAddress(areas.used),
+            available: this.memory.userAddress(areas.available),
+          },
+          on ? 1 << VHOST_VRING_F_LOG : 0,
+          on ? areas.used : 0,
+        ),
+      );
+    }
   }
 
   /** Enables or disables ring `index` (SET_VRING_ENABLE). */

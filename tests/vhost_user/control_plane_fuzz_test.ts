@@ -9,10 +9,12 @@
  */
 import assert from "node:assert/strict";
 import { EventFd } from "../../ffi/event_fd.ts";
+import { MemFd } from "../../ffi/mem_fd.ts";
 import { openFdCount } from "../../ffi/process.ts";
 import { RecordingDatapath } from "../../src/vhost_user/backend_test_doubles.ts";
 import {
   encodeRequest,
+  logPayload,
   memTablePayload,
   singleRegionPayload,
   u64Payload,
@@ -22,6 +24,9 @@ import {
 import { FLAGS_NEED_REPLY, FLAGS_VERSION, Request } from "../../src/vhost_user/protocol.ts";
 import { InProcessBackend } from "../harness/in_process.ts";
 import type { VhostUserFrontend } from "../harness/vhost_user_frontend.ts";
+
+/** Bytes of the dirty log the fuzzer shares: covers the harness memory (region 1 at 4 GiB). */
+const LOG_BYTES = 0x20100;
 
 const ITERATIONS = Number(Deno.env.get("TPASST_FUZZ_ITERATIONS") ?? "3000");
 const SEED = Number(Deno.env.get("TPASST_FUZZ_SEED") ?? String(Date.now() % 2 ** 31));
@@ -42,7 +47,7 @@ function rng(seed: number): () => number {
 interface Template {
   request: number;
   payload: Uint8Array;
-  fds: "none" | "eventfd" | "memory";
+  fds: "none" | "eventfd" | "memory" | "log";
 }
 
 /** Valid messages (for the harness's memory and rings) that mutations start from. */
@@ -72,6 +77,15 @@ function templates(f: VhostUserFrontend): Template[] {
     t(Request.NET_SET_MTU, u64Payload(1500)),
     t(Request.SEND_RARP, new Uint8Array([0x52, 0x54, 0, 1, 2, 3, 0, 0])),
     t(Request.SET_LOG_BASE, new Uint8Array(16)),
+    // dirty logging as QEMU 10 starts it (LOG_SHMFD acked, LOG_ALL, rings with F_LOG)
+    t(Request.SET_PROTOCOL_FEATURES, u64Payload(0x801e)),
+    t(Request.SET_LOG_BASE, logPayload(LOG_BYTES), "log"),
+    t(Request.SET_LOG_BASE, logPayload(LOG_BYTES, 0x10), "log"),
+    t(Request.SET_LOG_FD, new Uint8Array(0), "eventfd"),
+    t(
+      Request.SET_FEATURES,
+      u64Payload((1n << 32n) | (1n << 30n) | (1n << 26n) | (1n << 15n) | (1n << 29n)),
+    ),
     t(Request.GET_CONFIG, new Uint8Array(12)),
   ];
   for (const i of [0, 1]) {
@@ -86,6 +100,19 @@ function templates(f: VhostUserFrontend): Template[] {
           available: f.memory.userAddress(base + 0x1000),
           used: f.memory.userAddress(base + 0x2000),
         }),
+      ),
+      t(
+        Request.SET_VRING_ADDR,
+        vringAddrPayload(
+          i,
+          {
+            descriptor: f.memory.userAddress(base),
+            available: f.memory.userAddress(base + 0x1000),
+            used: f.memory.userAddress(base + 0x2000),
+          },
+          1,
+          base + 0x2000,
+        ),
       ),
       t(Request.GET_VRING_BASE, vringStatePayload(i, 0)),
       t(Request.SET_VRING_KICK, u64Payload(i), "eventfd"),
@@ -117,6 +144,7 @@ Deno.test(`\`createVhostUserSession()\` survives ${ITERATIONS} mutated messages 
     void level;
   });
   const pool = Array.from({ length: 12 }, () => EventFd.create());
+  const logFile = MemFd.create("fuzz-dirty-log", LOG_BYTES + 0x1000);
   let sent = 0;
   let sessions = 0;
   let negotiated = 0;
@@ -145,6 +173,8 @@ Deno.test(`\`createVhostUserSession()\` survives ${ITERATIONS} mutated messages 
           let sizeField: number | undefined;
           let fds: number[] = template.fds === "eventfd"
             ? [pick(pool).fd]
+            : template.fds === "log"
+            ? [logFile.fd]
             : template.fds === "memory"
             ? frontend.memory.regions.map((r) => r.memfd.fd).slice(
               0,
@@ -221,6 +251,7 @@ Deno.test(`\`createVhostUserSession()\` survives ${ITERATIONS} mutated messages 
     await last.session.closed;
   } finally {
     for (const e of pool) e.close();
+    logFile.close();
     await backend.close();
   }
   const seconds = (performance.now() - started) / 1000;
