@@ -18,6 +18,12 @@ export const SOL_TCP = 6;
 export const SOL_SOCKET = 1;
 /** SO_REUSEADDR (asm-generic/socket.h). */
 export const SO_REUSEADDR = 2;
+/** SO_SNDBUF, SO_RCVBUF (asm-generic/socket.h): capped at wmem_max / rmem_max. */
+export const SO_SNDBUF = 7;
+export const SO_RCVBUF = 8;
+/** SO_SNDBUFFORCE, SO_RCVBUFFORCE (asm-generic/socket.h): not capped; need CAP_NET_ADMIN. */
+export const SO_SNDBUFFORCE = 32;
+export const SO_RCVBUFFORCE = 33;
 /** SO_PEEK_OFF (asm-generic/socket.h). */
 export const SO_PEEK_OFF = 42;
 /** TCP_NODELAY (linux/tcp.h). */
@@ -269,11 +275,6 @@ export function sendBytes(fd: number, buf: Uint8Array): number {
 /** Waits up to `timeoutMs` for `fd` to be readable: true if it is (or hung up). */
 export function waitReadable(fd: number, timeoutMs: number): boolean {
   return check(helper().tp_wait_readable(fd, timeoutMs), `poll(fd ${fd})`) === 1;
-}
-
-/** Sets SO_RCVBUF and SO_SNDBUF (0 leaves one alone); the kernel caps them at rmem_max / wmem_max. */
-export function setSocketBuffers(fd: number, receive: number, send: number): void {
-  check(helper().tp_socket_set_buffers(fd, receive, send), `SO_RCVBUF/SO_SNDBUF on ${fd}`);
 }
 
 /** SIOCOUTQ and SIOCINQ: bytes in the send queue (sent or not) and in the receive queue. */

@@ -91,6 +91,8 @@ export interface BackendOptions {
   readonly dnsServers?: readonly string[];
   /** tpasst: `--map-guest-addr` for IPv4. */
   readonly mapGuestAddr4?: string;
+  /** tpasst: more options (e.g. `--migrate-no-linger`). */
+  readonly extraArgs?: readonly string[];
 }
 
 /** slirp's fixed addresses (QEMU docs, "-netdev user": net 10.0.2.0/24, host .2). */
@@ -211,6 +213,7 @@ export async function startBackend(
       "--no-dhcp-search",
       ...(options.mapGuestAddr4 ? ["--map-guest-addr", options.mapGuestAddr4] : []),
       ...forwardArgs,
+      ...(options.extraArgs ?? []),
     ];
   }
   if (options.pcapPath) args.push("-p", options.pcapPath);

@@ -35,10 +35,13 @@ import {
   setQueueSeq,
   setRepairOptions,
   setRepairWindow,
-  setSocketBuffers,
   setTcpRepair,
   setTcpTimestamp,
   SO_PEEK_OFF,
+  SO_RCVBUF,
+  SO_RCVBUFFORCE,
+  SO_SNDBUF,
+  SO_SNDBUFFORCE,
   socketQueueLengths,
   SOL_SOCKET,
   SOL_TCP,
@@ -116,7 +119,7 @@ function retryWhileBusy(step: () => void, errnos: readonly number[], deadline: n
 }
 
 /** Most bytes moved per send into a queue being restored (one buffer each). */
-const RESTORE_CHUNK = 64 * 1024;
+const RESTORE_CHUNK = 256 * 1024;
 
 /** Reads exactly `length` queued bytes of the selected queue without taking them. */
 function peekQueue(fd: number, length: number, what: string): Uint8Array {
@@ -176,13 +179,25 @@ export function dumpRepairSocket(fd: number): TcpSocketRepairState {
  */
 export function createRestoreSocket(ends: SocketEnds, state: TcpSocketRepairState): number {
   const fd = createTcpSocket(ends.local.address.length === 4 ? 4 : 6);
-  // A queue larger than the default buffer needs a buffer to match (the kernel
-  // doubles what it is given, capped at rmem_max / wmem_max); smaller ones keep the
-  // default and its autotuning.
-  const grow = (length: number) => length > DEFAULT_BUFFER ? length : 0;
-  try {
-    setSocketBuffers(fd, grow(state.recvQueue.length), grow(state.sendQueue.length));
-  } catch { /* the defaults then; a queue that does not fit fails below */ }
+  // A queue larger than the default buffer needs a buffer to match, with room for
+  // the kernel's per-buffer overhead: forced past rmem_max / wmem_max where we may
+  // (CAP_NET_ADMIN), else as far as those allow (the source's queue grew under the
+  // same limits). Smaller queues keep the default and its autotuning.
+  const sizes: [number, number, number][] = [
+    [state.recvQueue.length, SO_RCVBUFFORCE, SO_RCVBUF],
+    [state.sendQueue.length, SO_SNDBUFFORCE, SO_SNDBUF],
+  ];
+  for (const [length, forced, capped] of sizes) {
+    if (length <= DEFAULT_BUFFER) continue;
+    const size = length + (length >> 2) + RESTORE_CHUNK;
+    try {
+      setIntOption(fd, SOL_SOCKET, forced, size);
+    } catch {
+      try {
+        setIntOption(fd, SOL_SOCKET, capped, size);
+      } catch { /* the default then; a queue that does not fit fails below */ }
+    }
+  }
   return fd;
 }
 
