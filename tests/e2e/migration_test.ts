@@ -9,7 +9,12 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { pingGatewayUnavailable, startBackend, type StartedBackend } from "./backends.ts";
+import {
+  pingGatewayUnavailable,
+  REFERENCE_PASST_ROOT,
+  startBackend,
+  type StartedBackend,
+} from "./backends.ts";
 import { fillPseudoRandom, HELLO_BODY, startHttpServer } from "./host_services.ts";
 import { createHash } from "node:crypto";
 import { waitFor } from "../cli/cli_helpers.ts";
@@ -348,12 +353,51 @@ function connectionsScript(http: number, sink: number, echo: number): string {
   ].join("\n");
 }
 
+/** Debian 13's passt package, unpacked by bench/fetch_reference_passt.sh. */
+const PASST_LIBS = `${REFERENCE_PASST_ROOT}/usr/lib/x86_64-linux-gnu`;
+const PASST_REPAIR = `${REFERENCE_PASST_ROOT}/usr/bin/passt-repair`;
+const hasPasstRepair = (() => {
+  try {
+    return Deno.statSync(PASST_REPAIR).isFile;
+  } catch {
+    return false;
+  }
+})();
+/** Runs tpasst as root without CAP_NET_ADMIN: TCP_REPAIR only through the helper. */
+const WITHOUT_NET_ADMIN = ["setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin", "--"];
+
+/** Starts Debian 13's passt-repair on `backend`'s repair socket; waits until tpasst has it. */
+async function startPasstRepair(backend: StartedBackend): Promise<Deno.ChildProcess> {
+  if (backend.netdev.kind !== "vhost-user") throw new Error("passt-repair needs vhost-user");
+  const path = `${backend.netdev.socketPath}.repair`;
+  await waitFor(`the repair socket ${path}`, () => {
+    try {
+      return Deno.statSync(path).isSocket;
+    } catch {
+      return false;
+    }
+  });
+  const helper = new Deno.Command(`${PASST_LIBS}/ld-linux-x86-64.so.2`, {
+    args: ["--library-path", PASST_LIBS, PASST_REPAIR, path],
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  await waitFor(
+    "the passt-repair helper to connect",
+    () => /TCP_REPAIR helper connected/.test(backend.output()),
+  );
+  return helper;
+}
+
 /**
  * Runs the transfers across a migration from A to B, or (`cancel`) across one QEMU
  * cancels half-way through the memory copy, after which the guest goes on against A.
  */
-async function connectionsAcrossMigration(cancel: boolean): Promise<void> {
+async function connectionsAcrossMigration(cancel: boolean, unprivileged = false): Promise<void> {
   {
+    const helpers: Deno.ChildProcess[] = [];
+    const wrapper = unprivileged ? WITHOUT_NET_ADMIN : [];
     const dir = await Deno.makeTempDir({ prefix: "tpasst-migration-tcp-" });
     const download = startPacedDownload();
     const sink = startPacedSink();
@@ -367,9 +411,16 @@ async function connectionsAcrossMigration(cancel: boolean): Promise<void> {
     try {
       // one machine: A lets go of migrated sockets at once so that B can take them
       backends.push(
-        await startBackend("tpasst-vhost", { forwards: [], extraArgs: ["--migrate-no-linger"] }),
+        await startBackend("tpasst-vhost", {
+          forwards: [],
+          extraArgs: ["--migrate-no-linger"],
+          wrapper,
+        }),
       );
-      backends.push(await startBackend("tpasst-vhost", { forwards: [] }));
+      backends.push(await startBackend("tpasst-vhost", { forwards: [], wrapper }));
+      if (unprivileged) {
+        for (const b of backends) helpers.push(await startPasstRepair(b));
+      }
       const source = await QemuGuest.launch({
         netdev: backends[0].netdev,
         script,
@@ -476,6 +527,8 @@ async function connectionsAcrossMigration(cancel: boolean): Promise<void> {
       for (const monitor of monitors) monitor.close();
       for (const guest of guests) await guest.kill();
       for (const backend of backends) await backend.stop();
+      // passt-repair exits at the end of file of its connection
+      for (const helper of helpers) await helper.status;
       echo.close();
       sink.close();
       await download.close();
@@ -500,4 +553,13 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: () => connectionsAcrossMigration(true),
+});
+
+Deno.test({
+  name:
+    "e2e tpasst-vhost without CAP_NET_ADMIN: the connections survive the migration through Debian 13's passt-repair",
+  ignore: ignore !== null || Deno.uid() !== 0 || !hasPasstRepair,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: () => connectionsAcrossMigration(false, true),
 });

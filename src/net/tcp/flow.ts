@@ -105,6 +105,12 @@ export class TcpFlow implements FlowKey {
   roomAt = 0;
   /** The window was low when last advertised: send an update once the host socket drains. */
   windowUpdateDue = false;
+  /**
+   * Bytes already acknowledged to the guest that the host socket has not taken yet:
+   * the end of a migrated send queue that did not fit the restored socket. Sent
+   * before any new guest data; null almost always.
+   */
+  pendingToHost: Uint8Array | null = null;
 
   // ---- host → guest
   iss = 0;

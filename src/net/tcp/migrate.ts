@@ -117,6 +117,13 @@ export function freezeFlows(ctx: TcpContext, repair: RepairSwitch): FreezeOutcom
 /** The migration record of `f`, whose socket `fd` is in repair mode. */
 function dumpFlow(f: TcpFlow, fd: number): MigratedTcpFlow {
   const socket = dumpRepairSocket(fd);
+  if (f.pendingToHost !== null) {
+    // bytes the guest had sent (and we acknowledged) that the socket never took
+    const queue = new Uint8Array(socket.sendQueue.length + f.pendingToHost.length);
+    queue.set(socket.sendQueue);
+    queue.set(f.pendingToHost, socket.sendQueue.length);
+    socket.sendQueue = queue;
+  }
   const local = socketLocalAddress(fd);
   const peer = socketPeerAddress(fd);
   const guestAddress = f.family === 4 ? ipv4Bytes(f.guest4) : f.guest6!.slice();
@@ -260,13 +267,13 @@ export function restoreFlows(
     );
     return { restored: 0, failures };
   }
-  const ready: { record: MigratedTcpFlow; fd: number }[] = [];
+  const ready: { record: MigratedTcpFlow; fd: number; leftover: Uint8Array }[] = [];
   // one bounded wait for all flows, should the source not have let go yet
   const addressDeadline = performance.now() + ADDRESS_WAIT_MS;
   for (const p of pending) {
     try {
-      restoreRepairSocket(p.fd, ends(p.record), p.record.socket, addressDeadline);
-      ready.push(p);
+      const leftover = restoreRepairSocket(p.fd, ends(p.record), p.record.socket, addressDeadline);
+      ready.push({ ...p, leftover });
     } catch (error) {
       closeInRepair(p.fd);
       failures.push(`${recordName(p.record)}: cannot restore its socket: ${message(error)}`);
@@ -299,6 +306,11 @@ export function restoreFlows(
     f.conn = conn;
     ctx.flows.insert(f);
     conn.setHandler((events, at) => onHostEvents(ctx, f, events, at));
+    if (p.leftover.length > 0) {
+      // the end of the send queue did not fit: it goes out as the socket drains
+      f.pendingToHost = p.leftover.slice();
+      conn.requestWritable();
+    }
     restored++;
   }
   return { restored, failures };

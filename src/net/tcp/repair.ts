@@ -202,19 +202,29 @@ export function createRestoreSocket(ends: SocketEnds, state: TcpSocketRepairStat
 }
 
 /** Sends all of `bytes` into the selected queue of a socket in repair mode. */
-function fillQueue(fd: number, bytes: Uint8Array, what: string): void {
+function fillQueue(fd: number, bytes: Uint8Array, what: string, partial: boolean): number {
   let at = 0;
   while (at < bytes.length) {
-    const n = sendBytes(fd, bytes.subarray(at, Math.min(bytes.length, at + RESTORE_CHUNK)));
+    let n: number;
+    try {
+      n = sendBytes(fd, bytes.subarray(at, Math.min(bytes.length, at + RESTORE_CHUNK)));
+    } catch (error) {
+      const full = error instanceof NativeError && error.errno === Errno.EAGAIN;
+      if (partial && full) return at;
+      throw error;
+    }
     if (n <= 0) throw new Error(`Cannot restore the ${what} of socket ${fd}: send took ${n}`);
     at += n;
   }
+  return at;
 }
 
 /**
  * Makes `fd` (from {@link createRestoreSocket}, now in repair mode) the connection
  * `state` describes between `ends`. The socket stays in repair mode: the caller
- * switches it off (for all restored sockets at once through a helper). While
+ * switches it off (for all restored sockets at once through a helper). Returns the
+ * end of the send queue that did not fit the socket's buffer (usually nothing): the
+ * caller sends it once repair mode is off, before anything else. While
  * another socket holds the addresses, binding and connecting are retried until
  * `addressDeadline` (performance.now() time; default: no retry).
  * @throws NativeError (EADDRNOTAVAIL when another socket still holds the addresses)
@@ -225,7 +235,7 @@ export function restoreRepairSocket(
   ends: SocketEnds,
   state: TcpSocketRepairState,
   addressDeadline: number = performance.now(),
-): void {
+): Uint8Array {
   // No SO_REUSEADDR: repair mode already lets bind() take a port in use
   // (SK_FORCE_REUSE), and setting it would turn that off again; a TIME_WAIT left on
   // the port by another connection would then refuse the bind.
@@ -245,15 +255,18 @@ export function restoreRepairSocket(
   if (state.options & OPTION_TIMESTAMPS) options.push([TcpOptionKind.TIMESTAMP, 0]);
   setRepairOptions(fd, options);
   selectRepairQueue(fd, TcpRepairQueue.SEND);
-  fillQueue(fd, state.sendQueue, "send queue");
+  // The send buffer may be smaller than the source's was (without CAP_NET_ADMIN it
+  // cannot be forced past wmem_max): what does not fit is sent normally afterwards.
+  const injected = fillQueue(fd, state.sendQueue, "send queue", true);
   selectRepairQueue(fd, TcpRepairQueue.RECEIVE);
-  fillQueue(fd, state.recvQueue, "receive queue");
+  fillQueue(fd, state.recvQueue, "receive queue", false);
   selectRepairQueue(fd, TcpRepairQueue.NONE);
   // After the receive queue: the kernel checks the window against rcv_nxt, which
   // the queued bytes have moved to where the source's was.
   setRepairWindow(fd, state);
   setTcpTimestamp(fd, state.timestamp);
   setIntOption(fd, SOL_TCP, TCP_NODELAY, 1);
+  return state.sendQueue.subarray(injected);
 }
 
 /** Closes a socket in repair mode: the peer sees nothing (no FIN, no RST). */
