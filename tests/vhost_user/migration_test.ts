@@ -20,6 +20,7 @@ import { patternBytes } from "../net/host_peers.ts";
 import { waitFor } from "../cli/cli_helpers.ts";
 
 const isRoot = Deno.uid() === 0;
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 /** SET_DEVICE_STATE_FD's reply on success: no fd of the backend's (bit 8), status 0. */
 const STATE_FD_OK = 0x100n;
 
@@ -364,4 +365,26 @@ Deno.test({
       }
     }
   },
+});
+
+Deno.test("bin/tpasst --vhost-user --migrate-exit: the source exits once QEMU confirmed the saved state", async () => {
+  const d = await DaemonGuest.start("vhost-user", ["--migrate-exit"], { deviceState: true });
+  let exited = false;
+  try {
+    const saved = await d.saveDeviceState();
+    assert.equal(saved.check, 0n);
+    // the front-end is still connected: only the completed migration ends the daemon
+    const status = await Promise.race([d.process.status, sleep(10_000).then(() => null)]);
+    assert.ok(status !== null, "the daemon did not exit");
+    assert.equal(status.code, 0);
+    exited = true;
+    await waitFor(
+      "the exit's log line",
+      () => /complete, exiting \(--migrate-exit\)/.test(d.stderr),
+    );
+  } finally {
+    const { code, stderr } = await d.close();
+    if (!exited) console.error(stderr);
+    assert.equal(code, 0);
+  }
 });
