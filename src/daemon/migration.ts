@@ -94,10 +94,10 @@ export class MigrationController implements DeviceStateHandler {
     return t.failure === null ? `${t.direction} done` : `${t.direction} failed: ${t.failure}`;
   }
 
-  begin(direction: DeviceStateDirection, fd: number, now: number): void {
+  begin(direction: DeviceStateDirection, fd: number, _now: number): void {
     this.#abandon("a new transfer started");
     const pipe = PipeEnd.adopt(fd);
-    if (direction === "save") this.#startSave(pipe, now);
+    if (direction === "save") this.#startSave(pipe);
     else this.#startLoad(pipe);
   }
 
@@ -185,7 +185,7 @@ export class MigrationController implements DeviceStateHandler {
     };
   }
 
-  #startSave(pipe: PipeEnd, now: number): void {
+  #startSave(pipe: PipeEnd): void {
     let bytes: Uint8Array;
     try {
       const tcp = this.#o.tcp;
@@ -204,7 +204,6 @@ export class MigrationController implements DeviceStateHandler {
       this.#fail("save", `cannot build the state: ${(error as Error).message}`);
       return;
     }
-    void now;
     const transfer: Transfer = { kind: "saving", pipe, bytes, at: 0 };
     this.#transfer = transfer;
     this.#writeSome(transfer);

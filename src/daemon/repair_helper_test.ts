@@ -9,7 +9,7 @@ import { defaultRepairPath, RepairHelperServer } from "./repair_helper.ts";
 const quiet = new Logger();
 quiet.setLevel("error");
 
-/** A fake passt-repair: connects, answers each command as `answer` says, records what came. */
+/** Runs `fn` with a RepairHelperServer and a connected fake passt-repair on a running loop. */
 async function withHelper(
   fn: (server: RepairHelperServer, helper: UnixStream, loop: EventLoop) => Promise<void>,
 ): Promise<void> {
@@ -30,11 +30,10 @@ async function withHelper(
   }
 }
 
-/** Answers one command on the helper's side: returns the byte and the fds received. */
-function serveOne(helper: UnixStream, reply: number | null): { command: number; fds: number[] } {
+/** Reads one command on the helper's side: the signed byte and the fds that came with it. */
+function readCommand(helper: UnixStream): { command: number; fds: number[] } {
   const byte = new Uint8Array(1);
   const got = helper.recvWithFds(byte, 253);
-  if (reply !== null) helper.send(new Uint8Array([reply & 0xff]));
   for (const fd of got.fds) closeFd(fd);
   return { command: (byte[0] << 24) >> 24, fds: got.fds };
 }
@@ -48,12 +47,11 @@ Deno.test("RepairHelperServer.set() sends one signed byte with the sockets and w
     const [a, b] = createPipe();
     try {
       // set() waits on this thread, so the fake helper's echo is queued beforehand
-      const served: { command: number; fds: number[] }[] = [];
       helper.send(new Uint8Array([TcpRepairMode.OFF_NO_WINDOW_PROBE & 0xff]));
       server.set([a, b], TcpRepairMode.OFF_NO_WINDOW_PROBE);
-      served.push(serveOne(helper, null));
-      assertEquals(served[0].command, -1);
-      assertEquals(served[0].fds.length, 2);
+      const served = readCommand(helper);
+      assertEquals(served.command, -1);
+      assertEquals(served.fds.length, 2);
       assertTrue(server.connected);
     } finally {
       closeFd(a);
