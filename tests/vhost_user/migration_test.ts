@@ -14,7 +14,8 @@
 import assert from "node:assert/strict";
 import { TEST_GATEWAY4 } from "../../src/net/tcp_test_plan.ts";
 import type { GuestTcpConn, TestGuest } from "../../src/net/tcp_test_guest.ts";
-import { DaemonGuest } from "../net/daemon_guest.ts";
+import { DaemonGuest, readPipe } from "../net/daemon_guest.ts";
+import { closeFd, createPipe } from "../../ffi/process.ts";
 import { RX, TX } from "../harness/vhost_user_frontend.ts";
 import { patternBytes } from "../net/host_peers.ts";
 import { waitFor } from "../cli/cli_helpers.ts";
@@ -387,4 +388,45 @@ Deno.test("bin/tpasst --vhost-user --migrate-exit: the source exits once QEMU co
     if (!exited) console.error(stderr);
     assert.equal(code, 0);
   }
+});
+
+Deno.test({
+  name:
+    "bin/tpasst --vhost-user: guest segments on a frozen connection wait (a save while the rings run resets nothing)",
+  ignore: !isRoot,
+  async fn() {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    const a = await DaemonGuest.start("vhost-user", [], { deviceState: true });
+    let peer: HostPeer | null = null;
+    try {
+      const c = a.guest4.connect(TEST_GATEWAY4, port);
+      await established(c);
+      peer = new HostPeer(await listener.accept());
+      // a front-end that saves without stopping the rings first (QEMU stops them)
+      const [readEnd, writeEnd] = createPipe();
+      try {
+        assert.equal(await a.frontend.setDeviceStateFd(0, writeEnd), 0x100n);
+      } finally {
+        closeFd(writeEnd);
+      }
+      await readPipe(readEnd);
+      assert.equal(await a.frontend.checkDeviceState(), 0n);
+      a.guest4.write(c, patternBytes(10_000, 3));
+      await sleep(300);
+      assert.ok(!c.gotRst, "the guest got a RST");
+      assert.equal(peer.ended, null, "the host peer saw the connection end");
+      assert.equal(peer.receivedBytes, 0, "bytes went through a frozen connection");
+      // QEMU resumes: the connection carries on with what the guest sent meanwhile
+      const bases = [await a.frontend.stopRing(RX), await a.frontend.stopRing(TX)];
+      await a.frontend.restartRing(RX, bases[0]);
+      await a.frontend.restartRing(TX, bases[1]);
+      await peer.until(10_000, "the held-back upload");
+      assert.deepEqual(peer.take(), patternBytes(10_000, 3));
+    } finally {
+      await peer?.close();
+      listener.close();
+      await a.close();
+    }
+  },
 });

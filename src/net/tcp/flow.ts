@@ -86,6 +86,11 @@ export class TcpFlow implements FlowKey {
   hostPort = 0;
   /** The connection came from a host listener (a `-t` forward). */
   inbound = false;
+  /**
+   * Frozen for a migration (host socket in repair mode): guest segments wait (the
+   * guest sends them again) until the flow is thawed or has moved.
+   */
+  frozen = false;
   closed = false;
 
   // ---- guest → host

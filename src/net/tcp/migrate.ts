@@ -95,6 +95,7 @@ export function freezeFlows(ctx: TcpContext, repair: RepairSwitch): FreezeOutcom
     conn.suspend?.();
     try {
       frozen.push({ flow: f, record: dumpFlow(f, conn.socketFd!()) });
+      f.frozen = true;
       ctx.disarm(f);
       ctx.blocked.delete(f);
       f.blocked = false;
@@ -175,6 +176,7 @@ export function thawFlows(
     failures.push(`cannot take ${live.length} TCP socket(s) out of repair mode: ${message(error)}`);
   }
   for (const f of live) {
+    f.frozen = false;
     f.conn!.resume?.();
     f.lastActivity = now;
     if (seqDiff(f.sndNxt, f.sndUna) > 0) ctx.arm(f, now + f.rto);

@@ -225,6 +225,8 @@ export class TcpTranslator implements L4Handler {
       }
       return;
     }
+    // A connection frozen for a migration takes nothing: its socket is in repair mode.
+    if (flow.frozen) return;
     flow.lastActivity = now;
     try {
       guestSegment(ctx, flow, p, now);
