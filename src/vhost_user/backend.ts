@@ -90,10 +90,11 @@ export class InvalidStateError extends ProtocolError {
 /** The vring address flags word with only VHOST_VRING_F_LOG set (spec "Migration"). */
 const VRING_FLAGS_LOG = 1 << VHOST_VRING_F_LOG;
 /**
- * Largest dirty log accepted: 4 GiB of bitmap covers 128 TiB of guest memory (the
- * atomic OR's byte index is a u32, ffi/mapped_memory.ts).
+ * Largest dirty log accepted: just under 4 GiB of bitmap, which covers 128 TiB of guest
+ * memory; the atomic OR's byte index is a u32 (ffi/mapped_memory.ts), and the bitmap
+ * may start up to a page into its mapping.
  */
-const MAX_LOG_SIZE = 2 ** 32;
+const MAX_LOG_SIZE = 2 ** 32 - MMAP_PAGE_SIZE;
 /** Addresses, sizes and offsets must stay below 2^53 (exact as doubles). */
 const ADDRESS_LIMIT = 2 ** 53;
 
@@ -1152,10 +1153,9 @@ export class VhostUserBackend {
 
   /** What ring `vring` reports its writes to now: null unless logging. */
   #ringWriteLog(vring: Vring): GuestWriteLog | null {
-    const log = this.#dirtyLog;
-    if (log === null || (this.#features & featureBit(VHOST_F_LOG_ALL)) === 0n) return null;
+    if (!this.logging) return null;
     return new RingWriteLog(
-      log,
+      this.#dirtyLog!,
       this.#memory,
       vring.logUsed ? vring.logAddress : -1,
       this.#onLogMiss,

@@ -693,10 +693,10 @@ const badCases: BadCase[] = [
     error: /SET_LOG_BASE: log of 16 bytes at offset 0x1ffffffffffff8 ends at or beyond 2\^53/,
   },
   {
-    name: "dirty log over 4 GiB",
+    name: "dirty log of 4 GiB (its byte indexes would not fit a u32)",
     send: (rig) =>
-      rig.send(encodeRequest(Request.SET_LOG_BASE, logPayload(2 ** 32 + 1)), [logFile(rig)]),
-    error: /SET_LOG_BASE: log of 4294967297 bytes at offset 0x0 exceeds the limit/,
+      rig.send(encodeRequest(Request.SET_LOG_BASE, logPayload(2 ** 32)), [logFile(rig)]),
+    error: /SET_LOG_BASE: log of 4294967296 bytes at offset 0x0 exceeds the limit of 4294963200/,
   },
   {
     name: "dirty log as a front-end address (u64 payload)",
