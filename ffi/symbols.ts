@@ -392,6 +392,95 @@ export const symbols = {
     ],
     result: "i32",
   },
+  // ---- socket_options.c
+  tp_setsockopt_int: {
+    parameters: [
+      "i32", // int32_t fd
+      "i32", // int32_t level
+      "i32", // int32_t name
+      "i32", // int32_t value
+    ],
+    result: "i32",
+  },
+  tp_getsockopt_int: {
+    parameters: [
+      "i32", // int32_t fd
+      "i32", // int32_t level
+      "i32", // int32_t name
+      "buffer", // int32_t *value_out (int32_t[1])
+    ],
+    result: "i32",
+  },
+  tp_setsockopt_bytes: {
+    parameters: [
+      "i32", // int32_t fd
+      "i32", // int32_t level
+      "i32", // int32_t name
+      "buffer", // const uint8_t *buf
+      "u32", // uint32_t len
+    ],
+    result: "i32",
+  },
+  tp_getsockopt_bytes: {
+    parameters: [
+      "i32", // int32_t fd
+      "i32", // int32_t level
+      "i32", // int32_t name
+      "buffer", // uint8_t *buf
+      "u32", // uint32_t len
+    ],
+    result: "i32",
+  },
+  tp_tcp_socket: {
+    parameters: [
+      "i32", // int32_t family (4 or 6)
+    ],
+    result: "i32",
+  },
+  tp_socket_bind: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // const uint8_t *addr
+      "u32", // uint32_t addr_len
+      "u32", // uint32_t port
+      "u32", // uint32_t scope_id
+    ],
+    result: "i32",
+  },
+  tp_socket_connect: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // const uint8_t *addr
+      "u32", // uint32_t addr_len
+      "u32", // uint32_t port
+      "u32", // uint32_t scope_id
+    ],
+    result: "i32",
+  },
+  tp_socket_peer_address: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // uint8_t *addr_out (16 bytes)
+      "buffer", // uint32_t *meta_out (uint32_t[2]: address length, port)
+    ],
+    result: "i32",
+  },
+  tp_recv_flags: {
+    parameters: [
+      "i32", // int32_t fd
+      "buffer", // uint8_t *buf
+      "u32", // uint32_t len
+      "i32", // int32_t flags
+    ],
+    result: "i32",
+  },
+  tp_wait_readable: {
+    parameters: [
+      "i32", // int32_t fd
+      "i32", // int32_t timeout_ms
+    ],
+    result: "i32",
+  },
   tp_socket_set_buffers: {
     parameters: [
       "i32", // int32_t fd

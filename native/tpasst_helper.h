@@ -117,6 +117,23 @@ int32_t tp_tcp_queues(int32_t fd, uint32_t *out);
 int32_t tp_buffer_address(const uint8_t *buf, uint32_t *out);
 int32_t tp_socket_set_buffers(int32_t fd, uint32_t rcvbuf, uint32_t sndbuf);
 
+/* ---- socket_options.c: TCP repair steps and other thin socket calls --------- */
+
+int32_t tp_setsockopt_int(int32_t fd, int32_t level, int32_t name, int32_t value);
+int32_t tp_getsockopt_int(int32_t fd, int32_t level, int32_t name, int32_t *value_out);
+int32_t tp_setsockopt_bytes(int32_t fd, int32_t level, int32_t name, const uint8_t *buf,
+			    uint32_t len);
+int32_t tp_getsockopt_bytes(int32_t fd, int32_t level, int32_t name, uint8_t *buf,
+			    uint32_t len);
+int32_t tp_tcp_socket(int32_t family);
+int32_t tp_socket_bind(int32_t fd, const uint8_t *addr, uint32_t addr_len, uint32_t port,
+		       uint32_t scope_id);
+int32_t tp_socket_connect(int32_t fd, const uint8_t *addr, uint32_t addr_len, uint32_t port,
+			  uint32_t scope_id);
+int32_t tp_socket_peer_address(int32_t fd, uint8_t *addr_out, uint32_t *meta_out);
+int32_t tp_recv_flags(int32_t fd, uint8_t *buf, uint32_t len, int32_t flags);
+int32_t tp_wait_readable(int32_t fd, int32_t timeout_ms);
+
 /* ---- udp_socket.c: nonblocking UDP sockets toward the host, batched I/O -------- */
 
 /* Flags of tp_udp_open. */

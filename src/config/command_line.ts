@@ -291,6 +291,10 @@ class Settings {
   pcapFile: string | null = null;
   runas: string | null = null;
   statsDelay: number | null = null;
+  repairPath: string | null = null;
+  repairDisabled = false;
+  migrateExit = false;
+  migrateNoLinger = false;
   // Guest configuration.
   mtu: number | null = null;
   macAddress: string | null = null;
@@ -545,13 +549,15 @@ function apply(s: Settings, o: OptionOccurrence): void {
       });
       return;
     case "repair-path":
+      // passt: "none" disables the helper socket; "./none" is a file called none
+      s.repairDisabled = text === "none";
+      s.repairPath = text === "none" ? null : parsePath(name, text);
+      return;
     case "migrate-exit":
+      s.migrateExit = true;
+      return;
     case "migrate-no-linger":
-      s.notes.push({
-        level: "warn",
-        message: `--${name}${o.value === null ? "" : ` ${text}`} ignored: ` +
-          "tpasst does not support vhost-user migration",
-      });
+      s.migrateNoLinger = true;
       return;
     case INTERNAL_LISTEN_FD_OPTION:
       s.listenFd = parseDecimal(name, text, 3, MAX_FD, "file descriptor");
@@ -695,6 +701,12 @@ export function parseCommandLine(args: readonly string[]): Config {
     pcapFile: s.pcapFile,
     runas: s.runas,
     statsDelay: s.statsDelay === 0 ? null : s.statsDelay,
+    migration: {
+      repairPath: s.repairPath,
+      repairDisabled: s.repairDisabled,
+      exitAfter: s.migrateExit,
+      noLinger: s.migrateNoLinger,
+    },
     notes: s.notes,
     log: { level, file: s.logFile, maxSize: s.logSize },
     mtu: s.mtu,

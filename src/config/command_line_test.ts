@@ -462,7 +462,7 @@ Deno.test("parseCommandLine() parses --hostname", () => {
   rejects(["-H", "bad_name!"], /is not a valid host name/);
 });
 
-Deno.test("parseCommandLine() accepts passt's migration options without effect, with a warning", () => {
+Deno.test("parseCommandLine() takes passt's migration options", () => {
   const c = parse(
     "--vhost-user",
     "--repair-path",
@@ -470,18 +470,24 @@ Deno.test("parseCommandLine() accepts passt's migration options without effect, 
     "--migrate-exit",
     "--migrate-no-linger",
   );
-  assertEquals(c.notes.map((n) => [n.level, n.message]), [
-    [
-      "warn",
-      "--repair-path /run/repair.sock ignored: tpasst does not support vhost-user migration",
-    ],
-    ["warn", "--migrate-exit ignored: tpasst does not support vhost-user migration"],
-    ["warn", "--migrate-no-linger ignored: tpasst does not support vhost-user migration"],
-  ]);
+  assertEquals(c.migration, {
+    repairPath: "/run/repair.sock",
+    repairDisabled: false,
+    exitAfter: true,
+    noLinger: true,
+  });
+  assertEquals(c.notes.length, 0);
+  assertEquals(parse("--vhost-user").migration, {
+    repairPath: null,
+    repairDisabled: false,
+    exitAfter: false,
+    noLinger: false,
+  });
   // Like passt, they exist only in vhost-user mode ("none" disables the repair socket).
   rejects(["--migrate-exit"], /^--migrate-exit is for vhost-user mode only$/);
   rejects(["--repair-path", "/x"], /^--repair-path is for vhost-user mode only$/);
-  assertEquals(parse("--repair-path", "none").notes.length, 1);
+  assertEquals(parse("--repair-path", "none").migration.repairDisabled, true);
+  assertEquals(parse("--vhost-user", "--repair-path", "./none").migration.repairPath, "./none");
 });
 
 Deno.test("parseCommandLine() sets the log level by the last of -q, -d and --trace", () => {

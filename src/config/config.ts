@@ -101,6 +101,21 @@ export interface InternalConfig {
   readonly statusFd: number | null;
 }
 
+/** vhost-user live migration (`--repair-path`, `--migrate-exit`, `--migrate-no-linger`). */
+export interface MigrationConfig {
+  /**
+   * Where a passt-repair helper connects (`--repair-path`); null = the socket path
+   * plus ".repair"; ignored when {@link repairDisabled}.
+   */
+  readonly repairPath: string | null;
+  /** `--repair-path none`: no helper socket (repair mode only with CAP_NET_ADMIN). */
+  readonly repairDisabled: boolean;
+  /** Exit after a completed migration as source (`--migrate-exit`). */
+  readonly exitAfter: boolean;
+  /** Close migrated sockets at once, without FIN or RST (`--migrate-no-linger`). */
+  readonly noLinger: boolean;
+}
+
 /** The validated, immutable configuration of one tpasst process. */
 export interface Config {
   /** What to do: run the daemon, or print something and exit. */
@@ -123,6 +138,8 @@ export interface Config {
   readonly runas: string | null;
   /** Seconds between statistics lines on standard error (`--stats`); `null` = none. */
   readonly statsDelay: number | null;
+  /** Live migration settings (vhost-user). */
+  readonly migration: MigrationConfig;
   /**
    * What to log at start about options accepted without (full) effect: vhost-user
    * migration, `--conf-path`, values of a disabled IP version...

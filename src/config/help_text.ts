@@ -48,9 +48,11 @@ OPTIONS
     -f, --foreground       Do not move to the background
     -P, --pid FILE         Write the daemon's PID to FILE once it is ready
     --runas USER[:GROUP]   Accepted for compatibility; tpasst never changes user
-    --repair-path PATH, --migrate-exit, --migrate-no-linger
-                           vhost-user only; accepted with a warning: tpasst does
-                           not support migration
+    --repair-path PATH     vhost-user: socket a passt-repair helper connects to
+                           for TCP_REPAIR in a migration (default SOCKET.repair;
+                           "none": no helper, repair mode only as root)
+    --migrate-exit         vhost-user: exit after a completed migration as source
+    --migrate-no-linger    vhost-user: close migrated sockets at once (no FIN/RST)
     -c, --conf-path PATH   Accepted with a warning: no configuration socket
     --chroot-fallback, --no-splice
                            Accepted; no effect (no sandbox, no splice path)

@@ -33,6 +33,8 @@ import type { SessionFactory } from "./frontend_session.ts";
 import { fileOptionError } from "./file_error.ts";
 import { sessionFactoryFor } from "./session_factories.ts";
 import { TimerDriver } from "./timer_driver.ts";
+import { MigrationController } from "./migration.ts";
+import { directRepair, type RepairSwitch } from "../net/tcp/repair.ts";
 
 /**
  * Checks that the interfaces named on the command line exist, as passt does (`-i`:
@@ -101,6 +103,31 @@ function rearmingHandler(inner: FrameHandler, timers: TimerDriver): FrameHandler
   };
 }
 
+/**
+ * Wraps the frame handler so that the migration controller sees the rings start
+ * before the stack does (a cancelled migration's frozen connections resume first).
+ */
+function migrationAwareHandler(inner: FrameHandler, migration: MigrationController): FrameHandler {
+  return {
+    handleFrame: (frame: Uint8Array, now: number, info?: number) =>
+      inner.handleFrame(frame, now, info),
+    endOfBatch: (now: number) => inner.endOfBatch(now),
+    linkUp(link: GuestLink, now: number): void {
+      migration.beforeLinkUp(now);
+      inner.linkUp(link, now);
+    },
+    linkDown: (now: number) => inner.linkDown(now),
+  };
+}
+
+/** How the daemon takes part in vhost-user live migration. */
+export interface MigrationWiring {
+  /** Switches TCP repair mode: the passt-repair helper server, or directly (default). */
+  readonly repair?: RepairSwitch;
+  /** Called after a completed migration as source with `--migrate-exit`. */
+  readonly onMigratedAway?: () => void;
+}
+
 /** The daemon's network side; see the module comment. */
 export interface DaemonNetwork {
   /** What the guest is told (addresses, routes, DNS). */
@@ -109,6 +136,8 @@ export interface DaemonNetwork {
   readonly stack: NetworkStack;
   /** Serves each frontend connection in the configured mode. */
   readonly sessionFactory: SessionFactory;
+  /** Device state in vhost-user migrations (null in stream mode). */
+  readonly migration: MigrationController | null;
   /** Stops timers and forwards, closes host connections and the capture file. */
   close(): void;
 }
@@ -119,7 +148,11 @@ export interface DaemonNetwork {
  * @throws RangeError for an override the plan rejects, NativeError if the pcap file
  * cannot be opened
  */
-export function buildDaemonNetwork(config: Config, loop: EventLoop): DaemonNetwork {
+export function buildDaemonNetwork(
+  config: Config,
+  loop: EventLoop,
+  wiring: MigrationWiring = {},
+): DaemonNetwork {
   checkNamedInterfaces(config);
   const plan = buildNetworkPlan(hostConfigOverrides(config));
   for (const line of renderNetworkPlan(plan)) log.info(line);
@@ -172,8 +205,27 @@ export function buildDaemonNetwork(config: Config, loop: EventLoop): DaemonNetwo
       handler = withPcap(handler, pcap);
       log.info(`Capturing guest frames to ${config.pcapFile}`);
     }
+    let migration: MigrationController | null = null;
+    if (config.mode === "vhost-user") {
+      migration = new MigrationController({
+        sender: stack.sender,
+        tcp: forwarding.tcp,
+        loop,
+        repair: wiring.repair ?? directRepair,
+        noLinger: config.migration.noLinger,
+        onMigratedAway: config.migration.exitAfter ? wiring.onMigratedAway : undefined,
+        log,
+      });
+      handler = migrationAwareHandler(handler, migration);
+    }
     timers.rearm();
-    return { plan, stack, sessionFactory: sessionFactoryFor(config, handler), close };
+    return {
+      plan,
+      stack,
+      sessionFactory: sessionFactoryFor(config, handler, migration),
+      migration,
+      close,
+    };
   } catch (error) {
     close();
     throw error;

@@ -34,6 +34,7 @@ import { SyslogSink } from "./syslog_sink.ts";
 import { removePidFile, writePidFile } from "./pid_file.ts";
 import { buildDaemonNetwork } from "./network_wiring.ts";
 import { bindSocket } from "./socket_path.ts";
+import { defaultRepairPath, RepairHelperServer } from "./repair_helper.ts";
 
 /**
  * How long the event loop waits for the next events on the JS thread while they keep
@@ -182,7 +183,28 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
 
     loop = new EventLoop({ hotWaitMs: HOT_WAIT_MS });
     cleanup.add("close the event loop", () => loop.close());
-    const network = buildDaemonNetwork(config, loop);
+    // vhost-user: the socket a passt-repair helper connects to (TCP_REPAIR in migrations)
+    let repair: RepairHelperServer | null = null;
+    const repairPath = config.migration.repairPath ??
+      (socketPath !== null ? defaultRepairPath(socketPath) : null);
+    if (config.mode === "vhost-user" && !config.migration.repairDisabled && repairPath !== null) {
+      try {
+        const helperServer = new RepairHelperServer(repairPath, loop, log);
+        repair = helperServer;
+        cleanup.add("close the TCP_REPAIR helper socket", () => helperServer.close());
+      } catch (error) {
+        log.warn(
+          `Cannot listen for a TCP_REPAIR helper on ${repairPath}: ${
+            describe(error)
+          }; migrating TCP connections needs CAP_NET_ADMIN then`,
+        );
+      }
+    }
+    const network = buildDaemonNetwork(config, loop, {
+      repair: repair ?? undefined,
+      // after the reply to CHECK_DEVICE_STATE has gone out
+      onMigratedAway: () => setTimeout(() => void server?.stop(), 0),
+    });
     cleanup.add("close the capture file", () => network.close());
     const startedAt = monotonicNow();
     const statsJson = () => formatStatsJson(collectStats(network.stack, monotonicNow(), startedAt));

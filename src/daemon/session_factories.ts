@@ -13,11 +13,25 @@ import { streamSessionFactory } from "../tap/stream_transport.ts";
 import { VhostUserLink } from "../tap/vhost_user_link.ts";
 import { vhostUserSessionFactory } from "../vhost_user/session.ts";
 import type { SessionFactory } from "./frontend_session.ts";
+import type { MigrationController } from "./migration.ts";
 
-/** The factory serving frontends for `config.mode`, delivering guest frames to `handler`. */
-export function sessionFactoryFor(config: Config, handler: FrameHandler): SessionFactory {
+/**
+ * The factory serving frontends for `config.mode`, delivering guest frames to
+ * `handler`; vhost-user sessions save and load the device state through `migration`.
+ */
+export function sessionFactoryFor(
+  config: Config,
+  handler: FrameHandler,
+  migration: MigrationController | null = null,
+): SessionFactory {
   if (config.mode === "vhost-user") {
-    return vhostUserSessionFactory(() => new VhostUserLink(handler));
+    return vhostUserSessionFactory(
+      () => new VhostUserLink(handler),
+      migration === null ? {} : {
+        deviceState: migration,
+        onClose: () => migration.sessionEnded(),
+      },
+    );
   }
   return streamSessionFactory(handler);
 }

@@ -11,6 +11,13 @@
 import { type Message, needsReply, ProtocolError, readU64, readU64Big } from "./message_codec.ts";
 import type { ReplyWriter } from "./message_codec.ts";
 import {
+  DEVICE_STATE_DIRECTION,
+  DEVICE_STATE_LOAD,
+  DEVICE_STATE_PARAMS_SIZE,
+  DEVICE_STATE_PHASE,
+  DEVICE_STATE_PHASE_STOPPED,
+  DEVICE_STATE_REPLY_NO_FD,
+  DEVICE_STATE_SAVE,
   featureBit,
   LOG_DESCRIPTION_SIZE,
   LOG_OFFSET,
@@ -383,6 +390,10 @@ export class VhostUserBackend {
         return this.#getQueueNum(message, replies);
       case Request.SET_VRING_ENABLE:
         return this.#setVringEnable(message, now);
+      case Request.SET_DEVICE_STATE_FD:
+        return this.#setDeviceStateFd(message, now, replies);
+      case Request.CHECK_DEVICE_STATE:
+        return this.#checkDeviceState(message, now, replies);
       case Request.NET_SET_MTU:
         return this.#netSetMtu(message, now);
       case Request.SEND_RARP:
@@ -529,7 +540,7 @@ export class VhostUserBackend {
   #getProtocolFeatures(message: Message, replies: ReplyWriter): Outcome {
     this.#expectSize(message, 0, U64_PAYLOAD_SIZE);
     this.#expectFds(message, 0);
-    replies.sendU64(message.request, OFFERED_PROTOCOL_FEATURES);
+    replies.sendU64(message.request, this.#offeredProtocolFeatures());
     return REPLIED;
   }
 
@@ -537,7 +548,7 @@ export class VhostUserBackend {
     this.#expectSize(message, U64_PAYLOAD_SIZE);
     this.#expectFds(message, 0);
     const features = readU64Big(message.payload, 0);
-    const unoffered = features & ~OFFERED_PROTOCOL_FEATURES;
+    const unoffered = features & ~this.#offeredProtocolFeatures();
     if (unoffered !== 0n) {
       throw new ProtocolError(
         message.request,
@@ -550,6 +561,12 @@ export class VhostUserBackend {
     this.#protocolNegotiated = true;
     this.#env.log.debug(`vhost-user: protocol features 0x${features.toString(16)} acked`);
     return OK;
+  }
+
+  /** The protocol features offered: device state only with a handler for it. */
+  #offeredProtocolFeatures(): bigint {
+    const deviceState = this.#env.deviceState ? featureBit(ProtocolFeature.DEVICE_STATE) : 0n;
+    return OFFERED_PROTOCOL_FEATURES | deviceState;
   }
 
   #setOwner(message: Message): Outcome {
@@ -966,6 +983,59 @@ export class VhostUserBackend {
     this.#env.log.info(`vhost-user: SEND_RARP for guest MAC ${text}`);
     this.#env.onRarp?.(mac, now);
     return OK;
+  }
+
+  // --- device state (spec "Migrating back-end state") -----------------------------
+
+  #deviceStateHandler(message: Message) {
+    const handler = this.#env.deviceState;
+    if (!handler || !this.#hasProtocolFeature(ProtocolFeature.DEVICE_STATE)) {
+      throw new InvalidStateError(
+        message.request,
+        this.#state,
+        "VHOST_USER_PROTOCOL_F_DEVICE_STATE was not negotiated",
+      );
+    }
+    return handler;
+  }
+
+  #setDeviceStateFd(message: Message, now: number, replies: ReplyWriter): Outcome {
+    this.#expectSize(message, DEVICE_STATE_PARAMS_SIZE);
+    this.#expectFds(message, 1);
+    const handler = this.#deviceStateHandler(message);
+    const direction = message.payload.getUint32(DEVICE_STATE_DIRECTION, true);
+    const phase = message.payload.getUint32(DEVICE_STATE_PHASE, true);
+    let failure: string | null = null;
+    if (direction !== DEVICE_STATE_SAVE && direction !== DEVICE_STATE_LOAD) {
+      failure = `direction ${direction} is neither save (0) nor load (1)`;
+    } else if (phase !== DEVICE_STATE_PHASE_STOPPED) {
+      failure = `phase ${phase} is not "stopped" (0), the only one supported`;
+    } else {
+      // the handler owns the fd from here, even when it refuses
+      const fd = message.fds.pop()!;
+      try {
+        handler.begin(direction === DEVICE_STATE_SAVE ? "save" : "load", fd, now);
+      } catch (error) {
+        failure = (error as Error).message;
+      }
+    }
+    if (failure !== null) {
+      this.#env.log.error(`vhost-user: SET_DEVICE_STATE_FD: ${failure}`);
+      replies.sendU64(message.request, BigInt(DEVICE_STATE_REPLY_NO_FD | FAILED));
+      return REPLIED;
+    }
+    // success, and no fd of our own: the front-end's pipe carries the state
+    replies.sendU64(message.request, BigInt(DEVICE_STATE_REPLY_NO_FD));
+    return REPLIED;
+  }
+
+  #checkDeviceState(message: Message, now: number, replies: ReplyWriter): Outcome {
+    this.#expectSize(message, 0, U64_PAYLOAD_SIZE);
+    this.#expectFds(message, 0);
+    const failure = this.#deviceStateHandler(message).check(now);
+    if (failure !== null) this.#env.log.error(`vhost-user: CHECK_DEVICE_STATE: ${failure}`);
+    replies.sendU64(message.request, failure === null ? 0n : 1n);
+    return REPLIED;
   }
 
   // --- dirty logging (spec "Migration") -------------------------------------------------

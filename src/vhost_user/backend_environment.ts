@@ -36,6 +36,29 @@ export interface Notifier {
   close(): void;
 }
 
+/** Which way a device state transfer goes (spec "Migrating back-end state"). */
+export type DeviceStateDirection = "save" | "load";
+
+/**
+ * The back-end's internal state in a migration (VHOST_USER_PROTOCOL_F_DEVICE_STATE):
+ * the network side behind the rings. Offered to the front-end only when present.
+ */
+export interface DeviceStateHandler {
+  /**
+   * Starts a transfer over `fd` (the front-end's end of a pipe; ownership passes
+   * here): "save" writes the state into it and closes it, "load" reads it until the
+   * end of file. Returns at once; the transfer runs on the event loop.
+   * @throws Error when no transfer can start (the reply then says so)
+   */
+  begin(direction: DeviceStateDirection, fd: number, now: number): void;
+  /**
+   * The outcome of the last transfer, for CHECK_DEVICE_STATE: null when it succeeded,
+   * else why not. A load still reading finishes first (the front-end has closed its
+   * end by then).
+   */
+  check(now: number): string | null;
+}
+
 /** Everything the backend uses besides its own state. */
 export interface BackendEnvironment {
   /** The datapath that runs started rings. */
@@ -78,4 +101,6 @@ export interface BackendEnvironment {
   onRarp?(mac: Uint8Array, now: number): void;
   /** The front-end set the MTU (NET_SET_MTU). */
   onMtu?(mtu: number, now: number): void;
+  /** Saves and loads the device state in a migration; without it none is offered. */
+  readonly deviceState?: DeviceStateHandler;
 }

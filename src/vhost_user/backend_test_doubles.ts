@@ -7,7 +7,12 @@
  */
 
 import { Logger } from "../log/logger.ts";
-import type { BackendEnvironment, FdDescription, Notifier } from "./backend_environment.ts";
+import type {
+  BackendEnvironment,
+  DeviceStateHandler,
+  FdDescription,
+  Notifier,
+} from "./backend_environment.ts";
 import { VhostUserBackend } from "./backend.ts";
 import type { Mapping } from "./guest_memory_map.ts";
 import type { LogMapping } from "./dirty_log.ts";
@@ -309,7 +314,7 @@ export class BackendRig {
   fileSizes = true;
   now = 1000;
 
-  constructor() {
+  constructor(options: { deviceState?: DeviceStateHandler } = {}) {
     const env: BackendEnvironment = {
       datapath: this.datapath,
       map: this.fds.map,
@@ -329,6 +334,7 @@ export class BackendRig {
       },
       log: this.log.logger,
       onRarp: (mac) => this.rarps.push(mac),
+      deviceState: options.deviceState,
     };
     this.backend = new VhostUserBackend(env);
     this.framer = new MessageFramer(this.channel);

@@ -9,6 +9,7 @@
  */
 
 import {
+  DEVICE_STATE_PARAMS_SIZE,
   FLAGS_NEED_REPLY,
   FLAGS_REPLY,
   FLAGS_VERSION,
@@ -113,6 +114,10 @@ export function maxPayloadSize(request: number): number {
     case Request.NET_SET_MTU:
     case Request.SEND_RARP:
       return U64_PAYLOAD_SIZE;
+    case Request.SET_DEVICE_STATE_FD:
+      return DEVICE_STATE_PARAMS_SIZE;
+    case Request.CHECK_DEVICE_STATE:
+      return U64_PAYLOAD_SIZE; // carries nothing; tolerate a u64 as for the other queries
     case Request.SET_VRING_NUM:
     case Request.SET_VRING_BASE:
     case Request.GET_VRING_BASE:

@@ -54,6 +54,8 @@ export const Request = {
   REM_MEM_REG: 38,
   SET_STATUS: 39,
   GET_STATUS: 40,
+  SET_DEVICE_STATE_FD: 42,
+  CHECK_DEVICE_STATE: 43,
 } as const;
 
 /** One of the request codes this backend knows by name. */
@@ -228,6 +230,9 @@ export const ProtocolFeature = {
   INBAND_NOTIFICATIONS: 14,
   CONFIGURE_MEM_SLOTS: 15,
   STATUS: 16,
+  XEN_MMAP: 17,
+  SHARED_OBJECT: 18,
+  DEVICE_STATE: 19,
 } as const;
 
 /** `1n << bit` for a feature bit. */
@@ -257,6 +262,26 @@ export const OFFERED_PROTOCOL_FEATURES: bigint = featureBit(ProtocolFeature.LOG_
   featureBit(ProtocolFeature.CONFIGURE_MEM_SLOTS) |
   featureBit(ProtocolFeature.MTU) |
   featureBit(ProtocolFeature.RARP);
+
+// --- Device state (spec "Migrating back-end state", VHOST_USER_SET_DEVICE_STATE_FD) --
+
+/** Device state transfer parameters: `direction` u32. */
+export const DEVICE_STATE_DIRECTION = 0;
+/** Device state transfer parameters: `phase` u32. */
+export const DEVICE_STATE_PHASE = 4;
+/** Bytes in the device state transfer parameters. */
+export const DEVICE_STATE_PARAMS_SIZE = 8;
+/** Direction: the back-end writes its state into the channel (source side). */
+export const DEVICE_STATE_SAVE = 0;
+/** Direction: the back-end reads its state from the channel (destination side). */
+export const DEVICE_STATE_LOAD = 1;
+/** Phase: the only one defined, both sides suspended after the memory transfer. */
+export const DEVICE_STATE_PHASE_STOPPED = 0;
+/**
+ * SET_DEVICE_STATE_FD reply u64, bit 8: no fd is returned (the front-end's channel is
+ * used); bits 0-7 are 0 on success.
+ */
+export const DEVICE_STATE_REPLY_NO_FD = 0x100;
 
 /** Memory slots reported by GET_MAX_MEM_SLOTS (spec asks for at least 32 with CONFIGURE_MEM_SLOTS). */
 export const MAX_MEM_SLOTS = 32;

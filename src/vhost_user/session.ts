@@ -18,7 +18,7 @@ import { log as defaultLog, type Logger } from "../log/logger.ts";
 import { EVENT_ERROR, EVENT_HANGUP, EVENT_READABLE, type EventLoop } from "../loop/event_loop.ts";
 import type { FrontendSession, SessionFactory } from "../daemon/frontend_session.ts";
 import { InvalidStateError, VhostUserBackend } from "./backend.ts";
-import type { BackendEnvironment, Notifier } from "./backend_environment.ts";
+import type { BackendEnvironment, DeviceStateHandler, Notifier } from "./backend_environment.ts";
 import type { Mapping } from "./guest_memory_map.ts";
 import type { LogMapping } from "./dirty_log.ts";
 import { watchMemoryFaults } from "./memory_fault_watch.ts";
@@ -44,6 +44,8 @@ export interface VhostUserSessionOptions {
   readonly onRarp?: (mac: Uint8Array, now: number) => void;
   /** The front-end set the MTU (NET_SET_MTU). */
   readonly onMtu?: (mtu: number, now: number) => void;
+  /** Saves and loads the device state in a migration (none offered without it). */
+  readonly deviceState?: DeviceStateHandler;
   /**
    * Size of the file behind a received memory fd (fstat), or null when unknown.
    * Default: stat of /proc/self/fd/N, which Deno allows only with --allow-all; the
@@ -255,6 +257,7 @@ class VhostUserSession implements FrontendSession {
       log: this.#log,
       onRarp: options.onRarp,
       onMtu: options.onMtu,
+      deviceState: options.deviceState,
     };
     this.#backend = new VhostUserBackend(env);
     connection.setNonBlocking(true);

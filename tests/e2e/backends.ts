@@ -93,8 +93,10 @@ export interface BackendOptions {
   readonly dnsServers?: readonly string[];
   /** tpasst: `--map-guest-addr` for IPv4. */
   readonly mapGuestAddr4?: string;
-  /** tpasst: more daemon options, appended (e.g. `-d`, `-l FILE`). */
+  /** tpasst: more daemon options, appended (e.g. `-d`, `-l FILE`, `--migrate-no-linger`). */
   readonly extraArgs?: readonly string[];
+  /** tpasst: a command line it runs under (e.g. setpriv dropping a capability). */
+  readonly wrapper?: readonly string[];
 }
 
 /** slirp's fixed addresses (QEMU docs, "-netdev user": net 10.0.2.0/24, host .2). */
@@ -221,6 +223,11 @@ export async function startBackend(
   }
   if (options.pcapPath) args.push("-p", options.pcapPath);
   if (options.oneOff) args.push("--one-off");
+  const wrapper = isPasst(kind) ? [] : options.wrapper ?? [];
+  if (wrapper.length > 0) {
+    args = [...wrapper.slice(1), command, ...args];
+    command = wrapper[0];
+  }
   const child = new Deno.Command(command, {
     args,
     stdin: "null",

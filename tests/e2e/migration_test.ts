@@ -9,8 +9,15 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { pingGatewayUnavailable, startBackend, type StartedBackend } from "./backends.ts";
-import { HELLO_BODY, startHttpServer } from "./host_services.ts";
+import {
+  pingGatewayUnavailable,
+  REFERENCE_PASST_ROOT,
+  startBackend,
+  type StartedBackend,
+} from "./backends.ts";
+import { fillPseudoRandom, HELLO_BODY, startHttpServer } from "./host_services.ts";
+import { createHash } from "node:crypto";
+import { waitFor } from "../cli/cli_helpers.ts";
 import { QemuGuest } from "./qemu.ts";
 
 /** Boot and lease under TCG on a loaded machine. */
@@ -186,4 +193,373 @@ Deno.test({
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },
+});
+
+// ------------------------------------------------------------------------------------
+// Open TCP connections across the migration (device state, TCP repair)
+
+/** Bytes of the download and of the upload that run across the migration. */
+const TRANSFER_BYTES = 24 * 1024 * 1024;
+/** Pace of both transfers (bytes per second): long enough to be cut by the migration. */
+const TRANSFER_RATE = 768 * 1024;
+/** Chunk the paced peers move at a time. */
+const PACE_CHUNK = 64 * 1024;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** How a host peer's connection ended; null while it is open. */
+type PeerEnd = null | "complete" | string;
+
+/** A paced HTTP download: `/paced` streams TRANSFER_BYTES pseudo-random bytes at TRANSFER_RATE. */
+function startPacedDownload() {
+  const state = { sha256: "", end: null as PeerEnd, sent: 0, paused: false };
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
+    const hash = createHash("sha256");
+    let random = 0x12345678;
+    const started = performance.now();
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (state.sent >= TRANSFER_BYTES) {
+          state.sha256 = hash.digest("hex");
+          state.end = "complete";
+          controller.close();
+          return;
+        }
+        const due = started + (state.sent / TRANSFER_RATE) * 1000;
+        if (due > performance.now()) await sleep(due - performance.now());
+        while (state.paused) await sleep(20);
+        const chunk = new Uint8Array(Math.min(PACE_CHUNK, TRANSFER_BYTES - state.sent));
+        random = fillPseudoRandom(chunk, random);
+        hash.update(chunk);
+        state.sent += chunk.length;
+        controller.enqueue(chunk);
+      },
+      cancel(reason) {
+        state.end = `cancelled after ${state.sent} bytes: ${reason}`;
+      },
+    });
+    return new Response(body, {
+      headers: {
+        "content-length": `${TRANSFER_BYTES}`,
+        "content-type": "application/octet-stream",
+      },
+    });
+  });
+  return { port: server.addr.port, state, close: () => server.shutdown() };
+}
+
+/** A paced TCP sink: reads TRANSFER_BYTES at TRANSFER_RATE, hashing them, then closes. */
+function startPacedSink() {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const state = { sha256: "", bytes: 0, end: null as PeerEnd, paused: false };
+  (async () => {
+    const conn = await listener.accept();
+    const hash = createHash("sha256");
+    const buffer = new Uint8Array(PACE_CHUNK);
+    const started = performance.now();
+    try {
+      while (state.bytes < TRANSFER_BYTES) {
+        const due = started + (state.bytes / TRANSFER_RATE) * 1000;
+        if (due > performance.now()) await sleep(due - performance.now());
+        while (state.paused) await sleep(20);
+        const n = await conn.read(
+          buffer.subarray(0, Math.min(PACE_CHUNK, TRANSFER_BYTES - state.bytes)),
+        );
+        if (n === null) {
+          state.end = `end of stream after ${state.bytes} bytes`;
+          break;
+        }
+        hash.update(buffer.subarray(0, n));
+        state.bytes += n;
+      }
+      state.sha256 = hash.digest("hex");
+      state.end ??= "complete";
+    } catch (error) {
+      state.end = `error after ${state.bytes} bytes: ${error}`;
+    }
+    try {
+      conn.close();
+    } catch { /* closed */ }
+  })().catch(() => {});
+  return { port: (listener.addr as Deno.NetAddr).port, state, close: () => listener.close() };
+}
+
+/** A line echo server for the idle interactive connection; notes how it ended. */
+function startEcho() {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const state = { lines: [] as string[], end: null as PeerEnd };
+  let open: Deno.Conn | null = null;
+  (async () => {
+    const conn = await listener.accept();
+    open = conn;
+    const buffer = new Uint8Array(4096);
+    try {
+      for (;;) {
+        const n = await conn.read(buffer);
+        if (n === null) {
+          state.end = "end of stream";
+          return;
+        }
+        state.lines.push(new TextDecoder().decode(buffer.subarray(0, n)).trim());
+        await conn.write(buffer.subarray(0, n));
+      }
+    } catch (error) {
+      state.end = `error: ${error}`;
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    state,
+    close: () => {
+      listener.close();
+      try {
+        open?.close();
+      } catch { /* closed */ }
+    },
+  };
+}
+
+/** Guest: lease; an idle echo connection; a paced download and upload; migrate mark; results. */
+function connectionsScript(http: number, sink: number, echo: number): string {
+  return [
+    'mark() { echo "TPASST-MARK $*"; }',
+    "udhcpc -i eth0 -f -q -n -t 5 -T 3 -s /etc/udhcpc.sh 2>/dev/null >/dev/null",
+    "gw=$(cat /tmp/router 2>/dev/null)",
+    'if [ -z "$gw" ]; then mark error no-dhcp-lease; exit 1; fi',
+    "mkfifo /tmp/in /tmp/up.fifo",
+    `nc "$gw" ${echo} </tmp/in >/tmp/echo.out 2>/dev/null &`,
+    "exec 3>/tmp/in",
+    "echo before >&3",
+    "sleep 2",
+    "if grep -q before /tmp/echo.out; then mark echo-before ok; else mark error echo-before; exit 1; fi",
+    "sha256sum </tmp/up.fifo >/tmp/up.sum &",
+    "sum_pid=$!",
+    `(timeout 900 probe tcp-send "$gw" ${sink} ${TRANSFER_BYTES} /tmp/up.fifo 2>/tmp/up.log; echo $? >/tmp/up.rc) &`,
+    "up_pid=$!",
+    `(timeout 900 wget -q -O - "http://$gw:${http}/paced" 2>/tmp/down.log | sha256sum >/tmp/down.sum) &`,
+    "down_pid=$!",
+    "sleep 3",
+    "mark ready migrate",
+    "wait $down_pid",
+    "mark down-sha256 \"$(cut -d' ' -f1 /tmp/down.sum) $(tail -n 1 /tmp/down.log)\"",
+    "wait $up_pid",
+    "wait $sum_pid",
+    "mark up-sha256 \"$(cut -d' ' -f1 /tmp/up.sum) rc=$(cat /tmp/up.rc) $(tail -n 1 /tmp/up.log)\"",
+    "echo after >&3",
+    "sleep 2",
+    "if grep -q after /tmp/echo.out; then mark echo-after ok; else mark echo-after failed; fi",
+    "sleep 600",
+    "",
+  ].join("\n");
+}
+
+/** Debian 13's passt package, unpacked by bench/fetch_reference_passt.sh. */
+const PASST_LIBS = `${REFERENCE_PASST_ROOT}/usr/lib/x86_64-linux-gnu`;
+const PASST_REPAIR = `${REFERENCE_PASST_ROOT}/usr/bin/passt-repair`;
+const hasPasstRepair = (() => {
+  try {
+    return Deno.statSync(PASST_REPAIR).isFile;
+  } catch {
+    return false;
+  }
+})();
+/** Runs tpasst as root without CAP_NET_ADMIN: TCP_REPAIR only through the helper. */
+const WITHOUT_NET_ADMIN = ["setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin", "--"];
+
+/** Starts Debian 13's passt-repair on `backend`'s repair socket; waits until tpasst has it. */
+async function startPasstRepair(backend: StartedBackend): Promise<Deno.ChildProcess> {
+  if (backend.netdev.kind !== "vhost-user") throw new Error("passt-repair needs vhost-user");
+  const path = `${backend.netdev.socketPath}.repair`;
+  await waitFor(`the repair socket ${path}`, () => {
+    try {
+      return Deno.statSync(path).isSocket;
+    } catch {
+      return false;
+    }
+  });
+  const helper = new Deno.Command(`${PASST_LIBS}/ld-linux-x86-64.so.2`, {
+    args: ["--library-path", PASST_LIBS, PASST_REPAIR, path],
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  await waitFor(
+    "the passt-repair helper to connect",
+    () => /TCP_REPAIR helper connected/.test(backend.output()),
+  );
+  return helper;
+}
+
+/**
+ * Runs the transfers across a migration from A to B, or (`cancel`) across one QEMU
+ * cancels half-way through the memory copy, after which the guest goes on against A.
+ */
+async function connectionsAcrossMigration(cancel: boolean, unprivileged = false): Promise<void> {
+  {
+    const helpers: Deno.ChildProcess[] = [];
+    const wrapper = unprivileged ? WITHOUT_NET_ADMIN : [];
+    const dir = await Deno.makeTempDir({ prefix: "tpasst-migration-tcp-" });
+    const download = startPacedDownload();
+    const sink = startPacedSink();
+    const echo = startEcho();
+    const backends: StartedBackend[] = [];
+    const guests: QemuGuest[] = [];
+    const monitors: Qmp[] = [];
+    const script = connectionsScript(download.port, sink.port, echo.port);
+    const outputs = () =>
+      backends.map((b, i) => `--- tpasst ${"AB"[i]} ---\n${b.output()}`).join("\n");
+    try {
+      // one machine: A lets go of migrated sockets at once so that B can take them
+      backends.push(
+        await startBackend("tpasst-vhost", {
+          forwards: [],
+          extraArgs: ["--migrate-no-linger"],
+          wrapper,
+        }),
+      );
+      backends.push(await startBackend("tpasst-vhost", { forwards: [], wrapper }));
+      if (unprivileged) {
+        for (const b of backends) helpers.push(await startPasstRepair(b));
+      }
+      const source = await QemuGuest.launch({
+        netdev: backends[0].netdev,
+        script,
+        extraArguments: ["-qmp", `unix:${dir}/source.qmp,server=on,wait=off`],
+      });
+      guests.push(source);
+      const ready = await source.waitForAnyMark(["ready", "error"], ONLINE_TIMEOUT_MS);
+      assert.equal(ready.name, "ready", `${source.serialTail()}\n${outputs()}`);
+      const target = await QemuGuest.launch({
+        netdev: backends[1].netdev,
+        script,
+        extraArguments: [
+          "-qmp",
+          `unix:${dir}/target.qmp,server=on,wait=off`,
+          "-incoming",
+          `unix:${dir}/migration.sock`,
+        ],
+      });
+      guests.push(target);
+      const sourceMonitor = await Qmp.connect(`${dir}/source.qmp`);
+      monitors.push(sourceMonitor);
+      monitors.push(await Qmp.connect(`${dir}/target.qmp`));
+      // One machine: between A letting go of a socket and B taking it over, a segment
+      // from a host peer would find no socket and draw a RST from the kernel. The host
+      // peers hold still over the migration (the guest goes on uploading into A's
+      // socket, and the download waits in it: both move with the connection).
+      download.state.paused = sink.state.paused = true;
+      await sleep(500);
+      const sentBefore = download.state.sent;
+      const readBefore = sink.state.bytes;
+      if (cancel) {
+        // slow enough (4 MiB/s for 256 MiB of RAM) to be cancelled during the copy
+        await sourceMonitor.execute("migrate-set-parameters", { "max-bandwidth": 4 << 20 });
+      }
+      await sourceMonitor.execute("migrate", { uri: `unix:${dir}/migration.sock` });
+      if (cancel) {
+        await sleep(3000);
+        await sourceMonitor.execute("migrate_cancel");
+      }
+      const deadline = performance.now() + MIGRATION_TIMEOUT_MS;
+      let status = "";
+      let info: Record<string, unknown> = {};
+      while (performance.now() < deadline) {
+        info = await sourceMonitor.execute("query-migrate") as Record<string, unknown>;
+        status = String(info.status);
+        if (status === "completed" || status === "failed" || status === "cancelled") break;
+        await sleep(200);
+      }
+      assert.equal(
+        status,
+        cancel ? "cancelled" : "completed",
+        `migration: ${JSON.stringify(info)}\n${outputs()}`,
+      );
+      if (!cancel) {
+        await waitFor(
+          "B to restore the connections",
+          () => /TCP connection\(s\) restored/.test(backends[1].output()),
+        );
+      }
+      download.state.paused = sink.state.paused = false;
+      // the migration cut both transfers in the middle
+      const transfers = () =>
+        `download sent ${sentBefore} before (${
+          JSON.stringify(download.state)
+        }), upload read ${readBefore} before (${
+          JSON.stringify(sink.state)
+        })\n${source.serialTail()}\n${outputs()}`;
+      assert.ok(
+        sentBefore > 0 && download.state.end === null,
+        `the download was under way: ${transfers()}`,
+      );
+      assert.ok(
+        readBefore > 0 && sink.state.end === null,
+        `the upload was under way: ${transfers()}`,
+      );
+      const result = async (name: string) => {
+        const guest = cancel ? source : target;
+        const mark = await guest.waitForAnyMark([name], 300_000).catch((error) => {
+          throw new Error(`${(error as Error).message}\n${guest.serialTail()}\n${outputs()}`);
+        });
+        return mark.value;
+      };
+      const down = await result("down-sha256");
+      assert.equal(download.state.end, "complete", outputs());
+      assert.equal(down.split(" ")[0], download.state.sha256, `download: ${down}`);
+      const up = await result("up-sha256");
+      assert.equal(sink.state.end, "complete", `${up}\n${outputs()}`);
+      assert.equal(sink.state.bytes, TRANSFER_BYTES);
+      assert.equal(up.split(" ")[0], sink.state.sha256, `upload: ${up}`);
+      assert.equal(await result("echo-after"), "ok", outputs());
+      assert.deepEqual(echo.state.lines, ["before", "after"]);
+      assert.equal(echo.state.end, null, "the idle connection ended");
+      if (cancel) {
+        assert.ok(!/migration: saving/.test(backends[0].output()), "A saved a device state");
+        assert.ok(!/restored/.test(backends[1].output()), "B restored connections");
+      } else {
+        assert.match(backends[1].output(), /(\d+) of \1 TCP connection\(s\) restored/, outputs());
+        assert.ok(
+          !/DHCP.*(DISCOVER|REQUEST)/i.test(backends[1].output()),
+          `the guest asked B for a lease:\n${outputs()}`,
+        );
+      }
+    } finally {
+      for (const monitor of monitors) monitor.close();
+      for (const guest of guests) await guest.kill();
+      for (const backend of backends) await backend.stop();
+      // passt-repair exits at the end of file of its connection
+      for (const helper of helpers) await helper.status;
+      echo.close();
+      sink.close();
+      await download.close();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  }
+}
+
+Deno.test({
+  name:
+    "e2e tpasst-vhost: a download, an upload and an idle connection survive QEMU 10's migration to a second tpasst",
+  ignore: ignore !== null || Deno.uid() !== 0,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: () => connectionsAcrossMigration(false),
+});
+
+Deno.test({
+  name:
+    "e2e tpasst-vhost: a migration QEMU cancels half-way leaves the guest and its connections on tpasst A",
+  ignore: ignore !== null || Deno.uid() !== 0,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: () => connectionsAcrossMigration(true),
+});
+
+Deno.test({
+  name:
+    "e2e tpasst-vhost without CAP_NET_ADMIN: the connections survive the migration through Debian 13's passt-repair",
+  ignore: ignore !== null || Deno.uid() !== 0 || !hasPasstRepair,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: () => connectionsAcrossMigration(false, true),
 });

@@ -88,6 +88,13 @@ export interface NegotiateOptions {
   readonly mtu?: number;
   /** Send SET_VRING_ENABLE 1 at the end (default true). */
   readonly enable?: boolean;
+  /** Ack VHOST_USER_PROTOCOL_F_DEVICE_STATE when offered (default false). */
+  readonly deviceState?: boolean;
+  /**
+   * Runs after the ring notifiers are set and before SET_FEATURES and the memory
+   * table: where QEMU 10 loads a migrated device state on the destination.
+   */
+  readonly beforeFeatures?: () => Promise<void>;
   /**
    * Descriptors to send instead of the harness's own eventfds, by queue index (tests
    * of what the backend accepts as notifiers); the caller keeps and closes them.
@@ -306,6 +313,7 @@ export class VhostUserFrontend {
       if (options.memSlots ?? true) {
         wantProtocol |= offered & featureBit(ProtocolFeature.CONFIGURE_MEM_SLOTS);
       }
+      if (options.deviceState) wantProtocol |= offered & featureBit(ProtocolFeature.DEVICE_STATE);
       if (options.logShmfd ?? true) wantProtocol |= offered & featureBit(ProtocolFeature.LOG_SHMFD);
       this.send(Request.SET_PROTOCOL_FEATURES, u64Payload(wantProtocol));
       this.protocolFeatures = wantProtocol;
@@ -329,6 +337,7 @@ export class VhostUserFrontend {
     if (options.mtu !== undefined) {
       await this.requestAcked(Request.NET_SET_MTU, u64Payload(options.mtu));
     }
+    await options.beforeFeatures?.();
     let features = options.features ?? QEMU_NET_FEATURES;
     if (protocol) features |= featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
     if (options.mtu !== undefined) features |= featureBit(VIRTIO_NET_F_MTU);
@@ -356,6 +365,24 @@ export class VhostUserFrontend {
     this.#bumpNext = 0x10000 + 2 * ringFootprint(ringSize);
     // a round trip makes sure everything above was processed
     await this.requestU64(Request.GET_FEATURES);
+  }
+
+  /**
+   * SET_DEVICE_STATE_FD: hands `fd` (a pipe end; the caller keeps its own copy) over
+   * for a transfer in `direction` (0 save, 1 load) in the stopped phase; returns the
+   * reply's u64 (0x100: success, no fd of the backend's).
+   */
+  async setDeviceStateFd(direction: number, fd: number): Promise<bigint> {
+    const payload = new Uint8Array(8);
+    new DataView(payload.buffer).setUint32(0, direction, true);
+    this.send(Request.SET_DEVICE_STATE_FD, payload, [fd]);
+    const reply = await this.reply(Request.SET_DEVICE_STATE_FD);
+    return reply.payload.getBigUint64(0, true);
+  }
+
+  /** CHECK_DEVICE_STATE: 0 when the backend's transfer succeeded. */
+  checkDeviceState(): Promise<bigint> {
+    return this.requestU64(Request.CHECK_DEVICE_STATE);
   }
 
   /**
@@ -440,6 +467,29 @@ export class VhostUserFrontend {
     this.send(Request.GET_VRING_BASE, vringStatePayload(index, 0));
     const reply = await this.reply(Request.GET_VRING_BASE);
     return reply.payload.getUint32(4, true);
+  }
+
+  /**
+   * Starts ring `index` again after {@link stopRing}, as QEMU does when it resumes
+   * the guest (a cancelled migration): same size and addresses, `base` (what
+   * GET_VRING_BASE answered), then the kick and call fds.
+   */
+  async restartRing(index: number, base: number): Promise<void> {
+    const vring = this.vrings[index];
+    this.send(Request.SET_VRING_NUM, vringStatePayload(index, vring.size));
+    this.send(Request.SET_VRING_BASE, vringStatePayload(index, base));
+    this.send(
+      Request.SET_VRING_ADDR,
+      vringAddrPayload(index, {
+        descriptor: this.memory.userAddress(vring.areas.descriptor),
+        used: this.memory.userAddress(vring.areas.used),
+        available: this.memory.userAddress(vring.areas.available),
+      }),
+    );
+    this.send(Request.SET_VRING_KICK, u64Payload(index), [this.kicks[index].fd]);
+    this.send(Request.SET_VRING_CALL, u64Payload(index), [this.calls[index].fd]);
+    // a round trip makes sure the ring is running
+    await this.requestU64(Request.GET_FEATURES);
   }
 
   /** Allocates `length` bytes of buffer space in region 1 (wraps around when full). */

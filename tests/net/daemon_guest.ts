@@ -37,6 +37,8 @@ import {
   VhostUserFrontend,
 } from "../harness/vhost_user_frontend.ts";
 import { REGION1_GPA } from "../harness/harness_memory.ts";
+import { PIPE_WOULD_BLOCK, PipeEnd } from "../../ffi/pipe_end.ts";
+import { closeFd, createPipe } from "../../ffi/process.ts";
 import type { HarnessUsed } from "../harness/harness_vring.ts";
 import { startRings, stopRings } from "../harness/ring_restart.ts";
 
@@ -94,6 +96,91 @@ export interface VhostOptions {
   readonly txHeaderFlags?: (frame: Uint8Array) => number;
   /** Called with a copy of the virtio-net header and the frame of each frame received. */
   readonly onRxFrame?: (header: Uint8Array, frame: Uint8Array) => void;
+  /** Ack VHOST_USER_PROTOCOL_F_DEVICE_STATE (migration tests). */
+  readonly deviceState?: boolean;
+  /**
+   * A device state to load during the negotiation, where QEMU 10 does on a migration's
+   * destination (after the notifiers, before SET_FEATURES and the memory table).
+   * Implies {@link deviceState}.
+   */
+  readonly loadDeviceState?: Uint8Array;
+  /** Called with the SET_DEVICE_STATE_FD reply and the CHECK_DEVICE_STATE answer of that load. */
+  readonly onDeviceStateLoaded?: (setReply: bigint, check: bigint) => void;
+  /**
+   * Runs once the daemon's socket exists, before the front-end connects (e.g. to
+   * start a helper); gets the socket path and the daemon's standard error so far.
+   */
+  readonly beforeNegotiation?: (socketPath: string, stderr: () => string) => Promise<void>;
+}
+
+/** Pause between attempts on a pipe that would block (the daemon is another process). */
+const PIPE_RETRY_MS = 2;
+/** Longest a device state transfer in a test may take. */
+const PIPE_DEADLINE_MS = 10_000;
+
+/** Writes all of `bytes` into the pipe end `fd` without blocking this thread, then closes it. */
+export async function writePipe(fd: number, bytes: Uint8Array): Promise<void> {
+  const pipe = PipeEnd.adopt(fd);
+  try {
+    let at = 0;
+    const deadline = Date.now() + PIPE_DEADLINE_MS;
+    while (at < bytes.length) {
+      const n = pipe.write(bytes.subarray(at));
+      if (n === PIPE_WOULD_BLOCK) {
+        if (Date.now() > deadline) throw new Error(`pipe write stuck at ${at} of ${bytes.length}`);
+        await new Promise((r) => setTimeout(r, PIPE_RETRY_MS));
+        continue;
+      }
+      at += n;
+    }
+  } finally {
+    pipe.close();
+  }
+}
+
+/** Reads the pipe end `fd` until its end of file, then closes it. */
+export async function readPipe(fd: number): Promise<Uint8Array> {
+  const pipe = PipeEnd.adopt(fd);
+  const chunks: Uint8Array[] = [];
+  try {
+    const deadline = Date.now() + PIPE_DEADLINE_MS;
+    for (;;) {
+      const chunk = new Uint8Array(65536);
+      const n = pipe.read(chunk);
+      if (n === 0) break;
+      if (n === PIPE_WOULD_BLOCK) {
+        if (Date.now() > deadline) throw new Error("pipe read: no end of file");
+        await new Promise((r) => setTimeout(r, PIPE_RETRY_MS));
+        continue;
+      }
+      chunks.push(chunk.slice(0, n));
+    }
+  } finally {
+    pipe.close();
+  }
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+/** Loads `bytes` as the device state through `frontend`: the replies of the set and the check. */
+export async function loadDeviceState(
+  frontend: VhostUserFrontend,
+  bytes: Uint8Array,
+): Promise<{ setReply: bigint; check: bigint }> {
+  const [readEnd, writeEnd] = createPipe();
+  let setReply: bigint;
+  try {
+    setReply = await frontend.setDeviceStateFd(1, readEnd);
+  } finally {
+    closeFd(readEnd);
+  }
+  await writePipe(writeEnd, bytes);
+  return { setReply, check: await frontend.checkDeviceState() };
 }
 
 /** virtio-net header flag: the device completes the checksum (virtio 1.2 §5.1.6). */
@@ -276,8 +363,17 @@ class VhostLink implements FrameLink {
   ): Promise<VhostLink> {
     const rxBufferSize = Math.min(options.rxBufferSize ?? RX_BUFFER_SIZE, RX_BUFFER_SIZE);
     const frontend = VhostUserFrontend.connect(path, { regionSize: VHOST_REGION_SIZE });
+    const state = options.loadDeviceState;
     try {
-      await frontend.negotiate({ ringSize: VHOST_RING_SIZE, features: options.features });
+      await frontend.negotiate({
+        ringSize: VHOST_RING_SIZE,
+        features: options.features,
+        deviceState: options.deviceState || state !== undefined,
+        beforeFeatures: state === undefined ? undefined : async () => {
+          const { setReply, check } = await loadDeviceState(frontend, state);
+          options.onDeviceStateLoaded?.(setReply, check);
+        },
+      });
     } catch (e) {
       frontend.close();
       throw e;
@@ -429,6 +525,7 @@ export class DaemonGuest {
   readonly #stderr: { text: string; done: Promise<void> };
   /** Started with -1: exits once the front-end leaves (else close() stops it with SIGTERM). */
   #oneOff = true;
+  #keepGuests = false;
 
   private constructor(
     process: Deno.ChildProcess,
@@ -461,19 +558,26 @@ export class DaemonGuest {
   /**
    * Starts `bin/tpasst -f -s SOCKET [--vhost-user]` with {@link BASE_ARGS} and `args`,
    * connects over `transport` (vhost-user rings set up as `vhost` says) and attaches
-   * the two guests. With `oneOff` false, BASE_ARGS's `-1` is left out: the daemon
-   * outlives the front-end ({@link dropFrontend}).
+   * the two guests (`reuse`: those of another daemon, for migration tests). With
+   * `oneOff` false, BASE_ARGS's `-1` is left out: the daemon outlives the front-end
+   * ({@link dropFrontend}). `wrapper` is a command line the daemon runs under (e.g.
+   * setpriv dropping a capability).
    */
   static async start(
     transport: Transport,
     args: readonly string[] = [],
     vhost: VhostOptions = {},
     oneOff = true,
+    reuse: { guest4: TestGuest; guest6: TestGuest } | null = null,
+    wrapper: readonly string[] = [],
   ): Promise<DaemonGuest> {
     const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "tpnet" });
     const sock = `${dir}/t.sock`;
-    const process = new Deno.Command(TPASST, {
+    // `wrapper` runs the daemon through another program (e.g. setpriv to drop a capability)
+    const program = wrapper.length > 0 ? wrapper[0] : TPASST;
+    const process = new Deno.Command(program, {
       args: [
+        ...(wrapper.length > 0 ? [...wrapper.slice(1), TPASST] : []),
         "-f",
         "-s",
         sock,
@@ -492,8 +596,9 @@ export class DaemonGuest {
     })();
     let link: FrameLink | null = null;
     const none: L4Handler = { handlePacket() {} };
-    const guest4 = new TestGuest(none, null, 4, TEST_GUEST4, TEST_GUEST6);
-    const guest6 = new TestGuest(none, null, 6, TEST_GUEST4, TEST_GUEST6);
+    // a migration test moves its guests from one daemon to the next
+    const guest4 = reuse?.guest4 ?? new TestGuest(none, null, 4, TEST_GUEST4, TEST_GUEST6);
+    const guest6 = reuse?.guest6 ?? new TestGuest(none, null, 6, TEST_GUEST4, TEST_GUEST6);
     const icmpFrames: Uint8Array[] = [];
     const deliver = (frame: Uint8Array) => {
       const type = (frame[ETHERTYPE_OFFSET] << 8) | frame[ETHERTYPE_OFFSET + 1];
@@ -508,6 +613,7 @@ export class DaemonGuest {
     };
     try {
       await waitFor(`the daemon's socket ${sock}`, () => exists(sock));
+      await vhost.beforeNegotiation?.(sock, () => stderr.text);
       // The socket file appears at bind(), a moment before listen(): retry refusals.
       for (let attempt = 1;; attempt++) {
         try {
@@ -527,8 +633,10 @@ export class DaemonGuest {
       );
     } catch (e) {
       link?.close();
-      guest4.stop();
-      guest6.stop();
+      if (reuse === null) {
+        guest4.stop();
+        guest6.stop();
+      }
       try {
         process.kill("SIGKILL");
       } catch { /* exited */ }
@@ -584,6 +692,51 @@ export class DaemonGuest {
     this.#link.close();
   }
 
+  /**
+   * The source side of a migration as QEMU 10 runs it: stops both rings
+   * (GET_VRING_BASE), has the daemon save its device state into a pipe, reads it to
+   * the end and asks CHECK_DEVICE_STATE. Over vhost-user only.
+   */
+  async saveDeviceState(): Promise<
+    { setReply: bigint; bytes: Uint8Array; check: bigint; bases: [number, number] }
+  > {
+    if (!(this.#link instanceof VhostLink)) throw new Error("device state needs vhost-user");
+    const frontend = this.#link.frontend;
+    const bases: [number, number] = [await frontend.stopRing(RX), await frontend.stopRing(TX)];
+    const [readEnd, writeEnd] = createPipe();
+    let setReply: bigint;
+    try {
+      setReply = await frontend.setDeviceStateFd(0, writeEnd);
+    } catch (e) {
+      closeFd(readEnd);
+      throw e;
+    } finally {
+      closeFd(writeEnd);
+    }
+    const bytes = await readPipe(readEnd);
+    return { setReply, bytes, check: await frontend.checkDeviceState(), bases };
+  }
+
+  /** The vhost-user front-end (migration tests drive it directly). */
+  get frontend(): VhostUserFrontend {
+    if (!(this.#link instanceof VhostLink)) throw new Error("not over vhost-user");
+    return this.#link.frontend;
+  }
+
+  /**
+   * Disconnects like {@link close} but leaves the guests running (they moved to
+   * another daemon in a migration test).
+   */
+  async detach(): Promise<{ code: number; stderr: string }> {
+    this.#keepGuests = true;
+    return await this.close();
+  }
+
+  /** The vhost-user socket's path. */
+  get socketPath(): string {
+    return `${this.#dir}/t.sock`;
+  }
+
   /** Sends one Ethernet frame (built by the test) to the daemon as the guest. */
   sendFrame(frame: Uint8Array): void {
     this.#link.send(frame);
@@ -595,7 +748,11 @@ export class DaemonGuest {
    * call once.
    */
   async close(): Promise<{ code: number; stderr: string }> {
-    this.dropFrontend();
+    if (!this.#keepGuests) {
+      this.guest4.stop();
+      this.guest6.stop();
+    }
+    this.#link.close();
     if (!this.#oneOff) {
       try {
         this.process.kill("SIGTERM");

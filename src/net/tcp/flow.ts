@@ -91,6 +91,11 @@ export class TcpFlow implements FlowKey {
   /** Host-side target or peer, for logs. */
   hostName = "";
   hostPort = 0;
+  /**
+   * Frozen for a migration (host socket in repair mode): guest segments wait (the
+   * guest sends them again) until the flow is thawed or has moved.
+   */
+  frozen = false;
   closed = false;
   /** Opened by a host peer on a forwarded port (else by the guest), for logs. */
   inbound = false;
@@ -117,6 +122,12 @@ export class TcpFlow implements FlowKey {
   /** Start of the flow's current challenge ACK interval, and the ACKs sent in it (challenge_ack.ts). */
   challengeSince = -Infinity;
   challengeAcks = 0;
+  /**
+   * Bytes already acknowledged to the guest that the host socket has not taken yet:
+   * the end of a migrated send queue that did not fit the restored socket. Sent
+   * before any new guest data; null almost always.
+   */
+  pendingToHost: Uint8Array | null = null;
 
   // ---- host → guest
   iss = 0;

@@ -30,7 +30,7 @@ import {
   TcpState,
 } from "./flow.ts";
 import { abort, hostError, logOpened, maybeFinish } from "./closing.ts";
-import { connectFailed, onHostEvents } from "./host_side.ts";
+import { connectFailed, flushPendingToHost, onHostEvents } from "./host_side.ts";
 import { sendChallengeAck } from "./challenge_ack.ts";
 import {
   ackOut,
@@ -252,6 +252,15 @@ function toHost(
 ): void {
   const conn = f.conn;
   if (conn === null) return;
+  if (f.pendingToHost !== null && !flushPendingToHost(ctx, f)) {
+    // Bytes from before a migration still wait for the socket: these come after
+    // them, so they are not taken now (the guest sends them again).
+    if (!f.closed) {
+      ctx.counters.hostBackpressure += len;
+      ctx.scheduleAck(f);
+    }
+    return;
+  }
   let taken = 0;
   try {
     if (len > 0) {

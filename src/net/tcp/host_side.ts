@@ -20,7 +20,7 @@ import { type GuestTarget, translateInbound } from "../fwd.ts";
 import { TCP_ACK_FLAG, TCP_RST } from "../tcp_header.ts";
 import type { TcpContext } from "./context.ts";
 import { RTO_INITIAL_MS, TcpFlow, TcpState } from "./flow.ts";
-import type { AcceptedConnection, HostListener } from "./host_socket.ts";
+import { type AcceptedConnection, type HostListener, WOULD_BLOCK } from "./host_socket.ts";
 import { destroy, hostError, internalError, logOpened, maybeFinish } from "./closing.ts";
 import { pushToGuest, sendFlags, sendSyn } from "./output.ts";
 
@@ -38,6 +38,10 @@ export function onHostEvents(ctx: TcpContext, f: TcpFlow, events: number, now: n
       return;
     }
     if (f.state === TcpState.Established) {
+      if ((events & EVENT_WRITABLE) && f.pendingToHost !== null && flushPendingToHost(ctx, f)) {
+        ctx.scheduleAck(f); // the window may open again
+      }
+      if (f.closed) return;
       if (events & READ_EVENTS) {
         f.hostDrained = false;
         pushToGuest(ctx, f, now);
@@ -56,6 +60,31 @@ export function onHostEvents(ctx: TcpContext, f: TcpFlow, events: number, now: n
   } catch (e) {
     internalError(ctx, f, e);
   }
+}
+
+/**
+ * Sends what it can of `f.pendingToHost` (see TcpFlow) to the host socket.
+ * @returns true when nothing is pending any more
+ */
+export function flushPendingToHost(ctx: TcpContext, f: TcpFlow): boolean {
+  const pending = f.pendingToHost;
+  if (pending === null) return true;
+  if (f.conn === null) return false;
+  let taken: number;
+  try {
+    taken = f.conn.send(pending);
+  } catch (e) {
+    hostError(ctx, f, e);
+    return false;
+  }
+  if (taken === WOULD_BLOCK) taken = 0;
+  if (taken >= pending.length) {
+    f.pendingToHost = null;
+    return true;
+  }
+  f.pendingToHost = pending.subarray(taken);
+  f.conn.requestWritable();
+  return false;
 }
 
 /** The host connect ended: on success the guest gets our SYN-ACK, else a RST. */

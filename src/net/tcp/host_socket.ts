@@ -81,6 +81,18 @@ export interface HostConnection {
   close(): void;
   /** Closes so that the peer sees a RST. */
   reset(): void;
+  /**
+   * The socket's descriptor, for moving the connection in a migration (TCP repair);
+   * absent on connections that are no kernel socket (test doubles).
+   */
+  socketFd?(): number;
+  /** Stops delivering the socket's events (frozen for a migration); it stays open. */
+  suspend?(): void;
+  /**
+   * Delivers the socket's events again after {@link suspend}; the peek offset is set
+   * afresh before the next peek (a repair-mode dump turned it off).
+   */
+  resume?(): void;
 }
 
 /** A connection accepted by a listener, with its peer's address. */
@@ -127,6 +139,11 @@ export interface HostTcp {
     interfaceName: string | null,
     events: ListenerEvents,
   ): HostListener;
+  /**
+   * Takes a connected socket restored in a migration (TCP repair) as a connection;
+   * absent where sockets cannot be adopted (test doubles).
+   */
+  adopt?(fd: number): HostConnection;
 }
 
 /** Events a connection socket is watched for (edge-triggered). */
@@ -255,7 +272,21 @@ class NativeHostConnection implements HostConnection {
   }
 
   requestWritable(): void {
-    if (!this.#closed) this.#loop.rearm(this.#fd);
+    if (!this.#closed && this.#loop.isWatching(this.#fd)) this.#loop.rearm(this.#fd);
+  }
+
+  socketFd(): number {
+    return this.#fd;
+  }
+
+  suspend(): void {
+    if (!this.#closed && this.#loop.isWatching(this.#fd)) this.#loop.unwatch(this.#fd);
+    this.#peekOffset = -1;
+  }
+
+  resume(): void {
+    if (this.#closed || this.#loop.isWatching(this.#fd)) return;
+    this.#loop.watch(this.#fd, (events, now) => this.#handler(events, now), STREAM_EVENTS);
   }
 
   close(): void {
@@ -350,6 +381,9 @@ export function nativeHostTcp(loop: EventLoop, sources: OutboundSources = {}): H
         events,
         (socket) => new NativeHostConnection(socket, loop),
       );
+    },
+    adopt(fd: number): HostConnection {
+      return new NativeHostConnection(TcpSocket.fromAccepted(fd), loop);
     },
   };
 }

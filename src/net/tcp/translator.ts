@@ -60,6 +60,17 @@ import { startListening } from "./host_side.ts";
 import { rstForPacket, sendAck } from "./output.ts";
 import { holdOnLinkDown, resumeOnLinkUp, resumeOnWritable } from "./link_events.ts";
 import { IDLE_SWEEP_MS, runTimers, sweepIdle } from "./timers.ts";
+import {
+  dropFrozenFlows,
+  freezeFlows,
+  type FreezeOutcome,
+  type FrozenTcpFlow,
+  restoreFlows,
+  type RestoreOutcome,
+  thawFlows,
+} from "./migrate.ts";
+import type { RepairSwitch } from "./repair.ts";
+import type { MigratedTcpFlow } from "../migration_state.ts";
 
 export type { TcpCounters } from "./context.ts";
 export { TcpState } from "./flow.ts";
@@ -102,6 +113,8 @@ export class TcpTranslator implements L4Handler {
   readonly #ownLoop: EventLoop | null;
   readonly #batchEnd = (_now: number) => this.#flushBatch();
   #nextSweep = 0;
+  /** Flows frozen for a migration in progress (source side). */
+  #frozen: FrozenTcpFlow[] = [];
 
   /**
    * @param sender the stack's frame builder (NetworkStack.sender)
@@ -220,6 +233,8 @@ export class TcpTranslator implements L4Handler {
       }
       return;
     }
+    // A connection frozen for a migration takes nothing: its socket is in repair mode.
+    if (flow.frozen) return;
     flow.lastActivity = now;
     try {
       guestSegment(ctx, flow, p, now);
@@ -268,6 +283,51 @@ export class TcpTranslator implements L4Handler {
     const t = Math.min(ctx.timers.earliest(), ctx.flows.size > 0 ? this.#nextSweep : Infinity);
     ctx.reportedNext = t;
     return t;
+  }
+
+  // ---------------------------------------------------------------- migration
+
+  /**
+   * Source side of a migration: freezes every connection open both ways (its host
+   * socket in TCP repair mode through `repair`, no events, no timers) and returns
+   * their dumps; see migrate.ts. Until {@link thawMigrated} or {@link dropMigrated}.
+   */
+  freezeForMigration(repair: RepairSwitch): FreezeOutcome {
+    if (this.#frozen.length > 0) {
+      // a second save without an outcome for the first: they are frozen already
+      return { frozen: this.#frozen.slice(), failures: [] };
+    }
+    const outcome = freezeFlows(this.#ctx, repair);
+    this.#frozen = outcome.frozen;
+    return outcome;
+  }
+
+  /** Flows frozen by {@link freezeForMigration} and not yet thawed or dropped. */
+  get frozenFlows(): number {
+    return this.#frozen.length;
+  }
+
+  /** A cancelled migration: the frozen flows run again; returns failures, one line each. */
+  thawMigrated(repair: RepairSwitch, now: number): string[] {
+    const frozen = this.#frozen;
+    this.#frozen = [];
+    return thawFlows(this.#ctx, frozen, repair, now);
+  }
+
+  /** A completed migration: the frozen flows are forgotten, their sockets closed silently. */
+  dropMigrated(): void {
+    const frozen = this.#frozen;
+    this.#frozen = [];
+    dropFrozenFlows(this.#ctx, frozen);
+  }
+
+  /** Target side of a migration: rebuilds the connections dumped on the source. */
+  restoreMigrated(
+    records: readonly MigratedTcpFlow[],
+    repair: RepairSwitch,
+    now: number,
+  ): RestoreOutcome {
+    return restoreFlows(this.#ctx, records, repair, now);
   }
 
   // ---------------------------------------------------------------- inbound listeners

@@ -1,0 +1,278 @@
+import { assertEquals, assertTrue } from "../../test_support/assert.ts";
+import { TcpSocket } from "../../../ffi/tcp_socket.ts";
+import {
+  createTcpSocket,
+  receiveWithFlags,
+  sendBytes,
+  setIntOption,
+  SO_SNDBUF,
+  socketPeerAddress,
+  SOL_SOCKET,
+} from "../../../ffi/tcp_repair.ts";
+import { NativeError } from "../../../ffi/native_error.ts";
+import {
+  closeInRepair,
+  createRestoreSocket,
+  directRepair,
+  dumpRepairSocket,
+  restoreRepairSocket,
+  type SocketEnds,
+  TcpRepairMode,
+} from "./repair.ts";
+import { OPTION_TIMESTAMPS, OPTION_WSCALE } from "../migration_state.ts";
+
+/** TCP_REPAIR needs CAP_NET_ADMIN: these tests run as root only. */
+const isRoot = Deno.uid() === 0;
+
+const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A pattern byte stream: byte i of a direction is (i * 7 + seed) & 0xff. */
+function pattern(from: number, length: number, seed: number): Uint8Array {
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i++) out[i] = ((from + i) * 7 + seed) & 0xff;
+  return out;
+}
+
+/** Reads exactly `length` bytes from the nonblocking helper socket `fd` (bounded in time). */
+async function readHelper(fd: number, length: number): Promise<Uint8Array> {
+  const out = new Uint8Array(length);
+  let got = 0;
+  const deadline = Date.now() + 10_000;
+  while (got < length) {
+    try {
+      const n = receiveWithFlags(fd, out.subarray(got), 0);
+      if (n === 0) throw new Error(`end of stream after ${got} of ${length} bytes`);
+      got += n;
+    } catch (error) {
+      if (!(error instanceof NativeError && error.errnoName === "EAGAIN")) throw error;
+      if (Date.now() > deadline) throw new Error(`timed out after ${got} of ${length} bytes`);
+      await delay(2);
+    }
+  }
+  return out;
+}
+
+/** Writes all of `bytes` to the nonblocking helper socket `fd` (bounded in time). */
+async function writeHelper(fd: number, bytes: Uint8Array): Promise<void> {
+  let at = 0;
+  const deadline = Date.now() + 10_000;
+  while (at < bytes.length) {
+    try {
+      at += sendBytes(fd, bytes.subarray(at));
+    } catch (error) {
+      if (!(error instanceof NativeError && error.errnoName === "EAGAIN")) throw error;
+      if (Date.now() > deadline) throw new Error(`timed out after ${at} of ${bytes.length}`);
+      await delay(2);
+    }
+  }
+}
+
+async function readPeer(conn: Deno.Conn, length: number): Promise<Uint8Array> {
+  const out = new Uint8Array(length);
+  let got = 0;
+  while (got < length) {
+    const n = await conn.read(out.subarray(got));
+    if (n === null) throw new Error(`the peer saw the end of stream after ${got} bytes`);
+    got += n;
+  }
+  return out;
+}
+
+/** A connected pair: the helper socket (the one that moves) and the peer's Deno connection. */
+async function connectedPair() {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const socket = TcpSocket.connect({ address: new Uint8Array([127, 0, 0, 1]), port });
+  const peer = await listener.accept();
+  listener.close();
+  // wait for the connect to complete on our side
+  for (let i = 0; i < 500 && socket.takeError() === null; i++) {
+    try {
+      socketPeerAddress(socket.fd);
+      break;
+    } catch {
+      await delay(2);
+    }
+  }
+  return { socket, peer };
+}
+
+function endsOf(fd: number, socket: TcpSocket): SocketEnds {
+  return { local: socket.localAddress(), peer: socketPeerAddress(fd) };
+}
+
+Deno.test({
+  name: "dumpRepairSocket() and restoreRepairSocket() move a live connection to a new socket",
+  ignore: !isRoot,
+  async fn() {
+    const { socket, peer } = await connectedPair();
+    const fd = socket.fd;
+    let toPeer = 0; // bytes sent so far in each direction, for the patterns
+    let fromPeer = 0;
+    try {
+      // Traffic before the move: some of the peer's bytes stay unread in our receive queue.
+      await writeHelper(fd, pattern(toPeer, 5000, 1));
+      assertEquals(await readPeer(peer, 5000), pattern(toPeer, 5000, 1));
+      toPeer += 5000;
+      await peer.write(pattern(fromPeer, 3000, 2));
+      assertEquals(await readHelper(fd, 1000), pattern(fromPeer, 1000, 2));
+      fromPeer += 1000;
+      await delay(20); // the other 2000 bytes are in our receive queue now
+
+      directRepair.set([fd], TcpRepairMode.ON);
+      const state = dumpRepairSocket(fd);
+      const ends = endsOf(fd, socket);
+      assertEquals(state.recvQueue, pattern(fromPeer, 2000, 2));
+      assertEquals(state.sendQueue.length, 0);
+      assertTrue(state.options & OPTION_TIMESTAMPS, "loopback negotiates timestamps");
+      assertTrue(state.options & OPTION_WSCALE, "loopback negotiates window scaling");
+      assertTrue(state.mss > 0);
+      // Closed in repair mode: the peer sees neither FIN nor RST.
+      closeInRepair(fd);
+      const pendingRead = peer.read(new Uint8Array(1));
+      const raced = await Promise.race([pendingRead.then(() => "read"), delay(200)]);
+      assertEquals(raced, undefined, "the peer's read must still be waiting");
+
+      const moved = createRestoreSocket(ends, state);
+      try {
+        directRepair.set([moved], TcpRepairMode.ON);
+        restoreRepairSocket(moved, ends, state);
+        directRepair.set([moved], TcpRepairMode.OFF);
+        // The bytes that were queued arrive first on the new socket, then new ones.
+        assertEquals(await readHelper(moved, 2000), pattern(fromPeer, 2000, 2));
+        fromPeer += 2000;
+        // Our direction: the peer's pending 1-byte read takes the first byte.
+        const big = pattern(toPeer, 1 << 20, 1);
+        const writing = writeHelper(moved, big);
+        assertEquals(await pendingRead, 1);
+        const rest = await readPeer(peer, big.length - 1);
+        await writing;
+        assertEquals(rest, big.subarray(1));
+        toPeer += big.length;
+        // And the peer keeps talking on the same connection.
+        const back = pattern(fromPeer, 300_000, 2);
+        const peerWriting = peer.write(back).then(async (written) => {
+          let at = written;
+          while (at < back.length) at += await peer.write(back.subarray(at));
+        });
+        assertEquals(await readHelper(moved, back.length), back);
+        await peerWriting;
+      } finally {
+        closeInRepair(moved);
+      }
+    } finally {
+      socket.close();
+      peer.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "restoreRepairSocket() carries bytes the peer has not acknowledged (send queue)",
+  ignore: !isRoot,
+  async fn() {
+    const { socket, peer } = await connectedPair();
+    const fd = socket.fd;
+    try {
+      await writeHelper(fd, pattern(0, 100, 3));
+      assertEquals(await readPeer(peer, 100), pattern(0, 100, 3));
+      directRepair.set([fd], TcpRepairMode.ON);
+      const state = dumpRepairSocket(fd);
+      const ends = endsOf(fd, socket);
+      closeInRepair(fd);
+      // On loopback the peer acknowledges at once, so the dump's send queue is empty;
+      // give it bytes as if the old socket had not sent them yet: the new socket must
+      // send them first, in order.
+      const unsent = pattern(100, 4000, 3);
+      state.sendQueue = unsent;
+      const moved = createRestoreSocket(ends, state);
+      try {
+        directRepair.set([moved], TcpRepairMode.ON);
+        restoreRepairSocket(moved, ends, state);
+        directRepair.set([moved], TcpRepairMode.OFF);
+        assertEquals(await readPeer(peer, 4000), unsent);
+        await writeHelper(moved, pattern(4100, 1000, 3));
+        assertEquals(await readPeer(peer, 1000), pattern(4100, 1000, 3));
+      } finally {
+        closeInRepair(moved);
+      }
+    } finally {
+      socket.close();
+      peer.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "restoreRepairSocket() fails with EADDRNOTAVAIL while the old socket still holds the connection",
+  ignore: !isRoot,
+  async fn() {
+    const { socket, peer } = await connectedPair();
+    const fd = socket.fd;
+    try {
+      directRepair.set([fd], TcpRepairMode.ON);
+      const state = dumpRepairSocket(fd);
+      const ends = endsOf(fd, socket);
+      const moved = createRestoreSocket(ends, state);
+      try {
+        directRepair.set([moved], TcpRepairMode.ON);
+        let error: unknown = null;
+        try {
+          restoreRepairSocket(moved, ends, state);
+        } catch (e) {
+          error = e;
+        }
+        assertTrue(error instanceof NativeError, String(error));
+        assertTrue(
+          ["EADDRNOTAVAIL", "EADDRINUSE"].includes((error as NativeError).errnoName),
+          String(error),
+        );
+      } finally {
+        closeInRepair(moved);
+      }
+      // Back to work: the old socket leaves repair mode and carries on.
+      directRepair.set([fd], TcpRepairMode.OFF);
+      await writeHelper(fd, pattern(0, 10, 4));
+      assertEquals(await readPeer(peer, 10), pattern(0, 10, 4));
+    } finally {
+      socket.close();
+      peer.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "restoreRepairSocket() returns the end of a send queue its buffer cannot hold, to be sent after repair mode",
+  ignore: !isRoot,
+  async fn() {
+    const { socket, peer } = await connectedPair();
+    const fd = socket.fd;
+    try {
+      directRepair.set([fd], TcpRepairMode.ON);
+      const state = dumpRepairSocket(fd);
+      const ends = endsOf(fd, socket);
+      closeInRepair(fd);
+      const queued = pattern(0, 2 << 20, 5);
+      state.sendQueue = queued;
+      // a socket whose send buffer is small, as without CAP_NET_ADMIN past wmem_max
+      const moved = createTcpSocket(4);
+      try {
+        setIntOption(moved, SOL_SOCKET, SO_SNDBUF, 64 * 1024);
+        directRepair.set([moved], TcpRepairMode.ON);
+        const leftover = restoreRepairSocket(moved, ends, state);
+        directRepair.set([moved], TcpRepairMode.OFF);
+        assertTrue(leftover.length > 0 && leftover.length < queued.length, `${leftover.length}`);
+        const reading = readPeer(peer, queued.length);
+        await writeHelper(moved, leftover);
+        assertEquals(await reading, queued);
+      } finally {
+        closeInRepair(moved);
+      }
+    } finally {
+      socket.close();
+      peer.close();
+    }
+  },
+});
