@@ -156,6 +156,8 @@ interface FrameLink {
   send(frame: Uint8Array): void;
   /** Stops moving frames and closes the connection and its resources. */
   close(): void;
+  /** vhost-user only: stops and restarts the rings ({@link VhostLink.restartRings}). */
+  restartRings?(downMs: number): Promise<void>;
 }
 
 /** passt's stream protocol over a unix socket: each frame after a 32-bit BE length. */
@@ -245,6 +247,9 @@ class VhostLink implements FrameLink {
   readonly #rxBufferSize: number;
   readonly #txHeaderFlags: ((frame: Uint8Array) => number) | null;
   readonly #onRxFrame: ((header: Uint8Array, frame: Uint8Array) => void) | null;
+  readonly #rxBuffers: number;
+  /** The rings are stopped (a driver rebind in progress): nothing moves. */
+  #ringsStopped = false;
   #pendingTx: { frame: Uint8Array; flags: number }[] = [];
   #flushScheduled = false;
   #timer: ReturnType<typeof setInterval> | undefined;
@@ -254,11 +259,13 @@ class VhostLink implements FrameLink {
     frontend: VhostUserFrontend,
     deliver: (frame: Uint8Array) => void,
     rxBufferSize: number,
+    rxBuffers: number,
     options: VhostOptions,
   ) {
     this.frontend = frontend;
     this.#deliver = deliver;
     this.#rxBufferSize = rxBufferSize;
+    this.#rxBuffers = rxBuffers;
     this.#txHeaderFlags = options.txHeaderFlags ?? null;
     this.#onRxFrame = options.onRxFrame ?? null;
   }
@@ -278,15 +285,39 @@ class VhostLink implements FrameLink {
       frontend.close();
       throw e;
     }
-    const link = new VhostLink(frontend, deliver, rxBufferSize, options);
-    for (let i = 0; i < TX_SLOTS; i++) link.#freeTx.push(REGION1_GPA + i * TX_SLOT_SIZE);
-    for (let i = 0; i < rxBuffers; i++) {
-      const gpa = REGION1_GPA + RX_BASE_OFFSET + i * RX_BUFFER_SIZE;
-      frontend.vrings[RX].offer([{ gpa, length: rxBufferSize, writable: true }]);
-    }
-    frontend.kicks[RX].signal();
+    const link = new VhostLink(frontend, deliver, rxBufferSize, rxBuffers, options);
+    link.#fillRings();
     link.#timer = setInterval(() => link.#poll(), 1);
     return link;
+  }
+
+  /** Frees every TX slot and posts every RX buffer on fresh rings, then kicks RX. */
+  #fillRings(): void {
+    const f = this.frontend;
+    this.#freeTx.length = 0;
+    for (let i = 0; i < TX_SLOTS; i++) this.#freeTx.push(REGION1_GPA + i * TX_SLOT_SIZE);
+    for (let i = 0; i < this.#rxBuffers; i++) {
+      const gpa = REGION1_GPA + RX_BASE_OFFSET + i * RX_BUFFER_SIZE;
+      f.vrings[RX].offer([{ gpa, length: this.#rxBufferSize, writable: true }]);
+    }
+    f.kicks[RX].signal();
+  }
+
+  /**
+   * Stops both rings (GET_VRING_BASE), waits `downMs`, and starts fresh ones with every
+   * RX buffer posted again, as a guest whose virtio-net driver is unbound and bound
+   * again. Guest frames sent meanwhile wait and go out on the new TX ring.
+   */
+  async restartRings(downMs: number): Promise<void> {
+    this.#ringsStopped = true;
+    try {
+      await this.frontend.stopRings();
+      await new Promise((r) => setTimeout(r, downMs));
+      await this.frontend.startRings(VHOST_RING_SIZE);
+      this.#fillRings();
+    } finally {
+      this.#ringsStopped = false;
+    }
   }
 
   send(frame: Uint8Array): void {
@@ -301,7 +332,7 @@ class VhostLink implements FrameLink {
 
   #flushTx(): void {
     this.#flushScheduled = false;
-    if (this.#closed) return;
+    if (this.#closed || this.#ringsStopped) return;
     const f = this.frontend;
     for (const used of f.vrings[TX].takeUsed()) this.#freeTx.push(used.segments[0].gpa);
     let n = 0;
@@ -327,7 +358,7 @@ class VhostLink implements FrameLink {
   }
 
   #poll(): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#ringsStopped) return;
     const f = this.frontend;
     const used = f.vrings[RX].takeUsed();
     if (used.length > 0) {
@@ -386,6 +417,15 @@ function completePartialChecksum(header: Uint8Array, frame: Uint8Array): Uint8Ar
   return frame;
 }
 
+/** How {@link DaemonGuest.start} runs the daemon. */
+export interface StartOptions {
+  /**
+   * Leave out -1: the daemon keeps running (and listening) after the front-end leaves,
+   * and {@link DaemonGuest.close} stops it with SIGTERM. Default false.
+   */
+  readonly keepRunning?: boolean;
+}
+
 /** A daemon child process with a scripted IPv4 and IPv6 guest attached to it. */
 export class DaemonGuest {
   /** The daemon process. */
@@ -401,6 +441,7 @@ export class DaemonGuest {
   readonly #dir: string;
   readonly #link: FrameLink;
   readonly #stderr: { text: string; done: Promise<void> };
+  readonly #keepRunning: boolean;
 
   private constructor(
     process: Deno.ChildProcess,
@@ -410,8 +451,10 @@ export class DaemonGuest {
     guests: [TestGuest, TestGuest],
     stderr: { text: string; done: Promise<void> },
     icmpFrames: Uint8Array[],
+    keepRunning: boolean,
   ) {
     this.process = process;
+    this.#keepRunning = keepRunning;
     this.icmpFrames = icmpFrames;
     this.#dir = dir;
     this.transport = transport;
@@ -439,7 +482,10 @@ export class DaemonGuest {
     transport: Transport,
     args: readonly string[] = [],
     vhost: VhostOptions = {},
+    options: StartOptions = {},
   ): Promise<DaemonGuest> {
+    const keepRunning = options.keepRunning ?? false;
+    const base = keepRunning ? BASE_ARGS.filter((a) => a !== "-1") : BASE_ARGS;
     const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "tpnet" });
     const sock = `${dir}/t.sock`;
     const process = new Deno.Command(TPASST, {
@@ -448,7 +494,7 @@ export class DaemonGuest {
         "-s",
         sock,
         ...(transport === "vhost-user" ? ["--vhost-user"] : []),
-        ...BASE_ARGS,
+        ...base,
         ...args,
       ],
       stdin: "null",
@@ -516,7 +562,38 @@ export class DaemonGuest {
         nextTimerAt: () => Infinity,
       });
     }
-    return new DaemonGuest(process, dir, transport, l, [guest4, guest6], stderr, icmpFrames);
+    return new DaemonGuest(
+      process,
+      dir,
+      transport,
+      l,
+      [guest4, guest6],
+      stderr,
+      icmpFrames,
+      keepRunning,
+    );
+  }
+
+  /**
+   * vhost-user: stops both rings, waits `downMs` and starts fresh ones, as a guest
+   * whose virtio-net driver is unbound and bound again (see VhostLink.restartRings).
+   */
+  async restartRings(downMs: number): Promise<void> {
+    if (this.#link.restartRings === undefined) {
+      throw new Error(`a ring restart needs vhost-user, not ${this.transport}`);
+    }
+    await this.#link.restartRings(downMs);
+  }
+
+  /**
+   * The front-end goes away (as QEMU killed): its connection, eventfds and memory are
+   * closed and the guests stop; the daemon is left running (with
+   * {@link StartOptions.keepRunning}) until {@link close}.
+   */
+  dropFrontend(): void {
+    this.guest4.stop();
+    this.guest6.stop();
+    this.#link.close();
   }
 
   /** Sends one Ethernet frame (built by the test) to the daemon as the guest. */
@@ -525,13 +602,18 @@ export class DaemonGuest {
   }
 
   /**
-   * Disconnects; the daemon (started with -1) must exit by itself within 10 s, else it
-   * is killed. Returns its exit code and standard error. Safe to call once.
+   * Disconnects; the daemon (started with -1, or sent SIGTERM with
+   * {@link StartOptions.keepRunning}) must exit by itself within 10 s, else it is killed. Returns its exit code and standard error. Safe to call once.
    */
   async close(): Promise<{ code: number; stderr: string }> {
     this.guest4.stop();
     this.guest6.stop();
     this.#link.close();
+    if (this.#keepRunning) {
+      try {
+        this.process.kill("SIGTERM");
+      } catch { /* exited */ }
+    }
     let killed = false;
     const timer = setTimeout(() => {
       killed = true;
