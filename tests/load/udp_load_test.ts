@@ -14,8 +14,17 @@ import assert from "node:assert/strict";
 import { TEST_GATEWAY4 } from "../../src/net/tcp_test_plan.ts";
 import type { TestGuest } from "../../src/net/tcp_test_guest.ts";
 import { withDaemon } from "../net/daemon_run.ts";
-import { freeUdpPort, patternBytes, UdpPeer } from "../net/host_peers.ts";
-import { mib, openFds, PeakSampler, printFigures, residentKiB, timeUntil } from "./load_support.ts";
+import { freeUdpPort, UdpPeer } from "../net/host_peers.ts";
+import { datagram, Tally } from "./udp_pattern.ts";
+import {
+  mib,
+  openFds,
+  PeakSampler,
+  printFigures,
+  residentKiB,
+  statsDump,
+  timeUntil,
+} from "./load_support.ts";
 
 /** Datagrams sent each way. */
 const DATAGRAMS = Number(Deno.env.get("TPASST_LOAD_DATAGRAMS") ?? "20000");
@@ -27,46 +36,82 @@ const PER_TICK = 50;
 const MIN_DELIVERY = 0.98;
 /** Guest port the -u rule forwards to. */
 const GUEST_UDP_PORT = 7000;
-/** Bytes of the index at the start of each datagram. */
-const INDEX_BYTES = 4;
 /** Time the last datagrams get to arrive. */
 const DRAIN_MS = 3_000;
 
-/** Datagram `i` of stream `seed`: its index (u32 BE), then seeded bytes of a size that varies. */
-function datagram(i: number, seed: number): Uint8Array {
-  const body = patternBytes(32 + (i * 37) % 1400, seed * 1_000_003 + i);
-  const d = new Uint8Array(INDEX_BYTES + body.length);
-  new DataView(d.buffer).setUint32(0, i);
-  d.set(body, INDEX_BYTES);
-  return d;
+/** The UDP echo peer in a child process (tests/load/udp_echo_child.ts). */
+class EchoChild {
+  readonly #child: Deno.ChildProcess;
+  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #lines: AsyncIterator<string>;
+  port = 0;
+
+  constructor(count: number, seed: number) {
+    this.#child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-ffi",
+        "--allow-read",
+        new URL("./udp_echo_child.ts", import.meta.url).pathname,
+        String(count),
+        String(seed),
+      ],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    this.#writer = this.#child.stdin.getWriter();
+    this.#lines = this.#child.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(
+      new LineSplitter(),
+    )[Symbol.asyncIterator]();
+  }
+
+  /** Waits for the child's port. */
+  async ready(): Promise<void> {
+    const line = (await this.#lines.next()).value ?? "";
+    this.port = Number(/port (\d+)/.exec(line)?.[1]);
+    if (!(this.port > 0)) throw new Error(`the UDP echo child said ${JSON.stringify(line)}`);
+  }
+
+  /** What the child received so far: distinct intact datagrams, and corrupt ones. */
+  async tally(): Promise<{ received: number; corrupt: number }> {
+    await this.#writer.write(new TextEncoder().encode("\n"));
+    const line = (await this.#lines.next()).value ?? "";
+    const m = /received (\d+) corrupt (\d+)/.exec(line);
+    if (m === null) throw new Error(`the UDP echo child said ${JSON.stringify(line)}`);
+    return { received: Number(m[1]), corrupt: Number(m[2]) };
+  }
+
+  /** Ends the child. */
+  async stop(): Promise<void> {
+    await this.#writer.close().catch(() => {});
+    const timer = setTimeout(() => this.#child.kill("SIGKILL"), 5_000);
+    await this.#child.status;
+    clearTimeout(timer);
+    await this.#lines.return?.();
+  }
 }
 
-/** Counts distinct intact datagrams of stream `seed`; anything else is corrupt. */
-class Tally {
-  readonly #seen = new Uint8Array(DATAGRAMS);
-  delivered = 0;
-  duplicates = 0;
-  corrupt = 0;
-
-  constructor(readonly seed: number) {}
-
-  add(data: Uint8Array): void {
-    if (data.length < INDEX_BYTES) {
-      this.corrupt++;
-      return;
-    }
-    const i = new DataView(data.buffer, data.byteOffset).getUint32(0);
-    const want = i < DATAGRAMS ? datagram(i, this.seed) : null;
-    if (want === null || want.length !== data.length || !want.every((b, k) => data[k] === b)) {
-      this.corrupt++;
-      return;
-    }
-    if (this.#seen[i]) this.duplicates++;
-    else {
-      this.#seen[i] = 1;
-      this.delivered++;
-    }
+/** Splits text into lines. */
+class LineSplitter extends TransformStream<string, string> {
+  constructor() {
+    let rest = "";
+    super({
+      transform(chunk, out) {
+        const parts = (rest + chunk).split("\n");
+        rest = parts.pop()!;
+        for (const p of parts) out.enqueue(p);
+      },
+      flush(out) {
+        if (rest) out.enqueue(rest);
+      },
+    });
   }
+}
+
+/** The daemon's UDP counters and its frames toward the guest, from a statistics dump. */
+function daemonUdpLines(dump: string): string {
+  return dump.split("\n").filter((l) => /stats: (udp|to guest|link)/.test(l)).join("\n");
 }
 
 /** Calls `send(i)` for i = 0..DATAGRAMS-1 at {@link RATE} per second. */
@@ -95,45 +140,37 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const peer = await UdpPeer.open("127.0.0.1", true);
+    const peer = new EchoChild(DATAGRAMS, 1);
     try {
+      await peer.ready();
       await withDaemon("vhost-user", [], async (d) => {
         const g = d.guest4;
         const pid = d.process.pid;
         const guestPort = await freeUdpPort();
         const idleRss = residentKiB(pid);
         const peaks = new PeakSampler(pid);
-        const toHost = new Tally(1);
-        const echoed = new Tally(1);
-        let seenHost = 0;
+        const echoed = new Tally(DATAGRAMS, 1);
         let seenGuest = 0;
         const sendMs = await paced((i) => {
           g.sendUdp(guestPort, TEST_GATEWAY4, peer.port, datagram(i, 1));
-          if (i % 1000 === 0) {
-            for (; seenHost < peer.received.length; seenHost++) {
-              toHost.add(peer.received[seenHost].data);
-            }
-            seenGuest = takeGuestDatagrams(g, guestPort, echoed, seenGuest);
-          }
+          if (i % 1000 === 0) seenGuest = takeGuestDatagrams(g, guestPort, echoed, seenGuest);
         });
         await timeUntil(() => g.datagrams.length >= DATAGRAMS, DRAIN_MS);
-        for (; seenHost < peer.received.length; seenHost++) {
-          toHost.add(peer.received[seenHost].data);
-        }
         takeGuestDatagrams(g, guestPort, echoed, seenGuest);
+        const toHost = await peer.tally();
         peaks.stop();
+        console.log(daemonUdpLines(await statsDump(d)));
         printFigures("udp-guest-to-host-and-back", {
           sent: DATAGRAMS,
           ratePerS: RATE,
           sendMs: Math.round(sendMs),
-          hostReceived: toHost.delivered,
+          hostReceived: toHost.received,
           hostCorrupt: toHost.corrupt,
           guestReceivedEchoes: echoed.delivered,
           guestCorrupt: echoed.corrupt,
-          deliveredToHostPct: (100 * toHost.delivered) / DATAGRAMS,
-          echoesDeliveredPct: (100 * echoed.delivered) / Math.max(1, toHost.delivered),
+          deliveredToHostPct: (100 * toHost.received) / DATAGRAMS,
+          echoesDeliveredPct: (100 * echoed.delivered) / Math.max(1, toHost.received),
           fdsPeak: peaks.peakFds,
-          fdsAfter: openFds(pid),
           rssIdleMiB: mib(idleRss),
           rssPeakMiB: mib(peaks.peakRssKiB),
           rssAfterMiB: mib(residentKiB(pid)),
@@ -141,16 +178,16 @@ Deno.test({
         assert.equal(toHost.corrupt, 0, "corrupt datagrams at the host");
         assert.equal(echoed.corrupt, 0, "corrupt datagrams at the guest");
         assert.ok(
-          toHost.delivered >= DATAGRAMS * MIN_DELIVERY,
-          `guest → host: ${toHost.delivered} of ${DATAGRAMS}`,
+          toHost.received >= DATAGRAMS * MIN_DELIVERY,
+          `guest → host: ${toHost.received} of ${DATAGRAMS}`,
         );
         assert.ok(
-          echoed.delivered >= toHost.delivered * MIN_DELIVERY,
-          `host → guest (echoes): ${echoed.delivered} of ${toHost.delivered}`,
+          echoed.delivered >= toHost.received * MIN_DELIVERY,
+          `host → guest (echoes): ${echoed.delivered} of ${toHost.received}`,
         );
       });
     } finally {
-      await peer.close();
+      await peer.stop();
     }
   },
 });
@@ -168,7 +205,7 @@ Deno.test({
         const pid = d.process.pid;
         const idleRss = residentKiB(pid);
         const peaks = new PeakSampler(pid);
-        const tally = new Tally(2);
+        const tally = new Tally(DATAGRAMS, 2);
         let seen = 0;
         const sendMs = await paced((i) => {
           sender.send(datagram(i, 2), port, "127.0.0.1");
@@ -177,6 +214,7 @@ Deno.test({
         await timeUntil(() => g.datagrams.length >= DATAGRAMS, DRAIN_MS);
         takeGuestDatagrams(g, GUEST_UDP_PORT, tally, seen);
         peaks.stop();
+        console.log(daemonUdpLines(await statsDump(d)));
         printFigures("udp-host-to-guest-forward", {
           sent: DATAGRAMS,
           ratePerS: RATE,
