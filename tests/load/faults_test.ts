@@ -79,7 +79,7 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     const holder = new HostHolder({ initialBytes: 64 * 1024 });
-    const d = await DaemonGuest.start("vhost-user", [], {}, { keepRunning: true });
+    const d = await DaemonGuest.start("vhost-user", [], {}, false);
     const pid = d.process.pid;
     let poke: ReturnType<typeof setInterval> | undefined;
     try {

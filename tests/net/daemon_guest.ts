@@ -417,15 +417,6 @@ function completePartialChecksum(header: Uint8Array, frame: Uint8Array): Uint8Ar
   return frame;
 }
 
-/** How {@link DaemonGuest.start} runs the daemon. */
-export interface StartOptions {
-  /**
-   * Leave out -1: the daemon keeps running (and listening) after the front-end leaves,
-   * and {@link DaemonGuest.close} stops it with SIGTERM. Default false.
-   */
-  readonly keepRunning?: boolean;
-}
-
 /** A daemon child process with a scripted IPv4 and IPv6 guest attached to it. */
 export class DaemonGuest {
   /** The daemon process. */
@@ -441,7 +432,8 @@ export class DaemonGuest {
   readonly #dir: string;
   readonly #link: FrameLink;
   readonly #stderr: { text: string; done: Promise<void> };
-  readonly #keepRunning: boolean;
+  /** Started with -1: exits once the front-end leaves (else close() stops it with SIGTERM). */
+  #oneOff = true;
 
   private constructor(
     process: Deno.ChildProcess,
@@ -451,10 +443,8 @@ export class DaemonGuest {
     guests: [TestGuest, TestGuest],
     stderr: { text: string; done: Promise<void> },
     icmpFrames: Uint8Array[],
-    keepRunning: boolean,
   ) {
     this.process = process;
-    this.#keepRunning = keepRunning;
     this.icmpFrames = icmpFrames;
     this.#dir = dir;
     this.transport = transport;
@@ -476,16 +466,15 @@ export class DaemonGuest {
   /**
    * Starts `bin/tpasst -f -s SOCKET [--vhost-user]` with {@link BASE_ARGS} and `args`,
    * connects over `transport` (vhost-user rings set up as `vhost` says) and attaches
-   * the two guests.
+   * the two guests. With `oneOff` false, BASE_ARGS's `-1` is left out: the daemon
+   * outlives the front-end ({@link dropFrontend}).
    */
   static async start(
     transport: Transport,
     args: readonly string[] = [],
     vhost: VhostOptions = {},
-    options: StartOptions = {},
+    oneOff = true,
   ): Promise<DaemonGuest> {
-    const keepRunning = options.keepRunning ?? false;
-    const base = keepRunning ? BASE_ARGS.filter((a) => a !== "-1") : BASE_ARGS;
     const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "tpnet" });
     const sock = `${dir}/t.sock`;
     const process = new Deno.Command(TPASST, {
@@ -494,7 +483,7 @@ export class DaemonGuest {
         "-s",
         sock,
         ...(transport === "vhost-user" ? ["--vhost-user"] : []),
-        ...base,
+        ...BASE_ARGS.filter((a) => oneOff || a !== "-1"),
         ...args,
       ],
       stdin: "null",
@@ -562,16 +551,9 @@ export class DaemonGuest {
         nextTimerAt: () => Infinity,
       });
     }
-    return new DaemonGuest(
-      process,
-      dir,
-      transport,
-      l,
-      [guest4, guest6],
-      stderr,
-      icmpFrames,
-      keepRunning,
-    );
+    const d = new DaemonGuest(process, dir, transport, l, [guest4, guest6], stderr, icmpFrames);
+    d.#oneOff = oneOff;
+    return d;
   }
 
   /**
@@ -585,11 +567,7 @@ export class DaemonGuest {
     await this.#link.restartRings(downMs);
   }
 
-  /**
-   * The front-end goes away (as QEMU killed): its connection, eventfds and memory are
-   * closed and the guests stop; the daemon is left running (with
-   * {@link StartOptions.keepRunning}) until {@link close}.
-   */
+  /** The front-end goes away (as when QEMU is killed); the daemon keeps running unless one-off. */
   dropFrontend(): void {
     this.guest4.stop();
     this.guest6.stop();
@@ -602,14 +580,13 @@ export class DaemonGuest {
   }
 
   /**
-   * Disconnects; the daemon (started with -1, or sent SIGTERM with
-   * {@link StartOptions.keepRunning}) must exit by itself within 10 s, else it is killed. Returns its exit code and standard error. Safe to call once.
+   * Disconnects; the daemon (started with -1, else sent SIGTERM) must exit by itself
+   * within 10 s, else it is killed. Returns its exit code and standard error. Safe to
+   * call once.
    */
   async close(): Promise<{ code: number; stderr: string }> {
-    this.guest4.stop();
-    this.guest6.stop();
-    this.#link.close();
-    if (this.#keepRunning) {
+    this.dropFrontend();
+    if (!this.#oneOff) {
       try {
         this.process.kill("SIGTERM");
       } catch { /* exited */ }

@@ -12,18 +12,22 @@ import { DaemonGuest, type Transport, type VhostOptions } from "./daemon_guest.t
 import { waitFor } from "../cli/cli_helpers.ts";
 import { MemoryGuard } from "../../ffi/memory_guard.ts";
 
-/** Starts the daemon over `transport` with `args`, runs `body`, then closes and checks. */
+/**
+ * Starts the daemon over `transport` with `args` (exiting with the front-end unless
+ * `oneOff` is false), runs `body`, then closes and checks.
+ */
 export async function withDaemon(
   transport: Transport,
   args: readonly string[],
   body: (d: DaemonGuest) => Promise<void>,
   vhost: VhostOptions = {},
+  oneOff = true,
 ): Promise<void> {
   // the first use of the helper opens the memory guard's eventfd for the rest of the
   // process's life: open it before counting
   MemoryGuard.faultSignalFd();
   const before = ownFdCount();
-  const d = await DaemonGuest.start(transport, args, vhost);
+  const d = await DaemonGuest.start(transport, args, vhost, oneOff);
   let result: { code: number; stderr: string };
   try {
     await body(d);

@@ -48,6 +48,10 @@ export interface TcpCounters {
   noRoom: number;
   /** Guest data bytes the host socket did not take (the guest sends them again). */
   hostBackpressure: number;
+  /** Challenge ACKs sent (RFC 5961: in-window RST, SYN, ACK of unsent data). */
+  challengeAcks: number;
+  /** Challenge ACKs not sent: over the rate limit (RFC 5961 §7). */
+  challengeAcksLimited: number;
 }
 
 /** The settings a {@link TcpContext} is built from. */
@@ -64,6 +68,7 @@ export interface TcpSettings {
   readonly onTimersChanged: (() => void) | null;
   readonly verifyChecksums: boolean;
   readonly idleTimeoutMs: number;
+  readonly maxRetries: number;
 }
 
 /** The translator's shared state; see the module comment. */
@@ -82,6 +87,8 @@ export class TcpContext {
   readonly clock: () => number;
   readonly verifyChecksums: boolean;
   readonly idleTimeoutMs: number;
+  /** Timeouts in a row without an answer after which a flow is given up. */
+  readonly maxRetries: number;
   readonly counters: TcpCounters = {
     outbound: 0,
     inbound: 0,
@@ -93,6 +100,8 @@ export class TcpContext {
     retransmits: 0,
     noRoom: 0,
     hostBackpressure: 0,
+    challengeAcks: 0,
+    challengeAcksLimited: 0,
   };
   /** Every flow's deadline. */
   readonly timers = new TimerHeap();
@@ -101,6 +110,9 @@ export class TcpContext {
   /** Flows owing the guest an ACK at the end of the batch. */
   readonly ackDue: TcpFlow[] = [];
   readonly listeners = new Set<HostListener>();
+  /** Start of the current challenge ACK interval, and the ACKs sent in it (challenge_ack.ts). */
+  challengeSince = -Infinity;
+  challengeAcks = 0;
 
   // Scratch objects of the hot paths (everything runs synchronously, one at a time).
   /** The guest segment being handled. */
@@ -140,6 +152,7 @@ export class TcpContext {
     this.clock = s.clock;
     this.verifyChecksums = s.verifyChecksums;
     this.idleTimeoutMs = s.idleTimeoutMs;
+    this.maxRetries = s.maxRetries;
     this.#onTimersChanged = s.onTimersChanged;
   }
 

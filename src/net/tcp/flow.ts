@@ -28,8 +28,15 @@ export const DEFAULT_MSS_V6 = 1220;
 export const RTO_INITIAL_MS = 200;
 /** Largest retransmission timeout (RFC 6298 §2.5). */
 export const RTO_MAX_MS = 60_000;
-/** Retransmissions of one segment before the connection is given up. */
-export const MAX_RETRIES = 10;
+/**
+ * Timeouts in a row without an answer from the guest — retransmissions, SYN retries,
+ * zero-window probes, and every expiry while no link exists (the front-end is gone
+ * or its rings are stopped) — after which a flow is given up and its host socket
+ * reset. The timeouts start at {@link RTO_INITIAL_MS} and double, so the last one
+ * expires 200 ms × (2^9 − 1) = 102.2 s after the first was armed: a flow of a guest
+ * that is gone is released within two minutes (passt: 74–130 s).
+ */
+export const MAX_RETRIES = 8;
 /** Time allowed for the host connect before the guest gets a RST. */
 export const CONNECT_TIMEOUT_MS = 10_000;
 /** Idle time after which an established flow is reset both ways (passt: 2 h). */
@@ -103,6 +110,9 @@ export class TcpFlow implements FlowKey {
   roomAt = 0;
   /** The window was low when last advertised: send an update once the host socket drains. */
   windowUpdateDue = false;
+  /** Start of the flow's current challenge ACK interval, and the ACKs sent in it (challenge_ack.ts). */
+  challengeSince = -Infinity;
+  challengeAcks = 0;
 
   // ---- host → guest
   iss = 0;

@@ -31,7 +31,9 @@ import {
 } from "./flow.ts";
 import { abort, hostError, maybeFinish } from "./closing.ts";
 import { connectFailed, onHostEvents } from "./host_side.ts";
+import { sendChallengeAck } from "./challenge_ack.ts";
 import {
+  ackOut,
   DATA_NO_ROOM,
   HEADERS_V4,
   HEADERS_V6,
@@ -169,13 +171,17 @@ function established(ctx: TcpContext, f: TcpFlow, p: L4Packet, now: number): voi
   const flags = h.flags;
   const rightEdge = f.rcvWndRight;
   if (flags & TCP_RST) {
-    // RFC 5961 §3.2: exact match aborts; inside the window draws a challenge ACK.
-    if (h.seq === f.rcvNxt) abort(ctx, f, false);
-    else if (seqLe(f.rcvNxt, h.seq) && seqLt(h.seq, rightEdge)) sendAck(ctx, f);
+    // RFC 5961 §3.2: a RST exactly at RCV.NXT aborts — the ACK number we send, past the
+    // guest's FIN once it was passed on, which is where a guest that lost the flow puts
+    // its RST (RFC 9293 §3.10.7.1: SEG.ACK); one elsewhere inside the window draws a
+    // challenge ACK, rate-limited.
+    const rcvNxt = ackOut(f);
+    if (h.seq === rcvNxt) abort(ctx, f, false);
+    else if (seqLe(rcvNxt, h.seq) && seqLt(h.seq, rightEdge)) sendChallengeAck(ctx, f, now);
     return;
   }
   if (flags & TCP_SYN) {
-    sendAck(ctx, f); // RFC 5961 §4.2 challenge ACK
+    sendChallengeAck(ctx, f, now); // RFC 5961 §4.2
     return;
   }
   if (!(flags & TCP_ACK_FLAG)) return;
@@ -281,8 +287,8 @@ function processAck(
   now: number,
 ): void {
   if (seqLt(f.sndMax, ack)) {
-    // Acknowledges something never sent.
-    sendAck(ctx, f);
+    // Acknowledges something never sent: a challenge ACK (RFC 5961 §5.2), rate-limited.
+    sendChallengeAck(ctx, f, now);
     return;
   }
   const wndRight = (ack + (window << f.guestShift)) >>> 0;

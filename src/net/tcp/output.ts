@@ -322,10 +322,21 @@ export function timerArmed(f: TcpFlow): boolean {
 }
 
 /**
+ * Marks `f` as waiting for room toward the guest: the link's writable callback (the
+ * RX kick after a NoRoom) or the next link up resumes it. Its timer stays armed as
+ * well, so that a flow is never left without a wake source — e.g. when the link
+ * refused a frame without asking the guest for a kick (timers.ts looks again).
+ */
+function waitForRoom(ctx: TcpContext, f: TcpFlow, now: number): void {
+  ctx.block(f);
+  if (!timerArmed(f)) ctx.arm(f, now + f.rto);
+}
+
+/**
  * Sends what the guest's window allows from the host socket, then the FIN once the
  * host's stream ended; stops at the first of: window full, no room toward the
- * guest (the flow waits for the link), nothing more from the host (the socket's
- * next readable edge resumes it).
+ * guest (the flow waits for the link, {@link waitForRoom}), nothing more from the
+ * host (the socket's next readable edge resumes it).
  */
 export function pushToGuest(ctx: TcpContext, f: TcpFlow, now: number): void {
   if (f.state !== TcpState.Established || f.blocked || f.closed || f.conn === null) return;
@@ -335,7 +346,7 @@ export function pushToGuest(ctx: TcpContext, f: TcpFlow, now: number): void {
       if (f.finSent) return;
       const r = sendFin(ctx, f);
       if (r === SendResult.NoRoom || ctx.sender.link === null) {
-        ctx.block(f);
+        waitForRoom(ctx, f, now);
         return;
       }
       f.finSent = true;
@@ -359,7 +370,7 @@ export function pushToGuest(ctx: TcpContext, f: TcpFlow, now: number): void {
     if (window < 0) window = windowOut(ctx, f);
     const got = sendHostData(ctx, f, f.sndNxt, n, window);
     if (got === DATA_NO_ROOM) {
-      ctx.block(f);
+      waitForRoom(ctx, f, now);
       return;
     }
     if (got === DATA_WOULD_BLOCK || got === DATA_FAILED) return;

@@ -2,22 +2,18 @@
  * What each flow's one timer does when it expires (RFC 6298 backoff throughout):
  * a host connect that took too long is refused toward the guest; a SYN or SYN-ACK
  * is sent again; outstanding data goes back N from the acknowledged edge (peeked
- * again from the host socket); a zero window is probed with one byte; a closed flow
- * is forgotten after lingering. Plus the idle sweep, which resets flows quiet for
+ * again from the host socket); a zero window is probed with one byte; a flow waiting
+ * for room toward the guest looks again; a closed flow is forgotten after lingering.
+ * Every timeout without an answer counts, with or without a link: after
+ * `maxRetries` (MAX_RETRIES, about 100 s) the flow is given up, so that the host
+ * sockets of a guest that is gone are closed even while no front-end is connected. Plus the idle sweep, which resets flows quiet for
  * longer than the idle timeout.
  *
  * @module
  */
 
 import type { TcpContext } from "./context.ts";
-import {
-  CONNECT_TIMEOUT_MS,
-  MAX_RETRIES,
-  RTO_MAX_MS,
-  seqLt,
-  type TcpFlow,
-  TcpState,
-} from "./flow.ts";
+import { CONNECT_TIMEOUT_MS, RTO_MAX_MS, seqLt, type TcpFlow, TcpState } from "./flow.ts";
 import { abort, destroy, internalError } from "./closing.ts";
 import { connectFailed } from "./host_side.ts";
 import {
@@ -64,7 +60,7 @@ function expire(ctx: TcpContext, f: TcpFlow, now: number): void {
       return;
     case TcpState.SynAckSent:
     case TcpState.SynSent:
-      if (ctx.sender.link !== null && ++f.retries > MAX_RETRIES) {
+      if (++f.retries > ctx.maxRetries) {
         abort(ctx, f, f.state === TcpState.SynAckSent);
         return;
       }
@@ -73,9 +69,30 @@ function expire(ctx: TcpContext, f: TcpFlow, now: number): void {
       ctx.arm(f, now + f.rto);
       return;
     case TcpState.Established: {
+      if (ctx.sender.link === null) {
+        // No guest can answer: whatever the timer was for (retransmission, probe, or the
+        // hold armed at link down), it counts, and nothing can be sent.
+        if (++f.retries > ctx.maxRetries) {
+          ctx.log.debug(`tcp: ${ctx.name(f)} no guest link for too long, resetting`);
+          abort(ctx, f, true);
+          return;
+        }
+        f.rto = Math.min(f.rto * 2, RTO_MAX_MS);
+        ctx.arm(f, now + f.rto);
+        return;
+      }
       const outstanding = seqLt(f.sndUna, f.sndNxt) || (f.finSent && !f.finAcked);
+      if (f.blocked && !outstanding) {
+        // Waiting for room with nothing in flight, and no writable callback came: look
+        // again (a flow still without room blocks anew and re-arms, backing off).
+        f.blocked = false;
+        ctx.blocked.delete(f);
+        f.rto = Math.min(f.rto * 2, RTO_MAX_MS);
+        pushToGuest(ctx, f, now);
+        return;
+      }
       if (outstanding) {
-        if (ctx.sender.link !== null && ++f.retries > MAX_RETRIES) {
+        if (++f.retries > ctx.maxRetries) {
           ctx.log.debug(`tcp: ${ctx.name(f)} guest stopped acknowledging, resetting`);
           abort(ctx, f, true);
           return;

@@ -23,7 +23,7 @@
  *   listeners from {@link TcpTranslator.listen} turn accepted host connections into
  *   SYNs toward the guest. FIN and half-close both ways, RST both ways (a guest RST
  *   resets the host peer, a host RST resets the guest), SYN / idle timeouts; flows
- *   survive a link down / up.
+ *   survive a link down / up, and are given up after about 100 s without a link.
  *
  * @module
  */
@@ -47,6 +47,7 @@ import { TcpContext, type TcpCounters } from "./context.ts";
 import {
   DEFAULT_MAX_WINDOW,
   IDLE_TIMEOUT_MS,
+  MAX_RETRIES,
   MAX_WINDOW,
   MIN_WINDOW_CAP,
   type TcpFlow,
@@ -56,7 +57,8 @@ import { type HostListener, type HostTcp, nativeHostTcp } from "./host_socket.ts
 import { abort, destroy, internalError } from "./closing.ts";
 import { guestSegment, newOutbound } from "./guest_side.ts";
 import { startListening } from "./host_side.ts";
-import { pushToGuest, rstForPacket, sendAck } from "./output.ts";
+import { rstForPacket, sendAck } from "./output.ts";
+import { holdOnLinkDown, resumeOnLinkUp, resumeOnWritable } from "./link_events.ts";
 import { IDLE_SWEEP_MS, runTimers, sweepIdle } from "./timers.ts";
 
 export type { TcpCounters } from "./context.ts";
@@ -86,6 +88,11 @@ export interface TcpTranslatorOptions {
   verifyChecksums?: boolean;
   /** Idle timeout in ms (default 2 h). */
   idleTimeoutMs?: number;
+  /**
+   * Timeouts in a row without an answer from the guest after which a flow is given up
+   * (default {@link MAX_RETRIES}); tests shorten it.
+   */
+  maxRetries?: number;
 }
 
 /** The TCP translator: an {@link L4Handler} for protocol 6; see the module comment. */
@@ -134,6 +141,7 @@ export class TcpTranslator implements L4Handler {
       onTimersChanged: options.onTimersChanged ?? null,
       verifyChecksums: options.verifyChecksums ?? true,
       idleTimeoutMs: options.idleTimeoutMs ?? IDLE_TIMEOUT_MS,
+      maxRetries: options.maxRetries ?? MAX_RETRIES,
     });
   }
 
@@ -227,41 +235,18 @@ export class TcpTranslator implements L4Handler {
 
   /** Resumes every flow once a link is back (retransmits what was outstanding). */
   linkUp(now: number): void {
-    const ctx = this.#ctx;
-    ctx.flows.forEach((f) => {
-      if (f.state === TcpState.Established) {
-        f.blocked = false;
-        f.sndNxt = f.sndUna;
-        f.finSent = false;
-        try {
-          pushToGuest(ctx, f, now);
-          if (!f.closed) sendAck(ctx, f);
-        } catch (e) {
-          internalError(ctx, f, e);
-        }
-      }
-    });
-    ctx.blocked.clear();
+    resumeOnLinkUp(this.#ctx, now);
     this.#flushBatch();
   }
 
-  /** Nothing to do: sends find no link and flows wait. */
-  linkDown(_now: number): void {}
+  /** Sends find no link and flows wait, counting their timeouts (see link_events.ts). */
+  linkDown(now: number): void {
+    holdOnLinkDown(this.#ctx, now);
+  }
 
   /** Resumes the flows that found no room toward the guest. */
   linkWritable(now: number): void {
-    const ctx = this.#ctx;
-    const list = [...ctx.blocked];
-    ctx.blocked.clear();
-    for (const f of list) {
-      f.blocked = false;
-      if (f.closed || f.state !== TcpState.Established) continue;
-      try {
-        pushToGuest(ctx, f, now);
-      } catch (e) {
-        internalError(ctx, f, e);
-      }
-    }
+    resumeOnWritable(this.#ctx, now);
     this.#flushBatch();
   }
 

@@ -1,0 +1,73 @@
+/**
+ * What the flows do when the guest link comes and goes: on link down nothing can
+ * reach the guest, so every open flow gets a fresh timer whose expiries timers.ts
+ * counts (the flow is given up after `maxRetries` of them, about 100 s, unless the
+ * link comes back first); on link up every established flow goes back to the
+ * acknowledged edge and sends again; when the link has room again after a NoRoom
+ * (the RX kick), the flows waiting for it resume.
+ *
+ * No flow may wait without a wake source: a flow that finds no room during either
+ * pass is put back in the blocked set (`TcpContext.block`), and the link, having
+ * answered NoRoom, asks the guest for a kick and calls the writable callback on it;
+ * a blocked flow also keeps its timer armed (output.ts), in case no kick comes.
+ *
+ * @module
+ */
+
+import type { TcpContext } from "./context.ts";
+import { RTO_INITIAL_MS, TcpState } from "./flow.ts";
+import { internalError } from "./closing.ts";
+import { pushToGuest, sendAck, timerArmed } from "./output.ts";
+
+/** Resumes every flow once a link is back (retransmits what was outstanding). */
+export function resumeOnLinkUp(ctx: TcpContext, now: number): void {
+  // Emptied before the pass: a flow that finds no room again is blocked anew, and the
+  // link's writable callback (the RX kick) wakes it.
+  ctx.blocked.clear();
+  ctx.flows.forEach((f) => {
+    // A fresh link: the count of unanswered timeouts starts again.
+    f.retries = 0;
+    f.rto = RTO_INITIAL_MS;
+    if (f.state !== TcpState.Established) return;
+    f.blocked = false;
+    f.sndNxt = f.sndUna;
+    f.finSent = false;
+    if (timerArmed(f)) ctx.disarm(f); // pushToGuest arms it again for what it sends
+    try {
+      pushToGuest(ctx, f, now);
+      if (!f.closed) sendAck(ctx, f);
+    } catch (e) {
+      internalError(ctx, f, e);
+    }
+  });
+}
+
+/**
+ * The link went away: every flow past its host connect gets its timer armed afresh
+ * from the initial RTO, so that the count of unanswered timeouts, and with it the
+ * time until the flow is given up, is the same for idle and busy flows.
+ */
+export function holdOnLinkDown(ctx: TcpContext, now: number): void {
+  ctx.flows.forEach((f) => {
+    if (f.closed || f.state === TcpState.Connecting || f.state === TcpState.Closed) return;
+    f.retries = 0;
+    f.rto = RTO_INITIAL_MS;
+    ctx.arm(f, now + f.rto);
+  });
+}
+
+/** Resumes the flows that found no room toward the guest. */
+export function resumeOnWritable(ctx: TcpContext, now: number): void {
+  const list = [...ctx.blocked];
+  // Emptied before the pass: whoever blocks again is back in the set for the next call.
+  ctx.blocked.clear();
+  for (const f of list) {
+    f.blocked = false;
+    if (f.closed || f.state !== TcpState.Established) continue;
+    try {
+      pushToGuest(ctx, f, now);
+    } catch (e) {
+      internalError(ctx, f, e);
+    }
+  }
+}

@@ -1,0 +1,121 @@
+import assert from "node:assert/strict";
+import { GuestSender } from "../guest_sender.ts";
+import { TcpTranslator, type TcpTranslatorOptions } from "./translator.ts";
+import { TestGuest } from "../tcp_test_guest.ts";
+import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "../tcp_test_plan.ts";
+import { Logger } from "../../log/logger.ts";
+import { MAX_RETRIES, RTO_INITIAL_MS, RTO_MAX_MS } from "./flow.ts";
+import { openFdCount } from "../../../ffi/process.ts";
+
+/** A translator, its sender and a guest wired together. */
+function setup(opts: TcpTranslatorOptions = {}) {
+  const sender = new GuestSender(0x9a559a559a55);
+  const logger = new Logger();
+  logger.setSink(() => {});
+  const tcp = new TcpTranslator(sender, testRules(), { logger, ...opts });
+  const guest = new TestGuest(tcp, null, 4, TEST_GUEST4, TEST_GUEST6);
+  sender.setLink(guest);
+  guest.onWritable((now) => tcp.linkWritable(now));
+  const close = () => {
+    guest.stop();
+    tcp.close();
+  };
+  return { sender, tcp, guest, close };
+}
+
+/** When the last of `retries` doubling timeouts (capped at RTO_MAX_MS) expires, in ms. */
+function giveUpAfterMs(retries: number): number {
+  let total = 0;
+  for (let k = 0; k <= retries; k++) total += Math.min(RTO_INITIAL_MS * 2 ** k, RTO_MAX_MS);
+  return total;
+}
+
+/** Timeouts allowed in the test (instead of MAX_RETRIES): the flows go within seconds. */
+const TEST_RETRIES = 3;
+
+Deno.test("`MAX_RETRIES` gives a guest that answers nothing about as long as passt does (74–130 s)", () => {
+  const ms = giveUpAfterMs(MAX_RETRIES);
+  assert.ok(ms >= 74_000 && ms <= 120_000, `${ms} ms`);
+});
+
+Deno.test("`TcpTranslator` gives up every flow of a guest that is gone: the timers count without a link", async () => {
+  const { sender, tcp, guest, close } = setup({ maxRetries: TEST_RETRIES });
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (server.addr as Deno.NetAddr).port;
+  const hosts: Deno.Conn[] = [];
+  const fdsBefore = openFdCount();
+  try {
+    // Three flows: idle; half-closed by the guest; with host data the guest never took.
+    for (let i = 0; i < 3; i++) {
+      const accepted = server.accept();
+      const c = guest.connect(TEST_GATEWAY4, port);
+      await c.until(() => c.state === "established", 5000, "established");
+      hosts.push(await accepted);
+      if (i === 1) {
+        guest.close(c);
+        await c.until(() => c.finAcked, 5000, "the guest's FIN acknowledged");
+      }
+    }
+    assert.equal(tcp.flows.size, 3);
+    // The front-end dies: no link, and none comes back.
+    sender.setLink(null);
+    tcp.linkDown(performance.now());
+    const downAt = performance.now();
+    await hosts[2].write(new Uint8Array(4096).fill(7));
+    const limit = giveUpAfterMs(TEST_RETRIES) + 2000;
+    while (tcp.flows.size > 0 && performance.now() - downAt < limit) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    console.log(
+      `flows left ${tcp.flows.size} after ${(performance.now() - downAt).toFixed(0)} ms ` +
+        `(expected by ${giveUpAfterMs(TEST_RETRIES)} ms)`,
+    );
+    assert.equal(tcp.flows.size, 0, "every flow given up");
+    // Only the test's own ends of the connections are left.
+    assert.equal(
+      openFdCount(),
+      fdsBefore + hosts.length,
+      "the translator's host sockets are closed",
+    );
+    // The host peer of the idle flow sees a reset, not an orderly end.
+    const end = await hosts[0].read(new Uint8Array(16)).then((n) => n === null ? "eof" : "data")
+      .catch(() => "reset");
+    assert.equal(end, "reset");
+  } finally {
+    for (const h of hosts) {
+      try {
+        h.close();
+      } catch { /* reset */ }
+    }
+    server.close();
+    close();
+  }
+});
+
+Deno.test("`TcpTranslator` flows outlive a link outage shorter than the give-up time", async () => {
+  const { sender, tcp, guest, close } = setup({ maxRetries: TEST_RETRIES });
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (server.addr as Deno.NetAddr).port;
+  const accepted = server.accept();
+  const c = guest.connect(TEST_GATEWAY4, port);
+  await c.until(() => c.state === "established", 5000, "established");
+  const host = await accepted;
+  try {
+    for (let round = 0; round < 3; round++) {
+      sender.setLink(null);
+      tcp.linkDown(performance.now());
+      await new Promise((r) => setTimeout(r, giveUpAfterMs(TEST_RETRIES) / 2));
+      sender.setLink(guest);
+      tcp.linkUp(performance.now());
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // Three outages of half the give-up time each: the count started again each time.
+    assert.equal(tcp.flows.size, 1);
+    await host.write(new TextEncoder().encode("still here"));
+    await c.until(() => c.receivedBytes === 10, 2000, "data after the outages");
+  } finally {
+    host.close();
+    server.close();
+    close();
+  }
+});
