@@ -378,6 +378,7 @@ Deno.test({
           `the daemon answered ${perSecond} RSTs per second: a RST / ACK loop`,
         );
         await fdsBackTo(d, idleFds);
+        holder.close(); // it never reads: its connections stay open until closed here
       });
     } finally {
       holder.close();
