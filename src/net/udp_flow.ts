@@ -289,7 +289,11 @@ export class UdpTranslator implements L4Handler {
     this.#source6 = this.#sourceAddress(rules.outbound6, 16);
   }
 
-  /** Handles one datagram from the guest. */
+  /** How many flows the table holds now. */
+  flowCount(): number {
+    return this.flows.size;
+  }
+
   /**
    * The flows as plain objects, for a statistics dump (walks the table; nothing is
    * kept or counted on the datapath for it beyond per-flow byte counts).
@@ -312,6 +316,7 @@ export class UdpTranslator implements L4Handler {
     return out;
   }
 
+  /** Handles one datagram from the guest. */
   handlePacket(p: L4Packet, now: number): void {
     const u = this.#udp;
     const end = p.l4Offset + p.l4Length;

@@ -18,7 +18,6 @@ import { freeUdpPort, UdpPeer } from "../net/host_peers.ts";
 import { datagram, Tally } from "./udp_pattern.ts";
 import {
   mib,
-  openFds,
   PeakSampler,
   printFigures,
   residentKiB,
