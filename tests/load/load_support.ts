@@ -270,3 +270,21 @@ async function writeFully(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   let o = 0;
   while (o < data.length) o += await conn.write(data.subarray(o));
 }
+
+/** Issue 16: once the flows are gone, RSS back within this fraction above its idle value. */
+export const RSS_SLACK = 0.2;
+/**
+ * Time the daemon gets to give memory back once the flows are gone: closed flows
+ * linger 2 s (LINGER_MS), the flow count is sampled every second (MEMORY_CHECK_MS),
+ * then a collection runs (src/daemon/memory_release.ts).
+ */
+export const MEMORY_BACK_MS = 8_000;
+
+/**
+ * Waits until process `pid`'s anonymous resident memory (its own, not the guest
+ * memory it maps) is within {@link RSS_SLACK} of `idleKiB`.
+ * @returns the time it took in ms, or -1 when it was not back within {@link MEMORY_BACK_MS}
+ */
+export function memoryBack(pid: number, idleKiB: number): Promise<number> {
+  return timeUntil(() => anonymousKiB(pid) <= idleKiB * (1 + RSS_SLACK), MEMORY_BACK_MS, 100);
+}
