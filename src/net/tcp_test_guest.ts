@@ -753,6 +753,11 @@ export class TestGuest implements GuestLink {
           this.#sendTcp(c, TCP_SYN, c.iss, 0, null, true);
           continue;
         }
+        if (c.state === "syn-rcvd") {
+          // The ACK of our SYN-ACK was lost (or the SYN-ACK itself): send it again.
+          this.#sendTcp(c, TCP_SYN | TCP_ACK_FLAG, c.iss, c.rcvNxt, null, true);
+          continue;
+        }
         if (c.state !== "established") continue;
         // Go back to the first unacknowledged byte.
         c.sndNxt = c.sndUna;

@@ -131,8 +131,6 @@ export class VhostUserFrontend {
   #buffer = new Uint8Array(4096);
   #fill = 0;
   #bumpNext = 0;
-  /** Virtio features acknowledged by the last SET_FEATURES. */
-  #features = 0n;
   #closed = false;
 
   /** Wraps a connected stream (made nonblocking). */
@@ -284,24 +282,7 @@ export class VhostUserFrontend {
     if (protocol) features |= featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
     if (options.mtu !== undefined) features |= featureBit(VIRTIO_NET_F_MTU);
     this.send(Request.SET_FEATURES, u64Payload(features));
-    this.#features = features;
     await this.shareMemory();
-    this.#setUpRings(ringSize, kickFd, callFd);
-    this.#bumpNext = 0x10000 + 2 * ringFootprint(ringSize);
-    // a round trip makes sure everything above was processed
-    await this.requestU64(Request.GET_FEATURES);
-  }
-
-  /**
-   * Lays out both rings afresh (zeroed, indices from 0) at their fixed places in region
-   * 0 and hands them to the backend: SET_VRING_NUM, SET_VRING_BASE 0, SET_VRING_ADDR,
-   * SET_VRING_KICK, SET_VRING_CALL per ring (the order of QEMU's vhost_virtqueue_start).
-   */
-  #setUpRings(
-    ringSize: number,
-    kickFd: (i: number) => number,
-    callFd: (i: number) => number,
-  ): void {
     this.vrings = [];
     for (const i of [RX, TX]) {
       const base = 0x10000 + i * ringFootprint(ringSize);
@@ -320,29 +301,8 @@ export class VhostUserFrontend {
       this.send(Request.SET_VRING_KICK, u64Payload(i), [kickFd(i)]);
       this.send(Request.SET_VRING_CALL, u64Payload(i), [callFd(i)]);
     }
-  }
-
-  /**
-   * Stops both rings (GET_VRING_BASE each), as QEMU's vhost_dev_stop does when the
-   * guest's driver is unbound or the device is reset. The rings are gone for the
-   * backend until {@link startRings}.
-   */
-  async stopRings(): Promise<void> {
-    for (const i of [RX, TX]) await this.stopRing(i);
-  }
-
-  /**
-   * Starts fresh rings after {@link stopRings}, as QEMU's vhost_dev_start does when the
-   * driver is bound again: SET_FEATURES (the ones negotiated), the rings from index 0
-   * (see #setUpRings), then SET_VRING_ENABLE 1 per ring when protocol features are on.
-   * The tests' own eventfds serve as kick and call fds. Previous chains are forgotten.
-   */
-  async startRings(ringSize = 256): Promise<void> {
-    this.send(Request.SET_FEATURES, u64Payload(this.#features));
-    this.#setUpRings(ringSize, (i) => this.kicks[i].fd, (i) => this.calls[i].fd);
-    if (this.#features & featureBit(VHOST_USER_F_PROTOCOL_FEATURES)) {
-      for (const i of [RX, TX]) this.send(Request.SET_VRING_ENABLE, vringStatePayload(i, 1));
-    }
+    this.#bumpNext = 0x10000 + 2 * ringFootprint(ringSize);
+    // a round trip makes sure everything above was processed
     await this.requestU64(Request.GET_FEATURES);
   }
 

@@ -38,6 +38,7 @@ import {
 } from "../harness/vhost_user_frontend.ts";
 import { REGION1_GPA } from "../harness/harness_memory.ts";
 import type { HarnessUsed } from "../harness/harness_vring.ts";
+import { startRings, stopRings } from "../harness/ring_restart.ts";
 
 /** How the test talks to the daemon. */
 export type Transport = "stream" | "vhost-user";
@@ -156,8 +157,6 @@ interface FrameLink {
   send(frame: Uint8Array): void;
   /** Stops moving frames and closes the connection and its resources. */
   close(): void;
-  /** vhost-user only: stops and restarts the rings ({@link VhostLink.restartRings}). */
-  restartRings?(downMs: number): Promise<void>;
 }
 
 /** passt's stream protocol over a unix socket: each frame after a 32-bit BE length. */
@@ -247,27 +246,26 @@ class VhostLink implements FrameLink {
   readonly #rxBufferSize: number;
   readonly #txHeaderFlags: ((frame: Uint8Array) => number) | null;
   readonly #onRxFrame: ((header: Uint8Array, frame: Uint8Array) => void) | null;
-  readonly #rxBuffers: number;
-  /** The rings are stopped (a driver rebind in progress): nothing moves. */
-  #ringsStopped = false;
   #pendingTx: { frame: Uint8Array; flags: number }[] = [];
   #flushScheduled = false;
   #timer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
+  /** The rings are stopped, or the new RX ring has no buffers yet: nothing is polled. */
+  #paused = false;
+  readonly #rxBuffers: number;
 
   private constructor(
     frontend: VhostUserFrontend,
     deliver: (frame: Uint8Array) => void,
     rxBufferSize: number,
-    rxBuffers: number,
     options: VhostOptions,
   ) {
     this.frontend = frontend;
     this.#deliver = deliver;
     this.#rxBufferSize = rxBufferSize;
-    this.#rxBuffers = rxBuffers;
     this.#txHeaderFlags = options.txHeaderFlags ?? null;
     this.#onRxFrame = options.onRxFrame ?? null;
+    this.#rxBuffers = Math.min(options.rxBuffers ?? RX_BUFFERS, RX_BUFFERS);
   }
 
   /** Connects to `path`, negotiates like QEMU, posts every RX buffer. */
@@ -276,7 +274,6 @@ class VhostLink implements FrameLink {
     deliver: (frame: Uint8Array) => void,
     options: VhostOptions,
   ): Promise<VhostLink> {
-    const rxBuffers = Math.min(options.rxBuffers ?? RX_BUFFERS, RX_BUFFERS);
     const rxBufferSize = Math.min(options.rxBufferSize ?? RX_BUFFER_SIZE, RX_BUFFER_SIZE);
     const frontend = VhostUserFrontend.connect(path, { regionSize: VHOST_REGION_SIZE });
     try {
@@ -285,39 +282,37 @@ class VhostLink implements FrameLink {
       frontend.close();
       throw e;
     }
-    const link = new VhostLink(frontend, deliver, rxBufferSize, rxBuffers, options);
-    link.#fillRings();
+    const link = new VhostLink(frontend, deliver, rxBufferSize, options);
+    for (let i = 0; i < TX_SLOTS; i++) link.#freeTx.push(REGION1_GPA + i * TX_SLOT_SIZE);
+    link.postRxBuffers();
     link.#timer = setInterval(() => link.#poll(), 1);
     return link;
   }
 
-  /** Frees every TX slot and posts every RX buffer on fresh rings, then kicks RX. */
-  #fillRings(): void {
-    const f = this.frontend;
-    this.#freeTx.length = 0;
-    for (let i = 0; i < TX_SLOTS; i++) this.#freeTx.push(REGION1_GPA + i * TX_SLOT_SIZE);
+  /** Posts every RX buffer and kicks (the guest driver filling its ring); polling resumes. */
+  postRxBuffers(): void {
     for (let i = 0; i < this.#rxBuffers; i++) {
       const gpa = REGION1_GPA + RX_BASE_OFFSET + i * RX_BUFFER_SIZE;
-      f.vrings[RX].offer([{ gpa, length: this.#rxBufferSize, writable: true }]);
+      this.frontend.vrings[RX].offer([{ gpa, length: this.#rxBufferSize, writable: true }]);
     }
-    f.kicks[RX].signal();
+    this.frontend.kicks[RX].signal();
+    this.#paused = false;
+  }
+
+  /** The guest driver unbound: both rings stopped; frames in flight are lost. */
+  async stopRings(): Promise<void> {
+    this.#paused = true;
+    await stopRings(this.frontend);
   }
 
   /**
-   * Stops both rings (GET_VRING_BASE), waits `downMs`, and starts fresh ones with every
-   * RX buffer posted again, as a guest whose virtio-net driver is unbound and bound
-   * again. Guest frames sent meanwhile wait and go out on the new TX ring.
+   * The guest driver bound again: new empty rings (tests/harness/ring_restart.ts); the
+   * RX ring stays empty, and nothing is polled, until {@link postRxBuffers}.
    */
-  async restartRings(downMs: number): Promise<void> {
-    this.#ringsStopped = true;
-    try {
-      await this.frontend.stopRings();
-      await new Promise((r) => setTimeout(r, downMs));
-      await this.frontend.startRings(VHOST_RING_SIZE);
-      this.#fillRings();
-    } finally {
-      this.#ringsStopped = false;
-    }
+  async startRings(): Promise<void> {
+    await startRings(this.frontend, VHOST_RING_SIZE);
+    this.#freeTx.length = 0;
+    for (let i = 0; i < TX_SLOTS; i++) this.#freeTx.push(REGION1_GPA + i * TX_SLOT_SIZE);
   }
 
   send(frame: Uint8Array): void {
@@ -332,7 +327,7 @@ class VhostLink implements FrameLink {
 
   #flushTx(): void {
     this.#flushScheduled = false;
-    if (this.#closed || this.#ringsStopped) return;
+    if (this.#closed || this.#paused) return;
     const f = this.frontend;
     for (const used of f.vrings[TX].takeUsed()) this.#freeTx.push(used.segments[0].gpa);
     let n = 0;
@@ -358,7 +353,7 @@ class VhostLink implements FrameLink {
   }
 
   #poll(): void {
-    if (this.#closed || this.#ringsStopped) return;
+    if (this.#closed || this.#paused) return;
     const f = this.frontend;
     const used = f.vrings[RX].takeUsed();
     if (used.length > 0) {
@@ -557,14 +552,40 @@ export class DaemonGuest {
   }
 
   /**
-   * vhost-user: stops both rings, waits `downMs` and starts fresh ones, as a guest
-   * whose virtio-net driver is unbound and bound again (see VhostLink.restartRings).
+   * Over vhost-user: the guest's driver is unbound — both rings stopped. The guests'
+   * connections stay (a driver does not reset the guest's TCP stack).
+   */
+  async stopRings(): Promise<void> {
+    await this.#vhostLink().stopRings();
+  }
+
+  /**
+   * Over vhost-user: the guest's driver is bound again — new empty rings; the RX ring
+   * gets its buffers (and a kick) only from {@link postRxBuffers}.
+   */
+  async startRings(): Promise<void> {
+    await this.#vhostLink().startRings();
+  }
+
+  /** Over vhost-user: posts every RX buffer and kicks, as a guest driver starting up. */
+  postRxBuffers(): void {
+    this.#vhostLink().postRxBuffers();
+  }
+
+  /**
+   * Over vhost-user: a whole driver rebind — {@link stopRings}, `downMs` later
+   * {@link startRings}, then {@link postRxBuffers}.
    */
   async restartRings(downMs: number): Promise<void> {
-    if (this.#link.restartRings === undefined) {
-      throw new Error(`a ring restart needs vhost-user, not ${this.transport}`);
-    }
-    await this.#link.restartRings(downMs);
+    await this.stopRings();
+    await new Promise((resolve) => setTimeout(resolve, downMs));
+    await this.startRings();
+    this.postRxBuffers();
+  }
+
+  #vhostLink(): VhostLink {
+    if (!(this.#link instanceof VhostLink)) throw new Error("rings exist over vhost-user only");
+    return this.#link;
   }
 
   /** The front-end goes away (as when QEMU is killed); the daemon keeps running unless one-off. */

@@ -11,6 +11,7 @@ import type { GuestTcpConn } from "../../src/net/tcp_test_guest.ts";
 import { MAX_RETRIES, RTO_INITIAL_MS, RTO_MAX_MS } from "../../src/net/tcp/flow.ts";
 import { TRANSPORTS } from "./daemon_guest.ts";
 import { withDaemon } from "./daemon_run.ts";
+import { freeTcpPort } from "./host_peers.ts";
 
 /** Connections open when the front-end dies. */
 const OPEN_CONNECTIONS = 24;
@@ -107,4 +108,150 @@ Deno.test({
       )
     ));
   },
+});
+
+/** Connections opened at once to the forwarded port. */
+const BURST = 2000;
+/** The guest's port behind the forward. */
+const GUEST_PORT = 8080;
+/** What the guest writes on each accepted connection. */
+const GREETING = new TextEncoder().encode("hi");
+/** Longest the whole burst may take before the test calls it a hang (not a timing check). */
+const BURST_LIMIT_MS = 60_000;
+
+/** How one host client fared: connected and greeted, or how it failed. */
+type Outcome = "ok" | "refused" | "reset" | "eof" | "timeout";
+
+/** Reads `want` bytes from `conn` before `deadline`. */
+async function greeted(conn: Deno.Conn, want: number, deadline: number): Promise<Outcome> {
+  const buf = new Uint8Array(16);
+  let got = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    while (got < want) {
+      const late = new Promise<"timeout">((r) =>
+        timer = setTimeout(() => r("timeout"), Math.max(0, deadline - performance.now()))
+      );
+      const n = await Promise.race([conn.read(buf), late]);
+      clearTimeout(timer);
+      if (n === "timeout") return "timeout";
+      if (n === null) return "eof";
+      got += n;
+    }
+    return "ok";
+  } catch {
+    return "reset";
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+for (const transport of TRANSPORTS) {
+  Deno.test(
+    `bin/tpasst over ${transport}: a burst of ${BURST} connections to a fresh -t forward is accepted whole (no reset, no refusal)`,
+    async () => {
+      const port = freeTcpPort();
+      await withDaemon(transport, ["-t", `127.0.0.1/${port}:${GUEST_PORT}`], async (d) => {
+        const g = d.guest4;
+        g.listening.add(GUEST_PORT);
+        // The guest greets each connection it accepted once its handshake completed.
+        const greetedConns = new Set<GuestTcpConn>();
+        const greeter = setInterval(() => {
+          for (const a of g.accepted) {
+            if (a.state !== "established" || greetedConns.has(a)) continue;
+            greetedConns.add(a);
+            g.write(a, GREETING);
+          }
+        }, 5);
+        const clients: Deno.Conn[] = [];
+        const t0 = performance.now();
+        const deadline = t0 + BURST_LIMIT_MS;
+        try {
+          const outcomes = await Promise.all(
+            Array.from({ length: BURST }, async (): Promise<Outcome> => {
+              let conn: Deno.Conn;
+              try {
+                conn = await Deno.connect({ hostname: "127.0.0.1", port });
+              } catch {
+                return "refused";
+              }
+              clients.push(conn);
+              return await greeted(conn, GREETING.length, deadline);
+            }),
+          );
+          const count = (o: Outcome) => outcomes.filter((x) => x === o).length;
+          console.log(
+            `${transport}: ${count("ok")} of ${BURST} greeted in ` +
+              `${((performance.now() - t0) / 1000).toFixed(1)} s; refused ${count("refused")}, ` +
+              `reset ${count("reset")}, eof ${count("eof")}, timeout ${count("timeout")}`,
+          );
+          assert.equal(count("ok"), BURST);
+        } finally {
+          clearInterval(greeter);
+          for (const c of clients) {
+            try {
+              c.close();
+            } catch { /* reset */ }
+          }
+        }
+      });
+    },
+  );
+}
+
+/** Bytes the host peer writes per trickle step. */
+const TRICKLE_BYTES = 1024;
+/** Time between trickle steps (the issue's sender: 1 KiB every 0.5 s). */
+const TRICKLE_EVERY_MS = 500;
+/** How soon after the guest's RX buffers are back the trickle must flow again (the issue's bound). */
+const RESUME_LIMIT_MS = 1000;
+
+Deno.test("bin/tpasst over vhost-user: a trickling host stream keeps flowing after the guest's driver is unbound and bound again", async () => {
+  await withDaemon("vhost-user", [], async (d) => {
+    const g = d.guest4;
+    const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (server.addr as Deno.NetAddr).port;
+    const accepted = server.accept();
+    const c = g.connect(TEST_GATEWAY4, port);
+    c.discardReceived = true;
+    await c.until(() => c.state === "established", 10_000, "the handshake");
+    const host = await accepted;
+    let written = 0;
+    const chunk = new Uint8Array(TRICKLE_BYTES).fill(0x5a);
+    const trickle = setInterval(() => {
+      host.write(chunk).then((n) => (written += n)).catch(() => {});
+    }, TRICKLE_EVERY_MS);
+    try {
+      await c.until(() => c.totalReceived >= TRICKLE_BYTES, 10_000, "the first trickle");
+      // Unbound: the rings stop while the host goes on sending.
+      await d.stopRings();
+      await new Promise((r) => setTimeout(r, 2 * TRICKLE_EVERY_MS));
+      // Bound again: new empty rings; the driver posts its buffers a moment later.
+      await d.startRings();
+      await new Promise((r) => setTimeout(r, TRICKLE_EVERY_MS));
+      const target = written;
+      d.postRxBuffers();
+      const postedAt = performance.now();
+      await c.until(
+        () => c.totalReceived >= target,
+        RESUME_LIMIT_MS,
+        `the ${target} bytes written so far (got ${c.totalReceived})`,
+      );
+      const caughtUp = performance.now() - postedAt;
+      const later = written + 2 * TRICKLE_BYTES;
+      await c.until(
+        () => c.totalReceived >= later,
+        3 * TRICKLE_EVERY_MS + RESUME_LIMIT_MS,
+        `later trickles (got ${c.totalReceived} of ${later})`,
+      );
+      console.log(
+        `caught up ${target} bytes ${caughtUp.toFixed(0)} ms after the RX buffers came back; ` +
+          `${c.totalReceived} bytes in all`,
+      );
+    } finally {
+      clearInterval(trickle);
+      host.close();
+      server.close();
+    }
+  });
 });

@@ -40,9 +40,9 @@ import {
 } from "../../../ffi/tcp_socket.ts";
 import { EPOLLET, EPOLLRDHUP } from "../../../ffi/epoll.ts";
 import { EVENT_READABLE, EVENT_WRITABLE, type EventLoop } from "../../loop/event_loop.ts";
-import { RateLimitedLog } from "../../log/rate_limited_log.ts";
 import type { FrameSpace } from "../../tap/frame_transport.ts";
-import { addressBytes, addressText } from "../address.ts";
+import { addressBytes } from "../address.ts";
+import { listenBacklog, NativeHostListener } from "./host_listener.ts";
 import { requireNetPermission } from "../net_permission.ts";
 
 export { WOULD_BLOCK };
@@ -129,14 +129,8 @@ export interface HostTcp {
   ): HostListener;
 }
 
-/** Accept failures, one log line per interval. */
-const acceptLog = new RateLimitedLog("warn");
-
 /** Events a connection socket is watched for (edge-triggered). */
 const STREAM_EVENTS = (EVENT_READABLE | EVENT_WRITABLE | EPOLLRDHUP | EPOLLET) >>> 0;
-
-/** Wait before retrying an accept that failed (EMFILE...), in ms. */
-const ACCEPT_RETRY_MS = 100;
 
 /**
  * Receive and send buffer asked for each connection, as passt does where the host
@@ -304,83 +298,6 @@ function bufferSizes(): { receive: number; send: number } {
 /** Set once a kernel refused SO_PEEK_OFF on a TCP socket: peeks skip through a scratch buffer. */
 let peekOffsetMissing = false;
 
-/** A listener over a helper socket on the event loop. */
-class NativeHostListener implements HostListener {
-  readonly #socket: TcpListenSocket;
-  readonly #loop: EventLoop;
-  readonly #fd: number;
-  readonly #events: ListenerEvents;
-  readonly port: number;
-  #retry: ReturnType<typeof setTimeout> | undefined = undefined;
-  #closed = false;
-
-  constructor(socket: TcpListenSocket, loop: EventLoop, events: ListenerEvents) {
-    this.#socket = socket;
-    this.#loop = loop;
-    this.#fd = socket.fd;
-    this.#events = events;
-    try {
-      this.port = socket.localAddress().port;
-      loop.watch(this.#fd, () => this.#drain(), (EVENT_READABLE | EPOLLET) >>> 0);
-    } catch (error) {
-      this.#closed = true;
-      socket.close();
-      throw error;
-    }
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    if (this.#retry !== undefined) clearTimeout(this.#retry);
-    if (this.#loop.isWatching(this.#fd)) this.#loop.unwatch(this.#fd);
-    this.#socket.close();
-  }
-
-  #retryLater(error: unknown): void {
-    if (this.#retry !== undefined) return;
-    acceptLog.write(
-      performance.now(),
-      `tcp: cannot accept a forwarded connection (retrying): ${(error as Error).message}`,
-    );
-    this.#retry = setTimeout(() => {
-      this.#retry = undefined;
-      this.#drain();
-    }, ACCEPT_RETRY_MS);
-  }
-
-  #drain(): void {
-    while (!this.#closed) {
-      let accepted;
-      try {
-        accepted = this.#socket.accept();
-      } catch (error) {
-        // EMFILE and the like: the connection stays pending. Edge-triggered, no new
-        // edge may come for it: retry on a timer instead.
-        this.#retryLater(error);
-        return;
-      }
-      if (accepted === null) return;
-      let connection: NativeHostConnection;
-      try {
-        connection = new NativeHostConnection(accepted.socket, this.#loop);
-      } catch (error) {
-        // The loop refused the socket (closed, out of epoll watches), which closed it.
-        acceptLog.write(
-          performance.now(),
-          `tcp: cannot take a forwarded connection: ${(error as Error).message}`,
-        );
-        continue;
-      }
-      this.#events.accepted({
-        connection,
-        peerHostname: addressText(accepted.peer.address),
-        peerPort: accepted.peer.port,
-      });
-    }
-  }
-}
-
 /** Where outbound connections come from, per family (`-o`, `--outbound-if4/6`). */
 export interface OutboundSources {
   readonly address4?: string | null;
@@ -428,9 +345,10 @@ export function nativeHostTcp(loop: EventLoop, sources: OutboundSources = {}): H
         throw new Error(`Cannot listen on ${hostname}: not an IPv4 or IPv6 address`);
       }
       return new NativeHostListener(
-        TcpListenSocket.listen({ address, port }, interfaceName ?? null),
+        TcpListenSocket.listen({ address, port }, interfaceName ?? null, listenBacklog()),
         loop,
         events,
+        (socket) => new NativeHostConnection(socket, loop),
       );
     },
   };

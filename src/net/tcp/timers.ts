@@ -6,8 +6,8 @@
  * for room toward the guest looks again; a closed flow is forgotten after lingering.
  * Every timeout without an answer counts, with or without a link: after
  * `maxRetries` (MAX_RETRIES, about 100 s) the flow is given up, so that the host
- * sockets of a guest that is gone are closed even while no front-end is connected. Plus the idle sweep, which resets flows quiet for
- * longer than the idle timeout.
+ * sockets of a guest that is gone are closed even while no front-end is connected.
+ * Plus the idle sweep, which resets flows quiet for longer than the idle timeout.
  *
  * @module
  */
