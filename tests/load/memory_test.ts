@@ -2,8 +2,9 @@
  * Memory that must come back (issue 16, item 6): storms of many TCP connections held
  * open at once through the REAL daemon (vhost-user harness, scripted guest), then
  * closed; after each storm the daemon's anonymous resident memory (its own, not the
- * guest memory it maps) must return within 20 % of its value before the first one. Prints idle / peak / after figures per storm, with the V8
- * heap figures the daemon reports on SIGUSR1.
+ * guest memory it maps) must return within 20 % of its value before the first one.
+ * Prints idle / peak / after figures per storm, with the V8 heap figures the daemon
+ * reports on SIGUSR1.
  *
  * Environment: TPASST_MEM_CONNS=N connections per storm (default 2000),
  * TPASST_MEM_STORMS=N storms (default 3).
@@ -17,11 +18,14 @@ import { patternBytes } from "../net/host_peers.ts";
 import {
   anonymousKiB,
   fdKinds,
+  MEMORY_BACK_MS,
+  memoryBack,
   mib,
   openFds,
   PeakSampler,
   printFigures,
   residentKiB,
+  RSS_SLACK,
   sharedKiB,
   sleep,
   socketList,
@@ -35,14 +39,6 @@ const CONNECTIONS = Number(Deno.env.get("TPASST_MEM_CONNS") ?? "2000");
 const STORMS = Number(Deno.env.get("TPASST_MEM_STORMS") ?? "3");
 /** Bytes each connection moves each way while open. */
 const BYTES_EACH_WAY = 16 * 1024;
-/** After the flows are gone, RSS may exceed its idle value by this fraction (issue 16). */
-const RSS_SLACK = 0.2;
-/**
- * Time the daemon gets after each storm to give memory back: closed flows linger 2 s
- * (LINGER_MS), the flow count is sampled every second (MEMORY_CHECK_MS), then a
- * collection runs.
- */
-const MEMORY_BACK_MS = 8_000;
 
 /** The `stats: memory:` line of a SIGUSR1 dump. */
 async function heapLine(d: DaemonGuest): Promise<string> {
@@ -125,11 +121,7 @@ Deno.test({
           }
           peaks.stop();
           g.forgetConnections(); // the guest's own list would grow with every storm
-          const memoryBackMs = await timeUntil(
-            () => anonymousKiB(pid) <= idleAnon * (1 + RSS_SLACK),
-            MEMORY_BACK_MS,
-            100,
-          );
+          const memoryBackMs = await memoryBack(pid, idleAnon);
           const afterRss = residentKiB(pid);
           const afterAnon = anonymousKiB(pid);
           afters.push(afterAnon);
