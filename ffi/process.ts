@@ -1,6 +1,6 @@
 /**
  * Process-level helpers: daemonizing (Deno cannot fork), the open-fd count for leak
- * tests, and closing raw descriptors.
+ * tests, closing raw descriptors, and trimming the C heap.
  *
  * Daemonizing: the parent calls {@link spawnDaemon}, which starts a detached copy of
  * the running program (same executable, same command line — `deno run … main.ts args`
@@ -139,6 +139,15 @@ export function openFdCount(): number {
   const rc = helper().tp_open_fd_count();
   if (rc < 0) throw new NativeError(-rc, "open_fd_count");
   return rc;
+}
+
+/**
+ * Gives the free pages of the C heap (glibc's malloc arenas, where the runtime's
+ * native side allocates) back to the kernel: malloc_trim(0).
+ * @returns whether any memory was released
+ */
+export function trimNativeHeap(): boolean {
+  return helper().tp_malloc_trim() === 1;
 }
 
 /**

@@ -564,6 +564,10 @@ export const symbols = {
     parameters: [],
     result: "i32",
   },
+  tp_malloc_trim: {
+    parameters: [],
+    result: "i32", // 1: memory released, 0: none
+  },
   tp_readlink: {
     parameters: [
       "buffer", // const char *path (NUL-terminated)

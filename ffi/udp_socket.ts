@@ -309,6 +309,16 @@ export class UdpSocket {
     return socketLocalAddress(this.#open());
   }
 
+  /**
+   * Sets the receive and send buffer sizes (SO_RCVBUF, SO_SNDBUF; 0 leaves one as it
+   * is). The kernel caps them at net.core.rmem_max / wmem_max and doubles them.
+   * @throws NativeError
+   */
+  setBuffers(receive: number, send: number): void {
+    const rc = helper().tp_socket_set_buffers(this.#open(), receive, send);
+    if (rc < 0) throw new NativeError(-rc, `setsockopt(socket ${this.#fd}, SO_RCVBUF/SO_SNDBUF)`);
+  }
+
   /** Closes the socket; later calls do nothing. */
   close(): void {
     if (this.#fd < 0) return;

@@ -307,3 +307,52 @@ Deno.test("`UdpSocket.close()` is idempotent and a closed socket refuses use", (
     /closed/,
   );
 });
+
+/** net.core.rmem_max: what SO_RCVBUF may reach without privileges. */
+const RMEM_MAX = (() => {
+  try {
+    return Number(Deno.readTextFileSync("/proc/sys/net/core/rmem_max"));
+  } catch {
+    return 0;
+  }
+})();
+
+Deno.test({
+  name: "`UdpSocket.setBuffers()` lets the receive queue hold more datagrams than the default",
+  // the kernel caps SO_RCVBUF at rmem_max (Debian's default: 208 KiB)
+  ignore: RMEM_MAX < 4 * 1024 * 1024,
+}, async () => {
+  /** Datagrams queued unread: their memory is more than the default 208 KiB receive buffer. */
+  const count = 1000;
+  const size = 1000;
+  const queuedUnread = async (receive: number) => {
+    const receiver = UdpSocket.open(4, { address: LOOPBACK4 });
+    const sender = UdpSocket.open(4, { address: LOOPBACK4 });
+    try {
+      if (receive > 0) receiver.setBuffers(receive, 0);
+      const buffer = new Uint8Array(size * UDP_MAX_BATCH);
+      const records = new UdpMessageRecords(UDP_MAX_BATCH);
+      for (let i = 0; i < UDP_MAX_BATCH; i++) {
+        records.set(i, i * size, size, LOOPBACK4, receiver.localAddress().port);
+      }
+      for (let sent = 0; sent < count; sent += UDP_MAX_BATCH) {
+        sender.sendBatch(buffer, records, Math.min(UDP_MAX_BATCH, count - sent));
+      }
+      const slots = new Uint8Array(SLOT_SIZE * UDP_MAX_BATCH);
+      let got = 0;
+      await sleep(20);
+      for (;;) {
+        const n = receiver.receiveBatch(slots, SLOT_SIZE, records);
+        if (n === WOULD_BLOCK) return got;
+        got += n;
+      }
+    } finally {
+      receiver.close();
+      sender.close();
+    }
+  };
+  const defaults = await queuedUnread(0);
+  const larger = await queuedUnread(4 * 1024 * 1024);
+  assert.ok(defaults < count, `the default buffer held all ${count}: the test proves nothing`);
+  assert.equal(larger, count, `a 4 MiB receive buffer held ${larger} of ${count}`);
+});

@@ -1,10 +1,12 @@
 /*
  * memory.c - shared mappings of guest memory and memfd creation (the test
- * harnesses use a memfd as guest memory, as QEMU does with memory-backend-memfd).
+ * harnesses use a memfd as guest memory, as QEMU does with memory-backend-memfd),
+ * and giving the C heap's free memory back to the kernel.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -133,4 +135,17 @@ int32_t tp_atomic_or_u8(void *addr, uint32_t offset, uint32_t mask)
 {
 	__atomic_fetch_or((uint8_t *)addr + offset, (uint8_t)mask, __ATOMIC_SEQ_CST);
 	return 0;
+}
+
+/*
+ * tp_malloc_trim() - give the free memory of every malloc arena back to the kernel.
+ *
+ * glibc keeps what the runtime's native side freed (after a burst of connections)
+ * in its arenas; malloc_trim(0) releases the whole free pages of each one.
+ *
+ * Return: 1 when memory was released, 0 when there was none to release.
+ */
+int32_t tp_malloc_trim(void)
+{
+	return malloc_trim(0) ? 1 : 0;
 }

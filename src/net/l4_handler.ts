@@ -79,6 +79,8 @@ export interface L4Handler {
    * @param now the clock's current time, for ages
    */
   describeFlows?(now: number): FlowInfo[];
+  /** How many flows the handler holds now (cheap: a table's size). */
+  flowCount?(): number;
   /**
    * Handles one packet from the guest. May throw: the stack catches, counts and logs
    * (rate-limited), but a handler should validate instead.

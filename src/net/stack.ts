@@ -217,6 +217,13 @@ export class NetworkStack implements FrameHandler {
     return flows;
   }
 
+  /** How many TCP and UDP flows the translators hold now (cheap: the tables' sizes). */
+  flowCount(): number {
+    let n = 0;
+    for (const handler of this.#l4.values()) n += handler.flowCount?.() ?? 0;
+    return n;
+  }
+
   /** Each translator's counters by protocol name ("tcp", "udp"), for statistics. */
   protocolCounters(): Record<string, object> {
     const out: Record<string, object> = {};

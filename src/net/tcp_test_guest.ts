@@ -212,6 +212,16 @@ export class TestGuest implements GuestLink {
   recordHeaders = false;
   /** When true, sendFrame answers NoRoom (the RX ring is full). */
   noRoom = false;
+  /**
+   * Answer every segment for no known connection with a RST, as a guest kernel that
+   * lost its connections does (RFC 9293 §3.10.7.1): `seq` = the segment's ACK number
+   * (plus {@link resetSeqOffset}), or RST+ACK from 0 when the segment has no ACK.
+   */
+  resetUnknown = false;
+  /** Added to the sequence number of the RSTs {@link resetUnknown} sends (0: as a kernel). */
+  resetSeqOffset = 0;
+  /** RSTs sent by {@link resetUnknown}, one per segment answered. */
+  resetsSent = 0;
   /** Silently lose every Nth frame toward the guest (0 = none). */
   loseToGuestEvery = 0;
   /** Silently lose every Nth TCP segment from the guest (0 = none). */
@@ -391,6 +401,16 @@ export class TestGuest implements GuestLink {
     this.#sendTcp(c, TCP_RST | TCP_ACK_FLAG, c.sndNxt, c.rcvNxt, null, false);
     c.state = "closed";
     this.#end();
+  }
+
+  /**
+   * Forgets every connection without a word to the peer, as a rebooted guest: their
+   * segments then count as for no connection (see {@link resetUnknown}).
+   */
+  forgetConnections(): void {
+    for (const c of this.conns) c.state = "closed";
+    this.conns.length = 0;
+    this.accepted.length = 0;
   }
 
   /** Sends a hand-made TCP segment (hardening tests). */
@@ -590,6 +610,7 @@ export class TestGuest implements GuestLink {
         return;
       }
       if (h.flags & TCP_RST) this.rsts++;
+      else if (this.resetUnknown) this.#answerWithReset(h, src4, src6);
       return;
     }
     touched.add(c);
@@ -679,6 +700,26 @@ export class TestGuest implements GuestLink {
       }
       c.needAck = true;
     }
+  }
+
+  /** The RST a kernel sends for segment `h` of no connection (RFC 9293 §3.10.7.1). */
+  #answerWithReset(h: TcpHeader, src4: number, src6: Uint8Array | null): void {
+    const withAck = (h.flags & TCP_ACK_FLAG) !== 0;
+    const length = h.payloadLength + ((h.flags & TCP_SYN) ? 1 : 0) + ((h.flags & TCP_FIN) ? 1 : 0);
+    this.resetsSent++;
+    this.#emitTcp(
+      {
+        srcPort: h.dstPort,
+        dstPort: h.srcPort,
+        seq: withAck ? (h.ack + this.resetSeqOffset) >>> 0 : 0,
+        ack: withAck ? 0 : (h.seq + length) >>> 0,
+        flags: withAck ? TCP_RST : TCP_RST | TCP_ACK_FLAG,
+        window: 0,
+      },
+      src4,
+      src6,
+      null,
+    );
   }
 
   #dropAcked(c: GuestTcpConn, n: number): void {

@@ -16,7 +16,8 @@
  *   or the inbound translation). A readable socket is read with recvmmsg, a batch at
  *   a time; the link is flushed once per batch. When the link has no room, the rest
  *   of the batch is kept and no socket is read (datagrams wait in the kernel) until
- *   the link's writable callback: nothing the guest can take is dropped.
+ *   the link's writable callback: nothing the guest can take is dropped. Each socket
+ *   asks for a receive queue of 4 MiB (capped by net.core.rmem_max) to hold them.
  * - `--allow-net` decides every destination: before the first datagram of a flow
  *   toward the host, Deno's permission for that address and port is asked once (the
  *   answer stays with the flow); a listener is opened only where it is granted.
@@ -77,6 +78,13 @@ const RX_SLOTS = 32;
  * so that a longer datagram shows up as truncated and is dropped.
  */
 const RX_SLOT_SIZE = 65536;
+/**
+ * SO_RCVBUF asked for every host socket (the kernel caps it at net.core.rmem_max, as
+ * passt's 4 MiB RCVBUF_BIG): datagrams toward the guest wait in the kernel while the
+ * daemon is busy or the guest's RX ring is full, and a queue of the default 208 KiB
+ * overflowed at 10,000 datagrams per second (issue 16).
+ */
+const HOST_RECEIVE_BUFFER = 4 * 1024 * 1024;
 /** recvmmsg batches read from one socket per readiness event before others get a turn. */
 const MAX_READ_ROUNDS = 4;
 /**
@@ -304,7 +312,11 @@ export class UdpTranslator implements L4Handler {
     this.#source6 = this.#sourceAddress(rules.outbound6, 16);
   }
 
-  /** Handles one datagram from the guest. */
+  /** How many flows the table holds now. */
+  flowCount(): number {
+    return this.flows.size;
+  }
+
   /**
    * The flows as plain objects, for a statistics dump (walks the table; nothing is
    * kept or counted on the datapath for it beyond per-flow byte counts).
@@ -327,6 +339,7 @@ export class UdpTranslator implements L4Handler {
     return out;
   }
 
+  /** Handles one datagram from the guest. */
   handlePacket(p: L4Packet, now: number): void {
     const u = this.#udp;
     const end = p.l4Offset + p.l4Length;
@@ -648,7 +661,10 @@ export class UdpTranslator implements L4Handler {
     return hs;
   }
 
-  /** Wraps `socket` and watches it for datagrams; closes it if it cannot be watched. */
+  /**
+   * Wraps `socket`, gives it a large receive queue and watches it for datagrams;
+   * closes it if it cannot be watched.
+   */
   #adopt(
     socket: UdpSocket,
     role: Role,
@@ -657,6 +673,14 @@ export class UdpTranslator implements L4Handler {
     target: GuestTarget | null = null,
   ): HostSocket {
     const hs = new HostSocket(socket, role, key, guestPort, target);
+    try {
+      socket.setBuffers(HOST_RECEIVE_BUFFER, 0);
+    } catch (error) {
+      this.#errLog.write(
+        this.#clock(),
+        `udp: cannot enlarge a socket's receive buffer: ${(error as Error).message}`,
+      );
+    }
     try {
       this.#watcherForSockets().watch(
         hs.fd,

@@ -680,6 +680,17 @@ export class DaemonGuest {
     this.#vhostLink().postRxBuffers();
   }
 
+  /**
+   * Over vhost-user: a whole driver rebind — {@link stopRings}, `downMs` later
+   * {@link startRings}, then {@link postRxBuffers}.
+   */
+  async restartRings(downMs: number): Promise<void> {
+    await this.stopRings();
+    await new Promise((resolve) => setTimeout(resolve, downMs));
+    await this.startRings();
+    this.postRxBuffers();
+  }
+
   #vhostLink(): VhostLink {
     if (!(this.#link instanceof VhostLink)) throw new Error("rings exist over vhost-user only");
     return this.#link;

@@ -308,8 +308,13 @@ function processAck(
   const acked = seqDiff(ack, f.sndUna);
   if (acked > 0) {
     let dataAcked = acked;
-    if (f.finSent && ack === ((f.dataEnd + 1) >>> 0)) {
+    // The FIN is acknowledged even when a timeout or fast retransmit has taken it back
+    // (finSent cleared, sndNxt at the data) since it went out: only a FIN sent makes
+    // dataEnd + 1 acceptable (ack <= sndMax above). Counted as data, it would leave
+    // the flow waiting for an ACK of a FIN it never sends again.
+    if (f.hostEof && ack === ((f.dataEnd + 1) >>> 0)) {
       f.finAcked = true;
+      f.finSent = true;
       dataAcked = acked - 1;
     }
     if (dataAcked > 0) f.bytesToGuest += dataAcked;

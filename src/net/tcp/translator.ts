@@ -168,6 +168,11 @@ export class TcpTranslator implements L4Handler {
     return this.#ctx.counters;
   }
 
+  /** How many flows the table holds now. */
+  flowCount(): number {
+    return this.#ctx.flows.size;
+  }
+
   /**
    * The flows as plain objects, for a statistics dump (walks the table; nothing is
    * kept or counted on the datapath for it).

@@ -1,0 +1,51 @@
+import assert from "node:assert/strict";
+import { GuestSender } from "../guest_sender.ts";
+import { TcpTranslator } from "./translator.ts";
+import { TestGuest } from "../tcp_test_guest.ts";
+import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "../tcp_test_plan.ts";
+import { Logger } from "../../log/logger.ts";
+import { RTO_INITIAL_MS } from "./flow.ts";
+
+Deno.test("`TcpTranslator` takes an ACK of its FIN that arrives after a timeout took the FIN back", async () => {
+  const sender = new GuestSender(0x9a559a559a55);
+  const logger = new Logger();
+  logger.setSink(() => {});
+  const tcp = new TcpTranslator(sender, testRules(), { logger });
+  const guest = new TestGuest(tcp, null, 4, TEST_GUEST4, TEST_GUEST6);
+  sender.setLink(guest);
+  guest.onWritable((now) => tcp.linkWritable(now));
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const accepted = server.accept();
+    const c = guest.connect(TEST_GATEWAY4, (server.addr as Deno.NetAddr).port);
+    await c.until(() => c.state === "established", 5000, "established");
+    const host = await accepted;
+    // The guest takes the host's data and FIN, but its ACKs are lost on the way.
+    guest.loseFromGuestEvery = 1;
+    await host.write(new TextEncoder().encode("0123456789"));
+    host.closeWrite();
+    await c.until(() => c.eof, 5000, "the host's FIN");
+    // The RX ring fills: the retransmission timeout goes back to the first unacknowledged
+    // byte and cannot send again.
+    guest.noRoom = true;
+    await new Promise((r) => setTimeout(r, 3 * RTO_INITIAL_MS));
+    // The guest's ACK of the FIN gets through, then the ring has room again.
+    guest.loseFromGuestEvery = 0;
+    guest.sendAck(c);
+    guest.makeRoom();
+    // The guest closes too: both FINs are acknowledged, the flow ends.
+    guest.close(c);
+    await c.until(() => c.finAcked, 5000, "the guest's FIN acknowledged");
+    const deadline = performance.now() + 5000;
+    while (tcp.flows.size > 0 && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(tcp.flows.size, 0, `the flow stayed: ${JSON.stringify(tcp.describeFlows(0))}`);
+    assert.equal(c.totalReceived, 10, "the data once, nothing past the FIN");
+    host.close();
+  } finally {
+    server.close();
+    guest.stop();
+    tcp.close();
+  }
+});

@@ -1,0 +1,209 @@
+/**
+ * TCP load through the REAL daemon over vhost-user (the TypeScript front-end harness
+ * with the scripted guest): many concurrent connections each way at once — the guest
+ * to a host echo server via the gateway, host clients to the guest through a `-t`
+ * forward — every byte checked against its seeded pattern, ok and bad connections
+ * counted; and an inbound burst of connections to a forward on a fresh daemon, none
+ * of which may be reset. Each test prints its figures (`load figures:` lines) and
+ * checks the daemon's fds and memory after the flows are gone.
+ *
+ * Environment: TPASST_LOAD_CONNS=N connections each way (default 500),
+ * TPASST_LOAD_BURST=N connections in the inbound burst (default 1000).
+ */
+
+import assert from "node:assert/strict";
+import { TEST_GATEWAY4 } from "../../src/net/tcp_test_plan.ts";
+import type { GuestTcpConn } from "../../src/net/tcp_test_guest.ts";
+import { fdsBackTo, withDaemon } from "../net/daemon_run.ts";
+import { freeTcpPort, patternBytes, readAll, TcpEchoServer, writeAll } from "../net/host_peers.ts";
+import {
+  anonymousKiB,
+  fdKinds,
+  guestEcho,
+  memoryBack,
+  mib,
+  openFds,
+  PeakSampler,
+  printFigures,
+  residentKiB,
+  sleep,
+  socketList,
+  statsDump,
+  timeUntil,
+} from "./load_support.ts";
+
+/** Concurrent connections each way. */
+const CONNECTIONS = Number(Deno.env.get("TPASST_LOAD_CONNS") ?? "500");
+/** Connections of the inbound burst. */
+const BURST = Number(Deno.env.get("TPASST_LOAD_BURST") ?? "2000");
+/** Guest port the -t rule forwards to. */
+const GUEST_PORT = 8080;
+/** Time allowed for all the connections of one test to finish. */
+const LOAD_TIMEOUT_MS = 60_000;
+
+/** Payload of connection `i` in direction `seed` (distinct sizes, seeded bytes). */
+function payload(i: number, seed: number): Uint8Array {
+  return patternBytes(4096 + 97 * (i % 200), seed * 100_003 + i);
+}
+
+/** Whether `got` is exactly `want`. */
+function same(got: Uint8Array, want: Uint8Array): boolean {
+  if (got.length !== want.length) return false;
+  for (let i = 0; i < got.length; i++) if (got[i] !== want[i]) return false;
+  return true;
+}
+
+Deno.test({
+  name: `load: ${CONNECTIONS} TCP connections each way at once, every byte checked`,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const echo = new TcpEchoServer();
+    const port = freeTcpPort();
+    try {
+      await withDaemon("vhost-user", ["-t", `127.0.0.1/${port}:${GUEST_PORT}`], async (d) => {
+        const g = d.guest4;
+        const pid = d.process.pid;
+        g.listening.add(GUEST_PORT);
+        const stopEcho = guestEcho(g);
+        await sleep(200);
+        const idleFds = openFds(pid);
+        const idleRss = residentKiB(pid);
+        const idleAnon = anonymousKiB(pid);
+        const peaks = new PeakSampler(pid);
+        const t0 = performance.now();
+        // guest → host: echo via the gateway
+        const outbound = Array.from({ length: CONNECTIONS }, async (_, i) => {
+          const data = payload(i, 1);
+          const c: GuestTcpConn = g.connect(TEST_GATEWAY4, echo.port);
+          try {
+            await c.until(() => c.state === "established" || c.gotRst, LOAD_TIMEOUT_MS, "SYN");
+            if (c.gotRst) return false;
+            g.write(c, data);
+            g.close(c);
+            await c.until(() => c.eof || c.gotRst, LOAD_TIMEOUT_MS, "the echo");
+            return !c.gotRst && same(c.takeReceived(), data);
+          } catch {
+            return false;
+          }
+        });
+        // host → guest: clients on the forward, echoed by the guest
+        const inbound = Array.from({ length: CONNECTIONS }, async (_, i) => {
+          const data = payload(i, 2);
+          let conn: Deno.TcpConn | null = null;
+          try {
+            conn = await Deno.connect({ hostname: "127.0.0.1", port });
+            await writeAll(conn, data);
+            await conn.closeWrite();
+            return same(await readAll(conn), data);
+          } catch {
+            return false;
+          } finally {
+            conn?.close();
+          }
+        });
+        const [out, into] = await Promise.all([Promise.all(outbound), Promise.all(inbound)]);
+        const loadMs = performance.now() - t0;
+        stopEcho();
+        const okOut = out.filter((x) => x).length;
+        const okIn = into.filter((x) => x).length;
+        // every guest FIN acknowledged, then the daemon's sockets must be gone
+        const releaseMs = await timeUntil(() => openFds(pid) <= idleFds, 30_000);
+        if (releaseMs < 0) console.log(await statsDump(d), await socketList(pid), fdKinds(pid));
+        peaks.stop();
+        const memoryBackMs = await memoryBack(pid, idleAnon);
+        printFigures("tcp-both-ways", {
+          connections: CONNECTIONS,
+          guestToHostOk: okOut,
+          guestToHostBad: CONNECTIONS - okOut,
+          hostToGuestOk: okIn,
+          hostToGuestBad: CONNECTIONS - okIn,
+          loadMs: Math.round(loadMs),
+          fdsIdle: idleFds,
+          fdsPeak: peaks.peakFds,
+          fdsAfter: openFds(pid),
+          releaseMs: Math.round(releaseMs),
+          rssIdleMiB: mib(idleRss),
+          rssPeakMiB: mib(peaks.peakRssKiB),
+          rssAfterMiB: mib(residentKiB(pid)),
+          anonIdleMiB: mib(idleAnon),
+          anonPeakMiB: mib(peaks.peakAnonKiB),
+          anonAfterMiB: mib(anonymousKiB(pid)),
+          memoryBackMs: Math.round(memoryBackMs),
+        });
+        assert.equal(okOut, CONNECTIONS, "guest → host connections with every byte back");
+        assert.equal(okIn, CONNECTIONS, "host → guest connections with every byte back");
+        assert.deepEqual(echo.errors, []);
+        await fdsBackTo(d, idleFds);
+        assert.ok(memoryBackMs >= 0, `anonymous RSS not back within 20 % of idle`);
+      });
+    } finally {
+      await echo.close();
+    }
+  },
+});
+
+Deno.test({
+  name: `load: an inbound burst of ${BURST} connections to a forward, none reset`,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const port = freeTcpPort();
+    await withDaemon("vhost-user", ["-t", `127.0.0.1/${port}:${GUEST_PORT}`], async (d) => {
+      const g = d.guest4;
+      const pid = d.process.pid;
+      g.listening.add(GUEST_PORT);
+      const stopEcho = guestEcho(g);
+      const idleFds = openFds(pid);
+      const idleRss = residentKiB(pid);
+      const idleAnon = anonymousKiB(pid);
+      const peaks = new PeakSampler(pid);
+      const errors = new Map<string, number>();
+      const t0 = performance.now();
+      const results = await Promise.all(Array.from({ length: BURST }, async (_, i) => {
+        const data = payload(i, 3).subarray(0, 64);
+        let conn: Deno.TcpConn | null = null;
+        try {
+          conn = await Deno.connect({ hostname: "127.0.0.1", port });
+          await writeAll(conn, data);
+          await conn.closeWrite();
+          return same(await readAll(conn), data);
+        } catch (e) {
+          const name = e instanceof Error ? e.name : String(e);
+          errors.set(name, (errors.get(name) ?? 0) + 1);
+          return false;
+        } finally {
+          conn?.close();
+        }
+      }));
+      const burstMs = performance.now() - t0;
+      stopEcho();
+      const ok = results.filter((x) => x).length;
+      const releaseMs = await timeUntil(() => openFds(pid) <= idleFds, 30_000);
+      if (releaseMs < 0) console.log(await statsDump(d), await socketList(pid), fdKinds(pid));
+      peaks.stop();
+      const memoryBackMs = await memoryBack(pid, idleAnon);
+      printFigures("tcp-inbound-burst", {
+        connections: BURST,
+        ok,
+        bad: BURST - ok,
+        errors: [...errors].map(([k, v]) => `${k}:${v}`).join(",") || "none",
+        burstMs: Math.round(burstMs),
+        fdsIdle: idleFds,
+        fdsPeak: peaks.peakFds,
+        fdsAfter: openFds(pid),
+        releaseMs: Math.round(releaseMs),
+        rssIdleMiB: mib(idleRss),
+        rssPeakMiB: mib(peaks.peakRssKiB),
+        rssAfterMiB: mib(residentKiB(pid)),
+        anonIdleMiB: mib(idleAnon),
+        anonPeakMiB: mib(peaks.peakAnonKiB),
+        anonAfterMiB: mib(anonymousKiB(pid)),
+        memoryBackMs: Math.round(memoryBackMs),
+      });
+      assert.equal(ok, BURST, `connections reset or failed: ${[...errors]}`);
+      await fdsBackTo(d, idleFds);
+      assert.ok(memoryBackMs >= 0, `anonymous RSS not back within 20 % of idle`);
+    });
+  },
+});
