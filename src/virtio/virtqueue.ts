@@ -10,9 +10,25 @@
  * chain's capacity (views). A malformed chain is returned to the guest with used
  * length 0 and one rate-limited log line.
  *
- * Work is bounded per turn of the event loop, in descriptors walked: chains may
- * share descriptors (every head may start the same long chain or name the same
- * indirect table), so a ring of `size` heads can make `size`² descriptors. Each turn
+ * Chains the driver has made available must not share descriptors: a driver places
+ * each buffer into *free* descriptors (virtio 1.2 §2.7.13, step 1, "The driver places
+ * the buffer into free descriptor(s) in the descriptor table"), and once the available
+ * index exposes a chain "the device MAY access the descriptor chains the driver
+ * created and the memory they refer to" (§2.7.13.3) until it returns them through the
+ * used ring, "where the device returns buffers once it is done with them" (§2.7.8).
+ * So between two publishes of the used index (see {@link SplitVirtqueue.publish}) no
+ * descriptor may be reached by two chains: each descriptor index is stamped with the
+ * id of the chain that walked it, and a chain that reaches a descriptor stamped by
+ * another chain since the last publish is malformed (walking it stops there). Indirect
+ * tables of more than {@link SHARED_TABLE_CHECK_MIN_ENTRIES} entries are checked
+ * alike by their guest address range. Without this, every head could start the same
+ * long chain or name the same indirect table, and a ring of `size` heads would make
+ * `size`² descriptors; a chain revisiting its own descriptors (a loop) is left to the
+ * chain length rule.
+ *
+ * Work is bounded per turn of the event loop, in descriptors walked: small indirect
+ * tables may still be shared, and chains popped in an earlier window are not
+ * remembered. Each turn
  * the caller opens with {@link SplitVirtqueue.beginTurn} may walk
  * {@link TURN_DESCRIPTOR_BUDGET} descriptors, plus the rest of the chain that
  * crosses the limit; then pop() returns false with chains still available
@@ -95,6 +111,21 @@ export const MALFORMED_RUN_LIMIT = 64;
  */
 export const MALFORMED_RUN_DESCRIPTOR_LIMIT = 2 * TURN_DESCRIPTOR_BUDGET;
 
+/**
+ * Indirect tables with more entries than this are checked for overlap with the tables
+ * of other chains made available since the last publish (virtio 1.2 §2.7.13: a buffer
+ * goes into free descriptors, and a table's entries are descriptors). Smaller tables
+ * are not: sharing one costs at most this many descriptors per head, no more than a
+ * chain of that length, and Linux's tables stay below it (at most MAX_SKB_FRAGS + 2
+ * = 19 entries), so the common path never touches the sorted range set. The threshold
+ * also bounds that set: each entry costs more than this many descriptors walked, so
+ * a turn adds at most {@link TURN_DESCRIPTOR_BUDGET} / 33 ranges to it.
+ */
+export const SHARED_TABLE_CHECK_MIN_ENTRIES = 32;
+
+/** Chain ids are stamped in a Uint32Array; past this they restart (the stamps are cleared). */
+const CHAIN_ID_LIMIT = 0xffff_ffff;
+
 /** Options of a {@link SplitVirtqueue}. */
 export interface VirtqueueOptions {
   /** Name used in log lines, e.g. "RX" or "TX". */
@@ -119,6 +150,8 @@ const Fault = {
   IndirectNotFirst: 9,
   IndirectBadLength: 10,
   TooManyViews: 11,
+  SharedDescriptor: 12,
+  SharedTable: 13,
 } as const;
 type Fault = typeof Fault[keyof typeof Fault];
 
@@ -178,6 +211,23 @@ export class SplitVirtqueue {
   #walked = 0;
   /** The current turn ends once {@link #walked} reaches this. */
   #turnEnd = TURN_DESCRIPTOR_BUDGET;
+  /**
+   * Per descriptor index: the id of the last chain that walked it. Ids from
+   * {@link #windowFirstId} on belong to chains walked since the last publish.
+   */
+  readonly #owner: Uint32Array;
+  /** Id of the chain walked last (each walk takes the next one). */
+  #chainId = 0;
+  /** The first chain id walked since the used index was last published. */
+  #windowFirstId = 1;
+  /**
+   * Guest address ranges [start, end) of the large indirect tables walked since the
+   * last publish, sorted and disjoint, with the id of the chain that walked each.
+   */
+  #tableStarts = new Float64Array(64);
+  #tableEnds = new Float64Array(64);
+  #tableOwners = new Uint32Array(64);
+  #tableCount = 0;
 
   // Details of the last fault, formatted only when a line is written.
   #fault: Fault = Fault.None;
@@ -247,6 +297,7 @@ export class SplitVirtqueue {
     this.#lastAvail = ring.lastAvailIndex & 0xffff;
     this.#knownAvail = this.#lastAvail;
     this.#usedIdx = this.#used.getUint16(USED_IDX, true);
+    this.#owner = new Uint32Array(size);
   }
 
   /**
@@ -409,6 +460,68 @@ export class SplitVirtqueue {
    */
   unpop(count: number): void {
     this.#lastAvail = (this.#lastAvail - count) & 0xffff;
+    // Those chains were the last `count` walked: their next walks take the same ids
+    // again, so their own stamps are not taken for another chain's.
+    this.#chainId = Math.max(this.#windowFirstId - 1, this.#chainId - count);
+  }
+
+  /** Starts a new window of chain ids: what was walked before no longer counts as shared. */
+  #openWindow(): void {
+    this.#windowFirstId = this.#chainId + 1;
+    this.#tableCount = 0;
+  }
+
+  /** Clears every stamp and starts the chain ids from 1 again (after 2³² − 1 chains). */
+  #restartChainIds(): void {
+    this.#owner.fill(0);
+    this.#chainId = 0;
+    this.#openWindow();
+  }
+
+  /**
+   * Records the indirect table [start, end) for chain `id`; false when it overlaps a
+   * table another chain walked since the last publish (the same chain walking it
+   * again after unpop() is not an overlap).
+   */
+  #claimTable(start: number, end: number, id: number): boolean {
+    const starts = this.#tableStarts;
+    const ends = this.#tableEnds;
+    const count = this.#tableCount;
+    // The ranges are disjoint and sorted, so their ends are sorted too: find the
+    // first range that ends after `start`; only it can overlap [start, end).
+    let low = 0;
+    let high = count;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if (ends[middle] <= start) low = middle + 1;
+      else high = middle;
+    }
+    if (low < count && starts[low] < end) {
+      return this.#tableOwners[low] === id && starts[low] === start && ends[low] === end;
+    }
+    if (count === starts.length) this.#growTables();
+    const s = this.#tableStarts, e = this.#tableEnds, o = this.#tableOwners;
+    s.copyWithin(low + 1, low, count);
+    e.copyWithin(low + 1, low, count);
+    o.copyWithin(low + 1, low, count);
+    s[low] = start;
+    e[low] = end;
+    o[low] = id;
+    this.#tableCount = count + 1;
+    return true;
+  }
+
+  #growTables(): void {
+    const length = this.#tableStarts.length * 2;
+    const starts = new Float64Array(length);
+    const ends = new Float64Array(length);
+    const owners = new Uint32Array(length);
+    starts.set(this.#tableStarts);
+    ends.set(this.#tableEnds);
+    owners.set(this.#tableOwners);
+    this.#tableStarts = starts;
+    this.#tableEnds = ends;
+    this.#tableOwners = owners;
   }
 
   /**
@@ -417,6 +530,10 @@ export class SplitVirtqueue {
    */
   #walk(chain: DescriptorChain, head: number): Fault {
     chain.reset(head);
+    if (this.#chainId === CHAIN_ID_LIMIT) this.#restartChainIds();
+    const id = ++this.#chainId;
+    const owner = this.#owner;
+    const windowFirstId = this.#windowFirstId;
     const memory = this.#memory;
     const buffers = chain.buffers;
     const capacity = buffers.length;
@@ -436,6 +553,12 @@ export class SplitVirtqueue {
       this.#walked++;
       let addrLow: number, addrHigh: number, len: number, flags: number, next: number;
       if (table === null) {
+        // Reached by another chain since the last publish: the driver shares it.
+        const stamp = owner[index];
+        if (stamp >= windowFirstId && stamp !== id) {
+          return this.#setFault(Fault.SharedDescriptor, index, 0, 0, 0);
+        }
+        owner[index] = id;
         const at = index * DESC_SIZE;
         addrLow = desc.getUint32(at + DESC_ADDR_LOW, true);
         addrHigh = desc.getUint32(at + DESC_ADDR_HIGH, true);
@@ -467,8 +590,14 @@ export class SplitVirtqueue {
         if (view === null) {
           return this.#setFault(Fault.OutsideMemory, index, addrLow, addrHigh, len);
         }
-        table = view;
         limit = len / DESC_SIZE;
+        if (limit > SHARED_TABLE_CHECK_MIN_ENTRIES) {
+          const start = addrHigh * 0x1_0000_0000 + addrLow;
+          if (!this.#claimTable(start, start + len, id)) {
+            return this.#setFault(Fault.SharedTable, index, addrLow, addrHigh, len);
+          }
+        }
+        table = view;
         index = 0;
         continue;
       }
@@ -559,6 +688,13 @@ export class SplitVirtqueue {
           this.size * DESC_SIZE
         }`;
         break;
+      case Fault.SharedDescriptor:
+        why = `descriptor ${i} is also in another chain made available and not yet returned`;
+        break;
+      case Fault.SharedTable:
+        why =
+          `indirect table ${range} overlaps another chain's table, made available and not yet returned`;
+        break;
       default:
         why = "unknown fault";
     }
@@ -605,6 +741,8 @@ export class SplitVirtqueue {
   publish(): boolean {
     if (this.#unpublished === 0) return false; // a broken queue still returns what it consumed
     this.#unpublished = 0;
+    // From the index store on, the driver may reuse the returned chains' descriptors.
+    this.#openWindow();
     // Elements were stored before this index store; x86-64 keeps stores in order.
     this.#used.setUint16(USED_IDX, this.#usedIdx, true);
     if (this.#writeLog !== null) this.#writeLog.markUsed(USED_IDX, 2);

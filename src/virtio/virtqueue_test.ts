@@ -5,6 +5,7 @@ import { SplitRingDriver } from "./split_ring_driver.ts";
 import {
   MALFORMED_RUN_DESCRIPTOR_LIMIT,
   MALFORMED_RUN_LIMIT,
+  SHARED_TABLE_CHECK_MIN_ENTRIES,
   SplitVirtqueue,
   TURN_DESCRIPTOR_BUDGET,
 } from "./virtqueue.ts";
@@ -404,8 +405,16 @@ function loopRing(size: number): SplitRingDriver {
   return driver;
 }
 
-/** Every head names the same indirect table of `size` entries, chained 0 → 1 → … → size-1. */
-function sharedIndirectRing(size: number, entryBytes: number, flags = 0): SplitRingDriver {
+/**
+ * Every head names the same indirect table of `size` entries, chained 0 → 1 → … →
+ * size-1; the first `heads` of them are offered.
+ */
+function sharedIndirectRing(
+  size: number,
+  entryBytes: number,
+  flags = 0,
+  heads = size,
+): SplitRingDriver {
   const driver = new SplitRingDriver({
     size,
     dataBytes: size * DESC_BYTES + 4096,
@@ -426,87 +435,223 @@ function sharedIndirectRing(size: number, entryBytes: number, flags = 0): SplitR
   }
   for (let i = 0; i < size; i++) {
     driver.setDescriptor(i, table, 0, size * DESC_BYTES, VIRTQ_DESC_F_INDIRECT, 0);
-    driver.offer(i);
+    if (i < heads) driver.offer(i);
   }
   return driver;
 }
 
 const DESC_BYTES = 16;
 
+/**
+ * One TX-like turn over `queue`: pops until pop() returns false, uses every chain
+ * popped, then publishes. Returns the number of chains used.
+ */
+function txTurn(queue: SplitVirtqueue, chain: DescriptorChain): number {
+  queue.beginTurn();
+  let used = 0;
+  while (queue.pop(chain, 0)) {
+    queue.pushUsed(chain.head, 0);
+    chain.release();
+    used++;
+  }
+  queue.publish();
+  return used;
+}
+
+/** A driver whose descriptors 0 → 1 → … → size-1 make one chain of 1-byte segments; heads along it from `first` on. */
+function chainThroughRing(size: number, first: number, heads = size): SplitRingDriver {
+  const driver = new SplitRingDriver({ size, dataBytes: 4096 });
+  const a = driver.alloc(8);
+  for (let i = 0; i < size; i++) {
+    const last = i === size - 1;
+    driver.setDescriptor(i, a, 0, 1, last ? 0 : VIRTQ_DESC_F_NEXT, last ? 0 : i + 1);
+  }
+  for (let k = 0; k < heads; k++) driver.offer((first + k) % size);
+  return driver;
+}
+
+for (const size of [8192, 32768]) {
+  Deno.test(`SplitVirtqueue.pop() walks ${size} heads along one ${size}-descriptor chain in O(size) and breaks the queue (shared descriptors)`, () => {
+    const first = size / 4;
+    const { queue, memory, chain, lines } = countedQueue(chainThroughRing(size, first));
+    // The first head's chain once, then one descriptor per head that reaches into it:
+    // an O(size²) walk throws here instead of running for minutes.
+    const bound = size - first + 2 * MALFORMED_RUN_LIMIT;
+    memory.limit = bound;
+    assert.equal(txTurn(queue, chain), 1, "the first head's chain is valid and used");
+    assert.equal(queue.broken, true);
+    assert.equal(queue.malformedCount, MALFORMED_RUN_LIMIT);
+    assert.ok(memory.total <= bound, `looked up ${memory.total}`);
+    assert.ok(queue.descriptorsWalked <= bound, `walked ${queue.descriptorsWalked}`);
+    assert.match(lines[0], /descriptor \d+ is also in another chain made available/);
+    assert.match(lines.at(-1)!, /broken and stops: 64 malformed chains in a row/);
+  });
+}
+
 for (const size of [16384, 32768]) {
-  Deno.test(`SplitVirtqueue.pop() walks one turn's budget of ${size} heads that each start a ${size}-descriptor loop, then breaks the queue`, () => {
+  Deno.test(`SplitVirtqueue.pop() drops ${size} heads that each start the same ${size}-descriptor loop after one walk of it, then breaks the queue`, () => {
     const { queue, memory, chain, lines } = countedQueue(loopRing(size));
-    const perTurn = TURN_DESCRIPTOR_BUDGET + size; // the budget plus the chain crossing it
-    memory.limit = perTurn; // an unbounded walk throws here instead of running for minutes
-    let turns = 0;
-    while (!queue.broken) {
-      memory.resetCount();
-      const walkedBefore = queue.descriptorsWalked;
-      assert.equal(queue.pop(chain, turns), false);
-      assert.ok(memory.count <= perTurn, `turn ${turns} looked up ${memory.count}`);
-      assert.equal(
-        queue.descriptorsWalked - walkedBefore,
-        memory.count,
-        "one lookup per descriptor",
-      );
-      if (!queue.broken) {
-        assert.equal(queue.turnSpent, true, "the turn ended on its budget");
-        assert.equal(queue.hasAvailable(), true, "chains are left for later turns");
-      }
-      queue.beginTurn();
-      turns++;
-      assert.ok(turns <= MALFORMED_RUN_LIMIT, "the queue must break");
-    }
-    const expected = chainsToBreak(queue.descriptorsWalked / queue.malformedCount);
-    assert.equal(queue.malformedCount, expected, "broken at the first limit, not before");
-    assert.ok(expected < MALFORMED_RUN_LIMIT, "long chains break on the descriptor limit");
-    assert.equal(turns, Math.ceil(expected / Math.ceil(TURN_DESCRIPTOR_BUDGET / size)));
-    assert.match(
-      lines.at(-1)!,
-      /broken and stops: malformed chains worth \d+ descriptors in a row \(limit 131072\)/,
-    );
+    const bound = size + 2 * MALFORMED_RUN_LIMIT; // the loop once, then a descriptor per head
+    memory.limit = bound;
+    assert.equal(txTurn(queue, chain), 0);
+    assert.equal(queue.broken, true);
+    assert.equal(queue.malformedCount, MALFORMED_RUN_LIMIT);
+    assert.ok(queue.descriptorsWalked <= bound, `walked ${queue.descriptorsWalked}`);
+    assert.match(lines[0], new RegExp(`longer than ${size} descriptors \\(loop\\?\\)`));
+    assert.match(lines.at(-1)!, /64 malformed chains in a row/);
     assert.equal(queue.pop(chain, 0), false, "a broken queue stays idle");
   });
 }
 
-Deno.test("SplitVirtqueue.pop() bounds a turn of 16,384 valid heads sharing one 16,384-entry indirect table", () => {
-  const size = 16384;
-  const { queue, memory, chain } = countedQueue(sharedIndirectRing(size, 4));
-  const perTurn = TURN_DESCRIPTOR_BUDGET + size + 1;
-  memory.limit = perTurn;
-  let popped = 0;
-  for (let turn = 0; turn < 3; turn++) {
-    memory.resetCount();
-    queue.beginTurn();
-    while (queue.pop(chain, 0)) {
-      assert.equal(chain.count, size);
-      assert.equal(chain.readableBytes, 4 * size);
-      queue.pushUsed(chain.head, 0); // used: valid chains never break the queue
-      chain.release();
-      popped++;
-    }
-    assert.ok(memory.count <= perTurn, `turn ${turn} looked up ${memory.count}`);
-    assert.equal(queue.turnSpent, true);
-    assert.equal(queue.broken, false);
+for (const size of [8192, 32768]) {
+  Deno.test(`SplitVirtqueue.pop() walks ${size} heads sharing one ${size}-entry indirect table in O(size) and breaks the queue`, () => {
+    const { queue, memory, chain, lines } = countedQueue(sharedIndirectRing(size, 4));
+    const bound = size + 1 + 2 * MALFORMED_RUN_LIMIT;
+    memory.limit = bound;
+    assert.equal(txTurn(queue, chain), 1, "the first head's table is valid and used");
+    assert.equal(queue.broken, true);
+    assert.equal(queue.malformedCount, MALFORMED_RUN_LIMIT);
+    assert.ok(memory.total <= bound, `looked up ${memory.total}`);
+    assert.match(lines[0], /indirect table 0x[0-9a-f]+\+\d+ overlaps another chain's table/);
+  });
+}
+
+Deno.test("SplitVirtqueue.pop() drops heads naming overlapping ranges of one indirect table (each a suffix of the last)", () => {
+  const size = 8192;
+  const driver = new SplitRingDriver({
+    size,
+    dataBytes: size * DESC_BYTES + 4096,
+    features: { indirectDescriptors: true },
+  });
+  const a = driver.alloc(4);
+  const table = driver.alloc(size * DESC_BYTES);
+  for (let j = 0; j < size; j++) driver.writeDescriptorAt(table + j * DESC_BYTES, a, 0, 4, 0, 0);
+  // Head k's table starts k entries in and runs to the end: each chain is the table's
+  // first entry, but the ranges overlap. Walked in one window, only the first passes.
+  for (let k = 0; k < size; k++) {
+    driver.setDescriptor(
+      k,
+      table + k * DESC_BYTES,
+      0,
+      (size - k) * DESC_BYTES,
+      VIRTQ_DESC_F_INDIRECT,
+      0,
+    );
+    driver.offer(k);
   }
-  // 16,385 descriptors per chain (the indirect one and its table): 4 chains a turn.
-  assert.equal(popped, 3 * 4);
-  assert.equal(queue.hasAvailable(), true);
+  const { queue, chain, lines } = countedQueue(driver);
+  assert.ok(size - 1 > SHARED_TABLE_CHECK_MIN_ENTRIES);
+  assert.equal(txTurn(queue, chain), 1);
+  assert.equal(queue.broken, true);
+  assert.equal(queue.malformedCount, MALFORMED_RUN_LIMIT);
+  assert.match(lines[0], /overlaps another chain's table/);
 });
 
-Deno.test("SplitVirtqueue.rejectChain() counts toward the malformed run: shared-table chains the caller rejects break the queue", () => {
+Deno.test("SplitVirtqueue.pop() takes chains that reuse descriptors and tables once the used index was published", () => {
+  const size = 64;
+  const s = setup({ size, features: { indirectDescriptors: true }, dataBytes: 8192 });
+  const a = s.driver.alloc(8);
+  const entries = SHARED_TABLE_CHECK_MIN_ENTRIES + 1;
+  const table = s.driver.alloc(entries * DESC_BYTES);
+  for (let j = 0; j < entries; j++) {
+    const last = j === entries - 1;
+    s.driver.writeDescriptorAt(
+      table + j * DESC_BYTES,
+      a,
+      0,
+      8,
+      last ? 0 : VIRTQ_DESC_F_NEXT,
+      last ? 0 : j + 1,
+    );
+  }
+  s.driver.setDescriptor(0, a, 0, 8, VIRTQ_DESC_F_NEXT, 1);
+  s.driver.setDescriptor(1, a, 0, 8, 0, 0);
+  s.driver.setDescriptor(2, table, 0, entries * DESC_BYTES, VIRTQ_DESC_F_INDIRECT, 0);
+  s.driver.setDescriptor(3, table, 0, entries * DESC_BYTES, VIRTQ_DESC_F_INDIRECT, 0);
+  // In one window: head 1 is inside head 0's chain, head 3 names head 2's table.
+  for (const head of [0, 1, 2, 3]) s.driver.offer(head);
+  assert.equal(txTurn(s.queue, s.chain), 2);
+  assert.deepEqual(s.driver.takeUsed(), [
+    { id: 0, len: 0 },
+    { id: 1, len: 0 },
+    { id: 2, len: 0 },
+    { id: 3, len: 0 },
+  ]);
+  assert.equal(s.queue.malformedCount, 2);
+  // After the publish the driver owns them again: the same chains, turn after turn.
+  for (let turn = 0; turn < 3; turn++) {
+    s.driver.offer(0);
+    s.driver.offer(2);
+    assert.equal(txTurn(s.queue, s.chain), 2, `turn ${turn}`);
+    assert.deepEqual(s.driver.takeUsed().map((u) => u.id), [0, 2]);
+  }
+  // Also within one turn, after a publish between the chains.
+  s.driver.offer(0);
+  s.queue.beginTurn();
+  assert.ok(s.queue.pop(s.chain, 0));
+  s.queue.pushUsed(s.chain.head, 0);
+  s.queue.publish();
+  s.driver.offer(1);
+  assert.ok(s.queue.pop(s.chain, 0));
+  assert.equal(s.chain.head, 1);
+  assert.equal(s.queue.malformedCount, 2);
+});
+
+Deno.test("SplitVirtqueue.unpop() hands chains out again without taking their own descriptors or tables for shared", () => {
+  const size = 64;
+  const s = setup({ size, features: { indirectDescriptors: true }, dataBytes: 8192 });
+  const a = s.driver.alloc(8);
+  const entries = SHARED_TABLE_CHECK_MIN_ENTRIES + 1;
+  const table = s.driver.alloc(entries * DESC_BYTES);
+  for (let j = 0; j < entries; j++) {
+    const last = j === entries - 1;
+    s.driver.writeDescriptorAt(
+      table + j * DESC_BYTES,
+      a,
+      0,
+      8,
+      last ? 0 : VIRTQ_DESC_F_NEXT,
+      last ? 0 : j + 1,
+    );
+  }
+  s.driver.setDescriptor(0, a, 0, 8, VIRTQ_DESC_F_NEXT, 1);
+  s.driver.setDescriptor(1, a, 0, 8, 0, 0);
+  s.driver.setDescriptor(2, table, 0, entries * DESC_BYTES, VIRTQ_DESC_F_INDIRECT, 0);
+  s.driver.offer(0);
+  s.driver.offer(2);
+  for (let attempt = 0; attempt < 3; attempt++) {
+    assert.ok(s.queue.pop(s.chain, 0));
+    s.chain.release();
+    assert.ok(s.queue.pop(s.chain, 0));
+    assert.equal(s.chain.count, entries);
+    s.chain.release();
+    s.queue.unpop(2);
+  }
+  assert.ok(s.queue.pop(s.chain, 0));
+  assert.equal(s.chain.head, 0);
+  assert.ok(s.queue.pop(s.chain, 0));
+  assert.equal(s.chain.head, 2);
+  assert.equal(s.queue.malformedCount, 0);
+});
+
+Deno.test("SplitVirtqueue.rejectChain() counts toward the malformed run: long chains the caller rejects break the queue", () => {
   const size = 16384;
-  const { queue, memory, chain, lines } = countedQueue(sharedIndirectRing(size, 8));
+  const driver = sharedIndirectRing(size, 8, 0, 0);
+  const { queue, memory, chain, lines } = countedQueue(driver);
   memory.limit = TURN_DESCRIPTOR_BUDGET + size + 1;
   let rejected = 0;
+  // One head a turn, published before the next names the same table (a driver may
+  // reuse it then): only the caller's rejections make the run.
   for (let turn = 0; turn < 100 && !queue.broken; turn++) {
     memory.resetCount();
     queue.beginTurn();
+    driver.offer(0);
     while (queue.pop(chain, 0)) {
       chain.release();
       queue.rejectChain(chain.head); // e.g. a 128 KiB TX frame
       rejected++;
     }
+    queue.publish();
   }
   assert.equal(queue.broken, true);
   assert.equal(rejected, chainsToBreak(size + 1), "16,385 descriptors per chain");
@@ -523,6 +668,7 @@ Deno.test("SplitVirtqueue breaks at MALFORMED_RUN_LIMIT malformed chains in a ro
       s.driver.offer(head);
       head = (head + 1) % 16;
       assert.equal(s.queue.pop(s.chain, 0), false);
+      s.queue.publish(); // the ring reuses its 16 descriptors: returned first
     }
   };
   const offerGood = () => {
