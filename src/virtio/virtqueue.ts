@@ -26,9 +26,8 @@
  * `size`² descriptors; a chain revisiting its own descriptors (a loop) is left to the
  * chain length rule.
  *
- * Work is bounded per turn of the event loop, in descriptors walked: small indirect
- * tables may still be shared, and chains popped in an earlier window are not
- * remembered. Each turn
+ * Work is still bounded per turn of the event loop, in descriptors walked (chains may
+ * be long and many, small indirect tables may be shared). Each turn
  * the caller opens with {@link SplitVirtqueue.beginTurn} may walk
  * {@link TURN_DESCRIPTOR_BUDGET} descriptors, plus the rest of the chain that
  * crosses the limit; then pop() returns false with chains still available
@@ -90,6 +89,9 @@ import {
  * descriptor, gathering, the link's checks), so a turn lasts 3–9 ms at most. A
  * legitimate turn needs far less: a full 1,024-entry ring (QEMU's largest) of
  * Linux TX chains of at most 19 descriptors (MAX_SKB_FRAGS + 2) is under 20,000.
+ * Chains that share no descriptors walk at most the queue size plus one descriptor per
+ * chain between publishes; what remains for the budget is many long chains and heads
+ * sharing small indirect tables (see {@link SHARED_TABLE_CHECK_MIN_ENTRIES}).
  */
 export const TURN_DESCRIPTOR_BUDGET = 65_536;
 
