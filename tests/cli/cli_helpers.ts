@@ -135,6 +135,31 @@ export async function waitFor<T>(
   }
 }
 
+/** How long a process's fd count must stay unchanged to count as settled. */
+const FD_SETTLE_MS = 300;
+
+/**
+ * The fd count of process `pid` once it has stayed the same for {@link FD_SETTLE_MS}
+ * (a daemon whose socket just appeared may still be opening the rest of its start-up
+ * fds, later on a loaded machine); fails after {@link WAIT_LIMIT_MS}.
+ */
+export async function settledFdCount(pid: number): Promise<number> {
+  const deadline = performance.now() + WAIT_LIMIT_MS;
+  let count = processFdCount(pid);
+  let since = performance.now();
+  for (;;) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const now = processFdCount(pid);
+    if (now !== count) {
+      count = now;
+      since = performance.now();
+    } else if (performance.now() - since >= FD_SETTLE_MS) {
+      return count;
+    }
+    if (performance.now() > deadline) throw new Error(`fd count of ${pid} never settled`);
+  }
+}
+
 /** Tells whether `path` exists (without following a final symlink). */
 export function exists(path: string): boolean {
   try {

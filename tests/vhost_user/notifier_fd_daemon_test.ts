@@ -18,7 +18,13 @@ import { buildEthernet, ETHERTYPE_ARP } from "../../src/net/ethernet.ts";
 import { TEST_GUEST_MAC } from "../../src/net/testing_frames.ts";
 import { u64Payload } from "../../src/vhost_user/request_encoder.ts";
 import { featureBit, Request, VIRTIO_F_EVENT_IDX } from "../../src/vhost_user/protocol.ts";
-import { exists, ForegroundTpasst, waitFor } from "../cli/cli_helpers.ts";
+import {
+  exists,
+  ForegroundTpasst,
+  processFdCount,
+  settledFdCount,
+  waitFor,
+} from "../cli/cli_helpers.ts";
 import { QEMU_NET_FEATURES, RX, TX, VhostUserFrontend } from "../harness/vhost_user_frontend.ts";
 
 /** See tests/vhost_user/daemon_test.ts: mapping guest memory needs full --allow-ffi. */
@@ -49,9 +55,7 @@ const IDLE_WINDOW_MS = 2000;
 /** Largest share of one core an idle daemon may use in that window. */
 const IDLE_CPU_LIMIT = 0.1;
 
-function daemonFdCount(pid: number): number {
-  return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
-}
+const daemonFdCount = processFdCount;
 
 /** Lines of /proc/PID/maps that map one of the harness's memfds. */
 function harnessMappings(pid: number): string[] {
@@ -150,7 +154,7 @@ Deno.test({
   async fn() {
     await withDaemon("tpasst-vu-semaphore-", async (daemon, path) => {
       const pid = daemon.process.pid;
-      const idleFds = daemonFdCount(pid);
+      const idleFds = await settledFdCount(pid);
       // A semaphore eventfd gives back 1 per read: with this counter, a level-triggered
       // watch would fire for hours.
       const semaphore = EventFd.create({ semaphore: true });
@@ -197,7 +201,7 @@ Deno.test({
   async fn() {
     await withDaemon("tpasst-vu-pipe-call-", async (daemon, path) => {
       const pid = daemon.process.pid;
-      const idleFds = daemonFdCount(pid);
+      const idleFds = await settledFdCount(pid);
       const [readEnd, writeEnd] = createPipe();
       try {
         // The rings run and guest memory is mapped; then QEMU sends SET_VRING_CALL
