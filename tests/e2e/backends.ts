@@ -95,6 +95,8 @@ export interface BackendOptions {
   readonly mapGuestAddr4?: string;
   /** tpasst: more daemon options, appended (e.g. `-d`, `-l FILE`). */
   readonly extraArgs?: readonly string[];
+  /** tpasst: the launcher to run (another checkout's bin/tpasst; {@link TPASST_BIN} by default). */
+  readonly tpasstBin?: string;
 }
 
 /** slirp's fixed addresses (QEMU docs, "-netdev user": net 10.0.2.0/24, host .2). */
@@ -205,7 +207,7 @@ export async function startBackend(
       ...forwardArgs,
     ];
   } else {
-    command = TPASST_BIN;
+    command = options.tpasstBin ?? TPASST_BIN;
     const dns = options.dnsServers ?? [];
     args = [
       "-f",
