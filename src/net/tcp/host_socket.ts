@@ -175,6 +175,8 @@ function addSpace(table: IoVectors, space: FrameSpace, from: number, length: num
     left -= n;
     skip = 0;
   }
+  // With a table from the link, the views end at vectorsFrom and the table goes on.
+  if (left > 0 && space.vectors !== null) table.append(space.vectors, left, skip);
 }
 
 function noEvents(): void {}
@@ -211,17 +213,27 @@ class NativeHostConnection implements HostConnection {
   }
 
   peek(offset: number, space: FrameSpace, from: number, length: number): number {
-    vectors.clear();
     if (this.#peekOffset !== offset && !peekOffsetMissing) {
       if (this.#socket.setPeekOffset(offset)) this.#peekOffset = offset;
       else peekOffsetMissing = true;
     }
-    if (peekOffsetMissing && offset > 0) {
-      if (skipped.length < offset) skipped = new Uint8Array(Math.max(offset, 2 * skipped.length));
-      vectors.push(skipped, offset);
+    const skip = peekOffsetMissing && offset > 0;
+    let table = vectors;
+    if (space.vectors !== null && from === space.vectorsFrom && !skip) {
+      // The link gave the room as an iovec table already: peek straight into it.
+      table = space.vectors;
+      table.truncate(length);
+    } else {
+      vectors.clear();
+      if (skip) {
+        if (skipped.length < offset) {
+          skipped = new Uint8Array(Math.max(offset, 2 * skipped.length));
+        }
+        vectors.push(skipped, offset);
+      }
+      addSpace(vectors, space, from, length);
     }
-    addSpace(vectors, space, from, length);
-    const n = this.#socket.receiveVectors(vectors, true);
+    const n = this.#socket.receiveVectors(table, true);
     if (n === WOULD_BLOCK) return WOULD_BLOCK;
     if (peekOffsetMissing && offset > 0) {
       // Only bytes before the offset: nothing new yet (an end of stream right at the
