@@ -69,7 +69,10 @@ export interface HostConnection {
    * @throws on a socket error (EPIPE, ECONNRESET)
    */
   send(data: Uint8Array): number;
-  /** Fills `out` with the send buffer's size and how much of it is in use. */
+  /**
+   * Fills `out` with the send buffer's size and how much of it is in use
+   * (`sendBuffer`, `sendQueued`; `receiveQueued` may be left as it was).
+   */
   queues(out: SocketQueues): void;
   /** Ends our direction (the peer sees a FIN). */
   shutdownWrite(): void;
@@ -190,6 +193,10 @@ class NativeHostConnection implements HostConnection {
   /** The socket's SO_PEEK_OFF as last set or moved (-1: off). */
   #peekOffset = -1;
   #closed = false;
+  /** Whether SO_SNDBUF was set here (the kernel then never changes it: SOCK_SNDBUF_LOCK). */
+  #sendBufferFixed = false;
+  /** The fixed send buffer's size as the kernel reports it, once read (0: not yet). */
+  #sendBuffer = 0;
 
   constructor(socket: TcpSocket, loop: EventLoop) {
     this.#socket = socket;
@@ -198,6 +205,7 @@ class NativeHostConnection implements HostConnection {
     try {
       const sizes = bufferSizes();
       socket.setBuffers(sizes.receive, sizes.send);
+      this.#sendBufferFixed = sizes.send > 0;
     } catch { /* the kernel's sizes then */ }
     try {
       loop.watch(this.#fd, (events, now) => this.#handler(events, now), STREAM_EVENTS);
@@ -261,7 +269,14 @@ class NativeHostConnection implements HostConnection {
   }
 
   queues(out: SocketQueues): void {
+    if (this.#sendBuffer > 0) {
+      // A fixed send buffer: one ioctl (SIOCOUTQ) instead of two and a getsockopt.
+      out.sendQueued = this.#socket.sendQueued();
+      out.sendBuffer = this.#sendBuffer;
+      return;
+    }
     this.#socket.queues(out);
+    if (this.#sendBufferFixed) this.#sendBuffer = out.sendBuffer;
   }
 
   shutdownWrite(): void {
