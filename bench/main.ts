@@ -7,7 +7,10 @@
  * passes or fails: a backend that cannot run prints "n/a (reason)".
  *
  * Options: --seconds N (per direction, default 10), --rounds N (default 2),
- * --backends a,b,c (default: all four), --verbose (serial console).
+ * --backends a,b,c (default: all four), --tpasst-tree DIR (adds backend "tpasst-tree":
+ * DIR/bin/tpasst with vhost-user, another checkout, e.g. the code before a change,
+ * in the same alternating rounds), --verbose (serial console). Only one direction,
+ * with counts per GB instead of rates: bench/datapath_counts.ts.
  *
  * @module
  */
@@ -15,15 +18,25 @@
 import { BACKEND_KINDS, type BackendKind } from "../tests/e2e/backends.ts";
 import { type IperfResult, measureIperf } from "./qemu_iperf.ts";
 
+/** A backend of the bench: one of the e2e kinds, or another tpasst checkout. */
+type BenchBackend = BackendKind | "tpasst-tree";
+
 interface Args {
   seconds: number;
   rounds: number;
-  backends: BackendKind[];
+  backends: BenchBackend[];
+  tpasstTree: string | null;
   verbose: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { seconds: 10, rounds: 2, backends: [...BACKEND_KINDS], verbose: false };
+  const args: Args = {
+    seconds: 10,
+    rounds: 2,
+    backends: [...BACKEND_KINDS],
+    tpasstTree: null,
+    verbose: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const value = () => {
       const v = argv[++i];
@@ -39,11 +52,16 @@ function parseArgs(argv: string[]): Args {
         break;
       case "--backends":
         args.backends = value().split(",").map((b) => {
-          if (!(BACKEND_KINDS as readonly string[]).includes(b)) {
-            throw new Error(`Unknown backend ${b}: expected one of ${BACKEND_KINDS.join(", ")}`);
+          if (!(BACKEND_KINDS as readonly string[]).includes(b) && b !== "tpasst-tree") {
+            throw new Error(
+              `Unknown backend ${b}: expected one of ${BACKEND_KINDS.join(", ")}, tpasst-tree`,
+            );
           }
-          return b as BackendKind;
+          return b as BenchBackend;
         });
+        break;
+      case "--tpasst-tree":
+        args.tpasstTree = value();
         break;
       case "--verbose":
         args.verbose = true;
@@ -51,6 +69,12 @@ function parseArgs(argv: string[]): Args {
       default:
         throw new Error(`Unknown option ${argv[i]}`);
     }
+  }
+  if (args.tpasstTree !== null && !args.backends.includes("tpasst-tree")) {
+    args.backends.push("tpasst-tree");
+  }
+  if (args.backends.includes("tpasst-tree") && args.tpasstTree === null) {
+    throw new Error("Backend tpasst-tree needs --tpasst-tree DIR");
   }
   if (!(args.seconds > 0) || !(args.rounds > 0)) {
     throw new Error("--seconds and --rounds must be positive");
@@ -60,7 +84,7 @@ function parseArgs(argv: string[]): Args {
 
 /** Per-backend summary over the rounds that worked. */
 interface Summary {
-  backend: BackendKind;
+  backend: BenchBackend;
   runs: IperfResult[];
   failure: string | null;
   upGbps?: number;
@@ -132,8 +156,9 @@ function printTable(summaries: Summary[]): void {
 function ratios(summaries: Summary[]): Record<string, Record<string, number>> {
   const byName = new Map(summaries.filter((s) => s.runs.length > 0).map((s) => [s.backend, s]));
   const out: Record<string, Record<string, number>> = {};
-  for (const ours of ["tpasst-vhost", "tpasst-stream"] as const) {
-    for (const ref of ["passt-vhost", "passt", "slirp"] as const) {
+  for (const ours of ["tpasst-vhost", "tpasst-tree", "tpasst-stream"] as const) {
+    for (const ref of ["passt-vhost", "passt", "slirp", "tpasst-tree"] as const) {
+      if (ours === ref || (ref === "tpasst-tree" && ours !== "tpasst-vhost")) continue;
       const a = byName.get(ours);
       const b = byName.get(ref);
       if (!a || !b) continue;
@@ -167,8 +192,10 @@ async function main(): Promise<void> {
       if (summary.failure !== null) continue; // failed before: it will fail again
       const started = performance.now();
       try {
-        const result = await measureIperf(summary.backend, {
+        const tree = summary.backend === "tpasst-tree";
+        const result = await measureIperf(tree ? "tpasst-vhost" : summary.backend as BackendKind, {
           seconds: args.seconds,
+          tpasstBin: tree ? `${args.tpasstTree}/bin/tpasst` : undefined,
           onLine: args.verbose ? (l) => console.log(`  [${summary.backend}] ${l}`) : undefined,
         });
         summary.runs.push(result);

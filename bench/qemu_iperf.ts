@@ -47,6 +47,8 @@ export interface IperfOptions {
   readonly seconds: number;
   /** Serial lines, for debugging. */
   readonly onLine?: (line: string) => void;
+  /** tpasst backends: the launcher to run (another checkout's bin/tpasst). */
+  readonly tpasstBin?: string;
 }
 
 /** Transfer units in iperf3's output (binary multiples, iperf3's unit_snprintf). */
@@ -82,7 +84,7 @@ function guestScript(port: number, seconds: number): string {
 export async function measureIperf(kind: BackendKind, options: IperfOptions): Promise<IperfResult> {
   const iperf = await startIperfServer(freePort());
   try {
-    const backend = await startBackend(kind, { forwards: [] });
+    const backend = await startBackend(kind, { forwards: [], tpasstBin: options.tpasstBin });
     try {
       await using guest = await QemuGuest.launch({
         netdev: backend.netdev,

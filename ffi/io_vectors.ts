@@ -104,4 +104,73 @@ export class IoVectors {
     this.#count++;
     this.#totalBytes += Math.min(length, view.byteLength);
   }
+
+  /**
+   * Appends `length` bytes of `bytes` starting at `offset` (clamped to what `bytes`
+   * holds), without making a view of them; nothing for an empty range.
+   * @throws RangeError when the table is full
+   */
+  pushRange(bytes: Uint8Array, offset: number, length: number): void {
+    const n = Math.min(length, bytes.byteLength - offset);
+    if (!(n > 0) || offset < 0) return;
+    if (this.#count === this.#capacity) {
+      throw new RangeError(`Cannot add to the iovec table: all ${this.#capacity} entries are used`);
+    }
+    const address = bufferBase(bytes.buffer) + bytes.byteOffset + offset;
+    const w = this.#words;
+    const at = this.#count * (IOVEC_SIZE / 4);
+    w[at] = address % TWO_32;
+    w[at + 1] = Math.floor(address / TWO_32);
+    w[at + 2] = n;
+    w[at + 3] = 0;
+    this.#count++;
+    this.#totalBytes += n;
+  }
+
+  /** Shortens the table to its first `length` bytes (entries past them are dropped). */
+  truncate(length: number): void {
+    if (length >= this.#totalBytes) return;
+    const w = this.#words;
+    let left = Math.max(0, length);
+    let count = 0;
+    while (count < this.#count && left > 0) {
+      const at = count * (IOVEC_SIZE / 4);
+      if (w[at + 2] > left) w[at + 2] = left;
+      left -= w[at + 2];
+      count++;
+    }
+    this.#count = count;
+    this.#totalBytes = Math.max(0, length);
+  }
+
+  /**
+   * Appends `length` bytes of `other`'s entries, starting `skip` bytes into them (for
+   * a table that must start with entries of its own); stops early when this table
+   * is full.
+   */
+  append(other: IoVectors, length: number, skip = 0): void {
+    const from = other.#words;
+    const w = this.#words;
+    let left = length;
+    let drop = skip;
+    for (let i = 0; i < other.#count && left > 0; i++) {
+      const src = i * (IOVEC_SIZE / 4);
+      if (drop >= from[src + 2]) {
+        drop -= from[src + 2];
+        continue;
+      }
+      if (this.#count === this.#capacity) return;
+      const at = this.#count * (IOVEC_SIZE / 4);
+      const n = Math.min(from[src + 2] - drop, left);
+      const address = from[src] + from[src + 1] * TWO_32 + drop;
+      w[at] = address % TWO_32;
+      w[at + 1] = Math.floor(address / TWO_32);
+      w[at + 2] = n;
+      w[at + 3] = 0;
+      drop = 0;
+      this.#count++;
+      this.#totalBytes += n;
+      left -= n;
+    }
+  }
 }

@@ -503,6 +503,12 @@ export const symbols = {
     ],
     result: "i32",
   },
+  tp_tcp_send_queued: {
+    parameters: [
+      "i32", // int32_t fd
+    ],
+    result: "i32", // SIOCOUTQ bytes or -errno
+  },
 
   // ---- udp_socket.c ----
   tp_udp_open: {

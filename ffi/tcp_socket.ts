@@ -224,6 +224,17 @@ export class TcpSocket {
   }
 
   /**
+   * Bytes in the send queue, sent and not yet acknowledged or not yet sent (SIOCOUTQ):
+   * {@link queues}' `sendQueued` in one system call instead of three.
+   * @throws NativeError
+   */
+  sendQueued(): number {
+    const rc = helper().tp_tcp_send_queued(this.#open());
+    if (rc < 0) throw new NativeError(-rc, `ioctl(socket ${this.#fd}, SIOCOUTQ)`);
+    return rc;
+  }
+
+  /**
    * Sets the receive and send buffer sizes (SO_RCVBUF, SO_SNDBUF; 0 leaves one as it
    * is, autotuned). The kernel caps them at net.core.rmem_max / wmem_max.
    * @throws NativeError

@@ -531,3 +531,26 @@ Deno.test("TcpListenSocket.listen() binds an address the host lacks only with fr
     setListenFreebind(false);
   }
 });
+
+Deno.test("`TcpSocket.sendQueued()` reports the unacknowledged and unsent bytes, as queues() does", async () => {
+  const { listener, client, server } = await connectedPair(LOOPBACK4);
+  try {
+    client.setBuffers(0, 65536);
+    assert.equal(client.sendQueued(), 0);
+    // The server never reads: what its receive window cannot take stays queued here.
+    const chunk = new Uint8Array(64 * 1024);
+    let sent = 0;
+    for (let i = 0; i < 1000; i++) {
+      const n = client.send(chunk);
+      if (n === WOULD_BLOCK) break;
+      sent += n;
+    }
+    const queues = { sendQueued: -1, receiveQueued: -1, sendBuffer: 0 };
+    client.queues(queues);
+    assert.ok(queues.sendQueued > 0, "some bytes wait in the send buffer");
+    assert.equal(client.sendQueued(), queues.sendQueued);
+    assert.ok(client.sendQueued() <= sent);
+  } finally {
+    closeAll(client, server, listener);
+  }
+});

@@ -366,6 +366,22 @@ int32_t tp_tcp_queues(int32_t fd, uint32_t *out)
 }
 
 /*
+ * tp_tcp_send_queued() - bytes in the send queue: sent but not yet acknowledged by
+ * the peer, plus not yet sent (SIOCOUTQ, tcp(7)).
+ * @fd: connected TCP socket
+ *
+ * Return: the byte count, or -errno.
+ */
+int32_t tp_tcp_send_queued(int32_t fd)
+{
+	int outq = 0;
+
+	if (ioctl(fd, SIOCOUTQ, &outq) < 0)
+		return -errno;
+	return outq;
+}
+
+/*
  * tp_buffer_address() - the address of a buffer, for building struct iovec tables.
  * @buf: any buffer (Deno passes a typed array's data pointer)
  * @out: uint32_t[2]: the address's low and high 32 bits

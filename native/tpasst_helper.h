@@ -115,6 +115,7 @@ int32_t tp_tcp_sendmsg(int32_t fd, const struct iovec *iov, uint32_t iovcnt, int
 int32_t tp_tcp_discard(int32_t fd, uint32_t len);
 int32_t tp_tcp_set_peek_offset(int32_t fd, int32_t offset);
 int32_t tp_tcp_queues(int32_t fd, uint32_t *out);
+int32_t tp_tcp_send_queued(int32_t fd);
 int32_t tp_buffer_address(const uint8_t *buf, uint32_t *out);
 int32_t tp_socket_set_buffers(int32_t fd, uint32_t rcvbuf, uint32_t sndbuf);
 

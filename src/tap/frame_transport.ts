@@ -8,6 +8,8 @@
  * @module
  */
 
+import type { IoVectors } from "../../ffi/io_vectors.ts";
+
 /**
  * The largest Ethernet frame any link carries, in bytes: the limit of passt's stream
  * protocol (frame lengths up to 65535) and of the stack's output buffer.
@@ -81,13 +83,29 @@ export interface FrameSpace {
   readonly views: Uint8Array[];
   /** Views in use. */
   count: number;
-  /** Bytes the views hold together: the most the frame can be. */
+  /** Bytes the views hold together (with {@link vectors}: they and the views): the most the frame can be. */
   length: number;
+  /**
+   * Set by the caller before reserving: the link may give the bytes from
+   * `headerLength` on as an iovec table ({@link vectors}) instead of views. Only for
+   * a caller that never reads those bytes itself (it peeks into them from a socket)
+   * and needs no checksum over them.
+   */
+  acceptVectors: boolean;
+  /**
+   * Null, or (when {@link acceptVectors}) the frame's bytes from {@link vectorsFrom}
+   * on, as an iovec table of guest memory valid until commit or cancel; the views
+   * then cover only the bytes before {@link vectorsFrom}. Links that never give one
+   * leave it as the caller set it: the caller clears it before reserving.
+   */
+  vectors: IoVectors | null;
+  /** Where {@link vectors} starts in the frame (the reservation's headerLength). */
+  vectorsFrom: number;
 }
 
 /** An empty {@link FrameSpace} to pass to {@link GuestLink.reserveFrame}, reused per frame. */
 export function newFrameSpace(): FrameSpace {
-  return { views: [], count: 0, length: 0 };
+  return { views: [], count: 0, length: 0, acceptVectors: false, vectors: null, vectorsFrom: 0 };
 }
 
 /** Copies the first `length` bytes of `space` into `out` (at least that large). */

@@ -37,6 +37,7 @@ import {
   TX_QUEUE_INDEX,
   type VringDatapath,
 } from "../vhost_user/vring_datapath.ts";
+import { IoVectors } from "../../ffi/io_vectors.ts";
 import { DescriptorChain } from "../virtio/descriptor_chain.ts";
 import type { GuestWriteLog } from "../virtio/guest_write_log.ts";
 import {
@@ -63,6 +64,17 @@ import {
 export const MAX_FRAME_BYTES = MAX_FRAME_LENGTH;
 /** Placeholder for dropped views. */
 const EMPTY_VIEW = new Uint8Array(0);
+/** Iovec entries of one reservation's payload: a 64 KiB frame in buffers of 64 bytes and more. */
+const MAX_RESERVATION_VECTORS = 1024;
+/** #reserveLocated: the first chain cannot hold the headers; reserve with views instead. */
+const RESERVE_AS_VIEWS = -1;
+
+/** A chain that pops its buffers located (no views): see DescriptorChain.located. */
+function locatedChain(capacity: number): DescriptorChain {
+  const chain = new DescriptorChain(capacity);
+  chain.located = true;
+  return chain;
+}
 /** Smallest Ethernet frame accepted from the guest: the 14-byte Ethernet header. */
 export const MIN_FRAME_BYTES = 14;
 
@@ -90,8 +102,10 @@ export interface VhostUserLinkCounters {
   txEmptyPolls: number;
   /** Times the TX kick was re-armed (NO_NOTIFY cleared, or avail_event set). */
   txRearms: number;
-  /** Frames written into the guest's RX buffers. */
+  /** Frames written into the guest's RX buffers (copied, or built in place by a reservation). */
   rxFrames: number;
+  /** RX chains (buffer lists) those frames took: several per frame under MRG_RXBUF. */
+  rxChains: number;
   /** Frames refused for want of RX buffers (SendResult.NoRoom). */
   rxNoRoom: number;
   /** RX kicks received (the guest posted buffers after we asked). */
@@ -120,6 +134,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     txEmptyPolls: 0,
     txRearms: 0,
     rxFrames: 0,
+    rxChains: 0,
     rxNoRoom: 0,
     rxKicks: 0,
   };
@@ -152,6 +167,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   #txChain = new DescriptorChain(1);
   #rxFirst = new DescriptorChain(1);
   #rxNext = new DescriptorChain(1);
+  /** Popped for reservations given as iovec tables: buffers located, no views. */
+  #rxLocated = locatedChain(1);
   #rxHeads = new Uint16Array(1);
   #rxLengths = new Uint32Array(1);
   readonly #txScratch = new Uint8Array(NET_HDR_SIZE + MAX_FRAME_BYTES);
@@ -176,6 +193,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   #resCapacity = 0;
   #resMalformedBefore = 0;
   readonly #resScratchBuffer = new Uint8Array(MAX_FRAME_BYTES);
+  /** The frame's bytes after its headers, for reservations that accept a table. */
+  readonly #resVectors = new IoVectors(MAX_RESERVATION_VECTORS);
 
   /** @param handler receives the guest's frames and the link's up/down events */
   constructor(handler: FrameHandler, options: VhostUserLinkOptions = {}) {
@@ -215,6 +234,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       if (this.#rxFirst.buffers.length < ring.size) {
         this.#rxFirst = new DescriptorChain(ring.size);
         this.#rxNext = new DescriptorChain(ring.size);
+        this.#rxLocated = locatedChain(ring.size);
         this.#rxHeads = new Uint16Array(ring.size);
         this.#rxLengths = new Uint32Array(ring.size);
       }
@@ -282,6 +302,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
           this.#rxPending = undefined;
           this.#rxFirst.release();
           this.#rxNext.release();
+          this.#rxLocated.release();
         } else {
           this.#tx = null;
           this.#txChain.release();
@@ -316,7 +337,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     const c = this.counters;
     return `vhost-user link: TX ${c.txFrames} frames (${c.txRejected} rejected) in ${c.txTurns} turns: ` +
       `${c.txKicks} kicked, ${c.txPolls} from the loop (${c.txEmptyPolls} empty), ` +
-      `${c.txRearms} kick re-arms; RX ${c.rxFrames} frames, ${c.rxNoRoom} without room, ` +
+      `${c.txRearms} kick re-arms; RX ${c.rxFrames} frames in ${c.rxChains} chains, ` +
+      `${c.rxNoRoom} without room, ` +
       `${c.rxKicks} kicks`;
   }
 
@@ -645,6 +667,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     first.release();
     for (let i = 0; i < count; i++) rx.pushUsed(heads[i], lengths[i]);
     this.counters.rxFrames++;
+    this.counters.rxChains += count;
     return SendResult.Sent;
   }
 
@@ -661,7 +684,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     if (rx === null || rx.broken || !this.#up) return SendResult.Dropped;
     if (headerLength > MAX_FRAME_BYTES) return SendResult.Dropped;
     const length = Math.max(headerLength, Math.min(maxLength, MAX_FRAME_BYTES));
-    let result = this.#reserveChains(rx, space, length, headerLength);
+    let result = this.#reserve(rx, space, length, headerLength);
     if (result !== SendResult.NoRoom) return result;
     if (rx.broken) return SendResult.Dropped; // broken meanwhile: no room will ever come
     if (rx.turnSpent) {
@@ -672,7 +695,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     }
     // As in sendFrame: ask for a kick; if buffers arrived meanwhile, retry once.
     if (rx.enableNotifications()) {
-      result = this.#reserveChains(rx, space, length, headerLength);
+      result = this.#reserve(rx, space, length, headerLength);
       if (result !== SendResult.NoRoom) return result;
       if (rx.turnSpent || rx.enableNotifications()) {
         this.#rxWaiting = true;
@@ -682,6 +705,110 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     }
     this.#rxWaiting = true;
     return SendResult.NoRoom;
+  }
+
+  /**
+   * Reserves as a table when the caller accepts one (and the headers fit the first
+   * chain), else as views. While the ring's writes are logged (a migration) always as
+   * views: commit and cancel report the views' bytes to the dirty log, and a table's
+   * bytes, written by the kernel, would go unreported.
+   */
+  #reserve(
+    rx: SplitVirtqueue,
+    space: FrameSpace,
+    length: number,
+    headerLength: number,
+  ): SendResult {
+    if (space.acceptVectors && rx.writeLog === null) {
+      const result = this.#reserveLocated(rx, space, length, headerLength);
+      if (result !== RESERVE_AS_VIEWS) return result;
+    }
+    space.vectors = null;
+    return this.#reserveChains(rx, space, length, headerLength);
+  }
+
+  /**
+   * Pops the chains of one reservation without making a view per guest buffer: views
+   * of the virtio-net header and the frame's headers (in the first chain), and an
+   * iovec table of every byte after them. Returns RESERVE_AS_VIEWS (everything given
+   * back) when the first chain cannot hold both headers, for the general path.
+   */
+  #reserveLocated(
+    rx: SplitVirtqueue,
+    space: FrameSpace,
+    length: number,
+    headerLength: number,
+  ): SendResult | typeof RESERVE_AS_VIEWS {
+    if (this.#resHeads.length < rx.size) {
+      this.#resHeads = new Uint16Array(rx.size);
+      this.#resRooms = new Uint32Array(rx.size);
+    }
+    this.#resMalformedBefore = rx.malformedCount;
+    const chain = this.#rxLocated;
+    const vectors = this.#resVectors;
+    vectors.clear();
+    const needed = NET_HDR_SIZE + length;
+    const headersEnd = NET_HDR_SIZE + headerLength; // in the first chain
+    let chains = 0;
+    let room = 0;
+    let headerViews = 0;
+    let frameViews = 0;
+    while (room < needed && chains < rx.size && (chains === 0 || this.#mergeable)) {
+      if (!this.#popRx(rx, chain)) break;
+      this.#resHeads[chains] = chain.head;
+      this.#resRooms[chains] = chain.writableBytes;
+      chains++;
+      if (chains === 1 && chain.writableBytes < headersEnd) {
+        chain.release();
+        break; // checked below
+      }
+      let at = 0; // position in this chain
+      for (let i = 0; i < chain.count; i++) {
+        const base = chain.bases[i];
+        const offset = chain.offsets[i];
+        const n = chain.lengths[i];
+        if (chains === 1 && at < headersEnd) {
+          // The virtio-net header, then the frame's headers: views (written by us).
+          if (at < NET_HDR_SIZE) {
+            const end = Math.min(n, NET_HDR_SIZE - at);
+            this.#resHeaderViews[headerViews++] = base.subarray(offset, offset + end);
+          }
+          const from = Math.max(at, NET_HDR_SIZE);
+          const to = Math.min(at + n, headersEnd);
+          if (from < to) {
+            space.views[frameViews++] = base.subarray(offset + from - at, offset + to - at);
+          }
+          if (at + n > headersEnd && !vectors.full) {
+            vectors.pushRange(base, offset + headersEnd - at, at + n - headersEnd);
+          }
+        } else if (!vectors.full) {
+          vectors.pushRange(base, offset, n);
+        }
+        at += n;
+      }
+      room += chain.writableBytes;
+      chain.release();
+    }
+    this.#resChains = chains;
+    this.#resViewCount = 0;
+    this.#resHeaderCount = headerViews;
+    this.#resScratch = false;
+    this.#resOpen = chains > 0;
+    if (chains === 0) return SendResult.NoRoom;
+    if (this.#resRooms[0] < headersEnd) {
+      this.cancelFrame();
+      return RESERVE_AS_VIEWS;
+    }
+    if (!this.#mergeable) {
+      this.#rxBufferFrameRoom = Math.min(MAX_FRAME_BYTES, room - NET_HDR_SIZE);
+    }
+    const capacity = Math.min(length, room - NET_HDR_SIZE);
+    vectors.truncate(capacity - headerLength);
+    space.count = frameViews;
+    space.vectors = vectors;
+    space.vectorsFrom = headerLength;
+    space.length = headerLength + vectors.totalBytes;
+    return SendResult.Sent;
   }
 
   /** Pops the chains of one reservation; NoRoom (all given back) when too few are posted. */
@@ -830,6 +957,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       rx.pushUsed(this.#resHeads[i], n);
       left -= n;
     }
+    this.counters.rxFrames++;
+    this.counters.rxChains += used;
     this.#dropReservation();
     return SendResult.Sent;
   }

@@ -22,6 +22,8 @@ import { SplitRingDriver } from "../virtio/split_ring_driver.ts";
 import { FrameInfo, type FrameSpace, newFrameSpace, SendResult } from "./frame_transport.ts";
 import { RecordingHandler } from "./testing_frame_handler.ts";
 import { VhostUserLink } from "./vhost_user_link.ts";
+import type { IoVectors } from "../../ffi/io_vectors.ts";
+import { TcpListenSocket, TcpSocket } from "../../ffi/tcp_socket.ts";
 import { CountingGuestMemory } from "../test_support/counting_guest_memory.ts";
 import { WriteRecord } from "../test_support/recording_write_log.ts";
 import { pendingSoonTasks } from "../loop/event_loop.ts";
@@ -518,6 +520,7 @@ Deno.test("VhostUserLink.counters count frames, kicks, polls and re-arms; logged
     txEmptyPolls: 3,
     txRearms: 3,
     rxFrames: 1,
+    rxChains: 1,
     rxNoRoom: 1,
     rxKicks: 1,
   });
@@ -1496,6 +1499,30 @@ Deno.test("VhostUserLink reports what reserveFrame()'s caller wrote, on commit a
   }
 });
 
+Deno.test("VhostUserLink gives a reservation as views, whose writes it reports, while the RX ring is logged, even to a caller that accepts an iovec table", () => {
+  for (const mergeableRxBuffers of [false, true]) {
+    const { rx, link, record } = loggedSetup({ mergeableRxBuffers }, 256);
+    const posted = new Map<number, number[]>();
+    guestPostRx(rx, posted, 2, 4000, 4);
+    const space = newFrameSpace();
+    space.acceptVectors = true;
+    record.snapshot();
+    assert.equal(link.reserveFrame(space, 3000, 54), SendResult.Sent);
+    assert.equal(space.vectors, null, "no table: the kernel's writes through it would go unlogged");
+    writeIntoSpace(space, frameOf(space.length, 8));
+    assert.equal(link.commitFrame(2000), SendResult.Sent);
+    link.flush();
+    assert.deepEqual(record.unreported(), [], `MRG_RXBUF ${mergeableRxBuffers}`);
+    assert.equal(guestReceive(rx, posted).frames[0].length, 2000);
+    // logging off: the table again
+    link.setWriteLog(0, null);
+    guestPostRx(rx, posted, 2, 4000, 4);
+    assert.equal(link.reserveFrame(space, 3000, 54), SendResult.Sent);
+    assert.notEqual(space.vectors, null);
+    link.cancelFrame();
+  }
+});
+
 Deno.test("VhostUserLink reports nothing once the write log is taken away, and takes one with a ring's start", () => {
   const { rx, link, record } = loggedSetup({});
   link.setWriteLog(0, null);
@@ -1546,4 +1573,92 @@ Deno.test("VhostUserLink reports every guest write whatever the frames and buffe
     ),
     { numRuns: 150 },
   );
+});
+
+/** A connected loopback TCP pair of the helper's sockets (the receiver peeks into tables). */
+async function loopbackPair(): Promise<{ sender: TcpSocket; receiver: TcpSocket; close(): void }> {
+  const listener = TcpListenSocket.listen({ address: new Uint8Array([127, 0, 0, 1]), port: 0 });
+  const receiver = TcpSocket.connect({
+    address: new Uint8Array([127, 0, 0, 1]),
+    port: listener.localAddress().port,
+  });
+  let accepted = listener.accept();
+  for (let i = 0; accepted === null && i < 1000; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 1));
+    accepted = listener.accept();
+  }
+  listener.close();
+  assert.ok(accepted !== null, "the loopback connection was accepted");
+  const sender = accepted.socket;
+  return {
+    sender,
+    receiver,
+    close() {
+      sender.close();
+      receiver.close();
+    },
+  };
+}
+
+/** Receives exactly `length` bytes into `vectors` (the loopback may deliver them in parts). */
+async function receiveAll(socket: TcpSocket, vectors: IoVectors, length: number): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    const n = socket.receiveVectors(vectors, true);
+    if (n === length) break;
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  assert.equal(socket.discard(length), length);
+}
+
+Deno.test("VhostUserLink.reserveFrame() gives the payload as an iovec table over the guest's buffers when asked; the kernel writes through it", async () => {
+  const pair = await loopbackPair();
+  try {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.boolean(),
+        fc.integer({ min: 100, max: 5000 }),
+        fc.integer({ min: 1, max: 4 }),
+        fc.integer({ min: 60, max: 20000 }),
+        async (mergeableRxBuffers, bufferBytes, pieces, wanted) => {
+          const { rx, link } = setup({ mergeableRxBuffers }, 256);
+          const posted = new Map<number, number[]>();
+          guestPostRx(rx, posted, 16, bufferBytes, pieces);
+          const space = newFrameSpace();
+          space.acceptVectors = true;
+          const headers = 54;
+          const result = link.reserveFrame(space, wanted, headers);
+          if (result !== SendResult.Sent) {
+            // Without MRG_RXBUF a buffer smaller than the headers is never usable.
+            assert.ok(!mergeableRxBuffers && bufferBytes - NET_HDR_SIZE < headers, `${result}`);
+            return;
+          }
+          const room = mergeableRxBuffers ? 16 * bufferBytes : bufferBytes;
+          assert.equal(space.length, Math.min(wanted, room - NET_HDR_SIZE));
+          const frame = frameOf(space.length, bufferBytes);
+          if (space.vectors === null) {
+            // The first buffer could not hold both headers: views, as without a table.
+            assert.ok(space.views[0].length >= headers);
+            writeIntoSpace(space, frame);
+          } else {
+            assert.equal(space.vectorsFrom, headers);
+            assert.equal(space.vectors.totalBytes, space.length - headers);
+            let viewBytes = 0;
+            for (let i = 0; i < space.count; i++) viewBytes += space.views[i].length;
+            assert.equal(viewBytes, headers, "the views hold the headers only");
+            writeIntoSpace(space, frame.subarray(0, headers));
+            const payload = frame.subarray(headers);
+            let sent = 0;
+            while (sent < payload.length) sent += pair.sender.send(payload.subarray(sent));
+            await receiveAll(pair.receiver, space.vectors, payload.length);
+          }
+          assert.equal(link.commitFrame(frame.length), SendResult.Sent);
+          link.flush();
+          assert.deepEqual(guestReceive(rx, posted).frames, [frame]);
+        },
+      ),
+      { numRuns: 60 },
+    );
+  } finally {
+    pair.close();
+  }
 });

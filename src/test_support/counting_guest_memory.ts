@@ -10,7 +10,7 @@
 
 import type { GuestMemory } from "../virtio/guest_memory.ts";
 
-/** Forwards to `inner`, counting view() and viewPieces() calls. */
+/** Forwards to `inner`, counting view() and locate() calls. */
 export class CountingGuestMemory implements GuestMemory {
   /** Lookups since the last {@link resetCount}. */
   count = 0;
@@ -41,6 +41,17 @@ export class CountingGuestMemory implements GuestMemory {
   view(addrLow: number, addrHigh: number, length: number): Uint8Array | null {
     this.#tick();
     return this.#inner.view(addrLow, addrHigh, length);
+  }
+
+  /** {@inheritDoc GuestMemory.locate} Counted like view(). */
+  locate(addrLow: number, addrHigh: number, length: number): number {
+    this.#tick();
+    return this.#inner.locate(addrLow, addrHigh, length);
+  }
+
+  /** {@inheritDoc GuestMemory.locatedBytes} */
+  get locatedBytes(): Uint8Array {
+    return this.#inner.locatedBytes;
   }
 
   /**

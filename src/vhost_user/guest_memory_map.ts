@@ -211,6 +211,7 @@ export class GuestMemoryMap implements GuestMemory {
   #release(region: MappedRegion): void {
     this.#lastHit = null;
     this.#lastViewHit = null;
+    this.locatedBytes = new Uint8Array(0);
     region.bytes = new Uint8Array(0);
     region.mapping.unmap();
   }
@@ -253,6 +254,31 @@ export class GuestMemoryMap implements GuestMemory {
     if (!(length >= 0 && length <= region.guestEnd - address)) return null;
     const start = address - region.guestStart;
     return region.bytes.subarray(start, start + length);
+  }
+
+  /** {@inheritDoc GuestMemory.locatedBytes} */
+  locatedBytes: Uint8Array = new Uint8Array(0);
+
+  /** {@inheritDoc GuestMemory.locate} */
+  locate(addrLow: number, addrHigh: number, length: number): number {
+    if (addrHigh >= HIGH_HALF_LIMIT) return -1;
+    const address = addrHigh * TWO_POW_32 + addrLow;
+    let region = this.#lastHit;
+    if (region === null || address < region.guestStart || address >= region.guestEnd) {
+      region = null;
+      for (const candidate of this.#regions) {
+        if (address >= candidate.guestStart && address < candidate.guestEnd) {
+          region = candidate;
+          break;
+        }
+      }
+      if (region === null) return -1;
+      this.#lastHit = region;
+    }
+    // guestEnd - address is exact (both below 2^53); address + length might round
+    if (!(length >= 0 && length <= region.guestEnd - address)) return -1;
+    this.locatedBytes = region.bytes;
+    return address - region.guestStart;
   }
 
   /**

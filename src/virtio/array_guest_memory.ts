@@ -60,6 +60,25 @@ export class ArrayGuestMemory implements GuestMemory {
     return null;
   }
 
+  /** {@inheritDoc GuestMemory.locatedBytes} */
+  locatedBytes: Uint8Array = new Uint8Array(0);
+
+  /** {@inheritDoc GuestMemory.locate} */
+  locate(addrLow: number, addrHigh: number, length: number): number {
+    if (addrHigh >= HIGH_HALF_LIMIT) return -1;
+    const start = addrHigh * TWO_32 + addrLow;
+    const end = start + length;
+    const regions = this.#regions;
+    for (let i = 0; i < regions.length; i++) {
+      const r = regions[i];
+      if (start >= r.start && end <= r.end) {
+        this.locatedBytes = r.bytes;
+        return start - r.start;
+      }
+    }
+    return -1;
+  }
+
   /** {@inheritDoc GuestMemory.viewPieces} */
   viewPieces(
     addrLow: number,

@@ -39,6 +39,17 @@ export interface GuestMemory {
   view(addrLow: number, addrHigh: number, length: number): Uint8Array | null;
 
   /**
+   * Resolves the range like {@link view} without making a view: returns where it
+   * starts in {@link locatedBytes} (the whole region's bytes, set by this call), or
+   * -1 when {@link view} would return null. The RX path uses it to fill iovec tables
+   * without one typed-array view per guest buffer; the same validity rules apply.
+   */
+  locate(addrLow: number, addrHigh: number, length: number): number;
+
+  /** The region of the last successful {@link locate}. */
+  readonly locatedBytes: Uint8Array;
+
+  /**
    * Resolves the guest-physical range `[addr, addr + length)` like {@link view}, but
    * lets it run on from one region into the next one that starts exactly where the
    * first ends: writes one view per region touched, in address order, to

@@ -82,6 +82,9 @@ import {
   VIRTQ_USED_F_NO_NOTIFY,
 } from "./ring_layout.ts";
 
+/** Placeholder for the views a located chain does not keep. */
+const EMPTY_VIEW = new Uint8Array(0);
+
 /**
  * Descriptors one turn may walk (each read of a descriptor counts, an indirect
  * one and the entries of its table alike). Walking hostile rings costs 50–130 ns
@@ -540,6 +543,7 @@ export class SplitVirtqueue {
     const buffers = chain.buffers;
     const capacity = buffers.length;
     const desc = this.#desc;
+    const located = chain.located; // buffers as (base, offset, length), no views
     let table: Uint8Array | null = null; // the indirect table, once followed
     let index = head;
     let limit = this.size;
@@ -606,8 +610,13 @@ export class SplitVirtqueue {
       descriptors++;
       if (len === 0) return this.#setFault(Fault.ZeroLength, index, addrLow, addrHigh, 0);
       let views = 1;
-      const view = count < capacity ? memory.view(addrLow, addrHigh, len) : null;
-      if (view !== null) {
+      const offset = located && count < capacity ? memory.locate(addrLow, addrHigh, len) : -1;
+      const view = located || count >= capacity ? null : memory.view(addrLow, addrHigh, len);
+      if (offset >= 0) {
+        chain.bases[count] = memory.locatedBytes;
+        chain.offsets[count] = offset;
+        chain.lengths[count] = len;
+      } else if (view !== null) {
         buffers[count] = view;
       } else {
         // Not inside one region (maybe across adjacent ones: a gather list), or no room.
@@ -616,6 +625,15 @@ export class SplitVirtqueue {
           return views === PIECES_NO_ROOM
             ? this.#setFault(Fault.TooManyViews, index, addrLow, addrHigh, capacity)
             : this.#setFault(Fault.OutsideMemory, index, addrLow, addrHigh, len);
+        }
+        if (located) {
+          // Each piece becomes its own base, at offset 0 (rare: a buffer across regions).
+          for (let i = count; i < count + views; i++) {
+            chain.bases[i] = buffers[i];
+            chain.offsets[i] = 0;
+            chain.lengths[i] = buffers[i].length;
+            buffers[i] = EMPTY_VIEW;
+          }
         }
       }
       count += views;

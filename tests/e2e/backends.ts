@@ -97,6 +97,8 @@ export interface BackendOptions {
   readonly extraArgs?: readonly string[];
   /** tpasst: a command line it runs under (e.g. setpriv dropping a capability). */
   readonly wrapper?: readonly string[];
+  /** tpasst: the launcher to run (another checkout's bin/tpasst; {@link TPASST_BIN} by default). */
+  readonly tpasstBin?: string;
 }
 
 /** slirp's fixed addresses (QEMU docs, "-netdev user": net 10.0.2.0/24, host .2). */
@@ -207,7 +209,7 @@ export async function startBackend(
       ...forwardArgs,
     ];
   } else {
-    command = TPASST_BIN;
+    command = options.tpasstBin ?? TPASST_BIN;
     const dns = options.dnsServers ?? [];
     args = [
       "-f",

@@ -69,7 +69,10 @@ export interface HostConnection {
    * @throws on a socket error (EPIPE, ECONNRESET)
    */
   send(data: Uint8Array): number;
-  /** Fills `out` with the send buffer's size and how much of it is in use. */
+  /**
+   * Fills `out` with the send buffer's size and how much of it is in use
+   * (`sendBuffer`, `sendQueued`; `receiveQueued` may be left as it was).
+   */
   queues(out: SocketQueues): void;
   /** Ends our direction (the peer sees a FIN). */
   shutdownWrite(): void;
@@ -186,6 +189,8 @@ function addSpace(table: IoVectors, space: FrameSpace, from: number, length: num
     left -= n;
     skip = 0;
   }
+  // With a table from the link, the views end at vectorsFrom and the table goes on.
+  if (left > 0 && space.vectors !== null) table.append(space.vectors, left, skip);
 }
 
 function noEvents(): void {}
@@ -199,6 +204,10 @@ class NativeHostConnection implements HostConnection {
   /** The socket's SO_PEEK_OFF as last set or moved (-1: off). */
   #peekOffset = -1;
   #closed = false;
+  /** Whether SO_SNDBUF was set here (the kernel then never changes it: SOCK_SNDBUF_LOCK). */
+  #sendBufferFixed = false;
+  /** The fixed send buffer's size as the kernel reports it, once read (0: not yet). */
+  #sendBuffer = 0;
 
   constructor(socket: TcpSocket, loop: EventLoop) {
     this.#socket = socket;
@@ -207,6 +216,7 @@ class NativeHostConnection implements HostConnection {
     try {
       const sizes = bufferSizes();
       socket.setBuffers(sizes.receive, sizes.send);
+      this.#sendBufferFixed = sizes.send > 0;
     } catch { /* the kernel's sizes then */ }
     try {
       loop.watch(this.#fd, (events, now) => this.#handler(events, now), STREAM_EVENTS);
@@ -222,17 +232,27 @@ class NativeHostConnection implements HostConnection {
   }
 
   peek(offset: number, space: FrameSpace, from: number, length: number): number {
-    vectors.clear();
     if (this.#peekOffset !== offset && !peekOffsetMissing) {
       if (this.#socket.setPeekOffset(offset)) this.#peekOffset = offset;
       else peekOffsetMissing = true;
     }
-    if (peekOffsetMissing && offset > 0) {
-      if (skipped.length < offset) skipped = new Uint8Array(Math.max(offset, 2 * skipped.length));
-      vectors.push(skipped, offset);
+    const skip = peekOffsetMissing && offset > 0;
+    let table = vectors;
+    if (space.vectors !== null && from === space.vectorsFrom && !skip) {
+      // The link gave the room as an iovec table already: peek straight into it.
+      table = space.vectors;
+      table.truncate(length);
+    } else {
+      vectors.clear();
+      if (skip) {
+        if (skipped.length < offset) {
+          skipped = new Uint8Array(Math.max(offset, 2 * skipped.length));
+        }
+        vectors.push(skipped, offset);
+      }
+      addSpace(vectors, space, from, length);
     }
-    addSpace(vectors, space, from, length);
-    const n = this.#socket.receiveVectors(vectors, true);
+    const n = this.#socket.receiveVectors(table, true);
     if (n === WOULD_BLOCK) return WOULD_BLOCK;
     if (peekOffsetMissing && offset > 0) {
       // Only bytes before the offset: nothing new yet (an end of stream right at the
@@ -260,7 +280,14 @@ class NativeHostConnection implements HostConnection {
   }
 
   queues(out: SocketQueues): void {
+    if (this.#sendBuffer > 0) {
+      // A fixed send buffer: one ioctl (SIOCOUTQ) instead of two and a getsockopt.
+      out.sendQueued = this.#socket.sendQueued();
+      out.sendBuffer = this.#sendBuffer;
+      return;
+    }
     this.#socket.queues(out);
+    if (this.#sendBufferFixed) this.#sendBuffer = out.sendBuffer;
   }
 
   shutdownWrite(): void {

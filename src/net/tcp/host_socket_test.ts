@@ -211,6 +211,7 @@ Deno.test("`HostConnection.send()` moves 8 MiB through partial sends and writabl
     });
     let off = 0;
     let blocked = 0;
+    let bufferSize = 0;
     const queues = { sendQueued: 0, receiveQueued: 0, sendBuffer: 0 };
     while (off < data.length) {
       const n = conn.send(data.subarray(off));
@@ -218,6 +219,9 @@ Deno.test("`HostConnection.send()` moves 8 MiB through partial sends and writabl
         blocked++;
         conn.queues(queues);
         assert.ok(queues.sendQueued > 0 && queues.sendBuffer > 0, JSON.stringify(queues));
+        assert.ok(queues.sendQueued <= 2 * queues.sendBuffer, JSON.stringify(queues));
+        if (bufferSize === 0) bufferSize = queues.sendBuffer;
+        assert.equal(queues.sendBuffer, bufferSize, "the size set at connect stays");
         const drained = new Promise<void>((resolve) => (wake = resolve));
         conn.requestWritable();
         await drained;

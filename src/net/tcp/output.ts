@@ -245,6 +245,11 @@ export function sendHostData(
   const l4 = v4 ? L4_OFFSET_V4 : L4_OFFSET_V6;
   const headers = l4 + TCP_HEADER_MIN;
   const space = ctx.space;
+  // The payload may come as an iovec table (no view per guest buffer) when no
+  // checksum over it is computed here.
+  const partial = link.l4ChecksumsOptional;
+  space.acceptVectors = partial;
+  space.vectors = null;
   if (link.reserveFrame(space, headers + maxLength, headers) !== SendResult.Sent) {
     return DATA_NO_ROOM;
   }
@@ -280,7 +285,6 @@ export function sendHostData(
   fl.window = window;
   buildTcp(b, l4, fl);
   f.ackDue = false;
-  const partial = link.l4ChecksumsOptional;
   let sum: number;
   if (v4) {
     sum = ipv4PseudoSum(f.remote4, f.guest4, IPPROTO_TCP, l4Length);

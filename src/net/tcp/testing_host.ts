@@ -56,6 +56,9 @@ export class ScriptedConnection implements HostConnection {
     const r = this.#peek(offset, length);
     if (r === null) return 0;
     if (r === "block") return WOULD_BLOCK;
+    if (space.vectors !== null) {
+      throw new Error("A scripted host connection cannot peek into an iovec table");
+    }
     let skip = from;
     let at = 0;
     for (let i = 0; i < space.count && at < r.length; i++) {

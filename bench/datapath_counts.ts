@@ -1,0 +1,350 @@
+/**
+ * Counts per GB of a fixed-size iperf3 transfer through a backend under QEMU, for
+ * comparing datapath cost on a shared, loaded machine where wall-clock rates swing:
+ * the backend's CPU seconds, with `--tool perf` its instructions, cycles (where the
+ * machine has hardware counters; these VMs have none) and context switches
+ * (`perf stat -p`), with `--tool record` a profile (`perf record -p` into
+ * perf-BACKEND-DIRECTION.data; run with DENO_V8_FLAGS=--perf-basic-prof for JIT
+ * symbols, DATAPATH_COUNTS_CALLGRAPH=1 for -g) summed up as samples per sample of the
+ * kernel's copy into guest buffers (the same work per byte for every backend, so
+ * less sensitive to the machine's load than CPU seconds), and with
+ * `--tool strace` its system calls by name (`strace -c -f -p`, which slows the
+ * daemon: compare counts, not times). The guest runs `iperf3 -n BYTES` guest→host
+ * ("up") and/or host→guest ("down", -R) against a server on the host's loopback; the
+ * tool is attached while the guest sleeps a second before each transfer.
+ *
+ * Options: --backends tpasst-vhost,passt-vhost (default), --directions down,up
+ * (default down), --bytes N (per transfer, default 2000M; iperf3's K/M/G suffixes),
+ * --tool perf|strace|record|none (default perf), --tpasst-tree DIR (adds backend
+ * "tpasst-tree": DIR/bin/tpasst, another checkout, e.g. the code before a change),
+ * --rounds N (default 1, alternating backends), --debug (tpasst -d: the link's
+ * counters at the end are printed), --verbose (serial console); DATAPATH_COUNTS_OUTPUT=1
+ * prints the end of the backend's output.
+ *
+ * Run as root (perf and strace attach to the backend). Never a test.
+ *
+ * @module
+ */
+
+import { type BackendKind, startBackend } from "../tests/e2e/backends.ts";
+import { freePort, startIperfServer } from "../tests/e2e/host_services.ts";
+import { QemuGuest } from "../tests/e2e/qemu.ts";
+import { processCpuSeconds } from "./qemu_process_stats.ts";
+
+const BACKENDS = ["tpasst-vhost", "passt-vhost", "tpasst-tree"] as const;
+type Backend = typeof BACKENDS[number];
+type Direction = "up" | "down";
+type Tool = "perf" | "strace" | "record" | "none";
+
+interface Args {
+  backends: Backend[];
+  directions: Direction[];
+  bytes: string;
+  tool: Tool;
+  tpasstTree: string | null;
+  rounds: number;
+  debug: boolean;
+  verbose: boolean;
+}
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = {
+    backends: ["tpasst-vhost", "passt-vhost"],
+    directions: ["down"],
+    bytes: "2000M",
+    tool: "perf",
+    tpasstTree: null,
+    rounds: 1,
+    debug: false,
+    verbose: false,
+  };
+  let backendsGiven = false;
+  for (let i = 0; i < argv.length; i++) {
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`Option ${argv[i - 1]} needs a value`);
+      return v;
+    };
+    switch (argv[i]) {
+      case "--backends":
+        backendsGiven = true;
+        args.backends = value().split(",").map((b) => {
+          if (!(BACKENDS as readonly string[]).includes(b)) {
+            throw new Error(`Unknown backend ${b}: expected one of ${BACKENDS.join(", ")}`);
+          }
+          return b as Backend;
+        });
+        break;
+      case "--directions":
+        args.directions = value().split(",").map((d) => {
+          if (d !== "up" && d !== "down") throw new Error(`Unknown direction ${d}: up or down`);
+          return d;
+        });
+        break;
+      case "--bytes":
+        args.bytes = value();
+        if (!/^[0-9]+[KMG]?$/.test(args.bytes)) throw new Error(`Bad --bytes ${args.bytes}`);
+        break;
+      case "--tool": {
+        const t = value();
+        if (t !== "perf" && t !== "strace" && t !== "record" && t !== "none") {
+          throw new Error(`Unknown tool ${t}: perf, strace, record or none`);
+        }
+        args.tool = t;
+        break;
+      }
+      case "--tpasst-tree":
+        args.tpasstTree = value();
+        break;
+      case "--rounds":
+        args.rounds = Number(value());
+        break;
+      case "--debug":
+        args.debug = true;
+        break;
+      case "--verbose":
+        args.verbose = true;
+        break;
+      default:
+        throw new Error(`Unknown option ${argv[i]}`);
+    }
+  }
+  if (args.tpasstTree !== null && !backendsGiven) args.backends.push("tpasst-tree");
+  if (args.backends.includes("tpasst-tree") && args.tpasstTree === null) {
+    throw new Error("Backend tpasst-tree needs --tpasst-tree DIR");
+  }
+  return args;
+}
+
+function guestScript(port: number, directions: Direction[], bytes: string): string {
+  const lines = [
+    'mark() { echo "TPASST-MARK $*"; }',
+    "udhcpc -i eth0 -f -q -n -t 5 -T 3 -s /etc/udhcpc.sh 2>/dev/null >/dev/null",
+    "gw=$(cat /tmp/router 2>/dev/null)",
+    'if [ -z "$gw" ]; then mark error no-dhcp-lease; exit 1; fi',
+    "result() { awk '/receiver/ {print $(NF-4), $(NF-3), $(NF-2); f=1} END {if (!f) print \"failed\"}'; }",
+  ];
+  for (const d of directions) {
+    lines.push(
+      `mark ${d}-start`,
+      "sleep 1", // the host attaches its tool meanwhile
+      `mark ${d} "$(timeout 300 iperf3 -c "$gw" -p ${port} -n ${bytes} -f m ${
+        d === "down" ? "-R" : ""
+      } 2>&1 | result)"`,
+    );
+  }
+  lines.push("exit 0", "");
+  return lines.join("\n");
+}
+
+/** A tool attached to a process until stopped; returns its report. */
+interface Attached {
+  stop(): Promise<string>;
+}
+
+function attach(tool: Tool, pid: number, label: string): Attached {
+  if (tool === "none") return { stop: () => Promise.resolve("") };
+  const args = tool === "perf"
+    ? ["stat", "-x", ",", "-e", "instructions,cycles,context-switches", "-p", `${pid}`]
+    : tool === "record"
+    ? [
+      "record",
+      "-F",
+      "2000",
+      ...(Deno.env.get("DATAPATH_COUNTS_CALLGRAPH") ? ["-g"] : []),
+      "-o",
+      `perf-${label}.data`,
+      "-p",
+      `${pid}`,
+    ]
+    : ["-c", "-f", "-p", `${pid}`];
+  const command = tool === "strace" ? "strace" : "perf";
+  const child = new Deno.Command(command, { args, stdout: "piped", stderr: "piped" }).spawn();
+  return {
+    async stop() {
+      child.kill("SIGINT");
+      const out = await child.output();
+      const text = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);
+      if (tool !== "record") return text;
+      // The kernel's copy into the guest's buffers costs the same per byte for every
+      // backend: the samples per copy sample are CPU per byte, less sensitive to load.
+      const report = await new Deno.Command("perf", {
+        args: ["report", "-i", `perf-${label}.data`, "--stdio", "--sort", "sym", "-g", "none"],
+        stdout: "piped",
+        stderr: "null",
+      }).output();
+      const lines = new TextDecoder().decode(report.stdout).split("\n");
+      const samples = lines.find((l) => l.startsWith("# Samples:")) ?? "";
+      const copy = lines.map((l) => l.match(/^\s*([0-9.]+)%.*\] (_copy_to_iter|_copy_from_iter)/))
+        .filter((m) => m !== null).reduce((a, m) => a + Number(m![1]), 0);
+      return `${samples.trim()}; copy ${copy.toFixed(1)}% -> ${
+        (100 / copy).toFixed(2)
+      } samples per copy sample`;
+    },
+  };
+}
+
+const IPERF_UNITS: Readonly<Record<string, number>> = {
+  Bytes: 1,
+  KBytes: 1024,
+  MBytes: 1024 ** 2,
+  GBytes: 1024 ** 3,
+};
+
+interface Row {
+  backend: Backend;
+  direction: Direction;
+  gbps: number;
+  gb: number;
+  cpuPerGB: number;
+  instructionsPerGB: number | null;
+  cyclesPerGB: number | null;
+  contextSwitchesPerGB: number | null;
+  syscallsPerGB: Map<string, number>;
+}
+
+/** `perf stat -x,` lines: value,unit,event,... */
+function perfCounts(report: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of report.split("\n")) {
+    const cells = line.split(",");
+    if (cells.length < 3) continue;
+    const value = Number(cells[0]);
+    if (Number.isFinite(value)) out.set(cells[2].replace(/:u$/, ""), value);
+  }
+  return out;
+}
+
+/** `strace -c` table rows: % time, seconds, usecs/call, calls, [errors], syscall. */
+function straceCounts(report: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of report.split("\n")) {
+    const cells = line.trim().split(/\s+/);
+    if (cells.length < 5 || !/^[0-9.]+$/.test(cells[0])) continue;
+    const name = cells[cells.length - 1];
+    if (name === "total") continue;
+    out.set(name, Number(cells[3]));
+  }
+  return out;
+}
+
+async function measure(backend: Backend, args: Args): Promise<Row[]> {
+  const iperf = await startIperfServer(freePort());
+  const rows: Row[] = [];
+  try {
+    const kind: BackendKind = backend === "tpasst-tree" ? "tpasst-vhost" : backend;
+    const started = await startBackend(kind, {
+      forwards: [],
+      extraArgs: args.debug && kind === "tpasst-vhost" ? ["-d"] : [],
+      tpasstBin: backend === "tpasst-tree" ? `${args.tpasstTree}/bin/tpasst` : undefined,
+    });
+    try {
+      await using guest = await QemuGuest.launch({
+        netdev: started.netdev,
+        script: guestScript(iperf.port, args.directions, args.bytes),
+        onLine: args.verbose ? (l) => console.log(`  [${backend}] ${l}`) : undefined,
+      });
+      const pid = started.pid!;
+      for (const direction of args.directions) {
+        const start = await guest.waitForAnyMark([`${direction}-start`, "error"], 300_000);
+        if (start.name === "error") throw guest.failure(`guest: ${start.value}`);
+        const tool = attach(args.tool, pid, `${backend}-${direction}`);
+        const cpu0 = processCpuSeconds(pid) ?? 0;
+        const value = await guest.waitForMark(direction, 600_000);
+        const cpu = (processCpuSeconds(pid) ?? cpu0) - cpu0;
+        const report = await tool.stop();
+        const [amount, unit, rate] = value.split(" ");
+        if (IPERF_UNITS[unit] === undefined) throw new Error(`iperf3 ${direction}: ${value}`);
+        const gb = Number(amount) * IPERF_UNITS[unit] / 1e9;
+        const perf = args.tool === "perf" ? perfCounts(report) : new Map();
+        const calls = args.tool === "strace" ? straceCounts(report) : new Map();
+        const perGB = new Map([...calls].map(([k, v]) => [k, v / gb]));
+        if (args.tool === "record") console.log(`  [${backend} ${direction}] ${report}`);
+        rows.push({
+          backend,
+          direction,
+          gbps: Number(rate) / 1000,
+          gb,
+          cpuPerGB: cpu / gb,
+          instructionsPerGB: perf.has("instructions") ? perf.get("instructions")! / gb : null,
+          cyclesPerGB: perf.has("cycles") ? perf.get("cycles")! / gb : null,
+          contextSwitchesPerGB: perf.has("context-switches")
+            ? perf.get("context-switches")! / gb
+            : null,
+          syscallsPerGB: perGB,
+        });
+      }
+      await guest.waitForDone(60_000).catch(() => {});
+    } finally {
+      await started.stop();
+      if (Deno.env.get("DATAPATH_COUNTS_OUTPUT")) console.log(started.output().slice(-8000));
+      if (args.debug) {
+        const counters = started.output().split("\n").filter((l) =>
+          /vhost-user link:|frames accepted|tcp:.*counters|event loop/i.test(l)
+        );
+        for (const l of counters) console.log(`  [${backend}] ${l}`);
+      }
+    }
+  } finally {
+    await iperf.close();
+  }
+  return rows;
+}
+
+const fmt = (n: number | null, digits = 2) => n === null ? "-" : n.toFixed(digits);
+
+async function main(): Promise<void> {
+  const args = parseArgs(Deno.args);
+  const load = Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+  console.log(
+    `datapath counts: ${args.backends.join(", ")}; ${args.directions.join(", ")}; ${args.bytes} ` +
+      `per transfer; tool ${args.tool}; ${args.rounds} round(s); load average ${load}`,
+  );
+  const all: Row[] = [];
+  for (let round = 1; round <= args.rounds; round++) {
+    for (const backend of args.backends) {
+      try {
+        const rows = await measure(backend, args);
+        for (const r of rows) {
+          all.push(r);
+          const top = [...r.syscallsPerGB].sort((a, b) => b[1] - a[1]).slice(0, 10)
+            .map(([k, v]) => `${k} ${v.toFixed(0)}`).join(", ");
+          console.log(
+            `round ${round} ${backend} ${r.direction}: ${r.gb.toFixed(2)} GB at ${
+              r.gbps.toFixed(2)
+            } Gbit/s; CPU ${r.cpuPerGB.toFixed(3)} s/GB; instructions ${
+              fmt(r.instructionsPerGB === null ? null : r.instructionsPerGB / 1e9, 3)
+            } G/GB, cycles ${
+              fmt(r.cyclesPerGB === null ? null : r.cyclesPerGB / 1e9, 3)
+            } G/GB, context switches ${fmt(r.contextSwitchesPerGB, 0)} per GB` +
+              (top === "" ? "" : `; syscalls per GB: ${top}`),
+          );
+        }
+      } catch (error) {
+        console.log(`round ${round} ${backend}: n/a (${(error as Error).message.split("\n")[0]})`);
+      }
+    }
+  }
+  console.log("");
+  for (const direction of args.directions) {
+    for (const backend of args.backends) {
+      const rows = all.filter((r) => r.backend === backend && r.direction === direction);
+      if (rows.length === 0) continue;
+      const mean = (f: (r: Row) => number | null) => {
+        const v = rows.map(f).filter((x): x is number => x !== null);
+        return v.length === 0 ? null : v.reduce((a, b) => a + b, 0) / v.length;
+      };
+      const ins = mean((r) => r.instructionsPerGB);
+      const cyc = mean((r) => r.cyclesPerGB);
+      console.log(
+        `${direction} ${backend.padEnd(13)} ${fmt(mean((r) => r.gbps))} Gbit/s  CPU ${
+          fmt(mean((r) => r.cpuPerGB), 3)
+        } s/GB  instr ${fmt(ins === null ? null : ins / 1e9, 3)} G/GB  cycles ${
+          fmt(cyc === null ? null : cyc / 1e9, 3)
+        } G/GB  (${rows.length} runs)`,
+      );
+    }
+  }
+}
+
+if (import.meta.main) await main();
