@@ -7,6 +7,8 @@ import {
   describePorts,
   expandForwards,
   FDS_KEPT_FREE,
+  type Forwarding,
+  type ForwardingOptions,
   ForwardSetupError,
   hostEphemeralRange,
   listenerBudget,
@@ -34,6 +36,31 @@ async function freeUdpPort(): Promise<number> {
   const p = s.address().port;
   await new Promise<void>((r) => s.close(() => r()));
   return p;
+}
+
+/** Attempts of {@link forwardOnFreePorts} before an EADDRINUSE fails the test. */
+const FREE_PORT_ATTEMPTS = 5;
+
+/**
+ * startForwarding() on a TCP and a UDP port picked free just before, the forwards
+ * built from them by `options`: another test may take one in between (explicit
+ * forwards then fail with EADDRINUSE), so new ports are picked and it is tried again.
+ */
+async function forwardOnFreePorts(
+  stack: NetworkStack,
+  options: (tport: number, uport: number) => ForwardingOptions,
+): Promise<{ fw: Forwarding; tport: number; uport: number }> {
+  for (let attempt = 1;; attempt++) {
+    const tport = freePort();
+    const uport = await freeUdpPort();
+    try {
+      return { fw: startForwarding(stack, options(tport, uport)), tport, uport };
+    } catch (error) {
+      if (attempt >= FREE_PORT_ATTEMPTS || !/EADDRINUSE/.test((error as Error).message)) {
+        throw error;
+      }
+    }
+  }
 }
 
 Deno.test("`expandForwards()` lists host ports with their guest targets", () => {
@@ -155,14 +182,12 @@ Deno.test("`startForwarding()` binds `all` as far as descriptors allow and names
 Deno.test("`startForwarding()` takes target addresses without a warning and warns about UDP --freebind", async () => {
   const { logger, lines } = collectingLogger();
   const stack = new NetworkStack(testPlan(), { logger });
-  const tport = freePort();
-  const uport = await freeUdpPort();
-  const fw = startForwarding(stack, {
+  const { fw, tport, uport } = await forwardOnFreePorts(stack, (tport, uport) => ({
     logger,
     tcpForwards: parsePortForwardTable([`127.0.0.1/${tport}:127.0.0.99/22`]),
     udpForwards: parsePortForwardTable([`127.0.0.1/${uport}`]),
     freebind: true,
-  });
+  }));
   try {
     assert.deepEqual(fw.listening, { tcp: 1, udp: 1 });
     assert.ok(!lines.some((l) => /target address/.test(l)), lines.join("\n"));
@@ -187,13 +212,11 @@ Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and o
     logger,
     forward: { outbound4: "127.0.0.1", outboundIf4: "lo" },
   });
-  const tport = freePort();
-  const uport = await freeUdpPort();
-  const fw = startForwarding(stack, {
+  const { fw, tport, uport } = await forwardOnFreePorts(stack, (tport, uport) => ({
     logger,
     tcpForwards: parsePortForwardTable([`127.0.0.1/${tport}:8080`]),
     udpForwards: parsePortForwardTable([`127.0.0.1/${uport}:5353`]),
-  });
+  }));
   assert.deepEqual(fw.listening, { tcp: 1, udp: 1 });
   assert.ok(
     !lines.some((l) => /outbound-if4|^-o /.test(l)),
@@ -246,16 +269,14 @@ Deno.test("`startForwarding()` binds `%IF` TCP and UDP forwards to that interfac
   const loop = new EventLoop();
   const running = loop.run();
   const stack = new NetworkStack(testPlan(), { logger });
-  const tport = freePort();
-  const uport = await freeUdpPort();
-  const fw = startForwarding(stack, {
+  const { fw, tport, uport } = await forwardOnFreePorts(stack, (tport, uport) => ({
     logger,
     tcpForwards: parsePortForwardTable([`127.0.0.1%lo/${tport}:8080`]),
     udpForwards: parsePortForwardTable([`127.0.0.1%lo/${uport}:5353`]),
     tcpHost: nativeHostTcp(loop),
     loop,
     udpWatcher: loop,
-  });
+  }));
   const guest = new TestGuest(fw.tcp!, fw.udp, 4, TEST_GUEST4, TEST_GUEST6);
   guest.useStack(stack);
   stack.linkUp(guest, performance.now());
