@@ -1,19 +1,10 @@
 import assert from "node:assert/strict";
-import { GuestSender } from "../guest_sender.ts";
-import { TcpTranslator } from "./translator.ts";
-import { TestGuest } from "../tcp_test_guest.ts";
-import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "../tcp_test_plan.ts";
-import { Logger } from "../../log/logger.ts";
+import { wiredTranslator } from "./testing_host.ts";
+import { TEST_GATEWAY4 } from "../tcp_test_plan.ts";
 import { RTO_INITIAL_MS } from "./flow.ts";
 
 Deno.test("`TcpTranslator` takes an ACK of its FIN that arrives after a timeout took the FIN back", async () => {
-  const sender = new GuestSender(0x9a559a559a55);
-  const logger = new Logger();
-  logger.setSink(() => {});
-  const tcp = new TcpTranslator(sender, testRules(), { logger });
-  const guest = new TestGuest(tcp, null, 4, TEST_GUEST4, TEST_GUEST6);
-  sender.setLink(guest);
-  guest.onWritable((now) => tcp.linkWritable(now));
+  const { tcp, guest, close } = wiredTranslator();
   const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {
     const accepted = server.accept();
@@ -45,7 +36,6 @@ Deno.test("`TcpTranslator` takes an ACK of its FIN that arrives after a timeout 
     host.close();
   } finally {
     server.close();
-    guest.stop();
-    tcp.close();
+    close();
   }
 });

@@ -1,25 +1,6 @@
 import assert from "node:assert/strict";
-import { GuestSender } from "../guest_sender.ts";
-import { TcpTranslator, type TcpTranslatorOptions } from "./translator.ts";
-import { TestGuest } from "../tcp_test_guest.ts";
-import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "../tcp_test_plan.ts";
-import { Logger } from "../../log/logger.ts";
-
-/** A translator, its sender and a guest wired together. */
-function setup(opts: TcpTranslatorOptions = {}) {
-  const sender = new GuestSender(0x9a559a559a55);
-  const logger = new Logger();
-  logger.setSink(() => {});
-  const tcp = new TcpTranslator(sender, testRules(), { logger, ...opts });
-  const guest = new TestGuest(tcp, null, 4, TEST_GUEST4, TEST_GUEST6);
-  sender.setLink(guest);
-  guest.onWritable((now) => tcp.linkWritable(now));
-  const close = () => {
-    guest.stop();
-    tcp.close();
-  };
-  return { sender, tcp, guest, close };
-}
+import { wiredTranslator } from "./testing_host.ts";
+import { TEST_GATEWAY4 } from "../tcp_test_plan.ts";
 
 /** Bytes the host peer writes per trickle step. */
 const TRICKLE_BYTES = 1024;
@@ -31,7 +12,7 @@ const RESUME_LIMIT_MS = 1000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test("`TcpTranslator.linkUp()` on an empty RX ring: a trickling host stream resumes on the RX kick", async () => {
-  const { sender, tcp, guest, close } = setup();
+  const { sender, tcp, guest, close } = wiredTranslator();
   const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (server.addr as Deno.NetAddr).port;
   const accepted = server.accept();
@@ -84,7 +65,7 @@ Deno.test("`TcpTranslator.linkUp()` on an empty RX ring: a trickling host stream
 });
 
 Deno.test("`TcpTranslator` looks again on its timer when room comes back without a writable callback", async () => {
-  const { tcp, guest, close } = setup();
+  const { tcp, guest, close } = wiredTranslator();
   const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (server.addr as Deno.NetAddr).port;
   const accepted = server.accept();

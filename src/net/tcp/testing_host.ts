@@ -1,15 +1,23 @@
 /**
- * Scripted host connections for tests of the TCP translator: a
+ * Test support for the TCP translator: scripted host connections (a
  * {@link HostConnection} whose peeks, sends and connect completion a test decides,
- * recording the calls that end it, and a {@link HostTcp} handing them out. Not used
- * by the daemon.
+ * recording the calls that end it, and a {@link HostTcp} handing them out), and
+ * {@link wiredTranslator}, a translator wired to a sender and a scripted guest. Not
+ * used by the daemon.
  *
  * @module
  */
 
 import type { SocketQueues } from "../../../ffi/tcp_socket.ts";
+import { Logger } from "../../log/logger.ts";
 import { EVENT_WRITABLE } from "../../loop/event_loop.ts";
 import type { FrameSpace } from "../../tap/frame_transport.ts";
+import { GuestSender } from "../guest_sender.ts";
+import { DEFAULT_OUR_MAC } from "../host_config.ts";
+import type { L4Handler } from "../l4_handler.ts";
+import { TestGuest } from "../tcp_test_guest.ts";
+import { TEST_GUEST4, TEST_GUEST6, testRules } from "../tcp_test_plan.ts";
+import { TcpTranslator, type TcpTranslatorOptions } from "./translator.ts";
 import {
   type HostConnection,
   type HostEventHandler,
@@ -126,4 +134,47 @@ export function scriptedHostTcp(
       return listen(events);
     },
   };
+}
+
+/** A constructor of {@link TestGuest} or of a subclass with the same parameters. */
+export type TestGuestClass<G extends TestGuest> = new (
+  tcp: L4Handler,
+  udp: L4Handler | null,
+  family: 4 | 6,
+  addr4: number,
+  addr6?: Uint8Array,
+) => G;
+
+/** A translator, its sender and a scripted guest wired together ({@link wiredTranslator}). */
+export interface WiredTranslator<G extends TestGuest> {
+  readonly sender: GuestSender;
+  readonly tcp: TcpTranslator;
+  readonly guest: G;
+  /** Stops the guest and closes the translator. */
+  close(): void;
+}
+
+/**
+ * A translator (with `options`; a silent logger unless they name one) sending through
+ * a {@link GuestSender} to a scripted guest of `family` at TEST_GUEST4 / TEST_GUEST6,
+ * the guest's writable callback wired to the translator's.
+ * @param guestClass the guest to make (default {@link TestGuest})
+ */
+export function wiredTranslator<G extends TestGuest = TestGuest>(
+  options: TcpTranslatorOptions = {},
+  family: 4 | 6 = 4,
+  guestClass: TestGuestClass<G> = TestGuest as TestGuestClass<G>,
+): WiredTranslator<G> {
+  const sender = new GuestSender(DEFAULT_OUR_MAC);
+  const logger = new Logger();
+  logger.setSink(() => {});
+  const tcp = new TcpTranslator(sender, testRules(), { logger, ...options });
+  const guest = new guestClass(tcp, null, family, TEST_GUEST4, TEST_GUEST6);
+  sender.setLink(guest);
+  guest.onWritable((now) => tcp.linkWritable(now));
+  const close = () => {
+    guest.stop();
+    tcp.close();
+  };
+  return { sender, tcp, guest, close };
 }
