@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { TEST_GATEWAY4 } from "../../src/net/tcp_test_plan.ts";
 import type { GuestTcpConn } from "../../src/net/tcp_test_guest.ts";
 import { MAX_RETRIES, RTO_INITIAL_MS, RTO_MAX_MS } from "../../src/net/tcp/flow.ts";
+import { connectThroughGateway } from "../../src/net/tcp/testing_host.ts";
 import { TRANSPORTS } from "./daemon_guest.ts";
 import { withDaemon } from "./daemon_run.ts";
 import { freeTcpPort } from "./host_peers.ts";
@@ -209,13 +210,8 @@ const RESUME_LIMIT_MS = 1000;
 Deno.test("bin/tpasst over vhost-user: a trickling host stream keeps flowing after the guest's driver is unbound and bound again", async () => {
   await withDaemon("vhost-user", [], async (d) => {
     const g = d.guest4;
-    const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (server.addr as Deno.NetAddr).port;
-    const accepted = server.accept();
-    const c = g.connect(TEST_GATEWAY4, port);
+    const { server, c, host } = await connectThroughGateway(g, 10_000);
     c.discardReceived = true;
-    await c.until(() => c.state === "established", 10_000, "the handshake");
-    const host = await accepted;
     let written = 0;
     const chunk = new Uint8Array(TRICKLE_BYTES).fill(0x5a);
     const trickle = setInterval(() => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { wiredTranslator } from "./testing_host.ts";
+import { connectThroughGateway, wiredTranslator } from "./testing_host.ts";
 import { TestGuest } from "../tcp_test_guest.ts";
 import { TEST_GATEWAY4 } from "../tcp_test_plan.ts";
 import { decodeFrame } from "../testing_frames.ts";
@@ -65,12 +65,7 @@ class RebootedGuest extends TestGuest {
 /** A translator and a rebooting guest with one connection to a host peer, the guest's FIN passed on. */
 async function connectedThenForgotten() {
   const { tcp, guest, close: closeTranslator } = wiredTranslator({}, 4, RebootedGuest);
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
-  const accepted = server.accept();
-  const c = guest.connect(TEST_GATEWAY4, port);
-  await c.until(() => c.state === "established", 5000, "established");
-  const host = await accepted;
+  const { server, port, c, host } = await connectThroughGateway(guest);
   // The guest is done sending (its FIN reaches the host peer), the host peer is not.
   guest.close(c);
   assert.equal(await host.read(new Uint8Array(16)), null, "the guest's FIN reached the host");

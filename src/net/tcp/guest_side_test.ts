@@ -1,16 +1,11 @@
 import assert from "node:assert/strict";
-import { wiredTranslator } from "./testing_host.ts";
-import { TEST_GATEWAY4 } from "../tcp_test_plan.ts";
+import { connectThroughGateway, wiredTranslator } from "./testing_host.ts";
 import { RTO_INITIAL_MS } from "./flow.ts";
 
 Deno.test("`TcpTranslator` takes an ACK of its FIN that arrives after a timeout took the FIN back", async () => {
   const { tcp, guest, close } = wiredTranslator();
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { server, c, host } = await connectThroughGateway(guest);
   try {
-    const accepted = server.accept();
-    const c = guest.connect(TEST_GATEWAY4, (server.addr as Deno.NetAddr).port);
-    await c.until(() => c.state === "established", 5000, "established");
-    const host = await accepted;
     // The guest takes the host's data and FIN, but its ACKs are lost on the way.
     guest.loseFromGuestEvery = 1;
     await host.write(new TextEncoder().encode("0123456789"));

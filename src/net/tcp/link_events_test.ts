@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
-import { wiredTranslator } from "./testing_host.ts";
-import { TEST_GATEWAY4 } from "../tcp_test_plan.ts";
+import { connectThroughGateway, wiredTranslator } from "./testing_host.ts";
 
 /** Bytes the host peer writes per trickle step. */
 const TRICKLE_BYTES = 1024;
@@ -13,13 +12,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test("`TcpTranslator.linkUp()` on an empty RX ring: a trickling host stream resumes on the RX kick", async () => {
   const { sender, tcp, guest, close } = wiredTranslator();
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
-  const accepted = server.accept();
-  const c = guest.connect(TEST_GATEWAY4, port);
+  const { server, c, host } = await connectThroughGateway(guest);
   c.discardReceived = true;
-  await c.until(() => c.state === "established", 5000, "established");
-  const host = await accepted;
   let written = 0;
   const chunk = new Uint8Array(TRICKLE_BYTES).fill(0x5a);
   const trickle = setInterval(() => {
@@ -66,12 +60,7 @@ Deno.test("`TcpTranslator.linkUp()` on an empty RX ring: a trickling host stream
 
 Deno.test("`TcpTranslator` looks again on its timer when room comes back without a writable callback", async () => {
   const { tcp, guest, close } = wiredTranslator();
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
-  const accepted = server.accept();
-  const c = guest.connect(TEST_GATEWAY4, port);
-  await c.until(() => c.state === "established", 5000, "established");
-  const host = await accepted;
+  const { server, c, host } = await connectThroughGateway(guest);
   try {
     guest.noRoom = true;
     await host.write(new TextEncoder().encode("after the ring refilled"));

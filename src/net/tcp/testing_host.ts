@@ -2,7 +2,8 @@
  * Test support for the TCP translator: scripted host connections (a
  * {@link HostConnection} whose peeks, sends and connect completion a test decides,
  * recording the calls that end it, and a {@link HostTcp} handing them out), and
- * {@link wiredTranslator}, a translator wired to a sender and a scripted guest. Not
+ * {@link wiredTranslator}, a translator wired to a sender and a scripted guest, and
+ * {@link connectThroughGateway}, a guest connection to a real loopback host peer. Not
  * used by the daemon.
  *
  * @module
@@ -15,8 +16,8 @@ import type { FrameSpace } from "../../tap/frame_transport.ts";
 import { GuestSender } from "../guest_sender.ts";
 import { DEFAULT_OUR_MAC } from "../host_config.ts";
 import type { L4Handler } from "../l4_handler.ts";
-import { TestGuest } from "../tcp_test_guest.ts";
-import { TEST_GUEST4, TEST_GUEST6, testRules } from "../tcp_test_plan.ts";
+import { type GuestTcpConn, TestGuest } from "../tcp_test_guest.ts";
+import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "../tcp_test_plan.ts";
 import { TcpTranslator, type TcpTranslatorOptions } from "./translator.ts";
 import {
   type HostConnection,
@@ -177,4 +178,33 @@ export function wiredTranslator<G extends TestGuest = TestGuest>(
     tcp.close();
   };
   return { sender, tcp, guest, close };
+}
+
+/** A loopback host server and one connection to it from a scripted guest ({@link connectThroughGateway}). */
+export interface GatewayConnection {
+  /** The host server on 127.0.0.1 (still listening: the caller closes it). */
+  readonly server: Deno.Listener;
+  /** Its port. */
+  readonly port: number;
+  /** The guest's end. */
+  readonly c: GuestTcpConn;
+  /** The host's end, accepted by `server`. */
+  readonly host: Deno.Conn;
+}
+
+/**
+ * Starts a host server on 127.0.0.1 and connects `guest` to it through the gateway
+ * (TEST_GATEWAY4); resolves once the guest's end is established (within `timeoutMs`)
+ * and the server accepted the host's end.
+ */
+export async function connectThroughGateway(
+  guest: TestGuest,
+  timeoutMs = 5000,
+): Promise<GatewayConnection> {
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (server.addr as Deno.NetAddr).port;
+  const accepted = server.accept();
+  const c = guest.connect(TEST_GATEWAY4, port);
+  await c.until(() => c.state === "established", timeoutMs, "established");
+  return { server, port, c, host: await accepted };
 }

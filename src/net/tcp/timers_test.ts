@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { wiredTranslator } from "./testing_host.ts";
+import { connectThroughGateway, wiredTranslator } from "./testing_host.ts";
 import { TEST_GATEWAY4 } from "../tcp_test_plan.ts";
 import { MAX_RETRIES, RTO_INITIAL_MS, RTO_MAX_MS } from "./flow.ts";
 import { openFdCount } from "../../../ffi/process.ts";
@@ -75,12 +75,7 @@ Deno.test("`TcpTranslator` gives up every flow of a guest that is gone: the time
 
 Deno.test("`TcpTranslator` flows outlive a link outage shorter than the give-up time", async () => {
   const { sender, tcp, guest, close } = wiredTranslator({ maxRetries: TEST_RETRIES });
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
-  const accepted = server.accept();
-  const c = guest.connect(TEST_GATEWAY4, port);
-  await c.until(() => c.state === "established", 5000, "established");
-  const host = await accepted;
+  const { server, c, host } = await connectThroughGateway(guest);
   try {
     for (let round = 0; round < 3; round++) {
       sender.setLink(null);
