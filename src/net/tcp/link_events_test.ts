@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { connectThroughGateway, wiredTranslator } from "./testing_host.ts";
+import { connectThroughGateway, trickleFrom, wiredTranslator } from "./testing_host.ts";
 
 /** Bytes the host peer writes per trickle step. */
 const TRICKLE_BYTES = 1024;
@@ -14,11 +14,7 @@ Deno.test("`TcpTranslator.linkUp()` on an empty RX ring: a trickling host stream
   const { sender, tcp, guest, close } = wiredTranslator();
   const { server, c, host } = await connectThroughGateway(guest);
   c.discardReceived = true;
-  let written = 0;
-  const chunk = new Uint8Array(TRICKLE_BYTES).fill(0x5a);
-  const trickle = setInterval(() => {
-    host.write(chunk).then((n) => (written += n)).catch(() => {});
-  }, TRICKLE_EVERY_MS);
+  const trickle = trickleFrom(host, TRICKLE_BYTES, TRICKLE_EVERY_MS);
   try {
     await c.until(() => c.totalReceived >= TRICKLE_BYTES, 5000, "the first trickle");
     // The guest's driver is unbound: the rings stop (link down) while the host goes on.
@@ -33,7 +29,7 @@ Deno.test("`TcpTranslator.linkUp()` on an empty RX ring: a trickling host stream
     // The guest posts its buffers and kicks.
     guest.makeRoom();
     const kickedAt = performance.now();
-    const target = written;
+    const target = trickle.written;
     await c.until(
       () => c.totalReceived >= target,
       RESUME_LIMIT_MS,
@@ -43,7 +39,7 @@ Deno.test("`TcpTranslator.linkUp()` on an empty RX ring: a trickling host stream
       `caught up ${target} bytes ${(performance.now() - kickedAt).toFixed(0)} ms after the kick`,
     );
     // And it keeps flowing: two more trickle steps arrive in time.
-    const later = written + 2 * TRICKLE_BYTES;
+    const later = trickle.written + 2 * TRICKLE_BYTES;
     await c.until(
       () => c.totalReceived >= later,
       3 * TRICKLE_EVERY_MS + RESUME_LIMIT_MS,
@@ -51,7 +47,7 @@ Deno.test("`TcpTranslator.linkUp()` on an empty RX ring: a trickling host stream
     );
     assert.equal(c.totalReceived >= later, true);
   } finally {
-    clearInterval(trickle);
+    trickle.stop();
     host.close();
     server.close();
     close();

@@ -3,8 +3,8 @@
  * {@link HostConnection} whose peeks, sends and connect completion a test decides,
  * recording the calls that end it, and a {@link HostTcp} handing them out), and
  * {@link wiredTranslator}, a translator wired to a sender and a scripted guest, and
- * {@link connectThroughGateway}, a guest connection to a real loopback host peer. Not
- * used by the daemon.
+ * {@link connectThroughGateway}, a guest connection to a real loopback host peer, which
+ * {@link trickleFrom} can make send slowly. Not used by the daemon.
  *
  * @module
  */
@@ -207,4 +207,27 @@ export async function connectThroughGateway(
   const c = guest.connect(TEST_GATEWAY4, port);
   await c.until(() => c.state === "established", timeoutMs, "established");
   return { server, port, c, host: await accepted };
+}
+
+/** A host peer sending a little at a time ({@link trickleFrom}). */
+export interface Trickle {
+  /** Bytes written so far. */
+  readonly written: number;
+  /** Stops writing. */
+  stop(): void;
+}
+
+/** Writes `bytes` bytes (0x5a) on `host` every `everyMs` until stopped; failed writes are dropped. */
+export function trickleFrom(host: Deno.Conn, bytes: number, everyMs: number): Trickle {
+  let written = 0;
+  const chunk = new Uint8Array(bytes).fill(0x5a);
+  const timer = setInterval(() => {
+    host.write(chunk).then((n) => (written += n)).catch(() => {});
+  }, everyMs);
+  return {
+    get written() {
+      return written;
+    },
+    stop: () => clearInterval(timer),
+  };
 }
