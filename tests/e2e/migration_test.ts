@@ -13,7 +13,7 @@ import { pingGatewayUnavailable, startBackend, type StartedBackend } from "./bac
 import { fillPseudoRandom, HELLO_BODY, startHttpServer } from "./host_services.ts";
 import { createHash } from "node:crypto";
 import { waitFor } from "../cli/cli_helpers.ts";
-import { QemuGuest } from "./qemu.ts";
+import { LEASE_SCRIPT_LINES, QemuGuest } from "./qemu.ts";
 import { hasPasstRepair, startPasstRepair, WITHOUT_NET_ADMIN } from "./passt_repair.ts";
 
 /** Boot and lease under TCG on a loaded machine. */
@@ -26,10 +26,7 @@ const GUEST_LOOP_SECONDS = 300;
 /** Guest: lease, one ping and one fetch, then a ping and a fetch every second, numbered. */
 function migrationScript(httpPort: number): string {
   return [
-    'mark() { echo "TPASST-MARK $*"; }',
-    "udhcpc -i eth0 -f -q -n -t 5 -T 3 -s /etc/udhcpc.sh 2>/dev/null >/dev/null",
-    "gw=$(cat /tmp/router 2>/dev/null)",
-    'if [ -z "$gw" ]; then mark error no-dhcp-lease; exit 1; fi',
+    ...LEASE_SCRIPT_LINES,
     `url="http://$gw:${httpPort}/hello"`,
     'if ping -c 1 -W 5 "$gw" >/dev/null 2>&1; then mark ping-before ok; else mark error ping-before; exit 1; fi',
     "mark ready migrate",
@@ -357,10 +354,7 @@ function startEcho() {
 /** Guest: lease; an idle echo connection; a paced download and upload; migrate mark; results. */
 function connectionsScript(http: number, sink: number, echo: number): string {
   return [
-    'mark() { echo "TPASST-MARK $*"; }',
-    "udhcpc -i eth0 -f -q -n -t 5 -T 3 -s /etc/udhcpc.sh 2>/dev/null >/dev/null",
-    "gw=$(cat /tmp/router 2>/dev/null)",
-    'if [ -z "$gw" ]; then mark error no-dhcp-lease; exit 1; fi',
+    ...LEASE_SCRIPT_LINES,
     "mkfifo /tmp/in /tmp/up.fifo",
     `nc "$gw" ${echo} </tmp/in >/tmp/echo.out 2>/dev/null &`,
     "exec 3>/tmp/in",
