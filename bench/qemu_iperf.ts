@@ -9,7 +9,7 @@
 
 import { type BackendKind, startBackend } from "../tests/e2e/backends.ts";
 import { freePort, startIperfServer } from "../tests/e2e/host_services.ts";
-import { QemuGuest } from "../tests/e2e/qemu.ts";
+import { LEASE_SCRIPT_LINES, QemuGuest } from "../tests/e2e/qemu.ts";
 import { processCpuSeconds, processPeakRssKiB } from "./qemu_process_stats.ts";
 
 /** One direction's numbers. */
@@ -61,10 +61,7 @@ const IPERF_UNITS: Readonly<Record<string, number>> = {
 
 function guestScript(port: number, seconds: number): string {
   return [
-    'mark() { echo "TPASST-MARK $*"; }',
-    "udhcpc -i eth0 -f -q -n -t 5 -T 3 -s /etc/udhcpc.sh 2>/dev/null >/dev/null",
-    "gw=$(cat /tmp/router 2>/dev/null)",
-    'if [ -z "$gw" ]; then mark error no-dhcp-lease; exit 1; fi',
+    ...LEASE_SCRIPT_LINES,
     // receiver line: [ ID] interval sec <transfer> <KBytes|MBytes|GBytes> <rate> Mbits/sec receiver
     "result() { awk '/receiver/ {print $(NF-4), $(NF-3), $(NF-2); f=1} END {if (!f) print \"failed\"}'; }",
     "mark up-start",

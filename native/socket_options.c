@@ -99,6 +99,25 @@ int32_t tp_tcp_socket(int32_t family)
 }
 
 /*
+ * tp_at_address() - call bind(2) or connect(2) on @fd with the address built from
+ * @addr, @addr_len, @port and @scope_id.
+ * @op: bind or connect
+ *
+ * Return: 0, or -errno (-EINVAL for bad lengths or a port above 65535).
+ */
+static int32_t tp_at_address(int (*op)(int, const struct sockaddr *, socklen_t), int32_t fd,
+			     const uint8_t *addr, uint32_t addr_len, uint32_t port,
+			     uint32_t scope_id)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = tp_fill_sockaddr(&ss, addr, addr_len, port, scope_id);
+
+	if (len == 0 || port > 65535)
+		return -EINVAL;
+	return op(fd, (struct sockaddr *)&ss, len) < 0 ? -errno : 0;
+}
+
+/*
  * tp_socket_bind() - bind a socket to an address and port.
  * @fd:       the socket
  * @addr:     address bytes
@@ -111,12 +130,7 @@ int32_t tp_tcp_socket(int32_t family)
 int32_t tp_socket_bind(int32_t fd, const uint8_t *addr, uint32_t addr_len, uint32_t port,
 		       uint32_t scope_id)
 {
-	struct sockaddr_storage ss;
-	socklen_t len = tp_fill_sockaddr(&ss, addr, addr_len, port, scope_id);
-
-	if (len == 0 || port > 65535)
-		return -EINVAL;
-	return bind(fd, (struct sockaddr *)&ss, len) < 0 ? -errno : 0;
+	return tp_at_address(bind, fd, addr, addr_len, port, scope_id);
 }
 
 /*
@@ -133,12 +147,7 @@ int32_t tp_socket_bind(int32_t fd, const uint8_t *addr, uint32_t addr_len, uint3
 int32_t tp_socket_connect(int32_t fd, const uint8_t *addr, uint32_t addr_len, uint32_t port,
 			  uint32_t scope_id)
 {
-	struct sockaddr_storage ss;
-	socklen_t len = tp_fill_sockaddr(&ss, addr, addr_len, port, scope_id);
-
-	if (len == 0 || port > 65535)
-		return -EINVAL;
-	return connect(fd, (struct sockaddr *)&ss, len) < 0 ? -errno : 0;
+	return tp_at_address(connect, fd, addr, addr_len, port, scope_id);
 }
 
 /*

@@ -547,9 +547,13 @@ Deno.test("SplitVirtqueue.pop() drops heads naming overlapping ranges of one ind
   assert.match(lines[0], /overlaps another chain's table/);
 });
 
-Deno.test("SplitVirtqueue.pop() takes chains that reuse descriptors and tables once the used index was published", () => {
-  const size = 64;
-  const s = setup({ size, features: { indirectDescriptors: true }, dataBytes: 8192 });
+/**
+ * A 64-entry queue with indirect descriptors and three chains over one 8-byte buffer:
+ * head 0 → descriptor 1 (two descriptors), and head 2 naming an indirect table of
+ * SHARED_TABLE_CHECK_MIN_ENTRIES + 1 entries (large enough for the shared-table check).
+ */
+function reusableChains() {
+  const s = setup({ size: 64, features: { indirectDescriptors: true }, dataBytes: 8192 });
   const a = s.driver.alloc(8);
   const entries = SHARED_TABLE_CHECK_MIN_ENTRIES + 1;
   const table = s.driver.alloc(entries * DESC_BYTES);
@@ -567,6 +571,11 @@ Deno.test("SplitVirtqueue.pop() takes chains that reuse descriptors and tables o
   s.driver.setDescriptor(0, a, 0, 8, VIRTQ_DESC_F_NEXT, 1);
   s.driver.setDescriptor(1, a, 0, 8, 0, 0);
   s.driver.setDescriptor(2, table, 0, entries * DESC_BYTES, VIRTQ_DESC_F_INDIRECT, 0);
+  return { s, table, entries };
+}
+
+Deno.test("SplitVirtqueue.pop() takes chains that reuse descriptors and tables once the used index was published", () => {
+  const { s, table, entries } = reusableChains();
   s.driver.setDescriptor(3, table, 0, entries * DESC_BYTES, VIRTQ_DESC_F_INDIRECT, 0);
   // In one window: head 1 is inside head 0's chain, head 3 names head 2's table.
   for (const head of [0, 1, 2, 3]) s.driver.offer(head);
@@ -598,25 +607,7 @@ Deno.test("SplitVirtqueue.pop() takes chains that reuse descriptors and tables o
 });
 
 Deno.test("SplitVirtqueue.unpop() hands chains out again without taking their own descriptors or tables for shared", () => {
-  const size = 64;
-  const s = setup({ size, features: { indirectDescriptors: true }, dataBytes: 8192 });
-  const a = s.driver.alloc(8);
-  const entries = SHARED_TABLE_CHECK_MIN_ENTRIES + 1;
-  const table = s.driver.alloc(entries * DESC_BYTES);
-  for (let j = 0; j < entries; j++) {
-    const last = j === entries - 1;
-    s.driver.writeDescriptorAt(
-      table + j * DESC_BYTES,
-      a,
-      0,
-      8,
-      last ? 0 : VIRTQ_DESC_F_NEXT,
-      last ? 0 : j + 1,
-    );
-  }
-  s.driver.setDescriptor(0, a, 0, 8, VIRTQ_DESC_F_NEXT, 1);
-  s.driver.setDescriptor(1, a, 0, 8, 0, 0);
-  s.driver.setDescriptor(2, table, 0, entries * DESC_BYTES, VIRTQ_DESC_F_INDIRECT, 0);
+  const { s, entries } = reusableChains();
   s.driver.offer(0);
   s.driver.offer(2);
   for (let attempt = 0; attempt < 3; attempt++) {

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { startBackend, type StartedBackend } from "./backends.ts";
 import { HELLO_BODY, type HttpServer, startHttpServer } from "./host_services.ts";
-import { QemuGuest, streamReconnectSupported } from "./qemu.ts";
+import { LEASE_SCRIPT_LINES, QemuGuest, streamReconnectSupported } from "./qemu.ts";
 import { buildGuestScript } from "./scenario.ts";
 
 const KINDS = ["tpasst-vhost", "tpasst-stream"] as const;
@@ -118,10 +118,7 @@ for (const kind of KINDS) {
 /** Guest: lease, one fetch, then retry the fetch for a minute while the host restarts tpasst. */
 function restartScript(httpPort: number): string {
   return [
-    'mark() { echo "TPASST-MARK $*"; }',
-    "udhcpc -i eth0 -f -q -n -t 5 -T 3 -s /etc/udhcpc.sh 2>/dev/null >/dev/null",
-    "gw=$(cat /tmp/router 2>/dev/null)",
-    'if [ -z "$gw" ]; then mark error no-dhcp-lease; exit 1; fi',
+    ...LEASE_SCRIPT_LINES,
     `url="http://$gw:${httpPort}/hello"`,
     'if timeout 30 wget -q -O /tmp/a "$url"; then mark before "$(cat /tmp/a)"; else mark error before; exit 1; fi',
     "mark ready restart",

@@ -9,16 +9,12 @@
  * @module
  */
 import assert from "node:assert/strict";
-import {
-  pingGatewayUnavailable,
-  REFERENCE_PASST_ROOT,
-  startBackend,
-  type StartedBackend,
-} from "./backends.ts";
+import { pingGatewayUnavailable, startBackend, type StartedBackend } from "./backends.ts";
 import { fillPseudoRandom, HELLO_BODY, startHttpServer } from "./host_services.ts";
 import { createHash } from "node:crypto";
 import { waitFor } from "../cli/cli_helpers.ts";
-import { QemuGuest } from "./qemu.ts";
+import { LEASE_SCRIPT_LINES, QemuGuest } from "./qemu.ts";
+import { hasPasstRepair, startPasstRepair, WITHOUT_NET_ADMIN } from "./passt_repair.ts";
 
 /** Boot and lease under TCG on a loaded machine. */
 const ONLINE_TIMEOUT_MS = 180_000;
@@ -30,10 +26,7 @@ const GUEST_LOOP_SECONDS = 300;
 /** Guest: lease, one ping and one fetch, then a ping and a fetch every second, numbered. */
 function migrationScript(httpPort: number): string {
   return [
-    'mark() { echo "TPASST-MARK $*"; }',
-    "udhcpc -i eth0 -f -q -n -t 5 -T 3 -s /etc/udhcpc.sh 2>/dev/null >/dev/null",
-    "gw=$(cat /tmp/router 2>/dev/null)",
-    'if [ -z "$gw" ]; then mark error no-dhcp-lease; exit 1; fi',
+    ...LEASE_SCRIPT_LINES,
     `url="http://$gw:${httpPort}/hello"`,
     'if ping -c 1 -W 5 "$gw" >/dev/null 2>&1; then mark ping-before ok; else mark error ping-before; exit 1; fi',
     "mark ready migrate",
@@ -118,6 +111,67 @@ async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string
 
 const ignore = pingGatewayUnavailable("tpasst-vhost");
 
+/** Where the migration was when it ended (or when {@link MIGRATION_TIMEOUT_MS} ran out). */
+interface MigrationEnd {
+  /** query-migrate's status: "completed", "failed", "cancelled", or where it stood at the timeout. */
+  readonly status: string;
+  /** query-migrate's whole answer, for a failing test's message. */
+  readonly info: Record<string, unknown>;
+}
+
+/** Polls the source's query-migrate until the migration ends, for at most MIGRATION_TIMEOUT_MS. */
+async function migrationEnd(sourceMonitor: Qmp): Promise<MigrationEnd> {
+  const deadline = performance.now() + MIGRATION_TIMEOUT_MS;
+  let status = "";
+  let info: Record<string, unknown> = {};
+  while (performance.now() < deadline) {
+    info = await sourceMonitor.execute("query-migrate") as Record<string, unknown>;
+    status = String(info.status);
+    if (status === "completed" || status === "failed" || status === "cancelled") break;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  return { status, info };
+}
+
+/**
+ * Launches the source QEMU on tpasst A (`backends[0]`) running `script` and waits for
+ * its guest's `ready` mark, then the target QEMU on tpasst B waiting for the migration
+ * on `dir`/migration.sock; connects to both QMP monitors. The QEMUs and monitors go into
+ * `guests` and `monitors` (for the caller to end); `outputs()` goes into failure messages.
+ */
+async function launchPair(
+  dir: string,
+  backends: readonly StartedBackend[],
+  script: string,
+  guests: QemuGuest[],
+  monitors: Qmp[],
+  outputs: () => string,
+): Promise<{ source: QemuGuest; target: QemuGuest; sourceMonitor: Qmp }> {
+  const source = await QemuGuest.launch({
+    netdev: backends[0].netdev,
+    script,
+    extraArguments: ["-qmp", `unix:${dir}/source.qmp,server=on,wait=off`],
+  });
+  guests.push(source);
+  const ready = await source.waitForAnyMark(["ready", "error"], ONLINE_TIMEOUT_MS);
+  assert.equal(ready.name, "ready", `${source.serialTail()}\n${outputs()}`);
+  const target = await QemuGuest.launch({
+    netdev: backends[1].netdev,
+    script,
+    extraArguments: [
+      "-qmp",
+      `unix:${dir}/target.qmp,server=on,wait=off`,
+      "-incoming",
+      `unix:${dir}/migration.sock`,
+    ],
+  });
+  guests.push(target);
+  const sourceMonitor = await Qmp.connect(`${dir}/source.qmp`);
+  monitors.push(sourceMonitor);
+  monitors.push(await Qmp.connect(`${dir}/target.qmp`)); // the target is listening
+  return { source, target, sourceMonitor };
+}
+
 Deno.test({
   name:
     `e2e tpasst-vhost: QEMU 10 migrates a guest to a second QEMU on a second tpasst; the target pings its gateway${
@@ -138,38 +192,16 @@ Deno.test({
     try {
       backends.push(await startBackend("tpasst-vhost", { forwards: [] }));
       backends.push(await startBackend("tpasst-vhost", { forwards: [] }));
-      const source = await QemuGuest.launch({
-        netdev: backends[0].netdev,
+      const { target, sourceMonitor } = await launchPair(
+        dir,
+        backends,
         script,
-        extraArguments: ["-qmp", `unix:${dir}/source.qmp,server=on,wait=off`],
-      });
-      guests.push(source);
-      const ready = await source.waitForAnyMark(["ready", "error"], ONLINE_TIMEOUT_MS);
-      assert.equal(ready.name, "ready", `${source.serialTail()}\n${outputs()}`);
-      const target = await QemuGuest.launch({
-        netdev: backends[1].netdev,
-        script,
-        extraArguments: [
-          "-qmp",
-          `unix:${dir}/target.qmp,server=on,wait=off`,
-          "-incoming",
-          `unix:${dir}/migration.sock`,
-        ],
-      });
-      guests.push(target);
-      const sourceMonitor = await Qmp.connect(`${dir}/source.qmp`);
-      monitors.push(sourceMonitor);
-      monitors.push(await Qmp.connect(`${dir}/target.qmp`)); // the target is listening
+        guests,
+        monitors,
+        outputs,
+      );
       await sourceMonitor.execute("migrate", { uri: `unix:${dir}/migration.sock` });
-      const deadline = performance.now() + MIGRATION_TIMEOUT_MS;
-      let status = "";
-      let info: Record<string, unknown> = {};
-      while (performance.now() < deadline) {
-        info = await sourceMonitor.execute("query-migrate") as Record<string, unknown>;
-        status = String(info.status);
-        if (status === "completed" || status === "failed" || status === "cancelled") break;
-        await new Promise((resolve) => setTimeout(resolve, 200));
-      }
+      const { status, info } = await migrationEnd(sourceMonitor);
       assert.equal(status, "completed", `migration: ${JSON.stringify(info)}\n${outputs()}`);
       const online = await target.waitForAnyMark(["online"], MIGRATION_TIMEOUT_MS).catch(
         (error) => {
@@ -322,10 +354,7 @@ function startEcho() {
 /** Guest: lease; an idle echo connection; a paced download and upload; migrate mark; results. */
 function connectionsScript(http: number, sink: number, echo: number): string {
   return [
-    'mark() { echo "TPASST-MARK $*"; }',
-    "udhcpc -i eth0 -f -q -n -t 5 -T 3 -s /etc/udhcpc.sh 2>/dev/null >/dev/null",
-    "gw=$(cat /tmp/router 2>/dev/null)",
-    'if [ -z "$gw" ]; then mark error no-dhcp-lease; exit 1; fi',
+    ...LEASE_SCRIPT_LINES,
     "mkfifo /tmp/in /tmp/up.fifo",
     `nc "$gw" ${echo} </tmp/in >/tmp/echo.out 2>/dev/null &`,
     "exec 3>/tmp/in",
@@ -353,41 +382,10 @@ function connectionsScript(http: number, sink: number, echo: number): string {
   ].join("\n");
 }
 
-/** Debian 13's passt package, unpacked by bench/fetch_reference_passt.sh. */
-const PASST_LIBS = `${REFERENCE_PASST_ROOT}/usr/lib/x86_64-linux-gnu`;
-const PASST_REPAIR = `${REFERENCE_PASST_ROOT}/usr/bin/passt-repair`;
-const hasPasstRepair = (() => {
-  try {
-    return Deno.statSync(PASST_REPAIR).isFile;
-  } catch {
-    return false;
-  }
-})();
-/** Runs tpasst as root without CAP_NET_ADMIN: TCP_REPAIR only through the helper. */
-const WITHOUT_NET_ADMIN = ["setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin", "--"];
-
-/** Starts Debian 13's passt-repair on `backend`'s repair socket; waits until tpasst has it. */
-async function startPasstRepair(backend: StartedBackend): Promise<Deno.ChildProcess> {
+/** Starts passt-repair on `backend`'s repair socket; waits until tpasst has it. */
+function startBackendRepair(backend: StartedBackend): Promise<Deno.ChildProcess> {
   if (backend.netdev.kind !== "vhost-user") throw new Error("passt-repair needs vhost-user");
-  const path = `${backend.netdev.socketPath}.repair`;
-  await waitFor(`the repair socket ${path}`, () => {
-    try {
-      return Deno.statSync(path).isSocket;
-    } catch {
-      return false;
-    }
-  });
-  const helper = new Deno.Command(`${PASST_LIBS}/ld-linux-x86-64.so.2`, {
-    args: ["--library-path", PASST_LIBS, PASST_REPAIR, path],
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  await waitFor(
-    "the passt-repair helper to connect",
-    () => /TCP_REPAIR helper connected/.test(backend.output()),
-  );
-  return helper;
+  return startPasstRepair(backend.netdev.socketPath, () => backend.output());
 }
 
 /**
@@ -419,30 +417,16 @@ async function connectionsAcrossMigration(cancel: boolean, unprivileged = false)
       );
       backends.push(await startBackend("tpasst-vhost", { forwards: [], wrapper }));
       if (unprivileged) {
-        for (const b of backends) helpers.push(await startPasstRepair(b));
+        for (const b of backends) helpers.push(await startBackendRepair(b));
       }
-      const source = await QemuGuest.launch({
-        netdev: backends[0].netdev,
+      const { source, target, sourceMonitor } = await launchPair(
+        dir,
+        backends,
         script,
-        extraArguments: ["-qmp", `unix:${dir}/source.qmp,server=on,wait=off`],
-      });
-      guests.push(source);
-      const ready = await source.waitForAnyMark(["ready", "error"], ONLINE_TIMEOUT_MS);
-      assert.equal(ready.name, "ready", `${source.serialTail()}\n${outputs()}`);
-      const target = await QemuGuest.launch({
-        netdev: backends[1].netdev,
-        script,
-        extraArguments: [
-          "-qmp",
-          `unix:${dir}/target.qmp,server=on,wait=off`,
-          "-incoming",
-          `unix:${dir}/migration.sock`,
-        ],
-      });
-      guests.push(target);
-      const sourceMonitor = await Qmp.connect(`${dir}/source.qmp`);
-      monitors.push(sourceMonitor);
-      monitors.push(await Qmp.connect(`${dir}/target.qmp`));
+        guests,
+        monitors,
+        outputs,
+      );
       // One machine: between A letting go of a socket and B taking it over, a segment
       // from a host peer would find no socket and draw a RST from the kernel. The host
       // peers hold still over the migration (the guest goes on uploading into A's
@@ -460,15 +444,7 @@ async function connectionsAcrossMigration(cancel: boolean, unprivileged = false)
         await sleep(3000);
         await sourceMonitor.execute("migrate_cancel");
       }
-      const deadline = performance.now() + MIGRATION_TIMEOUT_MS;
-      let status = "";
-      let info: Record<string, unknown> = {};
-      while (performance.now() < deadline) {
-        info = await sourceMonitor.execute("query-migrate") as Record<string, unknown>;
-        status = String(info.status);
-        if (status === "completed" || status === "failed" || status === "cancelled") break;
-        await sleep(200);
-      }
+      const { status, info } = await migrationEnd(sourceMonitor);
       assert.equal(
         status,
         cancel ? "cancelled" : "completed",

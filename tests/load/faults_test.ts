@@ -18,22 +18,21 @@
 
 import assert from "node:assert/strict";
 import { TEST_GATEWAY4 } from "../../src/net/tcp_test_plan.ts";
-import type { GuestTcpConn } from "../../src/net/tcp_test_guest.ts";
+import type { GuestTcpConn, TestGuest } from "../../src/net/tcp_test_guest.ts";
 import { DaemonGuest } from "../net/daemon_guest.ts";
 import { fdsBackTo, withDaemon } from "../net/daemon_run.ts";
 import { freeTcpPort, patternBytes } from "../net/host_peers.ts";
 import {
-  anonymousKiB,
   fdKinds,
+  fdsReleased,
   HostHolder,
+  idleBaseline,
   memoryBack,
-  mib,
   openFds,
   PeakSampler,
   printFigures,
-  residentKiB,
+  resourceFigures,
   sleep,
-  socketList,
   statsDump,
   timeUntil,
 } from "./load_support.ts";
@@ -77,6 +76,13 @@ function established(c: GuestTcpConn, ms = 30_000): Promise<void> {
   return c.until(() => c.state === "established" || c.gotRst, ms, "the handshake");
 }
 
+/** Opens `count` connections from `g` to the host's `port` via the gateway; waits for their handshakes. */
+async function openFlows(g: TestGuest, count: number, port: number): Promise<GuestTcpConn[]> {
+  const conns = Array.from({ length: count }, () => g.connect(TEST_GATEWAY4, port));
+  await Promise.all(conns.map((c) => established(c)));
+  return conns;
+}
+
 Deno.test({
   name: `fault: the front-end goes away under ${FRONTEND_FLOWS} open flows, no other comes`,
   sanitizeOps: false,
@@ -89,15 +95,9 @@ Deno.test({
     try {
       const g = d.guest4;
       await sleep(200);
-      const idleFds = openFds(pid);
-      const idleRss = residentKiB(pid);
-      const idleAnon = anonymousKiB(pid);
+      const idle = idleBaseline(pid);
       const peaks = new PeakSampler(pid);
-      const conns = Array.from(
-        { length: FRONTEND_FLOWS },
-        () => g.connect(TEST_GATEWAY4, holder.port),
-      );
-      await Promise.all(conns.map((c) => established(c)));
+      const conns = await openFlows(g, FRONTEND_FLOWS, holder.port);
       for (const c of conns) g.write(c, patternBytes(64 * 1024, c.localPort));
       await Promise.all(conns.map((c) => c.until(() => c.totalReceived > 0, 30_000, "data")));
       // the host keeps sending: the daemon holds data for a guest that is gone
@@ -106,33 +106,25 @@ Deno.test({
       const t0 = performance.now();
       d.dropFrontend();
       const releaseMs = await timeUntil(
-        () => holder.open === 0 && openFds(pid) <= idleFds,
+        () => holder.open === 0 && openFds(pid) <= idle.fds,
         RELEASE_LIMIT_MS,
         200,
       );
       peaks.stop();
       if (releaseMs < 0) console.log(await statsDump(d), fdKinds(pid));
-      const memoryBackMs = await memoryBack(pid, idleAnon);
+      const memoryBackMs = await memoryBack(pid, idle.anonKiB);
       printFigures("fault-frontend-gone", {
         flows: FRONTEND_FLOWS,
-        fdsIdle: idleFds,
         fdsOpen: openFdsBefore,
-        fdsPeak: peaks.peakFds,
-        fdsAfter: openFds(pid),
         hostConnsStillOpen: holder.open,
         releaseMs: Math.round(releaseMs),
         sinceDropMs: Math.round(performance.now() - t0),
-        rssIdleMiB: mib(idleRss),
-        rssPeakMiB: mib(peaks.peakRssKiB),
-        rssAfterMiB: mib(residentKiB(pid)),
-        anonIdleMiB: mib(idleAnon),
-        anonPeakMiB: mib(peaks.peakAnonKiB),
-        anonAfterMiB: mib(anonymousKiB(pid)),
         memoryBackMs: Math.round(memoryBackMs),
+        ...resourceFigures(pid, idle, peaks),
       });
       assert.ok(
         releaseMs >= 0,
-        `${holder.open} host connections still open and ${openFds(pid)} fds (idle ${idleFds}) ` +
+        `${holder.open} host connections still open and ${openFds(pid)} fds (idle ${idle.fds}) ` +
           `${RELEASE_LIMIT_MS / 1000} s after the front-end went away`,
       );
       assert.ok(memoryBackMs >= 0, "anonymous RSS not back within 20 % of idle");
@@ -155,9 +147,7 @@ Deno.test({
       const g = d.guest4;
       const pid = d.process.pid;
       g.listening.add(GUEST_PORT);
-      const idleFds = openFds(pid);
-      const idleRss = residentKiB(pid);
-      const idleAnon = anonymousKiB(pid);
+      const idle = idleBaseline(pid);
       const peaks = new PeakSampler(pid);
       const child = new Deno.Command(Deno.execPath(), {
         args: [
@@ -179,8 +169,7 @@ Deno.test({
         child.stdout.cancel().catch(() => {});
         const port = Number(/port (\d+)/.exec(first)?.[1]);
         assert.ok(port > 0, `the child's port: ${first}`);
-        const outbound = Array.from({ length: PEER_FLOWS }, () => g.connect(TEST_GATEWAY4, port));
-        await Promise.all(outbound.map((c) => established(c)));
+        const outbound = await openFlows(g, PEER_FLOWS, port);
         await g.until(() => g.accepted.length >= PEER_INBOUND_FLOWS, 30_000, "inbound flows");
         const all = [...outbound, ...g.accepted];
         for (const c of all) g.write(c, patternBytes(8192, c.localPort));
@@ -191,30 +180,21 @@ Deno.test({
         const endMs = await timeUntil(() => all.every((c) => c.eof || c.gotRst), PEER_END_MS);
         const ended = all.filter((c) => c.eof || c.gotRst).length;
         for (const c of all) if (c.eof && !c.gotRst) g.close(c);
-        const releaseMs = await timeUntil(() => openFds(pid) <= idleFds, 30_000);
+        const releaseMs = await fdsReleased(d, idle.fds);
         peaks.stop();
-        if (releaseMs < 0) console.log(await statsDump(d), await socketList(pid));
-        const memoryBackMs = await memoryBack(pid, idleAnon);
+        const memoryBackMs = await memoryBack(pid, idle.anonKiB);
         printFigures("fault-host-peer-killed", {
           flows: all.length,
           endedAtGuest: ended,
           endMs: Math.round(endMs),
           resets: all.filter((c) => c.gotRst).length,
-          fdsIdle: idleFds,
-          fdsPeak: peaks.peakFds,
-          fdsAfter: openFds(pid),
           releaseMs: Math.round(releaseMs),
           sinceKillMs: Math.round(performance.now() - t0),
-          rssIdleMiB: mib(idleRss),
-          rssPeakMiB: mib(peaks.peakRssKiB),
-          rssAfterMiB: mib(residentKiB(pid)),
-          anonIdleMiB: mib(idleAnon),
-          anonPeakMiB: mib(peaks.peakAnonKiB),
-          anonAfterMiB: mib(anonymousKiB(pid)),
           memoryBackMs: Math.round(memoryBackMs),
+          ...resourceFigures(pid, idle, peaks),
         });
         assert.equal(ended, all.length, "flows the guest saw end after the peer's death");
-        await fdsBackTo(d, idleFds);
+        await fdsBackTo(d, idle.fds);
         assert.ok(memoryBackMs >= 0, "anonymous RSS not back within 20 % of idle");
       } finally {
         if (!killed) child.kill("SIGKILL");
@@ -259,9 +239,7 @@ Deno.test({
       await withDaemon("vhost-user", [], async (d) => {
         const g = d.guest4;
         const pid = d.process.pid;
-        const idleFds = openFds(pid);
-        const idleRss = residentKiB(pid);
-        const idleAnon = anonymousKiB(pid);
+        const idle = idleBaseline(pid);
         const c = g.connect(TEST_GATEWAY4, listener.addr.port);
         await established(c);
         let guestBad = 0;
@@ -304,12 +282,7 @@ Deno.test({
             guestReceived: c.totalReceived,
             hostReceived: hostGot,
             badBytes: guestBad + hostBad,
-            fdsIdle: idleFds,
-            fdsAfter: openFds(pid),
-            rssIdleMiB: mib(idleRss),
-            rssAfterMiB: mib(residentKiB(pid)),
-            anonIdleMiB: mib(idleAnon),
-            anonAfterMiB: mib(anonymousKiB(pid)),
+            ...resourceFigures(pid, idle),
           });
           assert.equal(guestBad + hostBad, 0, "bytes that differ from the patterns");
           for (const [what, list] of [["host → guest", resumeDown], ["guest → host", resumeUp]]) {
@@ -348,15 +321,9 @@ Deno.test({
       await withDaemon("vhost-user", [], async (d) => {
         const g = d.guest4;
         const pid = d.process.pid;
-        const idleFds = openFds(pid);
-        const idleRss = residentKiB(pid);
-        const idleAnon = anonymousKiB(pid);
+        const idle = idleBaseline(pid);
         const peaks = new PeakSampler(pid);
-        const conns = Array.from(
-          { length: STORM_FLOWS },
-          () => g.connect(TEST_GATEWAY4, holder.port),
-        );
-        await Promise.all(conns.map((c) => established(c)));
+        const conns = await openFlows(g, STORM_FLOWS, holder.port);
         for (const c of conns) g.write(c, patternBytes(STORM_UNREAD, c.localPort));
         await sleep(1_000);
         // the guest reboots: its flows are gone, it answers everything with RSTs
@@ -374,9 +341,8 @@ Deno.test({
         g.resetSeqOffset = 0;
         const t0 = performance.now();
         holder.poke(TRICKLE_BYTES);
-        const releaseMs = await timeUntil(() => openFds(pid) <= idleFds, 30_000);
+        const releaseMs = await fdsReleased(d, idle.fds);
         peaks.stop();
-        if (releaseMs < 0) console.log(await statsDump(d), await socketList(pid));
         await sleep(1_000);
         printFigures("fault-rst-storm", {
           flows: STORM_FLOWS,
@@ -384,20 +350,13 @@ Deno.test({
           rstsSent: g.resetsSent,
           releaseMs: Math.round(releaseMs),
           sinceExactRstsMs: Math.round(performance.now() - t0),
-          fdsIdle: idleFds,
-          fdsPeak: peaks.peakFds,
-          fdsAfter: openFds(pid),
-          rssIdleMiB: mib(idleRss),
-          rssPeakMiB: mib(peaks.peakRssKiB),
-          rssAfterMiB: mib(residentKiB(pid)),
-          anonIdleMiB: mib(idleAnon),
-          anonAfterMiB: mib(anonymousKiB(pid)),
+          ...resourceFigures(pid, idle, peaks),
         });
         assert.ok(
           perSecond <= STORM_MAX_SEGMENTS_PER_S,
           `the daemon answered ${perSecond} RSTs per second: a RST / ACK loop`,
         );
-        await fdsBackTo(d, idleFds);
+        await fdsBackTo(d, idle.fds);
         holder.close(); // it never reads: its connections stay open until closed here
       });
     } finally {

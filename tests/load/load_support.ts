@@ -83,6 +83,59 @@ export class PeakSampler {
 /** Interval of {@link PeakSampler}'s samples. */
 const SAMPLE_MS = 50;
 
+/** The daemon's fds and resident memory before a load: what each test compares with. */
+export interface IdleBaseline {
+  /** Open fds. */
+  readonly fds: number;
+  /** VmRSS, KiB. */
+  readonly rssKiB: number;
+  /** RssAnon (its own memory, not the guest memory it maps), KiB. */
+  readonly anonKiB: number;
+}
+
+/** Reads process `pid`'s {@link IdleBaseline} now. */
+export function idleBaseline(pid: number): IdleBaseline {
+  return { fds: openFds(pid), rssKiB: residentKiB(pid), anonKiB: anonymousKiB(pid) };
+}
+
+/**
+ * The fd and memory figures every load test prints: idle (from `idle`), peak (from
+ * `peaks`, when the test sampled them) and now (read from /proc).
+ */
+export function resourceFigures(
+  pid: number,
+  idle: IdleBaseline,
+  peaks?: PeakSampler,
+): Record<string, number | string> {
+  return {
+    fdsIdle: idle.fds,
+    ...(peaks ? { fdsPeak: peaks.peakFds } : {}),
+    fdsAfter: openFds(pid),
+    rssIdleMiB: mib(idle.rssKiB),
+    ...(peaks ? { rssPeakMiB: mib(peaks.peakRssKiB) } : {}),
+    rssAfterMiB: mib(residentKiB(pid)),
+    anonIdleMiB: mib(idle.anonKiB),
+    ...(peaks ? { anonPeakMiB: mib(peaks.peakAnonKiB) } : {}),
+    anonAfterMiB: mib(anonymousKiB(pid)),
+  };
+}
+
+/** Time the daemon gets to close its sockets once the flows are gone. */
+export const FDS_BACK_MS = 30_000;
+
+/**
+ * Waits until the daemon holds no more fds than `idleFds`; when it does not within
+ * {@link FDS_BACK_MS}, prints what it still holds (its statistics, TCP sockets and fd
+ * kinds) for the failing test's output.
+ * @returns the time it took in ms, or -1 when the fds were not back in time
+ */
+export async function fdsReleased(d: DaemonGuest, idleFds: number): Promise<number> {
+  const pid = d.process.pid;
+  const releaseMs = await timeUntil(() => openFds(pid) <= idleFds, FDS_BACK_MS);
+  if (releaseMs < 0) console.log(await statsDump(d, 100), await socketList(pid), fdKinds(pid));
+  return releaseMs;
+}
+
 /** Prints one test's figures on one line: `load figures: NAME key=value …`. */
 export function printFigures(name: string, figures: Record<string, number | string>): void {
   const parts = Object.entries(figures).map(([k, v]) =>

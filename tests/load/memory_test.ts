@@ -18,19 +18,18 @@ import { patternBytes } from "../net/host_peers.ts";
 import {
   anonymousKiB,
   fdKinds,
+  fdsReleased,
+  idleBaseline,
   MEMORY_BACK_MS,
   memoryBack,
   mib,
-  openFds,
   PeakSampler,
   printFigures,
-  residentKiB,
+  resourceFigures,
   RSS_SLACK,
   sharedKiB,
   sleep,
-  socketList,
   statsDump,
-  timeUntil,
 } from "./load_support.ts";
 
 /** Connections held open at once in each storm. */
@@ -85,10 +84,8 @@ Deno.test({
         await sleep(500);
         // the first SIGUSR1 sets up the daemon's signal listener (fds of its own): before the baseline
         const idleHeap = await heapLine(d);
-        const idleFds = openFds(pid);
-        const idleRss = residentKiB(pid);
-        const idleAnon = anonymousKiB(pid);
-        console.log(`idle: RSS ${mib(idleRss)} MiB; ${idleHeap}; fds ${fdKinds(pid)}`);
+        const idle = idleBaseline(pid);
+        console.log(`idle: RSS ${mib(idle.rssKiB)} MiB; ${idleHeap}; fds ${fdKinds(pid)}`);
         const afters: number[] = [];
         const backs: number[] = [];
         const upload = patternBytes(BYTES_EACH_WAY, 8);
@@ -115,39 +112,26 @@ Deno.test({
           await Promise.all(
             conns.map((c) => c.until(() => c.finAcked && c.eof, 60_000, "both FINs")),
           );
-          const releaseMs = await timeUntil(() => openFds(pid) <= idleFds, 30_000);
-          if (releaseMs < 0) {
-            console.log(await statsDump(d, 100), await socketList(pid), fdKinds(pid));
-          }
+          const releaseMs = await fdsReleased(d, idle.fds);
           peaks.stop();
           g.forgetConnections(); // the guest's own list would grow with every storm
-          const memoryBackMs = await memoryBack(pid, idleAnon);
-          const afterRss = residentKiB(pid);
-          const afterAnon = anonymousKiB(pid);
-          afters.push(afterAnon);
+          const memoryBackMs = await memoryBack(pid, idle.anonKiB);
+          afters.push(anonymousKiB(pid));
           backs.push(memoryBackMs);
           printFigures(`memory-storm-${storm}`, {
             connections: CONNECTIONS,
             openMs: Math.round(openMs),
             releaseMs: Math.round(releaseMs),
             memoryBackMs: Math.round(memoryBackMs),
-            fdsIdle: idleFds,
-            fdsPeak: peaks.peakFds,
-            fdsAfter: openFds(pid),
-            rssIdleMiB: mib(idleRss),
-            rssPeakMiB: mib(peaks.peakRssKiB),
-            rssAfterMiB: mib(afterRss),
-            anonIdleMiB: mib(idleAnon),
-            anonPeakMiB: mib(peaks.peakAnonKiB),
-            anonAfterMiB: mib(afterAnon),
+            ...resourceFigures(pid, idle, peaks),
             guestMemoryTouchedMiB: mib(sharedKiB(pid)),
           });
           console.log(`  open: ${openLine}\n  after: ${await heapLine(d)}`);
-          await fdsBackTo(d, idleFds);
+          await fdsBackTo(d, idle.fds);
         }
         assert.ok(
           backs.every((ms) => ms >= 0),
-          `anonymous RSS not back within ${RSS_SLACK * 100} % of idle (${mib(idleAnon)} MiB) ` +
+          `anonymous RSS not back within ${RSS_SLACK * 100} % of idle (${mib(idle.anonKiB)} MiB) ` +
             `${MEMORY_BACK_MS} ms after the storms: ${afters.map(mib).join(", ")} MiB`,
         );
       });

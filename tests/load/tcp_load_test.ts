@@ -17,19 +17,14 @@ import type { GuestTcpConn } from "../../src/net/tcp_test_guest.ts";
 import { fdsBackTo, withDaemon } from "../net/daemon_run.ts";
 import { freeTcpPort, patternBytes, readAll, TcpEchoServer, writeAll } from "../net/host_peers.ts";
 import {
-  anonymousKiB,
-  fdKinds,
+  fdsReleased,
   guestEcho,
+  idleBaseline,
   memoryBack,
-  mib,
-  openFds,
   PeakSampler,
   printFigures,
-  residentKiB,
+  resourceFigures,
   sleep,
-  socketList,
-  statsDump,
-  timeUntil,
 } from "./load_support.ts";
 
 /** Concurrent connections each way. */
@@ -53,6 +48,22 @@ function same(got: Uint8Array, want: Uint8Array): boolean {
   return true;
 }
 
+/**
+ * Sends `data` to the forward on 127.0.0.1:`port`, closes the sending side and reads
+ * the guest's echo to the end.
+ * @returns whether the echo is exactly `data` (a failed connection throws)
+ */
+async function echoedThroughForward(port: number, data: Uint8Array): Promise<boolean> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await writeAll(conn, data);
+    await conn.closeWrite();
+    return same(await readAll(conn), data);
+  } finally {
+    conn.close();
+  }
+}
+
 Deno.test({
   name: `load: ${CONNECTIONS} TCP connections each way at once, every byte checked`,
   sanitizeOps: false,
@@ -67,9 +78,7 @@ Deno.test({
         g.listening.add(GUEST_PORT);
         const stopEcho = guestEcho(g);
         await sleep(200);
-        const idleFds = openFds(pid);
-        const idleRss = residentKiB(pid);
-        const idleAnon = anonymousKiB(pid);
+        const idle = idleBaseline(pid);
         const peaks = new PeakSampler(pid);
         const t0 = performance.now();
         // guest → host: echo via the gateway
@@ -88,30 +97,19 @@ Deno.test({
           }
         });
         // host → guest: clients on the forward, echoed by the guest
-        const inbound = Array.from({ length: CONNECTIONS }, async (_, i) => {
-          const data = payload(i, 2);
-          let conn: Deno.TcpConn | null = null;
-          try {
-            conn = await Deno.connect({ hostname: "127.0.0.1", port });
-            await writeAll(conn, data);
-            await conn.closeWrite();
-            return same(await readAll(conn), data);
-          } catch {
-            return false;
-          } finally {
-            conn?.close();
-          }
-        });
+        const inbound = Array.from(
+          { length: CONNECTIONS },
+          (_, i) => echoedThroughForward(port, payload(i, 2)).catch(() => false),
+        );
         const [out, into] = await Promise.all([Promise.all(outbound), Promise.all(inbound)]);
         const loadMs = performance.now() - t0;
         stopEcho();
         const okOut = out.filter((x) => x).length;
         const okIn = into.filter((x) => x).length;
         // every guest FIN acknowledged, then the daemon's sockets must be gone
-        const releaseMs = await timeUntil(() => openFds(pid) <= idleFds, 30_000);
-        if (releaseMs < 0) console.log(await statsDump(d), await socketList(pid), fdKinds(pid));
+        const releaseMs = await fdsReleased(d, idle.fds);
         peaks.stop();
-        const memoryBackMs = await memoryBack(pid, idleAnon);
+        const memoryBackMs = await memoryBack(pid, idle.anonKiB);
         printFigures("tcp-both-ways", {
           connections: CONNECTIONS,
           guestToHostOk: okOut,
@@ -119,22 +117,14 @@ Deno.test({
           hostToGuestOk: okIn,
           hostToGuestBad: CONNECTIONS - okIn,
           loadMs: Math.round(loadMs),
-          fdsIdle: idleFds,
-          fdsPeak: peaks.peakFds,
-          fdsAfter: openFds(pid),
           releaseMs: Math.round(releaseMs),
-          rssIdleMiB: mib(idleRss),
-          rssPeakMiB: mib(peaks.peakRssKiB),
-          rssAfterMiB: mib(residentKiB(pid)),
-          anonIdleMiB: mib(idleAnon),
-          anonPeakMiB: mib(peaks.peakAnonKiB),
-          anonAfterMiB: mib(anonymousKiB(pid)),
           memoryBackMs: Math.round(memoryBackMs),
+          ...resourceFigures(pid, idle, peaks),
         });
         assert.equal(okOut, CONNECTIONS, "guest → host connections with every byte back");
         assert.equal(okIn, CONNECTIONS, "host → guest connections with every byte back");
         assert.deepEqual(echo.errors, []);
-        await fdsBackTo(d, idleFds);
+        await fdsBackTo(d, idle.fds);
         assert.ok(memoryBackMs >= 0, `anonymous RSS not back within 20 % of idle`);
       });
     } finally {
@@ -154,55 +144,37 @@ Deno.test({
       const pid = d.process.pid;
       g.listening.add(GUEST_PORT);
       const stopEcho = guestEcho(g);
-      const idleFds = openFds(pid);
-      const idleRss = residentKiB(pid);
-      const idleAnon = anonymousKiB(pid);
+      const idle = idleBaseline(pid);
       const peaks = new PeakSampler(pid);
       const errors = new Map<string, number>();
       const t0 = performance.now();
-      const results = await Promise.all(Array.from({ length: BURST }, async (_, i) => {
-        const data = payload(i, 3).subarray(0, 64);
-        let conn: Deno.TcpConn | null = null;
-        try {
-          conn = await Deno.connect({ hostname: "127.0.0.1", port });
-          await writeAll(conn, data);
-          await conn.closeWrite();
-          return same(await readAll(conn), data);
-        } catch (e) {
-          const name = e instanceof Error ? e.name : String(e);
-          errors.set(name, (errors.get(name) ?? 0) + 1);
-          return false;
-        } finally {
-          conn?.close();
-        }
-      }));
+      const results = await Promise.all(Array.from(
+        { length: BURST },
+        (_, i) =>
+          echoedThroughForward(port, payload(i, 3).subarray(0, 64)).catch((e) => {
+            const name = e instanceof Error ? e.name : String(e);
+            errors.set(name, (errors.get(name) ?? 0) + 1);
+            return false;
+          }),
+      ));
       const burstMs = performance.now() - t0;
       stopEcho();
       const ok = results.filter((x) => x).length;
-      const releaseMs = await timeUntil(() => openFds(pid) <= idleFds, 30_000);
-      if (releaseMs < 0) console.log(await statsDump(d), await socketList(pid), fdKinds(pid));
+      const releaseMs = await fdsReleased(d, idle.fds);
       peaks.stop();
-      const memoryBackMs = await memoryBack(pid, idleAnon);
+      const memoryBackMs = await memoryBack(pid, idle.anonKiB);
       printFigures("tcp-inbound-burst", {
         connections: BURST,
         ok,
         bad: BURST - ok,
         errors: [...errors].map(([k, v]) => `${k}:${v}`).join(",") || "none",
         burstMs: Math.round(burstMs),
-        fdsIdle: idleFds,
-        fdsPeak: peaks.peakFds,
-        fdsAfter: openFds(pid),
         releaseMs: Math.round(releaseMs),
-        rssIdleMiB: mib(idleRss),
-        rssPeakMiB: mib(peaks.peakRssKiB),
-        rssAfterMiB: mib(residentKiB(pid)),
-        anonIdleMiB: mib(idleAnon),
-        anonPeakMiB: mib(peaks.peakAnonKiB),
-        anonAfterMiB: mib(anonymousKiB(pid)),
         memoryBackMs: Math.round(memoryBackMs),
+        ...resourceFigures(pid, idle, peaks),
       });
       assert.equal(ok, BURST, `connections reset or failed: ${[...errors]}`);
-      await fdsBackTo(d, idleFds);
+      await fdsBackTo(d, idle.fds);
       assert.ok(memoryBackMs >= 0, `anonymous RSS not back within 20 % of idle`);
     });
   },

@@ -17,10 +17,10 @@ import { withDaemon } from "../net/daemon_run.ts";
 import { freeUdpPort, UdpPeer } from "../net/host_peers.ts";
 import { datagram, Tally } from "./udp_pattern.ts";
 import {
-  mib,
+  idleBaseline,
   PeakSampler,
   printFigures,
-  residentKiB,
+  resourceFigures,
   statsDump,
   timeUntil,
 } from "./load_support.ts";
@@ -146,7 +146,7 @@ Deno.test({
         const g = d.guest4;
         const pid = d.process.pid;
         const guestPort = await freeUdpPort();
-        const idleRss = residentKiB(pid);
+        const idle = idleBaseline(pid);
         const peaks = new PeakSampler(pid);
         const echoed = new Tally(DATAGRAMS, 1);
         let seenGuest = 0;
@@ -169,10 +169,7 @@ Deno.test({
           guestCorrupt: echoed.corrupt,
           deliveredToHostPct: (100 * toHost.received) / DATAGRAMS,
           echoesDeliveredPct: (100 * echoed.delivered) / Math.max(1, toHost.received),
-          fdsPeak: peaks.peakFds,
-          rssIdleMiB: mib(idleRss),
-          rssPeakMiB: mib(peaks.peakRssKiB),
-          rssAfterMiB: mib(residentKiB(pid)),
+          ...resourceFigures(pid, idle, peaks),
         });
         assert.equal(toHost.corrupt, 0, "corrupt datagrams at the host");
         assert.equal(echoed.corrupt, 0, "corrupt datagrams at the guest");
@@ -202,7 +199,7 @@ Deno.test({
       await withDaemon("vhost-user", ["-u", `127.0.0.1/${port}:${GUEST_UDP_PORT}`], async (d) => {
         const g = d.guest4;
         const pid = d.process.pid;
-        const idleRss = residentKiB(pid);
+        const idle = idleBaseline(pid);
         const peaks = new PeakSampler(pid);
         const tally = new Tally(DATAGRAMS, 2);
         let seen = 0;
@@ -222,10 +219,7 @@ Deno.test({
           guestCorrupt: tally.corrupt,
           duplicates: tally.duplicates,
           deliveredPct: (100 * tally.delivered) / DATAGRAMS,
-          fdsPeak: peaks.peakFds,
-          rssIdleMiB: mib(idleRss),
-          rssPeakMiB: mib(peaks.peakRssKiB),
-          rssAfterMiB: mib(residentKiB(pid)),
+          ...resourceFigures(pid, idle, peaks),
         });
         assert.equal(tally.corrupt, 0, "corrupt datagrams at the guest");
         assert.ok(

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { TEST_GATEWAY4 } from "../../src/net/tcp_test_plan.ts";
 import type { GuestTcpConn } from "../../src/net/tcp_test_guest.ts";
 import { MAX_RETRIES, RTO_INITIAL_MS, RTO_MAX_MS } from "../../src/net/tcp/flow.ts";
+import { connectThroughGateway, trickleFrom } from "../../src/net/tcp/testing_host.ts";
 import { TRANSPORTS } from "./daemon_guest.ts";
 import { withDaemon } from "./daemon_run.ts";
 import { freeTcpPort } from "./host_peers.ts";
@@ -209,18 +210,9 @@ const RESUME_LIMIT_MS = 1000;
 Deno.test("bin/tpasst over vhost-user: a trickling host stream keeps flowing after the guest's driver is unbound and bound again", async () => {
   await withDaemon("vhost-user", [], async (d) => {
     const g = d.guest4;
-    const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (server.addr as Deno.NetAddr).port;
-    const accepted = server.accept();
-    const c = g.connect(TEST_GATEWAY4, port);
+    const { server, c, host } = await connectThroughGateway(g, 10_000);
     c.discardReceived = true;
-    await c.until(() => c.state === "established", 10_000, "the handshake");
-    const host = await accepted;
-    let written = 0;
-    const chunk = new Uint8Array(TRICKLE_BYTES).fill(0x5a);
-    const trickle = setInterval(() => {
-      host.write(chunk).then((n) => (written += n)).catch(() => {});
-    }, TRICKLE_EVERY_MS);
+    const trickle = trickleFrom(host, TRICKLE_BYTES, TRICKLE_EVERY_MS);
     try {
       await c.until(() => c.totalReceived >= TRICKLE_BYTES, 10_000, "the first trickle");
       // Unbound: the rings stop while the host goes on sending.
@@ -229,7 +221,7 @@ Deno.test("bin/tpasst over vhost-user: a trickling host stream keeps flowing aft
       // Bound again: new empty rings; the driver posts its buffers a moment later.
       await d.startRings();
       await new Promise((r) => setTimeout(r, TRICKLE_EVERY_MS));
-      const target = written;
+      const target = trickle.written;
       d.postRxBuffers();
       const postedAt = performance.now();
       await c.until(
@@ -238,7 +230,7 @@ Deno.test("bin/tpasst over vhost-user: a trickling host stream keeps flowing aft
         `the ${target} bytes written so far (got ${c.totalReceived})`,
       );
       const caughtUp = performance.now() - postedAt;
-      const later = written + 2 * TRICKLE_BYTES;
+      const later = trickle.written + 2 * TRICKLE_BYTES;
       await c.until(
         () => c.totalReceived >= later,
         3 * TRICKLE_EVERY_MS + RESUME_LIMIT_MS,
@@ -249,7 +241,7 @@ Deno.test("bin/tpasst over vhost-user: a trickling host stream keeps flowing aft
           `${c.totalReceived} bytes in all`,
       );
     } finally {
-      clearInterval(trickle);
+      trickle.stop();
       host.close();
       server.close();
     }

@@ -19,6 +19,7 @@ import { closeFd, createPipe } from "../../ffi/process.ts";
 import { RX, TX } from "../harness/vhost_user_frontend.ts";
 import { patternBytes } from "../net/host_peers.ts";
 import { waitFor } from "../cli/cli_helpers.ts";
+import { hasPasstRepair, startPasstRepair, WITHOUT_NET_ADMIN } from "../e2e/passt_repair.ts";
 
 const isRoot = Deno.uid() === 0;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -102,41 +103,6 @@ async function guestReceives(c: GuestTcpConn, bytes: number, what: string): Prom
   assert.ok(!c.gotRst, `${what}: the guest got a RST`);
   assert.ok(!c.eof, `${what}: the guest got a FIN`);
   return c.takeReceived();
-}
-
-/** Debian 13's passt package, unpacked by bench/fetch_reference_passt.sh. */
-const PASST_ROOT = new URL("../e2e/.cache/passt-trixie/root", import.meta.url).pathname;
-const PASST_LIBS = `${PASST_ROOT}/usr/lib/x86_64-linux-gnu`;
-const PASST_REPAIR = `${PASST_ROOT}/usr/bin/passt-repair`;
-const hasPasstRepair = (() => {
-  try {
-    return Deno.statSync(PASST_REPAIR).isFile;
-  } catch {
-    return false;
-  }
-})();
-/** Runs the daemon as root without CAP_NET_ADMIN: TCP_REPAIR only through a helper. */
-const WITHOUT_NET_ADMIN = ["setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin", "--"];
-
-/**
- * Starts Debian 13's passt-repair (through its own glibc's loader) on the daemon's
- * repair socket, and waits until the daemon says it is connected.
- */
-async function startPasstRepair(
-  socketPath: string,
-  stderr: () => string,
-): Promise<Deno.ChildProcess> {
-  const helper = new Deno.Command(`${PASST_LIBS}/ld-linux-x86-64.so.2`, {
-    args: ["--library-path", PASST_LIBS, PASST_REPAIR, `${socketPath}.repair`],
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  await waitFor(
-    "the passt-repair helper to connect",
-    () => /TCP_REPAIR helper connected/.test(stderr()),
-  );
-  return helper;
 }
 
 /**

@@ -1,9 +1,7 @@
 import assert from "node:assert/strict";
-import { GuestSender } from "../guest_sender.ts";
-import { TcpTranslator } from "./translator.ts";
+import { connectThroughGateway, wiredTranslator } from "./testing_host.ts";
 import { TestGuest } from "../tcp_test_guest.ts";
-import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "../tcp_test_plan.ts";
-import { Logger } from "../../log/logger.ts";
+import { TEST_GATEWAY4 } from "../tcp_test_plan.ts";
 import { decodeFrame } from "../testing_frames.ts";
 import { newTcpHeader, parseTcp, TCP_ACK_FLAG, TCP_RST } from "../tcp_header.ts";
 import { SendResult } from "../../tap/frame_transport.ts";
@@ -66,19 +64,8 @@ class RebootedGuest extends TestGuest {
 
 /** A translator and a rebooting guest with one connection to a host peer, the guest's FIN passed on. */
 async function connectedThenForgotten() {
-  const sender = new GuestSender(0x9a559a559a55);
-  const logger = new Logger();
-  logger.setSink(() => {});
-  const tcp = new TcpTranslator(sender, testRules(), { logger });
-  const guest = new RebootedGuest(tcp, null, 4, TEST_GUEST4, TEST_GUEST6);
-  sender.setLink(guest);
-  guest.onWritable((now) => tcp.linkWritable(now));
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
-  const accepted = server.accept();
-  const c = guest.connect(TEST_GATEWAY4, port);
-  await c.until(() => c.state === "established", 5000, "established");
-  const host = await accepted;
+  const { tcp, guest, close: closeTranslator } = wiredTranslator({}, 4, RebootedGuest);
+  const { server, port, c, host } = await connectThroughGateway(guest);
   // The guest is done sending (its FIN reaches the host peer), the host peer is not.
   guest.close(c);
   assert.equal(await host.read(new Uint8Array(16)), null, "the guest's FIN reached the host");
@@ -88,8 +75,7 @@ async function connectedThenForgotten() {
   guest.lostPort = c.localPort;
   guest.remotePort = port;
   const close = () => {
-    guest.stop();
-    tcp.close();
+    closeTranslator();
     try {
       host.close();
     } catch { /* reset */ }

@@ -1,25 +1,11 @@
 import assert from "node:assert/strict";
-import { GuestSender } from "../guest_sender.ts";
-import { TcpTranslator } from "./translator.ts";
-import { TestGuest } from "../tcp_test_guest.ts";
-import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "../tcp_test_plan.ts";
-import { Logger } from "../../log/logger.ts";
+import { connectThroughGateway, wiredTranslator } from "./testing_host.ts";
 import { RTO_INITIAL_MS } from "./flow.ts";
 
 Deno.test("`TcpTranslator` takes an ACK of its FIN that arrives after a timeout took the FIN back", async () => {
-  const sender = new GuestSender(0x9a559a559a55);
-  const logger = new Logger();
-  logger.setSink(() => {});
-  const tcp = new TcpTranslator(sender, testRules(), { logger });
-  const guest = new TestGuest(tcp, null, 4, TEST_GUEST4, TEST_GUEST6);
-  sender.setLink(guest);
-  guest.onWritable((now) => tcp.linkWritable(now));
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { tcp, guest, close } = wiredTranslator();
+  const { server, c, host } = await connectThroughGateway(guest);
   try {
-    const accepted = server.accept();
-    const c = guest.connect(TEST_GATEWAY4, (server.addr as Deno.NetAddr).port);
-    await c.until(() => c.state === "established", 5000, "established");
-    const host = await accepted;
     // The guest takes the host's data and FIN, but its ACKs are lost on the way.
     guest.loseFromGuestEvery = 1;
     await host.write(new TextEncoder().encode("0123456789"));
@@ -45,7 +31,6 @@ Deno.test("`TcpTranslator` takes an ACK of its FIN that arrives after a timeout 
     host.close();
   } finally {
     server.close();
-    guest.stop();
-    tcp.close();
+    close();
   }
 });

@@ -1,10 +1,8 @@
 import assert from "node:assert/strict";
-import { GuestSender } from "../guest_sender.ts";
-import { TcpTranslator, type TcpTranslatorOptions } from "./translator.ts";
+import type { TcpTranslatorOptions } from "./translator.ts";
 import type { HostListener, ListenerEvents } from "./host_socket.ts";
-import { ScriptedConnection, scriptedHostTcp } from "./testing_host.ts";
-import { TestGuest } from "../tcp_test_guest.ts";
-import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "../tcp_test_plan.ts";
+import { ScriptedConnection, scriptedHostTcp, wiredTranslator } from "./testing_host.ts";
+import { TEST_GATEWAY4, TEST_GUEST4 } from "../tcp_test_plan.ts";
 import {
   setTcpChecksumV4,
   TCP_ACK_FLAG,
@@ -13,27 +11,14 @@ import {
   TCP_RST,
   TCP_SYN,
 } from "../tcp_header.ts";
-import { Logger } from "../../log/logger.ts";
 import { EVENT_READABLE, EVENT_WRITABLE } from "../../loop/event_loop.ts";
 import { EPOLLRDHUP } from "../../../ffi/epoll.ts";
 
+/** A translator wired to a guest that records the headers of what it receives. */
 function setup(opts: TcpTranslatorOptions = {}) {
-  const sender = new GuestSender(0x9a559a559a55);
-  const logger = new Logger();
-  logger.setSink(() => {});
-  const tcp = new TcpTranslator(sender, testRules(), { logger, ...opts });
-  const guest = new TestGuest(tcp, null, 4, TEST_GUEST4, TEST_GUEST6);
-  sender.setLink(guest);
-  guest.onWritable((now) => tcp.linkWritable(now));
-  guest.recordHeaders = true;
-  return {
-    tcp,
-    guest,
-    close: () => {
-      guest.stop();
-      tcp.close();
-    },
-  };
+  const wired = wiredTranslator(opts);
+  wired.guest.recordHeaders = true;
+  return wired;
 }
 
 /** A loopback server collecting what each connection sends. */

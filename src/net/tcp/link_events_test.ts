@@ -1,25 +1,5 @@
 import assert from "node:assert/strict";
-import { GuestSender } from "../guest_sender.ts";
-import { TcpTranslator, type TcpTranslatorOptions } from "./translator.ts";
-import { TestGuest } from "../tcp_test_guest.ts";
-import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "../tcp_test_plan.ts";
-import { Logger } from "../../log/logger.ts";
-
-/** A translator, its sender and a guest wired together. */
-function setup(opts: TcpTranslatorOptions = {}) {
-  const sender = new GuestSender(0x9a559a559a55);
-  const logger = new Logger();
-  logger.setSink(() => {});
-  const tcp = new TcpTranslator(sender, testRules(), { logger, ...opts });
-  const guest = new TestGuest(tcp, null, 4, TEST_GUEST4, TEST_GUEST6);
-  sender.setLink(guest);
-  guest.onWritable((now) => tcp.linkWritable(now));
-  const close = () => {
-    guest.stop();
-    tcp.close();
-  };
-  return { sender, tcp, guest, close };
-}
+import { connectThroughGateway, trickleFrom, wiredTranslator } from "./testing_host.ts";
 
 /** Bytes the host peer writes per trickle step. */
 const TRICKLE_BYTES = 1024;
@@ -31,19 +11,10 @@ const RESUME_LIMIT_MS = 1000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test("`TcpTranslator.linkUp()` on an empty RX ring: a trickling host stream resumes on the RX kick", async () => {
-  const { sender, tcp, guest, close } = setup();
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
-  const accepted = server.accept();
-  const c = guest.connect(TEST_GATEWAY4, port);
+  const { sender, tcp, guest, close } = wiredTranslator();
+  const { server, c, host } = await connectThroughGateway(guest);
   c.discardReceived = true;
-  await c.until(() => c.state === "established", 5000, "established");
-  const host = await accepted;
-  let written = 0;
-  const chunk = new Uint8Array(TRICKLE_BYTES).fill(0x5a);
-  const trickle = setInterval(() => {
-    host.write(chunk).then((n) => (written += n)).catch(() => {});
-  }, TRICKLE_EVERY_MS);
+  const trickle = trickleFrom(host, TRICKLE_BYTES, TRICKLE_EVERY_MS);
   try {
     await c.until(() => c.totalReceived >= TRICKLE_BYTES, 5000, "the first trickle");
     // The guest's driver is unbound: the rings stop (link down) while the host goes on.
@@ -58,7 +29,7 @@ Deno.test("`TcpTranslator.linkUp()` on an empty RX ring: a trickling host stream
     // The guest posts its buffers and kicks.
     guest.makeRoom();
     const kickedAt = performance.now();
-    const target = written;
+    const target = trickle.written;
     await c.until(
       () => c.totalReceived >= target,
       RESUME_LIMIT_MS,
@@ -68,7 +39,7 @@ Deno.test("`TcpTranslator.linkUp()` on an empty RX ring: a trickling host stream
       `caught up ${target} bytes ${(performance.now() - kickedAt).toFixed(0)} ms after the kick`,
     );
     // And it keeps flowing: two more trickle steps arrive in time.
-    const later = written + 2 * TRICKLE_BYTES;
+    const later = trickle.written + 2 * TRICKLE_BYTES;
     await c.until(
       () => c.totalReceived >= later,
       3 * TRICKLE_EVERY_MS + RESUME_LIMIT_MS,
@@ -76,7 +47,7 @@ Deno.test("`TcpTranslator.linkUp()` on an empty RX ring: a trickling host stream
     );
     assert.equal(c.totalReceived >= later, true);
   } finally {
-    clearInterval(trickle);
+    trickle.stop();
     host.close();
     server.close();
     close();
@@ -84,13 +55,8 @@ Deno.test("`TcpTranslator.linkUp()` on an empty RX ring: a trickling host stream
 });
 
 Deno.test("`TcpTranslator` looks again on its timer when room comes back without a writable callback", async () => {
-  const { tcp, guest, close } = setup();
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
-  const accepted = server.accept();
-  const c = guest.connect(TEST_GATEWAY4, port);
-  await c.until(() => c.state === "established", 5000, "established");
-  const host = await accepted;
+  const { tcp, guest, close } = wiredTranslator();
+  const { server, c, host } = await connectThroughGateway(guest);
   try {
     guest.noRoom = true;
     await host.write(new TextEncoder().encode("after the ring refilled"));

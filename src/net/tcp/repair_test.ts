@@ -19,7 +19,7 @@ import {
   type SocketEnds,
   TcpRepairMode,
 } from "./repair.ts";
-import { OPTION_TIMESTAMPS, OPTION_WSCALE } from "../migration_state.ts";
+import { OPTION_TIMESTAMPS, OPTION_WSCALE, type TcpSocketRepairState } from "../migration_state.ts";
 
 /** TCP_REPAIR needs CAP_NET_ADMIN: these tests run as root only. */
 const isRoot = Deno.uid() === 0;
@@ -33,38 +33,41 @@ function pattern(from: number, length: number, seed: number): Uint8Array {
   return out;
 }
 
-/** Reads exactly `length` bytes from the nonblocking helper socket `fd` (bounded in time). */
-async function readHelper(fd: number, length: number): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
-  let got = 0;
-  const deadline = Date.now() + 10_000;
-  while (got < length) {
+/** How long {@link readHelper} and {@link writeHelper} wait out a socket that would block. */
+const HELPER_IO_LIMIT_MS = 10_000;
+
+/**
+ * Moves `length` bytes with `step` (a nonblocking call that returns how many it moved
+ * at `done` bytes, or throws EAGAIN), retrying on EAGAIN for at most {@link HELPER_IO_LIMIT_MS}.
+ */
+async function moveAll(length: number, step: (done: number) => number): Promise<void> {
+  let done = 0;
+  const deadline = Date.now() + HELPER_IO_LIMIT_MS;
+  while (done < length) {
     try {
-      const n = receiveWithFlags(fd, out.subarray(got), 0);
-      if (n === 0) throw new Error(`end of stream after ${got} of ${length} bytes`);
-      got += n;
+      done += step(done);
     } catch (error) {
       if (!(error instanceof NativeError && error.errnoName === "EAGAIN")) throw error;
-      if (Date.now() > deadline) throw new Error(`timed out after ${got} of ${length} bytes`);
+      if (Date.now() > deadline) throw new Error(`timed out after ${done} of ${length} bytes`);
       await delay(2);
     }
   }
+}
+
+/** Reads exactly `length` bytes from the nonblocking helper socket `fd` (bounded in time). */
+async function readHelper(fd: number, length: number): Promise<Uint8Array> {
+  const out = new Uint8Array(length);
+  await moveAll(length, (got) => {
+    const n = receiveWithFlags(fd, out.subarray(got), 0);
+    if (n === 0) throw new Error(`end of stream after ${got} of ${length} bytes`);
+    return n;
+  });
   return out;
 }
 
 /** Writes all of `bytes` to the nonblocking helper socket `fd` (bounded in time). */
-async function writeHelper(fd: number, bytes: Uint8Array): Promise<void> {
-  let at = 0;
-  const deadline = Date.now() + 10_000;
-  while (at < bytes.length) {
-    try {
-      at += sendBytes(fd, bytes.subarray(at));
-    } catch (error) {
-      if (!(error instanceof NativeError && error.errnoName === "EAGAIN")) throw error;
-      if (Date.now() > deadline) throw new Error(`timed out after ${at} of ${bytes.length}`);
-      await delay(2);
-    }
-  }
+function writeHelper(fd: number, bytes: Uint8Array): Promise<void> {
+  return moveAll(bytes.length, (at) => sendBytes(fd, bytes.subarray(at)));
 }
 
 async function readPeer(conn: Deno.Conn, length: number): Promise<Uint8Array> {
@@ -97,19 +100,46 @@ async function connectedPair() {
   return { socket, peer };
 }
 
-function endsOf(fd: number, socket: TcpSocket): SocketEnds {
-  return { local: socket.localAddress(), peer: socketPeerAddress(fd) };
+/** Runs `body` on a fresh {@link connectedPair}, closing both ends after. */
+async function withConnectedPair(
+  body: (socket: TcpSocket, peer: Deno.Conn) => Promise<void>,
+): Promise<void> {
+  const { socket, peer } = await connectedPair();
+  try {
+    await body(socket, peer);
+  } finally {
+    socket.close();
+    peer.close();
+  }
+}
+
+/** Puts the helper socket in repair mode and dumps it: its state and its two ends. */
+function repairAndDump(socket: TcpSocket): { state: TcpSocketRepairState; ends: SocketEnds } {
+  directRepair.set([socket.fd], TcpRepairMode.ON);
+  const state = dumpRepairSocket(socket.fd);
+  return { state, ends: { local: socket.localAddress(), peer: socketPeerAddress(socket.fd) } };
+}
+
+/**
+ * Restores `state` onto the new socket `moved` in repair mode, then takes it out of
+ * repair mode.
+ * @returns what restoreRepairSocket() returns: the end of the send queue still to send
+ */
+function restoreOnto(moved: number, ends: SocketEnds, state: TcpSocketRepairState): Uint8Array {
+  directRepair.set([moved], TcpRepairMode.ON);
+  const leftover = restoreRepairSocket(moved, ends, state);
+  directRepair.set([moved], TcpRepairMode.OFF);
+  return leftover;
 }
 
 Deno.test({
   name: "dumpRepairSocket() and restoreRepairSocket() move a live connection to a new socket",
   ignore: !isRoot,
-  async fn() {
-    const { socket, peer } = await connectedPair();
-    const fd = socket.fd;
-    let toPeer = 0; // bytes sent so far in each direction, for the patterns
-    let fromPeer = 0;
-    try {
+  fn: () =>
+    withConnectedPair(async (socket, peer) => {
+      const fd = socket.fd;
+      let toPeer = 0; // bytes sent so far in each direction, for the patterns
+      let fromPeer = 0;
       // Traffic before the move: some of the peer's bytes stay unread in our receive queue.
       await writeHelper(fd, pattern(toPeer, 5000, 1));
       assertEquals(await readPeer(peer, 5000), pattern(toPeer, 5000, 1));
@@ -119,9 +149,7 @@ Deno.test({
       fromPeer += 1000;
       await delay(20); // the other 2000 bytes are in our receive queue now
 
-      directRepair.set([fd], TcpRepairMode.ON);
-      const state = dumpRepairSocket(fd);
-      const ends = endsOf(fd, socket);
+      const { state, ends } = repairAndDump(socket);
       assertEquals(state.recvQueue, pattern(fromPeer, 2000, 2));
       assertEquals(state.sendQueue.length, 0);
       assertTrue(state.options & OPTION_TIMESTAMPS, "loopback negotiates timestamps");
@@ -135,9 +163,7 @@ Deno.test({
 
       const moved = createRestoreSocket(ends, state);
       try {
-        directRepair.set([moved], TcpRepairMode.ON);
-        restoreRepairSocket(moved, ends, state);
-        directRepair.set([moved], TcpRepairMode.OFF);
+        restoreOnto(moved, ends, state);
         // The bytes that were queued arrive first on the new socket, then new ones.
         assertEquals(await readHelper(moved, 2000), pattern(fromPeer, 2000, 2));
         fromPeer += 2000;
@@ -160,25 +186,18 @@ Deno.test({
       } finally {
         closeInRepair(moved);
       }
-    } finally {
-      socket.close();
-      peer.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name: "restoreRepairSocket() carries bytes the peer has not acknowledged (send queue)",
   ignore: !isRoot,
-  async fn() {
-    const { socket, peer } = await connectedPair();
-    const fd = socket.fd;
-    try {
+  fn: () =>
+    withConnectedPair(async (socket, peer) => {
+      const fd = socket.fd;
       await writeHelper(fd, pattern(0, 100, 3));
       assertEquals(await readPeer(peer, 100), pattern(0, 100, 3));
-      directRepair.set([fd], TcpRepairMode.ON);
-      const state = dumpRepairSocket(fd);
-      const ends = endsOf(fd, socket);
+      const { state, ends } = repairAndDump(socket);
       closeInRepair(fd);
       // On loopback the peer acknowledges at once, so the dump's send queue is empty;
       // give it bytes as if the old socket had not sent them yet: the new socket must
@@ -187,33 +206,24 @@ Deno.test({
       state.sendQueue = unsent;
       const moved = createRestoreSocket(ends, state);
       try {
-        directRepair.set([moved], TcpRepairMode.ON);
-        restoreRepairSocket(moved, ends, state);
-        directRepair.set([moved], TcpRepairMode.OFF);
+        restoreOnto(moved, ends, state);
         assertEquals(await readPeer(peer, 4000), unsent);
         await writeHelper(moved, pattern(4100, 1000, 3));
         assertEquals(await readPeer(peer, 1000), pattern(4100, 1000, 3));
       } finally {
         closeInRepair(moved);
       }
-    } finally {
-      socket.close();
-      peer.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name:
     "restoreRepairSocket() fails with EADDRNOTAVAIL while the old socket still holds the connection",
   ignore: !isRoot,
-  async fn() {
-    const { socket, peer } = await connectedPair();
-    const fd = socket.fd;
-    try {
-      directRepair.set([fd], TcpRepairMode.ON);
-      const state = dumpRepairSocket(fd);
-      const ends = endsOf(fd, socket);
+  fn: () =>
+    withConnectedPair(async (socket, peer) => {
+      const fd = socket.fd;
+      const { state, ends } = repairAndDump(socket);
       const moved = createRestoreSocket(ends, state);
       try {
         directRepair.set([moved], TcpRepairMode.ON);
@@ -235,24 +245,17 @@ Deno.test({
       directRepair.set([fd], TcpRepairMode.OFF);
       await writeHelper(fd, pattern(0, 10, 4));
       assertEquals(await readPeer(peer, 10), pattern(0, 10, 4));
-    } finally {
-      socket.close();
-      peer.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name:
     "restoreRepairSocket() returns the end of a send queue its buffer cannot hold, to be sent after repair mode",
   ignore: !isRoot,
-  async fn() {
-    const { socket, peer } = await connectedPair();
-    const fd = socket.fd;
-    try {
-      directRepair.set([fd], TcpRepairMode.ON);
-      const state = dumpRepairSocket(fd);
-      const ends = endsOf(fd, socket);
+  fn: () =>
+    withConnectedPair(async (socket, peer) => {
+      const fd = socket.fd;
+      const { state, ends } = repairAndDump(socket);
       closeInRepair(fd);
       const queued = pattern(0, 2 << 20, 5);
       state.sendQueue = queued;
@@ -260,9 +263,7 @@ Deno.test({
       const moved = createTcpSocket(4);
       try {
         setIntOption(moved, SOL_SOCKET, SO_SNDBUF, 64 * 1024);
-        directRepair.set([moved], TcpRepairMode.ON);
-        const leftover = restoreRepairSocket(moved, ends, state);
-        directRepair.set([moved], TcpRepairMode.OFF);
+        const leftover = restoreOnto(moved, ends, state);
         assertTrue(leftover.length > 0 && leftover.length < queued.length, `${leftover.length}`);
         const reading = readPeer(peer, queued.length);
         await writeHelper(moved, leftover);
@@ -270,9 +271,5 @@ Deno.test({
       } finally {
         closeInRepair(moved);
       }
-    } finally {
-      socket.close();
-      peer.close();
-    }
-  },
+    }),
 });

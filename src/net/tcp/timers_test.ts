@@ -1,27 +1,8 @@
 import assert from "node:assert/strict";
-import { GuestSender } from "../guest_sender.ts";
-import { TcpTranslator, type TcpTranslatorOptions } from "./translator.ts";
-import { TestGuest } from "../tcp_test_guest.ts";
-import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "../tcp_test_plan.ts";
-import { Logger } from "../../log/logger.ts";
+import { connectThroughGateway, wiredTranslator } from "./testing_host.ts";
+import { TEST_GATEWAY4 } from "../tcp_test_plan.ts";
 import { MAX_RETRIES, RTO_INITIAL_MS, RTO_MAX_MS } from "./flow.ts";
 import { openFdCount } from "../../../ffi/process.ts";
-
-/** A translator, its sender and a guest wired together. */
-function setup(opts: TcpTranslatorOptions = {}) {
-  const sender = new GuestSender(0x9a559a559a55);
-  const logger = new Logger();
-  logger.setSink(() => {});
-  const tcp = new TcpTranslator(sender, testRules(), { logger, ...opts });
-  const guest = new TestGuest(tcp, null, 4, TEST_GUEST4, TEST_GUEST6);
-  sender.setLink(guest);
-  guest.onWritable((now) => tcp.linkWritable(now));
-  const close = () => {
-    guest.stop();
-    tcp.close();
-  };
-  return { sender, tcp, guest, close };
-}
 
 /** When the last of `retries` doubling timeouts (capped at RTO_MAX_MS) expires, in ms. */
 function giveUpAfterMs(retries: number): number {
@@ -39,7 +20,7 @@ Deno.test("`MAX_RETRIES` gives a guest that answers nothing about as long as pas
 });
 
 Deno.test("`TcpTranslator` gives up every flow of a guest that is gone: the timers count without a link", async () => {
-  const { sender, tcp, guest, close } = setup({ maxRetries: TEST_RETRIES });
+  const { sender, tcp, guest, close } = wiredTranslator({ maxRetries: TEST_RETRIES });
   const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (server.addr as Deno.NetAddr).port;
   const hosts: Deno.Conn[] = [];
@@ -93,13 +74,8 @@ Deno.test("`TcpTranslator` gives up every flow of a guest that is gone: the time
 });
 
 Deno.test("`TcpTranslator` flows outlive a link outage shorter than the give-up time", async () => {
-  const { sender, tcp, guest, close } = setup({ maxRetries: TEST_RETRIES });
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
-  const accepted = server.accept();
-  const c = guest.connect(TEST_GATEWAY4, port);
-  await c.until(() => c.state === "established", 5000, "established");
-  const host = await accepted;
+  const { sender, tcp, guest, close } = wiredTranslator({ maxRetries: TEST_RETRIES });
+  const { server, c, host } = await connectThroughGateway(guest);
   try {
     for (let round = 0; round < 3; round++) {
       sender.setLink(null);

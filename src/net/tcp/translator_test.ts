@@ -1,38 +1,22 @@
 import assert from "node:assert/strict";
+import { wiredTranslator } from "./testing_host.ts";
 import { createHash } from "node:crypto";
-import { GuestSender } from "../guest_sender.ts";
-import { TcpTranslator, type TcpTranslatorOptions } from "./translator.ts";
+import type { TcpTranslatorOptions } from "./translator.ts";
 import { RTO_MAX_MS } from "./flow.ts";
-import { type GuestTcpConn, TestGuest } from "../tcp_test_guest.ts";
-import {
-  TEST_GATEWAY4,
-  TEST_GATEWAY6,
-  TEST_GUEST4,
-  TEST_GUEST6,
-  testRules,
-} from "../tcp_test_plan.ts";
+import { type GuestTcpConn } from "../tcp_test_guest.ts";
+import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../tcp_test_plan.ts";
 import { Logger } from "../../log/logger.ts";
 import { nextTask, PublishOnFlushLink } from "../testing_link.ts";
 import { decodeFrame } from "../testing_frames.ts";
 import { TCP_DATA_OFFSET } from "../tcp_header.ts";
 import { type GuestLink, SendResult } from "../../tap/frame_transport.ts";
 
-/** A translator, its sender and a guest wired together. */
+/** A translator, its sender and a guest wired together; the translator logs at debug level. */
 function setup(family: 4 | 6 = 4, opts: TcpTranslatorOptions = {}) {
-  const sender = new GuestSender(0x9a559a559a55);
-  const lines: string[] = [];
   const logger = new Logger();
   logger.setLevel("debug");
-  logger.setSink((_l, line) => lines.push(line));
-  const tcp = new TcpTranslator(sender, testRules(), { logger, ...opts });
-  const guest = new TestGuest(tcp, null, family, TEST_GUEST4, TEST_GUEST6);
-  sender.setLink(guest);
-  guest.onWritable((now) => tcp.linkWritable(now));
-  const close = () => {
-    guest.stop();
-    tcp.close();
-  };
-  return { sender, tcp, guest, lines, close };
+  logger.setSink(() => {});
+  return wiredTranslator({ logger, ...opts }, family);
 }
 
 function pattern(n: number, seed: number): Uint8Array {
