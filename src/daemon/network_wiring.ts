@@ -22,7 +22,9 @@ import {
   buildNetworkPlan,
   type HostConfigOverrides,
   hostInterfaceExists,
+  type HostSources,
   type NetworkPlan,
+  realHostSources,
   renderNetworkPlan,
 } from "../net/host_config.ts";
 import { pingSocketFactory } from "../net/ping_echo_socket.ts";
@@ -57,7 +59,11 @@ export function checkNamedInterfaces(
   }
 }
 
-/** Maps the command line onto engineer E's host-configuration overrides. */
+/**
+ * Maps the command line onto the {@link HostConfigOverrides} of the network plan:
+ * addresses, gateways, DNS (servers, `--dns-forward`, search list, names), MAC, MTU
+ * and the guest services to leave off. Unset options stay undefined (discovered).
+ */
 export function hostConfigOverrides(config: Config): HostConfigOverrides {
   const o: HostConfigOverrides = {};
   if (config.interfaceName !== null) o.interface = config.interfaceName;
@@ -66,6 +72,8 @@ export function hostConfigOverrides(config: Config): HostConfigOverrides {
   if (config.ipv6.address !== null) o.address6 = config.ipv6.address;
   if (config.ipv4.gateway !== null) o.gateway4 = config.ipv4.gateway;
   if (config.ipv6.gateway !== null) o.gateway6 = config.ipv6.gateway;
+  if (config.ipv4.dnsForward !== null) o.dnsForward4 = config.ipv4.dnsForward;
+  if (config.ipv6.dnsForward !== null) o.dnsForward6 = config.ipv6.dnsForward;
   if (config.dns.servers !== null) o.dns = [...config.dns.servers];
   if (config.dns.search !== null) o.search = [...config.dns.search];
   if (config.macAddress !== null) o.ourMac = config.macAddress;
@@ -81,6 +89,18 @@ export function hostConfigOverrides(config: Config): HostConfigOverrides {
   if (!config.protocols.dhcpv6) o.noDhcpv6 = true;
   if (!config.protocols.ra) o.noRa = true;
   return o;
+}
+
+/**
+ * Builds the network plan for `config`: what discovery on the host (read through
+ * `sources`) finds, with the command line's overrides applied.
+ * @throws RangeError for an override the plan rejects
+ */
+export function networkPlanFor(
+  config: Config,
+  sources: HostSources = realHostSources,
+): NetworkPlan {
+  return buildNetworkPlan(hostConfigOverrides(config), sources);
 }
 
 /**
@@ -154,7 +174,7 @@ export function buildDaemonNetwork(
   wiring: MigrationWiring = {},
 ): DaemonNetwork {
   checkNamedInterfaces(config);
-  const plan = buildNetworkPlan(hostConfigOverrides(config));
+  const plan = networkPlanFor(config);
   for (const line of renderNetworkPlan(plan)) log.info(line);
   const stack = new NetworkStack(plan, {
     echoSocketFactory: config.protocols.icmp ? pingSocketFactory : undefined,

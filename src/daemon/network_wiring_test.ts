@@ -1,6 +1,27 @@
 import { parseCommandLine } from "../config/command_line.ts";
+import { ipv4ToString, ipv6ToString } from "../net/address.ts";
+import type { HostSources } from "../net/host_config.ts";
 import { assertEquals, assertThrows } from "../test_support/assert.ts";
-import { checkNamedInterfaces, hostConfigOverrides } from "./network_wiring.ts";
+import { checkNamedInterfaces, hostConfigOverrides, networkPlanFor } from "./network_wiring.ts";
+
+/** A host whose only resolver is a loopback one (systemd-resolved), nothing else discovered. */
+const LOOPBACK_RESOLVER_HOST: HostSources = {
+  readFile: (path) =>
+    path === "/etc/resolv.conf" ? "nameserver 127.0.0.53\nnameserver ::1\n" : null,
+  networkInterfaces: () => [],
+};
+
+/** The guest addresses and gateways a host without discovered interfaces needs. */
+const GUEST_ADDRESSES = [
+  "-a",
+  "10.0.2.15",
+  "-g",
+  "10.0.2.2",
+  "-a",
+  "2001:db8::15",
+  "-g",
+  "fe80::1",
+];
 
 Deno.test("hostConfigOverrides() leaves everything to discovery by default", () => {
   assertEquals(hostConfigOverrides(parseCommandLine([])), {});
@@ -43,6 +64,44 @@ Deno.test("hostConfigOverrides() maps -4, -6, -D none and -S none", () => {
     search: [],
   });
   assertEquals(hostConfigOverrides(parseCommandLine(["-6"])), { ipv6Only: true });
+});
+
+Deno.test("hostConfigOverrides() maps --dns-forward for each family", () => {
+  const config = parseCommandLine(["--dns-forward", "10.0.2.3", "--dns-forward", "fd00::3"]);
+  assertEquals(hostConfigOverrides(config), { dnsForward4: "10.0.2.3", dnsForward6: "fd00::3" });
+});
+
+Deno.test("networkPlanFor() advertises the --dns-forward address in place of a loopback host resolver", () => {
+  const config = parseCommandLine([
+    ...GUEST_ADDRESSES,
+    ...["--dns-forward", "10.0.2.3", "--dns-forward", "fd00::3"],
+  ]);
+  const plan = networkPlanFor(config, LOOPBACK_RESOLVER_HOST);
+  assertEquals(plan.ipv4!.dns.map(ipv4ToString), ["10.0.2.3"]);
+  assertEquals(ipv4ToString(plan.ipv4!.dnsForward!.match), "10.0.2.3");
+  assertEquals(plan.ipv4!.dnsForward!.target, "127.0.0.53");
+  assertEquals(plan.ipv6!.dns.map(ipv6ToString), ["fd00::3"]);
+  assertEquals(ipv6ToString(plan.ipv6!.dnsForward!.match), "fd00::3");
+  assertEquals(plan.ipv6!.dnsForward!.target, "::1");
+});
+
+Deno.test("networkPlanFor() advertises the gateway for a loopback host resolver without --dns-forward", () => {
+  const plan = networkPlanFor(parseCommandLine(GUEST_ADDRESSES), LOOPBACK_RESOLVER_HOST);
+  assertEquals(plan.ipv4!.dns.map(ipv4ToString), ["10.0.2.2"]);
+  assertEquals(plan.ipv6!.dns.map(ipv6ToString), ["fe80::1"]);
+});
+
+Deno.test("networkPlanFor() applies the address, prefix and protocol options", () => {
+  const config = parseCommandLine([
+    ...GUEST_ADDRESSES,
+    ...["-n", "16", "-4", "--dns-forward", "10.0.2.3", "--no-dhcp-dns", "--no-ra"],
+  ]);
+  const plan = networkPlanFor(config, LOOPBACK_RESOLVER_HOST);
+  assertEquals(ipv4ToString(plan.ipv4!.address), "10.0.2.15");
+  assertEquals(plan.ipv4!.prefix, 16);
+  assertEquals(plan.ipv6, null);
+  assertEquals(plan.enableRa, false);
+  assertEquals(plan.advertiseDns, false);
 });
 
 Deno.test("checkNamedInterfaces() refuses an interface the host lacks, naming the option", () => {
