@@ -61,8 +61,8 @@ export function checkNamedInterfaces(
 
 /**
  * Maps the command line onto the {@link HostConfigOverrides} of the network plan:
- * addresses, gateways, DNS (servers, `--dns-forward`, search list, names), MAC, MTU
- * and the guest services to leave off. Unset options stay undefined (discovered).
+ * addresses, gateways, DNS (servers, `--dns-forward`, search list, names), the
+ * address mapped to the host's loopback, MAC, MTU and the guest services to leave off. Unset options stay undefined (discovered).
  */
 export function hostConfigOverrides(config: Config): HostConfigOverrides {
   const o: HostConfigOverrides = {};
@@ -74,6 +74,8 @@ export function hostConfigOverrides(config: Config): HostConfigOverrides {
   if (config.ipv6.gateway !== null) o.gateway6 = config.ipv6.gateway;
   if (config.ipv4.dnsForward !== null) o.dnsForward4 = config.ipv4.dnsForward;
   if (config.ipv6.dnsForward !== null) o.dnsForward6 = config.ipv6.dnsForward;
+  if (config.ipv4.mapHostLoopback !== null) o.mapHostLoopback4 = config.ipv4.mapHostLoopback;
+  if (config.ipv6.mapHostLoopback !== null) o.mapHostLoopback6 = config.ipv6.mapHostLoopback;
   if (config.dns.servers !== null) o.dns = [...config.dns.servers];
   if (config.dns.search !== null) o.search = [...config.dns.search];
   if (config.macAddress !== null) o.ourMac = config.macAddress;

@@ -85,6 +85,29 @@ Deno.test("networkPlanFor() advertises the --dns-forward address in place of a l
   assertEquals(plan.ipv6!.dnsForward!.target, "::1");
 });
 
+Deno.test("hostConfigOverrides() maps --map-host-loopback, and --no-map-gw to none", () => {
+  const config = parseCommandLine(["--map-host-loopback", "10.0.2.9"]);
+  assertEquals(hostConfigOverrides(config), { mapHostLoopback4: "10.0.2.9" });
+  assertEquals(hostConfigOverrides(parseCommandLine(["--no-map-gw"])), {
+    mapHostLoopback4: "none",
+    mapHostLoopback6: "none",
+  });
+});
+
+Deno.test("networkPlanFor() advertises --dns-forward for a host resolver at the gateway only while the gateway maps to the host's loopback", () => {
+  const gatewayResolver: HostSources = {
+    readFile: (path) => path === "/etc/resolv.conf" ? "nameserver 10.0.2.2\n" : null,
+    networkInterfaces: () => [],
+  };
+  const forward = [...GUEST_ADDRESSES, "-4", "--dns-forward", "10.0.2.3"];
+  const shadowed = networkPlanFor(parseCommandLine(forward), gatewayResolver);
+  assertEquals(shadowed.ipv4!.dns.map(ipv4ToString), ["10.0.2.3"]);
+  assertEquals(shadowed.ipv4!.dnsForward!.target, "10.0.2.2");
+  const plain = networkPlanFor(parseCommandLine([...forward, "--no-map-gw"]), gatewayResolver);
+  assertEquals(plain.ipv4!.dns.map(ipv4ToString), ["10.0.2.2"]);
+  assertEquals(plain.ipv4!.dnsForward, null);
+});
+
 Deno.test("networkPlanFor() advertises the gateway for a loopback host resolver without --dns-forward", () => {
   const plan = networkPlanFor(parseCommandLine(GUEST_ADDRESSES), LOOPBACK_RESOLVER_HOST);
   assertEquals(plan.ipv4!.dns.map(ipv4ToString), ["10.0.2.2"]);

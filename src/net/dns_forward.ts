@@ -1,7 +1,8 @@
 /**
  * DNS forwarding rules: which guest-side address (the advertised resolver) is
  * redirected, port 53, to which host resolver. Derived from the network plan (a
- * loopback resolver on the host is advertised as the gateway and forwarded to) and
+ * loopback resolver on the host, or one at the address mapped to the host's loopback,
+ * is advertised as the `--dns-forward` address or the gateway and forwarded to) and
  * from `--dns-forward` / `--dns-host`. The UDP and TCP translators apply the rule
  * through {@link translateOutbound4} / {@link translateOutbound6} in fwd.ts.
  *

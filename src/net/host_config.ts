@@ -4,8 +4,10 @@
  * a copy of the host's address on the template interface (the first interface with
  * a default route, or the one named), the host's gateway as its router, and the
  * host's resolvers. A loopback resolver (systemd-resolved's 127.0.0.53, ::1) cannot
- * be reached from the guest, so the gateway address is advertised as DNS server
- * instead and DNS sent there is to be forwarded to the loopback resolver.
+ * be reached from the guest, nor can one at the address that maps to the host's
+ * loopback (by default the gateway), so the `--dns-forward` address (default: that
+ * mapped address, else the gateway) is advertised as DNS server instead and DNS sent
+ * there is to be forwarded to that resolver.
  *
  * Discovery reads only /proc/net/route,
  * /proc/net/ipv6_route, /etc/resolv.conf, /sys/class/net/IF/mtu and
@@ -84,6 +86,13 @@ export interface HostConfigOverrides {
    */
   dnsForward4?: string;
   dnsForward6?: string;
+  /**
+   * Guest-side address that reaches the host's loopback (passt --map-host-loopback,
+   * "none" for none, as after --no-map-gw); default: the gateway. A host resolver at
+   * this address is shadowed and, like a loopback one, reached through a DNS forward.
+   */
+  mapHostLoopback4?: string;
+  mapHostLoopback6?: string;
   /** Search domains (passt -S). */
   search?: string[];
   /** Our MAC address (passt -M). */
@@ -471,6 +480,20 @@ export function buildNetworkPlan(
     fail(`DNS forward address "${overrides.dnsForward4}" is not a.b.c.d`);
   const match6 = overrides.dnsForward6 === undefined ? null : parseIpv6(overrides.dnsForward6) ??
     fail(`DNS forward address "${overrides.dnsForward6}" is not an IPv6 address`);
+  // Resolvers at these addresses are shadowed: the guest's packets to them reach the
+  // host's loopback instead (passt conf.c, add_dns_resolv4/6).
+  const hostLoopback4 = !ipv4 || overrides.mapHostLoopback4 === "none"
+    ? null
+    : overrides.mapHostLoopback4 === undefined
+    ? ipv4.gateway
+    : parseIpv4(overrides.mapHostLoopback4) ??
+      fail(`host loopback address "${overrides.mapHostLoopback4}" is not a.b.c.d`);
+  const hostLoopback6 = !ipv6 || overrides.mapHostLoopback6 === "none"
+    ? null
+    : overrides.mapHostLoopback6 === undefined
+    ? ipv6.gateway
+    : parseIpv6(overrides.mapHostLoopback6) ??
+      fail(`host loopback address "${overrides.mapHostLoopback6}" is not an IPv6 address`);
   if (overrides.dns !== undefined) {
     for (const s of overrides.dns) {
       const v4 = parseIpv4(s);
@@ -485,12 +508,14 @@ export function buildNetworkPlan(
       const v6 = v4 === null ? parseIpv6(s) : null;
       if (v4 !== null) {
         if (!ipv4) continue;
-        if (v4 >>> 24 === 127) {
+        const loopback = v4 >>> 24 === 127;
+        if (loopback || v4 === hostLoopback4) {
           if (!ipv4.dnsForward) {
-            ipv4.dnsForward = { match: match4 ?? ipv4.gateway, target: s };
+            ipv4.dnsForward = { match: match4 ?? hostLoopback4 ?? ipv4.gateway, target: s };
             ipv4.dns.push(ipv4.dnsForward.match);
             notes.push(
-              `loopback resolver ${s}: advertising ${ipv4ToString(ipv4.dnsForward.match)}`,
+              `${loopback ? "loopback resolver" : "resolver at the host-loopback address"} ${s}: ` +
+                `advertising ${ipv4ToString(ipv4.dnsForward.match)}`,
             );
           }
         } else if (ipv4.dns.length < MAX_DNS_SERVERS && !ipv4.dns.includes(v4)) {
@@ -498,12 +523,17 @@ export function buildNetworkPlan(
         }
       } else if (v6) {
         if (!ipv6) continue;
-        if (ipv6IsLoopback(v6)) {
+        const loopback = ipv6IsLoopback(v6);
+        if (
+          loopback || (hostLoopback6 !== null && ipv6ToString(v6) === ipv6ToString(hostLoopback6))
+        ) {
           if (!ipv6.dnsForward) {
-            ipv6.dnsForward = { match: match6 ?? ipv6.gateway, target: "::1" };
+            const target = loopback ? "::1" : ipv6ToString(v6);
+            ipv6.dnsForward = { match: match6 ?? hostLoopback6 ?? ipv6.gateway, target };
             ipv6.dns.push(ipv6.dnsForward.match);
             notes.push(
-              `loopback resolver ::1: advertising ${ipv6ToString(ipv6.dnsForward.match)}`,
+              `${loopback ? "loopback resolver" : "resolver at the host-loopback address"} ` +
+                `${target}: advertising ${ipv6ToString(ipv6.dnsForward.match)}`,
             );
           }
         } else if (ipv6IsLinkLocal(v6)) {

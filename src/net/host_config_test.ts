@@ -107,6 +107,57 @@ Deno.test("`buildNetworkPlan()` maps a loopback resolver to the gateway address"
   assert.deepEqual(p6.ipv4!.dns, []);
 });
 
+Deno.test("`buildNetworkPlan()` advertises the --dns-forward address in place of a loopback resolver", () => {
+  const resolv = "nameserver 127.0.0.53\nnameserver ::1\n";
+  const p = buildNetworkPlan(
+    { dnsForward4: "10.0.2.3", dnsForward6: "fd00::3" },
+    sources({ ...BASE, "/etc/resolv.conf": resolv }),
+  );
+  assert.deepEqual(p.ipv4!.dns.map(ipv4ToString), ["10.0.2.3"]);
+  assert.deepEqual(p.ipv4!.dnsForward, { match: p.ipv4!.dns[0], target: "127.0.0.53" });
+  assert.deepEqual(p.ipv6!.dns.map((a) => ipv6ToString(a)), ["fd00::3"]);
+  assert.equal(p.ipv6!.dnsForward!.target, "::1");
+});
+
+Deno.test("`buildNetworkPlan()` treats a resolver at the gateway, which maps to the host's loopback, like a loopback one", () => {
+  // The guest's packets to the gateway reach the host's loopback (passt's
+  // --map-host-loopback default), so the gateway's own resolver is advertised through
+  // a DNS forward to its real address (passt conf.c, add_dns_resolv4/6).
+  const resolv = "nameserver 192.0.2.1\nnameserver 198.51.100.53\n";
+  const p = buildNetworkPlan({}, sources({ ...BASE, "/etc/resolv.conf": resolv }));
+  assert.deepEqual(p.ipv4!.dns.map(ipv4ToString), ["192.0.2.1", "198.51.100.53"]);
+  assert.equal(ipv4ToString(p.ipv4!.dnsForward!.match), "192.0.2.1");
+  assert.equal(p.ipv4!.dnsForward!.target, "192.0.2.1");
+  // With --dns-forward, that address is advertised instead of the gateway.
+  const forwarded = buildNetworkPlan(
+    { dnsForward4: "10.0.2.3" },
+    sources({ ...BASE, "/etc/resolv.conf": resolv }),
+  );
+  assert.deepEqual(forwarded.ipv4!.dns.map(ipv4ToString), ["10.0.2.3", "198.51.100.53"]);
+  assert.equal(ipv4ToString(forwarded.ipv4!.dnsForward!.match), "10.0.2.3");
+  assert.equal(forwarded.ipv4!.dnsForward!.target, "192.0.2.1");
+  // When another address (or none) maps to the host's loopback, the gateway's resolver
+  // is reachable as it is.
+  for (const mapHostLoopback4 of ["10.0.2.9", "none"]) {
+    const plain = buildNetworkPlan(
+      { mapHostLoopback4, dnsForward4: "10.0.2.3" },
+      sources({ ...BASE, "/etc/resolv.conf": resolv }),
+    );
+    assert.deepEqual(plain.ipv4!.dns.map(ipv4ToString), ["192.0.2.1", "198.51.100.53"]);
+    assert.equal(plain.ipv4!.dnsForward, null);
+  }
+});
+
+Deno.test("`buildNetworkPlan()` treats an IPv6 resolver at the address mapped to the host's loopback like ::1", () => {
+  const resolv = "nameserver 2001:db8::53\n";
+  const p = buildNetworkPlan(
+    { mapHostLoopback6: "2001:db8::53", dnsForward6: "fd00::3" },
+    sources({ ...BASE, "/etc/resolv.conf": resolv }),
+  );
+  assert.deepEqual(p.ipv6!.dns.map((a) => ipv6ToString(a)), ["fd00::3"]);
+  assert.equal(p.ipv6!.dnsForward!.target, "2001:db8::53");
+});
+
 Deno.test("`buildNetworkPlan()` honours an explicit interface name", () => {
   const p = buildNetworkPlan({ interface: "wlan0", ipv4Only: true }, sources(BASE));
   assert.equal(ipv4ToString(p.ipv4!.address), "192.168.1.7");
