@@ -2,8 +2,8 @@
  * Nonblocking TCP sockets toward the host (native/tcp_socket.c): connect with an
  * optional source address and interface, send/receive without blocking (also over
  * iovec tables, and peeking from SO_PEEK_OFF), drop received bytes without copying
- * them, read queue levels, close with a reset, listen and accept. Readiness is followed by the caller's epoll; nothing here
- * waits. Permission to reach an address is not checked here: callers query Deno's
+ * them, read queue levels, close with a reset, listen and accept. Readiness is
+ * followed by the caller's epoll; nothing here waits. Permission to reach an address is not checked here: callers query Deno's
  * permissions first (src/net/tcp/host_socket.ts).
  *
  * @module

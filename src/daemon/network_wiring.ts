@@ -2,10 +2,9 @@
  * Builds the daemon's network side once per process: the network plan (host
  * discovery with the command line's overrides), the stack behind every frontend
  * with its TCP and UDP translators (DNS forwarding included) and port forwards, the
- * timers that drive them, the
- * optional pcap capture (`--pcap`), and the {@link SessionFactory} for the
- * configured mode. The stack survives reconnects; each frontend connection gets a
- * fresh session.
+ * timers that drive them, the optional pcap capture (`--pcap`), the migration
+ * controller (vhost-user mode) and the {@link SessionFactory} for the configured
+ * mode. The stack survives reconnects; each frontend connection gets a fresh session.
  *
  * @module
  */

@@ -61,7 +61,10 @@ const RTF_UP = 0x0001;
 const RTF_GATEWAY = 0x0002;
 const RTF_REJECT = 0x0200;
 
-/** Overrides of discovered values; the integrator maps the command line onto this. */
+/**
+ * Overrides of discovered values; the daemon maps the command line onto this
+ * (`hostConfigOverrides` in daemon/network_wiring.ts).
+ */
 export interface HostConfigOverrides {
   /** Template interface name for both families (passt -i). */
   interface?: string;

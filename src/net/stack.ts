@@ -5,15 +5,17 @@
  * Malformed frames are dropped with a per-reason counter and a rate-limited debug
  * line; no exception escapes {@link NetworkStack.handleFrame}.
  *
- * Wiring (daemon):
+ * Wiring (daemon/network_wiring.ts, simplified):
  * ```ts
- * const plan = buildNetworkPlan(overridesFromConfig(config));
- * for (const line of renderNetworkPlan(plan)) log.info(line);
- * const stack = new NetworkStack(plan, { echoSocketFactory: pingSocketFactory, fdWatcher: loop });
- * stack.registerL4(IPPROTO_TCP, tcp); // translators build on stack.sender
- * stack.registerL4(IPPROTO_UDP, udp);
+ * const plan = networkPlanFor(config);
+ * const stack = new NetworkStack(plan, {
+ *   echoSocketFactory: pingSocketFactory,
+ *   fdWatcher: loop,
+ *   forward: forwardOptionsFromConfig(config),
+ * });
+ * startForwarding(stack, options); // registers the TCP/UDP translators, opens -t/-u listeners
  * // the transport calls handleFrame/endOfBatch/linkUp/linkDown (FrameHandler);
- * // the daemon calls stack.tick(now) no later than stack.nextTimerAt().
+ * // the daemon's TimerDriver calls stack.tick(now) no later than stack.nextTimerAt().
  * ```
  *
  * @module
@@ -88,9 +90,9 @@ export class NetworkStack implements FrameHandler {
   readonly ndp: NdpResponder | null;
   /** DHCPv6 server (null without a global IPv6 address or with DHCPv6 disabled). */
   readonly dhcpv6: Dhcpv6Server | null;
-  /** Echo forwarding through ping sockets (null without a socket factory). */
   /** How guest destinations map to host ones, for every protocol (see NetworkStackOptions.forward). */
   readonly forwardRules: ForwardRules;
+  /** Echo forwarding through ping sockets (null without a socket factory). */
   readonly icmpEcho: IcmpEcho | null;
   readonly #l4 = new Map<number, L4Handler>();
   readonly #eth = newEthernetHeader();
