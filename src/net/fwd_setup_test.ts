@@ -42,20 +42,24 @@ async function freeUdpPort(): Promise<number> {
 const FREE_PORT_ATTEMPTS = 5;
 
 /**
- * startForwarding() on a TCP and a UDP port picked free just before, the forwards
- * built from them by `options`: another test may take one in between (explicit
- * forwards then fail with EADDRINUSE), so new ports are picked and it is tried again.
+ * startForwarding() on a fresh stack from `makeStack` and on a TCP and a UDP port
+ * picked free just before, the forwards built from them by `options`: another test may
+ * take one in between (explicit forwards then fail with EADDRINUSE, leaving the stack
+ * with its translators registered), so the stack is closed, new ports are picked and
+ * it is tried again on a new stack.
  */
 async function forwardOnFreePorts(
-  stack: NetworkStack,
+  makeStack: () => NetworkStack,
   options: (tport: number, uport: number) => ForwardingOptions,
-): Promise<{ fw: Forwarding; tport: number; uport: number }> {
+): Promise<{ stack: NetworkStack; fw: Forwarding; tport: number; uport: number }> {
   for (let attempt = 1;; attempt++) {
     const tport = freePort();
     const uport = await freeUdpPort();
+    const stack = makeStack();
     try {
-      return { fw: startForwarding(stack, options(tport, uport)), tport, uport };
+      return { stack, fw: startForwarding(stack, options(tport, uport)), tport, uport };
     } catch (error) {
+      stack.close();
       if (attempt >= FREE_PORT_ATTEMPTS || !/EADDRINUSE/.test((error as Error).message)) {
         throw error;
       }
@@ -181,13 +185,15 @@ Deno.test("`startForwarding()` binds `all` as far as descriptors allow and names
 
 Deno.test("`startForwarding()` takes target addresses without a warning and warns about UDP --freebind", async () => {
   const { logger, lines } = collectingLogger();
-  const stack = new NetworkStack(testPlan(), { logger });
-  const { fw, tport, uport } = await forwardOnFreePorts(stack, (tport, uport) => ({
-    logger,
-    tcpForwards: parsePortForwardTable([`127.0.0.1/${tport}:127.0.0.99/22`]),
-    udpForwards: parsePortForwardTable([`127.0.0.1/${uport}`]),
-    freebind: true,
-  }));
+  const { stack, fw, tport, uport } = await forwardOnFreePorts(
+    () => new NetworkStack(testPlan(), { logger }),
+    (tport, uport) => ({
+      logger,
+      tcpForwards: parsePortForwardTable([`127.0.0.1/${tport}:127.0.0.99/22`]),
+      udpForwards: parsePortForwardTable([`127.0.0.1/${uport}`]),
+      freebind: true,
+    }),
+  );
   try {
     assert.deepEqual(fw.listening, { tcp: 1, udp: 1 });
     assert.ok(!lines.some((l) => /target address/.test(l)), lines.join("\n"));
@@ -208,15 +214,15 @@ Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and o
   const logger = new Logger();
   const lines: string[] = [];
   logger.setSink((_l, line) => lines.push(line));
-  const stack = new NetworkStack(testPlan(), {
-    logger,
-    forward: { outbound4: "127.0.0.1", outboundIf4: "lo" },
-  });
-  const { fw, tport, uport } = await forwardOnFreePorts(stack, (tport, uport) => ({
-    logger,
-    tcpForwards: parsePortForwardTable([`127.0.0.1/${tport}:8080`]),
-    udpForwards: parsePortForwardTable([`127.0.0.1/${uport}:5353`]),
-  }));
+  const { stack, fw, tport, uport } = await forwardOnFreePorts(() =>
+    new NetworkStack(testPlan(), {
+      logger,
+      forward: { outbound4: "127.0.0.1", outboundIf4: "lo" },
+    }), (tport, uport) => ({
+      logger,
+      tcpForwards: parsePortForwardTable([`127.0.0.1/${tport}:8080`]),
+      udpForwards: parsePortForwardTable([`127.0.0.1/${uport}:5353`]),
+    }));
   assert.deepEqual(fw.listening, { tcp: 1, udp: 1 });
   assert.ok(
     !lines.some((l) => /outbound-if4|^-o /.test(l)),
@@ -268,15 +274,17 @@ Deno.test("`startForwarding()` binds `%IF` TCP and UDP forwards to that interfac
   logger.setSink((_l, line) => lines.push(line));
   const loop = new EventLoop();
   const running = loop.run();
-  const stack = new NetworkStack(testPlan(), { logger });
-  const { fw, tport, uport } = await forwardOnFreePorts(stack, (tport, uport) => ({
-    logger,
-    tcpForwards: parsePortForwardTable([`127.0.0.1%lo/${tport}:8080`]),
-    udpForwards: parsePortForwardTable([`127.0.0.1%lo/${uport}:5353`]),
-    tcpHost: nativeHostTcp(loop),
-    loop,
-    udpWatcher: loop,
-  }));
+  const { stack, fw, tport, uport } = await forwardOnFreePorts(
+    () => new NetworkStack(testPlan(), { logger }),
+    (tport, uport) => ({
+      logger,
+      tcpForwards: parsePortForwardTable([`127.0.0.1%lo/${tport}:8080`]),
+      udpForwards: parsePortForwardTable([`127.0.0.1%lo/${uport}:5353`]),
+      tcpHost: nativeHostTcp(loop),
+      loop,
+      udpWatcher: loop,
+    }),
+  );
   const guest = new TestGuest(fw.tcp!, fw.udp, 4, TEST_GUEST4, TEST_GUEST6);
   guest.useStack(stack);
   stack.linkUp(guest, performance.now());
