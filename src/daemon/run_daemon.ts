@@ -35,7 +35,7 @@ import { removePidFile, writePidFile } from "./pid_file.ts";
 import { buildDaemonNetwork } from "./network_wiring.ts";
 import { bindSocket } from "./socket_path.ts";
 import { defaultRepairPath, RepairHelperServer } from "./repair_helper.ts";
-import { MEMORY_CHECK_MS, MemoryRelease } from "./memory_release.ts";
+import { MEMORY_CHECK_MS, MemoryRelease, releaseMemory } from "./memory_release.ts";
 
 /**
  * How long the event loop waits for the next events on the JS thread while they keep
@@ -207,17 +207,20 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
       onMigratedAway: () => setTimeout(() => void server?.stop(), 0),
     });
     cleanup.add("close the capture file", () => network.close());
-    const memory = new MemoryRelease(network.stack);
+    // RSS is read only around a release, not at every sample.
+    const memory = new MemoryRelease(network.stack, () => {
+      const before = Deno.memoryUsage().rss;
+      const t0 = monotonicNow();
+      releaseMemory();
+      log.debug(
+        `memory released after a burst of flows: RSS ${(before / 1048576).toFixed(1)} → ` +
+          `${(Deno.memoryUsage().rss / 1048576).toFixed(1)} MiB in ` +
+          `${(monotonicNow() - t0).toFixed(1)} ms`,
+      );
+    });
     const memoryTimer = setInterval(() => {
       try {
-        const before = Deno.memoryUsage().rss;
-        const t0 = monotonicNow();
-        if (!memory.tick()) return;
-        log.debug(
-          `memory released after a burst of flows: RSS ${(before / 1048576).toFixed(1)} → ` +
-            `${(Deno.memoryUsage().rss / 1048576).toFixed(1)} MiB in ` +
-            `${(monotonicNow() - t0).toFixed(1)} ms`,
-        );
+        memory.tick();
       } catch (error) {
         log.warn(`Cannot release memory: ${describe(error)}`);
       }

@@ -6,7 +6,7 @@
  * `"ffi": true`, without which the daemon cannot map guest memory.
  */
 import assert from "node:assert/strict";
-import { exists, ForegroundTpasst, waitFor } from "../cli/cli_helpers.ts";
+import { exists, ForegroundTpasst, processFdCount, waitFor } from "../cli/cli_helpers.ts";
 import {
   encodeRequest,
   singleRegionPayload,
@@ -29,10 +29,6 @@ const daemonMayMapMemory = (() => {
     return false;
   }
 })();
-
-function daemonFdCount(pid: number): number {
-  return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
-}
 
 /** The daemon serves one front-end at a time: wait until it has let go of the last one. */
 async function frontendGone(daemon: ForegroundTpasst, count: number): Promise<void> {
@@ -61,7 +57,7 @@ Deno.test({
       // first front-end: full negotiation, a TX frame, then disconnect
       let frontend = VhostUserFrontend.connect(path);
       await frontend.negotiate();
-      const baseline = daemonFdCount(pid);
+      const baseline = processFdCount(pid);
       frontend.sendFrame(new Uint8Array(60).fill(0xff, 0, 6));
       await frontend.waitUsed(TX, 1);
       frontend.postRxBuffers(4);
@@ -91,7 +87,7 @@ Deno.test({
       await frontend.negotiate();
       await waitFor(
         "the daemon's fd count back to its baseline",
-        () => daemonFdCount(pid) === baseline,
+        () => processFdCount(pid) === baseline,
       );
       frontend.close();
       await frontendGone(daemon, ++gone);

@@ -55,8 +55,6 @@ const IDLE_WINDOW_MS = 2000;
 /** Largest share of one core an idle daemon may use in that window. */
 const IDLE_CPU_LIMIT = 0.1;
 
-const daemonFdCount = processFdCount;
-
 /** Lines of /proc/PID/maps that map one of the harness's memfds. */
 function harnessMappings(pid: number): string[] {
   return Deno.readTextFileSync(`/proc/${pid}/maps`).split("\n").filter((line) =>
@@ -143,7 +141,7 @@ async function freshFrontendWorks(
   assert.deepEqual(harnessMappings(pid), [], "guest memory unmapped after the session");
   await waitFor(
     "the daemon's fd count back at its idle baseline",
-    () => daemonFdCount(pid) === idleFds,
+    () => processFdCount(pid) === idleFds,
   );
 }
 
@@ -184,7 +182,7 @@ Deno.test({
         assert.deepEqual(harnessMappings(pid), []);
         await waitFor(
           "the daemon's fd count back at its idle baseline",
-          () => daemonFdCount(pid) === idleFds,
+          () => processFdCount(pid) === idleFds,
         );
       } finally {
         semaphore.close();
@@ -225,7 +223,7 @@ Deno.test({
         assert.deepEqual(harnessMappings(pid), [], "no mapping of the front-end's memory left");
         await waitFor(
           "the daemon's fd count back at its idle baseline",
-          () => daemonFdCount(pid) === idleFds,
+          () => processFdCount(pid) === idleFds,
         );
         await daemon.waitForStderr(
           /SET_VRING_CALL: ring 0 call fd is a pipe \(pipe:\[\d+\]\), not an eventfd in normal mode/,
@@ -253,7 +251,7 @@ Deno.test({
         assert.deepEqual(harnessMappings(pid), []);
         await waitFor(
           "the daemon's fd count back at its idle baseline",
-          () => daemonFdCount(pid) === idleFds,
+          () => processFdCount(pid) === idleFds,
         );
       } finally {
         closeFd(readEnd);
