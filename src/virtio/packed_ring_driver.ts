@@ -260,7 +260,9 @@ export class PackedRingDriver {
       });
     }
     this.#slotsOf[id] = slots;
-    this.placeRaw(entries.map((e, i) => ({ ...e, id: i === entries.length - 1 ? id : NOT_THE_ID })));
+    this.placeRaw(
+      entries.map((e, i) => ({ ...e, id: i === entries.length - 1 ? id : NOT_THE_ID })),
+    );
     return id;
   }
 
@@ -301,7 +303,11 @@ export class PackedRingDriver {
   /** Sets the driver event suppression area: flags and (for DESC) the slot and wrap counter. */
   setDriverEvent(flags: number, index = 0, wrap = 1): void {
     const at = this.driverAddr - this.base;
-    this.#view.setUint16(at + EVENT_OFF_WRAP, (index & STATE_INDEX_MASK) | (wrap << EVENT_WRAP_SHIFT), true);
+    this.#view.setUint16(
+      at + EVENT_OFF_WRAP,
+      (index & STATE_INDEX_MASK) | (wrap << EVENT_WRAP_SHIFT),
+      true,
+    );
     this.#view.setUint16(at + EVENT_FLAGS, flags, true);
   }
 

@@ -328,7 +328,10 @@ export class PackedVirtqueue implements Virtqueue {
   /** {@inheritDoc Virtqueue.hasAvailable} */
   hasAvailable(): boolean {
     if (this.#broken) return false;
-    const flags = this.#ring.getUint16(this.#availIndex * PACKED_DESC_SIZE + PACKED_DESC_FLAGS, true);
+    const flags = this.#ring.getUint16(
+      this.#availIndex * PACKED_DESC_SIZE + PACKED_DESC_FLAGS,
+      true,
+    );
     return isAvailable(flags, this.#availWrap);
   }
 
@@ -379,12 +382,16 @@ export class PackedVirtqueue implements Virtqueue {
       const id = this.#listId;
       if (id >= this.size) {
         chain.release();
-        this.#markBroken(`the list at slot ${headSlot} has Buffer ID ${id} ≥ queue size ${this.size}`);
+        this.#markBroken(
+          `the list at slot ${headSlot} has Buffer ID ${id} ≥ queue size ${this.size}`,
+        );
         return false;
       }
       if (this.#inUse[id] !== 0) {
         chain.release();
-        this.#markBroken(`the list at slot ${headSlot} has Buffer ID ${id}, which is already in use`);
+        this.#markBroken(
+          `the list at slot ${headSlot} has Buffer ID ${id}, which is already in use`,
+        );
         return false;
       }
       this.#take(id, this.#listSlots);

@@ -47,9 +47,16 @@ Deno.test("encodePackedState() / decodePackedState() carry both positions and wr
 
 Deno.test("PackedVirtqueue.pop() returns a list with readable then writable buffers and the last descriptor's Buffer ID", () => {
   const { driver, queue, chain } = setup();
-  const id = driver.addChain([readable(driver, 100, 1), readable(driver, 50, 2), writable(driver, 70)]);
+  const first = driver.addChain([writable(driver, 8)]);
+  const id = driver.addChain([
+    readable(driver, 100, 1),
+    readable(driver, 50, 2),
+    writable(driver, 70),
+  ]);
   assert.equal(queue.hasAvailable(), true);
-  assert.equal(queue.availableCount(), 1);
+  assert.equal(queue.availableCount(), 2);
+  assert.equal(queue.pop(chain, 0), true);
+  assert.equal(chain.head, first);
   assert.equal(queue.pop(chain, 0), true);
   assert.equal(chain.head, id);
   assert.notEqual(chain.head, NOT_THE_ID);
@@ -60,12 +67,15 @@ Deno.test("PackedVirtqueue.pop() returns a list with readable then writable buff
   assert.equal(chain.buffers[0][99], 1);
   assert.equal(chain.buffers[1][0], 2);
   assert.equal(queue.pop(chain, 0), false);
-  assert.deepEqual(decodePackedState(queue.vringBase).avail, { index: 3, wrap: 1 });
+  assert.deepEqual(decodePackedState(queue.vringBase).avail, { index: 4, wrap: 1 });
 });
 
 Deno.test("PackedVirtqueue.pop() follows an indirect table when negotiated", () => {
   const { driver, queue, chain } = setup({ features: { indirectDescriptors: true } });
-  const id = driver.addChain([readable(driver, 10, 7), writable(driver, 20), writable(driver, 30)], true);
+  const id = driver.addChain(
+    [readable(driver, 10, 7), writable(driver, 20), writable(driver, 30)],
+    true,
+  );
   assert.ok(queue.pop(chain, 0));
   assert.equal(chain.head, id);
   assert.equal(chain.count, 3);
@@ -88,7 +98,11 @@ Deno.test("PackedVirtqueue.publish() makes used descriptors visible only then, w
   assert.equal(driver.notifications, 1);
   assert.deepEqual(driver.takeUsed(), [{ id: tx, len: 0 }, { id: rx, len: 42 }]);
   assert.equal(driver.usedWriteFlag(0), false, "TX buffer: nothing written");
-  assert.equal(driver.usedWriteFlag(2), true, "RX buffer: data written (slot 2: the TX list took two)");
+  assert.equal(
+    driver.usedWriteFlag(2),
+    true,
+    "RX buffer: data written (slot 2: the TX list took two)",
+  );
   assert.equal(queue.publish(), false, "nothing new: no notification");
 });
 
@@ -333,7 +347,11 @@ Deno.test("PackedVirtqueue.pop() drops bad indirect tables: with NEXT, inside a 
     flags.forEach((f, i) => driver.writeDescriptorAt(at + i * PACKED_DESC_SIZE, data, 8, 0, f));
     return at;
   };
-  const cases: [string, (d: PackedRingDriver) => { addr: number; len: number; id: number; flags: number }[], RegExp][] = [
+  const cases: [
+    string,
+    (d: PackedRingDriver) => { addr: number; len: number; id: number; flags: number }[],
+    RegExp,
+  ][] = [
     ["INDIRECT with NEXT", (d) => [
       { addr: table(d, [0]), len: 16, id: 0, flags: PACKED_DESC_F_INDIRECT | PACKED_DESC_F_NEXT },
       { addr: d.alloc(8), len: 8, id: 3, flags: 0 },
@@ -343,10 +361,23 @@ Deno.test("PackedVirtqueue.pop() drops bad indirect tables: with NEXT, inside a 
       { addr: table(d, [0]), len: 16, id: 3, flags: PACKED_DESC_F_INDIRECT },
     ], /indirect inside a list/],
     ["nested", (d) => [
-      { addr: table(d, [0, PACKED_DESC_F_INDIRECT]), len: 32, id: 3, flags: PACKED_DESC_F_INDIRECT },
+      {
+        addr: table(d, [0, PACKED_DESC_F_INDIRECT]),
+        len: 32,
+        id: 3,
+        flags: PACKED_DESC_F_INDIRECT,
+      },
     ], /entry 1 is itself indirect/],
-    ["length 0", (d) => [{ addr: table(d, [0]), len: 0, id: 3, flags: PACKED_DESC_F_INDIRECT }], /length that is 0/],
-    ["length 20", (d) => [{ addr: table(d, [0, 0]), len: 20, id: 3, flags: PACKED_DESC_F_INDIRECT }], /not a multiple/],
+    [
+      "length 0",
+      (d) => [{ addr: table(d, [0]), len: 0, id: 3, flags: PACKED_DESC_F_INDIRECT }],
+      /length that is 0/,
+    ],
+    [
+      "length 20",
+      (d) => [{ addr: table(d, [0, 0]), len: 20, id: 3, flags: PACKED_DESC_F_INDIRECT }],
+      /not a multiple/,
+    ],
     ["longer than the ring", (d) => [
       { addr: d.alloc(17 * 16), len: 17 * 16, id: 3, flags: PACKED_DESC_F_INDIRECT },
     ], /over 256/],
@@ -372,7 +403,13 @@ Deno.test("PackedVirtqueue.pop() ignores NEXT and IDs inside indirect tables (on
   const { driver, queue, chain } = setup({ features: { indirectDescriptors: true } });
   const at = driver.alloc(32);
   driver.writeDescriptorAt(at, driver.alloc(8), 8, 999, PACKED_DESC_F_NEXT);
-  driver.writeDescriptorAt(at + 16, driver.alloc(8), 8, 999, PACKED_DESC_F_WRITE | PACKED_DESC_F_NEXT);
+  driver.writeDescriptorAt(
+    at + 16,
+    driver.alloc(8),
+    8,
+    999,
+    PACKED_DESC_F_WRITE | PACKED_DESC_F_NEXT,
+  );
   driver.placeRaw([{ addr: at, len: 32, id: 5, flags: PACKED_DESC_F_INDIRECT }]);
   assert.ok(queue.pop(chain, 0));
   assert.equal(chain.head, 5);
@@ -382,15 +419,28 @@ Deno.test("PackedVirtqueue.pop() ignores NEXT and IDs inside indirect tables (on
 });
 
 Deno.test("PackedVirtqueue.pop() marks the queue broken for rings no driver could write", () => {
-  const cases: [string, (d: PackedRingDriver, q: PackedVirtqueue, c: DescriptorChain) => void, RegExp][] = [
-    ["Buffer ID ≥ size", (d) => d.placeRaw([{ addr: d.alloc(8), len: 8, id: 16, flags: 0 }]), /Buffer ID 16 ≥ queue size 16/],
+  const cases: [
+    string,
+    (d: PackedRingDriver, q: PackedVirtqueue, c: DescriptorChain) => void,
+    RegExp,
+  ][] = [
+    [
+      "Buffer ID ≥ size",
+      (d) => d.placeRaw([{ addr: d.alloc(8), len: 8, id: 16, flags: 0 }]),
+      /Buffer ID 16 ≥ queue size 16/,
+    ],
     ["Buffer ID in use", (d, q, c) => {
       d.placeRaw([{ addr: d.alloc(8), len: 8, id: 4, flags: 0 }]);
       assert.ok(q.pop(c, 0));
       d.placeRaw([{ addr: d.alloc(8), len: 8, id: 4, flags: 0 }]);
     }, /Buffer ID 4, which is already in use/],
     ["a list with no end within the ring", (d) => {
-      d.placeRaw(Array.from({ length: 16 }, () => ({ addr: d.alloc(8), len: 8, id: 1, flags: PACKED_DESC_F_NEXT })));
+      d.placeRaw(
+        Array.from(
+          { length: 16 },
+          () => ({ addr: d.alloc(8), len: 8, id: 1, flags: PACKED_DESC_F_NEXT }),
+        ),
+      );
     }, /runs past the 16 slots/],
     ["a list that goes on into a slot not available", (d) => {
       d.placeRaw([{ addr: d.alloc(8), len: 8, id: 1, flags: PACKED_DESC_F_NEXT }]);
@@ -414,7 +464,8 @@ Deno.test("PackedVirtqueue.pop() marks the queue broken for rings no driver coul
 
 Deno.test("PackedVirtqueue breaks at MALFORMED_RUN_LIMIT malformed buffers in a row; a used one resets the run", () => {
   const { driver, queue, chain, lines } = setup({ size: 256 });
-  const bad = () => driver.placeRaw([{ addr: 0x1000, len: 8, id: driver.freeSlots % 256, flags: 0 }]);
+  const bad = () =>
+    driver.placeRaw([{ addr: 0x1000, len: 8, id: driver.freeSlots % 256, flags: 0 }]);
   for (let i = 0; i < MALFORMED_RUN_LIMIT - 1; i++) bad();
   assert.equal(queue.pop(chain, 0), false);
   assert.equal(queue.broken, false);
@@ -431,13 +482,21 @@ Deno.test("PackedVirtqueue breaks at MALFORMED_RUN_LIMIT malformed buffers in a 
 });
 
 Deno.test("PackedVirtqueue.pop() drops a large indirect table shared by two buffers made available together", () => {
-  const { driver, queue, chain, lines } = setup({ size: 64, features: { indirectDescriptors: true } });
+  const { driver, queue, chain, lines } = setup({
+    size: 64,
+    features: { indirectDescriptors: true },
+  });
   const entries = SHARED_TABLE_CHECK_MIN_ENTRIES + 2; // both tables below are checked
   const at = driver.alloc(entries * PACKED_DESC_SIZE);
   const data = driver.alloc(8);
   for (let i = 0; i < entries; i++) driver.writeDescriptorAt(at + i * 16, data, 8, 0, 0);
   driver.placeRaw([{ addr: at, len: entries * 16, id: 1, flags: PACKED_DESC_F_INDIRECT }]);
-  driver.placeRaw([{ addr: at + 16, len: (entries - 1) * 16, id: 2, flags: PACKED_DESC_F_INDIRECT }]);
+  driver.placeRaw([{
+    addr: at + 16,
+    len: (entries - 1) * 16,
+    id: 2,
+    flags: PACKED_DESC_F_INDIRECT,
+  }]);
   assert.ok(queue.pop(chain, 0));
   assert.equal(chain.head, 1);
   assert.equal(queue.pop(chain, 0), false);
