@@ -332,10 +332,18 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       up: this.#up,
       rxRing: this.#rx === null ? "none" : this.#rx.broken ? "broken" : "running",
       txRing: this.#tx === null ? "none" : this.#tx.broken ? "broken" : "running",
+      ringLayout: this.#ringLayout(),
       rxWaitingForBuffers: this.#rxWaiting,
       mergeableRxBuffers: this.#mergeable,
       ...this.counters,
     };
+  }
+
+  /** The layout of the running rings (virtio 1.2 §2.7 split, §2.8 packed), "none" without rings. */
+  #ringLayout(): string {
+    const queue = this.#rx ?? this.#tx;
+    if (queue === null) return "none";
+    return queue instanceof PackedVirtqueue ? "packed" : "split";
   }
 
   /** One line summing up {@link counters}, for logs. */

@@ -9,6 +9,7 @@ import type { NegotiatedFeatures } from "../vhost_user/vring_datapath.ts";
 import { ArrayGuestMemory } from "../virtio/array_guest_memory.ts";
 import { createNetHeader, decodeNetHeader, NET_HDR_SIZE } from "../virtio/net_header.ts";
 import { PackedRingDriver } from "../virtio/packed_ring_driver.ts";
+import { SplitRingDriver } from "../virtio/split_ring_driver.ts";
 import { decodePackedState } from "../virtio/packed_ring_layout.ts";
 import { newFrameSpace, SendResult } from "./frame_transport.ts";
 import { RecordingHandler } from "./testing_frame_handler.ts";
@@ -278,4 +279,15 @@ Deno.test("VhostUserLink over packed rings reports every byte it writes into gue
     assert.deepEqual(record.strays, []);
     assert.equal(guestReceive(rx, posted).frames.length, 2);
   }
+});
+
+Deno.test("VhostUserLink.describeState() names the ring layout: packed, split, none", () => {
+  const { link } = setup();
+  assert.equal(link.describeState().ringLayout, "packed");
+  link.stopVring(0);
+  link.stopVring(1);
+  assert.equal(link.describeState().ringLayout, "none");
+  const split = new SplitRingDriver({ size: 16, index: 1 });
+  link.startVring(split.vring(), 0);
+  assert.equal(link.describeState().ringLayout, "split");
 });
