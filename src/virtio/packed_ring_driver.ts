@@ -163,6 +163,26 @@ export class PackedRingDriver {
     });
   }
 
+  /**
+   * Moves both positions to slot `index` with wrap counter `wrap`, as if whole laps had
+   * been made available and used before: every slot carries the used flags of its last
+   * lap. Only while nothing is in use.
+   */
+  startAt(index: number, wrap: number): void {
+    if (this.#freeSlots !== this.size) throw new Error("Cannot move a ring with buffers in use");
+    for (let slot = 0; slot < this.size; slot++) {
+      const lapWrap = slot < index ? wrap : wrap ^ 1;
+      this.#view.setUint16(
+        this.slotAddress(slot) - this.base + PACKED_DESC_FLAGS,
+        lapWrap === 1 ? PACKED_DESC_F_AVAIL | PACKED_DESC_F_USED : 0,
+        true,
+      );
+    }
+    this.#availIndex = this.#usedIndex = index;
+    this.#availWrap = this.#usedWrap = wrap;
+    this.#kickedAt = this.#sequence(index, wrap);
+  }
+
   /** Reserves `length` bytes of data memory; returns its guest-physical address. */
   alloc(length: number): number {
     const gpa = this.#nextData;
