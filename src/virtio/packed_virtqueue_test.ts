@@ -267,23 +267,6 @@ Deno.test("PackedVirtqueue constructor rejects sizes, areas and states that do n
 
 // --- hostile input ------------------------------------------------------------------
 
-/** Places one raw list and pops: returns the used element the device gave back, or null. */
-function dropsList(
-  entries: { addr: number; len: number; id: number; flags: number }[],
-  options: ConstructorParameters<typeof PackedRingDriver>[0] = {},
-  pattern?: RegExp,
-) {
-  const { driver, queue, chain, lines } = setup(options);
-  driver.placeRaw(entries);
-  assert.equal(queue.pop(chain, 0), false);
-  assert.equal(queue.broken, false);
-  assert.equal(queue.malformedCount, 1);
-  queue.publish();
-  const used = driver.takeUsedRaw();
-  if (pattern) assert.match(lines[0], pattern);
-  return used;
-}
-
 Deno.test("PackedVirtqueue.pop() returns malformed buffers with length 0 and one log line", () => {
   const driver = new PackedRingDriver({ size: 16 });
   const a = driver.alloc(64);
@@ -338,9 +321,6 @@ Deno.test("PackedVirtqueue.pop() returns malformed buffers with length 0 and one
 
 Deno.test("PackedVirtqueue.pop() drops bad indirect tables: with NEXT, inside a list, nested, bad lengths", () => {
   const options = { features: { indirectDescriptors: true } };
-  const scratch = new PackedRingDriver({ size: 16 });
-  const a = scratch.alloc(64);
-  void a;
   const table = (driver: PackedRingDriver, flags: number[]) => {
     const at = driver.alloc(flags.length * PACKED_DESC_SIZE);
     const data = driver.alloc(64);

@@ -103,7 +103,13 @@ function randomFlags(r: Random): number {
 }
 
 /** Writes random descriptors at `count` table entries from guest address `gpa`. */
-function scribbleTable(r: Random, driver: PackedRingDriver, gpa: number, count: number, dataStart: number) {
+function scribbleTable(
+  r: Random,
+  driver: PackedRingDriver,
+  gpa: number,
+  count: number,
+  dataStart: number,
+) {
   for (let i = 0; i < count; i++) {
     driver.writeDescriptorAt(
       gpa + PACKED_DESC_SIZE * i,
@@ -124,7 +130,14 @@ function makeRing(r: Random, index: number, memory: ArrayGuestMemory, base: numb
     checksumOffload: r.chance(0.5),
     guestChecksum: r.chance(0.5),
   };
-  const driver = new PackedRingDriver({ size, index, features, memory, base, dataBytes: DATA_BYTES });
+  const driver = new PackedRingDriver({
+    size,
+    index,
+    features,
+    memory,
+    base,
+    dataBytes: DATA_BYTES,
+  });
   const dataStart = driver.alloc(0);
   // Both sides start at a random position, as after some laps.
   driver.startAt(r.below(size), r.below(2));
@@ -148,12 +161,16 @@ function makeRing(r: Random, index: number, memory: ArrayGuestMemory, base: numb
     if (r.chance(0.3)) {
       corrupted = true;
       for (let k = 1 + r.below(4); k > 0; k--) {
-        driver.bytes[driver.descAddr - driver.base + r.below(PACKED_DESC_SIZE * size)] = r.below(256);
+        driver.bytes[driver.descAddr - driver.base + r.below(PACKED_DESC_SIZE * size)] = r.below(
+          256,
+        );
       }
     }
   } else {
     corrupted = true;
-    for (let i = 0; i < DATA_BYTES; i += 4) driver.bytes[dataStart - driver.base + i] = r.below(256);
+    for (let i = 0; i < DATA_BYTES; i += 4) {
+      driver.bytes[dataStart - driver.base + i] = r.below(256);
+    }
     for (let i = 0; i < DATA_BYTES / 16; i += 1 + r.below(4)) {
       scribbleTable(r, driver, dataStart + 16 * i, 1, dataStart);
     }
@@ -263,7 +280,9 @@ export function runPackedVirtqueueFuzz(
     const rxState = link.stopVring(RX_QUEUE_INDEX);
     if (!scribbled) {
       const missed = record.unreported();
-      if (missed.length > 0) fail(`${missed.length} written bytes not reported, first 0x${missed[0].toString(16)}`);
+      if (missed.length > 0) {
+        fail(`${missed.length} written bytes not reported, first 0x${missed[0].toString(16)}`);
+      }
     }
     for (const [ring, state] of [[tx, txState], [rx, rxState]] as const) {
       if (started > 0 && state === 0) continue; // refused at start: nothing ran
@@ -272,7 +291,8 @@ export function runPackedVirtqueueFuzz(
         fail(`state 0x${state.toString(16)} beyond a ring of ${ring.size}`);
       }
       const period = 2 * ring.size;
-      const seq = (p: { index: number; wrap: number }) => p.wrap === 1 ? p.index : p.index + ring.size;
+      const seq = (p: { index: number; wrap: number }) =>
+        p.wrap === 1 ? p.index : p.index + ring.size;
       if ((seq(avail) - seq(used) + period) % period > ring.size) {
         fail(`state 0x${state.toString(16)}: available position more than a ring ahead of used`);
       }
