@@ -76,6 +76,7 @@ import { availableRingBytes, descriptorTableBytes, usedRingBytes } from "../virt
 import {
   descriptorRingBytes,
   EVENT_SUPPRESS_SIZE,
+  frontendPackedState,
   INITIAL_PACKED_STATE,
 } from "../virtio/packed_ring_layout.ts";
 
@@ -850,7 +851,7 @@ export class VhostUserBackend {
         `SET_VRING_BASE: ring ${vring.index} base ${num} does not fit a 16-bit ring index`,
       );
     }
-    vring.base = num;
+    vring.base = this.#negotiated.packedRing === true ? frontendPackedState(num) : num;
     return OK;
   }
 

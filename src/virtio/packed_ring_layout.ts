@@ -132,6 +132,21 @@ export function decodePackedState(num: number): PackedRingState {
 }
 
 /**
+ * Reads a packed ring's SET_VRING_BASE `num` as the front-end meant it. QEMU sends both
+ * halves (its virtio_queue_get_last_avail_idx()); DPDK's virtio-user sends only the
+ * available half (0x8000 at every start) and DPDK's own back-end then takes the used
+ * position equal to the available one. A used half of 0 (slot 0, wrap counter 0) with
+ * an available wrap counter of 1 would put a whole ring or more in use, which no
+ * stopped ring reports: such a `num` is read as DPDK's, used = available. Every other
+ * `num` is returned as it is.
+ */
+export function frontendPackedState(num: number): number {
+  const low = num & 0xffff;
+  if (num >>> 16 === 0 && (low & STATE_WRAP_BIT) !== 0) return (low | (low << 16)) >>> 0;
+  return num >>> 0;
+}
+
+/**
  * The state of a packed ring nobody used yet: both sides at slot 0 with wrap counters 1
  * (virtio 1.2 §2.8.1: "initialized to 1"); QEMU sends this in SET_VRING_BASE at a fresh start.
  */

@@ -6,6 +6,7 @@ import { PackedVirtqueue } from "./packed_virtqueue.ts";
 import {
   decodePackedState,
   encodePackedState,
+  frontendPackedState,
   INITIAL_PACKED_STATE,
   PACKED_DESC_F_INDIRECT,
   PACKED_DESC_F_NEXT,
@@ -43,6 +44,14 @@ Deno.test("encodePackedState() / decodePackedState() carry both positions and wr
   const state = { avail: { index: 5, wrap: 0 }, used: { index: 0x7fff, wrap: 1 } };
   assert.equal(encodePackedState(state), 0xffff_0005);
   assert.deepEqual(decodePackedState(0xffff_0005), state);
+});
+
+Deno.test("frontendPackedState() reads DPDK's available-only base as used = available, QEMU's as sent", () => {
+  assert.equal(frontendPackedState(0x8000), 0x8000_8000, "DPDK virtio-user's start");
+  assert.equal(frontendPackedState(0x8005), 0x8005_8005);
+  assert.equal(frontendPackedState(0x8000_8000), 0x8000_8000, "QEMU's start");
+  assert.equal(frontendPackedState(0x0003_8005), 0x0003_8005, "both halves given");
+  assert.equal(frontendPackedState(0x0005), 0x0005, "used at slot 0, wrap 0: a possible state");
 });
 
 Deno.test("PackedVirtqueue.pop() returns a list with readable then writable buffers and the last descriptor's Buffer ID", () => {
