@@ -49,12 +49,14 @@ import {
   VHOST_VRING_F_LOG,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
   VIRTIO_NET_F_MRG_RXBUF,
   VIRTIO_NET_F_MTU,
 } from "../../src/vhost_user/protocol.ts";
 import { HarnessMemory, type HarnessMemoryOptions } from "./harness_memory.ts";
 import { type HarnessUsed, HarnessVring, ringFootprint } from "./harness_vring.ts";
+import { HarnessPackedVring } from "./harness_packed_vring.ts";
 
 /** virtio-net header with VERSION_1 (num_buffers included), virtio 1.2 §5.1.6. */
 export const NET_HEADER_SIZE = 12;
@@ -175,8 +177,8 @@ export class VhostUserFrontend {
   readonly calls: EventFd[] = [];
   /** Error eventfds by queue index. */
   readonly errs: EventFd[] = [];
-  /** The driver side of each ring, by queue index. */
-  vrings: HarnessVring[] = [];
+  /** The driver side of each ring, by queue index (packed once VIRTIO_F_RING_PACKED is acked). */
+  vrings: (HarnessVring | HarnessPackedVring)[] = [];
   /** Protocol features acked in the negotiation. */
   protocolFeatures = 0n;
   /** The backend's GET_FEATURES answer. */
@@ -347,10 +349,13 @@ export class VhostUserFrontend {
     this.vrings = [];
     for (const i of [RX, TX]) {
       const base = 0x10000 + i * ringFootprint(ringSize);
-      const vring = new HarnessVring(this.memory, base, ringSize);
+      // ringFootprint() of a split ring also holds a packed ring of the same size
+      const vring = (features & featureBit(VIRTIO_F_RING_PACKED)) !== 0n
+        ? new HarnessPackedVring(this.memory, base, ringSize)
+        : new HarnessVring(this.memory, base, ringSize);
       this.vrings.push(vring);
       this.send(Request.SET_VRING_NUM, vringStatePayload(i, ringSize));
-      this.send(Request.SET_VRING_BASE, vringStatePayload(i, 0));
+      this.send(Request.SET_VRING_BASE, vringStatePayload(i, vring.availIndex));
       this.send(
         Request.SET_VRING_ADDR,
         vringAddrPayload(i, {
