@@ -12,8 +12,8 @@
 import type { FrameHandler, GuestLink } from "../../src/tap/frame_transport.ts";
 import { SendResult } from "../../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
-import { InProcessBackend } from "../../tests/harness/in_process.ts";
-import { NET_HEADER_SIZE, RX, TX } from "../../tests/harness/vhost_user_frontend.ts";
+import { InProcessBackend } from "../../tests/support/frontend/in_process.ts";
+import { NET_HEADER_SIZE, RX, TX } from "../../tests/support/frontend/vhost_user_frontend.ts";
 import { type BenchResult, benchResult } from "./bench_result.ts";
 
 const RING_SIZE = 256;

@@ -16,7 +16,7 @@ import { closeFd } from "../../ffi/process.ts";
 import type { UnixStream } from "../../ffi/unix_stream.ts";
 import { log as defaultLog, type Logger } from "../log/logger.ts";
 import { EVENT_ERROR, EVENT_HANGUP, EVENT_READABLE, type EventLoop } from "../loop/event_loop.ts";
-import type { FrontendSession, SessionFactory } from "../daemon/frontend_session.ts";
+import type { FrontendSession, SessionFactory } from "../tap/frontend_session.ts";
 import { InvalidStateError, VhostUserBackend } from "./backend.ts";
 import type { BackendEnvironment, DeviceStateHandler, Notifier } from "./backend_environment.ts";
 import type { Mapping } from "./guest_memory_map.ts";
@@ -31,7 +31,7 @@ import {
   ReplyWriter,
 } from "./message_codec.ts";
 import { MAX_FDS_PER_MESSAGE, Request, requestName } from "./protocol.ts";
-import type { VringDatapath } from "./vring_datapath.ts";
+import type { VringDatapath } from "../tap/vring_datapath.ts";
 
 /** Creates the datapath behind one session (a recording double in tests). */
 export type DatapathFactory = () => VringDatapath;

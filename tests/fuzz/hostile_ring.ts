@@ -22,8 +22,8 @@ import {
   descriptorTableBytes,
   usedEventOffset,
 } from "../../src/virtio/ring_layout.ts";
-import type { HarnessMemory } from "../harness/harness_memory.ts";
-import type { RingAreas } from "../harness/harness_vring.ts";
+import type { HarnessMemory } from "../support/frontend/shared_memory.ts";
+import type { RingAreas } from "../support/frontend/harness_vring.ts";
 
 const TWO_POW_32 = 2 ** 32;
 /** Ring indices are free-running u16 counters (virtio 1.2 §2.7.6). */

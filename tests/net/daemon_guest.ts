@@ -18,16 +18,16 @@
  */
 
 import type { L4Handler } from "../../src/net/l4_handler.ts";
-import { TestGuest } from "../../src/net/tcp_test_guest.ts";
-import { TEST_GUEST4, TEST_GUEST6 } from "../../src/net/tcp_test_plan.ts";
-import { ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../../src/net/ethernet.ts";
+import { TestGuest } from "../support/net/tcp_guest.ts";
+import { TEST_GUEST4, TEST_GUEST6 } from "../support/net/tcp_plan.ts";
+import { ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../../src/net/wire/ethernet.ts";
 import {
   internetChecksum,
   IPPROTO_ICMP,
   IPPROTO_ICMPV6,
   IPPROTO_TCP,
   IPPROTO_UDP,
-} from "../../src/net/checksum.ts";
+} from "../../src/net/wire/checksum.ts";
 import { exists, TPASST, waitFor } from "../cli/cli_helpers.ts";
 import {
   NET_HEADER_NUM_BUFFERS,
@@ -35,12 +35,12 @@ import {
   RX,
   TX,
   VhostUserFrontend,
-} from "../harness/vhost_user_frontend.ts";
-import { REGION1_GPA } from "../harness/harness_memory.ts";
+} from "../support/frontend/vhost_user_frontend.ts";
+import { REGION1_GPA } from "../support/frontend/shared_memory.ts";
 import { PIPE_WOULD_BLOCK, PipeEnd } from "../../ffi/pipe_end.ts";
 import { closeFd, createPipe } from "../../ffi/process.ts";
-import type { HarnessUsed } from "../harness/harness_vring.ts";
-import { startRings, stopRings } from "../harness/ring_restart.ts";
+import type { HarnessUsed } from "../support/frontend/harness_vring.ts";
+import { startRings, stopRings } from "../support/frontend/ring_restart.ts";
 
 /** How the test talks to the daemon. */
 export type Transport = "stream" | "vhost-user";

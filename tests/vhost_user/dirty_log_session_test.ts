@@ -14,13 +14,13 @@ import {
   SendResult,
 } from "../../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
-import { logPayload } from "../../src/vhost_user/request_encoder.ts";
+import { logPayload } from "../support/vhost_user/request_encoder.ts";
 import { Request, VHOST_LOG_PAGE } from "../../src/vhost_user/protocol.ts";
-import { waitUntil } from "../../src/test_support/wait_until.ts";
-import { DEFAULT_REGION_SIZE } from "../harness/harness_memory.ts";
-import type { HarnessUsed } from "../harness/harness_vring.ts";
-import { InProcessBackend } from "../harness/in_process.ts";
-import { HarnessDirtyLog, RX, TX, type VhostUserFrontend } from "../harness/vhost_user_frontend.ts";
+import { waitUntil } from "../support/wait_until.ts";
+import { DEFAULT_REGION_SIZE } from "../support/frontend/shared_memory.ts";
+import type { HarnessUsed } from "../support/frontend/harness_vring.ts";
+import { InProcessBackend } from "../support/frontend/in_process.ts";
+import { HarnessDirtyLog, RX, TX, type VhostUserFrontend } from "../support/frontend/vhost_user_frontend.ts";
 
 class CollectingHandler implements FrameHandler {
   readonly frames: Uint8Array[] = [];

@@ -8,10 +8,10 @@ import { openFdCount } from "../../ffi/process.ts";
 import type { FrameHandler, GuestLink } from "../../src/tap/frame_transport.ts";
 import { SendResult } from "../../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
-import { DEFAULT_REGION_SIZE } from "../harness/harness_memory.ts";
-import { InProcessBackend } from "../harness/in_process.ts";
-import { RX, TX } from "../harness/vhost_user_frontend.ts";
-import { waitUntil } from "../../src/test_support/wait_until.ts";
+import { DEFAULT_REGION_SIZE } from "../support/frontend/shared_memory.ts";
+import { InProcessBackend } from "../support/frontend/in_process.ts";
+import { RX, TX } from "../support/frontend/vhost_user_frontend.ts";
+import { waitUntil } from "../support/wait_until.ts";
 
 class CollectingHandler implements FrameHandler {
   readonly frames: Uint8Array[] = [];

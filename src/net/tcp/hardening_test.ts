@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import type { TcpTranslatorOptions } from "./translator.ts";
 import type { HostListener, ListenerEvents } from "./host_socket.ts";
-import { ScriptedConnection, scriptedHostTcp, wiredTranslator } from "./testing_host.ts";
-import { TEST_GATEWAY4, TEST_GUEST4 } from "../tcp_test_plan.ts";
+import { ScriptedConnection, scriptedHostTcp, wiredTranslator } from "../../../tests/support/net/tcp_host.ts";
+import { TEST_GATEWAY4, TEST_GUEST4 } from "../../../tests/support/net/tcp_plan.ts";
 import {
   setTcpChecksumV4,
   TCP_ACK_FLAG,
@@ -10,7 +10,7 @@ import {
   TCP_PSH,
   TCP_RST,
   TCP_SYN,
-} from "../tcp_header.ts";
+} from "../wire/tcp_header.ts";
 import { EVENT_READABLE, EVENT_WRITABLE } from "../../loop/event_loop.ts";
 import { EPOLLRDHUP } from "../../../ffi/epoll.ts";
 

@@ -18,7 +18,7 @@ import { readKernelFile } from "../../../ffi/kernel_file.ts";
 import type { TcpListenSocket, TcpSocket } from "../../../ffi/tcp_socket.ts";
 import { EVENT_READABLE, type EventLoop, runSoon, type SoonTask } from "../../loop/event_loop.ts";
 import { RateLimitedLog } from "../../log/rate_limited_log.ts";
-import { addressText } from "../address.ts";
+import { addressText } from "../wire/address.ts";
 import type { HostConnection, HostListener, ListenerEvents } from "./host_socket.ts";
 
 /**

@@ -15,9 +15,9 @@ import {
   EVENT_WRITABLE,
 } from "../../loop/event_loop.ts";
 import { EPOLLRDHUP } from "../../../ffi/epoll.ts";
-import { initFlowKey } from "../flow_table.ts";
-import { type GuestTarget, translateInbound } from "../fwd.ts";
-import { TCP_ACK_FLAG, TCP_RST } from "../tcp_header.ts";
+import { initFlowKey } from "../flows/flow_table.ts";
+import { type GuestTarget, translateInbound } from "../plan/fwd.ts";
+import { TCP_ACK_FLAG, TCP_RST } from "../wire/tcp_header.ts";
 import type { TcpContext } from "./context.ts";
 import { RTO_INITIAL_MS, TcpFlow, TcpState } from "./flow.ts";
 import { type AcceptedConnection, type HostListener, WOULD_BLOCK } from "./host_socket.ts";

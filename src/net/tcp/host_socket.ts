@@ -41,9 +41,9 @@ import {
 import { EPOLLET, EPOLLRDHUP } from "../../../ffi/epoll.ts";
 import { EVENT_READABLE, EVENT_WRITABLE, type EventLoop } from "../../loop/event_loop.ts";
 import type { FrameSpace } from "../../tap/frame_transport.ts";
-import { addressBytes } from "../address.ts";
+import { addressBytes } from "../wire/address.ts";
 import { listenBacklog, NativeHostListener } from "./host_listener.ts";
-import { requireNetPermission } from "../net_permission.ts";
+import { requireNetPermission } from "../plan/net_permission.ts";
 
 export { WOULD_BLOCK };
 
