@@ -14,7 +14,12 @@ import process from "node:process";
 import { GuestSender } from "../src/net/guest_sender.ts";
 import { TcpTranslator } from "../src/net/tcp/translator.ts";
 import { TestGuest } from "../tests/support/net/tcp_guest.ts";
-import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "../tests/support/net/tcp_plan.ts";
+import {
+  TEST_GATEWAY4,
+  TEST_GUEST4,
+  TEST_GUEST6,
+  testRules,
+} from "../tests/support/net/tcp_plan.ts";
 
 const MB = 1024 * 1024;
 const total = Number(Deno.env.get("TPASST_BENCH_MB") ?? "256") * MB;

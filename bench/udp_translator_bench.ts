@@ -131,7 +131,9 @@ type Module = any;
 async function guestToHost(net: Module): Promise<Result> {
   const { GuestSender } = await import(`${net}/guest_sender.ts`) as Module;
   const { UdpTranslator } = await import(`${net}/udp/translator.ts`) as Module;
-  const { testRules, TEST_GATEWAY4, TEST_GUEST4 } = await import(`${net}/../../tests/support/net/tcp_plan.ts`);
+  const { testRules, TEST_GATEWAY4, TEST_GUEST4 } = await import(
+    `${net}/../../tests/support/net/tcp_plan.ts`
+  );
   const { newL4Packet } = await import(`${net}/l4_handler.ts`) as Module;
   const { buildUdp } = await import(`${net}/wire/udp.ts`) as Module;
   const sink = child(["--sink"]);

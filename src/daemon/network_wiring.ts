@@ -15,8 +15,8 @@ import { setListenFreebind } from "../../ffi/tcp_socket.ts";
 import type { Config } from "../config/config.ts";
 import { log } from "../log/logger.ts";
 import type { EventLoop } from "../loop/event_loop.ts";
-import { forwardOptionsFromConfig } from "../net/plan/fwd.ts";
-import { forwardingOptionsFromConfig, startForwarding } from "../net/plan/fwd_setup.ts";
+import { forwardingOptionsFromConfig, forwardOptionsFromConfig } from "./forward_options.ts";
+import { startForwarding } from "../net/plan/fwd_setup.ts";
 import {
   buildNetworkPlan,
   type HostConfigOverrides,

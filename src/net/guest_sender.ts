@@ -34,7 +34,12 @@ import {
 import { ICMP_CHECKSUM, setIcmpv4Checksum } from "./wire/icmp.ts";
 import { TCP_CHECKSUM } from "./wire/tcp_header.ts";
 import { UDP_CHECKSUM, udpChecksumZeroAsOnes } from "./wire/udp.ts";
-import { buildEthernet, ETH_HEADER_LENGTH, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "./wire/ethernet.ts";
+import {
+  buildEthernet,
+  ETH_HEADER_LENGTH,
+  ETHERTYPE_IPV4,
+  ETHERTYPE_IPV6,
+} from "./wire/ethernet.ts";
 import { buildIpv4, IPV4_FLAG_DF, IPV4_HEADER_MIN } from "./wire/ipv4.ts";
 import { buildIpv6, IPV6_HEADER_LENGTH } from "./wire/ipv6.ts";
 import { type GuestLink, MAX_FRAME_LENGTH, SendResult } from "../tap/frame_transport.ts";

@@ -8,7 +8,12 @@ import {
   IPPROTO_UDP,
   l4ChecksumV4,
 } from "./wire/checksum.ts";
-import { buildEthernet, ETH_HEADER_LENGTH, ETHERTYPE_ARP, ETHERTYPE_IPV4 } from "./wire/ethernet.ts";
+import {
+  buildEthernet,
+  ETH_HEADER_LENGTH,
+  ETHERTYPE_ARP,
+  ETHERTYPE_IPV4,
+} from "./wire/ethernet.ts";
 import { buildIpv4 } from "./wire/ipv4.ts";
 import { Logger } from "../log/logger.ts";
 import { GuestSender, L4_OFFSET_V4, L4_OFFSET_V6, MAX_FRAME_LENGTH } from "./guest_sender.ts";

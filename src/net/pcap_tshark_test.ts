@@ -12,7 +12,12 @@ import { buildNetworkPlan } from "./plan/host_config.ts";
 import { buildIcmpEcho } from "./wire/icmp.ts";
 import type { EchoSocket } from "./icmp/echo.ts";
 import { NetworkStack } from "./stack.ts";
-import { guestIpv4Frame, guestIpv6Frame, TEST_GUEST_MAC, udpDatagram } from "../../tests/support/net/frames.ts";
+import {
+  guestIpv4Frame,
+  guestIpv6Frame,
+  TEST_GUEST_MAC,
+  udpDatagram,
+} from "../../tests/support/net/frames.ts";
 import { RecordingLink } from "../../tests/support/net/recording_link.ts";
 
 /** libpcap file format: magic, v2.4, snaplen, LINKTYPE_ETHERNET (1). */

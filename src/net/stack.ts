@@ -21,7 +21,12 @@
  * @module
  */
 
-import { ipv4PrefixMask, ipv6IsUnspecified, isMulticastMac, MAC_BROADCAST } from "./wire/address.ts";
+import {
+  ipv4PrefixMask,
+  ipv6IsUnspecified,
+  isMulticastMac,
+  MAC_BROADCAST,
+} from "./wire/address.ts";
 import { ArpResponder } from "./services/arp.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/checksum.ts";
 import {

@@ -7,7 +7,13 @@
  * @module
  */
 
-import { ARP_LENGTH, ARP_OP_REPLY, ARP_OP_REQUEST, buildArp, parseArp } from "../../src/net/services/arp.ts";
+import {
+  ARP_LENGTH,
+  ARP_OP_REPLY,
+  ARP_OP_REQUEST,
+  buildArp,
+  parseArp,
+} from "../../src/net/services/arp.ts";
 import { MAC_BROADCAST, parseIpv4 } from "../../src/net/wire/address.ts";
 import {
   buildEthernet,

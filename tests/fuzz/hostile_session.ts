@@ -46,7 +46,12 @@ import {
 import type { RegionDescription } from "../../src/vhost_user/guest_memory_map.ts";
 import { MAX_QUEUE_SIZE, VIRTQ_DESC_F_WRITE } from "../../src/virtio/ring_layout.ts";
 import type { HarnessRegion } from "../support/frontend/shared_memory.ts";
-import { NET_HEADER_SIZE, RX, TX, VhostUserFrontend } from "../support/frontend/vhost_user_frontend.ts";
+import {
+  NET_HEADER_SIZE,
+  RX,
+  TX,
+  VhostUserFrontend,
+} from "../support/frontend/vhost_user_frontend.ts";
 import { gatewayArpRequest } from "./gateway_probe.ts";
 import { FD_KINDS, type FdKind, HostileNotifier } from "./hostile_notifier.ts";
 import { RawRing } from "./hostile_ring.ts";

@@ -20,7 +20,12 @@ import { waitUntil } from "../support/wait_until.ts";
 import { DEFAULT_REGION_SIZE } from "../support/frontend/shared_memory.ts";
 import type { HarnessUsed } from "../support/frontend/harness_vring.ts";
 import { InProcessBackend } from "../support/frontend/in_process.ts";
-import { HarnessDirtyLog, RX, TX, type VhostUserFrontend } from "../support/frontend/vhost_user_frontend.ts";
+import {
+  HarnessDirtyLog,
+  RX,
+  TX,
+  type VhostUserFrontend,
+} from "../support/frontend/vhost_user_frontend.ts";
 
 class CollectingHandler implements FrameHandler {
   readonly frames: Uint8Array[] = [];

@@ -25,7 +25,12 @@ import {
   settledFdCount,
   waitFor,
 } from "../cli/cli_helpers.ts";
-import { QEMU_NET_FEATURES, RX, TX, VhostUserFrontend } from "../support/frontend/vhost_user_frontend.ts";
+import {
+  QEMU_NET_FEATURES,
+  RX,
+  TX,
+  VhostUserFrontend,
+} from "../support/frontend/vhost_user_frontend.ts";
 
 /** See tests/vhost_user/daemon_test.ts: mapping guest memory needs full --allow-ffi. */
 const daemonMayMapMemory = (() => {

@@ -41,7 +41,12 @@ import {
 } from "../wire/icmp.ts";
 import type { Ipv4Header } from "../wire/ipv4.ts";
 import type { Ipv6Header } from "../wire/ipv6.ts";
-import { type ForwardRules, newHostTarget, translateOutbound4, translateOutbound6 } from "../plan/fwd.ts";
+import {
+  type ForwardRules,
+  newHostTarget,
+  translateOutbound4,
+  translateOutbound6,
+} from "../plan/fwd.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
 import { RateLimitedLog } from "../../log/rate_limited_log.ts";
 import { ETH_HEADER_LENGTH } from "../wire/ethernet.ts";

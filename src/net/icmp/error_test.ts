@@ -11,7 +11,12 @@ import {
   sendIcmpv4Error,
   sendIcmpv6Error,
 } from "./error.ts";
-import { decodeFrame, guestIpv4Frame, guestIpv6Frame, udpDatagram } from "../../../tests/support/net/frames.ts";
+import {
+  decodeFrame,
+  guestIpv4Frame,
+  guestIpv6Frame,
+  udpDatagram,
+} from "../../../tests/support/net/frames.ts";
 import { RecordingLink } from "../../../tests/support/net/recording_link.ts";
 
 function setup() {

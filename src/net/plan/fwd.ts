@@ -15,7 +15,6 @@
 
 import { ipv4ToString, ipv6Equal, ipv6ToString, parseIpv4, parseIpv6 } from "../wire/address.ts";
 import type { NetworkPlan } from "./host_config.ts";
-import type { Config } from "../../config/config.ts";
 import {
   DNS_PORT,
   type DnsForwardOptions,
@@ -24,7 +23,7 @@ import {
   dnsRule6,
 } from "./dns_forward.ts";
 
-/** Translation options, usually from {@link forwardOptionsFromConfig}. */
+/** Translation options, the daemon maps them from the command line (src/daemon/forward_options.ts). */
 export interface ForwardOptions extends DnsForwardOptions {
   /** `--map-host-loopback` for IPv4: undefined/null = the gateway, "none" = disabled. */
   mapHostLoopback4?: string | null;
@@ -108,24 +107,6 @@ export function buildForwardRules(plan: NetworkPlan, o: ForwardOptions = {}): Fo
     outbound6: o.outbound6 ?? null,
     outboundIf4: o.outboundIf4 ?? null,
     outboundIf6: o.outboundIf6 ?? null,
-  };
-}
-
-/** Maps the parsed command line to {@link ForwardOptions}. */
-export function forwardOptionsFromConfig(c: Config): ForwardOptions {
-  return {
-    mapHostLoopback4: c.ipv4.mapHostLoopback,
-    mapHostLoopback6: c.ipv6.mapHostLoopback,
-    mapGuestAddr4: c.ipv4.mapGuestAddr,
-    mapGuestAddr6: c.ipv6.mapGuestAddr,
-    dnsForward4: c.ipv4.dnsForward,
-    dnsHost4: c.ipv4.dnsHost,
-    dnsForward6: c.ipv6.dnsForward,
-    dnsHost6: c.ipv6.dnsHost,
-    outbound4: c.ipv4.outbound,
-    outbound6: c.ipv6.outbound,
-    outboundIf4: c.ipv4.outboundInterface,
-    outboundIf6: c.ipv6.outboundInterface,
   };
 }
 

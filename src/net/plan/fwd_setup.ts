@@ -16,7 +16,6 @@
 import { readKernelFile } from "../../../ffi/kernel_file.ts";
 import { errnoName, NativeError } from "../../../ffi/native_error.ts";
 import { openFdCount } from "../../../ffi/process.ts";
-import type { Config } from "../../config/config.ts";
 import {
   MAX_PORT,
   MIN_PORT,
@@ -24,7 +23,7 @@ import {
   type PortForwardTable,
   type PortRange,
   targetPort,
-} from "../../config/port_spec.ts";
+} from "./port_forward.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
 import { IPPROTO_TCP, IPPROTO_UDP } from "../wire/checksum.ts";
 import type { ForwardRules } from "./fwd.ts";
@@ -109,17 +108,6 @@ export interface Forwarding {
   readonly listening: { tcp: number; udp: number };
   /** Closes the listeners and every host socket. */
   close(): void;
-}
-
-/** Maps the parsed command line to {@link ForwardingOptions}. */
-export function forwardingOptionsFromConfig(c: Config): ForwardingOptions {
-  return {
-    tcpForwards: c.tcpForwards,
-    udpForwards: c.udpForwards,
-    tcp: c.protocols.tcp,
-    udp: c.protocols.udp,
-    freebind: c.freebind,
-  };
 }
 
 /**

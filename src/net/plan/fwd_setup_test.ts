@@ -17,8 +17,13 @@ import {
 } from "./fwd_setup.ts";
 import { assertThrows } from "../../../tests/support/assert.ts";
 import { TestGuest } from "../../../tests/support/net/tcp_guest.ts";
-import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testPlan } from "../../../tests/support/net/tcp_plan.ts";
-import { parsePortForwardTable } from "../../config/port_spec.ts";
+import {
+  TEST_GATEWAY4,
+  TEST_GUEST4,
+  TEST_GUEST6,
+  testPlan,
+} from "../../../tests/support/net/tcp_plan.ts";
+import { parsePortForwardTable } from "../../config/port_spec.ts"; // test input only
 import { Logger } from "../../log/logger.ts";
 import { EventLoop } from "../../loop/event_loop.ts";
 import { nativeHostTcp } from "../tcp/host_socket.ts";

@@ -9,7 +9,12 @@ import {
   newArpMessage,
   parseArp,
 } from "./arp.ts";
-import { buildEthernet, ETHERTYPE_ARP, newEthernetHeader, parseEthernet } from "../wire/ethernet.ts";
+import {
+  buildEthernet,
+  ETHERTYPE_ARP,
+  newEthernetHeader,
+  parseEthernet,
+} from "../wire/ethernet.ts";
 import { GuestSender } from "../guest_sender.ts";
 import { nextTask, RecordingLink } from "../../../tests/support/net/recording_link.ts";
 

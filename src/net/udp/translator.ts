@@ -29,9 +29,19 @@
  * @module
  */
 
-import { UDP_MAX_BATCH, UdpMessageRecords, UdpSocket, WOULD_BLOCK } from "../../../ffi/udp_socket.ts";
+import {
+  UDP_MAX_BATCH,
+  UdpMessageRecords,
+  UdpSocket,
+  WOULD_BLOCK,
+} from "../../../ffi/udp_socket.ts";
 import { formatRawAddress } from "../../../ffi/tcp_socket.ts";
-import { EVENT_ERROR, EVENT_READABLE, type EventHandler, EventLoop } from "../../loop/event_loop.ts";
+import {
+  EVENT_ERROR,
+  EVENT_READABLE,
+  type EventHandler,
+  EventLoop,
+} from "../../loop/event_loop.ts";
 import { IPPROTO_UDP } from "../wire/checksum.ts";
 import { type FlowKey, FlowTable, initFlowKey } from "../flows/flow_table.ts";
 import {

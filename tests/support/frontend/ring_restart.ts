@@ -9,11 +9,7 @@
  */
 
 import { Request } from "../../../src/vhost_user/protocol.ts";
-import {
-  u64Payload,
-  vringAddrPayload,
-  vringStatePayload,
-} from "../vhost_user/request_encoder.ts";
+import { u64Payload, vringAddrPayload, vringStatePayload } from "../vhost_user/request_encoder.ts";
 import { HarnessVring, ringFootprint } from "./harness_vring.ts";
 import { RX, TX, type VhostUserFrontend } from "./vhost_user_frontend.ts";
 

@@ -6,7 +6,12 @@
  * @module
  */
 
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "../../../src/net/wire/checksum.ts";
+import {
+  IPPROTO_ICMP,
+  IPPROTO_ICMPV6,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+} from "../../../src/net/wire/checksum.ts";
 import {
   buildEthernet,
   type EthernetHeader,
@@ -15,8 +20,18 @@ import {
   newEthernetHeader,
   parseEthernet,
 } from "../../../src/net/wire/ethernet.ts";
-import { buildIpv4, type Ipv4Header, newIpv4Header, parseIpv4 } from "../../../src/net/wire/ipv4.ts";
-import { buildIpv6, type Ipv6Header, newIpv6Header, parseIpv6 } from "../../../src/net/wire/ipv6.ts";
+import {
+  buildIpv4,
+  type Ipv4Header,
+  newIpv4Header,
+  parseIpv4,
+} from "../../../src/net/wire/ipv4.ts";
+import {
+  buildIpv6,
+  type Ipv6Header,
+  newIpv6Header,
+  parseIpv6,
+} from "../../../src/net/wire/ipv6.ts";
 import { setIcmpv4Checksum, setIcmpv6Checksum } from "../../../src/net/wire/icmp.ts";
 import { buildUdp, setUdpChecksumV4, setUdpChecksumV6 } from "../../../src/net/wire/udp.ts";
 import { setTcpChecksumV4, setTcpChecksumV6 } from "../../../src/net/wire/tcp_header.ts";

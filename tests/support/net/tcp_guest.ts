@@ -9,7 +9,12 @@
  */
 
 import { internetChecksum, IPPROTO_TCP, IPPROTO_UDP } from "../../../src/net/wire/checksum.ts";
-import { buildEthernet, ETH_HEADER_LENGTH, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../../../src/net/wire/ethernet.ts";
+import {
+  buildEthernet,
+  ETH_HEADER_LENGTH,
+  ETHERTYPE_IPV4,
+  ETHERTYPE_IPV6,
+} from "../../../src/net/wire/ethernet.ts";
 import { buildIpv4, IPV4_HEADER_MIN } from "../../../src/net/wire/ipv4.ts";
 import { buildIpv6, IPV6_HEADER_LENGTH } from "../../../src/net/wire/ipv6.ts";
 import type { L4Handler, L4Packet } from "../../../src/net/l4_handler.ts";

@@ -8,7 +8,11 @@
  */
 
 import { parseIpv4, parseIpv6 } from "../../../src/net/wire/address.ts";
-import { buildForwardRules, type ForwardOptions, type ForwardRules } from "../../../src/net/plan/fwd.ts";
+import {
+  buildForwardRules,
+  type ForwardOptions,
+  type ForwardRules,
+} from "../../../src/net/plan/fwd.ts";
 import type { NetworkPlan } from "../../../src/net/plan/host_config.ts";
 
 /** The guest's IPv4 address in test plans. */

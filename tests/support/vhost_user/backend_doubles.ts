@@ -24,7 +24,11 @@ import {
   ReplyWriter,
 } from "../../../src/vhost_user/message_codec.ts";
 import { HEADER_SIZE } from "../../../src/vhost_user/protocol.ts";
-import type { GuestWriteLog, StartedVring, VringDatapath } from "../../../src/tap/vring_datapath.ts";
+import type {
+  GuestWriteLog,
+  StartedVring,
+  VringDatapath,
+} from "../../../src/tap/vring_datapath.ts";
 
 /** What describeFd() says of a fake fd created without a kind: a normal-mode eventfd. */
 export const FAKE_EVENTFD: FdDescription = {

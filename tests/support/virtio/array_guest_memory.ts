@@ -5,7 +5,11 @@
  * @module
  */
 
-import { type GuestMemory, PIECES_NO_ROOM, PIECES_OUTSIDE_MEMORY } from "../../../src/virtio/guest_memory.ts";
+import {
+  type GuestMemory,
+  PIECES_NO_ROOM,
+  PIECES_OUTSIDE_MEMORY,
+} from "../../../src/virtio/guest_memory.ts";
 
 const TWO_32 = 0x1_0000_0000;
 /** High halves ≥ this give addresses ≥ 2^53, where no region lives. */

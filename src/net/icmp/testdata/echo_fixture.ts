@@ -14,7 +14,11 @@ import { buildIcmpEcho, icmpv4ChecksumOk, icmpv6ChecksumOk } from "../../wire/ic
 import type { FdWatcher } from "../echo.ts";
 import { pingSocketFactory } from "../ping_echo_socket.ts";
 import { NetworkStack } from "../../stack.ts";
-import { decodeFrame, guestIpv4Frame, guestIpv6Frame } from "../../../../tests/support/net/frames.ts";
+import {
+  decodeFrame,
+  guestIpv4Frame,
+  guestIpv6Frame,
+} from "../../../../tests/support/net/frames.ts";
 import { RecordingLink } from "../../../../tests/support/net/recording_link.ts";
 
 const handlers = new Map<number, (events: number, now: number) => void>();
