@@ -1,6 +1,6 @@
 /**
  * Guest ↔ host TCP throughput through the translator, in one process: a scripted
- * guest (src/net/tcp_test_guest.ts) on one side, a Deno.listen server on 127.0.0.1
+ * guest (tests/support/net/tcp_guest.ts) on one side, a Deno.listen server on 127.0.0.1
  * on the other. Prints MB/s and CPU seconds per GB for each direction; the CPU
  * includes the scripted guest's own work (building and parsing its segments).
  *

@@ -1,7 +1,8 @@
 /**
- * The contract between the vhost-user control plane (this directory), which owns
+ * The contract between the vhost-user control plane (src/vhost_user/), which owns
  * the connection, the guest memory map and the kick/call eventfds, and the
- * datapath (src/tap/vhost_user_link.ts), which runs the virtqueues.
+ * datapath (src/tap/vhost_user_link.ts), which runs the virtqueues. It lives below both
+ * users (imports point down: vhost_user/ → tap/).
  *
  * virtio-net queue numbering (virtio 1.2 §5.1.2): queue 0 is receiveq1 (frames to
  * the guest, "RX"), queue 1 is transmitq1 (frames from the guest, "TX").

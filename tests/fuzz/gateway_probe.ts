@@ -108,7 +108,7 @@ export async function probeGateway(
     frontend.sendFrame(gatewayArpRequest());
     const deadline = started + limitMs;
     while (performance.now() < deadline) {
-      const used = frontend.vrings[RX].takeUsed();
+      const used = frontend.vrings[RX].takeUsedChains();
       if (used.length > 0 && frontend.rxFrames(used).some(isGatewayArpReply)) {
         return { answered: true, elapsedMs: elapsed() };
       }

@@ -1,7 +1,7 @@
 /**
  * Process-level test of the TCP translator inside the real daemon: bin/tpasst in
  * the foreground speaking passt's stream protocol on a unix socket, a scripted
- * guest (src/net/tcp_test_guest.ts) on the other end of that socket, and host
+ * guest (tests/support/net/tcp_guest.ts) on the other end of that socket, and host
  * peers on 127.0.0.1.
  */
 

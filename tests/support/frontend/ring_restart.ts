@@ -10,7 +10,7 @@
 
 import { Request } from "../../../src/vhost_user/protocol.ts";
 import { u64Payload, vringAddrPayload, vringStatePayload } from "../vhost_user/request_encoder.ts";
-import { HarnessVring, ringFootprint } from "./harness_vring.ts";
+import { ringFootprint, SplitRingDriver } from "../virtio/split_ring_driver.ts";
 import { RX, TX, type VhostUserFrontend } from "./vhost_user_frontend.ts";
 
 /** Where negotiate() puts the rings: from this guest-physical address, RX then TX. */
@@ -23,13 +23,11 @@ export async function stopRings(frontend: VhostUserFrontend): Promise<void> {
 
 /** Starts new empty rings of `ringSize` where negotiate() put the first ones (the driver bound again). */
 export async function startRings(frontend: VhostUserFrontend, ringSize: number): Promise<void> {
-  const vrings: HarnessVring[] = [];
+  const vrings: SplitRingDriver[] = [];
   for (const i of [RX, TX]) {
-    const vring = new HarnessVring(
-      frontend.memory,
-      RINGS_BASE + i * ringFootprint(ringSize),
-      ringSize,
-    );
+    const base = RINGS_BASE + i * ringFootprint(ringSize);
+    const region = frontend.memory.view(base, ringFootprint(ringSize));
+    const vring = new SplitRingDriver({ index: i, base, size: ringSize, region });
     vrings.push(vring);
     frontend.send(Request.SET_VRING_NUM, vringStatePayload(i, ringSize));
     frontend.send(Request.SET_VRING_BASE, vringStatePayload(i, 0));

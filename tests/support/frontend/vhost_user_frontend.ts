@@ -9,7 +9,7 @@
  * the same JS thread keeps running.
  *
  * ```ts
- * const backend = new InProcessBackend();              // tests/harness/in_process.ts
+ * const backend = new InProcessBackend();              // tests/support/frontend/in_process.ts
  * const { frontend, session } = backend.connect(new VhostUserLink(stack));
  * // or: const frontend = VhostUserFrontend.connect("/run/tpasst.sock");
  * await frontend.negotiate();                          // QEMU 7.2's order
@@ -54,7 +54,7 @@ import {
   VIRTIO_NET_F_MTU,
 } from "../../../src/vhost_user/protocol.ts";
 import { HarnessMemory, type HarnessMemoryOptions } from "./shared_memory.ts";
-import { type HarnessUsed, HarnessVring, ringFootprint } from "./harness_vring.ts";
+import { ringFootprint, SplitRingDriver, type UsedChain } from "../virtio/split_ring_driver.ts";
 
 /** virtio-net header with VERSION_1 (num_buffers included), virtio 1.2 §5.1.6. */
 export const NET_HEADER_SIZE = 12;
@@ -176,7 +176,7 @@ export class VhostUserFrontend {
   /** Error eventfds by queue index. */
   readonly errs: EventFd[] = [];
   /** The driver side of each ring, by queue index. */
-  vrings: HarnessVring[] = [];
+  vrings: SplitRingDriver[] = [];
   /** Protocol features acked in the negotiation. */
   protocolFeatures = 0n;
   /** The backend's GET_FEATURES answer. */
@@ -347,7 +347,8 @@ export class VhostUserFrontend {
     this.vrings = [];
     for (const i of [RX, TX]) {
       const base = 0x10000 + i * ringFootprint(ringSize);
-      const vring = new HarnessVring(this.memory, base, ringSize);
+      const region = this.memory.view(base, ringFootprint(ringSize));
+      const vring = new SplitRingDriver({ index: i, base, size: ringSize, region });
       this.vrings.push(vring);
       this.send(Request.SET_VRING_NUM, vringStatePayload(i, ringSize));
       this.send(Request.SET_VRING_BASE, vringStatePayload(i, 0));
@@ -518,7 +519,7 @@ export class VhostUserFrontend {
     const bytes = this.memory.view(gpa, NET_HEADER_SIZE + frame.length);
     bytes.fill(0, 0, NET_HEADER_SIZE);
     bytes.set(frame, NET_HEADER_SIZE);
-    const head = this.vrings[TX].offer([{ gpa, length: bytes.length, writable: false }]);
+    const head = this.vrings[TX].addChain([{ addr: gpa, length: bytes.length, writable: false }]);
     if (head === null) throw new Error("TX ring full");
     return head;
   }
@@ -527,7 +528,7 @@ export class VhostUserFrontend {
   postRxBuffers(count: number, size = 2048): void {
     for (let i = 0; i < count; i++) {
       const gpa = this.allocate(size);
-      if (this.vrings[RX].offer([{ gpa, length: size, writable: true }]) === null) break;
+      if (this.vrings[RX].addChain([{ addr: gpa, length: size, writable: true }]) === null) break;
     }
     this.kicks[RX].signal();
   }
@@ -538,11 +539,11 @@ export class VhostUserFrontend {
    * (virtio 1.2 §5.1.6.4); the following elements' bytes are appended.
    * @throws Error when the elements end in the middle of a frame
    */
-  rxFrames(used: readonly HarnessUsed[]): Uint8Array[] {
+  rxFrames(used: readonly UsedChain[]): Uint8Array[] {
     const frames: Uint8Array[] = [];
     for (let i = 0; i < used.length;) {
       const first = used[i].segments[0];
-      const header = this.memory.view(first.gpa, NET_HEADER_SIZE);
+      const header = this.memory.view(first.addr, NET_HEADER_SIZE);
       const buffers = Math.max(
         1,
         header[NET_HEADER_NUM_BUFFERS] | (header[NET_HEADER_NUM_BUFFERS + 1] << 8),
@@ -571,13 +572,13 @@ export class VhostUserFrontend {
   }
 
   /** The bytes the device wrote into one used element's chain (its `len` bytes, in order). */
-  #usedBytes(element: HarnessUsed): Uint8Array {
-    const out = new Uint8Array(element.length);
+  #usedBytes(element: UsedChain): Uint8Array {
+    const out = new Uint8Array(element.len);
     let at = 0;
     for (const segment of element.segments) {
-      if (at >= element.length) break;
-      const n = Math.min(segment.length, element.length - at);
-      out.set(this.memory.view(segment.gpa, n), at);
+      if (at >= element.len) break;
+      const n = Math.min(segment.length, element.len - at);
+      out.set(this.memory.view(segment.addr, n), at);
       at += n;
     }
     return out;
@@ -588,11 +589,11 @@ export class VhostUserFrontend {
     index: number,
     count: number,
     timeoutMs = DEFAULT_WAIT_MS,
-  ): Promise<HarnessUsed[]> {
+  ): Promise<UsedChain[]> {
     const deadline = performance.now() + timeoutMs;
-    const got: HarnessUsed[] = [];
+    const got: UsedChain[] = [];
     while (true) {
-      got.push(...this.vrings[index].takeUsed());
+      got.push(...this.vrings[index].takeUsedChains());
       if (got.length >= count) return got;
       if (performance.now() > deadline) {
         throw new Error(

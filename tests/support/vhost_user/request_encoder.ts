@@ -1,6 +1,6 @@
 /**
  * Encodes front-end → back-end requests: what QEMU sends. Used by the test harness
- * (tests/harness/) and the backend's unit tests; the daemon itself never sends requests.
+ * (tests/support/frontend/) and the backend's unit tests; the daemon itself never sends requests.
  *
  * Spec: QEMU docs/interop/vhost-user.rst, "Message Specification".
  *

@@ -2,7 +2,10 @@
  * The driver (guest) side of a split virtqueue over {@link ArrayGuestMemory}: lays
  * out the three ring parts, hands out buffers, offers chains (direct or indirect)
  * and collects used elements, the way a guest's virtio driver would (virtio 1.2
- * §2.7.13). Used by the ring engine's unit tests, fuzzers and benchmarks.
+ * §2.7.13). Used by the ring engine's unit tests, fuzzers and benchmarks, and — over
+ * a region of the front-end's shared memory ({@link DriverOptions.region}) — by the
+ * vhost-user front-end of tests/support/frontend/. The one driver-side ring of the
+ * tests: the layout constants are ring_layout.ts's.
  *
  * @module
  */
@@ -57,6 +60,32 @@ export interface UsedElement {
   readonly len: number;
 }
 
+/** A used element with the chain it completed. */
+export interface UsedChain extends UsedElement {
+  /** The chain's buffers as {@link SplitRingDriver.addChain} offered them; empty for raw offers. */
+  readonly segments: readonly DriverSegment[];
+}
+
+/** Guest-physical addresses of a ring's three parts. */
+export interface RingAreas {
+  readonly descriptor: number;
+  readonly available: number;
+  readonly used: number;
+}
+
+/** Page alignment of each ring part (virtio 1.2 §2.7: legacy layouts align to 4096). */
+const RING_PART_ALIGN = 4096;
+
+function alignPart(n: number): number {
+  return Math.ceil(n / RING_PART_ALIGN) * RING_PART_ALIGN;
+}
+
+/** Bytes the three parts of a ring of `size` entries occupy, each 4 KiB aligned. */
+export function ringFootprint(size: number): number {
+  return alignPart(descriptorTableBytes(size)) + alignPart(availableRingBytes(size)) +
+    alignPart(usedRingBytes(size));
+}
+
 /** Options of a {@link SplitRingDriver}. */
 export interface DriverOptions {
   /** Queue size, a power of two (default 256). */
@@ -71,6 +100,13 @@ export interface DriverOptions {
   readonly memory?: ArrayGuestMemory;
   /** Guest-physical address of the region (default {@link DRIVER_REGION_BASE}). */
   readonly base?: number;
+  /**
+   * The bytes at {@link base} in memory owned elsewhere (the front-end's shared
+   * memory): only the three ring parts are laid out there ({@link ringFootprint}
+   * bytes, zeroed), with no indirect tables and no data area; the caller places the
+   * buffers. Default: a new region of the driver's own, with both.
+   */
+  readonly region?: Uint8Array;
 }
 
 const INDIRECT_ENTRIES = 64;
@@ -101,6 +137,7 @@ export class SplitRingDriver {
   readonly #view: DataView;
   readonly #free: number[] = [];
   readonly #chainDescriptors: (number[] | null)[];
+  readonly #chainSegments: (readonly DriverSegment[])[];
   readonly #indirectAddr: number;
   #nextData: number;
   readonly #dataEnd: number;
@@ -119,15 +156,19 @@ export class SplitRingDriver {
       checksumOffload: options.features?.checksumOffload ?? false,
       guestChecksum: options.features?.guestChecksum ?? false,
     };
-    const align = (n: number) => (n + 4095) & ~4095;
-    const descBytes = align(descriptorTableBytes(this.size));
-    const availBytes = align(availableRingBytes(this.size));
-    const usedBytes = align(usedRingBytes(this.size));
-    const indirectBytes = align(this.size * INDIRECT_ENTRIES * DESC_SIZE);
-    const dataBytes = options.dataBytes ?? 1 << 20;
+    const descBytes = alignPart(descriptorTableBytes(this.size));
+    const availBytes = alignPart(availableRingBytes(this.size));
+    const usedBytes = alignPart(usedRingBytes(this.size));
+    const external = options.region !== undefined;
+    const indirectBytes = external ? 0 : alignPart(this.size * INDIRECT_ENTRIES * DESC_SIZE);
+    const dataBytes = external ? 0 : options.dataBytes ?? 1 << 20;
     const total = descBytes + availBytes + usedBytes + indirectBytes + dataBytes;
-    this.bytes = new Uint8Array(total);
-    this.#view = new DataView(this.bytes.buffer);
+    if (external && options.region!.length < total) {
+      throw new RangeError(`Ring region of ${options.region!.length} bytes, ${total} needed`);
+    }
+    this.bytes = external ? options.region!.subarray(0, total) : new Uint8Array(total);
+    this.bytes.fill(0);
+    this.#view = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.length);
     this.memory = options.memory ?? new ArrayGuestMemory();
     this.memory.addRegion(this.base, this.bytes);
     this.descAddr = this.base;
@@ -138,6 +179,12 @@ export class SplitRingDriver {
     this.#dataEnd = this.base + total;
     for (let i = this.size - 1; i >= 0; i--) this.#free.push(i);
     this.#chainDescriptors = new Array(this.size).fill(null);
+    this.#chainSegments = new Array(this.size).fill([]);
+  }
+
+  /** Where the descriptor table and the two rings lie in guest memory. */
+  get areas(): RingAreas {
+    return { descriptor: this.descAddr, available: this.availAddr, used: this.usedAddr };
   }
 
   /** The vring as the control plane would hand it to the datapath. */
@@ -285,6 +332,9 @@ export class SplitRingDriver {
     if (segments.length === 0) throw new RangeError("Cannot add a chain of 0 segments");
     if (indirect) {
       if (this.#free.length < 1) return null;
+      if (this.#indirectAddr === this.#nextData && segments.length <= INDIRECT_ENTRIES) {
+        throw new RangeError("Cannot add an indirect chain: this driver has no indirect tables");
+      }
       const head = this.#free.pop()!;
       let table: number;
       if (segments.length <= INDIRECT_ENTRIES) {
@@ -305,6 +355,7 @@ export class SplitRingDriver {
       });
       this.setDescriptor(head, table, 0, segments.length * DESC_SIZE, VIRTQ_DESC_F_INDIRECT, 0);
       this.#chainDescriptors[head] = [head];
+      this.#chainSegments[head] = [...segments];
       this.offer(head);
       return head;
     }
@@ -322,13 +373,23 @@ export class SplitRingDriver {
       );
     });
     this.#chainDescriptors[indices[0]] = indices;
+    this.#chainSegments[indices[0]] = [...segments];
     this.offer(indices[0]);
     return indices[0];
   }
 
   /** Reads the used elements published since the last call and frees their descriptors. */
   takeUsed(): UsedElement[] {
-    const out: UsedElement[] = [];
+    return this.#collectUsed(false);
+  }
+
+  /** {@link takeUsed}, each element with the buffers of its chain. */
+  takeUsedChains(): UsedChain[] {
+    return this.#collectUsed(true) as UsedChain[];
+  }
+
+  #collectUsed(withSegments: boolean): (UsedElement | UsedChain)[] {
+    const out: (UsedElement | UsedChain)[] = [];
     const v = this.#view;
     const used = this.usedAddr - this.base;
     const idx = v.getUint16(used + USED_IDX, true);
@@ -336,11 +397,13 @@ export class SplitRingDriver {
       const at = used + USED_RING + (this.#lastUsed & (this.size - 1)) * USED_ELEM_SIZE;
       const id = v.getUint32(at, true);
       const len = v.getUint32(at + USED_ELEM_LEN, true);
-      out.push({ id, len });
       const descriptors = id < this.size ? this.#chainDescriptors[id] : null;
+      if (!withSegments) out.push({ id, len });
+      else out.push({ id, len, segments: descriptors !== null ? this.#chainSegments[id] : [] });
       if (descriptors !== null) {
         for (const d of descriptors) this.#free.push(d);
         this.#chainDescriptors[id] = null;
+        this.#chainSegments[id] = [];
       }
       this.#lastUsed = (this.#lastUsed + 1) & 0xffff;
     }
