@@ -5,16 +5,16 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { Logger } from "../log/logger.ts";
-import type { NegotiatedFeatures } from "../vhost_user/vring_datapath.ts";
-import { ArrayGuestMemory } from "../virtio/array_guest_memory.ts";
-import { createNetHeader, decodeNetHeader, NET_HDR_SIZE } from "../virtio/net_header.ts";
-import { PackedRingDriver } from "../virtio/packed_ring_driver.ts";
-import { SplitRingDriver } from "../virtio/split_ring_driver.ts";
+import type { NegotiatedFeatures } from "./vring_datapath.ts";
+import { ArrayGuestMemory } from "../../tests/support/virtio/array_guest_memory.ts";
+import { createNetHeader, decodeNetHeader, NET_HDR_SIZE } from "./net_header.ts";
+import { PackedRingDriver } from "../../tests/support/virtio/packed_ring_driver.ts";
+import { SplitRingDriver } from "../../tests/support/virtio/split_ring_driver.ts";
 import { decodePackedState } from "../virtio/packed_ring_layout.ts";
 import { newFrameSpace, SendResult } from "./frame_transport.ts";
-import { RecordingHandler } from "./testing_frame_handler.ts";
+import { RecordingHandler } from "../../tests/support/tap/frame_handler.ts";
 import { VhostUserLink } from "./vhost_user_link.ts";
-import { WriteRecord } from "../test_support/recording_write_log.ts";
+import { WriteRecord } from "../../tests/support/virtio/recording_write_log.ts";
 
 function frameOf(length: number, seed: number): Uint8Array {
   const f = new Uint8Array(length);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Logger } from "../log/logger.ts";
 import { DescriptorChain } from "./descriptor_chain.ts";
-import { NOT_THE_ID, PackedRingDriver } from "./packed_ring_driver.ts";
+import { NOT_THE_ID, PackedRingDriver } from "../../tests/support/virtio/packed_ring_driver.ts";
 import { PackedVirtqueue } from "./packed_virtqueue.ts";
 import {
   decodePackedState,
@@ -17,7 +17,7 @@ import {
   RING_EVENT_FLAGS_ENABLE,
 } from "./packed_ring_layout.ts";
 import { MALFORMED_RUN_LIMIT, SHARED_TABLE_CHECK_MIN_ENTRIES } from "./virtqueue.ts";
-import { WriteRecord } from "../test_support/recording_write_log.ts";
+import { WriteRecord } from "../../tests/support/virtio/recording_write_log.ts";
 
 function setup(options: ConstructorParameters<typeof PackedRingDriver>[0] = {}) {
   const lines: string[] = [];

@@ -16,8 +16,8 @@
 import { Logger } from "../../src/log/logger.ts";
 import { type FrameHandler, SendResult } from "../../src/tap/frame_transport.ts";
 import { MAX_FRAME_BYTES, MIN_FRAME_BYTES, VhostUserLink } from "../../src/tap/vhost_user_link.ts";
-import { ArrayGuestMemory } from "../../src/virtio/array_guest_memory.ts";
-import { PackedRingDriver } from "../../src/virtio/packed_ring_driver.ts";
+import { ArrayGuestMemory } from "../support/virtio/array_guest_memory.ts";
+import { PackedRingDriver } from "../support/virtio/packed_ring_driver.ts";
 import {
   decodePackedState,
   encodePackedState,
@@ -25,8 +25,8 @@ import {
   PACKED_DESC_FLAGS,
   PACKED_DESC_SIZE,
 } from "../../src/virtio/packed_ring_layout.ts";
-import { RX_QUEUE_INDEX, TX_QUEUE_INDEX } from "../../src/vhost_user/vring_datapath.ts";
-import { WriteRecord } from "../../src/test_support/recording_write_log.ts";
+import { RX_QUEUE_INDEX, TX_QUEUE_INDEX } from "../../src/tap/vring_datapath.ts";
+import { WriteRecord } from "../support/virtio/recording_write_log.ts";
 
 /** What a fuzz run saw, for the report. */
 export interface PackedFuzzStats {
