@@ -1297,9 +1297,9 @@ export class VhostUserBackend {
     vring.started = true;
     vring.unwatchKick = unwatch;
     this.#env.log.debug(
-      `vhost-user: ring ${index} started: ${
-        this.#negotiated.packedRing === true ? "packed" : "split"
-      }, size ${vring.size}, base 0x${ring.lastAvailIndex.toString(16)}`,
+      `vhost-user: ring ${index} started: size ${vring.size}, base 0x${
+        ring.lastAvailIndex.toString(16)
+      }, ${this.#negotiated.packedRing === true ? "packed" : "split"} ring`,
     );
   }
 

@@ -1,7 +1,7 @@
 /**
  * The guest address ranges of the large indirect tables the chains made available
  * since the last publish have walked, so that a ring engine can refuse a table that
- * another such chain also names (virtio 1.2 §2.7.13 and §2.8.11: a buffer goes into
+ * another such chain also names (virtio 1.2 §2.7.13 and §2.8.21: a buffer goes into
  * free descriptors, and a table's entries are descriptors). Without this, every head
  * of a ring could name the same table of `size` entries and one pass over the ring
  * would walk `size`² descriptors.

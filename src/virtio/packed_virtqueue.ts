@@ -23,7 +23,7 @@
  * marks the queue broken (never touched again until restarted): a list that runs past
  * the slots the driver owns or into a slot that is not available (its end and Buffer ID
  * cannot be known), a Buffer ID ≥ the queue size (drivers take IDs below it: virtio 1.2
- * §2.8.21.1's example, Linux, DPDK) or one already in use, a slot made available again
+ * §2.8.22's example driver, Linux, DPDK) or one already in use, a slot made available again
  * before it was returned. Large indirect tables are checked for sharing between the
  * buffers made available since the last publish, and work is bounded per turn, as in
  * the split ring engine ({@link SHARED_TABLE_CHECK_MIN_ENTRIES},
@@ -460,7 +460,7 @@ export class PackedVirtqueue implements Virtqueue {
       this.#walked++;
       if (fault === Fault.None) {
         if ((flags & PACKED_DESC_F_INDIRECT) !== 0) {
-          // virtio 1.2 §2.8.7, §2.8.20: only with the feature, never in a list linked by NEXT.
+          // virtio 1.2 §2.8.7, §2.8.19: only with the feature, never in a list linked by NEXT.
           if (!this.#indirect) {
             fault = this.#setFault(Fault.IndirectNotNegotiated, slot, 0, 0, 0);
           } else if ((flags & PACKED_DESC_F_NEXT) !== 0) {
