@@ -197,6 +197,13 @@ export const VIRTIO_NET_F_MRG_RXBUF = 15;
 /** VIRTIO_NET_F_STATUS (virtio 1.2 §5.1.3). Not offered: QEMU owns the config space. */
 export const VIRTIO_NET_F_STATUS = 16;
 /**
+ * VIRTIO_NET_F_MQ (virtio 1.2 §5.1.3): several receive/transmit queue pairs. QEMU's
+ * vhost-user-net shows it to the guest only when the backend offers it (and `mq=on`);
+ * the control queue that sets the number of pairs stays in QEMU, which enables and
+ * disables the pairs' rings here with SET_VRING_ENABLE.
+ */
+export const VIRTIO_NET_F_MQ = 22;
+/**
  * VHOST_F_LOG_ALL (spec "Migration"): while acked and a log is set (SET_LOG_BASE),
  * every write into guest memory marks its pages in the log. QEMU acks it when a live
  * migration starts and refuses to migrate a backend that does not offer it.
@@ -254,10 +261,12 @@ export const OFFERED_FEATURES: bigint = featureBit(VIRTIO_F_VERSION_1) |
   featureBit(VIRTIO_F_INDIRECT_DESC) |
   featureBit(VIRTIO_NET_F_MTU) |
   featureBit(VHOST_F_LOG_ALL) |
+  featureBit(VIRTIO_NET_F_MQ) |
   featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
 
 /** Protocol features offered in GET_PROTOCOL_FEATURES. */
-export const OFFERED_PROTOCOL_FEATURES: bigint = featureBit(ProtocolFeature.LOG_SHMFD) |
+export const OFFERED_PROTOCOL_FEATURES: bigint = featureBit(ProtocolFeature.MQ) |
+  featureBit(ProtocolFeature.LOG_SHMFD) |
   featureBit(ProtocolFeature.REPLY_ACK) |
   featureBit(ProtocolFeature.CONFIGURE_MEM_SLOTS) |
   featureBit(ProtocolFeature.MTU) |
@@ -286,5 +295,12 @@ export const DEVICE_STATE_REPLY_NO_FD = 0x100;
 /** Memory slots reported by GET_MAX_MEM_SLOTS (spec asks for at least 32 with CONFIGURE_MEM_SLOTS). */
 export const MAX_MEM_SLOTS = 32;
 
-/** Queues reported by GET_QUEUE_NUM: one RX and one TX queue (no multiqueue). */
-export const QUEUE_COUNT = 2;
+/**
+ * Queue pairs served at most (VHOST_USER_PROTOCOL_F_MQ), and the GET_QUEUE_NUM answer:
+ * QEMU's vhost-user-net compares it with `-netdev vhost-user,queues=N`, a count of
+ * queue pairs ("you are asking more queues than supported"). 16 as the task's bound
+ * (Linux guests use one pair per vCPU).
+ */
+export const MAX_QUEUE_PAIRS = 16;
+/** Rings of {@link MAX_QUEUE_PAIRS} pairs: ring 2k is pair k's RX, 2k+1 its TX (virtio 1.2 §5.1.2). */
+export const VRING_COUNT = 2 * MAX_QUEUE_PAIRS;
