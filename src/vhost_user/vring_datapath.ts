@@ -4,13 +4,17 @@
  * datapath (src/tap/vhost_user_link.ts), which runs the virtqueues.
  *
  * virtio-net queue numbering (virtio 1.2 §5.1.2): queue 0 is receiveq1 (frames to
- * the guest, "RX"), queue 1 is transmitq1 (frames from the guest, "TX").
+ * the guest, "RX"), queue 1 is transmitq1 (frames from the guest, "TX"); with
+ * VIRTIO_NET_F_MQ, queue 2k is receiveq(k+1) and 2k+1 transmitq(k+1), for up to
+ * {@link MAX_QUEUE_PAIRS} pairs (the control queue stays in QEMU).
  *
  * @module
  */
 
 import type { StartedVring } from "../virtio/started_vring.ts";
 import type { GuestWriteLog } from "../virtio/guest_write_log.ts";
+
+export { MAX_QUEUE_PAIRS } from "./protocol.ts";
 
 /** virtio-net receive queue index (virtio 1.2 §5.1.2). */
 export const RX_QUEUE_INDEX = 0;
