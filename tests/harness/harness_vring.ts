@@ -119,6 +119,13 @@ export class HarnessVring {
     return ids[0];
   }
 
+  /** Used elements published and not yet taken by {@link takeUsed} (nothing is taken). */
+  usedCount(): number {
+    const used = this.#memory.view(this.areas.used, 6 + 8 * this.size);
+    const idx = new DataView(used.buffer, used.byteOffset, used.length).getUint16(USED_IDX, true);
+    return (idx - this.#usedSeen) & 0xffff;
+  }
+
   /** Collects the used elements published since the last call and frees their descriptors. */
   takeUsed(): HarnessUsed[] {
     const used = this.#memory.view(this.areas.used, 6 + 8 * this.size);
