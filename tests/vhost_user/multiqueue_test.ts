@@ -12,9 +12,15 @@ import { SendResult } from "../../src/tap/frame_transport.ts";
 import { frameFlowHash } from "../../src/tap/flow_hash.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
 import { encodeRequest, vringStatePayload } from "../../src/vhost_user/request_encoder.ts";
-import { Request } from "../../src/vhost_user/protocol.ts";
+import { Request, VHOST_LOG_PAGE } from "../../src/vhost_user/protocol.ts";
 import { InProcessBackend } from "../harness/in_process.ts";
-import { rxRing, txRing, type VhostUserFrontend } from "../harness/vhost_user_frontend.ts";
+import type { HarnessUsed } from "../harness/harness_vring.ts";
+import {
+  type HarnessDirtyLog,
+  rxRing,
+  txRing,
+  type VhostUserFrontend,
+} from "../harness/vhost_user_frontend.ts";
 import { waitUntil } from "../../src/test_support/wait_until.ts";
 
 class CollectingHandler implements FrameHandler {
@@ -206,3 +212,71 @@ for (
     assert.equal(openFdCount(), baseline);
   });
 }
+
+/** Pages of the bytes the device wrote into used RX elements' chains. */
+function writtenPages(used: readonly HarnessUsed[]): number[] {
+  const pages = new Set<number>();
+  for (const element of used) {
+    let left = element.length;
+    for (const segment of element.segments) {
+      const n = Math.min(segment.length, left);
+      if (n > 0) {
+        const first = Math.floor(segment.gpa / VHOST_LOG_PAGE);
+        const last = Math.floor((segment.gpa + n - 1) / VHOST_LOG_PAGE);
+        for (let page = first; page <= last; page++) pages.add(page);
+      }
+      left -= n;
+    }
+  }
+  return [...pages];
+}
+
+Deno.test("Dirty log with 3 queue pairs: the buffers and the used ring of every ring that was written are marked, nothing else", async () => {
+  const backend = new InProcessBackend();
+  const handler = new CollectingHandler();
+  const link = new VhostUserLink(handler, { logger: backend.logger });
+  const { frontend, session } = backend.connect(link);
+  let log: HarnessDirtyLog | null = null;
+  try {
+    await frontend.negotiate({ queuePairs: 3 });
+    for (let pair = 0; pair < 3; pair++) frontend.postRxBuffers(16, VHOST_LOG_PAGE, pair);
+    await waitUntil("link up", () => handler.link !== null);
+    await waitUntil("RX ready", () => handler.link!.sendFrame(udpFrame(1, 1)) === SendResult.Sent);
+    handler.link!.flush();
+    await waitUntil(
+      "first frame in",
+      () => [0, 1, 2].some((p) => frontend.vrings[rxRing(p)].usedCount() > 0),
+    );
+    for (let pair = 0; pair < 3; pair++) frontend.vrings[rxRing(pair)].takeUsed();
+    log = await frontend.startLogging();
+    assert.deepEqual(log.dirtyPages(), [], "nothing written since the log was set");
+    const flows = Array.from({ length: 12 }, (_, i) => udpFrame(53, 40000 + i));
+    await sendAll(handler, flows);
+    for (let pair = 0; pair < 3; pair++) frontend.sendFrame(udpFrame(2, 53), pair);
+    await waitUntil("TX of every pair", () => handler.frames.length === 3);
+    await waitUntil(
+      "every RX frame in",
+      () => [0, 1, 2].reduce((n, p) => n + frontend.vrings[rxRing(p)].usedCount(), 0) === 12,
+    );
+    const expected: number[] = [];
+    let pairsWritten = 0;
+    for (let pair = 0; pair < 3; pair++) {
+      const used = frontend.vrings[rxRing(pair)].takeUsed();
+      if (used.length > 0) {
+        pairsWritten++;
+        expected.push(...writtenPages(used));
+        expected.push(Math.floor(frontend.vrings[rxRing(pair)].areas.used / VHOST_LOG_PAGE));
+      }
+      assert.equal((await frontend.waitUsed(txRing(pair), 1)).length, 1);
+      expected.push(Math.floor(frontend.vrings[txRing(pair)].areas.used / VHOST_LOG_PAGE));
+    }
+    assert.ok(pairsWritten > 1, "the flows went to several pairs");
+    assert.deepEqual(log.dirtyPages(), [...new Set(expected)].sort((a, b) => a - b));
+    assert.deepEqual(backend.linesAt("error"), []);
+  } finally {
+    frontend.close();
+    await session.closed;
+    await backend.close();
+    log?.close();
+  }
+});
