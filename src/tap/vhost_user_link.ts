@@ -31,11 +31,7 @@ import type { Logger } from "../log/logger.ts";
 import { log as defaultLogger } from "../log/logger.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import { runSoon, type SoonTask } from "../loop/event_loop.ts";
-import {
-  MAX_QUEUE_PAIRS,
-  type StartedVring,
-  type VringDatapath,
-} from "../vhost_user/vring_datapath.ts";
+import { MAX_QUEUE_PAIRS, type StartedVring, type VringDatapath } from "./vring_datapath.ts";
 import { frameFlowHash } from "./flow_hash.ts";
 import { IoVectors } from "../../ffi/io_vectors.ts";
 import { DescriptorChain } from "../virtio/descriptor_chain.ts";
@@ -49,7 +45,7 @@ import {
   VIRTIO_NET_HDR_F_DATA_VALID,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_NONE,
-} from "../virtio/net_header.ts";
+} from "./net_header.ts";
 import { SplitVirtqueue, TURN_DESCRIPTOR_BUDGET } from "../virtio/virtqueue.ts";
 import {
   type FrameHandler,

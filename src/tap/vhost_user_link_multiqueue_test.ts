@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { Logger } from "../log/logger.ts";
-import { ArrayGuestMemory } from "../virtio/array_guest_memory.ts";
-import { createNetHeader, decodeNetHeader, NET_HDR_SIZE } from "../virtio/net_header.ts";
-import { SplitRingDriver } from "../virtio/split_ring_driver.ts";
+import { ArrayGuestMemory } from "../../tests/support/virtio/array_guest_memory.ts";
+import { createNetHeader, decodeNetHeader, NET_HDR_SIZE } from "./net_header.ts";
+import { SplitRingDriver } from "../../tests/support/virtio/split_ring_driver.ts";
 import { newFrameSpace, SendResult } from "./frame_transport.ts";
 import { flowHashIpv4, frameFlowHash } from "./flow_hash.ts";
-import { RecordingHandler } from "./testing_frame_handler.ts";
+import { RecordingHandler } from "../../tests/support/tap/frame_handler.ts";
 import { VhostUserLink } from "./vhost_user_link.ts";
-import { WriteRecord } from "../test_support/recording_write_log.ts";
+import { WriteRecord } from "../../tests/support/virtio/recording_write_log.ts";
 
 const RING_SIZE = 64;
 const TCP = 6;

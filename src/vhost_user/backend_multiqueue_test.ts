@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BackendRig, type DecodedReply } from "./backend_test_doubles.ts";
+import { BackendRig, type DecodedReply } from "../../tests/support/vhost_user/backend_doubles.ts";
 import {
   encodeRequest,
   logPayload,
@@ -7,7 +7,7 @@ import {
   u64Payload,
   vringAddrPayload,
   vringStatePayload,
-} from "./request_encoder.ts";
+} from "../../tests/support/vhost_user/request_encoder.ts";
 import {
   featureBit,
   MAX_QUEUE_PAIRS,

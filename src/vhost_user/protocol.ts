@@ -9,6 +9,17 @@
  * @module
  */
 
+import {
+  VIRTIO_NET_F_CSUM,
+  VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_MAC,
+  VIRTIO_NET_F_MQ,
+  VIRTIO_NET_F_MRG_RXBUF,
+  VIRTIO_NET_F_MTU,
+  VIRTIO_NET_F_STATUS,
+} from "../tap/net_features.ts";
+import { MAX_QUEUE_PAIRS } from "../tap/vring_datapath.ts";
+
 /**
  * Front-end → back-end request codes ("Front-end message types").
  * @see https://www.qemu.org/docs/master/interop/vhost-user.html#front-end-message-types
@@ -177,32 +188,17 @@ export const MAX_RING_SIZE = 32768;
 
 // --- Feature bits ---------------------------------------------------------------
 
-/**
- * VIRTIO_NET_F_CSUM (virtio 1.2 §5.1.3): the driver may leave a transmitted frame's
- * TCP/UDP checksum for the device (NEEDS_CSUM). We terminate TCP and UDP, so a
- * partial checksum is simply not verified.
- */
-export const VIRTIO_NET_F_CSUM = 0;
-/**
- * VIRTIO_NET_F_GUEST_CSUM (virtio 1.2 §5.1.3): the device may mark received frames
- * DATA_VALID, so that the driver does not verify their checksums.
- */
-export const VIRTIO_NET_F_GUEST_CSUM = 1;
-/** VIRTIO_NET_F_MTU (virtio 1.2 §5.1.3): the device reports an MTU. */
-export const VIRTIO_NET_F_MTU = 3;
-/** VIRTIO_NET_F_MAC (virtio 1.2 §5.1.3). Not offered: QEMU owns the config space. */
-export const VIRTIO_NET_F_MAC = 5;
-/** VIRTIO_NET_F_MRG_RXBUF (virtio 1.2 §5.1.3): mergeable receive buffers. */
-export const VIRTIO_NET_F_MRG_RXBUF = 15;
-/** VIRTIO_NET_F_STATUS (virtio 1.2 §5.1.3). Not offered: QEMU owns the config space. */
-export const VIRTIO_NET_F_STATUS = 16;
-/**
- * VIRTIO_NET_F_MQ (virtio 1.2 §5.1.3): several receive/transmit queue pairs. QEMU's
- * vhost-user-net shows it to the guest only when the backend offers it (and `mq=on`);
- * the control queue that sets the number of pairs stays in QEMU, which enables and
- * disables the pairs' rings here with SET_VRING_ENABLE.
- */
-export const VIRTIO_NET_F_MQ = 22;
+// The virtio-net feature bits belong to the transport that speaks virtio-net
+// (src/tap/net_features.ts); re-exported for the negotiation.
+export {
+  VIRTIO_NET_F_CSUM,
+  VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_MAC,
+  VIRTIO_NET_F_MQ,
+  VIRTIO_NET_F_MRG_RXBUF,
+  VIRTIO_NET_F_MTU,
+  VIRTIO_NET_F_STATUS,
+};
 /**
  * VHOST_F_LOG_ALL (spec "Migration"): while acked and a log is set (SET_LOG_BASE),
  * every write into guest memory marks its pages in the log. QEMU acks it when a live
@@ -296,11 +292,11 @@ export const DEVICE_STATE_REPLY_NO_FD = 0x100;
 export const MAX_MEM_SLOTS = 32;
 
 /**
- * Queue pairs served at most (VHOST_USER_PROTOCOL_F_MQ), and the GET_QUEUE_NUM answer:
- * QEMU's vhost-user-net compares it with `-netdev vhost-user,queues=N`, a count of
- * queue pairs ("you are asking more queues than supported"). 16 as the task's bound
- * (Linux guests use one pair per vCPU).
+ * Queue pairs served at most (VHOST_USER_PROTOCOL_F_MQ; the datapath's bound, from
+ * src/tap/vring_datapath.ts), and the GET_QUEUE_NUM answer: QEMU's vhost-user-net
+ * compares it with `-netdev vhost-user,queues=N`, a count of queue pairs ("you are
+ * asking more queues than supported").
  */
-export const MAX_QUEUE_PAIRS = 16;
+export { MAX_QUEUE_PAIRS };
 /** Rings of {@link MAX_QUEUE_PAIRS} pairs: ring 2k is pair k's RX, 2k+1 its TX (virtio 1.2 §5.1.2). */
 export const VRING_COUNT = 2 * MAX_QUEUE_PAIRS;

@@ -350,9 +350,12 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
       "frames went over more than one queue pair each way (the daemon's per-pair counters, -d)",
       async (s) => {
         // The closing test stopped QEMU: the link went down and logged its counters.
-        const line = s.backend.output().split("\n").findLast((l) =>
-          l.includes("frames per queue pair")
-        );
+        const counters = () =>
+          s.backend.output().split("\n").findLast((l) => l.includes("frames per queue pair"));
+        for (let i = 0; i < 50 && counters() === undefined; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        const line = counters();
         assert.ok(line !== undefined, "no per-pair counters in the daemon's -d output");
         const perPair = (direction: string) =>
           (new RegExp(`${direction} (\\d+(?:,\\d+)*)`).exec(line.split("frames per queue pair")[1])

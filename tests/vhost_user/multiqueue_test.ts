@@ -11,17 +11,17 @@ import type { FrameHandler, GuestLink } from "../../src/tap/frame_transport.ts";
 import { SendResult } from "../../src/tap/frame_transport.ts";
 import { frameFlowHash } from "../../src/tap/flow_hash.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
-import { encodeRequest, vringStatePayload } from "../../src/vhost_user/request_encoder.ts";
+import { encodeRequest, vringStatePayload } from "../support/vhost_user/request_encoder.ts";
 import { Request, VHOST_LOG_PAGE } from "../../src/vhost_user/protocol.ts";
-import { InProcessBackend } from "../harness/in_process.ts";
-import type { HarnessUsed } from "../harness/harness_vring.ts";
+import { InProcessBackend } from "../support/frontend/in_process.ts";
+import type { UsedChain } from "../support/virtio/split_ring_driver.ts";
 import {
   type HarnessDirtyLog,
   rxRing,
   txRing,
   type VhostUserFrontend,
-} from "../harness/vhost_user_frontend.ts";
-import { waitUntil } from "../../src/test_support/wait_until.ts";
+} from "../support/frontend/vhost_user_frontend.ts";
+import { waitUntil } from "../support/wait_until.ts";
 
 class CollectingHandler implements FrameHandler {
   readonly frames: Uint8Array[] = [];
@@ -71,7 +71,7 @@ async function sendAll(handler: CollectingHandler, frames: Uint8Array[]): Promis
 function receivedByPair(frontend: VhostUserFrontend, pairs: number): Uint8Array[][] {
   const out: Uint8Array[][] = [];
   for (let pair = 0; pair < pairs; pair++) {
-    out.push(frontend.rxFrames(frontend.vrings[rxRing(pair)].takeUsed()));
+    out.push(frontend.rxFrames(frontend.vrings[rxRing(pair)].takeUsedChains()));
   }
   return out;
 }
@@ -214,15 +214,15 @@ for (
 }
 
 /** Pages of the bytes the device wrote into used RX elements' chains. */
-function writtenPages(used: readonly HarnessUsed[]): number[] {
+function writtenPages(used: readonly UsedChain[]): number[] {
   const pages = new Set<number>();
   for (const element of used) {
-    let left = element.length;
+    let left = element.len;
     for (const segment of element.segments) {
       const n = Math.min(segment.length, left);
       if (n > 0) {
-        const first = Math.floor(segment.gpa / VHOST_LOG_PAGE);
-        const last = Math.floor((segment.gpa + n - 1) / VHOST_LOG_PAGE);
+        const first = Math.floor(segment.addr / VHOST_LOG_PAGE);
+        const last = Math.floor((segment.addr + n - 1) / VHOST_LOG_PAGE);
         for (let page = first; page <= last; page++) pages.add(page);
       }
       left -= n;
@@ -247,7 +247,7 @@ Deno.test("Dirty log with 3 queue pairs: the buffers and the used ring of every 
       "first frame in",
       () => [0, 1, 2].some((p) => frontend.vrings[rxRing(p)].usedCount() > 0),
     );
-    for (let pair = 0; pair < 3; pair++) frontend.vrings[rxRing(pair)].takeUsed();
+    for (let pair = 0; pair < 3; pair++) frontend.vrings[rxRing(pair)].takeUsedChains();
     log = await frontend.startLogging();
     assert.deepEqual(log.dirtyPages(), [], "nothing written since the log was set");
     const flows = Array.from({ length: 12 }, (_, i) => udpFrame(53, 40000 + i));
@@ -261,7 +261,7 @@ Deno.test("Dirty log with 3 queue pairs: the buffers and the used ring of every 
     const expected: number[] = [];
     let pairsWritten = 0;
     for (let pair = 0; pair < 3; pair++) {
-      const used = frontend.vrings[rxRing(pair)].takeUsed();
+      const used = frontend.vrings[rxRing(pair)].takeUsedChains();
       if (used.length > 0) {
         pairsWritten++;
         expected.push(...writtenPages(used));

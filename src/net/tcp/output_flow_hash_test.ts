@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { wiredTranslator } from "./testing_host.ts";
-import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../tcp_test_plan.ts";
+import { wiredTranslator } from "../../../tests/support/net/tcp_host.ts";
+import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../../../tests/support/net/tcp_plan.ts";
 import { Logger } from "../../log/logger.ts";
 import { type FrameSpace, gatherFrame, type GuestLink } from "../../tap/frame_transport.ts";
 import { frameFlowHash } from "../../tap/flow_hash.ts";
