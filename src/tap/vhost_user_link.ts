@@ -2,6 +2,10 @@
  * The vhost-user datapath of a virtio-net device: runs the RX and TX split
  * virtqueues handed over by the control plane, delivers the guest's frames to a
  * {@link FrameHandler} and copies frames from the stack into the guest's RX buffers.
+ * With VIRTIO_NET_F_MQ it runs up to {@link MAX_QUEUE_PAIRS} queue pairs on this one
+ * thread: every TX queue is served on its own kicks, and each frame toward the guest
+ * goes to the RX queue its flow hash picks among the running ones
+ * (src/tap/flow_hash.ts), so that a flow keeps to one queue.
  *
  * TX frames are views straight into guest memory (zero-copy); a frame spread over
  * several buffers is gathered into one reusable scratch buffer. Each TX chain goes
