@@ -24,6 +24,7 @@ import {
   LOG_SIZE,
   MAX_FDS_PER_MESSAGE,
   MAX_MEM_SLOTS,
+  MAX_QUEUE_PAIRS,
   MAX_RING_SIZE,
   MEMORY_MAX_NREGIONS,
   MEMORY_NREGIONS,
@@ -32,7 +33,6 @@ import {
   OFFERED_FEATURES,
   OFFERED_PROTOCOL_FEATURES,
   ProtocolFeature,
-  QUEUE_COUNT,
   REGION_ENTRY_SIZE,
   REGION_GUEST_ADDRESS,
   REGION_MMAP_OFFSET,
@@ -61,6 +61,7 @@ import {
   VRING_ADDR_LOG,
   VRING_ADDR_SIZE,
   VRING_ADDR_USED,
+  VRING_COUNT,
   VRING_FD_INDEX_MASK,
   VRING_FD_NOFD,
   VRING_STATE_INDEX,
@@ -232,7 +233,8 @@ export class VhostUserBackend {
         }; the ring gets no more interrupts until SET_VRING_CALL replaces the fd`,
       );
     };
-    for (let i = 0; i < QUEUE_COUNT; i++) this.#vrings.push(new Vring(i, this.#onCallFailure));
+    // every ring of MAX_QUEUE_PAIRS pairs: a ring costs nothing until the front-end sets it up
+    for (let i = 0; i < VRING_COUNT; i++) this.#vrings.push(new Vring(i, this.#onCallFailure));
   }
 
   /** The current connection state. */
@@ -475,7 +477,9 @@ export class VhostUserBackend {
     if (vring === undefined) {
       throw new ProtocolError(
         message.request,
-        `${requestName(message.request)}: queue index ${index} is not below ${QUEUE_COUNT}`,
+        `${
+          requestName(message.request)
+        }: queue index ${index} is not below ${VRING_COUNT} (${MAX_QUEUE_PAIRS} queue pairs)`,
       );
     }
     return vring;
@@ -610,7 +614,8 @@ export class VhostUserBackend {
   #getQueueNum(message: Message, replies: ReplyWriter): Outcome {
     this.#expectSize(message, 0, U64_PAYLOAD_SIZE);
     this.#expectFds(message, 0);
-    replies.sendU64(message.request, BigInt(QUEUE_COUNT));
+    // in queue pairs: QEMU's vhost-user-net compares it with its `queues=N` (pairs)
+    replies.sendU64(message.request, BigInt(MAX_QUEUE_PAIRS));
     return REPLIED;
   }
 
@@ -966,8 +971,13 @@ export class VhostUserBackend {
     vring.enabled = num === 1;
     if (!vring.enabled && vring.started) this.#stop(vring);
     if (vring.enabled) this.#tryStart(message, vring, now);
+    // A ring may be enabled before it is set up (QEMU enables before SET_MEM_TABLE on
+    // a migration target; a front-end may enable pairs it never uses): it starts once
+    // it has a size, addresses and a kick fd, and until then nothing serves it.
     this.#env.log.debug(
-      `vhost-user: ring ${vring.index} ${vring.enabled ? "enabled" : "disabled"}`,
+      `vhost-user: ring ${vring.index} ${vring.enabled ? "enabled" : "disabled"}${
+        vring.enabled && !vring.started ? " (not started: not set up yet)" : ""
+      }`,
     );
     return OK;
   }

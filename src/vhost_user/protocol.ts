@@ -13,10 +13,12 @@ import {
   VIRTIO_NET_F_CSUM,
   VIRTIO_NET_F_GUEST_CSUM,
   VIRTIO_NET_F_MAC,
+  VIRTIO_NET_F_MQ,
   VIRTIO_NET_F_MRG_RXBUF,
   VIRTIO_NET_F_MTU,
   VIRTIO_NET_F_STATUS,
 } from "../tap/net_features.ts";
+import { MAX_QUEUE_PAIRS } from "../tap/vring_datapath.ts";
 
 /**
  * Front-end → back-end request codes ("Front-end message types").
@@ -192,6 +194,7 @@ export {
   VIRTIO_NET_F_CSUM,
   VIRTIO_NET_F_GUEST_CSUM,
   VIRTIO_NET_F_MAC,
+  VIRTIO_NET_F_MQ,
   VIRTIO_NET_F_MRG_RXBUF,
   VIRTIO_NET_F_MTU,
   VIRTIO_NET_F_STATUS,
@@ -261,10 +264,12 @@ export const OFFERED_FEATURES: bigint = featureBit(VIRTIO_F_VERSION_1) |
   featureBit(VIRTIO_F_RING_PACKED) |
   featureBit(VIRTIO_NET_F_MTU) |
   featureBit(VHOST_F_LOG_ALL) |
+  featureBit(VIRTIO_NET_F_MQ) |
   featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
 
 /** Protocol features offered in GET_PROTOCOL_FEATURES. */
-export const OFFERED_PROTOCOL_FEATURES: bigint = featureBit(ProtocolFeature.LOG_SHMFD) |
+export const OFFERED_PROTOCOL_FEATURES: bigint = featureBit(ProtocolFeature.MQ) |
+  featureBit(ProtocolFeature.LOG_SHMFD) |
   featureBit(ProtocolFeature.REPLY_ACK) |
   featureBit(ProtocolFeature.CONFIGURE_MEM_SLOTS) |
   featureBit(ProtocolFeature.MTU) |
@@ -293,5 +298,12 @@ export const DEVICE_STATE_REPLY_NO_FD = 0x100;
 /** Memory slots reported by GET_MAX_MEM_SLOTS (spec asks for at least 32 with CONFIGURE_MEM_SLOTS). */
 export const MAX_MEM_SLOTS = 32;
 
-/** Queues reported by GET_QUEUE_NUM: one RX and one TX queue (no multiqueue). */
-export const QUEUE_COUNT = 2;
+/**
+ * Queue pairs served at most (VHOST_USER_PROTOCOL_F_MQ; the datapath's bound, from
+ * src/tap/vring_datapath.ts), and the GET_QUEUE_NUM answer: QEMU's vhost-user-net
+ * compares it with `-netdev vhost-user,queues=N`, a count of queue pairs ("you are
+ * asking more queues than supported").
+ */
+export { MAX_QUEUE_PAIRS };
+/** Rings of {@link MAX_QUEUE_PAIRS} pairs: ring 2k is pair k's RX, 2k+1 its TX (virtio 1.2 §5.1.2). */
+export const VRING_COUNT = 2 * MAX_QUEUE_PAIRS;
