@@ -118,6 +118,12 @@ export class SplitRingDriver {
       mergeableRxBuffers: options.features?.mergeableRxBuffers ?? false,
       checksumOffload: options.features?.checksumOffload ?? false,
       guestChecksum: options.features?.guestChecksum ?? false,
+      hostTso4: options.features?.hostTso4 ?? false,
+      hostTso6: options.features?.hostTso6 ?? false,
+      hostEcn: options.features?.hostEcn ?? false,
+      guestTso4: options.features?.guestTso4 ?? false,
+      guestTso6: options.features?.guestTso6 ?? false,
+      mtu: options.features?.mtu ?? 0,
     };
     const align = (n: number) => (n + 4095) & ~4095;
     const descBytes = align(descriptorTableBytes(this.size));
