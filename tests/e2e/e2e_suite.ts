@@ -42,6 +42,14 @@ export interface SuiteOptions {
   readonly pcap?: boolean;
   /** Name shown in test names (default: the backend kind). */
   readonly label?: string;
+  /** The guest sets this MTU itself after DHCP (ScenarioOptions.guestMtu). */
+  readonly guestMtu?: number;
+  /**
+   * Check at the end that the guest's interface has this MTU and that neither its
+   * driver nor its TCP dropped a frame (rx errors, drops, length errors; TCP InErrs,
+   * InCsumErrors).
+   */
+  readonly expectLinkMtu?: number;
 }
 
 /**
@@ -104,7 +112,12 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
         if (kind === "passt") await Deno.chmod(pcapDir, 0o777);
         Object.assign(backend, { pcapPath: `${pcapDir}/guest.pcap` });
       }
-      return await E2eSession.start(kind, { bulkBytes, phases, backend });
+      return await E2eSession.start(kind, {
+        bulkBytes,
+        phases,
+        backend,
+        guestMtu: options.guestMtu,
+      });
     })().then((s) => (started = s));
     return session;
   };
@@ -316,6 +329,25 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
         assert.ok(mbps > 0, `${mark} is ${mbps}`);
       }
     });
+  }
+
+  if (options.expectLinkMtu !== undefined) {
+    define(
+      `the guest's link has MTU ${options.expectLinkMtu} and dropped no received frame`,
+      async (s) => {
+        assert.equal(await s.result("link-mtu", PHASE_TIMEOUT_MS), `${options.expectLinkMtu}`);
+        assert.equal(
+          await s.result("link-rx-drops", PHASE_TIMEOUT_MS),
+          "0 0 0",
+          "rx_errors rx_dropped rx_length_errors",
+        );
+        assert.equal(
+          await s.result("tcp-in-errors", PHASE_TIMEOUT_MS),
+          "0 0",
+          "InErrs InCsumErrors",
+        );
+      },
+    );
   }
 
   define("the scenario script finishes and the guest powers off", async (s) => {
