@@ -97,6 +97,8 @@ export interface VhostUserLinkCounters {
   txFrames: number;
   /** TX chains rejected (malformed, offload flags not negotiated). */
   txRejected: number;
+  /** TX frames the guest left for the device to segment (GSO_TCPV4/6), among txFrames. */
+  txSegmented: number;
   /** TX turns run, whatever started them. */
   txTurns: number;
   /** TX turns started by a kick from the guest. */
@@ -111,6 +113,8 @@ export interface VhostUserLinkCounters {
   rxFrames: number;
   /** RX chains (buffer lists) those frames took: several per frame under MRG_RXBUF. */
   rxChains: number;
+  /** RX frames the guest takes as several TCP segments (GSO_TCPV4/6), among rxFrames. */
+  rxSegmented: number;
   /** Frames refused for want of RX buffers (SendResult.NoRoom). */
   rxNoRoom: number;
   /** RX kicks received (the guest posted buffers after we asked). */
@@ -133,6 +137,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   readonly counters: VhostUserLinkCounters = {
     txFrames: 0,
     txRejected: 0,
+    txSegmented: 0,
     txTurns: 0,
     txKicks: 0,
     txPolls: 0,
@@ -140,6 +145,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     txRearms: 0,
     rxFrames: 0,
     rxChains: 0,
+    rxSegmented: 0,
     rxNoRoom: 0,
     rxKicks: 0,
   };
@@ -350,6 +356,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       txRing: this.#tx === null ? "none" : this.#tx.broken ? "broken" : "running",
       rxWaitingForBuffers: this.#rxWaiting,
       mergeableRxBuffers: this.#mergeable,
+      tcpSegmentationToGuest: this.#rxSegmentation,
+      tcpSegmentationFromGuest: this.#txSegmentation,
+      deviceMtu: this.#deviceMtu,
       ...this.counters,
     };
   }
@@ -357,9 +366,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   /** One line summing up {@link counters}, for logs. */
   describeCounters(): string {
     const c = this.counters;
-    return `vhost-user link: TX ${c.txFrames} frames (${c.txRejected} rejected) in ${c.txTurns} turns: ` +
+    return `vhost-user link: TX ${c.txFrames} frames (${c.txSegmented} segmented, ${c.txRejected} rejected) in ${c.txTurns} turns: ` +
       `${c.txKicks} kicked, ${c.txPolls} from the loop (${c.txEmptyPolls} empty), ` +
-      `${c.txRearms} kick re-arms; RX ${c.rxFrames} frames in ${c.rxChains} chains, ` +
+      `${c.txRearms} kick re-arms; RX ${c.rxFrames} frames (${c.rxSegmented} segmented) in ${c.rxChains} chains, ` +
       `${c.rxNoRoom} without room, ` +
       `${c.rxKicks} kicks`;
   }
@@ -483,6 +492,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         return false;
       }
       info |= segmented;
+      this.counters.txSegmented++;
     }
     let frame: Uint8Array;
     if (chain.count === 1) {
@@ -1015,6 +1025,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         : VIRTIO_NET_HDR_GSO_TCPV6;
       header.gsoSize = segments.size;
       header.hdrLen = segments.headerLength;
+      this.counters.rxSegmented++;
     }
     const head0 = this.#resHeaderViews[0];
     if (head0.length >= NET_HDR_SIZE) {

@@ -520,6 +520,7 @@ Deno.test("VhostUserLink.counters count frames, kicks, polls and re-arms; logged
   assert.deepEqual(link.counters, {
     txFrames: 4,
     txRejected: 0,
+    txSegmented: 0,
     txTurns: 5,
     txKicks: 2,
     txPolls: 3,
@@ -527,6 +528,7 @@ Deno.test("VhostUserLink.counters count frames, kicks, polls and re-arms; logged
     txRearms: 3,
     rxFrames: 1,
     rxChains: 1,
+    rxSegmented: 0,
     rxNoRoom: 1,
     rxKicks: 1,
   });
@@ -534,7 +536,7 @@ Deno.test("VhostUserLink.counters count frames, kicks, polls and re-arms; logged
   const summary = link.describeCounters();
   assert.match(
     summary,
-    /TX 4 frames \(0 rejected\) in 5 turns: 2 kicked, 3 from the loop \(3 empty\)/,
+    /TX 4 frames \(0 segmented, 0 rejected\) in 5 turns: 2 kicked, 3 from the loop \(3 empty\)/,
   );
   assert.ok(!lines.includes(summary));
   link.stopVring(1);
@@ -943,6 +945,7 @@ Deno.test("VhostUserLink.kick() hands over GSO_TCPV4/TCPV6 TX frames of up to 64
     assert.ok(equalBytes(handler.frames[i], frame), `frame ${i} unchanged`);
   }
   const pending = FrameInfo.ChecksumPending;
+  assert.equal(link.counters.txSegmented, 4);
   assert.deepEqual(infos, [
     pending | FrameInfo.SegmentedTcp4,
     pending | FrameInfo.SegmentedTcp6,
@@ -1061,6 +1064,7 @@ for (const mergeableRxBuffers of [false, true]) {
       i += mergeableRxBuffers ? header.numBuffers : 1;
     }
     assert.equal(headers.length, 3);
+    assert.equal(link.counters.rxSegmented, 2);
     for (const [i, c] of cases.entries()) {
       const h = headers[i];
       assert.equal(h.flags, VIRTIO_NET_HDR_F_NEEDS_CSUM, `frame ${i}`);

@@ -29,6 +29,7 @@ import {
   PHASES,
 } from "./scenario.ts";
 import { pcapSummary } from "./pcap.ts";
+import { STATS_JSON_PREFIX } from "../../src/daemon/stats.ts";
 
 /** Options for {@link registerE2eSuite}. */
 export interface SuiteOptions {
@@ -50,6 +51,11 @@ export interface SuiteOptions {
    * InCsumErrors).
    */
   readonly expectLinkMtu?: number;
+  /**
+   * tpasst vhost-user: check (SIGUSR1's stats-json line) that the link carried
+   * segmented TCP frames in the directions given, and none in the others.
+   */
+  readonly expectSegmented?: { readonly fromGuest: boolean; readonly toGuest: boolean };
 }
 
 /**
@@ -346,6 +352,36 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
           "0 0",
           "InErrs InCsumErrors",
         );
+      },
+    );
+  }
+
+  const segmented = options.expectSegmented;
+  if (segmented !== undefined) {
+    const says = (on: boolean) => on ? "carries" : "carries no";
+    define(
+      `the link ${says(segmented.fromGuest)} segmented TCP frames from the guest and ${
+        says(segmented.toGuest)
+      } toward it`,
+      async (s) => {
+        // After the bulk phases: every phase's result is in by now.
+        await s.result("link-mtu", PHASE_TIMEOUT_MS);
+        assert.ok(s.backend.pid !== null);
+        Deno.kill(s.backend.pid, "SIGUSR1");
+        let line: string | undefined;
+        for (let i = 0; i < 100 && line === undefined; i++) {
+          line = s.backend.output().split("\n").find((l) => l.includes(STATS_JSON_PREFIX));
+          if (line === undefined) await new Promise((r) => setTimeout(r, 100));
+        }
+        assert.ok(line !== undefined, "no stats-json line after SIGUSR1");
+        const stats = JSON.parse(
+          line.slice(line.indexOf(STATS_JSON_PREFIX) + STATS_JSON_PREFIX.length),
+        );
+        const link = stats.link as Record<string, number>;
+        const seen = JSON.stringify(link);
+        assert.equal(link.deviceMtu, options.expectLinkMtu ?? link.deviceMtu, seen);
+        assert.equal(link.txSegmented > 0, segmented.fromGuest, `TX segmented: ${seen}`);
+        assert.equal(link.rxSegmented > 0, segmented.toGuest, `RX segmented: ${seen}`);
       },
     );
   }

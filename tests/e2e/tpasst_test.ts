@@ -27,16 +27,17 @@ for (const option of ["mrg_rxbuf=off", "event_idx=off", "indirect_desc=off"]) {
 const HOST_OFFLOADS_OFF = "host_tso4=off,host_tso6=off,host_ecn=off";
 const GUEST_OFFLOADS_OFF = "guest_tso4=off,guest_tso6=off,guest_ecn=off";
 for (
-  const [offloads, off] of [
-    ["on", ""],
-    ["guest→host off", `,${HOST_OFFLOADS_OFF}`],
-    ["host→guest off", `,${GUEST_OFFLOADS_OFF}`],
-    ["off", `,${HOST_OFFLOADS_OFF},${GUEST_OFFLOADS_OFF}`],
+  const [offloads, off, fromGuest, toGuest] of [
+    ["on", "", true, true],
+    ["guest→host off", `,${HOST_OFFLOADS_OFF}`, false, true],
+    ["host→guest off", `,${GUEST_OFFLOADS_OFF}`, true, false],
+    ["off", `,${HOST_OFFLOADS_OFF},${GUEST_OFFLOADS_OFF}`, false, false],
   ] as const
 ) {
   registerE2eSuite("tpasst-vhost", {
     deviceOptions: `host_mtu=1500${off}`,
     expectLinkMtu: 1500,
+    expectSegmented: { fromGuest, toGuest },
     label: `tpasst-vhost MTU 1500 (host_mtu), offloads ${offloads}`,
   });
 }
