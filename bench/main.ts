@@ -185,10 +185,21 @@ function ratios(summaries: Summary[]): Record<string, Record<string, number>> {
   const byName = new Map(summaries.filter((s) => s.runs.length > 0).map((s) => [s.backend, s]));
   const out: Record<string, Record<string, number>> = {};
   for (
-    const ours of ["tpasst-vhost", "tpasst-tree", "tpasst-stream", "tpasst-vhost-no-offload"] as const
+    const ours of [
+      "tpasst-vhost",
+      "tpasst-tree",
+      "tpasst-stream",
+      "tpasst-vhost-no-offload",
+    ] as const
   ) {
     for (
-      const ref of ["passt-vhost", "passt", "slirp", "tpasst-tree", "tpasst-vhost-no-offload"] as const
+      const ref of [
+        "passt-vhost",
+        "passt",
+        "slirp",
+        "tpasst-tree",
+        "tpasst-vhost-no-offload",
+      ] as const
     ) {
       if (ours === ref) continue;
       if ((ref === "tpasst-tree" || ref === "tpasst-vhost-no-offload") && ours !== "tpasst-vhost") {
