@@ -12,13 +12,13 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { Logger } from "../../src/log/logger.ts";
-import { IPPROTO_TCP, IPPROTO_UDP } from "../../src/net/checksum.ts";
-import { buildNetworkPlan } from "../../src/net/host_config.ts";
+import { IPPROTO_TCP, IPPROTO_UDP } from "../../src/net/wire/checksum.ts";
+import { buildNetworkPlan } from "../../src/net/plan/host_config.ts";
 import type { L4Handler, L4Packet } from "../../src/net/l4_handler.ts";
 import { NetworkStack } from "../../src/net/stack.ts";
-import { guestIpv4Frame, guestIpv6Frame } from "../../src/net/testing_frames.ts";
+import { guestIpv4Frame, guestIpv6Frame } from "../support/net/frames.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
-import { ArrayGuestMemory } from "../../src/virtio/array_guest_memory.ts";
+import { ArrayGuestMemory } from "../support/virtio/array_guest_memory.ts";
 import {
   createNetHeader,
   encodeNetHeader,
@@ -28,8 +28,8 @@ import {
   VIRTIO_NET_HDR_GSO_NONE,
   VIRTIO_NET_HDR_GSO_TCPV4,
   VIRTIO_NET_HDR_GSO_TCPV6,
-} from "../../src/virtio/net_header.ts";
-import { SplitRingDriver } from "../../src/virtio/split_ring_driver.ts";
+} from "../../src/tap/net_header.ts";
+import { SplitRingDriver } from "../support/virtio/split_ring_driver.ts";
 
 const runs = Number(Deno.env.get("TPASST_FUZZ_ITERATIONS") ?? 300);
 const seed = Number(Deno.env.get("TPASST_FUZZ_SEED") ?? 1515);
