@@ -11,7 +11,10 @@
  * (virtio 1.2 §5.1.6.3, §5.1.6.4). Checksum offload both ways when negotiated: TX
  * frames with NEEDS_CSUM are passed on as FrameInfo.ChecksumPending; RX frames
  * (GUEST_CSUM) are marked NEEDS_CSUM when the sender left their TCP/UDP checksum
- * partial, DATA_VALID otherwise. Nothing blocks: with no RX buffers the link asks
+ * partial, DATA_VALID otherwise. TCP segmentation offload both ways when negotiated:
+ * TX frames marked GSO_TCPV4/6 (HOST_TSO4/6) are checked and passed on as
+ * FrameInfo.SegmentedTcp4/6; RX frames committed with TcpSegments (GUEST_TSO4/6) go
+ * out marked GSO_TCPV4/6 with gso_size and hdr_len. Nothing blocks: with no RX buffers the link asks
  * for a kick and reports NoRoom; the writable callback runs on that kick.
  *
  * The work of one turn is bounded in descriptors walked
