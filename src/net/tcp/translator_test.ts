@@ -627,3 +627,31 @@ for (const segmentation of [true, false]) {
     }
   });
 }
+
+Deno.test("`TcpTranslator` keeps segments and its SYN-ACK's MSS within the guest device's MTU (host_mtu 1500)", async () => {
+  for (const family of [4, 6] as const) {
+    const { guest, close } = setup(family);
+    guest.deviceMtu = 1500; // the guest's own MSS (65000) is larger
+    guest.recordHeaders = true;
+    const down = pattern(512 * 1024 + 3, 17);
+    const server = Deno.listen({ hostname: family === 4 ? "127.0.0.1" : "::1", port: 0 });
+    const port = (server.addr as Deno.NetAddr).port;
+    const served = (async () => {
+      const conn = await server.accept();
+      await writeAll(conn, down);
+      conn.close();
+    })();
+    const c = family === 4
+      ? guest.connect(TEST_GATEWAY4, port)
+      : guest.connect(0, port, TEST_GATEWAY6);
+    await c.until(() => c.eof, 30000, "eof");
+    await served;
+    assert.equal(sha(c.takeReceived()), sha(down));
+    const mss = 1500 - (family === 4 ? 40 : 60);
+    const synAck = guest.headers.find((h) => h.flags & 0x02);
+    assert.equal(synAck?.mss, mss, "the SYN-ACK offers the device MTU's MSS");
+    assert.equal(Math.max(...guest.headers.map((h) => h.payloadLength)), mss);
+    server.close();
+    close();
+  }
+});
