@@ -22,10 +22,6 @@
 import { ipv6Equal, MAC_BROADCAST } from "./wire/address.ts";
 import {
   foldSum,
-  IPPROTO_ICMP,
-  IPPROTO_ICMPV6,
-  IPPROTO_TCP,
-  IPPROTO_UDP,
   ipv4PseudoSum,
   ipv6PseudoSum,
   setL4ChecksumV4,
@@ -46,6 +42,7 @@ import { type GuestLink, MAX_FRAME_LENGTH, SendResult } from "../tap/frame_trans
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import { log as defaultLog, type Logger } from "../log/logger.ts";
 import { describeFrame } from "./wire/frame_summary.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/ip_protocol.ts";
 
 /** Size of the output buffer: the largest frame a link accepts. */
 export { MAX_FRAME_LENGTH };

@@ -1,13 +1,6 @@
 import assert from "node:assert/strict";
 import { MAC_BROADCAST, parseIpv6 } from "./wire/address.ts";
-import {
-  internetChecksum,
-  IPPROTO_ICMP,
-  IPPROTO_ICMPV6,
-  IPPROTO_TCP,
-  IPPROTO_UDP,
-  l4ChecksumV4,
-} from "./wire/checksum.ts";
+import { internetChecksum, l4ChecksumV4 } from "./wire/checksum.ts";
 import {
   buildEthernet,
   ETH_HEADER_LENGTH,
@@ -29,6 +22,7 @@ import { buildUdp, udpChecksumOkV4, udpChecksumOkV6 } from "./wire/udp.ts";
 import { decodeFrame } from "../../tests/support/net/frames.ts";
 import { nextTask, RecordingLink } from "../../tests/support/net/recording_link.ts";
 import { newFrameSpace, SendResult } from "../tap/frame_transport.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/ip_protocol.ts";
 
 function setup() {
   const s = new GuestSender(0x9a559a559a55);

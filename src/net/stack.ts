@@ -28,7 +28,6 @@ import {
   MAC_BROADCAST,
 } from "./wire/address.ts";
 import { ArpResponder } from "./services/arp.ts";
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/checksum.ts";
 import {
   ETH_HEADER_LENGTH,
   ETHERTYPE_ARP,
@@ -54,6 +53,7 @@ import { newUdpHeader, parseUdp, udpChecksumOkV4, udpChecksumOkV6 } from "./wire
 import { type FrameHandler, FrameInfo, type GuestLink } from "../tap/frame_transport.ts";
 import { log, type Logger } from "../log/logger.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/ip_protocol.ts";
 
 /** Options of {@link NetworkStack}. */
 export interface NetworkStackOptions {

@@ -21,7 +21,6 @@
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { Buffer } from "node:buffer";
-import { IPPROTO_TCP, IPPROTO_UDP } from "../../src/net/wire/checksum.ts";
 import { ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../../src/net/wire/ethernet.ts";
 import {
   TCP_ACK_FLAG,
@@ -47,6 +46,7 @@ import { type DaemonGuest, l4ChecksumField, type VhostOptions } from "../net/dae
 import { withDaemon } from "../net/daemon_run.ts";
 import { readAll } from "../net/host_peers.ts";
 import { waitFor } from "../cli/cli_helpers.ts";
+import { IPPROTO_TCP, IPPROTO_UDP } from "../../src/net/wire/ip_protocol.ts";
 
 /** QEMU's usual features plus both checksum offloads, as a Linux virtio-net guest acks them. */
 const OFFLOAD_FEATURES = QEMU_NET_FEATURES | featureBit(VIRTIO_NET_F_CSUM) |

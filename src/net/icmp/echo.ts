@@ -28,7 +28,6 @@ import {
   readIpv4,
   writeIpv4,
 } from "../wire/address.ts";
-import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../wire/checksum.ts";
 import { type FlowInfo, formatDuration } from "../flows/flow_info.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import { L4_OFFSET_V4, L4_OFFSET_V6 } from "../guest_sender.ts";
@@ -52,6 +51,7 @@ import { RateLimitedLog } from "../../log/rate_limited_log.ts";
 import { ETH_HEADER_LENGTH } from "../wire/ethernet.ts";
 import { sendIcmpv4Error, sendIcmpv6Error } from "./error.ts";
 import { addressPermissionGranted } from "../plan/net_permission.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
 
 /** Idle time after which a ping socket is closed (passt uses 60 s). */
 export const ECHO_IDLE_TIMEOUT_MS = 60_000;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ipv4ToString, ipv6ToString, parseIpv6 } from "../wire/address.ts";
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, l4ChecksumV6 } from "../wire/checksum.ts";
+import { l4ChecksumV6 } from "../wire/checksum.ts";
 import { buildNetworkPlan } from "../plan/host_config.ts";
 import { buildIcmpEcho, icmpv4ChecksumOk, Icmpv4Type, Icmpv6Type } from "../wire/icmp.ts";
 import {
@@ -15,6 +15,7 @@ import { NetworkStack } from "../stack.ts";
 import { decodeFrame, guestIpv4Frame, guestIpv6Frame } from "../../../tests/support/net/frames.ts";
 import { nextTask, RecordingLink } from "../../../tests/support/net/recording_link.ts";
 import { Logger } from "../../log/logger.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
 
 const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
 const GUEST4 = 0x0a000215, GW4 = 0x0a000202;

@@ -8,12 +8,12 @@
  * @module
  */
 
-import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../wire/checksum.ts";
 import { type GuestSender, L4_OFFSET_V4, L4_OFFSET_V6 } from "../guest_sender.ts";
 import { buildIcmp, ICMP_HEADER_LENGTH } from "../wire/icmp.ts";
 import { IPV4_HEADER_MIN } from "../wire/ipv4.ts";
 import { IPV6_HEADER_LENGTH } from "../wire/ipv6.ts";
 import type { SendResult } from "../../tap/frame_transport.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
 
 /** Largest IPv4 ICMP error datagram (RFC 1812 §4.3.2.3). */
 export const ICMPV4_ERROR_MAX = 576;

@@ -25,7 +25,6 @@ import {
   targetPort,
 } from "./port_forward.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
-import { IPPROTO_TCP, IPPROTO_UDP } from "../wire/checksum.ts";
 import type { ForwardRules } from "./fwd.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import type { NetworkPlan } from "./host_config.ts";
@@ -34,6 +33,7 @@ import type { HostTcp } from "../tcp/host_socket.ts";
 import { TcpTranslator } from "../tcp/translator.ts";
 import type { EventLoop } from "../../loop/event_loop.ts";
 import { type UdpSocketWatcher, UdpTranslator } from "../udp/translator.ts";
+import { IPPROTO_TCP, IPPROTO_UDP } from "../wire/ip_protocol.ts";
 
 /** Linux's default ephemeral port range (net.ipv4.ip_local_port_range). */
 export const DEFAULT_EPHEMERAL: PortRange = { first: 32768, last: 60999 };

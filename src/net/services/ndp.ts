@@ -19,7 +19,6 @@ import {
   ipv6ToString,
   writeMac,
 } from "../wire/address.ts";
-import { IPPROTO_ICMPV6 } from "../wire/checksum.ts";
 import { encodeDomainList } from "../wire/dns_name.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import { L4_OFFSET_V6 } from "../guest_sender.ts";
@@ -27,6 +26,7 @@ import type { NetworkPlan } from "../plan/host_config.ts";
 import { type IcmpHeader, Icmpv6Type } from "../wire/icmp.ts";
 import type { Ipv6Header } from "../wire/ipv6.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
+import { IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
 
 /** Hop limit of every ND message; received ones must carry it too (RFC 4861 §6.1.1, §7.1.1). */
 export const NDP_HOP_LIMIT = 255;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ipv6ToString, parseIpv6 } from "../wire/address.ts";
-import { IPPROTO_ICMPV6, l4ChecksumV6 } from "../wire/checksum.ts";
+import { l4ChecksumV6 } from "../wire/checksum.ts";
 import { decodeDomainList } from "../wire/dns_name.ts";
 import { buildNetworkPlan, type HostConfigOverrides } from "../plan/host_config.ts";
 import { Icmpv6Type } from "../wire/icmp.ts";
@@ -18,6 +18,7 @@ import { NetworkStack } from "../stack.ts";
 import { decodeFrame, guestIpv6Frame, TEST_GUEST_MAC } from "../../../tests/support/net/frames.ts";
 import { nextTask, RecordingLink } from "../../../tests/support/net/recording_link.ts";
 import { Logger } from "../../log/logger.ts";
+import { IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
 
 const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
 const GUEST_LL = parseIpv6("fe80::5054:ff:fe12:3456")!;

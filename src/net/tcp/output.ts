@@ -15,7 +15,7 @@
  * @module
  */
 
-import { foldSum, IPPROTO_TCP, ipv4PseudoSum, ipv6PseudoSum, sumBytes } from "../wire/checksum.ts";
+import { foldSum, ipv4PseudoSum, ipv6PseudoSum, sumBytes } from "../wire/checksum.ts";
 import { buildEthernet, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../wire/ethernet.ts";
 import { L4_OFFSET_V4, L4_OFFSET_V6 } from "../guest_sender.ts";
 import { buildIpv4, IPV4_FLAG_DF, type Ipv4BuildFields } from "../wire/ipv4.ts";
@@ -35,6 +35,7 @@ import { type FrameSpace, SendResult } from "../../tap/frame_transport.ts";
 import type { TcpContext } from "./context.ts";
 import { OUR_WINDOW_SCALE, seqDiff, seqLe, seqLt, type TcpFlow, TcpState } from "./flow.ts";
 import { hostError } from "./closing.ts";
+import { IPPROTO_TCP } from "../wire/ip_protocol.ts";
 
 /** IPv4 + TCP header bytes (no options) subtracted from the MTU for the MSS. */
 export const HEADERS_V4 = 40;

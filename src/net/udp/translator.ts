@@ -42,7 +42,6 @@ import {
   type EventHandler,
   EventLoop,
 } from "../../loop/event_loop.ts";
-import { IPPROTO_UDP } from "../wire/checksum.ts";
 import { type FlowKey, FlowTable, initFlowKey } from "../flows/flow_table.ts";
 import {
   type ForwardRules,
@@ -72,6 +71,7 @@ import {
 import { SendResult } from "../../tap/frame_transport.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
 import { RateLimitedLog } from "../../log/rate_limited_log.ts";
+import { IPPROTO_UDP } from "../wire/ip_protocol.ts";
 
 /** Idle timeout of a UDP flow (passt: 180 s). */
 export const UDP_IDLE_TIMEOUT_MS = 180_000;

@@ -8,13 +8,8 @@
  * @module
  */
 
-import {
-  IPPROTO_TCP,
-  l4ChecksumV4,
-  l4ChecksumV6,
-  setL4ChecksumV4,
-  setL4ChecksumV6,
-} from "./checksum.ts";
+import { l4ChecksumV4, l4ChecksumV6, setL4ChecksumV4, setL4ChecksumV6 } from "./checksum.ts";
+import { IPPROTO_TCP } from "./ip_protocol.ts";
 
 /** Offset of the source port (RFC 9293 §3.1). */
 export const TCP_SRC_PORT = 0;

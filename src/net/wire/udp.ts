@@ -5,13 +5,8 @@
  * @module
  */
 
-import {
-  IPPROTO_UDP,
-  l4ChecksumV4,
-  l4ChecksumV6,
-  setL4ChecksumV4,
-  setL4ChecksumV6,
-} from "./checksum.ts";
+import { l4ChecksumV4, l4ChecksumV6, setL4ChecksumV4, setL4ChecksumV6 } from "./checksum.ts";
+import { IPPROTO_UDP } from "./ip_protocol.ts";
 
 /** Offset of the source port (RFC 768). */
 export const UDP_SRC_PORT = 0;

@@ -7,12 +7,6 @@
  */
 
 import {
-  IPPROTO_ICMP,
-  IPPROTO_ICMPV6,
-  IPPROTO_TCP,
-  IPPROTO_UDP,
-} from "../../../src/net/wire/checksum.ts";
-import {
   buildEthernet,
   type EthernetHeader,
   ETHERTYPE_IPV4,
@@ -35,6 +29,12 @@ import {
 import { setIcmpv4Checksum, setIcmpv6Checksum } from "../../../src/net/wire/icmp.ts";
 import { buildUdp, setUdpChecksumV4, setUdpChecksumV6 } from "../../../src/net/wire/udp.ts";
 import { setTcpChecksumV4, setTcpChecksumV6 } from "../../../src/net/wire/tcp_header.ts";
+import {
+  IPPROTO_ICMP,
+  IPPROTO_ICMPV6,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+} from "../../../src/net/wire/ip_protocol.ts";
 
 /** The guest MAC used by the tests. */
 export const TEST_GUEST_MAC = 0x525400123456;

@@ -8,7 +8,6 @@
  */
 
 import { ipv4ToString, ipv6ToString, parseIpv6 } from "../../wire/address.ts";
-import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../../wire/checksum.ts";
 import { buildNetworkPlan } from "../../plan/host_config.ts";
 import { buildIcmpEcho, icmpv4ChecksumOk, icmpv6ChecksumOk } from "../../wire/icmp.ts";
 import type { FdWatcher } from "../echo.ts";
@@ -20,6 +19,7 @@ import {
   guestIpv6Frame,
 } from "../../../../tests/support/net/frames.ts";
 import { RecordingLink } from "../../../../tests/support/net/recording_link.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../../wire/ip_protocol.ts";
 
 const handlers = new Map<number, (events: number, now: number) => void>();
 const watcher: FdWatcher = {
