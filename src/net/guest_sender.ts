@@ -28,7 +28,7 @@ import {
   setL4ChecksumV6,
 } from "./wire/checksum.ts";
 import { ICMP_CHECKSUM, setIcmpv4Checksum } from "./wire/icmp.ts";
-import { TCP_CHECKSUM } from "./wire/tcp_header.ts";
+import { TCP_CHECKSUM_OFFSET } from "./wire/tcp_header.ts";
 import { UDP_CHECKSUM, udpChecksumZeroAsOnes } from "./wire/udp.ts";
 import {
   buildEthernet,
@@ -55,7 +55,7 @@ export const L3_OFFSET = ETH_HEADER_LENGTH;
 
 /** Offset of the checksum field inside each upper-layer header (RFC 9293, 768, 792, 4443). */
 const CHECKSUM_FIELD: Readonly<Record<number, number>> = {
-  [IPPROTO_TCP]: TCP_CHECKSUM,
+  [IPPROTO_TCP]: TCP_CHECKSUM_OFFSET,
   [IPPROTO_UDP]: UDP_CHECKSUM,
   [IPPROTO_ICMP]: ICMP_CHECKSUM,
   [IPPROTO_ICMPV6]: ICMP_CHECKSUM,
@@ -178,11 +178,11 @@ export class GuestSender {
     }
     const b = this.buffer;
     const partial = !options.l4ChecksumDone && this.#checksumOptional(protocol) &&
-      TCP_CHECKSUM + 2 <= l4Length;
+      TCP_CHECKSUM_OFFSET + 2 <= l4Length;
     if (partial) {
       const pseudo = foldSum(ipv4PseudoSum(src, dst, protocol, l4Length));
-      b[L4_OFFSET_V4 + TCP_CHECKSUM] = pseudo >> 8;
-      b[L4_OFFSET_V4 + TCP_CHECKSUM + 1] = pseudo & 0xff;
+      b[L4_OFFSET_V4 + TCP_CHECKSUM_OFFSET] = pseudo >> 8;
+      b[L4_OFFSET_V4 + TCP_CHECKSUM_OFFSET + 1] = pseudo & 0xff;
     } else if (!options.l4ChecksumDone) {
       const field = CHECKSUM_FIELD[protocol];
       if (field !== undefined && field + 2 <= l4Length) {
@@ -207,7 +207,7 @@ export class GuestSender {
     });
     buildEthernet(b, 0, options.dstMac ?? this.guestMac, this.ourMac, ETHERTYPE_IPV4);
     return partial
-      ? this.#send(L4_OFFSET_V4 + l4Length, L4_OFFSET_V4, TCP_CHECKSUM)
+      ? this.#send(L4_OFFSET_V4 + l4Length, L4_OFFSET_V4, TCP_CHECKSUM_OFFSET)
       : this.#send(L4_OFFSET_V4 + l4Length);
   }
 
@@ -237,11 +237,11 @@ export class GuestSender {
     }
     const b = this.buffer;
     const partial = !options.l4ChecksumDone && this.#checksumOptional(protocol) &&
-      TCP_CHECKSUM + 2 <= l4Length;
+      TCP_CHECKSUM_OFFSET + 2 <= l4Length;
     if (partial) {
       const pseudo = foldSum(ipv6PseudoSum(src, 0, dst, 0, protocol, l4Length));
-      b[L4_OFFSET_V6 + TCP_CHECKSUM] = pseudo >> 8;
-      b[L4_OFFSET_V6 + TCP_CHECKSUM + 1] = pseudo & 0xff;
+      b[L4_OFFSET_V6 + TCP_CHECKSUM_OFFSET] = pseudo >> 8;
+      b[L4_OFFSET_V6 + TCP_CHECKSUM_OFFSET + 1] = pseudo & 0xff;
     } else if (!options.l4ChecksumDone) {
       const field = CHECKSUM_FIELD[protocol];
       if (field !== undefined && field + 2 <= l4Length) {
@@ -266,7 +266,7 @@ export class GuestSender {
     }
     buildEthernet(b, 0, dstMac, this.ourMac, ETHERTYPE_IPV6);
     return partial
-      ? this.#send(L4_OFFSET_V6 + l4Length, L4_OFFSET_V6, TCP_CHECKSUM)
+      ? this.#send(L4_OFFSET_V6 + l4Length, L4_OFFSET_V6, TCP_CHECKSUM_OFFSET)
       : this.#send(L4_OFFSET_V6 + l4Length);
   }
 

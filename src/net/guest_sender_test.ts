@@ -14,7 +14,7 @@ import { icmpv4ChecksumOk, icmpv6ChecksumOk } from "./wire/icmp.ts";
 import {
   buildTcp,
   TCP_ACK_FLAG,
-  TCP_CHECKSUM,
+  TCP_CHECKSUM_OFFSET,
   tcpChecksumOkV4,
   tcpChecksumOkV6,
 } from "./wire/tcp_header.ts";
@@ -220,8 +220,8 @@ function tcpWithMarker(s: GuestSender, at: number): number {
     window: 512,
   });
   s.buffer.set([1, 2, 3, 4], at + hl);
-  s.buffer[at + TCP_CHECKSUM] = MARKER >> 8;
-  s.buffer[at + TCP_CHECKSUM + 1] = MARKER & 0xff;
+  s.buffer[at + TCP_CHECKSUM_OFFSET] = MARKER >> 8;
+  s.buffer[at + TCP_CHECKSUM_OFFSET + 1] = MARKER & 0xff;
   return hl + 4;
 }
 
@@ -267,8 +267,8 @@ Deno.test("`GuestSender` leaves the TCP checksum partial over a link whose l4Che
   const [t4, t6] = frames;
   // Only the TCP frames name a partial checksum: where summing starts and the field.
   assert.deepEqual(link.partialChecksums, [
-    [L4_OFFSET_V4, TCP_CHECKSUM],
-    [L4_OFFSET_V6, TCP_CHECKSUM],
+    [L4_OFFSET_V4, TCP_CHECKSUM_OFFSET],
+    [L4_OFFSET_V6, TCP_CHECKSUM_OFFSET],
     [0, 0],
     [0, 0],
     [0, 0],
@@ -276,7 +276,7 @@ Deno.test("`GuestSender` leaves the TCP checksum partial over a link whose l4Che
   ]);
   // decodeFrame validated the IPv4 header checksum: only the upper layer is partial.
   assert.notEqual(
-    (t4.l4[TCP_CHECKSUM] << 8) | t4.l4[TCP_CHECKSUM + 1],
+    (t4.l4[TCP_CHECKSUM_OFFSET] << 8) | t4.l4[TCP_CHECKSUM_OFFSET + 1],
     MARKER,
     "pseudo sum written",
   );
@@ -286,8 +286,8 @@ Deno.test("`GuestSender` leaves the TCP checksum partial over a link whose l4Che
   // pseudo-header sum) gives the right checksum.
   for (const [l4, length] of [[t4.l4, tcp4], [t6.l4, tcp6]] as const) {
     const complete = internetChecksum(l4, 0, length);
-    l4[TCP_CHECKSUM] = complete >> 8;
-    l4[TCP_CHECKSUM + 1] = complete & 0xff;
+    l4[TCP_CHECKSUM_OFFSET] = complete >> 8;
+    l4[TCP_CHECKSUM_OFFSET + 1] = complete & 0xff;
   }
   assert.ok(tcpChecksumOkV4(t4.l4, 0, tcp4, SRC4, DST4), "TCP/IPv4 once completed");
   assert.ok(tcpChecksumOkV6(t6.l4, 0, tcp6, SRC6, DST6), "TCP/IPv6 once completed");

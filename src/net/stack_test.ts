@@ -11,7 +11,7 @@ import { ICMP_CHECKSUM } from "./wire/icmp.ts";
 import { IPV6_EXT_FRAGMENT } from "./wire/ipv6.ts";
 import type { L4Handler, L4Packet } from "./l4_handler.ts";
 import { NetworkStack } from "./stack.ts";
-import { buildTcp, TCP_ACK_FLAG, TCP_CHECKSUM, TCP_RST } from "./wire/tcp_header.ts";
+import { buildTcp, TCP_ACK_FLAG, TCP_CHECKSUM_OFFSET, TCP_RST } from "./wire/tcp_header.ts";
 import { TcpTranslator } from "./tcp/translator.ts";
 import { scriptedHostTcp } from "../../tests/support/net/tcp_host.ts";
 import { UDP_CHECKSUM, udpChecksumOkV4 } from "./wire/udp.ts";
@@ -440,9 +440,9 @@ function tcpSegment(srcPort: number, dstPort: number, flags: number): Uint8Array
 Deno.test("`NetworkStack.handleFrame()` hands L4 packets over with checksumPending as FrameInfo says", () => {
   const { stack, udp, tcp } = setup();
   const tcp4 = guestIpv4Frame(IPPROTO_TCP, GUEST4, REMOTE4, tcpSegment(40000, 80, TCP_ACK_FLAG));
-  spoil(tcp4, 34 + TCP_CHECKSUM);
+  spoil(tcp4, 34 + TCP_CHECKSUM_OFFSET);
   const tcp6 = guestIpv6Frame(IPPROTO_TCP, GUEST6, REMOTE6, tcpSegment(40000, 80, TCP_ACK_FLAG));
-  spoil(tcp6, 54 + TCP_CHECKSUM);
+  spoil(tcp6, 54 + TCP_CHECKSUM_OFFSET);
   const udp4 = guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, udpDatagram(1, 2, new Uint8Array(4)));
   spoil(udp4, 34 + UDP_CHECKSUM);
   const udp6 = guestIpv6Frame(IPPROTO_UDP, GUEST6, REMOTE6, udpDatagram(1, 2, new Uint8Array(4)));
@@ -465,7 +465,7 @@ Deno.test("`NetworkStack.handleFrame()` makes the TCP translator drop a bad chec
     const frame = family === 4
       ? guestIpv4Frame(IPPROTO_TCP, GUEST4, REMOTE4, seg)
       : guestIpv6Frame(IPPROTO_TCP, GUEST6, REMOTE6, seg);
-    const at = (family === 4 ? 34 : 54) + TCP_CHECKSUM;
+    const at = (family === 4 ? 34 : 54) + TCP_CHECKSUM_OFFSET;
     stack.handleFrame(frame, 1);
     assert.equal(rstCount(link.take()), 1, "the valid segment is answered");
     spoil(frame, at);

@@ -24,7 +24,7 @@ import { Buffer } from "node:buffer";
 import { ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../../src/net/wire/ethernet.ts";
 import {
   TCP_ACK_FLAG,
-  TCP_CHECKSUM,
+  TCP_CHECKSUM_OFFSET,
   TCP_RST,
   tcpChecksumOkV4,
   tcpChecksumOkV6,
@@ -200,7 +200,8 @@ function offloadingLink(
         const start = header[6] | (header[7] << 8); // csum_start (virtio 1.2 §5.1.6)
         const offset = header[8] | (header[9] << 8); // csum_offset
         if (
-          v === null || v.protocol !== IPPROTO_TCP || start !== v.start || offset !== TCP_CHECKSUM
+          v === null || v.protocol !== IPPROTO_TCP || start !== v.start ||
+          offset !== TCP_CHECKSUM_OFFSET
         ) {
           traffic.rxPartialMisplaced++;
         }
@@ -410,8 +411,8 @@ Deno.test("bin/tpasst over vhost-user with CSUM: a wrong checksum without NEEDS_
       guest.l4ChecksumsOptional = true;
       guest.recordHeaders = true;
       bareAck(guest, 42000, BAD_PORT, (segment) => {
-        segment[TCP_CHECKSUM] ^= 0x5a;
-        segment[TCP_CHECKSUM + 1] ^= 0xa5;
+        segment[TCP_CHECKSUM_OFFSET] ^= 0x5a;
+        segment[TCP_CHECKSUM_OFFSET + 1] ^= 0xa5;
       });
       bareAck(guest, 42001, PROBE_PORT);
       await onlyProbeAnswered(guest, 42001);

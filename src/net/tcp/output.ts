@@ -24,7 +24,7 @@ import type { L4Packet } from "../l4_handler.ts";
 import {
   buildTcp,
   TCP_ACK_FLAG,
-  TCP_CHECKSUM,
+  TCP_CHECKSUM_OFFSET,
   TCP_FIN,
   TCP_HEADER_MIN,
   TCP_PSH,
@@ -310,10 +310,10 @@ export function sendHostData(
     sum += sumBytes(b, l4, TCP_HEADER_MIN) + sumSpace(space, headers, got);
     check = ~foldSum(sum) & 0xffff;
   }
-  b[l4 + TCP_CHECKSUM] = check >> 8;
-  b[l4 + TCP_CHECKSUM + 1] = check & 0xff;
+  b[l4 + TCP_CHECKSUM_OFFSET] = check >> 8;
+  b[l4 + TCP_CHECKSUM_OFFSET + 1] = check & 0xff;
   const result = partial
-    ? link.commitFrame(headers + got, l4, TCP_CHECKSUM)
+    ? link.commitFrame(headers + got, l4, TCP_CHECKSUM_OFFSET)
     : link.commitFrame(headers + got);
   // Counted (a drop is lost like a frame the guest missed: retransmitted), flushed by
   // the end of the task at the latest, traced with --trace.
