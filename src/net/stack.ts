@@ -40,8 +40,8 @@ import type { FlowInfo } from "./flows/flow_info.ts";
 import { describeFrame } from "./wire/frame_summary.ts";
 import { GuestSender } from "./guest_sender.ts";
 import type { NetworkPlan } from "./plan/host_config.ts";
-import { newIpv4Header, parseIpv4 } from "./wire/ipv4.ts";
-import { newIpv6Header, parseIpv6 } from "./wire/ipv6.ts";
+import { newIpv4Header, parseIpv4Header } from "./wire/ipv4.ts";
+import { newIpv6Header, parseIpv6Header } from "./wire/ipv6.ts";
 import { type L4Handler, type L4Packet, newL4Packet } from "./l4_handler.ts";
 import { DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpServer } from "./services/dhcp.ts";
 import { DHCPV6_SERVER_PORT, Dhcpv6Server } from "./services/dhcpv6.ts";
@@ -310,7 +310,7 @@ export class NetworkStack implements FrameHandler {
   #handleIpv4(frame: Uint8Array, end: number, now: number): void {
     if (!this.plan.ipv4) return this.#drop("ipv4-disabled", now);
     const ip = this.#ip4;
-    const st = parseIpv4(frame, ETH_HEADER_LENGTH, end, ip);
+    const st = parseIpv4Header(frame, ETH_HEADER_LENGTH, end, ip);
     if (st !== "ok") return this.#drop(st, now);
     if (ip.isFragment) return this.#drop("ipv4-fragment", now);
     if (ip.src !== 0 && ip.src !== 0xffffffff && this.sender.guestIpv4Seen !== ip.src) {
@@ -352,7 +352,7 @@ export class NetworkStack implements FrameHandler {
   #handleIpv6(frame: Uint8Array, end: number, now: number): void {
     if (!this.plan.ipv6) return this.#drop("ipv6-disabled", now);
     const ip = this.#ip6;
-    const st = parseIpv6(frame, ETH_HEADER_LENGTH, end, ip);
+    const st = parseIpv6Header(frame, ETH_HEADER_LENGTH, end, ip);
     if (st !== "ok") return this.#drop(st, now);
     if (ip.isFragment) return this.#drop("ipv6-fragment", now);
     const src = ip.src;

@@ -15,7 +15,7 @@ import {
 import { newEthernetHeader, parseEthernet } from "../wire/ethernet.ts";
 import { GuestSender } from "../guest_sender.ts";
 import { buildNetworkPlan, type HostConfigOverrides } from "../plan/host_config.ts";
-import { newIpv4Header, parseIpv4 } from "../wire/ipv4.ts";
+import { newIpv4Header, parseIpv4Header } from "../wire/ipv4.ts";
 import { newUdpHeader, parseUdp, udpChecksumOkV4 } from "../wire/udp.ts";
 import { RecordingLink } from "../../../tests/support/net/recording_link.ts";
 import { Logger } from "../../log/logger.ts";
@@ -78,7 +78,7 @@ function decode(frame: Uint8Array): Reply {
   const eth = newEthernetHeader();
   assert.equal(parseEthernet(frame, eth), "ok");
   const ip = newIpv4Header();
-  assert.equal(parseIpv4(frame, 14, frame.length, ip), "ok");
+  assert.equal(parseIpv4Header(frame, 14, frame.length, ip), "ok");
   const udp = newUdpHeader();
   assert.equal(parseUdp(frame, ip.payloadOffset, ip.payloadOffset + ip.payloadLength, udp), "ok");
   assert.equal(udp.srcPort, DHCP_SERVER_PORT);

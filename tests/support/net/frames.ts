@@ -18,13 +18,13 @@ import {
   buildIpv4,
   type Ipv4Header,
   newIpv4Header,
-  parseIpv4,
+  parseIpv4Header,
 } from "../../../src/net/wire/ipv4.ts";
 import {
   buildIpv6,
   type Ipv6Header,
   newIpv6Header,
-  parseIpv6,
+  parseIpv6Header,
 } from "../../../src/net/wire/ipv6.ts";
 import { setIcmpv4Checksum, setIcmpv6Checksum } from "../../../src/net/wire/icmp.ts";
 import { buildUdp, setUdpChecksumV4, setUdpChecksumV6 } from "../../../src/net/wire/udp.ts";
@@ -104,7 +104,7 @@ export function decodeFrame(frame: Uint8Array): DecodedFrame {
   if (parseEthernet(frame, eth) !== "ok") throw new Error("bad Ethernet header");
   if (eth.etherType === ETHERTYPE_IPV4) {
     const ip = newIpv4Header();
-    const s = parseIpv4(frame, 14, frame.length, ip);
+    const s = parseIpv4Header(frame, 14, frame.length, ip);
     if (s !== "ok") throw new Error(`bad IPv4 header: ${s}`);
     return {
       eth,
@@ -115,7 +115,7 @@ export function decodeFrame(frame: Uint8Array): DecodedFrame {
   }
   if (eth.etherType === ETHERTYPE_IPV6) {
     const ip = newIpv6Header();
-    const s = parseIpv6(frame, 14, frame.length, ip);
+    const s = parseIpv6Header(frame, 14, frame.length, ip);
     if (s !== "ok") throw new Error(`bad IPv6 header: ${s}`);
     return { eth, ip4: null, ip6: ip, l4: frame.slice(ip.l4Offset, ip.l4Offset + ip.l4Length) };
   }
