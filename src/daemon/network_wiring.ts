@@ -25,7 +25,7 @@ import {
   type NetworkPlan,
   realHostSources,
   renderNetworkPlan,
-} from "../net/plan/host_config.ts";
+} from "../net/plan/network_plan.ts";
 import { pingSocketFactory } from "../net/icmp/ping_echo_socket.ts";
 import { NetworkStack } from "../net/stack.ts";
 import type { FrameHandler, GuestLink } from "../tap/frame_transport.ts";

@@ -1,6 +1,6 @@
 import { parseCommandLine } from "../config/command_line.ts";
 import { ipv4ToString, ipv6ToString } from "../net/wire/address.ts";
-import type { HostSources } from "../net/plan/host_config.ts";
+import type { HostSources } from "../net/plan/network_plan.ts";
 import { assertEquals, assertThrows } from "../../tests/support/assert.ts";
 import { checkNamedInterfaces, hostConfigOverrides, networkPlanFor } from "./network_wiring.ts";
 

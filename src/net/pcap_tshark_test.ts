@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { parseIpv6 } from "./wire/address.ts";
 import { buildArp } from "./services/arp.ts";
 import { buildEthernet, ETHERTYPE_ARP } from "./wire/ethernet.ts";
-import { buildNetworkPlan } from "./plan/host_config.ts";
+import { buildNetworkPlan } from "./plan/network_plan.ts";
 import { buildIcmpEcho } from "./wire/icmp.ts";
 import type { EchoSocket } from "./icmp/echo.ts";
 import { NetworkStack } from "./stack.ts";

@@ -39,7 +39,7 @@ import {
 import type { FlowInfo } from "./flows/flow_info.ts";
 import { describeFrame } from "./wire/frame_summary.ts";
 import { GuestSender } from "./guest_sender.ts";
-import type { NetworkPlan } from "./plan/host_config.ts";
+import type { NetworkPlan } from "./plan/network_plan.ts";
 import { newIpv4Header, parseIpv4Header } from "./wire/ipv4.ts";
 import { newIpv6Header, parseIpv6Header } from "./wire/ipv6.ts";
 import { type L4Handler, type L4Packet, newL4Packet } from "./l4_handler.ts";

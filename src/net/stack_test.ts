@@ -6,7 +6,7 @@ import { buildArp } from "./services/arp.ts";
 import { buildEthernet, ETHERTYPE_ARP } from "./wire/ethernet.ts";
 import { L4_OFFSET_V4 } from "./guest_sender.ts";
 import { buildForwardRules } from "./plan/fwd.ts";
-import { buildNetworkPlan } from "./plan/host_config.ts";
+import { buildNetworkPlan } from "./plan/network_plan.ts";
 import { ICMP_CHECKSUM } from "./wire/icmp.ts";
 import { IPV6_EXT_FRAGMENT } from "./wire/ipv6.ts";
 import type { L4Handler, L4Packet } from "./l4_handler.ts";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ipv4ToString, ipv6ToString, parseIpv6 } from "../wire/address.ts";
 import { l4ChecksumV6 } from "../wire/checksum.ts";
-import { buildNetworkPlan } from "../plan/host_config.ts";
+import { buildNetworkPlan } from "../plan/network_plan.ts";
 import { buildIcmpEcho, icmpv4ChecksumOk, Icmpv4Type, Icmpv6Type } from "../wire/icmp.ts";
 import {
   ECHO_IDLE_TIMEOUT_MS,

@@ -10,7 +10,7 @@
  */
 
 import { ipv4ToString, ipv6ToString, parseIpv4, parseIpv6 } from "../wire/address.ts";
-import type { NetworkPlan } from "./host_config.ts";
+import type { NetworkPlan } from "./network_plan.ts";
 
 /** The DNS port (RFC 1035 §4.2). */
 export const DNS_PORT = 53;

@@ -14,7 +14,7 @@
  */
 
 import { ipv4ToString, ipv6Equal, ipv6ToString, parseIpv4, parseIpv6 } from "../wire/address.ts";
-import type { NetworkPlan } from "./host_config.ts";
+import type { NetworkPlan } from "./network_plan.ts";
 import {
   DNS_PORT,
   type DnsForwardOptions,

@@ -27,7 +27,7 @@ import {
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
 import type { ForwardRules } from "./fwd.ts";
 import type { GuestSender } from "../guest_sender.ts";
-import type { NetworkPlan } from "./host_config.ts";
+import type { NetworkPlan } from "./network_plan.ts";
 import type { L4Handler } from "../l4_handler.ts";
 import type { HostTcp } from "../tcp/host_socket.ts";
 import { TcpTranslator } from "../tcp/translator.ts";

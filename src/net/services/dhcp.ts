@@ -25,7 +25,7 @@ import { encodeDomainList, encodeDomainListCompressed } from "../wire/dns_name.t
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import { L4_OFFSET_V4 } from "../guest_sender.ts";
-import type { NetworkPlan } from "../plan/host_config.ts";
+import type { NetworkPlan } from "../plan/network_plan.ts";
 import { buildUdp, UDP_HEADER_LENGTH } from "../wire/udp.ts";
 import { IPPROTO_UDP } from "../wire/ip_protocol.ts";
 

@@ -14,7 +14,7 @@ import {
 } from "./dhcp.ts";
 import { newEthernetHeader, parseEthernet } from "../wire/ethernet.ts";
 import { GuestSender } from "../guest_sender.ts";
-import { buildNetworkPlan, type HostConfigOverrides } from "../plan/host_config.ts";
+import { buildNetworkPlan, type HostConfigOverrides } from "../plan/network_plan.ts";
 import { newIpv4Header, parseIpv4Header } from "../wire/ipv4.ts";
 import { newUdpHeader, parseUdp, udpChecksumOkV4 } from "../wire/udp.ts";
 import { RecordingLink } from "../../../tests/support/net/recording_link.ts";

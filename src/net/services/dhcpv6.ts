@@ -15,7 +15,7 @@ import { ipv6Equal, ipv6ToString, writeMac } from "../wire/address.ts";
 import { encodeDomainList } from "../wire/dns_name.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import { L4_OFFSET_V6 } from "../guest_sender.ts";
-import type { NetworkPlan } from "../plan/host_config.ts";
+import type { NetworkPlan } from "../plan/network_plan.ts";
 import type { Ipv6Header } from "../wire/ipv6.ts";
 import { buildUdp, UDP_HEADER_LENGTH, type UdpHeader } from "../wire/udp.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";

@@ -9,7 +9,7 @@ import {
   Dhcpv6Option,
   Dhcpv6Status,
 } from "./dhcpv6.ts";
-import { buildNetworkPlan } from "../plan/host_config.ts";
+import { buildNetworkPlan } from "../plan/network_plan.ts";
 import { NetworkStack } from "../stack.ts";
 import { decodeFrame, guestIpv6Frame, udpDatagram } from "../../../tests/support/net/frames.ts";
 import { RecordingLink } from "../../../tests/support/net/recording_link.ts";

@@ -22,7 +22,7 @@ import {
 import { encodeDomainList } from "../wire/dns_name.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import { L4_OFFSET_V6 } from "../guest_sender.ts";
-import type { NetworkPlan } from "../plan/host_config.ts";
+import type { NetworkPlan } from "../plan/network_plan.ts";
 import { type IcmpHeader, Icmpv6Type } from "../wire/icmp.ts";
 import type { Ipv6Header } from "../wire/ipv6.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";

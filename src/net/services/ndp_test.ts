@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { ipv6ToString, parseIpv6 } from "../wire/address.ts";
 import { l4ChecksumV6 } from "../wire/checksum.ts";
 import { decodeDomainList } from "../wire/dns_name.ts";
-import { buildNetworkPlan, type HostConfigOverrides } from "../plan/host_config.ts";
+import { buildNetworkPlan, type HostConfigOverrides } from "../plan/network_plan.ts";
 import { Icmpv6Type } from "../wire/icmp.ts";
 import {
   MAX_RTR_ADV_INTERVAL_MS,

@@ -14,7 +14,7 @@ import { Logger } from "../../../src/log/logger.ts";
 import { EVENT_WRITABLE } from "../../../src/loop/event_loop.ts";
 import type { FrameSpace } from "../../../src/tap/frame_transport.ts";
 import { GuestSender } from "../../../src/net/guest_sender.ts";
-import { DEFAULT_OUR_MAC } from "../../../src/net/plan/host_config.ts";
+import { DEFAULT_OUR_MAC } from "../../../src/net/plan/network_plan.ts";
 import type { L4Handler } from "../../../src/net/l4_handler.ts";
 import { type GuestTcpConn, TestGuest } from "./tcp_guest.ts";
 import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "./tcp_plan.ts";

@@ -13,7 +13,7 @@ import {
   type ForwardOptions,
   type ForwardRules,
 } from "../../../src/net/plan/fwd.ts";
-import type { NetworkPlan } from "../../../src/net/plan/host_config.ts";
+import type { NetworkPlan } from "../../../src/net/plan/network_plan.ts";
 
 /** The guest's IPv4 address in test plans. */
 export const TEST_GUEST4 = parseIpv4("10.0.2.15")!;

@@ -8,7 +8,7 @@
  */
 
 import { ipv4ToString, ipv6ToString, parseIpv6 } from "../../wire/address.ts";
-import { buildNetworkPlan } from "../../plan/host_config.ts";
+import { buildNetworkPlan } from "../../plan/network_plan.ts";
 import { buildIcmpEcho, icmpv4ChecksumOk, icmpv6ChecksumOk } from "../../wire/icmp.ts";
 import type { FdWatcher } from "../echo.ts";
 import { pingSocketFactory } from "../ping_echo_socket.ts";

@@ -10,7 +10,7 @@ import {
   parseProcNetRoute,
   parseResolvConf,
   renderNetworkPlan,
-} from "./host_config.ts";
+} from "./network_plan.ts";
 
 const ROUTE = `Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
 docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
