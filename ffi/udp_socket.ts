@@ -17,8 +17,6 @@ import {
   WOULD_BLOCK,
 } from "./tcp_socket.ts";
 
-export { WOULD_BLOCK };
-
 /** Most datagrams one batch moves (TP_UDP_MAX_BATCH, native/tpasst_helper.h). */
 export const UDP_MAX_BATCH = 64;
 

@@ -10,7 +10,7 @@
  */
 
 import type { LogLevel } from "../log/logger.ts";
-import type { PortForwardTable } from "./port_spec.ts";
+import { type PortForwardTable } from "../net/plan/port_forward.ts";
 
 /** What the process was asked to do. */
 export type ConfigAction = "run" | "help" | "version" | "print-capabilities";

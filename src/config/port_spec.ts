@@ -37,12 +37,6 @@ import {
   type PortRange,
 } from "../net/plan/port_forward.ts";
 
-// The table types belong to the forwarder (src/net/plan/port_forward.ts); this parser
-// produces them and re-exports them for the command line's users.
-export type { PortForward, PortForwardSpec, PortForwardTable, PortRange };
-export { MAX_PORT, MIN_PORT };
-export { targetPort } from "../net/plan/port_forward.ts";
-
 /** Which IP versions are enabled, for the checks that depend on it. */
 export interface EnabledFamilies {
   readonly ipv4: boolean;

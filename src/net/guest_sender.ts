@@ -45,7 +45,6 @@ import { describeFrame } from "./wire/frame_summary.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/ip_protocol.ts";
 
 /** Size of the output buffer: the largest frame a link accepts. */
-export { MAX_FRAME_LENGTH };
 /** Offset of the upper-layer message in {@link GuestSender.buffer} for IPv4 packets. */
 export const L4_OFFSET_V4 = ETH_HEADER_LENGTH + IPV4_HEADER_MIN;
 /** Offset of the upper-layer message in {@link GuestSender.buffer} for IPv6 packets. */

@@ -9,7 +9,7 @@ import {
 } from "./wire/ethernet.ts";
 import { buildIpv4 } from "./wire/ipv4.ts";
 import { Logger } from "../log/logger.ts";
-import { GuestSender, L4_OFFSET_V4, L4_OFFSET_V6, MAX_FRAME_LENGTH } from "./guest_sender.ts";
+import { GuestSender, L4_OFFSET_V4, L4_OFFSET_V6 } from "./guest_sender.ts";
 import { icmpv4ChecksumOk, icmpv6ChecksumOk } from "./wire/icmp.ts";
 import {
   buildTcp,
@@ -21,7 +21,7 @@ import {
 import { buildUdp, udpChecksumOkV4, udpChecksumOkV6 } from "./wire/udp.ts";
 import { decodeFrame } from "../../tests/support/net/frames.ts";
 import { nextTask, RecordingLink } from "../../tests/support/net/recording_link.ts";
-import { newFrameSpace, SendResult } from "../tap/frame_transport.ts";
+import { MAX_FRAME_LENGTH, newFrameSpace, SendResult } from "../tap/frame_transport.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/ip_protocol.ts";
 
 function setup() {

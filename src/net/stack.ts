@@ -21,12 +21,7 @@
  * @module
  */
 
-import {
-  ipv4PrefixMask,
-  ipv6IsUnspecified,
-  isMulticastMac,
-  MAC_BROADCAST,
-} from "./wire/address.ts";
+import { ipv4PrefixMask, ipv6IsUnspecified, isMulticastMac } from "./wire/address.ts";
 import { ArpResponder } from "./services/arp.ts";
 import {
   ETH_HEADER_LENGTH,
@@ -477,6 +472,3 @@ function formatCounts(counts: object): string {
   }
   return parts.length === 0 ? "nothing" : parts.join(", ");
 }
-
-/** The broadcast MAC, re-exported for transports and tests. */
-export { MAC_BROADCAST };

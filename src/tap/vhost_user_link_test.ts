@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { Logger, type LogLevel } from "../log/logger.ts";
-import type { NegotiatedFeatures } from "./vring_datapath.ts";
 import { ArrayGuestMemory } from "../../tests/support/virtio/array_guest_memory.ts";
 import {
   createNetHeader,
@@ -34,6 +33,7 @@ import {
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
 } from "../virtio/ring_layout.ts";
+import { type NegotiatedFeatures } from "../virtio/started_vring.ts";
 
 function frameOf(length: number, seed: number): Uint8Array {
   const f = new Uint8Array(length);

@@ -50,9 +50,6 @@ import {
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_VERSION_1,
-  VIRTIO_NET_F_CSUM,
-  VIRTIO_NET_F_GUEST_CSUM,
-  VIRTIO_NET_F_MRG_RXBUF,
   VRING_ADDR_AVAILABLE,
   VRING_ADDR_DESCRIPTOR,
   VRING_ADDR_FLAGS,
@@ -70,8 +67,14 @@ import { GuestMemoryMap, MMAP_PAGE_SIZE, type RegionDescription } from "./guest_
 import { DirtyLog, type LogMapping, RingWriteLog } from "./dirty_log.ts";
 import type { BackendEnvironment, Notifier } from "./backend_environment.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
-import type { GuestWriteLog, NegotiatedFeatures, StartedVring } from "../tap/vring_datapath.ts";
 import { availableRingBytes, descriptorTableBytes, usedRingBytes } from "../virtio/ring_layout.ts";
+import { type NegotiatedFeatures, type StartedVring } from "../virtio/started_vring.ts";
+import { type GuestWriteLog } from "../virtio/guest_write_log.ts";
+import {
+  VIRTIO_NET_F_CSUM,
+  VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_MRG_RXBUF,
+} from "../tap/net_features.ts";
 
 /** Connection states: requests other than negotiation need SET_OWNER first. */
 export type BackendState = "awaiting-owner" | "owned";

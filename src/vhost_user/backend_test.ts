@@ -27,12 +27,14 @@ import {
   VHOST_VRING_F_LOG,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_VERSION_1,
-  VIRTIO_NET_F_CSUM,
-  VIRTIO_NET_F_GUEST_CSUM,
-  VIRTIO_NET_F_MRG_RXBUF,
   VRING_FD_NOFD,
 } from "./protocol.ts";
 import { InvalidStateError } from "./backend.ts";
+import {
+  VIRTIO_NET_F_CSUM,
+  VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_MRG_RXBUF,
+} from "../tap/net_features.ts";
 
 const USER = 0x7f12_3400_0000;
 const MEMORY_SIZE = 0x20000;

@@ -41,7 +41,6 @@ import {
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_VERSION_1,
-  VIRTIO_NET_F_MRG_RXBUF,
 } from "../../src/vhost_user/protocol.ts";
 import type { RegionDescription } from "../../src/vhost_user/guest_memory_map.ts";
 import { MAX_QUEUE_SIZE, VIRTQ_DESC_F_WRITE } from "../../src/virtio/ring_layout.ts";
@@ -57,6 +56,7 @@ import { FD_KINDS, type FdKind, HostileNotifier } from "./hostile_notifier.ts";
 import { RawRing } from "./hostile_ring.ts";
 import { type Layout, type LayoutContext, LAYOUTS, writeLayout } from "./hostile_layouts.ts";
 import type { FuzzDaemon } from "./hostile_daemon.ts";
+import { VIRTIO_NET_F_MRG_RXBUF } from "../../src/tap/net_features.ts";
 
 /** Counts over a whole fuzz run, for the closing report. */
 export interface FuzzCounters {

@@ -32,11 +32,7 @@ import {
 import type { GuestTcpConn, TestGuest } from "../support/net/tcp_guest.ts";
 import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../support/net/tcp_plan.ts";
 import { udpChecksumOkV4, udpChecksumOkV6 } from "../../src/net/wire/udp.ts";
-import {
-  featureBit,
-  VIRTIO_NET_F_CSUM,
-  VIRTIO_NET_F_GUEST_CSUM,
-} from "../../src/vhost_user/protocol.ts";
+import { featureBit } from "../../src/vhost_user/protocol.ts";
 import {
   VIRTIO_NET_HDR_F_DATA_VALID,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -47,6 +43,7 @@ import { withDaemon } from "../net/daemon_run.ts";
 import { readAll } from "../net/host_peers.ts";
 import { waitFor } from "../cli/cli_helpers.ts";
 import { IPPROTO_TCP, IPPROTO_UDP } from "../../src/net/wire/ip_protocol.ts";
+import { VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM } from "../../src/tap/net_features.ts";
 
 /** QEMU's usual features plus both checksum offloads, as a Linux virtio-net guest acks them. */
 const OFFLOAD_FEATURES = QEMU_NET_FEATURES | featureBit(VIRTIO_NET_F_CSUM) |

@@ -20,9 +20,10 @@ import { type GuestTarget, translateInbound } from "../plan/fwd.ts";
 import { TCP_ACK_FLAG, TCP_RST } from "../wire/tcp_header.ts";
 import type { TcpContext } from "./context.ts";
 import { RTO_INITIAL_MS, TcpFlow, TcpState } from "./flow.ts";
-import { type AcceptedConnection, type HostListener, WOULD_BLOCK } from "./host_socket.ts";
+import { type AcceptedConnection, type HostListener } from "./host_socket.ts";
 import { destroy, hostError, internalError, logOpened, maybeFinish } from "./closing.ts";
 import { pushToGuest, sendFlags, sendSyn } from "./output.ts";
+import { WOULD_BLOCK } from "../../../ffi/tcp_socket.ts";
 
 /** Events after which the host may have data, an end of stream or an error to read. */
 const READ_EVENTS = (EVENT_READABLE | EVENT_HANGUP | EVENT_ERROR | EVENT_PEER_CLOSED) >>> 0;

@@ -50,8 +50,6 @@ import { addressBytes } from "../wire/address.ts";
 import { listenBacklog, NativeHostListener } from "./host_listener.ts";
 import { requireNetPermission } from "../plan/net_permission.ts";
 
-export { WOULD_BLOCK };
-
 /** Called with the socket's events (EVENT_* bits) and the loop's time. */
 export type HostEventHandler = (events: number, now: number) => void;
 

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { Errno, NativeError } from "../../../ffi/native_error.ts";
 import { openFdCount } from "../../../ffi/process.ts";
-import { TcpListenSocket, type TcpSocket } from "../../../ffi/tcp_socket.ts";
+import { TcpListenSocket, type TcpSocket, WOULD_BLOCK } from "../../../ffi/tcp_socket.ts";
 import { EVENT_WRITABLE, EventLoop } from "../../loop/event_loop.ts";
 import { type FrameSpace, newFrameSpace } from "../../tap/frame_transport.ts";
 import {
@@ -10,7 +10,6 @@ import {
   type HostConnection,
   type HostTcp,
   nativeHostTcp,
-  WOULD_BLOCK,
 } from "./host_socket.ts";
 import { requireNetPermission } from "../plan/net_permission.ts";
 

@@ -18,7 +18,7 @@
  */
 
 import { socketLocalAddress } from "../../../ffi/tcp_socket.ts";
-import { socketPeerAddress } from "../../../ffi/tcp_repair.ts";
+import { socketPeerAddress, TcpRepairMode } from "../../../ffi/tcp_repair.ts";
 import { addressText } from "../wire/address.ts";
 import { initFlowKey } from "../flows/flow_table.ts";
 import { requireNetPermission } from "../plan/net_permission.ts";
@@ -34,7 +34,6 @@ import {
   type RepairSwitch,
   restoreRepairSocket,
   type SocketEnds,
-  TcpRepairMode,
 } from "./repair.ts";
 
 /** A flow frozen on the source, with what was dumped of it. */

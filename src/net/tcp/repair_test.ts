@@ -8,6 +8,7 @@ import {
   SO_SNDBUF,
   socketPeerAddress,
   SOL_SOCKET,
+  TcpRepairMode,
 } from "../../../ffi/tcp_repair.ts";
 import { NativeError } from "../../../ffi/native_error.ts";
 import {
@@ -17,7 +18,6 @@ import {
   dumpRepairSocket,
   restoreRepairSocket,
   type SocketEnds,
-  TcpRepairMode,
 } from "./repair.ts";
 import { OPTION_TIMESTAMPS, OPTION_WSCALE, type TcpSocketRepairState } from "../migration_state.ts";
 

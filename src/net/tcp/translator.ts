@@ -72,9 +72,6 @@ import {
 import type { RepairSwitch } from "./repair.ts";
 import type { MigratedTcpFlow } from "../migration_state.ts";
 
-export type { TcpCounters } from "./context.ts";
-export { TcpState } from "./flow.ts";
-
 /** Options of {@link TcpTranslator}. */
 export interface TcpTranslatorOptions {
   /** Maximum number of flows (default 16384). */

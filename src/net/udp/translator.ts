@@ -29,13 +29,8 @@
  * @module
  */
 
-import {
-  UDP_MAX_BATCH,
-  UdpMessageRecords,
-  UdpSocket,
-  WOULD_BLOCK,
-} from "../../../ffi/udp_socket.ts";
-import { formatRawAddress } from "../../../ffi/tcp_socket.ts";
+import { UDP_MAX_BATCH, UdpMessageRecords, UdpSocket } from "../../../ffi/udp_socket.ts";
+import { formatRawAddress, WOULD_BLOCK } from "../../../ffi/tcp_socket.ts";
 import {
   EVENT_ERROR,
   EVENT_READABLE,
@@ -55,7 +50,7 @@ import {
   translateOutbound4,
   translateOutbound6,
 } from "../plan/fwd.ts";
-import { type GuestSender, L4_OFFSET_V4, L4_OFFSET_V6, MAX_FRAME_LENGTH } from "../guest_sender.ts";
+import { type GuestSender, L4_OFFSET_V4, L4_OFFSET_V6 } from "../guest_sender.ts";
 import type { L4Handler, L4Packet } from "../l4_handler.ts";
 import { addressBytes, addressText } from "../wire/address.ts";
 import { type FlowInfo, flowKeyEnds, formatDuration, formatEndpoint } from "../flows/flow_info.ts";
@@ -68,7 +63,7 @@ import {
   udpChecksumOkV4,
   udpChecksumOkV6,
 } from "../wire/udp.ts";
-import { SendResult } from "../../tap/frame_transport.ts";
+import { MAX_FRAME_LENGTH, SendResult } from "../../tap/frame_transport.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
 import { RateLimitedLog } from "../../log/rate_limited_log.ts";
 import { IPPROTO_UDP } from "../wire/ip_protocol.ts";

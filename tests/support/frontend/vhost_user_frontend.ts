@@ -50,11 +50,10 @@ import {
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_VERSION_1,
-  VIRTIO_NET_F_MRG_RXBUF,
-  VIRTIO_NET_F_MTU,
 } from "../../../src/vhost_user/protocol.ts";
 import { HarnessMemory, type HarnessMemoryOptions } from "./shared_memory.ts";
 import { ringFootprint, SplitRingDriver, type UsedChain } from "../virtio/split_ring_driver.ts";
+import { VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU } from "../../../src/tap/net_features.ts";
 
 /** virtio-net header with VERSION_1 (num_buffers included), virtio 1.2 §5.1.6. */
 export const NET_HEADER_SIZE = 12;

@@ -25,8 +25,8 @@ import {
   type HostListener,
   type HostTcp,
   type ListenerEvents,
-  WOULD_BLOCK,
 } from "../../../src/net/tcp/host_socket.ts";
+import { WOULD_BLOCK } from "../../../ffi/tcp_socket.ts";
 
 /** What a scripted peek returns: bytes, null for the end of stream, or "block". */
 export type ScriptedPeek = (offset: number, length: number) => Uint8Array | null | "block";
