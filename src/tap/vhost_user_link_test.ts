@@ -27,7 +27,7 @@ import { CountingGuestMemory } from "../../tests/support/virtio/counting_guest_m
 import { WriteRecord } from "../../tests/support/virtio/recording_write_log.ts";
 import { pendingSoonTasks } from "../loop/event_loop.ts";
 import { MALFORMED_RUN_LIMIT, TURN_DESCRIPTOR_BUDGET } from "../virtio/virtqueue.ts";
-import { chainsToBreak } from "../virtio/virtqueue_test.ts";
+import { chainsToBreak } from "../../tests/support/virtio/malformed_limits.ts";
 import {
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,

@@ -197,3 +197,36 @@ Deno.test("downward, same-folder, test-file and comment imports are not reported
   ]);
   assertEquals(findViolations(files), []);
 });
+
+/** Every .ts file of src/, ffi/, tests/ and bench/, by repository path. */
+function wholeTree(): Map<string, string> {
+  const files = new Map<string, string>();
+  const walk = (dir: string) => {
+    for (const entry of Deno.readDirSync(new URL(dir, ROOT))) {
+      const path = `${dir}/${entry.name}`;
+      if (entry.isDirectory) walk(path);
+      else if (entry.isFile && entry.name.endsWith(".ts")) {
+        files.set(path, Deno.readTextFileSync(new URL(path, ROOT)));
+      }
+    }
+  };
+  for (const top of ["src", "ffi", "tests", "bench"]) walk(top);
+  return files;
+}
+
+/** The imports of `files` that name a test file (`*_test.ts`): shared test code belongs in tests/support/. */
+export function findTestImports(files: ReadonlyMap<string, string>): string[] {
+  const found: string[] = [];
+  for (const [file, text] of files) {
+    for (const spec of importSpecifiers(text)) {
+      if (spec.startsWith(".") && spec.endsWith("_test.ts")) found.push(`${file} → ${spec}`);
+    }
+  }
+  return found;
+}
+
+Deno.test("no file imports a test file (shared test code lives in tests/support/)", () => {
+  const files = wholeTree();
+  files.delete("tests/layout/import_direction_test.ts"); // its fixtures quote such imports
+  assertEquals(findTestImports(files), []);
+});
