@@ -16,7 +16,7 @@ import type { Config } from "../config/config.ts";
 import { log } from "../log/logger.ts";
 import type { EventLoop } from "../loop/event_loop.ts";
 import { forwardingOptionsFromConfig, forwardOptionsFromConfig } from "./forward_options.ts";
-import { startForwarding } from "../net/plan/fwd_setup.ts";
+import { startForwarding } from "../net/fwd_setup.ts";
 import {
   buildNetworkPlan,
   type HostConfigOverrides,

@@ -134,6 +134,66 @@ export function findViolations(files: ReadonlyMap<string, string>): Violation[] 
   return violations;
 }
 
+/**
+ * The rooms of src/net/, top to bottom, in the same sense as {@link LAYER_ORDER}: a
+ * file of src/net/ may import its own room and any room of a later entry; rooms
+ * sharing an entry never import each other. A room is a folder (`wire`) or a file
+ * directly in src/net/ (`stack.ts`). Frame and header formats (wire/) sit at the
+ * bottom, the stack that routes frames to the handlers on top.
+ */
+export const NET_ROOM_ORDER: readonly (readonly string[])[] = [
+  ["stack.ts", "fwd_setup.ts"],
+  ["services", "icmp", "udp", "tcp"],
+  ["plan", "guest_sender.ts", "l4_handler.ts", "migration_state.ts"],
+  ["flows"],
+  ["wire"],
+];
+
+/** The room of src/net/ path `path` (`wire`, `stack.ts`), or null outside src/net/. */
+function netRoomOf(path: string): string | null {
+  const parts = path.split("/");
+  if (parts[0] !== "src" || parts[1] !== "net" || parts.length < 3) return null;
+  return parts[2];
+}
+
+/**
+ * Checks the imports between rooms of src/net/ in `files` (repository path → text)
+ * against {@link NET_ROOM_ORDER}.
+ * @returns every import that points up or across
+ */
+export function findNetRoomViolations(files: ReadonlyMap<string, string>): Violation[] {
+  const violations: Violation[] = [];
+  const rankOfRoom = (room: string) => NET_ROOM_ORDER.findIndex((peers) => peers.includes(room));
+  for (const [file, text] of files) {
+    const room = netRoomOf(file);
+    if (room === null || isTestFile(file)) continue;
+    const rank = rankOfRoom(room);
+    if (rank < 0) {
+      violations.push({ file, target: "", reason: `src/net/${room} is not in NET_ROOM_ORDER` });
+      continue;
+    }
+    for (const spec of importSpecifiers(text)) {
+      if (!spec.startsWith(".")) continue;
+      const target = resolve(file, spec);
+      const targetRoom = netRoomOf(target);
+      if (targetRoom === null || targetRoom === room) continue;
+      const targetRank = rankOfRoom(targetRoom);
+      if (targetRank < 0) {
+        violations.push({ file, target, reason: `src/net/${targetRoom} is not in NET_ROOM_ORDER` });
+      } else if (targetRank === rank) {
+        violations.push({ file, target, reason: `net/${room} and net/${targetRoom} are peers` });
+      } else if (targetRank < rank) {
+        violations.push({
+          file,
+          target,
+          reason: `net/${room} imports net/${targetRoom}, above it`,
+        });
+      }
+    }
+  }
+  return violations;
+}
+
 /** Every .ts file of src/, ffi/ and main.ts, by repository path. */
 function productTree(): Map<string, string> {
   const files = new Map<string, string>();
@@ -157,6 +217,31 @@ Deno.test("every import of src/, ffi/ and main.ts points down the layer order", 
   assertTrue(files.size > 100, `read only ${files.size} files`);
   const violations = findViolations(files).map((v) => `${v.file} → ${v.target}: ${v.reason}`);
   assertEquals(violations, []);
+});
+
+Deno.test("inside src/net/, every import points down the room order", () => {
+  const violations = findNetRoomViolations(productTree()).map((v) =>
+    `${v.file} → ${v.target}: ${v.reason}`
+  );
+  assertEquals(violations, []);
+});
+
+Deno.test("an upward or peer import between rooms of src/net/ is reported", () => {
+  const files = new Map([
+    ["src/net/wire/a.ts", 'import { x } from "../flows/flow_table.ts";\n'],
+    ["src/net/tcp/b.ts", 'import { y } from "../udp/translator.ts";\n'],
+    ["src/net/plan/c.ts", 'import { z } from "../stack.ts";\n'],
+    ["src/net/new_room/d.ts", 'import { w } from "../wire/ipv4.ts";\n'],
+  ]);
+  const reported = findNetRoomViolations(files).map((v) => v.file).sort();
+  assertEquals(reported, [...files.keys()].sort());
+  const fine = new Map([
+    ["src/net/stack.ts", 'import { a } from "./tcp/translator.ts";\n'],
+    ["src/net/tcp/e.ts", 'import { b } from "../plan/fwd.ts";\nimport { c } from "./flow.ts";\n'],
+    ["src/net/wire/f.ts", 'import { d } from "../../tap/net_header.ts";\n'],
+    ["src/net/wire/g_test.ts", 'import { e } from "../stack.ts";\n'],
+  ]);
+  assertEquals(findNetRoomViolations(fine), []);
 });
 
 Deno.test("README.md's layout section quotes the layer order", () => {
