@@ -30,7 +30,7 @@ import { PIPE_WOULD_BLOCK, PipeEnd } from "../../ffi/pipe_end.ts";
 import type { Logger } from "../log/logger.ts";
 import { EVENT_ERROR, EVENT_HANGUP, EVENT_READABLE, EVENT_WRITABLE } from "../loop/event_loop.ts";
 import type { EventLoop } from "../loop/event_loop.ts";
-import { ipv4ToString, MAC_BROADCAST, macToString } from "../net/wire/address.ts";
+import { MAC_BROADCAST, macToString } from "../net/wire/address.ts";
 import type { GuestSender } from "../net/guest_sender.ts";
 import {
   decodeMigrationState,
@@ -45,6 +45,7 @@ import type {
   DeviceStateDirection,
   DeviceStateHandler,
 } from "../vhost_user/backend_environment.ts";
+import { ipv4ToString } from "../../ffi/ip_address_text.ts";
 
 /** Bytes read from the pipe per read call. */
 const READ_CHUNK = 64 * 1024;

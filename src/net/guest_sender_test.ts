@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { MAC_BROADCAST, parseIpv6 } from "./wire/address.ts";
+import { MAC_BROADCAST } from "./wire/address.ts";
 import { internetChecksum, l4ChecksumV4 } from "./wire/checksum.ts";
 import {
   buildEthernet,
@@ -23,6 +23,7 @@ import { decodeFrame } from "../../tests/support/net/frames.ts";
 import { nextTask, RecordingLink } from "../../tests/support/net/recording_link.ts";
 import { MAX_FRAME_LENGTH, newFrameSpace, SendResult } from "../tap/frame_transport.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/ip_protocol.ts";
+import { parseIpv6 } from "../../ffi/ip_address_text.ts";
 
 function setup() {
   const s = new GuestSender(0x9a559a559a55);

@@ -4,7 +4,6 @@
  * dissect it with checksum validation on: no "Malformed" and no bad checksum.
  */
 import assert from "node:assert/strict";
-import { parseIpv6 } from "./wire/address.ts";
 import { buildArp } from "./services/arp.ts";
 import { buildEthernet, ETHERTYPE_ARP } from "./wire/ethernet.ts";
 import { buildNetworkPlan } from "./plan/network_plan.ts";
@@ -19,6 +18,7 @@ import {
 } from "../../tests/support/net/frames.ts";
 import { RecordingLink } from "../../tests/support/net/recording_link.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP } from "./wire/ip_protocol.ts";
+import { parseIpv6 } from "../../ffi/ip_address_text.ts";
 
 /** libpcap file format: magic, v2.4, snaplen, LINKTYPE_ETHERNET (1). */
 function pcapFile(frames: Uint8Array[]): Uint8Array {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import fc from "fast-check";
-import { MAC_BROADCAST, parseIpv6 } from "./wire/address.ts";
+import { MAC_BROADCAST } from "./wire/address.ts";
 import { buildArp } from "./services/arp.ts";
 import { buildEthernet, ETHERTYPE_ARP } from "./wire/ethernet.ts";
 import { L4_OFFSET_V4 } from "./guest_sender.ts";
@@ -27,6 +27,7 @@ import { RecordingLink } from "../../tests/support/net/recording_link.ts";
 import { FrameInfo, SendResult } from "../tap/frame_transport.ts";
 import { Logger } from "../log/logger.ts";
 import { IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/ip_protocol.ts";
+import { parseIpv6 } from "../../ffi/ip_address_text.ts";
 
 const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
 const GUEST4 = 0x0a000215, REMOTE4 = 0xc0000201, GATEWAY4 = 0x0a000202;

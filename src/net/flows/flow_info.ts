@@ -6,8 +6,8 @@
  * @module
  */
 
-import { ipv4ToString, ipv6ToString } from "../wire/address.ts";
 import type { FlowKey } from "./flow_table.ts";
+import { ipv4ToString, ipv6ToString } from "../../../ffi/ip_address_text.ts";
 
 /** One flow as shown in a statistics dump. */
 export interface FlowInfo {

@@ -20,14 +20,7 @@
  * @module
  */
 
-import {
-  ipv4ToString,
-  ipv6ToString,
-  parseIpv4,
-  parseIpv6,
-  readIpv4,
-  writeIpv4,
-} from "../wire/address.ts";
+import { readIpv4, writeIpv4 } from "../wire/address.ts";
 import { type FlowInfo, formatDuration } from "../flows/flow_info.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import { L4_OFFSET_V4, L4_OFFSET_V6 } from "../guest_sender.ts";
@@ -52,6 +45,7 @@ import { ETH_HEADER_LENGTH } from "../wire/ethernet.ts";
 import { sendIcmpv4Error, sendIcmpv6Error } from "./error.ts";
 import { addressPermissionGranted } from "../plan/net_permission.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
+import { ipv4ToString, ipv6ToString, parseIpv4, parseIpv6 } from "../../../ffi/ip_address_text.ts";
 
 /** Idle time after which a ping socket is closed (passt uses 60 s). */
 export const ECHO_IDLE_TIMEOUT_MS = 60_000;

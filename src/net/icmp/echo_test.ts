@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { ipv4ToString, ipv6ToString, parseIpv6 } from "../wire/address.ts";
 import { l4ChecksumV6 } from "../wire/checksum.ts";
 import { buildNetworkPlan } from "../plan/network_plan.ts";
 import { buildIcmpEcho, icmpv4ChecksumOk, Icmpv4Type, Icmpv6Type } from "../wire/icmp.ts";
@@ -16,6 +15,7 @@ import { decodeFrame, guestIpv4Frame, guestIpv6Frame } from "../../../tests/supp
 import { nextTask, RecordingLink } from "../../../tests/support/net/recording_link.ts";
 import { Logger } from "../../log/logger.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
+import { ipv4ToString, ipv6ToString, parseIpv6 } from "../../../ffi/ip_address_text.ts";
 
 const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
 const GUEST4 = 0x0a000215, GW4 = 0x0a000202;

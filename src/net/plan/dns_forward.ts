@@ -9,8 +9,8 @@
  * @module
  */
 
-import { ipv4ToString, ipv6ToString, parseIpv4, parseIpv6 } from "../wire/address.ts";
 import type { NetworkPlan } from "./network_plan.ts";
+import { ipv4ToString, ipv6ToString, parseIpv4, parseIpv6 } from "../../../ffi/ip_address_text.ts";
 
 /** The DNS port (RFC 1035 §4.2). */
 export const DNS_PORT = 53;

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { ipv4ToString, ipv6Equal, ipv6ToString, parseIpv4, parseIpv6 } from "../wire/address.ts";
+import { ipv6Equal } from "../wire/address.ts";
 import type { NetworkPlan } from "./network_plan.ts";
 import {
   DNS_PORT,
@@ -22,6 +22,7 @@ import {
   dnsRule4,
   dnsRule6,
 } from "./dns_forward.ts";
+import { ipv4ToString, ipv6ToString, parseIpv4, parseIpv6 } from "../../../ffi/ip_address_text.ts";
 
 /** Translation options, the daemon maps them from the command line (src/daemon/forward_options.ts). */
 export interface ForwardOptions extends DnsForwardOptions {

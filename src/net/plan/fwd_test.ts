@@ -6,7 +6,6 @@ import {
   translateOutbound4,
   translateOutbound6,
 } from "./fwd.ts";
-import { parseIpv4, parseIpv6 } from "../wire/address.ts";
 import {
   TEST_DNS4,
   TEST_GATEWAY4,
@@ -14,6 +13,7 @@ import {
   TEST_GUEST4,
   testRules,
 } from "../../../tests/support/net/tcp_plan.ts";
+import { parseIpv4, parseIpv6 } from "../../../ffi/ip_address_text.ts";
 
 Deno.test("`translateOutbound4()` maps the gateway to the host loopback and DNS to the resolver", () => {
   const r = testRules("127.0.0.53");

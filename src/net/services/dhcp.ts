@@ -14,7 +14,6 @@
 import {
   ipv4PrefixMask,
   ipv4SameSubnet,
-  ipv4ToString,
   MAC_BROADCAST,
   macToString,
   readIpv4,
@@ -28,6 +27,7 @@ import { L4_OFFSET_V4 } from "../guest_sender.ts";
 import type { NetworkPlan } from "../plan/network_plan.ts";
 import { buildUdp, UDP_HEADER_LENGTH } from "../wire/udp.ts";
 import { IPPROTO_UDP } from "../wire/ip_protocol.ts";
+import { ipv4ToString } from "../../../ffi/ip_address_text.ts";
 
 /** UDP port of the DHCP server (RFC 2131 §4.1). */
 export const DHCP_SERVER_PORT = 67;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { ipv4ToString, MAC_BROADCAST, readIpv4 } from "../wire/address.ts";
+import { MAC_BROADCAST, readIpv4 } from "../wire/address.ts";
 import { decodeDomainList } from "../wire/dns_name.ts";
 import {
   BOOTREPLY,
@@ -19,6 +19,7 @@ import { newIpv4Header, parseIpv4Header } from "../wire/ipv4.ts";
 import { newUdpHeader, parseUdp, udpChecksumOkV4 } from "../wire/udp.ts";
 import { RecordingLink } from "../../../tests/support/net/recording_link.ts";
 import { Logger } from "../../log/logger.ts";
+import { ipv4ToString } from "../../../ffi/ip_address_text.ts";
 
 const CLIENT_MAC = 0x525400abcdef;
 const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };

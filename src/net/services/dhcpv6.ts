@@ -11,7 +11,7 @@
  * @module
  */
 
-import { ipv6Equal, ipv6ToString, writeMac } from "../wire/address.ts";
+import { ipv6Equal, writeMac } from "../wire/address.ts";
 import { encodeDomainList } from "../wire/dns_name.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import { L4_OFFSET_V6 } from "../guest_sender.ts";
@@ -20,6 +20,7 @@ import type { Ipv6Header } from "../wire/ipv6.ts";
 import { buildUdp, UDP_HEADER_LENGTH, type UdpHeader } from "../wire/udp.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
 import { IPPROTO_UDP } from "../wire/ip_protocol.ts";
+import { ipv6ToString } from "../../../ffi/ip_address_text.ts";
 
 /** UDP port of DHCPv6 clients (RFC 8415 §7.2). */
 export const DHCPV6_CLIENT_PORT = 546;

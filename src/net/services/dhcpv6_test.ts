@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { ipv6ToString, parseIpv6 } from "../wire/address.ts";
 import { decodeDomainList } from "../wire/dns_name.ts";
 import {
   DHCPV6_CLIENT_PORT,
@@ -16,6 +15,7 @@ import { RecordingLink } from "../../../tests/support/net/recording_link.ts";
 import { Logger } from "../../log/logger.ts";
 import { newUdpHeader, parseUdp, udpChecksumOkV6 } from "../wire/udp.ts";
 import { IPPROTO_UDP } from "../wire/ip_protocol.ts";
+import { ipv6ToString, parseIpv6 } from "../../../ffi/ip_address_text.ts";
 
 const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
 const GUEST_LL = parseIpv6("fe80::5054:ff:fe12:3456")!;

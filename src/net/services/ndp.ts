@@ -12,13 +12,7 @@
  * @module
  */
 
-import {
-  ipv6Equal,
-  ipv6IsMulticast,
-  ipv6IsUnspecified,
-  ipv6ToString,
-  writeMac,
-} from "../wire/address.ts";
+import { ipv6Equal, ipv6IsMulticast, ipv6IsUnspecified, writeMac } from "../wire/address.ts";
 import { encodeDomainList } from "../wire/dns_name.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import { L4_OFFSET_V6 } from "../guest_sender.ts";
@@ -27,6 +21,7 @@ import { type IcmpHeader, Icmpv6Type } from "../wire/icmp.ts";
 import type { Ipv6Header } from "../wire/ipv6.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
 import { IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
+import { ipv6ToString } from "../../../ffi/ip_address_text.ts";
 
 /** Hop limit of every ND message; received ones must carry it too (RFC 4861 §6.1.1, §7.1.1). */
 export const NDP_HOP_LIMIT = 255;

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { ipv6ToString, parseIpv6 } from "../wire/address.ts";
 import { l4ChecksumV6 } from "../wire/checksum.ts";
 import { decodeDomainList } from "../wire/dns_name.ts";
 import { buildNetworkPlan, type HostConfigOverrides } from "../plan/network_plan.ts";
@@ -19,6 +18,7 @@ import { decodeFrame, guestIpv6Frame, TEST_GUEST_MAC } from "../../../tests/supp
 import { nextTask, RecordingLink } from "../../../tests/support/net/recording_link.ts";
 import { Logger } from "../../log/logger.ts";
 import { IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
+import { ipv6ToString, parseIpv6 } from "../../../ffi/ip_address_text.ts";
 
 const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
 const GUEST_LL = parseIpv6("fe80::5054:ff:fe12:3456")!;

@@ -46,9 +46,9 @@ import {
   type EventLoop,
 } from "../../loop/event_loop.ts";
 import type { FrameSpace } from "../../tap/frame_transport.ts";
-import { addressBytes } from "../wire/address.ts";
 import { listenBacklog, NativeHostListener } from "./host_listener.ts";
 import { requireNetPermission } from "../plan/net_permission.ts";
+import { addressBytes } from "../../../ffi/ip_address_text.ts";
 
 /** Called with the socket's events (EVENT_* bits) and the loop's time. */
 export type HostEventHandler = (events: number, now: number) => void;

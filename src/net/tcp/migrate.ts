@@ -19,7 +19,6 @@
 
 import { socketLocalAddress } from "../../../ffi/tcp_socket.ts";
 import { socketPeerAddress, TcpRepairMode } from "../../../ffi/tcp_repair.ts";
-import { addressText } from "../wire/address.ts";
 import { initFlowKey } from "../flows/flow_table.ts";
 import { requireNetPermission } from "../plan/net_permission.ts";
 import type { MigratedTcpFlow } from "../migration_state.ts";
@@ -35,6 +34,7 @@ import {
   restoreRepairSocket,
   type SocketEnds,
 } from "./repair.ts";
+import { addressText } from "../../../ffi/ip_address_text.ts";
 
 /** A flow frozen on the source, with what was dumped of it. */
 export interface FrozenTcpFlow {

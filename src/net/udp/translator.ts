@@ -30,7 +30,7 @@
  */
 
 import { UDP_MAX_BATCH, UdpMessageRecords, UdpSocket } from "../../../ffi/udp_socket.ts";
-import { formatRawAddress, WOULD_BLOCK } from "../../../ffi/tcp_socket.ts";
+import { WOULD_BLOCK } from "../../../ffi/tcp_socket.ts";
 import {
   EVENT_ERROR,
   EVENT_READABLE,
@@ -52,7 +52,6 @@ import {
 } from "../plan/fwd.ts";
 import { type GuestSender, L4_OFFSET_V4, L4_OFFSET_V6 } from "../guest_sender.ts";
 import type { L4Handler, L4Packet } from "../l4_handler.ts";
-import { addressBytes, addressText } from "../wire/address.ts";
 import { type FlowInfo, flowKeyEnds, formatDuration, formatEndpoint } from "../flows/flow_info.ts";
 import { netPermissionGranted, requireNetPermission } from "../plan/net_permission.ts";
 import {
@@ -67,6 +66,7 @@ import { MAX_FRAME_LENGTH, SendResult } from "../../tap/frame_transport.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
 import { RateLimitedLog } from "../../log/rate_limited_log.ts";
 import { IPPROTO_UDP } from "../wire/ip_protocol.ts";
+import { addressBytes, addressText } from "../../../ffi/ip_address_text.ts";
 
 /** Idle timeout of a UDP flow (passt: 180 s). */
 export const UDP_IDLE_TIMEOUT_MS = 180_000;
@@ -605,7 +605,7 @@ export class UdpTranslator implements L4Handler {
         this.counters.socketErrors++;
         this.#errLog.write(
           this.#clock(),
-          `udp: send to ${formatRawAddress(records.address(first))} port ${records.port(first)} ` +
+          `udp: send to ${addressText(records.address(first))} port ${records.port(first)} ` +
             `failed: ${(error as Error).message}`,
         );
         first++;

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { ipv4ToString, ipv6ToString, readIpv4 } from "./address.ts";
+import { readIpv4 } from "./address.ts";
 import {
   ETH_HEADER_LENGTH,
   ETH_TYPE,
@@ -16,6 +16,7 @@ import {
   ETHERTYPE_IPV6,
 } from "./ethernet.ts";
 import { TCP_FLAGS_OFFSET } from "./tcp_header.ts";
+import { ipv4ToString, ipv6ToString } from "../../../ffi/ip_address_text.ts";
 
 /** IP protocol numbers (IANA "Assigned Internet Protocol Numbers"). */
 const PROTOCOL_NAMES: Readonly<Record<number, string>> = {

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { parseIpv6 as parseAddr } from "./address.ts";
 import {
   buildIpv6,
   IPV6_EXT_DEST_OPTS,
@@ -10,6 +9,7 @@ import {
   newIpv6Header,
   parseIpv6Header,
 } from "./ipv6.ts";
+import { parseIpv6 as parseAddr } from "../../../ffi/ip_address_text.ts";
 
 const SRC = parseAddr("fe80::1")!;
 const DST = parseAddr("2001:db8::2")!;

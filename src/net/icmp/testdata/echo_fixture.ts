@@ -7,7 +7,6 @@
  * @module
  */
 
-import { ipv4ToString, ipv6ToString, parseIpv6 } from "../../wire/address.ts";
 import { buildNetworkPlan } from "../../plan/network_plan.ts";
 import { buildIcmpEcho, icmpv4ChecksumOk, icmpv6ChecksumOk } from "../../wire/icmp.ts";
 import type { FdWatcher } from "../echo.ts";
@@ -20,6 +19,7 @@ import {
 } from "../../../../tests/support/net/frames.ts";
 import { RecordingLink } from "../../../../tests/support/net/recording_link.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../../wire/ip_protocol.ts";
+import { ipv4ToString, ipv6ToString, parseIpv6 } from "../../../../ffi/ip_address_text.ts";
 
 const handlers = new Map<number, (events: number, now: number) => void>();
 const watcher: FdWatcher = {
