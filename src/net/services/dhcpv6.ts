@@ -209,11 +209,7 @@ export class Dhcpv6Server {
       case Dhcpv6Message.Solicit:
         // §16.2: must carry a Client Identifier and no Server Identifier.
         if (!hasClient || hasServer) return this.#ignore();
-        if (this.#rapidCommit) {
-          this.#reply(frame, Dhcpv6Message.Reply, xid, "ia", true);
-          this.counters.replies++;
-          return Dhcpv6Message.Reply;
-        }
+        if (this.#rapidCommit) return this.#sendReply(frame, xid, "ia", true);
         this.#reply(frame, Dhcpv6Message.Advertise, xid, "ia", false);
         this.counters.advertises++;
         return Dhcpv6Message.Advertise;
@@ -221,34 +217,20 @@ export class Dhcpv6Server {
       case Dhcpv6Message.Renew:
         // §16.4, §16.6: client and server identifiers required, server must be us.
         if (!hasClient || !serverIsUs) return this.#ignore();
-        this.#reply(frame, Dhcpv6Message.Reply, xid, "ia", false);
-        this.counters.replies++;
-        return Dhcpv6Message.Reply;
+        return this.#sendReply(frame, xid, "ia");
       case Dhcpv6Message.Rebind:
       case Dhcpv6Message.Confirm:
         // §16.5, §16.7: client identifier required, no server identifier.
         if (!hasClient || hasServer) return this.#ignore();
-        this.#reply(
-          frame,
-          Dhcpv6Message.Reply,
-          xid,
-          type === Dhcpv6Message.Confirm ? "confirm" : "ia",
-          false,
-        );
-        this.counters.replies++;
-        return Dhcpv6Message.Reply;
+        return this.#sendReply(frame, xid, type === Dhcpv6Message.Confirm ? "confirm" : "ia");
       case Dhcpv6Message.InformationRequest:
         // §16.12: a Server Identifier, if present, must be ours.
         if (hasServer && !serverIsUs) return this.#ignore();
-        this.#reply(frame, Dhcpv6Message.Reply, xid, "info", false);
-        this.counters.replies++;
-        return Dhcpv6Message.Reply;
+        return this.#sendReply(frame, xid, "info");
       case Dhcpv6Message.Release:
       case Dhcpv6Message.Decline:
         if (!hasClient || !serverIsUs) return this.#ignore();
-        this.#reply(frame, Dhcpv6Message.Reply, xid, "success", false);
-        this.counters.replies++;
-        return Dhcpv6Message.Reply;
+        return this.#sendReply(frame, xid, "success");
       default:
         return this.#ignore();
     }
@@ -321,6 +303,18 @@ export class Dhcpv6Server {
       p = v + len;
     }
     return "ok";
+  }
+
+  /** Sends a Reply of `kind` to `req`, counts it and returns its type. */
+  #sendReply(
+    req: Uint8Array,
+    xid: number,
+    kind: "ia" | "confirm" | "info" | "success",
+    rapid = false,
+  ): number {
+    this.#reply(req, Dhcpv6Message.Reply, xid, kind, rapid);
+    this.counters.replies++;
+    return Dhcpv6Message.Reply;
   }
 
   #reply(

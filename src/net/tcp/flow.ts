@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { FlowKey } from "../flows/flow_table.ts";
+import { FlowKeyFields } from "../flows/flow_table.ts";
 import type { HostConnection } from "./host_socket.ts";
 
 /** Window scale shift we offer (RFC 7323 §2.2): 65535 << 7 covers an 8 MiB window. */
@@ -74,18 +74,7 @@ export function seqDiff(a: number, b: number): number {
 }
 
 /** One translated connection; see the module comment. */
-export class TcpFlow implements FlowKey {
-  family: 4 | 6 = 4;
-  guest4 = 0;
-  remote4 = 0;
-  guest6: Uint8Array | null = null;
-  remote6: Uint8Array | null = null;
-  guestPort = 0;
-  remotePort = 0;
-  tableKey = 0;
-  chainNext: FlowKey | null = null;
-  inTable = false;
-
+export class TcpFlow extends FlowKeyFields {
   state: TcpState = TcpState.Connecting;
   conn: HostConnection | null = null;
   /** Host-side target or peer, for logs. */

@@ -25,6 +25,7 @@ import type { MigratedTcpFlow } from "../migration_state.ts";
 import type { TcpContext } from "./context.ts";
 import { RTO_INITIAL_MS, seqDiff, TcpFlow, TcpState } from "./flow.ts";
 import { onHostEvents } from "./host_side.ts";
+import { forget } from "./closing.ts";
 import {
   ADDRESS_WAIT_MS,
   closeInRepair,
@@ -190,12 +191,7 @@ export function thawFlows(
 export function dropFrozenFlows(ctx: TcpContext, frozen: readonly FrozenTcpFlow[]): void {
   for (const { flow: f } of frozen) {
     if (f.closed) continue;
-    f.closed = true;
-    ctx.disarm(f);
-    ctx.blocked.delete(f);
-    ctx.flows.remove(f);
-    const conn = f.conn;
-    f.conn = null;
+    const conn = forget(ctx, f);
     try {
       conn?.close(); // in repair mode: a silent close
     } catch { /* closed */ }

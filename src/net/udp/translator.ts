@@ -37,7 +37,7 @@ import {
   type EventHandler,
   EventLoop,
 } from "../../loop/event_loop.ts";
-import { type FlowKey, FlowTable, initFlowKey } from "../flows/flow_table.ts";
+import { FlowKeyFields, FlowTable, initFlowKey } from "../flows/flow_table.ts";
 import {
   type ForwardRules,
   type GuestSideAddress,
@@ -199,17 +199,7 @@ class HostSocket {
 }
 
 /** One UDP flow (guest-side 5-tuple ↔ host socket + peer). */
-class UdpFlow implements FlowKey {
-  family: 4 | 6 = 4;
-  guest4 = 0;
-  remote4 = 0;
-  guest6: Uint8Array | null = null;
-  remote6: Uint8Array | null = null;
-  guestPort = 0;
-  remotePort = 0;
-  tableKey = 0;
-  chainNext: FlowKey | null = null;
-  inTable = false;
+class UdpFlow extends FlowKeyFields {
   /** Null for a flow whose destination is not permitted. */
   socket: HostSocket | null = null;
   hostAddr = "";
