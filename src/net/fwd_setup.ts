@@ -282,21 +282,15 @@ export function startForwarding(stack: StackLike, o: ForwardingOptions = {}): Fo
   };
   const listening = { tcp: 0, udp: 0 };
   const targets: ListenTarget[] = [];
-  if (tcp && o.tcpForwards) {
-    targets.push({
-      name: "tcp",
-      flag: "-t",
-      table: o.tcpForwards,
-      listen: (host, port, guest, iface, to) => void tcp.listen(host, port, guest, iface, to),
-    });
-  }
-  if (udp && o.udpForwards) {
-    targets.push({
-      name: "udp",
-      flag: "-u",
-      table: o.udpForwards,
-      listen: (host, port, guest, iface, to) => void udp.listen(host, port, guest, iface, to),
-    });
+  const candidates = [
+    { name: "tcp", flag: "-t", table: o.tcpForwards, translator: tcp },
+    { name: "udp", flag: "-u", table: o.udpForwards, translator: udp },
+  ] as const;
+  for (const { name, flag, table, translator } of candidates) {
+    if (!translator || !table) continue;
+    const listen: ListenTarget["listen"] = (host, port, guest, iface, to) =>
+      void translator.listen(host, port, guest, iface, to);
+    targets.push({ name, flag, table, listen });
   }
   const ephemeral = o.ephemeral ?? hostEphemeralRange();
   const budget = new Budget(o.maxListeners ?? listenerBudget());

@@ -89,6 +89,16 @@ export function flushPendingToHost(ctx: TcpContext, f: TcpFlow): boolean {
 }
 
 /** The host connect ended: on success the guest gets our SYN-ACK, else a RST. */
+/** Picks the flow's initial send sequence number; its SYN takes the first (RFC 9293 §3.4.1). */
+function startSequence(ctx: TcpContext, f: TcpFlow): void {
+  f.iss = ctx.isn();
+  f.sndUna = f.iss;
+  f.sndNxt = (f.iss + 1) >>> 0;
+  f.sndMax = f.sndNxt;
+  f.dataMax = f.sndNxt;
+  f.recover = f.sndNxt;
+}
+
 function connected(ctx: TcpContext, f: TcpFlow, now: number): void {
   const error = f.conn!.takeError();
   if (error !== null) {
@@ -96,12 +106,7 @@ function connected(ctx: TcpContext, f: TcpFlow, now: number): void {
     return;
   }
   f.state = TcpState.SynAckSent;
-  f.iss = ctx.isn();
-  f.sndUna = f.iss;
-  f.sndNxt = (f.iss + 1) >>> 0;
-  f.sndMax = f.sndNxt;
-  f.dataMax = f.sndNxt;
-  f.recover = f.sndNxt;
+  startSequence(ctx, f);
   f.rto = RTO_INITIAL_MS;
   f.retries = 0;
   sendSyn(ctx, f, true);
@@ -230,12 +235,7 @@ function newInbound(
   f.state = TcpState.SynSent;
   f.lastActivity = now;
   f.createdAt = now;
-  f.iss = ctx.isn();
-  f.sndUna = f.iss;
-  f.sndNxt = (f.iss + 1) >>> 0;
-  f.sndMax = f.sndNxt;
-  f.dataMax = f.sndNxt;
-  f.recover = f.sndNxt;
+  startSequence(ctx, f);
   if (!ctx.flows.insert(f)) {
     conn.close();
     return;
