@@ -141,7 +141,7 @@ export function newOutbound(ctx: TcpContext, p: L4Packet, now: number): void {
   logOpened(ctx, f, "SYN from the guest, connecting to the host");
   ctx.arm(f, now + CONNECT_TIMEOUT_MS);
   try {
-    const conn = ctx.host.connect(f.hostName, f.hostPort);
+    const conn = ctx.host.connect(f.hostName, f.hostPort, t.address);
     f.conn = conn;
     conn.setHandler((events, at) => onHostEvents(ctx, f, events, at));
   } catch (e) {

@@ -128,13 +128,14 @@ export interface ListenerEvents {
 /** Opens host connections and listeners. */
 export interface HostTcp {
   /**
-   * Starts connecting to `hostname` (an address literal) port `port`; the handler set
+   * Starts connecting to `hostname` (an address literal; its bytes in `address` when the
+   * caller has them, so that it is not parsed again) port `port`; the handler set
    * on the connection gets EVENT_WRITABLE (or an error) when the attempt ends, and
    * {@link HostConnection.takeError} then says how.
    * @throws Deno.errors.NotCapable when --allow-net refuses, NativeError when the
    *   connect fails at once
    */
-  connect(hostname: string, port: number): HostConnection;
+  connect(hostname: string, port: number, address?: Uint8Array): HostConnection;
   /**
    * Listens on `hostname`:`port`, only on interface `interfaceName` when given.
    * @throws like Deno.listen (address in use, permission)
@@ -387,9 +388,9 @@ export function nativeHostTcp(loop: EventLoop, sources: OutboundSources = {}): H
     );
   }
   return {
-    connect(hostname: string, port: number): HostConnection {
+    connect(hostname: string, port: number, known?: Uint8Array): HostConnection {
       requireNetPermission(hostname, port, "connect");
-      const address = addressBytes(hostname);
+      const address = known ?? addressBytes(hostname);
       if (address === null) {
         throw new Error(`Cannot connect to ${hostname}: not an IPv4 or IPv6 address`);
       }

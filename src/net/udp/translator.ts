@@ -46,7 +46,7 @@ import {
   newGuestSideAddress,
   newHostTarget,
   parseGuestTarget,
-  translateInbound,
+  translateInboundAddress,
   translateOutbound4,
   translateOutbound6,
 } from "../plan/fwd.ts";
@@ -487,12 +487,7 @@ export class UdpTranslator implements L4Handler {
     const t = p.family === 4
       ? translateOutbound4(this.#rules, p.dst4, dstPort, this.#target)
       : translateOutbound6(this.#rules, p.dst6, dstPort, this.#target);
-    const address = addressBytes(t.host);
-    if (address === null) {
-      this.counters.dropped++;
-      this.#errLog.write(now, `udp: cannot send to ${t.host}: not an IPv4 or IPv6 address`);
-      return null;
-    }
+    const address = t.address.slice();
     const f = new UdpFlow();
     initFlowKey(f, p.family, p.src4, p.src6, srcPort, p.dst4, p.dst6, dstPort);
     f.hostAddr = t.host;
@@ -785,7 +780,7 @@ export class UdpTranslator implements L4Handler {
     let f = s.flowsByHost.get(hk) ?? null;
     if (!f) {
       const a = this.#inAddr;
-      if (!translateInbound(this.#rules, text, a)) {
+      if (!translateInboundAddress(this.#rules, address, a)) {
         this.counters.dropped++;
         return null;
       }
