@@ -255,11 +255,8 @@ export class Dhcpv6Server {
     this.#rapidCommit = false;
     this.#iaWrong = false;
     while (p < end) {
-      if (p + DHCPV6_OPTION_HEADER > end) return "dhcpv6-bad-options";
-      const code = (buf[p] << 8) | buf[p + 1];
-      const len = (buf[p + 2] << 8) | buf[p + 3];
-      const v = p + DHCPV6_OPTION_HEADER;
-      if (v + len > end) return "dhcpv6-bad-options";
+      if (!optionAt(buf, p, end, OPTION)) return "dhcpv6-bad-options";
+      const { code, length: len, value: v } = OPTION;
       switch (code) {
         case Dhcpv6Option.ClientId:
           if (len < 2 || len > MAX_DUID) return "dhcpv6-bad-client-id";
@@ -291,11 +288,8 @@ export class Dhcpv6Server {
   /** Checks the IA_NA sub-options and notes whether any IAADDR names another address. */
   #scanIa(buf: Uint8Array, p: number, end: number): Dhcpv6Status {
     while (p < end) {
-      if (p + DHCPV6_OPTION_HEADER > end) return "dhcpv6-bad-options";
-      const code = (buf[p] << 8) | buf[p + 1];
-      const len = (buf[p + 2] << 8) | buf[p + 3];
-      const v = p + DHCPV6_OPTION_HEADER;
-      if (v + len > end) return "dhcpv6-bad-options";
+      if (!optionAt(buf, p, end, OPTION)) return "dhcpv6-bad-options";
+      const { code, length: len, value: v } = OPTION;
       if (code === Dhcpv6Option.IaAddr) {
         if (len < IAADDR_FIXED) return "dhcpv6-bad-options";
         if (!ipv6Equal(buf, v, this.#address, 0)) this.#iaWrong = true;
@@ -398,4 +392,27 @@ export class Dhcpv6Server {
     buildUdp(b, L4_OFFSET_V6, DHCPV6_SERVER_PORT, DHCPV6_CLIENT_PORT, length);
     s.sendIpv6(IPPROTO_UDP, this.#source, this.#dst, UDP_HEADER_LENGTH + length);
   }
+}
+
+/** One option's header as {@link optionAt} reads it. */
+interface OptionHeader {
+  code: number;
+  length: number;
+  /** Offset of the option's value. */
+  value: number;
+}
+
+/** Scratch for {@link optionAt} (the parse is synchronous). */
+const OPTION: OptionHeader = { code: 0, length: 0, value: 0 };
+
+/**
+ * Reads the option header at `buf[p]` (RFC 8415 §21.1: code, length) into `out`.
+ * @returns false when the header or its value runs past `end`
+ */
+function optionAt(buf: Uint8Array, p: number, end: number, out: OptionHeader): boolean {
+  if (p + DHCPV6_OPTION_HEADER > end) return false;
+  out.code = (buf[p] << 8) | buf[p + 1];
+  out.length = (buf[p + 2] << 8) | buf[p + 3];
+  out.value = p + DHCPV6_OPTION_HEADER;
+  return out.value + out.length <= end;
 }
