@@ -52,7 +52,13 @@ import {
 } from "../plan/fwd.ts";
 import { type GuestSender, L4_OFFSET_V4, L4_OFFSET_V6 } from "../guest_sender.ts";
 import type { L4Handler, L4Packet } from "../l4_handler.ts";
-import { type FlowInfo, flowKeyEnds, formatDuration, formatEndpoint } from "../flows/flow_info.ts";
+import {
+  describeFlow,
+  type FlowInfo,
+  flowKeyEnds,
+  formatDuration,
+  formatEndpoint,
+} from "../flows/flow_info.ts";
 import { netPermissionGranted, requireNetPermission } from "../plan/net_permission.ts";
 import {
   buildUdp,
@@ -320,16 +326,8 @@ export class UdpTranslator implements L4Handler {
   describeFlows(now: number): FlowInfo[] {
     const out: FlowInfo[] = [];
     this.flows.forEach((f) => {
-      out.push({
-        protocol: "udp",
-        ...flowKeyEnds(f),
-        host: formatEndpoint(f.hostAddr, f.hostPort),
-        state: f.permission === Permission.Denied ? "denied" : "active",
-        bytesFromGuest: f.bytesFromGuest,
-        bytesToGuest: f.bytesToGuest,
-        ageMs: Math.max(0, now - f.createdAt),
-        idleMs: Math.max(0, now - f.lastUsed),
-      });
+      const state = f.permission === Permission.Denied ? "denied" : "active";
+      out.push(describeFlow("udp", f, f.hostAddr, f.hostPort, state, f.lastUsed, now));
     });
     return out;
   }
