@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import fc from "fast-check";
 import { MAC_BROADCAST } from "./wire/address.ts";
-import { buildArp } from "./services/arp.ts";
 import { buildEthernet, ETHERTYPE_ARP } from "./wire/ethernet.ts";
 import { L4_OFFSET_V4 } from "./guest_sender.ts";
 import { buildForwardRules } from "./plan/fwd.ts";
@@ -18,6 +17,7 @@ import { UDP_CHECKSUM, udpChecksumOkV4 } from "./wire/udp.ts";
 import { UdpTranslator } from "./udp/translator.ts";
 import {
   decodeFrame,
+  guestArpRequest,
   guestIpv4Frame,
   guestIpv6Frame,
   TEST_GUEST_MAC,
@@ -131,15 +131,7 @@ Deno.test("`NetworkStack.handleFrame()` learns the guest MAC and answers it dire
   assert.equal(stack.sender.guestMac, MAC_BROADCAST);
   const link = new RecordingLink();
   stack.linkUp(link, 0);
-  const f = new Uint8Array(42);
-  buildEthernet(f, 0, MAC_BROADCAST, TEST_GUEST_MAC, ETHERTYPE_ARP);
-  buildArp(f, 14, {
-    op: 1,
-    senderMac: TEST_GUEST_MAC,
-    senderIp: GUEST4,
-    targetMac: 0,
-    targetIp: 0x0a000202,
-  });
+  const f = guestArpRequest(GUEST4, 0x0a000202);
   stack.handleFrame(f, 1);
   assert.equal(stack.sender.guestMac, TEST_GUEST_MAC);
   assert.equal(stack.sender.guestIpv4Seen, 0);
@@ -320,15 +312,7 @@ Deno.test("`NetworkStack.handleFrame()` never throws and never sends malformed f
   const dhcp = new Uint8Array(300);
   dhcp.set([1, 1, 6]);
   dhcp.set([0x63, 0x82, 0x53, 0x63, 53, 1, 1, 55, 4, 1, 3, 6, 119, 80, 0, 255], 236);
-  const arp = new Uint8Array(42);
-  buildEthernet(arp, 0, MAC_BROADCAST, TEST_GUEST_MAC, ETHERTYPE_ARP);
-  buildArp(arp, 14, {
-    op: 1,
-    senderMac: TEST_GUEST_MAC,
-    senderIp: GUEST4,
-    targetMac: 0,
-    targetIp: 0x0a000202,
-  });
+  const arp = guestArpRequest(GUEST4, 0x0a000202);
   const bases = [
     arp,
     guestIpv4Frame(IPPROTO_UDP, 0, 0xffffffff, udpDatagram(68, 67, dhcp)),
@@ -676,15 +660,7 @@ Deno.test("`NetworkStack` traces one line per frame each way with --trace, none 
   const stack = new NetworkStack(plan, { logger });
   const link = new RecordingLink();
   stack.linkUp(link, 0);
-  const arp = new Uint8Array(42);
-  buildEthernet(arp, 0, MAC_BROADCAST, TEST_GUEST_MAC, ETHERTYPE_ARP);
-  buildArp(arp, 14, {
-    op: 1,
-    senderMac: TEST_GUEST_MAC,
-    senderIp: GUEST4,
-    targetMac: 0,
-    targetIp: GATEWAY4,
-  });
+  const arp = guestArpRequest(GUEST4, GATEWAY4);
   stack.handleFrame(arp, 1);
   assert.deepEqual(lines, [
     "trace: from guest: ARP who-has 10.0.2.2 tell 10.0.2.21 len 42",

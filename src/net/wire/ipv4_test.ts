@@ -10,37 +10,17 @@ import {
   updateIpv4Checksum,
 } from "./ipv4.ts";
 import { internetChecksum } from "./checksum.ts";
+import { hexBytes } from "../../../tests/support/hex_bytes.ts";
 
-const KNOWN = new Uint8Array([
-  0x45,
-  0x00,
-  0x00,
-  0x1c,
-  0x12,
-  0x34,
-  0x40,
-  0x00,
-  0x40,
-  0x11,
-  0x00,
-  0x00,
-  0xc0,
-  0xa8,
-  0x00,
-  0x01,
-  0xc0,
-  0xa8,
-  0x00,
-  0xc7,
-  1,
-  2,
-  3,
-  4,
-  5,
-  6,
-  7,
-  8,
-]);
+const KNOWN = hexBytes(`
+  45 00 00 1c
+  12 34 40 00
+  40 11 00 00
+  c0 a8 00 01
+  c0 a8 00 c7
+  01 02 03 04
+  05 06 07 08
+`);
 
 function known(): Uint8Array {
   const b = KNOWN.slice();

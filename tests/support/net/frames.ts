@@ -8,7 +8,9 @@
 
 import {
   buildEthernet,
+  ETH_HEADER_LENGTH,
   type EthernetHeader,
+  ETHERTYPE_ARP,
   ETHERTYPE_IPV4,
   ETHERTYPE_IPV6,
   newEthernetHeader,
@@ -26,6 +28,8 @@ import {
   newIpv6Header,
   parseIpv6Header,
 } from "../../../src/net/wire/ipv6.ts";
+import { ARP_OP_REQUEST, buildArp } from "../../../src/net/services/arp.ts";
+import { MAC_BROADCAST } from "../../../src/net/wire/address.ts";
 import { setIcmpv4Checksum, setIcmpv6Checksum } from "../../../src/net/wire/icmp.ts";
 import { buildUdp, setUdpChecksumV4, setUdpChecksumV6 } from "../../../src/net/wire/udp.ts";
 import { setTcpChecksumV4, setTcpChecksumV6 } from "../../../src/net/wire/tcp_header.ts";
@@ -38,6 +42,23 @@ import {
 
 /** The guest MAC used by the tests. */
 export const TEST_GUEST_MAC = 0x525400123456;
+
+/** Bytes of an Ethernet frame carrying an ARP packet for IPv4 (14 + 28). */
+const ARP_FRAME_LENGTH = 42;
+
+/** An ARP request (RFC 826) from the guest, broadcast: who has `targetIp`, tell `senderIp`. */
+export function guestArpRequest(senderIp: number, targetIp: number): Uint8Array {
+  const f = new Uint8Array(ARP_FRAME_LENGTH);
+  buildEthernet(f, 0, MAC_BROADCAST, TEST_GUEST_MAC, ETHERTYPE_ARP);
+  buildArp(f, ETH_HEADER_LENGTH, {
+    op: ARP_OP_REQUEST,
+    senderMac: TEST_GUEST_MAC,
+    senderIp,
+    targetMac: 0,
+    targetIp,
+  });
+  return f;
+}
 
 /** Builds an IPv4 frame from the guest carrying `l4` (checksum filled for known protocols). */
 export function guestIpv4Frame(
