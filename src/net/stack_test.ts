@@ -28,8 +28,8 @@ import { FrameInfo, SendResult } from "../tap/frame_transport.ts";
 import { Logger } from "../log/logger.ts";
 import { IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/ip_protocol.ts";
 import { parseIpv6 } from "../../ffi/ip_address_text.ts";
+import { dualStackPlan, NO_HOST } from "../../tests/support/net/built_plan.ts";
 
-const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
 const GUEST4 = 0x0a000215, REMOTE4 = 0xc0000201, GATEWAY4 = 0x0a000202;
 const GUEST6 = parseIpv6("2001:db8::15")!, REMOTE6 = parseIpv6("2001:db8:ffff::1")!;
 
@@ -77,12 +77,7 @@ class Recorder implements L4Handler {
 }
 
 function setup(logger?: Logger) {
-  const plan = buildNetworkPlan({
-    address4: "10.0.2.21/24",
-    gateway4: "10.0.2.2",
-    address6: "2001:db8::15",
-    gateway6: "fe80::1",
-  }, NO_HOST);
+  const plan = dualStackPlan();
   const stack = new NetworkStack(plan, { logger });
   const udp = new Recorder(), tcp = new Recorder();
   stack.registerL4(IPPROTO_UDP, udp);
@@ -509,12 +504,7 @@ function rstCount(frames: Uint8Array[]): number {
 
 /** A stack with the real TCP and UDP translators (host connects are refused, not made). */
 function setupWithTranslators() {
-  const plan = buildNetworkPlan({
-    address4: "10.0.2.21/24",
-    gateway4: "10.0.2.2",
-    address6: "2001:db8::15",
-    gateway6: "fe80::1",
-  }, NO_HOST);
+  const plan = dualStackPlan();
   const net = new NetworkStack(plan);
   const rules = buildForwardRules(plan);
   const tcp = new TcpTranslator(net.sender, rules, {

@@ -20,9 +20,9 @@ import { newUdpHeader, parseUdp, udpChecksumOkV4 } from "../wire/udp.ts";
 import { RecordingLink } from "../../../tests/support/net/recording_link.ts";
 import { Logger } from "../../log/logger.ts";
 import { ipv4ToString } from "../../../ffi/ip_address_text.ts";
+import { NO_HOST } from "../../../tests/support/net/built_plan.ts";
 
 const CLIENT_MAC = 0x525400abcdef;
-const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
 
 function setup(overrides: HostConfigOverrides = {}) {
   const plan = buildNetworkPlan({

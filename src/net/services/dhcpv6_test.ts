@@ -16,8 +16,8 @@ import { Logger } from "../../log/logger.ts";
 import { newUdpHeader, parseUdp, udpChecksumOkV6 } from "../wire/udp.ts";
 import { IPPROTO_UDP } from "../wire/ip_protocol.ts";
 import { ipv6ToString, parseIpv6 } from "../../../ffi/ip_address_text.ts";
+import { NO_HOST } from "../../../tests/support/net/built_plan.ts";
 
-const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
 const GUEST_LL = parseIpv6("fe80::5054:ff:fe12:3456")!;
 const ALL_SERVERS = parseIpv6("ff02::1:2")!;
 const CLIENT_DUID = [0, 3, 0, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56];

@@ -19,8 +19,8 @@ import { nextTask, RecordingLink } from "../../../tests/support/net/recording_li
 import { Logger } from "../../log/logger.ts";
 import { IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
 import { ipv6ToString, parseIpv6 } from "../../../ffi/ip_address_text.ts";
+import { NO_HOST } from "../../../tests/support/net/built_plan.ts";
 
-const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
 const GUEST_LL = parseIpv6("fe80::5054:ff:fe12:3456")!;
 const ROUTER = parseIpv6("fe80::1")!;
 const SOLICITED_NODE_GW = parseIpv6("ff02::1:ff00:1")!;
