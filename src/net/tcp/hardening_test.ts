@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import type { TcpTranslatorOptions } from "./translator.ts";
 import type { HostListener, ListenerEvents } from "./host_socket.ts";
 import {
+  loopbackListener,
   ScriptedConnection,
   scriptedHostTcp,
   wiredTranslator,
@@ -192,8 +193,7 @@ Deno.test("`TcpTranslator` honours the guest's MSS and window scale, and a zero 
   const { guest, close } = setup({ bufferSize: 64 * 1024 });
   guest.mss = 1000;
   guest.offerWindowScale = false;
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   let hostConn: Deno.Conn | null = null;
   const accepted = server.accept().then((x) => (hostConn = x));
   const c = guest.connect(TEST_GATEWAY4, port);
@@ -252,8 +252,7 @@ Deno.test("`TcpTranslator` bounds a SYN flood by the flow limit", async () => {
 Deno.test("`TcpTranslator` holds at most its buffer of unacknowledged guest data when the host peer is slow", async () => {
   const size = 32 * 1024;
   const { guest, close } = setup({ bufferSize: size });
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   let hostConn: Deno.Conn | null = null;
   const accepted = server.accept().then((x) => (hostConn = x)); // never reads
   const c = guest.connect(TEST_GATEWAY4, port);
@@ -282,8 +281,7 @@ Deno.test("`TcpTranslator` holds at most its buffer of unacknowledged guest data
 
 Deno.test("`TcpTranslator` answers keepalive probes and resets idle connections both ways", async () => {
   const { tcp, guest, close } = setup({ idleTimeoutMs: 400 });
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   const hostSide = server.accept().then(async (conn) => {
     const buf = new Uint8Array(10);
     try {

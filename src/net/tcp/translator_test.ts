@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { wiredTranslator } from "../../../tests/support/net/tcp_host.ts";
+import {
+  closedLoopbackPort,
+  loopbackListener,
+  wiredTranslator,
+} from "../../../tests/support/net/tcp_host.ts";
 import { createHash } from "node:crypto";
 import type { TcpTranslatorOptions } from "./translator.ts";
 import { RTO_MAX_MS } from "./flow.ts";
@@ -61,8 +65,7 @@ async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
 
 Deno.test("`TcpTranslator` connects a guest to a host server and exchanges a request and response", async () => {
   const { tcp, guest, close } = setup();
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   const served = (async () => {
     const conn = await server.accept();
     const req = await readAll(conn);
@@ -115,8 +118,7 @@ Deno.test("`TcpTranslator` ends host data and timer retransmissions toward the g
   };
   const link = new PublishOnFlushLink(lossy);
   sender.setLink(link);
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   let sendSecond!: () => void;
   const secondWanted = new Promise<void>((resolve) => (sendSecond = resolve));
   const served = (async () => {
@@ -159,9 +161,7 @@ Deno.test("`TcpTranslator` ends host data and timer retransmissions toward the g
 
 Deno.test("`TcpTranslator` answers a refused connection with a RST", async () => {
   const { tcp, guest, close } = setup();
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (probe.addr as Deno.NetAddr).port;
-  probe.close();
+  const port = closedLoopbackPort();
   const c = guest.connect(TEST_GATEWAY4, port);
   await c.until(() => c.gotRst, 5000, "RST");
   assert.equal(c.state, "closed");
@@ -250,8 +250,7 @@ Deno.test("`TcpTranslator.listen()` turns a host connection into a guest connect
 
 Deno.test("`TcpTranslator` keeps a half-closed connection open both ways", async () => {
   const { guest, close } = setup();
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   // 1. The guest closes first; the host keeps sending after reading EOF.
   const served = (async () => {
     const conn = await server.accept() as Deno.TcpConn;
@@ -288,8 +287,7 @@ Deno.test("`TcpTranslator` keeps a half-closed connection open both ways", async
 
 Deno.test("`TcpTranslator` passes a RST from each side", async () => {
   const { tcp, guest, close } = setup();
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   // Guest RST: the host socket is closed.
   const accepted = server.accept();
   const c = guest.connect(TEST_GATEWAY4, port);
@@ -320,8 +318,7 @@ Deno.test("`TcpTranslator` passes a RST from each side", async () => {
 
 Deno.test("`TcpTranslator` stops reading the host while the guest link has no room, then delivers everything", async () => {
   const { tcp, guest, close } = setup(4, { bufferSize: 64 * 1024 });
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   // More than the kernel's loopback socket buffers can hold (tcp_wmem + tcp_rmem maxima).
   const chunk = pattern(1024 * 1024, 3);
   const chunks = 24;
@@ -356,8 +353,7 @@ Deno.test("`TcpTranslator` stops reading the host while the guest link has no ro
 
 Deno.test("`TcpTranslator` flows survive a link down and up", async () => {
   const { sender, tcp, guest, close } = setup();
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   let hostConn: Deno.Conn | null = null;
   const accepted = server.accept().then((x) => (hostConn = x));
   const c = guest.connect(TEST_GATEWAY4, port);
@@ -380,8 +376,7 @@ Deno.test("`TcpTranslator` flows survive a link down and up", async () => {
 Deno.test("`TcpTranslator` carries many concurrent connections with every byte verified", async () => {
   const count = Number(Deno.env.get("TPASST_TCP_CONNS") ?? "500");
   const { tcp, guest, close } = setup(4, { bufferSize: 16 * 1024 });
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   const echoing = (async () => {
     const all: Promise<void>[] = [];
     for (let i = 0; i < count; i++) {
@@ -420,8 +415,7 @@ Deno.test({
   ignore: !Deno.env.get("TPASST_TCP_LONG"),
   async fn() {
     const { guest, close } = setup(4);
-    const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (server.addr as Deno.NetAddr).port;
+    const { listener: server, port } = loopbackListener();
     const chunk = pattern(1024 * 1024, 11);
     const chunks = 100;
     const want = createHash("sha256");
@@ -489,8 +483,7 @@ Deno.test("`TcpTranslator.listen()` forwards an IPv6 host connection with MSS an
 Deno.test("`TcpTranslator` recovers from frames lost in both directions", async () => {
   const { tcp, guest, close } = setup(4, { bufferSize: 64 * 1024 });
   guest.mss = 1400;
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   const up = pattern(300_000, 21);
   const down = pattern(350_000, 22);
   let got: Uint8Array | null = null;
@@ -519,8 +512,7 @@ Deno.test("`TcpTranslator` recovers from frames lost in both directions", async 
 
 Deno.test("`TcpTranslator` keeps what a stuck guest has not taken in the host socket, not in user space", async () => {
   const { tcp, guest, close } = setup(4);
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   try {
     // A guest that opens no window: what the host sends stays queued in the kernel.
     guest.rcvWindow = 0;
@@ -561,8 +553,7 @@ Deno.test("`TcpTranslator` keeps a flow's recovery point at the acknowledged edg
   // comparisons would then take every ACK for a partial ACK in recovery: a
   // retransmission per ACK and no fast retransmit, until the next 2 GiB.
   const { tcp, guest, close } = setup();
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   const down = pattern(300_000, 31);
   const served = (async () => {
     const conn = await server.accept();

@@ -234,3 +234,16 @@ export function trickleFrom(host: Deno.Conn, bytes: number, everyMs: number): Tr
     stop: () => clearInterval(timer),
   };
 }
+
+/** A TCP listener on the host's 127.0.0.1 at a port the kernel picked, and that port. */
+export function loopbackListener(): { listener: Deno.TcpListener; port: number } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  return { listener, port: listener.addr.port };
+}
+
+/** A port of 127.0.0.1 nobody listens on (listened on once, then closed). */
+export function closedLoopbackPort(): number {
+  const { listener, port } = loopbackListener();
+  listener.close();
+  return port;
+}
