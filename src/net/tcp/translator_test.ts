@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   closedLoopbackPort,
+  connectThroughGateway,
   loopbackListener,
   wiredTranslator,
 } from "../../../tests/support/net/tcp_host.ts";
@@ -353,22 +354,17 @@ Deno.test("`TcpTranslator` stops reading the host while the guest link has no ro
 
 Deno.test("`TcpTranslator` flows survive a link down and up", async () => {
   const { sender, tcp, guest, close } = setup();
-  const { listener: server, port } = loopbackListener();
-  let hostConn: Deno.Conn | null = null;
-  const accepted = server.accept().then((x) => (hostConn = x));
-  const c = guest.connect(TEST_GATEWAY4, port);
-  await c.until(() => c.state === "established", 5000, "established");
-  await accepted;
+  const { server, c, host: hostConn } = await connectThroughGateway(guest);
   sender.setLink(null);
   tcp.linkDown(performance.now());
-  await writeAll(hostConn!, new TextEncoder().encode("while down"));
+  await writeAll(hostConn, new TextEncoder().encode("while down"));
   await new Promise((r) => setTimeout(r, 100));
   assert.equal(c.totalReceived, 0);
   sender.setLink(guest);
   tcp.linkUp(performance.now());
   await c.until(() => c.receivedBytes === 10, 5000, "data after link up");
   assert.equal(new TextDecoder().decode(c.takeReceived()), "while down");
-  hostConn!.close();
+  hostConn.close();
   server.close();
   close();
 });

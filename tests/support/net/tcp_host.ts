@@ -204,8 +204,7 @@ export async function connectThroughGateway(
   guest: TestGuest,
   timeoutMs = 5000,
 ): Promise<GatewayConnection> {
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   const accepted = server.accept();
   const c = guest.connect(TEST_GATEWAY4, port);
   await c.until(() => c.state === "established", timeoutMs, "established");
