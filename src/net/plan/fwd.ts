@@ -22,13 +22,7 @@ import {
   dnsRule4,
   dnsRule6,
 } from "./dns_forward.ts";
-import {
-  addressBytes,
-  ipv4ToString,
-  ipv6ToString,
-  parseIpv4,
-  parseIpv6,
-} from "../../../ffi/ip_address_text.ts";
+import { ipv4ToString, ipv6ToString, parseIpv4, parseIpv6 } from "../../../ffi/ip_address_text.ts";
 
 /** Translation options, the daemon maps them from the command line (src/daemon/forward_options.ts). */
 export interface ForwardOptions extends DnsForwardOptions {
@@ -215,7 +209,7 @@ function dnsTarget(rule: DnsRule<unknown>, out: HostTarget): HostTarget {
   return out;
 }
 
-/** Where an inbound peer appears to the guest: filled by {@link translateInbound}. */
+/** Where an inbound peer appears to the guest: filled by {@link translateInboundAddress}. */
 export interface GuestSideAddress {
   family: 4 | 6;
   addr4: number;
@@ -225,20 +219,6 @@ export interface GuestSideAddress {
 /** Creates an empty {@link GuestSideAddress}. */
 export function newGuestSideAddress(): GuestSideAddress {
   return { family: 4, addr4: 0, addr6: new Uint8Array(16) };
-}
-
-/**
- * Translates a host peer address (text) into the source address the guest sees, in
- * `out`, as {@link translateInboundAddress} does for bytes.
- * @returns false when the address cannot be parsed or its family is disabled
- */
-export function translateInbound(
-  r: ForwardRules,
-  hostAddr: string,
-  out: GuestSideAddress,
-): boolean {
-  const address = addressBytes(hostAddr);
-  return address !== null && translateInboundAddress(r, address, out);
 }
 
 /** Bytes before the IPv4 address in an IPv4-mapped IPv6 address (RFC 4291 §2.5.5.2). */

@@ -153,6 +153,7 @@ export class NativeHostListener implements HostListener {
       this.#events.accepted({
         connection,
         peerHostname: addressText(accepted.peer.address),
+        peerAddress: accepted.peer.address,
         peerPort: accepted.peer.port,
       });
     }

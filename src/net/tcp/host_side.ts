@@ -16,7 +16,7 @@ import {
   EVENT_WRITABLE,
 } from "../../loop/event_loop.ts";
 import { initFlowKey } from "../flows/flow_table.ts";
-import { type GuestTarget, translateInbound } from "../plan/fwd.ts";
+import { type GuestTarget, translateInboundAddress } from "../plan/fwd.ts";
 import { TCP_ACK_FLAG, TCP_RST } from "../wire/tcp_header.ts";
 import type { TcpContext } from "./context.ts";
 import { RTO_INITIAL_MS, TcpFlow, TcpState } from "./flow.ts";
@@ -199,7 +199,7 @@ function newInbound(
   const conn = accepted.connection;
   const a = ctx.inAddress;
   const s = ctx.sender;
-  let ok = translateInbound(ctx.rules, accepted.peerHostname, a);
+  let ok = translateInboundAddress(ctx.rules, accepted.peerAddress, a);
   let guest4 = 0;
   let guest6: Uint8Array | null = null;
   if (ok && target !== null) {

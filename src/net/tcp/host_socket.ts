@@ -104,8 +104,10 @@ export interface HostConnection {
 /** A connection accepted by a listener, with its peer's address. */
 export interface AcceptedConnection {
   readonly connection: HostConnection;
-  /** The peer's address as text ("127.0.0.1", "::1", "::ffff:127.0.0.1"). */
+  /** The peer's address as text ("127.0.0.1", "::1", "::ffff:127.0.0.1"), for logs. */
   readonly peerHostname: string;
+  /** The same address as the socket gave it: 4 or 16 bytes. */
+  readonly peerAddress: Uint8Array;
   readonly peerPort: number;
 }
 

@@ -467,6 +467,7 @@ Deno.test("`nativeHostTcp().listen()` accepts connections with their peer addres
     const client1 = await Deno.connect({ hostname: "127.0.0.1", port: listener.port });
     const a1 = await next(1);
     assert.equal(a1.peerHostname, "127.0.0.1");
+    assert.deepEqual([...a1.peerAddress], [127, 0, 0, 1], "the peer's bytes, not only its text");
     assert.equal(a1.peerPort, (client1.localAddr as Deno.NetAddr).port);
     const client2 = await Deno.connect({ hostname: "127.0.0.1", port: listener.port });
     const a2 = await next(2);
@@ -505,6 +506,7 @@ Deno.test({
       const c4 = await Deno.connect({ hostname: "127.0.0.1", port: listener.port });
       const a4 = await next(1);
       assert.equal(a4.peerHostname, "::ffff:127.0.0.1");
+      assert.equal(a4.peerAddress.byteLength, 16);
       assert.equal(a4.peerPort, (c4.localAddr as Deno.NetAddr).port);
       const c6 = await Deno.connect({ hostname: "::1", port: listener.port });
       const a6 = await next(2);
