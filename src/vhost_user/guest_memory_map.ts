@@ -234,7 +234,7 @@ export class GuestMemoryMap implements GuestMemory {
     return null;
   }
 
-  /** {@inheritDoc GuestMemory.view} */
+  /** {@inheritDoc GuestMemory.view} (Found by {@link locate}, which sets {@link locatedBytes}.) */
   view(addrLow: number, addrHigh: number, length: number): Uint8Array | null {
     const start = this.locate(addrLow, addrHigh, length);
     return start < 0 ? null : this.locatedBytes.subarray(start, start + length);

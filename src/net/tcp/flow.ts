@@ -1,5 +1,5 @@
 /**
- * One translated TCP connection: its guest-side 5-tuple (a {@link FlowKey}), its
+ * One translated TCP connection: its guest-side 5-tuple (the {@link FlowKeyFields} it extends), its
  * host connection, and the sequence state of both directions. A flow holds no data
  * buffer: bytes from the host stay in the host socket's receive queue until the
  * guest acknowledges them, and bytes from the guest go straight from its frames
