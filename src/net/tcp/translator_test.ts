@@ -8,7 +8,7 @@ import {
 import { createHash } from "node:crypto";
 import type { TcpTranslatorOptions } from "./translator.ts";
 import { RTO_MAX_MS } from "./flow.ts";
-import { type GuestTcpConn } from "../../../tests/support/net/tcp_guest.ts";
+import { type GuestTcpConn, type TestGuest } from "../../../tests/support/net/tcp_guest.ts";
 import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../../../tests/support/net/tcp_plan.ts";
 import { Logger } from "../../log/logger.ts";
 import { nextTask, PublishOnFlushLink } from "../../../tests/support/net/recording_link.ts";
@@ -86,6 +86,37 @@ Deno.test("`TcpTranslator` connects a guest to a host server and exchanges a req
   server.close();
   close();
 });
+
+/**
+ * Serves the first connection on `server`: writes `down` while reading to the end.
+ * @returns what the peer sent
+ */
+async function serveExchange(server: Deno.Listener, down: Uint8Array): Promise<Uint8Array> {
+  const conn = await server.accept();
+  const [got] = await Promise.all([readAll(conn), writeAll(conn, down)]);
+  conn.close();
+  return got;
+}
+
+/**
+ * Sends `up` over the guest connection `c` once it is established, closes it, and
+ * checks that the guest got `down` and the host (`served`) got `up`, whole.
+ */
+async function exchangeWhole(
+  guest: TestGuest,
+  c: GuestTcpConn,
+  up: Uint8Array,
+  down: Uint8Array,
+  served: Promise<Uint8Array>,
+): Promise<void> {
+  await c.until(() => c.state === "established", 5000, "established");
+  guest.write(c, up);
+  guest.close(c);
+  await c.until(() => c.eof, 30000, "eof");
+  const got = await served;
+  assert.equal(sha(c.takeReceived()), sha(down));
+  assert.equal(sha(got), sha(up));
+}
 
 /** TCP payload bytes in a frame toward the guest (IPv4, no options). */
 function tcpPayloadLength(frame: Uint8Array): number {
@@ -179,23 +210,11 @@ Deno.test("`TcpTranslator` moves several MB each way intact (IPv4 and IPv6)", as
     const down = pattern(size + 999, 9);
     const server = Deno.listen({ hostname: family === 4 ? "127.0.0.1" : "::1", port: 0 });
     const port = (server.addr as Deno.NetAddr).port;
-    let got: Uint8Array | null = null;
-    const served = (async () => {
-      const conn = await server.accept();
-      const [r] = await Promise.all([readAll(conn), writeAll(conn, down)]);
-      got = r;
-      conn.close();
-    })();
+    const served = serveExchange(server, down);
     const c = family === 4
       ? guest.connect(TEST_GATEWAY4, port)
       : guest.connect(0, port, TEST_GATEWAY6);
-    await c.until(() => c.state === "established", 5000, "established");
-    guest.write(c, up);
-    guest.close(c);
-    await c.until(() => c.eof, 30000, "eof");
-    await served;
-    assert.equal(sha(c.takeReceived()), sha(down));
-    assert.equal(sha(got!), sha(up));
+    await exchangeWhole(guest, c, up, down, served);
     await c.until(() => c.finAcked, 5000, "fin acked");
     server.close();
     close();
@@ -482,24 +501,12 @@ Deno.test("`TcpTranslator` recovers from frames lost in both directions", async 
   const { listener: server, port } = loopbackListener();
   const up = pattern(300_000, 21);
   const down = pattern(350_000, 22);
-  let got: Uint8Array | null = null;
-  const served = (async () => {
-    const conn = await server.accept();
-    const [r] = await Promise.all([readAll(conn), writeAll(conn, down)]);
-    got = r;
-    conn.close();
-  })();
+  const served = serveExchange(server, down);
   // Losses from the start: the host's data reaches the guest as soon as it connects.
   guest.loseToGuestEvery = 29;
   guest.loseFromGuestEvery = 31;
   const c = guest.connect(TEST_GATEWAY4, port);
-  await c.until(() => c.state === "established", 5000, "established");
-  guest.write(c, up);
-  guest.close(c);
-  await c.until(() => c.eof, 30000, "eof");
-  await served;
-  assert.equal(sha(c.takeReceived()), sha(down));
-  assert.equal(sha(got!), sha(up));
+  await exchangeWhole(guest, c, up, down, served);
   assert.ok(tcp.counters.retransmits > 0, "lost segments were retransmitted");
   assert.ok(tcp.counters.badSegments > 0, "out-of-order guest segments were dropped");
   server.close();
