@@ -31,9 +31,14 @@ export const LAYER_ORDER: readonly (readonly string[])[] = [
 ];
 
 /** {@link LAYER_ORDER} as one line, as README.md writes it. */
-export const LAYER_ORDER_TEXT: string = LAYER_ORDER.map((peers) =>
-  peers.length === 1 ? `${peers[0]}` : `{ ${peers.join(", ")} }`
-).join(" → ");
+export const LAYER_ORDER_TEXT: string = orderText(LAYER_ORDER);
+
+/** An order as one line: entries joined by arrows, peers in braces. */
+function orderText(order: readonly (readonly string[])[]): string {
+  return order.map((peers) => peers.length === 1 ? peers[0] : `{ ${peers.join(", ")} }`).join(
+    " → ",
+  );
+}
 
 const ROOT = new URL("../../", import.meta.url);
 
@@ -149,6 +154,9 @@ export const NET_ROOM_ORDER: readonly (readonly string[])[] = [
   ["wire"],
 ];
 
+/** {@link NET_ROOM_ORDER} as one line, as README.md writes it (peers in braces). */
+export const NET_ROOM_ORDER_TEXT: string = orderText(NET_ROOM_ORDER);
+
 /** The room of src/net/ path `path` (`wire`, `stack.ts`), or null outside src/net/. */
 function netRoomOf(path: string): string | null {
   const parts = path.split("/");
@@ -244,9 +252,11 @@ Deno.test("an upward or peer import between rooms of src/net/ is reported", () =
   assertEquals(findNetRoomViolations(fine), []);
 });
 
-Deno.test("README.md's layout section quotes the layer order", () => {
-  const readme = Deno.readTextFileSync(new URL("README.md", ROOT));
-  assertTrue(readme.includes(LAYER_ORDER_TEXT), `README.md does not contain "${LAYER_ORDER_TEXT}"`);
+Deno.test("README.md's layout section quotes the layer order and src/net/'s room order", () => {
+  const readme = Deno.readTextFileSync(new URL("README.md", ROOT)).replace(/\s+/g, " ");
+  for (const text of [LAYER_ORDER_TEXT, NET_ROOM_ORDER_TEXT]) {
+    assertTrue(readme.includes(text), `README.md does not contain "${text}"`);
+  }
 });
 
 Deno.test("an upward, peer, config, test-support or outside import is reported", () => {
