@@ -7,15 +7,7 @@ import {
   FAKE_SOCKET,
   FAKE_UNVERIFIED,
 } from "../../tests/support/vhost_user/backend_doubles.ts";
-import {
-  encodeRequest,
-  logPayload,
-  memTablePayload,
-  singleRegionPayload,
-  u64Payload,
-  vringAddrPayload,
-  vringStatePayload,
-} from "../../tests/support/vhost_user/request_encoder.ts";
+import { encodeRequest } from "../../tests/support/vhost_user/request_encoder.ts";
 import {
   featureBit,
   OFFERED_FEATURES,
@@ -36,6 +28,14 @@ import {
   VIRTIO_NET_F_GUEST_CSUM,
   VIRTIO_NET_F_MRG_RXBUF,
 } from "../tap/net_features.ts";
+import {
+  logPayload,
+  memTablePayload,
+  singleRegionPayload,
+  u64Payload,
+  vringAddrPayload,
+  vringStatePayload,
+} from "./payload_codec.ts";
 
 const USER = 0x7f12_3400_0000;
 const MEMORY_SIZE = 0x20000;

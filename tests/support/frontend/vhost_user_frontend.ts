@@ -27,15 +27,7 @@ import { EventFd } from "../../../ffi/event_fd.ts";
 import { MappedMemory } from "../../../ffi/mapped_memory.ts";
 import { MemFd } from "../../../ffi/mem_fd.ts";
 import { UnixStream } from "../../../ffi/unix_stream.ts";
-import {
-  encodeRequest,
-  logPayload,
-  memTablePayload,
-  singleRegionPayload,
-  u64Payload,
-  vringAddrPayload,
-  vringStatePayload,
-} from "../vhost_user/request_encoder.ts";
+import { encodeRequest } from "../vhost_user/request_encoder.ts";
 import {
   featureBit,
   FLAGS_REPLY,
@@ -60,6 +52,14 @@ import {
   VIRTIO_NET_F_MRG_RXBUF,
   VIRTIO_NET_F_MTU,
 } from "../../../src/tap/net_features.ts";
+import {
+  logPayload,
+  memTablePayload,
+  singleRegionPayload,
+  u64Payload,
+  vringAddrPayload,
+  vringStatePayload,
+} from "../../../src/vhost_user/payload_codec.ts";
 
 /** virtio-net header with VERSION_1 (num_buffers included), virtio 1.2 §5.1.6. */
 export const NET_HEADER_SIZE = 12;
