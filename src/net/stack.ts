@@ -21,14 +21,8 @@
  * @module
  */
 
-import {
-  ipv4PrefixMask,
-  ipv6IsUnspecified,
-  isMulticastMac,
-  MAC_BROADCAST,
-} from "./wire/address.ts";
+import { ipv4PrefixMask, ipv6IsUnspecified, isMulticastMac } from "./wire/address.ts";
 import { ArpResponder } from "./services/arp.ts";
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/checksum.ts";
 import {
   ETH_HEADER_LENGTH,
   ETHERTYPE_ARP,
@@ -40,9 +34,9 @@ import {
 import type { FlowInfo } from "./flows/flow_info.ts";
 import { describeFrame } from "./wire/frame_summary.ts";
 import { GuestSender } from "./guest_sender.ts";
-import { DEFAULT_MTU, type NetworkPlan } from "./plan/host_config.ts";
-import { newIpv4Header, parseIpv4 } from "./wire/ipv4.ts";
-import { newIpv6Header, parseIpv6 } from "./wire/ipv6.ts";
+import { DEFAULT_MTU, type NetworkPlan } from "./plan/network_plan.ts";
+import { newIpv4Header, parseIpv4Header } from "./wire/ipv4.ts";
+import { newIpv6Header, parseIpv6Header } from "./wire/ipv6.ts";
 import { type L4Handler, type L4Packet, newL4Packet } from "./l4_handler.ts";
 import { DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpServer } from "./services/dhcp.ts";
 import { DHCPV6_SERVER_PORT, Dhcpv6Server } from "./services/dhcpv6.ts";
@@ -54,6 +48,7 @@ import { newUdpHeader, parseUdp, udpChecksumOkV4, udpChecksumOkV6 } from "./wire
 import { type FrameHandler, FrameInfo, type GuestLink } from "../tap/frame_transport.ts";
 import { log, type Logger } from "../log/logger.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/ip_protocol.ts";
 
 /** Options of {@link NetworkStack}. */
 export interface NetworkStackOptions {
@@ -329,7 +324,7 @@ export class NetworkStack implements FrameHandler {
   #handleIpv4(frame: Uint8Array, end: number, now: number): void {
     if (!this.plan.ipv4) return this.#drop("ipv4-disabled", now);
     const ip = this.#ip4;
-    const st = parseIpv4(frame, ETH_HEADER_LENGTH, end, ip);
+    const st = parseIpv4Header(frame, ETH_HEADER_LENGTH, end, ip);
     if (st !== "ok") return this.#drop(st, now);
     if (ip.isFragment) return this.#drop("ipv4-fragment", now);
     if (this.#segmented !== 0 && ip.protocol !== IPPROTO_TCP) return this.#drop("gso-not-tcp", now);
@@ -372,7 +367,7 @@ export class NetworkStack implements FrameHandler {
   #handleIpv6(frame: Uint8Array, end: number, now: number): void {
     if (!this.plan.ipv6) return this.#drop("ipv6-disabled", now);
     const ip = this.#ip6;
-    const st = parseIpv6(frame, ETH_HEADER_LENGTH, end, ip);
+    const st = parseIpv6Header(frame, ETH_HEADER_LENGTH, end, ip);
     if (st !== "ok") return this.#drop(st, now);
     if (ip.isFragment) return this.#drop("ipv6-fragment", now);
     if (this.#segmented !== 0 && ip.protocol !== IPPROTO_TCP) return this.#drop("gso-not-tcp", now);
@@ -498,6 +493,3 @@ function formatCounts(counts: object): string {
   }
   return parts.length === 0 ? "nothing" : parts.join(", ");
 }
-
-/** The broadcast MAC, re-exported for transports and tests. */
-export { MAC_BROADCAST };

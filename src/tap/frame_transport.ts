@@ -16,6 +16,9 @@ import type { IoVectors } from "../../ffi/io_vectors.ts";
  */
 export const MAX_FRAME_LENGTH = 65535;
 
+/** The smallest Ethernet frame any link accepts, in bytes: the 14-byte Ethernet header (IEEE 802.3). */
+export const MIN_FRAME_LENGTH = 14;
+
 /** Bit flags a transport passes with a guest frame to {@link FrameHandler.handleFrame}. */
 export const FrameInfo = {
   /** Nothing special: every checksum in the frame is the guest's complete one. */

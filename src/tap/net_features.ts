@@ -2,7 +2,7 @@
  * virtio-net device feature bits (virtio 1.2 §5.1.3): what the device offers about
  * the virtio-net header and frames. They belong to the transport that reads and
  * writes that header (src/tap/vhost_user_link.ts, net_header.ts); the vhost-user
- * control plane negotiates them (src/vhost_user/protocol.ts re-exports them) and
+ * control plane negotiates them (src/vhost_user/protocol.ts imports them) and
  * src/virtio/ knows nothing of them.
  *
  * @module

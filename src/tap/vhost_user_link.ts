@@ -39,7 +39,7 @@ import type { Logger } from "../log/logger.ts";
 import { log as defaultLogger } from "../log/logger.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import { runSoon, type SoonTask } from "../loop/event_loop.ts";
-import { MAX_QUEUE_PAIRS, type StartedVring, type VringDatapath } from "./vring_datapath.ts";
+import { MAX_QUEUE_PAIRS, type VringDatapath } from "./vring_datapath.ts";
 import { frameFlowHash } from "./flow_hash.ts";
 import { IoVectors } from "../../ffi/io_vectors.ts";
 import { DescriptorChain } from "../virtio/descriptor_chain.ts";
@@ -65,13 +65,13 @@ import {
   type FrameSpace,
   type GuestLink,
   MAX_FRAME_LENGTH,
+  MIN_FRAME_LENGTH,
   SendResult,
   TcpSegmentation,
   type TcpSegments,
 } from "./frame_transport.ts";
+import { type StartedVring } from "../virtio/started_vring.ts";
 
-/** Largest Ethernet frame carried: {@link MAX_FRAME_LENGTH}. */
-export const MAX_FRAME_BYTES = MAX_FRAME_LENGTH;
 /** Placeholder for dropped views. */
 const EMPTY_VIEW = new Uint8Array(0);
 /** Iovec entries of one reservation's payload: a 64 KiB frame in buffers of 64 bytes and more. */
@@ -85,8 +85,6 @@ function locatedChain(capacity: number): DescriptorChain {
   chain.located = true;
   return chain;
 }
-/** Smallest Ethernet frame accepted from the guest: the 14-byte Ethernet header. */
-export const MIN_FRAME_BYTES = 14;
 
 /**
  * After a TX turn that handed frames over, the queue is looked at once more after
@@ -211,7 +209,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   /** The MTU the front-end set for the device (0: none), from the RX ring's start. */
   #deviceMtu = 0;
   /** Frame room of the last RX buffer seen (header excluded): the limit without MRG_RXBUF. */
-  #rxBufferFrameRoom = MAX_FRAME_BYTES;
+  #rxBufferFrameRoom = MAX_FRAME_LENGTH;
   /** Bytes of the smallest RX chain seen (Infinity before the first): with MRG_RXBUF,
    * what the chains posted now can hold is judged by it. */
   #smallestRxChainBytes = Infinity;
@@ -226,7 +224,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   #rxLocated = locatedChain(1);
   #rxHeads = new Uint16Array(1);
   #rxLengths = new Uint32Array(1);
-  readonly #txScratch = new Uint8Array(NET_HDR_SIZE + MAX_FRAME_BYTES);
+  readonly #txScratch = new Uint8Array(NET_HDR_SIZE + MAX_FRAME_LENGTH);
   readonly #header = createNetHeader();
   readonly #headerBytes = new Uint8Array(NET_HDR_SIZE);
 
@@ -247,7 +245,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   /** Bytes of {@link #resViews} the reservation handed out (the frame's room). */
   #resCapacity = 0;
   #resMalformedBefore = 0;
-  readonly #resScratchBuffer = new Uint8Array(MAX_FRAME_BYTES);
+  readonly #resScratchBuffer = new Uint8Array(MAX_FRAME_LENGTH);
   /** The frame's bytes after its headers, for reservations that accept a table. */
   readonly #resVectors = new IoVectors(MAX_RESERVATION_VECTORS);
 
@@ -301,7 +299,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         : (ring.features.guestTso4 ? TcpSegmentation.Ipv4 : 0) |
           (ring.features.guestTso6 ? TcpSegmentation.Ipv6 : 0);
       this.#deviceMtu = ring.features.mtu ?? 0;
-      this.#rxBufferFrameRoom = MAX_FRAME_BYTES;
+      this.#rxBufferFrameRoom = MAX_FRAME_LENGTH;
       this.#smallestRxChainBytes = Infinity;
       if (this.#rxFirst.buffers.length < ring.size) {
         this.#rxFirst = new DescriptorChain(ring.size);
@@ -580,10 +578,10 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       return false;
     }
     const total = chain.readableBytes;
-    if (total < NET_HDR_SIZE + MIN_FRAME_BYTES || total > NET_HDR_SIZE + MAX_FRAME_BYTES) {
+    if (total < NET_HDR_SIZE + MIN_FRAME_LENGTH || total > NET_HDR_SIZE + MAX_FRAME_LENGTH) {
       this.#txLog.write(
         now,
-        `vhost-user: dropping TX chain ${chain.head}: ${total} bytes is not a ${NET_HDR_SIZE}-byte header plus a frame of ${MIN_FRAME_BYTES}..${MAX_FRAME_BYTES} bytes`,
+        `vhost-user: dropping TX chain ${chain.head}: ${total} bytes is not a ${NET_HDR_SIZE}-byte header plus a frame of ${MIN_FRAME_LENGTH}..${MAX_FRAME_LENGTH} bytes`,
       );
       return false;
     }
@@ -674,11 +672,11 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   get maxFrameLength(): number {
     if (!this.#mergeable) return this.#rxBufferFrameRoom;
     const rx = this.#rx ?? this.#rxPairs[0]?.rx ?? null;
-    if (rx === null || this.#smallestRxChainBytes === Infinity) return MAX_FRAME_BYTES;
+    if (rx === null || this.#smallestRxChainBytes === Infinity) return MAX_FRAME_LENGTH;
     // A frame may merge every buffer posted now, but no more: a guest that has posted
     // all it will post sends no further kick, so a larger frame would wait forever.
     const room = rx.availableCount() * this.#smallestRxChainBytes - NET_HDR_SIZE;
-    return Math.max(0, Math.min(MAX_FRAME_BYTES, room));
+    return Math.max(0, Math.min(MAX_FRAME_LENGTH, room));
   }
 
   /** {@inheritDoc GuestLink.l4ChecksumsOptional} True once the guest negotiated GUEST_CSUM. */
@@ -698,7 +696,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     const rx = this.#selectRx(this.#rxPairs.length > 1 ? frameFlowHash(frame) : 0);
     if (rx === null || rx.broken) return SendResult.Dropped;
     const pair = this.#rxPair!;
-    if (frame.length === 0 || frame.length > MAX_FRAME_BYTES) return SendResult.Dropped;
+    if (frame.length === 0 || frame.length > MAX_FRAME_LENGTH) return SendResult.Dropped;
     if (
       checksumStart > 0 &&
       (!this.#rxDataValid || checksumStart + checksumOffset + 2 > frame.length)
@@ -787,7 +785,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     lengths[0] = used;
     let count = 1;
     if (!this.#mergeable) {
-      this.#rxBufferFrameRoom = Math.min(MAX_FRAME_BYTES, first.writableBytes - NET_HDR_SIZE);
+      this.#rxBufferFrameRoom = Math.min(MAX_FRAME_LENGTH, first.writableBytes - NET_HDR_SIZE);
     }
     if (used < needed && !this.#mergeable) {
       rx.unpop(1);
@@ -880,8 +878,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     const rx = this.#selectRx(this.#rxPairs.length > 1 ? space.flowHash : 0);
     if (rx === null || rx.broken) return SendResult.Dropped;
     const pair = this.#rxPair!;
-    if (headerLength > MAX_FRAME_BYTES) return SendResult.Dropped;
-    const length = Math.max(headerLength, Math.min(maxLength, MAX_FRAME_BYTES));
+    if (headerLength > MAX_FRAME_LENGTH) return SendResult.Dropped;
+    const length = Math.max(headerLength, Math.min(maxLength, MAX_FRAME_LENGTH));
     let result = this.#reserve(rx, space, length, headerLength);
     if (result !== SendResult.NoRoom) return result;
     if (rx.broken) return SendResult.Dropped; // broken meanwhile: no room will ever come
@@ -998,7 +996,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       return RESERVE_AS_VIEWS;
     }
     if (!this.#mergeable) {
-      this.#rxBufferFrameRoom = Math.min(MAX_FRAME_BYTES, room - NET_HDR_SIZE);
+      this.#rxBufferFrameRoom = Math.min(MAX_FRAME_LENGTH, room - NET_HDR_SIZE);
     }
     const capacity = Math.min(length, room - NET_HDR_SIZE);
     vectors.truncate(capacity - headerLength);
@@ -1055,7 +1053,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     this.#resOpen = chains > 0;
     if (chains === 0) return SendResult.NoRoom;
     if (!this.#mergeable) {
-      this.#rxBufferFrameRoom = Math.min(MAX_FRAME_BYTES, room - NET_HDR_SIZE);
+      this.#rxBufferFrameRoom = Math.min(MAX_FRAME_LENGTH, room - NET_HDR_SIZE);
     }
     const capacity = Math.min(length, room - NET_HDR_SIZE);
     if (capacity < headerLength) {

@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { Logger, type LogLevel } from "../log/logger.ts";
-import type { NegotiatedFeatures } from "./vring_datapath.ts";
 import { ArrayGuestMemory } from "../../tests/support/virtio/array_guest_memory.ts";
 import {
   createNetHeader,
@@ -34,12 +33,13 @@ import { CountingGuestMemory } from "../../tests/support/virtio/counting_guest_m
 import { WriteRecord } from "../../tests/support/virtio/recording_write_log.ts";
 import { pendingSoonTasks } from "../loop/event_loop.ts";
 import { MALFORMED_RUN_LIMIT, TURN_DESCRIPTOR_BUDGET } from "../virtio/virtqueue.ts";
-import { chainsToBreak } from "../virtio/virtqueue_test.ts";
+import { chainsToBreak } from "../../tests/support/virtio/malformed_limits.ts";
 import {
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
 } from "../virtio/ring_layout.ts";
+import { type NegotiatedFeatures } from "../virtio/started_vring.ts";
 
 function frameOf(length: number, seed: number): Uint8Array {
   const f = new Uint8Array(length);

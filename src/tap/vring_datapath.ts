@@ -26,11 +26,6 @@ export const RX_QUEUE_INDEX = 0;
 /** virtio-net transmit queue index (virtio 1.2 §5.1.2). */
 export const TX_QUEUE_INDEX = 1;
 
-// The ring's description lives with the virtqueue engine (src/virtio/ never imports
-// this directory); it is re-exported here as part of this contract.
-export type { NegotiatedFeatures, StartedVring } from "../virtio/started_vring.ts";
-export type { GuestWriteLog } from "../virtio/guest_write_log.ts";
-
 /** The datapath behind a vhost-user session. */
 export interface VringDatapath {
   /** Ring `ring.index` has addresses, a kick fd and is enabled: it may be used until stopped. */

@@ -1,16 +1,8 @@
 import assert from "node:assert/strict";
 import { BackendRig, type DecodedReply } from "../../tests/support/vhost_user/backend_doubles.ts";
-import {
-  encodeRequest,
-  logPayload,
-  memTablePayload,
-  u64Payload,
-  vringAddrPayload,
-  vringStatePayload,
-} from "../../tests/support/vhost_user/request_encoder.ts";
+import { encodeRequest } from "../../tests/support/vhost_user/request_encoder.ts";
 import {
   featureBit,
-  MAX_QUEUE_PAIRS,
   OFFERED_FEATURES,
   OFFERED_PROTOCOL_FEATURES,
   ProtocolFeature,
@@ -20,10 +12,17 @@ import {
   VHOST_VRING_F_LOG,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_VERSION_1,
-  VIRTIO_NET_F_MQ,
-  VIRTIO_NET_F_MRG_RXBUF,
   VRING_COUNT,
 } from "./protocol.ts";
+import { VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF } from "../tap/net_features.ts";
+import { MAX_QUEUE_PAIRS } from "../tap/vring_datapath.ts";
+import {
+  logPayload,
+  memTablePayload,
+  u64Payload,
+  vringAddrPayload,
+  vringStatePayload,
+} from "./payload_codec.ts";
 
 const USER = 0x7f12_3400_0000;
 /** Room for 16 pairs of 256-entry rings (32 × 0x8000) plus buffers. */

@@ -7,15 +7,7 @@ import {
   FAKE_SOCKET,
   FAKE_UNVERIFIED,
 } from "../../tests/support/vhost_user/backend_doubles.ts";
-import {
-  encodeRequest,
-  logPayload,
-  memTablePayload,
-  singleRegionPayload,
-  u64Payload,
-  vringAddrPayload,
-  vringStatePayload,
-} from "../../tests/support/vhost_user/request_encoder.ts";
+import { encodeRequest } from "../../tests/support/vhost_user/request_encoder.ts";
 import {
   featureBit,
   OFFERED_FEATURES,
@@ -28,6 +20,10 @@ import {
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
+  VRING_FD_NOFD,
+} from "./protocol.ts";
+import { InvalidStateError } from "./backend.ts";
+import {
   VIRTIO_NET_F_CSUM,
   VIRTIO_NET_F_GUEST_CSUM,
   VIRTIO_NET_F_GUEST_ECN,
@@ -37,9 +33,15 @@ import {
   VIRTIO_NET_F_HOST_TSO4,
   VIRTIO_NET_F_HOST_TSO6,
   VIRTIO_NET_F_MRG_RXBUF,
-  VRING_FD_NOFD,
-} from "./protocol.ts";
-import { InvalidStateError } from "./backend.ts";
+} from "../tap/net_features.ts";
+import {
+  logPayload,
+  memTablePayload,
+  singleRegionPayload,
+  u64Payload,
+  vringAddrPayload,
+  vringStatePayload,
+} from "./payload_codec.ts";
 
 const USER = 0x7f12_3400_0000;
 const MEMORY_SIZE = 0x20000;

@@ -18,11 +18,9 @@ import {
   VIRTIO_NET_F_HOST_ECN,
   VIRTIO_NET_F_HOST_TSO4,
   VIRTIO_NET_F_HOST_TSO6,
-  VIRTIO_NET_F_MAC,
   VIRTIO_NET_F_MQ,
   VIRTIO_NET_F_MRG_RXBUF,
   VIRTIO_NET_F_MTU,
-  VIRTIO_NET_F_STATUS,
 } from "../tap/net_features.ts";
 import { MAX_QUEUE_PAIRS } from "../tap/vring_datapath.ts";
 
@@ -194,23 +192,6 @@ export const MAX_RING_SIZE = 32768;
 
 // --- Feature bits ---------------------------------------------------------------
 
-// The virtio-net feature bits belong to the transport that speaks virtio-net
-// (src/tap/net_features.ts); re-exported for the negotiation.
-export {
-  VIRTIO_NET_F_CSUM,
-  VIRTIO_NET_F_GUEST_CSUM,
-  VIRTIO_NET_F_GUEST_ECN,
-  VIRTIO_NET_F_GUEST_TSO4,
-  VIRTIO_NET_F_GUEST_TSO6,
-  VIRTIO_NET_F_HOST_ECN,
-  VIRTIO_NET_F_HOST_TSO4,
-  VIRTIO_NET_F_HOST_TSO6,
-  VIRTIO_NET_F_MAC,
-  VIRTIO_NET_F_MQ,
-  VIRTIO_NET_F_MRG_RXBUF,
-  VIRTIO_NET_F_MTU,
-  VIRTIO_NET_F_STATUS,
-};
 /**
  * VHOST_F_LOG_ALL (spec "Migration"): while acked and a log is set (SET_LOG_BASE),
  * every write into guest memory marks its pages in the log. QEMU acks it when a live
@@ -316,12 +297,9 @@ export const DEVICE_STATE_REPLY_NO_FD = 0x100;
 /** Memory slots reported by GET_MAX_MEM_SLOTS (spec asks for at least 32 with CONFIGURE_MEM_SLOTS). */
 export const MAX_MEM_SLOTS = 32;
 
-/**
- * Queue pairs served at most (VHOST_USER_PROTOCOL_F_MQ; the datapath's bound, from
- * src/tap/vring_datapath.ts), and the GET_QUEUE_NUM answer: QEMU's vhost-user-net
- * compares it with `-netdev vhost-user,queues=N`, a count of queue pairs ("you are
- * asking more queues than supported").
- */
-export { MAX_QUEUE_PAIRS };
+// Queue pairs served at most: the datapath's bound, MAX_QUEUE_PAIRS of
+// src/tap/vring_datapath.ts (VHOST_USER_PROTOCOL_F_MQ), is also the GET_QUEUE_NUM
+// answer: QEMU's vhost-user-net compares it with `-netdev vhost-user,queues=N`, a
+// count of queue pairs ("you are asking more queues than supported").
 /** Rings of {@link MAX_QUEUE_PAIRS} pairs: ring 2k is pair k's RX, 2k+1 its TX (virtio 1.2 §5.1.2). */
 export const VRING_COUNT = 2 * MAX_QUEUE_PAIRS;

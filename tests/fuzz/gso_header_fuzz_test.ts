@@ -12,8 +12,8 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { Logger } from "../../src/log/logger.ts";
-import { IPPROTO_TCP, IPPROTO_UDP } from "../../src/net/wire/checksum.ts";
-import { buildNetworkPlan } from "../../src/net/plan/host_config.ts";
+import { IPPROTO_TCP, IPPROTO_UDP } from "../../src/net/wire/ip_protocol.ts";
+import { buildNetworkPlan } from "../../src/net/plan/network_plan.ts";
 import type { L4Handler, L4Packet } from "../../src/net/l4_handler.ts";
 import { NetworkStack } from "../../src/net/stack.ts";
 import { guestIpv4Frame, guestIpv6Frame } from "../support/net/frames.ts";

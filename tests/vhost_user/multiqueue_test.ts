@@ -11,7 +11,7 @@ import type { FrameHandler, GuestLink } from "../../src/tap/frame_transport.ts";
 import { SendResult } from "../../src/tap/frame_transport.ts";
 import { frameFlowHash } from "../../src/tap/flow_hash.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
-import { encodeRequest, vringStatePayload } from "../support/vhost_user/request_encoder.ts";
+import { encodeRequest } from "../support/vhost_user/request_encoder.ts";
 import { Request, VHOST_LOG_PAGE } from "../../src/vhost_user/protocol.ts";
 import { InProcessBackend } from "../support/frontend/in_process.ts";
 import type { UsedChain } from "../support/virtio/split_ring_driver.ts";
@@ -22,6 +22,7 @@ import {
   type VhostUserFrontend,
 } from "../support/frontend/vhost_user_frontend.ts";
 import { waitUntil } from "../support/wait_until.ts";
+import { vringStatePayload } from "../../src/vhost_user/payload_codec.ts";
 
 class CollectingHandler implements FrameHandler {
   readonly frames: Uint8Array[] = [];

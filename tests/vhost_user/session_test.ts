@@ -2,18 +2,18 @@ import assert from "node:assert/strict";
 import { EventFd } from "../../ffi/event_fd.ts";
 import { openFdCount } from "../../ffi/process.ts";
 import { RecordingDatapath } from "../support/vhost_user/backend_doubles.ts";
+import { encodeRequest } from "../support/vhost_user/request_encoder.ts";
+import { Request } from "../../src/vhost_user/protocol.ts";
+import { InProcessBackend } from "../support/frontend/in_process.ts";
+import { RX, TX, type VhostUserFrontend } from "../support/frontend/vhost_user_frontend.ts";
+import { waitUntil } from "../support/wait_until.ts";
 import {
-  encodeRequest,
   memTablePayload,
   singleRegionPayload,
   u64Payload,
   vringAddrPayload,
   vringStatePayload,
-} from "../support/vhost_user/request_encoder.ts";
-import { Request } from "../../src/vhost_user/protocol.ts";
-import { InProcessBackend } from "../support/frontend/in_process.ts";
-import { RX, TX, type VhostUserFrontend } from "../support/frontend/vhost_user_frontend.ts";
-import { waitUntil } from "../support/wait_until.ts";
+} from "../../src/vhost_user/payload_codec.ts";
 
 const variants = [
   { name: "with REPLY_ACK and memory slots", options: {} },

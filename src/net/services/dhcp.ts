@@ -14,20 +14,20 @@
 import {
   ipv4PrefixMask,
   ipv4SameSubnet,
-  ipv4ToString,
   MAC_BROADCAST,
   macToString,
   readIpv4,
   readMac,
   writeIpv4,
 } from "../wire/address.ts";
-import { IPPROTO_UDP } from "../wire/checksum.ts";
 import { encodeDomainList, encodeDomainListCompressed } from "../wire/dns_name.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import { L4_OFFSET_V4 } from "../guest_sender.ts";
-import type { NetworkPlan } from "../plan/host_config.ts";
+import type { NetworkPlan } from "../plan/network_plan.ts";
 import { buildUdp, UDP_HEADER_LENGTH } from "../wire/udp.ts";
+import { IPPROTO_UDP } from "../wire/ip_protocol.ts";
+import { ipv4ToString } from "../../../ffi/ip_address_text.ts";
 
 /** UDP port of the DHCP server (RFC 2131 §4.1). */
 export const DHCP_SERVER_PORT = 67;

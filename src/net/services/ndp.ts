@@ -12,21 +12,16 @@
  * @module
  */
 
-import {
-  ipv6Equal,
-  ipv6IsMulticast,
-  ipv6IsUnspecified,
-  ipv6ToString,
-  writeMac,
-} from "../wire/address.ts";
-import { IPPROTO_ICMPV6 } from "../wire/checksum.ts";
+import { ipv6Equal, ipv6IsMulticast, ipv6IsUnspecified, writeMac } from "../wire/address.ts";
 import { encodeDomainList } from "../wire/dns_name.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import { L4_OFFSET_V6 } from "../guest_sender.ts";
-import type { NetworkPlan } from "../plan/host_config.ts";
-import { type IcmpHeader, Icmpv6Type } from "../wire/icmp.ts";
+import type { NetworkPlan } from "../plan/network_plan.ts";
+import { buildIcmp, type IcmpHeader, Icmpv6Type } from "../wire/icmp.ts";
 import type { Ipv6Header } from "../wire/ipv6.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
+import { IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
+import { ipv6ToString } from "../../../ffi/ip_address_text.ts";
 
 /** Hop limit of every ND message; received ones must carry it too (RFC 4861 §6.1.1, §7.1.1). */
 export const NDP_HOP_LIMIT = 255;
@@ -292,14 +287,9 @@ export class NdpResponder {
   #sendNa(target: Uint8Array, dst: Uint8Array): void {
     const b = this.#sender.buffer;
     const o = L4_OFFSET_V6;
-    b[o] = Icmpv6Type.NeighborAdvertisement;
-    b[o + 1] = 0;
-    b[o + 2] = 0;
-    b[o + 3] = 0;
-    b[o + 4] = NA_FLAG_ROUTER | NA_FLAG_SOLICITED | NA_FLAG_OVERRIDE;
-    b[o + 5] = 0;
-    b[o + 6] = 0;
-    b[o + 7] = 0;
+    // RFC 4861 §4.4: the flags are the top bits of the 32-bit field after the checksum.
+    const naFlags = NA_FLAG_ROUTER | NA_FLAG_SOLICITED | NA_FLAG_OVERRIDE;
+    buildIcmp(b, o, Icmpv6Type.NeighborAdvertisement, 0, (naFlags << 24) >>> 0);
     b.set(target, o + NS_TARGET);
     b[o + 24] = NdOption.TargetLinkLayerAddress;
     b[o + 25] = 1;
@@ -310,10 +300,7 @@ export class NdpResponder {
   #sendRa(dst: Uint8Array): void {
     const b = this.#sender.buffer;
     const o = L4_OFFSET_V6;
-    b[o] = Icmpv6Type.RouterAdvertisement;
-    b[o + 1] = 0;
-    b[o + 2] = 0;
-    b[o + 3] = 0;
+    buildIcmp(b, o, Icmpv6Type.RouterAdvertisement, 0, 0);
     b[o + RA_CUR_HOP_LIMIT] = 64;
     b[o + RA_FLAGS] = this.#raFlags;
     b[o + RA_ROUTER_LIFETIME] = ROUTER_LIFETIME >> 8;

@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
-import { ipv6ToString, parseIpv6 } from "../wire/address.ts";
-import { IPPROTO_ICMPV6, l4ChecksumV6 } from "../wire/checksum.ts";
+import { l4ChecksumV6 } from "../wire/checksum.ts";
 import { decodeDomainList } from "../wire/dns_name.ts";
-import { buildNetworkPlan, type HostConfigOverrides } from "../plan/host_config.ts";
+import { buildNetworkPlan, type HostConfigOverrides } from "../plan/network_plan.ts";
 import { Icmpv6Type } from "../wire/icmp.ts";
 import {
   MAX_RTR_ADV_INTERVAL_MS,
@@ -18,8 +17,10 @@ import { NetworkStack } from "../stack.ts";
 import { decodeFrame, guestIpv6Frame, TEST_GUEST_MAC } from "../../../tests/support/net/frames.ts";
 import { nextTask, RecordingLink } from "../../../tests/support/net/recording_link.ts";
 import { Logger } from "../../log/logger.ts";
+import { IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
+import { ipv6ToString, parseIpv6 } from "../../../ffi/ip_address_text.ts";
+import { NO_HOST } from "../../../tests/support/net/built_plan.ts";
 
-const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
 const GUEST_LL = parseIpv6("fe80::5054:ff:fe12:3456")!;
 const ROUTER = parseIpv6("fe80::1")!;
 const SOLICITED_NODE_GW = parseIpv6("ff02::1:ff00:1")!;

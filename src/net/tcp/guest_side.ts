@@ -15,7 +15,6 @@ import { translateOutbound4, translateOutbound6 } from "../plan/fwd.ts";
 import { initFlowKey } from "../flows/flow_table.ts";
 import type { L4Packet } from "../l4_handler.ts";
 import { TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_SYN } from "../wire/tcp_header.ts";
-import { WOULD_BLOCK } from "./host_socket.ts";
 import type { TcpContext } from "./context.ts";
 import {
   CONNECT_TIMEOUT_MS,
@@ -47,6 +46,7 @@ import {
   sendSyn,
   timerArmed,
 } from "./output.ts";
+import { WOULD_BLOCK } from "../../../ffi/tcp_socket.ts";
 
 /** Handles a guest segment of an existing flow (`ctx.header` holds it parsed). */
 export function guestSegment(ctx: TcpContext, f: TcpFlow, p: L4Packet, now: number): void {
@@ -141,7 +141,7 @@ export function newOutbound(ctx: TcpContext, p: L4Packet, now: number): void {
   logOpened(ctx, f, "SYN from the guest, connecting to the host");
   ctx.arm(f, now + CONNECT_TIMEOUT_MS);
   try {
-    const conn = ctx.host.connect(f.hostName, f.hostPort);
+    const conn = ctx.host.connect(f.hostName, f.hostPort, t.address);
     f.conn = conn;
     conn.setHandler((events, at) => onHostEvents(ctx, f, events, at));
   } catch (e) {

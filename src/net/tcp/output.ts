@@ -15,7 +15,7 @@
  * @module
  */
 
-import { foldSum, IPPROTO_TCP, ipv4PseudoSum, ipv6PseudoSum, sumBytes } from "../wire/checksum.ts";
+import { foldSum, ipv4PseudoSum, ipv6PseudoSum, sumBytes } from "../wire/checksum.ts";
 import { buildEthernet, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../wire/ethernet.ts";
 import { L4_OFFSET_V4, L4_OFFSET_V6 } from "../guest_sender.ts";
 import { buildIpv4, IPV4_FLAG_DF, type Ipv4BuildFields } from "../wire/ipv4.ts";
@@ -24,7 +24,7 @@ import type { L4Packet } from "../l4_handler.ts";
 import {
   buildTcp,
   TCP_ACK_FLAG,
-  TCP_CHECKSUM,
+  TCP_CHECKSUM_OFFSET,
   TCP_FIN,
   TCP_HEADER_MIN,
   TCP_PSH,
@@ -41,6 +41,7 @@ import { flowHashIpv4, flowHashIpv6 } from "../../tap/flow_hash.ts";
 import type { TcpContext } from "./context.ts";
 import { OUR_WINDOW_SCALE, seqDiff, seqLe, seqLt, type TcpFlow, TcpState } from "./flow.ts";
 import { hostError } from "./closing.ts";
+import { IPPROTO_TCP } from "../wire/ip_protocol.ts";
 
 /** IPv4 + TCP header bytes (no options) subtracted from the MTU for the MSS. */
 export const HEADERS_V4 = 40;
@@ -326,17 +327,17 @@ export function sendHostData(
     sum += sumBytes(b, l4, TCP_HEADER_MIN) + sumSpace(space, headers, got);
     check = ~foldSum(sum) & 0xffff;
   }
-  b[l4 + TCP_CHECKSUM] = check >> 8;
-  b[l4 + TCP_CHECKSUM + 1] = check & 0xff;
+  b[l4 + TCP_CHECKSUM_OFFSET] = check >> 8;
+  b[l4 + TCP_CHECKSUM_OFFSET + 1] = check & 0xff;
   let result: SendResult;
   if (partial && segmentSize > 0 && got > segmentSize) {
     segments.kind = v4 ? TcpSegmentation.Ipv4 : TcpSegmentation.Ipv6;
     segments.size = segmentSize;
     segments.headerLength = headers;
-    result = link.commitFrame(headers + got, l4, TCP_CHECKSUM, segments);
+    result = link.commitFrame(headers + got, l4, TCP_CHECKSUM_OFFSET, segments);
   } else {
     result = partial
-      ? link.commitFrame(headers + got, l4, TCP_CHECKSUM)
+      ? link.commitFrame(headers + got, l4, TCP_CHECKSUM_OFFSET)
       : link.commitFrame(headers + got);
   }
   // Counted (a drop is lost like a frame the guest missed: retransmitted), flushed by

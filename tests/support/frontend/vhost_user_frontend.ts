@@ -27,15 +27,7 @@ import { EventFd } from "../../../ffi/event_fd.ts";
 import { MappedMemory } from "../../../ffi/mapped_memory.ts";
 import { MemFd } from "../../../ffi/mem_fd.ts";
 import { UnixStream } from "../../../ffi/unix_stream.ts";
-import {
-  encodeRequest,
-  logPayload,
-  memTablePayload,
-  singleRegionPayload,
-  u64Payload,
-  vringAddrPayload,
-  vringStatePayload,
-} from "../vhost_user/request_encoder.ts";
+import { encodeRequest } from "../vhost_user/request_encoder.ts";
 import {
   featureBit,
   FLAGS_REPLY,
@@ -51,13 +43,23 @@ import {
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
-  VIRTIO_NET_F_MQ,
-  VIRTIO_NET_F_MRG_RXBUF,
-  VIRTIO_NET_F_MTU,
 } from "../../../src/vhost_user/protocol.ts";
 import { HarnessMemory, type HarnessMemoryOptions } from "./shared_memory.ts";
 import { ringFootprint, SplitRingDriver, type UsedChain } from "../virtio/split_ring_driver.ts";
 import { PackedRingDriver } from "../virtio/packed_ring_driver.ts";
+import {
+  VIRTIO_NET_F_MQ,
+  VIRTIO_NET_F_MRG_RXBUF,
+  VIRTIO_NET_F_MTU,
+} from "../../../src/tap/net_features.ts";
+import {
+  logPayload,
+  memTablePayload,
+  singleRegionPayload,
+  u64Payload,
+  vringAddrPayload,
+  vringStatePayload,
+} from "../../../src/vhost_user/payload_codec.ts";
 
 /** virtio-net header with VERSION_1 (num_buffers included), virtio 1.2 §5.1.6. */
 export const NET_HEADER_SIZE = 12;

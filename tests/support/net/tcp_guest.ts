@@ -8,7 +8,7 @@
  * @module
  */
 
-import { internetChecksum, IPPROTO_TCP, IPPROTO_UDP } from "../../../src/net/wire/checksum.ts";
+import { internetChecksum } from "../../../src/net/wire/checksum.ts";
 import {
   buildEthernet,
   ETH_HEADER_LENGTH,
@@ -51,6 +51,7 @@ import {
   type TcpSegments,
 } from "../../../src/tap/frame_transport.ts";
 import { ScratchFrame } from "../../../src/tap/scratch_frame.ts";
+import { IPPROTO_TCP, IPPROTO_UDP } from "../../../src/net/wire/ip_protocol.ts";
 
 /** Guest MAC used by the test guest. */
 export const TEST_GUEST_MAC = 0x525400123456;

@@ -10,7 +10,6 @@ import { Logger } from "../../../src/log/logger.ts";
 import type {
   BackendEnvironment,
   DeviceStateHandler,
-  FdDescription,
   Notifier,
 } from "../../../src/vhost_user/backend_environment.ts";
 import { VhostUserBackend } from "../../../src/vhost_user/backend.ts";
@@ -24,11 +23,10 @@ import {
   ReplyWriter,
 } from "../../../src/vhost_user/message_codec.ts";
 import { HEADER_SIZE } from "../../../src/vhost_user/protocol.ts";
-import type {
-  GuestWriteLog,
-  StartedVring,
-  VringDatapath,
-} from "../../../src/tap/vring_datapath.ts";
+import type { VringDatapath } from "../../../src/tap/vring_datapath.ts";
+import { type FdDescription } from "../../../ffi/event_fd.ts";
+import { type StartedVring } from "../../../src/virtio/started_vring.ts";
+import { type GuestWriteLog } from "../../../src/virtio/guest_write_log.ts";
 
 /** What describeFd() says of a fake fd created without a kind: a normal-mode eventfd. */
 export const FAKE_EVENTFD: FdDescription = {
