@@ -1,6 +1,7 @@
 /**
- * The vhost-user datapath of a virtio-net device: runs the RX and TX split
- * virtqueues handed over by the control plane, delivers the guest's frames to a
+ * The vhost-user datapath of a virtio-net device: runs the RX and TX virtqueues
+ * (split, or packed when VIRTIO_F_RING_PACKED was negotiated) handed over by the
+ * control plane, delivers the guest's frames to a
  * {@link FrameHandler} and copies frames from the stack into the guest's RX buffers.
  * With VIRTIO_NET_F_MQ it runs up to {@link MAX_QUEUE_PAIRS} queue pairs on this one
  * thread: every TX queue is served on its own kicks, and each frame toward the guest
@@ -50,7 +51,8 @@ import {
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_NONE,
 } from "./net_header.ts";
-import { SplitVirtqueue, TURN_DESCRIPTOR_BUDGET } from "../virtio/virtqueue.ts";
+import { PackedVirtqueue } from "../virtio/packed_virtqueue.ts";
+import { SplitVirtqueue, TURN_DESCRIPTOR_BUDGET, type Virtqueue } from "../virtio/virtqueue.ts";
 import {
   type FrameHandler,
   FrameInfo,
@@ -119,8 +121,8 @@ export interface VhostUserLinkCounters {
 class QueuePair {
   /** The pair's number: its rings are 2 × index and 2 × index + 1. */
   readonly index: number;
-  rx: SplitVirtqueue | null = null;
-  tx: SplitVirtqueue | null = null;
+  rx: Virtqueue | null = null;
+  tx: Virtqueue | null = null;
   /** A sender got NoRoom on this RX queue: its kick (or its end) runs the writable callback. */
   rxWaiting = false;
   rxPending: SoonTask | undefined = undefined;
@@ -177,7 +179,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   /** One more than the highest pair ever started (for the per-pair counters). */
   #pairsSeen = 0;
   /** The RX queue (and its pair) of the frame being sent: the open reservation's. */
-  #rx: SplitVirtqueue | null = null;
+  #rx: Virtqueue | null = null;
   #rxPair: QueuePair | null = null;
   /** A retry for senders whose RX queue went away while they waited on it. */
   #retryPending: SoonTask | undefined = undefined;
@@ -248,13 +250,17 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     }
     const receive = (ring.index & 1) === 0;
     if (this.#queue(ring.index) !== null) this.stopVring(ring.index);
-    let queue: SplitVirtqueue;
+    let queue: Virtqueue;
     try {
-      queue = new SplitVirtqueue(ring, {
+      const options = {
         name: (receive ? "RX" : "TX") + (pair.index === 0 ? "" : ` ${pair.index}`),
         logger: this.#logger,
         clock: this.#clock,
-      });
+      };
+      // VIRTIO_F_RING_PACKED decides the ring layout of every queue (virtio 1.2 §2.8).
+      queue = ring.features.packedRing === true
+        ? new PackedVirtqueue(ring, options)
+        : new SplitVirtqueue(ring, options);
     } catch (error) {
       this.#logger.error(
         `vhost-user: cannot start queue ${ring.index}: ${(error as Error).message}`,
@@ -370,18 +376,19 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         }
       }
     }
-    return queue.lastAvailIndex;
+    return queue.vringBase;
   }
 
   /** The rings' state and {@link counters}, for a statistics dump. */
   describeState(): Record<string, number | string | boolean> {
     const first = this.#pairs[0];
-    const ringState = (q: SplitVirtqueue | null) =>
+    const ringState = (q: Virtqueue | null) =>
       q === null ? "none" : q.broken ? "broken" : "running";
     return {
       up: this.#up,
       rxRing: ringState(first.rx),
       txRing: ringState(first.tx),
+      ringLayout: this.#ringLayout(),
       queuePairs: this.#pairs.filter((p) => p.rx !== null || p.tx !== null).length,
       rxWaitingForBuffers: this.#pairs.some((p) => p.rxWaiting),
       mergeableRxBuffers: this.#mergeable,
@@ -394,6 +401,14 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   /** `what` of every pair started so far, comma-separated by pair index. */
   #perPair(what: (pair: QueuePair) => number): string {
     return this.#pairs.slice(0, this.#pairsSeen).map(what).join(",");
+  }
+
+  /** The layout of the running rings (virtio 1.2 §2.7 split, §2.8 packed), "none" without rings. */
+  #ringLayout(): string {
+    const pair = this.#pairs.find((p) => p.rx !== null || p.tx !== null);
+    const queue = pair?.rx ?? pair?.tx ?? null;
+    if (queue === null) return "none";
+    return queue instanceof PackedVirtqueue ? "packed" : "split";
   }
 
   /** One line summing up {@link counters}, for logs. */
@@ -417,7 +432,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     return this.#pairs[index >> 1] ?? null;
   }
 
-  #queue(index: number): SplitVirtqueue | null {
+  #queue(index: number): Virtqueue | null {
     const pair = this.#pairOf(index);
     if (pair === null) return null;
     return (index & 1) === 0 ? pair.rx : pair.tx;
@@ -427,7 +442,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    * Picks the RX queue of a frame of flow `hash` (src/tap/flow_hash.ts) among the
    * running ones and makes it the current one ({@link #rx}); null when none runs.
    */
-  #selectRx(hash: number): SplitVirtqueue | null {
+  #selectRx(hash: number): Virtqueue | null {
     const pairs = this.#rxPairs;
     const n = pairs.length;
     if (n === 0) return null;
@@ -654,7 +669,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   }
 
   /** Pops one RX chain usable for frames (writable only, room for the header) into `chain`. */
-  #popRx(rx: SplitVirtqueue, chain: DescriptorChain): boolean {
+  #popRx(rx: Virtqueue, chain: DescriptorChain): boolean {
     while (rx.pop(chain)) {
       if (chain.readableCount !== 0) {
         chain.release();
@@ -677,7 +692,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
 
   /** Copies header + frame into as many RX chains as needed (one without MRG_RXBUF). */
   #fill(
-    rx: SplitVirtqueue,
+    rx: Virtqueue,
     frame: Uint8Array,
     checksumStart: number,
     checksumOffset: number,
@@ -822,7 +837,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    * bytes, written by the kernel, would go unreported.
    */
   #reserve(
-    rx: SplitVirtqueue,
+    rx: Virtqueue,
     space: FrameSpace,
     length: number,
     headerLength: number,
@@ -842,7 +857,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    * back) when the first chain cannot hold both headers, for the general path.
    */
   #reserveLocated(
-    rx: SplitVirtqueue,
+    rx: Virtqueue,
     space: FrameSpace,
     length: number,
     headerLength: number,
@@ -921,7 +936,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
 
   /** Pops the chains of one reservation; NoRoom (all given back) when too few are posted. */
   #reserveChains(
-    rx: SplitVirtqueue,
+    rx: Virtqueue,
     space: FrameSpace,
     length: number,
     headerLength: number,
@@ -1108,7 +1123,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   }
 
   /** Returns the reserved chains from index `keep` on to the ring (used, empty, if unpop is unsafe). */
-  #giveBack(rx: SplitVirtqueue, keep: number): void {
+  #giveBack(rx: Virtqueue, keep: number): void {
     const unused = this.#resChains - keep;
     if (unused <= 0) return;
     if (rx.malformedCount === this.#resMalformedBefore) {
