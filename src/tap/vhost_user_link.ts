@@ -398,17 +398,17 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     };
   }
 
-  /** `what` of every pair started so far, comma-separated by pair index. */
-  #perPair(what: (pair: QueuePair) => number): string {
-    return this.#pairs.slice(0, this.#pairsSeen).map(what).join(",");
-  }
-
   /** The layout of the running rings (virtio 1.2 §2.7 split, §2.8 packed), "none" without rings. */
   #ringLayout(): string {
     const pair = this.#pairs.find((p) => p.rx !== null || p.tx !== null);
-    const queue = pair?.rx ?? pair?.tx ?? null;
+    const queue = pair === undefined ? null : pair.rx ?? pair.tx;
     if (queue === null) return "none";
     return queue instanceof PackedVirtqueue ? "packed" : "split";
+  }
+
+  /** `what` of every pair started so far, comma-separated by pair index. */
+  #perPair(what: (pair: QueuePair) => number): string {
+    return this.#pairs.slice(0, this.#pairsSeen).map(what).join(",");
   }
 
   /** One line summing up {@link counters}, for logs. */

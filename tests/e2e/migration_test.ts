@@ -189,87 +189,84 @@ async function launchPair(
   return { source, target, sourceMonitor };
 }
 
-/** A variant of the migration: ring layout (`packed=on`) and queue pairs. */
-interface MigrationVariant {
-  /** virtio-net-pci options (e.g. `packed=on`). */
-  readonly deviceOptions?: string;
-  /** Queue pairs (`queues=N`, `mq=on`), all turned on in the guest (default 1). */
-  readonly queues?: number;
-}
-
 for (
   const variant of [
-    {},
-    { deviceOptions: "packed=on" },
+    { queues: 1 },
+    { queues: 1, deviceOptions: "packed=on" },
     { queues: MULTIQUEUE_PAIRS },
-  ] as MigrationVariant[]
+  ]
 ) {
   Deno.test({
     name: `e2e tpasst-vhost${variant.deviceOptions ? " packed rings" : ""}${
-      (variant.queues ?? 1) > 1 ? ` with ${variant.queues} queue pairs` : ""
+      variant.queues > 1 ? ` with ${variant.queues} queue pairs` : ""
     }: QEMU 10 migrates a guest to a second QEMU on a second tpasst; the target pings its gateway${
       ignore ? ` (ignored: ${ignore})` : ""
     }`,
     ignore: ignore !== null,
     sanitizeOps: false,
     sanitizeResources: false,
-    fn: () => migratesAndPings(variant),
+    fn: () => migratesAndPings(variant.queues, variant.deviceOptions),
   });
 }
 
-/** The guest migrates from A to B; every write A made was logged. */
-async function migratesAndPings({ deviceOptions, queues = 1 }: MigrationVariant): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tpasst-migration-" });
-  const http = startHttpServer();
-  const backends: StartedBackend[] = [];
-  const guests: QemuGuest[] = [];
-  const monitors: Qmp[] = [];
-  const script = migrationScript(http.port, queues);
-  const outputs = () =>
-    backends.map((b, i) => `--- tpasst ${"AB"[i]} ---\n${b.output()}`).join("\n");
-  try {
-    backends.push(await startBackend("tpasst-vhost", { forwards: [], deviceOptions, queues }));
-    backends.push(await startBackend("tpasst-vhost", { forwards: [], deviceOptions, queues }));
-    const { target, sourceMonitor } = await launchPair(
-      dir,
-      backends,
-      script,
-      guests,
-      monitors,
-      outputs,
-    );
-    await sourceMonitor.execute("migrate", { uri: `unix:${dir}/migration.sock` });
-    const { status, info } = await migrationEnd(sourceMonitor);
-    assert.equal(status, "completed", `migration: ${JSON.stringify(info)}\n${outputs()}`);
-    const online = await target.waitForAnyMark(["online"], MIGRATION_TIMEOUT_MS).catch(
-      (error) => {
-        throw new Error(`${(error as Error).message}\n${outputs()}`);
-      },
-    );
-    assert.equal(online.value.replace(/^\d+ /, ""), HELLO_BODY.trim());
-    if (deviceOptions !== undefined) {
-      // QEMU turns packed=on off silently when a backend lacks the packed ring
-      Deno.kill(backends[1].pid!, "SIGUSR1");
-      const layout = await waitFor(
-        "tpasst B's stats",
-        () => backends[1].output().match(/ringLayout[ =":]+(\w+)/),
+/**
+ * The guest migrates from A to B with `queues` pairs and `deviceOptions` on its
+ * virtio-net device; every write A made was logged.
+ */
+async function migratesAndPings(queues: number, deviceOptions?: string): Promise<void> {
+  {
+    const dir = await Deno.makeTempDir({ prefix: "tpasst-migration-" });
+    const http = startHttpServer();
+    const backends: StartedBackend[] = [];
+    const guests: QemuGuest[] = [];
+    const monitors: Qmp[] = [];
+    const script = migrationScript(http.port, queues);
+    const outputs = () =>
+      backends.map((b, i) => `--- tpasst ${"AB"[i]} ---\n${b.output()}`).join("\n");
+    try {
+      backends.push(await startBackend("tpasst-vhost", { forwards: [], queues, deviceOptions }));
+      backends.push(await startBackend("tpasst-vhost", { forwards: [], queues, deviceOptions }));
+      const { target, sourceMonitor } = await launchPair(
+        dir,
+        backends,
+        script,
+        guests,
+        monitors,
+        outputs,
       );
-      assert.equal(layout[1], "packed", "the target's rings run packed");
+      await sourceMonitor.execute("migrate", { uri: `unix:${dir}/migration.sock` });
+      const { status, info } = await migrationEnd(sourceMonitor);
+      assert.equal(status, "completed", `migration: ${JSON.stringify(info)}\n${outputs()}`);
+      const online = await target.waitForAnyMark(["online"], MIGRATION_TIMEOUT_MS).catch(
+        (error) => {
+          throw new Error(`${(error as Error).message}\n${outputs()}`);
+        },
+      );
+      assert.equal(online.value.replace(/^\d+ /, ""), HELLO_BODY.trim());
+      if (deviceOptions !== undefined) {
+        // QEMU turns packed=on off silently when a backend lacks the packed ring
+        Deno.kill(backends[1].pid!, "SIGUSR1");
+        const layout = await waitFor(
+          "tpasst B's stats",
+          () => backends[1].output().match(/ringLayout[ =":]+(\w+)/),
+        );
+        assert.equal(layout[1], "packed", "the target's rings run packed");
+      }
+      assert.ok(
+        backends[0].output().includes("dirty logging on"),
+        `tpasst A logged dirty pages during the migration:\n${outputs()}`,
+      );
+      assert.ok(
+        !backends[0].output().includes("dirty log:"),
+        `tpasst A marked every write it made:\n${outputs()}`,
+      );
+    } finally {
+      for (const monitor of monitors) monitor.close();
+      for (const guest of guests) await guest.kill();
+      for (const backend of backends) await backend.stop();
+      await http.close();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
-    assert.ok(
-      backends[0].output().includes("dirty logging on"),
-      `tpasst A logged dirty pages during the migration:\n${outputs()}`,
-    );
-    assert.ok(
-      !backends[0].output().includes("dirty log:"),
-      `tpasst A marked every write it made:\n${outputs()}`,
-    );
-  } finally {
-    for (const monitor of monitors) monitor.close();
-    for (const guest of guests) await guest.kill();
-    for (const backend of backends) await backend.stop();
-    await http.close();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 }
 
@@ -442,8 +439,8 @@ function startBackendRepair(backend: StartedBackend): Promise<Deno.ChildProcess>
 async function connectionsAcrossMigration(
   cancel: boolean,
   unprivileged = false,
-  deviceOptions?: string,
   queues = 1,
+  deviceOptions?: string,
 ): Promise<void> {
   {
     const helpers: Deno.ChildProcess[] = [];
@@ -465,12 +462,12 @@ async function connectionsAcrossMigration(
           forwards: [],
           extraArgs: ["--migrate-no-linger"],
           wrapper,
-          deviceOptions,
           queues,
+          deviceOptions,
         }),
       );
       backends.push(
-        await startBackend("tpasst-vhost", { forwards: [], wrapper, deviceOptions, queues }),
+        await startBackend("tpasst-vhost", { forwards: [], wrapper, queues, deviceOptions }),
       );
       if (unprivileged) {
         for (const b of backends) helpers.push(await startBackendRepair(b));
@@ -584,7 +581,7 @@ Deno.test({
   ignore: ignore !== null || Deno.uid() !== 0,
   sanitizeOps: false,
   sanitizeResources: false,
-  fn: () => connectionsAcrossMigration(false, false, "packed=on"),
+  fn: () => connectionsAcrossMigration(false, false, 1, "packed=on"),
 });
 
 Deno.test({
@@ -593,7 +590,7 @@ Deno.test({
   ignore: ignore !== null || Deno.uid() !== 0,
   sanitizeOps: false,
   sanitizeResources: false,
-  fn: () => connectionsAcrossMigration(false, false, undefined, MULTIQUEUE_PAIRS),
+  fn: () => connectionsAcrossMigration(false, false, MULTIQUEUE_PAIRS),
 });
 
 Deno.test({

@@ -406,11 +406,12 @@ export class PackedRingDriver {
     let wrap = this.#usedWrap;
     let count = 0;
     for (let guard = 0; guard < this.size; guard++) {
-      const flags = v.getUint16(this.slotAddress(index) - this.base + PACKED_DESC_FLAGS, true);
+      const at = this.slotAddress(index) - this.base;
+      const flags = v.getUint16(at + PACKED_DESC_FLAGS, true);
       const avail = (flags & PACKED_DESC_F_AVAIL) !== 0 ? 1 : 0;
       const used = (flags & PACKED_DESC_F_USED) !== 0 ? 1 : 0;
       if (avail !== used || used !== wrap) break;
-      const id = v.getUint16(this.slotAddress(index) - this.base + PACKED_DESC_ID, true);
+      const id = v.getUint16(at + PACKED_DESC_ID, true);
       const slots = id < this.size ? this.#slotsOf[id] : 0;
       if (slots === 0) break;
       count++;
