@@ -128,6 +128,16 @@ export class GuestSender {
   }
 
   /**
+   * The MTU to use with the guest: `configured` (the `--mtu` setting), bounded by the
+   * MTU the guest's device reports ({@link GuestLink.deviceMtu}, e.g. QEMU's
+   * `host_mtu`), since the guest cannot go past that one. 0 stays 0 (none advertised).
+   */
+  mtuFor(configured: number): number {
+    const device = this.#link?.deviceMtu ?? 0;
+    return device > 0 && configured > device ? device : configured;
+  }
+
+  /**
    * Sets (or clears) the link frames go to. Frames not yet flushed on the previous
    * link are its own business (it is going away): the new link starts clean.
    */

@@ -353,3 +353,15 @@ Deno.test("`GuestSender.committed()` gives a frame built in a reservation the fl
   assert.equal(s.counters.dropped, 1);
   assert.match(lines[1], /len 154 \(dropped\)$/);
 });
+
+Deno.test("`GuestSender.mtuFor()` bounds the configured MTU by the link's device MTU", () => {
+  const sender = new GuestSender(0x9a559a559a55);
+  assert.equal(sender.mtuFor(65520), 65520, "no link");
+  const link = new RecordingLink();
+  sender.setLink(link);
+  assert.equal(sender.mtuFor(65520), 65520, "the device reports none");
+  link.deviceMtu = 1500;
+  assert.equal(sender.mtuFor(65520), 1500);
+  assert.equal(sender.mtuFor(1280), 1280, "a smaller configured MTU stays");
+  assert.equal(sender.mtuFor(0), 0, "none advertised stays none");
+});

@@ -40,7 +40,7 @@ import {
 import type { FlowInfo } from "./flows/flow_info.ts";
 import { describeFrame } from "./wire/frame_summary.ts";
 import { GuestSender } from "./guest_sender.ts";
-import type { NetworkPlan } from "./plan/host_config.ts";
+import { DEFAULT_MTU, type NetworkPlan } from "./plan/host_config.ts";
 import { newIpv4Header, parseIpv4 } from "./wire/ipv4.ts";
 import { newIpv6Header, parseIpv6 } from "./wire/ipv6.ts";
 import { type L4Handler, type L4Packet, newL4Packet } from "./l4_handler.ts";
@@ -108,6 +108,8 @@ export class NetworkStack implements FrameHandler {
   readonly #packet: L4Packet = newL4Packet();
   /** The frame being handled carries FrameInfo.ChecksumPending. */
   #checksumPending = false;
+  /** The frame being handled's FrameInfo.SegmentedTcp4 / SegmentedTcp6 bit (0: none). */
+  #segmented = 0;
   readonly #dropLog: RateLimitedLog;
   readonly #errorLog: RateLimitedLog;
   readonly #log: Logger;
@@ -161,6 +163,7 @@ export class NetworkStack implements FrameHandler {
   handleFrame(frame: Uint8Array, now: number, info: number = FrameInfo.None): void {
     if (this.#log.enabled("trace")) this.#log.trace(`from guest: ${describeFrame(frame)}`);
     this.#checksumPending = (info & FrameInfo.ChecksumPending) !== 0;
+    this.#segmented = info & (FrameInfo.SegmentedTcp4 | FrameInfo.SegmentedTcp6);
     this.bytesFromGuest += frame.length;
     try {
       this.#handle(frame, now);
@@ -179,6 +182,13 @@ export class NetworkStack implements FrameHandler {
   /** Starts sending over `link`; sends an unsolicited RA soon. */
   linkUp(link: GuestLink, now: number): void {
     this.sender.setLink(link);
+    const mtu = this.sender.mtuFor(this.plan.mtu || DEFAULT_MTU);
+    if (link.deviceMtu > 0) {
+      this.#log.info(
+        `guest device MTU ${link.deviceMtu}: DHCP, NDP and TCP use MTU ${mtu}` +
+          (link.tcpSegmentation !== 0 ? ", with TCP segmentation offload toward the guest" : ""),
+      );
+    }
     link.onWritable((t) => {
       for (const h of this.#l4.values()) this.#guard(t, () => h.linkWritable?.(t));
       this.sender.flush();
@@ -290,6 +300,15 @@ export class NetworkStack implements FrameHandler {
       this.sender.guestMac = src;
     }
     const end = frame.length;
+    // A large frame the guest left for the device to segment must be TCP over the IP
+    // version its gso_type names (virtio 1.2 §5.1.6.2); the IP layers check the rest.
+    if (
+      this.#segmented !== 0 &&
+      eth.etherType !==
+        (this.#segmented === FrameInfo.SegmentedTcp4 ? ETHERTYPE_IPV4 : ETHERTYPE_IPV6)
+    ) {
+      return this.#drop("gso-ip-version-mismatch", now);
+    }
     switch (eth.etherType) {
       case ETHERTYPE_ARP: {
         if (!this.arp) return this.#drop("arp-ipv4-disabled", now);
@@ -313,6 +332,7 @@ export class NetworkStack implements FrameHandler {
     const st = parseIpv4(frame, ETH_HEADER_LENGTH, end, ip);
     if (st !== "ok") return this.#drop(st, now);
     if (ip.isFragment) return this.#drop("ipv4-fragment", now);
+    if (this.#segmented !== 0 && ip.protocol !== IPPROTO_TCP) return this.#drop("gso-not-tcp", now);
     if (ip.src !== 0 && ip.src !== 0xffffffff && this.sender.guestIpv4Seen !== ip.src) {
       this.sender.guestIpv4Seen = ip.src;
     }
@@ -355,6 +375,7 @@ export class NetworkStack implements FrameHandler {
     const st = parseIpv6(frame, ETH_HEADER_LENGTH, end, ip);
     if (st !== "ok") return this.#drop(st, now);
     if (ip.isFragment) return this.#drop("ipv6-fragment", now);
+    if (this.#segmented !== 0 && ip.protocol !== IPPROTO_TCP) return this.#drop("gso-not-tcp", now);
     const src = ip.src;
     if (src[0] !== 0xff && !ipv6IsUnspecified(src)) this.sender.noteGuestIpv6(src);
     const l4End = ip.l4Offset + ip.l4Length;

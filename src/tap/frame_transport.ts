@@ -26,7 +26,39 @@ export const FrameInfo = {
    * frame comes straight from guest memory, so nothing could have damaged it.
    */
   ChecksumPending: 1,
+  /**
+   * The frame is one large TCP/IPv4 segment the guest left for the device to cut
+   * (virtio-net GSO_TCPV4, virtio 1.2 §5.1.6.2): up to 64 KiB, whatever the MTU. We
+   * terminate TCP, so it is translated like any segment; the stack checks that it is
+   * TCP over IPv4 and drops it otherwise. Always comes with ChecksumPending.
+   */
+  SegmentedTcp4: 2,
+  /** As {@link FrameInfo.SegmentedTcp4}, for TCP/IPv6 (GSO_TCPV6). */
+  SegmentedTcp6: 4,
 } as const;
+
+/** Bit flags of {@link GuestLink.tcpSegmentation}: which TCP frames the guest takes large. */
+export const TcpSegmentation = {
+  /** Every frame must be at most the MTU. */
+  None: 0,
+  /** TCP/IPv4 frames of up to 64 KiB, which the guest treats as segments of a given size. */
+  Ipv4: 1,
+  /** Same for TCP/IPv6. */
+  Ipv6: 2,
+} as const;
+
+/**
+ * A large TCP frame toward the guest that stands for several segments
+ * ({@link GuestLink.commitFrame}); one reused object per sender.
+ */
+export interface TcpSegments {
+  /** {@link TcpSegmentation.Ipv4} or {@link TcpSegmentation.Ipv6}. */
+  kind: number;
+  /** Payload bytes of each segment but the last (the guest's MSS). */
+  size: number;
+  /** Bytes of the Ethernet, IP and TCP headers every segment repeats. */
+  headerLength: number;
+}
 
 /** Receives the frames the guest sends. Implemented by the network stack. */
 export interface FrameHandler {
@@ -149,6 +181,21 @@ export interface GuestLink {
   readonly l4ChecksumsOptional: boolean;
 
   /**
+   * {@link TcpSegmentation} bits: for which IP versions the guest takes a TCP frame
+   * larger than its MTU, up to 64 KiB, as a run of segments (virtio-net GUEST_TSO4 /
+   * GUEST_TSO6 with GUEST_CSUM, virtio 1.2 §5.1.6.4). Such a frame goes through
+   * {@link reserveFrame} / {@link commitFrame} with a partial checksum and its
+   * {@link TcpSegments}. 0 for links without segmentation offload.
+   */
+  readonly tcpSegmentation: number;
+
+  /**
+   * The MTU the guest's device reports (virtio-net VIRTIO_NET_F_MTU, set by the
+   * front-end), or 0 when the device reports none. The guest cannot use a larger one.
+   */
+  readonly deviceMtu: number;
+
+  /**
    * The link's state and counters (ring state, frames each way) as plain values, for
    * a statistics dump; links without any leave it out.
    */
@@ -191,9 +238,17 @@ export interface GuestLink {
   /**
    * Hands over the reserved frame, now `length` bytes long (at most the reserved
    * room), with a partial checksum at `checksumStart` / `checksumOffset` like
-   * {@link sendFrame}. Unused reserved room goes back to the link.
+   * {@link sendFrame}. Unused reserved room goes back to the link. With `segments`
+   * (only for a kind in {@link tcpSegmentation}, with a partial checksum) a frame
+   * whose payload is larger than `segments.size` goes out as that many segments'
+   * worth; a smaller one as a plain frame.
    */
-  commitFrame(length: number, checksumStart?: number, checksumOffset?: number): SendResult;
+  commitFrame(
+    length: number,
+    checksumStart?: number,
+    checksumOffset?: number,
+    segments?: TcpSegments,
+  ): SendResult;
 
   /** Gives the reserved room back unused. */
   cancelFrame(): void;

@@ -66,6 +66,10 @@ export class StreamTransport implements GuestLink, FrontendSession {
   readonly maxFrameLength = STREAM_MAX_FRAME_BYTES;
   /** {@inheritDoc GuestLink.l4ChecksumsOptional} The stream protocol carries no offload flags. */
   readonly l4ChecksumsOptional = false;
+  /** {@inheritDoc GuestLink.tcpSegmentation} None: frames on the stream stay within the MTU. */
+  readonly tcpSegmentation = 0;
+  /** {@inheritDoc GuestLink.deviceMtu} The stream protocol reports no MTU. */
+  readonly deviceMtu = 0;
   /** Settles when the connection is over; never rejects. */
   readonly closed: Promise<void>;
 

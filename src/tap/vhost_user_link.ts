@@ -16,7 +16,10 @@
  * (virtio 1.2 §5.1.6.3, §5.1.6.4). Checksum offload both ways when negotiated: TX
  * frames with NEEDS_CSUM are passed on as FrameInfo.ChecksumPending; RX frames
  * (GUEST_CSUM) are marked NEEDS_CSUM when the sender left their TCP/UDP checksum
- * partial, DATA_VALID otherwise. Nothing blocks: with no RX buffers the link asks
+ * partial, DATA_VALID otherwise. TCP segmentation offload both ways when negotiated:
+ * TX frames marked GSO_TCPV4/6 (HOST_TSO4/6) are checked and passed on as
+ * FrameInfo.SegmentedTcp4/6; RX frames committed with TcpSegments (GUEST_TSO4/6) go
+ * out marked GSO_TCPV4/6 with gso_size and hdr_len. Nothing blocks: with no RX buffers the link asks
  * for a kick and reports NoRoom; the writable callback runs on that kick.
  *
  * The work of one turn is bounded in descriptors walked
@@ -49,7 +52,10 @@ import {
   type NetHeader,
   VIRTIO_NET_HDR_F_DATA_VALID,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
+  VIRTIO_NET_HDR_GSO_ECN,
   VIRTIO_NET_HDR_GSO_NONE,
+  VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_GSO_TCPV6,
 } from "./net_header.ts";
 import { PackedVirtqueue } from "../virtio/packed_virtqueue.ts";
 import { SplitVirtqueue, TURN_DESCRIPTOR_BUDGET, type Virtqueue } from "../virtio/virtqueue.ts";
@@ -60,6 +66,8 @@ import {
   type GuestLink,
   MAX_FRAME_LENGTH,
   SendResult,
+  TcpSegmentation,
+  type TcpSegments,
 } from "./frame_transport.ts";
 
 /** Largest Ethernet frame carried: {@link MAX_FRAME_LENGTH}. */
@@ -94,6 +102,8 @@ export interface VhostUserLinkCounters {
   txFrames: number;
   /** TX chains rejected (malformed, offload flags not negotiated). */
   txRejected: number;
+  /** TX frames the guest left for the device to segment (GSO_TCPV4/6), among txFrames. */
+  txSegmented: number;
   /** TX turns run, whatever started them. */
   txTurns: number;
   /** TX turns started by a kick from the guest. */
@@ -108,6 +118,8 @@ export interface VhostUserLinkCounters {
   rxFrames: number;
   /** RX chains (buffer lists) those frames took: several per frame under MRG_RXBUF. */
   rxChains: number;
+  /** RX frames the guest takes as several TCP segments (GSO_TCPV4/6), among rxFrames. */
+  rxSegmented: number;
   /** Frames refused for want of RX buffers (SendResult.NoRoom). */
   rxNoRoom: number;
   /** RX kicks received (the guest posted buffers after we asked). */
@@ -153,6 +165,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   readonly counters: VhostUserLinkCounters = {
     txFrames: 0,
     txRejected: 0,
+    txSegmented: 0,
     txTurns: 0,
     txKicks: 0,
     txPolls: 0,
@@ -160,6 +173,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     txRearms: 0,
     rxFrames: 0,
     rxChains: 0,
+    rxSegmented: 0,
     rxNoRoom: 0,
     rxKicks: 0,
   };
@@ -188,6 +202,14 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   #txChecksumOffload = false;
   /** VIRTIO_NET_F_GUEST_CSUM: RX frames are marked DATA_VALID. */
   #rxDataValid = false;
+  /** VIRTIO_NET_F_HOST_TSO4 / HOST_TSO6 (with CSUM): TcpSegmentation bits TX frames may use. */
+  #txSegmentation = 0;
+  /** VIRTIO_NET_F_HOST_ECN: TX GSO frames may carry GSO_ECN. */
+  #txEcn = false;
+  /** VIRTIO_NET_F_GUEST_TSO4 / GUEST_TSO6 (with GUEST_CSUM): TcpSegmentation bits for RX frames. */
+  #rxSegmentation = 0;
+  /** The MTU the front-end set for the device (0: none), from the RX ring's start. */
+  #deviceMtu = 0;
   /** Frame room of the last RX buffer seen (header excluded): the limit without MRG_RXBUF. */
   #rxBufferFrameRoom = MAX_FRAME_BYTES;
   /** Bytes of the smallest RX chain seen (Infinity before the first): with MRG_RXBUF,
@@ -273,6 +295,12 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       this.#rxPairs = this.#pairs.filter((p) => p.rx !== null);
       this.#mergeable = ring.features.mergeableRxBuffers;
       this.#rxDataValid = ring.features.guestChecksum;
+      // GUEST_TSO needs GUEST_CSUM (virtio 1.2 §5.1.3.1): large frames go out NEEDS_CSUM.
+      this.#rxSegmentation = !ring.features.guestChecksum
+        ? TcpSegmentation.None
+        : (ring.features.guestTso4 ? TcpSegmentation.Ipv4 : 0) |
+          (ring.features.guestTso6 ? TcpSegmentation.Ipv6 : 0);
+      this.#deviceMtu = ring.features.mtu ?? 0;
       this.#rxBufferFrameRoom = MAX_FRAME_BYTES;
       this.#smallestRxChainBytes = Infinity;
       if (this.#rxFirst.buffers.length < ring.size) {
@@ -287,6 +315,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       pair.tx = queue;
       this.#txRunning++;
       this.#txChecksumOffload = ring.features.checksumOffload;
+      this.#txSegmentation = (ring.features.hostTso4 ? TcpSegmentation.Ipv4 : 0) |
+        (ring.features.hostTso6 ? TcpSegmentation.Ipv6 : 0);
+      this.#txEcn = ring.features.hostEcn ?? false;
       if (this.#txChain.buffers.length < ring.size) this.#txChain = new DescriptorChain(ring.size);
     }
     // Up while frames can go both ways: some RX queue and some TX queue run.
@@ -392,6 +423,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       queuePairs: this.#pairs.filter((p) => p.rx !== null || p.tx !== null).length,
       rxWaitingForBuffers: this.#pairs.some((p) => p.rxWaiting),
       mergeableRxBuffers: this.#mergeable,
+      tcpSegmentationToGuest: this.#rxSegmentation,
+      tcpSegmentationFromGuest: this.#txSegmentation,
+      deviceMtu: this.#deviceMtu,
       ...this.counters,
       rxFramesPerPair: this.#perPair((p) => p.rxFrames),
       txFramesPerPair: this.#perPair((p) => p.txFrames),
@@ -414,9 +448,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   /** One line summing up {@link counters}, for logs. */
   describeCounters(): string {
     const c = this.counters;
-    return `vhost-user link: TX ${c.txFrames} frames (${c.txRejected} rejected) in ${c.txTurns} turns: ` +
+    return `vhost-user link: TX ${c.txFrames} frames (${c.txSegmented} segmented, ${c.txRejected} rejected) in ${c.txTurns} turns: ` +
       `${c.txKicks} kicked, ${c.txPolls} from the loop (${c.txEmptyPolls} empty), ` +
-      `${c.txRearms} kick re-arms; RX ${c.rxFrames} frames in ${c.rxChains} chains, ` +
+      `${c.txRearms} kick re-arms; RX ${c.rxFrames} frames (${c.rxSegmented} segmented) in ${c.rxChains} chains, ` +
       `${c.rxNoRoom} without room, ` +
       `${c.rxKicks} kicks` +
       (this.#pairsSeen > 1
@@ -562,16 +596,22 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       decodeNetHeader(this.#headerBytes, 0, header);
     }
     const checksumPending = (header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0;
-    if (
-      header.gsoType !== VIRTIO_NET_HDR_GSO_NONE || (checksumPending && !this.#txChecksumOffload)
-    ) {
-      // Segmentation is never offered, checksum offload only when negotiated; a guest
-      // that uses them anyway is dropped here.
+    if (checksumPending && !this.#txChecksumOffload) {
       this.#txLog.write(
         now,
         `vhost-user: dropping TX chain ${chain.head}: offload flags ${header.flags} gso ${header.gsoType} were not negotiated`,
       );
       return false;
+    }
+    let info = checksumPending ? FrameInfo.ChecksumPending : FrameInfo.None;
+    if (header.gsoType !== VIRTIO_NET_HDR_GSO_NONE) {
+      const segmented = this.#txSegmentInfo(header, total - NET_HDR_SIZE);
+      if (typeof segmented === "string") {
+        this.#txLog.write(now, `vhost-user: dropping TX chain ${chain.head}: ${segmented}`);
+        return false;
+      }
+      info |= segmented;
+      this.counters.txSegmented++;
     }
     let frame: Uint8Array;
     if (chain.count === 1) {
@@ -584,15 +624,50 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       chain.readInto(NET_HDR_SIZE, frame);
     }
     try {
-      this.#handler.handleFrame(
-        frame,
-        now,
-        checksumPending ? FrameInfo.ChecksumPending : FrameInfo.None,
-      );
+      this.#handler.handleFrame(frame, now, info);
     } catch (error) {
       this.#txLog.write(now, `vhost-user: frame handler threw: ${(error as Error).message}`);
     }
     return true;
+  }
+
+  /**
+   * Checks a TX header's segmentation fields (virtio 1.2 §5.1.6.2.1: a GSO frame has
+   * NEEDS_CSUM and a gso_size; hdr_len, without VIRTIO_NET_F_GUEST_HDRLEN only a hint,
+   * must not lie past the frame) against the features acked.
+   * @returns the frame's FrameInfo.SegmentedTcp4/6 bit, or why it is refused
+   */
+  #txSegmentInfo(header: NetHeader, frameLength: number): number | string {
+    const type = header.gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
+    const kind = type === VIRTIO_NET_HDR_GSO_TCPV4
+      ? TcpSegmentation.Ipv4
+      : type === VIRTIO_NET_HDR_GSO_TCPV6
+      ? TcpSegmentation.Ipv6
+      : TcpSegmentation.None;
+    if ((kind & this.#txSegmentation) === 0 || !this.#txChecksumOffload) {
+      return `gso type ${header.gsoType} was not negotiated`;
+    }
+    if ((header.gsoType & VIRTIO_NET_HDR_GSO_ECN) !== 0 && !this.#txEcn) {
+      return `gso type ${header.gsoType}: ECN was not negotiated`;
+    }
+    if ((header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) === 0) {
+      return `gso type ${header.gsoType} without NEEDS_CSUM`;
+    }
+    if (header.gsoSize === 0) return `gso type ${header.gsoType} with gso_size 0`;
+    if (header.hdrLen > frameLength) {
+      return `gso hdr_len ${header.hdrLen} is past the ${frameLength}-byte frame`;
+    }
+    return kind === TcpSegmentation.Ipv4 ? FrameInfo.SegmentedTcp4 : FrameInfo.SegmentedTcp6;
+  }
+
+  /** {@inheritDoc GuestLink.tcpSegmentation} GUEST_TSO4 / GUEST_TSO6, each with GUEST_CSUM. */
+  get tcpSegmentation(): number {
+    return this.#rxSegmentation;
+  }
+
+  /** {@inheritDoc GuestLink.deviceMtu} What NET_SET_MTU said before the rings started. */
+  get deviceMtu(): number {
+    return this.#deviceMtu;
   }
 
   /** {@inheritDoc GuestLink.maxFrameLength} */
@@ -1025,7 +1100,12 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    * {@inheritDoc GuestLink.commitFrame}
    * Chains the frame did not need go back to the ring.
    */
-  commitFrame(length: number, checksumStart = 0, checksumOffset = 0): SendResult {
+  commitFrame(
+    length: number,
+    checksumStart = 0,
+    checksumOffset = 0,
+    segments?: TcpSegments,
+  ): SendResult {
     const rx = this.#rx;
     if (!this.#resOpen || rx === null || rx.broken) {
       this.#resOpen = false;
@@ -1034,9 +1114,14 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     const needed = NET_HDR_SIZE + length;
     let room = 0;
     for (let i = 0; i < this.#resChains; i++) room += this.#resRooms[i];
+    const segmented = segments !== undefined && segments.size > 0 &&
+      length - segments.headerLength > segments.size;
     if (
       length <= 0 || needed > room ||
-      (checksumStart > 0 && (!this.#rxDataValid || checksumStart + checksumOffset + 2 > length))
+      (checksumStart > 0 && (!this.#rxDataValid || checksumStart + checksumOffset + 2 > length)) ||
+      (segmented &&
+        ((segments.kind & this.#rxSegmentation) === 0 || checksumStart === 0 ||
+          segments.headerLength <= checksumStart))
     ) {
       this.cancelFrame();
       return SendResult.Dropped;
@@ -1058,6 +1143,16 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       used++;
     }
     const header = this.#rxHeader(checksumStart, checksumOffset, used);
+    if (segmented) {
+      // virtio 1.2 §5.1.6.4: the guest takes it as segments of gso_size behind hdr_len
+      // bytes of headers (Linux: virtio_net_hdr_to_skb).
+      header.gsoType = segments.kind === TcpSegmentation.Ipv4
+        ? VIRTIO_NET_HDR_GSO_TCPV4
+        : VIRTIO_NET_HDR_GSO_TCPV6;
+      header.gsoSize = segments.size;
+      header.hdrLen = segments.headerLength;
+      this.counters.rxSegmented++;
+    }
     const head0 = this.#resHeaderViews[0];
     if (head0.length >= NET_HDR_SIZE) {
       encodeNetHeader(header, head0, 0);

@@ -53,6 +53,11 @@ import {
   VIRTIO_F_VERSION_1,
   VIRTIO_NET_F_CSUM,
   VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_GUEST_TSO4,
+  VIRTIO_NET_F_GUEST_TSO6,
+  VIRTIO_NET_F_HOST_ECN,
+  VIRTIO_NET_F_HOST_TSO4,
+  VIRTIO_NET_F_HOST_TSO6,
   VIRTIO_NET_F_MRG_RXBUF,
   VRING_ADDR_AVAILABLE,
   VRING_ADDR_DESCRIPTOR,
@@ -547,6 +552,12 @@ export class VhostUserBackend {
       checksumOffload: (features & featureBit(VIRTIO_NET_F_CSUM)) !== 0n,
       guestChecksum: (features & featureBit(VIRTIO_NET_F_GUEST_CSUM)) !== 0n,
       packedRing: (features & featureBit(VIRTIO_F_RING_PACKED)) !== 0n,
+      hostTso4: (features & featureBit(VIRTIO_NET_F_HOST_TSO4)) !== 0n,
+      hostTso6: (features & featureBit(VIRTIO_NET_F_HOST_TSO6)) !== 0n,
+      hostEcn: (features & featureBit(VIRTIO_NET_F_HOST_ECN)) !== 0n,
+      guestTso4: (features & featureBit(VIRTIO_NET_F_GUEST_TSO4)) !== 0n,
+      guestTso6: (features & featureBit(VIRTIO_NET_F_GUEST_TSO6)) !== 0n,
+      mtu: this.#mtu, // NET_SET_MTU (sent only with VIRTIO_NET_F_MTU), before or after
     };
     this.#env.log.debug(`vhost-user: features 0x${features.toString(16)} acked`);
     if ((changed & featureBit(VHOST_F_LOG_ALL)) !== 0n) this.#logLoggingChange();
@@ -999,6 +1010,8 @@ export class VhostUserBackend {
       return FAILED;
     }
     this.#mtu = mtu;
+    // Rings started from now on run with it (QEMU sets it before it starts them).
+    this.#negotiated = { ...this.#negotiated, mtu };
     this.#env.log.info(`vhost-user: front-end set MTU ${mtu}`);
     this.#env.onMtu?.(mtu, now);
     return OK;

@@ -30,6 +30,12 @@ import {
   VIRTIO_F_VERSION_1,
   VIRTIO_NET_F_CSUM,
   VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_GUEST_ECN,
+  VIRTIO_NET_F_GUEST_TSO4,
+  VIRTIO_NET_F_GUEST_TSO6,
+  VIRTIO_NET_F_HOST_ECN,
+  VIRTIO_NET_F_HOST_TSO4,
+  VIRTIO_NET_F_HOST_TSO6,
   VIRTIO_NET_F_MRG_RXBUF,
   VRING_FD_NOFD,
 } from "./protocol.ts";
@@ -133,6 +139,16 @@ function negotiate(options: Setup = {}) {
   return { rig, memory, kicks, calls };
 }
 
+/** The segmentation features of rings negotiated without them, and no MTU set. */
+const NO_SEGMENTATION = {
+  hostTso4: false,
+  hostTso6: false,
+  hostEcn: false,
+  guestTso4: false,
+  guestTso6: false,
+  mtu: 0,
+} as const;
+
 /** After an error: connection state fully released. */
 function assertReleased(rig: BackendRig) {
   assert.equal(
@@ -160,6 +176,7 @@ Deno.test("`VhostUserBackend` completes QEMU 7.2's virtio-net negotiation with R
     checksumOffload: false,
     guestChecksum: false,
     packedRing: false,
+    ...NO_SEGMENTATION,
   });
   // the views are the shared memory itself
   rx.usedRing[2] = 0x5a;
@@ -973,6 +990,7 @@ for (
         checksumOffload: (extra & CSUM) !== 0n,
         guestChecksum: (extra & GUEST_CSUM) !== 0n,
         packedRing: false,
+        ...NO_SEGMENTATION,
       }, `ring ${index}`);
     }
   });
@@ -991,6 +1009,53 @@ Deno.test("`VhostUserBackend` renegotiation without the checksum features clears
     const features = rig.datapath.rings.get(i)!.features;
     assert.equal(features.checksumOffload, false, `ring ${i} CSUM`);
     assert.equal(features.guestChecksum, false, `ring ${i} GUEST_CSUM`);
+  }
+});
+
+Deno.test("`VhostUserBackend` offers HOST_TSO4/6, HOST_ECN, GUEST_TSO4/6 and GUEST_ECN (bits 11, 12, 13, 7, 8, 9)", () => {
+  const rig = new BackendRig();
+  const [reply] = rig.send(encodeRequest(Request.GET_FEATURES));
+  const offered = u64Reply(reply);
+  for (const bit of [7, 8, 9, 11, 12, 13]) {
+    assert.equal((offered >> BigInt(bit)) & 1n, 1n, `bit ${bit} offered`);
+  }
+});
+
+const SEGMENTATION = featureBit(VIRTIO_NET_F_HOST_TSO4) | featureBit(VIRTIO_NET_F_HOST_TSO6) |
+  featureBit(VIRTIO_NET_F_HOST_ECN) | featureBit(VIRTIO_NET_F_GUEST_TSO4) |
+  featureBit(VIRTIO_NET_F_GUEST_TSO6) | featureBit(VIRTIO_NET_F_GUEST_ECN);
+
+Deno.test("`VhostUserBackend` gives restarted rings the segmentation features acked and the MTU NET_SET_MTU set", () => {
+  const { rig } = negotiate({ features: FEATURES | CSUM | GUEST_CSUM | SEGMENTATION });
+  for (const i of [0, 1]) {
+    const features = rig.datapath.rings.get(i)!.features;
+    assert.deepEqual(
+      [
+        features.hostTso4,
+        features.hostTso6,
+        features.hostEcn,
+        features.guestTso4,
+        features.guestTso6,
+      ],
+      [true, true, true, true, true],
+      `ring ${i}`,
+    );
+    assert.equal(features.mtu, 0, `ring ${i}: no MTU set yet`);
+  }
+  for (const i of [0, 1]) rig.send(encodeRequest(Request.GET_VRING_BASE, vringStatePayload(i, 0)));
+  // QEMU sets the MTU before it starts the rings (virtio_net_vhost_status).
+  const [ack] = rig.send(encodeRequest(Request.NET_SET_MTU, u64Payload(1500), { needReply: true }));
+  assert.equal(u64Reply(ack), 0n);
+  rig.send(encodeRequest(Request.SET_FEATURES, u64Payload(FEATURES | CSUM | GUEST_CSUM)));
+  for (const i of [0, 1]) {
+    rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(i)), [rig.fds.create()]);
+  }
+  assert.equal(rig.error, null);
+  for (const i of [0, 1]) {
+    const features = rig.datapath.rings.get(i)!.features;
+    assert.equal(features.mtu, 1500, `ring ${i} MTU`);
+    assert.equal(features.hostTso4, false, `ring ${i} HOST_TSO4 no longer acked`);
+    assert.equal(features.guestTso6, false, `ring ${i} GUEST_TSO6 no longer acked`);
   }
 });
 

@@ -29,6 +29,7 @@ import {
   PHASES,
 } from "./scenario.ts";
 import { pcapSummary } from "./pcap.ts";
+import { STATS_JSON_PREFIX } from "../../src/daemon/stats.ts";
 
 /** Options for {@link registerE2eSuite}. */
 export interface SuiteOptions {
@@ -53,6 +54,19 @@ export interface SuiteOptions {
    * off when the backend does not offer VIRTIO_F_RING_PACKED.
    */
   readonly expectRingLayout?: "packed" | "split";
+  /** The guest sets this MTU itself after DHCP (ScenarioOptions.guestMtu). */
+  readonly guestMtu?: number;
+  /**
+   * Check at the end that the guest's interface has this MTU and that neither its
+   * driver nor its TCP dropped a frame (rx errors, drops, length errors; TCP InErrs,
+   * InCsumErrors).
+   */
+  readonly expectLinkMtu?: number;
+  /**
+   * tpasst vhost-user: check (SIGUSR1's stats-json line) that the link carried
+   * segmented TCP frames in the directions given, and none in the others.
+   */
+  readonly expectSegmented?: { readonly fromGuest: boolean; readonly toGuest: boolean };
 }
 
 /**
@@ -120,7 +134,12 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
         if (kind === "passt") await Deno.chmod(pcapDir, 0o777);
         Object.assign(backend, { pcapPath: `${pcapDir}/guest.pcap` });
       }
-      return await E2eSession.start(kind, { bulkBytes, phases, backend });
+      return await E2eSession.start(kind, {
+        bulkBytes,
+        phases,
+        backend,
+        guestMtu: options.guestMtu,
+      });
     })().then((s) => (started = s));
     return session;
   };
@@ -351,6 +370,54 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
         assert.ok(mbps > 0, `${mark} is ${mbps}`);
       }
     });
+  }
+
+  if (options.expectLinkMtu !== undefined) {
+    define(
+      `the guest's link has MTU ${options.expectLinkMtu} and dropped no received frame`,
+      async (s) => {
+        assert.equal(await s.result("link-mtu", PHASE_TIMEOUT_MS), `${options.expectLinkMtu}`);
+        assert.equal(
+          await s.result("link-rx-drops", PHASE_TIMEOUT_MS),
+          "0 0 0",
+          "rx_errors rx_dropped rx_length_errors",
+        );
+        assert.equal(
+          await s.result("tcp-in-errors", PHASE_TIMEOUT_MS),
+          "0 0",
+          "InErrs InCsumErrors",
+        );
+      },
+    );
+  }
+
+  const segmented = options.expectSegmented;
+  if (segmented !== undefined) {
+    define(
+      `the link carries segmented TCP frames ${segmented.fromGuest ? "" : "not "}from the guest, ${
+        segmented.toGuest ? "" : "not "
+      }toward it`,
+      async (s) => {
+        // After the bulk phases: every phase's result is in by now.
+        await s.result("link-mtu", PHASE_TIMEOUT_MS);
+        assert.ok(s.backend.pid !== null);
+        Deno.kill(s.backend.pid, "SIGUSR1");
+        let line: string | undefined;
+        for (let i = 0; i < 100 && line === undefined; i++) {
+          line = s.backend.output().split("\n").find((l) => l.includes(STATS_JSON_PREFIX));
+          if (line === undefined) await new Promise((r) => setTimeout(r, 100));
+        }
+        assert.ok(line !== undefined, "no stats-json line after SIGUSR1");
+        const stats = JSON.parse(
+          line.slice(line.indexOf(STATS_JSON_PREFIX) + STATS_JSON_PREFIX.length),
+        );
+        const link = stats.link as Record<string, number>;
+        const seen = JSON.stringify(link);
+        assert.equal(link.deviceMtu, options.expectLinkMtu ?? link.deviceMtu, seen);
+        assert.equal(link.txSegmented > 0, segmented.fromGuest, `TX segmented: ${seen}`);
+        assert.equal(link.rxSegmented > 0, segmented.toGuest, `RX segmented: ${seen}`);
+      },
+    );
   }
 
   define("the scenario script finishes and the guest powers off", async (s) => {

@@ -42,6 +42,34 @@ for (const option of ["mrg_rxbuf=off", "event_idx=off", "indirect_desc=off"]) {
     label: `tpasst-vhost ${option}`,
   });
 }
+// Guest MTU 1,500 set by the device (QEMU host_mtu, VIRTIO_NET_F_MTU / NET_SET_MTU), with
+// TCP segmentation offload both ways, toward the guest only, from the guest only, and
+// none (QEMU's device properties turn each offload off from the frontend side).
+const HOST_OFFLOADS_OFF = "host_tso4=off,host_tso6=off,host_ecn=off";
+const GUEST_OFFLOADS_OFF = "guest_tso4=off,guest_tso6=off,guest_ecn=off";
+for (
+  const [offloads, off, fromGuest, toGuest] of [
+    ["on", "", true, true],
+    ["guest→host off", `,${HOST_OFFLOADS_OFF}`, false, true],
+    ["host→guest off", `,${GUEST_OFFLOADS_OFF}`, true, false],
+    ["off", `,${HOST_OFFLOADS_OFF},${GUEST_OFFLOADS_OFF}`, false, false],
+  ] as const
+) {
+  registerE2eSuite("tpasst-vhost", {
+    deviceOptions: `host_mtu=1500${off}`,
+    expectLinkMtu: 1500,
+    expectSegmented: { fromGuest, toGuest },
+    label: `tpasst-vhost MTU 1500 (host_mtu), offloads ${offloads}`,
+  });
+}
+// A guest that fixes its MTU at 1,500 behind tpasst's back (no host_mtu, the lease says
+// 65,520): its MSS keeps TCP in bounds, and nothing it receives is dropped.
+registerE2eSuite("tpasst-vhost", {
+  guestMtu: 1500,
+  expectLinkMtu: 1500,
+  bulkBytes: LIGHT_BULK_BYTES,
+  label: "tpasst-vhost guest MTU fixed at 1500 (unknown to tpasst)",
+});
 for (const kind of ["tpasst-vhost", "tpasst-stream"] as const) {
   registerE2eSuite(kind, {
     pcap: true,

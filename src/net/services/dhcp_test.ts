@@ -351,3 +351,20 @@ Deno.test("`DhcpServer.handle()` logs one debug line per exchange, with addresse
   server.handle(request(DhcpMessageType.Discover), 0, 244, 0);
   assert.equal(lines.length, 4);
 });
+
+for (
+  const [configured, device, advertised] of [
+    [65520, 1500, [0x05, 0xdc]], // QEMU host_mtu=1500 bounds the default
+    [1400, 1500, [0x05, 0x78]], // a smaller --mtu stays
+    [65520, 0, [0xff, 0xf0]], // no device MTU: the plan's
+    [0, 1500, null], // -m 0: none advertised
+  ] as const
+) {
+  Deno.test(`\`DhcpServer.handle()\` advertises MTU ${configured} bounded by the device's ${device}`, () => {
+    const { server, link } = setup({ mtu: configured });
+    link.deviceMtu = device;
+    assert.equal(server.handle(request(DhcpMessageType.Discover), 0, 244, 0), "ok");
+    const r = decode(link.take()[0]);
+    assert.deepEqual(opt(r, 26), advertised === null ? undefined : new Uint8Array(advertised));
+  });
+}

@@ -124,6 +124,10 @@ export class NdpResponder {
   readonly #random: () => number;
   /** Options of every RA after the fixed header, pre-encoded. */
   readonly #raOptions: Uint8Array;
+  /** The plan's MTU (0: no MTU option). */
+  readonly #configuredMtu: number;
+  /** Where the MTU option's value sits in {@link #raOptions} (-1: no MTU option). */
+  #mtuValueAt = -1;
   readonly #raFlags: number;
   readonly #target = new Uint8Array(16);
   readonly #dst = new Uint8Array(16);
@@ -161,7 +165,13 @@ export class NdpResponder {
       opts.push(...be32(INFINITE_LIFETIME), ...be32(INFINITE_LIFETIME), 0, 0, 0, 0);
       opts.push(...v6.address.subarray(0, 8), 0, 0, 0, 0, 0, 0, 0, 0);
     }
-    if (plan.mtu) opts.push(NdOption.Mtu, 1, 0, 0, ...be32(plan.mtu)); // RFC 4861 §4.6.4
+    this.#configuredMtu = plan.mtu;
+    if (plan.mtu) {
+      // RFC 4861 §4.6.4: type, length 1, reserved u16, MTU u32 (rewritten per RA: the
+      // device's MTU may bound it, see #sendRa).
+      this.#mtuValueAt = opts.length + 4;
+      opts.push(NdOption.Mtu, 1, 0, 0, ...be32(plan.mtu));
+    }
     if (plan.advertiseDns && v6.dns.length > 0) {
       // RDNSS (RFC 8106 §5.1): type, len 1+2n, reserved, lifetime, addresses.
       opts.push(NdOption.Rdnss, 1 + 2 * v6.dns.length, 0, 0, ...be32(INFINITE_LIFETIME));
@@ -310,6 +320,14 @@ export class NdpResponder {
     b[o + RA_ROUTER_LIFETIME + 1] = ROUTER_LIFETIME & 0xff;
     b.fill(0, o + RA_REACHABLE_TIME, o + RA_HEADER_LENGTH);
     b.set(this.#raOptions, o + RA_HEADER_LENGTH);
+    if (this.#mtuValueAt >= 0) {
+      const at = o + RA_HEADER_LENGTH + this.#mtuValueAt;
+      const mtu = this.#sender.mtuFor(this.#configuredMtu);
+      b[at] = mtu >>> 24;
+      b[at + 1] = (mtu >>> 16) & 0xff;
+      b[at + 2] = (mtu >>> 8) & 0xff;
+      b[at + 3] = mtu & 0xff;
+    }
     this.#sender.sendIpv6(
       IPPROTO_ICMPV6,
       this.#router,

@@ -246,3 +246,23 @@ Deno.test("`NdpResponder` logs one debug line per exchange, with addresses", () 
     "debug: NDP: NS from :: for fe80::1 ignored (duplicate address detection)",
   ]);
 });
+
+Deno.test("`NdpResponder` RAs carry the plan's MTU bounded by the guest device's MTU", () => {
+  const { stack, link } = setup({ mtu: 65520 });
+  const rs = new Uint8Array([133, 0, 0, 0, 0, 0, 0, 0]);
+  const raMtu = () => {
+    stack.handleFrame(
+      guestIpv6Frame(IPPROTO_ICMPV6, GUEST_LL, parseIpv6("ff02::2")!, rs, { hopLimit: 255 }),
+      1,
+    );
+    const frames = link.take();
+    const ra = decodeFrame(frames[frames.length - 1]).l4;
+    const mtu = options(ra, 16).get(5)![0];
+    return new DataView(mtu.buffer, mtu.byteOffset).getUint32(4);
+  };
+  assert.equal(raMtu(), 65520);
+  link.deviceMtu = 1500; // QEMU host_mtu=1500
+  assert.equal(raMtu(), 1500);
+  link.deviceMtu = 9000;
+  assert.equal(raMtu(), 9000);
+});

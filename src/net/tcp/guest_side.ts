@@ -154,7 +154,8 @@ export function takeGuestSyn(ctx: TcpContext, f: TcpFlow): void {
   const h = ctx.header;
   f.rcvNxt = (h.seq + 1) >>> 0;
   f.rcvWndRight = f.rcvNxt;
-  const ceiling = f.family === 4 ? ctx.mtu - HEADERS_V4 : ctx.mtu - HEADERS_V6;
+  const mtu = ctx.sender.mtuFor(ctx.mtu);
+  const ceiling = f.family === 4 ? mtu - HEADERS_V4 : mtu - HEADERS_V6;
   const maxPayload = f.family === 4 ? MAX_PAYLOAD_V4 : MAX_PAYLOAD_V6;
   let mss = h.mss > 0 ? h.mss : (f.family === 4 ? DEFAULT_MSS_V4 : DEFAULT_MSS_V6);
   mss = Math.min(mss, ceiling, maxPayload);

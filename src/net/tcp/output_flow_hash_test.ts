@@ -24,6 +24,12 @@ for (const family of [4, 6] as const) {
       get maxFrameLength() {
         return guest.maxFrameLength;
       },
+      get tcpSegmentation() {
+        return guest.tcpSegmentation;
+      },
+      get deviceMtu() {
+        return guest.deviceMtu;
+      },
       sendFrame(frame, checksumStart, checksumOffset) {
         whole.push(frameFlowHash(frame));
         return guest.sendFrame(frame, checksumStart, checksumOffset);
@@ -33,10 +39,10 @@ for (const family of [4, 6] as const) {
         open = space;
         return guest.reserveFrame(space, maxLength, headerLength);
       },
-      commitFrame(length, checksumStart, checksumOffset) {
+      commitFrame(length, checksumStart, checksumOffset, segments) {
         gatherFrame(open!, Math.min(length, 64), scratch);
         committed.push(frameFlowHash(scratch.subarray(0, Math.min(length, 64))));
-        return guest.commitFrame(length, checksumStart, checksumOffset);
+        return guest.commitFrame(length, checksumStart, checksumOffset, segments);
       },
       cancelFrame: () => guest.cancelFrame(),
       flush: () => guest.flush(),

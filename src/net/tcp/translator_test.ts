@@ -9,7 +9,7 @@ import { Logger } from "../../log/logger.ts";
 import { nextTask, PublishOnFlushLink } from "../../../tests/support/net/recording_link.ts";
 import { decodeFrame } from "../../../tests/support/net/frames.ts";
 import { TCP_DATA_OFFSET } from "../wire/tcp_header.ts";
-import { type GuestLink, SendResult } from "../../tap/frame_transport.ts";
+import { type GuestLink, SendResult, TcpSegmentation } from "../../tap/frame_transport.ts";
 
 /** A translator, its sender and a guest wired together; the translator logs at debug level. */
 function setup(family: 4 | 6 = 4, opts: TcpTranslatorOptions = {}) {
@@ -96,6 +96,8 @@ Deno.test("`TcpTranslator` ends host data and timer retransmissions toward the g
   const lossy: GuestLink = {
     kind: "lossy",
     l4ChecksumsOptional: false,
+    tcpSegmentation: 0,
+    deviceMtu: 0,
     maxFrameLength: guest.maxFrameLength,
     sendFrame(frame, checksumStart, checksumOffset) {
       if (losing && tcpPayloadLength(frame) > 0) {
@@ -583,4 +585,73 @@ Deno.test("`TcpTranslator` keeps a flow's recovery point at the acknowledged edg
   guest.close(c);
   server.close();
   close();
+});
+
+for (const segmentation of [true, false]) {
+  Deno.test(`\`TcpTranslator\` sends the guest ${segmentation ? "64 KiB frames of MSS-sized segments with segmentation offload" : "MSS-sized segments without segmentation offload"} (IPv4 and IPv6)`, async () => {
+    for (const family of [4, 6] as const) {
+      const { guest, close } = setup(family);
+      guest.mss = 1460 - (family === 6 ? 20 : 0); // an MTU 1500 guest
+      guest.l4ChecksumsOptional = true;
+      guest.tcpSegmentation = segmentation ? TcpSegmentation.Ipv4 | TcpSegmentation.Ipv6 : 0;
+      guest.recordHeaders = true;
+      const down = pattern(2 * 1024 * 1024 + 5, 13);
+      const server = Deno.listen({ hostname: family === 4 ? "127.0.0.1" : "::1", port: 0 });
+      const port = (server.addr as Deno.NetAddr).port;
+      const served = (async () => {
+        const conn = await server.accept();
+        await writeAll(conn, down);
+        conn.close();
+      })();
+      const c = family === 4
+        ? guest.connect(TEST_GATEWAY4, port)
+        : guest.connect(0, port, TEST_GATEWAY6);
+      await c.until(() => c.eof, 30000, "eof");
+      await served;
+      assert.equal(sha(c.takeReceived()), sha(down));
+      const largest = Math.max(...guest.headers.map((h) => h.payloadLength));
+      assert.equal(guest.unexpectedSegmentation, 0);
+      if (segmentation) {
+        assert.ok(guest.segmentSizes.length > 0, "large frames were sent");
+        assert.ok(
+          guest.segmentSizes.every((s) => s === guest.mss),
+          "segment size = the guest's MSS",
+        );
+        assert.ok(largest > 30 * guest.mss, `largest payload ${largest} spans many segments`);
+      } else {
+        assert.equal(guest.segmentSizes.length, 0);
+        assert.equal(largest, guest.mss, "no payload beyond the guest's MSS");
+      }
+      server.close();
+      close();
+    }
+  });
+}
+
+Deno.test("`TcpTranslator` keeps segments and its SYN-ACK's MSS within the guest device's MTU (host_mtu 1500)", async () => {
+  for (const family of [4, 6] as const) {
+    const { guest, close } = setup(family);
+    guest.deviceMtu = 1500; // the guest's own MSS (65000) is larger
+    guest.recordHeaders = true;
+    const down = pattern(512 * 1024 + 3, 17);
+    const server = Deno.listen({ hostname: family === 4 ? "127.0.0.1" : "::1", port: 0 });
+    const port = (server.addr as Deno.NetAddr).port;
+    const served = (async () => {
+      const conn = await server.accept();
+      await writeAll(conn, down);
+      conn.close();
+    })();
+    const c = family === 4
+      ? guest.connect(TEST_GATEWAY4, port)
+      : guest.connect(0, port, TEST_GATEWAY6);
+    await c.until(() => c.eof, 30000, "eof");
+    await served;
+    assert.equal(sha(c.takeReceived()), sha(down));
+    const mss = 1500 - (family === 4 ? 40 : 60);
+    const synAck = guest.headers.find((h) => h.flags & 0x02);
+    assert.equal(synAck?.mss, mss, "the SYN-ACK offers the device MTU's MSS");
+    assert.equal(Math.max(...guest.headers.map((h) => h.payloadLength)), mss);
+    server.close();
+    close();
+  }
 });

@@ -155,6 +155,12 @@ export class SplitRingDriver {
       mergeableRxBuffers: options.features?.mergeableRxBuffers ?? false,
       checksumOffload: options.features?.checksumOffload ?? false,
       guestChecksum: options.features?.guestChecksum ?? false,
+      hostTso4: options.features?.hostTso4 ?? false,
+      hostTso6: options.features?.hostTso6 ?? false,
+      hostEcn: options.features?.hostEcn ?? false,
+      guestTso4: options.features?.guestTso4 ?? false,
+      guestTso6: options.features?.guestTso6 ?? false,
+      mtu: options.features?.mtu ?? 0,
     };
     const descBytes = alignPart(descriptorTableBytes(this.size));
     const availBytes = alignPart(availableRingBytes(this.size));
