@@ -12,11 +12,17 @@ import { SendResult } from "../../src/tap/frame_transport.ts";
 import { frameFlowHash } from "../../src/tap/flow_hash.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
 import { encodeRequest } from "../support/vhost_user/request_encoder.ts";
-import { Request, VHOST_LOG_PAGE } from "../../src/vhost_user/protocol.ts";
+import {
+  featureBit,
+  Request,
+  VHOST_LOG_PAGE,
+  VIRTIO_F_RING_PACKED,
+} from "../../src/vhost_user/protocol.ts";
 import { InProcessBackend } from "../support/frontend/in_process.ts";
 import type { UsedChain } from "../support/virtio/split_ring_driver.ts";
 import {
   type HarnessDirtyLog,
+  QEMU_NET_FEATURES,
   rxRing,
   txRing,
   type VhostUserFrontend,
@@ -77,64 +83,70 @@ function receivedByPair(frontend: VhostUserFrontend, pairs: number): Uint8Array[
   return out;
 }
 
-Deno.test("4 queue pairs over a socket: TX served on every pair, flows spread over the RX queues, a pair torn down and back while the others run", async () => {
-  const baseline = openFdCount();
-  const backend = new InProcessBackend();
-  const handler = new CollectingHandler();
-  const link = new VhostUserLink(handler, { logger: backend.logger });
-  const { frontend, session } = backend.connect(link);
-  try {
-    await frontend.negotiate({ queuePairs: 4 });
-    for (let pair = 0; pair < 4; pair++) frontend.postRxBuffers(64, 2048, pair);
-    await waitUntil("link up", () => handler.link !== null);
-    // guest → stack on every pair
-    for (let pair = 0; pair < 4; pair++) frontend.sendFrame(udpFrame(1000 + pair, 53), pair);
-    await waitUntil("TX of every pair at the handler", () => handler.frames.length === 4);
-    for (let pair = 0; pair < 4; pair++) {
-      assert.equal((await frontend.waitUsed(txRing(pair), 1)).length, 1);
-    }
-    // stack → guest: 40 flows, two frames each
-    const flows = Array.from({ length: 40 }, (_, i) => udpFrame(53, 20000 + i));
-    await sendAll(handler, [...flows, ...flows]);
-    await waitUntil("every frame in the guest", () => {
-      const used = [0, 1, 2, 3].reduce((n, p) => n + frontend.vrings[rxRing(p)].usedCount(), 0);
-      return used === 80;
-    });
-    const received = receivedByPair(frontend, 4);
-    for (let pair = 0; pair < 4; pair++) {
-      assert.ok(received[pair].length > 0, `pair ${pair} got some flows`);
-      for (const frame of received[pair]) assert.equal(frameFlowHash(frame) % 4, pair);
-    }
-    assert.match(link.describeCounters(), /frames per queue pair RX \d+,\d+,\d+,\d+ TX 1,1,1,1/);
+for (const packed of [false, true]) {
+  Deno.test(`4 queue pairs over a socket${packed ? " (packed rings)" : ""}: TX served on every pair, flows spread over the RX queues, a pair torn down and back while the others run`, async () => {
+    const baseline = openFdCount();
+    const backend = new InProcessBackend();
+    const handler = new CollectingHandler();
+    const link = new VhostUserLink(handler, { logger: backend.logger });
+    const { frontend, session } = backend.connect(link);
+    try {
+      await frontend.negotiate({
+        queuePairs: 4,
+        features: packed ? QEMU_NET_FEATURES | featureBit(VIRTIO_F_RING_PACKED) : undefined,
+      });
+      assert.equal(link.describeState().ringLayout, packed ? "packed" : "split");
+      for (let pair = 0; pair < 4; pair++) frontend.postRxBuffers(64, 2048, pair);
+      await waitUntil("link up", () => handler.link !== null);
+      // guest → stack on every pair
+      for (let pair = 0; pair < 4; pair++) frontend.sendFrame(udpFrame(1000 + pair, 53), pair);
+      await waitUntil("TX of every pair at the handler", () => handler.frames.length === 4);
+      for (let pair = 0; pair < 4; pair++) {
+        assert.equal((await frontend.waitUsed(txRing(pair), 1)).length, 1);
+      }
+      // stack → guest: 40 flows, two frames each
+      const flows = Array.from({ length: 40 }, (_, i) => udpFrame(53, 20000 + i));
+      await sendAll(handler, [...flows, ...flows]);
+      await waitUntil("every frame in the guest", () => {
+        const used = [0, 1, 2, 3].reduce((n, p) => n + frontend.vrings[rxRing(p)].usedCount(), 0);
+        return used === 80;
+      });
+      const received = receivedByPair(frontend, 4);
+      for (let pair = 0; pair < 4; pair++) {
+        assert.ok(received[pair].length > 0, `pair ${pair} got some flows`);
+        for (const frame of received[pair]) assert.equal(frameFlowHash(frame) % 4, pair);
+      }
+      assert.match(link.describeCounters(), /frames per queue pair RX \d+,\d+,\d+,\d+ TX 1,1,1,1/);
 
-    // pair 2 torn down while the others run: no link down, its flows go elsewhere
-    const bases = [await frontend.stopRing(rxRing(2)), await frontend.stopRing(txRing(2))];
-    assert.equal(handler.downs, 0);
-    const pair2Flows = flows.filter((f) => frameFlowHash(f) % 4 === 2);
-    assert.ok(pair2Flows.length > 0);
-    await sendAll(handler, pair2Flows);
-    await waitUntil("pair 2's flows on pairs 0, 1, 3", () => {
-      const used = [0, 1, 3].reduce((n, p) => n + frontend.vrings[rxRing(p)].usedCount(), 0);
-      return used === pair2Flows.length;
-    });
-    assert.equal(frontend.vrings[rxRing(2)].usedCount(), 0);
-    frontend.sendFrame(udpFrame(7, 53), 3);
-    await waitUntil("TX of pair 3 still served", () => handler.frames.length === 5);
-    // and brought back at the bases it was given
-    await frontend.restartRing(rxRing(2), bases[0]);
-    await frontend.restartRing(txRing(2), bases[1]);
-    frontend.sendFrame(udpFrame(8, 53), 2);
-    await waitUntil("TX of pair 2 served again", () => handler.frames.length === 6);
-    assert.equal(handler.ups, 1);
-    assert.deepEqual(backend.linesAt("error"), []);
-  } finally {
-    frontend.close();
-    await session.closed;
-    await backend.close();
-  }
-  assert.equal(handler.downs, 1, "down once, when the front-end left");
-  assert.equal(openFdCount(), baseline, "every fd of every ring closed");
-});
+      // pair 2 torn down while the others run: no link down, its flows go elsewhere
+      const bases = [await frontend.stopRing(rxRing(2)), await frontend.stopRing(txRing(2))];
+      assert.equal(handler.downs, 0);
+      const pair2Flows = flows.filter((f) => frameFlowHash(f) % 4 === 2);
+      assert.ok(pair2Flows.length > 0);
+      await sendAll(handler, pair2Flows);
+      await waitUntil("pair 2's flows on pairs 0, 1, 3", () => {
+        const used = [0, 1, 3].reduce((n, p) => n + frontend.vrings[rxRing(p)].usedCount(), 0);
+        return used === pair2Flows.length;
+      });
+      assert.equal(frontend.vrings[rxRing(2)].usedCount(), 0);
+      frontend.sendFrame(udpFrame(7, 53), 3);
+      await waitUntil("TX of pair 3 still served", () => handler.frames.length === 5);
+      // and brought back at the bases it was given
+      await frontend.restartRing(rxRing(2), bases[0]);
+      await frontend.restartRing(txRing(2), bases[1]);
+      frontend.sendFrame(udpFrame(8, 53), 2);
+      await waitUntil("TX of pair 2 served again", () => handler.frames.length === 6);
+      assert.equal(handler.ups, 1);
+      assert.deepEqual(backend.linesAt("error"), []);
+    } finally {
+      frontend.close();
+      await session.closed;
+      await backend.close();
+    }
+    assert.equal(handler.downs, 1, "down once, when the front-end left");
+    assert.equal(openFdCount(), baseline, "every fd of every ring closed");
+  });
+}
 
 Deno.test("queues=4 with 2 pairs enabled: the other pairs' rings are set up but not served", async () => {
   const backend = new InProcessBackend();
