@@ -133,11 +133,25 @@ export interface FrameSpace {
   vectors: IoVectors | null;
   /** Where {@link vectors} starts in the frame (the reservation's headerLength). */
   vectorsFrom: number;
+  /**
+   * Set by the caller before reserving: the frame's flow hash (src/tap/flow_hash.ts,
+   * of the addresses and ports the frame will carry), so that a link with several
+   * receive queues puts it where the flow's other frames go; 0 when not known.
+   */
+  flowHash: number;
 }
 
 /** An empty {@link FrameSpace} to pass to {@link GuestLink.reserveFrame}, reused per frame. */
 export function newFrameSpace(): FrameSpace {
-  return { views: [], count: 0, length: 0, acceptVectors: false, vectors: null, vectorsFrom: 0 };
+  return {
+    views: [],
+    count: 0,
+    length: 0,
+    acceptVectors: false,
+    vectors: null,
+    vectorsFrom: 0,
+    flowHash: 0,
+  };
 }
 
 /** Copies the first `length` bytes of `space` into `out` (at least that large). */

@@ -53,3 +53,10 @@ export const VIRTIO_NET_F_MAC = 5;
 export const VIRTIO_NET_F_MRG_RXBUF = 15;
 /** VIRTIO_NET_F_STATUS (virtio 1.2 §5.1.3). Not offered: QEMU owns the config space. */
 export const VIRTIO_NET_F_STATUS = 16;
+/**
+ * VIRTIO_NET_F_MQ (virtio 1.2 §5.1.3): several receive/transmit queue pairs. QEMU's
+ * vhost-user-net shows it to the guest only when the backend offers it (and `mq=on`);
+ * the control queue that sets the number of pairs stays in QEMU, which enables and
+ * disables the pairs' rings with SET_VRING_ENABLE.
+ */
+export const VIRTIO_NET_F_MQ = 22;

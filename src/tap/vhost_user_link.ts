@@ -1,7 +1,12 @@
 /**
- * The vhost-user datapath of a virtio-net device: runs the RX and TX split
- * virtqueues handed over by the control plane, delivers the guest's frames to a
+ * The vhost-user datapath of a virtio-net device: runs the RX and TX virtqueues
+ * (split, or packed when VIRTIO_F_RING_PACKED was negotiated) handed over by the
+ * control plane, delivers the guest's frames to a
  * {@link FrameHandler} and copies frames from the stack into the guest's RX buffers.
+ * With VIRTIO_NET_F_MQ it runs up to {@link MAX_QUEUE_PAIRS} queue pairs on this one
+ * thread: every TX queue is served on its own kicks, and each frame toward the guest
+ * goes to the RX queue its flow hash picks among the running ones
+ * (src/tap/flow_hash.ts), so that a flow keeps to one queue.
  *
  * TX frames are views straight into guest memory (zero-copy); a frame spread over
  * several buffers is gathered into one reusable scratch buffer. Each TX chain goes
@@ -34,12 +39,8 @@ import type { Logger } from "../log/logger.ts";
 import { log as defaultLogger } from "../log/logger.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import { runSoon, type SoonTask } from "../loop/event_loop.ts";
-import {
-  RX_QUEUE_INDEX,
-  type StartedVring,
-  TX_QUEUE_INDEX,
-  type VringDatapath,
-} from "./vring_datapath.ts";
+import { MAX_QUEUE_PAIRS, type StartedVring, type VringDatapath } from "./vring_datapath.ts";
+import { frameFlowHash } from "./flow_hash.ts";
 import { IoVectors } from "../../ffi/io_vectors.ts";
 import { DescriptorChain } from "../virtio/descriptor_chain.ts";
 import type { GuestWriteLog } from "../virtio/guest_write_log.ts";
@@ -56,7 +57,8 @@ import {
   VIRTIO_NET_HDR_GSO_TCPV4,
   VIRTIO_NET_HDR_GSO_TCPV6,
 } from "./net_header.ts";
-import { SplitVirtqueue, TURN_DESCRIPTOR_BUDGET } from "../virtio/virtqueue.ts";
+import { PackedVirtqueue } from "../virtio/packed_virtqueue.ts";
+import { SplitVirtqueue, TURN_DESCRIPTOR_BUDGET, type Virtqueue } from "../virtio/virtqueue.ts";
 import {
   type FrameHandler,
   FrameInfo,
@@ -124,6 +126,29 @@ export interface VhostUserLinkCounters {
   rxKicks: number;
 }
 
+/**
+ * One receive/transmit queue pair (virtio 1.2 §5.1.2: receiveqN is ring 2(N-1),
+ * transmitqN ring 2(N-1)+1): its running queues and what waits on them.
+ */
+class QueuePair {
+  /** The pair's number: its rings are 2 × index and 2 × index + 1. */
+  readonly index: number;
+  rx: Virtqueue | null = null;
+  tx: Virtqueue | null = null;
+  /** A sender got NoRoom on this RX queue: its kick (or its end) runs the writable callback. */
+  rxWaiting = false;
+  rxPending: SoonTask | undefined = undefined;
+  txPending: SoonTask | undefined = undefined;
+  /** Frames written into this pair's RX buffers. */
+  rxFrames = 0;
+  /** Frames taken from this pair's TX queue. */
+  txFrames = 0;
+
+  constructor(index: number) {
+    this.index = index;
+  }
+}
+
 /** Options of a {@link VhostUserLink}. */
 export interface VhostUserLinkOptions {
   /** Where log lines go (the process-wide logger by default). */
@@ -159,8 +184,19 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   readonly #txLog: RateLimitedLog;
   readonly #rxLog: RateLimitedLog;
 
-  #rx: SplitVirtqueue | null = null;
-  #tx: SplitVirtqueue | null = null;
+  /** Every queue pair a front-end may use, by index. */
+  readonly #pairs: QueuePair[] = [];
+  /** Pairs whose RX queue runs, by index: frames toward the guest are spread over them. */
+  #rxPairs: QueuePair[] = [];
+  /** TX queues running. */
+  #txRunning = 0;
+  /** One more than the highest pair ever started (for the per-pair counters). */
+  #pairsSeen = 0;
+  /** The RX queue (and its pair) of the frame being sent: the open reservation's. */
+  #rx: Virtqueue | null = null;
+  #rxPair: QueuePair | null = null;
+  /** A retry for senders whose RX queue went away while they waited on it. */
+  #retryPending: SoonTask | undefined = undefined;
   #mergeable = false;
   /** VIRTIO_NET_F_CSUM: TX frames may carry NEEDS_CSUM. */
   #txChecksumOffload = false;
@@ -180,10 +216,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    * what the chains posted now can hold is judged by it. */
   #smallestRxChainBytes = Infinity;
   #up = false;
-  #rxWaiting = false;
   #writable: ((now: number) => void) | null = null;
-  #txPending: SoonTask | undefined = undefined;
-  #rxPending: SoonTask | undefined = undefined;
 
   // Reused per frame: no allocation on the hot paths beyond the memory views.
   #txChain = new DescriptorChain(1);
@@ -225,30 +258,41 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     this.#clock = options.clock ?? (() => performance.now());
     this.#txLog = new RateLimitedLog("warn", undefined, this.#logger);
     this.#rxLog = new RateLimitedLog("warn", undefined, this.#logger);
+    for (let i = 0; i < MAX_QUEUE_PAIRS; i++) this.#pairs.push(new QueuePair(i));
   }
 
   /** {@inheritDoc VringDatapath.startVring} */
   startVring(ring: StartedVring, now: number): void {
-    if (ring.index !== RX_QUEUE_INDEX && ring.index !== TX_QUEUE_INDEX) {
-      this.#logger.warn(`vhost-user: ignoring start of queue ${ring.index}: not RX (0) or TX (1)`);
+    const pair = this.#pairOf(ring.index);
+    if (pair === null) {
+      this.#logger.warn(
+        `vhost-user: ignoring start of queue ${ring.index}: beyond ${MAX_QUEUE_PAIRS} queue pairs`,
+      );
       return;
     }
+    const receive = (ring.index & 1) === 0;
     if (this.#queue(ring.index) !== null) this.stopVring(ring.index);
-    let queue: SplitVirtqueue;
+    let queue: Virtqueue;
     try {
-      queue = new SplitVirtqueue(ring, {
-        name: ring.index === RX_QUEUE_INDEX ? "RX" : "TX",
+      const options = {
+        name: (receive ? "RX" : "TX") + (pair.index === 0 ? "" : ` ${pair.index}`),
         logger: this.#logger,
         clock: this.#clock,
-      });
+      };
+      // VIRTIO_F_RING_PACKED decides the ring layout of every queue (virtio 1.2 §2.8).
+      queue = ring.features.packedRing === true
+        ? new PackedVirtqueue(ring, options)
+        : new SplitVirtqueue(ring, options);
     } catch (error) {
       this.#logger.error(
         `vhost-user: cannot start queue ${ring.index}: ${(error as Error).message}`,
       );
       return;
     }
-    if (ring.index === RX_QUEUE_INDEX) {
-      this.#rx = queue;
+    this.#pairsSeen = Math.max(this.#pairsSeen, pair.index + 1);
+    if (receive) {
+      pair.rx = queue;
+      this.#rxPairs = this.#pairs.filter((p) => p.rx !== null);
       this.#mergeable = ring.features.mergeableRxBuffers;
       this.#rxDataValid = ring.features.guestChecksum;
       // GUEST_TSO needs GUEST_CSUM (virtio 1.2 §5.1.3.1): large frames go out NEEDS_CSUM.
@@ -268,34 +312,38 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       }
       queue.disableNotifications(); // asked for again when the ring runs dry
     } else {
-      this.#tx = queue;
+      pair.tx = queue;
+      this.#txRunning++;
       this.#txChecksumOffload = ring.features.checksumOffload;
       this.#txSegmentation = (ring.features.hostTso4 ? TcpSegmentation.Ipv4 : 0) |
         (ring.features.hostTso6 ? TcpSegmentation.Ipv6 : 0);
       this.#txEcn = ring.features.hostEcn ?? false;
       if (this.#txChain.buffers.length < ring.size) this.#txChain = new DescriptorChain(ring.size);
     }
-    if (this.#rx !== null && this.#tx !== null && !this.#up) {
+    // Up while frames can go both ways: some RX queue and some TX queue run.
+    if (this.#rxPairs.length > 0 && this.#txRunning > 0 && !this.#up) {
       this.#up = true;
       this.#handler.linkUp(this, now);
     }
     // The first TX turn runs from the loop, not from here: a front-end restarting rings
     // in a burst of messages must not get a fresh turn's budget per message.
-    if (ring.index === TX_QUEUE_INDEX) this.#scheduleTx();
+    if (!receive) this.#scheduleTx(pair);
   }
 
   /** {@inheritDoc VringDatapath.kick} */
   kick(index: number, now: number): void {
-    if (index === TX_QUEUE_INDEX) {
+    const pair = this.#pairOf(index);
+    if (pair === null) return;
+    if ((index & 1) === 1) {
       this.counters.txKicks++;
-      this.#processTx(now);
-    } else if (index === RX_QUEUE_INDEX) {
-      const rx = this.#rx;
+      this.#processTx(pair, now);
+    } else {
+      const rx = pair.rx;
       if (rx === null || rx.broken) return;
       this.counters.rxKicks++;
       rx.disableNotifications();
-      if (this.#rxWaiting) {
-        this.#rxWaiting = false;
+      if (pair.rxWaiting) {
+        pair.rxWaiting = false;
         this.#writable?.(now);
       }
     }
@@ -314,9 +362,11 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    */
   stopVring(index: number): number {
     const queue = this.#queue(index);
-    if (queue === null) return 0;
+    const pair = this.#pairOf(index);
+    if (queue === null || pair === null) return 0;
+    const receive = (index & 1) === 0;
     try {
-      if (index === RX_QUEUE_INDEX) queue.publish();
+      if (receive) queue.publish();
     } catch (error) {
       this.#rxLog.write(
         this.#clock(),
@@ -326,44 +376,73 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       );
     } finally {
       try {
-        if (index === RX_QUEUE_INDEX) {
-          this.#rx = null;
-          this.#rxWaiting = false;
-          this.#rxPending?.cancel();
-          this.#rxPending = undefined;
+        if (receive) {
+          const waited = pair.rxWaiting;
+          pair.rx = null;
+          pair.rxWaiting = false;
+          pair.rxPending?.cancel();
+          pair.rxPending = undefined;
+          this.#rxPairs = this.#pairs.filter((p) => p.rx !== null);
+          if (this.#rx === queue) {
+            this.#rx = null;
+            this.#rxPair = null;
+          }
           this.#rxFirst.release();
           this.#rxNext.release();
           this.#rxLocated.release();
+          // Senders that waited for this queue's kick go to the others now.
+          if (waited && this.#rxPairs.length > 0) this.#scheduleRetry();
         } else {
-          this.#tx = null;
+          pair.tx = null;
+          this.#txRunning--;
           this.#txChain.release();
-          this.#txPending?.cancel();
-          this.#txPending = undefined;
+          pair.txPending?.cancel();
+          pair.txPending = undefined;
         }
       } finally {
-        if (this.#up) {
+        if (this.#up && (this.#rxPairs.length === 0 || this.#txRunning === 0)) {
           this.#up = false;
           if (this.#logger.enabled("debug")) this.#logger.debug(this.describeCounters());
           this.#handler.linkDown(this.#clock());
         }
       }
     }
-    return queue.lastAvailIndex;
+    return queue.vringBase;
   }
 
   /** The rings' state and {@link counters}, for a statistics dump. */
   describeState(): Record<string, number | string | boolean> {
+    const first = this.#pairs[0];
+    const ringState = (q: Virtqueue | null) =>
+      q === null ? "none" : q.broken ? "broken" : "running";
     return {
       up: this.#up,
-      rxRing: this.#rx === null ? "none" : this.#rx.broken ? "broken" : "running",
-      txRing: this.#tx === null ? "none" : this.#tx.broken ? "broken" : "running",
-      rxWaitingForBuffers: this.#rxWaiting,
+      rxRing: ringState(first.rx),
+      txRing: ringState(first.tx),
+      ringLayout: this.#ringLayout(),
+      queuePairs: this.#pairs.filter((p) => p.rx !== null || p.tx !== null).length,
+      rxWaitingForBuffers: this.#pairs.some((p) => p.rxWaiting),
       mergeableRxBuffers: this.#mergeable,
       tcpSegmentationToGuest: this.#rxSegmentation,
       tcpSegmentationFromGuest: this.#txSegmentation,
       deviceMtu: this.#deviceMtu,
       ...this.counters,
+      rxFramesPerPair: this.#perPair((p) => p.rxFrames),
+      txFramesPerPair: this.#perPair((p) => p.txFrames),
     };
+  }
+
+  /** The layout of the running rings (virtio 1.2 §2.7 split, §2.8 packed), "none" without rings. */
+  #ringLayout(): string {
+    const pair = this.#pairs.find((p) => p.rx !== null || p.tx !== null);
+    const queue = pair === undefined ? null : pair.rx ?? pair.tx;
+    if (queue === null) return "none";
+    return queue instanceof PackedVirtqueue ? "packed" : "split";
+  }
+
+  /** `what` of every pair started so far, comma-separated by pair index. */
+  #perPair(what: (pair: QueuePair) => number): string {
+    return this.#pairs.slice(0, this.#pairsSeen).map(what).join(",");
   }
 
   /** One line summing up {@link counters}, for logs. */
@@ -373,19 +452,55 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       `${c.txKicks} kicked, ${c.txPolls} from the loop (${c.txEmptyPolls} empty), ` +
       `${c.txRearms} kick re-arms; RX ${c.rxFrames} frames (${c.rxSegmented} segmented) in ${c.rxChains} chains, ` +
       `${c.rxNoRoom} without room, ` +
-      `${c.rxKicks} kicks`;
+      `${c.rxKicks} kicks` +
+      (this.#pairsSeen > 1
+        ? `; frames per queue pair RX ${this.#perPair((p) => p.rxFrames)} TX ${
+          this.#perPair((p) => p.txFrames)
+        }`
+        : "");
   }
 
-  #queue(index: number): SplitVirtqueue | null {
-    return index === RX_QUEUE_INDEX ? this.#rx : index === TX_QUEUE_INDEX ? this.#tx : null;
+  /** The pair ring `index` belongs to, or null for an index beyond the pairs served. */
+  #pairOf(index: number): QueuePair | null {
+    if (!Number.isInteger(index) || index < 0) return null;
+    return this.#pairs[index >> 1] ?? null;
+  }
+
+  #queue(index: number): Virtqueue | null {
+    const pair = this.#pairOf(index);
+    if (pair === null) return null;
+    return (index & 1) === 0 ? pair.rx : pair.tx;
+  }
+
+  /**
+   * Picks the RX queue of a frame of flow `hash` (src/tap/flow_hash.ts) among the
+   * running ones and makes it the current one ({@link #rx}); null when none runs.
+   */
+  #selectRx(hash: number): Virtqueue | null {
+    const pairs = this.#rxPairs;
+    const n = pairs.length;
+    if (n === 0) return null;
+    const pair = n === 1 ? pairs[0] : pairs[(hash >>> 0) % n];
+    this.#rxPair = pair;
+    this.#rx = pair.rx;
+    return pair.rx;
+  }
+
+  /** Runs the writable callback from the loop (senders whose RX queue stopped). */
+  #scheduleRetry(): void {
+    if (this.#retryPending !== undefined) return;
+    this.#retryPending = runSoon(() => {
+      this.#retryPending = undefined;
+      if (this.#up) this.#writable?.(this.#clock());
+    });
   }
 
   /**
    * One TX turn: pops up to a ring's worth of TX chains within the turn's descriptor
    * budget, hands each frame over, returns them, then notifies once.
    */
-  #processTx(now: number): void {
-    const tx = this.#tx;
+  #processTx(pair: QueuePair, now: number): void {
+    const tx = pair.tx;
     if (tx === null || tx.broken) return;
     this.counters.txTurns++;
     tx.beginTurn();
@@ -400,6 +515,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         budget--;
         if (this.#deliver(chain, now)) {
           this.counters.txFrames++;
+          pair.txFrames++;
           tx.pushUsed(chain.head, 0);
         } else {
           this.counters.txRejected++;
@@ -424,7 +540,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     // spent budget continues too, even with nothing available now: the kick was not
     // re-armed (NO_NOTIFY may still be set from an earlier busy turn, avail_event may
     // lag), so a guest that refills the ring after this publish would not kick.
-    if (pollAgain || budget === 0 || tx.hasAvailable()) this.#scheduleTx();
+    if (pollAgain || budget === 0 || tx.hasAvailable()) this.#scheduleTx(pair);
     if (budget === tx.size) return; // nothing handed over: no batch to end
     try {
       this.#handler.endOfBatch(now);
@@ -439,14 +555,14 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    * not setTimeout(0): Deno's timers are Node's, with a 1 ms floor (measured ~2 ms per
    * setTimeout(0) round, 1.4 µs per setImmediate round).
    */
-  #scheduleTx(): void {
-    if (this.#txPending !== undefined) return;
-    this.#txPending = runSoon(() => {
-      this.#txPending = undefined;
+  #scheduleTx(pair: QueuePair): void {
+    if (pair.txPending !== undefined) return;
+    pair.txPending = runSoon(() => {
+      pair.txPending = undefined;
       const counters = this.counters;
       counters.txPolls++;
       const before = counters.txFrames + counters.txRejected;
-      this.#processTx(this.#clock());
+      this.#processTx(pair, this.#clock());
       if (counters.txFrames + counters.txRejected === before) counters.txEmptyPolls++;
     });
   }
@@ -557,7 +673,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   /** {@inheritDoc GuestLink.maxFrameLength} */
   get maxFrameLength(): number {
     if (!this.#mergeable) return this.#rxBufferFrameRoom;
-    const rx = this.#rx;
+    const rx = this.#rx ?? this.#rxPairs[0]?.rx ?? null;
     if (rx === null || this.#smallestRxChainBytes === Infinity) return MAX_FRAME_BYTES;
     // A frame may merge every buffer posted now, but no more: a guest that has posted
     // all it will post sends no further kick, so a larger frame would wait forever.
@@ -577,8 +693,11 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    * GUEST_CSUM, is dropped.
    */
   sendFrame(frame: Uint8Array, checksumStart = 0, checksumOffset = 0): SendResult {
-    const rx = this.#rx;
-    if (rx === null || rx.broken || !this.#up) return SendResult.Dropped;
+    if (!this.#up) return SendResult.Dropped;
+    // Hashed only when there is a choice: one pair costs nothing more.
+    const rx = this.#selectRx(this.#rxPairs.length > 1 ? frameFlowHash(frame) : 0);
+    if (rx === null || rx.broken) return SendResult.Dropped;
+    const pair = this.#rxPair!;
     if (frame.length === 0 || frame.length > MAX_FRAME_BYTES) return SendResult.Dropped;
     if (
       checksumStart > 0 &&
@@ -591,8 +710,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     if (rx.broken) return SendResult.Dropped; // broken meanwhile: no room will ever come
     if (rx.turnSpent) {
       // This turn's descriptors are spent (buffers may remain): the next turn goes on.
-      this.#rxWaiting = true;
-      this.#scheduleWritable();
+      pair.rxWaiting = true;
+      this.#scheduleWritable(pair);
       this.counters.rxNoRoom++;
       return SendResult.NoRoom;
     }
@@ -603,28 +722,29 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       if (rx.turnSpent || rx.enableNotifications()) {
         // Still racing with a refilling guest, or the turn is spent: come back from
         // the loop, not from here.
-        this.#rxWaiting = true;
-        this.#scheduleWritable();
+        pair.rxWaiting = true;
+        this.#scheduleWritable(pair);
         this.counters.rxNoRoom++;
         return SendResult.NoRoom;
       }
     }
-    this.#rxWaiting = true;
+    pair.rxWaiting = true;
     this.counters.rxNoRoom++;
     return SendResult.NoRoom;
   }
 
-  #scheduleWritable(): void {
-    if (this.#rxPending !== undefined) return;
-    this.#rxPending = runSoon(() => {
-      this.#rxPending = undefined;
-      this.#rx?.beginTurn(); // a turn of the loop has passed
-      this.kick(RX_QUEUE_INDEX, this.#clock());
+  /** Runs `pair`'s RX kick handling from the loop (its turn's descriptors were spent). */
+  #scheduleWritable(pair: QueuePair): void {
+    if (pair.rxPending !== undefined) return;
+    pair.rxPending = runSoon(() => {
+      pair.rxPending = undefined;
+      pair.rx?.beginTurn(); // a turn of the loop has passed
+      this.kick(2 * pair.index, this.#clock());
     });
   }
 
   /** Pops one RX chain usable for frames (writable only, room for the header) into `chain`. */
-  #popRx(rx: SplitVirtqueue, chain: DescriptorChain): boolean {
+  #popRx(rx: Virtqueue, chain: DescriptorChain): boolean {
     while (rx.pop(chain)) {
       if (chain.readableCount !== 0) {
         chain.release();
@@ -647,7 +767,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
 
   /** Copies header + frame into as many RX chains as needed (one without MRG_RXBUF). */
   #fill(
-    rx: SplitVirtqueue,
+    rx: Virtqueue,
     frame: Uint8Array,
     checksumStart: number,
     checksumOffset: number,
@@ -742,6 +862,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     first.release();
     for (let i = 0; i < count; i++) rx.pushUsed(heads[i], lengths[i]);
     this.counters.rxFrames++;
+    this.#rxPair!.rxFrames++;
     this.counters.rxChains += count;
     return SendResult.Sent;
   }
@@ -755,8 +876,10 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    */
   reserveFrame(space: FrameSpace, maxLength: number, headerLength: number): SendResult {
     if (this.#resOpen) this.cancelFrame();
-    const rx = this.#rx;
-    if (rx === null || rx.broken || !this.#up) return SendResult.Dropped;
+    if (!this.#up) return SendResult.Dropped;
+    const rx = this.#selectRx(this.#rxPairs.length > 1 ? space.flowHash : 0);
+    if (rx === null || rx.broken) return SendResult.Dropped;
+    const pair = this.#rxPair!;
     if (headerLength > MAX_FRAME_BYTES) return SendResult.Dropped;
     const length = Math.max(headerLength, Math.min(maxLength, MAX_FRAME_BYTES));
     let result = this.#reserve(rx, space, length, headerLength);
@@ -764,8 +887,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     if (rx.broken) return SendResult.Dropped; // broken meanwhile: no room will ever come
     if (rx.turnSpent) {
       // As in sendFrame: this turn's descriptors are spent, the next turn goes on.
-      this.#rxWaiting = true;
-      this.#scheduleWritable();
+      pair.rxWaiting = true;
+      this.#scheduleWritable(pair);
       return SendResult.NoRoom;
     }
     // As in sendFrame: ask for a kick; if buffers arrived meanwhile, retry once.
@@ -773,12 +896,12 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       result = this.#reserve(rx, space, length, headerLength);
       if (result !== SendResult.NoRoom) return result;
       if (rx.turnSpent || rx.enableNotifications()) {
-        this.#rxWaiting = true;
-        this.#scheduleWritable();
+        pair.rxWaiting = true;
+        this.#scheduleWritable(pair);
         return SendResult.NoRoom;
       }
     }
-    this.#rxWaiting = true;
+    pair.rxWaiting = true;
     return SendResult.NoRoom;
   }
 
@@ -789,7 +912,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    * bytes, written by the kernel, would go unreported.
    */
   #reserve(
-    rx: SplitVirtqueue,
+    rx: Virtqueue,
     space: FrameSpace,
     length: number,
     headerLength: number,
@@ -809,7 +932,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    * back) when the first chain cannot hold both headers, for the general path.
    */
   #reserveLocated(
-    rx: SplitVirtqueue,
+    rx: Virtqueue,
     space: FrameSpace,
     length: number,
     headerLength: number,
@@ -888,7 +1011,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
 
   /** Pops the chains of one reservation; NoRoom (all given back) when too few are posted. */
   #reserveChains(
-    rx: SplitVirtqueue,
+    rx: Virtqueue,
     space: FrameSpace,
     length: number,
     headerLength: number,
@@ -1053,6 +1176,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       left -= n;
     }
     this.counters.rxFrames++;
+    this.#rxPair!.rxFrames++;
     this.counters.rxChains += used;
     this.#dropReservation();
     return SendResult.Sent;
@@ -1094,7 +1218,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   }
 
   /** Returns the reserved chains from index `keep` on to the ring (used, empty, if unpop is unsafe). */
-  #giveBack(rx: SplitVirtqueue, keep: number): void {
+  #giveBack(rx: Virtqueue, keep: number): void {
     const unused = this.#resChains - keep;
     if (unused <= 0) return;
     if (rx.malformedCount === this.#resMalformedBefore) {
@@ -1140,10 +1264,13 @@ export class VhostUserLink implements VringDatapath, GuestLink {
 
   /** {@inheritDoc GuestLink.flush} Also ends the RX turn: the stack flushes at the end of each batch. */
   flush(): void {
-    const rx = this.#rx;
-    if (rx === null) return;
-    rx.publish();
-    rx.beginTurn();
+    // every running RX queue: frames of one batch may have gone to several
+    const pairs = this.#rxPairs;
+    for (let i = 0; i < pairs.length; i++) {
+      const rx = pairs[i].rx!;
+      rx.publish();
+      rx.beginTurn();
+    }
   }
 
   /** {@inheritDoc GuestLink.onWritable} */

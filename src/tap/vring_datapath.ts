@@ -5,13 +5,21 @@
  * users (imports point down: vhost_user/ → tap/).
  *
  * virtio-net queue numbering (virtio 1.2 §5.1.2): queue 0 is receiveq1 (frames to
- * the guest, "RX"), queue 1 is transmitq1 (frames from the guest, "TX").
+ * the guest, "RX"), queue 1 is transmitq1 (frames from the guest, "TX"); with
+ * VIRTIO_NET_F_MQ, queue 2k is receiveq(k+1) and 2k+1 transmitq(k+1), for up to
+ * {@link MAX_QUEUE_PAIRS} pairs (the control queue stays in QEMU).
  *
  * @module
  */
 
 import type { StartedVring } from "../virtio/started_vring.ts";
 import type { GuestWriteLog } from "../virtio/guest_write_log.ts";
+
+/**
+ * Queue pairs a datapath serves at most: 16 (Linux guests use one pair per vCPU; the
+ * task's bound). The control plane offers as many (GET_QUEUE_NUM).
+ */
+export const MAX_QUEUE_PAIRS = 16;
 
 /** virtio-net receive queue index (virtio 1.2 §5.1.2). */
 export const RX_QUEUE_INDEX = 0;
@@ -42,7 +50,9 @@ export interface VringDatapath {
   /**
    * Stops using ring `index` and drops every view into its memory — also when it
    * throws: the control plane unmaps the memory afterwards in every case.
-   * @returns the next available-ring index to process (VHOST_USER_GET_VRING_BASE reply)
+   * @returns where to resume (VHOST_USER_GET_VRING_BASE reply `num`): the next
+   *   available-ring index of a split ring; of a packed ring, the next slot to read and
+   *   the next used slot with their wrap counters (src/virtio/packed_ring_layout.ts)
    */
   stopVring(index: number): number;
 }

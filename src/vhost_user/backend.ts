@@ -24,6 +24,7 @@ import {
   LOG_SIZE,
   MAX_FDS_PER_MESSAGE,
   MAX_MEM_SLOTS,
+  MAX_QUEUE_PAIRS,
   MAX_RING_SIZE,
   MEMORY_MAX_NREGIONS,
   MEMORY_NREGIONS,
@@ -32,7 +33,6 @@ import {
   OFFERED_FEATURES,
   OFFERED_PROTOCOL_FEATURES,
   ProtocolFeature,
-  QUEUE_COUNT,
   REGION_ENTRY_SIZE,
   REGION_GUEST_ADDRESS,
   REGION_MMAP_OFFSET,
@@ -49,6 +49,7 @@ import {
   VHOST_VRING_F_LOG,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
   VIRTIO_NET_F_CSUM,
   VIRTIO_NET_F_GUEST_CSUM,
@@ -65,6 +66,7 @@ import {
   VRING_ADDR_LOG,
   VRING_ADDR_SIZE,
   VRING_ADDR_USED,
+  VRING_COUNT,
   VRING_FD_INDEX_MASK,
   VRING_FD_NOFD,
   VRING_STATE_INDEX,
@@ -77,6 +79,12 @@ import type { BackendEnvironment, Notifier } from "./backend_environment.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import type { GuestWriteLog, NegotiatedFeatures, StartedVring } from "../tap/vring_datapath.ts";
 import { availableRingBytes, descriptorTableBytes, usedRingBytes } from "../virtio/ring_layout.ts";
+import {
+  descriptorRingBytes,
+  EVENT_SUPPRESS_SIZE,
+  frontendPackedState,
+  INITIAL_PACKED_STATE,
+} from "../virtio/packed_ring_layout.ts";
 
 /** Connection states: requests other than negotiation need SET_OWNER first. */
 export type BackendState = "awaiting-owner" | "owned";
@@ -129,7 +137,11 @@ class Vring {
   logUsed = false;
   /** The guest address the used ring's first byte is logged at (SET_VRING_ADDR `log`). */
   logAddress = 0;
-  base = 0;
+  /**
+   * SET_VRING_BASE `num` (split: the next available index; packed: both positions and
+   * wrap counters), or the ring's state when it was last stopped; null before either.
+   */
+  base: number | null = null;
   kick: Notifier | null = null;
   call: Notifier | null = null;
   err: Notifier | null = null;
@@ -204,6 +216,7 @@ export class VhostUserBackend {
     mergeableRxBuffers: false,
     checksumOffload: false,
     guestChecksum: false,
+    packedRing: false,
   };
 
   constructor(env: BackendEnvironment) {
@@ -225,7 +238,8 @@ export class VhostUserBackend {
         }; the ring gets no more interrupts until SET_VRING_CALL replaces the fd`,
       );
     };
-    for (let i = 0; i < QUEUE_COUNT; i++) this.#vrings.push(new Vring(i, this.#onCallFailure));
+    // every ring of MAX_QUEUE_PAIRS pairs: a ring costs nothing until the front-end sets it up
+    for (let i = 0; i < VRING_COUNT; i++) this.#vrings.push(new Vring(i, this.#onCallFailure));
   }
 
   /** The current connection state. */
@@ -468,7 +482,9 @@ export class VhostUserBackend {
     if (vring === undefined) {
       throw new ProtocolError(
         message.request,
-        `${requestName(message.request)}: queue index ${index} is not below ${QUEUE_COUNT}`,
+        `${
+          requestName(message.request)
+        }: queue index ${index} is not below ${VRING_COUNT} (${MAX_QUEUE_PAIRS} queue pairs)`,
       );
     }
     return vring;
@@ -541,6 +557,7 @@ export class VhostUserBackend {
       guestTso4: (features & featureBit(VIRTIO_NET_F_GUEST_TSO4)) !== 0n,
       guestTso6: (features & featureBit(VIRTIO_NET_F_GUEST_TSO6)) !== 0n,
       mtu: this.#mtu, // NET_SET_MTU (sent only with VIRTIO_NET_F_MTU), before or after
+      packedRing: (features & featureBit(VIRTIO_F_RING_PACKED)) !== 0n,
     };
     this.#env.log.debug(`vhost-user: features 0x${features.toString(16)} acked`);
     if ((changed & featureBit(VHOST_F_LOG_ALL)) !== 0n) this.#logLoggingChange();
@@ -608,7 +625,8 @@ export class VhostUserBackend {
   #getQueueNum(message: Message, replies: ReplyWriter): Outcome {
     this.#expectSize(message, 0, U64_PAYLOAD_SIZE);
     this.#expectFds(message, 0);
-    replies.sendU64(message.request, BigInt(QUEUE_COUNT));
+    // in queue pairs: QEMU's vhost-user-net compares it with its `queues=N` (pairs)
+    replies.sendU64(message.request, BigInt(MAX_QUEUE_PAIRS));
     return REPLIED;
   }
 
@@ -759,10 +777,14 @@ export class VhostUserBackend {
   #setVringNum(message: Message): Outcome {
     const { vring, num } = this.#readState(message);
     this.#requireStopped(message, vring);
-    if (num === 0 || num > MAX_RING_SIZE || (num & (num - 1)) !== 0) {
+    // Packed rings may have any size up to 2^15 (virtio 1.2 §2.8), split ones a power of two.
+    const packed = this.#negotiated.packedRing === true;
+    if (num === 0 || num > MAX_RING_SIZE || (!packed && (num & (num - 1)) !== 0)) {
       throw new ProtocolError(
         message.request,
-        `SET_VRING_NUM: ring ${vring.index} size ${num} is not a power of two in 1..${MAX_RING_SIZE}`,
+        `SET_VRING_NUM: ring ${vring.index} size ${num} is not ${
+          packed ? "a size" : "a power of two"
+        } in 1..${MAX_RING_SIZE}`,
       );
     }
     vring.size = num;
@@ -837,13 +859,15 @@ export class VhostUserBackend {
   #setVringBase(message: Message): Outcome {
     const { vring, num } = this.#readState(message);
     this.#requireStopped(message, vring);
-    if (num > 0xffff) {
+    // A packed ring's state fills all 32 bits (packed_ring_layout.ts); the engine checks
+    // its positions against the ring size when the ring starts.
+    if (num > 0xffff && this.#negotiated.packedRing !== true) {
       throw new ProtocolError(
         message.request,
         `SET_VRING_BASE: ring ${vring.index} base ${num} does not fit a 16-bit ring index`,
       );
     }
-    vring.base = num;
+    vring.base = this.#negotiated.packedRing === true ? frontendPackedState(num) : num;
     return OK;
   }
 
@@ -857,8 +881,9 @@ export class VhostUserBackend {
       vring.kick = null;
       vring.setCall(null);
     }
-    replies.sendVringState(message.request, vring.index, vring.base);
-    this.#env.log.debug(`vhost-user: ring ${vring.index} stopped at ${vring.base}`);
+    const base = this.#startBase(vring);
+    replies.sendVringState(message.request, vring.index, base);
+    this.#env.log.debug(`vhost-user: ring ${vring.index} stopped at 0x${base.toString(16)}`);
     return REPLIED;
   }
 
@@ -957,8 +982,13 @@ export class VhostUserBackend {
     vring.enabled = num === 1;
     if (!vring.enabled && vring.started) this.#stop(vring);
     if (vring.enabled) this.#tryStart(message, vring, now);
+    // A ring may be enabled before it is set up (QEMU enables before SET_MEM_TABLE on
+    // a migration target; a front-end may enable pairs it never uses): it starts once
+    // it has a size, addresses and a kick fd, and until then nothing serves it.
     this.#env.log.debug(
-      `vhost-user: ring ${vring.index} ${vring.enabled ? "enabled" : "disabled"}`,
+      `vhost-user: ring ${vring.index} ${vring.enabled ? "enabled" : "disabled"}${
+        vring.enabled && !vring.started ? " (not started: not set up yet)" : ""
+      }`,
     );
     return OK;
   }
@@ -1230,6 +1260,14 @@ export class VhostUserBackend {
       }
       return view;
     };
+    if (this.#negotiated.packedRing === true) {
+      // virtio 1.2 §2.8: descriptor ring, driver and device event suppression areas.
+      return {
+        descriptors: area("descriptor ring", vring.descriptorAddress, descriptorRingBytes(n)),
+        available: area("driver area", vring.availableAddress, EVENT_SUPPRESS_SIZE),
+        used: area("device area", vring.usedAddress, EVENT_SUPPRESS_SIZE),
+      };
+    }
     return {
       descriptors: area("descriptor table", vring.descriptorAddress, descriptorTableBytes(n)),
       available: area("available ring", vring.availableAddress, availableRingBytes(n)),
@@ -1256,7 +1294,7 @@ export class VhostUserBackend {
       descriptorTable: views.descriptors,
       availableRing: views.available,
       usedRing: views.used,
-      lastAvailIndex: vring.base,
+      lastAvailIndex: this.#startBase(vring),
       memory: this.#memory,
       features: this.#negotiated,
       writeLog: this.#ringWriteLog(vring),
@@ -1282,8 +1320,19 @@ export class VhostUserBackend {
     vring.started = true;
     vring.unwatchKick = unwatch;
     this.#env.log.debug(
-      `vhost-user: ring ${index} started: size ${vring.size}, base ${vring.base}`,
+      `vhost-user: ring ${index} started: size ${vring.size}, base 0x${
+        ring.lastAvailIndex.toString(16)
+      }, ${this.#negotiated.packedRing === true ? "packed" : "split"} ring`,
     );
+  }
+
+  /**
+   * Where ring `vring` starts: its base, or before any, the start of a fresh ring (split:
+   * index 0; packed: slot 0 with both wrap counters 1, virtio 1.2 §2.8.1).
+   */
+  #startBase(vring: Vring): number {
+    if (vring.base !== null) return vring.base;
+    return this.#negotiated.packedRing === true ? INITIAL_PACKED_STATE : 0;
   }
 
   /**
@@ -1302,7 +1351,8 @@ export class VhostUserBackend {
       unwatchFailure = error;
     }
     try {
-      vring.base = this.#env.datapath.stopVring(vring.index) & 0xffff;
+      const base = this.#env.datapath.stopVring(vring.index);
+      vring.base = this.#negotiated.packedRing === true ? base >>> 0 : base & 0xffff;
     } catch (error) {
       throw new Error(`datapath failed to stop ring ${vring.index}: ${(error as Error).message}`);
     }

@@ -19,10 +19,12 @@ import {
   VIRTIO_NET_F_HOST_TSO4,
   VIRTIO_NET_F_HOST_TSO6,
   VIRTIO_NET_F_MAC,
+  VIRTIO_NET_F_MQ,
   VIRTIO_NET_F_MRG_RXBUF,
   VIRTIO_NET_F_MTU,
   VIRTIO_NET_F_STATUS,
 } from "../tap/net_features.ts";
+import { MAX_QUEUE_PAIRS } from "../tap/vring_datapath.ts";
 
 /**
  * Front-end → back-end request codes ("Front-end message types").
@@ -204,6 +206,7 @@ export {
   VIRTIO_NET_F_HOST_TSO4,
   VIRTIO_NET_F_HOST_TSO6,
   VIRTIO_NET_F_MAC,
+  VIRTIO_NET_F_MQ,
   VIRTIO_NET_F_MRG_RXBUF,
   VIRTIO_NET_F_MTU,
   VIRTIO_NET_F_STATUS,
@@ -222,6 +225,12 @@ export const VIRTIO_F_EVENT_IDX = 29;
 export const VHOST_USER_F_PROTOCOL_FEATURES = 30;
 /** VIRTIO_F_VERSION_1 (virtio 1.2 §6): required, legacy devices are refused. */
 export const VIRTIO_F_VERSION_1 = 32;
+/**
+ * VIRTIO_F_RING_PACKED (virtio 1.2 §6, §2.8): the rings are packed virtqueues. SET_VRING_ADDR
+ * then carries the descriptor ring, the driver area (as "available") and the device
+ * area (as "used"); SET/GET_VRING_BASE carry both ring positions with wrap counters.
+ */
+export const VIRTIO_F_RING_PACKED = 34;
 
 /** Protocol feature bits (spec "Protocol features"). */
 export const ProtocolFeature = {
@@ -270,12 +279,15 @@ export const OFFERED_FEATURES: bigint = featureBit(VIRTIO_F_VERSION_1) |
   featureBit(VIRTIO_NET_F_MRG_RXBUF) |
   featureBit(VIRTIO_F_EVENT_IDX) |
   featureBit(VIRTIO_F_INDIRECT_DESC) |
+  featureBit(VIRTIO_F_RING_PACKED) |
   featureBit(VIRTIO_NET_F_MTU) |
   featureBit(VHOST_F_LOG_ALL) |
+  featureBit(VIRTIO_NET_F_MQ) |
   featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
 
 /** Protocol features offered in GET_PROTOCOL_FEATURES. */
-export const OFFERED_PROTOCOL_FEATURES: bigint = featureBit(ProtocolFeature.LOG_SHMFD) |
+export const OFFERED_PROTOCOL_FEATURES: bigint = featureBit(ProtocolFeature.MQ) |
+  featureBit(ProtocolFeature.LOG_SHMFD) |
   featureBit(ProtocolFeature.REPLY_ACK) |
   featureBit(ProtocolFeature.CONFIGURE_MEM_SLOTS) |
   featureBit(ProtocolFeature.MTU) |
@@ -304,5 +316,12 @@ export const DEVICE_STATE_REPLY_NO_FD = 0x100;
 /** Memory slots reported by GET_MAX_MEM_SLOTS (spec asks for at least 32 with CONFIGURE_MEM_SLOTS). */
 export const MAX_MEM_SLOTS = 32;
 
-/** Queues reported by GET_QUEUE_NUM: one RX and one TX queue (no multiqueue). */
-export const QUEUE_COUNT = 2;
+/**
+ * Queue pairs served at most (VHOST_USER_PROTOCOL_F_MQ; the datapath's bound, from
+ * src/tap/vring_datapath.ts), and the GET_QUEUE_NUM answer: QEMU's vhost-user-net
+ * compares it with `-netdev vhost-user,queues=N`, a count of queue pairs ("you are
+ * asking more queues than supported").
+ */
+export { MAX_QUEUE_PAIRS };
+/** Rings of {@link MAX_QUEUE_PAIRS} pairs: ring 2k is pair k's RX, 2k+1 its TX (virtio 1.2 §5.1.2). */
+export const VRING_COUNT = 2 * MAX_QUEUE_PAIRS;

@@ -41,6 +41,11 @@ export interface SuiteOptions {
   readonly deviceOptions?: string;
   /** tpasst/passt: capture to a pcap file and check it with tshark after the run. */
   readonly pcap?: boolean;
+  /**
+   * tpasst vhost-user: queue pairs (`queues=N`, `mq=on`); the guest turns them all on
+   * and a test checks that frames went over more than one pair each way.
+   */
+  readonly queues?: number;
   /** Name shown in test names (default: the backend kind). */
   readonly label?: string;
   /** The guest sets this MTU itself after DHCP (ScenarioOptions.guestMtu). */
@@ -56,6 +61,12 @@ export interface SuiteOptions {
    * segmented TCP frames in the directions given, and none in the others.
    */
   readonly expectSegmented?: { readonly fromGuest: boolean; readonly toGuest: boolean };
+  /**
+   * tpasst vhost-user: the ring layout the rings must run (the daemon's SIGUSR1 stats
+   * show it), e.g. "packed" with `packed=on`: QEMU 10.0.2 silently turns `packed=on`
+   * off when the backend does not offer VIRTIO_F_RING_PACKED.
+   */
+  readonly expectRingLayout?: "packed" | "split";
 }
 
 /**
@@ -111,7 +122,12 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
   let session: Promise<E2eSession> | null = null;
   const getSession = () => {
     session ??= (async () => {
-      const backend: Omit<BackendOptions, "forwards"> = { deviceOptions: options.deviceOptions };
+      const backend: Omit<BackendOptions, "forwards"> = {
+        deviceOptions: options.deviceOptions,
+        queues: options.queues,
+        // -d: the link logs its per-pair frame counters when it goes down
+        ...((options.queues ?? 1) > 1 ? { extraArgs: ["-d"] } : {}),
+      };
       if (options.pcap) {
         pcapDir = await Deno.makeTempDir({ prefix: "tpasst-e2e-pcap-" });
         // passt drops to "nobody" before opening the file.
@@ -160,6 +176,13 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
     });
   };
 
+  const queues = options.queues ?? 1;
+  if (queues > 1) {
+    define(`the guest's virtio-net turns on all ${queues} queue pairs`, async (s) => {
+      assert.equal(await s.result("channels", BOOT_TIMEOUT_MS), `channels ${queues} of ${queues}`);
+    });
+  }
+
   define("the guest boots and gets a DHCP lease with the gateway as router", async (s) => {
     const ip = await s.result("dhcp-ip", BOOT_TIMEOUT_MS);
     assert.match(ip, /^\d+\.\d+\.\d+\.\d+$/);
@@ -173,6 +196,18 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
       assert.equal(await s.result("dhcp-dns", PHASE_TIMEOUT_MS), dns4.join(" "));
     }
   });
+
+  const layout = options.expectRingLayout;
+  if (layout !== undefined) {
+    define(`the rings run ${layout} (the daemon's SIGUSR1 stats name the layout)`, async (s) => {
+      await s.result("dhcp-ip", BOOT_TIMEOUT_MS); // both rings run by now
+      assert.ok(s.backend.pid !== null, "a tpasst daemon");
+      const stated = /ringLayout[ =":]+(\w+)/;
+      Deno.kill(s.backend.pid, "SIGUSR1");
+      await s.guest.waitUntil(() => stated.test(s.backend.output()), "the stats lines", 30_000);
+      assert.equal(s.backend.output().match(stated)![1], layout);
+    });
+  }
 
   if (has("slaac")) {
     define("the guest configures IPv6 by SLAAC from the router advertisement", async (s) => {
@@ -394,6 +429,33 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
       await closeSession();
     }
   });
+
+  if (queues > 1) {
+    define(
+      "frames went over more than one queue pair each way (the daemon's per-pair counters, -d)",
+      async (s) => {
+        // The closing test stopped QEMU: the link went down and logged its counters.
+        const counters = () =>
+          s.backend.output().split("\n").findLast((l) => l.includes("frames per queue pair"));
+        for (let i = 0; i < 50 && counters() === undefined; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        const line = counters();
+        assert.ok(line !== undefined, "no per-pair counters in the daemon's -d output");
+        const perPair = (direction: string) =>
+          (new RegExp(`${direction} (\\d+(?:,\\d+)*)`).exec(line.split("frames per queue pair")[1])
+            ?.[1] ?? "").split(",").map(Number);
+        const rx = perPair("RX");
+        const tx = perPair("TX");
+        assert.equal(rx.length, queues, line);
+        assert.ok(rx.filter((n) => n > 0).length > 1, `RX frames per pair ${rx}`);
+        assert.ok(tx.filter((n) => n > 0).length > 1, `TX frames per pair ${tx}`);
+        console.log(`frames per queue pair: RX ${rx.join(",")} TX ${tx.join(",")}`);
+      },
+      null,
+      true,
+    );
+  }
 
   if (options.pcap) {
     define(

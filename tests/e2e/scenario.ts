@@ -150,6 +150,7 @@ export function buildGuestScript(
   ports: ScenarioPorts,
   bulkBytes: number,
   iperfSeconds: number,
+  queuePairs = 1,
   guestMtu: number | null = null,
 ): string {
   const on = new Set(phases);
@@ -158,12 +159,23 @@ export function buildGuestScript(
     'mark() { echo "TPASST-MARK $*"; }',
     `bulk_bytes=${bulkBytes}`,
     "",
+  ];
+  if (queuePairs > 1) {
+    lines.push(
+      "# channels: every queue pair in use (virtio-net enables one per vCPU, here 1)",
+      `if probe channels eth0 ${queuePairs} >/tmp/channels.log 2>&1;`,
+      'then mark channels "$(cat /tmp/channels.log)";',
+      'else mark channels-failed "$(tail -n 1 /tmp/channels.log)"; fi',
+      "",
+    );
+  }
+  lines.push(
     "# dhcp: lease via udhcpc; udhcpc.sh prints dhcp-* marks and saves the router",
     "udhcpc -i eth0 -f -q -n -t 5 -T 3 -s /etc/udhcpc.sh 2>/tmp/udhcpc.log ||",
     '  mark dhcp-failed "$(tail -n 1 /tmp/udhcpc.log)"',
     "gw=$(cat /tmp/router 2>/dev/null)",
     'if [ -z "$gw" ]; then mark error no-router; exit 1; fi',
-  ];
+  );
   if (guestMtu !== null) {
     lines.push(
       "",
@@ -517,6 +529,7 @@ export class E2eSession {
         },
         bulkBytes,
         options.iperfSeconds ?? 3,
+        backendOptions.queues ?? 1,
         options.guestMtu ?? null,
       );
       const guest = await QemuGuest.launch({

@@ -68,8 +68,8 @@ Deno.test({
       const malformed: [string, (f: VhostUserFrontend) => void, RegExp][] = [
         [
           "queue index",
-          (f) => f.sendRaw(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(7, 256))),
-          /queue index 7 is not below 2/,
+          (f) => f.sendRaw(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(37, 256))),
+          /queue index 37 is not below 32/,
         ],
       ];
       let gone = 1;

@@ -37,6 +37,7 @@ import {
   TcpSegmentation,
   type TcpSegments,
 } from "../../tap/frame_transport.ts";
+import { flowHashIpv4, flowHashIpv6 } from "../../tap/flow_hash.ts";
 import type { TcpContext } from "./context.ts";
 import { OUR_WINDOW_SCALE, seqDiff, seqLe, seqLt, type TcpFlow, TcpState } from "./flow.ts";
 import { hostError } from "./closing.ts";
@@ -262,6 +263,10 @@ export function sendHostData(
   const partial = link.l4ChecksumsOptional;
   space.acceptVectors = partial;
   space.vectors = null;
+  // The queue a multiqueue link puts the segment on: the one of the flow's other frames.
+  space.flowHash = v4
+    ? flowHashIpv4(f.remote4, f.guest4, IPPROTO_TCP, f.remotePort, f.guestPort)
+    : flowHashIpv6(f.remote6!, f.guest6!, IPPROTO_TCP, f.remotePort, f.guestPort);
   if (link.reserveFrame(space, headers + maxLength, headers) !== SendResult.Sent) {
     return DATA_NO_ROOM;
   }

@@ -100,6 +100,15 @@ export class FakeFds {
     return { fd, bytes: new Uint8Array(buffer) };
   }
 
+  /** A new fake fd for the same file as `fd` (as dup(2)): same kind, same memory. */
+  dup(fd: number): number {
+    if (!this.open.has(fd)) throw new Error(`dup: fd ${fd} is not open (EBADF)`);
+    const copy = this.create(this.describe(fd));
+    const buffer = this.#memory.get(fd);
+    if (buffer !== undefined) this.#memory.set(copy, buffer);
+    return copy;
+  }
+
   /** Closes a fake fd; closing one that is not open is a test failure. */
   close(fd: number): void {
     if (!this.open.delete(fd)) throw new Error(`fd ${fd} closed twice or never opened`);
@@ -242,7 +251,8 @@ export class RecordingDatapath implements VringDatapath {
     this.rings.delete(index);
     this.writeLogs.delete(index);
     this.events.push({ call: "stop", index });
-    return (ring.lastAvailIndex + this.advance) & 0xffff;
+    const base = ring.lastAvailIndex + this.advance;
+    return ring.features.packedRing === true ? base >>> 0 : base & 0xffff;
   }
 }
 

@@ -384,6 +384,11 @@ export class SplitRingDriver {
     return indices[0];
   }
 
+  /** Used elements published and not yet read by {@link takeUsed} (nothing is read). */
+  usedCount(): number {
+    return (this.usedIndex - this.#lastUsed) & 0xffff;
+  }
+
   /** Reads the used elements published since the last call and frees their descriptors. */
   takeUsed(): UsedElement[] {
     return this.#collectUsed(false);
