@@ -18,10 +18,10 @@
 import { Logger } from "../src/log/logger.ts";
 import { type FrameHandler, type GuestLink, SendResult } from "../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../src/tap/vhost_user_link.ts";
-import { ArrayGuestMemory } from "../src/virtio/array_guest_memory.ts";
-import { NET_HDR_SIZE } from "../src/virtio/net_header.ts";
-import { SplitRingDriver } from "../src/virtio/split_ring_driver.ts";
-import { RX_QUEUE_INDEX, TX_QUEUE_INDEX } from "../src/vhost_user/vring_datapath.ts";
+import { ArrayGuestMemory } from "../tests/support/virtio/array_guest_memory.ts";
+import { NET_HDR_SIZE } from "../src/tap/net_header.ts";
+import { SplitRingDriver } from "../tests/support/virtio/split_ring_driver.ts";
+import { RX_QUEUE_INDEX, TX_QUEUE_INDEX } from "../src/tap/vring_datapath.ts";
 import { type BenchResult, benchResult, formatResult } from "./ring_engine/bench_result.ts";
 
 const RING_SIZE = 256;

@@ -15,10 +15,10 @@
 
 import { IoVectors } from "../ffi/io_vectors.ts";
 import { newFrameSpace, SendResult } from "../src/tap/frame_transport.ts";
-import { RecordingHandler } from "../src/tap/testing_frame_handler.ts";
+import { RecordingHandler } from "../tests/support/tap/frame_handler.ts";
 import { VhostUserLink } from "../src/tap/vhost_user_link.ts";
-import { ArrayGuestMemory } from "../src/virtio/array_guest_memory.ts";
-import { SplitRingDriver } from "../src/virtio/split_ring_driver.ts";
+import { ArrayGuestMemory } from "../tests/support/virtio/array_guest_memory.ts";
+import { SplitRingDriver } from "../tests/support/virtio/split_ring_driver.ts";
 
 /** Guest RX buffer size (Linux's mergeable buffers are about a page). */
 const BUFFER_BYTES = 4096;

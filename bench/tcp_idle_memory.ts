@@ -11,8 +11,8 @@
  * @module
  */
 
-import { parseIpv4 } from "../src/net/address.ts";
-import type { GuestTcpConn } from "../src/net/tcp_test_guest.ts";
+import { parseIpv4 } from "../src/net/wire/address.ts";
+import type { GuestTcpConn } from "../tests/support/net/tcp_guest.ts";
 import { DaemonGuest, type Transport } from "../tests/net/daemon_guest.ts";
 
 const GATEWAY = parseIpv4("10.0.2.2")!;

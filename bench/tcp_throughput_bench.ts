@@ -1,6 +1,6 @@
 /**
  * Guest ↔ host TCP throughput through the translator, in one process: a scripted
- * guest (src/net/tcp_test_guest.ts) on one side, a Deno.listen server on 127.0.0.1
+ * guest (tests/support/net/tcp_guest.ts) on one side, a Deno.listen server on 127.0.0.1
  * on the other. Prints MB/s and CPU seconds per GB for each direction; the CPU
  * includes the scripted guest's own work (building and parsing its segments).
  *
@@ -13,8 +13,13 @@
 import process from "node:process";
 import { GuestSender } from "../src/net/guest_sender.ts";
 import { TcpTranslator } from "../src/net/tcp/translator.ts";
-import { TestGuest } from "../src/net/tcp_test_guest.ts";
-import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "../src/net/tcp_test_plan.ts";
+import { TestGuest } from "../tests/support/net/tcp_guest.ts";
+import {
+  TEST_GATEWAY4,
+  TEST_GUEST4,
+  TEST_GUEST6,
+  testRules,
+} from "../tests/support/net/tcp_plan.ts";
 
 const MB = 1024 * 1024;
 const total = Number(Deno.env.get("TPASST_BENCH_MB") ?? "256") * MB;

@@ -130,10 +130,12 @@ type Module = any;
 
 async function guestToHost(net: Module): Promise<Result> {
   const { GuestSender } = await import(`${net}/guest_sender.ts`) as Module;
-  const { UdpTranslator } = await import(`${net}/udp_flow.ts`) as Module;
-  const { testRules, TEST_GATEWAY4, TEST_GUEST4 } = await import(`${net}/tcp_test_plan.ts`);
+  const { UdpTranslator } = await import(`${net}/udp/translator.ts`) as Module;
+  const { testRules, TEST_GATEWAY4, TEST_GUEST4 } = await import(
+    `${net}/../../tests/support/net/tcp_plan.ts`
+  );
   const { newL4Packet } = await import(`${net}/l4_handler.ts`) as Module;
-  const { buildUdp } = await import(`${net}/udp.ts`) as Module;
+  const { buildUdp } = await import(`${net}/wire/udp.ts`) as Module;
   const sink = child(["--sink"]);
   const port = Number(await sink.nextLine());
   const sender = new GuestSender(0x9a559a559a55);
@@ -178,8 +180,8 @@ async function guestToHost(net: Module): Promise<Result> {
 
 async function hostToGuest(net: Module): Promise<Result> {
   const { GuestSender } = await import(`${net}/guest_sender.ts`) as Module;
-  const { UdpTranslator } = await import(`${net}/udp_flow.ts`) as Module;
-  const { testRules, TEST_GUEST4 } = await import(`${net}/tcp_test_plan.ts`);
+  const { UdpTranslator } = await import(`${net}/udp/translator.ts`) as Module;
+  const { testRules, TEST_GUEST4 } = await import(`${net}/../../tests/support/net/tcp_plan.ts`);
   const sender = new GuestSender(0x9a559a559a55);
   const udp = new UdpTranslator(sender, testRules());
   let delivered = 0;

@@ -4,7 +4,7 @@
  * recvmmsg / sendmmsg per batch — through one flat payload buffer described by
  * {@link UdpMessageRecords}. Readiness is followed by the caller's epoll; nothing here
  * waits. Permission to reach an address is not checked here: callers query Deno's
- * permissions first (src/net/udp_flow.ts).
+ * permissions first (src/net/udp/translator.ts).
  *
  * @module
  */

@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows, assertTrue } from "../src/test_support/assert.ts";
+import { assertEquals, assertThrows, assertTrue } from "../tests/support/assert.ts";
 import { Errno, NativeError } from "./native_error.ts";
 import { openFdCount } from "./process.ts";
 import { UnixDatagramSocket } from "./unix_datagram.ts";

@@ -1,6 +1,6 @@
 /**
  * Throughput through the whole vhost-user session: the TypeScript front-end
- * (tests/harness/) shares memfd memory and eventfds with an in-process session
+ * (tests/support/frontend/) shares memfd memory and eventfds with an in-process session
  * (src/vhost_user/) running the real {@link VhostUserLink} on the event loop.
  * TX: the front-end offers a ring of frames and kicks once; the batch ends when the
  * link has handed them all over. RX: the front-end posts a ring of buffers; the
@@ -12,8 +12,8 @@
 import type { FrameHandler, GuestLink } from "../../src/tap/frame_transport.ts";
 import { SendResult } from "../../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
-import { InProcessBackend } from "../../tests/harness/in_process.ts";
-import { NET_HEADER_SIZE, RX, TX } from "../../tests/harness/vhost_user_frontend.ts";
+import { InProcessBackend } from "../../tests/support/frontend/in_process.ts";
+import { NET_HEADER_SIZE, RX, TX } from "../../tests/support/frontend/vhost_user_frontend.ts";
 import { type BenchResult, benchResult } from "./bench_result.ts";
 
 const RING_SIZE = 256;
@@ -73,12 +73,12 @@ export function benchHarnessTx(frameBytes: number, seconds: number): Promise<Ben
     const gpa = frontend.allocate(NET_HEADER_SIZE + frameBytes);
     frontend.memory.view(gpa, NET_HEADER_SIZE + frameBytes).fill(0, 0, NET_HEADER_SIZE);
     const ring = frontend.vrings[TX];
-    const segment = [{ gpa, length: NET_HEADER_SIZE + frameBytes, writable: false }];
+    const segment = [{ addr: gpa, length: NET_HEADER_SIZE + frameBytes, writable: false }];
     const deadline = performance.now() + seconds * 1000;
     const started = performance.now();
     let now = started;
     while (now < deadline) {
-      for (let i = 0; i < RING_SIZE; i++) ring.offer(segment);
+      for (let i = 0; i < RING_SIZE; i++) ring.addChain(segment);
       const done = handler.until(handler.frames + RING_SIZE);
       frontend.kicks[TX].signal();
       await done;
@@ -106,7 +106,7 @@ export function benchHarnessRx(frameBytes: number, seconds: number): Promise<Ben
     let now = started;
     while (now < deadline) {
       for (let i = 0; i < RING_SIZE; i++) {
-        ring.offer([{ gpa: gpas[i], length: bufferBytes, writable: true }]);
+        ring.addChain([{ addr: gpas[i], length: bufferBytes, writable: true }]);
       }
       for (let i = Math.floor(RING_SIZE / perFrame); i > 0; i--) {
         if (link.sendFrame(frame) === SendResult.Sent) frames++;

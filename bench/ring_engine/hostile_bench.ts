@@ -14,16 +14,16 @@
 import { Logger } from "../../src/log/logger.ts";
 import type { FrameHandler, GuestLink } from "../../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
-import { ArrayGuestMemory } from "../../src/virtio/array_guest_memory.ts";
-import { CountingGuestMemory } from "../../src/test_support/counting_guest_memory.ts";
+import { ArrayGuestMemory } from "../../tests/support/virtio/array_guest_memory.ts";
+import { CountingGuestMemory } from "../../tests/support/virtio/counting_guest_memory.ts";
 import { SHARED_TABLE_CHECK_MIN_ENTRIES } from "../../src/virtio/virtqueue.ts";
 import {
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
 } from "../../src/virtio/ring_layout.ts";
-import { SplitRingDriver } from "../../src/virtio/split_ring_driver.ts";
-import { RX_QUEUE_INDEX, TX_QUEUE_INDEX } from "../../src/vhost_user/vring_datapath.ts";
+import { SplitRingDriver } from "../../tests/support/virtio/split_ring_driver.ts";
+import { RX_QUEUE_INDEX, TX_QUEUE_INDEX } from "../../src/tap/vring_datapath.ts";
 
 /** Bytes of one descriptor (virtio 1.2 §2.7.5). */
 const DESC_BYTES = 16;

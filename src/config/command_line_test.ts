@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows, assertTrue } from "../test_support/assert.ts";
+import { assertEquals, assertThrows, assertTrue } from "../../tests/support/assert.ts";
 import { DAEMON_READY_FD_OPTION } from "../../ffi/process.ts";
 import { parseCommandLine } from "./command_line.ts";
 import type { Config } from "./config.ts";

@@ -25,7 +25,7 @@ export interface ConfigNote {
 /** Which protocol the frontend speaks on the socket. */
 export type FrontendMode = "vhost-user" | "stream";
 
-/** Per-address-family settings; `null` means "derive from the host" (net/host_config.ts discovery). */
+/** Per-address-family settings; `null` means "derive from the host" (net/plan/host_config.ts discovery). */
 export interface FamilyConfig {
   /** Address assigned to the guest (`-a`). */
   readonly address: string | null;

@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows, assertTrue } from "../test_support/assert.ts";
+import { assertEquals, assertThrows, assertTrue } from "../../tests/support/assert.ts";
 import { GetoptError, getoptLong, type OptionDefinition } from "./getopt.ts";
 
 const TABLE: OptionDefinition[] = [

@@ -1,5 +1,5 @@
 import fc from "fast-check";
-import { assertEquals, assertThrows, assertTrue } from "../test_support/assert.ts";
+import { assertEquals, assertThrows, assertTrue } from "../../tests/support/assert.ts";
 import {
   parsePortForwardTable,
   parsePortSpec,

@@ -1,5 +1,5 @@
 import { Errno, NativeError } from "../../ffi/native_error.ts";
-import { assertEquals } from "../test_support/assert.ts";
+import { assertEquals } from "../../tests/support/assert.ts";
 import { describeFileError, fileOptionError } from "./file_error.ts";
 
 Deno.test("fileOptionError() names the option, the path and why, in words and errno", () => {

@@ -13,7 +13,7 @@ import type { UnixStream } from "../../ffi/unix_stream.ts";
 import { log } from "../log/logger.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import type { EventLoop } from "../loop/event_loop.ts";
-import type { FrontendSession, SessionFactory } from "./frontend_session.ts";
+import type { FrontendSession, SessionFactory } from "../tap/frontend_session.ts";
 
 /** Connections accepted per readable event at most (then the loop gets a turn). */
 const MAX_ACCEPTS_PER_EVENT = 16;

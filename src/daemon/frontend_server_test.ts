@@ -4,11 +4,11 @@ import { UnixStream } from "../../ffi/unix_stream.ts";
 import { openFdCount } from "../../ffi/process.ts";
 import { log, type LogLevel, stderrSink } from "../log/logger.ts";
 import { EventLoop } from "../loop/event_loop.ts";
-import { assertEquals, assertTrue } from "../test_support/assert.ts";
-import type { FrontendSession, SessionFactory } from "./frontend_session.ts";
+import { assertEquals, assertTrue } from "../../tests/support/assert.ts";
+import type { FrontendSession, SessionFactory } from "../tap/frontend_session.ts";
 import { FrontendServer } from "./frontend_server.ts";
-import { discardSessionFactory } from "./testing_discard_session.ts";
-import { waitUntil } from "../test_support/wait_until.ts";
+import { discardSessionFactory } from "../../tests/support/daemon/discard_session.ts";
+import { waitUntil } from "../../tests/support/wait_until.ts";
 
 /** Polls `probe` until true (fails after 10 s); yields to the loop in between. */
 

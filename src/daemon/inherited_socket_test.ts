@@ -1,6 +1,6 @@
 import { EventFd } from "../../ffi/event_fd.ts";
 import { UnixStream } from "../../ffi/unix_stream.ts";
-import { assertEquals, assertThrows } from "../test_support/assert.ts";
+import { assertEquals, assertThrows } from "../../tests/support/assert.ts";
 import { adoptConnectedSocket } from "./inherited_socket.ts";
 
 Deno.test("adoptConnectedSocket() adopts a connected socket without sending anything", () => {

@@ -1,4 +1,4 @@
-import { assertEquals, assertTrue } from "../test_support/assert.ts";
+import { assertEquals, assertTrue } from "../../tests/support/assert.ts";
 import { LogFileSink, type LogOutput } from "./log_file_sink.ts";
 
 /** An in-memory file. */

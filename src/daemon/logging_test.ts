@@ -1,6 +1,6 @@
 import { UnixStream } from "../../ffi/unix_stream.ts";
 import type { LogLevel } from "../log/logger.ts";
-import { assertEquals, assertMatch } from "../test_support/assert.ts";
+import { assertEquals, assertMatch } from "../../tests/support/assert.ts";
 import { levelFilter, LogFile, statusSink, stderrTimestamps, teeSink } from "./logging.ts";
 
 Deno.test("levelFilter() passes only lines at the level or more severe", () => {

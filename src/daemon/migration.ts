@@ -30,7 +30,7 @@ import { PIPE_WOULD_BLOCK, PipeEnd } from "../../ffi/pipe_end.ts";
 import type { Logger } from "../log/logger.ts";
 import { EVENT_ERROR, EVENT_HANGUP, EVENT_READABLE, EVENT_WRITABLE } from "../loop/event_loop.ts";
 import type { EventLoop } from "../loop/event_loop.ts";
-import { ipv4ToString, macToString } from "../net/address.ts";
+import { ipv4ToString, macToString } from "../net/wire/address.ts";
 import type { GuestSender } from "../net/guest_sender.ts";
 import {
   decodeMigrationState,

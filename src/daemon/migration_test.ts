@@ -1,4 +1,4 @@
-import { assertEquals, assertMatch, assertTrue } from "../test_support/assert.ts";
+import { assertEquals, assertMatch, assertTrue } from "../../tests/support/assert.ts";
 import { createPipe } from "../../ffi/process.ts";
 import { PIPE_WOULD_BLOCK, PipeEnd } from "../../ffi/pipe_end.ts";
 import { EventLoop } from "../loop/event_loop.ts";

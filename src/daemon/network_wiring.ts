@@ -15,8 +15,8 @@ import { setListenFreebind } from "../../ffi/tcp_socket.ts";
 import type { Config } from "../config/config.ts";
 import { log } from "../log/logger.ts";
 import type { EventLoop } from "../loop/event_loop.ts";
-import { forwardOptionsFromConfig } from "../net/fwd.ts";
-import { forwardingOptionsFromConfig, startForwarding } from "../net/fwd_setup.ts";
+import { forwardingOptionsFromConfig, forwardOptionsFromConfig } from "./forward_options.ts";
+import { startForwarding } from "../net/plan/fwd_setup.ts";
 import {
   buildNetworkPlan,
   type HostConfigOverrides,
@@ -25,12 +25,12 @@ import {
   type NetworkPlan,
   realHostSources,
   renderNetworkPlan,
-} from "../net/host_config.ts";
-import { pingSocketFactory } from "../net/ping_echo_socket.ts";
+} from "../net/plan/host_config.ts";
+import { pingSocketFactory } from "../net/icmp/ping_echo_socket.ts";
 import { NetworkStack } from "../net/stack.ts";
 import type { FrameHandler, GuestLink, ScatteredFrame } from "../tap/frame_transport.ts";
 import { PcapWriter, withPcap } from "../tap/pcap.ts";
-import type { SessionFactory } from "./frontend_session.ts";
+import type { SessionFactory } from "../tap/frontend_session.ts";
 import { fileOptionError } from "./file_error.ts";
 import { sessionFactoryFor } from "./session_factories.ts";
 import { TimerDriver } from "./timer_driver.ts";

@@ -1,7 +1,7 @@
 import { parseCommandLine } from "../config/command_line.ts";
-import { ipv4ToString, ipv6ToString } from "../net/address.ts";
-import type { HostSources } from "../net/host_config.ts";
-import { assertEquals, assertThrows } from "../test_support/assert.ts";
+import { ipv4ToString, ipv6ToString } from "../net/wire/address.ts";
+import type { HostSources } from "../net/plan/host_config.ts";
+import { assertEquals, assertThrows } from "../../tests/support/assert.ts";
 import { checkNamedInterfaces, hostConfigOverrides, networkPlanFor } from "./network_wiring.ts";
 
 /** A host whose only resolver is a loopback one (systemd-resolved), nothing else discovered. */

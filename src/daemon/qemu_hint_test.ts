@@ -1,4 +1,4 @@
-import { assertEquals } from "../test_support/assert.ts";
+import { assertEquals } from "../../tests/support/assert.ts";
 import { qemuHintLines, qemuOptions } from "./qemu_hint.ts";
 
 Deno.test("qemuOptions() gives QEMU's -netdev stream options for the stream protocol", () => {

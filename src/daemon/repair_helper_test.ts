@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows, assertTrue } from "../test_support/assert.ts";
+import { assertEquals, assertThrows, assertTrue } from "../../tests/support/assert.ts";
 import { UnixStream } from "../../ffi/unix_stream.ts";
 import { closeFd, createPipe } from "../../ffi/process.ts";
 import { EventLoop } from "../loop/event_loop.ts";

@@ -12,7 +12,7 @@ import type { FrameHandler } from "../tap/frame_transport.ts";
 import { streamSessionFactory } from "../tap/stream_transport.ts";
 import { VhostUserLink } from "../tap/vhost_user_link.ts";
 import { vhostUserSessionFactory } from "../vhost_user/session.ts";
-import type { SessionFactory } from "./frontend_session.ts";
+import type { SessionFactory } from "../tap/frontend_session.ts";
 import type { MigrationController } from "./migration.ts";
 
 /**

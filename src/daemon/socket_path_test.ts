@@ -1,5 +1,5 @@
 import { UnixListener, unixSocketInUse } from "../../ffi/unix_listener.ts";
-import { assertEquals, assertThrows, assertTrue } from "../test_support/assert.ts";
+import { assertEquals, assertThrows, assertTrue } from "../../tests/support/assert.ts";
 import {
   bindSocket,
   defaultSocketPath,

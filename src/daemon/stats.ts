@@ -12,7 +12,7 @@
  * @module
  */
 
-import type { FlowInfo } from "../net/flow_info.ts";
+import type { FlowInfo } from "../net/flows/flow_info.ts";
 
 /** What the statistics are read from (the daemon's NetworkStack satisfies it). */
 export interface StatsSource {

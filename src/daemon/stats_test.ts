@@ -1,5 +1,5 @@
-import { assertEquals } from "../test_support/assert.ts";
-import type { FlowInfo } from "../net/flow_info.ts";
+import { assertEquals } from "../../tests/support/assert.ts";
+import type { FlowInfo } from "../net/flows/flow_info.ts";
 import {
   collectStats,
   formatAge,

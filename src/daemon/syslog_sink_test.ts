@@ -1,6 +1,6 @@
 import { UnixDatagramSocket } from "../../ffi/unix_datagram.ts";
 import { openFdCount } from "../../ffi/process.ts";
-import { assertEquals, assertTrue } from "../test_support/assert.ts";
+import { assertEquals, assertTrue } from "../../tests/support/assert.ts";
 import { SYSLOG_RETRY_MS, SyslogSink } from "./syslog_sink.ts";
 
 function received(receiver: UnixDatagramSocket): string[] {

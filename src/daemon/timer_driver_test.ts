@@ -1,6 +1,6 @@
-import { assertEquals, assertTrue } from "../test_support/assert.ts";
+import { assertEquals, assertTrue } from "../../tests/support/assert.ts";
 import { TimerDriver, type TimerTarget } from "./timer_driver.ts";
-import { waitUntil } from "../test_support/wait_until.ts";
+import { waitUntil } from "../../tests/support/wait_until.ts";
 
 /** A target with a list of pending times; tick records when it ran and drops due times. */
 class FakeTarget implements TimerTarget {

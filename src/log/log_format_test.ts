@@ -1,4 +1,4 @@
-import { assertEquals, assertMatch } from "../test_support/assert.ts";
+import { assertEquals, assertMatch } from "../../tests/support/assert.ts";
 import { fileHeader, fileLine, logTimestamp, syslogLine, syslogTimestamp } from "./log_format.ts";
 
 Deno.test("logTimestamp() writes seconds with four decimals, as passt does", () => {

@@ -1,4 +1,4 @@
-import { assertEquals } from "../test_support/assert.ts";
+import { assertEquals } from "../../tests/support/assert.ts";
 import { Logger } from "./logger.ts";
 import { RateLimitedLog } from "./rate_limited_log.ts";
 

@@ -25,9 +25,11 @@ import {
   EPOLL_EVENT_EVENTS,
   EPOLL_EVENT_SIZE,
   EPOLLERR,
+  EPOLLET,
   EPOLLHUP,
   EPOLLIN,
   EPOLLOUT,
+  EPOLLRDHUP,
 } from "../../ffi/epoll.ts";
 import { EventFd } from "../../ffi/event_fd.ts";
 import { log } from "../log/logger.ts";
@@ -41,6 +43,13 @@ export const EVENT_WRITABLE: number = EPOLLOUT;
 export const EVENT_HANGUP: number = EPOLLHUP;
 /** An error is pending on the fd (EPOLLERR); always reported. */
 export const EVENT_ERROR: number = EPOLLERR;
+/** The peer shut down its writing side (EPOLLRDHUP); reported only when asked for. */
+export const EVENT_PEER_CLOSED: number = EPOLLRDHUP;
+/**
+ * Asks for edge-triggered reports (EPOLLET): an event is reported when the fd's state
+ * changes, so the handler must drain the fd until it would block.
+ */
+export const EVENT_EDGE_TRIGGERED: number = EPOLLET;
 
 /**
  * Called with the events that occurred (a mask of the EVENT_* bits) and the loop's

@@ -3,7 +3,7 @@ import { EventFd } from "../../ffi/event_fd.ts";
 import { openFdCount } from "../../ffi/process.ts";
 import { UnixStream } from "../../ffi/unix_stream.ts";
 import { log, type LogLevel, stderrSink } from "../log/logger.ts";
-import { waitUntil } from "../test_support/wait_until.ts";
+import { waitUntil } from "../../tests/support/wait_until.ts";
 import {
   EVENT_HANGUP,
   EVENT_READABLE,

@@ -19,7 +19,7 @@
  * @module
  */
 
-import { ipv6Equal, MAC_BROADCAST } from "./address.ts";
+import { ipv6Equal, MAC_BROADCAST } from "./wire/address.ts";
 import {
   foldSum,
   IPPROTO_ICMP,
@@ -30,17 +30,22 @@ import {
   ipv6PseudoSum,
   setL4ChecksumV4,
   setL4ChecksumV6,
-} from "./checksum.ts";
-import { ICMP_CHECKSUM, setIcmpv4Checksum } from "./icmp.ts";
-import { TCP_CHECKSUM } from "./tcp_header.ts";
-import { UDP_CHECKSUM, udpChecksumZeroAsOnes } from "./udp.ts";
-import { buildEthernet, ETH_HEADER_LENGTH, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "./ethernet.ts";
-import { buildIpv4, IPV4_FLAG_DF, IPV4_HEADER_MIN } from "./ipv4.ts";
-import { buildIpv6, IPV6_HEADER_LENGTH } from "./ipv6.ts";
+} from "./wire/checksum.ts";
+import { ICMP_CHECKSUM, setIcmpv4Checksum } from "./wire/icmp.ts";
+import { TCP_CHECKSUM } from "./wire/tcp_header.ts";
+import { UDP_CHECKSUM, udpChecksumZeroAsOnes } from "./wire/udp.ts";
+import {
+  buildEthernet,
+  ETH_HEADER_LENGTH,
+  ETHERTYPE_IPV4,
+  ETHERTYPE_IPV6,
+} from "./wire/ethernet.ts";
+import { buildIpv4, IPV4_FLAG_DF, IPV4_HEADER_MIN } from "./wire/ipv4.ts";
+import { buildIpv6, IPV6_HEADER_LENGTH } from "./wire/ipv6.ts";
 import { type GuestLink, MAX_FRAME_LENGTH, SendResult } from "../tap/frame_transport.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import { log as defaultLog, type Logger } from "../log/logger.ts";
-import { describeFrame } from "./frame_summary.ts";
+import { describeFrame } from "./wire/frame_summary.ts";
 
 /** Size of the output buffer: the largest frame a link accepts. */
 export { MAX_FRAME_LENGTH };

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { MAC_BROADCAST, parseIpv6 } from "./address.ts";
+import { MAC_BROADCAST, parseIpv6 } from "./wire/address.ts";
 import {
   internetChecksum,
   IPPROTO_ICMP,
@@ -7,22 +7,27 @@ import {
   IPPROTO_TCP,
   IPPROTO_UDP,
   l4ChecksumV4,
-} from "./checksum.ts";
-import { buildEthernet, ETH_HEADER_LENGTH, ETHERTYPE_ARP, ETHERTYPE_IPV4 } from "./ethernet.ts";
-import { buildIpv4 } from "./ipv4.ts";
+} from "./wire/checksum.ts";
+import {
+  buildEthernet,
+  ETH_HEADER_LENGTH,
+  ETHERTYPE_ARP,
+  ETHERTYPE_IPV4,
+} from "./wire/ethernet.ts";
+import { buildIpv4 } from "./wire/ipv4.ts";
 import { Logger } from "../log/logger.ts";
 import { GuestSender, L4_OFFSET_V4, L4_OFFSET_V6, MAX_FRAME_LENGTH } from "./guest_sender.ts";
-import { icmpv4ChecksumOk, icmpv6ChecksumOk } from "./icmp.ts";
+import { icmpv4ChecksumOk, icmpv6ChecksumOk } from "./wire/icmp.ts";
 import {
   buildTcp,
   TCP_ACK_FLAG,
   TCP_CHECKSUM,
   tcpChecksumOkV4,
   tcpChecksumOkV6,
-} from "./tcp_header.ts";
-import { buildUdp, udpChecksumOkV4, udpChecksumOkV6 } from "./udp.ts";
-import { decodeFrame } from "./testing_frames.ts";
-import { nextTask, RecordingLink } from "./testing_link.ts";
+} from "./wire/tcp_header.ts";
+import { buildUdp, udpChecksumOkV4, udpChecksumOkV6 } from "./wire/udp.ts";
+import { decodeFrame } from "../../tests/support/net/frames.ts";
+import { nextTask, RecordingLink } from "../../tests/support/net/recording_link.ts";
 import { newFrameSpace, SendResult } from "../tap/frame_transport.ts";
 
 function setup() {

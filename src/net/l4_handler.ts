@@ -7,7 +7,7 @@
  */
 
 import type { ScatteredFrame } from "../tap/frame_transport.ts";
-import type { FlowInfo } from "./flow_info.ts";
+import type { FlowInfo } from "./flows/flow_info.ts";
 
 /**
  * One IP packet from the guest, as handed to an {@link L4Handler}. The object and

@@ -4,16 +4,21 @@
  * dissect it with checksum validation on: no "Malformed" and no bad checksum.
  */
 import assert from "node:assert/strict";
-import { parseIpv6 } from "./address.ts";
-import { buildArp } from "./arp.ts";
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP } from "./checksum.ts";
-import { buildEthernet, ETHERTYPE_ARP } from "./ethernet.ts";
-import { buildNetworkPlan } from "./host_config.ts";
-import { buildIcmpEcho } from "./icmp.ts";
-import type { EchoSocket } from "./icmp_echo.ts";
+import { parseIpv6 } from "./wire/address.ts";
+import { buildArp } from "./services/arp.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP } from "./wire/checksum.ts";
+import { buildEthernet, ETHERTYPE_ARP } from "./wire/ethernet.ts";
+import { buildNetworkPlan } from "./plan/host_config.ts";
+import { buildIcmpEcho } from "./wire/icmp.ts";
+import type { EchoSocket } from "./icmp/echo.ts";
 import { NetworkStack } from "./stack.ts";
-import { guestIpv4Frame, guestIpv6Frame, TEST_GUEST_MAC, udpDatagram } from "./testing_frames.ts";
-import { RecordingLink } from "./testing_link.ts";
+import {
+  guestIpv4Frame,
+  guestIpv6Frame,
+  TEST_GUEST_MAC,
+  udpDatagram,
+} from "../../tests/support/net/frames.ts";
+import { RecordingLink } from "../../tests/support/net/recording_link.ts";
 
 /** libpcap file format: magic, v2.4, snaplen, LINKTYPE_ETHERNET (1). */
 function pcapFile(frames: Uint8Array[]): Uint8Array {

@@ -21,9 +21,14 @@
  * @module
  */
 
-import { ipv4PrefixMask, ipv6IsUnspecified, isMulticastMac, MAC_BROADCAST } from "./address.ts";
-import { ArpResponder } from "./arp.ts";
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./checksum.ts";
+import {
+  ipv4PrefixMask,
+  ipv6IsUnspecified,
+  isMulticastMac,
+  MAC_BROADCAST,
+} from "./wire/address.ts";
+import { ArpResponder } from "./services/arp.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/checksum.ts";
 import {
   ETH_HEADER_LENGTH,
   ETHERTYPE_ARP,
@@ -31,22 +36,22 @@ import {
   ETHERTYPE_IPV6,
   newEthernetHeader,
   parseEthernet,
-} from "./ethernet.ts";
-import type { FlowInfo } from "./flow_info.ts";
-import { describeFrame } from "./frame_summary.ts";
+} from "./wire/ethernet.ts";
+import type { FlowInfo } from "./flows/flow_info.ts";
+import { describeFrame } from "./wire/frame_summary.ts";
 import { GuestSender } from "./guest_sender.ts";
-import type { NetworkPlan } from "./host_config.ts";
-import { newIpv4Header, parseIpv4 } from "./ipv4.ts";
-import { IPV6_HEADER_LENGTH, newIpv6Header, parseIpv6 } from "./ipv6.ts";
+import type { NetworkPlan } from "./plan/host_config.ts";
+import { newIpv4Header, parseIpv4 } from "./wire/ipv4.ts";
+import { IPV6_HEADER_LENGTH, newIpv6Header, parseIpv6 } from "./wire/ipv6.ts";
 import { type L4Handler, type L4Packet, newL4Packet } from "./l4_handler.ts";
-import { TCP_HEADER_MAX } from "./tcp_header.ts";
-import { DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpServer } from "./dhcp.ts";
-import { DHCPV6_SERVER_PORT, Dhcpv6Server } from "./dhcpv6.ts";
-import { NdpResponder } from "./ndp.ts";
-import { type EchoSocketFactory, type FdWatcher, IcmpEcho } from "./icmp_echo.ts";
-import { buildForwardRules, type ForwardOptions, type ForwardRules } from "./fwd.ts";
-import { icmpv6ChecksumOk, Icmpv6Type, newIcmpHeader, parseIcmp } from "./icmp.ts";
-import { newUdpHeader, parseUdp, udpChecksumOkV4, udpChecksumOkV6 } from "./udp.ts";
+import { TCP_HEADER_MAX } from "./wire/tcp_header.ts";
+import { DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpServer } from "./services/dhcp.ts";
+import { DHCPV6_SERVER_PORT, Dhcpv6Server } from "./services/dhcpv6.ts";
+import { NdpResponder } from "./services/ndp.ts";
+import { type EchoSocketFactory, type FdWatcher, IcmpEcho } from "./icmp/echo.ts";
+import { buildForwardRules, type ForwardOptions, type ForwardRules } from "./plan/fwd.ts";
+import { icmpv6ChecksumOk, Icmpv6Type, newIcmpHeader, parseIcmp } from "./wire/icmp.ts";
+import { newUdpHeader, parseUdp, udpChecksumOkV4, udpChecksumOkV6 } from "./wire/udp.ts";
 import {
   type FrameHandler,
   FrameInfo,

@@ -1,30 +1,30 @@
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import fc from "fast-check";
-import { MAC_BROADCAST, parseIpv6 } from "./address.ts";
-import { buildArp } from "./arp.ts";
-import { IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./checksum.ts";
-import { buildEthernet, ETHERTYPE_ARP } from "./ethernet.ts";
+import { MAC_BROADCAST, parseIpv6 } from "./wire/address.ts";
+import { buildArp } from "./services/arp.ts";
+import { IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/checksum.ts";
+import { buildEthernet, ETHERTYPE_ARP } from "./wire/ethernet.ts";
 import { L4_OFFSET_V4 } from "./guest_sender.ts";
-import { buildForwardRules } from "./fwd.ts";
-import { buildNetworkPlan } from "./host_config.ts";
-import { ICMP_CHECKSUM } from "./icmp.ts";
-import { IPV6_EXT_FRAGMENT } from "./ipv6.ts";
+import { buildForwardRules } from "./plan/fwd.ts";
+import { buildNetworkPlan } from "./plan/host_config.ts";
+import { ICMP_CHECKSUM } from "./wire/icmp.ts";
+import { IPV6_EXT_FRAGMENT } from "./wire/ipv6.ts";
 import type { L4Handler, L4Packet } from "./l4_handler.ts";
 import { NetworkStack } from "./stack.ts";
-import { buildTcp, TCP_ACK_FLAG, TCP_CHECKSUM, TCP_RST } from "./tcp_header.ts";
+import { buildTcp, TCP_ACK_FLAG, TCP_CHECKSUM, TCP_RST } from "./wire/tcp_header.ts";
 import { TcpTranslator } from "./tcp/translator.ts";
-import { scriptedHostTcp } from "./tcp/testing_host.ts";
-import { UDP_CHECKSUM, udpChecksumOkV4 } from "./udp.ts";
-import { UdpTranslator } from "./udp_flow.ts";
+import { scriptedHostTcp } from "../../tests/support/net/tcp_host.ts";
+import { UDP_CHECKSUM, udpChecksumOkV4 } from "./wire/udp.ts";
+import { UdpTranslator } from "./udp/translator.ts";
 import {
   decodeFrame,
   guestIpv4Frame,
   guestIpv6Frame,
   TEST_GUEST_MAC,
   udpDatagram,
-} from "./testing_frames.ts";
-import { RecordingLink } from "./testing_link.ts";
+} from "../../tests/support/net/frames.ts";
+import { RecordingLink } from "../../tests/support/net/recording_link.ts";
 import { FrameInfo, SendResult } from "../tap/frame_transport.ts";
 import { Logger } from "../log/logger.ts";
 

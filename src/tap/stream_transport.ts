@@ -13,7 +13,7 @@
  */
 
 import type { UnixStream } from "../../ffi/unix_stream.ts";
-import type { FrontendSession, SessionFactory } from "../daemon/frontend_session.ts";
+import type { FrontendSession, SessionFactory } from "./frontend_session.ts";
 import type { Logger } from "../log/logger.ts";
 import { log as defaultLogger } from "../log/logger.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";

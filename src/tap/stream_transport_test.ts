@@ -4,9 +4,9 @@ import { UnixStream } from "../../ffi/unix_stream.ts";
 import { Logger } from "../log/logger.ts";
 import { EventLoop } from "../loop/event_loop.ts";
 import { newFrameSpace, SendResult } from "./frame_transport.ts";
-import { RecordingHandler } from "./testing_frame_handler.ts";
+import { RecordingHandler } from "../../tests/support/tap/frame_handler.ts";
 import { createStreamSession, streamSessionFactory, StreamTransport } from "./stream_transport.ts";
-import { waitUntil } from "../test_support/wait_until.ts";
+import { waitUntil } from "../../tests/support/wait_until.ts";
 
 function frameOf(length: number, seed: number): Uint8Array {
   const f = new Uint8Array(length);

@@ -36,7 +36,7 @@ import {
   type StartedVring,
   TX_QUEUE_INDEX,
   type VringDatapath,
-} from "../vhost_user/vring_datapath.ts";
+} from "./vring_datapath.ts";
 import { IoVectors } from "../../ffi/io_vectors.ts";
 import { DescriptorChain } from "../virtio/descriptor_chain.ts";
 import type { GuestWriteLog } from "../virtio/guest_write_log.ts";
@@ -49,7 +49,7 @@ import {
   VIRTIO_NET_HDR_F_DATA_VALID,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_NONE,
-} from "../virtio/net_header.ts";
+} from "./net_header.ts";
 import { SplitVirtqueue, TURN_DESCRIPTOR_BUDGET } from "../virtio/virtqueue.ts";
 import {
   type FrameHandler,

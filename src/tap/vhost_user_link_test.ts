@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { Logger, type LogLevel } from "../log/logger.ts";
-import type { NegotiatedFeatures } from "../vhost_user/vring_datapath.ts";
-import { ArrayGuestMemory } from "../virtio/array_guest_memory.ts";
+import type { NegotiatedFeatures } from "./vring_datapath.ts";
+import { ArrayGuestMemory } from "../../tests/support/virtio/array_guest_memory.ts";
 import {
   createNetHeader,
   decodeNetHeader,
@@ -17,8 +17,8 @@ import {
   VIRTIO_NET_HDR_GSO_TCPV6,
   VIRTIO_NET_HDR_GSO_UDP,
   VIRTIO_NET_HDR_GSO_UDP_L4,
-} from "../virtio/net_header.ts";
-import { SplitRingDriver } from "../virtio/split_ring_driver.ts";
+} from "./net_header.ts";
+import { SplitRingDriver } from "../../tests/support/virtio/split_ring_driver.ts";
 import {
   FrameInfo,
   type FrameSpace,
@@ -26,12 +26,12 @@ import {
   type ScatteredFrame,
   SendResult,
 } from "./frame_transport.ts";
-import { RecordingHandler } from "./testing_frame_handler.ts";
+import { RecordingHandler } from "../../tests/support/tap/frame_handler.ts";
 import { SCATTER_MIN_FRAME_BYTES, SCATTER_PREFIX_BYTES, VhostUserLink } from "./vhost_user_link.ts";
 import { IoVectors } from "../../ffi/io_vectors.ts";
 import { TcpListenSocket, TcpSocket } from "../../ffi/tcp_socket.ts";
-import { CountingGuestMemory } from "../test_support/counting_guest_memory.ts";
-import { WriteRecord } from "../test_support/recording_write_log.ts";
+import { CountingGuestMemory } from "../../tests/support/virtio/counting_guest_memory.ts";
+import { WriteRecord } from "../../tests/support/virtio/recording_write_log.ts";
 import { pendingSoonTasks } from "../loop/event_loop.ts";
 import { MALFORMED_RUN_LIMIT, TURN_DESCRIPTOR_BUDGET } from "../virtio/virtqueue.ts";
 import { chainsToBreak } from "../virtio/virtqueue_test.ts";

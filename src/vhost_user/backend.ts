@@ -70,7 +70,7 @@ import { GuestMemoryMap, MMAP_PAGE_SIZE, type RegionDescription } from "./guest_
 import { DirtyLog, type LogMapping, RingWriteLog } from "./dirty_log.ts";
 import type { BackendEnvironment, Notifier } from "./backend_environment.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
-import type { GuestWriteLog, NegotiatedFeatures, StartedVring } from "./vring_datapath.ts";
+import type { GuestWriteLog, NegotiatedFeatures, StartedVring } from "../tap/vring_datapath.ts";
 import { availableRingBytes, descriptorTableBytes, usedRingBytes } from "../virtio/ring_layout.ts";
 
 /** Connection states: requests other than negotiation need SET_OWNER first. */

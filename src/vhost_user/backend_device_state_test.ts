@@ -1,7 +1,7 @@
-import { assertEquals, assertTrue } from "../test_support/assert.ts";
+import { assertEquals, assertTrue } from "../../tests/support/assert.ts";
 import type { DeviceStateDirection, DeviceStateHandler } from "./backend_environment.ts";
-import { BackendRig, FAKE_PIPE } from "./backend_test_doubles.ts";
-import { encodeRequest, u64Payload } from "./request_encoder.ts";
+import { BackendRig, FAKE_PIPE } from "../../tests/support/vhost_user/backend_doubles.ts";
+import { encodeRequest, u64Payload } from "../../tests/support/vhost_user/request_encoder.ts";
 import {
   DEVICE_STATE_REPLY_NO_FD,
   featureBit,

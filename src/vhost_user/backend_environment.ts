@@ -8,7 +8,7 @@
  */
 
 import type { Logger } from "../log/logger.ts";
-import type { VringDatapath } from "./vring_datapath.ts";
+import type { VringDatapath } from "../tap/vring_datapath.ts";
 import type { MapFunction } from "./guest_memory_map.ts";
 import type { LogMapFunction } from "./dirty_log.ts";
 

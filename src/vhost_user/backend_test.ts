@@ -6,7 +6,7 @@ import {
   FAKE_SEMAPHORE_EVENTFD,
   FAKE_SOCKET,
   FAKE_UNVERIFIED,
-} from "./backend_test_doubles.ts";
+} from "../../tests/support/vhost_user/backend_doubles.ts";
 import {
   encodeRequest,
   logPayload,
@@ -15,7 +15,7 @@ import {
   u64Payload,
   vringAddrPayload,
   vringStatePayload,
-} from "./request_encoder.ts";
+} from "../../tests/support/vhost_user/request_encoder.ts";
 import {
   featureBit,
   OFFERED_FEATURES,

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { DirtyLog, type LogMapping, RingWriteLog } from "./dirty_log.ts";
 import { GuestMemoryMap } from "./guest_memory_map.ts";
-import { FakeFds } from "./backend_test_doubles.ts";
+import { FakeFds } from "../../tests/support/vhost_user/backend_doubles.ts";
 import { VHOST_LOG_PAGE } from "./protocol.ts";
 
 /** A log mapping over an ArrayBuffer that records its OR calls. */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { GuestMemoryMap } from "./guest_memory_map.ts";
-import { FakeFds } from "./backend_test_doubles.ts";
+import { FakeFds } from "../../tests/support/vhost_user/backend_doubles.ts";
 import { PIECES_NO_ROOM, PIECES_OUTSIDE_MEMORY } from "../virtio/guest_memory.ts";
 
 const USER = 0x7f00_0000_0000;

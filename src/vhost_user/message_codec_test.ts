@@ -6,8 +6,12 @@ import {
   readU64,
   ReplyWriter,
 } from "./message_codec.ts";
-import { ScriptedChannel } from "./backend_test_doubles.ts";
-import { encodeRequest, u64Payload, vringStatePayload } from "./request_encoder.ts";
+import { ScriptedChannel } from "../../tests/support/vhost_user/backend_doubles.ts";
+import {
+  encodeRequest,
+  u64Payload,
+  vringStatePayload,
+} from "../../tests/support/vhost_user/request_encoder.ts";
 import { FLAGS_REPLY, FLAGS_VERSION, MAX_PAYLOAD_SIZE, Request } from "./protocol.ts";
 
 Deno.test("`MessageFramer.poll()` reassembles a message delivered one byte at a time", () => {

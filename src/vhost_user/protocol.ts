@@ -9,6 +9,15 @@
  * @module
  */
 
+import {
+  VIRTIO_NET_F_CSUM,
+  VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_MAC,
+  VIRTIO_NET_F_MRG_RXBUF,
+  VIRTIO_NET_F_MTU,
+  VIRTIO_NET_F_STATUS,
+} from "../tap/net_features.ts";
+
 /**
  * Front-end → back-end request codes ("Front-end message types").
  * @see https://www.qemu.org/docs/master/interop/vhost-user.html#front-end-message-types
@@ -177,25 +186,16 @@ export const MAX_RING_SIZE = 32768;
 
 // --- Feature bits ---------------------------------------------------------------
 
-/**
- * VIRTIO_NET_F_CSUM (virtio 1.2 §5.1.3): the driver may leave a transmitted frame's
- * TCP/UDP checksum for the device (NEEDS_CSUM). We terminate TCP and UDP, so a
- * partial checksum is simply not verified.
- */
-export const VIRTIO_NET_F_CSUM = 0;
-/**
- * VIRTIO_NET_F_GUEST_CSUM (virtio 1.2 §5.1.3): the device may mark received frames
- * DATA_VALID, so that the driver does not verify their checksums.
- */
-export const VIRTIO_NET_F_GUEST_CSUM = 1;
-/** VIRTIO_NET_F_MTU (virtio 1.2 §5.1.3): the device reports an MTU. */
-export const VIRTIO_NET_F_MTU = 3;
-/** VIRTIO_NET_F_MAC (virtio 1.2 §5.1.3). Not offered: QEMU owns the config space. */
-export const VIRTIO_NET_F_MAC = 5;
-/** VIRTIO_NET_F_MRG_RXBUF (virtio 1.2 §5.1.3): mergeable receive buffers. */
-export const VIRTIO_NET_F_MRG_RXBUF = 15;
-/** VIRTIO_NET_F_STATUS (virtio 1.2 §5.1.3). Not offered: QEMU owns the config space. */
-export const VIRTIO_NET_F_STATUS = 16;
+// The virtio-net feature bits belong to the transport that speaks virtio-net
+// (src/tap/net_features.ts); re-exported for the negotiation.
+export {
+  VIRTIO_NET_F_CSUM,
+  VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_MAC,
+  VIRTIO_NET_F_MRG_RXBUF,
+  VIRTIO_NET_F_MTU,
+  VIRTIO_NET_F_STATUS,
+};
 /**
  * VHOST_F_LOG_ALL (spec "Migration"): while acked and a log is set (SET_LOG_BASE),
  * every write into guest memory marks its pages in the log. QEMU acks it when a live

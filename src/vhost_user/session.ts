@@ -8,15 +8,20 @@
  * @module
  */
 
-import { EPOLLET } from "../../ffi/epoll.ts";
 import { describeFd, EventFd, type FdDescription } from "../../ffi/event_fd.ts";
 import { Errno, NativeError } from "../../ffi/native_error.ts";
 import { fileSizeOfFd, MappedMemory } from "../../ffi/mapped_memory.ts";
 import { closeFd } from "../../ffi/process.ts";
 import type { UnixStream } from "../../ffi/unix_stream.ts";
 import { log as defaultLog, type Logger } from "../log/logger.ts";
-import { EVENT_ERROR, EVENT_HANGUP, EVENT_READABLE, type EventLoop } from "../loop/event_loop.ts";
-import type { FrontendSession, SessionFactory } from "../daemon/frontend_session.ts";
+import {
+  EVENT_EDGE_TRIGGERED,
+  EVENT_ERROR,
+  EVENT_HANGUP,
+  EVENT_READABLE,
+  type EventLoop,
+} from "../loop/event_loop.ts";
+import type { FrontendSession, SessionFactory } from "../tap/frontend_session.ts";
 import { InvalidStateError, VhostUserBackend } from "./backend.ts";
 import type { BackendEnvironment, DeviceStateHandler, Notifier } from "./backend_environment.ts";
 import type { Mapping } from "./guest_memory_map.ts";
@@ -31,7 +36,7 @@ import {
   ReplyWriter,
 } from "./message_codec.ts";
 import { MAX_FDS_PER_MESSAGE, Request, requestName } from "./protocol.ts";
-import type { VringDatapath } from "./vring_datapath.ts";
+import type { VringDatapath } from "../tap/vring_datapath.ts";
 
 /** Creates the datapath behind one session (a recording double in tests). */
 export type DatapathFactory = () => VringDatapath;
@@ -78,7 +83,7 @@ const MAX_MESSAGES_PER_EVENT = 64;
  * again, so no kick is missed, and a counter that a drain could not empty does not
  * make the loop call the handler over and over.
  */
-const KICK_EVENTS = (EVENT_READABLE | EPOLLET) >>> 0;
+const KICK_EVENTS = (EVENT_READABLE | EVENT_EDGE_TRIGGERED) >>> 0;
 
 /**
  * Reads per drain of a received eventfd. In normal mode one read empties the counter;

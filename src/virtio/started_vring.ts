@@ -1,7 +1,7 @@
 /**
  * What the virtqueue engine needs to run one started split virtqueue: the views of
  * its three parts, guest memory and the negotiated ring features. The vhost-user
- * control plane fills it (see src/vhost_user/vring_datapath.ts, which re-exports it).
+ * control plane fills it (see src/tap/vring_datapath.ts, which re-exports it).
  *
  * @module
  */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Logger } from "../log/logger.ts";
 import { DescriptorChain } from "./descriptor_chain.ts";
-import { SplitRingDriver } from "./split_ring_driver.ts";
+import { SplitRingDriver } from "../../tests/support/virtio/split_ring_driver.ts";
 import {
   MALFORMED_RUN_DESCRIPTOR_LIMIT,
   MALFORMED_RUN_LIMIT,
@@ -18,9 +18,9 @@ import {
 export function chainsToBreak(perChain: number): number {
   return Math.min(MALFORMED_RUN_LIMIT, Math.ceil(MALFORMED_RUN_DESCRIPTOR_LIMIT / perChain));
 }
-import { ArrayGuestMemory } from "./array_guest_memory.ts";
-import { CountingGuestMemory } from "../test_support/counting_guest_memory.ts";
-import { WriteRecord } from "../test_support/recording_write_log.ts";
+import { ArrayGuestMemory } from "../../tests/support/virtio/array_guest_memory.ts";
+import { CountingGuestMemory } from "../../tests/support/virtio/counting_guest_memory.ts";
+import { WriteRecord } from "../../tests/support/virtio/recording_write_log.ts";
 import {
   VIRTQ_AVAIL_F_NO_INTERRUPT,
   VIRTQ_DESC_F_INDIRECT,

@@ -4,7 +4,7 @@
  * values (checks the whole chain: parsing, host-config overrides, stack, transport).
  */
 import { UnixStream } from "../../ffi/unix_stream.ts";
-import { IPPROTO_UDP } from "../../src/net/checksum.ts";
+import { IPPROTO_UDP } from "../../src/net/wire/checksum.ts";
 import {
   DHCP_CHADDR,
   DHCP_CLIENT_PORT,
@@ -17,9 +17,9 @@ import {
   DHCP_SERVER_PORT,
   DHCP_XID,
   DHCP_YIADDR,
-} from "../../src/net/dhcp.ts";
-import { decodeFrame, guestIpv4Frame, udpDatagram } from "../../src/net/testing_frames.ts";
-import { assertEquals, assertTrue } from "../../src/test_support/assert.ts";
+} from "../../src/net/services/dhcp.ts";
+import { decodeFrame, guestIpv4Frame, udpDatagram } from "../support/net/frames.ts";
+import { assertEquals, assertTrue } from "../support/assert.ts";
 import { ForegroundTpasst, makeTempDir, waitFor } from "./cli_helpers.ts";
 
 /** DHCP option codes (RFC 2132). */

@@ -2,7 +2,7 @@
  * An idle daemon's resident set (issue 11: at most 50 MiB, as the process's VmRSS
  * counts it — its heap and the runtime's file pages it keeps mapped).
  */
-import { assertTrue } from "../../src/test_support/assert.ts";
+import { assertTrue } from "../support/assert.ts";
 import { ForegroundTpasst, makeTempDir } from "./cli_helpers.ts";
 
 /** Issue 11's ceiling for an idle daemon's resident set. */

@@ -3,7 +3,7 @@
  * `--one-off --socket PATH …`, expects exit 0 once the socket listens, lets QEMU
  * connect, and expects the daemon to exit (removing its socket) when QEMU goes away.
  */
-import { assertEquals, assertMatch, assertTrue } from "../../src/test_support/assert.ts";
+import { assertEquals, assertMatch, assertTrue } from "../support/assert.ts";
 import { UnixStream } from "../../ffi/unix_stream.ts";
 import {
   exists,

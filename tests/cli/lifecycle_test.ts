@@ -2,7 +2,7 @@
  * The daemon's lifecycle as a process: signals, socket and pid files, socket path
  * selection, one frontend at a time, failed starts, and descriptor leaks.
  */
-import { assertEquals, assertMatch, assertTrue } from "../../src/test_support/assert.ts";
+import { assertEquals, assertMatch, assertTrue } from "../support/assert.ts";
 import { UnixListener, unixSocketInUse } from "../../ffi/unix_listener.ts";
 import { UnixStream } from "../../ffi/unix_stream.ts";
 import {

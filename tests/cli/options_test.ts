@@ -1,4 +1,4 @@
-import { assertEquals, assertMatch, assertTrue } from "../../src/test_support/assert.ts";
+import { assertEquals, assertMatch, assertTrue } from "../support/assert.ts";
 import { runTpasst } from "./cli_helpers.ts";
 
 Deno.test("bin/tpasst rejects a bad value with one line naming the option, exit 1", async () => {

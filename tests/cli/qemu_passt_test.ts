@@ -6,7 +6,7 @@
  * daemon with SIGTERM.
  */
 import type { UnixStream } from "../../ffi/unix_stream.ts";
-import { assertEquals, assertTrue } from "../../src/test_support/assert.ts";
+import { assertEquals, assertTrue } from "../support/assert.ts";
 import {
   killProcesses,
   makeTempDir,

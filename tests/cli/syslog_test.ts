@@ -5,7 +5,7 @@
  * which plays the system logger. Needs root (mount namespaces); skipped otherwise.
  */
 import { UnixDatagramSocket } from "../../ffi/unix_datagram.ts";
-import { assertEquals, assertTrue } from "../../src/test_support/assert.ts";
+import { assertEquals, assertTrue } from "../support/assert.ts";
 import {
   findProcesses,
   killProcesses,

@@ -7,17 +7,23 @@
  * @module
  */
 
-import { ARP_LENGTH, ARP_OP_REPLY, ARP_OP_REQUEST, buildArp, parseArp } from "../../src/net/arp.ts";
-import { MAC_BROADCAST, parseIpv4 } from "../../src/net/address.ts";
+import {
+  ARP_LENGTH,
+  ARP_OP_REPLY,
+  ARP_OP_REQUEST,
+  buildArp,
+  parseArp,
+} from "../../src/net/services/arp.ts";
+import { MAC_BROADCAST, parseIpv4 } from "../../src/net/wire/address.ts";
 import {
   buildEthernet,
   ETH_HEADER_LENGTH,
   ETHERTYPE_ARP,
   newEthernetHeader,
   parseEthernet,
-} from "../../src/net/ethernet.ts";
-import { newArpMessage } from "../../src/net/arp.ts";
-import { RX, VhostUserFrontend } from "../harness/vhost_user_frontend.ts";
+} from "../../src/net/wire/ethernet.ts";
+import { newArpMessage } from "../../src/net/services/arp.ts";
+import { RX, VhostUserFrontend } from "../support/frontend/vhost_user_frontend.ts";
 
 /** The guest's address and the gateway's, as the fuzz daemon is started with (-a, -g). */
 export const GUEST_IPV4 = "10.0.2.15";
@@ -102,7 +108,7 @@ export async function probeGateway(
     frontend.sendFrame(gatewayArpRequest());
     const deadline = started + limitMs;
     while (performance.now() < deadline) {
-      const used = frontend.vrings[RX].takeUsed();
+      const used = frontend.vrings[RX].takeUsedChains();
       if (used.length > 0 && frontend.rxFrames(used).some(isGatewayArpReply)) {
         return { answered: true, elapsedMs: elapsed() };
       }

@@ -2,7 +2,7 @@
  * Raw access to the driver side of one split virtqueue in harness memory, for
  * writing rings no well-behaved driver would: descriptors with any address, length,
  * flags and next index, available-ring entries and index set freely
- * (virtio 1.2 §2.7.5, §2.7.6). Unlike HarnessVring it keeps no free list: the caller
+ * (virtio 1.2 §2.7.5, §2.7.6). Unlike SplitRingDriver it keeps no free list: the caller
  * decides which descriptors each published head uses.
  *
  * @module
@@ -22,8 +22,8 @@ import {
   descriptorTableBytes,
   usedEventOffset,
 } from "../../src/virtio/ring_layout.ts";
-import type { HarnessMemory } from "../harness/harness_memory.ts";
-import type { RingAreas } from "../harness/harness_vring.ts";
+import type { HarnessMemory } from "../support/frontend/shared_memory.ts";
+import type { RingAreas } from "../support/virtio/split_ring_driver.ts";
 
 const TWO_POW_32 = 2 ** 32;
 /** Ring indices are free-running u16 counters (virtio 1.2 §2.7.6). */

@@ -32,7 +32,7 @@ import {
   singleRegionPayload,
   u64Payload,
   vringStatePayload,
-} from "../../src/vhost_user/request_encoder.ts";
+} from "../support/vhost_user/request_encoder.ts";
 import {
   featureBit,
   ProtocolFeature,
@@ -45,8 +45,13 @@ import {
 } from "../../src/vhost_user/protocol.ts";
 import type { RegionDescription } from "../../src/vhost_user/guest_memory_map.ts";
 import { MAX_QUEUE_SIZE, VIRTQ_DESC_F_WRITE } from "../../src/virtio/ring_layout.ts";
-import type { HarnessRegion } from "../harness/harness_memory.ts";
-import { NET_HEADER_SIZE, RX, TX, VhostUserFrontend } from "../harness/vhost_user_frontend.ts";
+import type { HarnessRegion } from "../support/frontend/shared_memory.ts";
+import {
+  NET_HEADER_SIZE,
+  RX,
+  TX,
+  VhostUserFrontend,
+} from "../support/frontend/vhost_user_frontend.ts";
 import { gatewayArpRequest } from "./gateway_probe.ts";
 import { FD_KINDS, type FdKind, HostileNotifier } from "./hostile_notifier.ts";
 import { RawRing } from "./hostile_ring.ts";

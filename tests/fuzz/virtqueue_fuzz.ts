@@ -14,9 +14,9 @@
 import { Logger } from "../../src/log/logger.ts";
 import { type FrameHandler, SendResult } from "../../src/tap/frame_transport.ts";
 import { MAX_FRAME_BYTES, MIN_FRAME_BYTES, VhostUserLink } from "../../src/tap/vhost_user_link.ts";
-import { ArrayGuestMemory } from "../../src/virtio/array_guest_memory.ts";
-import { SplitRingDriver } from "../../src/virtio/split_ring_driver.ts";
-import { RX_QUEUE_INDEX, TX_QUEUE_INDEX } from "../../src/vhost_user/vring_datapath.ts";
+import { ArrayGuestMemory } from "../support/virtio/array_guest_memory.ts";
+import { SplitRingDriver } from "../support/virtio/split_ring_driver.ts";
+import { RX_QUEUE_INDEX, TX_QUEUE_INDEX } from "../../src/tap/vring_datapath.ts";
 import { AVAIL_IDX, USED_ELEM_LEN, USED_RING } from "../../src/virtio/ring_layout.ts";
 
 /** What a fuzz run saw, for the report. */

@@ -17,8 +17,8 @@
  */
 
 import assert from "node:assert/strict";
-import { TEST_GATEWAY4 } from "../../src/net/tcp_test_plan.ts";
-import type { GuestTcpConn, TestGuest } from "../../src/net/tcp_test_guest.ts";
+import { TEST_GATEWAY4 } from "../support/net/tcp_plan.ts";
+import type { GuestTcpConn, TestGuest } from "../support/net/tcp_guest.ts";
 import { DaemonGuest } from "../net/daemon_guest.ts";
 import { fdsBackTo, withDaemon } from "../net/daemon_run.ts";
 import { freeTcpPort, patternBytes } from "../net/host_peers.ts";

@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { GuestTcpConn, TestGuest } from "../../src/net/tcp_test_guest.ts";
+import type { GuestTcpConn, TestGuest } from "../support/net/tcp_guest.ts";
 import type { DaemonGuest } from "../net/daemon_guest.ts";
 
 /** Prefix of the line each load test prints its figures on. */

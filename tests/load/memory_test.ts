@@ -11,7 +11,7 @@
  */
 
 import assert from "node:assert/strict";
-import { TEST_GATEWAY4 } from "../../src/net/tcp_test_plan.ts";
+import { TEST_GATEWAY4 } from "../support/net/tcp_plan.ts";
 import { fdsBackTo, withDaemon } from "../net/daemon_run.ts";
 import type { DaemonGuest } from "../net/daemon_guest.ts";
 import { patternBytes } from "../net/host_peers.ts";

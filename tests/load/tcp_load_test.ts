@@ -12,8 +12,8 @@
  */
 
 import assert from "node:assert/strict";
-import { TEST_GATEWAY4 } from "../../src/net/tcp_test_plan.ts";
-import type { GuestTcpConn } from "../../src/net/tcp_test_guest.ts";
+import { TEST_GATEWAY4 } from "../support/net/tcp_plan.ts";
+import type { GuestTcpConn } from "../support/net/tcp_guest.ts";
 import { fdsBackTo, withDaemon } from "../net/daemon_run.ts";
 import { freeTcpPort, patternBytes, readAll, TcpEchoServer, writeAll } from "../net/host_peers.ts";
 import {

@@ -11,8 +11,8 @@
  */
 
 import assert from "node:assert/strict";
-import { TEST_GATEWAY4 } from "../../src/net/tcp_test_plan.ts";
-import type { TestGuest } from "../../src/net/tcp_test_guest.ts";
+import { TEST_GATEWAY4 } from "../support/net/tcp_plan.ts";
+import type { TestGuest } from "../support/net/tcp_guest.ts";
 import { withDaemon } from "../net/daemon_run.ts";
 import { freeUdpPort, UdpPeer } from "../net/host_peers.ts";
 import { datagram, Tally } from "./udp_pattern.ts";

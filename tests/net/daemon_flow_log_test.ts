@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { TEST_GATEWAY4 } from "../../src/net/tcp_test_plan.ts";
+import { TEST_GATEWAY4 } from "../support/net/tcp_plan.ts";
 import { waitFor } from "../cli/cli_helpers.ts";
 import { withDaemon } from "./daemon_run.ts";
 import { freeUdpPort, readAll, TcpEchoServer, UdpPeer, writeAll } from "./host_peers.ts";

@@ -15,8 +15,8 @@
  */
 
 import assert from "node:assert/strict";
-import { parseIpv4, parseIpv6 } from "../../src/net/address.ts";
-import { TEST_GATEWAY4, TEST_GATEWAY6, TEST_GUEST4 } from "../../src/net/tcp_test_plan.ts";
+import { parseIpv4, parseIpv6 } from "../../src/net/wire/address.ts";
+import { TEST_GATEWAY4, TEST_GATEWAY6, TEST_GUEST4 } from "../support/net/tcp_plan.ts";
 import { waitFor } from "../cli/cli_helpers.ts";
 import { TRANSPORTS } from "./daemon_guest.ts";
 import { withDaemon } from "./daemon_run.ts";

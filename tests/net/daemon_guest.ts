@@ -1,8 +1,8 @@
 /**
  * A scripted guest attached to the REAL daemon: starts `bin/tpasst -f -1 -s SOCKET`
  * as a child process, connects to it over passt's stream protocol or over vhost-user
- * (the TypeScript front-end harness, tests/harness/), and drives an IPv4 and an IPv6
- * {@link TestGuest} (src/net/tcp_test_guest.ts) whose frames travel through that
+ * (the TypeScript front-end harness, tests/support/frontend/), and drives an IPv4 and an IPv6
+ * {@link TestGuest} (tests/support/net/tcp_guest.ts) whose frames travel through that
  * connection. Over vhost-user, {@link VhostOptions} can also set the virtio-net header
  * of each guest frame (checksum offload) and observe the headers of received frames.
  * Used by the process-level TCP/UDP tests in tests/net/ and tests/vhost_user/.
@@ -18,16 +18,16 @@
  */
 
 import type { L4Handler } from "../../src/net/l4_handler.ts";
-import { TestGuest } from "../../src/net/tcp_test_guest.ts";
-import { TEST_GUEST4, TEST_GUEST6 } from "../../src/net/tcp_test_plan.ts";
-import { ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../../src/net/ethernet.ts";
+import { TestGuest } from "../support/net/tcp_guest.ts";
+import { TEST_GUEST4, TEST_GUEST6 } from "../support/net/tcp_plan.ts";
+import { ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../../src/net/wire/ethernet.ts";
 import {
   internetChecksum,
   IPPROTO_ICMP,
   IPPROTO_ICMPV6,
   IPPROTO_TCP,
   IPPROTO_UDP,
-} from "../../src/net/checksum.ts";
+} from "../../src/net/wire/checksum.ts";
 import { exists, TPASST, waitFor } from "../cli/cli_helpers.ts";
 import {
   NET_HEADER_NUM_BUFFERS,
@@ -35,12 +35,12 @@ import {
   RX,
   TX,
   VhostUserFrontend,
-} from "../harness/vhost_user_frontend.ts";
-import { REGION1_GPA } from "../harness/harness_memory.ts";
+} from "../support/frontend/vhost_user_frontend.ts";
+import { REGION1_GPA } from "../support/frontend/shared_memory.ts";
 import { PIPE_WOULD_BLOCK, PipeEnd } from "../../ffi/pipe_end.ts";
 import { closeFd, createPipe } from "../../ffi/process.ts";
-import type { HarnessUsed } from "../harness/harness_vring.ts";
-import { startRings, stopRings } from "../harness/ring_restart.ts";
+import type { UsedChain } from "../support/virtio/split_ring_driver.ts";
+import { startRings, stopRings } from "../support/frontend/ring_restart.ts";
 
 /** How the test talks to the daemon. */
 export type Transport = "stream" | "vhost-user";
@@ -397,7 +397,11 @@ class VhostLink implements FrameLink {
   postRxBuffers(): void {
     for (let i = 0; i < this.#rxBuffers; i++) {
       const gpa = REGION1_GPA + RX_BASE_OFFSET + i * RX_BUFFER_SIZE;
-      this.frontend.vrings[RX].offer([{ gpa, length: this.#rxBufferSize, writable: true }]);
+      this.frontend.vrings[RX].addChain([{
+        addr: gpa,
+        length: this.#rxBufferSize,
+        writable: true,
+      }]);
     }
     this.frontend.kicks[RX].signal();
     this.#paused = false;
@@ -410,7 +414,7 @@ class VhostLink implements FrameLink {
   }
 
   /**
-   * The guest driver bound again: new empty rings (tests/harness/ring_restart.ts); the
+   * The guest driver bound again: new empty rings (tests/support/frontend/ring_restart.ts); the
    * RX ring stays empty, and nothing is polled, until {@link postRxBuffers}.
    */
   async startRings(): Promise<void> {
@@ -433,7 +437,7 @@ class VhostLink implements FrameLink {
     this.#flushScheduled = false;
     if (this.#closed || this.#paused) return;
     const f = this.frontend;
-    for (const used of f.vrings[TX].takeUsed()) this.#freeTx.push(used.segments[0].gpa);
+    for (const used of f.vrings[TX].takeUsedChains()) this.#freeTx.push(used.segments[0].addr);
     let n = 0;
     while (this.#pendingTx.length > n && this.#freeTx.length > 0) {
       const { frame, flags } = this.#pendingTx[n];
@@ -454,9 +458,9 @@ class VhostLink implements FrameLink {
       const pieces = [];
       for (let at = 0; at < bytes.length; at += this.#txBufferSize) {
         const length = Math.min(this.#txBufferSize, bytes.length - at);
-        pieces.push({ gpa: gpa + at, length, writable: false });
+        pieces.push({ addr: gpa + at, length, writable: false });
       }
-      f.vrings[TX].offer(pieces);
+      f.vrings[TX].addChain(pieces);
     }
     if (n > 0) {
       this.#pendingTx = this.#pendingTx.slice(n);
@@ -467,13 +471,13 @@ class VhostLink implements FrameLink {
   #poll(): void {
     if (this.#closed || this.#paused) return;
     const f = this.frontend;
-    const used = f.vrings[RX].takeUsed();
+    const used = f.vrings[RX].takeUsedChains();
     if (used.length > 0) {
       const frames = f.rxFrames(used);
       const headers = this.#rxHeaders(used);
       for (const u of used) {
-        f.vrings[RX].offer([{
-          gpa: u.segments[0].gpa,
+        f.vrings[RX].addChain([{
+          addr: u.segments[0].addr,
           length: this.#rxBufferSize,
           writable: true,
         }]);
@@ -488,10 +492,10 @@ class VhostLink implements FrameLink {
   }
 
   /** Copies of the virtio-net headers of the frames in `used` (one per frame, MRG_RXBUF aware). */
-  #rxHeaders(used: readonly HarnessUsed[]): Uint8Array[] {
+  #rxHeaders(used: readonly UsedChain[]): Uint8Array[] {
     const headers: Uint8Array[] = [];
     for (let i = 0; i < used.length;) {
-      const header = this.frontend.memory.view(used[i].segments[0].gpa, NET_HEADER_SIZE).slice();
+      const header = this.frontend.memory.view(used[i].segments[0].addr, NET_HEADER_SIZE).slice();
       headers.push(header);
       i += Math.max(1, header[NET_HEADER_NUM_BUFFERS] | (header[NET_HEADER_NUM_BUFFERS + 1] << 8));
     }

@@ -6,8 +6,8 @@
  */
 
 import assert from "node:assert/strict";
-import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../../src/net/tcp_test_plan.ts";
-import type { GuestTcpConn } from "../../src/net/tcp_test_guest.ts";
+import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../support/net/tcp_plan.ts";
+import type { GuestTcpConn } from "../support/net/tcp_guest.ts";
 import { STATS_JSON_PREFIX, type StatsSnapshot } from "../../src/daemon/stats.ts";
 import { withDaemon } from "./daemon_run.ts";
 import { waitFor } from "../cli/cli_helpers.ts";

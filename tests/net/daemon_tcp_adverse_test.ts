@@ -8,9 +8,9 @@
 
 import assert from "node:assert/strict";
 import { featureBit, VIRTIO_NET_F_MRG_RXBUF } from "../../src/vhost_user/protocol.ts";
-import { TEST_GATEWAY4 } from "../../src/net/tcp_test_plan.ts";
-import type { TestGuest } from "../../src/net/tcp_test_guest.ts";
-import { QEMU_NET_FEATURES } from "../harness/vhost_user_frontend.ts";
+import { TEST_GATEWAY4 } from "../support/net/tcp_plan.ts";
+import type { TestGuest } from "../support/net/tcp_guest.ts";
+import { QEMU_NET_FEATURES } from "../support/frontend/vhost_user_frontend.ts";
 import { type Transport, TRANSPORTS, type VhostOptions } from "./daemon_guest.ts";
 import { withDaemon } from "./daemon_run.ts";
 import { drainWithDigest, patternBytes, sha256, sha256Hex, writeAll } from "./host_peers.ts";

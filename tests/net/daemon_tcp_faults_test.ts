@@ -6,10 +6,10 @@
  */
 
 import assert from "node:assert/strict";
-import { TEST_GATEWAY4 } from "../../src/net/tcp_test_plan.ts";
-import type { GuestTcpConn } from "../../src/net/tcp_test_guest.ts";
+import { TEST_GATEWAY4 } from "../support/net/tcp_plan.ts";
+import type { GuestTcpConn } from "../support/net/tcp_guest.ts";
 import { MAX_RETRIES, RTO_INITIAL_MS, RTO_MAX_MS } from "../../src/net/tcp/flow.ts";
-import { connectThroughGateway, trickleFrom } from "../../src/net/tcp/testing_host.ts";
+import { connectThroughGateway, trickleFrom } from "../support/net/tcp_host.ts";
 import { TRANSPORTS } from "./daemon_guest.ts";
 import { withDaemon } from "./daemon_run.ts";
 import { freeTcpPort } from "./host_peers.ts";

@@ -1,14 +1,14 @@
 /**
  * Process-level test of the TCP translator inside the real daemon: bin/tpasst in
  * the foreground speaking passt's stream protocol on a unix socket, a scripted
- * guest (src/net/tcp_test_guest.ts) on the other end of that socket, and host
+ * guest (tests/support/net/tcp_guest.ts) on the other end of that socket, and host
  * peers on 127.0.0.1.
  */
 
 import assert from "node:assert/strict";
-import { parseIpv4 } from "../../src/net/address.ts";
+import { parseIpv4 } from "../../src/net/wire/address.ts";
 import type { L4Handler } from "../../src/net/l4_handler.ts";
-import { TestGuest } from "../../src/net/tcp_test_guest.ts";
+import { TestGuest } from "../support/net/tcp_guest.ts";
 
 const TPASST = new URL("../../bin/tpasst", import.meta.url).pathname;
 const GUEST = parseIpv4("10.0.2.15")!;

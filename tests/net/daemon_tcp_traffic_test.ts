@@ -10,8 +10,8 @@
  */
 
 import assert from "node:assert/strict";
-import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../../src/net/tcp_test_plan.ts";
-import type { GuestTcpConn, TestGuest } from "../../src/net/tcp_test_guest.ts";
+import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../support/net/tcp_plan.ts";
+import type { GuestTcpConn, TestGuest } from "../support/net/tcp_guest.ts";
 import { DaemonGuest, TRANSPORTS } from "./daemon_guest.ts";
 import { fdsBackTo, withDaemon } from "./daemon_run.ts";
 import { waitFor } from "../cli/cli_helpers.ts";

@@ -7,9 +7,9 @@
  */
 
 import assert from "node:assert/strict";
-import { ipv4ToString, parseIpv4 } from "../../src/net/address.ts";
-import type { TestGuest } from "../../src/net/tcp_test_guest.ts";
-import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../../src/net/tcp_test_plan.ts";
+import { ipv4ToString, parseIpv4 } from "../../src/net/wire/address.ts";
+import type { TestGuest } from "../support/net/tcp_guest.ts";
+import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../support/net/tcp_plan.ts";
 import { startDnsResponder } from "../e2e/dns_responder.ts";
 import { waitFor } from "../cli/cli_helpers.ts";
 import { TRANSPORTS } from "./daemon_guest.ts";

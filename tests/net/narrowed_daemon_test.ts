@@ -20,16 +20,11 @@
  */
 
 import assert from "node:assert/strict";
-import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../../src/net/checksum.ts";
-import { buildIcmpEcho, Icmpv4Type, Icmpv6Type } from "../../src/net/icmp.ts";
-import { ICMPV6_ADMIN_PROHIBITED } from "../../src/net/icmp_echo.ts";
-import {
-  TEST_GATEWAY4,
-  TEST_GATEWAY6,
-  TEST_GUEST4,
-  TEST_GUEST6,
-} from "../../src/net/tcp_test_plan.ts";
-import { decodeFrame, guestIpv4Frame, guestIpv6Frame } from "../../src/net/testing_frames.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../../src/net/wire/checksum.ts";
+import { buildIcmpEcho, Icmpv4Type, Icmpv6Type } from "../../src/net/wire/icmp.ts";
+import { ICMPV6_ADMIN_PROHIBITED } from "../../src/net/icmp/echo.ts";
+import { TEST_GATEWAY4, TEST_GATEWAY6, TEST_GUEST4, TEST_GUEST6 } from "../support/net/tcp_plan.ts";
+import { decodeFrame, guestIpv4Frame, guestIpv6Frame } from "../support/net/frames.ts";
 import { pingSocketsAllowed } from "../e2e/ping_sockets.ts";
 import { TRANSPORTS } from "./daemon_guest.ts";
 import { withDaemon } from "./daemon_run.ts";

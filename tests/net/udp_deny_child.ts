@@ -11,10 +11,10 @@
  */
 
 import { GuestSender } from "../../src/net/guest_sender.ts";
-import { UdpTranslator } from "../../src/net/udp_flow.ts";
+import { UdpTranslator } from "../../src/net/udp/translator.ts";
 import { TcpTranslator } from "../../src/net/tcp/translator.ts";
-import { TestGuest } from "../../src/net/tcp_test_guest.ts";
-import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "../../src/net/tcp_test_plan.ts";
+import { TestGuest } from "../support/net/tcp_guest.ts";
+import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "../support/net/tcp_plan.ts";
 import { log } from "../../src/log/logger.ts";
 
 /** Datagrams the guest sends to the denied destination. */

@@ -24,18 +24,18 @@
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { Buffer } from "node:buffer";
-import { IPPROTO_TCP, IPPROTO_UDP } from "../../src/net/checksum.ts";
-import { ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../../src/net/ethernet.ts";
+import { IPPROTO_TCP, IPPROTO_UDP } from "../../src/net/wire/checksum.ts";
+import { ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../../src/net/wire/ethernet.ts";
 import {
   TCP_ACK_FLAG,
   TCP_CHECKSUM,
   TCP_RST,
   tcpChecksumOkV4,
   tcpChecksumOkV6,
-} from "../../src/net/tcp_header.ts";
-import type { GuestTcpConn, TestGuest } from "../../src/net/tcp_test_guest.ts";
-import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../../src/net/tcp_test_plan.ts";
-import { udpChecksumOkV4, udpChecksumOkV6 } from "../../src/net/udp.ts";
+} from "../../src/net/wire/tcp_header.ts";
+import type { GuestTcpConn, TestGuest } from "../support/net/tcp_guest.ts";
+import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../support/net/tcp_plan.ts";
+import { udpChecksumOkV4, udpChecksumOkV6 } from "../../src/net/wire/udp.ts";
 import {
   featureBit,
   VIRTIO_NET_F_CSUM,
@@ -44,8 +44,8 @@ import {
 import {
   VIRTIO_NET_HDR_F_DATA_VALID,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
-} from "../../src/virtio/net_header.ts";
-import { QEMU_NET_FEATURES } from "../harness/vhost_user_frontend.ts";
+} from "../../src/tap/net_header.ts";
+import { QEMU_NET_FEATURES } from "../support/frontend/vhost_user_frontend.ts";
 import { DaemonGuest, l4ChecksumField, type VhostOptions } from "../net/daemon_guest.ts";
 import { withDaemon } from "../net/daemon_run.ts";
 import { readAll } from "../net/host_peers.ts";

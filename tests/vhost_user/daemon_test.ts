@@ -11,9 +11,9 @@ import {
   encodeRequest,
   singleRegionPayload,
   vringStatePayload,
-} from "../../src/vhost_user/request_encoder.ts";
+} from "../support/vhost_user/request_encoder.ts";
 import { Request } from "../../src/vhost_user/protocol.ts";
-import { RX, TX, VhostUserFrontend } from "../harness/vhost_user_frontend.ts";
+import { RX, TX, VhostUserFrontend } from "../support/frontend/vhost_user_frontend.ts";
 
 /**
  * Mapping guest memory needs Deno.UnsafePointerView.getArrayBuffer, which only full

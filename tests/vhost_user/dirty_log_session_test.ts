@@ -14,13 +14,18 @@ import {
   SendResult,
 } from "../../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
-import { logPayload } from "../../src/vhost_user/request_encoder.ts";
+import { logPayload } from "../support/vhost_user/request_encoder.ts";
 import { Request, VHOST_LOG_PAGE } from "../../src/vhost_user/protocol.ts";
-import { waitUntil } from "../../src/test_support/wait_until.ts";
-import { DEFAULT_REGION_SIZE } from "../harness/harness_memory.ts";
-import type { HarnessUsed } from "../harness/harness_vring.ts";
-import { InProcessBackend } from "../harness/in_process.ts";
-import { HarnessDirtyLog, RX, TX, type VhostUserFrontend } from "../harness/vhost_user_frontend.ts";
+import { waitUntil } from "../support/wait_until.ts";
+import { DEFAULT_REGION_SIZE } from "../support/frontend/shared_memory.ts";
+import type { UsedChain } from "../support/virtio/split_ring_driver.ts";
+import { InProcessBackend } from "../support/frontend/in_process.ts";
+import {
+  HarnessDirtyLog,
+  RX,
+  TX,
+  type VhostUserFrontend,
+} from "../support/frontend/vhost_user_frontend.ts";
 
 class CollectingHandler implements FrameHandler {
   readonly frames: Uint8Array[] = [];
@@ -53,13 +58,13 @@ function pagesOf(address: number, length: number): number[] {
 }
 
 /** The pages of the bytes the device wrote into used RX elements' chains. */
-function writtenPages(used: readonly HarnessUsed[]): number[] {
+function writtenPages(used: readonly UsedChain[]): number[] {
   const pages = new Set<number>();
   for (const element of used) {
-    let left = element.length;
+    let left = element.len;
     for (const segment of element.segments) {
       const n = Math.min(segment.length, left);
-      for (const page of pagesOf(segment.gpa, n)) pages.add(page);
+      for (const page of pagesOf(segment.addr, n)) pages.add(page);
       left -= n;
     }
   }
@@ -181,12 +186,12 @@ Deno.test("Dirty log over a session: an RX buffer across two adjacent regions ma
     const log = await frontend.startLogging();
     try {
       const boundary = DEFAULT_REGION_SIZE; // region 1 starts where region 0 ends
-      frontend.vrings[RX].offer([{ gpa: boundary - 100, length: 4096, writable: true }]);
+      frontend.vrings[RX].addChain([{ addr: boundary - 100, length: 4096, writable: true }]);
       frontend.kicks[RX].signal();
       await waitUntil("RX buffer seen", () => link().sendFrame(frame(9, 1000)) === SendResult.Sent);
       link().flush();
       const used = await frontend.waitUsed(RX, 1);
-      assert.equal(used[0].length, 12 + 1000);
+      assert.equal(used[0].len, 12 + 1000);
       assert.deepEqual(
         log.dirtyPages(),
         sorted([

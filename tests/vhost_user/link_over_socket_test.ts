@@ -8,10 +8,10 @@ import { openFdCount } from "../../ffi/process.ts";
 import type { FrameHandler, GuestLink } from "../../src/tap/frame_transport.ts";
 import { SendResult } from "../../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
-import { DEFAULT_REGION_SIZE } from "../harness/harness_memory.ts";
-import { InProcessBackend } from "../harness/in_process.ts";
-import { RX, TX } from "../harness/vhost_user_frontend.ts";
-import { waitUntil } from "../../src/test_support/wait_until.ts";
+import { DEFAULT_REGION_SIZE } from "../support/frontend/shared_memory.ts";
+import { InProcessBackend } from "../support/frontend/in_process.ts";
+import { RX, TX } from "../support/frontend/vhost_user_frontend.ts";
+import { waitUntil } from "../support/wait_until.ts";
 
 class CollectingHandler implements FrameHandler {
   readonly frames: Uint8Array[] = [];
@@ -114,22 +114,26 @@ Deno.test("Frames cross two guest memory regions that are adjacent in guest-phys
     packet.set(sent, 12);
     low.set(packet.subarray(0, before), boundary - before);
     high.set(packet.subarray(before), 0);
-    frontend.vrings[TX].offer([{ gpa: boundary - before, length: packet.length, writable: false }]);
+    frontend.vrings[TX].addChain([{
+      addr: boundary - before,
+      length: packet.length,
+      writable: false,
+    }]);
     frontend.kicks[TX].signal();
     await waitUntil("the TX frame at the handler", () => handler.frames.length === 1);
     assert.deepEqual(handler.frames, [sent]);
     // stack → guest: one RX buffer across the boundary
-    frontend.vrings[RX].offer([{ gpa: boundary - before, length: 4096, writable: true }]);
+    frontend.vrings[RX].addChain([{ addr: boundary - before, length: 4096, writable: true }]);
     frontend.kicks[RX].signal();
     await waitUntil("link up", () => handler.link !== null);
     const reply = frame(10, 1000);
     await waitUntil("RX buffers", () => handler.link!.sendFrame(reply) === SendResult.Sent);
     handler.link!.flush();
     const [used] = await frontend.waitUsed(RX, 1);
-    assert.equal(used.length, 12 + reply.length);
-    const written = new Uint8Array(used.length);
+    assert.equal(used.len, 12 + reply.length);
+    const written = new Uint8Array(used.len);
     written.set(low.subarray(boundary - before));
-    written.set(high.subarray(0, used.length - before), before);
+    written.set(high.subarray(0, used.len - before), before);
     assert.deepEqual(written.subarray(12), reply);
     assert.deepEqual(backend.linesAt("warn"), []);
   } finally {

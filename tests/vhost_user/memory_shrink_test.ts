@@ -10,8 +10,8 @@
 import assert from "node:assert/strict";
 import { exists, ForegroundTpasst, processAlive, waitFor } from "../cli/cli_helpers.ts";
 import { Errno, NativeError } from "../../ffi/native_error.ts";
-import type { HarnessMemoryOptions } from "../harness/harness_memory.ts";
-import { RX, TX, VhostUserFrontend } from "../harness/vhost_user_frontend.ts";
+import type { HarnessMemoryOptions } from "../support/frontend/shared_memory.ts";
+import { RX, TX, VhostUserFrontend } from "../support/frontend/vhost_user_frontend.ts";
 
 /** Mapping guest memory needs full --allow-ffi in the daemon's permission set. */
 const daemonMayMapMemory = (() => {

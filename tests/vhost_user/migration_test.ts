@@ -12,11 +12,11 @@
  */
 
 import assert from "node:assert/strict";
-import { TEST_GATEWAY4 } from "../../src/net/tcp_test_plan.ts";
-import type { GuestTcpConn, TestGuest } from "../../src/net/tcp_test_guest.ts";
+import { TEST_GATEWAY4 } from "../support/net/tcp_plan.ts";
+import type { GuestTcpConn, TestGuest } from "../support/net/tcp_guest.ts";
 import { DaemonGuest, readPipe } from "../net/daemon_guest.ts";
 import { closeFd, createPipe } from "../../ffi/process.ts";
-import { RX, TX } from "../harness/vhost_user_frontend.ts";
+import { RX, TX } from "../support/frontend/vhost_user_frontend.ts";
 import { patternBytes } from "../net/host_peers.ts";
 import { waitFor } from "../cli/cli_helpers.ts";
 import { hasPasstRepair, startPasstRepair, WITHOUT_NET_ADMIN } from "../e2e/passt_repair.ts";

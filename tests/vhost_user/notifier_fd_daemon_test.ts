@@ -13,10 +13,10 @@ import assert from "node:assert/strict";
 import { EventFd } from "../../ffi/event_fd.ts";
 import { closeFd, createPipe } from "../../ffi/process.ts";
 import { UnixStream } from "../../ffi/unix_stream.ts";
-import { ARP_LENGTH, ARP_OP_REQUEST, buildArp } from "../../src/net/arp.ts";
-import { buildEthernet, ETHERTYPE_ARP } from "../../src/net/ethernet.ts";
-import { TEST_GUEST_MAC } from "../../src/net/testing_frames.ts";
-import { u64Payload } from "../../src/vhost_user/request_encoder.ts";
+import { ARP_LENGTH, ARP_OP_REQUEST, buildArp } from "../../src/net/services/arp.ts";
+import { buildEthernet, ETHERTYPE_ARP } from "../../src/net/wire/ethernet.ts";
+import { TEST_GUEST_MAC } from "../support/net/frames.ts";
+import { u64Payload } from "../support/vhost_user/request_encoder.ts";
 import { featureBit, Request, VIRTIO_F_EVENT_IDX } from "../../src/vhost_user/protocol.ts";
 import {
   exists,
@@ -25,7 +25,12 @@ import {
   settledFdCount,
   waitFor,
 } from "../cli/cli_helpers.ts";
-import { QEMU_NET_FEATURES, RX, TX, VhostUserFrontend } from "../harness/vhost_user_frontend.ts";
+import {
+  QEMU_NET_FEATURES,
+  RX,
+  TX,
+  VhostUserFrontend,
+} from "../support/frontend/vhost_user_frontend.ts";
 
 /** See tests/vhost_user/daemon_test.ts: mapping guest memory needs full --allow-ffi. */
 const daemonMayMapMemory = (() => {

@@ -8,9 +8,9 @@ import assert from "node:assert/strict";
 import { UnixListener } from "../../ffi/unix_listener.ts";
 import type { FrameHandler } from "../../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
-import type { FrontendSession } from "../../src/daemon/frontend_session.ts";
+import type { FrontendSession } from "../../src/tap/frontend_session.ts";
 import { createVhostUserSession } from "../../src/vhost_user/session.ts";
-import { InProcessBackend } from "../harness/in_process.ts";
+import { InProcessBackend } from "../support/frontend/in_process.ts";
 
 const GUEST_JSON = new URL("../e2e/.cache/guest.json", import.meta.url);
 

@@ -9,9 +9,9 @@ import { MemoryGuard } from "../../ffi/memory_guard.ts";
 import { openFdCount } from "../../ffi/process.ts";
 import type { FrameHandler } from "../../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
-import { waitUntil } from "../../src/test_support/wait_until.ts";
-import { InProcessBackend } from "../harness/in_process.ts";
-import { TX, type VhostUserFrontend } from "../harness/vhost_user_frontend.ts";
+import { waitUntil } from "../support/wait_until.ts";
+import { InProcessBackend } from "../support/frontend/in_process.ts";
+import { TX, type VhostUserFrontend } from "../support/frontend/vhost_user_frontend.ts";
 
 class CountingHandler implements FrameHandler {
   frames = 0;

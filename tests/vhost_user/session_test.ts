@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { EventFd } from "../../ffi/event_fd.ts";
 import { openFdCount } from "../../ffi/process.ts";
-import { RecordingDatapath } from "../../src/vhost_user/backend_test_doubles.ts";
+import { RecordingDatapath } from "../support/vhost_user/backend_doubles.ts";
 import {
   encodeRequest,
   memTablePayload,
@@ -9,11 +9,11 @@ import {
   u64Payload,
   vringAddrPayload,
   vringStatePayload,
-} from "../../src/vhost_user/request_encoder.ts";
+} from "../support/vhost_user/request_encoder.ts";
 import { Request } from "../../src/vhost_user/protocol.ts";
-import { InProcessBackend } from "../harness/in_process.ts";
-import { RX, TX, type VhostUserFrontend } from "../harness/vhost_user_frontend.ts";
-import { waitUntil } from "../../src/test_support/wait_until.ts";
+import { InProcessBackend } from "../support/frontend/in_process.ts";
+import { RX, TX, type VhostUserFrontend } from "../support/frontend/vhost_user_frontend.ts";
+import { waitUntil } from "../support/wait_until.ts";
 
 const variants = [
   { name: "with REPLY_ACK and memory slots", options: {} },

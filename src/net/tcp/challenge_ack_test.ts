@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { connectThroughGateway, wiredTranslator } from "./testing_host.ts";
-import { TestGuest } from "../tcp_test_guest.ts";
-import { TEST_GATEWAY4 } from "../tcp_test_plan.ts";
-import { decodeFrame } from "../testing_frames.ts";
-import { newTcpHeader, parseTcp, TCP_ACK_FLAG, TCP_RST } from "../tcp_header.ts";
+import { connectThroughGateway, wiredTranslator } from "../../../tests/support/net/tcp_host.ts";
+import { TestGuest } from "../../../tests/support/net/tcp_guest.ts";
+import { TEST_GATEWAY4 } from "../../../tests/support/net/tcp_plan.ts";
+import { decodeFrame } from "../../../tests/support/net/frames.ts";
+import { newTcpHeader, parseTcp, TCP_ACK_FLAG, TCP_RST } from "../wire/tcp_header.ts";
 import { SendResult } from "../../tap/frame_transport.ts";
 import { CHALLENGE_ACK_INTERVAL_MS, CHALLENGE_ACKS_PER_FLOW } from "./challenge_ack.ts";
 

@@ -7,8 +7,8 @@
  * @module
  */
 
-import { flowKeyEnds, formatDuration, formatEndpoint } from "../flow_info.ts";
-import { TCP_ACK_FLAG, TCP_RST } from "../tcp_header.ts";
+import { flowKeyEnds, formatDuration, formatEndpoint } from "../flows/flow_info.ts";
+import { TCP_ACK_FLAG, TCP_RST } from "../wire/tcp_header.ts";
 import type { TcpContext } from "./context.ts";
 import { LINGER_MS, type TcpFlow, TcpState } from "./flow.ts";
 import { ackOut, sendFlags } from "./output.ts";

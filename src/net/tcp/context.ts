@@ -12,16 +12,16 @@ import type { SocketQueues } from "../../../ffi/tcp_socket.ts";
 import type { Logger } from "../../log/logger.ts";
 import { RateLimitedLog } from "../../log/rate_limited_log.ts";
 import { type FrameSpace, newFrameSpace } from "../../tap/frame_transport.ts";
-import { FlowTable } from "../flow_table.ts";
+import { FlowTable } from "../flows/flow_table.ts";
 import {
   type ForwardRules,
   type GuestSideAddress,
   type HostTarget,
   newGuestSideAddress,
   newHostTarget,
-} from "../fwd.ts";
+} from "../plan/fwd.ts";
 import type { GuestSender } from "../guest_sender.ts";
-import { newTcpHeader, type TcpBuildFields } from "../tcp_header.ts";
+import { newTcpHeader, type TcpBuildFields } from "../wire/tcp_header.ts";
 import type { TcpFlow } from "./flow.ts";
 import type { HostListener, HostTcp } from "./host_socket.ts";
 import { TimerHeap } from "./timer_heap.ts";

@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { FlowKey } from "../flow_table.ts";
+import type { FlowKey } from "../flows/flow_table.ts";
 import type { HostConnection } from "./host_socket.ts";
 
 /** Window scale shift we offer (RFC 7323 §2.2): 65535 << 7 covers an 8 MiB window. */

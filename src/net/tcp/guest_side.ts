@@ -11,10 +11,10 @@
  * @module
  */
 
-import { translateOutbound4, translateOutbound6 } from "../fwd.ts";
-import { initFlowKey } from "../flow_table.ts";
+import { translateOutbound4, translateOutbound6 } from "../plan/fwd.ts";
+import { initFlowKey } from "../flows/flow_table.ts";
 import type { L4Packet } from "../l4_handler.ts";
-import { TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_SYN } from "../tcp_header.ts";
+import { TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_SYN } from "../wire/tcp_header.ts";
 import type { ScatteredFrame } from "../../tap/frame_transport.ts";
 import { NOT_SENT, WOULD_BLOCK } from "./host_socket.ts";
 import type { TcpContext } from "./context.ts";

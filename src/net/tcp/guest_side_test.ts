@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { connectThroughGateway, wiredTranslator } from "./testing_host.ts";
+import { connectThroughGateway, wiredTranslator } from "../../../tests/support/net/tcp_host.ts";
 import { RTO_INITIAL_MS } from "./flow.ts";
 
 Deno.test("`TcpTranslator` takes an ACK of its FIN that arrives after a timeout took the FIN back", async () => {

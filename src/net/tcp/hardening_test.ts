@@ -1,8 +1,12 @@
 import assert from "node:assert/strict";
 import type { TcpTranslatorOptions } from "./translator.ts";
 import type { HostListener, ListenerEvents } from "./host_socket.ts";
-import { ScriptedConnection, scriptedHostTcp, wiredTranslator } from "./testing_host.ts";
-import { TEST_GATEWAY4, TEST_GUEST4 } from "../tcp_test_plan.ts";
+import {
+  ScriptedConnection,
+  scriptedHostTcp,
+  wiredTranslator,
+} from "../../../tests/support/net/tcp_host.ts";
+import { TEST_GATEWAY4, TEST_GUEST4 } from "../../../tests/support/net/tcp_plan.ts";
 import {
   setTcpChecksumV4,
   TCP_ACK_FLAG,
@@ -10,9 +14,8 @@ import {
   TCP_PSH,
   TCP_RST,
   TCP_SYN,
-} from "../tcp_header.ts";
-import { EVENT_READABLE, EVENT_WRITABLE } from "../../loop/event_loop.ts";
-import { EPOLLRDHUP } from "../../../ffi/epoll.ts";
+} from "../wire/tcp_header.ts";
+import { EVENT_PEER_CLOSED, EVENT_READABLE, EVENT_WRITABLE } from "../../loop/event_loop.ts";
 
 /** A translator wired to a guest that records the headers of what it receives. */
 function setup(opts: TcpTranslatorOptions = {}) {
@@ -483,7 +486,7 @@ Deno.test("`TcpTranslator` sees the host's end of stream that came with its conn
   const { tcp, guest, close } = setup({ host: scriptedHostTcp(() => conn) });
   const c = guest.connect(TEST_GATEWAY4, 80);
   await guest.until(() => tcp.flows.size === 1, 2000, "the guest's SYN");
-  conn.handler(EVENT_WRITABLE | EVENT_READABLE | EPOLLRDHUP, performance.now());
+  conn.handler(EVENT_WRITABLE | EVENT_READABLE | EVENT_PEER_CLOSED, performance.now());
   await c.until(() => c.eof, 5000, "the host's FIN");
   assert.equal(new TextDecoder().decode(c.takeReceived()), "host done");
   close();

@@ -13,12 +13,17 @@
  * @module
  */
 
-import { EPOLLET } from "../../../ffi/epoll.ts";
 import { readKernelFile } from "../../../ffi/kernel_file.ts";
 import type { TcpListenSocket, TcpSocket } from "../../../ffi/tcp_socket.ts";
-import { EVENT_READABLE, type EventLoop, runSoon, type SoonTask } from "../../loop/event_loop.ts";
+import {
+  EVENT_EDGE_TRIGGERED,
+  EVENT_READABLE,
+  type EventLoop,
+  runSoon,
+  type SoonTask,
+} from "../../loop/event_loop.ts";
 import { RateLimitedLog } from "../../log/rate_limited_log.ts";
-import { addressText } from "../address.ts";
+import { addressText } from "../wire/address.ts";
 import type { HostConnection, HostListener, ListenerEvents } from "./host_socket.ts";
 
 /**
@@ -82,7 +87,7 @@ export class NativeHostListener implements HostListener {
     this.#wrap = wrap;
     try {
       this.port = socket.localAddress().port;
-      loop.watch(this.#fd, () => this.#drain(), (EVENT_READABLE | EPOLLET) >>> 0);
+      loop.watch(this.#fd, () => this.#drain(), (EVENT_READABLE | EVENT_EDGE_TRIGGERED) >>> 0);
     } catch (error) {
       this.#closed = true;
       socket.close();

@@ -11,13 +11,13 @@
 import {
   EVENT_ERROR,
   EVENT_HANGUP,
+  EVENT_PEER_CLOSED,
   EVENT_READABLE,
   EVENT_WRITABLE,
 } from "../../loop/event_loop.ts";
-import { EPOLLRDHUP } from "../../../ffi/epoll.ts";
-import { initFlowKey } from "../flow_table.ts";
-import { type GuestTarget, translateInbound } from "../fwd.ts";
-import { TCP_ACK_FLAG, TCP_RST } from "../tcp_header.ts";
+import { initFlowKey } from "../flows/flow_table.ts";
+import { type GuestTarget, translateInbound } from "../plan/fwd.ts";
+import { TCP_ACK_FLAG, TCP_RST } from "../wire/tcp_header.ts";
 import type { TcpContext } from "./context.ts";
 import { RTO_INITIAL_MS, TcpFlow, TcpState } from "./flow.ts";
 import { type AcceptedConnection, type HostListener, WOULD_BLOCK } from "./host_socket.ts";
@@ -25,13 +25,13 @@ import { destroy, hostError, internalError, logOpened, maybeFinish } from "./clo
 import { pushToGuest, sendFlags, sendSyn } from "./output.ts";
 
 /** Events after which the host may have data, an end of stream or an error to read. */
-const READ_EVENTS = (EVENT_READABLE | EVENT_HANGUP | EVENT_ERROR | EPOLLRDHUP) >>> 0;
+const READ_EVENTS = (EVENT_READABLE | EVENT_HANGUP | EVENT_ERROR | EVENT_PEER_CLOSED) >>> 0;
 
 /** Handles the readiness events of `f`'s host socket. */
 export function onHostEvents(ctx: TcpContext, f: TcpFlow, events: number, now: number): void {
   if (f.closed || f.conn === null) return;
   // Recorded in every state: the event that carries it comes only once (edge-triggered).
-  if (events & (EPOLLRDHUP | EVENT_HANGUP)) f.hostHungUp = true;
+  if (events & (EVENT_PEER_CLOSED | EVENT_HANGUP)) f.hostHungUp = true;
   try {
     if (f.state === TcpState.Connecting) {
       if (events & (EVENT_WRITABLE | EVENT_ERROR | EVENT_HANGUP)) connected(ctx, f, now);

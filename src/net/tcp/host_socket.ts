@@ -38,12 +38,17 @@ import {
   TcpSocket,
   WOULD_BLOCK,
 } from "../../../ffi/tcp_socket.ts";
-import { EPOLLET, EPOLLRDHUP } from "../../../ffi/epoll.ts";
-import { EVENT_READABLE, EVENT_WRITABLE, type EventLoop } from "../../loop/event_loop.ts";
+import {
+  EVENT_EDGE_TRIGGERED,
+  EVENT_PEER_CLOSED,
+  EVENT_READABLE,
+  EVENT_WRITABLE,
+  type EventLoop,
+} from "../../loop/event_loop.ts";
 import type { FrameSpace, ScatteredFrame } from "../../tap/frame_transport.ts";
-import { addressBytes } from "../address.ts";
+import { addressBytes } from "../wire/address.ts";
 import { listenBacklog, NativeHostListener } from "./host_listener.ts";
-import { requireNetPermission } from "../net_permission.ts";
+import { requireNetPermission } from "../plan/net_permission.ts";
 
 export { WOULD_BLOCK };
 
@@ -160,7 +165,8 @@ export interface HostTcp {
 }
 
 /** Events a connection socket is watched for (edge-triggered). */
-const STREAM_EVENTS = (EVENT_READABLE | EVENT_WRITABLE | EPOLLRDHUP | EPOLLET) >>> 0;
+const STREAM_EVENTS =
+  (EVENT_READABLE | EVENT_WRITABLE | EVENT_PEER_CLOSED | EVENT_EDGE_TRIGGERED) >>> 0;
 
 /**
  * Receive and send buffer asked for each connection, as passt does where the host

@@ -12,7 +12,7 @@ import {
   nativeHostTcp,
   WOULD_BLOCK,
 } from "./host_socket.ts";
-import { requireNetPermission } from "../net_permission.ts";
+import { requireNetPermission } from "../plan/net_permission.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { connectThroughGateway, trickleFrom, wiredTranslator } from "./testing_host.ts";
+import {
+  connectThroughGateway,
+  trickleFrom,
+  wiredTranslator,
+} from "../../../tests/support/net/tcp_host.ts";
 
 /** Bytes the host peer writes per trickle step. */
 const TRICKLE_BYTES = 1024;

@@ -19,9 +19,9 @@
 
 import { socketLocalAddress } from "../../../ffi/tcp_socket.ts";
 import { socketPeerAddress } from "../../../ffi/tcp_repair.ts";
-import { addressText } from "../address.ts";
-import { initFlowKey } from "../flow_table.ts";
-import { requireNetPermission } from "../net_permission.ts";
+import { addressText } from "../wire/address.ts";
+import { initFlowKey } from "../flows/flow_table.ts";
+import { requireNetPermission } from "../plan/net_permission.ts";
 import type { MigratedTcpFlow } from "../migration_state.ts";
 import type { TcpContext } from "./context.ts";
 import { RTO_INITIAL_MS, seqDiff, TcpFlow, TcpState } from "./flow.ts";

@@ -15,11 +15,11 @@
  * @module
  */
 
-import { foldSum, IPPROTO_TCP, ipv4PseudoSum, ipv6PseudoSum, sumBytes } from "../checksum.ts";
-import { buildEthernet, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../ethernet.ts";
+import { foldSum, IPPROTO_TCP, ipv4PseudoSum, ipv6PseudoSum, sumBytes } from "../wire/checksum.ts";
+import { buildEthernet, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../wire/ethernet.ts";
 import { L4_OFFSET_V4, L4_OFFSET_V6 } from "../guest_sender.ts";
-import { buildIpv4, IPV4_FLAG_DF, type Ipv4BuildFields } from "../ipv4.ts";
-import { buildIpv6, type Ipv6BuildFields } from "../ipv6.ts";
+import { buildIpv4, IPV4_FLAG_DF, type Ipv4BuildFields } from "../wire/ipv4.ts";
+import { buildIpv6, type Ipv6BuildFields } from "../wire/ipv6.ts";
 import type { L4Packet } from "../l4_handler.ts";
 import {
   buildTcp,
@@ -30,7 +30,7 @@ import {
   TCP_PSH,
   TCP_RST,
   TCP_SYN,
-} from "../tcp_header.ts";
+} from "../wire/tcp_header.ts";
 import { type FrameSpace, SendResult } from "../../tap/frame_transport.ts";
 import type { TcpContext } from "./context.ts";
 import { OUR_WINDOW_SCALE, seqDiff, seqLe, seqLt, type TcpFlow, TcpState } from "./flow.ts";

@@ -1,4 +1,4 @@
-import { assertEquals, assertTrue } from "../../test_support/assert.ts";
+import { assertEquals, assertTrue } from "../../../tests/support/assert.ts";
 import { TcpSocket } from "../../../ffi/tcp_socket.ts";
 import {
   createTcpSocket,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { connectThroughGateway, wiredTranslator } from "./testing_host.ts";
-import { TEST_GATEWAY4 } from "../tcp_test_plan.ts";
+import { connectThroughGateway, wiredTranslator } from "../../../tests/support/net/tcp_host.ts";
+import { TEST_GATEWAY4 } from "../../../tests/support/net/tcp_plan.ts";
 import { MAX_RETRIES, RTO_INITIAL_MS, RTO_MAX_MS } from "./flow.ts";
 import { openFdCount } from "../../../ffi/process.ts";
 

@@ -30,8 +30,8 @@
 
 import { EventLoop } from "../../loop/event_loop.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
-import { type FlowInfo, flowKeyEnds, formatEndpoint } from "../flow_info.ts";
-import { type ForwardRules, parseGuestTarget } from "../fwd.ts";
+import { type FlowInfo, flowKeyEnds, formatEndpoint } from "../flows/flow_info.ts";
+import { type ForwardRules, parseGuestTarget } from "../plan/fwd.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import type { L4Handler, L4Packet } from "../l4_handler.ts";
 import {
@@ -42,7 +42,7 @@ import {
   TCP_SYN,
   tcpChecksumOkV4,
   tcpChecksumOkV6,
-} from "../tcp_header.ts";
+} from "../wire/tcp_header.ts";
 import { TcpContext, type TcpCounters } from "./context.ts";
 import {
   DEFAULT_MAX_WINDOW,

@@ -1,14 +1,14 @@
 import assert from "node:assert/strict";
-import { wiredTranslator } from "./testing_host.ts";
+import { wiredTranslator } from "../../../tests/support/net/tcp_host.ts";
 import { createHash } from "node:crypto";
 import type { TcpTranslatorOptions } from "./translator.ts";
 import { RTO_MAX_MS } from "./flow.ts";
-import { type GuestTcpConn } from "../tcp_test_guest.ts";
-import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../tcp_test_plan.ts";
+import { type GuestTcpConn } from "../../../tests/support/net/tcp_guest.ts";
+import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../../../tests/support/net/tcp_plan.ts";
 import { Logger } from "../../log/logger.ts";
-import { nextTask, PublishOnFlushLink } from "../testing_link.ts";
-import { decodeFrame } from "../testing_frames.ts";
-import { TCP_DATA_OFFSET } from "../tcp_header.ts";
+import { nextTask, PublishOnFlushLink } from "../../../tests/support/net/recording_link.ts";
+import { decodeFrame } from "../../../tests/support/net/frames.ts";
+import { TCP_DATA_OFFSET } from "../wire/tcp_header.ts";
 import { type GuestLink, SendResult } from "../../tap/frame_transport.ts";
 
 /** A translator, its sender and a guest wired together; the translator logs at debug level. */

@@ -1,0 +1,562 @@
+import assert from "node:assert/strict";
+import dgram from "node:dgram";
+import { Buffer } from "node:buffer";
+import { GuestSender } from "../guest_sender.ts";
+import { UdpTranslator } from "./translator.ts";
+import { TcpTranslator } from "../tcp/translator.ts";
+import { TestGuest } from "../../../tests/support/net/tcp_guest.ts";
+import {
+  TEST_DNS4,
+  TEST_GATEWAY4,
+  TEST_GATEWAY6,
+  TEST_GUEST4,
+  TEST_GUEST6,
+  testRules,
+} from "../../../tests/support/net/tcp_plan.ts";
+import type { ForwardRules } from "../plan/fwd.ts";
+import { nextTask, PublishOnFlushLink } from "../../../tests/support/net/recording_link.ts";
+import type { L4Handler } from "../l4_handler.ts";
+import { Logger } from "../../log/logger.ts";
+import { openFdCount } from "../../../ffi/process.ts";
+import {
+  type FrameSpace,
+  type GuestLink,
+  MAX_FRAME_LENGTH,
+  SendResult,
+} from "../../tap/frame_transport.ts";
+import { ScratchFrame } from "../../tap/scratch_frame.ts";
+
+function setup(family: 4 | 6 = 4, rules: ForwardRules = testRules()) {
+  const sender = new GuestSender(0x9a559a559a55);
+  const udp = new UdpTranslator(sender, rules);
+  const tcp = new TcpTranslator(sender, rules);
+  const guest = new TestGuest(tcp, udp, family, TEST_GUEST4, TEST_GUEST6);
+  sender.setLink(guest);
+  guest.onWritable((now) => tcp.linkWritable(now));
+  return {
+    sender,
+    udp,
+    tcp,
+    guest,
+    close: () => {
+      guest.stop();
+      udp.close();
+      tcp.close();
+    },
+  };
+}
+
+/** A UDP echo server on loopback recording the source ports it saw. */
+async function echoServer(type: "udp4" | "udp6") {
+  const sock = dgram.createSocket(type);
+  const seen: number[] = [];
+  sock.on("message", (msg, r) => {
+    seen.push(r.port);
+    sock.send(Buffer.concat([Buffer.from("echo:"), msg]), r.port, r.address);
+  });
+  await new Promise<void>((res) => sock.bind(0, type === "udp4" ? "127.0.0.1" : "::1", res));
+  return { sock, port: sock.address().port, seen };
+}
+
+function freeUdpPort(): number {
+  // Ports in 20000..29999 chosen at random; collisions only cause the ephemeral fallback.
+  return 20000 + Math.floor(Math.random() * 10000);
+}
+
+Deno.test("`UdpTranslator` echoes a guest datagram through the host keeping the source port", async () => {
+  for (const family of [4, 6] as const) {
+    const { udp, guest, close } = setup(family);
+    const echo = await echoServer(family === 4 ? "udp4" : "udp6");
+    const srcPort = freeUdpPort();
+    guest.sendUdp(
+      srcPort,
+      TEST_GATEWAY4,
+      echo.port,
+      new TextEncoder().encode("ping"),
+      family === 6 ? TEST_GATEWAY6 : undefined,
+    );
+    await guest.until(() => guest.datagrams.length > 0, 5000, "echo reply");
+    const d = guest.datagrams[0];
+    assert.equal(new TextDecoder().decode(d.data), "echo:ping");
+    assert.equal(d.toPort, srcPort);
+    assert.equal(d.fromPort, echo.port);
+    if (family === 4) assert.equal(d.from4, TEST_GATEWAY4);
+    else assert.deepEqual(d.from6, TEST_GATEWAY6);
+    if (udp.counters.ephemeralFallback === 0) assert.deepEqual(echo.seen, [srcPort]);
+    assert.equal(udp.flows.size, 1);
+    echo.sock.close();
+    close();
+  }
+});
+
+Deno.test("`UdpTranslator` ends every datagram from the host with a flush", async () => {
+  const { sender, guest, close } = setup(4);
+  // The guest sees a frame only once flushed, and its own timer (whose endOfBatch
+  // flushes too) is off: only the sender's flush at the end of the task delivers.
+  guest.stop();
+  const link = new PublishOnFlushLink(guest);
+  sender.setLink(link);
+  const echo = await echoServer("udp4");
+  const srcPort = freeUdpPort();
+  for (let i = 0; i < 5; i++) {
+    guest.sendUdp(srcPort, TEST_GATEWAY4, echo.port, new TextEncoder().encode(`n${i}`));
+  }
+  await guest.until(() => guest.datagrams.length === 5, 2000, "five echo replies");
+  await nextTask();
+  assert.equal(link.unflushedFrames, 0);
+  assert.equal(link.flushedFrames, 5);
+  echo.sock.close();
+  close();
+});
+
+Deno.test("`UdpTranslator.listen()` forwards a host port to the guest and carries the reply back", async () => {
+  const { udp, guest, close } = setup(4);
+  const hostPort = await udp.listen("127.0.0.1", 0, 5353);
+  const client = dgram.createSocket("udp4");
+  await new Promise<void>((res) => client.bind(0, "127.0.0.1", res));
+  const replies: string[] = [];
+  const replyFrom: number[] = [];
+  client.on("message", (m, r) => {
+    replies.push(m.toString());
+    replyFrom.push(r.port);
+  });
+  client.send(Buffer.from("hello guest"), hostPort, "127.0.0.1");
+  await guest.until(() => guest.datagrams.length > 0, 5000, "inbound datagram");
+  const d = guest.datagrams[0];
+  assert.equal(new TextDecoder().decode(d.data), "hello guest");
+  assert.equal(d.toPort, 5353);
+  assert.equal(d.from4, TEST_GATEWAY4);
+  assert.equal(d.fromPort, client.address().port);
+  guest.sendUdp(5353, TEST_GATEWAY4, d.fromPort, new TextEncoder().encode("hello host"));
+  await guest.until(() => replies.length > 0, 5000, "reply at the host");
+  assert.deepEqual(replies, ["hello host"]);
+  assert.deepEqual(replyFrom, [hostPort]);
+  client.close();
+  close();
+});
+
+Deno.test("`UdpTranslator` stops at a guest link without room and counts it", async () => {
+  const { udp, guest, close } = setup(4);
+  const echo = await echoServer("udp4");
+  guest.noRoom = true;
+  guest.sendUdp(freeUdpPort(), TEST_GATEWAY4, echo.port, new Uint8Array([1, 2, 3]));
+  await guest.until(() => udp.counters.noRoom > 0, 5000, "no-room drop");
+  assert.equal(guest.datagrams.length, 0);
+  echo.sock.close();
+  close();
+});
+
+Deno.test("`UdpTranslator` forwards DNS to the configured resolver and answers from the DNS address", async () => {
+  const resolver = dgram.createSocket("udp4");
+  const queries: Buffer[] = [];
+  resolver.on("message", (m, r) => {
+    queries.push(m);
+    const answer = Buffer.from(m);
+    answer[2] |= 0x80; // QR: response
+    resolver.send(answer, r.port, r.address);
+  });
+  await new Promise<void>((res) => resolver.bind(0, "127.0.0.1", res));
+  const rules = testRules("127.0.0.1", { dnsHostPort: resolver.address().port });
+  const { guest, close } = setup(4, rules);
+  // A minimal query: id 0x1234, RD, one question "a." IN A.
+  const q = new Uint8Array([0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0x61, 0, 0, 1, 0, 1]);
+  guest.sendUdp(freeUdpPort(), TEST_DNS4, 53, q);
+  await guest.until(() => guest.datagrams.length > 0, 5000, "DNS answer");
+  const d = guest.datagrams[0];
+  assert.equal(d.from4, TEST_DNS4);
+  assert.equal(d.fromPort, 53);
+  assert.equal(queries.length, 1);
+  assert.equal(d.data[2] & 0x80, 0x80);
+  assert.deepEqual(d.data.subarray(3), q.subarray(3));
+  resolver.close();
+  close();
+});
+
+Deno.test("`TcpTranslator` forwards DNS over TCP to the configured resolver", async () => {
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const rules = testRules("127.0.0.1", { dnsHostPort: (server.addr as Deno.NetAddr).port });
+  const { guest, close } = setup(4, rules);
+  const served = (async () => {
+    const conn = await server.accept();
+    const buf = new Uint8Array(100);
+    const n = await conn.read(buf);
+    await conn.write(buf.subarray(0, n!));
+    conn.close();
+  })();
+  const c = guest.connect(TEST_DNS4, 53);
+  await c.until(() => c.state === "established", 5000, "established");
+  guest.write(c, new Uint8Array([0, 3, 9, 8, 7]));
+  await c.until(() => c.eof, 5000, "eof");
+  assert.deepEqual(c.takeReceived(), new Uint8Array([0, 3, 9, 8, 7]));
+  await served;
+  server.close();
+  close();
+});
+
+Deno.test("`UdpTranslator` expires idle flows and closes their sockets, logging each flow's start and end at debug level", async () => {
+  const lines: string[] = [];
+  const logger = new Logger();
+  logger.setLevel("debug");
+  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
+  const sender = new GuestSender(0x9a559a559a55);
+  const udp = new UdpTranslator(sender, testRules(), { idleTimeoutMs: 200, logger });
+  const tcp = new TcpTranslator(sender, testRules());
+  const guest = new TestGuest(tcp, udp, 4, TEST_GUEST4, TEST_GUEST6);
+  sender.setLink(guest);
+  const echo = await echoServer("udp4");
+  const srcPort = freeUdpPort();
+  guest.sendUdp(srcPort, TEST_GATEWAY4, echo.port, new Uint8Array([1]));
+  await guest.until(() => guest.datagrams.length === 1, 5000, "reply");
+  assert.equal(udp.flows.size, 1);
+  await guest.until(() => udp.flows.size === 0, 5000, "expiry");
+  assert.equal(udp.boundPort(srcPort), null, "the socket closed with its last flow");
+  const flow = `udp outbound 10.0.2.15:${srcPort} -> 10.0.2.2:${echo.port} ` +
+    `(host 127.0.0.1:${echo.port})`;
+  assert.ok(lines.includes(`debug: ${flow} opened: datagram from the guest`), lines.join("\n"));
+  assert.ok(
+    lines.some((l) =>
+      new RegExp(
+        `^debug: ${flow.replace(/[.()]/g, "\\$&")} closed: idle for \\d+ ms; guest->host 1 B, ` +
+          `host->guest ${guest.datagrams[0].data.length} B, after \\d+ ms$`,
+      ).test(l)
+    ),
+    lines.join("\n"),
+  );
+  echo.sock.close();
+  guest.stop();
+  udp.close();
+  tcp.close();
+});
+
+Deno.test("`UdpTranslator` drops new flows beyond the flow limit and counts them", async () => {
+  const sender = new GuestSender(0x9a559a559a55);
+  const udp = new UdpTranslator(sender, testRules(), { maxFlows: 3 });
+  const tcp = new TcpTranslator(sender, testRules());
+  const guest = new TestGuest(tcp, udp, 4, TEST_GUEST4, TEST_GUEST6);
+  sender.setLink(guest);
+  const echo = await echoServer("udp4");
+  const base = freeUdpPort();
+  for (let i = 0; i < 5; i++) {
+    guest.sendUdp(base + i, TEST_GATEWAY4, echo.port, new Uint8Array([i]));
+  }
+  assert.equal(udp.flows.size, 3);
+  assert.equal(udp.counters.tableFull, 2);
+  await guest.until(() => guest.datagrams.length === 3, 5000, "three replies");
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(guest.datagrams.map((d) => d.data[5]).sort(), [0, 1, 2]);
+  echo.sock.close();
+  guest.stop();
+  udp.close();
+  tcp.close();
+});
+
+Deno.test("`UdpTranslator.listen()` forwards an IPv6 host port, shown from the IPv6 gateway", async () => {
+  const { udp, guest, close } = setup(6);
+  const hostPort = await udp.listen("::1", 0, 7000);
+  const client = dgram.createSocket("udp6");
+  await new Promise<void>((res) => client.bind(0, "::1", res));
+  const replies: string[] = [];
+  client.on("message", (m) => replies.push(m.toString()));
+  client.send(Buffer.from("v6 hello"), hostPort, "::1");
+  await guest.until(() => guest.datagrams.length > 0, 5000, "inbound datagram");
+  const d = guest.datagrams[0];
+  assert.deepEqual(d.from6, TEST_GATEWAY6);
+  assert.equal(d.toPort, 7000);
+  guest.sendUdp(7000, 0, d.fromPort, new TextEncoder().encode("v6 reply"), TEST_GATEWAY6);
+  await guest.until(() => replies.length > 0, 5000, "reply at the host");
+  assert.deepEqual(replies, ["v6 reply"]);
+  client.close();
+  close();
+});
+
+/** Datagrams the lossless test sends from the host toward the guest. */
+const LOSSLESS_COUNT = 100_000;
+/** Frames the test link's RX ring holds before it answers NoRoom. */
+const TEST_RING_FRAMES = 32;
+/** How often the test guest empties its RX ring, in ms (slower than the peer sends). */
+const RING_DRAIN_INTERVAL_MS = 2;
+/** Guest port the lossless test's forward delivers to. */
+const LOSSLESS_GUEST_PORT = 5353;
+/** Offset of the UDP payload in an IPv4 frame from the translator (Ethernet + IPv4 + UDP). */
+const IPV4_UDP_PAYLOAD_OFFSET = 14 + 20 + 8;
+
+/**
+ * A guest link with a fixed RX ring of {@link TEST_RING_FRAMES} frames that the guest
+ * empties on a timer: when the ring is full sendFrame answers NoRoom, and the next
+ * drain runs the writable callback, as the vhost-user link does on the guest's kick.
+ * Records which sequence numbers (first 4 payload bytes) arrived.
+ */
+class DrainedRingLink implements GuestLink {
+  readonly kind = "drained-ring";
+  readonly l4ChecksumsOptional = false;
+  readonly maxFrameLength = MAX_FRAME_LENGTH;
+  readonly seen: Uint8Array;
+  delivered = 0;
+  duplicates = 0;
+  noRoomAnswers = 0;
+  #inRing = 0;
+  #wantsWritable = false;
+  #writable: ((now: number) => void) | null = null;
+  readonly #timer: ReturnType<typeof setInterval>;
+  readonly #scratch = new ScratchFrame();
+
+  constructor(count: number) {
+    this.seen = new Uint8Array(count);
+    this.#timer = setInterval(() => this.#drain(), RING_DRAIN_INTERVAL_MS);
+  }
+
+  sendFrame(frame: Uint8Array): SendResult {
+    if (this.#inRing >= TEST_RING_FRAMES) {
+      this.noRoomAnswers++;
+      this.#wantsWritable = true;
+      return SendResult.NoRoom;
+    }
+    this.#inRing++;
+    const seq = new DataView(frame.buffer, frame.byteOffset).getUint32(IPV4_UDP_PAYLOAD_OFFSET);
+    if (seq < this.seen.length && this.seen[seq] === 0) {
+      this.seen[seq] = 1;
+      this.delivered++;
+    } else this.duplicates++;
+    return SendResult.Sent;
+  }
+
+  /** Reserved frames (TCP's) go through sendFrame like the others. */
+  reserveFrame(space: FrameSpace, maxLength: number, _headerLength: number): SendResult {
+    return this.#scratch.reserve(space, maxLength);
+  }
+
+  commitFrame(length: number): SendResult {
+    const frame = this.#scratch.take(length);
+    return frame === null ? SendResult.Dropped : this.sendFrame(frame);
+  }
+
+  cancelFrame(): void {
+    this.#scratch.cancel();
+  }
+
+  flush(): void {}
+
+  onWritable(callback: (now: number) => void): void {
+    this.#writable = callback;
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+
+  #drain(): void {
+    this.#inRing = 0;
+    if (this.#wantsWritable) {
+      this.#wantsWritable = false;
+      this.#writable?.(performance.now());
+    }
+  }
+}
+
+/**
+ * The kernel's receive queue (bytes) and drop count of the UDP socket bound to
+ * 127.0.0.1:`port`, from /proc/net/udp.
+ */
+function kernelUdpQueue(port: number): { queued: number; drops: number } {
+  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  for (const line of Deno.readTextFileSync("/proc/net/udp").split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f[1] !== local) continue;
+    return { queued: parseInt(f[4].split(":")[1], 16), drops: Number(f[12]) };
+  }
+  throw new Error(`no UDP socket on 127.0.0.1 port ${port}`);
+}
+
+Deno.test("`UdpTranslator` delivers every datagram from a host peer to a guest whose RX ring fills", async () => {
+  const sender = new GuestSender(0x9a559a559a55);
+  const udp = new UdpTranslator(sender, testRules());
+  const handler: L4Handler = udp;
+  const link = new DrainedRingLink(LOSSLESS_COUNT);
+  sender.setLink(link);
+  link.onWritable((now) => {
+    handler.linkWritable?.(now);
+    sender.flush();
+  });
+  sender.guestIpv4Seen = TEST_GUEST4;
+  const hostPort = await udp.listen("127.0.0.1", 0, LOSSLESS_GUEST_PORT);
+  const peer = dgram.createSocket("udp4");
+  await new Promise<void>((res) => peer.bind(0, "127.0.0.1", res));
+  // The peer keeps the kernel's queue toward the translator short (a quarter of the
+  // default 208 KiB receive buffer), so that any loss is the translator's.
+  const QUEUE_LIMIT_BYTES = 48 * 1024;
+  const BURST = 32;
+  const datagram = new Uint8Array(32);
+  const view = new DataView(datagram.buffer);
+  const deadline = performance.now() + 120_000;
+  try {
+    let sent = 0;
+    let inSend = 0;
+    while (sent < LOSSLESS_COUNT && performance.now() < deadline) {
+      // One burst at a time: dgram sends complete asynchronously.
+      if (inSend === 0 && kernelUdpQueue(hostPort).queued < QUEUE_LIMIT_BYTES) {
+        for (let i = 0; i < BURST && sent < LOSSLESS_COUNT; i++, sent++) {
+          view.setUint32(0, sent);
+          inSend++;
+          peer.send(Buffer.from(datagram), hostPort, "127.0.0.1", () => inSend--);
+        }
+      }
+      await new Promise((r) => setImmediate(r));
+    }
+    // Wait until nothing more arrives for a second.
+    let last = -1;
+    while (link.delivered !== last && link.delivered < LOSSLESS_COUNT) {
+      last = link.delivered;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    const kernel = kernelUdpQueue(hostPort);
+    const detail = `delivered ${link.delivered} of ${LOSSLESS_COUNT} ` +
+      `(${(link.delivered / LOSSLESS_COUNT).toFixed(4)}), NoRoom answers ${link.noRoomAnswers}, ` +
+      `kernel drops ${kernel.drops}, counters ${JSON.stringify(udp.counters)}`;
+    console.log(`lossless test: ${detail}`);
+    assert.equal(sent, LOSSLESS_COUNT, `the peer sent only ${sent} in time`);
+    assert.equal(link.duplicates, 0, detail);
+    assert.equal(link.delivered, LOSSLESS_COUNT, detail);
+  } finally {
+    link.stop();
+    peer.close();
+    udp.close();
+  }
+});
+
+/** Receives on a dgram socket, recording payloads as text. */
+async function recordingPeer() {
+  const sock = dgram.createSocket("udp4");
+  const got: string[] = [];
+  sock.on("message", (m) => got.push(m.toString()));
+  await new Promise<void>((res) => sock.bind(0, "127.0.0.1", res));
+  return { sock, port: sock.address().port, got };
+}
+
+Deno.test("`UdpTranslator` sends a batch's datagrams toward the host at `endOfBatch()`, in order", async () => {
+  const sender = new GuestSender(0x9a559a559a55);
+  const udp = new UdpTranslator(sender, testRules());
+  const tcp = new TcpTranslator(sender, testRules());
+  const guest = new TestGuest(tcp, udp, 4, TEST_GUEST4, TEST_GUEST6);
+  sender.setLink(guest);
+  const peer = await recordingPeer();
+  try {
+    // Straight to the handler, as the stack does within one TX batch.
+    const texts = Array.from({ length: 100 }, (_, i) => `datagram ${i}`);
+    const srcPort = freeUdpPort();
+    for (const t of texts) {
+      guest.sendUdpWithoutBatchEnd(srcPort, TEST_GATEWAY4, peer.port, new TextEncoder().encode(t));
+    }
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(udp.counters.toHost, 64, "a full queue (64 datagrams) left early");
+    udp.endOfBatch(performance.now());
+    assert.equal(udp.counters.toHost, 100);
+    await guest.until(() => peer.got.length === texts.length, 5000, "all datagrams at the peer");
+    assert.deepEqual(peer.got, texts);
+  } finally {
+    peer.sock.close();
+    guest.stop();
+    udp.close();
+    tcp.close();
+  }
+});
+
+Deno.test("`UdpTranslator` keeps datagrams toward a full guest link in the kernel and delivers them on writable", async () => {
+  const { udp, tcp, guest, close } = setup(4);
+  guest.onWritable((now) => {
+    tcp.linkWritable(now);
+    udp.linkWritable(now);
+  });
+  const hostPort = await udp.listen("127.0.0.1", 0, 6000);
+  const client = await recordingPeer();
+  try {
+    guest.noRoom = true;
+    const texts = Array.from({ length: 50 }, (_, i) => `held ${i}`);
+    // One at a time: node:dgram sends what is queued at once in reverse order.
+    for (const t of texts) {
+      await new Promise((done) => client.sock.send(Buffer.from(t), hostPort, "127.0.0.1", done));
+    }
+    await guest.until(() => udp.counters.noRoom > 0, 5000, "the link's NoRoom");
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(udp.counters.noRoom, 1, "one NoRoom, then the sockets are not read");
+    assert.equal(guest.datagrams.length, 0);
+    guest.makeRoom();
+    await guest.until(() => guest.datagrams.length === texts.length, 5000, "every datagram");
+    assert.deepEqual(guest.datagrams.map((d) => new TextDecoder().decode(d.data)), texts);
+    assert.equal(udp.counters.dropped, 0);
+  } finally {
+    client.sock.close();
+    close();
+  }
+});
+
+Deno.test("`UdpTranslator` counts a datagram the kernel refuses and still sends the rest of the batch", async () => {
+  const logger = new Logger();
+  const lines: string[] = [];
+  logger.setLevel("debug");
+  logger.setSink((_l, line) => lines.push(line));
+  const sender = new GuestSender(0x9a559a559a55);
+  const udp = new UdpTranslator(sender, testRules(), { logger });
+  const tcp = new TcpTranslator(sender, testRules());
+  const guest = new TestGuest(tcp, udp, 4, TEST_GUEST4, TEST_GUEST6);
+  sender.setLink(guest);
+  const peer = await recordingPeer();
+  try {
+    // 127.255.255.255 is the loopback broadcast address: without SO_BROADCAST the
+    // kernel refuses it (EACCES) and nothing leaves.
+    const srcPort = freeUdpPort();
+    const send = (dst: number, port: number, t: string) =>
+      guest.sendUdpWithoutBatchEnd(srcPort, dst, port, new TextEncoder().encode(t));
+    send(0x7fffffff, 9, "refused 1");
+    send(TEST_GATEWAY4, peer.port, "first");
+    send(0x7fffffff, 9, "refused 2");
+    send(TEST_GATEWAY4, peer.port, "second");
+    udp.endOfBatch(performance.now());
+    assert.equal(udp.counters.socketErrors, 2);
+    assert.equal(udp.counters.toHost, 2);
+    await guest.until(() => peer.got.length === 2, 5000, "the two good datagrams");
+    assert.deepEqual(peer.got, ["first", "second"]);
+    const errors = lines.filter((l) => /udp: send to 127\.255\.255\.255 port 9 failed/.test(l));
+    assert.equal(errors.length, 1, `rate-limited to one line:\n${lines.join("\n")}`);
+  } finally {
+    peer.sock.close();
+    guest.stop();
+    udp.close();
+    tcp.close();
+  }
+});
+
+Deno.test("`UdpTranslator` binds sockets toward non-loopback hosts to --outbound-if4, not loopback ones", async () => {
+  const rules = testRules(null, { outboundIf4: "tpnosuch0" });
+  const { udp, guest, close } = setup(4, rules);
+  const echo = await echoServer("udp4");
+  try {
+    // 192.0.2.1 (TEST-NET-1): the socket cannot be bound to the missing interface, so
+    // nothing is sent anywhere.
+    guest.sendUdp(freeUdpPort(), 0xc0000201, 9, new Uint8Array([1]));
+    assert.equal(udp.counters.dropped, 1);
+    assert.equal(udp.counters.toHost, 0);
+    guest.sendUdp(freeUdpPort(), TEST_GATEWAY4, echo.port, new TextEncoder().encode("lo"));
+    await guest.until(() => guest.datagrams.length === 1, 5000, "the loopback echo");
+  } finally {
+    echo.sock.close();
+    close();
+  }
+});
+
+Deno.test("`UdpTranslator.close()` closes every socket it opened and its own event loop", async () => {
+  const before = openFdCount();
+  const { udp, guest, close } = setup(4);
+  const echo = await echoServer("udp4");
+  for (let i = 0; i < 5; i++) {
+    guest.sendUdp(freeUdpPort() + i, TEST_GATEWAY4, echo.port, new Uint8Array([i]));
+  }
+  udp.listen("127.0.0.1", 0, 7001);
+  await guest.until(() => guest.datagrams.length === 5, 5000, "five echoes");
+  echo.sock.close();
+  const during = openFdCount();
+  assert.ok(during >= before + 6, `${during - before} more fds while open`);
+  close();
+  close();
+  await new Promise((r) => setTimeout(r, 50)); // the loop releases its fds once run() returns
+  assert.equal(openFdCount(), before);
+});

@@ -1,0 +1,48 @@
+/**
+ * The contract between the vhost-user control plane (src/vhost_user/), which owns
+ * the connection, the guest memory map and the kick/call eventfds, and the
+ * datapath (src/tap/vhost_user_link.ts), which runs the virtqueues. It lives below both
+ * users (imports point down: vhost_user/ → tap/).
+ *
+ * virtio-net queue numbering (virtio 1.2 §5.1.2): queue 0 is receiveq1 (frames to
+ * the guest, "RX"), queue 1 is transmitq1 (frames from the guest, "TX").
+ *
+ * @module
+ */
+
+import type { StartedVring } from "../virtio/started_vring.ts";
+import type { GuestWriteLog } from "../virtio/guest_write_log.ts";
+
+/** virtio-net receive queue index (virtio 1.2 §5.1.2). */
+export const RX_QUEUE_INDEX = 0;
+/** virtio-net transmit queue index (virtio 1.2 §5.1.2). */
+export const TX_QUEUE_INDEX = 1;
+
+// The ring's description lives with the virtqueue engine (src/virtio/ never imports
+// this directory); it is re-exported here as part of this contract.
+export type { NegotiatedFeatures, StartedVring } from "../virtio/started_vring.ts";
+export type { GuestWriteLog } from "../virtio/guest_write_log.ts";
+
+/** The datapath behind a vhost-user session. */
+export interface VringDatapath {
+  /** Ring `ring.index` has addresses, a kick fd and is enabled: it may be used until stopped. */
+  startVring(ring: StartedVring, now: number): void;
+
+  /**
+   * From now on, every write ring `index` makes into guest memory (its buffers and its
+   * used ring) is reported to `log`; null stops reporting. Sent while the ring runs,
+   * when the front-end turns dirty logging on or off (live migration) or replaces the
+   * log; a ring that is not started ignores it (it gets the log with its start).
+   */
+  setWriteLog(index: number, log: GuestWriteLog | null): void;
+
+  /** The frontend kicked ring `index` (its kick eventfd became readable and was drained). */
+  kick(index: number, now: number): void;
+
+  /**
+   * Stops using ring `index` and drops every view into its memory — also when it
+   * throws: the control plane unmaps the memory afterwards in every case.
+   * @returns the next available-ring index to process (VHOST_USER_GET_VRING_BASE reply)
+   */
+  stopVring(index: number): number;
+}
