@@ -30,8 +30,8 @@ export const RELEASE_MIN_FREED = 256;
 /** Delay from the daemon's start to its first release (start-up's pages and garbage). */
 export const STARTUP_RELEASE_MS = 2_000;
 
-/** Most bytes of /proc/self/smaps read (a daemon's has a few hundred mappings, ~1 KiB each). */
-const SMAPS_LIMIT = 8 << 20;
+/** Most bytes of /proc/self/smaps read (an idle daemon's has ~180 mappings, 135 KB). */
+const SMAPS_LIMIT = 2 << 20;
 
 /** A range of the address space, as /proc/self/smaps lists it. */
 export interface MappedRange {
@@ -43,14 +43,20 @@ export interface MappedRange {
  * The mappings of `smaps` (the text of /proc/PID/smaps, proc(5)) whose resident pages
  * can be dropped without losing anything: private mappings of a file, not writable,
  * with resident pages, none of them anonymous (copied on write) or dirty, not locked.
- * Their pages are the file's, as the page cache holds them.
+ * Their pages are the file's, as the page cache holds them. A mapping whose record
+ * does not end with its VmFlags line (text cut short) is left out.
  */
 export function cleanFileMappings(smaps: string): MappedRange[] {
   const out: MappedRange[] = [];
-  let current: { start: bigint; length: bigint; eligible: boolean; resident: boolean } | null =
-    null;
+  let current: {
+    start: bigint;
+    length: bigint;
+    eligible: boolean;
+    resident: boolean;
+    complete: boolean;
+  } | null = null;
   const finish = () => {
-    if (current !== null && current.eligible && current.resident) {
+    if (current !== null && current.eligible && current.resident && current.complete) {
       out.push({ start: current.start, length: current.length });
     }
   };
@@ -67,6 +73,7 @@ export function cleanFileMappings(smaps: string): MappedRange[] {
         eligible: perms[0] === "r" && perms[1] === "-" && perms[3] === "p" &&
           header[4].startsWith("/"),
         resident: false,
+        complete: false,
       };
       continue;
     }
@@ -85,8 +92,9 @@ export function cleanFileMappings(smaps: string): MappedRange[] {
           if (kib > 0) current.eligible = false;
           break;
       }
-    } else if (line.startsWith("VmFlags:") && / lo( |$)/.test(line)) {
-      current.eligible = false;
+    } else if (line.startsWith("VmFlags:")) {
+      current.complete = true; // the record's last line (proc(5))
+      if (/ lo( |$)/.test(line)) current.eligible = false;
     }
   }
   finish();

@@ -81,6 +81,8 @@ VmFlags: rd mr pf io de dd sd
 Rss:                   8 kB
 Anonymous:             0 kB
 VmFlags: rd ex mr mw me de sd
+7ffe00000000-7ffe00100000 r--p 00000000 fe:01 90      /usr/lib/libcut.so
+Rss:                1024 kB
 `;
 
 Deno.test("`cleanFileMappings()` picks resident, read-only private file mappings with no written page", () => {
