@@ -17,7 +17,8 @@
  * Options: --seconds N (measured window per run, default 10), --rounds N (default 2),
  * --sizes 64,1442 (frame bytes), --backends tpasst-vhost,passt-vhost, --tpasst-tree DIR
  * (adds backend "tpasst-tree": DIR/bin/tpasst, another checkout of tpasst, e.g. the
- * main branch, measured in the same rounds; its native helper must be built).
+ * main branch, measured in the same rounds; its native helper must be built), --packed
+ * (testpmd's virtio-user uses packed virtqueues, `packed_vq=1`: VIRTIO_F_RING_PACKED).
  *
  * @module
  */
@@ -56,6 +57,8 @@ interface Args {
   backends: Backend[];
   /** Another tpasst checkout, run as backend "tpasst-tree". */
   tpasstTree: string | null;
+  /** testpmd drives packed virtqueues (virtio-user `packed_vq=1`). */
+  packed: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -65,6 +68,7 @@ function parseArgs(argv: string[]): Args {
     sizes: [64, 1442],
     backends: ["tpasst-vhost", "passt-vhost"],
     tpasstTree: null,
+    packed: false,
   };
   let backendsGiven = false;
   for (let i = 0; i < argv.length; i++) {
@@ -85,6 +89,9 @@ function parseArgs(argv: string[]): Args {
         break;
       case "--tpasst-tree":
         args.tpasstTree = value();
+        break;
+      case "--packed":
+        args.packed = true;
         break;
       case "--backends":
         backendsGiven = true;
@@ -249,6 +256,7 @@ async function measure(
   seconds: number,
   dir: string,
   tpasstTree: string | null,
+  packed: boolean,
 ): Promise<Omit<RunResult, "round">> {
   const sink = spawn(namespace, "socat", [
     "-u",
@@ -267,7 +275,9 @@ async function measure(
     `${TESTPMD_MEMORY_MIB}`,
     "--file-prefix",
     `tpasst-bench-${Deno.pid}`,
-    `--vdev=net_virtio_user0,path=${started.socketPath},queues=1,mac=${FRONTEND_MAC}`,
+    `--vdev=net_virtio_user0,path=${started.socketPath},queues=1,mac=${FRONTEND_MAC}${
+      packed ? ",packed_vq=1" : ""
+    }`,
     "--",
     "--forward-mode=txonly",
     `--tx-ip=${NAMESPACE_HOST_ADDRESS},${NAMESPACE_GATEWAY}`,
@@ -367,7 +377,15 @@ async function main(): Promise<void> {
           try {
             const r = {
               round,
-              ...await measure(namespace, backend, size, args.seconds, dir, args.tpasstTree),
+              ...await measure(
+                namespace,
+                backend,
+                size,
+                args.seconds,
+                dir,
+                args.tpasstTree,
+                args.packed,
+              ),
             };
             results.set(key, [...(results.get(key) ?? []), r]);
             console.log(

@@ -1,6 +1,7 @@
 /**
- * The vhost-user datapath of a virtio-net device: runs the RX and TX split
- * virtqueues handed over by the control plane, delivers the guest's frames to a
+ * The vhost-user datapath of a virtio-net device: runs the RX and TX virtqueues
+ * (split, or packed when VIRTIO_F_RING_PACKED was negotiated) handed over by the
+ * control plane, delivers the guest's frames to a
  * {@link FrameHandler} and copies frames from the stack into the guest's RX buffers.
  *
  * TX frames are views straight into guest memory (zero-copy); a frame spread over
@@ -50,7 +51,8 @@ import {
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_NONE,
 } from "./net_header.ts";
-import { SplitVirtqueue, TURN_DESCRIPTOR_BUDGET } from "../virtio/virtqueue.ts";
+import { PackedVirtqueue } from "../virtio/packed_virtqueue.ts";
+import { SplitVirtqueue, TURN_DESCRIPTOR_BUDGET, type Virtqueue } from "../virtio/virtqueue.ts";
 import {
   type FrameHandler,
   FrameInfo,
@@ -228,8 +230,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   readonly #txLog: RateLimitedLog;
   readonly #rxLog: RateLimitedLog;
 
-  #rx: SplitVirtqueue | null = null;
-  #tx: SplitVirtqueue | null = null;
+  #rx: Virtqueue | null = null;
+  #tx: Virtqueue | null = null;
   #mergeable = false;
   /** VIRTIO_NET_F_CSUM: TX frames may carry NEEDS_CSUM. */
   #txChecksumOffload = false;
@@ -296,13 +298,17 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       return;
     }
     if (this.#queue(ring.index) !== null) this.stopVring(ring.index);
-    let queue: SplitVirtqueue;
+    let queue: Virtqueue;
     try {
-      queue = new SplitVirtqueue(ring, {
+      const options = {
         name: ring.index === RX_QUEUE_INDEX ? "RX" : "TX",
         logger: this.#logger,
         clock: this.#clock,
-      });
+      };
+      // VIRTIO_F_RING_PACKED decides the ring layout of every queue (virtio 1.2 §2.8).
+      queue = ring.features.packedRing === true
+        ? new PackedVirtqueue(ring, options)
+        : new SplitVirtqueue(ring, options);
     } catch (error) {
       this.#logger.error(
         `vhost-user: cannot start queue ${ring.index}: ${(error as Error).message}`,
@@ -401,7 +407,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         }
       }
     }
-    return queue.lastAvailIndex;
+    return queue.vringBase;
   }
 
   /** The rings' state and {@link counters}, for a statistics dump. */
@@ -410,10 +416,18 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       up: this.#up,
       rxRing: this.#rx === null ? "none" : this.#rx.broken ? "broken" : "running",
       txRing: this.#tx === null ? "none" : this.#tx.broken ? "broken" : "running",
+      ringLayout: this.#ringLayout(),
       rxWaitingForBuffers: this.#rxWaiting,
       mergeableRxBuffers: this.#mergeable,
       ...this.counters,
     };
+  }
+
+  /** The layout of the running rings (virtio 1.2 §2.7 split, §2.8 packed), "none" without rings. */
+  #ringLayout(): string {
+    const queue = this.#rx ?? this.#tx;
+    if (queue === null) return "none";
+    return queue instanceof PackedVirtqueue ? "packed" : "split";
   }
 
   /** One line summing up {@link counters}, for logs. */
@@ -427,7 +441,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       `${c.rxKicks} kicks`;
   }
 
-  #queue(index: number): SplitVirtqueue | null {
+  #queue(index: number): Virtqueue | null {
     return index === RX_QUEUE_INDEX ? this.#rx : index === TX_QUEUE_INDEX ? this.#tx : null;
   }
 
@@ -643,7 +657,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   }
 
   /** Pops one RX chain usable for frames (writable only, room for the header) into `chain`. */
-  #popRx(rx: SplitVirtqueue, chain: DescriptorChain): boolean {
+  #popRx(rx: Virtqueue, chain: DescriptorChain): boolean {
     while (rx.pop(chain)) {
       if (chain.readableCount !== 0) {
         chain.release();
@@ -666,7 +680,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
 
   /** Copies header + frame into as many RX chains as needed (one without MRG_RXBUF). */
   #fill(
-    rx: SplitVirtqueue,
+    rx: Virtqueue,
     frame: Uint8Array,
     checksumStart: number,
     checksumOffset: number,
@@ -808,7 +822,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    * bytes, written by the kernel, would go unreported.
    */
   #reserve(
-    rx: SplitVirtqueue,
+    rx: Virtqueue,
     space: FrameSpace,
     length: number,
     headerLength: number,
@@ -828,7 +842,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    * back) when the first chain cannot hold both headers, for the general path.
    */
   #reserveLocated(
-    rx: SplitVirtqueue,
+    rx: Virtqueue,
     space: FrameSpace,
     length: number,
     headerLength: number,
@@ -907,7 +921,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
 
   /** Pops the chains of one reservation; NoRoom (all given back) when too few are posted. */
   #reserveChains(
-    rx: SplitVirtqueue,
+    rx: Virtqueue,
     space: FrameSpace,
     length: number,
     headerLength: number,
@@ -1093,7 +1107,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   }
 
   /** Returns the reserved chains from index `keep` on to the ring (used, empty, if unpop is unsafe). */
-  #giveBack(rx: SplitVirtqueue, keep: number): void {
+  #giveBack(rx: Virtqueue, keep: number): void {
     const unused = this.#resChains - keep;
     if (unused <= 0) return;
     if (rx.malformedCount === this.#resMalformedBefore) {

@@ -42,7 +42,9 @@ export interface VringDatapath {
   /**
    * Stops using ring `index` and drops every view into its memory — also when it
    * throws: the control plane unmaps the memory afterwards in every case.
-   * @returns the next available-ring index to process (VHOST_USER_GET_VRING_BASE reply)
+   * @returns where to resume (VHOST_USER_GET_VRING_BASE reply `num`): the next
+   *   available-ring index of a split ring; of a packed ring, the next slot to read and
+   *   the next used slot with their wrap counters (src/virtio/packed_ring_layout.ts)
    */
   stopVring(index: number): number;
 }

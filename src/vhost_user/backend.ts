@@ -49,6 +49,7 @@ import {
   VHOST_VRING_F_LOG,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
   VIRTIO_NET_F_CSUM,
   VIRTIO_NET_F_GUEST_CSUM,
@@ -72,6 +73,12 @@ import type { BackendEnvironment, Notifier } from "./backend_environment.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import type { GuestWriteLog, NegotiatedFeatures, StartedVring } from "../tap/vring_datapath.ts";
 import { availableRingBytes, descriptorTableBytes, usedRingBytes } from "../virtio/ring_layout.ts";
+import {
+  descriptorRingBytes,
+  EVENT_SUPPRESS_SIZE,
+  frontendPackedState,
+  INITIAL_PACKED_STATE,
+} from "../virtio/packed_ring_layout.ts";
 
 /** Connection states: requests other than negotiation need SET_OWNER first. */
 export type BackendState = "awaiting-owner" | "owned";
@@ -124,7 +131,11 @@ class Vring {
   logUsed = false;
   /** The guest address the used ring's first byte is logged at (SET_VRING_ADDR `log`). */
   logAddress = 0;
-  base = 0;
+  /**
+   * SET_VRING_BASE `num` (split: the next available index; packed: both positions and
+   * wrap counters), or the ring's state when it was last stopped; null before either.
+   */
+  base: number | null = null;
   kick: Notifier | null = null;
   call: Notifier | null = null;
   err: Notifier | null = null;
@@ -199,6 +210,7 @@ export class VhostUserBackend {
     mergeableRxBuffers: false,
     checksumOffload: false,
     guestChecksum: false,
+    packedRing: false,
   };
 
   constructor(env: BackendEnvironment) {
@@ -530,6 +542,7 @@ export class VhostUserBackend {
       mergeableRxBuffers: (features & featureBit(VIRTIO_NET_F_MRG_RXBUF)) !== 0n,
       checksumOffload: (features & featureBit(VIRTIO_NET_F_CSUM)) !== 0n,
       guestChecksum: (features & featureBit(VIRTIO_NET_F_GUEST_CSUM)) !== 0n,
+      packedRing: (features & featureBit(VIRTIO_F_RING_PACKED)) !== 0n,
     };
     this.#env.log.debug(`vhost-user: features 0x${features.toString(16)} acked`);
     if ((changed & featureBit(VHOST_F_LOG_ALL)) !== 0n) this.#logLoggingChange();
@@ -748,10 +761,14 @@ export class VhostUserBackend {
   #setVringNum(message: Message): Outcome {
     const { vring, num } = this.#readState(message);
     this.#requireStopped(message, vring);
-    if (num === 0 || num > MAX_RING_SIZE || (num & (num - 1)) !== 0) {
+    // Packed rings may have any size up to 2^15 (virtio 1.2 §2.8), split ones a power of two.
+    const packed = this.#negotiated.packedRing === true;
+    if (num === 0 || num > MAX_RING_SIZE || (!packed && (num & (num - 1)) !== 0)) {
       throw new ProtocolError(
         message.request,
-        `SET_VRING_NUM: ring ${vring.index} size ${num} is not a power of two in 1..${MAX_RING_SIZE}`,
+        `SET_VRING_NUM: ring ${vring.index} size ${num} is not ${
+          packed ? "a size" : "a power of two"
+        } in 1..${MAX_RING_SIZE}`,
       );
     }
     vring.size = num;
@@ -826,13 +843,15 @@ export class VhostUserBackend {
   #setVringBase(message: Message): Outcome {
     const { vring, num } = this.#readState(message);
     this.#requireStopped(message, vring);
-    if (num > 0xffff) {
+    // A packed ring's state fills all 32 bits (packed_ring_layout.ts); the engine checks
+    // its positions against the ring size when the ring starts.
+    if (num > 0xffff && this.#negotiated.packedRing !== true) {
       throw new ProtocolError(
         message.request,
         `SET_VRING_BASE: ring ${vring.index} base ${num} does not fit a 16-bit ring index`,
       );
     }
-    vring.base = num;
+    vring.base = this.#negotiated.packedRing === true ? frontendPackedState(num) : num;
     return OK;
   }
 
@@ -846,8 +865,9 @@ export class VhostUserBackend {
       vring.kick = null;
       vring.setCall(null);
     }
-    replies.sendVringState(message.request, vring.index, vring.base);
-    this.#env.log.debug(`vhost-user: ring ${vring.index} stopped at ${vring.base}`);
+    const base = this.#startBase(vring);
+    replies.sendVringState(message.request, vring.index, base);
+    this.#env.log.debug(`vhost-user: ring ${vring.index} stopped at 0x${base.toString(16)}`);
     return REPLIED;
   }
 
@@ -1217,6 +1237,14 @@ export class VhostUserBackend {
       }
       return view;
     };
+    if (this.#negotiated.packedRing === true) {
+      // virtio 1.2 §2.8: descriptor ring, driver and device event suppression areas.
+      return {
+        descriptors: area("descriptor ring", vring.descriptorAddress, descriptorRingBytes(n)),
+        available: area("driver area", vring.availableAddress, EVENT_SUPPRESS_SIZE),
+        used: area("device area", vring.usedAddress, EVENT_SUPPRESS_SIZE),
+      };
+    }
     return {
       descriptors: area("descriptor table", vring.descriptorAddress, descriptorTableBytes(n)),
       available: area("available ring", vring.availableAddress, availableRingBytes(n)),
@@ -1243,7 +1271,7 @@ export class VhostUserBackend {
       descriptorTable: views.descriptors,
       availableRing: views.available,
       usedRing: views.used,
-      lastAvailIndex: vring.base,
+      lastAvailIndex: this.#startBase(vring),
       memory: this.#memory,
       features: this.#negotiated,
       writeLog: this.#ringWriteLog(vring),
@@ -1269,8 +1297,19 @@ export class VhostUserBackend {
     vring.started = true;
     vring.unwatchKick = unwatch;
     this.#env.log.debug(
-      `vhost-user: ring ${index} started: size ${vring.size}, base ${vring.base}`,
+      `vhost-user: ring ${index} started: size ${vring.size}, base 0x${
+        ring.lastAvailIndex.toString(16)
+      }, ${this.#negotiated.packedRing === true ? "packed" : "split"} ring`,
     );
+  }
+
+  /**
+   * Where ring `vring` starts: its base, or before any, the start of a fresh ring (split:
+   * index 0; packed: slot 0 with both wrap counters 1, virtio 1.2 §2.8.1).
+   */
+  #startBase(vring: Vring): number {
+    if (vring.base !== null) return vring.base;
+    return this.#negotiated.packedRing === true ? INITIAL_PACKED_STATE : 0;
   }
 
   /**
@@ -1289,7 +1328,8 @@ export class VhostUserBackend {
       unwatchFailure = error;
     }
     try {
-      vring.base = this.#env.datapath.stopVring(vring.index) & 0xffff;
+      const base = this.#env.datapath.stopVring(vring.index);
+      vring.base = this.#negotiated.packedRing === true ? base >>> 0 : base & 0xffff;
     } catch (error) {
       throw new Error(`datapath failed to stop ring ${vring.index}: ${(error as Error).message}`);
     }

@@ -26,6 +26,7 @@ import {
   VHOST_USER_F_PROTOCOL_FEATURES,
   VHOST_VRING_F_LOG,
   VIRTIO_F_EVENT_IDX,
+  VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
   VIRTIO_NET_F_CSUM,
   VIRTIO_NET_F_GUEST_CSUM,
@@ -158,6 +159,7 @@ Deno.test("`VhostUserBackend` completes QEMU 7.2's virtio-net negotiation with R
     mergeableRxBuffers: true,
     checksumOffload: false,
     guestChecksum: false,
+    packedRing: false,
   });
   // the views are the shared memory itself
   rx.usedRing[2] = 0x5a;
@@ -970,6 +972,7 @@ for (
         mergeableRxBuffers: true,
         checksumOffload: (extra & CSUM) !== 0n,
         guestChecksum: (extra & GUEST_CSUM) !== 0n,
+        packedRing: false,
       }, `ring ${index}`);
     }
   });
@@ -1108,4 +1111,91 @@ Deno.test("`VhostUserBackend` reports writes beyond the dirty log as errors (the
         .test(l)
     ),
   );
+});
+
+// --- packed virtqueues (VIRTIO_F_RING_PACKED) ------------------------------------------
+
+Deno.test("`VhostUserBackend` offers VIRTIO_F_RING_PACKED (bit 34)", () => {
+  assert.notEqual(OFFERED_FEATURES & featureBit(VIRTIO_F_RING_PACKED), 0n);
+  assert.equal(VIRTIO_F_RING_PACKED, 34);
+});
+
+Deno.test("`VhostUserBackend` starts packed rings: descriptor ring, 4-byte driver and device areas, the 32-bit base", () => {
+  // QEMU sends SET_VRING_BASE for a packed ring as avail | avail wrap << 15 | (used | used wrap << 15) << 16
+  const rig = new BackendRig();
+  rig.send(encodeRequest(Request.SET_OWNER));
+  rig.send(
+    encodeRequest(Request.SET_FEATURES, u64Payload(FEATURES | featureBit(VIRTIO_F_RING_PACKED))),
+  );
+  const memory = rig.fds.memfd(MEMORY_SIZE);
+  rig.send(
+    encodeRequest(
+      Request.SET_MEM_TABLE,
+      memTablePayload([{ guestAddress: 0, size: MEMORY_SIZE, userAddress: USER, mmapOffset: 0 }]),
+    ),
+    [memory.fd],
+  );
+  const size = 100; // packed rings need not be a power of two (virtio 1.2 §2.8)
+  const base = 0x0005_8003; // avail slot 3 wrap 1, used slot 5 wrap 0
+  for (const i of [0, 1]) {
+    rig.send(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(i, size)));
+    rig.send(encodeRequest(Request.SET_VRING_BASE, vringStatePayload(i, base)));
+    rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(i, userRing(i))));
+    rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(i)), [rig.fds.create()]);
+    rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(i, 1)));
+  }
+  assert.equal(rig.error, null);
+  const rx = rig.datapath.rings.get(0)!;
+  assert.equal(rx.features.packedRing, true);
+  assert.equal(rx.size, size);
+  assert.equal(rx.lastAvailIndex, base);
+  assert.equal(rx.descriptorTable.length, 16 * size);
+  assert.equal(rx.availableRing.length, 4, "driver event suppression area");
+  assert.equal(rx.usedRing.length, 4, "device event suppression area");
+  rx.usedRing[0] = 0x5a;
+  assert.equal(memory.bytes[ring(0).used], 0x5a, "the device area is at the used address");
+  rig.datapath.advance = 0x1_0001; // the test datapath returns the base plus this
+  const [reply] = rig.send(encodeRequest(Request.GET_VRING_BASE, vringStatePayload(0, 0)));
+  assert.equal(reply.payload.getUint32(4, true), (base + 0x1_0001) >>> 0, "all 32 bits come back");
+});
+
+Deno.test("`VhostUserBackend` starts a packed ring without SET_VRING_BASE at slot 0 with both wrap counters 1", () => {
+  const rig = new BackendRig();
+  rig.send(encodeRequest(Request.SET_OWNER));
+  rig.send(
+    encodeRequest(Request.SET_FEATURES, u64Payload(FEATURES | featureBit(VIRTIO_F_RING_PACKED))),
+  );
+  const memory = rig.fds.memfd(MEMORY_SIZE);
+  rig.send(
+    encodeRequest(
+      Request.SET_MEM_TABLE,
+      memTablePayload([{ guestAddress: 0, size: MEMORY_SIZE, userAddress: USER, mmapOffset: 0 }]),
+    ),
+    [memory.fd],
+  );
+  rig.send(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(1, 256)));
+  rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(1, userRing(1))));
+  rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(1)), [rig.fds.create()]);
+  rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(1, 1)));
+  assert.equal(rig.error, null);
+  assert.equal(rig.datapath.rings.get(1)!.lastAvailIndex, 0x8000_8000);
+  // DPDK's virtio-user sends only the available half (0x8000): used is taken equal to it
+  rig.send(encodeRequest(Request.GET_VRING_BASE, vringStatePayload(1, 0)));
+  rig.send(encodeRequest(Request.SET_VRING_BASE, vringStatePayload(1, 0x8000)));
+  rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(1)), [rig.fds.create()]);
+  assert.equal(rig.error, null);
+  assert.equal(rig.datapath.rings.get(1)!.lastAvailIndex, 0x8000_8000);
+});
+
+Deno.test("`VhostUserBackend` refuses a 32-bit base and a size that is no power of two for split rings", () => {
+  const { rig } = negotiate();
+  for (const i of [0, 1]) rig.send(encodeRequest(Request.GET_VRING_BASE, vringStatePayload(i, 0)));
+  rig.send(encodeRequest(Request.SET_VRING_BASE, vringStatePayload(0, 0x8000_8000)));
+  assert.match(String(rig.error), /does not fit a 16-bit ring index/);
+  const second = negotiate().rig;
+  for (const i of [0, 1]) {
+    second.send(encodeRequest(Request.GET_VRING_BASE, vringStatePayload(i, 0)));
+  }
+  second.send(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(0, 100)));
+  assert.match(String(second.error), /not a power of two/);
 });

@@ -210,6 +210,12 @@ export const VIRTIO_F_EVENT_IDX = 29;
 export const VHOST_USER_F_PROTOCOL_FEATURES = 30;
 /** VIRTIO_F_VERSION_1 (virtio 1.2 §6): required, legacy devices are refused. */
 export const VIRTIO_F_VERSION_1 = 32;
+/**
+ * VIRTIO_F_RING_PACKED (virtio 1.2 §6, §2.8): the rings are packed virtqueues. SET_VRING_ADDR
+ * then carries the descriptor ring, the driver area (as "available") and the device
+ * area (as "used"); SET/GET_VRING_BASE carry both ring positions with wrap counters.
+ */
+export const VIRTIO_F_RING_PACKED = 34;
 
 /** Protocol feature bits (spec "Protocol features"). */
 export const ProtocolFeature = {
@@ -252,6 +258,7 @@ export const OFFERED_FEATURES: bigint = featureBit(VIRTIO_F_VERSION_1) |
   featureBit(VIRTIO_NET_F_MRG_RXBUF) |
   featureBit(VIRTIO_F_EVENT_IDX) |
   featureBit(VIRTIO_F_INDIRECT_DESC) |
+  featureBit(VIRTIO_F_RING_PACKED) |
   featureBit(VIRTIO_NET_F_MTU) |
   featureBit(VHOST_F_LOG_ALL) |
   featureBit(VHOST_USER_F_PROTOCOL_FEATURES);

@@ -21,21 +21,36 @@ export interface NegotiatedFeatures {
   readonly checksumOffload: boolean;
   /** VIRTIO_NET_F_GUEST_CSUM (bit 1): received frames may be marked DATA_VALID (§5.1.6.4). */
   readonly guestChecksum: boolean;
+  /**
+   * VIRTIO_F_RING_PACKED (bit 34): the rings are packed virtqueues (virtio 1.2 §2.8);
+   * absent or false: split (§2.7).
+   */
+  readonly packedRing?: boolean;
 }
 
-/** Everything the datapath needs to run one split virtqueue, valid until stopVring(). */
+/**
+ * Everything the datapath needs to run one virtqueue, valid until stopVring(). A packed
+ * ring (features.packedRing) has no available and used rings: its three parts are the
+ * descriptor ring, the driver event suppression area and the device event suppression
+ * area (virtio 1.2 §2.8), given here as `descriptorTable`, `availableRing` and
+ * `usedRing` (the addresses QEMU sends in SET_VRING_ADDR's descriptor, available and
+ * used fields).
+ */
 export interface StartedVring {
   /** Queue index (virtio-net: 0 receiveq, 1 transmitq; virtio 1.2 §5.1.2). */
   readonly index: number;
-  /** Number of descriptors: a power of two, 1..32768 (virtio 1.2 §2.7). */
+  /** Number of descriptors: a power of two, 1..32768 (virtio 1.2 §2.7); packed: any, 1..32768 (§2.8). */
   readonly size: number;
-  /** The descriptor table, exactly 16 × size bytes (virtio 1.2 §2.7.5). */
+  /** The descriptor table (packed: descriptor ring), exactly 16 × size bytes (virtio 1.2 §2.7.5, §2.8.13). */
   readonly descriptorTable: Uint8Array;
-  /** The available ring, exactly 6 + 2 × size bytes (virtio 1.2 §2.7.6). */
+  /** The available ring, exactly 6 + 2 × size bytes (virtio 1.2 §2.7.6); packed: the 4-byte driver area (§2.8.14). */
   readonly availableRing: Uint8Array;
-  /** The used ring, exactly 6 + 8 × size bytes (virtio 1.2 §2.7.8). */
+  /** The used ring, exactly 6 + 8 × size bytes (virtio 1.2 §2.7.8); packed: the 4-byte device area (§2.8.14). */
   readonly usedRing: Uint8Array;
-  /** Where to resume consuming the available ring (VHOST_USER_SET_VRING_BASE). */
+  /**
+   * Where to resume (VHOST_USER_SET_VRING_BASE `num`): the next available-ring index of
+   * a split ring; a packed ring's both positions and wrap counters (packed_ring_layout.ts).
+   */
   readonly lastAvailIndex: number;
   /** Guest memory by guest-physical address, for descriptor buffers. */
   readonly memory: GuestMemory;

@@ -52,7 +52,9 @@ import type { StartedVring } from "./started_vring.ts";
 import { type GuestMemory, PIECES_NO_ROOM } from "./guest_memory.ts";
 import type { GuestWriteLog } from "./guest_write_log.ts";
 import { DescriptorChain } from "./descriptor_chain.ts";
+import { IndirectTableClaims } from "./indirect_table_claims.ts";
 import { memoryFence } from "./memory_fence.ts";
+import { hexAddress, readU16, readU32 } from "./ring_bytes.ts";
 import {
   AVAIL_FLAGS,
   AVAIL_IDX,
@@ -160,25 +162,67 @@ const Fault = {
 } as const;
 type Fault = typeof Fault[keyof typeof Fault];
 
-/** Reads a little-endian u16 from bytes (indirect tables are only reachable as bytes). */
-function u16(bytes: Uint8Array, offset: number): number {
-  return bytes[offset] | (bytes[offset + 1] << 8);
-}
-
-/** Reads a little-endian u32 from bytes. */
-function u32(bytes: Uint8Array, offset: number): number {
-  return (bytes[offset] | (bytes[offset + 1] << 8) | (bytes[offset + 2] << 16) |
-    (bytes[offset + 3] << 24)) >>> 0;
-}
-
-function hex(low: number, high: number): string {
-  return high === 0
-    ? "0x" + low.toString(16)
-    : "0x" + high.toString(16) + low.toString(16).padStart(8, "0");
+/**
+ * The device side of one virtqueue, split (virtio 1.2 §2.7, {@link SplitVirtqueue}) or
+ * packed (§2.8, PackedVirtqueue in packed_virtqueue.ts): what the datapath uses to take
+ * the driver's buffers and give them back. A chain's {@link DescriptorChain.head} is
+ * what {@link Virtqueue.pushUsed} returns it by (the head descriptor index of a split
+ * ring, the Buffer ID of a packed one).
+ */
+export interface Virtqueue {
+  /** Queue size (number of descriptors). */
+  readonly size: number;
+  /** Name used in log lines. */
+  readonly name: string;
+  /** True once the guest's ring was found inconsistent; the queue then stays idle. */
+  readonly broken: boolean;
+  /** Number of chains returned as malformed since construction (ours and the caller's). */
+  readonly malformedCount: number;
+  /** Descriptors walked since construction (indirect descriptors and table entries included). */
+  readonly descriptorsWalked: number;
+  /**
+   * Where to resume (VHOST_USER_GET_VRING_BASE `num`): the next available index of a
+   * split ring; both positions and wrap counters of a packed ring (packed_ring_layout.ts).
+   */
+  readonly vringBase: number;
+  /** Where writes into guest memory are reported (null: dirty pages are not logged). */
+  readonly writeLog: GuestWriteLog | null;
+  /** Starts (a log) or stops (null) reporting writes into guest memory from now on. */
+  setWriteLog(log: GuestWriteLog | null): void;
+  /** Opens a turn: pop() may walk {@link TURN_DESCRIPTOR_BUDGET} more descriptors. */
+  beginTurn(): void;
+  /** True when this turn's descriptor budget is spent: pop() returns false until beginTurn(). */
+  readonly turnSpent: boolean;
+  /** True when nothing was walked since the turn was opened. */
+  readonly turnUntouched: boolean;
+  /** Tells whether the guest has made chains available that were not popped yet. */
+  hasAvailable(): boolean;
+  /** How many chains the guest has made available that were not popped yet (0 when broken). */
+  availableCount(): number;
+  /** Pops the next valid available chain into `chain` (malformed ones are returned on the way). */
+  pop(chain: DescriptorChain, now?: number): boolean;
+  /** Returns a popped chain the caller found unusable, with a rate-limited log line. */
+  dropChain(head: number, reason: string, now?: number): void;
+  /** Returns a popped chain the caller found unusable and logged itself. */
+  rejectChain(head: number): void;
+  /** Records that chain `head` was used, `length` bytes written; published by publish(). */
+  pushUsed(head: number, length: number): void;
+  /** Sets the length of the used element pushed `back` elements ago (1 = the last), not yet published. */
+  rewriteUsedLength(back: number, length: number): void;
+  /** Number of used elements pushed and not yet published. */
+  readonly unpublished: number;
+  /** Publishes the used elements pushed so far and notifies the guest when it asked for it. */
+  publish(): boolean;
+  /** Asks the guest to kick for chains beyond those seen; true when some arrived meanwhile. */
+  enableNotifications(): boolean;
+  /** Tells the guest that kicks are not needed now. */
+  disableNotifications(): void;
+  /** Puts the last `count` popped (and not used) chains back, so the next pop returns them again. */
+  unpop(count: number): void;
 }
 
 /** The device side of one split virtqueue over a started vring. */
-export class SplitVirtqueue {
+export class SplitVirtqueue implements Virtqueue {
   /** Queue size (number of descriptors). */
   readonly size: number;
   /** Name used in log lines. */
@@ -225,14 +269,8 @@ export class SplitVirtqueue {
   #chainId = 0;
   /** The first chain id walked since the used index was last published. */
   #windowFirstId = 1;
-  /**
-   * Guest address ranges [start, end) of the large indirect tables walked since the
-   * last publish, sorted and disjoint, with the id of the chain that walked each.
-   */
-  #tableStarts = new Float64Array(64);
-  #tableEnds = new Float64Array(64);
-  #tableOwners = new Uint32Array(64);
-  #tableCount = 0;
+  /** The large indirect tables walked since the last publish (see {@link SHARED_TABLE_CHECK_MIN_ENTRIES}). */
+  readonly #tables = new IndirectTableClaims();
 
   // Details of the last fault, formatted only when a line is written.
   #fault: Fault = Fault.None;
@@ -326,6 +364,11 @@ export class SplitVirtqueue {
 
   /** The next available-ring index to consume (VHOST_USER_GET_VRING_BASE). */
   get lastAvailIndex(): number {
+    return this.#lastAvail;
+  }
+
+  /** {@inheritDoc Virtqueue.vringBase} The next available-ring index to consume. */
+  get vringBase(): number {
     return this.#lastAvail;
   }
 
@@ -473,7 +516,7 @@ export class SplitVirtqueue {
   /** Starts a new window of chain ids: what was walked before no longer counts as shared. */
   #openWindow(): void {
     this.#windowFirstId = this.#chainId + 1;
-    this.#tableCount = 0;
+    this.#tables.clear();
   }
 
   /** Clears every stamp and starts the chain ids from 1 again (after 2³² − 1 chains). */
@@ -481,52 +524,6 @@ export class SplitVirtqueue {
     this.#owner.fill(0);
     this.#chainId = 0;
     this.#openWindow();
-  }
-
-  /**
-   * Records the indirect table [start, end) for chain `id`; false when it overlaps a
-   * table another chain walked since the last publish (the same chain walking it
-   * again after unpop() is not an overlap).
-   */
-  #claimTable(start: number, end: number, id: number): boolean {
-    const starts = this.#tableStarts;
-    const ends = this.#tableEnds;
-    const count = this.#tableCount;
-    // The ranges are disjoint and sorted, so their ends are sorted too: find the
-    // first range that ends after `start`; only it can overlap [start, end).
-    let low = 0;
-    let high = count;
-    while (low < high) {
-      const middle = (low + high) >>> 1;
-      if (ends[middle] <= start) low = middle + 1;
-      else high = middle;
-    }
-    if (low < count && starts[low] < end) {
-      return this.#tableOwners[low] === id && starts[low] === start && ends[low] === end;
-    }
-    if (count === starts.length) this.#growTables();
-    const s = this.#tableStarts, e = this.#tableEnds, o = this.#tableOwners;
-    s.copyWithin(low + 1, low, count);
-    e.copyWithin(low + 1, low, count);
-    o.copyWithin(low + 1, low, count);
-    s[low] = start;
-    e[low] = end;
-    o[low] = id;
-    this.#tableCount = count + 1;
-    return true;
-  }
-
-  #growTables(): void {
-    const length = this.#tableStarts.length * 2;
-    const starts = new Float64Array(length);
-    const ends = new Float64Array(length);
-    const owners = new Uint32Array(length);
-    starts.set(this.#tableStarts);
-    ends.set(this.#tableEnds);
-    owners.set(this.#tableOwners);
-    this.#tableStarts = starts;
-    this.#tableEnds = ends;
-    this.#tableOwners = owners;
   }
 
   /**
@@ -573,11 +570,11 @@ export class SplitVirtqueue {
         next = desc.getUint16(at + DESC_NEXT, true);
       } else {
         const at = index * DESC_SIZE;
-        addrLow = u32(table, at + DESC_ADDR_LOW);
-        addrHigh = u32(table, at + DESC_ADDR_HIGH);
-        len = u32(table, at + DESC_LEN);
-        flags = u16(table, at + DESC_FLAGS);
-        next = u16(table, at + DESC_NEXT);
+        addrLow = readU32(table, at + DESC_ADDR_LOW);
+        addrHigh = readU32(table, at + DESC_ADDR_HIGH);
+        len = readU32(table, at + DESC_LEN);
+        flags = readU16(table, at + DESC_FLAGS);
+        next = readU16(table, at + DESC_NEXT);
       }
       if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
         // virtio 1.2 §2.7.5.3.1: only with the feature, never nested, never with NEXT.
@@ -599,7 +596,7 @@ export class SplitVirtqueue {
         limit = len / DESC_SIZE;
         if (limit > SHARED_TABLE_CHECK_MIN_ENTRIES) {
           const start = addrHigh * 0x1_0000_0000 + addrLow;
-          if (!this.#claimTable(start, start + len, id)) {
+          if (!this.#tables.claim(start, start + len, id)) {
             return this.#setFault(Fault.SharedTable, index, addrLow, addrHigh, len);
           }
         }
@@ -668,7 +665,7 @@ export class SplitVirtqueue {
 
   #describeFault(head: number): string {
     const i = this.#faultIndex;
-    const range = `${hex(this.#faultLow, this.#faultHigh)}+${this.#faultLength}`;
+    const range = `${hexAddress(this.#faultLow, this.#faultHigh)}+${this.#faultLength}`;
     let why: string;
     switch (this.#fault) {
       case Fault.ChainTooLong:
@@ -700,7 +697,7 @@ export class SplitVirtqueue {
         break;
       case Fault.TooManyViews:
         why = `descriptor ${i}: address ${
-          hex(this.#faultLow, this.#faultHigh)
+          hexAddress(this.#faultLow, this.#faultHigh)
         } would make the chain more than ${this.#faultLength} buffer views`;
         break;
       case Fault.IndirectBadLength:

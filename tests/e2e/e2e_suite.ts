@@ -42,6 +42,12 @@ export interface SuiteOptions {
   readonly pcap?: boolean;
   /** Name shown in test names (default: the backend kind). */
   readonly label?: string;
+  /**
+   * tpasst vhost-user: the ring layout the rings must run (the daemon's SIGUSR1 stats
+   * show it), e.g. "packed" with `packed=on`: QEMU 10.0.2 silently turns `packed=on`
+   * off when the backend does not offer VIRTIO_F_RING_PACKED.
+   */
+  readonly expectRingLayout?: "packed" | "split";
 }
 
 /**
@@ -154,6 +160,18 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
       assert.equal(await s.result("dhcp-dns", PHASE_TIMEOUT_MS), dns4.join(" "));
     }
   });
+
+  const layout = options.expectRingLayout;
+  if (layout !== undefined) {
+    define(`the rings run ${layout} (the daemon's SIGUSR1 stats name the layout)`, async (s) => {
+      await s.result("dhcp-ip", BOOT_TIMEOUT_MS); // both rings run by now
+      assert.ok(s.backend.pid !== null, "a tpasst daemon");
+      const stated = /ringLayout[ =":]+(\w+)/;
+      Deno.kill(s.backend.pid, "SIGUSR1");
+      await s.guest.waitUntil(() => stated.test(s.backend.output()), "the stats lines", 30_000);
+      assert.equal(s.backend.output().match(stated)![1], layout);
+    });
+  }
 
   if (has("slaac")) {
     define("the guest configures IPv6 by SLAAC from the router advertisement", async (s) => {

@@ -172,60 +172,72 @@ async function launchPair(
   return { source, target, sourceMonitor };
 }
 
-Deno.test({
-  name:
-    `e2e tpasst-vhost: QEMU 10 migrates a guest to a second QEMU on a second tpasst; the target pings its gateway${
+for (const deviceOptions of [undefined, "packed=on"]) {
+  Deno.test({
+    name: `e2e tpasst-vhost${
+      deviceOptions ? " packed rings" : ""
+    }: QEMU 10 migrates a guest to a second QEMU on a second tpasst; the target pings its gateway${
       ignore ? ` (ignored: ${ignore})` : ""
     }`,
-  ignore: ignore !== null,
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "tpasst-migration-" });
-    const http = startHttpServer();
-    const backends: StartedBackend[] = [];
-    const guests: QemuGuest[] = [];
-    const monitors: Qmp[] = [];
-    const script = migrationScript(http.port);
-    const outputs = () =>
-      backends.map((b, i) => `--- tpasst ${"AB"[i]} ---\n${b.output()}`).join("\n");
-    try {
-      backends.push(await startBackend("tpasst-vhost", { forwards: [] }));
-      backends.push(await startBackend("tpasst-vhost", { forwards: [] }));
-      const { target, sourceMonitor } = await launchPair(
-        dir,
-        backends,
-        script,
-        guests,
-        monitors,
-        outputs,
-      );
-      await sourceMonitor.execute("migrate", { uri: `unix:${dir}/migration.sock` });
-      const { status, info } = await migrationEnd(sourceMonitor);
-      assert.equal(status, "completed", `migration: ${JSON.stringify(info)}\n${outputs()}`);
-      const online = await target.waitForAnyMark(["online"], MIGRATION_TIMEOUT_MS).catch(
-        (error) => {
-          throw new Error(`${(error as Error).message}\n${outputs()}`);
-        },
-      );
-      assert.equal(online.value.replace(/^\d+ /, ""), HELLO_BODY.trim());
-      assert.ok(
-        backends[0].output().includes("dirty logging on"),
-        `tpasst A logged dirty pages during the migration:\n${outputs()}`,
-      );
-      assert.ok(
-        !backends[0].output().includes("dirty log:"),
-        `tpasst A marked every write it made:\n${outputs()}`,
-      );
-    } finally {
-      for (const monitor of monitors) monitor.close();
-      for (const guest of guests) await guest.kill();
-      for (const backend of backends) await backend.stop();
-      await http.close();
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-    }
-  },
-});
+    ignore: ignore !== null,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    async fn() {
+      const dir = await Deno.makeTempDir({ prefix: "tpasst-migration-" });
+      const http = startHttpServer();
+      const backends: StartedBackend[] = [];
+      const guests: QemuGuest[] = [];
+      const monitors: Qmp[] = [];
+      const script = migrationScript(http.port);
+      const outputs = () =>
+        backends.map((b, i) => `--- tpasst ${"AB"[i]} ---\n${b.output()}`).join("\n");
+      try {
+        backends.push(await startBackend("tpasst-vhost", { forwards: [], deviceOptions }));
+        backends.push(await startBackend("tpasst-vhost", { forwards: [], deviceOptions }));
+        const { target, sourceMonitor } = await launchPair(
+          dir,
+          backends,
+          script,
+          guests,
+          monitors,
+          outputs,
+        );
+        await sourceMonitor.execute("migrate", { uri: `unix:${dir}/migration.sock` });
+        const { status, info } = await migrationEnd(sourceMonitor);
+        assert.equal(status, "completed", `migration: ${JSON.stringify(info)}\n${outputs()}`);
+        const online = await target.waitForAnyMark(["online"], MIGRATION_TIMEOUT_MS).catch(
+          (error) => {
+            throw new Error(`${(error as Error).message}\n${outputs()}`);
+          },
+        );
+        assert.equal(online.value.replace(/^\d+ /, ""), HELLO_BODY.trim());
+        if (deviceOptions !== undefined) {
+          // QEMU turns packed=on off silently when a backend lacks the packed ring
+          Deno.kill(backends[1].pid!, "SIGUSR1");
+          const layout = await waitFor(
+            "tpasst B's stats",
+            () => backends[1].output().match(/ringLayout[ =":]+(\w+)/),
+          );
+          assert.equal(layout[1], "packed", "the target's rings run packed");
+        }
+        assert.ok(
+          backends[0].output().includes("dirty logging on"),
+          `tpasst A logged dirty pages during the migration:\n${outputs()}`,
+        );
+        assert.ok(
+          !backends[0].output().includes("dirty log:"),
+          `tpasst A marked every write it made:\n${outputs()}`,
+        );
+      } finally {
+        for (const monitor of monitors) monitor.close();
+        for (const guest of guests) await guest.kill();
+        for (const backend of backends) await backend.stop();
+        await http.close();
+        await Deno.remove(dir, { recursive: true }).catch(() => {});
+      }
+    },
+  });
+}
 
 // ------------------------------------------------------------------------------------
 // Open TCP connections across the migration (device state, TCP repair)
@@ -392,7 +404,11 @@ function startBackendRepair(backend: StartedBackend): Promise<Deno.ChildProcess>
  * Runs the transfers across a migration from A to B, or (`cancel`) across one QEMU
  * cancels half-way through the memory copy, after which the guest goes on against A.
  */
-async function connectionsAcrossMigration(cancel: boolean, unprivileged = false): Promise<void> {
+async function connectionsAcrossMigration(
+  cancel: boolean,
+  unprivileged = false,
+  deviceOptions?: string,
+): Promise<void> {
   {
     const helpers: Deno.ChildProcess[] = [];
     const wrapper = unprivileged ? WITHOUT_NET_ADMIN : [];
@@ -413,9 +429,10 @@ async function connectionsAcrossMigration(cancel: boolean, unprivileged = false)
           forwards: [],
           extraArgs: ["--migrate-no-linger"],
           wrapper,
+          deviceOptions,
         }),
       );
-      backends.push(await startBackend("tpasst-vhost", { forwards: [], wrapper }));
+      backends.push(await startBackend("tpasst-vhost", { forwards: [], wrapper, deviceOptions }));
       if (unprivileged) {
         for (const b of backends) helpers.push(await startBackendRepair(b));
       }
@@ -520,6 +537,15 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: () => connectionsAcrossMigration(false),
+});
+
+Deno.test({
+  name:
+    "e2e tpasst-vhost packed rings: a download, an upload and an idle connection survive QEMU 10's migration to a second tpasst",
+  ignore: ignore !== null || Deno.uid() !== 0,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: () => connectionsAcrossMigration(false, false, "packed=on"),
 });
 
 Deno.test({

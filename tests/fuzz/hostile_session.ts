@@ -1,6 +1,7 @@
 /**
  * One hostile vhost-user frontend session against the daemon, generated from a seed:
- * it negotiates like QEMU (random ring size up to 32,768 and random features), then
+ * it negotiates like QEMU (random ring size up to 32,768 and random features, packed
+ * rings included), then
  * takes random steps while the rings run —
  *
  * - ring layouts: descriptor loops, one chain through the whole table with a head at
@@ -40,6 +41,7 @@ import {
   requestName,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
   VIRTIO_NET_F_MRG_RXBUF,
 } from "../../src/vhost_user/protocol.ts";
@@ -299,6 +301,9 @@ class HostileSession {
     if (random() < 0.85) features |= featureBit(VIRTIO_F_INDIRECT_DESC);
     if (random() < 0.5) features |= featureBit(VIRTIO_F_EVENT_IDX);
     if (random() < 0.5) features |= featureBit(VIRTIO_NET_F_MRG_RXBUF);
+    // Packed rings (virtio 1.2 §2.8) get the same split-format garbage, read as packed
+    // descriptors, driver and device areas.
+    if (random() < 0.3) features |= featureBit(VIRTIO_F_RING_PACKED);
     const memSlots = random() < 0.5;
     const replyAck = random() < 0.7;
     this.#log(

@@ -10,7 +10,10 @@ import { SendResult } from "../../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
 import { DEFAULT_REGION_SIZE } from "../support/frontend/shared_memory.ts";
 import { InProcessBackend } from "../support/frontend/in_process.ts";
-import { RX, TX } from "../support/frontend/vhost_user_frontend.ts";
+import { QEMU_NET_FEATURES, RX, TX } from "../support/frontend/vhost_user_frontend.ts";
+import { featureBit, VIRTIO_F_RING_PACKED } from "../../src/vhost_user/protocol.ts";
+import { PackedRingDriver } from "../support/virtio/packed_ring_driver.ts";
+import { decodePackedState } from "../../src/virtio/packed_ring_layout.ts";
 import { waitUntil } from "../support/wait_until.ts";
 
 class CollectingHandler implements FrameHandler {
@@ -136,6 +139,54 @@ Deno.test("Frames cross two guest memory regions that are adjacent in guest-phys
     written.set(high.subarray(0, used.len - before), before);
     assert.deepEqual(written.subarray(12), reply);
     assert.deepEqual(backend.linesAt("warn"), []);
+  } finally {
+    frontend.close();
+    await session.closed;
+    await backend.close();
+  }
+});
+
+Deno.test("`VhostUserFrontend` over packed rings (VIRTIO_F_RING_PACKED): TX and RX frames through the session, across laps and a restart", async () => {
+  const backend = new InProcessBackend();
+  const handler = new CollectingHandler();
+  const link = new VhostUserLink(handler, { logger: backend.logger });
+  const { frontend, session } = backend.connect(link);
+  try {
+    await frontend.negotiate({
+      ringSize: 16,
+      features: QEMU_NET_FEATURES | featureBit(VIRTIO_F_RING_PACKED),
+    });
+    assert.ok(frontend.vrings[TX] instanceof PackedRingDriver);
+    assert.equal(link.describeState().ringLayout, "packed");
+    // guest → stack: three laps of a 16-slot ring
+    const sent = Array.from({ length: 40 }, (_, i) => frame(i, 60 + i * 30));
+    for (let i = 0; i < sent.length; i += 8) {
+      for (const f of sent.slice(i, i + 8)) frontend.sendFrame(f);
+      await frontend.waitUsed(TX, Math.min(8, sent.length - i));
+    }
+    await waitUntil("TX frames at the handler", () => handler.frames.length === sent.length);
+    assert.deepEqual(handler.frames, sent);
+    // stack → guest, merged buffers
+    frontend.postRxBuffers(12, 512);
+    await waitUntil("link up", () => handler.link !== null);
+    const replies = [frame(100, 98), frame(101, 1514)];
+    await waitUntil("RX buffers", () => handler.link!.sendFrame(replies[0]) === SendResult.Sent);
+    assert.equal(handler.link!.sendFrame(replies[1]), SendResult.Sent);
+    handler.link!.flush();
+    const rxUsed = await frontend.waitUsed(RX, 1 + Math.ceil((1514 + 12) / 512));
+    assert.deepEqual(frontend.rxFrames(rxUsed), replies);
+    // GET_VRING_BASE carries both positions; the ring resumes there
+    const base = await frontend.stopRing(TX);
+    assert.deepEqual(decodePackedState(base), {
+      avail: { index: 40 % 16, wrap: 1 },
+      used: { index: 40 % 16, wrap: 1 },
+    });
+    await frontend.restartRing(TX, base);
+    const after = frame(7, 200);
+    frontend.sendFrame(after);
+    await waitUntil("the frame after the restart", () => handler.frames.length === 41);
+    assert.deepEqual(handler.frames[40], after);
+    assert.deepEqual(backend.linesAt("error"), []);
   } finally {
     frontend.close();
     await session.closed;

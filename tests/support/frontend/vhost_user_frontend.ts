@@ -49,12 +49,14 @@ import {
   VHOST_VRING_F_LOG,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
   VIRTIO_NET_F_MRG_RXBUF,
   VIRTIO_NET_F_MTU,
 } from "../../../src/vhost_user/protocol.ts";
 import { HarnessMemory, type HarnessMemoryOptions } from "./shared_memory.ts";
 import { ringFootprint, SplitRingDriver, type UsedChain } from "../virtio/split_ring_driver.ts";
+import { PackedRingDriver } from "../virtio/packed_ring_driver.ts";
 
 /** virtio-net header with VERSION_1 (num_buffers included), virtio 1.2 §5.1.6. */
 export const NET_HEADER_SIZE = 12;
@@ -175,8 +177,8 @@ export class VhostUserFrontend {
   readonly calls: EventFd[] = [];
   /** Error eventfds by queue index. */
   readonly errs: EventFd[] = [];
-  /** The driver side of each ring, by queue index. */
-  vrings: SplitRingDriver[] = [];
+  /** The driver side of each ring, by queue index (packed once VIRTIO_F_RING_PACKED is acked). */
+  vrings: (SplitRingDriver | PackedRingDriver)[] = [];
   /** Protocol features acked in the negotiation. */
   protocolFeatures = 0n;
   /** The backend's GET_FEATURES answer. */
@@ -348,10 +350,15 @@ export class VhostUserFrontend {
     for (const i of [RX, TX]) {
       const base = 0x10000 + i * ringFootprint(ringSize);
       const region = this.memory.view(base, ringFootprint(ringSize));
-      const vring = new SplitRingDriver({ index: i, base, size: ringSize, region });
+      // ringFootprint() of a split ring also holds a packed ring of the same size
+      const vring = (features & featureBit(VIRTIO_F_RING_PACKED)) !== 0n
+        ? new PackedRingDriver({ index: i, base, size: ringSize, region })
+        : new SplitRingDriver({ index: i, base, size: ringSize, region });
       this.vrings.push(vring);
       this.send(Request.SET_VRING_NUM, vringStatePayload(i, ringSize));
-      this.send(Request.SET_VRING_BASE, vringStatePayload(i, 0));
+      // a packed ring starts at slot 0 with both wrap counters 1 (QEMU sends 0x80008000)
+      const start = vring instanceof PackedRingDriver ? vring.state : 0;
+      this.send(Request.SET_VRING_BASE, vringStatePayload(i, start));
       this.send(
         Request.SET_VRING_ADDR,
         vringAddrPayload(i, {

@@ -242,7 +242,8 @@ export class RecordingDatapath implements VringDatapath {
     this.rings.delete(index);
     this.writeLogs.delete(index);
     this.events.push({ call: "stop", index });
-    return (ring.lastAvailIndex + this.advance) & 0xffff;
+    const base = ring.lastAvailIndex + this.advance;
+    return ring.features.packedRing === true ? base >>> 0 : base & 0xffff;
   }
 }
 
