@@ -441,9 +441,6 @@ class VhostLink implements FrameLink {
     let n = 0;
     while (this.#pendingTx.length > n && this.#freeTx.length > 0) {
       const { frame, flags } = this.#pendingTx[n];
-      const buffers = Math.ceil((NET_HEADER_SIZE + frame.length) / this.#txBufferSize);
-      if (buffers > f.vrings[TX].freeDescriptors) break; // the rest after the next used chains
-      n++;
       const gpa = this.#freeTx.pop()!;
       const bytes = f.memory.view(gpa, NET_HEADER_SIZE + frame.length);
       bytes.fill(0, 0, NET_HEADER_SIZE);
@@ -460,7 +457,12 @@ class VhostLink implements FrameLink {
         const length = Math.min(this.#txBufferSize, bytes.length - at);
         pieces.push({ addr: gpa + at, length, writable: false });
       }
-      f.vrings[TX].addChain(pieces);
+      if (f.vrings[TX].addChain(pieces) === null) {
+        // The ring's descriptors ran out: the rest goes after the next used chains.
+        this.#freeTx.push(gpa);
+        break;
+      }
+      n++;
     }
     if (n > 0) {
       this.#pendingTx = this.#pendingTx.slice(n);
