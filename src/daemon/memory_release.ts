@@ -31,7 +31,7 @@ export const RELEASE_MIN_FREED = 256;
 export const STARTUP_RELEASE_MS = 2_000;
 
 /** Most bytes of /proc/self/smaps read (an idle daemon's has ~180 mappings, 135 KB). */
-const SMAPS_LIMIT = 2 << 20;
+export const SMAPS_LIMIT = 2 << 20;
 
 /** A range of the address space, as /proc/self/smaps lists it. */
 export interface MappedRange {
@@ -128,15 +128,17 @@ export interface FlowCountSource {
 type ExposedGc = (options: { type: "major"; execution: "sync"; flavor: "last-resort" }) => void;
 
 /**
- * Runs a memory-reducing full collection when the runtime exposes one, gives the C
- * heap's free pages back, and drops the mappings of clean file pages
- * ({@link dropCleanFilePages}).
+ * Drops the mappings of clean file pages ({@link dropCleanFilePages}), then runs a
+ * memory-reducing full collection when the runtime exposes one and gives the C heap's
+ * free pages back. In that order, the buffer and strings that reading
+ * /proc/self/smaps took (up to {@link SMAPS_LIMIT}, zeroed by the allocator) are
+ * collected and trimmed too instead of staying resident until the next release.
  */
 export function releaseMemory(): void {
+  dropCleanFilePages();
   const gc = (globalThis as { gc?: ExposedGc }).gc;
   gc?.({ type: "major", execution: "sync", flavor: "last-resort" });
   trimNativeHeap();
-  dropCleanFilePages();
 }
 
 /** Decides, at each sample ({@link tick}), whether memory is given back. */
