@@ -151,6 +151,18 @@ export function trimNativeHeap(): boolean {
 }
 
 /**
+ * Drops this process's page-table entries of `length` bytes at `address`
+ * (madvise MADV_DONTNEED; both page-aligned). Only for a private file mapping that
+ * was never written: its pages stay in the page cache and come back on the next
+ * access; anywhere else the contents would be lost.
+ * @throws NativeError (EINVAL for an unaligned or locked range, ENOMEM for a hole)
+ */
+export function dropCleanPages(address: bigint, length: bigint): void {
+  const rc = helper().tp_madvise_dontneed(address, length);
+  if (rc < 0) throw new NativeError(-rc, "madvise(MADV_DONTNEED)");
+}
+
+/**
  * Creates a close-on-exec pipe; returns its read end, then its write end (raw fds:
  * close them with {@link closeFd}). Tests hand these over where eventfds belong.
  */

@@ -574,6 +574,13 @@ export const symbols = {
     parameters: [],
     result: "i32", // 1: memory released, 0: none
   },
+  tp_madvise_dontneed: {
+    parameters: [
+      "u64", // uint64_t addr
+      "u64", // uint64_t length
+    ],
+    result: "i32",
+  },
   tp_readlink: {
     parameters: [
       "buffer", // const char *path (NUL-terminated)

@@ -1,7 +1,7 @@
 /*
  * memory.c - shared mappings of guest memory and memfd creation (the test
  * harnesses use a memfd as guest memory, as QEMU does with memory-backend-memfd),
- * and giving the C heap's free memory back to the kernel.
+ * and giving memory back to the kernel (the C heap's free pages, clean file pages).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -148,4 +148,21 @@ int32_t tp_atomic_or_u8(void *addr, uint32_t offset, uint32_t mask)
 int32_t tp_malloc_trim(void)
 {
 	return malloc_trim(0) ? 1 : 0;
+}
+
+/*
+ * tp_madvise_dontneed() - drop this process's page-table entries of a range.
+ * @addr:   start of the range, page-aligned
+ * @length: bytes
+ *
+ * madvise(MADV_DONTNEED). For a private file mapping that was never written (no
+ * copied-on-write page in it) the pages stay in the page cache and come back on the
+ * next access as minor faults: only the resident set shrinks. The caller makes sure
+ * the range is such a mapping; on anything else the contents are lost.
+ *
+ * Return: 0, or -errno (-EINVAL for an unaligned or locked range...).
+ */
+int32_t tp_madvise_dontneed(uint64_t addr, uint64_t length)
+{
+	return madvise((void *)(uintptr_t)addr, (size_t)length, MADV_DONTNEED) < 0 ? -errno : 0;
 }

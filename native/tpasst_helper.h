@@ -50,7 +50,7 @@ int32_t tp_recv_fds(int32_t fd, uint8_t *buf, uint32_t len, int32_t *fds_out,
 int32_t tp_send_fds(int32_t fd, const uint8_t *buf, uint32_t len, const int32_t *fds,
                     uint32_t nfds);
 
-/* ---- memory.c: guest memory mappings, memfd, malloc_trim ------------------- */
+/* ---- memory.c: guest memory mappings, memfd, malloc_trim, madvise ---------- */
 
 int32_t tp_mmap_shared(int32_t fd, uint64_t size, uint64_t offset, uint64_t *addr_out);
 int32_t tp_munmap(void *addr, uint64_t size);
@@ -59,6 +59,7 @@ int32_t tp_ftruncate(int32_t fd, uint64_t size);
 int32_t tp_fd_size(int32_t fd, uint64_t *size_out);
 int32_t tp_atomic_or_u8(void *addr, uint32_t offset, uint32_t mask);
 int32_t tp_malloc_trim(void);
+int32_t tp_madvise_dontneed(uint64_t addr, uint64_t length);
 
 /* ---- memory_guard.c: SIGBUS from guest memory whose file shrank ------------- */
 

@@ -28,7 +28,7 @@ import {
 } from "../net/plan/network_plan.ts";
 import { pingSocketFactory } from "../net/icmp/ping_echo_socket.ts";
 import { NetworkStack } from "../net/stack.ts";
-import type { FrameHandler, GuestLink } from "../tap/frame_transport.ts";
+import type { FrameHandler, GuestLink, ScatteredFrame } from "../tap/frame_transport.ts";
 import { PcapWriter, withPcap } from "../tap/pcap.ts";
 import type { SessionFactory } from "../tap/frontend_session.ts";
 import { fileOptionError } from "./file_error.ts";
@@ -110,8 +110,9 @@ export function networkPlanFor(
  */
 function rearmingHandler(inner: FrameHandler, timers: TimerDriver): FrameHandler {
   return {
-    handleFrame: (frame: Uint8Array, now: number, info?: number) =>
-      inner.handleFrame(frame, now, info),
+    handleFrame: (frame: Uint8Array, now: number, info?: number, scattered?: ScatteredFrame) =>
+      inner.handleFrame(frame, now, info, scattered),
+    acceptsScattered: inner.acceptsScattered,
     endOfBatch(now: number): void {
       inner.endOfBatch(now);
       timers.rearm();
@@ -130,8 +131,9 @@ function rearmingHandler(inner: FrameHandler, timers: TimerDriver): FrameHandler
  */
 function migrationAwareHandler(inner: FrameHandler, migration: MigrationController): FrameHandler {
   return {
-    handleFrame: (frame: Uint8Array, now: number, info?: number) =>
-      inner.handleFrame(frame, now, info),
+    handleFrame: (frame: Uint8Array, now: number, info?: number, scattered?: ScatteredFrame) =>
+      inner.handleFrame(frame, now, info, scattered),
+    acceptsScattered: inner.acceptsScattered,
     endOfBatch: (now: number) => inner.endOfBatch(now),
     linkUp(link: GuestLink, now: number): void {
       migration.beforeLinkUp(now);

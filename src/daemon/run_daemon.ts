@@ -35,7 +35,12 @@ import { removePidFile, writePidFile } from "./pid_file.ts";
 import { buildDaemonNetwork } from "./network_wiring.ts";
 import { bindSocket } from "./socket_path.ts";
 import { defaultRepairPath, RepairHelperServer } from "./repair_helper.ts";
-import { MEMORY_CHECK_MS, MemoryRelease, releaseMemory } from "./memory_release.ts";
+import {
+  MEMORY_CHECK_MS,
+  MemoryRelease,
+  releaseMemory,
+  STARTUP_RELEASE_MS,
+} from "./memory_release.ts";
 
 /**
  * How long the event loop waits for the next events on the JS thread while they keep
@@ -208,16 +213,25 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
     });
     cleanup.add("close the capture file", () => network.close());
     // RSS is read only around a release, not at every sample.
-    const memory = new MemoryRelease(network.stack, () => {
+    const release = (why: string) => {
       const before = Deno.memoryUsage().rss;
       const t0 = monotonicNow();
       releaseMemory();
       log.debug(
-        `memory released after a burst of flows: RSS ${(before / 1048576).toFixed(1)} → ` +
+        `memory released ${why}: RSS ${(before / 1048576).toFixed(1)} → ` +
           `${(Deno.memoryUsage().rss / 1048576).toFixed(1)} MiB in ` +
           `${(monotonicNow() - t0).toFixed(1)} ms`,
       );
-    });
+    };
+    const memory = new MemoryRelease(network.stack, () => release("after a burst of flows"));
+    const startupRelease = setTimeout(() => {
+      try {
+        release("after start-up");
+      } catch (error) {
+        log.warn(`Cannot release memory: ${describe(error)}`);
+      }
+    }, STARTUP_RELEASE_MS);
+    cleanup.add("cancel the start-up memory release", () => clearTimeout(startupRelease));
     const memoryTimer = setInterval(() => {
       try {
         memory.tick();

@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { ScatteredFrame } from "../tap/frame_transport.ts";
 import type { FlowInfo } from "./flows/flow_info.ts";
 
 /**
@@ -44,6 +45,11 @@ export interface L4Packet {
    * NEEDS_CSUM): it is not to be verified.
    */
   checksumPending: boolean;
+  /**
+   * TCP only: the frame's payload is still in guest memory (`frame` holds its headers
+   * and is complete only after `scattered.gather()`); null when `frame` is whole.
+   */
+  scattered: ScatteredFrame | null;
 }
 
 /** Creates an empty packet object (the stack fills one per frame). */
@@ -62,6 +68,7 @@ export function newL4Packet(): L4Packet {
     l4Offset: 0,
     l4Length: 0,
     checksumPending: false,
+    scattered: null,
   };
 }
 

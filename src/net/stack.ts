@@ -36,8 +36,9 @@ import { describeFrame } from "./wire/frame_summary.ts";
 import { GuestSender } from "./guest_sender.ts";
 import { DEFAULT_MTU, type NetworkPlan } from "./plan/network_plan.ts";
 import { newIpv4Header, parseIpv4Header } from "./wire/ipv4.ts";
-import { newIpv6Header, parseIpv6Header } from "./wire/ipv6.ts";
+import { IPV6_HEADER_LENGTH, newIpv6Header, parseIpv6Header } from "./wire/ipv6.ts";
 import { type L4Handler, type L4Packet, newL4Packet } from "./l4_handler.ts";
+import { TCP_HEADER_MAX } from "./wire/tcp_header.ts";
 import { DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpServer } from "./services/dhcp.ts";
 import { DHCPV6_SERVER_PORT, Dhcpv6Server } from "./services/dhcpv6.ts";
 import { NdpResponder } from "./services/ndp.ts";
@@ -45,7 +46,12 @@ import { type EchoSocketFactory, type FdWatcher, IcmpEcho } from "./icmp/echo.ts
 import { buildForwardRules, type ForwardOptions, type ForwardRules } from "./plan/fwd.ts";
 import { icmpv6ChecksumOk, Icmpv6Type, newIcmpHeader, parseIcmp } from "./wire/icmp.ts";
 import { newUdpHeader, parseUdp, udpChecksumOkV4, udpChecksumOkV6 } from "./wire/udp.ts";
-import { type FrameHandler, FrameInfo, type GuestLink } from "../tap/frame_transport.ts";
+import {
+  type FrameHandler,
+  FrameInfo,
+  type GuestLink,
+  type ScatteredFrame,
+} from "../tap/frame_transport.ts";
 import { log, type Logger } from "../log/logger.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/ip_protocol.ts";
@@ -105,6 +111,10 @@ export class NetworkStack implements FrameHandler {
   #checksumPending = false;
   /** The frame being handled's FrameInfo.SegmentedTcp4 / SegmentedTcp6 bit (0: none). */
   #segmented = 0;
+  /** The frame being handled has its payload still in guest memory (TCP only). */
+  #scattered: ScatteredFrame | null = null;
+  /** Guest frames may come scattered: TCP sends their payload from guest memory. */
+  readonly acceptsScattered = true;
   readonly #dropLog: RateLimitedLog;
   readonly #errorLog: RateLimitedLog;
   readonly #log: Logger;
@@ -154,11 +164,32 @@ export class NetworkStack implements FrameHandler {
     this.#l4.set(protocol, handler);
   }
 
-  /** Handles one guest frame; never throws. With `--trace`, one line per frame. */
-  handleFrame(frame: Uint8Array, now: number, info: number = FrameInfo.None): void {
-    if (this.#log.enabled("trace")) this.#log.trace(`from guest: ${describeFrame(frame)}`);
+  /**
+   * Handles one guest frame; never throws. With `--trace`, one line per frame. A
+   * scattered frame stays so only when it is a TCP segment over IPv4 or IPv6 (no
+   * extension header) whose checksum is left to us (nothing reads its payload) and
+   * whose headers are all in the bytes copied; every other frame is gathered first.
+   */
+  handleFrame(
+    frame: Uint8Array,
+    now: number,
+    info: number = FrameInfo.None,
+    scattered?: ScatteredFrame,
+  ): void {
     this.#checksumPending = (info & FrameInfo.ChecksumPending) !== 0;
     this.#segmented = info & (FrameInfo.SegmentedTcp4 | FrameInfo.SegmentedTcp6);
+    this.#scattered = null;
+    if (scattered !== undefined) {
+      if (
+        this.#checksumPending && !this.#log.enabled("trace") &&
+        tcpHeadersWithin(frame, scattered.filled)
+      ) {
+        this.#scattered = scattered;
+      } else {
+        scattered.gather();
+      }
+    }
+    if (this.#log.enabled("trace")) this.#log.trace(`from guest: ${describeFrame(frame)}`);
     this.bytesFromGuest += frame.length;
     try {
       this.#handle(frame, now);
@@ -474,9 +505,35 @@ export class NetworkStack implements FrameHandler {
     p.l4Offset = l4Offset;
     p.l4Length = l4Length;
     p.checksumPending = this.#checksumPending;
+    p.scattered = protocol === IPPROTO_TCP ? this.#scattered : null;
     this.#count(this.accepted, protocol === IPPROTO_UDP ? "udp" : protocol === 6 ? "tcp" : "other");
     h.handlePacket(p, now);
   }
+}
+
+/** Ethernet type field, IPv4 IHL/protocol and IPv6 next-header positions in a frame. */
+const ETHERTYPE_AT = 12;
+const IPV4_IHL_AT = ETH_HEADER_LENGTH;
+const IPV4_PROTOCOL_AT = ETH_HEADER_LENGTH + 9;
+const IPV6_NEXT_HEADER_AT = ETH_HEADER_LENGTH + 6;
+
+/**
+ * Whether the first `filled` bytes of `frame` hold an IPv4 TCP segment's or an IPv6
+ * one's (TCP straight after the fixed header) Ethernet, IP and longest TCP header.
+ */
+function tcpHeadersWithin(frame: Uint8Array, filled: number): boolean {
+  if (filled < ETH_HEADER_LENGTH + 1) return false;
+  const etherType = (frame[ETHERTYPE_AT] << 8) | frame[ETHERTYPE_AT + 1];
+  if (etherType === ETHERTYPE_IPV4) {
+    const ipHeader = (frame[IPV4_IHL_AT] & 0x0f) * 4;
+    return ETH_HEADER_LENGTH + ipHeader + TCP_HEADER_MAX <= filled &&
+      frame[IPV4_PROTOCOL_AT] === IPPROTO_TCP;
+  }
+  if (etherType === ETHERTYPE_IPV6) {
+    return ETH_HEADER_LENGTH + IPV6_HEADER_LENGTH + TCP_HEADER_MAX <= filled &&
+      frame[IPV6_NEXT_HEADER_AT] === IPPROTO_TCP;
+  }
+  return false;
 }
 
 /** Names of the translators' protocols in {@link NetworkStack.describeCounters}. */

@@ -24,7 +24,7 @@ import {
   udpDatagram,
 } from "../../tests/support/net/frames.ts";
 import { RecordingLink } from "../../tests/support/net/recording_link.ts";
-import { FrameInfo, SendResult } from "../tap/frame_transport.ts";
+import { FrameInfo, type ScatteredFrame, SendResult } from "../tap/frame_transport.ts";
 import { Logger } from "../log/logger.ts";
 import { IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/ip_protocol.ts";
 import { parseIpv6 } from "../../ffi/ip_address_text.ts";
@@ -43,6 +43,7 @@ class Recorder implements L4Handler {
     l4: number[];
     ttl: number;
     checksumPending: boolean;
+    scattered: boolean;
   }[] = [];
   batches = 0;
   writable = 0;
@@ -60,6 +61,7 @@ class Recorder implements L4Handler {
       l4: Array.from(p.frame.subarray(p.l4Offset, p.l4Offset + p.l4Length)),
       ttl: p.ttl,
       checksumPending: p.checksumPending,
+      scattered: p.scattered !== null,
     });
   }
   endOfBatch(): void {
@@ -686,4 +688,58 @@ Deno.test("`NetworkStack.handleFrame()` passes a segmented TCP frame of its IP v
   // The flag is per frame: the next plain UDP frame goes through.
   stack.handleFrame(udp4, 1, pending);
   assert.equal(udp.packets.length, 1);
+});
+
+/** A frame whose first `filled` bytes are in `frame`, the rest in `whole` until gathered. */
+class PartlyCopiedFrame implements ScatteredFrame {
+  gathers = 0;
+  #filled: number;
+  constructor(readonly frame: Uint8Array, filled: number, readonly whole: Uint8Array) {
+    this.#filled = filled;
+  }
+  get filled(): number {
+    return this.#filled;
+  }
+  gather(): void {
+    this.frame.set(this.whole.subarray(this.#filled), this.#filled);
+    this.#filled = this.frame.length;
+    this.gathers++;
+  }
+  vectorsOf(): number {
+    return 0;
+  }
+}
+
+function partlyCopied(whole: Uint8Array, filled: number): PartlyCopiedFrame {
+  const frame = new Uint8Array(whole.length);
+  frame.set(whole.subarray(0, filled));
+  return new PartlyCopiedFrame(frame, filled, whole);
+}
+
+Deno.test("`NetworkStack.handleFrame()` leaves a scattered frame so only for TCP with NEEDS_CSUM and its headers copied; gathers every other", () => {
+  const { stack, udp, tcp } = setup();
+  const segment = new Uint8Array(2000);
+  segment[12] = 0x50; // data offset 5
+  segment.fill(0xab, 20);
+  const tcp4 = guestIpv4Frame(IPPROTO_TCP, GUEST4, REMOTE4, segment);
+  const tcp6 = guestIpv6Frame(IPPROTO_TCP, GUEST6, REMOTE6, segment);
+  const udp4 = guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, udpDatagram(1000, 53, segment));
+  const cases = [
+    { whole: tcp4, filled: 256, info: FrameInfo.ChecksumPending, kept: true },
+    { whole: tcp6, filled: 256, info: FrameInfo.ChecksumPending, kept: true },
+    { whole: tcp4, filled: 256, info: FrameInfo.None, kept: false }, // the checksum is checked
+    { whole: tcp4, filled: 14 + 20 + 59, info: FrameInfo.ChecksumPending, kept: false },
+    { whole: udp4, filled: 256, info: FrameInfo.ChecksumPending, kept: false },
+  ];
+  for (const [i, c] of cases.entries()) {
+    const frame = partlyCopied(c.whole, c.filled);
+    stack.handleFrame(frame.frame, 1, c.info, frame);
+    assert.equal(frame.gathers, c.kept ? 0 : 1, `case ${i}`);
+    const last = (c.whole === udp4 ? udp : tcp).packets.at(-1)!;
+    assert.equal(last.scattered, c.kept, `case ${i}`);
+    if (!c.kept) assert.deepEqual(frame.frame, c.whole, `case ${i}: gathered whole`);
+  }
+  assert.equal(tcp.packets.length, 4);
+  assert.equal(udp.packets.length, 1);
+  assert.deepEqual(udp.packets[0].l4.slice(8), Array.from(segment));
 });

@@ -63,6 +63,25 @@ export interface TcpSegments {
   headerLength: number;
 }
 
+/**
+ * A guest frame spread over several guest buffers of which the transport copied only
+ * the beginning into the `frame` it passed to {@link FrameHandler.handleFrame}; the
+ * rest stays in guest memory (no copy of a 64 KiB segment when its payload only goes
+ * on to a host socket). Valid only during that call.
+ */
+export interface ScatteredFrame {
+  /** Bytes at the start of `frame` that hold the frame's contents; the rest does not yet. */
+  readonly filled: number;
+  /** Copies the rest of the frame into `frame`: afterwards all of it holds the contents. */
+  gather(): void;
+  /**
+   * Appends iovec entries for `length` bytes of the frame from byte `from` on, pointing
+   * into guest memory (bytes before {@link filled} point into `frame`).
+   * @returns the bytes added (fewer when the table fills up)
+   */
+  vectorsOf(from: number, length: number, vectors: IoVectors): number;
+}
+
 /** Receives the frames the guest sends. Implemented by the network stack. */
 export interface FrameHandler {
   /**
@@ -75,8 +94,16 @@ export interface FrameHandler {
    * @param frame one Ethernet frame, starting at the destination MAC
    * @param now the loop's current time in milliseconds (monotonic clock)
    * @param info {@link FrameInfo} bits (None when omitted)
+   * @param scattered only for a handler that {@link acceptsScattered}: when given,
+   * `frame` holds only the frame's first `scattered.filled` bytes so far
    */
-  handleFrame(frame: Uint8Array, now: number, info?: number): void;
+  handleFrame(frame: Uint8Array, now: number, info?: number, scattered?: ScatteredFrame): void;
+
+  /**
+   * The handler takes frames whose payload is left in guest memory
+   * ({@link ScatteredFrame}); transports give every other handler whole frames.
+   */
+  readonly acceptsScattered?: boolean;
 
   /** Called after each batch of frames, so that replies can be flushed together. */
   endOfBatch(now: number): void;

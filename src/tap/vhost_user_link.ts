@@ -66,6 +66,7 @@ import {
   type GuestLink,
   MAX_FRAME_LENGTH,
   MIN_FRAME_LENGTH,
+  type ScatteredFrame,
   SendResult,
   TcpSegmentation,
   type TcpSegments,
@@ -87,6 +88,82 @@ function locatedChain(capacity: number): DescriptorChain {
 }
 
 /**
+ * A frame spread over several guest buffers is handed to a handler that accepts it
+ * as a {@link ScatteredFrame} from this length on: its first
+ * {@link SCATTER_PREFIX_BYTES} are copied, the rest stays in guest memory (a Linux
+ * guest's 64 KiB TCP segment comes as the headers plus page-sized fragments). Shorter
+ * frames are copied whole.
+ */
+export const SCATTER_MIN_FRAME_BYTES = 1024;
+/**
+ * Bytes copied at the start of a scattered frame: Ethernet (14), IPv6 (40) or the
+ * longest IPv4 header (60) and the longest TCP header (60), with room to spare.
+ */
+export const SCATTER_PREFIX_BYTES = 256;
+
+/** A TX frame left in the guest's buffers after its first bytes; see {@link ScatteredFrame}. */
+class ChainFrame implements ScatteredFrame {
+  readonly #counters: VhostUserLinkCounters;
+  #chain: DescriptorChain | null = null;
+  #frame: Uint8Array = EMPTY_VIEW;
+  #filled = 0;
+
+  /** @param counters where frames handed over and gathered are counted */
+  constructor(counters: VhostUserLinkCounters) {
+    this.#counters = counters;
+  }
+
+  /** Describes `frame` (whose first `filled` bytes were copied) over `chain`'s buffers. */
+  begin(chain: DescriptorChain, frame: Uint8Array, filled: number): this {
+    this.#chain = chain;
+    this.#frame = frame;
+    this.#filled = filled;
+    this.#counters.txScattered++;
+    return this;
+  }
+
+  /** Forgets the chain and frame (the call that got them returned). */
+  end(): void {
+    this.#chain = null;
+    this.#frame = EMPTY_VIEW;
+    this.#filled = 0;
+  }
+
+  get filled(): number {
+    return this.#filled;
+  }
+
+  gather(): void {
+    const chain = this.#chain;
+    if (chain === null || this.#filled >= this.#frame.length) return;
+    chain.readInto(NET_HDR_SIZE + this.#filled, this.#frame.subarray(this.#filled));
+    this.#filled = this.#frame.length;
+    this.#counters.txGathered++;
+  }
+
+  vectorsOf(from: number, length: number, vectors: IoVectors): number {
+    const chain = this.#chain;
+    if (chain === null) return 0;
+    let skip = NET_HDR_SIZE + from;
+    let left = Math.min(length, this.#frame.length - from);
+    let added = 0;
+    for (let i = 0; i < chain.readableCount && left > 0 && !vectors.full; i++) {
+      const buffer = chain.buffers[i];
+      if (skip >= buffer.length) {
+        skip -= buffer.length;
+        continue;
+      }
+      const n = Math.min(buffer.length - skip, left);
+      vectors.pushRange(buffer, skip, n);
+      added += n;
+      left -= n;
+      skip = 0;
+    }
+    return added;
+  }
+}
+
+/**
  * After a TX turn that handed frames over, the queue is looked at once more after
  * Deno's next I/O phase (setImmediate) before kicks are re-armed: chains the guest
  * adds meanwhile (typically in answer to what the batch sent) are taken without a
@@ -102,6 +179,10 @@ export interface VhostUserLinkCounters {
   txRejected: number;
   /** TX frames the guest left for the device to segment (GSO_TCPV4/6), among txFrames. */
   txSegmented: number;
+  /** TX frames handed over scattered: headers copied, payload left in guest memory. */
+  txScattered: number;
+  /** Of those, frames the handler copied whole after all (ScatteredFrame.gather). */
+  txGathered: number;
   /** TX turns run, whatever started them. */
   txTurns: number;
   /** TX turns started by a kick from the guest. */
@@ -164,6 +245,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     txFrames: 0,
     txRejected: 0,
     txSegmented: 0,
+    txScattered: 0,
+    txGathered: 0,
     txTurns: 0,
     txKicks: 0,
     txPolls: 0,
@@ -225,6 +308,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   #rxHeads = new Uint16Array(1);
   #rxLengths = new Uint32Array(1);
   readonly #txScratch = new Uint8Array(NET_HDR_SIZE + MAX_FRAME_LENGTH);
+  readonly #txScattered = new ChainFrame(this.counters);
   readonly #header = createNetHeader();
   readonly #headerBytes = new Uint8Array(NET_HDR_SIZE);
 
@@ -446,7 +530,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   /** One line summing up {@link counters}, for logs. */
   describeCounters(): string {
     const c = this.counters;
-    return `vhost-user link: TX ${c.txFrames} frames (${c.txSegmented} segmented, ${c.txRejected} rejected) in ${c.txTurns} turns: ` +
+    return `vhost-user link: TX ${c.txFrames} frames (${c.txSegmented} segmented, ${c.txRejected} rejected, ` +
+      `${c.txScattered - c.txGathered} sent from guest memory) in ${c.txTurns} turns: ` +
       `${c.txKicks} kicked, ${c.txPolls} from the loop (${c.txEmptyPolls} empty), ` +
       `${c.txRearms} kick re-arms; RX ${c.rxFrames} frames (${c.rxSegmented} segmented) in ${c.rxChains} chains, ` +
       `${c.rxNoRoom} without room, ` +
@@ -612,6 +697,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       this.counters.txSegmented++;
     }
     let frame: Uint8Array;
+    let scattered: ChainFrame | undefined;
     if (chain.count === 1) {
       frame = first.subarray(NET_HDR_SIZE);
     } else if (chain.count === 2 && first.length === NET_HDR_SIZE) {
@@ -619,12 +705,19 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     } else {
       const length = total - NET_HDR_SIZE;
       frame = this.#txScratch.subarray(0, length);
-      chain.readInto(NET_HDR_SIZE, frame);
+      if (length >= SCATTER_MIN_FRAME_BYTES && this.#handler.acceptsScattered === true) {
+        const filled = chain.readInto(NET_HDR_SIZE, frame.subarray(0, SCATTER_PREFIX_BYTES));
+        scattered = this.#txScattered.begin(chain, frame, filled);
+      } else {
+        chain.readInto(NET_HDR_SIZE, frame);
+      }
     }
     try {
-      this.#handler.handleFrame(frame, now, info);
+      this.#handler.handleFrame(frame, now, info, scattered);
     } catch (error) {
       this.#txLog.write(now, `vhost-user: frame handler threw: ${(error as Error).message}`);
+    } finally {
+      scattered?.end();
     }
     return true;
   }

@@ -22,12 +22,13 @@ import {
   FrameInfo,
   type FrameSpace,
   newFrameSpace,
+  type ScatteredFrame,
   SendResult,
   TcpSegmentation,
 } from "./frame_transport.ts";
 import { RecordingHandler } from "../../tests/support/tap/frame_handler.ts";
-import { VhostUserLink } from "./vhost_user_link.ts";
-import type { IoVectors } from "../../ffi/io_vectors.ts";
+import { SCATTER_MIN_FRAME_BYTES, SCATTER_PREFIX_BYTES, VhostUserLink } from "./vhost_user_link.ts";
+import { IoVectors } from "../../ffi/io_vectors.ts";
 import { TcpListenSocket, TcpSocket } from "../../ffi/tcp_socket.ts";
 import { CountingGuestMemory } from "../../tests/support/virtio/counting_guest_memory.ts";
 import { WriteRecord } from "../../tests/support/virtio/recording_write_log.ts";
@@ -52,6 +53,7 @@ function setup(
   size = 64,
   dataBytes = 4 << 20,
   logLevel: LogLevel = "info",
+  handler: RecordingHandler = new RecordingHandler(),
 ) {
   const memory = new ArrayGuestMemory();
   const lines: string[] = [];
@@ -74,7 +76,6 @@ function setup(
     base: 0x1000_0000,
     dataBytes,
   });
-  const handler = new RecordingHandler();
   const link = new VhostUserLink(handler, { logger, clock: () => 0 });
   link.startVring(rx.vring(), 0);
   link.startVring(tx.vring(), 0);
@@ -521,6 +522,8 @@ Deno.test("VhostUserLink.counters count frames, kicks, polls and re-arms; logged
     txFrames: 4,
     txRejected: 0,
     txSegmented: 0,
+    txScattered: 0,
+    txGathered: 0,
     txTurns: 5,
     txKicks: 2,
     txPolls: 3,
@@ -536,7 +539,7 @@ Deno.test("VhostUserLink.counters count frames, kicks, polls and re-arms; logged
   const summary = link.describeCounters();
   assert.match(
     summary,
-    /TX 4 frames \(0 segmented, 0 rejected\) in 5 turns: 2 kicked, 3 from the loop \(3 empty\)/,
+    /TX 4 frames \(0 segmented, 0 rejected, 0 sent from guest memory\) in 5 turns: 2 kicked, 3 from the loop \(3 empty\)/,
   );
   assert.ok(!lines.includes(summary));
   link.stopVring(1);
@@ -1884,4 +1887,131 @@ Deno.test("VhostUserLink.reserveFrame() gives the payload as an iovec table over
   } finally {
     pair.close();
   }
+});
+
+/** A handler that takes frames scattered and keeps what each one looked like. */
+class ScatterCheckingHandler extends RecordingHandler {
+  readonly acceptsScattered = true;
+  /** Per frame: the bytes filled when handed over, or -1 when it came whole. */
+  readonly filled: number[] = [];
+  /** Per scattered frame: the bytes the table gave for the range asked for. */
+  readonly ranges: Uint8Array[] = [];
+  /** The byte range each scattered frame is asked to describe, relative to its length. */
+  range: (length: number) => { from: number; length: number } = (n) => ({ from: 0, length: n });
+  /** Whether a scattered frame is gathered before it is recorded. */
+  gatherFirst = true;
+  readonly #table = new IoVectors(1024);
+  readonly #pair: { sender: TcpSocket; receiver: TcpSocket };
+
+  constructor(pair: { sender: TcpSocket; receiver: TcpSocket }) {
+    super();
+    this.#pair = pair;
+  }
+
+  override handleFrame(
+    frame: Uint8Array,
+    _now?: number,
+    _info?: number,
+    scattered?: ScatteredFrame,
+  ): void {
+    if (scattered === undefined) {
+      this.filled.push(-1);
+      super.handleFrame(frame);
+      return;
+    }
+    this.filled.push(scattered.filled);
+    const { from, length } = this.range(frame.length);
+    this.#table.clear();
+    const added = scattered.vectorsOf(from, length, this.#table);
+    assert.equal(added, length, "the table covers the range");
+    // The kernel reads the range straight from guest memory; the receiver gets it.
+    const got = new Uint8Array(length);
+    if (length > 0) {
+      assert.equal(this.#pair.sender.sendVectors(this.#table), length);
+      let at = 0;
+      for (let i = 0; at < length && i < 1000; i++) {
+        const n = this.#pair.receiver.receive(got.subarray(at));
+        if (n > 0) at += n;
+      }
+    }
+    this.ranges.push(got);
+    const prefix = frame.slice(0, scattered.filled);
+    if (this.gatherFirst) {
+      scattered.gather();
+      assert.equal(scattered.filled, frame.length);
+      super.handleFrame(frame);
+    } else {
+      super.handleFrame(prefix);
+    }
+  }
+}
+
+Deno.test("VhostUserLink hands a frame over several buffers to a handler that accepts it scattered: its first bytes copied, the rest sent from guest memory or gathered", async () => {
+  const pair = await loopbackPair();
+  try {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 60, max: 20000 }),
+        fc.array(fc.integer({ min: 1, max: 5000 }), { minLength: 1, maxLength: 8 }),
+        fc.boolean(),
+        fc.double({ min: 0, max: 1, noNaN: true }),
+        fc.double({ min: 0, max: 1, noNaN: true }),
+        (length, cuts, gatherFirst, fromShare, lengthShare) => {
+          const handler = new ScatterCheckingHandler(pair);
+          const { tx, link: scatterLink } = setup({}, 64, 4 << 20, "info", handler);
+          handler.gatherFirst = gatherFirst;
+          handler.range = (n) => {
+            const from = Math.floor(fromShare * n);
+            return { from, length: Math.floor(lengthShare * (n - from)) };
+          };
+          const frame = frameOf(length, length);
+          const packet = new Uint8Array(NET_HDR_SIZE + length);
+          packet.set(frame, NET_HDR_SIZE);
+          const addr = tx.alloc(packet.length);
+          tx.write(addr, packet);
+          const ends = [...new Set(cuts.map((c) => Math.min(c, packet.length)))].sort((a, b) =>
+            a - b
+          );
+          if (ends[ends.length - 1] !== packet.length) ends.push(packet.length);
+          const segments = ends.map((end, i) => {
+            const start = i === 0 ? 0 : ends[i - 1];
+            return { addr: addr + start, length: end - start, writable: false };
+          });
+          assert.ok(tx.addChain(segments, false) !== null);
+          scatterLink.kick(1, 0);
+          assert.equal(handler.frames.length, 1);
+          const copiedWhole = segments.length === 1 ||
+            (segments.length === 2 && segments[0].length === NET_HDR_SIZE) ||
+            length < SCATTER_MIN_FRAME_BYTES;
+          if (copiedWhole) {
+            assert.deepEqual(handler.filled, [-1]);
+            assert.deepEqual(handler.frames[0], frame);
+            assert.equal(scatterLink.counters.txScattered, 0);
+            return;
+          }
+          assert.deepEqual(handler.filled, [SCATTER_PREFIX_BYTES]);
+          const { from, length: n } = handler.range(length);
+          assert.deepEqual(handler.ranges[0], frame.subarray(from, from + n));
+          assert.deepEqual(
+            handler.frames[0],
+            gatherFirst ? frame : frame.subarray(0, SCATTER_PREFIX_BYTES),
+          );
+          assert.equal(scatterLink.counters.txScattered, 1);
+          assert.equal(scatterLink.counters.txGathered, gatherFirst ? 1 : 0);
+        },
+      ),
+      { numRuns: 60 },
+    );
+  } finally {
+    pair.close();
+  }
+});
+
+Deno.test("VhostUserLink copies every frame whole for a handler that does not accept scattered ones", () => {
+  const { tx, handler, link } = setup({}, 64);
+  const frame = frameOf(9000, 3);
+  guestTransmit(tx, frame, "many", false);
+  link.kick(1, 0);
+  assert.deepEqual(handler.frames, [frame]);
+  assert.equal(link.counters.txScattered, 0);
 });

@@ -94,6 +94,12 @@ export interface VhostOptions {
    * UDP checksum field, as a guest sets them (virtio 1.2 §5.1.6.2).
    */
   readonly txHeaderFlags?: (frame: Uint8Array) => number;
+  /**
+   * Each TX frame goes on the ring as buffers of at most this many bytes (virtio-net
+   * header included), as a Linux guest gives a large segment as its headers plus
+   * page-sized fragments (default: one buffer per frame).
+   */
+  readonly txBufferSize?: number;
   /** Called with a copy of the virtio-net header and the frame of each frame received. */
   readonly onRxFrame?: (header: Uint8Array, frame: Uint8Array) => void;
   /** Ack VHOST_USER_PROTOCOL_F_DEVICE_STATE (migration tests). */
@@ -340,6 +346,7 @@ class VhostLink implements FrameLink {
   /** The rings are stopped, or the new RX ring has no buffers yet: nothing is polled. */
   #paused = false;
   readonly #rxBuffers: number;
+  readonly #txBufferSize: number;
 
   private constructor(
     frontend: VhostUserFrontend,
@@ -353,6 +360,7 @@ class VhostLink implements FrameLink {
     this.#txHeaderFlags = options.txHeaderFlags ?? null;
     this.#onRxFrame = options.onRxFrame ?? null;
     this.#rxBuffers = Math.min(options.rxBuffers ?? RX_BUFFERS, RX_BUFFERS);
+    this.#txBufferSize = options.txBufferSize ?? TX_SLOT_SIZE;
   }
 
   /** Connects to `path`, negotiates like QEMU, posts every RX buffer. */
@@ -432,7 +440,7 @@ class VhostLink implements FrameLink {
     for (const used of f.vrings[TX].takeUsedChains()) this.#freeTx.push(used.segments[0].addr);
     let n = 0;
     while (this.#pendingTx.length > n && this.#freeTx.length > 0) {
-      const { frame, flags } = this.#pendingTx[n++];
+      const { frame, flags } = this.#pendingTx[n];
       const gpa = this.#freeTx.pop()!;
       const bytes = f.memory.view(gpa, NET_HEADER_SIZE + frame.length);
       bytes.fill(0, 0, NET_HEADER_SIZE);
@@ -444,7 +452,17 @@ class VhostLink implements FrameLink {
         header.setUint16(HEADER_CSUM_OFFSET, field.offset, true);
       }
       bytes.set(frame, NET_HEADER_SIZE);
-      f.vrings[TX].addChain([{ addr: gpa, length: bytes.length, writable: false }]);
+      const pieces = [];
+      for (let at = 0; at < bytes.length; at += this.#txBufferSize) {
+        const length = Math.min(this.#txBufferSize, bytes.length - at);
+        pieces.push({ addr: gpa + at, length, writable: false });
+      }
+      if (f.vrings[TX].addChain(pieces) === null) {
+        // The ring's descriptors ran out: the rest goes after the next used chains.
+        this.#freeTx.push(gpa);
+        break;
+      }
+      n++;
     }
     if (n > 0) {
       this.#pendingTx = this.#pendingTx.slice(n);

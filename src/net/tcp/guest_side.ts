@@ -15,6 +15,8 @@ import { translateOutbound4, translateOutbound6 } from "../plan/fwd.ts";
 import { initFlowKey } from "../flows/flow_table.ts";
 import type { L4Packet } from "../l4_handler.ts";
 import { TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_SYN } from "../wire/tcp_header.ts";
+import type { ScatteredFrame } from "../../tap/frame_transport.ts";
+import { NOT_SENT } from "./host_socket.ts";
 import type { TcpContext } from "./context.ts";
 import {
   CONNECT_TIMEOUT_MS,
@@ -236,17 +238,19 @@ function established(ctx: TcpContext, f: TcpFlow, p: L4Packet, now: number): voi
     sendAck(ctx, f); // zero window: tell the guest where we are
     return;
   }
-  toHost(ctx, f, p.frame, off, len, finOk);
+  toHost(ctx, f, p.frame, p.scattered, off, len, finOk);
 }
 
 /**
  * Sends `len` bytes of the guest's frame to the host socket (and passes its FIN on
  * when all of them were taken); what the socket did not take is not acknowledged.
+ * A scattered frame's bytes go to the socket straight from guest memory.
  */
 function toHost(
   ctx: TcpContext,
   f: TcpFlow,
   frame: Uint8Array,
+  scattered: ScatteredFrame | null,
   off: number,
   len: number,
   fin: boolean,
@@ -265,7 +269,14 @@ function toHost(
   let taken = 0;
   try {
     if (len > 0) {
-      taken = conn.send(frame.subarray(off, off + len));
+      taken = scattered === null
+        ? conn.send(frame.subarray(off, off + len))
+        : conn.sendScattered(scattered, off, len);
+      if (taken === NOT_SENT) {
+        // More guest buffers than one gather list holds: copied, then sent.
+        scattered!.gather();
+        taken = conn.send(frame.subarray(off, off + len));
+      }
       if (taken === WOULD_BLOCK) taken = 0;
     }
     f.rcvNxt = (f.rcvNxt + taken) >>> 0;

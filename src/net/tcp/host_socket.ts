@@ -45,10 +45,13 @@ import {
   EVENT_WRITABLE,
   type EventLoop,
 } from "../../loop/event_loop.ts";
-import type { FrameSpace } from "../../tap/frame_transport.ts";
+import type { FrameSpace, ScatteredFrame } from "../../tap/frame_transport.ts";
 import { listenBacklog, NativeHostListener } from "./host_listener.ts";
 import { requireNetPermission } from "../plan/net_permission.ts";
 import { addressBytes } from "../../../ffi/ip_address_text.ts";
+
+/** {@link HostConnection.sendScattered}: the frame's buffers do not fit one gather list; nothing sent. */
+export const NOT_SENT = -2;
 
 /** Called with the socket's events (EVENT_* bits) and the loop's time. */
 export type HostEventHandler = (events: number, now: number) => void;
@@ -72,6 +75,13 @@ export interface HostConnection {
    * @throws on a socket error (EPIPE, ECONNRESET)
    */
   send(data: Uint8Array): number;
+  /**
+   * Sends `length` bytes of `frame` from byte `from` on, straight from the guest's
+   * buffers: the bytes the kernel took (possibly fewer), {@link WOULD_BLOCK}, or
+   * {@link NOT_SENT} when they are spread over more buffers than one call takes.
+   * @throws on a socket error (EPIPE, ECONNRESET)
+   */
+  sendScattered(frame: ScatteredFrame, from: number, length: number): number;
   /**
    * Fills `out` with the send buffer's size and how much of it is in use
    * (`sendBuffer`, `sendQueued`; `receiveQueued` may be left as it was).
@@ -284,6 +294,12 @@ class NativeHostConnection implements HostConnection {
 
   send(data: Uint8Array): number {
     return this.#socket.send(data);
+  }
+
+  sendScattered(frame: ScatteredFrame, from: number, length: number): number {
+    vectors.clear();
+    if (frame.vectorsOf(from, length, vectors) < length) return NOT_SENT;
+    return this.#socket.sendVectors(vectors);
   }
 
   queues(out: SocketQueues): void {

@@ -12,7 +12,7 @@
 import type { SocketQueues } from "../../../ffi/tcp_socket.ts";
 import { Logger } from "../../../src/log/logger.ts";
 import { EVENT_WRITABLE } from "../../../src/loop/event_loop.ts";
-import type { FrameSpace } from "../../../src/tap/frame_transport.ts";
+import type { FrameSpace, ScatteredFrame } from "../../../src/tap/frame_transport.ts";
 import { GuestSender } from "../../../src/net/guest_sender.ts";
 import { DEFAULT_OUR_MAC } from "../../../src/net/plan/network_plan.ts";
 import type { L4Handler } from "../../../src/net/l4_handler.ts";
@@ -92,6 +92,13 @@ export class ScriptedConnection implements HostConnection {
     const n = Math.min(data.length, this.sendLimit);
     this.sent += n;
     return n === 0 && data.length > 0 ? WOULD_BLOCK : n;
+  }
+
+  /** Takes the bytes as {@link send} would, without reading them. */
+  sendScattered(_frame: ScatteredFrame, _from: number, length: number): number {
+    const n = Math.min(length, this.sendLimit);
+    this.sent += n;
+    return n === 0 && length > 0 ? WOULD_BLOCK : n;
   }
 
   queues(out: SocketQueues): void {
