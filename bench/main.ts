@@ -9,8 +9,11 @@
  * Options: --seconds N (per direction, default 10), --rounds N (default 2),
  * --backends a,b,c (default: all four), --tpasst-tree DIR (adds backend "tpasst-tree":
  * DIR/bin/tpasst with vhost-user, another checkout, e.g. the code before a change,
- * in the same alternating rounds), --verbose (serial console). Only one direction,
- * with counts per GB instead of rates: bench/datapath_counts.ts.
+ * in the same alternating rounds), --verbose (serial console), --mtu1500 (every
+ * vhost-user guest at MTU 1,500 set by the device, QEMU `host_mtu=1500`; the backends
+ * default to tpasst-vhost with its segmentation offloads, "tpasst-vhost-no-offload"
+ * with QEMU's host_tso4/6, host_ecn, guest_tso4/6, guest_ecn off, and passt-vhost).
+ * Only one direction, with counts per GB instead of rates: bench/datapath_counts.ts.
  *
  * @module
  */
@@ -18,8 +21,18 @@
 import { BACKEND_KINDS, type BackendKind } from "../tests/e2e/backends.ts";
 import { type IperfResult, measureIperf } from "./qemu_iperf.ts";
 
-/** A backend of the bench: one of the e2e kinds, or another tpasst checkout. */
-type BenchBackend = BackendKind | "tpasst-tree";
+/**
+ * A backend of the bench: one of the e2e kinds, another tpasst checkout, or tpasst
+ * vhost-user with the device's TCP segmentation offloads turned off.
+ */
+type BenchBackend = BackendKind | "tpasst-tree" | "tpasst-vhost-no-offload";
+
+/** QEMU virtio-net-pci options of {@link BenchBackend} "tpasst-vhost-no-offload". */
+const NO_OFFLOAD_OPTIONS =
+  "host_tso4=off,host_tso6=off,host_ecn=off,guest_tso4=off,guest_tso6=off,guest_ecn=off";
+
+/** QEMU virtio-net-pci option of --mtu1500: the device reports MTU 1,500 to the guest. */
+const MTU_1500_OPTION = "host_mtu=1500";
 
 interface Args {
   seconds: number;
@@ -27,6 +40,7 @@ interface Args {
   backends: BenchBackend[];
   tpasstTree: string | null;
   verbose: boolean;
+  mtu1500: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -36,7 +50,9 @@ function parseArgs(argv: string[]): Args {
     backends: [...BACKEND_KINDS],
     tpasstTree: null,
     verbose: false,
+    mtu1500: false,
   };
+  let backendsGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const value = () => {
       const v = argv[++i];
@@ -51,14 +67,23 @@ function parseArgs(argv: string[]): Args {
         args.rounds = Number(value());
         break;
       case "--backends":
+        backendsGiven = true;
         args.backends = value().split(",").map((b) => {
-          if (!(BACKEND_KINDS as readonly string[]).includes(b) && b !== "tpasst-tree") {
+          if (
+            !(BACKEND_KINDS as readonly string[]).includes(b) && b !== "tpasst-tree" &&
+            b !== "tpasst-vhost-no-offload"
+          ) {
             throw new Error(
-              `Unknown backend ${b}: expected one of ${BACKEND_KINDS.join(", ")}, tpasst-tree`,
+              `Unknown backend ${b}: expected one of ${
+                BACKEND_KINDS.join(", ")
+              }, tpasst-tree, tpasst-vhost-no-offload`,
             );
           }
           return b as BenchBackend;
         });
+        break;
+      case "--mtu1500":
+        args.mtu1500 = true;
         break;
       case "--tpasst-tree":
         args.tpasstTree = value();
@@ -69,6 +94,9 @@ function parseArgs(argv: string[]): Args {
       default:
         throw new Error(`Unknown option ${argv[i]}`);
     }
+  }
+  if (args.mtu1500 && !backendsGiven) {
+    args.backends = ["tpasst-vhost", "tpasst-vhost-no-offload", "passt-vhost"];
   }
   if (args.tpasstTree !== null && !args.backends.includes("tpasst-tree")) {
     args.backends.push("tpasst-tree");
@@ -156,9 +184,27 @@ function printTable(summaries: Summary[]): void {
 function ratios(summaries: Summary[]): Record<string, Record<string, number>> {
   const byName = new Map(summaries.filter((s) => s.runs.length > 0).map((s) => [s.backend, s]));
   const out: Record<string, Record<string, number>> = {};
-  for (const ours of ["tpasst-vhost", "tpasst-tree", "tpasst-stream"] as const) {
-    for (const ref of ["passt-vhost", "passt", "slirp", "tpasst-tree"] as const) {
-      if (ours === ref || (ref === "tpasst-tree" && ours !== "tpasst-vhost")) continue;
+  for (
+    const ours of [
+      "tpasst-vhost",
+      "tpasst-tree",
+      "tpasst-stream",
+      "tpasst-vhost-no-offload",
+    ] as const
+  ) {
+    for (
+      const ref of [
+        "passt-vhost",
+        "passt",
+        "slirp",
+        "tpasst-tree",
+        "tpasst-vhost-no-offload",
+      ] as const
+    ) {
+      if (ours === ref) continue;
+      if ((ref === "tpasst-tree" || ref === "tpasst-vhost-no-offload") && ours !== "tpasst-vhost") {
+        continue;
+      }
       const a = byName.get(ours);
       const b = byName.get(ref);
       if (!a || !b) continue;
@@ -180,7 +226,9 @@ async function main(): Promise<void> {
   console.log(
     `QEMU iperf3 benchmark: ${
       args.backends.join(", ")
-    }; ${args.rounds} round(s) of ${args.seconds} s per direction; TCG guest; load average ${loadBefore}`,
+    }; ${args.rounds} round(s) of ${args.seconds} s per direction; TCG guest${
+      args.mtu1500 ? `; vhost-user guests at MTU 1500 (${MTU_1500_OPTION})` : ""
+    }; load average ${loadBefore}`,
   );
   const summaries: Summary[] = args.backends.map((backend) => ({
     backend,
@@ -193,8 +241,15 @@ async function main(): Promise<void> {
       const started = performance.now();
       try {
         const tree = summary.backend === "tpasst-tree";
-        const result = await measureIperf(tree ? "tpasst-vhost" : summary.backend as BackendKind, {
+        const noOffload = summary.backend === "tpasst-vhost-no-offload";
+        const kind = tree || noOffload ? "tpasst-vhost" : summary.backend as BackendKind;
+        const deviceOptions = [
+          ...(args.mtu1500 ? [MTU_1500_OPTION] : []),
+          ...(noOffload ? [NO_OFFLOAD_OPTIONS] : []),
+        ].join(",");
+        const result = await measureIperf(kind, {
           seconds: args.seconds,
+          deviceOptions: deviceOptions === "" ? undefined : deviceOptions,
           tpasstBin: tree ? `${args.tpasstTree}/bin/tpasst` : undefined,
           onLine: args.verbose ? (l) => console.log(`  [${summary.backend}] ${l}`) : undefined,
         });
@@ -204,7 +259,9 @@ async function main(): Promise<void> {
             result.down.gbps.toFixed(3)
           } Gbit/s, CPU ${result.up.backendCpuSeconds.toFixed(1)}+${
             result.down.backendCpuSeconds.toFixed(1)
-          } s (${((performance.now() - started) / 1000).toFixed(0)} s)`,
+          } s, guest MTU ${result.guestMtu ?? "?"} (${
+            ((performance.now() - started) / 1000).toFixed(0)
+          } s)`,
         );
       } catch (error) {
         summary.failure = String((error as Error).message ?? error).split("\n")[0];
@@ -241,6 +298,7 @@ async function main(): Promise<void> {
         date: new Date().toISOString(),
         seconds: args.seconds,
         rounds: args.rounds,
+        guestMtu1500: args.mtu1500,
         loadAverage: { before: loadBefore, after: loadAfter },
         backends: summaries,
         ratios: ratioTable,

@@ -39,6 +39,8 @@ export interface IperfResult {
   readonly measuredProcess: "backend" | "qemu (slirp runs inside QEMU)";
   /** Host milliseconds from QEMU start to the guest's userspace. */
   readonly bootMs: number | null;
+  /** The guest interface's MTU during the runs (null: not reported). */
+  readonly guestMtu: number | null;
 }
 
 /** Options for {@link measureIperf}. */
@@ -49,6 +51,8 @@ export interface IperfOptions {
   readonly onLine?: (line: string) => void;
   /** tpasst backends: the launcher to run (another checkout's bin/tpasst). */
   readonly tpasstBin?: string;
+  /** vhost-user backends: extra virtio-net-pci options, e.g. `host_mtu=1500,host_tso4=off`. */
+  readonly deviceOptions?: string;
 }
 
 /** Transfer units in iperf3's output (binary multiples, iperf3's unit_snprintf). */
@@ -64,6 +68,7 @@ function guestScript(port: number, seconds: number): string {
     ...LEASE_SCRIPT_LINES,
     // receiver line: [ ID] interval sec <transfer> <KBytes|MBytes|GBytes> <rate> Mbits/sec receiver
     "result() { awk '/receiver/ {print $(NF-4), $(NF-3), $(NF-2); f=1} END {if (!f) print \"failed\"}'; }",
+    'mark mtu "$(cat /sys/class/net/eth0/mtu)"',
     "mark up-start",
     `mark up "$(timeout ${
       seconds + 30
@@ -81,7 +86,11 @@ function guestScript(port: number, seconds: number): string {
 export async function measureIperf(kind: BackendKind, options: IperfOptions): Promise<IperfResult> {
   const iperf = await startIperfServer(freePort());
   try {
-    const backend = await startBackend(kind, { forwards: [], tpasstBin: options.tpasstBin });
+    const backend = await startBackend(kind, {
+      forwards: [],
+      tpasstBin: options.tpasstBin,
+      deviceOptions: options.deviceOptions,
+    });
     try {
       await using guest = await QemuGuest.launch({
         netdev: backend.netdev,
@@ -113,6 +122,7 @@ export async function measureIperf(kind: BackendKind, options: IperfOptions): Pr
           qemuCpuSeconds: qemuCpu,
         };
       };
+      const guestMtu = Number(await guest.waitForMark("mtu", timeoutMs)) || null;
       const up = await direction("up");
       const down = await direction("down");
       const peakRssKiB = processPeakRssKiB(pid);
@@ -124,6 +134,7 @@ export async function measureIperf(kind: BackendKind, options: IperfOptions): Pr
         peakRssKiB,
         measuredProcess: backend.pid === null ? "qemu (slirp runs inside QEMU)" : "backend",
         bootMs: guest.bootMs,
+        guestMtu,
       };
     } finally {
       await backend.stop();

@@ -11,9 +11,9 @@
  * @module
  */
 
-import { parseIpv4 } from "../src/net/wire/address.ts";
 import type { GuestTcpConn } from "../tests/support/net/tcp_guest.ts";
 import { DaemonGuest, type Transport } from "../tests/net/daemon_guest.ts";
+import { parseIpv4 } from "../ffi/ip_address_text.ts";
 
 const GATEWAY = parseIpv4("10.0.2.2")!;
 /** Connections opened before the baseline is taken: the code paths are warm by then. */

@@ -20,7 +20,8 @@
  */
 
 import process from "node:process";
-import { UDP_MAX_BATCH, UdpMessageRecords, UdpSocket, WOULD_BLOCK } from "../ffi/udp_socket.ts";
+import { UDP_MAX_BATCH, UdpMessageRecords, UdpSocket } from "../ffi/udp_socket.ts";
+import { WOULD_BLOCK } from "../ffi/tcp_socket.ts";
 
 /** Datagrams per direction. */
 const COUNT = Number(Deno.env.get("TPASST_BENCH_DATAGRAMS") ?? "300000");

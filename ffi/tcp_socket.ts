@@ -10,6 +10,7 @@
  */
 import type { IoVectors } from "./io_vectors.ts";
 import { helper } from "./library.ts";
+import { addressText } from "./ip_address_text.ts";
 import { Errno, NativeError } from "./native_error.ts";
 
 /** Returned by {@link TcpSocket.receive} and {@link TcpSocket.send} when the call would block. */
@@ -70,14 +71,6 @@ function checkPort(port: number, what: string): void {
   }
 }
 
-/** Text form of raw address bytes for messages: dotted quad or colon hex. */
-export function formatRawAddress(address: Uint8Array): string {
-  if (address.byteLength === 4) return address.join(".");
-  const words: string[] = [];
-  for (let i = 0; i < 16; i += 2) words.push(((address[i] << 8) | address[i + 1]).toString(16));
-  return words.join(":");
-}
-
 /** A connected (or connecting) nonblocking TCP socket. */
 export class TcpSocket {
   #fd: number;
@@ -93,7 +86,7 @@ export class TcpSocket {
    * @throws NativeError when the connect fails at once (bind refused, no route...)
    */
   static connect(destination: RawSocketAddress, source: ConnectSource = {}): TcpSocket {
-    const what = `connect to ${formatRawAddress(destination.address)} port ${destination.port}`;
+    const what = `connect to ${addressText(destination.address)} port ${destination.port}`;
     checkAddress(destination.address, what);
     checkPort(destination.port, what);
     const from = source.address ?? EMPTY;
@@ -314,7 +307,7 @@ export class TcpListenSocket {
     backlog = 128,
     freebind: boolean = freebindByDefault,
   ): TcpListenSocket {
-    const what = `listen on ${formatRawAddress(local.address)} port ${local.port}`;
+    const what = `listen on ${addressText(local.address)} port ${local.port}`;
     checkAddress(local.address, what);
     checkPort(local.port, what);
     const rc = helper().tp_tcp_listen(

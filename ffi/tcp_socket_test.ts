@@ -2,13 +2,8 @@ import assert from "node:assert/strict";
 import { Errno, NativeError } from "./native_error.ts";
 import { openFdCount } from "./process.ts";
 import { IoVectors } from "./io_vectors.ts";
-import {
-  formatRawAddress,
-  setListenFreebind,
-  TcpListenSocket,
-  TcpSocket,
-  WOULD_BLOCK,
-} from "./tcp_socket.ts";
+import { setListenFreebind, TcpListenSocket, TcpSocket, WOULD_BLOCK } from "./tcp_socket.ts";
+import { addressText } from "./ip_address_text.ts";
 
 const LOOPBACK4 = new Uint8Array([127, 0, 0, 1]);
 const LOOPBACK4_OTHER = new Uint8Array([127, 0, 0, 2]);
@@ -407,14 +402,32 @@ Deno.test("`TcpListenSocket.accept()` returns null when no connection is pending
   listener.close();
 });
 
-Deno.test("`formatRawAddress()` writes dotted quads and colon hex", () => {
-  assert.equal(formatRawAddress(LOOPBACK4), "127.0.0.1");
-  assert.equal(formatRawAddress(LOOPBACK6), "0:0:0:0:0:0:0:1");
-  assert.equal(
-    formatRawAddress(
-      new Uint8Array([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0xab, 0xcd, 0, 1]),
-    ),
-    "2001:db8:0:0:0:0:abcd:1",
+Deno.test("a bad port names the address in RFC 5952 form", () => {
+  const address = new Uint8Array([
+    0x20,
+    0x01,
+    0x0d,
+    0xb8,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0xab,
+    0xcd,
+    0,
+    1,
+  ]);
+  assert.throws(
+    () => TcpListenSocket.listen({ address, port: 70000 }),
+    /^RangeError: Cannot listen on 2001:db8::abcd:1 port 70000: port 70000 is not 0\.\.65535$/,
+  );
+  assert.throws(
+    () => TcpSocket.connect({ address: LOOPBACK6, port: -1 }),
+    /Cannot connect to ::1 port -1: port -1 is not 0\.\.65535$/,
   );
 });
 
@@ -525,7 +538,7 @@ Deno.test("TcpListenSocket.listen() binds an address the host lacks only with fr
   setListenFreebind(true);
   try {
     const listener = TcpListenSocket.listen({ address: absent, port: 0 });
-    assert.equal(formatRawAddress(listener.localAddress().address), "192.0.2.77");
+    assert.equal(addressText(listener.localAddress().address), "192.0.2.77");
     listener.close();
   } finally {
     setListenFreebind(false);

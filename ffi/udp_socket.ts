@@ -10,14 +10,8 @@
  */
 import { helper } from "./library.ts";
 import { Errno, NativeError } from "./native_error.ts";
-import {
-  formatRawAddress,
-  type RawSocketAddress,
-  socketLocalAddress,
-  WOULD_BLOCK,
-} from "./tcp_socket.ts";
-
-export { WOULD_BLOCK };
+import { type RawSocketAddress, socketLocalAddress, WOULD_BLOCK } from "./tcp_socket.ts";
+import { addressText } from "./ip_address_text.ts";
 
 /** Most datagrams one batch moves (TP_UDP_MAX_BATCH, native/tpasst_helper.h). */
 export const UDP_MAX_BATCH = 64;
@@ -198,7 +192,7 @@ export class UdpSocket {
   static open(family: 4 | 6, options: UdpOpenOptions = {}): UdpSocket {
     const address = options.address ?? NO_ADDRESS;
     const port = options.port ?? 0;
-    const where = address.byteLength ? ` on ${formatRawAddress(address)} port ${port}` : "";
+    const where = address.byteLength ? ` on ${addressText(address)} port ${port}` : "";
     const what = `open a UDP socket${where}`;
     if (family !== 4 && family !== 6) {
       throw new RangeError(`Cannot ${what}: family ${family} is not 4 or 6`);

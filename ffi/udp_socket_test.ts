@@ -1,13 +1,8 @@
 import assert from "node:assert/strict";
 import { Errno, NativeError } from "./native_error.ts";
 import { openFdCount } from "./process.ts";
-import {
-  UDP_MAX_BATCH,
-  UDP_RECORD_SIZE,
-  UdpMessageRecords,
-  UdpSocket,
-  WOULD_BLOCK,
-} from "./udp_socket.ts";
+import { UDP_MAX_BATCH, UDP_RECORD_SIZE, UdpMessageRecords, UdpSocket } from "./udp_socket.ts";
+import { WOULD_BLOCK } from "./tcp_socket.ts";
 
 const LOOPBACK4 = new Uint8Array([127, 0, 0, 1]);
 const ANY4 = new Uint8Array(4);

@@ -38,7 +38,8 @@ import {
 } from "./config.ts";
 import { ConfigError } from "./config_error.ts";
 import { GetoptError, getoptLong, type OptionDefinition, type OptionOccurrence } from "./getopt.ts";
-import { parsePortForwardTable, type PortForwardTable, PortSpecError } from "./port_spec.ts";
+import { parsePortForwardTable, PortSpecError } from "./port_spec.ts";
+import { type PortForwardTable } from "../net/plan/port_forward.ts";
 
 /** Smallest MTU accepted by `-m` besides 0 (ETH_MIN_MTU, the IPv4 minimum, RFC 791). */
 export const MIN_MTU = 68;

@@ -10,7 +10,7 @@
  */
 
 import type { LogLevel } from "../log/logger.ts";
-import type { PortForwardTable } from "./port_spec.ts";
+import { type PortForwardTable } from "../net/plan/port_forward.ts";
 
 /** What the process was asked to do. */
 export type ConfigAction = "run" | "help" | "version" | "print-capabilities";
@@ -25,7 +25,7 @@ export interface ConfigNote {
 /** Which protocol the frontend speaks on the socket. */
 export type FrontendMode = "vhost-user" | "stream";
 
-/** Per-address-family settings; `null` means "derive from the host" (net/plan/host_config.ts discovery). */
+/** Per-address-family settings; `null` means "derive from the host" (net/plan/network_plan.ts discovery). */
 export interface FamilyConfig {
   /** Address assigned to the guest (`-a`). */
   readonly address: string | null;

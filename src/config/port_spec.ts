@@ -23,10 +23,9 @@ import {
   type IpAddressText,
   isValidInterfaceName,
   parseIpAddress,
-  parseIpv4Bytes,
-  parseIpv6Bytes,
   unicastProblem,
 } from "./address_text.ts";
+import { parseIpv4, parseIpv6 } from "../../ffi/ip_address_text.ts";
 import {
   isExcluded,
   MAX_PORT,
@@ -36,12 +35,6 @@ import {
   type PortForwardTable,
   type PortRange,
 } from "../net/plan/port_forward.ts";
-
-// The table types belong to the forwarder (src/net/plan/port_forward.ts); this parser
-// produces them and re-exports them for the command line's users.
-export type { PortForward, PortForwardSpec, PortForwardTable, PortRange };
-export { MAX_PORT, MIN_PORT };
-export { targetPort } from "../net/plan/port_forward.ts";
 
 /** Which IP versions are enabled, for the checks that depend on it. */
 export interface EnabledFamilies {
@@ -99,7 +92,7 @@ function parseAddressAt(c: Cursor): IpAddressText | null {
         ? rest.slice(0, Math.max(0, rest.indexOf("]")))
         : (family === 6 ? IPV6_CHARS : IPV4_CHARS).exec(rest)![0];
       if (bracket && !rest.includes("]")) return null;
-      const bytes = family === 6 ? parseIpv6Bytes(text) : parseIpv4Bytes(text);
+      const bytes = family === 6 ? parseIpv6(text) : parseIpv4(text);
       if (bytes === null) return null;
       c.pos += text.length;
       if (bracket && !c.literal("]")) return null;

@@ -1,12 +1,7 @@
 import fc from "fast-check";
 import { assertEquals, assertThrows, assertTrue } from "../../tests/support/assert.ts";
-import {
-  parsePortForwardTable,
-  parsePortSpec,
-  type PortForwardSpec,
-  PortSpecError,
-  targetPort,
-} from "./port_spec.ts";
+import { parsePortForwardTable, parsePortSpec, PortSpecError } from "./port_spec.ts";
+import { type PortForwardSpec, targetPort } from "../net/plan/port_forward.ts";
 
 const NO_EPHEMERAL = { first: 0, last: 0 };
 

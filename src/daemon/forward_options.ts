@@ -8,7 +8,7 @@
 
 import type { Config } from "../config/config.ts";
 import type { ForwardOptions } from "../net/plan/fwd.ts";
-import type { ForwardingOptions } from "../net/plan/fwd_setup.ts";
+import type { ForwardingOptions } from "../net/fwd_setup.ts";
 
 /** Maps the parsed command line to {@link ForwardOptions}. */
 export function forwardOptionsFromConfig(c: Config): ForwardOptions {

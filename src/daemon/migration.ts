@@ -30,7 +30,7 @@ import { PIPE_WOULD_BLOCK, PipeEnd } from "../../ffi/pipe_end.ts";
 import type { Logger } from "../log/logger.ts";
 import { EVENT_ERROR, EVENT_HANGUP, EVENT_READABLE, EVENT_WRITABLE } from "../loop/event_loop.ts";
 import type { EventLoop } from "../loop/event_loop.ts";
-import { ipv4ToString, macToString } from "../net/wire/address.ts";
+import { MAC_BROADCAST, macToString } from "../net/wire/address.ts";
 import type { GuestSender } from "../net/guest_sender.ts";
 import {
   decodeMigrationState,
@@ -39,13 +39,13 @@ import {
   type MigratedGuest,
   type MigrationState,
 } from "../net/migration_state.ts";
-import { MAC_BROADCAST } from "../net/stack.ts";
 import type { RepairSwitch } from "../net/tcp/repair.ts";
 import type { TcpTranslator } from "../net/tcp/translator.ts";
 import type {
   DeviceStateDirection,
   DeviceStateHandler,
 } from "../vhost_user/backend_environment.ts";
+import { ipv4ToString } from "../../ffi/ip_address_text.ts";
 
 /** Bytes read from the pipe per read call. */
 const READ_CHUNK = 64 * 1024;

@@ -16,7 +16,7 @@ import type { Config } from "../config/config.ts";
 import { log } from "../log/logger.ts";
 import type { EventLoop } from "../loop/event_loop.ts";
 import { forwardingOptionsFromConfig, forwardOptionsFromConfig } from "./forward_options.ts";
-import { startForwarding } from "../net/plan/fwd_setup.ts";
+import { startForwarding } from "../net/fwd_setup.ts";
 import {
   buildNetworkPlan,
   type HostConfigOverrides,
@@ -25,7 +25,7 @@ import {
   type NetworkPlan,
   realHostSources,
   renderNetworkPlan,
-} from "../net/plan/host_config.ts";
+} from "../net/plan/network_plan.ts";
 import { pingSocketFactory } from "../net/icmp/ping_echo_socket.ts";
 import { NetworkStack } from "../net/stack.ts";
 import type { FrameHandler, GuestLink, ScatteredFrame } from "../tap/frame_transport.ts";

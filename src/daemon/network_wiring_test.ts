@@ -1,8 +1,8 @@
 import { parseCommandLine } from "../config/command_line.ts";
-import { ipv4ToString, ipv6ToString } from "../net/wire/address.ts";
-import type { HostSources } from "../net/plan/host_config.ts";
+import type { HostSources } from "../net/plan/network_plan.ts";
 import { assertEquals, assertThrows } from "../../tests/support/assert.ts";
 import { checkNamedInterfaces, hostConfigOverrides, networkPlanFor } from "./network_wiring.ts";
+import { ipv4ToString, ipv6ToString } from "../../ffi/ip_address_text.ts";
 
 /** A host whose only resolver is a loopback one (systemd-resolved), nothing else discovered. */
 const LOOPBACK_RESOLVER_HOST: HostSources = {

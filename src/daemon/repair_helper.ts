@@ -17,11 +17,11 @@
 import { UnixListener } from "../../ffi/unix_listener.ts";
 import type { UnixStream } from "../../ffi/unix_stream.ts";
 import { MAX_FDS_PER_MESSAGE } from "../../ffi/unix_stream.ts";
-import { waitReadable } from "../../ffi/tcp_repair.ts";
+import { type TcpRepairMode, waitReadable } from "../../ffi/tcp_repair.ts";
 import { removeFile } from "../../ffi/output_file.ts";
 import type { Logger } from "../log/logger.ts";
 import type { EventLoop } from "../loop/event_loop.ts";
-import { directRepair, type RepairSwitch, type TcpRepairMode } from "../net/tcp/repair.ts";
+import { directRepair, type RepairSwitch } from "../net/tcp/repair.ts";
 
 /** How long a batch waits for the helper's echo before giving up (the VM is paused meanwhile). */
 export const REPAIR_REPLY_TIMEOUT_MS = 5_000;

@@ -3,8 +3,8 @@ import { UnixStream } from "../../ffi/unix_stream.ts";
 import { closeFd, createPipe } from "../../ffi/process.ts";
 import { EventLoop } from "../loop/event_loop.ts";
 import { Logger } from "../log/logger.ts";
-import { TcpRepairMode } from "../net/tcp/repair.ts";
 import { defaultRepairPath, RepairHelperServer } from "./repair_helper.ts";
+import { TcpRepairMode } from "../../ffi/tcp_repair.ts";
 
 const quiet = new Logger();
 quiet.setLevel("error");

@@ -22,17 +22,13 @@
 import { ipv6Equal, MAC_BROADCAST } from "./wire/address.ts";
 import {
   foldSum,
-  IPPROTO_ICMP,
-  IPPROTO_ICMPV6,
-  IPPROTO_TCP,
-  IPPROTO_UDP,
   ipv4PseudoSum,
   ipv6PseudoSum,
   setL4ChecksumV4,
   setL4ChecksumV6,
 } from "./wire/checksum.ts";
 import { ICMP_CHECKSUM, setIcmpv4Checksum } from "./wire/icmp.ts";
-import { TCP_CHECKSUM } from "./wire/tcp_header.ts";
+import { TCP_CHECKSUM_OFFSET } from "./wire/tcp_header.ts";
 import { UDP_CHECKSUM, udpChecksumZeroAsOnes } from "./wire/udp.ts";
 import {
   buildEthernet,
@@ -46,9 +42,9 @@ import { type GuestLink, MAX_FRAME_LENGTH, SendResult } from "../tap/frame_trans
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import { log as defaultLog, type Logger } from "../log/logger.ts";
 import { describeFrame } from "./wire/frame_summary.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/ip_protocol.ts";
 
 /** Size of the output buffer: the largest frame a link accepts. */
-export { MAX_FRAME_LENGTH };
 /** Offset of the upper-layer message in {@link GuestSender.buffer} for IPv4 packets. */
 export const L4_OFFSET_V4 = ETH_HEADER_LENGTH + IPV4_HEADER_MIN;
 /** Offset of the upper-layer message in {@link GuestSender.buffer} for IPv6 packets. */
@@ -58,7 +54,7 @@ export const L3_OFFSET = ETH_HEADER_LENGTH;
 
 /** Offset of the checksum field inside each upper-layer header (RFC 9293, 768, 792, 4443). */
 const CHECKSUM_FIELD: Readonly<Record<number, number>> = {
-  [IPPROTO_TCP]: TCP_CHECKSUM,
+  [IPPROTO_TCP]: TCP_CHECKSUM_OFFSET,
   [IPPROTO_UDP]: UDP_CHECKSUM,
   [IPPROTO_ICMP]: ICMP_CHECKSUM,
   [IPPROTO_ICMPV6]: ICMP_CHECKSUM,
@@ -128,6 +124,16 @@ export class GuestSender {
   }
 
   /**
+   * The MTU to use with the guest: `configured` (the `--mtu` setting), bounded by the
+   * MTU the guest's device reports ({@link GuestLink.deviceMtu}, e.g. QEMU's
+   * `host_mtu`), since the guest cannot go past that one. 0 stays 0 (none advertised).
+   */
+  mtuFor(configured: number): number {
+    const device = this.#link?.deviceMtu ?? 0;
+    return device > 0 && configured > device ? device : configured;
+  }
+
+  /**
    * Sets (or clears) the link frames go to. Frames not yet flushed on the previous
    * link are its own business (it is going away): the new link starts clean.
    */
@@ -181,11 +187,11 @@ export class GuestSender {
     }
     const b = this.buffer;
     const partial = !options.l4ChecksumDone && this.#checksumOptional(protocol) &&
-      TCP_CHECKSUM + 2 <= l4Length;
+      TCP_CHECKSUM_OFFSET + 2 <= l4Length;
     if (partial) {
       const pseudo = foldSum(ipv4PseudoSum(src, dst, protocol, l4Length));
-      b[L4_OFFSET_V4 + TCP_CHECKSUM] = pseudo >> 8;
-      b[L4_OFFSET_V4 + TCP_CHECKSUM + 1] = pseudo & 0xff;
+      b[L4_OFFSET_V4 + TCP_CHECKSUM_OFFSET] = pseudo >> 8;
+      b[L4_OFFSET_V4 + TCP_CHECKSUM_OFFSET + 1] = pseudo & 0xff;
     } else if (!options.l4ChecksumDone) {
       const field = CHECKSUM_FIELD[protocol];
       if (field !== undefined && field + 2 <= l4Length) {
@@ -210,7 +216,7 @@ export class GuestSender {
     });
     buildEthernet(b, 0, options.dstMac ?? this.guestMac, this.ourMac, ETHERTYPE_IPV4);
     return partial
-      ? this.#send(L4_OFFSET_V4 + l4Length, L4_OFFSET_V4, TCP_CHECKSUM)
+      ? this.#send(L4_OFFSET_V4 + l4Length, L4_OFFSET_V4, TCP_CHECKSUM_OFFSET)
       : this.#send(L4_OFFSET_V4 + l4Length);
   }
 
@@ -240,11 +246,11 @@ export class GuestSender {
     }
     const b = this.buffer;
     const partial = !options.l4ChecksumDone && this.#checksumOptional(protocol) &&
-      TCP_CHECKSUM + 2 <= l4Length;
+      TCP_CHECKSUM_OFFSET + 2 <= l4Length;
     if (partial) {
       const pseudo = foldSum(ipv6PseudoSum(src, 0, dst, 0, protocol, l4Length));
-      b[L4_OFFSET_V6 + TCP_CHECKSUM] = pseudo >> 8;
-      b[L4_OFFSET_V6 + TCP_CHECKSUM + 1] = pseudo & 0xff;
+      b[L4_OFFSET_V6 + TCP_CHECKSUM_OFFSET] = pseudo >> 8;
+      b[L4_OFFSET_V6 + TCP_CHECKSUM_OFFSET + 1] = pseudo & 0xff;
     } else if (!options.l4ChecksumDone) {
       const field = CHECKSUM_FIELD[protocol];
       if (field !== undefined && field + 2 <= l4Length) {
@@ -269,7 +275,7 @@ export class GuestSender {
     }
     buildEthernet(b, 0, dstMac, this.ourMac, ETHERTYPE_IPV6);
     return partial
-      ? this.#send(L4_OFFSET_V6 + l4Length, L4_OFFSET_V6, TCP_CHECKSUM)
+      ? this.#send(L4_OFFSET_V6 + l4Length, L4_OFFSET_V6, TCP_CHECKSUM_OFFSET)
       : this.#send(L4_OFFSET_V6 + l4Length);
   }
 

@@ -1,13 +1,6 @@
 import assert from "node:assert/strict";
-import { MAC_BROADCAST, parseIpv6 } from "./wire/address.ts";
-import {
-  internetChecksum,
-  IPPROTO_ICMP,
-  IPPROTO_ICMPV6,
-  IPPROTO_TCP,
-  IPPROTO_UDP,
-  l4ChecksumV4,
-} from "./wire/checksum.ts";
+import { MAC_BROADCAST } from "./wire/address.ts";
+import { internetChecksum, l4ChecksumV4 } from "./wire/checksum.ts";
 import {
   buildEthernet,
   ETH_HEADER_LENGTH,
@@ -16,19 +9,21 @@ import {
 } from "./wire/ethernet.ts";
 import { buildIpv4 } from "./wire/ipv4.ts";
 import { Logger } from "../log/logger.ts";
-import { GuestSender, L4_OFFSET_V4, L4_OFFSET_V6, MAX_FRAME_LENGTH } from "./guest_sender.ts";
+import { GuestSender, L4_OFFSET_V4, L4_OFFSET_V6 } from "./guest_sender.ts";
 import { icmpv4ChecksumOk, icmpv6ChecksumOk } from "./wire/icmp.ts";
 import {
   buildTcp,
   TCP_ACK_FLAG,
-  TCP_CHECKSUM,
+  TCP_CHECKSUM_OFFSET,
   tcpChecksumOkV4,
   tcpChecksumOkV6,
 } from "./wire/tcp_header.ts";
 import { buildUdp, udpChecksumOkV4, udpChecksumOkV6 } from "./wire/udp.ts";
 import { decodeFrame } from "../../tests/support/net/frames.ts";
 import { nextTask, RecordingLink } from "../../tests/support/net/recording_link.ts";
-import { newFrameSpace, SendResult } from "../tap/frame_transport.ts";
+import { MAX_FRAME_LENGTH, newFrameSpace, SendResult } from "../tap/frame_transport.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/ip_protocol.ts";
+import { parseIpv6 } from "../../ffi/ip_address_text.ts";
 
 function setup() {
   const s = new GuestSender(0x9a559a559a55);
@@ -226,8 +221,8 @@ function tcpWithMarker(s: GuestSender, at: number): number {
     window: 512,
   });
   s.buffer.set([1, 2, 3, 4], at + hl);
-  s.buffer[at + TCP_CHECKSUM] = MARKER >> 8;
-  s.buffer[at + TCP_CHECKSUM + 1] = MARKER & 0xff;
+  s.buffer[at + TCP_CHECKSUM_OFFSET] = MARKER >> 8;
+  s.buffer[at + TCP_CHECKSUM_OFFSET + 1] = MARKER & 0xff;
   return hl + 4;
 }
 
@@ -273,8 +268,8 @@ Deno.test("`GuestSender` leaves the TCP checksum partial over a link whose l4Che
   const [t4, t6] = frames;
   // Only the TCP frames name a partial checksum: where summing starts and the field.
   assert.deepEqual(link.partialChecksums, [
-    [L4_OFFSET_V4, TCP_CHECKSUM],
-    [L4_OFFSET_V6, TCP_CHECKSUM],
+    [L4_OFFSET_V4, TCP_CHECKSUM_OFFSET],
+    [L4_OFFSET_V6, TCP_CHECKSUM_OFFSET],
     [0, 0],
     [0, 0],
     [0, 0],
@@ -282,7 +277,7 @@ Deno.test("`GuestSender` leaves the TCP checksum partial over a link whose l4Che
   ]);
   // decodeFrame validated the IPv4 header checksum: only the upper layer is partial.
   assert.notEqual(
-    (t4.l4[TCP_CHECKSUM] << 8) | t4.l4[TCP_CHECKSUM + 1],
+    (t4.l4[TCP_CHECKSUM_OFFSET] << 8) | t4.l4[TCP_CHECKSUM_OFFSET + 1],
     MARKER,
     "pseudo sum written",
   );
@@ -292,8 +287,8 @@ Deno.test("`GuestSender` leaves the TCP checksum partial over a link whose l4Che
   // pseudo-header sum) gives the right checksum.
   for (const [l4, length] of [[t4.l4, tcp4], [t6.l4, tcp6]] as const) {
     const complete = internetChecksum(l4, 0, length);
-    l4[TCP_CHECKSUM] = complete >> 8;
-    l4[TCP_CHECKSUM + 1] = complete & 0xff;
+    l4[TCP_CHECKSUM_OFFSET] = complete >> 8;
+    l4[TCP_CHECKSUM_OFFSET + 1] = complete & 0xff;
   }
   assert.ok(tcpChecksumOkV4(t4.l4, 0, tcp4, SRC4, DST4), "TCP/IPv4 once completed");
   assert.ok(tcpChecksumOkV6(t6.l4, 0, tcp6, SRC6, DST6), "TCP/IPv6 once completed");
@@ -352,4 +347,16 @@ Deno.test("`GuestSender.committed()` gives a frame built in a reservation the fl
   s.committed(b.subarray(0, headers), headers + 100, SendResult.Dropped);
   assert.equal(s.counters.dropped, 1);
   assert.match(lines[1], /len 154 \(dropped\)$/);
+});
+
+Deno.test("`GuestSender.mtuFor()` bounds the configured MTU by the link's device MTU", () => {
+  const sender = new GuestSender(0x9a559a559a55);
+  assert.equal(sender.mtuFor(65520), 65520, "no link");
+  const link = new RecordingLink();
+  sender.setLink(link);
+  assert.equal(sender.mtuFor(65520), 65520, "the device reports none");
+  link.deviceMtu = 1500;
+  assert.equal(sender.mtuFor(65520), 1500);
+  assert.equal(sender.mtuFor(1280), 1280, "a smaller configured MTU stays");
+  assert.equal(sender.mtuFor(0), 0, "none advertised stays none");
 });

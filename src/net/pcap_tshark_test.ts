@@ -4,21 +4,19 @@
  * dissect it with checksum validation on: no "Malformed" and no bad checksum.
  */
 import assert from "node:assert/strict";
-import { parseIpv6 } from "./wire/address.ts";
-import { buildArp } from "./services/arp.ts";
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP } from "./wire/checksum.ts";
-import { buildEthernet, ETHERTYPE_ARP } from "./wire/ethernet.ts";
-import { buildNetworkPlan } from "./plan/host_config.ts";
+import { buildNetworkPlan } from "./plan/network_plan.ts";
 import { buildIcmpEcho } from "./wire/icmp.ts";
 import type { EchoSocket } from "./icmp/echo.ts";
 import { NetworkStack } from "./stack.ts";
 import {
+  guestArpRequest,
   guestIpv4Frame,
   guestIpv6Frame,
-  TEST_GUEST_MAC,
   udpDatagram,
 } from "../../tests/support/net/frames.ts";
 import { RecordingLink } from "../../tests/support/net/recording_link.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP } from "./wire/ip_protocol.ts";
+import { parseIpv6 } from "../../ffi/ip_address_text.ts";
 
 /** libpcap file format: magic, v2.4, snaplen, LINKTYPE_ETHERNET (1). */
 function pcapFile(frames: Uint8Array[]): Uint8Array {
@@ -121,15 +119,7 @@ Deno.test({
     };
     stack.tick(0);
     all.push(...link.take());
-    const arp = new Uint8Array(42);
-    buildEthernet(arp, 0, 0xffffffffffff, TEST_GUEST_MAC, ETHERTYPE_ARP);
-    buildArp(arp, 14, {
-      op: 1,
-      senderMac: TEST_GUEST_MAC,
-      senderIp: 0xcb007107,
-      targetMac: 0,
-      targetIp: 0xcb007101,
-    });
+    const arp = guestArpRequest(0xcb007107, 0xcb007101);
     feed(arp);
     const v4 = (m: Uint8Array, src = 0) =>
       guestIpv4Frame(IPPROTO_UDP, src, 0xffffffff, udpDatagram(68, 67, m));

@@ -21,14 +21,8 @@
  * @module
  */
 
-import {
-  ipv4PrefixMask,
-  ipv6IsUnspecified,
-  isMulticastMac,
-  MAC_BROADCAST,
-} from "./wire/address.ts";
+import { ipv4PrefixMask, ipv6IsUnspecified, isMulticastMac } from "./wire/address.ts";
 import { ArpResponder } from "./services/arp.ts";
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/checksum.ts";
 import {
   ETH_HEADER_LENGTH,
   ETHERTYPE_ARP,
@@ -40,9 +34,9 @@ import {
 import type { FlowInfo } from "./flows/flow_info.ts";
 import { describeFrame } from "./wire/frame_summary.ts";
 import { GuestSender } from "./guest_sender.ts";
-import type { NetworkPlan } from "./plan/host_config.ts";
-import { newIpv4Header, parseIpv4 } from "./wire/ipv4.ts";
-import { IPV6_HEADER_LENGTH, newIpv6Header, parseIpv6 } from "./wire/ipv6.ts";
+import { DEFAULT_MTU, type NetworkPlan } from "./plan/network_plan.ts";
+import { newIpv4Header, parseIpv4Header } from "./wire/ipv4.ts";
+import { IPV6_HEADER_LENGTH, newIpv6Header, parseIpv6Header } from "./wire/ipv6.ts";
 import { type L4Handler, type L4Packet, newL4Packet } from "./l4_handler.ts";
 import { TCP_HEADER_MAX } from "./wire/tcp_header.ts";
 import { DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpServer } from "./services/dhcp.ts";
@@ -60,6 +54,7 @@ import {
 } from "../tap/frame_transport.ts";
 import { log, type Logger } from "../log/logger.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/ip_protocol.ts";
 
 /** Options of {@link NetworkStack}. */
 export interface NetworkStackOptions {
@@ -118,6 +113,8 @@ export class NetworkStack implements FrameHandler {
   #scattered: ScatteredFrame | null = null;
   /** Guest frames may come scattered: TCP sends their payload from guest memory. */
   readonly acceptsScattered = true;
+  /** The frame being handled's FrameInfo.SegmentedTcp4 / SegmentedTcp6 bit (0: none). */
+  #segmented = 0;
   readonly #dropLog: RateLimitedLog;
   readonly #errorLog: RateLimitedLog;
   readonly #log: Logger;
@@ -180,6 +177,7 @@ export class NetworkStack implements FrameHandler {
     scattered?: ScatteredFrame,
   ): void {
     this.#checksumPending = (info & FrameInfo.ChecksumPending) !== 0;
+    this.#segmented = info & (FrameInfo.SegmentedTcp4 | FrameInfo.SegmentedTcp6);
     this.#scattered = null;
     if (scattered !== undefined) {
       if (
@@ -210,6 +208,13 @@ export class NetworkStack implements FrameHandler {
   /** Starts sending over `link`; sends an unsolicited RA soon. */
   linkUp(link: GuestLink, now: number): void {
     this.sender.setLink(link);
+    const mtu = this.sender.mtuFor(this.plan.mtu || DEFAULT_MTU);
+    if (link.deviceMtu > 0) {
+      this.#log.info(
+        `guest device MTU ${link.deviceMtu}: DHCP, NDP and TCP use MTU ${mtu}` +
+          (link.tcpSegmentation !== 0 ? ", with TCP segmentation offload toward the guest" : ""),
+      );
+    }
     link.onWritable((t) => {
       for (const h of this.#l4.values()) this.#guard(t, () => h.linkWritable?.(t));
       this.sender.flush();
@@ -321,6 +326,15 @@ export class NetworkStack implements FrameHandler {
       this.sender.guestMac = src;
     }
     const end = frame.length;
+    // A large frame the guest left for the device to segment must be TCP over the IP
+    // version its gso_type names (virtio 1.2 §5.1.6.2); the IP layers check the rest.
+    if (
+      this.#segmented !== 0 &&
+      eth.etherType !==
+        (this.#segmented === FrameInfo.SegmentedTcp4 ? ETHERTYPE_IPV4 : ETHERTYPE_IPV6)
+    ) {
+      return this.#drop("gso-ip-version-mismatch", now);
+    }
     switch (eth.etherType) {
       case ETHERTYPE_ARP: {
         if (!this.arp) return this.#drop("arp-ipv4-disabled", now);
@@ -341,9 +355,10 @@ export class NetworkStack implements FrameHandler {
   #handleIpv4(frame: Uint8Array, end: number, now: number): void {
     if (!this.plan.ipv4) return this.#drop("ipv4-disabled", now);
     const ip = this.#ip4;
-    const st = parseIpv4(frame, ETH_HEADER_LENGTH, end, ip);
+    const st = parseIpv4Header(frame, ETH_HEADER_LENGTH, end, ip);
     if (st !== "ok") return this.#drop(st, now);
     if (ip.isFragment) return this.#drop("ipv4-fragment", now);
+    if (this.#segmented !== 0 && ip.protocol !== IPPROTO_TCP) return this.#drop("gso-not-tcp", now);
     if (ip.src !== 0 && ip.src !== 0xffffffff && this.sender.guestIpv4Seen !== ip.src) {
       this.sender.guestIpv4Seen = ip.src;
     }
@@ -383,9 +398,10 @@ export class NetworkStack implements FrameHandler {
   #handleIpv6(frame: Uint8Array, end: number, now: number): void {
     if (!this.plan.ipv6) return this.#drop("ipv6-disabled", now);
     const ip = this.#ip6;
-    const st = parseIpv6(frame, ETH_HEADER_LENGTH, end, ip);
+    const st = parseIpv6Header(frame, ETH_HEADER_LENGTH, end, ip);
     if (st !== "ok") return this.#drop(st, now);
     if (ip.isFragment) return this.#drop("ipv6-fragment", now);
+    if (this.#segmented !== 0 && ip.protocol !== IPPROTO_TCP) return this.#drop("gso-not-tcp", now);
     const src = ip.src;
     if (src[0] !== 0xff && !ipv6IsUnspecified(src)) this.sender.noteGuestIpv6(src);
     const l4End = ip.l4Offset + ip.l4Length;
@@ -534,6 +550,3 @@ function formatCounts(counts: object): string {
   }
   return parts.length === 0 ? "nothing" : parts.join(", ");
 }
-
-/** The broadcast MAC, re-exported for transports and tests. */
-export { MAC_BROADCAST };

@@ -1,24 +1,23 @@
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import fc from "fast-check";
-import { MAC_BROADCAST, parseIpv6 } from "./wire/address.ts";
-import { buildArp } from "./services/arp.ts";
-import { IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/checksum.ts";
+import { MAC_BROADCAST } from "./wire/address.ts";
 import { buildEthernet, ETHERTYPE_ARP } from "./wire/ethernet.ts";
 import { L4_OFFSET_V4 } from "./guest_sender.ts";
 import { buildForwardRules } from "./plan/fwd.ts";
-import { buildNetworkPlan } from "./plan/host_config.ts";
+import { buildNetworkPlan } from "./plan/network_plan.ts";
 import { ICMP_CHECKSUM } from "./wire/icmp.ts";
 import { IPV6_EXT_FRAGMENT } from "./wire/ipv6.ts";
 import type { L4Handler, L4Packet } from "./l4_handler.ts";
 import { NetworkStack } from "./stack.ts";
-import { buildTcp, TCP_ACK_FLAG, TCP_CHECKSUM, TCP_RST } from "./wire/tcp_header.ts";
+import { buildTcp, TCP_ACK_FLAG, TCP_CHECKSUM_OFFSET, TCP_RST } from "./wire/tcp_header.ts";
 import { TcpTranslator } from "./tcp/translator.ts";
 import { scriptedHostTcp } from "../../tests/support/net/tcp_host.ts";
 import { UDP_CHECKSUM, udpChecksumOkV4 } from "./wire/udp.ts";
 import { UdpTranslator } from "./udp/translator.ts";
 import {
   decodeFrame,
+  guestArpRequest,
   guestIpv4Frame,
   guestIpv6Frame,
   TEST_GUEST_MAC,
@@ -27,8 +26,10 @@ import {
 import { RecordingLink } from "../../tests/support/net/recording_link.ts";
 import { FrameInfo, type ScatteredFrame, SendResult } from "../tap/frame_transport.ts";
 import { Logger } from "../log/logger.ts";
+import { IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/ip_protocol.ts";
+import { parseIpv6 } from "../../ffi/ip_address_text.ts";
+import { dualStackPlan, NO_HOST } from "../../tests/support/net/built_plan.ts";
 
-const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
 const GUEST4 = 0x0a000215, REMOTE4 = 0xc0000201, GATEWAY4 = 0x0a000202;
 const GUEST6 = parseIpv6("2001:db8::15")!, REMOTE6 = parseIpv6("2001:db8:ffff::1")!;
 
@@ -78,12 +79,7 @@ class Recorder implements L4Handler {
 }
 
 function setup(logger?: Logger) {
-  const plan = buildNetworkPlan({
-    address4: "10.0.2.21/24",
-    gateway4: "10.0.2.2",
-    address6: "2001:db8::15",
-    gateway6: "fe80::1",
-  }, NO_HOST);
+  const plan = dualStackPlan();
   const stack = new NetworkStack(plan, { logger });
   const udp = new Recorder(), tcp = new Recorder();
   stack.registerL4(IPPROTO_UDP, udp);
@@ -132,15 +128,7 @@ Deno.test("`NetworkStack.handleFrame()` learns the guest MAC and answers it dire
   assert.equal(stack.sender.guestMac, MAC_BROADCAST);
   const link = new RecordingLink();
   stack.linkUp(link, 0);
-  const f = new Uint8Array(42);
-  buildEthernet(f, 0, MAC_BROADCAST, TEST_GUEST_MAC, ETHERTYPE_ARP);
-  buildArp(f, 14, {
-    op: 1,
-    senderMac: TEST_GUEST_MAC,
-    senderIp: GUEST4,
-    targetMac: 0,
-    targetIp: 0x0a000202,
-  });
+  const f = guestArpRequest(GUEST4, 0x0a000202);
   stack.handleFrame(f, 1);
   assert.equal(stack.sender.guestMac, TEST_GUEST_MAC);
   assert.equal(stack.sender.guestIpv4Seen, 0);
@@ -321,15 +309,7 @@ Deno.test("`NetworkStack.handleFrame()` never throws and never sends malformed f
   const dhcp = new Uint8Array(300);
   dhcp.set([1, 1, 6]);
   dhcp.set([0x63, 0x82, 0x53, 0x63, 53, 1, 1, 55, 4, 1, 3, 6, 119, 80, 0, 255], 236);
-  const arp = new Uint8Array(42);
-  buildEthernet(arp, 0, MAC_BROADCAST, TEST_GUEST_MAC, ETHERTYPE_ARP);
-  buildArp(arp, 14, {
-    op: 1,
-    senderMac: TEST_GUEST_MAC,
-    senderIp: GUEST4,
-    targetMac: 0,
-    targetIp: 0x0a000202,
-  });
+  const arp = guestArpRequest(GUEST4, 0x0a000202);
   const bases = [
     arp,
     guestIpv4Frame(IPPROTO_UDP, 0, 0xffffffff, udpDatagram(68, 67, dhcp)),
@@ -442,9 +422,9 @@ function tcpSegment(srcPort: number, dstPort: number, flags: number): Uint8Array
 Deno.test("`NetworkStack.handleFrame()` hands L4 packets over with checksumPending as FrameInfo says", () => {
   const { stack, udp, tcp } = setup();
   const tcp4 = guestIpv4Frame(IPPROTO_TCP, GUEST4, REMOTE4, tcpSegment(40000, 80, TCP_ACK_FLAG));
-  spoil(tcp4, 34 + TCP_CHECKSUM);
+  spoil(tcp4, 34 + TCP_CHECKSUM_OFFSET);
   const tcp6 = guestIpv6Frame(IPPROTO_TCP, GUEST6, REMOTE6, tcpSegment(40000, 80, TCP_ACK_FLAG));
-  spoil(tcp6, 54 + TCP_CHECKSUM);
+  spoil(tcp6, 54 + TCP_CHECKSUM_OFFSET);
   const udp4 = guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, udpDatagram(1, 2, new Uint8Array(4)));
   spoil(udp4, 34 + UDP_CHECKSUM);
   const udp6 = guestIpv6Frame(IPPROTO_UDP, GUEST6, REMOTE6, udpDatagram(1, 2, new Uint8Array(4)));
@@ -467,7 +447,7 @@ Deno.test("`NetworkStack.handleFrame()` makes the TCP translator drop a bad chec
     const frame = family === 4
       ? guestIpv4Frame(IPPROTO_TCP, GUEST4, REMOTE4, seg)
       : guestIpv6Frame(IPPROTO_TCP, GUEST6, REMOTE6, seg);
-    const at = (family === 4 ? 34 : 54) + TCP_CHECKSUM;
+    const at = (family === 4 ? 34 : 54) + TCP_CHECKSUM_OFFSET;
     stack.handleFrame(frame, 1);
     assert.equal(rstCount(link.take()), 1, "the valid segment is answered");
     spoil(frame, at);
@@ -526,12 +506,7 @@ function rstCount(frames: Uint8Array[]): number {
 
 /** A stack with the real TCP and UDP translators (host connects are refused, not made). */
 function setupWithTranslators() {
-  const plan = buildNetworkPlan({
-    address4: "10.0.2.21/24",
-    gateway4: "10.0.2.2",
-    address6: "2001:db8::15",
-    gateway6: "fe80::1",
-  }, NO_HOST);
+  const plan = dualStackPlan();
   const net = new NetworkStack(plan);
   const rules = buildForwardRules(plan);
   const tcp = new TcpTranslator(net.sender, rules, {
@@ -677,15 +652,7 @@ Deno.test("`NetworkStack` traces one line per frame each way with --trace, none 
   const stack = new NetworkStack(plan, { logger });
   const link = new RecordingLink();
   stack.linkUp(link, 0);
-  const arp = new Uint8Array(42);
-  buildEthernet(arp, 0, MAC_BROADCAST, TEST_GUEST_MAC, ETHERTYPE_ARP);
-  buildArp(arp, 14, {
-    op: 1,
-    senderMac: TEST_GUEST_MAC,
-    senderIp: GUEST4,
-    targetMac: 0,
-    targetIp: GATEWAY4,
-  });
+  const arp = guestArpRequest(GUEST4, GATEWAY4);
   stack.handleFrame(arp, 1);
   assert.deepEqual(lines, [
     "trace: from guest: ARP who-has 10.0.2.2 tell 10.0.2.21 len 42",
@@ -749,4 +716,30 @@ Deno.test("`NetworkStack.handleFrame()` leaves a scattered frame so only for TCP
   assert.equal(tcp.packets.length, 4);
   assert.equal(udp.packets.length, 1);
   assert.deepEqual(udp.packets[0].l4.slice(8), Array.from(segment));
+});
+
+Deno.test("`NetworkStack.handleFrame()` passes a segmented TCP frame of its IP version to TCP and drops mismatched ones", () => {
+  const { stack, udp, tcp } = setup();
+  const seg = new Uint8Array(20 + 60000);
+  seg[12] = 0x50;
+  const pending = FrameInfo.ChecksumPending;
+  const tcp4 = guestIpv4Frame(IPPROTO_TCP, GUEST4, REMOTE4, seg);
+  const tcp6 = guestIpv6Frame(IPPROTO_TCP, GUEST6, REMOTE6, seg);
+  const udp4 = guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, udpDatagram(1, 2, new Uint8Array(9)));
+  const udp6 = guestIpv6Frame(IPPROTO_UDP, GUEST6, REMOTE6, udpDatagram(1, 2, new Uint8Array(9)));
+  stack.handleFrame(tcp4, 1, pending | FrameInfo.SegmentedTcp4);
+  stack.handleFrame(tcp6, 1, pending | FrameInfo.SegmentedTcp6);
+  assert.deepEqual(tcp.packets.map((p) => [p.family, p.l4.length]), [[4, 60020], [6, 60020]]);
+  // gso_type naming the other IP version, or a protocol other than TCP: dropped.
+  stack.handleFrame(tcp4, 1, pending | FrameInfo.SegmentedTcp6);
+  stack.handleFrame(tcp6, 1, pending | FrameInfo.SegmentedTcp4);
+  stack.handleFrame(udp4, 1, pending | FrameInfo.SegmentedTcp4);
+  stack.handleFrame(udp6, 1, pending | FrameInfo.SegmentedTcp6);
+  assert.equal(tcp.packets.length, 2);
+  assert.equal(udp.packets.length, 0);
+  assert.equal(stack.drops["gso-ip-version-mismatch"], 2);
+  assert.equal(stack.drops["gso-not-tcp"], 2);
+  // The flag is per frame: the next plain UDP frame goes through.
+  stack.handleFrame(udp4, 1, pending);
+  assert.equal(udp.packets.length, 1);
 });

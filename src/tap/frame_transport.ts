@@ -16,6 +16,9 @@ import type { IoVectors } from "../../ffi/io_vectors.ts";
  */
 export const MAX_FRAME_LENGTH = 65535;
 
+/** The smallest Ethernet frame any link accepts, in bytes: the 14-byte Ethernet header (IEEE 802.3). */
+export const MIN_FRAME_LENGTH = 14;
+
 /** Bit flags a transport passes with a guest frame to {@link FrameHandler.handleFrame}. */
 export const FrameInfo = {
   /** Nothing special: every checksum in the frame is the guest's complete one. */
@@ -26,6 +29,15 @@ export const FrameInfo = {
    * frame comes straight from guest memory, so nothing could have damaged it.
    */
   ChecksumPending: 1,
+  /**
+   * The frame is one large TCP/IPv4 segment the guest left for the device to cut
+   * (virtio-net GSO_TCPV4, virtio 1.2 §5.1.6.2): up to 64 KiB, whatever the MTU. We
+   * terminate TCP, so it is translated like any segment; the stack checks that it is
+   * TCP over IPv4 and drops it otherwise. Always comes with ChecksumPending.
+   */
+  SegmentedTcp4: 2,
+  /** As {@link FrameInfo.SegmentedTcp4}, for TCP/IPv6 (GSO_TCPV6). */
+  SegmentedTcp6: 4,
 } as const;
 
 /**
@@ -45,6 +57,29 @@ export interface ScatteredFrame {
    * @returns the bytes added (fewer when the table fills up)
    */
   vectorsOf(from: number, length: number, vectors: IoVectors): number;
+}
+
+/** Bit flags of {@link GuestLink.tcpSegmentation}: which TCP frames the guest takes large. */
+export const TcpSegmentation = {
+  /** Every frame must be at most the MTU. */
+  None: 0,
+  /** TCP/IPv4 frames of up to 64 KiB, which the guest treats as segments of a given size. */
+  Ipv4: 1,
+  /** Same for TCP/IPv6. */
+  Ipv6: 2,
+} as const;
+
+/**
+ * A large TCP frame toward the guest that stands for several segments
+ * ({@link GuestLink.commitFrame}); one reused object per sender.
+ */
+export interface TcpSegments {
+  /** {@link TcpSegmentation.Ipv4} or {@link TcpSegmentation.Ipv6}. */
+  kind: number;
+  /** Payload bytes of each segment but the last (the guest's MSS). */
+  size: number;
+  /** Bytes of the Ethernet, IP and TCP headers every segment repeats. */
+  headerLength: number;
 }
 
 /** Receives the frames the guest sends. Implemented by the network stack. */
@@ -128,11 +163,25 @@ export interface FrameSpace {
   vectors: IoVectors | null;
   /** Where {@link vectors} starts in the frame (the reservation's headerLength). */
   vectorsFrom: number;
+  /**
+   * Set by the caller before reserving: the frame's flow hash (src/tap/flow_hash.ts,
+   * of the addresses and ports the frame will carry), so that a link with several
+   * receive queues puts it where the flow's other frames go; 0 when not known.
+   */
+  flowHash: number;
 }
 
 /** An empty {@link FrameSpace} to pass to {@link GuestLink.reserveFrame}, reused per frame. */
 export function newFrameSpace(): FrameSpace {
-  return { views: [], count: 0, length: 0, acceptVectors: false, vectors: null, vectorsFrom: 0 };
+  return {
+    views: [],
+    count: 0,
+    length: 0,
+    acceptVectors: false,
+    vectors: null,
+    vectorsFrom: 0,
+    flowHash: 0,
+  };
 }
 
 /** Copies the first `length` bytes of `space` into `out` (at least that large). */
@@ -160,6 +209,21 @@ export interface GuestLink {
    * DATA_VALID. Other checksums (IPv4 header, ICMP) must always be filled in.
    */
   readonly l4ChecksumsOptional: boolean;
+
+  /**
+   * {@link TcpSegmentation} bits: for which IP versions the guest takes a TCP frame
+   * larger than its MTU, up to 64 KiB, as a run of segments (virtio-net GUEST_TSO4 /
+   * GUEST_TSO6 with GUEST_CSUM, virtio 1.2 §5.1.6.4). Such a frame goes through
+   * {@link reserveFrame} / {@link commitFrame} with a partial checksum and its
+   * {@link TcpSegments}. 0 for links without segmentation offload.
+   */
+  readonly tcpSegmentation: number;
+
+  /**
+   * The MTU the guest's device reports (virtio-net VIRTIO_NET_F_MTU, set by the
+   * front-end), or 0 when the device reports none. The guest cannot use a larger one.
+   */
+  readonly deviceMtu: number;
 
   /**
    * The link's state and counters (ring state, frames each way) as plain values, for
@@ -204,9 +268,17 @@ export interface GuestLink {
   /**
    * Hands over the reserved frame, now `length` bytes long (at most the reserved
    * room), with a partial checksum at `checksumStart` / `checksumOffset` like
-   * {@link sendFrame}. Unused reserved room goes back to the link.
+   * {@link sendFrame}. Unused reserved room goes back to the link. With `segments`
+   * (only for a kind in {@link tcpSegmentation}, with a partial checksum) a frame
+   * whose payload is larger than `segments.size` goes out as that many segments'
+   * worth; a smaller one as a plain frame.
    */
-  commitFrame(length: number, checksumStart?: number, checksumOffset?: number): SendResult;
+  commitFrame(
+    length: number,
+    checksumStart?: number,
+    checksumOffset?: number,
+    segments?: TcpSegments,
+  ): SendResult;
 
   /** Gives the reserved room back unused. */
   cancelFrame(): void;

@@ -5,7 +5,8 @@
  *
  * Checksum and segmentation offloads (NEEDS_CSUM, DATA_VALID, GSO types) are
  * decoded and encoded field by field; the device offers checksum offload
- * (VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM) and no segmentation.
+ * (VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM) and TCP segmentation offload both
+ * ways (HOST_TSO4/6, GUEST_TSO4/6 and their ECN bits), no UDP segmentation.
  *
  * @module
  */

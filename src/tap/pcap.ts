@@ -171,6 +171,14 @@ export class PcapGuestLink implements GuestLink {
   /** {@inheritDoc GuestLink.l4ChecksumsOptional} Always false: captured frames carry real checksums. */
   readonly l4ChecksumsOptional = false;
 
+  /** {@inheritDoc GuestLink.tcpSegmentation} None: captured frames are the segments the guest sees. */
+  readonly tcpSegmentation = 0;
+
+  /** {@inheritDoc GuestLink.deviceMtu} The wrapped link's. */
+  get deviceMtu(): number {
+    return this.#inner.deviceMtu;
+  }
+
   /** {@inheritDoc GuestLink.sendFrame} Frames actually sent are recorded. */
   sendFrame(frame: Uint8Array, checksumStart?: number, checksumOffset?: number): SendResult {
     const result = this.#inner.sendFrame(frame, checksumStart, checksumOffset);

@@ -61,6 +61,8 @@ class FakeLink implements GuestLink {
   readonly kind = "fake";
   readonly maxFrameLength = MAX_FRAME_LENGTH;
   readonly l4ChecksumsOptional = false;
+  readonly tcpSegmentation = 0;
+  readonly deviceMtu = 0;
   sent: Uint8Array[] = [];
   full = false;
   sendFrame(frame: Uint8Array): SendResult {

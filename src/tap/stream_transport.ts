@@ -29,15 +29,12 @@ import {
   type FrameSpace,
   type GuestLink,
   MAX_FRAME_LENGTH,
+  MIN_FRAME_LENGTH,
   SendResult,
 } from "./frame_transport.ts";
 
 /** Size of the big-endian length before each frame (passt tap.c stream framing). */
 export const STREAM_LENGTH_BYTES = 4;
-/** Smallest valid frame length: an Ethernet header. */
-export const STREAM_MIN_FRAME_BYTES = 14;
-/** Largest valid frame length: {@link MAX_FRAME_LENGTH}. */
-export const STREAM_MAX_FRAME_BYTES = MAX_FRAME_LENGTH;
 /** Default bound of the queue toward the guest, in bytes. */
 export const DEFAULT_STREAM_QUEUE_BYTES = 1 << 20;
 
@@ -63,9 +60,13 @@ export class StreamTransport implements GuestLink, FrontendSession {
   /** Short name for logs. */
   readonly kind = "stream";
   /** Every frame up to the protocol's limit fits (no guest buffers to fill). */
-  readonly maxFrameLength = STREAM_MAX_FRAME_BYTES;
+  readonly maxFrameLength = MAX_FRAME_LENGTH;
   /** {@inheritDoc GuestLink.l4ChecksumsOptional} The stream protocol carries no offload flags. */
   readonly l4ChecksumsOptional = false;
+  /** {@inheritDoc GuestLink.tcpSegmentation} None: frames on the stream stay within the MTU. */
+  readonly tcpSegmentation = 0;
+  /** {@inheritDoc GuestLink.deviceMtu} The stream protocol reports no MTU. */
+  readonly deviceMtu = 0;
   /** Settles when the connection is over; never rejects. */
   readonly closed: Promise<void>;
 
@@ -106,10 +107,10 @@ export class StreamTransport implements GuestLink, FrontendSession {
     options: StreamTransportOptions = {},
   ) {
     const bound = options.maxQueuedBytes ?? DEFAULT_STREAM_QUEUE_BYTES;
-    if (bound < STREAM_LENGTH_BYTES + STREAM_MAX_FRAME_BYTES) {
+    if (bound < STREAM_LENGTH_BYTES + MAX_FRAME_LENGTH) {
       throw new RangeError(
         `Cannot create a stream transport: queue bound ${bound} is below one maximal frame (${
-          STREAM_LENGTH_BYTES + STREAM_MAX_FRAME_BYTES
+          STREAM_LENGTH_BYTES + MAX_FRAME_LENGTH
         })`,
       );
     }
@@ -140,7 +141,7 @@ export class StreamTransport implements GuestLink, FrontendSession {
     const rx = this.#rx;
     let frames = 0;
     for (let i = 0; i < MAX_READS_PER_EVENT; i++) {
-      if (rx.length - this.#rxEnd < STREAM_LENGTH_BYTES + STREAM_MAX_FRAME_BYTES) this.#compact();
+      if (rx.length - this.#rxEnd < STREAM_LENGTH_BYTES + MAX_FRAME_LENGTH) this.#compact();
       let n: number;
       try {
         n = this.#connection.recv(rx.subarray(this.#rxEnd));
@@ -176,9 +177,9 @@ export class StreamTransport implements GuestLink, FrontendSession {
     while (end - start >= STREAM_LENGTH_BYTES) {
       const length =
         ((rx[start] << 24) | (rx[start + 1] << 16) | (rx[start + 2] << 8) | rx[start + 3]) >>> 0;
-      if (length < STREAM_MIN_FRAME_BYTES || length > STREAM_MAX_FRAME_BYTES) {
+      if (length < MIN_FRAME_LENGTH || length > MAX_FRAME_LENGTH) {
         this.#finish(
-          `resetting the connection: frame length ${length} is outside ${STREAM_MIN_FRAME_BYTES}..${STREAM_MAX_FRAME_BYTES}`,
+          `resetting the connection: frame length ${length} is outside ${MIN_FRAME_LENGTH}..${MAX_FRAME_LENGTH}`,
           now,
           "warn",
         );
@@ -215,7 +216,7 @@ export class StreamTransport implements GuestLink, FrontendSession {
   sendFrame(frame: Uint8Array): SendResult {
     if (this.#done) return SendResult.Dropped;
     const length = frame.length;
-    if (length < STREAM_MIN_FRAME_BYTES || length > STREAM_MAX_FRAME_BYTES) {
+    if (length < MIN_FRAME_LENGTH || length > MAX_FRAME_LENGTH) {
       return SendResult.Dropped;
     }
     const room = this.#makeRoom(STREAM_LENGTH_BYTES + length);
@@ -234,8 +235,8 @@ export class StreamTransport implements GuestLink, FrontendSession {
   reserveFrame(space: FrameSpace, maxLength: number, headerLength: number): SendResult {
     this.#reservedAt = -1;
     if (this.#done) return SendResult.Dropped;
-    const length = Math.min(maxLength, STREAM_MAX_FRAME_BYTES);
-    if (length < headerLength || length < STREAM_MIN_FRAME_BYTES) return SendResult.Dropped;
+    const length = Math.min(maxLength, MAX_FRAME_LENGTH);
+    if (length < headerLength || length < MIN_FRAME_LENGTH) return SendResult.Dropped;
     const room = this.#makeRoom(STREAM_LENGTH_BYTES + length);
     if (room !== SendResult.Sent) return room;
     const at = this.#txEnd;
@@ -252,7 +253,7 @@ export class StreamTransport implements GuestLink, FrontendSession {
     const at = this.#reservedAt;
     this.#reservedAt = -1;
     if (at < 0 || this.#done || at !== this.#txEnd) return SendResult.Dropped;
-    if (length < STREAM_MIN_FRAME_BYTES || length > this.#reservedLength) {
+    if (length < MIN_FRAME_LENGTH || length > this.#reservedLength) {
       return SendResult.Dropped;
     }
     this.#putLength(at, length);
@@ -336,7 +337,7 @@ export class StreamTransport implements GuestLink, FrontendSession {
     if (this.#done) return;
     // Room for at least one maximal frame again: tell the stack.
     const room = this.#tx.length - (this.#txEnd - this.#txStart);
-    if (this.#wantWritable && room >= STREAM_LENGTH_BYTES + STREAM_MAX_FRAME_BYTES) {
+    if (this.#wantWritable && room >= STREAM_LENGTH_BYTES + MAX_FRAME_LENGTH) {
       this.#wantWritable = false;
       this.#writable?.(now);
     }

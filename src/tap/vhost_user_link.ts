@@ -3,6 +3,10 @@
  * (split, or packed when VIRTIO_F_RING_PACKED was negotiated) handed over by the
  * control plane, delivers the guest's frames to a
  * {@link FrameHandler} and copies frames from the stack into the guest's RX buffers.
+ * With VIRTIO_NET_F_MQ it runs up to {@link MAX_QUEUE_PAIRS} queue pairs on this one
+ * thread: every TX queue is served on its own kicks, and each frame toward the guest
+ * goes to the RX queue its flow hash picks among the running ones
+ * (src/tap/flow_hash.ts), so that a flow keeps to one queue.
  *
  * TX frames are views straight into guest memory (zero-copy); a frame spread over
  * several buffers is gathered into one reusable scratch buffer. Each TX chain goes
@@ -12,7 +16,10 @@
  * (virtio 1.2 §5.1.6.3, §5.1.6.4). Checksum offload both ways when negotiated: TX
  * frames with NEEDS_CSUM are passed on as FrameInfo.ChecksumPending; RX frames
  * (GUEST_CSUM) are marked NEEDS_CSUM when the sender left their TCP/UDP checksum
- * partial, DATA_VALID otherwise. Nothing blocks: with no RX buffers the link asks
+ * partial, DATA_VALID otherwise. TCP segmentation offload both ways when negotiated:
+ * TX frames marked GSO_TCPV4/6 (HOST_TSO4/6) are checked and passed on as
+ * FrameInfo.SegmentedTcp4/6; RX frames committed with TcpSegments (GUEST_TSO4/6) go
+ * out marked GSO_TCPV4/6 with gso_size and hdr_len. Nothing blocks: with no RX buffers the link asks
  * for a kick and reports NoRoom; the writable callback runs on that kick.
  *
  * The work of one turn is bounded in descriptors walked
@@ -32,12 +39,8 @@ import type { Logger } from "../log/logger.ts";
 import { log as defaultLogger } from "../log/logger.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import { runSoon, type SoonTask } from "../loop/event_loop.ts";
-import {
-  RX_QUEUE_INDEX,
-  type StartedVring,
-  TX_QUEUE_INDEX,
-  type VringDatapath,
-} from "./vring_datapath.ts";
+import { MAX_QUEUE_PAIRS, type VringDatapath } from "./vring_datapath.ts";
+import { frameFlowHash } from "./flow_hash.ts";
 import { IoVectors } from "../../ffi/io_vectors.ts";
 import { DescriptorChain } from "../virtio/descriptor_chain.ts";
 import type { GuestWriteLog } from "../virtio/guest_write_log.ts";
@@ -49,7 +52,10 @@ import {
   type NetHeader,
   VIRTIO_NET_HDR_F_DATA_VALID,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
+  VIRTIO_NET_HDR_GSO_ECN,
   VIRTIO_NET_HDR_GSO_NONE,
+  VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_GSO_TCPV6,
 } from "./net_header.ts";
 import { PackedVirtqueue } from "../virtio/packed_virtqueue.ts";
 import { SplitVirtqueue, TURN_DESCRIPTOR_BUDGET, type Virtqueue } from "../virtio/virtqueue.ts";
@@ -59,12 +65,14 @@ import {
   type FrameSpace,
   type GuestLink,
   MAX_FRAME_LENGTH,
+  MIN_FRAME_LENGTH,
   type ScatteredFrame,
   SendResult,
+  TcpSegmentation,
+  type TcpSegments,
 } from "./frame_transport.ts";
+import { type StartedVring } from "../virtio/started_vring.ts";
 
-/** Largest Ethernet frame carried: {@link MAX_FRAME_LENGTH}. */
-export const MAX_FRAME_BYTES = MAX_FRAME_LENGTH;
 /** Placeholder for dropped views. */
 const EMPTY_VIEW = new Uint8Array(0);
 /** Iovec entries of one reservation's payload: a 64 KiB frame in buffers of 64 bytes and more. */
@@ -78,8 +86,6 @@ function locatedChain(capacity: number): DescriptorChain {
   chain.located = true;
   return chain;
 }
-/** Smallest Ethernet frame accepted from the guest: the 14-byte Ethernet header. */
-export const MIN_FRAME_BYTES = 14;
 
 /**
  * A frame spread over several guest buffers is handed to a handler that accepts it
@@ -175,6 +181,8 @@ export interface VhostUserLinkCounters {
   txScattered: number;
   /** Of those, frames the handler copied whole after all (ScatteredFrame.gather). */
   txGathered: number;
+  /** TX frames the guest left for the device to segment (GSO_TCPV4/6), among txFrames. */
+  txSegmented: number;
   /** TX turns run, whatever started them. */
   txTurns: number;
   /** TX turns started by a kick from the guest. */
@@ -189,10 +197,35 @@ export interface VhostUserLinkCounters {
   rxFrames: number;
   /** RX chains (buffer lists) those frames took: several per frame under MRG_RXBUF. */
   rxChains: number;
+  /** RX frames the guest takes as several TCP segments (GSO_TCPV4/6), among rxFrames. */
+  rxSegmented: number;
   /** Frames refused for want of RX buffers (SendResult.NoRoom). */
   rxNoRoom: number;
   /** RX kicks received (the guest posted buffers after we asked). */
   rxKicks: number;
+}
+
+/**
+ * One receive/transmit queue pair (virtio 1.2 §5.1.2: receiveqN is ring 2(N-1),
+ * transmitqN ring 2(N-1)+1): its running queues and what waits on them.
+ */
+class QueuePair {
+  /** The pair's number: its rings are 2 × index and 2 × index + 1. */
+  readonly index: number;
+  rx: Virtqueue | null = null;
+  tx: Virtqueue | null = null;
+  /** A sender got NoRoom on this RX queue: its kick (or its end) runs the writable callback. */
+  rxWaiting = false;
+  rxPending: SoonTask | undefined = undefined;
+  txPending: SoonTask | undefined = undefined;
+  /** Frames written into this pair's RX buffers. */
+  rxFrames = 0;
+  /** Frames taken from this pair's TX queue. */
+  txFrames = 0;
+
+  constructor(index: number) {
+    this.index = index;
+  }
 }
 
 /** Options of a {@link VhostUserLink}. */
@@ -213,6 +246,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     txRejected: 0,
     txScattered: 0,
     txGathered: 0,
+    txSegmented: 0,
     txTurns: 0,
     txKicks: 0,
     txPolls: 0,
@@ -220,6 +254,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     txRearms: 0,
     rxFrames: 0,
     rxChains: 0,
+    rxSegmented: 0,
     rxNoRoom: 0,
     rxKicks: 0,
   };
@@ -230,23 +265,39 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   readonly #txLog: RateLimitedLog;
   readonly #rxLog: RateLimitedLog;
 
+  /** Every queue pair a front-end may use, by index. */
+  readonly #pairs: QueuePair[] = [];
+  /** Pairs whose RX queue runs, by index: frames toward the guest are spread over them. */
+  #rxPairs: QueuePair[] = [];
+  /** TX queues running. */
+  #txRunning = 0;
+  /** One more than the highest pair ever started (for the per-pair counters). */
+  #pairsSeen = 0;
+  /** The RX queue (and its pair) of the frame being sent: the open reservation's. */
   #rx: Virtqueue | null = null;
-  #tx: Virtqueue | null = null;
+  #rxPair: QueuePair | null = null;
+  /** A retry for senders whose RX queue went away while they waited on it. */
+  #retryPending: SoonTask | undefined = undefined;
   #mergeable = false;
   /** VIRTIO_NET_F_CSUM: TX frames may carry NEEDS_CSUM. */
   #txChecksumOffload = false;
   /** VIRTIO_NET_F_GUEST_CSUM: RX frames are marked DATA_VALID. */
   #rxDataValid = false;
+  /** VIRTIO_NET_F_HOST_TSO4 / HOST_TSO6 (with CSUM): TcpSegmentation bits TX frames may use. */
+  #txSegmentation = 0;
+  /** VIRTIO_NET_F_HOST_ECN: TX GSO frames may carry GSO_ECN. */
+  #txEcn = false;
+  /** VIRTIO_NET_F_GUEST_TSO4 / GUEST_TSO6 (with GUEST_CSUM): TcpSegmentation bits for RX frames. */
+  #rxSegmentation = 0;
+  /** The MTU the front-end set for the device (0: none), from the RX ring's start. */
+  #deviceMtu = 0;
   /** Frame room of the last RX buffer seen (header excluded): the limit without MRG_RXBUF. */
-  #rxBufferFrameRoom = MAX_FRAME_BYTES;
+  #rxBufferFrameRoom = MAX_FRAME_LENGTH;
   /** Bytes of the smallest RX chain seen (Infinity before the first): with MRG_RXBUF,
    * what the chains posted now can hold is judged by it. */
   #smallestRxChainBytes = Infinity;
   #up = false;
-  #rxWaiting = false;
   #writable: ((now: number) => void) | null = null;
-  #txPending: SoonTask | undefined = undefined;
-  #rxPending: SoonTask | undefined = undefined;
 
   // Reused per frame: no allocation on the hot paths beyond the memory views.
   #txChain = new DescriptorChain(1);
@@ -256,7 +307,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   #rxLocated = locatedChain(1);
   #rxHeads = new Uint16Array(1);
   #rxLengths = new Uint32Array(1);
-  readonly #txScratch = new Uint8Array(NET_HDR_SIZE + MAX_FRAME_BYTES);
+  readonly #txScratch = new Uint8Array(NET_HDR_SIZE + MAX_FRAME_LENGTH);
   readonly #txScattered = new ChainFrame(this.counters);
   readonly #header = createNetHeader();
   readonly #headerBytes = new Uint8Array(NET_HDR_SIZE);
@@ -278,7 +329,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   /** Bytes of {@link #resViews} the reservation handed out (the frame's room). */
   #resCapacity = 0;
   #resMalformedBefore = 0;
-  readonly #resScratchBuffer = new Uint8Array(MAX_FRAME_BYTES);
+  readonly #resScratchBuffer = new Uint8Array(MAX_FRAME_LENGTH);
   /** The frame's bytes after its headers, for reservations that accept a table. */
   readonly #resVectors = new IoVectors(MAX_RESERVATION_VECTORS);
 
@@ -289,19 +340,24 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     this.#clock = options.clock ?? (() => performance.now());
     this.#txLog = new RateLimitedLog("warn", undefined, this.#logger);
     this.#rxLog = new RateLimitedLog("warn", undefined, this.#logger);
+    for (let i = 0; i < MAX_QUEUE_PAIRS; i++) this.#pairs.push(new QueuePair(i));
   }
 
   /** {@inheritDoc VringDatapath.startVring} */
   startVring(ring: StartedVring, now: number): void {
-    if (ring.index !== RX_QUEUE_INDEX && ring.index !== TX_QUEUE_INDEX) {
-      this.#logger.warn(`vhost-user: ignoring start of queue ${ring.index}: not RX (0) or TX (1)`);
+    const pair = this.#pairOf(ring.index);
+    if (pair === null) {
+      this.#logger.warn(
+        `vhost-user: ignoring start of queue ${ring.index}: beyond ${MAX_QUEUE_PAIRS} queue pairs`,
+      );
       return;
     }
+    const receive = (ring.index & 1) === 0;
     if (this.#queue(ring.index) !== null) this.stopVring(ring.index);
     let queue: Virtqueue;
     try {
       const options = {
-        name: ring.index === RX_QUEUE_INDEX ? "RX" : "TX",
+        name: (receive ? "RX" : "TX") + (pair.index === 0 ? "" : ` ${pair.index}`),
         logger: this.#logger,
         clock: this.#clock,
       };
@@ -315,11 +371,19 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       );
       return;
     }
-    if (ring.index === RX_QUEUE_INDEX) {
-      this.#rx = queue;
+    this.#pairsSeen = Math.max(this.#pairsSeen, pair.index + 1);
+    if (receive) {
+      pair.rx = queue;
+      this.#rxPairs = this.#pairs.filter((p) => p.rx !== null);
       this.#mergeable = ring.features.mergeableRxBuffers;
       this.#rxDataValid = ring.features.guestChecksum;
-      this.#rxBufferFrameRoom = MAX_FRAME_BYTES;
+      // GUEST_TSO needs GUEST_CSUM (virtio 1.2 §5.1.3.1): large frames go out NEEDS_CSUM.
+      this.#rxSegmentation = !ring.features.guestChecksum
+        ? TcpSegmentation.None
+        : (ring.features.guestTso4 ? TcpSegmentation.Ipv4 : 0) |
+          (ring.features.guestTso6 ? TcpSegmentation.Ipv6 : 0);
+      this.#deviceMtu = ring.features.mtu ?? 0;
+      this.#rxBufferFrameRoom = MAX_FRAME_LENGTH;
       this.#smallestRxChainBytes = Infinity;
       if (this.#rxFirst.buffers.length < ring.size) {
         this.#rxFirst = new DescriptorChain(ring.size);
@@ -330,31 +394,38 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       }
       queue.disableNotifications(); // asked for again when the ring runs dry
     } else {
-      this.#tx = queue;
+      pair.tx = queue;
+      this.#txRunning++;
       this.#txChecksumOffload = ring.features.checksumOffload;
+      this.#txSegmentation = (ring.features.hostTso4 ? TcpSegmentation.Ipv4 : 0) |
+        (ring.features.hostTso6 ? TcpSegmentation.Ipv6 : 0);
+      this.#txEcn = ring.features.hostEcn ?? false;
       if (this.#txChain.buffers.length < ring.size) this.#txChain = new DescriptorChain(ring.size);
     }
-    if (this.#rx !== null && this.#tx !== null && !this.#up) {
+    // Up while frames can go both ways: some RX queue and some TX queue run.
+    if (this.#rxPairs.length > 0 && this.#txRunning > 0 && !this.#up) {
       this.#up = true;
       this.#handler.linkUp(this, now);
     }
     // The first TX turn runs from the loop, not from here: a front-end restarting rings
     // in a burst of messages must not get a fresh turn's budget per message.
-    if (ring.index === TX_QUEUE_INDEX) this.#scheduleTx();
+    if (!receive) this.#scheduleTx(pair);
   }
 
   /** {@inheritDoc VringDatapath.kick} */
   kick(index: number, now: number): void {
-    if (index === TX_QUEUE_INDEX) {
+    const pair = this.#pairOf(index);
+    if (pair === null) return;
+    if ((index & 1) === 1) {
       this.counters.txKicks++;
-      this.#processTx(now);
-    } else if (index === RX_QUEUE_INDEX) {
-      const rx = this.#rx;
+      this.#processTx(pair, now);
+    } else {
+      const rx = pair.rx;
       if (rx === null || rx.broken) return;
       this.counters.rxKicks++;
       rx.disableNotifications();
-      if (this.#rxWaiting) {
-        this.#rxWaiting = false;
+      if (pair.rxWaiting) {
+        pair.rxWaiting = false;
         this.#writable?.(now);
       }
     }
@@ -373,9 +444,11 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    */
   stopVring(index: number): number {
     const queue = this.#queue(index);
-    if (queue === null) return 0;
+    const pair = this.#pairOf(index);
+    if (queue === null || pair === null) return 0;
+    const receive = (index & 1) === 0;
     try {
-      if (index === RX_QUEUE_INDEX) queue.publish();
+      if (receive) queue.publish();
     } catch (error) {
       this.#rxLog.write(
         this.#clock(),
@@ -385,22 +458,31 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       );
     } finally {
       try {
-        if (index === RX_QUEUE_INDEX) {
-          this.#rx = null;
-          this.#rxWaiting = false;
-          this.#rxPending?.cancel();
-          this.#rxPending = undefined;
+        if (receive) {
+          const waited = pair.rxWaiting;
+          pair.rx = null;
+          pair.rxWaiting = false;
+          pair.rxPending?.cancel();
+          pair.rxPending = undefined;
+          this.#rxPairs = this.#pairs.filter((p) => p.rx !== null);
+          if (this.#rx === queue) {
+            this.#rx = null;
+            this.#rxPair = null;
+          }
           this.#rxFirst.release();
           this.#rxNext.release();
           this.#rxLocated.release();
+          // Senders that waited for this queue's kick go to the others now.
+          if (waited && this.#rxPairs.length > 0) this.#scheduleRetry();
         } else {
-          this.#tx = null;
+          pair.tx = null;
+          this.#txRunning--;
           this.#txChain.release();
-          this.#txPending?.cancel();
-          this.#txPending = undefined;
+          pair.txPending?.cancel();
+          pair.txPending = undefined;
         }
       } finally {
-        if (this.#up) {
+        if (this.#up && (this.#rxPairs.length === 0 || this.#txRunning === 0)) {
           this.#up = false;
           if (this.#logger.enabled("debug")) this.#logger.debug(this.describeCounters());
           this.#handler.linkDown(this.#clock());
@@ -412,45 +494,96 @@ export class VhostUserLink implements VringDatapath, GuestLink {
 
   /** The rings' state and {@link counters}, for a statistics dump. */
   describeState(): Record<string, number | string | boolean> {
+    const first = this.#pairs[0];
+    const ringState = (q: Virtqueue | null) =>
+      q === null ? "none" : q.broken ? "broken" : "running";
     return {
       up: this.#up,
-      rxRing: this.#rx === null ? "none" : this.#rx.broken ? "broken" : "running",
-      txRing: this.#tx === null ? "none" : this.#tx.broken ? "broken" : "running",
+      rxRing: ringState(first.rx),
+      txRing: ringState(first.tx),
       ringLayout: this.#ringLayout(),
-      rxWaitingForBuffers: this.#rxWaiting,
+      queuePairs: this.#pairs.filter((p) => p.rx !== null || p.tx !== null).length,
+      rxWaitingForBuffers: this.#pairs.some((p) => p.rxWaiting),
       mergeableRxBuffers: this.#mergeable,
+      tcpSegmentationToGuest: this.#rxSegmentation,
+      tcpSegmentationFromGuest: this.#txSegmentation,
+      deviceMtu: this.#deviceMtu,
       ...this.counters,
+      rxFramesPerPair: this.#perPair((p) => p.rxFrames),
+      txFramesPerPair: this.#perPair((p) => p.txFrames),
     };
   }
 
   /** The layout of the running rings (virtio 1.2 §2.7 split, §2.8 packed), "none" without rings. */
   #ringLayout(): string {
-    const queue = this.#rx ?? this.#tx;
+    const pair = this.#pairs.find((p) => p.rx !== null || p.tx !== null);
+    const queue = pair === undefined ? null : pair.rx ?? pair.tx;
     if (queue === null) return "none";
     return queue instanceof PackedVirtqueue ? "packed" : "split";
+  }
+
+  /** `what` of every pair started so far, comma-separated by pair index. */
+  #perPair(what: (pair: QueuePair) => number): string {
+    return this.#pairs.slice(0, this.#pairsSeen).map(what).join(",");
   }
 
   /** One line summing up {@link counters}, for logs. */
   describeCounters(): string {
     const c = this.counters;
-    return `vhost-user link: TX ${c.txFrames} frames (${c.txRejected} rejected, ` +
+    return `vhost-user link: TX ${c.txFrames} frames (${c.txSegmented} segmented, ${c.txRejected} rejected, ` +
       `${c.txScattered - c.txGathered} sent from guest memory) in ${c.txTurns} turns: ` +
       `${c.txKicks} kicked, ${c.txPolls} from the loop (${c.txEmptyPolls} empty), ` +
-      `${c.txRearms} kick re-arms; RX ${c.rxFrames} frames in ${c.rxChains} chains, ` +
+      `${c.txRearms} kick re-arms; RX ${c.rxFrames} frames (${c.rxSegmented} segmented) in ${c.rxChains} chains, ` +
       `${c.rxNoRoom} without room, ` +
-      `${c.rxKicks} kicks`;
+      `${c.rxKicks} kicks` +
+      (this.#pairsSeen > 1
+        ? `; frames per queue pair RX ${this.#perPair((p) => p.rxFrames)} TX ${
+          this.#perPair((p) => p.txFrames)
+        }`
+        : "");
+  }
+
+  /** The pair ring `index` belongs to, or null for an index beyond the pairs served. */
+  #pairOf(index: number): QueuePair | null {
+    if (!Number.isInteger(index) || index < 0) return null;
+    return this.#pairs[index >> 1] ?? null;
   }
 
   #queue(index: number): Virtqueue | null {
-    return index === RX_QUEUE_INDEX ? this.#rx : index === TX_QUEUE_INDEX ? this.#tx : null;
+    const pair = this.#pairOf(index);
+    if (pair === null) return null;
+    return (index & 1) === 0 ? pair.rx : pair.tx;
+  }
+
+  /**
+   * Picks the RX queue of a frame of flow `hash` (src/tap/flow_hash.ts) among the
+   * running ones and makes it the current one ({@link #rx}); null when none runs.
+   */
+  #selectRx(hash: number): Virtqueue | null {
+    const pairs = this.#rxPairs;
+    const n = pairs.length;
+    if (n === 0) return null;
+    const pair = n === 1 ? pairs[0] : pairs[(hash >>> 0) % n];
+    this.#rxPair = pair;
+    this.#rx = pair.rx;
+    return pair.rx;
+  }
+
+  /** Runs the writable callback from the loop (senders whose RX queue stopped). */
+  #scheduleRetry(): void {
+    if (this.#retryPending !== undefined) return;
+    this.#retryPending = runSoon(() => {
+      this.#retryPending = undefined;
+      if (this.#up) this.#writable?.(this.#clock());
+    });
   }
 
   /**
    * One TX turn: pops up to a ring's worth of TX chains within the turn's descriptor
    * budget, hands each frame over, returns them, then notifies once.
    */
-  #processTx(now: number): void {
-    const tx = this.#tx;
+  #processTx(pair: QueuePair, now: number): void {
+    const tx = pair.tx;
     if (tx === null || tx.broken) return;
     this.counters.txTurns++;
     tx.beginTurn();
@@ -465,6 +598,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         budget--;
         if (this.#deliver(chain, now)) {
           this.counters.txFrames++;
+          pair.txFrames++;
           tx.pushUsed(chain.head, 0);
         } else {
           this.counters.txRejected++;
@@ -489,7 +623,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     // spent budget continues too, even with nothing available now: the kick was not
     // re-armed (NO_NOTIFY may still be set from an earlier busy turn, avail_event may
     // lag), so a guest that refills the ring after this publish would not kick.
-    if (pollAgain || budget === 0 || tx.hasAvailable()) this.#scheduleTx();
+    if (pollAgain || budget === 0 || tx.hasAvailable()) this.#scheduleTx(pair);
     if (budget === tx.size) return; // nothing handed over: no batch to end
     try {
       this.#handler.endOfBatch(now);
@@ -504,14 +638,14 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    * not setTimeout(0): Deno's timers are Node's, with a 1 ms floor (measured ~2 ms per
    * setTimeout(0) round, 1.4 µs per setImmediate round).
    */
-  #scheduleTx(): void {
-    if (this.#txPending !== undefined) return;
-    this.#txPending = runSoon(() => {
-      this.#txPending = undefined;
+  #scheduleTx(pair: QueuePair): void {
+    if (pair.txPending !== undefined) return;
+    pair.txPending = runSoon(() => {
+      pair.txPending = undefined;
       const counters = this.counters;
       counters.txPolls++;
       const before = counters.txFrames + counters.txRejected;
-      this.#processTx(this.#clock());
+      this.#processTx(pair, this.#clock());
       if (counters.txFrames + counters.txRejected === before) counters.txEmptyPolls++;
     });
   }
@@ -529,10 +663,10 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       return false;
     }
     const total = chain.readableBytes;
-    if (total < NET_HDR_SIZE + MIN_FRAME_BYTES || total > NET_HDR_SIZE + MAX_FRAME_BYTES) {
+    if (total < NET_HDR_SIZE + MIN_FRAME_LENGTH || total > NET_HDR_SIZE + MAX_FRAME_LENGTH) {
       this.#txLog.write(
         now,
-        `vhost-user: dropping TX chain ${chain.head}: ${total} bytes is not a ${NET_HDR_SIZE}-byte header plus a frame of ${MIN_FRAME_BYTES}..${MAX_FRAME_BYTES} bytes`,
+        `vhost-user: dropping TX chain ${chain.head}: ${total} bytes is not a ${NET_HDR_SIZE}-byte header plus a frame of ${MIN_FRAME_LENGTH}..${MAX_FRAME_LENGTH} bytes`,
       );
       return false;
     }
@@ -545,16 +679,22 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       decodeNetHeader(this.#headerBytes, 0, header);
     }
     const checksumPending = (header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0;
-    if (
-      header.gsoType !== VIRTIO_NET_HDR_GSO_NONE || (checksumPending && !this.#txChecksumOffload)
-    ) {
-      // Segmentation is never offered, checksum offload only when negotiated; a guest
-      // that uses them anyway is dropped here.
+    if (checksumPending && !this.#txChecksumOffload) {
       this.#txLog.write(
         now,
         `vhost-user: dropping TX chain ${chain.head}: offload flags ${header.flags} gso ${header.gsoType} were not negotiated`,
       );
       return false;
+    }
+    let info = checksumPending ? FrameInfo.ChecksumPending : FrameInfo.None;
+    if (header.gsoType !== VIRTIO_NET_HDR_GSO_NONE) {
+      const segmented = this.#txSegmentInfo(header, total - NET_HDR_SIZE);
+      if (typeof segmented === "string") {
+        this.#txLog.write(now, `vhost-user: dropping TX chain ${chain.head}: ${segmented}`);
+        return false;
+      }
+      info |= segmented;
+      this.counters.txSegmented++;
     }
     let frame: Uint8Array;
     let scattered: ChainFrame | undefined;
@@ -573,12 +713,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       }
     }
     try {
-      this.#handler.handleFrame(
-        frame,
-        now,
-        checksumPending ? FrameInfo.ChecksumPending : FrameInfo.None,
-        scattered,
-      );
+      this.#handler.handleFrame(frame, now, info, scattered);
     } catch (error) {
       this.#txLog.write(now, `vhost-user: frame handler threw: ${(error as Error).message}`);
     } finally {
@@ -587,15 +722,54 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     return true;
   }
 
+  /**
+   * Checks a TX header's segmentation fields (virtio 1.2 §5.1.6.2.1: a GSO frame has
+   * NEEDS_CSUM and a gso_size; hdr_len, without VIRTIO_NET_F_GUEST_HDRLEN only a hint,
+   * must not lie past the frame) against the features acked.
+   * @returns the frame's FrameInfo.SegmentedTcp4/6 bit, or why it is refused
+   */
+  #txSegmentInfo(header: NetHeader, frameLength: number): number | string {
+    const type = header.gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
+    const kind = type === VIRTIO_NET_HDR_GSO_TCPV4
+      ? TcpSegmentation.Ipv4
+      : type === VIRTIO_NET_HDR_GSO_TCPV6
+      ? TcpSegmentation.Ipv6
+      : TcpSegmentation.None;
+    if ((kind & this.#txSegmentation) === 0 || !this.#txChecksumOffload) {
+      return `gso type ${header.gsoType} was not negotiated`;
+    }
+    if ((header.gsoType & VIRTIO_NET_HDR_GSO_ECN) !== 0 && !this.#txEcn) {
+      return `gso type ${header.gsoType}: ECN was not negotiated`;
+    }
+    if ((header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) === 0) {
+      return `gso type ${header.gsoType} without NEEDS_CSUM`;
+    }
+    if (header.gsoSize === 0) return `gso type ${header.gsoType} with gso_size 0`;
+    if (header.hdrLen > frameLength) {
+      return `gso hdr_len ${header.hdrLen} is past the ${frameLength}-byte frame`;
+    }
+    return kind === TcpSegmentation.Ipv4 ? FrameInfo.SegmentedTcp4 : FrameInfo.SegmentedTcp6;
+  }
+
+  /** {@inheritDoc GuestLink.tcpSegmentation} GUEST_TSO4 / GUEST_TSO6, each with GUEST_CSUM. */
+  get tcpSegmentation(): number {
+    return this.#rxSegmentation;
+  }
+
+  /** {@inheritDoc GuestLink.deviceMtu} What NET_SET_MTU said before the rings started. */
+  get deviceMtu(): number {
+    return this.#deviceMtu;
+  }
+
   /** {@inheritDoc GuestLink.maxFrameLength} */
   get maxFrameLength(): number {
     if (!this.#mergeable) return this.#rxBufferFrameRoom;
-    const rx = this.#rx;
-    if (rx === null || this.#smallestRxChainBytes === Infinity) return MAX_FRAME_BYTES;
+    const rx = this.#rx ?? this.#rxPairs[0]?.rx ?? null;
+    if (rx === null || this.#smallestRxChainBytes === Infinity) return MAX_FRAME_LENGTH;
     // A frame may merge every buffer posted now, but no more: a guest that has posted
     // all it will post sends no further kick, so a larger frame would wait forever.
     const room = rx.availableCount() * this.#smallestRxChainBytes - NET_HDR_SIZE;
-    return Math.max(0, Math.min(MAX_FRAME_BYTES, room));
+    return Math.max(0, Math.min(MAX_FRAME_LENGTH, room));
   }
 
   /** {@inheritDoc GuestLink.l4ChecksumsOptional} True once the guest negotiated GUEST_CSUM. */
@@ -610,9 +784,12 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    * GUEST_CSUM, is dropped.
    */
   sendFrame(frame: Uint8Array, checksumStart = 0, checksumOffset = 0): SendResult {
-    const rx = this.#rx;
-    if (rx === null || rx.broken || !this.#up) return SendResult.Dropped;
-    if (frame.length === 0 || frame.length > MAX_FRAME_BYTES) return SendResult.Dropped;
+    if (!this.#up) return SendResult.Dropped;
+    // Hashed only when there is a choice: one pair costs nothing more.
+    const rx = this.#selectRx(this.#rxPairs.length > 1 ? frameFlowHash(frame) : 0);
+    if (rx === null || rx.broken) return SendResult.Dropped;
+    const pair = this.#rxPair!;
+    if (frame.length === 0 || frame.length > MAX_FRAME_LENGTH) return SendResult.Dropped;
     if (
       checksumStart > 0 &&
       (!this.#rxDataValid || checksumStart + checksumOffset + 2 > frame.length)
@@ -624,8 +801,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     if (rx.broken) return SendResult.Dropped; // broken meanwhile: no room will ever come
     if (rx.turnSpent) {
       // This turn's descriptors are spent (buffers may remain): the next turn goes on.
-      this.#rxWaiting = true;
-      this.#scheduleWritable();
+      pair.rxWaiting = true;
+      this.#scheduleWritable(pair);
       this.counters.rxNoRoom++;
       return SendResult.NoRoom;
     }
@@ -636,23 +813,24 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       if (rx.turnSpent || rx.enableNotifications()) {
         // Still racing with a refilling guest, or the turn is spent: come back from
         // the loop, not from here.
-        this.#rxWaiting = true;
-        this.#scheduleWritable();
+        pair.rxWaiting = true;
+        this.#scheduleWritable(pair);
         this.counters.rxNoRoom++;
         return SendResult.NoRoom;
       }
     }
-    this.#rxWaiting = true;
+    pair.rxWaiting = true;
     this.counters.rxNoRoom++;
     return SendResult.NoRoom;
   }
 
-  #scheduleWritable(): void {
-    if (this.#rxPending !== undefined) return;
-    this.#rxPending = runSoon(() => {
-      this.#rxPending = undefined;
-      this.#rx?.beginTurn(); // a turn of the loop has passed
-      this.kick(RX_QUEUE_INDEX, this.#clock());
+  /** Runs `pair`'s RX kick handling from the loop (its turn's descriptors were spent). */
+  #scheduleWritable(pair: QueuePair): void {
+    if (pair.rxPending !== undefined) return;
+    pair.rxPending = runSoon(() => {
+      pair.rxPending = undefined;
+      pair.rx?.beginTurn(); // a turn of the loop has passed
+      this.kick(2 * pair.index, this.#clock());
     });
   }
 
@@ -700,7 +878,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     lengths[0] = used;
     let count = 1;
     if (!this.#mergeable) {
-      this.#rxBufferFrameRoom = Math.min(MAX_FRAME_BYTES, first.writableBytes - NET_HDR_SIZE);
+      this.#rxBufferFrameRoom = Math.min(MAX_FRAME_LENGTH, first.writableBytes - NET_HDR_SIZE);
     }
     if (used < needed && !this.#mergeable) {
       rx.unpop(1);
@@ -775,6 +953,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     first.release();
     for (let i = 0; i < count; i++) rx.pushUsed(heads[i], lengths[i]);
     this.counters.rxFrames++;
+    this.#rxPair!.rxFrames++;
     this.counters.rxChains += count;
     return SendResult.Sent;
   }
@@ -788,17 +967,19 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    */
   reserveFrame(space: FrameSpace, maxLength: number, headerLength: number): SendResult {
     if (this.#resOpen) this.cancelFrame();
-    const rx = this.#rx;
-    if (rx === null || rx.broken || !this.#up) return SendResult.Dropped;
-    if (headerLength > MAX_FRAME_BYTES) return SendResult.Dropped;
-    const length = Math.max(headerLength, Math.min(maxLength, MAX_FRAME_BYTES));
+    if (!this.#up) return SendResult.Dropped;
+    const rx = this.#selectRx(this.#rxPairs.length > 1 ? space.flowHash : 0);
+    if (rx === null || rx.broken) return SendResult.Dropped;
+    const pair = this.#rxPair!;
+    if (headerLength > MAX_FRAME_LENGTH) return SendResult.Dropped;
+    const length = Math.max(headerLength, Math.min(maxLength, MAX_FRAME_LENGTH));
     let result = this.#reserve(rx, space, length, headerLength);
     if (result !== SendResult.NoRoom) return result;
     if (rx.broken) return SendResult.Dropped; // broken meanwhile: no room will ever come
     if (rx.turnSpent) {
       // As in sendFrame: this turn's descriptors are spent, the next turn goes on.
-      this.#rxWaiting = true;
-      this.#scheduleWritable();
+      pair.rxWaiting = true;
+      this.#scheduleWritable(pair);
       return SendResult.NoRoom;
     }
     // As in sendFrame: ask for a kick; if buffers arrived meanwhile, retry once.
@@ -806,12 +987,12 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       result = this.#reserve(rx, space, length, headerLength);
       if (result !== SendResult.NoRoom) return result;
       if (rx.turnSpent || rx.enableNotifications()) {
-        this.#rxWaiting = true;
-        this.#scheduleWritable();
+        pair.rxWaiting = true;
+        this.#scheduleWritable(pair);
         return SendResult.NoRoom;
       }
     }
-    this.#rxWaiting = true;
+    pair.rxWaiting = true;
     return SendResult.NoRoom;
   }
 
@@ -908,7 +1089,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       return RESERVE_AS_VIEWS;
     }
     if (!this.#mergeable) {
-      this.#rxBufferFrameRoom = Math.min(MAX_FRAME_BYTES, room - NET_HDR_SIZE);
+      this.#rxBufferFrameRoom = Math.min(MAX_FRAME_LENGTH, room - NET_HDR_SIZE);
     }
     const capacity = Math.min(length, room - NET_HDR_SIZE);
     vectors.truncate(capacity - headerLength);
@@ -965,7 +1146,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     this.#resOpen = chains > 0;
     if (chains === 0) return SendResult.NoRoom;
     if (!this.#mergeable) {
-      this.#rxBufferFrameRoom = Math.min(MAX_FRAME_BYTES, room - NET_HDR_SIZE);
+      this.#rxBufferFrameRoom = Math.min(MAX_FRAME_LENGTH, room - NET_HDR_SIZE);
     }
     const capacity = Math.min(length, room - NET_HDR_SIZE);
     if (capacity < headerLength) {
@@ -1010,7 +1191,12 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    * {@inheritDoc GuestLink.commitFrame}
    * Chains the frame did not need go back to the ring.
    */
-  commitFrame(length: number, checksumStart = 0, checksumOffset = 0): SendResult {
+  commitFrame(
+    length: number,
+    checksumStart = 0,
+    checksumOffset = 0,
+    segments?: TcpSegments,
+  ): SendResult {
     const rx = this.#rx;
     if (!this.#resOpen || rx === null || rx.broken) {
       this.#resOpen = false;
@@ -1019,9 +1205,14 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     const needed = NET_HDR_SIZE + length;
     let room = 0;
     for (let i = 0; i < this.#resChains; i++) room += this.#resRooms[i];
+    const segmented = segments !== undefined && segments.size > 0 &&
+      length - segments.headerLength > segments.size;
     if (
       length <= 0 || needed > room ||
-      (checksumStart > 0 && (!this.#rxDataValid || checksumStart + checksumOffset + 2 > length))
+      (checksumStart > 0 && (!this.#rxDataValid || checksumStart + checksumOffset + 2 > length)) ||
+      (segmented &&
+        ((segments.kind & this.#rxSegmentation) === 0 || checksumStart === 0 ||
+          segments.headerLength <= checksumStart))
     ) {
       this.cancelFrame();
       return SendResult.Dropped;
@@ -1043,6 +1234,16 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       used++;
     }
     const header = this.#rxHeader(checksumStart, checksumOffset, used);
+    if (segmented) {
+      // virtio 1.2 §5.1.6.4: the guest takes it as segments of gso_size behind hdr_len
+      // bytes of headers (Linux: virtio_net_hdr_to_skb).
+      header.gsoType = segments.kind === TcpSegmentation.Ipv4
+        ? VIRTIO_NET_HDR_GSO_TCPV4
+        : VIRTIO_NET_HDR_GSO_TCPV6;
+      header.gsoSize = segments.size;
+      header.hdrLen = segments.headerLength;
+      this.counters.rxSegmented++;
+    }
     const head0 = this.#resHeaderViews[0];
     if (head0.length >= NET_HDR_SIZE) {
       encodeNetHeader(header, head0, 0);
@@ -1066,6 +1267,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       left -= n;
     }
     this.counters.rxFrames++;
+    this.#rxPair!.rxFrames++;
     this.counters.rxChains += used;
     this.#dropReservation();
     return SendResult.Sent;
@@ -1153,10 +1355,13 @@ export class VhostUserLink implements VringDatapath, GuestLink {
 
   /** {@inheritDoc GuestLink.flush} Also ends the RX turn: the stack flushes at the end of each batch. */
   flush(): void {
-    const rx = this.#rx;
-    if (rx === null) return;
-    rx.publish();
-    rx.beginTurn();
+    // every running RX queue: frames of one batch may have gone to several
+    const pairs = this.#rxPairs;
+    for (let i = 0; i < pairs.length; i++) {
+      const rx = pairs[i].rx!;
+      rx.publish();
+      rx.beginTurn();
+    }
   }
 
   /** {@inheritDoc GuestLink.onWritable} */

@@ -5,7 +5,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { Logger } from "../log/logger.ts";
-import type { NegotiatedFeatures } from "./vring_datapath.ts";
 import { ArrayGuestMemory } from "../../tests/support/virtio/array_guest_memory.ts";
 import { createNetHeader, decodeNetHeader, NET_HDR_SIZE } from "./net_header.ts";
 import { PackedRingDriver } from "../../tests/support/virtio/packed_ring_driver.ts";
@@ -15,6 +14,7 @@ import { newFrameSpace, SendResult } from "./frame_transport.ts";
 import { RecordingHandler } from "../../tests/support/tap/frame_handler.ts";
 import { VhostUserLink } from "./vhost_user_link.ts";
 import { WriteRecord } from "../../tests/support/virtio/recording_write_log.ts";
+import { type NegotiatedFeatures } from "../virtio/started_vring.ts";
 
 function frameOf(length: number, seed: number): Uint8Array {
   const f = new Uint8Array(length);

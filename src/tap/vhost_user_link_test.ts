@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { Logger, type LogLevel } from "../log/logger.ts";
-import type { NegotiatedFeatures } from "./vring_datapath.ts";
 import { ArrayGuestMemory } from "../../tests/support/virtio/array_guest_memory.ts";
 import {
   createNetHeader,
@@ -25,6 +24,7 @@ import {
   newFrameSpace,
   type ScatteredFrame,
   SendResult,
+  TcpSegmentation,
 } from "./frame_transport.ts";
 import { RecordingHandler } from "../../tests/support/tap/frame_handler.ts";
 import { SCATTER_MIN_FRAME_BYTES, SCATTER_PREFIX_BYTES, VhostUserLink } from "./vhost_user_link.ts";
@@ -34,12 +34,13 @@ import { CountingGuestMemory } from "../../tests/support/virtio/counting_guest_m
 import { WriteRecord } from "../../tests/support/virtio/recording_write_log.ts";
 import { pendingSoonTasks } from "../loop/event_loop.ts";
 import { MALFORMED_RUN_LIMIT, TURN_DESCRIPTOR_BUDGET } from "../virtio/virtqueue.ts";
-import { chainsToBreak } from "../virtio/virtqueue_test.ts";
+import { chainsToBreak } from "../../tests/support/virtio/malformed_limits.ts";
 import {
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
 } from "../virtio/ring_layout.ts";
+import { type NegotiatedFeatures } from "../virtio/started_vring.ts";
 
 function frameOf(length: number, seed: number): Uint8Array {
   const f = new Uint8Array(length);
@@ -522,6 +523,7 @@ Deno.test("VhostUserLink.counters count frames, kicks, polls and re-arms; logged
     txRejected: 0,
     txScattered: 0,
     txGathered: 0,
+    txSegmented: 0,
     txTurns: 5,
     txKicks: 2,
     txPolls: 3,
@@ -529,6 +531,7 @@ Deno.test("VhostUserLink.counters count frames, kicks, polls and re-arms; logged
     txRearms: 3,
     rxFrames: 1,
     rxChains: 1,
+    rxSegmented: 0,
     rxNoRoom: 1,
     rxKicks: 1,
   });
@@ -536,7 +539,7 @@ Deno.test("VhostUserLink.counters count frames, kicks, polls and re-arms; logged
   const summary = link.describeCounters();
   assert.match(
     summary,
-    /TX 4 frames \(0 rejected, 0 sent from guest memory\) in 5 turns: 2 kicked, 3 from the loop \(3 empty\)/,
+    /TX 4 frames \(0 segmented, 0 rejected, 0 sent from guest memory\) in 5 turns: 2 kicked, 3 from the loop \(3 empty\)/,
   );
   assert.ok(!lines.includes(summary));
   link.stopVring(1);
@@ -612,7 +615,7 @@ Deno.test("VhostUserLink drops TX chains with writable buffers or offload flags"
   assert.equal(tx.takeUsed().length, 3);
   assert.equal(lines.length, 2, "the repeated fault is rate-limited");
   assert.match(lines[0], /device-writable/);
-  assert.match(lines[1], /offload flags 0 gso 1 were not negotiated/);
+  assert.match(lines[1], /gso type 1 was not negotiated/);
 });
 
 Deno.test("VhostUserLink returns RX buffers smaller than the header with len 0", () => {
@@ -860,7 +863,7 @@ for (const guestChecksum of [false, true]) {
 }
 
 for (const checksumOffload of [false, true]) {
-  Deno.test(`VhostUserLink.kick() drops GSO TX frames (CSUM ${checksumOffload ? "on" : "off"})`, () => {
+  Deno.test(`VhostUserLink.kick() drops GSO TX frames without HOST_TSO4/6 (CSUM ${checksumOffload ? "on" : "off"})`, () => {
     const { tx, handler, link, lines } = setup({ checksumOffload, guestChecksum: true });
     const infos = recordInfos(handler);
     const gsoTypes = [
@@ -882,7 +885,222 @@ for (const checksumOffload of [false, true]) {
     assert.deepEqual(infos, [FrameInfo.None]);
     assert.equal(tx.takeUsed().length, 2 * gsoTypes.length + 1);
     assert.equal(lines.length, 1);
-    assert.match(lines[0], /offload flags 1 gso 1 were not negotiated/);
+    // Without CSUM the NEEDS_CSUM flag is refused first.
+    assert.match(lines[0], /not negotiated/);
+  });
+}
+
+/** Whether two byte arrays hold the same bytes (no diff of 64 KiB arrays on failure). */
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** A GSO header as a Linux guest sends it: NEEDS_CSUM at the TCP checksum, these GSO fields. */
+function gsoHeader(
+  gsoType: number,
+  fields: { flags?: number; hdrLen?: number; gsoSize?: number; csumStart?: number } = {},
+): Uint8Array {
+  const header = createNetHeader();
+  header.flags = fields.flags ?? VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  header.gsoType = gsoType;
+  header.hdrLen = fields.hdrLen ?? TCP4_CSUM_START + 20;
+  header.gsoSize = fields.gsoSize ?? 1448;
+  header.csumStart = fields.csumStart ?? TCP4_CSUM_START;
+  header.csumOffset = TCP_CSUM_OFFSET;
+  const bytes = new Uint8Array(NET_HDR_SIZE);
+  encodeNetHeader(header, bytes, 0);
+  return bytes;
+}
+
+const ALL_TSO: Partial<NegotiatedFeatures> = {
+  indirectDescriptors: true,
+  checksumOffload: true,
+  guestChecksum: true,
+  hostTso4: true,
+  hostTso6: true,
+  hostEcn: true,
+  guestTso4: true,
+  guestTso6: true,
+};
+
+Deno.test("VhostUserLink.kick() hands over GSO_TCPV4/TCPV6 TX frames of up to 64 KiB with HOST_TSO4/6, marked SegmentedTcp4/6", () => {
+  const { tx, handler, link, lines } = setup(ALL_TSO, 64, 8 << 20);
+  const infos = recordInfos(handler);
+  const big4 = frameOf(65000, 1);
+  const big6 = frameOf(40000, 2);
+  const ecn = frameOf(3000, 3);
+  const headerOnly = frameOf(54, 4);
+  guestTransmit(tx, big4, "many", false, gsoHeader(VIRTIO_NET_HDR_GSO_TCPV4));
+  guestTransmit(tx, big6, "one", true, gsoHeader(VIRTIO_NET_HDR_GSO_TCPV6, { csumStart: 54 }));
+  guestTransmit(
+    tx,
+    ecn,
+    "split-header",
+    false,
+    gsoHeader(VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_ECN),
+  );
+  // hdr_len is a hint (Linux puts skb_headlen there): up to the whole frame is fine.
+  guestTransmit(tx, headerOnly, "one", false, gsoHeader(VIRTIO_NET_HDR_GSO_TCPV4, { hdrLen: 54 }));
+  link.kick(1, 0);
+  assert.deepEqual(lines, []);
+  assert.deepEqual(handler.frames.map((f) => f.length), [65000, 40000, 3000, 54]);
+  for (const [i, frame] of [big4, big6, ecn, headerOnly].entries()) {
+    assert.ok(equalBytes(handler.frames[i], frame), `frame ${i} unchanged`);
+  }
+  const pending = FrameInfo.ChecksumPending;
+  assert.equal(link.counters.txSegmented, 4);
+  assert.deepEqual(infos, [
+    pending | FrameInfo.SegmentedTcp4,
+    pending | FrameInfo.SegmentedTcp6,
+    pending | FrameInfo.SegmentedTcp4,
+    pending | FrameInfo.SegmentedTcp4,
+  ]);
+  assert.deepEqual(lines, []);
+});
+
+for (
+  const [name, features, header, reason] of [
+    [
+      "gso_size 0",
+      ALL_TSO,
+      gsoHeader(VIRTIO_NET_HDR_GSO_TCPV4, { gsoSize: 0 }),
+      /gso_size 0/,
+    ],
+    [
+      "hdr_len past the frame",
+      ALL_TSO,
+      gsoHeader(VIRTIO_NET_HDR_GSO_TCPV4, { hdrLen: 3001 }),
+      /hdr_len 3001 is past the 3000-byte frame/,
+    ],
+    [
+      "no NEEDS_CSUM",
+      ALL_TSO,
+      gsoHeader(VIRTIO_NET_HDR_GSO_TCPV6, { flags: 0 }),
+      /without NEEDS_CSUM/,
+    ],
+    [
+      "ECN without HOST_ECN",
+      { ...ALL_TSO, hostEcn: false },
+      gsoHeader(VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_ECN),
+      /ECN was not negotiated/,
+    ],
+    [
+      "TCPV6 with HOST_TSO4 only",
+      { ...ALL_TSO, hostTso6: false },
+      gsoHeader(VIRTIO_NET_HDR_GSO_TCPV6),
+      /gso type 4 was not negotiated/,
+    ],
+    [
+      "HOST_TSO4 without CSUM",
+      { ...ALL_TSO, checksumOffload: false },
+      gsoHeader(VIRTIO_NET_HDR_GSO_TCPV4, { flags: 0 }),
+      /gso type 1 was not negotiated/,
+    ],
+    ["UDP (UFO)", ALL_TSO, gsoHeader(VIRTIO_NET_HDR_GSO_UDP), /gso type 3 was not negotiated/],
+    [
+      "UDP_L4 (USO)",
+      ALL_TSO,
+      gsoHeader(VIRTIO_NET_HDR_GSO_UDP_L4),
+      /gso type 5 was not negotiated/,
+    ],
+  ] as const
+) {
+  Deno.test(`VhostUserLink.kick() drops a GSO TX frame with ${name}, returning its chain`, () => {
+    const { tx, handler, link, lines } = setup(features);
+    guestTransmit(tx, frameOf(3000, 1), "one", false, header);
+    guestTransmit(tx, frameOf(60, 2), "one", false);
+    link.kick(1, 0);
+    assert.deepEqual(handler.frames, [frameOf(60, 2)]);
+    assert.deepEqual(tx.takeUsed().map((u) => u.len), [0, 0]);
+    assert.equal(link.counters.txRejected, 1);
+    assert.equal(lines.length, 1);
+    assert.match(lines[0], reason);
+  });
+}
+
+Deno.test("VhostUserLink.tcpSegmentation follows GUEST_TSO4/6, only with GUEST_CSUM; deviceMtu the ring's MTU", () => {
+  assert.equal(setup(ALL_TSO).link.tcpSegmentation, TcpSegmentation.Ipv4 | TcpSegmentation.Ipv6);
+  assert.equal(setup({ ...ALL_TSO, guestTso6: false }).link.tcpSegmentation, TcpSegmentation.Ipv4);
+  assert.equal(setup({ ...ALL_TSO, guestTso4: false }).link.tcpSegmentation, TcpSegmentation.Ipv6);
+  assert.equal(setup({ ...ALL_TSO, guestChecksum: false }).link.tcpSegmentation, 0);
+  assert.equal(setup({}).link.tcpSegmentation, 0);
+  assert.equal(setup({}).link.deviceMtu, 0);
+  assert.equal(setup({ mtu: 1500 }).link.deviceMtu, 1500);
+});
+
+for (const mergeableRxBuffers of [false, true]) {
+  Deno.test(`VhostUserLink.commitFrame() with TcpSegments marks a large frame GSO_TCPV4/6 with gso_size and hdr_len (MRG_RXBUF ${mergeableRxBuffers ? "on" : "off"})`, () => {
+    const { rx, link } = setup({ ...ALL_TSO, mergeableRxBuffers }, 256, 8 << 20);
+    const posted = new Map<number, number[]>();
+    if (mergeableRxBuffers) guestPostRx(rx, posted, 100, 1536);
+    else guestPostRx(rx, posted, 4, 65562, 17); // Linux's big packets: one chain of pages
+    const cases = [
+      { kind: TcpSegmentation.Ipv4, length: 65000, start: 34, type: VIRTIO_NET_HDR_GSO_TCPV4 },
+      { kind: TcpSegmentation.Ipv6, length: 30000, start: 54, type: VIRTIO_NET_HDR_GSO_TCPV6 },
+      // Payload no larger than one segment: a plain frame.
+      { kind: TcpSegmentation.Ipv4, length: 54 + 1448, start: 34, type: VIRTIO_NET_HDR_GSO_NONE },
+    ];
+    const frames: Uint8Array[] = [];
+    const space = newFrameSpace();
+    for (const [i, c] of cases.entries()) {
+      assert.equal(link.reserveFrame(space, c.length, 74), SendResult.Sent);
+      const frame = frameOf(c.length, i);
+      writeIntoSpace(space, frame);
+      frames.push(frame);
+      const headerLength = c.start + 20;
+      assert.equal(
+        link.commitFrame(c.length, c.start, TCP_CSUM_OFFSET, {
+          kind: c.kind,
+          size: 1448,
+          headerLength,
+        }),
+        SendResult.Sent,
+      );
+    }
+    link.flush();
+    const used = rx.takeUsed();
+    const headers: NetHeader[] = [];
+    for (let i = 0; i < used.length;) {
+      const [addr] = posted.get(used[i].id)!;
+      const header = decodeNetHeader(rx.read(addr, NET_HDR_SIZE), 0, createNetHeader());
+      headers.push(header);
+      i += mergeableRxBuffers ? header.numBuffers : 1;
+    }
+    assert.equal(headers.length, 3);
+    assert.equal(link.counters.rxSegmented, 2);
+    for (const [i, c] of cases.entries()) {
+      const h = headers[i];
+      assert.equal(h.flags, VIRTIO_NET_HDR_F_NEEDS_CSUM, `frame ${i}`);
+      assert.deepEqual([h.csumStart, h.csumOffset], [c.start, TCP_CSUM_OFFSET]);
+      assert.equal(h.gsoType, c.type, `frame ${i} gso_type`);
+      const segmented = c.type !== VIRTIO_NET_HDR_GSO_NONE;
+      assert.deepEqual(
+        [h.gsoSize, h.hdrLen],
+        segmented ? [1448, c.start + 20] : [0, 0],
+        `frame ${i} gso_size, hdr_len`,
+      );
+    }
+  });
+}
+
+for (
+  const [name, features, start] of [
+    ["without GUEST_TSO4", { ...ALL_TSO, guestTso4: false }, 34],
+    ["without GUEST_CSUM", { ...ALL_TSO, guestChecksum: false }, 0],
+    ["without a partial checksum", ALL_TSO, 0],
+  ] as const
+) {
+  Deno.test(`VhostUserLink.commitFrame() drops a large TCP/IPv4 frame with TcpSegments ${name}`, () => {
+    const { rx, link } = setup({ ...features, mergeableRxBuffers: true }, 256, 8 << 20);
+    const posted = new Map<number, number[]>();
+    guestPostRx(rx, posted, 100, 1536);
+    const space = newFrameSpace();
+    assert.equal(link.reserveFrame(space, 20000, 54), SendResult.Sent);
+    writeIntoSpace(space, frameOf(20000, 1));
+    const segments = { kind: TcpSegmentation.Ipv4, size: 1448, headerLength: 54 };
+    assert.equal(link.commitFrame(20000, start, TCP_CSUM_OFFSET, segments), SendResult.Dropped);
+    link.flush();
+    assert.equal(rx.takeUsed().length, 0, "every reserved buffer went back");
   });
 }
 

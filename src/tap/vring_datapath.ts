@@ -5,7 +5,9 @@
  * users (imports point down: vhost_user/ → tap/).
  *
  * virtio-net queue numbering (virtio 1.2 §5.1.2): queue 0 is receiveq1 (frames to
- * the guest, "RX"), queue 1 is transmitq1 (frames from the guest, "TX").
+ * the guest, "RX"), queue 1 is transmitq1 (frames from the guest, "TX"); with
+ * VIRTIO_NET_F_MQ, queue 2k is receiveq(k+1) and 2k+1 transmitq(k+1), for up to
+ * {@link MAX_QUEUE_PAIRS} pairs (the control queue stays in QEMU).
  *
  * @module
  */
@@ -13,15 +15,16 @@
 import type { StartedVring } from "../virtio/started_vring.ts";
 import type { GuestWriteLog } from "../virtio/guest_write_log.ts";
 
+/**
+ * Queue pairs a datapath serves at most: 16 (Linux guests use one pair per vCPU; the
+ * task's bound). The control plane offers as many (GET_QUEUE_NUM).
+ */
+export const MAX_QUEUE_PAIRS = 16;
+
 /** virtio-net receive queue index (virtio 1.2 §5.1.2). */
 export const RX_QUEUE_INDEX = 0;
 /** virtio-net transmit queue index (virtio 1.2 §5.1.2). */
 export const TX_QUEUE_INDEX = 1;
-
-// The ring's description lives with the virtqueue engine (src/virtio/ never imports
-// this directory); it is re-exported here as part of this contract.
-export type { NegotiatedFeatures, StartedVring } from "../virtio/started_vring.ts";
-export type { GuestWriteLog } from "../virtio/guest_write_log.ts";
 
 /** The datapath behind a vhost-user session. */
 export interface VringDatapath {

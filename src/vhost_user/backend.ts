@@ -8,7 +8,16 @@
  * @module
  */
 
-import { type Message, needsReply, ProtocolError, readU64, readU64Big } from "./message_codec.ts";
+import { type Message, needsReply, ProtocolError, readU64Big } from "./message_codec.ts";
+import {
+  decodeLogDescription,
+  decodeRegion,
+  decodeRegionCount,
+  decodeVringAddress,
+  decodeVringState,
+  regionEntryOffset,
+  VRING_FLAGS_LOG,
+} from "./payload_codec.ts";
 import type { ReplyWriter } from "./message_codec.ts";
 import {
   DEVICE_STATE_DIRECTION,
@@ -20,24 +29,16 @@ import {
   DEVICE_STATE_SAVE,
   featureBit,
   LOG_DESCRIPTION_SIZE,
-  LOG_OFFSET,
-  LOG_SIZE,
   MAX_FDS_PER_MESSAGE,
   MAX_MEM_SLOTS,
   MAX_RING_SIZE,
   MEMORY_MAX_NREGIONS,
-  MEMORY_NREGIONS,
   MEMORY_REGIONS,
   MEMORY_TABLE_MAX_SIZE,
   OFFERED_FEATURES,
   OFFERED_PROTOCOL_FEATURES,
   ProtocolFeature,
-  QUEUE_COUNT,
   REGION_ENTRY_SIZE,
-  REGION_GUEST_ADDRESS,
-  REGION_MMAP_OFFSET,
-  REGION_SIZE,
-  REGION_USER_ADDRESS,
   Request,
   type RequestCode,
   requestName,
@@ -46,39 +47,40 @@ import {
   U64_PAYLOAD_SIZE,
   VHOST_F_LOG_ALL,
   VHOST_USER_F_PROTOCOL_FEATURES,
-  VHOST_VRING_F_LOG,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
-  VIRTIO_NET_F_CSUM,
-  VIRTIO_NET_F_GUEST_CSUM,
-  VIRTIO_NET_F_MRG_RXBUF,
-  VRING_ADDR_AVAILABLE,
-  VRING_ADDR_DESCRIPTOR,
-  VRING_ADDR_FLAGS,
-  VRING_ADDR_INDEX,
-  VRING_ADDR_LOG,
   VRING_ADDR_SIZE,
-  VRING_ADDR_USED,
+  VRING_COUNT,
   VRING_FD_INDEX_MASK,
   VRING_FD_NOFD,
-  VRING_STATE_INDEX,
-  VRING_STATE_NUM,
   VRING_STATE_SIZE,
 } from "./protocol.ts";
 import { GuestMemoryMap, MMAP_PAGE_SIZE, type RegionDescription } from "./guest_memory_map.ts";
 import { DirtyLog, type LogMapping, RingWriteLog } from "./dirty_log.ts";
 import type { BackendEnvironment, Notifier } from "./backend_environment.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
-import type { GuestWriteLog, NegotiatedFeatures, StartedVring } from "../tap/vring_datapath.ts";
 import { availableRingBytes, descriptorTableBytes, usedRingBytes } from "../virtio/ring_layout.ts";
+import { type NegotiatedFeatures, type StartedVring } from "../virtio/started_vring.ts";
+import { type GuestWriteLog } from "../virtio/guest_write_log.ts";
+import {
+  VIRTIO_NET_F_CSUM,
+  VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_GUEST_TSO4,
+  VIRTIO_NET_F_GUEST_TSO6,
+  VIRTIO_NET_F_HOST_ECN,
+  VIRTIO_NET_F_HOST_TSO4,
+  VIRTIO_NET_F_HOST_TSO6,
+  VIRTIO_NET_F_MRG_RXBUF,
+} from "../tap/net_features.ts";
 import {
   descriptorRingBytes,
   EVENT_SUPPRESS_SIZE,
   frontendPackedState,
   INITIAL_PACKED_STATE,
 } from "../virtio/packed_ring_layout.ts";
+import { MAX_QUEUE_PAIRS } from "../tap/vring_datapath.ts";
 
 /** Connection states: requests other than negotiation need SET_OWNER first. */
 export type BackendState = "awaiting-owner" | "owned";
@@ -94,8 +96,6 @@ export class InvalidStateError extends ProtocolError {
   }
 }
 
-/** The vring address flags word with only VHOST_VRING_F_LOG set (spec "Migration"). */
-const VRING_FLAGS_LOG = 1 << VHOST_VRING_F_LOG;
 /**
  * Largest dirty log accepted: just under 4 GiB of bitmap, which covers 128 TiB of guest
  * memory; the atomic OR's byte index is a u32 (ffi/mapped_memory.ts), and the bitmap
@@ -232,7 +232,8 @@ export class VhostUserBackend {
         }; the ring gets no more interrupts until SET_VRING_CALL replaces the fd`,
       );
     };
-    for (let i = 0; i < QUEUE_COUNT; i++) this.#vrings.push(new Vring(i, this.#onCallFailure));
+    // every ring of MAX_QUEUE_PAIRS pairs: a ring costs nothing until the front-end sets it up
+    for (let i = 0; i < VRING_COUNT; i++) this.#vrings.push(new Vring(i, this.#onCallFailure));
   }
 
   /** The current connection state. */
@@ -475,7 +476,9 @@ export class VhostUserBackend {
     if (vring === undefined) {
       throw new ProtocolError(
         message.request,
-        `${requestName(message.request)}: queue index ${index} is not below ${QUEUE_COUNT}`,
+        `${
+          requestName(message.request)
+        }: queue index ${index} is not below ${VRING_COUNT} (${MAX_QUEUE_PAIRS} queue pairs)`,
       );
     }
     return vring;
@@ -543,6 +546,12 @@ export class VhostUserBackend {
       checksumOffload: (features & featureBit(VIRTIO_NET_F_CSUM)) !== 0n,
       guestChecksum: (features & featureBit(VIRTIO_NET_F_GUEST_CSUM)) !== 0n,
       packedRing: (features & featureBit(VIRTIO_F_RING_PACKED)) !== 0n,
+      hostTso4: (features & featureBit(VIRTIO_NET_F_HOST_TSO4)) !== 0n,
+      hostTso6: (features & featureBit(VIRTIO_NET_F_HOST_TSO6)) !== 0n,
+      hostEcn: (features & featureBit(VIRTIO_NET_F_HOST_ECN)) !== 0n,
+      guestTso4: (features & featureBit(VIRTIO_NET_F_GUEST_TSO4)) !== 0n,
+      guestTso6: (features & featureBit(VIRTIO_NET_F_GUEST_TSO6)) !== 0n,
+      mtu: this.#mtu, // NET_SET_MTU (sent only with VIRTIO_NET_F_MTU), before or after
     };
     this.#env.log.debug(`vhost-user: features 0x${features.toString(16)} acked`);
     if ((changed & featureBit(VHOST_F_LOG_ALL)) !== 0n) this.#logLoggingChange();
@@ -610,7 +619,8 @@ export class VhostUserBackend {
   #getQueueNum(message: Message, replies: ReplyWriter): Outcome {
     this.#expectSize(message, 0, U64_PAYLOAD_SIZE);
     this.#expectFds(message, 0);
-    replies.sendU64(message.request, BigInt(QUEUE_COUNT));
+    // in queue pairs: QEMU's vhost-user-net compares it with its `queues=N` (pairs)
+    replies.sendU64(message.request, BigInt(MAX_QUEUE_PAIRS));
     return REPLIED;
   }
 
@@ -623,30 +633,10 @@ export class VhostUserBackend {
 
   // --- memory ------------------------------------------------------------------------
 
-  #readRegion(message: Message, offset: number): RegionDescription {
-    const view = message.payload;
-    return {
-      guestAddress: readU64(
-        view,
-        offset + REGION_GUEST_ADDRESS,
-        "region guest address",
-        message.request,
-      ),
-      size: readU64(view, offset + REGION_SIZE, "region size", message.request),
-      userAddress: readU64(
-        view,
-        offset + REGION_USER_ADDRESS,
-        "region user address",
-        message.request,
-      ),
-      mmapOffset: readU64(view, offset + REGION_MMAP_OFFSET, "region mmap offset", message.request),
-    };
-  }
-
   #setMemTable(message: Message, now: number): Outcome {
     this.#requireOwner(message);
     if (message.size < MEMORY_REGIONS) this.#expectSize(message, MEMORY_REGIONS);
-    const count = message.payload.getUint32(MEMORY_NREGIONS, true);
+    const count = decodeRegionCount(message.payload);
     if (count > MEMORY_MAX_NREGIONS) {
       throw new ProtocolError(
         message.request,
@@ -662,7 +652,7 @@ export class VhostUserBackend {
     }
     const regions: RegionDescription[] = [];
     for (let i = 0; i < count; i++) {
-      regions.push(this.#readRegion(message, MEMORY_REGIONS + i * REGION_ENTRY_SIZE));
+      regions.push(decodeRegion(message.payload, regionEntryOffset(i), message.request));
     }
     const invalid = this.#memory.validate(regions, true);
     if (invalid !== null) throw new ProtocolError(message.request, `SET_MEM_TABLE: ${invalid}`);
@@ -717,7 +707,7 @@ export class VhostUserBackend {
     this.#requireOwner(message);
     this.#expectSize(message, SINGLE_REGION_SIZE);
     this.#expectFds(message, 1);
-    const region = this.#readRegion(message, SINGLE_REGION_ENTRY);
+    const region = decodeRegion(message.payload, SINGLE_REGION_ENTRY, message.request);
     const invalid = this.#memory.validate([region], false);
     if (invalid !== null) throw new ProtocolError(message.request, `ADD_MEM_REG: ${invalid}`);
     this.#mapRegion(message, region, message.fds[0]);
@@ -733,7 +723,7 @@ export class VhostUserBackend {
     this.#expectSize(message, SINGLE_REGION_SIZE);
     // QEMU before 7.0 sent the region's fd along; it is not needed and closed by handle()
     if (message.fds.length > 1) this.#expectFds(message, 1);
-    const region = this.#readRegion(message, SINGLE_REGION_ENTRY);
+    const region = decodeRegion(message.payload, SINGLE_REGION_ENTRY, message.request);
     this.#stopAll();
     const removed = this.#memory.remove(region.guestAddress, region.size);
     if (!removed) {
@@ -753,9 +743,8 @@ export class VhostUserBackend {
     this.#requireOwner(message);
     this.#expectSize(message, VRING_STATE_SIZE);
     this.#expectFds(message, 0);
-    const index = message.payload.getUint32(VRING_STATE_INDEX, true);
-    const vring = this.#vring(message, index);
-    return { vring, num: message.payload.getUint32(VRING_STATE_NUM, true) };
+    const { index, num } = decodeVringState(message.payload);
+    return { vring: this.#vring(message, index), num };
   }
 
   #setVringNum(message: Message): Outcome {
@@ -779,9 +768,15 @@ export class VhostUserBackend {
     this.#requireOwner(message);
     this.#expectSize(message, VRING_ADDR_SIZE);
     this.#expectFds(message, 0);
-    const view = message.payload;
-    const vring = this.#vring(message, view.getUint32(VRING_ADDR_INDEX, true));
-    const flags = view.getUint32(VRING_ADDR_FLAGS, true);
+    const {
+      index,
+      flags,
+      descriptor: descriptorAddress,
+      used: usedAddress,
+      available: availableAddress,
+      log: logAddress,
+    } = decodeVringAddress(message.payload, message.request);
+    const vring = this.#vring(message, index);
     if ((flags & ~VRING_FLAGS_LOG) !== 0) {
       throw new ProtocolError(
         message.request,
@@ -797,22 +792,6 @@ export class VhostUserBackend {
         `SET_VRING_ADDR: ring ${vring.index} asks for used-ring logging (VHOST_VRING_F_LOG) but VHOST_F_LOG_ALL is not acked`,
       );
     }
-    const logAddress = logUsed
-      ? readU64(view, VRING_ADDR_LOG, "log guest address", message.request)
-      : 0;
-    const descriptorAddress = readU64(
-      view,
-      VRING_ADDR_DESCRIPTOR,
-      "descriptor table address",
-      message.request,
-    );
-    const usedAddress = readU64(view, VRING_ADDR_USED, "used ring address", message.request);
-    const availableAddress = readU64(
-      view,
-      VRING_ADDR_AVAILABLE,
-      "available ring address",
-      message.request,
-    );
     if (
       vring.started && (descriptorAddress !== vring.descriptorAddress ||
         usedAddress !== vring.usedAddress || availableAddress !== vring.availableAddress)
@@ -966,8 +945,13 @@ export class VhostUserBackend {
     vring.enabled = num === 1;
     if (!vring.enabled && vring.started) this.#stop(vring);
     if (vring.enabled) this.#tryStart(message, vring, now);
+    // A ring may be enabled before it is set up (QEMU enables before SET_MEM_TABLE on
+    // a migration target; a front-end may enable pairs it never uses): it starts once
+    // it has a size, addresses and a kick fd, and until then nothing serves it.
     this.#env.log.debug(
-      `vhost-user: ring ${vring.index} ${vring.enabled ? "enabled" : "disabled"}`,
+      `vhost-user: ring ${vring.index} ${vring.enabled ? "enabled" : "disabled"}${
+        vring.enabled && !vring.started ? " (not started: not set up yet)" : ""
+      }`,
     );
     return OK;
   }
@@ -989,6 +973,8 @@ export class VhostUserBackend {
       return FAILED;
     }
     this.#mtu = mtu;
+    // Rings started from now on run with it (QEMU sets it before it starts them).
+    this.#negotiated = { ...this.#negotiated, mtu };
     this.#env.log.info(`vhost-user: front-end set MTU ${mtu}`);
     this.#env.onMtu?.(mtu, now);
     return OK;
@@ -1076,8 +1062,7 @@ export class VhostUserBackend {
     }
     this.#expectSize(message, LOG_DESCRIPTION_SIZE);
     this.#expectFds(message, 1);
-    const size = readU64(message.payload, LOG_SIZE, "log size", message.request);
-    const offset = readU64(message.payload, LOG_OFFSET, "log offset", message.request);
+    const { size, offset } = decodeLogDescription(message.payload, message.request);
     const what = `log of ${size} bytes at offset ${hex(offset)}`;
     if (size === 0) throw new ProtocolError(message.request, `SET_LOG_BASE: ${what}: size 0`);
     if (size > MAX_LOG_SIZE) {

@@ -1,7 +1,7 @@
 import { assertEquals, assertTrue } from "../../tests/support/assert.ts";
 import type { DeviceStateDirection, DeviceStateHandler } from "./backend_environment.ts";
 import { BackendRig, FAKE_PIPE } from "../../tests/support/vhost_user/backend_doubles.ts";
-import { encodeRequest, u64Payload } from "../../tests/support/vhost_user/request_encoder.ts";
+import { encodeRequest } from "../../tests/support/vhost_user/request_encoder.ts";
 import {
   DEVICE_STATE_REPLY_NO_FD,
   featureBit,
@@ -10,6 +10,7 @@ import {
   Request,
 } from "./protocol.ts";
 import { InvalidStateError } from "./backend.ts";
+import { u64Payload } from "./payload_codec.ts";
 
 /** A handler that records transfers and answers CHECK_DEVICE_STATE as told. */
 class RecordingDeviceState implements DeviceStateHandler {

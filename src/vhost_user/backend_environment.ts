@@ -13,7 +13,6 @@ import type { MapFunction } from "./guest_memory_map.ts";
 import type { LogMapFunction } from "./dirty_log.ts";
 
 // What a received kick, call or err fd is: the backend takes only normal-mode eventfds.
-export type { FdDescription } from "../../ffi/event_fd.ts";
 import type { FdDescription } from "../../ffi/event_fd.ts";
 
 /** An eventfd received from the front-end (kick, call or error notifier). */

@@ -7,15 +7,7 @@ import {
   FAKE_SOCKET,
   FAKE_UNVERIFIED,
 } from "../../tests/support/vhost_user/backend_doubles.ts";
-import {
-  encodeRequest,
-  logPayload,
-  memTablePayload,
-  singleRegionPayload,
-  u64Payload,
-  vringAddrPayload,
-  vringStatePayload,
-} from "../../tests/support/vhost_user/request_encoder.ts";
+import { encodeRequest } from "../../tests/support/vhost_user/request_encoder.ts";
 import {
   featureBit,
   OFFERED_FEATURES,
@@ -28,12 +20,28 @@ import {
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
-  VIRTIO_NET_F_CSUM,
-  VIRTIO_NET_F_GUEST_CSUM,
-  VIRTIO_NET_F_MRG_RXBUF,
   VRING_FD_NOFD,
 } from "./protocol.ts";
 import { InvalidStateError } from "./backend.ts";
+import {
+  VIRTIO_NET_F_CSUM,
+  VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_GUEST_ECN,
+  VIRTIO_NET_F_GUEST_TSO4,
+  VIRTIO_NET_F_GUEST_TSO6,
+  VIRTIO_NET_F_HOST_ECN,
+  VIRTIO_NET_F_HOST_TSO4,
+  VIRTIO_NET_F_HOST_TSO6,
+  VIRTIO_NET_F_MRG_RXBUF,
+} from "../tap/net_features.ts";
+import {
+  logPayload,
+  memTablePayload,
+  singleRegionPayload,
+  u64Payload,
+  vringAddrPayload,
+  vringStatePayload,
+} from "./payload_codec.ts";
 
 const USER = 0x7f12_3400_0000;
 const MEMORY_SIZE = 0x20000;
@@ -133,6 +141,16 @@ function negotiate(options: Setup = {}) {
   return { rig, memory, kicks, calls };
 }
 
+/** The segmentation features of rings negotiated without them, and no MTU set. */
+const NO_SEGMENTATION = {
+  hostTso4: false,
+  hostTso6: false,
+  hostEcn: false,
+  guestTso4: false,
+  guestTso6: false,
+  mtu: 0,
+} as const;
+
 /** After an error: connection state fully released. */
 function assertReleased(rig: BackendRig) {
   assert.equal(
@@ -160,6 +178,7 @@ Deno.test("`VhostUserBackend` completes QEMU 7.2's virtio-net negotiation with R
     checksumOffload: false,
     guestChecksum: false,
     packedRing: false,
+    ...NO_SEGMENTATION,
   });
   // the views are the shared memory itself
   rx.usedRing[2] = 0x5a;
@@ -288,7 +307,7 @@ Deno.test("`VhostUserBackend` ADD_MEM_REG / REM_MEM_REG manage regions one by on
 Deno.test("`VhostUserBackend` answers GET_QUEUE_NUM, logs SEND_RARP and stores NET_SET_MTU", () => {
   const { rig } = negotiate();
   const [queues] = rig.send(encodeRequest(Request.GET_QUEUE_NUM));
-  assert.equal(u64Reply(queues), 2n);
+  assert.equal(u64Reply(queues), 16n, "queue pairs");
   const mac = new Uint8Array([0x52, 0x54, 0, 0x12, 0x34, 0x56, 0, 0]);
   rig.send(encodeRequest(Request.SEND_RARP, mac));
   assert.deepEqual([...rig.rarps[0]], [0x52, 0x54, 0, 0x12, 0x34, 0x56]);
@@ -351,42 +370,42 @@ interface BadCase {
 const badCases: BadCase[] = [
   {
     name: "queue index out of range in SET_VRING_NUM",
-    send: (rig) => rig.send(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(2, 256))),
-    error: /SET_VRING_NUM: queue index 2 is not below 2/,
+    send: (rig) => rig.send(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(32, 256))),
+    error: /SET_VRING_NUM: queue index 32 is not below 32/,
   },
   {
     name: "queue index out of range in SET_VRING_ADDR",
     send: (rig) =>
-      rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(7, userRing(0)))),
-    error: /SET_VRING_ADDR: queue index 7 is not below 2/,
+      rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(37, userRing(0)))),
+    error: /SET_VRING_ADDR: queue index 37 is not below 32/,
   },
   {
     name: "queue index out of range in SET_VRING_BASE",
     send: (rig) =>
       rig.send(encodeRequest(Request.SET_VRING_BASE, vringStatePayload(0xffffffff, 0))),
-    error: /SET_VRING_BASE: queue index 4294967295 is not below 2/,
+    error: /SET_VRING_BASE: queue index 4294967295 is not below 32/,
   },
   {
     name: "queue index out of range in GET_VRING_BASE",
-    send: (rig) => rig.send(encodeRequest(Request.GET_VRING_BASE, vringStatePayload(3, 0))),
-    error: /GET_VRING_BASE: queue index 3 is not below 2/,
+    send: (rig) => rig.send(encodeRequest(Request.GET_VRING_BASE, vringStatePayload(33, 0))),
+    error: /GET_VRING_BASE: queue index 33 is not below 32/,
   },
   {
     name: "queue index out of range in SET_VRING_ENABLE",
-    send: (rig) => rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(2, 1))),
-    error: /SET_VRING_ENABLE: queue index 2 is not below 2/,
+    send: (rig) => rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(32, 1))),
+    error: /SET_VRING_ENABLE: queue index 32 is not below 32/,
   },
   {
     name: "queue index out of range in SET_VRING_KICK (fd closed)",
     send: (rig) =>
-      rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(5)), [rig.fds.create()]),
-    error: /SET_VRING_KICK: queue index 5 is not below 2/,
+      rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(35)), [rig.fds.create()]),
+    error: /SET_VRING_KICK: queue index 35 is not below 32/,
   },
   {
     name: "queue index out of range in SET_VRING_CALL",
     send: (rig) =>
       rig.send(encodeRequest(Request.SET_VRING_CALL, u64Payload(0xff)), [rig.fds.create()]),
-    error: /SET_VRING_CALL: queue index 255 is not below 2/,
+    error: /SET_VRING_CALL: queue index 255 is not below 32/,
   },
   {
     name: "reserved bits in SET_VRING_ERR",
@@ -643,9 +662,9 @@ const badCases: BadCase[] = [
     name: "unoffered protocol feature bits acked",
     send: (rig) =>
       rig.send(
-        encodeRequest(Request.SET_PROTOCOL_FEATURES, u64Payload(OFFERED_PROTOCOL_FEATURES | 1n)),
+        encodeRequest(Request.SET_PROTOCOL_FEATURES, u64Payload(OFFERED_PROTOCOL_FEATURES | 0x80n)),
       ),
-    error: /SET_PROTOCOL_FEATURES: acked protocol feature bits 0x1 were not offered/,
+    error: /SET_PROTOCOL_FEATURES: acked protocol feature bits 0x80 were not offered/,
   },
   {
     name: "legacy device (VERSION_1 not acked)",
@@ -763,10 +782,10 @@ for (const bad of badCases) {
 Deno.test("`VhostUserBackend` sends a failure ack before closing when REPLY_ACK was asked", () => {
   const { rig } = negotiate();
   const [ack] = rig.send(
-    encodeRequest(Request.SET_VRING_NUM, vringStatePayload(9, 8), { needReply: true }),
+    encodeRequest(Request.SET_VRING_NUM, vringStatePayload(39, 8), { needReply: true }),
   );
   assert.equal(u64Reply(ack), 1n);
-  assert.match(rig.error!.message, /queue index 9/);
+  assert.match(rig.error!.message, /queue index 39/);
 });
 
 Deno.test("`VhostUserBackend` rejects vring messages before SET_OWNER with the request and state", () => {
@@ -973,6 +992,7 @@ for (
         checksumOffload: (extra & CSUM) !== 0n,
         guestChecksum: (extra & GUEST_CSUM) !== 0n,
         packedRing: false,
+        ...NO_SEGMENTATION,
       }, `ring ${index}`);
     }
   });
@@ -991,6 +1011,53 @@ Deno.test("`VhostUserBackend` renegotiation without the checksum features clears
     const features = rig.datapath.rings.get(i)!.features;
     assert.equal(features.checksumOffload, false, `ring ${i} CSUM`);
     assert.equal(features.guestChecksum, false, `ring ${i} GUEST_CSUM`);
+  }
+});
+
+Deno.test("`VhostUserBackend` offers HOST_TSO4/6, HOST_ECN, GUEST_TSO4/6 and GUEST_ECN (bits 11, 12, 13, 7, 8, 9)", () => {
+  const rig = new BackendRig();
+  const [reply] = rig.send(encodeRequest(Request.GET_FEATURES));
+  const offered = u64Reply(reply);
+  for (const bit of [7, 8, 9, 11, 12, 13]) {
+    assert.equal((offered >> BigInt(bit)) & 1n, 1n, `bit ${bit} offered`);
+  }
+});
+
+const SEGMENTATION = featureBit(VIRTIO_NET_F_HOST_TSO4) | featureBit(VIRTIO_NET_F_HOST_TSO6) |
+  featureBit(VIRTIO_NET_F_HOST_ECN) | featureBit(VIRTIO_NET_F_GUEST_TSO4) |
+  featureBit(VIRTIO_NET_F_GUEST_TSO6) | featureBit(VIRTIO_NET_F_GUEST_ECN);
+
+Deno.test("`VhostUserBackend` gives restarted rings the segmentation features acked and the MTU NET_SET_MTU set", () => {
+  const { rig } = negotiate({ features: FEATURES | CSUM | GUEST_CSUM | SEGMENTATION });
+  for (const i of [0, 1]) {
+    const features = rig.datapath.rings.get(i)!.features;
+    assert.deepEqual(
+      [
+        features.hostTso4,
+        features.hostTso6,
+        features.hostEcn,
+        features.guestTso4,
+        features.guestTso6,
+      ],
+      [true, true, true, true, true],
+      `ring ${i}`,
+    );
+    assert.equal(features.mtu, 0, `ring ${i}: no MTU set yet`);
+  }
+  for (const i of [0, 1]) rig.send(encodeRequest(Request.GET_VRING_BASE, vringStatePayload(i, 0)));
+  // QEMU sets the MTU before it starts the rings (virtio_net_vhost_status).
+  const [ack] = rig.send(encodeRequest(Request.NET_SET_MTU, u64Payload(1500), { needReply: true }));
+  assert.equal(u64Reply(ack), 0n);
+  rig.send(encodeRequest(Request.SET_FEATURES, u64Payload(FEATURES | CSUM | GUEST_CSUM)));
+  for (const i of [0, 1]) {
+    rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(i)), [rig.fds.create()]);
+  }
+  assert.equal(rig.error, null);
+  for (const i of [0, 1]) {
+    const features = rig.datapath.rings.get(i)!.features;
+    assert.equal(features.mtu, 1500, `ring ${i} MTU`);
+    assert.equal(features.hostTso4, false, `ring ${i} HOST_TSO4 no longer acked`);
+    assert.equal(features.guestTso6, false, `ring ${i} GUEST_TSO6 no longer acked`);
   }
 });
 

@@ -234,26 +234,10 @@ export class GuestMemoryMap implements GuestMemory {
     return null;
   }
 
-  /** {@inheritDoc GuestMemory.view} */
+  /** {@inheritDoc GuestMemory.view} (Found by {@link locate}, which sets {@link locatedBytes}.) */
   view(addrLow: number, addrHigh: number, length: number): Uint8Array | null {
-    if (addrHigh >= HIGH_HALF_LIMIT) return null;
-    const address = addrHigh * TWO_POW_32 + addrLow;
-    let region = this.#lastHit;
-    if (region === null || address < region.guestStart || address >= region.guestEnd) {
-      region = null;
-      for (const candidate of this.#regions) {
-        if (address >= candidate.guestStart && address < candidate.guestEnd) {
-          region = candidate;
-          break;
-        }
-      }
-      if (region === null) return null;
-      this.#lastHit = region;
-    }
-    // guestEnd - address is exact (both below 2^53); address + length might round
-    if (!(length >= 0 && length <= region.guestEnd - address)) return null;
-    const start = address - region.guestStart;
-    return region.bytes.subarray(start, start + length);
+    const start = this.locate(addrLow, addrHigh, length);
+    return start < 0 ? null : this.locatedBytes.subarray(start, start + length);
   }
 
   /** {@inheritDoc GuestMemory.locatedBytes} */

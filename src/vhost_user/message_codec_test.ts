@@ -7,12 +7,9 @@ import {
   ReplyWriter,
 } from "./message_codec.ts";
 import { ScriptedChannel } from "../../tests/support/vhost_user/backend_doubles.ts";
-import {
-  encodeRequest,
-  u64Payload,
-  vringStatePayload,
-} from "../../tests/support/vhost_user/request_encoder.ts";
+import { encodeRequest } from "../../tests/support/vhost_user/request_encoder.ts";
 import { FLAGS_REPLY, FLAGS_VERSION, MAX_PAYLOAD_SIZE, Request } from "./protocol.ts";
+import { u64Payload, vringStatePayload } from "./payload_codec.ts";
 
 Deno.test("`MessageFramer.poll()` reassembles a message delivered one byte at a time", () => {
   const channel = new ScriptedChannel();

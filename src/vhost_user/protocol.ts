@@ -12,11 +12,17 @@
 import {
   VIRTIO_NET_F_CSUM,
   VIRTIO_NET_F_GUEST_CSUM,
-  VIRTIO_NET_F_MAC,
+  VIRTIO_NET_F_GUEST_ECN,
+  VIRTIO_NET_F_GUEST_TSO4,
+  VIRTIO_NET_F_GUEST_TSO6,
+  VIRTIO_NET_F_HOST_ECN,
+  VIRTIO_NET_F_HOST_TSO4,
+  VIRTIO_NET_F_HOST_TSO6,
+  VIRTIO_NET_F_MQ,
   VIRTIO_NET_F_MRG_RXBUF,
   VIRTIO_NET_F_MTU,
-  VIRTIO_NET_F_STATUS,
 } from "../tap/net_features.ts";
+import { MAX_QUEUE_PAIRS } from "../tap/vring_datapath.ts";
 
 /**
  * Front-end → back-end request codes ("Front-end message types").
@@ -186,16 +192,6 @@ export const MAX_RING_SIZE = 32768;
 
 // --- Feature bits ---------------------------------------------------------------
 
-// The virtio-net feature bits belong to the transport that speaks virtio-net
-// (src/tap/net_features.ts); re-exported for the negotiation.
-export {
-  VIRTIO_NET_F_CSUM,
-  VIRTIO_NET_F_GUEST_CSUM,
-  VIRTIO_NET_F_MAC,
-  VIRTIO_NET_F_MRG_RXBUF,
-  VIRTIO_NET_F_MTU,
-  VIRTIO_NET_F_STATUS,
-};
 /**
  * VHOST_F_LOG_ALL (spec "Migration"): while acked and a log is set (SET_LOG_BASE),
  * every write into guest memory marks its pages in the log. QEMU acks it when a live
@@ -255,16 +251,24 @@ export function featureBit(bit: number): bigint {
 export const OFFERED_FEATURES: bigint = featureBit(VIRTIO_F_VERSION_1) |
   featureBit(VIRTIO_NET_F_CSUM) |
   featureBit(VIRTIO_NET_F_GUEST_CSUM) |
+  featureBit(VIRTIO_NET_F_HOST_TSO4) |
+  featureBit(VIRTIO_NET_F_HOST_TSO6) |
+  featureBit(VIRTIO_NET_F_HOST_ECN) |
+  featureBit(VIRTIO_NET_F_GUEST_TSO4) |
+  featureBit(VIRTIO_NET_F_GUEST_TSO6) |
+  featureBit(VIRTIO_NET_F_GUEST_ECN) |
   featureBit(VIRTIO_NET_F_MRG_RXBUF) |
   featureBit(VIRTIO_F_EVENT_IDX) |
   featureBit(VIRTIO_F_INDIRECT_DESC) |
   featureBit(VIRTIO_F_RING_PACKED) |
   featureBit(VIRTIO_NET_F_MTU) |
   featureBit(VHOST_F_LOG_ALL) |
+  featureBit(VIRTIO_NET_F_MQ) |
   featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
 
 /** Protocol features offered in GET_PROTOCOL_FEATURES. */
-export const OFFERED_PROTOCOL_FEATURES: bigint = featureBit(ProtocolFeature.LOG_SHMFD) |
+export const OFFERED_PROTOCOL_FEATURES: bigint = featureBit(ProtocolFeature.MQ) |
+  featureBit(ProtocolFeature.LOG_SHMFD) |
   featureBit(ProtocolFeature.REPLY_ACK) |
   featureBit(ProtocolFeature.CONFIGURE_MEM_SLOTS) |
   featureBit(ProtocolFeature.MTU) |
@@ -293,5 +297,9 @@ export const DEVICE_STATE_REPLY_NO_FD = 0x100;
 /** Memory slots reported by GET_MAX_MEM_SLOTS (spec asks for at least 32 with CONFIGURE_MEM_SLOTS). */
 export const MAX_MEM_SLOTS = 32;
 
-/** Queues reported by GET_QUEUE_NUM: one RX and one TX queue (no multiqueue). */
-export const QUEUE_COUNT = 2;
+// Queue pairs served at most: the datapath's bound, MAX_QUEUE_PAIRS of
+// src/tap/vring_datapath.ts (VHOST_USER_PROTOCOL_F_MQ), is also the GET_QUEUE_NUM
+// answer: QEMU's vhost-user-net compares it with `-netdev vhost-user,queues=N`, a
+// count of queue pairs ("you are asking more queues than supported").
+/** Rings of {@link MAX_QUEUE_PAIRS} pairs: ring 2k is pair k's RX, 2k+1 its TX (virtio 1.2 §5.1.2). */
+export const VRING_COUNT = 2 * MAX_QUEUE_PAIRS;

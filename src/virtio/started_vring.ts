@@ -1,7 +1,7 @@
 /**
  * What the virtqueue engine needs to run one started split virtqueue: the views of
  * its three parts, guest memory and the negotiated ring features. The vhost-user
- * control plane fills it (see src/tap/vring_datapath.ts, which re-exports it).
+ * control plane fills it (see src/tap/vring_datapath.ts).
  *
  * @module
  */
@@ -26,6 +26,22 @@ export interface NegotiatedFeatures {
    * absent or false: split (§2.7).
    */
   readonly packedRing?: boolean;
+  /** VIRTIO_NET_F_HOST_TSO4 (bit 11): transmitted frames may be GSO_TCPV4 (§5.1.6.2); absent: false. */
+  readonly hostTso4?: boolean;
+  /** VIRTIO_NET_F_HOST_TSO6 (bit 12): transmitted frames may be GSO_TCPV6; absent: false. */
+  readonly hostTso6?: boolean;
+  /** VIRTIO_NET_F_HOST_ECN (bit 13): transmitted GSO frames may carry GSO_ECN; absent: false. */
+  readonly hostEcn?: boolean;
+  /** VIRTIO_NET_F_GUEST_TSO4 (bit 7): received frames may be GSO_TCPV4 (§5.1.6.4); absent: false. */
+  readonly guestTso4?: boolean;
+  /** VIRTIO_NET_F_GUEST_TSO6 (bit 8): received frames may be GSO_TCPV6; absent: false. */
+  readonly guestTso6?: boolean;
+  /**
+   * The MTU the device reports to the driver (VIRTIO_NET_F_MTU acked and set by
+   * VHOST_USER_NET_SET_MTU, virtio 1.2 §5.1.4): the largest IP packet the guest sends
+   * unsegmented and expects. 0 or absent: the device reports none.
+   */
+  readonly mtu?: number;
 }
 
 /**

@@ -3,21 +3,12 @@ import { Logger } from "../log/logger.ts";
 import { DescriptorChain } from "./descriptor_chain.ts";
 import { SplitRingDriver } from "../../tests/support/virtio/split_ring_driver.ts";
 import {
-  MALFORMED_RUN_DESCRIPTOR_LIMIT,
   MALFORMED_RUN_LIMIT,
   SHARED_TABLE_CHECK_MIN_ENTRIES,
   SplitVirtqueue,
   TURN_DESCRIPTOR_BUDGET,
 } from "./virtqueue.ts";
-
-/**
- * Malformed chains of `perChain` descriptors each after which a queue breaks: at
- * MALFORMED_RUN_LIMIT chains or MALFORMED_RUN_DESCRIPTOR_LIMIT descriptors, whichever
- * comes first.
- */
-export function chainsToBreak(perChain: number): number {
-  return Math.min(MALFORMED_RUN_LIMIT, Math.ceil(MALFORMED_RUN_DESCRIPTOR_LIMIT / perChain));
-}
+import { chainsToBreak } from "../../tests/support/virtio/malformed_limits.ts";
 import { ArrayGuestMemory } from "../../tests/support/virtio/array_guest_memory.ts";
 import { CountingGuestMemory } from "../../tests/support/virtio/counting_guest_memory.ts";
 import { WriteRecord } from "../../tests/support/virtio/recording_write_log.ts";

@@ -4,7 +4,6 @@
  * values (checks the whole chain: parsing, host-config overrides, stack, transport).
  */
 import { UnixStream } from "../../ffi/unix_stream.ts";
-import { IPPROTO_UDP } from "../../src/net/wire/checksum.ts";
 import {
   DHCP_CHADDR,
   DHCP_CLIENT_PORT,
@@ -21,6 +20,7 @@ import {
 import { decodeFrame, guestIpv4Frame, udpDatagram } from "../support/net/frames.ts";
 import { assertEquals, assertTrue } from "../support/assert.ts";
 import { ForegroundTpasst, makeTempDir, waitFor } from "./cli_helpers.ts";
+import { IPPROTO_UDP } from "../../src/net/wire/ip_protocol.ts";
 
 /** DHCP option codes (RFC 2132). */
 const OPT_SUBNET_MASK = 1;

@@ -81,6 +81,8 @@ export interface BackendOptions {
   readonly forwards: readonly PortForward[];
   /** tpasst vhost-user only: virtio-net device options, e.g. `mrg_rxbuf=off`. */
   readonly deviceOptions?: string;
+  /** vhost-user: queue pairs QEMU sets up (`queues=N`, `mq=on`; default 1). */
+  readonly queues?: number;
   /** Listen at this socket path (kept on stop) instead of one in a fresh temp directory. */
   readonly socketPath?: string;
   /** QEMU reconnects (`reconnect=1`) when the backend goes away (see qemu.ts). */
@@ -106,6 +108,8 @@ const SLIRP_HOST4 = "10.0.2.2";
 const SLIRP_HOST6 = "fec0::2";
 /** Group passt drops to when started as root. */
 export const NOBODY_GID = 65534;
+/** Characters of a backend's output kept (a statistics dump fits). */
+const OUTPUT_KEPT = 65536;
 /** How long a daemon may take to create its socket. */
 const SOCKET_WAIT_MS = 15_000;
 
@@ -239,7 +243,7 @@ export async function startBackend(
   let log = "";
   const drain = async (stream: ReadableStream<Uint8Array>) => {
     for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-      log = (log + text).slice(-8192);
+      log = (log + text).slice(-OUTPUT_KEPT);
     }
   };
   drain(child.stdout).catch(() => {});
@@ -283,6 +287,7 @@ export async function startBackend(
         kind: "vhost-user",
         socketPath,
         deviceOptions: options.deviceOptions,
+        queues: options.queues,
         reconnect: options.reconnect,
       }
       : { kind: "stream", socketPath, reconnect: options.reconnect },

@@ -29,6 +29,7 @@ import {
   PHASES,
 } from "./scenario.ts";
 import { pcapSummary } from "./pcap.ts";
+import { STATS_JSON_PREFIX } from "../../src/daemon/stats.ts";
 
 /** Options for {@link registerE2eSuite}. */
 export interface SuiteOptions {
@@ -40,6 +41,11 @@ export interface SuiteOptions {
   readonly deviceOptions?: string;
   /** tpasst/passt: capture to a pcap file and check it with tshark after the run. */
   readonly pcap?: boolean;
+  /**
+   * tpasst vhost-user: queue pairs (`queues=N`, `mq=on`); the guest turns them all on
+   * and a test checks that frames went over more than one pair each way.
+   */
+  readonly queues?: number;
   /** Name shown in test names (default: the backend kind). */
   readonly label?: string;
   /**
@@ -48,6 +54,19 @@ export interface SuiteOptions {
    * off when the backend does not offer VIRTIO_F_RING_PACKED.
    */
   readonly expectRingLayout?: "packed" | "split";
+  /** The guest sets this MTU itself after DHCP (ScenarioOptions.guestMtu). */
+  readonly guestMtu?: number;
+  /**
+   * Check at the end that the guest's interface has this MTU and that neither its
+   * driver nor its TCP dropped a frame (rx errors, drops, length errors; TCP InErrs,
+   * InCsumErrors).
+   */
+  readonly expectLinkMtu?: number;
+  /**
+   * tpasst vhost-user: check (SIGUSR1's stats-json line) that the link carried
+   * segmented TCP frames in the directions given, and none in the others.
+   */
+  readonly expectSegmented?: { readonly fromGuest: boolean; readonly toGuest: boolean };
 }
 
 /**
@@ -103,14 +122,24 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
   let session: Promise<E2eSession> | null = null;
   const getSession = () => {
     session ??= (async () => {
-      const backend: Omit<BackendOptions, "forwards"> = { deviceOptions: options.deviceOptions };
+      const backend: Omit<BackendOptions, "forwards"> = {
+        deviceOptions: options.deviceOptions,
+        queues: options.queues,
+        // -d: the link logs its per-pair frame counters when it goes down
+        ...((options.queues ?? 1) > 1 ? { extraArgs: ["-d"] } : {}),
+      };
       if (options.pcap) {
         pcapDir = await Deno.makeTempDir({ prefix: "tpasst-e2e-pcap-" });
         // passt drops to "nobody" before opening the file.
         if (kind === "passt") await Deno.chmod(pcapDir, 0o777);
         Object.assign(backend, { pcapPath: `${pcapDir}/guest.pcap` });
       }
-      return await E2eSession.start(kind, { bulkBytes, phases, backend });
+      return await E2eSession.start(kind, {
+        bulkBytes,
+        phases,
+        backend,
+        guestMtu: options.guestMtu,
+      });
     })().then((s) => (started = s));
     return session;
   };
@@ -146,6 +175,13 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
       fn: async () => afterClose ? fn(closedSession!) : fn(await getSession()),
     });
   };
+
+  const queues = options.queues ?? 1;
+  if (queues > 1) {
+    define(`the guest's virtio-net turns on all ${queues} queue pairs`, async (s) => {
+      assert.equal(await s.result("channels", BOOT_TIMEOUT_MS), `channels ${queues} of ${queues}`);
+    });
+  }
 
   define("the guest boots and gets a DHCP lease with the gateway as router", async (s) => {
     const ip = await s.result("dhcp-ip", BOOT_TIMEOUT_MS);
@@ -336,6 +372,54 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
     });
   }
 
+  if (options.expectLinkMtu !== undefined) {
+    define(
+      `the guest's link has MTU ${options.expectLinkMtu} and dropped no received frame`,
+      async (s) => {
+        assert.equal(await s.result("link-mtu", PHASE_TIMEOUT_MS), `${options.expectLinkMtu}`);
+        assert.equal(
+          await s.result("link-rx-drops", PHASE_TIMEOUT_MS),
+          "0 0 0",
+          "rx_errors rx_dropped rx_length_errors",
+        );
+        assert.equal(
+          await s.result("tcp-in-errors", PHASE_TIMEOUT_MS),
+          "0 0",
+          "InErrs InCsumErrors",
+        );
+      },
+    );
+  }
+
+  const segmented = options.expectSegmented;
+  if (segmented !== undefined) {
+    define(
+      `the link carries segmented TCP frames ${segmented.fromGuest ? "" : "not "}from the guest, ${
+        segmented.toGuest ? "" : "not "
+      }toward it`,
+      async (s) => {
+        // After the bulk phases: every phase's result is in by now.
+        await s.result("link-mtu", PHASE_TIMEOUT_MS);
+        assert.ok(s.backend.pid !== null);
+        Deno.kill(s.backend.pid, "SIGUSR1");
+        let line: string | undefined;
+        for (let i = 0; i < 100 && line === undefined; i++) {
+          line = s.backend.output().split("\n").find((l) => l.includes(STATS_JSON_PREFIX));
+          if (line === undefined) await new Promise((r) => setTimeout(r, 100));
+        }
+        assert.ok(line !== undefined, "no stats-json line after SIGUSR1");
+        const stats = JSON.parse(
+          line.slice(line.indexOf(STATS_JSON_PREFIX) + STATS_JSON_PREFIX.length),
+        );
+        const link = stats.link as Record<string, number>;
+        const seen = JSON.stringify(link);
+        assert.equal(link.deviceMtu, options.expectLinkMtu ?? link.deviceMtu, seen);
+        assert.equal(link.txSegmented > 0, segmented.fromGuest, `TX segmented: ${seen}`);
+        assert.equal(link.rxSegmented > 0, segmented.toGuest, `RX segmented: ${seen}`);
+      },
+    );
+  }
+
   define("the scenario script finishes and the guest powers off", async (s) => {
     try {
       assert.equal(await s.guest.waitForDone(PHASE_TIMEOUT_MS), 0);
@@ -345,6 +429,33 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
       await closeSession();
     }
   });
+
+  if (queues > 1) {
+    define(
+      "frames went over more than one queue pair each way (the daemon's per-pair counters, -d)",
+      async (s) => {
+        // The closing test stopped QEMU: the link went down and logged its counters.
+        const counters = () =>
+          s.backend.output().split("\n").findLast((l) => l.includes("frames per queue pair"));
+        for (let i = 0; i < 50 && counters() === undefined; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        const line = counters();
+        assert.ok(line !== undefined, "no per-pair counters in the daemon's -d output");
+        const perPair = (direction: string) =>
+          (new RegExp(`${direction} (\\d+(?:,\\d+)*)`).exec(line.split("frames per queue pair")[1])
+            ?.[1] ?? "").split(",").map(Number);
+        const rx = perPair("RX");
+        const tx = perPair("TX");
+        assert.equal(rx.length, queues, line);
+        assert.ok(rx.filter((n) => n > 0).length > 1, `RX frames per pair ${rx}`);
+        assert.ok(tx.filter((n) => n > 0).length > 1, `TX frames per pair ${tx}`);
+        console.log(`frames per queue pair: RX ${rx.join(",")} TX ${tx.join(",")}`);
+      },
+      null,
+      true,
+    );
+  }
 
   if (options.pcap) {
     define(

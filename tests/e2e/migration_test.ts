@@ -4,8 +4,10 @@
  * without them `migrate` fails with "vhost-user backend lacks
  * VHOST_USER_PROTOCOL_F_LOG_SHMFD"). A guest without open connections on tpasst A is
  * migrated to a second QEMU (`-incoming`) on tpasst B over a unix socket; the target
- * guest must then still ping its gateway and fetch the host's page. Connections open
- * across the migration (device state) are not part of this test.
+ * guest must then still ping its gateway and fetch the host's page; further tests move
+ * open TCP connections (device state, TCP repair), cancel a migration, and run both
+ * with 4 queue pairs (`queues=4`, `mq=on`, all turned on in the guest: every ring
+ * logged, the state moved with every pair running).
  * @module
  */
 import assert from "node:assert/strict";
@@ -23,10 +25,25 @@ const MIGRATION_TIMEOUT_MS = 120_000;
 /** Seconds the guest keeps pinging after it said it is ready to move. */
 const GUEST_LOOP_SECONDS = 300;
 
+/** Queue pairs of the multiqueue variants (`queues=4`, `mq=on`, all turned on in the guest). */
+const MULTIQUEUE_PAIRS = 4;
+
+/** Guest lines turning on all `queues` pairs (after the lease lines), or none for one. */
+function channelLines(queues: number): string[] {
+  return queues > 1
+    ? [
+      `if ! probe channels eth0 ${queues} >/tmp/channels.log 2>&1; then`,
+      '  mark error "channels $(tail -n 1 /tmp/channels.log)"; exit 1',
+      "fi",
+    ]
+    : [];
+}
+
 /** Guest: lease, one ping and one fetch, then a ping and a fetch every second, numbered. */
-function migrationScript(httpPort: number): string {
+function migrationScript(httpPort: number, queues = 1): string {
   return [
     ...LEASE_SCRIPT_LINES,
+    ...channelLines(queues),
     `url="http://$gw:${httpPort}/hello"`,
     'if ping -c 1 -W 5 "$gw" >/dev/null 2>&1; then mark ping-before ok; else mark error ping-before; exit 1; fi',
     "mark ready migrate",
@@ -172,71 +189,85 @@ async function launchPair(
   return { source, target, sourceMonitor };
 }
 
-for (const deviceOptions of [undefined, "packed=on"]) {
+for (
+  const variant of [
+    { queues: 1 },
+    { queues: 1, deviceOptions: "packed=on" },
+    { queues: MULTIQUEUE_PAIRS },
+  ]
+) {
   Deno.test({
-    name: `e2e tpasst-vhost${
-      deviceOptions ? " packed rings" : ""
+    name: `e2e tpasst-vhost${variant.deviceOptions ? " packed rings" : ""}${
+      variant.queues > 1 ? ` with ${variant.queues} queue pairs` : ""
     }: QEMU 10 migrates a guest to a second QEMU on a second tpasst; the target pings its gateway${
       ignore ? ` (ignored: ${ignore})` : ""
     }`,
     ignore: ignore !== null,
     sanitizeOps: false,
     sanitizeResources: false,
-    async fn() {
-      const dir = await Deno.makeTempDir({ prefix: "tpasst-migration-" });
-      const http = startHttpServer();
-      const backends: StartedBackend[] = [];
-      const guests: QemuGuest[] = [];
-      const monitors: Qmp[] = [];
-      const script = migrationScript(http.port);
-      const outputs = () =>
-        backends.map((b, i) => `--- tpasst ${"AB"[i]} ---\n${b.output()}`).join("\n");
-      try {
-        backends.push(await startBackend("tpasst-vhost", { forwards: [], deviceOptions }));
-        backends.push(await startBackend("tpasst-vhost", { forwards: [], deviceOptions }));
-        const { target, sourceMonitor } = await launchPair(
-          dir,
-          backends,
-          script,
-          guests,
-          monitors,
-          outputs,
-        );
-        await sourceMonitor.execute("migrate", { uri: `unix:${dir}/migration.sock` });
-        const { status, info } = await migrationEnd(sourceMonitor);
-        assert.equal(status, "completed", `migration: ${JSON.stringify(info)}\n${outputs()}`);
-        const online = await target.waitForAnyMark(["online"], MIGRATION_TIMEOUT_MS).catch(
-          (error) => {
-            throw new Error(`${(error as Error).message}\n${outputs()}`);
-          },
-        );
-        assert.equal(online.value.replace(/^\d+ /, ""), HELLO_BODY.trim());
-        if (deviceOptions !== undefined) {
-          // QEMU turns packed=on off silently when a backend lacks the packed ring
-          Deno.kill(backends[1].pid!, "SIGUSR1");
-          const layout = await waitFor(
-            "tpasst B's stats",
-            () => backends[1].output().match(/ringLayout[ =":]+(\w+)/),
-          );
-          assert.equal(layout[1], "packed", "the target's rings run packed");
-        }
-        assert.ok(
-          backends[0].output().includes("dirty logging on"),
-          `tpasst A logged dirty pages during the migration:\n${outputs()}`,
-        );
-        assert.ok(
-          !backends[0].output().includes("dirty log:"),
-          `tpasst A marked every write it made:\n${outputs()}`,
-        );
-      } finally {
-        for (const monitor of monitors) monitor.close();
-        for (const guest of guests) await guest.kill();
-        for (const backend of backends) await backend.stop();
-        await http.close();
-        await Deno.remove(dir, { recursive: true }).catch(() => {});
-      }
-    },
+    fn: () => migratesAndPings(variant.queues, variant.deviceOptions),
   });
+}
+
+/**
+ * The guest migrates from A to B with `queues` pairs and `deviceOptions` on its
+ * virtio-net device; every write A made was logged.
+ */
+async function migratesAndPings(queues: number, deviceOptions?: string): Promise<void> {
+  {
+    const dir = await Deno.makeTempDir({ prefix: "tpasst-migration-" });
+    const http = startHttpServer();
+    const backends: StartedBackend[] = [];
+    const guests: QemuGuest[] = [];
+    const monitors: Qmp[] = [];
+    const script = migrationScript(http.port, queues);
+    const outputs = () =>
+      backends.map((b, i) => `--- tpasst ${"AB"[i]} ---\n${b.output()}`).join("\n");
+    try {
+      backends.push(await startBackend("tpasst-vhost", { forwards: [], queues, deviceOptions }));
+      backends.push(await startBackend("tpasst-vhost", { forwards: [], queues, deviceOptions }));
+      const { target, sourceMonitor } = await launchPair(
+        dir,
+        backends,
+        script,
+        guests,
+        monitors,
+        outputs,
+      );
+      await sourceMonitor.execute("migrate", { uri: `unix:${dir}/migration.sock` });
+      const { status, info } = await migrationEnd(sourceMonitor);
+      assert.equal(status, "completed", `migration: ${JSON.stringify(info)}\n${outputs()}`);
+      const online = await target.waitForAnyMark(["online"], MIGRATION_TIMEOUT_MS).catch(
+        (error) => {
+          throw new Error(`${(error as Error).message}\n${outputs()}`);
+        },
+      );
+      assert.equal(online.value.replace(/^\d+ /, ""), HELLO_BODY.trim());
+      if (deviceOptions !== undefined) {
+        // QEMU turns packed=on off silently when a backend lacks the packed ring
+        Deno.kill(backends[1].pid!, "SIGUSR1");
+        const layout = await waitFor(
+          "tpasst B's stats",
+          () => backends[1].output().match(/ringLayout[ =":]+(\w+)/),
+        );
+        assert.equal(layout[1], "packed", "the target's rings run packed");
+      }
+      assert.ok(
+        backends[0].output().includes("dirty logging on"),
+        `tpasst A logged dirty pages during the migration:\n${outputs()}`,
+      );
+      assert.ok(
+        !backends[0].output().includes("dirty log:"),
+        `tpasst A marked every write it made:\n${outputs()}`,
+      );
+    } finally {
+      for (const monitor of monitors) monitor.close();
+      for (const guest of guests) await guest.kill();
+      for (const backend of backends) await backend.stop();
+      await http.close();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  }
 }
 
 // ------------------------------------------------------------------------------------
@@ -364,9 +395,10 @@ function startEcho() {
 }
 
 /** Guest: lease; an idle echo connection; a paced download and upload; migrate mark; results. */
-function connectionsScript(http: number, sink: number, echo: number): string {
+function connectionsScript(http: number, sink: number, echo: number, queues = 1): string {
   return [
     ...LEASE_SCRIPT_LINES,
+    ...channelLines(queues),
     "mkfifo /tmp/in /tmp/up.fifo",
     `nc "$gw" ${echo} </tmp/in >/tmp/echo.out 2>/dev/null &`,
     "exec 3>/tmp/in",
@@ -407,6 +439,7 @@ function startBackendRepair(backend: StartedBackend): Promise<Deno.ChildProcess>
 async function connectionsAcrossMigration(
   cancel: boolean,
   unprivileged = false,
+  queues = 1,
   deviceOptions?: string,
 ): Promise<void> {
   {
@@ -419,7 +452,7 @@ async function connectionsAcrossMigration(
     const backends: StartedBackend[] = [];
     const guests: QemuGuest[] = [];
     const monitors: Qmp[] = [];
-    const script = connectionsScript(download.port, sink.port, echo.port);
+    const script = connectionsScript(download.port, sink.port, echo.port, queues);
     const outputs = () =>
       backends.map((b, i) => `--- tpasst ${"AB"[i]} ---\n${b.output()}`).join("\n");
     try {
@@ -429,10 +462,13 @@ async function connectionsAcrossMigration(
           forwards: [],
           extraArgs: ["--migrate-no-linger"],
           wrapper,
+          queues,
           deviceOptions,
         }),
       );
-      backends.push(await startBackend("tpasst-vhost", { forwards: [], wrapper, deviceOptions }));
+      backends.push(
+        await startBackend("tpasst-vhost", { forwards: [], wrapper, queues, deviceOptions }),
+      );
       if (unprivileged) {
         for (const b of backends) helpers.push(await startBackendRepair(b));
       }
@@ -545,7 +581,16 @@ Deno.test({
   ignore: ignore !== null || Deno.uid() !== 0,
   sanitizeOps: false,
   sanitizeResources: false,
-  fn: () => connectionsAcrossMigration(false, false, "packed=on"),
+  fn: () => connectionsAcrossMigration(false, false, 1, "packed=on"),
+});
+
+Deno.test({
+  name:
+    `e2e tpasst-vhost with ${MULTIQUEUE_PAIRS} queue pairs: a download, an upload and an idle connection survive QEMU 10's migration to a second tpasst`,
+  ignore: ignore !== null || Deno.uid() !== 0,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: () => connectionsAcrossMigration(false, false, MULTIQUEUE_PAIRS),
 });
 
 Deno.test({

@@ -23,6 +23,11 @@ export type Netdev =
      * layout, `mrg_rxbuf=off,event_idx=off,indirect_desc=off`.
      */
     readonly deviceOptions?: string;
+    /**
+     * Queue pairs (`-netdev vhost-user,queues=N`); above 1 the device gets `mq=on` and
+     * `vectors=2N+2` (an MSI-X vector per queue, the control queue and the config).
+     */
+    readonly queues?: number;
   }
   | {
     /** passt's stream protocol (`-netdev stream`). */
@@ -105,8 +110,10 @@ export function netdevArguments(netdev: Netdev, memoryMiB: number): string[] {
   switch (netdev.kind) {
     case "vhost-user": {
       // vhost-user needs guest memory QEMU can hand over as a shared fd. vectors=0:
-      // MSI-X with vhost-user under TCG crashes QEMU 7.2.
+      // MSI-X with vhost-user under TCG crashes QEMU 7.2 (10.0 is fine: multiqueue,
+      // which wants a vector per queue, is tested there).
       const features = netdev.deviceOptions ? `,${netdev.deviceOptions}` : "";
+      const queues = netdev.queues ?? 1;
       return [
         "-object",
         `memory-backend-memfd,id=mem,size=${memoryMiB}M,share=on`,
@@ -115,9 +122,11 @@ export function netdevArguments(netdev: Netdev, memoryMiB: number): string[] {
         "-chardev",
         `socket,id=c,path=${netdev.socketPath}${netdev.reconnect ? ",reconnect=1" : ""}`,
         "-netdev",
-        "vhost-user,id=n,chardev=c",
+        `vhost-user,id=n,chardev=c${queues > 1 ? `,queues=${queues}` : ""}`,
         "-device",
-        `virtio-net-pci,netdev=n,mac=${GUEST_MAC},vectors=0${features}`,
+        `virtio-net-pci,netdev=n,mac=${GUEST_MAC},${
+          queues > 1 ? `mq=on,vectors=${2 * queues + 2}` : "vectors=0"
+        }${features}`,
       ];
     }
     case "stream":

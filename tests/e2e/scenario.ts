@@ -106,6 +106,11 @@ export interface ScenarioOptions {
   readonly onLine?: (line: string) => void;
   /** Extra backend options (device options, pcap file, --one-off...). */
   readonly backend?: Omit<BackendOptions, "forwards">;
+  /**
+   * The guest sets this MTU on its interface after DHCP, whatever the lease said: a
+   * guest with a fixed MTU that the backend does not know about.
+   */
+  readonly guestMtu?: number;
 }
 
 /** Host-side ports and addresses the guest script needs. */
@@ -145,6 +150,8 @@ export function buildGuestScript(
   ports: ScenarioPorts,
   bulkBytes: number,
   iperfSeconds: number,
+  queuePairs = 1,
+  guestMtu: number | null = null,
 ): string {
   const on = new Set(phases);
   const lines = [
@@ -152,12 +159,30 @@ export function buildGuestScript(
     'mark() { echo "TPASST-MARK $*"; }',
     `bulk_bytes=${bulkBytes}`,
     "",
+  ];
+  if (queuePairs > 1) {
+    lines.push(
+      "# channels: every queue pair in use (virtio-net enables one per vCPU, here 1)",
+      `if probe channels eth0 ${queuePairs} >/tmp/channels.log 2>&1;`,
+      'then mark channels "$(cat /tmp/channels.log)";',
+      'else mark channels-failed "$(tail -n 1 /tmp/channels.log)"; fi',
+      "",
+    );
+  }
+  lines.push(
     "# dhcp: lease via udhcpc; udhcpc.sh prints dhcp-* marks and saves the router",
     "udhcpc -i eth0 -f -q -n -t 5 -T 3 -s /etc/udhcpc.sh 2>/tmp/udhcpc.log ||",
     '  mark dhcp-failed "$(tail -n 1 /tmp/udhcpc.log)"',
     "gw=$(cat /tmp/router 2>/dev/null)",
     'if [ -z "$gw" ]; then mark error no-router; exit 1; fi',
-  ];
+  );
+  if (guestMtu !== null) {
+    lines.push(
+      "",
+      "# a fixed MTU: the guest ignores the one of its lease",
+      `ip link set eth0 mtu ${guestMtu} || mark error guest-mtu`,
+    );
+  }
   if (on.has("slaac")) {
     lines.push(
       "",
@@ -337,7 +362,19 @@ export function buildGuestScript(
       'mark iperf-down-mbps "$down"',
     );
   }
-  lines.push("", "exit 0", "");
+  lines.push(
+    "",
+    "# link: the interface's MTU, and what the guest's driver and TCP dropped on receive",
+    'mark link-mtu "$(cat /sys/class/net/eth0/mtu)"',
+    "s=/sys/class/net/eth0/statistics",
+    'mark link-rx-drops "$(cat $s/rx_errors) $(cat $s/rx_dropped) $(cat $s/rx_length_errors)"',
+    "mark tcp-in-errors \"$(awk '/^Tcp:/ { n++; if (n == 1) { for (i = 1; i <= NF; i++) {" +
+      ' if ($i == "InErrs") e = i; if ($i == "InCsumErrors") c = i } }' +
+      " else print $e, $c }' /proc/net/snmp)\"",
+    "",
+    "exit 0",
+    "",
+  );
   return lines.join("\n");
 }
 
@@ -492,6 +529,8 @@ export class E2eSession {
         },
         bulkBytes,
         options.iperfSeconds ?? 3,
+        backendOptions.queues ?? 1,
+        options.guestMtu ?? null,
       );
       const guest = await QemuGuest.launch({
         netdev: backend.netdev,

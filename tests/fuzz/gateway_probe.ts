@@ -14,7 +14,7 @@ import {
   buildArp,
   parseArp,
 } from "../../src/net/services/arp.ts";
-import { MAC_BROADCAST, parseIpv4 } from "../../src/net/wire/address.ts";
+import { MAC_BROADCAST } from "../../src/net/wire/address.ts";
 import {
   buildEthernet,
   ETH_HEADER_LENGTH,
@@ -24,6 +24,7 @@ import {
 } from "../../src/net/wire/ethernet.ts";
 import { newArpMessage } from "../../src/net/services/arp.ts";
 import { RX, VhostUserFrontend } from "../support/frontend/vhost_user_frontend.ts";
+import { parseIpv4 } from "../../ffi/ip_address_text.ts";
 
 /** The guest's address and the gateway's, as the fuzz daemon is started with (-a, -g). */
 export const GUEST_IPV4 = "10.0.2.15";

@@ -29,12 +29,6 @@ import { EventFd } from "../../ffi/event_fd.ts";
 import { MemFd } from "../../ffi/mem_fd.ts";
 import { Errno, NativeError } from "../../ffi/native_error.ts";
 import {
-  memTablePayload,
-  singleRegionPayload,
-  u64Payload,
-  vringStatePayload,
-} from "../support/vhost_user/request_encoder.ts";
-import {
   featureBit,
   ProtocolFeature,
   Request,
@@ -43,7 +37,6 @@ import {
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
-  VIRTIO_NET_F_MRG_RXBUF,
 } from "../../src/vhost_user/protocol.ts";
 import type { RegionDescription } from "../../src/vhost_user/guest_memory_map.ts";
 import { MAX_QUEUE_SIZE, VIRTQ_DESC_F_WRITE } from "../../src/virtio/ring_layout.ts";
@@ -59,6 +52,13 @@ import { FD_KINDS, type FdKind, HostileNotifier } from "./hostile_notifier.ts";
 import { RawRing } from "./hostile_ring.ts";
 import { type Layout, type LayoutContext, LAYOUTS, writeLayout } from "./hostile_layouts.ts";
 import type { FuzzDaemon } from "./hostile_daemon.ts";
+import { VIRTIO_NET_F_MRG_RXBUF } from "../../src/tap/net_features.ts";
+import {
+  memTablePayload,
+  singleRegionPayload,
+  u64Payload,
+  vringStatePayload,
+} from "../../src/vhost_user/payload_codec.ts";
 
 /** Counts over a whole fuzz run, for the closing report. */
 export interface FuzzCounters {

@@ -14,8 +14,13 @@
  */
 
 import { Logger } from "../../src/log/logger.ts";
-import { type FrameHandler, SendResult } from "../../src/tap/frame_transport.ts";
-import { MAX_FRAME_BYTES, MIN_FRAME_BYTES, VhostUserLink } from "../../src/tap/vhost_user_link.ts";
+import {
+  type FrameHandler,
+  MAX_FRAME_LENGTH,
+  MIN_FRAME_LENGTH,
+  SendResult,
+} from "../../src/tap/frame_transport.ts";
+import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
 import { ArrayGuestMemory } from "../support/virtio/array_guest_memory.ts";
 import { PackedRingDriver } from "../support/virtio/packed_ring_driver.ts";
 import {
@@ -216,7 +221,7 @@ export function runPackedVirtqueueFuzz(
   const logger = new Logger();
   let lines: string[] = [];
   logger.setSink((_level, line) => lines.push(line));
-  const frame = new Uint8Array(MAX_FRAME_BYTES);
+  const frame = new Uint8Array(MAX_FRAME_LENGTH);
   for (let it = firstIteration; it < firstIteration + iterations; it++) {
     const r = new Random(seed + it * 0x9e37);
     const fail = (what: string): never => {
@@ -234,7 +239,7 @@ export function runPackedVirtqueueFuzz(
     lines = [];
     const handler: FrameHandler = {
       handleFrame(f) {
-        if (f.length < MIN_FRAME_BYTES || f.length > MAX_FRAME_BYTES) {
+        if (f.length < MIN_FRAME_LENGTH || f.length > MAX_FRAME_LENGTH) {
           fail(`frame of ${f.length} bytes delivered`);
         }
         delivered++;
@@ -268,7 +273,7 @@ export function runPackedVirtqueueFuzz(
     stats.refusedStarts += started;
     link.kick(TX_QUEUE_INDEX, 1);
     for (let k = 0; k < 1 + r.below(6); k++) {
-      const length = r.chance(0.1) ? r.below(MAX_FRAME_BYTES + 100) : 14 + r.below(2000);
+      const length = r.chance(0.1) ? r.below(MAX_FRAME_LENGTH + 100) : 14 + r.below(2000);
       const result = link.sendFrame(frame.subarray(0, Math.min(length, frame.length)));
       if (result === SendResult.Sent) stats.framesSent++;
       else if (result === SendResult.NoRoom) stats.noRoom++;
@@ -303,7 +308,7 @@ export function runPackedVirtqueueFuzz(
         stats.usedBuffers += usedBuffers.length;
         for (const u of usedBuffers) {
           if (ring === tx && u.len !== 0) fail(`TX used len ${u.len}`);
-          if (ring === rx && u.len > 12 + MAX_FRAME_BYTES) fail(`RX used len ${u.len}`);
+          if (ring === rx && u.len > 12 + MAX_FRAME_LENGTH) fail(`RX used len ${u.len}`);
         }
         if (encodePackedState({ avail, used }) !== state) fail("state does not round-trip");
       }

@@ -17,11 +17,11 @@ import {
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_VERSION_1,
-  VIRTIO_NET_F_MRG_RXBUF,
 } from "../../src/vhost_user/protocol.ts";
 import { InProcessBackend } from "../support/frontend/in_process.ts";
 import { REGION1_GPA } from "../support/frontend/shared_memory.ts";
 import { TX } from "../support/frontend/vhost_user_frontend.ts";
+import { VIRTIO_NET_F_MRG_RXBUF } from "../../src/tap/net_features.ts";
 
 // Each session takes ~3 ms of set-up: TPASST_FUZZ_ITERATIONS / 25 sessions, at most 200.
 const iterations = Math.min(

@@ -31,9 +31,14 @@ export const LAYER_ORDER: readonly (readonly string[])[] = [
 ];
 
 /** {@link LAYER_ORDER} as one line, as README.md writes it. */
-export const LAYER_ORDER_TEXT: string = LAYER_ORDER.map((peers) =>
-  peers.length === 1 ? `${peers[0]}` : `{ ${peers.join(", ")} }`
-).join(" → ");
+export const LAYER_ORDER_TEXT: string = orderText(LAYER_ORDER);
+
+/** An order as one line: entries joined by arrows, peers in braces. */
+function orderText(order: readonly (readonly string[])[]): string {
+  return order.map((peers) => peers.length === 1 ? peers[0] : `{ ${peers.join(", ")} }`).join(
+    " → ",
+  );
+}
 
 const ROOT = new URL("../../", import.meta.url);
 
@@ -134,6 +139,69 @@ export function findViolations(files: ReadonlyMap<string, string>): Violation[] 
   return violations;
 }
 
+/**
+ * The rooms of src/net/, top to bottom, in the same sense as {@link LAYER_ORDER}: a
+ * file of src/net/ may import its own room and any room of a later entry; rooms
+ * sharing an entry never import each other. A room is a folder (`wire`) or a file
+ * directly in src/net/ (`stack.ts`). Frame and header formats (wire/) sit at the
+ * bottom, the stack that routes frames to the handlers on top.
+ */
+export const NET_ROOM_ORDER: readonly (readonly string[])[] = [
+  ["stack.ts", "fwd_setup.ts"],
+  ["services", "icmp", "udp", "tcp"],
+  ["plan", "guest_sender.ts", "l4_handler.ts", "migration_state.ts"],
+  ["flows"],
+  ["wire"],
+];
+
+/** {@link NET_ROOM_ORDER} as one line, as README.md writes it (peers in braces). */
+export const NET_ROOM_ORDER_TEXT: string = orderText(NET_ROOM_ORDER);
+
+/** The room of src/net/ path `path` (`wire`, `stack.ts`), or null outside src/net/. */
+function netRoomOf(path: string): string | null {
+  const parts = path.split("/");
+  if (parts[0] !== "src" || parts[1] !== "net" || parts.length < 3) return null;
+  return parts[2];
+}
+
+/**
+ * Checks the imports between rooms of src/net/ in `files` (repository path → text)
+ * against {@link NET_ROOM_ORDER}.
+ * @returns every import that points up or across
+ */
+export function findNetRoomViolations(files: ReadonlyMap<string, string>): Violation[] {
+  const violations: Violation[] = [];
+  const rankOfRoom = (room: string) => NET_ROOM_ORDER.findIndex((peers) => peers.includes(room));
+  for (const [file, text] of files) {
+    const room = netRoomOf(file);
+    if (room === null || isTestFile(file)) continue;
+    const rank = rankOfRoom(room);
+    if (rank < 0) {
+      violations.push({ file, target: "", reason: `src/net/${room} is not in NET_ROOM_ORDER` });
+      continue;
+    }
+    for (const spec of importSpecifiers(text)) {
+      if (!spec.startsWith(".")) continue;
+      const target = resolve(file, spec);
+      const targetRoom = netRoomOf(target);
+      if (targetRoom === null || targetRoom === room) continue;
+      const targetRank = rankOfRoom(targetRoom);
+      if (targetRank < 0) {
+        violations.push({ file, target, reason: `src/net/${targetRoom} is not in NET_ROOM_ORDER` });
+      } else if (targetRank === rank) {
+        violations.push({ file, target, reason: `net/${room} and net/${targetRoom} are peers` });
+      } else if (targetRank < rank) {
+        violations.push({
+          file,
+          target,
+          reason: `net/${room} imports net/${targetRoom}, above it`,
+        });
+      }
+    }
+  }
+  return violations;
+}
+
 /** Every .ts file of src/, ffi/ and main.ts, by repository path. */
 function productTree(): Map<string, string> {
   const files = new Map<string, string>();
@@ -159,9 +227,36 @@ Deno.test("every import of src/, ffi/ and main.ts points down the layer order", 
   assertEquals(violations, []);
 });
 
-Deno.test("README.md's layout section quotes the layer order", () => {
-  const readme = Deno.readTextFileSync(new URL("README.md", ROOT));
-  assertTrue(readme.includes(LAYER_ORDER_TEXT), `README.md does not contain "${LAYER_ORDER_TEXT}"`);
+Deno.test("inside src/net/, every import points down the room order", () => {
+  const violations = findNetRoomViolations(productTree()).map((v) =>
+    `${v.file} → ${v.target}: ${v.reason}`
+  );
+  assertEquals(violations, []);
+});
+
+Deno.test("an upward or peer import between rooms of src/net/ is reported", () => {
+  const files = new Map([
+    ["src/net/wire/a.ts", 'import { x } from "../flows/flow_table.ts";\n'],
+    ["src/net/tcp/b.ts", 'import { y } from "../udp/translator.ts";\n'],
+    ["src/net/plan/c.ts", 'import { z } from "../stack.ts";\n'],
+    ["src/net/new_room/d.ts", 'import { w } from "../wire/ipv4.ts";\n'],
+  ]);
+  const reported = findNetRoomViolations(files).map((v) => v.file).sort();
+  assertEquals(reported, [...files.keys()].sort());
+  const fine = new Map([
+    ["src/net/stack.ts", 'import { a } from "./tcp/translator.ts";\n'],
+    ["src/net/tcp/e.ts", 'import { b } from "../plan/fwd.ts";\nimport { c } from "./flow.ts";\n'],
+    ["src/net/wire/f.ts", 'import { d } from "../../tap/net_header.ts";\n'],
+    ["src/net/wire/g_test.ts", 'import { e } from "../stack.ts";\n'],
+  ]);
+  assertEquals(findNetRoomViolations(fine), []);
+});
+
+Deno.test("README.md's layout section quotes the layer order and src/net/'s room order", () => {
+  const readme = Deno.readTextFileSync(new URL("README.md", ROOT)).replace(/\s+/g, " ");
+  for (const text of [LAYER_ORDER_TEXT, NET_ROOM_ORDER_TEXT]) {
+    assertTrue(readme.includes(text), `README.md does not contain "${text}"`);
+  }
 });
 
 Deno.test("an upward, peer, config, test-support or outside import is reported", () => {
@@ -196,4 +291,37 @@ Deno.test("downward, same-folder, test-file and comment imports are not reported
     ["src/virtio/f.ts", ' * import { start } from "../daemon/start.ts";\n'],
   ]);
   assertEquals(findViolations(files), []);
+});
+
+/** Every .ts file of src/, ffi/, tests/ and bench/, by repository path. */
+function wholeTree(): Map<string, string> {
+  const files = new Map<string, string>();
+  const walk = (dir: string) => {
+    for (const entry of Deno.readDirSync(new URL(dir, ROOT))) {
+      const path = `${dir}/${entry.name}`;
+      if (entry.isDirectory) walk(path);
+      else if (entry.isFile && entry.name.endsWith(".ts")) {
+        files.set(path, Deno.readTextFileSync(new URL(path, ROOT)));
+      }
+    }
+  };
+  for (const top of ["src", "ffi", "tests", "bench"]) walk(top);
+  return files;
+}
+
+/** The imports of `files` that name a test file (`*_test.ts`): shared test code belongs in tests/support/. */
+export function findTestImports(files: ReadonlyMap<string, string>): string[] {
+  const found: string[] = [];
+  for (const [file, text] of files) {
+    for (const spec of importSpecifiers(text)) {
+      if (spec.startsWith(".") && spec.endsWith("_test.ts")) found.push(`${file} → ${spec}`);
+    }
+  }
+  return found;
+}
+
+Deno.test("no file imports a test file (shared test code lives in tests/support/)", () => {
+  const files = wholeTree();
+  files.delete("tests/layout/import_direction_test.ts"); // its fixtures quote such imports
+  assertEquals(findTestImports(files), []);
 });

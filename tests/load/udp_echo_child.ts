@@ -12,8 +12,9 @@
  * @module
  */
 
-import { UDP_MAX_BATCH, UdpMessageRecords, UdpSocket, WOULD_BLOCK } from "../../ffi/udp_socket.ts";
+import { UDP_MAX_BATCH, UdpMessageRecords, UdpSocket } from "../../ffi/udp_socket.ts";
 import { Tally } from "./udp_pattern.ts";
+import { WOULD_BLOCK } from "../../ffi/tcp_socket.ts";
 
 /** Receive and send buffers asked for (the kernel caps them at rmem_max / wmem_max). */
 const SOCKET_BUFFER = 4 * 1024 * 1024;

@@ -15,12 +15,12 @@
  */
 
 import assert from "node:assert/strict";
-import { parseIpv4, parseIpv6 } from "../../src/net/wire/address.ts";
 import { TEST_GATEWAY4, TEST_GATEWAY6, TEST_GUEST4 } from "../support/net/tcp_plan.ts";
 import { waitFor } from "../cli/cli_helpers.ts";
 import { TRANSPORTS } from "./daemon_guest.ts";
 import { withDaemon } from "./daemon_run.ts";
 import { freeUdpPort, readAll, UdpPeer, writeAll } from "./host_peers.ts";
+import { parseIpv4, parseIpv6 } from "../../ffi/ip_address_text.ts";
 
 /** Guest-side target of the TCP forward (`-t 127.0.0.1/P:127.0.0.5/6000`). */
 const TCP_TARGET = "127.0.0.5";

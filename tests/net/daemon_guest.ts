@@ -21,13 +21,7 @@ import type { L4Handler } from "../../src/net/l4_handler.ts";
 import { TestGuest } from "../support/net/tcp_guest.ts";
 import { TEST_GUEST4, TEST_GUEST6 } from "../support/net/tcp_plan.ts";
 import { ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../../src/net/wire/ethernet.ts";
-import {
-  internetChecksum,
-  IPPROTO_ICMP,
-  IPPROTO_ICMPV6,
-  IPPROTO_TCP,
-  IPPROTO_UDP,
-} from "../../src/net/wire/checksum.ts";
+import { internetChecksum } from "../../src/net/wire/checksum.ts";
 import { exists, TPASST, waitFor } from "../cli/cli_helpers.ts";
 import {
   NET_HEADER_NUM_BUFFERS,
@@ -41,6 +35,12 @@ import { PIPE_WOULD_BLOCK, PipeEnd } from "../../ffi/pipe_end.ts";
 import { closeFd, createPipe } from "../../ffi/process.ts";
 import type { UsedChain } from "../support/virtio/split_ring_driver.ts";
 import { startRings, stopRings } from "../support/frontend/ring_restart.ts";
+import {
+  IPPROTO_ICMP,
+  IPPROTO_ICMPV6,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+} from "../../src/net/wire/ip_protocol.ts";
 
 /** How the test talks to the daemon. */
 export type Transport = "stream" | "vhost-user";

@@ -16,14 +16,14 @@
  */
 
 import assert from "node:assert/strict";
-import { parseIpv6 } from "../../src/net/wire/address.ts";
-import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../../src/net/wire/checksum.ts";
 import { buildIcmpEcho, Icmpv4Type, Icmpv6Type } from "../../src/net/wire/icmp.ts";
 import { decodeFrame, guestIpv4Frame, guestIpv6Frame } from "../support/net/frames.ts";
 import { exists, TPASST, waitFor } from "../cli/cli_helpers.ts";
 import { pingSocketsAllowed } from "../e2e/ping_sockets.ts";
 import { RX, VhostUserFrontend } from "../support/frontend/vhost_user_frontend.ts";
 import { BASE_ARGS, type Transport, TRANSPORTS } from "./daemon_guest.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../../src/net/wire/ip_protocol.ts";
+import { parseIpv6 } from "../../ffi/ip_address_text.ts";
 
 /** How long the reply may take: a ping of the host's loopback answers in microseconds. */
 const REPLY_LIMIT_MS = 1000;

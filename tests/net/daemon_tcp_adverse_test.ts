@@ -7,13 +7,14 @@
  */
 
 import assert from "node:assert/strict";
-import { featureBit, VIRTIO_NET_F_MRG_RXBUF } from "../../src/vhost_user/protocol.ts";
+import { featureBit } from "../../src/vhost_user/protocol.ts";
 import { TEST_GATEWAY4 } from "../support/net/tcp_plan.ts";
 import type { TestGuest } from "../support/net/tcp_guest.ts";
 import { QEMU_NET_FEATURES } from "../support/frontend/vhost_user_frontend.ts";
 import { type Transport, TRANSPORTS, type VhostOptions } from "./daemon_guest.ts";
 import { withDaemon } from "./daemon_run.ts";
 import { drainWithDigest, patternBytes, sha256, sha256Hex, writeAll } from "./host_peers.ts";
+import { VIRTIO_NET_F_MRG_RXBUF } from "../../src/tap/net_features.ts";
 
 /** Bytes moved each way per case. */
 const BYTES = 1024 * 1024;

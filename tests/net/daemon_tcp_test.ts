@@ -6,9 +6,9 @@
  */
 
 import assert from "node:assert/strict";
-import { parseIpv4 } from "../../src/net/wire/address.ts";
 import type { L4Handler } from "../../src/net/l4_handler.ts";
 import { TestGuest } from "../support/net/tcp_guest.ts";
+import { parseIpv4 } from "../../ffi/ip_address_text.ts";
 
 const TPASST = new URL("../../bin/tpasst", import.meta.url).pathname;
 const GUEST = parseIpv4("10.0.2.15")!;

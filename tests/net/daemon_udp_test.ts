@@ -7,7 +7,6 @@
  */
 
 import assert from "node:assert/strict";
-import { ipv4ToString, parseIpv4 } from "../../src/net/wire/address.ts";
 import type { TestGuest } from "../support/net/tcp_guest.ts";
 import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../support/net/tcp_plan.ts";
 import { startDnsResponder } from "../e2e/dns_responder.ts";
@@ -15,6 +14,7 @@ import { waitFor } from "../cli/cli_helpers.ts";
 import { TRANSPORTS } from "./daemon_guest.ts";
 import { withDaemon } from "./daemon_run.ts";
 import { freeUdpPort, patternBytes, UdpPeer } from "./host_peers.ts";
+import { ipv4ToString, parseIpv4 } from "../../ffi/ip_address_text.ts";
 
 /** Guest port the -u rule forwards to. */
 const GUEST_UDP_PORT = 5353;

@@ -20,7 +20,6 @@
  */
 
 import assert from "node:assert/strict";
-import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../../src/net/wire/checksum.ts";
 import { buildIcmpEcho, Icmpv4Type, Icmpv6Type } from "../../src/net/wire/icmp.ts";
 import { ICMPV6_ADMIN_PROHIBITED } from "../../src/net/icmp/echo.ts";
 import { TEST_GATEWAY4, TEST_GATEWAY6, TEST_GUEST4, TEST_GUEST6 } from "../support/net/tcp_plan.ts";
@@ -29,6 +28,7 @@ import { pingSocketsAllowed } from "../e2e/ping_sockets.ts";
 import { TRANSPORTS } from "./daemon_guest.ts";
 import { withDaemon } from "./daemon_run.ts";
 import { UdpPeer } from "./host_peers.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../../src/net/wire/ip_protocol.ts";
 
 /** Guest source ports of the three UDP flows. */
 const UDP_PORT_V4 = 40001, UDP_PORT_V6 = 40002, UDP_PORT_V6_DENIED = 40003;

@@ -24,11 +24,10 @@
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { Buffer } from "node:buffer";
-import { IPPROTO_TCP, IPPROTO_UDP } from "../../src/net/wire/checksum.ts";
 import { ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../../src/net/wire/ethernet.ts";
 import {
   TCP_ACK_FLAG,
-  TCP_CHECKSUM,
+  TCP_CHECKSUM_OFFSET,
   TCP_RST,
   tcpChecksumOkV4,
   tcpChecksumOkV6,
@@ -36,11 +35,7 @@ import {
 import type { GuestTcpConn, TestGuest } from "../support/net/tcp_guest.ts";
 import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../support/net/tcp_plan.ts";
 import { udpChecksumOkV4, udpChecksumOkV6 } from "../../src/net/wire/udp.ts";
-import {
-  featureBit,
-  VIRTIO_NET_F_CSUM,
-  VIRTIO_NET_F_GUEST_CSUM,
-} from "../../src/vhost_user/protocol.ts";
+import { featureBit } from "../../src/vhost_user/protocol.ts";
 import {
   VIRTIO_NET_HDR_F_DATA_VALID,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -50,6 +45,8 @@ import { DaemonGuest, l4ChecksumField, type VhostOptions } from "../net/daemon_g
 import { withDaemon } from "../net/daemon_run.ts";
 import { readAll } from "../net/host_peers.ts";
 import { waitFor } from "../cli/cli_helpers.ts";
+import { IPPROTO_TCP, IPPROTO_UDP } from "../../src/net/wire/ip_protocol.ts";
+import { VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM } from "../../src/tap/net_features.ts";
 
 /** QEMU's usual features plus both checksum offloads, as a Linux virtio-net guest acks them. */
 const OFFLOAD_FEATURES = QEMU_NET_FEATURES | featureBit(VIRTIO_NET_F_CSUM) |
@@ -203,7 +200,8 @@ function offloadingLink(
         const start = header[6] | (header[7] << 8); // csum_start (virtio 1.2 §5.1.6)
         const offset = header[8] | (header[9] << 8); // csum_offset
         if (
-          v === null || v.protocol !== IPPROTO_TCP || start !== v.start || offset !== TCP_CHECKSUM
+          v === null || v.protocol !== IPPROTO_TCP || start !== v.start ||
+          offset !== TCP_CHECKSUM_OFFSET
         ) {
           traffic.rxPartialMisplaced++;
         }
@@ -413,8 +411,8 @@ Deno.test("bin/tpasst over vhost-user with CSUM: a wrong checksum without NEEDS_
       guest.l4ChecksumsOptional = true;
       guest.recordHeaders = true;
       bareAck(guest, 42000, BAD_PORT, (segment) => {
-        segment[TCP_CHECKSUM] ^= 0x5a;
-        segment[TCP_CHECKSUM + 1] ^= 0xa5;
+        segment[TCP_CHECKSUM_OFFSET] ^= 0x5a;
+        segment[TCP_CHECKSUM_OFFSET + 1] ^= 0xa5;
       });
       bareAck(guest, 42001, PROBE_PORT);
       await onlyProbeAnswered(guest, 42001);
@@ -520,8 +518,9 @@ Deno.test("bin/tpasst over vhost-user with CSUM: guest TCP segments over several
   }
   assert.equal(result.code, 0, result.stderr);
   assert.ok((traffic.spoiled.get(IPPROTO_TCP) ?? 0) > 10, "TCP left the guest with NEEDS_CSUM");
-  const counters = /vhost-user link: TX \d+ frames \(\d+ rejected, (\d+) sent from guest memory\)/
-    .exec(result.stderr);
+  const counters =
+    /vhost-user link: TX \d+ frames \(\d+ segmented, \d+ rejected, (\d+) sent from guest memory\)/
+      .exec(result.stderr);
   assert.ok(counters !== null, `the link's counters at the end:\n${result.stderr.slice(-2000)}`);
   // Both directions' 300,000 bytes in segments of up to 65,000: at least 5 + 5 scattered.
   assert.ok(Number(counters[1]) >= 10, counters[0]);

@@ -12,18 +12,18 @@ import { EventFd } from "../../ffi/event_fd.ts";
 import { MemFd } from "../../ffi/mem_fd.ts";
 import { openFdCount } from "../../ffi/process.ts";
 import { RecordingDatapath } from "../support/vhost_user/backend_doubles.ts";
+import { encodeRequest } from "../support/vhost_user/request_encoder.ts";
+import { FLAGS_NEED_REPLY, FLAGS_VERSION, Request } from "../../src/vhost_user/protocol.ts";
+import { InProcessBackend } from "../support/frontend/in_process.ts";
+import type { VhostUserFrontend } from "../support/frontend/vhost_user_frontend.ts";
 import {
-  encodeRequest,
   logPayload,
   memTablePayload,
   singleRegionPayload,
   u64Payload,
   vringAddrPayload,
   vringStatePayload,
-} from "../support/vhost_user/request_encoder.ts";
-import { FLAGS_NEED_REPLY, FLAGS_VERSION, Request } from "../../src/vhost_user/protocol.ts";
-import { InProcessBackend } from "../support/frontend/in_process.ts";
-import type { VhostUserFrontend } from "../support/frontend/vhost_user_frontend.ts";
+} from "../../src/vhost_user/payload_codec.ts";
 
 /** Bytes of the dirty log the fuzzer shares: covers the harness memory (region 1 at 4 GiB). */
 const LOG_BYTES = 0x20100;

@@ -7,13 +7,10 @@
  */
 import assert from "node:assert/strict";
 import { exists, ForegroundTpasst, processFdCount, waitFor } from "../cli/cli_helpers.ts";
-import {
-  encodeRequest,
-  singleRegionPayload,
-  vringStatePayload,
-} from "../support/vhost_user/request_encoder.ts";
+import { encodeRequest } from "../support/vhost_user/request_encoder.ts";
 import { Request } from "../../src/vhost_user/protocol.ts";
 import { RX, TX, VhostUserFrontend } from "../support/frontend/vhost_user_frontend.ts";
+import { singleRegionPayload, vringStatePayload } from "../../src/vhost_user/payload_codec.ts";
 
 /**
  * Mapping guest memory needs Deno.UnsafePointerView.getArrayBuffer, which only full
@@ -68,8 +65,8 @@ Deno.test({
       const malformed: [string, (f: VhostUserFrontend) => void, RegExp][] = [
         [
           "queue index",
-          (f) => f.sendRaw(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(7, 256))),
-          /queue index 7 is not below 2/,
+          (f) => f.sendRaw(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(37, 256))),
+          /queue index 37 is not below 32/,
         ],
       ];
       let gone = 1;

@@ -14,7 +14,6 @@ import {
   SendResult,
 } from "../../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
-import { logPayload } from "../support/vhost_user/request_encoder.ts";
 import { Request, VHOST_LOG_PAGE } from "../../src/vhost_user/protocol.ts";
 import { waitUntil } from "../support/wait_until.ts";
 import { DEFAULT_REGION_SIZE } from "../support/frontend/shared_memory.ts";
@@ -26,6 +25,7 @@ import {
   TX,
   type VhostUserFrontend,
 } from "../support/frontend/vhost_user_frontend.ts";
+import { logPayload } from "../../src/vhost_user/payload_codec.ts";
 
 class CollectingHandler implements FrameHandler {
   readonly frames: Uint8Array[] = [];

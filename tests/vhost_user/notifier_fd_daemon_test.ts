@@ -16,7 +16,6 @@ import { UnixStream } from "../../ffi/unix_stream.ts";
 import { ARP_LENGTH, ARP_OP_REQUEST, buildArp } from "../../src/net/services/arp.ts";
 import { buildEthernet, ETHERTYPE_ARP } from "../../src/net/wire/ethernet.ts";
 import { TEST_GUEST_MAC } from "../support/net/frames.ts";
-import { u64Payload } from "../support/vhost_user/request_encoder.ts";
 import { featureBit, Request, VIRTIO_F_EVENT_IDX } from "../../src/vhost_user/protocol.ts";
 import {
   exists,
@@ -31,6 +30,7 @@ import {
   TX,
   VhostUserFrontend,
 } from "../support/frontend/vhost_user_frontend.ts";
+import { u64Payload } from "../../src/vhost_user/payload_codec.ts";
 
 /** See tests/vhost_user/daemon_test.ts: mapping guest memory needs full --allow-ffi. */
 const daemonMayMapMemory = (() => {

@@ -2,18 +2,18 @@ import assert from "node:assert/strict";
 import { EventFd } from "../../ffi/event_fd.ts";
 import { openFdCount } from "../../ffi/process.ts";
 import { RecordingDatapath } from "../support/vhost_user/backend_doubles.ts";
+import { encodeRequest } from "../support/vhost_user/request_encoder.ts";
+import { Request } from "../../src/vhost_user/protocol.ts";
+import { InProcessBackend } from "../support/frontend/in_process.ts";
+import { RX, TX, type VhostUserFrontend } from "../support/frontend/vhost_user_frontend.ts";
+import { waitUntil } from "../support/wait_until.ts";
 import {
-  encodeRequest,
   memTablePayload,
   singleRegionPayload,
   u64Payload,
   vringAddrPayload,
   vringStatePayload,
-} from "../support/vhost_user/request_encoder.ts";
-import { Request } from "../../src/vhost_user/protocol.ts";
-import { InProcessBackend } from "../support/frontend/in_process.ts";
-import { RX, TX, type VhostUserFrontend } from "../support/frontend/vhost_user_frontend.ts";
-import { waitUntil } from "../support/wait_until.ts";
+} from "../../src/vhost_user/payload_codec.ts";
 
 const variants = [
   { name: "with REPLY_ACK and memory slots", options: {} },
@@ -77,13 +77,13 @@ function withEventFds(count: number, use: (fds: number[]) => void): void {
 const badMessages: BadMessage[] = [
   {
     name: "queue index out of range (SET_VRING_CALL)",
-    send: (f) => withEventFds(1, (fds) => f.send(Request.SET_VRING_CALL, u64Payload(9), fds)),
-    log: /SET_VRING_CALL: queue index 9 is not below 2/,
+    send: (f) => withEventFds(1, (fds) => f.send(Request.SET_VRING_CALL, u64Payload(39), fds)),
+    log: /SET_VRING_CALL: queue index 39 is not below 32/,
   },
   {
     name: "queue index out of range (GET_VRING_BASE)",
-    send: (f) => f.send(Request.GET_VRING_BASE, vringStatePayload(2, 0)),
-    log: /GET_VRING_BASE: queue index 2 is not below 2/,
+    send: (f) => f.send(Request.GET_VRING_BASE, vringStatePayload(32, 0)),
+    log: /GET_VRING_BASE: queue index 32 is not below 32/,
   },
   {
     name: "ring size not a power of two",

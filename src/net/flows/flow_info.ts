@@ -6,8 +6,8 @@
  * @module
  */
 
-import { ipv4ToString, ipv6ToString } from "../wire/address.ts";
 import type { FlowKey } from "./flow_table.ts";
+import { ipv4ToString, ipv6ToString } from "../../../ffi/ip_address_text.ts";
 
 /** One flow as shown in a statistics dump. */
 export interface FlowInfo {
@@ -54,4 +54,37 @@ export function flowKeyEnds(key: FlowKey): { guest: string; remote: string } {
 export function formatDuration(ms: number): string {
   const clamped = Math.max(0, ms);
   return clamped < 1000 ? `${Math.round(clamped)} ms` : `${(clamped / 1000).toFixed(1)} s`;
+}
+
+/** What {@link describeFlow} reads of a flow besides its key. */
+export interface FlowActivity {
+  readonly bytesFromGuest: number;
+  readonly bytesToGuest: number;
+  /** When the flow was created (the translator's clock, ms). */
+  readonly createdAt: number;
+}
+
+/**
+ * The {@link FlowInfo} of a TCP or UDP flow `f`, translated to `host`:`hostPort`, in
+ * `state`, last active at `lastActivity`, at time `now`.
+ */
+export function describeFlow(
+  protocol: "tcp" | "udp",
+  f: FlowKey & FlowActivity,
+  host: string,
+  hostPort: number,
+  state: string,
+  lastActivity: number,
+  now: number,
+): FlowInfo {
+  return {
+    protocol,
+    ...flowKeyEnds(f),
+    host: formatEndpoint(host, hostPort),
+    state,
+    bytesFromGuest: f.bytesFromGuest,
+    bytesToGuest: f.bytesToGuest,
+    ageMs: Math.max(0, now - f.createdAt),
+    idleMs: Math.max(0, now - lastActivity),
+  };
 }

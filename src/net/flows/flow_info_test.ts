@@ -1,9 +1,9 @@
 import { assertEquals } from "../../../tests/support/assert.ts";
-import { parseIpv4, parseIpv6 } from "../wire/address.ts";
 import { flowKeyEnds, formatEndpoint } from "./flow_info.ts";
 import { initFlowKey, newFlowKey } from "./flow_table.ts";
 import { TcpFlow, TcpState } from "../tcp/flow.ts";
 import { tcpStateName } from "../tcp/translator.ts";
+import { parseIpv4, parseIpv6 } from "../../../ffi/ip_address_text.ts";
 
 Deno.test("flowKeyEnds() shows IPv4 ends as address:port", () => {
   const key = newFlowKey();

@@ -35,6 +35,23 @@ export interface FlowKey {
   inTable: boolean;
 }
 
+/**
+ * The identity fields of {@link FlowKey} at their empty values, for flow classes to
+ * extend (TCP and UDP flows); {@link initFlowKey} fills them.
+ */
+export class FlowKeyFields implements FlowKey {
+  family: 4 | 6 = 4;
+  guest4 = 0;
+  remote4 = 0;
+  guest6: Uint8Array | null = null;
+  remote6: Uint8Array | null = null;
+  guestPort = 0;
+  remotePort = 0;
+  tableKey = 0;
+  chainNext: FlowKey | null = null;
+  inTable = false;
+}
+
 /** Fills the identity fields of a new flow object (copies the IPv6 addresses). */
 export function initFlowKey(
   flow: FlowKey,

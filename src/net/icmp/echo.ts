@@ -20,15 +20,7 @@
  * @module
  */
 
-import {
-  ipv4ToString,
-  ipv6ToString,
-  parseIpv4,
-  parseIpv6,
-  readIpv4,
-  writeIpv4,
-} from "../wire/address.ts";
-import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../wire/checksum.ts";
+import { readIpv4, writeIpv4 } from "../wire/address.ts";
 import { type FlowInfo, formatDuration } from "../flows/flow_info.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import { L4_OFFSET_V4, L4_OFFSET_V6 } from "../guest_sender.ts";
@@ -41,17 +33,14 @@ import {
 } from "../wire/icmp.ts";
 import type { Ipv4Header } from "../wire/ipv4.ts";
 import type { Ipv6Header } from "../wire/ipv6.ts";
-import {
-  type ForwardRules,
-  newHostTarget,
-  translateOutbound4,
-  translateOutbound6,
-} from "../plan/fwd.ts";
+import { type ForwardRules, outboundAddress4, outboundAddress6 } from "../plan/fwd.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
 import { RateLimitedLog } from "../../log/rate_limited_log.ts";
 import { ETH_HEADER_LENGTH } from "../wire/ethernet.ts";
 import { sendIcmpv4Error, sendIcmpv6Error } from "./error.ts";
 import { addressPermissionGranted } from "../plan/net_permission.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
+import { ipv4ToString, ipv6ToString } from "../../../ffi/ip_address_text.ts";
 
 /** Idle time after which a ping socket is closed (passt uses 60 s). */
 export const ECHO_IDLE_TIMEOUT_MS = 60_000;
@@ -160,9 +149,6 @@ export interface IcmpEchoOptions {
   permitted?: (address: string) => boolean;
 }
 
-/** Port given to the shared translation for ICMP: matches no port-based rule (DNS). */
-const NO_PORT = 0;
-
 /** Forwards the guest's echo requests through ping sockets and relays the replies. */
 export class IcmpEcho {
   /** Event counters for diagnostics. */
@@ -186,7 +172,6 @@ export class IcmpEcho {
   readonly #options: IcmpEchoOptions;
   readonly #flows = new Map<string, EchoFlow>();
   readonly #payload = new Uint8Array(65535);
-  readonly #target = newHostTarget();
   readonly #rx = new Uint8Array(65535);
   #warnedNotPermitted = false;
   #blockedUntil: [number, number] = [-Infinity, -Infinity];
@@ -236,8 +221,8 @@ export class IcmpEcho {
     const rules = this.#options.rules;
     let target = dstBytes;
     if (rules) {
-      const host = parseIpv4(translateOutbound4(rules, dst, NO_PORT, this.#target).host);
-      if (host !== null && host !== dst) {
+      const host = outboundAddress4(rules, dst);
+      if (host !== dst) {
         target = new Uint8Array(4);
         writeIpv4(target, 0, host);
       }
@@ -259,9 +244,8 @@ export class IcmpEcho {
     if (ip.dst[0] === 0xff || ip.dst.every((b) => b === 0)) return "icmp-bad-destination";
     const dst = ip.dst.slice();
     const rules = this.#options.rules;
-    const target = rules
-      ? parseIpv6(translateOutbound6(rules, dst, NO_PORT, this.#target).host) ?? dst
-      : dst;
+    const mapped = rules ? outboundAddress6(rules, dst) : dst;
+    const target = mapped === dst ? dst : mapped.slice();
     const quoted = frame.subarray(ETH_HEADER_LENGTH, off + len);
     return this.#forward(6, p, len, ip.src.slice(), dst, target, quoted, now);
   }

@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
-import { ipv4ToString, ipv6ToString, parseIpv6 } from "../wire/address.ts";
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, l4ChecksumV6 } from "../wire/checksum.ts";
-import { buildNetworkPlan } from "../plan/host_config.ts";
+import { l4ChecksumV6 } from "../wire/checksum.ts";
+import { buildNetworkPlan } from "../plan/network_plan.ts";
 import { buildIcmpEcho, icmpv4ChecksumOk, Icmpv4Type, Icmpv6Type } from "../wire/icmp.ts";
 import {
   ECHO_IDLE_TIMEOUT_MS,
@@ -15,8 +14,10 @@ import { NetworkStack } from "../stack.ts";
 import { decodeFrame, guestIpv4Frame, guestIpv6Frame } from "../../../tests/support/net/frames.ts";
 import { nextTask, RecordingLink } from "../../../tests/support/net/recording_link.ts";
 import { Logger } from "../../log/logger.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
+import { ipv4ToString, ipv6ToString, parseIpv6 } from "../../../ffi/ip_address_text.ts";
+import { dualStackPlan, NO_HOST } from "../../../tests/support/net/built_plan.ts";
 
-const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
 const GUEST4 = 0x0a000215, GW4 = 0x0a000202;
 const GUEST6 = parseIpv6("2001:db8::15")!;
 
@@ -67,12 +68,7 @@ function setup(
   logger?: Logger,
   permitted?: (address: string) => boolean,
 ) {
-  const plan = buildNetworkPlan({
-    address4: "10.0.2.21/24",
-    gateway4: "10.0.2.2",
-    address6: "2001:db8::15",
-    gateway6: "fe80::1",
-  }, NO_HOST);
+  const plan = dualStackPlan();
   const sockets: FakeSocket[] = [];
   const watcher = new FakeWatcher();
   const stack = new NetworkStack(plan, {

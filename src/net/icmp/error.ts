@@ -8,12 +8,12 @@
  * @module
  */
 
-import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../wire/checksum.ts";
 import { type GuestSender, L4_OFFSET_V4, L4_OFFSET_V6 } from "../guest_sender.ts";
 import { buildIcmp, ICMP_HEADER_LENGTH } from "../wire/icmp.ts";
 import { IPV4_HEADER_MIN } from "../wire/ipv4.ts";
 import { IPV6_HEADER_LENGTH } from "../wire/ipv6.ts";
 import type { SendResult } from "../../tap/frame_transport.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
 
 /** Largest IPv4 ICMP error datagram (RFC 1812 §4.3.2.3). */
 export const ICMPV4_ERROR_MAX = 576;
@@ -33,6 +33,26 @@ export const ICMPV6_ADDRESS_UNREACHABLE = 3;
 export const ICMPV6_NO_ROUTE = 0;
 
 /**
+ * Writes an ICMP error message (header and as much of `quoted` as fits in `room`
+ * bytes) at `buf[offset]`.
+ * @returns the message's length
+ */
+function writeIcmpError(
+  buf: Uint8Array,
+  offset: number,
+  room: number,
+  type: number,
+  code: number,
+  rest: number,
+  quoted: Uint8Array,
+): number {
+  const n = Math.min(quoted.length, room - ICMP_HEADER_LENGTH);
+  buildIcmp(buf, offset, type, code, rest);
+  buf.set(quoted.subarray(0, n), offset + ICMP_HEADER_LENGTH);
+  return ICMP_HEADER_LENGTH + n;
+}
+
+/**
  * Sends an ICMPv4 error from `from` to `to` quoting `quoted` (the offending IPv4
  * packet from its header on), cut to fit 576 bytes.
  * @param rest the 32-bit field after the checksum (next-hop MTU for "fragmentation needed")
@@ -46,11 +66,9 @@ export function sendIcmpv4Error(
   to: number,
   quoted: Uint8Array,
 ): SendResult {
-  const n = Math.min(quoted.length, ICMPV4_ERROR_MAX - IPV4_HEADER_MIN - ICMP_HEADER_LENGTH);
-  const b = sender.buffer;
-  buildIcmp(b, L4_OFFSET_V4, type, code, rest);
-  b.set(quoted.subarray(0, n), L4_OFFSET_V4 + ICMP_HEADER_LENGTH);
-  return sender.sendIpv4(IPPROTO_ICMP, from, to, ICMP_HEADER_LENGTH + n);
+  const room = ICMPV4_ERROR_MAX - IPV4_HEADER_MIN;
+  const length = writeIcmpError(sender.buffer, L4_OFFSET_V4, room, type, code, rest, quoted);
+  return sender.sendIpv4(IPPROTO_ICMP, from, to, length);
 }
 
 /**
@@ -67,9 +85,7 @@ export function sendIcmpv6Error(
   to: Uint8Array,
   quoted: Uint8Array,
 ): SendResult {
-  const n = Math.min(quoted.length, ICMPV6_ERROR_MAX - IPV6_HEADER_LENGTH - ICMP_HEADER_LENGTH);
-  const b = sender.buffer;
-  buildIcmp(b, L4_OFFSET_V6, type, code, rest);
-  b.set(quoted.subarray(0, n), L4_OFFSET_V6 + ICMP_HEADER_LENGTH);
-  return sender.sendIpv6(IPPROTO_ICMPV6, from, to, ICMP_HEADER_LENGTH + n);
+  const room = ICMPV6_ERROR_MAX - IPV6_HEADER_LENGTH;
+  const length = writeIcmpError(sender.buffer, L4_OFFSET_V6, room, type, code, rest, quoted);
+  return sender.sendIpv6(IPPROTO_ICMPV6, from, to, length);
 }

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
-import { parseIpv6 } from "../wire/address.ts";
-import { IPPROTO_ICMPV6, IPPROTO_UDP, l4ChecksumV6 } from "../wire/checksum.ts";
+import { l4ChecksumV6 } from "../wire/checksum.ts";
 import { GuestSender } from "../guest_sender.ts";
 import { icmpv4ChecksumOk, Icmpv4Type, Icmpv6Type } from "../wire/icmp.ts";
 import {
@@ -18,6 +17,8 @@ import {
   udpDatagram,
 } from "../../../tests/support/net/frames.ts";
 import { RecordingLink } from "../../../tests/support/net/recording_link.ts";
+import { IPPROTO_ICMPV6, IPPROTO_UDP } from "../wire/ip_protocol.ts";
+import { parseIpv6 } from "../../../ffi/ip_address_text.ts";
 
 function setup() {
   const sender = new GuestSender(0x9a559a559a55);

@@ -9,8 +9,14 @@
  * @module
  */
 
-import { ipv4ToString, ipv6ToString, parseIpv4, parseIpv6 } from "../wire/address.ts";
-import type { NetworkPlan } from "./host_config.ts";
+import type { NetworkPlan } from "./network_plan.ts";
+import {
+  addressBytes,
+  ipv4ToString,
+  ipv6ToString,
+  parseIpv4,
+  parseIpv6,
+} from "../../../ffi/ip_address_text.ts";
 
 /** The DNS port (RFC 1035 §4.2). */
 export const DNS_PORT = 53;
@@ -18,8 +24,10 @@ export const DNS_PORT = 53;
 /** One forwarding rule: guest → `match`:53 goes to host `target`:53. */
 export interface DnsRule<A> {
   match: A;
-  /** Host resolver address as text, for Deno.connect / dgram. */
+  /** Host resolver address as text, for logs and permission checks. */
   target: string;
+  /** The same address as 4 or 16 bytes for the socket calls, or null when `target` is no literal. */
+  targetAddress: Uint8Array | null;
   /** Host resolver port (53 except in tests). */
   targetPort: number;
 }
@@ -38,6 +46,15 @@ export interface DnsForwardOptions {
   dnsHostPort?: number;
 }
 
+function dnsRule<A>(match: A, target: string, o: DnsForwardOptions): DnsRule<A> {
+  return {
+    match,
+    target,
+    targetAddress: addressBytes(target),
+    targetPort: o.dnsHostPort ?? DNS_PORT,
+  };
+}
+
 /**
  * The IPv4 DNS rule: `--dns-forward` (else the plan's forward match), sent to
  * `--dns-host` (else the plan's loopback resolver, else the first advertised server).
@@ -53,7 +70,7 @@ export function dnsRule4(plan: NetworkPlan, o: DnsForwardOptions): DnsRule<numbe
     const first = p.dns.find((a) => a !== match);
     target = first !== undefined ? ipv4ToString(first) : null;
   }
-  return target === null ? null : { match, target, targetPort: o.dnsHostPort ?? DNS_PORT };
+  return target === null ? null : dnsRule(match, target, o);
 }
 
 /** The IPv6 DNS rule, like {@link dnsRule4}. */
@@ -67,5 +84,5 @@ export function dnsRule6(plan: NetworkPlan, o: DnsForwardOptions): DnsRule<Uint8
     const first = p.dns.find((a) => ipv6ToString(a) !== ipv6ToString(match));
     target = first !== undefined ? ipv6ToString(first) : null;
   }
-  return target === null ? null : { match, target, targetPort: o.dnsHostPort ?? DNS_PORT };
+  return target === null ? null : dnsRule(match, target, o);
 }

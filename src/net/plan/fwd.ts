@@ -13,8 +13,8 @@
  * @module
  */
 
-import { ipv4ToString, ipv6Equal, ipv6ToString, parseIpv4, parseIpv6 } from "../wire/address.ts";
-import type { NetworkPlan } from "./host_config.ts";
+import { ipv6Equal, ipv6IsLoopback, readIpv4, writeIpv4 } from "../wire/address.ts";
+import type { NetworkPlan } from "./network_plan.ts";
 import {
   DNS_PORT,
   type DnsForwardOptions,
@@ -22,6 +22,7 @@ import {
   dnsRule4,
   dnsRule6,
 } from "./dns_forward.ts";
+import { ipv4ToString, ipv6ToString, parseIpv4, parseIpv6 } from "../../../ffi/ip_address_text.ts";
 
 /** Translation options, the daemon maps them from the command line (src/daemon/forward_options.ts). */
 export interface ForwardOptions extends DnsForwardOptions {
@@ -112,14 +113,52 @@ export function buildForwardRules(plan: NetworkPlan, o: ForwardOptions = {}): Fo
 
 /** A host-side destination: filled by {@link translateOutbound4} / {@link translateOutbound6}. */
 export interface HostTarget {
-  /** Address as text (a literal IPv4 or IPv6 address). */
+  /** Address as text (a literal IPv4 or IPv6 address), for logs and permission checks. */
   host: string;
+  /**
+   * The same address as 4 or 16 bytes for the socket calls: a view of the target's
+   * own buffer, overwritten by the next translation (copy it to keep it).
+   */
+  address: Uint8Array;
   port: number;
+  /** Buffer behind {@link address} for IPv4. */
+  readonly bytes4: Uint8Array;
+  /** Buffer behind {@link address} for IPv6. */
+  readonly bytes6: Uint8Array;
 }
 
 /** Creates an empty {@link HostTarget}. */
 export function newHostTarget(): HostTarget {
-  return { host: "", port: 0 };
+  const bytes4 = new Uint8Array(4);
+  return { host: "", address: bytes4, port: 0, bytes4, bytes6: new Uint8Array(16) };
+}
+
+/** The IPv4 loopback address 127.0.0.1 (RFC 1122 §3.2.1.3). */
+const IPV4_LOOPBACK = 0x7f000001;
+/** The IPv6 loopback address ::1 (RFC 4291 §2.5.3). */
+const IPV6_LOOPBACK: Uint8Array = parseIpv6("::1")!;
+
+/**
+ * Where a guest packet to IPv4 `dst` goes on the host, as a number: the host's
+ * loopback for the address mapped to it, the guest's own address for the
+ * `--map-guest-addr` one, else `dst`. The DNS rule, which depends on the port, is
+ * {@link translateOutbound4}'s.
+ */
+export function outboundAddress4(r: ForwardRules, dst: number): number {
+  dst >>>= 0;
+  if (r.loopback4 !== null && dst === r.loopback4) return IPV4_LOOPBACK;
+  if (r.mapGuest4 !== null && dst === r.mapGuest4) return r.guestAddr4;
+  return dst;
+}
+
+/**
+ * Where a guest packet to IPv6 `dst` goes on the host, like {@link outboundAddress4}:
+ * `dst` itself or an address of the rules (shared: do not write to it).
+ */
+export function outboundAddress6(r: ForwardRules, dst: Uint8Array): Uint8Array {
+  if (r.loopback6 && ipv6Equal(dst, 0, r.loopback6, 0)) return IPV6_LOOPBACK;
+  if (r.mapGuest6 && r.guestAddr6 && ipv6Equal(dst, 0, r.mapGuest6, 0)) return r.guestAddr6;
+  return dst;
 }
 
 /** Where a guest packet to `dst`:`port` over IPv4 goes on the host (into `out`). */
@@ -129,14 +168,14 @@ export function translateOutbound4(
   port: number,
   out: HostTarget,
 ): HostTarget {
-  dst >>>= 0;
+  if (r.dns4 && port === DNS_PORT && dst >>> 0 === r.dns4.match && r.dns4.targetAddress) {
+    return dnsTarget(r.dns4, out);
+  }
+  const address = outboundAddress4(r, dst);
+  out.host = ipv4ToString(address);
+  out.address = out.bytes4;
+  writeIpv4(out.bytes4, 0, address);
   out.port = port;
-  if (r.dns4 && port === DNS_PORT && dst === r.dns4.match) {
-    out.host = r.dns4.target;
-    out.port = r.dns4.targetPort;
-  } else if (r.loopback4 !== null && dst === r.loopback4) out.host = "127.0.0.1";
-  else if (r.mapGuest4 !== null && dst === r.mapGuest4) out.host = ipv4ToString(r.guestAddr4);
-  else out.host = ipv4ToString(dst);
   return out;
 }
 
@@ -147,18 +186,30 @@ export function translateOutbound6(
   port: number,
   out: HostTarget,
 ): HostTarget {
+  if (
+    r.dns6 && port === DNS_PORT && ipv6Equal(dst, 0, r.dns6.match, 0) && r.dns6.targetAddress
+  ) {
+    return dnsTarget(r.dns6, out);
+  }
+  const address = outboundAddress6(r, dst);
+  out.host = ipv6ToString(address);
+  out.address = out.bytes6;
+  out.bytes6.set(address);
   out.port = port;
-  if (r.dns6 && port === DNS_PORT && ipv6Equal(dst, 0, r.dns6.match, 0)) {
-    out.host = r.dns6.target;
-    out.port = r.dns6.targetPort;
-  } else if (r.loopback6 && ipv6Equal(dst, 0, r.loopback6, 0)) out.host = "::1";
-  else if (r.mapGuest6 && r.guestAddr6 && ipv6Equal(dst, 0, r.mapGuest6, 0)) {
-    out.host = ipv6ToString(r.guestAddr6);
-  } else out.host = ipv6ToString(dst);
   return out;
 }
 
-/** Where an inbound peer appears to the guest: filled by {@link translateInbound}. */
+/** Fills `out` with the host resolver of `rule`. */
+function dnsTarget(rule: DnsRule<unknown>, out: HostTarget): HostTarget {
+  const address = rule.targetAddress!;
+  out.host = rule.target;
+  out.address = address.byteLength === 4 ? out.bytes4 : out.bytes6;
+  out.address.set(address);
+  out.port = rule.targetPort;
+  return out;
+}
+
+/** Where an inbound peer appears to the guest: filled by {@link translateInboundAddress}. */
 export interface GuestSideAddress {
   family: 4 | 6;
   addr4: number;
@@ -170,24 +221,32 @@ export function newGuestSideAddress(): GuestSideAddress {
   return { family: 4, addr4: 0, addr6: new Uint8Array(16) };
 }
 
-const V4_MAPPED_PREFIX = "::ffff:";
+/** Bytes before the IPv4 address in an IPv4-mapped IPv6 address (RFC 4291 §2.5.5.2). */
+const V4_MAPPED_LENGTH = 12;
+
+/** Whether the 16 bytes of `a` are an IPv4-mapped IPv6 address (::ffff:0:0/96). */
+function isV4Mapped(a: Uint8Array): boolean {
+  for (let i = 0; i < 10; i++) if (a[i] !== 0) return false;
+  return a[10] === 0xff && a[11] === 0xff;
+}
 
 /**
- * Translates a host peer address (text from a socket) into the source address the
- * guest sees, in `out`. An IPv4-mapped IPv6 peer counts as IPv4.
- * @returns false when the address cannot be parsed or its family is disabled
+ * Translates a host peer address (4 or 16 bytes from a socket) into the source
+ * address the guest sees, in `out`. An IPv4-mapped IPv6 peer counts as IPv4.
+ * @returns false when the address has no valid length or its family is disabled
  */
-export function translateInbound(
+export function translateInboundAddress(
   r: ForwardRules,
-  hostAddr: string,
+  address: Uint8Array,
   out: GuestSideAddress,
 ): boolean {
-  let text = hostAddr;
-  if (text.toLowerCase().startsWith(V4_MAPPED_PREFIX) && text.includes(".")) {
-    text = text.slice(V4_MAPPED_PREFIX.length);
-  }
-  const a4 = parseIpv4(text);
-  if (a4 !== null) {
+  const v4 = address.byteLength === 4
+    ? 0
+    : address.byteLength === 16 && isV4Mapped(address)
+    ? V4_MAPPED_LENGTH
+    : -1;
+  if (v4 >= 0) {
+    const a4 = readIpv4(address, v4);
     if (r.gateway4 === 0 && r.guestAddr4 === 0) return false;
     out.family = 4;
     if (a4 >>> 24 === 127) out.addr4 = r.loopback4 ?? r.gateway4;
@@ -195,14 +254,12 @@ export function translateInbound(
     else out.addr4 = a4;
     return true;
   }
-  const a6 = parseIpv6(text);
-  if (a6 === null || !r.gateway6) return false;
+  if (address.byteLength !== 16 || !r.gateway6) return false;
   out.family = 6;
-  const isLoop = a6.every((b, i) => (i === 15 ? b === 1 : b === 0));
-  if (isLoop) out.addr6.set(r.loopback6 ?? r.gateway6);
-  else if (r.guestAddr6 && ipv6Equal(a6, 0, r.guestAddr6, 0)) {
+  if (ipv6IsLoopback(address)) out.addr6.set(r.loopback6 ?? r.gateway6);
+  else if (r.guestAddr6 && ipv6Equal(address, 0, r.guestAddr6, 0)) {
     out.addr6.set(r.mapGuest6 ?? r.gateway6);
-  } else out.addr6.set(a6);
+  } else out.addr6.set(address);
   return true;
 }
 

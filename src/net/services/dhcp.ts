@@ -14,20 +14,20 @@
 import {
   ipv4PrefixMask,
   ipv4SameSubnet,
-  ipv4ToString,
   MAC_BROADCAST,
   macToString,
   readIpv4,
   readMac,
   writeIpv4,
 } from "../wire/address.ts";
-import { IPPROTO_UDP } from "../wire/checksum.ts";
 import { encodeDomainList, encodeDomainListCompressed } from "../wire/dns_name.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import { L4_OFFSET_V4 } from "../guest_sender.ts";
-import type { NetworkPlan } from "../plan/host_config.ts";
+import type { NetworkPlan } from "../plan/network_plan.ts";
 import { buildUdp, UDP_HEADER_LENGTH } from "../wire/udp.ts";
+import { IPPROTO_UDP } from "../wire/ip_protocol.ts";
+import { ipv4ToString } from "../../../ffi/ip_address_text.ts";
 
 /** UDP port of the DHCP server (RFC 2131 §4.1). */
 export const DHCP_SERVER_PORT = 67;
@@ -202,6 +202,10 @@ export class DhcpServer {
   readonly #fqdnText: Uint8Array | null;
   /** Pre-encoded option payloads by code, in our default order. */
   readonly #options = new Map<number, Uint8Array>();
+  /** The plan's MTU (0: option 26 is not sent). */
+  readonly #configuredMtu: number;
+  /** Option 26's value (RFC 2132 §5.1), rewritten per reply. */
+  readonly #mtuBytes = new Uint8Array(2);
   readonly #opts: ClientOptions = {
     messageType: 0,
     requestedAddress: 0,
@@ -249,8 +253,10 @@ export class DhcpServer {
       const list = encodeDomainListCompressed(plan.search);
       if (list.length > 0) this.#options.set(DhcpOption.DomainSearch, list);
     }
+    this.#configuredMtu = plan.mtu;
     if (plan.mtu) {
-      this.#options.set(DhcpOption.InterfaceMtu, new Uint8Array([plan.mtu >> 8, plan.mtu & 0xff]));
+      // The value is filled per reply (#mtuOption): the device's MTU may bound it.
+      this.#options.set(DhcpOption.InterfaceMtu, this.#mtuBytes);
     }
     this.#options.set(DhcpOption.LeaseTime, u32(DHCP_INFINITE_LEASE));
     if (!onLink) {
@@ -366,6 +372,15 @@ export class DhcpServer {
    * and S clear, O marks that a client's request for S is overridden, and the name is
    * encoded as the client encoded its own (E), canonical wire format by default.
    */
+  /** Option 26's value: the plan's MTU bounded by the guest device's (GuestSender.mtuFor). */
+  #mtuOption(): Uint8Array | undefined {
+    if (!this.#configuredMtu) return undefined;
+    const mtu = this.#sender.mtuFor(this.#configuredMtu);
+    this.#mtuBytes[0] = mtu >> 8;
+    this.#mtuBytes[1] = mtu & 0xff;
+    return this.#mtuBytes;
+  }
+
   #fqdnOption(req: Uint8Array, o: ClientOptions): Uint8Array | null {
     if (this.#fqdnWire === null || this.#fqdnText === null) return null;
     let asked = o.fqdnFlags >= 0;
@@ -493,7 +508,11 @@ export class DhcpServer {
       const fqdn = this.#fqdnOption(req, o);
       const put = (code: number) => {
         if (emitted[code]) return;
-        const data = code === DhcpOption.ClientFqdn ? fqdn : this.#options.get(code);
+        const data = code === DhcpOption.ClientFqdn
+          ? fqdn
+          : code === DhcpOption.InterfaceMtu
+          ? this.#mtuOption()
+          : this.#options.get(code);
         if (!data) return;
         if (inform && code === DhcpOption.LeaseTime) return; // RFC 2131 §4.3.5
         emitted[code] = 1;

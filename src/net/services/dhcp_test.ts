@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { ipv4ToString, MAC_BROADCAST, readIpv4 } from "../wire/address.ts";
+import { MAC_BROADCAST, readIpv4 } from "../wire/address.ts";
 import { decodeDomainList } from "../wire/dns_name.ts";
 import {
   BOOTREPLY,
@@ -14,14 +14,15 @@ import {
 } from "./dhcp.ts";
 import { newEthernetHeader, parseEthernet } from "../wire/ethernet.ts";
 import { GuestSender } from "../guest_sender.ts";
-import { buildNetworkPlan, type HostConfigOverrides } from "../plan/host_config.ts";
-import { newIpv4Header, parseIpv4 } from "../wire/ipv4.ts";
+import { buildNetworkPlan, type HostConfigOverrides } from "../plan/network_plan.ts";
+import { newIpv4Header, parseIpv4Header } from "../wire/ipv4.ts";
 import { newUdpHeader, parseUdp, udpChecksumOkV4 } from "../wire/udp.ts";
 import { RecordingLink } from "../../../tests/support/net/recording_link.ts";
 import { Logger } from "../../log/logger.ts";
+import { ipv4ToString } from "../../../ffi/ip_address_text.ts";
+import { NO_HOST } from "../../../tests/support/net/built_plan.ts";
 
 const CLIENT_MAC = 0x525400abcdef;
-const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
 
 function setup(overrides: HostConfigOverrides = {}) {
   const plan = buildNetworkPlan({
@@ -78,7 +79,7 @@ function decode(frame: Uint8Array): Reply {
   const eth = newEthernetHeader();
   assert.equal(parseEthernet(frame, eth), "ok");
   const ip = newIpv4Header();
-  assert.equal(parseIpv4(frame, 14, frame.length, ip), "ok");
+  assert.equal(parseIpv4Header(frame, 14, frame.length, ip), "ok");
   const udp = newUdpHeader();
   assert.equal(parseUdp(frame, ip.payloadOffset, ip.payloadOffset + ip.payloadLength, udp), "ok");
   assert.equal(udp.srcPort, DHCP_SERVER_PORT);
@@ -351,3 +352,20 @@ Deno.test("`DhcpServer.handle()` logs one debug line per exchange, with addresse
   server.handle(request(DhcpMessageType.Discover), 0, 244, 0);
   assert.equal(lines.length, 4);
 });
+
+for (
+  const [configured, device, advertised] of [
+    [65520, 1500, [0x05, 0xdc]], // QEMU host_mtu=1500 bounds the default
+    [1400, 1500, [0x05, 0x78]], // a smaller --mtu stays
+    [65520, 0, [0xff, 0xf0]], // no device MTU: the plan's
+    [0, 1500, null], // -m 0: none advertised
+  ] as const
+) {
+  Deno.test(`\`DhcpServer.handle()\` advertises MTU ${configured} bounded by the device's ${device}`, () => {
+    const { server, link } = setup({ mtu: configured });
+    link.deviceMtu = device;
+    assert.equal(server.handle(request(DhcpMessageType.Discover), 0, 244, 0), "ok");
+    const r = decode(link.take()[0]);
+    assert.deepEqual(opt(r, 26), advertised === null ? undefined : new Uint8Array(advertised));
+  });
+}

@@ -11,15 +11,16 @@
  * @module
  */
 
-import { ipv6Equal, ipv6ToString, writeMac } from "../wire/address.ts";
-import { IPPROTO_UDP } from "../wire/checksum.ts";
+import { ipv6Equal, writeMac } from "../wire/address.ts";
 import { encodeDomainList } from "../wire/dns_name.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import { L4_OFFSET_V6 } from "../guest_sender.ts";
-import type { NetworkPlan } from "../plan/host_config.ts";
+import type { NetworkPlan } from "../plan/network_plan.ts";
 import type { Ipv6Header } from "../wire/ipv6.ts";
 import { buildUdp, UDP_HEADER_LENGTH, type UdpHeader } from "../wire/udp.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
+import { IPPROTO_UDP } from "../wire/ip_protocol.ts";
+import { ipv6ToString } from "../../../ffi/ip_address_text.ts";
 
 /** UDP port of DHCPv6 clients (RFC 8415 §7.2). */
 export const DHCPV6_CLIENT_PORT = 546;
@@ -208,11 +209,7 @@ export class Dhcpv6Server {
       case Dhcpv6Message.Solicit:
         // §16.2: must carry a Client Identifier and no Server Identifier.
         if (!hasClient || hasServer) return this.#ignore();
-        if (this.#rapidCommit) {
-          this.#reply(frame, Dhcpv6Message.Reply, xid, "ia", true);
-          this.counters.replies++;
-          return Dhcpv6Message.Reply;
-        }
+        if (this.#rapidCommit) return this.#sendReply(frame, xid, "ia", true);
         this.#reply(frame, Dhcpv6Message.Advertise, xid, "ia", false);
         this.counters.advertises++;
         return Dhcpv6Message.Advertise;
@@ -220,34 +217,20 @@ export class Dhcpv6Server {
       case Dhcpv6Message.Renew:
         // §16.4, §16.6: client and server identifiers required, server must be us.
         if (!hasClient || !serverIsUs) return this.#ignore();
-        this.#reply(frame, Dhcpv6Message.Reply, xid, "ia", false);
-        this.counters.replies++;
-        return Dhcpv6Message.Reply;
+        return this.#sendReply(frame, xid, "ia");
       case Dhcpv6Message.Rebind:
       case Dhcpv6Message.Confirm:
         // §16.5, §16.7: client identifier required, no server identifier.
         if (!hasClient || hasServer) return this.#ignore();
-        this.#reply(
-          frame,
-          Dhcpv6Message.Reply,
-          xid,
-          type === Dhcpv6Message.Confirm ? "confirm" : "ia",
-          false,
-        );
-        this.counters.replies++;
-        return Dhcpv6Message.Reply;
+        return this.#sendReply(frame, xid, type === Dhcpv6Message.Confirm ? "confirm" : "ia");
       case Dhcpv6Message.InformationRequest:
         // §16.12: a Server Identifier, if present, must be ours.
         if (hasServer && !serverIsUs) return this.#ignore();
-        this.#reply(frame, Dhcpv6Message.Reply, xid, "info", false);
-        this.counters.replies++;
-        return Dhcpv6Message.Reply;
+        return this.#sendReply(frame, xid, "info");
       case Dhcpv6Message.Release:
       case Dhcpv6Message.Decline:
         if (!hasClient || !serverIsUs) return this.#ignore();
-        this.#reply(frame, Dhcpv6Message.Reply, xid, "success", false);
-        this.counters.replies++;
-        return Dhcpv6Message.Reply;
+        return this.#sendReply(frame, xid, "success");
       default:
         return this.#ignore();
     }
@@ -272,11 +255,8 @@ export class Dhcpv6Server {
     this.#rapidCommit = false;
     this.#iaWrong = false;
     while (p < end) {
-      if (p + DHCPV6_OPTION_HEADER > end) return "dhcpv6-bad-options";
-      const code = (buf[p] << 8) | buf[p + 1];
-      const len = (buf[p + 2] << 8) | buf[p + 3];
-      const v = p + DHCPV6_OPTION_HEADER;
-      if (v + len > end) return "dhcpv6-bad-options";
+      if (!optionAt(buf, p, end, OPTION)) return "dhcpv6-bad-options";
+      const { code, length: len, value: v } = OPTION;
       switch (code) {
         case Dhcpv6Option.ClientId:
           if (len < 2 || len > MAX_DUID) return "dhcpv6-bad-client-id";
@@ -308,11 +288,8 @@ export class Dhcpv6Server {
   /** Checks the IA_NA sub-options and notes whether any IAADDR names another address. */
   #scanIa(buf: Uint8Array, p: number, end: number): Dhcpv6Status {
     while (p < end) {
-      if (p + DHCPV6_OPTION_HEADER > end) return "dhcpv6-bad-options";
-      const code = (buf[p] << 8) | buf[p + 1];
-      const len = (buf[p + 2] << 8) | buf[p + 3];
-      const v = p + DHCPV6_OPTION_HEADER;
-      if (v + len > end) return "dhcpv6-bad-options";
+      if (!optionAt(buf, p, end, OPTION)) return "dhcpv6-bad-options";
+      const { code, length: len, value: v } = OPTION;
       if (code === Dhcpv6Option.IaAddr) {
         if (len < IAADDR_FIXED) return "dhcpv6-bad-options";
         if (!ipv6Equal(buf, v, this.#address, 0)) this.#iaWrong = true;
@@ -320,6 +297,18 @@ export class Dhcpv6Server {
       p = v + len;
     }
     return "ok";
+  }
+
+  /** Sends a Reply of `kind` to `req`, counts it and returns its type. */
+  #sendReply(
+    req: Uint8Array,
+    xid: number,
+    kind: "ia" | "confirm" | "info" | "success",
+    rapid = false,
+  ): number {
+    this.#reply(req, Dhcpv6Message.Reply, xid, kind, rapid);
+    this.counters.replies++;
+    return Dhcpv6Message.Reply;
   }
 
   #reply(
@@ -403,4 +392,27 @@ export class Dhcpv6Server {
     buildUdp(b, L4_OFFSET_V6, DHCPV6_SERVER_PORT, DHCPV6_CLIENT_PORT, length);
     s.sendIpv6(IPPROTO_UDP, this.#source, this.#dst, UDP_HEADER_LENGTH + length);
   }
+}
+
+/** One option's header as {@link optionAt} reads it. */
+interface OptionHeader {
+  code: number;
+  length: number;
+  /** Offset of the option's value. */
+  value: number;
+}
+
+/** Scratch for {@link optionAt} (the parse is synchronous). */
+const OPTION: OptionHeader = { code: 0, length: 0, value: 0 };
+
+/**
+ * Reads the option header at `buf[p]` (RFC 8415 §21.1: code, length) into `out`.
+ * @returns false when the header or its value runs past `end`
+ */
+function optionAt(buf: Uint8Array, p: number, end: number, out: OptionHeader): boolean {
+  if (p + DHCPV6_OPTION_HEADER > end) return false;
+  out.code = (buf[p] << 8) | buf[p + 1];
+  out.length = (buf[p + 2] << 8) | buf[p + 3];
+  out.value = p + DHCPV6_OPTION_HEADER;
+  return out.value + out.length <= end;
 }

@@ -1,7 +1,5 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { ipv6ToString, parseIpv6 } from "../wire/address.ts";
-import { IPPROTO_UDP } from "../wire/checksum.ts";
 import { decodeDomainList } from "../wire/dns_name.ts";
 import {
   DHCPV6_CLIENT_PORT,
@@ -10,14 +8,16 @@ import {
   Dhcpv6Option,
   Dhcpv6Status,
 } from "./dhcpv6.ts";
-import { buildNetworkPlan } from "../plan/host_config.ts";
+import { buildNetworkPlan } from "../plan/network_plan.ts";
 import { NetworkStack } from "../stack.ts";
 import { decodeFrame, guestIpv6Frame, udpDatagram } from "../../../tests/support/net/frames.ts";
 import { RecordingLink } from "../../../tests/support/net/recording_link.ts";
 import { Logger } from "../../log/logger.ts";
 import { newUdpHeader, parseUdp, udpChecksumOkV6 } from "../wire/udp.ts";
+import { IPPROTO_UDP } from "../wire/ip_protocol.ts";
+import { ipv6ToString, parseIpv6 } from "../../../ffi/ip_address_text.ts";
+import { NO_HOST } from "../../../tests/support/net/built_plan.ts";
 
-const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
 const GUEST_LL = parseIpv6("fe80::5054:ff:fe12:3456")!;
 const ALL_SERVERS = parseIpv6("ff02::1:2")!;
 const CLIENT_DUID = [0, 3, 0, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56];

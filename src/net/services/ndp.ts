@@ -12,21 +12,16 @@
  * @module
  */
 
-import {
-  ipv6Equal,
-  ipv6IsMulticast,
-  ipv6IsUnspecified,
-  ipv6ToString,
-  writeMac,
-} from "../wire/address.ts";
-import { IPPROTO_ICMPV6 } from "../wire/checksum.ts";
+import { ipv6Equal, ipv6IsMulticast, ipv6IsUnspecified, writeMac } from "../wire/address.ts";
 import { encodeDomainList } from "../wire/dns_name.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import { L4_OFFSET_V6 } from "../guest_sender.ts";
-import type { NetworkPlan } from "../plan/host_config.ts";
-import { type IcmpHeader, Icmpv6Type } from "../wire/icmp.ts";
+import type { NetworkPlan } from "../plan/network_plan.ts";
+import { buildIcmp, type IcmpHeader, Icmpv6Type } from "../wire/icmp.ts";
 import type { Ipv6Header } from "../wire/ipv6.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
+import { IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
+import { ipv6ToString } from "../../../ffi/ip_address_text.ts";
 
 /** Hop limit of every ND message; received ones must carry it too (RFC 4861 §6.1.1, §7.1.1). */
 export const NDP_HOP_LIMIT = 255;
@@ -124,6 +119,10 @@ export class NdpResponder {
   readonly #random: () => number;
   /** Options of every RA after the fixed header, pre-encoded. */
   readonly #raOptions: Uint8Array;
+  /** The plan's MTU (0: no MTU option). */
+  readonly #configuredMtu: number;
+  /** Where the MTU option's value sits in {@link #raOptions} (-1: no MTU option). */
+  #mtuValueAt = -1;
   readonly #raFlags: number;
   readonly #target = new Uint8Array(16);
   readonly #dst = new Uint8Array(16);
@@ -161,7 +160,13 @@ export class NdpResponder {
       opts.push(...be32(INFINITE_LIFETIME), ...be32(INFINITE_LIFETIME), 0, 0, 0, 0);
       opts.push(...v6.address.subarray(0, 8), 0, 0, 0, 0, 0, 0, 0, 0);
     }
-    if (plan.mtu) opts.push(NdOption.Mtu, 1, 0, 0, ...be32(plan.mtu)); // RFC 4861 §4.6.4
+    this.#configuredMtu = plan.mtu;
+    if (plan.mtu) {
+      // RFC 4861 §4.6.4: type, length 1, reserved u16, MTU u32 (rewritten per RA: the
+      // device's MTU may bound it, see #sendRa).
+      this.#mtuValueAt = opts.length + 4;
+      opts.push(NdOption.Mtu, 1, 0, 0, ...be32(plan.mtu));
+    }
     if (plan.advertiseDns && v6.dns.length > 0) {
       // RDNSS (RFC 8106 §5.1): type, len 1+2n, reserved, lifetime, addresses.
       opts.push(NdOption.Rdnss, 1 + 2 * v6.dns.length, 0, 0, ...be32(INFINITE_LIFETIME));
@@ -282,14 +287,9 @@ export class NdpResponder {
   #sendNa(target: Uint8Array, dst: Uint8Array): void {
     const b = this.#sender.buffer;
     const o = L4_OFFSET_V6;
-    b[o] = Icmpv6Type.NeighborAdvertisement;
-    b[o + 1] = 0;
-    b[o + 2] = 0;
-    b[o + 3] = 0;
-    b[o + 4] = NA_FLAG_ROUTER | NA_FLAG_SOLICITED | NA_FLAG_OVERRIDE;
-    b[o + 5] = 0;
-    b[o + 6] = 0;
-    b[o + 7] = 0;
+    // RFC 4861 §4.4: the flags are the top bits of the 32-bit field after the checksum.
+    const naFlags = NA_FLAG_ROUTER | NA_FLAG_SOLICITED | NA_FLAG_OVERRIDE;
+    buildIcmp(b, o, Icmpv6Type.NeighborAdvertisement, 0, (naFlags << 24) >>> 0);
     b.set(target, o + NS_TARGET);
     b[o + 24] = NdOption.TargetLinkLayerAddress;
     b[o + 25] = 1;
@@ -300,16 +300,21 @@ export class NdpResponder {
   #sendRa(dst: Uint8Array): void {
     const b = this.#sender.buffer;
     const o = L4_OFFSET_V6;
-    b[o] = Icmpv6Type.RouterAdvertisement;
-    b[o + 1] = 0;
-    b[o + 2] = 0;
-    b[o + 3] = 0;
+    buildIcmp(b, o, Icmpv6Type.RouterAdvertisement, 0, 0);
     b[o + RA_CUR_HOP_LIMIT] = 64;
     b[o + RA_FLAGS] = this.#raFlags;
     b[o + RA_ROUTER_LIFETIME] = ROUTER_LIFETIME >> 8;
     b[o + RA_ROUTER_LIFETIME + 1] = ROUTER_LIFETIME & 0xff;
     b.fill(0, o + RA_REACHABLE_TIME, o + RA_HEADER_LENGTH);
     b.set(this.#raOptions, o + RA_HEADER_LENGTH);
+    if (this.#mtuValueAt >= 0) {
+      const at = o + RA_HEADER_LENGTH + this.#mtuValueAt;
+      const mtu = this.#sender.mtuFor(this.#configuredMtu);
+      b[at] = mtu >>> 24;
+      b[at + 1] = (mtu >>> 16) & 0xff;
+      b[at + 2] = (mtu >>> 8) & 0xff;
+      b[at + 3] = mtu & 0xff;
+    }
     this.#sender.sendIpv6(
       IPPROTO_ICMPV6,
       this.#router,

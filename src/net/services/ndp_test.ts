@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
-import { ipv6ToString, parseIpv6 } from "../wire/address.ts";
-import { IPPROTO_ICMPV6, l4ChecksumV6 } from "../wire/checksum.ts";
+import { l4ChecksumV6 } from "../wire/checksum.ts";
 import { decodeDomainList } from "../wire/dns_name.ts";
-import { buildNetworkPlan, type HostConfigOverrides } from "../plan/host_config.ts";
+import { buildNetworkPlan, type HostConfigOverrides } from "../plan/network_plan.ts";
 import { Icmpv6Type } from "../wire/icmp.ts";
 import {
   MAX_RTR_ADV_INTERVAL_MS,
@@ -18,8 +17,10 @@ import { NetworkStack } from "../stack.ts";
 import { decodeFrame, guestIpv6Frame, TEST_GUEST_MAC } from "../../../tests/support/net/frames.ts";
 import { nextTask, RecordingLink } from "../../../tests/support/net/recording_link.ts";
 import { Logger } from "../../log/logger.ts";
+import { IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
+import { ipv6ToString, parseIpv6 } from "../../../ffi/ip_address_text.ts";
+import { NO_HOST } from "../../../tests/support/net/built_plan.ts";
 
-const NO_HOST = { readFile: () => null, networkInterfaces: () => [] };
 const GUEST_LL = parseIpv6("fe80::5054:ff:fe12:3456")!;
 const ROUTER = parseIpv6("fe80::1")!;
 const SOLICITED_NODE_GW = parseIpv6("ff02::1:ff00:1")!;
@@ -245,4 +246,24 @@ Deno.test("`NdpResponder` logs one debug line per exchange, with addresses", () 
     "prefix 2001:db8:1:2::/64, router fe80::1, MTU 1500",
     "debug: NDP: NS from :: for fe80::1 ignored (duplicate address detection)",
   ]);
+});
+
+Deno.test("`NdpResponder` RAs carry the plan's MTU bounded by the guest device's MTU", () => {
+  const { stack, link } = setup({ mtu: 65520 });
+  const rs = new Uint8Array([133, 0, 0, 0, 0, 0, 0, 0]);
+  const raMtu = () => {
+    stack.handleFrame(
+      guestIpv6Frame(IPPROTO_ICMPV6, GUEST_LL, parseIpv6("ff02::2")!, rs, { hopLimit: 255 }),
+      1,
+    );
+    const frames = link.take();
+    const ra = decodeFrame(frames[frames.length - 1]).l4;
+    const mtu = options(ra, 16).get(5)![0];
+    return new DataView(mtu.buffer, mtu.byteOffset).getUint32(4);
+  };
+  assert.equal(raMtu(), 65520);
+  link.deviceMtu = 1500; // QEMU host_mtu=1500
+  assert.equal(raMtu(), 1500);
+  link.deviceMtu = 9000;
+  assert.equal(raMtu(), 9000);
 });

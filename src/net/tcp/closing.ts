@@ -73,18 +73,28 @@ export function abort(ctx: TcpContext, f: TcpFlow, rstGuest: boolean, reason: st
  */
 export function destroy(ctx: TcpContext, f: TcpFlow, resetHost: boolean, reason: string): void {
   logEnded(ctx, f, reason);
-  f.closed = true;
-  ctx.disarm(f);
-  ctx.blocked.delete(f);
-  ctx.flows.remove(f);
-  const conn = f.conn;
-  f.conn = null;
+  const conn = forget(ctx, f);
   if (conn !== null) {
     try {
       if (resetHost) conn.reset();
       else conn.close();
     } catch { /* closed */ }
   }
+}
+
+/**
+ * Marks the flow closed, drops it from the timers, the blocked set and the flow
+ * table, and detaches its host connection.
+ * @returns the host connection, for the caller to close (or null)
+ */
+export function forget(ctx: TcpContext, f: TcpFlow): TcpFlow["conn"] {
+  f.closed = true;
+  ctx.disarm(f);
+  ctx.blocked.delete(f);
+  ctx.flows.remove(f);
+  const conn = f.conn;
+  f.conn = null;
+  return conn;
 }
 
 /** A host socket failed (reset, refused write): resets the flow toward the guest. */

@@ -1,5 +1,5 @@
 /**
- * One translated TCP connection: its guest-side 5-tuple (a {@link FlowKey}), its
+ * One translated TCP connection: its guest-side 5-tuple (the {@link FlowKeyFields} it extends), its
  * host connection, and the sequence state of both directions. A flow holds no data
  * buffer: bytes from the host stay in the host socket's receive queue until the
  * guest acknowledges them, and bytes from the guest go straight from its frames
@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { FlowKey } from "../flows/flow_table.ts";
+import { FlowKeyFields } from "../flows/flow_table.ts";
 import type { HostConnection } from "./host_socket.ts";
 
 /** Window scale shift we offer (RFC 7323 §2.2): 65535 << 7 covers an 8 MiB window. */
@@ -74,18 +74,7 @@ export function seqDiff(a: number, b: number): number {
 }
 
 /** One translated connection; see the module comment. */
-export class TcpFlow implements FlowKey {
-  family: 4 | 6 = 4;
-  guest4 = 0;
-  remote4 = 0;
-  guest6: Uint8Array | null = null;
-  remote6: Uint8Array | null = null;
-  guestPort = 0;
-  remotePort = 0;
-  tableKey = 0;
-  chainNext: FlowKey | null = null;
-  inTable = false;
-
+export class TcpFlow extends FlowKeyFields {
   state: TcpState = TcpState.Connecting;
   conn: HostConnection | null = null;
   /** Host-side target or peer, for logs. */

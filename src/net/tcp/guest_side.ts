@@ -16,7 +16,7 @@ import { initFlowKey } from "../flows/flow_table.ts";
 import type { L4Packet } from "../l4_handler.ts";
 import { TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_SYN } from "../wire/tcp_header.ts";
 import type { ScatteredFrame } from "../../tap/frame_transport.ts";
-import { NOT_SENT, WOULD_BLOCK } from "./host_socket.ts";
+import { NOT_SENT } from "./host_socket.ts";
 import type { TcpContext } from "./context.ts";
 import {
   CONNECT_TIMEOUT_MS,
@@ -48,6 +48,7 @@ import {
   sendSyn,
   timerArmed,
 } from "./output.ts";
+import { WOULD_BLOCK } from "../../../ffi/tcp_socket.ts";
 
 /** Handles a guest segment of an existing flow (`ctx.header` holds it parsed). */
 export function guestSegment(ctx: TcpContext, f: TcpFlow, p: L4Packet, now: number): void {
@@ -142,7 +143,7 @@ export function newOutbound(ctx: TcpContext, p: L4Packet, now: number): void {
   logOpened(ctx, f, "SYN from the guest, connecting to the host");
   ctx.arm(f, now + CONNECT_TIMEOUT_MS);
   try {
-    const conn = ctx.host.connect(f.hostName, f.hostPort);
+    const conn = ctx.host.connect(f.hostName, f.hostPort, t.address);
     f.conn = conn;
     conn.setHandler((events, at) => onHostEvents(ctx, f, events, at));
   } catch (e) {
@@ -155,7 +156,8 @@ export function takeGuestSyn(ctx: TcpContext, f: TcpFlow): void {
   const h = ctx.header;
   f.rcvNxt = (h.seq + 1) >>> 0;
   f.rcvWndRight = f.rcvNxt;
-  const ceiling = f.family === 4 ? ctx.mtu - HEADERS_V4 : ctx.mtu - HEADERS_V6;
+  const mtu = ctx.sender.mtuFor(ctx.mtu);
+  const ceiling = f.family === 4 ? mtu - HEADERS_V4 : mtu - HEADERS_V6;
   const maxPayload = f.family === 4 ? MAX_PAYLOAD_V4 : MAX_PAYLOAD_V6;
   let mss = h.mss > 0 ? h.mss : (f.family === 4 ? DEFAULT_MSS_V4 : DEFAULT_MSS_V6);
   mss = Math.min(mss, ceiling, maxPayload);

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import type { TcpTranslatorOptions } from "./translator.ts";
 import type { HostListener, ListenerEvents } from "./host_socket.ts";
 import {
+  connectThroughGateway,
+  loopbackListener,
   ScriptedConnection,
   scriptedHostTcp,
   wiredTranslator,
@@ -192,13 +194,7 @@ Deno.test("`TcpTranslator` honours the guest's MSS and window scale, and a zero 
   const { guest, close } = setup({ bufferSize: 64 * 1024 });
   guest.mss = 1000;
   guest.offerWindowScale = false;
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
-  let hostConn: Deno.Conn | null = null;
-  const accepted = server.accept().then((x) => (hostConn = x));
-  const c = guest.connect(TEST_GATEWAY4, port);
-  await c.until(() => c.state === "established", 5000, "established");
-  await accepted;
+  const { server, c, host: hostConn } = await connectThroughGateway(guest);
   const synAck = guest.headers.find((h) => (h.flags & (TCP_SYN | TCP_ACK_FLAG)) === 0x12)!;
   assert.equal(synAck.windowScale, -1, "no window scale when the guest offered none");
   assert.ok(synAck.mss > 60000, "our MSS follows the 65520 MTU");
@@ -208,7 +204,7 @@ Deno.test("`TcpTranslator` honours the guest's MSS and window scale, and a zero 
   guest.sendAck(c);
   await tick();
   const data = new Uint8Array(50_000).map((_, i) => i * 7);
-  await hostConn!.write(data);
+  await hostConn.write(data);
   await new Promise((r) => setTimeout(r, 300));
   assert.ok(c.totalReceived <= 2, `only window probes pass a zero window (got ${c.totalReceived})`);
   c.rcvWindow = 1 << 20;
@@ -217,7 +213,7 @@ Deno.test("`TcpTranslator` honours the guest's MSS and window scale, and a zero 
   assert.deepEqual(c.takeReceived(), data);
   const dataSegs = guest.headers.filter((h) => h.payloadLength > 0);
   assert.ok(dataSegs.every((h) => h.payloadLength <= 1000), "segments respect the guest's MSS");
-  hostConn!.close();
+  hostConn.close();
   server.close();
   close();
 });
@@ -252,8 +248,7 @@ Deno.test("`TcpTranslator` bounds a SYN flood by the flow limit", async () => {
 Deno.test("`TcpTranslator` holds at most its buffer of unacknowledged guest data when the host peer is slow", async () => {
   const size = 32 * 1024;
   const { guest, close } = setup({ bufferSize: size });
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   let hostConn: Deno.Conn | null = null;
   const accepted = server.accept().then((x) => (hostConn = x)); // never reads
   const c = guest.connect(TEST_GATEWAY4, port);
@@ -282,8 +277,7 @@ Deno.test("`TcpTranslator` holds at most its buffer of unacknowledged guest data
 
 Deno.test("`TcpTranslator` answers keepalive probes and resets idle connections both ways", async () => {
   const { tcp, guest, close } = setup({ idleTimeoutMs: 400 });
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   const hostSide = server.accept().then(async (conn) => {
     const buf = new Uint8Array(10);
     try {

@@ -23,8 +23,8 @@ import {
   type SoonTask,
 } from "../../loop/event_loop.ts";
 import { RateLimitedLog } from "../../log/rate_limited_log.ts";
-import { addressText } from "../wire/address.ts";
 import type { HostConnection, HostListener, ListenerEvents } from "./host_socket.ts";
+import { addressText } from "../../../ffi/ip_address_text.ts";
 
 /**
  * Listen backlog where `/proc/sys/net/core/somaxconn` cannot be read: the kernel's
@@ -153,6 +153,7 @@ export class NativeHostListener implements HostListener {
       this.#events.accepted({
         connection,
         peerHostname: addressText(accepted.peer.address),
+        peerAddress: accepted.peer.address,
         peerPort: accepted.peer.port,
       });
     }

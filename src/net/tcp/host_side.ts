@@ -16,13 +16,14 @@ import {
   EVENT_WRITABLE,
 } from "../../loop/event_loop.ts";
 import { initFlowKey } from "../flows/flow_table.ts";
-import { type GuestTarget, translateInbound } from "../plan/fwd.ts";
+import { type GuestTarget, translateInboundAddress } from "../plan/fwd.ts";
 import { TCP_ACK_FLAG, TCP_RST } from "../wire/tcp_header.ts";
 import type { TcpContext } from "./context.ts";
 import { RTO_INITIAL_MS, TcpFlow, TcpState } from "./flow.ts";
-import { type AcceptedConnection, type HostListener, WOULD_BLOCK } from "./host_socket.ts";
+import { type AcceptedConnection, type HostListener } from "./host_socket.ts";
 import { destroy, hostError, internalError, logOpened, maybeFinish } from "./closing.ts";
 import { pushToGuest, sendFlags, sendSyn } from "./output.ts";
+import { WOULD_BLOCK } from "../../../ffi/tcp_socket.ts";
 
 /** Events after which the host may have data, an end of stream or an error to read. */
 const READ_EVENTS = (EVENT_READABLE | EVENT_HANGUP | EVENT_ERROR | EVENT_PEER_CLOSED) >>> 0;
@@ -88,6 +89,16 @@ export function flushPendingToHost(ctx: TcpContext, f: TcpFlow): boolean {
 }
 
 /** The host connect ended: on success the guest gets our SYN-ACK, else a RST. */
+/** Picks the flow's initial send sequence number; its SYN takes the first (RFC 9293 §3.4.1). */
+function startSequence(ctx: TcpContext, f: TcpFlow): void {
+  f.iss = ctx.isn();
+  f.sndUna = f.iss;
+  f.sndNxt = (f.iss + 1) >>> 0;
+  f.sndMax = f.sndNxt;
+  f.dataMax = f.sndNxt;
+  f.recover = f.sndNxt;
+}
+
 function connected(ctx: TcpContext, f: TcpFlow, now: number): void {
   const error = f.conn!.takeError();
   if (error !== null) {
@@ -95,12 +106,7 @@ function connected(ctx: TcpContext, f: TcpFlow, now: number): void {
     return;
   }
   f.state = TcpState.SynAckSent;
-  f.iss = ctx.isn();
-  f.sndUna = f.iss;
-  f.sndNxt = (f.iss + 1) >>> 0;
-  f.sndMax = f.sndNxt;
-  f.dataMax = f.sndNxt;
-  f.recover = f.sndNxt;
+  startSequence(ctx, f);
   f.rto = RTO_INITIAL_MS;
   f.retries = 0;
   sendSyn(ctx, f, true);
@@ -193,7 +199,7 @@ function newInbound(
   const conn = accepted.connection;
   const a = ctx.inAddress;
   const s = ctx.sender;
-  let ok = translateInbound(ctx.rules, accepted.peerHostname, a);
+  let ok = translateInboundAddress(ctx.rules, accepted.peerAddress, a);
   let guest4 = 0;
   let guest6: Uint8Array | null = null;
   if (ok && target !== null) {
@@ -229,12 +235,7 @@ function newInbound(
   f.state = TcpState.SynSent;
   f.lastActivity = now;
   f.createdAt = now;
-  f.iss = ctx.isn();
-  f.sndUna = f.iss;
-  f.sndNxt = (f.iss + 1) >>> 0;
-  f.sndMax = f.sndNxt;
-  f.dataMax = f.sndNxt;
-  f.recover = f.sndNxt;
+  startSequence(ctx, f);
   if (!ctx.flows.insert(f)) {
     conn.close();
     return;

@@ -46,11 +46,9 @@ import {
   type EventLoop,
 } from "../../loop/event_loop.ts";
 import type { FrameSpace, ScatteredFrame } from "../../tap/frame_transport.ts";
-import { addressBytes } from "../wire/address.ts";
 import { listenBacklog, NativeHostListener } from "./host_listener.ts";
 import { requireNetPermission } from "../plan/net_permission.ts";
-
-export { WOULD_BLOCK };
+import { addressBytes } from "../../../ffi/ip_address_text.ts";
 
 /** {@link HostConnection.sendScattered}: the frame's buffers do not fit one gather list; nothing sent. */
 export const NOT_SENT = -2;
@@ -116,8 +114,10 @@ export interface HostConnection {
 /** A connection accepted by a listener, with its peer's address. */
 export interface AcceptedConnection {
   readonly connection: HostConnection;
-  /** The peer's address as text ("127.0.0.1", "::1", "::ffff:127.0.0.1"). */
+  /** The peer's address as text ("127.0.0.1", "::1", "::ffff:127.0.0.1"), for logs. */
   readonly peerHostname: string;
+  /** The same address as the socket gave it: 4 or 16 bytes. */
+  readonly peerAddress: Uint8Array;
   readonly peerPort: number;
 }
 
@@ -140,13 +140,14 @@ export interface ListenerEvents {
 /** Opens host connections and listeners. */
 export interface HostTcp {
   /**
-   * Starts connecting to `hostname` (an address literal) port `port`; the handler set
+   * Starts connecting to `hostname` (an address literal; its bytes in `address` when the
+   * caller has them, so that it is not parsed again) port `port`; the handler set
    * on the connection gets EVENT_WRITABLE (or an error) when the attempt ends, and
    * {@link HostConnection.takeError} then says how.
    * @throws Deno.errors.NotCapable when --allow-net refuses, NativeError when the
    *   connect fails at once
    */
-  connect(hostname: string, port: number): HostConnection;
+  connect(hostname: string, port: number, address?: Uint8Array): HostConnection;
   /**
    * Listens on `hostname`:`port`, only on interface `interfaceName` when given.
    * @throws like Deno.listen (address in use, permission)
@@ -405,9 +406,9 @@ export function nativeHostTcp(loop: EventLoop, sources: OutboundSources = {}): H
     );
   }
   return {
-    connect(hostname: string, port: number): HostConnection {
+    connect(hostname: string, port: number, known?: Uint8Array): HostConnection {
       requireNetPermission(hostname, port, "connect");
-      const address = addressBytes(hostname);
+      const address = known ?? addressBytes(hostname);
       if (address === null) {
         throw new Error(`Cannot connect to ${hostname}: not an IPv4 or IPv6 address`);
       }

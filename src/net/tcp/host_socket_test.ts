@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { Errno, NativeError } from "../../../ffi/native_error.ts";
 import { openFdCount } from "../../../ffi/process.ts";
-import { TcpListenSocket, type TcpSocket } from "../../../ffi/tcp_socket.ts";
+import { TcpListenSocket, type TcpSocket, WOULD_BLOCK } from "../../../ffi/tcp_socket.ts";
 import { EVENT_WRITABLE, EventLoop } from "../../loop/event_loop.ts";
 import { type FrameSpace, newFrameSpace } from "../../tap/frame_transport.ts";
 import {
@@ -10,7 +10,6 @@ import {
   type HostConnection,
   type HostTcp,
   nativeHostTcp,
-  WOULD_BLOCK,
 } from "./host_socket.ts";
 import { requireNetPermission } from "../plan/net_permission.ts";
 
@@ -468,6 +467,7 @@ Deno.test("`nativeHostTcp().listen()` accepts connections with their peer addres
     const client1 = await Deno.connect({ hostname: "127.0.0.1", port: listener.port });
     const a1 = await next(1);
     assert.equal(a1.peerHostname, "127.0.0.1");
+    assert.deepEqual([...a1.peerAddress], [127, 0, 0, 1], "the peer's bytes, not only its text");
     assert.equal(a1.peerPort, (client1.localAddr as Deno.NetAddr).port);
     const client2 = await Deno.connect({ hostname: "127.0.0.1", port: listener.port });
     const a2 = await next(2);
@@ -506,6 +506,7 @@ Deno.test({
       const c4 = await Deno.connect({ hostname: "127.0.0.1", port: listener.port });
       const a4 = await next(1);
       assert.equal(a4.peerHostname, "::ffff:127.0.0.1");
+      assert.equal(a4.peerAddress.byteLength, 16);
       assert.equal(a4.peerPort, (c4.localAddr as Deno.NetAddr).port);
       const c6 = await Deno.connect({ hostname: "::1", port: listener.port });
       const a6 = await next(2);

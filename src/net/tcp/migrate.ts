@@ -18,14 +18,14 @@
  */
 
 import { socketLocalAddress } from "../../../ffi/tcp_socket.ts";
-import { socketPeerAddress } from "../../../ffi/tcp_repair.ts";
-import { addressText } from "../wire/address.ts";
+import { socketPeerAddress, TcpRepairMode } from "../../../ffi/tcp_repair.ts";
 import { initFlowKey } from "../flows/flow_table.ts";
 import { requireNetPermission } from "../plan/net_permission.ts";
 import type { MigratedTcpFlow } from "../migration_state.ts";
 import type { TcpContext } from "./context.ts";
 import { RTO_INITIAL_MS, seqDiff, TcpFlow, TcpState } from "./flow.ts";
 import { onHostEvents } from "./host_side.ts";
+import { forget } from "./closing.ts";
 import {
   ADDRESS_WAIT_MS,
   closeInRepair,
@@ -34,8 +34,8 @@ import {
   type RepairSwitch,
   restoreRepairSocket,
   type SocketEnds,
-  TcpRepairMode,
 } from "./repair.ts";
+import { addressText } from "../../../ffi/ip_address_text.ts";
 
 /** A flow frozen on the source, with what was dumped of it. */
 export interface FrozenTcpFlow {
@@ -191,12 +191,7 @@ export function thawFlows(
 export function dropFrozenFlows(ctx: TcpContext, frozen: readonly FrozenTcpFlow[]): void {
   for (const { flow: f } of frozen) {
     if (f.closed) continue;
-    f.closed = true;
-    ctx.disarm(f);
-    ctx.blocked.delete(f);
-    ctx.flows.remove(f);
-    const conn = f.conn;
-    f.conn = null;
+    const conn = forget(ctx, f);
     try {
       conn?.close(); // in repair mode: a silent close
     } catch { /* closed */ }

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { foldSum, IPPROTO_TCP, ipv4PseudoSum, ipv6PseudoSum, sumBytes } from "../wire/checksum.ts";
+import { foldSum, ipv4PseudoSum, ipv6PseudoSum, sumBytes } from "../wire/checksum.ts";
 import { buildEthernet, ETHERTYPE_IPV4, ETHERTYPE_IPV6 } from "../wire/ethernet.ts";
 import { L4_OFFSET_V4, L4_OFFSET_V6 } from "../guest_sender.ts";
 import { buildIpv4, IPV4_FLAG_DF, type Ipv4BuildFields } from "../wire/ipv4.ts";
@@ -24,17 +24,24 @@ import type { L4Packet } from "../l4_handler.ts";
 import {
   buildTcp,
   TCP_ACK_FLAG,
-  TCP_CHECKSUM,
+  TCP_CHECKSUM_OFFSET,
   TCP_FIN,
   TCP_HEADER_MIN,
   TCP_PSH,
   TCP_RST,
   TCP_SYN,
 } from "../wire/tcp_header.ts";
-import { type FrameSpace, SendResult } from "../../tap/frame_transport.ts";
+import {
+  type FrameSpace,
+  SendResult,
+  TcpSegmentation,
+  type TcpSegments,
+} from "../../tap/frame_transport.ts";
+import { flowHashIpv4, flowHashIpv6 } from "../../tap/flow_hash.ts";
 import type { TcpContext } from "./context.ts";
 import { OUR_WINDOW_SCALE, seqDiff, seqLe, seqLt, type TcpFlow, TcpState } from "./flow.ts";
 import { hostError } from "./closing.ts";
+import { IPPROTO_TCP } from "../wire/ip_protocol.ts";
 
 /** IPv4 + TCP header bytes (no options) subtracted from the MTU for the MSS. */
 export const HEADERS_V4 = 40;
@@ -71,6 +78,8 @@ const ipv6Fields: Ipv6BuildFields = {
   dst: new Uint8Array(16),
 };
 let ipv4Id = 0;
+/** The segmentation of the large frame being committed (sendHostData). */
+const segments: TcpSegments = { kind: TcpSegmentation.None, size: 0, headerLength: 0 };
 
 /** The acknowledgement number toward the guest: everything the host socket took, and its FIN. */
 export function ackOut(f: TcpFlow): number {
@@ -163,8 +172,9 @@ export function sendFin(ctx: TcpContext, f: TcpFlow): SendResult {
 /** Sends our SYN (inbound) or SYN-ACK (outbound) with MSS and window scale options. */
 export function sendSyn(ctx: TcpContext, f: TcpFlow, withAck: boolean): void {
   const fl = ctx.fields;
+  const mtu = ctx.sender.mtuFor(ctx.mtu);
   fl.mss = Math.min(
-    f.family === 4 ? ctx.mtu - HEADERS_V4 : ctx.mtu - HEADERS_V6,
+    f.family === 4 ? mtu - HEADERS_V4 : mtu - HEADERS_V6,
     f.family === 4 ? MAX_PAYLOAD_V4 : MAX_PAYLOAD_V6,
   );
   // In a SYN-ACK we scale only if the guest offered to; in our SYN we always offer.
@@ -228,6 +238,9 @@ function sumSpace(space: FrameSpace, from: number, length: number): number {
 /**
  * Sends one data segment of up to `maxLength` bytes starting at sequence `seq`,
  * peeked from the host socket straight into a frame reserved on the guest link.
+ * With `segmentSize` > 0 (the link takes this family's TCP frames large, see
+ * GuestLink.tcpSegmentation) a frame carrying more than that goes out as one large
+ * frame the guest treats as segments of `segmentSize` bytes.
  * @returns the bytes sent (> 0), or DATA_NO_ROOM, DATA_WOULD_BLOCK, DATA_END
  *   (the host's stream ends at `seq`), DATA_FAILED (the flow was reset)
  */
@@ -237,6 +250,7 @@ export function sendHostData(
   seq: number,
   maxLength: number,
   window: number = windowOut(ctx, f),
+  segmentSize = 0,
 ): number {
   const link = ctx.sender.link;
   const conn = f.conn;
@@ -250,6 +264,10 @@ export function sendHostData(
   const partial = link.l4ChecksumsOptional;
   space.acceptVectors = partial;
   space.vectors = null;
+  // The queue a multiqueue link puts the segment on: the one of the flow's other frames.
+  space.flowHash = v4
+    ? flowHashIpv4(f.remote4, f.guest4, IPPROTO_TCP, f.remotePort, f.guestPort)
+    : flowHashIpv6(f.remote6!, f.guest6!, IPPROTO_TCP, f.remotePort, f.guestPort);
   if (link.reserveFrame(space, headers + maxLength, headers) !== SendResult.Sent) {
     return DATA_NO_ROOM;
   }
@@ -309,11 +327,19 @@ export function sendHostData(
     sum += sumBytes(b, l4, TCP_HEADER_MIN) + sumSpace(space, headers, got);
     check = ~foldSum(sum) & 0xffff;
   }
-  b[l4 + TCP_CHECKSUM] = check >> 8;
-  b[l4 + TCP_CHECKSUM + 1] = check & 0xff;
-  const result = partial
-    ? link.commitFrame(headers + got, l4, TCP_CHECKSUM)
-    : link.commitFrame(headers + got);
+  b[l4 + TCP_CHECKSUM_OFFSET] = check >> 8;
+  b[l4 + TCP_CHECKSUM_OFFSET + 1] = check & 0xff;
+  let result: SendResult;
+  if (partial && segmentSize > 0 && got > segmentSize) {
+    segments.kind = v4 ? TcpSegmentation.Ipv4 : TcpSegmentation.Ipv6;
+    segments.size = segmentSize;
+    segments.headerLength = headers;
+    result = link.commitFrame(headers + got, l4, TCP_CHECKSUM_OFFSET, segments);
+  } else {
+    result = partial
+      ? link.commitFrame(headers + got, l4, TCP_CHECKSUM_OFFSET)
+      : link.commitFrame(headers + got);
+  }
   // Counted (a drop is lost like a frame the guest missed: retransmitted), flushed by
   // the end of the task at the latest, traced with --trace.
   ctx.sender.committed(b.subarray(0, headers), headers + got, result);
@@ -362,9 +388,19 @@ export function pushToGuest(ctx: TcpContext, f: TcpFlow, now: number): void {
     // Nothing new in the socket and nothing to send again: wait for its readable event.
     if (f.hostDrained && !f.hostEof && !seqLt(f.sndNxt, f.dataMax)) return;
     const guestWindow = seqDiff(f.sndWndRight, f.sndNxt);
-    // The guest's MSS; the frame reserved bounds it further to what the guest's RX
-    // buffers hold (one buffer without MRG_RXBUF).
-    let n = Math.min(guestWindow, f.mss);
+    // The guest's MSS, or, when the guest takes this family's TCP frames large
+    // (segmentation offload), as many whole MSS-sized segments as a 64 KiB frame
+    // holds; the frame reserved bounds it further to what the guest's RX buffers hold
+    // (one buffer without MRG_RXBUF).
+    const link = ctx.sender.link;
+    const segmenting = link !== null && link.l4ChecksumsOptional &&
+      (link.tcpSegmentation & (f.family === 4 ? TcpSegmentation.Ipv4 : TcpSegmentation.Ipv6)) !==
+        0;
+    let n = Math.min(
+      guestWindow,
+      segmenting ? (f.family === 4 ? MAX_PAYLOAD_V4 : MAX_PAYLOAD_V6) : f.mss,
+    );
+    if (n > f.mss) n -= n % f.mss; // whole segments: no short one in the middle of a burst
     if (f.hostEof) n = Math.min(n, seqDiff(f.dataEnd, f.sndNxt));
     if (n <= 0) {
       // Zero window: probe on the timer if nothing else is outstanding.
@@ -372,7 +408,7 @@ export function pushToGuest(ctx: TcpContext, f: TcpFlow, now: number): void {
       return;
     }
     if (window < 0) window = windowOut(ctx, f);
-    const got = sendHostData(ctx, f, f.sndNxt, n, window);
+    const got = sendHostData(ctx, f, f.sndNxt, n, window, segmenting ? f.mss : 0);
     if (got === DATA_NO_ROOM) {
       waitForRoom(ctx, f, now);
       return;

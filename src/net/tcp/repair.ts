@@ -63,8 +63,6 @@ import {
   type TcpSocketRepairState,
 } from "../migration_state.ts";
 
-export { TcpRepairMode };
-
 /** Switches repair mode on a set of sockets: all of them, or throws. */
 export interface RepairSwitch {
   /**

@@ -8,6 +8,7 @@ import {
   SO_SNDBUF,
   socketPeerAddress,
   SOL_SOCKET,
+  TcpRepairMode,
 } from "../../../ffi/tcp_repair.ts";
 import { NativeError } from "../../../ffi/native_error.ts";
 import {
@@ -17,9 +18,9 @@ import {
   dumpRepairSocket,
   restoreRepairSocket,
   type SocketEnds,
-  TcpRepairMode,
 } from "./repair.ts";
 import { OPTION_TIMESTAMPS, OPTION_WSCALE, type TcpSocketRepairState } from "../migration_state.ts";
+import { loopbackListener } from "../../../tests/support/net/tcp_host.ts";
 
 /** TCP_REPAIR needs CAP_NET_ADMIN: these tests run as root only. */
 const isRoot = Deno.uid() === 0;
@@ -83,8 +84,7 @@ async function readPeer(conn: Deno.Conn, length: number): Promise<Uint8Array> {
 
 /** A connected pair: the helper socket (the one that moves) and the peer's Deno connection. */
 async function connectedPair() {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
+  const { listener, port } = loopbackListener();
   const socket = TcpSocket.connect({ address: new Uint8Array([127, 0, 0, 1]), port });
   const peer = await listener.accept();
   listener.close();

@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { connectThroughGateway, wiredTranslator } from "../../../tests/support/net/tcp_host.ts";
+import {
+  connectThroughGateway,
+  loopbackListener,
+  wiredTranslator,
+} from "../../../tests/support/net/tcp_host.ts";
 import { TEST_GATEWAY4 } from "../../../tests/support/net/tcp_plan.ts";
 import { MAX_RETRIES, RTO_INITIAL_MS, RTO_MAX_MS } from "./flow.ts";
 import { openFdCount } from "../../../ffi/process.ts";
@@ -21,8 +25,7 @@ Deno.test("`MAX_RETRIES` gives a guest that answers nothing about as long as pas
 
 Deno.test("`TcpTranslator` gives up every flow of a guest that is gone: the timers count without a link", async () => {
   const { sender, tcp, guest, close } = wiredTranslator({ maxRetries: TEST_RETRIES });
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   const hosts: Deno.Conn[] = [];
   const fdsBefore = openFdCount();
   try {

@@ -30,7 +30,7 @@
 
 import { EventLoop } from "../../loop/event_loop.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
-import { type FlowInfo, flowKeyEnds, formatEndpoint } from "../flows/flow_info.ts";
+import { describeFlow, type FlowInfo } from "../flows/flow_info.ts";
 import { type ForwardRules, parseGuestTarget } from "../plan/fwd.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import type { L4Handler, L4Packet } from "../l4_handler.ts";
@@ -71,9 +71,6 @@ import {
 } from "./migrate.ts";
 import type { RepairSwitch } from "./repair.ts";
 import type { MigratedTcpFlow } from "../migration_state.ts";
-
-export type { TcpCounters } from "./context.ts";
-export { TcpState } from "./flow.ts";
 
 /** Options of {@link TcpTranslator}. */
 export interface TcpTranslatorOptions {
@@ -181,16 +178,9 @@ export class TcpTranslator implements L4Handler {
   describeFlows(now: number): FlowInfo[] {
     const out: FlowInfo[] = [];
     this.#ctx.flows.forEach((f) => {
-      out.push({
-        protocol: "tcp",
-        ...flowKeyEnds(f),
-        host: formatEndpoint(f.hostName, f.hostPort),
-        state: tcpStateName(f),
-        bytesFromGuest: f.bytesFromGuest,
-        bytesToGuest: f.bytesToGuest,
-        ageMs: Math.max(0, now - f.createdAt),
-        idleMs: Math.max(0, now - f.lastActivity),
-      });
+      out.push(
+        describeFlow("tcp", f, f.hostName, f.hostPort, tcpStateName(f), f.lastActivity, now),
+      );
     });
     return out;
   }

@@ -1,15 +1,20 @@
 import assert from "node:assert/strict";
-import { wiredTranslator } from "../../../tests/support/net/tcp_host.ts";
+import {
+  closedLoopbackPort,
+  connectThroughGateway,
+  loopbackListener,
+  wiredTranslator,
+} from "../../../tests/support/net/tcp_host.ts";
 import { createHash } from "node:crypto";
 import type { TcpTranslatorOptions } from "./translator.ts";
 import { RTO_MAX_MS } from "./flow.ts";
-import { type GuestTcpConn } from "../../../tests/support/net/tcp_guest.ts";
+import { type GuestTcpConn, type TestGuest } from "../../../tests/support/net/tcp_guest.ts";
 import { TEST_GATEWAY4, TEST_GATEWAY6 } from "../../../tests/support/net/tcp_plan.ts";
 import { Logger } from "../../log/logger.ts";
 import { nextTask, PublishOnFlushLink } from "../../../tests/support/net/recording_link.ts";
 import { decodeFrame } from "../../../tests/support/net/frames.ts";
 import { TCP_DATA_OFFSET } from "../wire/tcp_header.ts";
-import { type GuestLink, SendResult } from "../../tap/frame_transport.ts";
+import { type GuestLink, SendResult, TcpSegmentation } from "../../tap/frame_transport.ts";
 
 /** A translator, its sender and a guest wired together; the translator logs at debug level. */
 function setup(family: 4 | 6 = 4, opts: TcpTranslatorOptions = {}) {
@@ -61,8 +66,7 @@ async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
 
 Deno.test("`TcpTranslator` connects a guest to a host server and exchanges a request and response", async () => {
   const { tcp, guest, close } = setup();
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   const served = (async () => {
     const conn = await server.accept();
     const req = await readAll(conn);
@@ -83,6 +87,37 @@ Deno.test("`TcpTranslator` connects a guest to a host server and exchanges a req
   close();
 });
 
+/**
+ * Serves the first connection on `server`: writes `down` while reading to the end.
+ * @returns what the peer sent
+ */
+async function serveExchange(server: Deno.Listener, down: Uint8Array): Promise<Uint8Array> {
+  const conn = await server.accept();
+  const [got] = await Promise.all([readAll(conn), writeAll(conn, down)]);
+  conn.close();
+  return got;
+}
+
+/**
+ * Sends `up` over the guest connection `c` once it is established, closes it, and
+ * checks that the guest got `down` and the host (`served`) got `up`, whole.
+ */
+async function exchangeWhole(
+  guest: TestGuest,
+  c: GuestTcpConn,
+  up: Uint8Array,
+  down: Uint8Array,
+  served: Promise<Uint8Array>,
+): Promise<void> {
+  await c.until(() => c.state === "established", 5000, "established");
+  guest.write(c, up);
+  guest.close(c);
+  await c.until(() => c.eof, 30000, "eof");
+  const got = await served;
+  assert.equal(sha(c.takeReceived()), sha(down));
+  assert.equal(sha(got), sha(up));
+}
+
 /** TCP payload bytes in a frame toward the guest (IPv4, no options). */
 function tcpPayloadLength(frame: Uint8Array): number {
   const l4 = decodeFrame(frame).l4;
@@ -96,6 +131,8 @@ Deno.test("`TcpTranslator` ends host data and timer retransmissions toward the g
   const lossy: GuestLink = {
     kind: "lossy",
     l4ChecksumsOptional: false,
+    tcpSegmentation: 0,
+    deviceMtu: 0,
     maxFrameLength: guest.maxFrameLength,
     sendFrame(frame, checksumStart, checksumOffset) {
       if (losing && tcpPayloadLength(frame) > 0) {
@@ -115,8 +152,7 @@ Deno.test("`TcpTranslator` ends host data and timer retransmissions toward the g
   };
   const link = new PublishOnFlushLink(lossy);
   sender.setLink(link);
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   let sendSecond!: () => void;
   const secondWanted = new Promise<void>((resolve) => (sendSecond = resolve));
   const served = (async () => {
@@ -159,9 +195,7 @@ Deno.test("`TcpTranslator` ends host data and timer retransmissions toward the g
 
 Deno.test("`TcpTranslator` answers a refused connection with a RST", async () => {
   const { tcp, guest, close } = setup();
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (probe.addr as Deno.NetAddr).port;
-  probe.close();
+  const port = closedLoopbackPort();
   const c = guest.connect(TEST_GATEWAY4, port);
   await c.until(() => c.gotRst, 5000, "RST");
   assert.equal(c.state, "closed");
@@ -178,23 +212,11 @@ Deno.test("`TcpTranslator` moves several MB each way intact (IPv4 and IPv6)", as
     const down = pattern(size + 999, 9);
     const server = Deno.listen({ hostname: family === 4 ? "127.0.0.1" : "::1", port: 0 });
     const port = (server.addr as Deno.NetAddr).port;
-    let got: Uint8Array | null = null;
-    const served = (async () => {
-      const conn = await server.accept();
-      const [r] = await Promise.all([readAll(conn), writeAll(conn, down)]);
-      got = r;
-      conn.close();
-    })();
+    const served = serveExchange(server, down);
     const c = family === 4
       ? guest.connect(TEST_GATEWAY4, port)
       : guest.connect(0, port, TEST_GATEWAY6);
-    await c.until(() => c.state === "established", 5000, "established");
-    guest.write(c, up);
-    guest.close(c);
-    await c.until(() => c.eof, 30000, "eof");
-    await served;
-    assert.equal(sha(c.takeReceived()), sha(down));
-    assert.equal(sha(got!), sha(up));
+    await exchangeWhole(guest, c, up, down, served);
     await c.until(() => c.finAcked, 5000, "fin acked");
     server.close();
     close();
@@ -250,8 +272,7 @@ Deno.test("`TcpTranslator.listen()` turns a host connection into a guest connect
 
 Deno.test("`TcpTranslator` keeps a half-closed connection open both ways", async () => {
   const { guest, close } = setup();
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   // 1. The guest closes first; the host keeps sending after reading EOF.
   const served = (async () => {
     const conn = await server.accept() as Deno.TcpConn;
@@ -288,8 +309,7 @@ Deno.test("`TcpTranslator` keeps a half-closed connection open both ways", async
 
 Deno.test("`TcpTranslator` passes a RST from each side", async () => {
   const { tcp, guest, close } = setup();
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   // Guest RST: the host socket is closed.
   const accepted = server.accept();
   const c = guest.connect(TEST_GATEWAY4, port);
@@ -320,8 +340,7 @@ Deno.test("`TcpTranslator` passes a RST from each side", async () => {
 
 Deno.test("`TcpTranslator` stops reading the host while the guest link has no room, then delivers everything", async () => {
   const { tcp, guest, close } = setup(4, { bufferSize: 64 * 1024 });
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   // More than the kernel's loopback socket buffers can hold (tcp_wmem + tcp_rmem maxima).
   const chunk = pattern(1024 * 1024, 3);
   const chunks = 24;
@@ -356,23 +375,17 @@ Deno.test("`TcpTranslator` stops reading the host while the guest link has no ro
 
 Deno.test("`TcpTranslator` flows survive a link down and up", async () => {
   const { sender, tcp, guest, close } = setup();
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
-  let hostConn: Deno.Conn | null = null;
-  const accepted = server.accept().then((x) => (hostConn = x));
-  const c = guest.connect(TEST_GATEWAY4, port);
-  await c.until(() => c.state === "established", 5000, "established");
-  await accepted;
+  const { server, c, host: hostConn } = await connectThroughGateway(guest);
   sender.setLink(null);
   tcp.linkDown(performance.now());
-  await writeAll(hostConn!, new TextEncoder().encode("while down"));
+  await writeAll(hostConn, new TextEncoder().encode("while down"));
   await new Promise((r) => setTimeout(r, 100));
   assert.equal(c.totalReceived, 0);
   sender.setLink(guest);
   tcp.linkUp(performance.now());
   await c.until(() => c.receivedBytes === 10, 5000, "data after link up");
   assert.equal(new TextDecoder().decode(c.takeReceived()), "while down");
-  hostConn!.close();
+  hostConn.close();
   server.close();
   close();
 });
@@ -380,8 +393,7 @@ Deno.test("`TcpTranslator` flows survive a link down and up", async () => {
 Deno.test("`TcpTranslator` carries many concurrent connections with every byte verified", async () => {
   const count = Number(Deno.env.get("TPASST_TCP_CONNS") ?? "500");
   const { tcp, guest, close } = setup(4, { bufferSize: 16 * 1024 });
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   const echoing = (async () => {
     const all: Promise<void>[] = [];
     for (let i = 0; i < count; i++) {
@@ -420,8 +432,7 @@ Deno.test({
   ignore: !Deno.env.get("TPASST_TCP_LONG"),
   async fn() {
     const { guest, close } = setup(4);
-    const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (server.addr as Deno.NetAddr).port;
+    const { listener: server, port } = loopbackListener();
     const chunk = pattern(1024 * 1024, 11);
     const chunks = 100;
     const want = createHash("sha256");
@@ -489,28 +500,15 @@ Deno.test("`TcpTranslator.listen()` forwards an IPv6 host connection with MSS an
 Deno.test("`TcpTranslator` recovers from frames lost in both directions", async () => {
   const { tcp, guest, close } = setup(4, { bufferSize: 64 * 1024 });
   guest.mss = 1400;
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   const up = pattern(300_000, 21);
   const down = pattern(350_000, 22);
-  let got: Uint8Array | null = null;
-  const served = (async () => {
-    const conn = await server.accept();
-    const [r] = await Promise.all([readAll(conn), writeAll(conn, down)]);
-    got = r;
-    conn.close();
-  })();
+  const served = serveExchange(server, down);
   // Losses from the start: the host's data reaches the guest as soon as it connects.
   guest.loseToGuestEvery = 29;
   guest.loseFromGuestEvery = 31;
   const c = guest.connect(TEST_GATEWAY4, port);
-  await c.until(() => c.state === "established", 5000, "established");
-  guest.write(c, up);
-  guest.close(c);
-  await c.until(() => c.eof, 30000, "eof");
-  await served;
-  assert.equal(sha(c.takeReceived()), sha(down));
-  assert.equal(sha(got!), sha(up));
+  await exchangeWhole(guest, c, up, down, served);
   assert.ok(tcp.counters.retransmits > 0, "lost segments were retransmitted");
   assert.ok(tcp.counters.badSegments > 0, "out-of-order guest segments were dropped");
   server.close();
@@ -519,8 +517,7 @@ Deno.test("`TcpTranslator` recovers from frames lost in both directions", async 
 
 Deno.test("`TcpTranslator` keeps what a stuck guest has not taken in the host socket, not in user space", async () => {
   const { tcp, guest, close } = setup(4);
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   try {
     // A guest that opens no window: what the host sends stays queued in the kernel.
     guest.rcvWindow = 0;
@@ -561,8 +558,7 @@ Deno.test("`TcpTranslator` keeps a flow's recovery point at the acknowledged edg
   // comparisons would then take every ACK for a partial ACK in recovery: a
   // retransmission per ACK and no fast retransmit, until the next 2 GiB.
   const { tcp, guest, close } = setup();
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   const down = pattern(300_000, 31);
   const served = (async () => {
     const conn = await server.accept();
@@ -583,4 +579,73 @@ Deno.test("`TcpTranslator` keeps a flow's recovery point at the acknowledged edg
   guest.close(c);
   server.close();
   close();
+});
+
+for (const segmentation of [true, false]) {
+  Deno.test(`\`TcpTranslator\` sends the guest ${segmentation ? "64 KiB frames of MSS-sized segments with segmentation offload" : "MSS-sized segments without segmentation offload"} (IPv4 and IPv6)`, async () => {
+    for (const family of [4, 6] as const) {
+      const { guest, close } = setup(family);
+      guest.mss = 1460 - (family === 6 ? 20 : 0); // an MTU 1500 guest
+      guest.l4ChecksumsOptional = true;
+      guest.tcpSegmentation = segmentation ? TcpSegmentation.Ipv4 | TcpSegmentation.Ipv6 : 0;
+      guest.recordHeaders = true;
+      const down = pattern(2 * 1024 * 1024 + 5, 13);
+      const server = Deno.listen({ hostname: family === 4 ? "127.0.0.1" : "::1", port: 0 });
+      const port = (server.addr as Deno.NetAddr).port;
+      const served = (async () => {
+        const conn = await server.accept();
+        await writeAll(conn, down);
+        conn.close();
+      })();
+      const c = family === 4
+        ? guest.connect(TEST_GATEWAY4, port)
+        : guest.connect(0, port, TEST_GATEWAY6);
+      await c.until(() => c.eof, 30000, "eof");
+      await served;
+      assert.equal(sha(c.takeReceived()), sha(down));
+      const largest = Math.max(...guest.headers.map((h) => h.payloadLength));
+      assert.equal(guest.unexpectedSegmentation, 0);
+      if (segmentation) {
+        assert.ok(guest.segmentSizes.length > 0, "large frames were sent");
+        assert.ok(
+          guest.segmentSizes.every((s) => s === guest.mss),
+          "segment size = the guest's MSS",
+        );
+        assert.ok(largest > 30 * guest.mss, `largest payload ${largest} spans many segments`);
+      } else {
+        assert.equal(guest.segmentSizes.length, 0);
+        assert.equal(largest, guest.mss, "no payload beyond the guest's MSS");
+      }
+      server.close();
+      close();
+    }
+  });
+}
+
+Deno.test("`TcpTranslator` keeps segments and its SYN-ACK's MSS within the guest device's MTU (host_mtu 1500)", async () => {
+  for (const family of [4, 6] as const) {
+    const { guest, close } = setup(family);
+    guest.deviceMtu = 1500; // the guest's own MSS (65000) is larger
+    guest.recordHeaders = true;
+    const down = pattern(512 * 1024 + 3, 17);
+    const server = Deno.listen({ hostname: family === 4 ? "127.0.0.1" : "::1", port: 0 });
+    const port = (server.addr as Deno.NetAddr).port;
+    const served = (async () => {
+      const conn = await server.accept();
+      await writeAll(conn, down);
+      conn.close();
+    })();
+    const c = family === 4
+      ? guest.connect(TEST_GATEWAY4, port)
+      : guest.connect(0, port, TEST_GATEWAY6);
+    await c.until(() => c.eof, 30000, "eof");
+    await served;
+    assert.equal(sha(c.takeReceived()), sha(down));
+    const mss = 1500 - (family === 4 ? 40 : 60);
+    const synAck = guest.headers.find((h) => h.flags & 0x02);
+    assert.equal(synAck?.mss, mss, "the SYN-ACK offers the device MTU's MSS");
+    assert.equal(Math.max(...guest.headers.map((h) => h.payloadLength)), mss);
+    server.close();
+    close();
+  }
 });

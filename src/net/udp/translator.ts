@@ -29,21 +29,15 @@
  * @module
  */
 
-import {
-  UDP_MAX_BATCH,
-  UdpMessageRecords,
-  UdpSocket,
-  WOULD_BLOCK,
-} from "../../../ffi/udp_socket.ts";
-import { formatRawAddress } from "../../../ffi/tcp_socket.ts";
+import { UDP_MAX_BATCH, UdpMessageRecords, UdpSocket } from "../../../ffi/udp_socket.ts";
+import { WOULD_BLOCK } from "../../../ffi/tcp_socket.ts";
 import {
   EVENT_ERROR,
   EVENT_READABLE,
   type EventHandler,
   EventLoop,
 } from "../../loop/event_loop.ts";
-import { IPPROTO_UDP } from "../wire/checksum.ts";
-import { type FlowKey, FlowTable, initFlowKey } from "../flows/flow_table.ts";
+import { FlowKeyFields, FlowTable, initFlowKey } from "../flows/flow_table.ts";
 import {
   type ForwardRules,
   type GuestSideAddress,
@@ -52,14 +46,19 @@ import {
   newGuestSideAddress,
   newHostTarget,
   parseGuestTarget,
-  translateInbound,
+  translateInboundAddress,
   translateOutbound4,
   translateOutbound6,
 } from "../plan/fwd.ts";
-import { type GuestSender, L4_OFFSET_V4, L4_OFFSET_V6, MAX_FRAME_LENGTH } from "../guest_sender.ts";
+import { type GuestSender, L4_OFFSET_V4, L4_OFFSET_V6 } from "../guest_sender.ts";
 import type { L4Handler, L4Packet } from "../l4_handler.ts";
-import { addressBytes, addressText } from "../wire/address.ts";
-import { type FlowInfo, flowKeyEnds, formatDuration, formatEndpoint } from "../flows/flow_info.ts";
+import {
+  describeFlow,
+  type FlowInfo,
+  flowKeyEnds,
+  formatDuration,
+  formatEndpoint,
+} from "../flows/flow_info.ts";
 import { netPermissionGranted, requireNetPermission } from "../plan/net_permission.ts";
 import {
   buildUdp,
@@ -69,9 +68,11 @@ import {
   udpChecksumOkV4,
   udpChecksumOkV6,
 } from "../wire/udp.ts";
-import { SendResult } from "../../tap/frame_transport.ts";
+import { MAX_FRAME_LENGTH, SendResult } from "../../tap/frame_transport.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
 import { RateLimitedLog } from "../../log/rate_limited_log.ts";
+import { IPPROTO_UDP } from "../wire/ip_protocol.ts";
+import { addressBytes, addressText } from "../../../ffi/ip_address_text.ts";
 
 /** Idle timeout of a UDP flow (passt: 180 s). */
 export const UDP_IDLE_TIMEOUT_MS = 180_000;
@@ -204,17 +205,7 @@ class HostSocket {
 }
 
 /** One UDP flow (guest-side 5-tuple ↔ host socket + peer). */
-class UdpFlow implements FlowKey {
-  family: 4 | 6 = 4;
-  guest4 = 0;
-  remote4 = 0;
-  guest6: Uint8Array | null = null;
-  remote6: Uint8Array | null = null;
-  guestPort = 0;
-  remotePort = 0;
-  tableKey = 0;
-  chainNext: FlowKey | null = null;
-  inTable = false;
+class UdpFlow extends FlowKeyFields {
   /** Null for a flow whose destination is not permitted. */
   socket: HostSocket | null = null;
   hostAddr = "";
@@ -335,16 +326,8 @@ export class UdpTranslator implements L4Handler {
   describeFlows(now: number): FlowInfo[] {
     const out: FlowInfo[] = [];
     this.flows.forEach((f) => {
-      out.push({
-        protocol: "udp",
-        ...flowKeyEnds(f),
-        host: formatEndpoint(f.hostAddr, f.hostPort),
-        state: f.permission === Permission.Denied ? "denied" : "active",
-        bytesFromGuest: f.bytesFromGuest,
-        bytesToGuest: f.bytesToGuest,
-        ageMs: Math.max(0, now - f.createdAt),
-        idleMs: Math.max(0, now - f.lastUsed),
-      });
+      const state = f.permission === Permission.Denied ? "denied" : "active";
+      out.push(describeFlow("udp", f, f.hostAddr, f.hostPort, state, f.lastUsed, now));
     });
     return out;
   }
@@ -502,12 +485,7 @@ export class UdpTranslator implements L4Handler {
     const t = p.family === 4
       ? translateOutbound4(this.#rules, p.dst4, dstPort, this.#target)
       : translateOutbound6(this.#rules, p.dst6, dstPort, this.#target);
-    const address = addressBytes(t.host);
-    if (address === null) {
-      this.counters.dropped++;
-      this.#errLog.write(now, `udp: cannot send to ${t.host}: not an IPv4 or IPv6 address`);
-      return null;
-    }
+    const address = t.address.slice();
     const f = new UdpFlow();
     initFlowKey(f, p.family, p.src4, p.src6, srcPort, p.dst4, p.dst6, dstPort);
     f.hostAddr = t.host;
@@ -610,7 +588,7 @@ export class UdpTranslator implements L4Handler {
         this.counters.socketErrors++;
         this.#errLog.write(
           this.#clock(),
-          `udp: send to ${formatRawAddress(records.address(first))} port ${records.port(first)} ` +
+          `udp: send to ${addressText(records.address(first))} port ${records.port(first)} ` +
             `failed: ${(error as Error).message}`,
         );
         first++;
@@ -800,7 +778,7 @@ export class UdpTranslator implements L4Handler {
     let f = s.flowsByHost.get(hk) ?? null;
     if (!f) {
       const a = this.#inAddr;
-      if (!translateInbound(this.#rules, text, a)) {
+      if (!translateInboundAddress(this.#rules, address, a)) {
         this.counters.dropped++;
         return null;
       }

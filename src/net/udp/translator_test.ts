@@ -289,6 +289,8 @@ const IPV4_UDP_PAYLOAD_OFFSET = 14 + 20 + 8;
 class DrainedRingLink implements GuestLink {
   readonly kind = "drained-ring";
   readonly l4ChecksumsOptional = false;
+  readonly tcpSegmentation = 0;
+  readonly deviceMtu = 0;
   readonly maxFrameLength = MAX_FRAME_LENGTH;
   readonly seen: Uint8Array;
   delivered = 0;

@@ -1,7 +1,8 @@
 /**
- * Address representations used throughout the stack and their text forms:
- * MAC addresses as 48-bit numbers, IPv4 addresses as unsigned 32-bit numbers,
- * IPv6 addresses as 16-byte arrays. Parsers return null for invalid text.
+ * Address representations used throughout the stack: MAC addresses as 48-bit
+ * numbers (and their text form), IPv4 addresses as unsigned 32-bit numbers, IPv6
+ * addresses as 16-byte arrays; reading and writing them in frames, prefixes and
+ * address classes. IP addresses in text: ffi/ip_address_text.ts.
  *
  * @module
  */
@@ -35,14 +36,11 @@ export function macToString(mac: number): string {
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(":");
 }
 
-/** Parses "aa:bb:cc:dd:ee:ff" (or with '-') into a number; null when malformed. */
+/** Parses "aa:bb:cc:dd:ee:ff" (hex digits of any case) into a number; null when malformed. */
 export function parseMac(text: string): number | null {
-  const m =
-    /^([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})$/i
-      .exec(text.trim());
-  if (!m) return null;
+  if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(text)) return null;
   let v = 0;
-  for (let i = 1; i <= 6; i++) v = v * 256 + parseInt(m[i], 16);
+  for (const part of text.split(":")) v = v * 256 + parseInt(part, 16);
   return v;
 }
 
@@ -65,25 +63,6 @@ export function writeIpv4(buf: Uint8Array, offset: number, addr: number): void {
   buf[offset + 3] = addr;
 }
 
-/** Formats an IPv4 address as dotted quad. */
-export function ipv4ToString(addr: number): string {
-  return `${addr >>> 24}.${(addr >>> 16) & 255}.${(addr >>> 8) & 255}.${addr & 255}`;
-}
-
-/** Parses a dotted-quad IPv4 address into an unsigned 32-bit number; null when malformed. */
-export function parseIpv4(text: string): number | null {
-  const parts = text.trim().split(".");
-  if (parts.length !== 4) return null;
-  let v = 0;
-  for (const p of parts) {
-    if (!/^\d{1,3}$/.test(p)) return null;
-    const n = Number(p);
-    if (n > 255) return null;
-    v = v * 256 + n;
-  }
-  return v >>> 0;
-}
-
 /** The IPv4 netmask for a prefix length 0..32 as an unsigned number. */
 export function ipv4PrefixMask(prefix: number): number {
   if (prefix <= 0) return 0;
@@ -101,74 +80,6 @@ export function ipv4MaskToPrefix(mask: number): number | null {
 export function ipv4SameSubnet(a: number, b: number, prefix: number): boolean {
   const m = ipv4PrefixMask(prefix);
   return ((a & m) >>> 0) === ((b & m) >>> 0);
-}
-
-/** Parses an IPv6 address (RFC 4291 §2.2 text forms, incl. "::" and embedded IPv4). */
-export function parseIpv6(text: string): Uint8Array | null {
-  let s = text.trim();
-  const pct = s.indexOf("%");
-  if (pct >= 0) s = s.slice(0, pct);
-  if (s.length === 0 || s.length > 45) return null;
-  const out = new Uint8Array(16);
-  const dbl = s.indexOf("::");
-  if (dbl >= 0 && s.indexOf("::", dbl + 1) >= 0) return null;
-  const parseGroups = (part: string): number[] | null => {
-    if (part === "") return [];
-    const groups: number[] = [];
-    const items = part.split(":");
-    for (let i = 0; i < items.length; i++) {
-      const it = items[i];
-      if (i === items.length - 1 && it.includes(".")) {
-        const v4 = parseIpv4(it);
-        if (v4 === null) return null;
-        groups.push(v4 >>> 16, v4 & 0xffff);
-      } else {
-        if (!/^[0-9a-f]{1,4}$/i.test(it)) return null;
-        groups.push(parseInt(it, 16));
-      }
-    }
-    return groups;
-  };
-  let groups: number[];
-  if (dbl >= 0) {
-    const head = parseGroups(s.slice(0, dbl));
-    const tail = parseGroups(s.slice(dbl + 2));
-    if (!head || !tail || head.length + tail.length > 7) return null;
-    groups = [...head, ...new Array(8 - head.length - tail.length).fill(0), ...tail];
-  } else {
-    const all = parseGroups(s);
-    if (!all || all.length !== 8) return null;
-    groups = all;
-  }
-  for (let i = 0; i < 8; i++) {
-    out[2 * i] = groups[i] >>> 8;
-    out[2 * i + 1] = groups[i] & 0xff;
-  }
-  return out;
-}
-
-/** Formats an IPv6 address in the canonical form of RFC 5952 (lower case, longest "::"). */
-export function ipv6ToString(addr: Uint8Array, offset = 0): string {
-  const g: number[] = [];
-  for (let i = 0; i < 8; i++) g.push((addr[offset + 2 * i] << 8) | addr[offset + 2 * i + 1]);
-  let bestStart = -1, bestLen = 0;
-  for (let i = 0; i < 8;) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  if (bestStart < 0) return g.map((x) => x.toString(16)).join(":");
-  const head = g.slice(0, bestStart).map((x) => x.toString(16)).join(":");
-  const tail = g.slice(bestStart + bestLen).map((x) => x.toString(16)).join(":");
-  return `${head}::${tail}`;
 }
 
 /** Whether two 16-byte address ranges are equal. */
@@ -197,26 +108,4 @@ export function ipv6IsMulticast(a: Uint8Array, offset = 0): boolean {
 export function ipv6IsLoopback(a: Uint8Array, offset = 0): boolean {
   for (let i = 0; i < 15; i++) if (a[offset + i] !== 0) return false;
   return a[offset + 15] === 1;
-}
-
-/** Address text ("127.0.0.1", "::1") → raw bytes, or null when it is not a literal. */
-export function addressBytes(hostname: string): Uint8Array | null {
-  const v4 = parseIpv4(hostname);
-  if (v4 !== null) {
-    const bytes = new Uint8Array(4);
-    writeIpv4(bytes, 0, v4);
-    return bytes;
-  }
-  const text = hostname.startsWith("[") && hostname.endsWith("]")
-    ? hostname.slice(1, -1)
-    : hostname;
-  return parseIpv6(text);
-}
-
-/** Raw bytes → address text; an IPv4-mapped IPv6 address keeps its dotted tail. */
-export function addressText(address: Uint8Array): string {
-  if (address.byteLength === 4) return address.join(".");
-  const mapped = address.subarray(0, 10).every((b) => b === 0) && address[10] === 0xff &&
-    address[11] === 0xff;
-  return mapped ? `::ffff:${address.subarray(12).join(".")}` : ipv6ToString(address);
 }

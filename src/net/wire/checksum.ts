@@ -9,15 +9,6 @@
  * @module
  */
 
-/** IP protocol number of ICMP (RFC 790, IANA "Protocol Numbers"). */
-export const IPPROTO_ICMP = 1;
-/** IP protocol number of TCP (RFC 9293). */
-export const IPPROTO_TCP = 6;
-/** IP protocol number of UDP (RFC 768). */
-export const IPPROTO_UDP = 17;
-/** IP protocol number of ICMPv6 (RFC 4443). */
-export const IPPROTO_ICMPV6 = 58;
-
 /** Below this many bytes the simple 16-bit loop beats setting up a 32-bit view. */
 const WIDE_SUM_THRESHOLD = 256;
 

@@ -11,6 +11,7 @@ import {
   l4ChecksumV4,
   sumBytes,
 } from "./checksum.ts";
+import { hexBytes } from "../../../tests/support/hex_bytes.ts";
 
 /** Straightforward reference: 16-bit words, fold at the end. */
 function referenceChecksum(bytes: Uint8Array): number {
@@ -29,28 +30,13 @@ Deno.test("`internetChecksum()` matches the RFC 1071 §3 example", () => {
 });
 
 Deno.test("`internetChecksum()` of a known IPv4 header is 0xb861", () => {
-  const h = new Uint8Array([
-    0x45,
-    0x00,
-    0x00,
-    0x73,
-    0x00,
-    0x00,
-    0x40,
-    0x00,
-    0x40,
-    0x11,
-    0x00,
-    0x00,
-    0xc0,
-    0xa8,
-    0x00,
-    0x01,
-    0xc0,
-    0xa8,
-    0x00,
-    0xc7,
-  ]);
+  const h = hexBytes(`
+    45 00 00 73
+    00 00 40 00
+    40 11 00 00
+    c0 a8 00 01
+    c0 a8 00 c7
+  `);
   assert.equal(internetChecksum(h, 0, 20), 0xb861);
   h[10] = 0xb8;
   h[11] = 0x61;

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { ipv4ToString, ipv6ToString, readIpv4 } from "./address.ts";
+import { readIpv4 } from "./address.ts";
 import {
   ETH_HEADER_LENGTH,
   ETH_TYPE,
@@ -15,7 +15,8 @@ import {
   ETHERTYPE_IPV4,
   ETHERTYPE_IPV6,
 } from "./ethernet.ts";
-import { TCP_FLAGS } from "./tcp_header.ts";
+import { TCP_FLAGS_OFFSET } from "./tcp_header.ts";
+import { ipv4ToString, ipv6ToString } from "../../../ffi/ip_address_text.ts";
 
 /** IP protocol numbers (IANA "Assigned Internet Protocol Numbers"). */
 const PROTOCOL_NAMES: Readonly<Record<number, string>> = {
@@ -94,8 +95,8 @@ function transport(frame: Uint8Array, protocol: number, l4: number, src: string,
     const sport = (frame[l4] << 8) | frame[l4 + 1];
     const dport = (frame[l4 + 2] << 8) | frame[l4 + 3];
     let flags = "";
-    if (protocol === 6 && frame.length > l4 + TCP_FLAGS) {
-      const bits = frame[l4 + TCP_FLAGS];
+    if (protocol === 6 && frame.length > l4 + TCP_FLAGS_OFFSET) {
+      const bits = frame[l4 + TCP_FLAGS_OFFSET];
       flags = " [" + TCP_FLAG_LETTERS.filter((_, i) => (bits & (1 << i)) !== 0).join("") + "]";
     }
     return `${src}:${sport} > ${dst}:${dport} ${name}${flags}`;

@@ -1,8 +1,8 @@
 import { assertEquals } from "../../../tests/support/assert.ts";
-import { parseIpv6 } from "./address.ts";
-import { IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./checksum.ts";
 import { describeFrame } from "./frame_summary.ts";
 import { guestIpv4Frame, guestIpv6Frame, udpDatagram } from "../../../tests/support/net/frames.ts";
+import { IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./ip_protocol.ts";
+import { parseIpv6 } from "../../../ffi/ip_address_text.ts";
 
 Deno.test("describeFrame() sums up ARP, IPv4 and IPv6 frames on one line", () => {
   const arp = new Uint8Array(42);

@@ -7,7 +7,8 @@
  * @module
  */
 
-import { internetChecksum, IPPROTO_ICMPV6, l4ChecksumV6, setL4ChecksumV6 } from "./checksum.ts";
+import { internetChecksum, l4ChecksumV6, setL4ChecksumV6 } from "./checksum.ts";
+import { IPPROTO_ICMPV6 } from "./ip_protocol.ts";
 
 /** Offset of the type (RFC 792, RFC 4443 §2.1). */
 export const ICMP_TYPE = 0;

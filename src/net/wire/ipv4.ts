@@ -66,7 +66,7 @@ export interface Ipv4Header {
   payloadLength: number;
 }
 
-/** Creates an empty header object to be filled by {@link parseIpv4}. */
+/** Creates an empty header object to be filled by {@link parseIpv4Header}. */
 export function newIpv4Header(): Ipv4Header {
   return {
     headerLength: 0,
@@ -86,7 +86,7 @@ export function newIpv4Header(): Ipv4Header {
   };
 }
 
-/** Result of {@link parseIpv4}: "ok" or the reason the packet is malformed. */
+/** Result of {@link parseIpv4Header}: "ok" or the reason the packet is malformed. */
 export type Ipv4ParseStatus =
   | "ok"
   | "ipv4-truncated"
@@ -102,7 +102,7 @@ export type Ipv4ParseStatus =
  * header checksum. Bytes after the total length (Ethernet padding) are ignored.
  * Never throws.
  */
-export function parseIpv4(
+export function parseIpv4Header(
   buf: Uint8Array,
   offset: number,
   end: number,

@@ -6,41 +6,21 @@ import {
   IPV4_FLAG_MF,
   type Ipv4Header,
   newIpv4Header,
-  parseIpv4,
+  parseIpv4Header,
   updateIpv4Checksum,
 } from "./ipv4.ts";
 import { internetChecksum } from "./checksum.ts";
+import { hexBytes } from "../../../tests/support/hex_bytes.ts";
 
-const KNOWN = new Uint8Array([
-  0x45,
-  0x00,
-  0x00,
-  0x1c,
-  0x12,
-  0x34,
-  0x40,
-  0x00,
-  0x40,
-  0x11,
-  0x00,
-  0x00,
-  0xc0,
-  0xa8,
-  0x00,
-  0x01,
-  0xc0,
-  0xa8,
-  0x00,
-  0xc7,
-  1,
-  2,
-  3,
-  4,
-  5,
-  6,
-  7,
-  8,
-]);
+const KNOWN = hexBytes(`
+  45 00 00 1c
+  12 34 40 00
+  40 11 00 00
+  c0 a8 00 01
+  c0 a8 00 c7
+  01 02 03 04
+  05 06 07 08
+`);
 
 function known(): Uint8Array {
   const b = KNOWN.slice();
@@ -48,11 +28,11 @@ function known(): Uint8Array {
   return b;
 }
 
-Deno.test("`parseIpv4()` decodes a known header and ignores trailing padding", () => {
+Deno.test("`parseIpv4Header()` decodes a known header and ignores trailing padding", () => {
   const b = new Uint8Array(60);
   b.set(known());
   const h = newIpv4Header();
-  assert.equal(parseIpv4(b, 0, b.length, h), "ok");
+  assert.equal(parseIpv4Header(b, 0, b.length, h), "ok");
   assert.equal(h.headerLength, 20);
   assert.equal(h.totalLength, 28);
   assert.equal(h.id, 0x1234);
@@ -65,7 +45,7 @@ Deno.test("`parseIpv4()` decodes a known header and ignores trailing padding", (
   assert.equal(h.isFragment, false);
 });
 
-Deno.test("`parseIpv4()` reports every malformation", () => {
+Deno.test("`parseIpv4Header()` reports every malformation", () => {
   const h = newIpv4Header();
   const cases: [string, (b: Uint8Array) => void, number?][] = [
     ["ipv4-truncated", () => {}, 19],
@@ -79,29 +59,29 @@ Deno.test("`parseIpv4()` reports every malformation", () => {
     const b = known();
     mutate(b);
     updateIpv4Checksum(b, 0);
-    assert.equal(parseIpv4(b, 0, len ?? b.length, h), reason, reason);
+    assert.equal(parseIpv4Header(b, 0, len ?? b.length, h), reason, reason);
   }
   const b = known();
   b[8] ^= 1; // TTL changed without a checksum update
-  assert.equal(parseIpv4(b, 0, b.length, h), "ipv4-bad-checksum");
+  assert.equal(parseIpv4Header(b, 0, b.length, h), "ipv4-bad-checksum");
 });
 
-Deno.test("`parseIpv4()` flags fragments (MF or non-zero offset)", () => {
+Deno.test("`parseIpv4Header()` flags fragments (MF or non-zero offset)", () => {
   const h = newIpv4Header();
   const b = known();
   b[6] = 0x20; // MF
   updateIpv4Checksum(b, 0);
-  assert.equal(parseIpv4(b, 0, b.length, h), "ok");
+  assert.equal(parseIpv4Header(b, 0, b.length, h), "ok");
   assert.equal(h.isFragment, true);
   b[6] = 0x00;
   b[7] = 0x10; // offset 16
   updateIpv4Checksum(b, 0);
-  assert.equal(parseIpv4(b, 0, b.length, h), "ok");
+  assert.equal(parseIpv4Header(b, 0, b.length, h), "ok");
   assert.equal(h.isFragment, true);
   assert.equal(h.fragmentOffset, 16);
 });
 
-Deno.test("`parseIpv4()` inverts `buildIpv4()` with options", () => {
+Deno.test("`parseIpv4Header()` inverts `buildIpv4()` with options", () => {
   fc.assert(
     fc.property(
       fc.record({
@@ -125,7 +105,7 @@ Deno.test("`parseIpv4()` inverts `buildIpv4()` with options", () => {
         assert.equal(hl, 20 + options.length);
         assert.equal(internetChecksum(buf, lead, hl), 0);
         const h: Ipv4Header = newIpv4Header();
-        assert.equal(parseIpv4(buf, lead, buf.length, h), "ok");
+        assert.equal(parseIpv4Header(buf, lead, buf.length, h), "ok");
         assert.equal(h.tos, f.tos);
         assert.equal(h.totalLength, hl + f.payloadLength);
         assert.equal(h.id, f.id);
@@ -153,7 +133,7 @@ Deno.test("`buildIpv4()` rejects bad options and oversize packets", () => {
   assert.throws(() => buildIpv4(buf, 90, base), RangeError);
 });
 
-Deno.test("`parseIpv4()` never throws on arbitrary bytes, offsets and ends", () => {
+Deno.test("`parseIpv4Header()` never throws on arbitrary bytes, offsets and ends", () => {
   const h = newIpv4Header();
   fc.assert(
     fc.property(
@@ -162,7 +142,7 @@ Deno.test("`parseIpv4()` never throws on arbitrary bytes, offsets and ends", () 
       fc.integer({ min: -5, max: 120 }),
       (b, off, end) => {
         if (b.length > 0) b[0] = 0x40 | (b[0] & 0x0f); // mostly version 4 to go deeper
-        const r = parseIpv4(b, off, end, h);
+        const r = parseIpv4Header(b, off, end, h);
         if (r === "ok") {
           assert.ok(h.payloadOffset + h.payloadLength <= Math.min(end, b.length));
         }

@@ -63,7 +63,7 @@ export interface Ipv6Header {
   isFragment: boolean;
 }
 
-/** Creates an empty header object to be filled by {@link parseIpv6}. */
+/** Creates an empty header object to be filled by {@link parseIpv6Header}. */
 export function newIpv6Header(): Ipv6Header {
   return {
     trafficClass: 0,
@@ -80,7 +80,7 @@ export function newIpv6Header(): Ipv6Header {
   };
 }
 
-/** Result of {@link parseIpv6}: "ok" or the reason the packet is malformed. */
+/** Result of {@link parseIpv6Header}: "ok" or the reason the packet is malformed. */
 export type Ipv6ParseStatus =
   | "ok"
   | "ipv6-truncated"
@@ -94,7 +94,7 @@ export type Ipv6ParseStatus =
  * walks the extension headers. Bytes after the payload length are ignored.
  * Never throws.
  */
-export function parseIpv6(
+export function parseIpv6Header(
   buf: Uint8Array,
   offset: number,
   end: number,

@@ -8,32 +8,27 @@
  * @module
  */
 
-import {
-  IPPROTO_TCP,
-  l4ChecksumV4,
-  l4ChecksumV6,
-  setL4ChecksumV4,
-  setL4ChecksumV6,
-} from "./checksum.ts";
+import { l4ChecksumV4, l4ChecksumV6, setL4ChecksumV4, setL4ChecksumV6 } from "./checksum.ts";
+import { IPPROTO_TCP } from "./ip_protocol.ts";
 
 /** Offset of the source port (RFC 9293 §3.1). */
-export const TCP_SRC_PORT = 0;
+export const TCP_SRC_PORT_OFFSET = 0;
 /** Offset of the destination port. */
-export const TCP_DST_PORT = 2;
+export const TCP_DST_PORT_OFFSET = 2;
 /** Offset of the sequence number. */
-export const TCP_SEQ = 4;
+export const TCP_SEQ_NUMBER_OFFSET = 4;
 /** Offset of the acknowledgment number. */
-export const TCP_ACK = 8;
-/** Offset of the data offset (high nibble, 32-bit words). */
+export const TCP_ACK_NUMBER_OFFSET = 8;
+/** Offset of the Data Offset field (high nibble, header length in 32-bit words). */
 export const TCP_DATA_OFFSET = 12;
 /** Offset of the control bits (CWR ECE URG ACK PSH RST SYN FIN). */
-export const TCP_FLAGS = 13;
+export const TCP_FLAGS_OFFSET = 13;
 /** Offset of the window. */
-export const TCP_WINDOW = 14;
+export const TCP_WINDOW_OFFSET = 14;
 /** Offset of the checksum. */
-export const TCP_CHECKSUM = 16;
+export const TCP_CHECKSUM_OFFSET = 16;
 /** Offset of the urgent pointer. */
-export const TCP_URGENT = 18;
+export const TCP_URGENT_OFFSET = 18;
 /** Length of a header without options. */
 export const TCP_HEADER_MIN = 20;
 /** Longest header (data offset 15). */
@@ -156,15 +151,15 @@ export function parseTcp(
   const headerLength = (buf[offset + TCP_DATA_OFFSET] >> 4) * 4;
   if (headerLength < TCP_HEADER_MIN) return "tcp-bad-data-offset";
   if (headerLength > end - offset) return "tcp-truncated";
-  out.srcPort = (buf[offset + TCP_SRC_PORT] << 8) | buf[offset + TCP_SRC_PORT + 1];
-  out.dstPort = (buf[offset + TCP_DST_PORT] << 8) | buf[offset + TCP_DST_PORT + 1];
-  out.seq = u32(buf, offset + TCP_SEQ);
-  out.ack = u32(buf, offset + TCP_ACK);
+  out.srcPort = (buf[offset + TCP_SRC_PORT_OFFSET] << 8) | buf[offset + TCP_SRC_PORT_OFFSET + 1];
+  out.dstPort = (buf[offset + TCP_DST_PORT_OFFSET] << 8) | buf[offset + TCP_DST_PORT_OFFSET + 1];
+  out.seq = u32(buf, offset + TCP_SEQ_NUMBER_OFFSET);
+  out.ack = u32(buf, offset + TCP_ACK_NUMBER_OFFSET);
   out.headerLength = headerLength;
-  out.flags = buf[offset + TCP_FLAGS];
-  out.window = (buf[offset + TCP_WINDOW] << 8) | buf[offset + TCP_WINDOW + 1];
-  out.checksum = (buf[offset + TCP_CHECKSUM] << 8) | buf[offset + TCP_CHECKSUM + 1];
-  out.urgent = (buf[offset + TCP_URGENT] << 8) | buf[offset + TCP_URGENT + 1];
+  out.flags = buf[offset + TCP_FLAGS_OFFSET];
+  out.window = (buf[offset + TCP_WINDOW_OFFSET] << 8) | buf[offset + TCP_WINDOW_OFFSET + 1];
+  out.checksum = (buf[offset + TCP_CHECKSUM_OFFSET] << 8) | buf[offset + TCP_CHECKSUM_OFFSET + 1];
+  out.urgent = (buf[offset + TCP_URGENT_OFFSET] << 8) | buf[offset + TCP_URGENT_OFFSET + 1];
   out.mss = -1;
   out.windowScale = -1;
   out.sackPermitted = false;
@@ -253,21 +248,21 @@ export function buildTcp(buf: Uint8Array, offset: number, f: TcpBuildFields): nu
       `Cannot write TCP header at ${offset}+${headerLength}: buffer holds ${buf.length} bytes`,
     );
   }
-  buf[offset + TCP_SRC_PORT] = f.srcPort >>> 8;
-  buf[offset + TCP_SRC_PORT + 1] = f.srcPort;
-  buf[offset + TCP_DST_PORT] = f.dstPort >>> 8;
-  buf[offset + TCP_DST_PORT + 1] = f.dstPort;
-  putU32(buf, offset + TCP_SEQ, f.seq);
-  putU32(buf, offset + TCP_ACK, f.ack);
+  buf[offset + TCP_SRC_PORT_OFFSET] = f.srcPort >>> 8;
+  buf[offset + TCP_SRC_PORT_OFFSET + 1] = f.srcPort;
+  buf[offset + TCP_DST_PORT_OFFSET] = f.dstPort >>> 8;
+  buf[offset + TCP_DST_PORT_OFFSET + 1] = f.dstPort;
+  putU32(buf, offset + TCP_SEQ_NUMBER_OFFSET, f.seq);
+  putU32(buf, offset + TCP_ACK_NUMBER_OFFSET, f.ack);
   buf[offset + TCP_DATA_OFFSET] = (headerLength >> 2) << 4;
-  buf[offset + TCP_FLAGS] = f.flags;
-  buf[offset + TCP_WINDOW] = f.window >>> 8;
-  buf[offset + TCP_WINDOW + 1] = f.window;
-  buf[offset + TCP_CHECKSUM] = 0;
-  buf[offset + TCP_CHECKSUM + 1] = 0;
+  buf[offset + TCP_FLAGS_OFFSET] = f.flags;
+  buf[offset + TCP_WINDOW_OFFSET] = f.window >>> 8;
+  buf[offset + TCP_WINDOW_OFFSET + 1] = f.window;
+  buf[offset + TCP_CHECKSUM_OFFSET] = 0;
+  buf[offset + TCP_CHECKSUM_OFFSET + 1] = 0;
   const urgent = f.urgent ?? 0;
-  buf[offset + TCP_URGENT] = urgent >>> 8;
-  buf[offset + TCP_URGENT + 1] = urgent;
+  buf[offset + TCP_URGENT_OFFSET] = urgent >>> 8;
+  buf[offset + TCP_URGENT_OFFSET + 1] = urgent;
   let p = offset + TCP_HEADER_MIN;
   if (f.mss !== undefined && f.mss >= 0) {
     buf[p++] = TCPOPT_MSS;
@@ -307,7 +302,7 @@ export function setTcpChecksumV4(
   src: number,
   dst: number,
 ): void {
-  setL4ChecksumV4(buf, offset, length, IPPROTO_TCP, TCP_CHECKSUM, src, dst);
+  setL4ChecksumV4(buf, offset, length, IPPROTO_TCP, TCP_CHECKSUM_OFFSET, src, dst);
 }
 
 /** Computes and stores the checksum of the segment over IPv6. */
@@ -318,7 +313,7 @@ export function setTcpChecksumV6(
   src: Uint8Array,
   dst: Uint8Array,
 ): void {
-  setL4ChecksumV6(buf, offset, length, IPPROTO_TCP, TCP_CHECKSUM, src, dst);
+  setL4ChecksumV6(buf, offset, length, IPPROTO_TCP, TCP_CHECKSUM_OFFSET, src, dst);
 }
 
 /** Whether the segment over IPv4 has a valid checksum. */

@@ -5,13 +5,8 @@
  * @module
  */
 
-import {
-  IPPROTO_UDP,
-  l4ChecksumV4,
-  l4ChecksumV6,
-  setL4ChecksumV4,
-  setL4ChecksumV6,
-} from "./checksum.ts";
+import { l4ChecksumV4, l4ChecksumV6, setL4ChecksumV4, setL4ChecksumV6 } from "./checksum.ts";
+import { IPPROTO_UDP } from "./ip_protocol.ts";
 
 /** Offset of the source port (RFC 768). */
 export const UDP_SRC_PORT = 0;
@@ -58,7 +53,7 @@ export function parseUdp(
 ): UdpParseStatus {
   if (end > buf.length) end = buf.length;
   if (offset < 0 || end - offset < UDP_HEADER_LENGTH) return "udp-truncated";
-  const length = (buf[offset + UDP_LENGTH] << 8) | buf[offset + UDP_LENGTH + 1];
+  const length = udpLengthField(buf, offset);
   if (length < UDP_HEADER_LENGTH || length > end - offset) return "udp-bad-length";
   out.srcPort = (buf[offset + UDP_SRC_PORT] << 8) | buf[offset + UDP_SRC_PORT + 1];
   out.dstPort = (buf[offset + UDP_DST_PORT] << 8) | buf[offset + UDP_DST_PORT + 1];
@@ -112,14 +107,16 @@ export function udpChecksumZeroAsOnes(buf: Uint8Array, offset: number, stored: n
   buf[offset + UDP_CHECKSUM + 1] = 0xff;
 }
 
+/** The length field (header plus data) of the UDP header at `buf[offset]`. */
+function udpLengthField(buf: Uint8Array, offset: number): number {
+  return (buf[offset + UDP_LENGTH] << 8) | buf[offset + UDP_LENGTH + 1];
+}
+
 /** Computes and stores the checksum of the UDP datagram at `buf[offset]` over IPv4. */
 export function setUdpChecksumV4(buf: Uint8Array, offset: number, src: number, dst: number): void {
-  const length = (buf[offset + UDP_LENGTH] << 8) | buf[offset + UDP_LENGTH + 1];
-  udpChecksumZeroAsOnes(
-    buf,
-    offset,
-    setL4ChecksumV4(buf, offset, length, IPPROTO_UDP, UDP_CHECKSUM, src, dst),
-  );
+  const length = udpLengthField(buf, offset);
+  const sum = setL4ChecksumV4(buf, offset, length, IPPROTO_UDP, UDP_CHECKSUM, src, dst);
+  udpChecksumZeroAsOnes(buf, offset, sum);
 }
 
 /** Computes and stores the checksum of the UDP datagram at `buf[offset]` over IPv6. */
@@ -129,12 +126,9 @@ export function setUdpChecksumV6(
   src: Uint8Array,
   dst: Uint8Array,
 ): void {
-  const length = (buf[offset + UDP_LENGTH] << 8) | buf[offset + UDP_LENGTH + 1];
-  udpChecksumZeroAsOnes(
-    buf,
-    offset,
-    setL4ChecksumV6(buf, offset, length, IPPROTO_UDP, UDP_CHECKSUM, src, dst),
-  );
+  const length = udpLengthField(buf, offset);
+  const sum = setL4ChecksumV6(buf, offset, length, IPPROTO_UDP, UDP_CHECKSUM, src, dst);
+  udpChecksumZeroAsOnes(buf, offset, sum);
 }
 
 /**

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { parseIpv6 as parseAddr } from "./address.ts";
 import {
   buildUdp,
   newUdpHeader,
@@ -10,6 +9,7 @@ import {
   udpChecksumOkV4,
   udpChecksumOkV6,
 } from "./udp.ts";
+import { parseIpv6 as parseAddr } from "../../../ffi/ip_address_text.ts";
 
 Deno.test("`parseUdp()` inverts `buildUdp()`", () => {
   fc.assert(

@@ -27,12 +27,18 @@
  *   probe tcp-reply-after-eof ADDR PORT         read to EOF (the server half-closed),
  *                                               then send "reply:" + what arrived, close;
  *                                               prints what arrived
+ *   probe channels IFNAME COUNT                 set the combined queue pairs of IFNAME
+ *                                               (ethtool -L IFNAME combined COUNT; busybox
+ *                                               has no ethtool), at most its maximum;
+ *                                               prints "channels N of MAX"
  * The tcp-* subcommands give up after TCP_WAIT_S seconds per step ("timeout").
  *
  * ADDR is an IPv4 or IPv6 literal (never a name: the guest does no DNS lookups).
  * Exit status 0 on success, 1 on timeout or error (with a message on stderr).
  */
 #include <arpa/inet.h>
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
@@ -360,6 +366,51 @@ static int tcp_half_close(const char *addr, const char *port, const char *messag
   return 0;
 }
 
+/* ethtool's channel request (SIOCETHTOOL, ETHTOOL_GCHANNELS / ETHTOOL_SCHANNELS). */
+static int channels_request(int fd, const char *ifname, struct ethtool_channels *channels) {
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof(ifr));
+  strncpy(ifr.ifr_name, ifname, IFNAMSIZ - 1);
+  ifr.ifr_data = (char *)channels;
+  return ioctl(fd, SIOCETHTOOL, &ifr);
+}
+
+static int set_channels(const char *ifname, int count) {
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0) {
+    perror("probe: socket");
+    return 1;
+  }
+  struct ethtool_channels channels;
+  memset(&channels, 0, sizeof(channels));
+  channels.cmd = ETHTOOL_GCHANNELS;
+  if (channels_request(fd, ifname, &channels) < 0) {
+    perror("probe: ETHTOOL_GCHANNELS");
+    close(fd);
+    return 1;
+  }
+  unsigned max = channels.max_combined;
+  unsigned want = count < 1 ? 1 : (unsigned)count;
+  if (want > max) want = max;
+  channels.cmd = ETHTOOL_SCHANNELS;
+  channels.combined_count = want;
+  if (want != 0 && channels_request(fd, ifname, &channels) < 0) {
+    perror("probe: ETHTOOL_SCHANNELS");
+    close(fd);
+    return 1;
+  }
+  memset(&channels, 0, sizeof(channels));
+  channels.cmd = ETHTOOL_GCHANNELS;
+  int rc = channels_request(fd, ifname, &channels);
+  close(fd);
+  if (rc < 0) {
+    perror("probe: ETHTOOL_GCHANNELS");
+    return 1;
+  }
+  printf("channels %u of %u\n", channels.combined_count, channels.max_combined);
+  return 0;
+}
+
 static int tcp_reply_after_eof(const char *addr, const char *port) {
   int fd = tcp_connect(addr, port);
   if (fd < 0) return 1;
@@ -614,6 +665,7 @@ int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "tcp-reply-after-eof") == 0) {
     return tcp_reply_after_eof(argv[2], argv[3]);
   }
+  if (argc == 4 && strcmp(argv[1], "channels") == 0) return set_channels(argv[2], atoi(argv[3]));
   fprintf(stderr,
           "usage: probe udp-send ADDR PORT MESSAGE TIMEOUT_S\n"
           "       probe udp-echo PORT COUNT TIMEOUT_S\n"
@@ -624,6 +676,7 @@ int main(int argc, char **argv) {
           "       probe tcp-wait-end ADDR PORT\n"
           "       probe tcp-connect ADDR PORT\n"
           "       probe tcp-half-close ADDR PORT MESSAGE\n"
-          "       probe tcp-reply-after-eof ADDR PORT\n");
+          "       probe tcp-reply-after-eof ADDR PORT\n"
+          "       probe channels IFNAME COUNT\n");
   return 2;
 }

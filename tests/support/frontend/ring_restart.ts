@@ -9,9 +9,13 @@
  */
 
 import { Request } from "../../../src/vhost_user/protocol.ts";
-import { u64Payload, vringAddrPayload, vringStatePayload } from "../vhost_user/request_encoder.ts";
 import { ringFootprint, SplitRingDriver } from "../virtio/split_ring_driver.ts";
 import { RX, TX, type VhostUserFrontend } from "./vhost_user_frontend.ts";
+import {
+  u64Payload,
+  vringAddrPayload,
+  vringStatePayload,
+} from "../../../src/vhost_user/payload_codec.ts";
 
 /** Where negotiate() puts the rings: from this guest-physical address, RX then TX. */
 const RINGS_BASE = 0x10000;

@@ -27,15 +27,7 @@ import { EventFd } from "../../../ffi/event_fd.ts";
 import { MappedMemory } from "../../../ffi/mapped_memory.ts";
 import { MemFd } from "../../../ffi/mem_fd.ts";
 import { UnixStream } from "../../../ffi/unix_stream.ts";
-import {
-  encodeRequest,
-  logPayload,
-  memTablePayload,
-  singleRegionPayload,
-  u64Payload,
-  vringAddrPayload,
-  vringStatePayload,
-} from "../vhost_user/request_encoder.ts";
+import { encodeRequest } from "../vhost_user/request_encoder.ts";
 import {
   featureBit,
   FLAGS_REPLY,
@@ -51,12 +43,23 @@ import {
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
-  VIRTIO_NET_F_MRG_RXBUF,
-  VIRTIO_NET_F_MTU,
 } from "../../../src/vhost_user/protocol.ts";
 import { HarnessMemory, type HarnessMemoryOptions } from "./shared_memory.ts";
 import { ringFootprint, SplitRingDriver, type UsedChain } from "../virtio/split_ring_driver.ts";
 import { PackedRingDriver } from "../virtio/packed_ring_driver.ts";
+import {
+  VIRTIO_NET_F_MQ,
+  VIRTIO_NET_F_MRG_RXBUF,
+  VIRTIO_NET_F_MTU,
+} from "../../../src/tap/net_features.ts";
+import {
+  logPayload,
+  memTablePayload,
+  singleRegionPayload,
+  u64Payload,
+  vringAddrPayload,
+  vringStatePayload,
+} from "../../../src/vhost_user/payload_codec.ts";
 
 /** virtio-net header with VERSION_1 (num_buffers included), virtio 1.2 §5.1.6. */
 export const NET_HEADER_SIZE = 12;
@@ -66,6 +69,14 @@ export const NET_HEADER_NUM_BUFFERS = 10;
 export const RX = 0;
 /** virtio-net transmit queue. */
 export const TX = 1;
+/** Ring index of queue pair `pair`'s receive queue (virtio 1.2 §5.1.2: receiveq(pair+1)). */
+export function rxRing(pair: number): number {
+  return 2 * pair;
+}
+/** Ring index of queue pair `pair`'s transmit queue. */
+export function txRing(pair: number): number {
+  return 2 * pair + 1;
+}
 
 /** Features a QEMU 7.2 virtio-net front-end would ack from our offer (no MTU unless asked). */
 export const QEMU_NET_FEATURES: bigint = featureBit(VIRTIO_F_VERSION_1) |
@@ -90,6 +101,14 @@ export interface NegotiateOptions {
   readonly mtu?: number;
   /** Send SET_VRING_ENABLE 1 at the end (default true). */
   readonly enable?: boolean;
+  /**
+   * Queue pairs to set up (default 1). More than one acks VHOST_USER_PROTOCOL_F_MQ
+   * and VIRTIO_NET_F_MQ, checks GET_QUEUE_NUM and sets up rings 0..2N-1 as QEMU's
+   * vhost_dev per pair does (SET_FEATURES, then the pair's rings).
+   */
+  readonly queuePairs?: number;
+  /** Of those pairs, how many get SET_VRING_ENABLE 1 (default all). */
+  readonly enabledPairs?: number;
   /** Ack VHOST_USER_PROTOCOL_F_DEVICE_STATE when offered (default false). */
   readonly deviceState?: boolean;
   /**
@@ -304,6 +323,14 @@ export class VhostUserFrontend {
   async negotiate(options: NegotiateOptions = {}): Promise<void> {
     const useProtocol = options.protocolFeatures ?? true;
     const ringSize = options.ringSize ?? 256;
+    const pairs = options.queuePairs ?? 1;
+    const rings = Array.from({ length: 2 * pairs }, (_, i) => i);
+    const enabledRings = rings.slice(0, 2 * (options.enabledPairs ?? pairs));
+    while (this.kicks.length < rings.length) {
+      this.kicks.push(EventFd.create());
+      this.calls.push(EventFd.create());
+      this.errs.push(EventFd.create());
+    }
     this.offeredFeatures = await this.requestU64(Request.GET_FEATURES);
     const hasProtocol = (this.offeredFeatures & featureBit(VHOST_USER_F_PROTOCOL_FEATURES)) !== 0n;
     const protocol = useProtocol && hasProtocol;
@@ -317,8 +344,16 @@ export class VhostUserFrontend {
       }
       if (options.deviceState) wantProtocol |= offered & featureBit(ProtocolFeature.DEVICE_STATE);
       if (options.logShmfd ?? true) wantProtocol |= offered & featureBit(ProtocolFeature.LOG_SHMFD);
+      if (pairs > 1) wantProtocol |= offered & featureBit(ProtocolFeature.MQ);
       this.send(Request.SET_PROTOCOL_FEATURES, u64Payload(wantProtocol));
       this.protocolFeatures = wantProtocol;
+      if (pairs > 1) {
+        if ((wantProtocol & featureBit(ProtocolFeature.MQ)) === 0n) {
+          throw new Error("backend does not offer VHOST_USER_PROTOCOL_F_MQ");
+        }
+        const most = await this.requestU64(Request.GET_QUEUE_NUM);
+        if (most < BigInt(pairs)) throw new Error(`backend serves only ${most} queue pairs`);
+      }
       if ((wantProtocol & featureBit(ProtocolFeature.CONFIGURE_MEM_SLOTS)) !== 0n) {
         const slots = await this.requestU64(Request.GET_MAX_MEM_SLOTS);
         if (slots < 2n) throw new Error(`backend offers only ${slots} memory slots`);
@@ -329,12 +364,12 @@ export class VhostUserFrontend {
     const kickFd = (i: number) => options.fds?.kick?.[i] ?? this.kicks[i].fd;
     const callFd = (i: number) => options.fds?.call?.[i] ?? this.calls[i].fd;
     const errFd = (i: number) => options.fds?.err?.[i] ?? this.errs[i].fd;
-    for (const i of [RX, TX]) {
+    for (const i of rings) {
       this.send(Request.SET_VRING_CALL, u64Payload(i), [callFd(i)]);
       this.send(Request.SET_VRING_ERR, u64Payload(i), [errFd(i)]);
     }
     if (protocol && (options.enable ?? true)) {
-      for (const i of [RX, TX]) this.send(Request.SET_VRING_ENABLE, vringStatePayload(i, 1));
+      for (const i of enabledRings) this.send(Request.SET_VRING_ENABLE, vringStatePayload(i, 1));
     }
     if (options.mtu !== undefined) {
       await this.requestAcked(Request.NET_SET_MTU, u64Payload(options.mtu));
@@ -343,11 +378,14 @@ export class VhostUserFrontend {
     let features = options.features ?? QEMU_NET_FEATURES;
     if (protocol) features |= featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
     if (options.mtu !== undefined) features |= featureBit(VIRTIO_NET_F_MTU);
+    if (pairs > 1) features |= featureBit(VIRTIO_NET_F_MQ);
     this.send(Request.SET_FEATURES, u64Payload(features));
     this.ackedFeatures = features;
     await this.shareMemory();
     this.vrings = [];
-    for (const i of [RX, TX]) {
+    for (const i of rings) {
+      // QEMU's vhost_dev of each further pair sends the features again before its rings
+      if (i > 1 && i % 2 === 0) this.send(Request.SET_FEATURES, u64Payload(features));
       const base = 0x10000 + i * ringFootprint(ringSize);
       const region = this.memory.view(base, ringFootprint(ringSize));
       // ringFootprint() of a split ring also holds a packed ring of the same size
@@ -370,7 +408,7 @@ export class VhostUserFrontend {
       this.send(Request.SET_VRING_KICK, u64Payload(i), [kickFd(i)]);
       this.send(Request.SET_VRING_CALL, u64Payload(i), [callFd(i)]);
     }
-    this.#bumpNext = 0x10000 + 2 * ringFootprint(ringSize);
+    this.#bumpNext = 0x10000 + rings.length * ringFootprint(ringSize);
     // a round trip makes sure everything above was processed
     await this.requestU64(Request.GET_FEATURES);
   }
@@ -427,7 +465,7 @@ export class VhostUserFrontend {
     const logAll = featureBit(VHOST_F_LOG_ALL);
     this.ackedFeatures = on ? this.ackedFeatures | logAll : this.ackedFeatures & ~logAll;
     await this.requestAcked(Request.SET_FEATURES, u64Payload(this.ackedFeatures));
-    for (const i of [RX, TX]) {
+    for (let i = 0; i < this.vrings.length; i++) {
       const areas = this.vrings[i].areas;
       await this.requestAcked(
         Request.SET_VRING_ADDR,
@@ -509,10 +547,10 @@ export class VhostUserFrontend {
     return region.guestAddress + offset;
   }
 
-  /** Puts one frame (preceded by a zero virtio-net header) on the TX ring and kicks. */
-  sendFrame(frame: Uint8Array): number {
-    const head = this.queueFrame(frame);
-    this.kicks[TX].signal();
+  /** Puts one frame (preceded by a zero virtio-net header) on pair `pair`'s TX ring and kicks. */
+  sendFrame(frame: Uint8Array, pair = 0): number {
+    const head = this.queueFrame(frame, pair);
+    this.kicks[txRing(pair)].signal();
     return head;
   }
 
@@ -521,23 +559,28 @@ export class VhostUserFrontend {
    * kicking: the backend sees it at the next TX kick.
    * @returns the chain's head descriptor
    */
-  queueFrame(frame: Uint8Array): number {
+  queueFrame(frame: Uint8Array, pair = 0): number {
     const gpa = this.allocate(NET_HEADER_SIZE + frame.length);
     const bytes = this.memory.view(gpa, NET_HEADER_SIZE + frame.length);
     bytes.fill(0, 0, NET_HEADER_SIZE);
     bytes.set(frame, NET_HEADER_SIZE);
-    const head = this.vrings[TX].addChain([{ addr: gpa, length: bytes.length, writable: false }]);
+    const head = this.vrings[txRing(pair)].addChain([
+      { addr: gpa, length: bytes.length, writable: false },
+    ]);
     if (head === null) throw new Error("TX ring full");
     return head;
   }
 
-  /** Posts `count` device-writable RX buffers of `size` bytes and kicks RX. */
-  postRxBuffers(count: number, size = 2048): void {
+  /** Posts `count` device-writable RX buffers of `size` bytes on pair `pair`'s RX ring and kicks it. */
+  postRxBuffers(count: number, size = 2048, pair = 0): void {
+    const ring = rxRing(pair);
     for (let i = 0; i < count; i++) {
       const gpa = this.allocate(size);
-      if (this.vrings[RX].addChain([{ addr: gpa, length: size, writable: true }]) === null) break;
+      if (this.vrings[ring].addChain([{ addr: gpa, length: size, writable: true }]) === null) {
+        break;
+      }
     }
-    this.kicks[RX].signal();
+    this.kicks[ring].signal();
   }
 
   /**

@@ -7,14 +7,10 @@
  */
 
 import {
-  IPPROTO_ICMP,
-  IPPROTO_ICMPV6,
-  IPPROTO_TCP,
-  IPPROTO_UDP,
-} from "../../../src/net/wire/checksum.ts";
-import {
   buildEthernet,
+  ETH_HEADER_LENGTH,
   type EthernetHeader,
+  ETHERTYPE_ARP,
   ETHERTYPE_IPV4,
   ETHERTYPE_IPV6,
   newEthernetHeader,
@@ -24,20 +20,45 @@ import {
   buildIpv4,
   type Ipv4Header,
   newIpv4Header,
-  parseIpv4,
+  parseIpv4Header,
 } from "../../../src/net/wire/ipv4.ts";
 import {
   buildIpv6,
   type Ipv6Header,
   newIpv6Header,
-  parseIpv6,
+  parseIpv6Header,
 } from "../../../src/net/wire/ipv6.ts";
+import { ARP_OP_REQUEST, buildArp } from "../../../src/net/services/arp.ts";
+import { MAC_BROADCAST } from "../../../src/net/wire/address.ts";
 import { setIcmpv4Checksum, setIcmpv6Checksum } from "../../../src/net/wire/icmp.ts";
 import { buildUdp, setUdpChecksumV4, setUdpChecksumV6 } from "../../../src/net/wire/udp.ts";
 import { setTcpChecksumV4, setTcpChecksumV6 } from "../../../src/net/wire/tcp_header.ts";
+import {
+  IPPROTO_ICMP,
+  IPPROTO_ICMPV6,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+} from "../../../src/net/wire/ip_protocol.ts";
 
 /** The guest MAC used by the tests. */
 export const TEST_GUEST_MAC = 0x525400123456;
+
+/** Bytes of an Ethernet frame carrying an ARP packet for IPv4 (14 + 28). */
+const ARP_FRAME_LENGTH = 42;
+
+/** An ARP request (RFC 826) from the guest, broadcast: who has `targetIp`, tell `senderIp`. */
+export function guestArpRequest(senderIp: number, targetIp: number): Uint8Array {
+  const f = new Uint8Array(ARP_FRAME_LENGTH);
+  buildEthernet(f, 0, MAC_BROADCAST, TEST_GUEST_MAC, ETHERTYPE_ARP);
+  buildArp(f, ETH_HEADER_LENGTH, {
+    op: ARP_OP_REQUEST,
+    senderMac: TEST_GUEST_MAC,
+    senderIp,
+    targetMac: 0,
+    targetIp,
+  });
+  return f;
+}
 
 /** Builds an IPv4 frame from the guest carrying `l4` (checksum filled for known protocols). */
 export function guestIpv4Frame(
@@ -104,7 +125,7 @@ export function decodeFrame(frame: Uint8Array): DecodedFrame {
   if (parseEthernet(frame, eth) !== "ok") throw new Error("bad Ethernet header");
   if (eth.etherType === ETHERTYPE_IPV4) {
     const ip = newIpv4Header();
-    const s = parseIpv4(frame, 14, frame.length, ip);
+    const s = parseIpv4Header(frame, 14, frame.length, ip);
     if (s !== "ok") throw new Error(`bad IPv4 header: ${s}`);
     return {
       eth,
@@ -115,7 +136,7 @@ export function decodeFrame(frame: Uint8Array): DecodedFrame {
   }
   if (eth.etherType === ETHERTYPE_IPV6) {
     const ip = newIpv6Header();
-    const s = parseIpv6(frame, 14, frame.length, ip);
+    const s = parseIpv6Header(frame, 14, frame.length, ip);
     if (s !== "ok") throw new Error(`bad IPv6 header: ${s}`);
     return { eth, ip4: null, ip6: ip, l4: frame.slice(ip.l4Offset, ip.l4Offset + ip.l4Length) };
   }

@@ -14,6 +14,7 @@ import {
   type GuestLink,
   MAX_FRAME_LENGTH,
   SendResult,
+  type TcpSegments,
 } from "../../../src/tap/frame_transport.ts";
 import { ScratchFrame } from "../../../src/tap/scratch_frame.ts";
 
@@ -25,6 +26,12 @@ export class RecordingLink implements GuestLink {
   maxFrameLength = MAX_FRAME_LENGTH;
   /** Settable: whether senders may leave TCP/UDP checksums partial. */
   l4ChecksumsOptional = false;
+  /** Settable: TcpSegmentation bits (large TCP frames the link takes). */
+  tcpSegmentation = 0;
+  /** Settable: the device's MTU (0: none reported). */
+  deviceMtu = 0;
+  /** Per frame ever recorded: the segment size it was committed with (0: a plain frame). */
+  readonly segmentSizes: number[] = [];
   /** Copies of the frames sent, oldest first. */
   readonly frames: Uint8Array[] = [];
   /** Per frame ever recorded (take() leaves it): [checksumStart, checksumOffset] ([0, 0]: none). */
@@ -55,11 +62,21 @@ export class RecordingLink implements GuestLink {
     return this.#scratch.reserve(space, Math.min(maxLength, this.maxFrameLength));
   }
 
-  /** Records the reserved frame like sendFrame. */
-  commitFrame(length: number, checksumStart = 0, checksumOffset = 0): SendResult {
+  /** Records the reserved frame like sendFrame, and its segment size. */
+  commitFrame(
+    length: number,
+    checksumStart = 0,
+    checksumOffset = 0,
+    segments?: TcpSegments,
+  ): SendResult {
     const frame = this.#scratch.take(length);
     if (frame === null) return SendResult.Dropped;
-    return this.sendFrame(frame, checksumStart, checksumOffset);
+    const result = this.sendFrame(frame, checksumStart, checksumOffset);
+    if (result === SendResult.Sent) {
+      const segmented = segments !== undefined && length - segments.headerLength > segments.size;
+      this.segmentSizes.push(segmented ? segments.size : 0);
+    }
+    return result;
   }
 
   /** Forgets the reservation. */
@@ -123,6 +140,14 @@ export class PublishOnFlushLink implements GuestLink {
   /** The inner link's setting. */
   get l4ChecksumsOptional(): boolean {
     return this.#inner.l4ChecksumsOptional;
+  }
+
+  /** None: held frames are passed on whole with sendFrame, which carries no segment size. */
+  readonly tcpSegmentation = 0;
+
+  /** The inner link's setting. */
+  get deviceMtu(): number {
+    return this.#inner.deviceMtu;
   }
 
   /** The inner link's limit. */

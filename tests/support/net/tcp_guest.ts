@@ -8,7 +8,7 @@
  * @module
  */
 
-import { internetChecksum, IPPROTO_TCP, IPPROTO_UDP } from "../../../src/net/wire/checksum.ts";
+import { internetChecksum } from "../../../src/net/wire/checksum.ts";
 import {
   buildEthernet,
   ETH_HEADER_LENGTH,
@@ -48,8 +48,10 @@ import {
   type GuestLink,
   MAX_FRAME_LENGTH,
   SendResult,
+  type TcpSegments,
 } from "../../../src/tap/frame_transport.ts";
 import { ScratchFrame } from "../../../src/tap/scratch_frame.ts";
+import { IPPROTO_TCP, IPPROTO_UDP } from "../../../src/net/wire/ip_protocol.ts";
 
 /** Guest MAC used by the test guest. */
 export const TEST_GUEST_MAC = 0x525400123456;
@@ -194,6 +196,14 @@ export class TestGuest implements GuestLink {
   maxFrameLength = MAX_FRAME_LENGTH;
   /** Settable: whether senders may leave TCP/UDP checksums partial (the guest completes them). */
   l4ChecksumsOptional = false;
+  /** Settable: TcpSegmentation bits, the large TCP frames this guest takes. */
+  tcpSegmentation = 0;
+  /** Settable: the device MTU reported (0: none). */
+  deviceMtu = 0;
+  /** Segment size of every large frame committed with TcpSegments. */
+  readonly segmentSizes: number[] = [];
+  /** Frames committed as segments of a kind not in {@link tcpSegmentation} (dropped). */
+  unexpectedSegmentation = 0;
   /** Frames refused for being larger than {@link maxFrameLength}. */
   oversizedFrames = 0;
   /** TCP/UDP frames dropped for a wrong checksum (partial ones are completed first). */
@@ -329,9 +339,21 @@ export class TestGuest implements GuestLink {
   }
 
   /** Takes the reserved frame like sendFrame. */
-  commitFrame(length: number, checksumStart = 0, checksumOffset = 0): SendResult {
+  commitFrame(
+    length: number,
+    checksumStart = 0,
+    checksumOffset = 0,
+    segments?: TcpSegments,
+  ): SendResult {
     const frame = this.#scratch.take(length);
     if (frame === null) return SendResult.Dropped;
+    if (segments !== undefined && length - segments.headerLength > segments.size) {
+      if ((this.tcpSegmentation & segments.kind) === 0 || checksumStart === 0) {
+        this.unexpectedSegmentation++;
+        return SendResult.Dropped;
+      }
+      this.segmentSizes.push(segments.size);
+    }
     this.committedFrames++;
     return this.sendFrame(frame, checksumStart, checksumOffset);
   }

@@ -14,7 +14,7 @@ import { Logger } from "../../../src/log/logger.ts";
 import { EVENT_WRITABLE } from "../../../src/loop/event_loop.ts";
 import type { FrameSpace, ScatteredFrame } from "../../../src/tap/frame_transport.ts";
 import { GuestSender } from "../../../src/net/guest_sender.ts";
-import { DEFAULT_OUR_MAC } from "../../../src/net/plan/host_config.ts";
+import { DEFAULT_OUR_MAC } from "../../../src/net/plan/network_plan.ts";
 import type { L4Handler } from "../../../src/net/l4_handler.ts";
 import { type GuestTcpConn, TestGuest } from "./tcp_guest.ts";
 import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "./tcp_plan.ts";
@@ -25,8 +25,8 @@ import {
   type HostListener,
   type HostTcp,
   type ListenerEvents,
-  WOULD_BLOCK,
 } from "../../../src/net/tcp/host_socket.ts";
+import { WOULD_BLOCK } from "../../../ffi/tcp_socket.ts";
 
 /** What a scripted peek returns: bytes, null for the end of stream, or "block". */
 export type ScriptedPeek = (offset: number, length: number) => Uint8Array | null | "block";
@@ -211,8 +211,7 @@ export async function connectThroughGateway(
   guest: TestGuest,
   timeoutMs = 5000,
 ): Promise<GatewayConnection> {
-  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (server.addr as Deno.NetAddr).port;
+  const { listener: server, port } = loopbackListener();
   const accepted = server.accept();
   const c = guest.connect(TEST_GATEWAY4, port);
   await c.until(() => c.state === "established", timeoutMs, "established");
@@ -240,4 +239,17 @@ export function trickleFrom(host: Deno.Conn, bytes: number, everyMs: number): Tr
     },
     stop: () => clearInterval(timer),
   };
+}
+
+/** A TCP listener on the host's 127.0.0.1 at a port the kernel picked, and that port. */
+export function loopbackListener(): { listener: Deno.TcpListener; port: number } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  return { listener, port: listener.addr.port };
+}
+
+/** A port of 127.0.0.1 nobody listens on (listened on once, then closed). */
+export function closedLoopbackPort(): number {
+  const { listener, port } = loopbackListener();
+  listener.close();
+  return port;
 }

@@ -7,13 +7,13 @@
  * @module
  */
 
-import { parseIpv4, parseIpv6 } from "../../../src/net/wire/address.ts";
 import {
   buildForwardRules,
   type ForwardOptions,
   type ForwardRules,
 } from "../../../src/net/plan/fwd.ts";
-import type { NetworkPlan } from "../../../src/net/plan/host_config.ts";
+import type { NetworkPlan } from "../../../src/net/plan/network_plan.ts";
+import { parseIpv4, parseIpv6 } from "../../../ffi/ip_address_text.ts";
 
 /** The guest's IPv4 address in test plans. */
 export const TEST_GUEST4 = parseIpv4("10.0.2.15")!;

@@ -10,7 +10,6 @@ import { Logger } from "../../../src/log/logger.ts";
 import type {
   BackendEnvironment,
   DeviceStateHandler,
-  FdDescription,
   Notifier,
 } from "../../../src/vhost_user/backend_environment.ts";
 import { VhostUserBackend } from "../../../src/vhost_user/backend.ts";
@@ -24,11 +23,10 @@ import {
   ReplyWriter,
 } from "../../../src/vhost_user/message_codec.ts";
 import { HEADER_SIZE } from "../../../src/vhost_user/protocol.ts";
-import type {
-  GuestWriteLog,
-  StartedVring,
-  VringDatapath,
-} from "../../../src/tap/vring_datapath.ts";
+import type { VringDatapath } from "../../../src/tap/vring_datapath.ts";
+import { type FdDescription } from "../../../ffi/event_fd.ts";
+import { type StartedVring } from "../../../src/virtio/started_vring.ts";
+import { type GuestWriteLog } from "../../../src/virtio/guest_write_log.ts";
 
 /** What describeFd() says of a fake fd created without a kind: a normal-mode eventfd. */
 export const FAKE_EVENTFD: FdDescription = {
@@ -98,6 +96,15 @@ export class FakeFds {
     const buffer = new ArrayBuffer(size);
     this.#memory.set(fd, buffer);
     return { fd, bytes: new Uint8Array(buffer) };
+  }
+
+  /** A new fake fd for the same file as `fd` (as dup(2)): same kind, same memory. */
+  dup(fd: number): number {
+    if (!this.open.has(fd)) throw new Error(`dup: fd ${fd} is not open (EBADF)`);
+    const copy = this.create(this.describe(fd));
+    const buffer = this.#memory.get(fd);
+    if (buffer !== undefined) this.#memory.set(copy, buffer);
+    return copy;
   }
 
   /** Closes a fake fd; closing one that is not open is a test failure. */

@@ -399,6 +399,31 @@ export class PackedRingDriver {
     return (event - old + period) % period < (now - old + period) % period;
   }
 
+  /** Used descriptors published and not yet read by {@link takeUsed} (nothing is read). */
+  usedCount(): number {
+    const v = this.#view;
+    let index = this.#usedIndex;
+    let wrap = this.#usedWrap;
+    let count = 0;
+    for (let guard = 0; guard < this.size; guard++) {
+      const at = this.slotAddress(index) - this.base;
+      const flags = v.getUint16(at + PACKED_DESC_FLAGS, true);
+      const avail = (flags & PACKED_DESC_F_AVAIL) !== 0 ? 1 : 0;
+      const used = (flags & PACKED_DESC_F_USED) !== 0 ? 1 : 0;
+      if (avail !== used || used !== wrap) break;
+      const id = v.getUint16(at + PACKED_DESC_ID, true);
+      const slots = id < this.size ? this.#slotsOf[id] : 0;
+      if (slots === 0) break;
+      count++;
+      index += slots;
+      if (index >= this.size) {
+        index -= this.size;
+        wrap ^= 1;
+      }
+    }
+    return count;
+  }
+
   /** Reads the used descriptors published since the last call and frees their slots and IDs. */
   takeUsed(): UsedElement[] {
     return this.#collect(true).map(({ id, len }) => ({ id, len }));

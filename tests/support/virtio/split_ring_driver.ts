@@ -155,6 +155,12 @@ export class SplitRingDriver {
       mergeableRxBuffers: options.features?.mergeableRxBuffers ?? false,
       checksumOffload: options.features?.checksumOffload ?? false,
       guestChecksum: options.features?.guestChecksum ?? false,
+      hostTso4: options.features?.hostTso4 ?? false,
+      hostTso6: options.features?.hostTso6 ?? false,
+      hostEcn: options.features?.hostEcn ?? false,
+      guestTso4: options.features?.guestTso4 ?? false,
+      guestTso6: options.features?.guestTso6 ?? false,
+      mtu: options.features?.mtu ?? 0,
     };
     const descBytes = alignPart(descriptorTableBytes(this.size));
     const availBytes = alignPart(availableRingBytes(this.size));
@@ -376,6 +382,11 @@ export class SplitRingDriver {
     this.#chainSegments[indices[0]] = [...segments];
     this.offer(indices[0]);
     return indices[0];
+  }
+
+  /** Used elements published and not yet read by {@link takeUsed} (nothing is read). */
+  usedCount(): number {
+    return (this.usedIndex - this.#lastUsed) & 0xffff;
   }
 
   /** Reads the used elements published since the last call and frees their descriptors. */

@@ -7,9 +7,7 @@
  * @module
  */
 
-import { ipv4ToString, ipv6ToString, parseIpv6 } from "../../wire/address.ts";
-import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../../wire/checksum.ts";
-import { buildNetworkPlan } from "../../plan/host_config.ts";
+import { buildNetworkPlan } from "../../plan/network_plan.ts";
 import { buildIcmpEcho, icmpv4ChecksumOk, icmpv6ChecksumOk } from "../../wire/icmp.ts";
 import type { FdWatcher } from "../echo.ts";
 import { pingSocketFactory } from "../ping_echo_socket.ts";
@@ -20,6 +18,8 @@ import {
   guestIpv6Frame,
 } from "../../../../tests/support/net/frames.ts";
 import { RecordingLink } from "../../../../tests/support/net/recording_link.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../../wire/ip_protocol.ts";
+import { ipv4ToString, ipv6ToString, parseIpv6 } from "../../../../ffi/ip_address_text.ts";
 
 const handlers = new Map<number, (events: number, now: number) => void>();
 const watcher: FdWatcher = {

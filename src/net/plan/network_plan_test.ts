@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { ipv4ToString, ipv6ToString } from "../wire/address.ts";
 import {
   buildNetworkPlan,
   DEFAULT_MTU,
@@ -10,7 +9,8 @@ import {
   parseProcNetRoute,
   parseResolvConf,
   renderNetworkPlan,
-} from "./host_config.ts";
+} from "./network_plan.ts";
+import { ipv4ToString, ipv6ToString } from "../../../ffi/ip_address_text.ts";
 
 const ROUTE = `Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
 docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
@@ -105,6 +105,13 @@ Deno.test("`buildNetworkPlan()` maps a loopback resolver to the gateway address"
   const p6 = buildNetworkPlan({}, sources({ ...BASE, "/etc/resolv.conf": "nameserver ::1\n" }));
   assert.equal(p6.ipv6!.dnsForward!.target, "::1");
   assert.deepEqual(p6.ipv4!.dns, []);
+});
+
+Deno.test("`buildNetworkPlan()` takes a resolver with a zone (fe80::1%eth0) by its address", () => {
+  const resolv = "nameserver fd00::53%eth0\nnameserver 10.0.0.53\n";
+  const p = buildNetworkPlan({}, sources({ ...BASE, "/etc/resolv.conf": resolv }));
+  assert.deepEqual(p.ipv6!.dns.map((a) => ipv6ToString(a)), ["fd00::53"]);
+  assert.deepEqual(p.ipv4!.dns.map(ipv4ToString), ["10.0.0.53"]);
 });
 
 Deno.test("`buildNetworkPlan()` advertises the --dns-forward address in place of a loopback resolver", () => {

@@ -13,9 +13,9 @@
  * @module
  */
 
-import { readKernelFile } from "../../../ffi/kernel_file.ts";
-import { errnoName, NativeError } from "../../../ffi/native_error.ts";
-import { openFdCount } from "../../../ffi/process.ts";
+import { readKernelFile } from "../../ffi/kernel_file.ts";
+import { errnoName, NativeError } from "../../ffi/native_error.ts";
+import { openFdCount } from "../../ffi/process.ts";
 import {
   MAX_PORT,
   MIN_PORT,
@@ -23,17 +23,17 @@ import {
   type PortForwardTable,
   type PortRange,
   targetPort,
-} from "./port_forward.ts";
-import { log as defaultLog, type Logger } from "../../log/logger.ts";
-import { IPPROTO_TCP, IPPROTO_UDP } from "../wire/checksum.ts";
-import type { ForwardRules } from "./fwd.ts";
-import type { GuestSender } from "../guest_sender.ts";
-import type { NetworkPlan } from "./host_config.ts";
-import type { L4Handler } from "../l4_handler.ts";
-import type { HostTcp } from "../tcp/host_socket.ts";
-import { TcpTranslator } from "../tcp/translator.ts";
-import type { EventLoop } from "../../loop/event_loop.ts";
-import { type UdpSocketWatcher, UdpTranslator } from "../udp/translator.ts";
+} from "./plan/port_forward.ts";
+import { log as defaultLog, type Logger } from "../log/logger.ts";
+import type { ForwardRules } from "./plan/fwd.ts";
+import type { GuestSender } from "./guest_sender.ts";
+import type { NetworkPlan } from "./plan/network_plan.ts";
+import type { L4Handler } from "./l4_handler.ts";
+import type { HostTcp } from "./tcp/host_socket.ts";
+import { TcpTranslator } from "./tcp/translator.ts";
+import type { EventLoop } from "../loop/event_loop.ts";
+import { type UdpSocketWatcher, UdpTranslator } from "./udp/translator.ts";
+import { IPPROTO_TCP, IPPROTO_UDP } from "./wire/ip_protocol.ts";
 
 /** Linux's default ephemeral port range (net.ipv4.ip_local_port_range). */
 export const DEFAULT_EPHEMERAL: PortRange = { first: 32768, last: 60999 };
@@ -282,21 +282,15 @@ export function startForwarding(stack: StackLike, o: ForwardingOptions = {}): Fo
   };
   const listening = { tcp: 0, udp: 0 };
   const targets: ListenTarget[] = [];
-  if (tcp && o.tcpForwards) {
-    targets.push({
-      name: "tcp",
-      flag: "-t",
-      table: o.tcpForwards,
-      listen: (host, port, guest, iface, to) => void tcp.listen(host, port, guest, iface, to),
-    });
-  }
-  if (udp && o.udpForwards) {
-    targets.push({
-      name: "udp",
-      flag: "-u",
-      table: o.udpForwards,
-      listen: (host, port, guest, iface, to) => void udp.listen(host, port, guest, iface, to),
-    });
+  const candidates = [
+    { name: "tcp", flag: "-t", table: o.tcpForwards, translator: tcp },
+    { name: "udp", flag: "-u", table: o.udpForwards, translator: udp },
+  ] as const;
+  for (const { name, flag, table, translator } of candidates) {
+    if (!translator || !table) continue;
+    const listen: ListenTarget["listen"] = (host, port, guest, iface, to) =>
+      void translator.listen(host, port, guest, iface, to);
+    targets.push({ name, flag, table, listen });
   }
   const ephemeral = o.ephemeral ?? hostEphemeralRange();
   const budget = new Budget(o.maxListeners ?? listenerBudget());

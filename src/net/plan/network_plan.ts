@@ -19,19 +19,16 @@
 import {
   ipv4MaskToPrefix,
   ipv4PrefixMask,
-  ipv4ToString,
   ipv6IsLinkLocal,
   ipv6IsLoopback,
   ipv6IsMulticast,
   ipv6IsUnspecified,
-  ipv6ToString,
   macToString,
-  parseIpv4,
-  parseIpv6,
   parseMac,
 } from "../wire/address.ts";
 import { readKernelFile } from "../../../ffi/kernel_file.ts";
 import { log } from "../../log/logger.ts";
+import { ipv4ToString, ipv6ToString, parseIpv4, parseIpv6 } from "../../../ffi/ip_address_text.ts";
 
 /** Our MAC address unless overridden (passt's default, locally administered). */
 export const DEFAULT_OUR_MAC = 0x9a559a559a55;
@@ -300,14 +297,15 @@ export interface ResolvConf {
   search: string[];
 }
 
-/** Parses resolv.conf(5): "nameserver" lines and the last "search"/"domain" line. */
+/** Parses resolv.conf(5): "nameserver" lines (without a zone) and the last "search"/"domain" line. */
 export function parseResolvConf(text: string): ResolvConf {
   const nameservers: string[] = [];
   let search: string[] = [];
   for (const raw of text.split("\n")) {
     const line = raw.replace(/[#;].*$/, "").trim();
     const f = line.split(/\s+/);
-    if (f[0] === "nameserver" && f[1]) nameservers.push(f[1]);
+    // An IPv6 resolver may carry the host's zone ("fe80::1%eth0"): the address is what counts.
+    if (f[0] === "nameserver" && f[1]) nameservers.push(f[1].split("%")[0]);
     else if ((f[0] === "search" || f[0] === "domain") && f.length > 1) {
       search = f.slice(1).filter((d) => d !== "." && d.length > 0 && d.length <= 253);
     }

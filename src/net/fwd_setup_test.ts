@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { Buffer } from "node:buffer";
-import { NetworkStack } from "../stack.ts";
+import { NetworkStack } from "./stack.ts";
 import {
   DEFAULT_EPHEMERAL,
   describePorts,
@@ -15,18 +15,18 @@ import {
   openFileLimit,
   startForwarding,
 } from "./fwd_setup.ts";
-import { assertThrows } from "../../../tests/support/assert.ts";
-import { TestGuest } from "../../../tests/support/net/tcp_guest.ts";
+import { assertThrows } from "../../tests/support/assert.ts";
+import { TestGuest } from "../../tests/support/net/tcp_guest.ts";
 import {
   TEST_GATEWAY4,
   TEST_GUEST4,
   TEST_GUEST6,
   testPlan,
-} from "../../../tests/support/net/tcp_plan.ts";
-import { parsePortForwardTable } from "../../config/port_spec.ts"; // test input only
-import { Logger } from "../../log/logger.ts";
-import { EventLoop } from "../../loop/event_loop.ts";
-import { nativeHostTcp } from "../tcp/host_socket.ts";
+} from "../../tests/support/net/tcp_plan.ts";
+import { parsePortForwardTable } from "../config/port_spec.ts"; // test input only
+import { Logger } from "../log/logger.ts";
+import { EventLoop } from "../loop/event_loop.ts";
+import { nativeHostTcp } from "./tcp/host_socket.ts";
 
 function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
