@@ -109,12 +109,12 @@ export class NetworkStack implements FrameHandler {
   readonly #packet: L4Packet = newL4Packet();
   /** The frame being handled carries FrameInfo.ChecksumPending. */
   #checksumPending = false;
-  /** The frame being handled's FrameInfo.SegmentedTcp4 / SegmentedTcp6 bit (0: none). */
-  #segmented = 0;
   /** The frame being handled has its payload still in guest memory (TCP only). */
   #scattered: ScatteredFrame | null = null;
   /** Guest frames may come scattered: TCP sends their payload from guest memory. */
   readonly acceptsScattered = true;
+  /** The frame being handled's FrameInfo.SegmentedTcp4 / SegmentedTcp6 bit (0: none). */
+  #segmented = 0;
   readonly #dropLog: RateLimitedLog;
   readonly #errorLog: RateLimitedLog;
   readonly #log: Logger;

@@ -664,32 +664,6 @@ Deno.test("`NetworkStack` traces one line per frame each way with --trace, none 
   assert.equal(lines.length, 2);
 });
 
-Deno.test("`NetworkStack.handleFrame()` passes a segmented TCP frame of its IP version to TCP and drops mismatched ones", () => {
-  const { stack, udp, tcp } = setup();
-  const seg = new Uint8Array(20 + 60000);
-  seg[12] = 0x50;
-  const pending = FrameInfo.ChecksumPending;
-  const tcp4 = guestIpv4Frame(IPPROTO_TCP, GUEST4, REMOTE4, seg);
-  const tcp6 = guestIpv6Frame(IPPROTO_TCP, GUEST6, REMOTE6, seg);
-  const udp4 = guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, udpDatagram(1, 2, new Uint8Array(9)));
-  const udp6 = guestIpv6Frame(IPPROTO_UDP, GUEST6, REMOTE6, udpDatagram(1, 2, new Uint8Array(9)));
-  stack.handleFrame(tcp4, 1, pending | FrameInfo.SegmentedTcp4);
-  stack.handleFrame(tcp6, 1, pending | FrameInfo.SegmentedTcp6);
-  assert.deepEqual(tcp.packets.map((p) => [p.family, p.l4.length]), [[4, 60020], [6, 60020]]);
-  // gso_type naming the other IP version, or a protocol other than TCP: dropped.
-  stack.handleFrame(tcp4, 1, pending | FrameInfo.SegmentedTcp6);
-  stack.handleFrame(tcp6, 1, pending | FrameInfo.SegmentedTcp4);
-  stack.handleFrame(udp4, 1, pending | FrameInfo.SegmentedTcp4);
-  stack.handleFrame(udp6, 1, pending | FrameInfo.SegmentedTcp6);
-  assert.equal(tcp.packets.length, 2);
-  assert.equal(udp.packets.length, 0);
-  assert.equal(stack.drops["gso-ip-version-mismatch"], 2);
-  assert.equal(stack.drops["gso-not-tcp"], 2);
-  // The flag is per frame: the next plain UDP frame goes through.
-  stack.handleFrame(udp4, 1, pending);
-  assert.equal(udp.packets.length, 1);
-});
-
 /** A frame whose first `filled` bytes are in `frame`, the rest in `whole` until gathered. */
 class PartlyCopiedFrame implements ScatteredFrame {
   gathers = 0;
@@ -742,4 +716,30 @@ Deno.test("`NetworkStack.handleFrame()` leaves a scattered frame so only for TCP
   assert.equal(tcp.packets.length, 4);
   assert.equal(udp.packets.length, 1);
   assert.deepEqual(udp.packets[0].l4.slice(8), Array.from(segment));
+});
+
+Deno.test("`NetworkStack.handleFrame()` passes a segmented TCP frame of its IP version to TCP and drops mismatched ones", () => {
+  const { stack, udp, tcp } = setup();
+  const seg = new Uint8Array(20 + 60000);
+  seg[12] = 0x50;
+  const pending = FrameInfo.ChecksumPending;
+  const tcp4 = guestIpv4Frame(IPPROTO_TCP, GUEST4, REMOTE4, seg);
+  const tcp6 = guestIpv6Frame(IPPROTO_TCP, GUEST6, REMOTE6, seg);
+  const udp4 = guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, udpDatagram(1, 2, new Uint8Array(9)));
+  const udp6 = guestIpv6Frame(IPPROTO_UDP, GUEST6, REMOTE6, udpDatagram(1, 2, new Uint8Array(9)));
+  stack.handleFrame(tcp4, 1, pending | FrameInfo.SegmentedTcp4);
+  stack.handleFrame(tcp6, 1, pending | FrameInfo.SegmentedTcp6);
+  assert.deepEqual(tcp.packets.map((p) => [p.family, p.l4.length]), [[4, 60020], [6, 60020]]);
+  // gso_type naming the other IP version, or a protocol other than TCP: dropped.
+  stack.handleFrame(tcp4, 1, pending | FrameInfo.SegmentedTcp6);
+  stack.handleFrame(tcp6, 1, pending | FrameInfo.SegmentedTcp4);
+  stack.handleFrame(udp4, 1, pending | FrameInfo.SegmentedTcp4);
+  stack.handleFrame(udp6, 1, pending | FrameInfo.SegmentedTcp6);
+  assert.equal(tcp.packets.length, 2);
+  assert.equal(udp.packets.length, 0);
+  assert.equal(stack.drops["gso-ip-version-mismatch"], 2);
+  assert.equal(stack.drops["gso-not-tcp"], 2);
+  // The flag is per frame: the next plain UDP frame goes through.
+  stack.handleFrame(udp4, 1, pending);
+  assert.equal(udp.packets.length, 1);
 });

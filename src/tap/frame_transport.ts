@@ -40,6 +40,25 @@ export const FrameInfo = {
   SegmentedTcp6: 4,
 } as const;
 
+/**
+ * A guest frame spread over several guest buffers of which the transport copied only
+ * the beginning into the `frame` it passed to {@link FrameHandler.handleFrame}; the
+ * rest stays in guest memory (no copy of a 64 KiB segment when its payload only goes
+ * on to a host socket). Valid only during that call.
+ */
+export interface ScatteredFrame {
+  /** Bytes at the start of `frame` that hold the frame's contents; the rest does not yet. */
+  readonly filled: number;
+  /** Copies the rest of the frame into `frame`: afterwards all of it holds the contents. */
+  gather(): void;
+  /**
+   * Appends iovec entries for `length` bytes of the frame from byte `from` on, pointing
+   * into guest memory (bytes before {@link filled} point into `frame`).
+   * @returns the bytes added (fewer when the table fills up)
+   */
+  vectorsOf(from: number, length: number, vectors: IoVectors): number;
+}
+
 /** Bit flags of {@link GuestLink.tcpSegmentation}: which TCP frames the guest takes large. */
 export const TcpSegmentation = {
   /** Every frame must be at most the MTU. */
@@ -61,25 +80,6 @@ export interface TcpSegments {
   size: number;
   /** Bytes of the Ethernet, IP and TCP headers every segment repeats. */
   headerLength: number;
-}
-
-/**
- * A guest frame spread over several guest buffers of which the transport copied only
- * the beginning into the `frame` it passed to {@link FrameHandler.handleFrame}; the
- * rest stays in guest memory (no copy of a 64 KiB segment when its payload only goes
- * on to a host socket). Valid only during that call.
- */
-export interface ScatteredFrame {
-  /** Bytes at the start of `frame` that hold the frame's contents; the rest does not yet. */
-  readonly filled: number;
-  /** Copies the rest of the frame into `frame`: afterwards all of it holds the contents. */
-  gather(): void;
-  /**
-   * Appends iovec entries for `length` bytes of the frame from byte `from` on, pointing
-   * into guest memory (bytes before {@link filled} point into `frame`).
-   * @returns the bytes added (fewer when the table fills up)
-   */
-  vectorsOf(from: number, length: number, vectors: IoVectors): number;
 }
 
 /** Receives the frames the guest sends. Implemented by the network stack. */

@@ -177,12 +177,12 @@ export interface VhostUserLinkCounters {
   txFrames: number;
   /** TX chains rejected (malformed, offload flags not negotiated). */
   txRejected: number;
-  /** TX frames the guest left for the device to segment (GSO_TCPV4/6), among txFrames. */
-  txSegmented: number;
   /** TX frames handed over scattered: headers copied, payload left in guest memory. */
   txScattered: number;
   /** Of those, frames the handler copied whole after all (ScatteredFrame.gather). */
   txGathered: number;
+  /** TX frames the guest left for the device to segment (GSO_TCPV4/6), among txFrames. */
+  txSegmented: number;
   /** TX turns run, whatever started them. */
   txTurns: number;
   /** TX turns started by a kick from the guest. */
@@ -244,9 +244,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   readonly counters: VhostUserLinkCounters = {
     txFrames: 0,
     txRejected: 0,
-    txSegmented: 0,
     txScattered: 0,
     txGathered: 0,
+    txSegmented: 0,
     txTurns: 0,
     txKicks: 0,
     txPolls: 0,

@@ -521,9 +521,9 @@ Deno.test("VhostUserLink.counters count frames, kicks, polls and re-arms; logged
   assert.deepEqual(link.counters, {
     txFrames: 4,
     txRejected: 0,
-    txSegmented: 0,
     txScattered: 0,
     txGathered: 0,
+    txSegmented: 0,
     txTurns: 5,
     txKicks: 2,
     txPolls: 3,
