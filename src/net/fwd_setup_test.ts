@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
+import { UdpSocket } from "../../ffi/udp_socket.ts";
 import { Buffer } from "node:buffer";
 import { NetworkStack } from "./stack.ts";
 import {
@@ -35,12 +36,17 @@ function freePort(): number {
   return p;
 }
 
-async function freeUdpPort(): Promise<number> {
-  const s = dgram.createSocket("udp4");
-  await new Promise<void>((r) => s.bind(0, "127.0.0.1", r));
-  const p = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
+/**
+ * A UDP port free on 127.0.0.1 just now, from the helper's socket: its close(2) is
+ * synchronous (a node:dgram socket may still hold the port after its close callback).
+ */
+function freeUdpPort(): Promise<number> {
+  const s = UdpSocket.open(4, { address: new Uint8Array([127, 0, 0, 1]), port: 0 });
+  try {
+    return Promise.resolve(s.localAddress().port);
+  } finally {
+    s.close();
+  }
 }
 
 /** Attempts of {@link forwardOnFreePorts} before an EADDRINUSE fails the test. */
