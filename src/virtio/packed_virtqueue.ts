@@ -46,9 +46,11 @@ import type { StartedVring } from "./started_vring.ts";
 import { type GuestMemory, PIECES_NO_ROOM } from "./guest_memory.ts";
 import type { GuestWriteLog } from "./guest_write_log.ts";
 import type { DescriptorChain } from "./descriptor_chain.ts";
+import { CHAIN_ID_LIMIT, mapIndirectTable, storeBuffer } from "./chain_buffers.ts";
+import { Fault, FaultRecord, type FaultTerms, malformedRunVerdict } from "./chain_fault.ts";
 import { IndirectTableClaims } from "./indirect_table_claims.ts";
 import { memoryFence } from "./memory_fence.ts";
-import { hexAddress, readU16, readU32 } from "./ring_bytes.ts";
+import { readU16, readU32 } from "./ring_bytes.ts";
 import {
   decodePackedState,
   descriptorRingBytes,
@@ -78,35 +80,18 @@ import {
 import {
   MALFORMED_RUN_DESCRIPTOR_LIMIT,
   MALFORMED_RUN_LIMIT,
-  SHARED_TABLE_CHECK_MIN_ENTRIES,
   TURN_DESCRIPTOR_BUDGET,
   type Virtqueue,
   type VirtqueueOptions,
 } from "./virtqueue.ts";
 
-/** Placeholder for the views a located chain does not keep. */
-const EMPTY_VIEW = new Uint8Array(0);
-
-/** Chain ids (for indirect table claims) restart past this. */
-const CHAIN_ID_LIMIT = 0xffff_ffff;
-
-/** Why a buffer was rejected; one code per check. */
-const Fault = {
-  None: 0,
-  ZeroLength: 1,
-  OutsideMemory: 2,
-  ReadableAfterWritable: 3,
-  IndirectNotNegotiated: 4,
-  IndirectNested: 5,
-  IndirectWithNext: 6,
-  IndirectInList: 7,
-  IndirectBadLength: 8,
-  TooManyViews: 9,
-  SharedTable: 10,
-  /** The ring is inconsistent: the queue was marked broken. */
-  Broken: 11,
-} as const;
-type Fault = typeof Fault[keyof typeof Fault];
+/** The words of the packed ring's log lines. */
+const PACKED_TERMS: FaultTerms = {
+  element: "element",
+  slot: "slot",
+  unit: "buffer",
+  views: "views",
+};
 
 /** The device side of one packed virtqueue over a started vring. */
 export class PackedVirtqueue implements Virtqueue {
@@ -166,12 +151,8 @@ export class PackedVirtqueue implements Virtqueue {
   // The list read last: slots it took and its Buffer ID.
   #listSlots = 0;
   #listId = 0;
-  // Details of the last fault, formatted only when a line is written.
-  #fault: Fault = Fault.None;
-  #faultSlot = 0;
-  #faultLow = 0;
-  #faultHigh = 0;
-  #faultLength = 0;
+  /** Details of the last fault, formatted only when a line is written. */
+  readonly #faults = new FaultRecord();
 
   /**
    * @param ring the started vring: descriptor ring, driver and device areas (see
@@ -400,7 +381,12 @@ export class PackedVirtqueue implements Virtqueue {
         return true;
       }
       chain.release();
-      this.#malformedLog.write(now ?? this.#clock(), this.#describeFault(id, headSlot));
+      this.#malformedLog.write(
+        now ?? this.#clock(),
+        `virtqueue ${this.name}: dropping buffer ${id} (slot ${headSlot}): ${
+          this.#faults.describe(PACKED_TERMS, this.size * PACKED_DESC_SIZE)
+        }`,
+      );
       this.#returnMalformed(id);
     }
   }
@@ -462,11 +448,11 @@ export class PackedVirtqueue implements Virtqueue {
         if ((flags & PACKED_DESC_F_INDIRECT) !== 0) {
           // virtio 1.2 §2.8.7, §2.8.19: only with the feature, never in a list linked by NEXT.
           if (!this.#indirect) {
-            fault = this.#setFault(Fault.IndirectNotNegotiated, slot, 0, 0, 0);
+            fault = this.#faults.set(Fault.IndirectNotNegotiated, slot, 0, 0, 0);
           } else if ((flags & PACKED_DESC_F_NEXT) !== 0) {
-            fault = this.#setFault(Fault.IndirectWithNext, slot, 0, 0, 0);
+            fault = this.#faults.set(Fault.IndirectWithNext, slot, 0, 0, 0);
           } else if (slots !== 1) {
-            fault = this.#setFault(Fault.IndirectInList, slot, 0, 0, 0);
+            fault = this.#faults.set(Fault.IndirectInList, slot, 0, 0, 0);
           } else {
             fault = this.#walkTable(chain, slot, addrLow, addrHigh, len, id);
           }
@@ -495,26 +481,28 @@ export class PackedVirtqueue implements Virtqueue {
     len: number,
     id: number,
   ): Fault {
-    if (len === 0 || len % PACKED_DESC_SIZE !== 0 || len / PACKED_DESC_SIZE > this.size) {
-      return this.#setFault(Fault.IndirectBadLength, slot, addrLow, addrHigh, len);
-    }
-    // The table must lie in one memory region, as for split rings; it is read in place.
-    const table = this.#memory.view(addrLow, addrHigh, len);
-    if (table === null) return this.#setFault(Fault.OutsideMemory, slot, addrLow, addrHigh, len);
+    const faults = this.#faults;
+    const table = mapIndirectTable(
+      this.#memory,
+      this.#tables,
+      faults,
+      slot,
+      addrLow,
+      addrHigh,
+      len,
+      PACKED_DESC_SIZE,
+      this.size,
+      id,
+    );
+    if (table === null) return faults.fault;
     const entries = len / PACKED_DESC_SIZE;
-    if (entries > SHARED_TABLE_CHECK_MIN_ENTRIES) {
-      const start = addrHigh * 0x1_0000_0000 + addrLow;
-      if (!this.#tables.claim(start, start + len, id)) {
-        return this.#setFault(Fault.SharedTable, slot, addrLow, addrHigh, len);
-      }
-    }
     for (let i = 0; i < entries; i++) {
       this.#walked++;
       const at = i * PACKED_DESC_SIZE;
       const flags = readU16(table, at + PACKED_DESC_FLAGS);
       // virtio 1.2 §2.8.7: WRITE is the only valid flag in a table (NEXT, the ID are ignored).
       if ((flags & PACKED_DESC_F_INDIRECT) !== 0) {
-        return this.#setFault(Fault.IndirectNested, i, 0, 0, 0);
+        return this.#faults.set(Fault.IndirectNested, i, 0, 0, 0);
       }
       const fault = this.#addBuffer(
         chain,
@@ -538,40 +526,17 @@ export class PackedVirtqueue implements Virtqueue {
     len: number,
     where: number,
   ): Fault {
-    if (len === 0) return this.#setFault(Fault.ZeroLength, where, addrLow, addrHigh, 0);
+    if (len === 0) return this.#faults.set(Fault.ZeroLength, where, addrLow, addrHigh, 0);
     const writable = (flags & PACKED_DESC_F_WRITE) !== 0;
     if (!writable && chain.writableBytes !== 0) {
-      return this.#setFault(Fault.ReadableAfterWritable, where, addrLow, addrHigh, len);
+      return this.#faults.set(Fault.ReadableAfterWritable, where, addrLow, addrHigh, len);
     }
-    const memory = this.#memory;
-    const buffers = chain.buffers;
-    const capacity = buffers.length;
     const count = chain.count;
-    const located = chain.located;
-    let views = 1;
-    const offset = located && count < capacity ? memory.locate(addrLow, addrHigh, len) : -1;
-    const view = located || count >= capacity ? null : memory.view(addrLow, addrHigh, len);
-    if (offset >= 0) {
-      chain.bases[count] = memory.locatedBytes;
-      chain.offsets[count] = offset;
-      chain.lengths[count] = len;
-    } else if (view !== null) {
-      buffers[count] = view;
-    } else {
-      views = memory.viewPieces(addrLow, addrHigh, len, buffers, count, capacity - count);
-      if (views < 0) {
-        return views === PIECES_NO_ROOM
-          ? this.#setFault(Fault.TooManyViews, where, addrLow, addrHigh, capacity)
-          : this.#setFault(Fault.OutsideMemory, where, addrLow, addrHigh, len);
-      }
-      if (located) {
-        for (let i = count; i < count + views; i++) {
-          chain.bases[i] = buffers[i];
-          chain.offsets[i] = 0;
-          chain.lengths[i] = buffers[i].length;
-          buffers[i] = EMPTY_VIEW;
-        }
-      }
+    const views = storeBuffer(this.#memory, chain, count, addrLow, addrHigh, len);
+    if (views < 0) {
+      return views === PIECES_NO_ROOM
+        ? this.#faults.set(Fault.TooManyViews, where, addrLow, addrHigh, chain.buffers.length)
+        : this.#faults.set(Fault.OutsideMemory, where, addrLow, addrHigh, len);
     }
     chain.count = count + views; // release() drops every view stored, even after a later fault
     if (writable) {
@@ -581,61 +546,6 @@ export class PackedVirtqueue implements Virtqueue {
       chain.readableCount += views;
     }
     return Fault.None;
-  }
-
-  #setFault(fault: Fault, where: number, low: number, high: number, length: number): Fault {
-    this.#fault = fault;
-    this.#faultSlot = where;
-    this.#faultLow = low;
-    this.#faultHigh = high;
-    this.#faultLength = length;
-    return fault;
-  }
-
-  #describeFault(id: number, headSlot: number): string {
-    const i = this.#faultSlot;
-    const range = `${hexAddress(this.#faultLow, this.#faultHigh)}+${this.#faultLength}`;
-    let why: string;
-    switch (this.#fault) {
-      case Fault.ZeroLength:
-        why = `element ${i} has length 0`;
-        break;
-      case Fault.OutsideMemory:
-        why = `element ${i}: address ${range} is outside guest memory`;
-        break;
-      case Fault.ReadableAfterWritable:
-        why = `element ${i} is device-readable after a device-writable one`;
-        break;
-      case Fault.IndirectNotNegotiated:
-        why = `slot ${i} is indirect but VIRTIO_F_INDIRECT_DESC was not negotiated`;
-        break;
-      case Fault.IndirectNested:
-        why = `indirect table entry ${i} is itself indirect`;
-        break;
-      case Fault.IndirectWithNext:
-        why = `slot ${i} has both INDIRECT and NEXT`;
-        break;
-      case Fault.IndirectInList:
-        why = `slot ${i} is indirect inside a list linked by NEXT`;
-        break;
-      case Fault.IndirectBadLength:
-        why = `indirect table ${range} has a length that is 0, not a multiple of 16 or over ${
-          this.size * PACKED_DESC_SIZE
-        }`;
-        break;
-      case Fault.TooManyViews:
-        why = `element ${i}: address ${
-          hexAddress(this.#faultLow, this.#faultHigh)
-        } would make the buffer more than ${this.#faultLength} views`;
-        break;
-      case Fault.SharedTable:
-        why =
-          `indirect table ${range} overlaps another buffer's table, made available and not yet returned`;
-        break;
-      default:
-        why = "unknown fault";
-    }
-    return `virtqueue ${this.name}: dropping buffer ${id} (slot ${headSlot}): ${why}`;
   }
 
   /** {@inheritDoc Virtqueue.dropChain} */
@@ -656,15 +566,13 @@ export class PackedVirtqueue implements Virtqueue {
     this.#skipped++;
     this.#pushUsedElement(id, 0);
     if (this.#broken) return;
-    if (++this.#malformedRun >= MALFORMED_RUN_LIMIT) {
-      this.#markBroken(`${MALFORMED_RUN_LIMIT} malformed chains in a row`);
-    } else if (this.#walked - this.#walkedAtLastUse >= MALFORMED_RUN_DESCRIPTOR_LIMIT) {
-      this.#markBroken(
-        `malformed chains worth ${
-          this.#walked - this.#walkedAtLastUse
-        } descriptors in a row (limit ${MALFORMED_RUN_DESCRIPTOR_LIMIT})`,
-      );
-    }
+    const verdict = malformedRunVerdict(
+      ++this.#malformedRun,
+      MALFORMED_RUN_LIMIT,
+      this.#walked - this.#walkedAtLastUse,
+      MALFORMED_RUN_DESCRIPTOR_LIMIT,
+    );
+    if (verdict !== null) this.#markBroken(verdict);
   }
 
   /**

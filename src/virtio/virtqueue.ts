@@ -52,9 +52,16 @@ import type { StartedVring } from "./started_vring.ts";
 import { type GuestMemory, PIECES_NO_ROOM } from "./guest_memory.ts";
 import type { GuestWriteLog } from "./guest_write_log.ts";
 import { DescriptorChain } from "./descriptor_chain.ts";
+import {
+  CHAIN_ID_LIMIT,
+  mapIndirectTable,
+  SHARED_TABLE_CHECK_MIN_ENTRIES,
+  storeBuffer,
+} from "./chain_buffers.ts";
+import { Fault, FaultRecord, type FaultTerms, malformedRunVerdict } from "./chain_fault.ts";
 import { IndirectTableClaims } from "./indirect_table_claims.ts";
 import { memoryFence } from "./memory_fence.ts";
-import { hexAddress, readU16, readU32 } from "./ring_bytes.ts";
+import { readU16, readU32 } from "./ring_bytes.ts";
 import {
   AVAIL_FLAGS,
   AVAIL_IDX,
@@ -83,9 +90,6 @@ import {
   VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
 } from "./ring_layout.ts";
-
-/** Placeholder for the views a located chain does not keep. */
-const EMPTY_VIEW = new Uint8Array(0);
 
 /**
  * Descriptors one turn may walk (each read of a descriptor counts, an indirect
@@ -118,20 +122,7 @@ export const MALFORMED_RUN_LIMIT = 64;
  */
 export const MALFORMED_RUN_DESCRIPTOR_LIMIT = 2 * TURN_DESCRIPTOR_BUDGET;
 
-/**
- * Indirect tables with more entries than this are checked for overlap with the tables
- * of other chains made available since the last publish (virtio 1.2 §2.7.13: a buffer
- * goes into free descriptors, and a table's entries are descriptors). Smaller tables
- * are not: sharing one costs at most this many descriptors per head, no more than a
- * chain of that length, and Linux's tables stay below it (at most MAX_SKB_FRAGS + 2
- * = 19 entries), so the common path never touches the sorted range set. The threshold
- * also bounds that set: each entry costs more than this many descriptors walked, so
- * a turn adds at most {@link TURN_DESCRIPTOR_BUDGET} / 33 ranges to it.
- */
-export const SHARED_TABLE_CHECK_MIN_ENTRIES = 32;
-
-/** Chain ids are stamped in a Uint32Array; past this they restart (the stamps are cleared). */
-const CHAIN_ID_LIMIT = 0xffff_ffff;
+export { SHARED_TABLE_CHECK_MIN_ENTRIES };
 
 /** Options of a {@link SplitVirtqueue}. */
 export interface VirtqueueOptions {
@@ -143,24 +134,13 @@ export interface VirtqueueOptions {
   readonly clock?: () => number;
 }
 
-/** Why a chain was rejected; one code per check. */
-const Fault = {
-  None: 0,
-  ChainTooLong: 1,
-  NextOutOfRange: 2,
-  ZeroLength: 3,
-  OutsideMemory: 4,
-  ReadableAfterWritable: 5,
-  IndirectNotNegotiated: 6,
-  IndirectNested: 7,
-  IndirectWithNext: 8,
-  IndirectNotFirst: 9,
-  IndirectBadLength: 10,
-  TooManyViews: 11,
-  SharedDescriptor: 12,
-  SharedTable: 13,
-} as const;
-type Fault = typeof Fault[keyof typeof Fault];
+/** The words of the split ring's log lines. */
+const SPLIT_TERMS: FaultTerms = {
+  element: "descriptor",
+  slot: "descriptor",
+  unit: "chain",
+  views: "buffer views",
+};
 
 /**
  * The device side of one virtqueue, split (virtio 1.2 §2.7, {@link SplitVirtqueue}) or
@@ -272,12 +252,8 @@ export class SplitVirtqueue implements Virtqueue {
   /** The large indirect tables walked since the last publish (see {@link SHARED_TABLE_CHECK_MIN_ENTRIES}). */
   readonly #tables = new IndirectTableClaims();
 
-  // Details of the last fault, formatted only when a line is written.
-  #fault: Fault = Fault.None;
-  #faultIndex = 0;
-  #faultLow = 0;
-  #faultHigh = 0;
-  #faultLength = 0;
+  /** Details of the last fault, formatted only when a line is written. */
+  readonly #faults = new FaultRecord();
 
   /**
    * @param ring the started vring (views of its three parts, memory, features)
@@ -460,7 +436,12 @@ export class SplitVirtqueue implements Virtqueue {
       const fault = this.#walk(chain, head);
       if (fault === Fault.None) return true;
       chain.release();
-      this.#malformedLog.write(now ?? this.#clock(), this.#describeFault(head));
+      this.#malformedLog.write(
+        now ?? this.#clock(),
+        `virtqueue ${this.name}: dropping chain ${head}: ${
+          this.#faults.describe(SPLIT_TERMS, this.size * DESC_SIZE)
+        }`,
+      );
       this.#returnMalformed(head);
     }
   }
@@ -491,15 +472,13 @@ export class SplitVirtqueue implements Virtqueue {
     this.#skipped++;
     this.#pushUsedElement(head, 0);
     if (this.#broken) return;
-    if (++this.#malformedRun >= MALFORMED_RUN_LIMIT) {
-      this.#markBroken(`${MALFORMED_RUN_LIMIT} malformed chains in a row`);
-    } else if (this.#walked - this.#walkedAtLastUse >= MALFORMED_RUN_DESCRIPTOR_LIMIT) {
-      this.#markBroken(
-        `malformed chains worth ${
-          this.#walked - this.#walkedAtLastUse
-        } descriptors in a row (limit ${MALFORMED_RUN_DESCRIPTOR_LIMIT})`,
-      );
-    }
+    const verdict = malformedRunVerdict(
+      ++this.#malformedRun,
+      MALFORMED_RUN_LIMIT,
+      this.#walked - this.#walkedAtLastUse,
+      MALFORMED_RUN_DESCRIPTOR_LIMIT,
+    );
+    if (verdict !== null) this.#markBroken(verdict);
   }
 
   /**
@@ -537,21 +516,19 @@ export class SplitVirtqueue implements Virtqueue {
     const owner = this.#owner;
     const windowFirstId = this.#windowFirstId;
     const memory = this.#memory;
-    const buffers = chain.buffers;
-    const capacity = buffers.length;
+    const capacity = chain.buffers.length;
     const desc = this.#desc;
-    const located = chain.located; // buffers as (base, offset, length), no views
     let table: Uint8Array | null = null; // the indirect table, once followed
     let index = head;
     let limit = this.size;
     let descriptors = 0; // buffer descriptors so far: a loop shows as more than `limit`
-    let count = 0; // views in `buffers` (a descriptor spanning regions has several)
+    let count = 0; // views or ranges in `chain` (a descriptor spanning regions has several)
     let readableCount = 0;
     let readableBytes = 0;
     let writableBytes = 0;
     for (;;) {
       if (descriptors >= limit) {
-        return this.#setFault(Fault.ChainTooLong, index, 0, 0, descriptors);
+        return this.#faults.set(Fault.ChainTooLong, index, 0, 0, descriptors);
       }
       this.#walked++;
       let addrLow: number, addrHigh: number, len: number, flags: number, next: number;
@@ -559,7 +536,7 @@ export class SplitVirtqueue implements Virtqueue {
         // Reached by another chain since the last publish: the driver shares it.
         const stamp = owner[index];
         if (stamp >= windowFirstId && stamp !== id) {
-          return this.#setFault(Fault.SharedDescriptor, index, 0, 0, 0);
+          return this.#faults.set(Fault.SharedDescriptor, index, 0, 0, 0);
         }
         owner[index] = id;
         const at = index * DESC_SIZE;
@@ -578,60 +555,37 @@ export class SplitVirtqueue implements Virtqueue {
       }
       if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
         // virtio 1.2 §2.7.5.3.1: only with the feature, never nested, never with NEXT.
-        if (!this.#indirect) return this.#setFault(Fault.IndirectNotNegotiated, index, 0, 0, 0);
-        if (table !== null) return this.#setFault(Fault.IndirectNested, index, 0, 0, 0);
-        if (descriptors !== 0) return this.#setFault(Fault.IndirectNotFirst, index, 0, 0, 0);
+        if (!this.#indirect) return this.#faults.set(Fault.IndirectNotNegotiated, index, 0, 0, 0);
+        if (table !== null) return this.#faults.set(Fault.IndirectNested, index, 0, 0, 0);
+        if (descriptors !== 0) return this.#faults.set(Fault.IndirectNotFirst, index, 0, 0, 0);
         if ((flags & VIRTQ_DESC_F_NEXT) !== 0) {
-          return this.#setFault(Fault.IndirectWithNext, index, 0, 0, 0);
+          return this.#faults.set(Fault.IndirectWithNext, index, 0, 0, 0);
         }
-        if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > this.size) {
-          return this.#setFault(Fault.IndirectBadLength, index, addrLow, addrHigh, len);
-        }
-        // The table must lie in one memory region (QEMU requires that too: see
-        // guest_memory.ts); it is read in place, never gathered.
-        const view = memory.view(addrLow, addrHigh, len);
-        if (view === null) {
-          return this.#setFault(Fault.OutsideMemory, index, addrLow, addrHigh, len);
-        }
+        const faults = this.#faults;
+        table = mapIndirectTable(
+          memory,
+          this.#tables,
+          faults,
+          index,
+          addrLow,
+          addrHigh,
+          len,
+          DESC_SIZE,
+          this.size,
+          id,
+        );
+        if (table === null) return faults.fault;
         limit = len / DESC_SIZE;
-        if (limit > SHARED_TABLE_CHECK_MIN_ENTRIES) {
-          const start = addrHigh * 0x1_0000_0000 + addrLow;
-          if (!this.#tables.claim(start, start + len, id)) {
-            return this.#setFault(Fault.SharedTable, index, addrLow, addrHigh, len);
-          }
-        }
-        table = view;
         index = 0;
         continue;
       }
       descriptors++;
-      if (len === 0) return this.#setFault(Fault.ZeroLength, index, addrLow, addrHigh, 0);
-      let views = 1;
-      const offset = located && count < capacity ? memory.locate(addrLow, addrHigh, len) : -1;
-      const view = located || count >= capacity ? null : memory.view(addrLow, addrHigh, len);
-      if (offset >= 0) {
-        chain.bases[count] = memory.locatedBytes;
-        chain.offsets[count] = offset;
-        chain.lengths[count] = len;
-      } else if (view !== null) {
-        buffers[count] = view;
-      } else {
-        // Not inside one region (maybe across adjacent ones: a gather list), or no room.
-        views = memory.viewPieces(addrLow, addrHigh, len, buffers, count, capacity - count);
-        if (views < 0) {
-          return views === PIECES_NO_ROOM
-            ? this.#setFault(Fault.TooManyViews, index, addrLow, addrHigh, capacity)
-            : this.#setFault(Fault.OutsideMemory, index, addrLow, addrHigh, len);
-        }
-        if (located) {
-          // Each piece becomes its own base, at offset 0 (rare: a buffer across regions).
-          for (let i = count; i < count + views; i++) {
-            chain.bases[i] = buffers[i];
-            chain.offsets[i] = 0;
-            chain.lengths[i] = buffers[i].length;
-            buffers[i] = EMPTY_VIEW;
-          }
-        }
+      if (len === 0) return this.#faults.set(Fault.ZeroLength, index, addrLow, addrHigh, 0);
+      const views = storeBuffer(memory, chain, count, addrLow, addrHigh, len);
+      if (views < 0) {
+        return views === PIECES_NO_ROOM
+          ? this.#faults.set(Fault.TooManyViews, index, addrLow, addrHigh, capacity)
+          : this.#faults.set(Fault.OutsideMemory, index, addrLow, addrHigh, len);
       }
       count += views;
       chain.count = count; // release() drops every view stored, even after a fault below
@@ -639,83 +593,19 @@ export class SplitVirtqueue implements Virtqueue {
         writableBytes += len;
       } else {
         if (writableBytes !== 0) {
-          return this.#setFault(Fault.ReadableAfterWritable, index, addrLow, addrHigh, len);
+          return this.#faults.set(Fault.ReadableAfterWritable, index, addrLow, addrHigh, len);
         }
         readableBytes += len;
         readableCount += views;
       }
       if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
-      if (next >= limit) return this.#setFault(Fault.NextOutOfRange, index, next, 0, limit);
+      if (next >= limit) return this.#faults.set(Fault.NextOutOfRange, index, next, 0, limit);
       index = next;
     }
     chain.readableCount = readableCount;
     chain.readableBytes = readableBytes;
     chain.writableBytes = writableBytes;
     return Fault.None;
-  }
-
-  #setFault(fault: Fault, index: number, low: number, high: number, length: number): Fault {
-    this.#fault = fault;
-    this.#faultIndex = index;
-    this.#faultLow = low;
-    this.#faultHigh = high;
-    this.#faultLength = length;
-    return fault;
-  }
-
-  #describeFault(head: number): string {
-    const i = this.#faultIndex;
-    const range = `${hexAddress(this.#faultLow, this.#faultHigh)}+${this.#faultLength}`;
-    let why: string;
-    switch (this.#fault) {
-      case Fault.ChainTooLong:
-        why = `chain is longer than ${this.#faultLength} descriptors (loop?)`;
-        break;
-      case Fault.NextOutOfRange:
-        why = `descriptor ${i} links to ${this.#faultLow}, outside a table of ${this.#faultLength}`;
-        break;
-      case Fault.ZeroLength:
-        why = `descriptor ${i} has length 0`;
-        break;
-      case Fault.OutsideMemory:
-        why = `descriptor ${i}: address ${range} is outside guest memory`;
-        break;
-      case Fault.ReadableAfterWritable:
-        why = `descriptor ${i} is device-readable after a device-writable one`;
-        break;
-      case Fault.IndirectNotNegotiated:
-        why = `descriptor ${i} is indirect but VIRTIO_F_INDIRECT_DESC was not negotiated`;
-        break;
-      case Fault.IndirectNested:
-        why = `indirect table entry ${i} is itself indirect`;
-        break;
-      case Fault.IndirectWithNext:
-        why = `descriptor ${i} has both INDIRECT and NEXT`;
-        break;
-      case Fault.IndirectNotFirst:
-        why = `descriptor ${i} is indirect but not the head of the chain`;
-        break;
-      case Fault.TooManyViews:
-        why = `descriptor ${i}: address ${
-          hexAddress(this.#faultLow, this.#faultHigh)
-        } would make the chain more than ${this.#faultLength} buffer views`;
-        break;
-      case Fault.IndirectBadLength:
-        why = `indirect table ${range} has a length that is 0, not a multiple of 16 or over ${
-          this.size * DESC_SIZE
-        }`;
-        break;
-      case Fault.SharedDescriptor:
-        why = `descriptor ${i} is also in another chain made available and not yet returned`;
-        break;
-      case Fault.SharedTable:
-        why =
-          `indirect table ${range} overlaps another chain's table, made available and not yet returned`;
-        break;
-      default:
-        why = "unknown fault";
-    }
-    return `virtqueue ${this.name}: dropping chain ${head}: ${why}`;
   }
 
   /**
