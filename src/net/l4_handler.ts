@@ -8,6 +8,23 @@
 
 import type { ScatteredFrame } from "../tap/frame_transport.ts";
 import type { FlowInfo } from "./flows/flow_info.ts";
+import type { Logger } from "../log/logger.ts";
+
+/** Options every transport translator (TCP, UDP) takes; each names its defaults. */
+export interface TranslatorOptions {
+  /** Maximum number of flows (default 16384). */
+  maxFlows?: number;
+  /** Where log lines go (the process-wide logger by default). */
+  logger?: Logger;
+  /** Clock for events that arrive from host sockets (default performance.now). */
+  clock?: () => number;
+  /** Idle timeout in ms after which a flow is closed (the translator names its default). */
+  idleTimeoutMs?: number;
+  /** Verify the checksum of what the guest sends (default true). */
+  verifyChecksums?: boolean;
+  /** Called when a timer earlier than the earliest one so far is armed. */
+  onTimersChanged?: () => void;
+}
 
 /**
  * One IP packet from the guest, as handed to an {@link L4Handler}. The object and

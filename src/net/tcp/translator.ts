@@ -29,11 +29,11 @@
  */
 
 import { EventLoop } from "../../loop/event_loop.ts";
-import { log as defaultLog, type Logger } from "../../log/logger.ts";
+import { log as defaultLog } from "../../log/logger.ts";
 import { describeFlow, type FlowInfo } from "../flows/flow_info.ts";
 import { type ForwardRules, parseGuestTarget } from "../plan/fwd.ts";
 import type { GuestSender } from "../guest_sender.ts";
-import type { L4Handler, L4Packet } from "../l4_handler.ts";
+import type { L4Handler, L4Packet, TranslatorOptions } from "../l4_handler.ts";
 import {
   parseTcp,
   TCP_ACK_FLAG,
@@ -73,16 +73,11 @@ import type { RepairSwitch } from "./repair.ts";
 import type { MigratedTcpFlow } from "../migration_state.ts";
 
 /** Options of {@link TcpTranslator}. */
-export interface TcpTranslatorOptions {
-  /** Maximum number of flows (default 16384). */
-  maxFlows?: number;
+export interface TcpTranslatorOptions extends TranslatorOptions {
   /** Largest window advertised to the guest in bytes (default 4 MiB; the host socket's room bounds it too). */
   bufferSize?: number;
   /** MTU toward the guest (default 65520). */
   mtu?: number;
-  logger?: Logger;
-  /** Clock for events that arrive from host sockets (default performance.now). */
-  clock?: () => number;
   /**
    * Opens host connections and listeners. Default: helper sockets on `loop`, or on
    * an event loop of the translator's own, run until {@link TcpTranslator.close}.
@@ -90,10 +85,6 @@ export interface TcpTranslatorOptions {
   host?: HostTcp;
   /** The event loop whose batches end with the ACKs owed and a flush (and that runs the default host sockets). */
   loop?: EventLoop;
-  /** Called when a timer earlier than the previous {@link TcpTranslator.nextTimerAt} is armed. */
-  onTimersChanged?: () => void;
-  /** Verify the checksum of guest segments (default true). */
-  verifyChecksums?: boolean;
   /** Idle timeout in ms (default 2 h). */
   idleTimeoutMs?: number;
   /**

@@ -51,7 +51,7 @@ import {
   translateOutbound6,
 } from "../plan/fwd.ts";
 import { type GuestSender, L4_OFFSET_V4, L4_OFFSET_V6 } from "../guest_sender.ts";
-import type { L4Handler, L4Packet } from "../l4_handler.ts";
+import type { L4Handler, L4Packet, TranslatorOptions } from "../l4_handler.ts";
 import {
   describeFlow,
   type FlowInfo,
@@ -120,18 +120,9 @@ export interface UdpSocketWatcher {
 }
 
 /** Options of {@link UdpTranslator}. */
-export interface UdpTranslatorOptions {
-  /** Maximum number of flows (default 16384). */
-  maxFlows?: number;
-  logger?: Logger;
-  /** Clock for events from host sockets (default performance.now). */
-  clock?: () => number;
+export interface UdpTranslatorOptions extends TranslatorOptions {
   /** Idle timeout in ms (default 180 s). */
   idleTimeoutMs?: number;
-  /** Verify the checksum of guest datagrams (default true). */
-  verifyChecksums?: boolean;
-  /** Called when the earliest timer moves earlier. */
-  onTimersChanged?: () => void;
   /**
    * Follows the host sockets' readiness: the daemon's event loop. Default: an
    * {@link EventLoop} of the translator's own, started with its first socket and
