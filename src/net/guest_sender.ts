@@ -160,6 +160,32 @@ export class GuestSender {
     return protocol === IPPROTO_TCP && this.#link !== null && this.#link.l4ChecksumsOptional;
   }
 
+  /** True when an upper-layer message of `l4Length` bytes at `l4Offset` fits a frame; else counts a drop. */
+  #fitsFrame(l4Offset: number, l4Length: number): boolean {
+    if (l4Length >= 0 && l4Offset + l4Length <= MAX_FRAME_LENGTH) return true;
+    this.counters.dropped++;
+    return false;
+  }
+
+  /** Whether a message's TCP checksum is left partial: not done yet, optional, and in the message. */
+  #leavesChecksumPartial(protocol: number, l4Length: number, done: boolean | undefined): boolean {
+    return !done && this.#checksumOptional(protocol) && TCP_CHECKSUM_OFFSET + 2 <= l4Length;
+  }
+
+  /** Stores the folded pseudo-header `sum` as the partial TCP checksum of the message at `l4Offset`. */
+  #storePartialChecksum(l4Offset: number, sum: number): void {
+    const pseudo = foldSum(sum);
+    this.buffer[l4Offset + TCP_CHECKSUM_OFFSET] = pseudo >> 8;
+    this.buffer[l4Offset + TCP_CHECKSUM_OFFSET + 1] = pseudo & 0xff;
+  }
+
+  /** Sends the IP packet whose message ends `l4Length` bytes after `l4Offset` (TCP checksum partial or not). */
+  #sendIp(l4Offset: number, l4Length: number, partial: boolean): SendResult {
+    return partial
+      ? this.#send(l4Offset + l4Length, l4Offset, TCP_CHECKSUM_OFFSET)
+      : this.#send(l4Offset + l4Length);
+  }
+
   /**
    * Sends `buffer[0, length)` after writing the Ethernet header (our MAC → `dstMac`,
    * default the guest's MAC or broadcast).
@@ -181,17 +207,11 @@ export class GuestSender {
     l4Length: number,
     options: { ttl?: number; tos?: number; l4ChecksumDone?: boolean; dstMac?: number } = {},
   ): SendResult {
-    if (l4Length < 0 || L4_OFFSET_V4 + l4Length > MAX_FRAME_LENGTH) {
-      this.counters.dropped++;
-      return SendResult.Dropped;
-    }
+    if (!this.#fitsFrame(L4_OFFSET_V4, l4Length)) return SendResult.Dropped;
     const b = this.buffer;
-    const partial = !options.l4ChecksumDone && this.#checksumOptional(protocol) &&
-      TCP_CHECKSUM_OFFSET + 2 <= l4Length;
+    const partial = this.#leavesChecksumPartial(protocol, l4Length, options.l4ChecksumDone);
     if (partial) {
-      const pseudo = foldSum(ipv4PseudoSum(src, dst, protocol, l4Length));
-      b[L4_OFFSET_V4 + TCP_CHECKSUM_OFFSET] = pseudo >> 8;
-      b[L4_OFFSET_V4 + TCP_CHECKSUM_OFFSET + 1] = pseudo & 0xff;
+      this.#storePartialChecksum(L4_OFFSET_V4, ipv4PseudoSum(src, dst, protocol, l4Length));
     } else if (!options.l4ChecksumDone) {
       const field = CHECKSUM_FIELD[protocol];
       if (field !== undefined && field + 2 <= l4Length) {
@@ -215,9 +235,7 @@ export class GuestSender {
       flags: IPV4_FLAG_DF,
     });
     buildEthernet(b, 0, options.dstMac ?? this.guestMac, this.ourMac, ETHERTYPE_IPV4);
-    return partial
-      ? this.#send(L4_OFFSET_V4 + l4Length, L4_OFFSET_V4, TCP_CHECKSUM_OFFSET)
-      : this.#send(L4_OFFSET_V4 + l4Length);
+    return this.#sendIp(L4_OFFSET_V4, l4Length, partial);
   }
 
   /**
@@ -240,17 +258,14 @@ export class GuestSender {
       dstMac?: number;
     } = {},
   ): SendResult {
-    if (l4Length < 0 || L4_OFFSET_V6 + l4Length > MAX_FRAME_LENGTH) {
-      this.counters.dropped++;
-      return SendResult.Dropped;
-    }
+    if (!this.#fitsFrame(L4_OFFSET_V6, l4Length)) return SendResult.Dropped;
     const b = this.buffer;
-    const partial = !options.l4ChecksumDone && this.#checksumOptional(protocol) &&
-      TCP_CHECKSUM_OFFSET + 2 <= l4Length;
+    const partial = this.#leavesChecksumPartial(protocol, l4Length, options.l4ChecksumDone);
     if (partial) {
-      const pseudo = foldSum(ipv6PseudoSum(src, 0, dst, 0, protocol, l4Length));
-      b[L4_OFFSET_V6 + TCP_CHECKSUM_OFFSET] = pseudo >> 8;
-      b[L4_OFFSET_V6 + TCP_CHECKSUM_OFFSET + 1] = pseudo & 0xff;
+      this.#storePartialChecksum(
+        L4_OFFSET_V6,
+        ipv6PseudoSum(src, 0, dst, 0, protocol, l4Length),
+      );
     } else if (!options.l4ChecksumDone) {
       const field = CHECKSUM_FIELD[protocol];
       if (field !== undefined && field + 2 <= l4Length) {
@@ -274,9 +289,7 @@ export class GuestSender {
         : this.guestMac;
     }
     buildEthernet(b, 0, dstMac, this.ourMac, ETHERTYPE_IPV6);
-    return partial
-      ? this.#send(L4_OFFSET_V6 + l4Length, L4_OFFSET_V6, TCP_CHECKSUM_OFFSET)
-      : this.#send(L4_OFFSET_V6 + l4Length);
+    return this.#sendIp(L4_OFFSET_V6, l4Length, partial);
   }
 
   /** Records the guest's IPv6 source address (global or link-local) if it changed. */
