@@ -80,23 +80,7 @@ export class DescriptorChain {
    * @returns the number of bytes copied (less when the chain is shorter)
    */
   readInto(offset: number, target: Uint8Array): number {
-    let copied = 0;
-    let skip = offset;
-    for (let i = 0; i < this.readableCount && copied < target.length; i++) {
-      const buffer = this.buffers[i];
-      if (skip >= buffer.length) {
-        skip -= buffer.length;
-        continue;
-      }
-      const n = Math.min(buffer.length - skip, target.length - copied);
-      target.set(
-        skip === 0 && n === buffer.length ? buffer : buffer.subarray(skip, skip + n),
-        copied,
-      );
-      copied += n;
-      skip = 0;
-    }
-    return copied;
+    return this.#copy(0, this.readableCount, offset, target, false);
   }
 
   /**
@@ -104,19 +88,35 @@ export class DescriptorChain {
    * @returns the number of bytes copied (less when the chain is shorter)
    */
   writeFrom(offset: number, source: Uint8Array): number {
+    return this.#copy(this.readableCount, this.count, offset, source, true);
+  }
+
+  /**
+   * Copies between `bytes` and the buffers `[first, end)`, starting `offset` bytes into
+   * them: into the buffers when `intoChain`, else out of them.
+   * @returns the number of bytes copied (less when the buffers are shorter)
+   */
+  #copy(first: number, end: number, offset: number, bytes: Uint8Array, intoChain: boolean): number {
     let copied = 0;
     let skip = offset;
-    for (let i = this.readableCount; i < this.count && copied < source.length; i++) {
+    for (let i = first; i < end && copied < bytes.length; i++) {
       const buffer = this.buffers[i];
       if (skip >= buffer.length) {
         skip -= buffer.length;
         continue;
       }
-      const n = Math.min(buffer.length - skip, source.length - copied);
-      buffer.set(
-        copied === 0 && n === source.length ? source : source.subarray(copied, copied + n),
-        skip,
-      );
+      const n = Math.min(buffer.length - skip, bytes.length - copied);
+      if (intoChain) {
+        buffer.set(
+          copied === 0 && n === bytes.length ? bytes : bytes.subarray(copied, copied + n),
+          skip,
+        );
+      } else {
+        bytes.set(
+          skip === 0 && n === buffer.length ? buffer : buffer.subarray(skip, skip + n),
+          copied,
+        );
+      }
       copied += n;
       skip = 0;
     }
