@@ -79,18 +79,23 @@ export function createNetHeader(): NetHeader {
   };
 }
 
+/** Throws a RangeError naming `action` when fewer than 12 bytes are left at `offset` of `bytes`. */
+function requireHeaderRoom(action: string, bytes: Uint8Array, offset: number): void {
+  if (offset < 0 || offset + NET_HDR_SIZE > bytes.length) {
+    throw new RangeError(
+      `Cannot ${action} virtio-net header: ${
+        bytes.length - offset
+      } bytes at offset ${offset}, need ${NET_HDR_SIZE}`,
+    );
+  }
+}
+
 /**
  * Decodes the 12 bytes at `offset` of `bytes` into `out`.
  * @throws RangeError when fewer than 12 bytes are left at offset
  */
 export function decodeNetHeader(bytes: Uint8Array, offset: number, out: NetHeader): NetHeader {
-  if (offset < 0 || offset + NET_HDR_SIZE > bytes.length) {
-    throw new RangeError(
-      `Cannot decode virtio-net header: ${
-        bytes.length - offset
-      } bytes at offset ${offset}, need ${NET_HDR_SIZE}`,
-    );
-  }
+  requireHeaderRoom("decode", bytes, offset);
   const b = bytes;
   const o = offset;
   out.flags = b[o + NET_HDR_FLAGS];
@@ -114,13 +119,7 @@ function put16(b: Uint8Array, at: number, value: number): void {
  * @throws RangeError when fewer than 12 bytes are left at offset
  */
 export function encodeNetHeader(header: NetHeader, bytes: Uint8Array, offset: number): void {
-  if (offset < 0 || offset + NET_HDR_SIZE > bytes.length) {
-    throw new RangeError(
-      `Cannot encode virtio-net header: ${
-        bytes.length - offset
-      } bytes at offset ${offset}, need ${NET_HDR_SIZE}`,
-    );
-  }
+  requireHeaderRoom("encode", bytes, offset);
   bytes[offset + NET_HDR_FLAGS] = header.flags & 0xff;
   bytes[offset + NET_HDR_GSO_TYPE] = header.gsoType & 0xff;
   put16(bytes, offset + NET_HDR_HDR_LEN, header.hdrLen);
