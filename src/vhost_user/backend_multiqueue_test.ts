@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { BackendRig, type DecodedReply } from "../../tests/support/vhost_user/backend_doubles.ts";
+import {
+  BackendRig,
+  RING_SIZE,
+  ringAreas,
+  u64Reply,
+  USER_ADDRESS,
+  userRingAreas,
+} from "../../tests/support/vhost_user/backend_doubles.ts";
 import { encodeRequest } from "../../tests/support/vhost_user/request_encoder.ts";
 import {
   featureBit,
@@ -24,33 +31,17 @@ import {
   vringStatePayload,
 } from "./payload_codec.ts";
 
-const USER = 0x7f12_3400_0000;
 /** Room for 16 pairs of 256-entry rings (32 × 0x8000) plus buffers. */
 const MEMORY_SIZE = 0x11_0000;
-const RING_SIZE = 256;
-/** Ring i's areas, as guest-physical offsets in the one region. */
-const ring = (i: number) => ({
-  descriptor: 0x1000 + i * 0x8000,
-  available: 0x3000 + i * 0x8000,
-  used: 0x4000 + i * 0x8000,
-});
-const userRing = (i: number) => {
-  const r = ring(i);
-  return { descriptor: USER + r.descriptor, available: USER + r.available, used: USER + r.used };
-};
 const FEATURES = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET_F_MRG_RXBUF) |
   featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VIRTIO_NET_F_MQ) |
   featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
-
-function u64Reply(reply: DecodedReply): bigint {
-  return reply.payload.getBigUint64(0, true);
-}
 
 /** Sets ring `i` up as QEMU's vhost_dev_start does: size, base, addresses, kick, call. */
 function setUpRing(rig: BackendRig, i: number, base = 0): { kick: number; call: number } {
   rig.send(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(i, RING_SIZE)));
   rig.send(encodeRequest(Request.SET_VRING_BASE, vringStatePayload(i, base)));
-  rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(i, userRing(i))));
+  rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(i, userRingAreas(i))));
   const kick = rig.fds.create();
   rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(i)), [kick]);
   const call = rig.fds.create();
@@ -82,7 +73,7 @@ function negotiateQueues(pairs: number, enabledPairs = pairs) {
         encodeRequest(
           Request.SET_MEM_TABLE,
           memTablePayload([
-            { guestAddress: 0, size: MEMORY_SIZE, userAddress: USER, mmapOffset: 0 },
+            { guestAddress: 0, size: MEMORY_SIZE, userAddress: USER_ADDRESS, mmapOffset: 0 },
           ]),
         ),
         [memory.fd],
@@ -125,7 +116,7 @@ Deno.test("`VhostUserBackend` starts every ring of 4 queue pairs set up as QEMU 
   for (let i = 0; i < 8; i++) {
     const started = rig.datapath.rings.get(i)!;
     assert.equal(started.lastAvailIndex, 100 + i);
-    assert.equal(started.usedRing.byteOffset, ring(i).used, `ring ${i} has its own used ring`);
+    assert.equal(started.usedRing.byteOffset, ringAreas(i).used, `ring ${i} has its own used ring`);
   }
 });
 
@@ -225,7 +216,7 @@ const hostileCases: HostileCase[] = [
   {
     name: "SET_VRING_ADDR for ring 40",
     send: (rig) =>
-      rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(40, userRing(0)))),
+      rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(40, userRingAreas(0)))),
     error: /SET_VRING_ADDR: queue index 40 is not below 32/,
   },
   {
@@ -240,7 +231,11 @@ const hostileCases: HostileCase[] = [
       rig.send(
         encodeRequest(
           Request.SET_VRING_ADDR,
-          vringAddrPayload(9, { descriptor: USER + MEMORY_SIZE, used: USER, available: USER }),
+          vringAddrPayload(9, {
+            descriptor: USER_ADDRESS + MEMORY_SIZE,
+            used: USER_ADDRESS,
+            available: USER_ADDRESS,
+          }),
         ),
       );
     },
@@ -310,7 +305,7 @@ Deno.test("`VhostUserBackend` logs the used ring of every ring of every pair at 
     rig.send(
       encodeRequest(
         Request.SET_VRING_ADDR,
-        vringAddrPayload(i, userRing(i), 1 << VHOST_VRING_F_LOG, ring(i).used),
+        vringAddrPayload(i, userRingAreas(i), 1 << VHOST_VRING_F_LOG, ringAreas(i).used),
       ),
     );
   }
@@ -319,7 +314,7 @@ Deno.test("`VhostUserBackend` logs the used ring of every ring of every pair at 
   for (let i = 0; i < 6; i++) rig.datapath.writeLogs.get(i)!.markUsed(0, 4);
   assert.deepEqual(
     dirtyPages(log.bytes),
-    [0, 1, 2, 3, 4, 5].map((i) => ring(i).used / 4096),
+    [0, 1, 2, 3, 4, 5].map((i) => ringAreas(i).used / 4096),
     "each ring's used area, none missed",
   );
   // the pair torn down at the end (GET_VRING_BASE per ring) leaves no log behind

@@ -6,6 +6,11 @@ import {
   FAKE_SEMAPHORE_EVENTFD,
   FAKE_SOCKET,
   FAKE_UNVERIFIED,
+  RING_SIZE,
+  ringAreas,
+  u64Reply,
+  USER_ADDRESS,
+  userRingAreas,
 } from "../../tests/support/vhost_user/backend_doubles.ts";
 import { encodeRequest } from "../../tests/support/vhost_user/request_encoder.ts";
 import {
@@ -43,19 +48,7 @@ import {
   vringStatePayload,
 } from "./payload_codec.ts";
 
-const USER = 0x7f12_3400_0000;
 const MEMORY_SIZE = 0x20000;
-const RING_SIZE = 256;
-/** Ring i's areas, as guest-physical offsets in the one region. */
-const ring = (i: number) => ({
-  descriptor: 0x1000 + i * 0x8000,
-  available: 0x3000 + i * 0x8000,
-  used: 0x4000 + i * 0x8000,
-});
-const userRing = (i: number) => {
-  const r = ring(i);
-  return { descriptor: USER + r.descriptor, available: USER + r.available, used: USER + r.used };
-};
 const FEATURES = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET_F_MRG_RXBUF) |
   featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
 
@@ -73,10 +66,6 @@ const VRING_FLAGS_LOG = 1 << VHOST_VRING_F_LOG;
 /** A fake 4096-byte file to share as the dirty log. */
 function logFile(rig: BackendRig): number {
   return rig.fds.memfd(4096).fd;
-}
-
-function u64Reply(reply: DecodedReply): bigint {
-  return reply.payload.getBigUint64(0, true);
 }
 
 /** QEMU 7.2's order for virtio-net; returns the rig and the fds it handed over. */
@@ -114,7 +103,12 @@ function negotiate(options: Setup = {}) {
   expectAck(rig.send(
     encodeRequest(
       Request.SET_MEM_TABLE,
-      memTablePayload([{ guestAddress: 0, size: MEMORY_SIZE, userAddress: USER, mmapOffset: 0 }]),
+      memTablePayload([{
+        guestAddress: 0,
+        size: MEMORY_SIZE,
+        userAddress: USER_ADDRESS,
+        mmapOffset: 0,
+      }]),
       { needReply: ack },
     ),
     [memory.fd],
@@ -125,7 +119,9 @@ function negotiate(options: Setup = {}) {
     rig.send(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(i, RING_SIZE)));
     rig.send(encodeRequest(Request.SET_VRING_BASE, vringStatePayload(i, 10 + i)));
     expectAck(rig.send(
-      encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(i, userRing(i)), { needReply: ack }),
+      encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(i, userRingAreas(i)), {
+        needReply: ack,
+      }),
     ));
     kicks.push(rig.fds.create());
     rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(i)), [kicks[i]]);
@@ -182,7 +178,7 @@ Deno.test("`VhostUserBackend` completes QEMU 7.2's virtio-net negotiation with R
   });
   // the views are the shared memory itself
   rx.usedRing[2] = 0x5a;
-  assert.equal(memory.bytes[ring(0).used + 2], 0x5a);
+  assert.equal(memory.bytes[ringAreas(0).used + 2], 0x5a);
   memory.bytes[0x100] = 0x77;
   assert.equal(rx.memory.view(0x100, 0, 1)?.[0], 0x77);
 });
@@ -261,7 +257,12 @@ Deno.test("`VhostUserBackend` SET_MEM_TABLE replacement stops rings before unmap
   rig.send(
     encodeRequest(
       Request.SET_MEM_TABLE,
-      memTablePayload([{ guestAddress: 0, size: MEMORY_SIZE, userAddress: USER, mmapOffset: 0 }]),
+      memTablePayload([{
+        guestAddress: 0,
+        size: MEMORY_SIZE,
+        userAddress: USER_ADDRESS,
+        mmapOffset: 0,
+      }]),
     ),
     [second.fd],
   );
@@ -271,7 +272,7 @@ Deno.test("`VhostUserBackend` SET_MEM_TABLE replacement stops rings before unmap
   assert.equal(rig.fds.open.has(second.fd), false, "region fd closed after mapping");
   assert.equal(rig.datapath.rings.size, 2, "rings restarted over the new memory");
   rig.datapath.rings.get(0)!.usedRing[0] = 1;
-  assert.equal(second.bytes[ring(0).used], 1);
+  assert.equal(second.bytes[ringAreas(0).used], 1);
 });
 
 Deno.test("`VhostUserBackend` ADD_MEM_REG / REM_MEM_REG manage regions one by one", () => {
@@ -280,7 +281,7 @@ Deno.test("`VhostUserBackend` ADD_MEM_REG / REM_MEM_REG manage regions one by on
   const region = {
     guestAddress: 0x100000,
     size: 0x4000,
-    userAddress: USER + 0x100000,
+    userAddress: USER_ADDRESS + 0x100000,
     mmapOffset: 0,
   };
   const [ack] = rig.send(
@@ -376,7 +377,7 @@ const badCases: BadCase[] = [
   {
     name: "queue index out of range in SET_VRING_ADDR",
     send: (rig) =>
-      rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(37, userRing(0)))),
+      rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(37, userRingAreas(0)))),
     error: /SET_VRING_ADDR: queue index 37 is not below 32/,
   },
   {
@@ -498,7 +499,7 @@ const badCases: BadCase[] = [
       rig.send(
         encodeRequest(
           Request.SET_VRING_ADDR,
-          vringAddrPayload(0, { ...userRing(0), used: USER + MEMORY_SIZE - 100 }),
+          vringAddrPayload(0, { ...userRingAreas(0), used: USER_ADDRESS + MEMORY_SIZE - 100 }),
         ),
       ),
     error: /SET_VRING_ADDR: ring 0 used ring 0x7f1234[0-9a-f]+\+2054 is outside mapped memory/,
@@ -510,7 +511,7 @@ const badCases: BadCase[] = [
       rig.send(
         encodeRequest(
           Request.SET_VRING_ADDR,
-          vringAddrPayload(0, { ...userRing(0), descriptor: 2n ** 63n }),
+          vringAddrPayload(0, { ...userRingAreas(0), descriptor: 2n ** 63n }),
         ),
       ),
     error: /descriptor table address 0x8000000000000000 is not below 2\^53/,
@@ -642,7 +643,7 @@ const badCases: BadCase[] = [
       rig.send(
         encodeRequest(
           Request.SET_VRING_ADDR,
-          vringAddrPayload(1, { ...userRing(1), used: userRing(1).used + 0x800 }),
+          vringAddrPayload(1, { ...userRingAreas(1), used: userRingAreas(1).used + 0x800 }),
         ),
       ),
     error: /SET_VRING_ADDR is not valid in state owned: ring 1 is started/,
@@ -750,7 +751,7 @@ const badCases: BadCase[] = [
       rig.send(
         encodeRequest(
           Request.SET_VRING_ADDR,
-          vringAddrPayload(1, userRing(1), VRING_FLAGS_LOG, ring(1).used),
+          vringAddrPayload(1, userRingAreas(1), VRING_FLAGS_LOG, ringAreas(1).used),
         ),
       ),
     error:
@@ -760,7 +761,7 @@ const badCases: BadCase[] = [
     name: "unknown vring address flags",
     stopFirst: 0,
     send: (rig) =>
-      rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(0, userRing(0), 0x2))),
+      rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(0, userRingAreas(0), 0x2))),
     error: /SET_VRING_ADDR: ring 0 flags 0x2 has bits other than VHOST_VRING_F_LOG/,
   },
 ];
@@ -855,7 +856,7 @@ for (const request of ["GET_VRING_BASE", "SET_MEM_TABLE", "REM_MEM_REG", "RESET_
     const { rig, calls, memory } = negotiate();
     rig.datapath.signalOnStop = true;
     failCalls(rig, calls);
-    const region = { guestAddress: 0, size: MEMORY_SIZE, userAddress: USER, mmapOffset: 0 };
+    const region = { guestAddress: 0, size: MEMORY_SIZE, userAddress: USER_ADDRESS, mmapOffset: 0 };
     if (request === "GET_VRING_BASE") {
       const [reply] = rig.send(encodeRequest(Request.GET_VRING_BASE, vringStatePayload(0, 0)));
       assert.equal(reply.payload.getUint32(4, true), 10, "base returned");
@@ -1106,14 +1107,14 @@ Deno.test("`VhostUserBackend` logs dirty pages as QEMU 10 migrates: SET_LOG_BASE
   const [vringAck] = rig.send(
     encodeRequest(
       Request.SET_VRING_ADDR,
-      vringAddrPayload(0, userRing(0), VRING_FLAGS_LOG, 0x30000 + ring(0).used),
+      vringAddrPayload(0, userRingAreas(0), VRING_FLAGS_LOG, 0x30000 + ringAreas(0).used),
       { needReply: true },
     ),
   );
   assert.equal(u64Reply(vringAck), 0n);
   assert.deepEqual(rig.datapath.events.slice(events), [], "still running");
   rig.datapath.writeLogs.get(0)!.markUsed(2, 2); // used idx, logged at log_guest_addr + 2
-  assert.deepEqual(dirtyPages(log.bytes), [5, 6, (0x30000 + ring(0).used) / 4096]);
+  assert.deepEqual(dirtyPages(log.bytes), [5, 6, (0x30000 + ringAreas(0).used) / 4096]);
 
   // a ring (re)started while logging gets the log with its start
   rig.send(encodeRequest(Request.GET_VRING_BASE, vringStatePayload(0, 0)));
@@ -1122,7 +1123,7 @@ Deno.test("`VhostUserBackend` logs dirty pages as QEMU 10 migrates: SET_LOG_BASE
 
   // migration cancelled: SET_FEATURES without LOG_ALL, rings without the flag
   rig.send(encodeRequest(Request.SET_FEATURES, u64Payload(FEATURES)));
-  rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(0, userRing(0))));
+  rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(0, userRingAreas(0))));
   assert.equal(rig.backend.logging, false);
   assert.equal(rig.datapath.writeLogs.get(0), null);
   assert.equal(rig.datapath.writeLogs.get(1), null);
@@ -1198,7 +1199,12 @@ Deno.test("`VhostUserBackend` starts packed rings: descriptor ring, 4-byte drive
   rig.send(
     encodeRequest(
       Request.SET_MEM_TABLE,
-      memTablePayload([{ guestAddress: 0, size: MEMORY_SIZE, userAddress: USER, mmapOffset: 0 }]),
+      memTablePayload([{
+        guestAddress: 0,
+        size: MEMORY_SIZE,
+        userAddress: USER_ADDRESS,
+        mmapOffset: 0,
+      }]),
     ),
     [memory.fd],
   );
@@ -1207,7 +1213,7 @@ Deno.test("`VhostUserBackend` starts packed rings: descriptor ring, 4-byte drive
   for (const i of [0, 1]) {
     rig.send(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(i, size)));
     rig.send(encodeRequest(Request.SET_VRING_BASE, vringStatePayload(i, base)));
-    rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(i, userRing(i))));
+    rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(i, userRingAreas(i))));
     rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(i)), [rig.fds.create()]);
     rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(i, 1)));
   }
@@ -1220,7 +1226,7 @@ Deno.test("`VhostUserBackend` starts packed rings: descriptor ring, 4-byte drive
   assert.equal(rx.availableRing.length, 4, "driver event suppression area");
   assert.equal(rx.usedRing.length, 4, "device event suppression area");
   rx.usedRing[0] = 0x5a;
-  assert.equal(memory.bytes[ring(0).used], 0x5a, "the device area is at the used address");
+  assert.equal(memory.bytes[ringAreas(0).used], 0x5a, "the device area is at the used address");
   rig.datapath.advance = 0x1_0001; // the test datapath returns the base plus this
   const [reply] = rig.send(encodeRequest(Request.GET_VRING_BASE, vringStatePayload(0, 0)));
   assert.equal(reply.payload.getUint32(4, true), (base + 0x1_0001) >>> 0, "all 32 bits come back");
@@ -1236,12 +1242,17 @@ Deno.test("`VhostUserBackend` starts a packed ring without SET_VRING_BASE at slo
   rig.send(
     encodeRequest(
       Request.SET_MEM_TABLE,
-      memTablePayload([{ guestAddress: 0, size: MEMORY_SIZE, userAddress: USER, mmapOffset: 0 }]),
+      memTablePayload([{
+        guestAddress: 0,
+        size: MEMORY_SIZE,
+        userAddress: USER_ADDRESS,
+        mmapOffset: 0,
+      }]),
     ),
     [memory.fd],
   );
   rig.send(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(1, 256)));
-  rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(1, userRing(1))));
+  rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(1, userRingAreas(1))));
   rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(1)), [rig.fds.create()]);
   rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(1, 1)));
   assert.equal(rig.error, null);

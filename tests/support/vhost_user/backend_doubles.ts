@@ -306,6 +306,35 @@ export interface DecodedReply {
   payload: DataView;
 }
 
+/** The u64 payload of a reply (features, a count, a REPLY_ACK status). */
+export function u64Reply(reply: DecodedReply): bigint {
+  return reply.payload.getBigUint64(0, true);
+}
+
+/** The front-end (user) address the backend tests map their one guest memory region at. */
+export const USER_ADDRESS = 0x7f12_3400_0000;
+/** The size of the rings the backend tests set up. */
+export const RING_SIZE = 256;
+
+/** Ring i's areas, as guest-physical offsets in the one region (rings 0x8000 bytes apart). */
+export function ringAreas(i: number): { descriptor: number; available: number; used: number } {
+  return {
+    descriptor: 0x1000 + i * 0x8000,
+    available: 0x3000 + i * 0x8000,
+    used: 0x4000 + i * 0x8000,
+  };
+}
+
+/** Ring i's areas as front-end (user) addresses, as SET_VRING_ADDR carries them. */
+export function userRingAreas(i: number): { descriptor: number; available: number; used: number } {
+  const r = ringAreas(i);
+  return {
+    descriptor: USER_ADDRESS + r.descriptor,
+    available: USER_ADDRESS + r.available,
+    used: USER_ADDRESS + r.used,
+  };
+}
+
 /** Drives a real framer + backend over doubles. */
 export class BackendRig {
   readonly fds = new FakeFds();

@@ -15,7 +15,7 @@ import type { Virtqueue, VirtqueueOptions } from "../../../src/virtio/virtqueue.
 import type { WriteRecord } from "./recording_write_log.ts";
 
 /** A logger whose lines are kept, in order and without their level, in `lines`. */
-export function capturingLogger(): { logger: Logger; lines: string[] } {
+export function lineCapturingLogger(): { logger: Logger; lines: string[] } {
   const lines: string[] = [];
   const logger = new Logger();
   logger.setSink((_level, line) => lines.push(line));
@@ -27,7 +27,7 @@ export function queueFixture<D extends { vring(): StartedVring }, Q extends Virt
   driver: D,
   start: (ring: StartedVring, options: VirtqueueOptions) => Q,
 ): { driver: D; queue: Q; chain: DescriptorChain; lines: string[] } {
-  const { logger, lines } = capturingLogger();
+  const { logger, lines } = lineCapturingLogger();
   const queue = start(driver.vring(), { name: "TX", logger });
   const chain = new DescriptorChain(queue.size);
   return { driver, queue, chain, lines };
