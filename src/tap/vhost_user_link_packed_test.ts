@@ -12,34 +12,31 @@ import { SplitRingDriver } from "../../tests/support/virtio/split_ring_driver.ts
 import { decodePackedState } from "../virtio/packed_ring_layout.ts";
 import { newFrameSpace, SendResult } from "./frame_transport.ts";
 import { RecordingHandler } from "../../tests/support/tap/frame_handler.ts";
+import {
+  anyBufferLayout,
+  bufferSegments,
+  frameOf,
+  joinParts,
+  sendFrames,
+  startLinkRings,
+} from "../../tests/support/tap/link_rings.ts";
 import { VhostUserLink } from "./vhost_user_link.ts";
 import { WriteRecord } from "../../tests/support/virtio/recording_write_log.ts";
 import { type NegotiatedFeatures } from "../virtio/started_vring.ts";
-
-function frameOf(length: number, seed: number): Uint8Array {
-  const f = new Uint8Array(length);
-  for (let i = 0; i < length; i++) f[i] = (i * 7 + seed) & 0xff;
-  return f;
-}
 
 function setup(features: Partial<NegotiatedFeatures> = {}, size = 64, dataBytes = 4 << 20) {
   const memory = new ArrayGuestMemory();
   const lines: string[] = [];
   const logger = new Logger();
   logger.setSink((_l, line) => lines.push(line));
-  const rx = new PackedRingDriver({ size, index: 0, features, memory, base: 0x10_0000, dataBytes });
-  const tx = new PackedRingDriver({
-    size,
-    index: 1,
-    features,
-    memory,
-    base: 0x1000_0000,
-    dataBytes,
-  });
   const handler = new RecordingHandler();
   const link = new VhostUserLink(handler, { logger, clock: () => 0 });
-  link.startVring(rx.vring(), 0);
-  link.startVring(tx.vring(), 0);
+  const { rx, tx } = startLinkRings(link, (options) => new PackedRingDriver(options), {
+    size,
+    features,
+    memory,
+    dataBytes,
+  });
   return { memory, rx, tx, handler, link, lines };
 }
 
@@ -49,12 +46,7 @@ function guestTransmit(tx: PackedRingDriver, frame: Uint8Array, pieces: number, 
   packet.set(frame, NET_HDR_SIZE);
   const addr = tx.alloc(packet.length);
   tx.write(addr, packet);
-  const per = Math.ceil(packet.length / pieces);
-  const segments = [];
-  for (let at = 0; at < packet.length; at += per) {
-    segments.push({ addr: addr + at, length: Math.min(per, packet.length - at), writable: false });
-  }
-  const id = tx.addChain(segments, indirect);
+  const id = tx.addChain(bufferSegments(addr, packet.length, pieces, false), indirect);
   assert.ok(id !== null);
 }
 
@@ -68,12 +60,7 @@ function guestPostRx(
 ) {
   for (let i = 0; i < count; i++) {
     const addr = rx.alloc(bytes);
-    const per = Math.ceil(bytes / pieces);
-    const segments = [];
-    for (let at = 0; at < bytes; at += per) {
-      segments.push({ addr: addr + at, length: Math.min(per, bytes - at), writable: true });
-    }
-    const id = rx.addChain(segments, indirect);
+    const id = rx.addChain(bufferSegments(addr, bytes, pieces, true), indirect);
     assert.ok(id !== null);
     posted.set(id, addr);
   }
@@ -97,13 +84,7 @@ function guestReceive(rx: PackedRingDriver, posted: Map<number, number>) {
       parts.push(rx.read(posted.get(used[i + k].id)!, used[i + k].len));
     }
     i += header.numBuffers;
-    const frame = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      frame.set(p, at);
-      at += p.length;
-    }
-    frames.push(frame);
+    frames.push(joinParts(parts));
   }
   return { frames, numBuffers, used };
 }
@@ -161,19 +142,9 @@ Deno.test("VhostUserLink over packed rings writes RX frames, merging buffers wit
 Deno.test("VhostUserLink over packed rings delivers every Sent frame intact for any buffer layout (property)", () => {
   fc.assert(
     fc.property(
-      fc.record({
-        eventIndex: fc.boolean(),
-        indirectDescriptors: fc.boolean(),
-        mergeableRxBuffers: fc.boolean(),
-      }),
-      fc.array(
-        fc.record({
-          bytes: fc.integer({ min: 1, max: 3000 }),
-          pieces: fc.integer({ min: 1, max: 4 }),
-        }),
-        { minLength: 1, maxLength: 30 },
-      ),
-      fc.array(fc.integer({ min: 14, max: 9000 }), { minLength: 1, maxLength: 20 }),
+      anyBufferLayout.features,
+      anyBufferLayout.buffers,
+      anyBufferLayout.lengths,
       (features, buffers, lengths) => {
         const { rx, link } = setup(features, 32, 1 << 20);
         const posted = new Map<number, number>();
@@ -189,12 +160,7 @@ Deno.test("VhostUserLink over packed rings delivers every Sent frame intact for 
             features.indirectDescriptors,
           );
         }
-        const sent: Uint8Array[] = [];
-        lengths.forEach((length, i) => {
-          const frame = frameOf(length, i);
-          if (link.sendFrame(frame) === SendResult.Sent) sent.push(frame);
-        });
-        link.flush();
+        const sent = sendFrames(link, lengths);
         assert.deepEqual(guestReceive(rx, posted).frames, sent);
       },
     ),

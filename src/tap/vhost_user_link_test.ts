@@ -27,6 +27,14 @@ import {
   TcpSegmentation,
 } from "./frame_transport.ts";
 import { RecordingHandler } from "../../tests/support/tap/frame_handler.ts";
+import {
+  anyBufferLayout,
+  bufferSegments,
+  frameOf,
+  joinParts,
+  sendFrames,
+  startLinkRings,
+} from "../../tests/support/tap/link_rings.ts";
 import { SCATTER_MIN_FRAME_BYTES, SCATTER_PREFIX_BYTES, VhostUserLink } from "./vhost_user_link.ts";
 import { IoVectors } from "../../ffi/io_vectors.ts";
 import { TcpListenSocket, TcpSocket } from "../../ffi/tcp_socket.ts";
@@ -42,12 +50,6 @@ import {
 } from "../virtio/ring_layout.ts";
 import { type NegotiatedFeatures } from "../virtio/started_vring.ts";
 
-function frameOf(length: number, seed: number): Uint8Array {
-  const f = new Uint8Array(length);
-  for (let i = 0; i < length; i++) f[i] = (i * 7 + seed) & 0xff;
-  return f;
-}
-
 function setup(
   features: Partial<NegotiatedFeatures> = {},
   size = 64,
@@ -60,25 +62,13 @@ function setup(
   const logger = new Logger();
   logger.setSink((_l, line) => lines.push(line));
   logger.setLevel(logLevel);
-  const rx = new SplitRingDriver({
-    size,
-    index: 0,
-    features,
-    memory,
-    base: 0x10_0000,
-    dataBytes,
-  });
-  const tx = new SplitRingDriver({
-    size,
-    index: 1,
-    features,
-    memory,
-    base: 0x1000_0000,
-    dataBytes,
-  });
   const link = new VhostUserLink(handler, { logger, clock: () => 0 });
-  link.startVring(rx.vring(), 0);
-  link.startVring(tx.vring(), 0);
+  const { rx, tx } = startLinkRings(link, (options) => new SplitRingDriver(options), {
+    size,
+    features,
+    memory,
+    dataBytes,
+  });
   return { memory, rx, tx, handler, link, lines };
 }
 
@@ -126,12 +116,7 @@ function guestPostRx(
 ) {
   for (let i = 0; i < count; i++) {
     const addr = rx.alloc(bytes);
-    const per = Math.ceil(bytes / pieces);
-    const segments = [];
-    for (let at = 0; at < bytes; at += per) {
-      segments.push({ addr: addr + at, length: Math.min(per, bytes - at), writable: true });
-    }
-    const head = rx.addChain(segments, indirect);
+    const head = rx.addChain(bufferSegments(addr, bytes, pieces, true), indirect);
     assert.ok(head !== null);
     posted.set(head, [addr, bytes]);
   }
@@ -159,14 +144,7 @@ function guestReceive(
     }
     for (let k = 0; k < header.numBuffers; k++) posted.delete(used[i + k].id);
     i += header.numBuffers;
-    const total = parts.reduce((n, p) => n + p.length, 0);
-    const frame = new Uint8Array(total);
-    let at = 0;
-    for (const p of parts) {
-      frame.set(p, at);
-      at += p.length;
-    }
-    frames.push(frame);
+    frames.push(joinParts(parts));
   }
   return { frames, numBuffers };
 }
@@ -707,22 +685,9 @@ Deno.test("VhostUserLink.sendFrame() drops a frame larger than a restarted, smal
 Deno.test("VhostUserLink.sendFrame() delivers every Sent frame intact for any buffer layout", () => {
   fc.assert(
     fc.property(
-      fc.record({
-        eventIndex: fc.boolean(),
-        indirectDescriptors: fc.boolean(),
-        mergeableRxBuffers: fc.boolean(),
-      }),
-      fc.array(
-        fc.record({
-          bytes: fc.integer({ min: 1, max: 3000 }),
-          pieces: fc.integer({ min: 1, max: 4 }),
-        }),
-        {
-          minLength: 1,
-          maxLength: 30,
-        },
-      ),
-      fc.array(fc.integer({ min: 14, max: 9000 }), { minLength: 1, maxLength: 20 }),
+      anyBufferLayout.features,
+      anyBufferLayout.buffers,
+      anyBufferLayout.lengths,
       (features, buffers, lengths) => {
         const { rx, link } = setup(features, 32, 1 << 20);
         const posted = new Map<number, number[]>();
@@ -737,12 +702,7 @@ Deno.test("VhostUserLink.sendFrame() delivers every Sent frame intact for any bu
             features.indirectDescriptors,
           );
         }
-        const sent: Uint8Array[] = [];
-        lengths.forEach((length, i) => {
-          const frame = frameOf(length, i);
-          if (link.sendFrame(frame) === SendResult.Sent) sent.push(frame);
-        });
-        link.flush();
+        const sent = sendFrames(link, lengths);
         // Buffers under 12 bytes come back empty; the rest carry whole frames.
         const used = rx.takeUsed();
         const frames: Uint8Array[] = [];
@@ -761,13 +721,7 @@ Deno.test("VhostUserLink.sendFrame() delivers every Sent frame intact for any bu
             parts.push(rx.read(posted.get(used[i + k].id)![0], used[i + k].len));
           }
           i += header.numBuffers;
-          const frame = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-          let at = 0;
-          for (const p of parts) {
-            frame.set(p, at);
-            at += p.length;
-          }
-          frames.push(frame);
+          frames.push(joinParts(parts));
         }
         assert.deepEqual(frames, sent);
       },
