@@ -118,6 +118,36 @@ async function exchangeWhole(
   assert.equal(sha(got), sha(up));
 }
 
+/**
+ * Has the guest connect, through the gateway, to a loopback server of `family` that
+ * writes `down` and closes, and waits (up to `timeoutMs`) for the end of the stream.
+ * @returns what the guest received
+ */
+async function downloadFromHost(
+  guest: TestGuest,
+  family: 4 | 6,
+  down: Uint8Array,
+  timeoutMs: number,
+): Promise<Uint8Array> {
+  const server = Deno.listen({ hostname: family === 4 ? "127.0.0.1" : "::1", port: 0 });
+  try {
+    const port = (server.addr as Deno.NetAddr).port;
+    const served = (async () => {
+      const conn = await server.accept();
+      await writeAll(conn, down);
+      conn.close();
+    })();
+    const c = family === 4
+      ? guest.connect(TEST_GATEWAY4, port)
+      : guest.connect(0, port, TEST_GATEWAY6);
+    await c.until(() => c.eof, timeoutMs, "eof");
+    await served;
+    return c.takeReceived();
+  } finally {
+    server.close();
+  }
+}
+
 /** TCP payload bytes in a frame toward the guest (IPv4, no options). */
 function tcpPayloadLength(frame: Uint8Array): number {
   const l4 = decodeFrame(frame).l4;
@@ -229,21 +259,8 @@ Deno.test("`TcpTranslator` sizes segments to the frames the guest can receive (s
     // Like virtio-net without MRG_RXBUF: the guest's MSS is large but its buffers hold 1514 bytes.
     guest.maxFrameLength = 1514;
     const down = pattern(1024 * 1024 + 7, 11);
-    const server = Deno.listen({ hostname: family === 4 ? "127.0.0.1" : "::1", port: 0 });
-    const port = (server.addr as Deno.NetAddr).port;
-    const served = (async () => {
-      const conn = await server.accept();
-      await writeAll(conn, down);
-      conn.close();
-    })();
-    const c = family === 4
-      ? guest.connect(TEST_GATEWAY4, port)
-      : guest.connect(0, port, TEST_GATEWAY6);
-    await c.until(() => c.eof, 20000, "eof");
-    await served;
-    assert.equal(sha(c.takeReceived()), sha(down));
+    assert.equal(sha(await downloadFromHost(guest, family, down, 20000)), sha(down));
     assert.equal(guest.oversizedFrames, 0, "a segment larger than the guest's buffers was sent");
-    server.close();
     close();
   }
 });
@@ -590,19 +607,7 @@ for (const segmentation of [true, false]) {
       guest.tcpSegmentation = segmentation ? TcpSegmentation.Ipv4 | TcpSegmentation.Ipv6 : 0;
       guest.recordHeaders = true;
       const down = pattern(2 * 1024 * 1024 + 5, 13);
-      const server = Deno.listen({ hostname: family === 4 ? "127.0.0.1" : "::1", port: 0 });
-      const port = (server.addr as Deno.NetAddr).port;
-      const served = (async () => {
-        const conn = await server.accept();
-        await writeAll(conn, down);
-        conn.close();
-      })();
-      const c = family === 4
-        ? guest.connect(TEST_GATEWAY4, port)
-        : guest.connect(0, port, TEST_GATEWAY6);
-      await c.until(() => c.eof, 30000, "eof");
-      await served;
-      assert.equal(sha(c.takeReceived()), sha(down));
+      assert.equal(sha(await downloadFromHost(guest, family, down, 30000)), sha(down));
       const largest = Math.max(...guest.headers.map((h) => h.payloadLength));
       assert.equal(guest.unexpectedSegmentation, 0);
       if (segmentation) {
@@ -616,7 +621,6 @@ for (const segmentation of [true, false]) {
         assert.equal(guest.segmentSizes.length, 0);
         assert.equal(largest, guest.mss, "no payload beyond the guest's MSS");
       }
-      server.close();
       close();
     }
   });
@@ -628,24 +632,11 @@ Deno.test("`TcpTranslator` keeps segments and its SYN-ACK's MSS within the guest
     guest.deviceMtu = 1500; // the guest's own MSS (65000) is larger
     guest.recordHeaders = true;
     const down = pattern(512 * 1024 + 3, 17);
-    const server = Deno.listen({ hostname: family === 4 ? "127.0.0.1" : "::1", port: 0 });
-    const port = (server.addr as Deno.NetAddr).port;
-    const served = (async () => {
-      const conn = await server.accept();
-      await writeAll(conn, down);
-      conn.close();
-    })();
-    const c = family === 4
-      ? guest.connect(TEST_GATEWAY4, port)
-      : guest.connect(0, port, TEST_GATEWAY6);
-    await c.until(() => c.eof, 30000, "eof");
-    await served;
-    assert.equal(sha(c.takeReceived()), sha(down));
+    assert.equal(sha(await downloadFromHost(guest, family, down, 30000)), sha(down));
     const mss = 1500 - (family === 4 ? 40 : 60);
     const synAck = guest.headers.find((h) => h.flags & 0x02);
     assert.equal(synAck?.mss, mss, "the SYN-ACK offers the device MTU's MSS");
     assert.equal(Math.max(...guest.headers.map((h) => h.payloadLength)), mss);
-    server.close();
     close();
   }
 });
