@@ -68,6 +68,28 @@ function logFile(rig: BackendRig): number {
   return rig.fds.memfd(4096).fd;
 }
 
+/** SET_MEM_TABLE's payload for one region of MEMORY_SIZE bytes at guest address 0. */
+function wholeMemoryTable(): Uint8Array {
+  return memTablePayload([{
+    guestAddress: 0,
+    size: MEMORY_SIZE,
+    userAddress: USER_ADDRESS,
+    mmapOffset: 0,
+  }]);
+}
+
+/** A rig owned, with VIRTIO_F_RING_PACKED among its features and its memory table set. */
+function packedRig() {
+  const rig = new BackendRig();
+  rig.send(encodeRequest(Request.SET_OWNER));
+  rig.send(
+    encodeRequest(Request.SET_FEATURES, u64Payload(FEATURES | featureBit(VIRTIO_F_RING_PACKED))),
+  );
+  const memory = rig.fds.memfd(MEMORY_SIZE);
+  rig.send(encodeRequest(Request.SET_MEM_TABLE, wholeMemoryTable()), [memory.fd]);
+  return { rig, memory };
+}
+
 /** QEMU 7.2's order for virtio-net; returns the rig and the fds it handed over. */
 function negotiate(options: Setup = {}) {
   const rig = new BackendRig();
@@ -103,12 +125,7 @@ function negotiate(options: Setup = {}) {
   expectAck(rig.send(
     encodeRequest(
       Request.SET_MEM_TABLE,
-      memTablePayload([{
-        guestAddress: 0,
-        size: MEMORY_SIZE,
-        userAddress: USER_ADDRESS,
-        mmapOffset: 0,
-      }]),
+      wholeMemoryTable(),
       { needReply: ack },
     ),
     [memory.fd],
@@ -254,18 +271,7 @@ Deno.test("`VhostUserBackend` SET_MEM_TABLE replacement stops rings before unmap
     return original(index);
   };
   const second = rig.fds.memfd(MEMORY_SIZE);
-  rig.send(
-    encodeRequest(
-      Request.SET_MEM_TABLE,
-      memTablePayload([{
-        guestAddress: 0,
-        size: MEMORY_SIZE,
-        userAddress: USER_ADDRESS,
-        mmapOffset: 0,
-      }]),
-    ),
-    [second.fd],
-  );
+  rig.send(encodeRequest(Request.SET_MEM_TABLE, wholeMemoryTable()), [second.fd]);
   assert.equal(rig.error, null);
   assert.deepEqual(mappingsSeen, [1, 1], "rings stopped while the old mapping still existed");
   assert.equal(rig.fds.mappings, 1, "old mapping released");
@@ -1190,24 +1196,7 @@ Deno.test("`VhostUserBackend` offers VIRTIO_F_RING_PACKED (bit 34)", () => {
 
 Deno.test("`VhostUserBackend` starts packed rings: descriptor ring, 4-byte driver and device areas, the 32-bit base", () => {
   // QEMU sends SET_VRING_BASE for a packed ring as avail | avail wrap << 15 | (used | used wrap << 15) << 16
-  const rig = new BackendRig();
-  rig.send(encodeRequest(Request.SET_OWNER));
-  rig.send(
-    encodeRequest(Request.SET_FEATURES, u64Payload(FEATURES | featureBit(VIRTIO_F_RING_PACKED))),
-  );
-  const memory = rig.fds.memfd(MEMORY_SIZE);
-  rig.send(
-    encodeRequest(
-      Request.SET_MEM_TABLE,
-      memTablePayload([{
-        guestAddress: 0,
-        size: MEMORY_SIZE,
-        userAddress: USER_ADDRESS,
-        mmapOffset: 0,
-      }]),
-    ),
-    [memory.fd],
-  );
+  const { rig, memory } = packedRig();
   const size = 100; // packed rings need not be a power of two (virtio 1.2 §2.8)
   const base = 0x0005_8003; // avail slot 3 wrap 1, used slot 5 wrap 0
   for (const i of [0, 1]) {
@@ -1233,24 +1222,7 @@ Deno.test("`VhostUserBackend` starts packed rings: descriptor ring, 4-byte drive
 });
 
 Deno.test("`VhostUserBackend` starts a packed ring without SET_VRING_BASE at slot 0 with both wrap counters 1", () => {
-  const rig = new BackendRig();
-  rig.send(encodeRequest(Request.SET_OWNER));
-  rig.send(
-    encodeRequest(Request.SET_FEATURES, u64Payload(FEATURES | featureBit(VIRTIO_F_RING_PACKED))),
-  );
-  const memory = rig.fds.memfd(MEMORY_SIZE);
-  rig.send(
-    encodeRequest(
-      Request.SET_MEM_TABLE,
-      memTablePayload([{
-        guestAddress: 0,
-        size: MEMORY_SIZE,
-        userAddress: USER_ADDRESS,
-        mmapOffset: 0,
-      }]),
-    ),
-    [memory.fd],
-  );
+  const { rig } = packedRig();
   rig.send(encodeRequest(Request.SET_VRING_NUM, vringStatePayload(1, 256)));
   rig.send(encodeRequest(Request.SET_VRING_ADDR, vringAddrPayload(1, userRingAreas(1))));
   rig.send(encodeRequest(Request.SET_VRING_KICK, u64Payload(1)), [rig.fds.create()]);
