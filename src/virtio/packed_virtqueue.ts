@@ -26,8 +26,9 @@
  * §2.8.22's example driver, Linux, DPDK) or one already in use, a slot made available again
  * before it was returned. Large indirect tables are checked for sharing between the
  * buffers made available since the last publish, and work is bounded per turn, as in
- * the split ring engine ({@link SHARED_TABLE_CHECK_MIN_ENTRIES},
- * {@link TURN_DESCRIPTOR_BUDGET}, {@link MALFORMED_RUN_LIMIT}).
+ * the split ring engine (SHARED_TABLE_CHECK_MIN_ENTRIES in chain_buffers.ts,
+ * TURN_DESCRIPTOR_BUDGET and MALFORMED_RUN_LIMIT in virtqueue.ts, whose
+ * {@link VirtqueueEngine} keeps the budget and the malformed runs for both engines).
  *
  * Used descriptors are written (Buffer ID, length) by pushUsed() and made visible by
  * publish(): their flags are stored there, the first one's last, so the driver sees
@@ -39,15 +40,11 @@
  * @module
  */
 
-import type { Logger } from "../log/logger.ts";
-import { log as defaultLogger } from "../log/logger.ts";
-import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import type { StartedVring } from "./started_vring.ts";
 import { type GuestMemory, PIECES_NO_ROOM } from "./guest_memory.ts";
-import type { GuestWriteLog } from "./guest_write_log.ts";
 import type { DescriptorChain } from "./descriptor_chain.ts";
 import { CHAIN_ID_LIMIT, mapIndirectTable, storeBuffer } from "./chain_buffers.ts";
-import { Fault, FaultRecord, type FaultTerms, malformedRunVerdict } from "./chain_fault.ts";
+import { Fault, FaultRecord, type FaultTerms } from "./chain_fault.ts";
 import { IndirectTableClaims } from "./indirect_table_claims.ts";
 import { memoryFence } from "./memory_fence.ts";
 import { readU16, readU32 } from "./ring_bytes.ts";
@@ -77,13 +74,7 @@ import {
   STATE_INDEX_MASK,
   usedFlags,
 } from "./packed_ring_layout.ts";
-import {
-  MALFORMED_RUN_DESCRIPTOR_LIMIT,
-  MALFORMED_RUN_LIMIT,
-  TURN_DESCRIPTOR_BUDGET,
-  type Virtqueue,
-  type VirtqueueOptions,
-} from "./virtqueue.ts";
+import { VirtqueueEngine, type VirtqueueOptions } from "./virtqueue.ts";
 
 /** The words of the packed ring's log lines. */
 const PACKED_TERMS: FaultTerms = {
@@ -94,11 +85,7 @@ const PACKED_TERMS: FaultTerms = {
 };
 
 /** The device side of one packed virtqueue over a started vring. */
-export class PackedVirtqueue implements Virtqueue {
-  /** Queue size (number of descriptors in the ring). */
-  readonly size: number;
-  /** Name used in log lines. */
-  readonly name: string;
+export class PackedVirtqueue extends VirtqueueEngine {
   /** Positions count in sequence numbers modulo this: slot + size × (1 − wrap counter). */
   readonly #period: number;
   readonly #ringBytes: Uint8Array;
@@ -111,10 +98,6 @@ export class PackedVirtqueue implements Virtqueue {
   readonly #eventIndex: boolean;
   readonly #indirect: boolean;
   readonly #notify: () => void;
-  readonly #malformedLog: RateLimitedLog;
-  readonly #logger: Logger;
-  readonly #clock: () => number;
-  #writeLog: GuestWriteLog | null;
 
   // Positions: slot and ring wrap counter of the next descriptor to read, of the next
   // used descriptor to write, and of the first used descriptor not yet published.
@@ -139,12 +122,6 @@ export class PackedVirtqueue implements Virtqueue {
 
   #signalledSequence = 0;
   #signalledValid = false;
-  #broken = false;
-  #skipped = 0;
-  #malformedRun = 0;
-  #walkedAtLastUse = 0;
-  #walked = 0;
-  #turnEnd = TURN_DESCRIPTOR_BUDGET;
   #chainId = 0;
   readonly #tables = new IndirectTableClaims();
 
@@ -186,9 +163,8 @@ export class PackedVirtqueue implements Virtqueue {
         } names a slot beyond the ${size}-descriptor ring`,
       );
     }
-    this.size = size;
+    super(ring, options, "buffer");
     this.#period = 2 * size;
-    this.name = options.name ?? `queue ${ring.index}`;
     this.#ringBytes = ring.descriptorTable;
     this.#ring = new DataView(
       ring.descriptorTable.buffer,
@@ -224,10 +200,6 @@ export class PackedVirtqueue implements Virtqueue {
     this.#eventIndex = ring.features.eventIndex;
     this.#indirect = ring.features.indirectDescriptors;
     this.#notify = () => ring.notifyGuest();
-    this.#logger = options.logger ?? defaultLogger;
-    this.#clock = options.clock ?? (() => performance.now());
-    this.#malformedLog = new RateLimitedLog("warn", undefined, this.#logger);
-    this.#writeLog = ring.writeLog ?? null;
     this.#inUse = new Uint16Array(size);
     this.#poppedStart = new Uint16Array(size);
     this.#poppedId = new Uint16Array(size);
@@ -246,21 +218,6 @@ export class PackedVirtqueue implements Virtqueue {
     return d < 0 ? d + this.#period : d;
   }
 
-  /** {@inheritDoc Virtqueue.writeLog} */
-  get writeLog(): GuestWriteLog | null {
-    return this.#writeLog;
-  }
-
-  /** {@inheritDoc Virtqueue.setWriteLog} */
-  setWriteLog(log: GuestWriteLog | null): void {
-    this.#writeLog = log;
-  }
-
-  /** {@inheritDoc Virtqueue.broken} */
-  get broken(): boolean {
-    return this.#broken;
-  }
-
   /**
    * {@inheritDoc Virtqueue.vringBase} The next slot to read with the driver's wrap
    * counter, and the next used slot the driver will look at (the first not published)
@@ -273,31 +230,6 @@ export class PackedVirtqueue implements Virtqueue {
     });
   }
 
-  /** {@inheritDoc Virtqueue.malformedCount} */
-  get malformedCount(): number {
-    return this.#skipped;
-  }
-
-  /** {@inheritDoc Virtqueue.descriptorsWalked} */
-  get descriptorsWalked(): number {
-    return this.#walked;
-  }
-
-  /** {@inheritDoc Virtqueue.beginTurn} */
-  beginTurn(): void {
-    this.#turnEnd = this.#walked + TURN_DESCRIPTOR_BUDGET;
-  }
-
-  /** {@inheritDoc Virtqueue.turnSpent} */
-  get turnSpent(): boolean {
-    return this.#walked >= this.#turnEnd;
-  }
-
-  /** {@inheritDoc Virtqueue.turnUntouched} */
-  get turnUntouched(): boolean {
-    return this.#walked + TURN_DESCRIPTOR_BUDGET === this.#turnEnd;
-  }
-
   /** Slots the driver may still own from the available position on (the rest are the device's). */
   #driverRoom(): number {
     return this.size - this.#distance(
@@ -308,7 +240,7 @@ export class PackedVirtqueue implements Virtqueue {
 
   /** {@inheritDoc Virtqueue.hasAvailable} */
   hasAvailable(): boolean {
-    if (this.#broken) return false;
+    if (this.isBroken) return false;
     const flags = this.#ring.getUint16(
       this.#availIndex * PACKED_DESC_SIZE + PACKED_DESC_FLAGS,
       true,
@@ -318,7 +250,7 @@ export class PackedVirtqueue implements Virtqueue {
 
   /** {@inheritDoc Virtqueue.availableCount} Counts the complete lists available now. */
   availableCount(): number {
-    if (this.#broken) return 0;
+    if (this.isBroken) return 0;
     let slot = this.#availIndex;
     let wrap = this.#availWrap;
     let lists = 0;
@@ -335,22 +267,17 @@ export class PackedVirtqueue implements Virtqueue {
     return lists;
   }
 
-  #markBroken(reason: string): void {
-    this.#broken = true;
-    this.#logger.error(`virtqueue ${this.name} is broken and stops: ${reason}`);
-  }
-
   /** {@inheritDoc Virtqueue.pop} */
   pop(chain: DescriptorChain, now?: number): boolean {
     for (;;) {
-      if (this.#broken || this.#walked >= this.#turnEnd) return false;
+      if (this.isBroken || this.walked >= this.turnEnd) return false;
       const headSlot = this.#availIndex;
       const headFlags = this.#ring.getUint16(headSlot * PACKED_DESC_SIZE + PACKED_DESC_FLAGS, true);
       if (!isAvailable(headFlags, this.#availWrap)) return false;
       const room = this.#driverRoom();
       if (room <= 0) {
         chain.reset(0);
-        this.#markBroken(
+        this.markBroken(
           `slot ${headSlot} was made available again before the device returned it`,
         );
         return false;
@@ -363,14 +290,14 @@ export class PackedVirtqueue implements Virtqueue {
       const id = this.#listId;
       if (id >= this.size) {
         chain.release();
-        this.#markBroken(
+        this.markBroken(
           `the list at slot ${headSlot} has Buffer ID ${id} ≥ queue size ${this.size}`,
         );
         return false;
       }
       if (this.#inUse[id] !== 0) {
         chain.release();
-        this.#markBroken(
+        this.markBroken(
           `the list at slot ${headSlot} has Buffer ID ${id}, which is already in use`,
         );
         return false;
@@ -381,13 +308,13 @@ export class PackedVirtqueue implements Virtqueue {
         return true;
       }
       chain.release();
-      this.#malformedLog.write(
-        now ?? this.#clock(),
+      this.malformedLog.write(
+        now ?? this.clock(),
         `virtqueue ${this.name}: dropping buffer ${id} (slot ${headSlot}): ${
           this.#faults.describe(PACKED_TERMS, this.size * PACKED_DESC_SIZE)
         }`,
       );
-      this.#returnMalformed(id);
+      this.returnMalformed(id);
     }
   }
 
@@ -425,7 +352,7 @@ export class PackedVirtqueue implements Virtqueue {
     let fault: Fault = Fault.None;
     for (;;) {
       if (slots >= room) {
-        this.#markBroken(
+        this.markBroken(
           `the list at slot ${this.#availIndex} runs past the ${room} slots the driver may own`,
         );
         return Fault.Broken;
@@ -433,7 +360,7 @@ export class PackedVirtqueue implements Virtqueue {
       const at = slot * PACKED_DESC_SIZE;
       const flags = slots === 0 ? headFlags : ring.getUint16(at + PACKED_DESC_FLAGS, true);
       if (slots !== 0 && !isAvailable(flags, wrap)) {
-        this.#markBroken(
+        this.markBroken(
           `the list at slot ${this.#availIndex} goes on into slot ${slot}, which is not available`,
         );
         return Fault.Broken;
@@ -443,7 +370,7 @@ export class PackedVirtqueue implements Virtqueue {
       const len = ring.getUint32(at + PACKED_DESC_LEN, true);
       const bufferId = ring.getUint16(at + PACKED_DESC_ID, true);
       slots++;
-      this.#walked++;
+      this.walked++;
       if (fault === Fault.None) {
         if ((flags & PACKED_DESC_F_INDIRECT) !== 0) {
           // virtio 1.2 §2.8.7, §2.8.19: only with the feature, never in a list linked by NEXT.
@@ -497,7 +424,7 @@ export class PackedVirtqueue implements Virtqueue {
     if (table === null) return faults.fault;
     const entries = len / PACKED_DESC_SIZE;
     for (let i = 0; i < entries; i++) {
-      this.#walked++;
+      this.walked++;
       const at = i * PACKED_DESC_SIZE;
       const flags = readU16(table, at + PACKED_DESC_FLAGS);
       // virtio 1.2 §2.8.7: WRITE is the only valid flag in a table (NEXT, the ID are ignored).
@@ -548,45 +475,8 @@ export class PackedVirtqueue implements Virtqueue {
     return Fault.None;
   }
 
-  /** {@inheritDoc Virtqueue.dropChain} */
-  dropChain(head: number, reason: string, now?: number): void {
-    this.#malformedLog.write(
-      now ?? this.#clock(),
-      `virtqueue ${this.name}: dropping buffer ${head}: ${reason}`,
-    );
-    this.#returnMalformed(head);
-  }
-
-  /** {@inheritDoc Virtqueue.rejectChain} */
-  rejectChain(head: number): void {
-    this.#returnMalformed(head);
-  }
-
-  #returnMalformed(id: number): void {
-    this.#skipped++;
-    this.#pushUsedElement(id, 0);
-    if (this.#broken) return;
-    const verdict = malformedRunVerdict(
-      ++this.#malformedRun,
-      MALFORMED_RUN_LIMIT,
-      this.#walked - this.#walkedAtLastUse,
-      MALFORMED_RUN_DESCRIPTOR_LIMIT,
-    );
-    if (verdict !== null) this.#markBroken(verdict);
-  }
-
-  /**
-   * {@inheritDoc Virtqueue.pushUsed}
-   * @throws RangeError when `head` is not the Buffer ID of a popped buffer still in use
-   */
-  pushUsed(head: number, length: number): void {
-    this.#malformedRun = 0;
-    this.#walkedAtLastUse = this.#walked;
-    this.#pushUsedElement(head, length);
-  }
-
   /** Writes the used descriptor of buffer `id` (flags follow at publish) and skips its slots. */
-  #pushUsedElement(id: number, length: number): void {
+  protected pushUsedElement(id: number, length: number): void {
     const slots = id < this.size ? this.#inUse[id] : 0;
     if (slots === 0) {
       throw new RangeError(`Cannot return buffer ${id} on ${this.name}: it is not in use`);
@@ -642,7 +532,7 @@ export class PackedVirtqueue implements Virtqueue {
       ring.setUint16(slots[k] * PACKED_DESC_SIZE + PACKED_DESC_FLAGS, flags[k], true);
     }
     ring.setUint16(slots[0] * PACKED_DESC_SIZE + PACKED_DESC_FLAGS, flags[0], true);
-    const log = this.#writeLog;
+    const log = this.guestWriteLog;
     if (log !== null) {
       for (let k = 0; k < count; k++) {
         log.markView(this.#ringBytes, slots[k] * PACKED_DESC_SIZE, PACKED_DESC_SIZE);
@@ -682,7 +572,7 @@ export class PackedVirtqueue implements Virtqueue {
    * read and the driver's wrap counter there; otherwise ENABLE (virtio 1.2 §2.8.10).
    */
   enableNotifications(): boolean {
-    if (this.#broken) return false;
+    if (this.isBroken) return false;
     const area = this.#deviceArea;
     if (this.#eventIndex) {
       area.setUint16(
@@ -691,10 +581,10 @@ export class PackedVirtqueue implements Virtqueue {
         true,
       );
       area.setUint16(EVENT_FLAGS, RING_EVENT_FLAGS_DESC, true);
-      if (this.#writeLog !== null) this.#writeLog.markUsed(0, EVENT_SUPPRESS_SIZE);
+      if (this.guestWriteLog !== null) this.guestWriteLog.markUsed(0, EVENT_SUPPRESS_SIZE);
     } else {
       area.setUint16(EVENT_FLAGS, RING_EVENT_FLAGS_ENABLE, true);
-      if (this.#writeLog !== null) this.#writeLog.markUsed(EVENT_FLAGS, 2);
+      if (this.guestWriteLog !== null) this.guestWriteLog.markUsed(EVENT_FLAGS, 2);
     }
     memoryFence(); // our wish must be visible before we look at the ring again
     return this.hasAvailable();
@@ -702,9 +592,9 @@ export class PackedVirtqueue implements Virtqueue {
 
   /** {@inheritDoc Virtqueue.disableNotifications} Writes DISABLE (virtio 1.2 §2.8.10). */
   disableNotifications(): void {
-    if (this.#broken) return;
+    if (this.isBroken) return;
     this.#deviceArea.setUint16(EVENT_FLAGS, RING_EVENT_FLAGS_DISABLE, true);
-    if (this.#writeLog !== null) this.#writeLog.markUsed(EVENT_FLAGS, 2);
+    if (this.guestWriteLog !== null) this.guestWriteLog.markUsed(EVENT_FLAGS, 2);
   }
 
   /**

@@ -201,12 +201,179 @@ export interface Virtqueue {
   unpop(count: number): void;
 }
 
-/** The device side of one split virtqueue over a started vring. */
-export class SplitVirtqueue implements Virtqueue {
+/**
+ * What both ring engines (split: {@link SplitVirtqueue}, packed: PackedVirtqueue in
+ * packed_virtqueue.ts) keep alike: the queue's name and log, the write log, the
+ * broken state, the descriptors walked and the turn's budget, and the run of
+ * malformed chains that breaks the queue ({@link MALFORMED_RUN_LIMIT},
+ * {@link MALFORMED_RUN_DESCRIPTOR_LIMIT}). An engine walks its ring, counting each
+ * descriptor read in {@link walked}, and writes used elements in
+ * {@link pushUsedElement}.
+ */
+export abstract class VirtqueueEngine implements Virtqueue {
   /** Queue size (number of descriptors). */
   readonly size: number;
   /** Name used in log lines. */
   readonly name: string;
+  /** What log lines call what the driver made available: "chain" (split), "buffer" (packed). */
+  readonly #unit: string;
+  /** Where log lines go. */
+  protected readonly logger: Logger;
+  /** Monotonic clock in milliseconds, read only to rate-limit log lines when no `now` is given. */
+  protected readonly clock: () => number;
+  /** The rate-limited warnings about malformed chains. */
+  protected readonly malformedLog: RateLimitedLog;
+  /** Where ring writes are reported while dirty pages are logged; null otherwise. */
+  protected guestWriteLog: GuestWriteLog | null;
+  /** True once the ring was found inconsistent. */
+  protected isBroken = false;
+  /** Chains returned as malformed since construction. */
+  protected skipped = 0;
+  /** Malformed chains since the last used one (see {@link MALFORMED_RUN_LIMIT}). */
+  protected malformedRun = 0;
+  /** {@link walked} when the last chain was used (or the queue started). */
+  protected walkedAtLastUse = 0;
+  /** Descriptors walked since construction. */
+  protected walked = 0;
+  /** The current turn ends once {@link walked} reaches this. */
+  protected turnEnd = TURN_DESCRIPTOR_BUDGET;
+
+  constructor(ring: StartedVring, options: VirtqueueOptions, unit: string) {
+    this.size = ring.size;
+    this.name = options.name ?? `queue ${ring.index}`;
+    this.#unit = unit;
+    this.logger = options.logger ?? defaultLogger;
+    this.clock = options.clock ?? (() => performance.now());
+    this.malformedLog = new RateLimitedLog("warn", undefined, this.logger);
+    this.guestWriteLog = ring.writeLog ?? null;
+  }
+
+  /**
+   * Where writes into guest memory are reported (null: dirty pages are not logged).
+   * The queue reports its own ring writes; the caller reports what it writes into
+   * the chains' buffers here too.
+   */
+  get writeLog(): GuestWriteLog | null {
+    return this.guestWriteLog;
+  }
+
+  /** Starts (a log) or stops (null) reporting writes into guest memory from now on. */
+  setWriteLog(log: GuestWriteLog | null): void {
+    this.guestWriteLog = log;
+  }
+
+  /** True once the guest's ring was found inconsistent; the queue then stays idle. */
+  get broken(): boolean {
+    return this.isBroken;
+  }
+
+  /** Number of chains returned as malformed since construction (ours and the caller's). */
+  get malformedCount(): number {
+    return this.skipped;
+  }
+
+  /** Descriptors walked since construction (indirect descriptors and table entries included). */
+  get descriptorsWalked(): number {
+    return this.walked;
+  }
+
+  /**
+   * Opens a turn: pop() may walk {@link TURN_DESCRIPTOR_BUDGET} more descriptors
+   * (plus the rest of the chain that crosses the limit). A new queue starts with a
+   * turn open.
+   */
+  beginTurn(): void {
+    this.turnEnd = this.walked + TURN_DESCRIPTOR_BUDGET;
+  }
+
+  /** True when this turn's descriptor budget is spent: pop() returns false until beginTurn(). */
+  get turnSpent(): boolean {
+    return this.walked >= this.turnEnd;
+  }
+
+  /** True when nothing was walked since the turn was opened. */
+  get turnUntouched(): boolean {
+    return this.walked + TURN_DESCRIPTOR_BUDGET === this.turnEnd;
+  }
+
+  /** Marks the queue broken (never touched again until restarted), with one error line. */
+  protected markBroken(reason: string): void {
+    this.isBroken = true;
+    this.logger.error(`virtqueue ${this.name} is broken and stops: ${reason}`);
+  }
+
+  /**
+   * Returns a popped chain the caller found unusable (e.g. a TX chain with writable
+   * buffers) with used length 0, with one rate-limited log line. It counts toward
+   * {@link MALFORMED_RUN_LIMIT}.
+   */
+  dropChain(head: number, reason: string, now?: number): void {
+    this.malformedLog.write(
+      now ?? this.clock(),
+      `virtqueue ${this.name}: dropping ${this.#unit} ${head}: ${reason}`,
+    );
+    this.returnMalformed(head);
+  }
+
+  /**
+   * Like {@link dropChain}, for a caller that logged the reason itself: returns the
+   * chain with length 0 and counts it toward {@link MALFORMED_RUN_LIMIT}.
+   */
+  rejectChain(head: number): void {
+    this.returnMalformed(head);
+  }
+
+  /** Returns a malformed chain with length 0; breaks the queue at the end of a long run of them. */
+  protected returnMalformed(head: number): void {
+    this.skipped++;
+    this.pushUsedElement(head, 0);
+    if (this.isBroken) return;
+    const verdict = malformedRunVerdict(
+      ++this.malformedRun,
+      MALFORMED_RUN_LIMIT,
+      this.walked - this.walkedAtLastUse,
+      MALFORMED_RUN_DESCRIPTOR_LIMIT,
+    );
+    if (verdict !== null) this.markBroken(verdict);
+  }
+
+  /**
+   * Records that chain `head` was used, `length` bytes written; published by
+   * publish(). A used chain ends a run of malformed ones.
+   */
+  pushUsed(head: number, length: number): void {
+    this.malformedRun = 0;
+    this.walkedAtLastUse = this.walked;
+    this.pushUsedElement(head, length);
+  }
+
+  /** Writes the used element of chain `head` with `length` bytes written (published by publish()). */
+  protected abstract pushUsedElement(head: number, length: number): void;
+
+  /** {@inheritDoc Virtqueue.vringBase} */
+  abstract readonly vringBase: number;
+  /** {@inheritDoc Virtqueue.unpublished} */
+  abstract readonly unpublished: number;
+  /** {@inheritDoc Virtqueue.hasAvailable} */
+  abstract hasAvailable(): boolean;
+  /** {@inheritDoc Virtqueue.availableCount} */
+  abstract availableCount(): number;
+  /** {@inheritDoc Virtqueue.pop} */
+  abstract pop(chain: DescriptorChain, now?: number): boolean;
+  /** {@inheritDoc Virtqueue.rewriteUsedLength} */
+  abstract rewriteUsedLength(back: number, length: number): void;
+  /** {@inheritDoc Virtqueue.publish} */
+  abstract publish(): boolean;
+  /** {@inheritDoc Virtqueue.enableNotifications} */
+  abstract enableNotifications(): boolean;
+  /** {@inheritDoc Virtqueue.disableNotifications} */
+  abstract disableNotifications(): void;
+  /** {@inheritDoc Virtqueue.unpop} */
+  abstract unpop(count: number): void;
+}
+
+/** The device side of one split virtqueue over a started vring. */
+export class SplitVirtqueue extends VirtqueueEngine {
   readonly #mask: number;
   readonly #descBytes: Uint8Array;
   readonly #desc: DataView;
@@ -218,11 +385,6 @@ export class SplitVirtqueue implements Virtqueue {
   readonly #notify: () => void;
   readonly #usedEventAt: number;
   readonly #availEventAt: number;
-  readonly #malformedLog: RateLimitedLog;
-  readonly #logger: Logger;
-  readonly #clock: () => number;
-  /** Where used-ring writes are reported while dirty pages are logged; null otherwise. */
-  #writeLog: GuestWriteLog | null;
 
   #lastAvail: number;
   #knownAvail: number;
@@ -230,16 +392,6 @@ export class SplitVirtqueue implements Virtqueue {
   #unpublished = 0;
   #signalledUsed = 0;
   #signalledValid = false;
-  #broken = false;
-  #skipped = 0;
-  /** Malformed chains since the last used one (see {@link MALFORMED_RUN_LIMIT}). */
-  #malformedRun = 0;
-  /** {@link #walked} when the last chain was used (or the queue started). */
-  #walkedAtLastUse = 0;
-  /** Descriptors walked since construction. */
-  #walked = 0;
-  /** The current turn ends once {@link #walked} reaches this. */
-  #turnEnd = TURN_DESCRIPTOR_BUDGET;
   /**
    * Per descriptor index: the id of the last chain that walked it. Ids from
    * {@link #windowFirstId} on belong to chains walked since the last publish.
@@ -284,8 +436,7 @@ export class SplitVirtqueue implements Virtqueue {
         `Cannot start virtqueue: used ring of ${ring.usedRing.length} bytes is too short for size ${size}`,
       );
     }
-    this.size = size;
-    this.name = options.name ?? `queue ${ring.index}`;
+    super(ring, options, "chain");
     this.#mask = size - 1;
     this.#descBytes = ring.descriptorTable;
     this.#desc = new DataView(
@@ -309,33 +460,10 @@ export class SplitVirtqueue implements Virtqueue {
     this.#notify = () => ring.notifyGuest();
     this.#usedEventAt = usedEventOffset(size);
     this.#availEventAt = availEventOffset(size);
-    this.#logger = options.logger ?? defaultLogger;
-    this.#clock = options.clock ?? (() => performance.now());
-    this.#malformedLog = new RateLimitedLog("warn", undefined, this.#logger);
-    this.#writeLog = ring.writeLog ?? null;
     this.#lastAvail = ring.lastAvailIndex & 0xffff;
     this.#knownAvail = this.#lastAvail;
     this.#usedIdx = this.#used.getUint16(USED_IDX, true);
     this.#owner = new Uint32Array(size);
-  }
-
-  /**
-   * Where writes into guest memory are reported (null: dirty pages are not logged).
-   * The queue reports its own used-ring writes; the caller reports what it writes
-   * into the chains' buffers here too.
-   */
-  get writeLog(): GuestWriteLog | null {
-    return this.#writeLog;
-  }
-
-  /** Starts (a log) or stops (null) reporting writes into guest memory from now on. */
-  setWriteLog(log: GuestWriteLog | null): void {
-    this.#writeLog = log;
-  }
-
-  /** True once the guest's ring was found inconsistent; the queue then stays idle. */
-  get broken(): boolean {
-    return this.#broken;
   }
 
   /** The next available-ring index to consume (VHOST_USER_GET_VRING_BASE). */
@@ -348,45 +476,16 @@ export class SplitVirtqueue implements Virtqueue {
     return this.#lastAvail;
   }
 
-  /** Number of chains returned as malformed since construction (ours and the caller's). */
-  get malformedCount(): number {
-    return this.#skipped;
-  }
-
-  /** Descriptors walked since construction (indirect descriptors and table entries included). */
-  get descriptorsWalked(): number {
-    return this.#walked;
-  }
-
-  /**
-   * Opens a turn: pop() may walk {@link TURN_DESCRIPTOR_BUDGET} more descriptors
-   * (plus the rest of the chain that crosses the limit). A new queue starts with a
-   * turn open.
-   */
-  beginTurn(): void {
-    this.#turnEnd = this.#walked + TURN_DESCRIPTOR_BUDGET;
-  }
-
-  /** True when this turn's descriptor budget is spent: pop() returns false until beginTurn(). */
-  get turnSpent(): boolean {
-    return this.#walked >= this.#turnEnd;
-  }
-
-  /** True when nothing was walked since the turn was opened. */
-  get turnUntouched(): boolean {
-    return this.#walked + TURN_DESCRIPTOR_BUDGET === this.#turnEnd;
-  }
-
   /** Tells whether the guest has made chains available that were not popped yet. */
   hasAvailable(): boolean {
-    if (this.#broken) return false;
+    if (this.isBroken) return false;
     if (this.#lastAvail !== this.#knownAvail) return true;
     return this.#refreshAvail();
   }
 
   /** How many chains the guest has made available that were not popped yet (0 when broken). */
   availableCount(): number {
-    if (this.#broken || !this.hasAvailable()) return 0;
+    if (this.isBroken || !this.hasAvailable()) return 0;
     return (this.#knownAvail - this.#lastAvail) & 0xffff;
   }
 
@@ -395,18 +494,13 @@ export class SplitVirtqueue implements Virtqueue {
     const availIdx = this.#avail.getUint16(AVAIL_IDX, true);
     const pending = (availIdx - this.#lastAvail) & 0xffff;
     if (pending > this.size) {
-      this.#markBroken(
+      this.markBroken(
         `available index ${availIdx} is ${pending} ahead of ${this.#lastAvail}, more than the queue size ${this.size}`,
       );
       return false;
     }
     this.#knownAvail = availIdx;
     return pending !== 0;
-  }
-
-  #markBroken(reason: string): void {
-    this.#broken = true;
-    this.#logger.error(`virtqueue ${this.name} is broken and stops: ${reason}`);
   }
 
   /**
@@ -422,12 +516,12 @@ export class SplitVirtqueue implements Virtqueue {
     // also bounds the malformed chains one call may skip (a guest refilling garbage as
     // fast as we drop it must not keep us here); so does MALFORMED_RUN_LIMIT.
     for (;;) {
-      if (this.#broken || this.#walked >= this.#turnEnd) return false;
+      if (this.isBroken || this.walked >= this.turnEnd) return false;
       if (this.#lastAvail === this.#knownAvail && !this.#refreshAvail()) return false;
       const slot = this.#lastAvail & this.#mask;
       const head = this.#avail.getUint16(AVAIL_RING + 2 * slot, true);
       if (head >= this.size) {
-        this.#markBroken(
+        this.markBroken(
           `available ring entry ${slot} names head ${head} ≥ queue size ${this.size}`,
         );
         return false;
@@ -436,49 +530,14 @@ export class SplitVirtqueue implements Virtqueue {
       const fault = this.#walk(chain, head);
       if (fault === Fault.None) return true;
       chain.release();
-      this.#malformedLog.write(
-        now ?? this.#clock(),
+      this.malformedLog.write(
+        now ?? this.clock(),
         `virtqueue ${this.name}: dropping chain ${head}: ${
           this.#faults.describe(SPLIT_TERMS, this.size * DESC_SIZE)
         }`,
       );
-      this.#returnMalformed(head);
+      this.returnMalformed(head);
     }
-  }
-
-  /**
-   * Returns a popped chain the caller found unusable (e.g. a TX chain with writable
-   * buffers) to the used ring with length 0, with one rate-limited log line. It
-   * counts toward {@link MALFORMED_RUN_LIMIT}.
-   */
-  dropChain(head: number, reason: string, now?: number): void {
-    this.#malformedLog.write(
-      now ?? this.#clock(),
-      `virtqueue ${this.name}: dropping chain ${head}: ${reason}`,
-    );
-    this.#returnMalformed(head);
-  }
-
-  /**
-   * Like {@link dropChain}, for a caller that logged the reason itself: returns the
-   * chain with length 0 and counts it toward {@link MALFORMED_RUN_LIMIT}.
-   */
-  rejectChain(head: number): void {
-    this.#returnMalformed(head);
-  }
-
-  /** Returns a malformed chain with length 0; breaks the queue at the end of a long run of them. */
-  #returnMalformed(head: number): void {
-    this.#skipped++;
-    this.#pushUsedElement(head, 0);
-    if (this.#broken) return;
-    const verdict = malformedRunVerdict(
-      ++this.#malformedRun,
-      MALFORMED_RUN_LIMIT,
-      this.#walked - this.#walkedAtLastUse,
-      MALFORMED_RUN_DESCRIPTOR_LIMIT,
-    );
-    if (verdict !== null) this.#markBroken(verdict);
   }
 
   /**
@@ -507,7 +566,7 @@ export class SplitVirtqueue implements Virtqueue {
 
   /**
    * Reads the chain starting at `head` into `chain`; returns the first check that
-   * failed. Counts every descriptor it reads in {@link #walked}.
+   * failed. Counts every descriptor it reads in {@link walked}.
    */
   #walk(chain: DescriptorChain, head: number): Fault {
     chain.reset(head);
@@ -530,7 +589,7 @@ export class SplitVirtqueue implements Virtqueue {
       if (descriptors >= limit) {
         return this.#faults.set(Fault.ChainTooLong, index, 0, 0, descriptors);
       }
-      this.#walked++;
+      this.walked++;
       let addrLow: number, addrHigh: number, len: number, flags: number, next: number;
       if (table === null) {
         // Reached by another chain since the last publish: the driver shares it.
@@ -608,21 +667,11 @@ export class SplitVirtqueue implements Virtqueue {
     return Fault.None;
   }
 
-  /**
-   * Records that chain `head` was used, `length` bytes written; published by
-   * {@link publish}. A used chain ends a run of malformed ones.
-   */
-  pushUsed(head: number, length: number): void {
-    this.#malformedRun = 0;
-    this.#walkedAtLastUse = this.#walked;
-    this.#pushUsedElement(head, length);
-  }
-
-  #pushUsedElement(head: number, length: number): void {
+  protected pushUsedElement(head: number, length: number): void {
     const at = USED_RING + (this.#usedIdx & this.#mask) * USED_ELEM_SIZE;
     this.#used.setUint32(at, head, true);
     this.#used.setUint32(at + USED_ELEM_LEN, length, true);
-    if (this.#writeLog !== null) this.#writeLog.markUsed(at, USED_ELEM_SIZE);
+    if (this.guestWriteLog !== null) this.guestWriteLog.markUsed(at, USED_ELEM_SIZE);
     this.#usedIdx = (this.#usedIdx + 1) & 0xffff;
     this.#unpublished++;
   }
@@ -631,7 +680,7 @@ export class SplitVirtqueue implements Virtqueue {
   rewriteUsedLength(back: number, length: number): void {
     const at = USED_RING + ((this.#usedIdx - back) & this.#mask) * USED_ELEM_SIZE;
     this.#used.setUint32(at + USED_ELEM_LEN, length, true);
-    if (this.#writeLog !== null) this.#writeLog.markUsed(at + USED_ELEM_LEN, 4);
+    if (this.guestWriteLog !== null) this.guestWriteLog.markUsed(at + USED_ELEM_LEN, 4);
   }
 
   /** Number of used elements pushed and not yet published. */
@@ -652,7 +701,7 @@ export class SplitVirtqueue implements Virtqueue {
     this.#openWindow();
     // Elements were stored before this index store; x86-64 keeps stores in order.
     this.#used.setUint16(USED_IDX, this.#usedIdx, true);
-    if (this.#writeLog !== null) this.#writeLog.markUsed(USED_IDX, 2);
+    if (this.guestWriteLog !== null) this.guestWriteLog.markUsed(USED_IDX, 2);
     memoryFence(); // the index store must be visible before we read the guest's wishes
     let notify: boolean;
     if (this.#eventIndex) {
@@ -676,26 +725,26 @@ export class SplitVirtqueue implements Virtqueue {
    *   it may not kick: the caller must look again instead of waiting
    */
   enableNotifications(): boolean {
-    if (this.#broken) return false;
+    if (this.isBroken) return false;
     if (this.#lastAvail === this.#knownAvail) this.#refreshAvail();
-    if (this.#broken) return false;
+    if (this.isBroken) return false;
     const seen = this.#knownAvail;
     if (this.#eventIndex) {
       this.#used.setUint16(this.#availEventAt, seen, true);
-      if (this.#writeLog !== null) this.#writeLog.markUsed(this.#availEventAt, 2);
+      if (this.guestWriteLog !== null) this.guestWriteLog.markUsed(this.#availEventAt, 2);
     } else {
       this.#used.setUint16(USED_FLAGS, 0, true);
-      if (this.#writeLog !== null) this.#writeLog.markUsed(USED_FLAGS, 2);
+      if (this.guestWriteLog !== null) this.guestWriteLog.markUsed(USED_FLAGS, 2);
     }
     memoryFence(); // our wish must be visible before we re-read the available index
     this.#refreshAvail();
-    return !this.#broken && this.#knownAvail !== seen;
+    return !this.isBroken && this.#knownAvail !== seen;
   }
 
   /** Tells the guest that kicks are not needed now (NO_NOTIFY; a no-op with EVENT_IDX). */
   disableNotifications(): void {
-    if (this.#broken || this.#eventIndex) return;
+    if (this.isBroken || this.#eventIndex) return;
     this.#used.setUint16(USED_FLAGS, VIRTQ_USED_F_NO_NOTIFY, true);
-    if (this.#writeLog !== null) this.#writeLog.markUsed(USED_FLAGS, 2);
+    if (this.guestWriteLog !== null) this.guestWriteLog.markUsed(USED_FLAGS, 2);
   }
 }
