@@ -60,6 +60,7 @@ import {
 import { GuestMemoryMap, MMAP_PAGE_SIZE, type RegionDescription } from "./guest_memory_map.ts";
 import { DirtyLog, type LogMapping, RingWriteLog } from "./dirty_log.ts";
 import type { BackendEnvironment, Notifier } from "./backend_environment.ts";
+import type { FdDescription } from "../../ffi/event_fd.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import { availableRingBytes, descriptorTableBytes, usedRingBytes } from "../virtio/ring_layout.ts";
 import { type NegotiatedFeatures, type StartedVring } from "../virtio/started_vring.ts";
@@ -669,27 +670,59 @@ export class VhostUserBackend {
     return OK;
   }
 
-  #mapRegion(message: Message, region: RegionDescription, fd: number): void {
-    const what = `region guest ${hex(region.guestAddress)} size ${hex(region.size)} offset ${
-      hex(region.mmapOffset)
-    }`;
+  /**
+   * Checks that the file behind `fd` holds `size` bytes from `offset` (when its size
+   * can be known); `what` names the range in errors, `fdOf` (default `what`) the fd's
+   * owner in the error when the file cannot be examined.
+   * @throws ProtocolError when the file cannot be examined or is too short
+   */
+  #requireFileRoom(
+    message: Message,
+    fd: number,
+    offset: number,
+    size: number,
+    what: string,
+    fdOf: string = what,
+  ): void {
+    const name = requestName(message.request);
     let fileSize: number | null;
     try {
       fileSize = this.#env.fileSize(fd);
     } catch (error) {
       throw new ProtocolError(
         message.request,
-        `${requestName(message.request)}: cannot examine the fd of ${what}: ${
-          (error as Error).message
-        }`,
+        `${name}: cannot examine the fd of ${fdOf}: ${(error as Error).message}`,
       );
     }
-    if (fileSize !== null && region.size > fileSize - region.mmapOffset) {
+    if (fileSize !== null && size > fileSize - offset) {
       throw new ProtocolError(
         message.request,
-        `${requestName(message.request)}: ${what} ends beyond its ${fileSize}-byte file`,
+        `${name}: ${what} ends beyond its ${fileSize}-byte file`,
       );
     }
+  }
+
+  /**
+   * What the fd of a message is (eventfd or not); `whose` names it in the error,
+   * e.g. "the log" or "ring 0's kick".
+   * @throws ProtocolError when it cannot be examined
+   */
+  #describeFd(message: Message, fd: number, whose: string): FdDescription {
+    try {
+      return this.#env.describeFd(fd);
+    } catch (error) {
+      throw new ProtocolError(
+        message.request,
+        `${requestName(message.request)}: cannot examine ${whose} fd: ${(error as Error).message}`,
+      );
+    }
+  }
+
+  #mapRegion(message: Message, region: RegionDescription, fd: number): void {
+    const what = `region guest ${hex(region.guestAddress)} size ${hex(region.size)} offset ${
+      hex(region.mmapOffset)
+    }`;
+    this.#requireFileRoom(message, fd, region.mmapOffset, region.size, what);
     try {
       this.#memory.add(region, fd);
     } catch (error) {
@@ -876,15 +909,7 @@ export class VhostUserBackend {
     const name = requestName(message.request);
     const role = VRING_FD_ROLES.get(message.request) ?? "notifier";
     const fd = message.fds[0];
-    let kind;
-    try {
-      kind = this.#env.describeFd(fd);
-    } catch (error) {
-      throw new ProtocolError(
-        message.request,
-        `${name}: cannot examine ring ${index}'s ${role} fd: ${(error as Error).message}`,
-      );
-    }
+    const kind = this.#describeFd(message, fd, `ring ${index}'s ${role}`);
     if (!kind.normalEventFd) {
       throw new ProtocolError(
         message.request,
@@ -1075,21 +1100,7 @@ export class VhostUserBackend {
       throw new ProtocolError(message.request, `SET_LOG_BASE: ${what} ends at or beyond 2^53`);
     }
     const fd = message.fds[0];
-    let fileSize: number | null;
-    try {
-      fileSize = this.#env.fileSize(fd);
-    } catch (error) {
-      throw new ProtocolError(
-        message.request,
-        `SET_LOG_BASE: cannot examine the fd of the ${what}: ${(error as Error).message}`,
-      );
-    }
-    if (fileSize !== null && size > fileSize - offset) {
-      throw new ProtocolError(
-        message.request,
-        `SET_LOG_BASE: ${what} ends beyond its ${fileSize}-byte file`,
-      );
-    }
+    this.#requireFileRoom(message, fd, offset, size, what, `the ${what}`);
     const slack = offset % MMAP_PAGE_SIZE;
     let mapping: LogMapping;
     try {
@@ -1134,15 +1145,7 @@ export class VhostUserBackend {
     this.#expectSize(message, 0, U64_PAYLOAD_SIZE);
     this.#expectFds(message, 1);
     const fd = message.fds[0];
-    let kind;
-    try {
-      kind = this.#env.describeFd(fd);
-    } catch (error) {
-      throw new ProtocolError(
-        message.request,
-        `SET_LOG_FD: cannot examine the log fd: ${(error as Error).message}`,
-      );
-    }
+    const kind = this.#describeFd(message, fd, "the log");
     if (!kind.normalEventFd) {
       throw new ProtocolError(
         message.request,
