@@ -1012,14 +1012,7 @@ for (const mergeableRxBuffers of [false, true]) {
       );
     }
     link.flush();
-    const used = rx.takeUsed();
-    const headers: NetHeader[] = [];
-    for (let i = 0; i < used.length;) {
-      const [addr] = posted.get(used[i].id)!;
-      const header = decodeNetHeader(rx.read(addr, NET_HDR_SIZE), 0, createNetHeader());
-      headers.push(header);
-      i += mergeableRxBuffers ? header.numBuffers : 1;
-    }
+    const headers = guestRxHeaders(rx, posted);
     assert.equal(headers.length, 3);
     assert.equal(link.counters.rxSegmented, 2);
     for (const [i, c] of cases.entries()) {
