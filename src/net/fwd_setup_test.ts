@@ -40,10 +40,10 @@ function freePort(): number {
  * A UDP port free on 127.0.0.1 just now, from the helper's socket: its close(2) is
  * synchronous (a node:dgram socket may still hold the port after its close callback).
  */
-function freeUdpPort(): Promise<number> {
+function freeUdpPort(): number {
   const s = UdpSocket.open(4, { address: new Uint8Array([127, 0, 0, 1]), port: 0 });
   try {
-    return Promise.resolve(s.localAddress().port);
+    return s.localAddress().port;
   } finally {
     s.close();
   }
@@ -65,7 +65,7 @@ async function forwardOnFreePorts(
 ): Promise<{ stack: NetworkStack; fw: Forwarding; tport: number; uport: number }> {
   for (let attempt = 1;; attempt++) {
     const tport = freePort();
-    const uport = await freeUdpPort();
+    const uport = freeUdpPort();
     const stack = makeStack();
     try {
       return { stack, fw: startForwarding(stack, options(tport, uport)), tport, uport };
@@ -347,7 +347,7 @@ Deno.test("`startForwarding()` without a loop binds a `%IF` TCP forward with hos
 Deno.test("`startForwarding()` fails on a `%IF` UDP forward on an unknown interface, naming ENODEV", async () => {
   const { logger } = collectingLogger();
   const stack = new NetworkStack(testPlan(), { logger });
-  const uport = await freeUdpPort();
+  const uport = freeUdpPort();
   try {
     const error = assertThrows(
       () =>
