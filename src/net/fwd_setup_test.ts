@@ -40,10 +40,10 @@ function freePort(): number {
  * A UDP port free on 127.0.0.1 just now, from the helper's socket: its close(2) is
  * synchronous (a node:dgram socket may still hold the port after its close callback).
  */
-function freeUdpPort(): Promise<number> {
+function freeUdpPort(): number {
   const s = UdpSocket.open(4, { address: new Uint8Array([127, 0, 0, 1]), port: 0 });
   try {
-    return Promise.resolve(s.localAddress().port);
+    return s.localAddress().port;
   } finally {
     s.close();
   }
@@ -59,13 +59,13 @@ const FREE_PORT_ATTEMPTS = 5;
  * with its translators registered), so the stack is closed, new ports are picked and
  * it is tried again on a new stack.
  */
-async function forwardOnFreePorts(
+function forwardOnFreePorts(
   makeStack: () => NetworkStack,
   options: (tport: number, uport: number) => ForwardingOptions,
-): Promise<{ stack: NetworkStack; fw: Forwarding; tport: number; uport: number }> {
+): { stack: NetworkStack; fw: Forwarding; tport: number; uport: number } {
   for (let attempt = 1;; attempt++) {
     const tport = freePort();
-    const uport = await freeUdpPort();
+    const uport = freeUdpPort();
     const stack = makeStack();
     try {
       return { stack, fw: startForwarding(stack, options(tport, uport)), tport, uport };
@@ -194,9 +194,9 @@ Deno.test("`startForwarding()` binds `all` as far as descriptors allow and names
   }
 });
 
-Deno.test("`startForwarding()` takes target addresses without a warning and warns about UDP --freebind", async () => {
+Deno.test("`startForwarding()` takes target addresses without a warning and warns about UDP --freebind", () => {
   const { logger, lines } = collectingLogger();
-  const { stack, fw, tport, uport } = await forwardOnFreePorts(
+  const { stack, fw, tport, uport } = forwardOnFreePorts(
     () => new NetworkStack(testPlan(), { logger }),
     (tport, uport) => ({
       logger,
@@ -225,7 +225,7 @@ Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and o
   const logger = new Logger();
   const lines: string[] = [];
   logger.setSink((_l, line) => lines.push(line));
-  const { stack, fw, tport, uport } = await forwardOnFreePorts(() =>
+  const { stack, fw, tport, uport } = forwardOnFreePorts(() =>
     new NetworkStack(testPlan(), {
       logger,
       forward: { outbound4: "127.0.0.1", outboundIf4: "lo" },
@@ -285,7 +285,7 @@ Deno.test("`startForwarding()` binds `%IF` TCP and UDP forwards to that interfac
   logger.setSink((_l, line) => lines.push(line));
   const loop = new EventLoop();
   const running = loop.run();
-  const { stack, fw, tport, uport } = await forwardOnFreePorts(
+  const { stack, fw, tport, uport } = forwardOnFreePorts(
     () => new NetworkStack(testPlan(), { logger }),
     (tport, uport) => ({
       logger,
@@ -344,10 +344,10 @@ Deno.test("`startForwarding()` without a loop binds a `%IF` TCP forward with hos
   stack.close();
 });
 
-Deno.test("`startForwarding()` fails on a `%IF` UDP forward on an unknown interface, naming ENODEV", async () => {
+Deno.test("`startForwarding()` fails on a `%IF` UDP forward on an unknown interface, naming ENODEV", () => {
   const { logger } = collectingLogger();
   const stack = new NetworkStack(testPlan(), { logger });
-  const uport = await freeUdpPort();
+  const uport = freeUdpPort();
   try {
     const error = assertThrows(
       () =>

@@ -401,26 +401,8 @@ export class PackedRingDriver {
 
   /** Used descriptors published and not yet read by {@link takeUsed} (nothing is read). */
   usedCount(): number {
-    const v = this.#view;
-    let index = this.#usedIndex;
-    let wrap = this.#usedWrap;
     let count = 0;
-    for (let guard = 0; guard < this.size; guard++) {
-      const at = this.slotAddress(index) - this.base;
-      const flags = v.getUint16(at + PACKED_DESC_FLAGS, true);
-      const avail = (flags & PACKED_DESC_F_AVAIL) !== 0 ? 1 : 0;
-      const used = (flags & PACKED_DESC_F_USED) !== 0 ? 1 : 0;
-      if (avail !== used || used !== wrap) break;
-      const id = v.getUint16(at + PACKED_DESC_ID, true);
-      const slots = id < this.size ? this.#slotsOf[id] : 0;
-      if (slots === 0) break;
-      count++;
-      index += slots;
-      if (index >= this.size) {
-        index -= this.size;
-        wrap ^= 1;
-      }
-    }
+    for (const entry of this.#published()) if (entry.slots !== 0) count++;
     return count;
   }
 
@@ -442,20 +424,39 @@ export class PackedRingDriver {
     return this.#collect(false).map(({ id, len, slot }) => ({ id, len, slot }));
   }
 
-  #collect(freeIds: boolean): (UsedChain & { slot: number })[] {
-    const out: (UsedChain & { slot: number })[] = [];
+  /**
+   * The used descriptors published from the driver's used position on, in ring order,
+   * each with the slots its buffer took (0: an ID not in use, where the walk stops).
+   * Reads the ring only; each step looks up the slots when it is reached.
+   */
+  *#published(): Generator<{ slot: number; id: number; len: number; slots: number }> {
     const v = this.#view;
+    let index = this.#usedIndex;
+    let wrap = this.#usedWrap;
     for (let guard = 0; guard < this.size; guard++) {
-      const at = this.slotAddress(this.#usedIndex) - this.base;
+      const at = this.slotAddress(index) - this.base;
       const flags = v.getUint16(at + PACKED_DESC_FLAGS, true);
       const avail = (flags & PACKED_DESC_F_AVAIL) !== 0 ? 1 : 0;
       const used = (flags & PACKED_DESC_F_USED) !== 0 ? 1 : 0;
-      if (avail !== used || used !== this.#usedWrap) break;
+      if (avail !== used || used !== wrap) return;
       const id = v.getUint16(at + PACKED_DESC_ID, true);
       const len = v.getUint32(at + PACKED_DESC_LEN, true);
       const slots = id < this.size ? this.#slotsOf[id] : 0;
+      yield { slot: index, id, len, slots };
+      if (slots === 0) return;
+      index += slots;
+      if (index >= this.size) {
+        index -= this.size;
+        wrap ^= 1;
+      }
+    }
+  }
+
+  #collect(freeIds: boolean): (UsedChain & { slot: number })[] {
+    const out: (UsedChain & { slot: number })[] = [];
+    for (const { slot, id, len, slots } of this.#published()) {
       if (slots === 0) throw new Error(`device returned buffer ${id}, which is not in use`);
-      out.push({ id, len, slot: this.#usedIndex, segments: this.#segmentsOf[id] });
+      out.push({ id, len, slot, segments: this.#segmentsOf[id] });
       this.#slotsOf[id] = 0;
       this.#segmentsOf[id] = [];
       if (freeIds) this.#freeIds.push(id);
