@@ -17,6 +17,8 @@
  * (default down), --bytes N (per transfer, default 2000M; iperf3's K/M/G suffixes),
  * --tool perf|strace|record|none (default perf), --tpasst-tree DIR (adds backend
  * "tpasst-tree": DIR/bin/tpasst, another checkout, e.g. the code before a change),
+ * --variant OPTIONS (repeatable; adds backend "tpasst[OPTIONS]": tpasst-vhost with QEMU
+ * virtio-net-pci OPTIONS, e.g. event_idx=off),
  * --rounds N (default 1, alternating backends), --debug (tpasst -d: the link's
  * counters at the end are printed), --verbose (serial console); DATAPATH_COUNTS_OUTPUT=1
  * prints the end of the backend's output.
@@ -32,7 +34,13 @@ import { QemuGuest } from "../tests/e2e/qemu.ts";
 import { processCpuSeconds } from "./qemu_process_stats.ts";
 
 const BACKENDS = ["tpasst-vhost", "passt-vhost", "tpasst-tree"] as const;
-type Backend = typeof BACKENDS[number];
+/** A backend of BACKENDS, or a variant: `tpasst[OPTIONS]` (tpasst-vhost, QEMU device OPTIONS). */
+type Backend = string;
+
+/** The QEMU device options of a `tpasst[OPTIONS]` variant, or null for a plain backend. */
+function variantOptions(backend: Backend): string | null {
+  return /^tpasst\[(.*)\]$/.exec(backend)?.[1] ?? null;
+}
 type Direction = "up" | "down";
 type Tool = "perf" | "strace" | "record" | "none";
 
@@ -59,6 +67,7 @@ function parseArgs(argv: string[]): Args {
     verbose: false,
   };
   let backendsGiven = false;
+  const variants: Backend[] = [];
   for (let i = 0; i < argv.length; i++) {
     const value = () => {
       const v = argv[++i];
@@ -93,6 +102,9 @@ function parseArgs(argv: string[]): Args {
         args.tool = t;
         break;
       }
+      case "--variant":
+        variants.push(`tpasst[${value()}]`);
+        break;
       case "--tpasst-tree":
         args.tpasstTree = value();
         break;
@@ -110,11 +122,36 @@ function parseArgs(argv: string[]): Args {
     }
   }
   if (args.tpasstTree !== null && !backendsGiven) args.backends.push("tpasst-tree");
+  args.backends.push(...variants);
   if (args.backends.includes("tpasst-tree") && args.tpasstTree === null) {
     throw new Error("Backend tpasst-tree needs --tpasst-tree DIR");
   }
   return args;
 }
+
+/**
+ * Guest shell lines defining `snapshot`: one line of NAME=VALUE counters the guest
+ * kernel keeps, read before and after each transfer (their differences per GB are
+ * what the guest did for it): interrupts of the virtio device (/proc/interrupts),
+ * eth0's frames (statistics/), CPU jiffies by kind (/proc/stat: USER_HZ 100),
+ * context switches, NET_RX softirqs, TCP segments (/proc/net/snmp) and TcpExt counters
+ * (/proc/net/netstat: delayed ACKs, coalescing, window events).
+ */
+const GUEST_SNAPSHOT_LINES: readonly string[] = [
+  "snapshot() {",
+  "  s=/sys/class/net/eth0/statistics",
+  '  printf "irq=%s " "$(awk \'/virtio/ {s += $2} END {print s + 0}\' /proc/interrupts)"',
+  '  printf "rx_frames=%s rx_bytes=%s tx_frames=%s " $(cat $s/rx_packets $s/rx_bytes $s/tx_packets)',
+  '  awk \'/^cpu / {printf "j_user=%d j_sys=%d j_idle=%d j_irq=%d j_softirq=%d ", $2 + $3, $4, $5, $7, $8}',
+  '    /^ctxt / {printf "ctxt=%d ", $2}\' /proc/stat',
+  "  awk '$1 ~ /^(NET_RX|NET_TX|TIMER):$/ {printf \"softirq_%s=%d \", substr($1, 1, length($1) - 1), $2}' /proc/softirqs",
+  "  for f in /proc/net/snmp /proc/net/netstat; do",
+  '    awk \'$1 == "Tcp:" || $1 == "TcpExt:" { if (h[$1] == "") { h[$1] = $0; next }',
+  '      n = split(h[$1], k); split($0, v); for (i = 2; i <= n; i++) printf "%s=%s ", k[i], v[i] }\' $f',
+  "  done",
+  "  echo",
+  "}",
+];
 
 function guestScript(port: number, directions: Direction[], bytes: string): string {
   const lines = [
@@ -123,14 +160,17 @@ function guestScript(port: number, directions: Direction[], bytes: string): stri
     "gw=$(cat /tmp/router 2>/dev/null)",
     'if [ -z "$gw" ]; then mark error no-dhcp-lease; exit 1; fi',
     "result() { awk '/receiver/ {print $(NF-4), $(NF-3), $(NF-2); f=1} END {if (!f) print \"failed\"}'; }",
+    ...GUEST_SNAPSHOT_LINES,
   ];
   for (const d of directions) {
     lines.push(
       `mark ${d}-start`,
       "sleep 1", // the host attaches its tool meanwhile
+      `mark ${d}-guest-before "$(snapshot)"`,
       `mark ${d} "$(timeout 300 iperf3 -c "$gw" -p ${port} -n ${bytes} -f m ${
         d === "down" ? "-R" : ""
       } 2>&1 | result)"`,
+      `mark ${d}-guest-after "$(snapshot)"`,
     );
   }
   lines.push("exit 0", "");
@@ -197,10 +237,58 @@ interface Row {
   gbps: number;
   gb: number;
   cpuPerGB: number;
+  /** QEMU's CPU seconds per GB (the TCG vCPU and its I/O threads). */
+  qemuCpuPerGB: number;
+  /** Differences of the guest's counters ({@link GUEST_SNAPSHOT_LINES}) per GB. */
+  guestPerGB: Map<string, number>;
   instructionsPerGB: number | null;
   cyclesPerGB: number | null;
   contextSwitchesPerGB: number | null;
   syscallsPerGB: Map<string, number>;
+}
+
+/** A `snapshot` line of the guest (NAME=VALUE ...) as a map. */
+function parseSnapshot(line: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const pair of line.trim().split(/\s+/)) {
+    const [name, value] = pair.split("=");
+    if (value !== undefined && Number.isFinite(Number(value))) out.set(name, Number(value));
+  }
+  return out;
+}
+
+/** Clock ticks per second of the guest's /proc/stat (USER_HZ, fixed at 100 on Linux). */
+const GUEST_USER_HZ = 100;
+
+/** Guest counters printed per GB, in this order, and the label each gets. */
+const GUEST_COUNTERS: readonly (readonly [string, string])[] = [
+  ["irq", "interrupts"],
+  ["rx_frames", "rx frames"],
+  ["tx_frames", "tx frames"],
+  ["softirq_NET_RX", "NET_RX softirqs"],
+  ["softirq_NET_TX", "NET_TX softirqs"],
+  ["ctxt", "context switches"],
+  ["OutSegs", "TCP out"],
+  ["DelayedACKs", "delayed ACKs"],
+  ["TCPHPHits", "fast-path hits"],
+  ["TCPRcvCoalesce", "rcv coalesce"],
+  ["TCPBacklogCoalesce", "backlog coalesce"],
+  ["TCPOFOQueue", "OFO"],
+  ["TCPWantZeroWindowAdv", "want zero window"],
+  ["TCPToZeroWindowAdv", "to zero window"],
+];
+
+/** One line of the guest's counters per GB and its CPU shares during the transfer. */
+function guestSummary(perGB: Map<string, number>): string {
+  const jiffies = ["j_user", "j_sys", "j_idle", "j_irq", "j_softirq"].map((k) => perGB.get(k) ?? 0);
+  const total = jiffies.reduce((a, b) => a + b, 0);
+  const busySeconds = (total - jiffies[2]) / GUEST_USER_HZ;
+  const shares = total === 0 ? "" : `; guest busy ${busySeconds.toFixed(2)} s/GB, ` +
+    `user/sys/idle/irq/softirq ${jiffies.map((j) => `${(100 * j / total).toFixed(0)}%`).join("/")}`;
+  const counts = GUEST_COUNTERS.filter(([k]) => perGB.has(k)).map(([k, label]) =>
+    `${label} ${perGB.get(k)!.toFixed(0)}`
+  ).join(", ");
+  return `guest per GB: ${counts}${shares}`;
 }
 
 /** `perf stat -x,` lines: value,unit,event,... */
@@ -232,9 +320,12 @@ async function measure(backend: Backend, args: Args): Promise<Row[]> {
   const iperf = await startIperfServer(freePort());
   const rows: Row[] = [];
   try {
-    const kind: BackendKind = backend === "tpasst-tree" ? "tpasst-vhost" : backend;
+    const options = variantOptions(backend);
+    const kind =
+      (backend === "tpasst-tree" || options !== null ? "tpasst-vhost" : backend) as BackendKind;
     const started = await startBackend(kind, {
       forwards: [],
+      deviceOptions: options ?? undefined,
       extraArgs: args.debug && kind === "tpasst-vhost" ? ["-d"] : [],
       tpasstBin: backend === "tpasst-tree" ? `${args.tpasstTree}/bin/tpasst` : undefined,
     });
@@ -250,9 +341,15 @@ async function measure(backend: Backend, args: Args): Promise<Row[]> {
         if (start.name === "error") throw guest.failure(`guest: ${start.value}`);
         const tool = attach(args.tool, pid, `${backend}-${direction}`);
         const cpu0 = processCpuSeconds(pid) ?? 0;
+        const qemuCpu0 = processCpuSeconds(guest.pid) ?? 0;
         const value = await guest.waitForMark(direction, 600_000);
         const cpu = (processCpuSeconds(pid) ?? cpu0) - cpu0;
+        const qemuCpu = (processCpuSeconds(guest.pid) ?? qemuCpu0) - qemuCpu0;
         const report = await tool.stop();
+        const guestBefore = parseSnapshot(await guest.waitForMark(`${direction}-guest-before`, 1));
+        const guestAfter = parseSnapshot(
+          await guest.waitForMark(`${direction}-guest-after`, 60_000),
+        );
         const [amount, unit, rate] = value.split(" ");
         if (IPERF_UNITS[unit] === undefined) throw new Error(`iperf3 ${direction}: ${value}`);
         const gb = Number(amount) * IPERF_UNITS[unit] / 1e9;
@@ -266,6 +363,10 @@ async function measure(backend: Backend, args: Args): Promise<Row[]> {
           gbps: Number(rate) / 1000,
           gb,
           cpuPerGB: cpu / gb,
+          qemuCpuPerGB: qemuCpu / gb,
+          guestPerGB: new Map(
+            [...guestAfter].map(([k, v]) => [k, (v - (guestBefore.get(k) ?? 0)) / gb]),
+          ),
           instructionsPerGB: perf.has("instructions") ? perf.get("instructions")! / gb : null,
           cyclesPerGB: perf.has("cycles") ? perf.get("cycles")! / gb : null,
           contextSwitchesPerGB: perf.has("context-switches")
@@ -319,6 +420,9 @@ async function main(): Promise<void> {
             } G/GB, context switches ${fmt(r.contextSwitchesPerGB, 0)} per GB` +
               (top === "" ? "" : `; syscalls per GB: ${top}`),
           );
+          console.log(
+            `  QEMU CPU ${r.qemuCpuPerGB.toFixed(3)} s/GB; ${guestSummary(r.guestPerGB)}`,
+          );
         }
       } catch (error) {
         console.log(`round ${round} ${backend}: n/a (${(error as Error).message.split("\n")[0]})`);
@@ -341,8 +445,13 @@ async function main(): Promise<void> {
           fmt(mean((r) => r.cpuPerGB), 3)
         } s/GB  instr ${fmt(ins === null ? null : ins / 1e9, 3)} G/GB  cycles ${
           fmt(cyc === null ? null : cyc / 1e9, 3)
-        } G/GB  (${rows.length} runs)`,
+        } G/GB  QEMU CPU ${fmt(mean((r) => r.qemuCpuPerGB), 3)} s/GB  (${rows.length} runs)`,
       );
+      const guestMean = new Map<string, number>();
+      for (const key of rows[0].guestPerGB.keys()) {
+        guestMean.set(key, mean((r) => r.guestPerGB.get(key) ?? null) ?? 0);
+      }
+      console.log(`  ${guestSummary(guestMean)}`);
     }
   }
 }
