@@ -16,7 +16,8 @@
  * Options: --backends tpasst-vhost,passt-vhost (default), --directions down,up
  * (default down), --bytes N (per transfer, default 2000M; iperf3's K/M/G suffixes),
  * --tool perf|strace|record|none (default perf), --tpasst-tree DIR (adds backend
- * "tpasst-tree": DIR/bin/tpasst, another checkout, e.g. the code before a change),
+ * "tpasst-tree": DIR/bin/tpasst, another checkout, e.g. the code before a change;
+ * repeatable: the second is "tpasst-tree2", and so on),
  * --variant OPTIONS (repeatable; adds backend "tpasst[OPTIONS]": tpasst-vhost with QEMU
  * virtio-net-pci OPTIONS, e.g. event_idx=off),
  * --rounds N (default 1, alternating backends), --debug (tpasst -d: the link's
@@ -31,11 +32,27 @@
 import { type BackendKind, startBackend } from "../tests/e2e/backends.ts";
 import { freePort, startIperfServer } from "../tests/e2e/host_services.ts";
 import { QemuGuest } from "../tests/e2e/qemu.ts";
-import { processCpuSeconds } from "./qemu_process_stats.ts";
+import {
+  processCpuSeconds,
+  processSchedulerStats,
+  type SchedulerStats,
+} from "./qemu_process_stats.ts";
 
 const BACKENDS = ["tpasst-vhost", "passt-vhost", "tpasst-tree"] as const;
 /** A backend of BACKENDS, or a variant: `tpasst[OPTIONS]` (tpasst-vhost, QEMU device OPTIONS). */
 type Backend = string;
+
+/** The backend name of the `index`th --tpasst-tree (from 0): tpasst-tree, tpasst-tree2, … */
+function treeBackend(index: number): Backend {
+  return index === 0 ? "tpasst-tree" : `tpasst-tree${index + 1}`;
+}
+
+/** Which --tpasst-tree `backend` runs (from 0), or -1 when it is no tree backend. */
+function treeIndex(backend: Backend): number {
+  const match = /^tpasst-tree(\d*)$/.exec(backend);
+  if (match === null) return -1;
+  return match[1] === "" ? 0 : Number(match[1]) - 1;
+}
 
 /** The QEMU device options of a `tpasst[OPTIONS]` variant, or null for a plain backend. */
 function variantOptions(backend: Backend): string | null {
@@ -49,7 +66,8 @@ interface Args {
   directions: Direction[];
   bytes: string;
   tool: Tool;
-  tpasstTree: string | null;
+  /** Checkouts of --tpasst-tree, in order: backends tpasst-tree, tpasst-tree2, … */
+  tpasstTrees: string[];
   rounds: number;
   debug: boolean;
   verbose: boolean;
@@ -61,7 +79,7 @@ function parseArgs(argv: string[]): Args {
     directions: ["down"],
     bytes: "2000M",
     tool: "perf",
-    tpasstTree: null,
+    tpasstTrees: [],
     rounds: 1,
     debug: false,
     verbose: false,
@@ -78,7 +96,7 @@ function parseArgs(argv: string[]): Args {
       case "--backends":
         backendsGiven = true;
         args.backends = value().split(",").map((b) => {
-          if (!(BACKENDS as readonly string[]).includes(b)) {
+          if (!(BACKENDS as readonly string[]).includes(b) && treeIndex(b) < 0) {
             throw new Error(`Unknown backend ${b}: expected one of ${BACKENDS.join(", ")}`);
           }
           return b as Backend;
@@ -106,7 +124,7 @@ function parseArgs(argv: string[]): Args {
         variants.push(`tpasst[${value()}]`);
         break;
       case "--tpasst-tree":
-        args.tpasstTree = value();
+        args.tpasstTrees.push(value());
         break;
       case "--rounds":
         args.rounds = Number(value());
@@ -121,10 +139,11 @@ function parseArgs(argv: string[]): Args {
         throw new Error(`Unknown option ${argv[i]}`);
     }
   }
-  if (args.tpasstTree !== null && !backendsGiven) args.backends.push("tpasst-tree");
+  if (!backendsGiven) args.backends.push(...args.tpasstTrees.map((_, i) => treeBackend(i)));
   args.backends.push(...variants);
-  if (args.backends.includes("tpasst-tree") && args.tpasstTree === null) {
-    throw new Error("Backend tpasst-tree needs --tpasst-tree DIR");
+  const missing = args.backends.find((b) => treeIndex(b) >= args.tpasstTrees.length);
+  if (missing !== undefined) {
+    throw new Error(`Backend ${missing} needs one more --tpasst-tree DIR`);
   }
   return args;
 }
@@ -239,12 +258,21 @@ interface Row {
   cpuPerGB: number;
   /** QEMU's CPU seconds per GB (the TCG vCPU and its I/O threads). */
   qemuCpuPerGB: number;
+  /** Seconds QEMU's threads were runnable but waited for a CPU, per GB. */
+  qemuWaitPerGB: number;
+  /** The same for the backend's threads. */
+  backendWaitPerGB: number;
   /** Differences of the guest's counters ({@link GUEST_SNAPSHOT_LINES}) per GB. */
   guestPerGB: Map<string, number>;
   instructionsPerGB: number | null;
   cyclesPerGB: number | null;
   contextSwitchesPerGB: number | null;
   syscallsPerGB: Map<string, number>;
+}
+
+/** Seconds the threads waited for a CPU between two samples (0 when one is missing). */
+function waitSeconds(before: SchedulerStats | null, after: SchedulerStats | null): number {
+  return before === null || after === null ? 0 : after.waitSeconds - before.waitSeconds;
 }
 
 /** A `snapshot` line of the guest (NAME=VALUE ...) as a map. */
@@ -322,12 +350,14 @@ async function measure(backend: Backend, args: Args): Promise<Row[]> {
   try {
     const options = variantOptions(backend);
     const kind =
-      (backend === "tpasst-tree" || options !== null ? "tpasst-vhost" : backend) as BackendKind;
+      (treeIndex(backend) >= 0 || options !== null ? "tpasst-vhost" : backend) as BackendKind;
     const started = await startBackend(kind, {
       forwards: [],
       deviceOptions: options ?? undefined,
       extraArgs: args.debug && kind === "tpasst-vhost" ? ["-d"] : [],
-      tpasstBin: backend === "tpasst-tree" ? `${args.tpasstTree}/bin/tpasst` : undefined,
+      tpasstBin: treeIndex(backend) >= 0
+        ? `${args.tpasstTrees[treeIndex(backend)]}/bin/tpasst`
+        : undefined,
     });
     try {
       await using guest = await QemuGuest.launch({
@@ -342,9 +372,13 @@ async function measure(backend: Backend, args: Args): Promise<Row[]> {
         const tool = attach(args.tool, pid, `${backend}-${direction}`);
         const cpu0 = processCpuSeconds(pid) ?? 0;
         const qemuCpu0 = processCpuSeconds(guest.pid) ?? 0;
+        const qemuSched0 = processSchedulerStats(guest.pid);
+        const backendSched0 = processSchedulerStats(pid);
         const value = await guest.waitForMark(direction, 600_000);
         const cpu = (processCpuSeconds(pid) ?? cpu0) - cpu0;
         const qemuCpu = (processCpuSeconds(guest.pid) ?? qemuCpu0) - qemuCpu0;
+        const qemuWait = waitSeconds(qemuSched0, processSchedulerStats(guest.pid));
+        const backendWait = waitSeconds(backendSched0, processSchedulerStats(pid));
         const report = await tool.stop();
         const guestBefore = parseSnapshot(await guest.waitForMark(`${direction}-guest-before`, 1));
         const guestAfter = parseSnapshot(
@@ -364,6 +398,8 @@ async function measure(backend: Backend, args: Args): Promise<Row[]> {
           gb,
           cpuPerGB: cpu / gb,
           qemuCpuPerGB: qemuCpu / gb,
+          qemuWaitPerGB: qemuWait / gb,
+          backendWaitPerGB: backendWait / gb,
           guestPerGB: new Map(
             [...guestAfter].map(([k, v]) => [k, (v - (guestBefore.get(k) ?? 0)) / gb]),
           ),
@@ -421,7 +457,9 @@ async function main(): Promise<void> {
               (top === "" ? "" : `; syscalls per GB: ${top}`),
           );
           console.log(
-            `  QEMU CPU ${r.qemuCpuPerGB.toFixed(3)} s/GB; ${guestSummary(r.guestPerGB)}`,
+            `  QEMU CPU ${r.qemuCpuPerGB.toFixed(3)} s/GB; waiting for a CPU: QEMU ${
+              r.qemuWaitPerGB.toFixed(3)
+            }, backend ${r.backendWaitPerGB.toFixed(3)} s/GB; ${guestSummary(r.guestPerGB)}`,
           );
         }
       } catch (error) {
@@ -445,7 +483,9 @@ async function main(): Promise<void> {
           fmt(mean((r) => r.cpuPerGB), 3)
         } s/GB  instr ${fmt(ins === null ? null : ins / 1e9, 3)} G/GB  cycles ${
           fmt(cyc === null ? null : cyc / 1e9, 3)
-        } G/GB  QEMU CPU ${fmt(mean((r) => r.qemuCpuPerGB), 3)} s/GB  (${rows.length} runs)`,
+        } G/GB  QEMU CPU ${fmt(mean((r) => r.qemuCpuPerGB), 3)} s/GB  waits QEMU ${
+          fmt(mean((r) => r.qemuWaitPerGB), 3)
+        } backend ${fmt(mean((r) => r.backendWaitPerGB), 3)} s/GB  (${rows.length} runs)`,
       );
       const guestMean = new Map<string, number>();
       for (const key of rows[0].guestPerGB.keys()) {
