@@ -44,6 +44,8 @@ class Recorder implements L4Handler {
     ttl: number;
     checksumPending: boolean;
     scattered: boolean;
+    /** The UDP header handed over with the packet, as [srcPort, dstPort, payloadLength]. */
+    udp: number[] | null;
   }[] = [];
   batches = 0;
   writable = 0;
@@ -62,6 +64,7 @@ class Recorder implements L4Handler {
       ttl: p.ttl,
       checksumPending: p.checksumPending,
       scattered: p.scattered !== null,
+      udp: p.udp === null ? null : [p.udp.srcPort, p.udp.dstPort, p.udp.payloadLength],
     });
   }
   endOfBatch(): void {
@@ -91,7 +94,7 @@ function setup(logger?: Logger) {
   return { stack, udp, tcp, link };
 }
 
-Deno.test("`NetworkStack.registerL4()` routes UDP and TCP of both families to their handlers", () => {
+Deno.test("`NetworkStack.registerL4()` routes UDP and TCP of both families to their handlers, UDP with its parsed header", () => {
   const { stack, udp, tcp } = setup();
   stack.handleFrame(
     guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, udpDatagram(1000, 53, new Uint8Array([7]))),
@@ -110,7 +113,9 @@ Deno.test("`NetworkStack.registerL4()` routes UDP and TCP of both families to th
   assert.equal(udp.packets[0].dst4, REMOTE4);
   assert.equal(udp.packets[1].family, 6);
   assert.equal(udp.packets[1].src6, Array.from(GUEST6).join(","));
+  assert.deepEqual(udp.packets.map((p) => p.udp), [[1000, 53, 1], [1, 2, 0]]);
   assert.equal(tcp.packets.length, 1);
+  assert.equal(tcp.packets[0].udp, null);
   assert.equal(tcp.packets[0].ttl, 33);
   assert.equal(tcp.packets[0].l4.length, 20);
   assert.throws(() => stack.registerL4(IPPROTO_TCP, new Recorder()), /already registered/);
