@@ -1,12 +1,10 @@
 import { assertEquals } from "../../tests/support/assert.ts";
 import { Logger } from "./logger.ts";
 import { RateLimitedLog } from "./rate_limited_log.ts";
+import { recordingLogger } from "../../tests/support/recording_logger.ts";
 
 function capture(): { logger: Logger; lines: string[] } {
-  const lines: string[] = [];
-  const logger = new Logger();
-  logger.setLevel("trace");
-  logger.setSink((_level, line) => lines.push(line));
+  const { logger, lines } = recordingLogger({ level: "trace" });
   return { logger, lines };
 }
 

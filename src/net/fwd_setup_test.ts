@@ -28,6 +28,7 @@ import { parsePortForwardTable } from "../config/port_spec.ts"; // test input on
 import { Logger } from "../log/logger.ts";
 import { EventLoop } from "../loop/event_loop.ts";
 import { nativeHostTcp } from "./tcp/host_socket.ts";
+import { recordingLogger } from "../../tests/support/recording_logger.ts";
 
 function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -135,10 +136,7 @@ Deno.test("`hostEphemeralRange()`, `openFileLimit()` and `describePorts()` read 
 
 /** A logger collecting `level: line`. */
 function collectingLogger(): { logger: Logger; lines: string[] } {
-  const logger = new Logger();
-  logger.setLevel("debug");
-  const lines: string[] = [];
-  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
+  const { logger, lines } = recordingLogger({ level: "debug", withLevel: true });
   return { logger, lines };
 }
 
@@ -222,9 +220,7 @@ Deno.test("`startForwarding()` takes target addresses without a warning and warn
 });
 
 Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and opens -t/-u forwards", async () => {
-  const logger = new Logger();
-  const lines: string[] = [];
-  logger.setSink((_l, line) => lines.push(line));
+  const { logger, lines } = recordingLogger();
   const { stack, fw, tport, uport } = forwardOnFreePorts(() =>
     new NetworkStack(testPlan(), {
       logger,
@@ -280,9 +276,7 @@ Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and o
 });
 
 Deno.test("`startForwarding()` binds `%IF` TCP and UDP forwards to that interface, and they work", async () => {
-  const logger = new Logger();
-  const lines: string[] = [];
-  logger.setSink((_l, line) => lines.push(line));
+  const { logger, lines } = recordingLogger();
   const loop = new EventLoop();
   const running = loop.run();
   const { stack, fw, tport, uport } = forwardOnFreePorts(
@@ -328,9 +322,7 @@ Deno.test("`startForwarding()` binds `%IF` TCP and UDP forwards to that interfac
 });
 
 Deno.test("`startForwarding()` without a loop binds a `%IF` TCP forward with host sockets on an event loop of its own", async () => {
-  const logger = new Logger();
-  const lines: string[] = [];
-  logger.setSink((_l, line) => lines.push(line));
+  const { logger, lines } = recordingLogger();
   const stack = new NetworkStack(testPlan(), { logger });
   const tport = freePort();
   const fw = startForwarding(stack, {

@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { ArrayGuestMemory } from "../virtio/array_guest_memory.ts";
 import { RecordingHandler } from "./frame_handler.ts";
-import { Logger, type LogLevel } from "../../../src/log/logger.ts";
+import type { LogLevel } from "../../../src/log/logger.ts";
 import type { DriverOptions, DriverSegment, UsedElement } from "../virtio/split_ring_driver.ts";
 import {
   createNetHeader,
@@ -23,6 +23,7 @@ import {
 import type { NegotiatedFeatures, StartedVring } from "../../../src/virtio/started_vring.ts";
 import { SendResult } from "../../../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../../../src/tap/vhost_user_link.ts";
+import { recordingLogger } from "../recording_logger.ts";
 
 /** A test frame of `length` bytes whose contents depend on `seed`. */
 export function frameOf(length: number, seed: number): Uint8Array {
@@ -55,9 +56,7 @@ export function linkOnRings<D extends { vring(): StartedVring }>(
   lines: string[];
 } {
   const memory = new ArrayGuestMemory();
-  const lines: string[] = [];
-  const logger = new Logger();
-  logger.setSink((_l, line) => lines.push(line));
+  const { logger, lines } = recordingLogger();
   logger.setLevel(logLevel);
   const link = new VhostUserLink(handler, { logger, clock: () => 0 });
   const rx = makeDriver({ ...ring, memory, index: 0, base: RX_REGION_BASE });

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Logger } from "../../../src/log/logger.ts";
+import { recordingLogger } from "../recording_logger.ts";
 import type {
   BackendEnvironment,
   DeviceStateHandler,
@@ -297,15 +297,6 @@ export class ScriptedChannel implements MessageChannel {
   }
 }
 
-/** A logger that keeps its lines. */
-export function capturingLogger(): { logger: Logger; lines: string[] } {
-  const lines: string[] = [];
-  const logger = new Logger();
-  logger.setLevel("debug");
-  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
-  return { logger, lines };
-}
-
 /** A reply as decoded by the rig. */
 export interface DecodedReply {
   request: number;
@@ -377,7 +368,7 @@ export class BackendRig {
   readonly channel = new ScriptedChannel();
   readonly notifiers = new Map<number, FakeNotifier>();
   readonly watchers = new Map<number, (now: number) => void>();
-  readonly log = capturingLogger();
+  readonly log = recordingLogger({ level: "debug", withLevel: true });
   readonly backend: VhostUserBackend;
   readonly framer: MessageFramer;
   readonly replies: ReplyWriter;

@@ -13,12 +13,11 @@ import { DescriptorChain } from "../../../src/virtio/descriptor_chain.ts";
 import type { StartedVring } from "../../../src/virtio/started_vring.ts";
 import type { Virtqueue, VirtqueueOptions } from "../../../src/virtio/virtqueue.ts";
 import type { WriteRecord } from "./recording_write_log.ts";
+import { recordingLogger } from "../recording_logger.ts";
 
 /** A logger whose lines are kept, in order and without their level, in `lines`. */
 export function lineCapturingLogger(): { logger: Logger; lines: string[] } {
-  const lines: string[] = [];
-  const logger = new Logger();
-  logger.setSink((_level, line) => lines.push(line));
+  const { logger, lines } = recordingLogger();
   return { logger, lines };
 }
 
