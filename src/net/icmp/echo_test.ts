@@ -18,6 +18,7 @@ import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
 import { ipv4ToString, ipv6ToString, parseIpv6 } from "../../../ffi/ip_address_text.ts";
 import { dualStackPlan, NO_HOST } from "../../../tests/support/net/built_plan.ts";
 import { recordingLogger } from "../../../tests/support/recording_logger.ts";
+import { commandSucceeds } from "../../../tests/support/command_succeeds.ts";
 
 const GUEST4 = 0x0a000215, GW4 = 0x0a000202;
 const GUEST6 = parseIpv6("2001:db8::15")!;
@@ -219,13 +220,7 @@ Deno.test("`IcmpEcho` drops bad checksums, short messages and multicast targets"
   assert.equal(stack.icmpEcho!.counters.ignored, 1);
 });
 
-const canUnshare = Deno.uid?.() === 0 && (() => {
-  try {
-    return new Deno.Command("unshare", { args: ["--net", "true"] }).outputSync().success;
-  } catch {
-    return false;
-  }
-})();
+const canUnshare = Deno.uid?.() === 0 && commandSucceeds("unshare", ["--net", "true"]);
 
 Deno.test({
   name: "`IcmpEcho` pings 127.0.0.1 and ::1 through real ping sockets",
