@@ -114,6 +114,12 @@ const MAX_READ_ROUNDS = 4;
  * count, {@link UDP_MAX_BATCH}, forces one too). Above the largest UDP payload.
  */
 const TX_BUFFER_BYTES = 256 * 1024;
+/**
+ * Flows that get a connected socket of their own, at most (the rest send from their
+ * guest port's socket with an address): each costs a descriptor on top of its port's
+ * socket, and the hard descriptor limit here is 20,000 (DESIGN.md) for everything.
+ */
+export const DEFAULT_MAX_FLOW_SOCKETS = 4096;
 
 const LOOPBACK4 = new Uint8Array([127, 0, 0, 1]);
 const LOOPBACK6 = new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
@@ -149,6 +155,8 @@ export interface UdpTranslatorOptions extends TranslatorOptions {
    * closed by {@link UdpTranslator.close}.
    */
   watcher?: UdpSocketWatcher;
+  /** Flows with a connected socket of their own, at most (default {@link DEFAULT_MAX_FLOW_SOCKETS}). */
+  maxFlowSockets?: number;
 }
 
 /** Counters for diagnostics and tests. */
@@ -170,8 +178,8 @@ export interface UdpCounters {
   /** Sockets that could not take the guest's source port and use an ephemeral one. */
   ephemeralFallback: number;
   /**
-   * Flows whose own connected socket could not be opened: they send from their guest
-   * port's socket, with an address.
+   * Flows whose own connected socket could not be opened, or that found the most
+   * flow sockets open: they send from their guest port's socket, with an address.
    */
   unconnectedFlows: number;
   socketErrors: number;
@@ -311,6 +319,9 @@ export class UdpTranslator implements L4Handler {
   readonly #source4: Uint8Array | null;
   readonly #source6: Uint8Array | null;
   #watcher: UdpSocketWatcher | null;
+  readonly #maxFlowSockets: number;
+  /** Flow sockets open now. */
+  #flowSockets = 0;
   #ownLoop: EventLoop | null = null;
   #nextSweep = Infinity;
 
@@ -352,6 +363,7 @@ export class UdpTranslator implements L4Handler {
     this.#verify = options.verifyChecksums ?? true;
     this.#onTimersChanged = options.onTimersChanged ?? null;
     this.#watcher = options.watcher ?? null;
+    this.#maxFlowSockets = options.maxFlowSockets ?? DEFAULT_MAX_FLOW_SOCKETS;
     this.#source4 = this.#sourceAddress(rules.outbound4, 4);
     this.#source6 = this.#sourceAddress(rules.outbound6, 16);
   }
@@ -728,7 +740,7 @@ export class UdpTranslator implements L4Handler {
   #openOwnSocket(f: UdpFlow, home: HostSocket, now: number): HostSocket | null {
     f.ownTried = true;
     const binding = home.binding;
-    if (binding === null || home.closed) {
+    if (binding === null || home.closed || this.#flowSockets >= this.#maxFlowSockets) {
       this.counters.unconnectedFlows++;
       return null;
     }
@@ -739,6 +751,7 @@ export class UdpTranslator implements L4Handler {
       const own = this.#adopt(socket, "flow", home.key, home.guestPort, null, home);
       own.lastFlow = f;
       f.own = own;
+      this.#flowSockets++;
       return own;
     } catch (error) {
       socket?.close();
@@ -1051,7 +1064,9 @@ export class UdpTranslator implements L4Handler {
   #closeSocket(s: HostSocket): void {
     if (s.closed) return;
     s.closed = true;
-    if (s.role !== "flow") {
+    if (s.role === "flow") {
+      this.#flowSockets--;
+    } else {
       for (const f of s.flowsByHost.values()) {
         this.flows.remove(f);
         this.#closeOwnSocket(f);

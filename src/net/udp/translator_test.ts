@@ -619,6 +619,32 @@ Deno.test("`UdpTranslator` gives each of many flows from one guest port its own 
   }
 });
 
+Deno.test("`UdpTranslator` sends from the guest port's socket, with addresses, beyond the most flow sockets", async () => {
+  const sender = new GuestSender(0x9a559a559a55);
+  const udp = new UdpTranslator(sender, testRules(), { maxFlowSockets: 1 });
+  const tcp = new TcpTranslator(sender, testRules());
+  const guest = new TestGuest(tcp, udp, 4, TEST_GUEST4, TEST_GUEST6);
+  sender.setLink(guest);
+  const echoes = [await echoServer("udp4"), await echoServer("udp4")];
+  try {
+    const srcPort = freeUdpPort();
+    for (const echo of echoes) {
+      guest.sendUdp(srcPort, TEST_GATEWAY4, echo.port, new TextEncoder().encode("hi"));
+    }
+    await guest.until(() => guest.datagrams.length === 2, 5000, "both echoes");
+    const bound = udp.boundPort(srcPort)!;
+    for (const echo of echoes) assert.deepEqual(echo.seen, [bound]);
+    const connected = kernelUdpSocketsOn(bound).filter((s) => s.remoteAddress === PROC_LOOPBACK4);
+    assert.deepEqual(connected.map((s) => s.remotePort), [echoes[0].port]);
+    assert.equal(udp.counters.unconnectedFlows, 1);
+  } finally {
+    for (const echo of echoes) echo.sock.close();
+    guest.stop();
+    udp.close();
+    tcp.close();
+  }
+});
+
 Deno.test("`UdpTranslator` delivers a datagram from a second peer to the guest's port while a flow is connected, and carries the answer back", async () => {
   const { udp, guest, close } = setup(4);
   const echo = await echoServer("udp4");
