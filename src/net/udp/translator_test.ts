@@ -16,7 +16,8 @@ import {
 import type { ForwardRules } from "../plan/fwd.ts";
 import { nextTask, PublishOnFlushLink } from "../../../tests/support/net/recording_link.ts";
 import { type L4Handler, newL4Packet } from "../l4_handler.ts";
-import { Logger } from "../../log/logger.ts";
+import { recordingLogger } from "../../../tests/support/recording_logger.ts";
+import { commandSucceeds } from "../../../tests/support/command_succeeds.ts";
 import { openFdCount } from "../../../ffi/process.ts";
 import { waitUntil } from "../../../tests/support/wait_until.ts";
 import { UdpMessageRecords, UdpSocket } from "../../../ffi/udp_socket.ts";
@@ -203,10 +204,7 @@ Deno.test("`TcpTranslator` forwards DNS over TCP to the configured resolver", as
 });
 
 Deno.test("`UdpTranslator` expires idle flows and closes their sockets, logging each flow's start and end at debug level", async () => {
-  const lines: string[] = [];
-  const logger = new Logger();
-  logger.setLevel("debug");
-  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
+  const { logger, lines } = recordingLogger({ level: "debug", withLevel: true });
   const sender = new GuestSender(0x9a559a559a55);
   const udp = new UdpTranslator(sender, testRules(), { idleTimeoutMs: 200, logger });
   const tcp = new TcpTranslator(sender, testRules());
@@ -508,10 +506,7 @@ Deno.test("`UdpTranslator` keeps datagrams toward a full guest link in the kerne
 });
 
 Deno.test("`UdpTranslator` counts a datagram the kernel refuses and still sends the rest of the batch", async () => {
-  const logger = new Logger();
-  const lines: string[] = [];
-  logger.setLevel("debug");
-  logger.setSink((_l, line) => lines.push(line));
+  const { logger, lines } = recordingLogger({ level: "debug" });
   const sender = new GuestSender(0x9a559a559a55);
   const udp = new UdpTranslator(sender, testRules(), { logger });
   const tcp = new TcpTranslator(sender, testRules());
@@ -689,10 +684,7 @@ Deno.test("`UdpTranslator` delivers a datagram from a second peer to the guest's
 });
 
 Deno.test("`UdpTranslator` counts an ICMP error on a flow's socket and keeps the flow working both ways", async () => {
-  const logger = new Logger();
-  const lines: string[] = [];
-  logger.setLevel("debug");
-  logger.setSink((_l, line) => lines.push(line));
+  const { logger, lines } = recordingLogger({ level: "debug" });
   const sender = new GuestSender(0x9a559a559a55);
   const udp = new UdpTranslator(sender, testRules(), { logger });
   const tcp = new TcpTranslator(sender, testRules());
@@ -742,13 +734,7 @@ Deno.test("`UdpTranslator` counts an ICMP error on a flow's socket and keeps the
 });
 
 /** Whether this process may create network namespaces (root and a working `unshare`). */
-const canUnshare = Deno.uid?.() === 0 && (() => {
-  try {
-    return new Deno.Command("unshare", { args: ["--net", "true"] }).outputSync().success;
-  } catch {
-    return false;
-  }
-})();
+const canUnshare = Deno.uid?.() === 0 && commandSucceeds("unshare", ["--net", "true"]);
 
 Deno.test({
   name:
