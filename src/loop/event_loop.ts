@@ -372,10 +372,16 @@ export class EventLoop {
       let lastDenoTurn = monotonicNow();
       // Hot and nothing comes by then: back to the wait on a worker thread.
       let quietUntil = 0;
+      // A batch was just handled: the quiet hotWaitMs starts at the next iteration.
+      let batchHandled = false;
       while (!this.#stopRequested) {
         let count: number;
         if (hot) {
           let now = monotonicNow();
+          if (batchHandled) {
+            batchHandled = false;
+            quietUntil = now + this.#hotWaitMs;
+          }
           if (soonPending > 0 && loopsRunning === 1 && now - lastDenoTurn < DENO_TURN_INTERVAL_MS) {
             // The work queued with runSoon (the TX look after a busy turn) without a
             // turn to Deno, then the microtasks it and the batch left.
@@ -421,7 +427,8 @@ export class EventLoop {
         }
         counters.wakeups++;
         hot = true;
-        quietUntil = this.#dispatch(count) + this.#hotWaitMs;
+        batchHandled = true;
+        this.#dispatch(count);
       }
     } finally {
       loopsRunning--;
@@ -464,8 +471,8 @@ export class EventLoop {
     }
   }
 
-  /** Runs the handlers of `count` fetched events, then the batch-end callbacks; returns the batch's time. */
-  #dispatch(count: number): number {
+  /** Runs the handlers of `count` fetched events, then the batch-end callbacks. */
+  #dispatch(count: number): void {
     const now = monotonicNow();
     const view = this.#view;
     for (let i = 0; i < count; i++) {
@@ -485,7 +492,7 @@ export class EventLoop {
         const detail = error instanceof Error ? (error.stack ?? error.message) : String(error);
         this.#handlerErrors.write(now, `event loop: handler for fd ${fd} threw: ${detail}`);
       }
-      if (this.#stopRequested) return now;
+      if (this.#stopRequested) return;
     }
     for (const callback of this.#batchEnd) {
       try {
@@ -495,7 +502,6 @@ export class EventLoop {
         this.#handlerErrors.write(now, `event loop: batch-end callback threw: ${detail}`);
       }
     }
-    return now;
   }
 
   #takeGeneration(): number {
