@@ -60,14 +60,7 @@ import {
   formatEndpoint,
 } from "../flows/flow_info.ts";
 import { netPermissionGranted, requireNetPermission } from "../plan/net_permission.ts";
-import {
-  buildUdp,
-  newUdpHeader,
-  parseUdp,
-  UDP_HEADER_LENGTH,
-  udpChecksumOkV4,
-  udpChecksumOkV6,
-} from "../wire/udp.ts";
+import { buildUdp, UDP_HEADER_LENGTH, udpChecksumOkV4, udpChecksumOkV6 } from "../wire/udp.ts";
 import { MAX_FRAME_LENGTH, SendResult } from "../../tap/frame_transport.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
 import { RateLimitedLog } from "../../log/rate_limited_log.ts";
@@ -251,7 +244,6 @@ export class UdpTranslator implements L4Handler {
   readonly #idleMs: number;
   readonly #verify: boolean;
   readonly #onTimersChanged: (() => void) | null;
-  readonly #udp = newUdpHeader();
   readonly #sockets = new Map<string, HostSocket>();
   readonly #listeners = new Set<HostSocket>();
   readonly #inAddr: GuestSideAddress = newGuestSideAddress();
@@ -323,11 +315,10 @@ export class UdpTranslator implements L4Handler {
     return out;
   }
 
-  /** Handles one datagram from the guest. */
+  /** Handles one datagram from the guest, its header as the stack parsed it (`p.udp`). */
   handlePacket(p: L4Packet, now: number): void {
-    const u = this.#udp;
-    const end = p.l4Offset + p.l4Length;
-    if (parseUdp(p.frame, p.l4Offset, end, u) !== "ok" || u.dstPort === 0 || u.srcPort === 0) {
+    const u = p.udp;
+    if (u === null || u.dstPort === 0 || u.srcPort === 0) {
       this.counters.dropped++;
       return;
     }

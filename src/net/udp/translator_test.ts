@@ -15,7 +15,7 @@ import {
 } from "../../../tests/support/net/tcp_plan.ts";
 import type { ForwardRules } from "../plan/fwd.ts";
 import { nextTask, PublishOnFlushLink } from "../../../tests/support/net/recording_link.ts";
-import type { L4Handler } from "../l4_handler.ts";
+import { type L4Handler, newL4Packet } from "../l4_handler.ts";
 import { Logger } from "../../log/logger.ts";
 import { openFdCount } from "../../../ffi/process.ts";
 import { waitUntil } from "../../../tests/support/wait_until.ts";
@@ -26,6 +26,10 @@ import {
   SendResult,
 } from "../../tap/frame_transport.ts";
 import { ScratchFrame } from "../../tap/scratch_frame.ts";
+import { ETH_HEADER_LENGTH } from "../wire/ethernet.ts";
+import { IPV4_HEADER_MIN } from "../wire/ipv4.ts";
+import { IPPROTO_UDP } from "../wire/ip_protocol.ts";
+import { buildUdp, newUdpHeader, parseUdp, UDP_HEADER_LENGTH, UDP_LENGTH } from "../wire/udp.ts";
 
 function setup(family: 4 | 6 = 4, rules: ForwardRules = testRules()) {
   const sender = new GuestSender(0x9a559a559a55);
@@ -573,4 +577,36 @@ Deno.test("`UdpTranslator.close()` closes every socket it opened and its own eve
     .catch(() => {}); // the assertion below names how many are left
   // At most as many as before: sockets an earlier test was still closing may be gone now.
   assert.ok(openFdCount() <= before, `${openFdCount() - before} fds left open`);
+});
+
+Deno.test("`UdpTranslator.handlePacket()` takes the UDP header the stack parsed and does not parse it again", async () => {
+  const { udp, close } = setup(4);
+  const echo = await echoServer("udp4");
+  try {
+    const l4Offset = ETH_HEADER_LENGTH + IPV4_HEADER_MIN;
+    const data = new TextEncoder().encode("parsed once");
+    const frame = new Uint8Array(l4Offset + UDP_HEADER_LENGTH + data.length);
+    buildUdp(frame, l4Offset, freeUdpPort(), echo.port, data.length);
+    frame.set(data, l4Offset + UDP_HEADER_LENGTH);
+    const p = newL4Packet();
+    p.src4 = TEST_GUEST4;
+    p.dst4 = TEST_GATEWAY4;
+    p.protocol = IPPROTO_UDP;
+    p.frame = frame;
+    p.ipOffset = ETH_HEADER_LENGTH;
+    p.l4Offset = l4Offset;
+    p.l4Length = UDP_HEADER_LENGTH + data.length;
+    p.checksumPending = true;
+    p.udp = newUdpHeader();
+    assert.equal(parseUdp(frame, l4Offset, frame.length, p.udp), "ok");
+    // A length field no parser accepts: only a second parse would see it.
+    frame[l4Offset + UDP_LENGTH] = 0xff;
+    udp.handlePacket(p, performance.now());
+    udp.endOfBatch(performance.now());
+    assert.equal(udp.counters.dropped, 0);
+    assert.equal(udp.flowCount(), 1);
+  } finally {
+    echo.sock.close();
+    close();
+  }
 });
