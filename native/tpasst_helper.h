@@ -84,6 +84,8 @@ int32_t tp_epoll_ctl(int32_t epfd, int32_t op, int32_t fd, uint32_t events, uint
                      uint32_t data_hi);
 int32_t tp_epoll_wait(int32_t epfd, uint8_t *events_out, int32_t max_events,
                       int32_t timeout_ms);
+int32_t tp_epoll_wait_us(int32_t epfd, uint8_t *events_out, int32_t max_events,
+                         int32_t timeout_us);
 int32_t tp_epoll_event_size(void);
 
 /* ---- ping.c: unprivileged ICMP echo sockets -------------------------------- */
