@@ -742,7 +742,8 @@ Deno.test({
   // A non-loopback destination that exists only in a namespace of the test's own.
   ignore: !canUnshare,
   fn: async () => {
-    const fixture = new URL("./testdata/outbound_if_fixture.ts", import.meta.url).pathname;
+    const fixture =
+      new URL("../../../tests/support/net/udp/outbound_if_fixture.ts", import.meta.url).pathname;
     const script = "ip link set lo up && ip link add tpv0 type veth peer name tpv1 " +
       "&& ip addr add 10.99.0.1/24 dev tpv0 && ip link set tpv0 up && ip link set tpv1 up " +
       `&& exec "$0" run -A --no-prompt "$1"`;

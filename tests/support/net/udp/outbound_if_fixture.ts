@@ -10,16 +10,11 @@
 
 import dgram from "node:dgram";
 import { Buffer } from "node:buffer";
-import { GuestSender } from "../../guest_sender.ts";
-import { UdpTranslator } from "../translator.ts";
-import { TcpTranslator } from "../../tcp/translator.ts";
-import { TestGuest } from "../../../../tests/support/net/tcp_guest.ts";
-import {
-  TEST_GATEWAY4,
-  TEST_GUEST4,
-  TEST_GUEST6,
-  testRules,
-} from "../../../../tests/support/net/tcp_plan.ts";
+import { GuestSender } from "../../../../src/net/guest_sender.ts";
+import { UdpTranslator } from "../../../../src/net/udp/translator.ts";
+import { TcpTranslator } from "../../../../src/net/tcp/translator.ts";
+import { TestGuest } from "../tcp_guest.ts";
+import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "../tcp_plan.ts";
 
 /** The namespace's own non-loopback address (set up by the test), as a number. */
 const NAMESPACE_ADDRESS = 0x0a630001; // 10.99.0.1
