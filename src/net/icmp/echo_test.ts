@@ -227,7 +227,8 @@ Deno.test({
   // ping_group_range is per network namespace: a fresh one leaves the host's alone.
   ignore: !canUnshare,
   fn: async () => {
-    const fixture = new URL("./testdata/echo_fixture.ts", import.meta.url).pathname;
+    const fixture =
+      new URL("../../../tests/support/net/icmp/echo_fixture.ts", import.meta.url).pathname;
     const script = "ip link set lo up && sysctl -q -w net.ipv4.ping_group_range='0 2147483647' " +
       `&& exec "$0" run -A --no-prompt "$1"`;
     const out = await new Deno.Command("unshare", {
