@@ -11,8 +11,8 @@
  *   deno run -A bench/event_loop_rtt_bench.ts --loop-dir /other/src/loop  # another tree's
  *   TPASST_BENCH_ROUND_TRIPS=20000 TPASST_BENCH_ROUNDS=5 deno run -A bench/event_loop_rtt_bench.ts
  *
- * `--loop-dir` runs the event loop of another checkout (e.g. before a change), with
- * its default options, alternating with this tree's under the same echo peer.
+ * `--loop-dir` runs the event loop of another checkout (e.g. before a change) with the
+ * same two settings, alternating with this tree's under the same echo peer.
  *
  * @module
  */
@@ -102,7 +102,10 @@ async function main(): Promise<void> {
   if (at >= 0) {
     const dir = Deno.args[at + 1];
     const other = await import(`${new URL(`file://${dir}/`).href}event_loop.ts`);
-    variants.push({ name: `${dir} (default options)`, create: () => new other.EventLoop() });
+    variants.push(
+      { name: `${dir}: hotWaitMs 0`, create: () => new other.EventLoop() },
+      { name: `${dir}: hotWaitMs 1`, create: () => new other.EventLoop({ hotWaitMs: 1 }) },
+    );
   }
   const peer = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", new URL(import.meta.url).pathname, "--echo"],

@@ -18,7 +18,12 @@
  * --sizes 64,1442 (frame bytes), --backends tpasst-vhost,passt-vhost, --tpasst-tree DIR
  * (adds backend "tpasst-tree": DIR/bin/tpasst, another checkout of tpasst, e.g. the
  * main branch, measured in the same rounds; its native helper must be built), --packed
- * (testpmd's virtio-user uses packed virtqueues, `packed_vq=1`: VIRTIO_F_RING_PACKED).
+ * (testpmd's virtio-user uses packed virtqueues, `packed_vq=1`: VIRTIO_F_RING_PACKED),
+ * --perf-record (profiles the backend during the window with `perf record -p` at a
+ * fixed rate, and prints its samples per 1000 datagrams: all, the kernel's, and those
+ * in the kernel's route lookup and IP ID selection, which a connected socket skips;
+ * these machines have no hardware counters, and counts per datagram hold better than
+ * rates on a loaded machine).
  *
  * @module
  */
@@ -59,6 +64,8 @@ interface Args {
   tpasstTree: string | null;
   /** testpmd drives packed virtqueues (virtio-user `packed_vq=1`). */
   packed: boolean;
+  /** Profile the backend during the window (`perf record`). */
+  perfRecord: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -69,6 +76,7 @@ function parseArgs(argv: string[]): Args {
     backends: ["tpasst-vhost", "passt-vhost"],
     tpasstTree: null,
     packed: false,
+    perfRecord: false,
   };
   let backendsGiven = false;
   for (let i = 0; i < argv.length; i++) {
@@ -92,6 +100,9 @@ function parseArgs(argv: string[]): Args {
         break;
       case "--packed":
         args.packed = true;
+        break;
+      case "--perf-record":
+        args.perfRecord = true;
         break;
       case "--backends":
         backendsGiven = true;
@@ -247,6 +258,65 @@ interface RunResult {
   readonly sleepsPerThousand: number;
   /** Share of the window testpmd's threads waited for a CPU (its busy-polling core shared). */
   readonly generatorWaitShare: number;
+  /** With --perf-record: the backend's profile samples per 1000 datagrams. */
+  readonly samples: SampleCounts | null;
+}
+
+/** Profile samples of the backend per 1000 datagrams, by where they fell. */
+interface SampleCounts {
+  readonly all: number;
+  readonly kernel: number;
+  /** The kernel's route lookup for an unconnected send (fib_*, ip_route_output*...). */
+  readonly route: number;
+  /** IPv4 ID selection (__ip_select_ident and its hash). */
+  readonly ident: number;
+}
+
+/** Profiling rate of --perf-record, samples per second (the software cpu-clock event). */
+const PERF_FREQUENCY = 2000;
+/** Kernel symbols of the route lookup a connected UDP socket does not repeat per datagram. */
+const ROUTE_SYMBOL =
+  /^(fib_\w+|ip_route_output\w*|__ip_route_output\w*|ip_route_connect\w*|xfrm_lookup\w*|ipv4_dst_check|dst_release|fib4_rule_action|__fib_lookup|l3mdev_\w+)$/;
+/** Kernel symbols of the IPv4 ID selection (a connected socket counts per socket instead). */
+const IDENT_SYMBOL = /^(__ip_select_ident|ip_idents_reserve|siphash\w*)$/;
+
+/** Starts `perf record` on `pid`; stop() ends it and sums the profile per 1000 datagrams. */
+function recordProfile(pid: number, file: string) {
+  const child = new Deno.Command("perf", {
+    args: ["record", "-F", String(PERF_FREQUENCY), "-o", file, "-p", String(pid)],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  return {
+    async stop(datagrams: number): Promise<SampleCounts> {
+      child.kill("SIGINT");
+      await child.status;
+      const report = await new Deno.Command("perf", {
+        args: ["report", "-i", file, "--stdio", "-n", "--sort", "sym", "-g", "none"],
+        stdout: "piped",
+        stderr: "null",
+      }).output();
+      const counts = { all: 0, kernel: 0, route: 0, ident: 0 };
+      // Lines: "   12.34%   1234  [k] symbol".
+      for (const line of new TextDecoder().decode(report.stdout).split("\n")) {
+        const m = line.match(/^\s*[0-9.]+%\s+(\d+)\s+\[(.)\]\s+(\S+)/);
+        if (m === null) continue;
+        const n = Number(m[1]);
+        counts.all += n;
+        if (m[2] !== "k") continue;
+        counts.kernel += n;
+        if (ROUTE_SYMBOL.test(m[3])) counts.route += n;
+        if (IDENT_SYMBOL.test(m[3])) counts.ident += n;
+      }
+      const perThousand = 1000 / datagrams;
+      return {
+        all: counts.all * perThousand,
+        kernel: counts.kernel * perThousand,
+        route: counts.route * perThousand,
+        ident: counts.ident * perThousand,
+      };
+    },
+  };
 }
 
 async function measure(
@@ -257,6 +327,7 @@ async function measure(
   dir: string,
   tpasstTree: string | null,
   packed: boolean,
+  perfRecord: boolean,
 ): Promise<Omit<RunResult, "round">> {
   const sink = spawn(namespace, "socat", [
     "-u",
@@ -304,6 +375,7 @@ async function measure(
     const cpu0 = processCpuSeconds(pid) ?? 0;
     const sched0 = processSchedulerStats(pid);
     const generator0 = processSchedulerStats(testpmd.pid);
+    const profile = perfRecord ? recordProfile(pid, `${dir}/${backend}-${frameBytes}.data`) : null;
     const t0 = performance.now();
     await new Promise((r) => setTimeout(r, seconds * 1000));
     const count1 = await udpCounters(namespace);
@@ -312,6 +384,7 @@ async function measure(
     const generator1 = processSchedulerStats(testpmd.pid);
     const elapsed = (performance.now() - t0) / 1000;
     const delivered = count1.delivered - count0.delivered;
+    const samples = profile === null ? null : await profile.stop(Math.max(delivered, 1));
     if (delivered <= 0) {
       throw new Error(
         `no datagram reached the sink (${
@@ -329,6 +402,7 @@ async function measure(
       generatorWaitShare: generator0 && generator1
         ? (generator1.waitSeconds - generator0.waitSeconds) / elapsed
         : NaN,
+      samples,
     };
   } finally {
     await stopChild(testpmd, "SIGINT");
@@ -354,6 +428,12 @@ function schedulerShares(
 }
 
 const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+
+function describeSamples(s: SampleCounts): string {
+  return `profile samples per 1000 datagrams: ${s.all.toFixed(2)}, kernel ${
+    s.kernel.toFixed(2)
+  }, route lookup ${s.route.toFixed(3)}, IP ID ${s.ident.toFixed(3)}`;
+}
 
 async function main(): Promise<void> {
   const args = parseArgs(Deno.args);
@@ -385,6 +465,7 @@ async function main(): Promise<void> {
                 dir,
                 args.tpasstTree,
                 args.packed,
+                args.perfRecord,
               ),
             };
             results.set(key, [...(results.get(key) ?? []), r]);
@@ -397,7 +478,7 @@ async function main(): Promise<void> {
                 r.sleepsPerThousand.toFixed(1)
               } sleeps per 1000 datagrams; testpmd waited for a CPU ${
                 (r.generatorWaitShare * 100).toFixed(0)
-              }%`,
+              }%${r.samples === null ? "" : `; ${describeSamples(r.samples)}`}`,
             );
           } catch (error) {
             failures.set(key, (failures.get(key) ?? 0) + 1);
@@ -430,6 +511,29 @@ async function main(): Promise<void> {
         } ${mean(runs.map((r) => r.cpuSecondsPerMillion)).toFixed(2).padStart(19)} ${
           Math.max(...runs.map((r) => r.peakRssMiB)).toFixed(1).padStart(14)
         } ${failed.padStart(13)}`,
+      );
+    }
+    const mine = results.get(`tpasst-vhost ${size}`);
+    const tree = results.get(`tpasst-tree ${size}`);
+    if (mine && tree) {
+      const profiled = (runs: RunResult[]) => runs.flatMap((r) => r.samples ? [r.samples] : []);
+      const meanSamples = (runs: RunResult[], pick: (s: SampleCounts) => number) =>
+        mean(profiled(runs).map(pick));
+      console.log(
+        `  ratio tpasst-vhost / tpasst-tree at ${size} B: ${
+          (mean(mine.map((r) => r.pps)) / mean(tree.map((r) => r.pps))).toFixed(2)
+        }x packet rate, ${
+          (mean(mine.map((r) => r.cpuSecondsPerMillion)) /
+            mean(tree.map((r) => r.cpuSecondsPerMillion))).toFixed(2)
+        }x CPU per datagram${
+          profiled(mine).length && profiled(tree).length
+            ? `, ${
+              (meanSamples(mine, (s) => s.all) / meanSamples(tree, (s) => s.all)).toFixed(2)
+            }x profile samples per datagram (kernel ${
+              (meanSamples(mine, (s) => s.kernel) / meanSamples(tree, (s) => s.kernel)).toFixed(2)
+            }x)`
+            : ""
+        }`,
       );
     }
     const reference = results.get(`passt-vhost ${size}`);

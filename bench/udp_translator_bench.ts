@@ -136,7 +136,7 @@ async function guestToHost(net: Module): Promise<Result> {
     `${net}/../../tests/support/net/tcp_plan.ts`
   );
   const { newL4Packet } = await import(`${net}/l4_handler.ts`) as Module;
-  const { buildUdp } = await import(`${net}/wire/udp.ts`) as Module;
+  const { buildUdp, newUdpHeader, parseUdp } = await import(`${net}/wire/udp.ts`) as Module;
   const sink = child(["--sink"]);
   const port = Number(await sink.nextLine());
   const sender = new GuestSender(0x9a559a559a55);
@@ -153,6 +153,9 @@ async function guestToHost(net: Module): Promise<Result> {
   p.l4Offset = L4_OFFSET;
   p.l4Length = UDP_HEADER + PAYLOAD;
   p.checksumPending = true;
+  // the header as the stack hands it over (a tree whose translator parses it ignores this)
+  p.udp = newUdpHeader();
+  parseUdp(frame, L4_OFFSET, frame.length, p.udp);
   // One datagram first, so that the flow and its socket exist (node:dgram binds
   // asynchronously) before the clock starts.
   udp.handlePacket(p, performance.now());

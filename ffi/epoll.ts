@@ -37,6 +37,9 @@ const EPOLL_CTL_ADD = 1;
 const EPOLL_CTL_DEL = 2;
 const EPOLL_CTL_MOD = 3;
 
+/** epoll_pwait2 answered ENOSYS (Linux before 5.11): wait in milliseconds instead. */
+let microsecondWaitMissing = false;
+
 /** An epoll instance; each watched fd carries a 64-bit tag given as two u32 halves. */
 export class Epoll {
   #fd: number;
@@ -93,6 +96,23 @@ export class Epoll {
     const rc = helper().tp_epoll_wait(this.#open(), buffer, maxEvents, timeoutMs);
     if (rc < 0) throw new NativeError(-rc, `epoll_wait(fd ${this.#fd})`);
     return rc;
+  }
+
+  /**
+   * Like {@link wait}, with the timeout in microseconds (epoll_pwait2; -1 waits
+   * forever). Where the kernel lacks epoll_pwait2 (before Linux 5.11) it waits the
+   * timeout rounded up to whole milliseconds instead.
+   */
+  waitMicroseconds(buffer: Uint8Array, maxEvents: number, timeoutUs: number): number {
+    checkCapacity(buffer, maxEvents);
+    const fd = this.#open();
+    if (!microsecondWaitMissing) {
+      const rc = helper().tp_epoll_wait_us(fd, buffer, maxEvents, timeoutUs);
+      if (rc >= 0) return rc;
+      if (rc !== -Errno.ENOSYS) throw new NativeError(-rc, `epoll_pwait2(fd ${fd})`);
+      microsecondWaitMissing = true;
+    }
+    return this.wait(buffer, maxEvents, timeoutUs < 0 ? -1 : Math.ceil(timeoutUs / 1000));
   }
 
   /**

@@ -54,3 +54,27 @@ Deno.test("`Epoll.waitAsync()` wakes when an eventfd is signalled later", async 
   epoll.close();
   assert.equal(openFdCount(), before);
 });
+
+Deno.test("`Epoll.waitMicroseconds()` waits less than a millisecond and reports events", () => {
+  const before = openFdCount();
+  const epoll = Epoll.create();
+  const event = EventFd.create();
+  const buffer = new Uint8Array(EPOLL_EVENT_SIZE);
+  epoll.add(event.fd, EPOLLIN, 5);
+  // The shortest of several 200 µs waits: a millisecond-granular wait takes >= 1 ms.
+  let shortest = Infinity;
+  for (let i = 0; i < 5; i++) {
+    const start = performance.now();
+    assert.equal(epoll.waitMicroseconds(buffer, 1, 200), 0);
+    shortest = Math.min(shortest, performance.now() - start);
+  }
+  assert.ok(shortest >= 0.2 && shortest < 0.9, `200 µs wait took ${shortest} ms`);
+  event.signal();
+  assert.equal(epoll.waitMicroseconds(buffer, 1, 1_000_000), 1);
+  assert.equal(new DataView(buffer.buffer).getUint32(EPOLL_EVENT_DATA_LOW, true), 5);
+  assert.equal(epoll.waitMicroseconds(buffer, 1, 0), 1);
+  assert.throws(() => epoll.waitMicroseconds(buffer, 2, 0), RangeError);
+  event.close();
+  epoll.close();
+  assert.equal(openFdCount(), before);
+});

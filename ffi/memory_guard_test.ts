@@ -5,7 +5,7 @@ import { MEMORY_GUARD_SLOTS, MemoryGuard } from "./memory_guard.ts";
 import { Errno, NativeError } from "./native_error.ts";
 import { openFdCount } from "./process.ts";
 
-const fixture = new URL("./testdata/memory_guard_fixture.ts", import.meta.url).pathname;
+const fixture = new URL("../tests/support/ffi/memory_guard_fixture.ts", import.meta.url).pathname;
 
 function isErrno(errno: number): (error: unknown) => boolean {
   return (error) => error instanceof NativeError && error.errno === errno;

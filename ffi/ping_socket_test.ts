@@ -58,7 +58,7 @@ Deno.test({
   name: "`PingSocket` echoes 127.0.0.1 and ::1 in a private network namespace",
   ignore: !canUnshare,
   async fn() {
-    const fixture = new URL("./testdata/ping_fixture.ts", import.meta.url).pathname;
+    const fixture = new URL("../tests/support/ffi/ping_fixture.ts", import.meta.url).pathname;
     const script = "ip link set lo up && sysctl -q -w net.ipv4.ping_group_range='0 2147483647' " +
       `&& exec "$0" run -A --no-prompt "$1"`;
     const output = await new Deno.Command("unshare", {

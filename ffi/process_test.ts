@@ -9,7 +9,7 @@ import {
 } from "./process.ts";
 import { UnixStream } from "./unix_stream.ts";
 
-const fixture = new URL("./testdata/daemon_fixture.ts", import.meta.url).pathname;
+const fixture = new URL("../tests/support/ffi/daemon_fixture.ts", import.meta.url).pathname;
 
 async function runFixture(scenario: string) {
   const before = openFdCount();

@@ -257,6 +257,15 @@ export const symbols = {
     result: "i32",
     nonblocking: true,
   },
+  tp_epoll_wait_us: {
+    parameters: [
+      "i32", // int32_t epfd
+      "buffer", // uint8_t *events_out (packed struct epoll_event[max_events])
+      "i32", // int32_t max_events
+      "i32", // int32_t timeout_us
+    ],
+    result: "i32",
+  },
   tp_epoll_event_size: {
     parameters: [],
     result: "i32",

@@ -3,8 +3,9 @@
  * optional local address, port and interface, and move datagrams in batches — one
  * recvmmsg / sendmmsg per batch — through one flat payload buffer described by
  * {@link UdpMessageRecords}. Readiness is followed by the caller's epoll; nothing here
- * waits. Permission to reach an address is not checked here: callers query Deno's
- * permissions first (src/net/udp/translator.ts).
+ * waits. A socket may be connected to one peer ({@link UdpSocket.connect}); records
+ * with no address then go to that peer. Permission to reach an address is not checked
+ * here: callers query Deno's permissions first (src/net/udp/translator.ts).
  *
  * @module
  */
@@ -12,6 +13,7 @@ import { helper } from "./library.ts";
 import { Errno, NativeError } from "./native_error.ts";
 import { type RawSocketAddress, socketLocalAddress, WOULD_BLOCK } from "./tcp_socket.ts";
 import { addressText } from "./ip_address_text.ts";
+import { SO_REUSEADDR, SOL_SOCKET } from "./tcp_repair.ts";
 
 /** Most datagrams one batch moves (TP_UDP_MAX_BATCH, native/tpasst_helper.h). */
 export const UDP_MAX_BATCH = 64;
@@ -133,6 +135,21 @@ export class UdpMessageRecords {
     w[base + RECORD_PORT / 4] = port;
     w[base + RECORD_SCOPE / 4] = scopeId;
     this.bytes.set(address, this.addressOffset(i));
+  }
+
+  /**
+   * Describes message `i` to send to the connected peer of the socket that sends it:
+   * `length` payload bytes at `offset` of the batch buffer, no address (ADDR_LEN 0).
+   */
+  setToPeer(i: number, offset: number, length: number): void {
+    const w = this.#words;
+    const base = i * RECORD_WORDS;
+    w[base + RECORD_OFFSET / 4] = offset;
+    w[base + RECORD_LENGTH / 4] = length;
+    w[base + RECORD_FLAGS / 4] = 0;
+    w[base + RECORD_ADDR_LEN / 4] = 0;
+    w[base + RECORD_PORT / 4] = 0;
+    w[base + RECORD_SCOPE / 4] = 0;
   }
 
   /** Copies record `from` of `source` to record `to` of this set. */
@@ -266,7 +283,7 @@ export class UdpSocket {
 
   /**
    * Sends the `count` datagrams described by `records` from index `first` (payloads in
-   * `buffer`), in order. Returns how many the kernel took (>= 1; the first refused one
+   * `buffer`), in order; a record without an address goes to the connected peer. Returns how many the kernel took (>= 1; the first refused one
    * ends the batch and its error comes with the next call), or {@link WOULD_BLOCK}
    * when the socket buffer is full.
    * @throws RangeError for bad counts, NativeError when the first datagram is refused
@@ -290,6 +307,46 @@ export class UdpSocket {
     if (rc >= 0) return rc;
     if (rc === -Errno.EAGAIN) return WOULD_BLOCK;
     throw new NativeError(-rc, `sendmmsg(socket ${this.#fd})`);
+  }
+
+  /**
+   * Connects the socket to `address`:`port` (connect(2)): it then receives only that
+   * peer's datagrams (the kernel prefers it over an unconnected socket on the same
+   * port), sends records without an address there ({@link UdpMessageRecords.setToPeer})
+   * over the route chosen now, and reports ICMP errors from the peer (ECONNREFUSED...)
+   * as a pending error, returned by the next send or receive or {@link takeError}.
+   * An unbound socket gets an ephemeral port; one bound to any address gets the
+   * route's source address.
+   * @throws RangeError for a bad address or port, NativeError (ENETUNREACH, EACCES for
+   * a broadcast address...)
+   */
+  connect(address: Uint8Array, port: number, scopeId = 0): void {
+    if (address.byteLength !== (this.#family === 4 ? 4 : 16)) {
+      throw new RangeError(
+        `Cannot connect an IPv${this.#family} UDP socket to a ${address.byteLength}-byte address`,
+      );
+    }
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new RangeError(`Cannot connect a UDP socket to port ${port}: not 1..65535`);
+    }
+    const rc = helper().tp_socket_connect(this.#open(), address, address.byteLength, port, scopeId);
+    if (rc < 0) {
+      throw new NativeError(
+        -rc,
+        `connect(socket ${this.#fd}, ${addressText(address)} port ${port})`,
+      );
+    }
+  }
+
+  /**
+   * Lets later sockets opened with `reuseAddress` bind this socket's address and port
+   * (SO_REUSEADDR set after binding: this socket's own bind still failed if the port
+   * was taken, and sockets without the option still cannot share it).
+   * @throws NativeError
+   */
+  sharePort(): void {
+    const rc = helper().tp_setsockopt_int(this.#open(), SOL_SOCKET, SO_REUSEADDR, 1);
+    if (rc < 0) throw new NativeError(-rc, `setsockopt(socket ${this.#fd}, SO_REUSEADDR)`);
   }
 
   /** Takes the pending socket error (SO_ERROR): null when there is none. */

@@ -351,3 +351,78 @@ Deno.test({
   assert.ok(defaults < count, `the default buffer held all ${count}: the test proves nothing`);
   assert.equal(larger, count, `a 4 MiB receive buffer held ${larger} of ${count}`);
 });
+
+Deno.test("`UdpSocket.connect()`: records without an address go to the peer, whose datagrams reach the connected socket; others reach the shared one", async () => {
+  const peer = UdpSocket.open(4, { address: LOOPBACK4 });
+  const stranger = UdpSocket.open(4, { address: LOOPBACK4 });
+  const shared = UdpSocket.open(4, { address: LOOPBACK4 });
+  const port = shared.localAddress().port;
+  let connected: UdpSocket | null = null;
+  try {
+    shared.sharePort();
+    connected = UdpSocket.open(4, { address: LOOPBACK4, port, reuseAddress: true });
+    connected.connect(LOOPBACK4, peer.localAddress().port);
+    assert.throws(
+      () => UdpSocket.open(4, { address: LOOPBACK4, port }),
+      (e: unknown) => e instanceof NativeError && e.errno === Errno.EADDRINUSE,
+      "a socket without reuseAddress still cannot take the port",
+    );
+    const records = new UdpMessageRecords(2);
+    records.setToPeer(0, 0, 3);
+    records.setToPeer(1, 3, 2);
+    assert.equal(connected.sendBatch(new TextEncoder().encode("onetwo"), records, 2), 2);
+    const atPeer = await receiveAll(peer, 2);
+    assert.deepEqual(atPeer.got.map((d) => new TextDecoder().decode(d.data)), ["one", "tw"]);
+    assert.deepEqual(atPeer.got.map((d) => d.port), [port, port]);
+    const toPort = (from: UdpSocket, text: string) => {
+      const b = batchOf([new TextEncoder().encode(text)], { address: LOOPBACK4, port });
+      assert.equal(from.sendBatch(b.buffer, b.records, 1), 1);
+    };
+    toPort(peer, "from the peer");
+    toPort(stranger, "from a stranger");
+    const [viaConnected] = (await receiveAll(connected, 1)).got;
+    const [viaShared] = (await receiveAll(shared, 1)).got;
+    assert.equal(new TextDecoder().decode(viaConnected.data), "from the peer");
+    assert.equal(new TextDecoder().decode(viaShared.data), "from a stranger");
+    assert.equal(viaShared.port, stranger.localAddress().port);
+  } finally {
+    connected?.close();
+    shared.close();
+    peer.close();
+    stranger.close();
+  }
+});
+
+Deno.test("`UdpSocket.connect()` reports a peer's ICMP port unreachable as ECONNREFUSED, once", () => {
+  const probe = UdpSocket.open(4, { address: LOOPBACK4 });
+  const closedPort = probe.localAddress().port;
+  probe.close();
+  const socket = UdpSocket.open(4, { address: LOOPBACK4 });
+  try {
+    socket.connect(LOOPBACK4, closedPort);
+    const records = new UdpMessageRecords(1);
+    records.setToPeer(0, 0, 1);
+    const one = new Uint8Array(1);
+    assert.equal(socket.sendBatch(one, records, 1), 1);
+    // Loopback answers within the send: the error is pending now, and taken once.
+    assert.throws(
+      () => socket.sendBatch(one, records, 1),
+      (e: unknown) => e instanceof NativeError && e.errno === Errno.ECONNREFUSED,
+    );
+    assert.equal(socket.takeError(), null);
+    assert.equal(socket.sendBatch(one, records, 1), 1, "the next datagram goes");
+    assert.equal(socket.takeError()?.errno, Errno.ECONNREFUSED);
+  } finally {
+    socket.close();
+  }
+});
+
+Deno.test("`UdpSocket.connect()` refuses an address of the other family or port 0", () => {
+  const socket = UdpSocket.open(4);
+  try {
+    assert.throws(() => socket.connect(LOOPBACK6, 9), /16-byte address/);
+    assert.throws(() => socket.connect(LOOPBACK4, 0), /port 0/);
+  } finally {
+    socket.close();
+  }
+});

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sys/epoll.h>
+#include <time.h>
 
 #include "tpasst_helper.h"
 
@@ -61,6 +62,33 @@ int32_t tp_epoll_wait(int32_t epfd, uint8_t *events_out, int32_t max_events,
 {
 	int n = epoll_wait(epfd, (struct epoll_event *)(void *)events_out, max_events,
 			   timeout_ms);
+
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	return n;
+}
+
+/*
+ * tp_epoll_wait_us() - wait for events, with a timeout in microseconds.
+ * @epfd:       epoll instance
+ * @events_out: buffer of at least @max_events * tp_epoll_event_size() bytes
+ * @max_events: capacity of @events_out in events, > 0
+ * @timeout_us: -1 to wait forever, 0 to poll, or a timeout in microseconds
+ *
+ * epoll_pwait2() (Linux 5.11), which takes a struct timespec: tp_epoll_wait() cannot
+ * wait less than a millisecond. EINTR is reported as 0 events, as there.
+ *
+ * Return: number of events stored, or -errno (-ENOSYS before Linux 5.11).
+ */
+int32_t tp_epoll_wait_us(int32_t epfd, uint8_t *events_out, int32_t max_events,
+			 int32_t timeout_us)
+{
+	struct timespec timeout = {
+		.tv_sec = timeout_us / 1000000,
+		.tv_nsec = (long)(timeout_us % 1000000) * 1000,
+	};
+	int n = epoll_pwait2(epfd, (struct epoll_event *)(void *)events_out, max_events,
+			     timeout_us < 0 ? NULL : &timeout, NULL);
 
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;

@@ -84,6 +84,8 @@ int32_t tp_epoll_ctl(int32_t epfd, int32_t op, int32_t fd, uint32_t events, uint
                      uint32_t data_hi);
 int32_t tp_epoll_wait(int32_t epfd, uint8_t *events_out, int32_t max_events,
                       int32_t timeout_ms);
+int32_t tp_epoll_wait_us(int32_t epfd, uint8_t *events_out, int32_t max_events,
+                         int32_t timeout_us);
 int32_t tp_epoll_event_size(void);
 
 /* ---- ping.c: unprivileged ICMP echo sockets -------------------------------- */
@@ -153,7 +155,7 @@ int32_t tp_wait_readable(int32_t fd, int32_t timeout_ms);
 #define TP_UDP_RECORD_OFFSET 0     /* payload offset in the batch's buffer */
 #define TP_UDP_RECORD_LENGTH 4     /* payload length */
 #define TP_UDP_RECORD_FLAGS 8      /* received: TP_UDP_TRUNCATED */
-#define TP_UDP_RECORD_ADDR_LEN 12  /* 4 (IPv4) or 16 (IPv6) */
+#define TP_UDP_RECORD_ADDR_LEN 12  /* 4 (IPv4) or 16 (IPv6); sent: 0 for the connected peer */
 #define TP_UDP_RECORD_PORT 16      /* source (received) or destination (sent) port */
 #define TP_UDP_RECORD_SCOPE 20     /* IPv6 scope id */
 #define TP_UDP_RECORD_ADDR 24      /* 16 bytes, network order; IPv4 in the first 4 */

@@ -179,7 +179,10 @@ int32_t tp_udp_recv_batch(int32_t fd, uint8_t *buf, uint32_t slot_size, uint32_t
  * @buf:     payloads
  * @buf_len: bytes in @buf (every message must lie within it)
  * @records: @count records of TP_UDP_RECORD_SIZE bytes: OFFSET and LENGTH of the
- *           payload in @buf, destination in ADDR_LEN (4 or 16), PORT, SCOPE, ADDR
+ *           payload in @buf, destination in ADDR_LEN (4 or 16), PORT, SCOPE, ADDR;
+ *           ADDR_LEN 0 sends without an address, to a connected socket's peer (the
+ *           kernel then reuses the route it cached at connect() instead of looking
+ *           one up per datagram)
  * @count:   1..TP_UDP_MAX_BATCH
  *
  * The messages go in order; the first one the kernel refuses ends the batch.
@@ -206,19 +209,22 @@ int32_t tp_udp_send_batch(int32_t fd, const uint8_t *buf, uint32_t buf_len,
 		uint32_t offset = record_word(record, TP_UDP_RECORD_OFFSET);
 		uint32_t length = record_word(record, TP_UDP_RECORD_LENGTH);
 		uint32_t port = record_word(record, TP_UDP_RECORD_PORT);
+		uint32_t addr_len;
 		socklen_t to_len;
 
 		if ((uint64_t)offset + length > buf_len || port > 65535)
-			return -EINVAL;
-		to_len = tp_fill_sockaddr(&to[i], record + TP_UDP_RECORD_ADDR,
-					   record_word(record, TP_UDP_RECORD_ADDR_LEN), port,
-					   record_word(record, TP_UDP_RECORD_SCOPE));
-		if (to_len == 0)
 			return -EINVAL;
 		iov[i].iov_base = (void *)(buf + offset);
 		iov[i].iov_len = length;
 		msgs[i].msg_hdr.msg_iov = &iov[i];
 		msgs[i].msg_hdr.msg_iovlen = 1;
+		addr_len = record_word(record, TP_UDP_RECORD_ADDR_LEN);
+		if (addr_len == 0)
+			continue; /* to the connected peer: no address, no route lookup */
+		to_len = tp_fill_sockaddr(&to[i], record + TP_UDP_RECORD_ADDR, addr_len, port,
+					   record_word(record, TP_UDP_RECORD_SCOPE));
+		if (to_len == 0)
+			return -EINVAL;
 		msgs[i].msg_hdr.msg_name = &to[i];
 		msgs[i].msg_hdr.msg_namelen = to_len;
 	}

@@ -2,18 +2,16 @@ import { assertEquals, assertMatch, assertTrue } from "../../tests/support/asser
 import { createPipe } from "../../ffi/process.ts";
 import { PIPE_WOULD_BLOCK, PipeEnd } from "../../ffi/pipe_end.ts";
 import { EventLoop } from "../loop/event_loop.ts";
-import { Logger } from "../log/logger.ts";
 import { GuestSender } from "../net/guest_sender.ts";
 import { decodeMigrationState, encodeMigrationState } from "../net/migration_state.ts";
 import { directRepair } from "../net/tcp/repair.ts";
 import { MigrationController } from "./migration.ts";
+import { recordingLogger } from "../../tests/support/recording_logger.ts";
 
 const OUR_MAC = 0x9a559a559a55;
 
 function setup(maxStateBytes?: number) {
-  const lines: string[] = [];
-  const log = new Logger();
-  log.setSink((_level, line) => lines.push(line));
+  const { logger: log, lines } = recordingLogger();
   const loop = new EventLoop();
   const running = loop.run();
   const sender = new GuestSender(OUR_MAC, log);

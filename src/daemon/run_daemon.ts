@@ -43,8 +43,9 @@ import {
 } from "./memory_release.ts";
 
 /**
- * How long the event loop waits for the next events on the JS thread while they keep
- * coming (EventLoopOptions.hotWaitMs): Deno's timers may be this late while busy.
+ * How long the event loop waits for the next events on the JS thread after a batch
+ * (EventLoopOptions.hotWaitMs) before handing the wait to a worker thread; Deno's
+ * timers get a turn every DENO_TURN_INTERVAL_MS (1 ms) meanwhile.
  */
 const HOT_WAIT_MS = 1;
 

@@ -1,17 +1,9 @@
 import { assertEquals } from "../../tests/support/assert.ts";
-import { Logger } from "./logger.ts";
 import { RateLimitedLog } from "./rate_limited_log.ts";
-
-function capture(): { logger: Logger; lines: string[] } {
-  const lines: string[] = [];
-  const logger = new Logger();
-  logger.setLevel("trace");
-  logger.setSink((_level, line) => lines.push(line));
-  return { logger, lines };
-}
+import { recordingLogger } from "../../tests/support/recording_logger.ts";
 
 Deno.test("RateLimitedLog.write() writes once per interval and counts the rest", () => {
-  const { logger, lines } = capture();
+  const { logger, lines } = recordingLogger({ level: "trace" });
   const limited = new RateLimitedLog("warn", 1000, logger);
   assertEquals(limited.write(0, "bad descriptor"), true);
   assertEquals(limited.write(10, "bad descriptor"), false);
@@ -22,7 +14,7 @@ Deno.test("RateLimitedLog.write() writes once per interval and counts the rest",
 });
 
 Deno.test("Logger.write() drops lines below the threshold", () => {
-  const { logger, lines } = capture();
+  const { logger, lines } = recordingLogger({ level: "trace" });
   logger.setLevel("warn");
   logger.info("plan");
   logger.debug("detail");

@@ -3,13 +3,17 @@
  * eventfds, ping sockets...), running beside Deno's own event loop: when idle it waits
  * with a `nonblocking` epoll_wait on a Deno worker thread, so the JS thread stays free
  * for Deno's async sockets and timers. While events keep coming it polls epoll on the
- * JS thread instead, yielding to Deno's event loop between polls, and — with
- * {@link EventLoopOptions.hotWaitMs} — waits there briefly (a synchronous epoll_wait)
- * before falling back to the worker thread: a wake-up through the worker costs ~26 µs
- * more CPU and ~15 µs more latency than one on this thread (measured here).
+ * JS thread instead and — with {@link EventLoopOptions.hotWaitMs} — waits there briefly
+ * (a synchronous epoll_wait) before falling back to the worker thread: a wake-up
+ * through the worker costs ~26 µs more CPU and ~15 µs more latency than one on this
+ * thread (measured here). Between batches on the JS thread it lets the microtasks run,
+ * but gives Deno's event loop a turn (its timers and I/O) only when
+ * {@link DENO_TURN_INTERVAL_MS} has passed since the last one, or when another loop of
+ * this thread runs: a turn costs more than the wake-up it follows.
  *
  * Work that must run soon without an fd event (a ring polled again after a busy turn)
- * is queued with {@link runSoon}: no loop of this thread blocks while such work waits.
+ * is queued with {@link runSoon}: no loop of this thread blocks while such work waits,
+ * and a loop on the JS thread runs it itself between two polls.
  *
  * Every watched fd is tagged in epoll with (fd, generation). An event whose
  * generation no longer matches the current watch of that fd — the fd was unwatched,
@@ -65,16 +69,25 @@ export function monotonicNow(): number {
 /** Events fetched per wait; more pending events are fetched by the next wait. */
 const MAX_EVENTS = 256;
 
+/**
+ * Longest time (milliseconds) a loop on the JS thread keeps Deno's event loop from a
+ * turn while events keep coming: Deno's timers and async operations are at most this
+ * late (plus the batch being handled). Its synchronous waits end by then too.
+ */
+export const DENO_TURN_INTERVAL_MS = 1;
+
+/** Microseconds per millisecond (epoll_pwait2 timeouts). */
+const US_PER_MS = 1000;
+
 /** Options of an {@link EventLoop}. */
 export interface EventLoopOptions {
   /**
    * After a wake-up that brought events, wait up to this many milliseconds for the next
-   * ones with a synchronous epoll_wait on the JS thread (0, the default: poll once),
-   * before going back to the asynchronous wait. Deno's
-   * own timers and async operations wait meanwhile: they are served between waits, so
-   * they are late by at most this much, and only while events keep coming. Not used
-   * while work queued with {@link runSoon} is pending, nor while another EventLoop of
-   * this thread runs (it would wait behind this one).
+   * ones on the JS thread (synchronous epoll_waits; 0, the default: poll once), before
+   * going back to the asynchronous wait. Deno's own timers and async operations get a
+   * turn every {@link DENO_TURN_INTERVAL_MS} meanwhile. Not used while work queued with
+   * {@link runSoon} is pending, nor while another EventLoop of this thread runs (it
+   * would wait behind this one).
    */
   readonly hotWaitMs?: number;
 }
@@ -86,23 +99,30 @@ function nextTurn(): Promise<void> {
 
 /** Tasks queued with {@link runSoon} that have neither run nor been cancelled (this thread). */
 let soonPending = 0;
+/** Tasks queued with {@link runSoon}, in order; some may be done (run or cancelled). */
+let soonQueue: SoonTask[] = [];
+/** Done tasks {@link soonQueue} may hold beyond twice the pending ones before it is compacted. */
+const SOON_QUEUE_SLACK = 64;
 /** EventLoops of this thread inside run(). */
 let loopsRunning = 0;
 
 /** A callback queued with {@link runSoon}. */
 export class SoonTask {
   #done = false;
+  readonly #callback: () => void;
   readonly #immediate: ReturnType<typeof setImmediate>;
 
   /** @internal use {@link runSoon} */
   constructor(callback: () => void) {
     soonPending++;
-    this.#immediate = setImmediate(() => {
-      if (this.#done) return;
-      this.#done = true;
-      soonPending--;
-      callback();
-    });
+    this.#callback = callback;
+    this.#immediate = setImmediate(() => this.#run());
+    // Tasks run by their setImmediate stay queued until a loop runs the queue: drop
+    // them once they outnumber the pending ones (the queue stays bounded without loops).
+    if (soonQueue.length >= 2 * soonPending + SOON_QUEUE_SLACK) {
+      soonQueue = soonQueue.filter((task) => !task.done);
+    }
+    soonQueue.push(this);
   }
 
   /** True once the callback ran or the task was cancelled. */
@@ -117,15 +137,53 @@ export class SoonTask {
     soonPending--;
     clearImmediate(this.#immediate);
   }
+
+  /** @internal Runs the callback now unless it ran or was cancelled (a loop between polls). */
+  runEarly(): void {
+    if (this.#done) return;
+    clearImmediate(this.#immediate);
+    this.#run();
+  }
+
+  #run(): void {
+    if (this.#done) return;
+    this.#done = true;
+    soonPending--;
+    this.#callback();
+  }
 }
 
 /**
- * Runs `callback` after Deno's next I/O phase (setImmediate), and until then keeps
- * every {@link EventLoop} of this thread from waiting synchronously: they poll instead,
- * so the callback is not held up by an epoll_wait on the JS thread.
+ * Runs `callback` soon without an fd event: after Deno's next I/O phase
+ * (setImmediate), or earlier from an {@link EventLoop} of this thread between two of
+ * its polls, whichever comes first. Until then it keeps every loop of this thread from
+ * waiting synchronously: they poll instead, so the callback is not held up by an
+ * epoll_wait on the JS thread.
  */
 export function runSoon(callback: () => void): SoonTask {
   return new SoonTask(callback);
+}
+
+/**
+ * Runs the tasks queued with {@link runSoon} before this call (not those they queue:
+ * those wait for the next poll). A task that throws is passed to `onError` and the
+ * others still run. Returns how many ran (cancelled ones and ones run already skipped).
+ */
+function runQueuedSoonTasks(onError: (error: unknown) => void): number {
+  const due = soonQueue;
+  soonQueue = [];
+  let ran = 0;
+  for (let i = 0; i < due.length; i++) {
+    const task = due[i];
+    if (task.done) continue;
+    ran++;
+    try {
+      task.runEarly();
+    } catch (error) {
+      onError(error);
+    }
+  }
+  return ran;
 }
 
 /** Number of {@link runSoon} tasks of this thread still due (tests). */
@@ -148,6 +206,10 @@ export interface EventLoopCounters {
   polls: number;
   /** Waits and polls that brought events. */
   wakeups: number;
+  /** Turns given to Deno's event loop between waits on the JS thread (setImmediate). */
+  denoTurns: number;
+  /** Tasks queued with {@link runSoon} that this loop ran between its polls. */
+  soonTasksRun: number;
 }
 
 interface Watch {
@@ -167,7 +229,14 @@ export class EventLoop {
   readonly #batchEnd: ((now: number) => void)[] = [];
   readonly #hotWaitMs: number;
   /** How the loop has waited so far; see {@link describeCounters}. */
-  readonly counters: EventLoopCounters = { asyncWaits: 0, blockingWaits: 0, polls: 0, wakeups: 0 };
+  readonly counters: EventLoopCounters = {
+    asyncWaits: 0,
+    blockingWaits: 0,
+    polls: 0,
+    wakeups: 0,
+    denoTurns: 0,
+    soonTasksRun: 0,
+  };
   #nextGeneration = 1;
   #running = false;
   #stopRequested = false;
@@ -278,7 +347,8 @@ export class EventLoop {
   describeCounters(): string {
     const c = this.counters;
     return `event loop: ${c.wakeups} wake-ups with events; ${c.asyncWaits} waits on a worker ` +
-      `thread, ${c.blockingWaits} on this thread (up to ${this.#hotWaitMs} ms), ${c.polls} polls`;
+      `thread, ${c.blockingWaits} on this thread (up to ${this.#hotWaitMs} ms), ${c.polls} polls; ` +
+      `${c.denoTurns} turns to Deno in between, ${c.soonTasksRun} queued tasks run`;
   }
 
   /**
@@ -291,36 +361,73 @@ export class EventLoop {
     if (this.#running) throw new Error("Cannot run the event loop: it is already running");
     this.#running = true;
     loopsRunning++;
+    const counters = this.counters;
+    const onSoonTaskError = this.#onSoonTaskError;
     try {
       // Hot: the last wait brought events, or work queued with runSoon is due. Then the
       // loop waits on this thread: polls (10–17 µs cheaper than a hand-off to another
       // thread), or waits up to hotWaitMs.
       let hot = false;
+      // When Deno's event loop last had a turn (its timers, its I/O).
+      let lastDenoTurn = monotonicNow();
+      // Hot and nothing comes by then: back to the wait on a worker thread.
+      let quietUntil = 0;
+      // A batch was just handled: the quiet hotWaitMs starts at the next iteration.
+      let batchHandled = false;
       while (!this.#stopRequested) {
         let count: number;
         if (hot) {
-          // Deno's turn first (setImmediate: after Deno's I/O phase, ~1.4 µs): its
-          // timers and I/O, the callbacks the last batch queued (runSoon), the
-          // microtasks it left (flushes toward the guest). The work the batch started
-          // runs before the next poll, so the guest's answer to it is more often
-          // there already (measured under iperf3: 3–7% → 10–20% of polls hit).
-          await nextTurn();
+          let now = monotonicNow();
+          if (batchHandled) {
+            batchHandled = false;
+            quietUntil = now + this.#hotWaitMs;
+          }
+          if (soonPending > 0 && loopsRunning === 1 && now - lastDenoTurn < DENO_TURN_INTERVAL_MS) {
+            // The work queued with runSoon (the TX look after a busy turn) without a
+            // turn to Deno, then the microtasks it and the batch left.
+            counters.soonTasksRun += runQueuedSoonTasks(onSoonTaskError);
+            await null;
+          } else if (
+            soonPending > 0 || loopsRunning > 1 || now - lastDenoTurn >= DENO_TURN_INTERVAL_MS
+          ) {
+            // Deno's turn (setImmediate: after Deno's I/O phase, ~1.5 µs): its timers
+            // and I/O, the callbacks queued with runSoon, the microtasks.
+            counters.denoTurns++;
+            await nextTurn();
+            now = lastDenoTurn = monotonicNow();
+          } else {
+            await null; // only the microtasks the batch left (flushes toward the guest)
+          }
           if (this.#stopRequested) break;
-          const block = this.#hotWaitMs > 0 && soonPending === 0 && loopsRunning === 1;
-          if (block) this.counters.blockingWaits++;
-          else this.counters.polls++;
-          count = this.#epoll.wait(this.#buffer, MAX_EVENTS, block ? this.#hotWaitMs : 0);
+          // Wait on this thread until the quiet hotWaitMs ends or Deno's turn is due,
+          // whichever comes first; poll while queued work is due or another loop runs.
+          let timeoutUs = 0;
+          let quietEnds = true;
+          if (this.#hotWaitMs > 0 && soonPending === 0 && loopsRunning === 1) {
+            const turnDue = lastDenoTurn + DENO_TURN_INTERVAL_MS;
+            quietEnds = quietUntil <= turnDue;
+            timeoutUs = Math.max(
+              0,
+              Math.floor(((quietEnds ? quietUntil : turnDue) - now) * US_PER_MS),
+            );
+          }
+          if (timeoutUs > 0) counters.blockingWaits++;
+          else counters.polls++;
+          count = this.#epoll.waitMicroseconds(this.#buffer, MAX_EVENTS, timeoutUs);
           if (count === 0) {
-            // Stay hot while queued work is due: it runs on the next turn.
-            hot = soonPending > 0;
+            // Stay hot while queued work is due, or when the wait ended for Deno's turn
+            // before a quiet hotWaitMs had passed.
+            hot = soonPending > 0 || (timeoutUs > 0 && !quietEnds);
             continue;
           }
         } else {
-          this.counters.asyncWaits++;
+          counters.asyncWaits++;
           count = await this.#epoll.waitAsync(this.#buffer, MAX_EVENTS, -1);
+          lastDenoTurn = monotonicNow(); // the wait ended in a turn of Deno's event loop
         }
-        this.counters.wakeups++;
+        counters.wakeups++;
         hot = true;
+        batchHandled = true;
         this.#dispatch(count);
       }
     } finally {
@@ -331,6 +438,12 @@ export class EventLoop {
       if (this.#closeRequested) this.#release();
     }
   }
+
+  /** Logs a task queued with runSoon that threw while this loop ran it. */
+  readonly #onSoonTaskError = (error: unknown): void => {
+    const detail = error instanceof Error ? (error.stack ?? error.message) : String(error);
+    this.#handlerErrors.write(monotonicNow(), `event loop: queued task threw: ${detail}`);
+  };
 
   /**
    * Makes {@link run} return after the handlers of the current wake-up (a pending
@@ -358,6 +471,7 @@ export class EventLoop {
     }
   }
 
+  /** Runs the handlers of `count` fetched events, then the batch-end callbacks. */
   #dispatch(count: number): void {
     const now = monotonicNow();
     const view = this.#view;

@@ -4,7 +4,9 @@ import { openFdCount } from "../../ffi/process.ts";
 import { UnixStream } from "../../ffi/unix_stream.ts";
 import { log, type LogLevel, stderrSink } from "../log/logger.ts";
 import { waitUntil } from "../../tests/support/wait_until.ts";
+import { countDenoTurns, tickFromWorker } from "../../tests/support/loop/eventfd_ticker.ts";
 import {
+  DENO_TURN_INTERVAL_MS,
   EVENT_HANGUP,
   EVENT_READABLE,
   EVENT_WRITABLE,
@@ -362,6 +364,110 @@ Deno.test("`EventLoop` with hotWaitMs does not wait on the JS thread while anoth
   second.close();
   a.close();
   b.close();
+});
+
+Deno.test("`EventLoop` with hotWaitMs waits for the next events on the JS thread without a turn of Deno's event loop each time", async () => {
+  const loop = new EventLoop({ hotWaitMs: 1 });
+  const event = EventFd.create();
+  const turns = countDenoTurns();
+  // Deno's turns so far at each wake-up.
+  const turnsAtWakeup: number[] = [];
+  loop.watch(event.fd, () => {
+    event.drain();
+    turnsAtWakeup.push(turns.turns);
+  });
+  const running = loop.run();
+  // A guest kicking every 100 µs: each kick arrives while the loop waits for it.
+  await tickFromWorker(event.fd, 200, 100);
+  turns.stop();
+  loop.stop();
+  await running;
+  let withoutTurn = 0;
+  for (let i = 1; i < turnsAtWakeup.length; i++) {
+    if (turnsAtWakeup[i] === turnsAtWakeup[i - 1]) withoutTurn++;
+  }
+  // Deno gets a turn every DENO_TURN_INTERVAL_MS (10 kicks), not after every wake-up.
+  const pairs = turnsAtWakeup.length - 1;
+  assert.ok(pairs >= 10, `${turnsAtWakeup.length} wake-ups`);
+  assert.ok(
+    withoutTurn >= pairs / 3,
+    `${withoutTurn} of ${pairs} wake-ups came without a turn of Deno's event loop before ` +
+      `them; ${loop.describeCounters()}`,
+  );
+  loop.close();
+  event.close();
+});
+
+Deno.test("`EventLoop` with hotWaitMs keeps Deno's timers on time while events keep coming", async () => {
+  const loop = new EventLoop({ hotWaitMs: 1 });
+  const busy = EventFd.create();
+  loop.watch(busy.fd, () => {}); // never drained: readable on every wait
+  busy.signal();
+  const running = loop.run();
+  const lateness: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    const due = performance.now() + 2;
+    await new Promise((resolve) => setTimeout(resolve, 2));
+    lateness.push(performance.now() - due);
+  }
+  loop.stop();
+  await running;
+  lateness.sort((a, b) => a - b);
+  // Deno's timers are millisecond-granular themselves; the loop adds at most
+  // DENO_TURN_INTERVAL_MS (and the batch being handled) to that.
+  const median = lateness[lateness.length >> 1];
+  assert.ok(
+    median <= 1 + 2 * DENO_TURN_INTERVAL_MS,
+    `median lateness ${median.toFixed(2)} ms; ${loop.describeCounters()}`,
+  );
+  assert.equal(loop.counters.asyncWaits, 1, "the loop stayed on the JS thread");
+  loop.close();
+  busy.close();
+});
+
+Deno.test("`EventLoop` runs work queued with runSoon between its polls, without a turn of Deno's event loop each time", async () => {
+  const loop = new EventLoop({ hotWaitMs: 1 });
+  const event = EventFd.create();
+  const rounds = 500;
+  let done = 0;
+  const turns = countDenoTurns();
+  // Counted from the first round: the loop holds the JS thread from then on.
+  let turnsAtStart = 0;
+  let turnsDuring = 0;
+  let start = 0;
+  let elapsedMs = 0;
+  // Work that keeps queueing itself, like a ring polled again after every busy turn.
+  const poll = () => {
+    if (done === 0) {
+      turnsAtStart = turns.turns;
+      start = performance.now();
+    }
+    if (++done < rounds) {
+      runSoon(poll);
+      return;
+    }
+    elapsedMs = performance.now() - start;
+    turnsDuring = turns.turns - turnsAtStart;
+    loop.stop();
+  };
+  loop.watch(event.fd, () => {
+    event.drain();
+    runSoon(poll);
+  });
+  event.signal();
+  await loop.run();
+  turns.stop();
+  assert.equal(done, rounds);
+  const bound = elapsedMs / DENO_TURN_INTERVAL_MS + 5;
+  assert.ok(
+    turnsDuring <= bound,
+    `${turnsDuring} turns of Deno's event loop for ${rounds} rounds in ${
+      elapsedMs.toFixed(1)
+    } ms (at most ${bound.toFixed(0)}); ${loop.describeCounters()}`,
+  );
+  assert.equal(pendingSoonTasks(), 0);
+  loop.close();
+  event.close();
 });
 
 Deno.test("`EventLoop.watch()` refuses a closed fd and replaces a second watch of one fd", () => {

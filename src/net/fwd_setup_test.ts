@@ -25,9 +25,9 @@ import {
   testPlan,
 } from "../../tests/support/net/tcp_plan.ts";
 import { parsePortForwardTable } from "../config/port_spec.ts"; // test input only
-import { Logger } from "../log/logger.ts";
 import { EventLoop } from "../loop/event_loop.ts";
 import { nativeHostTcp } from "./tcp/host_socket.ts";
+import { recordingLogger } from "../../tests/support/recording_logger.ts";
 
 function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -133,19 +133,10 @@ Deno.test("`hostEphemeralRange()`, `openFileLimit()` and `describePorts()` read 
   );
 });
 
-/** A logger collecting `level: line`. */
-function collectingLogger(): { logger: Logger; lines: string[] } {
-  const logger = new Logger();
-  logger.setLevel("debug");
-  const lines: string[] = [];
-  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
-  return { logger, lines };
-}
-
 Deno.test("`startForwarding()` fails on an explicit port it cannot listen on, naming it", () => {
   const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (busy.addr as Deno.NetAddr).port;
-  const { logger } = collectingLogger();
+  const { logger } = recordingLogger({ level: "debug", withLevel: true });
   const stack = new NetworkStack(testPlan(), { logger });
   try {
     const error = assertThrows(
@@ -167,7 +158,7 @@ Deno.test("`startForwarding()` fails on an explicit port it cannot listen on, na
 });
 
 Deno.test("`startForwarding()` binds `all` as far as descriptors allow and names the ports left out", () => {
-  const { logger, lines } = collectingLogger();
+  const { logger, lines } = recordingLogger({ level: "debug", withLevel: true });
   const stack = new NetworkStack(testPlan(), { logger });
   // 65000-65535 on 127.0.0.1, with room for only 5 listeners.
   const fw = startForwarding(stack, {
@@ -195,7 +186,7 @@ Deno.test("`startForwarding()` binds `all` as far as descriptors allow and names
 });
 
 Deno.test("`startForwarding()` takes target addresses without a warning and warns about UDP --freebind", () => {
-  const { logger, lines } = collectingLogger();
+  const { logger, lines } = recordingLogger({ level: "debug", withLevel: true });
   const { stack, fw, tport, uport } = forwardOnFreePorts(
     () => new NetworkStack(testPlan(), { logger }),
     (tport, uport) => ({
@@ -222,9 +213,7 @@ Deno.test("`startForwarding()` takes target addresses without a warning and warn
 });
 
 Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and opens -t/-u forwards", async () => {
-  const logger = new Logger();
-  const lines: string[] = [];
-  logger.setSink((_l, line) => lines.push(line));
+  const { logger, lines } = recordingLogger();
   const { stack, fw, tport, uport } = forwardOnFreePorts(() =>
     new NetworkStack(testPlan(), {
       logger,
@@ -280,9 +269,7 @@ Deno.test("`startForwarding()` registers TCP and UDP with the NetworkStack and o
 });
 
 Deno.test("`startForwarding()` binds `%IF` TCP and UDP forwards to that interface, and they work", async () => {
-  const logger = new Logger();
-  const lines: string[] = [];
-  logger.setSink((_l, line) => lines.push(line));
+  const { logger, lines } = recordingLogger();
   const loop = new EventLoop();
   const running = loop.run();
   const { stack, fw, tport, uport } = forwardOnFreePorts(
@@ -328,9 +315,7 @@ Deno.test("`startForwarding()` binds `%IF` TCP and UDP forwards to that interfac
 });
 
 Deno.test("`startForwarding()` without a loop binds a `%IF` TCP forward with host sockets on an event loop of its own", async () => {
-  const logger = new Logger();
-  const lines: string[] = [];
-  logger.setSink((_l, line) => lines.push(line));
+  const { logger, lines } = recordingLogger();
   const stack = new NetworkStack(testPlan(), { logger });
   const tport = freePort();
   const fw = startForwarding(stack, {
@@ -345,7 +330,7 @@ Deno.test("`startForwarding()` without a loop binds a `%IF` TCP forward with hos
 });
 
 Deno.test("`startForwarding()` fails on a `%IF` UDP forward on an unknown interface, naming ENODEV", () => {
-  const { logger } = collectingLogger();
+  const { logger } = recordingLogger({ level: "debug", withLevel: true });
   const stack = new NetworkStack(testPlan(), { logger });
   const uport = freeUdpPort();
   try {
@@ -367,7 +352,7 @@ Deno.test("`startForwarding()` fails on a `%IF` UDP forward on an unknown interf
 });
 
 Deno.test("`startForwarding()` shares the descriptors left evenly between `all` specs", () => {
-  const { logger, lines } = collectingLogger();
+  const { logger, lines } = recordingLogger({ level: "debug", withLevel: true });
   const stack = new NetworkStack(testPlan(), { logger });
   const fw = startForwarding(stack, {
     logger,

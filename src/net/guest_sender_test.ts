@@ -8,7 +8,6 @@ import {
   ETHERTYPE_IPV4,
 } from "./wire/ethernet.ts";
 import { buildIpv4 } from "./wire/ipv4.ts";
-import { Logger } from "../log/logger.ts";
 import { GuestSender, L4_OFFSET_V4, L4_OFFSET_V6 } from "./guest_sender.ts";
 import { icmpv4ChecksumOk, icmpv6ChecksumOk } from "./wire/icmp.ts";
 import {
@@ -24,6 +23,7 @@ import { nextTask, RecordingLink } from "../../tests/support/net/recording_link.
 import { MAX_FRAME_LENGTH, newFrameSpace, SendResult } from "../tap/frame_transport.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/ip_protocol.ts";
 import { parseIpv6 } from "../../ffi/ip_address_text.ts";
+import { recordingLogger } from "../../tests/support/recording_logger.ts";
 
 function setup() {
   const s = new GuestSender(0x9a559a559a55);
@@ -310,10 +310,7 @@ Deno.test("`GuestSender` fills every checksum over a link whose l4ChecksumsOptio
 });
 
 Deno.test("`GuestSender.committed()` gives a frame built in a reservation the flush, counts and --trace line of a sent one", async () => {
-  const logger = new Logger();
-  const lines: string[] = [];
-  logger.setLevel("trace");
-  logger.setSink((_level, line) => lines.push(line));
+  const { logger, lines } = recordingLogger({ level: "trace" });
   const s = new GuestSender(0x9a559a559a55, logger);
   const link = new RecordingLink();
   s.setLink(link);

@@ -9,6 +9,7 @@
 import type { ScatteredFrame } from "../tap/frame_transport.ts";
 import type { FlowInfo } from "./flows/flow_info.ts";
 import type { Logger } from "../log/logger.ts";
+import type { UdpHeader } from "./wire/udp.ts";
 
 /** Options every transport translator (TCP, UDP) takes; each names its defaults. */
 export interface TranslatorOptions {
@@ -67,6 +68,11 @@ export interface L4Packet {
    * and is complete only after `scattered.gather()`); null when `frame` is whole.
    */
   scattered: ScatteredFrame | null;
+  /**
+   * UDP only: the datagram's header as the stack parsed it (its length field checked
+   * against `l4Length`, reused for the next frame); null for other protocols.
+   */
+  udp: UdpHeader | null;
 }
 
 /** Creates an empty packet object (the stack fills one per frame). */
@@ -86,6 +92,7 @@ export function newL4Packet(): L4Packet {
     l4Length: 0,
     checksumPending: false,
     scattered: null,
+    udp: null,
   };
 }
 

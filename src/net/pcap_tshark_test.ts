@@ -17,6 +17,7 @@ import {
 import { RecordingLink } from "../../tests/support/net/recording_link.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP } from "./wire/ip_protocol.ts";
 import { parseIpv6 } from "../../ffi/ip_address_text.ts";
+import { commandSucceeds } from "../../tests/support/command_succeeds.ts";
 
 /** libpcap file format: magic, v2.4, snaplen, LINKTYPE_ETHERNET (1). */
 function pcapFile(frames: Uint8Array[]): Uint8Array {
@@ -63,14 +64,7 @@ function opt6(code: number, data: number[]): number[] {
   return [code >> 8, code & 0xff, data.length >> 8, data.length & 0xff, ...data];
 }
 
-const tshark = (() => {
-  try {
-    return new Deno.Command("tshark", { args: ["-v"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-})();
+const tshark = commandSucceeds("tshark", ["-v"]);
 
 Deno.test({
   name: "`NetworkStack` replies dissect cleanly in tshark (no Malformed, checksums good)",

@@ -506,6 +506,7 @@ export class NetworkStack implements FrameHandler {
     p.l4Length = l4Length;
     p.checksumPending = this.#checksumPending;
     p.scattered = protocol === IPPROTO_TCP ? this.#scattered : null;
+    p.udp = protocol === IPPROTO_UDP ? this.#udp : null;
     this.#count(this.accepted, protocol === IPPROTO_UDP ? "udp" : protocol === 6 ? "tcp" : "other");
     h.handlePacket(p, now);
   }

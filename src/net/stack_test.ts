@@ -29,6 +29,7 @@ import { Logger } from "../log/logger.ts";
 import { IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from "./wire/ip_protocol.ts";
 import { parseIpv6 } from "../../ffi/ip_address_text.ts";
 import { dualStackPlan, NO_HOST } from "../../tests/support/net/built_plan.ts";
+import { recordingLogger } from "../../tests/support/recording_logger.ts";
 
 const GUEST4 = 0x0a000215, REMOTE4 = 0xc0000201, GATEWAY4 = 0x0a000202;
 const GUEST6 = parseIpv6("2001:db8::15")!, REMOTE6 = parseIpv6("2001:db8:ffff::1")!;
@@ -44,6 +45,8 @@ class Recorder implements L4Handler {
     ttl: number;
     checksumPending: boolean;
     scattered: boolean;
+    /** The UDP header handed over with the packet, as [srcPort, dstPort, payloadLength]. */
+    udp: number[] | null;
   }[] = [];
   batches = 0;
   writable = 0;
@@ -62,6 +65,7 @@ class Recorder implements L4Handler {
       ttl: p.ttl,
       checksumPending: p.checksumPending,
       scattered: p.scattered !== null,
+      udp: p.udp === null ? null : [p.udp.srcPort, p.udp.dstPort, p.udp.payloadLength],
     });
   }
   endOfBatch(): void {
@@ -91,7 +95,7 @@ function setup(logger?: Logger) {
   return { stack, udp, tcp, link };
 }
 
-Deno.test("`NetworkStack.registerL4()` routes UDP and TCP of both families to their handlers", () => {
+Deno.test("`NetworkStack.registerL4()` routes UDP and TCP of both families to their handlers, UDP with its parsed header", () => {
   const { stack, udp, tcp } = setup();
   stack.handleFrame(
     guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, udpDatagram(1000, 53, new Uint8Array([7]))),
@@ -110,7 +114,9 @@ Deno.test("`NetworkStack.registerL4()` routes UDP and TCP of both families to th
   assert.equal(udp.packets[0].dst4, REMOTE4);
   assert.equal(udp.packets[1].family, 6);
   assert.equal(udp.packets[1].src6, Array.from(GUEST6).join(","));
+  assert.deepEqual(udp.packets.map((p) => p.udp), [[1000, 53, 1], [1, 2, 0]]);
   assert.equal(tcp.packets.length, 1);
+  assert.equal(tcp.packets[0].udp, null);
   assert.equal(tcp.packets[0].ttl, 33);
   assert.equal(tcp.packets[0].l4.length, 20);
   assert.throws(() => stack.registerL4(IPPROTO_TCP, new Recorder()), /already registered/);
@@ -215,9 +221,7 @@ Deno.test("`NetworkStack.handleFrame()` drops malformed frames at every layer wi
 });
 
 Deno.test("`NetworkStack.handleFrame()` catches handler exceptions and logs them rate-limited", () => {
-  const lines: string[] = [];
-  const logger = new Logger();
-  logger.setSink((_l, line) => lines.push(line));
+  const { logger, lines } = recordingLogger();
   const { stack, udp } = setup(logger);
   udp.throwNext = true;
   const f = guestIpv4Frame(IPPROTO_UDP, GUEST4, REMOTE4, udpDatagram(1, 2, new Uint8Array()));
@@ -240,10 +244,7 @@ Deno.test("`NetworkStack` fans link writability out and stops sending on linkDow
 });
 
 Deno.test("`NetworkStack.describeCounters()` sums up frames and the translators' counters; logged at debug on linkDown", () => {
-  const lines: string[] = [];
-  const logger = new Logger();
-  logger.setSink((_l, line) => lines.push(line));
-  logger.setLevel("debug");
+  const { logger, lines } = recordingLogger({ level: "debug" });
   const { stack, udp } = setup(logger);
   (udp as { counters?: object }).counters = { toHost: 2, dropped: 0, label: "not a number" };
   const datagram = udpDatagram(1000, 53, new Uint8Array([7]));
@@ -645,10 +646,7 @@ Deno.test("`NetworkStack` traces one line per frame each way with --trace, none 
     { address4: "10.0.2.21/24", gateway4: "10.0.2.2", ipv4Only: true },
     NO_HOST,
   );
-  const logger = new Logger();
-  const lines: string[] = [];
-  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
-  logger.setLevel("trace");
+  const { logger, lines } = recordingLogger({ level: "trace", withLevel: true });
   const stack = new NetworkStack(plan, { logger });
   const link = new RecordingLink();
   stack.linkUp(link, 0);

@@ -25,7 +25,7 @@
  * The work of one turn is bounded in descriptors walked
  * ({@link TURN_DESCRIPTOR_BUDGET} per queue, see src/virtio/virtqueue.ts): a TX turn
  * that spends it ends and continues after the loop has served others
- * (setImmediate); on RX, sendFrame reports NoRoom and the writable callback comes on
+ * (runSoon); on RX, sendFrame reports NoRoom and the writable callback comes on
  * the next turn. An RX turn lasts until the stack's next flush(), which ends each of
  * its batches. Chains this link rejects (TX chains with device-writable buffers, bad
  * sizes or offload flags not negotiated; RX chains with device-readable buffers or
@@ -164,8 +164,8 @@ class ChainFrame implements ScatteredFrame {
 }
 
 /**
- * After a TX turn that handed frames over, the queue is looked at once more after
- * Deno's next I/O phase (setImmediate) before kicks are re-armed: chains the guest
+ * After a TX turn that handed frames over, the queue is looked at once more from the
+ * loop (runSoon: after its next poll) before kicks are re-armed: chains the guest
  * adds meanwhile (typically in answer to what the batch sent) are taken without a
  * kick, which costs the guest an exit and us an eventfd wake-up of the loop.
  */
@@ -633,10 +633,11 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   }
 
   /**
-   * Runs a TX turn after Deno's next I/O phase, unless one is already due: runSoon
-   * (setImmediate, which keeps the event loop from waiting on this thread meanwhile),
-   * not setTimeout(0): Deno's timers are Node's, with a 1 ms floor (measured ~2 ms per
-   * setTimeout(0) round, 1.4 µs per setImmediate round).
+   * Runs a TX turn from the loop, unless one is already due: runSoon (after the loop's
+   * next poll, or Deno's next I/O phase when no loop holds the thread; the loop does
+   * not wait on this thread meanwhile), not setTimeout(0): Deno's timers are Node's,
+   * with a 1 ms floor (measured ~2 ms per setTimeout(0) round, 1.4 µs per
+   * setImmediate round).
    */
   #scheduleTx(pair: QueuePair): void {
     if (pair.txPending !== undefined) return;

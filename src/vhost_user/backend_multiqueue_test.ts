@@ -1,11 +1,14 @@
 import assert from "node:assert/strict";
 import {
   BackendRig,
+  dirtyPages,
+  RIG_FEATURES,
   RING_SIZE,
   ringAreas,
   u64Reply,
   USER_ADDRESS,
   userRingAreas,
+  wholeMemoryTable,
 } from "../../tests/support/vhost_user/backend_doubles.ts";
 import { encodeRequest } from "../../tests/support/vhost_user/request_encoder.ts";
 import {
@@ -15,27 +18,17 @@ import {
   ProtocolFeature,
   Request,
   VHOST_F_LOG_ALL,
-  VHOST_USER_F_PROTOCOL_FEATURES,
   VHOST_VRING_F_LOG,
-  VIRTIO_F_EVENT_IDX,
-  VIRTIO_F_VERSION_1,
   VRING_COUNT,
 } from "./protocol.ts";
-import { VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF } from "../tap/net_features.ts";
+import { VIRTIO_NET_F_MQ } from "../tap/net_features.ts";
 import { MAX_QUEUE_PAIRS } from "../tap/vring_datapath.ts";
-import {
-  logPayload,
-  memTablePayload,
-  u64Payload,
-  vringAddrPayload,
-  vringStatePayload,
-} from "./payload_codec.ts";
+import { logPayload, u64Payload, vringAddrPayload, vringStatePayload } from "./payload_codec.ts";
 
 /** Room for 16 pairs of 256-entry rings (32 × 0x8000) plus buffers. */
 const MEMORY_SIZE = 0x11_0000;
-const FEATURES = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET_F_MRG_RXBUF) |
-  featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VIRTIO_NET_F_MQ) |
-  featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
+/** The backend tests' features and multiqueue. */
+const FEATURES = RIG_FEATURES | featureBit(VIRTIO_NET_F_MQ);
 
 /** Sets ring `i` up as QEMU's vhost_dev_start does: size, base, addresses, kick, call. */
 function setUpRing(rig: BackendRig, i: number, base = 0): { kick: number; call: number } {
@@ -69,15 +62,7 @@ function negotiateQueues(pairs: number, enabledPairs = pairs) {
   for (let pair = 0; pair < pairs; pair++) {
     rig.send(encodeRequest(Request.SET_FEATURES, u64Payload(FEATURES)));
     if (pair === 0) {
-      rig.send(
-        encodeRequest(
-          Request.SET_MEM_TABLE,
-          memTablePayload([
-            { guestAddress: 0, size: MEMORY_SIZE, userAddress: USER_ADDRESS, mmapOffset: 0 },
-          ]),
-        ),
-        [memory.fd],
-      );
+      rig.send(encodeRequest(Request.SET_MEM_TABLE, wholeMemoryTable(MEMORY_SIZE)), [memory.fd]);
     }
     for (const i of [2 * pair, 2 * pair + 1]) {
       const { kick, call } = setUpRing(rig, i, 100 + i);
@@ -279,14 +264,6 @@ Deno.test("`VhostUserBackend` enabling rings that were never set up starts nothi
 });
 
 // --- migration ----------------------------------------------------------------------
-
-function dirtyPages(bytes: Uint8Array): number[] {
-  const pages: number[] = [];
-  for (let i = 0; i < bytes.length; i++) {
-    for (let bit = 0; bit < 8; bit++) if ((bytes[i] >> bit) & 1) pages.push(i * 8 + bit);
-  }
-  return pages;
-}
 
 Deno.test("`VhostUserBackend` logs the used ring of every ring of every pair at its own log address during a migration", () => {
   const { rig } = negotiateQueues(3);

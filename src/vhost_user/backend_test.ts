@@ -2,15 +2,18 @@ import assert from "node:assert/strict";
 import {
   BackendRig,
   type DecodedReply,
+  dirtyPages,
   FAKE_PIPE,
   FAKE_SEMAPHORE_EVENTFD,
   FAKE_SOCKET,
   FAKE_UNVERIFIED,
+  RIG_FEATURES as FEATURES,
   RING_SIZE,
   ringAreas,
   u64Reply,
   USER_ADDRESS,
   userRingAreas,
+  wholeMemoryTable,
 } from "../../tests/support/vhost_user/backend_doubles.ts";
 import { encodeRequest } from "../../tests/support/vhost_user/request_encoder.ts";
 import {
@@ -19,24 +22,17 @@ import {
   OFFERED_PROTOCOL_FEATURES,
   ProtocolFeature,
   Request,
+  SEGMENTATION_FEATURES as SEGMENTATION,
   VHOST_F_LOG_ALL,
   VHOST_USER_F_PROTOCOL_FEATURES,
   VHOST_VRING_F_LOG,
-  VIRTIO_F_EVENT_IDX,
   VIRTIO_F_RING_PACKED,
-  VIRTIO_F_VERSION_1,
   VRING_FD_NOFD,
 } from "./protocol.ts";
 import { InvalidStateError } from "./backend.ts";
 import {
   VIRTIO_NET_F_CSUM,
   VIRTIO_NET_F_GUEST_CSUM,
-  VIRTIO_NET_F_GUEST_ECN,
-  VIRTIO_NET_F_GUEST_TSO4,
-  VIRTIO_NET_F_GUEST_TSO6,
-  VIRTIO_NET_F_HOST_ECN,
-  VIRTIO_NET_F_HOST_TSO4,
-  VIRTIO_NET_F_HOST_TSO6,
   VIRTIO_NET_F_MRG_RXBUF,
 } from "../tap/net_features.ts";
 import {
@@ -49,8 +45,6 @@ import {
 } from "./payload_codec.ts";
 
 const MEMORY_SIZE = 0x20000;
-const FEATURES = featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_NET_F_MRG_RXBUF) |
-  featureBit(VIRTIO_F_EVENT_IDX) | featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
 
 interface Setup {
   replyAck?: boolean;
@@ -68,16 +62,6 @@ function logFile(rig: BackendRig): number {
   return rig.fds.memfd(4096).fd;
 }
 
-/** SET_MEM_TABLE's payload for one region of MEMORY_SIZE bytes at guest address 0. */
-function wholeMemoryTable(): Uint8Array {
-  return memTablePayload([{
-    guestAddress: 0,
-    size: MEMORY_SIZE,
-    userAddress: USER_ADDRESS,
-    mmapOffset: 0,
-  }]);
-}
-
 /** A rig owned, with VIRTIO_F_RING_PACKED among its features and its memory table set. */
 function packedRig() {
   const rig = new BackendRig();
@@ -86,7 +70,7 @@ function packedRig() {
     encodeRequest(Request.SET_FEATURES, u64Payload(FEATURES | featureBit(VIRTIO_F_RING_PACKED))),
   );
   const memory = rig.fds.memfd(MEMORY_SIZE);
-  rig.send(encodeRequest(Request.SET_MEM_TABLE, wholeMemoryTable()), [memory.fd]);
+  rig.send(encodeRequest(Request.SET_MEM_TABLE, wholeMemoryTable(MEMORY_SIZE)), [memory.fd]);
   return { rig, memory };
 }
 
@@ -125,7 +109,7 @@ function negotiate(options: Setup = {}) {
   expectAck(rig.send(
     encodeRequest(
       Request.SET_MEM_TABLE,
-      wholeMemoryTable(),
+      wholeMemoryTable(MEMORY_SIZE),
       { needReply: ack },
     ),
     [memory.fd],
@@ -271,7 +255,7 @@ Deno.test("`VhostUserBackend` SET_MEM_TABLE replacement stops rings before unmap
     return original(index);
   };
   const second = rig.fds.memfd(MEMORY_SIZE);
-  rig.send(encodeRequest(Request.SET_MEM_TABLE, wholeMemoryTable()), [second.fd]);
+  rig.send(encodeRequest(Request.SET_MEM_TABLE, wholeMemoryTable(MEMORY_SIZE)), [second.fd]);
   assert.equal(rig.error, null);
   assert.deepEqual(mappingsSeen, [1, 1], "rings stopped while the old mapping still existed");
   assert.equal(rig.fds.mappings, 1, "old mapping released");
@@ -1030,10 +1014,6 @@ Deno.test("`VhostUserBackend` offers HOST_TSO4/6, HOST_ECN, GUEST_TSO4/6 and GUE
   }
 });
 
-const SEGMENTATION = featureBit(VIRTIO_NET_F_HOST_TSO4) | featureBit(VIRTIO_NET_F_HOST_TSO6) |
-  featureBit(VIRTIO_NET_F_HOST_ECN) | featureBit(VIRTIO_NET_F_GUEST_TSO4) |
-  featureBit(VIRTIO_NET_F_GUEST_TSO6) | featureBit(VIRTIO_NET_F_GUEST_ECN);
-
 Deno.test("`VhostUserBackend` gives restarted rings the segmentation features acked and the MTU NET_SET_MTU set", () => {
   const { rig } = negotiate({ features: FEATURES | CSUM | GUEST_CSUM | SEGMENTATION });
   for (const i of [0, 1]) {
@@ -1067,15 +1047,6 @@ Deno.test("`VhostUserBackend` gives restarted rings the segmentation features ac
     assert.equal(features.guestTso6, false, `ring ${i} GUEST_TSO6 no longer acked`);
   }
 });
-
-/** The bits set in the fake log file's bytes, as page numbers from `start`. */
-function dirtyPages(bytes: Uint8Array, start = 0): number[] {
-  const pages: number[] = [];
-  for (let i = start; i < bytes.length; i++) {
-    for (let bit = 0; bit < 8; bit++) if ((bytes[i] >> bit) & 1) pages.push((i - start) * 8 + bit);
-  }
-  return pages;
-}
 
 Deno.test("`VhostUserBackend` logs dirty pages as QEMU 10 migrates: SET_LOG_BASE, LOG_ALL, VHOST_VRING_F_LOG, all on running rings", () => {
   const { rig } = negotiate();

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { DirtyLog, type LogMapping, RingWriteLog } from "./dirty_log.ts";
 import { GuestMemoryMap } from "./guest_memory_map.ts";
-import { FakeFds } from "../../tests/support/vhost_user/backend_doubles.ts";
+import { dirtyPages, FakeFds } from "../../tests/support/vhost_user/backend_doubles.ts";
 import { VHOST_LOG_PAGE } from "./protocol.ts";
 
 /** A log mapping over an ArrayBuffer that records its OR calls. */
@@ -19,17 +19,6 @@ function arrayLog(size: number) {
     unmap: () => void unmapped++,
   };
   return { bytes, ors, mapping, unmaps: () => unmapped };
-}
-
-/** The page numbers whose bits are set in `bitmap`, from `start`. */
-function dirtyPages(bitmap: Uint8Array, start = 0): number[] {
-  const pages: number[] = [];
-  for (let byte = start; byte < bitmap.length; byte++) {
-    for (let bit = 0; bit < 8; bit++) {
-      if ((bitmap[byte] & (1 << bit)) !== 0) pages.push((byte - start) * 8 + bit);
-    }
-  }
-  return pages;
 }
 
 function range(first: number, last: number): number[] {

@@ -243,6 +243,17 @@ export function featureBit(bit: number): bigint {
 }
 
 /**
+ * The segmentation offloads (virtio 1.2 §5.1.3) this backend offers: large TCP frames
+ * from the driver (HOST_TSO4/6, with the ECN bit), and to it (GUEST_TSO4/6, with ECN).
+ */
+export const SEGMENTATION_FEATURES: bigint = featureBit(VIRTIO_NET_F_HOST_TSO4) |
+  featureBit(VIRTIO_NET_F_HOST_TSO6) |
+  featureBit(VIRTIO_NET_F_HOST_ECN) |
+  featureBit(VIRTIO_NET_F_GUEST_TSO4) |
+  featureBit(VIRTIO_NET_F_GUEST_TSO6) |
+  featureBit(VIRTIO_NET_F_GUEST_ECN);
+
+/**
  * Virtio features this backend offers in GET_FEATURES. VIRTIO_NET_F_MAC and
  * VIRTIO_NET_F_STATUS are not offered: QEMU's virtio-net keeps the config space
  * itself (vhost-user CONFIG is optional and QEMU's net device does not use it), and
@@ -251,12 +262,7 @@ export function featureBit(bit: number): bigint {
 export const OFFERED_FEATURES: bigint = featureBit(VIRTIO_F_VERSION_1) |
   featureBit(VIRTIO_NET_F_CSUM) |
   featureBit(VIRTIO_NET_F_GUEST_CSUM) |
-  featureBit(VIRTIO_NET_F_HOST_TSO4) |
-  featureBit(VIRTIO_NET_F_HOST_TSO6) |
-  featureBit(VIRTIO_NET_F_HOST_ECN) |
-  featureBit(VIRTIO_NET_F_GUEST_TSO4) |
-  featureBit(VIRTIO_NET_F_GUEST_TSO6) |
-  featureBit(VIRTIO_NET_F_GUEST_ECN) |
+  SEGMENTATION_FEATURES |
   featureBit(VIRTIO_NET_F_MRG_RXBUF) |
   featureBit(VIRTIO_F_EVENT_IDX) |
   featureBit(VIRTIO_F_INDIRECT_DESC) |

@@ -47,7 +47,7 @@ import { CHAIN_ID_LIMIT, mapIndirectTable, storeBuffer } from "./chain_buffers.t
 import { Fault, FaultRecord, type FaultTerms } from "./chain_fault.ts";
 import { IndirectTableClaims } from "./indirect_table_claims.ts";
 import { memoryFence } from "./memory_fence.ts";
-import { readU16, readU32 } from "./ring_bytes.ts";
+import { readU16, readU32, viewOf } from "./ring_bytes.ts";
 import {
   decodePackedState,
   descriptorRingBytes,
@@ -166,21 +166,9 @@ export class PackedVirtqueue extends VirtqueueEngine {
     super(ring, options, "buffer");
     this.#period = 2 * size;
     this.#ringBytes = ring.descriptorTable;
-    this.#ring = new DataView(
-      ring.descriptorTable.buffer,
-      ring.descriptorTable.byteOffset,
-      ring.descriptorTable.byteLength,
-    );
-    this.#driverArea = new DataView(
-      ring.availableRing.buffer,
-      ring.availableRing.byteOffset,
-      EVENT_SUPPRESS_SIZE,
-    );
-    this.#deviceArea = new DataView(
-      ring.usedRing.buffer,
-      ring.usedRing.byteOffset,
-      EVENT_SUPPRESS_SIZE,
-    );
+    this.#ring = viewOf(ring.descriptorTable);
+    this.#driverArea = viewOf(ring.availableRing, EVENT_SUPPRESS_SIZE);
+    this.#deviceArea = viewOf(ring.usedRing, EVENT_SUPPRESS_SIZE);
     this.#availIndex = state.avail.index;
     this.#availWrap = state.avail.wrap;
     this.#usedIndex = this.#publishedIndex = state.used.index;

@@ -17,6 +17,11 @@ export function readU32(bytes: Uint8Array, offset: number): number {
     (bytes[offset + 3] << 24)) >>> 0;
 }
 
+/** A DataView over the first `length` bytes of `bytes` (all of them by default). */
+export function viewOf(bytes: Uint8Array, length: number = bytes.byteLength): DataView {
+  return new DataView(bytes.buffer, bytes.byteOffset, length);
+}
+
 /** Formats a 64-bit guest address given as two u32 halves, e.g. "0x1f000". */
 export function hexAddress(low: number, high: number): string {
   return high === 0

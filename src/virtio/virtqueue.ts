@@ -61,7 +61,7 @@ import {
 import { Fault, FaultRecord, type FaultTerms, malformedRunVerdict } from "./chain_fault.ts";
 import { IndirectTableClaims } from "./indirect_table_claims.ts";
 import { memoryFence } from "./memory_fence.ts";
-import { readU16, readU32 } from "./ring_bytes.ts";
+import { readU16, readU32, viewOf } from "./ring_bytes.ts";
 import {
   AVAIL_FLAGS,
   AVAIL_IDX,
@@ -439,21 +439,9 @@ export class SplitVirtqueue extends VirtqueueEngine {
     super(ring, options, "chain");
     this.#mask = size - 1;
     this.#descBytes = ring.descriptorTable;
-    this.#desc = new DataView(
-      ring.descriptorTable.buffer,
-      ring.descriptorTable.byteOffset,
-      ring.descriptorTable.byteLength,
-    );
-    this.#avail = new DataView(
-      ring.availableRing.buffer,
-      ring.availableRing.byteOffset,
-      ring.availableRing.byteLength,
-    );
-    this.#used = new DataView(
-      ring.usedRing.buffer,
-      ring.usedRing.byteOffset,
-      ring.usedRing.byteLength,
-    );
+    this.#desc = viewOf(ring.descriptorTable);
+    this.#avail = viewOf(ring.availableRing);
+    this.#used = viewOf(ring.usedRing);
     this.#memory = ring.memory;
     this.#eventIndex = ring.features.eventIndex;
     this.#indirect = ring.features.indirectDescriptors;

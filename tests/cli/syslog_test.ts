@@ -14,6 +14,7 @@ import {
   TPASST,
   waitFor,
 } from "./cli_helpers.ts";
+import { commandSucceeds } from "../support/command_succeeds.ts";
 
 /** Replaces /dev in a new mount namespace (run by `unshare --mount`), then execs "$@". */
 const NAMESPACE_SCRIPT = `
@@ -31,12 +32,7 @@ exec "$@"
 `;
 
 function canUseMountNamespaces(): boolean {
-  if (Deno.uid() !== 0) return false;
-  try {
-    return new Deno.Command("unshare", { args: ["--mount", "true"] }).outputSync().success;
-  } catch {
-    return false;
-  }
+  return Deno.uid() === 0 && commandSucceeds("unshare", ["--mount", "true"]);
 }
 
 Deno.test({

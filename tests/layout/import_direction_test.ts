@@ -1,12 +1,12 @@
 /**
  * Imports point down. Reads every import of src/, ffi/ and main.ts and fails on one
  * that points up the layer order, across peers (vhost_user/ ↔ net/), from a product
- * file into test support (tests/, `*_test.ts`, `testdata/`), or that leaves the
+ * file into test support (tests/, `*_test.ts`), or that leaves the
  * product. The order is written once, in {@link LAYER_ORDER}; README.md's layout table
  * quotes it (checked below).
  *
- * Test files (`*_test.ts`) and their fixtures (`testdata/`) sit beside the code they
- * test and may import from any layer and from tests/support/.
+ * Test files (`*_test.ts`) sit beside the code they test and may import from any layer
+ * and from tests/support/; their fixtures (child-process scripts) live in tests/support/.
  *
  * @module
  */
@@ -79,9 +79,9 @@ function rankOf(layer: string): number {
   return LAYER_ORDER.findIndex((peers) => peers.includes(layer));
 }
 
-/** Whether `path` is a test or a test fixture (exempt from the order). */
+/** Whether `path` is a test (exempt from the order). */
 function isTestFile(path: string): boolean {
-  return path.endsWith("_test.ts") || path.split("/").includes("testdata");
+  return path.endsWith("_test.ts");
 }
 
 /** Resolves relative specifier `spec` of file `from` to a repository path. */

@@ -24,6 +24,7 @@ import { RX, VhostUserFrontend } from "../support/frontend/vhost_user_frontend.t
 import { BASE_ARGS, type Transport, TRANSPORTS } from "./daemon_guest.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../../src/net/wire/ip_protocol.ts";
 import { parseIpv6 } from "../../ffi/ip_address_text.ts";
+import { commandSucceeds } from "../support/command_succeeds.ts";
 
 /** How long the reply may take: a ping of the host's loopback answers in microseconds. */
 const REPLY_LIMIT_MS = 1000;
@@ -49,11 +50,7 @@ const pingSetup: { namespace: boolean } | { skip: string } = (() => {
         "cannot open them in a network namespace (run under tests/e2e/with_ping_sockets.sh)",
     };
   }
-  try {
-    if (new Deno.Command("unshare", { args: ["--net", "true"] }).outputSync().success) {
-      return { namespace: true };
-    }
-  } catch { /* no unshare */ }
+  if (commandSucceeds("unshare", ["--net", "true"])) return { namespace: true };
   return { skip: "ping sockets are not permitted and unshare --net is unavailable" };
 })();
 

@@ -11,6 +11,7 @@ import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
 import type { FrontendSession } from "../../src/tap/frontend_session.ts";
 import { createVhostUserSession } from "../../src/vhost_user/session.ts";
 import { InProcessBackend } from "../support/frontend/in_process.ts";
+import { commandSucceeds } from "../support/command_succeeds.ts";
 
 const GUEST_JSON = new URL("../e2e/.cache/guest.json", import.meta.url);
 
@@ -26,16 +27,7 @@ function guestImage(): { kernel: string; initramfs: string } | null {
 }
 
 function hasQemu(): boolean {
-  try {
-    return new Deno.Command("qemu-system-x86_64", {
-      args: ["--version"],
-      stdout: "null",
-      stderr: "null",
-    })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
+  return commandSucceeds("qemu-system-x86_64", ["--version"]);
 }
 
 const image = guestImage();

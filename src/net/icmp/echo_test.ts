@@ -17,6 +17,8 @@ import { Logger } from "../../log/logger.ts";
 import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
 import { ipv4ToString, ipv6ToString, parseIpv6 } from "../../../ffi/ip_address_text.ts";
 import { dualStackPlan, NO_HOST } from "../../../tests/support/net/built_plan.ts";
+import { recordingLogger } from "../../../tests/support/recording_logger.ts";
+import { canUnshare, runInNetNamespace } from "../../../tests/support/net_namespace.ts";
 
 const GUEST4 = 0x0a000215, GW4 = 0x0a000202;
 const GUEST6 = parseIpv6("2001:db8::15")!;
@@ -162,10 +164,7 @@ Deno.test("`IcmpEcho` forwards an IPv6 echo with a valid ICMPv6 checksum back", 
 });
 
 Deno.test("`IcmpEcho.tick()` closes sockets idle for 60 s, logging each flow's start and end at debug level", () => {
-  const lines: string[] = [];
-  const logger = new Logger();
-  logger.setLevel("debug");
-  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
+  const { logger, lines } = recordingLogger({ level: "debug", withLevel: true });
   const { stack, sockets, watcher } = setup(undefined, logger);
   stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, 0xc0000201, echo(8, 1, 1, [])), 1000);
   stack.handleFrame(guestIpv4Frame(IPPROTO_ICMP, GUEST4, 0xc0000202, echo(8, 1, 1, [])), 5000);
@@ -189,9 +188,7 @@ Deno.test("`IcmpEcho.tick()` closes sockets idle for 60 s, logging each flow's s
 });
 
 Deno.test("`IcmpEcho` warns once when ping sockets are not permitted", () => {
-  const lines: string[] = [];
-  const logger = new Logger();
-  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
+  const { logger, lines } = recordingLogger({ withLevel: true });
   const { stack, link } = setup(() => {
     throw Object.assign(new Error("ping_open(IPv4): EACCES"), { errno: 13 });
   }, logger);
@@ -223,29 +220,15 @@ Deno.test("`IcmpEcho` drops bad checksums, short messages and multicast targets"
   assert.equal(stack.icmpEcho!.counters.ignored, 1);
 });
 
-const canUnshare = Deno.uid?.() === 0 && (() => {
-  try {
-    return new Deno.Command("unshare", { args: ["--net", "true"] }).outputSync().success;
-  } catch {
-    return false;
-  }
-})();
-
 Deno.test({
   name: "`IcmpEcho` pings 127.0.0.1 and ::1 through real ping sockets",
   // ping_group_range is per network namespace: a fresh one leaves the host's alone.
   ignore: !canUnshare,
   fn: async () => {
-    const fixture = new URL("./testdata/echo_fixture.ts", import.meta.url).pathname;
-    const script = "ip link set lo up && sysctl -q -w net.ipv4.ping_group_range='0 2147483647' " +
-      `&& exec "$0" run -A --no-prompt "$1"`;
-    const out = await new Deno.Command("unshare", {
-      args: ["--net", "sh", "-c", script, Deno.execPath(), fixture],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-    const r = JSON.parse(new TextDecoder().decode(out.stdout));
+    const r = await runInNetNamespace(
+      "ip link set lo up && sysctl -q -w net.ipv4.ping_group_range='0 2147483647'",
+      new URL("../../../tests/support/net/icmp/echo_fixture.ts", import.meta.url),
+    );
     assert.equal(r.sockets, 2);
     const byFamily = (f: number) => r.replies.find((x: { family: number }) => x.family === f);
     assert.deepEqual(byFamily(4), {
@@ -305,9 +288,7 @@ Deno.test("`IcmpEcho` pings the --map-guest-addr address as the host's own addre
 });
 
 Deno.test("`IcmpEcho` holds pings to the net permission: allowed ones go out, refused ones get administratively prohibited and one log line", () => {
-  const lines: string[] = [];
-  const logger = new Logger();
-  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
+  const { logger, lines } = recordingLogger({ withLevel: true });
   const asked: string[] = [];
   // Only the host loopback (the gateway's translation) and 2001:db8::1 are granted.
   const { stack, link, sockets } = setup(undefined, logger, (address) => {

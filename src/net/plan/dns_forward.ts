@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { NetworkPlan } from "./network_plan.ts";
+import type { DnsForward, NetworkPlan } from "./network_plan.ts";
 import {
   addressBytes,
   ipv4ToString,
@@ -55,34 +55,45 @@ function dnsRule<A>(match: A, target: string, o: DnsForwardOptions): DnsRule<A> 
   };
 }
 
+/** IPv4 addresses (unsigned 32-bit numbers) to and from text. */
+const IPV4_TEXT = { parse: parseIpv4, text: ipv4ToString };
+/** IPv6 addresses (16 bytes) to and from text. */
+const IPV6_TEXT = { parse: parseIpv6, text: ipv6ToString };
+
+/**
+ * The DNS rule of one family's half of the plan `p`: guest-side address `forward`
+ * (`--dns-forward`, else the plan's forward match), sent to `host` (`--dns-host`, else
+ * the plan's loopback resolver, else the first advertised server other than the match).
+ * Null when nothing is to be forwarded.
+ */
+function familyDnsRule<A>(
+  p: { dns: readonly A[]; dnsForward: DnsForward<A> | null } | null,
+  forward: string | null | undefined,
+  host: string | null | undefined,
+  address: { parse(text: string): A | null; text(address: A): string },
+  o: DnsForwardOptions,
+): DnsRule<A> | null {
+  if (!p) return null;
+  const match = forward ? address.parse(forward) : (p.dnsForward?.match ?? null);
+  if (match === null) return null;
+  let target = host ?? p.dnsForward?.target ?? null;
+  if (target === null) {
+    const first = p.dns.find((a) => address.text(a) !== address.text(match));
+    target = first !== undefined ? address.text(first) : null;
+  }
+  return target === null ? null : dnsRule(match, target, o);
+}
+
 /**
  * The IPv4 DNS rule: `--dns-forward` (else the plan's forward match), sent to
  * `--dns-host` (else the plan's loopback resolver, else the first advertised server).
  * Null when nothing is to be forwarded.
  */
 export function dnsRule4(plan: NetworkPlan, o: DnsForwardOptions): DnsRule<number> | null {
-  const p = plan.ipv4;
-  if (!p) return null;
-  const match = o.dnsForward4 ? parseIpv4(o.dnsForward4) : (p.dnsForward?.match ?? null);
-  if (match === null) return null;
-  let target = o.dnsHost4 ?? p.dnsForward?.target ?? null;
-  if (target === null) {
-    const first = p.dns.find((a) => a !== match);
-    target = first !== undefined ? ipv4ToString(first) : null;
-  }
-  return target === null ? null : dnsRule(match, target, o);
+  return familyDnsRule(plan.ipv4, o.dnsForward4, o.dnsHost4, IPV4_TEXT, o);
 }
 
 /** The IPv6 DNS rule, like {@link dnsRule4}. */
 export function dnsRule6(plan: NetworkPlan, o: DnsForwardOptions): DnsRule<Uint8Array> | null {
-  const p = plan.ipv6;
-  if (!p) return null;
-  const match = o.dnsForward6 ? parseIpv6(o.dnsForward6) : (p.dnsForward?.match ?? null);
-  if (match === null) return null;
-  let target = o.dnsHost6 ?? p.dnsForward?.target ?? null;
-  if (target === null) {
-    const first = p.dns.find((a) => ipv6ToString(a) !== ipv6ToString(match));
-    target = first !== undefined ? ipv6ToString(first) : null;
-  }
-  return target === null ? null : dnsRule(match, target, o);
+  return familyDnsRule(plan.ipv6, o.dnsForward6, o.dnsHost6, IPV6_TEXT, o);
 }

@@ -18,9 +18,9 @@ import { buildNetworkPlan, type HostConfigOverrides } from "../plan/network_plan
 import { newIpv4Header, parseIpv4Header } from "../wire/ipv4.ts";
 import { newUdpHeader, parseUdp, udpChecksumOkV4 } from "../wire/udp.ts";
 import { RecordingLink } from "../../../tests/support/net/recording_link.ts";
-import { Logger } from "../../log/logger.ts";
 import { ipv4ToString } from "../../../ffi/ip_address_text.ts";
 import { NO_HOST } from "../../../tests/support/net/built_plan.ts";
+import { recordingLogger } from "../../../tests/support/recording_logger.ts";
 
 const CLIENT_MAC = 0x525400abcdef;
 
@@ -331,10 +331,7 @@ Deno.test("`DhcpServer.handle()` logs one debug line per exchange, with addresse
   }, NO_HOST);
   const sender = new GuestSender(plan.ourMac);
   sender.setLink(new RecordingLink());
-  const lines: string[] = [];
-  const logger = new Logger();
-  logger.setLevel("debug");
-  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
+  const { logger, lines } = recordingLogger({ level: "debug", withLevel: true });
   const server = new DhcpServer(plan, sender, logger);
   server.handle(request(DhcpMessageType.Discover), 0, 244, 0);
   server.handle(request(DhcpMessageType.Request, [[50, [10, 0, 2, 15]]]), 0, 250, 0);

@@ -12,11 +12,11 @@ import { buildNetworkPlan } from "../plan/network_plan.ts";
 import { NetworkStack } from "../stack.ts";
 import { decodeFrame, guestIpv6Frame, udpDatagram } from "../../../tests/support/net/frames.ts";
 import { RecordingLink } from "../../../tests/support/net/recording_link.ts";
-import { Logger } from "../../log/logger.ts";
 import { newUdpHeader, parseUdp, udpChecksumOkV6 } from "../wire/udp.ts";
 import { IPPROTO_UDP } from "../wire/ip_protocol.ts";
 import { ipv6ToString, parseIpv6 } from "../../../ffi/ip_address_text.ts";
 import { NO_HOST } from "../../../tests/support/net/built_plan.ts";
+import { recordingLogger } from "../../../tests/support/recording_logger.ts";
 
 const GUEST_LL = parseIpv6("fe80::5054:ff:fe12:3456")!;
 const ALL_SERVERS = parseIpv6("ff02::1:2")!;
@@ -216,10 +216,7 @@ Deno.test("`Dhcpv6Server` logs one debug line per exchange, with addresses", () 
     { address6: "2001:db8::15", gateway6: "fe80::1", ipv6Only: true },
     NO_HOST,
   );
-  const logger = new Logger();
-  const lines: string[] = [];
-  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
-  logger.setLevel("debug");
+  const { logger, lines } = recordingLogger({ level: "debug", withLevel: true });
   const stack = new NetworkStack(plan, { logger });
   const link = new RecordingLink();
   stack.linkUp(link, 0);

@@ -16,10 +16,10 @@ import { GuestSender } from "../guest_sender.ts";
 import { NetworkStack } from "../stack.ts";
 import { decodeFrame, guestIpv6Frame, TEST_GUEST_MAC } from "../../../tests/support/net/frames.ts";
 import { nextTask, RecordingLink } from "../../../tests/support/net/recording_link.ts";
-import { Logger } from "../../log/logger.ts";
 import { IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
 import { ipv6ToString, parseIpv6 } from "../../../ffi/ip_address_text.ts";
 import { NO_HOST } from "../../../tests/support/net/built_plan.ts";
+import { recordingLogger } from "../../../tests/support/recording_logger.ts";
 
 const GUEST_LL = parseIpv6("fe80::5054:ff:fe12:3456")!;
 const ROUTER = parseIpv6("fe80::1")!;
@@ -218,10 +218,7 @@ Deno.test("`NdpResponder` logs one debug line per exchange, with addresses", () 
     mtu: 1500,
     ipv6Only: true,
   }, NO_HOST);
-  const logger = new Logger();
-  const lines: string[] = [];
-  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
-  logger.setLevel("debug");
+  const { logger, lines } = recordingLogger({ level: "debug", withLevel: true });
   const stack = new NetworkStack(plan, { random: () => 0.5, logger });
   const link = new RecordingLink();
   stack.linkUp(link, 0);

@@ -16,7 +16,9 @@ import {
   TCP_PSH,
   TCP_RST,
   TCP_SYN,
+  type TcpBuildFields,
 } from "../wire/tcp_header.ts";
+import type { TestGuest } from "../../../tests/support/net/tcp_guest.ts";
 import { EVENT_PEER_CLOSED, EVENT_READABLE, EVENT_WRITABLE } from "../../loop/event_loop.ts";
 
 /** A translator wired to a guest that records the headers of what it receives. */
@@ -55,43 +57,43 @@ function collector() {
 
 const tick = () => new Promise((r) => setTimeout(r, 20));
 
+/** The guest sends a hand-made segment (`fields`) from its port `srcPort` to the gateway. */
+function toGateway(
+  guest: TestGuest,
+  srcPort: number,
+  fields: Omit<TcpBuildFields, "srcPort">,
+  payload: Uint8Array | null = null,
+  mangle?: (segment: Uint8Array) => void,
+): void {
+  guest.rawTcp(srcPort, TEST_GATEWAY4, null, { ...fields, srcPort }, payload, mangle);
+}
+
 Deno.test("`TcpTranslator` answers segments of unknown flows with a RST, but never a RST with a RST", async () => {
   const { tcp, guest, close } = setup();
   const before = guest.headers.length;
-  guest.rawTcp(1234, TEST_GATEWAY4, null, {
-    srcPort: 0,
-    dstPort: 80,
-    seq: 1000,
-    ack: 777,
-    flags: TCP_ACK_FLAG,
-    window: 100,
-  }, new Uint8Array(10));
+  toGateway(
+    guest,
+    1234,
+    { dstPort: 80, seq: 1000, ack: 777, flags: TCP_ACK_FLAG, window: 100 },
+    new Uint8Array(10),
+  );
   await guest.until(() => guest.headers.length > before, 2000, "RST");
   const h = guest.headers.at(-1)!;
   assert.equal(h.flags & TCP_RST, TCP_RST);
   assert.equal(h.seq, 777, "RST takes its sequence number from the ACK (RFC 9293 §3.10.7.1)");
   // A segment without ACK: the RST acknowledges it.
-  guest.rawTcp(1235, TEST_GATEWAY4, null, {
-    srcPort: 0,
-    dstPort: 80,
-    seq: 5000,
-    ack: 0,
-    flags: TCP_FIN,
-    window: 100,
-  }, new Uint8Array(3));
+  toGateway(
+    guest,
+    1235,
+    { dstPort: 80, seq: 5000, ack: 0, flags: TCP_FIN, window: 100 },
+    new Uint8Array(3),
+  );
   await guest.until(() => guest.headers.length > before + 1, 2000, "RST");
   const h2 = guest.headers.at(-1)!;
   assert.equal(h2.flags, TCP_RST | TCP_ACK_FLAG);
   assert.equal(h2.ack, 5004);
   const n = guest.headers.length;
-  guest.rawTcp(1236, TEST_GATEWAY4, null, {
-    srcPort: 0,
-    dstPort: 80,
-    seq: 1,
-    ack: 1,
-    flags: TCP_RST | TCP_ACK_FLAG,
-    window: 0,
-  });
+  toGateway(guest, 1236, { dstPort: 80, seq: 1, ack: 1, flags: TCP_RST | TCP_ACK_FLAG, window: 0 });
   await tick();
   assert.equal(guest.headers.length, n, "no RST for a RST");
   assert.equal(tcp.flows.size, 0);
@@ -101,19 +103,17 @@ Deno.test("`TcpTranslator` answers segments of unknown flows with a RST, but nev
 Deno.test("`TcpTranslator` drops segments with a bad checksum or a bad data offset", async () => {
   const { tcp, guest, close } = setup();
   const n = guest.headers.length;
-  guest.rawTcp(
+  toGateway(
+    guest,
     2000,
-    TEST_GATEWAY4,
-    null,
-    { srcPort: 0, dstPort: 80, seq: 1, ack: 0, flags: TCP_SYN, window: 100 },
+    { dstPort: 80, seq: 1, ack: 0, flags: TCP_SYN, window: 100 },
     null,
     (seg) => (seg[16] ^= 0xff),
   );
-  guest.rawTcp(
+  toGateway(
+    guest,
     2001,
-    TEST_GATEWAY4,
-    null,
-    { srcPort: 0, dstPort: 80, seq: 1, ack: 0, flags: TCP_SYN, window: 100 },
+    { dstPort: 80, seq: 1, ack: 0, flags: TCP_SYN, window: 100 },
     null,
     (seg) => (seg[12] = 0xf0), // 60-byte header in a 20-byte segment
   );
@@ -129,11 +129,10 @@ Deno.test("`TcpTranslator` survives absurd option lengths and still connects", a
   const srv = collector();
   const opts = [[2, 0xff, 1, 1], [3, 1, 9, 1], [2, 4, 0, 0], [8, 200, 1, 1], [1, 1, 1, 2]];
   for (let i = 0; i < opts.length; i++) {
-    guest.rawTcp(
+    toGateway(
+      guest,
       3000 + i,
-      TEST_GATEWAY4,
-      null,
-      { srcPort: 0, dstPort: srv.port, seq: 1, ack: 0, flags: TCP_SYN, window: 100, mss: 1460 },
+      { dstPort: srv.port, seq: 1, ack: 0, flags: TCP_SYN, window: 100, mss: 1460 },
       null,
       (seg) => {
         seg.set(opts[i], 20); // replace the 4 option bytes
@@ -161,8 +160,7 @@ Deno.test("`TcpTranslator` does not deliver data outside the window", async () =
   const acksBefore = guest.headers.length;
   // Far ahead of the expected sequence number, and behind it.
   for (const seq of [(c.sndNxt + 100_000) >>> 0, (c.sndNxt + 5) >>> 0, (c.sndNxt - 50_000) >>> 0]) {
-    guest.rawTcp(c.localPort, TEST_GATEWAY4, null, {
-      srcPort: 0,
+    toGateway(guest, c.localPort, {
       dstPort: srv.port,
       seq,
       ack: c.rcvNxt,
@@ -174,8 +172,7 @@ Deno.test("`TcpTranslator` does not deliver data outside the window", async () =
   await tick();
   assert.equal(srv.bytes(0), 0);
   // A segment overrunning the 16 KiB window is cut at the window's edge.
-  guest.rawTcp(c.localPort, TEST_GATEWAY4, null, {
-    srcPort: 0,
+  toGateway(guest, c.localPort, {
     dstPort: srv.port,
     seq: c.sndNxt,
     ack: c.rcvNxt,
@@ -222,8 +219,7 @@ Deno.test("`TcpTranslator` bounds a SYN flood by the flow limit", async () => {
   const { tcp, guest, close } = setup({ maxFlows: 8 });
   const srv = collector();
   for (let i = 0; i < 20; i++) {
-    guest.rawTcp(10000 + i, TEST_GATEWAY4, null, {
-      srcPort: 0,
+    toGateway(guest, 10000 + i, {
       dstPort: srv.port,
       seq: i * 1000,
       ack: 0,
@@ -290,8 +286,7 @@ Deno.test("`TcpTranslator` answers keepalive probes and resets idle connections 
   await c.until(() => c.state === "established", 5000, "established");
   const n = guest.headers.length;
   // Keepalive probe: one old sequence number, no data (RFC 9293 §3.8.4).
-  guest.rawTcp(c.localPort, TEST_GATEWAY4, null, {
-    srcPort: 0,
+  toGateway(guest, c.localPort, {
     dstPort: port,
     seq: (c.sndNxt - 1) >>> 0,
     ack: c.rcvNxt,
@@ -333,17 +328,9 @@ Deno.test("`TcpTranslator` retransmits the hole after a partial ACK only up to w
   const guestIsn = 1000;
   const window = 6000;
   const segment = (ack: number) =>
-    guest.rawTcp(port, TEST_GATEWAY4, null, {
-      srcPort: 0,
-      dstPort: 80,
-      seq: guestIsn + 1,
-      ack,
-      flags: TCP_ACK_FLAG,
-      window,
-    });
+    toGateway(guest, port, { dstPort: 80, seq: guestIsn + 1, ack, flags: TCP_ACK_FLAG, window });
   const dataFromUs = () => guest.headers.filter((h) => h.dstPort === port && h.payloadLength > 0);
-  guest.rawTcp(port, TEST_GATEWAY4, null, {
-    srcPort: 0,
+  toGateway(guest, port, {
     dstPort: 80,
     seq: guestIsn,
     ack: 0,
@@ -384,25 +371,11 @@ Deno.test("`TcpTranslator` resets a host connection still connecting when the gu
   const conn = new ScriptedConnection();
   const { tcp, guest, close } = setup({ host: scriptedHostTcp(() => conn) });
   const port = 4567;
-  guest.rawTcp(port, TEST_GATEWAY4, null, {
-    srcPort: 0,
-    dstPort: 80,
-    seq: 100,
-    ack: 0,
-    flags: TCP_SYN,
-    window: 1000,
-  });
+  toGateway(guest, port, { dstPort: 80, seq: 100, ack: 0, flags: TCP_SYN, window: 1000 });
   await tick();
   assert.equal(tcp.flows.size, 1, "connecting");
   // The guest resets before the host connect completes.
-  guest.rawTcp(port, TEST_GATEWAY4, null, {
-    srcPort: 0,
-    dstPort: 80,
-    seq: 101,
-    ack: 0,
-    flags: TCP_RST,
-    window: 0,
-  });
+  toGateway(guest, port, { dstPort: 80, seq: 101, ack: 0, flags: TCP_RST, window: 0 });
   await tick();
   assert.equal(tcp.flows.size, 0, "the flow is gone");
   conn.complete(); // a late completion finds nothing to do

@@ -3,14 +3,21 @@
  * nonblocking UDP sockets (ffi/udp_socket.ts), followed on the event loop and moved
  * in batches.
  *
- * - Guest → host: datagrams leave from a host socket bound to the guest's own
- *   source port where possible (else an ephemeral one), one socket per guest
- *   source port (and host address family / loopback-ness of the destination), so
- *   that replies from any peer come back to the guest; destinations are translated
- *   by fwd.ts (gateway → host loopback, DNS address → resolver). Sockets toward
- *   non-loopback destinations are bound to `-o` and `--outbound-if4/6` when given.
- *   The datagrams of one guest TX batch are queued and leave with one sendmmsg per
- *   socket at {@link UdpTranslator.endOfBatch} (earlier when the queue fills).
+ * - Guest → host: each guest source port (and host address family / loopback-ness
+ *   of the destination) has a port socket, bound to the guest's own source port
+ *   where possible (else an ephemeral one) and not connected, so that datagrams
+ *   from any peer to that port come back to the guest. Each flow toward the host
+ *   then has a socket of its own bound to the same address and port (SO_REUSEADDR,
+ *   which the port socket allows after its own bind) and connected to the flow's
+ *   peer: its datagrams leave without an address, over the route the kernel cached
+ *   at connect() (no route lookup per datagram), and the kernel hands the peer's
+ *   datagrams to it rather than to the port socket. A flow whose socket cannot be
+ *   opened or connected sends from the port socket with an address. Destinations
+ *   are translated by fwd.ts (gateway → host loopback, DNS address → resolver).
+ *   Sockets toward non-loopback destinations are bound to `-o` and
+ *   `--outbound-if4/6` when given. The datagrams of one guest TX batch are queued
+ *   and leave with one sendmmsg per socket at {@link UdpTranslator.endOfBatch}
+ *   (earlier when the queue fills).
  * - Host → guest: replies, and datagrams arriving on `-u` listeners, are sent to
  *   the guest from the peer's address as the guest sees it (the address it used,
  *   or the inbound translation). A readable socket is read with recvmmsg, a batch at
@@ -22,9 +29,13 @@
  *   toward the host, Deno's permission for that address and port is asked once (the
  *   answer stays with the flow); a listener is opened only where it is granted.
  *   Denied datagrams are dropped, counted and logged (rate-limited).
- * - Flows expire after 180 s without traffic; sockets close with their last flow
- *   (listeners stay). Socket errors are counted and logged at debug level,
- *   rate-limited; ICMP errors do not reach unconnected sockets (no IP_RECVERR).
+ * - Flows expire after 180 s without traffic; a flow's socket closes with it, a port
+ *   socket with its last flow (listeners stay). Socket errors are counted and logged
+ *   at debug level, rate-limited. A flow's connected socket reports the peer's ICMP
+ *   errors (ECONNREFUSED...) as a pending error, which the next send or receive
+ *   returns: a send that fails is tried once more, since the error may have been the
+ *   pending one rather than the datagram's own; the flow stays. Port sockets and
+ *   listeners are not connected and see no ICMP errors (no IP_RECVERR).
  *
  * @module
  */
@@ -60,14 +71,7 @@ import {
   formatEndpoint,
 } from "../flows/flow_info.ts";
 import { netPermissionGranted, requireNetPermission } from "../plan/net_permission.ts";
-import {
-  buildUdp,
-  newUdpHeader,
-  parseUdp,
-  UDP_HEADER_LENGTH,
-  udpChecksumOkV4,
-  udpChecksumOkV6,
-} from "../wire/udp.ts";
+import { buildUdp, UDP_HEADER_LENGTH, udpChecksumOkV4, udpChecksumOkV6 } from "../wire/udp.ts";
 import { MAX_FRAME_LENGTH, SendResult } from "../../tap/frame_transport.ts";
 import { log as defaultLog, type Logger } from "../../log/logger.ts";
 import { RateLimitedLog } from "../../log/rate_limited_log.ts";
@@ -103,11 +107,26 @@ const MAX_READ_ROUNDS = 4;
  * count, {@link UDP_MAX_BATCH}, forces one too). Above the largest UDP payload.
  */
 const TX_BUFFER_BYTES = 256 * 1024;
+/**
+ * Flows that get a connected socket of their own, at most (the rest send from their
+ * guest port's socket with an address): each costs a descriptor on top of its port's
+ * socket, and the hard descriptor limit here is 20,000 (DESIGN.md) for everything.
+ */
+export const DEFAULT_MAX_FLOW_SOCKETS = 4096;
 
 const LOOPBACK4 = new Uint8Array([127, 0, 0, 1]);
 const LOOPBACK6 = new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
 const ANY4 = new Uint8Array(4);
 const ANY6 = new Uint8Array(16);
+
+/** How a socket opened for the guest's flows is bound (kept for the flows' own sockets). */
+interface SocketBinding {
+  readonly family: 4 | 6;
+  readonly address: Uint8Array;
+  readonly port: number;
+  readonly interfaceName: string | null;
+  readonly v6Only: boolean;
+}
 
 /**
  * Following the readiness of host sockets: the daemon's {@link EventLoop} (tests may
@@ -129,6 +148,8 @@ export interface UdpTranslatorOptions extends TranslatorOptions {
    * closed by {@link UdpTranslator.close}.
    */
   watcher?: UdpSocketWatcher;
+  /** Flows with a connected socket of their own, at most (default {@link DEFAULT_MAX_FLOW_SOCKETS}). */
+  maxFlowSockets?: number;
 }
 
 /** Counters for diagnostics and tests. */
@@ -149,12 +170,22 @@ export interface UdpCounters {
   tableFull: number;
   /** Sockets that could not take the guest's source port and use an ephemeral one. */
   ephemeralFallback: number;
+  /**
+   * Flows whose own connected socket could not be opened, or that found the most
+   * flow sockets open: they send from their guest port's socket, with an address.
+   */
+  unconnectedFlows: number;
   socketErrors: number;
   /** Datagrams from the guest to destinations `--allow-net` does not grant. */
   notPermitted: number;
 }
 
-type Role = "outbound" | "inbound";
+/**
+ * "outbound": a guest source port's socket, not connected; "inbound": a `-u`
+ * listener; "flow": one flow's socket, connected to its peer, sharing the address and
+ * port of an outbound socket.
+ */
+type Role = "outbound" | "inbound" | "flow";
 
 /** Permission state of a flow's destination. */
 const Permission = { Unknown: 0, Granted: 1, Denied: 2 } as const;
@@ -166,17 +197,28 @@ class HostSocket {
   readonly fd: number;
   readonly role: Role;
   readonly key: string;
-  /** Outbound: the guest source port; inbound: the guest target port. */
+  /** Outbound and flow: the guest source port; inbound: the guest target port. */
   readonly guestPort: number;
   /** Inbound with a target address: where datagrams go instead of the guest's address. */
   readonly target: GuestTarget | null;
-  readonly flowsByHost = new Map<string, UdpFlow>();
+  /**
+   * The flows of this socket by host peer; a flow's socket shares its outbound
+   * socket's map (a datagram from another peer can reach it before connect()).
+   */
+  readonly flowsByHost: Map<string, UdpFlow>;
+  /** The socket whose flows these are: itself, or a flow socket's outbound socket. */
+  readonly home: HostSocket;
+  /** Outbound: how it is bound, for its flows' sockets; null when they cannot share it. */
+  binding: SocketBinding | null = null;
   closed = false;
   /** Not read (readable watch off) while the link toward the guest has no room. */
   paused = false;
   /** Indices of this socket's datagrams in the translator's TX records. */
   readonly queued: number[] = [];
-  /** The flow of the last datagram received (one peer sending many is the usual case). */
+  /**
+   * The flow of the last datagram received (one peer sending many is the usual case);
+   * a flow's socket: that flow, for good.
+   */
   lastFlow: UdpFlow | null = null;
 
   constructor(
@@ -185,6 +227,7 @@ class HostSocket {
     key: string,
     guestPort: number,
     target: GuestTarget | null = null,
+    home: HostSocket | null = null,
   ) {
     this.socket = socket;
     this.fd = socket.fd;
@@ -192,13 +235,19 @@ class HostSocket {
     this.key = key;
     this.guestPort = guestPort;
     this.target = target;
+    this.home = home ?? this;
+    this.flowsByHost = home?.flowsByHost ?? new Map<string, UdpFlow>();
   }
 }
 
 /** One UDP flow (guest-side 5-tuple ↔ host socket + peer). */
 class UdpFlow extends FlowKeyFields {
-  /** Null for a flow whose destination is not permitted. */
+  /** The outbound socket or listener; null for a flow whose destination is not permitted. */
   socket: HostSocket | null = null;
+  /** The flow's own socket, connected to its peer: its datagrams toward the host leave there. */
+  own: HostSocket | null = null;
+  /** Whether opening {@link own} was tried (it is tried once). */
+  ownTried = false;
   hostAddr = "";
   /** The host peer's address bytes (4 or 16). */
   hostAddress: Uint8Array = ANY4;
@@ -239,6 +288,7 @@ export class UdpTranslator implements L4Handler {
     dropped: 0,
     tableFull: 0,
     ephemeralFallback: 0,
+    unconnectedFlows: 0,
     socketErrors: 0,
     notPermitted: 0,
   };
@@ -247,11 +297,12 @@ export class UdpTranslator implements L4Handler {
   readonly #log: Logger;
   readonly #errLog: RateLimitedLog;
   readonly #denyLog: RateLimitedLog;
+  /** Flows that could not have a socket of their own (rate-limited apart from send errors). */
+  readonly #ownLog: RateLimitedLog;
   readonly #clock: () => number;
   readonly #idleMs: number;
   readonly #verify: boolean;
   readonly #onTimersChanged: (() => void) | null;
-  readonly #udp = newUdpHeader();
   readonly #sockets = new Map<string, HostSocket>();
   readonly #listeners = new Set<HostSocket>();
   readonly #inAddr: GuestSideAddress = newGuestSideAddress();
@@ -260,6 +311,9 @@ export class UdpTranslator implements L4Handler {
   readonly #source4: Uint8Array | null;
   readonly #source6: Uint8Array | null;
   #watcher: UdpSocketWatcher | null;
+  readonly #maxFlowSockets: number;
+  /** Flow sockets open now. */
+  #flowSockets = 0;
   #ownLoop: EventLoop | null = null;
   #nextSweep = Infinity;
 
@@ -295,11 +349,13 @@ export class UdpTranslator implements L4Handler {
     this.#log = options.logger ?? defaultLog;
     this.#errLog = new RateLimitedLog("debug", 1000, this.#log);
     this.#denyLog = new RateLimitedLog("warn", 1000, this.#log);
+    this.#ownLog = new RateLimitedLog("debug", 1000, this.#log);
     this.#clock = options.clock ?? (() => performance.now());
     this.#idleMs = options.idleTimeoutMs ?? UDP_IDLE_TIMEOUT_MS;
     this.#verify = options.verifyChecksums ?? true;
     this.#onTimersChanged = options.onTimersChanged ?? null;
     this.#watcher = options.watcher ?? null;
+    this.#maxFlowSockets = options.maxFlowSockets ?? DEFAULT_MAX_FLOW_SOCKETS;
     this.#source4 = this.#sourceAddress(rules.outbound4, 4);
     this.#source6 = this.#sourceAddress(rules.outbound6, 16);
   }
@@ -323,11 +379,10 @@ export class UdpTranslator implements L4Handler {
     return out;
   }
 
-  /** Handles one datagram from the guest. */
+  /** Handles one datagram from the guest, its header as the stack parsed it (`p.udp`). */
   handlePacket(p: L4Packet, now: number): void {
-    const u = this.#udp;
-    const end = p.l4Offset + p.l4Length;
-    if (parseUdp(p.frame, p.l4Offset, end, u) !== "ok" || u.dstPort === 0 || u.srcPort === 0) {
+    const u = p.udp;
+    if (u === null || u.dstPort === 0 || u.srcPort === 0) {
       this.counters.dropped++;
       return;
     }
@@ -353,7 +408,11 @@ export class UdpTranslator implements L4Handler {
       this.counters.notPermitted++;
       return;
     }
-    const s = f.socket!;
+    let s = f.own;
+    if (s === null) {
+      s = f.socket!;
+      if (!f.ownTried && s.role === "outbound") s = this.#openOwnSocket(f, s, now) ?? s;
+    }
     if (s.closed) {
       this.counters.dropped++;
       return;
@@ -428,7 +487,9 @@ export class UdpTranslator implements L4Handler {
       socket.close();
       throw error;
     }
-    const hs = this.#adopt(socket, "inbound", `in/${hostname}/${bound}`, guestPort, target);
+    const hs = this.#adopt(
+      new HostSocket(socket, "inbound", `in/${hostname}/${bound}`, guestPort, target),
+    );
     this.#listeners.add(hs);
     return bound;
   }
@@ -533,7 +594,8 @@ export class UdpTranslator implements L4Handler {
     const at = this.#txBytes;
     this.#tx.set(frame.subarray(offset, offset + length), at);
     const i = this.#txCount;
-    this.#txRecords.set(i, at, length, f.hostAddress, f.hostPort, f.hostScope);
+    if (s.role === "flow") this.#txRecords.setToPeer(i, at, length);
+    else this.#txRecords.set(i, at, length, f.hostAddress, f.hostPort, f.hostScope);
     if (s.queued.length === 0) this.#txSockets.push(s);
     s.queued.push(i);
     this.#txCount = i + 1;
@@ -564,13 +626,18 @@ export class UdpTranslator implements L4Handler {
     this.#txBytes = 0;
   }
 
-  /** Sends records 0..count-1 on `s`; a refused datagram is counted and skipped. */
+  /**
+   * Sends records 0..count-1 on `s`; a refused datagram is counted and skipped (on a
+   * flow's socket after a second try: the first refusal may have been the socket's
+   * pending ICMP error, which the failed send took).
+   */
   #sendQueued(s: HostSocket, records: UdpMessageRecords, count: number): void {
     if (s.closed) {
       this.counters.dropped += count;
       return;
     }
     let first = 0;
+    let retried = -1;
     while (first < count) {
       let sent: number;
       try {
@@ -579,10 +646,11 @@ export class UdpTranslator implements L4Handler {
         this.counters.socketErrors++;
         this.#errLog.write(
           this.#clock(),
-          `udp: send to ${addressText(records.address(first))} port ${records.port(first)} ` +
-            `failed: ${(error as Error).message}`,
+          `udp: send to ${this.#destinationText(s, records, first)} failed: ` +
+            (error as Error).message,
         );
-        first++;
+        if (s.role === "flow" && retried !== first) retried = first;
+        else first++;
         continue;
       }
       if (sent === WOULD_BLOCK) {
@@ -596,6 +664,15 @@ export class UdpTranslator implements L4Handler {
       this.counters.toHost += sent;
       first += sent;
     }
+  }
+
+  /** Where record `i` sent on `s` goes, for a log line. */
+  #destinationText(s: HostSocket, records: UdpMessageRecords, i: number): string {
+    const peer = s.role === "flow" ? s.lastFlow : null;
+    if (records.addressLength(i) === 0 && peer !== null) {
+      return `${peer.hostAddr} port ${peer.hostPort}`;
+    }
+    return `${addressText(records.address(i))} port ${records.port(i)}`;
   }
 
   /** The socket for guest port `guestPort` toward `address`'s family and kind. */
@@ -628,7 +705,7 @@ export class UdpTranslator implements L4Handler {
     }
     let hs: HostSocket;
     try {
-      hs = this.#adopt(socket, "outbound", key, guestPort);
+      hs = this.#adopt(new HostSocket(socket, "outbound", key, guestPort));
     } catch (error) {
       this.#errLog.write(
         now,
@@ -636,22 +713,59 @@ export class UdpTranslator implements L4Handler {
       );
       return null;
     }
+    try {
+      socket.sharePort();
+      hs.binding = { family, ...options, port: socket.localAddress().port };
+    } catch (error) {
+      this.#errLog.write(
+        now,
+        `udp: flows from guest port ${guestPort} share one socket: ${(error as Error).message}`,
+      );
+    }
     this.#sockets.set(key, hs);
     return hs;
   }
 
   /**
-   * Wraps `socket`, gives it a large receive queue and watches it for datagrams;
+   * Opens flow `f`'s own socket: bound as its outbound socket `home` is, connected to
+   * the flow's peer. Null (the flow keeps sending from `home`) when that fails.
+   */
+  #openOwnSocket(f: UdpFlow, home: HostSocket, now: number): HostSocket | null {
+    f.ownTried = true;
+    const binding = home.binding;
+    if (binding === null || home.closed || this.#flowSockets >= this.#maxFlowSockets) {
+      this.counters.unconnectedFlows++;
+      return null;
+    }
+    let socket: UdpSocket | null = null;
+    try {
+      socket = UdpSocket.open(binding.family, { ...binding, reuseAddress: true });
+      socket.connect(f.hostAddress, f.hostPort, f.hostScope);
+      const own = this.#adopt(
+        new HostSocket(socket, "flow", home.key, home.guestPort, null, home),
+      );
+      own.lastFlow = f;
+      f.own = own;
+      this.#flowSockets++;
+      return own;
+    } catch (error) {
+      socket?.close();
+      this.counters.unconnectedFlows++;
+      this.#ownLog.write(
+        now,
+        `udp: a socket of its own for ${udpFlowLabel(f)}: ${(error as Error).message}; ` +
+          `sending from the guest port's socket`,
+      );
+      return null;
+    }
+  }
+
+  /**
+   * Gives the socket of `hs` a large receive queue and watches it for datagrams;
    * closes it if it cannot be watched.
    */
-  #adopt(
-    socket: UdpSocket,
-    role: Role,
-    key: string,
-    guestPort: number,
-    target: GuestTarget | null = null,
-  ): HostSocket {
-    const hs = new HostSocket(socket, role, key, guestPort, target);
+  #adopt(hs: HostSocket): HostSocket {
+    const socket = hs.socket;
     try {
       socket.setBuffers(HOST_RECEIVE_BUFFER, 0);
     } catch (error) {
@@ -698,7 +812,7 @@ export class UdpTranslator implements L4Handler {
     if (s.closed) return;
     if ((events & EVENT_ERROR) !== 0) {
       const error = s.socket.takeError();
-      if (error !== null) this.#socketError(error);
+      if (error !== null) this.#socketError(s, error);
     }
     if ((events & EVENT_READABLE) !== 0) this.#read(s);
   }
@@ -715,8 +829,9 @@ export class UdpTranslator implements L4Handler {
       try {
         count = s.socket.receiveBatch(this.#rx, RX_SLOT_SIZE, this.#rxRecords);
       } catch (error) {
-        this.#socketError(error as Error);
-        return;
+        // The pending error (an ICMP error on a flow's socket) is taken: read on.
+        this.#socketError(s, error as Error);
+        continue;
       }
       if (count === WOULD_BLOCK) return;
       const delivered = this.#deliver(s, 0, count, now);
@@ -757,12 +872,18 @@ export class UdpTranslator implements L4Handler {
     return to;
   }
 
-  /** The flow of received datagram `i` on `s`, created if needed; null when dropped. */
+  /**
+   * The flow of received datagram `i` on `s`, created if needed (on `s`'s home
+   * socket: a flow's socket can receive another peer's datagram before it is
+   * connected); null when dropped.
+   */
   #flowOf(s: HostSocket, i: number, now: number): UdpFlow | null {
     const records = this.#rxRecords;
     const port = records.port(i);
     const last = s.lastFlow;
-    if (last !== null && last.inTable && records.peerIs(i, last.hostAddress, port)) return last;
+    if (last !== null && last.inTable && records.peerIs(i, last.hostAddress, last.hostPort)) {
+      return last;
+    }
     const address = records.address(i);
     const text = addressText(address);
     const hk = hostKey(text, port);
@@ -800,7 +921,7 @@ export class UdpTranslator implements L4Handler {
         }
         f = new UdpFlow();
         initFlowKey(f, a.family, guest4, guest6, s.guestPort, a.addr4, a.addr6, port);
-        f.socket = s;
+        f.socket = s.home;
         f.hostAddr = text;
         f.hostAddress = address;
         f.hostPort = port;
@@ -821,7 +942,7 @@ export class UdpTranslator implements L4Handler {
         }
       }
     }
-    s.lastFlow = f;
+    if (s.role !== "flow") s.lastFlow = f;
     return f;
   }
 
@@ -883,9 +1004,11 @@ export class UdpTranslator implements L4Handler {
     }
   }
 
-  #socketError(error: Error): void {
+  #socketError(s: HostSocket, error: Error): void {
     this.counters.socketErrors++;
-    this.#errLog.write(this.#clock(), `udp: socket error: ${error.message}`);
+    const peer = s.role === "flow" ? s.lastFlow : null;
+    const from = peer === null ? "" : ` (from ${peer.hostAddr} port ${peer.hostPort})`;
+    this.#errLog.write(this.#clock(), `udp: socket error${from}: ${error.message}`);
   }
 
   // ---------------------------------------------------------------- flows, sockets
@@ -906,6 +1029,7 @@ export class UdpTranslator implements L4Handler {
 
   #removeFlow(f: UdpFlow): void {
     this.flows.remove(f);
+    this.#closeOwnSocket(f);
     const s = f.socket;
     if (!s) return;
     if (s.flowsByHost.get(f.hostKey) === f) s.flowsByHost.delete(f.hostKey);
@@ -916,11 +1040,27 @@ export class UdpTranslator implements L4Handler {
     }
   }
 
+  /** Closes flow `f`'s own socket, if it has one. */
+  #closeOwnSocket(f: UdpFlow): void {
+    const own = f.own;
+    if (own === null) return;
+    f.own = null;
+    this.#closeSocket(own);
+  }
+
+  /** Closes `s`; an outbound socket or listener ends its flows (and their own sockets). */
   #closeSocket(s: HostSocket): void {
     if (s.closed) return;
     s.closed = true;
-    for (const f of s.flowsByHost.values()) this.flows.remove(f);
-    s.flowsByHost.clear();
+    if (s.role === "flow") {
+      this.#flowSockets--;
+    } else {
+      for (const f of s.flowsByHost.values()) {
+        this.flows.remove(f);
+        this.#closeOwnSocket(f);
+      }
+      s.flowsByHost.clear();
+    }
     s.lastFlow = null;
     if (this.#sockets.get(s.key) === s) this.#sockets.delete(s.key);
     this.#paused.delete(s);

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { Buffer } from "node:buffer";
 import { GuestSender } from "../guest_sender.ts";
-import { UdpTranslator } from "./translator.ts";
+import { UdpTranslator, type UdpTranslatorOptions } from "./translator.ts";
 import { TcpTranslator } from "../tcp/translator.ts";
 import { TestGuest } from "../../../tests/support/net/tcp_guest.ts";
 import {
@@ -15,10 +15,12 @@ import {
 } from "../../../tests/support/net/tcp_plan.ts";
 import type { ForwardRules } from "../plan/fwd.ts";
 import { nextTask, PublishOnFlushLink } from "../../../tests/support/net/recording_link.ts";
-import type { L4Handler } from "../l4_handler.ts";
-import { Logger } from "../../log/logger.ts";
+import { type L4Handler, newL4Packet } from "../l4_handler.ts";
+import { recordingLogger } from "../../../tests/support/recording_logger.ts";
+import { canUnshare, runInNetNamespace } from "../../../tests/support/net_namespace.ts";
 import { openFdCount } from "../../../ffi/process.ts";
 import { waitUntil } from "../../../tests/support/wait_until.ts";
+import { UdpMessageRecords, UdpSocket } from "../../../ffi/udp_socket.ts";
 import {
   type FrameSpace,
   type GuestLink,
@@ -26,10 +28,18 @@ import {
   SendResult,
 } from "../../tap/frame_transport.ts";
 import { ScratchFrame } from "../../tap/scratch_frame.ts";
+import { ETH_HEADER_LENGTH } from "../wire/ethernet.ts";
+import { IPV4_HEADER_MIN } from "../wire/ipv4.ts";
+import { IPPROTO_UDP } from "../wire/ip_protocol.ts";
+import { buildUdp, newUdpHeader, parseUdp, UDP_HEADER_LENGTH, UDP_LENGTH } from "../wire/udp.ts";
 
-function setup(family: 4 | 6 = 4, rules: ForwardRules = testRules()) {
+function setup(
+  family: 4 | 6 = 4,
+  rules: ForwardRules = testRules(),
+  options: UdpTranslatorOptions = {},
+) {
   const sender = new GuestSender(0x9a559a559a55);
-  const udp = new UdpTranslator(sender, rules);
+  const udp = new UdpTranslator(sender, rules, options);
   const tcp = new TcpTranslator(sender, rules);
   const guest = new TestGuest(tcp, udp, family, TEST_GUEST4, TEST_GUEST6);
   sender.setLink(guest);
@@ -58,6 +68,9 @@ async function echoServer(type: "udp4" | "udp6") {
   await new Promise<void>((res) => sock.bind(0, type === "udp4" ? "127.0.0.1" : "::1", res));
   return { sock, port: sock.address().port, seen };
 }
+
+/** 127.0.0.1 as address bytes. */
+const LOOPBACK4_BYTES = new Uint8Array([127, 0, 0, 1]);
 
 function freeUdpPort(): number {
   // Ports in 20000..29999 chosen at random; collisions only cause the ephemeral fallback.
@@ -195,15 +208,8 @@ Deno.test("`TcpTranslator` forwards DNS over TCP to the configured resolver", as
 });
 
 Deno.test("`UdpTranslator` expires idle flows and closes their sockets, logging each flow's start and end at debug level", async () => {
-  const lines: string[] = [];
-  const logger = new Logger();
-  logger.setLevel("debug");
-  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
-  const sender = new GuestSender(0x9a559a559a55);
-  const udp = new UdpTranslator(sender, testRules(), { idleTimeoutMs: 200, logger });
-  const tcp = new TcpTranslator(sender, testRules());
-  const guest = new TestGuest(tcp, udp, 4, TEST_GUEST4, TEST_GUEST6);
-  sender.setLink(guest);
+  const { logger, lines } = recordingLogger({ level: "debug", withLevel: true });
+  const { udp, tcp, guest } = setup(4, testRules(), { idleTimeoutMs: 200, logger });
   const echo = await echoServer("udp4");
   const srcPort = freeUdpPort();
   guest.sendUdp(srcPort, TEST_GATEWAY4, echo.port, new Uint8Array([1]));
@@ -230,11 +236,7 @@ Deno.test("`UdpTranslator` expires idle flows and closes their sockets, logging 
 });
 
 Deno.test("`UdpTranslator` drops new flows beyond the flow limit and counts them", async () => {
-  const sender = new GuestSender(0x9a559a559a55);
-  const udp = new UdpTranslator(sender, testRules(), { maxFlows: 3 });
-  const tcp = new TcpTranslator(sender, testRules());
-  const guest = new TestGuest(tcp, udp, 4, TEST_GUEST4, TEST_GUEST6);
-  sender.setLink(guest);
+  const { udp, tcp, guest } = setup(4, testRules(), { maxFlows: 3 });
   const echo = await echoServer("udp4");
   const base = freeUdpPort();
   for (let i = 0; i < 5; i++) {
@@ -443,11 +445,7 @@ async function recordingPeer() {
 }
 
 Deno.test("`UdpTranslator` sends a batch's datagrams toward the host at `endOfBatch()`, in order", async () => {
-  const sender = new GuestSender(0x9a559a559a55);
-  const udp = new UdpTranslator(sender, testRules());
-  const tcp = new TcpTranslator(sender, testRules());
-  const guest = new TestGuest(tcp, udp, 4, TEST_GUEST4, TEST_GUEST6);
-  sender.setLink(guest);
+  const { udp, tcp, guest } = setup(4, testRules());
   const peer = await recordingPeer();
   try {
     // Straight to the handler, as the stack does within one TX batch.
@@ -500,15 +498,8 @@ Deno.test("`UdpTranslator` keeps datagrams toward a full guest link in the kerne
 });
 
 Deno.test("`UdpTranslator` counts a datagram the kernel refuses and still sends the rest of the batch", async () => {
-  const logger = new Logger();
-  const lines: string[] = [];
-  logger.setLevel("debug");
-  logger.setSink((_l, line) => lines.push(line));
-  const sender = new GuestSender(0x9a559a559a55);
-  const udp = new UdpTranslator(sender, testRules(), { logger });
-  const tcp = new TcpTranslator(sender, testRules());
-  const guest = new TestGuest(tcp, udp, 4, TEST_GUEST4, TEST_GUEST6);
-  sender.setLink(guest);
+  const { logger, lines } = recordingLogger({ level: "debug" });
+  const { udp, tcp, guest } = setup(4, testRules(), { logger });
   const peer = await recordingPeer();
   try {
     // 127.255.255.255 is the loopback broadcast address: without SO_BROADCAST the
@@ -535,22 +526,222 @@ Deno.test("`UdpTranslator` counts a datagram the kernel refuses and still sends 
   }
 });
 
-Deno.test("`UdpTranslator` binds sockets toward non-loopback hosts to --outbound-if4, not loopback ones", async () => {
-  const rules = testRules(null, { outboundIf4: "tpnosuch0" });
-  const { udp, guest, close } = setup(4, rules);
+/** A UDP socket in /proc/net/udp or /proc/net/udp6: local and remote port, remote address (hex as the kernel writes it). */
+interface KernelUdpSocket {
+  localPort: number;
+  remoteAddress: string;
+  remotePort: number;
+}
+
+/** IPv4 loopback 127.0.0.1 as /proc/net/udp writes it (host byte order, little-endian). */
+const PROC_LOOPBACK4 = "0100007F";
+/** An address that is not connected, as /proc/net/udp writes it. */
+const PROC_ANY4 = "00000000";
+
+/** The IPv4 UDP sockets whose local port is `port`, from /proc/net/udp. */
+function kernelUdpSocketsOn(port: number): KernelUdpSocket[] {
+  const out: KernelUdpSocket[] = [];
+  for (const line of Deno.readTextFileSync("/proc/net/udp").split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 3) continue;
+    const [, localPort] = f[1].split(":");
+    if (parseInt(localPort, 16) !== port) continue;
+    const [remoteAddress, remotePort] = f[2].split(":");
+    out.push({ localPort: port, remoteAddress, remotePort: parseInt(remotePort, 16) });
+  }
+  return out;
+}
+
+Deno.test("`UdpTranslator` sends a flow's datagrams from a socket connected to its peer, on the guest's source port", async () => {
+  const { udp, guest, close } = setup(4);
   const echo = await echoServer("udp4");
   try {
-    // 192.0.2.1 (TEST-NET-1): the socket cannot be bound to the missing interface, so
-    // nothing is sent anywhere.
-    guest.sendUdp(freeUdpPort(), 0xc0000201, 9, new Uint8Array([1]));
-    assert.equal(udp.counters.dropped, 1);
-    assert.equal(udp.counters.toHost, 0);
-    guest.sendUdp(freeUdpPort(), TEST_GATEWAY4, echo.port, new TextEncoder().encode("lo"));
-    await guest.until(() => guest.datagrams.length === 1, 5000, "the loopback echo");
+    const srcPort = freeUdpPort();
+    guest.sendUdp(srcPort, TEST_GATEWAY4, echo.port, new TextEncoder().encode("ping"));
+    await guest.until(() => guest.datagrams.length === 1, 5000, "the echo");
+    const bound = udp.boundPort(srcPort)!;
+    assert.ok(bound > 0);
+    const sockets = kernelUdpSocketsOn(bound);
+    assert.ok(
+      sockets.some((s) => s.remoteAddress === PROC_LOOPBACK4 && s.remotePort === echo.port),
+      `a socket on port ${bound} connected to 127.0.0.1:${echo.port}: ${JSON.stringify(sockets)}`,
+    );
+    assert.ok(
+      sockets.some((s) => s.remoteAddress === PROC_ANY4 && s.remotePort === 0),
+      `the guest port's own (unconnected) socket: ${JSON.stringify(sockets)}`,
+    );
+    assert.deepEqual(echo.seen, [bound]);
   } finally {
     echo.sock.close();
     close();
   }
+});
+
+Deno.test("`UdpTranslator` gives each of many flows from one guest port its own connected socket", async () => {
+  const FLOWS = 6;
+  const { udp, guest, close } = setup(4);
+  const echoes = await Promise.all(Array.from({ length: FLOWS }, () => echoServer("udp4")));
+  try {
+    const srcPort = freeUdpPort();
+    for (const [i, echo] of echoes.entries()) {
+      guest.sendUdp(srcPort, TEST_GATEWAY4, echo.port, new TextEncoder().encode(`to ${i}`));
+    }
+    await guest.until(() => guest.datagrams.length === FLOWS, 5000, "every echo");
+    const bound = udp.boundPort(srcPort)!;
+    const got = guest.datagrams.map((d) => [d.fromPort, new TextDecoder().decode(d.data)]);
+    assert.deepEqual(
+      got.sort(),
+      echoes.map((e, i) => [e.port, `echo:to ${i}`]).sort(),
+    );
+    for (const echo of echoes) assert.deepEqual(echo.seen, [bound]);
+    const sockets = kernelUdpSocketsOn(bound);
+    const connected = sockets.filter((s) => s.remoteAddress === PROC_LOOPBACK4)
+      .map((s) => s.remotePort).sort();
+    assert.deepEqual(connected, echoes.map((e) => e.port).sort(), JSON.stringify(sockets));
+    assert.equal(sockets.filter((s) => s.remoteAddress === PROC_ANY4).length, 1);
+    assert.equal(udp.flows.size, FLOWS);
+  } finally {
+    for (const echo of echoes) echo.sock.close();
+    close();
+  }
+});
+
+Deno.test("`UdpTranslator` sends from the guest port's socket, with addresses, beyond the most flow sockets", async () => {
+  const { udp, tcp, guest } = setup(4, testRules(), { maxFlowSockets: 1 });
+  const echoes = [await echoServer("udp4"), await echoServer("udp4")];
+  try {
+    const srcPort = freeUdpPort();
+    for (const echo of echoes) {
+      guest.sendUdp(srcPort, TEST_GATEWAY4, echo.port, new TextEncoder().encode("hi"));
+    }
+    await guest.until(() => guest.datagrams.length === 2, 5000, "both echoes");
+    const bound = udp.boundPort(srcPort)!;
+    for (const echo of echoes) assert.deepEqual(echo.seen, [bound]);
+    const connected = kernelUdpSocketsOn(bound).filter((s) => s.remoteAddress === PROC_LOOPBACK4);
+    assert.deepEqual(connected.map((s) => s.remotePort), [echoes[0].port]);
+    assert.equal(udp.counters.unconnectedFlows, 1);
+  } finally {
+    for (const echo of echoes) echo.sock.close();
+    guest.stop();
+    udp.close();
+    tcp.close();
+  }
+});
+
+Deno.test("`UdpTranslator` delivers a datagram from a second peer to the guest's port while a flow is connected, and carries the answer back", async () => {
+  const { udp, guest, close } = setup(4);
+  const echo = await echoServer("udp4");
+  const stranger = await recordingPeer();
+  try {
+    const srcPort = freeUdpPort();
+    guest.sendUdp(srcPort, TEST_GATEWAY4, echo.port, new TextEncoder().encode("ping"));
+    await guest.until(() => guest.datagrams.length === 1, 5000, "the echo");
+    const bound = udp.boundPort(srcPort)!;
+    stranger.sock.send(Buffer.from("from a stranger"), bound, "127.0.0.1");
+    await guest.until(() => guest.datagrams.length === 2, 5000, "the stranger's datagram");
+    const d = guest.datagrams[1];
+    assert.equal(new TextDecoder().decode(d.data), "from a stranger");
+    assert.equal(d.toPort, srcPort);
+    assert.equal(d.from4, TEST_GATEWAY4);
+    assert.equal(
+      d.fromPort,
+      stranger.port,
+      JSON.stringify({
+        echo: echo.port,
+        d: guest.datagrams.map((x) => [x.fromPort, x.toPort, new TextDecoder().decode(x.data)]),
+      }),
+    );
+    guest.sendUdp(srcPort, TEST_GATEWAY4, stranger.port, new TextEncoder().encode("answer"));
+    await guest.until(() => stranger.got.length === 1, 5000, "the answer at the stranger");
+    assert.deepEqual(stranger.got, ["answer"]);
+    // The first flow still works.
+    guest.sendUdp(srcPort, TEST_GATEWAY4, echo.port, new TextEncoder().encode("again"));
+    await guest.until(() => guest.datagrams.length === 3, 5000, "the second echo");
+    assert.equal(new TextDecoder().decode(guest.datagrams[2].data), "echo:again");
+    assert.deepEqual(echo.seen, [bound, bound]);
+    assert.equal(udp.flows.size, 2);
+  } finally {
+    echo.sock.close();
+    stranger.sock.close();
+    close();
+  }
+});
+
+Deno.test("`UdpTranslator` counts an ICMP error on a flow's socket and keeps the flow working both ways", async () => {
+  const { logger, lines } = recordingLogger({ level: "debug" });
+  const { udp, tcp, guest } = setup(4, testRules(), { logger });
+  // A loopback port nobody listens on: a datagram to it comes back as ICMP port
+  // unreachable, which a connected socket reports as ECONNREFUSED.
+  const probe = UdpSocket.open(4, { address: LOOPBACK4_BYTES, port: 0 });
+  const closedPort = probe.localAddress().port;
+  probe.close();
+  let sink: UdpSocket | null = null;
+  try {
+    const srcPort = freeUdpPort();
+    guest.sendUdp(srcPort, TEST_GATEWAY4, closedPort, new TextEncoder().encode("first"));
+    // The port opens; the refusal is still pending on the flow's socket.
+    sink = UdpSocket.open(4, { address: LOOPBACK4_BYTES, port: closedPort });
+    guest.sendUdp(srcPort, TEST_GATEWAY4, closedPort, new TextEncoder().encode("after"));
+    const buffer = new Uint8Array(2048);
+    const records = new UdpMessageRecords(1);
+    const open = sink;
+    let received = "";
+    await waitUntil("the datagram after the refusal at the host", () => {
+      if (open.receiveBatch(buffer, buffer.length, records) !== 1) return false;
+      received = new TextDecoder().decode(buffer.subarray(0, records.length(0)));
+      return true;
+    }, 5_000);
+    assert.equal(received, "after");
+    await waitUntil("the refusal counted", () => udp.counters.socketErrors >= 1, 5_000);
+    assert.equal(udp.counters.toHost, 2);
+    assert.equal(udp.flows.size, 1);
+    // The host answers: the flow still carries it to the guest.
+    const from = records.port(0);
+    buffer.set(new TextEncoder().encode("answer"));
+    records.set(0, 0, 6, LOOPBACK4_BYTES, from);
+    assert.equal(open.sendBatch(buffer, records, 1), 1);
+    await guest.until(() => guest.datagrams.length === 1, 5000, "the answer at the guest");
+    assert.equal(new TextDecoder().decode(guest.datagrams[0].data), "answer");
+    assert.equal(guest.datagrams[0].fromPort, closedPort);
+    const refusals = lines.filter((l) => /refused/i.test(l));
+    assert.equal(refusals.length, 1, `one (rate-limited) line:\n${lines.join("\n")}`);
+  } finally {
+    sink?.close();
+    guest.stop();
+    udp.close();
+    tcp.close();
+  }
+});
+
+Deno.test({
+  name:
+    "`UdpTranslator` binds sockets toward non-loopback hosts to --outbound-if4, not loopback ones",
+  // A non-loopback destination that exists only in a namespace of the test's own.
+  ignore: !canUnshare,
+  fn: async () => {
+    const r = await runInNetNamespace(
+      "ip link set lo up && ip link add tpv0 type veth peer name tpv1 " +
+        "&& ip addr add 10.99.0.1/24 dev tpv0 && ip link set tpv0 up && ip link set tpv1 up",
+      new URL("../../../tests/support/net/udp/outbound_if_fixture.ts", import.meta.url),
+    );
+    // A missing interface: the socket toward 10.99.0.1 cannot be bound, nothing leaves;
+    // the loopback is not bound to it and echoes.
+    assert.deepEqual(r.missing, {
+      dropped: 1,
+      toHost: 0,
+      wideSeen: [],
+      loopSeen: ["loop"],
+      echoes: ["echo:loop"],
+    });
+    // The interface that holds the route: both arrive.
+    assert.deepEqual(r.present, {
+      dropped: 0,
+      toHost: 1,
+      wideSeen: ["wide"],
+      loopSeen: ["loop"],
+      echoes: ["echo:loop", "echo:wide"],
+    });
+  },
 });
 
 Deno.test("`UdpTranslator.close()` closes every socket it opened and its own event loop", async () => {
@@ -573,4 +764,36 @@ Deno.test("`UdpTranslator.close()` closes every socket it opened and its own eve
     .catch(() => {}); // the assertion below names how many are left
   // At most as many as before: sockets an earlier test was still closing may be gone now.
   assert.ok(openFdCount() <= before, `${openFdCount() - before} fds left open`);
+});
+
+Deno.test("`UdpTranslator.handlePacket()` takes the UDP header the stack parsed and does not parse it again", async () => {
+  const { udp, close } = setup(4);
+  const echo = await echoServer("udp4");
+  try {
+    const l4Offset = ETH_HEADER_LENGTH + IPV4_HEADER_MIN;
+    const data = new TextEncoder().encode("parsed once");
+    const frame = new Uint8Array(l4Offset + UDP_HEADER_LENGTH + data.length);
+    buildUdp(frame, l4Offset, freeUdpPort(), echo.port, data.length);
+    frame.set(data, l4Offset + UDP_HEADER_LENGTH);
+    const p = newL4Packet();
+    p.src4 = TEST_GUEST4;
+    p.dst4 = TEST_GATEWAY4;
+    p.protocol = IPPROTO_UDP;
+    p.frame = frame;
+    p.ipOffset = ETH_HEADER_LENGTH;
+    p.l4Offset = l4Offset;
+    p.l4Length = UDP_HEADER_LENGTH + data.length;
+    p.checksumPending = true;
+    p.udp = newUdpHeader();
+    assert.equal(parseUdp(frame, l4Offset, frame.length, p.udp), "ok");
+    // A length field no parser accepts: only a second parse would see it.
+    frame[l4Offset + UDP_LENGTH] = 0xff;
+    udp.handlePacket(p, performance.now());
+    udp.endOfBatch(performance.now());
+    assert.equal(udp.counters.dropped, 0);
+    assert.equal(udp.flowCount(), 1);
+  } finally {
+    echo.sock.close();
+    close();
+  }
 });

@@ -260,6 +260,8 @@ export class TestGuest implements GuestLink {
   #nextPort = 40000;
   readonly #hdr = newTcpHeader();
   readonly #pkt: L4Packet = newL4Packet();
+  /** The UDP header handed with a datagram, parsed here as the stack would. */
+  readonly #udpHeader = newUdpHeader();
   readonly #fields: TcpBuildFields = {
     srcPort: 0,
     dstPort: 0,
@@ -963,6 +965,9 @@ export class TestGuest implements GuestLink {
     p.ipOffset = ETH_HEADER_LENGTH;
     p.l4Offset = l4;
     p.l4Length = l4Length;
+    const udpOk = proto === IPPROTO_UDP &&
+      parseUdp(frame, l4, l4 + l4Length, this.#udpHeader) === "ok";
+    p.udp = udpOk ? this.#udpHeader : null;
     h.handlePacket(p, performance.now());
   }
 }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Logger } from "../../../src/log/logger.ts";
+import { recordingLogger } from "../recording_logger.ts";
 import type {
   BackendEnvironment,
   DeviceStateHandler,
@@ -22,7 +22,15 @@ import {
   type ReceiveOutcome,
   ReplyWriter,
 } from "../../../src/vhost_user/message_codec.ts";
-import { HEADER_SIZE } from "../../../src/vhost_user/protocol.ts";
+import {
+  featureBit,
+  HEADER_SIZE,
+  VHOST_USER_F_PROTOCOL_FEATURES,
+  VIRTIO_F_EVENT_IDX,
+  VIRTIO_F_VERSION_1,
+} from "../../../src/vhost_user/protocol.ts";
+import { memTablePayload } from "../../../src/vhost_user/payload_codec.ts";
+import { VIRTIO_NET_F_MRG_RXBUF } from "../../../src/tap/net_features.ts";
 import type { VringDatapath } from "../../../src/tap/vring_datapath.ts";
 import { type FdDescription } from "../../../ffi/event_fd.ts";
 import { type StartedVring } from "../../../src/virtio/started_vring.ts";
@@ -289,15 +297,6 @@ export class ScriptedChannel implements MessageChannel {
   }
 }
 
-/** A logger that keeps its lines. */
-export function capturingLogger(): { logger: Logger; lines: string[] } {
-  const lines: string[] = [];
-  const logger = new Logger();
-  logger.setLevel("debug");
-  logger.setSink((level, line) => lines.push(`${level}: ${line}`));
-  return { logger, lines };
-}
-
 /** A reply as decoded by the rig. */
 export interface DecodedReply {
   request: number;
@@ -315,6 +314,33 @@ export function u64Reply(reply: DecodedReply): bigint {
 export const USER_ADDRESS = 0x7f12_3400_0000;
 /** The size of the rings the backend tests set up. */
 export const RING_SIZE = 256;
+
+/**
+ * The virtio features the backend tests ack unless a test says otherwise: version 1,
+ * mergeable RX buffers, EVENT_IDX and the vhost-user protocol features.
+ */
+export const RIG_FEATURES: bigint = featureBit(VIRTIO_F_VERSION_1) |
+  featureBit(VIRTIO_NET_F_MRG_RXBUF) | featureBit(VIRTIO_F_EVENT_IDX) |
+  featureBit(VHOST_USER_F_PROTOCOL_FEATURES);
+
+/**
+ * SET_MEM_TABLE's payload for the backend tests' one region: `size` bytes at guest
+ * address 0, mapped by the front-end at {@link USER_ADDRESS}, from offset 0 of its fd.
+ */
+export function wholeMemoryTable(size: number): Uint8Array {
+  return memTablePayload([{ guestAddress: 0, size, userAddress: USER_ADDRESS, mmapOffset: 0 }]);
+}
+
+/** The page numbers whose bits are set in a dirty-log bitmap, counted from byte `start`. */
+export function dirtyPages(bitmap: Uint8Array, start = 0): number[] {
+  const pages: number[] = [];
+  for (let byte = start; byte < bitmap.length; byte++) {
+    for (let bit = 0; bit < 8; bit++) {
+      if ((bitmap[byte] & (1 << bit)) !== 0) pages.push((byte - start) * 8 + bit);
+    }
+  }
+  return pages;
+}
 
 /** Ring i's areas, as guest-physical offsets in the one region (rings 0x8000 bytes apart). */
 export function ringAreas(i: number): { descriptor: number; available: number; used: number } {
@@ -342,7 +368,7 @@ export class BackendRig {
   readonly channel = new ScriptedChannel();
   readonly notifiers = new Map<number, FakeNotifier>();
   readonly watchers = new Map<number, (now: number) => void>();
-  readonly log = capturingLogger();
+  readonly log = recordingLogger({ level: "debug", withLevel: true });
   readonly backend: VhostUserBackend;
   readonly framer: MessageFramer;
   readonly replies: ReplyWriter;

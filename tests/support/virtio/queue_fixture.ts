@@ -8,26 +8,18 @@
  */
 
 import assert from "node:assert/strict";
-import { Logger } from "../../../src/log/logger.ts";
 import { DescriptorChain } from "../../../src/virtio/descriptor_chain.ts";
 import type { StartedVring } from "../../../src/virtio/started_vring.ts";
 import type { Virtqueue, VirtqueueOptions } from "../../../src/virtio/virtqueue.ts";
 import type { WriteRecord } from "./recording_write_log.ts";
-
-/** A logger whose lines are kept, in order and without their level, in `lines`. */
-export function lineCapturingLogger(): { logger: Logger; lines: string[] } {
-  const lines: string[] = [];
-  const logger = new Logger();
-  logger.setSink((_level, line) => lines.push(line));
-  return { logger, lines };
-}
+import { recordingLogger } from "../recording_logger.ts";
 
 /** A queue named "TX" over `driver`'s vring, started by `start`, a chain for it and its log lines. */
 export function queueFixture<D extends { vring(): StartedVring }, Q extends Virtqueue>(
   driver: D,
   start: (ring: StartedVring, options: VirtqueueOptions) => Q,
 ): { driver: D; queue: Q; chain: DescriptorChain; lines: string[] } {
-  const { logger, lines } = lineCapturingLogger();
+  const { logger, lines } = recordingLogger();
   const queue = start(driver.vring(), { name: "TX", logger });
   const chain = new DescriptorChain(queue.size);
   return { driver, queue, chain, lines };

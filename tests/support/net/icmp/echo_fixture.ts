@@ -7,18 +7,18 @@
  * @module
  */
 
-import { buildNetworkPlan } from "../../plan/network_plan.ts";
-import { buildIcmpEcho, icmpv4ChecksumOk, icmpv6ChecksumOk } from "../../wire/icmp.ts";
-import type { FdWatcher } from "../echo.ts";
-import { pingSocketFactory } from "../ping_echo_socket.ts";
-import { NetworkStack } from "../../stack.ts";
+import { buildNetworkPlan } from "../../../../src/net/plan/network_plan.ts";
 import {
-  decodeFrame,
-  guestIpv4Frame,
-  guestIpv6Frame,
-} from "../../../../tests/support/net/frames.ts";
-import { RecordingLink } from "../../../../tests/support/net/recording_link.ts";
-import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../../wire/ip_protocol.ts";
+  buildIcmpEcho,
+  icmpv4ChecksumOk,
+  icmpv6ChecksumOk,
+} from "../../../../src/net/wire/icmp.ts";
+import type { FdWatcher } from "../../../../src/net/icmp/echo.ts";
+import { pingSocketFactory } from "../../../../src/net/icmp/ping_echo_socket.ts";
+import { NetworkStack } from "../../../../src/net/stack.ts";
+import { decodeFrame, guestIpv4Frame, guestIpv6Frame } from "../frames.ts";
+import { RecordingLink } from "../recording_link.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../../../../src/net/wire/ip_protocol.ts";
 import { ipv4ToString, ipv6ToString, parseIpv6 } from "../../../../ffi/ip_address_text.ts";
 
 const handlers = new Map<number, (events: number, now: number) => void>();

@@ -16,9 +16,9 @@ import {
   signalDaemonReady,
   spawnDaemon,
   waitForDaemonReady,
-} from "../process.ts";
-import { MemFd } from "../mem_fd.ts";
-import { UnixStream } from "../unix_stream.ts";
+} from "../../../ffi/process.ts";
+import { MemFd } from "../../../ffi/mem_fd.ts";
+import { UnixStream } from "../../../ffi/unix_stream.ts";
 
 /** Name of a memfd the parent holds open; the child must not inherit it. */
 const MARKER = "daemon-fixture-marker";

@@ -6,9 +6,9 @@
  *
  * @module
  */
-import { helper } from "../library.ts";
-import { MemFd } from "../mem_fd.ts";
-import { MemoryGuard } from "../memory_guard.ts";
+import { helper } from "../../../ffi/library.ts";
+import { MemFd } from "../../../ffi/mem_fd.ts";
+import { MemoryGuard } from "../../../ffi/memory_guard.ts";
 
 const PAGE_SIZE = 4096;
 const scenario = Deno.args[0];

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { PingSocket } from "../ping_socket.ts";
+import { PingSocket } from "../../../ffi/ping_socket.ts";
 
 const ICMP_ECHO_REQUEST = 8; // RFC 792
 const ICMPV6_ECHO_REQUEST = 128; // RFC 4443 §4.1
