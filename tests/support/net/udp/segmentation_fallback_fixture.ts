@@ -1,11 +1,11 @@
 /**
- * Run by translator_test.ts inside a fresh network namespace: sets the loopback's MTU
- * to 1,280 bytes, so that a UDP_SEGMENT message of 1,400-byte segments is refused
- * (EMSGSIZE on Linux 6.18, EINVAL before: a segment plus headers must fit the route's
- * MTU) while a plain 1,400-byte
- * datagram still leaves, fragmented. A simulated guest sends two TX batches of three
- * such datagrams from one flow through the UdpTranslator, then a run of small ones
- * from another guest port, and prints the counters and whether the sink got every
+ * Run by translator_test.ts inside a fresh network namespace whose loopback's MTU is
+ * 1,280 bytes (runInNetNamespace, tests/support/net_namespace.ts), so that a
+ * UDP_SEGMENT message of 1,400-byte segments is refused (EMSGSIZE on Linux 6.18,
+ * EINVAL before: a segment plus headers must fit the route's MTU) while a plain
+ * 1,400-byte datagram still leaves, fragmented. A simulated guest sends two TX batches
+ * of three such datagrams from one flow through the UdpTranslator, then a run of small
+ * ones from another guest port, and prints the counters and whether the sink got every
  * datagram in order as JSON on standard output.
  *
  * @module
@@ -20,17 +20,10 @@ import { TestGuest } from "../tcp_guest.ts";
 import { TEST_GATEWAY4, TEST_GUEST4, TEST_GUEST6, testRules } from "../tcp_plan.ts";
 import { waitUntil } from "../../wait_until.ts";
 
-/** The loopback's MTU in the namespace: below a 1,400-byte payload plus headers. */
-const SMALL_MTU = 1280;
-/** Payload bytes per datagram: more than fits {@link SMALL_MTU}. */
+/** Payload bytes per datagram: more than fits the namespace's loopback MTU (1,280). */
 const LARGE_PAYLOAD = 1400;
 const LOOPBACK4 = new Uint8Array([127, 0, 0, 1]);
 const SLOT_SIZE = 65536;
-
-const ip = await new Deno.Command("ip", {
-  args: ["link", "set", "lo", "mtu", String(SMALL_MTU), "up"],
-}).output();
-if (ip.code !== 0) throw new Error(`ip link set lo: ${new TextDecoder().decode(ip.stderr)}`);
 
 const sender = new GuestSender(0x9a559a559a55);
 const udp = new UdpTranslator(sender, testRules());
