@@ -709,7 +709,7 @@ export class UdpTranslator implements L4Handler {
         sent = s.socket.sendBatch(this.#tx, records, count - first, first);
       } catch (error) {
         if (records.segmentSize(first) !== 0 && cannotSegment(error)) {
-          this.#stopSegmentation(s, error as Error);
+          this.#stopSegmentation(s, records, first, error as Error);
           this.#sendSplit(s, records, first, count);
           return;
         }
@@ -741,13 +741,16 @@ export class UdpTranslator implements L4Handler {
     }
   }
 
-  /** Turns segmentation off for flow socket `s`, whose route refused a segmented message. */
-  #stopSegmentation(s: HostSocket, error: Error): void {
+  /**
+   * Turns segmentation off for flow socket `s`, whose route refused segmented message
+   * `i` of `records`.
+   */
+  #stopSegmentation(s: HostSocket, records: UdpMessageRecords, i: number, error: Error): void {
     s.segmentation = false;
     this.counters.segmentationOff++;
     this.#errLog.write(
       this.#clock(),
-      `udp: toward ${this.#destinationText(s, this.#txRecords, 0)} a run of datagrams ` +
+      `udp: toward ${this.#destinationText(s, records, i)} a run of datagrams ` +
         `cannot leave segmented (${error.message}); sending them one by one`,
     );
   }
