@@ -28,6 +28,14 @@ const addressBytes = new Uint8Array(addressWords.buffer);
 const baseCache = new WeakMap<ArrayBufferLike, number>();
 let lastBuffer: ArrayBufferLike | null = null;
 let lastBase = 0;
+/**
+ * The view {@link IoVectors.pushRange} took last and the address of its first byte: the
+ * RX path adds ranges of one region's bytes over and over, and reading a view's
+ * `buffer` is a call into the runtime (~20 ns), not an inlined field load. Only views
+ * of more than {@link ON_HEAP_LIMIT} bytes are kept (their memory never moves).
+ */
+let lastView: Uint8Array | null = null;
+let lastViewAddress = 0;
 
 /** Address of the first byte of `buffer`'s memory. */
 function bufferBase(buffer: ArrayBufferLike): number {
@@ -116,7 +124,17 @@ export class IoVectors {
     if (this.#count === this.#capacity) {
       throw new RangeError(`Cannot add to the iovec table: all ${this.#capacity} entries are used`);
     }
-    const address = bufferBase(bytes.buffer) + bytes.byteOffset + offset;
+    let start: number;
+    if (bytes === lastView) {
+      start = lastViewAddress;
+    } else {
+      start = bufferBase(bytes.buffer) + bytes.byteOffset;
+      if (bytes.byteLength > ON_HEAP_LIMIT) {
+        lastView = bytes;
+        lastViewAddress = start;
+      }
+    }
+    const address = start + offset;
     const w = this.#words;
     const at = this.#count * (IOVEC_SIZE / 4);
     w[at] = address % TWO_32;
