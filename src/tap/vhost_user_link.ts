@@ -1039,24 +1039,40 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     vectors.clear();
     const needed = NET_HDR_SIZE + length;
     const headersEnd = NET_HDR_SIZE + headerLength; // in the first chain
+    const heads = this.#resHeads;
+    const rooms = this.#resRooms;
+    const bases = chain.bases;
+    const offsets = chain.offsets;
+    const lengths = chain.lengths;
+    const mergeable = this.#mergeable;
+    const size = rx.size;
     let chains = 0;
     let room = 0;
     let headerViews = 0;
     let frameViews = 0;
-    while (room < needed && chains < rx.size && (chains === 0 || this.#mergeable)) {
+    while (room < needed && chains < size && (chains === 0 || mergeable)) {
       if (!this.#popRx(rx, chain)) break;
-      this.#resHeads[chains] = chain.head;
-      this.#resRooms[chains] = chain.writableBytes;
+      const writable = chain.writableBytes;
+      heads[chains] = chain.head;
+      rooms[chains] = writable;
       chains++;
-      if (chains === 1 && chain.writableBytes < headersEnd) {
+      if (chains === 1 && writable < headersEnd) {
         chain.release();
         break; // checked below
       }
+      const count = chain.count;
+      if (chains > 1 && count === 1) {
+        // The common chain (a Linux guest's: one page-sized buffer): one entry.
+        if (!vectors.full) vectors.pushRange(bases[0], offsets[0], lengths[0]);
+        room += writable;
+        chain.release();
+        continue;
+      }
       let at = 0; // position in this chain
-      for (let i = 0; i < chain.count; i++) {
-        const base = chain.bases[i];
-        const offset = chain.offsets[i];
-        const n = chain.lengths[i];
+      for (let i = 0; i < count; i++) {
+        const base = bases[i];
+        const offset = offsets[i];
+        const n = lengths[i];
         if (chains === 1 && at < headersEnd) {
           // The virtio-net header, then the frame's headers: views (written by us).
           if (at < NET_HDR_SIZE) {
@@ -1076,7 +1092,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         }
         at += n;
       }
-      room += chain.writableBytes;
+      room += writable;
       chain.release();
     }
     this.#resChains = chains;
