@@ -17,7 +17,8 @@
  *
  * `--tree DIR` runs the same cases over another checkout's modules (e.g. the code
  * before a change) in the same process, round by round in turn with this one, so
- * that both see the same load; it prints each case's ratio DIR / this tree.
+ * that both see the same load; it prints each case's time ratio DIR / this tree per
+ * round (median and quartiles).
  *
  *   deno run -A bench/rx_reserve_bench.ts [--tree DIR]
  *
@@ -36,10 +37,10 @@ const POSTED_CHAINS = 64;
 const HEADERS = 54;
 /** The payload of a 65520-byte MTU segment. */
 const PAYLOAD = 65440;
-const FRAMES_PER_ROUND = 40_000;
+const FRAMES_PER_ROUND = 10_000;
 /** Rounds per case and tree, after the warm-up ones. */
-const ROUNDS = 10;
-const WARM_UP_ROUNDS = 1;
+const ROUNDS = 30;
+const WARM_UP_ROUNDS = 4;
 const RX_BASE = 0x10_0000;
 const TX_BASE = 0x1000_0000;
 /** Used ring layout (virtio 1.2 §2.7.8): idx at 2, elements of 8 bytes from 4, id first. */
@@ -169,9 +170,12 @@ MODES.forEach((name, mode) => {
   } µs per frame`;
   for (let t = 1; t < trees.length; t++) {
     const other = summary(results[t][mode]);
+    // Each round ran both trees back to back: the ratio of a pair saw the same load.
+    const ratios = results[t][mode].map((v, i) => v / results[0][mode][i]).sort((a, b) => a - b);
+    const quartile = (q: number) => ratios[Math.floor(q * (ratios.length - 1))].toFixed(2);
     line += ` | ${trees[t].name}: min ${other.min.toFixed(2)}, median ${
       other.median.toFixed(2)
-    } (× ${(other.median / ours.median).toFixed(2)} of this tree's median)`;
+    }; ratio per round ${quartile(0.5)} (quartiles ${quartile(0.25)}–${quartile(0.75)})`;
   }
   console.log(line);
 });
