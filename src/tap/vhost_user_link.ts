@@ -952,7 +952,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     }
     if (writeLog !== null) first.reportWritten(writeLog, 0, NET_HDR_SIZE);
     first.release();
-    for (let i = 0; i < count; i++) rx.pushUsed(heads[i], lengths[i]);
+    rx.pushUsedChains(heads, lengths, count);
     this.counters.rxFrames++;
     this.#rxPair!.rxFrames++;
     this.counters.rxChains += count;
@@ -1277,12 +1277,15 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     const writeLog = rx.writeLog;
     if (writeLog !== null) this.#reportReservation(writeLog);
     this.#giveBack(rx, used);
+    // Each chain's used length, in place of its room (not needed after this).
+    const lengths = this.#resRooms;
     left = needed;
     for (let i = 0; i < used; i++) {
-      const n = Math.min(this.#resRooms[i], left);
-      rx.pushUsed(this.#resHeads[i], n);
+      const n = Math.min(lengths[i], left);
+      lengths[i] = n;
       left -= n;
     }
+    rx.pushUsedChains(this.#resHeads, lengths, used);
     this.counters.rxFrames++;
     this.#rxPair!.rxFrames++;
     this.counters.rxChains += used;
