@@ -321,6 +321,12 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   /** The first chain's buffers, where the virtio-net header goes. */
   #resHeaderViews: Uint8Array[] = [];
   #resHeaderCount = 0;
+  /**
+   * Or, when the first buffer holds the whole virtio-net header (a table reservation):
+   * the bytes it lies in and where, with no view made (empty when views are used).
+   */
+  #resHeaderBase: Uint8Array = EMPTY_VIEW;
+  #resHeaderAt = 0;
   /** The frame's room: every reserved buffer after the virtio-net header, in order. */
   #resViews: Uint8Array[] = [];
   #resViewCount = 0;
@@ -1034,6 +1040,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       this.#resRooms = new Uint32Array(rx.size);
     }
     this.#resMalformedBefore = rx.malformedCount;
+    this.#resHeaderBase = EMPTY_VIEW;
     const chain = this.#rxLocated;
     const vectors = this.#resVectors;
     vectors.clear();
@@ -1075,7 +1082,10 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         const n = lengths[i];
         if (chains === 1 && at < headersEnd) {
           // The virtio-net header, then the frame's headers: views (written by us).
-          if (at < NET_HDR_SIZE) {
+          if (at === 0 && n >= NET_HDR_SIZE) {
+            this.#resHeaderBase = base;
+            this.#resHeaderAt = offset;
+          } else if (at < NET_HDR_SIZE) {
             const end = Math.min(n, NET_HDR_SIZE - at);
             this.#resHeaderViews[headerViews++] = base.subarray(offset, offset + end);
           }
@@ -1129,6 +1139,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       this.#resRooms = new Uint32Array(rx.size);
     }
     this.#resMalformedBefore = rx.malformedCount;
+    this.#resHeaderBase = EMPTY_VIEW;
     const untouched = rx.turnUntouched;
     const chain = this.#rxNext;
     const needed = NET_HDR_SIZE + length;
@@ -1262,7 +1273,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       this.counters.rxSegmented++;
     }
     const head0 = this.#resHeaderViews[0];
-    if (head0.length >= NET_HDR_SIZE) {
+    if (this.#resHeaderBase.length !== 0) {
+      encodeNetHeader(header, this.#resHeaderBase, this.#resHeaderAt);
+    } else if (head0.length >= NET_HDR_SIZE) {
       encodeNetHeader(header, head0, 0);
     } else {
       encodeNetHeader(header, this.#headerBytes, 0);
@@ -1319,6 +1332,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       log.markView(view, 0, n);
       left -= n;
     }
+    if (this.#resHeaderBase.length !== 0) {
+      log.markView(this.#resHeaderBase, this.#resHeaderAt, NET_HDR_SIZE);
+    }
     left = NET_HDR_SIZE;
     for (let i = 0; i < this.#resHeaderCount && left > 0; i++) {
       const view = this.#resHeaderViews[i];
@@ -1346,6 +1362,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     this.#resCapacity = 0;
     for (let i = 0; i < this.#resViewCount; i++) this.#resViews[i] = EMPTY_VIEW;
     for (let i = 0; i < this.#resHeaderCount; i++) this.#resHeaderViews[i] = EMPTY_VIEW;
+    this.#resHeaderBase = EMPTY_VIEW;
     this.#resViewCount = 0;
     this.#resHeaderCount = 0;
     this.#resChains = 0;
