@@ -18,7 +18,7 @@ import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from "../wire/ip_protocol.ts";
 import { ipv4ToString, ipv6ToString, parseIpv6 } from "../../../ffi/ip_address_text.ts";
 import { dualStackPlan, NO_HOST } from "../../../tests/support/net/built_plan.ts";
 import { recordingLogger } from "../../../tests/support/recording_logger.ts";
-import { commandSucceeds } from "../../../tests/support/command_succeeds.ts";
+import { canUnshare, runInNetNamespace } from "../../../tests/support/net_namespace.ts";
 
 const GUEST4 = 0x0a000215, GW4 = 0x0a000202;
 const GUEST6 = parseIpv6("2001:db8::15")!;
@@ -220,24 +220,15 @@ Deno.test("`IcmpEcho` drops bad checksums, short messages and multicast targets"
   assert.equal(stack.icmpEcho!.counters.ignored, 1);
 });
 
-const canUnshare = Deno.uid?.() === 0 && commandSucceeds("unshare", ["--net", "true"]);
-
 Deno.test({
   name: "`IcmpEcho` pings 127.0.0.1 and ::1 through real ping sockets",
   // ping_group_range is per network namespace: a fresh one leaves the host's alone.
   ignore: !canUnshare,
   fn: async () => {
-    const fixture =
-      new URL("../../../tests/support/net/icmp/echo_fixture.ts", import.meta.url).pathname;
-    const script = "ip link set lo up && sysctl -q -w net.ipv4.ping_group_range='0 2147483647' " +
-      `&& exec "$0" run -A --no-prompt "$1"`;
-    const out = await new Deno.Command("unshare", {
-      args: ["--net", "sh", "-c", script, Deno.execPath(), fixture],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-    const r = JSON.parse(new TextDecoder().decode(out.stdout));
+    const r = await runInNetNamespace(
+      "ip link set lo up && sysctl -q -w net.ipv4.ping_group_range='0 2147483647'",
+      new URL("../../../tests/support/net/icmp/echo_fixture.ts", import.meta.url),
+    );
     assert.equal(r.sockets, 2);
     const byFamily = (f: number) => r.replies.find((x: { family: number }) => x.family === f);
     assert.deepEqual(byFamily(4), {

@@ -487,7 +487,9 @@ export class UdpTranslator implements L4Handler {
       socket.close();
       throw error;
     }
-    const hs = this.#adopt(socket, "inbound", `in/${hostname}/${bound}`, guestPort, target);
+    const hs = this.#adopt(
+      new HostSocket(socket, "inbound", `in/${hostname}/${bound}`, guestPort, target),
+    );
     this.#listeners.add(hs);
     return bound;
   }
@@ -703,7 +705,7 @@ export class UdpTranslator implements L4Handler {
     }
     let hs: HostSocket;
     try {
-      hs = this.#adopt(socket, "outbound", key, guestPort);
+      hs = this.#adopt(new HostSocket(socket, "outbound", key, guestPort));
     } catch (error) {
       this.#errLog.write(
         now,
@@ -739,7 +741,9 @@ export class UdpTranslator implements L4Handler {
     try {
       socket = UdpSocket.open(binding.family, { ...binding, reuseAddress: true });
       socket.connect(f.hostAddress, f.hostPort, f.hostScope);
-      const own = this.#adopt(socket, "flow", home.key, home.guestPort, null, home);
+      const own = this.#adopt(
+        new HostSocket(socket, "flow", home.key, home.guestPort, null, home),
+      );
       own.lastFlow = f;
       f.own = own;
       this.#flowSockets++;
@@ -757,18 +761,11 @@ export class UdpTranslator implements L4Handler {
   }
 
   /**
-   * Wraps `socket`, gives it a large receive queue and watches it for datagrams;
+   * Gives the socket of `hs` a large receive queue and watches it for datagrams;
    * closes it if it cannot be watched.
    */
-  #adopt(
-    socket: UdpSocket,
-    role: Role,
-    key: string,
-    guestPort: number,
-    target: GuestTarget | null = null,
-    home: HostSocket | null = null,
-  ): HostSocket {
-    const hs = new HostSocket(socket, role, key, guestPort, target, home);
+  #adopt(hs: HostSocket): HostSocket {
+    const socket = hs.socket;
     try {
       socket.setBuffers(HOST_RECEIVE_BUFFER, 0);
     } catch (error) {

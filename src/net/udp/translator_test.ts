@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { Buffer } from "node:buffer";
 import { GuestSender } from "../guest_sender.ts";
-import { UdpTranslator } from "./translator.ts";
+import { UdpTranslator, type UdpTranslatorOptions } from "./translator.ts";
 import { TcpTranslator } from "../tcp/translator.ts";
 import { TestGuest } from "../../../tests/support/net/tcp_guest.ts";
 import {
@@ -17,7 +17,7 @@ import type { ForwardRules } from "../plan/fwd.ts";
 import { nextTask, PublishOnFlushLink } from "../../../tests/support/net/recording_link.ts";
 import { type L4Handler, newL4Packet } from "../l4_handler.ts";
 import { recordingLogger } from "../../../tests/support/recording_logger.ts";
-import { commandSucceeds } from "../../../tests/support/command_succeeds.ts";
+import { canUnshare, runInNetNamespace } from "../../../tests/support/net_namespace.ts";
 import { openFdCount } from "../../../ffi/process.ts";
 import { waitUntil } from "../../../tests/support/wait_until.ts";
 import { UdpMessageRecords, UdpSocket } from "../../../ffi/udp_socket.ts";
@@ -33,9 +33,13 @@ import { IPV4_HEADER_MIN } from "../wire/ipv4.ts";
 import { IPPROTO_UDP } from "../wire/ip_protocol.ts";
 import { buildUdp, newUdpHeader, parseUdp, UDP_HEADER_LENGTH, UDP_LENGTH } from "../wire/udp.ts";
 
-function setup(family: 4 | 6 = 4, rules: ForwardRules = testRules()) {
+function setup(
+  family: 4 | 6 = 4,
+  rules: ForwardRules = testRules(),
+  options: UdpTranslatorOptions = {},
+) {
   const sender = new GuestSender(0x9a559a559a55);
-  const udp = new UdpTranslator(sender, rules);
+  const udp = new UdpTranslator(sender, rules, options);
   const tcp = new TcpTranslator(sender, rules);
   const guest = new TestGuest(tcp, udp, family, TEST_GUEST4, TEST_GUEST6);
   sender.setLink(guest);
@@ -205,11 +209,7 @@ Deno.test("`TcpTranslator` forwards DNS over TCP to the configured resolver", as
 
 Deno.test("`UdpTranslator` expires idle flows and closes their sockets, logging each flow's start and end at debug level", async () => {
   const { logger, lines } = recordingLogger({ level: "debug", withLevel: true });
-  const sender = new GuestSender(0x9a559a559a55);
-  const udp = new UdpTranslator(sender, testRules(), { idleTimeoutMs: 200, logger });
-  const tcp = new TcpTranslator(sender, testRules());
-  const guest = new TestGuest(tcp, udp, 4, TEST_GUEST4, TEST_GUEST6);
-  sender.setLink(guest);
+  const { udp, tcp, guest } = setup(4, testRules(), { idleTimeoutMs: 200, logger });
   const echo = await echoServer("udp4");
   const srcPort = freeUdpPort();
   guest.sendUdp(srcPort, TEST_GATEWAY4, echo.port, new Uint8Array([1]));
@@ -236,11 +236,7 @@ Deno.test("`UdpTranslator` expires idle flows and closes their sockets, logging 
 });
 
 Deno.test("`UdpTranslator` drops new flows beyond the flow limit and counts them", async () => {
-  const sender = new GuestSender(0x9a559a559a55);
-  const udp = new UdpTranslator(sender, testRules(), { maxFlows: 3 });
-  const tcp = new TcpTranslator(sender, testRules());
-  const guest = new TestGuest(tcp, udp, 4, TEST_GUEST4, TEST_GUEST6);
-  sender.setLink(guest);
+  const { udp, tcp, guest } = setup(4, testRules(), { maxFlows: 3 });
   const echo = await echoServer("udp4");
   const base = freeUdpPort();
   for (let i = 0; i < 5; i++) {
@@ -449,11 +445,7 @@ async function recordingPeer() {
 }
 
 Deno.test("`UdpTranslator` sends a batch's datagrams toward the host at `endOfBatch()`, in order", async () => {
-  const sender = new GuestSender(0x9a559a559a55);
-  const udp = new UdpTranslator(sender, testRules());
-  const tcp = new TcpTranslator(sender, testRules());
-  const guest = new TestGuest(tcp, udp, 4, TEST_GUEST4, TEST_GUEST6);
-  sender.setLink(guest);
+  const { udp, tcp, guest } = setup(4, testRules());
   const peer = await recordingPeer();
   try {
     // Straight to the handler, as the stack does within one TX batch.
@@ -507,11 +499,7 @@ Deno.test("`UdpTranslator` keeps datagrams toward a full guest link in the kerne
 
 Deno.test("`UdpTranslator` counts a datagram the kernel refuses and still sends the rest of the batch", async () => {
   const { logger, lines } = recordingLogger({ level: "debug" });
-  const sender = new GuestSender(0x9a559a559a55);
-  const udp = new UdpTranslator(sender, testRules(), { logger });
-  const tcp = new TcpTranslator(sender, testRules());
-  const guest = new TestGuest(tcp, udp, 4, TEST_GUEST4, TEST_GUEST6);
-  sender.setLink(guest);
+  const { udp, tcp, guest } = setup(4, testRules(), { logger });
   const peer = await recordingPeer();
   try {
     // 127.255.255.255 is the loopback broadcast address: without SO_BROADCAST the
@@ -619,11 +607,7 @@ Deno.test("`UdpTranslator` gives each of many flows from one guest port its own 
 });
 
 Deno.test("`UdpTranslator` sends from the guest port's socket, with addresses, beyond the most flow sockets", async () => {
-  const sender = new GuestSender(0x9a559a559a55);
-  const udp = new UdpTranslator(sender, testRules(), { maxFlowSockets: 1 });
-  const tcp = new TcpTranslator(sender, testRules());
-  const guest = new TestGuest(tcp, udp, 4, TEST_GUEST4, TEST_GUEST6);
-  sender.setLink(guest);
+  const { udp, tcp, guest } = setup(4, testRules(), { maxFlowSockets: 1 });
   const echoes = [await echoServer("udp4"), await echoServer("udp4")];
   try {
     const srcPort = freeUdpPort();
@@ -685,11 +669,7 @@ Deno.test("`UdpTranslator` delivers a datagram from a second peer to the guest's
 
 Deno.test("`UdpTranslator` counts an ICMP error on a flow's socket and keeps the flow working both ways", async () => {
   const { logger, lines } = recordingLogger({ level: "debug" });
-  const sender = new GuestSender(0x9a559a559a55);
-  const udp = new UdpTranslator(sender, testRules(), { logger });
-  const tcp = new TcpTranslator(sender, testRules());
-  const guest = new TestGuest(tcp, udp, 4, TEST_GUEST4, TEST_GUEST6);
-  sender.setLink(guest);
+  const { udp, tcp, guest } = setup(4, testRules(), { logger });
   // A loopback port nobody listens on: a datagram to it comes back as ICMP port
   // unreachable, which a connected socket reports as ECONNREFUSED.
   const probe = UdpSocket.open(4, { address: LOOPBACK4_BYTES, port: 0 });
@@ -733,27 +713,17 @@ Deno.test("`UdpTranslator` counts an ICMP error on a flow's socket and keeps the
   }
 });
 
-/** Whether this process may create network namespaces (root and a working `unshare`). */
-const canUnshare = Deno.uid?.() === 0 && commandSucceeds("unshare", ["--net", "true"]);
-
 Deno.test({
   name:
     "`UdpTranslator` binds sockets toward non-loopback hosts to --outbound-if4, not loopback ones",
   // A non-loopback destination that exists only in a namespace of the test's own.
   ignore: !canUnshare,
   fn: async () => {
-    const fixture =
-      new URL("../../../tests/support/net/udp/outbound_if_fixture.ts", import.meta.url).pathname;
-    const script = "ip link set lo up && ip link add tpv0 type veth peer name tpv1 " +
-      "&& ip addr add 10.99.0.1/24 dev tpv0 && ip link set tpv0 up && ip link set tpv1 up " +
-      `&& exec "$0" run -A --no-prompt "$1"`;
-    const out = await new Deno.Command("unshare", {
-      args: ["--net", "sh", "-c", script, Deno.execPath(), fixture],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-    const r = JSON.parse(new TextDecoder().decode(out.stdout));
+    const r = await runInNetNamespace(
+      "ip link set lo up && ip link add tpv0 type veth peer name tpv1 " +
+        "&& ip addr add 10.99.0.1/24 dev tpv0 && ip link set tpv0 up && ip link set tpv1 up",
+      new URL("../../../tests/support/net/udp/outbound_if_fixture.ts", import.meta.url),
+    );
     // A missing interface: the socket toward 10.99.0.1 cannot be bound, nothing leaves;
     // the loopback is not bound to it and echoes.
     assert.deepEqual(r.missing, {
