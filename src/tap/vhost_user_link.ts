@@ -321,6 +321,12 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   /** The first chain's buffers, where the virtio-net header goes. */
   #resHeaderViews: Uint8Array[] = [];
   #resHeaderCount = 0;
+  /**
+   * Or, when the first buffer holds the whole virtio-net header (a table reservation):
+   * the bytes it lies in and where, with no view made (empty when views are used).
+   */
+  #resHeaderBase: Uint8Array = EMPTY_VIEW;
+  #resHeaderAt = 0;
   /** The frame's room: every reserved buffer after the virtio-net header, in order. */
   #resViews: Uint8Array[] = [];
   #resViewCount = 0;
@@ -952,7 +958,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     }
     if (writeLog !== null) first.reportWritten(writeLog, 0, NET_HDR_SIZE);
     first.release();
-    for (let i = 0; i < count; i++) rx.pushUsed(heads[i], lengths[i]);
+    rx.pushUsedChains(heads, lengths, count);
     this.counters.rxFrames++;
     this.#rxPair!.rxFrames++;
     this.counters.rxChains += count;
@@ -1034,32 +1040,52 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       this.#resRooms = new Uint32Array(rx.size);
     }
     this.#resMalformedBefore = rx.malformedCount;
+    this.#resHeaderBase = EMPTY_VIEW;
     const chain = this.#rxLocated;
     const vectors = this.#resVectors;
     vectors.clear();
     const needed = NET_HDR_SIZE + length;
     const headersEnd = NET_HDR_SIZE + headerLength; // in the first chain
+    const heads = this.#resHeads;
+    const rooms = this.#resRooms;
+    const bases = chain.bases;
+    const offsets = chain.offsets;
+    const lengths = chain.lengths;
+    const mergeable = this.#mergeable;
+    const size = rx.size;
     let chains = 0;
     let room = 0;
     let headerViews = 0;
     let frameViews = 0;
-    while (room < needed && chains < rx.size && (chains === 0 || this.#mergeable)) {
+    while (room < needed && chains < size && (chains === 0 || mergeable)) {
       if (!this.#popRx(rx, chain)) break;
-      this.#resHeads[chains] = chain.head;
-      this.#resRooms[chains] = chain.writableBytes;
+      const writable = chain.writableBytes;
+      heads[chains] = chain.head;
+      rooms[chains] = writable;
       chains++;
-      if (chains === 1 && chain.writableBytes < headersEnd) {
+      if (chains === 1 && writable < headersEnd) {
         chain.release();
         break; // checked below
       }
+      const count = chain.count;
+      if (chains > 1 && count === 1) {
+        // The common chain (a Linux guest's: one page-sized buffer): one entry.
+        if (!vectors.full) vectors.pushRange(bases[0], offsets[0], lengths[0]);
+        room += writable;
+        chain.release();
+        continue;
+      }
       let at = 0; // position in this chain
-      for (let i = 0; i < chain.count; i++) {
-        const base = chain.bases[i];
-        const offset = chain.offsets[i];
-        const n = chain.lengths[i];
+      for (let i = 0; i < count; i++) {
+        const base = bases[i];
+        const offset = offsets[i];
+        const n = lengths[i];
         if (chains === 1 && at < headersEnd) {
           // The virtio-net header, then the frame's headers: views (written by us).
-          if (at < NET_HDR_SIZE) {
+          if (at === 0 && n >= NET_HDR_SIZE) {
+            this.#resHeaderBase = base;
+            this.#resHeaderAt = offset;
+          } else if (at < NET_HDR_SIZE) {
             const end = Math.min(n, NET_HDR_SIZE - at);
             this.#resHeaderViews[headerViews++] = base.subarray(offset, offset + end);
           }
@@ -1076,7 +1102,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         }
         at += n;
       }
-      room += chain.writableBytes;
+      room += writable;
       chain.release();
     }
     this.#resChains = chains;
@@ -1113,6 +1139,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       this.#resRooms = new Uint32Array(rx.size);
     }
     this.#resMalformedBefore = rx.malformedCount;
+    this.#resHeaderBase = EMPTY_VIEW;
     const untouched = rx.turnUntouched;
     const chain = this.#rxNext;
     const needed = NET_HDR_SIZE + length;
@@ -1246,7 +1273,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       this.counters.rxSegmented++;
     }
     const head0 = this.#resHeaderViews[0];
-    if (head0.length >= NET_HDR_SIZE) {
+    if (this.#resHeaderBase.length !== 0) {
+      encodeNetHeader(header, this.#resHeaderBase, this.#resHeaderAt);
+    } else if (head0.length >= NET_HDR_SIZE) {
       encodeNetHeader(header, head0, 0);
     } else {
       encodeNetHeader(header, this.#headerBytes, 0);
@@ -1261,12 +1290,15 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     const writeLog = rx.writeLog;
     if (writeLog !== null) this.#reportReservation(writeLog);
     this.#giveBack(rx, used);
+    // Each chain's used length, in place of its room (not needed after this).
+    const lengths = this.#resRooms;
     left = needed;
     for (let i = 0; i < used; i++) {
-      const n = Math.min(this.#resRooms[i], left);
-      rx.pushUsed(this.#resHeads[i], n);
+      const n = Math.min(lengths[i], left);
+      lengths[i] = n;
       left -= n;
     }
+    rx.pushUsedChains(this.#resHeads, lengths, used);
     this.counters.rxFrames++;
     this.#rxPair!.rxFrames++;
     this.counters.rxChains += used;
@@ -1300,6 +1332,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       log.markView(view, 0, n);
       left -= n;
     }
+    if (this.#resHeaderBase.length !== 0) {
+      log.markView(this.#resHeaderBase, this.#resHeaderAt, NET_HDR_SIZE);
+    }
     left = NET_HDR_SIZE;
     for (let i = 0; i < this.#resHeaderCount && left > 0; i++) {
       const view = this.#resHeaderViews[i];
@@ -1327,6 +1362,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     this.#resCapacity = 0;
     for (let i = 0; i < this.#resViewCount; i++) this.#resViews[i] = EMPTY_VIEW;
     for (let i = 0; i < this.#resHeaderCount; i++) this.#resHeaderViews[i] = EMPTY_VIEW;
+    this.#resHeaderBase = EMPTY_VIEW;
     this.#resViewCount = 0;
     this.#resHeaderCount = 0;
     this.#resChains = 0;

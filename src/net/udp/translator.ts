@@ -1119,8 +1119,9 @@ export class UdpTranslator implements L4Handler {
   #socketError(s: HostSocket, error: Error): void {
     this.counters.socketErrors++;
     const peer = s.role === "flow" ? s.lastFlow : null;
-    const from = peer === null ? "" : ` (from ${peer.hostAddr} port ${peer.hostPort})`;
-    this.#errLog.write(this.#clock(), `udp: socket error${from}: ${error.message}`);
+    const toward = peer === null ? "" : ` toward ${peer.hostAddr} port ${peer.hostPort}`;
+    // Mostly ICMP errors the peer's host sent (ECONNREFUSED...): traffic, not a fault.
+    this.#errLog.write(this.#clock(), `udp: the host socket${toward} reports ${error.message}`);
   }
 
   // ---------------------------------------------------------------- flows, sockets

@@ -805,6 +805,26 @@ Deno.test("`UdpTranslator` delivers a datagram from a second peer to the guest's
   }
 });
 
+Deno.test("`UdpTranslator` logs a refusal the flow's socket reports while idle without calling it an error", async () => {
+  const { logger, lines } = recordingLogger({ level: "debug" });
+  const { udp, guest, close } = setup(4, testRules(), { logger });
+  const probe = UdpSocket.open(4, { address: LOOPBACK4_BYTES, port: 0 });
+  const closedPort = probe.localAddress().port;
+  probe.close();
+  try {
+    guest.sendUdp(freeUdpPort(), TEST_GATEWAY4, closedPort, new TextEncoder().encode("first"));
+    // Nothing more is sent: the refusal arrives as an error event on the socket.
+    await waitUntil("the refusal counted", () => udp.counters.socketErrors >= 1, 5_000);
+    assert.equal(lines.filter((l) => /refused/i.test(l)).length, 1, lines.join("\n"));
+    // The peer's answer, not a fault of the daemon: no line calls it an error (the
+    // testpmd test fails on any line with the word).
+    assert.deepEqual(lines.filter((l) => /\berror\b/i.test(l)), []);
+    assert.equal(udp.flows.size, 1);
+  } finally {
+    close();
+  }
+});
+
 Deno.test("`UdpTranslator` counts an ICMP error on a flow's socket and keeps the flow working both ways", async () => {
   const { logger, lines } = recordingLogger({ level: "debug" });
   const { udp, tcp, guest } = setup(4, testRules(), { logger });
@@ -843,6 +863,9 @@ Deno.test("`UdpTranslator` counts an ICMP error on a flow's socket and keeps the
     assert.equal(guest.datagrams[0].fromPort, closedPort);
     const refusals = lines.filter((l) => /refused/i.test(l));
     assert.equal(refusals.length, 1, `one (rate-limited) line:\n${lines.join("\n")}`);
+    // A refusal is the peer's answer, not a fault of the daemon: no line calls it an
+    // error (the testpmd test fails on any line with the word).
+    assert.deepEqual(lines.filter((l) => /\berror\b/i.test(l)), []);
   } finally {
     sink?.close();
     guest.stop();
