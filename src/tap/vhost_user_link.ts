@@ -803,31 +803,42 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     ) {
       return SendResult.Dropped; // a guest without GUEST_CSUM could not complete it
     }
-    let result = this.#fill(rx, frame, checksumStart, checksumOffset);
+    const result = this.#fill(rx, frame, checksumStart, checksumOffset);
     if (result !== SendResult.NoRoom) return result;
+    const retried = this.#retryWhenRoom(
+      rx,
+      pair,
+      () => this.#fill(rx, frame, checksumStart, checksumOffset),
+    );
+    if (retried === SendResult.NoRoom) this.counters.rxNoRoom++;
+    return retried;
+  }
+
+  /**
+   * After `rx` had no room for a frame: a broken ring drops it; a spent turn comes back
+   * from the loop; otherwise the kick is asked for and, if buffers arrived meanwhile (no
+   * kick will come for them), `retry` runs once. NoRoom leaves `pair` waiting for room.
+   */
+  #retryWhenRoom(rx: Virtqueue, pair: QueuePair, retry: () => SendResult): SendResult {
     if (rx.broken) return SendResult.Dropped; // broken meanwhile: no room will ever come
     if (rx.turnSpent) {
       // This turn's descriptors are spent (buffers may remain): the next turn goes on.
       pair.rxWaiting = true;
       this.#scheduleWritable(pair);
-      this.counters.rxNoRoom++;
       return SendResult.NoRoom;
     }
-    // Ask for a kick; if buffers arrived meanwhile (no kick will come), retry once.
     if (rx.enableNotifications()) {
-      result = this.#fill(rx, frame, checksumStart, checksumOffset);
+      const result = retry();
       if (result !== SendResult.NoRoom) return result;
       if (rx.turnSpent || rx.enableNotifications()) {
         // Still racing with a refilling guest, or the turn is spent: come back from
         // the loop, not from here.
         pair.rxWaiting = true;
         this.#scheduleWritable(pair);
-        this.counters.rxNoRoom++;
         return SendResult.NoRoom;
       }
     }
     pair.rxWaiting = true;
-    this.counters.rxNoRoom++;
     return SendResult.NoRoom;
   }
 
@@ -980,27 +991,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     const pair = this.#rxPair!;
     if (headerLength > MAX_FRAME_LENGTH) return SendResult.Dropped;
     const length = Math.max(headerLength, Math.min(maxLength, MAX_FRAME_LENGTH));
-    let result = this.#reserve(rx, space, length, headerLength);
+    const result = this.#reserve(rx, space, length, headerLength);
     if (result !== SendResult.NoRoom) return result;
-    if (rx.broken) return SendResult.Dropped; // broken meanwhile: no room will ever come
-    if (rx.turnSpent) {
-      // As in sendFrame: this turn's descriptors are spent, the next turn goes on.
-      pair.rxWaiting = true;
-      this.#scheduleWritable(pair);
-      return SendResult.NoRoom;
-    }
-    // As in sendFrame: ask for a kick; if buffers arrived meanwhile, retry once.
-    if (rx.enableNotifications()) {
-      result = this.#reserve(rx, space, length, headerLength);
-      if (result !== SendResult.NoRoom) return result;
-      if (rx.turnSpent || rx.enableNotifications()) {
-        pair.rxWaiting = true;
-        this.#scheduleWritable(pair);
-        return SendResult.NoRoom;
-      }
-    }
-    pair.rxWaiting = true;
-    return SendResult.NoRoom;
+    return this.#retryWhenRoom(rx, pair, () => this.#reserve(rx, space, length, headerLength));
   }
 
   /**
