@@ -24,6 +24,24 @@ Deno.test("IoVectors.pushRange() adds a range of a buffer like push() of the sam
   assert.equal(b.totalBytes, 500 + 192);
 });
 
+Deno.test("IoVectors.pushRange() in turn over views of one buffer and of others gives each its own address", () => {
+  const memory = new Uint8Array(8192);
+  const later = memory.subarray(4096); // same buffer, another start
+  const other = new Uint8Array(4096);
+  const small = new Uint8Array(32); // may live on V8's heap
+  const expected = new IoVectors(16);
+  const table = new IoVectors(16);
+  for (let round = 0; round < 2; round++) {
+    for (const view of [memory, later, memory, other, small, later, small]) {
+      expected.push(view.subarray(8, 24));
+      table.pushRange(view, 8, 16);
+    }
+  }
+  assert.deepEqual(entries(table), entries(expected));
+  const [[start]] = entries(table);
+  assert.equal(entries(table)[1][0] - start, 4096, "a view further into the buffer");
+});
+
 Deno.test("IoVectors.truncate() keeps the first bytes; append() copies entries from an offset", () => {
   const memory = new Uint8Array(8192);
   const table = new IoVectors(8);

@@ -547,10 +547,10 @@ export const symbols = {
       "i32", // int32_t fd
       "buffer", // const uint8_t *buf
       "u32", // uint32_t buf_len
-      "buffer", // const uint8_t *records (count * TP_UDP_RECORD_SIZE bytes)
+      "buffer", // const uint8_t *records (count * TP_UDP_RECORD_SIZE bytes; SEGMENT: UDP GSO)
       "u32", // uint32_t count (1..TP_UDP_MAX_BATCH)
     ],
-    result: "i32",
+    result: "i32", // records sent or -errno
   },
 
   // ---- file.c ----

@@ -26,8 +26,10 @@ const RECORD_ADDR_LEN = 12;
 const RECORD_PORT = 16;
 const RECORD_SCOPE = 20;
 const RECORD_ADDR = 24;
+/** Sent: UDP_SEGMENT size of a segmented message, 0 for one datagram. */
+const RECORD_SEGMENT = 40;
 /** Bytes per message record (TP_UDP_RECORD_SIZE). */
-export const UDP_RECORD_SIZE = 40;
+export const UDP_RECORD_SIZE = 44;
 const RECORD_WORDS = UDP_RECORD_SIZE / 4;
 /** TP_UDP_TRUNCATED: the datagram was longer than its slot. */
 const FLAG_TRUNCATED = 1;
@@ -36,14 +38,28 @@ const FLAG_TRUNCATED = 1;
 const TP_UDP_V6ONLY = 1;
 const TP_UDP_REUSEADDR = 2;
 
+/**
+ * Most datagrams one segmented message carries (TP_UDP_MAX_SEGMENTS: the kernel's
+ * UDP_MAX_SEGMENTS, include/linux/udp.h).
+ */
+export const UDP_MAX_SEGMENTS = 64;
+/**
+ * Most payload bytes one segmented message carries: those of one UDP datagram over
+ * IPv4 (65,535 − 20 bytes of IP header − 8 of UDP header); the kernel refuses more
+ * (EMSGSIZE).
+ */
+export const UDP_MAX_SEGMENTED_PAYLOAD = 65_507;
+
 const NO_INTERFACE = new Uint8Array(1); // "" (NUL only)
 const NO_ADDRESS = new Uint8Array(0);
 const encoder = new TextEncoder();
 
 /**
  * The message records of a batch, in the helper's layout: per message the payload's
- * offset and length in the batch buffer, a truncation flag (received), and the peer's
- * address (source when received, destination when sent). Reused from batch to batch.
+ * offset and length in the batch buffer, a truncation flag (received), the peer's
+ * address (source when received, destination when sent) and, sent, a segment size:
+ * a message the kernel cuts into datagrams of that size (UDP GSO, `UDP_SEGMENT`,
+ * man 7 udp). Reused from batch to batch.
  */
 export class UdpMessageRecords {
   /** The records as bytes, for the helper. */
@@ -76,6 +92,28 @@ export class UdpMessageRecords {
   /** Whether received message `i` was longer than its slot and was cut. */
   truncated(i: number): boolean {
     return (this.#words[i * RECORD_WORDS + RECORD_FLAGS / 4] & FLAG_TRUNCATED) !== 0;
+  }
+
+  /** Segment size of message `i` to send: 0 for one datagram, else its datagrams' size. */
+  segmentSize(i: number): number {
+    return this.#words[i * RECORD_WORDS + RECORD_SEGMENT / 4];
+  }
+
+  /** How many datagrams message `i` to send carries (1 unless it is segmented). */
+  datagrams(i: number): number {
+    const segment = this.segmentSize(i);
+    return segment === 0 ? 1 : Math.ceil(this.length(i) / segment);
+  }
+
+  /**
+   * Makes message `i` to send `length` payload bytes cut into datagrams of `segmentSize`
+   * bytes (the last possibly shorter) by the kernel; 0 makes it one datagram again.
+   * The caller keeps to {@link UDP_MAX_SEGMENTS} and {@link UDP_MAX_SEGMENTED_PAYLOAD}.
+   */
+  setSegments(i: number, length: number, segmentSize: number): void {
+    const base = i * RECORD_WORDS;
+    this.#words[base + RECORD_LENGTH / 4] = length;
+    this.#words[base + RECORD_SEGMENT / 4] = segmentSize;
   }
 
   /** Length of message `i`'s address: 4 (IPv4) or 16 (IPv6); 0 when unknown. */
@@ -134,6 +172,7 @@ export class UdpMessageRecords {
     w[base + RECORD_ADDR_LEN / 4] = address.byteLength;
     w[base + RECORD_PORT / 4] = port;
     w[base + RECORD_SCOPE / 4] = scopeId;
+    w[base + RECORD_SEGMENT / 4] = 0;
     this.bytes.set(address, this.addressOffset(i));
   }
 
@@ -150,6 +189,7 @@ export class UdpMessageRecords {
     w[base + RECORD_ADDR_LEN / 4] = 0;
     w[base + RECORD_PORT / 4] = 0;
     w[base + RECORD_SCOPE / 4] = 0;
+    w[base + RECORD_SEGMENT / 4] = 0;
   }
 
   /** Copies record `from` of `source` to record `to` of this set. */
@@ -283,11 +323,14 @@ export class UdpSocket {
 
   /**
    * Sends the `count` datagrams described by `records` from index `first` (payloads in
-   * `buffer`), in order; a record without an address goes to the connected peer. Returns how many the kernel took (>= 1; the first refused one
-   * ends the batch and its error comes with the next call), or {@link WOULD_BLOCK}
-   * when the socket buffer is full.
-   * @throws RangeError for bad counts, NativeError when the first datagram is refused
-   * (EINVAL for a record outside `buffer`, EMSGSIZE, ENETUNREACH, EPERM...)
+   * `buffer`), in order; a record without an address goes to the connected peer, a
+   * segmented one ({@link UdpMessageRecords.setSegments}) leaves as its datagrams.
+   * Returns how many records the kernel took (>= 1; the first refused one ends the
+   * batch and its error comes with the next call), or {@link WOULD_BLOCK} when the
+   * socket buffer is full.
+   * @throws RangeError for bad counts, NativeError when the first record is refused
+   * (EINVAL for a record outside `buffer`, EMSGSIZE, ENETUNREACH, EPERM...; EIO,
+   * EINVAL or ENOPROTOOPT when the kernel cannot send a segmented message so)
    */
   sendBatch(buffer: Uint8Array, records: UdpMessageRecords, count: number, first = 0): number {
     checkCount(count, UDP_MAX_BATCH, "send");

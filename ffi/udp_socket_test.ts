@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { Errno, NativeError } from "./native_error.ts";
 import { openFdCount } from "./process.ts";
-import { UDP_MAX_BATCH, UDP_RECORD_SIZE, UdpMessageRecords, UdpSocket } from "./udp_socket.ts";
+import {
+  UDP_MAX_BATCH,
+  UDP_MAX_SEGMENTS,
+  UDP_RECORD_SIZE,
+  UdpMessageRecords,
+  UdpSocket,
+} from "./udp_socket.ts";
+import { helper } from "./library.ts";
 import { WOULD_BLOCK } from "./tcp_socket.ts";
 
 const LOOPBACK4 = new Uint8Array([127, 0, 0, 1]);
@@ -424,5 +431,67 @@ Deno.test("`UdpSocket.connect()` refuses an address of the other family or port 
     assert.throws(() => socket.connect(LOOPBACK4, 0), /port 0/);
   } finally {
     socket.close();
+  }
+});
+
+Deno.test("`UdpSocket.sendBatch()` sends a segmented record as its datagrams, between plain ones, in order", async () => {
+  const receiver = UdpSocket.open(4, { address: LOOPBACK4 });
+  const sender = UdpSocket.open(4, { address: LOOPBACK4 });
+  try {
+    sender.connect(LOOPBACK4, receiver.localAddress().port);
+    // Record 0: 3 × 100 bytes and a last one of 50; record 1: 7 bytes alone; record 2:
+    // 2 × 20 bytes.
+    const sizes = [100, 100, 100, 50, 7, 20, 20];
+    const payloads = sizes.map((n, i) => payload(i, n));
+    const buffer = new Uint8Array(sizes.reduce((a, b) => a + b, 0));
+    let at = 0;
+    for (const p of payloads) {
+      buffer.set(p, at);
+      at += p.length;
+    }
+    const records = new UdpMessageRecords(3);
+    records.setToPeer(0, 0, 350);
+    records.setSegments(0, 350, 100);
+    records.setToPeer(1, 350, 7);
+    records.setToPeer(2, 357, 40);
+    records.setSegments(2, 40, 20);
+    assert.deepEqual([0, 1, 2].map((i) => records.datagrams(i)), [4, 1, 2]);
+    assert.deepEqual([0, 1, 2].map((i) => records.segmentSize(i)), [100, 0, 20]);
+    assert.equal(sender.sendBatch(buffer, records, 3), 3, "three records (messages) sent");
+    const { got } = await receiveAll(receiver, sizes.length);
+    assert.deepEqual(got.map((g) => g.data), payloads, "seven datagrams, in order");
+    records.setToPeer(0, 0, 10);
+    assert.equal(records.segmentSize(0), 0, "setToPeer() makes a record one datagram again");
+  } finally {
+    receiver.close();
+    sender.close();
+  }
+});
+
+/** SO_NO_CHECK (asm-generic/socket.h): UDP checksums off, which UDP_SEGMENT refuses. */
+const SO_NO_CHECK = 11;
+const SOL_SOCKET = 1;
+
+Deno.test("`UdpSocket.sendBatch()` reports a segmented record the kernel refuses as EINVAL; plain records still go", async () => {
+  const receiver = UdpSocket.open(4, { address: LOOPBACK4 });
+  const sender = UdpSocket.open(4, { address: LOOPBACK4 });
+  try {
+    sender.connect(LOOPBACK4, receiver.localAddress().port);
+    // The kernel segments only with UDP checksums (udp_send_skb: sk_no_check_tx).
+    assert.equal(helper().tp_setsockopt_int(sender.fd, SOL_SOCKET, SO_NO_CHECK, 1), 0);
+    const records = new UdpMessageRecords(2);
+    const buffer = new Uint8Array(2 * UDP_MAX_SEGMENTS);
+    records.setToPeer(0, 0, buffer.length);
+    records.setSegments(0, buffer.length, 2);
+    assert.throws(
+      () => sender.sendBatch(buffer, records, 1),
+      (e: unknown) => e instanceof NativeError && e.errno === Errno.EINVAL,
+    );
+    records.setToPeer(0, 0, 2);
+    assert.equal(sender.sendBatch(buffer, records, 1), 1);
+    await receiveAll(receiver, 1);
+  } finally {
+    receiver.close();
+    sender.close();
   }
 });

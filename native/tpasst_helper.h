@@ -159,7 +159,16 @@ int32_t tp_wait_readable(int32_t fd, int32_t timeout_ms);
 #define TP_UDP_RECORD_PORT 16      /* source (received) or destination (sent) port */
 #define TP_UDP_RECORD_SCOPE 20     /* IPv6 scope id */
 #define TP_UDP_RECORD_ADDR 24      /* 16 bytes, network order; IPv4 in the first 4 */
-#define TP_UDP_RECORD_SIZE 40
+#define TP_UDP_RECORD_SEGMENT 40   /* sent: UDP_SEGMENT size (0: one datagram), see below */
+#define TP_UDP_RECORD_SIZE 44
+
+/*
+ * A sent record with a SEGMENT size > 0 is one message that the kernel cuts into
+ * datagrams of SEGMENT bytes each, the last possibly shorter (UDP GSO, the
+ * UDP_SEGMENT control message, Linux >= 4.18, man 7 udp): at most
+ * TP_UDP_MAX_SEGMENTS of them, and no more payload than one UDP datagram can carry.
+ */
+#define TP_UDP_MAX_SEGMENTS 64     /* UDP_MAX_SEGMENTS, include/linux/udp.h */
 
 /* Bit of TP_UDP_RECORD_FLAGS: the datagram was longer than its slot and was cut. */
 #define TP_UDP_TRUNCATED 1u

@@ -11,11 +11,20 @@
  *
  * Addresses are raw bytes in network order: 4 bytes for IPv4, 16 for IPv6. Batches
  * describe their messages with records (layout: TP_UDP_RECORD_* in tpasst_helper.h,
- * 32-bit words in host byte order) over one flat payload buffer.
+ * 32-bit words in host byte order) over one flat payload buffer. A sent record may
+ * carry several datagrams of one size as one message (UDP_SEGMENT, UDP GSO).
  */
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103 /* include/uapi/linux/udp.h, Linux >= 4.18 */
+#endif
+
+/* Room for one UDP_SEGMENT control message (a uint16_t segment size). */
+#define SEGMENT_CONTROL_SPACE CMSG_SPACE(sizeof(uint16_t))
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -182,15 +191,18 @@ int32_t tp_udp_recv_batch(int32_t fd, uint8_t *buf, uint32_t slot_size, uint32_t
  *           payload in @buf, destination in ADDR_LEN (4 or 16), PORT, SCOPE, ADDR;
  *           ADDR_LEN 0 sends without an address, to a connected socket's peer (the
  *           kernel then reuses the route it cached at connect() instead of looking
- *           one up per datagram)
+ *           one up per datagram); SEGMENT > 0 sends the payload as one message with
+ *           a UDP_SEGMENT control message of that size (the kernel cuts it into
+ *           datagrams of SEGMENT bytes, the last possibly shorter)
  * @count:   1..TP_UDP_MAX_BATCH
  *
  * The messages go in order; the first one the kernel refuses ends the batch.
  *
- * Return: the number of datagrams sent (>= 1, possibly fewer than @count: the next
- * one's error is returned by the next call), or, when the first one fails, -EAGAIN
- * (socket buffer full) or -errno (-EINVAL for a bad record, -EMSGSIZE,
- * -ENETUNREACH, -EPERM...).
+ * Return: the number of messages (records) sent (>= 1, possibly fewer than @count:
+ * the next one's error is returned by the next call), or, when the first one fails,
+ * -EAGAIN (socket buffer full) or -errno (-EINVAL for a bad record, or from the
+ * kernel, as -EIO and -ENOPROTOOPT, for a segmented message it cannot send so,
+ * -EMSGSIZE, -ENETUNREACH, -EPERM...).
  */
 int32_t tp_udp_send_batch(int32_t fd, const uint8_t *buf, uint32_t buf_len,
 			  const uint8_t *records, uint32_t count)
@@ -198,6 +210,10 @@ int32_t tp_udp_send_batch(int32_t fd, const uint8_t *buf, uint32_t buf_len,
 	struct mmsghdr msgs[TP_UDP_MAX_BATCH];
 	struct iovec iov[TP_UDP_MAX_BATCH];
 	struct sockaddr_storage to[TP_UDP_MAX_BATCH];
+	union {
+		char buf[SEGMENT_CONTROL_SPACE];
+		struct cmsghdr align;
+	} control[TP_UDP_MAX_BATCH];
 	uint32_t i;
 	int n;
 
@@ -209,15 +225,28 @@ int32_t tp_udp_send_batch(int32_t fd, const uint8_t *buf, uint32_t buf_len,
 		uint32_t offset = record_word(record, TP_UDP_RECORD_OFFSET);
 		uint32_t length = record_word(record, TP_UDP_RECORD_LENGTH);
 		uint32_t port = record_word(record, TP_UDP_RECORD_PORT);
+		uint32_t segment = record_word(record, TP_UDP_RECORD_SEGMENT);
 		uint32_t addr_len;
 		socklen_t to_len;
 
-		if ((uint64_t)offset + length > buf_len || port > 65535)
+		if ((uint64_t)offset + length > buf_len || port > 65535 || segment > UINT16_MAX)
 			return -EINVAL;
 		iov[i].iov_base = (void *)(buf + offset);
 		iov[i].iov_len = length;
 		msgs[i].msg_hdr.msg_iov = &iov[i];
 		msgs[i].msg_hdr.msg_iovlen = 1;
+		if (segment != 0) {
+			struct cmsghdr *cmsg;
+			uint16_t segment_size = (uint16_t)segment;
+
+			msgs[i].msg_hdr.msg_control = control[i].buf;
+			msgs[i].msg_hdr.msg_controllen = sizeof(control[i].buf);
+			cmsg = CMSG_FIRSTHDR(&msgs[i].msg_hdr);
+			cmsg->cmsg_level = SOL_UDP;
+			cmsg->cmsg_type = UDP_SEGMENT;
+			cmsg->cmsg_len = CMSG_LEN(sizeof(segment_size));
+			memcpy(CMSG_DATA(cmsg), &segment_size, sizeof(segment_size));
+		}
 		addr_len = record_word(record, TP_UDP_RECORD_ADDR_LEN);
 		if (addr_len == 0)
 			continue; /* to the connected peer: no address, no route lookup */

@@ -321,6 +321,12 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   /** The first chain's buffers, where the virtio-net header goes. */
   #resHeaderViews: Uint8Array[] = [];
   #resHeaderCount = 0;
+  /**
+   * Or, when the first buffer holds the whole virtio-net header (a table reservation):
+   * the bytes it lies in and where, with no view made (empty when views are used).
+   */
+  #resHeaderBase: Uint8Array = EMPTY_VIEW;
+  #resHeaderAt = 0;
   /** The frame's room: every reserved buffer after the virtio-net header, in order. */
   #resViews: Uint8Array[] = [];
   #resViewCount = 0;
@@ -797,31 +803,42 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     ) {
       return SendResult.Dropped; // a guest without GUEST_CSUM could not complete it
     }
-    let result = this.#fill(rx, frame, checksumStart, checksumOffset);
+    const result = this.#fill(rx, frame, checksumStart, checksumOffset);
     if (result !== SendResult.NoRoom) return result;
+    const retried = this.#retryWhenRoom(
+      rx,
+      pair,
+      () => this.#fill(rx, frame, checksumStart, checksumOffset),
+    );
+    if (retried === SendResult.NoRoom) this.counters.rxNoRoom++;
+    return retried;
+  }
+
+  /**
+   * After `rx` had no room for a frame: a broken ring drops it; a spent turn comes back
+   * from the loop; otherwise the kick is asked for and, if buffers arrived meanwhile (no
+   * kick will come for them), `retry` runs once. NoRoom leaves `pair` waiting for room.
+   */
+  #retryWhenRoom(rx: Virtqueue, pair: QueuePair, retry: () => SendResult): SendResult {
     if (rx.broken) return SendResult.Dropped; // broken meanwhile: no room will ever come
     if (rx.turnSpent) {
       // This turn's descriptors are spent (buffers may remain): the next turn goes on.
       pair.rxWaiting = true;
       this.#scheduleWritable(pair);
-      this.counters.rxNoRoom++;
       return SendResult.NoRoom;
     }
-    // Ask for a kick; if buffers arrived meanwhile (no kick will come), retry once.
     if (rx.enableNotifications()) {
-      result = this.#fill(rx, frame, checksumStart, checksumOffset);
+      const result = retry();
       if (result !== SendResult.NoRoom) return result;
       if (rx.turnSpent || rx.enableNotifications()) {
         // Still racing with a refilling guest, or the turn is spent: come back from
         // the loop, not from here.
         pair.rxWaiting = true;
         this.#scheduleWritable(pair);
-        this.counters.rxNoRoom++;
         return SendResult.NoRoom;
       }
     }
     pair.rxWaiting = true;
-    this.counters.rxNoRoom++;
     return SendResult.NoRoom;
   }
 
@@ -952,7 +969,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     }
     if (writeLog !== null) first.reportWritten(writeLog, 0, NET_HDR_SIZE);
     first.release();
-    for (let i = 0; i < count; i++) rx.pushUsed(heads[i], lengths[i]);
+    rx.pushUsedChains(heads, lengths, count);
     this.counters.rxFrames++;
     this.#rxPair!.rxFrames++;
     this.counters.rxChains += count;
@@ -974,27 +991,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     const pair = this.#rxPair!;
     if (headerLength > MAX_FRAME_LENGTH) return SendResult.Dropped;
     const length = Math.max(headerLength, Math.min(maxLength, MAX_FRAME_LENGTH));
-    let result = this.#reserve(rx, space, length, headerLength);
+    const result = this.#reserve(rx, space, length, headerLength);
     if (result !== SendResult.NoRoom) return result;
-    if (rx.broken) return SendResult.Dropped; // broken meanwhile: no room will ever come
-    if (rx.turnSpent) {
-      // As in sendFrame: this turn's descriptors are spent, the next turn goes on.
-      pair.rxWaiting = true;
-      this.#scheduleWritable(pair);
-      return SendResult.NoRoom;
-    }
-    // As in sendFrame: ask for a kick; if buffers arrived meanwhile, retry once.
-    if (rx.enableNotifications()) {
-      result = this.#reserve(rx, space, length, headerLength);
-      if (result !== SendResult.NoRoom) return result;
-      if (rx.turnSpent || rx.enableNotifications()) {
-        pair.rxWaiting = true;
-        this.#scheduleWritable(pair);
-        return SendResult.NoRoom;
-      }
-    }
-    pair.rxWaiting = true;
-    return SendResult.NoRoom;
+    return this.#retryWhenRoom(rx, pair, () => this.#reserve(rx, space, length, headerLength));
   }
 
   /**
@@ -1034,32 +1033,52 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       this.#resRooms = new Uint32Array(rx.size);
     }
     this.#resMalformedBefore = rx.malformedCount;
+    this.#resHeaderBase = EMPTY_VIEW;
     const chain = this.#rxLocated;
     const vectors = this.#resVectors;
     vectors.clear();
     const needed = NET_HDR_SIZE + length;
     const headersEnd = NET_HDR_SIZE + headerLength; // in the first chain
+    const heads = this.#resHeads;
+    const rooms = this.#resRooms;
+    const bases = chain.bases;
+    const offsets = chain.offsets;
+    const lengths = chain.lengths;
+    const mergeable = this.#mergeable;
+    const size = rx.size;
     let chains = 0;
     let room = 0;
     let headerViews = 0;
     let frameViews = 0;
-    while (room < needed && chains < rx.size && (chains === 0 || this.#mergeable)) {
+    while (room < needed && chains < size && (chains === 0 || mergeable)) {
       if (!this.#popRx(rx, chain)) break;
-      this.#resHeads[chains] = chain.head;
-      this.#resRooms[chains] = chain.writableBytes;
+      const writable = chain.writableBytes;
+      heads[chains] = chain.head;
+      rooms[chains] = writable;
       chains++;
-      if (chains === 1 && chain.writableBytes < headersEnd) {
+      if (chains === 1 && writable < headersEnd) {
         chain.release();
         break; // checked below
       }
+      const count = chain.count;
+      if (chains > 1 && count === 1) {
+        // The common chain (a Linux guest's: one page-sized buffer): one entry.
+        if (!vectors.full) vectors.pushRange(bases[0], offsets[0], lengths[0]);
+        room += writable;
+        chain.release();
+        continue;
+      }
       let at = 0; // position in this chain
-      for (let i = 0; i < chain.count; i++) {
-        const base = chain.bases[i];
-        const offset = chain.offsets[i];
-        const n = chain.lengths[i];
+      for (let i = 0; i < count; i++) {
+        const base = bases[i];
+        const offset = offsets[i];
+        const n = lengths[i];
         if (chains === 1 && at < headersEnd) {
           // The virtio-net header, then the frame's headers: views (written by us).
-          if (at < NET_HDR_SIZE) {
+          if (at === 0 && n >= NET_HDR_SIZE) {
+            this.#resHeaderBase = base;
+            this.#resHeaderAt = offset;
+          } else if (at < NET_HDR_SIZE) {
             const end = Math.min(n, NET_HDR_SIZE - at);
             this.#resHeaderViews[headerViews++] = base.subarray(offset, offset + end);
           }
@@ -1076,7 +1095,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         }
         at += n;
       }
-      room += chain.writableBytes;
+      room += writable;
       chain.release();
     }
     this.#resChains = chains;
@@ -1113,6 +1132,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       this.#resRooms = new Uint32Array(rx.size);
     }
     this.#resMalformedBefore = rx.malformedCount;
+    this.#resHeaderBase = EMPTY_VIEW;
     const untouched = rx.turnUntouched;
     const chain = this.#rxNext;
     const needed = NET_HDR_SIZE + length;
@@ -1246,7 +1266,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       this.counters.rxSegmented++;
     }
     const head0 = this.#resHeaderViews[0];
-    if (head0.length >= NET_HDR_SIZE) {
+    if (this.#resHeaderBase.length !== 0) {
+      encodeNetHeader(header, this.#resHeaderBase, this.#resHeaderAt);
+    } else if (head0.length >= NET_HDR_SIZE) {
       encodeNetHeader(header, head0, 0);
     } else {
       encodeNetHeader(header, this.#headerBytes, 0);
@@ -1261,12 +1283,15 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     const writeLog = rx.writeLog;
     if (writeLog !== null) this.#reportReservation(writeLog);
     this.#giveBack(rx, used);
+    // Each chain's used length, in place of its room (not needed after this).
+    const lengths = this.#resRooms;
     left = needed;
     for (let i = 0; i < used; i++) {
-      const n = Math.min(this.#resRooms[i], left);
-      rx.pushUsed(this.#resHeads[i], n);
+      const n = Math.min(lengths[i], left);
+      lengths[i] = n;
       left -= n;
     }
+    rx.pushUsedChains(this.#resHeads, lengths, used);
     this.counters.rxFrames++;
     this.#rxPair!.rxFrames++;
     this.counters.rxChains += used;
@@ -1300,6 +1325,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       log.markView(view, 0, n);
       left -= n;
     }
+    if (this.#resHeaderBase.length !== 0) {
+      log.markView(this.#resHeaderBase, this.#resHeaderAt, NET_HDR_SIZE);
+    }
     left = NET_HDR_SIZE;
     for (let i = 0; i < this.#resHeaderCount && left > 0; i++) {
       const view = this.#resHeaderViews[i];
@@ -1327,6 +1355,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     this.#resCapacity = 0;
     for (let i = 0; i < this.#resViewCount; i++) this.#resViews[i] = EMPTY_VIEW;
     for (let i = 0; i < this.#resHeaderCount; i++) this.#resHeaderViews[i] = EMPTY_VIEW;
+    this.#resHeaderBase = EMPTY_VIEW;
     this.#resViewCount = 0;
     this.#resHeaderCount = 0;
     this.#resChains = 0;

@@ -35,6 +35,8 @@ const EMPTY_VIEW = new Uint8Array(0);
  * located range (base, offset, length) when the chain is located, else as a view; a
  * buffer that is not inside one region (maybe across adjacent ones: a gather list)
  * becomes one view per region, each its own base at offset 0 in a located chain.
+ * The common case (one region, room left) is kept short so that the engines' walks
+ * take it inline; the rest is {@link storeBufferPieces}.
  * @returns the views or ranges stored (≥ 1), or a negative
  *   {@link GuestMemory.viewPieces} result: PIECES_NO_ROOM when `chain` has no room
  *   left, PIECES_OUTSIDE_MEMORY when a byte is outside guest memory
@@ -47,23 +49,43 @@ export function storeBuffer(
   addrHigh: number,
   len: number,
 ): number {
+  if (count < chain.lengths.length) {
+    if (chain.located) {
+      const offset = memory.locate(addrLow, addrHigh, len);
+      if (offset >= 0) {
+        chain.bases[count] = memory.locatedBytes;
+        chain.offsets[count] = offset;
+        chain.lengths[count] = len;
+        return 1;
+      }
+    } else {
+      const view = memory.view(addrLow, addrHigh, len);
+      if (view !== null) {
+        chain.buffers[count] = view;
+        return 1;
+      }
+    }
+  }
+  return storeBufferPieces(memory, chain, count, addrLow, addrHigh, len);
+}
+
+/**
+ * {@link storeBuffer} for a buffer not inside one region, or a chain without room: one
+ * view per region touched (in a located chain each becomes its own base at offset 0),
+ * or the negative {@link GuestMemory.viewPieces} result.
+ */
+function storeBufferPieces(
+  memory: GuestMemory,
+  chain: DescriptorChain,
+  count: number,
+  addrLow: number,
+  addrHigh: number,
+  len: number,
+): number {
   const buffers = chain.buffers;
   const capacity = buffers.length;
-  const located = chain.located;
-  const offset = located && count < capacity ? memory.locate(addrLow, addrHigh, len) : -1;
-  const view = located || count >= capacity ? null : memory.view(addrLow, addrHigh, len);
-  if (offset >= 0) {
-    chain.bases[count] = memory.locatedBytes;
-    chain.offsets[count] = offset;
-    chain.lengths[count] = len;
-    return 1;
-  }
-  if (view !== null) {
-    buffers[count] = view;
-    return 1;
-  }
   const views = memory.viewPieces(addrLow, addrHigh, len, buffers, count, capacity - count);
-  if (views > 0 && located) {
+  if (views > 0 && chain.located) {
     // Each piece becomes its own base, at offset 0 (rare: a buffer across regions).
     for (let i = count; i < count + views; i++) {
       chain.bases[i] = buffers[i];

@@ -116,6 +116,33 @@ Deno.test("PackedVirtqueue.publish() makes used descriptors visible only then, w
   assert.equal(queue.publish(), false, "nothing new: no notification");
 });
 
+Deno.test("PackedVirtqueue.pushUsedChains() writes what pushUsed() of each list would", () => {
+  const one = setup({ size: 7 });
+  const batch = setup({ size: 7 });
+  const heads = new Uint16Array(7);
+  const lengths = new Uint32Array(7);
+  // 3 rounds of 5 lists in a 7-entry ring: the ring wraps.
+  for (let round = 0; round < 3; round++) {
+    for (const { driver, queue, chain } of [one, batch]) {
+      for (let i = 0; i < 5; i++) driver.addChain([writable(driver, 32)]);
+      for (let i = 0; i < 5; i++) {
+        assert.ok(queue.pop(chain, 0));
+        heads[i] = chain.head;
+        lengths[i] = 10 * round + i;
+      }
+      if (queue === one.queue) {
+        for (let i = 0; i < 5; i++) one.queue.pushUsed(heads[i], lengths[i]);
+      } else {
+        batch.queue.pushUsedChains(heads, lengths, 5);
+      }
+    }
+    assert.equal(batch.queue.unpublished, one.queue.unpublished);
+    assert.equal(batch.queue.publish(), one.queue.publish());
+    assert.deepEqual(batch.driver.bytes, one.driver.bytes, `round ${round}: the same ring`);
+    assert.deepEqual(batch.driver.takeUsed(), one.driver.takeUsed());
+  }
+});
+
 Deno.test("PackedVirtqueue wraps the ring many times with lists of any length used out of order", () => {
   const { driver, queue, chain } = setup({ size: 7 }); // not a power of two: allowed for packed
   const a = driver.alloc(64);

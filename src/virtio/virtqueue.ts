@@ -187,6 +187,11 @@ export interface Virtqueue {
   rejectChain(head: number): void;
   /** Records that chain `head` was used, `length` bytes written; published by publish(). */
   pushUsed(head: number, length: number): void;
+  /**
+   * Records chains `heads[0..count)` used with `lengths[0..count)` bytes written, in
+   * order: what pushUsed() of each does, in one call (a 64 KiB RX frame takes ~16 chains).
+   */
+  pushUsedChains(heads: Uint16Array, lengths: Uint32Array, count: number): void;
   /** Sets the length of the used element pushed `back` elements ago (1 = the last), not yet published. */
   rewriteUsedLength(back: number, length: number): void;
   /** Number of used elements pushed and not yet published. */
@@ -345,6 +350,14 @@ export abstract class VirtqueueEngine implements Virtqueue {
     this.malformedRun = 0;
     this.walkedAtLastUse = this.walked;
     this.pushUsedElement(head, length);
+  }
+
+  /** {@inheritDoc Virtqueue.pushUsedChains} */
+  pushUsedChains(heads: Uint16Array, lengths: Uint32Array, count: number): void {
+    if (count <= 0) return;
+    this.malformedRun = 0;
+    this.walkedAtLastUse = this.walked;
+    for (let i = 0; i < count; i++) this.pushUsedElement(heads[i], lengths[i]);
   }
 
   /** Writes the used element of chain `head` with `length` bytes written (published by publish()). */
@@ -662,6 +675,30 @@ export class SplitVirtqueue extends VirtqueueEngine {
     if (this.guestWriteLog !== null) this.guestWriteLog.markUsed(at, USED_ELEM_SIZE);
     this.#usedIdx = (this.#usedIdx + 1) & 0xffff;
     this.#unpublished++;
+  }
+
+  /**
+   * {@inheritDoc Virtqueue.pushUsedChains}
+   * One loop over the used ring with the ring's fields in locals; the used index is
+   * stored by publish(), once for all of them.
+   */
+  override pushUsedChains(heads: Uint16Array, lengths: Uint32Array, count: number): void {
+    if (count <= 0) return;
+    this.malformedRun = 0;
+    this.walkedAtLastUse = this.walked;
+    const used = this.#used;
+    const mask = this.#mask;
+    const log = this.guestWriteLog;
+    let usedIdx = this.#usedIdx;
+    for (let i = 0; i < count; i++) {
+      const at = USED_RING + (usedIdx & mask) * USED_ELEM_SIZE;
+      used.setUint32(at, heads[i], true);
+      used.setUint32(at + USED_ELEM_LEN, lengths[i], true);
+      if (log !== null) log.markUsed(at, USED_ELEM_SIZE);
+      usedIdx = (usedIdx + 1) & 0xffff;
+    }
+    this.#usedIdx = usedIdx;
+    this.#unpublished += count;
   }
 
   /** Sets the length of the used element pushed `back` elements ago (1 = the last), not yet published. */

@@ -82,6 +82,44 @@ Deno.test("SplitVirtqueue.publish() writes used elements, then the index, and no
   assert.equal(driver.notifications, 1);
 });
 
+Deno.test("SplitVirtqueue.pushUsedChains() writes and reports what pushUsed() of each chain would", () => {
+  for (const logged of [false, true]) {
+    const one = setup({ features: { eventIndex: true } });
+    const batch = setup({ features: { eventIndex: true } });
+    const records = [one, batch].map(({ driver, queue }) => {
+      const record = new WriteRecord([{ base: driver.base, bytes: driver.bytes }]);
+      if (logged) queue.setWriteLog(record.ringLog(driver.usedAddr));
+      return record;
+    });
+    const heads = new Uint16Array(16);
+    const lengths = new Uint32Array(16);
+    // 3 rounds of 6 chains in a 16-entry ring: the used ring wraps in the third.
+    for (let round = 0; round < 3; round++) {
+      for (const { driver, queue, chain } of [one, batch]) {
+        for (let i = 0; i < 6; i++) {
+          driver.addChain([{ addr: driver.alloc(64), length: 64, writable: true }]);
+        }
+        for (let i = 0; i < 6; i++) {
+          assert.ok(queue.pop(chain, 0));
+          heads[i] = chain.head;
+          lengths[i] = 10 * round + i;
+        }
+        if (queue === one.queue) {
+          for (let i = 0; i < 6; i++) one.queue.pushUsed(heads[i], lengths[i]);
+        } else {
+          batch.queue.pushUsedChains(heads, lengths, 0); // nothing
+          batch.queue.pushUsedChains(heads, lengths, 6);
+        }
+      }
+      assert.equal(batch.queue.unpublished, one.queue.unpublished);
+      assert.deepEqual(batch.driver.bytes, one.driver.bytes, `round ${round}: the same ring`);
+      assert.deepEqual(records[1].ranges, records[0].ranges, `round ${round}: the same reports`);
+      assert.equal(batch.queue.publish(), one.queue.publish());
+      assert.deepEqual(batch.driver.takeUsed(), one.driver.takeUsed());
+    }
+  }
+});
+
 Deno.test("SplitVirtqueue.publish() honours VIRTQ_AVAIL_F_NO_INTERRUPT without EVENT_IDX", () => {
   const { driver, queue, chain } = setup();
   driver.setAvailFlags(VIRTQ_AVAIL_F_NO_INTERRUPT);

@@ -17,7 +17,13 @@
  *   Sockets toward non-loopback destinations are bound to `-o` and
  *   `--outbound-if4/6` when given. The datagrams of one guest TX batch are queued
  *   and leave with one sendmmsg per socket at {@link UdpTranslator.endOfBatch}
- *   (earlier when the queue fills).
+ *   (earlier when the queue fills). A run of datagrams of one flow queued back to
+ *   back with one payload size (the last may be shorter) leaves as one message that
+ *   the kernel cuts into those datagrams (UDP GSO, `UDP_SEGMENT`, man 7 udp): one
+ *   pass through the send path and loopback for up to 64 datagrams. A flow socket
+ *   whose send of such a message fails with EIO, EINVAL, ENOPROTOOPT or EMSGSIZE (a
+ *   device or route that cannot segment, a segment above the route's MTU) sends that
+ *   run and every later one datagram by datagram.
  * - Host → guest: replies, and datagrams arriving on `-u` listeners, are sent to
  *   the guest from the peer's address as the guest sees it (the address it used,
  *   or the inbound translation). A readable socket is read with recvmmsg, a batch at
@@ -40,7 +46,14 @@
  * @module
  */
 
-import { UDP_MAX_BATCH, UdpMessageRecords, UdpSocket } from "../../../ffi/udp_socket.ts";
+import {
+  UDP_MAX_BATCH,
+  UDP_MAX_SEGMENTED_PAYLOAD,
+  UDP_MAX_SEGMENTS,
+  UdpMessageRecords,
+  UdpSocket,
+} from "../../../ffi/udp_socket.ts";
+import { Errno, NativeError } from "../../../ffi/native_error.ts";
 import { WOULD_BLOCK } from "../../../ffi/tcp_socket.ts";
 import {
   EVENT_ERROR,
@@ -178,6 +191,13 @@ export interface UdpCounters {
   socketErrors: number;
   /** Datagrams from the guest to destinations `--allow-net` does not grant. */
   notPermitted: number;
+  /**
+   * Messages sent toward the host as a run of datagrams the kernel segments
+   * (`UDP_SEGMENT`); their datagrams count in {@link toHost} one by one.
+   */
+  segmentedSends: number;
+  /** Flow sockets whose route refused a segmented message: they send datagram by datagram. */
+  segmentationOff: number;
 }
 
 /**
@@ -213,8 +233,13 @@ class HostSocket {
   closed = false;
   /** Not read (readable watch off) while the link toward the guest has no room. */
   paused = false;
-  /** Indices of this socket's datagrams in the translator's TX records. */
+  /** Indices of this socket's messages in the translator's TX records. */
   readonly queued: number[] = [];
+  /**
+   * A flow's socket: runs of one payload size leave as one segmented message; off
+   * for good once its route refused one.
+   */
+  segmentation: boolean;
   /**
    * The flow of the last datagram received (one peer sending many is the usual case);
    * a flow's socket: that flow, for good.
@@ -237,6 +262,7 @@ class HostSocket {
     this.target = target;
     this.home = home ?? this;
     this.flowsByHost = home?.flowsByHost ?? new Map<string, UdpFlow>();
+    this.segmentation = role === "flow";
   }
 }
 
@@ -291,6 +317,8 @@ export class UdpTranslator implements L4Handler {
     unconnectedFlows: 0,
     socketErrors: 0,
     notPermitted: 0,
+    segmentedSends: 0,
+    segmentationOff: 0,
   };
   readonly #sender: GuestSender;
   readonly #rules: ForwardRules;
@@ -322,6 +350,8 @@ export class UdpTranslator implements L4Handler {
   readonly #txRecords = new UdpMessageRecords(UDP_MAX_BATCH);
   /** Records of one socket gathered in order when several sockets share a batch. */
   readonly #txGathered = new UdpMessageRecords(UDP_MAX_BATCH);
+  /** Segmented records cut back into one record per datagram, for a socket that cannot segment. */
+  readonly #txSplit = new UdpMessageRecords(UDP_MAX_BATCH);
   readonly #txSockets: HostSocket[] = [];
   #txCount = 0;
   #txBytes = 0;
@@ -580,7 +610,10 @@ export class UdpTranslator implements L4Handler {
     }
   }
 
-  /** Queues one payload for `s` toward the flow's peer; flushes first when full. */
+  /**
+   * Queues one payload for `s` toward the flow's peer, as one more segment of the run
+   * queued last when it can be; flushes first when full.
+   */
   #queueToHost(
     s: HostSocket,
     f: UdpFlow,
@@ -588,7 +621,13 @@ export class UdpTranslator implements L4Handler {
     offset: number,
     length: number,
   ): void {
-    if (this.#txCount === UDP_MAX_BATCH || this.#txBytes + length > TX_BUFFER_BYTES) {
+    if (this.#txBytes + length > TX_BUFFER_BYTES) {
+      this.#flushToHost();
+    } else if (s.segmentation && this.#extendRun(s, length)) {
+      this.#tx.set(frame.subarray(offset, offset + length), this.#txBytes);
+      this.#txBytes += length;
+      return;
+    } else if (this.#txCount === UDP_MAX_BATCH) {
       this.#flushToHost();
     }
     const at = this.#txBytes;
@@ -600,6 +639,30 @@ export class UdpTranslator implements L4Handler {
     s.queued.push(i);
     this.#txCount = i + 1;
     this.#txBytes = at + length;
+  }
+
+  /**
+   * Makes the record queued last, if it is `s`'s, one datagram of `length` bytes
+   * longer: a run of datagrams of its first datagram's size, the last one possibly
+   * shorter, within {@link UDP_MAX_SEGMENTS} and {@link UDP_MAX_SEGMENTED_PAYLOAD}.
+   * Its payload then ends where the next one is copied. False when it cannot.
+   */
+  #extendRun(s: HostSocket, length: number): boolean {
+    const queued = s.queued;
+    const last = this.#txCount - 1;
+    if (queued.length === 0 || queued[queued.length - 1] !== last || length === 0) return false;
+    const records = this.#txRecords;
+    const runLength = records.length(last);
+    const segment = records.segmentSize(last) || runLength;
+    if (
+      length > segment || runLength % segment !== 0 ||
+      runLength / segment >= UDP_MAX_SEGMENTS ||
+      runLength + length > UDP_MAX_SEGMENTED_PAYLOAD
+    ) {
+      return false;
+    }
+    records.setSegments(last, runLength + length, segment);
+    return true;
   }
 
   /** Sends every queued datagram: one sendmmsg per socket (more after an error). */
@@ -627,13 +690,15 @@ export class UdpTranslator implements L4Handler {
   }
 
   /**
-   * Sends records 0..count-1 on `s`; a refused datagram is counted and skipped (on a
-   * flow's socket after a second try: the first refusal may have been the socket's
-   * pending ICMP error, which the failed send took).
+   * Sends records 0..count-1 on `s`; a refused message is counted (a socket error per
+   * datagram) and skipped (on a flow's socket after a second try: the first refusal
+   * may have been the socket's pending ICMP error, which the failed send took). A
+   * segmented message refused as one the route cannot segment turns segmentation
+   * off for `s` and leaves, with the rest, datagram by datagram.
    */
   #sendQueued(s: HostSocket, records: UdpMessageRecords, count: number): void {
     if (s.closed) {
-      this.counters.dropped += count;
+      this.counters.dropped += datagramsOf(records, 0, count);
       return;
     }
     let first = 0;
@@ -643,7 +708,12 @@ export class UdpTranslator implements L4Handler {
       try {
         sent = s.socket.sendBatch(this.#tx, records, count - first, first);
       } catch (error) {
-        this.counters.socketErrors++;
+        if (records.segmentSize(first) !== 0 && cannotSegment(error)) {
+          this.#stopSegmentation(s, records, first, error as Error);
+          this.#sendSplit(s, records, first, count);
+          return;
+        }
+        this.counters.socketErrors += records.datagrams(first);
         this.#errLog.write(
           this.#clock(),
           `udp: send to ${this.#destinationText(s, records, first)} failed: ` +
@@ -654,16 +724,58 @@ export class UdpTranslator implements L4Handler {
         continue;
       }
       if (sent === WOULD_BLOCK) {
-        this.counters.dropped += count - first;
+        const dropped = datagramsOf(records, first, count);
+        this.counters.dropped += dropped;
         this.#errLog.write(
           this.#clock(),
-          `udp: socket buffer full, ${count - first} datagram(s) toward the host dropped`,
+          `udp: socket buffer full, ${dropped} datagram(s) toward the host dropped`,
         );
         return;
       }
-      this.counters.toHost += sent;
+      for (let i = first; i < first + sent; i++) {
+        const datagrams = records.datagrams(i);
+        this.counters.toHost += datagrams;
+        if (datagrams > 1) this.counters.segmentedSends++;
+      }
       first += sent;
     }
+  }
+
+  /**
+   * Turns segmentation off for flow socket `s`, whose route refused segmented message
+   * `i` of `records`.
+   */
+  #stopSegmentation(s: HostSocket, records: UdpMessageRecords, i: number, error: Error): void {
+    s.segmentation = false;
+    this.counters.segmentationOff++;
+    this.#errLog.write(
+      this.#clock(),
+      `udp: toward ${this.#destinationText(s, records, i)} a run of datagrams ` +
+        `cannot leave segmented (${error.message}); sending them one by one`,
+    );
+  }
+
+  /** Sends records `from`..`count`-1 on `s` with every segmented one cut into its datagrams. */
+  #sendSplit(s: HostSocket, records: UdpMessageRecords, from: number, count: number): void {
+    const split = this.#txSplit;
+    let n = 0;
+    for (let i = from; i < count; i++) {
+      if (n + records.datagrams(i) > UDP_MAX_BATCH) {
+        this.#sendQueued(s, split, n);
+        n = 0;
+      }
+      const segment = records.segmentSize(i);
+      if (segment === 0) {
+        split.copyFrom(records, i, n++);
+        continue;
+      }
+      const offset = records.offset(i);
+      const length = records.length(i);
+      for (let at = 0; at < length; at += segment) {
+        split.setToPeer(n++, offset + at, Math.min(segment, length - at));
+      }
+    }
+    if (n > 0) this.#sendQueued(s, split, n);
   }
 
   /** Where record `i` sent on `s` goes, for a log line. */
@@ -1007,8 +1119,9 @@ export class UdpTranslator implements L4Handler {
   #socketError(s: HostSocket, error: Error): void {
     this.counters.socketErrors++;
     const peer = s.role === "flow" ? s.lastFlow : null;
-    const from = peer === null ? "" : ` (from ${peer.hostAddr} port ${peer.hostPort})`;
-    this.#errLog.write(this.#clock(), `udp: socket error${from}: ${error.message}`);
+    const toward = peer === null ? "" : ` toward ${peer.hostAddr} port ${peer.hostPort}`;
+    // Mostly ICMP errors the peer's host sent (ECONNREFUSED...): traffic, not a fault.
+    this.#errLog.write(this.#clock(), `udp: the host socket${toward} reports ${error.message}`);
   }
 
   // ---------------------------------------------------------------- flows, sockets
@@ -1075,6 +1188,28 @@ export class UdpTranslator implements L4Handler {
       this.#onTimersChanged?.();
     }
   }
+}
+
+/** How many datagrams records `from`..`to`-1 carry. */
+function datagramsOf(records: UdpMessageRecords, from: number, to: number): number {
+  let datagrams = 0;
+  for (let i = from; i < to; i++) datagrams += records.datagrams(i);
+  return datagrams;
+}
+
+/**
+ * Whether a send error of a segmented message says the socket's route cannot send
+ * it so, though its datagrams may leave one by one (net/ipv4/udp.c udp_send_skb:
+ * EMSGSIZE on Linux 6.18, EINVAL on older kernels, when a segment plus headers is
+ * above the route's MTU; EINVAL with UDP checksums off; EIO through IPsec;
+ * ENOPROTOOPT from a kernel without UDP_SEGMENT). The translator keeps a message
+ * within the kernel's own limits, so these do not mean the payload is too long.
+ */
+function cannotSegment(error: unknown): boolean {
+  if (!(error instanceof NativeError)) return false;
+  const errno = error.errno;
+  return errno === Errno.EIO || errno === Errno.EINVAL || errno === Errno.ENOPROTOOPT ||
+    errno === Errno.EMSGSIZE;
 }
 
 function hostKey(addr: string, port: number): string {

@@ -19,8 +19,14 @@ import { type L4Handler, newL4Packet } from "../l4_handler.ts";
 import { recordingLogger } from "../../../tests/support/recording_logger.ts";
 import { canUnshare, runInNetNamespace } from "../../../tests/support/net_namespace.ts";
 import { openFdCount } from "../../../ffi/process.ts";
+import { WOULD_BLOCK } from "../../../ffi/tcp_socket.ts";
 import { waitUntil } from "../../../tests/support/wait_until.ts";
-import { UdpMessageRecords, UdpSocket } from "../../../ffi/udp_socket.ts";
+import {
+  UDP_MAX_BATCH,
+  UDP_MAX_SEGMENTS,
+  UdpMessageRecords,
+  UdpSocket,
+} from "../../../ffi/udp_socket.ts";
 import {
   type FrameSpace,
   type GuestLink,
@@ -448,8 +454,9 @@ Deno.test("`UdpTranslator` sends a batch's datagrams toward the host at `endOfBa
   const { udp, tcp, guest } = setup(4, testRules());
   const peer = await recordingPeer();
   try {
-    // Straight to the handler, as the stack does within one TX batch.
-    const texts = Array.from({ length: 100 }, (_, i) => `datagram ${i}`);
+    // Straight to the handler, as the stack does within one TX batch. Every size
+    // differs, so no run of one size leaves as one segmented message.
+    const texts = Array.from({ length: 100 }, (_, i) => `datagram ${i} ${"x".repeat(i)}`);
     const srcPort = freeUdpPort();
     for (const t of texts) {
       guest.sendUdpWithoutBatchEnd(srcPort, TEST_GATEWAY4, peer.port, new TextEncoder().encode(t));
@@ -523,6 +530,137 @@ Deno.test("`UdpTranslator` counts a datagram the kernel refuses and still sends 
     guest.stop();
     udp.close();
     tcp.close();
+  }
+});
+
+/** Room per datagram at {@link datagramSink}: any UDP payload. */
+const SINK_SLOT_SIZE = 65536;
+
+/** A UDP socket on 127.0.0.1 that receives datagrams one by one, in arrival order. */
+function datagramSink() {
+  const socket = UdpSocket.open(4, { address: LOOPBACK4_BYTES });
+  const buffer = new Uint8Array(SINK_SLOT_SIZE * UDP_MAX_BATCH);
+  const records = new UdpMessageRecords(UDP_MAX_BATCH);
+  const got: Uint8Array[] = [];
+  return {
+    port: socket.localAddress().port,
+    got,
+    /** Receives until `count` datagrams arrived (bounded by 5 s). */
+    async receive(count: number): Promise<Uint8Array[]> {
+      await waitUntil(`${count} datagrams at the sink`, () => {
+        for (;;) {
+          const n = socket.receiveBatch(buffer, SINK_SLOT_SIZE, records);
+          if (n === WOULD_BLOCK) break;
+          for (let i = 0; i < n; i++) {
+            assert.equal(records.truncated(i), false);
+            got.push(buffer.slice(records.offset(i), records.offset(i) + records.length(i)));
+          }
+        }
+        return got.length >= count;
+      }, 5_000);
+      return got;
+    },
+    close: () => socket.close(),
+  };
+}
+
+/** Payload `i` of `length` bytes, each datagram's bytes distinct from its neighbours'. */
+function numberedPayload(i: number, length: number): Uint8Array {
+  return Uint8Array.from({ length }, (_, k) => (i * 7 + k) & 0xff);
+}
+
+/** Sends `payloads` from guest port `srcPort` to `port` of the gateway as one TX batch. */
+function sendOneBatch(
+  guest: TestGuest,
+  udp: UdpTranslator,
+  srcPort: number,
+  port: number,
+  payloads: Uint8Array[],
+): void {
+  for (const p of payloads) guest.sendUdpWithoutBatchEnd(srcPort, TEST_GATEWAY4, port, p);
+  udp.endOfBatch(performance.now());
+}
+
+Deno.test("`UdpTranslator` sends a batch's run of same-size datagrams as one segmented message, which arrives as the datagrams in order", async () => {
+  const { udp, guest, close } = setup(4);
+  const sink = datagramSink();
+  try {
+    const payloads = Array.from({ length: 40 }, (_, i) => numberedPayload(i, 1400));
+    sendOneBatch(guest, udp, freeUdpPort(), sink.port, payloads);
+    assert.equal(udp.counters.toHost, 40, "every datagram counted");
+    assert.equal(udp.counters.segmentedSends, 1, "one message with UDP_SEGMENT");
+    assert.deepEqual(await sink.receive(40), payloads, "40 datagrams, as sent, in order");
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(sink.got.length, 40, "and no more");
+    assert.equal(udp.counters.socketErrors, 0);
+    assert.equal(udp.counters.dropped, 0);
+  } finally {
+    sink.close();
+    close();
+  }
+});
+
+Deno.test("`UdpTranslator` segments runs of one size (the last may be shorter) and sends other datagrams alone, in order", async () => {
+  const { udp, guest, close } = setup(4);
+  const sink = datagramSink();
+  try {
+    // Runs: [100 100 100 50] (a shorter one ends a run), [200 200]; 300, 400 and 500
+    // each leave alone (a larger datagram starts a new run, which needs two).
+    const sizes = [100, 100, 100, 50, 200, 200, 300, 400, 500];
+    const payloads = sizes.map((n, i) => numberedPayload(i, n));
+    sendOneBatch(guest, udp, freeUdpPort(), sink.port, payloads);
+    assert.equal(udp.counters.toHost, sizes.length);
+    assert.equal(udp.counters.segmentedSends, 2);
+    assert.deepEqual(await sink.receive(sizes.length), payloads);
+  } finally {
+    sink.close();
+    close();
+  }
+});
+
+Deno.test("`UdpTranslator` keeps a segmented message within the kernel's 64 segments and 65,507 bytes", async () => {
+  const { udp, guest, close } = setup(4);
+  const sink = datagramSink();
+  try {
+    // 70 small ones: 64 in one message, 6 in the next.
+    const small = Array.from({ length: UDP_MAX_SEGMENTS + 6 }, (_, i) => numberedPayload(i, 10));
+    sendOneBatch(guest, udp, freeUdpPort(), sink.port, small);
+    assert.equal(udp.counters.segmentedSends, 2);
+    // 30,000 bytes each: two fit in 65,507 bytes, the third leaves alone.
+    const large = Array.from({ length: 3 }, (_, i) => numberedPayload(i, 30_000));
+    sendOneBatch(guest, udp, freeUdpPort(), sink.port, large);
+    assert.equal(udp.counters.segmentedSends, 3);
+    assert.equal(udp.counters.toHost, small.length + large.length);
+    assert.equal(udp.counters.socketErrors, 0);
+    const got = await sink.receive(small.length + large.length);
+    assert.deepEqual(got.slice(0, small.length), small);
+    assert.deepEqual(got.slice(small.length), large);
+  } finally {
+    sink.close();
+    close();
+  }
+});
+
+Deno.test("`UdpTranslator` does not segment datagrams of two flows interleaved in a batch, and keeps each flow's order", async () => {
+  const { udp, guest, close } = setup(4);
+  const a = datagramSink();
+  const b = datagramSink();
+  try {
+    const srcPort = freeUdpPort();
+    const toA = Array.from({ length: 5 }, (_, i) => numberedPayload(i, 500));
+    const toB = Array.from({ length: 5 }, (_, i) => numberedPayload(i + 50, 500));
+    for (let i = 0; i < 5; i++) {
+      guest.sendUdpWithoutBatchEnd(srcPort, TEST_GATEWAY4, a.port, toA[i]);
+      guest.sendUdpWithoutBatchEnd(srcPort, TEST_GATEWAY4, b.port, toB[i]);
+    }
+    udp.endOfBatch(performance.now());
+    assert.equal(udp.counters.toHost, 10);
+    assert.deepEqual(await a.receive(5), toA);
+    assert.deepEqual(await b.receive(5), toB);
+  } finally {
+    a.close();
+    b.close();
+    close();
   }
 });
 
@@ -667,6 +805,26 @@ Deno.test("`UdpTranslator` delivers a datagram from a second peer to the guest's
   }
 });
 
+Deno.test("`UdpTranslator` logs a refusal the flow's socket reports while idle without calling it an error", async () => {
+  const { logger, lines } = recordingLogger({ level: "debug" });
+  const { udp, guest, close } = setup(4, testRules(), { logger });
+  const probe = UdpSocket.open(4, { address: LOOPBACK4_BYTES, port: 0 });
+  const closedPort = probe.localAddress().port;
+  probe.close();
+  try {
+    guest.sendUdp(freeUdpPort(), TEST_GATEWAY4, closedPort, new TextEncoder().encode("first"));
+    // Nothing more is sent: the refusal arrives as an error event on the socket.
+    await waitUntil("the refusal counted", () => udp.counters.socketErrors >= 1, 5_000);
+    assert.equal(lines.filter((l) => /refused/i.test(l)).length, 1, lines.join("\n"));
+    // The peer's answer, not a fault of the daemon: no line calls it an error (the
+    // testpmd test fails on any line with the word).
+    assert.deepEqual(lines.filter((l) => /\berror\b/i.test(l)), []);
+    assert.equal(udp.flows.size, 1);
+  } finally {
+    close();
+  }
+});
+
 Deno.test("`UdpTranslator` counts an ICMP error on a flow's socket and keeps the flow working both ways", async () => {
   const { logger, lines } = recordingLogger({ level: "debug" });
   const { udp, tcp, guest } = setup(4, testRules(), { logger });
@@ -705,6 +863,9 @@ Deno.test("`UdpTranslator` counts an ICMP error on a flow's socket and keeps the
     assert.equal(guest.datagrams[0].fromPort, closedPort);
     const refusals = lines.filter((l) => /refused/i.test(l));
     assert.equal(refusals.length, 1, `one (rate-limited) line:\n${lines.join("\n")}`);
+    // A refusal is the peer's answer, not a fault of the daemon: no line calls it an
+    // error (the testpmd test fails on any line with the word).
+    assert.deepEqual(lines.filter((l) => /\berror\b/i.test(l)), []);
   } finally {
     sink?.close();
     guest.stop();
@@ -741,6 +902,39 @@ Deno.test({
       loopSeen: ["loop"],
       echoes: ["echo:loop", "echo:wide"],
     });
+  },
+});
+
+Deno.test({
+  name:
+    "`UdpTranslator` sends datagrams one by one from a socket whose route refuses segmentation, from then on",
+  // A loopback with a small MTU exists only in a namespace of the test's own.
+  ignore: !canUnshare,
+  fn: async () => {
+    // 1,280 bytes: below a 1,400-byte datagram and its headers (the fixture's).
+    const r = await runInNetNamespace(
+      "ip link set lo mtu 1280 up",
+      new URL("../../../tests/support/net/udp/segmentation_fallback_fixture.ts", import.meta.url),
+    );
+    // The first run's segmented message is refused (a segment does not fit the
+    // route's MTU); its datagrams go one by one, and so does the next batch.
+    assert.deepEqual(r.afterFirst, {
+      toHost: 3,
+      segmentedSends: 0,
+      segmentationOff: 1,
+      socketErrors: 0,
+      dropped: 0,
+    });
+    assert.deepEqual(r.afterSecond, {
+      toHost: 6,
+      segmentedSends: 0,
+      segmentationOff: 1,
+      socketErrors: 0,
+      dropped: 0,
+    });
+    assert.equal(r.arrivedInOrder, true, "all six arrived, fragmented, as sent");
+    // A fresh socket tries segmentation again and, on a route that takes it, uses it.
+    assert.equal(r.otherPort.segmentedSends, 1);
   },
 });
 
