@@ -179,13 +179,21 @@ Deno.test("`nativeHostTcp().connect()` reaches a Deno.listen server: sends, peek
   assert.equal(openFdCount(), before);
 });
 
-Deno.test("`HostConnection.send()` moves 8 MiB through partial sends and writable events while the peer reads slowly", async () => {
+Deno.test("`HostConnection.send()` moves more than both sockets' buffers hold through partial sends and writable events while the peer reads slowly", async () => {
   const { listener, port } = denoServer();
   await withLoop(async (loop) => {
     const accepted = listener.accept();
     const conn = await connect(nativeHostTcp(loop), "127.0.0.1", port);
     const peer = await accepted;
-    const data = new Uint8Array(8 << 20).map((_, i) => (i * 31) & 0xff);
+    // More than our send buffer and the peer's largest receive buffer (tcp_rmem's
+    // maximum) together, so the sender must meet a full buffer whatever the timing.
+    const atConnect = { sendQueued: 0, receiveQueued: 0, sendBuffer: 0 };
+    conn.queues(atConnect);
+    const receiveMax = Number(
+      Deno.readTextFileSync("/proc/sys/net/ipv4/tcp_rmem").trim().split(/\s+/)[2],
+    );
+    const size = Math.max(8 << 20, atConnect.sendBuffer + receiveMax + (1 << 20));
+    const data = new Uint8Array(size).map((_, i) => (i * 31) & 0xff);
     const want = createHash("sha256").update(data).digest("hex");
     const reading = (async () => {
       const hash = createHash("sha256");
