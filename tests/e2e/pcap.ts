@@ -23,6 +23,9 @@ export interface PcapSummary {
 /** ICMPv6 type of a Router Advertisement (RFC 4861 section 4.2). */
 const ICMPV6_ROUTER_ADVERTISEMENT = 134;
 
+/** tshark Decode-As options: TCP and UDP payloads on ports 1024 and up are plain data. */
+const PAYLOADS_AS_DATA = ["-d", "tcp.port==1024-65535,data", "-d", "udp.port==1024-65535,data"];
+
 async function tshark(args: string[]): Promise<string[]> {
   const output = await new Deno.Command("tshark", {
     args: ["-n", ...args],
@@ -65,6 +68,16 @@ export async function pcapSummary(path: string): Promise<PcapSummary> {
       routerAdvertisements++;
     }
   }
-  const malformed = await tshark(["-r", path, "-Y", "_ws.malformed"]);
+  // The guests' own payloads (bulk data, echoes) go to random ports, which tshark may
+  // take for a protocol registered there (EtherCAT on 34980...) and call malformed:
+  // payloads on unprivileged ports are read as plain data; DHCP, DHCPv6 and DNS keep
+  // their decoders.
+  const malformed = await tshark([
+    "-r",
+    path,
+    ...PAYLOADS_AS_DATA,
+    "-Y",
+    "_ws.malformed",
+  ]);
   return { frames, dhcpTypes, dhcpv6Types, routerAdvertisements, malformed };
 }
