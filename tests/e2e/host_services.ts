@@ -17,8 +17,27 @@ export const HELLO_BODY = "hello from the tpasst e2e host\n";
 /** Chunk size of generated bulk data. */
 const BULK_CHUNK = 64 * 1024;
 
+/**
+ * Ports {@link freePort} picks from: below Linux's default ephemeral range (32768–60999,
+ * net.ipv4.ip_local_port_range), so no connection's local port takes one between the
+ * pick and the backend's bind (an ephemeral pick was taken once in CI: EADDRINUSE).
+ */
+const PICK_FIRST = 20_000;
+const PICK_END = 32_768;
+/** Random picks tried before falling back to a port the kernel chooses. */
+const PICK_ATTEMPTS = 50;
+
 /** Returns a TCP port that was free on 127.0.0.1 a moment ago. */
 export function freePort(): number {
+  for (let attempt = 0; attempt < PICK_ATTEMPTS; attempt++) {
+    const port = PICK_FIRST + Math.floor(Math.random() * (PICK_END - PICK_FIRST));
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return port;
+    } catch {
+      // taken: try another
+    }
+  }
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();
