@@ -402,6 +402,15 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
     }
   });
 
+  /** The daemon's last output line holding `marker`, waited for up to 5 s (undefined if none). */
+  const loggedLine = async (s: E2eSession, marker: string): Promise<string | undefined> => {
+    const find = () => s.backend.output().split("\n").findLast((l) => l.includes(marker));
+    for (let i = 0; i < 50 && find() === undefined; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    return find();
+  };
+
   const segmented = options.expectSegmented;
   if (segmented !== undefined) {
     define(
@@ -411,12 +420,7 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
       async (s) => {
         // The closing test stopped QEMU: the link went down and logged its counters (read
         // here rather than asked for while the guest runs: it may have powered off already).
-        const counters = () =>
-          s.backend.output().split("\n").findLast((l) => l.includes("vhost-user link: TX "));
-        for (let i = 0; i < 50 && counters() === undefined; i++) {
-          await new Promise((resolve) => setTimeout(resolve, 100));
-        }
-        const line = counters();
+        const line = await loggedLine(s, "vhost-user link: TX ");
         assert.ok(line !== undefined, "no link counters in the daemon's -d output");
         const count = (pattern: RegExp) => Number(pattern.exec(line)?.[1] ?? Number.NaN);
         const txSegmented = count(/TX \d+ frames \((\d+) segmented/);
@@ -435,12 +439,7 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
       "frames went over more than one queue pair each way (the daemon's per-pair counters, -d)",
       async (s) => {
         // The closing test stopped QEMU: the link went down and logged its counters.
-        const counters = () =>
-          s.backend.output().split("\n").findLast((l) => l.includes("frames per queue pair"));
-        for (let i = 0; i < 50 && counters() === undefined; i++) {
-          await new Promise((resolve) => setTimeout(resolve, 100));
-        }
-        const line = counters();
+        const line = await loggedLine(s, "frames per queue pair");
         assert.ok(line !== undefined, "no per-pair counters in the daemon's -d output");
         const perPair = (direction: string) =>
           (new RegExp(`${direction} (\\d+(?:,\\d+)*)`).exec(line.split("frames per queue pair")[1])
