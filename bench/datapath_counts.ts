@@ -15,6 +15,9 @@
  *
  * Options: --backends tpasst-vhost,passt-vhost (default), --directions down,up
  * (default down), --bytes N (per transfer, default 2000M; iperf3's K/M/G suffixes),
+ * --warm-up N (before the measured transfers, one unmeasured transfer of N bytes each
+ * direction through the same backend: its JIT has compiled the datapath by then;
+ * default 0, none),
  * --tool perf|strace|record|none (default perf), --tpasst-tree DIR (adds backend
  * "tpasst-tree": DIR/bin/tpasst, another checkout, e.g. the code before a change;
  * repeatable: the second is "tpasst-tree2", and so on),
@@ -65,6 +68,8 @@ interface Args {
   backends: Backend[];
   directions: Direction[];
   bytes: string;
+  /** Bytes of the unmeasured transfer each direction before the measured ones ("0": none). */
+  warmUp: string;
   tool: Tool;
   /** Checkouts of --tpasst-tree, in order: backends tpasst-tree, tpasst-tree2, … */
   tpasstTrees: string[];
@@ -78,6 +83,7 @@ function parseArgs(argv: string[]): Args {
     backends: ["tpasst-vhost", "passt-vhost"],
     directions: ["down"],
     bytes: "2000M",
+    warmUp: "0",
     tool: "perf",
     tpasstTrees: [],
     rounds: 1,
@@ -126,6 +132,10 @@ function parseArgs(argv: string[]): Args {
       case "--tpasst-tree":
         args.tpasstTrees.push(value());
         break;
+      case "--warm-up":
+        args.warmUp = value();
+        if (!/^[0-9]+[KMG]?$/.test(args.warmUp)) throw new Error(`Bad --warm-up ${args.warmUp}`);
+        break;
       case "--rounds":
         args.rounds = Number(value());
         break;
@@ -172,7 +182,12 @@ const GUEST_SNAPSHOT_LINES: readonly string[] = [
   "}",
 ];
 
-function guestScript(port: number, directions: Direction[], bytes: string): string {
+function guestScript(
+  port: number,
+  directions: Direction[],
+  bytes: string,
+  warmUp: string,
+): string {
   const lines = [
     'mark() { echo "TPASST-MARK $*"; }',
     "udhcpc -i eth0 -f -q -n -t 5 -T 3 -s /etc/udhcpc.sh 2>/dev/null >/dev/null",
@@ -181,6 +196,15 @@ function guestScript(port: number, directions: Direction[], bytes: string): stri
     "result() { awk '/receiver/ {print $(NF-4), $(NF-3), $(NF-2); f=1} END {if (!f) print \"failed\"}'; }",
     ...GUEST_SNAPSHOT_LINES,
   ];
+  if (warmUp !== "0") {
+    for (const d of directions) {
+      lines.push(
+        `timeout 300 iperf3 -c "$gw" -p ${port} -n ${warmUp} ${
+          d === "down" ? "-R" : ""
+        } >/dev/null 2>&1`,
+      );
+    }
+  }
   for (const d of directions) {
     lines.push(
       `mark ${d}-start`,
@@ -362,7 +386,7 @@ async function measure(backend: Backend, args: Args): Promise<Row[]> {
     try {
       await using guest = await QemuGuest.launch({
         netdev: started.netdev,
-        script: guestScript(iperf.port, args.directions, args.bytes),
+        script: guestScript(iperf.port, args.directions, args.bytes, args.warmUp),
         onLine: args.verbose ? (l) => console.log(`  [${backend}] ${l}`) : undefined,
       });
       const pid = started.pid!;
@@ -435,7 +459,7 @@ async function main(): Promise<void> {
   const load = Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
   console.log(
     `datapath counts: ${args.backends.join(", ")}; ${args.directions.join(", ")}; ${args.bytes} ` +
-      `per transfer; tool ${args.tool}; ${args.rounds} round(s); load average ${load}`,
+      `per transfer (warm-up ${args.warmUp}); tool ${args.tool}; ${args.rounds} round(s); load average ${load}`,
   );
   const all: Row[] = [];
   for (let round = 1; round <= args.rounds; round++) {

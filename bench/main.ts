@@ -7,6 +7,9 @@
  * passes or fails: a backend that cannot run prints "n/a (reason)".
  *
  * Options: --seconds N (per direction, default 10), --rounds N (default 2),
+ * --warm-up N (seconds of an unmeasured run each direction before the measured ones,
+ * every backend alike, default 3; 0: none — tpasst's JIT then compiles its datapath
+ * inside the measured seconds, a cost a daemon pays once),
  * --backends a,b,c (default: all four), --tpasst-tree DIR (adds backend "tpasst-tree":
  * DIR/bin/tpasst with vhost-user, another checkout, e.g. the code before a change,
  * in the same alternating rounds), --verbose (serial console), --mtu1500 (every
@@ -36,6 +39,7 @@ const MTU_1500_OPTION = "host_mtu=1500";
 
 interface Args {
   seconds: number;
+  warmUpSeconds: number;
   rounds: number;
   backends: BenchBackend[];
   tpasstTree: string | null;
@@ -46,6 +50,7 @@ interface Args {
 function parseArgs(argv: string[]): Args {
   const args: Args = {
     seconds: 10,
+    warmUpSeconds: 3,
     rounds: 2,
     backends: [...BACKEND_KINDS],
     tpasstTree: null,
@@ -60,6 +65,9 @@ function parseArgs(argv: string[]): Args {
       return v;
     };
     switch (argv[i]) {
+      case "--warm-up":
+        args.warmUpSeconds = Number(value());
+        break;
       case "--seconds":
         args.seconds = Number(value());
         break;
@@ -106,6 +114,9 @@ function parseArgs(argv: string[]): Args {
   }
   if (!(args.seconds > 0) || !(args.rounds > 0)) {
     throw new Error("--seconds and --rounds must be positive");
+  }
+  if (!Number.isInteger(args.warmUpSeconds) || args.warmUpSeconds < 0) {
+    throw new Error("--warm-up must be a whole number of seconds, 0 or more");
   }
   return args;
 }
@@ -226,9 +237,10 @@ async function main(): Promise<void> {
   console.log(
     `QEMU iperf3 benchmark: ${
       args.backends.join(", ")
-    }; ${args.rounds} round(s) of ${args.seconds} s per direction; TCG guest${
-      args.mtu1500 ? `; vhost-user guests at MTU 1500 (${MTU_1500_OPTION})` : ""
-    }; load average ${loadBefore}`,
+    }; ${args.rounds} round(s) of ${args.seconds} s per direction after ${args.warmUpSeconds} s ` +
+      `unmeasured; TCG guest${
+        args.mtu1500 ? `; vhost-user guests at MTU 1500 (${MTU_1500_OPTION})` : ""
+      }; load average ${loadBefore}`,
   );
   const summaries: Summary[] = args.backends.map((backend) => ({
     backend,
@@ -249,6 +261,7 @@ async function main(): Promise<void> {
         ].join(",");
         const result = await measureIperf(kind, {
           seconds: args.seconds,
+          warmUpSeconds: args.warmUpSeconds,
           deviceOptions: deviceOptions === "" ? undefined : deviceOptions,
           tpasstBin: tree ? `${args.tpasstTree}/bin/tpasst` : undefined,
           onLine: args.verbose ? (l) => console.log(`  [${summary.backend}] ${l}`) : undefined,
@@ -297,6 +310,7 @@ async function main(): Promise<void> {
       {
         date: new Date().toISOString(),
         seconds: args.seconds,
+        warmUpSeconds: args.warmUpSeconds,
         rounds: args.rounds,
         guestMtu1500: args.mtu1500,
         loadAverage: { before: loadBefore, after: loadAfter },

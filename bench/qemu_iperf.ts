@@ -47,6 +47,12 @@ export interface IperfResult {
 export interface IperfOptions {
   /** Seconds per direction. */
   readonly seconds: number;
+  /**
+   * Seconds of an unmeasured iperf3 run each direction before the measured ones (0:
+   * none): tpasst's JIT has compiled its datapath by then, as in a daemon that has run
+   * for a while, and every backend gets the same runs.
+   */
+  readonly warmUpSeconds?: number;
   /** Serial lines, for debugging. */
   readonly onLine?: (line: string) => void;
   /** tpasst backends: the launcher to run (another checkout's bin/tpasst). */
@@ -63,12 +69,16 @@ const IPERF_UNITS: Readonly<Record<string, number>> = {
   GBytes: 1024 ** 3,
 };
 
-function guestScript(port: number, seconds: number): string {
+function guestScript(port: number, seconds: number, warmUpSeconds: number): string {
+  const warmUp = (reverse: string) =>
+    `timeout ${warmUpSeconds + 30} iperf3 -c "$gw" -p ${port} -t ${warmUpSeconds}${reverse} ` +
+    ">/dev/null 2>&1";
   return [
     ...LEASE_SCRIPT_LINES,
     // receiver line: [ ID] interval sec <transfer> <KBytes|MBytes|GBytes> <rate> Mbits/sec receiver
     "result() { awk '/receiver/ {print $(NF-4), $(NF-3), $(NF-2); f=1} END {if (!f) print \"failed\"}'; }",
     'mark mtu "$(cat /sys/class/net/eth0/mtu)"',
+    ...(warmUpSeconds > 0 ? [warmUp(""), warmUp(" -R")] : []),
     "mark up-start",
     `mark up "$(timeout ${
       seconds + 30
@@ -94,11 +104,11 @@ export async function measureIperf(kind: BackendKind, options: IperfOptions): Pr
     try {
       await using guest = await QemuGuest.launch({
         netdev: backend.netdev,
-        script: guestScript(iperf.port, options.seconds),
+        script: guestScript(iperf.port, options.seconds, options.warmUpSeconds ?? 0),
         onLine: options.onLine,
       });
       const pid = backend.pid ?? guest.pid;
-      const timeoutMs = 180_000 + options.seconds * 4_000;
+      const timeoutMs = 180_000 + (options.seconds + 2 * (options.warmUpSeconds ?? 0)) * 4_000;
       const direction = async (name: "up" | "down"): Promise<DirectionResult> => {
         const start = await guest.waitForAnyMark([`${name}-start`, "error"], timeoutMs);
         if (start.name === "error") throw guest.failure(`guest: ${start.value}`);

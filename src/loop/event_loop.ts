@@ -13,7 +13,8 @@
  *
  * Work that must run soon without an fd event (a ring polled again after a busy turn)
  * is queued with {@link runSoon}: no loop of this thread blocks while such work waits,
- * and a loop on the JS thread runs it itself between two polls.
+ * and a loop on the JS thread runs it itself between two polls (work queued by that
+ * loop's own handlers costs no setImmediate).
  *
  * Every watched fd is tagged in epoll with (fd, generation). An event whose
  * generation no longer matches the current watch of that fd — the fd was unwatched,
@@ -105,18 +106,27 @@ let soonQueue: SoonTask[] = [];
 const SOON_QUEUE_SLACK = 64;
 /** EventLoops of this thread inside run(). */
 let loopsRunning = 0;
+/**
+ * > 0 while an EventLoop of this thread runs its handlers, batch-end callbacks or
+ * queued tasks (synchronously: it polls again right after them).
+ */
+let loopDispatching = 0;
 
 /** A callback queued with {@link runSoon}. */
 export class SoonTask {
   #done = false;
   readonly #callback: () => void;
-  readonly #immediate: ReturnType<typeof setImmediate>;
+  /** Deno's setImmediate that runs the task if no loop does first; undefined: not armed. */
+  #immediate: ReturnType<typeof setImmediate> | undefined = undefined;
 
   /** @internal use {@link runSoon} */
   constructor(callback: () => void) {
     soonPending++;
     this.#callback = callback;
-    this.#immediate = setImmediate(() => this.#run());
+    // Queued from a handler of the only loop running on this thread: that loop runs it
+    // between its next polls, so no setImmediate is needed unless the loop stops first
+    // or a second loop starts (both arm it; see armPendingSoonTasks).
+    if (loopDispatching === 0 || loopsRunning !== 1) this.armFallback();
     // Tasks run by their setImmediate stay queued until a loop runs the queue: drop
     // them once they outnumber the pending ones (the queue stays bounded without loops).
     if (soonQueue.length >= 2 * soonPending + SOON_QUEUE_SLACK) {
@@ -135,14 +145,20 @@ export class SoonTask {
     if (this.#done) return;
     this.#done = true;
     soonPending--;
-    clearImmediate(this.#immediate);
+    if (this.#immediate !== undefined) clearImmediate(this.#immediate);
   }
 
   /** @internal Runs the callback now unless it ran or was cancelled (a loop between polls). */
   runEarly(): void {
     if (this.#done) return;
-    clearImmediate(this.#immediate);
+    if (this.#immediate !== undefined) clearImmediate(this.#immediate);
     this.#run();
+  }
+
+  /** @internal Makes Deno's next I/O phase run the task if it is still due and not armed. */
+  armFallback(): void {
+    if (this.#done || this.#immediate !== undefined) return;
+    this.#immediate = setImmediate(() => this.#run());
   }
 
   #run(): void {
@@ -154,9 +170,21 @@ export class SoonTask {
 }
 
 /**
+ * Arms the setImmediate of every due task queued without one, when the loop that was to
+ * run it stops, or when a second loop starts on this thread (loops then leave queued
+ * work to Deno's turns).
+ */
+function armPendingSoonTasks(): void {
+  if (soonPending === 0) return;
+  for (const task of soonQueue) task.armFallback();
+}
+
+/**
  * Runs `callback` soon without an fd event: after Deno's next I/O phase
  * (setImmediate), or earlier from an {@link EventLoop} of this thread between two of
- * its polls, whichever comes first. Until then it keeps every loop of this thread from
+ * its polls, whichever comes first. Queued from a handler of the only loop running on
+ * this thread, it is left to that loop (no setImmediate, unless the loop stops or a
+ * second one starts first). Until it runs it keeps every loop of this thread from
  * waiting synchronously: they poll instead, so the callback is not held up by an
  * epoll_wait on the JS thread.
  */
@@ -173,15 +201,20 @@ function runQueuedSoonTasks(onError: (error: unknown) => void): number {
   const due = soonQueue;
   soonQueue = [];
   let ran = 0;
-  for (let i = 0; i < due.length; i++) {
-    const task = due[i];
-    if (task.done) continue;
-    ran++;
-    try {
-      task.runEarly();
-    } catch (error) {
-      onError(error);
+  loopDispatching++;
+  try {
+    for (let i = 0; i < due.length; i++) {
+      const task = due[i];
+      if (task.done) continue;
+      ran++;
+      try {
+        task.runEarly();
+      } catch (error) {
+        onError(error);
+      }
     }
+  } finally {
+    loopDispatching--;
   }
   return ran;
 }
@@ -361,6 +394,7 @@ export class EventLoop {
     if (this.#running) throw new Error("Cannot run the event loop: it is already running");
     this.#running = true;
     loopsRunning++;
+    if (loopsRunning > 1) armPendingSoonTasks();
     const counters = this.counters;
     const onSoonTaskError = this.#onSoonTaskError;
     try {
@@ -432,6 +466,7 @@ export class EventLoop {
       }
     } finally {
       loopsRunning--;
+      armPendingSoonTasks();
       this.#stopRequested = false;
       this.#running = false;
       this.#stopFd.drain();
@@ -473,6 +508,15 @@ export class EventLoop {
 
   /** Runs the handlers of `count` fetched events, then the batch-end callbacks. */
   #dispatch(count: number): void {
+    loopDispatching++;
+    try {
+      this.#dispatchEvents(count);
+    } finally {
+      loopDispatching--;
+    }
+  }
+
+  #dispatchEvents(count: number): void {
     const now = monotonicNow();
     const view = this.#view;
     for (let i = 0; i < count; i++) {

@@ -483,3 +483,98 @@ Deno.test("`EventLoop.watch()` refuses a closed fd and replaces a second watch o
   assert.equal(loop.isWatching(fd), false);
   loop.close();
 });
+
+/** Counts calls of the global setImmediate until `restore()`. */
+function countSetImmediate(): { calls: number; restore(): void } {
+  const original = globalThis.setImmediate;
+  const counter = {
+    calls: 0,
+    restore: () => {
+      globalThis.setImmediate = original;
+    },
+  };
+  globalThis.setImmediate = ((...args: Parameters<typeof setImmediate>) => {
+    counter.calls++;
+    return original(...args);
+  }) as typeof setImmediate;
+  return counter;
+}
+
+Deno.test("`runSoon()` from a handler of the only running loop is left to that loop: no setImmediate per task", async () => {
+  const loop = new EventLoop({ hotWaitMs: 1 });
+  const event = EventFd.create();
+  const rounds = 200;
+  let done = 0;
+  const poll = () => {
+    if (++done < rounds) runSoon(poll);
+    else loop.stop();
+  };
+  loop.watch(event.fd, () => {
+    event.drain();
+    runSoon(poll);
+  });
+  event.signal();
+  const immediates = countSetImmediate();
+  try {
+    await loop.run();
+  } finally {
+    immediates.restore();
+  }
+  assert.equal(done, rounds);
+  assert.equal(pendingSoonTasks(), 0);
+  // The loop's own turns to Deno use setImmediate; the tasks add none.
+  assert.ok(
+    immediates.calls <= loop.counters.denoTurns,
+    `${immediates.calls} setImmediate calls for ${rounds} tasks; ${loop.describeCounters()}`,
+  );
+  loop.close();
+  event.close();
+});
+
+Deno.test("`runSoon()` work a loop's handler queued still runs when that loop stops first, and a cancelled one does not", async () => {
+  const loop = new EventLoop();
+  const event = EventFd.create();
+  const ran: string[] = [];
+  loop.watch(event.fd, () => {
+    event.drain();
+    runSoon(() => ran.push("left behind"));
+    runSoon(() => ran.push("cancelled")).cancel();
+    loop.stop();
+  });
+  event.signal();
+  await loop.run();
+  assert.deepEqual(ran, [], "the loop stopped before its next poll");
+  assert.equal(pendingSoonTasks(), 1);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(ran, ["left behind"]);
+  assert.equal(pendingSoonTasks(), 0);
+  loop.close();
+  event.close();
+});
+
+Deno.test("`runSoon()` work one loop's handler queued runs when a second loop starts on the thread", async () => {
+  const first = new EventLoop({ hotWaitMs: 1 });
+  const second = new EventLoop();
+  const event = EventFd.create();
+  const ran: string[] = [];
+  let secondRun: Promise<void> | undefined;
+  first.watch(event.fd, () => {
+    event.drain();
+    runSoon(() => {
+      ran.push("queued");
+      first.stop();
+      second.stop();
+    });
+    // A second loop starts before the first polls again: the first now leaves queued
+    // work to Deno's turns, so the task must have its setImmediate.
+    secondRun = second.run();
+  });
+  event.signal();
+  await first.run();
+  await secondRun;
+  assert.deepEqual(ran, ["queued"]);
+  assert.equal(pendingSoonTasks(), 0);
+  first.close();
+  second.close();
+  event.close();
+});
