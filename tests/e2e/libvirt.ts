@@ -325,7 +325,7 @@ export class SerialFile {
     this.#path = path;
   }
 
-  /** Waits until the first `TPASST-MARK name` line and returns its value. */
+  /** Waits until the first complete `TPASST-MARK name` line and returns its value. */
   async waitForMark(name: string, timeoutMs: number): Promise<string> {
     const prefix = `${MARK_PREFIX}${name} `;
     const found = await this.#waitFor(
@@ -339,7 +339,7 @@ export class SerialFile {
     return found;
   }
 
-  /** Waits for `TPASST-DONE` and returns the scenario's exit status. */
+  /** Waits for a complete `TPASST-DONE` line and returns the scenario's exit status. */
   async waitForDone(timeoutMs: number): Promise<number> {
     const status = await this.#waitFor(
       (line) => {
@@ -365,7 +365,10 @@ export class SerialFile {
     const deadline = performance.now() + timeoutMs;
     for (;;) {
       this.#text = await Deno.readTextFile(this.#path).catch(() => this.#text);
-      for (const line of this.#text.split("\n")) {
+      // QEMU writes the console a few bytes at a time (the guest's UART FIFO): a read
+      // may end mid-line, so only lines that have their newline are looked at.
+      const complete = this.#text.slice(0, this.#text.lastIndexOf("\n") + 1);
+      for (const line of complete.split("\n")) {
         const value = match(line.replace(/\r$/, ""));
         if (value !== null) return value;
       }

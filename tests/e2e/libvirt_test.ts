@@ -10,7 +10,8 @@
  *   with `--tcp-ports`. Ignored where libvirt's parser rejects the element: Debian 12's
  *   9.0.0 has it patched out (libvirt issue #462); bookworm-backports' 11.3 runs it.
  *
- * Both ignored, with the reason, where libvirt is not installed.
+ * Both ignored, with the reason, where libvirt is not installed. The serial-file reader
+ * of their marks is tested without libvirt.
  * @module
  */
 import assert from "node:assert/strict";
@@ -80,7 +81,11 @@ async function runDomain(
     const serial = new SerialFile(serialPath);
     const failure = async (error: unknown) => {
       const message = error instanceof Error ? error.message : String(error);
-      return new Error(`${message}\n${await libvirtd.log()}`);
+      // A timeout's message holds the console already; an assertion's does not.
+      const serialText = message.includes("--- serial console ---")
+        ? ""
+        : `\n--- serial console ---\n${serial.text()}`;
+      return new Error(`${message}${serialText}\n${await libvirtd.log()}`);
     };
     try {
       assert.match(await serial.waitForMark("dhcp-ip", BOOT_TIMEOUT_MS), /^\d+\.\d+\.\d+\.\d+$/);
@@ -154,3 +159,62 @@ libvirtTest(
     }
   },
 );
+
+/** Serial text written before the mark of the partial-line tests. */
+const CONSOLE_BEFORE = "TPASST-MARK dhcp-ip 10.0.2.15\r\n";
+
+/** Appends `text` to `path` after `delayMs` (QEMU writes the console a burst at a time). */
+async function appendLater(path: string, text: string, delayMs: number): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, delayMs));
+  await Deno.writeTextFile(path, text, { append: true });
+}
+
+Deno.test("SerialFile reads a mark only once its line is complete (a read may catch QEMU mid-line)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tpasst-serial-file-" });
+  try {
+    const path = `${dir}/serial.log`;
+    // Cut where CI once caught it: the guest had the whole page, the reader half a line.
+    const line = `TPASST-MARK http-get ${HELLO_BODY.trim()}\r\n`;
+    const cut = line.indexOf("the t") + "the t".length;
+    await Deno.writeTextFile(path, CONSOLE_BEFORE + line.slice(0, cut));
+    const serial = new SerialFile(path);
+    const rest = appendLater(path, line.slice(cut), 500);
+    assert.equal(await serial.waitForMark("http-get", 5_000), HELLO_BODY.trim());
+    await rest;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("SerialFile reads the exit status only once its line is complete", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tpasst-serial-file-" });
+  try {
+    const path = `${dir}/serial.log`;
+    await Deno.writeTextFile(path, `${CONSOLE_BEFORE}TPASST-DONE 1`);
+    const serial = new SerialFile(path);
+    const rest = appendLater(path, "27\r\n", 500);
+    assert.equal(await serial.waitForDone(5_000), 127);
+    await rest;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("SerialFile times out on a mark line that never ends, showing the console it read", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tpasst-serial-file-" });
+  try {
+    const path = `${dir}/serial.log`;
+    await Deno.writeTextFile(path, `${CONSOLE_BEFORE}TPASST-MARK http-get hello from the t`);
+    const serial = new SerialFile(path);
+    await assert.rejects(
+      serial.waitForMark("http-get", 600),
+      (error: Error) => {
+        assert.match(error.message, /Timed out after 600 ms waiting for mark http-get/);
+        assert.match(error.message, /TPASST-MARK http-get hello from the t$/);
+        return true;
+      },
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
