@@ -404,7 +404,9 @@ export function registerE2eSuite(kind: BackendKind, options: SuiteOptions = {}):
 
   /** The daemon's last output line holding `marker`, waited for up to 5 s (undefined if none). */
   const loggedLine = async (s: E2eSession, marker: string): Promise<string | undefined> => {
-    const find = () => s.backend.output().split("\n").findLast((l) => l.includes(marker));
+    // Complete lines only: the last piece may be a line the daemon is still writing.
+    const find = () =>
+      s.backend.output().split("\n").slice(0, -1).findLast((l) => l.includes(marker));
     for (let i = 0; i < 50 && find() === undefined; i++) {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
