@@ -416,19 +416,28 @@ export class EventLoop {
             batchHandled = false;
             quietUntil = now + this.#hotWaitMs;
           }
-          // The work queued with runSoon (the TX look after a busy turn), when this is
-          // the only loop of the thread (with two, Deno's turn runs it).
-          if (soonPending > 0 && loopsRunning === 1) {
+          if (soonPending > 0 && loopsRunning === 1 && now - lastDenoTurn < DENO_TURN_INTERVAL_MS) {
+            // The work queued with runSoon (the TX look after a busy turn) without a
+            // turn to Deno, then the microtasks it and the batch left.
             counters.soonTasksRun += runQueuedSoonTasks(onSoonTaskError);
-          }
-          if (loopsRunning > 1 || now - lastDenoTurn >= DENO_TURN_INTERVAL_MS) {
+            await null;
+          } else if (
+            soonPending > 0 || loopsRunning > 1 || now - lastDenoTurn >= DENO_TURN_INTERVAL_MS
+          ) {
             // Deno's turn (setImmediate: after Deno's I/O phase, ~1.5 µs): its timers
-            // and I/O, the callbacks queued with runSoon by others, the microtasks.
+            // and I/O, the callbacks queued with runSoon that armed a setImmediate, the
+            // microtasks.
             counters.denoTurns++;
             await nextTurn();
             now = lastDenoTurn = monotonicNow();
+            // Then the work this loop's handlers queued (no setImmediate), as the others
+            // ran: after Deno's turn.
+            if (soonPending > 0 && loopsRunning === 1) {
+              counters.soonTasksRun += runQueuedSoonTasks(onSoonTaskError);
+              await null;
+            }
           } else {
-            await null; // only the microtasks the batch and the tasks left (flushes toward the guest)
+            await null; // only the microtasks the batch left (flushes toward the guest)
           }
           if (this.#stopRequested) break;
           // Wait on this thread until the quiet hotWaitMs ends or Deno's turn is due,
