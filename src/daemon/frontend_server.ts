@@ -2,8 +2,11 @@
  * Serves frontends one at a time on the event loop: accepts connections on the
  * listening socket, hands the first to the session factory, and accepts and closes
  * (with a log line) any other while one is active; after a disconnect the next
- * connection is served. With `--one-off` (or `--fd`) the server finishes when the
- * first frontend goes away.
+ * connection is served. A connection that comes while a frontend is served waits up
+ * to {@link NEXT_FRONTEND_WAIT_MS} for that one to go before it is refused: the
+ * previous frontend's hang-up may sit in the same batch of events (a readiness probe
+ * that connects and closes, then QEMU), and is only seen once that batch is handled.
+ * With `--one-off` (or `--fd`) the server finishes when the first frontend goes away.
  *
  * @module
  */
@@ -21,6 +24,12 @@ const MAX_ACCEPTS_PER_EVENT = 16;
 /** Pause before accepting again after accept() failed (e.g. EMFILE: out of fds). */
 export const ACCEPT_BACKOFF_MS = 100;
 
+/**
+ * How long a connection that comes while a frontend is served waits for that frontend
+ * to go before it is refused (one waits at a time; others are refused at once).
+ */
+export const NEXT_FRONTEND_WAIT_MS = 500;
+
 /** Why {@link FrontendServer.finished} settled. */
 export type FinishReason = "one-off" | "stopped";
 
@@ -35,6 +44,9 @@ export class FrontendServer {
   #refused = 0;
   #finished = false;
   #backoff: ReturnType<typeof setTimeout> | undefined = undefined;
+  /** A connection that came while a frontend was served, waiting for it to go. */
+  #waiting: UnixStream | null = null;
+  #waitTimer: ReturnType<typeof setTimeout> | undefined = undefined;
   readonly #acceptErrors = new RateLimitedLog("error");
   #resolveFinished!: (reason: FinishReason) => void;
   /** Settles when the server is done: the one-off frontend left, or {@link stop} was called. */
@@ -116,18 +128,47 @@ export class FrontendServer {
         return;
       }
       if (connection === null) return;
-      if (this.#session !== null || this.#finished) {
-        this.#refused++;
-        log.warn(
-          "Refusing a second frontend connection: one frontend is already connected " +
-            "(tpasst serves one at a time)",
-        );
-        connection.close();
-        continue;
+      if (this.#finished) {
+        this.#refuse(connection);
+      } else if (this.#session === null) {
+        log.info("Frontend connected");
+        this.#startSession(connection);
+      } else if (this.#waiting === null) {
+        this.#waitForFree(connection);
+      } else {
+        this.#refuse(connection);
       }
-      log.info("Frontend connected");
-      this.#startSession(connection);
     }
+  }
+
+  #refuse(connection: UnixStream): void {
+    this.#refused++;
+    log.warn(
+      "Refusing a second frontend connection: one frontend is already connected " +
+        "(tpasst serves one at a time)",
+    );
+    connection.close();
+  }
+
+  /** Holds `connection` until the served frontend goes, or refuses it after the wait. */
+  #waitForFree(connection: UnixStream): void {
+    this.#waiting = connection;
+    this.#waitTimer = setTimeout(() => {
+      this.#waitTimer = undefined;
+      const waiting = this.#takeWaiting();
+      if (waiting !== null) this.#refuse(waiting);
+    }, NEXT_FRONTEND_WAIT_MS);
+  }
+
+  /** The waiting connection (no longer held), or null. */
+  #takeWaiting(): UnixStream | null {
+    const waiting = this.#waiting;
+    this.#waiting = null;
+    if (this.#waitTimer !== undefined) {
+      clearTimeout(this.#waitTimer);
+      this.#waitTimer = undefined;
+    }
+    return waiting;
   }
 
   #pauseAccepting(listener: UnixListener): void {
@@ -159,6 +200,11 @@ export class FrontendServer {
         this.#finish("one-off");
       } else if (!this.#finished) {
         log.info("Frontend gone; waiting for the next connection");
+        const waiting = this.#takeWaiting();
+        if (waiting !== null) {
+          log.info("Frontend connected");
+          this.#startSession(waiting);
+        }
       }
     });
     return true;
@@ -167,6 +213,8 @@ export class FrontendServer {
   #finish(reason: FinishReason): void {
     if (this.#finished) return;
     this.#finished = true;
+    const waiting = this.#takeWaiting();
+    if (waiting !== null) this.#refuse(waiting);
     this.#resolveFinished(reason);
   }
 }

@@ -185,3 +185,43 @@ Deno.test("FrontendServer pauses accepting after accept() fails instead of spinn
     await tearDown(f);
   }
 });
+
+Deno.test("FrontendServer serves a frontend that comes in the same batch as the previous one's hang-up", async () => {
+  const f = await setUp();
+  try {
+    const server = new FrontendServer(f.loop, f.factory, false);
+    server.listen(f.listener);
+    // A readiness probe connects and closes, then the real frontend connects, before
+    // the loop has looked: both wait in the accept queue, the probe's hang-up behind.
+    UnixStream.connect(f.path).close();
+    const frontend = UnixStream.connect(f.path);
+    await waitUntil("the frontend's session", () => f.sessions.length === 2);
+    assertTrue(!closedByPeer(frontend), "the frontend was refused");
+    assertEquals([server.sessionsServed, server.refused], [2, 0]);
+    assertTrue(!f.logLines.some((l) => l.includes("Refusing")));
+    frontend.close();
+    await f.sessions[1].closed;
+    await server.stop();
+  } finally {
+    await tearDown(f);
+  }
+});
+
+Deno.test("FrontendServer refuses a waiting connection with --one-off once the first frontend goes", async () => {
+  const f = await setUp();
+  try {
+    const server = new FrontendServer(f.loop, f.factory, true);
+    server.listen(f.listener);
+    const first = UnixStream.connect(f.path);
+    await waitUntil("the first session", () => f.sessions.length === 1);
+    const second = UnixStream.connect(f.path);
+    await new Promise((resolve) => setTimeout(resolve, 50)); // accepted and held
+    first.close();
+    assertEquals(await server.finished, "one-off");
+    await waitUntil("the waiting connection to be refused", () => closedByPeer(second));
+    assertEquals([server.sessionsServed, server.refused], [1, 1]);
+    second.close();
+  } finally {
+    await tearDown(f);
+  }
+});
