@@ -169,43 +169,46 @@ async function appendLater(path: string, text: string, delayMs: number): Promise
   await Deno.writeTextFile(path, text, { append: true });
 }
 
-Deno.test("SerialFile reads a mark only once its line is complete (a read may catch QEMU mid-line)", async () => {
+/**
+ * Runs `body` with a console file holding `written` (after {@link CONSOLE_BEFORE}), a
+ * SerialFile on it and its path; removes the file after.
+ */
+async function withSerialFile(
+  written: string,
+  body: (serial: SerialFile, path: string) => Promise<void>,
+): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "tpasst-serial-file-" });
   try {
     const path = `${dir}/serial.log`;
-    // Cut where CI once caught it: the guest had the whole page, the reader half a line.
-    const line = `TPASST-MARK http-get ${HELLO_BODY.trim()}\r\n`;
-    const cut = line.indexOf("the t") + "the t".length;
-    await Deno.writeTextFile(path, CONSOLE_BEFORE + line.slice(0, cut));
-    const serial = new SerialFile(path);
-    const rest = appendLater(path, line.slice(cut), 500);
-    assert.equal(await serial.waitForMark("http-get", 5_000), HELLO_BODY.trim());
-    await rest;
+    await Deno.writeTextFile(path, CONSOLE_BEFORE + written);
+    await body(new SerialFile(path), path);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/** A mark line cut where CI once caught it: the guest had the whole page, the reader half a line. */
+const PAGE_LINE = `TPASST-MARK http-get ${HELLO_BODY.trim()}\r\n`;
+const PAGE_LINE_CUT = PAGE_LINE.indexOf("the t") + "the t".length;
+
+Deno.test("SerialFile reads a mark only once its line is complete (a read may catch QEMU mid-line)", async () => {
+  await withSerialFile(PAGE_LINE.slice(0, PAGE_LINE_CUT), async (serial, path) => {
+    const rest = appendLater(path, PAGE_LINE.slice(PAGE_LINE_CUT), 500);
+    assert.equal(await serial.waitForMark("http-get", 5_000), HELLO_BODY.trim());
+    await rest;
+  });
 });
 
 Deno.test("SerialFile reads the exit status only once its line is complete", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "tpasst-serial-file-" });
-  try {
-    const path = `${dir}/serial.log`;
-    await Deno.writeTextFile(path, `${CONSOLE_BEFORE}TPASST-DONE 1`);
-    const serial = new SerialFile(path);
+  await withSerialFile("TPASST-DONE 1", async (serial, path) => {
     const rest = appendLater(path, "27\r\n", 500);
     assert.equal(await serial.waitForDone(5_000), 127);
     await rest;
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("SerialFile times out on a mark line that never ends, showing the console it read", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "tpasst-serial-file-" });
-  try {
-    const path = `${dir}/serial.log`;
-    await Deno.writeTextFile(path, `${CONSOLE_BEFORE}TPASST-MARK http-get hello from the t`);
-    const serial = new SerialFile(path);
+  await withSerialFile(PAGE_LINE.slice(0, PAGE_LINE_CUT), async (serial) => {
     await assert.rejects(
       serial.waitForMark("http-get", 600),
       (error: Error) => {
@@ -214,7 +217,5 @@ Deno.test("SerialFile times out on a mark line that never ends, showing the cons
         return true;
       },
     );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
