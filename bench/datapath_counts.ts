@@ -17,7 +17,9 @@
  * (default down), --bytes N (per transfer, default 2000M; iperf3's K/M/G suffixes),
  * --warm-up N (before the measured transfers, one unmeasured transfer of N bytes each
  * direction through the same backend: its JIT has compiled the datapath by then;
- * default 0, none),
+ * default 0, none), --warm-up-transfers N (how many such transfers each direction,
+ * default 1: a connection's first close still deoptimises code its open and data had
+ * optimised, so one transfer leaves recompiles for the measured one),
  * --tool perf|strace|record|none (default perf), --tpasst-tree DIR (adds backend
  * "tpasst-tree": DIR/bin/tpasst, another checkout, e.g. the code before a change;
  * repeatable: the second is "tpasst-tree2", and so on),
@@ -70,6 +72,8 @@ interface Args {
   bytes: string;
   /** Bytes of the unmeasured transfer each direction before the measured ones ("0": none). */
   warmUp: string;
+  /** Unmeasured transfers of {@link warmUp} bytes each direction, all before the measured ones. */
+  warmUpTransfers: number;
   tool: Tool;
   /** Checkouts of --tpasst-tree, in order: backends tpasst-tree, tpasst-tree2, … */
   tpasstTrees: string[];
@@ -84,6 +88,7 @@ function parseArgs(argv: string[]): Args {
     directions: ["down"],
     bytes: "2000M",
     warmUp: "0",
+    warmUpTransfers: 1,
     tool: "perf",
     tpasstTrees: [],
     rounds: 1,
@@ -136,6 +141,14 @@ function parseArgs(argv: string[]): Args {
         args.warmUp = value();
         if (!/^[0-9]+[KMG]?$/.test(args.warmUp)) throw new Error(`Bad --warm-up ${args.warmUp}`);
         break;
+      case "--warm-up-transfers":
+        args.warmUpTransfers = Number(value());
+        if (!Number.isInteger(args.warmUpTransfers) || args.warmUpTransfers < 1) {
+          throw new Error(
+            `Bad --warm-up-transfers ${args.warmUpTransfers}: a whole number, 1 or more`,
+          );
+        }
+        break;
       case "--rounds":
         args.rounds = Number(value());
         break;
@@ -187,6 +200,7 @@ function guestScript(
   directions: Direction[],
   bytes: string,
   warmUp: string,
+  warmUpTransfers: number,
 ): string {
   const lines = [
     'mark() { echo "TPASST-MARK $*"; }',
@@ -196,7 +210,7 @@ function guestScript(
     "result() { awk '/receiver/ {print $(NF-4), $(NF-3), $(NF-2); f=1} END {if (!f) print \"failed\"}'; }",
     ...GUEST_SNAPSHOT_LINES,
   ];
-  if (warmUp !== "0") {
+  for (let i = 0; warmUp !== "0" && i < warmUpTransfers; i++) {
     for (const d of directions) {
       lines.push(
         `timeout 300 iperf3 -c "$gw" -p ${port} -n ${warmUp} ${
@@ -386,7 +400,13 @@ async function measure(backend: Backend, args: Args): Promise<Row[]> {
     try {
       await using guest = await QemuGuest.launch({
         netdev: started.netdev,
-        script: guestScript(iperf.port, args.directions, args.bytes, args.warmUp),
+        script: guestScript(
+          iperf.port,
+          args.directions,
+          args.bytes,
+          args.warmUp,
+          args.warmUpTransfers,
+        ),
         onLine: args.verbose ? (l) => console.log(`  [${backend}] ${l}`) : undefined,
       });
       const pid = started.pid!;
@@ -459,7 +479,7 @@ async function main(): Promise<void> {
   const load = Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
   console.log(
     `datapath counts: ${args.backends.join(", ")}; ${args.directions.join(", ")}; ${args.bytes} ` +
-      `per transfer (warm-up ${args.warmUp}); tool ${args.tool}; ${args.rounds} round(s); load average ${load}`,
+      `per transfer (warm-up ${args.warmUpTransfers} × ${args.warmUp}); tool ${args.tool}; ${args.rounds} round(s); load average ${load}`,
   );
   const all: Row[] = [];
   for (let round = 1; round <= args.rounds; round++) {

@@ -85,8 +85,13 @@ export class GuestSender {
   guestIpv6LinkLocalSeen: Uint8Array | null = null;
   /** Event counters for diagnostics. */
   readonly counters: SendCounters = { sent: 0, noRoom: 0, dropped: 0, noLink: 0 };
-  /** Bytes of the frames counted in `counters.sent` (statistics). */
-  bytesSent = 0;
+  /**
+   * Bytes of the frames counted in `counters.sent` (statistics), in a Float64Array: a
+   * number field would change V8's representation of this object when it first
+   * passes 2^30 (1 GiB) and deoptimise every function that sends (README, design:
+   * "Counters that never change shape").
+   */
+  readonly #bytesSent = new Float64Array(1);
   #link: GuestLink | null = null;
   #ipv4Id = 0;
   /** Frames went to the link since its last flush. */
@@ -119,6 +124,11 @@ export class GuestSender {
   }
 
   /** The current link, or null while the guest is not connected. */
+  /** Bytes of the frames counted in `counters.sent` (statistics). */
+  get bytesSent(): number {
+    return this.#bytesSent[0];
+  }
+
   get link(): GuestLink | null {
     return this.#link;
   }
@@ -341,7 +351,7 @@ export class GuestSender {
     }
     if (r === SendResult.Sent) {
       this.counters.sent++;
-      this.bytesSent += length;
+      this.#bytesSent[0] += length;
     } else if (r === SendResult.NoRoom) this.counters.noRoom++;
     else this.counters.dropped++;
     if (this.#log.enabled("trace")) {

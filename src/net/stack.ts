@@ -84,8 +84,13 @@ export class NetworkStack implements FrameHandler {
   readonly plan: NetworkPlan;
   /** Frames dropped, by reason. */
   readonly drops: Record<string, number> = {};
-  /** Bytes of every frame from the guest, accepted or dropped (statistics). */
-  bytesFromGuest = 0;
+  /**
+   * Bytes of every frame from the guest, accepted or dropped (statistics), in a
+   * Float64Array: a number field would change V8's representation of this object when
+   * it first passes 2^30 (1 GiB) and deoptimise the whole receive path (README,
+   * design: "Counters that never change shape").
+   */
+  readonly #bytesFromGuest = new Float64Array(1);
   /** Frames accepted, by kind (diagnostics). */
   readonly accepted: Record<string, number> = {};
   /** ARP responder (null without IPv4). */
@@ -151,6 +156,10 @@ export class NetworkStack implements FrameHandler {
       )
       : null;
   }
+  /** Bytes of every frame from the guest, accepted or dropped (statistics). */
+  get bytesFromGuest(): number {
+    return this.#bytesFromGuest[0];
+  }
 
   /**
    * Registers the translator for IP protocol `protocol` (6 TCP, 17 UDP) for both
@@ -190,7 +199,7 @@ export class NetworkStack implements FrameHandler {
       }
     }
     if (this.#log.enabled("trace")) this.#log.trace(`from guest: ${describeFrame(frame)}`);
-    this.bytesFromGuest += frame.length;
+    this.#bytesFromGuest[0] += frame.length;
     try {
       this.#handle(frame, now);
     } catch (error) {

@@ -31,6 +31,13 @@ export interface FlowInfo {
   readonly idleMs: number;
 }
 
+/** Index of the bytes from the guest in a flow's byte counts (a Float64Array of {@link FLOW_BYTE_COUNTS}). */
+export const BYTES_FROM_GUEST = 0;
+/** Index of the bytes toward the guest in a flow's byte counts. */
+export const BYTES_TO_GUEST = 1;
+/** Length of a flow's byte counts. */
+export const FLOW_BYTE_COUNTS = 2;
+
 /** "address:port" with IPv6 addresses in brackets (RFC 3986 §3.2.2). */
 export function formatEndpoint(address: string, port: number): string {
   return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;

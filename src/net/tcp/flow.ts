@@ -10,6 +10,7 @@
  */
 
 import { FlowKeyFields } from "../flows/flow_table.ts";
+import { BYTES_FROM_GUEST, BYTES_TO_GUEST, FLOW_BYTE_COUNTS } from "../flows/flow_info.ts";
 import type { HostConnection } from "./host_socket.ts";
 
 /** Window scale shift we offer (RFC 7323 §2.2): 65535 << 7 covers an 8 MiB window. */
@@ -157,8 +158,25 @@ export class TcpFlow extends FlowKeyFields {
   // ---- statistics (read by TcpTranslator.describeFlows)
   /** When the flow was created (clock ms). */
   createdAt = 0;
+  /**
+   * The two byte counts below, in a Float64Array: a number field starts in V8's
+   * small-integer representation and changes it when a count first passes 2^30
+   * (1 GiB), which deoptimises the code that handles every flow (README, design:
+   * "Counters that never change shape"). Typed-array elements never change.
+   */
+  readonly #byteCounts = new Float64Array(FLOW_BYTE_COUNTS);
   /** Payload bytes from the guest written into the host socket. */
-  bytesFromGuest = 0;
+  get bytesFromGuest(): number {
+    return this.#byteCounts[BYTES_FROM_GUEST];
+  }
+  set bytesFromGuest(count: number) {
+    this.#byteCounts[BYTES_FROM_GUEST] = count;
+  }
   /** Payload bytes from the host acknowledged by the guest. */
-  bytesToGuest = 0;
+  get bytesToGuest(): number {
+    return this.#byteCounts[BYTES_TO_GUEST];
+  }
+  set bytesToGuest(count: number) {
+    this.#byteCounts[BYTES_TO_GUEST] = count;
+  }
 }
