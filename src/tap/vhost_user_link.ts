@@ -147,14 +147,15 @@ class ChainFrame implements ScatteredFrame {
     let skip = NET_HDR_SIZE + from;
     let left = Math.min(length, this.#frame.length - from);
     let added = 0;
+    const lengths = chain.lengths;
     for (let i = 0; i < chain.readableCount && left > 0 && !vectors.full; i++) {
-      const buffer = chain.buffers[i];
-      if (skip >= buffer.length) {
-        skip -= buffer.length;
+      const bufferLength = lengths[i];
+      if (skip >= bufferLength) {
+        skip -= bufferLength;
         continue;
       }
-      const n = Math.min(buffer.length - skip, left);
-      vectors.pushRange(buffer, skip, n);
+      const n = Math.min(bufferLength - skip, left);
+      vectors.pushRange(chain.bases[i], chain.offsets[i] + skip, n);
       added += n;
       left -= n;
       skip = 0;
@@ -300,7 +301,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   #writable: ((now: number) => void) | null = null;
 
   // Reused per frame: no allocation on the hot paths beyond the memory views.
-  #txChain = new DescriptorChain(1);
+  #txChain = locatedChain(1);
   #rxFirst = new DescriptorChain(1);
   #rxNext = new DescriptorChain(1);
   /** Popped for reservations given as iovec tables: buffers located, no views. */
@@ -406,7 +407,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       this.#txSegmentation = (ring.features.hostTso4 ? TcpSegmentation.Ipv4 : 0) |
         (ring.features.hostTso6 ? TcpSegmentation.Ipv6 : 0);
       this.#txEcn = ring.features.hostEcn ?? false;
-      if (this.#txChain.buffers.length < ring.size) this.#txChain = new DescriptorChain(ring.size);
+      if (this.#txChain.lengths.length < ring.size) this.#txChain = locatedChain(ring.size);
     }
     // Up while frames can go both ways: some RX queue and some TX queue run.
     if (this.#rxPairs.length > 0 && this.#txRunning > 0 && !this.#up) {
@@ -677,10 +678,13 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       );
       return false;
     }
-    const first = chain.buffers[0];
+    // The chain is located (no view per buffer): buffer i is bases[i] from offsets[i].
+    const bases = chain.bases;
+    const offsets = chain.offsets;
+    const lengths = chain.lengths;
     const header = this.#header;
-    if (first.length >= NET_HDR_SIZE) {
-      decodeNetHeader(first, 0, header);
+    if (lengths[0] >= NET_HDR_SIZE) {
+      decodeNetHeader(bases[0], offsets[0], header);
     } else {
       chain.readInto(0, this.#headerBytes);
       decodeNetHeader(this.#headerBytes, 0, header);
@@ -706,9 +710,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     let frame: Uint8Array;
     let scattered: ChainFrame | undefined;
     if (chain.count === 1) {
-      frame = first.subarray(NET_HDR_SIZE);
-    } else if (chain.count === 2 && first.length === NET_HDR_SIZE) {
-      frame = chain.buffers[1];
+      frame = bases[0].subarray(offsets[0] + NET_HDR_SIZE, offsets[0] + lengths[0]);
+    } else if (chain.count === 2 && lengths[0] === NET_HDR_SIZE) {
+      frame = bases[1].subarray(offsets[1], offsets[1] + lengths[1]);
     } else {
       const length = total - NET_HDR_SIZE;
       frame = this.#txScratch.subarray(0, length);

@@ -7,7 +7,9 @@
  * A chain made {@link DescriptorChain.located} gets no views: each buffer is given as
  * a region's bytes, an offset into them and a length (`bases`, `offsets`, `lengths`),
  * which is all an iovec table needs; making a view costs ~100 ns per buffer, and a
- * 64 KiB frame takes ~16 of a Linux guest's 4 KiB RX buffers.
+ * 64 KiB frame takes ~16 of a Linux guest's 4 KiB RX buffers, or comes from it as ~16
+ * page fragments. {@link DescriptorChain.readInto} and {@link DescriptorChain.writeFrom}
+ * work on either kind; {@link DescriptorChain.reportWritten} needs views.
  *
  * Objects are reused: the engine refills one per pop instead of allocating.
  *
@@ -97,6 +99,7 @@ export class DescriptorChain {
    * @returns the number of bytes copied (less when the buffers are shorter)
    */
   #copy(first: number, end: number, offset: number, bytes: Uint8Array, intoChain: boolean): number {
+    if (this.located) return this.#copyLocated(first, end, offset, bytes, intoChain);
     let copied = 0;
     let skip = offset;
     for (let i = first; i < end && copied < bytes.length; i++) {
@@ -116,6 +119,39 @@ export class DescriptorChain {
           skip === 0 && n === buffer.length ? buffer : buffer.subarray(skip, skip + n),
           copied,
         );
+      }
+      copied += n;
+      skip = 0;
+    }
+    return copied;
+  }
+
+  /** {@link #copy} for a located chain: the same copies, through each buffer's base. */
+  #copyLocated(
+    first: number,
+    end: number,
+    offset: number,
+    bytes: Uint8Array,
+    intoChain: boolean,
+  ): number {
+    let copied = 0;
+    let skip = offset;
+    for (let i = first; i < end && copied < bytes.length; i++) {
+      const length = this.lengths[i];
+      if (skip >= length) {
+        skip -= length;
+        continue;
+      }
+      const n = Math.min(length - skip, bytes.length - copied);
+      const base = this.bases[i];
+      const at = this.offsets[i] + skip;
+      if (intoChain) {
+        base.set(
+          copied === 0 && n === bytes.length ? bytes : bytes.subarray(copied, copied + n),
+          at,
+        );
+      } else {
+        bytes.set(base.subarray(at, at + n), copied);
       }
       copied += n;
       skip = 0;
