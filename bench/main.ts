@@ -8,8 +8,11 @@
  *
  * Options: --seconds N (per direction, default 10), --rounds N (default 2),
  * --warm-up N (seconds of an unmeasured run each direction before the measured ones,
- * every backend alike, default 3; 0: none — tpasst's JIT then compiles its datapath
- * inside the measured seconds, a cost a daemon pays once),
+ * every backend alike, default 2; 0: none — tpasst's JIT then compiles its datapath
+ * inside the measured seconds, a cost a daemon pays once), --warm-up-runs N (how many
+ * such runs each way, default 3: a fresh daemon's first connections still change the
+ * shape of objects and deoptimise code, see the README's design note "Counters that
+ * never change shape"),
  * --backends a,b,c (default: all four), --tpasst-tree DIR (adds backend "tpasst-tree":
  * DIR/bin/tpasst with vhost-user, another checkout, e.g. the code before a change,
  * in the same alternating rounds), --verbose (serial console), --mtu1500 (every
@@ -40,6 +43,8 @@ const MTU_1500_OPTION = "host_mtu=1500";
 interface Args {
   seconds: number;
   warmUpSeconds: number;
+  /** Unmeasured runs of {@link warmUpSeconds} each direction. */
+  warmUpRuns: number;
   rounds: number;
   backends: BenchBackend[];
   tpasstTree: string | null;
@@ -50,7 +55,8 @@ interface Args {
 function parseArgs(argv: string[]): Args {
   const args: Args = {
     seconds: 10,
-    warmUpSeconds: 3,
+    warmUpSeconds: 2,
+    warmUpRuns: 3,
     rounds: 2,
     backends: [...BACKEND_KINDS],
     tpasstTree: null,
@@ -65,6 +71,9 @@ function parseArgs(argv: string[]): Args {
       return v;
     };
     switch (argv[i]) {
+      case "--warm-up-runs":
+        args.warmUpRuns = Number(value());
+        break;
       case "--warm-up":
         args.warmUpSeconds = Number(value());
         break;
@@ -117,6 +126,9 @@ function parseArgs(argv: string[]): Args {
   }
   if (!Number.isInteger(args.warmUpSeconds) || args.warmUpSeconds < 0) {
     throw new Error("--warm-up must be a whole number of seconds, 0 or more");
+  }
+  if (!Number.isInteger(args.warmUpRuns) || args.warmUpRuns < 1) {
+    throw new Error("--warm-up-runs must be a whole number, 1 or more");
   }
   return args;
 }
@@ -237,7 +249,7 @@ async function main(): Promise<void> {
   console.log(
     `QEMU iperf3 benchmark: ${
       args.backends.join(", ")
-    }; ${args.rounds} round(s) of ${args.seconds} s per direction after ${args.warmUpSeconds} s ` +
+    }; ${args.rounds} round(s) of ${args.seconds} s per direction after ${args.warmUpRuns} × ${args.warmUpSeconds} s ` +
       `unmeasured; TCG guest${
         args.mtu1500 ? `; vhost-user guests at MTU 1500 (${MTU_1500_OPTION})` : ""
       }; load average ${loadBefore}`,
@@ -262,6 +274,7 @@ async function main(): Promise<void> {
         const result = await measureIperf(kind, {
           seconds: args.seconds,
           warmUpSeconds: args.warmUpSeconds,
+          warmUpRuns: args.warmUpRuns,
           deviceOptions: deviceOptions === "" ? undefined : deviceOptions,
           tpasstBin: tree ? `${args.tpasstTree}/bin/tpasst` : undefined,
           onLine: args.verbose ? (l) => console.log(`  [${summary.backend}] ${l}`) : undefined,
@@ -311,6 +324,7 @@ async function main(): Promise<void> {
         date: new Date().toISOString(),
         seconds: args.seconds,
         warmUpSeconds: args.warmUpSeconds,
+        warmUpRuns: args.warmUpRuns,
         rounds: args.rounds,
         guestMtu1500: args.mtu1500,
         loadAverage: { before: loadBefore, after: loadAfter },

@@ -53,6 +53,8 @@ export interface IperfOptions {
    * for a while, and every backend gets the same runs.
    */
   readonly warmUpSeconds?: number;
+  /** How many such runs each direction (default 1), all before the measured ones. */
+  readonly warmUpRuns?: number;
   /** Serial lines, for debugging. */
   readonly onLine?: (line: string) => void;
   /** tpasst backends: the launcher to run (another checkout's bin/tpasst). */
@@ -69,7 +71,12 @@ const IPERF_UNITS: Readonly<Record<string, number>> = {
   GBytes: 1024 ** 3,
 };
 
-function guestScript(port: number, seconds: number, warmUpSeconds: number): string {
+function guestScript(
+  port: number,
+  seconds: number,
+  warmUpSeconds: number,
+  warmUpRuns: number,
+): string {
   const warmUp = (reverse: string) =>
     `timeout ${warmUpSeconds + 30} iperf3 -c "$gw" -p ${port} -t ${warmUpSeconds}${reverse} ` +
     ">/dev/null 2>&1";
@@ -78,7 +85,9 @@ function guestScript(port: number, seconds: number, warmUpSeconds: number): stri
     // receiver line: [ ID] interval sec <transfer> <KBytes|MBytes|GBytes> <rate> Mbits/sec receiver
     "result() { awk '/receiver/ {print $(NF-4), $(NF-3), $(NF-2); f=1} END {if (!f) print \"failed\"}'; }",
     'mark mtu "$(cat /sys/class/net/eth0/mtu)"',
-    ...(warmUpSeconds > 0 ? [warmUp(""), warmUp(" -R")] : []),
+    ...(warmUpSeconds > 0
+      ? Array.from({ length: warmUpRuns }, () => [warmUp(""), warmUp(" -R")]).flat()
+      : []),
     "mark up-start",
     `mark up "$(timeout ${
       seconds + 30
@@ -104,11 +113,17 @@ export async function measureIperf(kind: BackendKind, options: IperfOptions): Pr
     try {
       await using guest = await QemuGuest.launch({
         netdev: backend.netdev,
-        script: guestScript(iperf.port, options.seconds, options.warmUpSeconds ?? 0),
+        script: guestScript(
+          iperf.port,
+          options.seconds,
+          options.warmUpSeconds ?? 0,
+          options.warmUpRuns ?? 1,
+        ),
         onLine: options.onLine,
       });
       const pid = backend.pid ?? guest.pid;
-      const timeoutMs = 180_000 + (options.seconds + 2 * (options.warmUpSeconds ?? 0)) * 4_000;
+      const warmUpTotal = 2 * (options.warmUpSeconds ?? 0) * (options.warmUpRuns ?? 1);
+      const timeoutMs = 180_000 + (options.seconds + warmUpTotal) * 4_000;
       const direction = async (name: "up" | "down"): Promise<DirectionResult> => {
         const start = await guest.waitForAnyMark([`${name}-start`, "error"], timeoutMs);
         if (start.name === "error") throw guest.failure(`guest: ${start.value}`);
