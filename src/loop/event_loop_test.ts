@@ -386,7 +386,7 @@ Deno.test("`EventLoop` with hotWaitMs waits for the next events on the JS thread
   for (let i = 1; i < turnsAtWakeup.length; i++) {
     if (turnsAtWakeup[i] === turnsAtWakeup[i - 1]) withoutTurn++;
   }
-  // Deno gets a turn every DENO_TURN_INTERVAL_MS (10 kicks), not after every wake-up.
+  // Deno gets a turn every DENO_TURN_INTERVAL_MS (40 kicks), not after every wake-up.
   const pairs = turnsAtWakeup.length - 1;
   assert.ok(pairs >= 10, `${turnsAtWakeup.length} wake-ups`);
   assert.ok(
