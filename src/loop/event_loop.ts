@@ -420,8 +420,11 @@ export class EventLoop {
             quietUntil = now + this.#hotWaitMs;
           }
           if (soonPending > 0 && loopsRunning === 1 && now - lastDenoTurn < DENO_TURN_INTERVAL_MS) {
-            // The work queued with runSoon (the TX look after a busy turn) without a
-            // turn to Deno, then the microtasks it and the batch left.
+            // The microtasks the batch left (its flushes), then the work queued with
+            // runSoon (the TX look after a busy turn) without a turn to Deno, then the
+            // microtasks that work left: queued work never joins the batch that queued it
+            // (a listener's accepts stay in turns of ACCEPTS_PER_TURN).
+            await null;
             counters.soonTasksRun += runQueuedSoonTasks(onSoonTaskError);
             await null;
           } else if (

@@ -123,12 +123,12 @@ export class GuestSender {
     this.#log = logger;
   }
 
-  /** The current link, or null while the guest is not connected. */
   /** Bytes of the frames counted in `counters.sent` (statistics). */
   get bytesSent(): number {
     return this.#bytesSent[0];
   }
 
+  /** The current link, or null while the guest is not connected. */
   get link(): GuestLink | null {
     return this.#link;
   }

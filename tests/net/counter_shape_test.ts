@@ -10,7 +10,13 @@ import assert from "node:assert/strict";
 Deno.test("byte counters past 2^31 keep their objects' V8 shape", async () => {
   const probe = new URL("../support/net/counter_shape_probe.ts", import.meta.url);
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--v8-flags=--allow-natives-syntax", "--allow-read", probe.pathname],
+    args: [
+      "run",
+      "--v8-flags=--allow-natives-syntax",
+      "--allow-read",
+      "--allow-ffi",
+      probe.pathname,
+    ],
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -19,6 +25,8 @@ Deno.test("byte counters past 2^31 keep their objects' V8 shape", async () => {
   const lines = new TextDecoder().decode(output.stdout).trim().split("\n");
   assert.deepEqual(JSON.parse(lines[lines.length - 1]), {
     tcpFlow: true,
+    udpFlow: true,
+    tcpCounters: true,
     guestSender: true,
     networkStack: true,
   });

@@ -54,6 +54,14 @@ export interface TcpCounters {
   challengeAcksLimited: number;
 }
 
+/**
+ * Zero that is not a small integer (-0): V8 keeps a field that starts with it as a
+ * double, so a byte count passing 2^30 does not change the shape of the counters object
+ * and deoptimise the receive path (README, design: "Counters that never change shape").
+ * It compares (===), prints and serialises as 0.
+ */
+const BYTE_COUNT_START = -0;
+
 /** The settings a {@link TcpContext} is built from. */
 export interface TcpSettings {
   readonly sender: GuestSender;
@@ -99,7 +107,7 @@ export class TcpContext {
     badSegments: 0,
     retransmits: 0,
     noRoom: 0,
-    hostBackpressure: 0,
+    hostBackpressure: BYTE_COUNT_START,
     challengeAcks: 0,
     challengeAcksLimited: 0,
   };

@@ -268,7 +268,7 @@ class HostSocket {
 }
 
 /** One UDP flow (guest-side 5-tuple ↔ host socket + peer). */
-class UdpFlow extends FlowKeyFields {
+export class UdpFlow extends FlowKeyFields {
   /** The outbound socket or listener; null for a flow whose destination is not permitted. */
   socket: HostSocket | null = null;
   /** The flow's own socket, connected to its peer: its datagrams toward the host leave there. */

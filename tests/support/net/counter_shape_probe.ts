@@ -12,6 +12,9 @@
 import { TcpFlow } from "../../../src/net/tcp/flow.ts";
 import { GuestSender } from "../../../src/net/guest_sender.ts";
 import { NetworkStack } from "../../../src/net/stack.ts";
+import { UdpFlow } from "../../../src/net/udp/translator.ts";
+import { TcpTranslator } from "../../../src/net/tcp/translator.ts";
+import { testRules } from "./tcp_plan.ts";
 import { RecordingLink } from "./recording_link.ts";
 import { dualStackPlan } from "./built_plan.ts";
 
@@ -35,6 +38,29 @@ function tcpFlow(): boolean {
   counted.bytesToGuest += PAST_SMALL_INTEGERS;
   return counted.bytesFromGuest === PAST_SMALL_INTEGERS &&
     counted.bytesToGuest === PAST_SMALL_INTEGERS && haveSameMap(untouched, counted);
+}
+
+function udpFlow(): boolean {
+  const untouched = new UdpFlow();
+  const counted = new UdpFlow();
+  counted.bytesFromGuest += PAST_SMALL_INTEGERS;
+  counted.bytesToGuest += PAST_SMALL_INTEGERS;
+  return counted.bytesFromGuest === PAST_SMALL_INTEGERS &&
+    counted.bytesToGuest === PAST_SMALL_INTEGERS && haveSameMap(untouched, counted);
+}
+
+/** The TCP translator's counters: the guest bytes its host sockets refused are a byte count. */
+function tcpCounters(): boolean {
+  const untouched = new TcpTranslator(new GuestSender(0x9a559a559a55), testRules());
+  const counted = new TcpTranslator(new GuestSender(0x9a559a559a55), testRules());
+  try {
+    counted.counters.hostBackpressure += PAST_SMALL_INTEGERS;
+    return counted.counters.hostBackpressure === PAST_SMALL_INTEGERS &&
+      haveSameMap(untouched.counters, counted.counters);
+  } finally {
+    untouched.close();
+    counted.close();
+  }
 }
 
 function guestSender(): boolean {
@@ -67,6 +93,8 @@ function networkStack(): boolean {
 
 console.log(JSON.stringify({
   tcpFlow: tcpFlow(),
+  udpFlow: udpFlow(),
+  tcpCounters: tcpCounters(),
   guestSender: guestSender(),
   networkStack: networkStack(),
 }));
