@@ -43,7 +43,11 @@ class CountingHandler implements FrameHandler {
   linkDown(): void {}
 }
 
-function setup(features: { eventIndex: boolean; mergeableRxBuffers: boolean }, dataBytes: number) {
+function setup<H extends CountingHandler = CountingHandler>(
+  features: { eventIndex: boolean; mergeableRxBuffers: boolean },
+  dataBytes: number,
+  handler: H = new CountingHandler() as H,
+) {
   const memory = new ArrayGuestMemory();
   const common = { size: RING_SIZE, memory, features: { ...features, indirectDescriptors: true } };
   const rx = new SplitRingDriver({ ...common, index: RX_QUEUE_INDEX, base: 0x10_0000, dataBytes });
@@ -53,12 +57,38 @@ function setup(features: { eventIndex: boolean; mergeableRxBuffers: boolean }, d
     base: 0x4000_0000,
     dataBytes,
   });
-  const handler = new CountingHandler();
   const logger = new Logger();
   const link = new VhostUserLink(handler, { logger });
   link.startVring(rx.vring(), 0);
   link.startVring(tx.vring(), 0);
   return { rx, tx, handler, link };
+}
+
+/**
+ * Offers the TX chains `heads` again and again, a kick per round, for `seconds`; the
+ * handler's frame count restarts at the first measured round.
+ * @returns the seconds measured
+ */
+function recycleTx(
+  tx: SplitRingDriver,
+  link: VhostUserLink,
+  handler: CountingHandler,
+  heads: number[],
+  seconds: number,
+): number {
+  link.kick(TX_QUEUE_INDEX, 0);
+  const deadline = performance.now() + seconds * 1000;
+  handler.frames = 0;
+  const started = performance.now();
+  let now = started;
+  while (now < deadline) {
+    for (let round = 0; round < 16; round++) {
+      for (let i = 0; i < heads.length; i++) tx.offer(heads[i]);
+      link.kick(TX_QUEUE_INDEX, now);
+    }
+    now = performance.now();
+  }
+  return (now - started) / 1000;
 }
 
 /** Guest TX: a ring of chains (header and frame in one buffer, like Linux) recycled per kick. */
@@ -74,19 +104,7 @@ export function benchTx(frameBytes: number, seconds: number): BenchResult {
     tx.bytes[addr - tx.base + NET_HDR_SIZE + 12] = 0x08;
     heads.push(tx.addChain([{ addr, length: NET_HDR_SIZE + frameBytes, writable: false }])!);
   }
-  link.kick(TX_QUEUE_INDEX, 0);
-  const deadline = performance.now() + seconds * 1000;
-  handler.frames = 0;
-  const started = performance.now();
-  let now = started;
-  while (now < deadline) {
-    for (let round = 0; round < 16; round++) {
-      for (let i = 0; i < heads.length; i++) tx.offer(heads[i]);
-      link.kick(TX_QUEUE_INDEX, now);
-    }
-    now = performance.now();
-  }
-  const elapsed = (now - started) / 1000;
+  const elapsed = recycleTx(tx, link, handler, heads, seconds);
   return benchResult("TX", frameBytes, handler.frames, elapsed);
 }
 
@@ -126,18 +144,11 @@ class ScatterTakingHandler extends CountingHandler {
 export function benchTxScattered(seconds: number): BenchResult {
   const frameBytes = UPLOAD_HEADER_BYTES + UPLOAD_FRAGMENTS * UPLOAD_FRAGMENT_BYTES;
   const chains = 64;
-  const handler = new ScatterTakingHandler();
-  const memory = new ArrayGuestMemory();
-  const tx = new SplitRingDriver({
-    size: RING_SIZE,
-    memory,
-    features: { eventIndex: true, mergeableRxBuffers: true, indirectDescriptors: true },
-    index: TX_QUEUE_INDEX,
-    base: 0x4000_0000,
-    dataBytes: chains * (frameBytes + 1024) + 4096,
-  });
-  const link = new VhostUserLink(handler, { logger: new Logger() });
-  link.startVring(tx.vring(), 0);
+  const { tx, handler, link } = setup(
+    { eventIndex: true, mergeableRxBuffers: true },
+    chains * (frameBytes + 1024) + 4096,
+    new ScatterTakingHandler(),
+  );
   const heads: number[] = [];
   for (let i = 0; i < chains; i++) {
     const headers = tx.alloc(NET_HDR_SIZE + UPLOAD_HEADER_BYTES);
@@ -156,19 +167,7 @@ export function benchTxScattered(seconds: number): BenchResult {
     }
     heads.push(tx.addChain(segments, true)!);
   }
-  link.kick(TX_QUEUE_INDEX, 0);
-  const deadline = performance.now() + seconds * 1000;
-  handler.frames = 0;
-  const started = performance.now();
-  let now = started;
-  while (now < deadline) {
-    for (let round = 0; round < 16; round++) {
-      for (let i = 0; i < heads.length; i++) tx.offer(heads[i]);
-      link.kick(TX_QUEUE_INDEX, now);
-    }
-    now = performance.now();
-  }
-  const elapsed = (now - started) / 1000;
+  const elapsed = recycleTx(tx, link, handler, heads, seconds);
   if (handler.vectorBytes === 0) throw new Error("the handler was given no scattered frame");
   return benchResult("TX", frameBytes, handler.frames, elapsed);
 }

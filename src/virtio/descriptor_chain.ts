@@ -95,30 +95,30 @@ export class DescriptorChain {
 
   /**
    * Copies between `bytes` and the buffers `[first, end)`, starting `offset` bytes into
-   * them: into the buffers when `intoChain`, else out of them.
+   * them: into the buffers when `intoChain`, else out of them. Buffer i is `buffers[i]`
+   * whole, or in a located chain `lengths[i]` bytes of `bases[i]` from `offsets[i]`.
    * @returns the number of bytes copied (less when the buffers are shorter)
    */
   #copy(first: number, end: number, offset: number, bytes: Uint8Array, intoChain: boolean): number {
-    if (this.located) return this.#copyLocated(first, end, offset, bytes, intoChain);
+    const located = this.located;
     let copied = 0;
     let skip = offset;
     for (let i = first; i < end && copied < bytes.length; i++) {
-      const buffer = this.buffers[i];
-      if (skip >= buffer.length) {
-        skip -= buffer.length;
+      const base = located ? this.bases[i] : this.buffers[i];
+      const length = located ? this.lengths[i] : base.length;
+      if (skip >= length) {
+        skip -= length;
         continue;
       }
-      const n = Math.min(buffer.length - skip, bytes.length - copied);
+      const n = Math.min(length - skip, bytes.length - copied);
+      const at = (located ? this.offsets[i] : 0) + skip;
       if (intoChain) {
-        buffer.set(
+        base.set(
           copied === 0 && n === bytes.length ? bytes : bytes.subarray(copied, copied + n),
-          skip,
+          at,
         );
       } else {
-        bytes.set(
-          skip === 0 && n === buffer.length ? buffer : buffer.subarray(skip, skip + n),
-          copied,
-        );
+        bytes.set(at === 0 && n === base.length ? base : base.subarray(at, at + n), copied);
       }
       copied += n;
       skip = 0;

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { FlowKey } from "./flow_table.ts";
+import { type FlowKey, FlowKeyFields } from "./flow_table.ts";
 import { ipv4ToString, ipv6ToString } from "../../../ffi/ip_address_text.ts";
 
 /** One flow as shown in a statistics dump. */
@@ -31,12 +31,37 @@ export interface FlowInfo {
   readonly idleMs: number;
 }
 
-/** Index of the bytes from the guest in a flow's byte counts (a Float64Array of {@link FLOW_BYTE_COUNTS}). */
-export const BYTES_FROM_GUEST = 0;
-/** Index of the bytes toward the guest in a flow's byte counts. */
-export const BYTES_TO_GUEST = 1;
-/** Length of a flow's byte counts. */
-export const FLOW_BYTE_COUNTS = 2;
+/** Index of the bytes from the guest in {@link CountedFlowFields}' counts. */
+const BYTES_FROM_GUEST = 0;
+/** Index of the bytes toward the guest. */
+const BYTES_TO_GUEST = 1;
+
+/**
+ * A flow's identity fields and its two byte counts (statistics), the counts in a
+ * Float64Array: a number field starts in V8's small-integer representation and changes
+ * it when a count first passes 2^30 (1 GiB), which deoptimises the code that handles
+ * every flow (README, design: "Counters that never change shape"). Typed-array
+ * elements never change.
+ */
+export class CountedFlowFields extends FlowKeyFields {
+  readonly #byteCounts = new Float64Array(2);
+
+  /** Payload bytes from the guest passed on toward the host (see {@link FlowInfo}). */
+  get bytesFromGuest(): number {
+    return this.#byteCounts[BYTES_FROM_GUEST];
+  }
+  set bytesFromGuest(count: number) {
+    this.#byteCounts[BYTES_FROM_GUEST] = count;
+  }
+
+  /** Payload bytes from the host delivered to (TCP: acknowledged by) the guest. */
+  get bytesToGuest(): number {
+    return this.#byteCounts[BYTES_TO_GUEST];
+  }
+  set bytesToGuest(count: number) {
+    this.#byteCounts[BYTES_TO_GUEST] = count;
+  }
+}
 
 /** "address:port" with IPv6 addresses in brackets (RFC 3986 §3.2.2). */
 export function formatEndpoint(address: string, port: number): string {

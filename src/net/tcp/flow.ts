@@ -1,6 +1,7 @@
 /**
- * One translated TCP connection: its guest-side 5-tuple (the {@link FlowKeyFields} it extends), its
- * host connection, and the sequence state of both directions. A flow holds no data
+ * One translated TCP connection: its guest-side 5-tuple and byte counts (the
+ * {@link CountedFlowFields} it extends), its host connection, and the sequence state of
+ * both directions. A flow holds no data
  * buffer: bytes from the host stay in the host socket's receive queue until the
  * guest acknowledges them, and bytes from the guest go straight from its frames
  * into the host socket (see translator.ts). Also the constants and sequence-number
@@ -9,8 +10,7 @@
  * @module
  */
 
-import { FlowKeyFields } from "../flows/flow_table.ts";
-import { BYTES_FROM_GUEST, BYTES_TO_GUEST, FLOW_BYTE_COUNTS } from "../flows/flow_info.ts";
+import { CountedFlowFields } from "../flows/flow_info.ts";
 import type { HostConnection } from "./host_socket.ts";
 
 /** Window scale shift we offer (RFC 7323 §2.2): 65535 << 7 covers an 8 MiB window. */
@@ -74,8 +74,11 @@ export function seqDiff(a: number, b: number): number {
   return (a - b) | 0;
 }
 
-/** One translated connection; see the module comment. */
-export class TcpFlow extends FlowKeyFields {
+/**
+ * One translated connection; see the module comment. Its byte counts: payload from the
+ * guest written into the host socket, payload from the host acknowledged by the guest.
+ */
+export class TcpFlow extends CountedFlowFields {
   state: TcpState = TcpState.Connecting;
   conn: HostConnection | null = null;
   /** Host-side target or peer, for logs. */
@@ -158,25 +161,4 @@ export class TcpFlow extends FlowKeyFields {
   // ---- statistics (read by TcpTranslator.describeFlows)
   /** When the flow was created (clock ms). */
   createdAt = 0;
-  /**
-   * The two byte counts below, in a Float64Array: a number field starts in V8's
-   * small-integer representation and changes it when a count first passes 2^30
-   * (1 GiB), which deoptimises the code that handles every flow (README, design:
-   * "Counters that never change shape"). Typed-array elements never change.
-   */
-  readonly #byteCounts = new Float64Array(FLOW_BYTE_COUNTS);
-  /** Payload bytes from the guest written into the host socket. */
-  get bytesFromGuest(): number {
-    return this.#byteCounts[BYTES_FROM_GUEST];
-  }
-  set bytesFromGuest(count: number) {
-    this.#byteCounts[BYTES_FROM_GUEST] = count;
-  }
-  /** Payload bytes from the host acknowledged by the guest. */
-  get bytesToGuest(): number {
-    return this.#byteCounts[BYTES_TO_GUEST];
-  }
-  set bytesToGuest(count: number) {
-    this.#byteCounts[BYTES_TO_GUEST] = count;
-  }
 }

@@ -61,8 +61,8 @@ import {
   type EventHandler,
   EventLoop,
 } from "../../loop/event_loop.ts";
-import { FlowKeyFields, FlowTable, initFlowKey } from "../flows/flow_table.ts";
-import { BYTES_FROM_GUEST, BYTES_TO_GUEST, FLOW_BYTE_COUNTS } from "../flows/flow_info.ts";
+import { FlowTable, initFlowKey } from "../flows/flow_table.ts";
+import { CountedFlowFields } from "../flows/flow_info.ts";
 import {
   type ForwardRules,
   type GuestSideAddress,
@@ -267,8 +267,11 @@ class HostSocket {
   }
 }
 
-/** One UDP flow (guest-side 5-tuple ↔ host socket + peer). */
-export class UdpFlow extends FlowKeyFields {
+/**
+ * One UDP flow (guest-side 5-tuple ↔ host socket + peer). Its byte counts: payload from
+ * the guest queued toward the host, payload from the host handed to the link.
+ */
+export class UdpFlow extends CountedFlowFields {
   /** The outbound socket or listener; null for a flow whose destination is not permitted. */
   socket: HostSocket | null = null;
   /** The flow's own socket, connected to its peer: its datagrams toward the host leave there. */
@@ -285,27 +288,6 @@ export class UdpFlow extends FlowKeyFields {
   lastUsed = 0;
   /** When the flow was created (clock ms), for statistics. */
   createdAt = 0;
-  /**
-   * The two byte counts below, in a Float64Array: a number field starts in V8's
-   * small-integer representation and changes it when a count first passes 2^30
-   * (1 GiB), which deoptimises the code that handles every flow (README, design:
-   * "Counters that never change shape"). Typed-array elements never change.
-   */
-  readonly #byteCounts = new Float64Array(FLOW_BYTE_COUNTS);
-  /** Payload bytes from the guest queued toward the host. */
-  get bytesFromGuest(): number {
-    return this.#byteCounts[BYTES_FROM_GUEST];
-  }
-  set bytesFromGuest(count: number) {
-    this.#byteCounts[BYTES_FROM_GUEST] = count;
-  }
-  /** Payload bytes from the host handed to the link toward the guest. */
-  get bytesToGuest(): number {
-    return this.#byteCounts[BYTES_TO_GUEST];
-  }
-  set bytesToGuest(count: number) {
-    this.#byteCounts[BYTES_TO_GUEST] = count;
-  }
   /** Started by a host peer (a forwarded port, or a new peer answering), for logs. */
   inbound = false;
 }
