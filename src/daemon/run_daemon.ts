@@ -45,7 +45,7 @@ import {
 /**
  * How long the event loop waits for the next events on the JS thread after a batch
  * (EventLoopOptions.hotWaitMs) before handing the wait to a worker thread; Deno's
- * timers get a turn every DENO_TURN_INTERVAL_MS (4 ms) meanwhile.
+ * timers get a turn every DENO_TURN_INTERVAL_MS (10 ms) meanwhile.
  */
 const HOT_WAIT_MS = 1;
 

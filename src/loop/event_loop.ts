@@ -73,12 +73,13 @@ const MAX_EVENTS = 256;
 /**
  * Longest time (milliseconds) a loop on the JS thread keeps Deno's event loop from a
  * turn while events keep coming: Deno's timers and async operations are at most this
- * late (plus the batch being handled). Its synchronous waits end by then too. 4 ms,
- * not 1: under a transfer a turn came after about every millisecond's wake-up, and its
- * cost showed as ~10 % of the daemon's samples per byte both ways (README, design: "The
- * cost of waking the loop"); nothing on the datapath waits for Deno's event loop.
+ * late (plus the batch being handled). Its synchronous waits end by then too. 10 ms
+ * (it was 1, then 4): a turn costs tens of microseconds of Deno's own event loop, and
+ * under a transfer each one showed in the daemon's CPU per byte both ways (README,
+ * design: "The cost of waking the loop"); nothing on the datapath waits for Deno's
+ * event loop, and the network stack's timers (200 ms and more) do not mind.
  */
-export const DENO_TURN_INTERVAL_MS = 4;
+export const DENO_TURN_INTERVAL_MS = 10;
 
 /** Microseconds per millisecond (epoll_pwait2 timeouts). */
 const US_PER_MS = 1000;
