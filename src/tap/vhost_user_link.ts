@@ -72,6 +72,7 @@ import {
   type TcpSegments,
 } from "./frame_transport.ts";
 import { type StartedVring } from "../virtio/started_vring.ts";
+import { SingleBufferChains } from "../virtio/single_buffer_chains.ts";
 
 /** Placeholder for dropped views. */
 const EMPTY_VIEW = new Uint8Array(0);
@@ -306,6 +307,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   #rxNext = new DescriptorChain(1);
   /** Popped for reservations given as iovec tables: buffers located, no views. */
   #rxLocated = locatedChain(1);
+  /** The run of single-buffer RX chains a reservation takes at once (popSingleBuffers). */
+  #rxSingles = new SingleBufferChains(1);
   #rxHeads = new Uint16Array(1);
   #rxLengths = new Uint32Array(1);
   readonly #txScratch = new Uint8Array(NET_HDR_SIZE + MAX_FRAME_LENGTH);
@@ -396,6 +399,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         this.#rxFirst = new DescriptorChain(ring.size);
         this.#rxNext = new DescriptorChain(ring.size);
         this.#rxLocated = locatedChain(ring.size);
+        this.#rxSingles = new SingleBufferChains(ring.size);
         this.#rxHeads = new Uint16Array(ring.size);
         this.#rxLengths = new Uint32Array(ring.size);
       }
@@ -1055,6 +1059,23 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     let headerViews = 0;
     let frameViews = 0;
     while (room < needed && chains < size && (chains === 0 || mergeable)) {
+      if (chains > 0) {
+        // The common chains (a Linux guest's: one page-sized buffer each) in one call;
+        // a chain of another shape is popped below, then this goes on.
+        const singles = this.#rxSingles;
+        const taken = rx.popSingleBuffers(singles, size - chains, needed - room, NET_HDR_SIZE);
+        for (let i = 0; i < taken; i++) {
+          const n = singles.lengths[i];
+          heads[chains] = singles.heads[i];
+          rooms[chains] = n;
+          chains++;
+          if (!vectors.full) vectors.pushRange(singles.bases[i], singles.offsets[i], n);
+          room += n;
+          if (n < this.#smallestRxChainBytes) this.#smallestRxChainBytes = n;
+        }
+        singles.release();
+        if (room >= needed || chains >= size) break;
+      }
       if (!this.#popRx(rx, chain)) break;
       const writable = chain.writableBytes;
       heads[chains] = chain.head;

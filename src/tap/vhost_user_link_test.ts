@@ -1694,12 +1694,16 @@ Deno.test("VhostUserLink.reserveFrame() gives the payload as an iovec table over
       fc.asyncProperty(
         fc.boolean(),
         fc.integer({ min: 100, max: 5000 }),
-        fc.integer({ min: 1, max: 4 }),
+        // Per chain: one buffer (taken in runs, popSingleBuffers) or a gather list.
+        fc.array(fc.oneof(fc.constant(1), fc.integer({ min: 1, max: 4 })), {
+          minLength: 16,
+          maxLength: 16,
+        }),
         fc.integer({ min: 60, max: 20000 }),
-        async (mergeableRxBuffers, bufferBytes, pieces, wanted) => {
+        async (mergeableRxBuffers, bufferBytes, piecesPerChain, wanted) => {
           const { rx, link } = setup({ mergeableRxBuffers }, 256);
           const posted: PostedBuffers = new Map();
-          postRxBuffers(rx, posted, 16, bufferBytes, pieces);
+          for (const pieces of piecesPerChain) postRxBuffers(rx, posted, 1, bufferBytes, pieces);
           const space = newFrameSpace();
           space.acceptVectors = true;
           const headers = 54;

@@ -52,6 +52,7 @@ import type { StartedVring } from "./started_vring.ts";
 import { type GuestMemory, PIECES_NO_ROOM } from "./guest_memory.ts";
 import type { GuestWriteLog } from "./guest_write_log.ts";
 import { DescriptorChain } from "./descriptor_chain.ts";
+import type { SingleBufferChains } from "./single_buffer_chains.ts";
 import {
   CHAIN_ID_LIMIT,
   mapIndirectTable,
@@ -134,6 +135,12 @@ export interface VirtqueueOptions {
   readonly clock?: () => number;
 }
 
+/**
+ * The descriptor flags popSingleBuffers looks at (virtio 1.2 §2.7.5): a chain is one
+ * device-writable buffer when, of these, only WRITE is set.
+ */
+const SINGLE_BUFFER_FLAG_MASK = VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_INDIRECT;
+
 /** The words of the split ring's log lines. */
 const SPLIT_TERMS: FaultTerms = {
   element: "descriptor",
@@ -181,6 +188,22 @@ export interface Virtqueue {
   availableCount(): number;
   /** Pops the next valid available chain into `chain` (malformed ones are returned on the way). */
   pop(chain: DescriptorChain, now?: number): boolean;
+  /**
+   * Pops chains into `out`, located, while the next one is a single device-writable
+   * buffer of at least `minLength` bytes inside one memory region (a Linux guest's RX
+   * buffers), until `maxChains` (at most `out.capacity`) were taken or they hold
+   * `bytes`. Stops, leaving that chain available, at the first chain of any other shape
+   * — pop() walks it in full, and drops it if it is malformed — and wherever pop() would
+   * stop. Every chain taken is what pop() would have returned, counted alike. An engine
+   * may take none (the packed one does): pop() then takes each.
+   * @returns the chains taken (`out.count`)
+   */
+  popSingleBuffers(
+    out: SingleBufferChains,
+    maxChains: number,
+    bytes: number,
+    minLength: number,
+  ): number;
   /** Returns a popped chain the caller found unusable, with a rate-limited log line. */
   dropChain(head: number, reason: string, now?: number): void;
   /** Returns a popped chain the caller found unusable and logged itself. */
@@ -373,6 +396,16 @@ export abstract class VirtqueueEngine implements Virtqueue {
   abstract availableCount(): number;
   /** {@inheritDoc Virtqueue.pop} */
   abstract pop(chain: DescriptorChain, now?: number): boolean;
+  /** {@inheritDoc Virtqueue.popSingleBuffers} This engine takes none; pop() takes each chain. */
+  popSingleBuffers(
+    out: SingleBufferChains,
+    _maxChains: number,
+    _bytes: number,
+    _minLength: number,
+  ): number {
+    out.count = 0;
+    return 0;
+  }
   /** {@inheritDoc Virtqueue.rewriteUsedLength} */
   abstract rewriteUsedLength(back: number, length: number): void;
   /** {@inheritDoc Virtqueue.publish} */
@@ -539,6 +572,68 @@ export class SplitVirtqueue extends VirtqueueEngine {
       );
       this.returnMalformed(head);
     }
+  }
+
+  /**
+   * {@inheritDoc Virtqueue.popSingleBuffers}
+   * Reads each head descriptor once, as #walk does, and takes the chain only when it is
+   * one buffer (no NEXT, no INDIRECT), WRITE, at least `minLength` bytes long, inside one
+   * region, and not reached by another chain since the last publish; it stamps it and
+   * counts it walked like #walk. Anything else stays available for pop().
+   */
+  override popSingleBuffers(
+    out: SingleBufferChains,
+    maxChains: number,
+    bytes: number,
+    minLength: number,
+  ): number {
+    const limit = Math.min(maxChains, out.capacity);
+    const avail = this.#avail;
+    const desc = this.#desc;
+    const owner = this.#owner;
+    const memory = this.#memory;
+    const mask = this.#mask;
+    const windowFirstId = this.#windowFirstId;
+    const heads = out.heads;
+    const bases = out.bases;
+    const offsets = out.offsets;
+    const lengths = out.lengths;
+    let count = 0;
+    let taken = 0;
+    while (count < limit && taken < bytes) {
+      if (this.isBroken || this.walked >= this.turnEnd) break;
+      if (this.#lastAvail === this.#knownAvail && !this.#refreshAvail()) break;
+      // pop() reports a head beyond the ring, and restarts the chain ids.
+      if (this.#chainId === CHAIN_ID_LIMIT) break;
+      const head = avail.getUint16(AVAIL_RING + 2 * (this.#lastAvail & mask), true);
+      if (head >= this.size) break;
+      const id = this.#chainId + 1;
+      const stamp = owner[head];
+      if (stamp >= windowFirstId && stamp !== id) break;
+      const at = head * DESC_SIZE;
+      const flags = desc.getUint16(at + DESC_FLAGS, true);
+      if ((flags & SINGLE_BUFFER_FLAG_MASK) !== VIRTQ_DESC_F_WRITE) break;
+      const len = desc.getUint32(at + DESC_LEN, true);
+      if (len === 0 || len < minLength) break;
+      const offset = memory.locate(
+        desc.getUint32(at + DESC_ADDR_LOW, true),
+        desc.getUint32(at + DESC_ADDR_HIGH, true),
+        len,
+      );
+      if (offset < 0) break;
+      this.#chainId = id;
+      owner[head] = id;
+      this.walked++;
+      this.#lastAvail = (this.#lastAvail + 1) & 0xffff;
+      heads[count] = head;
+      bases[count] = memory.locatedBytes;
+      offsets[count] = offset;
+      lengths[count] = len;
+      count++;
+      taken += len;
+    }
+    out.count = count;
+    return count;
   }
 
   /**
