@@ -48,6 +48,7 @@ import {
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
+  VIRTQ_USED_F_NO_NOTIFY,
 } from "../virtio/ring_layout.ts";
 import { type NegotiatedFeatures } from "../virtio/started_vring.ts";
 
@@ -409,14 +410,21 @@ Deno.test("VhostUserLink queues its look after a busy turn with runSoon: no even
   assert.equal(pendingSoonTasks(), 0);
   guestTransmit(tx, frameOf(60, 1), "one", false);
   link.kick(1, 0);
-  assert.equal(pendingSoonTasks(), 1, "the look after the busy turn");
+  assert.equal(pendingSoonTasks(), 0, "one frame: the kick is re-armed at once, no look");
+  assert.equal(tx.usedFlags & VIRTQ_USED_F_NO_NOTIFY, 0, "kicks asked for");
+  guestTransmit(tx, frameOf(60, 2), "one", false);
+  guestTransmit(tx, frameOf(60, 3), "one", false);
+  link.kick(1, 0);
+  assert.equal(pendingSoonTasks(), 1, "the look after the busy turn (two frames)");
+  assert.equal(tx.usedFlags & VIRTQ_USED_F_NO_NOTIFY, VIRTQ_USED_F_NO_NOTIFY, "no kicks meanwhile");
   await loopTurns(1);
   assert.equal(pendingSoonTasks(), 0, "the look found nothing and re-armed the kick");
-  guestTransmit(tx, frameOf(60, 2), "one", false);
+  guestTransmit(tx, frameOf(60, 4), "one", false);
+  guestTransmit(tx, frameOf(60, 5), "one", false);
   link.kick(1, 0);
-  assert.equal(link.stopVring(1), 2);
+  assert.equal(link.stopVring(1), 5);
   assert.equal(pendingSoonTasks(), 0, "stopping the ring drops its pending look");
-  assert.equal(handler.frames.length, 2);
+  assert.equal(handler.frames.length, 5);
 });
 
 /** Lets the loop run `turns` times (setImmediate rounds: no timers). */
@@ -427,18 +435,18 @@ async function loopTurns(turns: number): Promise<void> {
 Deno.test("VhostUserLink.kick() keeps polling or asks for a kick after a turn that took a whole ring", async () => {
   const { tx, handler, link } = setup({}, 8);
   const guest = new KickOnDemandGuest(tx, link);
-  guest.send(1); // kicked: the turn takes it, sets NO_NOTIFY and will look again
+  guest.send(2); // kicked: the turn takes both, sets NO_NOTIFY and will look again
   assert.equal(guest.kicks, 1);
-  assert.equal(handler.frames.length, 1);
+  assert.equal(handler.frames.length, 2);
   assert.equal(guest.send(8), 8, "the whole ring, without a kick (NO_NOTIFY)");
   assert.equal(guest.kicks, 1);
   await loopTurns(1); // the poll takes exactly a ring's worth: its budget
-  assert.equal(handler.frames.length, 9);
+  assert.equal(handler.frames.length, 10);
   guest.send(1); // reclaims the 8, offers one more
   await loopTurns(4);
   assert.equal(
     handler.frames.length,
-    10,
+    11,
     `the frame after a full-ring turn is taken (kicks ${guest.kicks}, used flags ${tx.usedFlags})`,
   );
 });
@@ -449,7 +457,7 @@ Deno.test("VhostUserLink.counters count frames, kicks, polls and re-arms; logged
   const guest = new KickOnDemandGuest(tx, link);
   guest.send(3); // kicked
   await loopTurns(1); // the poll after the busy turn: empty, re-arms
-  guest.send(1); // kicked again
+  guest.send(1); // kicked again: one frame, re-armed at once (no poll)
   await loopTurns(1);
   const posted: PostedBuffers = new Map();
   postRxBuffers(rx, posted, 1, 2048);
@@ -462,10 +470,10 @@ Deno.test("VhostUserLink.counters count frames, kicks, polls and re-arms; logged
     txScattered: 0,
     txGathered: 0,
     txSegmented: 0,
-    txTurns: 5,
+    txTurns: 4,
     txKicks: 2,
-    txPolls: 3,
-    txEmptyPolls: 3,
+    txPolls: 2,
+    txEmptyPolls: 2,
     txRearms: 3,
     rxFrames: 1,
     rxChains: 1,
@@ -477,7 +485,7 @@ Deno.test("VhostUserLink.counters count frames, kicks, polls and re-arms; logged
   const summary = link.describeCounters();
   assert.match(
     summary,
-    /TX 4 frames \(0 segmented, 0 rejected, 0 sent from guest memory\) in 5 turns: 2 kicked, 3 from the loop \(3 empty\)/,
+    /TX 4 frames \(0 segmented, 0 rejected, 0 sent from guest memory\) in 4 turns: 2 kicked, 2 from the loop \(2 empty\)/,
   );
   assert.ok(!lines.includes(summary));
   link.stopVring(1);
