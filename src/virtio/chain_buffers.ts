@@ -98,12 +98,14 @@ function storeBufferPieces(
 }
 
 /**
- * Maps the indirect table [addr, addr + len) of chain `id`, read in place: its length
- * must be a non-zero multiple of `entrySize`, at most `queueSize` entries (virtio 1.2
- * §2.7.5.3.1, §2.8.7); it must lie in one memory region (QEMU requires that too: see
+ * Locates the indirect table [addr, addr + len) of chain `id`, read in place: its
+ * length must be a non-zero multiple of `entrySize`, at most `queueSize` entries (virtio
+ * 1.2 §2.7.5.3.1, §2.8.7); it must lie in one memory region (QEMU requires that too: see
  * guest_memory.ts); a table of more than {@link SHARED_TABLE_CHECK_MIN_ENTRIES} entries
- * must not overlap one another chain claimed in `claims`.
- * @returns the table, or null with the fault recorded in `faults` (at `where`)
+ * must not overlap one another chain claimed in `claims`. No view is made: the table is
+ * read from the region's bytes, `memory.locatedBytes` right after this call.
+ * @returns where the table starts in `memory.locatedBytes`, or -1 with the fault
+ *   recorded in `faults` (at `where`)
  */
 export function mapIndirectTable(
   memory: GuestMemory,
@@ -116,22 +118,22 @@ export function mapIndirectTable(
   entrySize: number,
   queueSize: number,
   id: number,
-): Uint8Array | null {
+): number {
   if (len === 0 || len % entrySize !== 0 || len / entrySize > queueSize) {
     faults.set(Fault.IndirectBadLength, where, addrLow, addrHigh, len);
-    return null;
+    return -1;
   }
-  const table = memory.view(addrLow, addrHigh, len);
-  if (table === null) {
+  const offset = memory.locate(addrLow, addrHigh, len);
+  if (offset < 0) {
     faults.set(Fault.OutsideMemory, where, addrLow, addrHigh, len);
-    return null;
+    return -1;
   }
   if (len / entrySize > SHARED_TABLE_CHECK_MIN_ENTRIES) {
     const start = addrHigh * 0x1_0000_0000 + addrLow;
     if (!claims.claim(start, start + len, id)) {
       faults.set(Fault.SharedTable, where, addrLow, addrHigh, len);
-      return null;
+      return -1;
     }
   }
-  return table;
+  return offset;
 }

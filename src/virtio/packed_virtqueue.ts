@@ -397,8 +397,9 @@ export class PackedVirtqueue extends VirtqueueEngine {
     id: number,
   ): Fault {
     const faults = this.#faults;
-    const table = mapIndirectTable(
-      this.#memory,
+    const memory = this.#memory;
+    const tableAt = mapIndirectTable(
+      memory,
       this.#tables,
       faults,
       slot,
@@ -409,11 +410,12 @@ export class PackedVirtqueue extends VirtqueueEngine {
       this.size,
       id,
     );
-    if (table === null) return faults.fault;
+    if (tableAt < 0) return faults.fault;
+    const table = memory.locatedBytes; // read before #addBuffer locates the buffers
     const entries = len / PACKED_DESC_SIZE;
     for (let i = 0; i < entries; i++) {
       this.walked++;
-      const at = i * PACKED_DESC_SIZE;
+      const at = tableAt + i * PACKED_DESC_SIZE;
       const flags = readU16(table, at + PACKED_DESC_FLAGS);
       // virtio 1.2 §2.8.7: WRITE is the only valid flag in a table (NEXT, the ID are ignored).
       if ((flags & PACKED_DESC_F_INDIRECT) !== 0) {

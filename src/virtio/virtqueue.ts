@@ -673,7 +673,8 @@ export class SplitVirtqueue extends VirtqueueEngine {
     const memory = this.#memory;
     const capacity = chain.buffers.length;
     const desc = this.#desc;
-    let table: Uint8Array | null = null; // the indirect table, once followed
+    let table: Uint8Array | null = null; // the indirect table's region, once followed
+    let tableAt = 0; // where the table starts in it
     let index = head;
     let limit = this.size;
     let descriptors = 0; // buffer descriptors so far: a loop shows as more than `limit`
@@ -701,7 +702,7 @@ export class SplitVirtqueue extends VirtqueueEngine {
         flags = desc.getUint16(at + DESC_FLAGS, true);
         next = desc.getUint16(at + DESC_NEXT, true);
       } else {
-        const at = index * DESC_SIZE;
+        const at = tableAt + index * DESC_SIZE;
         addrLow = readU32(table, at + DESC_ADDR_LOW);
         addrHigh = readU32(table, at + DESC_ADDR_HIGH);
         len = readU32(table, at + DESC_LEN);
@@ -717,7 +718,7 @@ export class SplitVirtqueue extends VirtqueueEngine {
           return this.#faults.set(Fault.IndirectWithNext, index, 0, 0, 0);
         }
         const faults = this.#faults;
-        table = mapIndirectTable(
+        tableAt = mapIndirectTable(
           memory,
           this.#tables,
           faults,
@@ -729,7 +730,8 @@ export class SplitVirtqueue extends VirtqueueEngine {
           this.size,
           id,
         );
-        if (table === null) return faults.fault;
+        if (tableAt < 0) return faults.fault;
+        table = memory.locatedBytes; // read before storeBuffer locates the buffers
         limit = len / DESC_SIZE;
         index = 0;
         continue;
