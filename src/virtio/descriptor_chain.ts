@@ -126,39 +126,6 @@ export class DescriptorChain {
     return copied;
   }
 
-  /** {@link #copy} for a located chain: the same copies, through each buffer's base. */
-  #copyLocated(
-    first: number,
-    end: number,
-    offset: number,
-    bytes: Uint8Array,
-    intoChain: boolean,
-  ): number {
-    let copied = 0;
-    let skip = offset;
-    for (let i = first; i < end && copied < bytes.length; i++) {
-      const length = this.lengths[i];
-      if (skip >= length) {
-        skip -= length;
-        continue;
-      }
-      const n = Math.min(length - skip, bytes.length - copied);
-      const base = this.bases[i];
-      const at = this.offsets[i] + skip;
-      if (intoChain) {
-        base.set(
-          copied === 0 && n === bytes.length ? bytes : bytes.subarray(copied, copied + n),
-          at,
-        );
-      } else {
-        bytes.set(base.subarray(at, at + n), copied);
-      }
-      copied += n;
-      skip = 0;
-    }
-    return copied;
-  }
-
   /**
    * Reports to `log` that the writable buffers' bytes `[offset, offset + length)`
    * (counted as {@link writeFrom} counts them) were written: one report per view
