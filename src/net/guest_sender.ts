@@ -73,6 +73,11 @@ export interface SendCounters {
 export class GuestSender {
   /** Scratch buffer: write the upper-layer message at L4_OFFSET_V4 / L4_OFFSET_V6. */
   readonly buffer: Uint8Array = new Uint8Array(MAX_FRAME_LENGTH);
+  /**
+   * The view of {@link buffer}'s first bytes handed over last: frames of one length
+   * (every ACK of a flow) reuse it instead of a new view each.
+   */
+  #frameView: Uint8Array = this.buffer.subarray(0, 0);
   /** Our MAC address (source of every frame). */
   readonly ourMac: number;
   /** The guest's MAC address once learnt; broadcast until then. */
@@ -318,7 +323,8 @@ export class GuestSender {
       this.counters.noLink++;
       return SendResult.Dropped;
     }
-    const frame = this.buffer.subarray(0, length);
+    let frame = this.#frameView;
+    if (frame.length !== length) this.#frameView = frame = this.buffer.subarray(0, length);
     const r = checksumStart > 0
       ? link.sendFrame(frame, checksumStart, checksumOffset)
       : link.sendFrame(frame);

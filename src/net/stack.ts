@@ -106,6 +106,8 @@ export class NetworkStack implements FrameHandler {
   /** Echo forwarding through ping sockets (null without a socket factory). */
   readonly icmpEcho: IcmpEcho | null;
   readonly #l4 = new Map<number, L4Handler>();
+  /** The registered handlers, in order (walked at each batch's end without an iterator). */
+  readonly #l4List: L4Handler[] = [];
   readonly #eth = newEthernetHeader();
   readonly #ip4 = newIpv4Header();
   readonly #ip6 = newIpv6Header();
@@ -171,6 +173,7 @@ export class NetworkStack implements FrameHandler {
       throw new Error(`Cannot register an L4 handler for protocol ${protocol}: already registered`);
     }
     this.#l4.set(protocol, handler);
+    this.#l4List.push(handler);
   }
 
   /**
@@ -210,7 +213,16 @@ export class NetworkStack implements FrameHandler {
 
   /** Flushes replies and lets the L4 handlers flush theirs. */
   endOfBatch(now: number): void {
-    for (const h of this.#l4.values()) this.#guard(now, () => h.endOfBatch?.(now));
+    const handlers = this.#l4List;
+    for (let i = 0; i < handlers.length; i++) {
+      const h = handlers[i];
+      if (h.endOfBatch === undefined) continue;
+      try {
+        h.endOfBatch(now);
+      } catch (error) {
+        this.#handlerThrew(now, error);
+      }
+    }
     this.sender.flush();
   }
 
@@ -312,9 +324,14 @@ export class NetworkStack implements FrameHandler {
     try {
       fn();
     } catch (error) {
-      this.#count(this.drops, "exception");
-      this.#errorLog.write(now, `network stack: exception in a handler: ${error}`);
+      this.#handlerThrew(now, error);
     }
+  }
+
+  /** Counts and logs (rate-limited) an exception a handler threw. */
+  #handlerThrew(now: number, error: unknown): void {
+    this.#count(this.drops, "exception");
+    this.#errorLog.write(now, `network stack: exception in a handler: ${error}`);
   }
 
   #count(table: Record<string, number>, key: string): void {

@@ -321,6 +321,10 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   #rxHeads = new Uint16Array(1);
   #rxLengths = new Uint32Array(1);
   readonly #txScratch = new Uint8Array(NET_HDR_SIZE + MAX_FRAME_LENGTH);
+  /** The scratch's view handed over last: a run of frames of one length reuses it. */
+  #txFrameView: Uint8Array = this.#txScratch.subarray(0, 0);
+  /** The scratch's first bytes, where a scattered frame's headers are copied. */
+  readonly #txPrefix = this.#txScratch.subarray(0, SCATTER_PREFIX_BYTES);
   readonly #txScattered = new ChainFrame(this.counters);
   readonly #header = createNetHeader();
   readonly #headerBytes = new Uint8Array(NET_HDR_SIZE);
@@ -728,9 +732,10 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       frame = bases[1].subarray(offsets[1], offsets[1] + lengths[1]);
     } else {
       const length = total - NET_HDR_SIZE;
-      frame = this.#txScratch.subarray(0, length);
+      frame = this.#txFrameView;
+      if (frame.length !== length) this.#txFrameView = frame = this.#txScratch.subarray(0, length);
       if (length >= SCATTER_MIN_FRAME_BYTES && this.#handler.acceptsScattered === true) {
-        const filled = chain.readInto(NET_HDR_SIZE, frame.subarray(0, SCATTER_PREFIX_BYTES));
+        const filled = chain.readInto(NET_HDR_SIZE, this.#txPrefix);
         scattered = this.#txScattered.begin(chain, frame, filled);
       } else {
         chain.readInto(NET_HDR_SIZE, frame);
