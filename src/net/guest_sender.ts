@@ -36,8 +36,8 @@ import {
   ETHERTYPE_IPV4,
   ETHERTYPE_IPV6,
 } from "./wire/ethernet.ts";
-import { buildIpv4, IPV4_FLAG_DF, IPV4_HEADER_MIN } from "./wire/ipv4.ts";
-import { buildIpv6, IPV6_HEADER_LENGTH } from "./wire/ipv6.ts";
+import { buildIpv4, IPV4_FLAG_DF, IPV4_HEADER_MIN, type Ipv4BuildFields } from "./wire/ipv4.ts";
+import { buildIpv6, IPV6_HEADER_LENGTH, type Ipv6BuildFields } from "./wire/ipv6.ts";
 import { type GuestLink, MAX_FRAME_LENGTH, SendResult } from "../tap/frame_transport.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import { log as defaultLog, type Logger } from "../log/logger.ts";
@@ -53,6 +53,9 @@ export const L4_OFFSET_V6 = ETH_HEADER_LENGTH + IPV6_HEADER_LENGTH;
 export const L3_OFFSET = ETH_HEADER_LENGTH;
 
 /** Offset of the checksum field inside each upper-layer header (RFC 9293, 768, 792, 4443). */
+/** The options of a packet sent with none: every field at its default. */
+const NO_OPTIONS = Object.freeze({});
+
 const CHECKSUM_FIELD: Readonly<Record<number, number>> = {
   [IPPROTO_TCP]: TCP_CHECKSUM_OFFSET,
   [IPPROTO_UDP]: UDP_CHECKSUM,
@@ -78,6 +81,26 @@ export class GuestSender {
    * (every ACK of a flow) reuse it instead of a new view each.
    */
   #frameView: Uint8Array = this.buffer.subarray(0, 0);
+  /** The IP header fields of the packet being sent, filled in place for each one. */
+  readonly #ipv4Fields: Ipv4BuildFields = {
+    payloadLength: 0,
+    protocol: 0,
+    src: 0,
+    dst: 0,
+    ttl: undefined,
+    tos: undefined,
+    id: 0,
+    flags: IPV4_FLAG_DF,
+  };
+  readonly #ipv6Fields: Ipv6BuildFields = {
+    payloadLength: 0,
+    nextHeader: 0,
+    hopLimit: undefined,
+    trafficClass: undefined,
+    flowLabel: undefined,
+    src: new Uint8Array(16),
+    dst: new Uint8Array(16),
+  };
   /** Our MAC address (source of every frame). */
   readonly ourMac: number;
   /** The guest's MAC address once learnt; broadcast until then. */
@@ -220,7 +243,7 @@ export class GuestSender {
     src: number,
     dst: number,
     l4Length: number,
-    options: { ttl?: number; tos?: number; l4ChecksumDone?: boolean; dstMac?: number } = {},
+    options: { ttl?: number; tos?: number; l4ChecksumDone?: boolean; dstMac?: number } = NO_OPTIONS,
   ): SendResult {
     if (!this.#fitsFrame(L4_OFFSET_V4, l4Length)) return SendResult.Dropped;
     const b = this.buffer;
@@ -239,16 +262,15 @@ export class GuestSender {
       }
     }
     this.#ipv4Id = (this.#ipv4Id + 1) & 0xffff;
-    buildIpv4(b, ETH_HEADER_LENGTH, {
-      payloadLength: l4Length,
-      protocol,
-      src,
-      dst,
-      ttl: options.ttl,
-      tos: options.tos,
-      id: this.#ipv4Id,
-      flags: IPV4_FLAG_DF,
-    });
+    const ip = this.#ipv4Fields;
+    ip.payloadLength = l4Length;
+    ip.protocol = protocol;
+    ip.src = src;
+    ip.dst = dst;
+    ip.ttl = options.ttl;
+    ip.tos = options.tos;
+    ip.id = this.#ipv4Id;
+    buildIpv4(b, ETH_HEADER_LENGTH, ip);
     buildEthernet(b, 0, options.dstMac ?? this.guestMac, this.ourMac, ETHERTYPE_IPV4);
     return this.#sendIp(L4_OFFSET_V4, l4Length, partial);
   }
@@ -271,7 +293,7 @@ export class GuestSender {
       flowLabel?: number;
       l4ChecksumDone?: boolean;
       dstMac?: number;
-    } = {},
+    } = NO_OPTIONS,
   ): SendResult {
     if (!this.#fitsFrame(L4_OFFSET_V6, l4Length)) return SendResult.Dropped;
     const b = this.buffer;
@@ -288,15 +310,15 @@ export class GuestSender {
         if (protocol === IPPROTO_UDP) udpChecksumZeroAsOnes(b, L4_OFFSET_V6, c);
       }
     }
-    buildIpv6(b, ETH_HEADER_LENGTH, {
-      payloadLength: l4Length,
-      nextHeader: protocol,
-      hopLimit: options.hopLimit,
-      trafficClass: options.trafficClass,
-      flowLabel: options.flowLabel,
-      src,
-      dst,
-    });
+    const ip = this.#ipv6Fields;
+    ip.payloadLength = l4Length;
+    ip.nextHeader = protocol;
+    ip.hopLimit = options.hopLimit;
+    ip.trafficClass = options.trafficClass;
+    ip.flowLabel = options.flowLabel;
+    ip.src = src;
+    ip.dst = dst;
+    buildIpv6(b, ETH_HEADER_LENGTH, ip);
     let dstMac = options.dstMac;
     if (dstMac === undefined) {
       dstMac = dst[0] === 0xff

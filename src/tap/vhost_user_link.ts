@@ -312,7 +312,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
 
   // Reused per frame: no allocation on the hot paths beyond the memory views.
   #txChain = locatedChain(1);
-  #rxFirst = new DescriptorChain(1);
+  /** A frame's first RX chain (located: its buffer needs no view). */
+  #rxFirst = locatedChain(1);
   #rxNext = new DescriptorChain(1);
   /** Popped for reservations given as iovec tables: buffers located, no views. */
   #rxLocated = locatedChain(1);
@@ -409,7 +410,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       this.#rxBufferFrameRoom = MAX_FRAME_LENGTH;
       this.#smallestRxChainBytes = Infinity;
       if (this.#rxFirst.buffers.length < ring.size) {
-        this.#rxFirst = new DescriptorChain(ring.size);
+        this.#rxFirst = locatedChain(ring.size);
         this.#rxNext = new DescriptorChain(ring.size);
         this.#rxLocated = locatedChain(ring.size);
         this.#rxSingles = new SingleBufferChains(ring.size);
@@ -982,9 +983,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       written += n;
     }
     const header = this.#rxHeader(checksumStart, checksumOffset, count);
-    const head0 = first.buffers[0];
-    if (head0.length >= NET_HDR_SIZE) {
-      encodeNetHeader(header, head0, 0);
+    if (first.lengths[0] >= NET_HDR_SIZE) {
+      encodeNetHeader(header, first.bases[0], first.offsets[0]);
     } else {
       encodeNetHeader(header, this.#headerBytes, 0);
       first.writeFrom(0, this.#headerBytes);

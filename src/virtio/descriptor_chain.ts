@@ -9,7 +9,7 @@
  * which is all an iovec table needs; making a view costs ~100 ns per buffer, and a
  * 64 KiB frame takes ~16 of a Linux guest's 4 KiB RX buffers, or comes from it as ~16
  * page fragments. {@link DescriptorChain.readInto} and {@link DescriptorChain.writeFrom}
- * work on either kind; {@link DescriptorChain.reportWritten} needs views.
+ * and {@link DescriptorChain.reportWritten} work on either kind.
  *
  * Objects are reused: the engine refills one per pop instead of allocating.
  *
@@ -132,16 +132,18 @@ export class DescriptorChain {
    * touched, so a range across adjacent memory regions reports each region's part.
    */
   reportWritten(log: GuestWriteLog, offset: number, length: number): void {
+    const located = this.located;
     let left = length;
     let skip = offset;
     for (let i = this.readableCount; i < this.count && left > 0; i++) {
-      const buffer = this.buffers[i];
-      if (skip >= buffer.length) {
-        skip -= buffer.length;
+      const bufferLength = located ? this.lengths[i] : this.buffers[i].length;
+      if (skip >= bufferLength) {
+        skip -= bufferLength;
         continue;
       }
-      const n = Math.min(buffer.length - skip, left);
-      log.markView(buffer, skip, n);
+      const n = Math.min(bufferLength - skip, left);
+      if (located) log.markView(this.bases[i], this.offsets[i] + skip, n);
+      else log.markView(this.buffers[i], skip, n);
       left -= n;
       skip = 0;
     }

@@ -22,7 +22,7 @@ import {
 } from "../plan/fwd.ts";
 import type { GuestSender } from "../guest_sender.ts";
 import { newTcpHeader, type TcpBuildFields } from "../wire/tcp_header.ts";
-import type { TcpFlow } from "./flow.ts";
+import { TcpFlow } from "./flow.ts";
 import type { HostListener, HostTcp } from "./host_socket.ts";
 import { TimerHeap } from "./timer_heap.ts";
 
@@ -61,6 +61,9 @@ export interface TcpCounters {
  * It compares (===), prints and serialises as 0.
  */
 const BYTE_COUNT_START = -0;
+
+/** What {@link TcpContext.ackDue} holds past its flows: no flow of any table. */
+const NO_FLOW = new TcpFlow();
 
 /** The settings a {@link TcpContext} is built from. */
 export interface TcpSettings {
@@ -115,8 +118,15 @@ export class TcpContext {
   readonly timers = new TimerHeap();
   /** Flows waiting for room toward the guest. */
   readonly blocked = new Set<TcpFlow>();
-  /** Flows owing the guest an ACK at the end of the batch. */
+  /**
+   * Flows owing the guest an ACK at the end of the batch: the first
+   * {@link ackDueCount} entries; the rest hold {@link NO_FLOW}. The array keeps its
+   * room from batch to batch (emptying it with `length = 0` would drop its backing
+   * store, and every batch's first push would allocate a new one).
+   */
   readonly ackDue: TcpFlow[] = [];
+  /** How many entries of {@link ackDue} are flows owing an ACK. */
+  ackDueCount = 0;
   readonly listeners = new Set<HostListener>();
   /** Start of the current challenge ACK interval, and the ACKs sent in it (challenge_ack.ts). */
   challengeSince = -Infinity;
@@ -189,7 +199,14 @@ export class TcpContext {
   scheduleAck(f: TcpFlow): void {
     if (f.ackDue) return;
     f.ackDue = true;
-    this.ackDue.push(f);
+    this.ackDue[this.ackDueCount++] = f;
+  }
+
+  /** Forgets the flows of {@link ackDue} (their ACKs were sent), keeping its room. */
+  clearAckDue(): void {
+    const due = this.ackDue;
+    for (let i = 0; i < this.ackDueCount; i++) due[i] = NO_FLOW;
+    this.ackDueCount = 0;
   }
 
   /** A random initial sequence number. */

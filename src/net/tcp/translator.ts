@@ -356,7 +356,7 @@ export class TcpTranslator implements L4Handler {
   #flushBatch(): void {
     const ctx = this.#ctx;
     const due = ctx.ackDue;
-    for (let i = 0; i < due.length; i++) {
+    for (let i = 0; i < ctx.ackDueCount; i++) {
       const f = due[i];
       if (!f.ackDue) continue;
       f.ackDue = false;
@@ -367,7 +367,7 @@ export class TcpTranslator implements L4Handler {
         internalError(ctx, f, e);
       }
     }
-    due.length = 0;
+    ctx.clearAckDue();
     ctx.sender.flush();
   }
 }
