@@ -449,6 +449,9 @@ export class SplitVirtqueue extends VirtqueueEngine {
   #windowFirstId = 1;
   /** The large indirect tables walked since the last publish (see {@link SHARED_TABLE_CHECK_MIN_ENTRIES}). */
   readonly #tables = new IndirectTableClaims();
+  /** The region bytes an indirect table was last read from, and a DataView of them. */
+  #tableRegion: Uint8Array = new Uint8Array(0);
+  #tableView: DataView = new DataView(this.#tableRegion.buffer);
 
   /** Details of the last fault, formatted only when a line is written. */
   readonly #faults = new FaultRecord();
@@ -673,7 +676,7 @@ export class SplitVirtqueue extends VirtqueueEngine {
     const memory = this.#memory;
     const capacity = chain.buffers.length;
     const desc = this.#desc;
-    let table: Uint8Array | null = null; // the indirect table's region, once followed
+    let table: DataView | null = null; // the indirect table's region, once followed
     let tableAt = 0; // where the table starts in it
     let index = head;
     let limit = this.size;
@@ -703,11 +706,11 @@ export class SplitVirtqueue extends VirtqueueEngine {
         next = desc.getUint16(at + DESC_NEXT, true);
       } else {
         const at = tableAt + index * DESC_SIZE;
-        addrLow = readU32(table, at + DESC_ADDR_LOW);
-        addrHigh = readU32(table, at + DESC_ADDR_HIGH);
-        len = readU32(table, at + DESC_LEN);
-        flags = readU16(table, at + DESC_FLAGS);
-        next = readU16(table, at + DESC_NEXT);
+        addrLow = table.getUint32(at + DESC_ADDR_LOW, true);
+        addrHigh = table.getUint32(at + DESC_ADDR_HIGH, true);
+        len = table.getUint32(at + DESC_LEN, true);
+        flags = table.getUint16(at + DESC_FLAGS, true);
+        next = table.getUint16(at + DESC_NEXT, true);
       }
       if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
         // virtio 1.2 §2.7.5.3.1: only with the feature, never nested, never with NEXT.
@@ -731,7 +734,14 @@ export class SplitVirtqueue extends VirtqueueEngine {
           id,
         );
         if (tableAt < 0) return faults.fault;
-        table = memory.locatedBytes; // read before storeBuffer locates the buffers
+        // Read before storeBuffer locates the buffers; one DataView per region, made
+        // when a table is first read from it (4-byte reads: a third of the loads).
+        const region = memory.locatedBytes;
+        if (region !== this.#tableRegion) {
+          this.#tableRegion = region;
+          this.#tableView = new DataView(region.buffer, region.byteOffset, region.byteLength);
+        }
+        table = this.#tableView;
         limit = len / DESC_SIZE;
         index = 0;
         continue;
