@@ -282,8 +282,10 @@ function toHost(
     f.rcvNxt = (f.rcvNxt + taken) >>> 0;
     f.bytesFromGuest += taken;
     if (taken < len) {
-      // The host socket is full: the guest sends the rest again once the window opens.
+      // The host socket is full: the guest sends the rest again once the window opens,
+      // and the next window comes from the socket, not from the room last seen.
       ctx.counters.hostBackpressure += len - taken;
+      f.room = -1;
       if (!f.windowUpdateDue) {
         f.windowUpdateDue = true;
         conn.requestWritable();

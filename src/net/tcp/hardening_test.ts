@@ -416,11 +416,12 @@ Deno.test("`TcpTranslator` advertises the room left in the host socket's send bu
   conn.complete();
   await c.until(() => c.state === "established", 2000, "established");
   const ackOf = () => guest.headers.filter((h) => h.dstPort === c.localPort).at(-1)!;
-  // The guest's first data: the ACK carries the room (400000 - 100000) in units of 2^7.
+  // The guest's first data: the ACK carries the room (400000 - 100000) less what the
+  // socket took since it was asked, in units of 2^7.
   guest.write(c, new Uint8Array(1000));
   await guest.until(() => conn.sent === 1000, 2000, "data to the host socket");
   await tick();
-  assert.equal(ackOf().window, Math.floor(300_000 / 128));
+  assert.equal(ackOf().window, Math.floor(299_000 / 128));
   // The host socket fills up: the window shrinks no further than its right edge, the
   // socket is asked to report its draining, and what it did not take is not acknowledged.
   conn.sendQueued = 390_000;
@@ -440,6 +441,36 @@ Deno.test("`TcpTranslator` advertises the room left in the host socket's send bu
   const update = ackOf();
   assert.equal(update.window, Math.floor(400_000 / 128), "the whole buffer is free again");
   await c.until(() => conn.sent === 3000, 5000, "the rest, sent again by the guest");
+  close();
+});
+
+Deno.test("`TcpTranslator` asks the host socket for its room again only once the guest has sent half of it", async () => {
+  const conn = new ScriptedConnection();
+  conn.sendBuffer = 400_000;
+  conn.sendQueued = 100_000;
+  const { tcp, guest, close } = setup({ host: scriptedHostTcp(() => conn) });
+  const c = guest.connect(TEST_GATEWAY4, 80);
+  await guest.until(() => tcp.flows.size === 1, 2000, "the guest's SYN");
+  conn.complete();
+  await c.until(() => c.state === "established", 2000, "established");
+  const ackOf = () => guest.headers.filter((h) => h.dstPort === c.localPort).at(-1)!;
+  guest.write(c, new Uint8Array(1000));
+  await guest.until(() => conn.sent === 1000, 2000, "data to the host socket");
+  await tick();
+  const asked = conn.queueQueries;
+  // A third of the room: the ACKs count down from it without asking the socket.
+  guest.write(c, new Uint8Array(99_000));
+  await guest.until(() => conn.sent === 100_000, 5000, "a third of the room sent");
+  await tick();
+  assert.equal(conn.queueQueries, asked, "not asked again");
+  assert.equal(ackOf().window, Math.floor(200_000 / 128), "the room less what was sent");
+  // The socket drains; past half of the room it is asked again and the window grows.
+  conn.sendQueued = 0;
+  guest.write(c, new Uint8Array(60_000));
+  await guest.until(() => conn.sent === 160_000, 5000, "past half of the room");
+  await tick();
+  assert.ok(conn.queueQueries > asked, "asked again");
+  assert.ok(ackOf().window * 128 > 300_000, `window ${ackOf().window * 128} reflects the drain`);
   close();
 });
 

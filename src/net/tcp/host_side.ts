@@ -50,6 +50,7 @@ export function onHostEvents(ctx: TcpContext, f: TcpFlow, events: number, now: n
       if (f.closed) return;
       if ((events & EVENT_WRITABLE) && f.windowUpdateDue) {
         f.windowUpdateDue = false;
+        f.room = -1; // the update carries the room the socket has now
         ctx.scheduleAck(f);
       }
       maybeFinish(ctx, f);

@@ -9,8 +9,10 @@
  *
  * The window advertised to the guest mirrors the host socket: the room left in its
  * send buffer (SO_SNDBUF − SIOCOUTQ), capped by the translator's largest window and
- * never moving its right edge back. When it runs low, the socket is asked to report
- * when it drains, and a window update follows.
+ * never moving its right edge back. The socket is asked again once the guest has sent
+ * half of the room it had (until then, that room less what was sent since stands for
+ * it), after it refused bytes, and when it reports draining. When the room runs low,
+ * the socket is asked to report when it drains, and a window update follows.
  *
  * @module
  */
@@ -96,9 +98,13 @@ export function windowOut(ctx: TcpContext, f: TcpFlow): number {
   let room = ctx.maxWindow;
   let low = false;
   if (conn !== null && !f.guestFinDone) {
-    if (f.rcvNxt === f.roomAt && f.room >= 0) {
-      // Nothing sent to the socket since it was asked: its room can only have grown.
-      room = f.room;
+    const sent = seqDiff(f.rcvNxt, f.roomAt);
+    if (f.room >= 0 && sent >= 0 && 2 * (f.room - sent) >= f.room) {
+      // What was sent to the socket since it was asked took at most that much of the
+      // room it had then (the kernel only frees room since): while half of it is left,
+      // that floor is the room, without asking again (one ioctl fewer per ACK under an
+      // upload; the right edge then stays put until the socket is asked again).
+      room = f.room - sent;
     } else {
       const q = ctx.queues;
       try {

@@ -43,6 +43,8 @@ export class ScriptedConnection implements HostConnection {
   sendBuffer = 1 << 20;
   /** Bytes reported in use in the send buffer. */
   sendQueued = 0;
+  /** queues() calls (the translator asking for the send buffer's room). */
+  queueQueries = 0;
   /** Most bytes one send() takes. */
   sendLimit = Infinity;
   /** requestWritable() calls. */
@@ -102,6 +104,7 @@ export class ScriptedConnection implements HostConnection {
   }
 
   queues(out: SocketQueues): void {
+    this.queueQueries++;
     out.sendBuffer = this.sendBuffer;
     out.sendQueued = this.sendQueued;
     out.receiveQueued = 0;
