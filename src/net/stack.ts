@@ -35,10 +35,10 @@ import type { FlowInfo } from "./flows/flow_info.ts";
 import { describeFrame } from "./wire/frame_summary.ts";
 import { GuestSender } from "./guest_sender.ts";
 import { DEFAULT_MTU, type NetworkPlan } from "./plan/network_plan.ts";
-import { newIpv4Header, parseIpv4Header } from "./wire/ipv4.ts";
+import { IPV4_HEADER_MAX, newIpv4Header, parseIpv4Header } from "./wire/ipv4.ts";
 import { IPV6_HEADER_LENGTH, newIpv6Header, parseIpv6Header } from "./wire/ipv6.ts";
 import { type L4Handler, type L4Packet, newL4Packet } from "./l4_handler.ts";
-import { TCP_HEADER_MAX } from "./wire/tcp_header.ts";
+import { TCP_DATA_OFFSET, TCP_HEADER_MAX } from "./wire/tcp_header.ts";
 import { DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpServer } from "./services/dhcp.ts";
 import { DHCPV6_SERVER_PORT, Dhcpv6Server } from "./services/dhcpv6.ts";
 import { NdpResponder } from "./services/ndp.ts";
@@ -194,7 +194,7 @@ export class NetworkStack implements FrameHandler {
     if (scattered !== undefined) {
       if (
         this.#checksumPending && !this.#log.enabled("trace") &&
-        tcpHeadersWithin(frame, scattered.filled)
+        tcpHeadersCopied(frame, scattered)
       ) {
         this.#scattered = scattered;
       } else {
@@ -538,6 +538,9 @@ export class NetworkStack implements FrameHandler {
   }
 }
 
+/** The longest Ethernet, IP (IPv4 with options, or IPv6) and TCP headers. */
+const TCP_HEADERS_MAX_BYTES = ETH_HEADER_LENGTH + IPV4_HEADER_MAX + TCP_HEADER_MAX;
+
 /** Ethernet type field, IPv4 IHL/protocol and IPv6 next-header positions in a frame. */
 const ETHERTYPE_AT = 12;
 const IPV4_IHL_AT = ETH_HEADER_LENGTH;
@@ -546,21 +549,34 @@ const IPV6_NEXT_HEADER_AT = ETH_HEADER_LENGTH + 6;
 
 /**
  * Whether the first `filled` bytes of `frame` hold an IPv4 TCP segment's or an IPv6
- * one's (TCP straight after the fixed header) Ethernet, IP and longest TCP header.
+ * one's (TCP straight after the fixed header) Ethernet, IP and TCP headers, options
+ * included (as long as its data offset says).
  */
 function tcpHeadersWithin(frame: Uint8Array, filled: number): boolean {
   if (filled < ETH_HEADER_LENGTH + 1) return false;
   const etherType = (frame[ETHERTYPE_AT] << 8) | frame[ETHERTYPE_AT + 1];
+  let tcpAt: number;
   if (etherType === ETHERTYPE_IPV4) {
-    const ipHeader = (frame[IPV4_IHL_AT] & 0x0f) * 4;
-    return ETH_HEADER_LENGTH + ipHeader + TCP_HEADER_MAX <= filled &&
-      frame[IPV4_PROTOCOL_AT] === IPPROTO_TCP;
+    if (filled <= IPV4_PROTOCOL_AT || frame[IPV4_PROTOCOL_AT] !== IPPROTO_TCP) return false;
+    tcpAt = ETH_HEADER_LENGTH + (frame[IPV4_IHL_AT] & 0x0f) * 4;
+  } else if (etherType === ETHERTYPE_IPV6) {
+    if (filled <= IPV6_NEXT_HEADER_AT || frame[IPV6_NEXT_HEADER_AT] !== IPPROTO_TCP) return false;
+    tcpAt = ETH_HEADER_LENGTH + IPV6_HEADER_LENGTH;
+  } else {
+    return false;
   }
-  if (etherType === ETHERTYPE_IPV6) {
-    return ETH_HEADER_LENGTH + IPV6_HEADER_LENGTH + TCP_HEADER_MAX <= filled &&
-      frame[IPV6_NEXT_HEADER_AT] === IPPROTO_TCP;
-  }
-  return false;
+  if (tcpAt + TCP_DATA_OFFSET >= filled) return false;
+  return tcpAt + (frame[tcpAt + TCP_DATA_OFFSET] >> 4) * 4 <= filled;
+}
+
+/**
+ * Whether `scattered`'s Ethernet, IP and TCP headers are in `frame`: among the bytes
+ * copied already, or once the longest headers are (the transport copied only part).
+ */
+function tcpHeadersCopied(frame: Uint8Array, scattered: ScatteredFrame): boolean {
+  if (tcpHeadersWithin(frame, scattered.filled)) return true;
+  scattered.gather(TCP_HEADERS_MAX_BYTES);
+  return tcpHeadersWithin(frame, scattered.filled);
 }
 
 /** Names of the translators' protocols in {@link NetworkStack.describeCounters}. */

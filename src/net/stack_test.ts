@@ -672,10 +672,12 @@ class PartlyCopiedFrame implements ScatteredFrame {
   get filled(): number {
     return this.#filled;
   }
-  gather(): void {
-    this.frame.set(this.whole.subarray(this.#filled), this.#filled);
-    this.#filled = this.frame.length;
-    this.gathers++;
+  gather(upTo: number = this.frame.length): void {
+    const end = Math.min(upTo, this.frame.length);
+    if (end <= this.#filled) return;
+    this.frame.set(this.whole.subarray(this.#filled, end), this.#filled);
+    this.#filled = end;
+    if (end === this.frame.length) this.gathers++;
   }
   vectorsOf(): number {
     return 0;
@@ -700,7 +702,9 @@ Deno.test("`NetworkStack.handleFrame()` leaves a scattered frame so only for TCP
     { whole: tcp4, filled: 256, info: FrameInfo.ChecksumPending, kept: true },
     { whole: tcp6, filled: 256, info: FrameInfo.ChecksumPending, kept: true },
     { whole: tcp4, filled: 256, info: FrameInfo.None, kept: false }, // the checksum is checked
-    { whole: tcp4, filled: 14 + 20 + 59, info: FrameInfo.ChecksumPending, kept: false },
+    { whole: tcp4, filled: 14 + 20 + 20, info: FrameInfo.ChecksumPending, kept: true }, // its headers
+    // One byte of the TCP header missing: the longest headers are copied, the rest is not.
+    { whole: tcp4, filled: 14 + 20 + 19, info: FrameInfo.ChecksumPending, kept: true },
     { whole: udp4, filled: 256, info: FrameInfo.ChecksumPending, kept: false },
   ];
   for (const [i, c] of cases.entries()) {
@@ -710,8 +714,11 @@ Deno.test("`NetworkStack.handleFrame()` leaves a scattered frame so only for TCP
     const last = (c.whole === udp4 ? udp : tcp).packets.at(-1)!;
     assert.equal(last.scattered, c.kept, `case ${i}`);
     if (!c.kept) assert.deepEqual(frame.frame, c.whole, `case ${i}: gathered whole`);
+    const copied = Math.max(c.filled, c.filled < 14 + 20 + 20 ? 14 + 60 + 60 : 0);
+    assert.equal(frame.filled, c.kept ? copied : c.whole.length, `case ${i}: bytes copied`);
+    assert.deepEqual(frame.frame.subarray(0, frame.filled), c.whole.subarray(0, frame.filled));
   }
-  assert.equal(tcp.packets.length, 4);
+  assert.equal(tcp.packets.length, 5);
   assert.equal(udp.packets.length, 1);
   assert.deepEqual(udp.packets[0].l4.slice(8), Array.from(segment));
 });

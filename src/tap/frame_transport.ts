@@ -49,8 +49,11 @@ export const FrameInfo = {
 export interface ScatteredFrame {
   /** Bytes at the start of `frame` that hold the frame's contents; the rest does not yet. */
   readonly filled: number;
-  /** Copies the rest of the frame into `frame`: afterwards all of it holds the contents. */
-  gather(): void;
+  /**
+   * Copies the rest of the frame into `frame`, or only up to its first `upTo` bytes:
+   * afterwards those hold the contents ({@link filled} says how many).
+   */
+  gather(upTo?: number): void;
   /**
    * Appends iovec entries for `length` bytes of the frame from byte `from` on, pointing
    * into guest memory (bytes before {@link filled} point into `frame`).

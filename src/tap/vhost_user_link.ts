@@ -97,10 +97,17 @@ function locatedChain(capacity: number): DescriptorChain {
  */
 export const SCATTER_MIN_FRAME_BYTES = 1024;
 /**
- * Bytes copied at the start of a scattered frame: Ethernet (14), IPv6 (40) or the
- * longest IPv4 header (60) and the longest TCP header (60), with room to spare.
+ * Bytes copied at the start of a scattered frame whose first buffer holds fewer than
+ * {@link SCATTER_FIRST_BUFFER_MIN_BYTES} or more than these: Ethernet (14), IPv6 (40)
+ * or the longest IPv4 header (60) and the longest TCP header (60), with room to spare.
  */
 export const SCATTER_PREFIX_BYTES = 256;
+/**
+ * A first buffer with at least this many bytes after the virtio-net header (Ethernet,
+ * IPv4 and a TCP header without options: 14 + 20 + 20) is taken to hold the headers
+ * and is all that is copied first.
+ */
+export const SCATTER_FIRST_BUFFER_MIN_BYTES = 54;
 
 /** A TX frame left in the guest's buffers after its first bytes; see {@link ScatteredFrame}. */
 class ChainFrame implements ScatteredFrame {
@@ -134,12 +141,13 @@ class ChainFrame implements ScatteredFrame {
     return this.#filled;
   }
 
-  gather(): void {
+  gather(upTo: number = this.#frame.length): void {
     const chain = this.#chain;
-    if (chain === null || this.#filled >= this.#frame.length) return;
-    chain.readInto(NET_HDR_SIZE + this.#filled, this.#frame.subarray(this.#filled));
-    this.#filled = this.#frame.length;
-    this.#counters.txGathered++;
+    const end = Math.min(upTo, this.#frame.length);
+    if (chain === null || this.#filled >= end) return;
+    chain.readInto(NET_HDR_SIZE + this.#filled, this.#frame.subarray(this.#filled, end));
+    this.#filled = end;
+    if (end === this.#frame.length) this.#counters.txGathered++;
   }
 
   vectorsOf(from: number, length: number, vectors: IoVectors): number {
@@ -736,7 +744,18 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       frame = this.#txFrameView;
       if (frame.length !== length) this.#txFrameView = frame = this.#txScratch.subarray(0, length);
       if (length >= SCATTER_MIN_FRAME_BYTES && this.#handler.acceptsScattered === true) {
-        const filled = chain.readInto(NET_HDR_SIZE, this.#txPrefix);
+        // The first buffer's bytes when it holds more than the header (a Linux guest's
+        // headers, the payload in the pages after it), else SCATTER_PREFIX_BYTES: the
+        // handler copies more if the headers are not all there (ScatteredFrame.gather).
+        const firstBytes = lengths[0] - NET_HDR_SIZE;
+        let filled: number;
+        if (firstBytes >= SCATTER_FIRST_BUFFER_MIN_BYTES && firstBytes <= SCATTER_PREFIX_BYTES) {
+          const start = offsets[0] + NET_HDR_SIZE;
+          frame.set(bases[0].subarray(start, start + firstBytes));
+          filled = firstBytes;
+        } else {
+          filled = chain.readInto(NET_HDR_SIZE, this.#txPrefix);
+        }
         scattered = this.#txScattered.begin(chain, frame, filled);
       } else {
         chain.readInto(NET_HDR_SIZE, frame);

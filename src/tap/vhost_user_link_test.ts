@@ -36,7 +36,12 @@ import {
   receiveFrames,
   writeTxPacket,
 } from "../../tests/support/tap/link_rings.ts";
-import { SCATTER_MIN_FRAME_BYTES, SCATTER_PREFIX_BYTES, VhostUserLink } from "./vhost_user_link.ts";
+import {
+  SCATTER_FIRST_BUFFER_MIN_BYTES,
+  SCATTER_MIN_FRAME_BYTES,
+  SCATTER_PREFIX_BYTES,
+  VhostUserLink,
+} from "./vhost_user_link.ts";
 import { IoVectors } from "../../ffi/io_vectors.ts";
 import { TcpListenSocket, TcpSocket } from "../../ffi/tcp_socket.ts";
 import { CountingGuestMemory } from "../../tests/support/virtio/counting_guest_memory.ts";
@@ -1852,19 +1857,61 @@ Deno.test("VhostUserLink hands a frame over several buffers to a handler that ac
             assert.equal(scatterLink.counters.txScattered, 0);
             return;
           }
-          assert.deepEqual(handler.filled, [SCATTER_PREFIX_BYTES]);
+          // The first buffer when it holds 54..256 frame bytes, else the first 256.
+          const firstBytes = segments[0].length - NET_HDR_SIZE;
+          const filled = firstBytes >= SCATTER_FIRST_BUFFER_MIN_BYTES &&
+              firstBytes <= SCATTER_PREFIX_BYTES
+            ? firstBytes
+            : SCATTER_PREFIX_BYTES;
+          assert.deepEqual(handler.filled, [filled]);
           const { from, length: n } = handler.range(length);
           assert.deepEqual(handler.ranges[0], frame.subarray(from, from + n));
-          assert.deepEqual(
-            handler.frames[0],
-            gatherFirst ? frame : frame.subarray(0, SCATTER_PREFIX_BYTES),
-          );
+          assert.deepEqual(handler.frames[0], gatherFirst ? frame : frame.subarray(0, filled));
           assert.equal(scatterLink.counters.txScattered, 1);
           assert.equal(scatterLink.counters.txGathered, gatherFirst ? 1 : 0);
         },
       ),
       { numRuns: 60 },
     );
+  } finally {
+    pair.close();
+  }
+});
+
+Deno.test("VhostUserLink copies only the first buffer of a Linux guest's TSO segment (its headers), and more when asked", async () => {
+  const pair = await loopbackPair();
+  try {
+    const handler = new ScatterCheckingHandler(pair);
+    handler.gatherFirst = false;
+    const { tx, link } = setup({}, 64, 4 << 20, "info", handler);
+    // The virtio-net header and 66 bytes of headers in one buffer, the payload in pages.
+    const frame = frameOf(66 + 3 * 4096, 7);
+    const packet = new Uint8Array(NET_HDR_SIZE + frame.length);
+    packet.set(frame, NET_HDR_SIZE);
+    const addr = tx.alloc(packet.length);
+    tx.write(addr, packet);
+    const first = NET_HDR_SIZE + 66;
+    const segments = [{ addr, length: first, writable: false }];
+    for (let at = first; at < packet.length; at += 4096) {
+      segments.push({
+        addr: addr + at,
+        length: Math.min(4096, packet.length - at),
+        writable: false,
+      });
+    }
+    assert.ok(tx.addChain(segments) !== null);
+    let copied: Uint8Array | null = null;
+    const handleFrame = handler.handleFrame.bind(handler);
+    handler.handleFrame = (f, now, info, scattered) => {
+      handleFrame(f, now, info, scattered);
+      scattered!.gather(100); // asks for more than the first buffer had
+      copied = f.slice(0, scattered!.filled);
+    };
+    link.kick(1, 0);
+    assert.deepEqual(handler.filled, [66]);
+    assert.deepEqual(handler.frames[0], frame.subarray(0, 66));
+    assert.deepEqual(copied, frame.subarray(0, 100));
+    assert.equal(link.counters.txGathered, 0, "not gathered whole");
   } finally {
     pair.close();
   }
