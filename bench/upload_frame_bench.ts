@@ -1,10 +1,11 @@
 /**
  * The JavaScript cost of one guest → host TCP segment on the vhost-user datapath, in
  * one process and without QEMU: a scripted guest puts a segment the way a Linux guest
- * does under TSO (an indirect chain: the virtio-net header and the 66 bytes of
- * Ethernet, IPv4 and TCP headers with timestamps in one buffer, the payload in 4 KiB
- * pages; NEEDS_CSUM, GSO_TCPV4) on the TX ring of the daemon's own VhostUserLink, and
- * kicks it. The frame goes through the network stack and the TCP translator, which
+ * does at tpasst's MTU of 65520 (an indirect chain: the virtio-net header and the 66
+ * bytes of Ethernet, IPv4 and TCP headers with timestamps in one buffer, the 65468
+ * payload bytes in three page fragments of a 32 KiB compound page each, as counted
+ * under a real guest's upload: four buffers per frame; NEEDS_CSUM, no GSO) on the TX
+ * ring of the daemon's own VhostUserLink, and kicks it. The frame goes through the network stack and the TCP translator, which
  * sends the payload from "guest memory" to a loopback socket (a sink in a child
  * process reads it) and writes its ACK into the RX ring; the guest reads that ACK,
  * re-posts its RX buffer and sends the next segment from the acknowledged edge.
@@ -50,9 +51,10 @@ const POSTED_RX = 64;
 /** Guest-physical bases of the two rings' regions. */
 const RX_BASE = 0x10_0000;
 const TX_BASE = 0x1000_0000;
-/** The TCP payload of one segment: 33 MSS of 1448 bytes (a TCG guest's ~47 KB average). */
-const MSS = 1448;
-const PAYLOAD = 33 * MSS;
+/** The TCP payload of one segment at MTU 65520: 65520 - 20 (IPv4) - 32 (TCP). */
+const PAYLOAD = 65468;
+/** Where the payload lies: the ends of three fragments of 32 KiB compound pages. */
+const FRAGMENTS = [24_576, 32_768, PAYLOAD - 24_576 - 32_768];
 /** Ethernet (14) + IPv4 (20) + TCP with the timestamps option (32). */
 const HEADERS = 66;
 const IP_AT = 14;
@@ -62,7 +64,6 @@ const PAGE = 4096;
 /** virtio 1.2 §5.1.6: the header's fields (12 bytes with num_buffers). */
 const NET_HDR_SIZE = 12;
 const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
-const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
 /** Used ring layout (virtio 1.2 §2.7.8): idx at 2, elements of 8 bytes from 4, id first. */
 const USED_IDX = 2;
 const USED_RING = 4;
@@ -186,7 +187,6 @@ async function setUp(root: URL, sinkPort: number, stubHost: boolean): Promise<Ru
     mergeableRxBuffers: true,
     checksumOffload: true,
     guestChecksum: true,
-    hostTso4: true,
   };
   const rx = new SplitRingDriver({
     size: RING_SIZE,
@@ -200,7 +200,7 @@ async function setUp(root: URL, sinkPort: number, stubHost: boolean): Promise<Ru
     index: 1,
     features,
     base: TX_BASE,
-    dataBytes: 2 * PAGE + Math.ceil(PAYLOAD / PAGE) * PAGE + PAGE,
+    dataBytes: 3 * PAGE + FRAGMENTS.length * 32_768,
   });
   const memory = new GuestMemoryMap((_fd: number, size: number) => ({
     bytes: size === rx.bytes.length ? rx.bytes : tx.bytes,
@@ -252,7 +252,7 @@ async function setUp(root: URL, sinkPort: number, stubHost: boolean): Promise<Ru
   const controlAddr = tx.alloc(PAGE);
   const headerAddr = tx.alloc(PAGE);
   const payloadPages: number[] = [];
-  for (let left = PAYLOAD; left > 0; left -= PAGE) payloadPages.push(tx.alloc(PAGE));
+  for (const n of FRAGMENTS) payloadPages.push(tx.alloc(n));
   const header = tx.bytes.subarray(headerAddr - TX_BASE, headerAddr - TX_BASE + PAGE);
   const control = tx.bytes.subarray(controlAddr - TX_BASE, controlAddr - TX_BASE + PAGE);
   const headerView = new DataView(header.buffer, header.byteOffset);
@@ -355,24 +355,17 @@ async function setUp(root: URL, sinkPort: number, stubHost: boolean): Promise<Ru
   link.kick(1, performance.now());
   readRx();
 
-  // The data segment's fixed parts: the virtio-net header (checksum and TSO left to the
+  // The data segment's fixed parts: the virtio-net header (the checksum left to the
   // device) and the headers; per segment only the sequence number changes. The chain is
   // built once and offered again each time the stack has returned it.
   writeHeaders(header, headerView, PAYLOAD, TCP_ACK | TCP_PSH, seq, hostSeq);
   header[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-  header[1] = VIRTIO_NET_HDR_GSO_TCPV4;
-  headerView.setUint16(2, HEADERS, true); // hdr_len
-  headerView.setUint16(4, MSS, true); // gso_size
   headerView.setUint16(6, TCP_AT, true); // csum_start
   headerView.setUint16(8, 16, true); // csum_offset: TCP's checksum field
   const dataHead = tx.addChain(
     [
       { addr: headerAddr, length: NET_HDR_SIZE + HEADERS, writable: false },
-      ...payloadPages.map((addr, i) => ({
-        addr,
-        length: Math.min(PAGE, PAYLOAD - i * PAGE),
-        writable: false,
-      })),
+      ...payloadPages.map((addr, i) => ({ addr, length: FRAGMENTS[i], writable: false })),
     ],
     true,
   );
@@ -502,7 +495,7 @@ async function main(): Promise<void> {
     const sorted = (values: number[]) => values.toSorted((a, b) => a - b);
     const median = (values: number[]) => sorted(values)[values.length >> 1];
     console.log(
-      `one ${PAYLOAD}-byte TSO segment guest → host (TX ring → stack → TCP → loopback socket, ` +
+      `one ${PAYLOAD}-byte segment guest → host (TX ring → stack → TCP → loopback socket, ` +
         `its ACK into the RX ring), ${ROUNDS} rounds of ${SEGMENTS_PER_ROUND}:`,
     );
     trees.forEach((tree, t) => {
