@@ -62,7 +62,7 @@ import {
 import { Fault, FaultRecord, type FaultTerms, malformedRunVerdict } from "./chain_fault.ts";
 import { IndirectTableClaims } from "./indirect_table_claims.ts";
 import { memoryFence } from "./memory_fence.ts";
-import { readU16, readU32, viewOf } from "./ring_bytes.ts";
+import { viewOf } from "./ring_bytes.ts";
 import {
   AVAIL_FLAGS,
   AVAIL_IDX,
