@@ -406,16 +406,25 @@ Deno.test("`TcpTranslator` closes a listener that fails", async () => {
   assert.deepEqual(calls, ["close"], "closed once: the translator forgot it");
 });
 
-Deno.test("`TcpTranslator` advertises the room left in the host socket's send buffer, and updates it once the socket drains", async () => {
+/**
+ * A guest connection established through a scripted host socket whose send buffer of
+ * `sendBuffer` bytes holds `sendQueued`; `ackOf()` is the guest's last ACK header.
+ */
+async function connectedWithRoom(sendBuffer: number, sendQueued: number) {
   const conn = new ScriptedConnection();
-  conn.sendBuffer = 400_000;
-  conn.sendQueued = 100_000;
+  conn.sendBuffer = sendBuffer;
+  conn.sendQueued = sendQueued;
   const { tcp, guest, close } = setup({ host: scriptedHostTcp(() => conn) });
   const c = guest.connect(TEST_GATEWAY4, 80);
   await guest.until(() => tcp.flows.size === 1, 2000, "the guest's SYN");
   conn.complete();
   await c.until(() => c.state === "established", 2000, "established");
   const ackOf = () => guest.headers.filter((h) => h.dstPort === c.localPort).at(-1)!;
+  return { conn, guest, c, ackOf, close };
+}
+
+Deno.test("`TcpTranslator` advertises the room left in the host socket's send buffer, and updates it once the socket drains", async () => {
+  const { conn, guest, c, ackOf, close } = await connectedWithRoom(400_000, 100_000);
   // The guest's first data: the ACK carries the room (400000 - 100000) less what the
   // socket took since it was asked, in units of 2^7.
   guest.write(c, new Uint8Array(1000));
@@ -445,15 +454,7 @@ Deno.test("`TcpTranslator` advertises the room left in the host socket's send bu
 });
 
 Deno.test("`TcpTranslator` asks the host socket for its room again only once the guest has sent half of it", async () => {
-  const conn = new ScriptedConnection();
-  conn.sendBuffer = 400_000;
-  conn.sendQueued = 100_000;
-  const { tcp, guest, close } = setup({ host: scriptedHostTcp(() => conn) });
-  const c = guest.connect(TEST_GATEWAY4, 80);
-  await guest.until(() => tcp.flows.size === 1, 2000, "the guest's SYN");
-  conn.complete();
-  await c.until(() => c.state === "established", 2000, "established");
-  const ackOf = () => guest.headers.filter((h) => h.dstPort === c.localPort).at(-1)!;
+  const { conn, guest, c, ackOf, close } = await connectedWithRoom(400_000, 100_000);
   guest.write(c, new Uint8Array(1000));
   await guest.until(() => conn.sent === 1000, 2000, "data to the host socket");
   await tick();

@@ -348,7 +348,7 @@ export function sendHostData(
   }
   // Counted (a drop is lost like a frame the guest missed: retransmitted), flushed by
   // the end of the task at the latest, traced with --trace.
-  ctx.sender.committed(b.subarray(0, headers), headers + got, result);
+  ctx.sender.committed(b, headers + got, result); // b starts with the headers: no view made
   return got;
 }
 
