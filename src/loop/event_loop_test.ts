@@ -7,6 +7,7 @@ import { waitUntil } from "../../tests/support/wait_until.ts";
 import { countDenoTurns, tickFromWorker } from "../../tests/support/loop/eventfd_ticker.ts";
 import {
   DENO_TURN_INTERVAL_MS,
+  EVENT_EDGE_TRIGGERED,
   EVENT_HANGUP,
   EVENT_READABLE,
   EVENT_WRITABLE,
@@ -35,6 +36,29 @@ Deno.test("`EventLoop.run()` wakes up for a signalled eventfd and passes the wak
   loop.close();
   event.close();
   assert.equal(openFdCount(), before);
+});
+
+Deno.test("`EventLoop` reports every write to an eventfd watched edge-triggered, its counter never read", async () => {
+  const loop = new EventLoop();
+  const event = EventFd.create();
+  let calls = 0;
+  loop.watch(event.fd, () => calls++, (EVENT_READABLE | EVENT_EDGE_TRIGGERED) >>> 0);
+  const running = loop.run();
+  try {
+    for (let i = 1; i <= 3; i++) {
+      event.signal();
+      await waitUntil(`wake-up ${i}`, () => calls === i);
+    }
+    // No write, no call: the counter left at 3 is not reported again.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(calls, 3);
+    assert.equal(event.drain(), 3);
+  } finally {
+    loop.stop();
+    await running;
+    loop.close();
+    event.close();
+  }
 });
 
 Deno.test("`EventLoop.stop()` ends a run that is waiting with nothing to do", async () => {

@@ -1268,10 +1268,9 @@ export class VhostUserBackend {
     const kick = vring.kick;
     const index = vring.index;
     const datapath = this.#env.datapath;
-    const unwatch = this.#env.watchReadable(kick.fd, (kickNow) => {
-      kick.drain();
-      datapath.kick(index, kickNow);
-    });
+    // Each kick is an edge (watchReadable): the counter is not read per kick, which
+    // would be a system call per TX turn; the ring's stop empties it (#stop).
+    const unwatch = this.#env.watchReadable(kick.fd, (kickNow) => datapath.kick(index, kickNow));
     try {
       datapath.startVring(ring, now);
     } catch (error) {
@@ -1312,6 +1311,10 @@ export class VhostUserBackend {
     let unwatchFailure: unknown = null;
     try {
       unwatch?.();
+      // The kicks were taken without reading the counter: emptied now, the front-end
+      // finds none pending once the ring is stopped (QEMU reads it when it takes the
+      // queue back), as when every kick was read.
+      vring.kick?.drain();
     } catch (error) {
       unwatchFailure = error;
     }

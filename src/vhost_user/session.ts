@@ -80,8 +80,9 @@ const MAX_MESSAGES_PER_EVENT = 64;
 
 /**
  * Kick fds are watched edge-triggered: every write to an eventfd wakes its watchers
- * again, so no kick is missed, and a counter that a drain could not empty does not
- * make the loop call the handler over and over.
+ * again, so no kick is missed though the counter is never read while the ring runs
+ * (the ring's stop empties it), and a counter left non-empty does not make the loop
+ * call the handler over and over.
  */
 const KICK_EVENTS = (EVENT_READABLE | EVENT_EDGE_TRIGGERED) >>> 0;
 
