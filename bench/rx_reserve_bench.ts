@@ -27,6 +27,7 @@
 
 import { pathToFileURL } from "node:url";
 import { resolve } from "node:path";
+import { memoryOverDrivers } from "./driver_memory.ts";
 
 /** Guest RX buffer size (Linux's mergeable buffers are about a page). */
 const BUFFER_BYTES = 4096;
@@ -72,15 +73,7 @@ async function setUp(root: URL): Promise<Runner> {
   });
   const tx = new SplitRingDriver({ size: 16, index: 1, base: TX_BASE });
   // The daemon's memory map over the drivers' bytes (one region each, as mapped memfds).
-  const memory = new GuestMemoryMap((_fd: number, size: number) => ({
-    bytes: size === rx.bytes.length ? rx.bytes : tx.bytes,
-    unmap() {},
-  }), 8);
-  memory.add({ guestAddress: RX_BASE, size: rx.bytes.length, userAddress: 0, mmapOffset: 0 }, 0);
-  memory.add(
-    { guestAddress: TX_BASE, size: tx.bytes.length, userAddress: 1 << 30, mmapOffset: 0 },
-    0,
-  );
+  const memory = memoryOverDrivers(GuestMemoryMap, [rx, tx]);
   const link = new VhostUserLink(new RecordingHandler());
   link.startVring({ ...rx.vring(), memory }, 0);
   link.startVring({ ...tx.vring(), memory }, 0);

@@ -41,6 +41,7 @@ import inspector from "node:inspector";
 import process from "node:process";
 import { pathToFileURL } from "node:url";
 import { resolve } from "node:path";
+import { memoryOverDrivers } from "./driver_memory.ts";
 
 /** Ring size of both queues. */
 const RING_SIZE = 256;
@@ -202,15 +203,8 @@ async function setUp(root: URL, sinkPort: number, stubHost: boolean): Promise<Ru
     base: TX_BASE,
     dataBytes: 3 * PAGE + FRAGMENTS.length * 32_768,
   });
-  const memory = new GuestMemoryMap((_fd: number, size: number) => ({
-    bytes: size === rx.bytes.length ? rx.bytes : tx.bytes,
-    unmap() {},
-  }), 8);
-  memory.add({ guestAddress: RX_BASE, size: rx.bytes.length, userAddress: 0, mmapOffset: 0 }, 0);
-  memory.add(
-    { guestAddress: TX_BASE, size: tx.bytes.length, userAddress: 1 << 30, mmapOffset: 0 },
-    0,
-  );
+  // The daemon's memory map over the drivers' bytes (one region each, as mapped memfds).
+  const memory = memoryOverDrivers(GuestMemoryMap, [rx, tx]);
 
   const plan = dualStackPlan();
   const stack = new NetworkStack(plan);
