@@ -25,9 +25,8 @@
  * @module
  */
 
-import { pathToFileURL } from "node:url";
-import { resolve } from "node:path";
 import { memoryOverDrivers } from "./driver_memory.ts";
+import { benchTrees } from "./tree_args.ts";
 
 /** Guest RX buffer size (Linux's mergeable buffers are about a page). */
 const BUFFER_BYTES = 4096;
@@ -132,14 +131,7 @@ async function setUp(root: URL): Promise<Runner> {
   };
 }
 
-const treeArg = Deno.args.indexOf("--tree");
-const trees = [{ name: "this tree", root: new URL("../", import.meta.url) }];
-if (treeArg >= 0) {
-  trees.push({
-    name: Deno.args[treeArg + 1],
-    root: pathToFileURL(resolve(Deno.args[treeArg + 1]) + "/"),
-  });
-}
+const trees = benchTrees(Deno.args);
 const runners = await Promise.all(trees.map((tree) => setUp(tree.root)));
 const results = trees.map(() => MODES.map(() => [] as number[]));
 for (let round = 0; round < WARM_UP_ROUNDS + ROUNDS; round++) {

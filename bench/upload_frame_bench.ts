@@ -39,9 +39,8 @@
 
 import inspector from "node:inspector";
 import process from "node:process";
-import { pathToFileURL } from "node:url";
-import { resolve } from "node:path";
 import { memoryOverDrivers } from "./driver_memory.ts";
+import { benchTrees } from "./tree_args.ts";
 
 /** Ring size of both queues. */
 const RING_SIZE = 256;
@@ -461,14 +460,7 @@ async function printAllocations(runner: Runner): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const treeArg = Deno.args.indexOf("--tree");
-  const trees = [{ name: "this tree", root: new URL("../", import.meta.url) }];
-  if (treeArg >= 0) {
-    trees.push({
-      name: Deno.args[treeArg + 1],
-      root: pathToFileURL(resolve(Deno.args[treeArg + 1]) + "/"),
-    });
-  }
+  const trees = benchTrees(Deno.args);
   const sinkProcess = await startSink();
   try {
     const runners: Runner[] = [];

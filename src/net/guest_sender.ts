@@ -52,10 +52,10 @@ export const L4_OFFSET_V6 = ETH_HEADER_LENGTH + IPV6_HEADER_LENGTH;
 /** Offset of the payload after the Ethernet header (ARP). */
 export const L3_OFFSET = ETH_HEADER_LENGTH;
 
-/** Offset of the checksum field inside each upper-layer header (RFC 9293, 768, 792, 4443). */
 /** The options of a packet sent with none: every field at its default. */
 const NO_OPTIONS = Object.freeze({});
 
+/** Offset of the checksum field inside each upper-layer header (RFC 9293, 768, 792, 4443). */
 const CHECKSUM_FIELD: Readonly<Record<number, number>> = {
   [IPPROTO_TCP]: TCP_CHECKSUM_OFFSET,
   [IPPROTO_UDP]: UDP_CHECKSUM,

@@ -575,6 +575,8 @@ function tcpHeadersWithin(frame: Uint8Array, filled: number): boolean {
  */
 function tcpHeadersCopied(frame: Uint8Array, scattered: ScatteredFrame): boolean {
   if (tcpHeadersWithin(frame, scattered.filled)) return true;
+  // With the longest headers' bytes copied already, more would not help (not TCP).
+  if (scattered.filled >= TCP_HEADERS_MAX_BYTES) return false;
   scattered.gather(TCP_HEADERS_MAX_BYTES);
   return tcpHeadersWithin(frame, scattered.filled);
 }
