@@ -171,6 +171,8 @@ export function streamReconnectSupported(qemuBinary = "qemu-system-x86_64"): boo
 export class QemuGuest {
   /** Marks in arrival order. */
   readonly marks: Mark[] = [];
+  /** Lines read from the serial console (QEMU's standard output) so far. */
+  serialLineCount = 0;
   /** Guest uptime (s) when userspace started, once known. */
   bootedAtUptime: number | null = null;
   /** Host milliseconds from launch to the `TPASST-BOOTED` line, once known. */
@@ -387,15 +389,16 @@ export class QemuGuest {
         pending += decoder.decode(chunk, { stream: true });
         let newline: number;
         while ((newline = pending.indexOf("\n")) >= 0) {
-          this.#line(prefix + pending.slice(0, newline).replace(/\r$/, ""));
+          this.#line(prefix + pending.slice(0, newline).replace(/\r$/, ""), prefix === "");
           pending = pending.slice(newline + 1);
         }
       }
     } catch { /* stream closed by kill */ }
-    if (pending !== "") this.#line(prefix + pending);
+    if (pending !== "") this.#line(prefix + pending, prefix === "");
   }
 
-  #line(line: string): void {
+  #line(line: string, fromSerial: boolean): void {
+    if (fromSerial) this.serialLineCount++;
     this.#tail.push(line);
     if (this.#tail.length > TAIL_LINES) this.#tail.shift();
     // Kernel messages may share a line with ours: look for the marker anywhere.

@@ -93,6 +93,10 @@ export const HOST_HALF_CLOSE_MESSAGE = "request-from-host";
 
 /** Longest wait for the guest to get to a phase the host takes part in. */
 const READY_TIMEOUT_MS = 600_000;
+/** Tries at starting a session's peers, backend and QEMU before the error is thrown. */
+const START_ATTEMPTS = 3;
+/** Longest wait for the guest's first serial line, which shows slirp's forwards were set up. */
+const FIRST_SERIAL_LINE_TIMEOUT_MS = 60_000;
 
 /** Parameters of one run. */
 export interface ScenarioOptions {
@@ -488,6 +492,19 @@ export class E2eSession {
 
   /** Starts the host peers, the backend `kind` and the guest. */
   static async start(kind: BackendKind, options: ScenarioOptions = {}): Promise<E2eSession> {
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await E2eSession.#startOnce(kind, options);
+      } catch (error) {
+        if (attempt >= START_ATTEMPTS) throw error;
+        // The host's peers, the backend and slirp's forwards bind ports picked a moment
+        // before: one taken in between fails the start, and new picks may not.
+        console.error(`e2e ${kind}: start attempt ${attempt} failed, trying again: ${error}`);
+      }
+    }
+  }
+
+  static async #startOnce(kind: BackendKind, options: ScenarioOptions): Promise<E2eSession> {
     const phases = options.phases ?? PHASES;
     const bulkBytes = options.bulkBytes ?? 100 * 1024 * 1024;
     const forwards: PortForward[] = [
@@ -537,6 +554,21 @@ export class E2eSession {
         script,
         onLine: options.onLine,
       });
+      started.push({ close: () => guest.kill() });
+      if (backend.netdev.kind === "user") {
+        // slirp binds the forwards as QEMU starts and exits at once if one is taken
+        // ("Could not set up host forwarding rule"): wait for the guest's first line.
+        try {
+          await guest.waitUntil(
+            () => guest.serialLineCount > 0,
+            "the guest's first serial line",
+            FIRST_SERIAL_LINE_TIMEOUT_MS,
+          );
+        } catch (error) {
+          if (guest.exited) throw error;
+          // still booting (a loaded machine): the tests' own timeouts apply
+        }
+      }
       return new E2eSession({
         backend,
         guest,
