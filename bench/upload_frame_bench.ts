@@ -25,11 +25,14 @@
  * sampling heap profiler) and prints the sites that allocate the most per segment,
  * each with its callers.
  *
+ * `--cpu-profile` then samples where this tree's JavaScript spends its time over a few
+ * more rounds (V8's CPU profiler) and prints the functions with the most samples.
+ *
  * `--tree DIR` runs the same rounds over another checkout's modules (e.g. the code
  * before a change) in the same process, round by round in turn with this one, and
  * prints the ratio DIR / this tree per round (median and quartiles).
  *
- *   deno run -A --v8-flags=--expose-gc bench/upload_frame_bench.ts [--stub-host] [--allocations] [--tree DIR]
+ *   deno run -A --v8-flags=--expose-gc bench/upload_frame_bench.ts [--stub-host] [--allocations] [--cpu-profile] [--tree DIR]
  *
  * Everything stays on 127.0.0.1: the guest's gateway maps to the host's loopback, and
  * the bench's host side refuses any other connect.
@@ -459,6 +462,72 @@ async function printAllocations(runner: Runner): Promise<void> {
   }
 }
 
+/** A node of V8's CPU profile (Profiler.ProfileNode). */
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  hitCount?: number;
+  children?: number[];
+}
+
+/** Microseconds between two samples of the CPU profile (--cpu-profile). */
+const CPU_SAMPLING_MICROS = 25;
+/** Rounds of `SEGMENTS_PER_ROUND` the CPU profile covers. */
+const CPU_PROFILE_ROUNDS = 10;
+
+/**
+ * Samples where this tree's JavaScript spends its time over a few rounds of `runner`
+ * (V8's CPU profiler) and prints the functions with the most samples of their own and,
+ * beside each, its share with the functions it calls.
+ */
+async function printCpuProfile(runner: Runner): Promise<void> {
+  const session = new inspector.Session();
+  session.connect();
+  const post = (method: string, params: object = {}) =>
+    new Promise<{ profile?: { nodes: ProfileNode[] } }>((done, fail) =>
+      session.post(method, params, (error, result) => error ? fail(error) : done(result ?? {}))
+    );
+  await post("Profiler.enable");
+  await post("Profiler.setSamplingInterval", { interval: CPU_SAMPLING_MICROS });
+  await post("Profiler.start");
+  for (let round = 0; round < CPU_PROFILE_ROUNDS; round++) await runner(SEGMENTS_PER_ROUND);
+  const { profile } = await post("Profiler.stop");
+  session.disconnect();
+  if (profile === undefined) return;
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  // The file, not the line: lines are the transpiled JavaScript's, not the source's.
+  const name = (n: ProfileNode) => {
+    const { functionName, url } = n.callFrame;
+    return `${functionName || "(anonymous)"} ${url.replace(/^.*\/(src|ffi|bench|tests)\//, "$1/")}`;
+  };
+  const self = new Map<string, number>();
+  const total = new Map<string, number>();
+  // A function's total counts each sample once, however often it recurs on the stack.
+  const walk = (node: ProfileNode, onStack: Set<string>): number => {
+    const key = name(node);
+    let hits = node.hitCount ?? 0;
+    self.set(key, (self.get(key) ?? 0) + hits);
+    const inner = new Set(onStack).add(key);
+    for (const child of node.children ?? []) hits += walk(byId.get(child)!, inner);
+    if (!onStack.has(key)) total.set(key, (total.get(key) ?? 0) + hits);
+    return hits;
+  };
+  const all = walk(profile.nodes[0], new Set());
+  // Not the segments' JavaScript: the runner's full collection before each round's heap
+  // measure is most of the collector's samples.
+  const outside = ["(root)", "(idle)", "(program)", "(garbage collector)"].map((k) => `${k} `);
+  const js = all - outside.reduce((sum, k) => sum + (self.get(k) ?? 0), 0);
+  console.log(
+    `CPU profile, ${CPU_PROFILE_ROUNDS} rounds (a sample every ${CPU_SAMPLING_MICROS} µs): ` +
+      `${js} samples in JavaScript of ${all}; % of those, own / with callees:`,
+  );
+  const ranked = [...self].filter(([key]) => !outside.includes(key)).sort((a, b) => b[1] - a[1]);
+  for (const [key, hits] of ranked.slice(0, 30)) {
+    const pct = (n: number) => (100 * n / js).toFixed(1).padStart(5);
+    console.log(`${pct(hits)} ${pct(total.get(key) ?? hits)}  ${key}`);
+  }
+}
+
 async function main(): Promise<void> {
   const trees = benchTrees(Deno.args);
   const sinkProcess = await startSink();
@@ -496,6 +565,7 @@ async function main(): Promise<void> {
       console.log(line);
     });
     if (Deno.args.includes("--allocations")) await printAllocations(runners[0]);
+    if (Deno.args.includes("--cpu-profile")) await printCpuProfile(runners[0]);
   } finally {
     await sinkProcess.stop();
   }
