@@ -318,7 +318,11 @@ Deno.test({
       });
       try {
         assert.deepEqual(loaded, [STATE_FD_OK, 1n], `${what}: CHECK_DEVICE_STATE must fail`);
-        assert.match(d.stderr, /Invalid device state|exceeds the limit/, what);
+        // The reply to CHECK_DEVICE_STATE may reach the test before the daemon's log line.
+        await waitFor(
+          `${what}: the daemon's log of the refused state`,
+          () => /Invalid device state|exceeds the limit/.test(d.stderr),
+        );
         // Still serving: the guest gets a DHCP-free TCP connection through it.
         const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
         try {
