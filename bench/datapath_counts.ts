@@ -41,6 +41,7 @@ import {
   processCpuSeconds,
   processSchedulerStats,
   type SchedulerStats,
+  threadRunSeconds,
 } from "./qemu_process_stats.ts";
 
 const BACKENDS = ["tpasst-vhost", "passt-vhost", "tpasst-tree"] as const;
@@ -306,6 +307,8 @@ interface Row {
   cyclesPerGB: number | null;
   contextSwitchesPerGB: number | null;
   syscallsPerGB: Map<string, number>;
+  /** The backend's seconds on a CPU per GB, by thread name (schedstat). */
+  threadsPerGB: Map<string, number>;
 }
 
 /** Seconds the threads waited for a CPU between two samples (0 when one is missing). */
@@ -418,11 +421,13 @@ async function measure(backend: Backend, args: Args): Promise<Row[]> {
         const qemuCpu0 = processCpuSeconds(guest.pid) ?? 0;
         const qemuSched0 = processSchedulerStats(guest.pid);
         const backendSched0 = processSchedulerStats(pid);
+        const threads0 = threadRunSeconds(pid) ?? new Map<string, number>();
         const value = await guest.waitForMark(direction, 600_000);
         const cpu = (processCpuSeconds(pid) ?? cpu0) - cpu0;
         const qemuCpu = (processCpuSeconds(guest.pid) ?? qemuCpu0) - qemuCpu0;
         const qemuWait = waitSeconds(qemuSched0, processSchedulerStats(guest.pid));
         const backendWait = waitSeconds(backendSched0, processSchedulerStats(pid));
+        const threads = threadRunSeconds(pid) ?? new Map<string, number>();
         const report = await tool.stop();
         const guestBefore = parseSnapshot(await guest.waitForMark(`${direction}-guest-before`, 1));
         const guestAfter = parseSnapshot(
@@ -453,6 +458,9 @@ async function measure(backend: Backend, args: Args): Promise<Row[]> {
             ? perf.get("context-switches")! / gb
             : null,
           syscallsPerGB: perGB,
+          threadsPerGB: new Map(
+            [...threads].map(([k, v]) => [k, (v - (threads0.get(k) ?? 0)) / gb]),
+          ),
         });
       }
       await guest.waitForDone(60_000).catch(() => {});
@@ -470,6 +478,14 @@ async function measure(backend: Backend, args: Args): Promise<Row[]> {
     await iperf.close();
   }
   return rows;
+}
+
+/** Seconds per GB by thread name, busiest first, each with its share of all of them. */
+function threadSummary(perGB: Map<string, number>): string {
+  const total = [...perGB.values()].reduce((a, b) => a + b, 0);
+  return [...perGB].filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1])
+    .map(([k, v]) => `${k} ${v.toFixed(3)} s/GB (${(100 * v / total).toFixed(1)} %)`)
+    .join(", ");
 }
 
 const fmt = (n: number | null, digits = 2) => n === null ? "-" : n.toFixed(digits);
@@ -505,6 +521,7 @@ async function main(): Promise<void> {
               r.qemuWaitPerGB.toFixed(3)
             }, backend ${r.backendWaitPerGB.toFixed(3)} s/GB; ${guestSummary(r.guestPerGB)}`,
           );
+          console.log(`  backend threads on a CPU: ${threadSummary(r.threadsPerGB)}`);
         }
       } catch (error) {
         console.log(`round ${round} ${backend}: n/a (${(error as Error).message.split("\n")[0]})`);

@@ -67,3 +67,25 @@ export function processSchedulerStats(pid: number): SchedulerStats | null {
   }
   return { runSeconds: runNs / 1e9, waitSeconds: waitNs / 1e9, sleeps, preemptions };
 }
+
+/**
+ * Seconds each thread name of `pid` has run on a CPU so far (schedstat, field 1),
+ * threads of one name summed (Deno's main thread, V8's workers, tokio's), or null if
+ * the process is gone. A thread that ended takes its seconds with it.
+ */
+export function threadRunSeconds(pid: number): Map<string, number> | null {
+  const byName = new Map<string, number>();
+  try {
+    for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+      try {
+        const dir = `/proc/${pid}/task/${task.name}`;
+        const run = Number(Deno.readTextFileSync(`${dir}/schedstat`).split(" ")[0]);
+        const name = Deno.readTextFileSync(`${dir}/comm`).trim();
+        byName.set(name, (byName.get(name) ?? 0) + run / 1e9);
+      } catch { /* the thread ended meanwhile */ }
+    }
+  } catch {
+    return null;
+  }
+  return byName;
+}
