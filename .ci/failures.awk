@@ -2,7 +2,7 @@
 # line, then its message (its first lines and its last ones when long; stack frames
 # left out). An error whose message was already printed is named, not repeated.
 # Usage: awk -f .ci/failures.awk LOG
-function flush(   text, n, i) {
+function flush(   text, i) {
   if (header == "") return
   text = ""
   for (i = 1; i <= count; i++) text = text lines[i] "\n"
@@ -11,11 +11,10 @@ function flush(   text, n, i) {
     print "  (the same error as: " seen[text] ")"
   } else {
     seen[text] = header
-    n = count
-    for (i = 1; i <= n; i++) {
-      if (n > HEAD + TAIL && i == HEAD + 1) {
-        print "  [" (n - HEAD - TAIL) " lines left out]"
-        i = n - TAIL + 1
+    for (i = 1; i <= count; i++) {
+      if (count > HEAD + TAIL && i == HEAD + 1) {
+        print "  [" (count - HEAD - TAIL) " lines left out]"
+        i = count - TAIL + 1
       }
       print "  " lines[i]
     }

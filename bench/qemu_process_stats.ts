@@ -47,24 +47,41 @@ export interface SchedulerStats {
   readonly preemptions: number;
 }
 
-/** Scheduler statistics of `pid` summed over its current threads, or null if it is gone. */
-export function processSchedulerStats(pid: number): SchedulerStats | null {
-  let runNs = 0, waitNs = 0, sleeps = 0, preemptions = 0;
+/**
+ * Calls `visit` with the /proc directory of each current thread of `pid`; a thread that
+ * ends meanwhile (its files gone) is skipped. Returns false if the process is gone.
+ */
+function forEachThread(pid: number, visit: (dir: string) => void): boolean {
   try {
     for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
       try {
-        const [run, wait] = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/schedstat`)
-          .trim().split(" ").map(Number);
-        const status = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/status`);
-        runNs += run;
-        waitNs += wait;
-        sleeps += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
-        preemptions += Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+        visit(`/proc/${pid}/task/${task.name}`);
       } catch { /* the thread ended meanwhile */ }
     }
+    return true;
   } catch {
-    return null;
+    return false;
   }
+}
+
+/** Nanoseconds a thread ran and waited for a CPU (its schedstat's first two fields). */
+function threadSchedstat(dir: string): [run: number, wait: number] {
+  const [run, wait] = Deno.readTextFileSync(`${dir}/schedstat`).trim().split(" ").map(Number);
+  return [run, wait];
+}
+
+/** Scheduler statistics of `pid` summed over its current threads, or null if it is gone. */
+export function processSchedulerStats(pid: number): SchedulerStats | null {
+  let runNs = 0, waitNs = 0, sleeps = 0, preemptions = 0;
+  const found = forEachThread(pid, (dir) => {
+    const [run, wait] = threadSchedstat(dir);
+    const status = Deno.readTextFileSync(`${dir}/status`);
+    runNs += run;
+    waitNs += wait;
+    sleeps += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+    preemptions += Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+  });
+  if (!found) return null;
   return { runSeconds: runNs / 1e9, waitSeconds: waitNs / 1e9, sleeps, preemptions };
 }
 
@@ -75,17 +92,10 @@ export function processSchedulerStats(pid: number): SchedulerStats | null {
  */
 export function threadRunSeconds(pid: number): Map<string, number> | null {
   const byName = new Map<string, number>();
-  try {
-    for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
-      try {
-        const dir = `/proc/${pid}/task/${task.name}`;
-        const run = Number(Deno.readTextFileSync(`${dir}/schedstat`).split(" ")[0]);
-        const name = Deno.readTextFileSync(`${dir}/comm`).trim();
-        byName.set(name, (byName.get(name) ?? 0) + run / 1e9);
-      } catch { /* the thread ended meanwhile */ }
-    }
-  } catch {
-    return null;
-  }
-  return byName;
+  const found = forEachThread(pid, (dir) => {
+    const [run] = threadSchedstat(dir);
+    const name = Deno.readTextFileSync(`${dir}/comm`).trim();
+    byName.set(name, (byName.get(name) ?? 0) + run / 1e9);
+  });
+  return found ? byName : null;
 }

@@ -415,21 +415,52 @@ async function setUp(root: URL, sinkPort: number, stubHost: boolean): Promise<Ru
   };
 }
 
+/** Where a profile's sample or allocation was: V8's Runtime.CallFrame, as used here. */
+interface CallFrame {
+  functionName: string;
+  url: string;
+}
+
+/**
+ * A function and its file, relative to the checkout; not its line: the lines are the
+ * transpiled JavaScript's, not the source's.
+ */
+function frameName(frame: CallFrame): string {
+  return `${frame.functionName || "(anonymous)"} ${
+    frame.url.replace(/^.*\/(src|ffi|bench|tests)\//, "$1/")
+  }`;
+}
+
+/** An inspector session on this isolate, and a Promise-returning `post` of it. */
+function connectInspector<R>(): {
+  post(method: string, params?: object): Promise<R>;
+  disconnect(): void;
+} {
+  const session = new inspector.Session();
+  session.connect();
+  return {
+    post: (method, params = {}) =>
+      new Promise<R>((done, fail) =>
+        session.post(
+          method,
+          params,
+          (error, result) => error ? fail(error) : done((result ?? {}) as R),
+        )
+      ),
+    disconnect: () => session.disconnect(),
+  };
+}
+
 /** A node of V8's sampling heap profile (HeapProfiler.SamplingHeapProfileNode). */
 interface AllocationNode {
-  callFrame: { functionName: string; url: string; lineNumber: number };
+  callFrame: CallFrame;
   selfSize: number;
   children: AllocationNode[];
 }
 
 /** Samples the allocations of one round of `runner` and prints the top sites per segment. */
 async function printAllocations(runner: Runner): Promise<void> {
-  const session = new inspector.Session();
-  session.connect();
-  const post = (method: string, params: object = {}) =>
-    new Promise<{ profile?: { head: AllocationNode } }>((done, fail) =>
-      session.post(method, params, (error, result) => error ? fail(error) : done(result ?? {}))
-    );
+  const { post, disconnect } = connectInspector<{ profile?: { head: AllocationNode } }>();
   await post("HeapProfiler.enable");
   await post("HeapProfiler.startSampling", {
     samplingInterval: ALLOCATION_SAMPLING_BYTES,
@@ -439,18 +470,13 @@ async function printAllocations(runner: Runner): Promise<void> {
   });
   await runner(SEGMENTS_PER_ROUND);
   const { profile } = await post("HeapProfiler.stopSampling");
-  session.disconnect();
+  disconnect();
   const sites = new Map<string, number>();
-  const frameName = (node: AllocationNode) => {
-    const { functionName, url, lineNumber } = node.callFrame;
-    return `${functionName || "(anonymous)"} ${
-      url.replace(/^.*\/(src|ffi|bench|tests)\//, "$1/")
-    }:${lineNumber + 1}`;
-  };
   const walk = (node: AllocationNode, callers: string[]) => {
-    const path = [frameName(node), ...callers].slice(0, 3).join(" < ");
+    const frames = [frameName(node.callFrame), ...callers];
+    const path = frames.slice(0, 3).join(" < ");
     if (node.selfSize > 0) sites.set(path, (sites.get(path) ?? 0) + node.selfSize);
-    for (const child of node.children) walk(child, [frameName(node), ...callers]);
+    for (const child of node.children) walk(child, frames);
   };
   if (profile !== undefined) walk(profile.head, []);
   const segments = SEGMENTS_PER_ROUND + HEAP_SEGMENTS;
@@ -465,7 +491,7 @@ async function printAllocations(runner: Runner): Promise<void> {
 /** A node of V8's CPU profile (Profiler.ProfileNode). */
 interface ProfileNode {
   id: number;
-  callFrame: { functionName: string; url: string; lineNumber: number };
+  callFrame: CallFrame;
   hitCount?: number;
   children?: number[];
 }
@@ -481,30 +507,20 @@ const CPU_PROFILE_ROUNDS = 10;
  * beside each, its share with the functions it calls.
  */
 async function printCpuProfile(runner: Runner): Promise<void> {
-  const session = new inspector.Session();
-  session.connect();
-  const post = (method: string, params: object = {}) =>
-    new Promise<{ profile?: { nodes: ProfileNode[] } }>((done, fail) =>
-      session.post(method, params, (error, result) => error ? fail(error) : done(result ?? {}))
-    );
+  const { post, disconnect } = connectInspector<{ profile?: { nodes: ProfileNode[] } }>();
   await post("Profiler.enable");
   await post("Profiler.setSamplingInterval", { interval: CPU_SAMPLING_MICROS });
   await post("Profiler.start");
   for (let round = 0; round < CPU_PROFILE_ROUNDS; round++) await runner(SEGMENTS_PER_ROUND);
   const { profile } = await post("Profiler.stop");
-  session.disconnect();
+  disconnect();
   if (profile === undefined) return;
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
-  // The file, not the line: lines are the transpiled JavaScript's, not the source's.
-  const name = (n: ProfileNode) => {
-    const { functionName, url } = n.callFrame;
-    return `${functionName || "(anonymous)"} ${url.replace(/^.*\/(src|ffi|bench|tests)\//, "$1/")}`;
-  };
   const self = new Map<string, number>();
   const total = new Map<string, number>();
   // A function's total counts each sample once, however often it recurs on the stack.
   const walk = (node: ProfileNode, onStack: Set<string>): number => {
-    const key = name(node);
+    const key = frameName(node.callFrame);
     let hits = node.hitCount ?? 0;
     self.set(key, (self.get(key) ?? 0) + hits);
     const inner = new Set(onStack).add(key);

@@ -22,8 +22,8 @@ const BULK_CHUNK = 64 * 1024;
  * net.ipv4.ip_local_port_range), so no connection's local port takes one between the
  * pick and the backend's bind (an ephemeral pick was taken once in CI: EADDRINUSE).
  */
-const PICK_FIRST = 20_000;
-const PICK_END = 32_768;
+export const PICK_FIRST = 20_000;
+export const PICK_END = 32_768;
 /** Random picks tried before falling back to a port the kernel chooses. */
 const PICK_ATTEMPTS = 50;
 

@@ -6,12 +6,8 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { freePort } from "./host_services.ts";
+import { freePort, PICK_END, PICK_FIRST } from "./host_services.ts";
 import { E2eSession } from "./scenario.ts";
-
-/** First port of `freePort()`'s range and the range's length (host_services.ts). */
-const PICK_FIRST = 20_000;
-const PICK_COUNT = 12_768;
 
 Deno.test({
   name: "e2e session start: a forward port taken before QEMU starts is picked again",
@@ -21,7 +17,7 @@ Deno.test({
     const clashing = freePort();
     const other = freePort();
     // Math.random's values that make freePort() pick these ports
-    const pick = (port: number) => (port - PICK_FIRST + 0.5) / PICK_COUNT;
+    const pick = (port: number) => (port - PICK_FIRST + 0.5) / (PICK_END - PICK_FIRST);
     // the TCP forward, the UDP forward, then the iperf server: the same port twice
     const scripted = [pick(clashing), pick(other), pick(clashing)];
     const random = Math.random;
