@@ -11,7 +11,9 @@
  * `--tool strace` its system calls by name (`strace -c -f -p`, which slows the
  * daemon: compare counts, not times). The guest runs `iperf3 -n BYTES` guest→host
  * ("up") and/or host→guest ("down", -R) against a server on the host's loopback; the
- * tool is attached while the guest sleeps a second before each transfer.
+ * tool is attached while the guest sleeps a second before each transfer. The server's
+ * own CPU per GB is printed beside the backend's: on loopback the two share the
+ * kernel's work (see {@link Row.peerCpuPerGB}).
  *
  * Options: --backends tpasst-vhost,passt-vhost (default), --directions down,up
  * (default down), --bytes N (per transfer, default 2000M; iperf3's K/M/G suffixes),
@@ -297,6 +299,12 @@ interface Row {
   cpuPerGB: number;
   /** QEMU's CPU seconds per GB (the TCG vCPU and its I/O threads). */
   qemuCpuPerGB: number;
+  /**
+   * The host peer's (iperf3's) CPU seconds per GB. On loopback the two ends share the
+   * kernel's work: an ACK that opens the window makes the peer's kernel send from
+   * within the receiver's system call, so backend + peer is the comparable total.
+   */
+  peerCpuPerGB: number;
   /** Seconds QEMU's threads were runnable but waited for a CPU, per GB. */
   qemuWaitPerGB: number;
   /** The same for the backend's threads. */
@@ -419,12 +427,14 @@ async function measure(backend: Backend, args: Args): Promise<Row[]> {
         const tool = attach(args.tool, pid, `${backend}-${direction}`);
         const cpu0 = processCpuSeconds(pid) ?? 0;
         const qemuCpu0 = processCpuSeconds(guest.pid) ?? 0;
+        const peerCpu0 = processCpuSeconds(iperf.pid) ?? 0;
         const qemuSched0 = processSchedulerStats(guest.pid);
         const backendSched0 = processSchedulerStats(pid);
         const threads0 = threadRunSeconds(pid) ?? new Map<string, number>();
         const value = await guest.waitForMark(direction, 600_000);
         const cpu = (processCpuSeconds(pid) ?? cpu0) - cpu0;
         const qemuCpu = (processCpuSeconds(guest.pid) ?? qemuCpu0) - qemuCpu0;
+        const peerCpu = (processCpuSeconds(iperf.pid) ?? peerCpu0) - peerCpu0;
         const qemuWait = waitSeconds(qemuSched0, processSchedulerStats(guest.pid));
         const backendWait = waitSeconds(backendSched0, processSchedulerStats(pid));
         const threads = threadRunSeconds(pid) ?? new Map<string, number>();
@@ -447,6 +457,7 @@ async function measure(backend: Backend, args: Args): Promise<Row[]> {
           gb,
           cpuPerGB: cpu / gb,
           qemuCpuPerGB: qemuCpu / gb,
+          peerCpuPerGB: peerCpu / gb,
           qemuWaitPerGB: qemuWait / gb,
           backendWaitPerGB: backendWait / gb,
           guestPerGB: new Map(
@@ -517,9 +528,13 @@ async function main(): Promise<void> {
               (top === "" ? "" : `; syscalls per GB: ${top}`),
           );
           console.log(
-            `  QEMU CPU ${r.qemuCpuPerGB.toFixed(3)} s/GB; waiting for a CPU: QEMU ${
-              r.qemuWaitPerGB.toFixed(3)
-            }, backend ${r.backendWaitPerGB.toFixed(3)} s/GB; ${guestSummary(r.guestPerGB)}`,
+            `  QEMU CPU ${r.qemuCpuPerGB.toFixed(3)} s/GB; host peer (iperf3) CPU ${
+              r.peerCpuPerGB.toFixed(3)
+            } s/GB, backend + peer ${
+              (r.cpuPerGB + r.peerCpuPerGB).toFixed(3)
+            } s/GB; waiting for a CPU: QEMU ${r.qemuWaitPerGB.toFixed(3)}, backend ${
+              r.backendWaitPerGB.toFixed(3)
+            } s/GB; ${guestSummary(r.guestPerGB)}`,
           );
           console.log(`  backend threads on a CPU: ${threadSummary(r.threadsPerGB)}`);
         }
@@ -544,9 +559,13 @@ async function main(): Promise<void> {
           fmt(mean((r) => r.cpuPerGB), 3)
         } s/GB  instr ${fmt(ins === null ? null : ins / 1e9, 3)} G/GB  cycles ${
           fmt(cyc === null ? null : cyc / 1e9, 3)
-        } G/GB  QEMU CPU ${fmt(mean((r) => r.qemuCpuPerGB), 3)} s/GB  waits QEMU ${
-          fmt(mean((r) => r.qemuWaitPerGB), 3)
-        } backend ${fmt(mean((r) => r.backendWaitPerGB), 3)} s/GB  (${rows.length} runs)`,
+        } G/GB  QEMU CPU ${fmt(mean((r) => r.qemuCpuPerGB), 3)} s/GB  peer CPU ${
+          fmt(mean((r) => r.peerCpuPerGB), 3)
+        } s/GB  backend + peer ${
+          fmt(mean((r) => r.cpuPerGB + r.peerCpuPerGB), 3)
+        } s/GB  waits QEMU ${fmt(mean((r) => r.qemuWaitPerGB), 3)} backend ${
+          fmt(mean((r) => r.backendWaitPerGB), 3)
+        } s/GB  (${rows.length} runs)`,
       );
       const guestMean = new Map<string, number>();
       for (const key of rows[0].guestPerGB.keys()) {

@@ -309,6 +309,8 @@ export async function tcpExchange(
 /** An iperf3 server process bound to 127.0.0.1. */
 export interface IperfServer {
   readonly port: number;
+  /** Its process id (benches read its CPU time). */
+  readonly pid: number;
   /** Its command line. */
   readonly command: readonly string[];
   close(): Promise<void>;
@@ -347,6 +349,7 @@ export async function startIperfServer(port: number): Promise<IperfServer> {
   }
   return {
     port,
+    pid: child.pid,
     command: ["iperf3", ...args],
     async close() {
       try {
