@@ -147,9 +147,11 @@ export const TRAILER_SIZE = 8;
 /** Most TCP flows one state may carry (the flow table's default limit). */
 export const MAX_MIGRATED_FLOWS = 16384;
 /**
- * Most bytes one socket queue may carry: the kernel caps SO_SNDBUF / SO_RCVBUF at
- * wmem_max / rmem_max and doubles them; 32 MiB covers the 4 MiB buffers tpasst asks
- * for with room to spare.
+ * Most bytes one socket queue may carry: a send queue is bounded by the send buffer
+ * tpasst fixes (4 MiB asked, doubled by the kernel) or by net.ipv4.tcp_wmem's maximum
+ * where autotuned, a receive queue by net.ipv4.tcp_rmem's maximum (autotuned; 6 MiB
+ * by default) or by a restored socket's fixed buffer; 32 MiB covers the defaults with
+ * room to spare (hosts tuned past it have such flows refused by the target).
  */
 export const MAX_QUEUE_BYTES = 32 * 1024 * 1024;
 /** Most bytes a whole state stream may have; the target stops reading beyond. */

@@ -25,6 +25,12 @@ const isRoot = Deno.uid() === 0;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 /** SET_DEVICE_STATE_FD's reply on success: no fd of the backend's (bit 8), status 0. */
 const STATE_FD_OK = 0x100n;
+/**
+ * Bytes the host sends while the guest's RX ring is stopped: they wait in the host
+ * socket's receive queue and move with it. Within the first window of an autotuned
+ * receive buffer (tcp_rmem's default 128 KiB start took ~95 KB here).
+ */
+const IN_FLIGHT_BYTES = 64_000;
 
 async function established(c: GuestTcpConn, ms = 10_000): Promise<void> {
   await c.until(() => c.state === "established" || c.gotRst, ms, "the handshake");
@@ -149,8 +155,11 @@ async function moveLiveConnection(helper: boolean): Promise<void> {
       down += 50_000;
       // Bytes in flight as the guest stops: QEMU stops the RX ring first, the host goes
       // on sending, and what A could not deliver waits in its socket's receive queue.
+      // No more than its (autotuned) window takes: a peer left holding bytes probes the
+      // closed window, and on one host a probe in the moment between A's close and B's
+      // restore meets no socket and is answered with a RST (README, "On one machine").
       await a.frontend.stopRing(RX);
-      const inFlight = patternBytes(down + 300_000, 2).subarray(down);
+      const inFlight = patternBytes(down + IN_FLIGHT_BYTES, 2).subarray(down);
       await peer.write(inFlight);
       await new Promise((r) => setTimeout(r, 50));
 
@@ -158,7 +167,7 @@ async function moveLiveConnection(helper: boolean): Promise<void> {
       assert.equal(saved.setReply, STATE_FD_OK);
       assert.equal(saved.check, 0n, `A's CHECK_DEVICE_STATE failed:\n${a.stderr}`);
       // header, guest, one flow record, trailer, and the undelivered bytes
-      assert.ok(saved.bytes.length > 224 + 100_000, `${saved.bytes.length} bytes saved`);
+      assert.ok(saved.bytes.length >= 224 + IN_FLIGHT_BYTES, `${saved.bytes.length} bytes saved`);
 
       let loaded: [bigint, bigint] | null = null;
       // B's helper must be there before the load: QEMU 10 sends the state early.

@@ -13,8 +13,9 @@
  * gets the bytes before the offset peeked into a scratch buffer and thrown away.
  *
  * A connection's receive buffer is left to the kernel's autotuning; its send buffer is
- * fixed at 4 MiB where the host's limits allow (autotuned otherwise), so that the room
- * toward the guest costs one ioctl to ask.
+ * fixed (4 MiB asked, which the kernel doubles, capped at twice wmem_max) where
+ * wmem_max is at least 2 MiB, autotuned otherwise, so that the room toward the guest
+ * costs one ioctl to ask.
  *
  * Each socket is watched once, edge-triggered, for reading, writing and hang-ups;
  * the owner always tries the system call first and waits for an event only after it
@@ -174,7 +175,7 @@ const STREAM_EVENTS =
  * Send buffer asked for each connection where the host allows big buffers: the window
  * toward the guest mirrors its room, and a fixed size is read once (the kernel then
  * never changes it), so asking for the room takes one ioctl instead of three system
- * calls. The kernel caps it at net.core.wmem_max; below {@link BIG_BUFFER_FLOOR} there,
+ * calls. The kernel caps it at net.core.wmem_max; below {@link BIG_SEND_BUFFER_FLOOR} there,
  * autotuning is left alone instead.
  *
  * The receive buffer is always autotuned (as passt's since 2025): the host peer may
@@ -182,9 +183,9 @@ const STREAM_EVENTS =
  * not acknowledged stays in the receive queue). A fixed 8 MiB one measured no cheaper
  * per GB down and dearer up (README, design note "Host sockets' buffers").
  */
-const BIG_BUFFER = 4 * 1024 * 1024;
+const BIG_SEND_BUFFER = 4 * 1024 * 1024;
 /** Smallest wmem_max worth fixing the send buffer's size for. */
-const BIG_BUFFER_FLOOR = 2 * 1024 * 1024;
+const BIG_SEND_BUFFER_FLOOR = 2 * 1024 * 1024;
 
 /** Entries of the shared iovec table: a frame's payload over up to this many guest buffers. */
 const MAX_IOVECS = 1024;
@@ -372,7 +373,7 @@ function sendBufferSize(): number {
     // Through the helper: Deno refuses /proc/sys without --allow-all.
     limit = Number(readKernelFile("/proc/sys/net/core/wmem_max", 64)?.trim()) || 0;
   } catch { /* unreadable: autotuned */ }
-  bigSendBuffer = limit >= BIG_BUFFER_FLOOR ? BIG_BUFFER : 0;
+  bigSendBuffer = limit >= BIG_SEND_BUFFER_FLOOR ? BIG_SEND_BUFFER : 0;
   return bigSendBuffer;
 }
 

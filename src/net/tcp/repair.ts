@@ -172,6 +172,15 @@ export function dumpRepairSocket(fd: number): TcpSocketRepairState {
 }
 
 /**
+ * Least receive buffer asked for a restored socket whose receive queue needs a bigger
+ * one than the default: setting it ends the kernel's autotuning of that socket for
+ * good, so it gets the size the daemon fixed before it left receive buffers to
+ * autotuning (the kernel doubles it, capped at twice rmem_max without CAP_NET_ADMIN),
+ * rather than one just fitting the queue that would throttle the host's data after.
+ */
+const RESTORED_RECEIVE_BUFFER = 4 * 1024 * 1024;
+
+/**
  * A new socket of the family of `ends`, for {@link restoreRepairSocket} once it is in
  * repair mode; its buffers are made big enough for `state`'s queues.
  */
@@ -179,15 +188,17 @@ export function createRestoreSocket(ends: SocketEnds, state: TcpSocketRepairStat
   const fd = createTcpSocket(ends.local.address.length === 4 ? 4 : 6);
   // A queue larger than the default buffer needs a buffer to match, with room for
   // the kernel's per-buffer overhead: forced past rmem_max / wmem_max where we may
-  // (CAP_NET_ADMIN), else as far as those allow (the source's queue grew under the
-  // same limits). Smaller queues keep the default and its autotuning.
-  const sizes: [number, number, number][] = [
-    [state.recvQueue.length, SO_RCVBUFFORCE, SO_RCVBUF],
-    [state.sendQueue.length, SO_SNDBUFFORCE, SO_SNDBUF],
+  // (CAP_NET_ADMIN), else as far as those allow. The source's send queue grew under
+  // the same wmem_max; its receive queue was autotuned, up to net.ipv4.tcp_rmem's
+  // maximum, which can exceed twice rmem_max: such a queue does not fit unprivileged,
+  // and its flow fails below. Smaller queues keep the default and its autotuning.
+  const sizes: [number, number, number, number][] = [
+    [state.recvQueue.length, SO_RCVBUFFORCE, SO_RCVBUF, RESTORED_RECEIVE_BUFFER],
+    [state.sendQueue.length, SO_SNDBUFFORCE, SO_SNDBUF, 0],
   ];
-  for (const [length, forced, capped] of sizes) {
+  for (const [length, forced, capped, least] of sizes) {
     if (length <= DEFAULT_BUFFER) continue;
-    const size = length + (length >> 2) + RESTORE_CHUNK;
+    const size = Math.max(length + (length >> 2) + RESTORE_CHUNK, least);
     try {
       setIntOption(fd, SOL_SOCKET, forced, size);
     } catch {

@@ -2,9 +2,11 @@ import { assertEquals, assertTrue } from "../../../tests/support/assert.ts";
 import { TcpSocket } from "../../../ffi/tcp_socket.ts";
 import {
   createTcpSocket,
+  getIntOption,
   receiveWithFlags,
   sendBytes,
   setIntOption,
+  SO_RCVBUF,
   SO_SNDBUF,
   socketPeerAddress,
   SOL_SOCKET,
@@ -186,6 +188,35 @@ Deno.test({
       } finally {
         closeInRepair(moved);
       }
+    }),
+});
+
+Deno.test({
+  name:
+    "createRestoreSocket() gives a receive queue beyond the default a 4 MiB receive buffer, not one just fitting it, and leaves a small queue's socket autotuned",
+  ignore: !isRoot,
+  fn: () =>
+    withConnectedPair((socket) => {
+      const { state, ends } = repairAndDump(socket);
+      const receiveBuffer = (queueBytes: number): number => {
+        state.recvQueue = new Uint8Array(queueBytes);
+        const fd = createRestoreSocket(ends, state);
+        try {
+          return getIntOption(fd, SOL_SOCKET, SO_RCVBUF);
+        } finally {
+          closeInRepair(fd);
+        }
+      };
+      // tcp(7): tcp_rmem's middle field is a new socket's autotuned receive buffer.
+      const autotunedStart = Number(
+        Deno.readTextFileSync("/proc/sys/net/ipv4/tcp_rmem").trim().split(/\s+/)[1],
+      );
+      assertEquals(receiveBuffer(1000), autotunedStart, "a small queue keeps the default");
+      // As root the size is forced (SO_RCVBUFFORCE); socket(7): the kernel doubles it.
+      assertEquals(receiveBuffer(200 * 1024), 2 * 4 * 1024 * 1024, "the fixed 4 MiB, doubled");
+      const big = 6 * 1024 * 1024;
+      assertTrue(receiveBuffer(big) > 2 * big, "a bigger queue gets a buffer it fits in");
+      return Promise.resolve();
     }),
 });
 
