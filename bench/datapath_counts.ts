@@ -511,7 +511,7 @@ async function main(): Promise<void> {
   const all: Row[] = [];
   for (let round = 1; round <= args.rounds; round++) {
     // Each round starts with the next backend, so that no backend is always measured
-    // first (two tree comparisons measured the first of each round 7–9 % dearer up).
+    // first (README, design note "Host sockets' buffers").
     const n = args.backends.length;
     const order = args.backends.map((_, i) => args.backends[(i + round - 1) % n]);
     for (const backend of order) {

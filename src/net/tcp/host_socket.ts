@@ -180,8 +180,9 @@ const STREAM_EVENTS =
  *
  * The receive buffer is always autotuned (as passt's since 2025): the host peer may
  * send as far ahead of the guest as the kernel's window lets it (what the guest has
- * not acknowledged stays in the receive queue). A fixed 8 MiB one measured no cheaper
- * per GB down and dearer up (README, design note "Host sockets' buffers").
+ * not acknowledged stays in the receive queue). A fixed 8 MiB one measured alike both
+ * ways, and held more kernel memory and more bytes to migrate (README, design note
+ * "Host sockets' buffers").
  */
 const BIG_SEND_BUFFER = 4 * 1024 * 1024;
 /** Smallest wmem_max worth fixing the send buffer's size for. */
