@@ -69,7 +69,7 @@ bench-udp: native $(DENO)
 # deno compile downloads the `denort` runtime unless DENORT_BIN points at one.
 compile: native $(DENO)
 	mkdir -p dist
-	$(DENO) compile --no-prompt -q -P=daemon --v8-flags=--expose-gc --include $(HELPER) -o dist/tpasst main.ts
+	$(DENO) compile --no-prompt -q -P=daemon --v8-flags=--expose-gc,--invocation-count-for-turbofan=300 --include $(HELPER) -o dist/tpasst main.ts
 
 demo: native $(DENO)
 	tests/e2e/guest/build.sh
