@@ -30,6 +30,7 @@ import {
   sharedKiB,
   sleep,
   statsDump,
+  timeUntil,
 } from "./load_support.ts";
 
 /** Connections held open at once in each storm. */
@@ -145,17 +146,16 @@ Deno.test({
   },
 });
 
-/** Waits (at most 5 s) until the daemon's fd count has not changed for half a second. */
-async function fdCountSettled(d: { fdCount(): number }): Promise<void> {
-  const giveUpAt = performance.now() + 5_000;
+/** Waits (at most 5 s, {@link timeUntil}) until the daemon's fd count has not changed for half a second. */
+async function fdCountSettled(d: DaemonGuest): Promise<void> {
   let count = d.fdCount();
   let since = performance.now();
-  while (performance.now() - since < 500 && performance.now() < giveUpAt) {
-    await sleep(50);
+  await timeUntil(() => {
     const now = d.fdCount();
     if (now !== count) {
       count = now;
       since = performance.now();
     }
-  }
+    return performance.now() - since >= 500;
+  }, 5_000);
 }
