@@ -197,6 +197,14 @@ export const symbols = {
     result: "i32",
   },
 
+  // ---- signal_event.c ----
+  tp_signal_event_install: {
+    parameters: [
+      "i32", // int32_t signo
+    ],
+    result: "i32",
+  },
+
   // ---- event_fd.c ----
   tp_eventfd_create: {
     parameters: [

@@ -23,7 +23,6 @@
  * registration never blocks the handler nor the other way round.
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -129,18 +128,17 @@ static void guard_on_sigbus(int sig, siginfo_t *info, void *context)
 /*
  * tp_memory_guard_install() - install the SIGBUS handler once, return its eventfd.
  *
- * The first call pins this library in memory, creates the eventfd (NONBLOCK,
- * CLOEXEC) and installs the handler (SA_SIGINFO | SA_ONSTACK), remembering the
- * previous disposition for chaining; later calls return the same eventfd. The
- * eventfd counts guarded faults; it lives as long as the process and must not be
- * closed.
+ * The first call pins this library in memory (library_pin.c), creates the
+ * eventfd (NONBLOCK, CLOEXEC) and installs the handler (SA_SIGINFO | SA_ONSTACK),
+ * remembering the previous disposition for chaining; later calls return the same
+ * eventfd. The eventfd counts guarded faults; it lives as long as the process and
+ * must not be closed.
  *
  * Return: the eventfd, or -errno (-ELIBACC when the library cannot be pinned).
  */
 int32_t tp_memory_guard_install(void)
 {
 	struct sigaction action;
-	Dl_info self;
 	int32_t fd, rc;
 
 	fd = atomic_load_explicit(&guard_event_fd, memory_order_acquire);
@@ -150,16 +148,10 @@ int32_t tp_memory_guard_install(void)
 	fd = atomic_load_explicit(&guard_event_fd, memory_order_acquire);
 	if (fd >= 0)
 		goto out;
-	/*
-	 * The handler's code lives in this library: pin it (RTLD_NODELETE, the handle is
-	 * never closed), or a dlclose() by its last user would leave the process-wide
-	 * handler pointing at unmapped memory.
-	 */
-	if (dladdr((void *)guard_on_sigbus, &self) == 0 || self.dli_fname == NULL ||
-	    dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) == NULL) {
-		fd = -ELIBACC;
+	/* the handler's code lives in this library: keep it mapped */
+	fd = tp_internal_pin_library();
+	if (fd < 0)
 		goto out;
-	}
 	fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (fd < 0) {
 		fd = -errno;

@@ -2,16 +2,18 @@
  * tpasst_helper.h - the C helper's whole interface, loaded by Deno through ffi/.
  *
  * The helper does only what Deno cannot: SCM_RIGHTS, raw unix socket fds, mmap,
- * surviving SIGBUS in guest memory, eventfd, epoll, memfd, ping sockets, nonblocking
- * TCP and UDP sockets, fd counting, output files without Deno write permission, and
- * daemonizing (fork/exec).
+ * surviving SIGBUS in guest memory, a signal kept from Deno's own listeners,
+ * eventfd, epoll, memfd, ping sockets, nonblocking TCP and UDP sockets, fd
+ * counting, output files without Deno write permission, and daemonizing
+ * (fork/exec).
  *
  * Conventions, for every function below:
  *  - the return value is an int32_t that is >= 0 on success and -errno on failure;
  *  - 64-bit results go through out-parameters (64-bit returns are slow in Deno FFI);
  *  - every file descriptor created here has FD_CLOEXEC set;
- *  - no global state, except memory_guard.c's registry of guarded mappings (a
- *    SIGBUS handler is process-wide, so is what it consults);
+ *  - no global state, except memory_guard.c's registry of guarded mappings and
+ *    signal_event.c's eventfd per signal (a signal handler is process-wide, so is
+ *    what it consults);
  *  - EINTR is retried internally where a call may block.
  */
 #ifndef TPASST_HELPER_H
@@ -70,6 +72,17 @@ int32_t tp_memory_guard_install(void);
 int32_t tp_memory_guard_register(void *addr, uint64_t length);
 int32_t tp_memory_guard_unregister(int32_t slot);
 int32_t tp_memory_guard_faulted(int32_t slot);
+
+/* ---- signal_event.c: a signal that only counts on an eventfd --------------- */
+
+/* Signal numbers below this can be taken (Linux's standard and real-time signals). */
+#define TP_SIGNAL_EVENT_LIMIT 65
+
+int32_t tp_signal_event_install(int32_t signo);
+
+/* ---- library_pin.c: keep the library mapped under process-wide handlers ----- */
+
+int32_t tp_internal_pin_library(void);
 
 /* ---- event_fd.c ------------------------------------------------------------ */
 

@@ -10,6 +10,7 @@
 
 import { removeFile } from "../../ffi/output_file.ts";
 import { signalDaemonReady } from "../../ffi/process.ts";
+import { SignalEvent, type TakenSignal } from "../../ffi/signal_event.ts";
 import { UnixListener } from "../../ffi/unix_listener.ts";
 import { UnixStream } from "../../ffi/unix_stream.ts";
 import type { Config } from "../config/config.ts";
@@ -54,8 +55,12 @@ const HOT_WAIT_MS = 10;
 
 /** Signals that shut the daemon down cleanly. */
 const SHUTDOWN_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
-/** Signal that logs a statistics dump (flows and counters) at info level. */
-const STATS_SIGNAL: Deno.Signal = "SIGUSR1";
+/**
+ * Signal that logs a statistics dump (flows and counters) at info level. It is taken
+ * from Deno's own listeners (ffi/signal_event.ts): Deno would answer it by opening a
+ * V8 inspector on 127.0.0.1:9229.
+ */
+const STATS_SIGNAL: TakenSignal = "SIGUSR1";
 
 /** Resources to release at shutdown, in reverse order of acquisition. */
 class Cleanup {
@@ -256,10 +261,11 @@ export async function runDaemon(config: Config, detached: boolean): Promise<numb
         log.warn(`Cannot dump statistics: ${describe(error)}`);
       }
     };
-    Deno.addSignalListener(STATS_SIGNAL, onStatsSignal);
-    cleanup.add("remove the statistics signal handler", () => {
-      Deno.removeSignalListener(STATS_SIGNAL, onStatsSignal);
+    const statsSignal = SignalEvent.take(STATS_SIGNAL);
+    loop.watch(statsSignal.fd, () => {
+      if (statsSignal.drain() > 0) onStatsSignal();
     });
+    cleanup.add("stop watching the statistics signal", () => loop.unwatch(statsSignal.fd));
     if (config.statsDelay !== null) {
       // --stats: straight to standard error (the foreground's), whatever the log level.
       const reporter = new StatsReporter(network.stack, (line) => {

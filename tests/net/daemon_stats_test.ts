@@ -2,7 +2,8 @@
  * SIGUSR1 on the REAL daemon (`bin/tpasst -f -1` over passt's stream protocol, a
  * scripted guest): with TCP connections open to echo servers on 127.0.0.1 and ::1,
  * the signal logs the flow table (ends, state, bytes each way) and counters as text,
- * and one `stats-json:` line that parses; the daemon keeps serving afterwards.
+ * and one `stats-json:` line that parses; the daemon keeps serving afterwards. And
+ * SIGUSR1 never starts Deno's V8 inspector in the daemon.
  */
 
 import assert from "node:assert/strict";
@@ -12,6 +13,7 @@ import { STATS_JSON_PREFIX, type StatsSnapshot } from "../../src/daemon/stats.ts
 import { withDaemon } from "./daemon_run.ts";
 import { waitFor } from "../cli/cli_helpers.ts";
 import { TcpEchoServer } from "./host_peers.ts";
+import { tcpListenersOf } from "../support/tcp_listeners.ts";
 
 const enc = new TextEncoder();
 
@@ -104,4 +106,27 @@ Deno.test("bin/tpasst: SIGUSR1 logs the open TCP flows (IPv4 and IPv6) and a sta
     await server4.close();
     await server6.close();
   }
+});
+
+/** Deno's runtime registers its own SIGUSR1 listener (a V8 inspector) this long after start. */
+const DENO_SIGUSR1_GRACE_MS = 500;
+
+Deno.test("bin/tpasst: SIGUSR1 opens no V8 inspector (no TCP listener, no debugger banner), and each one dumps", async () => {
+  await withDaemon("stream", [], async (d) => {
+    // Well past Deno's grace period: its inspector listener would be registered now.
+    await new Promise((r) => setTimeout(r, DENO_SIGUSR1_GRACE_MS * 3));
+    assert.deepEqual(tcpListenersOf(d.process.pid), [], "listening before the signal");
+    for (const expected of [1, 2]) {
+      Deno.kill(d.process.pid, "SIGUSR1");
+      await waitFor(
+        `stats-json line number ${expected}`,
+        () => jsonDumps(d.stderr).length === expected,
+      );
+    }
+    // An inspector would have been listening by the time the dump was logged; wait a
+    // beat more anyway.
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(tcpListenersOf(d.process.pid), [], "the daemon listens on TCP after SIGUSR1");
+    assert.doesNotMatch(d.stderr, /Debugger listening|inspect/i);
+  });
 });

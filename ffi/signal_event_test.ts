@@ -1,0 +1,44 @@
+/**
+ * SignalEvent: a taken signal only counts on its eventfd; Deno's listeners for it
+ * are never called. (Under `deno test` Deno registers no inspector listener of its
+ * own: tests/net/daemon_stats_test.ts checks that the daemon opens no inspector.)
+ */
+import assert from "node:assert/strict";
+import { helper } from "./library.ts";
+import { SignalEvent } from "./signal_event.ts";
+import { Errno } from "./native_error.ts";
+import { waitUntil } from "../tests/support/wait_until.ts";
+
+Deno.test("SignalEvent: SIGUSR1 is counted on the eventfd and reaches no Deno listener", async () => {
+  const taken = SignalEvent.take("SIGUSR1");
+  assert.equal(SignalEvent.take("SIGUSR1"), taken, "taken once per process");
+  let denoListenerCalls = 0;
+  const denoListener = () => denoListenerCalls++;
+  Deno.addSignalListener("SIGUSR1", denoListener);
+  try {
+    assert.equal(taken.drain(), 0);
+    // One at a time: two standard signals pending at once are delivered once.
+    let counted = 0;
+    for (const expected of [1, 2]) {
+      Deno.kill(Deno.pid, "SIGUSR1");
+      await waitUntil(
+        `SIGUSR1 number ${expected} counted`,
+        () => (counted += taken.drain()) >= expected,
+      );
+      assert.equal(counted, expected);
+    }
+    // Give Deno's signal thread the time it would need to call its listeners.
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(denoListenerCalls, 0, "a Deno listener saw the taken signal");
+  } finally {
+    Deno.removeSignalListener("SIGUSR1", denoListener);
+  }
+});
+
+Deno.test("SignalEvent: the helper refuses signal numbers out of range and signals that cannot be caught", () => {
+  const SIGKILL = 9;
+  const SIGSTOP = 19;
+  for (const signo of [0, -1, 65, 1000, SIGKILL, SIGSTOP]) {
+    assert.equal(helper().tp_signal_event_install(signo), -Errno.EINVAL, `signal ${signo}`);
+  }
+});
