@@ -353,6 +353,15 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    */
   #resHeaderBase: Uint8Array = EMPTY_VIEW;
   #resHeaderAt = 0;
+  /**
+   * A table reservation whose frame headers lie in one buffer: the caller writes them
+   * into {@link #frameHeaderScratch} (no view of guest memory is made per frame) and
+   * commit copies them here, into these bytes at this position (empty otherwise).
+   */
+  #resFrameHeaderBase: Uint8Array = EMPTY_VIEW;
+  #resFrameHeaderAt = 0;
+  /** The scratch handed out for the frame headers, of the length asked last. */
+  #frameHeaderView: Uint8Array = EMPTY_VIEW;
   /** The frame's room: every reserved buffer after the virtio-net header, in order. */
   #resViews: Uint8Array[] = [];
   #resViewCount = 0;
@@ -1075,6 +1084,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     }
     this.#resMalformedBefore = rx.malformedCount;
     this.#resHeaderBase = EMPTY_VIEW;
+    this.#resFrameHeaderBase = EMPTY_VIEW;
     const chain = this.#rxLocated;
     const vectors = this.#resVectors;
     vectors.clear();
@@ -1142,7 +1152,13 @@ export class VhostUserLink implements VringDatapath, GuestLink {
           }
           const from = Math.max(at, NET_HDR_SIZE);
           const to = Math.min(at + n, headersEnd);
-          if (from < to) {
+          if (from === NET_HDR_SIZE && to === headersEnd && headerLength > 0) {
+            // All of the frame's headers in this buffer: written to a scratch, copied
+            // here on commit (a view per frame costs more than the copy).
+            space.views[frameViews++] = this.#frameHeaderScratch(headerLength);
+            this.#resFrameHeaderBase = base;
+            this.#resFrameHeaderAt = offset + from - at;
+          } else if (from < to) {
             space.views[frameViews++] = base.subarray(offset + from - at, offset + to - at);
           }
           if (at + n > headersEnd && !vectors.full) {
@@ -1323,6 +1339,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       header.hdrLen = segments.headerLength;
       this.counters.rxSegmented++;
     }
+    if (this.#resFrameHeaderBase.length !== 0) {
+      this.#resFrameHeaderBase.set(this.#frameHeaderView, this.#resFrameHeaderAt);
+    }
     const head0 = this.#resHeaderViews[0];
     if (this.#resHeaderBase.length !== 0) {
       encodeNetHeader(header, this.#resHeaderBase, this.#resHeaderAt);
@@ -1414,9 +1433,19 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     for (let i = 0; i < this.#resViewCount; i++) this.#resViews[i] = EMPTY_VIEW;
     for (let i = 0; i < this.#resHeaderCount; i++) this.#resHeaderViews[i] = EMPTY_VIEW;
     this.#resHeaderBase = EMPTY_VIEW;
+    this.#resFrameHeaderBase = EMPTY_VIEW;
     this.#resViewCount = 0;
     this.#resHeaderCount = 0;
     this.#resChains = 0;
+  }
+
+  /** The scratch for `length` bytes of frame headers (the view is kept while lengths repeat). */
+  #frameHeaderScratch(length: number): Uint8Array {
+    if (this.#frameHeaderView.length !== length) {
+      // The scratch of split headers, which a table reservation never uses.
+      this.#frameHeaderView = this.#resScratchBuffer.subarray(0, length);
+    }
+    return this.#frameHeaderView;
   }
 
   /**
