@@ -1101,6 +1101,29 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     let room = 0;
     let headerViews = 0;
     let frameViews = 0;
+    if (headerLength > 0) {
+      // The common first chain (a Linux guest's: one buffer, holding both headers) is
+      // taken like the chains after it, without a chain walk; any other shape is
+      // popped below.
+      const singles = this.#rxSingles;
+      if (rx.popSingleBuffers(singles, 1, needed, headersEnd) === 1) {
+        const base = singles.bases[0];
+        const offset = singles.offsets[0];
+        const n = singles.lengths[0];
+        heads[0] = singles.heads[0];
+        singles.release();
+        rooms[0] = n;
+        chains = 1;
+        room = n;
+        if (n < this.#smallestRxChainBytes) this.#smallestRxChainBytes = n;
+        this.#resHeaderBase = base;
+        this.#resHeaderAt = offset;
+        space.views[frameViews++] = this.#frameHeaderScratch(headerLength);
+        this.#resFrameHeaderBase = base;
+        this.#resFrameHeaderAt = offset + NET_HDR_SIZE;
+        if (n > headersEnd) vectors.pushRange(base, offset + headersEnd, n - headersEnd);
+      }
+    }
     while (room < needed && chains < size && (chains === 0 || mergeable)) {
       if (chains > 0) {
         // The common chains (a Linux guest's: one page-sized buffer each) in one call;
