@@ -140,6 +140,12 @@ export class TcpFlow extends CountedFlowFields {
    * data until its next readable event (retransmissions still peek).
    */
   hostDrained = false;
+  /**
+   * The flow hash of its frames toward the guest (src/tap/flow_hash.ts: which receive
+   * queue of a multiqueue guest they go to), computed at the first data segment; -1
+   * until then. The addresses and ports it hashes never change.
+   */
+  toGuestHash = -1;
   /** The host socket signalled the peer's FIN or a hang-up (its end of stream is near). */
   hostHungUp = false;
   finSent = false;

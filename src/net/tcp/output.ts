@@ -271,9 +271,12 @@ export function sendHostData(
   space.acceptVectors = partial;
   space.vectors = null;
   // The queue a multiqueue link puts the segment on: the one of the flow's other frames.
-  space.flowHash = v4
-    ? flowHashIpv4(f.remote4, f.guest4, IPPROTO_TCP, f.remotePort, f.guestPort)
-    : flowHashIpv6(f.remote6!, f.guest6!, IPPROTO_TCP, f.remotePort, f.guestPort);
+  if (f.toGuestHash < 0) {
+    f.toGuestHash = v4
+      ? flowHashIpv4(f.remote4, f.guest4, IPPROTO_TCP, f.remotePort, f.guestPort)
+      : flowHashIpv6(f.remote6!, f.guest6!, IPPROTO_TCP, f.remotePort, f.guestPort);
+  }
+  space.flowHash = f.toGuestHash;
   if (link.reserveFrame(space, headers + maxLength, headers) !== SendResult.Sent) {
     return DATA_NO_ROOM;
   }
