@@ -1,12 +1,13 @@
 /**
- * tpasst entry point: command line → immutable Config → start. Nothing else.
+ * tpasst entry point: command line → immutable Config → start. Nothing else, except
+ * that SIGUSR1 is taken from the Deno runtime first (src/daemon/stats_signal.ts), before
+ * the rest of the program loads.
  *
  * @module
  */
 
-import { parseCommandLine } from "./src/config/command_line.ts";
-import { ConfigError } from "./src/config/config_error.ts";
-import { start } from "./src/daemon/start.ts";
+import { SignalEvent } from "./ffi/signal_event.ts";
+import { STATS_SIGNAL } from "./src/daemon/stats_signal.ts";
 
 const encoder = new TextEncoder();
 
@@ -15,6 +16,16 @@ function fail(message: string, hint: boolean): never {
   Deno.stderr.writeSync(encoder.encode(text));
   Deno.exit(1);
 }
+
+try {
+  SignalEvent.take(STATS_SIGNAL);
+} catch (error) {
+  fail(`Cannot take ${STATS_SIGNAL}: ${error instanceof Error ? error.message : error}`, false);
+}
+
+const { parseCommandLine } = await import("./src/config/command_line.ts");
+const { ConfigError } = await import("./src/config/config_error.ts");
+const { start } = await import("./src/daemon/start.ts");
 
 let exitCode: number;
 try {

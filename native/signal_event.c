@@ -49,8 +49,19 @@ static void signal_event_handler(int sig)
 }
 
 /*
+ * signal_event_allowed() - whether @signo may be taken: only the two user-defined
+ * signals. Any other would take a signal from the runtime's own handling (SIGINT,
+ * SIGTERM), or from memory_guard.c (SIGBUS), or turn a fault into an endless re-fault.
+ * @signo: a signal number
+ */
+static int signal_event_allowed(int32_t signo)
+{
+	return signo == SIGUSR1 || signo == SIGUSR2;
+}
+
+/*
  * tp_signal_event_install() - take @signo for an eventfd, once per signal.
- * @signo: a signal number, 1..TP_SIGNAL_EVENT_LIMIT-1, that may be caught
+ * @signo: SIGUSR1 or SIGUSR2 (signal_event_allowed())
  *
  * The first call for a signal pins this library (library_pin.c), creates the
  * eventfd (NONBLOCK, CLOEXEC) and installs the handler (SA_RESTART: an interrupted
@@ -58,15 +69,15 @@ static void signal_event_handler(int sig)
  * signal adds 1 to the eventfd's counter. The eventfd lives as long as the process
  * and must not be closed.
  *
- * Return: the eventfd, or -errno (-EINVAL for a number out of range or a signal
- * that cannot be caught, -ELIBACC when the library cannot be pinned).
+ * Return: the eventfd, or -errno (-EINVAL for any other signal, -ELIBACC when the
+ * library cannot be pinned).
  */
 int32_t tp_signal_event_install(int32_t signo)
 {
 	struct sigaction action;
 	int32_t fd, rc;
 
-	if (signo <= 0 || signo >= TP_SIGNAL_EVENT_LIMIT)
+	if (!signal_event_allowed(signo) || signo >= TP_SIGNAL_EVENT_LIMIT)
 		return -EINVAL;
 	pthread_mutex_lock(&signal_event_lock);
 	if (atomic_load_explicit(&signal_event_taken[signo], memory_order_acquire)) {

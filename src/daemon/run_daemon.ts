@@ -10,7 +10,7 @@
 
 import { removeFile } from "../../ffi/output_file.ts";
 import { signalDaemonReady } from "../../ffi/process.ts";
-import { SignalEvent, type TakenSignal } from "../../ffi/signal_event.ts";
+import { SignalEvent } from "../../ffi/signal_event.ts";
 import { UnixListener } from "../../ffi/unix_listener.ts";
 import { UnixStream } from "../../ffi/unix_stream.ts";
 import type { Config } from "../config/config.ts";
@@ -32,6 +32,7 @@ import {
 } from "./logging.ts";
 import { collectStats, formatStatsJson, formatStatsText, StatsReporter } from "./stats.ts";
 import { SyslogSink } from "./syslog_sink.ts";
+import { STATS_SIGNAL } from "./stats_signal.ts";
 import { removePidFile, writePidFile } from "./pid_file.ts";
 import { buildDaemonNetwork } from "./network_wiring.ts";
 import { bindSocket } from "./socket_path.ts";
@@ -55,12 +56,6 @@ const HOT_WAIT_MS = 10;
 
 /** Signals that shut the daemon down cleanly. */
 const SHUTDOWN_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
-/**
- * Signal that logs a statistics dump (flows and counters) at info level. It is taken
- * from Deno's own listeners (ffi/signal_event.ts): Deno would answer it by opening a
- * V8 inspector on 127.0.0.1:9229.
- */
-const STATS_SIGNAL: TakenSignal = "SIGUSR1";
 
 /** Resources to release at shutdown, in reverse order of acquisition. */
 class Cleanup {

@@ -78,7 +78,7 @@ import { SingleBufferChains } from "../virtio/single_buffer_chains.ts";
 const EMPTY_VIEW = new Uint8Array(0);
 /** Iovec entries of one reservation's payload: a 64 KiB frame in buffers of 64 bytes and more. */
 const MAX_RESERVATION_VECTORS = 1024;
-/** #reserveLocated: the first chain cannot hold the headers; reserve with views instead. */
+/** #reserveLocated: the first chain cannot hold the headers in one piece; reserve with views instead. */
 const RESERVE_AS_VIEWS = -1;
 
 /** A chain that pops its buffers located (no views): see DescriptorChain.located. */
@@ -1067,10 +1067,12 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   }
 
   /**
-   * Pops the chains of one reservation without making a view per guest buffer: views
-   * of the virtio-net header and the frame's headers (in the first chain), and an
-   * iovec table of every byte after them. Returns RESERVE_AS_VIEWS (everything given
-   * back) when the first chain cannot hold both headers, for the general path.
+   * Pops the chains of one reservation without making a view per guest buffer: the
+   * virtio-net header is written at commit where it lies, the frame's headers go to a
+   * scratch copied into their buffer at commit, and every byte after them is an iovec
+   * table. Returns RESERVE_AS_VIEWS (everything given back) when the first chain
+   * cannot hold both headers or its buffers split the frame's headers, for the
+   * general path.
    */
   #reserveLocated(
     rx: Virtqueue,
@@ -1101,6 +1103,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     let room = 0;
     let headerViews = 0;
     let frameViews = 0;
+    let headersSplit = false;
     if (headerLength > 0) {
       // The common first chain (a Linux guest's: one buffer, holding both headers) is
       // taken like the chains after it, without a chain walk; any other shape is
@@ -1182,7 +1185,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
             this.#resFrameHeaderBase = base;
             this.#resFrameHeaderAt = offset + from - at;
           } else if (from < to) {
-            space.views[frameViews++] = base.subarray(offset + from - at, offset + to - at);
+            headersSplit = true; // checked below
           }
           if (at + n > headersEnd && !vectors.full) {
             vectors.pushRange(base, offset + headersEnd - at, at + n - headersEnd);
@@ -1201,7 +1204,9 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     this.#resScratch = false;
     this.#resOpen = chains > 0;
     if (chains === 0) return SendResult.NoRoom;
-    if (this.#resRooms[0] < headersEnd) {
+    if (this.#resRooms[0] < headersEnd || headersSplit) {
+      // The frame's headers must come as one view: the general path copies them from
+      // its scratch when the first chain's buffers split them.
       this.cancelFrame();
       return RESERVE_AS_VIEWS;
     }
@@ -1230,6 +1235,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     }
     this.#resMalformedBefore = rx.malformedCount;
     this.#resHeaderBase = EMPTY_VIEW;
+    this.#resFrameHeaderBase = EMPTY_VIEW;
     const untouched = rx.turnUntouched;
     const chain = this.#rxNext;
     const needed = NET_HDR_SIZE + length;
@@ -1317,7 +1323,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   ): SendResult {
     const rx = this.#rx;
     if (!this.#resOpen || rx === null || rx.broken) {
-      this.#resOpen = false;
+      this.#dropReservation();
       return SendResult.Dropped;
     }
     const needed = NET_HDR_SIZE + length;

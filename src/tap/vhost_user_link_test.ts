@@ -1736,6 +1736,7 @@ Deno.test("VhostUserLink.reserveFrame() gives the payload as an iovec table over
           } else {
             assert.equal(space.vectorsFrom, headers);
             assert.equal(space.vectors.totalBytes, space.length - headers);
+            assert.equal(space.count, 1, "one view holds all the frame's headers");
             let viewBytes = 0;
             for (let i = 0; i < space.count; i++) viewBytes += space.views[i].length;
             assert.equal(viewBytes, headers, "the views hold the headers only");
@@ -1924,4 +1925,66 @@ Deno.test("VhostUserLink copies every frame whole for a handler that does not ac
   link.kick(1, 0);
   assert.deepEqual(handler.frames, [frame]);
   assert.equal(link.counters.txScattered, 0);
+});
+
+Deno.test("VhostUserLink: a table reservation dropped at commit (ring broken meanwhile) leaves nothing for a later commit to write into its buffer", () => {
+  const { memory, rx, link } = setup({ mergeableRxBuffers: true }, 64);
+  const posted: PostedBuffers = new Map();
+  postRxBuffers(rx, posted, 1, 4096);
+  rx.offer(rx.size + 3); // a head beyond the ring: popping it breaks the queue
+  const space = newFrameSpace();
+  space.acceptVectors = true;
+  const headers = 54;
+  assert.equal(link.reserveFrame(space, 20_000, headers), SendResult.Sent, "one chain reserved");
+  assert.ok(space.vectors !== null);
+  space.views[0].fill(0xee);
+  assert.equal(link.commitFrame(headers + 100), SendResult.Dropped, "the ring broke meanwhile");
+  const [oldBuffer] = posted.values();
+  const before = rx.read(oldBuffer, 4096);
+  // The frontend restarts RX over new buffers; a frame reserved as views is committed.
+  link.stopVring(0);
+  const restarted = new SplitRingDriver({
+    size: 8,
+    index: 0,
+    features: { mergeableRxBuffers: true },
+    memory,
+    base: 0x3000_0000,
+    dataBytes: 1 << 20,
+  });
+  link.startVring(restarted.vring(), 0);
+  const reposted: PostedBuffers = new Map();
+  postRxBuffers(restarted, reposted, 4, 4096);
+  const views = newFrameSpace();
+  assert.equal(link.reserveFrame(views, 200, headers), SendResult.Sent);
+  const frame = frameOf(200, 9);
+  writeIntoSpace(views, frame);
+  assert.equal(link.commitFrame(frame.length), SendResult.Sent);
+  link.flush();
+  assert.deepEqual(guestReceive(restarted, reposted).frames, [frame]);
+  assert.deepEqual(rx.read(oldBuffer, 4096), before, "the old ring's buffer was written");
+});
+
+Deno.test("VhostUserLink.reserveFrame(): a first chain whose buffers split the frame's headers gives them as one view", () => {
+  const { rx, link } = setup({ mergeableRxBuffers: true }, 64);
+  const posted: PostedBuffers = new Map();
+  // A first chain of 32 + 4000 bytes: the virtio-net header and 20 header bytes, then the rest.
+  const first = rx.alloc(4032);
+  const head = rx.addChain([
+    { addr: first, length: 32, writable: true },
+    { addr: first + 32, length: 4000, writable: true },
+  ]);
+  assert.ok(head !== null);
+  posted.set(head, first);
+  postRxBuffers(rx, posted, 4, 4096);
+  const space = newFrameSpace();
+  space.acceptVectors = true;
+  const headers = 54;
+  assert.equal(link.reserveFrame(space, 6000, headers), SendResult.Sent);
+  assert.ok(space.views[0].length >= headers, `first view of ${space.views[0].length} bytes`);
+  assert.equal(space.vectors, null, "reserved as views (the headers copied from a scratch)");
+  const frame = frameOf(6000, 4);
+  writeIntoSpace(space, frame);
+  assert.equal(link.commitFrame(frame.length), SendResult.Sent);
+  link.flush();
+  assert.deepEqual(guestReceive(rx, posted).frames, [frame]);
 });
