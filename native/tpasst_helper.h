@@ -75,7 +75,7 @@ int32_t tp_memory_guard_faulted(int32_t slot);
 
 /* ---- signal_event.c: a signal that only counts on an eventfd --------------- */
 
-/* Signal numbers below this can be taken (Linux's standard and real-time signals). */
+/* signal_event.c's table size, by signal number (Linux's: 1..64); only USR1/USR2 are taken. */
 #define TP_SIGNAL_EVENT_LIMIT 65
 
 int32_t tp_signal_event_install(int32_t signo);
