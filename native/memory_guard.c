@@ -28,7 +28,6 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -128,8 +127,8 @@ static void guard_on_sigbus(int sig, siginfo_t *info, void *context)
 /*
  * tp_memory_guard_install() - install the SIGBUS handler once, return its eventfd.
  *
- * The first call pins this library in memory (library_pin.c), creates the
- * eventfd (NONBLOCK, CLOEXEC) and installs the handler (SA_SIGINFO | SA_ONSTACK),
+ * The first call pins this library in memory and creates the eventfd
+ * (handler_eventfd.c) and installs the handler (SA_SIGINFO | SA_ONSTACK),
  * remembering the previous disposition for chaining; later calls return the same
  * eventfd. The eventfd counts guarded faults; it lives as long as the process and
  * must not be closed.
@@ -148,15 +147,9 @@ int32_t tp_memory_guard_install(void)
 	fd = atomic_load_explicit(&guard_event_fd, memory_order_acquire);
 	if (fd >= 0)
 		goto out;
-	/* the handler's code lives in this library: keep it mapped */
-	fd = tp_internal_pin_library();
+	fd = tp_internal_handler_eventfd();
 	if (fd < 0)
 		goto out;
-	fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (fd < 0) {
-		fd = -errno;
-		goto out;
-	}
 	/* published before the handler exists: it reads the fd without a lock */
 	atomic_store_explicit(&guard_event_fd, fd, memory_order_release);
 	memset(&action, 0, sizeof(action));

@@ -18,7 +18,6 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "tpasst_helper.h"
@@ -63,8 +62,8 @@ static int signal_event_allowed(int32_t signo)
  * tp_signal_event_install() - take @signo for an eventfd, once per signal.
  * @signo: SIGUSR1 or SIGUSR2 (signal_event_allowed())
  *
- * The first call for a signal pins this library (library_pin.c), creates the
- * eventfd (NONBLOCK, CLOEXEC) and installs the handler (SA_RESTART: an interrupted
+ * The first call for a signal pins this library and creates the eventfd
+ * (handler_eventfd.c), and installs the handler (SA_RESTART: an interrupted
  * system call elsewhere is restarted); later calls return the same eventfd. Each
  * signal adds 1 to the eventfd's counter. The eventfd lives as long as the process
  * and must not be closed.
@@ -77,21 +76,16 @@ int32_t tp_signal_event_install(int32_t signo)
 	struct sigaction action;
 	int32_t fd, rc;
 
-	if (!signal_event_allowed(signo) || signo >= TP_SIGNAL_EVENT_LIMIT)
+	if (!signal_event_allowed(signo))
 		return -EINVAL;
 	pthread_mutex_lock(&signal_event_lock);
 	if (atomic_load_explicit(&signal_event_taken[signo], memory_order_acquire)) {
 		fd = atomic_load_explicit(&signal_event_fds[signo], memory_order_relaxed);
 		goto out;
 	}
-	fd = tp_internal_pin_library();
+	fd = tp_internal_handler_eventfd();
 	if (fd < 0)
 		goto out;
-	fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (fd < 0) {
-		fd = -errno;
-		goto out;
-	}
 	/* published before the handler exists: it reads the table without a lock */
 	atomic_store_explicit(&signal_event_fds[signo], fd, memory_order_relaxed);
 	atomic_store_explicit(&signal_event_taken[signo], 1, memory_order_release);

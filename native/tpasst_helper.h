@@ -80,9 +80,9 @@ int32_t tp_memory_guard_faulted(int32_t slot);
 
 int32_t tp_signal_event_install(int32_t signo);
 
-/* ---- library_pin.c: keep the library mapped under process-wide handlers ----- */
+/* ---- handler_eventfd.c: this library pinned, an eventfd for a handler ------ */
 
-int32_t tp_internal_pin_library(void);
+int32_t tp_internal_handler_eventfd(void);
 
 /* ---- event_fd.c ------------------------------------------------------------ */
 

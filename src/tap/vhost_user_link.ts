@@ -355,7 +355,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   #resHeaderAt = 0;
   /**
    * A table reservation whose frame headers lie in one buffer: the caller writes them
-   * into {@link #frameHeaderScratch} (no view of guest memory is made per frame) and
+   * into {@link #frameHeaderView} (no view of guest memory is made per frame) and
    * commit copies them here, into these bytes at this position (empty otherwise).
    */
   #resFrameHeaderBase: Uint8Array = EMPTY_VIEW;
@@ -1121,9 +1121,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
         if (n < this.#smallestRxChainBytes) this.#smallestRxChainBytes = n;
         this.#resHeaderBase = base;
         this.#resHeaderAt = offset;
-        space.views[frameViews++] = this.#frameHeaderScratch(headerLength);
-        this.#resFrameHeaderBase = base;
-        this.#resFrameHeaderAt = offset + NET_HDR_SIZE;
+        space.views[frameViews++] = this.#frameHeadersAt(base, offset + NET_HDR_SIZE, headerLength);
         if (n > headersEnd) vectors.pushRange(base, offset + headersEnd, n - headersEnd);
       }
     }
@@ -1181,9 +1179,11 @@ export class VhostUserLink implements VringDatapath, GuestLink {
           if (from === NET_HDR_SIZE && to === headersEnd && headerLength > 0) {
             // All of the frame's headers in this buffer: written to a scratch, copied
             // here on commit (a view per frame costs more than the copy).
-            space.views[frameViews++] = this.#frameHeaderScratch(headerLength);
-            this.#resFrameHeaderBase = base;
-            this.#resFrameHeaderAt = offset + from - at;
+            space.views[frameViews++] = this.#frameHeadersAt(
+              base,
+              offset + from - at,
+              headerLength,
+            );
           } else if (from < to) {
             headersSplit = true; // checked below
           }
@@ -1468,8 +1468,14 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     this.#resChains = 0;
   }
 
-  /** The scratch for `length` bytes of frame headers (the view is kept while lengths repeat). */
-  #frameHeaderScratch(length: number): Uint8Array {
+  /**
+   * Makes `bytes` at `at` where commit copies the frame's `length` header bytes, and
+   * returns the scratch they are written to meanwhile (the view is kept while lengths
+   * repeat).
+   */
+  #frameHeadersAt(bytes: Uint8Array, at: number, length: number): Uint8Array {
+    this.#resFrameHeaderBase = bytes;
+    this.#resFrameHeaderAt = at;
     if (this.#frameHeaderView.length !== length) {
       // The scratch of split headers, which a table reservation never uses.
       this.#frameHeaderView = this.#resScratchBuffer.subarray(0, length);
