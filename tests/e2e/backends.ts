@@ -149,6 +149,41 @@ const TCP_END_GAPS: Partial<Record<BackendKind, Record<string, string>>> = {
   },
 };
 
+/** The last line of tpasst's vhost-user start-up banner (after it: what the daemon logged). */
+const BANNER_LAST_LINE = /^\(size=.*must equal the guest RAM.*\)$/m;
+/** How long a failure report waits for the statistics a SIGUSR1 asks for. */
+const STATS_WAIT_MS = 3_000;
+
+/**
+ * For a failing test's message: a tpasst daemon's log after its start-up banner, with a
+ * statistics dump (rings, counters per queue pair) asked for by SIGUSR1 first, so that
+ * the message shows where frames stopped rather than the banner. Other backends: their
+ * whole output.
+ */
+export async function failureReport(backend: StartedBackend): Promise<string> {
+  if (backend.kind.startsWith("tpasst") && backend.pid !== null) {
+    const before = backend.output().split(STATS_JSON_MARK).length;
+    try {
+      Deno.kill(backend.pid, "SIGUSR1");
+      const deadline = performance.now() + STATS_WAIT_MS;
+      while (
+        backend.output().split(STATS_JSON_MARK).length === before &&
+        performance.now() < deadline
+      ) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    } catch {
+      // the daemon is gone: its output says why
+    }
+  }
+  const output = backend.output();
+  const banner = BANNER_LAST_LINE.exec(output);
+  return banner === null ? output : output.slice(banner.index + banner[0].length + 1);
+}
+
+/** The statistics dump's machine-readable line (src/daemon/stats.ts STATS_JSON_PREFIX). */
+const STATS_JSON_MARK = "stats-json: ";
+
 /** Starts the backend `kind` with `options`. */
 export async function startBackend(
   kind: BackendKind,

@@ -11,7 +11,12 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { pingGatewayUnavailable, startBackend, type StartedBackend } from "./backends.ts";
+import {
+  failureReport,
+  pingGatewayUnavailable,
+  startBackend,
+  type StartedBackend,
+} from "./backends.ts";
 import { fillPseudoRandom, HELLO_BODY, startHttpServer } from "./host_services.ts";
 import { createHash } from "node:crypto";
 import { waitFor } from "../cli/cli_helpers.ts";
@@ -154,7 +159,8 @@ async function migrationEnd(sourceMonitor: Qmp): Promise<MigrationEnd> {
  * Launches the source QEMU on tpasst A (`backends[0]`) running `script` and waits for
  * its guest's `ready` mark, then the target QEMU on tpasst B waiting for the migration
  * on `dir`/migration.sock; connects to both QMP monitors. The QEMUs and monitors go into
- * `guests` and `monitors` (for the caller to end); `outputs()` goes into failure messages.
+ * `guests` and `monitors` (for the caller to end). A guest that fails before `ready`
+ * fails the test with A's log and statistics ({@link failureReport}).
  */
 async function launchPair(
   dir: string,
@@ -162,7 +168,6 @@ async function launchPair(
   script: string,
   guests: QemuGuest[],
   monitors: Qmp[],
-  outputs: () => string,
 ): Promise<{ source: QemuGuest; target: QemuGuest; sourceMonitor: Qmp }> {
   const source = await QemuGuest.launch({
     netdev: backends[0].netdev,
@@ -171,7 +176,14 @@ async function launchPair(
   });
   guests.push(source);
   const ready = await source.waitForAnyMark(["ready", "error"], ONLINE_TIMEOUT_MS);
-  assert.equal(ready.name, "ready", `${source.serialTail()}\n${outputs()}`);
+  if (ready.name !== "ready") {
+    // the source's daemon, banner cut and statistics asked for: where the frames stopped
+    assert.fail(
+      `the guest on A: ${ready.name} ${ready.value}\n${source.serialTail()}\n--- tpasst A ---\n${await failureReport(
+        backends[0],
+      )}`,
+    );
+  }
   const target = await QemuGuest.launch({
     netdev: backends[1].netdev,
     script,
@@ -232,7 +244,6 @@ async function migratesAndPings(queues: number, deviceOptions?: string): Promise
         script,
         guests,
         monitors,
-        outputs,
       );
       await sourceMonitor.execute("migrate", { uri: `unix:${dir}/migration.sock` });
       const { status, info } = await migrationEnd(sourceMonitor);
@@ -478,7 +489,6 @@ async function connectionsAcrossMigration(
         script,
         guests,
         monitors,
-        outputs,
       );
       // One machine: between A letting go of a socket and B taking it over, a segment
       // from a host peer would find no socket and draw a RST from the kernel. The host

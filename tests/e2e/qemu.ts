@@ -87,13 +87,15 @@ export const MARK_PREFIX = "TPASST-MARK ";
 /**
  * First lines of a guest script (QemuOptions.script): a `mark NAME VALUE` shell function
  * printing {@link MARK_PREFIX} lines, a DHCP lease on eth0, and the gateway it names in
- * `$gw`; without a lease the script marks `error no-dhcp-lease` and exits.
+ * `$gw`; without a lease the script marks `error no-dhcp-lease` with eth0's counters and
+ * the virtio interrupt counts, and exits.
  */
 export const LEASE_SCRIPT_LINES: readonly string[] = [
   'mark() { echo "TPASST-MARK $*"; }',
   "udhcpc -i eth0 -f -q -n -t 5 -T 3 -s /etc/udhcpc.sh 2>/dev/null >/dev/null",
   "gw=$(cat /tmp/router 2>/dev/null)",
-  'if [ -z "$gw" ]; then mark error no-dhcp-lease; exit 1; fi',
+  // without a lease: eth0's counters and the virtio interrupts say whether frames came in
+  "if [ -z \"$gw\" ]; then mark error no-dhcp-lease \"$(grep eth0: /proc/net/dev | tr -s ' ')\" \"$(grep virtio /proc/interrupts | tr -s ' ' | tr '\\n' ';')\"; exit 1; fi",
 ];
 /** Serial line with the scenario's exit status: `TPASST-DONE <status>` (guest/init.sh). */
 export const DONE_PREFIX = "TPASST-DONE ";
