@@ -949,6 +949,12 @@ export class VhostUserBackend {
     const { vring, notifier } = this.#readVringFd(message);
     // a started ring keeps running; notifyGuest() reads the current call fd each time
     vring.setCall(notifier);
+    // A running ring signals its new call fd once: an interrupt the ring decided on
+    // while it had no call fd (it starts at SET_VRING_KICK, and QEMU sends CALL after
+    // KICK) or one written to the fd just replaced never reached the guest, and with
+    // VIRTIO_F_EVENT_IDX a guest waiting for it would get no other (virtio 1.2 §2.7.10).
+    // A spurious interrupt costs the guest one look at its used ring.
+    if (vring.started && notifier !== null) vring.notifyGuest();
     return OK;
   }
 
