@@ -196,6 +196,8 @@ export interface VhostUserLinkCounters {
   txFrames: number;
   /** TX chains rejected (malformed, offload flags not negotiated). */
   txRejected: number;
+  /** TX frames taken from a disabled ring and dropped ({@link VhostUserLink.setTransmitEnabled}). */
+  txDiscarded: number;
   /** TX frames handed over scattered: headers copied, payload left in guest memory. */
   txScattered: number;
   /** Of those, frames the handler copied whole after all (ScatteredFrame.gather). */
@@ -241,6 +243,8 @@ class QueuePair {
   rxFrames = 0;
   /** Frames taken from this pair's TX queue. */
   txFrames = 0;
+  /** The TX ring is disabled but started: its frames are taken and dropped. */
+  txDiscarding = false;
 
   constructor(index: number) {
     this.index = index;
@@ -263,6 +267,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   readonly counters: VhostUserLinkCounters = {
     txFrames: 0,
     txRejected: 0,
+    txDiscarded: 0,
     txScattered: 0,
     txGathered: 0,
     txSegmented: 0,
@@ -437,6 +442,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       queue.disableNotifications(); // asked for again when the ring runs dry
     } else {
       pair.tx = queue;
+      pair.txDiscarding = false; // a ring starts enabled
       this.#txRunning++;
       this.#txChecksumOffload = ring.features.checksumOffload;
       this.#txSegmentation = (ring.features.hostTso4 ? TcpSegmentation.Ipv4 : 0) |
@@ -452,6 +458,18 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     // The first TX turn runs from the loop, not from here: a front-end restarting rings
     // in a burst of messages must not get a fresh turn's budget per message.
     if (!receive) this.#scheduleTx(pair);
+  }
+
+  /**
+   * {@inheritDoc VringDatapath.setTransmitEnabled}
+   * The pair's frames are dropped while it is disabled; its ring keeps its kicks and
+   * turns. An RX index or a ring that is not running is ignored.
+   */
+  setTransmitEnabled(index: number, enabled: boolean): void {
+    const pair = this.#pairOf(index);
+    if (pair === null || (index & 1) === 0 || pair.tx === null) return;
+    pair.txDiscarding = !enabled;
+    if (!enabled) this.#scheduleTx(pair); // what the guest queued before comes back now
   }
 
   /** {@inheritDoc VringDatapath.kick} */
@@ -518,6 +536,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
           if (waited && this.#rxPairs.length > 0) this.#scheduleRetry();
         } else {
           pair.tx = null;
+          pair.txDiscarding = false;
           this.#txRunning--;
           this.#txChain.release();
           pair.txPending?.cancel();
@@ -638,7 +657,10 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     for (let round = 0; round < 4; round++) {
       while (budget > 0 && tx.pop(chain, now)) {
         budget--;
-        if (this.#deliver(chain, now)) {
+        if (pair.txDiscarding) {
+          this.counters.txDiscarded++;
+          tx.pushUsed(chain.head, 0);
+        } else if (this.#deliver(chain, now)) {
           this.counters.txFrames++;
           pair.txFrames++;
           tx.pushUsed(chain.head, 0);

@@ -250,3 +250,34 @@ Deno.test("`VhostUserLink` reports a pair's receive writes to that ring's write 
   assert.deepEqual(record.ranges, [], "pair 0's writes are not in pair 1's log");
   assert.ok(record.unreported().length > 0, "pair 0 did write (unlogged: no log on ring 0)");
 });
+
+Deno.test("`VhostUserLink` takes and drops the frames of a disabled TX ring (ethtool -L lowered the pairs), and delivers them again once enabled", async () => {
+  const rig = setupPairs(2);
+  // queued on pair 1 before QEMU disabled it: given back at once, without a kick
+  transmit(rig, 1, tcpFrame(1001, 80));
+  rig.link.setTransmitEnabled(3, false);
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.deepEqual(rig.rings[3].takeUsed().map((u) => u.len), [0], "returned, nothing written");
+  // queued and kicked while disabled
+  transmit(rig, 1, tcpFrame(1002, 80));
+  rig.link.kick(3, 0);
+  assert.deepEqual(rig.rings[3].takeUsed().map((u) => u.len), [0]);
+  assert.equal(rig.handler.frames.length, 0, "no frame of a disabled ring reaches the stack");
+  assert.equal(rig.link.counters.txDiscarded, 2);
+  // pair 0 is served as ever
+  transmit(rig, 0, tcpFrame(1000, 80));
+  rig.link.kick(1, 0);
+  assert.equal(rig.handler.frames.length, 1);
+  // enabled again: delivered
+  rig.link.setTransmitEnabled(3, true);
+  transmit(rig, 1, tcpFrame(1003, 80));
+  rig.link.kick(3, 0);
+  assert.equal(rig.handler.frames.length, 2);
+  assert.equal(rig.link.counters.txDiscarded, 2);
+  // an RX index or a ring that is not running is ignored
+  rig.link.setTransmitEnabled(2, false);
+  rig.link.stopVring(3);
+  rig.link.setTransmitEnabled(3, false);
+  assert.equal(rig.handler.frames.length, 2);
+  assert.deepEqual(rig.handler.events.filter((e) => !e.startsWith("batch:")), ["up"]);
+});

@@ -478,6 +478,7 @@ Deno.test("VhostUserLink.counters count frames, kicks, polls and re-arms; logged
     txTurns: 4,
     txKicks: 2,
     txPolls: 2,
+    txDiscarded: 0,
     txEmptyPolls: 2,
     txRearms: 3,
     rxFrames: 1,

@@ -26,6 +26,11 @@ export const RX_QUEUE_INDEX = 0;
 /** virtio-net transmit queue index (virtio 1.2 §5.1.2). */
 export const TX_QUEUE_INDEX = 1;
 
+/** Whether ring `index` is a transmit queue (transmitq(k+1) is ring 2k+1, virtio 1.2 §5.1.2). */
+export function isTransmitRing(index: number): boolean {
+  return (index & 1) === TX_QUEUE_INDEX;
+}
+
 /** The datapath behind a vhost-user session. */
 export interface VringDatapath {
   /** Ring `ring.index` has addresses, a kick fd and is enabled: it may be used until stopped. */
@@ -38,6 +43,15 @@ export interface VringDatapath {
    * log; a ring that is not started ignores it (it gets the log with its start).
    */
   setWriteLog(index: number, log: GuestWriteLog | null): void;
+
+  /**
+   * Started TX ring `index` was disabled (`enabled` false) or enabled again by
+   * SET_VRING_ENABLE. A started but disabled ring is still processed, without side
+   * effects (vhost-user.rst "Ring states": a network device takes and discards its TX
+   * frames), so the guest gets back what it queued there before it stopped using the
+   * queue. The control plane stops a disabled RX ring instead: it supplies nothing.
+   */
+  setTransmitEnabled(index: number, enabled: boolean): void;
 
   /** The frontend kicked ring `index` (its kick eventfd became readable and was drained). */
   kick(index: number, now: number): void;

@@ -81,7 +81,7 @@ import {
   frontendPackedState,
   INITIAL_PACKED_STATE,
 } from "../virtio/packed_ring_layout.ts";
-import { MAX_QUEUE_PAIRS } from "../tap/vring_datapath.ts";
+import { isTransmitRing, MAX_QUEUE_PAIRS } from "../tap/vring_datapath.ts";
 
 /** Connection states: requests other than negotiation need SET_OWNER first. */
 export type BackendState = "awaiting-owner" | "owned";
@@ -973,9 +973,19 @@ export class VhostUserBackend {
         `SET_VRING_ENABLE: ring ${vring.index} value ${num} is neither 0 nor 1`,
       );
     }
+    const wasEnabled = vring.enabled;
     vring.enabled = num === 1;
-    if (!vring.enabled && vring.started) this.#stop(vring);
-    if (vring.enabled) this.#tryStart(message, vring, now);
+    if (isTransmitRing(vring.index) && vring.started) {
+      // Started but disabled, a TX ring is still served and its frames discarded
+      // (vhost-user.rst "Ring states"): a guest leaving the queue (ethtool -L) gets
+      // back what it queued there, whose buffers it would otherwise wait for.
+      if (vring.enabled !== wasEnabled) {
+        this.#env.datapath.setTransmitEnabled(vring.index, vring.enabled);
+      }
+    } else {
+      if (!vring.enabled && vring.started) this.#stop(vring);
+      if (vring.enabled) this.#tryStart(message, vring, now);
+    }
     // A ring may be enabled before it is set up (QEMU enables before SET_MEM_TABLE on
     // a migration target; a front-end may enable pairs it never uses): it starts once
     // it has a size, addresses and a kick fd, and until then nothing serves it.

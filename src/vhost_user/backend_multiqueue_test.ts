@@ -123,15 +123,36 @@ Deno.test("`VhostUserBackend` leaves the pairs QEMU does not enable stopped (que
   rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(5, 1)));
   assert.deepEqual(startedRings(rig), [0, 1, 2, 3, 4, 5]);
   assert.equal(rig.datapath.rings.get(5)!.lastAvailIndex, 105);
-  // and lowers it again: pair 2 stops, the others run on untouched
-  const events = rig.datapath.events.length;
+  // and lowers it again: pair 2's RX ring stops; its TX ring, started but disabled, is
+  // still served (its frames discarded: vhost-user.rst "Ring states"); the others run on
+  let events = rig.datapath.events.length;
   rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(4, 0)));
   rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(5, 0)));
+  assert.deepEqual(rig.datapath.events.slice(events), [
+    { call: "stop", index: 4 },
+    { call: "transmit-enabled", index: 5, enabled: false },
+  ]);
+  assert.deepEqual(startedRings(rig), [0, 1, 2, 3, 5]);
+  assert.equal(rig.watchers.has(kicks[5]), true, "the disabled TX ring's kicks are served");
+  // a second disable changes nothing; enabled again, the TX ring delivers again
+  events = rig.datapath.events.length;
+  rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(5, 0)));
+  rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(4, 1)));
+  rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(5, 1)));
   assert.deepEqual(
     rig.datapath.events.slice(events).map((e) => [e.call, e.index]),
-    [["stop", 4], ["stop", 5]],
+    [["start", 4], ["transmit-enabled", 5]],
   );
-  assert.deepEqual(startedRings(rig), [0, 1, 2, 3]);
+  assert.deepEqual(rig.datapath.events.at(-1), {
+    call: "transmit-enabled",
+    index: 5,
+    enabled: true,
+  });
+  // GET_VRING_BASE stops a disabled TX ring like any other
+  rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(5, 0)));
+  rig.send(encodeRequest(Request.GET_VRING_BASE, vringStatePayload(5, 0)));
+  assert.deepEqual(startedRings(rig), [0, 1, 2, 3, 4]);
+  assert.equal(rig.watchers.has(kicks[5]), false);
   assert.equal(rig.error, null);
 });
 

@@ -194,13 +194,21 @@ Deno.test("`VhostUserBackend` starts rings enabled when protocol features were n
   assert.equal(rig.datapath.rings.size, 2);
 });
 
-Deno.test("`VhostUserBackend` keeps rings stopped until SET_VRING_ENABLE 1 with protocol features", () => {
+Deno.test("`VhostUserBackend` keeps rings stopped until SET_VRING_ENABLE 1 with protocol features; disabled again, RX stops and TX is served discarding", () => {
   const { rig } = negotiate({ enable: false });
   assert.equal(rig.datapath.rings.size, 0);
   rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(1, 1)));
   assert.deepEqual([...rig.datapath.rings.keys()], [1]);
+  rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(0, 1)));
+  assert.deepEqual([...rig.datapath.rings.keys()].sort(), [0, 1]);
+  rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(0, 0)));
   rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(1, 0)));
-  assert.equal(rig.datapath.rings.size, 0);
+  assert.deepEqual([...rig.datapath.rings.keys()], [1], "the TX ring still runs");
+  assert.deepEqual(rig.datapath.events.at(-1), {
+    call: "transmit-enabled",
+    index: 1,
+    enabled: false,
+  });
 });
 
 Deno.test("`VhostUserBackend` passes the loop's timestamp to kick() without reading the kick fd, and empties it when the ring stops", () => {

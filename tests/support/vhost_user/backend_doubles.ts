@@ -212,6 +212,7 @@ export class FakeNotifier implements Notifier {
 export type DatapathEvent =
   | { call: "start"; index: number; size: number; lastAvailIndex: number; now: number }
   | { call: "kick"; index: number; now: number }
+  | { call: "transmit-enabled"; index: number; enabled: boolean }
   | { call: "stop"; index: number };
 
 /** A datapath that records calls and keeps the started rings. */
@@ -243,6 +244,10 @@ export class RecordingDatapath implements VringDatapath {
 
   kick(index: number, now: number): void {
     this.events.push({ call: "kick", index, now });
+  }
+
+  setTransmitEnabled(index: number, enabled: boolean): void {
+    this.events.push({ call: "transmit-enabled", index, enabled });
   }
 
   setWriteLog(index: number, log: GuestWriteLog | null): void {
