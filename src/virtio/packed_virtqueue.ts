@@ -558,18 +558,31 @@ export class PackedVirtqueue extends VirtqueueEngine {
 
   /**
    * {@inheritDoc Virtqueue.enableNotifications}
-   * Writes the device event suppression area: with EVENT_IDX, DESC at the next slot to
-   * read and the driver's wrap counter there; otherwise ENABLE (virtio 1.2 §2.8.10).
+   * Writes the device event suppression area (virtio 1.2 §2.8.10): with EVENT_IDX, DESC
+   * at the driver's next slot — past the buffers it made available that were not taken
+   * yet (a frame that found too few is waiting for more) — with the wrap counter
+   * there; otherwise ENABLE. True when the driver has made that slot available since.
    */
   enableNotifications(): boolean {
     if (this.isBroken) return false;
+    // The driver's next slot: from the available position, past every slot available now
+    // (at most the slots the driver may own; the one after those is the device's).
+    const ring = this.#ring;
+    let slot = this.#availIndex;
+    let wrap = this.#availWrap;
+    const room = this.#driverRoom();
+    for (let i = 0; i < room; i++) {
+      if (!isAvailable(ring.getUint16(slot * PACKED_DESC_SIZE + PACKED_DESC_FLAGS, true), wrap)) {
+        break;
+      }
+      if (++slot === this.size) {
+        slot = 0;
+        wrap ^= 1;
+      }
+    }
     const area = this.#deviceArea;
     if (this.#eventIndex) {
-      area.setUint16(
-        EVENT_OFF_WRAP,
-        this.#availIndex | (this.#availWrap << EVENT_WRAP_SHIFT),
-        true,
-      );
+      area.setUint16(EVENT_OFF_WRAP, slot | (wrap << EVENT_WRAP_SHIFT), true);
       area.setUint16(EVENT_FLAGS, RING_EVENT_FLAGS_DESC, true);
       if (this.guestWriteLog !== null) this.guestWriteLog.markUsed(0, EVENT_SUPPRESS_SIZE);
     } else {
@@ -577,7 +590,7 @@ export class PackedVirtqueue extends VirtqueueEngine {
       if (this.guestWriteLog !== null) this.guestWriteLog.markUsed(EVENT_FLAGS, 2);
     }
     memoryFence(); // our wish must be visible before we look at the ring again
-    return this.hasAvailable();
+    return isAvailable(ring.getUint16(slot * PACKED_DESC_SIZE + PACKED_DESC_FLAGS, true), wrap);
   }
 
   /** {@inheritDoc Virtqueue.disableNotifications} Writes DISABLE (virtio 1.2 §2.8.10). */
