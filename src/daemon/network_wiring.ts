@@ -122,6 +122,7 @@ function rearmingHandler(inner: FrameHandler, timers: TimerDriver): FrameHandler
       timers.rearm();
     },
     linkDown: (now: number) => inner.linkDown(now),
+    frontendGone: (now: number) => inner.frontendGone?.(now),
   };
 }
 
@@ -140,6 +141,7 @@ function migrationAwareHandler(inner: FrameHandler, migration: MigrationControll
       inner.linkUp(link, now);
     },
     linkDown: (now: number) => inner.linkDown(now),
+    frontendGone: (now: number) => inner.frontendGone?.(now),
   };
 }
 

@@ -121,8 +121,10 @@ export interface L4Handler {
   endOfBatch?(now: number): void;
   /** The guest link came up. */
   linkUp?(now: number): void;
-  /** The guest link went away. */
+  /** The guest link went away (the front-end may still be connected: a paused VM). */
   linkDown?(now: number): void;
+  /** The front-end disconnected (after linkDown): see FrameHandler.frontendGone. */
+  frontendGone?(now: number): void;
   /** Room appeared toward the guest after a SendResult.NoRoom. */
   linkWritable?(now: number): void;
   /** Runs due timers; called by `NetworkStack.tick()`. */

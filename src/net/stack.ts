@@ -251,6 +251,11 @@ export class NetworkStack implements FrameHandler {
     for (const h of this.#l4.values()) this.#guard(now, () => h.linkDown?.(now));
   }
 
+  /** The front-end left (after linkDown): tells the translators. */
+  frontendGone(now: number): void {
+    for (const h of this.#l4.values()) this.#guard(now, () => h.frontendGone?.(now));
+  }
+
   /**
    * One line summing up what the stack has seen: frames accepted and dropped by kind,
    * and each translator's counters (those that are not zero).

@@ -114,8 +114,18 @@ export interface FrameHandler {
   /** The guest link came up (a frontend connected and its rings started). */
   linkUp(link: GuestLink, now: number): void;
 
-  /** The guest link went away; flows stay, frames to the guest are dropped until linkUp. */
+  /**
+   * The guest link went away; flows stay, frames to the guest are dropped until linkUp.
+   * The front-end may still be connected (vhost-user: a VM paused, a guest resetting
+   * its device, which stop the rings); {@link frontendGone} follows when it left.
+   */
   linkDown(now: number): void;
+
+  /**
+   * The front-end disconnected (after linkDown): no link comes back through it, though
+   * a new front-end may connect. Flows waiting for a paused guest start counting down.
+   */
+  frontendGone?(now: number): void;
 }
 
 /** Outcome of {@link GuestLink.sendFrame}. */

@@ -258,6 +258,11 @@ export class PcapFrameHandler implements FrameHandler {
     this.#writer.flush();
     this.#inner.linkDown(now);
   }
+
+  /** {@inheritDoc FrameHandler.frontendGone} */
+  frontendGone(now: number): void {
+    this.#inner.frontendGone?.(now);
+  }
 }
 
 /** Wraps the stack's frame handler so that every frame, both ways, is captured by `writer`. */

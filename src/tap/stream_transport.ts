@@ -360,11 +360,20 @@ export class StreamTransport implements GuestLink, FrontendSession {
     this.#loop.unwatch(this.#fd);
     this.#connection.close();
     this.#logger.write(level, `${this.#label}: ${reason}`);
+    // The stream was the front-end: with it closed, the link is gone for good. #finish
+    // runs inside sendFrame, close() and loop callbacks: nothing may escape.
     try {
       this.#handler.linkDown(now);
     } catch (error) {
-      // #finish runs inside sendFrame, close() and loop callbacks: nothing may escape.
       this.#errorLog.write(now, `${this.#label}: linkDown threw: ${(error as Error).message}`);
+    }
+    try {
+      this.#handler.frontendGone?.(now);
+    } catch (error) {
+      this.#errorLog.write(
+        now,
+        `${this.#label}: frontendGone threw: ${(error as Error).message}`,
+      );
     }
     this.#resolve();
   }

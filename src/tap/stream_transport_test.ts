@@ -189,6 +189,7 @@ Deno.test("StreamTransport ends the session when the peer disconnects", async ()
     peer.close();
     await transport.closed;
     assert.deepEqual(handler.events, ["up", "down"]);
+    assert.equal(handler.frontendGoneCalls, 1, "the stream was the front-end: gone with it");
     assert.equal(loop.size, 0, "unwatched");
     assert.equal(transport.sendFrame(frameOf(60, 0)), SendResult.Dropped);
   });
@@ -209,6 +210,7 @@ Deno.test("StreamTransport.close() logs a throwing linkDown instead of passing i
     transport.close();
     await transport.closed;
     assert.ok(lines.some((l) => /linkDown threw: boom/.test(l)), lines.join("\n"));
+    assert.equal(handler.frontendGoneCalls, 1, "told all the same");
   } finally {
     loop.close();
     peer.close();

@@ -460,6 +460,11 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     if (!receive) this.#scheduleTx(pair);
   }
 
+  /** {@inheritDoc VringDatapath.frontendGone} The handler is told (FrameHandler.frontendGone). */
+  frontendGone(now: number): void {
+    this.#handler.frontendGone?.(now);
+  }
+
   /**
    * {@inheritDoc VringDatapath.setTransmitEnabled}
    * The pair's frames are dropped while it is disabled; its ring keeps its kicks and

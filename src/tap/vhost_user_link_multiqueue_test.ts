@@ -188,6 +188,9 @@ Deno.test("`VhostUserLink` stays up while one pair is torn down; that pair's flo
     ["down"],
     "down once, at the end",
   );
+  assert.equal(rig.handler.frontendGoneCalls, 0, "rings stopped: the front-end may be there");
+  rig.link.frontendGone(0);
+  assert.equal(rig.handler.frontendGoneCalls, 1);
 });
 
 Deno.test("`VhostUserLink` wakes a sender blocked on one queue when that queue is kicked, or when it goes away", async () => {

@@ -64,4 +64,11 @@ export interface VringDatapath {
    *   the next used slot with their wrap counters (src/virtio/packed_ring_layout.ts)
    */
   stopVring(index: number): number;
+
+  /**
+   * The front-end's session ended, after every ring was stopped: no ring of it starts
+   * again (a new front-end gets a new datapath). Until then a link without rings may
+   * only be paused (a VM stopped, a guest resetting its device).
+   */
+  frontendGone(now: number): void;
 }

@@ -220,6 +220,7 @@ class VhostUserSession implements FrontendSession {
   readonly #framer: MessageFramer;
   readonly #replies: ReplyWriter;
   readonly #backend: VhostUserBackend;
+  readonly #datapath: VringDatapath;
   readonly #socketFd: number;
   readonly #unwatchMemoryFaults: () => void;
   #resolve!: () => void;
@@ -266,6 +267,7 @@ class VhostUserSession implements FrontendSession {
       deviceState: options.deviceState,
     };
     this.#backend = new VhostUserBackend(env);
+    this.#datapath = datapath;
     connection.setNonBlocking(true);
     this.#socketFd = connection.fd;
     this.#unwatchMemoryFaults = watchMemoryFaults(loop, () => this.#onMemoryFault());
@@ -393,6 +395,11 @@ class VhostUserSession implements FrontendSession {
       ["unwatching the control socket", () => this.#loop.unwatch(this.#socketFd)],
       ["unwatching memory faults", () => this.#unwatchMemoryFaults()],
       ["releasing the session", () => this.#backend.shutdown()],
+      // after the rings stopped: flows held for a paused guest start counting down
+      [
+        "telling the datapath the front-end left",
+        () => this.#datapath.frontendGone(performance.now()),
+      ],
       ["closing unclaimed fds", () => {
         for (const fd of this.#framer.takeOrphanFds()) this.#closeFd(fd);
       }],

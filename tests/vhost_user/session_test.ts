@@ -48,12 +48,14 @@ for (const variant of variants) {
       assert.ok(await frontend.waitCall(TX) >= 1);
       assert.equal(await frontend.stopRing(RX), 0);
       assert.equal(datapath.rings.has(RX), false);
+      assert.equal(datapath.frontendGoneCalls, 0, "a stopped ring is no front-end gone");
     } finally {
       frontend.close();
       await session.closed;
       await backend.close();
     }
     assert.equal(datapath.rings.size, 0, "rings stopped at disconnect");
+    assert.equal(datapath.frontendGoneCalls, 1, "the datapath learns the front-end left");
     assert.equal(openFdCount(), baseline, "fd count back to baseline");
   });
 }

@@ -119,6 +119,12 @@ export class TcpContext {
   /** Flows waiting for room toward the guest. */
   readonly blocked = new Set<TcpFlow>();
   /**
+   * The link is down with the front-end still connected (a VM paused, a guest resetting
+   * its device): established flows wait for it without counting their timeouts; link
+   * up sends again, and the front-end leaving starts the count (link_events.ts).
+   */
+  guestPaused = false;
+  /**
    * Flows owing the guest an ACK at the end of the batch: the first
    * {@link ackDueCount} entries; the rest hold {@link NO_FLOW}. The array keeps its
    * room from batch to batch (emptying it with `length = 0` would drop its backing

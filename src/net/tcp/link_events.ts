@@ -1,10 +1,12 @@
 /**
- * What the flows do when the guest link comes and goes: on link down nothing can
- * reach the guest, so every open flow gets a fresh timer whose expiries timers.ts
- * counts (the flow is given up after `maxRetries` of them, about 100 s, unless the
- * link comes back first); on link up every established flow goes back to the
- * acknowledged edge and sends again; when the link has room again after a NoRoom
- * (the RX kick), the flows waiting for it resume.
+ * What the flows do when the guest link comes and goes. On link down nothing can reach
+ * the guest; while the front-end stays connected (a VM paused, a guest resetting its
+ * device: the rings stopped) established flows wait for the link without a deadline,
+ * as a paused machine's connections do. When the front-end leaves, every open flow
+ * gets a fresh timer whose expiries timers.ts counts (the flow is given up after
+ * `maxRetries` of them, about 100 s, unless a link comes back first). On link up every
+ * established flow goes back to the acknowledged edge and sends again; when the link
+ * has room again after a NoRoom (the RX kick), the flows waiting for it resume.
  *
  * No flow may wait without a wake source: a flow that finds no room during either
  * pass is put back in the blocked set (`TcpContext.block`), and the link, having
@@ -21,6 +23,7 @@ import { pushToGuest, sendAck, timerArmed } from "./output.ts";
 
 /** Resumes every flow once a link is back (retransmits what was outstanding). */
 export function resumeOnLinkUp(ctx: TcpContext, now: number): void {
+  ctx.guestPaused = false;
   // Emptied before the pass: a flow that finds no room again is blocked anew, and the
   // link's writable callback (the RX kick) wakes it.
   ctx.blocked.clear();
@@ -43,11 +46,21 @@ export function resumeOnLinkUp(ctx: TcpContext, now: number): void {
 }
 
 /**
- * The link went away: every flow past its host connect gets its timer armed afresh
- * from the initial RTO, so that the count of unanswered timeouts, and with it the
- * time until the flow is given up, is the same for idle and busy flows.
+ * The link went away, the front-end still connected: established flows wait for it
+ * without counting their timeouts (timers.ts); flows in other states go on as timed.
  */
-export function holdOnLinkDown(ctx: TcpContext, now: number): void {
+export function pauseOnLinkDown(ctx: TcpContext): void {
+  ctx.guestPaused = true;
+}
+
+/**
+ * The front-end left, the link down: every flow past its host connect gets its timer
+ * armed afresh from the initial RTO, so that the count of unanswered timeouts, and with
+ * it the time until the flow is given up, is the same for idle and busy flows.
+ */
+export function holdOnFrontendGone(ctx: TcpContext, now: number): void {
+  if (ctx.sender.link !== null) return; // a link came meanwhile: nothing to count down
+  ctx.guestPaused = false;
   ctx.flows.forEach((f) => {
     if (f.closed || f.state === TcpState.Connecting || f.state === TcpState.Closed) return;
     f.retries = 0;

@@ -76,8 +76,11 @@ function expire(ctx: TcpContext, f: TcpFlow, now: number): void {
       return;
     case TcpState.Established: {
       if (ctx.sender.link === null) {
-        // No guest can answer: whatever the timer was for (retransmission, probe, or the
-        // hold armed at link down), it counts, and nothing can be sent.
+        // A paused guest (front-end connected, rings stopped): the flow waits, its timer
+        // off; link up sends again, the front-end leaving arms the count.
+        if (ctx.guestPaused) return;
+        // No front-end: whatever the timer was for (retransmission, probe, or the hold
+        // armed when the front-end left), it counts, and nothing can be sent.
         if (++f.retries > ctx.maxRetries) {
           abort(ctx, f, true, `no guest link for too long (${ctx.maxRetries} retries)`);
           return;

@@ -23,7 +23,7 @@ Deno.test("`MAX_RETRIES` gives a guest that answers nothing about as long as pas
   assert.ok(ms >= 74_000 && ms <= 120_000, `${ms} ms`);
 });
 
-Deno.test("`TcpTranslator` gives up every flow of a guest that is gone: the timers count without a link", async () => {
+Deno.test("`TcpTranslator` gives up every flow of a guest whose front-end is gone: the timers count without a link", async () => {
   const { sender, tcp, guest, close } = wiredTranslator({ maxRetries: TEST_RETRIES });
   const { listener: server, port } = loopbackListener();
   const hosts: Deno.Conn[] = [];
@@ -44,6 +44,7 @@ Deno.test("`TcpTranslator` gives up every flow of a guest that is gone: the time
     // The front-end dies: no link, and none comes back.
     sender.setLink(null);
     tcp.linkDown(performance.now());
+    tcp.frontendGone(performance.now());
     const downAt = performance.now();
     await hosts[2].write(new Uint8Array(4096).fill(7));
     const limit = giveUpAfterMs(TEST_RETRIES) + 2000;
@@ -95,6 +96,45 @@ Deno.test("`TcpTranslator` flows outlive a link outage shorter than the give-up 
   } finally {
     host.close();
     server.close();
+    close();
+  }
+});
+
+Deno.test("`TcpTranslator` holds every flow of a paused guest (link down, front-end connected) past the give-up time; the count starts when the front-end leaves", async () => {
+  const { sender, tcp, guest, close } = wiredTranslator({ maxRetries: TEST_RETRIES });
+  const { server, c, host } = await connectThroughGateway(guest);
+  const { server: idleServer, c: idle, host: idleHost } = await connectThroughGateway(guest);
+  try {
+    // The VM is paused: its rings stop, QEMU stays connected. The host writes meanwhile.
+    sender.setLink(null);
+    tcp.linkDown(performance.now());
+    await host.write(new TextEncoder().encode("while paused"));
+    await new Promise((r) => setTimeout(r, 2 * giveUpAfterMs(TEST_RETRIES)));
+    assert.equal(tcp.flows.size, 2, "both flows outlived twice the give-up time");
+    // Resumed: the data written during the pause arrives.
+    sender.setLink(guest);
+    tcp.linkUp(performance.now());
+    await c.until(() => c.receivedBytes === 12, 2000, "the data written while paused");
+    assert.equal(new TextDecoder().decode(c.takeReceived()), "while paused");
+    // Paused again, then QEMU goes away: now the flows are given up in the usual time.
+    sender.setLink(null);
+    tcp.linkDown(performance.now());
+    tcp.frontendGone(performance.now());
+    const goneAt = performance.now();
+    const limit = giveUpAfterMs(TEST_RETRIES) + 2000;
+    while (tcp.flows.size > 0 && performance.now() - goneAt < limit) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(tcp.flows.size, 0, "given up once the front-end left");
+    assert.equal(idle.state === "established", true, "the guest side never saw an end");
+  } finally {
+    for (const h of [host, idleHost]) {
+      try {
+        h.close();
+      } catch { /* reset */ }
+    }
+    server.close();
+    idleServer.close();
     close();
   }
 });

@@ -58,7 +58,12 @@ import { abort, destroy, internalError } from "./closing.ts";
 import { guestSegment, newOutbound } from "./guest_side.ts";
 import { startListening } from "./host_side.ts";
 import { rstForPacket, sendAck } from "./output.ts";
-import { holdOnLinkDown, resumeOnLinkUp, resumeOnWritable } from "./link_events.ts";
+import {
+  holdOnFrontendGone,
+  pauseOnLinkDown,
+  resumeOnLinkUp,
+  resumeOnWritable,
+} from "./link_events.ts";
 import { IDLE_SWEEP_MS, runTimers, sweepIdle } from "./timers.ts";
 import {
   dropFrozenFlows,
@@ -240,9 +245,14 @@ export class TcpTranslator implements L4Handler {
     this.#flushBatch();
   }
 
-  /** Sends find no link and flows wait, counting their timeouts (see link_events.ts). */
-  linkDown(now: number): void {
-    holdOnLinkDown(this.#ctx, now);
+  /** Sends find no link; established flows wait for it without a deadline (link_events.ts). */
+  linkDown(_now: number): void {
+    pauseOnLinkDown(this.#ctx);
+  }
+
+  /** The front-end left: flows wait for a new link, counting their timeouts (link_events.ts). */
+  frontendGone(now: number): void {
+    holdOnFrontendGone(this.#ctx, now);
   }
 
   /** Resumes the flows that found no room toward the guest. */

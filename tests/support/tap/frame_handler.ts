@@ -36,4 +36,12 @@ export class RecordingHandler implements FrameHandler {
   linkDown(): void {
     this.events.push("down");
   }
+
+  /** Times the transport said its front-end left (FrameHandler.frontendGone). */
+  frontendGoneCalls = 0;
+
+  /** Counts the front-end leaving (not an event: link tests order only up, down, batches). */
+  frontendGone(): void {
+    this.frontendGoneCalls++;
+  }
 }

@@ -246,6 +246,13 @@ export class RecordingDatapath implements VringDatapath {
     this.events.push({ call: "kick", index, now });
   }
 
+  /** Times frontendGone() was called. */
+  frontendGoneCalls = 0;
+
+  frontendGone(_now: number): void {
+    this.frontendGoneCalls++;
+  }
+
   setTransmitEnabled(index: number, enabled: boolean): void {
     this.events.push({ call: "transmit-enabled", index, enabled });
   }
