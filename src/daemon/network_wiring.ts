@@ -122,7 +122,10 @@ function rearmingHandler(inner: FrameHandler, timers: TimerDriver): FrameHandler
       timers.rearm();
     },
     linkDown: (now: number) => inner.linkDown(now),
-    frontendGone: (now: number) => inner.frontendGone?.(now),
+    frontendGone(now: number): void {
+      inner.frontendGone?.(now); // arms every flow's give-up timer
+      timers.rearm();
+    },
   };
 }
 

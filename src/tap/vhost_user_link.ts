@@ -39,7 +39,7 @@ import type { Logger } from "../log/logger.ts";
 import { log as defaultLogger } from "../log/logger.ts";
 import { RateLimitedLog } from "../log/rate_limited_log.ts";
 import { runSoon, type SoonTask } from "../loop/event_loop.ts";
-import { MAX_QUEUE_PAIRS, type VringDatapath } from "./vring_datapath.ts";
+import { isTransmitRing, MAX_QUEUE_PAIRS, type VringDatapath } from "./vring_datapath.ts";
 import { frameFlowHash } from "./flow_hash.ts";
 import { IoVectors } from "../../ffi/io_vectors.ts";
 import { DescriptorChain } from "../virtio/descriptor_chain.ts";
@@ -472,7 +472,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
    */
   setTransmitEnabled(index: number, enabled: boolean): void {
     const pair = this.#pairOf(index);
-    if (pair === null || (index & 1) === 0 || pair.tx === null) return;
+    if (pair === null || !isTransmitRing(index) || pair.tx === null) return;
     pair.txDiscarding = !enabled;
     if (!enabled) this.#scheduleTx(pair); // what the guest queued before comes back now
   }
@@ -597,6 +597,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   describeCounters(): string {
     const c = this.counters;
     return `vhost-user link: TX ${c.txFrames} frames (${c.txSegmented} segmented, ${c.txRejected} rejected, ` +
+      (c.txDiscarded > 0 ? `${c.txDiscarded} discarded from disabled rings, ` : "") +
       `${c.txScattered - c.txGathered} sent from guest memory) in ${c.txTurns} turns: ` +
       `${c.txKicks} kicked, ${c.txPolls} from the loop (${c.txEmptyPolls} empty), ` +
       `${c.txRearms} kick re-arms; RX ${c.rxFrames} frames (${c.rxSegmented} segmented) in ${c.rxChains} chains, ` +
@@ -714,9 +715,11 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       pair.txPending = undefined;
       const counters = this.counters;
       counters.txPolls++;
-      const before = counters.txFrames + counters.txRejected;
+      const before = counters.txFrames + counters.txRejected + counters.txDiscarded;
       this.#processTx(pair, this.#clock());
-      if (counters.txFrames + counters.txRejected === before) counters.txEmptyPolls++;
+      if (counters.txFrames + counters.txRejected + counters.txDiscarded === before) {
+        counters.txEmptyPolls++;
+      }
     });
   }
 

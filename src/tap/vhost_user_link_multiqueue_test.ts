@@ -267,6 +267,7 @@ Deno.test("`VhostUserLink` takes and drops the frames of a disabled TX ring (eth
   assert.deepEqual(rig.rings[3].takeUsed().map((u) => u.len), [0]);
   assert.equal(rig.handler.frames.length, 0, "no frame of a disabled ring reaches the stack");
   assert.equal(rig.link.counters.txDiscarded, 2);
+  assert.match(rig.link.describeCounters(), /2 discarded from disabled rings/);
   // pair 0 is served as ever
   transmit(rig, 0, tcpFrame(1000, 80));
   rig.link.kick(1, 0);

@@ -145,6 +145,12 @@ class Vring {
   /** SET_VRING_ENABLE value (meaningful when protocol features are negotiated). */
   enabled = false;
   started = false;
+  /**
+   * A TX ring disabled while it ran: it runs on, discarding (vhost-user.rst "Ring
+   * states"), also across a memory table change, until enabled again or taken back
+   * by GET_VRING_BASE.
+   */
+  runsDisabled = false;
   unwatchKick: (() => void) | null = null;
   /** Signals the current call fd; never throws (the datapath calls it mid-batch). */
   readonly notifyGuest: () => void;
@@ -869,6 +875,7 @@ export class VhostUserBackend {
 
   #getVringBase(message: Message, replies: ReplyWriter): Outcome {
     const { vring } = this.#readState(message);
+    vring.runsDisabled = false; // the front-end takes the ring back
     try {
       if (vring.started) this.#stop(vring);
     } finally {
@@ -979,6 +986,7 @@ export class VhostUserBackend {
       // Started but disabled, a TX ring is still served and its frames discarded
       // (vhost-user.rst "Ring states"): a guest leaving the queue (ethtool -L) gets
       // back what it queued there, whose buffers it would otherwise wait for.
+      vring.runsDisabled = !vring.enabled;
       if (vring.enabled !== wasEnabled) {
         this.#env.datapath.setTransmitEnabled(vring.index, vring.enabled);
       }
@@ -1264,7 +1272,8 @@ export class VhostUserBackend {
   #tryStart(message: Message, vring: Vring, now: number): void {
     if (
       vring.started || !this.#featuresSet || vring.size === 0 || !vring.addressesSet ||
-      vring.kick === null || !this.#isEnabled(vring) || this.#memory.regionCount === 0
+      vring.kick === null || !(this.#isEnabled(vring) || vring.runsDisabled) ||
+      this.#memory.regionCount === 0
     ) {
       return;
     }
@@ -1299,6 +1308,8 @@ export class VhostUserBackend {
     }
     vring.started = true;
     vring.unwatchKick = unwatch;
+    // restarted (a new memory table, a new kick fd) while disabled: it discards again
+    if (!this.#isEnabled(vring) && vring.runsDisabled) datapath.setTransmitEnabled(index, false);
     this.#env.log.debug(
       `vhost-user: ring ${index} started: size ${vring.size}, base 0x${
         ring.lastAvailIndex.toString(16)

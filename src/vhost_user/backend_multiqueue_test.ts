@@ -148,8 +148,21 @@ Deno.test("`VhostUserBackend` leaves the pairs QEMU does not enable stopped (que
     index: 5,
     enabled: true,
   });
-  // GET_VRING_BASE stops a disabled TX ring like any other
+  // a new memory table restarts every ring: the disabled TX ring runs on, discarding
   rig.send(encodeRequest(Request.SET_VRING_ENABLE, vringStatePayload(5, 0)));
+  events = rig.datapath.events.length;
+  const memory = rig.fds.memfd(MEMORY_SIZE);
+  rig.send(encodeRequest(Request.SET_MEM_TABLE, wholeMemoryTable(MEMORY_SIZE)), [memory.fd]);
+  assert.deepEqual(startedRings(rig), [0, 1, 2, 3, 4, 5]);
+  assert.deepEqual(
+    rig.datapath.events.slice(events).filter((e) => e.index === 5),
+    [
+      { call: "stop", index: 5 },
+      { call: "start", index: 5, size: RING_SIZE, lastAvailIndex: 105, now: rig.now },
+      { call: "transmit-enabled", index: 5, enabled: false },
+    ],
+  );
+  // GET_VRING_BASE stops a disabled TX ring like any other
   rig.send(encodeRequest(Request.GET_VRING_BASE, vringStatePayload(5, 0)));
   assert.deepEqual(startedRings(rig), [0, 1, 2, 3, 4]);
   assert.equal(rig.watchers.has(kicks[5]), false);

@@ -107,6 +107,12 @@ export class PackedVirtqueue extends VirtqueueEngine {
   #usedWrap: number;
   #publishedIndex: number;
   #publishedWrap: number;
+  /**
+   * Sequence number of the first slot the device last found not available (pop,
+   * hasAvailable, availableCount): where enableNotifications asks the driver to kick,
+   * as a split ring's avail_event is the index it read last. unpop() leaves it.
+   */
+  #lookedUpTo: number;
 
   /** Per Buffer ID: the slots its list took while in use (popped, not yet used); 0 = free. */
   readonly #inUse: Uint16Array;
@@ -173,6 +179,7 @@ export class PackedVirtqueue extends VirtqueueEngine {
     this.#availWrap = state.avail.wrap;
     this.#usedIndex = this.#publishedIndex = state.used.index;
     this.#usedWrap = this.#publishedWrap = state.used.wrap;
+    this.#lookedUpTo = this.#sequence(this.#availIndex, this.#availWrap);
     const inFlight = this.#distance(
       this.#sequence(this.#availIndex, this.#availWrap),
       this.#sequence(this.#usedIndex, this.#usedWrap),
@@ -233,7 +240,9 @@ export class PackedVirtqueue extends VirtqueueEngine {
       this.#availIndex * PACKED_DESC_SIZE + PACKED_DESC_FLAGS,
       true,
     );
-    return isAvailable(flags, this.#availWrap);
+    if (isAvailable(flags, this.#availWrap)) return true;
+    this.#lookedUpTo = this.#sequence(this.#availIndex, this.#availWrap);
+    return false;
   }
 
   /** {@inheritDoc Virtqueue.availableCount} Counts the complete lists available now. */
@@ -245,7 +254,10 @@ export class PackedVirtqueue extends VirtqueueEngine {
     const room = this.#driverRoom();
     for (let i = 0; i < room; i++) {
       const flags = this.#ring.getUint16(slot * PACKED_DESC_SIZE + PACKED_DESC_FLAGS, true);
-      if (!isAvailable(flags, wrap)) break;
+      if (!isAvailable(flags, wrap)) {
+        this.#lookedAt(this.#sequence(slot, wrap));
+        break;
+      }
       if ((flags & PACKED_DESC_F_NEXT) === 0) lists++;
       if (++slot === this.size) {
         slot = 0;
@@ -261,7 +273,10 @@ export class PackedVirtqueue extends VirtqueueEngine {
       if (this.isBroken || this.walked >= this.turnEnd) return false;
       const headSlot = this.#availIndex;
       const headFlags = this.#ring.getUint16(headSlot * PACKED_DESC_SIZE + PACKED_DESC_FLAGS, true);
-      if (!isAvailable(headFlags, this.#availWrap)) return false;
+      if (!isAvailable(headFlags, this.#availWrap)) {
+        this.#lookedUpTo = this.#sequence(headSlot, this.#availWrap);
+        return false;
+      }
       const room = this.#driverRoom();
       if (room <= 0) {
         chain.reset(0);
@@ -313,6 +328,10 @@ export class PackedVirtqueue extends VirtqueueEngine {
     this.#poppedStart[k] = this.#sequence(this.#availIndex, this.#availWrap);
     this.#poppedId[k] = id;
     this.#poppedNext = k + 1 === this.size ? 0 : k + 1;
+    // Slots taken were looked at: the last look stays at or past the available position.
+    if (this.#distance(this.#lookedUpTo, this.#poppedStart[k]) <= slots) {
+      this.#lookedUpTo = (this.#poppedStart[k] + slots) % this.#period;
+    }
     let index = this.#availIndex + slots;
     if (index >= this.size) {
       index -= this.size;
@@ -556,30 +575,29 @@ export class PackedVirtqueue extends VirtqueueEngine {
     return notify;
   }
 
+  /** Moves {@link #lookedUpTo} to `sequence` when that lies further along (never back). */
+  #lookedAt(sequence: number): void {
+    const available = this.#sequence(this.#availIndex, this.#availWrap);
+    if (this.#distance(sequence, available) > this.#distance(this.#lookedUpTo, available)) {
+      this.#lookedUpTo = sequence;
+    }
+  }
+
   /**
    * {@inheritDoc Virtqueue.enableNotifications}
    * Writes the device event suppression area (virtio 1.2 §2.8.10): with EVENT_IDX, DESC
-   * at the driver's next slot — past the buffers it made available that were not taken
-   * yet (a frame that found too few is waiting for more) — with the wrap counter
-   * there; otherwise ENABLE. True when the driver has made that slot available since.
+   * at the first slot the device last found not available ({@link #lookedUpTo}; the
+   * available position if that is further along) with the wrap counter there; otherwise
+   * ENABLE. True when that slot is available now: the driver made buffers available
+   * since the device last looked, and no kick will come for them.
    */
   enableNotifications(): boolean {
     if (this.isBroken) return false;
-    // The driver's next slot: from the available position, past every slot available now
-    // (at most the slots the driver may own; the one after those is the device's).
-    const ring = this.#ring;
-    let slot = this.#availIndex;
-    let wrap = this.#availWrap;
-    const room = this.#driverRoom();
-    for (let i = 0; i < room; i++) {
-      if (!isAvailable(ring.getUint16(slot * PACKED_DESC_SIZE + PACKED_DESC_FLAGS, true), wrap)) {
-        break;
-      }
-      if (++slot === this.size) {
-        slot = 0;
-        wrap ^= 1;
-      }
-    }
+    const available = this.#sequence(this.#availIndex, this.#availWrap);
+    const ahead = this.#distance(this.#lookedUpTo, available);
+    const at = ahead <= this.#driverRoom() ? this.#lookedUpTo : available;
+    const slot = at < this.size ? at : at - this.size;
+    const wrap = at < this.size ? 1 : 0;
     const area = this.#deviceArea;
     if (this.#eventIndex) {
       area.setUint16(EVENT_OFF_WRAP, slot | (wrap << EVENT_WRAP_SHIFT), true);
@@ -590,7 +608,10 @@ export class PackedVirtqueue extends VirtqueueEngine {
       if (this.guestWriteLog !== null) this.guestWriteLog.markUsed(EVENT_FLAGS, 2);
     }
     memoryFence(); // our wish must be visible before we look at the ring again
-    return isAvailable(ring.getUint16(slot * PACKED_DESC_SIZE + PACKED_DESC_FLAGS, true), wrap);
+    return isAvailable(
+      this.#ring.getUint16(slot * PACKED_DESC_SIZE + PACKED_DESC_FLAGS, true),
+      wrap,
+    );
   }
 
   /** {@inheritDoc Virtqueue.disableNotifications} Writes DISABLE (virtio 1.2 §2.8.10). */

@@ -850,16 +850,16 @@ export class SplitVirtqueue extends VirtqueueEngine {
   }
 
   /**
-   * Asks the guest to notify (kick) when it makes chains available beyond those it
-   * has made available so far: `avail_event` = its current available index with
-   * EVENT_IDX, otherwise clears NO_NOTIFY (virtio 1.2 §2.7.10).
-   * @returns true when the guest made more chains available meanwhile, for which
-   *   it may not kick: the caller must look again instead of waiting
+   * Asks the guest to notify (kick) when it makes chains available beyond those the
+   * queue has seen: `avail_event` = the available index as last read with EVENT_IDX,
+   * otherwise clears NO_NOTIFY (virtio 1.2 §2.7.10).
+   * @returns true when the guest made more chains available since that read, for
+   *   which it may not kick: the caller must look again instead of waiting
    */
   enableNotifications(): boolean {
     if (this.isBroken) return false;
-    if (this.#lastAvail === this.#knownAvail) this.#refreshAvail();
-    if (this.isBroken) return false;
+    // The index as last read (pop, hasAvailable...), not read again here: chains made
+    // available since that look came without a kick, and the re-read below reports them.
     const seen = this.#knownAvail;
     if (this.#eventIndex) {
       this.#used.setUint16(this.#availEventAt, seen, true);

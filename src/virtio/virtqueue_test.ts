@@ -160,7 +160,8 @@ Deno.test("SplitVirtqueue.enableNotifications() sets avail_event or clears NO_NO
   const a = plain.driver.alloc(8);
   plain.driver.addChain([{ addr: a, length: 8, writable: true }]);
   assert.equal(plain.driver.needsKick(), true);
-  assert.equal(plain.queue.enableNotifications(), false, "nothing new since arming");
+  // a chain came since the queue last looked: the caller is told to look (kick or not)
+  assert.equal(plain.queue.enableNotifications(), true, "a chain came since the last look");
   assert.equal(plain.queue.hasAvailable(), true);
 
   const ev = setup({ features: { eventIndex: true } });
@@ -174,8 +175,15 @@ Deno.test("SplitVirtqueue.enableNotifications() sets avail_event or clears NO_NO
   assert.equal(ev.driver.needsKick(), true, "avail idx crossed avail_event");
   ev.driver.addChain([{ addr: b, length: 8, writable: true }]);
   assert.equal(ev.driver.needsKick(), false, "avail_event not moved since");
+  // Two chains came since the last look: avail_event stays where the queue looked, and
+  // the answer says to look again; once taken, the kick is asked for past them.
+  assert.equal(ev.queue.enableNotifications(), true);
+  assert.equal(ev.driver.availEvent, 1);
+  assert.ok(ev.queue.pop(ev.chain, 0));
+  assert.ok(ev.queue.pop(ev.chain, 0));
+  assert.equal(ev.queue.pop(ev.chain, 0), false);
   assert.equal(ev.queue.enableNotifications(), false);
-  assert.equal(ev.driver.availEvent, 3, "asks for chains beyond the 2 pending ones");
+  assert.equal(ev.driver.availEvent, 3, "asks for chains beyond the ones taken");
 });
 
 Deno.test("SplitVirtqueue.unpop() hands the same chain out again", () => {

@@ -9,6 +9,7 @@
 
 import type { Netdev, PortForward } from "./qemu.ts";
 import { pingUnavailableReason } from "./ping_sockets.ts";
+import { STATS_JSON_PREFIX } from "../../src/daemon/stats.ts";
 
 /** Every backend the scenarios know. */
 export const BACKEND_KINDS = [
@@ -162,12 +163,12 @@ const STATS_WAIT_MS = 3_000;
  */
 export async function failureReport(backend: StartedBackend): Promise<string> {
   if (backend.kind.startsWith("tpasst") && backend.pid !== null) {
-    const before = backend.output().split(STATS_JSON_MARK).length;
+    const before = backend.output().split(STATS_JSON_PREFIX).length;
     try {
       Deno.kill(backend.pid, "SIGUSR1");
       const deadline = performance.now() + STATS_WAIT_MS;
       while (
-        backend.output().split(STATS_JSON_MARK).length === before &&
+        backend.output().split(STATS_JSON_PREFIX).length === before &&
         performance.now() < deadline
       ) {
         await new Promise((resolve) => setTimeout(resolve, 50));
@@ -180,9 +181,6 @@ export async function failureReport(backend: StartedBackend): Promise<string> {
   const banner = BANNER_LAST_LINE.exec(output);
   return banner === null ? output : output.slice(banner.index + banner[0].length + 1);
 }
-
-/** The statistics dump's machine-readable line (src/daemon/stats.ts STATS_JSON_PREFIX). */
-const STATS_JSON_MARK = "stats-json: ";
 
 /** Starts the backend `kind` with `options`. */
 export async function startBackend(

@@ -175,7 +175,9 @@ async function launchPair(
     extraArguments: ["-qmp", `unix:${dir}/source.qmp,server=on,wait=off`],
   });
   guests.push(source);
-  const ready = await source.waitForAnyMark(["ready", "error"], ONLINE_TIMEOUT_MS);
+  const ready = await source.waitForAnyMark(["ready", "error"], ONLINE_TIMEOUT_MS).catch((
+    error,
+  ) => ({ name: "timeout", value: (error as Error).message }));
   if (ready.name !== "ready") {
     // the source's daemon, banner cut and statistics asked for: where the frames stopped
     assert.fail(

@@ -1,8 +1,8 @@
 /**
  * What the flows do when the guest link comes and goes. On link down nothing can reach
  * the guest; while the front-end stays connected (a VM paused, a guest resetting its
- * device: the rings stopped) established flows wait for the link without a deadline,
- * as a paused machine's connections do. When the front-end leaves, every open flow
+ * device: the rings stopped) established flows wait for the link with no give-up count,
+ * as a paused machine's connections do (the 2-hour idle sweep still applies). When the front-end leaves, every open flow
  * gets a fresh timer whose expiries timers.ts counts (the flow is given up after
  * `maxRetries` of them, about 100 s, unless a link comes back first). On link up every
  * established flow goes back to the acknowledged edge and sends again; when the link

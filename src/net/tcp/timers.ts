@@ -4,10 +4,13 @@
  * is sent again; outstanding data goes back N from the acknowledged edge (peeked
  * again from the host socket); a zero window is probed with one byte; a flow waiting
  * for room toward the guest looks again; a closed flow is forgotten after lingering.
- * Every timeout without an answer counts, with or without a link: after
+ * Every timeout without an answer counts, also once the front-end has left: after
  * `maxRetries` (MAX_RETRIES, about 100 s) the flow is given up, so that the host
  * sockets of a guest that is gone are closed even while no front-end is connected.
- * Plus the idle sweep, which resets flows quiet for longer than the idle timeout.
+ * While the link is down with the front-end still connected (a paused guest), an
+ * established flow's timer is not re-armed and counts nothing: link up sends again.
+ * Plus the idle sweep, which resets flows quiet for longer than the idle timeout
+ * (paused ones too).
  *
  * @module
  */

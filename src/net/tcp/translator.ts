@@ -245,7 +245,7 @@ export class TcpTranslator implements L4Handler {
     this.#flushBatch();
   }
 
-  /** Sends find no link; established flows wait for it without a deadline (link_events.ts). */
+  /** Sends find no link; established flows wait for it without a give-up count (link_events.ts). */
   linkDown(_now: number): void {
     pauseOnLinkDown(this.#ctx);
   }
