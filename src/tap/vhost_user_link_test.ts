@@ -72,6 +72,23 @@ function setup(
   );
 }
 
+/**
+ * The front-end restarts RX: ring 0 stops, and a new `size`-entry ring with `features`
+ * at `base` in `memory` starts in its place. Returns the new ring's driver.
+ */
+function restartRx(
+  link: VhostUserLink,
+  memory: ArrayGuestMemory,
+  size: number,
+  features: Partial<NegotiatedFeatures>,
+  base: number,
+): SplitRingDriver {
+  link.stopVring(0);
+  const rx = new SplitRingDriver({ size, index: 0, features, memory, base, dataBytes: 1 << 20 });
+  link.startVring(rx.vring(), 0);
+  return rx;
+}
+
 type Layout = "one" | "split-header" | "many";
 
 /**
@@ -636,16 +653,7 @@ Deno.test("VhostUserLink.sendFrame() drops a frame that a whole ring of buffers 
 Deno.test("VhostUserLink.sendFrame() drops a frame larger than a restarted, smaller RX ring", () => {
   const { memory, link, lines } = setup({ mergeableRxBuffers: true }, 8);
   // The frontend restarts RX with 4 descriptors: the 8-entry scratch arrays stay.
-  link.stopVring(0);
-  const rx = new SplitRingDriver({
-    size: 4,
-    index: 0,
-    features: { mergeableRxBuffers: true },
-    memory,
-    base: 0x2000_0000,
-    dataBytes: 1 << 20,
-  });
-  link.startVring(rx.vring(), 0);
+  const rx = restartRx(link, memory, 4, { mergeableRxBuffers: true }, 0x2000_0000);
   const posted: PostedBuffers = new Map();
   postRxBuffers(rx, posted, 4, 1024);
   // Waiting for more buffers would stall RX forever: the guest has none left to post.
@@ -1031,16 +1039,7 @@ Deno.test("VhostUserLink.l4ChecksumsOptional follows GUEST_CSUM of the RX ring s
   const { memory, link, rx } = setup({ guestChecksum: true });
   assert.equal(link.l4ChecksumsOptional, true);
   // The frontend renegotiates without GUEST_CSUM and restarts RX.
-  link.stopVring(0);
-  const plain = new SplitRingDriver({
-    size: 64,
-    index: 0,
-    features: {},
-    memory,
-    base: 0x2000_0000,
-    dataBytes: 1 << 20,
-  });
-  link.startVring(plain.vring(), 0);
+  const plain = restartRx(link, memory, 64, {}, 0x2000_0000);
   assert.equal(link.l4ChecksumsOptional, false);
   const posted: PostedBuffers = new Map();
   postRxBuffers(plain, posted, 1, 2048);
@@ -1943,16 +1942,7 @@ Deno.test("VhostUserLink: a table reservation dropped at commit (ring broken mea
   const [oldBuffer] = posted.values();
   const before = rx.read(oldBuffer, 4096);
   // The frontend restarts RX over new buffers; a frame reserved as views is committed.
-  link.stopVring(0);
-  const restarted = new SplitRingDriver({
-    size: 8,
-    index: 0,
-    features: { mergeableRxBuffers: true },
-    memory,
-    base: 0x3000_0000,
-    dataBytes: 1 << 20,
-  });
-  link.startVring(restarted.vring(), 0);
+  const restarted = restartRx(link, memory, 8, { mergeableRxBuffers: true }, 0x3000_0000);
   const reposted: PostedBuffers = new Map();
   postRxBuffers(restarted, reposted, 4, 4096);
   const views = newFrameSpace();

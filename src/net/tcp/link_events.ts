@@ -2,11 +2,12 @@
  * What the flows do when the guest link comes and goes. On link down nothing can reach
  * the guest; while the front-end stays connected (a VM paused, a guest resetting its
  * device: the rings stopped) established flows wait for the link with no give-up count,
- * as a paused machine's connections do (the 2-hour idle sweep still applies). When the front-end leaves, every open flow
- * gets a fresh timer whose expiries timers.ts counts (the flow is given up after
- * `maxRetries` of them, about 100 s, unless a link comes back first). On link up every
- * established flow goes back to the acknowledged edge and sends again; when the link
- * has room again after a NoRoom (the RX kick), the flows waiting for it resume.
+ * as a paused machine's connections do (the 2-hour idle sweep still applies). When the
+ * front-end leaves, every open flow gets a fresh timer whose expiries timers.ts counts
+ * (the flow is given up after `maxRetries` of them, about 100 s, unless a link comes
+ * back first). On link up every established flow goes back to the acknowledged edge and
+ * sends again; when the link has room again after a NoRoom (the RX kick), the flows
+ * waiting for it resume.
  *
  * No flow may wait without a wake source: a flow that finds no room during either
  * pass is put back in the blocked set (`TcpContext.block`), and the link, having
