@@ -27,7 +27,8 @@
  * repeatable: the second is "tpasst-tree2", and so on),
  * --variant OPTIONS (repeatable; adds backend "tpasst[OPTIONS]": tpasst-vhost with QEMU
  * virtio-net-pci OPTIONS, e.g. event_idx=off),
- * --rounds N (default 1, alternating backends), --debug (tpasst -d: the link's
+ * --rounds N (default 1, alternating backends), --congestion ALGO (the host peer's
+ * TCP congestion control, iperf3 -C: e.g. cubic where the host's default is bbr), --debug (tpasst -d: the link's
  * counters at the end are printed), --verbose (serial console); DATAPATH_COUNTS_OUTPUT=1
  * prints the end of the backend's output.
  *
@@ -81,6 +82,8 @@ interface Args {
   /** Checkouts of --tpasst-tree, in order: backends tpasst-tree, tpasst-tree2, … */
   tpasstTrees: string[];
   rounds: number;
+  /** The host peer's TCP congestion control (iperf3 -C), or null for the host's default. */
+  congestion: string | null;
   debug: boolean;
   verbose: boolean;
 }
@@ -95,6 +98,7 @@ function parseArgs(argv: string[]): Args {
     tool: "perf",
     tpasstTrees: [],
     rounds: 1,
+    congestion: null,
     debug: false,
     verbose: false,
   };
@@ -155,6 +159,12 @@ function parseArgs(argv: string[]): Args {
       case "--rounds":
         args.rounds = Number(value());
         break;
+      case "--congestion":
+        args.congestion = value();
+        if (!/^[a-z0-9_]+$/.test(args.congestion)) {
+          throw new Error(`Bad --congestion ${args.congestion}: a congestion control's name`);
+        }
+        break;
       case "--debug":
         args.debug = true;
         break;
@@ -204,7 +214,10 @@ function guestScript(
   bytes: string,
   warmUp: string,
   warmUpTransfers: number,
+  congestion: string | null,
 ): string {
+  // iperf3 asks its server for the same algorithm: -R makes the server the sender.
+  const iperfOptions = congestion === null ? "" : ` -C ${congestion}`;
   const lines = [
     'mark() { echo "TPASST-MARK $*"; }',
     "udhcpc -i eth0 -f -q -n -t 5 -T 3 -s /etc/udhcpc.sh 2>/dev/null >/dev/null",
@@ -216,7 +229,7 @@ function guestScript(
   for (let i = 0; warmUp !== "0" && i < warmUpTransfers; i++) {
     for (const d of directions) {
       lines.push(
-        `timeout 300 iperf3 -c "$gw" -p ${port} -n ${warmUp} ${
+        `timeout 300 iperf3 -c "$gw" -p ${port}${iperfOptions} -n ${warmUp} ${
           d === "down" ? "-R" : ""
         } >/dev/null 2>&1`,
       );
@@ -227,7 +240,7 @@ function guestScript(
       `mark ${d}-start`,
       "sleep 1", // the host attaches its tool meanwhile
       `mark ${d}-guest-before "$(snapshot)"`,
-      `mark ${d} "$(timeout 300 iperf3 -c "$gw" -p ${port} -n ${bytes} -f m ${
+      `mark ${d} "$(timeout 300 iperf3 -c "$gw" -p ${port}${iperfOptions} -n ${bytes} -f m ${
         d === "down" ? "-R" : ""
       } 2>&1 | result)"`,
       `mark ${d}-guest-after "$(snapshot)"`,
@@ -417,6 +430,7 @@ async function measure(backend: Backend, args: Args): Promise<Row[]> {
           args.bytes,
           args.warmUp,
           args.warmUpTransfers,
+          args.congestion,
         ),
         onLine: args.verbose ? (l) => console.log(`  [${backend}] ${l}`) : undefined,
       });
@@ -506,7 +520,9 @@ async function main(): Promise<void> {
   const load = Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
   console.log(
     `datapath counts: ${args.backends.join(", ")}; ${args.directions.join(", ")}; ${args.bytes} ` +
-      `per transfer (warm-up ${args.warmUpTransfers} × ${args.warmUp}); tool ${args.tool}; ${args.rounds} round(s); load average ${load}`,
+      `per transfer (warm-up ${args.warmUpTransfers} × ${args.warmUp}); tool ${args.tool}; ${args.rounds} round(s); host peer's congestion control ${
+        args.congestion ?? "the host's default"
+      }; load average ${load}`,
   );
   const all: Row[] = [];
   for (let round = 1; round <= args.rounds; round++) {
