@@ -39,11 +39,28 @@ function logEnded(ctx: TcpContext, f: TcpFlow, reason: string): void {
   );
 }
 
-/** Closes the flow once both directions are finished (our FIN acknowledged, the guest's passed on). */
+/**
+ * Drops the bytes the guest acknowledged this batch (TcpFlow.discardOwed) from `f`'s
+ * host socket now.
+ * @throws the socket's error
+ */
+export function dropOwed(f: TcpFlow): void {
+  const owed = f.discardOwed;
+  if (owed === 0) return;
+  f.discardOwed = 0;
+  f.conn?.discard(owed);
+}
+
+/**
+ * Closes the flow once both directions are finished (our FIN acknowledged, the guest's
+ * passed on). Bytes still queued at a close make the kernel reset the peer, so the
+ * acknowledged ones are dropped first.
+ */
 export function maybeFinish(ctx: TcpContext, f: TcpFlow): void {
   if (f.closed || f.state !== TcpState.Established) return;
   if (!(f.finAcked && f.guestFinDone)) return;
   try {
+    dropOwed(f);
     f.conn?.close();
   } catch { /* closed */ }
   f.conn = null;
@@ -68,11 +85,18 @@ export function abort(ctx: TcpContext, f: TcpFlow, rstGuest: boolean, reason: st
 
 /**
  * Forgets the flow and closes its host connection: with a RST to the host peer when
- * `resetHost` (an aborted connection, RFC 9293 §3.10.5), else with a FIN. `reason` is
- * logged (debug) unless the end was logged already.
+ * `resetHost` (an aborted connection, RFC 9293 §3.10.5), else with a FIN (after
+ * dropping the bytes the guest acknowledged, see maybeFinish). `reason` is logged
+ * (debug) unless the end was logged already.
  */
 export function destroy(ctx: TcpContext, f: TcpFlow, resetHost: boolean, reason: string): void {
   logEnded(ctx, f, reason);
+  if (!resetHost) {
+    try {
+      dropOwed(f);
+    } catch { /* closed below all the same */ }
+  }
+  f.discardOwed = 0;
   const conn = forget(ctx, f);
   if (conn !== null) {
     try {

@@ -133,6 +133,14 @@ export class TcpContext {
   readonly ackDue: TcpFlow[] = [];
   /** How many entries of {@link ackDue} are flows owing an ACK. */
   ackDueCount = 0;
+  /**
+   * Flows with acknowledged bytes to drop from their host socket at the end of the
+   * batch (TcpFlow.discardOwed): the first {@link discardDueCount} entries, kept like
+   * {@link ackDue}.
+   */
+  readonly discardDue: TcpFlow[] = [];
+  /** How many entries of {@link discardDue} are flows owing a discard. */
+  discardDueCount = 0;
   readonly listeners = new Set<HostListener>();
   /** Start of the current challenge ACK interval, and the ACKs sent in it (challenge_ack.ts). */
   challengeSince = -Infinity;
@@ -206,6 +214,22 @@ export class TcpContext {
     if (f.ackDue) return;
     f.ackDue = true;
     this.ackDue[this.ackDueCount++] = f;
+  }
+
+  /**
+   * Records that the guest acknowledged `length` more bytes of `f`: they are dropped
+   * from its host socket at the end of the batch (host_side.ts settleDiscards).
+   */
+  oweDiscard(f: TcpFlow, length: number): void {
+    if (f.discardOwed === 0) this.discardDue[this.discardDueCount++] = f;
+    f.discardOwed += length;
+  }
+
+  /** Forgets the flows of {@link discardDue} (settled), keeping its room. */
+  clearDiscardDue(): void {
+    const due = this.discardDue;
+    for (let i = 0; i < this.discardDueCount; i++) due[i] = NO_FLOW;
+    this.discardDueCount = 0;
   }
 
   /** Forgets the flows of {@link ackDue} (their ACKs were sent), keeping its room. */

@@ -124,8 +124,14 @@ export class TcpFlow extends CountedFlowFields {
 
   // ---- host → guest
   iss = 0;
-  /** First byte the guest has not acknowledged: the front of the host socket's receive queue. */
+  /**
+   * First byte the guest has not acknowledged. The host socket's receive queue starts
+   * {@link discardOwed} bytes before it: acknowledged bytes leave the kernel at the end
+   * of the batch (host_side.ts settleDiscards).
+   */
   sndUna = 0;
+  /** Bytes the guest acknowledged this batch, still in the host socket's receive queue. */
+  discardOwed = 0;
   sndNxt = 0;
   sndMax = 0;
   /** Sequence after the highest data byte sent (sndMax without a FIN). */

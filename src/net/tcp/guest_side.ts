@@ -4,8 +4,8 @@
  * its frame (a view of guest memory under vhost-user) into the host socket, and only
  * what the socket took is acknowledged — the rest the guest sends again, as after a
  * loss; out-of-order segments are dropped, duplicates trimmed, RSTs checked against
- * the window (RFC 5961). Its ACKs free host data (discarded from the host socket),
- * drive fast retransmit and NewReno-style recovery (RFC 5681 §3.2, RFC 6582), and
+ * the window (RFC 5961). Its ACKs free host data (dropped from the host socket at the
+ * end of the batch, host_side.ts settleDiscards), drive fast retransmit and NewReno-style recovery (RFC 5681 §3.2, RFC 6582), and
  * open the window for more.
  *
  * @module
@@ -332,14 +332,8 @@ function processAck(
       dataAcked = acked - 1;
     }
     if (dataAcked > 0) f.bytesToGuest += dataAcked;
-    if (dataAcked > 0 && f.conn !== null) {
-      try {
-        f.conn.discard(dataAcked); // the guest has them: the host socket can forget them
-      } catch (e) {
-        hostError(ctx, f, e);
-        return;
-      }
-    }
+    // The guest has them: the host socket forgets them once this batch's frames are out.
+    if (dataAcked > 0 && f.conn !== null) ctx.oweDiscard(f, dataAcked);
     f.sndUna = ack;
     if (seqLt(f.sndNxt, ack)) f.sndNxt = ack;
     f.dupAcks = 0;

@@ -2,8 +2,10 @@
  * The host's side of each connection, driven by its socket's readiness events:
  * completion of an outbound connect (then the SYN-ACK goes to the guest, or a RST
  * when it failed), new host data (peeked into the guest's buffers, output.ts), the
- * send buffer draining (a window update to the guest), errors and hang-ups; and the
- * `-t` listeners, whose accepted connections become SYNs toward the guest.
+ * send buffer draining (a window update to the guest), errors and hang-ups; the bytes
+ * the guest acknowledged, dropped from each socket once a batch's frames are out
+ * (settleDiscards); and the `-t` listeners, whose accepted connections become SYNs
+ * toward the guest.
  *
  * @module
  */
@@ -21,7 +23,7 @@ import { TCP_ACK_FLAG, TCP_RST } from "../wire/tcp_header.ts";
 import type { TcpContext } from "./context.ts";
 import { RTO_INITIAL_MS, TcpFlow, TcpState } from "./flow.ts";
 import { type AcceptedConnection, type HostListener } from "./host_socket.ts";
-import { destroy, hostError, internalError, logOpened, maybeFinish } from "./closing.ts";
+import { destroy, dropOwed, hostError, internalError, logOpened, maybeFinish } from "./closing.ts";
 import { pushToGuest, sendFlags, sendSyn } from "./output.ts";
 import { WOULD_BLOCK } from "../../../ffi/tcp_socket.ts";
 
@@ -62,6 +64,32 @@ export function onHostEvents(ctx: TcpContext, f: TcpFlow, events: number, now: n
   } catch (e) {
     internalError(ctx, f, e);
   }
+}
+
+/**
+ * Drops from each host socket the bytes its guest acknowledged during the batch, once
+ * the batch's frames toward the guest are out: the window this opens lets a host peer
+ * on this machine send at once, inside the call, and the guest should not wait for
+ * that. A socket that fails resets its flow (a RST toward the guest).
+ * @returns whether frames toward the guest were queued meanwhile (flush them)
+ */
+export function settleDiscards(ctx: TcpContext): boolean {
+  const due = ctx.discardDue;
+  const count = ctx.discardDueCount;
+  if (count === 0) return false;
+  let failed = false;
+  for (let i = 0; i < count; i++) {
+    const f = due[i];
+    if (f.discardOwed === 0) continue; // settled at a close meanwhile
+    try {
+      dropOwed(f);
+    } catch (e) {
+      hostError(ctx, f, e);
+      failed = true;
+    }
+  }
+  ctx.clearDiscardDue();
+  return failed;
 }
 
 /**

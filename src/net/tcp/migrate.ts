@@ -24,7 +24,7 @@ import { requireNetPermission } from "../plan/net_permission.ts";
 import type { MigratedTcpFlow } from "../migration_state.ts";
 import type { TcpContext } from "./context.ts";
 import { RTO_INITIAL_MS, seqDiff, TcpFlow, TcpState } from "./flow.ts";
-import { onHostEvents } from "./host_side.ts";
+import { onHostEvents, settleDiscards } from "./host_side.ts";
 import { forget } from "./closing.ts";
 import {
   ADDRESS_WAIT_MS,
@@ -74,6 +74,8 @@ function movable(f: TcpFlow): boolean {
  * be frozen keep running and are named in the failures.
  */
 export function freezeFlows(ctx: TcpContext, repair: RepairSwitch): FreezeOutcome {
+  // A dumped receive queue must start where the guest's acknowledgements left it.
+  if (settleDiscards(ctx)) ctx.sender.flush();
   const candidates: TcpFlow[] = [];
   ctx.flows.forEach((f) => {
     if (movable(f)) candidates.push(f);

@@ -287,7 +287,7 @@ export function sendHostData(
   }
   let got: number;
   try {
-    got = conn.peek(seqDiff(seq, f.sndUna), space, headers, room);
+    got = conn.peek(seqDiff(seq, f.sndUna) + f.discardOwed, space, headers, room);
   } catch (error) {
     link.cancelFrame();
     hostError(ctx, f, error);

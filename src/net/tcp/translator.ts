@@ -56,7 +56,7 @@ import {
 import { type HostListener, type HostTcp, nativeHostTcp } from "./host_socket.ts";
 import { abort, destroy, internalError } from "./closing.ts";
 import { guestSegment, newOutbound } from "./guest_side.ts";
-import { startListening } from "./host_side.ts";
+import { settleDiscards, startListening } from "./host_side.ts";
 import { rstForPacket, sendAck } from "./output.ts";
 import {
   holdOnFrontendGone,
@@ -379,6 +379,7 @@ export class TcpTranslator implements L4Handler {
     }
     ctx.clearAckDue();
     ctx.sender.flush();
+    if (settleDiscards(ctx)) ctx.sender.flush();
   }
 }
 

@@ -1,0 +1,168 @@
+import assert from "node:assert/strict";
+import {
+  ScriptedConnection,
+  scriptedHostTcp,
+  wiredTranslator,
+} from "../../../tests/support/net/tcp_host.ts";
+import { TestGuest } from "../../../tests/support/net/tcp_guest.ts";
+import { TEST_GATEWAY4 } from "../../../tests/support/net/tcp_plan.ts";
+import type { SendResult } from "../../tap/frame_transport.ts";
+import { EVENT_PEER_CLOSED, EVENT_READABLE } from "../../loop/event_loop.ts";
+
+/** The host stream's byte at position `p` (from its first byte). */
+const streamByte = (p: number) => (p * 7 + 3) & 0xff;
+
+/** A scripted guest class that logs its frames and the sender's flushes into `log`. */
+function loggingGuest(log: string[]) {
+  return class extends TestGuest {
+    override sendFrame(frame: Uint8Array, checksumStart = 0, checksumOffset = 0): SendResult {
+      log.push("frame");
+      return super.sendFrame(frame, checksumStart, checksumOffset);
+    }
+
+    override flush(): void {
+      log.push("flush");
+    }
+  };
+}
+
+/**
+ * A host connection whose stream is `total` bytes of {@link streamByte}, logging its
+ * discards and close into `log`; a peek's offset counts from the front of what it
+ * still holds, as a kernel socket's does.
+ */
+class LoggingStream extends ScriptedConnection {
+  failDiscard: Error | null = null;
+
+  constructor(readonly log: string[], total: number) {
+    super((offset, length) => {
+      const at = this.discarded + offset;
+      if (at >= total) return null;
+      const n = Math.min(length, total - at);
+      const out = new Uint8Array(n);
+      for (let i = 0; i < n; i++) out[i] = streamByte(at + i);
+      return out;
+    });
+  }
+
+  override discard(length: number): void {
+    if (this.failDiscard !== null) throw this.failDiscard;
+    this.log.push(`discard ${length}`);
+    super.discard(length);
+  }
+
+  override close(): void {
+    this.log.push("close");
+    super.close();
+  }
+}
+
+/**
+ * A translator whose one host connection is a {@link LoggingStream} of `total` bytes;
+ * `log` also gets "in" for each guest segment handed to it and "end" at each end of a
+ * guest batch.
+ */
+function streamSetup(total: number) {
+  const log: string[] = [];
+  const streams: LoggingStream[] = [];
+  const wired = wiredTranslator(
+    { host: scriptedHostTcp(() => streams[streams.push(new LoggingStream(log, total)) - 1]) },
+    4,
+    loggingGuest(log),
+  );
+  const { tcp } = wired;
+  const handlePacket = tcp.handlePacket.bind(tcp);
+  const endOfBatch = tcp.endOfBatch.bind(tcp);
+  tcp.handlePacket = (p, now) => {
+    log.push("in");
+    handlePacket(p, now);
+  };
+  tcp.endOfBatch = (now) => {
+    log.push("end");
+    endOfBatch(now);
+  };
+  return { ...wired, log, streams };
+}
+
+Deno.test("`TcpTranslator` drops acknowledged host bytes after the batch's frames are out, peeking past them meanwhile", async () => {
+  const total = 300_000;
+  const { tcp, guest, close, log, streams } = streamSetup(total);
+  try {
+    guest.rcvWindow = 20_000; // many ACKs, each freeing bytes while more are peeked
+    const c = guest.connect(TEST_GATEWAY4, 80);
+    await guest.until(() => streams.length === 1, 2000, "the guest's SYN");
+    const conn = streams[0];
+    conn.complete();
+    await c.until(() => c.totalReceived === total, 10_000, "the whole stream");
+    const got = c.takeReceived();
+    for (let i = 0; i < total; i++) {
+      if (got[i] !== streamByte(i)) assert.fail(`byte ${i} is ${got[i]}, not ${streamByte(i)}`);
+    }
+    await guest.until(() => conn.discarded === total, 2000, "every byte dropped");
+    // No discard while a guest batch runs: they come after its end and its flush.
+    let discards = 0;
+    let inBatch = false;
+    let flushedSinceEnd = false;
+    for (let i = 0; i < log.length; i++) {
+      const entry = log[i];
+      if (entry === "in") inBatch = true;
+      else if (entry === "end") [inBatch, flushedSinceEnd] = [false, false];
+      else if (entry === "flush") flushedSinceEnd = true;
+      else if (entry.startsWith("discard")) {
+        discards++;
+        assert.ok(
+          !inBatch && flushedSinceEnd,
+          `discard at ${i} inside a batch: ${log.slice(i - 6, i + 1)}`,
+        );
+      }
+    }
+    assert.ok(discards > 10, `acknowledged in many steps (${discards} discards)`);
+    assert.equal(tcp.flows.size, 1);
+  } finally {
+    close();
+  }
+});
+
+Deno.test("`TcpTranslator` resets a flow whose host socket fails as its acknowledged bytes are dropped", async () => {
+  const { tcp, guest, close, streams } = streamSetup(1_000_000);
+  try {
+    guest.rcvWindow = 10_000;
+    const c = guest.connect(TEST_GATEWAY4, 80);
+    await guest.until(() => streams.length === 1, 2000, "the guest's SYN");
+    const conn = streams[0];
+    conn.failDiscard = new Error("connection reset by peer");
+    conn.complete();
+    await c.until(() => c.gotRst, 5000, "a RST once the discard failed");
+    assert.equal(tcp.flows.size, 0);
+    assert.deepEqual(conn.calls, ["reset"]);
+    assert.ok(c.totalReceived > 0 && c.totalReceived <= 20_000, `${c.totalReceived} bytes`);
+  } finally {
+    close();
+  }
+});
+
+Deno.test("`TcpTranslator` drops the last acknowledged bytes before closing a finished flow", async () => {
+  const total = 5000;
+  const { tcp, guest, close, log, streams } = streamSetup(total);
+  try {
+    guest.rcvWindow = 65_535;
+    const c = guest.connect(TEST_GATEWAY4, 80);
+    await guest.until(() => streams.length === 1, 2000, "the guest's SYN");
+    const conn = streams[0];
+    conn.complete();
+    await c.until(() => c.totalReceived === total, 5000, "the data");
+    conn.handler(EVENT_READABLE | EVENT_PEER_CLOSED, performance.now()); // the peer's FIN
+    await c.until(() => c.eof, 5000, "the host's FIN");
+    // The guest's FIN comes with its ACK of ours: one batch finishes the flow.
+    guest.close(c);
+    await guest.until(() => conn.calls.includes("close"), 2000, "the host side closed");
+    const closedAt = log.indexOf("close");
+    const dropped = log.slice(0, closedAt).filter((e) => e.startsWith("discard"))
+      .reduce((n, e) => n + Number(e.split(" ")[1]), 0);
+    assert.equal(dropped, total, "everything acknowledged was dropped before the close");
+    assert.deepEqual(conn.calls, ["shutdownWrite", "close"]);
+    assert.ok(tcp.flows.size <= 1);
+  } finally {
+    close();
+  }
+});
