@@ -61,6 +61,8 @@ export function maybeFinish(ctx: TcpContext, f: TcpFlow): void {
   if (!(f.finAcked && f.guestFinDone)) return;
   try {
     dropOwed(f);
+  } catch { /* the socket failed: closed below all the same */ }
+  try {
     f.conn?.close();
   } catch { /* closed */ }
   f.conn = null;

@@ -70,14 +70,16 @@ export function onHostEvents(ctx: TcpContext, f: TcpFlow, events: number, now: n
  * Drops from each host socket the bytes its guest acknowledged during the batch, once
  * the batch's frames toward the guest are out: the window this opens lets a host peer
  * on this machine send at once, inside the call, and the guest should not wait for
- * that. A socket that fails resets its flow (a RST toward the guest).
+ * that. A socket that fails resets its flow (a RST toward the guest). A flow whose
+ * peer hung up looks for the end of its stream again: without SO_PEEK_OFF a peek shows
+ * it only once nothing is queued before it, and the hang-up's event came only once.
  * @returns whether frames toward the guest were queued meanwhile (flush them)
  */
 export function settleDiscards(ctx: TcpContext): boolean {
   const due = ctx.discardDue;
   const count = ctx.discardDueCount;
   if (count === 0) return false;
-  let failed = false;
+  let queued = false;
   for (let i = 0; i < count; i++) {
     const f = due[i];
     if (f.discardOwed === 0) continue; // settled at a close meanwhile
@@ -85,11 +87,21 @@ export function settleDiscards(ctx: TcpContext): boolean {
       dropOwed(f);
     } catch (e) {
       hostError(ctx, f, e);
-      failed = true;
+      queued = true;
+      continue;
+    }
+    if (f.hostHungUp && !f.hostEof && !f.closed && f.state === TcpState.Established) {
+      f.hostDrained = false;
+      try {
+        pushToGuest(ctx, f, ctx.clock());
+      } catch (e) {
+        internalError(ctx, f, e);
+      }
+      queued = true;
     }
   }
   ctx.clearDiscardDue();
-  return failed;
+  return queued;
 }
 
 /**

@@ -166,3 +166,66 @@ Deno.test("`TcpTranslator` drops the last acknowledged bytes before closing a fi
     close();
   }
 });
+
+/**
+ * A stream of `total` bytes and then its end, peeked as on a kernel without
+ * SO_PEEK_OFF: bytes before the offset are peeked and thrown away, so the end shows
+ * only to a peek with nothing queued before it (host_socket.ts).
+ */
+class StreamWithoutPeekOffset extends ScriptedConnection {
+  constructor(total: number) {
+    super((offset, length) => {
+      const queued = total - this.discarded;
+      if (queued === 0) return null; // only the end is left
+      if (queued <= offset) return "block"; // the peek returned no more than the offset
+      const n = Math.min(length, queued - offset);
+      const at = this.discarded + offset;
+      return Uint8Array.from({ length: n }, (_, i) => streamByte(at + i));
+    });
+  }
+}
+
+Deno.test("`TcpTranslator` without SO_PEEK_OFF sends the host's FIN once a stream ending at the guest's window is acknowledged", async () => {
+  const window = 20_480;
+  const streams: StreamWithoutPeekOffset[] = [];
+  const { guest, close } = wiredTranslator({
+    host: scriptedHostTcp(() => streams[streams.push(new StreamWithoutPeekOffset(window)) - 1]),
+  });
+  try {
+    guest.rcvWindow = window;
+    const c = guest.connect(TEST_GATEWAY4, 80);
+    await guest.until(() => streams.length === 1, 2000, "the guest's SYN");
+    const conn = streams[0];
+    // The peer's data and FIN are queued before the handshake ends; its one hang-up event.
+    conn.handler(EVENT_READABLE | EVENT_PEER_CLOSED, performance.now());
+    conn.complete();
+    await c.until(() => c.totalReceived === window, 3000, "the data");
+    await c.until(() => c.eof, 3000, "the host's FIN after the guest's ACK");
+    assert.equal(conn.discarded, window);
+  } finally {
+    close();
+  }
+});
+
+Deno.test("`TcpTranslator` still closes a finished flow's host socket when dropping its last acknowledged bytes fails", async () => {
+  const total = 5000;
+  const { tcp, guest, close, streams } = streamSetup(total);
+  try {
+    const c = guest.connect(TEST_GATEWAY4, 80);
+    await guest.until(() => streams.length === 1, 2000, "the guest's SYN");
+    const conn = streams[0];
+    conn.handler(EVENT_READABLE | EVENT_PEER_CLOSED, performance.now()); // data and FIN queued
+    c.onData = () => {
+      // The guest's ACK of everything and its own FIN leave in one batch, whose drop fails.
+      conn.failDiscard = new Error("connection reset by peer");
+      c.finQueued = true;
+    };
+    conn.complete();
+    await c.until(() => c.eof, 3000, "the host's FIN");
+    await guest.until(() => conn.calls.length >= 2, 2000, "the host side ended");
+    assert.deepEqual(conn.calls, ["shutdownWrite", "close"]);
+    assert.ok(tcp.flows.size <= 1);
+  } finally {
+    close();
+  }
+});
