@@ -28,8 +28,8 @@
  * --variant OPTIONS (repeatable; adds backend "tpasst[OPTIONS]": tpasst-vhost with QEMU
  * virtio-net-pci OPTIONS, e.g. event_idx=off),
  * --rounds N (default 1, alternating backends), --congestion ALGO (the host peer's
- * TCP congestion control, iperf3 -C: e.g. cubic where the host's default is bbr), --debug (tpasst -d: the link's
- * counters at the end are printed), --verbose (serial console); DATAPATH_COUNTS_OUTPUT=1
+ * TCP congestion control, iperf3 -C: e.g. cubic where the host's default is bbr),
+ * --debug (tpasst -d: the link's counters at the end are printed), --verbose (serial console); DATAPATH_COUNTS_OUTPUT=1
  * prints the end of the backend's output.
  *
  * Run as root (perf and strace attach to the backend). Never a test.

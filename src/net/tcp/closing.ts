@@ -87,18 +87,11 @@ export function abort(ctx: TcpContext, f: TcpFlow, rstGuest: boolean, reason: st
 
 /**
  * Forgets the flow and closes its host connection: with a RST to the host peer when
- * `resetHost` (an aborted connection, RFC 9293 §3.10.5), else with a FIN (after
- * dropping the bytes the guest acknowledged, see maybeFinish). `reason` is logged
- * (debug) unless the end was logged already.
+ * `resetHost` (an aborted connection, RFC 9293 §3.10.5), else with a FIN. `reason` is
+ * logged (debug) unless the end was logged already.
  */
 export function destroy(ctx: TcpContext, f: TcpFlow, resetHost: boolean, reason: string): void {
   logEnded(ctx, f, reason);
-  if (!resetHost) {
-    try {
-      dropOwed(f);
-    } catch { /* closed below all the same */ }
-  }
-  f.discardOwed = 0;
   const conn = forget(ctx, f);
   if (conn !== null) {
     try {

@@ -5,8 +5,8 @@
  * what the socket took is acknowledged — the rest the guest sends again, as after a
  * loss; out-of-order segments are dropped, duplicates trimmed, RSTs checked against
  * the window (RFC 5961). Its ACKs free host data (dropped from the host socket at the
- * end of the batch, host_side.ts settleDiscards), drive fast retransmit and NewReno-style recovery (RFC 5681 §3.2, RFC 6582), and
- * open the window for more.
+ * end of the batch, host_side.ts settleDiscards), drive fast retransmit and
+ * NewReno-style recovery (RFC 5681 §3.2, RFC 6582), and open the window for more.
  *
  * @module
  */

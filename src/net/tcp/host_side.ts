@@ -82,7 +82,7 @@ export function settleDiscards(ctx: TcpContext): boolean {
   let queued = false;
   for (let i = 0; i < count; i++) {
     const f = due[i];
-    if (f.discardOwed === 0) continue; // settled at a close meanwhile
+    if (f.discardOwed === 0) continue; // dropped at its close meanwhile (maybeFinish)
     try {
       dropOwed(f);
     } catch (e) {

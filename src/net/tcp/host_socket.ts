@@ -8,9 +8,10 @@
  * offset past the acknowledged edge straight into the frame being built toward the
  * guest (guest memory under vhost-user) and leaves them queued in the kernel;
  * {@link HostConnection.discard} drops them once the guest acknowledged them (the
- * translator does so at the end of each batch), and a retransmission peeks again. The peek offset lives in the socket (SO_PEEK_OFF,
- * Linux ≥ 6.9), kept in step with what the translator asks for; a kernel without it
- * gets the bytes before the offset peeked into a scratch buffer and thrown away.
+ * translator does so at the end of each batch), and a retransmission peeks again. The
+ * peek offset lives in the socket (SO_PEEK_OFF, Linux ≥ 6.9), kept in step with what
+ * the translator asks for; a kernel without it gets the bytes before the offset
+ * peeked into a scratch buffer and thrown away.
  *
  * A connection's receive buffer is left to the kernel's autotuning; its send buffer is
  * fixed (4 MiB asked, which the kernel doubles, capped at twice wmem_max) where
