@@ -305,6 +305,8 @@ const IPERF_UNITS: Readonly<Record<string, number>> = {
 };
 
 interface Row {
+  /** The round it was measured in (1-based; 0 until the round loop sets it). */
+  round: number;
   backend: Backend;
   direction: Direction;
   gbps: number;
@@ -322,6 +324,12 @@ interface Row {
   qemuWaitPerGB: number;
   /** The same for the backend's threads. */
   backendWaitPerGB: number;
+  /** The backend's threads' voluntary context switches (waits for events) per GB. */
+  backendSleepsPerGB: number;
+  /** The backend's threads' involuntary context switches per GB. */
+  backendPreemptionsPerGB: number;
+  /** Differences of the host's TCP counters ({@link hostTcpCounters}) per GB. */
+  hostPerGB: Map<string, number>;
   /** Differences of the guest's counters ({@link GUEST_SNAPSHOT_LINES}) per GB. */
   guestPerGB: Map<string, number>;
   instructionsPerGB: number | null;
@@ -335,6 +343,49 @@ interface Row {
 /** Seconds the threads waited for a CPU between two samples (0 when one is missing). */
 function waitSeconds(before: SchedulerStats | null, after: SchedulerStats | null): number {
   return before === null || after === null ? 0 : after.waitSeconds - before.waitSeconds;
+}
+
+/**
+ * The host kernel's TCP counters (/proc/net/snmp "Tcp:", /proc/net/netstat "TcpExt:")
+ * by name. On loopback they count both ends of the transfer: the backend's host
+ * socket and the iperf3 server's.
+ */
+function hostTcpCounters(): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const file of ["/proc/net/snmp", "/proc/net/netstat"]) {
+    const lines = Deno.readTextFileSync(file).split("\n");
+    for (let i = 0; i + 1 < lines.length; i++) {
+      const names = lines[i].split(" ");
+      const values = lines[i + 1].split(" ");
+      if ((names[0] !== "Tcp:" && names[0] !== "TcpExt:") || values[0] !== names[0]) continue;
+      for (let k = 1; k < names.length; k++) out.set(names[k], Number(values[k]));
+      i++;
+    }
+  }
+  return out;
+}
+
+/** Host TCP counters printed per GB (name in /proc/net, label). */
+const HOST_COUNTERS: readonly (readonly [string, string])[] = [
+  ["InSegs", "segments in"],
+  ["OutSegs", "segments out"],
+  ["DelayedACKs", "delayed ACKs"],
+  ["TCPPureAcks", "pure ACKs"],
+  ["TCPHPAcks", "predicted ACKs"],
+  ["TCPHPHits", "predicted data"],
+  ["TCPBacklogCoalesce", "backlog coalesce"],
+  ["TCPRcvCoalesce", "rcv coalesce"],
+  ["TCPWantZeroWindowAdv", "want zero window"],
+];
+
+/** The backend's sleeps and preemptions and the host's TCP counters per GB. */
+function hostSummary(r: Row): string {
+  const counts = HOST_COUNTERS.filter(([k]) => r.hostPerGB.has(k)).map(([k, label]) =>
+    `${label} ${r.hostPerGB.get(k)!.toFixed(0)}`
+  ).join(", ");
+  return `backend per GB: sleeps ${r.backendSleepsPerGB.toFixed(0)}, preemptions ${
+    r.backendPreemptionsPerGB.toFixed(0)
+  }; host TCP per GB: ${counts}`;
 }
 
 /** A `snapshot` line of the guest (NAME=VALUE ...) as a map. */
@@ -445,12 +496,15 @@ async function measure(backend: Backend, args: Args): Promise<Row[]> {
         const qemuSched0 = processSchedulerStats(guest.pid);
         const backendSched0 = processSchedulerStats(pid);
         const threads0 = threadRunSeconds(pid) ?? new Map<string, number>();
+        const host0 = hostTcpCounters();
         const value = await guest.waitForMark(direction, 600_000);
         const cpu = (processCpuSeconds(pid) ?? cpu0) - cpu0;
         const qemuCpu = (processCpuSeconds(guest.pid) ?? qemuCpu0) - qemuCpu0;
         const peerCpu = (processCpuSeconds(iperf.pid) ?? peerCpu0) - peerCpu0;
         const qemuWait = waitSeconds(qemuSched0, processSchedulerStats(guest.pid));
-        const backendWait = waitSeconds(backendSched0, processSchedulerStats(pid));
+        const backendSched = processSchedulerStats(pid);
+        const backendWait = waitSeconds(backendSched0, backendSched);
+        const host = hostTcpCounters();
         const threads = threadRunSeconds(pid) ?? new Map<string, number>();
         const report = await tool.stop();
         const guestBefore = parseSnapshot(await guest.waitForMark(`${direction}-guest-before`, 1));
@@ -465,6 +519,7 @@ async function measure(backend: Backend, args: Args): Promise<Row[]> {
         const perGB = new Map([...calls].map(([k, v]) => [k, v / gb]));
         if (args.tool === "record") console.log(`  [${backend} ${direction}] ${report}`);
         rows.push({
+          round: 0,
           backend,
           direction,
           gbps: Number(rate) / 1000,
@@ -474,6 +529,13 @@ async function measure(backend: Backend, args: Args): Promise<Row[]> {
           peerCpuPerGB: peerCpu / gb,
           qemuWaitPerGB: qemuWait / gb,
           backendWaitPerGB: backendWait / gb,
+          backendSleepsPerGB: backendSched0 === null || backendSched === null
+            ? 0
+            : (backendSched.sleeps - backendSched0.sleeps) / gb,
+          backendPreemptionsPerGB: backendSched0 === null || backendSched === null
+            ? 0
+            : (backendSched.preemptions - backendSched0.preemptions) / gb,
+          hostPerGB: new Map([...host].map(([k, v]) => [k, (v - (host0.get(k) ?? 0)) / gb])),
           guestPerGB: new Map(
             [...guestAfter].map(([k, v]) => [k, (v - (guestBefore.get(k) ?? 0)) / gb]),
           ),
@@ -534,6 +596,7 @@ async function main(): Promise<void> {
       try {
         const rows = await measure(backend, args);
         for (const r of rows) {
+          r.round = round;
           all.push(r);
           const top = [...r.syscallsPerGB].sort((a, b) => b[1] - a[1]).slice(0, 10)
             .map(([k, v]) => `${k} ${v.toFixed(0)}`).join(", ");
@@ -557,6 +620,7 @@ async function main(): Promise<void> {
             } s/GB; ${guestSummary(r.guestPerGB)}`,
           );
           console.log(`  backend threads on a CPU: ${threadSummary(r.threadsPerGB)}`);
+          console.log(`  ${hostSummary(r)}`);
         }
       } catch (error) {
         console.log(`round ${round} ${backend}: n/a (${(error as Error).message.split("\n")[0]})`);
@@ -593,7 +657,41 @@ async function main(): Promise<void> {
       }
       console.log(`  ${guestSummary(guestMean)}`);
     }
+    const ratios = roundRatios(all, args.backends, direction);
+    if (ratios !== "") console.log(ratios);
   }
+}
+
+/**
+ * Each backend's CPU per GB against the reference's (passt-vhost when measured, else
+ * the last backend) in the same round, with the median and mean of those ratios: one
+ * round's ratio swings with the machine's load, the same round's pair less.
+ */
+function roundRatios(all: Row[], backends: Backend[], direction: Direction): string {
+  const reference = backends.includes("passt-vhost") ? "passt-vhost" : backends.at(-1)!;
+  const lines: string[] = [];
+  for (const backend of backends) {
+    if (backend === reference) continue;
+    const ratios: number[] = [];
+    for (const r of all) {
+      if (r.backend !== backend || r.direction !== direction) continue;
+      const ref = all.find((x) =>
+        x.backend === reference && x.direction === direction && x.round === r.round
+      );
+      if (ref !== undefined && ref.cpuPerGB > 0) ratios.push(r.cpuPerGB / ref.cpuPerGB);
+    }
+    if (ratios.length === 0) continue;
+    const sorted = [...ratios].sort((a, b) => a - b);
+    const mid = sorted.length >> 1;
+    const median = sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+    const mean = ratios.reduce((a, b) => a + b, 0) / ratios.length;
+    lines.push(
+      `${direction} ${backend} CPU per GB / ${reference}'s, per round: ${
+        ratios.map((x) => x.toFixed(2)).join(", ")
+      }; median ${median.toFixed(3)}, mean ${mean.toFixed(3)}`,
+    );
+  }
+  return lines.join("\n");
 }
 
 if (import.meta.main) await main();
