@@ -165,6 +165,7 @@ function stubConnection(vectors: { clear(): void }) {
     shutdownWrite() {},
     takeError: () => null,
     requestWritable() {},
+    wantReadable() {},
     close() {},
   };
 }

@@ -48,6 +48,10 @@ export function onHostEvents(ctx: TcpContext, f: TcpFlow, events: number, now: n
       if (events & READ_EVENTS) {
         f.hostDrained = false;
         pushToGuest(ctx, f, now);
+        // Bytes left in the socket wait for the guest's window or room toward it, and
+        // what opens either pushes again: until the socket is drained (output.ts),
+        // each new arrival's readable event would wake the loop for nothing.
+        if (!f.hostDrained && f.conn !== null) f.conn.wantReadable(false);
       }
       if (f.closed) return;
       if ((events & EVENT_WRITABLE) && f.windowUpdateDue) {

@@ -96,6 +96,12 @@ export interface HostConnection {
   takeError(): Error | null;
   /** Asks for a writable event once the send buffer has room (re-arms the edge). */
   requestWritable(): void;
+  /**
+   * Turns the socket's readable events on or off (on when made). Hang-ups, errors and
+   * writable events come either way. Turned back on, a socket that holds data
+   * reports it at once.
+   */
+  wantReadable(wanted: boolean): void;
   /** Closes (FIN after unsent data). */
   close(): void;
   /** Closes so that the peer sees a RST. */
@@ -171,6 +177,8 @@ export interface HostTcp {
 /** Events a connection socket is watched for (edge-triggered). */
 const STREAM_EVENTS =
   (EVENT_READABLE | EVENT_WRITABLE | EVENT_PEER_CLOSED | EVENT_EDGE_TRIGGERED) >>> 0;
+/** The same without readable events (HostConnection.wantReadable(false)). */
+const STREAM_EVENTS_UNREAD = (STREAM_EVENTS & ~EVENT_READABLE) >>> 0;
 
 /**
  * Send buffer asked for each connection where the host allows big buffers: the window
@@ -234,6 +242,8 @@ class NativeHostConnection implements HostConnection {
   #sendBufferFixed = false;
   /** The fixed send buffer's size as the kernel reports it, once read (0: not yet). */
   #sendBuffer = 0;
+  /** Whether readable events are watched (wantReadable). */
+  #readableWanted = true;
 
   constructor(socket: TcpSocket, loop: EventLoop) {
     this.#socket = socket;
@@ -334,6 +344,15 @@ class NativeHostConnection implements HostConnection {
     if (!this.#closed && this.#loop.isWatching(this.#fd)) this.#loop.rearm(this.#fd);
   }
 
+  wantReadable(wanted: boolean): void {
+    if (wanted === this.#readableWanted) return;
+    this.#readableWanted = wanted;
+    // epoll_ctl's modify polls the socket: data that came meanwhile is reported now.
+    if (!this.#closed && this.#loop.isWatching(this.#fd)) {
+      this.#loop.modify(this.#fd, wanted ? STREAM_EVENTS : STREAM_EVENTS_UNREAD);
+    }
+  }
+
   socketFd(): number {
     return this.#fd;
   }
@@ -345,6 +364,7 @@ class NativeHostConnection implements HostConnection {
 
   resume(): void {
     if (this.#closed || this.#loop.isWatching(this.#fd)) return;
+    this.#readableWanted = true; // the flows look at their sockets again after a migration
     this.#loop.watch(this.#fd, (events, now) => this.#handler(events, now), STREAM_EVENTS);
   }
 

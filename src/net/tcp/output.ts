@@ -242,6 +242,16 @@ function sumSpace(space: FrameSpace, from: number, length: number): number {
 }
 
 /**
+ * Records that `f`'s host socket has nothing past what was sent: no peek for new data
+ * until its next readable event, which is turned on for that (host_side.ts turns it
+ * off while bytes wait in the socket).
+ */
+function drained(f: TcpFlow): void {
+  f.hostDrained = true;
+  f.conn?.wantReadable(true);
+}
+
+/**
  * Sends one data segment of up to `maxLength` bytes starting at sequence `seq`,
  * peeked from the host socket straight into a frame reserved on the guest link.
  * With `segmentSize` > 0 (the link takes this family's TCP frames large, see
@@ -295,12 +305,12 @@ export function sendHostData(
   }
   if (got <= 0) {
     link.cancelFrame();
-    if (got !== 0 && seqLe(f.dataMax, seq)) f.hostDrained = true;
+    if (got !== 0 && seqLe(f.dataMax, seq)) drained(f);
     return got === 0 ? DATA_END : DATA_WOULD_BLOCK;
   }
   // A short peek at the frontier emptied the socket: new data brings a readable event.
   // (After the peer's FIN was signalled, peek on: only a peek returning 0 shows it.)
-  if (got < room && !f.hostHungUp && seqLe(f.dataMax, (seq + got) >>> 0)) f.hostDrained = true;
+  if (got < room && !f.hostHungUp && seqLe(f.dataMax, (seq + got) >>> 0)) drained(f);
   const b = space.views[0];
   const l4Length = TCP_HEADER_MIN + got;
   const fl = ctx.fields;

@@ -49,6 +49,10 @@ export class ScriptedConnection implements HostConnection {
   sendLimit = Infinity;
   /** requestWritable() calls. */
   writableRequests = 0;
+  /** Whether readable events are wanted (wantReadable). */
+  readableWanted = true;
+  /** wantReadable() calls that changed {@link readableWanted}. */
+  readableToggles = 0;
   /** The connect's outcome reported by takeError() (null: success). */
   error: Error | null = null;
   handler: HostEventHandler = () => {};
@@ -120,6 +124,11 @@ export class ScriptedConnection implements HostConnection {
 
   requestWritable(): void {
     this.writableRequests++;
+  }
+
+  wantReadable(wanted: boolean): void {
+    if (wanted !== this.readableWanted) this.readableToggles++;
+    this.readableWanted = wanted;
   }
 
   close(): void {
