@@ -4,8 +4,10 @@
  * when it failed), new host data (peeked into the guest's buffers, output.ts), the
  * send buffer draining (a window update to the guest), errors and hang-ups; the bytes
  * the guest acknowledged, dropped from each socket once a batch's frames are out
- * (settleDiscards); and the `-t` listeners, whose accepted connections become SYNs
- * toward the guest.
+ * (settleDiscards). A socket that still holds bytes after a push has its readable
+ * events turned off until a push drains it (output.ts): the guest's window or room
+ * toward it is what those bytes wait for, and what opens either pushes again. And
+ * the `-t` listeners, whose accepted connections become SYNs toward the guest.
  *
  * @module
  */

@@ -237,3 +237,55 @@ Deno.test("`TcpTranslator` still closes a finished flow's host socket when dropp
     close();
   }
 });
+
+/** A host stream of which the first `available` bytes have arrived (more may come). */
+class GrowingStream extends ScriptedConnection {
+  available = 0;
+
+  constructor() {
+    super((offset, length) => {
+      const at = this.discarded + offset;
+      if (at >= this.available) return "block";
+      const n = Math.min(length, this.available - at);
+      return Uint8Array.from({ length: n }, (_, i) => streamByte(at + i));
+    });
+  }
+}
+
+Deno.test("`TcpTranslator` turns a host socket's readable events off while its bytes wait for the guest's window, and on once it is drained", async () => {
+  const streams: GrowingStream[] = [];
+  const { guest, close } = wiredTranslator({
+    host: scriptedHostTcp(() => streams[streams.push(new GrowingStream()) - 1]),
+  });
+  try {
+    guest.rcvWindow = 20_000;
+    const c = guest.connect(TEST_GATEWAY4, 80);
+    await guest.until(() => streams.length === 1, 2000, "the guest's SYN");
+    const conn = streams[0];
+    conn.available = 50_000;
+    conn.complete();
+    await c.until(() => c.totalReceived === 50_000, 3000, "what had arrived");
+    assert.equal(conn.readableWanted, true, "drained: new data must wake the flow");
+    assert.equal(conn.readableToggles, 0);
+
+    // More than the guest's window arrives: the event sends what the window takes.
+    conn.available = 300_000;
+    conn.handler(EVENT_READABLE, performance.now());
+    assert.equal(c.totalReceived, 50_000, "the frames are still on their way");
+    assert.equal(conn.readableWanted, false, "bytes wait in the socket: no more events");
+    // The guest's ACKs alone bring the rest; the drained socket wants events again.
+    await c.until(() => c.totalReceived === 300_000, 5000, "the rest, driven by ACKs");
+    await guest.until(() => conn.readableWanted, 2000, "readable events back on");
+    assert.equal(conn.readableToggles, 2);
+
+    conn.available = 310_000;
+    conn.handler(EVENT_READABLE, performance.now());
+    await c.until(() => c.totalReceived === 310_000, 3000, "data after the drain");
+    const got = c.takeReceived();
+    for (let i = 0; i < got.length; i++) {
+      if (got[i] !== streamByte(i)) assert.fail(`byte ${i} is ${got[i]}, not ${streamByte(i)}`);
+    }
+  } finally {
+    close();
+  }
+});

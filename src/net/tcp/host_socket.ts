@@ -23,7 +23,9 @@
  * would have blocked or gave less than asked (each arrival of data brings an event;
  * an end of stream only shows when a peek returns 0, so after a hang-up event the
  * owner peeks until then). {@link HostConnection.requestWritable} re-arms the watch so
- * that a socket whose send buffer is nearly full reports when it drains.
+ * that a socket whose send buffer is nearly full reports when it drains;
+ * {@link HostConnection.wantReadable} turns readable events off while the owner knows
+ * bytes wait in the socket, and on again once it took them all.
  *
  * Deno's `--allow-net` still decides: every connect and listen first asks
  * `Deno.permissions` for the exact address and port, and anything not granted is

@@ -3,7 +3,12 @@ import { createHash } from "node:crypto";
 import { Errno, NativeError } from "../../../ffi/native_error.ts";
 import { openFdCount } from "../../../ffi/process.ts";
 import { TcpListenSocket, type TcpSocket, WOULD_BLOCK } from "../../../ffi/tcp_socket.ts";
-import { EVENT_WRITABLE, EventLoop } from "../../loop/event_loop.ts";
+import {
+  EVENT_PEER_CLOSED,
+  EVENT_READABLE,
+  EVENT_WRITABLE,
+  EventLoop,
+} from "../../loop/event_loop.ts";
 import { type FrameSpace, newFrameSpace } from "../../tap/frame_transport.ts";
 import {
   type AcceptedConnection,
@@ -242,6 +247,46 @@ Deno.test("`HostConnection.send()` moves more than both sockets' buffers hold th
     assert.equal(await reading, want);
     conn.close();
     peer.close();
+  });
+  listener.close();
+});
+
+Deno.test("`HostConnection.wantReadable(false)` stops readable events but not the peer's hang-up; turned on again, queued data is reported at once", async () => {
+  const { listener, port } = denoServer();
+  await withLoop(async (loop) => {
+    const accepted = listener.accept();
+    const conn = await connect(nativeHostTcp(loop), "127.0.0.1", port);
+    const peer = await accepted;
+    const events: number[] = [];
+    let waiter: (() => void) | null = null;
+    conn.setHandler((e) => {
+      events.push(e);
+      waiter?.();
+    });
+    /** Resolves at the next event that has `bit`. */
+    const nextEvent = (bit: number) =>
+      new Promise<void>((resolve) => {
+        waiter = () => {
+          if (events.some((e) => e & bit)) resolve();
+        };
+      });
+    conn.wantReadable(false);
+    await peer.write(encoder.encode("first"));
+    assert.equal(await peekExactly(conn, 0, 5), "first", "the bytes arrived");
+    await sleep(20); // turns of the loop in which the arrival's event would come
+    assert.equal(events.filter((e) => e & EVENT_READABLE).length, 0, `${events}`);
+
+    const readable = nextEvent(EVENT_READABLE);
+    conn.wantReadable(true); // the socket holds data: reported without a new arrival
+    await readable;
+
+    conn.wantReadable(false);
+    events.length = 0;
+    const hangUp = nextEvent(EVENT_PEER_CLOSED);
+    peer.close(); // the peer's FIN
+    await hangUp;
+    assert.equal(events.filter((e) => e & EVENT_READABLE).length, 0, `${events}`);
+    conn.close();
   });
   listener.close();
 });
