@@ -270,17 +270,20 @@ Deno.test("`TcpTranslator` turns a host socket's readable events off while its b
 
     // More than the guest's window arrives: the event sends what the window takes.
     conn.available = 300_000;
-    conn.handler(EVENT_READABLE, performance.now());
+    conn.deliver(EVENT_READABLE);
     assert.equal(c.totalReceived, 50_000, "the frames are still on their way");
     assert.equal(conn.readableWanted, false, "bytes wait in the socket: no more events");
+    conn.deliver(EVENT_READABLE); // a later arrival's event does not come
     // The guest's ACKs alone bring the rest; the drained socket wants events again.
     await c.until(() => c.totalReceived === 300_000, 5000, "the rest, driven by ACKs");
     await guest.until(() => conn.readableWanted, 2000, "readable events back on");
     assert.equal(conn.readableToggles, 2);
 
     conn.available = 310_000;
-    conn.handler(EVENT_READABLE, performance.now());
+    conn.deliver(EVENT_READABLE);
     await c.until(() => c.totalReceived === 310_000, 3000, "data after the drain");
+    assert.equal(conn.readableWanted, true, "drained again: events stay on");
+    assert.equal(conn.readableToggles, 2);
     const got = c.takeReceived();
     for (let i = 0; i < got.length; i++) {
       if (got[i] !== streamByte(i)) assert.fail(`byte ${i} is ${got[i]}, not ${streamByte(i)}`);

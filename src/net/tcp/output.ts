@@ -308,9 +308,10 @@ export function sendHostData(
     if (got !== 0 && seqLe(f.dataMax, seq)) drained(f);
     return got === 0 ? DATA_END : DATA_WOULD_BLOCK;
   }
-  // A short peek at the frontier emptied the socket: new data brings a readable event.
-  // (After the peer's FIN was signalled, peek on: only a peek returning 0 shows it.)
-  if (got < room && !f.hostHungUp && seqLe(f.dataMax, (seq + got) >>> 0)) drained(f);
+  // A short peek at the frontier emptied the socket: new data brings a readable event
+  // (turned on once the frame is committed: nothing else may use the link before).
+  // After the peer's FIN was signalled, peek on: only a peek returning 0 shows it.
+  const emptied = got < room && !f.hostHungUp && seqLe(f.dataMax, (seq + got) >>> 0);
   const b = space.views[0];
   const l4Length = TCP_HEADER_MIN + got;
   const fl = ctx.fields;
@@ -362,6 +363,7 @@ export function sendHostData(
   // Counted (a drop is lost like a frame the guest missed: retransmitted), flushed by
   // the end of the task at the latest, traced with --trace.
   ctx.sender.committed(b, headers + got, result); // b starts with the headers: no view made
+  if (emptied) drained(f);
   return got;
 }
 

@@ -11,7 +11,7 @@
 
 import type { SocketQueues } from "../../../ffi/tcp_socket.ts";
 import { Logger } from "../../../src/log/logger.ts";
-import { EVENT_WRITABLE } from "../../../src/loop/event_loop.ts";
+import { EVENT_READABLE, EVENT_WRITABLE } from "../../../src/loop/event_loop.ts";
 import type { FrameSpace, ScatteredFrame } from "../../../src/tap/frame_transport.ts";
 import { GuestSender } from "../../../src/net/guest_sender.ts";
 import { DEFAULT_OUR_MAC } from "../../../src/net/plan/network_plan.ts";
@@ -129,6 +129,15 @@ export class ScriptedConnection implements HostConnection {
   wantReadable(wanted: boolean): void {
     if (wanted !== this.readableWanted) this.readableToggles++;
     this.readableWanted = wanted;
+  }
+
+  /**
+   * Hands `events` to the handler as the event loop would: without EVENT_READABLE
+   * while readable events are off (nothing when no other event is left).
+   */
+  deliver(events: number, now = performance.now()): void {
+    const delivered = this.readableWanted ? events : (events & ~EVENT_READABLE) >>> 0;
+    if (delivered !== 0) this.handler(delivered, now);
   }
 
   close(): void {
