@@ -316,7 +316,11 @@ export class NetworkStack implements FrameHandler {
   /** Earliest time {@link tick} needs to run (Infinity when nothing is pending). */
   nextTimerAt(): number {
     let t = Math.min(this.ndp?.nextTimerAt() ?? Infinity, this.icmpEcho?.nextTimerAt() ?? Infinity);
-    for (const h of this.#l4.values()) t = Math.min(t, h.nextTimerAt?.() ?? Infinity);
+    // Asked after every batch: the handlers' array, no Map iterator.
+    const handlers = this.#l4List;
+    for (let i = 0; i < handlers.length; i++) {
+      t = Math.min(t, handlers[i].nextTimerAt?.() ?? Infinity);
+    }
     return t;
   }
 
