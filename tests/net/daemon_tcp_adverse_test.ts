@@ -57,7 +57,7 @@ async function transferBothWays(g: TestGuest, bytes: number, seed: number): Prom
     r.discardReceived = true;
     r.onData = (chunk) => digest.update(chunk);
     await r.until(() => r.state === "established", TRANSFER_LIMIT_MS, "the handshake");
-    if (g.loseFromGuestEvery > 0) {
+    if (g.loseFromGuestOneIn > 0) {
       // TestGuest does not answer a retransmitted SYN-ACK once established: if the
       // link lost its handshake ACK, repeat the ACK until the daemon's data flows.
       await r.until(
@@ -106,11 +106,11 @@ function adverse(
 for (const transport of TRANSPORTS) {
   adverse(
     transport,
-    "in 1460-byte segments when every 37th frame is lost each way",
+    "in 1460-byte segments when about one frame in 37 is lost each way",
     (g) => {
       g.mss = 1460; // ~180 segments each way, so a handful of losses each way
-      g.loseToGuestEvery = 37;
-      g.loseFromGuestEvery = 37;
+      g.loseToGuestOneIn = 37;
+      g.loseFromGuestOneIn = 37;
     },
     {},
     null,

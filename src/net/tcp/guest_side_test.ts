@@ -7,7 +7,7 @@ Deno.test("`TcpTranslator` takes an ACK of its FIN that arrives after a timeout 
   const { server, c, host } = await connectThroughGateway(guest);
   try {
     // The guest takes the host's data and FIN, but its ACKs are lost on the way.
-    guest.loseFromGuestEvery = 1;
+    guest.loseFromGuestOneIn = 1;
     await host.write(new TextEncoder().encode("0123456789"));
     host.closeWrite();
     await c.until(() => c.eof, 5000, "the host's FIN");
@@ -16,7 +16,7 @@ Deno.test("`TcpTranslator` takes an ACK of its FIN that arrives after a timeout 
     guest.noRoom = true;
     await new Promise((r) => setTimeout(r, 3 * RTO_INITIAL_MS));
     // The guest's ACK of the FIN gets through, then the ring has room again.
-    guest.loseFromGuestEvery = 0;
+    guest.loseFromGuestOneIn = 0;
     guest.sendAck(c);
     guest.makeRoom();
     // The guest closes too: both FINs are acknowledged, the flow ends.

@@ -522,8 +522,8 @@ Deno.test("`TcpTranslator` recovers from frames lost in both directions", async 
   const down = pattern(350_000, 22);
   const served = serveExchange(server, down);
   // Losses from the start: the host's data reaches the guest as soon as it connects.
-  guest.loseToGuestEvery = 29;
-  guest.loseFromGuestEvery = 31;
+  guest.loseToGuestOneIn = 29;
+  guest.loseFromGuestOneIn = 31;
   const c = guest.connect(TEST_GATEWAY4, port);
   await exchangeWhole(guest, c, up, down, served);
   assert.ok(tcp.counters.retransmits > 0, "lost segments were retransmitted");

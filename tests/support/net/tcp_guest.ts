@@ -53,6 +53,8 @@ import {
 import { ScratchFrame } from "../../../src/tap/scratch_frame.ts";
 import { IPPROTO_TCP, IPPROTO_UDP } from "../../../src/net/wire/ip_protocol.ts";
 
+/** Seed of each TestGuest's loss generator (any nonzero value). */
+const LOSS_SEED = 0x9e3779b9;
 /** Guest MAC used by the test guest. */
 export const TEST_GUEST_MAC = 0x525400123456;
 /** Window scale the test guest offers. */
@@ -237,12 +239,16 @@ export class TestGuest implements GuestLink {
   resetSeqOffset = 0;
   /** RSTs sent by {@link resetUnknown}, one per segment answered. */
   resetsSent = 0;
-  /** Silently lose every Nth frame toward the guest (0 = none). */
-  loseToGuestEvery = 0;
-  /** Silently lose every Nth TCP segment from the guest (0 = none). */
-  loseFromGuestEvery = 0;
-  #toGuestCount = 0;
-  #fromGuestCount = 0;
+  /**
+   * Silently lose about one in N frames toward the guest (0 = none, 1 = all), at
+   * positions a fixed-seed generator picks: a fixed period could line up with a
+   * go-back-N resend of exactly N frames and lose its first segment every round.
+   */
+  loseToGuestOneIn = 0;
+  /** The same for the TCP segments from the guest. */
+  loseFromGuestOneIn = 0;
+  /** State of the loss generator (xorshift32, fixed seed: the same losses every run). */
+  #lossState = LOSS_SEED;
   mss = 65000;
   /** Whether the guest offers window scaling in its SYNs. */
   offerWindowScale = true;
@@ -301,6 +307,17 @@ export class TestGuest implements GuestLink {
 
   // ---------------------------------------------------------------- GuestLink
 
+  /** Whether to lose the next frame, about one in `oneIn` (0: never, 1: always). */
+  #lose(oneIn: number): boolean {
+    if (oneIn <= 0) return false;
+    let x = this.#lossState;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.#lossState = x >>> 0;
+    return this.#lossState % oneIn === 0;
+  }
+
   /**
    * Queues a copy of the frame for the guest (or answers NoRoom). A partial checksum
    * is completed as a guest kernel would (it must then verify like any other).
@@ -311,9 +328,7 @@ export class TestGuest implements GuestLink {
       this.oversizedFrames++;
       return SendResult.Dropped;
     }
-    if (this.loseToGuestEvery > 0 && ++this.#toGuestCount % this.loseToGuestEvery === 0) {
-      return SendResult.Sent;
-    }
+    if (this.#lose(this.loseToGuestOneIn)) return SendResult.Sent;
     const copy = frame.slice();
     if (checksumStart > 0) {
       if (!this.l4ChecksumsOptional) {
@@ -899,9 +914,7 @@ export class TestGuest implements GuestLink {
       setTcpChecksumV6(frame, l4, segLen, src6, dst6!);
     }
     mangle?.(frame.subarray(l4, l4 + segLen));
-    if (this.loseFromGuestEvery > 0 && ++this.#fromGuestCount % this.loseFromGuestEvery === 0) {
-      return;
-    }
+    if (this.#lose(this.loseFromGuestOneIn)) return;
     this.#deliver(
       this.tcp,
       frame.subarray(0, l4 + segLen),
