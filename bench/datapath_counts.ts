@@ -340,9 +340,16 @@ interface Row {
   threadsPerGB: Map<string, number>;
 }
 
-/** Seconds the threads waited for a CPU between two samples (0 when one is missing). */
-function waitSeconds(before: SchedulerStats | null, after: SchedulerStats | null): number {
-  return before === null || after === null ? 0 : after.waitSeconds - before.waitSeconds;
+/**
+ * How much `field` of the threads' scheduler counts (seconds waiting for a CPU, sleeps,
+ * preemptions) grew between two samples; 0 when one is missing.
+ */
+function schedulerDelta(
+  before: SchedulerStats | null,
+  after: SchedulerStats | null,
+  field: "waitSeconds" | "sleeps" | "preemptions",
+): number {
+  return before === null || after === null ? 0 : after[field] - before[field];
 }
 
 /**
@@ -501,9 +508,13 @@ async function measure(backend: Backend, args: Args): Promise<Row[]> {
         const cpu = (processCpuSeconds(pid) ?? cpu0) - cpu0;
         const qemuCpu = (processCpuSeconds(guest.pid) ?? qemuCpu0) - qemuCpu0;
         const peerCpu = (processCpuSeconds(iperf.pid) ?? peerCpu0) - peerCpu0;
-        const qemuWait = waitSeconds(qemuSched0, processSchedulerStats(guest.pid));
+        const qemuWait = schedulerDelta(
+          qemuSched0,
+          processSchedulerStats(guest.pid),
+          "waitSeconds",
+        );
         const backendSched = processSchedulerStats(pid);
-        const backendWait = waitSeconds(backendSched0, backendSched);
+        const backendWait = schedulerDelta(backendSched0, backendSched, "waitSeconds");
         const host = hostTcpCounters();
         const threads = threadRunSeconds(pid) ?? new Map<string, number>();
         const report = await tool.stop();
@@ -529,12 +540,8 @@ async function measure(backend: Backend, args: Args): Promise<Row[]> {
           peerCpuPerGB: peerCpu / gb,
           qemuWaitPerGB: qemuWait / gb,
           backendWaitPerGB: backendWait / gb,
-          backendSleepsPerGB: backendSched0 === null || backendSched === null
-            ? 0
-            : (backendSched.sleeps - backendSched0.sleeps) / gb,
-          backendPreemptionsPerGB: backendSched0 === null || backendSched === null
-            ? 0
-            : (backendSched.preemptions - backendSched0.preemptions) / gb,
+          backendSleepsPerGB: schedulerDelta(backendSched0, backendSched, "sleeps") / gb,
+          backendPreemptionsPerGB: schedulerDelta(backendSched0, backendSched, "preemptions") / gb,
           hostPerGB: new Map([...host].map(([k, v]) => [k, (v - (host0.get(k) ?? 0)) / gb])),
           guestPerGB: new Map(
             [...guestAfter].map(([k, v]) => [k, (v - (guestBefore.get(k) ?? 0)) / gb]),

@@ -20,6 +20,18 @@ function flowStates(tcp: TcpTranslator): string[] {
 /** The host stream's byte at position `p` (from its first byte). */
 const streamByte = (p: number) => (p * 7 + 3) & 0xff;
 
+/** `n` bytes of the host stream from position `at`. */
+const streamSlice = (at: number, n: number) =>
+  Uint8Array.from({ length: n }, (_, i) => streamByte(at + i));
+
+/** Asserts that `got` is the host stream's first `length` bytes. */
+function assertStream(got: Uint8Array, length: number): void {
+  assert.equal(got.length, length);
+  for (let i = 0; i < length; i++) {
+    if (got[i] !== streamByte(i)) assert.fail(`byte ${i} is ${got[i]}, not ${streamByte(i)}`);
+  }
+}
+
 /** A scripted guest class that logs its frames and the sender's flushes into `log`. */
 function loggingGuest(log: string[]) {
   return class extends TestGuest {
@@ -47,9 +59,7 @@ class LoggingStream extends ScriptedConnection {
       const at = this.discarded + offset;
       if (at >= total) return null;
       const n = Math.min(length, total - at);
-      const out = new Uint8Array(n);
-      for (let i = 0; i < n; i++) out[i] = streamByte(at + i);
-      return out;
+      return streamSlice(at, n);
     });
   }
 
@@ -102,10 +112,7 @@ Deno.test("`TcpTranslator` drops acknowledged host bytes after the batch's frame
     const conn = streams[0];
     conn.complete();
     await c.until(() => c.totalReceived === total, 10_000, "the whole stream");
-    const got = c.takeReceived();
-    for (let i = 0; i < total; i++) {
-      if (got[i] !== streamByte(i)) assert.fail(`byte ${i} is ${got[i]}, not ${streamByte(i)}`);
-    }
+    assertStream(c.takeReceived(), total);
     await guest.until(() => conn.discarded === total, 2000, "every byte dropped");
     // No discard while a guest batch runs: they come after its end and its flush.
     let discards = 0;
@@ -188,7 +195,7 @@ class StreamWithoutPeekOffset extends ScriptedConnection {
       if (queued <= offset) return "block"; // the peek returned no more than the offset
       const n = Math.min(length, queued - offset);
       const at = this.discarded + offset;
-      return Uint8Array.from({ length: n }, (_, i) => streamByte(at + i));
+      return streamSlice(at, n);
     });
   }
 }
@@ -247,7 +254,7 @@ class GrowingStream extends ScriptedConnection {
       const at = this.discarded + offset;
       if (at >= this.available) return "block";
       const n = Math.min(length, this.available - at);
-      return Uint8Array.from({ length: n }, (_, i) => streamByte(at + i));
+      return streamSlice(at, n);
     });
   }
 }
@@ -284,10 +291,7 @@ Deno.test("`TcpTranslator` turns a host socket's readable events off while its b
     await c.until(() => c.totalReceived === 310_000, 3000, "data after the drain");
     assert.equal(conn.readableWanted, true, "drained again: events stay on");
     assert.equal(conn.readableToggles, 2);
-    const got = c.takeReceived();
-    for (let i = 0; i < got.length; i++) {
-      if (got[i] !== streamByte(i)) assert.fail(`byte ${i} is ${got[i]}, not ${streamByte(i)}`);
-    }
+    assertStream(c.takeReceived(), 310_000);
   } finally {
     close();
   }
