@@ -18,7 +18,7 @@ HELPER_HEADERS := $(wildcard native/*.h)
 # Tests get every permission (they spawn QEMU and the daemon); the daemon under
 # test always runs through bin/tpasst with the permission set from deno.json.
 TEST_FLAGS := --allow-all --no-prompt
-UNIT_PATHS := src/ ffi/ tests/
+UNIT_PATHS := src/ ffi/ tests/ bench/
 # Guests ping through the backends: ping sockets are opened for the run (as root) and
 # the host's previous net.ipv4.ping_group_range is put back afterwards.
 WITH_PING  := tests/e2e/with_ping_sockets.sh

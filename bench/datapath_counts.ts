@@ -46,6 +46,7 @@ import {
   type SchedulerStats,
   threadRunSeconds,
 } from "./qemu_process_stats.ts";
+import { median, roundOrder } from "./rounds.ts";
 
 const BACKENDS = ["tpasst-vhost", "passt-vhost", "tpasst-tree"] as const;
 /** A backend of BACKENDS, or a variant: `tpasst[OPTIONS]` (tpasst-vhost, QEMU device OPTIONS). */
@@ -595,11 +596,7 @@ async function main(): Promise<void> {
   );
   const all: Row[] = [];
   for (let round = 1; round <= args.rounds; round++) {
-    // Each round starts with the next backend, so that no backend is always measured
-    // first (README, design note "Host sockets' buffers").
-    const n = args.backends.length;
-    const order = args.backends.map((_, i) => args.backends[(i + round - 1) % n]);
-    for (const backend of order) {
+    for (const backend of roundOrder(args.backends, round)) {
       try {
         const rows = await measure(backend, args);
         for (const r of rows) {
@@ -670,33 +667,37 @@ async function main(): Promise<void> {
 }
 
 /**
- * Each backend's CPU per GB against the reference's (passt-vhost when measured, else
- * the last backend) in the same round, with the median and mean of those ratios: one
- * round's ratio swings with the machine's load, the same round's pair less.
+ * Each backend's CPU per GB and rate against the reference's (passt-vhost when
+ * measured, else the last backend) in the same round, with the median and mean of
+ * those ratios: one round's numbers swing with the machine's load, the same round's
+ * pair less.
  */
 function roundRatios(all: Row[], backends: Backend[], direction: Direction): string {
   const reference = backends.includes("passt-vhost") ? "passt-vhost" : backends.at(-1)!;
+  const measures: [string, (r: Row) => number][] = [
+    ["CPU per GB", (r) => r.cpuPerGB],
+    ["rate", (r) => r.gbps],
+  ];
   const lines: string[] = [];
   for (const backend of backends) {
     if (backend === reference) continue;
-    const ratios: number[] = [];
-    for (const r of all) {
-      if (r.backend !== backend || r.direction !== direction) continue;
-      const ref = all.find((x) =>
-        x.backend === reference && x.direction === direction && x.round === r.round
+    for (const [label, of] of measures) {
+      const ratios: number[] = [];
+      for (const r of all) {
+        if (r.backend !== backend || r.direction !== direction) continue;
+        const ref = all.find((x) =>
+          x.backend === reference && x.direction === direction && x.round === r.round
+        );
+        if (ref !== undefined && of(ref) > 0) ratios.push(of(r) / of(ref));
+      }
+      if (ratios.length === 0) continue;
+      const mean = ratios.reduce((a, b) => a + b, 0) / ratios.length;
+      lines.push(
+        `${direction} ${backend} ${label} / ${reference}'s, per round: ${
+          ratios.map((x) => x.toFixed(2)).join(", ")
+        }; median ${median(ratios).toFixed(3)}, mean ${mean.toFixed(3)}`,
       );
-      if (ref !== undefined && ref.cpuPerGB > 0) ratios.push(r.cpuPerGB / ref.cpuPerGB);
     }
-    if (ratios.length === 0) continue;
-    const sorted = [...ratios].sort((a, b) => a - b);
-    const mid = sorted.length >> 1;
-    const median = sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-    const mean = ratios.reduce((a, b) => a + b, 0) / ratios.length;
-    lines.push(
-      `${direction} ${backend} CPU per GB / ${reference}'s, per round: ${
-        ratios.map((x) => x.toFixed(2)).join(", ")
-      }; median ${median.toFixed(3)}, mean ${mean.toFixed(3)}`,
-    );
   }
   return lines.join("\n");
 }

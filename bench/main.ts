@@ -2,8 +2,9 @@
  * Side-by-side QEMU benchmark (`make bench`): iperf3 guest→host and host→guest through
  * tpasst (vhost-user and stream), Debian 13's passt (vhost-user, the reference users
  * would otherwise pick), Debian 12's passt (stream) and QEMU's slirp, alternating
- * backends round by round. Prints Gbit/s, backend CPU seconds per GB and peak RSS per
- * backend, the ratios tpasst / reference, and writes JSON to bench/results/. Never
+ * backends round by round, each round starting with the next backend. Prints Gbit/s,
+ * backend CPU seconds per GB and peak RSS per backend, the ratios tpasst / reference
+ * (and tpasst-vhost's to passt-vhost per round), and writes JSON to bench/results/. Never
  * passes or fails: a backend that cannot run prints "n/a (reason)".
  *
  * Options: --seconds N (per direction, default 10), --rounds N (default 2),
@@ -26,6 +27,7 @@
 
 import { BACKEND_KINDS, type BackendKind } from "../tests/e2e/backends.ts";
 import { type IperfResult, measureIperf } from "./qemu_iperf.ts";
+import { median, roundOrder } from "./rounds.ts";
 
 /**
  * A backend of the bench: one of the e2e kinds, another tpasst checkout, or tpasst
@@ -137,6 +139,8 @@ function parseArgs(argv: string[]): Args {
 interface Summary {
   backend: BenchBackend;
   runs: IperfResult[];
+  /** The same results by round number, for per-round ratios. */
+  byRound: Map<number, IperfResult>;
   failure: string | null;
   upGbps?: number;
   downGbps?: number;
@@ -147,6 +151,37 @@ interface Summary {
 }
 
 const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+
+/**
+ * Lines of tpasst-vhost's per-round ratios to passt-vhost (each round's two runs side
+ * by side, so a slow phase of the machine cancels out), with their medians; none
+ * when either did not run.
+ */
+function perRoundRatios(summaries: Summary[]): string[] {
+  const ours = summaries.find((s) => s.backend === "tpasst-vhost");
+  const ref = summaries.find((s) => s.backend === "passt-vhost");
+  if (ours === undefined || ref === undefined) return [];
+  const pairs = [...ours.byRound].flatMap(([round, a]) => {
+    const b = ref.byRound.get(round);
+    return b === undefined ? [] : [[a, b] as const];
+  });
+  if (pairs.length === 0) return [];
+  const measures: [string, (r: IperfResult) => number][] = [
+    ["up rate", (r) => r.up.gbps],
+    ["down rate", (r) => r.down.gbps],
+    ["CPU/GB up", (r) => r.up.cpuSecondsPerGB],
+    ["CPU/GB down", (r) => r.down.cpuSecondsPerGB],
+  ];
+  return [
+    "tpasst-vhost / passt-vhost per round:",
+    ...measures.map(([label, of]) => {
+      const each = pairs.map(([a, b]) => of(a) / of(b));
+      return `  ${label} ${each.map((x) => x.toFixed(2)).join(" ")}; median ${
+        median(each).toFixed(2)
+      }x`;
+    }),
+  ];
+}
 
 function summarize(summary: Summary): void {
   const runs = summary.runs;
@@ -257,10 +292,11 @@ async function main(): Promise<void> {
   const summaries: Summary[] = args.backends.map((backend) => ({
     backend,
     runs: [],
+    byRound: new Map(),
     failure: null,
   }));
   for (let round = 1; round <= args.rounds; round++) {
-    for (const summary of summaries) {
+    for (const summary of roundOrder(summaries, round)) {
       if (summary.failure !== null) continue; // failed before: it will fail again
       const started = performance.now();
       try {
@@ -280,6 +316,7 @@ async function main(): Promise<void> {
           onLine: args.verbose ? (l) => console.log(`  [${summary.backend}] ${l}`) : undefined,
         });
         summary.runs.push(result);
+        summary.byRound.set(round, result);
         console.log(
           `round ${round} ${summary.backend}: up ${result.up.gbps.toFixed(3)} Gbit/s, down ${
             result.down.gbps.toFixed(3)
@@ -312,6 +349,7 @@ async function main(): Promise<void> {
       );
     }
   }
+  for (const line of perRoundRatios(summaries)) console.log(line);
   const loadAfter = loadAverage();
   console.log(`load average before ${loadBefore}, after ${loadAfter} (2 shared cores)`);
   const dir = new URL("./results/", import.meta.url).pathname;

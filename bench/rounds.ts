@@ -1,0 +1,25 @@
+/**
+ * Rounds of a bench that runs several backends in turn: the order each round runs
+ * them in, and the median of the per-round ratios the benches print (one round's
+ * numbers swing with the machine's load, the same round's pair less).
+ *
+ * @module
+ */
+
+/**
+ * `items` in the order round `round` (from 1) runs them: each round starts with the
+ * next one, so that no backend is always measured first (README, design note "Host
+ * sockets' buffers": the first of a round measured several per cent differently from
+ * the same code run second).
+ */
+export function roundOrder<T>(items: readonly T[], round: number): T[] {
+  const start = (round - 1) % items.length;
+  return [...items.slice(start), ...items.slice(0, start)];
+}
+
+/** The median of `values` (not empty). */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}

@@ -1,0 +1,17 @@
+import assert from "node:assert/strict";
+import { median, roundOrder } from "./rounds.ts";
+
+Deno.test("roundOrder: each round starts with the next backend, every backend once", () => {
+  const backends = ["a", "b", "c"];
+  assert.deepEqual(roundOrder(backends, 1), ["a", "b", "c"]);
+  assert.deepEqual(roundOrder(backends, 2), ["b", "c", "a"]);
+  assert.deepEqual(roundOrder(backends, 3), ["c", "a", "b"]);
+  assert.deepEqual(roundOrder(backends, 4), ["a", "b", "c"]);
+  assert.deepEqual(backends, ["a", "b", "c"]); // not reordered in place
+});
+
+Deno.test("median: middle value, or the mean of the two middle ones", () => {
+  assert.equal(median([3, 1, 2]), 2);
+  assert.equal(median([0.9, 1.3, 1.1, 0.8]), 1.0);
+  assert.equal(median([5]), 5);
+});
