@@ -253,6 +253,36 @@ Deno.test("`TcpTranslator` moves several MB each way intact (IPv4 and IPv6)", as
   }
 });
 
+Deno.test("`TcpTranslator` moves MB each way across the sequence numbers' wrap without a retransmission", async () => {
+  // Every initial sequence number (ours and the scripted guest's) lands just below
+  // 2^32, so both directions wrap after their first bytes.
+  const getRandomValues = crypto.getRandomValues;
+  crypto.getRandomValues = (<T extends ArrayBufferView | null>(array: T): T => {
+    if (array instanceof Uint32Array) array.fill(0xffff_f000);
+    else getRandomValues.call(crypto, array as Uint8Array);
+    return array;
+  }) as typeof crypto.getRandomValues;
+  const { tcp, guest, close } = setup();
+  try {
+    const size = 3 * 1024 * 1024;
+    const up = pattern(size, 11);
+    const down = pattern(size + 777, 13);
+    const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const served = serveExchange(server, down);
+    const c = guest.connect(TEST_GATEWAY4, (server.addr as Deno.NetAddr).port);
+    assert.equal(c.iss, 0xffff_f000, "the guest's sequence numbers wrap");
+    await exchangeWhole(guest, c, up, down, served);
+    await c.until(() => c.finAcked, 5000, "fin acked");
+    // Our SYN, the data and our FIN, counted from our initial sequence number.
+    assert.equal(c.rcvNxt, (0xffff_f000 + 1 + down.length + 1) >>> 0, "ours wrapped too");
+    assert.equal(tcp.counters.retransmits, 0);
+    server.close();
+  } finally {
+    crypto.getRandomValues = getRandomValues;
+    close();
+  }
+});
+
 Deno.test("`TcpTranslator` sizes segments to the frames the guest can receive (small RX buffers)", async () => {
   for (const family of [4, 6] as const) {
     const { guest, close } = setup(family);
