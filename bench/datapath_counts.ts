@@ -46,7 +46,7 @@ import {
   type SchedulerStats,
   threadRunSeconds,
 } from "./qemu_process_stats.ts";
-import { median, roundOrder } from "./rounds.ts";
+import { ratioSummary, roundOrder } from "./rounds.ts";
 
 const BACKENDS = ["tpasst-vhost", "passt-vhost", "tpasst-tree"] as const;
 /** A backend of BACKENDS, or a variant: `tpasst[OPTIONS]` (tpasst-vhost, QEMU device OPTIONS). */
@@ -681,22 +681,17 @@ function roundRatios(all: Row[], backends: Backend[], direction: Direction): str
   const lines: string[] = [];
   for (const backend of backends) {
     if (backend === reference) continue;
-    for (const [label, of] of measures) {
-      const ratios: number[] = [];
-      for (const r of all) {
-        if (r.backend !== backend || r.direction !== direction) continue;
-        const ref = all.find((x) =>
-          x.backend === reference && x.direction === direction && x.round === r.round
-        );
-        if (ref !== undefined && of(ref) > 0) ratios.push(of(r) / of(ref));
-      }
-      if (ratios.length === 0) continue;
-      const mean = ratios.reduce((a, b) => a + b, 0) / ratios.length;
-      lines.push(
-        `${direction} ${backend} ${label} / ${reference}'s, per round: ${
-          ratios.map((x) => x.toFixed(2)).join(", ")
-        }; median ${median(ratios).toFixed(3)}, mean ${mean.toFixed(3)}`,
+    const pairs = all.flatMap((r) => {
+      if (r.backend !== backend || r.direction !== direction) return [];
+      const ref = all.find((x) =>
+        x.backend === reference && x.direction === direction && x.round === r.round
       );
+      return ref === undefined ? [] : [[r, ref] as const];
+    });
+    for (const [label, of] of measures) {
+      const summary = ratioSummary(pairs.map(([r, ref]) => [of(r), of(ref)] as const));
+      if (summary === null) continue;
+      lines.push(`${direction} ${backend} ${label} / ${reference}'s, per round: ${summary}`);
     }
   }
   return lines.join("\n");

@@ -27,7 +27,7 @@
 
 import { BACKEND_KINDS, type BackendKind } from "../tests/e2e/backends.ts";
 import { type IperfResult, measureIperf } from "./qemu_iperf.ts";
-import { median, roundOrder } from "./rounds.ts";
+import { ratioSummary, roundOrder } from "./rounds.ts";
 
 /**
  * A backend of the bench: one of the e2e kinds, another tpasst checkout, or tpasst
@@ -154,8 +154,8 @@ const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.le
 
 /**
  * Lines of tpasst-vhost's per-round ratios to passt-vhost (each round's two runs side
- * by side, so a slow phase of the machine cancels out), with their medians; none
- * when either did not run.
+ * by side, so a slow phase of the machine cancels out), with their median and mean;
+ * none when either did not run.
  */
 function perRoundRatios(summaries: Summary[]): string[] {
   const ours = summaries.find((s) => s.backend === "tpasst-vhost");
@@ -174,12 +174,9 @@ function perRoundRatios(summaries: Summary[]): string[] {
   ];
   return [
     "tpasst-vhost / passt-vhost per round:",
-    ...measures.map(([label, of]) => {
-      const each = pairs.map(([a, b]) => of(a) / of(b));
-      return `  ${label} ${each.map((x) => x.toFixed(2)).join(" ")}; median ${
-        median(each).toFixed(2)
-      }x`;
-    }),
+    ...measures.map(([label, of]) =>
+      `  ${label}: ${ratioSummary(pairs.map(([a, b]) => [of(a), of(b)] as const)) ?? "n/a"}`
+    ),
   ];
 }
 

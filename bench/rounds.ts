@@ -1,7 +1,7 @@
 /**
  * Rounds of a bench that runs several backends in turn: the order each round runs
- * them in, and the median of the per-round ratios the benches print (one round's
- * numbers swing with the machine's load, the same round's pair less).
+ * them in, and the per-round ratios the benches print with their median and mean
+ * (one round's numbers swing with the machine's load, the same round's pair less).
  *
  * @module
  */
@@ -22,4 +22,18 @@ export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
   return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/**
+ * The ratios `ours[i] / reference[i]` of each round whose reference is above 0, as
+ * "1.04, 0.91; median 0.975, mean 0.975"; null when no round has one.
+ */
+export function ratioSummary(
+  pairs: readonly (readonly [ours: number, reference: number])[],
+): string | null {
+  const ratios = pairs.filter(([, ref]) => ref > 0).map(([ours, ref]) => ours / ref);
+  if (ratios.length === 0) return null;
+  const mean = ratios.reduce((a, b) => a + b, 0) / ratios.length;
+  return `${ratios.map((x) => x.toFixed(2)).join(", ")}; median ${median(ratios).toFixed(3)}, ` +
+    `mean ${mean.toFixed(3)}`;
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { median, roundOrder } from "./rounds.ts";
+import { median, ratioSummary, roundOrder } from "./rounds.ts";
 
 Deno.test("roundOrder: each round starts with the next backend, every backend once", () => {
   const backends = ["a", "b", "c"];
@@ -14,4 +14,13 @@ Deno.test("median: middle value, or the mean of the two middle ones", () => {
   assert.equal(median([3, 1, 2]), 2);
   assert.equal(median([0.9, 1.3, 1.1, 0.8]), 1.0);
   assert.equal(median([5]), 5);
+});
+
+Deno.test("ratioSummary: each round's ratio, their median and mean; rounds without a reference left out", () => {
+  assert.equal(
+    ratioSummary([[1.04, 1], [0.91, 1], [3, 0], [2, 2]]),
+    "1.04, 0.91, 1.00; median 1.000, mean 0.983",
+  );
+  assert.equal(ratioSummary([[1, 0]]), null);
+  assert.equal(ratioSummary([]), null);
 });
