@@ -27,7 +27,7 @@
 
 import { BACKEND_KINDS, type BackendKind } from "../tests/e2e/backends.ts";
 import { type IperfResult, measureIperf } from "./qemu_iperf.ts";
-import { ratioSummary, roundOrder } from "./rounds.ts";
+import { mean, ratioSummary, roundOrder } from "./rounds.ts";
 
 /**
  * A backend of the bench: one of the e2e kinds, another tpasst checkout, or tpasst
@@ -149,8 +149,6 @@ interface Summary {
   peakRssMiB?: number;
   measuredProcess?: string;
 }
-
-const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
 
 /**
  * Lines of tpasst-vhost's per-round ratios to passt-vhost (each round's two runs side

@@ -24,6 +24,11 @@ export function median(values: readonly number[]): number {
   return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
+/** The arithmetic mean of `values` (NaN when empty). */
+export function mean(values: readonly number[]): number {
+  return values.reduce((a, b) => a + b, 0) / values.length;
+}
+
 /**
  * The ratios `ours[i] / reference[i]` of each round whose reference is above 0, as
  * "1.04, 0.91; median 0.975, mean 0.975"; null when no round has one.
@@ -33,7 +38,6 @@ export function ratioSummary(
 ): string | null {
   const ratios = pairs.filter(([, ref]) => ref > 0).map(([ours, ref]) => ours / ref);
   if (ratios.length === 0) return null;
-  const mean = ratios.reduce((a, b) => a + b, 0) / ratios.length;
   return `${ratios.map((x) => x.toFixed(2)).join(", ")}; median ${median(ratios).toFixed(3)}, ` +
-    `mean ${mean.toFixed(3)}`;
+    `mean ${mean(ratios).toFixed(3)}`;
 }

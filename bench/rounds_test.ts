@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { median, ratioSummary, roundOrder } from "./rounds.ts";
+import { mean, median, ratioSummary, roundOrder } from "./rounds.ts";
 
 Deno.test("roundOrder: each round starts with the next backend, every backend once", () => {
   const backends = ["a", "b", "c"];
@@ -14,6 +14,12 @@ Deno.test("median: middle value, or the mean of the two middle ones", () => {
   assert.equal(median([3, 1, 2]), 2);
   assert.equal(median([0.9, 1.3, 1.1, 0.8]), 1.0);
   assert.equal(median([5]), 5);
+});
+
+Deno.test("mean: the sum over the count", () => {
+  assert.equal(mean([0.5, 1.5, 1]), 1);
+  assert.equal(mean([2]), 2);
+  assert.ok(Number.isNaN(mean([])));
 });
 
 Deno.test("ratioSummary: each round's ratio, their median and mean; rounds without a reference left out", () => {

@@ -29,6 +29,7 @@
  */
 
 import { REFERENCE_PASST_ROOT, TPASST_BIN } from "../tests/e2e/backends.ts";
+import { mean } from "./rounds.ts";
 import {
   processCpuSeconds,
   processPeakRssKiB,
@@ -426,8 +427,6 @@ function schedulerShares(
     sleepsPerThousand: (after.sleeps - before.sleeps) / (datagrams / 1000),
   };
 }
-
-const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
 
 function describeSamples(s: SampleCounts): string {
   return `profile samples per 1000 datagrams: ${s.all.toFixed(2)}, kernel ${
