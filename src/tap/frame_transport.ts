@@ -16,6 +16,12 @@ import type { IoVectors } from "../../ffi/io_vectors.ts";
  */
 export const MAX_FRAME_LENGTH = 65535;
 
+/**
+ * The most frames one {@link GuestLink.reserveFrames} call reserves: a 64 KiB frame's
+ * 16 page-sized buffers each, well inside the 1024 iovec entries one call takes.
+ */
+export const MAX_RUN_FRAMES = 32;
+
 /** The smallest Ethernet frame any link accepts, in bytes: the 14-byte Ethernet header (IEEE 802.3). */
 export const MIN_FRAME_LENGTH = 14;
 
@@ -182,6 +188,18 @@ export interface FrameSpace {
    * receive queues puts it where the flow's other frames go; 0 when not known.
    */
   flowHash: number;
+  /**
+   * Frames the room holds: 1 after {@link GuestLink.reserveFrame}; after
+   * {@link GuestLink.reserveFrames}, as many as were reserved, each starting with
+   * `headerLength` header bytes written into the first view and copied into place by
+   * its commit.
+   */
+  frames: number;
+  /**
+   * Per frame of a run ({@link GuestLink.reserveFrames}): the payload bytes its room
+   * holds after the headers; {@link vectors} gives those rooms one after the other.
+   */
+  readonly frameRooms: Uint32Array;
 }
 
 /** An empty {@link FrameSpace} to pass to {@link GuestLink.reserveFrame}, reused per frame. */
@@ -194,6 +212,8 @@ export function newFrameSpace(): FrameSpace {
     vectors: null,
     vectorsFrom: 0,
     flowHash: 0,
+    frames: 0,
+    frameRooms: new Uint32Array(MAX_RUN_FRAMES),
   };
 }
 
@@ -279,6 +299,25 @@ export interface GuestLink {
   reserveFrame(space: FrameSpace, maxLength: number, headerLength: number): SendResult;
 
   /**
+   * Reserves room for up to `frames` frames (at most {@link MAX_RUN_FRAMES}) of at
+   * most `maxLength` bytes each, like {@link reserveFrame} for the first: a run, so
+   * that one read from a socket fills several frames' payloads. Only for a caller
+   * that accepts an iovec table ({@link FrameSpace.acceptVectors}). Sets
+   * `space.frames` and `space.frameRooms`; with more than one frame, `space.vectors`
+   * holds every frame's payload room in order and `space.views[0]` is where the
+   * caller writes each frame's headers before committing it. The frames are committed
+   * in order with {@link commitFrame}; a frame committed shorter than its room ends
+   * the run, and {@link cancelFrame} gives back every frame not committed. A link
+   * without runs leaves this out: callers reserve one frame at a time.
+   */
+  reserveFrames?(
+    space: FrameSpace,
+    frames: number,
+    maxLength: number,
+    headerLength: number,
+  ): SendResult;
+
+  /**
    * Hands over the reserved frame, now `length` bytes long (at most the reserved
    * room), with a partial checksum at `checksumStart` / `checksumOffset` like
    * {@link sendFrame}. Unused reserved room goes back to the link. With `segments`
@@ -293,7 +332,7 @@ export interface GuestLink {
     segments?: TcpSegments,
   ): SendResult;
 
-  /** Gives the reserved room back unused. */
+  /** Gives the reserved room back unused (of a run, every frame not committed). */
   cancelFrame(): void;
 
   /** Publishes everything sent since the last flush (used index, notification). */

@@ -65,6 +65,7 @@ import {
   type FrameSpace,
   type GuestLink,
   MAX_FRAME_LENGTH,
+  MAX_RUN_FRAMES,
   MIN_FRAME_LENGTH,
   type ScatteredFrame,
   SendResult,
@@ -220,6 +221,10 @@ export interface VhostUserLinkCounters {
   rxChains: number;
   /** RX frames the guest takes as several TCP segments (GSO_TCPV4/6), among rxFrames. */
   rxSegmented: number;
+  /** Runs of several frames reserved at once (reserveFrames), their payloads filled by one read. */
+  rxRuns: number;
+  /** Frames those runs reserved (committed, or given back when the read came short). */
+  rxRunFrames: number;
   /** Frames refused for want of RX buffers (SendResult.NoRoom). */
   rxNoRoom: number;
   /** RX kicks received (the guest posted buffers after we asked). */
@@ -279,6 +284,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     rxFrames: 0,
     rxChains: 0,
     rxSegmented: 0,
+    rxRuns: 0,
+    rxRunFrames: 0,
     rxNoRoom: 0,
     rxKicks: 0,
   };
@@ -378,6 +385,23 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   readonly #resScratchBuffer = new Uint8Array(MAX_FRAME_LENGTH);
   /** The frame's bytes after its headers, for reservations that accept a table. */
   readonly #resVectors = new IoVectors(MAX_RESERVATION_VECTORS);
+
+  // A run of frames reserved at once (reserveFrames): frame k's chains are
+  // #resHeads[#runChainEnd[k - 1] .. #runChainEnd[k]) (from 0 for the first), and
+  // the #res fields above describe the frame committed next (#runNext), whose chains
+  // start at #resFirst. A single reservation is a run of one frame.
+  #runFrames = 0;
+  #runNext = 0;
+  #resFirst = 0;
+  readonly #runChainEnd = new Int32Array(MAX_RUN_FRAMES);
+  readonly #runHeaderBase: Uint8Array[] = new Array(MAX_RUN_FRAMES).fill(EMPTY_VIEW);
+  readonly #runHeaderAt = new Int32Array(MAX_RUN_FRAMES);
+  readonly #runFrameHeaderBase: Uint8Array[] = new Array(MAX_RUN_FRAMES).fill(EMPTY_VIEW);
+  readonly #runFrameHeaderAt = new Int32Array(MAX_RUN_FRAMES);
+  readonly #runMalformedBefore: number[] = new Array(MAX_RUN_FRAMES).fill(0);
+  /** A later frame's chains and used lengths, copied from index 0 for pushUsedChains. */
+  #usedHeads = new Uint16Array(1);
+  #usedLengths = new Uint32Array(1);
 
   /** @param handler receives the guest's frames and the link's up/down events */
   constructor(handler: FrameHandler, options: VhostUserLinkOptions = {}) {
@@ -601,6 +625,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       `${c.txScattered - c.txGathered} sent from guest memory) in ${c.txTurns} turns: ` +
       `${c.txKicks} kicked, ${c.txPolls} from the loop (${c.txEmptyPolls} empty), ` +
       `${c.txRearms} kick re-arms; RX ${c.rxFrames} frames (${c.rxSegmented} segmented) in ${c.rxChains} chains, ` +
+      `${c.rxRuns} runs of ${c.rxRunFrames} frames reserved at once, ` +
       `${c.rxNoRoom} without room, ` +
       `${c.rxKicks} kicks` +
       (this.#pairsSeen > 1
@@ -1077,6 +1102,175 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   }
 
   /**
+   * {@inheritDoc GuestLink.reserveFrames}
+   * The first frame is reserved as by reserveFrame; the others only while the guest's
+   * buffers take them as a table with both headers in each frame's first buffer (a
+   * Linux guest's), on the same RX queue. Each frame takes the chains its room needs,
+   * so a later frame starts at a chain of its own.
+   */
+  reserveFrames(
+    space: FrameSpace,
+    frames: number,
+    maxLength: number,
+    headerLength: number,
+  ): SendResult {
+    const result = this.reserveFrame(space, maxLength, headerLength);
+    if (result !== SendResult.Sent) {
+      space.frames = 0;
+      return result;
+    }
+    space.frames = 1;
+    space.frameRooms[0] = space.length - headerLength;
+    const rx = this.#rx!;
+    if (
+      frames <= 1 || space.vectors === null || headerLength <= 0 ||
+      this.#resHeaderBase.length === 0 || this.#resFrameHeaderBase.length === 0
+    ) {
+      return result; // a run of one frame
+    }
+    this.#keepRunFrame(0);
+    const length = Math.max(headerLength, Math.min(maxLength, MAX_FRAME_LENGTH));
+    const wanted = Math.min(frames, MAX_RUN_FRAMES);
+    let count = 1;
+    while (count < wanted) {
+      const room = this.#appendRunFrame(rx, count, length, headerLength);
+      if (room === 0) break;
+      space.frameRooms[count++] = room;
+    }
+    this.#runFrames = count;
+    if (count > 1) {
+      this.counters.rxRuns++;
+      this.counters.rxRunFrames += count;
+    }
+    space.frames = count;
+    space.length = headerLength + space.vectors.totalBytes;
+    return result;
+  }
+
+  /** Records the open reservation's headers' places and chains as frame `k` of the run. */
+  #keepRunFrame(k: number): void {
+    this.#runChainEnd[k] = this.#resChains;
+    this.#runHeaderBase[k] = this.#resHeaderBase;
+    this.#runHeaderAt[k] = this.#resHeaderAt;
+    this.#runFrameHeaderBase[k] = this.#resFrameHeaderBase;
+    this.#runFrameHeaderAt[k] = this.#resFrameHeaderAt;
+    this.#runMalformedBefore[k] = this.#resMalformedBefore;
+  }
+
+  /** Makes frame `k` of the run the one committed next. */
+  #loadRunFrame(k: number): void {
+    this.#runNext = k;
+    this.#resFirst = this.#runChainEnd[k - 1];
+    this.#resHeaderBase = this.#runHeaderBase[k];
+    this.#resHeaderAt = this.#runHeaderAt[k];
+    this.#resFrameHeaderBase = this.#runFrameHeaderBase[k];
+    this.#resFrameHeaderAt = this.#runFrameHeaderAt[k];
+    this.#resMalformedBefore = this.#runMalformedBefore[k];
+  }
+
+  /**
+   * Reserves frame `k` of a run behind the chains reserved so far: its first chain's
+   * first buffer must hold the virtio-net header and the frame's headers, every byte
+   * after them goes on the run's table. Returns the frame's payload room, or 0 when
+   * no frame can be added (anything popped for it given back).
+   */
+  #appendRunFrame(rx: Virtqueue, k: number, length: number, headerLength: number): number {
+    const size = rx.size;
+    const start = this.#resChains;
+    const vectors = this.#resVectors;
+    if (start >= size || vectors.full) return 0;
+    const malformedBefore = rx.malformedCount;
+    const before = vectors.totalBytes;
+    const needed = NET_HDR_SIZE + length;
+    const headersEnd = NET_HDR_SIZE + headerLength;
+    const heads = this.#resHeads;
+    const rooms = this.#resRooms;
+    const singles = this.#rxSingles;
+    const chain = this.#rxLocated;
+    let chains = start;
+    let room = 0;
+    let headerBase: Uint8Array = EMPTY_VIEW;
+    let headerAt = 0;
+    if (rx.popSingleBuffers(singles, 1, needed, headersEnd) === 1) {
+      headerBase = singles.bases[0];
+      headerAt = singles.offsets[0];
+      room = singles.lengths[0];
+      heads[chains] = singles.heads[0];
+      rooms[chains++] = room;
+      singles.release();
+      if (room < this.#smallestRxChainBytes) this.#smallestRxChainBytes = room;
+      if (room > headersEnd) {
+        vectors.pushRange(headerBase, headerAt + headersEnd, room - headersEnd);
+      }
+    } else {
+      if (!this.#popRx(rx, chain)) return 0;
+      heads[chains] = chain.head;
+      rooms[chains++] = chain.writableBytes;
+      if (chain.lengths[0] < headersEnd) {
+        chain.release();
+        this.#resChains = chains;
+        this.#giveBack(rx, start, malformedBefore);
+        return 0;
+      }
+      headerBase = chain.bases[0];
+      headerAt = chain.offsets[0];
+      room = chain.writableBytes;
+      this.#pushChainRoom(chain, headersEnd);
+      chain.release();
+    }
+    while (room < needed && chains < size && this.#mergeable) {
+      const taken = rx.popSingleBuffers(singles, size - chains, needed - room, NET_HDR_SIZE);
+      for (let i = 0; i < taken; i++) {
+        const n = singles.lengths[i];
+        heads[chains] = singles.heads[i];
+        rooms[chains++] = n;
+        if (!vectors.full) vectors.pushRange(singles.bases[i], singles.offsets[i], n);
+        room += n;
+        if (n < this.#smallestRxChainBytes) this.#smallestRxChainBytes = n;
+      }
+      singles.release();
+      if (room >= needed || chains >= size || !this.#popRx(rx, chain)) break;
+      heads[chains] = chain.head;
+      rooms[chains++] = chain.writableBytes;
+      room += chain.writableBytes;
+      this.#pushChainRoom(chain, 0);
+      chain.release();
+    }
+    this.#resChains = chains;
+    if (!this.#mergeable) {
+      this.#rxBufferFrameRoom = Math.min(MAX_FRAME_LENGTH, room - NET_HDR_SIZE);
+    }
+    vectors.truncate(before + Math.min(length, room - NET_HDR_SIZE) - headerLength);
+    const payload = vectors.totalBytes - before;
+    if (payload <= 0) {
+      this.#giveBack(rx, start, malformedBefore);
+      return 0;
+    }
+    this.#runChainEnd[k] = chains;
+    this.#runHeaderBase[k] = headerBase;
+    this.#runHeaderAt[k] = headerAt;
+    this.#runFrameHeaderBase[k] = headerBase;
+    this.#runFrameHeaderAt[k] = headerAt + NET_HDR_SIZE;
+    this.#runMalformedBefore[k] = malformedBefore;
+    return payload;
+  }
+
+  /** Puts a located chain's buffers on the reservation's table, from byte `skip` of the chain. */
+  #pushChainRoom(chain: DescriptorChain, skip: number): void {
+    const vectors = this.#resVectors;
+    let left = skip;
+    for (let i = 0; i < chain.count && !vectors.full; i++) {
+      const n = chain.lengths[i];
+      if (left >= n) {
+        left -= n;
+        continue;
+      }
+      vectors.pushRange(chain.bases[i], chain.offsets[i] + left, n - left);
+      left = 0;
+    }
+  }
+
+  /**
    * Reserves as a table when the caller accepts one (and the headers fit the first
    * chain), else as views. While the ring's writes are logged (a migration) always as
    * views: commit and cancel report the views' bytes to the dirty log, and a table's
@@ -1357,8 +1551,12 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       return SendResult.Dropped;
     }
     const needed = NET_HDR_SIZE + length;
+    const first = this.#resFirst;
+    // A run's frame before its last ends where the next one's chains start.
+    let more = this.#runNext < this.#runFrames - 1;
+    const end = more ? this.#runChainEnd[this.#runNext] : this.#resChains;
     let room = 0;
-    for (let i = 0; i < this.#resChains; i++) room += this.#resRooms[i];
+    for (let i = first; i < end; i++) room += this.#resRooms[i];
     const segmented = segments !== undefined && segments.size > 0 &&
       length - segments.headerLength > segments.size;
     if (
@@ -1384,7 +1582,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     let used = 0;
     let left = needed;
     while (left > 0) {
-      left -= Math.min(this.#resRooms[used], left);
+      left -= Math.min(this.#resRooms[first + used], left);
       used++;
     }
     const header = this.#rxHeader(checksumStart, checksumOffset, used);
@@ -1418,20 +1616,38 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     }
     const writeLog = rx.writeLog;
     if (writeLog !== null) this.#reportReservation(writeLog);
-    this.#giveBack(rx, used);
+    if (first + used < end) {
+      // Shorter than its room: the chains it did not need and the run's later frames
+      // go back, and the run ends here.
+      this.#giveBack(rx, first + used);
+      more = false;
+    }
     // Each chain's used length, in place of its room (not needed after this).
     const lengths = this.#resRooms;
     left = needed;
-    for (let i = 0; i < used; i++) {
+    for (let i = first; i < first + used; i++) {
       const n = Math.min(lengths[i], left);
       lengths[i] = n;
       left -= n;
     }
-    rx.pushUsedChains(this.#resHeads, lengths, used);
+    if (first === 0) {
+      rx.pushUsedChains(this.#resHeads, lengths, used);
+    } else {
+      if (this.#usedHeads.length < used) {
+        this.#usedHeads = new Uint16Array(rx.size);
+        this.#usedLengths = new Uint32Array(rx.size);
+      }
+      for (let i = 0; i < used; i++) {
+        this.#usedHeads[i] = this.#resHeads[first + i];
+        this.#usedLengths[i] = lengths[first + i];
+      }
+      rx.pushUsedChains(this.#usedHeads, this.#usedLengths, used);
+    }
     this.counters.rxFrames++;
     this.#rxPair!.rxFrames++;
     this.counters.rxChains += used;
-    this.#dropReservation();
+    if (more) this.#loadRunFrame(this.#runNext + 1);
+    else this.#dropReservation();
     return SendResult.Sent;
   }
 
@@ -1442,7 +1658,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       // the caller may have written into the room before giving it up
       const writeLog = rx.writeLog;
       if (writeLog !== null) this.#reportReservation(writeLog);
-      this.#giveBack(rx, 0);
+      this.#giveBack(rx, this.#resFirst);
     }
     this.#dropReservation();
   }
@@ -1473,16 +1689,21 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     }
   }
 
-  /** Returns the reserved chains from index `keep` on to the ring (used, empty, if unpop is unsafe). */
-  #giveBack(rx: Virtqueue, keep: number): void {
+  /**
+   * Returns the reserved chains from index `keep` on to the ring: unpopped when no
+   * chain was dropped since `malformedBefore` (taken before the first of them was
+   * popped), else used and empty. They are no longer reserved.
+   */
+  #giveBack(rx: Virtqueue, keep: number, malformedBefore = this.#resMalformedBefore): void {
     const unused = this.#resChains - keep;
     if (unused <= 0) return;
-    if (rx.malformedCount === this.#resMalformedBefore) {
+    if (rx.malformedCount === malformedBefore) {
       rx.unpop(unused);
     } else {
       // A dropped chain sits among ours: unpop would hand it out again.
       for (let i = keep; i < this.#resChains; i++) rx.pushUsed(this.#resHeads[i], 0);
     }
+    this.#resChains = keep;
   }
 
   /** Forgets the reservation's views (no reference into guest memory outlives it). */
@@ -1496,6 +1717,15 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     this.#resViewCount = 0;
     this.#resHeaderCount = 0;
     this.#resChains = 0;
+    for (let k = 1; k < this.#runFrames; k++) {
+      this.#runHeaderBase[k] = EMPTY_VIEW;
+      this.#runFrameHeaderBase[k] = EMPTY_VIEW;
+    }
+    this.#runHeaderBase[0] = EMPTY_VIEW;
+    this.#runFrameHeaderBase[0] = EMPTY_VIEW;
+    this.#runFrames = 0;
+    this.#runNext = 0;
+    this.#resFirst = 0;
   }
 
   /**

@@ -43,7 +43,8 @@ import {
   VhostUserLink,
 } from "./vhost_user_link.ts";
 import { IoVectors } from "../../ffi/io_vectors.ts";
-import { TcpListenSocket, TcpSocket } from "../../ffi/tcp_socket.ts";
+import { TcpSocket } from "../../ffi/tcp_socket.ts";
+import { loopbackPair, receiveAll } from "../../tests/support/ffi/loopback_pair.ts";
 import { CountingGuestMemory } from "../../tests/support/virtio/counting_guest_memory.ts";
 import { WriteRecord } from "../../tests/support/virtio/recording_write_log.ts";
 import { pendingSoonTasks } from "../loop/event_loop.ts";
@@ -501,6 +502,8 @@ Deno.test("VhostUserLink.counters count frames, kicks, polls and re-arms; logged
     rxFrames: 1,
     rxChains: 1,
     rxSegmented: 0,
+    rxRuns: 0,
+    rxRunFrames: 0,
     rxNoRoom: 1,
     rxKicks: 1,
   });
@@ -1664,41 +1667,6 @@ Deno.test("VhostUserLink reports every guest write whatever the frames and buffe
     { numRuns: 150 },
   );
 });
-
-/** A connected loopback TCP pair of the helper's sockets (the receiver peeks into tables). */
-async function loopbackPair(): Promise<{ sender: TcpSocket; receiver: TcpSocket; close(): void }> {
-  const listener = TcpListenSocket.listen({ address: new Uint8Array([127, 0, 0, 1]), port: 0 });
-  const receiver = TcpSocket.connect({
-    address: new Uint8Array([127, 0, 0, 1]),
-    port: listener.localAddress().port,
-  });
-  let accepted = listener.accept();
-  for (let i = 0; accepted === null && i < 1000; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 1));
-    accepted = listener.accept();
-  }
-  listener.close();
-  assert.ok(accepted !== null, "the loopback connection was accepted");
-  const sender = accepted.socket;
-  return {
-    sender,
-    receiver,
-    close() {
-      sender.close();
-      receiver.close();
-    },
-  };
-}
-
-/** Receives exactly `length` bytes into `vectors` (the loopback may deliver them in parts). */
-async function receiveAll(socket: TcpSocket, vectors: IoVectors, length: number): Promise<void> {
-  for (let i = 0; i < 1000; i++) {
-    const n = socket.receiveVectors(vectors, true);
-    if (n === length) break;
-    await new Promise((resolve) => setTimeout(resolve, 1));
-  }
-  assert.equal(socket.discard(length), length);
-}
 
 Deno.test("VhostUserLink.reserveFrame() gives the payload as an iovec table over the guest's buffers when asked; the kernel writes through it", async () => {
   const pair = await loopbackPair();

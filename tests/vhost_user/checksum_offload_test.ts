@@ -46,6 +46,7 @@ import { withDaemon } from "../net/daemon_run.ts";
 import { readAll } from "../net/host_peers.ts";
 import { waitFor } from "../cli/cli_helpers.ts";
 import { IPPROTO_TCP, IPPROTO_UDP } from "../../src/net/wire/ip_protocol.ts";
+import { STATS_JSON_PREFIX } from "../../src/daemon/stats.ts";
 import { VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM } from "../../src/tap/net_features.ts";
 
 /** QEMU's usual features plus both checksum offloads, as a Linux virtio-net guest acks them. */
@@ -386,6 +387,14 @@ Deno.test("bin/tpasst over vhost-user with CSUM and GUEST_CSUM: guest TCP and UD
         assert.equal(new TextDecoder().decode(guest.datagrams[0].data), `echo:offloaded ${text}`);
         assert.equal(guest.badChecksumFrames, 0, `${text}: every checksum completes right`);
       }
+      // The host's data went into runs of frames, each run filled by one peek.
+      Deno.kill(d.process.pid, "SIGUSR1");
+      await waitFor("the stats-json line", () => d.stderr.includes(STATS_JSON_PREFIX));
+      const line = d.stderr.split("\n").find((l) => l.includes(STATS_JSON_PREFIX))!;
+      const link =
+        JSON.parse(line.slice(line.indexOf(STATS_JSON_PREFIX) + STATS_JSON_PREFIX.length))
+          .link;
+      assert.ok(link.rxRuns > 0, `runs of several frames reserved: ${link.rxRuns}`);
     }, vhost);
   } finally {
     for (const echo of echoes) echo.close();

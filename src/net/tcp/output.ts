@@ -35,6 +35,7 @@ import {
 } from "../wire/tcp_header.ts";
 import {
   type FrameSpace,
+  MAX_RUN_FRAMES,
   SendResult,
   TcpSegmentation,
   type TcpSegments,
@@ -252,11 +253,13 @@ function drained(f: TcpFlow): void {
 }
 
 /**
- * Sends one data segment of up to `maxLength` bytes starting at sequence `seq`,
- * peeked from the host socket straight into a frame reserved on the guest link.
- * With `segmentSize` > 0 (the link takes this family's TCP frames large, see
- * GuestLink.tcpSegmentation) a frame carrying more than that goes out as one large
- * frame the guest treats as segments of `segmentSize` bytes.
+ * Sends up to `limit` bytes starting at sequence `seq` in data segments of up to
+ * `maxLength` bytes each, peeked from the host socket straight into frames reserved
+ * on the guest link: one peek for all of them where the link reserves a run of
+ * frames (GuestLink.reserveFrames), else one segment. With `segmentSize` > 0 (the
+ * link takes this family's TCP frames large, see GuestLink.tcpSegmentation) a frame
+ * carrying more than that goes out as one large frame the guest treats as segments
+ * of `segmentSize` bytes.
  * @returns the bytes sent (> 0), or DATA_NO_ROOM, DATA_WOULD_BLOCK, DATA_END
  *   (the host's stream ends at `seq`), DATA_FAILED (the flow was reset)
  */
@@ -267,6 +270,7 @@ export function sendHostData(
   maxLength: number,
   window: number = windowOut(ctx, f),
   segmentSize = 0,
+  limit = maxLength,
 ): number {
   const link = ctx.sender.link;
   const conn = f.conn;
@@ -287,10 +291,14 @@ export function sendHostData(
       : flowHashIpv6(f.remote6!, f.guest6!, IPPROTO_TCP, f.remotePort, f.guestPort);
   }
   space.flowHash = f.toGuestHash;
-  if (link.reserveFrame(space, headers + maxLength, headers) !== SendResult.Sent) {
-    return DATA_NO_ROOM;
-  }
-  const room = Math.min(maxLength, space.length - headers);
+  const frames = Math.min(MAX_RUN_FRAMES, Math.ceil(limit / maxLength));
+  const asRun = frames > 1 && partial && link.reserveFrames !== undefined;
+  const reserved = asRun
+    ? link.reserveFrames!(space, frames, headers + maxLength, headers)
+    : link.reserveFrame(space, headers + maxLength, headers);
+  if (reserved !== SendResult.Sent) return DATA_NO_ROOM;
+  const run = asRun && space.frames > 1;
+  const room = Math.min(run ? limit : maxLength, space.length - headers);
   if (room <= 0) {
     link.cancelFrame();
     return DATA_NO_ROOM;
@@ -312,17 +320,67 @@ export function sendHostData(
   // (turned on once the frame is committed: nothing else may use the link before).
   // After the peer's FIN was signalled, peek on: only a peek returning 0 shows it.
   const emptied = got < room && !f.hostHungUp && seqLe(f.dataMax, (seq + got) >>> 0);
+  const ack = ackOut(f);
+  f.ackDue = false;
+  if (!run) {
+    commitSegment(ctx, f, space, seq >>> 0, ack, window, got, got < maxLength, segmentSize);
+  } else {
+    // The run's frames in order, each as full as its room; the last one short. The
+    // frames left over (the peek came short) go back to the link.
+    let sent = 0;
+    let frame = 0;
+    while (sent < got) {
+      const part = Math.min(space.frameRooms[frame++], got - sent);
+      const last = sent + part === got;
+      commitSegment(
+        ctx,
+        f,
+        space,
+        (seq + sent) >>> 0,
+        ack,
+        window,
+        part,
+        last && got < limit,
+        segmentSize,
+      );
+      sent += part;
+    }
+    if (frame < space.frames) link.cancelFrame();
+  }
+  if (emptied) drained(f);
+  return got;
+}
+
+/**
+ * Writes the headers of the reserved frame (or of a run's next frame) carrying `got`
+ * payload bytes from sequence `seq` into the reservation's first view, and commits it.
+ */
+function commitSegment(
+  ctx: TcpContext,
+  f: TcpFlow,
+  space: FrameSpace,
+  seq: number,
+  ack: number,
+  window: number,
+  got: number,
+  push: boolean,
+  segmentSize: number,
+): void {
+  const link = ctx.sender.link!;
+  const v4 = f.family === 4;
+  const l4 = v4 ? L4_OFFSET_V4 : L4_OFFSET_V6;
+  const headers = l4 + TCP_HEADER_MIN;
+  const partial = link.l4ChecksumsOptional;
   const b = space.views[0];
   const l4Length = TCP_HEADER_MIN + got;
   const fl = ctx.fields;
   fl.srcPort = f.remotePort;
   fl.dstPort = f.guestPort;
-  fl.seq = seq >>> 0;
-  fl.ack = ackOut(f);
-  fl.flags = TCP_ACK_FLAG | (got < maxLength ? TCP_PSH : 0);
+  fl.seq = seq;
+  fl.ack = ack;
+  fl.flags = TCP_ACK_FLAG | (push ? TCP_PSH : 0);
   fl.window = window;
   buildTcp(b, l4, fl);
-  f.ackDue = false;
   let sum: number;
   if (v4) {
     sum = ipv4PseudoSum(f.remote4, f.guest4, IPPROTO_TCP, l4Length);
@@ -363,8 +421,6 @@ export function sendHostData(
   // Counted (a drop is lost like a frame the guest missed: retransmitted), flushed by
   // the end of the task at the latest, traced with --trace.
   ctx.sender.committed(b, headers + got, result); // b starts with the headers: no view made
-  if (emptied) drained(f);
-  return got;
 }
 
 /** Whether `f`'s timer is armed. */
@@ -422,14 +478,16 @@ export function pushToGuest(ctx: TcpContext, f: TcpFlow, now: number): void {
       segmenting ? (f.family === 4 ? MAX_PAYLOAD_V4 : MAX_PAYLOAD_V6) : f.mss,
     );
     if (n > f.mss) n -= n % f.mss; // whole segments: no short one in the middle of a burst
-    if (f.hostEof) n = Math.min(n, seqDiff(f.dataEnd, f.sndNxt));
+    // The whole window at once, in frames of n bytes (a run, where the link has them).
+    const limit = f.hostEof ? Math.min(guestWindow, seqDiff(f.dataEnd, f.sndNxt)) : guestWindow;
+    n = Math.min(n, limit);
     if (n <= 0) {
       // Zero window: probe on the timer if nothing else is outstanding.
       if (!timerArmed(f)) ctx.arm(f, now + f.rto);
       return;
     }
     if (window < 0) window = windowOut(ctx, f);
-    const got = sendHostData(ctx, f, f.sndNxt, n, window, segmenting ? f.mss : 0);
+    const got = sendHostData(ctx, f, f.sndNxt, n, window, segmenting ? f.mss : 0, limit);
     if (got === DATA_NO_ROOM) {
       waitForRoom(ctx, f, now);
       return;

@@ -562,6 +562,23 @@ Deno.test("`TcpTranslator` recovers from frames lost in both directions", async 
   close();
 });
 
+Deno.test("`TcpTranslator` fills a run of frames with one peek where the link reserves runs, and recovers from frames of a run lost", async () => {
+  for (const family of [4, 6] as const) {
+    const { tcp, guest, close } = setup(family);
+    guest.mss = 1400;
+    guest.l4ChecksumsOptional = true;
+    guest.runFrames = 8;
+    guest.recordHeaders = true;
+    guest.loseToGuestOneIn = 23;
+    const down = pattern(1024 * 1024 + 7, 41);
+    assert.equal(sha(await downloadFromHost(guest, family, down, 30000)), sha(down));
+    assert.ok(guest.runsReserved > 0, "runs were reserved");
+    assert.ok(tcp.counters.retransmits > 0, "lost frames were sent again");
+    assert.equal(Math.max(...guest.headers.map((h) => h.payloadLength)), guest.mss);
+    close();
+  }
+});
+
 Deno.test("`TcpTranslator` keeps what a stuck guest has not taken in the host socket, not in user space", async () => {
   const { tcp, guest, close } = setup(4);
   const { listener: server, port } = loopbackListener();
@@ -630,16 +647,18 @@ Deno.test("`TcpTranslator` keeps a flow's recovery point at the acknowledged edg
 
 for (const segmentation of [true, false]) {
   Deno.test(`\`TcpTranslator\` sends the guest ${segmentation ? "64 KiB frames of MSS-sized segments with segmentation offload" : "MSS-sized segments without segmentation offload"} (IPv4 and IPv6)`, async () => {
-    for (const family of [4, 6] as const) {
+    for (const [family, runFrames] of [[4, 1], [6, 1], [4, 16], [6, 16]] as const) {
       const { guest, close } = setup(family);
       guest.mss = 1460 - (family === 6 ? 20 : 0); // an MTU 1500 guest
       guest.l4ChecksumsOptional = true;
+      guest.runFrames = runFrames;
       guest.tcpSegmentation = segmentation ? TcpSegmentation.Ipv4 | TcpSegmentation.Ipv6 : 0;
       guest.recordHeaders = true;
       const down = pattern(2 * 1024 * 1024 + 5, 13);
       assert.equal(sha(await downloadFromHost(guest, family, down, 30000)), sha(down));
       const largest = Math.max(...guest.headers.map((h) => h.payloadLength));
       assert.equal(guest.unexpectedSegmentation, 0);
+      assert.equal(guest.runsReserved > 0, runFrames > 1, "runs where the link reserves them");
       if (segmentation) {
         assert.ok(guest.segmentSizes.length > 0, "large frames were sent");
         assert.ok(

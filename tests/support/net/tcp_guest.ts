@@ -51,6 +51,7 @@ import {
   type TcpSegments,
 } from "../../../src/tap/frame_transport.ts";
 import { ScratchFrame } from "../../../src/tap/scratch_frame.ts";
+import { RunScratch } from "../tap/run_scratch.ts";
 import { IPPROTO_TCP, IPPROTO_UDP } from "../../../src/net/wire/ip_protocol.ts";
 
 /** Seed of each TestGuest's loss generator (any nonzero value). */
@@ -261,6 +262,11 @@ export class TestGuest implements GuestLink {
   #pumpScheduled = false;
   #writable: ((now: number) => void) | null = null;
   readonly #scratch = new ScratchFrame();
+  /** Settable: the most frames reserveFrames reserves at once (1: one, as reserveFrame). */
+  runFrames = 1;
+  /** Runs of several frames reserved. */
+  runsReserved = 0;
+  readonly #run = new RunScratch();
   /** Frames reserved with reserveFrame and committed (the in-place path). */
   committedFrames = 0;
   #nextPort = 40000;
@@ -355,14 +361,37 @@ export class TestGuest implements GuestLink {
     return this.#scratch.reserve(space, Math.min(maxLength, this.maxFrameLength));
   }
 
-  /** Takes the reserved frame like sendFrame. */
+  /**
+   * Reserves a run of up to {@link runFrames} frames (bounded like reserveFrame), or
+   * one frame as reserveFrame does.
+   */
+  reserveFrames(
+    space: FrameSpace,
+    frames: number,
+    maxLength: number,
+    headerLength: number,
+  ): SendResult {
+    this.#run.cancel();
+    const count = Math.min(frames, this.runFrames);
+    if (count <= 1 || this.noRoom || headerLength > this.maxFrameLength) {
+      const result = this.reserveFrame(space, maxLength, headerLength);
+      space.frames = result === SendResult.Sent ? 1 : 0;
+      space.frameRooms[0] = space.length - headerLength;
+      return result;
+    }
+    this.#run.reserve(space, count, Math.min(maxLength, this.maxFrameLength), headerLength);
+    this.runsReserved++;
+    return SendResult.Sent;
+  }
+
+  /** Takes the reserved frame (or the run's next one) like sendFrame. */
   commitFrame(
     length: number,
     checksumStart = 0,
     checksumOffset = 0,
     segments?: TcpSegments,
   ): SendResult {
-    const frame = this.#scratch.take(length);
+    const frame = this.#run.open ? this.#run.take(length) : this.#scratch.take(length);
     if (frame === null) return SendResult.Dropped;
     if (segments !== undefined && length - segments.headerLength > segments.size) {
       if ((this.tcpSegmentation & segments.kind) === 0 || checksumStart === 0) {
@@ -375,9 +404,10 @@ export class TestGuest implements GuestLink {
     return this.sendFrame(frame, checksumStart, checksumOffset);
   }
 
-  /** Forgets the reservation. */
+  /** Forgets the reservation (or what is left of the run). */
   cancelFrame(): void {
     this.#scratch.cancel();
+    this.#run.cancel();
   }
 
   /** Nothing to publish. */
