@@ -11,6 +11,10 @@ Deno.test(`runPackedVirtqueueFuzz() survives ${iterations} random packed rings`,
   assert.ok(stats.wellFormedRings > 0, "some rings were well-formed");
   assert.ok(stats.framesDelivered > 0, "some TX frames were valid");
   assert.ok(stats.framesSent > 0, "some RX sends succeeded");
+  assert.ok(
+    stats.runs > 0 && stats.runFramesSent > 0,
+    "runs of frames were reserved and committed",
+  );
   assert.ok(stats.usedBuffers > 0, "buffers came back");
   assert.ok(stats.noRoom > 0 && stats.dropped > 0, "NoRoom and Dropped were both seen");
   assert.ok(stats.brokenQueues > 0, "some rings were broken");

@@ -4,7 +4,9 @@
  * addresses in, near and far outside guest memory), lets the guest rewrite them
  * while frames are being handled, and checks that the device side never throws,
  * never hangs, never returns an id outside the ring and never leaves a healthy
- * queue stuck with chains it did not consume.
+ * queue stuck with chains it did not consume. Frames toward the guest go one at a
+ * time (sendFrame) and as runs reserved at once (reserveFrames), committed in part,
+ * while the guest rewrites the ring under them: every RX chain taken comes back.
  *
  * Run directly for long runs: `deno run -A tests/fuzz/virtqueue_fuzz.ts 100000 [seed] [first-iteration]`.
  *
@@ -15,7 +17,9 @@ import { Logger } from "../../src/log/logger.ts";
 import {
   type FrameHandler,
   MAX_FRAME_LENGTH,
+  MAX_RUN_FRAMES,
   MIN_FRAME_LENGTH,
+  newFrameSpace,
   SendResult,
 } from "../../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
@@ -29,6 +33,9 @@ export interface FuzzStats {
   iterations: number;
   framesDelivered: number;
   framesSent: number;
+  /** Runs of several frames reserved, and frames committed from them. */
+  runs: number;
+  runFramesSent: number;
   noRoom: number;
   dropped: number;
   brokenQueues: number;
@@ -203,6 +210,8 @@ export function runVirtqueueFuzz(iterations: number, seed: number, firstIteratio
     iterations: 0,
     framesDelivered: 0,
     framesSent: 0,
+    runs: 0,
+    runFramesSent: 0,
     noRoom: 0,
     dropped: 0,
     brokenQueues: 0,
@@ -212,6 +221,8 @@ export function runVirtqueueFuzz(iterations: number, seed: number, firstIteratio
   let lines: string[] = [];
   logger.setSink((_level, line) => lines.push(line));
   const frame = new Uint8Array(MAX_FRAME_LENGTH);
+  const space = newFrameSpace();
+  space.acceptVectors = true;
   for (let it = firstIteration; it < firstIteration + iterations; it++) {
     const r = new Random(seed + it * 0x9e37);
     const fail = (what: string): never => {
@@ -249,6 +260,35 @@ export function runVirtqueueFuzz(iterations: number, seed: number, firstIteratio
     link.startVring(tx.driver.vring(tx.lastAvail), 0);
     link.kick(TX_QUEUE_INDEX, 1);
     for (let k = 0; k < 1 + r.below(6); k++) {
+      if (r.chance(0.3)) {
+        // A run: some frames committed (the last one maybe short), the rest given back.
+        const headers = 14 + r.below(80);
+        const maxLength = headers + 1 + r.below(r.chance(0.5) ? 3000 : MAX_FRAME_LENGTH);
+        const result = link.reserveFrames(
+          space,
+          1 + r.below(MAX_RUN_FRAMES + 2),
+          maxLength,
+          headers,
+        );
+        if (result !== SendResult.Sent) {
+          if (result === SendResult.NoRoom) stats.noRoom++;
+          else stats.dropped++;
+          continue;
+        }
+        if (space.frames > 1) stats.runs++;
+        if (r.chance(0.2)) {
+          scribble(r, rx.driver, rx.driver.descAddr, rx.size, rx.size, rx.dataStart);
+        }
+        const commits = r.below(space.frames + 1);
+        for (let f = 0; f < commits; f++) {
+          const room = space.frames > 1 ? space.frameRooms[f] : space.length - headers;
+          const payload = r.chance(0.8) ? room : r.below(room + 2);
+          space.views[0].fill(0x45, 0, Math.min(headers, space.views[0].length));
+          if (link.commitFrame(headers + payload) === SendResult.Sent) stats.runFramesSent++;
+        }
+        link.cancelFrame();
+        continue;
+      }
       const length = r.chance(0.1) ? r.below(MAX_FRAME_LENGTH + 100) : 14 + r.below(2000);
       const result = link.sendFrame(frame.subarray(0, Math.min(length, frame.length)));
       if (result === SendResult.Sent) stats.framesSent++;
@@ -281,6 +321,12 @@ export function runVirtqueueFuzz(iterations: number, seed: number, firstIteratio
       }
       if (ring === tx && used.length !== consumed) {
         fail(`TX consumed ${consumed} chains but returned ${used.length}`);
+      }
+      if (
+        ring === rx && used.length !== consumed &&
+        !lines.some((line) => line.includes("virtqueue RX is broken"))
+      ) {
+        fail(`RX consumed ${consumed} chains but returned ${used.length}`);
       }
     }
     const txBroken = lines.some((line) => line.includes("virtqueue TX is broken"));

@@ -10,6 +10,10 @@ Deno.test(`runVirtqueueFuzz() survives ${iterations} random rings`, () => {
   // The generator must reach every outcome, or it is not exercising the engine.
   assert.ok(stats.framesDelivered > 0, "some TX frames were valid");
   assert.ok(stats.framesSent > 0, "some RX sends succeeded");
+  assert.ok(
+    stats.runs > 0 && stats.runFramesSent > 0,
+    "runs of frames were reserved and committed",
+  );
   assert.ok(stats.noRoom > 0 && stats.dropped > 0, "NoRoom and Dropped were both seen");
   assert.ok(stats.brokenQueues > 0, "some rings were broken");
 });
