@@ -189,10 +189,9 @@ export interface FrameSpace {
    */
   flowHash: number;
   /**
-   * Frames the room holds: 1 after {@link GuestLink.reserveFrame}; after
-   * {@link GuestLink.reserveFrames}, as many as were reserved, each starting with
-   * `headerLength` header bytes written into the first view and copied into place by
-   * its commit.
+   * Set by {@link GuestLink.reserveFrames} (reserveFrame leaves it alone): the frames
+   * reserved, each starting with `headerLength` header bytes written into the first
+   * view and copied into place by its commit.
    */
   frames: number;
   /**

@@ -1123,7 +1123,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     space.frameRooms[0] = space.length - headerLength;
     const rx = this.#rx!;
     if (
-      frames <= 1 || space.vectors === null || headerLength <= 0 ||
+      frames <= 1 || space.vectors === null || headerLength <= 0 || space.frameRooms[0] === 0 ||
       this.#resHeaderBase.length === 0 || this.#resFrameHeaderBase.length === 0
     ) {
       return result; // a run of one frame

@@ -159,6 +159,22 @@ for (const layout of ["split", "packed"] as const) {
     }
   });
 
+  Deno.test(`VhostUserLink.reserveFrames() makes no run behind a first frame with no room past the headers (${layout})`, () => {
+    const { rx, link } = setup(layout, {});
+    const posted: PostedBuffers = new Map();
+    postRxBuffers(rx, posted, 1, NET_HDR_SIZE + HEADERS);
+    postRxBuffers(rx, posted, 3, 1514 + NET_HDR_SIZE);
+    const space = newFrameSpace();
+    space.acceptVectors = true;
+    assert.equal(link.reserveFrames(space, 4, 1514, HEADERS), SendResult.Sent);
+    assert.equal(space.frames, 1);
+    assert.equal(space.frameRooms[0], 0);
+    assert.equal(link.counters.rxRuns, 0);
+    link.cancelFrame();
+    assert.equal(link.sendFrame(frameOf(HEADERS, 3)), SendResult.Sent, "the small buffer is back");
+    assert.equal(drain(link), 3, "the three full-sized buffers are still there");
+  });
+
   Deno.test(`VhostUserLink.reserveFrames() ends the run before a buffer that cannot hold the headers in one piece, and leaves it for the next frame (${layout})`, async () => {
     const pair = await loopbackPair();
     try {

@@ -6,8 +6,8 @@
  * rewrite slots while frames are being handled, and checks that the device side never
  * throws, never hangs, returns every buffer of a well-formed ring exactly once with the
  * right lengths, leaves no available list behind on a healthy TX queue, stops at a
- * consistent ring state and reports every byte it writes to the dirty-page log. Half
- * the rings run without a log, where frames toward the guest also go as runs
+ * consistent ring state and reports every byte it writes to the dirty-page log. A
+ * quarter of the rings run without a log, where frames toward the guest also go as runs
  * reserved at once (reserveFrames), committed in part.
  *
  * Run directly for long runs: `deno run -A tests/fuzz/packed_virtqueue_fuzz.ts 100000 [seed] [first-iteration]`.
@@ -272,7 +272,7 @@ export function runPackedVirtqueueFuzz(
       linkDown() {},
     };
     const link = new VhostUserLink(handler, { logger, clock: () => it * 10 });
-    const logged = r.chance(0.5);
+    const logged = r.chance(0.75);
     link.startVring({
       ...rx.driver.vring(rx.state),
       writeLog: logged ? record.ringLog(rx.driver.deviceAddr) : null,

@@ -147,6 +147,13 @@ export class TcpFlow extends CountedFlowFields {
    */
   hostDrained = false;
   /**
+   * The last peek filled all the room it was given (the host socket had at least that
+   * much): the next push may reserve a run of frames for the guest's whole window.
+   * After a short peek one frame goes first, so that a short message does not take a
+   * window's worth of the guest's buffers only to give them back.
+   */
+  lastPeekFull = false;
+  /**
    * The flow hash of its frames toward the guest (src/tap/flow_hash.ts: which receive
    * queue of a multiqueue guest they go to), computed at the first data segment; -1
    * until then. The addresses and ports it hashes never change.

@@ -311,6 +311,7 @@ export function sendHostData(
     hostError(ctx, f, error);
     return DATA_FAILED;
   }
+  f.lastPeekFull = got === room;
   if (got <= 0) {
     link.cancelFrame();
     if (got !== 0 && seqLe(f.dataMax, seq)) drained(f);
@@ -326,13 +327,14 @@ export function sendHostData(
     commitSegment(ctx, f, space, seq >>> 0, ack, window, got, got < maxLength, segmentSize);
   } else {
     // The run's frames in order, each as full as its room; the last one short. The
-    // frames left over (the peek came short) go back to the link.
+    // frames left over (the peek came short, or a commit failed: the link then ended
+    // the run) go back to the link.
     let sent = 0;
     let frame = 0;
     while (sent < got) {
       const part = Math.min(space.frameRooms[frame++], got - sent);
       const last = sent + part === got;
-      commitSegment(
+      const result = commitSegment(
         ctx,
         f,
         space,
@@ -344,6 +346,7 @@ export function sendHostData(
         segmentSize,
       );
       sent += part;
+      if (result !== SendResult.Sent) break; // lost like a frame the guest missed
     }
     if (frame < space.frames) link.cancelFrame();
   }
@@ -365,7 +368,7 @@ function commitSegment(
   got: number,
   push: boolean,
   segmentSize: number,
-): void {
+): SendResult {
   const link = ctx.sender.link!;
   const v4 = f.family === 4;
   const l4 = v4 ? L4_OFFSET_V4 : L4_OFFSET_V6;
@@ -421,6 +424,7 @@ function commitSegment(
   // Counted (a drop is lost like a frame the guest missed: retransmitted), flushed by
   // the end of the task at the latest, traced with --trace.
   ctx.sender.committed(b, headers + got, result); // b starts with the headers: no view made
+  return result;
 }
 
 /** Whether `f`'s timer is armed. */
@@ -478,9 +482,11 @@ export function pushToGuest(ctx: TcpContext, f: TcpFlow, now: number): void {
       segmenting ? (f.family === 4 ? MAX_PAYLOAD_V4 : MAX_PAYLOAD_V6) : f.mss,
     );
     if (n > f.mss) n -= n % f.mss; // whole segments: no short one in the middle of a burst
-    // The whole window at once, in frames of n bytes (a run, where the link has them).
-    const limit = f.hostEof ? Math.min(guestWindow, seqDiff(f.dataEnd, f.sndNxt)) : guestWindow;
+    // The whole window at once, in frames of n bytes (a run, where the link has them),
+    // when the last peek found the socket that full; else one frame first.
+    let limit = f.hostEof ? Math.min(guestWindow, seqDiff(f.dataEnd, f.sndNxt)) : guestWindow;
     n = Math.min(n, limit);
+    if (!f.lastPeekFull) limit = n;
     if (n <= 0) {
       // Zero window: probe on the timer if nothing else is outstanding.
       if (!timerArmed(f)) ctx.arm(f, now + f.rto);

@@ -579,6 +579,35 @@ Deno.test("`TcpTranslator` fills a run of frames with one peek where the link re
   }
 });
 
+Deno.test("`TcpTranslator` sends a short message in one frame, not a run: a run only follows a peek that filled its room", async () => {
+  const { guest, close } = setup();
+  guest.mss = 1400;
+  guest.l4ChecksumsOptional = true;
+  guest.runFrames = 8;
+  const { listener: server, port } = loopbackListener();
+  try {
+    const c = guest.connect(TEST_GATEWAY4, port);
+    const host = await server.accept();
+    await c.until(() => c.state === "established", 5000, "established");
+    for (let i = 1; i <= 3; i++) {
+      await writeAll(host, new Uint8Array(100).fill(i));
+      await c.until(() => c.totalReceived === 100 * i, 5000, `message ${i}`);
+    }
+    assert.equal(guest.runsReserved, 0, "each message in one frame, the window left alone");
+    const bulk = pattern(512 * 1024, 43);
+    const writing = writeAll(host, bulk);
+    await c.until(() => c.totalReceived === 300 + bulk.length, 10_000, "the bulk data");
+    await writing;
+    assert.ok(guest.runsReserved > 0, "bulk data went in runs");
+    const received = c.takeReceived();
+    assert.equal(sha(received.subarray(300)), sha(bulk));
+    host.close();
+  } finally {
+    server.close();
+    close();
+  }
+});
+
 Deno.test("`TcpTranslator` keeps what a stuck guest has not taken in the host socket, not in user space", async () => {
   const { tcp, guest, close } = setup(4);
   const { listener: server, port } = loopbackListener();
