@@ -11,7 +11,8 @@ import { flowKeyEnds, formatDuration, formatEndpoint } from "../flows/flow_info.
 import { TCP_ACK_FLAG, TCP_RST } from "../wire/tcp_header.ts";
 import type { TcpContext } from "./context.ts";
 import { LINGER_MS, type TcpFlow, TcpState } from "./flow.ts";
-import { ackOut, sendFlags } from "./output.ts";
+import { sendFlags } from "./output.ts";
+import { ackOut } from "./window.ts";
 
 /**
  * The flow's ends for a log line, as the statistics dump shows them:

@@ -34,7 +34,6 @@ import { abort, hostError, logOpened, maybeFinish } from "./closing.ts";
 import { connectFailed, flushPendingToHost, onHostEvents } from "./host_side.ts";
 import { sendChallengeAck } from "./challenge_ack.ts";
 import {
-  ackOut,
   DATA_NO_ROOM,
   HEADERS_V4,
   HEADERS_V6,
@@ -48,6 +47,7 @@ import {
   sendSyn,
   timerArmed,
 } from "./output.ts";
+import { ackOut } from "./window.ts";
 import { WOULD_BLOCK } from "../../../ffi/tcp_socket.ts";
 
 /** Handles a guest segment of an existing flow (`ctx.header` holds it parsed). */

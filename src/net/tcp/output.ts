@@ -5,14 +5,10 @@
  * bytes are peeked straight into it behind the headers — one copy, and the bytes stay
  * in the kernel until the guest acknowledges them — then the headers and checksum
  * are written in front and the frame committed. A retransmission peeks the same
- * bytes again from their offset past the acknowledged edge.
- *
- * The window advertised to the guest mirrors the host socket: the room left in its
- * send buffer (SO_SNDBUF − SIOCOUTQ), capped by the translator's largest window and
- * never moving its right edge back. The socket is asked again once the guest has sent
- * half of the room it had (until then, that room less what was sent since stands for
- * it), after it refused bytes, and when it reports draining. When the room runs low,
- * the socket is asked to report when it drains, and a window update follows.
+ * bytes again from their offset past the acknowledged edge. Where the link reserves
+ * runs of frames (vhost-user with checksum offload), the guest's window goes out as
+ * one run filled by one peek, once a peek has found the socket that full. The ACK
+ * number and window every segment carries come from window.ts.
  *
  * @module
  */
@@ -44,6 +40,7 @@ import { flowHashIpv4, flowHashIpv6 } from "../../tap/flow_hash.ts";
 import type { TcpContext } from "./context.ts";
 import { OUR_WINDOW_SCALE, seqDiff, seqLe, seqLt, type TcpFlow, TcpState } from "./flow.ts";
 import { hostError } from "./closing.ts";
+import { ackOut, windowOut } from "./window.ts";
 import { IPPROTO_TCP } from "../wire/ip_protocol.ts";
 
 /** IPv4 + TCP header bytes (no options) subtracted from the MTU for the MSS. */
@@ -83,50 +80,6 @@ const ipv6Fields: Ipv6BuildFields = {
 let ipv4Id = 0;
 /** The segmentation of the large frame being committed (sendHostData). */
 const segments: TcpSegments = { kind: TcpSegmentation.None, size: 0, headerLength: 0 };
-
-/** The acknowledgement number toward the guest: everything the host socket took, and its FIN. */
-export function ackOut(f: TcpFlow): number {
-  return (f.rcvNxt + (f.guestFinDone ? 1 : 0)) >>> 0;
-}
-
-/**
- * The window field toward the guest (scaled), mirroring the host socket's free send
- * buffer; records the right edge advertised and asks for a writable event when the
- * window is low.
- */
-export function windowOut(ctx: TcpContext, f: TcpFlow): number {
-  const conn = f.conn;
-  let room = ctx.maxWindow;
-  let low = false;
-  if (conn !== null && !f.guestFinDone) {
-    const sent = seqDiff(f.rcvNxt, f.roomAt);
-    if (f.room >= 0 && sent >= 0 && 2 * (f.room - sent) >= f.room) {
-      // What was sent to the socket since it was asked took at most that much of the
-      // room it had then (the kernel only frees room since): while half of it is left,
-      // that floor is the room, without asking again (one ioctl fewer per ACK under an
-      // upload; the right edge then stays put until the socket is asked again).
-      room = f.room - sent;
-    } else {
-      const q = ctx.queues;
-      try {
-        conn.queues(q);
-        room = Math.min(ctx.maxWindow, Math.max(0, q.sendBuffer - q.sendQueued));
-        low = room < Math.min(ctx.maxWindow, q.sendBuffer) / 4;
-        f.room = low ? -1 : room; // a low window is asked again, to see it grow
-        f.roomAt = f.rcvNxt;
-      } catch { /* a broken socket: its next operation reports it */ }
-    }
-  }
-  room = Math.min(room, 65535 << f.ourShift);
-  let right = (f.rcvNxt + room) >>> 0;
-  if (seqLt(right, f.rcvWndRight)) right = f.rcvWndRight; // never move the edge back
-  f.rcvWndRight = right;
-  if (low && !f.windowUpdateDue && conn !== null) {
-    f.windowUpdateDue = true;
-    conn.requestWritable();
-  }
-  return Math.min(Math.max(seqDiff(right, ackOut(f)), 0) >>> f.ourShift, 65535);
-}
 
 /** Sends a segment without data through the sender's buffer. */
 function emit(
