@@ -399,9 +399,6 @@ export class VhostUserLink implements VringDatapath, GuestLink {
   readonly #runFrameHeaderBase: Uint8Array[] = new Array(MAX_RUN_FRAMES).fill(EMPTY_VIEW);
   readonly #runFrameHeaderAt = new Int32Array(MAX_RUN_FRAMES);
   readonly #runMalformedBefore: number[] = new Array(MAX_RUN_FRAMES).fill(0);
-  /** A later frame's chains and used lengths, copied from index 0 for pushUsedChains. */
-  #usedHeads = new Uint16Array(1);
-  #usedLengths = new Uint32Array(1);
 
   /** @param handler receives the guest's frames and the link's up/down events */
   constructor(handler: FrameHandler, options: VhostUserLinkOptions = {}) {
@@ -1219,16 +1216,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       chain.release();
     }
     while (room < needed && chains < size && this.#mergeable) {
-      const taken = rx.popSingleBuffers(singles, size - chains, needed - room, NET_HDR_SIZE);
-      for (let i = 0; i < taken; i++) {
-        const n = singles.lengths[i];
-        heads[chains] = singles.heads[i];
-        rooms[chains++] = n;
-        if (!vectors.full) vectors.pushRange(singles.bases[i], singles.offsets[i], n);
-        room += n;
-        if (n < this.#smallestRxChainBytes) this.#smallestRxChainBytes = n;
-      }
-      singles.release();
+      const taken = this.#reserveSingles(rx, chains, needed - room);
+      for (const end = chains + taken; chains < end; chains++) room += rooms[chains];
       if (room >= needed || chains >= size || !this.#popRx(rx, chain)) break;
       heads[chains] = chain.head;
       rooms[chains++] = chain.writableBytes;
@@ -1253,6 +1242,26 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     this.#runFrameHeaderAt[k] = headerAt + NET_HDR_SIZE;
     this.#runMalformedBefore[k] = malformedBefore;
     return payload;
+  }
+
+  /**
+   * Pops the single-buffer chains that come next (popSingleBuffers), up to `bytes`,
+   * into the reservation from chain index `at` (heads, rooms, every byte on the
+   * table). Returns how many were taken.
+   */
+  #reserveSingles(rx: Virtqueue, at: number, bytes: number): number {
+    const singles = this.#rxSingles;
+    const vectors = this.#resVectors;
+    const taken = rx.popSingleBuffers(singles, rx.size - at, bytes, NET_HDR_SIZE);
+    for (let i = 0; i < taken; i++) {
+      const n = singles.lengths[i];
+      this.#resHeads[at + i] = singles.heads[i];
+      this.#resRooms[at + i] = n;
+      if (!vectors.full) vectors.pushRange(singles.bases[i], singles.offsets[i], n);
+      if (n < this.#smallestRxChainBytes) this.#smallestRxChainBytes = n;
+    }
+    singles.release();
+    return taken;
   }
 
   /** Puts a located chain's buffers on the reservation's table, from byte `skip` of the chain. */
@@ -1353,18 +1362,8 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       if (chains > 0) {
         // The common chains (a Linux guest's: one page-sized buffer each) in one call;
         // a chain of another shape is popped below, then this goes on.
-        const singles = this.#rxSingles;
-        const taken = rx.popSingleBuffers(singles, size - chains, needed - room, NET_HDR_SIZE);
-        for (let i = 0; i < taken; i++) {
-          const n = singles.lengths[i];
-          heads[chains] = singles.heads[i];
-          rooms[chains] = n;
-          chains++;
-          if (!vectors.full) vectors.pushRange(singles.bases[i], singles.offsets[i], n);
-          room += n;
-          if (n < this.#smallestRxChainBytes) this.#smallestRxChainBytes = n;
-        }
-        singles.release();
+        const taken = this.#reserveSingles(rx, chains, needed - room);
+        for (const end = chains + taken; chains < end; chains++) room += rooms[chains];
         if (room >= needed || chains >= size) break;
       }
       if (!this.#popRx(rx, chain)) break;
@@ -1630,19 +1629,7 @@ export class VhostUserLink implements VringDatapath, GuestLink {
       lengths[i] = n;
       left -= n;
     }
-    if (first === 0) {
-      rx.pushUsedChains(this.#resHeads, lengths, used);
-    } else {
-      if (this.#usedHeads.length < used) {
-        this.#usedHeads = new Uint16Array(rx.size);
-        this.#usedLengths = new Uint32Array(rx.size);
-      }
-      for (let i = 0; i < used; i++) {
-        this.#usedHeads[i] = this.#resHeads[first + i];
-        this.#usedLengths[i] = lengths[first + i];
-      }
-      rx.pushUsedChains(this.#usedHeads, this.#usedLengths, used);
-    }
+    rx.pushUsedChains(this.#resHeads, lengths, used, first);
     this.counters.rxFrames++;
     this.#rxPair!.rxFrames++;
     this.counters.rxChains += used;
@@ -1717,12 +1704,10 @@ export class VhostUserLink implements VringDatapath, GuestLink {
     this.#resViewCount = 0;
     this.#resHeaderCount = 0;
     this.#resChains = 0;
-    for (let k = 1; k < this.#runFrames; k++) {
+    for (let k = 0; k < Math.max(1, this.#runFrames); k++) {
       this.#runHeaderBase[k] = EMPTY_VIEW;
       this.#runFrameHeaderBase[k] = EMPTY_VIEW;
     }
-    this.#runHeaderBase[0] = EMPTY_VIEW;
-    this.#runFrameHeaderBase[0] = EMPTY_VIEW;
     this.#runFrames = 0;
     this.#runNext = 0;
     this.#resFirst = 0;

@@ -18,6 +18,7 @@ import {
   type PostedBuffers,
   postRxBuffers,
   receiveFrames,
+  writeIntoSpace,
 } from "../../tests/support/tap/link_rings.ts";
 import { loopbackPair, receiveAll } from "../../tests/support/ffi/loopback_pair.ts";
 import type { TcpSocket } from "../../ffi/tcp_socket.ts";
@@ -303,7 +304,7 @@ Deno.test("VhostUserLink.reserveFrames(): for any buffers and any commits, the g
             } else if (built.length > 0) {
               // A run of one reserved as views (the first buffer splits the headers).
               assert.equal(space.frames, 1);
-              writeViews(space, built[0]);
+              writeIntoSpace(space, built[0]);
               assert.equal(link.commitFrame(built[0].length), SendResult.Sent);
               expected.push(built[0]);
             }
@@ -340,15 +341,4 @@ function postBuffer(rx: LinkRingDriver, posted: PostedBuffers, all: Set<number>,
   const id = rx.addChain([{ addr, length: b.bytes, writable: false }]);
   assert.ok(id !== null);
   all.add(id);
-}
-
-/** Writes `frame` into a reservation's views in order. */
-function writeViews(space: FrameSpace, frame: Uint8Array): void {
-  let at = 0;
-  for (let i = 0; i < space.count && at < frame.length; i++) {
-    const view = space.views[i];
-    const n = Math.min(view.length, frame.length - at);
-    view.set(frame.subarray(at, at + n));
-    at += n;
-  }
 }

@@ -19,7 +19,6 @@ import {
 import { SplitRingDriver } from "../../tests/support/virtio/split_ring_driver.ts";
 import {
   FrameInfo,
-  type FrameSpace,
   newFrameSpace,
   type ScatteredFrame,
   SendResult,
@@ -34,6 +33,7 @@ import {
   postRxBuffers,
   type ReceivedFrames,
   receiveFrames,
+  writeIntoSpace,
   writeTxPacket,
 } from "../../tests/support/tap/link_rings.ts";
 import {
@@ -1103,17 +1103,6 @@ Deno.test("VhostUserLink.sendFrame() marks a frame with a partial checksum NEEDS
   assert.equal(plain.link.sendFrame(frameOf(1514, 4), 34, 16), SendResult.Dropped);
   assert.equal(plain.link.sendFrame(frameOf(1514, 5)), SendResult.Sent);
 });
-
-/** Writes `frame` into a reservation's views in order. */
-function writeIntoSpace(space: FrameSpace, frame: Uint8Array): void {
-  let at = 0;
-  for (let i = 0; i < space.count && at < frame.length; i++) {
-    const view = space.views[i];
-    const n = Math.min(view.length, frame.length - at);
-    view.set(frame.subarray(at, at + n));
-    at += n;
-  }
-}
 
 Deno.test("VhostUserLink.reserveFrame() with MRG_RXBUF spans the posted buffers in place; commit returns what the frame did not use", () => {
   const { rx, link } = setup({ mergeableRxBuffers: true }, 256);

@@ -211,10 +211,11 @@ export interface Virtqueue {
   /** Records that chain `head` was used, `length` bytes written; published by publish(). */
   pushUsed(head: number, length: number): void;
   /**
-   * Records chains `heads[0..count)` used with `lengths[0..count)` bytes written, in
-   * order: what pushUsed() of each does, in one call (a 64 KiB RX frame takes ~16 chains).
+   * Records chains `heads[from..from + count)` used with `lengths[from..from + count)`
+   * bytes written, in order: what pushUsed() of each does, in one call (a 64 KiB RX
+   * frame takes ~16 chains).
    */
-  pushUsedChains(heads: Uint16Array, lengths: Uint32Array, count: number): void;
+  pushUsedChains(heads: Uint16Array, lengths: Uint32Array, count: number, from?: number): void;
   /** Sets the length of the used element pushed `back` elements ago (1 = the last), not yet published. */
   rewriteUsedLength(back: number, length: number): void;
   /** Number of used elements pushed and not yet published. */
@@ -376,11 +377,11 @@ export abstract class VirtqueueEngine implements Virtqueue {
   }
 
   /** {@inheritDoc Virtqueue.pushUsedChains} */
-  pushUsedChains(heads: Uint16Array, lengths: Uint32Array, count: number): void {
+  pushUsedChains(heads: Uint16Array, lengths: Uint32Array, count: number, from = 0): void {
     if (count <= 0) return;
     this.malformedRun = 0;
     this.walkedAtLastUse = this.walked;
-    for (let i = 0; i < count; i++) this.pushUsedElement(heads[i], lengths[i]);
+    for (let i = from; i < from + count; i++) this.pushUsedElement(heads[i], lengths[i]);
   }
 
   /** Writes the used element of chain `head` with `length` bytes written (published by publish()). */
@@ -789,7 +790,12 @@ export class SplitVirtqueue extends VirtqueueEngine {
    * One loop over the used ring with the ring's fields in locals; the used index is
    * stored by publish(), once for all of them.
    */
-  override pushUsedChains(heads: Uint16Array, lengths: Uint32Array, count: number): void {
+  override pushUsedChains(
+    heads: Uint16Array,
+    lengths: Uint32Array,
+    count: number,
+    from = 0,
+  ): void {
     if (count <= 0) return;
     this.malformedRun = 0;
     this.walkedAtLastUse = this.walked;
@@ -797,7 +803,7 @@ export class SplitVirtqueue extends VirtqueueEngine {
     const mask = this.#mask;
     const log = this.guestWriteLog;
     let usedIdx = this.#usedIdx;
-    for (let i = 0; i < count; i++) {
+    for (let i = from; i < from + count; i++) {
       const at = USED_RING + (usedIdx & mask) * USED_ELEM_SIZE;
       used.setUint32(at, heads[i], true);
       used.setUint32(at + USED_ELEM_LEN, lengths[i], true);

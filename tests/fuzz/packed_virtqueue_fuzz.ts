@@ -19,12 +19,12 @@ import { Logger } from "../../src/log/logger.ts";
 import {
   type FrameHandler,
   MAX_FRAME_LENGTH,
-  MAX_RUN_FRAMES,
   MIN_FRAME_LENGTH,
   newFrameSpace,
   SendResult,
 } from "../../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../../src/tap/vhost_user_link.ts";
+import { reserveRandomRun } from "./random_run.ts";
 import { ArrayGuestMemory } from "../support/virtio/array_guest_memory.ts";
 import { PackedRingDriver } from "../support/virtio/packed_ring_driver.ts";
 import {
@@ -286,29 +286,7 @@ export function runPackedVirtqueueFuzz(
     link.kick(TX_QUEUE_INDEX, 1);
     for (let k = 0; k < 1 + r.below(6); k++) {
       if (!logged && r.chance(0.4)) {
-        // A run: some frames committed (the last one maybe short), the rest given back.
-        const headers = 14 + r.below(80);
-        const maxLength = headers + 1 + r.below(r.chance(0.5) ? 3000 : MAX_FRAME_LENGTH);
-        const result = link.reserveFrames(
-          space,
-          1 + r.below(MAX_RUN_FRAMES + 2),
-          maxLength,
-          headers,
-        );
-        if (result !== SendResult.Sent) {
-          if (result === SendResult.NoRoom) stats.noRoom++;
-          else stats.dropped++;
-          continue;
-        }
-        if (space.frames > 1) stats.runs++;
-        const commits = r.below(space.frames + 1);
-        for (let f = 0; f < commits; f++) {
-          const room = space.frames > 1 ? space.frameRooms[f] : space.length - headers;
-          const payload = r.chance(0.8) ? room : r.below(room + 2);
-          space.views[0].fill(0x45, 0, Math.min(headers, space.views[0].length));
-          if (link.commitFrame(headers + payload) === SendResult.Sent) stats.runFramesSent++;
-        }
-        link.cancelFrame();
+        reserveRandomRun(link, space, r, stats);
         continue;
       }
       const length = r.chance(0.1) ? r.below(MAX_FRAME_LENGTH + 100) : 14 + r.below(2000);

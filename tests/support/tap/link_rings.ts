@@ -21,7 +21,7 @@ import {
   type NetHeader,
 } from "../../../src/tap/net_header.ts";
 import type { NegotiatedFeatures, StartedVring } from "../../../src/virtio/started_vring.ts";
-import { SendResult } from "../../../src/tap/frame_transport.ts";
+import { type FrameSpace, SendResult } from "../../../src/tap/frame_transport.ts";
 import { VhostUserLink } from "../../../src/tap/vhost_user_link.ts";
 import { recordingLogger } from "../recording_logger.ts";
 
@@ -246,3 +246,14 @@ const anyBufferLayout = {
   ),
   lengths: fc.array(fc.integer({ min: 14, max: 9000 }), { minLength: 1, maxLength: 20 }),
 };
+
+/** Writes `frame` into a reservation's views in order. */
+export function writeIntoSpace(space: FrameSpace, frame: Uint8Array): void {
+  let at = 0;
+  for (let i = 0; i < space.count && at < frame.length; i++) {
+    const view = space.views[i];
+    const n = Math.min(view.length, frame.length - at);
+    view.set(frame.subarray(at, at + n));
+    at += n;
+  }
+}
